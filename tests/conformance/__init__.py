@@ -1,0 +1,1 @@
+"""CEL conformance: the official cel-spec cases run against both perkflow backends."""
