@@ -26,8 +26,9 @@ class PolarsContext:
 
 
 def to_polars(node: ir.Node, ctx: PolarsContext) -> pl.Expr:
-    result = _compile(node, ctx)
-    return result.expr
+    """The expression; it may be a constant literal, so use it in `with_columns` (which
+    broadcasts) rather than alone in `select`."""
+    return _compile(node, ctx).expr
 
 
 def _compile(node: ir.Node, ctx: PolarsContext) -> Typed:
