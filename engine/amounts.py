@@ -1,0 +1,119 @@
+"""Turning CEL results into exact ledger amounts (semantics.md 7).
+
+A number from CEL becomes a decimal through its shortest round-trip text (Python's `repr`, and
+Polars' float formatting, which is the same shortest representation), never through binary
+arithmetic. Both evaluation paths hand their results to the same `check` so that validation
+exists once.
+
+Ledger amounts are DECIMAL(38, 18): scale 18 is the largest asset scale, which leaves 20 integer
+digits.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+if TYPE_CHECKING:
+    from engine.catalog.models import Asset
+
+DECIMAL = pl.Decimal(38, 18)
+MAX_INTEGER_DIGITS = 20
+
+#: failure codes of semantics.md 7, and the zero no-op
+NOT_POSITIVE = "amount_not_positive"
+INVALID_SCALE = "invalid_scale"
+MAX_EXCEEDED = "max_transaction_amount_exceeded"
+OUT_OF_RANGE = "amount_out_of_range"
+EXPRESSION_ERROR = "expression_error"
+ZERO = "zero"
+
+
+def python_value_text(value: object) -> tuple[str | None, str | None]:
+    """(plain decimal text, None) for a CEL number, else (None, error message)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"amount must be a number, got {type(value).__name__}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None, f"amount must be a finite number, got {value}"
+        return _plain(repr(value)), None
+    return str(int(value)), None
+
+
+def series_text(values: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """Vectorised `python_value_text` over a numeric Series (null = evaluation error)."""
+    n = len(values)
+    if values.dtype.is_integer():
+        return values.cast(pl.String), pl.Series([None] * n, dtype=pl.String)
+    if not values.dtype.is_float():
+        return (
+            pl.Series([None] * n, dtype=pl.String),
+            pl.Series([f"amount must be a number, got {values.dtype}"] * n, dtype=pl.String),
+        )
+    finite = values.is_finite()
+    text = values.cast(pl.String).zip_with(finite.fill_null(False), pl.Series([None] * n, dtype=pl.String))
+    exp_idx = text.str.contains("[eE]").fill_null(False).arg_true()
+    if len(exp_idx):  # exponent notation is rare (very large or tiny values): fix those in Python
+        text = text.scatter(exp_idx, [_plain(t) for t in text.gather(exp_idx).to_list()])
+    error = (
+        pl.select(
+            pl.when(values.is_not_null() & ~finite)
+            .then(pl.concat_str(pl.lit("amount must be a finite number, got "), values.cast(pl.String)))
+            .otherwise(None)
+        ).to_series()
+    )
+    return text, error
+
+
+def check(text: pl.Series, asset: Asset) -> tuple[pl.Series, pl.Series]:
+    """(failure code or null, DECIMAL amount or null) for decimal texts, per asset rules."""
+    frame = pl.DataFrame({"t": text})
+    parts = pl.col("t").str.extract_groups(r"^(-?)0*(\d*?)(?:\.(\d*?)0*)?$")
+    out = frame.with_columns(
+        neg=parts.struct.field("1") == "-",
+        int_digits=parts.struct.field("2").str.len_chars(),
+        frac_digits=parts.struct.field("3").fill_null("").str.len_chars(),
+    ).with_columns(
+        zero=(pl.col("int_digits") == 0) & (pl.col("frac_digits") == 0),
+    )
+    value = pl.col("t").cast(DECIMAL, strict=False)
+    code = (
+        pl.when(pl.col("t").is_null()).then(None)
+        .when(pl.col("zero")).then(pl.lit(ZERO))
+        .when(pl.col("neg")).then(pl.lit(NOT_POSITIVE))
+        .when(pl.col("frac_digits") > asset.scale).then(pl.lit(INVALID_SCALE))
+        .when(pl.col("int_digits") > MAX_INTEGER_DIGITS).then(pl.lit(OUT_OF_RANGE))
+    )
+    if asset.max_transaction_amount is not None:
+        code = code.when(value > pl.lit(asset.max_transaction_amount, dtype=DECIMAL)).then(pl.lit(MAX_EXCEEDED))
+    code = code.otherwise(None)
+    res = out.select(
+        code=code,
+        amount=pl.when(code.is_null()).then(value).otherwise(None),
+    )
+    return res["code"], res["amount"]
+
+
+def describe(code: str, text: str | None, asset: Asset) -> str:
+    """The human message for a failure code."""
+    return {
+        NOT_POSITIVE: f"amount {text} must be greater than 0",
+        INVALID_SCALE: f"amount {text} has more decimals than {asset.symbol}'s scale {asset.scale}; wrap it in round(x, {asset.scale})",
+        MAX_EXCEEDED: f"amount {text} exceeds {asset.symbol}'s max_transaction_amount {asset.max_transaction_amount}",
+        OUT_OF_RANGE: f"amount {text} is too large (at most {MAX_INTEGER_DIGITS} integer digits)",
+    }.get(code, code)
+
+
+def check_static(value: Decimal, asset: Asset) -> tuple[str, str] | None:
+    """Validate a static amount from a program file with the same rules: (code, message) or None."""
+    text = _plain(str(value))
+    code = check(pl.Series([text], dtype=pl.String), asset)[0][0]
+    return None if code is None else (code, describe(code, text, asset))
+
+
+def _plain(text: str) -> str:
+    """Decimal text without exponent: '1e+20' -> '100000000000000000000'."""
+    return format(Decimal(text), "f")

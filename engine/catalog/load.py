@@ -1,0 +1,196 @@
+"""Reading and validating program files."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from engine import amounts, ids
+from engine.cel import CelError, compile_cel
+from engine.errors import CatalogError
+
+from .compiled import Catalog, CompiledAction, CompiledProgram, CompiledRule
+from .models import Asset, ProgramFile, Rule
+from .support import unsupported
+
+PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+
+
+def program_files(path: str | Path) -> list[Path]:
+    """One file, or every program file under a directory, in sorted (deterministic) order."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix in PROGRAM_SUFFIXES and f.is_file())
+        if files:
+            return files
+        raise CatalogError(f"{p}: no program files (*.yaml, *.yml, *.json) found in this directory")
+    raise CatalogError(f"{p}: no such file or directory; pass --programs a program file or a folder of them")
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    programs: dict[str, CompiledProgram] = {}
+    assets: dict[str, tuple[Asset, Path]] = {}
+    for file in program_files(path):
+        pf = _parse(file)
+        for asset in pf.assets:
+            seen = assets.get(asset.symbol)
+            if seen and seen[0] != asset:
+                raise CatalogError(
+                    f"{file}: asset {asset.symbol} conflicts with its definition in {seen[1]}; "
+                    "an asset shared by several programs must be defined identically in each"
+                )
+            assets.setdefault(asset.symbol, (asset, file))
+        if pf.program.key in programs:
+            raise CatalogError(
+                f"{file}: program key {pf.program.key!r} is also defined in {programs[pf.program.key].source}"
+            )
+        programs[pf.program.key] = _compile_program(file, pf, {s: a for s, (a, _) in assets.items()})
+    asset_map = {s: a for s, (a, _) in assets.items()}
+    return Catalog(programs=programs, assets=asset_map, asset_ids={s: ids.asset_id(s) for s in asset_map})
+
+
+def _parse(file: Path) -> ProgramFile:
+    try:
+        text = file.read_text(encoding="utf-8")
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CatalogError(f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {e}") from None
+    if not isinstance(data, dict):
+        raise CatalogError(f"{file}: a program file must be a mapping with `program`, `assets` and `rules`")
+    try:
+        pf = ProgramFile.model_validate(data)
+    except ValidationError as e:
+        raise CatalogError(f"{file}: invalid program file:\n{_describe(e, data)}") from None
+    problems = [f"  {where}: not supported yet: {field}" for where, field in unsupported(pf)]
+    if problems:
+        raise CatalogError(f"{file}:\n" + "\n".join(problems))
+    return pf
+
+
+def _describe(e: ValidationError, data: dict) -> str:
+    """Pydantic errors as `rules[2] (Rule name).actions[0].amount: message` lines."""
+    lines = []
+    for err in e.errors():
+        loc = err["loc"]
+        parts: list[str] = []
+        for i, part in enumerate(loc):
+            if isinstance(part, int):
+                parts[-1] += f"[{part}]"
+                if loc[i - 1] == "rules":
+                    rules = data.get("rules") or []
+                    name = rules[part].get("name") if part < len(rules) and isinstance(rules[part], dict) else None
+                    if name:
+                        parts[-1] += f" ({name})"
+            else:
+                parts.append(str(part))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check its spelling against semantics.md 2.1)"
+        lines.append(f"  {'.'.join(parts)}: {msg}")
+    return "\n".join(lines)
+
+
+def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> CompiledProgram:
+    key = pf.program.key
+    rules: list[CompiledRule] = []
+    keys: set[str] = set()
+    orders: dict[int, str] = {}
+    highest = 0
+    for r_i, rule in enumerate(pf.rules):
+        where = f"{file}: rules[{r_i}] ({rule.name})"
+        order = rule.order if rule.order is not None else highest + 10
+        highest = max(highest, order)
+        rule_key = rule.key or _slug(rule.name)
+        if rule_key in keys:
+            raise CatalogError(f"{where}: key {rule_key!r} is used by another rule of this program; give it a distinct `key`")
+        keys.add(rule_key)
+        if rule.status == "ACTIVE":
+            if order in orders:
+                raise CatalogError(
+                    f"{where}: order {order} is also used by active rule {orders[order]!r}; "
+                    "no two active rules of a program may share an `order`"
+                )
+            orders[order] = rule.name
+        if rule.active_from and rule.active_to and rule.active_from >= rule.active_to:
+            raise CatalogError(f"{where}: active_from must be before active_to")
+        rules.append(_compile_rule(where, key, rule_key, order, rule, assets))
+    rules.sort(key=lambda r: r.order)
+    return CompiledProgram(id=ids.program_id(key), key=key, model=pf.program, source=str(file), rules=tuple(rules))
+
+
+def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule: Rule, assets: dict[str, Asset]) -> CompiledRule:
+    condition = _cel(f"{where}: condition", rule.condition, assets)
+    actions = []
+    for a_i, action in enumerate(rule.actions):
+        at = f"{where}: actions[{a_i}]"
+        if action.asset is None:
+            raise CatalogError(f"{at}: `asset` is required for {action.type}")
+        if action.asset not in assets:
+            raise CatalogError(f"{at}: unknown asset symbol {action.asset!r}; define it under `assets`")
+        if action.amount is None:
+            raise CatalogError(f"{at}: `amount` is required for {action.type}")
+        asset = assets[action.asset]
+        actions.append(
+            CompiledAction(
+                index=a_i,
+                type=action.type,
+                asset=asset,
+                asset_id=ids.asset_id(asset.symbol),
+                amount=_amount(f"{at}.amount", action.amount, asset, assets),
+                allow_negative=action.allow_negative,
+                description=action.description,
+            )
+        )
+    definition = rule.model_dump(mode="json", exclude_none=True) | {"key": rule_key, "order": order}
+    return CompiledRule(
+        id=ids.rule_id(program_key, rule_key),
+        key=rule_key,
+        version=ids.content_hash({"program": program_key, "rule": definition}),
+        name=rule.name,
+        order=order,
+        status=rule.status,
+        stop_after_match=rule.stop_after_match,
+        active_from=rule.active_from,
+        active_to=rule.active_to,
+        condition=condition,
+        actions=tuple(actions),
+        definition=definition,
+    )
+
+
+def _amount(where: str, text: str, asset: Asset, assets: dict[str, Asset]):
+    """A plain number is a static amount, checked now; anything else must be CEL."""
+    if _PLAIN_NUMBER.match(text.strip()):
+        try:
+            value = Decimal(text.strip())
+        except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
+            raise CatalogError(f"{where}: {text!r} is not a number") from None
+        problem = amounts.check_static(value, asset)
+        if problem and problem[0] != "zero":
+            raise CatalogError(f"{where}: {problem[1]}")
+        return value
+    return _cel(where, text, assets)
+
+
+def _cel(where: str, text: str, assets: dict[str, Asset]):
+    try:
+        prog = compile_cel(text)
+    except CelError as e:
+        raise CatalogError(f"{where}: {e}") from None
+    for path in prog.paths:
+        parts = path.split(".")
+        if parts[:2] == ["participant", "balances"] and len(parts) > 2 and parts[2] not in assets:
+            raise CatalogError(f"{where}: unknown asset symbol {parts[2]!r} in {path}")
+    return prog
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "rule"

@@ -1,0 +1,156 @@
+"""Typed models of program files (semantics.md 2.1), field names as in the Scrip API payloads.
+
+Every documented field is declared, so an unknown field is a validation error rather than a
+silently ignored typo. Fields whose behaviour is not built yet are declared too, and rejected by
+`engine.catalog.support` with "not supported yet: <field>".
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Status = Literal["ACTIVE", "SUSPENDED", "ARCHIVED"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Program(Strict):
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,127}$")
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = None
+    on_unknown_participant: Literal["CREATE", "REJECT"] = "CREATE"
+    status: Status = "ACTIVE"
+
+
+class Asset(Strict):
+    symbol: str = Field(pattern=r"^[A-Za-z0-9_]{1,32}$")
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = None
+    inventory_mode: Literal["SIMPLE", "LOT"] = "SIMPLE"
+    issuance_policy: Literal["UNLIMITED", "PREFUNDED"] = "UNLIMITED"
+    scale: int = Field(ge=0, le=18)
+    max_transaction_amount: Decimal | None = None
+
+    @field_validator("max_transaction_amount", mode="before")
+    @classmethod
+    def _exact(cls, v: Any) -> Any:
+        # YAML may hand us a float: go through its shortest repr, never binary.
+        return repr(v) if isinstance(v, float) else v
+
+    @field_validator("max_transaction_amount")
+    @classmethod
+    def _positive(cls, v: Decimal | None) -> Decimal | None:
+        if v is not None and (not v.is_finite() or v <= 0):
+            raise ValueError("must be a positive number")
+        return v
+
+
+class Budget(Strict):
+    asset: str
+    limit: str
+    schedule_type: Literal["INTERVAL", "CRON"] | None = None
+    interval: str | None = None
+    cron_expression: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias(cls, data: Any) -> Any:
+        return _asset_alias(data)
+
+
+class Target(Strict):
+    type: Literal["PARTICIPANT", "GROUP", "PROGRAM"]
+    id: str | None = None
+    external_id: str | None = None
+    participant_id: str | None = None
+
+
+ActionType = Literal[
+    "CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD", "TAG", "UNTAG", "COUNTER",
+    "SET_ATTRIBUTE", "SET_TIER", "SCHEDULE_EVENT", "BROADCAST",
+]
+
+
+class Action(Strict):
+    type: ActionType
+    asset: str | None = None
+    amount: str | None = None
+    bucket: Literal["AVAILABLE", "HELD"] | None = None
+    allow_negative: bool = False
+    description: str | None = None
+    reference_id: str | None = None
+    expires_at: str | None = None
+    matures_at: str | None = None
+    key: str | None = None
+    value: str | None = None
+    reset_after: str | None = None
+    tag: str | None = None
+    tier: str | None = None
+    level: str | None = None
+    event_name: str | None = None
+    delay: str | None = None
+    payload: dict[str, Any] | None = None
+    target: Target | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias(cls, data: Any) -> Any:
+        return _asset_alias(data)
+
+    @field_validator("amount", "value", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        # A YAML number is a number: keep its exact decimal text (floats via shortest repr).
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, float):
+            return repr(v)
+        if isinstance(v, int):
+            return str(v)
+        return v
+
+
+class Rule(Strict):
+    name: str = Field(min_length=1, max_length=255)
+    key: str | None = None
+    description: str | None = None
+    condition: str = Field(min_length=1)
+    order: int | None = Field(default=None, ge=1)
+    stop_after_match: bool = False
+    active_from: datetime | None = None
+    active_to: datetime | None = None
+    status: Status = "ACTIVE"
+    budgets: list[Budget] = []
+    actions: list[Action] = Field(min_length=1)
+
+    @field_validator("active_from", "active_to")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("must be an RFC 3339 timestamp with a time zone, e.g. 2025-01-01T00:00:00Z")
+        return v
+
+
+class ProgramFile(Strict):
+    program: Program
+    assets: list[Asset] = []
+    rules: list[Rule] = []
+    tiers: list[dict[str, Any]] = []
+    rewards: list[dict[str, Any]] = []
+    automations: list[dict[str, Any]] = []
+
+
+def _asset_alias(data: Any) -> Any:
+    """Accept Scrip's `asset_id` as an alias of `asset` (both name the asset by symbol here)."""
+    if isinstance(data, dict) and "asset_id" in data:
+        data = dict(data)
+        if "asset" in data:
+            raise ValueError("give either `asset` or `asset_id`, not both")
+        data["asset"] = data.pop("asset_id")
+    return data

@@ -1,0 +1,43 @@
+"""What the engine builds today. A declared field whose behaviour is not built yet is rejected
+here with "not supported yet: <field>", never silently ignored. Later work deletes lines here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .models import ProgramFile
+
+SUPPORTED_ACTIONS = {"CREDIT", "DEBIT"}
+#: Action fields with behaviour, per action type (type itself is always fine).
+SUPPORTED_ACTION_FIELDS = {
+    "CREDIT": {"asset", "amount", "description", "bucket"},
+    "DEBIT": {"asset", "amount", "description", "bucket", "allow_negative"},
+}
+
+
+def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
+    """Yield (location, field) for every field set to something not built yet."""
+    for name in ("tiers", "rewards", "automations"):
+        if getattr(pf, name):
+            yield name, name
+    for asset in pf.assets:
+        where = f"assets[{asset.symbol}]"
+        if asset.inventory_mode != "SIMPLE":
+            yield where, f"inventory_mode: {asset.inventory_mode}"
+        if asset.issuance_policy != "UNLIMITED":
+            yield where, f"issuance_policy: {asset.issuance_policy}"
+    for r_i, rule in enumerate(pf.rules):
+        where = f"rules[{r_i}] ({rule.name})"
+        if rule.budgets:
+            yield where, "budgets"
+        for a_i, action in enumerate(rule.actions):
+            at = f"{where}.actions[{a_i}]"
+            if action.type not in SUPPORTED_ACTIONS:
+                yield at, f"type: {action.type}"
+                continue
+            allowed = SUPPORTED_ACTION_FIELDS[action.type]
+            for field in sorted(action.model_fields_set - allowed - {"type"}):
+                if getattr(action, field) not in (None, False):
+                    yield at, field
+            if action.bucket not in (None, "AVAILABLE"):
+                yield at, f"bucket: {action.bucket}"

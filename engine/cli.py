@@ -1,0 +1,214 @@
+"""The `perkflow` command line.
+
+Exit codes (semantics.md 13): 0 success, even when some events FAILED by business rules;
+2 invalid input or configuration, nothing written; 1 unexpected internal error, nothing
+committed; 3 the database is in use by another run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from decimal import Decimal
+
+from rich.console import Console
+from rich.table import Table
+
+from engine.errors import DatabaseBusyError, InputError
+
+console = Console()
+if not console.is_terminal:  # piped output: wide enough for the counts table, no wrapping
+    console = Console(width=120)
+err_console = Console(stderr=True, width=None if console.is_terminal else 120)
+
+REPORTS = ("ledger_summary", "balances")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except InputError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        return 2
+    except DatabaseBusyError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        return 3
+    except FileNotFoundError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted; nothing was committed")
+        return 130
+    except Exception:  # noqa: BLE001 - the last line of defence: say so, keep the trace
+        err_console.print("[bold red]internal error[/] (nothing was committed); please report this trace:")
+        err_console.print(traceback.format_exc(), highlight=False, markup=False)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="perkflow",
+        description="Loyalty and rewards programs as a batch pipeline: CEL rules over an exact, "
+                    "idempotent double-entry ledger in DuckDB.",
+        epilog="Database: --db, else $PERKFLOW_DB, else data/warehouse.duckdb. "
+               "Exit codes: 0 ok, 1 internal error, 2 invalid input, 3 database busy.")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    def db_arg(sp):
+        sp.add_argument("--db", help="DuckDB file (default: $PERKFLOW_DB or data/warehouse.duckdb)")
+
+    r = sub.add_parser("run", help="process a batch of events into the ledger",
+                       description="Process event files (Parquet file, folder or glob) against program files, "
+                                   "in one transaction. Re-running the same input changes nothing.")
+    r.add_argument("--programs", required=True, help="program file or folder of YAML/JSON program files")
+    r.add_argument("--events", required=True, help="event file, folder (recursive, hive partitions) or glob")
+    db_arg(r)
+    r.add_argument("--row-path", action="store_true", help="evaluate every rule per row (slow; for checking)")
+    r.add_argument("--wait", type=float, default=30.0, help="seconds to wait for another run to finish (default 30)")
+    r.add_argument("--json", action="store_true", help="print the counts as JSON")
+    r.set_defaults(func=_cmd_run)
+
+    v = sub.add_parser("validate", help="check program files without running anything")
+    v.add_argument("--programs", required=True)
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=_cmd_validate)
+
+    b = sub.add_parser("balances", help="show balances per participant and asset")
+    db_arg(b)
+    b.add_argument("--external-id", help="only this participant")
+    b.add_argument("--asset", help="only this asset symbol")
+    b.add_argument("--limit", type=int, default=50, help="rows to show (default 50; 0 for all)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=_cmd_balances)
+
+    q = sub.add_parser("sql", help="run an ad-hoc read-only SQL query on the ledger")
+    q.add_argument("query")
+    db_arg(q)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_cmd_sql)
+
+    rep = sub.add_parser("report", help="print a report view: " + ", ".join(REPORTS))
+    rep.add_argument("name", choices=REPORTS)
+    db_arg(rep)
+    fmt = rep.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    rep.set_defaults(func=_cmd_report)
+    return p
+
+
+def _cmd_run(args) -> int:
+    from engine.run import run_batch
+
+    with console.status("starting ...") as status:
+        report = run_batch(args.programs, args.events, args.db, row_path=args.row_path, wait=args.wait,
+                           progress=lambda msg: status.update(msg + " ..."))
+    if args.json:
+        print(json.dumps(report.as_dict()))
+        return 0
+    if report.already_committed:
+        console.print(f"already committed as batch {report.batch_id}: nothing to do "
+                      f"({report.duplicates} duplicates, {report.rejected} rejected)")
+    t = Table(title=f"batch {report.batch_id}" + (" (no-op)" if report.already_committed else ""))
+    for col in ("read", "completed", "failed", "duplicates", "rejected", "entries", "seconds", "events/s"):
+        t.add_column(col, justify="right")
+    t.add_row(*(str(x) for x in (report.read, report.completed, report.failed, report.duplicates,
+                                 report.rejected, report.entries)),
+              f"{report.seconds:.2f}", f"{report.events_per_second:,.0f}")
+    console.print(t)
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from engine.catalog import load_catalog
+
+    catalog = load_catalog(args.programs)
+    summary = {p.key: {"rules": len(p.rules), "active_rules": len(p.active_rules)} for p in catalog.programs.values()}
+    if args.json:
+        print(json.dumps({"valid": True, "programs": summary, "assets": sorted(catalog.assets)}))
+    else:
+        for key, s in summary.items():
+            console.print(f"[green]ok[/] {key}: {s['rules']} rules ({s['active_rules']} active)")
+        console.print(f"assets: {', '.join(sorted(catalog.assets))}")
+    return 0
+
+
+def _query(args, sql: str, params: list | None = None):
+    from engine.ledger import db
+
+    con = db.connect(args.db, read_only=True)
+    try:
+        cur = con.execute(sql, params or [])
+        cols = [d[0] for d in cur.description]
+        return cols, cur.fetchall()
+    finally:
+        con.close()
+
+
+def _show(args, cols: list[str], rows: list[tuple], title: str | None = None) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps([dict(zip(cols, r)) for r in rows], default=_json_default))
+    elif getattr(args, "csv", False):
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(cols)
+        w.writerows(rows)
+    else:
+        t = Table(title=title)
+        for c in cols:
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*("" if v is None else str(v) for v in r))
+        console.print(t)
+
+
+def _json_default(v):
+    if isinstance(v, Decimal):
+        return format(v.normalize(), "f")
+    return str(v)
+
+
+def _cmd_balances(args) -> int:
+    where, params = ["entity_type = 'PARTICIPANT'"], []
+    if args.external_id:
+        where.append("external_id = ?")
+        params.append(args.external_id)
+    if args.asset:
+        where.append("asset_symbol = ?")
+        params.append(args.asset)
+    sql = ("SELECT external_id, asset_symbol, available, held, deferred, participant_id FROM balances WHERE "
+           + " AND ".join(where) + " ORDER BY external_id, asset_symbol")
+    if args.limit:
+        sql += f" LIMIT {int(args.limit)}"
+    cols, rows = _query(args, sql, params)
+    _show(args, cols, [_trim(r) for r in rows], title="balances")
+    return 0
+
+
+def _trim(row: tuple) -> tuple:
+    """Decimals without the padding zeros of DECIMAL(38, 18)."""
+    return tuple(_json_default(v) if isinstance(v, Decimal) else v for v in row)
+
+
+def _cmd_sql(args) -> int:
+    cols, rows = _query(args, args.query)
+    _show(args, cols, [_trim(r) for r in rows])
+    return 0
+
+
+def _cmd_report(args) -> int:
+    cols, rows = _query(args, f"SELECT * FROM {args.name}")  # name is one of REPORTS (argparse choices)
+    _show(args, cols, [_trim(r) for r in rows], title=args.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Error types that map onto the exit codes of semantics.md section 13.
+
+`InputError` (exit 2) means the input or configuration is invalid and nothing was written.
+Anything else escaping a run is an internal error (exit 1, nothing committed).
+"""
+
+
+class InputError(Exception):
+    """Invalid input or configuration; the message names the file/row/field and what to do."""
+
+    exit_code = 2
+
+
+class CatalogError(InputError):
+    """A program file does not validate."""
+
+
+class DatabaseBusyError(Exception):
+    """Another process holds the DuckDB write lock."""
+
+    exit_code = 3

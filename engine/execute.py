@@ -1,0 +1,331 @@
+"""Rule execution for one batch: conditions and amounts, then sequential settlement.
+
+Meaning (semantics.md 5): events in stream order, each against the state left by earlier ones;
+rules in ascending `order`; a failing action fails the whole event. How it runs:
+
+1. Conditions and amounts read only `event` and `now` here, so each rule is evaluated over all
+   events of its program at once: vectorised through the Polars backend, or on the row path
+   (Python closures, per event) when the backend declines an expression or `row_path` is forced.
+   Both paths feed the same amount checks in `engine.amounts`.
+2. Balances are the only state that can make an action fail (a DEBIT beyond the available
+   balance). An optimistic cumulative sum per (entity, asset) finds the entities whose running
+   balance would go short; only their events go through the sequential kernel, which applies
+   each event's actions in order and rolls back the events that fail. With `row_path` every
+   entity goes through the kernel, which is what the differential tests compare against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import polars as pl
+
+from engine import amounts
+from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
+from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext
+from engine.io.events import TS, event_dicts
+
+INSUFFICIENT = "insufficient_balance"
+
+EFFECT_SCHEMA = {
+    "pos": pl.Int64, "rule_id": pl.String, "rule_version": pl.String, "rule_order": pl.Int64,
+    "action_index": pl.Int64, "action_type": pl.String, "asset_id": pl.String,
+    "amount": amounts.DECIMAL, "allow_negative": pl.Boolean, "description": pl.String,
+}
+FAILURE_SCHEMA = {"pos": pl.Int64, "rule_order": pl.Int64, "action_index": pl.Int64,
+                  "error_code": pl.String, "error_message": pl.String}
+EVAL_SCHEMA = {"pos": pl.Int64, "rule_id": pl.String, "rule_version": pl.String,
+               "outcome": pl.String, "message": pl.String}
+
+
+@dataclass
+class Outcome:
+    status: pl.DataFrame       # pos, status, error_code, error_message
+    effects: pl.DataFrame      # applied actions, in ledger order (EFFECT_SCHEMA + entity_id)
+    evaluations: pl.DataFrame  # EVAL_SCHEMA
+    vectorised: int = 0        # rule expressions evaluated on the vectorised path
+    row_evaluated: int = 0     # ... and on the row path
+
+
+def execute(events: pl.DataFrame, catalog: Catalog, opening: pl.DataFrame, *, row_path: bool = False) -> Outcome:
+    """`events`: pos (stream order), program_key, entity_id, pre_code/pre_message (a failure
+    decided before rules, e.g. participant_not_found), event_timestamp, event.
+    `opening`: entity_id, asset_id, amount (AVAILABLE balances before this batch)."""
+    stats = _Stats()
+    effects, failures, evals = [], [], []
+    runnable = events.filter(pl.col("pre_code").is_null())
+    for key, sub in runnable.group_by("program_key", maintain_order=True):
+        program = catalog.programs[key[0]]
+        e, f, v = _evaluate_program(sub, program, row_path, stats)
+        effects += e
+        failures += f
+        evals += v
+    eff = _concat(effects, EFFECT_SCHEMA)
+    fail = _concat(failures, FAILURE_SCHEMA)
+    # An event with any failed action applies nothing; report its first failure.
+    first_fail = fail.sort("pos", "rule_order", "action_index").unique("pos", keep="first", maintain_order=True)
+    eff = eff.join(first_fail.select("pos"), on="pos", how="anti")
+    eff = eff.join(events.select("pos", "entity_id"), on="pos").sort("pos", "rule_order", "action_index")
+    eff, short = _settle(eff, opening, catalog, row_path)
+    fail_all = pl.concat([
+        first_fail.select("pos", "error_code", "error_message"),
+        short,
+        events.filter(pl.col("pre_code").is_not_null()).select(
+            "pos", error_code="pre_code", error_message="pre_message"),
+    ])
+    status = events.select("pos").join(fail_all, on="pos", how="left").with_columns(
+        status=pl.when(pl.col("error_code").is_null()).then(pl.lit("COMPLETED")).otherwise(pl.lit("FAILED"))
+    )
+    return Outcome(status=status, effects=eff, evaluations=_concat(evals, EVAL_SCHEMA),
+                   vectorised=stats.vectorised, row_evaluated=stats.row)
+
+
+@dataclass
+class _Stats:
+    vectorised: int = 0
+    row: int = 0
+
+
+class _Frame:
+    """One program's events, with the row path's inputs built only if some rule needs them."""
+
+    def __init__(self, df: pl.DataFrame):
+        self.df = df
+        self._dicts: list | None = None
+        dtype = df.schema["event"]
+        self.ctx = None if dtype == pl.Object else PolarsContext(
+            variables={"event": (pl.col("event"), dtype), "now": (pl.col("event_timestamp"), TS)})
+
+    def activations(self, mask: pl.Series | None = None) -> list[dict]:
+        if self._dicts is None:
+            self._dicts = [
+                {"event": ev, "now": now}
+                for ev, now in zip(event_dicts(self.df["event"]), self.df["event_timestamp"].to_list())
+            ]
+        if mask is None:
+            return self._dicts
+        return [self._dicts[i] for i in mask.arg_true().to_list()]
+
+    def vectorised(self, prog: CelProgram, mask: pl.Series | None, row_path: bool) -> pl.Series | None:
+        """The expression over (the masked) rows, or None when it must take the row path."""
+        if row_path or self.ctx is None:
+            return None
+        try:
+            expr = prog.to_polars(self.ctx)
+        except NotVectorisable:
+            return None
+        df = self.df if mask is None else self.df.filter(mask)
+        return df.select(expr.alias("v")).to_series()
+
+
+def _row_eval(prog: CelProgram, activations: list[dict]) -> tuple[list, list[str | None]]:
+    values, errors = [], []
+    for act in activations:
+        try:
+            values.append(prog.evaluate(act))
+            errors.append(None)
+        except CelEvalError as e:
+            values.append(None)
+            errors.append(str(e))
+    return values, errors
+
+
+def _evaluate_program(sub: pl.DataFrame, program: CompiledProgram, row_path: bool, stats: _Stats):
+    frame = _Frame(sub)
+    pos = sub["pos"]
+    n = len(sub)
+    stopped = pl.Series([False] * n)
+    effects, failures, evals = [], [], []
+    for rule in program.active_rules:
+        window = _window(sub, rule)
+        live = window & ~stopped
+        if not live.any():
+            continue
+        matched, errored, messages = _condition(frame, rule, stats, row_path)
+        matched = matched & live
+        errored = errored & live
+        evals.append(_eval_rows(pos, matched, rule, "MATCHED", None))
+        if errored.any():
+            evals.append(_eval_rows(pos, errored, rule, "SKIPPED_ERROR", messages))
+        if rule.stop_after_match:
+            stopped = stopped | matched
+        if not matched.any():
+            continue
+        for action in rule.actions:
+            eff, fail = _action(frame, matched, rule, action, stats, row_path)
+            effects.append(eff)
+            failures.append(fail)
+    return effects, failures, evals
+
+
+def _window(sub: pl.DataFrame, rule: CompiledRule) -> pl.Series:
+    cond = pl.lit(True)
+    if rule.active_from is not None:
+        cond = cond & (pl.col("event_timestamp") >= pl.lit(rule.active_from).cast(TS))
+    if rule.active_to is not None:
+        cond = cond & (pl.col("event_timestamp") < pl.lit(rule.active_to).cast(TS))
+    return sub.select(cond.alias("w")).to_series()
+
+
+def _condition(frame: _Frame, rule: CompiledRule, stats: _Stats, row_path: bool):
+    """(matched, errored, messages): an error or a non-bool result is false, and recorded.
+    Messages always come from the row path, so that both paths record the same text."""
+    values = frame.vectorised(rule.condition, None, row_path)
+    if values is not None and values.dtype == pl.Boolean:
+        stats.vectorised += 1
+        matched = values.fill_null(False)
+        errored = values.is_null()
+        messages = None
+        if errored.any():
+            _, errs = _row_eval(rule.condition, frame.activations(errored))
+            messages = _scatter(errored, errs)
+        return matched, errored, messages
+    stats.row += 1
+    vals, errs = _row_eval(rule.condition, frame.activations())
+    errs = [e if e is not None or isinstance(v, bool) else f"condition must return a bool, got {type(v).__name__}"
+            for v, e in zip(vals, errs)]
+    matched = pl.Series([v is True and e is None for v, e in zip(vals, errs)], dtype=pl.Boolean)
+    errored = pl.Series([e is not None for e in errs], dtype=pl.Boolean)
+    return matched, errored, pl.Series(errs, dtype=pl.String)
+
+
+def _scatter(mask: pl.Series, values: list) -> pl.Series:
+    out = pl.Series([None] * len(mask), dtype=pl.String)
+    return out.scatter(mask.arg_true(), pl.Series(values, dtype=pl.String)) if len(values) else out
+
+
+def _eval_rows(pos: pl.Series, mask: pl.Series, rule: CompiledRule, outcome: str, messages: pl.Series | None) -> pl.DataFrame:
+    df = pl.DataFrame({"pos": pos, "message": messages if messages is not None else pl.Series([None] * len(pos), dtype=pl.String)})
+    return df.filter(mask).select(
+        "pos", rule_id=pl.lit(str(rule.id)), rule_version=pl.lit(rule.version),
+        outcome=pl.lit(outcome), message="message")
+
+
+def _action(frame: _Frame, matched: pl.Series, rule: CompiledRule, action: CompiledAction, stats: _Stats, row_path: bool):
+    """Effects (valid, non-zero amounts) and failures for one action over the matched events."""
+    pos = frame.df["pos"].filter(matched)
+    code, message, amount = _amounts(frame, matched, action, stats, row_path)
+    base = pl.DataFrame({"pos": pos, "code": code, "message": message, "amount": amount}).with_columns(
+        rule_order=pl.lit(rule.order, dtype=pl.Int64), action_index=pl.lit(action.index, dtype=pl.Int64))
+    eff = base.filter(pl.col("code").is_null()).select(
+        "pos", rule_id=pl.lit(str(rule.id)), rule_version=pl.lit(rule.version), rule_order="rule_order",
+        action_index="action_index", action_type=pl.lit(action.type), asset_id=pl.lit(str(action.asset_id)),
+        amount=pl.col("amount").cast(amounts.DECIMAL), allow_negative=pl.lit(action.allow_negative),
+        description=pl.lit(action.description or rule.name, dtype=pl.String))
+    fail = base.filter(pl.col("code").is_not_null() & (pl.col("code") != amounts.ZERO)).select(
+        "pos", "rule_order", "action_index", error_code="code",
+        error_message=pl.concat_str(pl.lit(f"rule {rule.name!r} action {action.index}: "), pl.col("message")))
+    return eff, fail
+
+
+def _amounts(frame: _Frame, matched: pl.Series, action: CompiledAction, stats: _Stats, row_path: bool):
+    """(code, message, DECIMAL amount) per matched event."""
+    k = int(matched.sum())
+    asset = action.asset
+    if isinstance(action.amount, Decimal):
+        text = pl.Series([format(action.amount, "f")] * k, dtype=pl.String)
+        err = pl.Series([None] * k, dtype=pl.String)
+    else:
+        values = frame.vectorised(action.amount, matched, row_path)
+        if values is not None and (values.dtype.is_integer() or values.dtype.is_float()):
+            stats.vectorised += 1
+            text, err = amounts.series_text(values)
+            missing = values.is_null()
+            if missing.any():  # evaluation errors: the row path says why, in its words
+                idx = matched.arg_true().filter(missing)
+                mask = pl.Series([False] * len(matched)).scatter(idx, True)
+                _, errs = _row_eval(action.amount, frame.activations(mask))
+                err = err.scatter(missing.arg_true(), pl.Series(errs, dtype=pl.String))
+        else:
+            stats.row += 1
+            vals, errs = _row_eval(action.amount, frame.activations(matched))
+            pairs = [amounts.python_value_text(v) if e is None else (None, e) for v, e in zip(vals, errs)]
+            text = pl.Series([p[0] for p in pairs], dtype=pl.String)
+            err = pl.Series([p[1] for p in pairs], dtype=pl.String)
+    code, value = amounts.check(text, asset)
+    if err.null_count() == len(err) and code.null_count() == len(code):
+        return code, pl.Series([None] * len(code), dtype=pl.String), value
+    codes, messages = [], []
+    for e, c, t in zip(err.to_list(), code.to_list(), text.to_list()):
+        if e is not None:
+            codes.append(amounts.EXPRESSION_ERROR)
+            messages.append(f"amount expression failed: {e}")
+        else:
+            codes.append(c)
+            messages.append(None if c is None else amounts.describe(c, t, asset))
+    return pl.Series(codes, dtype=pl.String), pl.Series(messages, dtype=pl.String), value
+
+
+def _settle(eff: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog, row_path: bool):
+    """Apply balance sufficiency in stream order. Returns (applied effects, failures)."""
+    signed = pl.when(pl.col("action_type") == "DEBIT").then(-pl.col("amount")).otherwise(pl.col("amount"))
+    withbal = (
+        eff.with_row_index("_i")
+        .join(opening.rename({"amount": "_open"}), on=["entity_id", "asset_id"], how="left")
+        .sort("_i")
+        .with_columns(_run=pl.col("_open").fill_null(0).cast(amounts.DECIMAL)
+                      + signed.cum_sum().over("entity_id", "asset_id"))
+    )
+    if row_path:
+        suspects = withbal["entity_id"].unique()
+    else:
+        short = withbal.filter((pl.col("action_type") == "DEBIT") & ~pl.col("allow_negative") & (pl.col("_run") < 0))
+        suspects = short["entity_id"].unique()
+    if len(suspects) == 0:
+        return eff, pl.DataFrame(schema={"pos": pl.Int64, "error_code": pl.String, "error_message": pl.String})
+    # Events touching a suspect entity go through the kernel, with every account they touch.
+    suspect_pos = eff.filter(pl.col("entity_id").is_in(suspects.implode()))["pos"].unique()
+    todo = eff.filter(pl.col("pos").is_in(suspect_pos.implode()))
+    failed = _kernel(todo, opening, catalog)
+    failures = pl.DataFrame(
+        {"pos": list(failed), "error_code": [INSUFFICIENT] * len(failed), "error_message": list(failed.values())},
+        schema={"pos": pl.Int64, "error_code": pl.String, "error_message": pl.String})
+    return eff.filter(~pl.col("pos").is_in(failures["pos"].implode())), failures
+
+
+def _kernel(todo: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog) -> dict[int, str]:
+    """One event at a time: apply its actions in order, roll it back if a debit goes short."""
+    symbols = {str(i): s for s, i in catalog.asset_ids.items()}
+    entities = set(todo["entity_id"].unique().to_list())
+    balance: dict[tuple[str, str], Decimal] = {
+        (e, a): amt for e, a, amt in opening.filter(pl.col("entity_id").is_in(list(entities))).iter_rows()
+    }
+    failed: dict[int, str] = {}
+    current_pos, trial, ok = None, {}, True
+
+    def close() -> None:
+        if current_pos is not None and ok:
+            balance.update(trial)
+
+    for pos, typ, entity, asset, amount, allow_negative in todo.select(
+        "pos", "action_type", "entity_id", "asset_id", "amount", "allow_negative"
+    ).iter_rows():
+        if pos != current_pos:
+            close()
+            current_pos, trial, ok = pos, {}, True
+        if not ok:
+            continue
+        key = (entity, asset)
+        have = trial.get(key, balance.get(key, Decimal(0)))
+        new = have - amount if typ == "DEBIT" else have + amount
+        if typ == "DEBIT" and not allow_negative and new < 0:
+            ok = False
+            failed[pos] = (f"insufficient available balance: {symbols.get(asset, asset)} available "
+                           f"{_fmt(have)}, debit {_fmt(amount)}")
+            continue
+        trial[key] = new
+    close()
+    return failed
+
+
+def _fmt(d: Decimal) -> str:
+    s = format(d, "f")
+    return s.rstrip("0").rstrip(".") if "." in s else s
+
+
+def _concat(frames: list[pl.DataFrame], schema: dict) -> pl.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat([f.select([pl.col(c).cast(t) for c, t in schema.items()]) for f in frames])

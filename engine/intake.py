@@ -1,0 +1,179 @@
+"""From read rows to the batch's new events: program resolution, idempotency, participants.
+
+Every row ends in exactly one place (semantics.md 1.7): rejected (with a reason), a duplicate of
+an event already seen, or a new event to process. Participants are resolved with the sequential
+meaning of semantics.md 5.1: an unknown external id is created by its first event (in stream
+order) in a program that creates participants; earlier events that needed it fail with
+`participant_not_found`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+
+import duckdb
+import polars as pl
+
+from engine import ids
+from engine.catalog import Catalog
+from engine.ledger import db
+from engine.ledger.sqlfiles import statement
+
+KEY = ["program_uuid", "idempotency_key"]
+#: What must match for a repeated idempotency key to be a duplicate rather than a conflict.
+PAYLOAD = ["external_id", "participant_id", "recipient_external_id", "recipient_id", "event_timestamp"]
+
+
+@dataclass
+class Intake:
+    events: pl.DataFrame    # new events in stream order, with `pos`, ids and pre-failures
+    rejected: pl.DataFrame  # source, row_number, reason, message, raw
+    duplicates: int
+    participants: pl.DataFrame  # new participants: id, external_id, created_at
+    enrollments: pl.DataFrame   # participant_id, program_id, enrolled_at
+
+
+def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection) -> Intake:
+    refs = {p.key: p for p in catalog.programs.values()} | {str(p.id): p for p in catalog.programs.values()}
+    rows = rows.with_columns(
+        program_key=pl.col("program_id").replace_strict({k: p.key for k, p in refs.items()}, default=None),
+        program_uuid=pl.col("program_id").replace_strict({k: str(p.id) for k, p in refs.items()}, default=None),
+    ).with_columns(
+        reject_reason=pl.when(pl.col("reject_reason").is_null() & pl.col("program_key").is_null())
+        .then(pl.lit("unknown_program")).otherwise(pl.col("reject_reason")),
+        reject_message=pl.when(pl.col("reject_reason").is_null() & pl.col("program_key").is_null())
+        .then(pl.concat_str(pl.lit("program "), pl.col("program_id"), pl.lit(" is not defined in the program files")))
+        .otherwise(pl.col("reject_message")),
+    )
+    bad = rows.filter(pl.col("reject_reason").is_not_null())
+    valid = rows.filter(pl.col("reject_reason").is_null())
+
+    # Idempotency within the batch: the first row of a key wins.
+    valid = valid.with_columns(_first=pl.col("arrival").min().over(KEY))
+    firsts = valid.filter(pl.col("arrival") == pl.col("_first"))
+    later = valid.filter(pl.col("arrival") != pl.col("_first")).join(
+        firsts.select(*KEY, *PAYLOAD, "event_json"), on=KEY, suffix="_orig")
+    same = _same_payload(later)
+    dup_batch, conflict_batch = later.filter(same), later.filter(~same)
+
+    # ... and against events already in the ledger.
+    con.register("stage_keys", firsts.select(program_id="program_uuid", idempotency_key="idempotency_key").to_arrow())
+    known = db.frame(con, statement("lookups.sql", "known_events"))
+    con.unregister("stage_keys")
+    known = known.rename({"program_id": "program_uuid", "participant_ref": "participant_id", "recipient_ref": "recipient_id"})
+    seen = firsts.join(
+        known.rename({c: f"{c}_orig" for c in [*PAYLOAD, "event_json"]}).with_columns(
+            pl.col("program_uuid").cast(pl.String), pl.col("event_timestamp_orig").cast(firsts.schema["event_timestamp"])),
+        on=KEY, how="inner")
+    same_db = _same_payload(seen)
+    dup_db, conflict_db = seen.filter(same_db), seen.filter(~same_db)
+    new = firsts.join(seen.select(KEY), on=KEY, how="anti")
+
+    conflicts = pl.concat([conflict_batch.select(bad.columns), conflict_db.select(bad.columns)]).with_columns(
+        reject_reason=pl.lit("idempotency_conflict"),
+        reject_message=pl.concat_str(pl.lit("idempotency_key "), pl.col("idempotency_key"),
+                                     pl.lit(" was already used with a different payload")))
+    rejected = pl.concat([bad, conflicts]).sort("arrival").select(
+        "source", "row_number", reason="reject_reason", message="reject_message", raw="raw")
+
+    new = new.sort("event_timestamp", "arrival").with_columns(pos=pl.int_range(pl.len(), dtype=pl.Int64))
+    events, participants, enrollments = _resolve_participants(new, catalog, con)
+    return Intake(events=events, rejected=rejected, duplicates=len(dup_batch) + len(dup_db),
+                  participants=participants, enrollments=enrollments)
+
+
+def _same_payload(df: pl.DataFrame) -> pl.Series:
+    """Row-wise: is the payload the same as the `_orig` one? Scalars exactly; event data
+    canonically (key order and whitespace ignored, numbers by value, null = absent)."""
+    if len(df) == 0:
+        return pl.Series([], dtype=pl.Boolean)
+    scalars = pl.lit(True)
+    for c in PAYLOAD:
+        scalars = scalars & pl.col(c).eq_missing(pl.col(f"{c}_orig"))
+    flags = df.select(s=scalars, raw=pl.col("event_json") == pl.col("event_json_orig"))
+    out = []
+    for s, raw, a, b in zip(flags["s"], flags["raw"], df["event_json"], df["event_json_orig"]):
+        out.append(bool(s) and (bool(raw) or canonical(a) == canonical(b)))
+    return pl.Series(out, dtype=pl.Boolean)
+
+
+def canonical(text: str | None):
+    """A JSON payload as a comparable value: nulls dropped, numbers by exact value."""
+    def walk(v):
+        if isinstance(v, dict):
+            return tuple(sorted((k, walk(x)) for k, x in v.items() if x is not None))
+        if isinstance(v, list):
+            return ("list", tuple(walk(x) for x in v))
+        if isinstance(v, bool):
+            return ("bool", v)
+        if isinstance(v, (int, float)):
+            return ("num", Decimal(repr(v)) if isinstance(v, float) else Decimal(v))
+        return ("str", v)
+    return None if text is None else walk(json.loads(text))
+
+
+def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection):
+    creates = {p.key: p.model.on_unknown_participant == "CREATE" and p.model.status == "ACTIVE"
+               for p in catalog.programs.values()}
+    active = {p.key: p.model.status == "ACTIVE" for p in catalog.programs.values()}
+    people = pl.concat([
+        new.select(external_id="external_id", id="participant_id"),
+        new.select(external_id="recipient_external_id", id="recipient_id"),
+    ]).unique()
+    con.register("stage_people", people.to_arrow())
+    known = db.frame(con, statement("lookups.sql", "known_participants"))
+    con.unregister("stage_people")
+    known_ext = dict(zip(known["external_id"].to_list(), known["id"].to_list()))
+    known_ids = set(known["id"].to_list())
+
+    df = new.with_columns(
+        creates=pl.col("program_key").replace_strict(creates, return_dtype=pl.Boolean),
+        program_active=pl.col("program_key").replace_strict(active, return_dtype=pl.Boolean),
+        subject_ext=pl.col("external_id"), recipient_ext=pl.col("recipient_external_id"),
+    )
+    # Deterministic ids for every external id; an explicit participant id wins.
+    ext_ids = pl.concat([df["external_id"], df["recipient_external_id"]]).drop_nulls().unique().to_list()
+    id_of = {e: known_ext.get(e) or str(ids.participant_id(e)) for e in ext_ids}
+    df = df.with_columns(
+        subject_id=pl.coalesce(pl.col("participant_id"), pl.col("external_id").replace_strict(id_of, default=None)),
+        recipient_uuid=pl.coalesce(pl.col("recipient_id"), pl.col("recipient_external_id").replace_strict(id_of, default=None)),
+    )
+    # First creating event per unknown id: participants exist from that position on.
+    refs = pl.concat([
+        df.select("pos", "creates", "program_active", "event_timestamp", id="subject_id", ext="external_id"),
+        df.select("pos", "creates", "program_active", "event_timestamp", id="recipient_uuid", ext="recipient_external_id"),
+    ]).filter(pl.col("id").is_not_null())
+    unknown = refs.filter(~pl.col("id").is_in(list(known_ids)))
+    created = (unknown.filter(pl.col("creates") & pl.col("ext").is_not_null())
+               .sort("pos").unique("id", keep="first", maintain_order=True)
+               .select("id", external_id="ext", created_pos="pos", created_at="event_timestamp"))
+    df = df.join(created.select("id", subj_from="created_pos"), left_on="subject_id", right_on="id", how="left") \
+           .join(created.select("id", rec_from="created_pos"), left_on="recipient_uuid", right_on="id", how="left")
+    known_list = list(known_ids)
+
+    def exists(id_col: str, from_col: str) -> pl.Expr:
+        return pl.col(id_col).is_in(known_list) | (pl.col(from_col).is_not_null() & (pl.col(from_col) <= pl.col("pos")))
+
+    df = df.with_columns(
+        pre_code=pl.when(~pl.col("program_active")).then(pl.lit("program_inactive"))
+        .when(~exists("subject_id", "subj_from")).then(pl.lit("participant_not_found"))
+        .when(pl.col("recipient_uuid").is_not_null() & ~exists("recipient_uuid", "rec_from")).then(pl.lit("participant_not_found"))
+        .otherwise(None),
+    ).with_columns(
+        pre_message=pl.when(pl.col("pre_code") == "program_inactive")
+        .then(pl.concat_str(pl.lit("program "), pl.col("program_key"), pl.lit(" is not ACTIVE")))
+        .when(pl.col("pre_code") == "participant_not_found")
+        .then(pl.lit("participant not found, and the program does not create participants (on_unknown_participant: REJECT)"))
+        .otherwise(None),
+        entity_id=pl.coalesce(pl.col("recipient_uuid"), pl.col("subject_id")),
+    ).sort("pos")
+    participants = created.select("id", "external_id", "created_at")
+    ok = df.filter(pl.col("pre_code").is_null())
+    enroll = pl.concat([
+        ok.select("pos", "program_uuid", "event_timestamp", pid="subject_id"),
+        ok.filter(pl.col("recipient_uuid").is_not_null()).select("pos", "program_uuid", "event_timestamp", pid="recipient_uuid"),
+    ]).sort("pos").unique(["pid", "program_uuid"], keep="first", maintain_order=True).select(
+        participant_id="pid", program_id="program_uuid", enrolled_at="event_timestamp")
+    return df, participants, enroll

@@ -1,0 +1,1 @@
+"""Input readers: event files (Parquet, plus NDJSON/CSV) into one normalised frame."""

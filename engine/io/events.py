@@ -1,0 +1,239 @@
+"""Reading event files into one normalised frame, with the row-level contract of semantics.md 2.2.
+
+File-level problems (not readable, missing columns, wrong column types) raise `InputError` naming
+the file: the run stops before writing anything. Row-level problems set `reject_reason` and
+`reject_message` on the row, which the run quarantines while processing the rest.
+
+The `event` column is a Polars Struct whenever the payloads share one typing (the vectorised path
+can read it); otherwise it is an Object column of dicts and every rule takes the row path. JSON
+payloads follow CEL's JSON mapping: every number is a double. In both forms a null field is an
+absent field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.errors import InputError
+
+from .files import expand, hive_values
+
+REQUIRED = ("program_id", "idempotency_key", "event_timestamp", "event_data")
+STRING_COLUMNS = ("program_id", "external_id", "participant_id", "idempotency_key",
+                  "recipient_external_id", "recipient_id")
+OPTIONAL = ("external_id", "participant_id", "recipient_external_id", "recipient_id")
+MAX_KEY_LENGTH = 255
+TS = pl.Datetime("us", "UTC")
+
+#: Columns of the normalised frame, in order.
+COLUMNS = ("source", "row_number", "arrival", "program_id", "external_id", "participant_id",
+           "idempotency_key", "event_timestamp", "event", "event_json", "recipient_external_id",
+           "recipient_id", "reject_reason", "reject_message", "raw")
+
+
+def read_events(spec: str | Path) -> pl.DataFrame:
+    frames = [_read_file(f, root) for f, root in expand(spec)]
+    frames = _unify_events(frames)
+    out = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
+    return out.with_columns(arrival=pl.int_range(pl.len(), dtype=pl.Int64))
+
+
+def _load(file: Path) -> pl.DataFrame:
+    suffix = file.suffix.lower()
+    try:
+        if suffix in (".ndjson", ".jsonl"):
+            # Read payloads as text so that they follow the same JSON path as string columns.
+            rows = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            for r in rows:
+                if "event_data" in r and not isinstance(r["event_data"], str):
+                    r["event_data"] = json.dumps(r["event_data"])
+            return pl.DataFrame(rows, infer_schema_length=None)
+        if suffix == ".csv":
+            return pl.read_csv(file, infer_schema=False)
+        return pl.from_arrow(pq.read_table(file))
+    except Exception as e:  # noqa: BLE001 - any reader failure is "cannot be read"
+        kind = {".csv": "CSV", ".ndjson": "NDJSON", ".jsonl": "NDJSON"}.get(suffix, "Parquet")
+        raise InputError(f"{file}: cannot be read as {kind}: {e}") from None
+
+
+def _read_file(file: Path, root: Path) -> pl.DataFrame:
+    df = _load(file)
+    for k, v in hive_values(file, root).items():
+        if k not in df.columns:
+            df = df.with_columns(pl.lit(v).alias(k))
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if "external_id" not in df.columns and "participant_id" not in df.columns:
+        missing.append("external_id or participant_id")
+    if missing:
+        raise InputError(f"{file}: missing required column(s): {', '.join(missing)}; "
+                         f"event files need {', '.join(REQUIRED)} and external_id or participant_id")
+    for c in STRING_COLUMNS:
+        if c not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=pl.String).alias(c))
+        elif df[c].dtype in (pl.Categorical, pl.Null) or isinstance(df[c].dtype, pl.Enum):
+            df = df.with_columns(pl.col(c).cast(pl.String))
+        elif df[c].dtype != pl.String:
+            raise InputError(f"{file}: column {c} must be a string column, found {df[c].dtype}")
+    raw = _raw_rows(df)
+    ts, ts_bad = _timestamps(file, df["event_timestamp"])
+    event, event_json, ev_bad = _payloads(file, df["event_data"])
+    out = pl.DataFrame({
+        "source": pl.Series([str(file)] * len(df), dtype=pl.String),
+        "row_number": pl.int_range(1, len(df) + 1, dtype=pl.Int64, eager=True),
+        "program_id": df["program_id"],
+        "external_id": df["external_id"],
+        "participant_id": df["participant_id"],
+        "idempotency_key": df["idempotency_key"],
+        "event_timestamp": ts,
+        "event": event,
+        "event_json": event_json,
+        "recipient_external_id": df["recipient_external_id"],
+        "recipient_id": df["recipient_id"],
+        "raw": raw,
+        "ts_bad": pl.Series(ts_bad, dtype=pl.String),
+        "ev_bad": pl.Series(ev_bad, dtype=pl.String),
+    })
+    reason = (
+        pl.when(pl.col("program_id").is_null() | (pl.col("program_id") == ""))
+        .then(pl.lit("missing_required_field:program_id"))
+        .when(pl.col("idempotency_key").is_null() | (pl.col("idempotency_key") == ""))
+        .then(pl.lit("missing_required_field:idempotency_key"))
+        .when(pl.col("idempotency_key").str.len_chars() > MAX_KEY_LENGTH)
+        .then(pl.lit("idempotency_key_too_long"))
+        .when(pl.coalesce(pl.col("external_id"), pl.col("participant_id")).is_null())
+        .then(pl.lit("missing_required_field:external_id"))
+        .when(pl.col("ts_bad") == "missing").then(pl.lit("missing_required_field:event_timestamp"))
+        .when(pl.col("ts_bad") == "invalid").then(pl.lit("invalid_timestamp"))
+        .when(pl.col("ev_bad") == "missing").then(pl.lit("missing_required_field:event_data"))
+        .when(pl.col("ev_bad").is_not_null()).then(pl.lit("invalid_event_data"))
+        .otherwise(None)
+    )
+    out = out.with_columns(reason=reason)
+    return out.select(
+        *[c for c in COLUMNS if c in out.columns and c not in ("reject_reason", "reject_message", "raw")],
+        reject_reason=pl.col("reason").str.split(":").list.first(),
+        reject_message=pl.when(pl.col("reason").str.starts_with("missing_required_field"))
+        .then(pl.concat_str(pl.lit("required field "), pl.col("reason").str.split(":").list.last(), pl.lit(" is empty")))
+        .when(pl.col("reason") == "idempotency_key_too_long").then(pl.lit(f"idempotency_key is longer than {MAX_KEY_LENGTH} characters"))
+        .when(pl.col("reason") == "invalid_timestamp").then(pl.lit("event_timestamp is not an RFC 3339 timestamp with a time zone"))
+        .when(pl.col("reason") == "invalid_event_data").then(pl.col("ev_bad"))
+        .otherwise(None),
+        raw=pl.col("raw"),
+    )
+
+
+def _raw_rows(df: pl.DataFrame) -> pl.Series:
+    """Each input row as JSON text, kept for quarantined rows."""
+    cols = [pl.col(c).cast(pl.String) if df[c].dtype not in (pl.String,) and not isinstance(df[c].dtype, pl.Struct)
+            else pl.col(c) for c in df.columns]
+    return df.select(pl.struct(cols).struct.json_encode().alias("raw"))["raw"]
+
+
+def _timestamps(file: Path, col: pl.Series) -> tuple[pl.Series, list[str | None]]:
+    dt = col.dtype
+    if isinstance(dt, pl.Datetime):
+        ts = col.dt.replace_time_zone("UTC") if dt.time_zone is None else col.dt.convert_time_zone("UTC")
+        ts = ts.dt.cast_time_unit("us")
+        bad = pl.select(pl.when(col.is_null()).then(pl.lit("missing")).otherwise(None)).to_series().to_list()
+        return ts, bad
+    if dt == pl.String:
+        # RFC 3339: 'T' or space, 'Z' or an offset, case-insensitive.
+        norm = col.str.to_uppercase().str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T")
+        ts = norm.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%#z", strict=False, time_zone="UTC", time_unit="us")
+        bad = pl.select(
+            pl.when(col.is_null() | (col == "")).then(pl.lit("missing"))
+            .when(ts.is_null()).then(pl.lit("invalid")).otherwise(None)
+        ).to_series().to_list()
+        return ts, bad
+    raise InputError(f"{file}: column event_timestamp must be a timestamp or an RFC 3339 string, found {dt}")
+
+
+def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[str | None]]:
+    """(event column, stored JSON text, per-row problem or None)."""
+    if isinstance(col.dtype, pl.Struct):
+        bad = pl.select(pl.when(col.is_null()).then(pl.lit("missing")).otherwise(None)).to_series().to_list()
+        return col.alias("event"), col.struct.json_encode().alias("event_json"), bad
+    if col.dtype != pl.String:
+        raise InputError(f"{file}: column event_data must be a struct or a JSON object string, found {col.dtype}")
+    dicts: list[dict | None] = []
+    bad: list[str | None] = []
+    for text in col.to_list():
+        if text is None or text == "":
+            dicts.append(None)
+            bad.append("missing")
+            continue
+        try:
+            value = json.loads(text, parse_constant=_reject_constant, parse_int=float)
+        except (ValueError, RecursionError) as e:
+            dicts.append(None)
+            bad.append(f"event_data is not valid JSON: {e}")
+            continue
+        if not isinstance(value, dict):
+            dicts.append(None)
+            bad.append(f"event_data must be a JSON object, got {type(value).__name__}")
+            continue
+        dicts.append(strip_nulls(value))
+        bad.append(None)
+    event = dicts_to_column(dicts)
+    event_json = pl.Series("event_json", [None if d is None else json.dumps(d, sort_keys=True, separators=(",", ":")) for d in dicts], dtype=pl.String)
+    return event, event_json, bad
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def strip_nulls(value):
+    """A null field is an absent field (semantics.md 2.2), at every depth of a payload."""
+    if isinstance(value, dict):
+        return {k: strip_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [strip_nulls(v) for v in value]
+    return value
+
+
+def dicts_to_column(dicts: list[dict | None]) -> pl.Series:
+    """A Struct column when the payloads share one typing, else an Object column (row path)."""
+    try:
+        arr = pa.array(dicts)
+        if pa.types.is_struct(arr.type) and arr.type.num_fields > 0:
+            return pl.Series("event", pl.from_arrow(arr))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    return pl.Series("event", dicts, dtype=pl.Object)
+
+
+def _unify_events(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """Files whose payload structs agree on every shared field keep one Struct column; any
+    disagreement (a field that is a number in one file and text in another) makes the batch's
+    `event` an Object column so that no value is silently converted."""
+    dtypes = [f["event"].dtype for f in frames]
+    if len(frames) == 1 or all(d == dtypes[0] for d in dtypes):
+        return frames
+    if all(isinstance(d, pl.Struct) for d in dtypes) and _agree(dtypes):
+        return frames  # the relaxed concat in read_events unifies the fields
+    return [f.with_columns(pl.Series("event", event_dicts(f["event"]), dtype=pl.Object)) for f in frames]
+
+
+def _agree(dtypes: list[pl.DataType]) -> bool:
+    seen: dict[str, pl.DataType] = {}
+    def walk(dt: pl.DataType, prefix: str) -> bool:
+        if isinstance(dt, pl.Struct):
+            return all(walk(f.dtype, f"{prefix}.{f.name}") for f in dt.fields)
+        if dt == pl.Null:
+            return True
+        prev = seen.setdefault(prefix, dt)
+        return prev == dt
+    return all(walk(d, "") for d in dtypes)
+
+
+def event_dicts(col: pl.Series) -> list[dict | None]:
+    """The row path's view of `event`: dicts with absent (null) fields removed."""
+    if col.dtype == pl.Object:
+        return col.to_list()
+    return [None if v is None else strip_nulls(v) for v in col.to_list()]

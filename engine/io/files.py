@@ -1,0 +1,45 @@
+"""Expanding an input argument (file, directory, or glob) into an ordered list of files."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+from engine.errors import InputError
+
+EVENT_SUFFIXES = {".parquet", ".pq", ".ndjson", ".jsonl", ".csv"}
+
+
+def expand(spec: str | Path) -> list[tuple[Path, Path]]:
+    """[(file, root)] in arrival order: sorted paths. `root` is where hive partitions start."""
+    spec = str(spec)
+    if any(c in spec for c in "*?["):
+        files = sorted(Path(f) for f in glob.glob(spec, recursive=True) if Path(f).is_file())
+        root = Path(spec.split("*")[0].split("?")[0].split("[")[0])
+        root = root if root.is_dir() else root.parent
+        if not files:
+            raise InputError(f"{spec}: the pattern matches no files")
+        return [(f, root) for f in files]
+    p = Path(spec)
+    if p.is_file():
+        return [(p, p.parent)]
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in EVENT_SUFFIXES and not f.name.startswith("."))
+        if not files:
+            raise InputError(f"{p}: no event files (*.parquet, *.ndjson, *.csv) in this directory")
+        return [(f, p) for f in files]
+    raise InputError(f"{p}: no such file or directory; pass --events a Parquet file, a folder or a glob")
+
+
+def hive_values(file: Path, root: Path) -> dict[str, str]:
+    """`key=value` directory names between root and the file."""
+    try:
+        rel = file.parent.relative_to(root)
+    except ValueError:
+        return {}
+    out = {}
+    for part in rel.parts:
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[k] = v
+    return out

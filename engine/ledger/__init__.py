@@ -1,0 +1,1 @@
+"""The DuckDB ledger: connection, schema, and the batch writer."""

@@ -1,0 +1,60 @@
+"""Opening the DuckDB file: one writer at a time, schema ensured, UTC session."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+from engine.errors import DatabaseBusyError
+
+from .sqlfiles import script
+
+DEFAULT_DB = "data/warehouse.duckdb"
+
+
+def db_path(explicit: str | Path | None = None) -> Path:
+    return Path(explicit or os.environ.get("PERKFLOW_DB") or DEFAULT_DB)
+
+
+def connect(path: str | Path | None = None, *, read_only: bool = False, wait: float = 30.0) -> duckdb.DuckDBPyConnection:
+    """Open the database. DuckDB allows one writing process per file: if another run holds it,
+    wait up to `wait` seconds (saying so once), then stop with DatabaseBusyError."""
+    p = db_path(path)
+    if read_only and not p.exists():
+        raise FileNotFoundError(f"{p}: no database here yet; run `perkflow run` first or pass --db")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
+    told = False
+    while True:
+        try:
+            con = duckdb.connect(str(p), read_only=read_only)
+            break
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise DatabaseBusyError(f"{p}: database is in use by another run; try again when it has finished") from None
+            if not told:
+                print(f"{p}: database is in use by another run; waiting up to {wait:.0f}s ...", file=sys.stderr)
+                told = True
+            time.sleep(0.2)
+    con.execute("SET TimeZone = 'UTC'")
+    if not read_only:
+        ensure_schema(con)
+    return con
+
+
+def frame(con: duckdb.DuckDBPyConnection, sql: str) -> "pl.DataFrame":
+    """A query's result as a Polars frame, through Arrow (no row-by-row copy)."""
+    import polars as pl
+
+    return pl.from_arrow(con.sql(sql).to_arrow_table())
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(script("schema.sql"))
+    con.execute(script("views.sql"))

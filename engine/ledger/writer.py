@@ -1,0 +1,59 @@
+"""Writing one batch: catalog rows, participants, events, entries, postings, balances, manifest.
+
+The caller holds the transaction; everything here goes through the named statements of
+sql/write_batch.sql over Arrow tables registered as `stage_*` relations.
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import polars as pl
+
+from engine.catalog import Catalog
+
+from .sqlfiles import statement
+
+ORDER = [
+    "insert_catalog_programs", "insert_catalog_assets", "insert_catalog_rules", "insert_catalog_rule_versions",
+    "insert_participants", "insert_enrollments", "insert_events", "insert_rejected", "insert_evaluations",
+    "stage_entries", "insert_entries", "insert_postings", "update_balances", "insert_batch",
+]
+
+
+def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
+    programs = pl.DataFrame([
+        {"id": str(p.id), "key": p.key, "name": p.model.name, "status": p.model.status,
+         "on_unknown_participant": p.model.on_unknown_participant, "source_file": p.source}
+        for p in catalog.programs.values()])
+    assets = pl.DataFrame([
+        {"id": str(catalog.asset_ids[s]), "symbol": s, "name": a.name, "inventory_mode": a.inventory_mode,
+         "issuance_policy": a.issuance_policy, "scale": a.scale,
+         "max_transaction_amount": None if a.max_transaction_amount is None else str(a.max_transaction_amount)}
+        for s, a in catalog.assets.items()], schema_overrides={"max_transaction_amount": pl.String})
+    rules = pl.DataFrame([
+        {"id": str(r.id), "program_id": str(p.id), "key": r.key, "name": r.name, "version": r.version,
+         "order": r.order, "status": r.status, "stop_after_match": r.stop_after_match,
+         "condition": r.condition.text, "definition": json.dumps(r.definition, sort_keys=True)}
+        for p in catalog.programs.values() for r in p.rules],
+        schema={"id": pl.String, "program_id": pl.String, "key": pl.String, "name": pl.String, "version": pl.String,
+                "order": pl.Int64, "status": pl.String, "stop_after_match": pl.Boolean, "condition": pl.String,
+                "definition": pl.String})
+    return {"stage_programs": programs, "stage_assets": assets, "stage_rules": rules}
+
+
+def write_batch(con: duckdb.DuckDBPyConnection, stages: dict[str, pl.DataFrame], params: dict) -> None:
+    for name, frame in stages.items():
+        con.register(name, frame.to_arrow())
+    try:
+        for name in ORDER:
+            sql = statement("write_batch.sql", name)
+            used = {k: v for k, v in params.items() if f"${k}" in sql}
+            con.execute(sql, used)
+    finally:
+        for name in stages:
+            try:
+                con.unregister(name)
+            except duckdb.Error:  # an aborted transaction refuses; the caller rolls back anyway
+                pass

@@ -1,0 +1,25 @@
+-- Read-only queries the engine runs before writing a batch. Named sections, as in write_batch.sql.
+
+-- name: next_batch_id
+SELECT COALESCE(MAX(id), 0) + 1 FROM batches;
+
+-- name: committed_batch
+SELECT id, rows_read, duplicates, rejected FROM batches WHERE input_fingerprint = $fingerprint ORDER BY id LIMIT 1;
+
+-- name: known_events
+-- Stored events whose (program, idempotency key) appear in this batch, with what idempotency compares.
+SELECT k.program_id, e.idempotency_key, e.external_id, e.participant_ref, e.recipient_external_id,
+       e.recipient_ref, e.event_timestamp, e.event_data::VARCHAR AS event_json
+FROM stage_keys k
+JOIN events e ON e.program_id = k.program_id::UUID AND e.idempotency_key = k.idempotency_key;
+
+-- name: known_participants
+SELECT p.id::VARCHAR AS id, p.external_id, p.status
+FROM participants p
+WHERE p.external_id IN (SELECT external_id FROM stage_people) OR p.id::VARCHAR IN (SELECT id FROM stage_people);
+
+-- name: opening_balances
+SELECT b.entity_id::VARCHAR AS entity_id, b.asset_id::VARCHAR AS asset_id, b.amount
+FROM account_balances b
+WHERE b.entity_type = 'PARTICIPANT' AND b.bucket = 'AVAILABLE'
+  AND b.entity_id::VARCHAR IN (SELECT id FROM stage_people);

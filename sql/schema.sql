@@ -1,0 +1,151 @@
+-- perkflow ledger schema (DuckDB). Every statement is idempotent: run at the start of every batch.
+-- Amounts are DECIMAL(38, 18): exact, scale 18 being the largest asset scale.
+-- Hot tables (events, journal_entries, postings) carry no constraint indexes: uniqueness is
+-- guaranteed set-wise by the writer (idempotency), which is what keeps bulk loads fast.
+
+CREATE TABLE IF NOT EXISTS batches (
+    id               BIGINT PRIMARY KEY,      -- 1, 2, 3 ... in commit order
+    input_fingerprint VARCHAR NOT NULL,       -- SHA-256 over the input files' bytes
+    sources          VARCHAR[] NOT NULL,
+    catalog_version  VARCHAR NOT NULL,
+    rows_read        BIGINT NOT NULL,
+    completed        BIGINT NOT NULL,
+    failed           BIGINT NOT NULL,
+    duplicates       BIGINT NOT NULL,
+    rejected         BIGINT NOT NULL,
+    entries_written  BIGINT NOT NULL,
+    postings_written BIGINT NOT NULL,
+    committed_at     TIMESTAMPTZ NOT NULL     -- wall clock, informational only
+);
+
+CREATE TABLE IF NOT EXISTS programs (
+    id                     UUID PRIMARY KEY,
+    key                    VARCHAR NOT NULL UNIQUE,
+    name                   VARCHAR NOT NULL,
+    status                 VARCHAR NOT NULL,
+    on_unknown_participant VARCHAR NOT NULL,
+    source_file            VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS assets (
+    id                     UUID PRIMARY KEY,
+    symbol                 VARCHAR NOT NULL UNIQUE,
+    name                   VARCHAR NOT NULL,
+    inventory_mode         VARCHAR NOT NULL,
+    issuance_policy        VARCHAR NOT NULL,
+    scale                  INTEGER NOT NULL,
+    max_transaction_amount DECIMAL(38, 18)
+);
+
+CREATE TABLE IF NOT EXISTS rules (
+    id               UUID PRIMARY KEY,
+    program_id       UUID NOT NULL,
+    key              VARCHAR NOT NULL,
+    name             VARCHAR NOT NULL,
+    current_version  VARCHAR NOT NULL,
+    "order"          INTEGER NOT NULL,
+    status           VARCHAR NOT NULL,
+    stop_after_match BOOLEAN NOT NULL,
+    condition        VARCHAR NOT NULL
+);
+
+-- Every version a rule ever had stays queryable; entries record the version that produced them.
+CREATE TABLE IF NOT EXISTS rule_versions (
+    rule_id          UUID NOT NULL,
+    version          VARCHAR NOT NULL,
+    definition       JSON NOT NULL,
+    first_batch_id   BIGINT NOT NULL,
+    PRIMARY KEY (rule_id, version)
+);
+
+CREATE TABLE IF NOT EXISTS participants (
+    id               UUID PRIMARY KEY,
+    external_id      VARCHAR NOT NULL UNIQUE,
+    status           VARCHAR NOT NULL,        -- ACTIVE | SUSPENDED | CLOSED
+    created_at       TIMESTAMPTZ NOT NULL,    -- stream instant of the event that created it
+    created_batch_id BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS enrollments (
+    participant_id   UUID NOT NULL,
+    program_id       UUID NOT NULL,
+    enrolled_at      TIMESTAMPTZ NOT NULL,
+    batch_id         BIGINT NOT NULL,
+    PRIMARY KEY (participant_id, program_id)
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    id               UUID NOT NULL,           -- md5('event:' || program_id || ':' || idempotency_key)
+    program_id       UUID NOT NULL,
+    participant_id   UUID,                    -- null when the participant could not be resolved
+    external_id      VARCHAR,
+    participant_ref  VARCHAR,                 -- participant_id as given in the input
+    recipient_id     UUID,
+    recipient_external_id VARCHAR,
+    recipient_ref    VARCHAR,
+    idempotency_key  VARCHAR NOT NULL,
+    event_timestamp  TIMESTAMPTZ NOT NULL,
+    arrival_seq      BIGINT NOT NULL,         -- global arrival order: batch << 32 | row
+    event_data       JSON NOT NULL,
+    status           VARCHAR NOT NULL,        -- COMPLETED | FAILED
+    error_code       VARCHAR,
+    error_message    VARCHAR,
+    batch_id         BIGINT NOT NULL,
+    source           VARCHAR NOT NULL,
+    row_number       BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS rejected_rows (
+    batch_id         BIGINT NOT NULL,
+    source           VARCHAR NOT NULL,
+    row_number       BIGINT NOT NULL,
+    reason           VARCHAR NOT NULL,
+    message          VARCHAR,
+    raw              VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS rule_evaluations (
+    event_id         UUID NOT NULL,
+    rule_id          UUID NOT NULL,
+    rule_version     VARCHAR NOT NULL,
+    outcome          VARCHAR NOT NULL,        -- MATCHED | SKIPPED_ERROR
+    message          VARCHAR,
+    batch_id         BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS journal_entries (
+    id               UUID NOT NULL,           -- md5('entry:' || event_id || ':' || rule_version || ':' || action_index)
+    seq              BIGINT NOT NULL,         -- global ledger order
+    program_id       UUID NOT NULL,
+    event_id         UUID,
+    operation_id     UUID,
+    rule_id          UUID,
+    rule_version     VARCHAR,
+    action_index     INTEGER,
+    action_type      VARCHAR NOT NULL,
+    reference_id     VARCHAR,
+    description      VARCHAR,
+    effective_at     TIMESTAMPTZ NOT NULL,    -- the stream instant, never the wall clock
+    batch_id         BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS postings (
+    id               UUID NOT NULL,           -- md5('posting:' || journal_entry_id || ':' || leg)
+    journal_entry_id UUID NOT NULL,
+    program_id       UUID NOT NULL,
+    entity_type      VARCHAR NOT NULL,        -- PARTICIPANT | SYSTEM_ISSUANCE | SYSTEM_BREAKAGE | SYSTEM_REDEMPTION | PROGRAM_WALLET | GROUP
+    entity_id        UUID NOT NULL,
+    asset_id         UUID NOT NULL,
+    bucket           VARCHAR NOT NULL,        -- AVAILABLE | HELD | DEFERRED
+    amount           DECIMAL(38, 18) NOT NULL -- signed; an entry's postings sum to zero per asset
+);
+
+-- Materialised from postings, batch by batch; always equal to their sum (checked by verify/Dagster).
+CREATE TABLE IF NOT EXISTS account_balances (
+    entity_type      VARCHAR NOT NULL,
+    entity_id        UUID NOT NULL,
+    asset_id         UUID NOT NULL,
+    bucket           VARCHAR NOT NULL,
+    amount           DECIMAL(38, 18) NOT NULL,
+    PRIMARY KEY (entity_type, entity_id, asset_id, bucket)
+);

@@ -1,0 +1,78 @@
+-- Statements the ledger writer runs inside one transaction per batch. Sections are named with
+-- `-- name: <name>` and executed by engine/ledger/writer.py. The `stage_*` relations are Arrow
+-- tables registered by the writer; `$batch_id` is bound as a parameter.
+-- Ids are name-based (MD5) UUIDs: pure functions of program, idempotency key, rule version and
+-- action index, so the same input always gives the same ids.
+
+-- name: insert_catalog_programs
+INSERT INTO programs SELECT id::UUID, key, name, status, on_unknown_participant, source_file FROM stage_programs
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status,
+    on_unknown_participant = EXCLUDED.on_unknown_participant, source_file = EXCLUDED.source_file;
+
+-- name: insert_catalog_assets
+INSERT OR IGNORE INTO assets
+SELECT id::UUID, symbol, name, inventory_mode, issuance_policy, scale, max_transaction_amount FROM stage_assets;
+
+-- name: insert_catalog_rules
+INSERT OR REPLACE INTO rules
+SELECT id::UUID, program_id::UUID, key, name, version, "order", status, stop_after_match, condition FROM stage_rules;
+
+-- name: insert_catalog_rule_versions
+INSERT OR IGNORE INTO rule_versions SELECT id::UUID, version, definition::JSON, $batch_id FROM stage_rules;
+
+-- name: insert_participants
+INSERT INTO participants SELECT id::UUID, external_id, 'ACTIVE', created_at, $batch_id FROM stage_participants;
+
+-- name: insert_enrollments
+INSERT OR IGNORE INTO enrollments SELECT participant_id::UUID, program_id::UUID, enrolled_at, $batch_id FROM stage_enrollments;
+
+-- name: insert_events
+INSERT INTO events
+SELECT md5('event:' || program_id || ':' || idempotency_key)::UUID,
+       program_id::UUID, participant_id::UUID, external_id, participant_ref,
+       recipient_id::UUID, recipient_external_id, recipient_ref,
+       idempotency_key, event_timestamp, arrival_seq, event_json::JSON,
+       status, error_code, error_message, $batch_id, source, row_number
+FROM stage_events;
+
+-- name: insert_rejected
+INSERT INTO rejected_rows SELECT $batch_id, source, row_number, reason, message, raw FROM stage_rejected;
+
+-- name: insert_evaluations
+INSERT INTO rule_evaluations
+SELECT md5('event:' || program_id || ':' || idempotency_key)::UUID, rule_id::UUID, rule_version, outcome, message, $batch_id
+FROM stage_evaluations;
+
+-- name: stage_entries
+-- Effects with their derived ids; every effect moves `amount` from one account to another.
+CREATE OR REPLACE TEMP TABLE batch_entries AS
+SELECT md5('entry:' || event_id || ':' || rule_version || ':' || action_index)::UUID AS id, *
+FROM (SELECT md5('event:' || program_id || ':' || idempotency_key)::UUID AS event_id, * FROM stage_effects);
+
+-- name: insert_entries
+INSERT INTO journal_entries
+SELECT id, seq, program_id::UUID, event_id, NULL, rule_id::UUID, rule_version, action_index,
+       action_type, NULL, description, effective_at, $batch_id
+FROM batch_entries;
+
+-- name: insert_postings
+INSERT INTO postings
+SELECT md5('posting:' || id || ':' || leg)::UUID, id, program_id::UUID,
+       CASE leg WHEN 0 THEN from_type ELSE to_type END,
+       (CASE leg WHEN 0 THEN from_id ELSE to_id END)::UUID,
+       asset_id::UUID,
+       CASE leg WHEN 0 THEN from_bucket ELSE to_bucket END,
+       CASE leg WHEN 0 THEN -amount ELSE amount END
+FROM batch_entries, (VALUES (0), (1)) legs(leg);
+
+-- name: update_balances
+INSERT INTO account_balances
+SELECT entity_type, entity_id, asset_id, bucket, SUM(amount)
+FROM postings p
+WHERE p.journal_entry_id IN (SELECT id FROM batch_entries)
+GROUP BY ALL
+ON CONFLICT DO UPDATE SET amount = account_balances.amount + EXCLUDED.amount;
+
+-- name: insert_batch
+INSERT INTO batches VALUES ($batch_id, $fingerprint, $sources, $catalog_version, $rows_read, $completed,
+    $failed, $duplicates, $rejected, (SELECT COUNT(*) FROM batch_entries), (SELECT 2 * COUNT(*) FROM batch_entries), now());
