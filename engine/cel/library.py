@@ -243,7 +243,7 @@ def neg(a):
 @vec("neg")
 def neg_vec(a):
     if a.kind == "int":
-        return _vec_checked("int", -a.expr.cast(pl.Int128))
+        return _vec_checked("int", pl.lit(0, pl.Int128) - a.expr.cast(pl.Int128))
     if a.kind in ("double", "duration"):
         return Typed(-a.expr, a.kind, a.dtype) if a.kind == "double" \
             else _vec_time_range(-a.expr, "duration")
