@@ -116,7 +116,8 @@ class _Frame:
         except NotVectorisable:
             return None
         df = self.df if mask is None else self.df.filter(mask)
-        return df.select(expr.alias("v")).to_series()
+        # with_columns broadcasts a constant result (e.g. an all-error literal) to every row
+        return df.with_columns(expr.alias("__value"))["__value"]
 
 
 def _row_eval(prog: CelProgram, activations: list[dict]) -> tuple[list, list[str | None]]:

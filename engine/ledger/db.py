@@ -43,6 +43,7 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
                 told = True
             time.sleep(0.2)
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # the CLI draws its own progress
     if not read_only:
         ensure_schema(con)
     return con
