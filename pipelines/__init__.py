@@ -1,0 +1,1 @@
+"""Dagster orchestration for perkflow. Assets call the engine; no engine logic lives here."""

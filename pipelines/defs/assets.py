@@ -1,0 +1,148 @@
+"""Assets: the landed event files, the ledger they are booked into, and the balances it yields.
+
+The assets orchestrate; the engine does the work. `ledger` calls `engine.run.run_batch`, once per
+day and in day order, and nothing else writes to the database.
+"""
+
+
+import hashlib
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from engine.run import run_batch
+
+from .partitions import daily
+from .resources import LedgerDatabase, PerkflowFiles
+
+# Report query over the `balances` view (sql/views.sql). It lives here, not in sql/checks.sql,
+# because every section of checks.sql is an invariant returning violations; it belongs in a
+# future sql/reports.sql.
+BALANCE_TOTALS = """
+SELECT asset_symbol, COUNT(*) AS accounts,
+       COUNT(*) FILTER (WHERE entity_type = 'PARTICIPANT') AS participants,
+       COALESCE(SUM(available) FILTER (WHERE entity_type = 'PARTICIPANT'), 0) AS available,
+       COALESCE(SUM(held) FILTER (WHERE entity_type = 'PARTICIPANT'), 0) AS held,
+       COALESCE(SUM(deferred) FILTER (WHERE entity_type = 'PARTICIPANT'), 0) AS deferred
+FROM balances
+GROUP BY asset_symbol
+ORDER BY asset_symbol
+"""
+
+POOL = "duckdb_writer"  # DuckDB: one process may open the file for writing, and then no other may open it
+
+
+def _days(context: dg.AssetExecutionContext) -> list[str]:
+    """The partition keys of this run, oldest first (one key, or a range under a single-run backfill)."""
+    return sorted(context.partition_keys)
+
+
+@dg.asset(
+    partitions_def=daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"parquet"},
+    group_name="perkflow",
+    description="Event files landed for a day under <landing>/date=YYYY-MM-DD/ (PERKFLOW_LANDING). "
+                "Materialising takes an inventory (files, bytes, rows, content hash); it does not copy data.",
+)
+def raw_event_batches(context: dg.AssetExecutionContext, perkflow_files: PerkflowFiles) -> dg.MaterializeResult:
+    inventory = []
+    for day in _days(context):
+        files = perkflow_files.day_files(day)
+        h = hashlib.sha256()
+        rows = 0
+        size = 0
+        for f in files:
+            size += f.stat().st_size
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+            if f.suffix in (".parquet", ".pq"):
+                rows += pq.ParquetFile(f).metadata.num_rows
+        if not files:
+            context.log.warning(f"{day}: nothing landed in {perkflow_files.day_dir(day)}")
+        inventory.append({"day": day, "files": len(files), "bytes": size, "parquet_rows": rows,
+                          "sha256": h.hexdigest()[:16] if files else ""})
+    return dg.MaterializeResult(metadata={
+        "landing": dg.MetadataValue.path(str(perkflow_files.landing_dir())),
+        "days": len(inventory),
+        "files": sum(i["files"] for i in inventory),
+        "bytes": sum(i["bytes"] for i in inventory),
+        "dagster/row_count": sum(i["parquet_rows"] for i in inventory),
+        "empty_days": ", ".join(i["day"] for i in inventory if not i["files"]) or "none",
+        "inventory": dg.MetadataValue.md(_table(inventory)),
+    })
+
+
+@dg.asset(
+    partitions_def=daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[
+        dg.AssetDep(raw_event_batches),
+        # Self-dependency on the previous day: a day is booked only after the day before it,
+        # so backfills run in day order. The first day has no previous day.
+        dg.AssetDep("ledger", partition_mapping=dg.TimeWindowPartitionMapping(
+            start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
+    ],
+    pool=POOL,
+    kinds={"duckdb"},
+    group_name="perkflow",
+    description="The double-entry ledger in DuckDB (PERKFLOW_DB): each day's landed files booked with "
+                "engine.run.run_batch, one transaction per day, days in order. Idempotent: a day whose "
+                "files were booked before is a no-op; overlapping input counts as duplicates.",
+)
+def ledger(context: dg.AssetExecutionContext, ledger_db: LedgerDatabase,
+           perkflow_files: PerkflowFiles) -> dg.MaterializeResult:
+    programs = perkflow_files.programs_dir()
+    db_file = ledger_db.resolved_path()
+    reports = []
+    for day in _days(context):  # in order: day D's opening balances are day D-1's closing ones
+        folder = perkflow_files.day_dir(day)
+        if not perkflow_files.day_files(day):
+            context.log.info(f"{day}: no landed files, nothing to book")
+            reports.append({"day": day, "batch_id": None, "already_committed": False, "read": 0,
+                            "completed": 0, "failed": 0, "duplicates": 0, "rejected": 0, "entries": 0})
+            continue
+        report = run_batch(programs, folder, db_file, wait=ledger_db.wait_seconds,
+                           progress=lambda msg, day=day: context.log.debug(f"{day}: {msg}"))
+        r = report.as_dict()
+        context.log.info(f"{day}: batch {r['batch_id']}"
+                         f"{' (already committed, no-op)' if r['already_committed'] else ''}: "
+                         f"read {r['read']}, completed {r['completed']}, failed {r['failed']}, "
+                         f"duplicates {r['duplicates']}, rejected {r['rejected']}, entries {r['entries']}")
+        reports.append({"day": day} | {k: r[k] for k in (
+            "batch_id", "already_committed", "read", "completed", "failed", "duplicates", "rejected", "entries")})
+    total = {k: sum(r[k] for r in reports) for k in ("read", "completed", "failed", "duplicates", "rejected", "entries")}
+    return dg.MaterializeResult(metadata={
+        "database": dg.MetadataValue.path(str(db_file)),
+        "days": len(reports),
+        **total,
+        "batches": dg.MetadataValue.md(_table(reports)),
+    })
+
+
+@dg.asset(
+    deps=[ledger],
+    pool=POOL,
+    kinds={"duckdb"},
+    group_name="perkflow",
+    description="Current balances (the `balances` view over account_balances). Materialising reports "
+                "row count and per-asset totals held by participants; the data stays in DuckDB.",
+)
+def balances(ledger_db: LedgerDatabase) -> dg.MaterializeResult:
+    with ledger_db.connect(read_only=True) as con:
+        rows = con.execute("SELECT count(*) FROM balances").fetchone()[0]
+        per_asset = con.execute(BALANCE_TOTALS).fetchall()
+    totals = [{"asset": a, "accounts": n, "participants": p, "available": str(av), "held": str(h),
+               "deferred": str(d)} for a, n, p, av, h, d in per_asset]
+    metadata: dict = {"dagster/row_count": rows, "totals_per_asset": dg.MetadataValue.md(_table(totals))}
+    for t in totals:  # numeric series per asset for the UI's metadata plots (exact values in the table)
+        metadata[f"available[{t['asset']}]"] = float(t["available"])
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "(none)"
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join("" if r[k] is None else str(r[k]) for k in head) + " |" for r in rows]
+    return "\n".join(lines)

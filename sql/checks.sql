@@ -1,0 +1,55 @@
+-- Ledger invariants. Each `-- name:` section returns the rows that VIOLATE the invariant:
+-- zero rows means it holds. Read by the Dagster asset checks (pipelines/defs/checks.py) and meant
+-- to be reused as-is by a `perkflow verify` command. No trailing work: plain SELECTs, read-only.
+
+-- name: postings_sum_to_zero
+-- Double entry: within every journal entry, the postings of each asset sum to zero.
+-- Entries that have no postings at all are reported too (an entry must move something).
+SELECT j.id AS journal_entry_id, p.asset_id, COALESCE(SUM(p.amount), 0) AS imbalance, COUNT(p.id) AS postings
+FROM journal_entries j
+LEFT JOIN postings p ON p.journal_entry_id = j.id
+GROUP BY j.id, p.asset_id
+HAVING COUNT(p.id) = 0 OR SUM(p.amount) <> 0
+UNION ALL
+-- Postings whose entry does not exist.
+SELECT p.journal_entry_id, p.asset_id, SUM(p.amount), COUNT(*)
+FROM postings p
+WHERE NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.id = p.journal_entry_id)
+GROUP BY p.journal_entry_id, p.asset_id
+ORDER BY journal_entry_id, asset_id;
+
+-- name: balances_match_postings
+-- The materialised account_balances equal the sum of postings, account by account
+-- (entity, asset, bucket). An account present on only one side counts as zero on the other.
+WITH posted AS (
+    SELECT entity_type, entity_id, asset_id, bucket, SUM(amount) AS amount
+    FROM postings
+    GROUP BY ALL
+)
+SELECT COALESCE(b.entity_type, p.entity_type) AS entity_type,
+       COALESCE(b.entity_id, p.entity_id) AS entity_id,
+       COALESCE(b.asset_id, p.asset_id) AS asset_id,
+       COALESCE(b.bucket, p.bucket) AS bucket,
+       b.amount AS materialised,
+       p.amount AS posted
+FROM account_balances b
+FULL OUTER JOIN posted p
+  ON p.entity_type = b.entity_type AND p.entity_id = b.entity_id
+ AND p.asset_id = b.asset_id AND p.bucket = b.bucket
+WHERE COALESCE(b.amount, 0) <> COALESCE(p.amount, 0)
+ORDER BY ALL;
+
+-- name: no_duplicate_entries
+-- Every journal entry id occurs once. Ids are md5(event, rule version, action index), so this is
+-- also "at most one entry per (event, rule version, action)"; the second half checks that directly.
+SELECT 'id' AS duplicated_on, id::VARCHAR AS key, COUNT(*) AS occurrences
+FROM journal_entries
+GROUP BY id
+HAVING COUNT(*) > 1
+UNION ALL
+SELECT 'event_rule_action', event_id::VARCHAR || '/' || rule_version || '/' || action_index::VARCHAR, COUNT(*)
+FROM journal_entries
+WHERE event_id IS NOT NULL
+GROUP BY event_id, rule_version, action_index
+HAVING COUNT(*) > 1
+ORDER BY ALL;
