@@ -1,0 +1,191 @@
+"""Dagster layer end to end: materialise against temp DuckDB files and a temp landing folder.
+
+Everything runs in-process (dagster.materialize) with DAGSTER_HOME pointing at a temp copy of the
+repo's dagster.yaml; nothing touches data/ or the network.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from engine.generate import sample_events
+from engine.ledger.sqlfiles import statement
+from engine.run import run_batch
+from pipelines.defs import assets, checks
+from pipelines.defs.resources import LedgerDatabase, PerkflowFiles
+
+ROOT = Path(__file__).resolve().parents[2]
+PROGRAMS = ROOT / "data" / "programs"
+DAYS = ["2025-11-01", "2025-11-02", "2025-11-03"]
+ALL_ASSETS = [assets.raw_event_batches, assets.ledger, assets.balances,
+              checks.postings_sum_to_zero, checks.balances_match_postings, checks.no_duplicate_entries]
+CHECK_NAMES = set(checks.CHECKS)
+
+
+@pytest.fixture(autouse=True)
+def dagster_home(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    # The resources get explicit paths; make sure nothing falls back to the repo's data/.
+    for var in ("PERKFLOW_DB", "PERKFLOW_LANDING", "PERKFLOW_PROGRAMS"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture
+def landing(tmp_path) -> Path:
+    """Three days of Coffee Club events, two files per day, in <landing>/date=YYYY-MM-DD/."""
+    root = tmp_path / "landing"
+    for i, day in enumerate(DAYS):
+        start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+        for part in range(2):
+            df = sample_events(150, participants=25, seed=100 + 10 * i + part, start=start, days=1)
+            folder = root / f"date={day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            df.write_parquet(folder / f"part-{part}.parquet")
+    return root
+
+
+def resources(db_file: Path, landing: Path) -> dict:
+    return {"ledger_db": LedgerDatabase(path=str(db_file)),
+            "perkflow_files": PerkflowFiles(programs=str(PROGRAMS), landing=str(landing))}
+
+
+def run_days(db_file: Path, landing: Path, day: str, last: str | None = None) -> dg.ExecuteInProcessResult:
+    """One run: a single day, or (with `last`) the range day..last as one single-run backfill."""
+    tags = {}
+    if last:
+        tags = {"dagster/asset_partition_range_start": day, "dagster/asset_partition_range_end": last}
+    return dg.materialize(ALL_ASSETS, resources=resources(db_file, landing),
+                          partition_key=None if last else day, tags=tags)
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def balances_rows(db_file: Path) -> list[tuple]:
+    con = duckdb.connect(str(db_file), read_only=True)
+    try:
+        return con.execute("SELECT entity_type, entity_id, asset_id, available, held, deferred "
+                           "FROM balances ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+
+
+def ledger_state(db_file: Path) -> dict[str, list[tuple]]:
+    con = duckdb.connect(str(db_file), read_only=True)
+    try:
+        return {
+            "entries": con.execute("SELECT id, event_id, rule_version, action_index, action_type, effective_at "
+                                   "FROM journal_entries ORDER BY id").fetchall(),
+            "postings": con.execute("SELECT id, journal_entry_id, entity_type, entity_id, asset_id, bucket, amount "
+                                    "FROM postings ORDER BY id").fetchall(),
+            "events": con.execute("SELECT id, status, error_code FROM events ORDER BY id").fetchall(),
+            "account_balances": con.execute("SELECT * FROM account_balances ORDER BY ALL").fetchall(),
+        }
+    finally:
+        con.close()
+
+
+def test_materialise_days_matches_run_batch(tmp_path, landing):
+    db_file = tmp_path / "dagster.duckdb"
+    for day in DAYS:
+        result = run_days(db_file, landing, day)
+        assert result.success
+        assert check_results(result) == {name: True for name in CHECK_NAMES}
+        assert result.asset_materializations_for_node("balances"), "balances ran after the blocking checks"
+    mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
+    assert mats["ledger"].materialization.metadata["read"].value == 300
+
+    direct = tmp_path / "direct.duckdb"
+    report = run_batch(PROGRAMS, landing, direct)  # all three days in one batch, no Dagster
+    assert report.read == 900 and report.rejected == 0
+    rows = balances_rows(db_file)
+    assert rows, "the sample produced balances"
+    assert rows == balances_rows(direct)
+
+    # Re-running a day is a no-op (same files: already committed).
+    again = run_days(db_file, landing, DAYS[1])
+    assert again.success
+    assert balances_rows(db_file) == rows
+
+
+def test_range_backfill_in_one_run_equals_daily_runs(tmp_path, landing):
+    daily_db = tmp_path / "daily.duckdb"
+    for day in DAYS:
+        assert run_days(daily_db, landing, day).success
+
+    backfill_db = tmp_path / "backfill.duckdb"
+    result = run_days(backfill_db, landing, DAYS[0], DAYS[-1])
+    assert result.success
+    assert check_results(result) == {name: True for name in CHECK_NAMES}
+    ledger_mats = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("ledger")]
+    assert sorted(m.partition for m in ledger_mats) == DAYS  # one run, three partitions materialised
+
+    assert ledger_state(backfill_db) == ledger_state(daily_db)
+    assert balances_rows(backfill_db) == balances_rows(daily_db)
+
+
+def test_empty_day_is_booked_as_nothing(tmp_path, landing):
+    db_file = tmp_path / "empty.duckdb"
+    result = run_days(db_file, landing, "2025-11-05")  # nothing landed that day
+    assert result.success
+    mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
+    assert mats["raw_event_batches"].materialization.metadata["files"].value == 0
+
+
+def test_definitions_validate():
+    env = {k: v for k, v in os.environ.items()} | {"DAGSTER_HOME": os.environ["DAGSTER_HOME"]}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-m", "pipelines.definitions"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "All code locations passed validation" in proc.stdout + proc.stderr
+
+
+def test_check_sql_catches_corrupted_posting(tmp_path, landing):
+    db_file = tmp_path / "good.duckdb"
+    run_batch(PROGRAMS, landing / f"date={DAYS[0]}", db_file)
+    bad = tmp_path / "bad.duckdb"
+    shutil.copy(db_file, bad)
+    con = duckdb.connect(str(bad))
+    try:
+        for name in CHECK_NAMES:  # clean before
+            assert con.execute(statement("checks.sql", name)).fetchall() == [], name
+        pid, entry, asset = con.execute(
+            "SELECT id, journal_entry_id, asset_id FROM postings WHERE amount > 0 ORDER BY id LIMIT 1").fetchone()
+        con.execute("UPDATE postings SET amount = amount + 1 WHERE id = ?", [pid])
+        broken = con.execute(statement("checks.sql", "postings_sum_to_zero")).fetchall()
+        assert [(r[0], r[1]) for r in broken] == [(entry, asset)]
+        assert broken[0][2] == 1
+        assert len(con.execute(statement("checks.sql", "balances_match_postings")).fetchall()) == 1
+        assert con.execute(statement("checks.sql", "no_duplicate_entries")).fetchall() == []
+        # and a duplicated entry is caught by the third check
+        con.execute("INSERT INTO journal_entries SELECT * FROM journal_entries WHERE id = ?", [entry])
+        dup = con.execute(statement("checks.sql", "no_duplicate_entries")).fetchall()
+        assert {r[0] for r in dup} == {"id", "event_rule_action"}
+    finally:
+        con.close()
+
+
+def test_blocking_check_failure_stops_balances(tmp_path, landing):
+    db_file = tmp_path / "corrupt.duckdb"
+    assert run_days(db_file, landing, DAYS[0]).success
+    con = duckdb.connect(str(db_file))
+    con.execute("UPDATE postings SET amount = amount + 1 WHERE id = (SELECT min(id) FROM postings)")
+    con.close()
+    result = dg.materialize(ALL_ASSETS, resources=resources(db_file, landing), partition_key=DAYS[1],
+                            raise_on_error=False)
+    assert check_results(result) == {"postings_sum_to_zero": False, "balances_match_postings": False,
+                                     "no_duplicate_entries": True}
+    assert not result.asset_materializations_for_node("balances")
