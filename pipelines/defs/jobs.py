@@ -5,12 +5,10 @@ from __future__ import annotations
 import dagster as dg
 
 from . import assets
-from .partitions import daily
 
 daily_ledger_job = dg.define_asset_job(
     name="daily_ledger_job",
     selection=dg.AssetSelection.assets(assets.raw_event_batches, assets.ledger, assets.balances),
-    partitions_def=daily,
     description="Inventory a day's landed files, book them into the ledger, run the ledger checks, "
                 "then report balances. Asset checks on the selected assets run with them.",
 )

@@ -189,3 +189,35 @@ def test_blocking_check_failure_stops_balances(tmp_path, landing):
     assert check_results(result) == {"postings_sum_to_zero": False, "balances_match_postings": False,
                                      "no_duplicate_entries": True}
     assert not result.asset_materializations_for_node("balances")
+
+
+def test_sensor_requests_new_days_once(tmp_path, landing):
+    from pipelines.defs.sensors import landed_files_sensor
+
+    files = PerkflowFiles(programs=str(PROGRAMS), landing=str(landing))
+    today = datetime.now(timezone.utc).date().isoformat()
+    (landing / f"date={today}").mkdir()
+    sample_events(5, 2, 1).write_parquet(landing / f"date={today}" / "early.parquet")  # not a partition yet
+
+    first = landed_files_sensor(dg.build_sensor_context(resources={"perkflow_files": files}))
+    assert [(r.partition_key) for r in first.run_requests] == DAYS
+    assert today not in first.cursor
+
+    again = landed_files_sensor(dg.build_sensor_context(cursor=first.cursor, resources={"perkflow_files": files}))
+    assert not again.run_requests
+
+    sample_events(10, 5, 999, start=datetime(2025, 11, 2, tzinfo=timezone.utc), days=1).write_parquet(
+        landing / f"date={DAYS[1]}" / "late.parquet")
+    late = landed_files_sensor(dg.build_sensor_context(cursor=first.cursor, resources={"perkflow_files": files}))
+    assert [r.partition_key for r in late.run_requests] == [DAYS[1]]
+    assert late.run_requests[0].run_key != next(r.run_key for r in first.run_requests if r.partition_key == DAYS[1])
+
+
+def test_schedule_targets_previous_day():
+    from pipelines.definitions import defs
+
+    schedule = defs.resolve_schedule_def("daily_ledger_schedule")
+    assert schedule.cron_schedule == "15 1 * * *"
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2025, 11, 4, 1, 15, tzinfo=timezone.utc))
+    [request] = list(schedule.evaluate_tick(ctx).run_requests)
+    assert request.partition_key == "2025-11-03"
