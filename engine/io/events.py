@@ -129,8 +129,8 @@ def _read_file(file: Path, root: Path) -> pl.DataFrame:
 
 def _raw_rows(df: pl.DataFrame) -> pl.Series:
     """Each input row as JSON text, kept for quarantined rows."""
-    cols = [pl.col(c).cast(pl.String) if df[c].dtype not in (pl.String,) and not isinstance(df[c].dtype, pl.Struct)
-            else pl.col(c) for c in df.columns]
+    cols = [pl.col(c) if df[c].dtype == pl.String or df[c].dtype.is_nested()
+            else pl.col(c).cast(pl.String) for c in df.columns]
     return df.select(pl.struct(cols).struct.json_encode().alias("raw"))["raw"]
 
 
