@@ -1,0 +1,365 @@
+"""Bad input (semantics.md 13): unreadable files and invalid programs stop the run with exit 2 and
+write nothing (byte-for-byte); malformed rows are quarantined while valid rows are processed."""
+
+from __future__ import annotations
+
+import copy
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.cli import main
+from tests.helpers.io import (balances, cli, event, file_hash, program_spec, query, run_json, write_events,
+                              write_program)
+
+GOOD_RULES = [{"name": "Purchase points", "key": "purchase", "condition": 'event.type == "purchase"',
+               "order": 10, "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "10"}]}]
+
+
+def squash(text: str) -> str:
+    """Output without whitespace: the console may wrap long paths and messages."""
+    return "".join(text.split())
+
+
+def good_events(tmp_path: Path) -> Path:
+    return write_events(tmp_path / "good" / "events.parquet", [
+        event("shop", "g-1", "alice", "2025-11-01T10:00:00Z", {"type": "purchase"})])
+
+
+def run_in_process(capsys, programs: Path, events: Path, db: Path) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["run", "--programs", str(programs), "--events", str(events), "--db", str(db), "--json"])
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def programs(tmp_path) -> Path:
+    return write_program(tmp_path / "programs" / "shop.yaml", program_spec("shop", GOOD_RULES))
+
+
+@pytest.fixture
+def existing_db(tmp_path, programs) -> Path:
+    """A ledger that already holds one committed batch."""
+    db = tmp_path / "existing.duckdb"
+    run_json(programs, good_events(tmp_path), db)
+    return db
+
+
+# ---------------------------------------------------------------------------------------------
+# Files that cannot be read at all
+
+
+def _not_parquet(d: Path) -> tuple[Path, str]:
+    f = d / "broken.parquet"
+    d.mkdir(parents=True, exist_ok=True)
+    f.write_text("program_id,idempotency_key\nshop,k1\n")
+    return f, "Parquet"
+
+
+def _missing_column(d: Path) -> tuple[Path, str]:
+    f = write_events(d / "nokey.parquet", [{"program_id": "shop", "external_id": "a",
+                                            "event_timestamp": "2025-11-01T00:00:00Z", "event_data": "{}"}],
+                     schema=pa.schema([("program_id", pa.string()), ("external_id", pa.string()),
+                                       ("event_timestamp", pa.string()), ("event_data", pa.string())]))
+    return f, "idempotency_key"
+
+
+def _missing_participant_columns(d: Path) -> tuple[Path, str]:
+    f = write_events(d / "nobody.parquet", [{"program_id": "shop", "idempotency_key": "k",
+                                             "event_timestamp": "2025-11-01T00:00:00Z", "event_data": "{}"}],
+                     schema=pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()),
+                                       ("event_timestamp", pa.string()), ("event_data", pa.string())]))
+    return f, "external_id"
+
+
+def _int_key(d: Path) -> tuple[Path, str]:
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.int64()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.string()), ("event_data", pa.string())])
+    f = write_events(d / "intkey.parquet", [{"program_id": "shop", "idempotency_key": 7, "external_id": "a",
+                                             "event_timestamp": "2025-11-01T00:00:00Z", "event_data": "{}"}], schema=schema)
+    return f, "idempotency_key"
+
+
+def _int_timestamp(d: Path) -> tuple[Path, str]:
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.int64()), ("event_data", pa.string())])
+    f = write_events(d / "intts.parquet", [{"program_id": "shop", "idempotency_key": "k", "external_id": "a",
+                                            "event_timestamp": 1730000000, "event_data": "{}"}], schema=schema)
+    return f, "event_timestamp"
+
+
+def _list_event_data(d: Path) -> tuple[Path, str]:
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.string()), ("event_data", pa.list_(pa.int64()))])
+    f = write_events(d / "listdata.parquet", [{"program_id": "shop", "idempotency_key": "k", "external_id": "a",
+                                               "event_timestamp": "2025-11-01T00:00:00Z", "event_data": [1]}], schema=schema)
+    return f, "event_data"
+
+
+BAD_FILES = {"not_parquet": _not_parquet, "missing_column": _missing_column,
+             "missing_participant_columns": _missing_participant_columns, "int_key": _int_key,
+             "int_timestamp": _int_timestamp, "list_event_data": _list_event_data}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_unreadable_file_new_db_not_created(case, tmp_path, db_path, programs, capsys):
+    bad, problem = BAD_FILES[case](tmp_path / "in")
+    code, err = run_in_process(capsys, programs, bad, db_path)
+    assert code == 2
+    assert squash(str(bad)) in squash(err) and problem in err
+    assert not db_path.exists()
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_unreadable_file_existing_db_unchanged(case, tmp_path, existing_db, programs, capsys):
+    """A folder of one good file and one unreadable file: nothing at all is written."""
+    folder = tmp_path / "mixed"
+    write_events(folder / "a_good.parquet", [event("shop", "m-1", "bob", "2025-11-02T10:00:00Z", {"type": "purchase"})])
+    bad, problem = BAD_FILES[case](folder)
+    before = file_hash(existing_db)
+    code, err = run_in_process(capsys, programs, folder, existing_db)
+    assert code == 2
+    assert squash(str(bad)) in squash(err) and problem in err
+    assert file_hash(existing_db) == before
+
+
+def test_unreadable_file_subprocess_exit_code(tmp_path, existing_db, programs):
+    bad, _ = _not_parquet(tmp_path / "in")
+    before = file_hash(existing_db)
+    res = cli("run", "--programs", str(programs), "--events", str(bad), "--db", str(existing_db))
+    assert res.returncode == 2
+    assert squash(str(bad)) in squash(res.stderr)
+    assert file_hash(existing_db) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Row-level problems: quarantined, the rest processed
+
+
+def test_bad_rows_are_quarantined(tmp_path, db_path, programs):
+    ok = {"type": "purchase"}
+    rows = [
+        event("shop", "ok-1", "alice", "2025-11-01T10:00:00Z", ok),                  # 1 valid
+        event("shop", None, "alice", "2025-11-01T10:01:00Z", ok),                    # 2 missing key
+        event("shop", "", "alice", "2025-11-01T10:01:00Z", ok),                      # 3 empty key
+        event("shop", "bad-ts", "alice", "yesterday", ok),                           # 4 bad timestamp
+        event("shop", "naive-ts", "alice", "2025-11-01T10:02:00", ok),               # 5 no time zone
+        event("shop", "list-data", "alice", "2025-11-01T10:03:00Z", "[1, 2]"),        # 6 not an object
+        event("shop", "bad-json", "alice", "2025-11-01T10:03:00Z", "{not json"),      # 7 not JSON
+        event("nope", "unknown-prog", "alice", "2025-11-01T10:04:00Z", ok),           # 8 unknown program
+        event("shop", "k" * 256, "alice", "2025-11-01T10:05:00Z", ok),                # 9 key too long
+        event("shop", "k" * 255, "bob", "2025-11-01T10:06:00Z", ok),                  # 10 valid: 255 is allowed
+        event("shop", "no-person", None, "2025-11-01T10:07:00Z", ok),                 # 11 no participant
+        event("shop", "no-data", "alice", "2025-11-01T10:08:00Z", None),              # 12 missing event_data
+        event("shop", "ok-2", "carol", "2025-11-01T10:09:00Z", {"type": "refund"}),   # 13 valid, no rule matches
+    ]
+    f = write_events(tmp_path / "in" / "rows.parquet", rows)
+    report = run_json(programs, f, db_path)
+    valid = {1, 10, 13}
+    assert report["read"] == len(rows)
+    assert report["rejected"] == len(rows) - len(valid)
+    assert report["completed"] == len(valid) and report["failed"] == 0 and report["duplicates"] == 0
+    assert report["read"] == report["completed"] + report["failed"] + report["duplicates"] + report["rejected"]
+
+    rejected = {n: (reason, source, raw) for source, n, reason, raw in
+                query(db_path, "SELECT source, row_number, reason, raw FROM rejected_rows")}
+    assert set(rejected) == set(range(1, len(rows) + 1)) - valid
+    assert all(src == str(f) for _, src, _ in rejected.values())
+    reasons = {n: r for n, (r, _, _) in rejected.items()}
+    assert reasons[2] == reasons[3] == "missing_required_field"
+    assert reasons[4] == reasons[5] == "invalid_timestamp"
+    assert reasons[6] == reasons[7] == "invalid_event_data"
+    assert reasons[8] == "unknown_program"
+    assert reasons[9] == "idempotency_key_too_long"
+    assert reasons[11] == "missing_required_field"
+    assert reasons[12] == "missing_required_field"
+    # The raw row is kept: it carries the row's own values.
+    assert "unknown-prog" in rejected[8][2] and "nope" in rejected[8][2]
+    assert balances(db_path) == {("alice", "PTS"): Decimal(10), ("bob", "PTS"): Decimal(10)}
+    stored = query(db_path, "SELECT row_number, status FROM events ORDER BY row_number")
+    assert stored == [(n, "COMPLETED") for n in sorted(valid)]
+
+
+def test_struct_event_data_with_null_row(tmp_path, db_path, programs):
+    """Struct payloads: a null struct is a missing event_data; null fields are absent fields."""
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                        ("event_data", pa.struct([("type", pa.string()), ("amount", pa.float64())]))])
+    from tests.helpers.io import ts
+    rows = [
+        {"program_id": "shop", "idempotency_key": "s1", "external_id": "a", "event_timestamp": ts("2025-11-01T00:00:00"),
+         "event_data": {"type": "purchase", "amount": None}},
+        {"program_id": "shop", "idempotency_key": "s2", "external_id": "a", "event_timestamp": ts("2025-11-01T00:00:01"),
+         "event_data": None},
+        {"program_id": "shop", "idempotency_key": "s3", "external_id": "a", "event_timestamp": None,
+         "event_data": {"type": "purchase", "amount": 1.0}},
+    ]
+    f = tmp_path / "in" / "struct.parquet"
+    f.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), f)
+    report = run_json(programs, f, db_path)
+    assert (report["read"], report["completed"], report["rejected"]) == (3, 1, 2)
+    assert sorted(query(db_path, "SELECT row_number, reason FROM rejected_rows")) == [
+        (2, "missing_required_field"), (3, "missing_required_field")]
+    assert balances(db_path) == {("a", "PTS"): Decimal(10)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Program files that do not validate: exit 2, message names file/rule/field, nothing written
+
+
+def _spec():
+    return program_spec("shop", copy.deepcopy(GOOD_RULES))
+
+
+def _bad_yaml(d):
+    f = d / "shop.yaml"
+    f.write_text("program:\n  key: shop\n  name: [unclosed\n")
+    return f, ["shop.yaml"]
+
+
+def _unknown_field(d):
+    s = _spec()
+    s["rules"][0]["conditon"] = "true"
+    return write_program(d / "shop.yaml", s), ["conditon", "Purchase points"]
+
+
+def _unknown_action_field(d):
+    s = _spec()
+    s["rules"][0]["actions"][0]["amout"] = "1"
+    return write_program(d / "shop.yaml", s), ["amout", "Purchase points"]
+
+
+def _bad_enum(d):
+    s = _spec()
+    s["rules"][0]["actions"][0]["type"] = "GIVE"
+    return write_program(d / "shop.yaml", s), ["type", "Purchase points"]
+
+
+def _bad_asset_enum(d):
+    s = _spec()
+    s["assets"][0]["issuance_policy"] = "INFINITE"
+    return write_program(d / "shop.yaml", s), ["issuance_policy"]
+
+
+def _cel_syntax(d):
+    s = _spec()
+    s["rules"][0]["condition"] = 'event.type == "purchase" &&'
+    return write_program(d / "shop.yaml", s), ["Purchase points", "condition"]
+
+
+def _cel_amount_syntax(d):
+    s = _spec()
+    s["rules"][0]["actions"][0]["amount"] = "event.amount * * 2"
+    return write_program(d / "shop.yaml", s), ["Purchase points", "amount"]
+
+
+def _unknown_asset_action(d):
+    s = _spec()
+    s["rules"][0]["actions"][0]["asset"] = "GEMS"
+    return write_program(d / "shop.yaml", s), ["Purchase points", "GEMS"]
+
+
+def _unknown_asset_in_cel(d):
+    s = _spec()
+    s["rules"][0]["condition"] = "participant.balances.GEMS.available > 0.0"
+    return write_program(d / "shop.yaml", s), ["Purchase points", "GEMS"]
+
+
+def _duplicate_order(d):
+    s = _spec()
+    s["rules"].append({"name": "Second rule", "key": "second", "condition": "true", "order": 10,
+                       "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]})
+    return write_program(d / "shop.yaml", s), ["Second rule", "order"]
+
+
+def _lot_mode(d):
+    s = _spec()
+    s["assets"][0]["inventory_mode"] = "LOT"
+    return write_program(d / "shop.yaml", s), ["not supported yet", "inventory_mode"]
+
+
+def _budgets(d):
+    s = _spec()
+    s["rules"][0]["budgets"] = [{"asset": "PTS", "limit": "100"}]
+    return write_program(d / "shop.yaml", s), ["not supported yet", "budgets", "Purchase points"]
+
+
+def _static_bad_scale(d):
+    s = _spec()
+    s["rules"][0]["actions"][0]["amount"] = "1.5"
+    return write_program(d / "shop.yaml", s), ["Purchase points", "amount", "scale"]
+
+
+def _conflicting_asset(d):
+    write_program(d / "a_shop.yaml", _spec())
+    s = program_spec("other", copy.deepcopy(GOOD_RULES))
+    s["assets"][0]["scale"] = 2
+    return write_program(d / "b_other.yaml", s), ["PTS"]
+
+
+BAD_PROGRAMS = {f.__name__.lstrip("_"): f for f in (
+    _bad_yaml, _unknown_field, _unknown_action_field, _bad_enum, _bad_asset_enum, _cel_syntax, _cel_amount_syntax,
+    _unknown_asset_action, _unknown_asset_in_cel, _duplicate_order, _lot_mode, _budgets, _static_bad_scale,
+    _conflicting_asset)}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PROGRAMS))
+def test_invalid_program_writes_nothing(case, tmp_path, existing_db, capsys):
+    folder = tmp_path / "bad_programs"
+    folder.mkdir()
+    bad, words = BAD_PROGRAMS[case](folder)
+    before = file_hash(existing_db)
+    events = good_events(tmp_path / "e2")
+    code, err = run_in_process(capsys, folder, events, existing_db)
+    assert code == 2, err
+    assert squash(str(bad)) in squash(err)
+    for w in words:
+        assert squash(w) in squash(err), (w, err)
+    assert file_hash(existing_db) == before
+    # and a database that does not exist yet is not created
+    fresh = tmp_path / "fresh.duckdb"
+    code, _ = run_in_process(capsys, folder, events, fresh)
+    assert code == 2 and not fresh.exists()
+
+
+def test_invalid_program_subprocess(tmp_path, db_path):
+    bad, _ = _lot_mode(tmp_path / "p")
+    res = cli("run", "--programs", str(bad), "--events", str(good_events(tmp_path)), "--db", str(db_path))
+    assert res.returncode == 2
+    assert "not supported yet" in res.stderr and squash(str(bad)) in squash(res.stderr)
+    assert not db_path.exists()
+    res = cli("validate", "--programs", str(bad))
+    assert res.returncode == 2
+
+
+def test_inactive_rule_may_share_order(tmp_path, db_path):
+    """Only *active* rules must have distinct orders: a SUSPENDED rule sharing one is fine and never fires."""
+    s = _spec()
+    s["rules"].append({"name": "Old rule", "key": "old", "condition": "true", "order": 10, "status": "SUSPENDED",
+                       "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1000"}]})
+    progs = write_program(tmp_path / "p" / "shop.yaml", s)
+    run_json(progs, good_events(tmp_path), db_path)
+    assert balances(db_path) == {("alice", "PTS"): Decimal(10)}
+
+
+def test_extra_nested_columns_are_kept_in_raw_not_fatal(tmp_path, db_path, programs):
+    """Columns beyond the contract (here a list and an int) do not stop the run; a rejected row's
+    raw text still carries them."""
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.string()), ("event_data", pa.string()),
+                        ("tags", pa.list_(pa.string())), ("store", pa.int64())])
+    rows = [{"program_id": "shop", "idempotency_key": "x1", "external_id": "a", "event_timestamp": "2025-11-01T00:00:00Z",
+             "event_data": '{"type": "purchase"}', "tags": ["vip"], "store": 7},
+            {"program_id": "shop", "idempotency_key": "x2", "external_id": "a", "event_timestamp": "bad",
+             "event_data": '{"type": "purchase"}', "tags": ["zzz-marker"], "store": 8}]
+    f = write_events(tmp_path / "in" / "extra.parquet", rows, schema=schema)
+    report = run_json(programs, f, db_path)
+    assert (report["completed"], report["rejected"]) == (1, 1)
+    (raw,) = query(db_path, "SELECT raw FROM rejected_rows")[0]
+    assert "zzz-marker" in raw
+    assert balances(db_path) == {("a", "PTS"): Decimal(10)}
