@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from engine.cel import CelProgram
@@ -12,15 +12,48 @@ from engine.cel import CelProgram
 from .models import Asset, Program
 
 
+#: A value field: a static value (Decimal for numbers, str for literal text) or an expression.
+Value = Decimal | str | CelProgram
+
+
+@dataclass(frozen=True)
+class CompiledTarget:
+    type: str  # PARTICIPANT | PROGRAM
+    external_id: CelProgram | None = None
+    participant_id: CelProgram | None = None
+
+
 @dataclass(frozen=True)
 class CompiledAction:
     index: int
     type: str
-    asset: Asset
+    asset: Asset | None = None
+    asset_id: uuid.UUID | None = None
+    amount: Value | None = None  # CREDIT/DEBIT: a static Decimal or an expression
+    allow_negative: bool = False
+    description: str | None = None
+    tag: Value | None = None
+    key: str | None = None
+    value: Value | None = None
+    reset_after: timedelta | None = None
+    target: CompiledTarget | None = None
+
+    @property
+    def expressions(self) -> tuple[CelProgram, ...]:
+        out = [v for v in (self.amount, self.tag, self.value) if isinstance(v, CelProgram)]
+        if self.target is not None:
+            out += [p for p in (self.target.external_id, self.target.participant_id) if p is not None]
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class CompiledBudget:
     asset_id: uuid.UUID
-    amount: Decimal | CelProgram  # a static amount, or an expression evaluated per event
-    allow_negative: bool
-    description: str | None
+    asset: str
+    limit: Decimal
+    interval: timedelta | None  # None: lifetime
+
+
 
 
 @dataclass(frozen=True)
@@ -36,6 +69,7 @@ class CompiledRule:
     active_to: datetime | None
     condition: CelProgram
     actions: tuple[CompiledAction, ...]
+    budgets: tuple[CompiledBudget, ...]
     definition: dict  # the rule as written (normalised), stored in rule_versions
 
 

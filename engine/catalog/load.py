@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -12,14 +13,16 @@ from pydantic import ValidationError
 
 from engine import amounts, ids
 from engine.cel import CelError, compile_cel
+from engine.durations import parse_duration
 from engine.errors import CatalogError
 
-from .compiled import Catalog, CompiledAction, CompiledProgram, CompiledRule
-from .models import Asset, ProgramFile, Rule
+from .compiled import Catalog, CompiledAction, CompiledBudget, CompiledProgram, CompiledRule, CompiledTarget
+from .models import Action, Asset, Budget, ProgramFile, Rule
 from .support import unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+KNOWN_VARIABLES = frozenset({"event", "now", "participant", "program"})
 
 
 def program_files(path: str | Path) -> list[Path]:
@@ -128,27 +131,9 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> C
 
 def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule: Rule, assets: dict[str, Asset]) -> CompiledRule:
     condition = _cel(f"{where}: condition", rule.condition, assets)
-    actions = []
-    for a_i, action in enumerate(rule.actions):
-        at = f"{where}: actions[{a_i}]"
-        if action.asset is None:
-            raise CatalogError(f"{at}: `asset` is required for {action.type}")
-        if action.asset not in assets:
-            raise CatalogError(f"{at}: unknown asset symbol {action.asset!r}; define it under `assets`")
-        if action.amount is None:
-            raise CatalogError(f"{at}: `amount` is required for {action.type}")
-        asset = assets[action.asset]
-        actions.append(
-            CompiledAction(
-                index=a_i,
-                type=action.type,
-                asset=asset,
-                asset_id=ids.asset_id(asset.symbol),
-                amount=_amount(f"{at}.amount", action.amount, asset, assets),
-                allow_negative=action.allow_negative,
-                description=action.description,
-            )
-        )
+    actions = tuple(_compile_action(f"{where}: actions[{a_i}]", a_i, action, assets)
+                    for a_i, action in enumerate(rule.actions))
+    budgets = tuple(_compile_budget(f"{where}: budgets[{b_i}]", b, assets) for b_i, b in enumerate(rule.budgets))
     definition = rule.model_dump(mode="json", exclude_none=True) | {"key": rule_key, "order": order}
     return CompiledRule(
         id=ids.rule_id(program_key, rule_key),
@@ -161,23 +146,106 @@ def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule:
         active_from=rule.active_from,
         active_to=rule.active_to,
         condition=condition,
-        actions=tuple(actions),
+        actions=actions,
+        budgets=budgets,
         definition=definition,
     )
+
+
+def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset]) -> CompiledAction:
+    def need(field: str):
+        value = getattr(action, field)
+        if value is None:
+            raise CatalogError(f"{at}: `{field}` is required for {action.type}")
+        return value
+
+    target = None
+    if action.target is not None:
+        t = action.target
+        if t.type == "PARTICIPANT":
+            if (t.external_id is None) == (t.participant_id is None):
+                raise CatalogError(f"{at}.target: give exactly one of external_id or participant_id (a CEL expression)")
+            target = CompiledTarget(
+                type="PARTICIPANT",
+                external_id=t.external_id and _cel(f"{at}.target.external_id", t.external_id, assets),
+                participant_id=t.participant_id and _cel(f"{at}.target.participant_id", t.participant_id, assets))
+        else:
+            target = CompiledTarget(type=t.type)
+    common = {"index": index, "type": action.type, "description": action.description, "target": target}
+    if action.type in ("CREDIT", "DEBIT"):
+        symbol = need("asset")
+        if symbol not in assets:
+            raise CatalogError(f"{at}: unknown asset symbol {symbol!r}; define it under `assets`")
+        asset = assets[symbol]
+        return CompiledAction(**common, asset=asset, asset_id=ids.asset_id(symbol),
+                              amount=_amount(f"{at}.amount", need("amount"), asset, assets),
+                              allow_negative=action.allow_negative)
+    if action.type in ("TAG", "UNTAG"):
+        return CompiledAction(**common, tag=_value(f"{at}.tag", need("tag"), assets))
+    if action.type == "COUNTER":
+        value = _value(f"{at}.value", need("value"), assets)
+        if isinstance(value, str):
+            raise CatalogError(f"{at}.value: {value!r} is neither a number nor a CEL expression")
+        reset_after = None
+        if action.reset_after:
+            try:
+                reset_after = parse_duration(action.reset_after)
+            except ValueError as e:
+                raise CatalogError(f"{at}.reset_after: {e}") from None
+            if reset_after <= timedelta(0):
+                raise CatalogError(f"{at}.reset_after: must be a positive duration")
+        return CompiledAction(**common, key=need("key"), value=value, reset_after=reset_after)
+    # SET_ATTRIBUTE
+    return CompiledAction(**common, key=need("key"), value=_value(f"{at}.value", need("value"), assets))
+
+
+def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset]) -> CompiledBudget:
+    if budget.asset not in assets:
+        raise CatalogError(f"{at}: unknown asset symbol {budget.asset!r}")
+    try:
+        limit = Decimal(budget.limit)
+    except InvalidOperation:
+        raise CatalogError(f"{at}.limit: {budget.limit!r} is not a decimal number") from None
+    if not limit.is_finite() or limit <= 0:
+        raise CatalogError(f"{at}.limit: must be a positive number")
+    interval = None
+    if budget.schedule_type == "INTERVAL":
+        if not budget.interval:
+            raise CatalogError(f"{at}: `interval` is required when schedule_type is INTERVAL")
+        try:
+            interval = parse_duration(budget.interval)
+        except ValueError as e:
+            raise CatalogError(f"{at}.interval: {e}") from None
+        if interval <= timedelta(0):
+            raise CatalogError(f"{at}.interval: must be a positive duration")
+    return CompiledBudget(asset_id=ids.asset_id(budget.asset), asset=budget.asset, limit=limit, interval=interval)
 
 
 def _amount(where: str, text: str, asset: Asset, assets: dict[str, Asset]):
     """A plain number is a static amount, checked now; anything else must be CEL."""
     if _PLAIN_NUMBER.match(text.strip()):
-        try:
-            value = Decimal(text.strip())
-        except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
-            raise CatalogError(f"{where}: {text!r} is not a number") from None
+        value = Decimal(text.strip())
         problem = amounts.check_static(value, asset)
-        if problem and problem[0] != "zero":
+        if problem and problem[0] != amounts.ZERO:
             raise CatalogError(f"{where}: {problem[1]}")
         return value
     return _cel(where, text, assets)
+
+
+def _value(where: str, text: str, assets: dict[str, Asset]):
+    """The value-field rule (semantics.md 7): a plain number is a number; text that parses as CEL
+    and references a known variable or calls a function is an expression; else literal text."""
+    if isinstance(text, bool):
+        return "true" if text else "false"
+    if _PLAIN_NUMBER.match(text.strip()):
+        return Decimal(text.strip())
+    try:
+        prog = compile_cel(text)
+    except CelError:
+        return text
+    if prog.variables & KNOWN_VARIABLES or prog.functions:
+        return _cel(where, text, assets)
+    return text
 
 
 def _cel(where: str, text: str, assets: dict[str, Asset]):

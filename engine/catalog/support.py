@@ -7,12 +7,17 @@ from collections.abc import Iterator
 
 from .models import ProgramFile
 
-SUPPORTED_ACTIONS = {"CREDIT", "DEBIT"}
 #: Action fields with behaviour, per action type (type itself is always fine).
 SUPPORTED_ACTION_FIELDS = {
-    "CREDIT": {"asset", "amount", "description", "bucket"},
-    "DEBIT": {"asset", "amount", "description", "bucket", "allow_negative"},
+    "CREDIT": {"asset", "amount", "description", "bucket", "target"},
+    "DEBIT": {"asset", "amount", "description", "bucket", "allow_negative", "target"},
+    "TAG": {"tag", "target", "description"},
+    "UNTAG": {"tag", "target", "description"},
+    "COUNTER": {"key", "value", "reset_after", "target", "description"},
+    "SET_ATTRIBUTE": {"key", "value", "target", "description"},
 }
+SUPPORTED_ACTIONS = set(SUPPORTED_ACTION_FIELDS)
+VALUE_ACTIONS = {"CREDIT", "DEBIT"}
 
 
 def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
@@ -28,8 +33,9 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
             yield where, f"issuance_policy: {asset.issuance_policy}"
     for r_i, rule in enumerate(pf.rules):
         where = f"rules[{r_i}] ({rule.name})"
-        if rule.budgets:
-            yield where, "budgets"
+        for b_i, budget in enumerate(rule.budgets):
+            if budget.schedule_type == "CRON":
+                yield f"{where}.budgets[{b_i}]", "schedule_type: CRON"
         for a_i, action in enumerate(rule.actions):
             at = f"{where}.actions[{a_i}]"
             if action.type not in SUPPORTED_ACTIONS:
@@ -41,3 +47,7 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
                     yield at, field
             if action.bucket not in (None, "AVAILABLE"):
                 yield at, f"bucket: {action.bucket}"
+            if action.target is not None and action.target.type == "GROUP":
+                yield at, "target.type: GROUP"
+            if action.target is not None and action.target.type == "PROGRAM" and action.type in VALUE_ACTIONS:
+                yield at, f"target.type: PROGRAM for {action.type} (program wallets)"

@@ -1,0 +1,37 @@
+"""Go duration strings ("720h", "1h30m", "1.5h", "300ms") and RFC 3339 instants, as Scrip uses them."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+_UNITS = {"ns": Decimal("0.001"), "us": Decimal(1), "µs": Decimal(1), "ms": Decimal(1000),
+          "s": Decimal(10**6), "m": Decimal(60 * 10**6), "h": Decimal(3600 * 10**6)}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> timedelta:
+    """A Go duration, exact to the microsecond. Raises ValueError with a hint."""
+    s = text.strip()
+    sign = -1 if s.startswith("-") else 1
+    body = s.lstrip("+-")
+    if body == "0":
+        return timedelta(0)
+    pos, micros = 0, Decimal(0)
+    for m in _PART.finditer(body):
+        if m.start() != pos:
+            break
+        micros += Decimal(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not body or pos != len(body):
+        raise ValueError(f"{text!r} is not a duration; write it like Go does: 720h, 90m, 1h30m, 45s")
+    return sign * timedelta(microseconds=int(micros))
+
+
+def parse_instant(text: str) -> datetime:
+    """An RFC 3339 timestamp with a time zone."""
+    value = datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone; write e.g. 2025-01-01T00:00:00Z")
+    return value
