@@ -1,0 +1,786 @@
+"""The oracle: a plain, one-event-at-a-time interpreter of perkflow's behaviour contract.
+
+Binding sources: /work/shared/spec/semantics.md sections 1-7 and docs/decisions.md. This file
+follows them, never the engine's code; where both are silent the choice is marked "CHOICE:" and
+listed in tests/oracle/README.md. CEL is evaluated by cel-python (tests/oracle/cel.py).
+
+Out of scope (raises `Unsupported` when a program uses it): LOT and PREFUNDED assets, HELD
+buckets, HOLD/RELEASE/FORFEIT/VOID_HOLD/SET_TIER/SCHEDULE_EVENT/BROADCAST, GROUP targets, CRON
+budgets, tiers, rewards, automations, operations, participant status changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Context, Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from celpy import celtypes as ct
+
+from engine.catalog.models import Action, ProgramFile, Rule
+
+from tests.oracle.cel import (
+    KNOWN_VARIABLES, CelError, CelParseError, Expr, compile_expr, references, to_cel,
+)
+
+import uuid
+
+PARTICIPANT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://perkflow.dev/ids")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ZERO = Decimal(0)
+# Exact decimal arithmetic: DECIMAL(38, 18) values never need more than 38 digits, so a wide
+# private context keeps every sum exact (the default context would round at 28 digits).
+DEC = Context(prec=200)
+MAX_INTEGER_DIGITS = 20  # DECIMAL(38, 18) (decisions.md, Ledger)
+MAX_SCALE = 18
+
+
+class Unsupported(NotImplementedError):
+    """The program uses a feature the oracle does not interpret."""
+
+
+class ActionFailed(Exception):
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+# =============================================================================================
+# Output
+
+
+@dataclass
+class OracleResult:
+    events: dict[tuple[str, str], tuple[str, str | None]] = field(default_factory=dict)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: int = 0
+    entries: list[tuple] = field(default_factory=list)
+    balances: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    participants: dict[str, dict] = field(default_factory=dict)
+    program_state: dict[str, dict] = field(default_factory=dict)
+    evaluations: list[tuple] = field(default_factory=list)
+
+
+# =============================================================================================
+# Small helpers
+
+
+def participant_id(external_id: str) -> str:
+    return str(uuid.uuid5(PARTICIPANT_NAMESPACE, "participant:" + external_id))
+
+
+def slug(name: str) -> str:
+    # CHOICE: runs of non-alphanumerics collapse into one "_" (ASCII letters and digits only).
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+_DURATION_UNITS = {
+    "ns": timedelta(microseconds=0.001), "us": timedelta(microseconds=1),
+    "µs": timedelta(microseconds=1), "μs": timedelta(microseconds=1),
+    "ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+}
+
+
+def parse_go_duration(text: str) -> timedelta:
+    """Go's time.ParseDuration: "720h", "1h30m", "1.5h", "300ms", "-2h"."""
+    s = text.strip()
+    sign = -1 if s.startswith("-") else 1
+    s = s.lstrip("+-")
+    if s == "0":
+        return timedelta(0)
+    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", s)
+    if not parts or "".join(n + u for n, u in parts) != s:
+        raise ValueError(f"not a Go duration: {text!r}")
+    total = timedelta(0)
+    for number, unit in parts:
+        total += _DURATION_UNITS[unit] * float(Decimal(number))
+    return sign * total
+
+
+def decimals_of(d: Decimal) -> int:
+    exponent = d.normalize(DEC).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def plain_text(d: Decimal) -> str:
+    """Plain decimal text without trailing zeros: 10.0 -> "10", 49.99 -> "49.99"."""
+    if d == 0:
+        return "0"
+    return format(d.normalize(DEC), "f")
+
+
+def rfc3339(ts: datetime) -> str:
+    ts = ts.astimezone(timezone.utc)
+    text = ts.strftime("%Y-%m-%dT%H:%M:%S")
+    if ts.microsecond:
+        text += f".{ts.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def cel_number_to_decimal(value: Any) -> Decimal:
+    """CEL number -> exact decimal through its shortest round-trip text (semantics.md 7)."""
+    if isinstance(value, (ct.IntType, ct.UintType)):
+        return Decimal(int(value))
+    if isinstance(value, ct.DoubleType):
+        f = float(value)
+        if f != f or f in (float("inf"), float("-inf")):
+            raise ActionFailed("expression_error", f"not a finite number: {f}")
+        return Decimal(repr(f))
+    raise ActionFailed("expression_error", f"expected a number, got {type(value).__name__}")
+
+
+def cel_to_text(value: Any) -> str:
+    """The string of a value for SET_ATTRIBUTE (and TAG): decisions.md, SET_ATTRIBUTE."""
+    if isinstance(value, ct.StringType):
+        return str(value)
+    if isinstance(value, ct.BoolType):
+        return "true" if value else "false"
+    if isinstance(value, (ct.IntType, ct.UintType, ct.DoubleType)):
+        return plain_text(cel_number_to_decimal(value))
+    if isinstance(value, ct.TimestampType):
+        return rfc3339(value)
+    # CHOICE: lists and maps fail per decisions.md; null, bytes and durations fail too.
+    raise ActionFailed("expression_error", f"cannot store a {type(value).__name__} as text")
+
+
+# =============================================================================================
+# Value fields: a plain number, a CEL expression, or a literal string (decisions.md)
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+@dataclass(frozen=True)
+class ValueField:
+    kind: str  # "number" | "expr" | "literal"
+    number: Decimal | None = None
+    expr: Expr | None = None
+    literal: str | None = None
+
+    @staticmethod
+    def parse(text: str) -> "ValueField":
+        if _NUMBER.match(text.strip()):
+            return ValueField("number", number=Decimal(text.strip()))
+        try:
+            expr = compile_expr(text)
+        except CelParseError:
+            return ValueField("literal", literal=text)
+        names, calls = references(expr.ast)
+        if names & KNOWN_VARIABLES or calls:
+            return ValueField("expr", expr=expr)
+        return ValueField("literal", literal=text)
+
+    def evaluate(self, activation: dict[str, Any], now: datetime) -> Any:
+        """The value as a CEL value (a plain number as an int if integral, else a double)."""
+        if self.kind == "number":
+            if re.fullmatch(r"[+-]?\d+", str(self.number)):
+                return ct.IntType(int(self.number))
+            return ct.DoubleType(float(self.number))
+        if self.kind == "literal":
+            return ct.StringType(self.literal)
+        try:
+            return self.expr.evaluate(activation, now)
+        except CelError as e:
+            raise ActionFailed("expression_error", str(e)) from e
+
+    def evaluate_text(self, activation: dict[str, Any], now: datetime) -> str:
+        if self.kind == "number":
+            return plain_text(self.number)  # exact, never through a float
+        return cel_to_text(self.evaluate(activation, now))
+
+    def evaluate_decimal(self, activation: dict[str, Any], now: datetime) -> Decimal:
+        if self.kind == "number":
+            return self.number  # exact, never through a float
+        return cel_number_to_decimal(self.evaluate(activation, now))
+
+
+# =============================================================================================
+# Catalog
+
+
+@dataclass
+class AssetDef:
+    symbol: str
+    scale: int
+    max_transaction_amount: Decimal | None
+
+
+@dataclass
+class BudgetDef:
+    asset: str
+    limit: Decimal
+    interval: timedelta | None  # None = lifetime
+
+
+@dataclass
+class ActionDef:
+    index: int
+    type: str
+    asset: str | None
+    amount: ValueField | None
+    allow_negative: bool
+    key: str | None
+    value: ValueField | None
+    reset_after: timedelta | None
+    tag: ValueField | None
+    target_type: str | None  # None | PARTICIPANT | PROGRAM
+    target_external_id: ValueField | None
+    target_participant_id: ValueField | None
+
+
+@dataclass
+class RuleDef:
+    key: str
+    order: int
+    position: int
+    condition: Expr
+    stop_after_match: bool
+    active_from: datetime | None
+    active_to: datetime | None
+    budgets: list[BudgetDef]
+    actions: list[ActionDef]
+
+
+@dataclass
+class ProgramDef:
+    key: str
+    status: str
+    on_unknown_participant: str
+    assets: list[str]  # symbols, in file order
+    rules: list[RuleDef]  # ACTIVE rules only, in evaluation order
+
+
+def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, AssetDef]]:
+    programs: dict[str, ProgramDef] = {}
+    assets: dict[str, AssetDef] = {}
+    for path in paths:
+        pf = ProgramFile.model_validate(yaml.safe_load(Path(path).read_text()))
+        if pf.tiers or pf.rewards or pf.automations:
+            raise Unsupported(f"{path}: tiers, rewards and automations")
+        if pf.program.key in programs:
+            raise ValueError(f"{path}: duplicate program key {pf.program.key}")
+        symbols = []
+        for a in pf.assets:
+            if a.inventory_mode != "SIMPLE" or a.issuance_policy != "UNLIMITED":
+                raise Unsupported(f"{path}: asset {a.symbol} is {a.inventory_mode}/{a.issuance_policy}")
+            asset = AssetDef(a.symbol, a.scale, a.max_transaction_amount)
+            if a.symbol in assets and assets[a.symbol] != asset:
+                raise ValueError(f"{path}: conflicting definitions of asset {a.symbol}")
+            assets[a.symbol] = asset
+            symbols.append(a.symbol)
+        rules: list[RuleDef] = []
+        highest = 0
+        for position, r in enumerate(pf.rules):
+            # Default order: the highest order so far + 10 (10 for the first rule).
+            order = r.order if r.order is not None else highest + 10
+            highest = max(highest, order)
+            if r.status != "ACTIVE":
+                continue
+            rules.append(_rule(path, r, order, position, symbols))
+        rules.sort(key=lambda rule: (rule.order, rule.position))
+        programs[pf.program.key] = ProgramDef(
+            pf.program.key, pf.program.status, pf.program.on_unknown_participant, symbols, rules,
+        )
+    return programs, assets
+
+
+def _rule(path: Path, r: Rule, order: int, position: int, symbols: list[str]) -> RuleDef:
+    key = r.key or slug(r.name)
+    budgets = []
+    for b in r.budgets:
+        if b.schedule_type == "CRON":
+            raise Unsupported(f"{path}: rule {key}: CRON budget")
+        interval = parse_go_duration(b.interval) if b.schedule_type == "INTERVAL" else None
+        budgets.append(BudgetDef(b.asset, Decimal(b.limit), interval))
+    actions = [_action(path, key, i, a, symbols) for i, a in enumerate(r.actions)]
+    return RuleDef(
+        key, order, position, compile_expr(r.condition), r.stop_after_match,
+        r.active_from, r.active_to, budgets, actions,
+    )
+
+
+def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]) -> ActionDef:
+    where = f"{path}: rule {rule_key}: action {index}"
+    if a.type not in ("CREDIT", "DEBIT", "TAG", "UNTAG", "COUNTER", "SET_ATTRIBUTE"):
+        raise Unsupported(f"{where}: {a.type}")
+    if a.bucket not in (None, "AVAILABLE"):
+        raise Unsupported(f"{where}: bucket {a.bucket}")
+    target_type = a.target.type if a.target else None
+    if target_type == "GROUP":
+        raise Unsupported(f"{where}: GROUP target")
+    amount = None
+    if a.type in ("CREDIT", "DEBIT"):
+        if a.asset not in symbols:
+            raise ValueError(f"{where}: unknown asset {a.asset}")
+        if a.amount is None:
+            raise ValueError(f"{where}: amount is required")
+        amount = ValueField.parse(a.amount)
+        if amount.kind == "literal":
+            raise ValueError(f"{where}: amount {a.amount!r} is neither a number nor an expression")
+        if target_type == "PROGRAM":
+            raise ValueError(f"{where}: a PROGRAM target takes state actions only")
+    if a.type == "COUNTER" and a.value is None:
+        raise ValueError(f"{where}: COUNTER needs a value")
+    if a.type in ("COUNTER", "SET_ATTRIBUTE") and not a.key:
+        raise ValueError(f"{where}: {a.type} needs a key")
+    if a.type in ("TAG", "UNTAG") and not a.tag:
+        raise ValueError(f"{where}: {a.type} needs a tag")
+    return ActionDef(
+        index=index,
+        type=a.type,
+        asset=a.asset,
+        amount=amount,
+        allow_negative=a.allow_negative,
+        key=a.key,  # CHOICE: counter/attribute keys are static text, not value fields
+        value=ValueField.parse(a.value) if a.value is not None else None,
+        reset_after=parse_go_duration(a.reset_after) if a.reset_after else None,
+        tag=ValueField.parse(a.tag) if a.tag is not None else None,
+        target_type=target_type,
+        target_external_id=ValueField.parse(a.target.external_id)
+        if a.target and a.target.external_id is not None else None,
+        target_participant_id=ValueField.parse(a.target.participant_id)
+        if a.target and a.target.participant_id is not None else None,
+    )
+
+
+# =============================================================================================
+# State
+
+
+@dataclass
+class Counter:
+    value: Decimal
+    last_reset_at: datetime  # starts when the counter is created
+    reset_after: timedelta | None = None
+
+
+@dataclass
+class EntityState:
+    """Tags, counters and attributes of a participant or a program."""
+
+    tags: set[str] = field(default_factory=set)
+    counters: dict[str, Counter] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    def apply_due_resets(self, now: datetime) -> None:
+        """decisions.md reset_after: reset to 0 at last + k * reset_after, the last due instant."""
+        for counter in self.counters.values():
+            period = counter.reset_after
+            if period and period > timedelta(0) and counter.last_reset_at + period <= now:
+                k = (now - counter.last_reset_at) // period
+                counter.last_reset_at += k * period
+                counter.value = ZERO
+
+    def snapshot(self) -> dict:
+        return {
+            "tags": sorted(self.tags),
+            "counters": {k: c.value for k, c in sorted(self.counters.items())},
+            "attributes": dict(sorted(self.attributes.items())),
+        }
+
+
+@dataclass
+class ParticipantRecord:
+    external_id: str
+    id: str
+    created_at: datetime
+    status: str = "ACTIVE"
+
+
+@dataclass
+class Event:
+    program_key: str
+    external_id: str
+    idempotency_key: str
+    timestamp: datetime
+    event_data: dict
+    recipient: str | None
+    arrival: int
+
+
+class Working:
+    """The working state of one event: copies of what it touched, dropped if it fails."""
+
+    def __init__(self, oracle: "Oracle", now: datetime) -> None:
+        self.oracle = oracle
+        self.now = now
+        self.states: dict[tuple[str, str], EntityState] = {}
+        self.balances: dict[tuple[str, str], Decimal] = {}
+        self.budgets: dict[tuple, Decimal] = {}
+        self.entries: list[tuple] = []
+
+    def state(self, entity: tuple[str, str]) -> EntityState:
+        if entity not in self.states:
+            committed = self.oracle.states.setdefault(entity, EntityState())
+            # Time-driven changes of an entity happen before the event touches it (s3); they are
+            # not the event's doing, so they stay even if the event fails.
+            committed.apply_due_resets(self.now)
+            self.states[entity] = copy.deepcopy(committed)
+        return self.states[entity]
+
+    def balance(self, external_id: str, symbol: str) -> Decimal:
+        key = (external_id, symbol)
+        if key in self.balances:
+            return self.balances[key]
+        return self.oracle.balances.get(key, ZERO)
+
+    def consumed(self, key: tuple) -> Decimal:
+        return self.budgets.get(key, self.oracle.budget_consumed.get(key, ZERO))
+
+    def commit(self) -> None:
+        self.oracle.states.update(self.states)
+        self.oracle.balances.update(self.balances)
+        self.oracle.budget_consumed.update(self.budgets)
+        for entry in self.entries:
+            self.oracle.result.entries.append(entry)
+            self.oracle.posted_accounts.add((entry[5], entry[6]))
+
+
+# =============================================================================================
+# The interpreter
+
+
+@dataclass
+class Planned:
+    """An action whose values were evaluated (before the budget check and before applying)."""
+
+    action: ActionDef
+    entity: tuple[str, str] | None = None  # ("participant", ext) | ("program", key)
+    participant_id_lookup: str | None = None  # target by participant_id, resolved when applied
+    amount: Decimal | None = None
+    text: str | None = None
+    number: Decimal | None = None
+
+
+class Oracle:
+    def __init__(self, program_files: list[Path]) -> None:
+        self.programs, self.assets = load_programs(program_files)
+        self.result = OracleResult()
+        self.participants: dict[str, ParticipantRecord] = {}
+        self.states: dict[tuple[str, str], EntityState] = {}
+        self.balances: dict[tuple[str, str], Decimal] = {}
+        self.posted_accounts: set[tuple[str, str]] = set()
+        self.budget_consumed: dict[tuple, Decimal] = {}
+        self.seen: dict[tuple[str, str], tuple] = {}  # (program, idempotency_key) -> payload
+        self.arrivals = 0
+
+    # ---- intake ------------------------------------------------------------------------------
+
+    def run_batch(self, rows: list[dict]) -> None:
+        accepted: list[Event] = []
+        for row in rows:
+            self.arrivals += 1
+            program_key = row["program_id"]
+            key = row["idempotency_key"]
+            if program_key not in self.programs:
+                self.result.rejected.append((key, "unknown_program"))
+                continue
+            payload = _canonical_payload(row)
+            previous = self.seen.get((program_key, key))
+            if previous is not None:
+                if previous == payload:
+                    self.result.duplicates += 1
+                else:
+                    self.result.rejected.append((key, "idempotency_conflict"))
+                continue
+            self.seen[(program_key, key)] = payload
+            accepted.append(Event(
+                program_key, row["external_id"], key, row["event_timestamp"],
+                _drop_nulls(row.get("event_data") or {}), row.get("recipient_external_id"),
+                self.arrivals,
+            ))
+        # Stream order (s3). Events of earlier batches were all processed already, so an event
+        # timestamped before them is processed after them, with its own `now`.
+        for event in sorted(accepted, key=lambda e: (e.timestamp, e.arrival)):
+            self.process(event)
+
+    # ---- one event (s5) ----------------------------------------------------------------------
+
+    def process(self, ev: Event) -> None:
+        program = self.programs[ev.program_key]
+        now = ev.timestamp
+
+        # 1. Resolve the participant (and the recipient), then the program's status.
+        for external_id in [ev.external_id] + ([ev.recipient] if ev.recipient else []):
+            if external_id not in self.participants:
+                if program.on_unknown_participant == "REJECT":
+                    return self.finish(ev, "FAILED", "participant_not_found")
+                if program.status == "ACTIVE":  # events of inactive programs create nothing
+                    self.create_participant(external_id, now)
+        if program.status != "ACTIVE":
+            return self.finish(ev, "FAILED", "program_inactive")
+
+        # 2. Time-driven changes due at or before `now`, for the entities the event touches.
+        working = Working(self, now)
+        working.state(("participant", ev.external_id))
+        if ev.recipient:
+            working.state(("participant", ev.recipient))
+        working.state(("program", program.key))
+
+        # 3. Rules in ascending order.
+        evaluations: list[tuple] = []
+        error: str | None = None
+        for rule in program.rules:
+            if rule.active_from is not None and now < rule.active_from:
+                continue
+            if rule.active_to is not None and now >= rule.active_to:
+                continue
+            activation = self.activation(ev, program, working)
+            try:
+                matched = rule.condition.evaluate(activation, now)
+            except CelError:
+                evaluations.append((program.key, ev.idempotency_key, rule.key, "SKIPPED_ERROR"))
+                continue
+            if not isinstance(matched, ct.BoolType):
+                evaluations.append((program.key, ev.idempotency_key, rule.key, "SKIPPED_ERROR"))
+                continue
+            if not matched:
+                continue
+            try:
+                planned = [self.plan(a, ev, program, activation) for a in rule.actions]
+                budget_keys = self.check_budgets(rule, planned, program, working, now)
+                if budget_keys is None:
+                    evaluations.append((program.key, ev.idempotency_key, rule.key, "BUDGET_EXCEEDED"))
+                    continue
+                evaluations.append((program.key, ev.idempotency_key, rule.key, "MATCHED"))
+                for key, amount in budget_keys:
+                    working.budgets[key] = DEC.add(working.consumed(key), amount)
+                for p in planned:
+                    self.apply(p, ev, rule, program, working)
+            except ActionFailed as failure:
+                if not evaluations or evaluations[-1][2] != rule.key:
+                    evaluations.append((program.key, ev.idempotency_key, rule.key, "MATCHED"))
+                error = failure.code
+                break
+            if rule.stop_after_match:
+                break
+
+        # 5. All or nothing.
+        self.result.evaluations.extend(evaluations)
+        if error is not None:
+            return self.finish(ev, "FAILED", error)
+        working.commit()
+        self.finish(ev, "COMPLETED", None)
+
+    def finish(self, ev: Event, status: str, error: str | None) -> None:
+        self.result.events[(ev.program_key, ev.idempotency_key)] = (status, error)
+
+    def create_participant(self, external_id: str, now: datetime) -> None:
+        self.participants[external_id] = ParticipantRecord(external_id, participant_id(external_id), now)
+        self.states.setdefault(("participant", external_id), EntityState())
+
+    # ---- CEL variables (s6) --------------------------------------------------------------------
+
+    def activation(self, ev: Event, program: ProgramDef, working: Working) -> dict[str, Any]:
+        record = self.participants[ev.external_id]
+        state = working.state(("participant", ev.external_id))
+        pstate = working.state(("program", program.key))
+        zero = Decimal(0)
+        participant = {
+            "id": record.id,
+            "external_id": record.external_id,
+            "status": record.status,
+            "created_at": record.created_at,
+            "tags": sorted(state.tags),
+            "counters": {k: c.value for k, c in state.counters.items()},
+            "attributes": dict(state.attributes),
+            "tiers": {},
+            "balances": {
+                symbol: {"available": working.balance(ev.external_id, symbol), "held": zero, "deferred": zero}
+                for symbol in program.assets
+            },
+        }
+        prog = {
+            "key": program.key,
+            "tags": sorted(pstate.tags),
+            "counters": {k: c.value for k, c in pstate.counters.items()},
+            "attributes": dict(pstate.attributes),
+        }
+        # Decimals become doubles (to_cel); created_at becomes a timestamp.
+        return {"event": to_cel(ev.event_data), "participant": to_cel(participant), "program": to_cel(prog)}
+
+    # ---- actions (s7) ----------------------------------------------------------------------------
+
+    def plan(self, a: ActionDef, ev: Event, program: ProgramDef, activation: dict) -> Planned:
+        """Evaluate the action's values against the state at the start of its rule."""
+        now = ev.timestamp
+        p = Planned(a)
+        if a.target_type == "PROGRAM":
+            p.entity = ("program", program.key)
+        elif a.target_type == "PARTICIPANT":
+            if a.target_external_id is not None:
+                value = a.target_external_id.evaluate(activation, now)
+                if not isinstance(value, ct.StringType):
+                    raise ActionFailed("expression_error", "target external_id is not a string")
+                p.entity = ("participant", str(value))
+            elif a.target_participant_id is not None:
+                value = a.target_participant_id.evaluate(activation, now)
+                if not isinstance(value, ct.StringType):
+                    raise ActionFailed("expression_error", "target participant_id is not a string")
+                p.participant_id_lookup = str(value)
+            else:
+                raise ActionFailed("expression_error", "PARTICIPANT target without an id")
+        else:
+            p.entity = ("participant", ev.recipient or ev.external_id)
+
+        if a.type in ("CREDIT", "DEBIT"):
+            p.amount = self.checked_amount(a.amount.evaluate_decimal(activation, now), self.assets[a.asset])
+        elif a.type in ("TAG", "UNTAG"):
+            # CHOICE: a tag from a number/bool/timestamp takes the SET_ATTRIBUTE text; lowercased.
+            p.text = a.tag.evaluate_text(activation, now).lower()
+        elif a.type == "COUNTER":
+            p.number = a.value.evaluate_decimal(activation, now)
+        elif a.type == "SET_ATTRIBUTE":
+            p.text = a.value.evaluate_text(activation, now)
+        return p
+
+    @staticmethod
+    def checked_amount(amount: Decimal, asset: AssetDef) -> Decimal:
+        if amount < 0:
+            raise ActionFailed("amount_not_positive", str(amount))
+        if amount == 0:
+            return ZERO  # a no-op, not a failure
+        if abs(amount) >= Decimal(10) ** MAX_INTEGER_DIGITS:
+            raise ActionFailed("amount_out_of_range", str(amount))
+        if decimals_of(amount) > asset.scale:
+            raise ActionFailed("invalid_scale", f"{amount} has more than {asset.scale} decimals")
+        if asset.max_transaction_amount is not None and amount > asset.max_transaction_amount:
+            raise ActionFailed("max_transaction_amount_exceeded", str(amount))
+        # Exact (at most `scale` decimals were checked): only the exponent changes, 38.0 -> 38.
+        return amount.quantize(Decimal(1).scaleb(-asset.scale), context=DEC)
+
+    def check_budgets(self, rule: RuleDef, planned: list[Planned], program: ProgramDef,
+                      working: Working, now: datetime) -> list[tuple] | None:
+        """The consumption to record, or None if a budget would be exceeded (decisions.md)."""
+        consumption = []
+        for index, budget in enumerate(rule.budgets):
+            total = ZERO
+            for p in planned:
+                if p.action.type == "CREDIT" and p.action.asset == budget.asset:
+                    total = DEC.add(total, p.amount)
+            period = None
+            if budget.interval is not None:
+                # Epoch-aligned periods (UTC); exact integer microseconds.
+                period = (now - EPOCH) // budget.interval
+            key = (program.key, rule.key, index, period)
+            if DEC.add(working.consumed(key), total) > budget.limit:
+                return None
+            consumption.append((key, total))
+        return consumption
+
+    def resolve_entity(self, p: Planned, program: ProgramDef, now: datetime) -> tuple[str, str]:
+        if p.participant_id_lookup is not None:
+            for record in self.participants.values():
+                if record.id == p.participant_id_lookup:
+                    return ("participant", record.external_id)
+            raise ActionFailed("participant_not_found", p.participant_id_lookup)
+        kind, name = p.entity
+        if kind == "participant" and name not in self.participants:
+            if program.on_unknown_participant == "REJECT":
+                raise ActionFailed("participant_not_found", name)
+            # Creation is resolution: the target stays created even if the event fails.
+            self.create_participant(name, now)
+        return p.entity
+
+    def apply(self, p: Planned, ev: Event, rule: RuleDef, program: ProgramDef, working: Working) -> None:
+        a = p.action
+        now = ev.timestamp
+        kind, name = self.resolve_entity(p, program, now)
+        if a.type in ("CREDIT", "DEBIT"):
+            if p.amount == 0:
+                return
+            balance = working.balance(name, a.asset)
+            if a.type == "CREDIT":
+                new = DEC.add(balance, p.amount)
+            else:
+                new = DEC.subtract(balance, p.amount)
+                if new < 0 and not a.allow_negative:
+                    raise ActionFailed("insufficient_balance", f"{name} has {balance} {a.asset}")
+            working.balances[(name, a.asset)] = new
+            working.entries.append(
+                (program.key, ev.idempotency_key, rule.key, a.index, a.type, name, a.asset, p.amount)
+            )
+            return
+        state = working.state((kind, name))
+        if a.type == "TAG":
+            state.tags.add(p.text)
+        elif a.type == "UNTAG":
+            state.tags.discard(p.text)
+        elif a.type == "SET_ATTRIBUTE":
+            state.attributes[a.key] = p.text
+        elif a.type == "COUNTER":
+            counter = state.counters.get(a.key)
+            if counter is None:
+                counter = state.counters[a.key] = Counter(ZERO, now)
+            if a.reset_after is not None:
+                counter.reset_after = a.reset_after
+            value = DEC.add(counter.value, p.number)
+            # CHOICE: counters are DECIMAL(38, 18) like amounts.
+            if abs(value) >= Decimal(10) ** MAX_INTEGER_DIGITS or decimals_of(value) > MAX_SCALE:
+                raise ActionFailed("amount_out_of_range", f"counter {a.key} = {value}")
+            counter.value = value
+
+    # ---- final output ------------------------------------------------------------------------
+
+    def snapshot(self) -> OracleResult:
+        r = self.result
+        r.balances = {k: self.balances[k] for k in sorted(self.posted_accounts)}
+        r.participants = {
+            ext: self.states.get(("participant", ext), EntityState()).snapshot()
+            for ext in sorted(self.participants)
+        }
+        r.program_state = {
+            key: self.states.get(("program", key), EntityState()).snapshot() for key in sorted(self.programs)
+        }
+        return r
+
+
+# =============================================================================================
+# Idempotency payloads
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def _canonical(value: Any) -> Any:
+    """Key order ignored, numbers compared by value, nulls absent."""
+    if isinstance(value, dict):
+        return ("map", tuple(sorted((k, _canonical(v)) for k, v in value.items() if v is not None)))
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(_canonical(v) for v in value))
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float, Decimal)):
+        return ("number", Decimal(repr(value)) if isinstance(value, float) else Decimal(value))
+    return (type(value).__name__, value)
+
+
+def _canonical_payload(row: dict) -> tuple:
+    return (
+        row["external_id"],
+        row["event_timestamp"].astimezone(timezone.utc),
+        _canonical(row.get("event_data") or {}),
+        row.get("recipient_external_id"),
+    )
+
+
+# =============================================================================================
+
+
+def run_oracle(program_files: list[Path], batches: list[list[dict]]) -> OracleResult:
+    """Interpret the programs over the batches, one run after another on the same ledger."""
+    oracle = Oracle([Path(p) for p in program_files])
+    for batch in batches:
+        oracle.run_batch(batch)
+    return oracle.snapshot()
