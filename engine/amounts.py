@@ -107,10 +107,15 @@ def describe(code: str, text: str | None, asset: Asset) -> str:
     }.get(code, code)
 
 
+def check_text(text: str, asset: Asset) -> str | None:
+    """`check` for one amount: its failure code (or ZERO), or None when it is valid."""
+    return check(pl.Series([text], dtype=pl.String), asset)[0][0]
+
+
 def check_static(value: Decimal, asset: Asset) -> tuple[str, str] | None:
     """Validate a static amount from a program file with the same rules: (code, message) or None."""
     text = _plain(str(value))
-    code = check(pl.Series([text], dtype=pl.String), asset)[0][0]
+    code = check_text(text, asset)
     return None if code is None else (code, describe(code, text, asset))
 
 

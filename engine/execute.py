@@ -25,6 +25,9 @@ from engine import amounts
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS, event_dicts
+from engine.kernel import KernelEvent, Precomputed, run_kernel
+from engine.plan import needs_kernel, reads_state
+from engine.state import Store
 
 INSUFFICIENT = "insufficient_balance"
 
@@ -46,15 +49,23 @@ class Outcome:
     evaluations: pl.DataFrame  # EVAL_SCHEMA
     vectorised: int = 0        # rule expressions evaluated on the vectorised path
     row_evaluated: int = 0     # ... and on the row path
+    sequential_events: int = 0  # events that went through the sequential kernel
 
 
-def execute(events: pl.DataFrame, catalog: Catalog, opening: pl.DataFrame, *, row_path: bool = False) -> Outcome:
-    """`events`: pos (stream order), program_key, entity_id, pre_code/pre_message (a failure
-    decided before rules, e.g. participant_not_found), event_timestamp, event.
-    `opening`: entity_id, asset_id, amount (AVAILABLE balances before this batch)."""
+def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: bool = False) -> Outcome:
+    """`events`: pos (stream order), program_key, subject_id, recipient_uuid, entity_id,
+    pre_code/pre_message (a failure decided before rules, e.g. participant_not_found),
+    event_timestamp, event. `store`: committed balances and state, loaded on demand."""
+    runnable = events.filter(pl.col("pre_code").is_null())
+    keys = runnable["program_key"].unique().to_list()
+    if any(needs_kernel(catalog.programs[k]) for k in keys):
+        return _execute_sequential(events, runnable, catalog, store, row_path)
+    store.preload(runnable["entity_id"].unique().drop_nulls().to_list(), [])
+    opening = pl.DataFrame(
+        [(e, a, v) for (e, a), v in store.balances.items()],
+        schema={"entity_id": pl.String, "asset_id": pl.String, "amount": amounts.DECIMAL}, orient="row")
     stats = _Stats()
     effects, failures, evals = [], [], []
-    runnable = events.filter(pl.col("pre_code").is_null())
     for key, sub in runnable.group_by("program_key", maintain_order=True):
         program = catalog.programs[key[0]]
         e, f, v = _evaluate_program(sub, program, row_path, stats)
@@ -79,6 +90,80 @@ def execute(events: pl.DataFrame, catalog: Catalog, opening: pl.DataFrame, *, ro
     )
     return Outcome(status=status, effects=eff, evaluations=_concat(evals, EVAL_SCHEMA),
                    vectorised=stats.vectorised, row_evaluated=stats.row)
+
+
+def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, store: Store,
+                        row_path: bool) -> Outcome:
+    """Every runnable event through the kernel, in stream order; the stateless conditions and
+    amounts of every program are computed beforehand, vectorised where possible."""
+    stats = _Stats()
+    pre = Precomputed()
+    kernel_events: list[KernelEvent] = []
+    for key, sub in runnable.group_by("program_key", maintain_order=True):
+        program = catalog.programs[key[0]]
+        frame = _Frame(sub)
+        _precompute(frame, program, pre, stats, row_path)
+        dicts = event_dicts(sub["event"])
+        for pos, subject, recipient, now, ev in zip(sub["pos"], sub["subject_id"], sub["recipient_uuid"],
+                                                     sub["event_timestamp"], dicts):
+            kernel_events.append(KernelEvent(pos, program, subject, recipient, now, ev or {}))
+    kernel_events.sort(key=lambda e: e.pos)
+    entity_ids = pl.concat([runnable["subject_id"], runnable["recipient_uuid"]]).drop_nulls().unique().to_list()
+    store.preload(entity_ids + [str(catalog.programs[k].id) for k in catalog.programs], [])
+    result = run_kernel(kernel_events, catalog, store, pre)
+    failures = [(pos, code, msg) for pos, (code, msg) in result.failures.items()]
+    fail_all = pl.concat([
+        pl.DataFrame(failures, schema={"pos": pl.Int64, "error_code": pl.String, "error_message": pl.String}, orient="row"),
+        events.filter(pl.col("pre_code").is_not_null()).select(
+            "pos", error_code="pre_code", error_message="pre_message"),
+    ])
+    status = events.select("pos").join(fail_all, on="pos", how="left").with_columns(
+        status=pl.when(pl.col("error_code").is_null()).then(pl.lit("COMPLETED")).otherwise(pl.lit("FAILED")))
+    eff = pl.DataFrame(result.effects, schema=EFFECT_SCHEMA | {"entity_id": pl.String})
+    evals = pl.DataFrame(result.evaluations, schema=EVAL_SCHEMA)
+    return Outcome(status=status, effects=eff, evaluations=evals, vectorised=stats.vectorised,
+                   row_evaluated=stats.row, sequential_events=len(kernel_events))
+
+
+def _precompute(frame: _Frame, program: CompiledProgram, pre: Precomputed, stats: _Stats, row_path: bool) -> None:
+    """Conditions and CREDIT/DEBIT amounts that read only `event` and `now`, for the kernel."""
+    pos = frame.df["pos"].to_list()
+    for rule in program.active_rules:
+        if reads_state(rule.condition):
+            continue
+        matched, errored, messages = _condition(frame, rule, stats, row_path)
+        msgs = messages.to_list() if messages is not None else None
+        table = {}
+        for i in (matched | errored).arg_true().to_list():
+            table[pos[i]] = (bool(matched[i]), msgs[i] if msgs is not None and errored[i] else None)
+        pre.conditions[str(rule.id)] = table
+        if not matched.any():
+            continue
+        matched_pos = [pos[i] for i in matched.arg_true().to_list()]
+        for action in rule.actions:
+            if not isinstance(action.amount, CelProgram) or reads_state(action.amount):
+                continue
+            values, errors = _raw_values(frame, action.amount, matched, stats, row_path)
+            pre.values[(str(rule.id), action.index, "amount")] = dict(zip(matched_pos, zip(values, errors)))
+
+
+def _raw_values(frame: _Frame, prog: CelProgram, mask: pl.Series, stats: _Stats, row_path: bool):
+    """(values, errors) of an expression over the masked rows, as Python values."""
+    values = frame.vectorised(prog, mask, row_path)
+    if values is not None and (values.dtype.is_integer() or values.dtype.is_float()):
+        stats.vectorised += 1
+        out = values.to_list()
+        errors = [None] * len(out)
+        missing = values.is_null()
+        if missing.any():  # the row path says why, in its words
+            idx = mask.arg_true().filter(missing)
+            sub = pl.Series([False] * len(mask)).scatter(idx, True)
+            _, errs = _row_eval(prog, frame.activations(sub))
+            for j, e in zip(missing.arg_true().to_list(), errs):
+                errors[j] = e
+        return out, errors
+    stats.row += 1
+    return _row_eval(prog, frame.activations(mask))
 
 
 @dataclass

@@ -24,6 +24,7 @@ from engine.io.files import expand
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.ledger.writer import catalog_frames, write_batch
+from engine.state import Person, Store
 
 ARRIVAL_BITS = 32  # arrival_seq = batch_id << 32 | row: global, in ingestion order
 
@@ -91,16 +92,15 @@ def run_batch(programs: str | Path, events: str | Path, db_file: str | Path | No
         step("checking idempotency and participants")
         taken = intake(rows, catalog, con)
         ev = taken.events
-        con.register("stage_people", ev.select(id="entity_id").unique().drop_nulls().to_arrow())
-        opening = db.frame(con, statement("lookups.sql", "opening_balances"))
-        con.unregister("stage_people")
-        opening = opening.with_columns(pl.col("amount").cast(pl.Decimal(38, 18)))
+        store = Store.open(con)
+        for pid, ext, created_at in taken.participants.select("id", "external_id", "created_at").iter_rows():
+            store.add_person(Person(pid, ext, "ACTIVE", created_at))
         step("evaluating rules")
-        outcome = execute(ev, catalog, opening, row_path=row_path)
+        outcome = execute(ev, catalog, store, row_path=row_path)
         ev = ev.join(outcome.status, on="pos")
         step("writing the ledger")
-        stages = _stages(ev, outcome, taken, batch_id)
-        stages |= catalog_frames(catalog)
+        stages = _stages(ev, outcome, taken, batch_id, store)
+        stages |= catalog_frames(catalog) | store.state_frames(batch_id)
         completed = int((ev["status"] == "COMPLETED").sum())
         failed = len(ev) - completed
         params = {
@@ -121,7 +121,7 @@ def run_batch(programs: str | Path, events: str | Path, db_file: str | Path | No
                      vectorised=outcome.vectorised, row_evaluated=outcome.row_evaluated)
 
 
-def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int) -> dict[str, pl.DataFrame]:
+def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store) -> dict[str, pl.DataFrame]:
     base = batch_id << ARRIVAL_BITS
     events = ev.select(
         program_id="program_uuid", idempotency_key="idempotency_key", participant_id="subject_id",
@@ -149,8 +149,12 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int) -> dict[str, pl.Dat
     evaluations = outcome.evaluations.join(keys, on="pos").select(
         program_id="program_uuid", idempotency_key="idempotency_key", rule_id="rule_id",
         rule_version="rule_version", outcome="outcome", message="message")
+    # participants created by action targets during the kernel run join those of intake
+    by_target = pl.DataFrame([(p.id, p.external_id, p.created_at) for p in store.created],
+                             schema=taken.participants.schema, orient="row")
+    participants = pl.concat([taken.participants, by_target])
     return {
         "stage_events": events, "stage_effects": effects, "stage_evaluations": evaluations,
-        "stage_rejected": taken.rejected, "stage_participants": taken.participants,
+        "stage_rejected": taken.rejected, "stage_participants": participants,
         "stage_enrollments": taken.enrollments,
     }

@@ -18,8 +18,20 @@ SELECT p.id::VARCHAR AS id, p.external_id, p.status
 FROM participants p
 WHERE p.external_id IN (SELECT external_id FROM stage_people) OR p.id::VARCHAR IN (SELECT id FROM stage_people);
 
--- name: opening_balances
-SELECT b.entity_id::VARCHAR AS entity_id, b.asset_id::VARCHAR AS asset_id, b.amount
-FROM account_balances b
-WHERE b.entity_type = 'PARTICIPANT' AND b.bucket = 'AVAILABLE'
-  AND b.entity_id::VARCHAR IN (SELECT id FROM stage_people);
+-- name: entity_states
+SELECT entity_type, entity_id::VARCHAR AS entity_id, kind, key, text_value, number_value, reset_after_us, last_reset_at
+FROM entity_state WHERE entity_id::VARCHAR IN (SELECT id FROM stage_entities);
+
+-- name: entity_balances
+SELECT entity_id::VARCHAR AS entity_id, asset_id::VARCHAR AS asset_id, amount
+FROM account_balances
+WHERE entity_type = 'PARTICIPANT' AND bucket = 'AVAILABLE' AND entity_id::VARCHAR IN (SELECT id FROM stage_entities);
+
+-- name: participants_by_id
+SELECT id::VARCHAR AS id, external_id, status, created_at FROM participants WHERE id::VARCHAR IN (SELECT id FROM stage_entities);
+
+-- name: participant_by_external_id
+SELECT id::VARCHAR AS id, external_id, status, created_at FROM participants WHERE external_id = $external_id;
+
+-- name: budget_usage
+SELECT rule_id::VARCHAR AS rule_id, asset_id::VARCHAR AS asset_id, period, consumed FROM budget_usage;

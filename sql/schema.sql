@@ -149,3 +149,26 @@ CREATE TABLE IF NOT EXISTS account_balances (
     amount           DECIMAL(38, 18) NOT NULL,
     PRIMARY KEY (entity_type, entity_id, asset_id, bucket)
 );
+
+-- Current state of participants and programs (tags, counters, attributes): one row per item.
+-- Rewritten for the entities a batch touched; the ledger tables hold the history of value.
+CREATE TABLE IF NOT EXISTS entity_state (
+    entity_type      VARCHAR NOT NULL,        -- PARTICIPANT | PROGRAM
+    entity_id        UUID NOT NULL,
+    kind             VARCHAR NOT NULL,        -- TAG | COUNTER | ATTRIBUTE
+    key              VARCHAR NOT NULL,
+    text_value       VARCHAR,                 -- ATTRIBUTE
+    number_value     DECIMAL(38, 18),         -- COUNTER (exact)
+    reset_after_us   BIGINT,                  -- COUNTER with reset_after
+    last_reset_at    TIMESTAMPTZ,             -- COUNTER: creation, or the last reset instant
+    batch_id         BIGINT NOT NULL
+);
+
+-- Budget consumption per rule, asset and period (0 for lifetime budgets).
+CREATE TABLE IF NOT EXISTS budget_usage (
+    rule_id          UUID NOT NULL,
+    asset_id         UUID NOT NULL,
+    period           BIGINT NOT NULL,
+    consumed         DECIMAL(38, 18) NOT NULL,
+    PRIMARY KEY (rule_id, asset_id, period)
+);

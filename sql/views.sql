@@ -45,3 +45,15 @@ JOIN programs pr ON pr.id = pp.program_id
 JOIN assets a ON a.id = pp.asset_id
 GROUP BY ALL
 ORDER BY program_key, asset_symbol;
+
+CREATE OR REPLACE VIEW participant_state AS
+SELECT s.entity_id AS participant_id, p.external_id, s.kind, s.key, s.text_value, s.number_value,
+       s.reset_after_us, s.last_reset_at
+FROM entity_state s LEFT JOIN participants p ON p.id = s.entity_id
+WHERE s.entity_type = 'PARTICIPANT';
+
+CREATE OR REPLACE VIEW program_state AS
+SELECT s.entity_id AS program_id, pr.key AS program_key, s.kind, s.key, s.text_value, s.number_value,
+       s.reset_after_us, s.last_reset_at
+FROM entity_state s LEFT JOIN programs pr ON pr.id = s.entity_id
+WHERE s.entity_type = 'PROGRAM';

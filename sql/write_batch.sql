@@ -76,3 +76,16 @@ ON CONFLICT DO UPDATE SET amount = account_balances.amount + EXCLUDED.amount;
 -- name: insert_batch
 INSERT INTO batches VALUES ($batch_id, $fingerprint, $sources, $catalog_version, $rows_read, $completed,
     $failed, $duplicates, $rejected, (SELECT COUNT(*) FROM batch_entries), (SELECT 2 * COUNT(*) FROM batch_entries), now());
+
+-- name: delete_entity_state
+DELETE FROM entity_state USING stage_state_entities s
+WHERE entity_state.entity_type = s.entity_type AND entity_state.entity_id = s.entity_id::UUID;
+
+-- name: insert_entity_state
+INSERT INTO entity_state
+SELECT entity_type, entity_id::UUID, kind, key, text_value, number_value, reset_after_us, last_reset_at, $batch_id
+FROM stage_state;
+
+-- name: upsert_budget_usage
+INSERT INTO budget_usage SELECT rule_id::UUID, asset_id::UUID, period, consumed FROM stage_budgets
+ON CONFLICT DO UPDATE SET consumed = EXCLUDED.consumed;

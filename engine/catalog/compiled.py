@@ -80,6 +80,7 @@ class CompiledProgram:
     model: Program
     source: str  # the file it came from
     rules: tuple[CompiledRule, ...]  # every rule, ascending order
+    assets: tuple[str, ...] = ()  # symbols defined in this program's file (participant.balances keys)
 
     @property
     def active_rules(self) -> tuple[CompiledRule, ...]:

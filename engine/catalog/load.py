@@ -126,7 +126,8 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> C
             raise CatalogError(f"{where}: active_from must be before active_to")
         rules.append(_compile_rule(where, key, rule_key, order, rule, assets))
     rules.sort(key=lambda r: r.order)
-    return CompiledProgram(id=ids.program_id(key), key=key, model=pf.program, source=str(file), rules=tuple(rules))
+    return CompiledProgram(id=ids.program_id(key), key=key, model=pf.program, source=str(file), rules=tuple(rules),
+                           assets=tuple(a.symbol for a in pf.assets))
 
 
 def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule: Rule, assets: dict[str, Asset]) -> CompiledRule:

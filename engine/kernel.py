@@ -1,0 +1,326 @@
+"""The sequential kernel: events one at a time, in stream order, against the state earlier
+events left (semantics.md 5). It runs the programs whose rules read or write state; what could
+be computed beforehand (conditions and amounts that read only `event` and `now`) arrives in
+`Precomputed` and is looked up, so only stateful expressions are evaluated here, per event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from engine import amounts, ids
+from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
+from engine.catalog.compiled import CompiledTarget
+from engine.cel import CelEvalError, CelProgram
+from engine.plan import reads_state
+from engine.state import Counter, Person, Store, Tx, budget_period
+
+INSUFFICIENT = "insufficient_balance"
+NOT_FOUND = "participant_not_found"
+INACTIVE = "participant_inactive"
+BLOCKED_FOR_INACTIVE = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "COUNTER"}
+
+
+@dataclass
+class Precomputed:
+    """Results computed before the kernel, keyed by (rule id, event pos) / (rule id, action, pos)."""
+    conditions: dict[str, dict[int, tuple[bool, str | None]]] = field(default_factory=dict)
+    values: dict[tuple[str, int, str], dict[int, tuple[object, str | None]]] = field(default_factory=dict)
+
+
+@dataclass
+class KernelEvent:
+    pos: int
+    program: CompiledProgram
+    subject: str          # participant id
+    recipient: str | None
+    now: datetime
+    event: dict
+
+
+class ActionFailed(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class KernelResult:
+    failures: dict[int, tuple[str, str]] = field(default_factory=dict)   # pos -> (code, message)
+    effects: list[dict] = field(default_factory=list)
+    evaluations: list[dict] = field(default_factory=list)
+
+
+def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: Precomputed) -> KernelResult:
+    out = KernelResult()
+    symbols = {str(i): s for s, i in catalog.asset_ids.items()}
+    for ev in events:
+        tx = Tx(store, ev.now)
+        effects, evals = [], []
+        try:
+            _run_event(ev, tx, pre, effects, evals, catalog, symbols)
+        except ActionFailed as f:
+            out.failures[ev.pos] = (f.code, f.message)
+            out.evaluations += evals
+            continue
+        tx.commit()
+        out.effects += effects
+        out.evaluations += evals
+    return out
+
+
+def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: list, catalog, symbols) -> None:
+    program = ev.program
+    tx.state("PARTICIPANT", ev.subject)  # due resets happen before anything reads the participant
+    stopped = False
+    for rule in program.active_rules:
+        if stopped or not _in_window(rule, ev.now):
+            continue
+        rid = str(rule.id)
+        if reads_state(rule.condition):
+            matched, error = _condition(rule.condition, _activation(ev, tx, catalog))
+        else:
+            matched, error = pre.conditions[rid].get(ev.pos, (False, None))
+        if error is not None:
+            evals.append(_eval(ev, rule, "SKIPPED_ERROR", error))
+            continue
+        if not matched:
+            continue
+        planned = [_plan_action(ev, tx, pre, rule, a, catalog) for a in rule.actions]
+        if not _take_budget(rule, planned, tx, ev.now):
+            evals.append(_eval(ev, rule, "BUDGET_EXCEEDED", None))
+            continue
+        evals.append(_eval(ev, rule, "MATCHED", None))
+        for action, (entity, value) in zip(rule.actions, planned):
+            _apply(ev, tx, rule, action, entity, value, effects, symbols)
+        if rule.stop_after_match:
+            stopped = True
+
+
+def _in_window(rule: CompiledRule, now: datetime) -> bool:
+    return (rule.active_from is None or now >= rule.active_from) and (rule.active_to is None or now < rule.active_to)
+
+
+def _condition(prog: CelProgram, activation: dict) -> tuple[bool, str | None]:
+    try:
+        value = prog.evaluate(activation)
+    except CelEvalError as e:
+        return False, str(e)
+    if not isinstance(value, bool):
+        return False, f"condition must return a bool, got {type(value).__name__}"
+    return value, None
+
+
+def _activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
+    person = tx.store.people[ev.subject]
+    st = tx.state("PARTICIPANT", ev.subject)
+    pst = tx.state("PROGRAM", str(ev.program.id))
+    return {
+        "event": ev.event,
+        "now": ev.now,
+        "participant": {
+            "id": person.id, "external_id": person.external_id, "status": person.status,
+            "created_at": person.created_at,
+            "tags": sorted(st.tags),
+            "counters": {k: float(c.value) for k, c in st.counters.items()},
+            "attributes": dict(st.attributes),
+            "tiers": {},
+            "balances": {s: {"available": float(tx.balance(ev.subject, str(catalog.asset_ids[s]))),
+                             "held": 0.0, "deferred": 0.0} for s in ev.program.assets},
+        },
+        "program": {"key": ev.program.key, "tags": sorted(pst.tags),
+                    "counters": {k: float(c.value) for k, c in pst.counters.items()},
+                    "attributes": dict(pst.attributes)},
+    }
+
+
+def _value(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, action: CompiledAction, name: str, catalog):
+    """A value field for this event: static, precomputed, or evaluated now against state."""
+    field_value = getattr(action, name)
+    if not isinstance(field_value, CelProgram):
+        return field_value
+    known = pre.values.get((str(rule.id), action.index, name))
+    if known is not None and ev.pos in known:
+        value, error = known[ev.pos]
+    else:
+        try:
+            value, error = field_value.evaluate(_activation(ev, tx, catalog)), None
+        except CelEvalError as e:
+            value, error = None, str(e)
+    if error is not None:
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"rule {rule.name!r} action {action.index}: expression failed: {error}")
+    return value
+
+
+def _plan_action(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, action: CompiledAction, catalog):
+    """(entity, value) for an action, with its amount checked: every failure of evaluation
+    happens here, before budgets are consulted and before anything applies."""
+    entity = _entity(ev, tx, rule, action, catalog)
+    where = f"rule {rule.name!r} action {action.index}"
+    if action.type in ("CREDIT", "DEBIT"):
+        raw = _value(ev, tx, pre, rule, action, "amount", catalog)
+        return entity, _amount(raw, action, where)
+    if action.type in ("TAG", "UNTAG"):
+        tag = _value(ev, tx, pre, rule, action, "tag", catalog)
+        if not isinstance(tag, str):
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: tag must be a string, got {type(tag).__name__}")
+        return entity, tag.lower()
+    if action.type == "COUNTER":
+        raw = _value(ev, tx, pre, rule, action, "value", catalog)
+        if isinstance(raw, Decimal):
+            return entity, raw
+        text, err = amounts.python_value_text(raw)
+        if err:
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: counter value: {err}")
+        return entity, Decimal(text)
+    raw = _value(ev, tx, pre, rule, action, "value", catalog)  # SET_ATTRIBUTE
+    return entity, _attribute_text(raw, where)
+
+
+def _amount(raw, action: CompiledAction, where: str) -> Decimal | None:
+    if isinstance(raw, Decimal):
+        text = format(raw, "f")
+    else:
+        text, err = amounts.python_value_text(raw)
+        if err:
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: amount expression failed: {err}")
+    code = amounts.check_text(text, action.asset)
+    if code == amounts.ZERO:
+        return None
+    if code is not None:
+        raise ActionFailed(code, f"{where}: {amounts.describe(code, text, action.asset)}")
+    return Decimal(text)
+
+
+def _attribute_text(raw, where: str) -> str:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, Decimal):
+        return _plain(raw)
+    if isinstance(raw, (int, float)):
+        text, err = amounts.python_value_text(raw)
+        if err:
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value: {err}")
+        return _plain(Decimal(text))
+    if isinstance(raw, datetime):
+        return raw.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value must be text, a number, a bool or a timestamp, "
+                                                 f"got {type(raw).__name__}")
+
+
+def _plain(d: Decimal) -> str:
+    s = format(d, "f")
+    return (s.rstrip("0").rstrip(".") if "." in s else s) or "0"
+
+
+def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, catalog) -> tuple[str, str]:
+    """(entity type, id) the action applies to: its target, else the recipient, else the participant."""
+    t: CompiledTarget | None = action.target
+    if t is None:
+        return "PARTICIPANT", ev.recipient or ev.subject
+    if t.type == "PROGRAM":
+        return "PROGRAM", str(ev.program.id)
+    where = f"rule {rule.name!r} action {action.index}: target"
+    prog = t.external_id or t.participant_id
+    try:
+        ref = prog.evaluate(_activation(ev, tx, catalog))
+    except CelEvalError as e:
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {e}") from None
+    if not isinstance(ref, str) or not ref:
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a non-empty string, got {ref!r}")
+    store = tx.store
+    if t.participant_id is not None:
+        found = store.find_id(ref)
+        if found is None:
+            raise ActionFailed(NOT_FOUND, f"{where}: no participant with id {ref}")
+        return "PARTICIPANT", found
+    found = store.find_external(ref)
+    if found is None:
+        model = ev.program.model
+        if model.on_unknown_participant != "CREATE":
+            raise ActionFailed(NOT_FOUND, f"{where}: participant {ref!r} not found (on_unknown_participant: REJECT)")
+        # created when the action applies; creation then stands even if the event fails
+        return "NEW_PARTICIPANT", ref
+    return "PARTICIPANT", found
+
+
+def _create(store: Store, external_id: str, now: datetime) -> str:
+    existing = store.by_external.get(external_id)
+    if existing is not None:  # an earlier action of this event created it
+        return existing
+    person = Person(str(ids.participant_id(external_id)), external_id, "ACTIVE", now)
+    store.add_person(person)
+    store.created.append(person)
+    store.loaded.add(person.id)
+    return person.id
+
+
+def _take_budget(rule: CompiledRule, planned: list, tx: Tx, now: datetime) -> bool:
+    """Consume the rule's budgets for this evaluation, or return False (and consume nothing)
+    if any of them would be exceeded."""
+    takes = []
+    for b in rule.budgets:
+        total = sum((v for a, (_, v) in zip(rule.actions, planned)
+                     if a.type == "CREDIT" and a.asset_id == b.asset_id and v is not None), Decimal(0))
+        period = budget_period(now, b.interval)
+        if tx.budget_consumed(str(rule.id), str(b.asset_id), period) + total > b.limit:
+            return False
+        takes.append((str(b.asset_id), period, total))
+    for asset, period, total in takes:
+        tx.consume(str(rule.id), asset, period, total)
+    return True
+
+
+def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, entity: tuple[str, str], value,
+           effects: list, symbols: dict) -> None:
+    etype, eid = entity
+    if etype == "NEW_PARTICIPANT":  # a target that names an unknown external id (docs/decisions.md)
+        etype, eid = "PARTICIPANT", _create(tx.store, eid, ev.now)
+    where = f"rule {rule.name!r} action {action.index}"
+    if etype == "PARTICIPANT" and action.type in BLOCKED_FOR_INACTIVE:
+        person = tx.store.people.get(eid)
+        if person is not None and person.status != "ACTIVE":
+            raise ActionFailed(INACTIVE, f"{where}: participant {person.external_id} is {person.status}")
+    if action.type in ("CREDIT", "DEBIT"):
+        if value is None:  # an amount of exactly 0 is a no-op
+            return
+        asset = str(action.asset_id)
+        if action.type == "DEBIT":
+            have = tx.balance(eid, asset)
+            if not action.allow_negative and have - value < 0:
+                raise ActionFailed(INSUFFICIENT, f"insufficient available balance: {symbols.get(asset, asset)} "
+                                                 f"available {_plain(have)}, debit {_plain(value)}")
+            tx.add(eid, asset, -value)
+        else:
+            tx.add(eid, asset, value)
+        effects.append({
+            "pos": ev.pos, "rule_id": str(rule.id), "rule_version": rule.version, "rule_order": rule.order,
+            "action_index": action.index, "action_type": action.type, "asset_id": asset, "amount": value,
+            "allow_negative": action.allow_negative, "description": action.description or rule.name,
+            "entity_id": eid,
+        })
+        return
+    st = tx.state(etype, eid)
+    if action.type == "TAG":
+        st.tags.add(value)
+    elif action.type == "UNTAG":
+        st.tags.discard(value)
+    elif action.type == "COUNTER":
+        c = st.counters.get(action.key)
+        if c is None:
+            c = st.counters[action.key] = Counter(Decimal(0), action.reset_after, ev.now)
+        elif action.reset_after is not None and c.reset_after != action.reset_after:
+            c.reset_after = action.reset_after
+        c.value += value
+    else:
+        st.attributes[action.key] = value
+
+
+def _eval(ev: KernelEvent, rule: CompiledRule, outcome: str, message: str | None) -> dict:
+    return {"pos": ev.pos, "rule_id": str(rule.id), "rule_version": rule.version, "outcome": outcome, "message": message}
+

@@ -1,0 +1,190 @@
+"""Participant and program state for the sequential kernel: loaded in bulk, changed per event
+inside a transaction that commits or rolls back with the event, written back per batch."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import duckdb
+import polars as pl
+
+from engine.ledger import db
+from engine.ledger.sqlfiles import statement
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass
+class Counter:
+    value: Decimal
+    reset_after: timedelta | None
+    last_reset_at: datetime
+
+
+@dataclass
+class EntityState:
+    tags: set[str] = field(default_factory=set)
+    counters: dict[str, Counter] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    def apply_resets(self, now: datetime) -> None:
+        """Lazy `reset_after`: a counter due at or before `now` is 0 from its due instant."""
+        for c in self.counters.values():
+            if c.reset_after is not None and c.last_reset_at + c.reset_after <= now:
+                periods = (now - c.last_reset_at) // c.reset_after
+                c.last_reset_at = c.last_reset_at + periods * c.reset_after
+                c.value = Decimal(0)
+
+
+@dataclass
+class Person:
+    id: str
+    external_id: str
+    status: str
+    created_at: datetime
+
+
+class Store:
+    """Committed state as of the start of this batch plus what earlier events of the batch did."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, budgets: dict[tuple[str, str], tuple[int, Decimal]]):
+        self.con = con
+        self.people: dict[str, Person] = {}
+        self.by_external: dict[str, str] = {}
+        self.balances: dict[tuple[str, str], Decimal] = {}
+        self.states: dict[tuple[str, str], EntityState] = {}
+        self.budgets = budgets  # (rule_id, asset_id) -> (period, consumed)
+        self.loaded: set[str] = set()
+        self.dirty_states: set[tuple[str, str]] = set()
+        self.dirty_budgets: set[tuple[str, str]] = set()
+        self.created: list[Person] = []
+
+    @classmethod
+    def open(cls, con: duckdb.DuckDBPyConnection) -> Store:
+        usage = db.frame(con, statement("lookups.sql", "budget_usage"))
+        budgets = {(r, a): (p, c) for r, a, p, c in usage.iter_rows()}
+        return cls(con, budgets)
+
+    def preload(self, entity_ids: list[str], people: list[Person]) -> None:
+        """Bulk-load balances and state of the entities (participants, programs) a batch names."""
+        for p in people:
+            self.add_person(p)
+        ids = [i for i in set(entity_ids) if i not in self.loaded]
+        if not ids:
+            return
+        self.con.register("stage_entities", pl.DataFrame({"id": ids}, schema={"id": pl.String}).to_arrow())
+        try:
+            for e, a, amt in db.frame(self.con, statement("lookups.sql", "entity_balances")).iter_rows():
+                self.balances[(e, a)] = Decimal(amt)
+            for row in db.frame(self.con, statement("lookups.sql", "participants_by_id")).iter_rows():
+                self.add_person(Person(*row))
+            for etype, eid, kind, key, text, number, reset_us, last in db.frame(
+                    self.con, statement("lookups.sql", "entity_states")).iter_rows():
+                st = self.states.setdefault((etype, eid), EntityState())
+                if kind == "TAG":
+                    st.tags.add(key)
+                elif kind == "ATTRIBUTE":
+                    st.attributes[key] = text
+                else:
+                    st.counters[key] = Counter(Decimal(number), None if reset_us is None else timedelta(microseconds=reset_us), last)
+        finally:
+            self.con.unregister("stage_entities")
+        self.loaded.update(ids)
+
+    def add_person(self, p: Person) -> None:
+        self.people[p.id] = p
+        self.by_external[p.external_id] = p.id
+
+    def find_external(self, external_id: str) -> str | None:
+        if external_id not in self.by_external:
+            rows = self.con.execute(statement("lookups.sql", "participant_by_external_id"),
+                                    {"external_id": external_id}).fetchall()
+            if not rows:
+                return None
+            self.preload([rows[0][0]], [Person(*rows[0])])
+        return self.by_external[external_id]
+
+    def find_id(self, participant_id: str) -> str | None:
+        if participant_id not in self.people:
+            self.preload([participant_id], [])
+        return participant_id if participant_id in self.people else None
+
+    # -- writing back -------------------------------------------------------------------------
+
+    def state_frames(self, batch_id: int) -> dict[str, pl.DataFrame]:
+        rows = []
+        for (etype, eid) in sorted(self.dirty_states):
+            st = self.states[(etype, eid)]
+            rows += [(etype, eid, "TAG", t, None, None, None, None) for t in sorted(st.tags)]
+            rows += [(etype, eid, "ATTRIBUTE", k, v, None, None, None) for k, v in sorted(st.attributes.items())]
+            rows += [(etype, eid, "COUNTER", k, None, c.value,
+                      None if c.reset_after is None else c.reset_after // timedelta(microseconds=1), c.last_reset_at)
+                     for k, c in sorted(st.counters.items())]
+        schema = {"entity_type": pl.String, "entity_id": pl.String, "kind": pl.String, "key": pl.String,
+                  "text_value": pl.String, "number_value": pl.Decimal(38, 18), "reset_after_us": pl.Int64,
+                  "last_reset_at": pl.Datetime("us", "UTC")}
+        state = pl.DataFrame(rows, schema=schema, orient="row")
+        entities = pl.DataFrame(sorted(self.dirty_states), schema={"entity_type": pl.String, "entity_id": pl.String}, orient="row")
+        budgets = pl.DataFrame([(r, a, *self.budgets[(r, a)]) for r, a in sorted(self.dirty_budgets)],
+                               schema={"rule_id": pl.String, "asset_id": pl.String, "period": pl.Int64,
+                                       "consumed": pl.Decimal(38, 18)}, orient="row")
+        return {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets}
+
+
+class Tx:
+    """One event's working state: reads fall through to the store, writes stay here until commit."""
+
+    def __init__(self, store: Store, now: datetime):
+        self.store = store
+        self.now = now
+        self.balances: dict[tuple[str, str], Decimal] = {}
+        self.states: dict[tuple[str, str], EntityState] = {}
+        self.budgets: dict[tuple[str, str], tuple[int, Decimal]] = {}
+        self.created: list[Person] = []
+
+    def balance(self, entity: str, asset: str) -> Decimal:
+        key = (entity, asset)
+        if key in self.balances:
+            return self.balances[key]
+        return self.store.balances.get(key, Decimal(0))
+
+    def add(self, entity: str, asset: str, delta: Decimal) -> None:
+        self.balances[(entity, asset)] = self.balance(entity, asset) + delta
+
+    def state(self, etype: str, eid: str) -> EntityState:
+        """The entity's state for this event, with resets due by `now` applied."""
+        key = (etype, eid)
+        if key not in self.states:
+            st = copy.deepcopy(self.store.states.get(key) or EntityState())
+            st.apply_resets(self.now)
+            self.states[key] = st
+        return self.states[key]
+
+    def budget_consumed(self, rule_id: str, asset_id: str, period: int) -> Decimal:
+        key = (rule_id, asset_id)
+        p, consumed = self.budgets.get(key) or self.store.budgets.get(key) or (period, Decimal(0))
+        return consumed if p == period else Decimal(0)
+
+    def consume(self, rule_id: str, asset_id: str, period: int, amount: Decimal) -> None:
+        self.budgets[(rule_id, asset_id)] = (period, self.budget_consumed(rule_id, asset_id, period) + amount)
+
+    def commit(self) -> None:
+        s = self.store
+        s.balances.update(self.balances)
+        for key, st in self.states.items():
+            if key not in s.states or s.states[key] != st:
+                s.dirty_states.add(key)
+            s.states[key] = st
+        s.budgets.update(self.budgets)
+        s.dirty_budgets.update(self.budgets)
+        for p in self.created:
+            s.add_person(p)
+            s.created.append(p)
+
+
+def budget_period(now: datetime, interval: timedelta | None) -> int:
+    """0 for lifetime budgets; else the epoch-aligned period index (docs/decisions.md)."""
+    return 0 if interval is None else (now - EPOCH) // interval
