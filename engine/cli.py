@@ -88,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_cmd_balances)
 
+    ep = sub.add_parser("explain-plan", help="show, per rule, the path it takes (vectorised, row, sequential) and why")
+    ep.add_argument("--programs", required=True)
+    ep.add_argument("--json", action="store_true")
+    ep.set_defaults(func=_cmd_explain_plan)
+
+    ex = sub.add_parser("explain", help="show every rule's outcome for one stored event")
+    ex.add_argument("event", help="event id or idempotency key")
+    ex.add_argument("--programs", default="data/programs", help="program files (default data/programs)")
+    db_arg(ex)
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=_cmd_explain)
+
     q = sub.add_parser("sql", help="run an ad-hoc read-only SQL query on the ledger")
     q.add_argument("query")
     db_arg(q)
@@ -137,6 +149,57 @@ def _cmd_validate(args) -> int:
         for key, s in summary.items():
             console.print(f"[green]ok[/] {key}: {s['rules']} rules ({s['active_rules']} active)")
         console.print(f"assets: {', '.join(sorted(catalog.assets))}")
+    return 0
+
+
+def _cmd_explain_plan(args) -> int:
+    from engine.catalog import load_catalog
+    from engine.plan import needs_kernel, plan_program
+
+    catalog = load_catalog(args.programs)
+    plans = [p for prog in catalog.programs.values() for p in plan_program(prog)]
+    if args.json:
+        print(json.dumps([p.__dict__ for p in plans]))
+        return 0
+    t = Table(title="rule plan")
+    for c in ("program", "order", "rule", "path", "why"):
+        t.add_column(c)
+    for p in plans:
+        t.add_row(p.program, str(p.order), p.rule, p.path, p.reason)
+    console.print(t)
+    for prog in catalog.programs.values():
+        mode = "sequential kernel (state or budgets)" if needs_kernel(prog) else "set-based"
+        console.print(f"{prog.key}: {mode}")
+    return 0
+
+
+def _cmd_explain(args) -> int:
+    from engine.catalog import load_catalog
+    from engine.explain import explain
+    from engine.ledger import db
+
+    catalog = load_catalog(args.programs)
+    con = db.connect(args.db, read_only=True)
+    try:
+        result = explain(con, catalog, args.event)
+    except LookupError as e:
+        raise InputError(str(e)) from None
+    finally:
+        con.close()
+    if args.json:
+        print(json.dumps(result, default=str))
+        return 0
+    console.print(f"event {result['event_id']} ({result['program']}/{result['idempotency_key']}, "
+                  f"{result['external_id']}, {result['event_timestamp']}): {result['status']}"
+                  + (f" {result['error_code']}: {result['error_message']}" if result["error_code"] else ""))
+    t = Table()
+    for c in ("order", "rule", "status", "recorded outcome", "condition now"):
+        t.add_column(c)
+    for r in result["rules"]:
+        t.add_row(str(r["order"]), r["rule"], r["status"], r["recorded"] or "not matched", r["re_evaluated"])
+    console.print(t)
+    for e in result["entries"]:
+        console.print(f"  entry: {e['rule']} {e['type']} {e['amount']}")
     return 0
 
 

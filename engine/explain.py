@@ -1,0 +1,51 @@
+"""`perkflow explain`: one stored event, every rule's outcome.
+
+What happened is read from the ledger (status, rule_evaluations, entries). Each rule's condition
+is then re-evaluated on the row path: exactly for rules that read only `event` and `now`; against
+the participant's *current* state for rules that read state (history of state is not kept), which
+the output says.
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+
+from engine.catalog import Catalog
+from engine.cel import CelEvalError
+from engine.ledger.sqlfiles import statement
+from engine.plan import reads_state
+
+
+def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
+    rows = con.execute(statement("explain.sql", "event"), {"ref": ref}).fetchall()
+    if not rows:
+        raise LookupError(f"no event with id or idempotency key {ref!r}")
+    event_id, program_key, key, external_id, ts, data, status, code, message = rows[0]
+    evaluations = dict(con.execute(statement("explain.sql", "evaluations"), {"id": event_id}).fetchall())
+    entries = con.execute(statement("explain.sql", "entries"), {"id": event_id}).fetchall()
+    program = catalog.programs.get(program_key)
+    event = _strip(json.loads(data))
+    outcomes = []
+    for rule in program.rules if program else ():
+        item = {"rule": rule.key, "order": rule.order, "status": rule.status, "recorded": evaluations.get(rule.key)}
+        if reads_state(rule.condition):
+            item["re_evaluated"] = "reads state: not re-evaluated (only the current state is kept)"
+        else:
+            try:
+                item["re_evaluated"] = repr(rule.condition.evaluate({"event": event, "now": ts}))
+            except CelEvalError as e:
+                item["re_evaluated"] = f"error: {e}"
+        outcomes.append(item)
+    return {"event_id": event_id, "program": program_key, "idempotency_key": key, "external_id": external_id,
+            "event_timestamp": ts.isoformat(), "status": status, "error_code": code, "error_message": message,
+            "rules": outcomes, "entries": [{"rule": r, "type": t, "amount": a} for r, t, a in entries]}
+
+
+def _strip(v):
+    if isinstance(v, dict):
+        return {k: _strip(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_strip(x) for x in v]
+    return v

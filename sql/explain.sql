@@ -1,0 +1,21 @@
+-- Queries behind `perkflow explain`. Named sections, as in write_batch.sql.
+
+-- name: event
+SELECT e.id::VARCHAR, p.key, e.idempotency_key, e.external_id, e.event_timestamp, e.event_data::VARCHAR,
+       e.status, e.error_code, e.error_message
+FROM events e JOIN programs p ON p.id = e.program_id
+WHERE e.id::VARCHAR = $ref OR e.idempotency_key = $ref
+ORDER BY e.arrival_seq;
+
+-- name: evaluations
+SELECT r.key, ev.outcome || COALESCE(': ' || ev.message, '')
+FROM rule_evaluations ev JOIN rules r ON r.id = ev.rule_id
+WHERE ev.event_id::VARCHAR = $id;
+
+-- name: entries
+SELECT r.key, j.action_type, p.amount::VARCHAR
+FROM journal_entries j
+JOIN rules r ON r.id = j.rule_id
+JOIN postings p ON p.journal_entry_id = j.id AND p.entity_type = 'PARTICIPANT'
+WHERE j.event_id::VARCHAR = $id
+ORDER BY j.seq;
