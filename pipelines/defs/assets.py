@@ -91,6 +91,9 @@ def raw_event_batches(context: dg.AssetExecutionContext, perkflow_files: Perkflo
 )
 def ledger(context: dg.AssetExecutionContext, ledger_db: LedgerDatabase,
            perkflow_files: PerkflowFiles) -> dg.MaterializeResult:
+    # One run_batch (one DuckDB transaction) per day, oldest first. If day k of a range fails, days
+    # before it stay committed and the step fails; re-running the range books them as no-ops
+    # (same files -> already committed) and carries on from day k.
     programs = perkflow_files.programs_dir()
     db_file = ledger_db.resolved_path()
     reports = []
