@@ -7,6 +7,9 @@ sql/write_batch.sql over Arrow tables registered as `stage_*` relations.
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 
 import duckdb
 import polars as pl
@@ -51,7 +54,10 @@ def write_batch(con: duckdb.DuckDBPyConnection, stages: dict[str, pl.DataFrame],
         for name in ORDER:
             sql = statement("write_batch.sql", name)
             used = {k: v for k, v in params.items() if f"${k}" in sql}
+            t = time.perf_counter()
             con.execute(sql, used)
+            if os.environ.get("PERKFLOW_TRACE"):
+                print(f"  {name}: {time.perf_counter() - t:.2f}s", file=sys.stderr)
     finally:
         for name in stages:
             try:
