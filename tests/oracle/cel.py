@@ -366,4 +366,12 @@ def to_cel(value: Any) -> Any:
         return ct.ListType([to_cel(v) for v in value])
     if isinstance(value, Decimal):
         return ct.DoubleType(float(value))
-    return celpy.json_to_cel(value)
+    if isinstance(value, bool):
+        return ct.BoolType(value)
+    if isinstance(value, int):
+        return ct.IntType(value)
+    if isinstance(value, float):
+        return ct.DoubleType(value)
+    if isinstance(value, str):
+        return ct.StringType(value)
+    return celpy.json_to_cel(value)  # None, datetimes, timedeltas

@@ -80,16 +80,15 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-_DURATION_UNITS = {
-    "ns": timedelta(microseconds=0.001), "us": timedelta(microseconds=1),
-    "µs": timedelta(microseconds=1), "μs": timedelta(microseconds=1),
-    "ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
+_DURATION_NS = {
+    "ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9,
+    "h": 3600 * 10**9,
 }
 
 
 def parse_go_duration(text: str) -> timedelta:
-    """Go's time.ParseDuration: "720h", "1h30m", "1.5h", "300ms", "-2h"."""
+    """Go's time.ParseDuration ("720h", "1h30m", "1.5h", "300ms", "-2h"), to whole microseconds
+    (Python's resolution; Go's is the nanosecond)."""
     s = text.strip()
     sign = -1 if s.startswith("-") else 1
     s = s.lstrip("+-")
@@ -98,10 +97,8 @@ def parse_go_duration(text: str) -> timedelta:
     parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", s)
     if not parts or "".join(n + u for n, u in parts) != s:
         raise ValueError(f"not a Go duration: {text!r}")
-    total = timedelta(0)
-    for number, unit in parts:
-        total += _DURATION_UNITS[unit] * float(Decimal(number))
-    return sign * total
+    nanoseconds = int(sum(Decimal(number) * _DURATION_NS[unit] for number, unit in parts))
+    return sign * timedelta(microseconds=nanoseconds // 1000)
 
 
 def decimals_of(d: Decimal) -> int:
@@ -403,6 +400,9 @@ class Event:
     recipient: str | None
     arrival: int
 
+    def __post_init__(self) -> None:
+        self.cel_data = to_cel(self.event_data)  # `event` never changes during the event
+
 
 class Working:
     """The working state of one event: copies of what it touched, dropped if it fails."""
@@ -603,7 +603,7 @@ class Oracle:
             "attributes": dict(pstate.attributes),
         }
         # Decimals become doubles (to_cel); created_at becomes a timestamp.
-        return {"event": to_cel(ev.event_data), "participant": to_cel(participant), "program": to_cel(prog)}
+        return {"event": ev.cel_data, "participant": to_cel(participant), "program": to_cel(prog)}
 
     # ---- actions (s7) ----------------------------------------------------------------------------
 
