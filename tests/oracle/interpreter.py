@@ -534,28 +534,31 @@ class Oracle:
             activation = self.activation(ev, program, working)
             try:
                 matched = rule.condition.evaluate(activation, now)
-            except CelError:
-                evaluations.append((program.key, ev.idempotency_key, rule.key, "SKIPPED_ERROR"))
-                continue
+            except CelError:  # a missing key or a type error: the condition is false (s5, s6)
+                matched = None
             if not isinstance(matched, ct.BoolType):
                 evaluations.append((program.key, ev.idempotency_key, rule.key, "SKIPPED_ERROR"))
                 continue
             if not matched:
                 continue
+            record = (program.key, ev.idempotency_key, rule.key)
             try:
                 planned = [self.plan(a, ev, program, activation) for a in rule.actions]
-                budget_keys = self.check_budgets(rule, planned, program, working, now)
-                if budget_keys is None:
-                    evaluations.append((program.key, ev.idempotency_key, rule.key, "BUDGET_EXCEEDED"))
-                    continue
-                evaluations.append((program.key, ev.idempotency_key, rule.key, "MATCHED"))
-                for key, amount in budget_keys:
-                    working.budgets[key] = DEC.add(working.consumed(key), amount)
+            except ActionFailed as failure:
+                evaluations.append(record + ("MATCHED",))
+                error = failure.code
+                break
+            consumption = self.check_budgets(rule, planned, program, working, now)
+            if consumption is None:
+                evaluations.append(record + ("BUDGET_EXCEEDED",))
+                continue
+            evaluations.append(record + ("MATCHED",))
+            for key, amount in consumption:
+                working.budgets[key] = DEC.add(working.consumed(key), amount)
+            try:
                 for p in planned:
                     self.apply(p, ev, rule, program, working)
             except ActionFailed as failure:
-                if not evaluations or evaluations[-1][2] != rule.key:
-                    evaluations.append((program.key, ev.idempotency_key, rule.key, "MATCHED"))
                 error = failure.code
                 break
             if rule.stop_after_match:
