@@ -452,7 +452,6 @@ class Planned:
 
     action: ActionDef
     entity: tuple[str, str] | None = None  # ("participant", ext) | ("program", key)
-    participant_id_lookup: str | None = None  # target by participant_id, resolved when applied
     amount: Decimal | None = None
     text: str | None = None
     number: Decimal | None = None
@@ -617,26 +616,38 @@ class Oracle:
         if a.target_type == "PROGRAM":
             p.entity = ("program", program.key)
         elif a.target_type == "PARTICIPANT":
+            # The target is a value field: evaluated and looked up with the other values, before
+            # budgets. CHOICE: an unknown id in a REJECT program fails here; in a CREATE program
+            # the participant is created when the action applies (see `apply`).
             if a.target_external_id is not None:
                 value = a.target_external_id.evaluate(activation, now)
                 if not isinstance(value, ct.StringType):
                     raise ActionFailed("expression_error", "target external_id is not a string")
-                p.entity = ("participant", str(value))
+                external_id = str(value)
+                if external_id not in self.participants and program.on_unknown_participant == "REJECT":
+                    raise ActionFailed("participant_not_found", external_id)
             elif a.target_participant_id is not None:
                 value = a.target_participant_id.evaluate(activation, now)
                 if not isinstance(value, ct.StringType):
                     raise ActionFailed("expression_error", "target participant_id is not a string")
-                p.participant_id_lookup = str(value)
+                found = [r.external_id for r in self.participants.values() if r.id == str(value)]
+                if not found:
+                    raise ActionFailed("participant_not_found", str(value))
+                external_id = found[0]
             else:
                 raise ActionFailed("expression_error", "PARTICIPANT target without an id")
+            p.entity = ("participant", external_id)
         else:
             p.entity = ("participant", ev.recipient or ev.external_id)
 
         if a.type in ("CREDIT", "DEBIT"):
             p.amount = self.checked_amount(a.amount.evaluate_decimal(activation, now), self.assets[a.asset])
         elif a.type in ("TAG", "UNTAG"):
-            # CHOICE: a tag from a number/bool/timestamp takes the SET_ATTRIBUTE text; lowercased.
-            p.text = a.tag.evaluate_text(activation, now).lower()
+            # CHOICE: like a target's external_id, a tag must be a string (else expression_error).
+            tag = a.tag.evaluate(activation, now)
+            if not isinstance(tag, ct.StringType):
+                raise ActionFailed("expression_error", f"tag is a {type(tag).__name__}, not a string")
+            p.text = str(tag).lower()
         elif a.type == "COUNTER":
             p.number = a.value.evaluate_decimal(activation, now)
         elif a.type == "SET_ATTRIBUTE":
@@ -677,24 +688,13 @@ class Oracle:
             consumption.append((key, total))
         return consumption
 
-    def resolve_entity(self, p: Planned, program: ProgramDef, now: datetime) -> tuple[str, str]:
-        if p.participant_id_lookup is not None:
-            for record in self.participants.values():
-                if record.id == p.participant_id_lookup:
-                    return ("participant", record.external_id)
-            raise ActionFailed("participant_not_found", p.participant_id_lookup)
-        kind, name = p.entity
-        if kind == "participant" and name not in self.participants:
-            if program.on_unknown_participant == "REJECT":
-                raise ActionFailed("participant_not_found", name)
-            # Creation is resolution: the target stays created even if the event fails.
-            self.create_participant(name, now)
-        return p.entity
-
     def apply(self, p: Planned, ev: Event, rule: RuleDef, program: ProgramDef, working: Working) -> None:
         a = p.action
         now = ev.timestamp
-        kind, name = self.resolve_entity(p, program, now)
+        kind, name = p.entity
+        if kind == "participant" and name not in self.participants:
+            # Creation is resolution: the target stays created even if the event fails.
+            self.create_participant(name, now)
         if a.type in ("CREDIT", "DEBIT"):
             if p.amount == 0:
                 return

@@ -457,3 +457,31 @@ def test_defaults_and_unsupported(tmp_path: Path) -> None:
     lot.write_text("program: {key: lot, name: Lot}\nassets: [{symbol: L, name: L, scale: 0, inventory_mode: LOT}]\n")
     with pytest.raises(Unsupported):
         run_oracle([lot], [])
+
+
+def test_reject_program_target_and_tag_must_be_text(tmp_path: Path) -> None:
+    files = [program(tmp_path, """\
+        rules:
+          - name: Refer
+            condition: has(event.referrer)
+            actions:
+              - {type: TAG, tag: referred}
+              - {type: CREDIT, asset: PTS, amount: "5", target: {type: PARTICIPANT, external_id: event.referrer}}
+          - name: Numeric tag
+            condition: has(event.code)
+            actions: [{type: TAG, tag: "event.code"}]
+        """, extra_program="  on_unknown_participant: REJECT\n")]
+    open_program = program(tmp_path, "rules: []\n", key="open")
+    events = [
+        ev("o", "ann", T0, {}, prog="open"),  # creates ann project-wide
+        ev("r1", "ann", T0 + timedelta(minutes=1), {"referrer": "zed"}),   # zed unknown in a REJECT program
+        ev("r2", "ann", T0 + timedelta(minutes=2), {"referrer": "ann"}),
+        ev("c", "ann", T0 + timedelta(minutes=3), {"code": 7.0}),
+    ]
+    r = run_oracle(files + [open_program], [events])
+    assert r.events[("shop", "r1")] == ("FAILED", "participant_not_found")
+    assert r.events[("shop", "r2")] == ("COMPLETED", None)
+    assert r.events[("shop", "c")] == ("FAILED", "expression_error")
+    assert set(r.participants) == {"ann"}
+    assert r.participants["ann"]["tags"] == ["referred"]
+    assert r.balances == {("ann", "PTS"): D(5)}
