@@ -59,6 +59,8 @@ def _wrap(v: Any) -> Any:
     """cel-python sometimes returns bare Python floats: give them back their CEL type."""
     if isinstance(v, float) and not isinstance(v, ct.DoubleType):
         return ct.DoubleType(v)
+    if isinstance(v, list) and not isinstance(v, ct.ListType):  # list + list
+        return ct.ListType(v)
     return v
 
 
@@ -79,6 +81,9 @@ def _arith(op):
             return a
         if isinstance(b, CELEvalError):
             return b
+        if {type(a), type(b)} == {ct.IntType, ct.UintType}:
+            # CEL has no int/uint arithmetic; cel-python would silently allow it.
+            raise TypeError(f"no such overload: {op} on int and uint")
         a, b = _promote(a, b)
         return _wrap(base(a, b))
 
