@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Loyalty and rewards programs as a batch pipeline: CEL rules over an exact, "
                     "idempotent double-entry ledger in DuckDB.",
         epilog="Database: --db, else $PERKFLOW_DB, else data/warehouse.duckdb. "
-               "Exit codes: 0 ok, 1 internal error, 2 invalid input, 3 database busy.")
+               "Exit codes: 0 ok, 1 internal error, 2 invalid input, 3 database busy, 4 verification failed.")
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
 
     def db_arg(sp):
@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     db_arg(ex)
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=_cmd_explain)
+
+    vf = sub.add_parser("verify", help="recompute the hash chain and check every ledger invariant",
+                        description="Exit 0 when everything holds, 4 at the first violation (reported with its location).")
+    db_arg(vf)
+    vf.add_argument("--json", action="store_true")
+    vf.set_defaults(func=_cmd_verify)
 
     q = sub.add_parser("sql", help="run an ad-hoc read-only SQL query on the ledger")
     q.add_argument("query")
@@ -150,6 +156,31 @@ def _cmd_validate(args) -> int:
             console.print(f"[green]ok[/] {key}: {s['rules']} rules ({s['active_rules']} active)")
         console.print(f"assets: {', '.join(sorted(catalog.assets))}")
     return 0
+
+
+def _cmd_verify(args) -> int:
+    from engine.ledger import db
+    from engine.verify import verify
+
+    con = db.connect(args.db, read_only=True)
+    try:
+        report = verify(con)
+    finally:
+        con.close()
+    if args.json:
+        print(json.dumps({"ok": report.ok, "checked": report.checked,
+                          "violations": [{"check": v.check, "meaning": v.meaning,
+                                          "rows": [dict(zip(v.columns, r)) for r in v.rows]}
+                                         for v in report.violations]}, default=_json_default))
+    elif report.ok:
+        console.print(f"[green]ok[/]: {len(report.checked)} checks hold ({', '.join(report.checked)})")
+    else:
+        first = report.violations[0]
+        err_console.print(f"[bold red]verification failed[/]: {first.check}: {first.meaning}")
+        _show(args, first.columns, [_trim(r) for r in first.rows], title=f"first violations of {first.check}")
+        for v in report.violations[1:]:
+            err_console.print(f"also failing: {v.check}")
+    return 0 if report.ok else 4
 
 
 def _cmd_explain_plan(args) -> int:

@@ -138,6 +138,7 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store) -> di
     effects = effects.select(
         program_id="program_uuid", idempotency_key="idempotency_key", rule_id="rule_id", rule_version="rule_version",
         action_index="action_index", action_type="action_type", asset_id="asset_id", amount="amount",
+        allow_negative="allow_negative",
         description="description", effective_at="event_timestamp", seq=pl.col("_n").cast(pl.Int64) + base,
         from_type=pl.when(credit).then(pl.lit("SYSTEM_ISSUANCE")).otherwise(pl.lit("PARTICIPANT")),
         from_id=pl.when(credit).then(pl.lit(issuance)).otherwise(pl.col("entity_id")),

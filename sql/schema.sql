@@ -15,7 +15,9 @@ CREATE TABLE IF NOT EXISTS batches (
     rejected         BIGINT NOT NULL,
     entries_written  BIGINT NOT NULL,
     postings_written BIGINT NOT NULL,
-    committed_at     TIMESTAMPTZ NOT NULL     -- wall clock, informational only
+    committed_at     TIMESTAMPTZ NOT NULL,    -- wall clock, informational only (not hashed)
+    root_hash        VARCHAR NOT NULL,        -- sha256(prev_root_hash || entry hashes in seq order)
+    prev_root_hash   VARCHAR NOT NULL         -- the previous batch's root ('' for the first)
 );
 
 CREATE TABLE IF NOT EXISTS programs (
@@ -126,7 +128,9 @@ CREATE TABLE IF NOT EXISTS journal_entries (
     reference_id     VARCHAR,
     description      VARCHAR,
     effective_at     TIMESTAMPTZ NOT NULL,    -- the stream instant, never the wall clock
-    batch_id         BIGINT NOT NULL
+    allow_negative   BOOLEAN NOT NULL,        -- the action could overdraw (DEBIT with allow_negative)
+    batch_id         BIGINT NOT NULL,
+    entry_hash       VARCHAR NOT NULL         -- sha256 of entry_text(...) and its postings' posting_text(...)
 );
 
 CREATE TABLE IF NOT EXISTS postings (
@@ -172,3 +176,19 @@ CREATE TABLE IF NOT EXISTS budget_usage (
     consumed         DECIMAL(38, 18) NOT NULL,
     PRIMARY KEY (rule_id, asset_id, period)
 );
+
+-- Canonical text of a posting and of an entry, hashed into journal_entries.entry_hash. The writer
+-- and `perkflow verify` both use these macros, so there is one definition of what is hashed.
+CREATE OR REPLACE MACRO posting_text(id, entity_type, entity_id, asset_id, bucket, amount) AS
+    concat_ws('|', id::VARCHAR, entity_type, entity_id::VARCHAR, asset_id::VARCHAR, bucket, amount::DECIMAL(38, 18)::VARCHAR);
+
+CREATE OR REPLACE MACRO entry_text(id, seq, program_id, event_id, operation_id, rule_id, rule_version, action_index,
+                                   action_type, reference_id, effective_at, allow_negative) AS
+    concat_ws('|', id::VARCHAR, seq::VARCHAR, program_id::VARCHAR, coalesce(event_id::VARCHAR, ''),
+              coalesce(operation_id::VARCHAR, ''), coalesce(rule_id::VARCHAR, ''), coalesce(rule_version, ''),
+              coalesce(action_index::VARCHAR, ''), action_type, coalesce(reference_id, ''),
+              epoch_us(effective_at)::VARCHAR, allow_negative::VARCHAR);
+
+CREATE OR REPLACE MACRO batch_root(prev_root, batch) AS
+    sha256(prev_root || '#' || COALESCE((SELECT string_agg(entry_hash, ';' ORDER BY seq) FROM journal_entries
+                                         WHERE batch_id = batch), ''));

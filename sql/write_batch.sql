@@ -49,33 +49,47 @@ CREATE OR REPLACE TEMP TABLE batch_entries AS
 SELECT md5('entry:' || event_id || ':' || rule_version || ':' || action_index)::UUID AS id, *
 FROM (SELECT md5('event:' || program_id || ':' || idempotency_key)::UUID AS event_id, * FROM stage_effects);
 
--- name: insert_entries
-INSERT INTO journal_entries
-SELECT id, seq, program_id::UUID, event_id, NULL, rule_id::UUID, rule_version, action_index,
-       action_type, NULL, description, effective_at, $batch_id
-FROM batch_entries;
+-- name: stage_postings
+CREATE OR REPLACE TEMP TABLE batch_postings AS
+SELECT md5('posting:' || id || ':' || leg)::UUID AS id, id AS journal_entry_id, program_id::UUID AS program_id,
+       CASE leg WHEN 0 THEN from_type ELSE to_type END AS entity_type,
+       (CASE leg WHEN 0 THEN from_id ELSE to_id END)::UUID AS entity_id,
+       asset_id::UUID AS asset_id,
+       CASE leg WHEN 0 THEN from_bucket ELSE to_bucket END AS bucket,
+       (CASE leg WHEN 0 THEN -amount ELSE amount END)::DECIMAL(38, 18) AS amount
+FROM batch_entries, (VALUES (0), (1)) legs(leg);
 
 -- name: insert_postings
-INSERT INTO postings
-SELECT md5('posting:' || id || ':' || leg)::UUID, id, program_id::UUID,
-       CASE leg WHEN 0 THEN from_type ELSE to_type END,
-       (CASE leg WHEN 0 THEN from_id ELSE to_id END)::UUID,
-       asset_id::UUID,
-       CASE leg WHEN 0 THEN from_bucket ELSE to_bucket END,
-       CASE leg WHEN 0 THEN -amount ELSE amount END
-FROM batch_entries, (VALUES (0), (1)) legs(leg);
+INSERT INTO postings SELECT * FROM batch_postings;
+
+-- name: insert_entries
+INSERT INTO journal_entries
+SELECT e.id, e.seq, e.program_id::UUID, e.event_id, NULL, e.rule_id::UUID, e.rule_version, e.action_index,
+       e.action_type, NULL, e.description, e.effective_at, e.allow_negative, $batch_id,
+       sha256(entry_text(e.id, e.seq, e.program_id, e.event_id, NULL, e.rule_id, e.rule_version, e.action_index,
+                         e.action_type, NULL, e.effective_at, e.allow_negative)
+              || '#' || p.postings)
+FROM batch_entries e
+JOIN (SELECT journal_entry_id,
+             string_agg(posting_text(id, entity_type, entity_id, asset_id, bucket, amount), ';' ORDER BY id) AS postings
+      FROM batch_postings GROUP BY journal_entry_id) p ON p.journal_entry_id = e.id;
 
 -- name: update_balances
 INSERT INTO account_balances
 SELECT entity_type, entity_id, asset_id, bucket, SUM(amount)
 FROM postings p
-WHERE p.journal_entry_id IN (SELECT id FROM batch_entries)
+WHERE p.journal_entry_id IN (SELECT id FROM batch_entries)  -- this batch's postings only
 GROUP BY ALL
 ON CONFLICT DO UPDATE SET amount = account_balances.amount + EXCLUDED.amount;
 
 -- name: insert_batch
-INSERT INTO batches VALUES ($batch_id, $fingerprint, $sources, $catalog_version, $rows_read, $completed,
-    $failed, $duplicates, $rejected, (SELECT COUNT(*) FROM batch_entries), (SELECT 2 * COUNT(*) FROM batch_entries), now());
+-- The root chains this batch's entry hashes (in ledger order) to the previous batch's root.
+INSERT INTO batches
+WITH prev AS (SELECT COALESCE((SELECT root_hash FROM batches ORDER BY id DESC LIMIT 1), '') AS root)
+SELECT $batch_id, $fingerprint, $sources, $catalog_version, $rows_read, $completed, $failed, $duplicates,
+       $rejected, (SELECT COUNT(*) FROM batch_entries), (SELECT COUNT(*) FROM batch_postings), now(),
+       batch_root(prev.root, $batch_id), prev.root
+FROM prev;
 
 -- name: delete_entity_state
 DELETE FROM entity_state USING stage_state_entities s

@@ -24,7 +24,8 @@ def sections(name: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for block in re.split(r"^-- name: ", script(name), flags=re.M)[1:]:
         title, _, body = block.partition("\n")
-        out[title.strip()] = body.strip()
+        # without the trailing ';', a section can be wrapped as a subquery
+        out[title.strip()] = body.strip().rstrip(";").rstrip()
     return out
 
 

@@ -21,7 +21,7 @@ from .sqlfiles import statement
 ORDER = [
     "insert_catalog_programs", "insert_catalog_assets", "insert_catalog_rules", "insert_catalog_rule_versions",
     "insert_participants", "insert_enrollments", "insert_events", "insert_rejected", "insert_evaluations",
-    "stage_entries", "insert_entries", "insert_postings", "update_balances",
+    "stage_entries", "stage_postings", "insert_postings", "insert_entries", "update_balances",
     "delete_entity_state", "insert_entity_state", "upsert_budget_usage", "insert_batch",
 ]
 

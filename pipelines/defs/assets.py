@@ -12,22 +12,10 @@ import pyarrow.parquet as pq
 
 from engine.run import run_batch
 
+from engine.ledger.sqlfiles import statement
+
 from .partitions import daily
 from .resources import LedgerDatabase, PerkflowFiles
-
-# Report query over the `balances` view (sql/views.sql). It lives here, not in sql/checks.sql,
-# because every section of checks.sql is an invariant returning violations; it belongs in a
-# future sql/reports.sql.
-BALANCE_TOTALS = """
-SELECT asset_symbol, COUNT(*) AS accounts,
-       COUNT(*) FILTER (WHERE entity_type = 'PARTICIPANT') AS participants,
-       COALESCE(SUM(available) FILTER (WHERE entity_type = 'PARTICIPANT'), 0) AS available,
-       COALESCE(SUM(held) FILTER (WHERE entity_type = 'PARTICIPANT'), 0) AS held,
-       COALESCE(SUM(deferred) FILTER (WHERE entity_type = 'PARTICIPANT'), 0) AS deferred
-FROM balances
-GROUP BY asset_symbol
-ORDER BY asset_symbol
-"""
 
 POOL = "duckdb_writer"  # DuckDB: one process may open the file for writing, and then no other may open it
 
@@ -135,8 +123,8 @@ def ledger(context: dg.AssetExecutionContext, ledger_db: LedgerDatabase,
 )
 def balances(ledger_db: LedgerDatabase) -> dg.MaterializeResult:
     with ledger_db.connect(read_only=True) as con:
-        rows = con.execute("SELECT count(*) FROM balances").fetchone()[0]
-        per_asset = con.execute(BALANCE_TOTALS).fetchall()
+        rows = con.execute(statement("reports.sql", "balance_count")).fetchall()[0][0]
+        per_asset = con.execute(statement("reports.sql", "balance_totals")).fetchall()
     totals = [{"asset": a, "accounts": n, "participants": p, "available": str(av), "held": str(h),
                "deferred": str(d)} for a, n, p, av, h, d in per_asset]
     metadata: dict = {"dagster/row_count": rows, "totals_per_asset": dg.MetadataValue.md(_table(totals))}

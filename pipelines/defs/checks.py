@@ -23,7 +23,7 @@ CHECKS = {
 
 def violations(con, name: str) -> tuple[int, list[str], list[tuple]]:
     """(number of violating rows, column names, the first SAMPLE of them) for one checks.sql section."""
-    sql = statement("checks.sql", name).rstrip().rstrip(";")
+    sql = statement("checks.sql", name)
     count = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
     cur = con.execute(f"SELECT * FROM ({sql}) LIMIT {SAMPLE}")
     return count, [d[0] for d in cur.description], cur.fetchall()

@@ -1,0 +1,46 @@
+-- `perkflow verify`: each section returns the rows that VIOLATE an invariant (zero rows = holds),
+-- first violation first. The invariants of sql/checks.sql are run as well.
+
+-- name: entry_hashes
+-- Every entry's hash, recomputed from its stored content and postings with the writer's macros.
+WITH p AS (
+    SELECT journal_entry_id,
+           string_agg(posting_text(id, entity_type, entity_id, asset_id, bucket, amount), ';' ORDER BY id) AS postings
+    FROM postings GROUP BY journal_entry_id
+)
+SELECT j.id AS journal_entry_id, j.seq, j.batch_id, j.entry_hash AS stored,
+       sha256(entry_text(j.id, j.seq, j.program_id, j.event_id, j.operation_id, j.rule_id, j.rule_version,
+                         j.action_index, j.action_type, j.reference_id, j.effective_at, j.allow_negative)
+              || '#' || COALESCE(p.postings, '')) AS recomputed
+FROM journal_entries j LEFT JOIN p ON p.journal_entry_id = j.id
+WHERE stored <> recomputed
+ORDER BY j.seq;
+
+-- name: batch_chain
+-- Every batch root, recomputed from the stored entry hashes and the previous batch's root.
+WITH RECURSIVE chain AS (
+    SELECT id, batch_root('', id) AS root FROM batches WHERE id = (SELECT MIN(id) FROM batches)
+    UNION ALL
+    SELECT b.id, batch_root(c.root, b.id) FROM batches b JOIN chain c ON b.id = c.id + 1
+)
+SELECT b.id AS batch_id, b.root_hash AS stored, c.root AS recomputed, b.prev_root_hash
+FROM batches b LEFT JOIN chain c ON c.id = b.id
+WHERE c.root IS NULL OR c.root <> b.root_hash
+ORDER BY b.id;
+
+-- name: summary_identity
+-- issued - redeemed - expired - forfeited = current balance, per program and asset.
+SELECT program_key, asset_symbol, total_issued, total_redeemed, total_expired, total_forfeited, current_balance
+FROM ledger_summary
+WHERE total_issued - total_redeemed - total_expired - total_forfeited <> current_balance;
+
+-- name: negative_balances
+-- A participant's AVAILABLE balance below zero needs an entry that was allowed to overdraw it.
+SELECT b.entity_id AS participant_id, b.asset_id, b.amount
+FROM account_balances b
+WHERE b.entity_type = 'PARTICIPANT' AND b.bucket = 'AVAILABLE' AND b.amount < 0
+  AND NOT EXISTS (
+      SELECT 1 FROM postings p JOIN journal_entries j ON j.id = p.journal_entry_id
+      WHERE p.entity_type = b.entity_type AND p.entity_id = b.entity_id AND p.asset_id = b.asset_id
+        AND p.bucket = b.bucket AND j.allow_negative)
+ORDER BY ALL;
