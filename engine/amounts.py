@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 DECIMAL = pl.Decimal(38, 18)
 MAX_INTEGER_DIGITS = 20
+LIMIT = Decimal(10) ** MAX_INTEGER_DIGITS  # the first value DECIMAL(38, 18) cannot hold
 
 #: failure codes of semantics.md 7, and the zero no-op
 NOT_POSITIVE = "amount_not_positive"

@@ -25,7 +25,7 @@ from engine import amounts
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS, event_dicts
-from engine.kernel import KernelEvent, Precomputed, run_kernel
+from engine.kernel import ISSUANCE, KernelEvent, Precomputed, insufficient_message, run_kernel
 from engine.plan import needs_kernel, reads_state
 from engine.state import Store
 
@@ -36,6 +36,9 @@ EFFECT_SCHEMA = {
     "action_index": pl.Int64, "action_type": pl.String, "asset_id": pl.String,
     "amount": amounts.DECIMAL, "allow_negative": pl.Boolean, "description": pl.String,
 }
+#: Every applied action moves `amount` from one account to another.
+ACCOUNT_SCHEMA = {"entity_id": pl.String, "from_type": pl.String, "from_id": pl.String, "from_bucket": pl.String,
+                  "to_type": pl.String, "to_id": pl.String, "to_bucket": pl.String}
 FAILURE_SCHEMA = {"pos": pl.Int64, "rule_order": pl.Int64, "action_index": pl.Int64,
                   "error_code": pl.String, "error_message": pl.String}
 EVAL_SCHEMA = {"pos": pl.Int64, "rule_id": pl.String, "rule_version": pl.String,
@@ -62,7 +65,7 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
         return _execute_sequential(events, runnable, catalog, store, row_path)
     store.preload(runnable["entity_id"].unique().drop_nulls().to_list(), [])
     opening = pl.DataFrame(
-        [(e, a, v) for (e, a), v in store.balances.items()],
+        [(e, a, v) for (t, e, a, b), v in store.balances.items() if t == "PARTICIPANT" and b == "AVAILABLE"],
         schema={"entity_id": pl.String, "asset_id": pl.String, "amount": amounts.DECIMAL}, orient="row")
     stats = _Stats()
     effects, failures, evals = [], [], []
@@ -79,6 +82,15 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
     eff = eff.join(first_fail.select("pos"), on="pos", how="anti")
     eff = eff.join(events.select("pos", "entity_id"), on="pos").sort("pos", "rule_order", "action_index")
     eff, short = _settle(eff, opening, catalog, row_path)
+    credit = pl.col("action_type") == "CREDIT"
+    eff = eff.with_columns(  # CREDIT: issuance -> participant; DEBIT: back to issuance
+        from_type=pl.when(credit).then(pl.lit("SYSTEM_ISSUANCE")).otherwise(pl.lit("PARTICIPANT")),
+        from_id=pl.when(credit).then(pl.lit(ISSUANCE)).otherwise(pl.col("entity_id")),
+        from_bucket=pl.lit("AVAILABLE"),
+        to_type=pl.when(credit).then(pl.lit("PARTICIPANT")).otherwise(pl.lit("SYSTEM_ISSUANCE")),
+        to_id=pl.when(credit).then(pl.col("entity_id")).otherwise(pl.lit(ISSUANCE)),
+        to_bucket=pl.lit("AVAILABLE"),
+    )
     fail_all = pl.concat([
         first_fail.select("pos", "error_code", "error_message"),
         short,
@@ -119,7 +131,7 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
     ])
     status = events.select("pos").join(fail_all, on="pos", how="left").with_columns(
         status=pl.when(pl.col("error_code").is_null()).then(pl.lit("COMPLETED")).otherwise(pl.lit("FAILED")))
-    eff = pl.DataFrame(result.effects, schema=EFFECT_SCHEMA | {"entity_id": pl.String})
+    eff = pl.DataFrame(result.effects, schema=EFFECT_SCHEMA | ACCOUNT_SCHEMA)
     evals = pl.DataFrame(result.evaluations, schema=EVAL_SCHEMA)
     return Outcome(status=status, effects=eff, evaluations=evals, vectorised=stats.vectorised,
                    row_evaluated=stats.row, sequential_events=len(kernel_events))
@@ -397,17 +409,11 @@ def _kernel(todo: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog) -> dict
         new = have - amount if typ == "DEBIT" else have + amount
         if typ == "DEBIT" and not allow_negative and new < 0:
             ok = False
-            failed[pos] = (f"insufficient available balance: {symbols.get(asset, asset)} available "
-                           f"{_fmt(have)}, debit {_fmt(amount)}")
+            failed[pos] = insufficient_message("DEBIT", "AVAILABLE", symbols.get(asset, asset), have, amount)
             continue
         trial[key] = new
     close()
     return failed
-
-
-def _fmt(d: Decimal) -> str:
-    s = format(d, "f")
-    return s.rstrip("0").rstrip(".") if "." in s else s
 
 
 def _concat(frames: list[pl.DataFrame], schema: dict) -> pl.DataFrame:

@@ -21,6 +21,7 @@ INSUFFICIENT = "insufficient_balance"
 NOT_FOUND = "participant_not_found"
 INACTIVE = "participant_inactive"
 BLOCKED_FOR_INACTIVE = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "COUNTER"}
+VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT"}
 
 
 @dataclass
@@ -74,7 +75,11 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
 
 def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: list, catalog, symbols) -> None:
     program = ev.program
-    tx.state("PARTICIPANT", ev.subject)  # due resets happen before anything reads the participant
+    # due resets happen before anything reads the entities the event touches
+    tx.state("PARTICIPANT", ev.subject)
+    if ev.recipient:
+        tx.state("PARTICIPANT", ev.recipient)
+    tx.state("PROGRAM", str(program.id))
     stopped = False
     for rule in program.active_rules:
         if stopped or not _in_window(rule, ev.now):
@@ -89,7 +94,11 @@ def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: 
             continue
         if not matched:
             continue
-        planned = [_plan_action(ev, tx, pre, rule, a, catalog) for a in rule.actions]
+        try:
+            planned = [_plan_action(ev, tx, pre, rule, a, catalog) for a in rule.actions]
+        except ActionFailed:
+            evals.append(_eval(ev, rule, "MATCHED", None))  # it matched; its action failed the event
+            raise
         if not _take_budget(rule, planned, tx, ev.now):
             evals.append(_eval(ev, rule, "BUDGET_EXCEEDED", None))
             continue
@@ -128,8 +137,8 @@ def _activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
             "counters": {k: float(c.value) for k, c in st.counters.items()},
             "attributes": dict(st.attributes),
             "tiers": {},
-            "balances": {s: {"available": float(tx.balance(ev.subject, str(catalog.asset_ids[s]))),
-                             "held": 0.0, "deferred": 0.0} for s in ev.program.assets},
+            "balances": {s: {b.lower(): float(tx.balance(("PARTICIPANT", ev.subject, str(catalog.asset_ids[s]), b)))
+                             for b in ("AVAILABLE", "HELD", "DEFERRED")} for s in ev.program.assets},
         },
         "program": {"key": ev.program.key, "tags": sorted(pst.tags),
                     "counters": {k: float(c.value) for k, c in pst.counters.items()},
@@ -160,7 +169,9 @@ def _plan_action(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, 
     happens here, before budgets are consulted and before anything applies."""
     entity = _entity(ev, tx, rule, action, catalog)
     where = f"rule {rule.name!r} action {action.index}"
-    if action.type in ("CREDIT", "DEBIT"):
+    if action.type in VALUE_ACTIONS:
+        if action.amount is None:  # RELEASE without an amount releases everything held
+            return entity, None
         raw = _value(ev, tx, pre, rule, action, "amount", catalog)
         return entity, _amount(raw, action, where)
     if action.type in ("TAG", "UNTAG"):
@@ -208,9 +219,18 @@ def _attribute_text(raw, where: str) -> str:
             raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value: {err}")
         return _plain(Decimal(text))
     if isinstance(raw, datetime):
-        return raw.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        text = raw.astimezone(timezone.utc).isoformat().replace("+00:00", "")
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return text + "Z"
     raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value must be text, a number, a bool or a timestamp, "
                                                  f"got {type(raw).__name__}")
+
+
+def insufficient_message(kind: str, bucket: str, symbol: str, have: Decimal, amount: Decimal) -> str:
+    """The one wording of an insufficient balance, whichever path found it."""
+    b = bucket.lower()
+    return f"insufficient {b} balance for {kind}: {symbol} {b} {_plain(have)}, needs {_plain(amount)}"
 
 
 def _plain(d: Decimal) -> str:
@@ -286,24 +306,8 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
         person = tx.store.people.get(eid)
         if person is not None and person.status != "ACTIVE":
             raise ActionFailed(INACTIVE, f"{where}: participant {person.external_id} is {person.status}")
-    if action.type in ("CREDIT", "DEBIT"):
-        if value is None:  # an amount of exactly 0 is a no-op
-            return
-        asset = str(action.asset_id)
-        if action.type == "DEBIT":
-            have = tx.balance(eid, asset)
-            if not action.allow_negative and have - value < 0:
-                raise ActionFailed(INSUFFICIENT, f"insufficient available balance: {symbols.get(asset, asset)} "
-                                                 f"available {_plain(have)}, debit {_plain(value)}")
-            tx.add(eid, asset, -value)
-        else:
-            tx.add(eid, asset, value)
-        effects.append({
-            "pos": ev.pos, "rule_id": str(rule.id), "rule_version": rule.version, "rule_order": rule.order,
-            "action_index": action.index, "action_type": action.type, "asset_id": asset, "amount": value,
-            "allow_negative": action.allow_negative, "description": action.description or rule.name,
-            "entity_id": eid,
-        })
+    if action.type in VALUE_ACTIONS:
+        _apply_value(ev, tx, rule, action, (etype, eid), value, effects, symbols)
         return
     st = tx.state(etype, eid)
     if action.type == "TAG":
@@ -316,9 +320,51 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
             c = st.counters[action.key] = Counter(Decimal(0), action.reset_after, ev.now)
         elif action.reset_after is not None and c.reset_after != action.reset_after:
             c.reset_after = action.reset_after
+        if abs(c.value + value) >= amounts.LIMIT:
+            raise ActionFailed(amounts.OUT_OF_RANGE, f"{where}: counter {action.key} would exceed "
+                                                     f"{amounts.MAX_INTEGER_DIGITS} integer digits")
         c.value += value
     else:
         st.attributes[action.key] = value
+
+
+ISSUANCE = str(ids.system_account_id("SYSTEM_ISSUANCE"))
+BREAKAGE = str(ids.system_account_id("SYSTEM_BREAKAGE"))
+
+
+def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, entity: tuple[str, str],
+                 amount: Decimal | None, effects: list, symbols: dict) -> None:
+    """Value actions move an amount between two accounts (semantics.md 7 and 8)."""
+    etype, eid = entity
+    asset = str(action.asset_id)
+    mine = lambda bucket: (etype, eid, asset, bucket)  # noqa: E731 - the entity's account in a bucket
+    kind = action.type
+    if kind == "CREDIT":
+        source, dest = ("SYSTEM_ISSUANCE", ISSUANCE, asset, "AVAILABLE"), mine(action.bucket or "AVAILABLE")
+    elif kind == "DEBIT":
+        source, dest = mine("AVAILABLE"), ("SYSTEM_ISSUANCE", ISSUANCE, asset, "AVAILABLE")
+    elif kind == "HOLD":
+        source, dest = mine("AVAILABLE"), mine("HELD")
+    elif kind == "RELEASE":
+        source, dest = mine("HELD"), mine("AVAILABLE")
+        if amount is None:  # everything held
+            amount = tx.balance(source) if tx.balance(source) > 0 else None
+    else:  # FORFEIT
+        source, dest = mine(action.bucket or "AVAILABLE"), ("SYSTEM_BREAKAGE", BREAKAGE, asset, "AVAILABLE")
+    if amount is None:  # an amount of exactly 0 is a no-op
+        return
+    if source[0] == etype and not (kind == "DEBIT" and action.allow_negative):
+        have = tx.balance(source)
+        if have - amount < 0:
+            raise ActionFailed(INSUFFICIENT, insufficient_message(kind, source[3], symbols.get(asset, asset), have, amount))
+    tx.move(source, dest, amount)
+    effects.append({
+        "pos": ev.pos, "rule_id": str(rule.id), "rule_version": rule.version, "rule_order": rule.order,
+        "action_index": action.index, "action_type": kind, "asset_id": asset, "amount": amount,
+        "allow_negative": action.allow_negative, "description": action.description or rule.name,
+        "entity_id": eid, "from_type": source[0], "from_id": source[1], "from_bucket": source[3],
+        "to_type": dest[0], "to_id": dest[1], "to_bucket": dest[3],
+    })
 
 
 def _eval(ev: KernelEvent, rule: CompiledRule, outcome: str, message: str | None) -> dict:

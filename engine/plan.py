@@ -24,7 +24,8 @@ from engine.cel import CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS
 
 STATE_VARIABLES = frozenset({"participant", "program"})
-STATE_ACTIONS = frozenset({"TAG", "UNTAG", "COUNTER", "SET_ATTRIBUTE"})
+#: Actions the set-based path applies (with its sequential balance check); all others need the kernel.
+SET_BASED_ACTIONS = frozenset({"CREDIT", "DEBIT"})
 
 
 def reads_state(prog: CelProgram) -> bool:
@@ -38,7 +39,8 @@ def rule_reads_state(rule: CompiledRule) -> bool:
 def rule_is_stateful(rule: CompiledRule) -> bool:
     """Reads or writes state beyond balances, or is coupled to other events through a budget."""
     return (rule_reads_state(rule) or bool(rule.budgets)
-            or any(a.type in STATE_ACTIONS or a.target is not None for a in rule.actions))
+            or any(a.type not in SET_BASED_ACTIONS or a.bucket not in (None, "AVAILABLE") or a.target is not None
+                   for a in rule.actions))
 
 
 def needs_kernel(program: CompiledProgram) -> bool:
@@ -70,7 +72,7 @@ def plan_program(program: CompiledProgram, event_dtype: pl.DataType | None = Non
             else:
                 path, reason = "vectorised", "reads only event and now"
             if rule_is_stateful(rule):
-                reason += "; its actions run in the sequential kernel (state actions, targets or budgets)"
+                reason += "; its actions run in the sequential kernel (state or bucket actions, targets or budgets)"
         out.append(RulePlan(program.key, rule.key, rule.order, path, reason))
     return out
 

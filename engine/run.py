@@ -133,19 +133,12 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store) -> di
     )
     keys = ev.select("pos", "program_uuid", "idempotency_key", "event_timestamp")
     effects = outcome.effects.join(keys, on="pos").sort("pos", "rule_order", "action_index").with_row_index("_n")
-    issuance = str(ids.system_account_id("SYSTEM_ISSUANCE"))
-    credit = pl.col("action_type") == "CREDIT"
     effects = effects.select(
         program_id="program_uuid", idempotency_key="idempotency_key", rule_id="rule_id", rule_version="rule_version",
         action_index="action_index", action_type="action_type", asset_id="asset_id", amount="amount",
-        allow_negative="allow_negative",
-        description="description", effective_at="event_timestamp", seq=pl.col("_n").cast(pl.Int64) + base,
-        from_type=pl.when(credit).then(pl.lit("SYSTEM_ISSUANCE")).otherwise(pl.lit("PARTICIPANT")),
-        from_id=pl.when(credit).then(pl.lit(issuance)).otherwise(pl.col("entity_id")),
-        from_bucket=pl.lit("AVAILABLE"),
-        to_type=pl.when(credit).then(pl.lit("PARTICIPANT")).otherwise(pl.lit("SYSTEM_ISSUANCE")),
-        to_id=pl.when(credit).then(pl.col("entity_id")).otherwise(pl.lit(issuance)),
-        to_bucket=pl.lit("AVAILABLE"),
+        allow_negative="allow_negative", description="description", effective_at="event_timestamp",
+        seq=pl.col("_n").cast(pl.Int64) + base, from_type="from_type", from_id="from_id",
+        from_bucket="from_bucket", to_type="to_type", to_id="to_id", to_bucket="to_bucket",
     )
     evaluations = outcome.evaluations.join(keys, on="pos").select(
         program_id="program_uuid", idempotency_key="idempotency_key", rule_id="rule_id",

@@ -30,13 +30,17 @@ class EntityState:
     counters: dict[str, Counter] = field(default_factory=dict)
     attributes: dict[str, str] = field(default_factory=dict)
 
-    def apply_resets(self, now: datetime) -> None:
-        """Lazy `reset_after`: a counter due at or before `now` is 0 from its due instant."""
+    def apply_resets(self, now: datetime) -> bool:
+        """Lazy `reset_after`: a counter due at or before `now` is 0 from its due instant.
+        Returns whether anything was reset."""
+        changed = False
         for c in self.counters.values():
             if c.reset_after is not None and c.last_reset_at + c.reset_after <= now:
                 periods = (now - c.last_reset_at) // c.reset_after
                 c.last_reset_at = c.last_reset_at + periods * c.reset_after
                 c.value = Decimal(0)
+                changed = True
+        return changed
 
 
 @dataclass
@@ -54,7 +58,7 @@ class Store:
         self.con = con
         self.people: dict[str, Person] = {}
         self.by_external: dict[str, str] = {}
-        self.balances: dict[tuple[str, str], Decimal] = {}
+        self.balances: dict[tuple[str, str, str, str], Decimal] = {}  # (entity type, id, asset, bucket)
         self.states: dict[tuple[str, str], EntityState] = {}
         self.budgets = budgets  # (rule_id, asset_id) -> (period, consumed)
         self.loaded: set[str] = set()
@@ -77,8 +81,8 @@ class Store:
             return
         self.con.register("stage_entities", pl.DataFrame({"id": ids}, schema={"id": pl.String}).to_arrow())
         try:
-            for e, a, amt in db.frame(self.con, statement("lookups.sql", "entity_balances")).iter_rows():
-                self.balances[(e, a)] = Decimal(amt)
+            for t, e, a, b, amt in db.frame(self.con, statement("lookups.sql", "entity_balances")).iter_rows():
+                self.balances[(t, e, a, b)] = Decimal(amt)
             for row in db.frame(self.con, statement("lookups.sql", "participants_by_id")).iter_rows():
                 self.add_person(Person(*row))
             for etype, eid, kind, key, text, number, reset_us, last in db.frame(
@@ -140,27 +144,30 @@ class Tx:
     def __init__(self, store: Store, now: datetime):
         self.store = store
         self.now = now
-        self.balances: dict[tuple[str, str], Decimal] = {}
+        self.balances: dict[tuple[str, str, str, str], Decimal] = {}
         self.states: dict[tuple[str, str], EntityState] = {}
         self.budgets: dict[tuple[str, str], tuple[int, Decimal]] = {}
         self.created: list[Person] = []
 
-    def balance(self, entity: str, asset: str) -> Decimal:
-        key = (entity, asset)
-        if key in self.balances:
-            return self.balances[key]
-        return self.store.balances.get(key, Decimal(0))
+    def balance(self, account: tuple[str, str, str, str]) -> Decimal:
+        """An account (entity type, entity id, asset id, bucket) as of this point in the event."""
+        if account in self.balances:
+            return self.balances[account]
+        return self.store.balances.get(account, Decimal(0))
 
-    def add(self, entity: str, asset: str, delta: Decimal) -> None:
-        self.balances[(entity, asset)] = self.balance(entity, asset) + delta
+    def move(self, source: tuple[str, str, str, str], dest: tuple[str, str, str, str], amount: Decimal) -> None:
+        self.balances[source] = self.balance(source) - amount
+        self.balances[dest] = self.balance(dest) + amount
 
     def state(self, etype: str, eid: str) -> EntityState:
-        """The entity's state for this event, with resets due by `now` applied."""
+        """The entity's state for this event. Resets due by `now` are time-driven, not the
+        event's doing: they are applied to the committed state and stand even if the event fails."""
         key = (etype, eid)
         if key not in self.states:
-            st = copy.deepcopy(self.store.states.get(key) or EntityState())
-            st.apply_resets(self.now)
-            self.states[key] = st
+            committed = self.store.states.get(key)
+            if committed is not None and committed.apply_resets(self.now):
+                self.store.dirty_states.add(key)
+            self.states[key] = copy.deepcopy(committed) if committed is not None else EntityState()
         return self.states[key]
 
     def budget_consumed(self, rule_id: str, asset_id: str, period: int) -> Decimal:

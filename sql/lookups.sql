@@ -23,9 +23,9 @@ SELECT entity_type, entity_id::VARCHAR AS entity_id, kind, key, text_value, numb
 FROM entity_state WHERE entity_id::VARCHAR IN (SELECT id FROM stage_entities);
 
 -- name: entity_balances
-SELECT entity_id::VARCHAR AS entity_id, asset_id::VARCHAR AS asset_id, amount
+SELECT entity_type, entity_id::VARCHAR AS entity_id, asset_id::VARCHAR AS asset_id, bucket, amount
 FROM account_balances
-WHERE entity_type = 'PARTICIPANT' AND bucket = 'AVAILABLE' AND entity_id::VARCHAR IN (SELECT id FROM stage_entities);
+WHERE entity_id::VARCHAR IN (SELECT id FROM stage_entities);
 
 -- name: participants_by_id
 SELECT id::VARCHAR AS id, external_id, status, created_at FROM participants WHERE id::VARCHAR IN (SELECT id FROM stage_entities);

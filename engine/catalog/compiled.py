@@ -31,6 +31,7 @@ class CompiledAction:
     asset_id: uuid.UUID | None = None
     amount: Value | None = None  # CREDIT/DEBIT: a static Decimal or an expression
     allow_negative: bool = False
+    bucket: str | None = None  # CREDIT: where value lands; FORFEIT: where it is taken from
     description: str | None = None
     tag: Value | None = None
     key: str | None = None

@@ -18,7 +18,7 @@ from engine.errors import CatalogError
 
 from .compiled import Catalog, CompiledAction, CompiledBudget, CompiledProgram, CompiledRule, CompiledTarget
 from .models import Action, Asset, Budget, ProgramFile, Rule
-from .support import unsupported
+from .support import VALUE_ACTIONS, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
@@ -173,14 +173,16 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         else:
             target = CompiledTarget(type=t.type)
     common = {"index": index, "type": action.type, "description": action.description, "target": target}
-    if action.type in ("CREDIT", "DEBIT"):
+    if action.type in VALUE_ACTIONS:
         symbol = need("asset")
         if symbol not in assets:
             raise CatalogError(f"{at}: unknown asset symbol {symbol!r}; define it under `assets`")
         asset = assets[symbol]
+        # RELEASE without an amount releases everything held
+        amount = None if action.type == "RELEASE" and action.amount is None else need("amount")
         return CompiledAction(**common, asset=asset, asset_id=ids.asset_id(symbol),
-                              amount=_amount(f"{at}.amount", need("amount"), asset, assets),
-                              allow_negative=action.allow_negative)
+                              amount=None if amount is None else _amount(f"{at}.amount", amount, asset, assets),
+                              allow_negative=action.allow_negative, bucket=action.bucket)
     if action.type in ("TAG", "UNTAG"):
         return CompiledAction(**common, tag=_value(f"{at}.tag", need("tag"), assets))
     if action.type == "COUNTER":

@@ -10,14 +10,17 @@ from .models import ProgramFile
 #: Action fields with behaviour, per action type (type itself is always fine).
 SUPPORTED_ACTION_FIELDS = {
     "CREDIT": {"asset", "amount", "description", "bucket", "target"},
-    "DEBIT": {"asset", "amount", "description", "bucket", "allow_negative", "target"},
+    "DEBIT": {"asset", "amount", "description", "allow_negative", "target"},
+    "HOLD": {"asset", "amount", "description", "target"},
+    "RELEASE": {"asset", "amount", "description", "target"},
+    "FORFEIT": {"asset", "amount", "description", "bucket", "target"},
     "TAG": {"tag", "target", "description"},
     "UNTAG": {"tag", "target", "description"},
     "COUNTER": {"key", "value", "reset_after", "target", "description"},
     "SET_ATTRIBUTE": {"key", "value", "target", "description"},
 }
 SUPPORTED_ACTIONS = set(SUPPORTED_ACTION_FIELDS)
-VALUE_ACTIONS = {"CREDIT", "DEBIT"}
+VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT"}
 
 
 def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
@@ -45,8 +48,6 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
             for field in sorted(action.model_fields_set - allowed - {"type"}):
                 if getattr(action, field) not in (None, False):
                     yield at, field
-            if action.bucket not in (None, "AVAILABLE"):
-                yield at, f"bucket: {action.bucket}"
             if action.target is not None and action.target.type == "GROUP":
                 yield at, "target.type: GROUP"
             if action.target is not None and action.target.type == "PROGRAM" and action.type in VALUE_ACTIONS:
