@@ -118,6 +118,7 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     creates = {p.key: p.model.on_unknown_participant == "CREATE" and p.model.status == "ACTIVE"
                for p in catalog.programs.values()}
     active = {p.key: p.model.status == "ACTIVE" for p in catalog.programs.values()}
+    rejects = {p.key: p.model.on_unknown_participant == "REJECT" for p in catalog.programs.values()}
     people = pl.concat([
         new.select(external_id="external_id", id="participant_id"),
         new.select(external_id="recipient_external_id", id="recipient_id"),
@@ -131,6 +132,7 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     df = new.with_columns(
         creates=pl.col("program_key").replace_strict(creates, return_dtype=pl.Boolean),
         program_active=pl.col("program_key").replace_strict(active, return_dtype=pl.Boolean),
+        rejects=pl.col("program_key").replace_strict(rejects, return_dtype=pl.Boolean),
         subject_ext=pl.col("external_id"), recipient_ext=pl.col("recipient_external_id"),
     )
     # Deterministic ids for every external id; an explicit participant id wins.
@@ -156,10 +158,13 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     def exists(id_col: str, from_col: str) -> pl.Expr:
         return pl.col(id_col).is_in(known_list) | (pl.col(from_col).is_not_null() & (pl.col(from_col) <= pl.col("pos")))
 
+    # semantics.md 5.1: the participant (and recipient) first, then the program's status
+    subject_missing = ~exists("subject_id", "subj_from")
+    recipient_missing = pl.col("recipient_uuid").is_not_null() & ~exists("recipient_uuid", "rec_from")
     df = df.with_columns(
-        pre_code=pl.when(~pl.col("program_active")).then(pl.lit("program_inactive"))
-        .when(~exists("subject_id", "subj_from")).then(pl.lit("participant_not_found"))
-        .when(pl.col("recipient_uuid").is_not_null() & ~exists("recipient_uuid", "rec_from")).then(pl.lit("participant_not_found"))
+        pre_code=pl.when((subject_missing | recipient_missing) & pl.col("rejects")).then(pl.lit("participant_not_found"))
+        .when(~pl.col("program_active")).then(pl.lit("program_inactive"))
+        .when(subject_missing | recipient_missing).then(pl.lit("participant_not_found"))
         .otherwise(None),
     ).with_columns(
         pre_message=pl.when(pl.col("pre_code") == "program_inactive")
