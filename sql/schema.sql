@@ -192,3 +192,40 @@ CREATE OR REPLACE MACRO entry_text(id, seq, program_id, event_id, operation_id, 
 CREATE OR REPLACE MACRO batch_root(prev_root, batch) AS
     sha256(prev_root || '#' || COALESCE((SELECT string_agg(entry_hash, ';' ORDER BY seq) FROM journal_entries
                                          WHERE batch_id = batch), ''));
+
+-- LOT assets: each credit is a lot; `remaining` and `status` are current state, rewritten for the
+-- lots a batch touched (the ledger tables hold the history). Spending consumes FIFO by created_at, id.
+CREATE TABLE IF NOT EXISTS lots (
+    id               UUID NOT NULL,           -- md5('lot:' || journal_entry_id)
+    entity_type      VARCHAR NOT NULL,
+    entity_id        UUID NOT NULL,
+    asset_id         UUID NOT NULL,
+    amount           DECIMAL(38, 18) NOT NULL,
+    remaining        DECIMAL(38, 18) NOT NULL,
+    status           VARCHAR NOT NULL,        -- DEFERRED | AVAILABLE | HELD | CONSUMED | EXPIRED
+    created_at       TIMESTAMPTZ NOT NULL,
+    expires_at       TIMESTAMPTZ,
+    matures_at       TIMESTAMPTZ,
+    reference_id     VARCHAR,
+    journal_entry_id UUID NOT NULL,
+    batch_id         BIGINT NOT NULL
+);
+
+-- Direct operations (semantics.md 2.3), idempotent like events.
+CREATE TABLE IF NOT EXISTS operations (
+    id               UUID NOT NULL,           -- md5('operation:' || program_id || ':' || idempotency_key)
+    program_id       UUID NOT NULL,
+    operation        VARCHAR NOT NULL,
+    participant_id   UUID,
+    external_id      VARCHAR,
+    idempotency_key  VARCHAR NOT NULL,
+    timestamp        TIMESTAMPTZ NOT NULL,
+    arrival_seq      BIGINT NOT NULL,
+    params           JSON NOT NULL,
+    status           VARCHAR NOT NULL,        -- COMPLETED | FAILED
+    error_code       VARCHAR,
+    error_message    VARCHAR,
+    batch_id         BIGINT NOT NULL,
+    source           VARCHAR NOT NULL,
+    row_number       BIGINT NOT NULL
+);
