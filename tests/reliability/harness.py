@@ -41,10 +41,8 @@ WRITER_STATEMENTS = 17
 
 
 def perkflow_argv(*args: str) -> list[str]:
-    """The `perkflow` command: the venv's console script when present, else `python -m engine.cli`."""
-    script = Path(sys.executable).with_name("perkflow")
-    if script.exists():
-        return [str(script), *args]
+    """The `perkflow` command, as its console script runs it (`engine.cli:main`), from this
+    checkout (cwd=ROOT puts its `engine` first on sys.path)."""
     return [sys.executable, "-m", "engine.cli", *args]
 
 
@@ -217,7 +215,6 @@ LEDGER_VIEW = {
     "enrollments": "participant_id, program_id, enrolled_at",
     "rule_evaluations": "event_id, rule_id, rule_version, outcome, message",
     "entity_state": "entity_type, entity_id, kind, key, text_value, number_value, reset_after_us, last_reset_at",
-    "budget_usage": "rule_id, asset_id, period, consumed",
 }
 
 
@@ -228,6 +225,12 @@ def ledger_view(db: Path) -> dict[str, list[tuple]]:
         for t, cols in LEDGER_VIEW.items():
             sel = ", ".join(f"CAST({c.strip()} AS VARCHAR)" for c in cols.split(","))
             out[t] = [tuple(r) for r in con.execute(f"SELECT {sel} FROM {t} ORDER BY ALL").fetchall()]
+        # Budget state that later batches read: the latest period per (rule, asset). (A single run
+        # stores only that row; several batches keep the earlier periods' rows as well.)
+        out["budget_usage (latest period)"] = [tuple(r) for r in con.execute(
+            "SELECT CAST(rule_id AS VARCHAR), CAST(asset_id AS VARCHAR), CAST(period AS VARCHAR), "
+            "CAST(consumed AS VARCHAR) FROM budget_usage QUALIFY period = MAX(period) OVER (PARTITION BY rule_id, "
+            "asset_id) ORDER BY ALL").fetchall()]
         out["balances"] = [tuple(r) for r in con.execute(
             "SELECT external_id, asset_symbol, CAST(available AS VARCHAR), CAST(held AS VARCHAR), "
             "CAST(deferred AS VARCHAR) FROM balances ORDER BY ALL").fetchall()]
