@@ -23,7 +23,7 @@ if not console.is_terminal:  # piped output: wide enough for the counts table, n
     console = Console(width=120)
 err_console = Console(stderr=True, width=None if console.is_terminal else 120)
 
-REPORTS = ("ledger_summary", "balances")
+REPORTS = ("ledger_summary", "balances", "program_activity", "participant_statement", "expiration_schedule")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,8 +299,21 @@ def _cmd_sql(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    cols, rows = _query(args, f"SELECT * FROM {args.name}")  # name is one of REPORTS (argparse choices)
-    _show(args, cols, [_trim(r) for r in rows], title=args.name)
+    import duckdb
+
+    try:  # name is one of REPORTS (argparse choices)
+        cols, rows = _query(args, f"SELECT * FROM {args.name}")
+    except duckdb.CatalogException:
+        raise InputError(f"report {args.name} is not in this database yet; a `perkflow run` on it "
+                         "(re)creates the report views") from None
+
+    def cell(v):  # MAP columns (amounts per asset): a JSON object in --json, its JSON text elsewhere
+        if isinstance(v, dict):
+            obj = {str(k): _json_default(x) if isinstance(x, Decimal) else x for k, x in v.items()}
+            return obj if args.json else json.dumps(obj)
+        return _json_default(v) if isinstance(v, Decimal) else v
+
+    _show(args, cols, [tuple(cell(v) for v in r) for r in rows], title=args.name)
     return 0
 
 
