@@ -22,28 +22,101 @@ JOIN assets a ON a.id = b.asset_id
 LEFT JOIN participants p ON p.id = b.entity_id AND b.entity_type = 'PARTICIPANT'
 GROUP BY ALL;
 
--- Per program and asset: what was issued, taken back, and what participants hold now.
--- Identity: total_issued - total_redeemed - total_expired - total_forfeited = current_balance.
-CREATE OR REPLACE VIEW ledger_summary AS
-WITH participant_postings AS (
-    SELECT j.program_id, j.action_type, p.asset_id, p.entity_id, p.amount
+-- Value flows: one row per journal entry and asset that touches a participant account, with the
+-- entry's net effect on participants' accounts (sum of its PARTICIPANT postings) and the one
+-- category it counts in. Every net falls in exactly one category, signed, so
+--     issued - redeemed - expired - forfeited = sum of participant postings   (by construction)
+-- for any set of entries. Classification (docs/reports.md):
+--   EXPIRATION -> EXPIRED; FORFEIT -> FORFEITED (both: -net);
+--   CREDIT, VOID_HOLD -> ISSUED (+net; a voided hold un-issues the held credit it cancels);
+--   DEBIT, REDEMPTION, REDEMPTION_REVERSAL -> REDEEMED (-net; a reversal gives back, so it lowers it);
+--   anything else (ADJUSTMENT, TRANSFER, and HOLD/RELEASE/SETTLE/MATURITY/FUND/BURN, whose participant
+--   net is 0 when well formed) by the sign of its net: > 0 ISSUED, < 0 REDEEMED, 0 INTERNAL.
+CREATE OR REPLACE VIEW ledger_flows AS
+WITH nets AS (
+    SELECT j.id AS journal_entry_id, j.seq, j.program_id, j.action_type, j.effective_at, j.batch_id,
+           p.asset_id, SUM(p.amount) AS net_amount,
+           COUNT(DISTINCT p.entity_id) AS participants_touched
+    FROM journal_entries j JOIN postings p ON p.journal_entry_id = j.id
+    WHERE p.entity_type = 'PARTICIPANT'
+    GROUP BY j.id, j.seq, j.program_id, j.action_type, j.effective_at, j.batch_id, p.asset_id
+), classified AS (
+    SELECT *,
+        CASE
+            WHEN action_type = 'EXPIRATION' THEN 'EXPIRED'
+            WHEN action_type = 'FORFEIT' THEN 'FORFEITED'
+            WHEN action_type IN ('CREDIT', 'VOID_HOLD') THEN 'ISSUED'
+            WHEN action_type IN ('DEBIT', 'REDEMPTION', 'REDEMPTION_REVERSAL') THEN 'REDEEMED'
+            WHEN net_amount > 0 THEN 'ISSUED'
+            WHEN net_amount < 0 THEN 'REDEEMED'
+            ELSE 'INTERNAL'
+        END AS category
+    FROM nets
+)
+SELECT journal_entry_id, seq, program_id, action_type, effective_at, batch_id, asset_id,
+       net_amount, participants_touched, category,
+       CASE WHEN category = 'ISSUED'    THEN  net_amount ELSE 0 END::DECIMAL(38, 18) AS issued,
+       CASE WHEN category = 'REDEEMED'  THEN -net_amount ELSE 0 END::DECIMAL(38, 18) AS redeemed,
+       CASE WHEN category = 'EXPIRED'   THEN -net_amount ELSE 0 END::DECIMAL(38, 18) AS expired,
+       CASE WHEN category = 'FORFEITED' THEN -net_amount ELSE 0 END::DECIMAL(38, 18) AS forfeited
+FROM classified;
+
+-- Period variant of ledger_summary: entries with from_ts <= effective_at < to_ts (NULL = unbounded).
+-- Per program and asset: opening_balance + total_issued - total_redeemed - total_expired
+-- - total_forfeited = closing_balance. Rows for every program and asset with activity before to_ts.
+-- participant_count: distinct participants with a posting in the period.
+-- Timestamps given as naive text are read in the session time zone (perkflow sessions use UTC).
+CREATE OR REPLACE MACRO ledger_summary_between(from_ts, to_ts) AS TABLE
+WITH f AS (
+    SELECT *,
+        (from_ts IS NULL OR effective_at >= from_ts::TIMESTAMPTZ) AS in_period
+    FROM ledger_flows
+    WHERE to_ts IS NULL OR effective_at < to_ts::TIMESTAMPTZ
+), sums AS (
+    SELECT program_id, asset_id,
+        SUM(net_amount) FILTER (WHERE NOT in_period) AS opening_balance,
+        SUM(issued)     FILTER (WHERE in_period)     AS total_issued,
+        SUM(redeemed)   FILTER (WHERE in_period)     AS total_redeemed,
+        SUM(expired)    FILTER (WHERE in_period)     AS total_expired,
+        SUM(forfeited)  FILTER (WHERE in_period)     AS total_forfeited,
+        SUM(net_amount)                              AS closing_balance
+    FROM f GROUP BY program_id, asset_id
+), people AS (
+    SELECT j.program_id, p.asset_id, COUNT(DISTINCT p.entity_id) AS participant_count
     FROM postings p JOIN journal_entries j ON j.id = p.journal_entry_id
     WHERE p.entity_type = 'PARTICIPANT'
+      AND (from_ts IS NULL OR j.effective_at >= from_ts::TIMESTAMPTZ)
+      AND (to_ts IS NULL OR j.effective_at < to_ts::TIMESTAMPTZ)
+    GROUP BY j.program_id, p.asset_id
 )
 SELECT
     pr.key AS program_key,
     a.symbol AS asset_symbol,
-    COALESCE(SUM(amount) FILTER (WHERE action_type IN ('CREDIT', 'ADJUSTMENT', 'TRANSFER') AND amount > 0), 0) AS total_issued,
-    COALESCE(-SUM(amount) FILTER (WHERE action_type IN ('DEBIT', 'REDEMPTION', 'ADJUSTMENT', 'TRANSFER') AND amount < 0), 0)
-      - COALESCE(SUM(amount) FILTER (WHERE action_type = 'REDEMPTION_REVERSAL'), 0) AS total_redeemed,
-    COALESCE(-SUM(amount) FILTER (WHERE action_type = 'EXPIRATION'), 0) AS total_expired,
-    COALESCE(-SUM(amount) FILTER (WHERE action_type = 'FORFEIT'), 0) AS total_forfeited,
-    COALESCE(SUM(amount), 0) AS current_balance,
-    COUNT(DISTINCT entity_id) AS participant_count
-FROM participant_postings pp
-JOIN programs pr ON pr.id = pp.program_id
-JOIN assets a ON a.id = pp.asset_id
-GROUP BY ALL
+    from_ts::TIMESTAMPTZ AS from_ts,
+    to_ts::TIMESTAMPTZ AS to_ts,
+    COALESCE(s.opening_balance, 0)::DECIMAL(38, 18) AS opening_balance,
+    COALESCE(s.total_issued, 0)::DECIMAL(38, 18)    AS total_issued,
+    COALESCE(s.total_redeemed, 0)::DECIMAL(38, 18)  AS total_redeemed,
+    COALESCE(s.total_expired, 0)::DECIMAL(38, 18)   AS total_expired,
+    COALESCE(s.total_forfeited, 0)::DECIMAL(38, 18) AS total_forfeited,
+    COALESCE(s.closing_balance, 0)::DECIMAL(38, 18) AS closing_balance,
+    COALESCE(pp.participant_count, 0) AS participant_count,
+    s.program_id,
+    s.asset_id
+FROM sums s
+JOIN programs pr ON pr.id = s.program_id
+JOIN assets a ON a.id = s.asset_id
+LEFT JOIN people pp ON pp.program_id = s.program_id AND pp.asset_id = s.asset_id
+ORDER BY program_key, asset_symbol;
+
+-- Per program and asset, all time: what was issued, taken back, and what participants hold now.
+-- Identity: total_issued - total_redeemed - total_expired - total_forfeited = current_balance.
+-- current_balance is the program's net effect on participants' accounts; summed over programs it is
+-- what participants hold (balances, PARTICIPANT rows, available + held + deferred).
+CREATE OR REPLACE VIEW ledger_summary AS
+SELECT program_key, asset_symbol, total_issued, total_redeemed, total_expired, total_forfeited,
+       closing_balance AS current_balance, participant_count
+FROM ledger_summary_between(NULL, NULL)
 ORDER BY program_key, asset_symbol;
 
 CREATE OR REPLACE VIEW participant_state AS
@@ -57,3 +130,161 @@ SELECT s.entity_id AS program_id, pr.key AS program_key, s.kind, s.key, s.text_v
        s.reset_after_us, s.last_reset_at
 FROM entity_state s LEFT JOIN programs pr ON pr.id = s.entity_id
 WHERE s.entity_type = 'PROGRAM';
+
+-- Per program and UTC day: events and operations processed (by their own timestamp's day), journal
+-- entries by action type (by effective_at's day), and value flows per asset (ledger_flows) as
+-- MAP(asset_symbol -> amount). Days with any event, operation or entry of the program appear.
+CREATE OR REPLACE VIEW program_activity AS
+WITH ev AS (
+    SELECT program_id, (event_timestamp AT TIME ZONE 'UTC')::DATE AS day,
+           COUNT(*) FILTER (WHERE status = 'COMPLETED') AS events_completed,
+           COUNT(*) FILTER (WHERE status = 'FAILED')    AS events_failed
+    FROM events GROUP BY ALL
+), op AS (
+    SELECT program_id, ("timestamp" AT TIME ZONE 'UTC')::DATE AS day,
+           COUNT(*) FILTER (WHERE status = 'COMPLETED') AS operations_completed,
+           COUNT(*) FILTER (WHERE status = 'FAILED')    AS operations_failed
+    FROM operations GROUP BY ALL
+), en AS (
+    SELECT program_id, (effective_at AT TIME ZONE 'UTC')::DATE AS day,
+           COUNT(*) AS entries,
+           COUNT(*) FILTER (WHERE action_type = 'CREDIT')              AS credit_entries,
+           COUNT(*) FILTER (WHERE action_type = 'DEBIT')               AS debit_entries,
+           COUNT(*) FILTER (WHERE action_type = 'HOLD')                AS hold_entries,
+           COUNT(*) FILTER (WHERE action_type = 'RELEASE')             AS release_entries,
+           COUNT(*) FILTER (WHERE action_type = 'FORFEIT')             AS forfeit_entries,
+           COUNT(*) FILTER (WHERE action_type = 'VOID_HOLD')           AS void_hold_entries,
+           COUNT(*) FILTER (WHERE action_type = 'SETTLE')              AS settle_entries,
+           COUNT(*) FILTER (WHERE action_type = 'MATURITY')            AS maturity_entries,
+           COUNT(*) FILTER (WHERE action_type = 'EXPIRATION')          AS expiration_entries,
+           COUNT(*) FILTER (WHERE action_type = 'REDEMPTION')          AS redemption_entries,
+           COUNT(*) FILTER (WHERE action_type = 'REDEMPTION_REVERSAL') AS redemption_reversal_entries,
+           COUNT(*) FILTER (WHERE action_type = 'TRANSFER')            AS transfer_entries,
+           COUNT(*) FILTER (WHERE action_type = 'FUND')                AS fund_entries,
+           COUNT(*) FILTER (WHERE action_type = 'BURN')                AS burn_entries,
+           COUNT(*) FILTER (WHERE action_type = 'ADJUSTMENT')          AS adjustment_entries
+    FROM journal_entries GROUP BY ALL
+), fl AS (
+    SELECT program_id, (effective_at AT TIME ZONE 'UTC')::DATE AS day, a.symbol AS asset_symbol,
+           SUM(issued) AS issued, SUM(redeemed) AS redeemed, SUM(expired) AS expired,
+           SUM(forfeited) AS forfeited
+    FROM ledger_flows f JOIN assets a ON a.id = f.asset_id
+    GROUP BY ALL
+), flm AS (
+    SELECT program_id, day,
+           map_from_entries(list((asset_symbol, issued)    ORDER BY asset_symbol)) AS issued,
+           map_from_entries(list((asset_symbol, redeemed)  ORDER BY asset_symbol)) AS redeemed,
+           map_from_entries(list((asset_symbol, expired)   ORDER BY asset_symbol)) AS expired,
+           map_from_entries(list((asset_symbol, forfeited) ORDER BY asset_symbol)) AS forfeited
+    FROM fl GROUP BY ALL
+), days AS (
+    SELECT program_id, day FROM ev UNION SELECT program_id, day FROM op
+    UNION SELECT program_id, day FROM en
+)
+SELECT
+    pr.key AS program_key,
+    d.day,
+    COALESCE(ev.events_completed, 0) AS events_completed,
+    COALESCE(ev.events_failed, 0) AS events_failed,
+    COALESCE(op.operations_completed, 0) AS operations_completed,
+    COALESCE(op.operations_failed, 0) AS operations_failed,
+    COALESCE(en.entries, 0) AS entries,
+    COALESCE(en.credit_entries, 0) AS credit_entries,
+    COALESCE(en.debit_entries, 0) AS debit_entries,
+    COALESCE(en.hold_entries, 0) AS hold_entries,
+    COALESCE(en.release_entries, 0) AS release_entries,
+    COALESCE(en.forfeit_entries, 0) AS forfeit_entries,
+    COALESCE(en.void_hold_entries, 0) AS void_hold_entries,
+    COALESCE(en.settle_entries, 0) AS settle_entries,
+    COALESCE(en.maturity_entries, 0) AS maturity_entries,
+    COALESCE(en.expiration_entries, 0) AS expiration_entries,
+    COALESCE(en.redemption_entries, 0) AS redemption_entries,
+    COALESCE(en.redemption_reversal_entries, 0) AS redemption_reversal_entries,
+    COALESCE(en.transfer_entries, 0) AS transfer_entries,
+    COALESCE(en.fund_entries, 0) AS fund_entries,
+    COALESCE(en.burn_entries, 0) AS burn_entries,
+    COALESCE(en.adjustment_entries, 0) AS adjustment_entries,
+    COALESCE(flm.issued, MAP {}::MAP(VARCHAR, DECIMAL(38, 18))) AS issued,
+    COALESCE(flm.redeemed, MAP {}::MAP(VARCHAR, DECIMAL(38, 18))) AS redeemed,
+    COALESCE(flm.expired, MAP {}::MAP(VARCHAR, DECIMAL(38, 18))) AS expired,
+    COALESCE(flm.forfeited, MAP {}::MAP(VARCHAR, DECIMAL(38, 18))) AS forfeited,
+    d.program_id
+FROM days d
+JOIN programs pr ON pr.id = d.program_id
+LEFT JOIN ev  ON ev.program_id  = d.program_id AND ev.day  = d.day
+LEFT JOIN op  ON op.program_id  = d.program_id AND op.day  = d.day
+LEFT JOIN en  ON en.program_id  = d.program_id AND en.day  = d.day
+LEFT JOIN flm ON flm.program_id = d.program_id AND flm.day = d.day
+ORDER BY program_key, d.day;
+
+-- Per participant and asset: every posting to the participant's accounts in ledger order (seq, then
+-- posting id within an entry), with running balances per bucket and in total after each posting.
+-- Balances are participant-wide (across programs), like `balances`.
+CREATE OR REPLACE VIEW participant_statement AS
+SELECT
+    p.entity_id AS participant_id,
+    pa.external_id,
+    a.symbol AS asset_symbol,
+    j.seq,
+    j.effective_at,
+    pr.key AS program_key,
+    j.action_type,
+    j.description,
+    j.reference_id,
+    p.bucket,
+    p.amount,
+    SUM(CASE WHEN p.bucket = 'AVAILABLE' THEN p.amount ELSE 0 END) OVER w AS running_available,
+    SUM(CASE WHEN p.bucket = 'HELD'      THEN p.amount ELSE 0 END) OVER w AS running_held,
+    SUM(CASE WHEN p.bucket = 'DEFERRED'  THEN p.amount ELSE 0 END) OVER w AS running_deferred,
+    SUM(p.amount) OVER w AS running_balance,
+    j.id AS journal_entry_id,
+    p.id AS posting_id,
+    j.event_id,
+    j.operation_id,
+    p.asset_id
+FROM postings p
+JOIN journal_entries j ON j.id = p.journal_entry_id
+JOIN assets a ON a.id = p.asset_id
+LEFT JOIN participants pa ON pa.id = p.entity_id
+LEFT JOIN programs pr ON pr.id = j.program_id
+WHERE p.entity_type = 'PARTICIPANT'
+WINDOW w AS (PARTITION BY p.entity_id, p.asset_id ORDER BY j.seq, p.id
+             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+ORDER BY external_id, asset_symbol, j.seq, p.id;
+
+-- Outstanding LOT value (remaining of lots not CONSUMED or EXPIRED, remaining <> 0) by expiry bucket.
+-- Three complete partitions, one per granularity ('day', 'week' (ISO, Monday), 'month'), each of UTC
+-- calendar buckets [bucket_start, bucket_end) of expires_at, plus one row with bucket_start NULL for
+-- lots without expiry: per granularity and asset the rows sum exactly to the outstanding total.
+-- Buckets in the past hold lots due but not yet expired by a run (run maintenance --as-of).
+CREATE OR REPLACE VIEW expiration_schedule AS
+WITH outstanding AS (
+    SELECT l.asset_id, l.remaining, l.status, (l.expires_at AT TIME ZONE 'UTC') AS expires_utc
+    FROM lots l
+    WHERE l.status NOT IN ('CONSUMED', 'EXPIRED') AND l.remaining <> 0
+), g AS (
+    SELECT * FROM (VALUES ('day', 1), ('week', 2), ('month', 3)) t(granularity, granularity_order)
+), bucketed AS (
+    SELECT g.granularity, g.granularity_order, o.*,
+           date_trunc(g.granularity, o.expires_utc)::DATE AS bucket_start
+    FROM outstanding o CROSS JOIN g
+)
+SELECT
+    granularity,
+    a.symbol AS asset_symbol,
+    bucket_start,
+    CASE granularity WHEN 'day'  THEN bucket_start + INTERVAL 1 DAY
+                     WHEN 'week' THEN bucket_start + INTERVAL 7 DAY
+                     ELSE bucket_start + INTERVAL 1 MONTH END::DATE AS bucket_end,
+    bucket_start IS NULL AS no_expiry,
+    COUNT(*) AS lots,
+    SUM(remaining)::DECIMAL(38, 18) AS outstanding,
+    COALESCE(SUM(remaining) FILTER (WHERE status = 'AVAILABLE'), 0)::DECIMAL(38, 18) AS outstanding_available,
+    COALESCE(SUM(remaining) FILTER (WHERE status = 'HELD'), 0)::DECIMAL(38, 18)      AS outstanding_held,
+    COALESCE(SUM(remaining) FILTER (WHERE status = 'DEFERRED'), 0)::DECIMAL(38, 18)  AS outstanding_deferred,
+    MIN(expires_utc) AS first_expires_at,
+    MAX(expires_utc) AS last_expires_at,
+    b.asset_id
+FROM bucketed b JOIN assets a ON a.id = b.asset_id
+GROUP BY granularity, granularity_order, a.symbol, bucket_start, b.asset_id
+ORDER BY granularity_order, asset_symbol, bucket_start NULLS LAST;
