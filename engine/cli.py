@@ -68,12 +68,29 @@ def _parser() -> argparse.ArgumentParser:
                        description="Process event files (Parquet file, folder or glob) against program files, "
                                    "in one transaction. Re-running the same input changes nothing.")
     r.add_argument("--programs", required=True, help="program file or folder of YAML/JSON program files")
-    r.add_argument("--events", required=True, help="event file, folder (recursive, hive partitions) or glob")
+    r.add_argument("--events", help="event file, folder (recursive, hive partitions) or glob")
+    r.add_argument("--operations", help="operation file(s) (semantics.md 2.3), merged into the same ordered stream")
     db_arg(r)
     r.add_argument("--row-path", action="store_true", help="evaluate every rule per row (slow; for checking)")
     r.add_argument("--wait", type=float, default=30.0, help="seconds to wait for another run to finish (default 30)")
     r.add_argument("--json", action="store_true", help="print the counts as JSON")
     r.set_defaults(func=_cmd_run)
+
+    o = sub.add_parser("op", help="apply one operation (adjust, hold, fund, transfer, ...) through the ledger",
+                       description="One direct operation (semantics.md 2.3), idempotent by --key, processed exactly "
+                                   "like a row of an --operations file. Example: perkflow op adjust --program shop "
+                                   "--key fix-1 --external-id a --param type=CREDIT --param asset=PTS --param amount=5")
+    o.add_argument("operation", help="operation name, e.g. adjust, hold, release, forfeit, fund, burn, redeem, transfer")
+    o.add_argument("--programs", default="data/programs", help="program files (default data/programs)")
+    o.add_argument("--program", required=True, help="program key")
+    o.add_argument("--key", required=True, help="idempotency key")
+    o.add_argument("--external-id", help="the participant (omit for fund/burn)")
+    o.add_argument("--timestamp", help="RFC 3339 instant (default: now)")
+    o.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a params field (repeatable)")
+    o.add_argument("--params", help="params as a JSON object (merged under --param)")
+    db_arg(o)
+    o.add_argument("--json", action="store_true")
+    o.set_defaults(func=_cmd_op)
 
     v = sub.add_parser("validate", help="check program files without running anything")
     v.add_argument("--programs", required=True)
@@ -126,7 +143,8 @@ def _cmd_run(args) -> int:
     from engine.run import run_batch
 
     with console.status("starting ...") as status:
-        report = run_batch(args.programs, args.events, args.db, row_path=args.row_path, wait=args.wait,
+        report = run_batch(args.programs, args.events, args.db, operations=args.operations,
+                           row_path=args.row_path, wait=args.wait,
                            progress=lambda msg: status.update(msg + " ..."))
     if args.json:
         print(json.dumps(report.as_dict()))
@@ -141,6 +159,59 @@ def _cmd_run(args) -> int:
                                  report.rejected, report.entries)),
               f"{report.seconds:.2f}", f"{report.events_per_second:,.0f}")
     console.print(t)
+    return 0
+
+
+def _cmd_op(args) -> int:
+    import tempfile
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    import polars as pl
+
+    from engine.run import run_batch
+
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except json.JSONDecodeError as e:
+        raise InputError(f"--params is not valid JSON: {e}") from None
+    if not isinstance(params, dict):
+        raise InputError("--params must be a JSON object")
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--param {item!r}: write it as NAME=VALUE")
+        params[name] = value
+    when = args.timestamp or datetime.now(timezone.utc).isoformat()
+    row = pl.DataFrame({"operation": [args.operation], "program_id": [args.program], "idempotency_key": [args.key],
+                        "external_id": [args.external_id], "timestamp": [when], "params": [json.dumps(params)]},
+                       schema={c: pl.String for c in ("operation", "program_id", "idempotency_key", "external_id",
+                                                      "timestamp", "params")})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "operation.parquet"
+        row.write_parquet(path)
+        report = run_batch(args.programs, None, args.db, operations=path)
+    from engine.ledger import db
+    from engine.ledger.sqlfiles import statement
+
+    con = db.connect(args.db, read_only=True)
+    try:
+        if report.rejected and not report.already_committed:
+            reason, message = con.execute(statement("lookups.sql", "rejected_in_batch"),
+                                          {"batch_id": report.batch_id}).fetchall()[0]
+            status, code, message = "REJECTED", reason, message
+        else:
+            status, code, message = con.execute(statement("lookups.sql", "operation_status"),
+                                                {"program": args.program, "key": args.key}).fetchall()[0]
+    finally:
+        con.close()
+    duplicate = bool(report.duplicates)
+    if args.json:
+        print(json.dumps({"operation": args.operation, "key": args.key, "status": status, "error_code": code,
+                          "error_message": message, "duplicate": duplicate}))
+    else:
+        console.print(f"{args.operation} {args.key}: {status}" + (f" {code}: {message}" if code else "")
+                      + (" (duplicate: already applied, nothing changed)" if duplicate else ""))
     return 0
 
 

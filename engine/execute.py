@@ -25,11 +25,11 @@ from engine import amounts
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS, event_dicts
-from engine.kernel import ISSUANCE, KernelEvent, Precomputed, insufficient_message, run_kernel
+from engine.kernel import KernelEvent, Precomputed, run_kernel
+from engine.moves import ISSUANCE, INSUFFICIENT, insufficient_message
 from engine.plan import needs_kernel, reads_state
 from engine.state import Store
 
-INSUFFICIENT = "insufficient_balance"
 
 EFFECT_SCHEMA = {
     "pos": pl.Int64, "rule_id": pl.String, "rule_version": pl.String, "rule_order": pl.Int64,
@@ -61,7 +61,7 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
     event_timestamp, event. `store`: committed balances and state, loaded on demand."""
     runnable = events.filter(pl.col("pre_code").is_null())
     keys = runnable["program_key"].unique().to_list()
-    if any(needs_kernel(catalog.programs[k]) for k in keys):
+    if (runnable["kind"] == "operation").any() or any(needs_kernel(catalog.programs[k]) for k in keys):
         return _execute_sequential(events, runnable, catalog, store, row_path)
     store.preload(runnable["entity_id"].unique().drop_nulls().to_list(), [])
     opening = pl.DataFrame(
@@ -111,14 +111,14 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
     stats = _Stats()
     pre = Precomputed()
     kernel_events: list[KernelEvent] = []
-    for key, sub in runnable.group_by("program_key", maintain_order=True):
-        program = catalog.programs[key[0]]
-        frame = _Frame(sub)
-        _precompute(frame, program, pre, stats, row_path)
+    for (key, kind), sub in runnable.group_by("program_key", "kind", maintain_order=True):
+        program = catalog.programs[key]
+        if kind == "event":  # rules apply to events; operations carry their own meaning
+            _precompute(_Frame(sub), program, pre, stats, row_path)
         dicts = event_dicts(sub["event"])
-        for pos, subject, recipient, now, ev in zip(sub["pos"], sub["subject_id"], sub["recipient_uuid"],
-                                                     sub["event_timestamp"], dicts):
-            kernel_events.append(KernelEvent(pos, program, subject, recipient, now, ev or {}))
+        for pos, subject, recipient, now, ev, op in zip(sub["pos"], sub["subject_id"], sub["recipient_uuid"],
+                                                         sub["event_timestamp"], dicts, sub["operation"]):
+            kernel_events.append(KernelEvent(pos, program, subject, recipient, now, ev or {}, op))
     kernel_events.sort(key=lambda e: e.pos)
     entity_ids = pl.concat([runnable["subject_id"], runnable["recipient_uuid"]]).drop_nulls().unique().to_list()
     store.preload(entity_ids + [str(catalog.programs[k].id) for k in catalog.programs], [])
@@ -409,7 +409,8 @@ def _kernel(todo: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog) -> dict
         new = have - amount if typ == "DEBIT" else have + amount
         if typ == "DEBIT" and not allow_negative and new < 0:
             ok = False
-            failed[pos] = insufficient_message("DEBIT", "AVAILABLE", symbols.get(asset, asset), have, amount)
+            failed[pos] = insufficient_message("DEBIT", ("PARTICIPANT", entity, asset, "AVAILABLE"),
+                                               symbols.get(asset, asset), have, amount)
             continue
         trial[key] = new
     close()

@@ -18,12 +18,14 @@ import polars as pl
 
 from engine import ids
 from engine.catalog import Catalog
+from engine.operations import OPERATIONS, PROGRAM_OPERATIONS
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 
-KEY = ["program_uuid", "idempotency_key"]
+#: Events and operations each have their own idempotency keys per program (semantics.md 4).
+KEY = ["kind", "program_uuid", "idempotency_key"]
 #: What must match for a repeated idempotency key to be a duplicate rather than a conflict.
-PAYLOAD = ["external_id", "participant_id", "recipient_external_id", "recipient_id", "event_timestamp"]
+PAYLOAD = ["operation", "external_id", "participant_id", "recipient_external_id", "recipient_id", "event_timestamp"]
 
 
 @dataclass
@@ -40,11 +42,18 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection)
     rows = rows.with_columns(
         program_key=pl.col("program_id").replace_strict({k: p.key for k, p in refs.items()}, default=None),
         program_uuid=pl.col("program_id").replace_strict({k: str(p.id) for k, p in refs.items()}, default=None),
-    ).with_columns(
-        reject_reason=pl.when(pl.col("reject_reason").is_null() & pl.col("program_key").is_null())
-        .then(pl.lit("unknown_program")).otherwise(pl.col("reject_reason")),
-        reject_message=pl.when(pl.col("reject_reason").is_null() & pl.col("program_key").is_null())
+    )
+    unknown_program = pl.col("reject_reason").is_null() & pl.col("program_key").is_null()
+    unknown_operation = (pl.col("reject_reason").is_null() & (pl.col("kind") == "operation")
+                         & ~pl.col("operation").is_in(sorted(OPERATIONS)))
+    rows = rows.with_columns(
+        reject_reason=pl.when(unknown_program).then(pl.lit("unknown_program"))
+        .when(unknown_operation).then(pl.lit("unknown_operation")).otherwise(pl.col("reject_reason")),
+        reject_message=pl.when(unknown_program)
         .then(pl.concat_str(pl.lit("program "), pl.col("program_id"), pl.lit(" is not defined in the program files")))
+        .when(unknown_operation)
+        .then(pl.concat_str(pl.lit("unknown operation "), pl.col("operation"),
+                            pl.lit(f"; one of: {', '.join(sorted(OPERATIONS))}")))
         .otherwise(pl.col("reject_message")),
     )
     bad = rows.filter(pl.col("reject_reason").is_not_null())
@@ -59,7 +68,7 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection)
     dup_batch, conflict_batch = later.filter(same), later.filter(~same)
 
     # ... and against events already in the ledger.
-    con.register("stage_keys", firsts.select(program_id="program_uuid", idempotency_key="idempotency_key").to_arrow())
+    con.register("stage_keys", firsts.select("kind", program_id="program_uuid", idempotency_key="idempotency_key").to_arrow())
     known = db.frame(con, statement("lookups.sql", "known_events"))
     con.unregister("stage_keys")
     known = known.rename({"program_id": "program_uuid", "participant_ref": "participant_id", "recipient_ref": "recipient_id"})
@@ -117,6 +126,7 @@ def canonical(text: str | None):
 def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection):
     creates = {p.key: p.model.on_unknown_participant == "CREATE" and p.model.status == "ACTIVE"
                for p in catalog.programs.values()}
+    is_op = pl.col("kind") == "operation"
     active = {p.key: p.model.status == "ACTIVE" for p in catalog.programs.values()}
     rejects = {p.key: p.model.on_unknown_participant == "REJECT" for p in catalog.programs.values()}
     people = pl.concat([
@@ -129,10 +139,17 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     known_ext = dict(zip(known["external_id"].to_list(), known["id"].to_list()))
     known_ids = set(known["id"].to_list())
 
+    # Operations name existing participants (unknown: participant_not_found), except
+    # upsert_participant, which creates; program-level operations (fund, burn) name none.
+    upsert = is_op & (pl.col("operation") == "upsert_participant")
+    active_program = pl.col("program_key").replace_strict(active, return_dtype=pl.Boolean)
     df = new.with_columns(
-        creates=pl.col("program_key").replace_strict(creates, return_dtype=pl.Boolean),
-        program_active=pl.col("program_key").replace_strict(active, return_dtype=pl.Boolean),
-        rejects=pl.col("program_key").replace_strict(rejects, return_dtype=pl.Boolean),
+        creates=pl.when(is_op).then(upsert & active_program)
+        .otherwise(pl.col("program_key").replace_strict(creates, return_dtype=pl.Boolean)),
+        program_active=active_program,
+        rejects=pl.when(is_op).then(~upsert)
+        .otherwise(pl.col("program_key").replace_strict(rejects, return_dtype=pl.Boolean)),
+        needs_participant=~(is_op & pl.col("operation").is_in(sorted(PROGRAM_OPERATIONS))),
         subject_ext=pl.col("external_id"), recipient_ext=pl.col("recipient_external_id"),
     )
     # Deterministic ids for every external id; an explicit participant id wins.
@@ -159,7 +176,7 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
         return pl.col(id_col).is_in(known_list) | (pl.col(from_col).is_not_null() & (pl.col(from_col) <= pl.col("pos")))
 
     # semantics.md 5.1: the participant (and recipient) first, then the program's status
-    subject_missing = ~exists("subject_id", "subj_from")
+    subject_missing = pl.col("needs_participant") & ~exists("subject_id", "subj_from")
     recipient_missing = pl.col("recipient_uuid").is_not_null() & ~exists("recipient_uuid", "rec_from")
     df = df.with_columns(
         pre_code=pl.when((subject_missing | recipient_missing) & pl.col("rejects")).then(pl.lit("participant_not_found"))
@@ -179,6 +196,6 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     enroll = pl.concat([
         ok.select("pos", "program_uuid", "event_timestamp", pid="subject_id"),
         ok.filter(pl.col("recipient_uuid").is_not_null()).select("pos", "program_uuid", "event_timestamp", pid="recipient_uuid"),
-    ]).sort("pos").unique(["pid", "program_uuid"], keep="first", maintain_order=True).select(
+    ]).filter(pl.col("pid").is_not_null()).sort("pos").unique(["pid", "program_uuid"], keep="first", maintain_order=True).select(
         participant_id="pid", program_id="program_uuid", enrolled_at="event_timestamp")
     return df, participants, enroll

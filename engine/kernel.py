@@ -15,9 +15,10 @@ from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRul
 from engine.catalog.compiled import CompiledTarget
 from engine.cel import CelEvalError, CelProgram
 from engine.plan import reads_state
+from engine.operations import apply_operation
+from engine.moves import ActionFailed, move, plain, source_of_issue, system
 from engine.state import Counter, Person, Store, Tx, budget_period
 
-INSUFFICIENT = "insufficient_balance"
 NOT_FOUND = "participant_not_found"
 INACTIVE = "participant_inactive"
 BLOCKED_FOR_INACTIVE = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "COUNTER"}
@@ -38,14 +39,8 @@ class KernelEvent:
     subject: str          # participant id
     recipient: str | None
     now: datetime
-    event: dict
-
-
-class ActionFailed(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    event: dict  # the event's payload, or an operation's params
+    operation: str | None = None
 
 
 @dataclass
@@ -62,7 +57,10 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
         tx = Tx(store, ev.now)
         effects, evals = [], []
         try:
-            _run_event(ev, tx, pre, effects, evals, catalog, symbols)
+            if ev.operation is not None:
+                apply_operation(ev, tx, catalog, effects)
+            else:
+                _run_event(ev, tx, pre, effects, evals, catalog, symbols)
         except ActionFailed as f:
             out.failures[ev.pos] = (f.code, f.message)
             out.evaluations += evals
@@ -212,12 +210,12 @@ def _attribute_text(raw, where: str) -> str:
     if isinstance(raw, bool):
         return "true" if raw else "false"
     if isinstance(raw, Decimal):
-        return _plain(raw)
+        return plain(raw)
     if isinstance(raw, (int, float)):
         text, err = amounts.python_value_text(raw)
         if err:
             raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value: {err}")
-        return _plain(Decimal(text))
+        return plain(Decimal(text))
     if isinstance(raw, datetime):
         text = raw.astimezone(timezone.utc).isoformat().replace("+00:00", "")
         if "." in text:
@@ -225,17 +223,6 @@ def _attribute_text(raw, where: str) -> str:
         return text + "Z"
     raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value must be text, a number, a bool or a timestamp, "
                                                  f"got {type(raw).__name__}")
-
-
-def insufficient_message(kind: str, bucket: str, symbol: str, have: Decimal, amount: Decimal) -> str:
-    """The one wording of an insufficient balance, whichever path found it."""
-    b = bucket.lower()
-    return f"insufficient {b} balance for {kind}: {symbol} {b} {_plain(have)}, needs {_plain(amount)}"
-
-
-def _plain(d: Decimal) -> str:
-    s = format(d, "f")
-    return (s.rstrip("0").rstrip(".") if "." in s else s) or "0"
 
 
 def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, catalog) -> tuple[str, str]:
@@ -328,21 +315,18 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
         st.attributes[action.key] = value
 
 
-ISSUANCE = str(ids.system_account_id("SYSTEM_ISSUANCE"))
-BREAKAGE = str(ids.system_account_id("SYSTEM_BREAKAGE"))
-
-
 def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, entity: tuple[str, str],
                  amount: Decimal | None, effects: list, symbols: dict) -> None:
     """Value actions move an amount between two accounts (semantics.md 7 and 8)."""
     etype, eid = entity
     asset = str(action.asset_id)
     mine = lambda bucket: (etype, eid, asset, bucket)  # noqa: E731 - the entity's account in a bucket
+    issue = source_of_issue(action.asset, str(ev.program.id), asset)
     kind = action.type
     if kind == "CREDIT":
-        source, dest = ("SYSTEM_ISSUANCE", ISSUANCE, asset, "AVAILABLE"), mine(action.bucket or "AVAILABLE")
+        source, dest = issue, mine(action.bucket or "AVAILABLE")
     elif kind == "DEBIT":
-        source, dest = mine("AVAILABLE"), ("SYSTEM_ISSUANCE", ISSUANCE, asset, "AVAILABLE")
+        source, dest = mine("AVAILABLE"), issue
     elif kind == "HOLD":
         source, dest = mine("AVAILABLE"), mine("HELD")
     elif kind == "RELEASE":
@@ -350,21 +334,13 @@ def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAc
         if amount is None:  # everything held
             amount = tx.balance(source) if tx.balance(source) > 0 else None
     else:  # FORFEIT
-        source, dest = mine(action.bucket or "AVAILABLE"), ("SYSTEM_BREAKAGE", BREAKAGE, asset, "AVAILABLE")
+        source, dest = mine(action.bucket or "AVAILABLE"), system("SYSTEM_BREAKAGE", asset)
     if amount is None:  # an amount of exactly 0 is a no-op
         return
-    if source[0] == etype and not (kind == "DEBIT" and action.allow_negative):
-        have = tx.balance(source)
-        if have - amount < 0:
-            raise ActionFailed(INSUFFICIENT, insufficient_message(kind, source[3], symbols.get(asset, asset), have, amount))
-    tx.move(source, dest, amount)
-    effects.append({
-        "pos": ev.pos, "rule_id": str(rule.id), "rule_version": rule.version, "rule_order": rule.order,
-        "action_index": action.index, "action_type": kind, "asset_id": asset, "amount": amount,
-        "allow_negative": action.allow_negative, "description": action.description or rule.name,
-        "entity_id": eid, "from_type": source[0], "from_id": source[1], "from_bucket": source[3],
-        "to_type": dest[0], "to_id": dest[1], "to_bucket": dest[3],
-    })
+    move(tx, effects, source, dest, amount, kind=kind, symbol=symbols.get(asset, asset),
+         overdraft=kind == "DEBIT" and action.allow_negative,
+         pos=ev.pos, rule_id=str(rule.id), rule_version=rule.version, rule_order=rule.order,
+         action_index=action.index, description=action.description or rule.name)
 
 
 def _eval(ev: KernelEvent, rule: CompiledRule, outcome: str, message: str | None) -> dict:

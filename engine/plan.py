@@ -40,6 +40,7 @@ def rule_is_stateful(rule: CompiledRule) -> bool:
     """Reads or writes state beyond balances, or is coupled to other events through a budget."""
     return (rule_reads_state(rule) or bool(rule.budgets)
             or any(a.type not in SET_BASED_ACTIONS or a.bucket not in (None, "AVAILABLE") or a.target is not None
+                   or a.asset.issuance_policy == "PREFUNDED"  # the wallet is program-global state
                    for a in rule.actions))
 
 

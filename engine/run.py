@@ -19,7 +19,8 @@ from engine import ids
 from engine.catalog import Catalog, load_catalog
 from engine.execute import execute
 from engine.intake import intake
-from engine.io.events import read_events
+from engine.errors import InputError
+from engine.io.events import read_inputs
 from engine.io.files import expand
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -51,10 +52,10 @@ class RunReport:
         return asdict(self) | {"events_per_second": round(self.events_per_second, 1)}
 
 
-def fingerprint(spec: str | Path) -> tuple[str, list[str]]:
+def fingerprint(specs: list[str | Path]) -> tuple[str, list[str]]:
     """SHA-256 over the bytes of every input file, in arrival order."""
     h = hashlib.sha256()
-    files = [f for f, _ in expand(spec)]
+    files = [f for spec in specs for f, _ in expand(spec)]
     for f in files:
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -67,7 +68,8 @@ def catalog_version(catalog: Catalog) -> str:
     return ids.content_hash(sorted((p.key, [r.version for r in p.rules]) for p in catalog.programs.values()))
 
 
-def run_batch(programs: str | Path, events: str | Path, db_file: str | Path | None = None, *,
+def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Path | None = None, *,
+              operations: str | Path | None = None,
               row_path: bool = False, wait: float = 30.0,
               progress: Callable[[str], None] | None = None) -> RunReport:
     step = progress or (lambda _msg: None)
@@ -75,8 +77,12 @@ def run_batch(programs: str | Path, events: str | Path, db_file: str | Path | No
     step("loading programs")
     catalog = load_catalog(programs)
     step("reading events")
-    fp, sources = fingerprint(events)
-    rows = read_events(events)
+    # arrival order: the event files, then the operation files
+    inputs = [(spec, kind) for spec, kind in ((events, "event"), (operations, "operation")) if spec is not None]
+    if not inputs:
+        raise InputError("nothing to run: give --events, --operations, or both")
+    fp, sources = fingerprint([spec for spec, _ in inputs])
+    rows = read_inputs(inputs)
     step("opening the ledger")
     con = db.connect(db_file, wait=wait)
     try:
@@ -123,6 +129,14 @@ def run_batch(programs: str | Path, events: str | Path, db_file: str | Path | No
 
 def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store) -> dict[str, pl.DataFrame]:
     base = batch_id << ARRIVAL_BITS
+    operations = ev.filter(pl.col("kind") == "operation").select(
+        program_id="program_uuid", operation="operation", participant_id="subject_id", external_id="external_id",
+        participant_ref="participant_id", idempotency_key="idempotency_key", timestamp="event_timestamp",
+        arrival_seq=pl.col("arrival") + base, params="event_json", status="status", error_code="error_code",
+        error_message="error_message", source="source", row_number="row_number",
+    )
+    ev_ops = ev
+    ev = ev.filter(pl.col("kind") == "event")
     events = ev.select(
         program_id="program_uuid", idempotency_key="idempotency_key", participant_id="subject_id",
         external_id="external_id", participant_ref="participant_id", recipient_id="recipient_uuid",
@@ -131,11 +145,12 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store) -> di
         status="status", error_code="error_code", error_message="error_message", source="source",
         row_number="row_number",
     )
-    keys = ev.select("pos", "program_uuid", "idempotency_key", "event_timestamp")
+    keys = ev_ops.select("pos", "kind", "program_uuid", "idempotency_key", "event_timestamp")
     effects = outcome.effects.join(keys, on="pos").sort("pos", "rule_order", "action_index").with_row_index("_n")
     effects = effects.select(
-        program_id="program_uuid", idempotency_key="idempotency_key", rule_id="rule_id", rule_version="rule_version",
-        action_index="action_index", action_type="action_type", asset_id="asset_id", amount="amount",
+        kind="kind", program_id="program_uuid", idempotency_key="idempotency_key", rule_id="rule_id",
+        rule_version="rule_version", action_index="action_index", action_type="action_type", asset_id="asset_id",
+        amount="amount",
         allow_negative="allow_negative", description="description", effective_at="event_timestamp",
         seq=pl.col("_n").cast(pl.Int64) + base, from_type="from_type", from_id="from_id",
         from_bucket="from_bucket", to_type="to_type", to_id="to_id", to_bucket="to_bucket",
@@ -150,5 +165,5 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store) -> di
     return {
         "stage_events": events, "stage_effects": effects, "stage_evaluations": evaluations,
         "stage_rejected": taken.rejected, "stage_participants": participants,
-        "stage_enrollments": taken.enrollments,
+        "stage_enrollments": taken.enrollments, "stage_operations": operations,
     }

@@ -64,6 +64,7 @@ class Store:
         self.loaded: set[str] = set()
         self.dirty_states: set[tuple[str, str]] = set()
         self.dirty_budgets: set[tuple[str, str]] = set()
+        self.dirty_people: set[str] = set()  # participants whose status changed
         self.created: list[Person] = []
 
     @classmethod
@@ -135,7 +136,10 @@ class Store:
         budgets = pl.DataFrame([(r, a, *self.budgets[(r, a)]) for r, a in sorted(self.dirty_budgets)],
                                schema={"rule_id": pl.String, "asset_id": pl.String, "period": pl.Int64,
                                        "consumed": pl.Decimal(38, 18)}, orient="row")
-        return {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets}
+        statuses = pl.DataFrame([(pid, self.people[pid].status) for pid in sorted(self.dirty_people)],
+                                schema={"id": pl.String, "status": pl.String}, orient="row")
+        return {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets,
+                "stage_statuses": statuses}
 
 
 class Tx:
@@ -147,7 +151,10 @@ class Tx:
         self.balances: dict[tuple[str, str, str, str], Decimal] = {}
         self.states: dict[tuple[str, str], EntityState] = {}
         self.budgets: dict[tuple[str, str], tuple[int, Decimal]] = {}
-        self.created: list[Person] = []
+        self.statuses: dict[str, str] = {}
+
+    def set_status(self, participant_id: str, status: str) -> None:
+        self.statuses[participant_id] = status
 
     def balance(self, account: tuple[str, str, str, str]) -> Decimal:
         """An account (entity type, entity id, asset id, bucket) as of this point in the event."""
@@ -187,9 +194,9 @@ class Tx:
             s.states[key] = st
         s.budgets.update(self.budgets)
         s.dirty_budgets.update(self.budgets)
-        for p in self.created:
-            s.add_person(p)
-            s.created.append(p)
+        for pid, status in self.statuses.items():
+            s.people[pid].status = status
+            s.dirty_people.add(pid)
 
 
 def budget_period(now: datetime, interval: timedelta | None) -> int:

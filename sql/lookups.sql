@@ -7,11 +7,17 @@ SELECT COALESCE(MAX(id), 0) + 1 FROM batches;
 SELECT id, rows_read, duplicates, rejected FROM batches WHERE input_fingerprint = $fingerprint ORDER BY id LIMIT 1;
 
 -- name: known_events
--- Stored events whose (program, idempotency key) appear in this batch, with what idempotency compares.
-SELECT k.program_id, e.idempotency_key, e.external_id, e.participant_ref, e.recipient_external_id,
-       e.recipient_ref, e.event_timestamp, e.event_data::VARCHAR AS event_json
+-- Stored events and operations whose (kind, program, idempotency key) appear in this batch, with
+-- what idempotency compares.
+SELECT k.kind, k.program_id, e.idempotency_key, NULL::VARCHAR AS operation, e.external_id, e.participant_ref,
+       e.recipient_external_id, e.recipient_ref, e.event_timestamp, e.event_data::VARCHAR AS event_json
 FROM stage_keys k
-JOIN events e ON e.program_id = k.program_id::UUID AND e.idempotency_key = k.idempotency_key;
+JOIN events e ON k.kind = 'event' AND e.program_id = k.program_id::UUID AND e.idempotency_key = k.idempotency_key
+UNION ALL
+SELECT k.kind, k.program_id, o.idempotency_key, o.operation, o.external_id, o.participant_ref,
+       NULL, NULL, o.timestamp, o.params::VARCHAR
+FROM stage_keys k
+JOIN operations o ON k.kind = 'operation' AND o.program_id = k.program_id::UUID AND o.idempotency_key = k.idempotency_key;
 
 -- name: known_participants
 SELECT p.id::VARCHAR AS id, p.external_id, p.status
@@ -35,3 +41,10 @@ SELECT id::VARCHAR AS id, external_id, status, created_at FROM participants WHER
 
 -- name: budget_usage
 SELECT rule_id::VARCHAR AS rule_id, asset_id::VARCHAR AS asset_id, period, consumed FROM budget_usage;
+
+-- name: operation_status
+SELECT status, error_code, error_message FROM operations
+WHERE program_id = (SELECT id FROM programs WHERE key = $program) AND idempotency_key = $key;
+
+-- name: rejected_in_batch
+SELECT reason, message FROM rejected_rows WHERE batch_id = $batch_id ORDER BY row_number;

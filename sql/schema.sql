@@ -218,6 +218,7 @@ CREATE TABLE IF NOT EXISTS operations (
     operation        VARCHAR NOT NULL,
     participant_id   UUID,
     external_id      VARCHAR,
+    participant_ref  VARCHAR,                 -- participant_id as given in the input
     idempotency_key  VARCHAR NOT NULL,
     timestamp        TIMESTAMPTZ NOT NULL,
     arrival_seq      BIGINT NOT NULL,

@@ -35,6 +35,16 @@ SELECT md5('event:' || program_id || ':' || idempotency_key)::UUID,
        status, error_code, error_message, $batch_id, source, row_number
 FROM stage_events;
 
+-- name: insert_operations
+INSERT INTO operations
+SELECT md5('operation:' || program_id || ':' || idempotency_key)::UUID, program_id::UUID, operation,
+       participant_id::UUID, external_id, participant_ref, idempotency_key, timestamp, arrival_seq, params::JSON,
+       status, error_code, error_message, $batch_id, source, row_number
+FROM stage_operations;
+
+-- name: update_participant_status
+UPDATE participants SET status = s.status FROM stage_statuses s WHERE participants.id = s.id::UUID;
+
 -- name: insert_rejected
 INSERT INTO rejected_rows SELECT $batch_id, source, row_number, reason, message, raw FROM stage_rejected;
 
@@ -45,9 +55,12 @@ FROM stage_evaluations;
 
 -- name: stage_entries
 -- Effects with their derived ids; every effect moves `amount` from one account to another.
+-- An event's entries are keyed by rule version and action index, an operation's by its part.
 CREATE OR REPLACE TEMP TABLE batch_entries AS
-SELECT md5('entry:' || event_id || ':' || rule_version || ':' || action_index)::UUID AS id, *
-FROM (SELECT md5('event:' || program_id || ':' || idempotency_key)::UUID AS event_id, * FROM stage_effects);
+SELECT md5('entry:' || source_id || ':' || COALESCE(rule_version, 'op') || ':' || action_index)::UUID AS id,
+       CASE kind WHEN 'event' THEN source_id END AS event_id,
+       CASE kind WHEN 'operation' THEN source_id END AS operation_id, *
+FROM (SELECT md5(kind || ':' || program_id || ':' || idempotency_key)::UUID AS source_id, * FROM stage_effects);
 
 -- name: stage_postings
 CREATE OR REPLACE TEMP TABLE batch_postings AS
@@ -64,9 +77,9 @@ INSERT INTO postings SELECT * FROM batch_postings;
 
 -- name: insert_entries
 INSERT INTO journal_entries
-SELECT e.id, e.seq, e.program_id::UUID, e.event_id, NULL, e.rule_id::UUID, e.rule_version, e.action_index,
+SELECT e.id, e.seq, e.program_id::UUID, e.event_id, e.operation_id, e.rule_id::UUID, e.rule_version, e.action_index,
        e.action_type, NULL, e.description, e.effective_at, e.allow_negative, $batch_id,
-       sha256(entry_text(e.id, e.seq, e.program_id, e.event_id, NULL, e.rule_id, e.rule_version, e.action_index,
+       sha256(entry_text(e.id, e.seq, e.program_id, e.event_id, e.operation_id, e.rule_id, e.rule_version, e.action_index,
                          e.action_type, NULL, e.effective_at, e.allow_negative)
               || '#' || p.postings)
 FROM batch_entries e

@@ -32,8 +32,6 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
         where = f"assets[{asset.symbol}]"
         if asset.inventory_mode != "SIMPLE":
             yield where, f"inventory_mode: {asset.inventory_mode}"
-        if asset.issuance_policy != "UNLIMITED":
-            yield where, f"issuance_policy: {asset.issuance_policy}"
     for r_i, rule in enumerate(pf.rules):
         where = f"rules[{r_i}] ({rule.name})"
         for b_i, budget in enumerate(rule.budgets):

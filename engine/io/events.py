@@ -30,14 +30,23 @@ OPTIONAL = ("external_id", "participant_id", "recipient_external_id", "recipient
 MAX_KEY_LENGTH = 255
 TS = pl.Datetime("us", "UTC")
 
-#: Columns of the normalised frame, in order.
-COLUMNS = ("source", "row_number", "arrival", "program_id", "external_id", "participant_id",
+#: Columns of the normalised frame, in order. Operation files (semantics.md 2.3) are read into the
+#: same frame: `timestamp` becomes event_timestamp, `params` becomes the payload, and `operation`
+#: names the operation (null for events), so that intake and idempotency serve both.
+COLUMNS = ("source", "row_number", "arrival", "kind", "operation", "program_id", "external_id", "participant_id",
            "idempotency_key", "event_timestamp", "event", "event_json", "recipient_external_id",
            "recipient_id", "reject_reason", "reject_message", "raw")
+OPERATION_RENAMES = {"timestamp": "event_timestamp", "params": "event_data"}
 
 
-def read_events(spec: str | Path) -> pl.DataFrame:
-    frames = [_read_file(f, root) for f, root in expand(spec)]
+def read_events(spec: str | Path, kind: str = "event") -> pl.DataFrame:
+    """Event files (kind "event") or operation files (kind "operation") into the normalised frame."""
+    return read_inputs([(spec, kind)])
+
+
+def read_inputs(inputs: list[tuple[str | Path, str]]) -> pl.DataFrame:
+    """Several inputs (spec, kind) into one frame, in arrival order: input by input, file by file."""
+    frames = [_read_file(f, root, kind) for spec, kind in inputs for f, root in expand(spec)]
     frames = _unify_events(frames)
     out = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
     return out.with_columns(arrival=pl.int_range(pl.len(), dtype=pl.Int64))
@@ -61,15 +70,26 @@ def _load(file: Path) -> pl.DataFrame:
         raise InputError(f"{file}: cannot be read as {kind}: {e}") from None
 
 
-def _read_file(file: Path, root: Path) -> pl.DataFrame:
+def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
     df = _load(file)
     for k, v in hive_values(file, root).items():
         if k not in df.columns:
             df = df.with_columns(pl.lit(v).alias(k))
+    if kind == "operation":
+        if "operation" not in df.columns:
+            raise InputError(f"{file}: missing required column(s): operation; operation files need "
+                             "operation, program_id, idempotency_key, timestamp, the target and params")
+        df = df.rename({k: v for k, v in OPERATION_RENAMES.items() if k in df.columns})
+        if "event_data" not in df.columns:  # params are optional: {} for operations without fields
+            df = df.with_columns(event_data=pl.lit("{}"))
+        if df["operation"].dtype != pl.String:
+            raise InputError(f"{file}: column operation must be a string column, found {df['operation'].dtype}")
     missing = [c for c in REQUIRED if c not in df.columns]
-    if "external_id" not in df.columns and "participant_id" not in df.columns:
+    if kind == "event" and "external_id" not in df.columns and "participant_id" not in df.columns:
         missing.append("external_id or participant_id")
     if missing:
+        if kind == "operation":
+            missing = [{v: k for k, v in OPERATION_RENAMES.items()}.get(c, c) for c in missing]
         raise InputError(f"{file}: missing required column(s): {', '.join(missing)}; "
                          f"event files need {', '.join(REQUIRED)} and external_id or participant_id")
     for c in STRING_COLUMNS:
@@ -85,6 +105,8 @@ def _read_file(file: Path, root: Path) -> pl.DataFrame:
     out = pl.DataFrame({
         "source": pl.Series([str(file)] * len(df), dtype=pl.String),
         "row_number": pl.int_range(1, len(df) + 1, dtype=pl.Int64, eager=True),
+        "kind": pl.Series([kind] * len(df), dtype=pl.String),
+        "operation": df["operation"] if kind == "operation" else pl.Series([None] * len(df), dtype=pl.String),
         "program_id": df["program_id"],
         "external_id": df["external_id"],
         "participant_id": df["participant_id"],
@@ -105,7 +127,9 @@ def _read_file(file: Path, root: Path) -> pl.DataFrame:
         .then(pl.lit("missing_required_field:idempotency_key"))
         .when(pl.col("idempotency_key").str.len_chars() > MAX_KEY_LENGTH)
         .then(pl.lit("idempotency_key_too_long"))
-        .when(pl.coalesce(pl.col("external_id"), pl.col("participant_id")).is_null())
+        .when(pl.col("operation").is_null() & (pl.col("kind") == "operation"))
+        .then(pl.lit("missing_required_field:operation"))
+        .when(pl.coalesce(pl.col("external_id"), pl.col("participant_id")).is_null() & (pl.col("kind") == "event"))
         .then(pl.lit("missing_required_field:external_id"))
         .when(pl.col("ts_bad") == "missing").then(pl.lit("missing_required_field:event_timestamp"))
         .when(pl.col("ts_bad") == "invalid").then(pl.lit("invalid_timestamp"))

@@ -20,7 +20,8 @@ from .sqlfiles import statement
 
 ORDER = [
     "insert_catalog_programs", "insert_catalog_assets", "insert_catalog_rules", "insert_catalog_rule_versions",
-    "insert_participants", "insert_enrollments", "insert_events", "insert_rejected", "insert_evaluations",
+    "insert_participants", "insert_enrollments", "insert_events", "insert_operations", "update_participant_status",
+    "insert_rejected", "insert_evaluations",
     "stage_entries", "stage_postings", "insert_postings", "insert_entries", "update_balances",
     "delete_entity_state", "insert_entity_state", "upsert_budget_usage", "insert_batch",
 ]
