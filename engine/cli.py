@@ -136,6 +136,34 @@ def _parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
     rep.set_defaults(func=_cmd_report)
+    g = sub.add_parser("generate", help="write a reference workload (W1, W2, W3): seeded Parquet events and its programs",
+                       description="Deterministic events and program files for the workloads of design/performance.md: "
+                                   "DIR/programs/*.yaml and DIR/events/ (W3: DIR/events/date=YYYY-MM-DD/part.parquet). "
+                                   "The same arguments give byte-identical files.")
+    g.add_argument("--workload", required=True, type=str.upper, choices=("W1", "W2", "W3"))
+    g.add_argument("--events", type=int, default=100_000, help="number of events (default 100000)")
+    g.add_argument("--participants", type=int, help="number of participants (default events / 10)")
+    g.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    g.set_defaults(func=_cmd_generate)
+
+    bn = sub.add_parser("bench", help="benchmark the reference workloads against the baselines, in one run",
+                        description="Times W1, W2, W3 end to end (fresh temporary databases, one child process each, "
+                                    "peak RSS per child), the W1 no-op re-run, the hand-written DuckDB SQL of W1 (whose "
+                                    "balances must equal W1's), the per-row cel-python baseline and the start-up of "
+                                    "`perkflow run`. Prints one table of figures and ratios.")
+    bn.add_argument("--events", type=int, default=200_000, help="W1 events (default 200000)")
+    bn.add_argument("--stateful-events", type=int,
+                    help="W2/W3 events (default: min(--events, 20000); the sequential kernel is slow today)")
+    bn.add_argument("--participants", type=int, help="participants (default events / 10)")
+    bn.add_argument("--workloads", default="W1,W2,W3", help="comma-separated subset of W1,W2,W3 (default all)")
+    bn.add_argument("--baseline-sample", type=int, default=2_000,
+                    help="events the per-row cel-python baseline evaluates (default 2000)")
+    bn.add_argument("--seed", type=int, default=42)
+    bn.add_argument("--workdir", help="keep inputs and databases here (default: a temporary folder, removed)")
+    bn.add_argument("--json", action="store_true", help="print the results as JSON")
+    bn.set_defaults(func=_cmd_bench)
     return p
 
 
@@ -386,6 +414,59 @@ def _cmd_report(args) -> int:
 
     _show(args, cols, [tuple(cell(v) for v in r) for r in rows], title=args.name)
     return 0
+
+
+def _cmd_generate(args) -> int:
+    from engine.workloads import generate
+
+    if args.events < 1:
+        raise InputError("--events must be at least 1")
+    participants = args.participants or max(1, args.events // 10)
+    with console.status(f"generating {args.workload} ..."):
+        manifest = generate(args.workload, args.events, participants, args.seed, args.out)
+    if args.json:
+        print(json.dumps(manifest))
+        return 0
+    console.print(f"[green]wrote[/] {args.workload}: {manifest['events']:,} events, {manifest['participants']:,} "
+                  f"participants, {manifest['event_files']} event file(s), programs in {args.out}/programs")
+    for s in manifest["substitutions"]:
+        console.print(f"  substitution: {s}", highlight=False)
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from engine.bench import BenchError, run_bench
+
+    names = tuple(w.strip().upper() for w in args.workloads.split(",") if w.strip())
+    if not names or set(names) - {"W1", "W2", "W3"}:
+        raise InputError(f"--workloads: a comma-separated subset of W1,W2,W3, got {args.workloads!r}")
+    try:
+        with console.status("benchmark ...") as status:
+            result = run_bench(events=args.events, stateful_events=args.stateful_events,
+                               participants=args.participants, workloads=names,
+                               baseline_sample=args.baseline_sample, seed=args.seed, workdir=args.workdir,
+                               progress=lambda msg: status.update(msg + " ..."))
+    except BenchError as e:
+        err_console.print(f"[bold red]benchmark check failed:[/] {e}", highlight=False)
+        return 4
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    m = result["machine"]
+    t = Table(title=f"perkflow bench: {m['cores']} cores, {m['cpu']}; python {m['python']}, polars {m['polars']}, "
+                    f"duckdb {m['duckdb']}; load average {m['load_average']}")
+    for c in ("figure", "events", "seconds", "events/s", "peak RSS", "ratio", "target", "met"):
+        t.add_column(c, justify="right" if c in ("events", "seconds", "events/s", "peak RSS") else "left")
+    for r in result["rows"]:
+        t.add_row(r["figure"], f"{r['events']:,}", f"{r['seconds']:.2f}",
+                  "" if r["events_per_second"] is None else f"{r['events_per_second']:,.0f}",
+                  "" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:,.0f} MB",
+                  r["ratio_text"], r["target"], {True: "yes", False: "no", None: ""}[r["met"]])
+    console.print(t)
+    console.print("checks: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in result["checks"].items()))
+    for s in result["substitutions"]:
+        console.print(f"substitution: {s}", highlight=False)
+    return 0 if all(result["checks"].values()) else 4
 
 
 if __name__ == "__main__":
