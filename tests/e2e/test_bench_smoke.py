@@ -1,0 +1,100 @@
+"""A small benchmark run: a guard by construction, not a timing assertion.
+
+Fails when a W1 rule leaves the vectorised path (in the plan or in the run), when the fast path
+and the per-row path disagree on the ledger, or when W1's balances differ from the hand-written
+DuckDB SQL of benchmarks/w1_hand.sql.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from engine import bench
+from engine.catalog import load_catalog
+from engine.cli import main
+from engine.plan import needs_kernel, plan_program
+from engine.run import run_batch
+from engine.workloads import generate
+
+EVENTS = 3_000
+
+
+@pytest.fixture(scope="module")
+def w1(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("w1")
+    generate("W1", EVENTS, 300, 11, d)
+    return d
+
+
+def _ledger(db: Path) -> dict:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
+        return {
+            "events": q("SELECT id, status, error_code FROM events ORDER BY arrival_seq"),
+            "entries": q("SELECT id, seq, event_id, rule_id, action_index, action_type, effective_at, entry_hash "
+                         "FROM journal_entries ORDER BY seq"),
+            "postings": q("SELECT journal_entry_id, entity_type, entity_id, asset_id, bucket, amount FROM postings "
+                          "ORDER BY journal_entry_id, entity_type, amount"),
+            "balances": q("SELECT entity_type, entity_id, asset_id, bucket, amount FROM account_balances "
+                          "ORDER BY ALL"),
+        }
+    finally:
+        con.close()
+
+
+def test_w1_plans_vectorised(w1: Path) -> None:
+    (program,) = load_catalog(w1 / "programs").programs.values()
+    plans = plan_program(program)
+    assert len(plans) == 10
+    assert [p for p in plans if p.path != "vectorised"] == []
+    assert not needs_kernel(program)
+
+
+def test_w1_fast_path_equals_row_path_and_hand_sql(w1: Path, tmp_path: Path) -> None:
+    fast = run_batch(w1 / "programs", w1 / "events", tmp_path / "fast.duckdb")
+    assert fast.read == fast.completed == EVENTS
+    assert fast.row_evaluated == 0, "a W1 expression left the vectorised path"
+    assert fast.vectorised > 0
+    slow = run_batch(w1 / "programs", w1 / "events", tmp_path / "row.duckdb", row_path=True)
+    assert slow.row_evaluated > 0
+    assert (slow.completed, slow.failed, slow.entries) == (fast.completed, fast.failed, fast.entries)
+    a, b = _ledger(tmp_path / "fast.duckdb"), _ledger(tmp_path / "row.duckdb")
+    for table in a:
+        assert a[table] == b[table], f"{table}: fast path and row path differ"
+
+    again = run_batch(w1 / "programs", w1 / "events", tmp_path / "fast.duckdb")
+    assert again.already_committed
+
+    bench._task_run({"programs": str(w1 / "programs"), "events": str(w1 / "events"), "db": str(tmp_path / "fast.duckdb"),
+                     "balances_out": str(tmp_path / "engine.parquet")})
+    bench._task_hand({"events": str(w1 / "events" / "*.parquet"), "db": str(tmp_path / "hand.duckdb"),
+                      "balances_out": str(tmp_path / "hand.parquet")})
+    assert bench.compare_balances(tmp_path / "engine.parquet", tmp_path / "hand.parquet") is None
+
+
+def test_compare_balances_notices_a_difference(tmp_path: Path) -> None:
+    import polars as pl
+
+    pl.DataFrame({"external_id": ["a", "b"], "balance": [1, 2]}).write_parquet(tmp_path / "x.parquet")
+    pl.DataFrame({"external_id": ["a", "b"], "balance": [1, 3]}).write_parquet(tmp_path / "y.parquet")
+    assert "1 of 2" in bench.compare_balances(tmp_path / "x.parquet", tmp_path / "y.parquet")
+
+
+def test_bench_cli_small_run(tmp_path: Path, capsys) -> None:
+    """The whole W1 benchmark path (children, hand SQL check, baselines, start-up), tiny."""
+    rc = main(["bench", "--workloads", "W1", "--events", "2000", "--baseline-sample", "50", "--json",
+               "--workdir", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert out["checks"] == {"w1_balances_equal_hand_sql": True}
+    figures = [r["figure"] for r in out["rows"]]
+    assert figures == ["W1", "W1 re-run (no-op)", "W1 hand SQL (DuckDB)", "per-row cel-python, W1 rules",
+                       "perkflow run start-up"]
+    assert out["rows"][0]["run"]["row_evaluated"] == 0
+    assert out["machine"]["cores"] >= 1 and out["machine"]["duckdb"]
+    assert all(r["seconds"] > 0 for r in out["rows"])
