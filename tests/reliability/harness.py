@@ -36,8 +36,8 @@ COFFEE = ROOT / "data" / "programs" / "coffee_club.yaml"
 #: Columns that hold the wall clock (informational only); never compared.
 WALL_CLOCK = {("batches", "committed_at")}
 
-#: Number of statements the batch writer runs (engine/ledger/writer.py ORDER); traced one line each.
-WRITER_STATEMENTS = 17
+#: The batch writer's last statement (engine/ledger/writer.py ORDER); every statement is traced.
+LAST_STATEMENT = "insert_batch"
 
 
 def perkflow_argv(*args: str) -> list[str]:
@@ -103,7 +103,7 @@ class Kill:
             return "finished"
         if self.statements == 0:
             return "before writing (start-up, programs, reading, intake, evaluation)"
-        if self.statements < WRITER_STATEMENTS:
+        if f"  {LAST_STATEMENT}:" not in self.stderr:
             return "writing the ledger"
         return "commit / after commit"
 
