@@ -92,6 +92,17 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=_cmd_op)
 
+    m = sub.add_parser("maintain", help="write lot maturities and expiries due up to --as-of, for everyone",
+                       description="Time-driven changes due at or before --as-of, as entries at the instants "
+                                   "they were due. Idempotent: a second run with the same or an earlier "
+                                   "--as-of finds nothing due.")
+    m.add_argument("--as-of", required=True, help="RFC 3339 instant, e.g. 2026-01-01T00:00:00Z")
+    m.add_argument("--programs", help="accepted for symmetry with run; not needed")
+    db_arg(m)
+    m.add_argument("--wait", type=float, default=30.0)
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_cmd_maintain)
+
     v = sub.add_parser("validate", help="check program files without running anything")
     v.add_argument("--programs", required=True)
     v.add_argument("--json", action="store_true")
@@ -240,6 +251,26 @@ def _cmd_op(args) -> int:
     else:
         console.print(f"{args.operation} {args.key}: {status}" + (f" {code}: {message}" if code else "")
                       + (" (duplicate: already applied, nothing changed)" if duplicate else ""))
+    return 0
+
+
+def _cmd_maintain(args) -> int:
+    from engine.durations import parse_instant
+    from engine.maintain import maintain
+
+    try:
+        as_of = parse_instant(args.as_of)
+    except ValueError as e:
+        raise InputError(f"--as-of: {e}") from None
+    report = maintain(as_of, args.db, wait=args.wait)
+    if args.json:
+        print(json.dumps({"batch_id": report.batch_id, "as_of": report.as_of.isoformat(), "lots_due": report.lots_due,
+                          "entries": report.entries, "seconds": round(report.seconds, 3)}))
+    elif report.batch_id is None:
+        console.print(f"nothing due up to {report.as_of.isoformat()}")
+    else:
+        console.print(f"batch {report.batch_id}: {report.entries} entries for {report.lots_due} lots due up to "
+                      f"{report.as_of.isoformat()} ({report.seconds:.2f}s)")
     return 0
 
 

@@ -39,6 +39,8 @@ EFFECT_SCHEMA = {
 #: Every applied action moves `amount` from one account to another.
 ACCOUNT_SCHEMA = {"entity_id": pl.String, "from_type": pl.String, "from_id": pl.String, "from_bucket": pl.String,
                   "to_type": pl.String, "to_id": pl.String, "to_bucket": pl.String}
+#: Time-driven effects (lot expiry, maturity) name their own source, instant and program.
+TIMED_SCHEMA = {"source_name": pl.String, "effective_at": pl.Datetime("us", "UTC"), "program_id": pl.String}
 FAILURE_SCHEMA = {"pos": pl.Int64, "rule_order": pl.Int64, "action_index": pl.Int64,
                   "error_code": pl.String, "error_message": pl.String}
 EVAL_SCHEMA = {"pos": pl.Int64, "rule_id": pl.String, "rule_version": pl.String,
@@ -90,6 +92,7 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
         to_type=pl.when(credit).then(pl.lit("PARTICIPANT")).otherwise(pl.lit("SYSTEM_ISSUANCE")),
         to_id=pl.when(credit).then(pl.col("entity_id")).otherwise(pl.lit(ISSUANCE)),
         to_bucket=pl.lit("AVAILABLE"),
+        **{name: pl.lit(None, dtype=dtype) for name, dtype in TIMED_SCHEMA.items()},
     )
     fail_all = pl.concat([
         first_fail.select("pos", "error_code", "error_message"),
@@ -116,9 +119,10 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
         if kind == "event":  # rules apply to events; operations carry their own meaning
             _precompute(_Frame(sub), program, pre, stats, row_path)
         dicts = event_dicts(sub["event"])
-        for pos, subject, recipient, now, ev, op in zip(sub["pos"], sub["subject_id"], sub["recipient_uuid"],
-                                                         sub["event_timestamp"], dicts, sub["operation"]):
-            kernel_events.append(KernelEvent(pos, program, subject, recipient, now, ev or {}, op))
+        for pos, subject, recipient, now, ev, op, key in zip(
+                sub["pos"], sub["subject_id"], sub["recipient_uuid"], sub["event_timestamp"], dicts, sub["operation"],
+                sub["idempotency_key"]):
+            kernel_events.append(KernelEvent(pos, program, subject, recipient, now, ev or {}, op, key))
     kernel_events.sort(key=lambda e: e.pos)
     entity_ids = pl.concat([runnable["subject_id"], runnable["recipient_uuid"]]).drop_nulls().unique().to_list()
     store.preload(entity_ids + [str(catalog.programs[k].id) for k in catalog.programs], [])
@@ -131,7 +135,7 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
     ])
     status = events.select("pos").join(fail_all, on="pos", how="left").with_columns(
         status=pl.when(pl.col("error_code").is_null()).then(pl.lit("COMPLETED")).otherwise(pl.lit("FAILED")))
-    eff = pl.DataFrame(result.effects, schema=EFFECT_SCHEMA | ACCOUNT_SCHEMA)
+    eff = pl.DataFrame(result.effects, schema=EFFECT_SCHEMA | ACCOUNT_SCHEMA | TIMED_SCHEMA)
     evals = pl.DataFrame(result.evaluations, schema=EVAL_SCHEMA)
     return Outcome(status=status, effects=eff, evaluations=evals, vectorised=stats.vectorised,
                    row_evaluated=stats.row, sequential_events=len(kernel_events))

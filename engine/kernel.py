@@ -7,7 +7,7 @@ be computed beforehand (conditions and amounts that read only `event` and `now`)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from engine import amounts, ids
@@ -16,6 +16,7 @@ from engine.catalog.compiled import CompiledTarget
 from engine.cel import CelEvalError, CelProgram
 from engine.plan import reads_state
 from engine.operations import apply_operation
+from engine.lots import apply_due, lot_spec
 from engine.moves import ActionFailed, move, plain, source_of_issue, system
 from engine.state import Counter, Person, Store, Tx, budget_period
 
@@ -41,6 +42,7 @@ class KernelEvent:
     now: datetime
     event: dict  # the event's payload, or an operation's params
     operation: str | None = None
+    key: str = ""  # idempotency key: names the lots its credits create
 
 
 @dataclass
@@ -54,6 +56,7 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
     out = KernelResult()
     symbols = {str(i): s for s, i in catalog.asset_ids.items()}
     for ev in events:
+        _due_lot_changes(ev, store, out.effects)
         tx = Tx(store, ev.now)
         effects, evals = [], []
         try:
@@ -69,6 +72,16 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
         out.effects += effects
         out.evaluations += evals
     return out
+
+
+def _due_lot_changes(ev: KernelEvent, store: Store, effects: list) -> None:
+    """Maturities and expiries due by `now` for the holders the event names, before it runs."""
+    for pid in (ev.subject, ev.recipient):
+        if pid is None:
+            continue
+        for (etype, eid, _asset), lots in store.lots.items():
+            if etype == "PARTICIPANT" and eid == pid:
+                apply_due(store, lots, ev.now, effects, ev.pos)
 
 
 def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: list, catalog, symbols) -> None:
@@ -102,7 +115,7 @@ def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: 
             continue
         evals.append(_eval(ev, rule, "MATCHED", None))
         for action, (entity, value) in zip(rule.actions, planned):
-            _apply(ev, tx, rule, action, entity, value, effects, symbols)
+            _apply(ev, tx, rule, action, entity, value, effects, catalog)
         if rule.stop_after_match:
             stopped = True
 
@@ -284,7 +297,7 @@ def _take_budget(rule: CompiledRule, planned: list, tx: Tx, now: datetime) -> bo
 
 
 def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, entity: tuple[str, str], value,
-           effects: list, symbols: dict) -> None:
+           effects: list, catalog: Catalog) -> None:
     etype, eid = entity
     if etype == "NEW_PARTICIPANT":  # a target that names an unknown external id (docs/decisions.md)
         etype, eid = "PARTICIPANT", _create(tx.store, eid, ev.now)
@@ -294,7 +307,7 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
         if person is not None and person.status != "ACTIVE":
             raise ActionFailed(INACTIVE, f"{where}: participant {person.external_id} is {person.status}")
     if action.type in VALUE_ACTIONS:
-        _apply_value(ev, tx, rule, action, (etype, eid), value, effects, symbols)
+        _apply_value(ev, tx, rule, action, (etype, eid), value, effects, catalog)
         return
     st = tx.state(etype, eid)
     if action.type == "TAG":
@@ -316,15 +329,21 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
 
 
 def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, entity: tuple[str, str],
-                 amount: Decimal | None, effects: list, symbols: dict) -> None:
+                 amount: Decimal | None, effects: list, catalog: Catalog) -> None:
     """Value actions move an amount between two accounts (semantics.md 7 and 8)."""
     etype, eid = entity
     asset = str(action.asset_id)
     mine = lambda bucket: (etype, eid, asset, bucket)  # noqa: E731 - the entity's account in a bucket
     issue = source_of_issue(action.asset, str(ev.program.id), asset)
     kind = action.type
+    lot = None
     if kind == "CREDIT":
         source, dest = issue, mine(action.bucket or "AVAILABLE")
+        if action.asset.inventory_mode == "LOT":
+            expires_at, matures_at = (_instant(ev, tx, rule, action, name, catalog) for name in ("expires_at", "matures_at"))
+            if matures_at is not None and matures_at > ev.now:
+                dest = mine("DEFERRED")  # vesting: not spendable until it matures
+            lot = lot_spec(ev, rule.version, action.index, expires_at, matures_at)
     elif kind == "DEBIT":
         source, dest = mine("AVAILABLE"), issue
     elif kind == "HOLD":
@@ -337,10 +356,28 @@ def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAc
         source, dest = mine(action.bucket or "AVAILABLE"), system("SYSTEM_BREAKAGE", asset)
     if amount is None:  # an amount of exactly 0 is a no-op
         return
-    move(tx, effects, source, dest, amount, kind=kind, symbol=symbols.get(asset, asset),
+    move(tx, effects, source, dest, amount, kind=kind, asset=action.asset, lot=lot,
          overdraft=kind == "DEBIT" and action.allow_negative,
          pos=ev.pos, rule_id=str(rule.id), rule_version=rule.version, rule_order=rule.order,
          action_index=action.index, description=action.description or rule.name)
+
+
+def _instant(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, name: str, catalog) -> datetime | None:
+    """expires_at / matures_at: a Go duration from now, an RFC 3339 instant, or a CEL timestamp."""
+    spec = getattr(action, name)
+    if spec is None:
+        return None
+    if isinstance(spec, timedelta):
+        return ev.now + spec
+    if isinstance(spec, datetime):
+        return spec
+    value = _value(ev, tx, Precomputed(), rule, action, name, catalog)
+    if isinstance(value, timedelta):
+        return ev.now + value
+    if not isinstance(value, datetime):
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"rule {rule.name!r} action {action.index}: {name} must be a "
+                                                     f"timestamp or a duration, got {type(value).__name__}")
+    return value
 
 
 def _eval(ev: KernelEvent, rule: CompiledRule, outcome: str, message: str | None) -> dict:

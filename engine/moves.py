@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from engine import ids
 from engine.catalog.models import Asset
+from engine.lots import Lot, consume
 from engine.state import Tx
 
 ISSUANCE = str(ids.system_account_id("SYSTEM_ISSUANCE"))
@@ -21,6 +22,8 @@ INSUFFICIENT = "insufficient_balance"
 WALLET_SHORT = "insufficient_wallet"
 
 Account = tuple[str, str, str, str]
+#: Entities that hold value of their own (and whose balances may not go short).
+HOLDERS = ("PARTICIPANT", "GROUP", "PROGRAM_WALLET")
 
 
 class ActionFailed(Exception):
@@ -46,15 +49,27 @@ def source_of_issue(asset: Asset, program_id: str, asset_id: str) -> Account:
     return wallet(program_id, asset_id) if asset.issuance_policy == "PREFUNDED" else system("SYSTEM_ISSUANCE", asset_id)
 
 
-def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal, *, kind: str, symbol: str,
-         overdraft: bool = False, **meta) -> None:
+def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal, *, kind: str, asset: Asset,
+         overdraft: bool = False, lot: dict | None = None, **meta) -> None:
     """Move `amount` from `source` to `dest` in the event's working state, or fail. Participant
-    and wallet accounts may not go below zero (unless `overdraft`: DEBIT with allow_negative)."""
-    if source[0] in ("PARTICIPANT", "GROUP", "PROGRAM_WALLET") and not overdraft:
+    and wallet accounts may not go below zero (unless `overdraft`: DEBIT with allow_negative).
+    For LOT assets, value leaving a holder's AVAILABLE bucket consumes its lots FIFO, and value
+    arriving in a holder's AVAILABLE or DEFERRED bucket is a new lot (`lot`: id, program_id,
+    expires_at, matures_at)."""
+    if source[0] in HOLDERS and not overdraft:
         have = tx.balance(source)
         if have - amount < 0:
             code = WALLET_SHORT if source[0] == "PROGRAM_WALLET" else INSUFFICIENT
-            raise ActionFailed(code, insufficient_message(kind, source, symbol, have, amount))
+            raise ActionFailed(code, insufficient_message(kind, source, asset.symbol, have, amount))
+    if asset.inventory_mode == "LOT":
+        if source[0] in HOLDERS and source[3] == "AVAILABLE":
+            consume(tx.lots(source[:3]), amount, tx.now)
+        if dest[0] in HOLDERS and dest[3] in ("AVAILABLE", "DEFERRED"):
+            spec = lot or {}
+            tx.lots(dest[:3]).append(Lot(
+                id=spec["id"], entity_type=dest[0], entity_id=dest[1], asset_id=dest[2], amount=amount,
+                remaining=amount, status=dest[3], created_at=tx.now, expires_at=spec.get("expires_at"),
+                matures_at=spec.get("matures_at"), program_id=spec["program_id"]))
     tx.move(source, dest, amount)
     participant = source if source[0] == "PARTICIPANT" else dest
     effects.append({

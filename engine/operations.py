@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from engine import amounts
 from engine.catalog import Catalog
 from engine.durations import parse_duration
+from engine.lots import lot_spec
 from engine.moves import ActionFailed, move, source_of_issue, system, wallet
 from engine.state import Counter, Tx
 
@@ -79,8 +80,11 @@ class _Op:
             raise ActionFailed(INACTIVE, f"{self.op.operation}: participant {person.external_id} is {person.status}")
         return pid
 
-    def move(self, source, dest, amount: Decimal, kind: str, asset_symbol: str, overdraft: bool = False) -> None:
-        move(self.tx, self.effects, source, dest, amount, kind=kind, symbol=asset_symbol, overdraft=overdraft,
+    def move(self, source, dest, amount: Decimal, kind: str, asset, overdraft: bool = False) -> None:
+        """A move of this operation; value arriving as LOT gets a new lot without expiry
+        (transfers: "dated at the transfer without the source's expiry")."""
+        move(self.tx, self.effects, source, dest, amount, kind=kind, asset=asset, overdraft=overdraft,
+             lot=lot_spec(self.op, "op", self.parts),
              pos=self.op.pos, rule_id=None, rule_version=None, rule_order=0, action_index=self.parts,
              description=self.params.get("description") or self.op.operation)
         self.parts += 1
@@ -97,9 +101,9 @@ def _adjust(o: _Op) -> None:
     mine = ("PARTICIPANT", pid, aid, bucket)
     kind = o.field("type")
     if kind == "CREDIT":
-        o.move(issue, mine, amount, "ADJUSTMENT", asset.symbol)
+        o.move(issue, mine, amount, "ADJUSTMENT", asset)
     elif kind == "DEBIT":
-        o.move(mine, issue, amount, "ADJUSTMENT", asset.symbol, overdraft=bool(o.field("allow_negative", False)))
+        o.move(mine, issue, amount, "ADJUSTMENT", asset, overdraft=bool(o.field("allow_negative", False)))
     else:
         raise ActionFailed(INVALID, f"adjust: params.type must be CREDIT or DEBIT, got {kind!r}")
 
@@ -118,18 +122,18 @@ def _between(kind: str, source_bucket: str, dest_bucket: str | None):
                 return
         dest = (("PARTICIPANT", pid, aid, dest_bucket) if dest_bucket
                 else system("SYSTEM_BREAKAGE" if kind == "FORFEIT" else "SYSTEM_REDEMPTION", aid))
-        o.move(source, dest, amount, kind, asset.symbol)
+        o.move(source, dest, amount, kind, asset)
     return handler
 
 
 def _fund(o: _Op) -> None:
     asset, aid = o.asset()
-    o.move(system("SYSTEM_ISSUANCE", aid), wallet(str(o.op.program.id), aid), o.amount(asset), "FUND", asset.symbol)
+    o.move(system("SYSTEM_ISSUANCE", aid), wallet(str(o.op.program.id), aid), o.amount(asset), "FUND", asset)
 
 
 def _burn(o: _Op) -> None:
     asset, aid = o.asset()
-    o.move(wallet(str(o.op.program.id), aid), system("SYSTEM_BREAKAGE", aid), o.amount(asset), "BURN", asset.symbol)
+    o.move(wallet(str(o.op.program.id), aid), system("SYSTEM_BREAKAGE", aid), o.amount(asset), "BURN", asset)
 
 
 def _transfer(o: _Op) -> None:
@@ -153,7 +157,7 @@ def _transfer(o: _Op) -> None:
             raise ActionFailed(INACTIVE, f"transfer: recipient {ext} is {person.status}")
         o.params = {**o.params, "amount": r.get("amount")}
         o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), ("PARTICIPANT", rid, aid, "AVAILABLE"), o.amount(asset),
-               "TRANSFER", asset.symbol)
+               "TRANSFER", asset)
 
 
 def _state_op(o: _Op, apply) -> None:

@@ -40,7 +40,8 @@ def rule_is_stateful(rule: CompiledRule) -> bool:
     """Reads or writes state beyond balances, or is coupled to other events through a budget."""
     return (rule_reads_state(rule) or bool(rule.budgets)
             or any(a.type not in SET_BASED_ACTIONS or a.bucket not in (None, "AVAILABLE") or a.target is not None
-                   or a.asset.issuance_policy == "PREFUNDED"  # the wallet is program-global state
+                   or (a.asset is not None and (a.asset.issuance_policy == "PREFUNDED"  # a program-global wallet
+                                                or a.asset.inventory_mode == "LOT"))  # lots, expiry, maturity
                    for a in rule.actions))
 
 

@@ -147,11 +147,15 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store) -> di
     )
     keys = ev_ops.select("pos", "kind", "program_uuid", "idempotency_key", "event_timestamp")
     effects = outcome.effects.join(keys, on="pos").sort("pos", "rule_order", "action_index").with_row_index("_n")
+    timed = pl.col("source_name").is_not_null()  # lot expiry/maturity: not the event's own entries
     effects = effects.select(
-        kind="kind", program_id="program_uuid", idempotency_key="idempotency_key", rule_id="rule_id",
+        kind=pl.when(timed).then(pl.lit("lot")).otherwise(pl.col("kind")),
+        source_name=pl.coalesce("source_name", pl.concat_str("kind", "program_uuid", "idempotency_key", separator=":")),
+        program_id=pl.coalesce("program_id", "program_uuid"), rule_id="rule_id",
         rule_version="rule_version", action_index="action_index", action_type="action_type", asset_id="asset_id",
         amount="amount",
-        allow_negative="allow_negative", description="description", effective_at="event_timestamp",
+        allow_negative="allow_negative", description="description",
+        effective_at=pl.coalesce("effective_at", "event_timestamp"),
         seq=pl.col("_n").cast(pl.Int64) + base, from_type="from_type", from_id="from_id",
         from_bucket="from_bucket", to_type="to_type", to_id="to_id", to_bucket="to_bucket",
     )

@@ -12,6 +12,7 @@ import duckdb
 import polars as pl
 
 from engine.ledger import db
+from engine.lots import Lot
 from engine.ledger.sqlfiles import statement
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -65,6 +66,8 @@ class Store:
         self.dirty_states: set[tuple[str, str]] = set()
         self.dirty_budgets: set[tuple[str, str]] = set()
         self.dirty_people: set[str] = set()  # participants whose status changed
+        self.lots: dict[tuple[str, str, str], list[Lot]] = {}  # (entity type, id, asset) -> its lots
+        self.dirty_lots: set[str] = set()
         self.created: list[Person] = []
 
     @classmethod
@@ -86,6 +89,9 @@ class Store:
                 self.balances[(t, e, a, b)] = Decimal(amt)
             for row in db.frame(self.con, statement("lookups.sql", "participants_by_id")).iter_rows():
                 self.add_person(Person(*row))
+            for row in db.frame(self.con, statement("lookups.sql", "entity_lots")).iter_rows(named=True):
+                lot = Lot(**{k: (Decimal(v) if k in ("amount", "remaining") else v) for k, v in row.items()})
+                self.lots.setdefault((lot.entity_type, lot.entity_id, lot.asset_id), []).append(lot)
             for etype, eid, kind, key, text, number, reset_us, last in db.frame(
                     self.con, statement("lookups.sql", "entity_states")).iter_rows():
                 st = self.states.setdefault((etype, eid), EntityState())
@@ -136,10 +142,19 @@ class Store:
         budgets = pl.DataFrame([(r, a, *self.budgets[(r, a)]) for r, a in sorted(self.dirty_budgets)],
                                schema={"rule_id": pl.String, "asset_id": pl.String, "period": pl.Int64,
                                        "consumed": pl.Decimal(38, 18)}, orient="row")
+        lots = pl.DataFrame(
+            [(lot.id, lot.entity_type, lot.entity_id, lot.asset_id, lot.amount, lot.remaining, lot.status,
+              lot.created_at, lot.expires_at, lot.matures_at, lot.reference_id, lot.program_id)
+             for holder_lots in self.lots.values() for lot in holder_lots if lot.id in self.dirty_lots],
+            schema={"id": pl.String, "entity_type": pl.String, "entity_id": pl.String, "asset_id": pl.String,
+                    "amount": pl.Decimal(38, 18), "remaining": pl.Decimal(38, 18), "status": pl.String,
+                    "created_at": pl.Datetime("us", "UTC"), "expires_at": pl.Datetime("us", "UTC"),
+                    "matures_at": pl.Datetime("us", "UTC"), "reference_id": pl.String, "program_id": pl.String},
+            orient="row")
         statuses = pl.DataFrame([(pid, self.people[pid].status) for pid in sorted(self.dirty_people)],
                                 schema={"id": pl.String, "status": pl.String}, orient="row")
         return {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets,
-                "stage_statuses": statuses}
+                "stage_statuses": statuses, "stage_lots": lots}
 
 
 class Tx:
@@ -152,6 +167,13 @@ class Tx:
         self.states: dict[tuple[str, str], EntityState] = {}
         self.budgets: dict[tuple[str, str], tuple[int, Decimal]] = {}
         self.statuses: dict[str, str] = {}
+        self.lot_lists: dict[tuple[str, str, str], list[Lot]] = {}
+
+    def lots(self, holder: tuple[str, str, str]) -> list[Lot]:
+        """The holder's lots of an asset for this event (copies: the event may fail)."""
+        if holder not in self.lot_lists:
+            self.lot_lists[holder] = [lot.copy() for lot in self.store.lots.get(holder, [])]
+        return self.lot_lists[holder]
 
     def set_status(self, participant_id: str, status: str) -> None:
         self.statuses[participant_id] = status
@@ -197,6 +219,10 @@ class Tx:
         for pid, status in self.statuses.items():
             s.people[pid].status = status
             s.dirty_people.add(pid)
+        for holder, lots in self.lot_lists.items():
+            before = {lot.id: lot for lot in s.lots.get(holder, [])}
+            s.dirty_lots.update(lot.id for lot in lots if before.get(lot.id) != lot)
+            s.lots[holder] = lots
 
 
 def budget_period(now: datetime, interval: timedelta | None) -> int:

@@ -48,3 +48,18 @@ WHERE program_id = (SELECT id FROM programs WHERE key = $program) AND idempotenc
 
 -- name: rejected_in_batch
 SELECT reason, message FROM rejected_rows WHERE batch_id = $batch_id ORDER BY row_number;
+
+-- name: entity_lots
+-- Lots that still hold value, of the entities a batch names.
+SELECT id::VARCHAR AS id, entity_type, entity_id::VARCHAR AS entity_id, asset_id::VARCHAR AS asset_id, amount,
+       remaining, status, created_at, expires_at, matures_at, program_id::VARCHAR AS program_id, reference_id
+FROM lots
+WHERE entity_id::VARCHAR IN (SELECT id FROM stage_entities) AND status IN ('AVAILABLE', 'DEFERRED', 'HELD');
+
+-- name: due_lots
+-- Lots with a maturity or expiry due at or before $as_of.
+SELECT id::VARCHAR AS id, entity_type, entity_id::VARCHAR AS entity_id, asset_id::VARCHAR AS asset_id, amount,
+       remaining, status, created_at, expires_at, matures_at, program_id::VARCHAR AS program_id, reference_id
+FROM lots
+WHERE status IN ('AVAILABLE', 'DEFERRED') AND remaining > 0
+  AND (expires_at <= $as_of OR (status = 'DEFERRED' AND matures_at <= $as_of));

@@ -196,7 +196,7 @@ CREATE OR REPLACE MACRO batch_root(prev_root, batch) AS
 -- LOT assets: each credit is a lot; `remaining` and `status` are current state, rewritten for the
 -- lots a batch touched (the ledger tables hold the history). Spending consumes FIFO by created_at, id.
 CREATE TABLE IF NOT EXISTS lots (
-    id               UUID NOT NULL,           -- md5('lot:' || journal_entry_id)
+    id               UUID NOT NULL,           -- UUIDv5 of the crediting event/operation and action
     entity_type      VARCHAR NOT NULL,
     entity_id        UUID NOT NULL,
     asset_id         UUID NOT NULL,
@@ -207,8 +207,8 @@ CREATE TABLE IF NOT EXISTS lots (
     expires_at       TIMESTAMPTZ,
     matures_at       TIMESTAMPTZ,
     reference_id     VARCHAR,
-    journal_entry_id UUID NOT NULL,
-    batch_id         BIGINT NOT NULL
+    program_id       UUID NOT NULL,           -- the program whose credit created it
+    batch_id         BIGINT NOT NULL          -- the batch that last changed it
 );
 
 -- Direct operations (semantics.md 2.3), idempotent like events.

@@ -22,39 +22,52 @@ JOIN assets a ON a.id = b.asset_id
 LEFT JOIN participants p ON p.id = b.entity_id AND b.entity_type = 'PARTICIPANT'
 GROUP BY ALL;
 
--- Value flows: one row per journal entry and asset that touches a participant account, with the
--- entry's net effect on participants' accounts (sum of its PARTICIPANT postings) and the one
--- category it counts in. Every net falls in exactly one category, signed, so
---     issued - redeemed - expired - forfeited = sum of participant postings   (by construction)
--- for any set of entries. Classification (docs/reports.md):
---   EXPIRATION -> EXPIRED; FORFEIT -> FORFEITED (both: -net);
---   CREDIT, VOID_HOLD -> ISSUED (+net; a voided hold un-issues the held credit it cancels);
---   DEBIT, REDEMPTION, REDEMPTION_REVERSAL -> REDEEMED (-net; a reversal gives back, so it lowers it);
---   anything else (ADJUSTMENT, TRANSFER, and HOLD/RELEASE/SETTLE/MATURITY/FUND/BURN, whose participant
---   net is 0 when well formed) by the sign of its net: > 0 ISSUED, < 0 REDEEMED, 0 INTERNAL.
+-- Value flows: what each journal entry did to participants' accounts, each amount in exactly one
+-- category, signed, so that for any set of entries
+--     SUM(issued) - SUM(redeemed) - SUM(expired) - SUM(forfeited) = SUM(net_amount)
+--                                                 = sum of their PARTICIPANT postings   (by construction).
+-- Classification (docs/reports.md):
+--   EXPIRATION -> EXPIRED; FORFEIT -> FORFEITED (both count -amount);
+--   CREDIT, VOID_HOLD -> ISSUED (+amount; a voided hold un-issues the held credit it cancels);
+--   DEBIT, REDEMPTION, REDEMPTION_REVERSAL -> REDEEMED (-amount; a reversal gives back, so it lowers it);
+--   any other type (ADJUSTMENT, TRANSFER, and HOLD/RELEASE/SETTLE/MATURITY/FUND/BURN, whose participant
+--   net is 0 when well formed) by the sign of the entry's net per asset: > 0 ISSUED, < 0 REDEEMED,
+--   0 INTERNAL (a transfer between participants nets to 0).
+-- Rows: one per participant posting for the types classified by type (their category does not depend
+-- on netting), one per entry and asset for the types classified by sign.
+CREATE OR REPLACE MACRO flow_category(action_type, net_amount) AS
+    CASE
+        WHEN action_type = 'EXPIRATION' THEN 'EXPIRED'
+        WHEN action_type = 'FORFEIT' THEN 'FORFEITED'
+        WHEN action_type IN ('CREDIT', 'VOID_HOLD') THEN 'ISSUED'
+        WHEN action_type IN ('DEBIT', 'REDEMPTION', 'REDEMPTION_REVERSAL') THEN 'REDEEMED'
+        WHEN net_amount > 0 THEN 'ISSUED'
+        WHEN net_amount < 0 THEN 'REDEEMED'
+        ELSE 'INTERNAL'
+    END;
+
 CREATE OR REPLACE VIEW ledger_flows AS
-WITH nets AS (
+WITH pp AS (
     SELECT j.id AS journal_entry_id, j.seq, j.program_id, j.action_type, j.effective_at, j.batch_id,
-           p.asset_id, SUM(p.amount) AS net_amount,
-           COUNT(DISTINCT p.entity_id) AS participants_touched
+           p.asset_id, p.amount,
+           j.action_type IN ('EXPIRATION', 'FORFEIT', 'CREDIT', 'VOID_HOLD', 'DEBIT', 'REDEMPTION',
+                             'REDEMPTION_REVERSAL') AS by_type
     FROM journal_entries j JOIN postings p ON p.journal_entry_id = j.id
     WHERE p.entity_type = 'PARTICIPANT'
-    GROUP BY j.id, j.seq, j.program_id, j.action_type, j.effective_at, j.batch_id, p.asset_id
+), flows AS (
+    SELECT journal_entry_id, seq, program_id, action_type, effective_at, batch_id, asset_id,
+           amount AS net_amount
+    FROM pp WHERE by_type
+    UNION ALL
+    SELECT journal_entry_id, seq, program_id, action_type, effective_at, batch_id, asset_id,
+           SUM(amount) AS net_amount
+    FROM pp WHERE NOT by_type
+    GROUP BY journal_entry_id, seq, program_id, action_type, effective_at, batch_id, asset_id
 ), classified AS (
-    SELECT *,
-        CASE
-            WHEN action_type = 'EXPIRATION' THEN 'EXPIRED'
-            WHEN action_type = 'FORFEIT' THEN 'FORFEITED'
-            WHEN action_type IN ('CREDIT', 'VOID_HOLD') THEN 'ISSUED'
-            WHEN action_type IN ('DEBIT', 'REDEMPTION', 'REDEMPTION_REVERSAL') THEN 'REDEEMED'
-            WHEN net_amount > 0 THEN 'ISSUED'
-            WHEN net_amount < 0 THEN 'REDEEMED'
-            ELSE 'INTERNAL'
-        END AS category
-    FROM nets
+    SELECT *, flow_category(action_type, net_amount) AS category FROM flows
 )
 SELECT journal_entry_id, seq, program_id, action_type, effective_at, batch_id, asset_id,
-       net_amount, participants_touched, category,
+       net_amount::DECIMAL(38, 18) AS net_amount, category,
        CASE WHEN category = 'ISSUED'    THEN  net_amount ELSE 0 END::DECIMAL(38, 18) AS issued,
        CASE WHEN category = 'REDEEMED'  THEN -net_amount ELSE 0 END::DECIMAL(38, 18) AS redeemed,
        CASE WHEN category = 'EXPIRED'   THEN -net_amount ELSE 0 END::DECIMAL(38, 18) AS expired,

@@ -55,12 +55,14 @@ FROM stage_evaluations;
 
 -- name: stage_entries
 -- Effects with their derived ids; every effect moves `amount` from one account to another.
--- An event's entries are keyed by rule version and action index, an operation's by its part.
+-- An event's entries are keyed by rule version and action index, an operation's by its part, a
+-- lot's expiry or maturity by the lot. source_name: 'event:' || program_id || ':' || idempotency_key,
+-- 'operation:' || ..., or 'lot:' || lot id.
 CREATE OR REPLACE TEMP TABLE batch_entries AS
 SELECT md5('entry:' || source_id || ':' || COALESCE(rule_version, 'op') || ':' || action_index)::UUID AS id,
        CASE kind WHEN 'event' THEN source_id END AS event_id,
        CASE kind WHEN 'operation' THEN source_id END AS operation_id, *
-FROM (SELECT md5(kind || ':' || program_id || ':' || idempotency_key)::UUID AS source_id, * FROM stage_effects);
+FROM (SELECT md5(source_name)::UUID AS source_id, * FROM stage_effects);
 
 -- name: stage_postings
 CREATE OR REPLACE TEMP TABLE batch_postings AS
@@ -112,6 +114,15 @@ WHERE entity_state.entity_type = s.entity_type AND entity_state.entity_id = s.en
 INSERT INTO entity_state
 SELECT entity_type, entity_id::UUID, kind, key, text_value, number_value, reset_after_us, last_reset_at, $batch_id
 FROM stage_state;
+
+-- name: delete_lots
+DELETE FROM lots WHERE id IN (SELECT id::UUID FROM stage_lots);
+
+-- name: insert_lots
+INSERT INTO lots
+SELECT id::UUID, entity_type, entity_id::UUID, asset_id::UUID, amount, remaining, status, created_at, expires_at,
+       matures_at, reference_id, program_id::UUID, $batch_id
+FROM stage_lots;
 
 -- name: upsert_budget_usage
 INSERT INTO budget_usage SELECT rule_id::UUID, asset_id::UUID, period, consumed FROM stage_budgets

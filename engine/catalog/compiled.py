@@ -38,10 +38,13 @@ class CompiledAction:
     value: Value | None = None
     reset_after: timedelta | None = None
     target: CompiledTarget | None = None
+    expires_at: timedelta | datetime | CelProgram | None = None  # LOT credits: duration from now,
+    matures_at: timedelta | datetime | CelProgram | None = None  # an instant, or a CEL timestamp
 
     @property
     def expressions(self) -> tuple[CelProgram, ...]:
-        out = [v for v in (self.amount, self.tag, self.value) if isinstance(v, CelProgram)]
+        out = [v for v in (self.amount, self.tag, self.value, self.expires_at, self.matures_at)
+               if isinstance(v, CelProgram)]
         if self.target is not None:
             out += [p for p in (self.target.external_id, self.target.participant_id) if p is not None]
         return tuple(out)

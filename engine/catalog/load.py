@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from engine import amounts, ids
 from engine.cel import CelError, compile_cel
-from engine.durations import parse_duration
+from engine.durations import parse_duration, parse_instant
 from engine.errors import CatalogError
 
 from .compiled import Catalog, CompiledAction, CompiledBudget, CompiledProgram, CompiledRule, CompiledTarget
@@ -180,9 +180,19 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         asset = assets[symbol]
         # RELEASE without an amount releases everything held
         amount = None if action.type == "RELEASE" and action.amount is None else need("amount")
+        if asset.inventory_mode == "LOT":
+            for field in ("reference_id", "expires_at", "matures_at"):
+                if getattr(action, field) is not None and action.type != "CREDIT" and field != "reference_id":
+                    raise CatalogError(f"{at}: `{field}` applies to CREDIT only")
+            if action.reference_id is not None or action.type in ("HOLD", "RELEASE") or action.bucket == "HELD":
+                raise CatalogError(f"{at}: not supported yet: holds and reference_id on LOT asset {symbol}")
+        elif action.expires_at is not None or action.matures_at is not None:
+            raise CatalogError(f"{at}: expires_at/matures_at apply to LOT assets; {symbol} is SIMPLE")
         return CompiledAction(**common, asset=asset, asset_id=ids.asset_id(symbol),
                               amount=None if amount is None else _amount(f"{at}.amount", amount, asset, assets),
-                              allow_negative=action.allow_negative, bucket=action.bucket)
+                              allow_negative=action.allow_negative, bucket=action.bucket,
+                              expires_at=_when(f"{at}.expires_at", action.expires_at, assets),
+                              matures_at=_when(f"{at}.matures_at", action.matures_at, assets))
     if action.type in ("TAG", "UNTAG"):
         return CompiledAction(**common, tag=_value(f"{at}.tag", need("tag"), assets))
     if action.type == "COUNTER":
@@ -232,6 +242,21 @@ def _amount(where: str, text: str, asset: Asset, assets: dict[str, Asset]):
         if problem and problem[0] != amounts.ZERO:
             raise CatalogError(f"{where}: {problem[1]}")
         return value
+    return _cel(where, text, assets)
+
+
+def _when(where: str, text: str | None, assets: dict[str, Asset]):
+    """A Go duration (from the event's `now`), an RFC 3339 instant, or a CEL expression."""
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return parse_instant(text)
+    except ValueError:
+        pass
     return _cel(where, text, assets)
 
 

@@ -9,7 +9,7 @@ from .models import ProgramFile
 
 #: Action fields with behaviour, per action type (type itself is always fine).
 SUPPORTED_ACTION_FIELDS = {
-    "CREDIT": {"asset", "amount", "description", "bucket", "target"},
+    "CREDIT": {"asset", "amount", "description", "bucket", "target", "expires_at", "matures_at"},
     "DEBIT": {"asset", "amount", "description", "allow_negative", "target"},
     "HOLD": {"asset", "amount", "description", "target"},
     "RELEASE": {"asset", "amount", "description", "target"},
@@ -30,8 +30,6 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
             yield name, name
     for asset in pf.assets:
         where = f"assets[{asset.symbol}]"
-        if asset.inventory_mode != "SIMPLE":
-            yield where, f"inventory_mode: {asset.inventory_mode}"
     for r_i, rule in enumerate(pf.rules):
         where = f"rules[{r_i}] ({rule.name})"
         for b_i, budget in enumerate(rule.budgets):

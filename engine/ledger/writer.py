@@ -7,6 +7,7 @@ sql/write_batch.sql over Arrow tables registered as `stage_*` relations.
 from __future__ import annotations
 
 import json
+import re
 import os
 import sys
 import time
@@ -23,7 +24,7 @@ ORDER = [
     "insert_participants", "insert_enrollments", "insert_events", "insert_operations", "update_participant_status",
     "insert_rejected", "insert_evaluations",
     "stage_entries", "stage_postings", "insert_postings", "insert_entries", "update_balances",
-    "delete_entity_state", "insert_entity_state", "upsert_budget_usage", "insert_batch",
+    "delete_entity_state", "insert_entity_state", "delete_lots", "insert_lots", "upsert_budget_usage", "insert_batch",
 ]
 
 
@@ -49,11 +50,15 @@ def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
 
 
 def write_batch(con: duckdb.DuckDBPyConnection, stages: dict[str, pl.DataFrame], params: dict) -> None:
+    """Run the statements of write_batch.sql in ORDER; a statement whose `stage_*` input is not
+    given is skipped (a maintenance batch has effects and lots, but no events)."""
     for name, frame in stages.items():
         con.register(name, frame.to_arrow())
     try:
         for name in ORDER:
             sql = statement("write_batch.sql", name)
+            if any(stage not in stages for stage in re.findall(r"\bstage_\w+", sql)):
+                continue
             used = {k: v for k, v in params.items() if f"${k}" in sql}
             t = time.perf_counter()
             con.execute(sql, used)

@@ -1,0 +1,113 @@
+"""Lots of LOT assets (semantics.md 9.1): each credit is a lot; spending consumes FIFO by
+(created_at, id); expiry and maturity happen at their own instants.
+
+Time-driven changes are not an event's doing: they are applied to the committed state before an
+event touches the entity (or by `perkflow maintain --as-of T`), and stand even if the event
+fails. Their entries carry the instant they were due.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+
+from engine import ids
+
+BREAKAGE = str(ids.system_account_id("SYSTEM_BREAKAGE"))
+
+
+@dataclass
+class Lot:
+    id: str
+    entity_type: str
+    entity_id: str
+    asset_id: str
+    amount: Decimal
+    remaining: Decimal
+    status: str  # DEFERRED | AVAILABLE | HELD | CONSUMED | EXPIRED
+    created_at: datetime
+    expires_at: datetime | None
+    matures_at: datetime | None
+    program_id: str  # the program whose credit created it; its expiry entries belong there too
+    reference_id: str | None = None
+
+    def spendable(self, now: datetime) -> bool:
+        """Expired lots are never spendable, even before their expiry entry is written."""
+        return (self.status == "AVAILABLE" and self.remaining > 0
+                and (self.expires_at is None or self.expires_at > now))
+
+    def copy(self) -> Lot:
+        return replace(self)
+
+
+def fifo(lots: list[Lot]) -> list[Lot]:
+    return sorted(lots, key=lambda lot: (lot.created_at, lot.id))
+
+
+def consume(lots: list[Lot], amount: Decimal, now: datetime) -> Decimal:
+    """Take up to `amount` from the spendable lots, oldest first; returns what was taken."""
+    left = amount
+    for lot in fifo(lots):
+        if left <= 0:
+            break
+        if not lot.spendable(now):
+            continue
+        take = min(lot.remaining, left)
+        lot.remaining -= take
+        left -= take
+        if lot.remaining == 0:
+            lot.status = "CONSUMED"
+    return amount - left
+
+
+def due_changes(lots: list[Lot], now: datetime) -> list[tuple[datetime, str, Lot]]:
+    """(instant, MATURITY | EXPIRATION, lot) due at or before `now`, in time order. A lot that
+    expires before (or when) it matures expires from DEFERRED."""
+    due = []
+    for lot in lots:
+        if lot.remaining <= 0 or lot.status not in ("AVAILABLE", "DEFERRED"):
+            continue
+        if lot.expires_at is not None and lot.expires_at <= now and (
+                lot.status == "AVAILABLE" or lot.matures_at is None or lot.expires_at <= lot.matures_at):
+            due.append((lot.expires_at, "EXPIRATION", lot))
+        elif lot.status == "DEFERRED" and lot.matures_at is not None and lot.matures_at <= now:
+            due.append((lot.matures_at, "MATURITY", lot))
+            if lot.expires_at is not None and lot.expires_at <= now:
+                due.append((lot.expires_at, "EXPIRATION", lot))
+    return sorted(due, key=lambda d: (d[0], d[1] != "MATURITY", d[2].created_at, d[2].id))
+
+
+def apply_due(store, lots: list[Lot], now: datetime, effects: list, pos: int) -> None:
+    """Write the due maturities and expiries of `lots` into the committed state and `effects`."""
+    for i, (instant, kind, lot) in enumerate(due_changes(lots, now)):
+        account = (lot.entity_type, lot.entity_id, lot.asset_id)
+        if kind == "MATURITY":
+            source, dest = (*account, "DEFERRED"), (*account, "AVAILABLE")
+            lot.status = "AVAILABLE"
+        else:
+            source = (*account, "DEFERRED" if lot.status == "DEFERRED" else "AVAILABLE")
+            dest = ("SYSTEM_BREAKAGE", BREAKAGE, lot.asset_id, "AVAILABLE")
+        amount = lot.remaining
+        if kind == "EXPIRATION":
+            lot.remaining = Decimal(0)
+            lot.status = "EXPIRED"
+        store.balances[source] = store.balances.get(source, Decimal(0)) - amount
+        store.balances[dest] = store.balances.get(dest, Decimal(0)) + amount
+        store.dirty_lots.add(lot.id)
+        effects.append({
+            "pos": pos, "rule_id": None, "rule_version": kind, "rule_order": -1, "action_index": i,
+            "action_type": kind, "asset_id": lot.asset_id, "amount": amount, "allow_negative": False,
+            "description": f"lot {kind.lower()}", "entity_id": lot.entity_id,
+            "from_type": source[0], "from_id": source[1], "from_bucket": source[3],
+            "to_type": dest[0], "to_id": dest[1], "to_bucket": dest[3],
+            "source_name": f"lot:{lot.id}", "effective_at": instant, "program_id": lot.program_id,
+        })
+
+
+def lot_spec(ev, version: str, index: int, expires_at=None, matures_at=None) -> dict:
+    """The lot a credit creates: its id names the event or operation (`ev`: program, key,
+    operation) and the action that made it, so the same input always makes the same lot."""
+    kind = "operation" if ev.operation else "event"
+    return {"id": str(ids.name_id("lot", kind, str(ev.program.id), ev.key, version, str(index))),
+            "program_id": str(ev.program.id), "expires_at": expires_at, "matures_at": matures_at}
