@@ -138,7 +138,7 @@ def action(draw, static_only=False):
 
 @st.composite
 def rules(draw, static_only=False, simple_conditions=False):
-    n = draw(st.integers(1, 5))
+    n = draw(st.integers(1, 4))
     orders = draw(st.lists(st.integers(1, 60), min_size=n, max_size=n, unique=True))
     out = []
     for i in range(n):
@@ -217,7 +217,7 @@ def payload(draw, mixed_code: bool):
 
 
 @st.composite
-def events(draw, min_size=1, max_size=14, allow_recipients=True):
+def events(draw, min_size=1, max_size=10, allow_recipients=True):
     mixed = draw(st.integers(0, 4)) == 0
     n = draw(st.integers(min_size, max_size))
     rows = []
