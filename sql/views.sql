@@ -268,11 +268,11 @@ ORDER BY external_id, asset_symbol, j.seq, p.id;
 -- Outstanding LOT value (remaining of lots not CONSUMED or EXPIRED, remaining <> 0) by expiry bucket.
 -- Three complete partitions, one per granularity ('day', 'week' (ISO, Monday), 'month'), each of UTC
 -- calendar buckets [bucket_start, bucket_end) of expires_at, plus one row with bucket_start NULL for
--- lots without expiry: per granularity and asset the rows sum exactly to the outstanding total.
--- Buckets in the past hold lots due but not yet expired by a run (run maintenance --as-of).
+-- lots without expiry: per granularity, program and asset the rows sum exactly to the outstanding total.
+-- Buckets in the past hold lots due but not yet expired by a run (perkflow maintain --as-of).
 CREATE OR REPLACE VIEW expiration_schedule AS
 WITH outstanding AS (
-    SELECT l.asset_id, l.remaining, l.status, (l.expires_at AT TIME ZONE 'UTC') AS expires_utc
+    SELECT l.program_id, l.asset_id, l.remaining, l.status, (l.expires_at AT TIME ZONE 'UTC') AS expires_utc
     FROM lots l
     WHERE l.status NOT IN ('CONSUMED', 'EXPIRED') AND l.remaining <> 0
 ), g AS (
@@ -284,6 +284,7 @@ WITH outstanding AS (
 )
 SELECT
     granularity,
+    pr.key AS program_key,
     a.symbol AS asset_symbol,
     bucket_start,
     CASE granularity WHEN 'day'  THEN bucket_start + INTERVAL 1 DAY
@@ -291,13 +292,16 @@ SELECT
                      ELSE bucket_start + INTERVAL 1 MONTH END::DATE AS bucket_end,
     bucket_start IS NULL AS no_expiry,
     COUNT(*) AS lots,
-    SUM(remaining)::DECIMAL(38, 18) AS outstanding,
-    COALESCE(SUM(remaining) FILTER (WHERE status = 'AVAILABLE'), 0)::DECIMAL(38, 18) AS outstanding_available,
-    COALESCE(SUM(remaining) FILTER (WHERE status = 'HELD'), 0)::DECIMAL(38, 18)      AS outstanding_held,
-    COALESCE(SUM(remaining) FILTER (WHERE status = 'DEFERRED'), 0)::DECIMAL(38, 18)  AS outstanding_deferred,
-    MIN(expires_utc) AS first_expires_at,
-    MAX(expires_utc) AS last_expires_at,
+    SUM(b.remaining)::DECIMAL(38, 18) AS outstanding,
+    COALESCE(SUM(b.remaining) FILTER (WHERE b.status = 'AVAILABLE'), 0)::DECIMAL(38, 18) AS outstanding_available,
+    COALESCE(SUM(b.remaining) FILTER (WHERE b.status = 'HELD'), 0)::DECIMAL(38, 18)      AS outstanding_held,
+    COALESCE(SUM(b.remaining) FILTER (WHERE b.status = 'DEFERRED'), 0)::DECIMAL(38, 18)  AS outstanding_deferred,
+    MIN(b.expires_utc) AS first_expires_at,
+    MAX(b.expires_utc) AS last_expires_at,
+    b.program_id,
     b.asset_id
-FROM bucketed b JOIN assets a ON a.id = b.asset_id
-GROUP BY granularity, granularity_order, a.symbol, bucket_start, b.asset_id
-ORDER BY granularity_order, asset_symbol, bucket_start NULLS LAST;
+FROM bucketed b
+JOIN assets a ON a.id = b.asset_id
+LEFT JOIN programs pr ON pr.id = b.program_id
+GROUP BY granularity, granularity_order, pr.key, a.symbol, bucket_start, b.program_id, b.asset_id
+ORDER BY granularity_order, program_key, asset_symbol, bucket_start NULLS LAST;

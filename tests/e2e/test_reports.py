@@ -380,6 +380,14 @@ def _summary_con(con) -> dict:
 
 # ---- expiration_schedule: lots inserted directly (no LOT engine support yet) ----
 
+def _lot(con, owner, asset, amount, remaining, status, expires, program):
+    con.execute("INSERT INTO lots (id, entity_type, entity_id, asset_id, amount, remaining, status, created_at, "
+                "expires_at, matures_at, reference_id, program_id, batch_id) "
+                "VALUES (?, 'PARTICIPANT', ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, 1)",
+                [uuid.uuid4(), owner, asset, amount, remaining, status, datetime(2025, 2, 1, tzinfo=timezone.utc),
+                 expires, program])
+
+
 def test_expiration_schedule_buckets_sum_to_outstanding(ledger, tmp_path):
     db = tmp_path / "lots.duckdb"
     shutil.copy(ledger["db"], db)
@@ -387,6 +395,7 @@ def test_expiration_schedule_buckets_sum_to_outstanding(ledger, tmp_path):
     con.execute("SET TimeZone = 'UTC'")
     assets = dict(con.execute("SELECT symbol, id FROM assets").fetchall())
     owner = con.execute("SELECT id FROM participants ORDER BY external_id LIMIT 1").fetchone()[0]
+    prog = con.execute("SELECT id FROM programs WHERE key = 'club'").fetchone()[0]
     rnd = random.Random(3)
     lots = []
     for i in range(60):
@@ -399,16 +408,13 @@ def test_expiration_schedule_buckets_sum_to_outstanding(ledger, tmp_path):
         expires = None if rnd.random() < 0.2 else (
             datetime(2025, 3, 1, tzinfo=timezone.utc) + timedelta(minutes=rnd.randint(0, 120 * 24 * 60)))
         lots.append((sym, amount, remaining, status, expires))
-        con.execute("INSERT INTO lots VALUES (?, 'PARTICIPANT', ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, 1)",
-                    [uuid.uuid4(), owner, assets[sym], amount, remaining, status,
-                     datetime(2025, 2, 1, tzinfo=timezone.utc), expires, uuid.uuid4()])
+        _lot(con, owner, assets[sym], amount, remaining, status, expires, prog)
     # edge instants: the last microsecond of a month, a Sunday night, and a Monday midnight
     edges = [datetime(2025, 3, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
              datetime(2025, 3, 9, 23, 30, tzinfo=timezone.utc), datetime(2025, 3, 10, tzinfo=timezone.utc)]
     for when in edges:
         lots.append(("PTS", Decimal(5), Decimal(5), "AVAILABLE", when))
-        con.execute("INSERT INTO lots VALUES (?, 'PARTICIPANT', ?, ?, 5, 5, 'AVAILABLE', ?, ?, NULL, NULL, ?, 1)",
-                    [uuid.uuid4(), owner, assets["PTS"], datetime(2025, 2, 1, tzinfo=timezone.utc), when, uuid.uuid4()])
+        _lot(con, owner, assets["PTS"], Decimal(5), Decimal(5), "AVAILABLE", when, prog)
     con.close()
 
     def start(g: str, t: datetime) -> date:
@@ -419,6 +425,7 @@ def test_expiration_schedule_buckets_sum_to_outstanding(ledger, tmp_path):
     total = defaultdict(Decimal)
     for sym, _, rem, _, _ in outstanding:
         total[sym] += rem
+    assert query(db, "SELECT DISTINCT program_key FROM expiration_schedule") == [("club",)]
     rows = query(db, "SELECT granularity, asset_symbol, bucket_start, bucket_end, no_expiry, lots, outstanding, "
                      "outstanding_available + outstanding_held + outstanding_deferred FROM expiration_schedule")
     for g in ("day", "week", "month"):
