@@ -451,3 +451,48 @@ def test_expiration_schedule_buckets_sum_to_outstanding(ledger, tmp_path):
     data = json.loads(res.stdout)
     assert sum(Decimal(r["outstanding"]) for r in data if r["granularity"] == "week" and r["asset_symbol"] == "CASH") \
         == total["CASH"]
+
+
+# ---- LOT assets through the engine: expiry and maturity entries, and the schedule of what is left ----
+
+def test_lot_expiry_and_maturity_through_the_cli(tmp_path):
+    lot_asset = {"symbol": "MILES", "name": "Miles", "inventory_mode": "LOT", "issuance_policy": "UNLIMITED", "scale": 0}
+    rules = [
+        {"name": "Earn short", "key": "short", "order": 10, "condition": 'event.type == "short"',
+         "actions": [{"type": "CREDIT", "asset": "MILES", "amount": "event.n", "expires_at": "48h"}]},
+        {"name": "Earn long", "key": "long", "order": 20, "condition": 'event.type == "long"',
+         "actions": [{"type": "CREDIT", "asset": "MILES", "amount": "event.n", "expires_at": "240h"}]},
+        {"name": "Earn later", "key": "later", "order": 30, "condition": 'event.type == "later"',
+         "actions": [{"type": "CREDIT", "asset": "MILES", "amount": "event.n", "matures_at": "24h"}]},
+        {"name": "Spend", "key": "spend", "order": 40, "condition": 'event.type == "spend"',
+         "actions": [{"type": "DEBIT", "asset": "MILES", "amount": "event.n"}]},
+    ]
+    progs = write_program(tmp_path / "p" / "air.yaml", program_spec("air", rules, assets=[lot_asset]))
+    t0 = datetime(2025, 5, 1, 8, tzinfo=timezone.utc)
+    moves = [("short", 10, 0), ("long", 5, 24), ("later", 4, 25), ("spend", 3, 26)]
+    rows = [event("air", f"k{i}", "m1", t0 + timedelta(hours=h), {"type": t, "n": n})
+            for i, (t, n, h) in enumerate(moves)]
+    db = tmp_path / "air.duckdb"
+    run_json(progs, write_events(tmp_path / "e.parquet", rows), db)
+    as_of = t0 + timedelta(days=5)
+    res = cli("maintain", "--as-of", as_of.isoformat().replace("+00:00", "Z"), "--db", str(db), "--json")
+    assert res.returncode == 0, res.stderr
+    # FIFO: the spend of 3 comes out of the short lot (10 -> 7), which then expires at t0 + 48h;
+    # the 4 deferred at t0 + 25h mature at t0 + 49h; the long lot (5) is untouched.
+    issued, spent, expired = Decimal(19), Decimal(3), Decimal(7)
+    row = _summary(db)[("air", "MILES")]
+    assert (row["total_issued"], row["total_redeemed"], row["total_expired"], row["total_forfeited"],
+            row["current_balance"], row["participant_count"]) == (issued, spent, expired, 0, issued - spent - expired, 1)
+    assert query(db, "SELECT available, held, deferred FROM balances WHERE external_id = 'm1'") == [(Decimal(9), 0, 0)]
+    types = dict(query(db, "SELECT action_type, COUNT(*) FROM journal_entries GROUP BY ALL"))
+    assert types.get("EXPIRATION") == 1 and types.get("MATURITY") == 1
+    last = query(db, "SELECT running_available, running_deferred FROM participant_statement "
+                     "WHERE external_id = 'm1' ORDER BY seq DESC, posting_id DESC LIMIT 1")
+    assert last == [(Decimal(9), Decimal(0))]
+    sched = {(g, b): (n, out) for g, b, n, out in query(
+        db, "SELECT granularity, bucket_start, lots, outstanding FROM expiration_schedule WHERE program_key = 'air'")}
+    long_expiry = (t0 + timedelta(hours=24 + 240)).date()
+    assert sched[("day", long_expiry)] == (1, Decimal(5))
+    assert sched[("day", None)] == (1, Decimal(4))
+    for g in ("day", "week", "month"):
+        assert sum(out for (gg, _), (_, out) in sched.items() if gg == g) == issued - spent - expired
