@@ -79,6 +79,17 @@ class Flags:
     # same key in a later batch). Off in the main test: see
     # test_bug_repeat_after_conflict_in_a_later_batch_is_a_conflict.
     repeats_after_a_repeat: bool = True
+    # An amount that parses as CEL but references no variable and calls no function
+    # ("1.0 / 0.0", "(2 + 3)"): a literal string by the value-field rule, so a load error.
+    # Off in the main test: see test_bug_operator_only_amount_is_accepted_as_an_expression.
+    operator_only_amounts: bool = True
+    # A string built with `+` as a target external_id. Off in the main test because the ORACLE
+    # gets it wrong (cel-python returns a bare str for string concatenation, which the oracle's
+    # target check does not accept): see test_oracle_bug_string_concatenation_target.
+    string_concat_values: bool = True
+    # A literal target external_id (`u2`: text that is not an expression by the value-field rule).
+    # Off in the main test: see test_bug_literal_target_external_id_is_evaluated_as_cel.
+    literal_targets: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +185,8 @@ _CEL_AMOUNTS = ["event.amount", "round(event.amount, 0)", "round(event.amount * 
                 "event.amount * 2", "event.qty", "round(event.amount / 3.0, 1)", "event.amount * 0.1",
                 "participant.balances.PTS.available", "get(participant.counters, \"visits\", 0.0) + 1",
                 "event.missing", "double(size(participant.tags))", "int(event.qty)", "event.type",
-                "1.0 / 0.0", "-event.amount"]
+                "event.amount / 0.0", "-event.amount"]
+_OPERATOR_ONLY_AMOUNTS = ["1.0 / 0.0", "(2 + 3)"]
 
 
 @st.composite
@@ -183,9 +195,10 @@ def amount(draw, flags: Flags) -> str:
     if k <= 1:
         return draw(st.sampled_from(_STATIC_AMOUNTS))
     if k <= 4:
-        return draw(st.sampled_from(_CEL_AMOUNTS))
+        return draw(st.sampled_from(_CEL_AMOUNTS + (_OPERATOR_ONLY_AMOUNTS if flags.operator_only_amounts else [])))
     a = draw(num_expr(flags))
-    if not any(ref in a for ref in ("event.", "participant.", "program.", "(")):
+    if not any(ref in a for ref in ("event.", "participant.", "program.", "get(", "round(", "min(", "max(",
+                                    "abs(", "floor(")):
         # No variable and no call would make it a literal string, a load error for an amount
         # (decisions.md, value fields): keep it an expression.
         a = f"double({a})"
@@ -199,8 +212,9 @@ def target(draw, flags: Flags, state_action: bool) -> dict | None:
     choices = ["participant"] + (["program", "program"] if state_action else [])
     if draw(st.sampled_from(choices)) == "program":
         return {"type": "PROGRAM"}
-    ext = draw(st.sampled_from(["event.friend", "u2", "u5", "participant.external_id",
-                                 'participant.external_id + "-x"', "event.qty"]))
+    ext = draw(st.sampled_from(["event.friend", "participant.external_id", "event.qty"]
+                               + (["u2", "u5"] if flags.literal_targets else [])
+                               + (['participant.external_id + "-x"'] if flags.string_concat_values else [])))
     return {"type": "PARTICIPANT", "external_id": ext}
 
 

@@ -46,6 +46,9 @@ MAIN_FLAGS = S.Flags(
     invalid_static_amounts=False,  # test_bug_static_invalid_amount_is_a_load_error
     inactive_reject_program=False,  # test_bug_inactive_reject_program_reports_program_inactive_before_participant_not_found
     repeats_after_a_repeat=False,  # test_bug_repeat_after_conflict_in_a_later_batch_is_a_conflict
+    operator_only_amounts=False,  # test_bug_operator_only_amount_is_accepted_as_an_expression
+    string_concat_values=False,  # ORACLE bug: test_oracle_bug_string_concatenation_target
+    literal_targets=False,  # test_bug_literal_target_external_id_is_evaluated_as_cel
 )
 
 #: Error codes an action's *values* produce (evaluated before budgets and before anything applies).
@@ -350,3 +353,43 @@ def test_bug_repeat_after_conflict_in_a_later_batch_is_a_conflict():
     check(S.Scenario(
         [_spec([{"name": "R", "key": "r", "condition": "true", "actions": [{"type": "TAG", "tag": "x"}]}])],
         [[won], [_row("k0", "u1", "2025-03-01T10:00:00Z", "{}"), won]]))
+
+
+@pytest.mark.xfail(strict=True, reason="engine compiles any non-number amount as CEL, skipping the value-field rule")
+def test_bug_operator_only_amount_is_accepted_as_an_expression():
+    # decisions.md: text is an expression only if it "references a known variable (event, now,
+    # participant, program) or calls a function; anything else is a literal string", and "`amount`
+    # must be a number or an expression (a literal string is a load error)". Operators are not
+    # function calls here: semantics.md 7 names "vip-2025" (CEL `vip - 2025`) a literal string.
+    # So "(2 + 3)" is a literal amount and a load error (oracle); the engine loads it as CEL
+    # (engine/catalog/load.py `_amount` does not apply `_value`'s rule) and credits 5.
+    check(S.Scenario(
+        [_spec([{"name": "R", "key": "r", "condition": "true",
+                 "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "(2 + 3)"}]}])],
+        [[_row("k0", "u1", "2025-03-01T09:00:00Z", "{}")]]))
+
+
+@pytest.mark.xfail(strict=True, reason="ORACLE bug: cel-python returns a bare str for string +, which the "
+                                       "oracle's target check rejects as not a string")
+def test_oracle_bug_string_concatenation_target():
+    # `participant.external_id + "-x"` is a CEL string; the target is "u1-x", created (CREATE
+    # program) and credited. The engine does that; the oracle fails the event with
+    # expression_error ("target external_id is not a string"), because tests/oracle/cel.py `_wrap`
+    # re-wraps bare floats and lists but not bare strs. Fix belongs in tests/oracle/.
+    check(S.Scenario(
+        [_spec([{"name": "R", "key": "r", "condition": "true",
+                 "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1",
+                              "target": {"type": "PARTICIPANT", "external_id": 'participant.external_id + "-x"'}}]}])],
+        [[_row("k0", "u1", "2025-03-01T09:00:00Z", "{}")]]))
+
+
+@pytest.mark.xfail(strict=True, reason="engine compiles target.external_id as CEL, skipping the value-field rule")
+def test_bug_literal_target_external_id_is_evaluated_as_cel():
+    # decisions.md lists `target.external_id` among the value fields: `u5` parses as CEL but
+    # references no known variable and calls no function, so it is the literal text "u5". The
+    # oracle tags (and creates) participant u5; the engine evaluates `u5` as an unknown variable
+    # and fails the event with expression_error.
+    check(S.Scenario(
+        [_spec([{"name": "R", "key": "r", "condition": "true",
+                 "actions": [{"type": "TAG", "tag": "x", "target": {"type": "PARTICIPANT", "external_id": "u5"}}]}])],
+        [[_row("k0", "u1", "2025-03-01T09:00:00Z", "{}")]]))
