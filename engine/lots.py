@@ -45,9 +45,9 @@ def fifo(lots: list[Lot]) -> list[Lot]:
     return sorted(lots, key=lambda lot: (lot.created_at, lot.id))
 
 
-def consume(lots: list[Lot], amount: Decimal, now: datetime) -> Decimal:
-    """Take up to `amount` from the spendable lots, oldest first; returns what was taken."""
-    left = amount
+def consume(lots: list[Lot], amount: Decimal, now: datetime) -> list[tuple[str, Decimal]]:
+    """Take up to `amount` from the spendable lots, oldest first: [(lot id, taken)]."""
+    left, taken = amount, []
     for lot in fifo(lots):
         if left <= 0:
             break
@@ -56,9 +56,27 @@ def consume(lots: list[Lot], amount: Decimal, now: datetime) -> Decimal:
         take = min(lot.remaining, left)
         lot.remaining -= take
         left -= take
+        taken.append((lot.id, take))
         if lot.remaining == 0:
             lot.status = "CONSUMED"
-    return amount - left
+    return taken
+
+
+def restore(lots: list[Lot], taken: list[tuple[str, Decimal]], amount: Decimal) -> list[tuple[str, Decimal]]:
+    """Give `amount` back to the lots it was taken from, last taken first (LIFO); returns what
+    each lot got back. Expired lots take nothing back (the value would be unspendable)."""
+    by_id = {lot.id: lot for lot in lots}
+    left, given = amount, []
+    for lot_id, took in reversed(taken):
+        lot = by_id.get(lot_id)
+        if left <= 0 or lot is None or lot.status == "EXPIRED":
+            continue
+        give = min(took, left)
+        lot.remaining += give
+        lot.status = "AVAILABLE"
+        left -= give
+        given.append((lot_id, give))
+    return given
 
 
 def due_changes(lots: list[Lot], now: datetime) -> list[tuple[datetime, str, Lot]]:

@@ -50,21 +50,22 @@ def source_of_issue(asset: Asset, program_id: str, asset_id: str) -> Account:
 
 
 def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal, *, kind: str, asset: Asset,
-         overdraft: bool = False, lot: dict | None = None, **meta) -> None:
+         overdraft: bool = False, lot: dict | None = None, **meta) -> list[tuple[str, Decimal]]:
     """Move `amount` from `source` to `dest` in the event's working state, or fail. Participant
     and wallet accounts may not go below zero (unless `overdraft`: DEBIT with allow_negative).
     For LOT assets, value leaving a holder's AVAILABLE bucket consumes its lots FIFO, and value
     arriving in a holder's AVAILABLE or DEFERRED bucket is a new lot (`lot`: id, program_id,
-    expires_at, matures_at)."""
+    expires_at, matures_at). Returns the lots that paid for it (lot id, amount), FIFO."""
     if source[0] in HOLDERS and not overdraft:
         have = tx.balance(source)
         if have - amount < 0:
             code = WALLET_SHORT if source[0] == "PROGRAM_WALLET" else INSUFFICIENT
             raise ActionFailed(code, insufficient_message(kind, source, asset.symbol, have, amount))
+    taken: list = []
     if asset.inventory_mode == "LOT":
         if source[0] in HOLDERS and source[3] == "AVAILABLE":
-            consume(tx.lots(source[:3]), amount, tx.now)
-        if dest[0] in HOLDERS and dest[3] in ("AVAILABLE", "DEFERRED"):
+            taken = consume(tx.lots(source[:3]), amount, tx.now)
+        if dest[0] in HOLDERS and dest[3] in ("AVAILABLE", "DEFERRED") and not spec_restores(lot):
             spec = lot or {}
             tx.lots(dest[:3]).append(Lot(
                 id=spec["id"], entity_type=dest[0], entity_id=dest[1], asset_id=dest[2], amount=amount,
@@ -77,6 +78,12 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
         "entity_id": participant[1], "from_type": source[0], "from_id": source[1], "from_bucket": source[3],
         "to_type": dest[0], "to_id": dest[1], "to_bucket": dest[3], **meta,
     })
+    return taken
+
+
+def spec_restores(lot: dict | None) -> bool:
+    """A reversal gives value back to existing lots instead of creating one."""
+    return bool(lot and lot.get("restore"))
 
 
 def insufficient_message(kind: str, source: Account, symbol: str, have: Decimal, amount: Decimal) -> str:

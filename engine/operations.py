@@ -13,9 +13,9 @@ from decimal import Decimal, InvalidOperation
 from engine import amounts
 from engine.catalog import Catalog
 from engine.durations import parse_duration
-from engine.lots import lot_spec
+from engine.lots import lot_spec, restore
 from engine.moves import ActionFailed, move, source_of_issue, system, wallet
-from engine.state import Counter, Tx
+from engine.state import Counter, Redemption, Tx
 
 INVALID = "invalid_operation"
 NOT_SUPPORTED = "operation_not_supported"
@@ -24,7 +24,7 @@ INACTIVE = "participant_inactive"
 #: Operations that act on the program (its wallet), not on a participant.
 PROGRAM_OPERATIONS = frozenset({"fund", "burn"})
 #: Operations named in semantics.md 2.3 that are recognised but not built yet.
-NOT_BUILT = frozenset({"void_hold", "redeem_item", "reverse_redemption", "set_tier"})
+NOT_BUILT = frozenset({"void_hold", "set_tier"})
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
 
 
@@ -80,14 +80,15 @@ class _Op:
             raise ActionFailed(INACTIVE, f"{self.op.operation}: participant {person.external_id} is {person.status}")
         return pid
 
-    def move(self, source, dest, amount: Decimal, kind: str, asset, overdraft: bool = False) -> None:
+    def move(self, source, dest, amount: Decimal, kind: str, asset, overdraft: bool = False, lot: dict | None = None):
         """A move of this operation; value arriving as LOT gets a new lot without expiry
-        (transfers: "dated at the transfer without the source's expiry")."""
-        move(self.tx, self.effects, source, dest, amount, kind=kind, asset=asset, overdraft=overdraft,
-             lot=lot_spec(self.op, "op", self.parts),
-             pos=self.op.pos, rule_id=None, rule_version=None, rule_order=0, action_index=self.parts,
-             description=self.params.get("description") or self.op.operation)
+        (transfers: "dated at the transfer without the source's expiry"). Returns the lots taken."""
+        taken = move(self.tx, self.effects, source, dest, amount, kind=kind, asset=asset, overdraft=overdraft,
+                     lot=lot or lot_spec(self.op, "op", self.parts),
+                     pos=self.op.pos, rule_id=None, rule_version=None, rule_order=0, action_index=self.parts,
+                     description=self.params.get("description") or self.params.get("reason") or self.op.operation)
         self.parts += 1
+        return taken
 
 
 def _adjust(o: _Op) -> None:
@@ -124,6 +125,106 @@ def _between(kind: str, source_bucket: str, dest_bucket: str | None):
                 else system("SYSTEM_BREAKAGE" if kind == "FORFEIT" else "SYSTEM_REDEMPTION", aid))
         o.move(source, dest, amount, kind, asset)
     return handler
+
+
+def _reward(o: _Op):
+    key = o.field("reward", o.params.get("reward_id"))
+    reward = o.op.program.rewards.get(key)
+    if reward is None:
+        raise ActionFailed(INVALID, f"redeem_item: unknown reward {key!r} in program {o.op.program.key}")
+    return reward
+
+
+def _redeem(o: _Op, reward) -> None:
+    """AVAILABLE -> the program's redemption target, recorded as a redemption (semantics.md 9.4)."""
+    pid = o.participant()
+    if reward is None:
+        asset, aid = o.asset()
+        amount, quantity, unit_cost = o.amount(asset), None, None
+    else:
+        m = reward.model
+        asset, aid = o.catalog.assets[m.asset], str(reward.asset_id)
+        now = o.op.now
+        rid = str(reward.id)
+        if m.status != "ACTIVE" or (m.available_from and now < m.available_from) or (
+                m.available_until and now >= m.available_until):
+            raise ActionFailed("reward_not_available", f"redeem_item: reward {reward.key} is {m.status} "
+                                                       "or outside its availability window")
+        if m.redemption_type == "UNIT_BASED":
+            quantity = _count(o.params.get("quantity", 1))
+            if quantity is None:
+                raise ActionFailed(INVALID, f"redeem_item: params.quantity must be a positive integer, got {quantity!r}")
+            if m.max_total is not None and o.tx.reward_count(rid) + quantity > m.max_total:
+                raise ActionFailed("out_of_stock", f"redeem_item: reward {reward.key} is out of stock "
+                                                   f"({o.tx.reward_count(rid)} of {m.max_total} redeemed)")
+            if m.max_per_participant is not None and o.tx.reward_count(rid, pid) + quantity > m.max_per_participant:
+                raise ActionFailed("max_per_participant_exceeded",
+                                   f"redeem_item: at most {m.max_per_participant} of {reward.key} per participant")
+            unit_cost, amount = m.unit_cost, m.unit_cost * quantity
+            o.tx.count_reward(rid, pid, quantity)
+        else:
+            quantity, unit_cost = None, m.unit_cost
+            amount = o.amount(asset)
+            if amount < m.unit_cost:
+                raise ActionFailed("below_minimum", f"redeem_item: {amount} is below the minimum {m.unit_cost}")
+    taken = o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), system("SYSTEM_REDEMPTION", aid), amount,
+                   "REDEMPTION", asset)
+    o.tx.record_redemption(str(o.op.program.id), Redemption(
+        o.op.key, pid, None if reward is None else str(reward.id), aid, quantity, unit_cost, amount,
+        Decimal(0), 0, "COMPLETED", taken, o.op.now))
+
+
+def _count(value) -> int | None:
+    """A positive whole number of units (JSON params bring numbers as doubles: 2.0 is 2)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and value >= 1 else None
+
+
+def _reverse(o: _Op) -> None:
+    """Partial or full, never more than redeemed; LOT value goes back LIFO to its lots."""
+    program_id = str(o.op.program.id)
+    key = o.field("redemption")
+    r = o.tx.redemption(program_id, key)
+    if r is None:
+        raise ActionFailed("redemption_not_found", f"reverse_redemption: no redemption with key {key!r}")
+    asset = next(a for s, a in o.catalog.assets.items() if str(o.catalog.asset_ids[s]) == r.asset_id)
+    left = r.amount - r.reversed_amount
+    quantity = o.params.get("quantity")
+    if quantity is not None:
+        quantity = _count(quantity)
+        if r.quantity is None or quantity is None:
+            raise ActionFailed(INVALID, "reverse_redemption: quantity applies to UNIT_BASED redemptions, as a positive integer")
+        if quantity > r.quantity - r.reversed_quantity:
+            raise ActionFailed("over_reversal", f"reverse_redemption: only {r.quantity - r.reversed_quantity} units left to reverse")
+        amount = r.unit_cost * quantity
+    elif o.params.get("amount") is not None:
+        amount = o.amount(asset)
+    else:
+        amount = left
+        quantity = None if r.quantity is None else r.quantity - r.reversed_quantity
+    if amount <= 0 or amount > left:
+        raise ActionFailed("over_reversal", f"reverse_redemption: {amount} exceeds the {left} left to reverse")
+    holder = ("PARTICIPANT", r.participant_id, r.asset_id)
+    lot = None
+    if asset.inventory_mode == "LOT":
+        given = dict(restore(o.tx.lots(holder), r.lots_taken, amount))
+        # what a lot got back cannot be given back again by a later partial reversal
+        r.lots_taken = [(lot_id, took - given.get(lot_id, Decimal(0))) for lot_id, took in r.lots_taken]
+        lot = {"restore": True}
+    o.move(system("SYSTEM_REDEMPTION", r.asset_id), (*holder, "AVAILABLE"), amount, "REDEMPTION_REVERSAL", asset,
+           lot=lot)
+    r.reversed_amount += amount
+    if quantity:
+        r.reversed_quantity += quantity
+        if r.reward_id:
+            o.tx.count_reward(r.reward_id, r.participant_id, -quantity)
+    r.status = "FULLY_REVERSED" if r.reversed_amount == r.amount else "PARTIALLY_REVERSED"
+    o.tx.record_redemption(program_id, r)
 
 
 def _fund(o: _Op) -> None:
@@ -223,7 +324,9 @@ HANDLERS = {
     "hold": _between("HOLD", "AVAILABLE", "HELD"),
     "release": _between("RELEASE", "HELD", "AVAILABLE"),
     "forfeit": _between("FORFEIT", "AVAILABLE", None),
-    "redeem": _between("REDEMPTION", "AVAILABLE", None),
+    "redeem": lambda o: _redeem(o, None),
+    "redeem_item": lambda o: _redeem(o, _reward(o)),
+    "reverse_redemption": _reverse,
     "fund": _fund,
     "burn": _burn,
     "transfer": _transfer,

@@ -4,6 +4,7 @@ inside a transaction that commits or rolls back with the event, written back per
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -45,6 +46,22 @@ class EntityState:
 
 
 @dataclass
+class Redemption:
+    key: str  # idempotency key of the redeeming operation
+    participant_id: str
+    reward_id: str | None
+    asset_id: str
+    quantity: int | None
+    unit_cost: Decimal | None
+    amount: Decimal
+    reversed_amount: Decimal
+    reversed_quantity: int
+    status: str
+    lots_taken: list  # [(lot id, amount)]
+    created_at: datetime
+
+
+@dataclass
 class Person:
     id: str
     external_id: str
@@ -68,6 +85,10 @@ class Store:
         self.dirty_people: set[str] = set()  # participants whose status changed
         self.lots: dict[tuple[str, str, str], list[Lot]] = {}  # (entity type, id, asset) -> its lots
         self.dirty_lots: set[str] = set()
+        usage = db.frame(con, statement("lookups.sql", "reward_usage"))
+        self.reward_counts: dict[tuple[str, str], int] = {(r, p): n for r, p, n in usage.iter_rows()}
+        self.redemptions: dict[tuple[str, str], Redemption | None] = {}  # (program id, key), loaded on demand
+        self.dirty_redemptions: set[tuple[str, str]] = set()
         self.created: list[Person] = []
 
     @classmethod
@@ -104,6 +125,17 @@ class Store:
         finally:
             self.con.unregister("stage_entities")
         self.loaded.update(ids)
+
+    def redemption(self, program_id: str, key: str) -> Redemption | None:
+        if (program_id, key) not in self.redemptions:
+            rows = self.con.execute(statement("lookups.sql", "redemption"), {"program_id": program_id, "key": key}).fetchall()
+            found = None
+            if rows:
+                k, pid, rid, aid, qty, cost, amt, ramt, rqty, status, taken, created = rows[0]
+                found = Redemption(k, pid, rid, aid, qty, cost, Decimal(amt), Decimal(ramt), rqty, status,
+                                   [(lot, Decimal(a)) for lot, a in json.loads(taken)], created)
+            self.redemptions[(program_id, key)] = found
+        return self.redemptions[(program_id, key)]
 
     def add_person(self, p: Person) -> None:
         self.people[p.id] = p
@@ -151,10 +183,24 @@ class Store:
                     "created_at": pl.Datetime("us", "UTC"), "expires_at": pl.Datetime("us", "UTC"),
                     "matures_at": pl.Datetime("us", "UTC"), "reference_id": pl.String, "program_id": pl.String},
             orient="row")
+        redemptions = pl.DataFrame(
+            [(prog, r.key, r.participant_id, r.reward_id, r.asset_id, r.quantity, r.unit_cost, r.amount,
+              r.reversed_amount, r.reversed_quantity, r.status,
+              json.dumps([[lot, str(a)] for lot, a in r.lots_taken]), r.created_at)
+             for (prog, _), r in ((k, self.redemptions[k]) for k in sorted(self.dirty_redemptions))],
+            schema={"program_id": pl.String, "idempotency_key": pl.String, "participant_id": pl.String,
+                    "reward_id": pl.String, "asset_id": pl.String, "quantity": pl.Int64,
+                    "unit_cost": pl.Decimal(38, 18), "amount": pl.Decimal(38, 18),
+                    "reversed_amount": pl.Decimal(38, 18), "reversed_quantity": pl.Int64, "status": pl.String,
+                    "lots_taken": pl.String, "created_at": pl.Datetime("us", "UTC")}, orient="row")
+        usage = pl.DataFrame([(r, p, n) for (r, p), n in sorted(self.reward_counts.items())],
+                             schema={"reward_id": pl.String, "participant_id": pl.String, "redeemed_count": pl.Int64},
+                             orient="row")
         statuses = pl.DataFrame([(pid, self.people[pid].status) for pid in sorted(self.dirty_people)],
                                 schema={"id": pl.String, "status": pl.String}, orient="row")
         return {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets,
-                "stage_statuses": statuses, "stage_lots": lots}
+                "stage_statuses": statuses, "stage_lots": lots, "stage_redemptions": redemptions,
+                "stage_reward_usage": usage}
 
 
 class Tx:
@@ -168,6 +214,28 @@ class Tx:
         self.budgets: dict[tuple[str, str], tuple[int, Decimal]] = {}
         self.statuses: dict[str, str] = {}
         self.lot_lists: dict[tuple[str, str, str], list[Lot]] = {}
+        self.reward_counts: dict[tuple[str, str], int] = {}
+        self.redemptions: dict[tuple[str, str], Redemption] = {}
+
+    def reward_count(self, reward_id: str, participant_id: str = "") -> int:
+        key = (reward_id, participant_id)
+        return self.reward_counts.get(key, self.store.reward_counts.get(key, 0))
+
+    def count_reward(self, reward_id: str, participant_id: str, delta: int) -> None:
+        for key in ((reward_id, ""), (reward_id, participant_id)):
+            self.reward_counts[key] = self.reward_count(*key) + delta
+
+    def redemption(self, program_id: str, key: str) -> Redemption | None:
+        """A redemption for this event (a copy: a failing reversal changes nothing)."""
+        if (program_id, key) not in self.redemptions:
+            found = self.store.redemption(program_id, key)
+            if found is None:
+                return None
+            self.redemptions[(program_id, key)] = copy.deepcopy(found)
+        return self.redemptions[(program_id, key)]
+
+    def record_redemption(self, program_id: str, redemption: Redemption) -> None:
+        self.redemptions[(program_id, redemption.key)] = redemption
 
     def lots(self, holder: tuple[str, str, str]) -> list[Lot]:
         """The holder's lots of an asset for this event (copies: the event may fail)."""
@@ -219,6 +287,9 @@ class Tx:
         for pid, status in self.statuses.items():
             s.people[pid].status = status
             s.dirty_people.add(pid)
+        s.reward_counts.update(self.reward_counts)
+        s.redemptions.update(self.redemptions)
+        s.dirty_redemptions.update(self.redemptions)
         for holder, lots in self.lot_lists.items():
             before = {lot.id: lot for lot in s.lots.get(holder, [])}
             s.dirty_lots.update(lot.id for lot in lots if before.get(lot.id) != lot)

@@ -63,3 +63,12 @@ SELECT id::VARCHAR AS id, entity_type, entity_id::VARCHAR AS entity_id, asset_id
 FROM lots
 WHERE status IN ('AVAILABLE', 'DEFERRED') AND remaining > 0
   AND (expires_at <= $as_of OR (status = 'DEFERRED' AND matures_at <= $as_of));
+
+-- name: reward_usage
+SELECT reward_id::VARCHAR AS reward_id, participant_id, redeemed_count FROM reward_usage;
+
+-- name: redemption
+SELECT idempotency_key, participant_id::VARCHAR AS participant_id, reward_id::VARCHAR AS reward_id,
+       asset_id::VARCHAR AS asset_id, quantity, unit_cost, amount, reversed_amount, reversed_quantity, status,
+       lots_taken::VARCHAR AS lots_taken, created_at
+FROM redemptions WHERE program_id::VARCHAR = $program_id AND idempotency_key = $key;

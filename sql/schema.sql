@@ -230,3 +230,45 @@ CREATE TABLE IF NOT EXISTS operations (
     source           VARCHAR NOT NULL,
     row_number       BIGINT NOT NULL
 );
+
+-- Rewards catalog (from program files) and what has been redeemed.
+CREATE TABLE IF NOT EXISTS rewards (
+    id                  UUID PRIMARY KEY,
+    program_id          UUID NOT NULL,
+    key                 VARCHAR NOT NULL,
+    name                VARCHAR NOT NULL,
+    redemption_type     VARCHAR NOT NULL,     -- UNIT_BASED | AMOUNT_BASED
+    asset_id            UUID NOT NULL,
+    unit_cost           DECIMAL(38, 18) NOT NULL,
+    max_total           BIGINT,
+    max_per_participant BIGINT,
+    status              VARCHAR NOT NULL,     -- as configured; see the reward_status view for OUT_OF_STOCK
+    available_from      TIMESTAMPTZ,
+    available_until     TIMESTAMPTZ
+);
+
+CREATE TABLE IF NOT EXISTS reward_usage (
+    reward_id           UUID NOT NULL,
+    participant_id      VARCHAR NOT NULL,     -- '' for the reward's total
+    redeemed_count      BIGINT NOT NULL,
+    PRIMARY KEY (reward_id, participant_id)
+);
+
+-- One row per redemption (redeem / redeem_item operation), with what was reversed since.
+CREATE TABLE IF NOT EXISTS redemptions (
+    id                  UUID NOT NULL,        -- the redeeming operation's id
+    program_id          UUID NOT NULL,
+    idempotency_key     VARCHAR NOT NULL,     -- of the redeeming operation; reversals name it
+    participant_id      UUID NOT NULL,
+    reward_id           UUID,
+    asset_id            UUID NOT NULL,
+    quantity            BIGINT,
+    unit_cost           DECIMAL(38, 18),
+    amount              DECIMAL(38, 18) NOT NULL,
+    reversed_amount     DECIMAL(38, 18) NOT NULL,
+    reversed_quantity   BIGINT NOT NULL,
+    status              VARCHAR NOT NULL,     -- COMPLETED | PARTIALLY_REVERSED | FULLY_REVERSED
+    lots_taken          JSON NOT NULL,        -- [[lot id, amount], ...] for LIFO restoration
+    created_at          TIMESTAMPTZ NOT NULL,
+    batch_id            BIGINT NOT NULL
+);

@@ -13,6 +13,12 @@ ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status,
 INSERT OR IGNORE INTO assets
 SELECT id::UUID, symbol, name, inventory_mode, issuance_policy, scale, max_transaction_amount FROM stage_assets;
 
+-- name: insert_catalog_rewards
+INSERT OR REPLACE INTO rewards
+SELECT id::UUID, program_id::UUID, key, name, redemption_type, asset_id::UUID, unit_cost, max_total,
+       max_per_participant, status, available_from, available_until
+FROM stage_rewards;
+
 -- name: insert_catalog_rules
 INSERT OR REPLACE INTO rules
 SELECT id::UUID, program_id::UUID, key, name, version, "order", status, stop_after_match, condition FROM stage_rules;
@@ -123,6 +129,21 @@ INSERT INTO lots
 SELECT id::UUID, entity_type, entity_id::UUID, asset_id::UUID, amount, remaining, status, created_at, expires_at,
        matures_at, reference_id, program_id::UUID, $batch_id
 FROM stage_lots;
+
+-- name: upsert_reward_usage
+INSERT INTO reward_usage SELECT reward_id::UUID, participant_id, redeemed_count FROM stage_reward_usage
+ON CONFLICT DO UPDATE SET redeemed_count = EXCLUDED.redeemed_count;
+
+-- name: delete_redemptions
+DELETE FROM redemptions USING stage_redemptions s
+WHERE redemptions.program_id = s.program_id::UUID AND redemptions.idempotency_key = s.idempotency_key;
+
+-- name: insert_redemptions
+INSERT INTO redemptions
+SELECT md5('operation:' || program_id || ':' || idempotency_key)::UUID, program_id::UUID, idempotency_key,
+       participant_id::UUID, reward_id::UUID, asset_id::UUID, quantity, unit_cost, amount, reversed_amount,
+       reversed_quantity, status, lots_taken::JSON, created_at, $batch_id
+FROM stage_redemptions;
 
 -- name: upsert_budget_usage
 INSERT INTO budget_usage SELECT rule_id::UUID, asset_id::UUID, period, consumed FROM stage_budgets

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from engine.cel import CelProgram
 
-from .models import Asset, Program
+from .models import Asset, Program, Reward
 
 
 #: A value field: a static value (Decimal for numbers, str for literal text) or an expression.
@@ -78,6 +78,14 @@ class CompiledRule:
 
 
 @dataclass(frozen=True)
+class CompiledReward:
+    id: uuid.UUID
+    key: str
+    model: "Reward"
+    asset_id: uuid.UUID
+
+
+@dataclass(frozen=True)
 class CompiledProgram:
     id: uuid.UUID
     key: str
@@ -85,6 +93,7 @@ class CompiledProgram:
     source: str  # the file it came from
     rules: tuple[CompiledRule, ...]  # every rule, ascending order
     assets: tuple[str, ...] = ()  # symbols defined in this program's file (participant.balances keys)
+    rewards: dict[str, CompiledReward] = field(default_factory=dict)  # by key
 
     @property
     def active_rules(self) -> tuple[CompiledRule, ...]:

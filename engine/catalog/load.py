@@ -16,7 +16,8 @@ from engine.cel import CelError, compile_cel
 from engine.durations import parse_duration, parse_instant
 from engine.errors import CatalogError
 
-from .compiled import Catalog, CompiledAction, CompiledBudget, CompiledProgram, CompiledRule, CompiledTarget
+from .compiled import (Catalog, CompiledAction, CompiledBudget, CompiledProgram, CompiledReward, CompiledRule,
+                       CompiledTarget)
 from .models import Action, Asset, Budget, ProgramFile, Rule
 from .support import VALUE_ACTIONS, unsupported
 
@@ -126,8 +127,20 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> C
             raise CatalogError(f"{where}: active_from must be before active_to")
         rules.append(_compile_rule(where, key, rule_key, order, rule, assets))
     rules.sort(key=lambda r: r.order)
+    rewards = {}
+    for w_i, reward in enumerate(pf.rewards):
+        where = f"{file}: rewards[{w_i}] ({reward.name})"
+        reward_key = reward.key or _slug(reward.name)
+        if reward_key in rewards:
+            raise CatalogError(f"{where}: key {reward_key!r} is used by another reward of this program")
+        if reward.asset not in {a.symbol for a in pf.assets}:
+            raise CatalogError(f"{where}: asset {reward.asset!r} is not an asset of this program")
+        if reward.redemption_type == "AMOUNT_BASED" and (reward.max_total or reward.max_per_participant):
+            raise CatalogError(f"{where}: max_total and max_per_participant apply to UNIT_BASED rewards only")
+        rewards[reward_key] = CompiledReward(ids.name_id("reward", key, reward_key), reward_key, reward,
+                                             ids.asset_id(reward.asset))
     return CompiledProgram(id=ids.program_id(key), key=key, model=pf.program, source=str(file), rules=tuple(rules),
-                           assets=tuple(a.symbol for a in pf.assets))
+                           assets=tuple(a.symbol for a in pf.assets), rewards=rewards)
 
 
 def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule: Rule, assets: dict[str, Asset]) -> CompiledRule:

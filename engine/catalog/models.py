@@ -137,12 +137,46 @@ class Rule(Strict):
         return v
 
 
+class Reward(Strict):
+    """A catalog reward (semantics.md 9.4; Scrip's rewards catalog)."""
+    key: str | None = None
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = None
+    category: str | None = None
+    redemption_type: Literal["UNIT_BASED", "AMOUNT_BASED"]
+    asset: str
+    unit_cost: Decimal
+    max_total: int | None = Field(default=None, ge=1)
+    max_per_participant: int | None = Field(default=None, ge=1)
+    status: Literal["DRAFT", "ACTIVE", "OUT_OF_STOCK", "ARCHIVED"] = "ACTIVE"
+    available_from: datetime | None = None
+    available_until: datetime | None = None
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias(cls, data: Any) -> Any:
+        return _asset_alias(data)
+
+    @field_validator("unit_cost", mode="before")
+    @classmethod
+    def _exact(cls, v: Any) -> Any:
+        return repr(v) if isinstance(v, float) else v
+
+    @field_validator("unit_cost")
+    @classmethod
+    def _positive(cls, v: Decimal) -> Decimal:
+        if not v.is_finite() or v <= 0:
+            raise ValueError("must be a positive number")
+        return v
+
+
 class ProgramFile(Strict):
     program: Program
     assets: list[Asset] = []
     rules: list[Rule] = []
     tiers: list[dict[str, Any]] = []
-    rewards: list[dict[str, Any]] = []
+    rewards: list[Reward] = []
     automations: list[dict[str, Any]] = []
 
 

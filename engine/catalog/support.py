@@ -25,7 +25,7 @@ VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT"}
 
 def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
     """Yield (location, field) for every field set to something not built yet."""
-    for name in ("tiers", "rewards", "automations"):
+    for name in ("tiers", "automations"):
         if getattr(pf, name):
             yield name, name
     for asset in pf.assets:

@@ -20,11 +20,13 @@ from engine.catalog import Catalog
 from .sqlfiles import statement
 
 ORDER = [
-    "insert_catalog_programs", "insert_catalog_assets", "insert_catalog_rules", "insert_catalog_rule_versions",
+    "insert_catalog_programs", "insert_catalog_assets", "insert_catalog_rewards", "insert_catalog_rules",
+    "insert_catalog_rule_versions",
     "insert_participants", "insert_enrollments", "insert_events", "insert_operations", "update_participant_status",
     "insert_rejected", "insert_evaluations",
     "stage_entries", "stage_postings", "insert_postings", "insert_entries", "update_balances",
-    "delete_entity_state", "insert_entity_state", "delete_lots", "insert_lots", "upsert_budget_usage", "insert_batch",
+    "delete_entity_state", "insert_entity_state", "delete_lots", "insert_lots", "upsert_reward_usage", "delete_redemptions", "insert_redemptions",
+    "upsert_budget_usage", "insert_batch",
 ]
 
 
@@ -46,7 +48,18 @@ def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
         schema={"id": pl.String, "program_id": pl.String, "key": pl.String, "name": pl.String, "version": pl.String,
                 "order": pl.Int64, "status": pl.String, "stop_after_match": pl.Boolean, "condition": pl.String,
                 "definition": pl.String})
-    return {"stage_programs": programs, "stage_assets": assets, "stage_rules": rules}
+    rewards = pl.DataFrame([
+        {"id": str(w.id), "program_id": str(p.id), "key": w.key, "name": w.model.name,
+         "redemption_type": w.model.redemption_type, "asset_id": str(w.asset_id), "unit_cost": w.model.unit_cost,
+         "max_total": w.model.max_total, "max_per_participant": w.model.max_per_participant,
+         "status": w.model.status, "available_from": w.model.available_from,
+         "available_until": w.model.available_until}
+        for p in catalog.programs.values() for w in p.rewards.values()],
+        schema={"id": pl.String, "program_id": pl.String, "key": pl.String, "name": pl.String,
+                "redemption_type": pl.String, "asset_id": pl.String, "unit_cost": pl.Decimal(38, 18),
+                "max_total": pl.Int64, "max_per_participant": pl.Int64, "status": pl.String,
+                "available_from": pl.Datetime("us", "UTC"), "available_until": pl.Datetime("us", "UTC")})
+    return {"stage_programs": programs, "stage_assets": assets, "stage_rules": rules, "stage_rewards": rewards}
 
 
 def write_batch(con: duckdb.DuckDBPyConnection, stages: dict[str, pl.DataFrame], params: dict) -> None:
