@@ -244,6 +244,15 @@ def startup(work: Path, events: int = 20) -> dict:
 
 
 def _peak_rss() -> int:
+    """This process's peak RSS in bytes: VmHWM of its own address space. (`ru_maxrss` is not
+    used: Linux carries the parent's high-water mark at fork into the child's ru_maxrss on exec,
+    so a small child would report at least the parent's size.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
 
 
