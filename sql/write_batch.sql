@@ -60,40 +60,51 @@ SELECT md5('event:' || program_id || ':' || idempotency_key)::UUID, rule_id::UUI
 FROM stage_evaluations;
 
 -- name: stage_entries
--- Effects with their derived ids; every effect moves `amount` from one account to another.
--- An event's entries are keyed by rule version and action index, an operation's by its part, a
--- lot's expiry or maturity by the lot. source_name: 'event:' || program_id || ':' || idempotency_key,
--- 'operation:' || ..., or 'lot:' || lot id.
+-- Effects with their derived ids; every effect moves `amount` from one account to another, so an
+-- entry has two postings: leg 0 takes it from the source account, leg 1 gives it to the
+-- destination. An event's entries are keyed by rule version and action index, an operation's by
+-- its part, a lot's expiry or maturity by the lot. source_name: 'event:' || program_id || ':' ||
+-- idempotency_key, 'operation:' || ..., or 'lot:' || lot id.
 CREATE OR REPLACE TEMP TABLE batch_entries AS
-SELECT md5('entry:' || source_id || ':' || COALESCE(rule_version, 'op') || ':' || action_index)::UUID AS id,
+WITH ids AS (
+    SELECT md5('entry:' || source_id || ':' || COALESCE(rule_version, 'op') || ':' || action_index)::UUID AS id, *
+    FROM (SELECT md5(source_name)::UUID AS source_id, * FROM stage_effects)
+)
+SELECT *,
+       md5('posting:' || id || ':0')::UUID AS p0_id,
+       md5('posting:' || id || ':1')::UUID AS p1_id,
        CASE kind WHEN 'event' THEN source_id END AS event_id,
-       CASE kind WHEN 'operation' THEN source_id END AS operation_id, *
-FROM (SELECT md5(source_name)::UUID AS source_id, * FROM stage_effects);
+       CASE kind WHEN 'operation' THEN source_id END AS operation_id,
+       amount::DECIMAL(38, 18) AS exact_amount
+FROM ids;
 
 -- name: stage_postings
 CREATE OR REPLACE TEMP TABLE batch_postings AS
-SELECT md5('posting:' || id || ':' || leg)::UUID AS id, id AS journal_entry_id, program_id::UUID AS program_id,
-       CASE leg WHEN 0 THEN from_type ELSE to_type END AS entity_type,
-       (CASE leg WHEN 0 THEN from_id ELSE to_id END)::UUID AS entity_id,
-       asset_id::UUID AS asset_id,
-       CASE leg WHEN 0 THEN from_bucket ELSE to_bucket END AS bucket,
-       (CASE leg WHEN 0 THEN -amount ELSE amount END)::DECIMAL(38, 18) AS amount
-FROM batch_entries, (VALUES (0), (1)) legs(leg);
+SELECT p0_id AS id, id AS journal_entry_id, program_id::UUID AS program_id, from_type AS entity_type,
+       from_id::UUID AS entity_id, asset_id::UUID AS asset_id, from_bucket AS bucket, -exact_amount AS amount
+FROM batch_entries
+UNION ALL
+SELECT p1_id, id, program_id::UUID, to_type, to_id::UUID, asset_id::UUID, to_bucket, exact_amount
+FROM batch_entries;
 
 -- name: insert_postings
 INSERT INTO postings SELECT * FROM batch_postings;
 
 -- name: insert_entries
+-- The hash covers the entry and both postings in posting-id order: what verify.sql recomputes
+-- from the stored rows with string_agg(... ORDER BY id).
 INSERT INTO journal_entries
-SELECT e.id, e.seq, e.program_id::UUID, e.event_id, e.operation_id, e.rule_id::UUID, e.rule_version, e.action_index,
-       e.action_type, NULL, e.description, e.effective_at, e.allow_negative, $batch_id,
-       sha256(entry_text(e.id, e.seq, e.program_id, e.event_id, e.operation_id, e.rule_id, e.rule_version, e.action_index,
-                         e.action_type, NULL, e.effective_at, e.allow_negative)
-              || '#' || p.postings)
-FROM batch_entries e
-JOIN (SELECT journal_entry_id,
-             string_agg(posting_text(id, entity_type, entity_id, asset_id, bucket, amount), ';' ORDER BY id) AS postings
-      FROM batch_postings GROUP BY journal_entry_id) p ON p.journal_entry_id = e.id;
+SELECT id, seq, program_id::UUID, event_id, operation_id, rule_id::UUID, rule_version, action_index,
+       action_type, NULL, description, effective_at, allow_negative, $batch_id,
+       sha256(entry_text(id, seq, program_id, event_id, operation_id, rule_id, rule_version, action_index,
+                         action_type, NULL, effective_at, allow_negative)
+              || '#' || CASE WHEN p0_id < p1_id THEN p0 || ';' || p1 ELSE p1 || ';' || p0 END)
+FROM (
+    SELECT *,
+           posting_text(p0_id, from_type, from_id::UUID, asset_id::UUID, from_bucket, -exact_amount) AS p0,
+           posting_text(p1_id, to_type, to_id::UUID, asset_id::UUID, to_bucket, exact_amount) AS p1
+    FROM batch_entries
+);
 
 -- name: update_balances
 INSERT INTO account_balances
