@@ -82,6 +82,9 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
     if not inputs:
         raise InputError("nothing to run: give --events, --operations, or both")
     fp, sources = fingerprint([spec for spec, _ in inputs])
+    done = _committed_before(db_file, fp)
+    if done:  # the same input bytes were committed before: nothing to read, nothing to do
+        return _no_op(done, t0)
     rows = read_inputs(inputs)
     step("opening the ledger")
     con = db.connect(db_file, wait=wait)
@@ -89,11 +92,9 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         con.begin()
         db.ensure_schema(con)
         done = next(iter(con.execute(statement("lookups.sql", "committed_batch"), {"fingerprint": fp}).fetchall()), None)
-        if done:  # the same input bytes were committed before: nothing to do
+        if done:  # committed by a concurrent run since we looked
             con.rollback()
-            return RunReport(batch_id=done[0], already_committed=True, read=done[1], completed=0, failed=0,
-                             duplicates=done[1] - done[3], rejected=done[3], entries=0,
-                             seconds=time.perf_counter() - t0)
+            return _no_op(done, t0)
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         step("checking idempotency and participants")
         taken = intake(rows, catalog, con)
@@ -125,6 +126,29 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
                      failed=failed, duplicates=taken.duplicates, rejected=len(taken.rejected),
                      entries=len(outcome.effects), seconds=time.perf_counter() - t0,
                      vectorised=outcome.vectorised, row_evaluated=outcome.row_evaluated)
+
+
+def _committed_before(db_file, fp: str) -> tuple | None:
+    """The committed batch with these input bytes, looked up read-only before any input is read
+    (a re-run then costs the hashing of its files). None when unknown or not checkable now."""
+    if not db.db_path(db_file).exists():
+        return None
+    try:
+        con = db.connect(db_file, read_only=True, wait=0)
+    except Exception:  # noqa: BLE001 - busy, or not a ledger yet: the full path decides
+        return None
+    try:
+        return next(iter(con.execute(statement("lookups.sql", "committed_batch"), {"fingerprint": fp}).fetchall()), None)
+    except Exception:  # noqa: BLE001 - e.g. no batches table yet
+        return None
+    finally:
+        con.close()
+
+
+def _no_op(done: tuple, t0: float) -> RunReport:
+    batch_id, read, _duplicates, rejected = done
+    return RunReport(batch_id=batch_id, already_committed=True, read=read, completed=0, failed=0,
+                     duplicates=read - rejected, rejected=rejected, entries=0, seconds=time.perf_counter() - t0)
 
 
 def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store) -> dict[str, pl.DataFrame]:
