@@ -90,12 +90,12 @@ def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: 
     tx.state("PARTICIPANT", ev.subject)
     if ev.recipient:
         tx.state("PARTICIPANT", ev.recipient)
-    tx.state("PROGRAM", str(program.id))
+    tx.state("PROGRAM", program.sid)
     stopped = False
     for rule in program.active_rules:
         if stopped or not _in_window(rule, ev.now):
             continue
-        rid = str(rule.id)
+        rid = rule.sid
         if reads_state(rule.condition):
             matched, error = _condition(rule.condition, _activation(ev, tx, catalog))
         else:
@@ -116,6 +116,7 @@ def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: 
         evals.append(_eval(ev, rule, "MATCHED", None))
         for action, (entity, value) in zip(rule.actions, planned):
             _apply(ev, tx, rule, action, entity, value, effects, catalog)
+        tx.activation = None  # later rules see this rule's effects
         if rule.stop_after_match:
             stopped = True
 
@@ -135,9 +136,16 @@ def _condition(prog: CelProgram, activation: dict) -> tuple[bool, str | None]:
 
 
 def _activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
+    """The CEL variables for this point of the event, built once per rule that changed state."""
+    if tx.activation is None:
+        tx.activation = _build_activation(ev, tx, catalog)
+    return tx.activation
+
+
+def _build_activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
     person = tx.store.people[ev.subject]
     st = tx.state("PARTICIPANT", ev.subject)
-    pst = tx.state("PROGRAM", str(ev.program.id))
+    pst = tx.state("PROGRAM", ev.program.sid)
     return {
         "event": ev.event,
         "now": ev.now,
@@ -148,7 +156,7 @@ def _activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
             "counters": {k: float(c.value) for k, c in st.counters.items()},
             "attributes": dict(st.attributes),
             "tiers": {},
-            "balances": {s: {b.lower(): float(tx.balance(("PARTICIPANT", ev.subject, str(catalog.asset_ids[s]), b)))
+            "balances": {s: {b.lower(): float(tx.balance(("PARTICIPANT", ev.subject, catalog.asset_sids[s], b)))
                              for b in ("AVAILABLE", "HELD", "DEFERRED")} for s in ev.program.assets},
         },
         "program": {"key": ev.program.key, "tags": sorted(pst.tags),
@@ -162,7 +170,7 @@ def _value(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, action
     field_value = getattr(action, name)
     if not isinstance(field_value, CelProgram):
         return field_value
-    known = pre.values.get((str(rule.id), action.index, name))
+    known = pre.values.get((rule.sid, action.index, name))
     if known is not None and ev.pos in known:
         value, error = known[ev.pos]
     else:
@@ -244,7 +252,7 @@ def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction,
     if t is None:
         return "PARTICIPANT", ev.recipient or ev.subject
     if t.type == "PROGRAM":
-        return "PROGRAM", str(ev.program.id)
+        return "PROGRAM", ev.program.sid
     where = f"rule {rule.name!r} action {action.index}: target"
     prog = t.external_id or t.participant_id
     try:
@@ -288,11 +296,11 @@ def _take_budget(rule: CompiledRule, planned: list, tx: Tx, now: datetime) -> bo
         total = sum((v for a, (_, v) in zip(rule.actions, planned)
                      if a.type == "CREDIT" and a.asset_id == b.asset_id and v is not None), Decimal(0))
         period = budget_period(now, b.interval)
-        if tx.budget_consumed(str(rule.id), str(b.asset_id), period) + total > b.limit:
+        if tx.budget_consumed(rule.sid, str(b.asset_id), period) + total > b.limit:
             return False
         takes.append((str(b.asset_id), period, total))
     for asset, period, total in takes:
-        tx.consume(str(rule.id), asset, period, total)
+        tx.consume(rule.sid, asset, period, total)
     return True
 
 
@@ -332,9 +340,9 @@ def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAc
                  amount: Decimal | None, effects: list, catalog: Catalog) -> None:
     """Value actions move an amount between two accounts (semantics.md 7 and 8)."""
     etype, eid = entity
-    asset = str(action.asset_id)
+    asset = action.asset_sid
     mine = lambda bucket: (etype, eid, asset, bucket)  # noqa: E731 - the entity's account in a bucket
-    issue = source_of_issue(action.asset, str(ev.program.id), asset)
+    issue = source_of_issue(action.asset, ev.program.sid, asset)
     kind = action.type
     lot = None
     if kind == "CREDIT":
@@ -358,7 +366,7 @@ def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAc
         return
     move(tx, effects, source, dest, amount, kind=kind, asset=action.asset, lot=lot,
          overdraft=kind == "DEBIT" and action.allow_negative,
-         pos=ev.pos, rule_id=str(rule.id), rule_version=rule.version, rule_order=rule.order,
+         pos=ev.pos, rule_id=rule.sid, rule_version=rule.version, rule_order=rule.order,
          action_index=action.index, description=action.description or rule.name)
 
 
@@ -381,5 +389,5 @@ def _instant(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction
 
 
 def _eval(ev: KernelEvent, rule: CompiledRule, outcome: str, message: str | None) -> dict:
-    return {"pos": ev.pos, "rule_id": str(rule.id), "rule_version": rule.version, "outcome": outcome, "message": message}
+    return {"pos": ev.pos, "rule_id": rule.sid, "rule_version": rule.version, "outcome": outcome, "message": message}
 

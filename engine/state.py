@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -31,6 +31,10 @@ class EntityState:
     tags: set[str] = field(default_factory=set)
     counters: dict[str, Counter] = field(default_factory=dict)
     attributes: dict[str, str] = field(default_factory=dict)
+
+    def copy(self) -> EntityState:
+        """A working copy for one event (cheaper than deepcopy: these are the only containers)."""
+        return EntityState(set(self.tags), {k: replace(c) for k, c in self.counters.items()}, dict(self.attributes))
 
     def apply_resets(self, now: datetime) -> bool:
         """Lazy `reset_after`: a counter due at or before `now` is 0 from its due instant.
@@ -214,6 +218,7 @@ class Tx:
         self.budgets: dict[tuple[str, str], tuple[int, Decimal]] = {}
         self.statuses: dict[str, str] = {}
         self.lot_lists: dict[tuple[str, str, str], list[Lot]] = {}
+        self.activation: dict | None = None  # CEL variables, cached until an action changes state
         self.reward_counts: dict[tuple[str, str], int] = {}
         self.redemptions: dict[tuple[str, str], Redemption] = {}
 
@@ -264,7 +269,7 @@ class Tx:
             committed = self.store.states.get(key)
             if committed is not None and committed.apply_resets(self.now):
                 self.store.dirty_states.add(key)
-            self.states[key] = copy.deepcopy(committed) if committed is not None else EntityState()
+            self.states[key] = committed.copy() if committed is not None else EntityState()
         return self.states[key]
 
     def budget_consumed(self, rule_id: str, asset_id: str, period: int) -> Decimal:

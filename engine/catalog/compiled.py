@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -41,6 +42,11 @@ class CompiledAction:
     expires_at: timedelta | datetime | CelProgram | None = None  # LOT credits: duration from now,
     matures_at: timedelta | datetime | CelProgram | None = None  # an instant, or a CEL timestamp
 
+    @cached_property
+    def asset_sid(self) -> str | None:
+        """The asset id as text, as the kernel keys accounts (computed once, not per event)."""
+        return None if self.asset_id is None else str(self.asset_id)
+
     @property
     def expressions(self) -> tuple[CelProgram, ...]:
         out = [v for v in (self.amount, self.tag, self.value, self.expires_at, self.matures_at)
@@ -74,7 +80,12 @@ class CompiledRule:
     condition: CelProgram
     actions: tuple[CompiledAction, ...]
     budgets: tuple[CompiledBudget, ...]
-    definition: dict  # the rule as written (normalised), stored in rule_versions
+    definition: dict
+
+    @cached_property
+    def sid(self) -> str:
+        """The rule id as text (computed once, not per event)."""
+        return str(self.id)  # the rule as written (normalised), stored in rule_versions
 
 
 @dataclass(frozen=True)
@@ -95,9 +106,13 @@ class CompiledProgram:
     assets: tuple[str, ...] = ()  # symbols defined in this program's file (participant.balances keys)
     rewards: dict[str, CompiledReward] = field(default_factory=dict)  # by key
 
-    @property
+    @cached_property
     def active_rules(self) -> tuple[CompiledRule, ...]:
         return tuple(r for r in self.rules if r.status == "ACTIVE")
+
+    @cached_property
+    def sid(self) -> str:
+        return str(self.id)
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,10 @@ class Catalog:
     programs: dict[str, CompiledProgram]  # by key
     assets: dict[str, Asset]  # by symbol, shared across the project
     asset_ids: dict[str, uuid.UUID] = field(default_factory=dict)
+
+    @cached_property
+    def asset_sids(self) -> dict[str, str]:
+        return {s: str(i) for s, i in self.asset_ids.items()}
 
     def resolve_program(self, ref: str) -> CompiledProgram | None:
         """A program by key or by id (events may carry either)."""
