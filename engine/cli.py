@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing was committed")
         return 130
-    except Exception:  # noqa: BLE001 - the last line of defence: say so, keep the trace
+    except BaseException as e:  # noqa: BLE001 - the last line of defence (pyo3 panics are BaseException)
+        if isinstance(e, (SystemExit, GeneratorExit)):
+            raise
         err_console.print("[bold red]internal error[/] (nothing was committed); please report this trace:")
         err_console.print(traceback.format_exc(), highlight=False, markup=False)
         return 1

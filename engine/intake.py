@@ -19,6 +19,7 @@ import polars as pl
 from engine import ids
 from engine.catalog import Catalog
 from engine.operations import OPERATIONS, PROGRAM_OPERATIONS
+from engine.io.events import raw_of
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 
@@ -84,7 +85,8 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection)
         reject_reason=pl.lit("idempotency_conflict"),
         reject_message=pl.concat_str(pl.lit("idempotency_key "), pl.col("idempotency_key"),
                                      pl.lit(" was already used with a different payload")))
-    rejected = pl.concat([bad, conflicts]).sort("arrival").select(
+    rejected = pl.concat([bad, conflicts]).sort("arrival").with_columns(
+        raw=pl.coalesce("raw", raw_of(bad))).select(
         "source", "row_number", reason="reject_reason", message="reject_message", raw="raw")
 
     new = new.sort("event_timestamp", "arrival").with_columns(pos=pl.int_range(pl.len(), dtype=pl.Int64))

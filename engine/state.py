@@ -76,16 +76,16 @@ class Person:
 class Store:
     """Committed state as of the start of this batch plus what earlier events of the batch did."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, budgets: dict[tuple[str, str], tuple[int, Decimal]]):
+    def __init__(self, con: duckdb.DuckDBPyConnection, budgets: dict[tuple[str, str, int], Decimal]):
         self.con = con
         self.people: dict[str, Person] = {}
         self.by_external: dict[str, str] = {}
         self.balances: dict[tuple[str, str, str, str], Decimal] = {}  # (entity type, id, asset, bucket)
         self.states: dict[tuple[str, str], EntityState] = {}
-        self.budgets = budgets  # (rule_id, asset_id) -> (period, consumed)
+        self.budgets = budgets  # (rule_id, asset_id, period) -> consumed
         self.loaded: set[str] = set()
         self.dirty_states: set[tuple[str, str]] = set()
-        self.dirty_budgets: set[tuple[str, str]] = set()
+        self.dirty_budgets: set[tuple[str, str, int]] = set()
         self.dirty_people: set[str] = set()  # participants whose status changed
         self.lots: dict[tuple[str, str, str], list[Lot]] = {}  # (entity type, id, asset) -> its lots
         self.dirty_lots: set[str] = set()
@@ -98,7 +98,8 @@ class Store:
     @classmethod
     def open(cls, con: duckdb.DuckDBPyConnection) -> Store:
         usage = db.frame(con, statement("lookups.sql", "budget_usage"))
-        budgets = {(r, a): (p, c) for r, a, p, c in usage.iter_rows()}
+        # every period is kept: a late event consumes its own period's budget (semantics.md 3)
+        budgets = {(r, a, p): Decimal(c) for r, a, p, c in usage.iter_rows()}
         return cls(con, budgets)
 
     def preload(self, entity_ids: list[str], people: list[Person]) -> None:
@@ -175,7 +176,7 @@ class Store:
                   "last_reset_at": pl.Datetime("us", "UTC")}
         state = pl.DataFrame(rows, schema=schema, orient="row")
         entities = pl.DataFrame(sorted(self.dirty_states), schema={"entity_type": pl.String, "entity_id": pl.String}, orient="row")
-        budgets = pl.DataFrame([(r, a, *self.budgets[(r, a)]) for r, a in sorted(self.dirty_budgets)],
+        budgets = pl.DataFrame([(*key, self.budgets[key]) for key in sorted(self.dirty_budgets)],
                                schema={"rule_id": pl.String, "asset_id": pl.String, "period": pl.Int64,
                                        "consumed": pl.Decimal(38, 18)}, orient="row")
         lots = pl.DataFrame(
@@ -215,7 +216,7 @@ class Tx:
         self.now = now
         self.balances: dict[tuple[str, str, str, str], Decimal] = {}
         self.states: dict[tuple[str, str], EntityState] = {}
-        self.budgets: dict[tuple[str, str], tuple[int, Decimal]] = {}
+        self.budgets: dict[tuple[str, str, int], Decimal] = {}
         self.statuses: dict[str, str] = {}
         self.lot_lists: dict[tuple[str, str, str], list[Lot]] = {}
         self.activation: dict | None = None  # CEL variables, cached until an action changes state
@@ -273,12 +274,13 @@ class Tx:
         return self.states[key]
 
     def budget_consumed(self, rule_id: str, asset_id: str, period: int) -> Decimal:
-        key = (rule_id, asset_id)
-        p, consumed = self.budgets.get(key) or self.store.budgets.get(key) or (period, Decimal(0))
-        return consumed if p == period else Decimal(0)
+        key = (rule_id, asset_id, period)
+        if key in self.budgets:
+            return self.budgets[key]
+        return self.store.budgets.get(key, Decimal(0))
 
     def consume(self, rule_id: str, asset_id: str, period: int, amount: Decimal) -> None:
-        self.budgets[(rule_id, asset_id)] = (period, self.budget_consumed(rule_id, asset_id, period) + amount)
+        self.budgets[(rule_id, asset_id, period)] = self.budget_consumed(rule_id, asset_id, period) + amount
 
     def commit(self) -> None:
         s = self.store

@@ -28,6 +28,7 @@ STRING_COLUMNS = ("program_id", "external_id", "participant_id", "idempotency_ke
                   "recipient_external_id", "recipient_id")
 OPTIONAL = ("external_id", "participant_id", "recipient_external_id", "recipient_id")
 MAX_KEY_LENGTH = 255
+MAX_DEPTH = 64  # payloads nested deeper are quarantined: no loyalty event needs more
 TS = pl.Datetime("us", "UTC")
 
 #: Columns of the normalised frame, in order. Operation files (semantics.md 2.3) are read into the
@@ -64,10 +65,24 @@ def _load(file: Path) -> pl.DataFrame:
             return pl.DataFrame(rows, infer_schema_length=None)
         if suffix == ".csv":
             return pl.read_csv(file, infer_schema=False)
-        return pl.from_arrow(pq.read_table(file))
+        table = pq.read_table(file)
+        _check_utf8(table)
+        return pl.from_arrow(table)
     except Exception as e:  # noqa: BLE001 - any reader failure is "cannot be read"
         kind = {".csv": "CSV", ".ndjson": "NDJSON", ".jsonl": "NDJSON"}.get(suffix, "Parquet")
         raise InputError(f"{file}: cannot be read as {kind}: {e}") from None
+
+
+def _check_utf8(table: pa.Table) -> None:
+    """Arrow trusts Parquet's strings to be UTF-8; a full validation finds the ones that are not
+    (before they can crash a reader or the database write)."""
+    for name in table.column_names:
+        col = table[name]
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            try:
+                col.validate(full=True)
+            except pa.ArrowInvalid:
+                raise ValueError(f"column {name} holds text that is not valid UTF-8") from None
 
 
 def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
@@ -99,7 +114,6 @@ def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
             df = df.with_columns(pl.col(c).cast(pl.String))
         elif df[c].dtype != pl.String:
             raise InputError(f"{file}: column {c} must be a string column, found {df[c].dtype}")
-    raw = _raw_rows(df)
     ts, ts_bad = _timestamps(file, df["event_timestamp"])
     event, event_json, ev_bad = _payloads(file, df["event_data"])
     out = pl.DataFrame({
@@ -116,7 +130,6 @@ def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
         "event_json": event_json,
         "recipient_external_id": df["recipient_external_id"],
         "recipient_id": df["recipient_id"],
-        "raw": raw,
         "ts_bad": pl.Series(ts_bad, dtype=pl.String),
         "ev_bad": pl.Series(ev_bad, dtype=pl.String),
     })
@@ -138,6 +151,7 @@ def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
         .otherwise(None)
     )
     out = out.with_columns(reason=reason)
+    out = out.with_columns(raw=_raw_rows(df, out["reason"].is_not_null()))
     return out.select(
         *[c for c in COLUMNS if c in out.columns and c not in ("reject_reason", "reject_message", "raw")],
         reject_reason=pl.col("reason").str.split(":").list.first(),
@@ -151,11 +165,25 @@ def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
     )
 
 
-def _raw_rows(df: pl.DataFrame) -> pl.Series:
-    """Each input row as JSON text, kept for quarantined rows."""
+def _raw_rows(df: pl.DataFrame, rejected: pl.Series) -> pl.Series:
+    """The input row as JSON text, for the quarantined rows only (encoding every row of a large
+    file would cost time and memory for nothing). Rows rejected later, at intake, get theirs
+    from `raw_of`."""
     cols = [pl.col(c) if df[c].dtype == pl.String or df[c].dtype.is_nested()
             else pl.col(c).cast(pl.String) for c in df.columns]
-    return df.select(pl.struct(cols).struct.json_encode().alias("raw"))["raw"]
+    out = pl.Series("raw", [None] * len(df), dtype=pl.String)
+    idx = rejected.arg_true()
+    if len(idx):
+        out = out.scatter(idx, df[idx].select(pl.struct(cols).struct.json_encode())[:, 0])
+    return out
+
+
+def raw_of(rows: pl.DataFrame) -> pl.Expr:
+    """A row of the normalised frame as JSON text, for rows quarantined after reading."""
+    fields = ["kind", "operation", "program_id", "external_id", "participant_id", "idempotency_key",
+              "recipient_external_id", "recipient_id"]
+    return pl.struct(*fields, pl.col("event_timestamp").cast(pl.String),
+                     pl.col("event_json").alias("event_data")).struct.json_encode()
 
 
 def _timestamps(file: Path, col: pl.Series) -> tuple[pl.Series, list[str | None]]:
@@ -201,11 +229,30 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
             dicts.append(None)
             bad.append(f"event_data must be a JSON object, got {type(value).__name__}")
             continue
+        if _depth(value) > MAX_DEPTH:
+            dicts.append(None)
+            bad.append(f"event_data is nested deeper than {MAX_DEPTH} levels")
+            continue
         dicts.append(strip_nulls(value))
         bad.append(None)
     event = dicts_to_column(dicts)
     event_json = pl.Series("event_json", [None if d is None else json.dumps(d, sort_keys=True, separators=(",", ":")) for d in dicts], dtype=pl.String)
     return event, event_json, bad
+
+
+def _depth(value) -> int:
+    """Nesting depth of a JSON value, without recursion (a hostile payload can be very deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > MAX_DEPTH:
+            break
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return deepest
 
 
 def _reject_constant(name: str):

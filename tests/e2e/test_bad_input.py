@@ -285,8 +285,8 @@ def _lot_mode(d):
 
 def _budgets(d):
     s = _spec()
-    s["rules"][0]["budgets"] = [{"asset": "PTS", "limit": "100"}]
-    return write_program(d / "shop.yaml", s), ["not supported yet", "budgets", "Purchase points"]
+    s["rules"][0]["budgets"] = [{"asset": "PTS", "limit": "100", "schedule_type": "CRON", "cron_expression": "0 0 1 * *"}]
+    return write_program(d / "shop.yaml", s), ["not supported yet", "schedule_type: CRON", "Purchase points"]
 
 
 def _static_bad_scale(d):
