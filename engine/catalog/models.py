@@ -9,11 +9,26 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 Status = Literal["ACTIVE", "SUSPENDED", "ARCHIVED"]
+
+
+def _shortest(v: Any) -> Any:
+    """YAML may hand us a float: take its shortest repr, never its binary value."""
+    return repr(v) if isinstance(v, float) else v
+
+
+def _positive(v: Decimal) -> Decimal:
+    if not v.is_finite() or v <= 0:
+        raise ValueError("must be a positive number")
+    return v
+
+
+#: A positive decimal from a program file (limits, costs), exact whatever YAML made of it.
+PositiveAmount = Annotated[Decimal, BeforeValidator(_shortest), AfterValidator(_positive)]
 
 
 class Strict(BaseModel):
@@ -35,20 +50,7 @@ class Asset(Strict):
     inventory_mode: Literal["SIMPLE", "LOT"] = "SIMPLE"
     issuance_policy: Literal["UNLIMITED", "PREFUNDED"] = "UNLIMITED"
     scale: int = Field(ge=0, le=18)
-    max_transaction_amount: Decimal | None = None
-
-    @field_validator("max_transaction_amount", mode="before")
-    @classmethod
-    def _exact(cls, v: Any) -> Any:
-        # YAML may hand us a float: go through its shortest repr, never binary.
-        return repr(v) if isinstance(v, float) else v
-
-    @field_validator("max_transaction_amount")
-    @classmethod
-    def _positive(cls, v: Decimal | None) -> Decimal | None:
-        if v is not None and (not v.is_finite() or v <= 0):
-            raise ValueError("must be a positive number")
-        return v
+    max_transaction_amount: PositiveAmount | None = None
 
 
 class Budget(Strict):
@@ -145,7 +147,7 @@ class Reward(Strict):
     category: str | None = None
     redemption_type: Literal["UNIT_BASED", "AMOUNT_BASED"]
     asset: str
-    unit_cost: Decimal
+    unit_cost: PositiveAmount
     max_total: int | None = Field(default=None, ge=1)
     max_per_participant: int | None = Field(default=None, ge=1)
     status: Literal["DRAFT", "ACTIVE", "OUT_OF_STOCK", "ARCHIVED"] = "ACTIVE"
@@ -158,17 +160,6 @@ class Reward(Strict):
     def _alias(cls, data: Any) -> Any:
         return _asset_alias(data)
 
-    @field_validator("unit_cost", mode="before")
-    @classmethod
-    def _exact(cls, v: Any) -> Any:
-        return repr(v) if isinstance(v, float) else v
-
-    @field_validator("unit_cost")
-    @classmethod
-    def _positive(cls, v: Decimal) -> Decimal:
-        if not v.is_finite() or v <= 0:
-            raise ValueError("must be a positive number")
-        return v
 
 
 class ProgramFile(Strict):
