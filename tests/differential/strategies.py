@@ -92,6 +92,10 @@ class Flags:
     # A literal target external_id (`u2`: text that is not an expression by the value-field rule).
     # Off in the main test: see test_bug_literal_target_external_id_is_evaluated_as_cel.
     literal_targets: bool = True
+    # INTERVAL budgets in multi-batch streams (a late event in a later batch consuming an earlier
+    # period). When off, scenarios with an INTERVAL budget are a single batch. Off in the main
+    # test: see test_bug_late_event_in_a_later_batch_ignores_its_interval_budget_period.
+    late_interval_budgets: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,7 +431,8 @@ def _json(p: dict, style: int) -> str:
 
 
 @st.composite
-def streams(draw, flags: Flags, has_other: bool, min_size: int = 5, max_size: int = 40) -> list[list[Row]]:
+def streams(draw, flags: Flags, has_other: bool, min_size: int = 5, max_size: int = 40,
+            max_batches: int = 3) -> list[list[Row]]:
     n = draw(st.integers(min_size, max_size))
     rows: list[Row] = []
     repeated: set[str] = set()
@@ -466,7 +471,7 @@ def streams(draw, flags: Flags, has_other: bool, min_size: int = 5, max_size: in
                         _json(draw(payload()), 0), recipient))
     # Cut into 1-3 batches (arrival order kept; timestamps are random, so later batches hold
     # late events).
-    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, n - 1)), max_size=2)))) if n > 1 else []
+    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, n - 1)), max_size=max_batches - 1)))) if n > 1 else []
     bounds = [0, *cuts, n]
     return [rows[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
@@ -474,5 +479,7 @@ def streams(draw, flags: Flags, has_other: bool, min_size: int = 5, max_size: in
 @st.composite
 def scenarios(draw, flags: Flags = Flags()) -> Scenario:
     progs = draw(programs(flags))
-    batches = draw(streams(flags, has_other=len(progs) > 1))
+    interval = any(b.get("schedule_type") == "INTERVAL" for p in progs for r in p["rules"] for b in r.get("budgets", []))
+    one_batch = interval and not flags.late_interval_budgets
+    batches = draw(streams(flags, has_other=len(progs) > 1, max_batches=1 if one_batch else 3))
     return Scenario(progs, batches, flags)

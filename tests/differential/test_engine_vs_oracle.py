@@ -50,6 +50,7 @@ MAIN_FLAGS = S.Flags(
     string_concat_values=False,  # ORACLE bug: test_oracle_bug_string_concatenation_target
     literal_targets=False,  # test_bug_literal_target_external_id_is_evaluated_as_cel
     reset_after=False,  # test_bug_counter_reset_is_rolled_back_with_a_failed_event
+    late_interval_budgets=False,  # test_bug_late_event_in_a_later_batch_ignores_its_interval_budget_period
 )
 
 #: Error codes an action's *values* produce (evaluated before budgets and before anything applies).
@@ -198,7 +199,7 @@ def test_engine_equals_oracle(scenario):
     check(scenario, row_path=False)
 
 
-@settings(max_examples=max(20, EXAMPLES // 5), **SETTINGS)
+@settings(max_examples=max(20, EXAMPLES // 10), **SETTINGS)
 @given(scenario=S.scenarios(MAIN_FLAGS))
 def test_engine_row_path_equals_oracle(scenario):
     check(scenario, row_path=True)
@@ -218,7 +219,7 @@ def _cut(rows: list, n: int) -> list[list]:
     return [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
-@settings(max_examples=max(10, EXAMPLES // 10), **SETTINGS)
+@settings(max_examples=max(5, EXAMPLES // 80), **SETTINGS)
 @given(case=time_ordered_stream())
 def test_batch_invariance(case):
     progs, rows = case
@@ -234,7 +235,11 @@ def test_batch_invariance(case):
             try:
                 check_ledger_invariants(con)
                 view = read_ledger(con)
-                view.duplicates = None  # the cut moves repeats of a key between batches; counted either way
+                # A cut can make two batch files byte-identical (a repeated row alone in its
+                # batch): the second run is then a reported no-op (semantics.md 4), so rows
+                # counted as duplicates or quarantined depend on the cut. The ledger does not.
+                view.duplicates = None
+                view.rejected = sorted(set(view.rejected))
                 ledgers.append((n, entry_identity(con), view))
             finally:
                 con.close()
@@ -410,3 +415,20 @@ def test_bug_counter_reset_is_rolled_back_with_a_failed_event():
                  "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "5"}]}])],
         [[_row("k0", "u1", "2025-03-01T09:00:00Z", '{"type": "visit"}'),
           _row("k1", "u1", "2025-03-01T12:00:00Z", '{"type": "buy"}')]]))
+
+
+@pytest.mark.xfail(strict=True, reason="engine keeps one INTERVAL period per budget across batches: a late event "
+                                       "sees 0 consumed in its own, earlier period")
+def test_bug_late_event_in_a_later_batch_ignores_its_interval_budget_period():
+    # decisions.md: INTERVAL periods are floor((now - epoch) / interval) with the event's own
+    # `now`; semantics.md 3: a late event keeps its own `now` (oracle README, CHOICE 4). Day 1 has
+    # consumed the whole limit (2) in batch 1; batch 1 ends on day 2. The late day-1 event of
+    # batch 2 is BUDGET_EXCEEDED (oracle); the engine (Store.budgets holds only the latest period
+    # per rule and asset) credits it again.
+    rule = {"name": "R", "key": "r", "condition": "true",
+            "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "2"}],
+            "budgets": [{"asset": "PTS", "limit": "2", "schedule_type": "INTERVAL", "interval": "24h"}]}
+    check(S.Scenario(
+        [_spec([rule])],
+        [[_row("k0", "u1", "2025-03-01T09:00:00Z", "{}"), _row("k1", "u1", "2025-03-02T09:00:00Z", "{}")],
+         [_row("k2", "u1", "2025-03-01T10:00:00Z", "{}")]]))
