@@ -55,6 +55,8 @@ class Outcome:
     vectorised: int = 0        # rule expressions evaluated on the vectorised path
     row_evaluated: int = 0     # ... and on the row path
     sequential_events: int = 0  # events that went through the sequential kernel
+    conditions_precomputed: int = 0  # (event, rule) conditions evaluated set-wise before the kernel
+    conditions_sequential: int = 0   # ... and evaluated in the kernel against state
 
 
 def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: bool = False) -> Outcome:
@@ -138,7 +140,8 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
     eff = pl.DataFrame(result.effects, schema=EFFECT_SCHEMA | ACCOUNT_SCHEMA | TIMED_SCHEMA)
     evals = pl.DataFrame(result.evaluations, schema=EVAL_SCHEMA)
     return Outcome(status=status, effects=eff, evaluations=evals, vectorised=stats.vectorised,
-                   row_evaluated=stats.row, sequential_events=len(kernel_events))
+                   row_evaluated=stats.row, sequential_events=len(kernel_events),
+                   conditions_precomputed=result.looked_up, conditions_sequential=result.evaluated)
 
 
 def _precompute(frame: _Frame, program: CompiledProgram, pre: Precomputed, stats: _Stats, row_path: bool) -> None:

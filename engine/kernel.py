@@ -50,11 +50,12 @@ class KernelResult:
     failures: dict[int, tuple[str, str]] = field(default_factory=dict)   # pos -> (code, message)
     effects: list[dict] = field(default_factory=list)
     evaluations: list[dict] = field(default_factory=list)
+    looked_up: int = 0   # rule conditions computed beforehand (vectorised or row path) and looked up
+    evaluated: int = 0   # rule conditions evaluated here, one event at a time, against state
 
 
 def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: Precomputed) -> KernelResult:
     out = KernelResult()
-    symbols = {str(i): s for s, i in catalog.asset_ids.items()}
     for ev in events:
         _due_lot_changes(ev, store, out.effects)
         tx = Tx(store, ev.now)
@@ -63,7 +64,7 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
             if ev.operation is not None:
                 apply_operation(ev, tx, catalog, effects)
             else:
-                _run_event(ev, tx, pre, effects, evals, catalog, symbols)
+                _run_event(ev, tx, pre, effects, evals, catalog, out)
         except ActionFailed as f:
             out.failures[ev.pos] = (f.code, f.message)
             out.evaluations += evals
@@ -84,7 +85,8 @@ def _due_lot_changes(ev: KernelEvent, store: Store, effects: list) -> None:
                 apply_due(store, lots, ev.now, effects, ev.pos)
 
 
-def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: list, catalog, symbols) -> None:
+def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: list, catalog,
+               counts: KernelResult) -> None:
     program = ev.program
     # due resets happen before anything reads the entities the event touches
     tx.state("PARTICIPANT", ev.subject)
@@ -98,8 +100,10 @@ def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: 
         rid = rule.sid
         if reads_state(rule.condition):
             matched, error = _condition(rule.condition, _activation(ev, tx, catalog))
+            counts.evaluated += 1
         else:
             matched, error = pre.conditions[rid].get(ev.pos, (False, None))
+            counts.looked_up += 1
         if error is not None:
             evals.append(_eval(ev, rule, "SKIPPED_ERROR", error))
             continue

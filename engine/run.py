@@ -43,6 +43,9 @@ class RunReport:
     seconds: float
     vectorised: int = 0
     row_evaluated: int = 0
+    sequential_events: int = 0
+    conditions_precomputed: int = 0
+    conditions_sequential: int = 0
 
     @property
     def events_per_second(self) -> float:
@@ -125,7 +128,10 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
     return RunReport(batch_id=batch_id, already_committed=False, read=len(rows), completed=completed,
                      failed=failed, duplicates=taken.duplicates, rejected=len(taken.rejected),
                      entries=len(outcome.effects), seconds=time.perf_counter() - t0,
-                     vectorised=outcome.vectorised, row_evaluated=outcome.row_evaluated)
+                     vectorised=outcome.vectorised, row_evaluated=outcome.row_evaluated,
+                     sequential_events=outcome.sequential_events,
+                     conditions_precomputed=outcome.conditions_precomputed,
+                     conditions_sequential=outcome.conditions_sequential)
 
 
 def _committed_before(db_file, fp: str) -> tuple | None:

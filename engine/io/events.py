@@ -220,7 +220,7 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
             bad.append("missing")
             continue
         try:
-            value = json.loads(text, parse_constant=_reject_constant, parse_int=float)
+            value = json.loads(text, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as e:
             dicts.append(None)
             bad.append(f"event_data is not valid JSON: {e}")
@@ -235,9 +235,22 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
             continue
         dicts.append(strip_nulls(value))
         bad.append(None)
-    event = dicts_to_column(dicts)
-    event_json = pl.Series("event_json", [None if d is None else json.dumps(d, sort_keys=True, separators=(",", ":")) for d in dicts], dtype=pl.String)
+    # Stored (and compared for idempotency) as sent, integers exact; CEL sees JSON numbers as doubles.
+    event_json = pl.Series("event_json", [None if d is None else json.dumps(d, sort_keys=True, separators=(",", ":"))
+                                          for d in dicts], dtype=pl.String)
+    event = dicts_to_column([None if d is None else _doubles(d) for d in dicts])
     return event, event_json, bad
+
+
+def _doubles(value):
+    """CEL's JSON mapping: every JSON number is a double."""
+    if isinstance(value, dict):
+        return {k: _doubles(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_doubles(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _depth(value) -> int:
