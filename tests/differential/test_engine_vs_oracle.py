@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import CatalogError
+from engine.ledger import db as db_module
 from engine.run import run_batch
 from tests.differential import strategies as S
 from tests.differential.ledger_view import entry_identity, read_ledger
@@ -92,14 +93,56 @@ def _oracle_batches(scenario: S.Scenario) -> list[list[dict]]:
     return out
 
 
-def run_engine(prog_dir: Path, batch_files: list[Path], db_file: Path, *, row_path: bool) -> OracleResult:
-    for f in batch_files:
-        run_batch(prog_dir, f, db_file, row_path=row_path)
-    con = duckdb.connect(str(db_file), read_only=True)
+class _KeptConnection:
+    """An in-memory DuckDB connection that survives run_batch's close(), so one temporary ledger
+    spans the batches of an example (no file to open, lock and re-read per batch)."""
+
+    def __init__(self, con):
+        self._con = con
+
+    def close(self):
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
+#: "memory" (default: a temporary in-memory ledger, about twice as fast) or "file" (a temporary
+#: DuckDB file, exactly as the CLI runs).
+LEDGER = os.environ.get("PERKFLOW_DIFF_LEDGER", "memory")
+
+
+def run_engine(prog_dir: Path, batch_files: list[Path], db_file: Path, *, row_path: bool,
+               ledger: str | None = None) -> OracleResult:
+    return _engine_ledger(prog_dir, batch_files, db_file, row_path=row_path, ledger=ledger,
+                          read=lambda con: (check_ledger_invariants(con), read_ledger(con))[1])
+
+
+def _engine_ledger(prog_dir: Path, batch_files: list[Path], db_file: Path, *, row_path: bool, read,
+                   ledger: str | None = None):
+    """Run every batch through `run_batch` into one temporary ledger and `read(con)` it."""
+    if (ledger or LEDGER) == "file":
+        for f in batch_files:
+            run_batch(prog_dir, f, db_file, row_path=row_path)
+        con = duckdb.connect(str(db_file), read_only=True)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            return read(con)
+        finally:
+            con.close()
+    con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
-        check_ledger_invariants(con)
-        return read_ledger(con)
+        con.execute("SET enable_progress_bar = false")
+        kept = _KeptConnection(con)
+        original = db_module.connect
+        db_module.connect = lambda *a, **k: kept
+        try:
+            for f in batch_files:
+                run_batch(prog_dir, f, db_file, row_path=row_path)
+        finally:
+            db_module.connect = original
+        return read(con)
     finally:
         con.close()
 
@@ -229,10 +272,8 @@ def test_batch_invariance(case):
         with tempfile.TemporaryDirectory() as tmp:
             d = Path(tmp)
             prog_dir, _, batch_files = _write(d, scenario)
-            for f in batch_files:
-                run_batch(prog_dir, f, d / "ledger.duckdb")
-            con = duckdb.connect(str(d / "ledger.duckdb"), read_only=True)
-            try:
+
+            def read(con):
                 check_ledger_invariants(con)
                 view = read_ledger(con)
                 # A cut can make two batch files byte-identical (a repeated row alone in its
@@ -240,9 +281,10 @@ def test_batch_invariance(case):
                 # counted as duplicates or quarantined depend on the cut. The ledger does not.
                 view.duplicates = None
                 view.rejected = sorted(set(view.rejected))
-                ledgers.append((n, entry_identity(con), view))
-            finally:
-                con.close()
+                return entry_identity(con), view
+
+            ids_n, view_n = _engine_ledger(prog_dir, batch_files, d / "ledger.duckdb", row_path=False, read=read)
+            ledgers.append((n, ids_n, view_n))
     (_, ids1, view1), *rest = ledgers
     for n, ids_n, view_n in rest:
         assert ids_n == ids1, f"entries differ between 1 batch and {n} batches"
@@ -286,7 +328,8 @@ def test_harness_reads_the_ledger_like_the_oracle():
         d = Path(tmp)
         prog_dir, prog_files, batch_files = _write(d, scenario)
         want = run_oracle(prog_files, _oracle_batches(scenario))
-        got = run_engine(prog_dir, batch_files, d / "ledger.duckdb", row_path=False)
+        got = run_engine(prog_dir, batch_files, d / "ledger.duckdb", row_path=False, ledger="file")
+        assert_same(want, run_engine(prog_dir, batch_files, d / "memory.duckdb", row_path=False, ledger="memory"))
     assert want.events == {("shop", "a"): ("COMPLETED", None), ("shop", "b"): ("FAILED", "insufficient_balance"),
                            ("shop", "c"): ("COMPLETED", None)}
     assert want.entries == [("shop", "a", "earn", 0, "CREDIT", "u1", "CASH", D("15")),
