@@ -64,8 +64,7 @@ class Flags:
     program_state_in_conditions: bool = True
     recipients: bool = True
     targets: bool = True
-    # COUNTER `reset_after`. Off in the main test: see
-    # test_bug_counter_reset_is_rolled_back_with_a_failed_event.
+    # COUNTER `reset_after` (a reset rolled back with a failed event was an engine bug, now fixed).
     reset_after: bool = True
     budgets: bool = True
     second_program: bool = True
@@ -74,8 +73,7 @@ class Flags:
     # test_bug_static_invalid_amount_is_a_load_error in test_engine_vs_oracle.py.
     invalid_static_amounts: bool = True
     # An inactive (SUSPENDED/ARCHIVED) program with on_unknown_participant: REJECT, sent events of
-    # unknown participants. Off in the main test: see
-    # test_bug_inactive_reject_program_reports_program_inactive_before_participant_not_found.
+    # unknown participants (was an engine bug, now fixed: on in the main test).
     inactive_reject_program: bool = True
     # A key repeated more than once (so a conflicting row can be followed by another repeat of the
     # same key in a later batch). Off in the main test: see
@@ -93,8 +91,8 @@ class Flags:
     # Off in the main test: see test_bug_literal_target_external_id_is_evaluated_as_cel.
     literal_targets: bool = True
     # INTERVAL budgets in multi-batch streams (a late event in a later batch consuming an earlier
-    # period). When off, scenarios with an INTERVAL budget are a single batch. Off in the main
-    # test: see test_bug_late_event_in_a_later_batch_ignores_its_interval_budget_period.
+    # period; was an engine bug, now fixed). When off, scenarios with an INTERVAL budget are a
+    # single batch.
     late_interval_budgets: bool = True
 
 

@@ -45,24 +45,21 @@ SETTINGS = dict(deadline=None, derandomize=True, print_blob=True,
 #: test that pins the engine bug it works around.
 MAIN_FLAGS = S.Flags(
     invalid_static_amounts=False,  # test_bug_static_invalid_amount_is_a_load_error
-    inactive_reject_program=False,  # test_bug_inactive_reject_program_reports_program_inactive_before_participant_not_found
     repeats_after_a_repeat=False,  # test_bug_repeat_after_conflict_in_a_later_batch_is_a_conflict
     operator_only_amounts=False,  # test_bug_operator_only_amount_is_accepted_as_an_expression
     string_concat_values=False,  # ORACLE bug: test_oracle_bug_string_concatenation_target
     literal_targets=False,  # test_bug_literal_target_external_id_is_evaluated_as_cel
-    reset_after=False,  # test_bug_counter_reset_is_rolled_back_with_a_failed_event
-    late_interval_budgets=False,  # test_bug_late_event_in_a_later_batch_ignores_its_interval_budget_period
 )
 
 #: Error codes an action's *values* produce (evaluated before budgets and before anything applies).
 VALUE_ERRORS = {"expression_error", "amount_not_positive", "invalid_scale", "max_transaction_amount_exceeded",
                 "participant_not_found"}
-#: Known engine bug, test_bug_value_error_drops_the_matched_evaluation: when an action value of a
-#: matching rule fails, the engine records no rule_evaluations row for that rule. The failing
+#: Was an engine bug (fixed; pinned by test_regression_value_error_keeps_the_matched_evaluation):
+#: when an action value of a matching rule failed, the engine recorded no rule_evaluations row. The failing
 #: values are everywhere in the generated programs (they are how amount errors are covered), so
 #: instead of a strategy flag the comparison drops exactly that row from the oracle's side: the
 #: last evaluation of an event that FAILED with a value error. Set to False once fixed.
-KNOWN_BUG_VALUE_ERROR_EVALUATION = True
+KNOWN_BUG_VALUE_ERROR_EVALUATION = False  # fixed in the engine; kept switchable
 
 COLUMNS = ["program_id", "idempotency_key", "external_id", "event_timestamp", "event_data", "recipient_external_id"]
 SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
@@ -360,8 +357,8 @@ def test_bug_static_invalid_amount_is_a_load_error():
         [[_row("k0", "u1", "2025-03-01T09:00:00Z", "{}")]]))
 
 
-@pytest.mark.xfail(strict=True, reason="engine: a matched rule whose action value fails gets no rule_evaluations row")
-def test_bug_value_error_drops_the_matched_evaluation():
+# Found by the property test; the engine was wrong and has been fixed (xfail removed).
+def test_regression_value_error_keeps_the_matched_evaluation():
     # semantics.md 5: "a rule_evaluations row for every rule that matched, errored or hit its
     # budget". The rule's condition is true, so it matched; its amount fails (expression_error on
     # a missing field). The oracle records (r, MATCHED) for the FAILED event; the engine's
@@ -380,8 +377,8 @@ def test_bug_value_error_drops_the_matched_evaluation():
         KNOWN_BUG_VALUE_ERROR_EVALUATION = saved
 
 
-@pytest.mark.xfail(strict=True, reason="engine checks the program status before resolving the participant")
-def test_bug_inactive_reject_program_reports_program_inactive_before_participant_not_found():
+# Found by the property test; the engine was wrong and has been fixed (xfail removed).
+def test_regression_inactive_reject_program_resolves_the_participant_first():
     # semantics.md 5 step 1: "Resolve the participant (... REJECT with an unknown participant ->
     # event FAILED participant_not_found). Program not ACTIVE -> FAILED program_inactive." in that
     # order (oracle README, CHOICE 1). Engine: ('FAILED', 'program_inactive').
@@ -444,8 +441,8 @@ def test_bug_literal_target_external_id_is_evaluated_as_cel():
         [[_row("k0", "u1", "2025-03-01T09:00:00Z", "{}")]]))
 
 
-@pytest.mark.xfail(strict=True, reason="engine rolls back a due counter reset together with the failed event")
-def test_bug_counter_reset_is_rolled_back_with_a_failed_event():
+# Found by the property test; the engine was wrong and has been fixed (xfail removed).
+def test_regression_counter_reset_survives_a_failed_event():
     # semantics.md 3: time-driven changes (counter reset_after) "take effect at their own instant
     # ... before an event at time t is evaluated, everything due at or before t for the entities
     # it touches has happened"; they are not the event's doing, so 5.5's rollback does not undo
@@ -460,9 +457,8 @@ def test_bug_counter_reset_is_rolled_back_with_a_failed_event():
           _row("k1", "u1", "2025-03-01T12:00:00Z", '{"type": "buy"}')]]))
 
 
-@pytest.mark.xfail(strict=True, reason="engine keeps one INTERVAL period per budget across batches: a late event "
-                                       "sees 0 consumed in its own, earlier period")
-def test_bug_late_event_in_a_later_batch_ignores_its_interval_budget_period():
+# Found by the property test; the engine was wrong and has been fixed (xfail removed).
+def test_regression_late_event_in_a_later_batch_uses_its_interval_budget_period():
     # decisions.md: INTERVAL periods are floor((now - epoch) / interval) with the event's own
     # `now`; semantics.md 3: a late event keeps its own `now` (oracle README, CHOICE 4). Day 1 has
     # consumed the whole limit (2) in batch 1; batch 1 ends on day 2. The late day-1 event of
