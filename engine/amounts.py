@@ -126,13 +126,6 @@ def check_text(text: str, asset: Asset) -> str | None:
     return None
 
 
-def check_static(value: Decimal, asset: Asset) -> tuple[str, str] | None:
-    """Validate a static amount from a program file with the same rules: (code, message) or None."""
-    text = _plain(str(value))
-    code = check_text(text, asset)
-    return None if code is None else (code, describe(code, text, asset))
-
-
 def _fraction_digits(value: Decimal) -> int:
     """Decimals after dropping trailing zeros, exactly (normalize() would round to 28 digits)."""
     _, digits, exponent = value.as_tuple()

@@ -60,26 +60,28 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection)
     bad = rows.filter(pl.col("reject_reason").is_not_null())
     valid = rows.filter(pl.col("reject_reason").is_null())
 
-    # Idempotency within the batch: the first row of a key wins.
-    valid = valid.with_columns(_first=pl.col("arrival").min().over(KEY))
-    firsts = valid.filter(pl.col("arrival") == pl.col("_first"))
-    later = valid.filter(pl.col("arrival") != pl.col("_first")).join(
-        firsts.select(*KEY, *PAYLOAD, "event_json"), on=KEY, suffix="_orig")
-    same = _same_payload(later)
-    dup_batch, conflict_batch = later.filter(same), later.filter(~same)
-
-    # ... and against events already in the ledger.
-    con.register("stage_keys", firsts.select("kind", program_id="program_uuid", idempotency_key="idempotency_key").to_arrow())
+    # Idempotency against the ledger: a key stored before is compared with what was stored,
+    # for every row of the batch that repeats it (the first row ever wins, semantics.md 4) ...
+    con.register("stage_keys", valid.select("kind", program_id="program_uuid", idempotency_key="idempotency_key")
+                 .unique().to_arrow())
     known = db.frame(con, statement("lookups.sql", "known_events"))
     con.unregister("stage_keys")
     known = known.rename({"program_id": "program_uuid", "participant_ref": "participant_id", "recipient_ref": "recipient_id"})
-    seen = firsts.join(
+    seen = valid.join(
         known.rename({c: f"{c}_orig" for c in [*PAYLOAD, "event_json"]}).with_columns(
-            pl.col("program_uuid").cast(pl.String), pl.col("event_timestamp_orig").cast(firsts.schema["event_timestamp"])),
+            pl.col("program_uuid").cast(pl.String), pl.col("event_timestamp_orig").cast(valid.schema["event_timestamp"])),
         on=KEY, how="inner")
     same_db = _same_payload(seen)
     dup_db, conflict_db = seen.filter(same_db), seen.filter(~same_db)
-    new = firsts.join(seen.select(KEY), on=KEY, how="anti")
+    fresh = valid.join(seen.select(KEY).unique(), on=KEY, how="anti")
+
+    # ... and a key new to the ledger: the batch's first row wins, later ones are compared with it.
+    fresh = fresh.with_columns(_first=pl.col("arrival").min().over(KEY))
+    new = fresh.filter(pl.col("arrival") == pl.col("_first"))
+    later = fresh.filter(pl.col("arrival") != pl.col("_first")).join(
+        new.select(*KEY, *PAYLOAD, "event_json"), on=KEY, suffix="_orig")
+    same = _same_payload(later)
+    dup_batch, conflict_batch = later.filter(same), later.filter(~same)
 
     conflicts = pl.concat([conflict_batch.select(bad.columns), conflict_db.select(bad.columns)]).with_columns(
         reject_reason=pl.lit("idempotency_conflict"),

@@ -258,11 +258,14 @@ def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction,
     if t.type == "PROGRAM":
         return "PROGRAM", ev.program.sid
     where = f"rule {rule.name!r} action {action.index}: target"
-    prog = t.external_id or t.participant_id
-    try:
-        ref = prog.evaluate(_activation(ev, tx, catalog))
-    except CelEvalError as e:
-        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {e}") from None
+    spec = t.external_id if t.external_id is not None else t.participant_id
+    if isinstance(spec, CelProgram):
+        try:
+            ref = spec.evaluate(_activation(ev, tx, catalog))
+        except CelEvalError as e:
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {e}") from None
+    else:  # a literal id
+        ref = spec if isinstance(spec, str) else format(spec, "f")
     if not isinstance(ref, str) or not ref:
         raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a non-empty string, got {ref!r}")
     store = tx.store

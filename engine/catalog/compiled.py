@@ -20,8 +20,8 @@ Value = Decimal | str | CelProgram
 @dataclass(frozen=True)
 class CompiledTarget:
     type: str  # PARTICIPANT | PROGRAM
-    external_id: CelProgram | None = None
-    participant_id: CelProgram | None = None
+    external_id: CelProgram | str | Decimal | None = None  # an expression, or a literal id
+    participant_id: CelProgram | str | Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class CompiledAction:
         out = [v for v in (self.amount, self.tag, self.value, self.expires_at, self.matures_at)
                if isinstance(v, CelProgram)]
         if self.target is not None:
-            out += [p for p in (self.target.external_id, self.target.participant_id) if p is not None]
+            out += [p for p in (self.target.external_id, self.target.participant_id) if isinstance(p, CelProgram)]
         return tuple(out)
 
 

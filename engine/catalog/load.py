@@ -179,10 +179,11 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         if t.type == "PARTICIPANT":
             if (t.external_id is None) == (t.participant_id is None):
                 raise CatalogError(f"{at}.target: give exactly one of external_id or participant_id (a CEL expression)")
+            # value fields: an expression, or the literal id ("u5" names participant u5)
             target = CompiledTarget(
                 type="PARTICIPANT",
-                external_id=t.external_id and _cel(f"{at}.target.external_id", t.external_id, assets),
-                participant_id=t.participant_id and _cel(f"{at}.target.participant_id", t.participant_id, assets))
+                external_id=t.external_id and _value(f"{at}.target.external_id", t.external_id, assets),
+                participant_id=t.participant_id and _value(f"{at}.target.participant_id", t.participant_id, assets))
         else:
             target = CompiledTarget(type=t.type)
     common = {"index": index, "type": action.type, "description": action.description, "target": target}
@@ -248,14 +249,14 @@ def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset]) -> Compil
 
 
 def _amount(where: str, text: str, asset: Asset, assets: dict[str, Asset]):
-    """A plain number is a static amount, checked now; anything else must be CEL."""
-    if _PLAIN_NUMBER.match(text.strip()):
-        value = Decimal(text.strip())
-        problem = amounts.check_static(value, asset)
-        if problem and problem[0] != amounts.ZERO:
-            raise CatalogError(f"{where}: {problem[1]}")
-        return value
-    return _cel(where, text, assets)
+    """A number (checked when the action runs, like any amount: semantics.md 7 makes an invalid
+    amount a failure of the action, not of the program file) or a CEL expression; by the
+    value-field rule, anything else is literal text, which an amount cannot be."""
+    value = _value(where, text, assets)
+    if isinstance(value, str):
+        raise CatalogError(f"{where}: {text!r} is neither a number nor a CEL expression (an expression must "
+                           "read event, now, participant or program, or call a function)")
+    return value
 
 
 def _when(where: str, text: str | None, assets: dict[str, Asset]):

@@ -41,15 +41,9 @@ EXAMPLES = int(os.environ.get("PERKFLOW_DIFF_EXAMPLES", "500"))
 SETTINGS = dict(deadline=None, derandomize=True, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-#: The constructs of the main property test. Every `False` here must name the xfail regression
+#: The constructs of the main property test. A `False` here must name the xfail regression
 #: test that pins the engine bug it works around.
-MAIN_FLAGS = S.Flags(
-    invalid_static_amounts=False,  # test_bug_static_invalid_amount_is_a_load_error
-    repeats_after_a_repeat=False,  # test_bug_repeat_after_conflict_in_a_later_batch_is_a_conflict
-    operator_only_amounts=False,  # test_bug_operator_only_amount_is_accepted_as_an_expression
-    string_concat_values=False,  # ORACLE bug: test_oracle_bug_string_concatenation_target
-    literal_targets=False,  # test_bug_literal_target_external_id_is_evaluated_as_cel
-)
+MAIN_FLAGS = S.Flags()  # every construct on: the bugs pinned below are fixed
 
 #: Error codes an action's *values* produce (evaluated before budgets and before anything applies).
 VALUE_ERRORS = {"expression_error", "amount_not_positive", "invalid_scale", "max_transaction_amount_exceeded",
@@ -343,8 +337,7 @@ def test_harness_reads_the_ledger_like_the_oracle():
 # xfail mark and switch the matching flag in MAIN_FLAGS back on).
 
 
-@pytest.mark.xfail(strict=True, reason="engine refuses to load a program with a static amount that fails the "
-                                       "amount checks; semantics.md 7 says the action fails at run time")
+# Found by the property test; fixed (xfail removed).
 def test_bug_static_invalid_amount_is_a_load_error():
     # semantics.md 7: "An amount must be > 0 ... otherwise the action fails (amount_not_positive,
     # invalid_scale, max_transaction_amount_exceeded)". 2.1 lists the load-time errors; an amount
@@ -388,8 +381,7 @@ def test_regression_inactive_reject_program_resolves_the_participant_first():
         [[_row("k0", "u1", "2025-03-01T09:00:00Z", "{}")]]))
 
 
-@pytest.mark.xfail(strict=True, reason="engine compares a repeat with the batch's first row of the key, even when "
-                                       "that row is itself a conflict with the ledger")
+# Found by the property test; fixed (xfail removed).
 def test_bug_repeat_after_conflict_in_a_later_batch_is_a_conflict():
     # semantics.md 4: "the first row for (program, idempotency_key) wins. A later row with the
     # same key and the same canonical payload is a DUPLICATE". Batch 2 holds a conflicting row of
@@ -401,7 +393,7 @@ def test_bug_repeat_after_conflict_in_a_later_batch_is_a_conflict():
         [[won], [_row("k0", "u1", "2025-03-01T10:00:00Z", "{}"), won]]))
 
 
-@pytest.mark.xfail(strict=True, reason="engine compiles any non-number amount as CEL, skipping the value-field rule")
+# Found by the property test; fixed (xfail removed).
 def test_bug_operator_only_amount_is_accepted_as_an_expression():
     # decisions.md: text is an expression only if it "references a known variable (event, now,
     # participant, program) or calls a function; anything else is a literal string", and "`amount`
@@ -415,8 +407,7 @@ def test_bug_operator_only_amount_is_accepted_as_an_expression():
         [[_row("k0", "u1", "2025-03-01T09:00:00Z", "{}")]]))
 
 
-@pytest.mark.xfail(strict=True, reason="ORACLE bug: cel-python returns a bare str for string +, which the "
-                                       "oracle's target check rejects as not a string")
+# Found by the property test; fixed (xfail removed).
 def test_oracle_bug_string_concatenation_target():
     # `participant.external_id + "-x"` is a CEL string; the target is "u1-x", created (CREATE
     # program) and credited. The engine does that; the oracle fails the event with
@@ -429,7 +420,7 @@ def test_oracle_bug_string_concatenation_target():
         [[_row("k0", "u1", "2025-03-01T09:00:00Z", "{}")]]))
 
 
-@pytest.mark.xfail(strict=True, reason="engine compiles target.external_id as CEL, skipping the value-field rule")
+# Found by the property test; fixed (xfail removed).
 def test_bug_literal_target_external_id_is_evaluated_as_cel():
     # decisions.md lists `target.external_id` among the value fields: `u5` parses as CEL but
     # references no known variable and calls no function, so it is the literal text "u5". The

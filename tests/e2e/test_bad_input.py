@@ -278,9 +278,10 @@ def _duplicate_order(d):
 
 
 def _lot_mode(d):
+    """Tiers (semantics.md 10) are declared but not built: rejected, never ignored."""
     s = _spec()
-    s["assets"][0]["inventory_mode"] = "LOT"
-    return write_program(d / "shop.yaml", s), ["not supported yet", "inventory_mode"]
+    s["tiers"] = [{"key": "status", "levels": [{"key": "gold", "rank": 1}]}]
+    return write_program(d / "shop.yaml", s), ["not supported yet", "tiers"]
 
 
 def _budgets(d):
@@ -290,9 +291,10 @@ def _budgets(d):
 
 
 def _static_bad_scale(d):
+    """An amount that is literal text (no variable, no function) is neither number nor CEL."""
     s = _spec()
-    s["rules"][0]["actions"][0]["amount"] = "1.5"
-    return write_program(d / "shop.yaml", s), ["Purchase points", "amount", "scale"]
+    s["rules"][0]["actions"][0]["amount"] = "ten points"
+    return write_program(d / "shop.yaml", s), ["Purchase points", "amount", "neither a number nor a CEL expression"]
 
 
 def _conflicting_asset(d):

@@ -61,6 +61,8 @@ def _wrap(v: Any) -> Any:
         return ct.DoubleType(v)
     if isinstance(v, list) and not isinstance(v, ct.ListType):  # list + list
         return ct.ListType(v)
+    if isinstance(v, str) and not isinstance(v, ct.StringType):  # string + string
+        return ct.StringType(v)
     return v
 
 

@@ -65,12 +65,30 @@ def test_non_numbers_rejected(v):
     assert text is None and err
 
 
-@pytest.mark.parametrize("amount", ["1.5", "-1", "100"])
-def test_static_amounts_checked_at_load(tmp_path, amount):
+@pytest.mark.parametrize("row_path", [False, True])
+@pytest.mark.parametrize("amount, code", [("1.5", "invalid_scale"), ("-1", "amount_not_positive"),
+                                          ("100", "max_transaction_amount_exceeded")])
+def test_static_amounts_fail_the_action_when_it_runs(tmp_path, amount, code, row_path):
+    """semantics.md 7: an invalid amount fails the action (and so the event), static or not;
+    it is not one of the load-time errors of 2.1."""
     spec = program_spec("shop", [{"name": "r", "condition": "true",
                                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": amount}]}],
                         assets=[{"symbol": "PTS", "name": "Points", "scale": 0, "max_transaction_amount": "50"}])
-    with pytest.raises(CatalogError, match="amount"):
+    programs = write_program(tmp_path / "shop.yaml", spec)
+    load_catalog(programs)
+    db = tmp_path / "l.duckdb"
+    run_batch(programs, write_events(tmp_path / "e.parquet", [
+        event("shop", "k1", "u1", "2025-01-01T00:00:00Z", {"type": "x"})]), db, row_path=row_path)
+    assert query(db, "SELECT status, error_code FROM events") == [("FAILED", code)]
+    assert query(db, "SELECT COUNT(*) FROM journal_entries")[0][0] == 0
+
+
+@pytest.mark.parametrize("amount", ["(2 + 3)", "gold", "vip-2025"])
+def test_amount_that_is_literal_text_is_a_load_error(tmp_path, amount):
+    """By the value-field rule, text that reads no variable and calls no function is literal text."""
+    spec = program_spec("shop", [{"name": "r", "condition": "true",
+                                  "actions": [{"type": "CREDIT", "asset": "PTS", "amount": amount}]}])
+    with pytest.raises(CatalogError, match="neither a number nor a CEL expression"):
         load_catalog(write_program(tmp_path / "shop.yaml", spec))
 
 
