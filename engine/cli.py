@@ -20,8 +20,8 @@ from engine.errors import DatabaseBusyError, InputError
 
 console = Console()
 if not console.is_terminal:  # piped output: wide enough for the counts table, no wrapping
-    console = Console(width=120)
-err_console = Console(stderr=True, width=None if console.is_terminal else 120)
+    console = Console(width=200)
+err_console = Console(stderr=True, width=None if console.is_terminal else 200)
 
 REPORTS = ("ledger_summary", "balances", "program_activity", "participant_statement", "expiration_schedule")
 
