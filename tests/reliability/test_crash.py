@@ -25,7 +25,8 @@ import polars as pl
 import pytest
 
 from engine.generate import sample_events
-from tests.reliability.harness import (COFFEE, check_invariants, copy_db, diff, dump, kill_run, run_argv, run_ok)
+from tests.reliability.harness import (COFFEE, check_invariants, copy_db, diff, dump, kill_run, perkflow_argv, run_argv,
+                                       run_ok)
 
 TRIALS = int(os.environ.get("PERKFLOW_CRASH_TRIALS", "10"))
 EVENTS = int(os.environ.get("PERKFLOW_CRASH_EVENTS", "20000"))
@@ -157,3 +158,63 @@ def _empty_like(clean: dict) -> dict:
     """The schema with no rows: a run killed after creating the schema but before committing a
     batch may leave the (committed) empty schema behind, which is not a batch's data."""
     return {t: [] for t in clean}
+
+
+# ---------------------------------------------------------------------------------------------
+# perkflow maintain: lot expiries and maturities written by a maintenance batch
+
+MAINTAIN_TRIALS = max(2, TRIALS // 5)
+LOT_PROGRAM = """\
+program: {key: lotty, name: Lotty}
+assets:
+  - {symbol: MILES, name: Miles, scale: 0, inventory_mode: LOT}
+rules:
+  - name: Earn
+    condition: event.type == "purchase"
+    actions:
+      - {type: CREDIT, asset: MILES, amount: "10", expires_at: "240h"}
+      - {type: CREDIT, asset: MILES, amount: "5", matures_at: "72h"}
+"""
+
+
+@pytest.fixture(scope="module")
+def lots(tmp_path_factory):
+    """A ledger with many lots, and the dump after a clean `maintain --as-of` far in the future."""
+    d = tmp_path_factory.mktemp("crash-maintain")
+    programs = d / "lotty.yaml"
+    programs.write_text(LOT_PROGRAM)
+    n = max(2000, EVENTS // 4)
+    events = d / "events.parquet"
+    sample_events(n, max(100, n // 10), seed=13, program="lotty").write_parquet(events)
+    base = d / "base.duckdb"
+    run_ok(programs, events, base)
+    argv = lambda db: perkflow_argv("maintain", "--as-of", "2027-01-01T00:00:00Z", "--db", str(db))  # noqa: E731
+    clean = copy_db(base, d / "clean.duckdb")
+    timing = kill_run(argv(clean), delay=600, workdir=d)
+    assert not timing.killed and timing.code == 0, timing.stderr
+    check_invariants(clean)
+    return {"dir": d, "base": base, "argv": argv, "before": dump(base), "clean": dump(clean),
+            "duration": timing.delay}
+
+
+def test_kill_maintain_then_rerun(lots, tmp_path):
+    rng = random.Random(SEED + 2)
+    phases, states = Counter(), Counter()
+    i = 0
+    while sum(phases.values()) - phases["finished"] < MAINTAIN_TRIALS:
+        i += 1
+        assert i <= 8 * MAINTAIN_TRIALS, f"too few runs could be killed: {dict(phases)}"
+        db = copy_db(lots["base"], tmp_path / f"trial{i}.duckdb")
+        delay = rng.uniform(0, lots["duration"])
+        phase, state = _trial(lots["argv"](db), delay, db, tmp_path,
+                              {"before maintenance": lots["before"], "maintained": lots["clean"]})
+        phases[phase] += 1
+        states[state] += 1
+        again = kill_run(lots["argv"](db), delay=600, workdir=tmp_path)
+        assert again.code == 0, again.stderr
+        assert dump(db) == lots["clean"], f"trial {i} (kill at {delay:.3f}s, {phase}):\n{diff(lots['clean'], dump(db))}"
+        check_invariants(db)
+        for suffix in ("", ".wal"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+    _record("crash_maintain", {"kills": MAINTAIN_TRIALS, "runs": i, "phases": dict(phases),
+                               "state_after_kill": dict(states), "failures": 0})
