@@ -1,0 +1,12 @@
+-- Which schema (a hash of schema.sql and views.sql) a database has: ensure_schema skips the DDL
+-- when it is current. Named sections, as in write_batch.sql.
+
+-- name: create
+CREATE TABLE IF NOT EXISTS schema_version (hash VARCHAR NOT NULL);
+
+-- name: current
+SELECT hash FROM schema_version;
+
+-- name: record
+DELETE FROM schema_version;
+INSERT INTO schema_version VALUES ($hash);
