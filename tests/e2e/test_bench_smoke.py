@@ -1,8 +1,9 @@
 """A small benchmark run: a guard by construction, not a timing assertion.
 
 Fails when a W1 rule leaves the vectorised path (in the plan or in the run), when the fast path
-and the per-row path disagree on the ledger, or when W1's balances differ from the hand-written
-DuckDB SQL of benchmarks/w1_hand.sql.
+and the per-row path disagree on the ledger, when W1's ledger differs from the one-event-at-a-time
+oracle's (tests/oracle), or when W1's balances differ from the hand-written DuckDB SQL of
+benchmarks/w1_hand.sql.
 """
 
 from __future__ import annotations
@@ -98,3 +99,27 @@ def test_bench_cli_small_run(tmp_path: Path, capsys) -> None:
     assert out["rows"][0]["run"]["row_evaluated"] == 0
     assert out["machine"]["cores"] >= 1 and out["machine"]["duckdb"]
     assert all(r["seconds"] > 0 for r in out["rows"])
+
+
+def test_w1_equals_the_oracle(tmp_path: Path) -> None:
+    """The benchmark's W1 through the engine gives the one-event-at-a-time oracle's ledger."""
+    import polars as pl
+
+    from tests.differential.ledger_view import read_ledger_file
+    from tests.oracle import run_oracle
+
+    d = tmp_path / "w1"
+    generate("W1", 400, 40, 5, d)
+    db = tmp_path / "w1.duckdb"
+    report = run_batch(d / "programs", d / "events", db)
+    assert report.row_evaluated == 0
+    files = sorted((d / "events").rglob("*.parquet"))
+    rows = pl.concat([pl.read_parquet(f) for f in files]).to_dicts()
+    batch = [{"program_id": r["program_id"], "idempotency_key": r["idempotency_key"], "external_id": r["external_id"],
+              "event_timestamp": r["event_timestamp"],
+              "event_data": {k: v for k, v in r["event_data"].items() if v is not None}} for r in rows]
+    want = run_oracle(sorted((d / "programs").glob("*.yaml")), [batch])
+    got = read_ledger_file(db)
+    assert len(got.entries) > len(rows) // 2 and len(got.events) == len(rows)
+    for field in ("events", "entries", "balances", "evaluations"):
+        assert getattr(got, field) == getattr(want, field), f"W1: engine and oracle differ in {field}"
