@@ -13,8 +13,8 @@ from pipelines.defs import assets, checks, jobs, schedules, sensors
 from pipelines.defs.resources import default_resources
 
 defs = dg.Definitions(
-    assets=[assets.raw_event_batches, assets.ledger, assets.balances],
-    asset_checks=[checks.postings_sum_to_zero, checks.balances_match_postings, checks.no_duplicate_entries],
+    assets=[assets.raw_event_batches, assets.ledger, assets.lot_maintenance, assets.balances],
+    asset_checks=checks.ledger_checks,
     jobs=[jobs.daily_ledger_job],
     schedules=[schedules.daily_ledger_schedule],
     sensors=[sensors.landed_files_sensor],

@@ -6,10 +6,12 @@ day and in day order, and nothing else writes to the database.
 
 
 import hashlib
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pyarrow.parquet as pq
 
+from engine.maintain import maintain
 from engine.run import run_batch
 
 from engine.ledger.sqlfiles import statement
@@ -114,7 +116,28 @@ def ledger(context: dg.AssetExecutionContext, ledger_db: LedgerDatabase,
 
 
 @dg.asset(
+    partitions_def=daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[ledger],
+    pool=POOL,
+    kinds={"duckdb"},
+    group_name="perkflow",
+    description="Time-driven ledger changes (lot maturities and expiries) due by the end of each day, "
+                "written by engine.maintain at the instants they were due. Idempotent.",
+)
+def lot_maintenance(context: dg.AssetExecutionContext, ledger_db: LedgerDatabase) -> dg.MaterializeResult:
+    reports = []
+    for day in _days(context):
+        as_of = datetime.fromisoformat(day).replace(tzinfo=timezone.utc) + timedelta(days=1)
+        r = maintain(as_of, ledger_db.resolved_path(), wait=ledger_db.wait_seconds)
+        context.log.info(f"{day}: {r.entries} entries for {r.lots_due} lots due by {as_of.isoformat()}")
+        reports.append({"day": day, "batch_id": r.batch_id, "lots_due": r.lots_due, "entries": r.entries})
+    return dg.MaterializeResult(metadata={"days": len(reports), "entries": sum(r["entries"] for r in reports),
+                                          "maintenance": dg.MetadataValue.md(_table(reports))})
+
+
+@dg.asset(
+    deps=[ledger, lot_maintenance],
     pool=POOL,
     kinds={"duckdb"},
     group_name="perkflow",

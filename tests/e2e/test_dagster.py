@@ -24,8 +24,7 @@ from pipelines.defs.resources import LedgerDatabase, PerkflowFiles
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = ROOT / "data" / "programs"
 DAYS = ["2025-11-01", "2025-11-02", "2025-11-03"]
-ALL_ASSETS = [assets.raw_event_batches, assets.ledger, assets.balances,
-              checks.postings_sum_to_zero, checks.balances_match_postings, checks.no_duplicate_entries]
+ALL_ASSETS = [assets.raw_event_batches, assets.ledger, assets.lot_maintenance, assets.balances, *checks.ledger_checks]
 CHECK_NAMES = set(checks.CHECKS)
 
 
@@ -161,7 +160,7 @@ def test_check_sql_catches_corrupted_posting(tmp_path, landing):
     con = duckdb.connect(str(bad))
     try:
         for name in CHECK_NAMES:  # clean before
-            assert con.execute(statement("checks.sql", name)).fetchall() == [], name
+            assert con.execute(statement(checks.CHECKS[name][0], name)).fetchall() == [], name
         pid, entry, asset = con.execute(
             "SELECT id, journal_entry_id, asset_id FROM postings WHERE amount > 0 ORDER BY id LIMIT 1").fetchone()
         con.execute("UPDATE postings SET amount = amount + 1 WHERE id = ?", [pid])
@@ -186,8 +185,11 @@ def test_blocking_check_failure_stops_balances(tmp_path, landing):
     con.close()
     result = dg.materialize(ALL_ASSETS, resources=resources(db_file, landing), partition_key=DAYS[1],
                             raise_on_error=False)
-    assert check_results(result) == {"postings_sum_to_zero": False, "balances_match_postings": False,
-                                     "no_duplicate_entries": True}
+    results = check_results(result)
+    assert set(results) == CHECK_NAMES  # the checks of `perkflow verify`, all of them
+    # the edited posting breaks its entry's hash, the entry's zero sum and the materialised balance
+    assert {n for n, ok in results.items() if not ok} == {"entry_hashes", "postings_sum_to_zero",
+                                                          "balances_match_postings"}
     assert not result.asset_materializations_for_node("balances")
 
 
@@ -221,3 +223,35 @@ def test_schedule_targets_previous_day():
     ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2025, 11, 4, 1, 15, tzinfo=timezone.utc))
     [request] = list(schedule.evaluate_tick(ctx).run_requests)
     assert request.partition_key == "2025-11-03"
+
+
+def test_lot_maintenance_asset_writes_due_expiries(tmp_path):
+    """The daily maintenance asset expires lots due by the end of its day, at their own instants."""
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    (programs / "lots.yaml").write_text(
+        "program: {key: lotty, name: Lotty}\n"
+        "assets:\n  - {symbol: MILES, name: Miles, scale: 0, inventory_mode: LOT}\n"
+        "rules:\n  - name: Earn\n    condition: event.type == \"purchase\"\n    actions:\n"
+        "      - {type: CREDIT, asset: MILES, amount: \"10\", expires_at: \"36h\"}\n")
+    landing = tmp_path / "landing"
+    day = landing / f"date={DAYS[0]}"
+    day.mkdir(parents=True)
+    sample_events(40, 5, 3, program="lotty", start=datetime(2025, 11, 1, tzinfo=timezone.utc), days=1) \
+        .write_parquet(day / "events.parquet")
+    db_file = tmp_path / "lots.duckdb"
+    res = {"ledger_db": LedgerDatabase(path=str(db_file)),
+           "perkflow_files": PerkflowFiles(programs=str(programs), landing=str(landing))}
+    for d in DAYS[:3]:
+        assert dg.materialize(ALL_ASSETS, resources=res, partition_key=d).success
+    con = duckdb.connect(str(db_file), read_only=True)
+    try:
+        credited = con.execute("SELECT COUNT(*) FROM lots").fetchall()[0][0]
+        # every lot was credited on Nov 1 with a 36 h expiry: all due by the end of Nov 3
+        expired = con.execute("SELECT COUNT(*), MIN(effective_at) >= TIMESTAMPTZ '2025-11-02 12:00:00+00' "
+                              "FROM journal_entries WHERE action_type = 'EXPIRATION'").fetchall()[0]
+        left = con.execute("SELECT COALESCE(SUM(amount), 0) FROM account_balances "
+                           "WHERE entity_type = 'PARTICIPANT'").fetchall()[0][0]
+    finally:
+        con.close()
+    assert credited > 0 and expired == (credited, True) and left == 0
