@@ -97,15 +97,21 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
         **{name: pl.lit(None, dtype=dtype) for name, dtype in TIMED_SCHEMA.items()},
     )
     fail_all = pl.concat([
-        first_fail.select("pos", "error_code", "error_message"),
+        first_fail.select("pos", "error_code", "error_message", "rule_order"),
         short,
         events.filter(pl.col("pre_code").is_not_null()).select(
-            "pos", error_code="pre_code", error_message="pre_message"),
+            "pos", error_code="pre_code", error_message="pre_message", rule_order=pl.lit(None, dtype=pl.Int64)),
     ])
-    status = events.select("pos").join(fail_all, on="pos", how="left").with_columns(
+    status = events.select("pos").join(fail_all.drop("rule_order"), on="pos", how="left").with_columns(
         status=pl.when(pl.col("error_code").is_null()).then(pl.lit("COMPLETED")).otherwise(pl.lit("FAILED"))
     )
-    return Outcome(status=status, effects=eff, evaluations=_concat(evals, EVAL_SCHEMA),
+    # One event at a time, a failing action ends the event: the rules after it were never
+    # evaluated, so their (set-wise computed) evaluations are not recorded.
+    evaluations = (_concat(evals, EVAL_SCHEMA | {"rule_order": pl.Int64})
+                   .join(fail_all.select("pos", failed_at="rule_order"), on="pos", how="left")
+                   .filter(pl.col("failed_at").is_null() | (pl.col("rule_order") <= pl.col("failed_at")))
+                   .select(list(EVAL_SCHEMA)))
+    return Outcome(status=status, effects=eff, evaluations=evaluations,
                    vectorised=stats.vectorised, row_evaluated=stats.row)
 
 
@@ -304,7 +310,7 @@ def _eval_rows(pos: pl.Series, mask: pl.Series, rule: CompiledRule, outcome: str
     df = pl.DataFrame({"pos": pos, "message": messages if messages is not None else pl.Series([None] * len(pos), dtype=pl.String)})
     return df.filter(mask).select(
         "pos", rule_id=pl.lit(str(rule.id)), rule_version=pl.lit(rule.version),
-        outcome=pl.lit(outcome), message="message")
+        outcome=pl.lit(outcome), message="message", rule_order=pl.lit(rule.order, dtype=pl.Int64))
 
 
 def _action(frame: _Frame, matched: pl.Series, rule: CompiledRule, action: CompiledAction, stats: _Stats, row_path: bool):
@@ -377,34 +383,36 @@ def _settle(eff: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog, row_path
     else:
         short = withbal.filter((pl.col("action_type") == "DEBIT") & ~pl.col("allow_negative") & (pl.col("_run") < 0))
         suspects = short["entity_id"].unique()
+    failure_schema = {"pos": pl.Int64, "error_code": pl.String, "error_message": pl.String, "rule_order": pl.Int64}
     if len(suspects) == 0:
-        return eff, pl.DataFrame(schema={"pos": pl.Int64, "error_code": pl.String, "error_message": pl.String})
+        return eff, pl.DataFrame(schema=failure_schema)
     # Events touching a suspect entity go through the kernel, with every account they touch.
     suspect_pos = eff.filter(pl.col("entity_id").is_in(suspects.implode()))["pos"].unique()
     todo = eff.filter(pl.col("pos").is_in(suspect_pos.implode()))
     failed = _kernel(todo, opening, catalog)
     failures = pl.DataFrame(
-        {"pos": list(failed), "error_code": [INSUFFICIENT] * len(failed), "error_message": list(failed.values())},
-        schema={"pos": pl.Int64, "error_code": pl.String, "error_message": pl.String})
+        [(pos, INSUFFICIENT, message, order) for pos, (message, order) in failed.items()],
+        schema=failure_schema, orient="row")
     return eff.filter(~pl.col("pos").is_in(failures["pos"].implode())), failures
 
 
-def _kernel(todo: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog) -> dict[int, str]:
-    """One event at a time: apply its actions in order, roll it back if a debit goes short."""
+def _kernel(todo: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog) -> dict[int, tuple[str, int]]:
+    """One event at a time: apply its actions in order, roll it back if a debit goes short.
+    Returns pos -> (message, order of the rule whose debit failed)."""
     symbols = {str(i): s for s, i in catalog.asset_ids.items()}
     entities = set(todo["entity_id"].unique().to_list())
     balance: dict[tuple[str, str], Decimal] = {
         (e, a): amt for e, a, amt in opening.filter(pl.col("entity_id").is_in(list(entities))).iter_rows()
     }
-    failed: dict[int, str] = {}
+    failed: dict[int, tuple[str, int]] = {}
     current_pos, trial, ok = None, {}, True
 
     def close() -> None:
         if current_pos is not None and ok:
             balance.update(trial)
 
-    for pos, typ, entity, asset, amount, allow_negative in todo.select(
-        "pos", "action_type", "entity_id", "asset_id", "amount", "allow_negative"
+    for pos, typ, entity, asset, amount, allow_negative, order in todo.select(
+        "pos", "action_type", "entity_id", "asset_id", "amount", "allow_negative", "rule_order"
     ).iter_rows():
         if pos != current_pos:
             close()
@@ -416,8 +424,8 @@ def _kernel(todo: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog) -> dict
         new = have - amount if typ == "DEBIT" else have + amount
         if typ == "DEBIT" and not allow_negative and new < 0:
             ok = False
-            failed[pos] = insufficient_message("DEBIT", ("PARTICIPANT", entity, asset, "AVAILABLE"),
-                                               symbols.get(asset, asset), have, amount)
+            failed[pos] = (insufficient_message("DEBIT", ("PARTICIPANT", entity, asset, "AVAILABLE"),
+                                                symbols.get(asset, asset), have, amount), order)
             continue
         trial[key] = new
     close()

@@ -277,9 +277,9 @@ def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, A
             # Default order: the highest order so far + 10 (10 for the first rule).
             order = r.order if r.order is not None else highest + 10
             highest = max(highest, order)
-            if r.status != "ACTIVE":
-                continue
-            rules.append(_rule(path, r, order, position, symbols))
+            compiled = _rule(path, r, order, position, symbols)  # every rule validates (s2.1), active or not
+            if r.status == "ACTIVE":
+                rules.append(compiled)
         rules.sort(key=lambda rule: (rule.order, rule.position))
         programs[pf.program.key] = ProgramDef(
             pf.program.key, pf.program.status, pf.program.on_unknown_participant, symbols, rules,
