@@ -18,6 +18,7 @@ import duckdb
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from engine.cel import compile_cel
 from engine.ledger import db as db_module
 from engine.run import run_batch
 from tests.helpers.io import write_events, write_program
@@ -110,7 +111,7 @@ SAFE_AMOUNTS = {
             "has(event.amount) ? round(abs(event.amount) / 3.0, 0) : 2", "event.amount > 10.0 ? 7 : 3",
             "max(1, round(abs(event.amount), 0))", "min(event.amount, 20.0)"],
     "CASH": ["round(abs(event.amount) * 0.05, 2)", "round(event.amount, 2)", "round(abs(event.amount) * 0.1, 1)",
-             "has(event.amount) ? round(abs(event.amount), 2) : 0.5", "event.amount", "0.1 + 0.2",
+             "has(event.amount) ? round(abs(event.amount), 2) : 0.5", "event.amount", "double(0.1) + 0.2",
              "round(0.1 + 0.2, 2)", "event.amount * 3.0"],
 }
 static_amount = {"PTS": st.sampled_from(["0", "1", "5", "10", "100"]),
@@ -128,8 +129,9 @@ def action(draw, static_only=False):
         amount = draw(st.sampled_from(SAFE_AMOUNTS[asset]))
     else:
         amount = draw(num_expr())
-        if _PLAIN.match(amount):  # a bare number would be a static amount, checked at load: keep it CEL
-            amount = f"({amount})"
+        prog = compile_cel(amount)
+        if not (prog.variables or prog.functions):  # by the value-field rule that would be literal text
+            amount = f"double({amount})"
     a = {"type": typ, "asset": asset, "amount": amount}
     if typ == "DEBIT" and draw(st.booleans()):
         a["allow_negative"] = True

@@ -156,8 +156,9 @@ def test_kill_second_of_three_batches_then_rerun(multi, tmp_path):
 
 def _empty_like(clean: dict) -> dict:
     """The schema with no rows: a run killed after creating the schema but before committing a
-    batch may leave the (committed) empty schema behind, which is not a batch's data."""
-    return {t: [] for t in clean}
+    batch may leave the (committed) empty schema behind, which is not a batch's data. The schema's
+    own version row comes with it."""
+    return {t: (rows if t == "schema_version" else []) for t, rows in clean.items()}
 
 
 # ---------------------------------------------------------------------------------------------
