@@ -9,12 +9,14 @@ the output says.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import duckdb
 
 from engine.catalog import Catalog
 from engine.cel import CelEvalError
 from engine.ledger.sqlfiles import statement
+from engine.moves import plain
 from engine.plan import reads_state
 
 
@@ -40,12 +42,7 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
         outcomes.append(item)
     return {"event_id": event_id, "program": program_key, "idempotency_key": key, "external_id": external_id,
             "event_timestamp": ts.isoformat(), "status": status, "error_code": code, "error_message": message,
-            "rules": outcomes, "entries": [{"rule": r, "type": t, "amount": _plain(a)} for r, t, a in entries]}
-
-
-def _plain(amount: str) -> str:
-    """10.000000000000000000 -> 10: DECIMAL(38, 18) without its padding."""
-    return amount.rstrip("0").rstrip(".") if "." in amount else amount
+            "rules": outcomes, "entries": [{"rule": r, "type": t, "amount": plain(Decimal(a))} for r, t, a in entries]}
 
 
 def _strip(v):
