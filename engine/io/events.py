@@ -238,16 +238,16 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
     # Stored (and compared for idempotency) as sent, integers exact; CEL sees JSON numbers as doubles.
     event_json = pl.Series("event_json", [None if d is None else json.dumps(d, sort_keys=True, separators=(",", ":"))
                                           for d in dicts], dtype=pl.String)
-    event = dicts_to_column([None if d is None else _doubles(d) for d in dicts])
+    event = dicts_to_column([None if d is None else json_doubles(d) for d in dicts])
     return event, event_json, bad
 
 
-def _doubles(value):
+def json_doubles(value):
     """CEL's JSON mapping: every JSON number is a double."""
     if isinstance(value, dict):
-        return {k: _doubles(v) for k, v in value.items()}
+        return {k: json_doubles(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_doubles(v) for v in value]
+        return [json_doubles(v) for v in value]
     if isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value

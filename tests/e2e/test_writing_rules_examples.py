@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.io.events import json_doubles
 from tests.differential.ledger_view import read_ledger_file
 from tests.helpers.io import ROOT, event, run_json, ts, write_events
 from tests.oracle import run_oracle
@@ -33,17 +34,6 @@ EXAMPLES = ROOT / "docs" / "examples"
 NAMES = ["category_multipliers", "welcome_bonus", "nth_purchase", "weekly_streak", "referral_bonus",
          "time_window_promo", "refund_clawback", "capped_campaign"]
 COMPARED = ("events", "entries", "balances", "participants", "program_state", "evaluations")
-
-
-def _doubles(value):
-    """CEL's JSON mapping (decisions.md): every JSON number is a double."""
-    if isinstance(value, dict):
-        return {k: _doubles(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_doubles(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
 
 
 def stream(name: str) -> list[dict]:
@@ -65,7 +55,7 @@ def run_example(name: str, tmp_path: Path):
     got = read_ledger_file(db)
     want = run_oracle([program], [[{
         "program_id": r["program_id"], "idempotency_key": r["idempotency_key"], "external_id": r["external_id"],
-        "event_timestamp": ts(r["event_timestamp"]), "event_data": _doubles(r["event_data"])} for r in rows]])
+        "event_timestamp": ts(r["event_timestamp"]), "event_data": json_doubles(r["event_data"])} for r in rows]])
     for field in COMPARED:
         assert getattr(got, field) == getattr(want, field), f"{name}: engine and oracle differ in {field}"
     return report, got
