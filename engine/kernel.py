@@ -18,7 +18,7 @@ from engine.plan import reads_state
 from engine.operations import apply_operation
 from engine.lots import apply_due, lot_spec
 from engine.moves import ActionFailed, move, plain, source_of_issue, system
-from engine.state import Counter, Person, Store, Tx, budget_period
+from engine.state import Counter, Person, Store, Tx
 
 NOT_FOUND = "participant_not_found"
 INACTIVE = "participant_inactive"
@@ -302,7 +302,7 @@ def _take_budget(rule: CompiledRule, planned: list, tx: Tx, now: datetime) -> bo
     for b in rule.budgets:
         total = sum((v for a, (_, v) in zip(rule.actions, planned)
                      if a.type == "CREDIT" and a.asset_id == b.asset_id and v is not None), Decimal(0))
-        period = budget_period(now, b.interval)
+        period = b.period(now)
         if tx.budget_consumed(rule.sid, str(b.asset_id), period) + total > b.limit:
             return False
         takes.append((str(b.asset_id), period, total))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import duckdb
@@ -16,7 +16,6 @@ from engine.ledger import db
 from engine.lots import Lot
 from engine.ledger.sqlfiles import statement
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -301,8 +300,3 @@ class Tx:
             before = {lot.id: lot for lot in s.lots.get(holder, [])}
             s.dirty_lots.update(lot.id for lot in lots if before.get(lot.id) != lot)
             s.lots[holder] = lots
-
-
-def budget_period(now: datetime, interval: timedelta | None) -> int:
-    """0 for lifetime budgets; else the epoch-aligned period index (docs/decisions.md)."""
-    return 0 if interval is None else (now - EPOCH) // interval

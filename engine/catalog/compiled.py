@@ -5,13 +5,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from engine.cel import CelProgram
+from engine.cron import Cron
 
 from .models import Asset, Program, Reward
 
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 #: A value field: a static value (Decimal for numbers, str for literal text) or an expression.
 Value = Decimal | str | CelProgram
@@ -61,7 +64,15 @@ class CompiledBudget:
     asset_id: uuid.UUID
     asset: str
     limit: Decimal
-    interval: timedelta | None  # None: lifetime
+    interval: timedelta | None  # INTERVAL budgets
+    cron: Cron | None = None    # CRON budgets; neither: lifetime
+
+    def period(self, now: datetime) -> int:
+        """Which period `now` falls in (docs/decisions.md): 0 for lifetime budgets, the
+        epoch-aligned interval index, or the minute (since the epoch) of the latest cron firing."""
+        if self.cron is not None:
+            return int(self.cron.previous(now).timestamp()) // 60
+        return 0 if self.interval is None else (now - EPOCH) // self.interval
 
 
 

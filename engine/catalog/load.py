@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from engine import amounts, ids
 from engine.cel import CelError, compile_cel
+from engine.cron import CronError, parse as parse_cron
 from engine.durations import parse_duration, parse_instant
 from engine.errors import CatalogError
 
@@ -245,7 +246,16 @@ def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset]) -> Compil
             raise CatalogError(f"{at}.interval: {e}") from None
         if interval <= timedelta(0):
             raise CatalogError(f"{at}.interval: must be a positive duration")
-    return CompiledBudget(asset_id=ids.asset_id(budget.asset), asset=budget.asset, limit=limit, interval=interval)
+    cron = None
+    if budget.schedule_type == "CRON":
+        if not budget.cron_expression:
+            raise CatalogError(f"{at}: `cron_expression` is required when schedule_type is CRON")
+        try:
+            cron = parse_cron(budget.cron_expression)
+        except CronError as e:
+            raise CatalogError(f"{at}.cron_expression: {e}") from None
+    return CompiledBudget(asset_id=ids.asset_id(budget.asset), asset=budget.asset, limit=limit, interval=interval,
+                          cron=cron)
 
 
 def _amount(where: str, text: str, asset: Asset, assets: dict[str, Asset]):

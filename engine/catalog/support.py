@@ -32,9 +32,6 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
         where = f"assets[{asset.symbol}]"
     for r_i, rule in enumerate(pf.rules):
         where = f"rules[{r_i}] ({rule.name})"
-        for b_i, budget in enumerate(rule.budgets):
-            if budget.schedule_type == "CRON":
-                yield f"{where}.budgets[{b_i}]", "schedule_type: CRON"
         for a_i, action in enumerate(rule.actions):
             at = f"{where}.actions[{a_i}]"
             if action.type not in SUPPORTED_ACTIONS:

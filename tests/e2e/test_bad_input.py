@@ -285,9 +285,10 @@ def _lot_mode(d):
 
 
 def _budgets(d):
+    """A CRON budget whose expression can never fire (31 February) is a load error."""
     s = _spec()
-    s["rules"][0]["budgets"] = [{"asset": "PTS", "limit": "100", "schedule_type": "CRON", "cron_expression": "0 0 1 * *"}]
-    return write_program(d / "shop.yaml", s), ["not supported yet", "schedule_type: CRON", "Purchase points"]
+    s["rules"][0]["budgets"] = [{"asset": "PTS", "limit": "100", "schedule_type": "CRON", "cron_expression": "0 0 31 2 *"}]
+    return write_program(d / "shop.yaml", s), ["Purchase points", "cron_expression", "never fires"]
 
 
 def _static_bad_scale(d):
