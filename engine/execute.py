@@ -17,11 +17,12 @@ rules in ascending `order`; a failing action fails the whole event. How it runs:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from decimal import Decimal
 
 import polars as pl
 
-from engine import amounts
+from engine import amounts, running
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS, event_dicts
@@ -57,6 +58,7 @@ class Outcome:
     sequential_events: int = 0  # events that went through the sequential kernel
     conditions_precomputed: int = 0  # (event, rule) conditions evaluated set-wise before the kernel
     conditions_sequential: int = 0   # ... and evaluated in the kernel against state
+    running_rounds: int = 0          # rounds of the running-state path (engine/running.py), if it ran
 
 
 def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: bool = False) -> Outcome:
@@ -66,6 +68,13 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
     runnable = events.filter(pl.col("pre_code").is_null())
     keys = runnable["program_key"].unique().to_list()
     if (runnable["kind"] == "operation").any() or any(needs_kernel(catalog.programs[k]) for k in keys):
+        if not row_path and running.unsupported(runnable, catalog) is None:
+            done = running.run(runnable, catalog, store, HELPERS)
+            if done is not None:
+                outcome = _finish(events, done.effects.sort("pos", "rule_order", "action_index"), done.status,
+                                  done.evaluations, _Stats())
+                outcome.conditions_precomputed, outcome.running_rounds = done.conditions, done.rounds
+                return outcome
         return _execute_sequential(events, runnable, catalog, store, row_path)
     store.preload(runnable["entity_id"].unique().drop_nulls().to_list(), [])
     opening = pl.DataFrame(
@@ -83,9 +92,28 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
     fail = _concat(failures, FAILURE_SCHEMA)
     # An event with any failed action applies nothing; report its first failure.
     first_fail = fail.sort("pos", "rule_order", "action_index").unique("pos", keep="first", maintain_order=True)
-    eff = eff.join(first_fail.select("pos"), on="pos", how="anti")
+    # The actions before an event's failing one still ran, one event at a time: a debit among them
+    # that goes short fails the event first (insufficient_balance), so they are settled too, as
+    # `doomed` effects that are checked but never applied.
+    at = first_fail.select("pos", _fo="rule_order", _fi="action_index")
+    doomed = (eff.join(at, on="pos").filter((pl.col("rule_order") < pl.col("_fo")) | (
+        (pl.col("rule_order") == pl.col("_fo")) & (pl.col("action_index") < pl.col("_fi")))).drop("_fo", "_fi"))
+    eff = pl.concat([eff.join(at.select("pos"), on="pos", how="anti").with_columns(doomed=pl.lit(False)),
+                     doomed.with_columns(doomed=pl.lit(True))])
     eff = eff.join(events.select("pos", "entity_id"), on="pos").sort("pos", "rule_order", "action_index")
     eff, short = _settle(eff, opening, catalog, row_path)
+    fail_all = pl.concat([
+        short,  # a short debit comes before the failing action of its event (see `doomed`)
+        first_fail.join(short.select("pos"), on="pos", how="anti").select(
+            "pos", "error_code", "error_message", "rule_order"),
+    ])
+    return _finish(events, eff, fail_all, _concat(evals, EVAL_SCHEMA | {"rule_order": pl.Int64}), stats)
+
+
+def _finish(events: pl.DataFrame, eff: pl.DataFrame, failures: pl.DataFrame, evals: pl.DataFrame,
+            stats: _Stats) -> Outcome:
+    """The Outcome of the set-wise paths: `eff` applied CREDIT/DEBIT effects in ledger order (with
+    entity_id), `failures` (pos, error_code, error_message, rule_order) of failed runnable events."""
     credit = pl.col("action_type") == "CREDIT"
     eff = eff.with_columns(  # CREDIT: issuance -> participant; DEBIT: back to issuance
         from_type=pl.when(credit).then(pl.lit("SYSTEM_ISSUANCE")).otherwise(pl.lit("PARTICIPANT")),
@@ -97,8 +125,7 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
         **{name: pl.lit(None, dtype=dtype) for name, dtype in TIMED_SCHEMA.items()},
     )
     fail_all = pl.concat([
-        first_fail.select("pos", "error_code", "error_message", "rule_order"),
-        short,
+        failures,
         events.filter(pl.col("pre_code").is_not_null()).select(
             "pos", error_code="pre_code", error_message="pre_message", rule_order=pl.lit(None, dtype=pl.Int64)),
     ])
@@ -107,7 +134,7 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
     )
     # One event at a time, a failing action ends the event: the rules after it were never
     # evaluated, so their (set-wise computed) evaluations are not recorded.
-    evaluations = (_concat(evals, EVAL_SCHEMA | {"rule_order": pl.Int64})
+    evaluations = (evals
                    .join(fail_all.select("pos", failed_at="rule_order"), on="pos", how="left")
                    .filter(pl.col("failed_at").is_null() | (pl.col("rule_order") <= pl.col("failed_at")))
                    .select(list(EVAL_SCHEMA)))
@@ -369,8 +396,10 @@ def _amounts(frame: _Frame, matched: pl.Series, action: CompiledAction, stats: _
 
 
 def _settle(eff: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog, row_path: bool):
-    """Apply balance sufficiency in stream order. Returns (applied effects, failures)."""
-    signed = pl.when(pl.col("action_type") == "DEBIT").then(-pl.col("amount")).otherwise(pl.col("amount"))
+    """Apply balance sufficiency in stream order. Returns (applied effects, failures). Doomed
+    effects (of events failing later anyway) move no balance; their entities go to the kernel."""
+    signed = (pl.when(pl.col("doomed")).then(pl.lit(0))
+              .when(pl.col("action_type") == "DEBIT").then(-pl.col("amount")).otherwise(pl.col("amount")))
     withbal = (
         eff.with_row_index("_i")
         .join(opening.rename({"amount": "_open"}), on=["entity_id", "asset_id"], how="left")
@@ -381,11 +410,13 @@ def _settle(eff: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog, row_path
     if row_path:
         suspects = withbal["entity_id"].unique()
     else:
-        short = withbal.filter((pl.col("action_type") == "DEBIT") & ~pl.col("allow_negative") & (pl.col("_run") < 0))
+        debit = (pl.col("action_type") == "DEBIT") & ~pl.col("allow_negative")
+        short = withbal.filter(debit & ((pl.col("_run") < 0) | pl.col("doomed")))
         suspects = short["entity_id"].unique()
     failure_schema = {"pos": pl.Int64, "error_code": pl.String, "error_message": pl.String, "rule_order": pl.Int64}
+    applied = eff.filter(~pl.col("doomed")).drop("doomed")
     if len(suspects) == 0:
-        return eff, pl.DataFrame(schema=failure_schema)
+        return applied, pl.DataFrame(schema=failure_schema)
     # Events touching a suspect entity go through the kernel, with every account they touch.
     suspect_pos = eff.filter(pl.col("entity_id").is_in(suspects.implode()))["pos"].unique()
     todo = eff.filter(pl.col("pos").is_in(suspect_pos.implode()))
@@ -393,30 +424,30 @@ def _settle(eff: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog, row_path
     failures = pl.DataFrame(
         [(pos, INSUFFICIENT, message, order) for pos, (message, order) in failed.items()],
         schema=failure_schema, orient="row")
-    return eff.filter(~pl.col("pos").is_in(failures["pos"].implode())), failures
+    return applied.filter(~pl.col("pos").is_in(failures["pos"].implode())), failures
 
 
 def _kernel(todo: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog) -> dict[int, tuple[str, int]]:
-    """One event at a time: apply its actions in order, roll it back if a debit goes short.
-    Returns pos -> (message, order of the rule whose debit failed)."""
+    """One event at a time: apply its actions in order, roll it back if a debit goes short (a
+    doomed event is always rolled back). Returns pos -> (message, order of the rule whose debit failed)."""
     symbols = {str(i): s for s, i in catalog.asset_ids.items()}
     entities = set(todo["entity_id"].unique().to_list())
     balance: dict[tuple[str, str], Decimal] = {
         (e, a): amt for e, a, amt in opening.filter(pl.col("entity_id").is_in(list(entities))).iter_rows()
     }
     failed: dict[int, tuple[str, int]] = {}
-    current_pos, trial, ok = None, {}, True
+    current_pos, trial, ok, keep = None, {}, True, True
 
     def close() -> None:
-        if current_pos is not None and ok:
+        if current_pos is not None and ok and keep:
             balance.update(trial)
 
-    for pos, typ, entity, asset, amount, allow_negative, order in todo.select(
-        "pos", "action_type", "entity_id", "asset_id", "amount", "allow_negative", "rule_order"
+    for pos, typ, entity, asset, amount, allow_negative, order, doomed in todo.select(
+        "pos", "action_type", "entity_id", "asset_id", "amount", "allow_negative", "rule_order", "doomed"
     ).iter_rows():
         if pos != current_pos:
             close()
-            current_pos, trial, ok = pos, {}, True
+            current_pos, trial, ok, keep = pos, {}, True, not doomed
         if not ok:
             continue
         key = (entity, asset)
@@ -437,3 +468,10 @@ def _concat(frames: list[pl.DataFrame], schema: dict) -> pl.DataFrame:
     if not frames:
         return pl.DataFrame(schema=schema)
     return pl.concat([f.select([pl.col(c).cast(t) for c, t in schema.items()]) for f in frames])
+
+
+#: What the running-state path (engine/running.py) shares with the set-wise path here.
+HELPERS = SimpleNamespace(
+    Frame=_Frame, Stats=_Stats, window=_window, condition=_condition, amounts=_amounts, row_eval=_row_eval,
+    scatter=_scatter, eval_rows=_eval_rows, concat=_concat, event_dicts=event_dicts,
+    EFFECT_SCHEMA=EFFECT_SCHEMA, EVAL_SCHEMA=EVAL_SCHEMA)

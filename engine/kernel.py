@@ -198,20 +198,26 @@ def _plan_action(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, 
         raw = _value(ev, tx, pre, rule, action, "amount", catalog)
         return entity, _amount(raw, action, where)
     if action.type in ("TAG", "UNTAG"):
-        tag = _value(ev, tx, pre, rule, action, "tag", catalog)
-        if not isinstance(tag, str):
-            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: tag must be a string, got {type(tag).__name__}")
-        return entity, tag.lower()
+        return entity, tag_text(_value(ev, tx, pre, rule, action, "tag", catalog), where)
     if action.type == "COUNTER":
-        raw = _value(ev, tx, pre, rule, action, "value", catalog)
-        if isinstance(raw, Decimal):
-            return entity, raw
-        text, err = amounts.python_value_text(raw)
-        if err:
-            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: counter value: {err}")
-        return entity, Decimal(text)
+        return entity, counter_value(_value(ev, tx, pre, rule, action, "value", catalog), where)
     raw = _value(ev, tx, pre, rule, action, "value", catalog)  # SET_ATTRIBUTE
-    return entity, _attribute_text(raw, where)
+    return entity, attribute_text(raw, where)
+
+
+def tag_text(raw, where: str) -> str:
+    if not isinstance(raw, str):
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: tag must be a string, got {type(raw).__name__}")
+    return raw.lower()
+
+
+def counter_value(raw, where: str) -> Decimal:
+    if isinstance(raw, Decimal):
+        return raw
+    text, err = amounts.python_value_text(raw)
+    if err:
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: counter value: {err}")
+    return Decimal(text)
 
 
 def _amount(raw, action: CompiledAction, where: str) -> Decimal | None:
@@ -229,7 +235,7 @@ def _amount(raw, action: CompiledAction, where: str) -> Decimal | None:
     return Decimal(text)
 
 
-def _attribute_text(raw, where: str) -> str:
+def attribute_text(raw, where: str) -> str:
     if isinstance(raw, str):
         return raw
     if isinstance(raw, bool):

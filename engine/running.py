@@ -1,0 +1,665 @@
+"""The running-state path: rules that read participant state, evaluated set-wise and exactly.
+
+Meaning (semantics.md 5, invariant 6): each event sees the state all earlier events left. For
+the state this path covers (counters, with lazy `reset_after`; tags; attributes; available
+balances of SIMPLE unlimited assets; rule budgets), the state an event sees is a running function
+of what earlier events *did*: a cumulative sum per participant (counters, balances), the last
+write (tags, attributes), or a cumulative sum in program-global order (budgets). So:
+
+1. Guess what every event did (at first: nothing).
+2. From the guess, compute the state before every event with window functions.
+3. Evaluate every rule over all events at once against that state (Polars), in rule order,
+   within an event applying each rule's writes before the next rule reads, and record what
+   each event did and whether it failed.
+4. Repeat from 2 with what the events did, until nothing changes.
+
+Why the fixed point is the sequential result: what event i sees depends only on what events
+before it did, so by induction over the stream the only self-consistent outcome is the one of
+one-event-at-a-time processing; each round fixes at least one more event per participant, and
+in practice state chains are short (a tag set once, a counter read after it is counted), so a
+few rounds suffice. A batch that has not settled after MAX_ROUNDS goes to the sequential kernel.
+
+Anything outside that state (targets, recipients, operations, holds, lots, wallets, program
+state, tiers, expression-valued tags/counters/attributes) is not handled here: `unsupported`
+says why and the batch takes the kernel path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+import polars as pl
+
+from engine import amounts, kernel
+from engine.catalog import Catalog, CompiledProgram, CompiledRule
+from engine.cel import CelProgram, NotVectorisable, PolarsContext
+from engine.io.events import TS
+from engine.kernel import BLOCKED_FOR_INACTIVE, INACTIVE
+from engine.moves import INSUFFICIENT, ActionFailed, insufficient_message
+from engine.state import Counter, EntityState, Store
+
+MAX_ROUNDS = 12
+STATE_ACTIONS = {"TAG", "UNTAG", "COUNTER", "SET_ATTRIBUTE"}
+D = amounts.DECIMAL
+ZERO = pl.lit(Decimal(0)).cast(D)
+
+
+def unsupported(runnable: pl.DataFrame, catalog: Catalog) -> str | None:
+    """Why this batch cannot take the running-state path, or None if it can."""
+    if (runnable["kind"] != "event").any():
+        return "operations"
+    if runnable["recipient_uuid"].is_not_null().any():
+        return "events with a recipient"
+    writers: dict[str, timedelta | None] = {}
+    for key in runnable["program_key"].unique().to_list():
+        program = catalog.programs[key]
+        if getattr(program.model, "tiers", None):
+            return "tiers"
+        for rule in program.active_rules:
+            for prog in (rule.condition, *(p for a in rule.actions for p in a.expressions)):
+                if "program" in prog.variables or "tiers" in prog.text:
+                    return f"rule {rule.key}: reads program state or tiers"
+            for a in rule.actions:
+                if a.target is not None:
+                    return f"rule {rule.key}: a target"
+                if a.type in ("CREDIT", "DEBIT"):
+                    if (a.asset.inventory_mode != "SIMPLE" or a.asset.issuance_policy != "UNLIMITED"
+                            or a.bucket not in (None, "AVAILABLE")):
+                        return f"rule {rule.key}: a {a.asset.inventory_mode}/{a.asset.issuance_policy} asset or bucket"
+                    if isinstance(a.amount, CelProgram) and a.amount.variables - {"event", "now"}:
+                        return f"rule {rule.key}: an amount that reads state"
+                elif a.type in STATE_ACTIONS:
+                    value = a.tag if a.type in ("TAG", "UNTAG") else a.value
+                    if isinstance(value, CelProgram) and value.variables - {"event", "now"}:
+                        return f"rule {rule.key}: a {a.type} value that reads state"
+                    if a.type == "COUNTER" and writers.setdefault(a.key, a.reset_after) != a.reset_after:
+                        return f"counter {a.key}: written with different reset_after"
+                else:
+                    return f"rule {rule.key}: {a.type}"
+    return None
+
+
+@dataclass
+class Running:
+    """What the running path computed: the Outcome parts, plus counts for the run report."""
+    status: pl.DataFrame       # pos, error_code, error_message, rule_order (failed events only)
+    effects: pl.DataFrame      # EFFECT_SCHEMA + entity_id
+    evaluations: pl.DataFrame  # EVAL_SCHEMA + rule_order
+    rounds: int
+    conditions: int            # (event, rule) conditions evaluated set-wise in the final round
+
+
+def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Running | None:
+    """The batch's outcome on the running path, or None when it does not settle (or some
+    state-reading expression has no exact vectorised form): the caller takes the kernel path."""
+    g = runnable.sort("pos").with_columns(pid=pl.col("subject_id"))
+    store.preload(g["pid"].unique().to_list(), [])
+    f = _features(g, catalog, store)
+    if f is None:
+        _trace("running path declined: a counter with different reset_after per participant")
+        return None
+    keys = g["program_key"].unique(maintain_order=True).to_list()
+    passes = {k: _ProgramPass(catalog.programs[k], g.filter(pl.col("program_key") == k), f, helpers) for k in keys}
+    declined = [p.declined for p in passes.values() if p.declined]
+    if declined:
+        _trace(f"running path declined: {declined[0]}")
+        return None
+    f.tags = sorted(set(f.tags).union(*(p.tags_written for p in passes.values())))
+    g = _opening(g, f, store)
+    did = _nothing_done(g, f)
+    try:
+        for rounds in range(1, MAX_ROUNDS + 1):
+            before = _before(g, did, f)
+            new = pl.concat([p.run(before.filter(pl.col("program_key") == k), final=False)
+                             for k, p in passes.items()]).sort("pos")
+            if new.equals(did):
+                break
+            did = new
+        else:
+            _trace(f"running path did not settle in {MAX_ROUNDS} rounds")
+            return None
+        before = _before(g, did, f)
+        for k, p in passes.items():
+            p.run(before.filter(pl.col("program_key") == k), final=True)
+    except (_Unsettled, pl.exceptions.PolarsError, ArithmeticError) as e:
+        # e.g. a counter value with more decimals than a DECIMAL(38, 18) column holds: the
+        # kernel decides such batches, one event at a time
+        _trace(f"running path declined: {type(e).__name__}: {e}")
+        return None
+    _write_back(before, f, store)
+    return Running(
+        status=pl.concat([p.status for p in passes.values()]),
+        effects=pl.concat([p.effects for p in passes.values()]),
+        evaluations=pl.concat([p.evaluations for p in passes.values()]),
+        rounds=rounds, conditions=sum(p.conditions for p in passes.values()))
+
+
+def _col(kind: str, key: str) -> str:
+    return f"{kind}:{key}"
+
+
+@dataclass
+class _Features:
+    """The state the batch can read or write. Counters, tags, attributes and balances are kept
+    as one column each (`c:key`, `t:tag`, `a:key`, `b:asset id`) per event."""
+    counters: dict[str, timedelta | None]   # every counter key (opening or written) -> reset_after
+    tags: list[str]                         # tags some rule writes (the others never change)
+    attrs: list[str]                        # every attribute key (opening or written)
+    assets: dict[str, str]                  # asset id -> symbol, for every program asset
+    budgets: dict[tuple[str, str], tuple]   # (rule sid, asset id) -> (budget, program key)
+
+    def written(self, g: pl.DataFrame) -> list[str]:
+        """Columns of what an event did: counter increments and writes, last tag and attribute
+        writes, balance changes, budget consumption."""
+        return ([_col("inc", k) for k in self.counters] + [_col("w", k) for k in self.counters]
+                + [_col("tw", t) for t in self.tags] + [_col("aw", a) for a in self.attrs]
+                + [_col("d", s) for s in self.assets] + [_col("take", f"{r}:{a}") for r, a in self.budgets]
+                + [_col("acc", f"{r}:{a}") for r, a in self.budgets])
+
+
+def _features(g: pl.DataFrame, catalog: Catalog, store: Store) -> _Features | None:
+    counters: dict[str, timedelta | None] = {}
+    tags: set[str] = set()
+    attrs: set[str] = set()
+    assets: dict[str, str] = {}
+    budgets: dict = {}
+    for key in g["program_key"].unique(maintain_order=True).to_list():
+        program = catalog.programs[key]
+        for symbol in program.assets:
+            assets[catalog.asset_sids[symbol]] = symbol
+        for rule in program.active_rules:
+            for b in rule.budgets:
+                budgets[(rule.sid, str(b.asset_id))] = (b, key)
+            for a in rule.actions:
+                if a.type == "COUNTER":
+                    counters[a.key] = a.reset_after
+                elif a.type in ("TAG", "UNTAG") and isinstance(a.tag, str):
+                    tags.add(a.tag.lower())  # expression-valued tags: added by _ProgramPass
+                elif a.type == "SET_ATTRIBUTE":
+                    attrs.add(a.key)
+    opening_resets: dict[str, timedelta | None] = {}
+    for pid in g["pid"].unique().to_list():
+        st = store.states.get(("PARTICIPANT", pid))
+        if st is None:
+            continue
+        attrs.update(st.attributes)
+        for k, c in st.counters.items():
+            # one reset_after per key, whoever wrote it: else the kernel's per-counter update rules apply
+            if counters.setdefault(k, c.reset_after) != c.reset_after or \
+                    opening_resets.setdefault(k, c.reset_after) != c.reset_after:
+                return None
+    return _Features(counters, sorted(tags), sorted(attrs), assets, budgets)
+
+
+def _opening(g: pl.DataFrame, f: _Features, store: Store) -> pl.DataFrame:
+    """Each event with its participant's committed state (`o_` columns) and its budget periods."""
+    rows = []
+    for pid in g["pid"].unique(maintain_order=True).to_list():
+        person = store.people[pid]
+        st = store.states.get(("PARTICIPANT", pid)) or EntityState()
+        row = {"pid": pid, "ext": person.external_id, "status": person.status, "created_at": person.created_at,
+               "o_tags": sorted(t for t in st.tags if t not in f.tags)}
+        for k in f.counters:
+            c = st.counters.get(k)
+            row[_col("o_c", k)] = None if c is None else c.value
+            row[_col("o_r", k)] = None if c is None else c.last_reset_at
+        row |= {_col("o_t", t): t in st.tags for t in f.tags}
+        row |= {_col("o_a", a): st.attributes.get(a) for a in f.attrs}
+        for s in f.assets:
+            for bucket, prefix in (("AVAILABLE", "o_b"), ("HELD", "o_h"), ("DEFERRED", "o_df")):
+                row[_col(prefix, s)] = store.balances.get(("PARTICIPANT", pid, s, bucket), Decimal(0))
+        rows.append(row)
+    schema = {"pid": pl.String, "ext": pl.String, "status": pl.String, "created_at": TS, "o_tags": pl.List(pl.String)}
+    schema |= {_col("o_c", k): D for k in f.counters} | {_col("o_r", k): TS for k in f.counters}
+    schema |= {_col("o_t", t): pl.Boolean for t in f.tags} | {_col("o_a", a): pl.String for a in f.attrs}
+    schema |= {_col(p, s): D for s in f.assets for p in ("o_b", "o_h", "o_df")}
+    g = g.join(pl.DataFrame(rows, schema=schema), on="pid", how="left", maintain_order="left")
+    periods = {}
+    for (rule_sid, asset), (budget, key) in f.budgets.items():
+        mine = g["program_key"] == key
+        p = [budget.period(ts) if m else None for ts, m in zip(g["event_timestamp"].to_list(), mine.to_list())]
+        used = [None if q is None else store.budgets.get((rule_sid, asset, q), Decimal(0)) for q in p]
+        periods[_col("bp", f"{rule_sid}:{asset}")] = pl.Series(p, dtype=pl.Int64)
+        periods[_col("o_bc", f"{rule_sid}:{asset}")] = pl.Series(used, dtype=D)
+    return g.with_columns(**periods)
+
+
+def _nothing_done(g: pl.DataFrame, f: _Features) -> pl.DataFrame:
+    """The first guess: no event did anything."""
+    cols = {"pos": g["pos"], "ok": pl.Series([True] * len(g))}
+    for name in f.written(g):
+        kind = name.split(":", 1)[0]
+        dtype = {"inc": D, "d": D, "take": D, "w": pl.Boolean, "acc": pl.Boolean, "tw": pl.Boolean, "aw": pl.String}[kind]
+        default = {"inc": Decimal(0), "d": Decimal(0), "take": Decimal(0), "w": False, "acc": False}.get(kind)
+        cols[name] = pl.Series([default] * len(g), dtype=dtype)
+    return pl.DataFrame(cols)
+
+
+def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features) -> pl.DataFrame:
+    """The state every event sees before its first rule, given what every event did (`did`,
+    row-aligned with `g`): running sums and last writes per participant, in stream order."""
+    x = pl.concat([g, did.drop("pos")], how="horizontal")
+    prior_sum = lambda c, *by: pl.col(c).cum_sum().over(*by) - pl.col(c)  # noqa: E731  (strictly earlier rows)
+    last_write = lambda c: pl.col(c).shift(1).forward_fill().over("pid")  # noqa: E731
+    out = {}
+    for k, reset in f.counters.items():
+        w, inc, o_c, o_r = _col("w", k), _col("inc", k), _col("o_c", k), _col("o_r", k)
+        written_before = pl.col(w).cast(pl.Int64).cum_sum().over("pid") - pl.col(w).cast(pl.Int64) > 0
+        exists = pl.col(o_c).is_not_null() | written_before
+        if reset is None:
+            value = pl.col(o_c).fill_null(Decimal(0)) + prior_sum(inc, "pid")
+        else:
+            # periods of reset_after from the counter's last reset (or creation): a counter is 0
+            # again once a period has passed (state.EntityState.apply_resets)
+            anchor = pl.coalesce(pl.col(o_r), pl.col("event_timestamp").filter(pl.col(w)).min().over("pid"))
+            period = ((pl.col("event_timestamp") - anchor).dt.total_microseconds() // (reset // timedelta(microseconds=1))).clip(0)
+            x = x.with_columns(**{_col("per", k): period, _col("anchor", k): anchor})
+            value = (pl.when(pl.col(_col("per", k)) == 0).then(pl.col(o_c).fill_null(Decimal(0))).otherwise(ZERO)
+                     + prior_sum(inc, "pid", _col("per", k)))
+        out[_col("c", k)] = pl.when(exists).then(value.cast(D))
+    for t in f.tags:
+        out[_col("t", t)] = pl.coalesce(last_write(_col("tw", t)), pl.col(_col("o_t", t)))
+    for a in f.attrs:
+        out[_col("a", a)] = pl.coalesce(last_write(_col("aw", a)), pl.col(_col("o_a", a)))
+    for s in f.assets:
+        out[_col("b", s)] = (pl.col(_col("o_b", s)) + prior_sum(_col("d", s), "pid")).cast(D)
+    for r, a in f.budgets:
+        key = f"{r}:{a}"
+        out[_col("bc", key)] = (pl.col(_col("o_bc", key))
+                                + prior_sum(_col("take", key), _col("bp", key))).cast(D)  # program-global order
+    return x.with_columns(**out)
+
+
+def _float(name: str) -> pl.Expr:
+    """A DECIMAL column as CEL sees it: the double nearest its decimal text, like float(Decimal)."""
+    return pl.col(name).cast(pl.String).cast(pl.Float64)
+
+
+#: A struct needs a field: a map with no keys is a struct whose one field is always null (absent).
+NO_KEY = "\u0000"
+
+
+class _ProgramPass:
+    """One program's rules over its events, against a given state before each event."""
+
+    def __init__(self, program: CompiledProgram, sub: pl.DataFrame, f: _Features, helpers):
+        self.program, self.f, self.h = program, f, helpers
+        self.sub = sub
+        self.frame = helpers.Frame(sub)
+        self.stats = helpers.Stats()
+        self.symbols = {catalog_sid: sym for catalog_sid, sym in f.assets.items() if sym in program.assets}
+        self.declined = "event_data of mixed shapes (no struct column)" if self.frame.ctx is None else None
+        self.conditions = 0
+        self.windows, self.pre, self.exprs, self.amount_cache, self.value_cache = {}, {}, {}, {}, {}
+        if self.declined:
+            return
+        ctx = PolarsContext(variables={"event": self.frame.ctx.variables["event"],
+                                       "now": (pl.col("event_timestamp"), TS),
+                                       "participant": (pl.col("participant"), self._participant_dtype())})
+        for rule in program.active_rules:
+            self.windows[rule.sid] = helpers.window(sub, rule)
+            if "participant" in rule.condition.variables:
+                try:
+                    self.exprs[rule.sid] = rule.condition.to_polars(ctx)
+                except NotVectorisable:
+                    self.exprs[rule.sid] = None  # the row path, per event, against the same state
+            else:
+                self.pre[rule.sid] = helpers.condition(self.frame, rule, self.stats, False)
+        # every tag an expression may write, so that each is a column (evaluated for all events)
+        self.tags_written: set[str] = set()
+        every = pl.Series([True] * len(sub))
+        for rule in program.active_rules:
+            for action in rule.actions:
+                if action.type in ("TAG", "UNTAG") and isinstance(action.tag, CelProgram):
+                    _, values = self._values(rule, action, every)
+                    self.tags_written.update(v for v in values if v is not None)
+
+    def _participant_dtype(self) -> pl.Struct:
+        f = self.f
+        return pl.Struct({
+            "id": pl.String, "external_id": pl.String, "status": pl.String, "created_at": TS,
+            "tags": pl.List(pl.String),
+            "counters": pl.Struct({k: pl.Float64 for k in f.counters} or {NO_KEY: pl.Float64}),
+            "attributes": pl.Struct({a: pl.String for a in f.attrs} or {NO_KEY: pl.String}),
+            "balances": pl.Struct({sym: pl.Struct({"available": pl.Float64, "held": pl.Float64, "deferred": pl.Float64})
+                                   for sym in self.symbols.values()} or {NO_KEY: pl.Float64}),
+        })
+
+    def _participant(self) -> pl.Expr:
+        f = self.f
+        tags = pl.col("o_tags")
+        if f.tags:
+            written = [pl.when(pl.col(_col("t", t))).then(pl.lit(t)).otherwise(pl.lit(None, dtype=pl.String))
+                       for t in f.tags]
+            tags = pl.concat_list([tags, *written]).list.drop_nulls().list.sort()
+        counters = [_float(_col("c", k)).alias(k) for k in f.counters] or [pl.lit(None, dtype=pl.Float64).alias(NO_KEY)]
+        attrs = [pl.col(_col("a", a)).alias(a) for a in f.attrs] or [pl.lit(None, dtype=pl.String).alias(NO_KEY)]
+        balances = [pl.struct(available=_float(_col("b", s)), held=_float(_col("o_h", s)),
+                              deferred=_float(_col("o_df", s))).alias(sym) for s, sym in self.symbols.items()] \
+            or [pl.lit(None, dtype=pl.Float64).alias(NO_KEY)]
+        return pl.struct(pl.col("pid").alias("id"), pl.col("ext").alias("external_id"), pl.col("status"),
+                         pl.col("created_at"), tags.alias("tags"), pl.struct(counters).alias("counters"),
+                         pl.struct(attrs).alias("attributes"), pl.struct(balances).alias("balances"))
+
+    def _activations(self, cur: pl.DataFrame, mask: pl.Series) -> list[dict]:
+        """The row path's variables for the masked events (to word an error as the kernel does)."""
+        rows = cur.filter(mask).with_columns(participant=self._participant())
+        events = self.h.event_dicts(rows["event"])
+        out = []
+        for ev, now, p in zip(events, rows["event_timestamp"].to_list(), rows["participant"].to_list()):
+            person = {k: p[k] for k in ("id", "external_id", "status", "created_at", "tags")}
+            person["counters"] = {k: v for k, v in p["counters"].items() if v is not None and k != NO_KEY}
+            person["attributes"] = {k: v for k, v in p["attributes"].items() if v is not None and k != NO_KEY}
+            person["tiers"] = {}
+            person["balances"] = {k: v for k, v in p["balances"].items() if k != NO_KEY}
+            out.append({"event": ev or {}, "now": now, "participant": person})
+        return out
+
+    def _amounts(self, rule: CompiledRule, action, matched: pl.Series):
+        """(code, message, amount) over all events, filled where `matched`; computed once per event."""
+        key = (rule.sid, action.index)
+        n = len(matched)
+        have = self.amount_cache.get(key)
+        if have is None:
+            have = self.amount_cache[key] = (pl.Series([False] * n), pl.Series([None] * n, dtype=pl.String),
+                                             pl.Series([None] * n, dtype=pl.String), pl.Series([None] * n, dtype=D))
+        done, code, msg, amount = have
+        todo = matched & ~done
+        if todo.any():
+            c, m, a = self.h.amounts(self.frame, todo, action, self.stats, False)
+            idx = todo.arg_true()
+            code, msg, amount = code.scatter(idx, c), msg.scatter(idx, m), amount.scatter(idx, a.cast(D))
+            have = self.amount_cache[key] = (done | todo, code, msg, amount)
+        return have[1], have[2], have[3]
+
+    def _values(self, rule: CompiledRule, action, mask: pl.Series) -> tuple[list, list]:
+        """(failures, values) of a TAG/COUNTER/SET_ATTRIBUTE value per event, decided where `mask`:
+        a failure is (code, message) as the kernel words it, a value is what the action writes."""
+        at = f"rule {rule.name!r} action {action.index}"
+        raw = action.tag if action.type in ("TAG", "UNTAG") else action.value
+        convert = {"TAG": kernel.tag_text, "UNTAG": kernel.tag_text, "COUNTER": kernel.counter_value,
+                   "SET_ATTRIBUTE": kernel.attribute_text}[action.type]
+        n = len(mask)
+        if not isinstance(raw, CelProgram):
+            value = convert(raw, at)
+            return [None] * n, [value] * n
+        key = (rule.sid, action.index, "value")
+        have = self.value_cache.setdefault(key, ({}, [None] * n, [None] * n))
+        done, failures, values = have
+        todo = [i for i in mask.arg_true().to_list() if i not in done]
+        if todo:
+            sub = pl.Series([False] * n).scatter(todo, True)
+            results, errors = self.h.row_eval(raw, self.frame.activations(sub))
+            for i, v, e in zip(todo, results, errors):
+                done[i] = True
+                if e is not None:
+                    failures[i] = (amounts.EXPRESSION_ERROR, f"{at}: expression failed: {e}")
+                    continue
+                try:
+                    values[i] = convert(v, at)
+                except ActionFailed as err:
+                    failures[i] = (err.code, err.message)
+        return failures, values
+
+    def run(self, before: pl.DataFrame, final: bool) -> pl.DataFrame:
+        """What each event did (did-columns), given the state before it. With `final`, also the
+        status, effects and evaluations of every event (self.status/effects/evaluations)."""
+        f, n = self.f, len(before)
+        cur = before
+        false = pl.Series([False] * n)
+        failed, stopped = false, false
+        fail_code = pl.Series([None] * n, dtype=pl.String)
+        fail_msg = pl.Series([None] * n, dtype=pl.String)
+        fail_order = pl.Series([None] * n, dtype=pl.Int64)
+        zero = pl.Series([Decimal(0)] * n, dtype=D)
+        out = {name: None for name in f.written(before)}
+        for k in f.counters:
+            out[_col("inc", k)], out[_col("w", k)] = zero, false
+        for t in f.tags:
+            out[_col("tw", t)] = pl.Series([None] * n, dtype=pl.Boolean)
+        for a in f.attrs:
+            out[_col("aw", a)] = pl.Series([None] * n, dtype=pl.String)
+        for s in f.assets:
+            out[_col("d", s)] = zero
+        for r, a in f.budgets:
+            out[_col("take", f"{r}:{a}")], out[_col("acc", f"{r}:{a}")] = zero, false
+        effects, evals = [], []
+        pos = before["pos"]
+        active = before["status"] == "ACTIVE"
+
+        def fail(mask: pl.Series, code: str | pl.Series, message: pl.Series, order: int) -> None:
+            """The first failure of an event stands; the event's later actions and rules never run."""
+            nonlocal failed, fail_code, fail_msg, fail_order
+            mask = mask & ~failed
+            codes = code if isinstance(code, pl.Series) else pl.Series([code] * n, dtype=pl.String)
+            fail_code = codes.zip_with(mask, fail_code)
+            fail_msg = message.zip_with(mask, fail_msg)
+            fail_order = pl.Series([order] * n, dtype=pl.Int64).zip_with(mask, fail_order)
+            failed = failed | mask
+
+        for rule in self.program.active_rules:
+            live = self.windows[rule.sid] & ~stopped & ~failed
+            if not live.any():
+                continue
+            self.conditions += int(live.sum())
+            where = f"rule {rule.name!r} action "
+            if self.exprs.get(rule.sid, False) is None:
+                vals, errs = self.h.row_eval(rule.condition, self._activations(cur, live))
+                errs = [e if e is not None or isinstance(v, bool) else
+                        f"condition must return a bool, got {type(v).__name__}" for v, e in zip(vals, errs)]
+                idx = live.arg_true()
+                # (scatter writes in place: each result starts from a new all-false series)
+                matched = pl.Series([False] * n).scatter(
+                    idx, pl.Series([v is True and e is None for v, e in zip(vals, errs)], dtype=pl.Boolean))
+                errored = pl.Series([False] * n).scatter(idx, pl.Series([e is not None for e in errs], dtype=pl.Boolean))
+                messages = pl.Series([None] * n, dtype=pl.String).scatter(idx, pl.Series(errs, dtype=pl.String))
+            elif rule.sid in self.exprs:
+                # with_columns, not select: a constant expression must broadcast to every event
+                values = cur.with_columns(participant=self._participant()).with_columns(__v=self.exprs[rule.sid])["__v"]
+                if values.dtype != pl.Boolean:
+                    raise _Unsettled(f"rule {rule.key}: condition is not a bool column")
+                matched, errored = values.fill_null(False) & live, values.is_null() & live
+                messages = None
+                if final and errored.any():
+                    _, errs = self.h.row_eval(rule.condition, self._activations(cur, errored))
+                    messages = self.h.scatter(errored, errs)
+            else:
+                m, e, messages = self.pre[rule.sid]
+                matched, errored = m & live, e & live
+            if final and errored.any():
+                evals.append(self.h.eval_rows(pos, errored, rule, "SKIPPED_ERROR", messages))
+            if not matched.any():
+                continue
+            # 1. every action's amount is decided and checked before budgets are consulted
+            planned = {}
+            plan_fail = false
+            for action in rule.actions:
+                if action.type in ("CREDIT", "DEBIT"):
+                    code, msg, amount = self._amounts(rule, action, matched)
+                    bad = matched & code.is_not_null() & (code != amounts.ZERO).fill_null(False)
+                    fail(bad, code, (where + str(action.index) + ": ") + msg.fill_null(""), rule.order)
+                    plan_fail = plan_fail | bad
+                    planned[action.index] = amount.zip_with(code.is_null(), pl.Series([None] * n, dtype=D))
+                else:
+                    failures, values = self._values(rule, action, matched & ~plan_fail)
+                    bad_idx = [i for i in (matched & ~plan_fail).arg_true().to_list() if failures[i] is not None]
+                    if bad_idx:
+                        bad = pl.Series([False] * n).scatter(bad_idx, True)
+                        codes = pl.Series([None] * n, dtype=pl.String).scatter(
+                            bad_idx, pl.Series([failures[i][0] for i in bad_idx], dtype=pl.String))
+                        words = pl.Series([None] * n, dtype=pl.String).scatter(
+                            bad_idx, pl.Series([failures[i][1] for i in bad_idx], dtype=pl.String))
+                        fail(bad, codes, words, rule.order)
+                        plan_fail = plan_fail | bad
+                    planned[action.index] = values
+            ok_plan = matched & ~plan_fail
+            # 2. budgets: the rule as a whole, or not at all
+            exceeded = false
+            totals = {}
+            for b in rule.budgets:
+                asset = str(b.asset_id)
+                total = zero
+                for action in rule.actions:
+                    if action.type == "CREDIT" and str(action.asset_id) == asset:
+                        total = total + planned[action.index].fill_null(Decimal(0))
+                totals[asset] = total
+                exceeded = exceeded | (ok_plan & (cur[_col("bc", f"{rule.sid}:{asset}")] + total > b.limit))
+            accepted = ok_plan & ~exceeded
+            if final:
+                evals.append(self.h.eval_rows(pos, plan_fail | accepted, rule, "MATCHED", None))
+                if exceeded.any():
+                    evals.append(self.h.eval_rows(pos, exceeded, rule, "BUDGET_EXCEEDED", None))
+            for asset, total in totals.items():
+                key = f"{rule.sid}:{asset}"
+                out[_col("take", key)] = out[_col("take", key)] + total.zip_with(accepted, zero)
+                out[_col("acc", key)] = out[_col("acc", key)] | accepted
+            # 3. the actions, in order, each seeing the ones before
+            alive = accepted
+            updates = {}
+            for action in rule.actions:
+                if not alive.any():
+                    break
+                at = where + str(action.index)
+                if action.type in BLOCKED_FOR_INACTIVE:
+                    inactive = alive & ~active
+                    if inactive.any():
+                        text = before.select(pl.concat_str(pl.lit(f"{at}: participant "), "ext", pl.lit(" is "),
+                                                           "status")).to_series()
+                        fail(inactive, INACTIVE, text, rule.order)
+                        alive = alive & ~inactive
+                if action.type in ("CREDIT", "DEBIT"):
+                    amount = planned[action.index]
+                    applies = alive & amount.is_not_null()
+                    col = _col("b", str(action.asset_id))
+                    have = cur[col]
+                    if action.type == "DEBIT":
+                        short = applies & (have - amount.fill_null(Decimal(0)) < 0)
+                        if not action.allow_negative and short.any():
+                            text = pl.Series([None] * n, dtype=pl.String)
+                            idx = short.arg_true().to_list()
+                            words = [insufficient_message("DEBIT", ("PARTICIPANT", before["pid"][i], str(action.asset_id),
+                                                                    "AVAILABLE"), action.asset.symbol, have[i], amount[i])
+                                     for i in idx]
+                            fail(short, INSUFFICIENT, text.scatter(idx, pl.Series(words, dtype=pl.String)), rule.order)
+                            alive, applies = alive & ~short, applies & ~short
+                    delta = amount.fill_null(Decimal(0)).zip_with(applies, zero)
+                    delta = -delta if action.type == "DEBIT" else delta
+                    updates[col] = (have + delta).cast(D)
+                    out[_col("d", str(action.asset_id))] = out[_col("d", str(action.asset_id))] + delta
+                    if final and applies.any():
+                        effects.append(pl.DataFrame({"pos": pos, "amount": amount, "pid": before["pid"]}).filter(applies).select(
+                            "pos", rule_id=pl.lit(rule.sid), rule_version=pl.lit(rule.version),
+                            rule_order=pl.lit(rule.order, dtype=pl.Int64),
+                            action_index=pl.lit(action.index, dtype=pl.Int64), action_type=pl.lit(action.type),
+                            asset_id=pl.lit(str(action.asset_id)), amount=pl.col("amount").cast(D),
+                            allow_negative=pl.lit(action.allow_negative),
+                            description=pl.lit(action.description or rule.name, dtype=pl.String),
+                            entity_id="pid"))
+                elif action.type in ("TAG", "UNTAG"):
+                    value = pl.Series([action.type == "TAG"] * n)
+                    tags = pl.Series(planned[action.index], dtype=pl.String)
+                    for tag in tags.filter(alive).unique().to_list():
+                        mine = alive & (tags == tag).fill_null(False)
+                        col, wrote = _col("t", tag), _col("tw", tag)
+                        cur = cur.with_columns(**{col: cur[col].zip_with(~mine, value)})
+                        out[wrote] = out[wrote].zip_with(~mine, value)
+                elif action.type == "COUNTER":
+                    col = _col("c", action.key)
+                    step = pl.Series(planned[action.index], dtype=D)
+                    new = (cur[col].fill_null(Decimal(0)) + step.fill_null(Decimal(0))).cast(D)
+                    over = alive & (new.abs() >= amounts.LIMIT)
+                    if over.any():
+                        fail(over, amounts.OUT_OF_RANGE, pl.Series(
+                            [f"{at}: counter {action.key} would exceed {amounts.MAX_INTEGER_DIGITS} integer digits"] * n),
+                            rule.order)
+                        alive = alive & ~over
+                    updates[col] = new.zip_with(alive, cur[col])
+                    out[_col("inc", action.key)] = out[_col("inc", action.key)] + step.zip_with(alive, zero)
+                    out[_col("w", action.key)] = out[_col("w", action.key)] | alive
+                else:  # SET_ATTRIBUTE
+                    col = _col("a", action.key)
+                    text = pl.Series(planned[action.index], dtype=pl.String)
+                    updates[col] = text.zip_with(alive, cur[col])
+                    out[_col("aw", action.key)] = text.zip_with(alive, out[_col("aw", action.key)])
+                if updates:
+                    cur = cur.with_columns(**updates)
+                    updates = {}
+            if rule.stop_after_match:
+                stopped = stopped | alive
+        ok = ~failed
+        did = {"pos": pos, "ok": ok}
+        for name, series in out.items():
+            kind = name.split(":", 1)[0]
+            if kind in ("inc", "d", "take"):
+                did[name] = series.zip_with(ok, zero)
+            elif kind in ("w", "acc"):
+                did[name] = series & ok
+            else:
+                did[name] = series.zip_with(ok, pl.Series([None] * n, dtype=series.dtype))
+        if final:
+            self.status = pl.DataFrame({"pos": pos, "error_code": fail_code, "error_message": fail_msg,
+                                        "rule_order": fail_order}).filter(failed)
+            eff = self.h.concat(effects, self.h.EFFECT_SCHEMA | {"entity_id": pl.String})
+            self.effects = eff.filter(~pl.col("pos").is_in(self.status["pos"].implode()))
+            self.evaluations = self.h.concat(evals, self.h.EVAL_SCHEMA | {"rule_order": pl.Int64})
+        return pl.DataFrame(did)
+
+
+def _trace(message: str) -> None:
+    if os.environ.get("PERKFLOW_TRACE"):
+        print(message, file=sys.stderr)
+
+
+class _Unsettled(Exception):
+    """This batch cannot be decided here after all; the kernel path takes it."""
+
+
+def _write_back(before: pl.DataFrame, f: _Features, store: Store) -> None:
+    """The batch's final participant state and budget consumption, into the store for the writer.
+    A participant's state is rewritten when an event changed it or a counter reset (as the
+    kernel marks them), so that both paths write the same rows."""
+    x = before  # already beside what each event did (_before)
+    after, changed = {}, []
+    for k, reset in f.counters.items():
+        c, w, inc = _col("c", k), _col("w", k), _col("inc", k)
+        after[c] = pl.when(pl.col(w)).then(pl.col(c).fill_null(Decimal(0)) + pl.col(inc)).otherwise(pl.col(c))
+        changed.append(pl.col(w) & ((pl.col(inc) != 0) | pl.col(c).is_null()))
+        created = pl.col("event_timestamp").filter(pl.col(w)).min().over("pid")
+        if reset is None:
+            after[_col("r", k)] = pl.coalesce(pl.col(_col("o_r", k)), created)
+        else:
+            after[_col("r", k)] = pl.col(_col("anchor", k)) + pl.duration(
+                microseconds=pl.col(_col("per", k)) * (reset // timedelta(microseconds=1)))
+            changed.append(pl.col(_col("o_c", k)).is_not_null() & (pl.col(_col("per", k)) > 0))
+    for t in f.tags:
+        tw, cur = _col("tw", t), _col("t", t)
+        after[cur] = pl.coalesce(pl.col(tw), pl.col(cur))
+        changed.append(pl.col(tw).is_not_null() & (pl.col(tw) != pl.col(cur).fill_null(False)))
+    for a in f.attrs:
+        aw, cur = _col("aw", a), _col("a", a)
+        after[cur] = pl.coalesce(pl.col(aw), pl.col(cur))
+        changed.append(pl.col(aw).is_not_null() & pl.col(aw).ne_missing(pl.col(cur)))
+    if not changed:
+        changed = [pl.lit(False)]
+    last = (x.with_columns(**after, _changed=pl.any_horizontal(changed).fill_null(False))
+            .group_by("pid", maintain_order=True)
+            .agg(pl.col("_changed").any(), pl.col("o_tags").last(), *[pl.col(c).last() for c in after]))
+    for row in last.filter(pl.col("_changed")).iter_rows(named=True):
+        st = EntityState(set(row["o_tags"]) | {t for t in f.tags if row[_col("t", t)]})
+        for k, reset in f.counters.items():
+            if row[_col("c", k)] is not None:
+                st.counters[k] = Counter(row[_col("c", k)], reset, row[_col("r", k)])
+        st.attributes = {a: row[_col("a", a)] for a in f.attrs if row[_col("a", a)] is not None}
+        store.states[("PARTICIPANT", row["pid"])] = st
+        store.dirty_states.add(("PARTICIPANT", row["pid"]))
+    for r, a in f.budgets:
+        key = f"{r}:{a}"
+        used = (x.filter(pl.col(_col("acc", key)))
+                .group_by(_col("bp", key)).agg(pl.col(_col("o_bc", key)).first(), pl.col(_col("take", key)).sum()))
+        for period, opening, taken in used.iter_rows():
+            store.budgets[(r, a, period)] = Decimal(opening) + Decimal(taken)
+            store.dirty_budgets.add((r, a, period))
