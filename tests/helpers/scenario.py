@@ -126,6 +126,10 @@ class Scenario:
                               "ORDER BY l.created_at, l.id", [who, symbol])
         return [(s, D(r), ref, bool(p)) for s, r, ref, p in rows]
 
+    def lot_bag(self, who: str, symbol: str) -> list[tuple[str, Decimal, str | None, bool]]:
+        """The same lots in a fixed order that does not depend on lot ids (status, remaining, reference)."""
+        return bag(self.lots(who, symbol))
+
     def entries(self, key: str) -> list[tuple[str, Decimal, str | None]]:
         """(action_type, amount, reference_id) of the entries an event or operation wrote, in order."""
         rows = query(self.db, """
@@ -140,6 +144,10 @@ class Scenario:
         rows = query(self.db, "SELECT kind, key, text_value, number_value FROM participant_state WHERE external_id = ?",
                      [who])
         return {(k, key): (D(n) if n is not None else t) for k, key, t, n in rows}
+
+
+def bag(lots: list[tuple]) -> list[tuple]:
+    return sorted(lots, key=lambda lot: (lot[0], lot[1], lot[2] or "", lot[3]))
 
 
 def at(text: str) -> str:
