@@ -37,7 +37,7 @@ def on(event_type: str, *actions: dict, order: int | None = None) -> dict:
     return rule
 
 
-def op(operation: str, key: str, who: str | None, when: str, **params) -> dict:
+def op(operation: str, key: str, who: str | None, when: str, /, **params) -> dict:
     return {"kind": "operation", "operation": operation, "key": key, "who": who, "when": when, "params": params}
 
 
@@ -48,15 +48,16 @@ def ev(key: str, who: str, when: str, event_type: str, **data) -> dict:
 class Scenario:
     """One program (or several) and one ledger file."""
 
-    def __init__(self, tmp: Path, key: str, rules: list[dict], assets: list[dict], **program):
+    def __init__(self, tmp: Path, key: str, rules: list[dict], assets: list[dict], rewards: list[dict] | None = None,
+                 **program):
         self.dir, self.key = tmp, key
         self.db = tmp / "ledger.duckdb"
         self.programs = tmp / "programs"
-        write_program(self.programs / f"{key}.yaml", program_spec(key, rules, assets=assets, **program))
+        spec = program_spec(key, rules, assets=assets, **program)
+        if rewards:
+            spec["rewards"] = rewards
+        write_program(self.programs / f"{key}.yaml", spec)
         self.batches = 0
-
-    def add_program(self, key: str, rules: list[dict], assets: list[dict], **program) -> None:
-        write_program(self.programs / f"{key}.yaml", program_spec(key, rules, assets=assets, **program))
 
     def run(self, *rows: dict, program: str | None = None) -> dict[str, tuple[str, str | None]]:
         """One batch of events and operations; returns {idempotency key: (status, error code)}
