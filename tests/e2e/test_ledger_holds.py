@@ -249,3 +249,23 @@ def test_the_catalog_names_the_rule_and_field_of_a_misplaced_hold_field(tmp_path
     with pytest.raises(CatalogError) as err:
         load_catalog(path)
     assert message in str(err.value) and "rules[0] (x)" in str(err.value)
+
+
+def test_maintain_expires_held_and_provisional_lots_at_their_instants(tmp_path):
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "24h"}),
+             on("auth", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "bucket": "HELD",
+                         "reference_id": "event.ref", "expires_at": "48h"}),
+             *LOT_RULES[3:]]
+    s = Scenario(tmp_path, "shop", rules, [LOT])
+    s.run(ev("e1", "a", t(10), "earn", n=30), ev("e2", "a", t(11), "hold_plain", n=12),
+          ev("e3", "a", t(12), "auth", n=7, ref="M"))
+    # day 2 at 11:00: only the earn lot (day 1 10:00 + 24h) is due, its held part included
+    res = cli("maintain", "--as-of", t(11, day=2), "--db", str(s.db), "--json")
+    assert res.returncode == 0, res.stderr
+    assert s.balance("a", "PTS") == (D(0), D(7), D(0))
+    s.check()
+    res = cli("maintain", "--as-of", t(12, day=3), "--db", str(s.db), "--json")
+    assert res.returncode == 0, res.stderr
+    assert s.balance("a", "PTS") == NONE
+    s.check()
+    assert query(s.db, "SELECT total_expired FROM ledger_summary") == [(D(30) + 7,)]
