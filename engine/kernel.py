@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from engine import amounts, ids
+from engine import amounts, holds, ids
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.catalog.compiled import CompiledTarget
 from engine.cel import CelEvalError, CelProgram
-from engine import holds
 from engine.plan import reads_state
 from engine.operations import apply_operation
 from engine.lots import apply_due, lot_spec
