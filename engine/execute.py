@@ -41,7 +41,8 @@ EFFECT_SCHEMA = {
 ACCOUNT_SCHEMA = {"entity_id": pl.String, "from_type": pl.String, "from_id": pl.String, "from_bucket": pl.String,
                   "to_type": pl.String, "to_id": pl.String, "to_bucket": pl.String}
 #: Time-driven effects (lot expiry, maturity) name their own source, instant and program.
-TIMED_SCHEMA = {"source_name": pl.String, "effective_at": pl.Datetime("us", "UTC"), "program_id": pl.String}
+TIMED_SCHEMA = {"source_name": pl.String, "effective_at": pl.Datetime("us", "UTC"), "program_id": pl.String,
+                "reference_id": pl.String}  # and the hold reference an entry was correlated to
 FAILURE_SCHEMA = {"pos": pl.Int64, "rule_order": pl.Int64, "action_index": pl.Int64,
                   "error_code": pl.String, "error_message": pl.String}
 EVAL_SCHEMA = {"pos": pl.Int64, "rule_id": pl.String, "rule_version": pl.String,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from engine import amounts, ids
+from engine import amounts, holds, ids
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.catalog.compiled import CompiledTarget
 from engine.cel import CelEvalError, CelProgram
@@ -23,7 +23,7 @@ from engine.state import Counter, Person, Store, Tx
 NOT_FOUND = "participant_not_found"
 INACTIVE = "participant_inactive"
 BLOCKED_FOR_INACTIVE = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "COUNTER"}
-VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT"}
+VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}
 
 
 @dataclass
@@ -193,7 +193,7 @@ def _plan_action(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, 
     entity = _entity(ev, tx, rule, action, catalog)
     where = f"rule {rule.name!r} action {action.index}"
     if action.type in VALUE_ACTIONS:
-        if action.amount is None:  # RELEASE without an amount releases everything held
+        if action.amount is None:  # RELEASE without an amount releases everything held; VOID_HOLD has none
             return entity, None
         raw = _value(ev, tx, pre, rule, action, "amount", catalog)
         return entity, _amount(raw, action, where)
@@ -351,36 +351,65 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
 
 def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, entity: tuple[str, str],
                  amount: Decimal | None, effects: list, catalog: Catalog) -> None:
-    """Value actions move an amount between two accounts (semantics.md 7 and 8)."""
+    """Value actions move an amount between two accounts (semantics.md 7 and 8); holds by
+    reference, settles and voids are in engine.holds."""
     etype, eid = entity
     asset = action.asset_sid
     mine = lambda bucket: (etype, eid, asset, bucket)  # noqa: E731 - the entity's account in a bucket
     issue = source_of_issue(action.asset, ev.program.sid, asset)
     kind = action.type
     lot = None
+    reference = None if action.reference_id is None else _reference(ev, tx, rule, action, catalog)
+    if action.asset.inventory_mode == "LOT":
+        lot = lot_spec(ev, rule.version, action.index)
+    meta = dict(pos=ev.pos, rule_id=rule.sid, rule_version=rule.version, rule_order=rule.order,
+                action_index=action.index, description=action.description or rule.name)
     if kind == "CREDIT":
         source, dest = issue, mine(action.bucket or "AVAILABLE")
-        if action.asset.inventory_mode == "LOT":
+        if lot is not None:
             expires_at, matures_at = (_instant(ev, tx, rule, action, name, catalog) for name in ("expires_at", "matures_at"))
             if matures_at is not None and matures_at > ev.now:
                 dest = mine("DEFERRED")  # vesting: not spendable until it matures
-            lot = lot_spec(ev, rule.version, action.index, expires_at, matures_at)
+            lot.update(expires_at=expires_at, matures_at=matures_at, reference_id=reference)
+            if reference is not None and dest[3] == "AVAILABLE" and amount is not None:
+                holds.settle(tx, effects, issue, dest, amount, action.asset, lot, meta)
+                return
+    elif kind == "VOID_HOLD":
+        holds.void(tx, effects, mine("HELD"), issue, action.asset, lot, reference, meta)
+        return
     elif kind == "DEBIT":
         source, dest = mine("AVAILABLE"), issue
     elif kind == "HOLD":
         source, dest = mine("AVAILABLE"), mine("HELD")
+        if lot is not None:
+            lot["reference_id"] = reference
     elif kind == "RELEASE":
         source, dest = mine("HELD"), mine("AVAILABLE")
-        if amount is None:  # everything held
-            amount = tx.balance(source) if tx.balance(source) > 0 else None
+        if lot is not None:
+            lot["match"] = reference
+        if amount is None:  # everything held (of the reference)
+            amount = holds.held(tx, source, action.asset, reference)
     else:  # FORFEIT
         source, dest = mine(action.bucket or "AVAILABLE"), system("SYSTEM_BREAKAGE", asset)
     if amount is None:  # an amount of exactly 0 is a no-op
         return
     move(tx, effects, source, dest, amount, kind=kind, asset=action.asset, lot=lot,
-         overdraft=kind == "DEBIT" and action.allow_negative,
-         pos=ev.pos, rule_id=rule.sid, rule_version=rule.version, rule_order=rule.order,
-         action_index=action.index, description=action.description or rule.name)
+         overdraft=kind == "DEBIT" and action.allow_negative, **meta)
+
+
+def _reference(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, catalog) -> str:
+    """reference_id: literal text or a number as written, or a CEL expression giving text or a number."""
+    raw = _value(ev, tx, Precomputed(), rule, action, "reference_id", catalog)
+    where = f"rule {rule.name!r} action {action.index}: reference_id"
+    if isinstance(raw, (int, float, Decimal)) and not isinstance(raw, bool):
+        text = _attribute_text(raw, where)
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be text or a number, got {type(raw).__name__}")
+    if not text:
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must not be empty")
+    return text
 
 
 def _instant(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, name: str, catalog) -> datetime | None:

@@ -31,27 +31,48 @@ class Lot:
     matures_at: datetime | None
     program_id: str  # the program whose credit created it; its expiry entries belong there too
     reference_id: str | None = None
+    # credited straight into HELD and not settled or released since: the only lots a VOID_HOLD
+    # cancels (lots a HOLD moved into HELD are the participant's own value: release those)
+    provisional: bool = False
 
     def spendable(self, now: datetime) -> bool:
         """Expired lots are never spendable, even before their expiry entry is written."""
-        return (self.status == "AVAILABLE" and self.remaining > 0
-                and (self.expires_at is None or self.expires_at > now))
+        return self.usable("AVAILABLE", now)
+
+    def usable(self, status: str, now: datetime, reference: str | None = None, provisional: bool = False,
+               program: str | None = None) -> bool:
+        """Holds value in `status` and has not expired; narrowed, when given, to one reference,
+        to provisional lots, and to the lots one program's credits created."""
+        return (self.status == status and self.remaining > 0
+                and (self.expires_at is None or self.expires_at > now)
+                and (reference is None or self.reference_id == reference)
+                and (self.provisional or not provisional)
+                and (program is None or self.program_id == program))
 
     def copy(self) -> Lot:
         return replace(self)
+
+
+def narrowing(spec: dict | None) -> dict:
+    """The filters of a lot spec (see engine.moves.move) as keyword arguments of `usable`."""
+    spec = spec or {}
+    return {"reference": spec.get("match"), "provisional": bool(spec.get("provisional")),
+            "program": spec.get("only_program")}
 
 
 def fifo(lots: list[Lot]) -> list[Lot]:
     return sorted(lots, key=lambda lot: (lot.created_at, lot.id))
 
 
-def consume(lots: list[Lot], amount: Decimal, now: datetime) -> list[tuple[str, Decimal]]:
-    """Take up to `amount` from the spendable lots, oldest first: [(lot id, taken)]."""
+def consume(lots: list[Lot], amount: Decimal, now: datetime, status: str = "AVAILABLE",
+            **narrow) -> list[tuple[str, Decimal]]:
+    """Take up to `amount` from the usable lots in `status` (narrowed by `narrow`, see
+    Lot.usable), oldest first: [(lot id, taken)]."""
     left, taken = amount, []
     for lot in fifo(lots):
         if left <= 0:
             break
-        if not lot.spendable(now):
+        if not lot.usable(status, now, **narrow):
             continue
         take = min(lot.remaining, left)
         lot.remaining -= take
@@ -60,6 +81,38 @@ def consume(lots: list[Lot], amount: Decimal, now: datetime) -> list[tuple[str, 
         if lot.remaining == 0:
             lot.status = "CONSUMED"
     return taken
+
+
+def in_status(lots: list[Lot], status: str, now: datetime, **narrow) -> Decimal:
+    """What the usable lots in `status` (narrowed by `narrow`, see Lot.usable) hold together."""
+    return sum((lot.remaining for lot in lots if lot.usable(status, now, **narrow)), Decimal(0))
+
+
+def shift(lots: list[Lot], amount: Decimal, now: datetime, source: str, dest: str, seed: str,
+          stamp: str | None = None, **narrow) -> list[tuple[str, Decimal]]:
+    """Move `amount` of value between statuses of the same holder (HOLD: AVAILABLE -> HELD;
+    RELEASE and SETTLE: HELD -> AVAILABLE), oldest lots first, keeping each lot's dates so
+    FIFO order and expiry stay as they were. A lot moved whole changes status in place; a lot
+    moved in part is split: the moved part becomes a new lot (id named by `seed`, the moving
+    action, and the parent) and the rest stays. Value moved into HELD takes the `stamp`
+    reference; any moved lot stops being provisional. Returns [(lot id, amount)] moved."""
+    left, moved = amount, []
+    for lot in fifo(lots):
+        if left <= 0:
+            break
+        if not lot.usable(source, now, **narrow):
+            continue
+        part = min(lot.remaining, left)
+        left -= part
+        if part < lot.remaining:
+            lot.remaining -= part
+            lot = replace(lot, id=str(ids.name_id("lot", "split", seed, lot.id)), amount=part, remaining=part)
+            lots.append(lot)
+        lot.status, lot.provisional = dest, False
+        if dest == "HELD":
+            lot.reference_id = stamp
+        moved.append((lot.id, part))
+    return moved
 
 
 def restore(lots: list[Lot], taken: list[tuple[str, Decimal]], amount: Decimal) -> list[tuple[str, Decimal]]:
@@ -84,10 +137,11 @@ def due_changes(lots: list[Lot], now: datetime) -> list[tuple[datetime, str, Lot
     expires before (or when) it matures expires from DEFERRED."""
     due = []
     for lot in lots:
-        if lot.remaining <= 0 or lot.status not in ("AVAILABLE", "DEFERRED"):
+        if lot.remaining <= 0 or lot.status not in ("AVAILABLE", "DEFERRED", "HELD"):
             continue
+        # held value expires like available value: a hold reserves it, it does not extend it
         if lot.expires_at is not None and lot.expires_at <= now and (
-                lot.status == "AVAILABLE" or lot.matures_at is None or lot.expires_at <= lot.matures_at):
+                lot.status != "DEFERRED" or lot.matures_at is None or lot.expires_at <= lot.matures_at):
             due.append((lot.expires_at, "EXPIRATION", lot))
         elif lot.status == "DEFERRED" and lot.matures_at is not None and lot.matures_at <= now:
             due.append((lot.matures_at, "MATURITY", lot))
@@ -104,7 +158,7 @@ def apply_due(store, lots: list[Lot], now: datetime, effects: list, pos: int) ->
             source, dest = (*account, "DEFERRED"), (*account, "AVAILABLE")
             lot.status = "AVAILABLE"
         else:
-            source = (*account, "DEFERRED" if lot.status == "DEFERRED" else "AVAILABLE")
+            source = (*account, lot.status)
             dest = ("SYSTEM_BREAKAGE", BREAKAGE, lot.asset_id, "AVAILABLE")
         amount = lot.remaining
         if kind == "EXPIRATION":
@@ -129,3 +183,4 @@ def lot_spec(ev, version: str, index: int, expires_at=None, matures_at=None) -> 
     kind = "operation" if ev.operation else "event"
     return {"id": str(ids.name_id("lot", kind, str(ev.program.id), ev.key, version, str(index))),
             "program_id": str(ev.program.id), "expires_at": expires_at, "matures_at": matures_at}
+

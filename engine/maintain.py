@@ -60,7 +60,8 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
             rule_version="rule_version", action_index="action_index", action_type="action_type",
             asset_id="asset_id", amount="amount", allow_negative="allow_negative", description="description",
             effective_at="effective_at", seq=pl.col("_n").cast(pl.Int64) + base, from_type="from_type",
-            from_id="from_id", from_bucket="from_bucket", to_type="to_type", to_id="to_id", to_bucket="to_bucket")
+            from_id="from_id", from_bucket="from_bucket", to_type="to_type", to_id="to_id", to_bucket="to_bucket",
+            reference_id="reference_id")
         stages = {"stage_effects": stage_effects, "stage_lots": store.state_frames(batch_id)["stage_lots"]}
         params = {"batch_id": batch_id, "fingerprint": f"maintain:{as_of.isoformat()}", "sources": [],
                   "catalog_version": "", "rows_read": 0, "completed": 0, "failed": 0, "duplicates": 0, "rejected": 0}

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from engine import ids
 from engine.catalog.models import Asset
-from engine.lots import Lot, consume
+from engine.lots import Lot, consume, in_status, narrowing, shift
 from engine.state import Tx
 
 ISSUANCE = str(ids.system_account_id("SYSTEM_ISSUANCE"))
@@ -53,30 +53,47 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
          overdraft: bool = False, lot: dict | None = None, **meta) -> list[tuple[str, Decimal]]:
     """Move `amount` from `source` to `dest` in the event's working state, or fail. Participant
     and wallet accounts may not go below zero (unless `overdraft`: DEBIT with allow_negative).
-    For LOT assets, value leaving a holder's AVAILABLE bucket consumes its lots FIFO, and value
-    arriving in a holder's AVAILABLE or DEFERRED bucket is a new lot (`lot`: id, program_id,
-    expires_at, matures_at). Returns the lots that paid for it (lot id, amount), FIFO."""
+
+    For LOT assets (`lot`: the spec of the lots this move makes, see engine.lots.lot_spec):
+    value moving between a holder's AVAILABLE and HELD buckets moves its lots between those
+    statuses (engine.lots.shift); otherwise value leaving a holder's AVAILABLE or HELD bucket
+    consumes its lots FIFO, and value arriving in a holder's bucket is a new lot. The spec may
+    narrow the source lots to one reference (`match`) or to provisional ones (`provisional`),
+    and stamps new or newly held lots with `reference_id`. Returns the lots that paid for it
+    (lot id, amount), FIFO."""
+    spec = lot or {}
+    narrow = narrowing(spec)
+    reference = narrow["reference"]
+    lot_asset = asset.inventory_mode == "LOT"
     if source[0] in HOLDERS and not overdraft:
-        have = tx.balance(source)
+        if lot_asset and any(narrow.values()):  # only the lots it names count
+            have = in_status(tx.lots(source[:3]), source[3], tx.now, **narrow)
+        else:
+            have = tx.balance(source)
         if have - amount < 0:
             code = WALLET_SHORT if source[0] == "PROGRAM_WALLET" else INSUFFICIENT
-            raise ActionFailed(code, insufficient_message(kind, source, asset.symbol, have, amount))
+            raise ActionFailed(code, insufficient_message(kind, source, asset.symbol, have, amount, reference))
     taken: list = []
-    if asset.inventory_mode == "LOT":
-        if source[0] in HOLDERS and source[3] == "AVAILABLE":
-            taken = consume(tx.lots(source[:3]), amount, tx.now)
-        if dest[0] in HOLDERS and dest[3] in ("AVAILABLE", "DEFERRED") and not spec_restores(lot):
-            spec = lot or {}
-            tx.lots(dest[:3]).append(Lot(
-                id=spec["id"], entity_type=dest[0], entity_id=dest[1], asset_id=dest[2], amount=amount,
-                remaining=amount, status=dest[3], created_at=tx.now, expires_at=spec.get("expires_at"),
-                matures_at=spec.get("matures_at"), program_id=spec["program_id"]))
+    if lot_asset:
+        if source[:3] == dest[:3] and {source[3], dest[3]} == {"AVAILABLE", "HELD"}:
+            taken = shift(tx.lots(source[:3]), amount, tx.now, source[3], dest[3], spec["id"],
+                          spec.get("reference_id"), **narrow)
+        else:
+            if source[0] in HOLDERS and source[3] in ("AVAILABLE", "HELD"):
+                taken = consume(tx.lots(source[:3]), amount, tx.now, source[3], **narrow)
+            if dest[0] in HOLDERS and not spec_restores(lot):
+                tx.lots(dest[:3]).append(Lot(
+                    id=spec["id"], entity_type=dest[0], entity_id=dest[1], asset_id=dest[2], amount=amount,
+                    remaining=amount, status=dest[3], created_at=tx.now, expires_at=spec.get("expires_at"),
+                    matures_at=spec.get("matures_at"), program_id=spec["program_id"],
+                    reference_id=spec.get("reference_id"), provisional=dest[3] == "HELD"))
     tx.move(source, dest, amount)
     participant = source if source[0] == "PARTICIPANT" else dest
     effects.append({
         "action_type": kind, "asset_id": source[2], "amount": amount, "allow_negative": overdraft,
         "entity_id": participant[1], "from_type": source[0], "from_id": source[1], "from_bucket": source[3],
-        "to_type": dest[0], "to_id": dest[1], "to_bucket": dest[3], **meta,
+        "to_type": dest[0], "to_id": dest[1], "to_bucket": dest[3],
+        "reference_id": spec.get("reference_id") or reference, **meta,
     })
     return taken
 
@@ -86,9 +103,12 @@ def spec_restores(lot: dict | None) -> bool:
     return bool(lot and lot.get("restore"))
 
 
-def insufficient_message(kind: str, source: Account, symbol: str, have: Decimal, amount: Decimal) -> str:
+def insufficient_message(kind: str, source: Account, symbol: str, have: Decimal, amount: Decimal,
+                         reference: str | None = None) -> str:
     """The one wording of an insufficient balance, whichever path found it."""
     where = "program wallet" if source[0] == "PROGRAM_WALLET" else f"{source[3].lower()} balance"
+    if reference is not None:
+        where += f" of reference {reference!r}"
     return f"insufficient {where} for {kind}: {symbol} {plain(have)}, needs {plain(amount)}"
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from engine import amounts
+from engine import amounts, holds
 from engine.catalog import Catalog
 from engine.durations import parse_duration
 from engine.lots import lot_spec, restore
-from engine.moves import ActionFailed, move, source_of_issue, system, wallet
+from engine.moves import ActionFailed, move, plain, source_of_issue, system, wallet
 from engine.state import Counter, Redemption, Tx
 
 INVALID = "invalid_operation"
@@ -24,7 +24,7 @@ INACTIVE = "participant_inactive"
 #: Operations that act on the program (its wallet), not on a participant.
 PROGRAM_OPERATIONS = frozenset({"fund", "burn"})
 #: Operations named in semantics.md 2.3 that are recognised but not built yet.
-NOT_BUILT = frozenset({"void_hold", "set_tier"})
+NOT_BUILT = frozenset({"set_tier"})
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
 
 
@@ -84,11 +84,30 @@ class _Op:
         """A move of this operation; value arriving as LOT gets a new lot without expiry
         (transfers: "dated at the transfer without the source's expiry"). Returns the lots taken."""
         taken = move(self.tx, self.effects, source, dest, amount, kind=kind, asset=asset, overdraft=overdraft,
-                     lot=lot or lot_spec(self.op, "op", self.parts),
-                     pos=self.op.pos, rule_id=None, rule_version=None, rule_order=0, action_index=self.parts,
-                     description=self.params.get("description") or self.params.get("reason") or self.op.operation)
+                     lot=lot or self.lot(), **self.meta())
         self.parts += 1
         return taken
+
+    def lot(self, **extra) -> dict:
+        """The spec of the lots this operation's next entry makes (see engine.moves.move)."""
+        return {**lot_spec(self.op, "op", self.parts), **extra}
+
+    def meta(self) -> dict:
+        """What the next entry of this operation records besides its accounts."""
+        return dict(pos=self.op.pos, rule_id=None, rule_version=None, rule_order=0, action_index=self.parts,
+                    description=self.params.get("description") or self.params.get("reason") or self.op.operation)
+
+    def reference(self, asset, required: bool = False) -> str | None:
+        """params.reference_id: text naming a hold, LOT assets only (lots carry it)."""
+        ref = self.field("reference_id", required=required)
+        if ref is None:
+            return None
+        if isinstance(ref, bool) or not isinstance(ref, (str, int, float)) or ref == "":
+            raise ActionFailed(INVALID, f"{self.op.operation}: params.reference_id must be non-empty text, got {ref!r}")
+        if asset.inventory_mode != "LOT":
+            raise ActionFailed(INVALID, f"{self.op.operation}: params.reference_id applies to LOT assets; "
+                                        f"{asset.symbol} is SIMPLE")
+        return ref if isinstance(ref, str) else plain(Decimal(repr(ref)))
 
 
 def _adjust(o: _Op) -> None:
@@ -115,16 +134,35 @@ def _between(kind: str, source_bucket: str, dest_bucket: str | None):
         asset, aid = o.asset()
         pid = o.participant()
         bucket = o.field("bucket", source_bucket) if kind == "FORFEIT" else source_bucket
+        if bucket not in ("AVAILABLE", "HELD"):
+            raise ActionFailed(INVALID, f"{o.op.operation}: params.bucket must be AVAILABLE or HELD, got {bucket!r}")
         source = ("PARTICIPANT", pid, aid, bucket)
+        reference = o.reference(asset)
+        # HOLD stamps the lots it holds; RELEASE and FORFEIT take only the lots of the reference
+        lot = o.lot(reference_id=reference) if kind == "HOLD" else o.lot(match=reference)
         amount = o.amount(asset, required=kind != "RELEASE")
-        if amount is None:  # release everything held
-            amount = o.tx.balance(source)
-            if amount <= 0:
+        if amount is None:  # release everything held (of the reference)
+            amount = holds.held(o.tx, source, asset, reference)
+            if amount is None:
                 return
         dest = (("PARTICIPANT", pid, aid, dest_bucket) if dest_bucket
                 else system("SYSTEM_BREAKAGE" if kind == "FORFEIT" else "SYSTEM_REDEMPTION", aid))
-        o.move(source, dest, amount, kind, asset)
+        o.move(source, dest, amount, kind, asset, lot=lot)
     return handler
+
+
+def _void_hold(o: _Op) -> None:
+    """Cancel the provisional (credited straight into HELD) lots of a reference back to their
+    source; allowed on inactive participants, and a no-op when nothing of the reference is held."""
+    asset, aid = o.asset()
+    if asset.inventory_mode != "LOT":
+        raise ActionFailed(INVALID, f"void_hold: applies to LOT assets; {asset.symbol} is SIMPLE")
+    if o.params.get("amount") is not None:
+        raise ActionFailed(INVALID, "void_hold: params.amount is not accepted: a void cancels the whole reference")
+    reference = o.reference(asset, required=True)
+    holder = ("PARTICIPANT", o.op.subject, aid, "HELD")
+    holds.void(o.tx, o.effects, holder, source_of_issue(asset, str(o.op.program.id), aid), asset, o.lot(),
+               reference, o.meta())
 
 
 def _reward(o: _Op):
@@ -324,6 +362,7 @@ HANDLERS = {
     "hold": _between("HOLD", "AVAILABLE", "HELD"),
     "release": _between("RELEASE", "HELD", "AVAILABLE"),
     "forfeit": _between("FORFEIT", "AVAILABLE", None),
+    "void_hold": _void_hold,
     "redeem": lambda o: _redeem(o, None),
     "redeem_item": lambda o: _redeem(o, _reward(o)),
     "reverse_redemption": _reverse,

@@ -188,6 +188,7 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store) -> di
         effective_at=pl.coalesce("effective_at", "event_timestamp"),
         seq=pl.col("_n").cast(pl.Int64) + base, from_type="from_type", from_id="from_id",
         from_bucket="from_bucket", to_type="to_type", to_id="to_id", to_bucket="to_bucket",
+        reference_id="reference_id",
     )
     evaluations = outcome.evaluations.join(keys, on="pos").select(
         program_id="program_uuid", idempotency_key="idempotency_key", rule_id="rule_id",

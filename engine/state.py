@@ -180,12 +180,13 @@ class Store:
                                        "consumed": pl.Decimal(38, 18)}, orient="row")
         lots = pl.DataFrame(
             [(lot.id, lot.entity_type, lot.entity_id, lot.asset_id, lot.amount, lot.remaining, lot.status,
-              lot.created_at, lot.expires_at, lot.matures_at, lot.reference_id, lot.program_id)
+              lot.created_at, lot.expires_at, lot.matures_at, lot.reference_id, lot.program_id, lot.provisional)
              for holder_lots in self.lots.values() for lot in holder_lots if lot.id in self.dirty_lots],
             schema={"id": pl.String, "entity_type": pl.String, "entity_id": pl.String, "asset_id": pl.String,
                     "amount": pl.Decimal(38, 18), "remaining": pl.Decimal(38, 18), "status": pl.String,
                     "created_at": pl.Datetime("us", "UTC"), "expires_at": pl.Datetime("us", "UTC"),
-                    "matures_at": pl.Datetime("us", "UTC"), "reference_id": pl.String, "program_id": pl.String},
+                    "matures_at": pl.Datetime("us", "UTC"), "reference_id": pl.String, "program_id": pl.String,
+                    "provisional": pl.Boolean},
             orient="row")
         redemptions = pl.DataFrame(
             [(prog, r.key, r.participant_id, r.reward_id, r.asset_id, r.quantity, r.unit_cost, r.amount,

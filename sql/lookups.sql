@@ -52,16 +52,18 @@ SELECT reason, message FROM rejected_rows WHERE batch_id = $batch_id ORDER BY ro
 -- name: entity_lots
 -- Lots that still hold value, of the entities a batch names.
 SELECT id::VARCHAR AS id, entity_type, entity_id::VARCHAR AS entity_id, asset_id::VARCHAR AS asset_id, amount,
-       remaining, status, created_at, expires_at, matures_at, program_id::VARCHAR AS program_id, reference_id
+       remaining, status, created_at, expires_at, matures_at, program_id::VARCHAR AS program_id, reference_id,
+       provisional
 FROM lots
 WHERE entity_id::VARCHAR IN (SELECT id FROM stage_entities) AND status IN ('AVAILABLE', 'DEFERRED', 'HELD');
 
 -- name: due_lots
--- Lots with a maturity or expiry due at or before $as_of.
+-- Lots with a maturity or expiry due at or before $as_of (held lots expire too).
 SELECT id::VARCHAR AS id, entity_type, entity_id::VARCHAR AS entity_id, asset_id::VARCHAR AS asset_id, amount,
-       remaining, status, created_at, expires_at, matures_at, program_id::VARCHAR AS program_id, reference_id
+       remaining, status, created_at, expires_at, matures_at, program_id::VARCHAR AS program_id, reference_id,
+       provisional
 FROM lots
-WHERE status IN ('AVAILABLE', 'DEFERRED') AND remaining > 0
+WHERE status IN ('AVAILABLE', 'DEFERRED', 'HELD') AND remaining > 0
   AND (expires_at <= $as_of OR (status = 'DEFERRED' AND matures_at <= $as_of));
 
 -- name: reward_usage

@@ -210,6 +210,9 @@ CREATE TABLE IF NOT EXISTS lots (
     program_id       UUID NOT NULL,           -- the program whose credit created it
     batch_id         BIGINT NOT NULL          -- the batch that last changed it
 );
+-- Credited straight into HELD and neither settled nor released since: what a VOID_HOLD cancels.
+-- Added after the table (so ledgers made before it gain it); lots are written BY NAME.
+ALTER TABLE lots ADD COLUMN IF NOT EXISTS provisional BOOLEAN DEFAULT FALSE;
 
 -- Direct operations (semantics.md 2.3), idempotent like events.
 CREATE TABLE IF NOT EXISTS operations (

@@ -46,17 +46,17 @@ WHERE b.entity_type = 'PARTICIPANT' AND b.bucket = 'AVAILABLE' AND b.amount < 0
 ORDER BY ALL;
 
 -- name: lot_remainders
--- For LOT assets, what the lots still hold equals the AVAILABLE and DEFERRED balances (accounts
--- overdrawn through allow_negative hold no lots and are left out).
+-- For LOT assets, what the lots still hold equals the AVAILABLE, DEFERRED and HELD balances
+-- (accounts overdrawn through allow_negative hold no lots and are left out).
 WITH held AS (
     SELECT entity_type, entity_id, asset_id, status AS bucket, SUM(remaining) AS in_lots
-    FROM lots WHERE status IN ('AVAILABLE', 'DEFERRED') GROUP BY ALL
+    FROM lots WHERE status IN ('AVAILABLE', 'DEFERRED', 'HELD') GROUP BY ALL
 )
 SELECT b.entity_type, b.entity_id, b.asset_id, b.bucket, b.amount AS balance, COALESCE(h.in_lots, 0) AS in_lots
 FROM account_balances b
 JOIN assets a ON a.id = b.asset_id AND a.inventory_mode = 'LOT'
 LEFT JOIN held h ON h.entity_type = b.entity_type AND h.entity_id = b.entity_id AND h.asset_id = b.asset_id
                 AND h.bucket = b.bucket
-WHERE b.entity_type IN ('PARTICIPANT', 'GROUP', 'PROGRAM_WALLET') AND b.bucket IN ('AVAILABLE', 'DEFERRED')
+WHERE b.entity_type IN ('PARTICIPANT', 'GROUP', 'PROGRAM_WALLET') AND b.bucket IN ('AVAILABLE', 'DEFERRED', 'HELD')
   AND b.amount >= 0 AND b.amount <> COALESCE(h.in_lots, 0)
 ORDER BY ALL;

@@ -95,9 +95,9 @@ INSERT INTO postings SELECT * FROM batch_postings;
 -- from the stored rows with string_agg(... ORDER BY id).
 INSERT INTO journal_entries
 SELECT id, seq, program_id::UUID, event_id, operation_id, rule_id::UUID, rule_version, action_index,
-       action_type, NULL, description, effective_at, allow_negative, $batch_id,
+       action_type, reference_id, description, effective_at, allow_negative, $batch_id,
        sha256(entry_text(id, seq, program_id, event_id, operation_id, rule_id, rule_version, action_index,
-                         action_type, NULL, effective_at, allow_negative)
+                         action_type, reference_id, effective_at, allow_negative)
               || '#' || CASE WHEN p0_id < p1_id THEN p0 || ';' || p1 ELSE p1 || ';' || p0 END)
 FROM (
     SELECT *,
@@ -136,9 +136,10 @@ FROM stage_state;
 DELETE FROM lots WHERE id IN (SELECT id::UUID FROM stage_lots);
 
 -- name: insert_lots
-INSERT INTO lots
-SELECT id::UUID, entity_type, entity_id::UUID, asset_id::UUID, amount, remaining, status, created_at, expires_at,
-       matures_at, reference_id, program_id::UUID, $batch_id
+INSERT INTO lots BY NAME
+SELECT id::UUID AS id, entity_type, entity_id::UUID AS entity_id, asset_id::UUID AS asset_id, amount, remaining,
+       status, created_at, expires_at, matures_at, reference_id, program_id::UUID AS program_id, provisional,
+       $batch_id AS batch_id
 FROM stage_lots;
 
 -- name: upsert_reward_usage

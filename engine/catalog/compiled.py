@@ -44,6 +44,7 @@ class CompiledAction:
     target: CompiledTarget | None = None
     expires_at: timedelta | datetime | CelProgram | None = None  # LOT credits: duration from now,
     matures_at: timedelta | datetime | CelProgram | None = None  # an instant, or a CEL timestamp
+    reference_id: Value | None = None  # LOT holds, settles and voids: literal text or an expression
 
     @cached_property
     def asset_sid(self) -> str | None:
@@ -52,7 +53,7 @@ class CompiledAction:
 
     @property
     def expressions(self) -> tuple[CelProgram, ...]:
-        out = [v for v in (self.amount, self.tag, self.value, self.expires_at, self.matures_at)
+        out = [v for v in (self.amount, self.tag, self.value, self.expires_at, self.matures_at, self.reference_id)
                if isinstance(v, CelProgram)]
         if self.target is not None:
             out += [p for p in (self.target.external_id, self.target.participant_id) if isinstance(p, CelProgram)]

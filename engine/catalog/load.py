@@ -193,18 +193,25 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         if symbol not in assets:
             raise CatalogError(f"{at}: unknown asset symbol {symbol!r}; define it under `assets`")
         asset = assets[symbol]
-        # RELEASE without an amount releases everything held
-        amount = None if action.type == "RELEASE" and action.amount is None else need("amount")
+        # RELEASE without an amount releases everything held (of its reference); VOID_HOLD takes none
+        amount = (None if action.type == "VOID_HOLD" or (action.type == "RELEASE" and action.amount is None)
+                  else need("amount"))
         if asset.inventory_mode == "LOT":
-            for field in ("reference_id", "expires_at", "matures_at"):
-                if getattr(action, field) is not None and action.type != "CREDIT" and field != "reference_id":
+            for field in ("expires_at", "matures_at"):
+                if getattr(action, field) is not None and action.type != "CREDIT":
                     raise CatalogError(f"{at}: `{field}` applies to CREDIT only")
-            if action.reference_id is not None or action.type in ("HOLD", "RELEASE") or action.bucket == "HELD":
-                raise CatalogError(f"{at}: not supported yet: holds and reference_id on LOT asset {symbol}")
         elif action.expires_at is not None or action.matures_at is not None:
             raise CatalogError(f"{at}: expires_at/matures_at apply to LOT assets; {symbol} is SIMPLE")
+        elif action.reference_id is not None or action.type == "VOID_HOLD":
+            what = "VOID_HOLD" if action.type == "VOID_HOLD" else "reference_id"
+            raise CatalogError(f"{at}: {what} applies to LOT assets (lots carry the reference); {symbol} is SIMPLE: "
+                               "use HOLD/RELEASE by amount, or make the asset inventory_mode: LOT")
+        if action.type == "VOID_HOLD":
+            need("reference_id")
         return CompiledAction(**common, asset=asset, asset_id=ids.asset_id(symbol),
                               amount=None if amount is None else _amount(f"{at}.amount", amount, asset, assets),
+                              reference_id=(None if action.reference_id is None
+                                            else _value(f"{at}.reference_id", action.reference_id, assets)),
                               allow_negative=action.allow_negative, bucket=action.bucket,
                               expires_at=_when(f"{at}.expires_at", action.expires_at, assets),
                               matures_at=_when(f"{at}.matures_at", action.matures_at, assets))

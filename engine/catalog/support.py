@@ -9,18 +9,19 @@ from .models import ProgramFile
 
 #: Action fields with behaviour, per action type (type itself is always fine).
 SUPPORTED_ACTION_FIELDS = {
-    "CREDIT": {"asset", "amount", "description", "bucket", "target", "expires_at", "matures_at"},
+    "CREDIT": {"asset", "amount", "description", "bucket", "target", "expires_at", "matures_at", "reference_id"},
     "DEBIT": {"asset", "amount", "description", "allow_negative", "target"},
-    "HOLD": {"asset", "amount", "description", "target"},
-    "RELEASE": {"asset", "amount", "description", "target"},
+    "HOLD": {"asset", "amount", "description", "target", "reference_id"},
+    "RELEASE": {"asset", "amount", "description", "target", "reference_id"},
     "FORFEIT": {"asset", "amount", "description", "bucket", "target"},
+    "VOID_HOLD": {"asset", "description", "target", "reference_id"},
     "TAG": {"tag", "target", "description"},
     "UNTAG": {"tag", "target", "description"},
     "COUNTER": {"key", "value", "reset_after", "target", "description"},
     "SET_ATTRIBUTE": {"key", "value", "target", "description"},
 }
 SUPPORTED_ACTIONS = set(SUPPORTED_ACTION_FIELDS)
-VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT"}
+VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}
 
 
 def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
