@@ -230,12 +230,12 @@ def _opening(g: pl.DataFrame, f: _Features, store: Store) -> pl.DataFrame:
 
 def _nothing_done(g: pl.DataFrame, f: _Features) -> pl.DataFrame:
     """The first guess: no event did anything."""
-    cols = {"pos": g["pos"], "ok": pl.Series([True] * len(g))}
+    cols = {"pos": g["pos"], "ok": _const(True, len(g), pl.Boolean)}
     for name in f.written(g):
         kind = name.split(":", 1)[0]
         dtype = {"inc": D, "d": D, "take": D, "w": pl.Boolean, "acc": pl.Boolean, "tw": pl.Boolean, "aw": pl.String}[kind]
         default = {"inc": Decimal(0), "d": Decimal(0), "take": Decimal(0), "w": False, "acc": False}.get(kind)
-        cols[name] = pl.Series([default] * len(g), dtype=dtype)
+        cols[name] = _const(default, len(g), dtype)
     return pl.DataFrame(cols)
 
 
@@ -272,6 +272,10 @@ def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features) -> pl.DataFrame:
         out[_col("bc", key)] = (pl.col(_col("o_bc", key))
                                 + prior_sum(_col("take", key), _col("bp", key))).cast(D)  # program-global order
     return x.with_columns(**out)
+
+
+def _const(value, n: int, dtype: pl.DataType) -> pl.Series:
+    return pl.repeat(value, n, dtype=dtype, eager=True)
 
 
 def _float(name: str) -> pl.Expr:
@@ -311,12 +315,12 @@ class _ProgramPass:
                 self.pre[rule.sid] = helpers.condition(self.frame, rule, self.stats, False)
         # every tag an expression may write, so that each is a column (evaluated for all events)
         self.tags_written: set[str] = set()
-        every = pl.Series([True] * len(sub))
+        every = _const(True, len(sub), pl.Boolean)
         for rule in program.active_rules:
             for action in rule.actions:
                 if action.type in ("TAG", "UNTAG") and isinstance(action.tag, CelProgram):
                     _, values = self._values(rule, action, every)
-                    self.tags_written.update(v for v in values if v is not None)
+                    self.tags_written.update(values.drop_nulls().to_list())
 
     def _participant_dtype(self) -> pl.Struct:
         f = self.f
@@ -365,8 +369,8 @@ class _ProgramPass:
         n = len(matched)
         have = self.amount_cache.get(key)
         if have is None:
-            have = self.amount_cache[key] = (pl.Series([False] * n), pl.Series([None] * n, dtype=pl.String),
-                                             pl.Series([None] * n, dtype=pl.String), pl.Series([None] * n, dtype=D))
+            have = self.amount_cache[key] = (_const(False, n, pl.Boolean), _const(None, n, pl.String),
+                                             _const(None, n, pl.String), _const(None, n, D))
         done, code, msg, amount = have
         todo = matched & ~done
         if todo.any():
@@ -384,15 +388,15 @@ class _ProgramPass:
         convert = {"TAG": kernel.tag_text, "UNTAG": kernel.tag_text, "COUNTER": kernel.counter_value,
                    "SET_ATTRIBUTE": kernel.attribute_text}[action.type]
         n = len(mask)
+        dtype = D if action.type == "COUNTER" else pl.String
         if not isinstance(raw, CelProgram):
-            value = convert(raw, at)
-            return [None] * n, [value] * n
+            return None, _const(convert(raw, at), n, dtype)
         key = (rule.sid, action.index, "value")
         have = self.value_cache.setdefault(key, ({}, [None] * n, [None] * n))
         done, failures, values = have
         todo = [i for i in mask.arg_true().to_list() if i not in done]
         if todo:
-            sub = pl.Series([False] * n).scatter(todo, True)
+            sub = _const(False, n, pl.Boolean).scatter(todo, True)
             results, errors = self.h.row_eval(raw, self.frame.activations(sub))
             for i, v, e in zip(todo, results, errors):
                 done[i] = True
@@ -403,26 +407,28 @@ class _ProgramPass:
                     values[i] = convert(v, at)
                 except ActionFailed as err:
                     failures[i] = (err.code, err.message)
-        return failures, values
+        return failures, pl.Series(values, dtype=dtype)
 
     def run(self, before: pl.DataFrame, final: bool) -> pl.DataFrame:
         """What each event did (did-columns), given the state before it. With `final`, also the
         status, effects and evaluations of every event (self.status/effects/evaluations)."""
         f, n = self.f, len(before)
+        if final:
+            self.conditions = 0  # count the evaluations of the round that stands
         cur = before
-        false = pl.Series([False] * n)
+        false = _const(False, n, pl.Boolean)
         failed, stopped = false, false
-        fail_code = pl.Series([None] * n, dtype=pl.String)
-        fail_msg = pl.Series([None] * n, dtype=pl.String)
-        fail_order = pl.Series([None] * n, dtype=pl.Int64)
-        zero = pl.Series([Decimal(0)] * n, dtype=D)
+        fail_code = _const(None, n, pl.String)
+        fail_msg = _const(None, n, pl.String)
+        fail_order = _const(None, n, pl.Int64)
+        zero = _const(Decimal(0), n, D)
         out = {name: None for name in f.written(before)}
         for k in f.counters:
             out[_col("inc", k)], out[_col("w", k)] = zero, false
         for t in f.tags:
-            out[_col("tw", t)] = pl.Series([None] * n, dtype=pl.Boolean)
+            out[_col("tw", t)] = _const(None, n, pl.Boolean)
         for a in f.attrs:
-            out[_col("aw", a)] = pl.Series([None] * n, dtype=pl.String)
+            out[_col("aw", a)] = _const(None, n, pl.String)
         for s in f.assets:
             out[_col("d", s)] = zero
         for r, a in f.budgets:
@@ -435,10 +441,10 @@ class _ProgramPass:
             """The first failure of an event stands; the event's later actions and rules never run."""
             nonlocal failed, fail_code, fail_msg, fail_order
             mask = mask & ~failed
-            codes = code if isinstance(code, pl.Series) else pl.Series([code] * n, dtype=pl.String)
+            codes = code if isinstance(code, pl.Series) else _const(code, n, pl.String)
             fail_code = codes.zip_with(mask, fail_code)
             fail_msg = message.zip_with(mask, fail_msg)
-            fail_order = pl.Series([order] * n, dtype=pl.Int64).zip_with(mask, fail_order)
+            fail_order = _const(order, n, pl.Int64).zip_with(mask, fail_order)
             failed = failed | mask
 
         for rule in self.program.active_rules:
@@ -453,10 +459,10 @@ class _ProgramPass:
                         f"condition must return a bool, got {type(v).__name__}" for v, e in zip(vals, errs)]
                 idx = live.arg_true()
                 # (scatter writes in place: each result starts from a new all-false series)
-                matched = pl.Series([False] * n).scatter(
+                matched = _const(False, n, pl.Boolean).scatter(
                     idx, pl.Series([v is True and e is None for v, e in zip(vals, errs)], dtype=pl.Boolean))
-                errored = pl.Series([False] * n).scatter(idx, pl.Series([e is not None for e in errs], dtype=pl.Boolean))
-                messages = pl.Series([None] * n, dtype=pl.String).scatter(idx, pl.Series(errs, dtype=pl.String))
+                errored = _const(False, n, pl.Boolean).scatter(idx, pl.Series([e is not None for e in errs], dtype=pl.Boolean))
+                messages = _const(None, n, pl.String).scatter(idx, pl.Series(errs, dtype=pl.String))
             elif rule.sid in self.exprs:
                 # with_columns, not select: a constant expression must broadcast to every event
                 values = cur.with_columns(participant=self._participant()).with_columns(__v=self.exprs[rule.sid])["__v"]
@@ -483,15 +489,16 @@ class _ProgramPass:
                     bad = matched & code.is_not_null() & (code != amounts.ZERO).fill_null(False)
                     fail(bad, code, (where + str(action.index) + ": ") + msg.fill_null(""), rule.order)
                     plan_fail = plan_fail | bad
-                    planned[action.index] = amount.zip_with(code.is_null(), pl.Series([None] * n, dtype=D))
+                    planned[action.index] = amount.zip_with(code.is_null(), _const(None, n, D))
                 else:
                     failures, values = self._values(rule, action, matched & ~plan_fail)
-                    bad_idx = [i for i in (matched & ~plan_fail).arg_true().to_list() if failures[i] is not None]
+                    bad_idx = [] if failures is None else \
+                        [i for i in (matched & ~plan_fail).arg_true().to_list() if failures[i] is not None]
                     if bad_idx:
-                        bad = pl.Series([False] * n).scatter(bad_idx, True)
-                        codes = pl.Series([None] * n, dtype=pl.String).scatter(
+                        bad = _const(False, n, pl.Boolean).scatter(bad_idx, True)
+                        codes = _const(None, n, pl.String).scatter(
                             bad_idx, pl.Series([failures[i][0] for i in bad_idx], dtype=pl.String))
-                        words = pl.Series([None] * n, dtype=pl.String).scatter(
+                        words = _const(None, n, pl.String).scatter(
                             bad_idx, pl.Series([failures[i][1] for i in bad_idx], dtype=pl.String))
                         fail(bad, codes, words, rule.order)
                         plan_fail = plan_fail | bad
@@ -539,7 +546,7 @@ class _ProgramPass:
                     if action.type == "DEBIT":
                         short = applies & (have - amount.fill_null(Decimal(0)) < 0)
                         if not action.allow_negative and short.any():
-                            text = pl.Series([None] * n, dtype=pl.String)
+                            text = _const(None, n, pl.String)
                             idx = short.arg_true().to_list()
                             words = [insufficient_message("DEBIT", ("PARTICIPANT", before["pid"][i], str(action.asset_id),
                                                                     "AVAILABLE"), action.asset.symbol, have[i], amount[i])
@@ -560,8 +567,8 @@ class _ProgramPass:
                             description=pl.lit(action.description or rule.name, dtype=pl.String),
                             entity_id="pid"))
                 elif action.type in ("TAG", "UNTAG"):
-                    value = pl.Series([action.type == "TAG"] * n)
-                    tags = pl.Series(planned[action.index], dtype=pl.String)
+                    value = _const(action.type == "TAG", n, pl.Boolean)
+                    tags = planned[action.index]
                     for tag in tags.filter(alive).unique().to_list():
                         mine = alive & (tags == tag).fill_null(False)
                         col, wrote = _col("t", tag), _col("tw", tag)
@@ -569,7 +576,7 @@ class _ProgramPass:
                         out[wrote] = out[wrote].zip_with(~mine, value)
                 elif action.type == "COUNTER":
                     col = _col("c", action.key)
-                    step = pl.Series(planned[action.index], dtype=D)
+                    step = planned[action.index]
                     new = (cur[col].fill_null(Decimal(0)) + step.fill_null(Decimal(0))).cast(D)
                     over = alive & (new.abs() >= amounts.LIMIT)
                     if over.any():
@@ -582,7 +589,7 @@ class _ProgramPass:
                     out[_col("w", action.key)] = out[_col("w", action.key)] | alive
                 else:  # SET_ATTRIBUTE
                     col = _col("a", action.key)
-                    text = pl.Series(planned[action.index], dtype=pl.String)
+                    text = planned[action.index]
                     updates[col] = text.zip_with(alive, cur[col])
                     out[_col("aw", action.key)] = text.zip_with(alive, out[_col("aw", action.key)])
                 if updates:
@@ -599,7 +606,7 @@ class _ProgramPass:
             elif kind in ("w", "acc"):
                 did[name] = series & ok
             else:
-                did[name] = series.zip_with(ok, pl.Series([None] * n, dtype=series.dtype))
+                did[name] = series.zip_with(ok, _const(None, n, series.dtype))
         if final:
             self.status = pl.DataFrame({"pos": pos, "error_code": fail_code, "error_message": fail_msg,
                                         "rule_order": fail_order}).filter(failed)
