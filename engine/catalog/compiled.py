@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from engine.cel import CelProgram
 
-from .models import Asset, Program, Reward
+from .models import Asset, Lifecycle, Program, Qualification, Reward
 
 
 #: A value field: a static value (Decimal for numbers, str for literal text) or an expression.
@@ -38,6 +38,8 @@ class CompiledAction:
     key: str | None = None
     value: Value | None = None
     reset_after: timedelta | None = None
+    tier: str | None = None  # SET_TIER: the tier key (checked against the program's tiers)
+    level: Value | None = None  # SET_TIER: a level key, or an expression giving one
     target: CompiledTarget | None = None
     expires_at: timedelta | datetime | CelProgram | None = None  # LOT credits: duration from now,
     matures_at: timedelta | datetime | CelProgram | None = None  # an instant, or a CEL timestamp
@@ -49,7 +51,7 @@ class CompiledAction:
 
     @property
     def expressions(self) -> tuple[CelProgram, ...]:
-        out = [v for v in (self.amount, self.tag, self.value, self.expires_at, self.matures_at)
+        out = [v for v in (self.amount, self.tag, self.value, self.level, self.expires_at, self.matures_at)
                if isinstance(v, CelProgram)]
         if self.target is not None:
             out += [p for p in (self.target.external_id, self.target.participant_id) if isinstance(p, CelProgram)]
@@ -97,6 +99,34 @@ class CompiledReward:
 
 
 @dataclass(frozen=True)
+class CompiledLevel:
+    key: str
+    name: str
+    rank: int
+    qualification: Qualification | None
+    benefits: dict  # as written (stored as JSON)
+    cel_benefits: dict  # as CEL sees it: JSON numbers are doubles
+
+
+@dataclass(frozen=True)
+class CompiledTier:
+    id: uuid.UUID
+    key: str
+    name: str
+    levels: tuple[CompiledLevel, ...]  # ascending rank
+    lifecycle: Lifecycle | None
+    definition: dict  # as written (normalised), stored in the tiers table
+
+    @cached_property
+    def sid(self) -> str:
+        return str(self.id)
+
+    @cached_property
+    def by_key(self) -> dict[str, CompiledLevel]:
+        return {lv.key: lv for lv in self.levels}
+
+
+@dataclass(frozen=True)
 class CompiledProgram:
     id: uuid.UUID
     key: str
@@ -105,6 +135,7 @@ class CompiledProgram:
     rules: tuple[CompiledRule, ...]  # every rule, ascending order
     assets: tuple[str, ...] = ()  # symbols defined in this program's file (participant.balances keys)
     rewards: dict[str, CompiledReward] = field(default_factory=dict)  # by key
+    tiers: dict[str, CompiledTier] = field(default_factory=dict)  # by key, in file order
 
     @cached_property
     def active_rules(self) -> tuple[CompiledRule, ...]:

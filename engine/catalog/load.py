@@ -12,13 +12,14 @@ import yaml
 from pydantic import ValidationError
 
 from engine import amounts, ids
-from engine.cel import CelError, compile_cel
+from engine.cel import CelError, CelProgram, compile_cel
+from engine.io.events import json_doubles
 from engine.durations import parse_duration, parse_instant
 from engine.errors import CatalogError
 
-from .compiled import (Catalog, CompiledAction, CompiledBudget, CompiledProgram, CompiledReward, CompiledRule,
-                       CompiledTarget)
-from .models import Action, Asset, Budget, ProgramFile, Rule
+from .compiled import (Catalog, CompiledAction, CompiledBudget, CompiledLevel, CompiledProgram, CompiledReward,
+                       CompiledRule, CompiledTarget, CompiledTier)
+from .models import Action, Asset, Budget, ProgramFile, Rule, Tier
 from .support import VALUE_ACTIONS, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -104,6 +105,12 @@ def _describe(e: ValidationError, data: dict) -> str:
 
 def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> CompiledProgram:
     key = pf.program.key
+    tiers: dict[str, CompiledTier] = {}
+    for t_i, tier in enumerate(pf.tiers):
+        where = f"{file}: tiers[{t_i}] ({tier.key})"
+        if tier.key in tiers:
+            raise CatalogError(f"{where}: key {tier.key!r} is used by another tier of this program; give it a distinct `key`")
+        tiers[tier.key] = _compile_tier(where, key, tier)
     rules: list[CompiledRule] = []
     keys: set[str] = set()
     orders: dict[int, str] = {}
@@ -125,7 +132,7 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> C
             orders[order] = rule.name
         if rule.active_from and rule.active_to and rule.active_from >= rule.active_to:
             raise CatalogError(f"{where}: active_from must be before active_to")
-        rules.append(_compile_rule(where, key, rule_key, order, rule, assets))
+        rules.append(_compile_rule(where, key, rule_key, order, rule, assets, tiers))
     rules.sort(key=lambda r: r.order)
     rewards = {}
     for w_i, reward in enumerate(pf.rewards):
@@ -140,12 +147,38 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> C
         rewards[reward_key] = CompiledReward(ids.name_id("reward", key, reward_key), reward_key, reward,
                                              ids.asset_id(reward.asset))
     return CompiledProgram(id=ids.program_id(key), key=key, model=pf.program, source=str(file), rules=tuple(rules),
-                           assets=tuple(a.symbol for a in pf.assets), rewards=rewards)
+                           assets=tuple(a.symbol for a in pf.assets), rewards=rewards, tiers=tiers)
 
 
-def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule: Rule, assets: dict[str, Asset]) -> CompiledRule:
+def _compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:
+    levels: dict[str, CompiledLevel] = {}
+    ranks: dict[int, str] = {}
+    for l_i, lv in enumerate(tier.levels):
+        at = f"{where}.levels[{l_i}] ({lv.key})"
+        if lv.key in levels:
+            raise CatalogError(f"{at}: key {lv.key!r} is used by another level of this tier")
+        if lv.rank in ranks:
+            raise CatalogError(f"{at}: rank {lv.rank} is also the rank of level {ranks[lv.rank]!r}; "
+                               "ranks must be unique within a tier (a higher rank is a higher level)")
+        ranks[lv.rank] = lv.key
+        levels[lv.key] = CompiledLevel(lv.key, lv.name or lv.key, lv.rank, lv.qualification, lv.benefits,
+                                       json_doubles(lv.benefits))
+    policy = tier.lifecycle and tier.lifecycle.downgrade_policy
+    if policy and policy.min_level is not None and policy.min_level not in levels:
+        raise CatalogError(f"{where}.lifecycle.downgrade_policy.min_level: {policy.min_level!r} is not a level of "
+                           f"this tier (levels: {', '.join(levels)})")
+    period = tier.lifecycle and tier.lifecycle.qualification_period
+    if period and period.type == "FIXED_YEAR" and (period.start_month is None or period.start_day is None):
+        raise CatalogError(f"{where}.lifecycle.qualification_period: FIXED_YEAR needs start_month and start_day")
+    return CompiledTier(id=ids.name_id("tier", program_key, tier.key), key=tier.key, name=tier.name or tier.key,
+                        levels=tuple(sorted(levels.values(), key=lambda lv: lv.rank)), lifecycle=tier.lifecycle,
+                        definition=tier.model_dump(mode="json", exclude_none=True))
+
+
+def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule: Rule, assets: dict[str, Asset],
+                  tiers: dict[str, CompiledTier]) -> CompiledRule:
     condition = _cel(f"{where}: condition", rule.condition, assets)
-    actions = tuple(_compile_action(f"{where}: actions[{a_i}]", a_i, action, assets)
+    actions = tuple(_compile_action(f"{where}: actions[{a_i}]", a_i, action, assets, tiers)
                     for a_i, action in enumerate(rule.actions))
     budgets = tuple(_compile_budget(f"{where}: budgets[{b_i}]", b, assets) for b_i, b in enumerate(rule.budgets))
     definition = rule.model_dump(mode="json", exclude_none=True) | {"key": rule_key, "order": order}
@@ -166,7 +199,8 @@ def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule:
     )
 
 
-def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset]) -> CompiledAction:
+def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset],
+                    tiers: dict[str, CompiledTier]) -> CompiledAction:
     def need(field: str):
         value = getattr(action, field)
         if value is None:
@@ -222,6 +256,16 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
             if reset_after <= timedelta(0):
                 raise CatalogError(f"{at}.reset_after: must be a positive duration")
         return CompiledAction(**common, key=need("key"), value=value, reset_after=reset_after)
+    if action.type == "SET_TIER":
+        tier = tiers.get(need("tier"))
+        if tier is None:
+            raise CatalogError(f"{at}.tier: {action.tier!r} is not a tier of this program; define it under `tiers`"
+                               + (f" (tiers: {', '.join(tiers)})" if tiers else ""))
+        level = _value(f"{at}.level", need("level"), assets)
+        if not isinstance(level, CelProgram) and str(level) not in tier.by_key:
+            raise CatalogError(f"{at}.level: {str(level)!r} is not a level of tier {tier.key} "
+                               f"(levels: {', '.join(tier.by_key)})")
+        return CompiledAction(**common, tier=tier.key, level=level if isinstance(level, CelProgram) else str(level))
     # SET_ATTRIBUTE
     return CompiledAction(**common, key=need("key"), value=_value(f"{at}.value", need("value"), assets))
 
