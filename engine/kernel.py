@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from engine import amounts, ids
+from engine import amounts, ids, tiers
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.catalog.compiled import CompiledTarget
 from engine.cel import CelEvalError, CelProgram
@@ -123,6 +123,7 @@ def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: 
         tx.activation = None  # later rules see this rule's effects
         if rule.stop_after_match:
             stopped = True
+    tiers.auto_qualify(ev, tx)  # after the rules (semantics.md 5 step 4); a failed event never gets here
 
 
 def _in_window(rule: CompiledRule, now: datetime) -> bool:
@@ -159,7 +160,7 @@ def _build_activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
             "tags": sorted(st.tags),
             "counters": {k: float(c.value) for k, c in st.counters.items()},
             "attributes": dict(st.attributes),
-            "tiers": {},
+            "tiers": tiers.cel_view(ev.program, st),
             "balances": {s: {b.lower(): float(tx.balance(("PARTICIPANT", ev.subject, catalog.asset_sids[s], b)))
                              for b in ("AVAILABLE", "HELD", "DEFERRED")} for s in ev.program.assets},
         },
@@ -210,6 +211,9 @@ def _plan_action(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, 
         if err:
             raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: counter value: {err}")
         return entity, Decimal(text)
+    if action.type == "SET_TIER":
+        raw = _value(ev, tx, pre, rule, action, "level", catalog)
+        return entity, tiers.level_key(ev.program.tiers[action.tier], raw, f"{where}: level")
     raw = _value(ev, tx, pre, rule, action, "value", catalog)  # SET_ATTRIBUTE
     return entity, _attribute_text(raw, where)
 
@@ -339,6 +343,8 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
             raise ActionFailed(amounts.OUT_OF_RANGE, f"{where}: counter {action.key} would exceed "
                                                      f"{amounts.MAX_INTEGER_DIGITS} integer digits")
         c.value += value
+    elif action.type == "SET_TIER":
+        tiers.set_by_action(tx, ev, action.tier, eid, value)
     else:
         st.attributes[action.key] = value
 

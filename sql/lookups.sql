@@ -72,3 +72,7 @@ SELECT idempotency_key, participant_id::VARCHAR AS participant_id, reward_id::VA
        asset_id::VARCHAR AS asset_id, quantity, unit_cost, amount, reversed_amount, reversed_quantity, status,
        lots_taken::VARCHAR AS lots_taken, created_at
 FROM redemptions WHERE program_id::VARCHAR = $program_id AND idempotency_key = $key;
+
+-- name: entity_tiers
+SELECT participant_id::VARCHAR AS participant_id, tier_id::VARCHAR AS tier_id, level, achieved_at
+FROM participant_tiers WHERE participant_id::VARCHAR IN (SELECT id FROM stage_entities);
