@@ -267,12 +267,13 @@ def _cmd_maintain(args) -> int:
     report = maintain(as_of, args.db, wait=args.wait)
     if args.json:
         print(json.dumps({"batch_id": report.batch_id, "as_of": report.as_of.isoformat(), "lots_due": report.lots_due,
-                          "entries": report.entries, "seconds": round(report.seconds, 3)}))
+                          "entries": report.entries, "tier_changes": report.tier_changes,
+                          "seconds": round(report.seconds, 3)}))
     elif report.batch_id is None:
         console.print(f"nothing due up to {report.as_of.isoformat()}")
     else:
-        console.print(f"batch {report.batch_id}: {report.entries} entries for {report.lots_due} lots due up to "
-                      f"{report.as_of.isoformat()} ({report.seconds:.2f}s)")
+        console.print(f"batch {report.batch_id}: {report.entries} entries for {report.lots_due} lots and "
+                      f"{report.tier_changes} tier changes due up to {report.as_of.isoformat()} ({report.seconds:.2f}s)")
     return 0
 
 

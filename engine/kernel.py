@@ -56,8 +56,13 @@ class KernelResult:
 
 def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: Precomputed) -> KernelResult:
     out = KernelResult()
+    lifecycle = [t for p in catalog.programs.values() for t in p.tiers.values() if t.lifecycle is not None]
     for ev in events:
         _due_lot_changes(ev, store, out.effects)
+        if lifecycle:  # tier reviews due by `now` for the participants the event names
+            for pid in (ev.subject, ev.recipient):
+                if pid is not None:
+                    tiers.apply_due(store, lifecycle, pid, ev.now)
         tx = Tx(store, ev.now)
         effects, evals = [], []
         try:

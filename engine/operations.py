@@ -304,7 +304,7 @@ def _set_tier(o: _Op) -> None:
     if o.params.get("expires_at") is not None:
         raise ActionFailed(NOT_SUPPORTED, "set_tier: params.expires_at is not supported yet; omit it or pass null")
     o.participant()
-    tiers.change(o.tx, o.op, tier, o.op.subject, level, tiers.OPERATION)
+    tiers.change(o.tx, tier, o.op.subject, level, tiers.OPERATION, tiers.source_of(o.op))
 
 
 def _set_status(o: _Op) -> None:

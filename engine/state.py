@@ -37,6 +37,7 @@ class TierState:
     """A participant's level in one tier type (engine/tiers.py)."""
     level: str
     achieved_at: datetime
+    reviewed_at: datetime | None = None  # the last lifecycle period end evaluated for this level
 
 
 @dataclass
@@ -143,8 +144,8 @@ class Store:
                     st.attributes[key] = text
                 else:
                     st.counters[key] = Counter(Decimal(number), None if reset_us is None else timedelta(microseconds=reset_us), last)
-            for pid, tier_id, level, achieved_at in db.frame(self.con, statement("lookups.sql", "entity_tiers")).iter_rows():
-                self.states.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(level, achieved_at)
+            for pid, tier_id, *held in db.frame(self.con, statement("lookups.sql", "entity_tiers")).iter_rows():
+                self.states.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(*held)
         finally:
             self.con.unregister("stage_entities")
         self.loaded.update(ids)
@@ -222,10 +223,10 @@ class Store:
         statuses = pl.DataFrame([(pid, self.people[pid].status) for pid in sorted(self.dirty_people)],
                                 schema={"id": pl.String, "status": pl.String}, orient="row")
         tiers = pl.DataFrame(
-            [(eid, tier_id, t.level, t.achieved_at) for (etype, eid) in sorted(self.dirty_states) if etype == "PARTICIPANT"
-             for tier_id, t in sorted(self.states[(etype, eid)].tiers.items())],
+            [(eid, tier_id, t.level, t.achieved_at, t.reviewed_at) for (etype, eid) in sorted(self.dirty_states)
+             if etype == "PARTICIPANT" for tier_id, t in sorted(self.states[(etype, eid)].tiers.items())],
             schema={"participant_id": pl.String, "tier_id": pl.String, "level": pl.String,
-                    "achieved_at": pl.Datetime("us", "UTC")}, orient="row")
+                    "achieved_at": pl.Datetime("us", "UTC"), "reviewed_at": pl.Datetime("us", "UTC")}, orient="row")
         history = pl.DataFrame([h | {"seq": (batch_id << 32) + n} for n, h in enumerate(self.tier_history)],
                                schema=TIER_HISTORY_SCHEMA, orient="row")
         return {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets,

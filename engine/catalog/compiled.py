@@ -111,6 +111,7 @@ class CompiledLevel:
 @dataclass(frozen=True)
 class CompiledTier:
     id: uuid.UUID
+    program_id: uuid.UUID
     key: str
     name: str
     levels: tuple[CompiledLevel, ...]  # ascending rank

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -110,7 +110,7 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> C
         where = f"{file}: tiers[{t_i}] ({tier.key})"
         if tier.key in tiers:
             raise CatalogError(f"{where}: key {tier.key!r} is used by another tier of this program; give it a distinct `key`")
-        tiers[tier.key] = _compile_tier(where, key, tier)
+        tiers[tier.key] = compile_tier(where, key, tier)
     rules: list[CompiledRule] = []
     keys: set[str] = set()
     orders: dict[int, str] = {}
@@ -150,7 +150,8 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> C
                            assets=tuple(a.symbol for a in pf.assets), rewards=rewards, tiers=tiers)
 
 
-def _compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:
+def compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:
+    """A validated tier type (also rebuilt from its stored definition by `perkflow maintain`)."""
     levels: dict[str, CompiledLevel] = {}
     ranks: dict[int, str] = {}
     for l_i, lv in enumerate(tier.levels):
@@ -167,10 +168,20 @@ def _compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:
     if policy and policy.min_level is not None and policy.min_level not in levels:
         raise CatalogError(f"{where}.lifecycle.downgrade_policy.min_level: {policy.min_level!r} is not a level of "
                            f"this tier (levels: {', '.join(levels)})")
+    if tier.lifecycle is not None and policy is None:
+        raise CatalogError(f"{where}.lifecycle.downgrade_policy: required with a lifecycle (mode DROP_TO_QUALIFYING, "
+                           "DROP_ONE or HOLD)")
     period = tier.lifecycle and tier.lifecycle.qualification_period
-    if period and period.type == "FIXED_YEAR" and (period.start_month is None or period.start_day is None):
-        raise CatalogError(f"{where}.lifecycle.qualification_period: FIXED_YEAR needs start_month and start_day")
-    return CompiledTier(id=ids.name_id("tier", program_key, tier.key), key=tier.key, name=tier.name or tier.key,
+    if period and period.type == "FIXED_YEAR":
+        if period.start_month is None or period.start_day is None:
+            raise CatalogError(f"{where}.lifecycle.qualification_period: FIXED_YEAR needs start_month and start_day")
+        try:  # 2023: not a leap year, so 29 February (not in every year) is refused
+            date(2023, period.start_month, period.start_day)
+        except ValueError:
+            raise CatalogError(f"{where}.lifecycle.qualification_period: {period.start_month}-{period.start_day} is "
+                               "not a day of every year; pick a start_month and start_day that exist") from None
+    return CompiledTier(id=ids.name_id("tier", program_key, tier.key), program_id=ids.program_id(program_key),
+                        key=tier.key, name=tier.name or tier.key,
                         levels=tuple(sorted(levels.values(), key=lambda lv: lv.rank)), lifecycle=tier.lifecycle,
                         definition=tier.model_dump(mode="json", exclude_none=True))
 

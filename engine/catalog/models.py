@@ -213,7 +213,7 @@ class QualificationPeriod(Strict):
 
 class DowngradePolicy(Strict):
     mode: Literal["DROP_TO_QUALIFYING", "DROP_ONE", "HOLD"]
-    grace_days: int = Field(default=0, ge=0)
+    grace_days: int = Field(default=0, ge=0, le=364)  # shorter than the (yearly) period it follows
     min_level: str | None = None
 
 

@@ -43,7 +43,6 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
             yield where, "status_validity"
         if life.counters is not None:
             yield where, "counters (rollover)"
-        yield where, "lifecycle"  # TEMPORARY until engine/tiers.py applies lifecycle instants
     for asset in pf.assets:
         where = f"assets[{asset.symbol}]"
     for r_i, rule in enumerate(pf.rules):

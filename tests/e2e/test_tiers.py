@@ -205,3 +205,103 @@ def test_set_tier_operation(tmp_path):
     # g2 earns at vip's multiplier: 10 * 5, after 1 base point for g1; vip has rank 3 >= 2: lounge
     assert _points(db) == {"g": 1 + 10 * 5}
     assert _levels(db) == {"g": "vip"}
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+# Four tier types with the same levels (silver spend >= 100, gold >= 500, platinum >= 1000) and
+# different lifecycles; spend only goes down through refunds.
+LEVELS = [{"key": k, "rank": r, "qualification": {"criteria": [{"counter": "spend", "operator": ">=", "threshold": t}]}}
+          for k, r, t in (("silver", 1, 100), ("gold", 2, 500), ("platinum", 3, 1000))]
+CALENDAR = {"type": "CALENDAR_YEAR"}
+LIFECYCLES = {
+    "status": {"qualification_period": CALENDAR, "downgrade_policy": {"mode": "DROP_TO_QUALIFYING", "grace_days": 30}},
+    "club": {"qualification_period": {"type": "FIXED_YEAR", "start_month": 7, "start_day": 1},
+             "downgrade_policy": {"mode": "DROP_ONE"}},
+    "keep": {"qualification_period": CALENDAR, "downgrade_policy": {"mode": "HOLD"}},
+    "floor": {"qualification_period": CALENDAR, "downgrade_policy": {"mode": "DROP_TO_QUALIFYING", "min_level": "gold"}},
+}
+LIFE_RULES = [
+    {"name": "Spend", "key": "spend", "condition": 'event.type == "purchase"',
+     "actions": [{"type": "COUNTER", "key": "spend", "value": "event.amount"}]},
+    {"name": "Refund", "key": "refund", "condition": 'event.type == "refund"',
+     "actions": [{"type": "COUNTER", "key": "spend", "value": "0 - event.amount"}]},
+]
+
+
+def _life_program(tmp: Path) -> Path:
+    tiers = [{"key": k, "levels": LEVELS, "lifecycle": {"retention": {"mode": "PERIOD_BASED"}, **life}}
+             for k, life in LIFECYCLES.items()]
+    return write_program(tmp / "programs" / "club.yaml", {
+        "program": {"key": "club", "name": "Club"}, "assets": [PTS], "tiers": tiers, "rules": LIFE_RULES})
+
+
+def _at(key: str, who: str, when: str, typ: str, amount: int) -> dict:
+    return event("club", key, who, when, {"type": typ, "amount": amount})
+
+
+LIFE_2025 = [
+    _at("p1", "p", "2025-03-01T00:00:00Z", "purchase", 1200),  # p: platinum in every tier
+    _at("q1", "q", "2025-03-01T00:00:00Z", "purchase", 600),   # q: gold in every tier
+    _at("q2", "q", "2025-04-01T00:00:00Z", "refund", 550),     # q: spend 50
+    _at("p2", "p", "2025-06-01T00:00:00Z", "refund", 900),     # p: spend 300
+]
+LIFE_2026 = [
+    _at("p3", "p", "2026-01-20T00:00:00Z", "purchase", 10),    # status review due 2026-01-31: not yet
+    _at("p4", "p", "2026-02-10T00:00:00Z", "purchase", 10),
+]
+# By hand (LIFECYCLE rows; a participant still qualifying for its level, or HOLD, keeps it):
+# club (FIXED_YEAR from 1 July, DROP_ONE): period end 2025-07-01: p (300) platinum -> gold, q (50) gold -> silver
+# floor (CALENDAR_YEAR, DROP_TO_QUALIFYING, min gold): 2026-01-01: p qualifies silver, floored at gold;
+#   q qualifies nothing: the lowest level is silver, floored at gold = its level: no change
+# status (CALENDAR_YEAR + 30 grace days, DROP_TO_QUALIFYING): due 2026-01-31: p (310 after p3) -> silver;
+#   q (50): nothing qualifies -> the lowest level, silver
+# keep (HOLD): never changes
+LIFECYCLE_ROWS = {
+    ("club", "p", "platinum", "gold", "2025-07-01"), ("floor", "p", "platinum", "gold", "2026-01-01"),
+    ("status", "p", "platinum", "silver", "2026-01-31"), ("club", "q", "gold", "silver", "2025-07-01"),
+    ("status", "q", "gold", "silver", "2026-01-31"),
+}
+
+
+def _lifecycle_rows(db: Path) -> set[tuple]:
+    return {(t, who, f, to, day) for t, who, f, to, reason, src, day in _history(db) if reason == "LIFECYCLE"}
+
+
+def _all_levels(db: Path) -> dict[tuple[str, str], str]:
+    rows = query(db, """SELECT p.external_id, t.key, pt.level FROM participant_tiers pt
+                        JOIN participants p ON p.id = pt.participant_id JOIN tiers t ON t.id = pt.tier_id""")
+    return {(who, tier): level for who, tier, level in rows}
+
+
+def _maintain(db: Path, as_of: str) -> dict:
+    res = cli("maintain", "--as-of", as_of, "--db", str(db), "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_lifecycle_downgrades(tmp_path):
+    programs = _life_program(tmp_path)
+    db = tmp_path / "w.duckdb"
+    run_json(programs, write_events(tmp_path / "all.parquet", LIFE_2025 + LIFE_2026), db)
+    # p's reviews happened before p3 / p4; q has no later event: its reviews wait for maintenance
+    assert _lifecycle_rows(db) == {r for r in LIFECYCLE_ROWS if r[1] == "p"}
+    first = _maintain(db, "2026-02-01T00:00:00Z")
+    assert first["tier_changes"] == 2  # q: club and status
+    assert _lifecycle_rows(db) == LIFECYCLE_ROWS
+    assert _maintain(db, "2026-02-01T00:00:00Z")["batch_id"] is None  # nothing due twice
+    assert _all_levels(db) == {
+        ("p", "status"): "silver", ("p", "club"): "gold", ("p", "keep"): "platinum", ("p", "floor"): "gold",
+        ("q", "status"): "silver", ("q", "club"): "silver", ("q", "keep"): "gold", ("q", "floor"): "gold"}
+    assert cli("verify", "--db", str(db)).returncode == 0
+
+
+def test_lifecycle_maintenance_early_or_late_is_the_same(tmp_path):
+    """Maintenance between batches applies the same reviews at the same instants as a later event."""
+    programs = _life_program(tmp_path)
+    db = tmp_path / "w.duckdb"
+    run_json(programs, write_events(tmp_path / "y2025.parquet", LIFE_2025), db)
+    _maintain(db, "2026-01-10T00:00:00Z")  # club (2025-07-01) and floor (2026-01-01) reviews
+    assert _lifecycle_rows(db) == {r for r in LIFECYCLE_ROWS if r[4] < "2026-01-10"}
+    run_json(programs, write_events(tmp_path / "y2026.parquet", LIFE_2026), db)
+    _maintain(db, "2026-02-01T00:00:00Z")
+    assert _lifecycle_rows(db) == LIFECYCLE_ROWS
