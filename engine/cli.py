@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=_cmd_op)
 
-    m = sub.add_parser("maintain", help="write lot maturities and expiries due up to --as-of, for everyone",
+    m = sub.add_parser("maintain", help="write lot maturities and expiries and tier lifecycle reviews due up to "
+                                        "--as-of, for everyone",
                        description="Time-driven changes due at or before --as-of, as entries at the instants "
                                    "they were due. Idempotent: a second run with the same or an earlier "
                                    "--as-of finds nothing due.")
