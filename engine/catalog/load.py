@@ -80,6 +80,10 @@ def _parse(file: Path) -> ProgramFile:
     return pf
 
 
+#: What names an item of a top-level list in error messages.
+_LABELS = {"rules": "name", "tiers": "key"}
+
+
 def _describe(e: ValidationError, data: dict) -> str:
     """Pydantic errors as `rules[2] (Rule name).actions[0].amount: message` lines."""
     lines = []
@@ -89,9 +93,10 @@ def _describe(e: ValidationError, data: dict) -> str:
         for i, part in enumerate(loc):
             if isinstance(part, int):
                 parts[-1] += f"[{part}]"
-                if loc[i - 1] == "rules":
-                    rules = data.get("rules") or []
-                    name = rules[part].get("name") if part < len(rules) and isinstance(rules[part], dict) else None
+                if i == 1 and loc[0] in _LABELS:  # rules[2] (its name), tiers[0] (its key)
+                    items = data.get(loc[0]) or []
+                    item = items[part] if isinstance(items, list) and part < len(items) else None
+                    name = item.get(_LABELS[loc[0]]) if isinstance(item, dict) else None
                     if name:
                         parts[-1] += f" ({name})"
             else:
