@@ -333,7 +333,7 @@ def _cmd_explain_plan(args) -> int:
         t.add_row(p.program, str(p.order), p.rule, p.path, p.reason)
     console.print(t)
     for prog in catalog.programs.values():
-        mode = "sequential kernel (state or budgets)" if needs_kernel(prog) else "set-based"
+        mode = "sequential kernel (state, budgets or tiers)" if needs_kernel(prog) else "set-based"
         console.print(f"{prog.key}: {mode}")
     return 0
 
