@@ -305,3 +305,31 @@ def test_lifecycle_maintenance_early_or_late_is_the_same(tmp_path):
     run_json(programs, write_events(tmp_path / "y2026.parquet", LIFE_2026), db)
     _maintain(db, "2026-02-01T00:00:00Z")
     assert _lifecycle_rows(db) == LIFECYCLE_ROWS
+
+
+def test_verify_checks_levels_against_history(tmp_path, ledger):
+    assert cli("verify", "--db", str(ledger)).returncode == 0
+    tampered = tmp_path / "tampered.duckdb"
+    tampered.write_bytes(ledger.read_bytes())
+    import duckdb
+    con = duckdb.connect(str(tampered))
+    con.execute("UPDATE participant_tiers SET level = 'vip' WHERE participant_id = "
+                "(SELECT id FROM participants WHERE external_id = 'b')")
+    con.close()
+    res = cli("verify", "--db", str(tampered))
+    assert res.returncode == 4 and "tier_levels_match_history" in res.stdout + res.stderr
+
+
+def test_set_tier_level_from_an_expression(tmp_path):
+    """SET_TIER's level is a value field: an expression must give a level key, else the event FAILS."""
+    rules = [{"name": "Pick", "key": "pick", "condition": 'event.type == "pick"',
+              "actions": [{"type": "SET_TIER", "tier": "loyalty", "level": "event.level"}]}]
+    programs = write_program(tmp_path / "programs" / "club.yaml", {
+        "program": {"key": "club", "name": "Club"}, "assets": [PTS], "tiers": [TIER], "rules": rules})
+    db = tmp_path / "w.duckdb"
+    run_json(programs, write_events(tmp_path / "e.parquet", [
+        event("club", "k1", "h", "2025-03-01T00:00:00Z", {"type": "pick", "level": "gold"}),
+        event("club", "k2", "h", "2025-03-02T00:00:00Z", {"type": "pick", "level": "diamond"})]), db)
+    assert _history(db) == [("loyalty", "h", None, "gold", "ACTION", "k1", "2025-03-01")]
+    failed = query(db, "SELECT status, error_code, error_message FROM events WHERE idempotency_key = 'k2'")
+    assert failed[0][:2] == ("FAILED", "expression_error") and "diamond" in failed[0][2]
