@@ -365,6 +365,8 @@ def _cmd_explain(args) -> int:
     console.print(t)
     for e in result["entries"]:
         console.print(f"  entry: {e['rule']} {e['type']} {e['amount']}")
+    for c in result["tier_changes"]:
+        console.print(f"  tier: {c['tier']} of {c['external_id']}: {c['from'] or '(none)'} -> {c['to']} ({c['reason']})")
     return 0
 
 

@@ -333,3 +333,11 @@ def test_set_tier_level_from_an_expression(tmp_path):
     assert _history(db) == [("loyalty", "h", None, "gold", "ACTION", "k1", "2025-03-01")]
     failed = query(db, "SELECT status, error_code, error_message FROM events WHERE idempotency_key = 'k2'")
     assert failed[0][:2] == ("FAILED", "expression_error") and "diamond" in failed[0][2]
+
+
+def test_explain_shows_the_events_tier_changes(tmp_path, ledger):
+    res = cli("explain", "a2", "--programs", str(_program(tmp_path)), "--db", str(ledger), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["tier_changes"] == [{"tier": "loyalty", "external_id": "a", "from": "silver", "to": "gold",
+                                    "reason": "AUTO"}]
