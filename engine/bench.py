@@ -338,7 +338,8 @@ class PerRowBaseline:
     activation (event, now, the participant's state), evaluate each active rule's condition in
     order with celpy's own evaluator, and for a match its amount/value expressions, then apply
     the actions to in-memory balances and state (TAG, COUNTER, SET_ATTRIBUTE; a DEBIT beyond the
-    balance fails the event). No ledger, no budgets, no rollback: a lower bound on its cost."""
+    balance fails the event), then upgrade tiers whose counter criteria are met. No ledger, no
+    budgets, no rollback: a lower bound on its cost."""
 
     def __init__(self, programs: str | Path):
         import celpy
@@ -348,9 +349,11 @@ class PerRowBaseline:
 
         self.env = celpy.Environment()
         self.rules = []
+        self.tiers = []
         files = sorted(Path(programs).glob("*.y*ml")) if Path(programs).is_dir() else [Path(programs)]
         for f in files:
             doc = yaml.safe_load(f.read_text(encoding="utf-8"))
+            self.tiers += doc.get("tiers") or []
             for r in sorted(doc["rules"], key=lambda r: r.get("order", 0)):
                 acts = []
                 for a in r["actions"]:
@@ -369,7 +372,7 @@ class PerRowBaseline:
         from celpy import celtypes as ct
 
         for ext, ts, data in df.select("external_id", "event_timestamp", "event_data").iter_rows():
-            st = self.state.setdefault(ext, {"tags": [], "counters": {}, "attributes": {}})
+            st = self.state.setdefault(ext, {"tags": [], "counters": {}, "attributes": {}, "tiers": {}})
             activation = {
                 "event": _to_cel({k: v for k, v in data.items() if v is not None}),
                 "now": ct.TimestampType(ts),
@@ -377,6 +380,23 @@ class PerRowBaseline:
                                         "balances": {"PTS": {"available": self.balances.get(ext, 0.0)}}}),
             }
             self._event(ext, ts, st, activation)
+            self._qualify(st)
+
+    def _qualify(self, st) -> None:
+        ops = {">=": float.__ge__, ">": float.__gt__, "==": float.__eq__, "<=": float.__le__, "<": float.__lt__}
+        for tier in self.tiers:
+            for level in sorted(tier["levels"], key=lambda lv: -lv["rank"]):
+                q = level.get("qualification")
+                if q is None:
+                    continue
+                met = [ops[c["operator"]](float(st["counters"].get(c["counter"], 0.0)), float(c["threshold"]))
+                       for c in q["criteria"]]
+                if all(met) if q.get("mode", "ALL") == "ALL" else any(met):
+                    held = st["tiers"].get(tier["key"])
+                    if held is None or held["rank"] < level["rank"]:
+                        st["tiers"][tier["key"]] = {"level": level["key"], "rank": level["rank"],
+                                                    "benefits": level.get("benefits", {})}
+                    break
 
     def _event(self, ext, ts, st, activation) -> None:
         for rule, cond, acts, start, end in self.rules:

@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=_cmd_op)
 
-    m = sub.add_parser("maintain", help="write lot maturities and expiries due up to --as-of, for everyone",
+    m = sub.add_parser("maintain", help="write lot maturities and expiries and tier lifecycle reviews due up to "
+                                        "--as-of, for everyone",
                        description="Time-driven changes due at or before --as-of, as entries at the instants "
                                    "they were due. Idempotent: a second run with the same or an earlier "
                                    "--as-of finds nothing due.")
@@ -267,12 +268,13 @@ def _cmd_maintain(args) -> int:
     report = maintain(as_of, args.db, wait=args.wait)
     if args.json:
         print(json.dumps({"batch_id": report.batch_id, "as_of": report.as_of.isoformat(), "lots_due": report.lots_due,
-                          "entries": report.entries, "seconds": round(report.seconds, 3)}))
+                          "entries": report.entries, "tier_changes": report.tier_changes,
+                          "seconds": round(report.seconds, 3)}))
     elif report.batch_id is None:
         console.print(f"nothing due up to {report.as_of.isoformat()}")
     else:
-        console.print(f"batch {report.batch_id}: {report.entries} entries for {report.lots_due} lots due up to "
-                      f"{report.as_of.isoformat()} ({report.seconds:.2f}s)")
+        console.print(f"batch {report.batch_id}: {report.entries} entries for {report.lots_due} lots and "
+                      f"{report.tier_changes} tier changes due up to {report.as_of.isoformat()} ({report.seconds:.2f}s)")
     return 0
 
 
@@ -331,7 +333,7 @@ def _cmd_explain_plan(args) -> int:
         t.add_row(p.program, str(p.order), p.rule, p.path, p.reason)
     console.print(t)
     for prog in catalog.programs.values():
-        mode = "sequential kernel (state or budgets)" if needs_kernel(prog) else "set-based"
+        mode = "sequential kernel (state, budgets or tiers)" if needs_kernel(prog) else "set-based"
         console.print(f"{prog.key}: {mode}")
     return 0
 
@@ -363,6 +365,8 @@ def _cmd_explain(args) -> int:
     console.print(t)
     for e in result["entries"]:
         console.print(f"  entry: {e['rule']} {e['type']} {e['amount']}")
+    for c in result["tier_changes"]:
+        console.print(f"  tier: {c['tier']} of {c['external_id']}: {c['from'] or '(none)'} -> {c['to']} ({c['reason']})")
     return 0
 
 

@@ -27,6 +27,7 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
     event_id, program_key, key, external_id, ts, data, status, code, message = rows[0]
     evaluations = dict(con.execute(statement("explain.sql", "evaluations"), {"id": event_id}).fetchall())
     entries = con.execute(statement("explain.sql", "entries"), {"id": event_id}).fetchall()
+    tier_changes = con.execute(statement("explain.sql", "tier_changes"), {"id": event_id}).fetchall()
     program = catalog.programs.get(program_key)
     event = _strip(json.loads(data))
     outcomes = []
@@ -42,7 +43,9 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
         outcomes.append(item)
     return {"event_id": event_id, "program": program_key, "idempotency_key": key, "external_id": external_id,
             "event_timestamp": ts.isoformat(), "status": status, "error_code": code, "error_message": message,
-            "rules": outcomes, "entries": [{"rule": r, "type": t, "amount": plain(Decimal(a))} for r, t, a in entries]}
+            "rules": outcomes, "entries": [{"rule": r, "type": t, "amount": plain(Decimal(a))} for r, t, a in entries],
+            "tier_changes": [{"tier": t, "external_id": who, "from": f, "to": to, "reason": why}
+                             for t, who, f, to, why in tier_changes]}
 
 
 def _strip(v):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from engine import amounts, holds, ids
+from engine import amounts, holds, ids, tiers
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.catalog.compiled import CompiledTarget
 from engine.cel import CelEvalError, CelProgram
@@ -56,8 +56,13 @@ class KernelResult:
 
 def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: Precomputed) -> KernelResult:
     out = KernelResult()
+    lifecycle = [t for p in catalog.programs.values() for t in p.tiers.values() if t.lifecycle is not None]
     for ev in events:
         _due_lot_changes(ev, store, out.effects)
+        if lifecycle:  # tier reviews due by `now` for the participants the event names
+            for pid in (ev.subject, ev.recipient):
+                if pid is not None:
+                    tiers.apply_due(store, lifecycle, pid, ev.now)
         tx = Tx(store, ev.now)
         effects, evals = [], []
         try:
@@ -123,6 +128,7 @@ def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: 
         tx.activation = None  # later rules see this rule's effects
         if rule.stop_after_match:
             stopped = True
+    tiers.auto_qualify(ev, tx)  # after the rules (semantics.md 5 step 4); a failed event never gets here
 
 
 def _in_window(rule: CompiledRule, now: datetime) -> bool:
@@ -159,7 +165,7 @@ def _build_activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
             "tags": sorted(st.tags),
             "counters": {k: float(c.value) for k, c in st.counters.items()},
             "attributes": dict(st.attributes),
-            "tiers": {},
+            "tiers": tiers.cel_view(ev.program, st),
             "balances": {s: {b.lower(): float(tx.balance(("PARTICIPANT", ev.subject, catalog.asset_sids[s], b)))
                              for b in ("AVAILABLE", "HELD", "DEFERRED")} for s in ev.program.assets},
         },
@@ -201,6 +207,9 @@ def _plan_action(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, 
         return entity, tag_text(_value(ev, tx, pre, rule, action, "tag", catalog), where)
     if action.type == "COUNTER":
         return entity, counter_value(_value(ev, tx, pre, rule, action, "value", catalog), where)
+    if action.type == "SET_TIER":
+        raw = _value(ev, tx, pre, rule, action, "level", catalog)
+        return entity, tiers.level_key(ev.program.tiers[action.tier], raw, f"{where}: level")
     raw = _value(ev, tx, pre, rule, action, "value", catalog)  # SET_ATTRIBUTE
     return entity, attribute_text(raw, where)
 
@@ -345,6 +354,8 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
             raise ActionFailed(amounts.OUT_OF_RANGE, f"{where}: counter {action.key} would exceed "
                                                      f"{amounts.MAX_INTEGER_DIGITS} integer digits")
         c.value += value
+    elif action.type == "SET_TIER":
+        tiers.set_by_action(tx, ev, action.tier, eid, value)
     else:
         st.attributes[action.key] = value
 

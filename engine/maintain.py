@@ -4,10 +4,13 @@ Lot maturities and expiries are written as entries at the instants they were due
 entries an event touching the holder would have triggered (same ids), so running maintenance
 early, late, twice, or never before the next event gives the same ledger. Counter resets are
 lazy by nature (semantics.md 3: a counter past its reset reads as 0) and need no entries.
+Tier lifecycle reviews (engine/tiers.py) are applied the same way, from the tier definitions the
+last run stored, so no program files are needed.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +19,10 @@ from pathlib import Path
 
 import polars as pl
 
+from engine import tiers
+from engine.catalog.compiled import CompiledTier
+from engine.catalog.load import compile_tier
+from engine.catalog.models import Tier
 from engine.execute import ACCOUNT_SCHEMA, EFFECT_SCHEMA, TIMED_SCHEMA
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -31,6 +38,7 @@ class MaintainReport:
     lots_due: int
     entries: int
     seconds: float
+    tier_changes: int = 0
 
 
 def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float = 30.0) -> MaintainReport:
@@ -48,7 +56,8 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         effects: list[dict] = []
         for lots in holders.values():
             apply_due(store, lots, as_of, effects, pos=0)
-        if not effects:
+        tier_store = _tier_reviews(con, as_of)
+        if not effects and not tier_store.tier_history and not tier_store.dirty_states:
             con.rollback()
             return MaintainReport(None, as_of, 0, 0, time.perf_counter() - t0)
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
@@ -62,7 +71,10 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
             effective_at="effective_at", seq=pl.col("_n").cast(pl.Int64) + base, from_type="from_type",
             from_id="from_id", from_bucket="from_bucket", to_type="to_type", to_id="to_id", to_bucket="to_bucket",
             reference_id="reference_id")
-        stages = {"stage_effects": stage_effects, "stage_lots": store.state_frames(batch_id)["stage_lots"]}
+        tier_frames = tier_store.state_frames(batch_id)
+        stages = {"stage_effects": stage_effects, "stage_lots": store.state_frames(batch_id)["stage_lots"],
+                  **{k: tier_frames[k] for k in ("stage_state", "stage_state_entities", "stage_participant_tiers",
+                                                  "stage_tier_history")}}
         params = {"batch_id": batch_id, "fingerprint": f"maintain:{as_of.isoformat()}", "sources": [],
                   "catalog_version": "", "rows_read": 0, "completed": 0, "failed": 0, "duplicates": 0, "rejected": 0}
         write_batch(con, stages, params)
@@ -73,4 +85,25 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
     finally:
         con.close()
     return MaintainReport(batch_id, as_of, sum(len(v) for v in holders.values()), len(effects),
-                          time.perf_counter() - t0)
+                          time.perf_counter() - t0, len(tier_store.tier_history))
+
+
+def _tier_reviews(con, as_of: datetime) -> Store:
+    """A store (of its own: it loads participants' lots too) with every tier review due up to
+    `as_of` applied, for every participant holding a level in a tier with a lifecycle."""
+    store = Store(con, {})
+    lifecycle: list[CompiledTier] = []
+    for tier_id, program_key, definition in con.execute(statement("lookups.sql", "lifecycle_tiers")).fetchall():
+        tier = compile_tier(f"stored tier {tier_id}", program_key, Tier.model_validate(json.loads(definition)))
+        lifecycle.append(tier)
+    if not lifecycle:
+        return store
+    con.register("stage_tier_ids", pl.DataFrame({"id": [t.sid for t in lifecycle]}).to_arrow())
+    try:
+        holders = [pid for (pid,) in con.execute(statement("lookups.sql", "lifecycle_holders")).fetchall()]
+    finally:
+        con.unregister("stage_tier_ids")
+    store.preload(holders, [])
+    for pid in holders:
+        tiers.apply_due(store, lifecycle, pid, as_of)
+    return store

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from engine import amounts, holds
+from engine import amounts, holds, tiers
 from engine.catalog import Catalog
 from engine.durations import parse_duration
 from engine.lots import lot_spec, restore
@@ -24,7 +24,7 @@ INACTIVE = "participant_inactive"
 #: Operations that act on the program (its wallet), not on a participant.
 PROGRAM_OPERATIONS = frozenset({"fund", "burn"})
 #: Operations named in semantics.md 2.3 that are recognised but not built yet.
-NOT_BUILT = frozenset({"set_tier"})
+NOT_BUILT: frozenset[str] = frozenset()
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
 
 
@@ -335,6 +335,16 @@ def _tag(add: bool):
     return handler
 
 
+def _set_tier(o: _Op) -> None:
+    """Scrip's PUT .../state/tiers/{key}: the participant must be active (engine/tiers.py)."""
+    tier = tiers.tier_of(o.op.program, o.field("tier"))
+    level = tiers.level_key(tier, o.field("level"), "set_tier: params.level", INVALID)
+    if o.params.get("expires_at") is not None:
+        raise ActionFailed(NOT_SUPPORTED, "set_tier: params.expires_at is not supported yet; omit it or pass null")
+    o.participant()
+    tiers.change(o.tx, tier, o.op.subject, level, tiers.OPERATION, tiers.source_of(o.op))
+
+
 def _set_status(o: _Op) -> None:
     status = o.field("status")
     if status not in STATUSES:
@@ -373,6 +383,7 @@ HANDLERS = {
     "set_attribute": _set_attribute,
     "tag": _tag(True),
     "untag": _tag(False),
+    "set_tier": _set_tier,
     "set_participant_status": _set_status,
     "upsert_participant": _upsert,
 }

@@ -46,7 +46,8 @@ def rule_is_stateful(rule: CompiledRule) -> bool:
 
 
 def needs_kernel(program: CompiledProgram) -> bool:
-    return any(rule_is_stateful(r) for r in program.active_rules)
+    # with tiers, every event may change its participant's level (auto-qualification, semantics.md 10)
+    return bool(program.tiers) or any(rule_is_stateful(r) for r in program.active_rules)
 
 
 @dataclass(frozen=True)

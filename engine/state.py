@@ -16,6 +16,12 @@ from engine.ledger import db
 from engine.lots import Lot
 from engine.ledger.sqlfiles import statement
 
+#: A tier change as staged for sql/write_batch.sql; source_name names the event or operation
+#: ('event:' || program_id || ':' || idempotency_key), null for lifecycle changes.
+TIER_HISTORY_SCHEMA = {"seq": pl.Int64, "program_id": pl.String, "tier_id": pl.String, "tier_key": pl.String,
+                       "participant_id": pl.String, "from_level": pl.String, "to_level": pl.String,
+                       "reason": pl.String, "source_kind": pl.String, "source_name": pl.String,
+                       "effective_at": pl.Datetime("us", "UTC")}
 
 
 @dataclass
@@ -26,14 +32,24 @@ class Counter:
 
 
 @dataclass
+class TierState:
+    """A participant's level in one tier type (engine/tiers.py)."""
+    level: str
+    achieved_at: datetime
+    reviewed_at: datetime | None = None  # the last lifecycle period end evaluated for this level
+
+
+@dataclass
 class EntityState:
     tags: set[str] = field(default_factory=set)
     counters: dict[str, Counter] = field(default_factory=dict)
     attributes: dict[str, str] = field(default_factory=dict)
+    tiers: dict[str, TierState] = field(default_factory=dict)  # tier id -> level (participants only)
 
     def copy(self) -> EntityState:
         """A working copy for one event (cheaper than deepcopy: these are the only containers)."""
-        return EntityState(set(self.tags), {k: replace(c) for k, c in self.counters.items()}, dict(self.attributes))
+        return EntityState(set(self.tags), {k: replace(c) for k, c in self.counters.items()}, dict(self.attributes),
+                           {k: replace(t) for k, t in self.tiers.items()})
 
     def apply_resets(self, now: datetime) -> bool:
         """Lazy `reset_after`: a counter due at or before `now` is 0 from its due instant.
@@ -93,6 +109,7 @@ class Store:
         self.redemptions: dict[tuple[str, str], Redemption | None] = {}  # (program id, key), loaded on demand
         self.dirty_redemptions: set[tuple[str, str]] = set()
         self.created: list[Person] = []
+        self.tier_history: list[dict] = []  # tier changes of committed events, in stream order
 
     @classmethod
     def open(cls, con: duckdb.DuckDBPyConnection) -> Store:
@@ -126,6 +143,8 @@ class Store:
                     st.attributes[key] = text
                 else:
                     st.counters[key] = Counter(Decimal(number), None if reset_us is None else timedelta(microseconds=reset_us), last)
+            for pid, tier_id, *held in db.frame(self.con, statement("lookups.sql", "entity_tiers")).iter_rows():
+                self.states.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(*held)
         finally:
             self.con.unregister("stage_entities")
         self.loaded.update(ids)
@@ -203,7 +222,15 @@ class Store:
                              orient="row")
         statuses = pl.DataFrame([(pid, self.people[pid].status) for pid in sorted(self.dirty_people)],
                                 schema={"id": pl.String, "status": pl.String}, orient="row")
+        tiers = pl.DataFrame(
+            [(eid, tier_id, t.level, t.achieved_at, t.reviewed_at) for (etype, eid) in sorted(self.dirty_states)
+             if etype == "PARTICIPANT" for tier_id, t in sorted(self.states[(etype, eid)].tiers.items())],
+            schema={"participant_id": pl.String, "tier_id": pl.String, "level": pl.String,
+                    "achieved_at": pl.Datetime("us", "UTC"), "reviewed_at": pl.Datetime("us", "UTC")}, orient="row")
+        history = pl.DataFrame([h | {"seq": (batch_id << 32) + n} for n, h in enumerate(self.tier_history)],
+                               schema=TIER_HISTORY_SCHEMA, orient="row")
         return {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets,
+                "stage_participant_tiers": tiers, "stage_tier_history": history,
                 "stage_statuses": statuses, "stage_lots": lots, "stage_redemptions": redemptions,
                 "stage_reward_usage": usage}
 
@@ -222,6 +249,8 @@ class Tx:
         self.activation: dict | None = None  # CEL variables, cached until an action changes state
         self.reward_counts: dict[tuple[str, str], int] = {}
         self.redemptions: dict[tuple[str, str], Redemption] = {}
+        self.tier_changes: list[dict] = []  # tier_history rows of this event (engine/tiers.py)
+        self.tiers_set: set[tuple[str, str]] = set()  # (participant, tier id) set by SET_TIER: no auto-qualification
 
     def reward_count(self, reward_id: str, participant_id: str = "") -> int:
         key = (reward_id, participant_id)
@@ -297,6 +326,7 @@ class Tx:
         s.reward_counts.update(self.reward_counts)
         s.redemptions.update(self.redemptions)
         s.dirty_redemptions.update(self.redemptions)
+        s.tier_history += self.tier_changes
         for holder, lots in self.lot_lists.items():
             before = {lot.id: lot for lot in s.lots.get(holder, [])}
             s.dirty_lots.update(lot.id for lot in lots if before.get(lot.id) != lot)

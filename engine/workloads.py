@@ -11,7 +11,7 @@ Everything is vectorised (numpy draws, Polars string building): 10M events take 
 minutes. The same arguments give byte-identical files.
 
 Workloads are data (`Workload`: assets, rules, an event mix): a later feature (LOT assets,
-PREFUNDED wallets, tiers) is a new rule or asset dict here, with its line deleted from
+PREFUNDED wallets) is a new rule or asset dict here, with its line deleted from
 `Workload.substitutions`.
 """
 
@@ -44,13 +44,14 @@ class Workload:
     mix: dict[str, float]                  # event type -> share
     assets: list[dict]
     rules: list[dict]
+    tiers: list[dict] = field(default_factory=list)
     daily_files: bool = False              # W3: one file per day, processed in order
     substitutions: list[str] = field(default_factory=list)  # features of performance.md not built yet
 
     def program(self) -> dict:
         return {"program": {"key": self.program_key, "name": f"perkflow benchmark {self.name}",
                             "description": self.description, "on_unknown_participant": "CREATE"},
-                "assets": self.assets, "rules": self.rules}
+                "assets": self.assets, "rules": self.rules, **({"tiers": self.tiers} if self.tiers else {})}
 
 
 PTS = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
@@ -99,8 +100,6 @@ W1 = Workload(
 )
 
 _W2_SUBSTITUTIONS = [
-    "tier multiplier from participant.tiers -> a SET_ATTRIBUTE 'tier' set after 10 purchases "
-    "(participant.attributes.tier), read by the multiplier rule (tiers are not supported yet)",
     "PREFUNDED asset with a wallet -> left out (PREFUNDED wallets are not supported yet)",
     "LOT asset with 365-day expiry and 30-day maturity -> left out (LOT assets are not supported yet)",
 ]
@@ -110,18 +109,16 @@ def _w2_rules(daily_app_budget: int) -> list[dict]:
     has_purchases = '"purchases" in participant.counters'
     return [
         _rule("welcome_bonus", 10, f'{PURCHASE} && !("welcomed" in participant.tags)',
-              [_credit("500"), {"type": "TAG", "tag": '"welcomed"'}]),
+              [_credit("500"), {"type": "TAG", "tag": "welcomed"}]),
         _rule("count_purchase", 20, PURCHASE, [{"type": "COUNTER", "key": "purchases", "value": "1"}]),
         _rule("fifth_purchase_bonus", 30,
               f"{PURCHASE} && {has_purchases} && int(participant.counters.purchases) % 5 == 0", [_credit("250")]),
-        # substitute for participant.tiers: see _W2_SUBSTITUTIONS
-        _rule("promote_gold", 40,
-              f"{PURCHASE} && {has_purchases} && participant.counters.purchases >= 10.0 "
-              f"&& !has(participant.attributes.tier)",
-              [{"type": "SET_ATTRIBUTE", "key": "tier", "value": '"gold"'}]),
+        # the tier multiplier: gold from the 10th purchase on (auto-qualification runs after the
+        # rules, so from the 11th purchase's points)
         _rule("gold_multiplier", 100,
-              f'{PURCHASE} && has(participant.attributes.tier) && participant.attributes.tier == "gold"',
-              [_credit("round(event.amount * 2.0, 0)")], stop_after_match=True),
+              f'{PURCHASE} && has(participant.tiers.status) && participant.tiers.status.level == "gold"',
+              [_credit("round(event.amount * participant.tiers.status.benefits.points_multiplier, 0)")],
+              stop_after_match=True),
         _rule("base_points", 200, PURCHASE, [_credit("round(event.amount, 0)")]),
         _rule("app_bonus_daily_budget", 300, f'{PURCHASE} && event.channel == "app"', [_credit("20")],
               budgets=[{"asset": "PTS", "limit": str(daily_app_budget), "schedule_type": "INTERVAL",
@@ -139,6 +136,10 @@ def _w2_rules(daily_app_budget: int) -> list[dict]:
     ]
 
 
+W2_TIERS = [{"key": "status", "name": "Status", "levels": [
+    {"key": "gold", "rank": 1, "benefits": {"points_multiplier": 2.0},
+     "qualification": {"mode": "ALL", "criteria": [{"counter": "purchases", "operator": ">=", "threshold": 10}]}}]}]
+
 W2_MIX = {"purchase": 0.80, "refund": 0.05, "redeem": 0.07, "visit": 0.08}
 
 
@@ -153,10 +154,11 @@ def workload(name: str, events: int = 0) -> Workload:
     daily_app = events * W2_MIX["purchase"] * 0.5 / DAYS * 20
     return Workload(
         name=name, program_key="bench_w2",
-        description=("Stateful: welcome bonus gated by a tag, 5th-purchase bonus on a counter, a multiplier "
-                     "from state, a daily rule budget, refunds and redemptions as DEBITs that can fail.")
+        description=("Stateful: welcome bonus gated by a tag, 5th-purchase bonus on a counter, a gold-tier "
+                     "multiplier from participant.tiers, a daily rule budget, refunds and redemptions as DEBITs "
+                     "that can fail.")
         + (" Split into 365 daily files, processed in order." if name == "W3" else ""),
-        mix=W2_MIX, assets=[PTS], rules=_w2_rules(max(20, int(daily_app * 0.6) // 20 * 20)),
+        mix=W2_MIX, assets=[PTS], rules=_w2_rules(max(20, int(daily_app * 0.6) // 20 * 20)), tiers=W2_TIERS,
         daily_files=name == "W3", substitutions=_W2_SUBSTITUTIONS,
     )
 

@@ -19,3 +19,9 @@ JOIN rules r ON r.id = j.rule_id
 JOIN postings p ON p.journal_entry_id = j.id AND p.entity_type = 'PARTICIPANT'
 WHERE j.event_id::VARCHAR = $id
 ORDER BY j.seq;
+
+-- name: tier_changes
+SELECT h.tier_key, p.external_id, h.from_level, h.to_level, h.reason
+FROM tier_history h JOIN participants p ON p.id = h.participant_id
+WHERE h.event_id::VARCHAR = $id
+ORDER BY h.seq;

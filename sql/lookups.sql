@@ -74,3 +74,19 @@ SELECT idempotency_key, participant_id::VARCHAR AS participant_id, reward_id::VA
        asset_id::VARCHAR AS asset_id, quantity, unit_cost, amount, reversed_amount, reversed_quantity, status,
        lots_taken::VARCHAR AS lots_taken, created_at
 FROM redemptions WHERE program_id::VARCHAR = $program_id AND idempotency_key = $key;
+
+-- name: entity_tiers
+SELECT participant_id::VARCHAR AS participant_id, tier_id::VARCHAR AS tier_id, level, achieved_at, reviewed_at
+FROM participant_tiers WHERE participant_id::VARCHAR IN (SELECT id FROM stage_entities);
+
+-- name: lifecycle_tiers
+-- Tier types with a lifecycle, as stored by the last run (maintenance runs without program files).
+SELECT t.id::VARCHAR AS id, p.key AS program_key, t.definition::VARCHAR AS definition
+FROM tiers t JOIN programs p ON p.id = t.program_id
+WHERE json_exists(t.definition, '$.lifecycle')
+ORDER BY p.key, t.key;
+
+-- name: lifecycle_holders
+-- Participants holding a level in one of the tiers of stage_tier_ids.
+SELECT DISTINCT participant_id::VARCHAR AS id FROM participant_tiers
+WHERE tier_id::VARCHAR IN (SELECT id FROM stage_tier_ids) ORDER BY id;

@@ -275,3 +275,48 @@ CREATE TABLE IF NOT EXISTS redemptions (
     created_at          TIMESTAMPTZ NOT NULL,
     batch_id            BIGINT NOT NULL
 );
+
+-- Tier types (semantics.md 10) from program files, and their ranked levels.
+CREATE TABLE IF NOT EXISTS tiers (
+    id                  UUID PRIMARY KEY,     -- UUIDv5 of program key and tier key
+    program_id          UUID NOT NULL,
+    key                 VARCHAR NOT NULL,
+    name                VARCHAR NOT NULL,
+    definition          JSON NOT NULL         -- the tier as written (levels, qualification, lifecycle)
+);
+
+CREATE TABLE IF NOT EXISTS tier_levels (
+    tier_id             UUID NOT NULL,
+    key                 VARCHAR NOT NULL,
+    name                VARCHAR NOT NULL,
+    rank                INTEGER NOT NULL,     -- higher is higher
+    benefits            JSON NOT NULL,
+    PRIMARY KEY (tier_id, key)
+);
+
+-- Each participant's current level per tier type: rewritten for the participants a batch touched.
+CREATE TABLE IF NOT EXISTS participant_tiers (
+    participant_id      UUID NOT NULL,
+    tier_id             UUID NOT NULL,
+    level               VARCHAR NOT NULL,
+    achieved_at         TIMESTAMPTZ NOT NULL, -- stream instant of the change that set this level
+    reviewed_at         TIMESTAMPTZ,          -- lifecycle: the last period end evaluated for this level
+    batch_id            BIGINT NOT NULL,
+    PRIMARY KEY (participant_id, tier_id)
+);
+
+-- Every tier change, append-only, in stream order (seq).
+CREATE TABLE IF NOT EXISTS tier_history (
+    seq                 BIGINT NOT NULL,      -- batch << 32 | change number within the batch
+    program_id          UUID NOT NULL,
+    tier_id             UUID NOT NULL,
+    tier_key            VARCHAR NOT NULL,
+    participant_id      UUID NOT NULL,
+    from_level          VARCHAR,              -- null: the participant had no level in this tier
+    to_level            VARCHAR NOT NULL,
+    reason              VARCHAR NOT NULL,     -- AUTO | ACTION | OPERATION | LIFECYCLE
+    event_id            UUID,                 -- the event (AUTO, ACTION) ...
+    operation_id        UUID,                 -- ... or operation (OPERATION) that made the change
+    effective_at        TIMESTAMPTZ NOT NULL, -- the stream instant (for LIFECYCLE: when it was due)
+    batch_id            BIGINT NOT NULL
+);

@@ -60,3 +60,21 @@ LEFT JOIN held h ON h.entity_type = b.entity_type AND h.entity_id = b.entity_id 
 WHERE b.entity_type IN ('PARTICIPANT', 'GROUP', 'PROGRAM_WALLET') AND b.bucket IN ('AVAILABLE', 'DEFERRED', 'HELD')
   AND b.amount >= 0 AND b.amount <> COALESCE(h.in_lots, 0)
 ORDER BY ALL;
+
+-- name: tier_levels_match_history
+-- Tiers: each participant's current level in a tier is the last change of its tier history
+-- ('current'), and every change starts from the level the previous one set ('chain').
+WITH h AS (
+    SELECT participant_id, tier_id, seq, from_level, to_level,
+           lag(to_level) OVER (PARTITION BY participant_id, tier_id ORDER BY seq) AS previous,
+           row_number() OVER (PARTITION BY participant_id, tier_id ORDER BY seq DESC) AS from_last
+    FROM tier_history
+)
+SELECT 'current' AS problem, COALESCE(t.participant_id, h.participant_id) AS participant_id,
+       COALESCE(t.tier_id, h.tier_id) AS tier_id, t.level AS stored, h.to_level AS in_history
+FROM participant_tiers t
+FULL OUTER JOIN (SELECT * FROM h WHERE from_last = 1) h ON h.participant_id = t.participant_id AND h.tier_id = t.tier_id
+WHERE t.level IS DISTINCT FROM h.to_level
+UNION ALL
+SELECT 'chain', participant_id, tier_id, from_level, previous FROM h WHERE from_level IS DISTINCT FROM previous
+ORDER BY ALL;

@@ -160,3 +160,28 @@ FROM stage_redemptions;
 -- name: upsert_budget_usage
 INSERT INTO budget_usage SELECT rule_id::UUID, asset_id::UUID, period, consumed FROM stage_budgets
 ON CONFLICT DO UPDATE SET consumed = EXCLUDED.consumed;
+
+-- name: insert_catalog_tiers
+INSERT OR REPLACE INTO tiers SELECT id::UUID, program_id::UUID, key, name, definition::JSON FROM stage_tiers;
+
+-- name: delete_catalog_tier_levels
+DELETE FROM tier_levels WHERE tier_id IN (SELECT id::UUID FROM stage_tiers);
+
+-- name: insert_catalog_tier_levels
+INSERT INTO tier_levels SELECT tier_id::UUID, key, name, rank, benefits::JSON FROM stage_tier_levels;
+
+-- name: delete_participant_tiers
+DELETE FROM participant_tiers USING stage_state_entities s
+WHERE s.entity_type = 'PARTICIPANT' AND participant_tiers.participant_id = s.entity_id::UUID;
+
+-- name: insert_participant_tiers
+INSERT INTO participant_tiers SELECT participant_id::UUID, tier_id::UUID, level, achieved_at, reviewed_at, $batch_id
+FROM stage_participant_tiers;
+
+-- name: insert_tier_history
+INSERT INTO tier_history
+SELECT seq, program_id::UUID, tier_id::UUID, tier_key, participant_id::UUID, from_level, to_level, reason,
+       CASE source_kind WHEN 'event' THEN md5(source_name)::UUID END,
+       CASE source_kind WHEN 'operation' THEN md5(source_name)::UUID END,
+       effective_at, $batch_id
+FROM stage_tier_history;

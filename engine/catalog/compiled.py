@@ -11,7 +11,7 @@ from decimal import Decimal
 from engine.cel import CelProgram
 from engine.cron import Cron
 
-from .models import Asset, Program, Reward
+from .models import Asset, Lifecycle, Program, Qualification, Reward
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -41,6 +41,8 @@ class CompiledAction:
     key: str | None = None
     value: Value | None = None
     reset_after: timedelta | None = None
+    tier: str | None = None  # SET_TIER: the tier key (checked against the program's tiers)
+    level: Value | None = None  # SET_TIER: a level key, or an expression giving one
     target: CompiledTarget | None = None
     expires_at: timedelta | datetime | CelProgram | None = None  # LOT credits: duration from now,
     matures_at: timedelta | datetime | CelProgram | None = None  # an instant, or a CEL timestamp
@@ -53,7 +55,8 @@ class CompiledAction:
 
     @property
     def expressions(self) -> tuple[CelProgram, ...]:
-        out = [v for v in (self.amount, self.tag, self.value, self.expires_at, self.matures_at, self.reference_id)
+        out = [v for v in (self.amount, self.tag, self.value, self.level, self.expires_at, self.matures_at,
+                           self.reference_id)
                if isinstance(v, CelProgram)]
         if self.target is not None:
             out += [p for p in (self.target.external_id, self.target.participant_id) if isinstance(p, CelProgram)]
@@ -109,6 +112,35 @@ class CompiledReward:
 
 
 @dataclass(frozen=True)
+class CompiledLevel:
+    key: str
+    name: str
+    rank: int
+    qualification: Qualification | None
+    benefits: dict  # as written (stored as JSON)
+    cel_benefits: dict  # as CEL sees it: JSON numbers are doubles
+
+
+@dataclass(frozen=True)
+class CompiledTier:
+    id: uuid.UUID
+    program_id: uuid.UUID
+    key: str
+    name: str
+    levels: tuple[CompiledLevel, ...]  # ascending rank
+    lifecycle: Lifecycle | None
+    definition: dict  # as written (normalised), stored in the tiers table
+
+    @cached_property
+    def sid(self) -> str:
+        return str(self.id)
+
+    @cached_property
+    def by_key(self) -> dict[str, CompiledLevel]:
+        return {lv.key: lv for lv in self.levels}
+
+
+@dataclass(frozen=True)
 class CompiledProgram:
     id: uuid.UUID
     key: str
@@ -117,6 +149,7 @@ class CompiledProgram:
     rules: tuple[CompiledRule, ...]  # every rule, ascending order
     assets: tuple[str, ...] = ()  # symbols defined in this program's file (participant.balances keys)
     rewards: dict[str, CompiledReward] = field(default_factory=dict)  # by key
+    tiers: dict[str, CompiledTier] = field(default_factory=dict)  # by key, in file order
 
     @cached_property
     def active_rules(self) -> tuple[CompiledRule, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -12,14 +12,15 @@ import yaml
 from pydantic import ValidationError
 
 from engine import amounts, ids
-from engine.cel import CelError, compile_cel
+from engine.cel import CelError, CelProgram, compile_cel
 from engine.cron import CronError, parse as parse_cron
+from engine.io.events import json_doubles
 from engine.durations import parse_duration, parse_instant
 from engine.errors import CatalogError
 
-from .compiled import (Catalog, CompiledAction, CompiledBudget, CompiledProgram, CompiledReward, CompiledRule,
-                       CompiledTarget)
-from .models import Action, Asset, Budget, ProgramFile, Rule
+from .compiled import (Catalog, CompiledAction, CompiledBudget, CompiledLevel, CompiledProgram, CompiledReward,
+                       CompiledRule, CompiledTarget, CompiledTier)
+from .models import Action, Asset, Budget, ProgramFile, Rule, Tier
 from .support import VALUE_ACTIONS, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -80,6 +81,10 @@ def _parse(file: Path) -> ProgramFile:
     return pf
 
 
+#: What names an item of a top-level list in error messages.
+_LABELS = {"rules": "name", "tiers": "key"}
+
+
 def _describe(e: ValidationError, data: dict) -> str:
     """Pydantic errors as `rules[2] (Rule name).actions[0].amount: message` lines."""
     lines = []
@@ -89,9 +94,10 @@ def _describe(e: ValidationError, data: dict) -> str:
         for i, part in enumerate(loc):
             if isinstance(part, int):
                 parts[-1] += f"[{part}]"
-                if loc[i - 1] == "rules":
-                    rules = data.get("rules") or []
-                    name = rules[part].get("name") if part < len(rules) and isinstance(rules[part], dict) else None
+                if i == 1 and loc[0] in _LABELS:  # rules[2] (its name), tiers[0] (its key)
+                    items = data.get(loc[0]) or []
+                    item = items[part] if isinstance(items, list) and part < len(items) else None
+                    name = item.get(_LABELS[loc[0]]) if isinstance(item, dict) else None
                     if name:
                         parts[-1] += f" ({name})"
             else:
@@ -105,6 +111,12 @@ def _describe(e: ValidationError, data: dict) -> str:
 
 def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> CompiledProgram:
     key = pf.program.key
+    tiers: dict[str, CompiledTier] = {}
+    for t_i, tier in enumerate(pf.tiers):
+        where = f"{file}: tiers[{t_i}] ({tier.key})"
+        if tier.key in tiers:
+            raise CatalogError(f"{where}: key {tier.key!r} is used by another tier of this program; give it a distinct `key`")
+        tiers[tier.key] = compile_tier(where, key, tier)
     rules: list[CompiledRule] = []
     keys: set[str] = set()
     orders: dict[int, str] = {}
@@ -126,7 +138,7 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> C
             orders[order] = rule.name
         if rule.active_from and rule.active_to and rule.active_from >= rule.active_to:
             raise CatalogError(f"{where}: active_from must be before active_to")
-        rules.append(_compile_rule(where, key, rule_key, order, rule, assets))
+        rules.append(_compile_rule(where, key, rule_key, order, rule, assets, tiers))
     rules.sort(key=lambda r: r.order)
     rewards = {}
     for w_i, reward in enumerate(pf.rewards):
@@ -141,12 +153,49 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> C
         rewards[reward_key] = CompiledReward(ids.name_id("reward", key, reward_key), reward_key, reward,
                                              ids.asset_id(reward.asset))
     return CompiledProgram(id=ids.program_id(key), key=key, model=pf.program, source=str(file), rules=tuple(rules),
-                           assets=tuple(a.symbol for a in pf.assets), rewards=rewards)
+                           assets=tuple(a.symbol for a in pf.assets), rewards=rewards, tiers=tiers)
 
 
-def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule: Rule, assets: dict[str, Asset]) -> CompiledRule:
+def compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:
+    """A validated tier type (also rebuilt from its stored definition by `perkflow maintain`)."""
+    levels: dict[str, CompiledLevel] = {}
+    ranks: dict[int, str] = {}
+    for l_i, lv in enumerate(tier.levels):
+        at = f"{where}.levels[{l_i}] ({lv.key})"
+        if lv.key in levels:
+            raise CatalogError(f"{at}: key {lv.key!r} is used by another level of this tier")
+        if lv.rank in ranks:
+            raise CatalogError(f"{at}: rank {lv.rank} is also the rank of level {ranks[lv.rank]!r}; "
+                               "ranks must be unique within a tier (a higher rank is a higher level)")
+        ranks[lv.rank] = lv.key
+        levels[lv.key] = CompiledLevel(lv.key, lv.name or lv.key, lv.rank, lv.qualification, lv.benefits,
+                                       json_doubles(lv.benefits))
+    policy = tier.lifecycle and tier.lifecycle.downgrade_policy
+    if policy and policy.min_level is not None and policy.min_level not in levels:
+        raise CatalogError(f"{where}.lifecycle.downgrade_policy.min_level: {policy.min_level!r} is not a level of "
+                           f"this tier (levels: {', '.join(levels)})")
+    if tier.lifecycle is not None and policy is None:
+        raise CatalogError(f"{where}.lifecycle.downgrade_policy: required with a lifecycle (mode DROP_TO_QUALIFYING, "
+                           "DROP_ONE or HOLD)")
+    period = tier.lifecycle and tier.lifecycle.qualification_period
+    if period and period.type == "FIXED_YEAR":
+        if period.start_month is None or period.start_day is None:
+            raise CatalogError(f"{where}.lifecycle.qualification_period: FIXED_YEAR needs start_month and start_day")
+        try:  # 2023: not a leap year, so 29 February (not in every year) is refused
+            date(2023, period.start_month, period.start_day)
+        except ValueError:
+            raise CatalogError(f"{where}.lifecycle.qualification_period: {period.start_month}-{period.start_day} is "
+                               "not a day of every year; pick a start_month and start_day that exist") from None
+    return CompiledTier(id=ids.name_id("tier", program_key, tier.key), program_id=ids.program_id(program_key),
+                        key=tier.key, name=tier.name or tier.key,
+                        levels=tuple(sorted(levels.values(), key=lambda lv: lv.rank)), lifecycle=tier.lifecycle,
+                        definition=tier.model_dump(mode="json", exclude_none=True))
+
+
+def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule: Rule, assets: dict[str, Asset],
+                  tiers: dict[str, CompiledTier]) -> CompiledRule:
     condition = _cel(f"{where}: condition", rule.condition, assets)
-    actions = tuple(_compile_action(f"{where}: actions[{a_i}]", a_i, action, assets)
+    actions = tuple(_compile_action(f"{where}: actions[{a_i}]", a_i, action, assets, tiers)
                     for a_i, action in enumerate(rule.actions))
     budgets = tuple(_compile_budget(f"{where}: budgets[{b_i}]", b, assets) for b_i, b in enumerate(rule.budgets))
     definition = rule.model_dump(mode="json", exclude_none=True) | {"key": rule_key, "order": order}
@@ -167,7 +216,8 @@ def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule:
     )
 
 
-def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset]) -> CompiledAction:
+def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset],
+                    tiers: dict[str, CompiledTier]) -> CompiledAction:
     def need(field: str):
         value = getattr(action, field)
         if value is None:
@@ -230,6 +280,16 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
             if reset_after <= timedelta(0):
                 raise CatalogError(f"{at}.reset_after: must be a positive duration")
         return CompiledAction(**common, key=need("key"), value=value, reset_after=reset_after)
+    if action.type == "SET_TIER":
+        tier = tiers.get(need("tier"))
+        if tier is None:
+            raise CatalogError(f"{at}.tier: {action.tier!r} is not a tier of this program; define it under `tiers`"
+                               + (f" (tiers: {', '.join(tiers)})" if tiers else ""))
+        level = _value(f"{at}.level", need("level"), assets)
+        if not isinstance(level, CelProgram) and str(level) not in tier.by_key:
+            raise CatalogError(f"{at}.level: {str(level)!r} is not a level of tier {tier.key} "
+                               f"(levels: {', '.join(tier.by_key)})")
+        return CompiledAction(**common, tier=tier.key, level=level if isinstance(level, CelProgram) else str(level))
     # SET_ATTRIBUTE
     return CompiledAction(**common, key=need("key"), value=_value(f"{at}.value", need("value"), assets))
 

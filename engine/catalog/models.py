@@ -162,11 +162,94 @@ class Reward(Strict):
 
 
 
+def _finite(v: Decimal) -> Decimal:
+    if not v.is_finite():
+        raise ValueError("must be a finite number")
+    return v
+
+
+#: A tier threshold: any finite decimal, exact whatever YAML made of it.
+Threshold = Annotated[Decimal, BeforeValidator(_shortest), AfterValidator(_finite)]
+
+
+class Criterion(Strict):
+    """One qualification test: the participant's counter (0 when never written) against a threshold."""
+    counter: str = Field(min_length=1)
+    operator: Literal[">=", ">", "==", "<=", "<"]
+    threshold: Threshold
+
+
+class Qualification(Strict):
+    mode: Literal["ALL", "ANY"] = "ALL"
+    criteria: list[Criterion] = Field(min_length=1)
+
+
+class TierLevel(Strict):
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,99}$")
+    name: str | None = None
+    description: str | None = None
+    rank: int
+    qualification: Qualification | None = None  # none: reached only by SET_TIER / set_tier
+    benefits: dict[str, Any] = {}
+    color: str | None = None  # display only
+    icon_url: str | None = None  # display only
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias(cls, data: Any) -> Any:
+        return _name_alias(data)
+
+
+class Retention(Strict):
+    mode: Literal["PERIOD_BASED", "ACTIVITY_REFRESH"]
+    duration: str | None = None
+
+
+class QualificationPeriod(Strict):
+    type: Literal["CALENDAR_YEAR", "FIXED_YEAR", "NONE"]
+    start_month: int | None = Field(default=None, ge=1, le=12)  # FIXED_YEAR
+    start_day: int | None = Field(default=None, ge=1, le=31)    # FIXED_YEAR
+
+
+class DowngradePolicy(Strict):
+    mode: Literal["DROP_TO_QUALIFYING", "DROP_ONE", "HOLD"]
+    grace_days: int = Field(default=0, ge=0, le=364)  # shorter than the (yearly) period it follows
+    min_level: str | None = None
+
+
+class TierCounters(Strict):
+    """Scrip's rollover field name was not published; `rollover` here (docs/decisions.md)."""
+    rollover: Literal["NONE", "EXCESS"] = "NONE"
+    qualifying: list[str] = []
+
+
+class Lifecycle(Strict):
+    retention: Retention
+    qualification_period: QualificationPeriod | None = None
+    status_validity: dict[str, Any] | None = None
+    downgrade_policy: DowngradePolicy | None = None
+    counters: TierCounters | None = None
+
+
+class Tier(Strict):
+    """A tier type (Scrip: a ranked track of levels inside a program; semantics.md 10)."""
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,99}$")
+    name: str | None = None
+    description: str | None = None
+    levels: list[TierLevel] = Field(min_length=1)
+    lifecycle: Lifecycle | None = None  # none: a "rules-only" tier
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias(cls, data: Any) -> Any:
+        return _name_alias(data)
+
+
 class ProgramFile(Strict):
     program: Program
     assets: list[Asset] = []
     rules: list[Rule] = []
-    tiers: list[dict[str, Any]] = []
+    tiers: list[Tier] = []
     rewards: list[Reward] = []
     automations: list[dict[str, Any]] = []
 
@@ -178,4 +261,14 @@ def _asset_alias(data: Any) -> Any:
         if "asset" in data:
             raise ValueError("give either `asset` or `asset_id`, not both")
         data["asset"] = data.pop("asset_id")
+    return data
+
+
+def _name_alias(data: Any) -> Any:
+    """Accept Scrip's `display_name` as an alias of `name`."""
+    if isinstance(data, dict) and "display_name" in data:
+        data = dict(data)
+        if "name" in data:
+            raise ValueError("give either `name` or `display_name`, not both")
+        data["name"] = data.pop("display_name")
     return data

@@ -19,6 +19,7 @@ SUPPORTED_ACTION_FIELDS = {
     "UNTAG": {"tag", "target", "description"},
     "COUNTER": {"key", "value", "reset_after", "target", "description"},
     "SET_ATTRIBUTE": {"key", "value", "target", "description"},
+    "SET_TIER": {"tier", "level", "target", "description"},
 }
 SUPPORTED_ACTIONS = set(SUPPORTED_ACTION_FIELDS)
 VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}
@@ -26,9 +27,23 @@ VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}
 
 def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
     """Yield (location, field) for every field set to something not built yet."""
-    for name in ("tiers", "automations"):
-        if getattr(pf, name):
-            yield name, name
+    if pf.automations:
+        yield "automations", "automations"
+    for t_i, tier in enumerate(pf.tiers):
+        life = tier.lifecycle
+        if life is None:
+            continue
+        where = f"tiers[{t_i}] ({tier.key}).lifecycle"
+        if life.retention.mode != "PERIOD_BASED":
+            yield f"{where}.retention", f"mode: {life.retention.mode}"
+        if life.retention.duration is not None:
+            yield f"{where}.retention", "duration"
+        if life.qualification_period is None or life.qualification_period.type == "NONE":
+            yield f"{where}.qualification_period", "type: NONE (or missing); use CALENDAR_YEAR or FIXED_YEAR"
+        if life.status_validity is not None:
+            yield where, "status_validity"
+        if life.counters is not None:
+            yield where, "counters (rollover)"
     for asset in pf.assets:
         where = f"assets[{asset.symbol}]"
     for r_i, rule in enumerate(pf.rules):
@@ -44,5 +59,7 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
                     yield at, field
             if action.target is not None and action.target.type == "GROUP":
                 yield at, "target.type: GROUP"
+            if action.target is not None and action.target.type == "PROGRAM" and action.type == "SET_TIER":
+                yield at, "target.type: PROGRAM for SET_TIER (tiers are held by participants)"
             if action.target is not None and action.target.type == "PROGRAM" and action.type in VALUE_ACTIONS:
                 yield at, f"target.type: PROGRAM for {action.type} (program wallets)"

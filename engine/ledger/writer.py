@@ -21,11 +21,12 @@ from .sqlfiles import statement
 
 ORDER = [
     "insert_catalog_programs", "insert_catalog_assets", "insert_catalog_rewards", "insert_catalog_rules",
-    "insert_catalog_rule_versions",
+    "insert_catalog_rule_versions", "insert_catalog_tiers", "delete_catalog_tier_levels", "insert_catalog_tier_levels",
     "insert_participants", "insert_enrollments", "insert_events", "insert_operations", "update_participant_status",
     "insert_rejected", "insert_evaluations",
     "stage_entries", "stage_postings", "insert_postings", "insert_entries", "update_balances",
-    "delete_entity_state", "insert_entity_state", "delete_lots", "insert_lots", "upsert_reward_usage", "delete_redemptions", "insert_redemptions",
+    "delete_entity_state", "insert_entity_state", "delete_participant_tiers", "insert_participant_tiers",
+    "insert_tier_history", "delete_lots", "insert_lots", "upsert_reward_usage", "delete_redemptions", "insert_redemptions",
     "upsert_budget_usage", "insert_batch",
 ]
 
@@ -59,7 +60,17 @@ def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
                 "redemption_type": pl.String, "asset_id": pl.String, "unit_cost": pl.Decimal(38, 18),
                 "max_total": pl.Int64, "max_per_participant": pl.Int64, "status": pl.String,
                 "available_from": pl.Datetime("us", "UTC"), "available_until": pl.Datetime("us", "UTC")})
-    return {"stage_programs": programs, "stage_assets": assets, "stage_rules": rules, "stage_rewards": rewards}
+    tiers = pl.DataFrame([
+        {"id": t.sid, "program_id": str(p.id), "key": t.key, "name": t.name,
+         "definition": json.dumps(t.definition, sort_keys=True)}
+        for p in catalog.programs.values() for t in p.tiers.values()],
+        schema={"id": pl.String, "program_id": pl.String, "key": pl.String, "name": pl.String, "definition": pl.String})
+    levels = pl.DataFrame([
+        {"tier_id": t.sid, "key": lv.key, "name": lv.name, "rank": lv.rank, "benefits": json.dumps(lv.benefits, sort_keys=True)}
+        for p in catalog.programs.values() for t in p.tiers.values() for lv in t.levels],
+        schema={"tier_id": pl.String, "key": pl.String, "name": pl.String, "rank": pl.Int64, "benefits": pl.String})
+    return {"stage_programs": programs, "stage_assets": assets, "stage_rules": rules, "stage_rewards": rewards,
+            "stage_tiers": tiers, "stage_tier_levels": levels}
 
 
 def write_batch(con: duckdb.DuckDBPyConnection, stages: dict[str, pl.DataFrame], params: dict) -> None:

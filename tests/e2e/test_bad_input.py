@@ -278,10 +278,11 @@ def _duplicate_order(d):
 
 
 def _lot_mode(d):
-    """Tiers (semantics.md 10) are declared but not built: rejected, never ignored."""
+    """A tier lifecycle part that is not built (ACTIVITY_REFRESH retention): rejected, never ignored."""
     s = _spec()
-    s["tiers"] = [{"key": "status", "levels": [{"key": "gold", "rank": 1}]}]
-    return write_program(d / "shop.yaml", s), ["not supported yet", "tiers"]
+    s["tiers"] = [{"key": "status", "levels": [{"key": "gold", "rank": 1}],
+                   "lifecycle": {"retention": {"mode": "ACTIVITY_REFRESH", "duration": "720h"}}}]
+    return write_program(d / "shop.yaml", s), ["not supported yet", "tiers[0] (status)", "ACTIVITY_REFRESH"]
 
 
 def _budgets(d):

@@ -1,0 +1,192 @@
+"""Tiers (semantics.md 10): ranked levels per tier type, held one per participant and tier.
+
+Levels change in three ways inside the sequential kernel, each recorded as a tier_history row:
+- AUTO: after the rules of an event that did not fail (semantics.md 5 step 4), every participant
+  the event touched is upgraded to the highest level whose qualification its counters meet.
+  Auto-qualification never downgrades, and skips a tier a SET_TIER action set in this event.
+- ACTION: a SET_TIER action of a rule; OPERATION: the `set_tier` operation.
+- LIFECYCLE: downgrades at the period ends of a tier's lifecycle (plus grace_days), applied as
+  time-driven changes at their own instant: before a later event of the participant, or by
+  `perkflow maintain --as-of` (semantics.md 3). They stand even if that event fails.
+The changes of an event live in its transaction (`Tx`), so a failed event changes no tier.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from engine import amounts
+from engine.catalog.compiled import CompiledLevel, CompiledProgram, CompiledTier
+from engine.moves import ActionFailed
+from engine.state import EntityState, Store, TierState, Tx
+
+AUTO, ACTION, OPERATION, LIFECYCLE = "AUTO", "ACTION", "OPERATION", "LIFECYCLE"
+_COMPARE = {">=": operator.ge, ">": operator.gt, "==": operator.eq, "<=": operator.le, "<": operator.lt}
+
+
+def cel_view(program: CompiledProgram, st: EntityState) -> dict:
+    """`participant.tiers`: tier key -> {level, rank, benefits} for the tiers the participant
+    holds a level in (a tier without a level is absent, as Scrip answers 404 for it)."""
+    out = {}
+    for tier in program.tiers.values():
+        held = st.tiers.get(tier.sid)
+        level = held and tier.by_key.get(held.level)
+        if level is not None:  # a level since removed from the file is not shown
+            out[tier.key] = {"level": level.key, "rank": level.rank, "benefits": level.cel_benefits}
+    return out
+
+
+def qualifies(level: CompiledLevel, st: EntityState) -> bool:
+    """Whether the counters meet the level's qualification (a counter never written is 0)."""
+    q = level.qualification
+    if q is None:  # reached only by SET_TIER / set_tier
+        return False
+    zero = Decimal(0)
+    results = (_COMPARE[c.operator](st.counters[c.counter].value if c.counter in st.counters else zero, c.threshold)
+               for c in q.criteria)
+    return all(results) if q.mode == "ALL" else any(results)
+
+
+def highest_qualifying(tier: CompiledTier, st: EntityState) -> CompiledLevel | None:
+    return next((lv for lv in reversed(tier.levels) if qualifies(lv, st)), None)
+
+
+def rank_of(tier: CompiledTier, st: EntityState) -> int | None:
+    """The rank of the participant's level in this tier; None without one (or a removed level)."""
+    held = st.tiers.get(tier.sid)
+    level = held and tier.by_key.get(held.level)
+    return None if level is None else level.rank
+
+
+def auto_qualify(ev, tx: Tx) -> None:
+    """Upgrade every participant this event touched, in id order (deterministic history)."""
+    program: CompiledProgram = ev.program
+    if not program.tiers:
+        return
+    for etype, pid in sorted(tx.states):
+        if etype != "PARTICIPANT":
+            continue
+        st = tx.states[(etype, pid)]
+        for tier in program.tiers.values():
+            if (pid, tier.sid) in tx.tiers_set:
+                continue
+            best = highest_qualifying(tier, st)
+            current = rank_of(tier, st)
+            if best is not None and (current is None or best.rank > current):
+                change(tx, tier, pid, best.key, AUTO, source_of(ev))
+
+
+def tier_of(program: CompiledProgram, key) -> CompiledTier:
+    tier = program.tiers.get(key) if isinstance(key, str) else None
+    if tier is None:
+        raise ActionFailed("invalid_operation", f"set_tier: {key!r} is not a tier of program {program.key}"
+                                                + (f" (tiers: {', '.join(program.tiers)})" if program.tiers else ""))
+    return tier
+
+
+def level_key(tier: CompiledTier, raw, where: str, code: str = amounts.EXPRESSION_ERROR) -> str:
+    """A level key given by a SET_TIER expression or an operation's params, checked."""
+    if not isinstance(raw, str) or raw not in tier.by_key:
+        raise ActionFailed(code, f"{where}: {raw!r} is not a level of tier {tier.key} "
+                                 f"(levels: {', '.join(tier.by_key)})")
+    return raw
+
+
+def set_by_action(tx: Tx, ev, tier_key: str, pid: str, level: str) -> None:
+    """SET_TIER: set the level and keep auto-qualification off this tier for the event."""
+    tier = ev.program.tiers[tier_key]
+    tx.tiers_set.add((pid, tier.sid))
+    change(tx, tier, pid, level, ACTION, source_of(ev))
+
+
+def source_of(ev) -> tuple[str, str]:
+    """(kind, name) of an event or operation: its id is md5(name) in SQL, as for its entries."""
+    kind = "event" if ev.operation is None else "operation"
+    return kind, f"{kind}:{ev.program.sid}:{ev.key}"
+
+
+def change(tx: Tx, tier: CompiledTier, pid: str, level: str, reason: str, source: tuple[str, str] | None) -> None:
+    """Set a participant's level at the transaction's instant (no-op when unchanged) and record it."""
+    st = tx.state("PARTICIPANT", pid)
+    held = st.tiers.get(tier.sid)
+    if held is not None and held.level == level:
+        return
+    st.tiers[tier.sid] = TierState(level, tx.now)
+    tx.activation = None  # later rules of the event see the new level
+    kind, name = source or (None, None)
+    tx.tier_changes.append({
+        "program_id": str(tier.program_id), "tier_id": tier.sid, "tier_key": tier.key, "participant_id": pid,
+        "from_level": None if held is None else held.level, "to_level": level, "reason": reason,
+        "source_kind": kind, "source_name": name, "effective_at": tx.now})
+
+
+# -- lifecycle (semantics.md 10; docs/decisions.md "Tiers") ------------------------------------
+
+def period_end_after(tier: CompiledTier, after: datetime) -> datetime:
+    """The first qualification-period end strictly after `after`: 1 January (CALENDAR_YEAR) or
+    start_month/start_day (FIXED_YEAR), at 00:00 UTC."""
+    period = tier.lifecycle.qualification_period
+    month, day = (1, 1) if period.type == "CALENDAR_YEAR" else (period.start_month, period.start_day)
+    year = after.astimezone(timezone.utc).year
+    while True:
+        end = datetime(year, month, day, tzinfo=timezone.utc)
+        if end > after:
+            return end
+        year += 1
+
+
+def _next_review(tier: CompiledTier, held: TierState) -> tuple[datetime, datetime]:
+    """(due instant, period end) of the next review of a held level: the first period end after
+    the level was achieved and after the last review, plus grace_days."""
+    since = max(held.achieved_at, held.reviewed_at) if held.reviewed_at else held.achieved_at
+    end = period_end_after(tier, since)
+    return end + timedelta(days=tier.lifecycle.downgrade_policy.grace_days), end
+
+
+def downgrade_target(tier: CompiledTier, st: EntityState) -> str | None:
+    """The level a review moves the participant to, or None to keep its level. A participant
+    that still qualifies for its level keeps it; otherwise the policy decides, never below
+    min_level and never up."""
+    policy = tier.lifecycle.downgrade_policy
+    current = tier.by_key[st.tiers[tier.sid].level]
+    if policy.mode == "HOLD" or qualifies(current, st):
+        return None
+    lower = [lv for lv in tier.levels if lv.rank < current.rank]  # ascending rank
+    if not lower:
+        return None
+    if policy.mode == "DROP_ONE":
+        target = lower[-1]
+    else:  # DROP_TO_QUALIFYING; nothing qualifying: the lowest level (a level once held is never removed)
+        target = next((lv for lv in reversed(lower) if qualifies(lv, st)), lower[0])
+    floor = tier.by_key.get(policy.min_level) if policy.min_level else None
+    if floor is not None and target.rank < floor.rank:
+        target = floor if floor.rank < current.rank else current
+    return None if target is current else target.key
+
+
+def apply_due(store: Store, tiers: Iterable[CompiledTier], pid: str, now: datetime) -> None:
+    """Every lifecycle review of the participant due at or before `now`, in time order (then
+    tier order), each in its own transaction at its due instant, committed to the store."""
+    lifecycle = [t for t in tiers if t.lifecycle is not None]
+    while lifecycle:
+        st = store.states.get(("PARTICIPANT", pid))
+        if st is None:
+            return
+        due = [(*_next_review(t, st.tiers[t.sid]), i) for i, t in enumerate(lifecycle)
+               if t.sid in st.tiers and st.tiers[t.sid].level in t.by_key]
+        if not due:
+            return
+        at, end, i = min(due)
+        if at > now:
+            return
+        tier = lifecycle[i]
+        tx = Tx(store, at)
+        working = tx.state("PARTICIPANT", pid)  # counters as of the due instant (lazy resets applied)
+        target = downgrade_target(tier, working)
+        if target is not None:
+            change(tx, tier, pid, target, LIFECYCLE, None)
+        working.tiers[tier.sid].reviewed_at = end
+        tx.commit()

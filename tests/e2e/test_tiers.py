@@ -1,0 +1,343 @@
+"""Tiers (semantics.md 10) through the real CLI and a real DuckDB ledger.
+
+One program, `club`, with a `loyalty` tier:
+  silver (rank 1): ANY of visits >= 3, spend >= 100        benefits points_multiplier 2
+  gold   (rank 2): ALL of visits >= 5, spend >= 500        benefits points_multiplier 3
+  vip    (rank 3): no qualification (SET_TIER / set_tier)  benefits points_multiplier 5
+Rules, in order: count visits and spend; points at the multiplier of the level held *before* this
+event's qualification (which runs after the rules); a lounge tag from rank 2; refunds lower spend;
+a promo SET_TIER to silver and a later rule that sees it; a redeem that can fail.
+Expected levels, points and history rows are reasoned by hand in each test.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.io import balances, cli, event, query, run_json, write_events, write_program
+
+PTS = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
+TIER = {
+    "key": "loyalty", "display_name": "Loyalty",
+    "levels": [
+        {"key": "silver", "rank": 1, "benefits": {"points_multiplier": 2},
+         "qualification": {"mode": "ANY", "criteria": [{"counter": "visits", "operator": ">=", "threshold": 3},
+                                                       {"counter": "spend", "operator": ">=", "threshold": 100}]}},
+        {"key": "gold", "rank": 2, "benefits": {"points_multiplier": 3, "lounge": True},
+         "qualification": {"mode": "ALL", "criteria": [{"counter": "visits", "operator": ">=", "threshold": 5},
+                                                       {"counter": "spend", "operator": ">=", "threshold": 500}]}},
+        {"key": "vip", "rank": 3, "benefits": {"points_multiplier": 5}},
+    ],
+}
+COUNTED = 'event.type in ["purchase", "promo", "redeem"]'
+RULES = [
+    {"name": "Count", "key": "count", "order": 10, "condition": COUNTED,
+     "actions": [{"type": "COUNTER", "key": "visits", "value": "event.visits"},
+                 {"type": "COUNTER", "key": "spend", "value": "event.amount"}]},
+    {"name": "Tier points", "key": "tier_points", "order": 20,
+     "condition": 'event.type == "purchase" && has(participant.tiers.loyalty)',
+     "actions": [{"type": "CREDIT", "asset": "PTS",
+                  "amount": "event.amount * participant.tiers.loyalty.benefits.points_multiplier"}]},
+    {"name": "Base points", "key": "base_points", "order": 30,
+     "condition": 'event.type == "purchase" && !has(participant.tiers.loyalty)',
+     "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.amount"}]},
+    {"name": "Lounge", "key": "lounge", "order": 40,
+     "condition": 'event.type == "purchase" && participant.tiers.loyalty.rank >= 2',
+     "actions": [{"type": "TAG", "tag": "lounge"}]},
+    {"name": "Refund", "key": "refund", "order": 50, "condition": 'event.type == "refund"',
+     "actions": [{"type": "COUNTER", "key": "spend", "value": "0 - event.amount"}]},
+    {"name": "Promo", "key": "promo", "order": 60, "condition": 'event.type == "promo"',
+     "actions": [{"type": "SET_TIER", "tier": "loyalty", "level": "silver"}]},
+    {"name": "Promo seen", "key": "promo_seen", "order": 70,
+     "condition": 'event.type == "promo" && participant.tiers.loyalty.level == "silver"',
+     "actions": [{"type": "TAG", "tag": "promo_silver"}]},
+    {"name": "Redeem", "key": "redeem", "order": 80, "condition": 'event.type == "redeem"',
+     "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "event.cost"}]},
+]
+
+
+def _program(tmp: Path, tier: dict = TIER) -> Path:
+    return write_program(tmp / "programs" / "club.yaml", {
+        "program": {"key": "club", "name": "Club"}, "assets": [PTS], "tiers": [tier], "rules": RULES})
+
+
+def _ev(key: str, who: str, day: int, typ: str, amount: int = 0, visits: int = 1, **more) -> dict:
+    return event("club", key, who, f"2025-03-{day:02d}T10:00:00Z", {"type": typ, "amount": amount, "visits": visits, **more})
+
+
+# (events, in time order) — the stream most tests use
+STREAM = [
+    _ev("a1", "a", 1, "purchase", 150),            # a: spend 150 -> silver (ANY: spend)
+    _ev("b1", "b", 1, "purchase", 10),             # b: visits 1
+    _ev("c1", "c", 1, "purchase", 50, visits=5),   # c: visits 5, spend 50 -> silver only (gold needs ALL)
+    _ev("d1", "d", 1, "purchase", 600, visits=5),  # d: straight to gold
+    _ev("e1", "e", 1, "promo", 700, visits=5),     # e: SET_TIER silver although gold qualifies
+    _ev("f1", "f", 1, "purchase", 100),            # f: spend 100 -> silver
+    _ev("a2", "a", 2, "purchase", 400, visits=4),  # a: visits 5, spend 550 -> gold
+    _ev("b2", "b", 2, "purchase", 10, visits=2),   # b: visits 3 -> silver (ANY: visits)
+    _ev("e2", "e", 2, "purchase", 10),             # e: auto-qualification again -> gold
+    _ev("f2", "f", 2, "redeem", 600, visits=5, cost=1000),  # f: counters then a DEBIT it cannot pay: FAILED
+    _ev("a3", "a", 3, "refund", 500),              # a: spend 50, keeps gold (never auto-downgrade)
+    _ev("a4", "a", 4, "purchase", 10),             # a: gold -> x3 and lounge
+]
+
+
+def _history(db: Path) -> list[tuple]:
+    return query(db, """
+        SELECT h.tier_key, p.external_id, h.from_level, h.to_level, h.reason,
+               coalesce(e.idempotency_key, o.idempotency_key), strftime(h.effective_at, '%Y-%m-%d')
+        FROM tier_history h JOIN participants p ON p.id = h.participant_id
+        LEFT JOIN events e ON e.id = h.event_id LEFT JOIN operations o ON o.id = h.operation_id
+        ORDER BY h.seq""")
+
+
+def _levels(db: Path) -> dict[str, str]:
+    rows = query(db, """SELECT p.external_id, t.level FROM participant_tiers t
+                        JOIN participants p ON p.id = t.participant_id""")
+    return dict(rows)
+
+
+def _points(db: Path) -> dict[str, Decimal]:
+    return {who: amt for (who, sym), amt in balances(db).items() if sym == "PTS"}
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("tiers")
+    report = run_json(_program(tmp), write_events(tmp / "events.parquet", STREAM), tmp / "w.duckdb")
+    assert (report["completed"], report["failed"]) == (len(STREAM) - 1, 1)  # f2 fails
+    return tmp / "w.duckdb"
+
+
+def test_levels_all_any_and_jumps(ledger):
+    assert _levels(ledger) == {"a": "gold", "b": "silver", "c": "silver", "d": "gold", "e": "gold", "f": "silver"}
+    hist = _history(ledger)
+    # d went from nothing straight to gold: one row, no intermediate silver
+    assert [h for h in hist if h[1] == "d"] == [("loyalty", "d", None, "gold", "AUTO", "d1", "2025-03-01")]
+    assert [h for h in hist if h[1] == "b"] == [("loyalty", "b", None, "silver", "AUTO", "b2", "2025-03-02")]
+    assert [h for h in hist if h[1] == "c"] == [("loyalty", "c", None, "silver", "AUTO", "c1", "2025-03-01")]
+
+
+def test_never_auto_downgrade(ledger):
+    # a: silver at a1 (spend 150), gold at a2 (visits 1+4 = 5, spend 150+400 = 550); the refund
+    # (spend 550-500 = 50) and a4 change nothing
+    assert [h for h in _history(ledger) if h[1] == "a"] == [
+        ("loyalty", "a", None, "silver", "AUTO", "a1", "2025-03-01"),
+        ("loyalty", "a", "silver", "gold", "AUTO", "a2", "2025-03-02")]
+    spend = query(ledger, """SELECT s.number_value FROM entity_state s JOIN participants p ON p.id = s.entity_id
+                             WHERE p.external_id = 'a' AND s.key = 'spend'""")
+    assert Decimal(spend[0][0]) == 150 + 400 - 500 + 10
+
+
+def test_set_tier_suppresses_auto_qualification_in_its_event(ledger):
+    # e1: counters visits 5, spend 700 qualify for gold, but SET_TIER silver wins in that event;
+    # e2 qualifies again and goes to gold
+    assert [h for h in _history(ledger) if h[1] == "e"] == [
+        ("loyalty", "e", None, "silver", "ACTION", "e1", "2025-03-01"),
+        ("loyalty", "e", "silver", "gold", "AUTO", "e2", "2025-03-02")]
+    tags = query(ledger, """SELECT s.key FROM entity_state s JOIN participants p ON p.id = s.entity_id
+                            WHERE p.external_id = 'e' AND s.kind = 'TAG'""")
+    assert tags == [("promo_silver",)]  # the rule after SET_TIER saw silver in the same event
+
+
+def test_failed_event_leaves_tiers_unchanged(ledger):
+    # f2 would make visits 1+5 = 6 and spend 100+600 = 700 (gold), but its DEBIT of 1000 exceeds
+    # the 100 points f has: the event FAILS and neither counters nor tier change
+    assert [h for h in _history(ledger) if h[1] == "f"] == [("loyalty", "f", None, "silver", "AUTO", "f1", "2025-03-01")]
+    status = query(ledger, "SELECT status, error_code FROM events WHERE idempotency_key = 'f2'")
+    assert status == [("FAILED", "insufficient_balance")]
+    counters = dict(query(ledger, """SELECT s.key, s.number_value FROM entity_state s
+                                     JOIN participants p ON p.id = s.entity_id
+                                     WHERE p.external_id = 'f' AND s.kind = 'COUNTER'"""))
+    assert {k: Decimal(v) for k, v in counters.items()} == {"visits": 1, "spend": 100}
+
+
+def test_cel_reads_rank_and_benefits(ledger):
+    # points use the level held before the event's own qualification:
+    # a: a1 base 150, a2 silver 400*2, a4 gold 10*3; e: e2 silver 10*2; others: base points
+    assert _points(ledger) == {"a": 150 + 400 * 2 + 10 * 3, "b": 10 + 10, "c": 50, "d": 600, "e": 10 * 2, "f": 100}
+    lounge = query(ledger, """SELECT p.external_id FROM entity_state s JOIN participants p ON p.id = s.entity_id
+                              WHERE s.kind = 'TAG' AND s.key = 'lounge'""")
+    assert lounge == [("a",)]  # only a had rank >= 2 at a purchase (a4)
+
+
+def test_tier_tables(ledger):
+    levels = query(ledger, """SELECT l.key, l.rank, l.benefits::VARCHAR FROM tier_levels l JOIN tiers t ON t.id = l.tier_id
+                              WHERE t.key = 'loyalty' ORDER BY l.rank""")
+    assert [(k, r, json.loads(b)) for k, r, b in levels] == [
+        ("silver", 1, {"points_multiplier": 2}), ("gold", 2, {"points_multiplier": 3, "lounge": True}),
+        ("vip", 3, {"points_multiplier": 5})]
+
+
+def test_batch_invariance(tmp_path, ledger):
+    """The same stream in three batches gives the same history, levels and balances."""
+    programs = _program(tmp_path)
+    db = tmp_path / "w.duckdb"
+    for i, part in enumerate((STREAM[:3], STREAM[3:8], STREAM[8:])):
+        run_json(programs, write_events(tmp_path / f"part{i}.parquet", part), db)
+    assert _history(db) == _history(ledger)
+    assert _levels(db) == _levels(ledger)
+    assert _points(db) == _points(ledger)
+
+
+def _op(programs: Path, db: Path, key: str, who: str, when: str, **params) -> dict:
+    args = [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
+    res = cli("op", "set_tier", "--programs", str(programs), "--program", "club", "--key", key, "--external-id", who,
+              "--timestamp", when, "--db", str(db), "--json", *args)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_set_tier_operation(tmp_path):
+    programs = _program(tmp_path)
+    db = tmp_path / "w.duckdb"
+    run_json(programs, write_events(tmp_path / "e1.parquet", [_ev("g1", "g", 1, "purchase", 1)]), db)
+    _op(programs, db, "op-1", "g", "2025-03-02T00:00:00Z", tier="loyalty", level="vip")
+    _op(programs, db, "op-bad", "g", "2025-03-02T01:00:00Z", tier="loyalty", level="platinum")
+    run_json(programs, write_events(tmp_path / "e2.parquet", [_ev("g2", "g", 3, "purchase", 10)]), db)
+    assert _history(db) == [("loyalty", "g", None, "vip", "OPERATION", "op-1", "2025-03-02")]
+    bad = query(db, "SELECT status, error_code, error_message FROM operations WHERE idempotency_key = 'op-bad'")
+    assert bad[0][:2] == ("FAILED", "invalid_operation") and "platinum" in bad[0][2]
+    # g2 earns at vip's multiplier: 10 * 5, after 1 base point for g1; vip has rank 3 >= 2: lounge
+    assert _points(db) == {"g": 1 + 10 * 5}
+    assert _levels(db) == {"g": "vip"}
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+# Four tier types with the same levels (silver spend >= 100, gold >= 500, platinum >= 1000) and
+# different lifecycles; spend only goes down through refunds.
+LEVELS = [{"key": k, "rank": r, "qualification": {"criteria": [{"counter": "spend", "operator": ">=", "threshold": t}]}}
+          for k, r, t in (("silver", 1, 100), ("gold", 2, 500), ("platinum", 3, 1000))]
+CALENDAR = {"type": "CALENDAR_YEAR"}
+LIFECYCLES = {
+    "status": {"qualification_period": CALENDAR, "downgrade_policy": {"mode": "DROP_TO_QUALIFYING", "grace_days": 30}},
+    "club": {"qualification_period": {"type": "FIXED_YEAR", "start_month": 7, "start_day": 1},
+             "downgrade_policy": {"mode": "DROP_ONE"}},
+    "keep": {"qualification_period": CALENDAR, "downgrade_policy": {"mode": "HOLD"}},
+    "floor": {"qualification_period": CALENDAR, "downgrade_policy": {"mode": "DROP_TO_QUALIFYING", "min_level": "gold"}},
+}
+LIFE_RULES = [
+    {"name": "Spend", "key": "spend", "condition": 'event.type == "purchase"',
+     "actions": [{"type": "COUNTER", "key": "spend", "value": "event.amount"}]},
+    {"name": "Refund", "key": "refund", "condition": 'event.type == "refund"',
+     "actions": [{"type": "COUNTER", "key": "spend", "value": "0 - event.amount"}]},
+]
+
+
+def _life_program(tmp: Path) -> Path:
+    tiers = [{"key": k, "levels": LEVELS, "lifecycle": {"retention": {"mode": "PERIOD_BASED"}, **life}}
+             for k, life in LIFECYCLES.items()]
+    return write_program(tmp / "programs" / "club.yaml", {
+        "program": {"key": "club", "name": "Club"}, "assets": [PTS], "tiers": tiers, "rules": LIFE_RULES})
+
+
+def _at(key: str, who: str, when: str, typ: str, amount: int) -> dict:
+    return event("club", key, who, when, {"type": typ, "amount": amount})
+
+
+LIFE_2025 = [
+    _at("p1", "p", "2025-03-01T00:00:00Z", "purchase", 1200),  # p: platinum in every tier
+    _at("q1", "q", "2025-03-01T00:00:00Z", "purchase", 600),   # q: gold in every tier
+    _at("q2", "q", "2025-04-01T00:00:00Z", "refund", 550),     # q: spend 50
+    _at("p2", "p", "2025-06-01T00:00:00Z", "refund", 900),     # p: spend 300
+]
+LIFE_2026 = [
+    _at("p3", "p", "2026-01-20T00:00:00Z", "purchase", 10),    # status review due 2026-01-31: not yet
+    _at("p4", "p", "2026-02-10T00:00:00Z", "purchase", 10),
+]
+# By hand (LIFECYCLE rows; a participant still qualifying for its level, or HOLD, keeps it):
+# club (FIXED_YEAR from 1 July, DROP_ONE): period end 2025-07-01: p (300) platinum -> gold, q (50) gold -> silver
+# floor (CALENDAR_YEAR, DROP_TO_QUALIFYING, min gold): 2026-01-01: p qualifies silver, floored at gold;
+#   q qualifies nothing: the lowest level is silver, floored at gold = its level: no change
+# status (CALENDAR_YEAR + 30 grace days, DROP_TO_QUALIFYING): due 2026-01-31: p (310 after p3) -> silver;
+#   q (50): nothing qualifies -> the lowest level, silver
+# keep (HOLD): never changes
+LIFECYCLE_ROWS = {
+    ("club", "p", "platinum", "gold", "2025-07-01"), ("floor", "p", "platinum", "gold", "2026-01-01"),
+    ("status", "p", "platinum", "silver", "2026-01-31"), ("club", "q", "gold", "silver", "2025-07-01"),
+    ("status", "q", "gold", "silver", "2026-01-31"),
+}
+
+
+def _lifecycle_rows(db: Path) -> set[tuple]:
+    return {(t, who, f, to, day) for t, who, f, to, reason, src, day in _history(db) if reason == "LIFECYCLE"}
+
+
+def _all_levels(db: Path) -> dict[tuple[str, str], str]:
+    rows = query(db, """SELECT p.external_id, t.key, pt.level FROM participant_tiers pt
+                        JOIN participants p ON p.id = pt.participant_id JOIN tiers t ON t.id = pt.tier_id""")
+    return {(who, tier): level for who, tier, level in rows}
+
+
+def _maintain(db: Path, as_of: str) -> dict:
+    res = cli("maintain", "--as-of", as_of, "--db", str(db), "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_lifecycle_downgrades(tmp_path):
+    programs = _life_program(tmp_path)
+    db = tmp_path / "w.duckdb"
+    run_json(programs, write_events(tmp_path / "all.parquet", LIFE_2025 + LIFE_2026), db)
+    # p's reviews happened before p3 / p4; q has no later event: its reviews wait for maintenance
+    assert _lifecycle_rows(db) == {r for r in LIFECYCLE_ROWS if r[1] == "p"}
+    first = _maintain(db, "2026-02-01T00:00:00Z")
+    assert first["tier_changes"] == 2  # q: club and status
+    assert _lifecycle_rows(db) == LIFECYCLE_ROWS
+    assert _maintain(db, "2026-02-01T00:00:00Z")["batch_id"] is None  # nothing due twice
+    assert _all_levels(db) == {
+        ("p", "status"): "silver", ("p", "club"): "gold", ("p", "keep"): "platinum", ("p", "floor"): "gold",
+        ("q", "status"): "silver", ("q", "club"): "silver", ("q", "keep"): "gold", ("q", "floor"): "gold"}
+    assert cli("verify", "--db", str(db)).returncode == 0
+
+
+def test_lifecycle_maintenance_early_or_late_is_the_same(tmp_path):
+    """Maintenance between batches applies the same reviews at the same instants as a later event."""
+    programs = _life_program(tmp_path)
+    db = tmp_path / "w.duckdb"
+    run_json(programs, write_events(tmp_path / "y2025.parquet", LIFE_2025), db)
+    _maintain(db, "2026-01-10T00:00:00Z")  # club (2025-07-01) and floor (2026-01-01) reviews
+    assert _lifecycle_rows(db) == {r for r in LIFECYCLE_ROWS if r[4] < "2026-01-10"}
+    run_json(programs, write_events(tmp_path / "y2026.parquet", LIFE_2026), db)
+    _maintain(db, "2026-02-01T00:00:00Z")
+    assert _lifecycle_rows(db) == LIFECYCLE_ROWS
+
+
+def test_verify_checks_levels_against_history(tmp_path, ledger):
+    assert cli("verify", "--db", str(ledger)).returncode == 0
+    tampered = tmp_path / "tampered.duckdb"
+    tampered.write_bytes(ledger.read_bytes())
+    import duckdb
+    con = duckdb.connect(str(tampered))
+    con.execute("UPDATE participant_tiers SET level = 'vip' WHERE participant_id = "
+                "(SELECT id FROM participants WHERE external_id = 'b')")
+    con.close()
+    res = cli("verify", "--db", str(tampered))
+    assert res.returncode == 4 and "tier_levels_match_history" in res.stdout + res.stderr
+
+
+def test_set_tier_level_from_an_expression(tmp_path):
+    """SET_TIER's level is a value field: an expression must give a level key, else the event FAILS."""
+    rules = [{"name": "Pick", "key": "pick", "condition": 'event.type == "pick"',
+              "actions": [{"type": "SET_TIER", "tier": "loyalty", "level": "event.level"}]}]
+    programs = write_program(tmp_path / "programs" / "club.yaml", {
+        "program": {"key": "club", "name": "Club"}, "assets": [PTS], "tiers": [TIER], "rules": rules})
+    db = tmp_path / "w.duckdb"
+    run_json(programs, write_events(tmp_path / "e.parquet", [
+        event("club", "k1", "h", "2025-03-01T00:00:00Z", {"type": "pick", "level": "gold"}),
+        event("club", "k2", "h", "2025-03-02T00:00:00Z", {"type": "pick", "level": "diamond"})]), db)
+    assert _history(db) == [("loyalty", "h", None, "gold", "ACTION", "k1", "2025-03-01")]
+    failed = query(db, "SELECT status, error_code, error_message FROM events WHERE idempotency_key = 'k2'")
+    assert failed[0][:2] == ("FAILED", "expression_error") and "diamond" in failed[0][2]
+
+
+def test_explain_shows_the_events_tier_changes(tmp_path, ledger):
+    res = cli("explain", "a2", "--programs", str(_program(tmp_path)), "--db", str(ledger), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["tier_changes"] == [{"tier": "loyalty", "external_id": "a", "from": "silver", "to": "gold",
+                                    "reason": "AUTO"}]
