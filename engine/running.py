@@ -26,23 +26,26 @@ says why and the batch takes the kernel path.
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 
 import polars as pl
 
-from engine import amounts, kernel
+from engine import amounts, kernel, tiers
 from engine.catalog import Catalog, CompiledProgram, CompiledRule
+from engine.catalog.compiled import CompiledTier
 from engine.cel import CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS
 from engine.kernel import BLOCKED_FOR_INACTIVE, INACTIVE
 from engine.moves import INSUFFICIENT, ActionFailed, insufficient_message
-from engine.state import Counter, EntityState, Store
+from engine.state import Counter, EntityState, Store, TierState
 
 MAX_ROUNDS = 12
+_COMPARE = {">=": operator.ge, ">": operator.gt, "==": operator.eq, "<=": operator.le, "<": operator.lt}
 STATE_ACTIONS = {"TAG", "UNTAG", "COUNTER", "SET_ATTRIBUTE"}
 D = amounts.DECIMAL
 ZERO = pl.lit(Decimal(0)).cast(D)
@@ -57,12 +60,12 @@ def unsupported(runnable: pl.DataFrame, catalog: Catalog) -> str | None:
     writers: dict[str, timedelta | None] = {}
     for key in runnable["program_key"].unique().to_list():
         program = catalog.programs[key]
-        if getattr(program.model, "tiers", None):
-            return "tiers"
+        if any(t.lifecycle is not None for t in program.tiers.values()):
+            return "tier lifecycles"
         for rule in program.active_rules:
             for prog in (rule.condition, *(p for a in rule.actions for p in a.expressions)):
-                if "program" in prog.variables or "tiers" in prog.text:
-                    return f"rule {rule.key}: reads program state or tiers"
+                if "program" in prog.variables:
+                    return f"rule {rule.key}: reads program state"
             for a in rule.actions:
                 if a.target is not None:
                     return f"rule {rule.key}: a target"
@@ -70,8 +73,6 @@ def unsupported(runnable: pl.DataFrame, catalog: Catalog) -> str | None:
                     if (a.asset.inventory_mode != "SIMPLE" or a.asset.issuance_policy != "UNLIMITED"
                             or a.bucket not in (None, "AVAILABLE")):
                         return f"rule {rule.key}: a {a.asset.inventory_mode}/{a.asset.issuance_policy} asset or bucket"
-                    if isinstance(a.amount, CelProgram) and a.amount.variables - {"event", "now"}:
-                        return f"rule {rule.key}: an amount that reads state"
                 elif a.type in STATE_ACTIONS:
                     value = a.tag if a.type in ("TAG", "UNTAG") else a.value
                     if isinstance(value, CelProgram) and value.variables - {"event", "now"}:
@@ -151,6 +152,7 @@ class _Features:
     attrs: list[str]                        # every attribute key (opening or written)
     assets: dict[str, str]                  # asset id -> symbol, for every program asset
     budgets: dict[tuple[str, str], tuple]   # (rule sid, asset id) -> (budget, program key)
+    tiers: dict[str, CompiledTier]          # tier id -> tier (`lv:` rank before, `up:` rank after an upgrade)
 
     def written(self, g: pl.DataFrame) -> list[str]:
         """Columns of what an event did: counter increments and writes, last tag and attribute
@@ -158,7 +160,7 @@ class _Features:
         return ([_col("inc", k) for k in self.counters] + [_col("w", k) for k in self.counters]
                 + [_col("tw", t) for t in self.tags] + [_col("aw", a) for a in self.attrs]
                 + [_col("d", s) for s in self.assets] + [_col("take", f"{r}:{a}") for r, a in self.budgets]
-                + [_col("acc", f"{r}:{a}") for r, a in self.budgets])
+                + [_col("acc", f"{r}:{a}") for r, a in self.budgets] + [_col("up", t) for t in self.tiers])
 
 
 def _features(g: pl.DataFrame, catalog: Catalog, store: Store) -> _Features | None:
@@ -167,8 +169,10 @@ def _features(g: pl.DataFrame, catalog: Catalog, store: Store) -> _Features | No
     attrs: set[str] = set()
     assets: dict[str, str] = {}
     budgets: dict = {}
+    tiers: dict[str, CompiledTier] = {}
     for key in g["program_key"].unique(maintain_order=True).to_list():
         program = catalog.programs[key]
+        tiers |= {t.sid: t for t in program.tiers.values()}
         for symbol in program.assets:
             assets[catalog.asset_sids[symbol]] = symbol
         for rule in program.active_rules:
@@ -187,12 +191,14 @@ def _features(g: pl.DataFrame, catalog: Catalog, store: Store) -> _Features | No
         if st is None:
             continue
         attrs.update(st.attributes)
+        if any(t in tiers and st.tiers[t].level not in tiers[t].by_key for t in st.tiers):
+            return None  # a level since removed from the program file: the kernel's rules apply
         for k, c in st.counters.items():
             # one reset_after per key, whoever wrote it: else the kernel's per-counter update rules apply
             if counters.setdefault(k, c.reset_after) != c.reset_after or \
                     opening_resets.setdefault(k, c.reset_after) != c.reset_after:
                 return None
-    return _Features(counters, sorted(tags), sorted(attrs), assets, budgets)
+    return _Features(counters, sorted(tags), sorted(attrs), assets, budgets, tiers)
 
 
 def _opening(g: pl.DataFrame, f: _Features, store: Store) -> pl.DataFrame:
@@ -212,11 +218,15 @@ def _opening(g: pl.DataFrame, f: _Features, store: Store) -> pl.DataFrame:
         for s in f.assets:
             for bucket, prefix in (("AVAILABLE", "o_b"), ("HELD", "o_h"), ("DEFERRED", "o_df")):
                 row[_col(prefix, s)] = store.balances.get(("PARTICIPANT", pid, s, bucket), Decimal(0))
+        for sid, tier in f.tiers.items():
+            held = st.tiers.get(sid)
+            row[_col("o_lv", sid)] = None if held is None else tier.by_key[held.level].rank
         rows.append(row)
     schema = {"pid": pl.String, "ext": pl.String, "status": pl.String, "created_at": TS, "o_tags": pl.List(pl.String)}
     schema |= {_col("o_c", k): D for k in f.counters} | {_col("o_r", k): TS for k in f.counters}
     schema |= {_col("o_t", t): pl.Boolean for t in f.tags} | {_col("o_a", a): pl.String for a in f.attrs}
     schema |= {_col(p, s): D for s in f.assets for p in ("o_b", "o_h", "o_df")}
+    schema |= {_col("o_lv", t): pl.Int64 for t in f.tiers}
     g = g.join(pl.DataFrame(rows, schema=schema), on="pid", how="left", maintain_order="left")
     periods = {}
     for (rule_sid, asset), (budget, key) in f.budgets.items():
@@ -233,7 +243,8 @@ def _nothing_done(g: pl.DataFrame, f: _Features) -> pl.DataFrame:
     cols = {"pos": g["pos"], "ok": _const(True, len(g), pl.Boolean)}
     for name in f.written(g):
         kind = name.split(":", 1)[0]
-        dtype = {"inc": D, "d": D, "take": D, "w": pl.Boolean, "acc": pl.Boolean, "tw": pl.Boolean, "aw": pl.String}[kind]
+        dtype = {"inc": D, "d": D, "take": D, "w": pl.Boolean, "acc": pl.Boolean, "tw": pl.Boolean, "aw": pl.String,
+                 "up": pl.Int64}[kind]
         default = {"inc": Decimal(0), "d": Decimal(0), "take": Decimal(0), "w": False, "acc": False}.get(kind)
         cols[name] = _const(default, len(g), dtype)
     return pl.DataFrame(cols)
@@ -267,6 +278,9 @@ def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features) -> pl.DataFrame:
         out[_col("a", a)] = pl.coalesce(last_write(_col("aw", a)), pl.col(_col("o_a", a)))
     for s in f.assets:
         out[_col("b", s)] = (pl.col(_col("o_b", s)) + prior_sum(_col("d", s), "pid")).cast(D)
+    for t in f.tiers:  # auto-qualification only ever upgrades: the best rank reached so far
+        # (cum_max leaves the rows without an upgrade null: carried forward)
+        out[_col("lv", t)] = pl.max_horizontal(pl.col(_col("o_lv", t)), pl.col(_col("up", t)).shift(1).cum_max().forward_fill().over("pid"))
     for r, a in f.budgets:
         key = f"{r}:{a}"
         out[_col("bc", key)] = (pl.col(_col("o_bc", key))
@@ -299,6 +313,13 @@ class _ProgramPass:
         self.declined = "event_data of mixed shapes (no struct column)" if self.frame.ctx is None else None
         self.conditions = 0
         self.windows, self.pre, self.exprs, self.amount_cache, self.value_cache = {}, {}, {}, {}, {}
+        self.tiers = list(program.tiers.values())
+        self.benefit_types = {}
+        for tier in self.tiers:  # a struct column needs one shape of benefits per tier
+            shapes = {pl.select(pl.lit(lv.cel_benefits or None)).dtypes[0] for lv in tier.levels}
+            if len(shapes) > 1:
+                self.declined = f"tier {tier.key}: benefits of different shapes"
+            self.benefit_types[tier.sid] = shapes.pop()
         if self.declined:
             return
         ctx = PolarsContext(variables={"event": self.frame.ctx.variables["event"],
@@ -313,6 +334,13 @@ class _ProgramPass:
                     self.exprs[rule.sid] = None  # the row path, per event, against the same state
             else:
                 self.pre[rule.sid] = helpers.condition(self.frame, rule, self.stats, False)
+            for action in rule.actions:  # amounts that read state: evaluated per round, vectorised
+                if isinstance(action.amount, CelProgram) and "participant" in action.amount.variables:
+                    try:
+                        self.exprs[(rule.sid, action.index)] = action.amount.to_polars(ctx)
+                    except NotVectorisable as e:
+                        self.declined = f"rule {rule.key}: amount: {e}"
+                        return
         # every tag an expression may write, so that each is a column (evaluated for all events)
         self.tags_written: set[str] = set()
         every = _const(True, len(sub), pl.Boolean)
@@ -331,6 +359,9 @@ class _ProgramPass:
             "attributes": pl.Struct({a: pl.String for a in f.attrs} or {NO_KEY: pl.String}),
             "balances": pl.Struct({sym: pl.Struct({"available": pl.Float64, "held": pl.Float64, "deferred": pl.Float64})
                                    for sym in self.symbols.values()} or {NO_KEY: pl.Float64}),
+            "tiers": pl.Struct({t.key: pl.Struct({"level": pl.String, "rank": pl.Int64,
+                                                  "benefits": self.benefit_types[t.sid]}) for t in self.tiers}
+                               or {NO_KEY: pl.Float64}),
         })
 
     def _participant(self) -> pl.Expr:
@@ -345,9 +376,20 @@ class _ProgramPass:
         balances = [pl.struct(available=_float(_col("b", s)), held=_float(_col("o_h", s)),
                               deferred=_float(_col("o_df", s))).alias(sym) for s, sym in self.symbols.items()] \
             or [pl.lit(None, dtype=pl.Float64).alias(NO_KEY)]
+        held = []
+        for tier in self.tiers:  # a tier without a level is absent (null)
+            rank = pl.col(_col("lv", tier.sid))
+            level, benefits = pl.lit(None, dtype=pl.String), pl.lit(None, dtype=self.benefit_types[tier.sid])
+            for lv in tier.levels:
+                level = pl.when(rank == lv.rank).then(pl.lit(lv.key)).otherwise(level)
+                benefits = pl.when(rank == lv.rank).then(pl.lit(lv.cel_benefits or None)).otherwise(benefits)
+            held.append(pl.when(rank.is_not_null()).then(pl.struct(level.alias("level"), rank.alias("rank"),
+                                                                    benefits.alias("benefits"))).alias(tier.key))
+        held = held or [pl.lit(None, dtype=pl.Float64).alias(NO_KEY)]
         return pl.struct(pl.col("pid").alias("id"), pl.col("ext").alias("external_id"), pl.col("status"),
                          pl.col("created_at"), tags.alias("tags"), pl.struct(counters).alias("counters"),
-                         pl.struct(attrs).alias("attributes"), pl.struct(balances).alias("balances"))
+                         pl.struct(attrs).alias("attributes"), pl.struct(balances).alias("balances"),
+                         pl.struct(held).alias("tiers"))
 
     def _activations(self, cur: pl.DataFrame, mask: pl.Series) -> list[dict]:
         """The row path's variables for the masked events (to word an error as the kernel does)."""
@@ -359,6 +401,11 @@ class _ProgramPass:
             person["counters"] = {k: v for k, v in p["counters"].items() if v is not None and k != NO_KEY}
             person["attributes"] = {k: v for k, v in p["attributes"].items() if v is not None and k != NO_KEY}
             person["tiers"] = {}
+            for tier in self.tiers:  # as engine.tiers.cel_view shows them
+                held = (p["tiers"] or {}).get(tier.key)
+                if held is not None:
+                    level = tier.by_key[held["level"]]
+                    person["tiers"][tier.key] = {"level": level.key, "rank": level.rank, "benefits": level.cel_benefits}
             person["balances"] = {k: v for k, v in p["balances"].items() if k != NO_KEY}
             out.append({"event": ev or {}, "now": now, "participant": person})
         return out
@@ -379,6 +426,33 @@ class _ProgramPass:
             code, msg, amount = code.scatter(idx, c), msg.scatter(idx, m), amount.scatter(idx, a.cast(D))
             have = self.amount_cache[key] = (done | todo, code, msg, amount)
         return have[1], have[2], have[3]
+
+    def _state_amounts(self, cur: pl.DataFrame, rule: CompiledRule, action, matched: pl.Series):
+        """(code, message, amount) of an amount that reads state, against the state `cur`."""
+        n = len(matched)
+        values = cur.with_columns(participant=self._participant()).with_columns(
+            __v=self.exprs[(rule.sid, action.index)])["__v"]
+        if not (values.dtype.is_integer() or values.dtype.is_float()):
+            raise _Unsettled(f"rule {rule.key}: amount is not a number column")
+        sub = values.filter(matched)
+        text, err = amounts.series_text(sub)
+        code, value = amounts.check(text, action.asset)
+        codes, messages = code.to_list(), [None] * len(sub)
+        for j, (e, c, t) in enumerate(zip(err.to_list(), codes, text.to_list())):
+            if e is not None:
+                codes[j], messages[j] = amounts.EXPRESSION_ERROR, f"amount expression failed: {e}"
+            elif c is not None:
+                messages[j] = amounts.describe(c, t, action.asset)
+        missing = sub.is_null()
+        if missing.any():  # evaluation errors, worded by the row path as the kernel words them
+            idx = matched.arg_true().filter(missing)
+            _, errs = self.h.row_eval(action.amount, self._activations(cur, _const(False, n, pl.Boolean).scatter(idx, True)))
+            for j, e in zip(missing.arg_true().to_list(), errs):
+                codes[j], messages[j] = amounts.EXPRESSION_ERROR, f"expression failed: {e}"
+        idx = matched.arg_true()
+        return (_const(None, n, pl.String).scatter(idx, pl.Series(codes, dtype=pl.String)),
+                _const(None, n, pl.String).scatter(idx, pl.Series(messages, dtype=pl.String)),
+                _const(None, n, D).scatter(idx, value.cast(D)))
 
     def _values(self, rule: CompiledRule, action, mask: pl.Series) -> tuple[list, list]:
         """(failures, values) of a TAG/COUNTER/SET_ATTRIBUTE value per event, decided where `mask`:
@@ -409,6 +483,18 @@ class _ProgramPass:
                     failures[i] = (err.code, err.message)
         return failures, pl.Series(values, dtype=dtype)
 
+    def _qualifies(self, cur: pl.DataFrame, level) -> pl.Series:
+        """Whether each event's counters, after its rules, meet the level (a counter never written is 0)."""
+        tests = []
+        for c in level.qualification.criteria:
+            value = cur[_col("c", c.counter)].fill_null(Decimal(0)) if c.counter in self.f.counters \
+                else _const(Decimal(0), len(cur), D)
+            tests.append(_COMPARE[c.operator](value, c.threshold))
+        out = tests[0]
+        for t in tests[1:]:
+            out = (out & t) if level.qualification.mode == "ALL" else (out | t)
+        return out
+
     def run(self, before: pl.DataFrame, final: bool) -> pl.DataFrame:
         """What each event did (did-columns), given the state before it. With `final`, also the
         status, effects and evaluations of every event (self.status/effects/evaluations)."""
@@ -433,6 +519,8 @@ class _ProgramPass:
             out[_col("d", s)] = zero
         for r, a in f.budgets:
             out[_col("take", f"{r}:{a}")], out[_col("acc", f"{r}:{a}")] = zero, false
+        for t in f.tiers:
+            out[_col("up", t)] = _const(None, n, pl.Int64)
         effects, evals = [], []
         pos = before["pos"]
         active = before["status"] == "ACTIVE"
@@ -485,7 +573,10 @@ class _ProgramPass:
             plan_fail = false
             for action in rule.actions:
                 if action.type in ("CREDIT", "DEBIT"):
-                    code, msg, amount = self._amounts(rule, action, matched)
+                    if (rule.sid, action.index) in self.exprs:
+                        code, msg, amount = self._state_amounts(cur, rule, action, matched)
+                    else:
+                        code, msg, amount = self._amounts(rule, action, matched)
                     bad = matched & code.is_not_null() & (code != amounts.ZERO).fill_null(False)
                     fail(bad, code, (where + str(action.index) + ": ") + msg.fill_null(""), rule.order)
                     plan_fail = plan_fail | bad
@@ -598,6 +689,14 @@ class _ProgramPass:
             if rule.stop_after_match:
                 stopped = stopped | alive
         ok = ~failed
+        for tier in self.tiers:  # after the rules of an event that did not fail (semantics.md 5, step 4)
+            best = _const(None, n, pl.Int64)
+            for lv in tier.levels:  # ascending rank: the last level qualified for wins
+                if lv.qualification is not None:
+                    best = _const(lv.rank, n, pl.Int64).zip_with(self._qualifies(cur, lv), best)
+            have = cur[_col("lv", tier.sid)]
+            out[_col("up", tier.sid)] = best.zip_with(ok & best.is_not_null() & (have.is_null() | (best > have)).fill_null(True),
+                                                      _const(None, n, pl.Int64))
         did = {"pos": pos, "ok": ok}
         for name, series in out.items():
             kind = name.split(":", 1)[0]
@@ -650,13 +749,18 @@ def _write_back(before: pl.DataFrame, f: _Features, store: Store) -> None:
         aw, cur = _col("aw", a), _col("a", a)
         after[cur] = pl.coalesce(pl.col(aw), pl.col(cur))
         changed.append(pl.col(aw).is_not_null() & pl.col(aw).ne_missing(pl.col(cur)))
+    for t in f.tiers:
+        changed.append(pl.col(_col("up", t)).is_not_null())
     if not changed:
         changed = [pl.lit(False)]
     last = (x.with_columns(**after, _changed=pl.any_horizontal(changed).fill_null(False))
             .group_by("pid", maintain_order=True)
             .agg(pl.col("_changed").any(), pl.col("o_tags").last(), *[pl.col(c).last() for c in after]))
+    upgrades = _tier_history(x, f, store)
     for row in last.filter(pl.col("_changed")).iter_rows(named=True):
-        st = EntityState(set(row["o_tags"]) | {t for t in f.tags if row[_col("t", t)]})
+        opening = store.states.get(("PARTICIPANT", row["pid"])) or EntityState()
+        st = EntityState(set(row["o_tags"]) | {t for t in f.tags if row[_col("t", t)]},
+                         tiers={k: replace(v) for k, v in opening.tiers.items()} | upgrades.get(row["pid"], {}))
         for k, reset in f.counters.items():
             if row[_col("c", k)] is not None:
                 st.counters[k] = Counter(row[_col("c", k)], reset, row[_col("r", k)])
@@ -670,3 +774,27 @@ def _write_back(before: pl.DataFrame, f: _Features, store: Store) -> None:
         for period, opening, taken in used.iter_rows():
             store.budgets[(r, a, period)] = Decimal(opening) + Decimal(taken)
             store.dirty_budgets.add((r, a, period))
+
+
+def _tier_history(x: pl.DataFrame, f: _Features, store: Store) -> dict[str, dict[str, TierState]]:
+    """tier_history rows for every upgrade (stream order, as the kernel records them) and each
+    participant's final level per upgraded tier."""
+    final: dict[str, dict[str, TierState]] = {}
+    if not f.tiers:
+        return final
+    ups = x.select("pos", "pid", "program_uuid", "idempotency_key", "event_timestamp",
+                   *[c for t in f.tiers for c in (_col("lv", t), _col("up", t))])
+    for row in ups.filter(pl.any_horizontal(pl.col(_col("up", t)).is_not_null() for t in f.tiers)).iter_rows(named=True):
+        for sid, tier in f.tiers.items():  # in the program's tier order, like engine.tiers.auto_qualify
+            rank = row[_col("up", sid)]
+            if rank is None:
+                continue
+            ranks = {lv.rank: lv.key for lv in tier.levels}
+            before = row[_col("lv", sid)]
+            store.tier_history.append({
+                "program_id": str(tier.program_id), "tier_id": sid, "tier_key": tier.key,
+                "participant_id": row["pid"], "from_level": None if before is None else ranks[before],
+                "to_level": ranks[rank], "reason": tiers.AUTO, "source_kind": "event",
+                "source_name": f"event:{tier.program_id}:{row['idempotency_key']}", "effective_at": row["event_timestamp"]})
+            final.setdefault(row["pid"], {})[sid] = TierState(ranks[rank], row["event_timestamp"])
+    return final
