@@ -319,7 +319,7 @@ def _cmd_verify(args) -> int:
 
 def _cmd_explain_plan(args) -> int:
     from engine.catalog import load_catalog
-    from engine.plan import needs_kernel, plan_program
+    from engine.plan import needs_kernel, plan_program, program_unsupported
 
     catalog = load_catalog(args.programs)
     plans = [p for prog in catalog.programs.values() for p in plan_program(prog)]
@@ -333,7 +333,10 @@ def _cmd_explain_plan(args) -> int:
         t.add_row(p.program, str(p.order), p.rule, p.path, p.reason)
     console.print(t)
     for prog in catalog.programs.values():
-        mode = "sequential kernel (state, budgets or tiers)" if needs_kernel(prog) else "set-based"
+        why_not = program_unsupported(prog)
+        mode = ("set-based" if not needs_kernel(prog) else
+                "running-state path (set-wise, to a fixed point)" if why_not is None else
+                f"sequential kernel ({why_not})")
         console.print(f"{prog.key}: {mode}")
     return 0
 

@@ -4,8 +4,13 @@
   backend expresses it exactly: one pass over all events of the program.
 - **row**: it reads only `event` and `now`, but the Polars backend declines an expression:
   evaluated per event by the row backend, still ahead of the sequential pass.
-- **sequential**: it reads participant or program state, so it is evaluated inside the
-  one-event-at-a-time kernel, against the state earlier events left.
+- **running**: it reads participant state that is a running function of earlier events
+  (counters, tags, attributes, balances, tiers, budgets): evaluated set-wise against that state,
+  computed with running sums and last writes, to a fixed point (engine/running.py). A batch with
+  operations or recipients, or one that does not settle, takes the kernel instead.
+- **sequential**: it reads state the running path does not cover (program state, targets, lots,
+  holds, wallets, ...), so it is evaluated inside the one-event-at-a-time kernel, against the
+  state earlier events left.
 
 A program runs through the kernel when any of its rules reads or writes state (state actions,
 targets, budgets, state in expressions); the vectorised and row results of its other rules are
@@ -16,6 +21,7 @@ with only the balance check of DEBITs settled sequentially, for the entities tha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import polars as pl
 
@@ -26,6 +32,8 @@ from engine.io.events import TS
 STATE_VARIABLES = frozenset({"participant", "program"})
 #: Actions the set-based path applies (with its sequential balance check); all others need the kernel.
 SET_BASED_ACTIONS = frozenset({"CREDIT", "DEBIT"})
+#: State actions the running-state path (engine/running.py) applies set-wise.
+STATE_ACTIONS = frozenset({"TAG", "UNTAG", "COUNTER", "SET_ATTRIBUTE"})
 
 
 def reads_state(prog: CelProgram) -> bool:
@@ -45,6 +53,34 @@ def rule_is_stateful(rule: CompiledRule) -> bool:
                    for a in rule.actions))
 
 
+def program_unsupported(program: CompiledProgram, writers: dict | None = None) -> str | None:
+    """Why a program's rules cannot take the running-state path, or None if they can.
+    `writers` collects counter key -> reset_after across the programs of a batch."""
+    writers = {} if writers is None else writers
+    if any(t.lifecycle is not None for t in program.tiers.values()):
+        return "tier lifecycles"
+    for rule in program.active_rules:
+        for prog in (rule.condition, *(p for a in rule.actions for p in a.expressions)):
+            if "program" in prog.variables:
+                return f"rule {rule.key}: reads program state"
+        for a in rule.actions:
+            if a.target is not None:
+                return f"rule {rule.key}: a target"
+            if a.type in ("CREDIT", "DEBIT"):
+                if (a.asset.inventory_mode != "SIMPLE" or a.asset.issuance_policy != "UNLIMITED"
+                        or a.bucket not in (None, "AVAILABLE")):
+                    return f"rule {rule.key}: a {a.asset.inventory_mode}/{a.asset.issuance_policy} asset or bucket"
+            elif a.type in STATE_ACTIONS:
+                value = a.tag if a.type in ("TAG", "UNTAG") else a.value
+                if isinstance(value, CelProgram) and value.variables - {"event", "now"}:
+                    return f"rule {rule.key}: a {a.type} value that reads state"
+                if a.type == "COUNTER" and writers.setdefault(a.key, a.reset_after) != a.reset_after:
+                    return f"counter {a.key}: written with different reset_after"
+            else:
+                return f"rule {rule.key}: {a.type}"
+    return None
+
+
 def needs_kernel(program: CompiledProgram) -> bool:
     # with tiers, every event may change its participant's level (auto-qualification, semantics.md 10)
     return bool(program.tiers) or any(rule_is_stateful(r) for r in program.active_rules)
@@ -55,7 +91,7 @@ class RulePlan:
     program: str
     rule: str
     order: int
-    path: str  # vectorised | row | sequential
+    path: str  # vectorised | row | running | sequential
     reason: str
 
 
@@ -65,17 +101,23 @@ def plan_program(program: CompiledProgram, event_dtype: pl.DataType | None = Non
     ctx = PolarsContext(variables={"event": (pl.col("event"), event_dtype or pl.Struct([])),
                                    "now": (pl.col("event_timestamp"), TS)})
     out = []
+    why_not = program_unsupported(program)
+    running = " on the running-state path"
     for rule in program.active_rules:
-        if rule_reads_state(rule):
-            path, reason = "sequential", "reads participant/program state"
+        if rule_reads_state(rule) and why_not is None:
+            path, reason = "running", "reads participant state: evaluated set-wise" + running
+        elif rule_reads_state(rule):
+            path, reason = "sequential", f"reads participant/program state; not running-state: {why_not}"
         else:
             declined = _declined(rule, ctx)
             if declined:
                 path, reason = "row", f"Polars backend declines: {declined}"
             else:
                 path, reason = "vectorised", "reads only event and now"
-            if rule_is_stateful(rule):
-                reason += "; its actions run in the sequential kernel (state or bucket actions, targets or budgets)"
+            if rule_is_stateful(rule) and why_not is None:
+                reason += "; its actions run" + running
+            elif rule_is_stateful(rule):
+                reason += f"; its actions run in the sequential kernel ({why_not})"
         out.append(RulePlan(program.key, rule.key, rule.order, path, reason))
     return out
 

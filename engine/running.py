@@ -42,11 +42,11 @@ from engine.cel import CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS
 from engine.kernel import BLOCKED_FOR_INACTIVE, INACTIVE
 from engine.moves import INSUFFICIENT, ActionFailed, insufficient_message
+from engine.plan import program_unsupported
 from engine.state import Counter, EntityState, Store, TierState
 
 MAX_ROUNDS = 12
 _COMPARE = {">=": operator.ge, ">": operator.gt, "==": operator.eq, "<=": operator.le, "<": operator.lt}
-STATE_ACTIONS = {"TAG", "UNTAG", "COUNTER", "SET_ATTRIBUTE"}
 D = amounts.DECIMAL
 ZERO = pl.lit(Decimal(0)).cast(D)
 
@@ -59,28 +59,9 @@ def unsupported(runnable: pl.DataFrame, catalog: Catalog) -> str | None:
         return "events with a recipient"
     writers: dict[str, timedelta | None] = {}
     for key in runnable["program_key"].unique().to_list():
-        program = catalog.programs[key]
-        if any(t.lifecycle is not None for t in program.tiers.values()):
-            return "tier lifecycles"
-        for rule in program.active_rules:
-            for prog in (rule.condition, *(p for a in rule.actions for p in a.expressions)):
-                if "program" in prog.variables:
-                    return f"rule {rule.key}: reads program state"
-            for a in rule.actions:
-                if a.target is not None:
-                    return f"rule {rule.key}: a target"
-                if a.type in ("CREDIT", "DEBIT"):
-                    if (a.asset.inventory_mode != "SIMPLE" or a.asset.issuance_policy != "UNLIMITED"
-                            or a.bucket not in (None, "AVAILABLE")):
-                        return f"rule {rule.key}: a {a.asset.inventory_mode}/{a.asset.issuance_policy} asset or bucket"
-                elif a.type in STATE_ACTIONS:
-                    value = a.tag if a.type in ("TAG", "UNTAG") else a.value
-                    if isinstance(value, CelProgram) and value.variables - {"event", "now"}:
-                        return f"rule {rule.key}: a {a.type} value that reads state"
-                    if a.type == "COUNTER" and writers.setdefault(a.key, a.reset_after) != a.reset_after:
-                        return f"counter {a.key}: written with different reset_after"
-                else:
-                    return f"rule {rule.key}: {a.type}"
+        why = program_unsupported(catalog.programs[key], writers)
+        if why:
+            return why
     return None
 
 
