@@ -8,6 +8,9 @@ database is opened; then one transaction reads what it needs, writes everything,
 from __future__ import annotations
 
 import hashlib
+import os
+import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -75,8 +78,13 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
               operations: str | Path | None = None,
               row_path: bool = False, wait: float = 30.0,
               progress: Callable[[str], None] | None = None) -> RunReport:
-    step = progress or (lambda _msg: None)
+    say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
+    trace = _Trace(t0)
+
+    def step(msg: str) -> None:
+        trace.mark(msg)
+        say(msg)
     step("loading programs")
     catalog = load_catalog(programs)
     step("reading events")
@@ -119,7 +127,9 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
             "duplicates": taken.duplicates, "rejected": len(taken.rejected),
         }
         write_batch(con, stages, params)
+        trace.mark("committing")
         con.commit()
+        trace.mark("done")
     except BaseException:
         con.rollback()
         raise
@@ -132,6 +142,24 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
                      sequential_events=outcome.sequential_events,
                      conditions_precomputed=outcome.conditions_precomputed,
                      conditions_sequential=outcome.conditions_sequential)
+
+
+class _Trace:
+    """With PERKFLOW_TRACE set, each stage's wall seconds and the process's peak RSS so far on
+    stderr (`[stage] <name> <s>s peak <MB> MB`: no leading spaces, so that the crash harness,
+    which counts the writer's indented statement lines, does not count these)."""
+
+    def __init__(self, t0: float):
+        self.on = bool(os.environ.get("PERKFLOW_TRACE"))
+        self.name, self.t = "start-up", t0
+
+    def mark(self, name: str) -> None:
+        if not self.on:
+            return
+        now = time.perf_counter()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"[stage] {self.name} {now - self.t:.2f}s peak {peak:.0f} MB", file=sys.stderr)
+        self.name, self.t = name, now
 
 
 def _committed_before(db_file, fp: str) -> tuple | None:

@@ -24,7 +24,7 @@ ORDER = [
     "insert_catalog_rule_versions",
     "insert_participants", "insert_enrollments", "insert_events", "insert_operations", "update_participant_status",
     "insert_rejected", "insert_evaluations",
-    "stage_entries", "stage_postings", "insert_postings", "insert_entries", "update_balances",
+    "stage_entries", "insert_postings", "insert_entries", "update_balances",
     "delete_entity_state", "insert_entity_state", "delete_lots", "insert_lots", "upsert_reward_usage", "delete_redemptions", "insert_redemptions",
     "upsert_budget_usage", "insert_batch",
 ]
@@ -73,10 +73,10 @@ def write_batch(con: duckdb.DuckDBPyConnection, stages: dict[str, pl.DataFrame],
             if any(stage not in stages for stage in re.findall(r"\bstage_\w+", sql)):
                 continue
             used = {k: v for k, v in params.items() if f"${k}" in sql}
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             con.execute(sql, used)
-            if os.environ.get("PERKFLOW_TRACE"):
-                print(f"  {name}: {time.perf_counter() - t:.2f}s", file=sys.stderr)
+            if os.environ.get("PERKFLOW_TRACE"):  # wall, then CPU of all threads (steadier on a shared machine)
+                print(f"  {name}: {time.perf_counter() - t:.2f}s cpu {time.process_time() - cpu:.2f}s", file=sys.stderr)
     finally:
         for name in stages:
             try:
