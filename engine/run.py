@@ -116,7 +116,7 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         step("evaluating rules")
         outcome = execute(ev, catalog, store, row_path=row_path)
         ev = ev.join(outcome.status, on="pos")
-        step("writing the ledger")
+        step("building the ledger stages")
         stages = _stages(ev, outcome, taken, batch_id, store)
         stages |= catalog_frames(catalog) | store.state_frames(batch_id)
         completed = int((ev["status"] == "COMPLETED").sum())
@@ -126,6 +126,7 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
             "rows_read": len(rows), "completed": completed, "failed": failed,
             "duplicates": taken.duplicates, "rejected": len(taken.rejected),
         }
+        step("writing the ledger")
         write_batch(con, stages, params)
         trace.mark("committing")
         con.commit()
@@ -146,20 +147,20 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
 
 class _Trace:
     """With PERKFLOW_TRACE set, each stage's wall seconds and the process's peak RSS so far on
-    stderr (`[stage] <name> <s>s peak <MB> MB`: no leading spaces, so that the crash harness,
+    stderr (`[stage] <name> <wall>s cpu <all threads>s peak <MB> MB`: no leading spaces, so that the crash harness,
     which counts the writer's indented statement lines, does not count these)."""
 
     def __init__(self, t0: float):
         self.on = bool(os.environ.get("PERKFLOW_TRACE"))
-        self.name, self.t = "start-up", t0
+        self.name, self.t, self.cpu = "start-up", t0, time.process_time()
 
     def mark(self, name: str) -> None:
         if not self.on:
             return
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"[stage] {self.name} {now - self.t:.2f}s peak {peak:.0f} MB", file=sys.stderr)
-        self.name, self.t = name, now
+        print(f"[stage] {self.name} {now - self.t:.2f}s cpu {cpu - self.cpu:.2f}s peak {peak:.0f} MB", file=sys.stderr)
+        self.name, self.t, self.cpu = name, now, cpu
 
 
 def _committed_before(db_file, fp: str) -> tuple | None:

@@ -17,6 +17,7 @@ import polars as pl
 
 from engine.catalog import Catalog
 
+from . import db
 from .sqlfiles import statement
 
 ORDER = [
@@ -62,11 +63,17 @@ def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
     return {"stage_programs": programs, "stage_assets": assets, "stage_rules": rules, "stage_rewards": rewards}
 
 
+def _rss_mb() -> float:
+    """Current resident set size (not the peak): what each statement leaves held."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
 def write_batch(con: duckdb.DuckDBPyConnection, stages: dict[str, pl.DataFrame], params: dict) -> None:
     """Run the statements of write_batch.sql in ORDER; a statement whose `stage_*` input is not
     given is skipped (a maintenance batch has effects and lots, but no events)."""
     for name, frame in stages.items():
-        con.register(name, frame.to_arrow())
+        con.register(name, db.arrow(frame))
     try:
         for name in ORDER:
             sql = statement("write_batch.sql", name)
@@ -76,7 +83,8 @@ def write_batch(con: duckdb.DuckDBPyConnection, stages: dict[str, pl.DataFrame],
             t, cpu = time.perf_counter(), time.process_time()
             con.execute(sql, used)
             if os.environ.get("PERKFLOW_TRACE"):  # wall, then CPU of all threads (steadier on a shared machine)
-                print(f"  {name}: {time.perf_counter() - t:.2f}s cpu {time.process_time() - cpu:.2f}s", file=sys.stderr)
+                print(f"  {name}: {time.perf_counter() - t:.2f}s rss {_rss_mb():.0f} MB cpu {time.process_time() - cpu:.2f}s",
+                      file=sys.stderr)
     finally:
         for name in stages:
             try:
