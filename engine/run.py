@@ -125,6 +125,8 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         stages |= catalog_frames(catalog) | store.state_frames(batch_id)
         completed = int((ev["status"] == "COMPLETED").sum())
         failed = len(ev) - completed
+        counts = {"entries": len(outcome.effects)} | {k: getattr(outcome, k) for k in _OUTCOME_COUNTS}
+        del ev, outcome  # the stages hold what is written: free these before DuckDB takes its share
         params = {
             "batch_id": batch_id, "fingerprint": fp, "sources": sources, "catalog_version": catalog_version(catalog),
             "rows_read": rows_read, "completed": completed, "failed": failed,
@@ -142,11 +144,11 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         con.close()
     return RunReport(batch_id=batch_id, already_committed=False, read=rows_read, completed=completed,
                      failed=failed, duplicates=taken.duplicates, rejected=len(taken.rejected),
-                     entries=len(outcome.effects), seconds=time.perf_counter() - t0,
-                     vectorised=outcome.vectorised, row_evaluated=outcome.row_evaluated,
-                     sequential_events=outcome.sequential_events,
-                     conditions_precomputed=outcome.conditions_precomputed,
-                     conditions_sequential=outcome.conditions_sequential)
+                     seconds=time.perf_counter() - t0, **counts)
+
+
+_OUTCOME_COUNTS = ("vectorised", "row_evaluated", "sequential_events", "conditions_precomputed",
+                   "conditions_sequential")
 
 
 class _Trace:
