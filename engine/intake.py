@@ -63,7 +63,7 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection)
     # Idempotency against the ledger: a key stored before is compared with what was stored,
     # for every row of the batch that repeats it (the first row ever wins, semantics.md 4) ...
     con.register("stage_keys", valid.select("kind", program_id="program_uuid", idempotency_key="idempotency_key")
-                 .unique().to_arrow())
+                 .unique().pipe(db.arrow))
     known = db.frame(con, statement("lookups.sql", "known_events"))
     con.unregister("stage_keys")
     known = known.rename({"program_id": "program_uuid", "participant_ref": "participant_id", "recipient_ref": "recipient_id"})
@@ -137,7 +137,7 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
         new.select(external_id="external_id", id="participant_id"),
         new.select(external_id="recipient_external_id", id="recipient_id"),
     ]).unique()
-    con.register("stage_people", people.to_arrow())
+    con.register("stage_people", db.arrow(people))
     known = db.frame(con, statement("lookups.sql", "known_participants"))
     con.unregister("stage_people")
     known_ext = dict(zip(known["external_id"].to_list(), known["id"].to_list()))

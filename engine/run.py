@@ -8,6 +8,9 @@ database is opened; then one transaction reads what it needs, writes everything,
 from __future__ import annotations
 
 import hashlib
+import os
+import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -75,8 +78,13 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
               operations: str | Path | None = None,
               row_path: bool = False, wait: float = 30.0,
               progress: Callable[[str], None] | None = None) -> RunReport:
-    step = progress or (lambda _msg: None)
+    say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
+    trace = _Trace(t0)
+
+    def step(msg: str) -> None:
+        trace.mark(msg)
+        say(msg)
     step("loading programs")
     catalog = load_catalog(programs)
     step("reading events")
@@ -101,37 +109,64 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         step("checking idempotency and participants")
         taken = intake(rows, catalog, con)
-        ev = taken.events
+        # Hold only what the rest needs: the read rows and intake's copy of the events are about
+        # a third of a large batch's memory by the time the ledger is written.
+        rows_read = len(rows)
+        del rows
+        ev, taken.events = taken.events, None
         store = Store.open(con)
         for pid, ext, created_at in taken.participants.select("id", "external_id", "created_at").iter_rows():
             store.add_person(Person(pid, ext, "ACTIVE", created_at))
         step("evaluating rules")
         outcome = execute(ev, catalog, store, row_path=row_path)
-        ev = ev.join(outcome.status, on="pos")
-        step("writing the ledger")
+        ev = ev.drop("event").join(outcome.status, on="pos")  # the parsed payloads are done with
+        step("building the ledger stages")
         stages = _stages(ev, outcome, taken, batch_id, store)
         stages |= catalog_frames(catalog) | store.state_frames(batch_id)
         completed = int((ev["status"] == "COMPLETED").sum())
         failed = len(ev) - completed
+        counts = {"entries": len(outcome.effects)} | {k: getattr(outcome, k) for k in _OUTCOME_COUNTS}
+        del ev, outcome  # the stages hold what is written: free these before DuckDB takes its share
         params = {
             "batch_id": batch_id, "fingerprint": fp, "sources": sources, "catalog_version": catalog_version(catalog),
-            "rows_read": len(rows), "completed": completed, "failed": failed,
+            "rows_read": rows_read, "completed": completed, "failed": failed,
             "duplicates": taken.duplicates, "rejected": len(taken.rejected),
         }
+        step("writing the ledger")
         write_batch(con, stages, params)
+        trace.mark("committing")
         con.commit()
+        trace.mark("done")
     except BaseException:
         con.rollback()
         raise
     finally:
         con.close()
-    return RunReport(batch_id=batch_id, already_committed=False, read=len(rows), completed=completed,
+    return RunReport(batch_id=batch_id, already_committed=False, read=rows_read, completed=completed,
                      failed=failed, duplicates=taken.duplicates, rejected=len(taken.rejected),
-                     entries=len(outcome.effects), seconds=time.perf_counter() - t0,
-                     vectorised=outcome.vectorised, row_evaluated=outcome.row_evaluated,
-                     sequential_events=outcome.sequential_events,
-                     conditions_precomputed=outcome.conditions_precomputed,
-                     conditions_sequential=outcome.conditions_sequential)
+                     seconds=time.perf_counter() - t0, **counts)
+
+
+_OUTCOME_COUNTS = ("vectorised", "row_evaluated", "sequential_events", "conditions_precomputed",
+                   "conditions_sequential")
+
+
+class _Trace:
+    """With PERKFLOW_TRACE set, each stage's wall seconds and the process's peak RSS so far on
+    stderr (`[stage] <name> <wall>s cpu <all threads>s peak <MB> MB`: no leading spaces, so that the crash harness,
+    which counts the writer's indented statement lines, does not count these)."""
+
+    def __init__(self, t0: float):
+        self.on = bool(os.environ.get("PERKFLOW_TRACE"))
+        self.name, self.t, self.cpu = "start-up", t0, time.process_time()
+
+    def mark(self, name: str) -> None:
+        if not self.on:
+            return
+        now, cpu = time.perf_counter(), time.process_time()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"[stage] {self.name} {now - self.t:.2f}s cpu {cpu - self.cpu:.2f}s peak {peak:.0f} MB", file=sys.stderr)
+        self.name, self.t, self.cpu = name, now, cpu
 
 
 def _committed_before(db_file, fp: str) -> tuple | None:

@@ -60,35 +60,35 @@ SELECT md5('event:' || program_id || ':' || idempotency_key)::UUID, rule_id::UUI
 FROM stage_evaluations;
 
 -- name: stage_entries
--- Effects with their derived ids; every effect moves `amount` from one account to another, so an
--- entry has two postings: leg 0 takes it from the source account, leg 1 gives it to the
--- destination. An event's entries are keyed by rule version and action index, an operation's by
--- its part, a lot's expiry or maturity by the lot. source_name: 'event:' || program_id || ':' ||
--- idempotency_key, 'operation:' || ..., or 'lot:' || lot id.
+-- The derived ids of every effect, keyed by its `seq`; every effect moves `amount` from one
+-- account to another, so an entry has two postings: leg 0 takes it from the source account,
+-- leg 1 gives it to the destination. An event's entries are keyed by rule version and action
+-- index, an operation's by its part, a lot's expiry or maturity by the lot. source_name:
+-- 'event:' || program_id || ':' || idempotency_key, 'operation:' || ..., or 'lot:' || lot id.
+-- Only ids are materialised (narrow, fixed-width): the wide effect columns are read straight
+-- from the Arrow stage by the inserts below, joined on seq. Each level is its own subquery so
+-- that every md5 is computed once per row.
 CREATE OR REPLACE TEMP TABLE batch_entries AS
-WITH ids AS (
-    SELECT md5('entry:' || source_id || ':' || COALESCE(rule_version, 'op') || ':' || action_index)::UUID AS id, *
-    FROM (SELECT md5(source_name)::UUID AS source_id, * FROM stage_effects)
-)
-SELECT *,
+SELECT seq, id,
        md5('posting:' || id || ':0')::UUID AS p0_id,
        md5('posting:' || id || ':1')::UUID AS p1_id,
        CASE kind WHEN 'event' THEN source_id END AS event_id,
-       CASE kind WHEN 'operation' THEN source_id END AS operation_id,
-       amount::DECIMAL(38, 18) AS exact_amount
-FROM ids;
-
--- name: stage_postings
-CREATE OR REPLACE TEMP TABLE batch_postings AS
-SELECT p0_id AS id, id AS journal_entry_id, program_id::UUID AS program_id, from_type AS entity_type,
-       from_id::UUID AS entity_id, asset_id::UUID AS asset_id, from_bucket AS bucket, -exact_amount AS amount
-FROM batch_entries
-UNION ALL
-SELECT p1_id, id, program_id::UUID, to_type, to_id::UUID, asset_id::UUID, to_bucket, exact_amount
-FROM batch_entries;
+       CASE kind WHEN 'operation' THEN source_id END AS operation_id
+FROM (
+    SELECT seq, kind, source_id,
+           md5('entry:' || source_id || ':' || COALESCE(rule_version, 'op') || ':' || action_index)::UUID AS id
+    FROM (SELECT seq, kind, rule_version, action_index, md5(source_name)::UUID AS source_id FROM stage_effects)
+);
 
 -- name: insert_postings
-INSERT INTO postings SELECT * FROM batch_postings;
+INSERT INTO postings
+SELECT b.p0_id, b.id, e.program_id::UUID, e.from_type, e.from_id::UUID, e.asset_id::UUID, e.from_bucket,
+       -(e.amount::DECIMAL(38, 18))
+FROM stage_effects e JOIN batch_entries b USING (seq)
+UNION ALL
+SELECT b.p1_id, b.id, e.program_id::UUID, e.to_type, e.to_id::UUID, e.asset_id::UUID, e.to_bucket,
+       e.amount::DECIMAL(38, 18)
+FROM stage_effects e JOIN batch_entries b USING (seq);
 
 -- name: insert_entries
 -- The hash covers the entry and both postings in posting-id order: what verify.sql recomputes
@@ -100,17 +100,24 @@ SELECT id, seq, program_id::UUID, event_id, operation_id, rule_id::UUID, rule_ve
                          action_type, reference_id, effective_at, allow_negative)
               || '#' || CASE WHEN p0_id < p1_id THEN p0 || ';' || p1 ELSE p1 || ';' || p0 END)
 FROM (
-    SELECT *,
-           posting_text(p0_id, from_type, from_id::UUID, asset_id::UUID, from_bucket, -exact_amount) AS p0,
-           posting_text(p1_id, to_type, to_id::UUID, asset_id::UUID, to_bucket, exact_amount) AS p1
-    FROM batch_entries
+    SELECT e.*, b.id, b.p0_id, b.p1_id, b.event_id, b.operation_id,
+           posting_text(b.p0_id, e.from_type, e.from_id::UUID, e.asset_id::UUID, e.from_bucket, -(e.amount::DECIMAL(38, 18))) AS p0,
+           posting_text(b.p1_id, e.to_type, e.to_id::UUID, e.asset_id::UUID, e.to_bucket, e.amount::DECIMAL(38, 18)) AS p1
+    FROM stage_effects e JOIN batch_entries b USING (seq)
 );
 
 -- name: update_balances
+-- This batch's postings summed per account: the same rows insert_postings wrote, read from the
+-- stage rather than by scanning the postings table (which grows with every batch).
 INSERT INTO account_balances
 SELECT entity_type, entity_id, asset_id, bucket, SUM(amount)
-FROM postings p
-WHERE p.journal_entry_id IN (SELECT id FROM batch_entries)  -- this batch's postings only
+FROM (
+    SELECT from_type AS entity_type, from_id::UUID AS entity_id, asset_id::UUID AS asset_id, from_bucket AS bucket,
+           -(amount::DECIMAL(38, 18)) AS amount
+    FROM stage_effects
+    UNION ALL
+    SELECT to_type, to_id::UUID, asset_id::UUID, to_bucket, amount::DECIMAL(38, 18) FROM stage_effects
+)
 GROUP BY ALL
 ON CONFLICT DO UPDATE SET amount = account_balances.amount + EXCLUDED.amount;
 
@@ -119,7 +126,9 @@ ON CONFLICT DO UPDATE SET amount = account_balances.amount + EXCLUDED.amount;
 INSERT INTO batches
 WITH prev AS (SELECT COALESCE((SELECT root_hash FROM batches ORDER BY id DESC LIMIT 1), '') AS root)
 SELECT $batch_id, $fingerprint, $sources, $catalog_version, $rows_read, $completed, $failed, $duplicates,
-       $rejected, (SELECT COUNT(*) FROM batch_entries), (SELECT COUNT(*) FROM batch_postings), now(),
+       $rejected, (SELECT COUNT(*) FROM batch_entries),
+       (SELECT 2 * COUNT(*) FROM batch_entries),  -- two postings per entry, by construction
+       now(),
        batch_root(prev.root, $batch_id), prev.root
 FROM prev;
 

@@ -57,6 +57,15 @@ def frame(con: duckdb.DuckDBPyConnection, sql: str) -> "pl.DataFrame":
     return pl.from_arrow(con.sql(sql).to_arrow_table())
 
 
+def arrow(df: "pl.DataFrame"):
+    """A frame as an Arrow table for DuckDB to scan, without copying it: Polars holds strings as
+    views, and the default (oldest-compatible) export copies every string into a large_string
+    array, which at a million events doubled the batch's memory. DuckDB reads string_view."""
+    import polars as pl
+
+    return df.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the schema and views, unless this database already has exactly these (a stored
     hash of the two files): re-running the DDL costs a noticeable share of a small batch."""

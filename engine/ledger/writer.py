@@ -17,6 +17,7 @@ import polars as pl
 
 from engine.catalog import Catalog
 
+from . import db
 from .sqlfiles import statement
 
 ORDER = [
@@ -24,7 +25,7 @@ ORDER = [
     "insert_catalog_rule_versions", "insert_catalog_tiers", "delete_catalog_tier_levels", "insert_catalog_tier_levels",
     "insert_participants", "insert_enrollments", "insert_events", "insert_operations", "update_participant_status",
     "insert_rejected", "insert_evaluations",
-    "stage_entries", "stage_postings", "insert_postings", "insert_entries", "update_balances",
+    "stage_entries", "insert_postings", "insert_entries", "update_balances",
     "delete_entity_state", "insert_entity_state", "delete_participant_tiers", "insert_participant_tiers",
     "insert_tier_history", "delete_lots", "insert_lots", "upsert_reward_usage", "delete_redemptions", "insert_redemptions",
     "upsert_budget_usage", "insert_batch",
@@ -73,21 +74,28 @@ def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
             "stage_tiers": tiers, "stage_tier_levels": levels}
 
 
+def _rss_mb() -> float:
+    """Current resident set size (not the peak): what each statement leaves held."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
 def write_batch(con: duckdb.DuckDBPyConnection, stages: dict[str, pl.DataFrame], params: dict) -> None:
     """Run the statements of write_batch.sql in ORDER; a statement whose `stage_*` input is not
     given is skipped (a maintenance batch has effects and lots, but no events)."""
     for name, frame in stages.items():
-        con.register(name, frame.to_arrow())
+        con.register(name, db.arrow(frame))
     try:
         for name in ORDER:
             sql = statement("write_batch.sql", name)
             if any(stage not in stages for stage in re.findall(r"\bstage_\w+", sql)):
                 continue
             used = {k: v for k, v in params.items() if f"${k}" in sql}
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             con.execute(sql, used)
-            if os.environ.get("PERKFLOW_TRACE"):
-                print(f"  {name}: {time.perf_counter() - t:.2f}s", file=sys.stderr)
+            if os.environ.get("PERKFLOW_TRACE"):  # wall, then CPU of all threads (steadier on a shared machine)
+                print(f"  {name}: {time.perf_counter() - t:.2f}s rss {_rss_mb():.0f} MB cpu {time.process_time() - cpu:.2f}s",
+                      file=sys.stderr)
     finally:
         for name in stages:
             try:
