@@ -453,10 +453,10 @@ def test_defaults_and_unsupported(tmp_path: Path) -> None:
     r = run_oracle(files, [[ev("x", "ann", T0, {})]])
     assert [e[2] for e in r.evaluations] == ["b", "a"]  # A defaults to order 60
     assert r.participants["ann"]["tags"] == []
-    lot = tmp_path / "lot.yaml"
-    lot.write_text("program: {key: lot, name: Lot}\nassets: [{symbol: L, name: L, scale: 0, inventory_mode: LOT}]\n")
+    tiers = tmp_path / "tiers.yaml"
+    tiers.write_text("program: {key: tiers, name: Tiers}\ntiers: [{key: status}]\n")
     with pytest.raises(Unsupported):
-        run_oracle([lot], [])
+        run_oracle([tiers], [])
 
 
 def test_reject_program_target_and_tag_must_be_text(tmp_path: Path) -> None:
