@@ -254,3 +254,17 @@ def test_regression_operations_check_the_participant_before_their_params():
           _op("o3", "hold", "u1", "09:00:00Z", {"asset": "PTS", "amount": "-1"})]]))
     assert {k: v for k, v in result.operations.items() if k[1] != "o0"} == {
         ("shop", key): ("FAILED", "participant_inactive") for key in ("o1", "o2", "o3")}
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug: a transfer finds a recipient that an event creates later in the "
+                                       "same batch (participants are created at intake for the whole batch)")
+def test_bug_transfer_to_a_participant_created_later_in_the_stream():
+    # semantics.md 3 and decisions.md: participants exist from the event that creates them, in
+    # stream order. u2's first event is at 09:00; u1's transfer to u2 at 08:00 names a participant
+    # that does not exist yet: participant_not_found (oracle). The engine finds u2 and fails the
+    # transfer for u1's balance instead (insufficient_balance); with a balance it would complete.
+    check(L.LedgerScenario(
+        [_program([{"name": "Earn", "key": "earn", "condition": "true",
+                    "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "5"}]}])],
+        [[_ev("k0", "u1", "07:00:00Z", {}), _ev("k1", "u2", "09:00:00Z", {})]],
+        [[_op("o0", "transfer", "u1", "08:00:00Z", {"asset": "PTS", "recipients": [{"external_id": "u2", "amount": "1"}]})]]))
