@@ -63,8 +63,11 @@ def rewards(draw) -> list[dict]:
     return [cup, gift, card]
 
 
-_VALUE_AMOUNTS = ["1", "2", "5", "10", "0", "0.5", "-1", "event.amount", "round(event.amount, 0)", "event.qty",
-                  "participant.balances.PTS.held", "participant.balances.LP.deferred", "event.missing"]
+_VALUE_AMOUNTS = ["1", "2", "5", "10", "3", "4", "0", "0.5", "-1", "event.amount", "round(event.amount, 0)",
+                  "event.qty", "participant.balances.PTS.held", "participant.balances.LP.deferred",
+                  "participant.balances.LP.available", "event.missing"]
+_CONDITIONS = ["true", 'event.type == "purchase"', 'event.type == "refund"', 'event.type == "visit"',
+               "participant.balances.LP.deferred > 0.0", "participant.balances.PTS.held >= 2.0"]
 
 
 @st.composite
@@ -79,7 +82,7 @@ def value_action(draw) -> dict:
     if typ == "CREDIT" and symbol == "LP":
         if draw(st.integers(0, 2)) > 0:
             a["expires_at"] = draw(st.sampled_from(DURATIONS))
-        if draw(st.integers(0, 2)) == 0:
+        if draw(st.booleans()):
             a["matures_at"] = draw(st.sampled_from(DURATIONS))
     if typ == "FORFEIT" and symbol in SIMPLE and draw(st.booleans()):
         a["bucket"] = draw(st.sampled_from(["AVAILABLE", "HELD"]))
@@ -95,6 +98,8 @@ def ledger_rules(draw, max_size: int = 5) -> list[dict]:
     # The conditions and amounts of strategies.py read CASH; here the third asset is GC.
     base = json.loads(json.dumps(draw(S.rules(FLAGS, min_size=1, max_size=max_size))).replace("CASH", "GC"))
     for r in base:
+        if draw(st.booleans()):  # simple conditions, so that value actions run often
+            r["condition"] = draw(st.sampled_from(_CONDITIONS))
         actions = [draw(value_action()) for _ in range(draw(st.integers(1, 3)))]
         if draw(st.integers(0, 3)) == 0:  # keep some state actions (counters, tags) in the mix
             actions.append(json.loads(json.dumps(draw(S.action(FLAGS))).replace("CASH", "GC")))
@@ -140,7 +145,7 @@ class OpRow:
                 "timestamp": self.timestamp, "params": self.params_json}
 
 
-_OP_AMOUNTS = ["1", "2", "5", "10", "20", "0.5", "2.25", "0", "-1", "100", "x"]
+_OP_AMOUNTS = ["1", "2", "3", "5", "5", "10", "20", "0.5", "2.25", "0", "-1", "100", "x"]
 _OPERATIONS = (["adjust"] * 5 + ["hold"] * 2 + ["release"] * 2 + ["forfeit", "redeem", "redeem"]
                + ["redeem_item"] * 3 + ["reverse_redemption"] * 3 + ["fund"] * 3 + ["burn", "transfer", "transfer"]
                + ["set_counter", "set_attribute", "tag", "untag", "set_participant_status", "upsert_participant"])
@@ -179,7 +184,7 @@ def op_params(draw, operation: str, redemption_keys: list[str], subject: str | N
             p["quantity"] = draw(st.integers(1, 3))
         return p
     if operation == "reverse_redemption":
-        p = {"redemption": draw(st.sampled_from(redemption_keys + ["nope"])) if redemption_keys else "nope"}
+        p = {"redemption": draw(st.sampled_from(redemption_keys * 3 + ["nope"])) if redemption_keys else "nope"}
         k = draw(st.integers(0, 3))
         if k == 1:
             p["amount"] = draw(st.sampled_from(["1", "2", "5", "100"]))
@@ -189,7 +194,7 @@ def op_params(draw, operation: str, redemption_keys: list[str], subject: str | N
     if operation in ("fund", "burn"):
         return {"asset": draw(st.sampled_from(["GC", "GC", "GC", "PTS"])), "amount": amount()}
     if operation == "transfer":
-        who = draw(st.lists(st.sampled_from(S.USERS + [UNKNOWN, subject or "u1"]), min_size=1, max_size=3))
+        who = draw(st.lists(st.sampled_from(S.USERS * 3 + [UNKNOWN, subject or "u1"]), min_size=1, max_size=3))
         return {"asset": draw(st.sampled_from(SYMBOLS)),
                 "recipients": [{"external_id": w, "amount": draw(st.sampled_from(["1", "2", "5", "0"]))} for w in who]}
     if operation == "set_counter":
@@ -217,6 +222,7 @@ def op_params(draw, operation: str, redemption_keys: list[str], subject: str | N
 def operation_rows(draw, has_other: bool, min_size: int = 3, max_size: int = 25) -> list[OpRow]:
     rows: list[OpRow] = []
     redemption_keys: list[str] = []
+    by_key: dict[str, OpRow] = {}
     for i in range(draw(st.integers(min_size, max_size))):
         if rows and draw(st.integers(0, 9)) == 0:
             prev = draw(st.sampled_from(rows))
@@ -240,7 +246,14 @@ def operation_rows(draw, has_other: bool, min_size: int = 3, max_size: int = 25)
             redemption_keys.append(key)
         params = draw(op_params(operation, redemption_keys[:-1] if operation.startswith("redeem") else redemption_keys,
                                 subject))
-        rows.append(OpRow(program, key, operation, subject, draw(st.sampled_from(S.TIMES)), json.dumps(params)))
+        when = draw(st.sampled_from(S.TIMES))
+        redeemed = by_key.get(params.get("redemption"))
+        if redeemed is not None and draw(st.integers(0, 3)) > 0:
+            # usually after the redemption, in its program, by its participant
+            program, subject = redeemed.program_id, redeemed.external_id
+            when = draw(st.sampled_from([t for t in S.TIMES if S.parse_ts(t) >= S.parse_ts(redeemed.timestamp)]))
+        rows.append(OpRow(program, key, operation, subject, when, json.dumps(params)))
+        by_key[key] = rows[-1]
     return rows
 
 
@@ -275,6 +288,15 @@ def ledger_scenarios(draw) -> LedgerScenario:
     # pinned by test_bug_operation_on_participant_created_by_a_target and
     # test_bug_transfer_to_a_participant_created_later_in_the_stream). u7, u8 and u9 cover
     # upsert_participant creating and participant_not_found.
-    ops[:0] = [OpRow(S.PROGRAM, f"seed-{u}", "upsert_participant", u, "2025-03-01T00:00:00Z", "{}") for u in S.USERS]
+    # They start with some PTS and an LP lot without expiry, so that spending, holds, redemptions
+    # and transfers also succeed.
+    seeds = []
+    for u in S.USERS:
+        seeds.append(OpRow(S.PROGRAM, f"seed-{u}", "upsert_participant", u, "2025-03-01T00:00:00Z", "{}"))
+        for symbol in ("PTS", "LP"):
+            if draw(st.integers(0, 3)) > 0:
+                seeds.append(OpRow(S.PROGRAM, f"seed-{u}-{symbol}", "adjust", u, "2025-03-01T00:00:00Z", json.dumps(
+                    {"asset": symbol, "amount": draw(st.sampled_from(["10", "20", "30"])), "type": "CREDIT"})))
+    ops[:0] = seeds
     n = draw(st.sampled_from([1, 1, 2]))
     return LedgerScenario(progs, _cut(draw, events, n), _cut(draw, ops, n))
