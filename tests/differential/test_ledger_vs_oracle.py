@@ -268,3 +268,59 @@ def test_bug_transfer_to_a_participant_created_later_in_the_stream():
                     "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "5"}]}])],
         [[_ev("k0", "u1", "07:00:00Z", {}), _ev("k1", "u2", "09:00:00Z", {})]],
         [[_op("o0", "transfer", "u1", "08:00:00Z", {"asset": "PTS", "recipients": [{"external_id": "u2", "amount": "1"}]})]]))
+
+
+# Found while probing the strategies' edge cases; the engine was wrong and has been fixed.
+def test_regression_a_lot_expiring_at_creation_is_not_spendable():
+    # semantics.md 9.1: "Expired lots are never spendable, even before the expiry entry is
+    # written." The CREDIT of 5 with expires_at 0s expires at its own `now`; the DEBIT of 3 in the
+    # same event finds nothing spendable: insufficient_balance, the event rolls back (5.5). The
+    # engine checked the AVAILABLE balance (5), then took nothing from the lots (verify:
+    # lot_remainders).
+    result = _both(L.LedgerScenario(
+        [_program([{"name": "E", "key": "e", "condition": "true",
+                    "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "0s"},
+                                {"type": "DEBIT", "asset": "LP", "amount": "3"}]}])],
+        [[_ev("k0", "u1", "01:00:00Z", {})]], [[]]))
+    assert result.events[("shop", "k0")] == ("FAILED", "insufficient_balance")
+    assert result.ledger == [] and result.lots == {}
+
+
+@pytest.mark.xfail(strict=True, reason="contract silent: the engine lets a reversal credit a SUSPENDED participant; "
+                                       "the oracle fails it like a CREDIT (semantics.md 7)")
+def test_contract_silent_reversal_for_an_inactive_participant():
+    # semantics.md 7: CREDIT (value arriving in the account) fails for SUSPENDED / CLOSED
+    # participants; the contract does not list operations. The oracle treats every operation that
+    # moves value into or out of a participant alike (README choice), so reverse_redemption fails
+    # participant_inactive; the engine completes it. If the engine is right, say so in
+    # docs/decisions.md and drop the check in tests/oracle/operations.py `_reverse`.
+    check(L.LedgerScenario([_program([])], [[]], [[
+        _op("s", "upsert_participant", "u1", "00:00:00Z", {}),
+        _op("a", "adjust", "u1", "01:00:00Z", {"asset": "PTS", "amount": "10", "type": "CREDIT"}),
+        _op("r", "redeem", "u1", "02:00:00Z", {"asset": "PTS", "amount": "4"}),
+        _op("x", "set_participant_status", "u1", "03:00:00Z", {"status": "SUSPENDED"}),
+        _op("v", "reverse_redemption", "u1", "04:00:00Z", {"redemption": "r"})]]))
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug: a reversal gives value back to a lot past its expires_at "
+                                       "(only status EXPIRED is skipped), which then expires at an instant before "
+                                       "the reversal")
+def test_bug_reversal_gives_nothing_back_to_a_lot_past_its_expiry():
+    # decisions.md: "LOT value goes back LIFO to the lots it came from ...; an expired lot takes
+    # nothing back"; semantics.md 9.1: expired = past expires_at, "even before the expiry entry is
+    # written". The lot of 5 (expires 02:00) was fully redeemed at 01:30, so it is CONSUMED and
+    # never got an EXPIRATION; the reversal at 03:00 must not revive it. The engine sets it
+    # AVAILABLE with 5 again (unspendable; its next expiry entry would be dated 02:00, before the
+    # reversal). Where the value should go instead is not decided (decisions.md: add it).
+    sc = L.LedgerScenario(
+        [_program([{"name": "E", "key": "e", "condition": "true",
+                    "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "1h"}]}])],
+        [[_ev("k0", "u1", "01:00:00Z", {})]],
+        [[_op("r", "redeem", "u1", "01:30:00Z", {"asset": "LP", "amount": "5"}),
+          _op("v", "reverse_redemption", "u1", "03:00:00Z", {"redemption": "r"})]])
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        prog_dir, _, runs = _write(d, sc)
+        got = run_engine(prog_dir, runs, d / "ledger.duckdb")[0]
+    lot = got.lots[("shop", "event", "k0", "e", 0)]
+    assert (lot[3], lot[4]) == (D(0), "CONSUMED")  # remaining 5 - 5 = 0, and no value comes back to it
