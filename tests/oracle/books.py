@@ -158,7 +158,8 @@ class Books:
                 out.append(self._shift(lot, lot.status, None, "EXPIRATION", lot.expires_at))
                 lot.remaining = ZERO
                 lot.status = "EXPIRED"
-        return out
+        # s3: each at its own instant, in time order (a lot's maturity before its expiry)
+        return sorted(out, key=lambda e: e.effective_at)
 
     def _shift(self, lot: Lot, from_bucket: str, to_bucket: str | None, kind: str, instant: datetime) -> Entry:
         source = participant_account(lot.holder, lot.symbol, from_bucket)
