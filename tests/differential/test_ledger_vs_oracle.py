@@ -20,6 +20,7 @@ tests/differential/README.md.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections import defaultdict
@@ -171,12 +172,10 @@ def _program(rules: list[dict], **program) -> dict:
 
 
 def _ev(key: str, who: str, at: str, data: dict, **kw) -> S.Row:
-    import json
     return S.Row(S.PROGRAM, key, who, T + at, json.dumps(data), **kw)
 
 
 def _op(key: str, operation: str, who: str | None, at: str, params: dict) -> L.OpRow:
-    import json
     return L.OpRow(S.PROGRAM, key, operation, who, T + at, json.dumps(params))
 
 
