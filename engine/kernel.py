@@ -58,15 +58,21 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
     out = KernelResult()
     lifecycle = [t for p in catalog.programs.values() for t in p.tiers.values() if t.lifecycle is not None]
     for ev in events:
-        _due_lot_changes(ev, store, out.effects)
         if lifecycle:  # tier reviews due by `now` for the participants the event names
             for pid in (ev.subject, ev.recipient):
                 if pid is not None:
                     tiers.apply_due(store, lifecycle, pid, ev.now)
         tx = Tx(store, ev.now)
+        # everything due for a participant happens before the event first touches it: its
+        # subject and recipient now, action targets and transfer recipients when they are named
+        tx.touch = _toucher(ev, store, out.effects)
+        tx.touch(ev.subject)
+        tx.touch(ev.recipient)
         effects, evals = [], []
         try:
             if ev.operation is not None:
+                if ev.subject is not None:  # its due counter resets happen first, as for an event
+                    tx.state("PARTICIPANT", ev.subject)
                 apply_operation(ev, tx, catalog, effects)
             else:
                 _run_event(ev, tx, pre, effects, evals, catalog, out)
@@ -80,14 +86,20 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
     return out
 
 
-def _due_lot_changes(ev: KernelEvent, store: Store, effects: list) -> None:
-    """Maturities and expiries due by `now` for the holders the event names, before it runs."""
-    for pid in (ev.subject, ev.recipient):
-        if pid is None:
-            continue
+def _toucher(ev: KernelEvent, store: Store, effects: list):
+    """touch(participant id): apply the maturities and expiries due by `now` for that participant,
+    once per event, to the committed state (semantics.md 3: time-driven changes are not the
+    event's doing and stand even if it fails)."""
+    touched: set[str] = set()
+
+    def touch(pid: str | None) -> None:
+        if pid is None or pid in touched:
+            return
+        touched.add(pid)
         for (etype, eid, _asset), lots in store.lots.items():
             if etype == "PARTICIPANT" and eid == pid:
                 apply_due(store, lots, ev.now, effects, ev.pos)
+    return touch
 
 
 def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: list, catalog,
@@ -332,6 +344,8 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
     if etype == "NEW_PARTICIPANT":  # a target that names an unknown external id (docs/decisions.md)
         etype, eid = "PARTICIPANT", _create(tx.store, eid, ev.now)
     where = f"rule {rule.name!r} action {action.index}"
+    if etype == "PARTICIPANT":
+        tx.touch(eid)
     if etype == "PARTICIPANT" and action.type in BLOCKED_FOR_INACTIVE:
         person = tx.store.people.get(eid)
         if person is not None and person.status != "ACTIVE":

@@ -112,8 +112,8 @@ class _Op:
 
 def _adjust(o: _Op) -> None:
     asset, aid = o.asset()
+    pid = o.participant()  # who acts is checked before what it does, as in every operation
     amount = o.amount(asset)
-    pid = o.participant()
     bucket = o.field("bucket", "AVAILABLE")
     if bucket not in ("AVAILABLE", "HELD"):
         raise ActionFailed(INVALID, f"adjust: params.bucket must be AVAILABLE or HELD, got {bucket!r}")
@@ -294,6 +294,7 @@ def _transfer(o: _Op) -> None:
         person = o.tx.store.people[rid]
         if person.status != "ACTIVE":
             raise ActionFailed(INACTIVE, f"transfer: recipient {ext} is {person.status}")
+        o.tx.touch(rid)  # what is due for the recipient happens before it receives (semantics.md 3)
         o.params = {**o.params, "amount": r.get("amount")}
         o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), ("PARTICIPANT", rid, aid, "AVAILABLE"), o.amount(asset),
                "TRANSFER", asset)
@@ -305,6 +306,7 @@ def _state_op(o: _Op, apply) -> None:
 
 
 def _set_counter(o: _Op) -> None:
+    o.participant()  # who acts is checked before what it does, as in every operation
     key = o.field("key")
     raw = o.field("value")
     try:
@@ -316,7 +318,6 @@ def _set_counter(o: _Op) -> None:
         reset_after = parse_duration(reset) if reset else None
     except ValueError as e:
         raise ActionFailed(INVALID, f"set_counter: params.reset_after: {e}") from None
-    o.participant()
 
     def apply(st):  # an explicit set restarts the reset timer
         st.counters[key] = Counter(value, reset_after, o.op.now)

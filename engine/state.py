@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -247,6 +248,8 @@ class Tx:
         self.statuses: dict[str, str] = {}
         self.lot_lists: dict[tuple[str, str, str], list[Lot]] = {}
         self.activation: dict | None = None  # CEL variables, cached until an action changes state
+        # touch(participant id): apply what is due for it before it is read (set by the kernel)
+        self.touch: Callable[[str | None], None] = lambda pid: None
         self.reward_counts: dict[tuple[str, str], int] = {}
         self.redemptions: dict[tuple[str, str], Redemption] = {}
         self.tier_changes: list[dict] = []  # tier_history rows of this event (engine/tiers.py)

@@ -46,6 +46,24 @@ def _state_shape(rows) -> dict:
     return {"tags": sorted(tags), "counters": dict(sorted(counters.items())), "attributes": attributes}
 
 
+def _states(con: duckdb.DuckDBPyConnection) -> tuple[dict, dict]:
+    """Participant state by external id, program state by program key (tags, counters, attributes)."""
+    q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
+    state = {}
+    for ext, kind, key, text, number in q(
+            "SELECT external_id, kind, key, text_value, number_value FROM participant_state"):
+        state.setdefault(ext, []).append((kind, key, text, number))
+    participants = {ext: _state_shape(state.get(ext, [])) for (ext,) in q(
+        "SELECT external_id FROM participants ORDER BY external_id")}
+
+    pstate = {}
+    for pk, kind, key, text, number in q(
+            "SELECT program_key, kind, key, text_value, number_value FROM program_state"):
+        pstate.setdefault(pk, []).append((kind, key, text, number))
+    program_state = {pk: _state_shape(pstate.get(pk, [])) for (pk,) in q("SELECT key FROM programs ORDER BY key")}
+    return participants, program_state
+
+
 def read_ledger(con: duckdb.DuckDBPyConnection) -> OracleResult:
     """The ledger behind `con` as an `OracleResult`."""
     q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
@@ -85,18 +103,7 @@ def read_ledger(con: duckdb.DuckDBPyConnection) -> OracleResult:
             ORDER BY 1, 2""")
     }
 
-    state = {}
-    for ext, kind, key, text, number in q(
-            "SELECT external_id, kind, key, text_value, number_value FROM participant_state"):
-        state.setdefault(ext, []).append((kind, key, text, number))
-    r.participants = {ext: _state_shape(state.get(ext, [])) for (ext,) in q(
-        "SELECT external_id FROM participants ORDER BY external_id")}
-
-    pstate = {}
-    for pk, kind, key, text, number in q(
-            "SELECT program_key, kind, key, text_value, number_value FROM program_state"):
-        pstate.setdefault(pk, []).append((kind, key, text, number))
-    r.program_state = {pk: _state_shape(pstate.get(pk, [])) for (pk,) in q("SELECT key FROM programs ORDER BY key")}
+    r.participants, r.program_state = _states(con)
 
     r.evaluations = [tuple(row) for row in q(f"""
         SELECT p.key, e.idempotency_key, ru.key, v.outcome
@@ -136,3 +143,114 @@ def entry_identity(con: duckdb.DuckDBPyConnection) -> list[tuple]:
         SELECT id, journal_entry_id, entity_type, entity_id, asset_id, bucket, amount
         FROM postings ORDER BY journal_entry_id, id""").fetchall()
     return entries + postings
+
+
+# ---------------------------------------------------------------------------------------------
+# The full ledger (lots, holds, wallets, operations): the extra fields of `OracleResult`.
+
+
+def _account_names(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Entity id -> the oracle's name for it: a participant's external id, a wallet's program key."""
+    names = {str(i): ext for i, ext in con.execute("SELECT id, external_id FROM participants").fetchall()}
+    names.update({str(i): key for i, key in con.execute("SELECT id, key FROM programs").fetchall()})
+    return names
+
+
+def _account(entity_type: str, entity_id, symbol: str, bucket: str, names: dict[str, str]) -> tuple:
+    if entity_type in ("PARTICIPANT", "PROGRAM_WALLET"):
+        return (entity_type, names[str(entity_id)], symbol, bucket)
+    return (entity_type, None, symbol, bucket)  # SYSTEM_ISSUANCE, SYSTEM_BREAKAGE, SYSTEM_REDEMPTION
+
+
+def lot_ids(con: duckdb.DuckDBPyConnection):
+    """The engine's lot id of an oracle lot origin (program key, kind, idempotency key, rule key,
+    index): the project's id scheme (engine.lots.lot_spec), with each rule's current version.
+    The oracle needs it only to break FIFO ties between lots created at the same instant
+    (semantics.md 9.1: "FIFO by created_at (then id)")."""
+    from engine import ids
+    programs = {key: str(i) for i, key in con.execute("SELECT id, key FROM programs").fetchall()}
+    versions = {(pk, rk): v for pk, rk, v in con.execute(
+        "SELECT p.key, r.key, r.current_version FROM rules r JOIN programs p ON p.id = r.program_id").fetchall()}
+
+    def lot_id(program_key: str, kind: str, key: str, rule_key: str | None, index: int) -> str:
+        version = "op" if kind == "operation" else versions[(program_key, rule_key)]
+        return str(ids.name_id("lot", kind, programs[program_key], key, version, str(index)))
+    return lot_id
+
+
+def read_full_ledger(con: duckdb.DuckDBPyConnection) -> OracleResult:
+    """`read_ledger` plus operations, every journal entry with both accounts, every non-zero
+    account, lots, redemptions and participant statuses (tests/oracle/README.md, Output)."""
+    from tests.oracle.books import Entry
+    q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
+    r = OracleResult()
+    r.events = {
+        (pk, key): (status, code)
+        for pk, key, status, code in q(
+            "SELECT p.key, e.idempotency_key, e.status, e.error_code FROM events e JOIN programs p ON p.id = e.program_id")
+    }
+    r.operations = {
+        (pk, key): (status, code)
+        for pk, key, status, code in q(
+            "SELECT p.key, o.idempotency_key, o.status, o.error_code FROM operations o JOIN programs p ON p.id = o.program_id")
+    }
+    names = _account_names(con)
+    scales = {sym: scale for sym, scale in q("SELECT symbol, scale FROM assets")}
+    rows = q("""
+        SELECT pr.key, j.action_type, j.effective_at, j.action_index,
+               e.idempotency_key, o.idempotency_key, ru.key,
+               src.entity_type, src.entity_id, src.bucket, dst.entity_type, dst.entity_id, dst.bucket,
+               a.symbol, dst.amount, (SELECT count(*) FROM postings x WHERE x.journal_entry_id = j.id)
+        FROM journal_entries j
+        JOIN programs pr ON pr.id = j.program_id
+        LEFT JOIN events e ON e.id = j.event_id
+        LEFT JOIN operations o ON o.id = j.operation_id
+        LEFT JOIN rules ru ON ru.id = j.rule_id
+        JOIN postings src ON src.journal_entry_id = j.id AND src.amount < 0
+        JOIN postings dst ON dst.journal_entry_id = j.id AND dst.amount > 0
+        JOIN assets a ON a.id = dst.asset_id
+        ORDER BY j.seq""")
+    for (pk, kind, at, index, ev_key, op_key, rule_key, st, si, sb, dt, di, db_, sym, amount, legs) in rows:
+        assert legs == 2, f"{kind} entry of {ev_key or op_key} has {legs} postings"
+        origin = (("event", ev_key, rule_key, index) if ev_key is not None
+                  else ("operation", op_key, None, index) if op_key is not None else None)
+        r.ledger.append(Entry(pk, origin, kind, _account(st, si, sym, sb, names), _account(dt, di, sym, db_, names),
+                              _scaled(amount, scales[sym]), at))
+    r.accounts = {
+        _account(t, i, sym, b, names): _scaled(amount, scales[sym])
+        for t, i, sym, b, amount in q("""
+            SELECT b.entity_type, b.entity_id, a.symbol, b.bucket, b.amount
+            FROM account_balances b JOIN assets a ON a.id = b.asset_id WHERE b.amount <> 0""")
+    }
+    r.accounts = dict(sorted(r.accounts.items(), key=repr))
+    # Lots are named by the entry that created them (the lot id is derived from it).
+    lot_id = lot_ids(con)
+    origins = {}
+    for e in r.ledger:
+        if e.origin is not None:
+            kind, key, rule_key, index = e.origin
+            origin = (e.program_key, kind, key, rule_key, index)
+            origins[lot_id(*origin)] = origin
+    for i, eid, sym, amount, remaining, status, created, expires, matures in q("""
+            SELECT l.id, l.entity_id, a.symbol, l.amount, l.remaining, l.status, l.created_at, l.expires_at,
+                   l.matures_at
+            FROM lots l JOIN assets a ON a.id = l.asset_id ORDER BY l.created_at, l.id"""):
+        r.lots[origins.get(str(i), ("unknown lot", str(i)))] = (
+            names[str(eid)], sym, _scaled(amount, scales[sym]), _scaled(remaining, scales[sym]), status, created,
+            expires, matures)
+    r.redemptions = {
+        (pk, key): (ext, sym, _scaled(amount, scales[sym]), _scaled(rev, scales[sym]), qty, rev_qty)
+        for pk, key, ext, sym, amount, rev, qty, rev_qty in q("""
+            SELECT p.key, x.idempotency_key, pa.external_id, a.symbol, x.amount, x.reversed_amount, x.quantity,
+                   x.reversed_quantity
+            FROM redemptions x JOIN programs p ON p.id = x.program_id JOIN participants pa ON pa.id = x.participant_id
+            JOIN assets a ON a.id = x.asset_id ORDER BY 1, 2""")
+    }
+    r.statuses = dict(q("SELECT external_id, status FROM participants ORDER BY external_id"))
+    r.participants, r.program_state = _states(con)
+    r.rejected = [
+        (json.loads(raw).get("idempotency_key"), reason)
+        for raw, reason in q("SELECT raw, reason FROM rejected_rows ORDER BY batch_id, row_number")
+    ]
+    r.duplicates = int(q("SELECT coalesce(sum(duplicates), 0) FROM batches")[0][0])
+    return r

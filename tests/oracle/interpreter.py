@@ -24,6 +24,9 @@ from celpy import celtypes as ct
 
 from engine.catalog.models import Action, ProgramFile, Rule
 
+from tests.oracle.books import (
+    Account, Books, Entry, Insufficient, participant_account, system_account, wallet_account,
+)
 from tests.oracle.cel import (
     KNOWN_VARIABLES, CelError, CelParseError, Expr, compile_expr, references, to_cel,
 )
@@ -38,6 +41,11 @@ ZERO = Decimal(0)
 DEC = Context(prec=200)
 MAX_INTEGER_DIGITS = 20  # DECIMAL(38, 18) (decisions.md, Ledger)
 MAX_SCALE = 18
+
+
+VALUE_ACTIONS = ("CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT")
+#: s7: these fail for a SUSPENDED or CLOSED participant (participant_inactive).
+BLOCKED_FOR_INACTIVE = VALUE_ACTIONS + ("COUNTER",)
 
 
 class Unsupported(NotImplementedError):
@@ -65,6 +73,13 @@ class OracleResult:
     participants: dict[str, dict] = field(default_factory=dict)
     program_state: dict[str, dict] = field(default_factory=dict)
     evaluations: list[tuple] = field(default_factory=list)
+    # Lots, holds, wallets and operations (the full ledger):
+    operations: dict[tuple[str, str], tuple[str, str | None]] = field(default_factory=dict)
+    ledger: list = field(default_factory=list)  # books.Entry, ledger order
+    accounts: dict[tuple, Decimal] = field(default_factory=dict)  # every non-zero account
+    lots: dict[tuple, tuple] = field(default_factory=dict)  # lot origin -> (holder, symbol, amount, remaining, ...)
+    redemptions: dict[tuple[str, str], tuple] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)  # external_id -> participant status
 
 
 # =============================================================================================
@@ -206,6 +221,21 @@ class AssetDef:
     symbol: str
     scale: int
     max_transaction_amount: Decimal | None
+    inventory_mode: str = "SIMPLE"  # SIMPLE | LOT
+    issuance_policy: str = "UNLIMITED"  # UNLIMITED | PREFUNDED
+
+
+@dataclass
+class RewardDef:
+    key: str
+    redemption_type: str  # UNIT_BASED | AMOUNT_BASED
+    asset: str
+    unit_cost: Decimal
+    max_total: int | None
+    max_per_participant: int | None
+    status: str
+    available_from: datetime | None
+    available_until: datetime | None
 
 
 @dataclass
@@ -229,6 +259,9 @@ class ActionDef:
     target_type: str | None  # None | PARTICIPANT | PROGRAM
     target_external_id: ValueField | None
     target_participant_id: ValueField | None
+    bucket: str | None = None  # CREDIT: where value lands; FORFEIT: where it is taken from
+    expires_at: timedelta | None = None  # LOT credits: Go durations from `now`
+    matures_at: timedelta | None = None
 
 
 @dataclass
@@ -251,6 +284,7 @@ class ProgramDef:
     on_unknown_participant: str
     assets: list[str]  # symbols, in file order
     rules: list[RuleDef]  # ACTIVE rules only, in evaluation order
+    rewards: dict[str, RewardDef] = field(default_factory=dict)
 
 
 def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, AssetDef]]:
@@ -258,15 +292,13 @@ def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, A
     assets: dict[str, AssetDef] = {}
     for path in paths:
         pf = ProgramFile.model_validate(yaml.safe_load(Path(path).read_text()))
-        if pf.tiers or pf.rewards or pf.automations:
-            raise Unsupported(f"{path}: tiers, rewards and automations")
+        if pf.tiers or pf.automations:
+            raise Unsupported(f"{path}: tiers and automations")
         if pf.program.key in programs:
             raise ValueError(f"{path}: duplicate program key {pf.program.key}")
         symbols = []
         for a in pf.assets:
-            if a.inventory_mode != "SIMPLE" or a.issuance_policy != "UNLIMITED":
-                raise Unsupported(f"{path}: asset {a.symbol} is {a.inventory_mode}/{a.issuance_policy}")
-            asset = AssetDef(a.symbol, a.scale, a.max_transaction_amount)
+            asset = AssetDef(a.symbol, a.scale, a.max_transaction_amount, a.inventory_mode, a.issuance_policy)
             if a.symbol in assets and assets[a.symbol] != asset:
                 raise ValueError(f"{path}: conflicting definitions of asset {a.symbol}")
             assets[a.symbol] = asset
@@ -277,17 +309,25 @@ def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, A
             # Default order: the highest order so far + 10 (10 for the first rule).
             order = r.order if r.order is not None else highest + 10
             highest = max(highest, order)
-            compiled = _rule(path, r, order, position, symbols)  # every rule validates (s2.1), active or not
+            compiled = _rule(path, r, order, position, symbols, assets)  # every rule validates (s2.1), active or not
             if r.status == "ACTIVE":
                 rules.append(compiled)
         rules.sort(key=lambda rule: (rule.order, rule.position))
+        rewards = {}
+        for rw in pf.rewards:
+            if rw.asset not in symbols:
+                raise ValueError(f"{path}: reward {rw.name}: unknown asset {rw.asset}")
+            key = rw.key or slug(rw.name)
+            rewards[key] = RewardDef(key, rw.redemption_type, rw.asset, rw.unit_cost, rw.max_total,
+                                     rw.max_per_participant, rw.status, rw.available_from, rw.available_until)
         programs[pf.program.key] = ProgramDef(
-            pf.program.key, pf.program.status, pf.program.on_unknown_participant, symbols, rules,
+            pf.program.key, pf.program.status, pf.program.on_unknown_participant, symbols, rules, rewards,
         )
     return programs, assets
 
 
-def _rule(path: Path, r: Rule, order: int, position: int, symbols: list[str]) -> RuleDef:
+def _rule(path: Path, r: Rule, order: int, position: int, symbols: list[str],
+          assets: dict[str, AssetDef]) -> RuleDef:
     key = r.key or slug(r.name)
     budgets = []
     for b in r.budgets:
@@ -295,33 +335,46 @@ def _rule(path: Path, r: Rule, order: int, position: int, symbols: list[str]) ->
             raise Unsupported(f"{path}: rule {key}: CRON budget")
         interval = parse_go_duration(b.interval) if b.schedule_type == "INTERVAL" else None
         budgets.append(BudgetDef(b.asset, Decimal(b.limit), interval))
-    actions = [_action(path, key, i, a, symbols) for i, a in enumerate(r.actions)]
+    actions = [_action(path, key, i, a, symbols, assets) for i, a in enumerate(r.actions)]
     return RuleDef(
         key, order, position, compile_expr(r.condition), r.stop_after_match,
         r.active_from, r.active_to, budgets, actions,
     )
 
 
-def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]) -> ActionDef:
+def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str],
+            assets: dict[str, AssetDef]) -> ActionDef:
     where = f"{path}: rule {rule_key}: action {index}"
-    if a.type not in ("CREDIT", "DEBIT", "TAG", "UNTAG", "COUNTER", "SET_ATTRIBUTE"):
+    if a.type not in ("CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "TAG", "UNTAG", "COUNTER", "SET_ATTRIBUTE"):
         raise Unsupported(f"{where}: {a.type}")
-    if a.bucket not in (None, "AVAILABLE"):
-        raise Unsupported(f"{where}: bucket {a.bucket}")
+    if a.reference_id is not None:
+        raise Unsupported(f"{where}: reference_id")
     target_type = a.target.type if a.target else None
     if target_type == "GROUP":
         raise Unsupported(f"{where}: GROUP target")
     amount = None
-    if a.type in ("CREDIT", "DEBIT"):
+    expires_at = matures_at = None
+    if a.type in VALUE_ACTIONS:
         if a.asset not in symbols:
             raise ValueError(f"{where}: unknown asset {a.asset}")
-        if a.amount is None:
+        lot = assets[a.asset].inventory_mode == "LOT"
+        if a.bucket is not None and not (a.type == "CREDIT" or a.type == "FORFEIT"):
+            raise ValueError(f"{where}: bucket applies to CREDIT and FORFEIT")
+        if lot and (a.type in ("HOLD", "RELEASE") or a.bucket == "HELD"):
+            raise Unsupported(f"{where}: holds on LOT assets")
+        if (a.expires_at or a.matures_at) and not (lot and a.type == "CREDIT"):
+            raise ValueError(f"{where}: expires_at/matures_at apply to CREDITs of LOT assets")
+        # CHOICE: only Go durations (from `now`) are interpreted; RFC 3339 or CEL instants are not.
+        expires_at = parse_go_duration(a.expires_at) if a.expires_at else None
+        matures_at = parse_go_duration(a.matures_at) if a.matures_at else None
+        if a.amount is None and a.type != "RELEASE":  # RELEASE without an amount releases all (s7)
             raise ValueError(f"{where}: amount is required")
+    if a.amount is not None and a.type in VALUE_ACTIONS:
         amount = ValueField.parse(a.amount)
         if amount.kind == "literal":
             raise ValueError(f"{where}: amount {a.amount!r} is neither a number nor an expression")
-        if target_type == "PROGRAM":
-            raise ValueError(f"{where}: a PROGRAM target takes state actions only")
+    if a.type in VALUE_ACTIONS and target_type == "PROGRAM":
+        raise ValueError(f"{where}: a PROGRAM target takes state actions only")
     if a.type == "COUNTER" and a.value is None:
         raise ValueError(f"{where}: COUNTER needs a value")
     if a.type in ("COUNTER", "SET_ATTRIBUTE") and not a.key:
@@ -343,6 +396,9 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
         if a.target and a.target.external_id is not None else None,
         target_participant_id=ValueField.parse(a.target.participant_id)
         if a.target and a.target.participant_id is not None else None,
+        bucket=a.bucket,
+        expires_at=expires_at,
+        matures_at=matures_at,
     )
 
 
@@ -403,43 +459,77 @@ class Event:
     def __post_init__(self) -> None:
         self.cel_data = to_cel(self.event_data)  # `event` never changes during the event
 
+@dataclass
+class Operation:
+    """A row of an operations file (semantics.md 2.3): `params` are the Scrip endpoint's fields."""
+
+    program_key: str
+    operation: str
+    external_id: str | None
+    idempotency_key: str
+    timestamp: datetime
+    params: dict
+    arrival: int
+
 
 class Working:
-    """The working state of one event: copies of what it touched, dropped if it fails."""
+    """The working state of one event or operation: a copy of everything it may change, kept or
+    dropped as a whole (s5.5). Time-driven changes of the participants it touches (lot maturity
+    and expiry, counter resets) are applied to the committed state first, because they are not
+    its doing and stand even if it fails (s3), and then to the copy."""
 
     def __init__(self, oracle: "Oracle", now: datetime) -> None:
         self.oracle = oracle
         self.now = now
         self.states: dict[tuple[str, str], EntityState] = {}
-        self.balances: dict[tuple[str, str], Decimal] = {}
+        self.books: Books = copy.deepcopy(oracle.books)
         self.budgets: dict[tuple, Decimal] = {}
-        self.entries: list[tuple] = []
+        self.statuses: dict[str, str] = {}
+        self.entries: list[Entry] = []
+        self.touched: set[str] = set()
+
+    def touch(self, external_id: str) -> None:
+        """Before the event reads or writes a participant, everything due for it has happened."""
+        if external_id in self.touched:
+            return
+        self.touched.add(external_id)
+        self.oracle.record(self.oracle.books.due_lot_changes(external_id, self.now))
+        self.books.due_lot_changes(external_id, self.now)  # the same changes on the copy
+        self.state(("participant", external_id))
 
     def state(self, entity: tuple[str, str]) -> EntityState:
         if entity not in self.states:
             committed = self.oracle.states.setdefault(entity, EntityState())
-            # Time-driven changes of an entity happen before the event touches it (s3); they are
-            # not the event's doing, so they stay even if the event fails.
             committed.apply_due_resets(self.now)
             self.states[entity] = copy.deepcopy(committed)
         return self.states[entity]
 
-    def balance(self, external_id: str, symbol: str) -> Decimal:
-        key = (external_id, symbol)
-        if key in self.balances:
-            return self.balances[key]
-        return self.oracle.balances.get(key, ZERO)
+    def status(self, external_id: str) -> str:
+        return self.statuses.get(external_id, self.oracle.participants[external_id].status)
+
+    def balance(self, external_id: str, symbol: str, bucket: str = "AVAILABLE") -> Decimal:
+        return self.books.balance(participant_account(external_id, symbol, bucket))
 
     def consumed(self, key: tuple) -> Decimal:
         return self.budgets.get(key, self.oracle.budget_consumed.get(key, ZERO))
 
+    def move(self, program_key: str, origin: tuple, kind: str, source: Account, dest: Account, amount: Decimal,
+             *, overdraft: bool = False, new_lot: dict | None = None) -> list:
+        try:
+            taken = self.books.move(source, dest, amount, now=self.now, overdraft=overdraft, new_lot=new_lot,
+                                    lot_asset=self.oracle.assets[source[2]].inventory_mode == "LOT")
+        except Insufficient as e:
+            raise ActionFailed(e.code, str(e)) from None
+        self.entries.append(Entry(program_key, origin, kind, source, dest, amount, self.now))
+        return taken
+
     def commit(self) -> None:
         self.oracle.states.update(self.states)
-        self.oracle.balances.update(self.balances)
+        self.oracle.books = self.books
         self.oracle.budget_consumed.update(self.budgets)
-        for entry in self.entries:
-            self.oracle.result.entries.append(entry)
-            self.oracle.posted_accounts.add((entry[5], entry[6]))
+        for ext, status in self.statuses.items():
+            self.oracle.participants[ext].status = status
+        self.oracle.record(self.entries)
 
 
 # =============================================================================================
@@ -457,47 +547,76 @@ class Planned:
     number: Decimal | None = None
 
 
+def _creation_order_ids():
+    n = iter(range(10**12))
+    return lambda *origin: f"{next(n):012d}"
+
+
 class Oracle:
-    def __init__(self, program_files: list[Path]) -> None:
+    def __init__(self, program_files: list[Path], lot_id=None) -> None:
         self.programs, self.assets = load_programs(program_files)
         self.result = OracleResult()
         self.participants: dict[str, ParticipantRecord] = {}
         self.states: dict[tuple[str, str], EntityState] = {}
-        self.balances: dict[tuple[str, str], Decimal] = {}
-        self.posted_accounts: set[tuple[str, str]] = set()
+        self.books = Books()
+        self.posted: set[Account] = set()
         self.budget_consumed: dict[tuple, Decimal] = {}
-        self.seen: dict[tuple[str, str], tuple] = {}  # (program, idempotency_key) -> payload
+        self.seen: dict[tuple[str, str, str], tuple] = {}  # (kind, program, idempotency_key) -> payload
         self.arrivals = 0
+        # s9.1: FIFO by created_at, then the lot's id. Lot ids are derived by the project's id
+        # scheme (not part of the contract): the caller may pass it as
+        # lot_id(program_key, "event" | "operation", idempotency_key, rule_key, index); by default
+        # ids follow creation order.
+        self.lot_id = lot_id or _creation_order_ids()
+
+    def record(self, entries: list[Entry]) -> None:
+        for e in entries:
+            self.result.ledger.append(e)
+            self.posted.update((e.source, e.dest))
+            if e.origin and e.origin[0] == "event" and e.action_type in ("CREDIT", "DEBIT"):
+                holder = e.dest if e.action_type == "CREDIT" else e.source
+                _, key, rule_key, index = e.origin
+                self.result.entries.append(
+                    (e.program_key, key, rule_key, index, e.action_type, holder[1], holder[2], e.amount))
 
     # ---- intake ------------------------------------------------------------------------------
 
-    def run_batch(self, rows: list[dict]) -> None:
-        accepted: list[Event] = []
-        for row in rows:
+    def run_batch(self, rows: list[dict], operations: list[dict] = ()) -> None:
+        """One run: the batch's event rows, then its operation rows, in arrival order (decisions.md)."""
+        accepted: list[Event | Operation] = []
+        for kind, row in [("event", r) for r in rows] + [("operation", r) for r in operations]:
             self.arrivals += 1
             program_key = row["program_id"]
             key = row["idempotency_key"]
             if program_key not in self.programs:
                 self.result.rejected.append((key, "unknown_program"))
                 continue
-            payload = _canonical_payload(row)
-            previous = self.seen.get((program_key, key))
+            payload = _canonical_payload(row) if kind == "event" else _canonical_operation(row)
+            # s4: events and operations each have their own keys per program.
+            previous = self.seen.get((kind, program_key, key))
             if previous is not None:
                 if previous == payload:
                     self.result.duplicates += 1
                 else:
                     self.result.rejected.append((key, "idempotency_conflict"))
                 continue
-            self.seen[(program_key, key)] = payload
-            accepted.append(Event(
-                program_key, row["external_id"], key, row["event_timestamp"],
-                _drop_nulls(row.get("event_data") or {}), row.get("recipient_external_id"),
-                self.arrivals,
-            ))
-        # Stream order (s3). Events of earlier batches were all processed already, so an event
+            self.seen[(kind, program_key, key)] = payload
+            if kind == "event":
+                accepted.append(Event(
+                    program_key, row["external_id"], key, row["event_timestamp"],
+                    _drop_nulls(row.get("event_data") or {}), row.get("recipient_external_id"),
+                    self.arrivals,
+                ))
+            else:
+                accepted.append(Operation(program_key, row["operation"], row.get("external_id"), key,
+                                          row["timestamp"], _drop_nulls(row.get("params") or {}), self.arrivals))
+        # Stream order (s3). Rows of earlier batches were all processed already, so a row
         # timestamped before them is processed after them, with its own `now`.
-        for event in sorted(accepted, key=lambda e: (e.timestamp, e.arrival)):
-            self.process(event)
+        for item in sorted(accepted, key=lambda e: (e.timestamp, e.arrival)):
+            if isinstance(item, Operation):
+                self.process_operation(item)
+            else:
+                self.process(item)
 
     # ---- one event (s5) ----------------------------------------------------------------------
 
@@ -517,9 +636,9 @@ class Oracle:
 
         # 2. Time-driven changes due at or before `now`, for the entities the event touches.
         working = Working(self, now)
-        working.state(("participant", ev.external_id))
+        working.touch(ev.external_id)
         if ev.recipient:
-            working.state(("participant", ev.recipient))
+            working.touch(ev.recipient)
         working.state(("program", program.key))
 
         # 3. Rules in ascending order.
@@ -542,7 +661,7 @@ class Oracle:
                 continue
             record = (program.key, ev.idempotency_key, rule.key)
             try:
-                planned = [self.plan(a, ev, program, activation) for a in rule.actions]
+                planned = [self.plan(a, ev, program, activation, working) for a in rule.actions]
             except ActionFailed as failure:
                 evaluations.append(record + ("MATCHED",))
                 error = failure.code
@@ -577,24 +696,51 @@ class Oracle:
         self.participants[external_id] = ParticipantRecord(external_id, participant_id(external_id), now)
         self.states.setdefault(("participant", external_id), EntityState())
 
+    # ---- one operation (s2.3) ------------------------------------------------------------------
+
+    def process_operation(self, op: Operation) -> None:
+        program = self.programs[op.program_key]
+        done = lambda status, code: self.result.operations.__setitem__(  # noqa: E731
+            (op.program_key, op.idempotency_key), (status, code))
+        # decisions.md: operations name an existing participant, except upsert_participant
+        # (creates one) and fund/burn (name none). CHOICE: resolution first, then the program's
+        # status, as for events (README choice 1).
+        if op.operation not in PROGRAM_OPERATIONS:
+            if op.external_id not in self.participants:
+                if op.operation != "upsert_participant":
+                    return done("FAILED", "participant_not_found")
+                if program.status == "ACTIVE":
+                    self.create_participant(op.external_id, op.timestamp)
+        if program.status != "ACTIVE":
+            return done("FAILED", "program_inactive")
+        working = Working(self, op.timestamp)
+        if op.operation not in PROGRAM_OPERATIONS:
+            working.touch(op.external_id)
+        try:
+            apply_operation(self, op, program, working)
+        except ActionFailed as failure:
+            return done("FAILED", failure.code)
+        working.commit()
+        done("COMPLETED", None)
+
     # ---- CEL variables (s6) --------------------------------------------------------------------
 
     def activation(self, ev: Event, program: ProgramDef, working: Working) -> dict[str, Any]:
         record = self.participants[ev.external_id]
         state = working.state(("participant", ev.external_id))
         pstate = working.state(("program", program.key))
-        zero = Decimal(0)
         participant = {
             "id": record.id,
             "external_id": record.external_id,
-            "status": record.status,
+            "status": working.status(ev.external_id),
             "created_at": record.created_at,
             "tags": sorted(state.tags),
             "counters": {k: c.value for k, c in state.counters.items()},
             "attributes": dict(state.attributes),
             "tiers": {},
             "balances": {
-                symbol: {"available": working.balance(ev.external_id, symbol), "held": zero, "deferred": zero}
+                symbol: {bucket.lower(): working.balance(ev.external_id, symbol, bucket)
+                         for bucket in ("AVAILABLE", "HELD", "DEFERRED")}
                 for symbol in program.assets
             },
         }
@@ -609,7 +755,7 @@ class Oracle:
 
     # ---- actions (s7) ----------------------------------------------------------------------------
 
-    def plan(self, a: ActionDef, ev: Event, program: ProgramDef, activation: dict) -> Planned:
+    def plan(self, a: ActionDef, ev: Event, program: ProgramDef, activation: dict, working: Working) -> Planned:
         """Evaluate the action's values against the state at the start of its rule."""
         now = ev.timestamp
         p = Planned(a)
@@ -621,14 +767,16 @@ class Oracle:
             # the participant is created when the action applies (see `apply`).
             if a.target_external_id is not None:
                 value = a.target_external_id.evaluate(activation, now)
-                if not isinstance(value, ct.StringType):
+                if not isinstance(value, (ct.StringType, str)):
                     raise ActionFailed("expression_error", "target external_id is not a string")
                 external_id = str(value)
+                if not external_id:
+                    raise ActionFailed("expression_error", "target external_id is empty")
                 if external_id not in self.participants and program.on_unknown_participant == "REJECT":
                     raise ActionFailed("participant_not_found", external_id)
             elif a.target_participant_id is not None:
                 value = a.target_participant_id.evaluate(activation, now)
-                if not isinstance(value, ct.StringType):
+                if not isinstance(value, (ct.StringType, str)):
                     raise ActionFailed("expression_error", "target participant_id is not a string")
                 found = [r.external_id for r in self.participants.values() if r.id == str(value)]
                 if not found:
@@ -640,8 +788,9 @@ class Oracle:
         else:
             p.entity = ("participant", ev.recipient or ev.external_id)
 
-        if a.type in ("CREDIT", "DEBIT"):
-            p.amount = self.checked_amount(a.amount.evaluate_decimal(activation, now), self.assets[a.asset])
+        if a.type in VALUE_ACTIONS:
+            if a.amount is not None:  # RELEASE without an amount releases everything held
+                p.amount = self.checked_amount(a.amount.evaluate_decimal(activation, now), self.assets[a.asset])
         elif a.type in ("TAG", "UNTAG"):
             # CHOICE: like a target's external_id, a tag must be a string (else expression_error).
             tag = a.tag.evaluate(activation, now)
@@ -692,24 +841,15 @@ class Oracle:
         a = p.action
         now = ev.timestamp
         kind, name = p.entity
-        if kind == "participant" and name not in self.participants:
-            # Creation is resolution: the target stays created even if the event fails.
-            self.create_participant(name, now)
-        if a.type in ("CREDIT", "DEBIT"):
-            if p.amount == 0:
-                return
-            balance = working.balance(name, a.asset)
-            if a.type == "CREDIT":
-                new = DEC.add(balance, p.amount)
-            else:
-                new = DEC.subtract(balance, p.amount)
-                if new < 0 and not a.allow_negative:
-                    raise ActionFailed("insufficient_balance", f"{name} has {balance} {a.asset}")
-            working.balances[(name, a.asset)] = new
-            working.entries.append(
-                (program.key, ev.idempotency_key, rule.key, a.index, a.type, name, a.asset, p.amount)
-            )
-            return
+        if kind == "participant":
+            if name not in self.participants:
+                # Creation is resolution: the target stays created even if the event fails.
+                self.create_participant(name, now)
+            working.touch(name)
+            if a.type in BLOCKED_FOR_INACTIVE and working.status(name) != "ACTIVE":
+                raise ActionFailed("participant_inactive", f"{name} is {working.status(name)}")
+        if a.type in VALUE_ACTIONS:
+            return self.apply_value(p, ev, rule, program, working)
         state = working.state((kind, name))
         if a.type == "TAG":
             state.tags.add(p.text)
@@ -729,11 +869,68 @@ class Oracle:
                 raise ActionFailed("amount_out_of_range", f"counter {a.key} = {value}")
             counter.value = value
 
+    def apply_value(self, p: Planned, ev: Event, rule: RuleDef, program: ProgramDef, working: Working) -> None:
+        """s7 table and s8/s9: every value action moves an amount between two accounts."""
+        a = p.action
+        now = ev.timestamp
+        holder, symbol, amount = p.entity[1], a.asset, p.amount
+        asset = self.assets[symbol]
+        mine = lambda bucket: participant_account(holder, symbol, bucket)  # noqa: E731
+        issue = issuer(program.key, asset)
+        new_lot = None
+        if a.type == "CREDIT":
+            source, dest = issue, mine(a.bucket or "AVAILABLE")
+            if asset.inventory_mode == "LOT":
+                expires_at = now + a.expires_at if a.expires_at is not None else None
+                matures_at = now + a.matures_at if a.matures_at is not None else None
+                if matures_at is not None and matures_at > now:
+                    dest = mine("DEFERRED")  # s7: a future matures_at lands in DEFERRED
+                new_lot = self.new_lot(program.key, "event", ev.idempotency_key, rule.key, a.index,
+                                       expires_at, matures_at)
+        elif a.type == "DEBIT":
+            source, dest = mine("AVAILABLE"), issue  # returns value to its source
+        elif a.type == "HOLD":
+            source, dest = mine("AVAILABLE"), mine("HELD")
+        elif a.type == "RELEASE":
+            source, dest = mine("HELD"), mine("AVAILABLE")
+            if amount is None:  # all that is held
+                amount = working.books.balance(source)
+                if amount <= 0:
+                    return
+        else:  # FORFEIT
+            source, dest = mine(a.bucket or "AVAILABLE"), system_account("SYSTEM_BREAKAGE", symbol)
+        if amount == 0:
+            return  # s7: an amount of exactly 0 is a no-op
+        working.move(program.key, ("event", ev.idempotency_key, rule.key, a.index), a.type, source, dest, amount,
+                     overdraft=a.type == "DEBIT" and a.allow_negative, new_lot=new_lot)
+
+    def new_lot(self, program_key: str, kind: str, key: str, rule_key: str | None, index: int,
+                expires_at: datetime | None = None, matures_at: datetime | None = None) -> dict:
+        origin = (program_key, kind, key, rule_key, index)
+        return {"origin": origin, "order_id": self.lot_id(*origin), "program_key": program_key,
+                "expires_at": expires_at, "matures_at": matures_at}
+
     # ---- final output ------------------------------------------------------------------------
 
     def snapshot(self) -> OracleResult:
         r = self.result
-        r.balances = {k: self.balances[k] for k in sorted(self.posted_accounts)}
+        scale = lambda symbol: Decimal(1).scaleb(-self.assets[symbol].scale)  # noqa: E731
+        q = lambda amount, symbol: amount.quantize(scale(symbol), context=DEC)  # noqa: E731
+        accounts = self.books.accounts
+        r.balances = {(acct[1], acct[2]): q(accounts.get(acct, ZERO), acct[2])
+                      for acct in sorted(self.posted, key=repr)
+                      if acct[0] == "PARTICIPANT" and acct[3] == "AVAILABLE"}
+        r.accounts = {acct: q(amount, acct[2]) for acct, amount in sorted(accounts.items(), key=repr) if amount != 0}
+        r.lots = {
+            lot.origin: (lot.holder, lot.symbol, q(lot.amount, lot.symbol), q(lot.remaining, lot.symbol), lot.status,
+                         lot.created_at, lot.expires_at, lot.matures_at)
+            for lot in self.books.lots
+        }
+        r.redemptions = {
+            key: (x.holder, x.symbol, q(x.amount, x.symbol), q(x.reversed, x.symbol), x.quantity, x.reversed_quantity)
+            for key, x in sorted(self.books.redemptions.items())
+        }
+        r.statuses = {ext: rec.status for ext, rec in sorted(self.participants.items())}
         r.participants = {
             ext: self.states.get(("participant", ext), EntityState()).snapshot()
             for ext in sorted(self.participants)
@@ -743,6 +940,12 @@ class Oracle:
         }
         return r
 
+
+def issuer(program_key: str, asset: AssetDef) -> Account:
+    """Where credited value comes from and debited value returns (s7, s9.2)."""
+    if asset.issuance_policy == "PREFUNDED":
+        return wallet_account(program_key, asset.symbol)
+    return system_account("SYSTEM_ISSUANCE", asset.symbol)
 
 # =============================================================================================
 # Idempotency payloads
@@ -769,6 +972,15 @@ def _canonical(value: Any) -> Any:
     return (type(value).__name__, value)
 
 
+def _canonical_operation(row: dict) -> tuple:
+    return (
+        row["operation"],
+        row.get("external_id"),
+        row["timestamp"].astimezone(timezone.utc),
+        _canonical(row.get("params") or {}),
+    )
+
+
 def _canonical_payload(row: dict) -> tuple:
     return (
         row["external_id"],
@@ -781,9 +993,14 @@ def _canonical_payload(row: dict) -> tuple:
 # =============================================================================================
 
 
-def run_oracle(program_files: list[Path], batches: list[list[dict]]) -> OracleResult:
-    """Interpret the programs over the batches, one run after another on the same ledger."""
-    oracle = Oracle([Path(p) for p in program_files])
-    for batch in batches:
-        oracle.run_batch(batch)
+def run_oracle(program_files: list[Path], batches: list[list[dict]],
+               operations: list[list[dict]] | None = None, lot_id=None) -> OracleResult:
+    """Interpret the programs over the batches, one run after another on the same ledger.
+    `operations[i]` are the operation rows run with `batches[i]` (they arrive after its events)."""
+    oracle = Oracle([Path(p) for p in program_files], lot_id=lot_id)
+    for i, batch in enumerate(batches):
+        oracle.run_batch(batch, (operations or [])[i] if i < len(operations or []) else [])
     return oracle.snapshot()
+
+
+from tests.oracle.operations import PROGRAM_OPERATIONS, apply_operation  # noqa: E402 (uses the names above)

@@ -453,10 +453,10 @@ def test_defaults_and_unsupported(tmp_path: Path) -> None:
     r = run_oracle(files, [[ev("x", "ann", T0, {})]])
     assert [e[2] for e in r.evaluations] == ["b", "a"]  # A defaults to order 60
     assert r.participants["ann"]["tags"] == []
-    lot = tmp_path / "lot.yaml"
-    lot.write_text("program: {key: lot, name: Lot}\nassets: [{symbol: L, name: L, scale: 0, inventory_mode: LOT}]\n")
+    tiers = tmp_path / "tiers.yaml"
+    tiers.write_text("program: {key: tiers, name: Tiers}\ntiers: [{key: status}]\n")
     with pytest.raises(Unsupported):
-        run_oracle([lot], [])
+        run_oracle([tiers], [])
 
 
 def test_reject_program_target_and_tag_must_be_text(tmp_path: Path) -> None:
@@ -485,3 +485,75 @@ def test_reject_program_target_and_tag_must_be_text(tmp_path: Path) -> None:
     assert set(r.participants) == {"ann"}
     assert r.participants["ann"]["tags"] == ["referred"]
     assert r.balances == {("ann", "PTS"): D(5)}
+
+
+# ------------------------------------------------------------------------------------------------
+# lots, holds, wallets and operations (semantics.md 2.3, 7, 8, 9)
+
+
+def ledger_program(tmp_path: Path, rules: str) -> Path:
+    path = tmp_path / "shop.yaml"
+    path.write_text("program: {key: shop, name: shop}\n" + textwrap.dedent("""\
+        assets:
+          - {symbol: PTS, name: Points, scale: 0}
+          - {symbol: LP, name: Lot points, scale: 0, inventory_mode: LOT}
+          - {symbol: GC, name: Gift credit, scale: 0, issuance_policy: PREFUNDED}
+        rewards:
+          - {key: cup, name: Cup, redemption_type: UNIT_BASED, asset: PTS, unit_cost: "5", max_total: 1}
+        """) + textwrap.dedent(rules))
+    return path
+
+
+def op(key: str, operation: str, ext: str | None, ts: datetime, **params) -> dict:
+    return {"program_id": "shop", "idempotency_key": key, "operation": operation, "external_id": ext,
+            "timestamp": ts, "params": params}
+
+
+def test_lots_fifo_expiry_and_maturity(tmp_path: Path) -> None:
+    files = [ledger_program(tmp_path, """\
+        rules:
+          - {name: A, condition: 'event.type == "a"', actions: [{type: CREDIT, asset: LP, amount: "5", expires_at: 2h}]}
+          - {name: B, condition: 'event.type == "b"', actions: [{type: CREDIT, asset: LP, amount: "4", matures_at: 1h}]}
+          - {name: S, condition: 'event.type == "s"', actions: [{type: DEBIT, asset: LP, amount: "3"}]}
+        """)]
+    r = run_oracle(files, [[
+        ev("k0", "ann", T0, {"type": "a"}),                            # lot a: 5, expires T0+2h
+        ev("k1", "ann", T0 + timedelta(minutes=10), {"type": "b"}),    # lot b: 4, DEFERRED until T0+1h10
+        ev("k2", "ann", T0 + timedelta(minutes=30), {"type": "s"}),    # 3 from lot a (FIFO): a has 2
+        ev("k3", "ann", T0 + timedelta(hours=3), {"type": "s"}),       # b matured, a expired (2): 3 from b
+    ]])
+    assert [(e.action_type, e.amount, e.effective_at) for e in r.ledger if e.origin is None] == [
+        ("MATURITY", D(4), T0 + timedelta(hours=1, minutes=10)), ("EXPIRATION", D(5 - 3), T0 + timedelta(hours=2))]
+    assert r.lots[("shop", "event", "k0", "a", 0)][3:5] == (D(0), "EXPIRED")
+    assert r.lots[("shop", "event", "k1", "b", 0)][3:5] == (D(4 - 3), "AVAILABLE")
+    assert r.accounts[("PARTICIPANT", "ann", "LP", "AVAILABLE")] == D(5 + 4 - 3 - 2 - 3)
+    assert r.accounts[("SYSTEM_BREAKAGE", None, "LP", "AVAILABLE")] == D(2)
+
+
+def test_wallet_holds_and_operations(tmp_path: Path) -> None:
+    files = [ledger_program(tmp_path, """\
+        rules:
+          - {name: G, condition: "true", actions: [{type: CREDIT, asset: GC, amount: "6"}, {type: HOLD, asset: GC, amount: "2"}]}
+        """)]
+    r = run_oracle(files, [[ev("k0", "ann", T0, {}), ev("k1", "ann", T0 + timedelta(hours=2), {})]], [[
+        op("f", "fund", None, T0 - timedelta(hours=1), asset="GC", amount="10"),
+        op("a", "adjust", "ann", T0 + timedelta(hours=1), asset="PTS", amount="7", type="CREDIT"),
+        op("r1", "redeem_item", "ann", T0 + timedelta(hours=1), reward="cup"),
+        op("r2", "redeem_item", "ann", T0 + timedelta(hours=1), reward="cup"),
+        op("x", "reverse_redemption", "ann", T0 + timedelta(hours=1), redemption="r1"),
+        op("t", "transfer", "ann", T0 + timedelta(hours=1), asset="PTS", recipients=[{"external_id": "ann", "amount": "1"}]),
+        op("h", "release", "ann", T0 + timedelta(hours=1), asset="GC", amount="3"),
+    ]])
+    assert r.events == {("shop", "k0"): ("COMPLETED", None),
+                        ("shop", "k1"): ("FAILED", "insufficient_wallet")}  # wallet 10 - 6 = 4 < 6
+    assert r.operations == {
+        ("shop", "f"): ("COMPLETED", None), ("shop", "a"): ("COMPLETED", None),
+        ("shop", "r1"): ("COMPLETED", None), ("shop", "r2"): ("FAILED", "out_of_stock"),  # max_total 1
+        ("shop", "x"): ("COMPLETED", None), ("shop", "t"): ("FAILED", "self_transfer"),
+        ("shop", "h"): ("FAILED", "insufficient_balance"),  # 2 held < 3
+    }
+    assert r.accounts[("PROGRAM_WALLET", "shop", "GC", "AVAILABLE")] == D(10 - 6)
+    assert r.accounts[("PARTICIPANT", "ann", "GC", "AVAILABLE")] == D(6 - 2)
+    assert r.accounts[("PARTICIPANT", "ann", "GC", "HELD")] == D(2)
+    assert r.accounts[("PARTICIPANT", "ann", "PTS", "AVAILABLE")] == D(7 - 5 + 5)
+    assert r.redemptions[("shop", "r1")] == ("ann", "PTS", D(5), D(5), 1, 1)

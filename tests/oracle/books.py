@@ -1,0 +1,170 @@
+"""The oracle's value-holding state: accounts, lots, redemptions, reward counts (semantics.md 8, 9).
+
+Plain data with the few obvious operations on it. Moving value (sufficiency, FIFO, new lots) is
+`Books.move`; time-driven lot changes are `Books.due_lot_changes`. Nothing here knows about rules
+or operations, and nothing comes from the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Context, Decimal
+
+DEC = Context(prec=200)
+ZERO = Decimal(0)
+
+#: (entity type, name, asset symbol, bucket). Names: a participant's external id, a program key
+#: for PROGRAM_WALLET, None for the system accounts.
+Account = tuple[str, str | None, str, str]
+HOLDERS = ("PARTICIPANT", "PROGRAM_WALLET")  # entities whose balances may not go short
+
+
+def participant_account(external_id: str, symbol: str, bucket: str = "AVAILABLE") -> Account:
+    return ("PARTICIPANT", external_id, symbol, bucket)
+
+
+def wallet_account(program_key: str, symbol: str) -> Account:
+    return ("PROGRAM_WALLET", program_key, symbol, "AVAILABLE")
+
+
+def system_account(name: str, symbol: str) -> Account:
+    return (name, None, symbol, "AVAILABLE")
+
+
+class Insufficient(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Lot:
+    """A credit of a LOT asset (semantics.md 9.1). `origin` names the action that created it:
+    (program key, "event" or "operation", idempotency key, rule key or None, action index or part)."""
+
+    origin: tuple
+    order_id: str  # the lot id: FIFO is by created_at, then id (semantics.md 9.1)
+    holder: str
+    symbol: str
+    program_key: str
+    amount: Decimal
+    remaining: Decimal
+    status: str  # DEFERRED | AVAILABLE | CONSUMED | EXPIRED
+    created_at: datetime
+    expires_at: datetime | None
+    matures_at: datetime | None
+
+    def spendable(self, now: datetime) -> bool:
+        # s9.1: expired lots are never spendable, even before the expiry entry is written.
+        return self.status == "AVAILABLE" and self.remaining > 0 and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass
+class Redemption:
+    program_key: str
+    key: str  # the redeeming operation's idempotency key (decisions.md: reversals name it)
+    holder: str
+    symbol: str
+    amount: Decimal
+    quantity: int | None
+    unit_cost: Decimal | None
+    reward: str | None
+    taken: list[tuple[tuple, Decimal]]  # (lot origin, amount) in FIFO order, LOT assets only
+    reversed: Decimal = ZERO
+    reversed_quantity: int = 0
+
+
+@dataclass
+class Entry:
+    """One journal entry: `amount` from `source` to `dest`. `origin` is (kind, idempotency key,
+    rule key, action index or part) for events and operations, None for time-driven entries."""
+
+    program_key: str
+    origin: tuple | None
+    action_type: str
+    source: Account
+    dest: Account
+    amount: Decimal
+    effective_at: datetime
+
+
+@dataclass
+class Books:
+    accounts: dict[Account, Decimal] = field(default_factory=dict)
+    lots: list[Lot] = field(default_factory=list)  # every lot, in creation order
+    redemptions: dict[tuple[str, str], Redemption] = field(default_factory=dict)
+    reward_counts: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (program, reward, ext or "")
+
+    def balance(self, account: Account) -> Decimal:
+        return self.accounts.get(account, ZERO)
+
+    def holder_lots(self, external_id: str, symbol: str) -> list[Lot]:
+        """FIFO order: created_at, then lot id."""
+        return sorted((lot for lot in self.lots if lot.holder == external_id and lot.symbol == symbol),
+                      key=lambda lot: (lot.created_at, lot.order_id))
+
+    def spendable(self, external_id: str, symbol: str, now: datetime) -> Decimal:
+        return sum((lot.remaining for lot in self.holder_lots(external_id, symbol) if lot.spendable(now)), ZERO)
+
+    def move(self, source: Account, dest: Account, amount: Decimal, *, now: datetime, lot_asset: bool,
+             overdraft: bool = False, new_lot: dict | None = None) -> list[tuple[tuple, Decimal]]:
+        """Move `amount` or raise Insufficient. A holder's account may not go below zero unless
+        `overdraft`; for LOT assets what a participant can spend is its spendable lots, which pay
+        oldest first. Value arriving in a participant's AVAILABLE or DEFERRED bucket of a LOT asset
+        is a new lot (`new_lot`: origin, order_id, program_key, expires_at, matures_at), unless
+        `new_lot` is None (a reversal restores existing lots instead). Returns the lots taken."""
+        lot_source = lot_asset and source[0] == "PARTICIPANT" and source[3] == "AVAILABLE"
+        if source[0] in HOLDERS and not overdraft:
+            have = self.spendable(source[1], source[2], now) if lot_source else self.balance(source)
+            if have < amount:
+                code = "insufficient_wallet" if source[0] == "PROGRAM_WALLET" else "insufficient_balance"
+                raise Insufficient(code, f"{source}: {have} < {amount}")
+        taken: list[tuple[tuple, Decimal]] = []
+        if lot_source:
+            left = amount
+            for lot in self.holder_lots(source[1], source[2]):
+                if left <= 0:
+                    break
+                if not lot.spendable(now):
+                    continue
+                take = min(lot.remaining, left)
+                lot.remaining = DEC.subtract(lot.remaining, take)
+                left = DEC.subtract(left, take)
+                taken.append((lot.origin, take))
+                if lot.remaining == 0:
+                    lot.status = "CONSUMED"
+        if lot_asset and dest[0] == "PARTICIPANT" and dest[3] in ("AVAILABLE", "DEFERRED") and new_lot is not None:
+            self.lots.append(Lot(
+                new_lot["origin"], new_lot["order_id"], dest[1], dest[2], new_lot["program_key"], amount, amount,
+                dest[3], now, new_lot.get("expires_at"), new_lot.get("matures_at")))
+        self.accounts[source] = DEC.subtract(self.balance(source), amount)
+        self.accounts[dest] = DEC.add(self.balance(dest), amount)
+        return taken
+
+    def due_lot_changes(self, external_id: str, now: datetime) -> list[Entry]:
+        """Maturities and expiries of the participant's lots due at or before `now` (s3, s9.1),
+        applied; each entry carries the instant it was due. A lot that expires at or before the
+        instant it would mature expires from DEFERRED and never matures."""
+        out: list[Entry] = []
+        for lot in self.lots:
+            if lot.holder != external_id or lot.remaining <= 0 or lot.status not in ("AVAILABLE", "DEFERRED"):
+                continue
+            if lot.status == "DEFERRED" and lot.matures_at is not None and lot.matures_at <= now and (
+                    lot.expires_at is None or lot.expires_at > lot.matures_at):
+                out.append(self._shift(lot, "DEFERRED", "AVAILABLE", "MATURITY", lot.matures_at))
+                lot.status = "AVAILABLE"
+            if lot.expires_at is not None and lot.expires_at <= now:
+                out.append(self._shift(lot, lot.status, None, "EXPIRATION", lot.expires_at))
+                lot.remaining = ZERO
+                lot.status = "EXPIRED"
+        # s3: each at its own instant, in time order (a lot's maturity before its expiry)
+        return sorted(out, key=lambda e: e.effective_at)
+
+    def _shift(self, lot: Lot, from_bucket: str, to_bucket: str | None, kind: str, instant: datetime) -> Entry:
+        source = participant_account(lot.holder, lot.symbol, from_bucket)
+        dest = (participant_account(lot.holder, lot.symbol, to_bucket) if to_bucket
+                else system_account("SYSTEM_BREAKAGE", lot.symbol))
+        self.accounts[source] = DEC.subtract(self.balance(source), lot.remaining)
+        self.accounts[dest] = DEC.add(self.balance(dest), lot.remaining)
+        return Entry(lot.program_key, None, kind, source, dest, lot.remaining, instant)

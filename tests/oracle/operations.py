@@ -1,0 +1,345 @@
+"""Operations for the oracle (semantics.md 2.3, 7, 9): the Scrip endpoints outside rules, applied
+one at a time to a `Working` copy that is kept or dropped as a whole, like an event.
+
+Written from the contract and docs/decisions.md; where both are silent the choice is marked
+"CHOICE:" and listed in tests/oracle/README.md. The params (`asset`, `amount`, `type`, `bucket`,
+`allow_negative`, `recipients`, `reward`, `quantity`, `redemption`, `key`, `value`,
+`reset_after`, `tag`, `status`, `attributes`, `tags`) are the input format of
+`perkflow run --operations` (an interface, not a behaviour).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from tests.oracle.books import DEC, ZERO, Redemption, participant_account, system_account, wallet_account
+from tests.oracle.interpreter import (
+    MAX_INTEGER_DIGITS, ActionFailed, Counter, ProgramDef, decimals_of, issuer, parse_go_duration,
+)
+
+INVALID = "invalid_operation"
+PROGRAM_OPERATIONS = frozenset({"fund", "burn"})
+STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
+
+
+# CHOICE: an operation on a participant checks its asset, then that the participant may act
+# (participant_inactive), then its other params, then balances: who acts is settled before what
+# it does, as for an event, whose participant is resolved before anything is evaluated (s5 step 1).
+
+
+class _Op:
+    def __init__(self, oracle, op, program: ProgramDef, working) -> None:
+        self.oracle, self.op, self.program, self.w = oracle, op, program, working
+        self.p = op.params
+        self.parts = 0
+
+    # ---- params ----
+
+    def required(self, name: str):
+        value = self.p.get(name)
+        if value is None:
+            raise ActionFailed(INVALID, f"{self.op.operation}: params.{name} is required")
+        return value
+
+    def asset(self):
+        symbol = self.required("asset")
+        if symbol not in self.program.assets:
+            raise ActionFailed(INVALID, f"unknown asset {symbol!r}")
+        return self.oracle.assets[symbol]
+
+    def amount(self, asset, raw=None) -> Decimal:
+        """s7's amount checks. CHOICE: an operation must move something, so 0 fails like a
+        negative amount (amount_not_positive); a rule action of 0 is a no-op instead."""
+        raw = self.p.get("amount") if raw is None else raw
+        if raw is None:
+            raise ActionFailed(INVALID, "params.amount is required")
+        try:
+            d = Decimal(raw if isinstance(raw, str) else repr(raw) if isinstance(raw, float) else str(raw))
+        except InvalidOperation:
+            raise ActionFailed(INVALID, f"amount {raw!r} is not a number") from None
+        if not d.is_finite():
+            raise ActionFailed(INVALID, f"amount {raw!r} is not a number")
+        if d <= 0:
+            raise ActionFailed("amount_not_positive", str(d))
+        if d >= Decimal(10) ** MAX_INTEGER_DIGITS:
+            raise ActionFailed("amount_out_of_range", str(d))
+        if decimals_of(d) > asset.scale:
+            raise ActionFailed("invalid_scale", str(d))
+        if asset.max_transaction_amount is not None and d > asset.max_transaction_amount:
+            raise ActionFailed("max_transaction_amount_exceeded", str(d))
+        return d.quantize(Decimal(1).scaleb(-asset.scale), context=DEC)
+
+    # ---- participants ----
+
+    @property
+    def who(self) -> str:
+        return self.op.external_id
+
+    def active(self, external_id: str) -> None:
+        """s7: value and counter changes of a SUSPENDED or CLOSED participant fail."""
+        if self.w.status(external_id) != "ACTIVE":
+            raise ActionFailed("participant_inactive", f"{external_id} is {self.w.status(external_id)}")
+
+    # ---- moves ----
+
+    def move(self, kind: str, source, dest, amount: Decimal, *, asset, overdraft: bool = False, lot: bool = True):
+        """One journal entry of this operation (its `part`). Value arriving as a LOT asset is a new
+        lot without expiry (s9.3), unless `lot` is False (a reversal restores lots instead)."""
+        new_lot = None
+        if asset.inventory_mode == "LOT" and lot:
+            new_lot = self.oracle.new_lot(self.program.key, "operation", self.op.idempotency_key, None, self.parts)
+        taken = self.w.move(self.program.key, ("operation", self.op.idempotency_key, None, self.parts), kind,
+                            source, dest, amount, overdraft=overdraft, new_lot=new_lot)
+        self.parts += 1
+        return taken
+
+    def mine(self, asset, bucket: str = "AVAILABLE"):
+        return participant_account(self.who, asset.symbol, bucket)
+
+
+def _bucket(o: _Op, asset, default: str) -> str:
+    bucket = o.p.get("bucket") or default
+    if bucket not in ("AVAILABLE", "HELD"):
+        raise ActionFailed(INVALID, f"bucket {bucket!r}")
+    return bucket
+
+
+def _adjust(o: _Op) -> None:
+    asset = o.asset()
+    o.active(o.who)
+    amount = o.amount(asset)
+    bucket = _bucket(o, asset, "AVAILABLE")
+    kind = o.p.get("type")
+    issue = issuer(o.program.key, asset)
+    if kind == "CREDIT":
+        o.move("ADJUSTMENT", issue, o.mine(asset, bucket), amount, asset=asset)
+    elif kind == "DEBIT":
+        o.move("ADJUSTMENT", o.mine(asset, bucket), issue, amount, asset=asset,
+               overdraft=bool(o.p.get("allow_negative", False)))
+    else:
+        raise ActionFailed(INVALID, f"adjust type {kind!r}")
+
+
+def _hold(o: _Op) -> None:
+    asset = o.asset()
+    o.active(o.who)
+    amount = o.amount(asset)
+    o.move("HOLD", o.mine(asset), o.mine(asset, "HELD"), amount, asset=asset)
+
+
+def _release(o: _Op) -> None:
+    asset = o.asset()
+    o.active(o.who)
+    amount = o.amount(asset) if o.p.get("amount") is not None else None
+    if amount is None:  # s7: RELEASE by amount, or all
+        amount = o.w.books.balance(o.mine(asset, "HELD"))
+        if amount <= 0:
+            return
+    o.move("RELEASE", o.mine(asset, "HELD"), o.mine(asset), amount, asset=asset)
+
+
+def _forfeit(o: _Op) -> None:
+    asset = o.asset()
+    o.active(o.who)
+    amount = o.amount(asset)
+    bucket = _bucket(o, asset, "AVAILABLE")
+    o.move("FORFEIT", o.mine(asset, bucket), system_account("SYSTEM_BREAKAGE", asset.symbol), amount, asset=asset)
+
+
+def _redeem(o: _Op, reward_key: str | None) -> None:
+    """s9.4: AVAILABLE -> SYSTEM_REDEMPTION, recorded as a redemption that reversals name."""
+    quantity = unit_cost = None
+    if reward_key is None:
+        asset = o.asset()
+        o.active(o.who)
+        amount = o.amount(asset)
+    else:
+        reward = o.program.rewards.get(reward_key)
+        if reward is None:
+            raise ActionFailed(INVALID, f"unknown reward {reward_key!r}")
+        asset = o.oracle.assets[reward.asset]
+        o.active(o.who)
+        now = o.op.timestamp
+        if reward.status != "ACTIVE" or (reward.available_from and now < reward.available_from) or (
+                reward.available_until and now >= reward.available_until):
+            raise ActionFailed("reward_not_available", reward.key)
+        counts = o.w.books.reward_counts
+        if reward.redemption_type == "UNIT_BASED":
+            quantity = o.p.get("quantity", 1)
+            if isinstance(quantity, float) and quantity.is_integer():
+                quantity = int(quantity)
+            if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+                raise ActionFailed(INVALID, f"quantity {quantity!r}")
+            total = counts.get((o.program.key, reward.key, ""), 0)
+            mine = counts.get((o.program.key, reward.key, o.who), 0)
+            if reward.max_total is not None and total + quantity > reward.max_total:
+                raise ActionFailed("out_of_stock", reward.key)
+            if reward.max_per_participant is not None and mine + quantity > reward.max_per_participant:
+                raise ActionFailed("max_per_participant_exceeded", reward.key)
+            counts[(o.program.key, reward.key, "")] = total + quantity
+            counts[(o.program.key, reward.key, o.who)] = mine + quantity
+            unit_cost = reward.unit_cost
+            amount = DEC.multiply(unit_cost, quantity)
+        else:
+            amount = o.amount(asset)
+            if amount < reward.unit_cost:
+                raise ActionFailed("below_minimum", f"{amount} < {reward.unit_cost}")
+    taken = o.move("REDEMPTION", o.mine(asset), system_account("SYSTEM_REDEMPTION", asset.symbol), amount,
+                   asset=asset)
+    o.w.books.redemptions[(o.program.key, o.op.idempotency_key)] = Redemption(
+        o.program.key, o.op.idempotency_key, o.who, asset.symbol, amount, quantity, unit_cost, reward_key, taken)
+
+
+def _reverse(o: _Op) -> None:
+    """s9.4: partial or full, never more than redeemed; LOT value goes back LIFO to the lots it
+    came from, never beyond what each gave, and an expired lot takes nothing back (decisions.md)."""
+    key = o.required("redemption")
+    r = o.w.books.redemptions.get((o.program.key, key))
+    if r is None:
+        raise ActionFailed("redemption_not_found", key)
+    asset = o.oracle.assets[r.symbol]
+    left = DEC.subtract(r.amount, r.reversed)
+    quantity = o.p.get("quantity")
+    if quantity is not None:
+        if isinstance(quantity, float) and quantity.is_integer():
+            quantity = int(quantity)
+        if r.quantity is None or not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+            raise ActionFailed(INVALID, f"quantity {quantity!r}")
+        if quantity > r.quantity - r.reversed_quantity:
+            raise ActionFailed("over_reversal", f"{quantity} units")
+        amount = DEC.multiply(r.unit_cost, quantity)
+    elif o.p.get("amount") is not None:
+        amount = o.amount(asset)
+    else:
+        amount = left
+        quantity = None if r.quantity is None else r.quantity - r.reversed_quantity
+    if amount <= 0 or amount > left:
+        raise ActionFailed("over_reversal", f"{amount} of {left} left")
+    # CHOICE: the redeemer must be active, as for any value arriving in its account (s7 CREDIT).
+    o.active(r.holder)
+    o.w.touch(r.holder)
+    if asset.inventory_mode == "LOT":
+        lots = {lot.origin: lot for lot in o.w.books.lots}
+        give_left, restored = amount, []
+        for origin, took in reversed(r.taken):
+            lot = lots[origin]
+            if give_left <= 0:
+                break
+            # "expired": past its expires_at (s9.1), whether or not its expiry entry was written
+            if lot.status == "EXPIRED" or (lot.expires_at is not None and lot.expires_at <= o.op.timestamp):
+                continue
+            give = min(took, give_left)
+            lot.remaining = DEC.add(lot.remaining, give)
+            lot.status = "AVAILABLE"
+            give_left = DEC.subtract(give_left, give)
+            restored.append((origin, give))
+        given = dict(restored)  # what a lot got back cannot be given back again later
+        r.taken = [(origin, DEC.subtract(took, given.get(origin, ZERO))) for origin, took in r.taken]
+    o.move("REDEMPTION_REVERSAL", system_account("SYSTEM_REDEMPTION", r.symbol),
+           participant_account(r.holder, r.symbol), amount, asset=asset, lot=False)
+    r.reversed = DEC.add(r.reversed, amount)
+    if quantity:
+        r.reversed_quantity += quantity
+        if r.reward:
+            counts = o.w.books.reward_counts
+            counts[(o.program.key, r.reward, "")] -= quantity
+            counts[(o.program.key, r.reward, r.holder)] -= quantity
+
+
+def _fund(o: _Op) -> None:
+    asset = o.asset()
+    amount = o.amount(asset)
+    o.move("FUND", system_account("SYSTEM_ISSUANCE", asset.symbol), wallet_account(o.program.key, asset.symbol),
+           amount, asset=asset)
+
+
+def _burn(o: _Op) -> None:
+    asset = o.asset()
+    amount = o.amount(asset)
+    o.move("BURN", wallet_account(o.program.key, asset.symbol), system_account("SYSTEM_BREAKAGE", asset.symbol),
+           amount, asset=asset)
+
+
+def _transfer(o: _Op) -> None:
+    """s9.3: one source, 1..100 recipients, atomic, zero-sum, sufficient AVAILABLE, no
+    self-transfer; LOT recipients get new lots dated at the transfer without expiry."""
+    asset = o.asset()
+    o.active(o.who)
+    recipients = o.required("recipients")
+    if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
+        raise ActionFailed(INVALID, "recipients")
+    for rec in recipients:
+        ext = rec.get("external_id") if isinstance(rec, dict) else None
+        if not ext:
+            raise ActionFailed(INVALID, "recipient without external_id")
+        if ext not in o.oracle.participants:
+            raise ActionFailed("participant_not_found", ext)
+        if ext == o.who:
+            raise ActionFailed("self_transfer", ext)
+        o.active(ext)
+        amount = o.amount(asset, rec.get("amount"))
+        o.w.touch(ext)
+        o.move("TRANSFER", o.mine(asset), participant_account(ext, asset.symbol), amount, asset=asset)
+
+
+def _set_counter(o: _Op) -> None:
+    o.active(o.who)  # s7: COUNTER fails for inactive participants
+    key = o.required("key")
+    raw = o.required("value")
+    try:
+        value = Decimal(raw if isinstance(raw, str) else repr(raw) if isinstance(raw, float) else str(raw))
+    except InvalidOperation:
+        raise ActionFailed(INVALID, f"value {raw!r}") from None
+    reset = o.p.get("reset_after")
+    try:
+        reset_after = parse_go_duration(reset) if reset else None
+    except ValueError:
+        raise ActionFailed(INVALID, f"reset_after {reset!r}") from None
+    # CHOICE: an explicit set restarts the counter's reset timer.
+    o.w.state(("participant", o.who)).counters[key] = Counter(value, o.op.timestamp, reset_after)
+
+
+def _set_attribute(o: _Op) -> None:
+    key, value = o.required("key"), o.required("value")
+    o.w.state(("participant", o.who)).attributes[key] = str(value)
+
+
+def _tag(add: bool):
+    def handler(o: _Op) -> None:
+        tag = str(o.required("tag")).lower()
+        tags = o.w.state(("participant", o.who)).tags
+        tags.add(tag) if add else tags.discard(tag)
+    return handler
+
+
+def _set_status(o: _Op) -> None:
+    status = o.required("status")
+    if status not in STATUSES:
+        raise ActionFailed(INVALID, f"status {status!r}")
+    o.w.statuses[o.who] = status
+
+
+def _upsert(o: _Op) -> None:
+    """Created at resolution if unknown; then status set, attributes merged, tags replaced."""
+    if o.p.get("status") is not None:
+        _set_status(o)
+    state = o.w.state(("participant", o.who))
+    state.attributes.update({k: str(v) for k, v in (o.p.get("attributes") or {}).items()})
+    if o.p.get("tags") is not None:
+        state.tags = {str(t).lower() for t in o.p["tags"]}
+
+
+HANDLERS = {
+    "adjust": _adjust, "hold": _hold, "release": _release, "forfeit": _forfeit,
+    "redeem": lambda o: _redeem(o, None), "redeem_item": lambda o: _redeem(o, o.required("reward")),
+    "reverse_redemption": _reverse, "fund": _fund, "burn": _burn, "transfer": _transfer,
+    "set_counter": _set_counter, "set_attribute": _set_attribute, "tag": _tag(True), "untag": _tag(False),
+    "set_participant_status": _set_status, "upsert_participant": _upsert,
+}
+
+
+def apply_operation(oracle, op, program: ProgramDef, working) -> None:
+    handler = HANDLERS.get(op.operation)
+    if handler is None:
+        raise ActionFailed(INVALID, f"unknown operation {op.operation!r}")
+    handler(_Op(oracle, op, program, working))
