@@ -427,7 +427,7 @@ def _reference(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledActi
     raw = _value(ev, tx, Precomputed(), rule, action, "reference_id", catalog)
     where = f"rule {rule.name!r} action {action.index}: reference_id"
     if isinstance(raw, (int, float, Decimal)) and not isinstance(raw, bool):
-        text = _attribute_text(raw, where)
+        text = attribute_text(raw, where)
     elif isinstance(raw, str):
         text = raw
     else:

@@ -454,7 +454,7 @@ def test_defaults_and_unsupported(tmp_path: Path) -> None:
     assert [e[2] for e in r.evaluations] == ["b", "a"]  # A defaults to order 60
     assert r.participants["ann"]["tags"] == []
     tiers = tmp_path / "tiers.yaml"
-    tiers.write_text("program: {key: tiers, name: Tiers}\ntiers: [{key: status}]\n")
+    tiers.write_text("program: {key: tiers, name: Tiers}\ntiers: [{key: status, name: Status, levels: [{key: gold, rank: 1}]}]\n")
     with pytest.raises(Unsupported):
         run_oracle([tiers], [])
 
