@@ -49,6 +49,9 @@ TIMES = _DAY1 + _DAY2 + ["2025-03-01T09:00:00.250Z", "2025-03-03T00:00:00Z"]
 WINDOW_EDGES = ["2025-03-01T00:00:00Z", "2025-03-01T09:00:00Z", "2025-03-01T12:30:00Z",
                 "2025-03-02T00:00:00Z", "2025-03-02T10:00:00Z", "2025-03-04T00:00:00Z"]
 INTERVALS = ["1h", "90m", "24h", "12h30m"]
+# CRON budget periods that the two-day TIMES grid crosses: hourly, every 30 minutes from 9 to 12,
+# daily, Sundays-or-the-2nd (both day fields restricted: either matches), weekdays at 9.
+CRONS = ["0 * * * *", "*/30 9-12 * * *", "@daily", "0 0 2 * SUN", "0 9 * * MON-FRI"]
 RESETS = ["1h", "2h", "24h", "30m"]
 
 
@@ -281,9 +284,13 @@ def rules(draw, flags: Flags, min_size: int = 1, max_size: int = 6) -> list[dict
                      # Not "0": the engine refuses a limit that is not positive at load time
                      # (contract silent; reported, see README.md).
                      "limit": draw(st.sampled_from(["5", "10", "20", "12.5", "100"]))}
-                if draw(st.booleans()):
+                kind = draw(st.sampled_from(["lifetime", "INTERVAL", "CRON"]))
+                if kind == "INTERVAL":
                     b["schedule_type"] = "INTERVAL"
                     b["interval"] = draw(st.sampled_from(INTERVALS))
+                elif kind == "CRON":
+                    b["schedule_type"] = "CRON"
+                    b["cron_expression"] = draw(st.sampled_from(CRONS))
                 budgets.append(b)
             r["budgets"] = budgets
         out.append(r)
@@ -477,7 +484,8 @@ def streams(draw, flags: Flags, has_other: bool, min_size: int = 5, max_size: in
 @st.composite
 def scenarios(draw, flags: Flags = Flags()) -> Scenario:
     progs = draw(programs(flags))
-    interval = any(b.get("schedule_type") == "INTERVAL" for p in progs for r in p["rules"] for b in r.get("budgets", []))
+    interval = any(b.get("schedule_type") in ("INTERVAL", "CRON")
+                   for p in progs for r in p["rules"] for b in r.get("budgets", []))
     one_batch = interval and not flags.late_interval_budgets
     batches = draw(streams(flags, has_other=len(progs) > 1, max_batches=1 if one_batch else 3))
     return Scenario(progs, batches, flags)

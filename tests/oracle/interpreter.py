@@ -5,8 +5,7 @@ follows them, never the engine's code; where both are silent the choice is marke
 listed in tests/oracle/README.md. CEL is evaluated by cel-python (tests/oracle/cel.py).
 
 Out of scope (raises `Unsupported` when a program uses it): LOT and PREFUNDED assets, HELD
-buckets, HOLD/RELEASE/FORFEIT/VOID_HOLD/SET_TIER/SCHEDULE_EVENT/BROADCAST, GROUP targets, CRON
-budgets, tiers, rewards, automations, operations, participant status changes.
+buckets, HOLD/RELEASE/FORFEIT/VOID_HOLD/SET_TIER/SCHEDULE_EVENT/BROADCAST, GROUP targets, tiers, rewards, automations, operations, participant status changes.
 """
 
 from __future__ import annotations
@@ -242,7 +241,8 @@ class RewardDef:
 class BudgetDef:
     asset: str
     limit: Decimal
-    interval: timedelta | None  # None = lifetime
+    interval: timedelta | None  # INTERVAL
+    cron: str | None = None     # CRON expression; neither: lifetime
 
 
 @dataclass
@@ -331,10 +331,9 @@ def _rule(path: Path, r: Rule, order: int, position: int, symbols: list[str],
     key = r.key or slug(r.name)
     budgets = []
     for b in r.budgets:
-        if b.schedule_type == "CRON":
-            raise Unsupported(f"{path}: rule {key}: CRON budget")
         interval = parse_go_duration(b.interval) if b.schedule_type == "INTERVAL" else None
-        budgets.append(BudgetDef(b.asset, Decimal(b.limit), interval))
+        cron = b.cron_expression if b.schedule_type == "CRON" else None
+        budgets.append(BudgetDef(b.asset, Decimal(b.limit), interval, cron))
     actions = [_action(path, key, i, a, symbols, assets) for i, a in enumerate(r.actions)]
     return RuleDef(
         key, order, position, compile_expr(r.condition), r.stop_after_match,
@@ -831,6 +830,10 @@ class Oracle:
             if budget.interval is not None:
                 # Epoch-aligned periods (UTC); exact integer microseconds.
                 period = (now - EPOCH) // budget.interval
+            elif budget.cron is not None:
+                # decisions.md: a CRON period starts at each firing (UTC); the period is the latest
+                # firing at or before now, found with croniter (independent of engine/cron.py)
+                period = _latest_firing(budget.cron, now)
             key = (program.key, rule.key, index, period)
             if DEC.add(working.consumed(key), total) > budget.limit:
                 return None
@@ -1004,3 +1007,9 @@ def run_oracle(program_files: list[Path], batches: list[list[dict]],
 
 
 from tests.oracle.operations import PROGRAM_OPERATIONS, apply_operation  # noqa: E402 (uses the names above)
+
+
+def _latest_firing(expr: str, now: datetime) -> datetime:
+    from dagster._vendored.croniter import croniter  # Dagster's own cron library (a test-only use)
+    minute = now.replace(second=0, microsecond=0)
+    return minute if croniter.match(expr, minute) else croniter(expr, now).get_prev(datetime)
