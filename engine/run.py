@@ -49,6 +49,7 @@ class RunReport:
     sequential_events: int = 0
     conditions_precomputed: int = 0
     conditions_sequential: int = 0
+    running_rounds: int = 0  # rounds the running-state path took to settle (0: it did not run)
 
     @property
     def events_per_second(self) -> float:
@@ -148,7 +149,7 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
 
 
 _OUTCOME_COUNTS = ("vectorised", "row_evaluated", "sequential_events", "conditions_precomputed",
-                   "conditions_sequential")
+                   "conditions_sequential", "running_rounds")
 
 
 class _Trace:
