@@ -285,14 +285,10 @@ def test_regression_a_lot_expiring_at_creation_is_not_spendable():
     assert result.ledger == [] and result.lots == {}
 
 
-@pytest.mark.xfail(strict=True, reason="contract silent: the engine lets a reversal credit a SUSPENDED participant; "
-                                       "the oracle fails it like a CREDIT (semantics.md 7)")
-def test_contract_silent_reversal_for_an_inactive_participant():
-    # semantics.md 7: CREDIT (value arriving in the account) fails for SUSPENDED / CLOSED
-    # participants; the contract does not list operations. The oracle treats every operation that
-    # moves value into or out of a participant alike (README choice), so reverse_redemption fails
-    # participant_inactive; the engine completes it. If the engine is right, say so in
-    # docs/decisions.md and drop the check in tests/oracle/operations.py `_reverse`.
+def test_reversal_for_an_inactive_participant_completes():
+    # semantics.md 7 lists the actions an inactive participant cannot take; operations are not
+    # listed. decisions.md: a reversal corrects an earlier redemption (the participant's own value
+    # coming back), so it completes for a SUSPENDED participant, like VOID_HOLD.
     check(L.LedgerScenario([_program([])], [[]], [[
         _op("s", "upsert_participant", "u1", "00:00:00Z", {}),
         _op("a", "adjust", "u1", "01:00:00Z", {"asset": "PTS", "amount": "10", "type": "CREDIT"}),

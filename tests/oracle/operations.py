@@ -215,8 +215,8 @@ def _reverse(o: _Op) -> None:
         quantity = None if r.quantity is None else r.quantity - r.reversed_quantity
     if amount <= 0 or amount > left:
         raise ActionFailed("over_reversal", f"{amount} of {left} left")
-    # CHOICE: the redeemer must be active, as for any value arriving in its account (s7 CREDIT).
-    o.active(r.holder)
+    # decisions.md: a reversal corrects an earlier redemption (the participant's own value coming
+    # back, not new value), so like VOID_HOLD it works for SUSPENDED and CLOSED participants.
     o.w.touch(r.holder)
     if asset.inventory_mode == "LOT":
         lots = {lot.origin: lot for lot in o.w.books.lots}
