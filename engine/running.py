@@ -445,7 +445,10 @@ class _ProgramPass:
         n = len(mask)
         dtype = D if action.type == "COUNTER" else pl.String
         if not isinstance(raw, CelProgram):
-            return None, _const(convert(raw, at), n, dtype)
+            try:
+                return None, _const(convert(raw, at), n, dtype)
+            except ActionFailed as err:  # e.g. a number as a tag: every event that reaches it fails
+                return [(err.code, err.message)] * n, _const(None, n, dtype)
         key = (rule.sid, action.index, "value")
         have = self.value_cache.setdefault(key, ({}, [None] * n, [None] * n))
         done, failures, values = have

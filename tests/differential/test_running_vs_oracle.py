@@ -48,3 +48,17 @@ def count_paths():
 @given(scenario=S.scenarios(RUNNING_FLAGS))
 def test_running_path_equals_oracle(scenario):
     check(scenario, row_path=False)
+
+
+def test_a_number_as_a_tag_fails_the_events_that_reach_it():
+    """Found by the main property test: a static TAG value that is a number (`5`) is no tag; the
+    running path must fail the matching events (expression_error) as the kernel does, not crash."""
+    from tests.differential.test_engine_vs_oracle import _row, _spec
+    check(S.Scenario(
+        [_spec([{"name": "Counted", "key": "c", "condition": 'event.type == "visit"',
+                 "actions": [{"type": "COUNTER", "key": "visits", "value": "1"}]},
+                {"name": "Tagged", "key": "t", "condition": 'participant.counters.visits >= 2.0',
+                 "actions": [{"type": "TAG", "tag": "5"}]}])],
+        [[_row("k0", "u1", "2025-03-01T09:00:00Z", '{"type": "visit"}'),
+          _row("k1", "u1", "2025-03-01T10:00:00Z", '{"type": "visit"}'),
+          _row("k2", "u2", "2025-03-01T10:00:00Z", '{"type": "visit"}')]]), row_path=False)
