@@ -19,9 +19,10 @@ one-event-at-a-time processing; each round fixes at least one more event per par
 in practice state chains are short (a tag set once, a counter read after it is counted), so a
 few rounds suffice. A batch that has not settled after MAX_ROUNDS goes to the sequential kernel.
 
-Anything outside that state (targets, recipients, operations, holds, lots, wallets, program
-state, tiers, expression-valued tags/counters/attributes) is not handled here: `unsupported`
-says why and the batch takes the kernel path.
+Tiers without lifecycles ride along (the best rank reached is a running max). Anything outside
+that state (targets, recipients, operations, holds, lots, wallets, program state, SET_TIER, tier
+lifecycles, values computed from state) is not handled here: `unsupported` says why and the
+batch takes the kernel path.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
     store.preload(g["pid"].unique().to_list(), [])
     f = _features(g, catalog, store)
     if f is None:
-        _trace("running path declined: a counter with different reset_after per participant")
+        _trace("running path declined: opening state it does not model (a counter key with another "
+               "reset_after, or a tier level no longer in the program file)")
         return None
     keys = g["program_key"].unique(maintain_order=True).to_list()
     passes = {k: _ProgramPass(catalog.programs[k], g.filter(pl.col("program_key") == k), f, helpers) for k in keys}
@@ -135,7 +137,7 @@ class _Features:
     budgets: dict[tuple[str, str], tuple]   # (rule sid, asset id) -> (budget, program key)
     tiers: dict[str, CompiledTier]          # tier id -> tier (`lv:` rank before, `up:` rank after an upgrade)
 
-    def written(self, g: pl.DataFrame) -> list[str]:
+    def written(self) -> list[str]:
         """Columns of what an event did: counter increments and writes, last tag and attribute
         writes, balance changes, budget consumption."""
         return ([_col("inc", k) for k in self.counters] + [_col("w", k) for k in self.counters]
@@ -166,7 +168,6 @@ def _features(g: pl.DataFrame, catalog: Catalog, store: Store) -> _Features | No
                     tags.add(a.tag.lower())  # expression-valued tags: added by _ProgramPass
                 elif a.type == "SET_ATTRIBUTE":
                     attrs.add(a.key)
-    opening_resets: dict[str, timedelta | None] = {}
     for pid in g["pid"].unique().to_list():
         st = store.states.get(("PARTICIPANT", pid))
         if st is None:
@@ -176,8 +177,7 @@ def _features(g: pl.DataFrame, catalog: Catalog, store: Store) -> _Features | No
             return None  # a level since removed from the program file: the kernel's rules apply
         for k, c in st.counters.items():
             # one reset_after per key, whoever wrote it: else the kernel's per-counter update rules apply
-            if counters.setdefault(k, c.reset_after) != c.reset_after or \
-                    opening_resets.setdefault(k, c.reset_after) != c.reset_after:
+            if counters.setdefault(k, c.reset_after) != c.reset_after:
                 return None
     return _Features(counters, sorted(tags), sorted(attrs), assets, budgets, tiers)
 
@@ -219,16 +219,21 @@ def _opening(g: pl.DataFrame, f: _Features, store: Store) -> pl.DataFrame:
     return g.with_columns(**periods)
 
 
+#: Each kind of what-an-event-did column: its dtype and its value for an event that did nothing
+#: (amounts 0, flags false, writes and upgrades absent).
+_DID = {"inc": (D, Decimal(0)), "d": (D, Decimal(0)), "take": (D, Decimal(0)), "w": (pl.Boolean, False),
+        "acc": (pl.Boolean, False), "tw": (pl.Boolean, None), "aw": (pl.String, None), "up": (pl.Int64, None)}
+
+
+def _nothing(f: _Features, n: int) -> dict[str, pl.Series]:
+    """What-an-event-did columns for `n` events that did nothing."""
+    return {name: _const(_DID[kind][1], n, _DID[kind][0])
+            for name in f.written() for kind in (name.split(":", 1)[0],)}
+
+
 def _nothing_done(g: pl.DataFrame, f: _Features) -> pl.DataFrame:
     """The first guess: no event did anything."""
-    cols = {"pos": g["pos"], "ok": _const(True, len(g), pl.Boolean)}
-    for name in f.written(g):
-        kind = name.split(":", 1)[0]
-        dtype = {"inc": D, "d": D, "take": D, "w": pl.Boolean, "acc": pl.Boolean, "tw": pl.Boolean, "aw": pl.String,
-                 "up": pl.Int64}[kind]
-        default = {"inc": Decimal(0), "d": Decimal(0), "take": Decimal(0), "w": False, "acc": False}.get(kind)
-        cols[name] = _const(default, len(g), dtype)
-    return pl.DataFrame(cols)
+    return pl.DataFrame({"pos": g["pos"], "ok": _const(True, len(g), pl.Boolean)} | _nothing(f, len(g)))
 
 
 def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features) -> pl.DataFrame:
@@ -287,7 +292,6 @@ class _ProgramPass:
 
     def __init__(self, program: CompiledProgram, sub: pl.DataFrame, f: _Features, helpers):
         self.program, self.f, self.h = program, f, helpers
-        self.sub = sub
         self.frame = helpers.Frame(sub)
         self.stats = helpers.Stats()
         self.symbols = {catalog_sid: sym for catalog_sid, sym in f.assets.items() if sym in program.assets}
@@ -418,12 +422,7 @@ class _ProgramPass:
         sub = values.filter(matched)
         text, err = amounts.series_text(sub)
         code, value = amounts.check(text, action.asset)
-        codes, messages = code.to_list(), [None] * len(sub)
-        for j, (e, c, t) in enumerate(zip(err.to_list(), codes, text.to_list())):
-            if e is not None:
-                codes[j], messages[j] = amounts.EXPRESSION_ERROR, f"amount expression failed: {e}"
-            elif c is not None:
-                messages[j] = amounts.describe(c, t, action.asset)
+        codes, messages = amounts.failures(err.to_list(), code.to_list(), text.to_list(), action.asset)
         missing = sub.is_null()
         if missing.any():  # evaluation errors, worded by the row path as the kernel words them
             idx = matched.arg_true().filter(missing)
@@ -492,19 +491,7 @@ class _ProgramPass:
         fail_msg = _const(None, n, pl.String)
         fail_order = _const(None, n, pl.Int64)
         zero = _const(Decimal(0), n, D)
-        out = {name: None for name in f.written(before)}
-        for k in f.counters:
-            out[_col("inc", k)], out[_col("w", k)] = zero, false
-        for t in f.tags:
-            out[_col("tw", t)] = _const(None, n, pl.Boolean)
-        for a in f.attrs:
-            out[_col("aw", a)] = _const(None, n, pl.String)
-        for s in f.assets:
-            out[_col("d", s)] = zero
-        for r, a in f.budgets:
-            out[_col("take", f"{r}:{a}")], out[_col("acc", f"{r}:{a}")] = zero, false
-        for t in f.tiers:
-            out[_col("up", t)] = _const(None, n, pl.Int64)
+        out = _nothing(f, n)
         effects, evals = [], []
         pos = before["pos"]
         active = before["status"] == "ACTIVE"
@@ -655,9 +642,9 @@ class _ProgramPass:
                     new = (cur[col].fill_null(Decimal(0)) + step.fill_null(Decimal(0))).cast(D)
                     over = alive & (new.abs() >= amounts.LIMIT)
                     if over.any():
-                        fail(over, amounts.OUT_OF_RANGE, pl.Series(
-                            [f"{at}: counter {action.key} would exceed {amounts.MAX_INTEGER_DIGITS} integer digits"] * n),
-                            rule.order)
+                        fail(over, amounts.OUT_OF_RANGE, _const(
+                            f"{at}: counter {action.key} would exceed {amounts.MAX_INTEGER_DIGITS} integer digits",
+                            n, pl.String), rule.order)
                         alive = alive & ~over
                     updates[col] = new.zip_with(alive, cur[col])
                     out[_col("inc", action.key)] = out[_col("inc", action.key)] + step.zip_with(alive, zero)
@@ -681,15 +668,9 @@ class _ProgramPass:
             have = cur[_col("lv", tier.sid)]
             out[_col("up", tier.sid)] = best.zip_with(ok & best.is_not_null() & (have.is_null() | (best > have)).fill_null(True),
                                                       _const(None, n, pl.Int64))
-        did = {"pos": pos, "ok": ok}
-        for name, series in out.items():
-            kind = name.split(":", 1)[0]
-            if kind in ("inc", "d", "take"):
-                did[name] = series.zip_with(ok, zero)
-            elif kind in ("w", "acc"):
-                did[name] = series & ok
-            else:
-                did[name] = series.zip_with(ok, _const(None, n, series.dtype))
+        # a failed event is rolled back: it did nothing
+        nothing = _nothing(f, n)
+        did = {"pos": pos, "ok": ok} | {name: series.zip_with(ok, nothing[name]) for name, series in out.items()}
         if final:
             self.status = pl.DataFrame({"pos": pos, "error_code": fail_code, "error_message": fail_msg,
                                         "rule_order": fail_order}).filter(failed)
