@@ -108,6 +108,20 @@ def describe(code: str, text: str | None, asset: Asset) -> str:
     }.get(code, code)
 
 
+def failures(errors: list, codes: list, texts: list, asset: Asset) -> tuple[list, list]:
+    """(code, message) per amount, from its conversion error (`series_text`) and its check code
+    (`check`): an unconvertible number is an expression error, else the check's code, worded."""
+    out_codes, messages = [], []
+    for e, c, t in zip(errors, codes, texts):
+        if e is not None:
+            out_codes.append(EXPRESSION_ERROR)
+            messages.append(f"amount expression failed: {e}")
+        else:
+            out_codes.append(c)
+            messages.append(None if c is None else describe(c, t, asset))
+    return out_codes, messages
+
+
 def check_text(text: str, asset: Asset) -> str | None:
     """`check` for one amount, in plain Python for the sequential kernel (a one-row frame per
     action would cost milliseconds): its failure code (or ZERO), or None when it is valid.

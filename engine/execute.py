@@ -385,14 +385,7 @@ def _amounts(frame: _Frame, matched: pl.Series, action: CompiledAction, stats: _
     code, value = amounts.check(text, asset)
     if err.null_count() == len(err) and code.null_count() == len(code):
         return code, pl.Series([None] * len(code), dtype=pl.String), value
-    codes, messages = [], []
-    for e, c, t in zip(err.to_list(), code.to_list(), text.to_list()):
-        if e is not None:
-            codes.append(amounts.EXPRESSION_ERROR)
-            messages.append(f"amount expression failed: {e}")
-        else:
-            codes.append(c)
-            messages.append(None if c is None else amounts.describe(c, t, asset))
+    codes, messages = amounts.failures(err.to_list(), code.to_list(), text.to_list(), asset)
     return pl.Series(codes, dtype=pl.String), pl.Series(messages, dtype=pl.String), value
 
 
