@@ -254,21 +254,21 @@ class ProgramFile(Strict):
     automations: list[dict[str, Any]] = []
 
 
-def _asset_alias(data: Any) -> Any:
-    """Accept Scrip's `asset_id` as an alias of `asset` (both name the asset by symbol here)."""
-    if isinstance(data, dict) and "asset_id" in data:
+def _alias(data: Any, scrip: str, ours: str) -> Any:
+    """Accept Scrip's field name `scrip` for our field `ours` (one of the two, not both)."""
+    if isinstance(data, dict) and scrip in data:
         data = dict(data)
-        if "asset" in data:
-            raise ValueError("give either `asset` or `asset_id`, not both")
-        data["asset"] = data.pop("asset_id")
+        if ours in data:
+            raise ValueError(f"give either `{ours}` or `{scrip}`, not both")
+        data[ours] = data.pop(scrip)
     return data
+
+
+def _asset_alias(data: Any) -> Any:
+    """Scrip's `asset_id` names the asset by symbol here, like `asset`."""
+    return _alias(data, "asset_id", "asset")
 
 
 def _name_alias(data: Any) -> Any:
-    """Accept Scrip's `display_name` as an alias of `name`."""
-    if isinstance(data, dict) and "display_name" in data:
-        data = dict(data)
-        if "name" in data:
-            raise ValueError("give either `name` or `display_name`, not both")
-        data["name"] = data.pop("display_name")
-    return data
+    """Scrip's `display_name` of a tier or level is our `name`."""
+    return _alias(data, "display_name", "name")
