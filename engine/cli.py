@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--operations", help="operation file(s) (semantics.md 2.3), merged into the same ordered stream")
     db_arg(r)
     r.add_argument("--row-path", action="store_true", help="evaluate every rule per row (slow; for checking)")
+    r.add_argument("--chunk-rows", type=int, metavar="N",
+                   help="process a large batch whose files are in time order N events at a time, in its one "
+                        "transaction, so memory follows N, not the batch (default 250000; PERKFLOW_CHUNK_ROWS)")
     r.add_argument("--wait", type=float, default=30.0, help="seconds to wait for another run to finish (default 30)")
     r.add_argument("--json", action="store_true", help="print the counts as JSON")
     r.set_defaults(func=_cmd_run)
@@ -186,7 +189,7 @@ def _cmd_run(args) -> int:
 
     with console.status("starting ...") as status:
         report = run_batch(args.programs, args.events, args.db, operations=args.operations,
-                           row_path=args.row_path, wait=args.wait,
+                           row_path=args.row_path, wait=args.wait, chunk_rows=args.chunk_rows,
                            progress=lambda msg: status.update(msg + " ..."))
     if args.json:
         print(json.dumps(report.as_dict()))

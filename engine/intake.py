@@ -62,10 +62,8 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection)
 
     # Idempotency against the ledger: a key stored before is compared with what was stored,
     # for every row of the batch that repeats it (the first row ever wins, semantics.md 4) ...
-    con.register("stage_keys", valid.select("kind", program_id="program_uuid", idempotency_key="idempotency_key")
-                 .unique().pipe(db.arrow))
-    known = db.frame(con, statement("lookups.sql", "known_events"))
-    con.unregister("stage_keys")
+    known = db.frame(con, statement("lookups.sql", "known_events"), stage_keys=valid.select(
+        "kind", program_id="program_uuid", idempotency_key="idempotency_key").unique())
     known = known.rename({"program_id": "program_uuid", "participant_ref": "participant_id", "recipient_ref": "recipient_id"})
     seen = valid.join(
         known.rename({c: f"{c}_orig" for c in [*PAYLOAD, "event_json"]}).with_columns(
@@ -137,9 +135,7 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
         new.select(external_id="external_id", id="participant_id"),
         new.select(external_id="recipient_external_id", id="recipient_id"),
     ]).unique()
-    con.register("stage_people", db.arrow(people))
-    known = db.frame(con, statement("lookups.sql", "known_participants"))
-    con.unregister("stage_people")
+    known = db.frame(con, statement("lookups.sql", "known_participants"), stage_people=people)
     known_ext = dict(zip(known["external_id"].to_list(), known["id"].to_list()))
     known_ids = set(known["id"].to_list())
 

@@ -26,7 +26,7 @@ from engine.catalog.models import Tier
 from engine.execute import ACCOUNT_SCHEMA, EFFECT_SCHEMA, TIMED_SCHEMA
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
-from engine.ledger.writer import write_batch
+from engine.ledger.writer import BatchWriter
 from engine.lots import Lot, apply_due
 from engine.state import Store
 
@@ -77,7 +77,9 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
                                                   "stage_tier_history")}}
         params = {"batch_id": batch_id, "fingerprint": f"maintain:{as_of.isoformat()}", "sources": [],
                   "catalog_version": "", "rows_read": 0, "completed": 0, "failed": 0, "duplicates": 0, "rejected": 0}
-        write_batch(con, stages, params)
+        writer = BatchWriter(con, batch_id)
+        writer.write(stages, params)
+        writer.close(params)
         con.commit()
     except BaseException:
         con.rollback()
@@ -98,11 +100,8 @@ def _tier_reviews(con, as_of: datetime) -> Store:
         lifecycle.append(tier)
     if not lifecycle:
         return store
-    con.register("stage_tier_ids", pl.DataFrame({"id": [t.sid for t in lifecycle]}).to_arrow())
-    try:
-        holders = [pid for (pid,) in con.execute(statement("lookups.sql", "lifecycle_holders")).fetchall()]
-    finally:
-        con.unregister("stage_tier_ids")
+    holders = [pid for (pid,) in db.execute(con, statement("lookups.sql", "lifecycle_holders"),
+                                             stage_tier_ids=pl.DataFrame({"id": [t.sid for t in lifecycle]})).fetchall()]
     store.preload(holders, [])
     for pid in holders:
         tiers.apply_due(store, lifecycle, pid, as_of)

@@ -23,11 +23,11 @@ from engine.catalog import Catalog, load_catalog
 from engine.execute import execute
 from engine.intake import intake
 from engine.errors import InputError
-from engine.io.events import read_inputs
+from engine.io.events import read_chunks, read_inputs, streamable
 from engine.io.files import expand
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
-from engine.ledger.writer import catalog_frames, write_batch
+from engine.ledger.writer import BatchWriter, catalog_frames
 from engine.state import Person, Store
 
 ARRIVAL_BITS = 32  # arrival_seq = batch_id << 32 | row: global, in ingestion order
@@ -75,13 +75,21 @@ def catalog_version(catalog: Catalog) -> str:
     return ids.content_hash(sorted((p.key, [r.version for r in p.rules]) for p in catalog.programs.values()))
 
 
+#: Events per chunk of a large batch (`streamable` inputs): memory follows the chunk, not the batch.
+CHUNK_ROWS = 250_000
+
+
 def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Path | None = None, *,
               operations: str | Path | None = None,
-              row_path: bool = False, wait: float = 30.0,
+              row_path: bool = False, wait: float = 30.0, chunk_rows: int | None = None,
               progress: Callable[[str], None] | None = None) -> RunReport:
+    """A large batch whose files are already in stream order is processed chunk by chunk, each
+    chunk against the state the earlier ones left, all in the batch's one transaction: by batch
+    invariance (semantics.md 1.5) the ledger is the one the whole batch at once would give."""
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     trace = _Trace(t0)
+    chunk_rows = chunk_rows or int(os.environ.get("PERKFLOW_CHUNK_ROWS") or CHUNK_ROWS)
 
     def step(msg: str) -> None:
         trace.mark(msg)
@@ -97,7 +105,9 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
     done = _committed_before(db_file, fp)
     if done:  # the same input bytes were committed before: nothing to read, nothing to do
         return _no_op(done, t0)
-    rows = read_inputs(inputs)
+    chunked = streamable(inputs, chunk_rows)
+    chunks = read_chunks(inputs, chunk_rows) if chunked else iter([read_inputs(inputs)])
+    rows = next(chunks)  # the first chunk (or the whole batch) is read before the ledger is opened
     step("opening the ledger")
     con = db.connect(db_file, wait=wait)
     try:
@@ -108,33 +118,15 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
             con.rollback()
             return _no_op(done, t0)
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
-        step("checking idempotency and participants")
-        taken = intake(rows, catalog, con)
-        # Hold only what the rest needs: the read rows and intake's copy of the events are about
-        # a third of a large batch's memory by the time the ledger is written.
-        rows_read = len(rows)
-        del rows
-        ev, taken.events = taken.events, None
-        store = Store.open(con)
-        for pid, ext, created_at in taken.participants.select("id", "external_id", "created_at").iter_rows():
-            store.add_person(Person(pid, ext, "ACTIVE", created_at))
-        step("evaluating rules")
-        outcome = execute(ev, catalog, store, row_path=row_path)
-        ev = ev.drop("event").join(outcome.status, on="pos")  # the parsed payloads are done with
-        step("building the ledger stages")
-        stages = _stages(ev, outcome, taken, batch_id, store)
-        stages |= catalog_frames(catalog) | store.state_frames(batch_id)
-        completed = int((ev["status"] == "COMPLETED").sum())
-        failed = len(ev) - completed
-        counts = {"entries": len(outcome.effects)} | {k: getattr(outcome, k) for k in _OUTCOME_COUNTS}
-        del ev, outcome  # the stages hold what is written: free these before DuckDB takes its share
-        params = {
-            "batch_id": batch_id, "fingerprint": fp, "sources": sources, "catalog_version": catalog_version(catalog),
-            "rows_read": rows_read, "completed": completed, "failed": failed,
-            "duplicates": taken.duplicates, "rejected": len(taken.rejected),
-        }
-        step("writing the ledger")
-        write_batch(con, stages, params)
+        writer = BatchWriter(con, batch_id)
+        totals = dict.fromkeys(("rows_read", "completed", "failed", "duplicates", "rejected", *_OUTCOME_COUNTS), 0)
+        first = True
+        while rows is not None:
+            where = f" (rows {rows['arrival'].min() + 1:,} to {rows['arrival'].max() + 1:,})" if chunked else ""
+            _chunk(con, rows, catalog, writer, totals, first=first, row_path=row_path, step=lambda m: step(m + where))
+            first, rows = False, next(chunks, None)
+        trace.mark("writing the batch row")
+        writer.close(totals | {"fingerprint": fp, "sources": sources, "catalog_version": catalog_version(catalog)})
         trace.mark("committing")
         con.commit()
         trace.mark("done")
@@ -143,9 +135,42 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         raise
     finally:
         con.close()
-    return RunReport(batch_id=batch_id, already_committed=False, read=rows_read, completed=completed,
-                     failed=failed, duplicates=taken.duplicates, rejected=len(taken.rejected),
-                     seconds=time.perf_counter() - t0, **counts)
+    return RunReport(batch_id=batch_id, already_committed=False, read=totals["rows_read"],
+                     completed=totals["completed"], failed=totals["failed"], duplicates=totals["duplicates"],
+                     rejected=totals["rejected"], seconds=time.perf_counter() - t0, entries=writer.entries,
+                     **{k: totals[k] for k in _OUTCOME_COUNTS})
+
+
+def _chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, totals: dict, *, first: bool,
+           row_path: bool, step: Callable[[str], None]) -> None:
+    """Intake, evaluation and the ledger write of one chunk of the batch (the whole batch when
+    it is not chunked); adds its counts to `totals`."""
+    step("checking idempotency and participants")
+    taken = intake(rows, catalog, con)
+    # Hold only what the rest needs: the read rows and intake's copy of the events are about
+    # a third of a large batch's memory by the time the ledger is written.
+    totals["rows_read"] += len(rows)
+    del rows
+    ev, taken.events = taken.events, None
+    store = Store.open(con)
+    for pid, ext, created_at in taken.participants.select("id", "external_id", "created_at").iter_rows():
+        store.add_person(Person(pid, ext, "ACTIVE", created_at))
+    step("evaluating rules")
+    outcome = execute(ev, catalog, store, row_path=row_path)
+    ev = ev.drop("event").join(outcome.status, on="pos")  # the parsed payloads are done with
+    step("building the ledger stages")
+    stages = _stages(ev, outcome, taken, writer.batch_id, store, writer.entries)
+    stages |= (catalog_frames(catalog) if first else {}) | store.state_frames(writer.batch_id, writer.tier_changes)
+    completed = int((ev["status"] == "COMPLETED").sum())
+    totals["completed"] += completed
+    totals["failed"] += len(ev) - completed
+    totals["duplicates"] += taken.duplicates
+    totals["rejected"] += len(taken.rejected)
+    for k in _OUTCOME_COUNTS:
+        totals[k] = max(totals[k], outcome.running_rounds) if k == "running_rounds" else totals[k] + getattr(outcome, k)
+    del ev, outcome  # the stages hold what is written: free these before DuckDB takes its share
+    step("writing the ledger")
+    writer.write(stages, {})
 
 
 _OUTCOME_COUNTS = ("vectorised", "row_evaluated", "sequential_events", "conditions_precomputed",
@@ -193,7 +218,7 @@ def _no_op(done: tuple, t0: float) -> RunReport:
                      duplicates=read - rejected, rejected=rejected, entries=0, seconds=time.perf_counter() - t0)
 
 
-def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store) -> dict[str, pl.DataFrame]:
+def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store, seq_from: int) -> dict[str, pl.DataFrame]:
     base = batch_id << ARRIVAL_BITS
     operations = ev.filter(pl.col("kind") == "operation").select(
         program_id="program_uuid", operation="operation", participant_id="subject_id", external_id="external_id",
@@ -222,7 +247,7 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store) -> di
         amount="amount",
         allow_negative="allow_negative", description="description",
         effective_at=pl.coalesce("effective_at", "event_timestamp"),
-        seq=pl.col("_n").cast(pl.Int64) + base, from_type="from_type", from_id="from_id",
+        seq=pl.col("_n").cast(pl.Int64) + base + seq_from, from_type="from_type", from_id="from_id",
         from_bucket="from_bucket", to_type="to_type", to_id="to_id", to_bucket="to_bucket",
         reference_id="reference_id",
     )

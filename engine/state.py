@@ -126,28 +126,27 @@ class Store:
         ids = [i for i in set(entity_ids) if i not in self.loaded]
         if not ids:
             return
-        self.con.register("stage_entities", pl.DataFrame({"id": ids}, schema={"id": pl.String}).to_arrow())
-        try:
-            for t, e, a, b, amt in db.frame(self.con, statement("lookups.sql", "entity_balances")).iter_rows():
-                self.balances[(t, e, a, b)] = Decimal(amt)
-            for row in db.frame(self.con, statement("lookups.sql", "participants_by_id")).iter_rows():
-                self.add_person(Person(*row))
-            for row in db.frame(self.con, statement("lookups.sql", "entity_lots")).iter_rows(named=True):
-                lot = Lot(**{k: (Decimal(v) if k in ("amount", "remaining") else v) for k, v in row.items()})
-                self.lots.setdefault((lot.entity_type, lot.entity_id, lot.asset_id), []).append(lot)
-            for etype, eid, kind, key, text, number, reset_us, last in db.frame(
-                    self.con, statement("lookups.sql", "entity_states")).iter_rows():
-                st = self.states.setdefault((etype, eid), EntityState())
-                if kind == "TAG":
-                    st.tags.add(key)
-                elif kind == "ATTRIBUTE":
-                    st.attributes[key] = text
-                else:
-                    st.counters[key] = Counter(Decimal(number), None if reset_us is None else timedelta(microseconds=reset_us), last)
-            for pid, tier_id, *held in db.frame(self.con, statement("lookups.sql", "entity_tiers")).iter_rows():
-                self.states.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(*held)
-        finally:
-            self.con.unregister("stage_entities")
+        entities = pl.DataFrame({"id": ids}, schema={"id": pl.String})
+
+        def rows(name: str, **kw):
+            return db.frame(self.con, statement("lookups.sql", name), stage_entities=entities).iter_rows(**kw)
+        for t, e, a, b, amt in rows("entity_balances"):
+            self.balances[(t, e, a, b)] = Decimal(amt)
+        for row in rows("participants_by_id"):
+            self.add_person(Person(*row))
+        for row in rows("entity_lots", named=True):
+            lot = Lot(**{k: (Decimal(v) if k in ("amount", "remaining") else v) for k, v in row.items()})
+            self.lots.setdefault((lot.entity_type, lot.entity_id, lot.asset_id), []).append(lot)
+        for etype, eid, kind, key, text, number, reset_us, last in rows("entity_states"):
+            st = self.states.setdefault((etype, eid), EntityState())
+            if kind == "TAG":
+                st.tags.add(key)
+            elif kind == "ATTRIBUTE":
+                st.attributes[key] = text
+            else:
+                st.counters[key] = Counter(Decimal(number), None if reset_us is None else timedelta(microseconds=reset_us), last)
+        for pid, tier_id, *held in rows("entity_tiers"):
+            self.states.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(*held)
         self.loaded.update(ids)
 
     def redemption(self, program_id: str, key: str) -> Redemption | None:
@@ -181,7 +180,9 @@ class Store:
 
     # -- writing back -------------------------------------------------------------------------
 
-    def state_frames(self, batch_id: int) -> dict[str, pl.DataFrame]:
+    def state_frames(self, batch_id: int, tier_changes_before: int = 0) -> dict[str, pl.DataFrame]:
+        """What this store changed, as the writer's stages; tier changes are numbered after the
+        `tier_changes_before` the batch's earlier chunks wrote."""
         rows = []
         for (etype, eid) in sorted(self.dirty_states):
             st = self.states[(etype, eid)]
@@ -228,7 +229,8 @@ class Store:
              if etype == "PARTICIPANT" for tier_id, t in sorted(self.states[(etype, eid)].tiers.items())],
             schema={"participant_id": pl.String, "tier_id": pl.String, "level": pl.String,
                     "achieved_at": pl.Datetime("us", "UTC"), "reviewed_at": pl.Datetime("us", "UTC")}, orient="row")
-        history = pl.DataFrame([h | {"seq": (batch_id << 32) + n} for n, h in enumerate(self.tier_history)],
+        history = pl.DataFrame([h | {"seq": (batch_id << 32) + tier_changes_before + n}
+                                for n, h in enumerate(self.tier_history)],
                                schema=TIER_HISTORY_SCHEMA, orient="row")
         return {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets,
                 "stage_participant_tiers": tiers, "stage_tier_history": history,

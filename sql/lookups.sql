@@ -3,6 +3,10 @@
 -- name: next_batch_id
 SELECT COALESCE(MAX(id), 0) + 1 FROM batches;
 
+-- name: last_root
+-- The root hash the next batch chains to ('' before the first batch).
+SELECT COALESCE((SELECT root_hash FROM batches ORDER BY id DESC LIMIT 1), '');
+
 -- name: committed_batch
 SELECT id, rows_read, duplicates, rejected FROM batches WHERE input_fingerprint = $fingerprint ORDER BY id LIMIT 1;
 

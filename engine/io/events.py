@@ -13,6 +13,7 @@ absent field.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -47,10 +48,70 @@ def read_events(spec: str | Path, kind: str = "event") -> pl.DataFrame:
 
 def read_inputs(inputs: list[tuple[str | Path, str]]) -> pl.DataFrame:
     """Several inputs (spec, kind) into one frame, in arrival order: input by input, file by file."""
-    frames = [_read_file(f, root, kind) for spec, kind in inputs for f, root in expand(spec)]
+    return _joined([_read_file(f, root, kind) for spec, kind in inputs for f, root in expand(spec)], 0)
+
+
+def _joined(frames: list[pl.DataFrame], arrival: int) -> pl.DataFrame:
+    """Frames read in arrival order as one, numbered in arrival order from `arrival`."""
     frames = _unify_events(frames)
     out = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
-    return out.with_columns(arrival=pl.int_range(pl.len(), dtype=pl.Int64))
+    return out.with_columns(arrival=pl.int_range(pl.len(), dtype=pl.Int64) + arrival)
+
+
+def streamable(inputs: list[tuple[str | Path, str]], rows: int) -> bool:
+    """Can these inputs be read `rows` at a time without changing the stream? Yes when they are
+    event Parquet files of more than `rows` rows in all, whose arrival order is already the
+    stream order of semantics.md 3 (timestamps never decrease, file after file: what a
+    generator, an export or a daily partition gives), and whose columns pass the file-level
+    checks (so that a bad file still fails before the ledger is opened). Otherwise the batch is
+    read whole and ordered in memory."""
+    if any(kind != "event" for _, kind in inputs):
+        return False  # operations are merged into the stream by time: read whole
+    files = [(f, root) for spec, _ in inputs for f, root in expand(spec)]
+    if any(f.suffix.lower() not in (".parquet", ".pq") for f, _ in files):
+        return False
+    try:
+        if sum(pq.ParquetFile(f).metadata.num_rows for f, _ in files) <= rows:
+            return False
+        last = None
+        for f, root in files:
+            _normalise(pl.from_arrow(pq.read_schema(f).empty_table()), f, root, "event", 0)
+            ts, _ = _timestamps(f, pl.from_arrow(pq.read_table(f, columns=["event_timestamp"])).to_series())
+            ts = ts.drop_nulls()  # rows without a valid timestamp are quarantined wherever they are
+            if len(ts) == 0:
+                continue
+            if not ts.is_sorted() or (last is not None and ts[0] < last):
+                return False
+            last = ts[-1]
+    except (InputError, pa.ArrowException, OSError, KeyError):
+        return False  # the whole read reports the problem, before the ledger is opened
+    return True
+
+
+def read_chunks(inputs: list[tuple[str | Path, str]], rows: int) -> Iterator[pl.DataFrame]:
+    """The inputs of a `streamable` batch as frames of at least `rows` rows (the last may be
+    smaller), in arrival order, each numbered in arrival order where the previous one stopped:
+    their concatenation is `read_inputs(inputs)`. Memory held is a chunk, not the batch."""
+    pending: list[pl.DataFrame] = []
+    arrival = held = 0
+    for spec, kind in inputs:
+        for f, root in expand(spec):
+            first = 0
+            try:
+                batches = pq.ParquetFile(f).iter_batches(batch_size=rows)
+                for batch in batches:
+                    table = pa.Table.from_batches([batch])
+                    _check_utf8(table)
+                    pending.append(_normalise(pl.from_arrow(table), f, root, kind, first))
+                    first += len(table)
+                    held += len(table)
+                    if held >= rows:
+                        yield _joined(pending, arrival)
+                        arrival, pending, held = arrival + held, [], 0
+            except (pa.ArrowException, OSError, ValueError) as e:
+                raise InputError(f"{f}: cannot be read as Parquet: {e}") from None
+    if pending or arrival == 0:
+        yield _joined(pending, arrival)
 
 
 def _load(file: Path) -> pl.DataFrame:
@@ -86,7 +147,12 @@ def _check_utf8(table: pa.Table) -> None:
 
 
 def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
-    df = _load(file)
+    return _normalise(_load(file), file, root, kind, 0)
+
+
+def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: int) -> pl.DataFrame:
+    """Rows of `file` (the first of them is its row `first_row + 1`) in the normalised frame,
+    with the row-level contract applied; file-level problems raise InputError."""
     for k, v in hive_values(file, root).items():
         if k not in df.columns:
             df = df.with_columns(pl.lit(v).alias(k))
@@ -118,7 +184,7 @@ def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
     event, event_json, ev_bad = _payloads(file, df["event_data"])
     out = pl.DataFrame({
         "source": pl.Series([str(file)] * len(df), dtype=pl.String),
-        "row_number": pl.int_range(1, len(df) + 1, dtype=pl.Int64, eager=True),
+        "row_number": pl.int_range(first_row + 1, first_row + len(df) + 1, dtype=pl.Int64, eager=True),
         "kind": pl.Series([kind] * len(df), dtype=pl.String),
         "operation": df["operation"] if kind == "operation" else pl.Series([None] * len(df), dtype=pl.String),
         "program_id": df["program_id"],

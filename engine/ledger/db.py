@@ -15,6 +15,7 @@ from engine.errors import DatabaseBusyError
 from .sqlfiles import script, statement
 
 DEFAULT_DB = "data/warehouse.duckdb"
+WRITER_MEMORY = "1GB"  # DuckDB's memory cap on a writing connection (PERKFLOW_DUCKDB_MEMORY overrides)
 
 
 def db_path(explicit: str | Path | None = None) -> Path:
@@ -46,15 +47,35 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")  # the CLI draws its own progress
     if not read_only:
+        # A batch's uncommitted rows stay in DuckDB's buffers until the commit unless it must
+        # evict them (they are written to the file or its temp folder): a cap keeps a large
+        # batch's memory flat (design/performance.md). Raise it for ledgers whose indexes
+        # (participants) alone approach it.
+        con.execute("SET memory_limit = $m", {"m": os.environ.get("PERKFLOW_DUCKDB_MEMORY") or WRITER_MEMORY})
         ensure_schema(con)
     return con
 
 
-def frame(con: duckdb.DuckDBPyConnection, sql: str) -> "pl.DataFrame":
-    """A query's result as a Polars frame, through Arrow (no row-by-row copy)."""
+def execute(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None, **stages):
+    """Run `sql` with each of `stages` (Polars frames or Arrow tables) readable under its name.
+
+    DuckDB finds them by its replacement scan of the calling frame's locals, which holds them
+    for this statement only. `con.register` would read them just as well, but inside a
+    transaction DuckDB keeps every object registered until the commit (the dropped view stays
+    in the catalog for MVCC): a batch written chunk by chunk then held every chunk's frames."""
     import polars as pl
 
-    return pl.from_arrow(con.sql(sql).to_arrow_table())
+    scope = {k: arrow(v) if isinstance(v, pl.DataFrame) else v for k, v in stages.items()}
+    scope |= {"con": con, "sql": sql, "params": params or {}}
+    return eval("con.execute(sql, params)", {}, scope)  # noqa: S307 - a fixed expression: the scope is the point
+
+
+def frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None, **stages) -> "pl.DataFrame":
+    """A query's result as a Polars frame, through Arrow (no row-by-row copy); `stages` as for
+    `execute`."""
+    import polars as pl
+
+    return pl.from_arrow(execute(con, sql, params, **stages).to_arrow_table())
 
 
 def arrow(df: "pl.DataFrame"):

@@ -1,11 +1,12 @@
 """Writing one batch: catalog rows, participants, events, entries, postings, balances, manifest.
 
 The caller holds the transaction; everything here goes through the named statements of
-sql/write_batch.sql over Arrow tables registered as `stage_*` relations.
+sql/write_batch.sql over Arrow tables readable as `stage_*` relations (`db.execute`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import os
@@ -25,10 +26,10 @@ ORDER = [
     "insert_catalog_rule_versions", "insert_catalog_tiers", "delete_catalog_tier_levels", "insert_catalog_tier_levels",
     "insert_participants", "insert_enrollments", "insert_events", "insert_operations", "update_participant_status",
     "insert_rejected", "insert_evaluations",
-    "stage_entries", "insert_postings", "insert_entries", "update_balances",
+    "stage_entries", "insert_postings", "insert_entries", "update_balances", "insert_balances",
     "delete_entity_state", "insert_entity_state", "delete_participant_tiers", "insert_participant_tiers",
     "insert_tier_history", "delete_lots", "insert_lots", "upsert_reward_usage", "delete_redemptions", "insert_redemptions",
-    "upsert_budget_usage", "insert_batch",
+    "upsert_budget_usage",
 ]
 
 
@@ -74,31 +75,69 @@ def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
             "stage_tiers": tiers, "stage_tier_levels": levels}
 
 
+def balance_changes(effects: pl.DataFrame) -> pl.DataFrame:
+    """What the effects' postings add to each account (exact: Decimal sums): every effect takes
+    `amount` from its `from` account (leg 0) and gives it to its `to` account (leg 1)."""
+    legs = pl.concat([
+        effects.select(entity_type="from_type", entity_id="from_id", asset_id="asset_id", bucket="from_bucket",
+                       amount=-pl.col("amount")),
+        effects.select(entity_type="to_type", entity_id="to_id", asset_id="asset_id", bucket="to_bucket",
+                       amount="amount"),
+    ])
+    return legs.group_by("entity_type", "entity_id", "asset_id", "bucket").agg(pl.col("amount").sum())
+
+
 def _rss_mb() -> float:
     """Current resident set size (not the peak): what each statement leaves held."""
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
-def write_batch(con: duckdb.DuckDBPyConnection, stages: dict[str, pl.DataFrame], params: dict) -> None:
-    """Run the statements of write_batch.sql in ORDER; a statement whose `stage_*` input is not
-    given is skipped (a maintenance batch has effects and lots, but no events)."""
-    for name, frame in stages.items():
-        con.register(name, db.arrow(frame))
-    try:
+class BatchWriter:
+    """Writes one batch, chunk by chunk, inside the caller's transaction.
+
+    `write` runs the statements of write_batch.sql in ORDER over one chunk's stages (a statement
+    whose `stage_*` input is not given is skipped: a maintenance batch has effects and lots but no
+    events; only the first chunk carries the catalog). `close` writes the batch row. The root
+    hash is fed as chunks are written, so no statement ever holds the whole batch's hashes:
+    sha256(previous root || '#' || the batch's entry hashes in seq order joined by ';'), which is
+    batch_root() of schema.sql, what verify recomputes."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, batch_id: int):
+        self.con, self.batch_id = con, batch_id
+        # written so far: the next chunk's entry and tier-change seqs continue from these
+        self.entries = self.tier_changes = 0
+        self.prev_root = con.execute(statement("lookups.sql", "last_root")).fetchall()[0][0]
+        self._root = hashlib.sha256(f"{self.prev_root}#".encode())
+
+    def write(self, stages: dict[str, pl.DataFrame], params: dict) -> None:
+        params = params | {"batch_id": self.batch_id}
+        if "stage_effects" in stages:
+            stages = stages | {"stage_balances": balance_changes(stages["stage_effects"])}
+        tables = {name: db.arrow(frame) for name, frame in stages.items()}
         for name in ORDER:
             sql = statement("write_batch.sql", name)
             if any(stage not in stages for stage in re.findall(r"\bstage_\w+", sql)):
                 continue
-            used = {k: v for k, v in params.items() if f"${k}" in sql}
-            t, cpu = time.perf_counter(), time.process_time()
-            con.execute(sql, used)
-            if os.environ.get("PERKFLOW_TRACE"):  # wall, then CPU of all threads (steadier on a shared machine)
-                print(f"  {name}: {time.perf_counter() - t:.2f}s rss {_rss_mb():.0f} MB cpu {time.process_time() - cpu:.2f}s",
-                      file=sys.stderr)
-    finally:
-        for name in stages:
-            try:
-                con.unregister(name)
-            except duckdb.Error:  # an aborted transaction refuses; the caller rolls back anyway
-                pass
+            self._run(name, sql, params, tables)
+        del tables
+        if "stage_effects" in stages and len(stages["stage_effects"]):
+            hashes = self.con.execute(statement("write_batch.sql", "chunk_hashes"), {"batch_id": self.batch_id,
+                                      "seq_from": stages["stage_effects"]["seq"].min()}).fetchall()[0][0]
+            self._root.update((";" + hashes if self.entries else hashes).encode())
+            self.entries += len(stages["stage_effects"])
+        self.tier_changes += len(stages.get("stage_tier_history", ()))
+
+    def close(self, params: dict) -> None:
+        """The batch row: counts, input fingerprint, and the root chaining it to the previous batch."""
+        params = params | {"batch_id": self.batch_id, "entries": self.entries,
+                           "root": self._root.hexdigest(), "prev_root": self.prev_root}
+        self._run("insert_batch", statement("write_batch.sql", "insert_batch"), params, {})
+
+    def _run(self, name: str, sql: str, params: dict, tables: dict) -> None:
+        used = {k: v for k, v in params.items() if f"${k}" in sql}
+        t, cpu = time.perf_counter(), time.process_time()
+        db.execute(self.con, sql, used, **{k: v for k, v in tables.items() if k in sql})
+        if os.environ.get("PERKFLOW_TRACE"):  # wall, then CPU of all threads (steadier on a shared machine)
+            print(f"  {name}: {time.perf_counter() - t:.2f}s rss {_rss_mb():.0f} MB cpu {time.process_time() - cpu:.2f}s",
+                  file=sys.stderr)

@@ -1,0 +1,116 @@
+"""A large batch is processed in chunks (engine/run.py, `streamable` inputs); the ledger must be
+byte for byte the one the whole batch at once gives (semantics.md 1.5, batch invariance): every
+table, every column (ids, seqs, hashes, the batch root), except the wall-clock commit time.
+
+Streams come from the differential strategies (targets, state, budgets, tiers, failing debits,
+duplicates, idempotency conflicts, unknown programs), put in stream order (the condition for
+chunking) and cut into 1-3 Parquet files; the chunk size is drawn, so chunk boundaries fall
+between duplicates and their originals, inside runs of equal timestamps, and across files.
+
+`PERKFLOW_CHUNK_EXAMPLES` sets the number of cases (default 60).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.io.events import streamable
+from engine.run import run_batch
+from engine.workloads import generate
+from tests.differential import strategies as S
+from tests.differential.test_engine_vs_oracle import INVARIANCE_FLAGS, SCHEMA, SETTINGS
+from tests.helpers.io import write_events, write_program
+
+EXAMPLES = int(os.environ.get("PERKFLOW_CHUNK_EXAMPLES", "60"))
+WALL_CLOCK = {"committed_at"}
+
+
+def _in_stream_order(rows: list[S.Row]) -> list[S.Row]:
+    """The rows by timestamp, ties in their arrival order (a stable sort)."""
+    return sorted(rows, key=lambda r: S.parse_ts(r.event_timestamp))
+
+
+def _tables(db_file: Path) -> dict[str, list]:
+    con = duckdb.connect(str(db_file), read_only=True)
+    try:
+        out = {}
+        for (table,) in con.execute("SELECT table_name FROM information_schema.tables "
+                                    "WHERE table_type = 'BASE TABLE' ORDER BY 1").fetchall():
+            cols = [c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
+                                              "WHERE table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+                    if c not in WALL_CLOCK]
+            quoted = ", ".join('"' + c + '"' for c in cols)
+            out[table] = con.execute(f"SELECT {quoted} FROM {table} ORDER BY ALL").fetchall()
+        return out
+    finally:
+        con.close()
+
+
+@st.composite
+def chunked_cases(draw):
+    scenario = draw(S.scenarios(INVARIANCE_FLAGS))
+    rows = _in_stream_order(scenario.rows)
+    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(rows) - 1)), max_size=2))))
+    files = [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)]) if b > a]
+    return scenario, files, draw(st.integers(1, max(1, len(rows) - 1))), draw(st.booleans())
+
+
+@settings(max_examples=EXAMPLES, **SETTINGS)
+@given(case=chunked_cases())
+def test_a_chunked_batch_writes_the_ledger_of_the_whole_batch(case):
+    scenario, files, chunk_rows, row_path = case
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for spec in scenario.programs:
+            write_program(d / "programs" / f"{spec['program']['key']}.yaml", spec)
+        for i, rows in enumerate(files):
+            write_events(d / "events" / f"part-{i}.parquet", [r.for_parquet() for r in rows], schema=SCHEMA)
+        inputs = [(d / "events", "event")]
+        assert streamable(inputs, chunk_rows), "the case must really be chunked"
+        assert not streamable(inputs, 10**9)
+        whole = run_batch(d / "programs", d / "events", d / "whole.duckdb", row_path=row_path, chunk_rows=10**9)
+        chunked = run_batch(d / "programs", d / "events", d / "chunked.duckdb", row_path=row_path,
+                            chunk_rows=chunk_rows)
+        for k in ("read", "completed", "failed", "duplicates", "rejected", "entries"):
+            assert getattr(chunked, k) == getattr(whole, k), k
+        want, got = _tables(d / "whole.duckdb"), _tables(d / "chunked.duckdb")
+        for table in want:
+            assert got[table] == want[table], f"{table} differs with chunks of {chunk_rows} rows"
+
+
+def test_rows_out_of_stream_order_are_read_whole(tmp_path):
+    """Chunking reads files in arrival order, so it is only taken when that is the stream order."""
+    rows = [S.Row(S.PROGRAM, f"k{i}", "u1", t, "{}") for i, t in
+            enumerate(["2025-03-01T00:00:02Z", "2025-03-01T00:00:01Z", "2025-03-01T00:00:03Z"])]
+    write_events(tmp_path / "a.parquet", [r.for_parquet() for r in rows], schema=SCHEMA)
+    assert not streamable([(tmp_path / "a.parquet", "event")], 1)
+    write_events(tmp_path / "a.parquet", [r.for_parquet() for r in _in_stream_order(rows)], schema=SCHEMA)
+    assert streamable([(tmp_path / "a.parquet", "event")], 1)
+    # two files each in order, the second starting before the first ends: not the stream order
+    write_events(tmp_path / "b.parquet", [r.for_parquet() for r in rows[1:2]], schema=SCHEMA)
+    assert not streamable([(tmp_path / "a.parquet", "event"), (tmp_path / "b.parquet", "event")], 1)
+
+
+@pytest.mark.parametrize("name,chunk_rows,row_path", [("W1", 777, False), ("W2", 500, False), ("W2", 1300, True)])
+def test_a_chunked_reference_workload_writes_the_ledger_of_the_whole_batch(tmp_path, name, chunk_rows, row_path):
+    """The reference workloads (engine/workloads.py), rich where the generated streams are thin:
+    thousands of entries, counters, tags, tiers and their history, a daily budget, failing
+    refunds; W2 on the running-state path and (row_path) through the kernel."""
+    generate(name, 3000, 150, seed=7, out=tmp_path / "in")
+    args = (tmp_path / "in" / "programs", tmp_path / "in" / "events")
+    assert streamable([(args[1], "event")], chunk_rows)
+    whole = run_batch(*args, tmp_path / "whole.duckdb", row_path=row_path, chunk_rows=10**9)
+    chunked = run_batch(*args, tmp_path / "chunked.duckdb", row_path=row_path, chunk_rows=chunk_rows)
+    assert whole.entries > 1000 and chunked.entries == whole.entries
+    want, got = _tables(tmp_path / "whole.duckdb"), _tables(tmp_path / "chunked.duckdb")
+    if name == "W2":
+        assert want["tier_history"] and want["budget_usage"] and whole.failed > 0
+    for table in want:
+        assert got[table] == want[table], f"{table} differs with chunks of {chunk_rows} rows"
