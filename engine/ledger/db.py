@@ -63,11 +63,7 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None
     for this statement only. `con.register` would read them just as well, but inside a
     transaction DuckDB keeps every object registered until the commit (the dropped view stays
     in the catalog for MVCC): a batch written chunk by chunk then held every chunk's frames."""
-    import polars as pl
-
-    scope = {k: arrow(v) if isinstance(v, pl.DataFrame) else v for k, v in stages.items()}
-    scope |= {"con": con, "sql": sql, "params": params or {}}
-    return eval("con.execute(sql, params)", {}, scope)  # noqa: S307 - a fixed expression: the scope is the point
+    return _with_stages("con.execute(sql, params)", con, sql, params, stages)
 
 
 def frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None, **stages) -> "pl.DataFrame":
@@ -75,7 +71,15 @@ def frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None, 
     `execute`."""
     import polars as pl
 
-    return pl.from_arrow(execute(con, sql, params, **stages).to_arrow_table())
+    return pl.from_arrow(_with_stages("con.sql(sql, params=params)", con, sql, params, stages).to_arrow_table())
+
+
+def _with_stages(call: str, con, sql: str, params: dict | None, stages: dict):
+    import polars as pl
+
+    scope = {k: arrow(v) if isinstance(v, pl.DataFrame) else v for k, v in stages.items()}
+    scope |= {"con": con, "sql": sql, "params": params or {}}
+    return eval(call, {}, scope)  # noqa: S307 - a fixed call of ours: the scope is the point
 
 
 def arrow(df: "pl.DataFrame"):
