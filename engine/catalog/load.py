@@ -41,10 +41,24 @@ def program_files(path: str | Path) -> list[Path]:
     raise CatalogError(f"{p}: no such file or directory; pass --programs a program file or a folder of them")
 
 
+#: The catalog last loaded, by the names and bytes of its files: a process that runs many
+#: batches with the same programs (a backfill of daily batches) compiles them once.
+_last: tuple[tuple, Catalog] | None = None
+
+
 def load_catalog(path: str | Path) -> Catalog:
+    global _last
+    files = program_files(path)
+    key = tuple((str(f), f.read_bytes()) for f in files)
+    if _last is None or _last[0] != key:
+        _last = (key, _compile_catalog(files))
+    return _last[1]
+
+
+def _compile_catalog(files: list[Path]) -> Catalog:
     programs: dict[str, CompiledProgram] = {}
     assets: dict[str, tuple[Asset, Path]] = {}
-    for file in program_files(path):
+    for file in files:
         pf = _parse(file)
         for asset in pf.assets:
             seen = assets.get(asset.symbol)

@@ -172,3 +172,18 @@ def test_yaml_float_amount_is_exact(tmp_path):
     spec["rules"] = [{"name": "r", "condition": "true", "actions": [{"type": "CREDIT", "asset": "CASH", "amount": 0.1}]}]
     cat = load_catalog(write_program(tmp_path / "shop.yaml", spec))
     assert cat.programs["shop"].rules[0].actions[0].amount == Decimal("0.1")
+
+
+def test_a_changed_program_file_is_read_again_in_the_same_process(tmp_path):
+    """load_catalog keeps the last catalog for files with the same names and bytes (a backfill
+    runs hundreds of batches in one process); an edited file must never be served stale."""
+    f = write_program(tmp_path / "p" / "shop.yaml", program_spec("shop", RULES))
+    first = load_catalog(tmp_path / "p")
+    assert load_catalog(tmp_path / "p") is first
+    edited = copy.deepcopy(RULES)
+    edited[0]["actions"][0]["amount"] = "11"
+    write_program(f, program_spec("shop", edited))
+    second = load_catalog(tmp_path / "p")
+    (rule,) = [r for r in second.programs["shop"].rules if r.key == "purchase"]
+    (before,) = [r for r in first.programs["shop"].rules if r.key == "purchase"]
+    assert rule.version != before.version
