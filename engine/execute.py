@@ -27,6 +27,8 @@ from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRul
 from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS, event_dicts
 from engine.kernel import KernelEvent, Precomputed, run_kernel
+from engine.ledger import db
+from engine.ledger.sqlfiles import statement
 from engine.moves import ISSUANCE, INSUFFICIENT, insufficient_message
 from engine.plan import needs_kernel, reads_state
 from engine.state import Store
@@ -77,10 +79,11 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
                 outcome.conditions_precomputed, outcome.running_rounds = done.conditions, done.rounds
                 return outcome
         return _execute_sequential(events, runnable, catalog, store, row_path)
-    store.preload(runnable["entity_id"].unique().drop_nulls().to_list(), [])
-    opening = pl.DataFrame(
-        [(e, a, v) for (t, e, a, b), v in store.balances.items() if t == "PARTICIPANT" and b == "AVAILABLE"],
-        schema={"entity_id": pl.String, "asset_id": pl.String, "amount": amounts.DECIMAL}, orient="row")
+    # Only the opening balances matter here (debits are settled set-wise): one query, not the
+    # store's full per-entity state.
+    opening = db.frame(store.con, statement("lookups.sql", "opening_balances"),
+                       stage_entities=runnable.select(id=pl.col("entity_id").unique().drop_nulls())
+                       ).cast({"amount": amounts.DECIMAL})
     stats = _Stats()
     effects, failures, evals = [], [], []
     for key, sub in runnable.group_by("program_key", maintain_order=True):

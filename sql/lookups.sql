@@ -30,15 +30,22 @@ WHERE p.external_id IN (SELECT external_id FROM stage_people) OR p.id::VARCHAR I
 
 -- name: entity_states
 SELECT entity_type, entity_id::VARCHAR AS entity_id, kind, key, text_value, number_value, reset_after_us, last_reset_at
-FROM entity_state WHERE entity_id::VARCHAR IN (SELECT id FROM stage_entities);
+FROM entity_state WHERE entity_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities);
 
 -- name: entity_balances
 SELECT entity_type, entity_id::VARCHAR AS entity_id, asset_id::VARCHAR AS asset_id, bucket, amount
 FROM account_balances
-WHERE entity_id::VARCHAR IN (SELECT id FROM stage_entities);
+WHERE entity_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities);
+
+-- name: opening_balances
+-- The AVAILABLE balances of the batch's participants, for settling its debits set-wise.
+SELECT entity_id::VARCHAR AS entity_id, asset_id::VARCHAR AS asset_id, amount
+FROM account_balances
+WHERE entity_type = 'PARTICIPANT' AND bucket = 'AVAILABLE'
+  AND entity_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities);
 
 -- name: participants_by_id
-SELECT id::VARCHAR AS id, external_id, status, created_at FROM participants WHERE id::VARCHAR IN (SELECT id FROM stage_entities);
+SELECT id::VARCHAR AS id, external_id, status, created_at FROM participants WHERE id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities);
 
 -- name: participant_by_external_id
 SELECT id::VARCHAR AS id, external_id, status, created_at FROM participants WHERE external_id = $external_id;
@@ -59,7 +66,7 @@ SELECT id::VARCHAR AS id, entity_type, entity_id::VARCHAR AS entity_id, asset_id
        remaining, status, created_at, expires_at, matures_at, program_id::VARCHAR AS program_id, reference_id,
        provisional
 FROM lots
-WHERE entity_id::VARCHAR IN (SELECT id FROM stage_entities) AND status IN ('AVAILABLE', 'DEFERRED', 'HELD');
+WHERE entity_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities) AND status IN ('AVAILABLE', 'DEFERRED', 'HELD');
 
 -- name: due_lots
 -- Lots with a maturity or expiry due at or before $as_of (held lots expire too).
@@ -81,7 +88,7 @@ FROM redemptions WHERE program_id::VARCHAR = $program_id AND idempotency_key = $
 
 -- name: entity_tiers
 SELECT participant_id::VARCHAR AS participant_id, tier_id::VARCHAR AS tier_id, level, achieved_at, reviewed_at
-FROM participant_tiers WHERE participant_id::VARCHAR IN (SELECT id FROM stage_entities);
+FROM participant_tiers WHERE participant_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities);
 
 -- name: lifecycle_tiers
 -- Tier types with a lifecycle, as stored by the last run (maintenance runs without program files).
