@@ -97,8 +97,8 @@ class BatchWriter:
     """Writes one batch, chunk by chunk, inside the caller's transaction.
 
     `write` runs the statements of write_batch.sql in ORDER over one chunk's stages (a statement
-    whose `stage_*` input is not given is skipped: a maintenance batch has effects and lots but no
-    events; only the first chunk carries the catalog). `close` writes the batch row. The root
+    whose `stage_*` input is not given, or whose inputs are all empty, is skipped: a maintenance
+    batch has effects and lots but no events; only the first chunk carries the catalog). `close` writes the batch row. The root
     hash is fed as chunks are written, so no statement ever holds the whole batch's hashes:
     sha256(previous root || '#' || the batch's entry hashes in seq order joined by ';'), which is
     batch_root() of schema.sql, what verify recomputes."""
@@ -117,7 +117,10 @@ class BatchWriter:
         tables = {name: db.arrow(frame) for name, frame in stages.items()}
         for name in ORDER:
             sql = statement("write_batch.sql", name)
-            if any(stage not in stages for stage in re.findall(r"\bstage_\w+", sql)):
+            used = set(re.findall(r"\bstage_\w+", sql))
+            # Missing: not this kind of batch (or chunk). All empty: nothing to do, and each
+            # statement costs a few milliseconds, which adds up over a backfill of small batches.
+            if any(stage not in stages for stage in used) or all(len(stages[stage]) == 0 for stage in used):
                 continue
             self._run(name, sql, params, tables)
         del tables
