@@ -275,7 +275,9 @@ def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features) -> pl.DataFrame:
 
 
 def _const(value, n: int, dtype: pl.DataType) -> pl.Series:
-    return pl.repeat(value, n, dtype=dtype, eager=True)
+    # What pl.repeat(value, n, eager=True) gives (name included), without a lazy query per
+    # call: 20x cheaper, and a round makes thousands of these on small batches.
+    return pl.Series("literal", [value], dtype=dtype).new_from_index(0, n)
 
 
 def _float(name: str) -> pl.Expr:
