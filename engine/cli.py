@@ -12,6 +12,7 @@ import json
 import sys
 import traceback
 from decimal import Decimal
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -179,7 +180,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="events the per-row cel-python baseline evaluates (default 2000)")
     bn.add_argument("--seed", type=int, default=42)
     bn.add_argument("--workdir", help="keep inputs and databases here (default: a temporary folder, removed)")
-    bn.add_argument("--json", action="store_true", help="print the results as JSON")
+    bn.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                    help="print the results as JSON instead of the table; with FILE, write them there and "
+                         "print the table too")
     bn.set_defaults(func=_cmd_bench)
     return p
 
@@ -492,9 +495,11 @@ def _cmd_bench(args) -> int:
     except BenchError as e:
         err_console.print(f"[bold red]benchmark check failed:[/] {e}", highlight=False)
         return 4
-    if args.json:
+    if args.json == "-":
         print(json.dumps(result))
         return 0
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
     m = result["machine"]
     t = Table(title=f"perkflow bench: {m['cores']} cores, {m['cpu']}; python {m['python']}, polars {m['polars']}, "
                     f"duckdb {m['duckdb']}; load average {m['load_average']}")

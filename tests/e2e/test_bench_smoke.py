@@ -103,6 +103,16 @@ def test_bench_cli_small_run(tmp_path: Path, capsys) -> None:
     assert all(r["seconds"] > 0 for r in out["rows"])
 
 
+def test_bench_json_file_and_table(tmp_path: Path, capsys) -> None:
+    """`--json FILE` writes the results there and still prints the table people read."""
+    rc = main(["bench", "--workloads", "W1", "--events", "500", "--baseline-sample", "20",
+               "--json", str(tmp_path / "bench.json"), "--workdir", str(tmp_path / "wd")])
+    printed = capsys.readouterr().out
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert rc == 0 and saved["checks"] == {"w1_balances_equal_hand_sql": True}
+    assert "perkflow bench" in printed and "W1 hand SQL (DuckDB)" in printed
+
+
 def test_w1_equals_the_oracle(tmp_path: Path) -> None:
     """The benchmark's W1 through the engine gives the one-event-at-a-time oracle's ledger."""
     import polars as pl
