@@ -358,8 +358,8 @@ class PerRowBaseline:
             for r in sorted(doc["rules"], key=lambda r: r.get("order", 0)):
                 acts = []
                 for a in r["actions"]:
-                    expr = a.get("amount") or a.get("value") or a.get("tag")
-                    acts.append((a, self._compile(str(expr))))
+                    expr = a.get("amount") or a.get("value")  # a TAG's tag is a name, not CEL
+                    acts.append((a, None if expr is None else self._compile(str(expr))))
                 self.rules.append((r, self._compile(r["condition"]), acts,
                                    _ts(r.get("active_from")), _ts(r.get("active_to"))))
         self.balances: dict[str, float] = {}
@@ -412,7 +412,7 @@ class PerRowBaseline:
                 continue
             self.matched += 1
             for a, prog in acts:
-                value = prog.evaluate(activation)
+                value = a.get("tag") if prog is None else prog.evaluate(activation)
                 t = a["type"]
                 if t == "CREDIT":
                     self.balances[ext] = self.balances.get(ext, 0.0) + float(value)

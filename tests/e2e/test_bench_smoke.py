@@ -135,3 +135,12 @@ def test_w1_equals_the_oracle(tmp_path: Path) -> None:
     assert len(got.entries) > len(rows) // 2 and len(got.events) == len(rows)
     for field in ("events", "entries", "balances", "evaluations"):
         assert getattr(got, field) == getattr(want, field), f"W1: engine and oracle differ in {field}"
+
+
+def test_per_row_baseline_runs_w2(tmp_path: Path) -> None:
+    """The W2 baseline evaluates state-reading rules (tags, counters, tiers) without errors; a
+    TAG's tag is a name, not CEL (compiling it once made the W2 baseline crash)."""
+    generate("W2", 600, 30, 3, tmp_path / "w2")
+    out = bench._task_baseline({"events": str(tmp_path / "w2" / "events"),
+                                "programs": str(tmp_path / "w2" / "programs"), "sample": 600})
+    assert out["events"] == 600 and out["errors"] == 0 and out["matched"] > 0
