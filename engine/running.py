@@ -27,6 +27,7 @@ batch takes the kernel path.
 
 from __future__ import annotations
 
+import bisect
 import operator
 import os
 import sys
@@ -44,6 +45,7 @@ from engine.io.events import TS
 from engine.kernel import BLOCKED_FOR_INACTIVE, INACTIVE
 from engine.moves import INSUFFICIENT, ActionFailed, insufficient_message
 from engine.plan import program_unsupported
+from engine.reads import Reads, keys, reads, reads_field
 from engine.state import Counter, EntityState, Store, TierState
 
 MAX_ROUNDS = 12
@@ -136,6 +138,7 @@ class _Features:
     assets: dict[str, str]                  # asset id -> symbol, for every program asset
     budgets: dict[tuple[str, str], tuple]   # (rule sid, asset id) -> (budget, program key)
     tiers: dict[str, CompiledTier]          # tier id -> tier (`lv:` rank before, `up:` rank after an upgrade)
+    opening_tags: bool = False              # some participant has tags no rule writes (set by _opening)
 
     def written(self) -> list[str]:
         """Columns of what an event did: counter increments and writes, last tag and attribute
@@ -195,6 +198,8 @@ def _opening(g: pl.DataFrame, f: _Features, store: Store) -> pl.DataFrame:
             row[_col("o_c", k)] = None if c is None else c.value
             row[_col("o_r", k)] = None if c is None else c.last_reset_at
         row |= {_col("o_t", t): t in st.tags for t in f.tags}
+        row |= {_col("tp", t): bisect.bisect(row["o_tags"], t) for t in f.tags}
+        f.opening_tags = f.opening_tags or bool(row["o_tags"])
         row |= {_col("o_a", a): st.attributes.get(a) for a in f.attrs}
         for s in f.assets:
             for bucket, prefix in (("AVAILABLE", "o_b"), ("HELD", "o_h"), ("DEFERRED", "o_df")):
@@ -205,7 +210,8 @@ def _opening(g: pl.DataFrame, f: _Features, store: Store) -> pl.DataFrame:
         rows.append(row)
     schema = {"pid": pl.String, "ext": pl.String, "status": pl.String, "created_at": TS, "o_tags": pl.List(pl.String)}
     schema |= {_col("o_c", k): D for k in f.counters} | {_col("o_r", k): TS for k in f.counters}
-    schema |= {_col("o_t", t): pl.Boolean for t in f.tags} | {_col("o_a", a): pl.String for a in f.attrs}
+    schema |= {_col("o_t", t): pl.Boolean for t in f.tags} | {_col("tp", t): pl.Int64 for t in f.tags}
+    schema |= {_col("o_a", a): pl.String for a in f.attrs}
     schema |= {_col(p, s): D for s in f.assets for p in ("o_b", "o_h", "o_df")}
     schema |= {_col("o_lv", t): pl.Int64 for t in f.tiers}
     g = g.join(pl.DataFrame(rows, schema=schema), on="pid", how="left", maintain_order="left")
@@ -287,6 +293,30 @@ def _float(name: str) -> pl.Expr:
 NO_KEY = "\u0000"
 
 
+def _struct(fields: dict[str, tuple[pl.Expr, pl.DataType]], empty: pl.DataType = pl.Float64) -> tuple[pl.Expr, pl.Struct]:
+    """A struct of named (expression, dtype) fields, and its dtype."""
+    fields = fields or {NO_KEY: (pl.lit(None, dtype=empty), empty)}
+    return (pl.struct([e.alias(k) for k, (e, _) in fields.items()]),
+            pl.Struct({k: d for k, (_, d) in fields.items()}))
+
+
+def _tags(f: _Features) -> pl.Expr:
+    """The participant's tags, sorted: its opening tags that no rule writes (`o_tags`, sorted)
+    merged with the written ones that are set. Each written tag goes in at its place among the
+    opening ones (`tp:` column, _opening): a per-row list sort took most of a condition's time."""
+    if not f.tags:
+        return pl.col("o_tags")
+    pieces, at = [], pl.lit(0, dtype=pl.Int64)
+    for t in f.tags:  # sorted
+        if f.opening_tags:
+            pieces.append(pl.col("o_tags").list.slice(at, pl.col(_col("tp", t)) - at))
+            at = pl.col(_col("tp", t))
+        pieces.append(pl.when(pl.col(_col("t", t))).then(pl.lit(t)).otherwise(pl.lit(None, dtype=pl.String)))
+    if f.opening_tags:
+        pieces.append(pl.col("o_tags").list.slice(at))
+    return pl.concat_list(pieces).list.drop_nulls()
+
+
 class _ProgramPass:
     """One program's rules over its events, against a given state before each event."""
 
@@ -297,7 +327,7 @@ class _ProgramPass:
         self.symbols = {catalog_sid: sym for catalog_sid, sym in f.assets.items() if sym in program.assets}
         self.declined = "event_data of mixed shapes (no struct column)" if self.frame.ctx is None else None
         self.conditions = 0
-        self.windows, self.pre, self.exprs, self.amount_cache, self.value_cache = {}, {}, {}, {}, {}
+        self.windows, self.pre, self.exprs, self.parts, self.amount_cache, self.value_cache = {}, {}, {}, {}, {}, {}
         self.tiers = list(program.tiers.values())
         self.benefit_types = {}
         for tier in self.tiers:  # a struct column needs one shape of benefits per tier
@@ -307,14 +337,11 @@ class _ProgramPass:
             self.benefit_types[tier.sid] = shapes.pop()
         if self.declined:
             return
-        ctx = PolarsContext(variables={"event": self.frame.ctx.variables["event"],
-                                       "now": (pl.col("event_timestamp"), TS),
-                                       "participant": (pl.col("participant"), self._participant_dtype())})
         for rule in program.active_rules:
             self.windows[rule.sid] = helpers.window(sub, rule)
             if "participant" in rule.condition.variables:
                 try:
-                    self.exprs[rule.sid] = rule.condition.to_polars(ctx)
+                    self.exprs[rule.sid] = self._compile(rule.condition)
                 except NotVectorisable:
                     self.exprs[rule.sid] = None  # the row path, per event, against the same state
             else:
@@ -322,7 +349,7 @@ class _ProgramPass:
             for action in rule.actions:  # amounts that read state: evaluated per round, vectorised
                 if isinstance(action.amount, CelProgram) and "participant" in action.amount.variables:
                     try:
-                        self.exprs[(rule.sid, action.index)] = action.amount.to_polars(ctx)
+                        self.exprs[(rule.sid, action.index)] = self._compile(action.amount)
                     except NotVectorisable as e:
                         self.declined = f"rule {rule.key}: amount: {e}"
                         return
@@ -335,50 +362,58 @@ class _ProgramPass:
                     _, values = self._values(rule, action, every)
                     self.tags_written.update(values.drop_nulls().to_list())
 
-    def _participant_dtype(self) -> pl.Struct:
-        f = self.f
-        return pl.Struct({
-            "id": pl.String, "external_id": pl.String, "status": pl.String, "created_at": TS,
-            "tags": pl.List(pl.String),
-            "counters": pl.Struct({k: pl.Float64 for k in f.counters} or {NO_KEY: pl.Float64}),
-            "attributes": pl.Struct({a: pl.String for a in f.attrs} or {NO_KEY: pl.String}),
-            "balances": pl.Struct({sym: pl.Struct({"available": pl.Float64, "held": pl.Float64, "deferred": pl.Float64})
-                                   for sym in self.symbols.values()} or {NO_KEY: pl.Float64}),
-            "tiers": pl.Struct({t.key: pl.Struct({"level": pl.String, "rank": pl.Int64,
-                                                  "benefits": self.benefit_types[t.sid]}) for t in self.tiers}
-                               or {NO_KEY: pl.Float64}),
-        })
+    def _compile(self, prog: CelProgram) -> tuple[pl.Expr, Reads]:
+        """The expression, against a participant struct of only the parts it reads."""
+        r = reads(prog)
+        ctx = PolarsContext(variables={"event": self.frame.ctx.variables["event"], "now": (pl.col("event_timestamp"), TS),
+                                       "participant": (pl.col("participant"), self._participant(r)[1])})
+        return prog.to_polars(ctx), r
 
-    def _participant(self) -> pl.Expr:
+    def _evaluate(self, cur: pl.DataFrame, key) -> pl.Series:
+        """A compiled expression that reads the participant, over the events of `cur`."""
+        expr, r = self.exprs[key]
+        if key not in self.parts:  # built on first use: the tag columns are known by then (run)
+            self.parts[key] = self._participant(r)[0]
+        # with_columns, not select: a constant expression must broadcast to every event
+        return cur.with_columns(participant=self.parts[key]).with_columns(__v=expr)["__v"]
+
+    def _participant(self, r: Reads = None) -> tuple[pl.Expr, pl.Struct]:
+        """The participant as CEL sees it (engine.state), with the parts `r` reads (None: all):
+        counters and balances as doubles, a tier not held absent. The struct and its dtype."""
         f = self.f
-        tags = pl.col("o_tags")
-        if f.tags:
-            written = [pl.when(pl.col(_col("t", t))).then(pl.lit(t)).otherwise(pl.lit(None, dtype=pl.String))
-                       for t in f.tags]
-            tags = pl.concat_list([tags, *written]).list.drop_nulls().list.sort()
-        counters = [_float(_col("c", k)).alias(k) for k in f.counters] or [pl.lit(None, dtype=pl.Float64).alias(NO_KEY)]
-        attrs = [pl.col(_col("a", a)).alias(a) for a in f.attrs] or [pl.lit(None, dtype=pl.String).alias(NO_KEY)]
-        balances = [pl.struct(available=_float(_col("b", s)), held=_float(_col("o_h", s)),
-                              deferred=_float(_col("o_df", s))).alias(sym) for s, sym in self.symbols.items()] \
-            or [pl.lit(None, dtype=pl.Float64).alias(NO_KEY)]
-        held = []
-        for tier in self.tiers:  # a tier without a level is absent (null)
-            rank = pl.col(_col("lv", tier.sid))
-            level, benefits = pl.lit(None, dtype=pl.String), pl.lit(None, dtype=self.benefit_types[tier.sid])
-            for lv in tier.levels:
-                level = pl.when(rank == lv.rank).then(pl.lit(lv.key)).otherwise(level)
-                benefits = pl.when(rank == lv.rank).then(pl.lit(lv.cel_benefits or None)).otherwise(benefits)
-            held.append(pl.when(rank.is_not_null()).then(pl.struct(level.alias("level"), rank.alias("rank"),
-                                                                    benefits.alias("benefits"))).alias(tier.key))
-        held = held or [pl.lit(None, dtype=pl.Float64).alias(NO_KEY)]
-        return pl.struct(pl.col("pid").alias("id"), pl.col("ext").alias("external_id"), pl.col("status"),
-                         pl.col("created_at"), tags.alias("tags"), pl.struct(counters).alias("counters"),
-                         pl.struct(attrs).alias("attributes"), pl.struct(balances).alias("balances"),
-                         pl.struct(held).alias("tiers"))
+        fields = {"id": (pl.col("pid"), pl.String), "external_id": (pl.col("ext"), pl.String),
+                  "status": (pl.col("status"), pl.String), "created_at": (pl.col("created_at"), TS)}
+        if reads_field(r, "tags"):
+            fields["tags"] = (_tags(f), pl.List(pl.String))
+        if reads_field(r, "counters"):
+            fields["counters"] = _struct({k: (_float(_col("c", k)), pl.Float64) for k in keys(r, "counters", list(f.counters))})
+        if reads_field(r, "attributes"):
+            fields["attributes"] = _struct({a: (pl.col(_col("a", a)), pl.String) for a in keys(r, "attributes", f.attrs)},
+                                           pl.String)
+        if reads_field(r, "balances"):
+            fields["balances"] = _struct({
+                sym: _struct({"available": (_float(_col("b", s)), pl.Float64), "held": (_float(_col("o_h", s)), pl.Float64),
+                              "deferred": (_float(_col("o_df", s)), pl.Float64)})
+                for s, sym in self.symbols.items() if sym in keys(r, "balances", list(self.symbols.values()))})
+        if reads_field(r, "tiers"):
+            held = {}
+            for tier in self.tiers:  # a tier without a level is absent (null)
+                if tier.key not in keys(r, "tiers", [t.key for t in self.tiers]):
+                    continue
+                rank = pl.col(_col("lv", tier.sid))
+                level, benefits = pl.lit(None, dtype=pl.String), pl.lit(None, dtype=self.benefit_types[tier.sid])
+                for lv in tier.levels:
+                    level = pl.when(rank == lv.rank).then(pl.lit(lv.key)).otherwise(level)
+                    benefits = pl.when(rank == lv.rank).then(pl.lit(lv.cel_benefits or None)).otherwise(benefits)
+                one, dtype = _struct({"level": (level, pl.String), "rank": (rank, pl.Int64),
+                                      "benefits": (benefits, self.benefit_types[tier.sid])})
+                held[tier.key] = (pl.when(rank.is_not_null()).then(one), dtype)
+            fields["tiers"] = _struct(held)
+        return _struct({k: v for k, v in fields.items() if reads_field(r, k)})
 
     def _activations(self, cur: pl.DataFrame, mask: pl.Series) -> list[dict]:
         """The row path's variables for the masked events (to word an error as the kernel does)."""
-        rows = cur.filter(mask).with_columns(participant=self._participant())
+        rows = cur.filter(mask).with_columns(participant=self._participant()[0])
         events = self.h.event_dicts(rows["event"])
         out = []
         for ev, now, p in zip(events, rows["event_timestamp"].to_list(), rows["participant"].to_list()):
@@ -415,8 +450,7 @@ class _ProgramPass:
     def _state_amounts(self, cur: pl.DataFrame, rule: CompiledRule, action, matched: pl.Series):
         """(code, message, amount) of an amount that reads state, against the state `cur`."""
         n = len(matched)
-        values = cur.with_columns(participant=self._participant()).with_columns(
-            __v=self.exprs[(rule.sid, action.index)])["__v"]
+        values = self._evaluate(cur, (rule.sid, action.index))
         if not (values.dtype.is_integer() or values.dtype.is_float()):
             raise _Unsettled(f"rule {rule.key}: amount is not a number column")
         sub = values.filter(matched)
@@ -523,8 +557,7 @@ class _ProgramPass:
                 errored = _const(False, n, pl.Boolean).scatter(idx, pl.Series([e is not None for e in errs], dtype=pl.Boolean))
                 messages = _const(None, n, pl.String).scatter(idx, pl.Series(errs, dtype=pl.String))
             elif rule.sid in self.exprs:
-                # with_columns, not select: a constant expression must broadcast to every event
-                values = cur.with_columns(participant=self._participant()).with_columns(__v=self.exprs[rule.sid])["__v"]
+                values = self._evaluate(cur, rule.sid)
                 if values.dtype != pl.Boolean:
                     raise _Unsettled(f"rule {rule.key}: condition is not a bool column")
                 matched, errored = values.fill_null(False) & live, values.is_null() & live
