@@ -45,7 +45,7 @@ from engine.io.events import TS
 from engine.kernel import BLOCKED_FOR_INACTIVE, INACTIVE
 from engine.moves import INSUFFICIENT, ActionFailed, insufficient_message
 from engine.plan import program_unsupported
-from engine.reads import Reads, keys, reads, reads_field
+from engine.reads import Reads, keys, merge, reads, reads_field
 from engine.state import Counter, EntityState, Store, TierState
 
 MAX_ROUNDS = 12
@@ -97,20 +97,30 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
     f.tags = sorted(set(f.tags).union(*(p.tags_written for p in passes.values())))
     g = _opening(g, f, store)
     did = _nothing_done(g, f)
+    at = {k: g.with_row_index("_i").filter(pl.col("program_key") == k)["_i"] for k in keys}  # each program's events
     try:
+        before = _before(g, did, f)
+        todo = {k: None for k in keys}  # the first round evaluates every event
+        evaluated = []  # events per round, for the trace
         for rounds in range(1, MAX_ROUNDS + 1):
-            before = _before(g, did, f)
-            new = pl.concat([p.run(before.filter(pl.col("program_key") == k), final=False)
-                             for k, p in passes.items()]).sort("pos")
+            new = did
+            evaluated.append(0)
+            for k, p in passes.items():
+                rows = at[k] if todo[k] is None else at[k].gather(todo[k])
+                evaluated[-1] += len(rows)
+                if len(rows):
+                    new = _splice(new, rows, p.run(before[rows], final=False, rows=todo[k]))
             if new.equals(did):
                 break
-            did = new
+            after = _before(g, new, f)
+            todo = _stale(passes, at, before, after)
+            did, before = new, after
         else:
             _trace(f"running path did not settle in {MAX_ROUNDS} rounds")
             return None
-        before = _before(g, did, f)
+        _trace(f"running path settled in {rounds} rounds, evaluating {evaluated} events")
         for k, p in passes.items():
-            p.run(before.filter(pl.col("program_key") == k), final=True)
+            p.run(before[at[k]], final=True)
     except (_Unsettled, pl.exceptions.PolarsError, ArithmeticError) as e:
         # e.g. a counter value with more decimals than a DECIMAL(38, 18) column holds: the
         # kernel decides such batches, one event at a time
@@ -122,6 +132,32 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
         effects=pl.concat([p.effects for p in passes.values()]),
         evaluations=pl.concat([p.evaluations for p in passes.values()]),
         rounds=rounds, conditions=sum(p.conditions for p in passes.values()))
+
+
+def _splice(did: pl.DataFrame, rows: pl.Series, new: pl.DataFrame) -> pl.DataFrame:
+    """`did` with the rows at `rows` replaced by `new`'s (the same columns)."""
+    return pl.DataFrame({c: did[c].clone().scatter(rows, new[c]) for c in did.columns})
+
+
+def _stale(passes: dict, at: dict[str, pl.Series], before: pl.DataFrame, after: pl.DataFrame) -> dict[str, pl.Series]:
+    """Per program, the events (indices among its events) to evaluate again now that the state
+    before every event went from `before` to `after`: those whose inputs changed (_ProgramPass.stale).
+
+    Why the rounds still reach the same fixed point: an event's outcome is a function of the event
+    and of the state before it that its evaluation reads, so an event whose read state is what it
+    was at its last evaluation would come out the same; every round thus yields the `did` that
+    evaluating every event would. An event's read state is unchanged when none of the columns it
+    may read changed since the round it was last evaluated in: it was not stale in any round since,
+    so each of those columns is the same from round to round (budget consumption aside, which
+    `stale` compares with what the event's budget check last saw)."""
+    cols = sorted({c for p in passes.values() for _, read in p.reads() for c in read})
+    changed = pl.DataFrame({c: after[c].ne_missing(before[c]) for c in cols}) if cols else pl.DataFrame()
+    out = {}
+    for k, p in passes.items():
+        mine = changed[at[k]] if cols else changed
+        consumed = {key: after[_col("bc", key)].gather(at[k]) for key, _ in p.budgets}
+        out[k] = p.stale({c: mine[c] for c in mine.columns}, consumed)
+    return out
 
 
 def _col(kind: str, key: str) -> str:
@@ -225,6 +261,10 @@ def _opening(g: pl.DataFrame, f: _Features, store: Store) -> pl.DataFrame:
     return g.with_columns(**periods)
 
 
+#: Kinds of the columns of the state before an event that depend on earlier events of its
+#: participant (`_before`): counters, tags, attributes, balances, tier ranks.
+_STATE = ("c", "t", "a", "b", "lv")
+
 #: Each kind of what-an-event-did column: its dtype and its value for an event that did nothing
 #: (amounts 0, flags false, writes and upgrades absent).
 _DID = {"inc": (D, Decimal(0)), "d": (D, Decimal(0)), "take": (D, Decimal(0)), "w": (pl.Boolean, False),
@@ -300,6 +340,16 @@ def _struct(fields: dict[str, tuple[pl.Expr, pl.DataType]], empty: pl.DataType =
             pl.Struct({k: d for k, (_, d) in fields.items()}))
 
 
+def _widen(mask: pl.Series, rows: pl.Series | None, n: int) -> pl.Series:
+    """A mask over the events at `rows` (None: all) as a mask over all `n` events."""
+    return mask if rows is None else _const(False, n, pl.Boolean).scatter(rows, mask)
+
+
+def _narrow(series: pl.Series, rows: pl.Series | None) -> pl.Series:
+    """A series over all events, at `rows` (None: all)."""
+    return series if rows is None else series.gather(rows)
+
+
 def _tags(f: _Features) -> pl.Expr:
     """The participant's tags, sorted: its opening tags that no rule writes (`o_tags`, sorted)
     merged with the written ones that are set. Each written tag goes in at its place among the
@@ -322,13 +372,17 @@ class _ProgramPass:
 
     def __init__(self, program: CompiledProgram, sub: pl.DataFrame, f: _Features, helpers):
         self.program, self.f, self.h = program, f, helpers
-        self.frame = helpers.Frame(sub)
+        self.frame, self.n = helpers.Frame(sub), len(sub)
         self.stats = helpers.Stats()
         self.symbols = {catalog_sid: sym for catalog_sid, sym in f.assets.items() if sym in program.assets}
         self.declined = "event_data of mixed shapes (no struct column)" if self.frame.ctx is None else None
         self.conditions = 0
         self.windows, self.pre, self.exprs, self.parts, self.amount_cache, self.value_cache = {}, {}, {}, {}, {}, {}
         self.tiers = list(program.tiers.values())
+        self.budgets = [(f"{rule.sid}:{b.asset_id}", b) for rule in program.active_rules for b in rule.budgets]
+        #: budget key -> (consulted, total asked, over the limit) per event, as last evaluated
+        self.checked: dict[str, tuple[pl.Series, pl.Series, pl.Series]] = {}
+        self.read_sets: list[tuple[pl.Series | None, list[str]]] | None = None
         self.benefit_types = {}
         for tier in self.tiers:  # a struct column needs one shape of benefits per tier
             shapes = {pl.select(pl.lit(lv.cel_benefits or None)).dtypes[0] for lv in tier.levels}
@@ -338,7 +392,8 @@ class _ProgramPass:
         if self.declined:
             return
         for rule in program.active_rules:
-            self.windows[rule.sid] = helpers.window(sub, rule)
+            window = helpers.window(sub, rule)  # one value when the rule has no window: every event
+            self.windows[rule.sid] = window if len(window) == self.n else _const(window[0], self.n, pl.Boolean)
             if "participant" in rule.condition.variables:
                 try:
                     self.exprs[rule.sid] = self._compile(rule.condition)
@@ -430,10 +485,12 @@ class _ProgramPass:
             out.append({"event": ev or {}, "now": now, "participant": person})
         return out
 
-    def _amounts(self, rule: CompiledRule, action, matched: pl.Series):
-        """(code, message, amount) over all events, filled where `matched`; computed once per event."""
+    def _amounts(self, rule: CompiledRule, action, matched: pl.Series, rows: pl.Series | None):
+        """(code, message, amount) of the events at `rows` (None: all), filled where `matched`;
+        computed once per event."""
         key = (rule.sid, action.index)
-        n = len(matched)
+        matched = _widen(matched, rows, self.n)
+        n = self.n
         have = self.amount_cache.get(key)
         if have is None:
             have = self.amount_cache[key] = (_const(False, n, pl.Boolean), _const(None, n, pl.String),
@@ -445,7 +502,7 @@ class _ProgramPass:
             idx = todo.arg_true()
             code, msg, amount = code.scatter(idx, c), msg.scatter(idx, m), amount.scatter(idx, a.cast(D))
             have = self.amount_cache[key] = (done | todo, code, msg, amount)
-        return have[1], have[2], have[3]
+        return tuple(_narrow(x, rows) for x in have[1:])
 
     def _state_amounts(self, cur: pl.DataFrame, rule: CompiledRule, action, matched: pl.Series):
         """(code, message, amount) of an amount that reads state, against the state `cur`."""
@@ -468,9 +525,17 @@ class _ProgramPass:
                 _const(None, n, pl.String).scatter(idx, pl.Series(messages, dtype=pl.String)),
                 _const(None, n, D).scatter(idx, value.cast(D)))
 
-    def _values(self, rule: CompiledRule, action, mask: pl.Series) -> tuple[list, list]:
-        """(failures, values) of a TAG/COUNTER/SET_ATTRIBUTE value per event, decided where `mask`:
-        a failure is (code, message) as the kernel words it, a value is what the action writes."""
+    def _values(self, rule: CompiledRule, action, mask: pl.Series, rows: pl.Series | None = None) -> tuple[list, pl.Series]:
+        """(failures, values) of a TAG/COUNTER/SET_ATTRIBUTE value per event at `rows` (None: all),
+        decided where `mask`: a failure is (code, message) as the kernel words it, a value is what
+        the action writes."""
+        failures, values = self._all_values(rule, action, _widen(mask, rows, self.n))
+        if rows is None or failures is None:
+            return failures, _narrow(values, rows)
+        return [failures[i] for i in rows.to_list()], values.gather(rows)
+
+    def _all_values(self, rule: CompiledRule, action, mask: pl.Series) -> tuple[list, pl.Series]:
+        """_values over all the program's events."""
         at = f"rule {rule.name!r} action {action.index}"
         raw = action.tag if action.type in ("TAG", "UNTAG") else action.value
         convert = {"TAG": kernel.tag_text, "UNTAG": kernel.tag_text, "COUNTER": kernel.counter_value,
@@ -500,6 +565,48 @@ class _ProgramPass:
                     failures[i] = (err.code, err.message)
         return failures, pl.Series(values, dtype=dtype)
 
+    def reads(self) -> list[tuple[pl.Series | None, list[str]]]:
+        """Which of the program's events may read which columns of the state before them (None:
+        every event): each rule's, for the events it may be reached for (in its window, and
+        matched when its condition reads no state), and auto-qualification's, for every event.
+        What `run` reads, written out: a read missing here would leave an event stale."""
+        if self.read_sets is not None:
+            return self.read_sets
+        out = []
+        for rule in self.program.active_rules:
+            r = merge(reads(rule.condition), *(reads(a.amount) for a in rule.actions if isinstance(a.amount, CelProgram)))
+            cols = [c for c in self._participant(r)[0].meta.root_names() if c.split(":", 1)[0] in _STATE]
+            for a in rule.actions:
+                if a.type == "DEBIT" and not a.allow_negative:  # the balance check
+                    cols.append(_col("b", str(a.asset_id)))
+                elif a.type == "COUNTER":  # the range check
+                    cols.append(_col("c", a.key))
+            reach = self.windows[rule.sid] if rule.sid not in self.pre else self.windows[rule.sid] & self.pre[rule.sid][0]
+            if cols:
+                out.append((reach, cols))
+        for tier in self.tiers:
+            out.append((None, [_col("lv", tier.sid)] + [_col("c", c.counter) for lv in tier.levels if lv.qualification
+                                                        for c in lv.qualification.criteria if c.counter in self.f.counters]))
+        self.read_sets = out
+        return out
+
+    def stale(self, changed: dict[str, pl.Series], consumed: dict[str, pl.Series]) -> pl.Series:
+        """The events (indices) whose outcome may differ from their last evaluation: those that may
+        read a column of the state before them that `changed` (per column, per event: whether it
+        changed since their last evaluation), and those whose budget check would now go the other
+        way with what the budget's period had `consumed` before them. For all other events the
+        evaluation would see the same inputs, so it would give the same outcome."""
+        out = _const(False, self.n, pl.Boolean)
+        for events, cols in self.reads():
+            hit = _const(False, self.n, pl.Boolean)
+            for c in cols:
+                hit = hit | changed[c]
+            out = out | (hit if events is None else events & hit)
+        for key, b in self.budgets:
+            consulted, total, over = self.checked[key]
+            out = out | (consulted & ((consumed[key] + total > b.limit) != over))
+        return out.arg_true()
+
     def _qualifies(self, cur: pl.DataFrame, level) -> pl.Series:
         """Whether each event's counters, after its rules, meet the level (a counter never written is 0)."""
         tests = []
@@ -512,9 +619,10 @@ class _ProgramPass:
             out = (out & t) if level.qualification.mode == "ALL" else (out | t)
         return out
 
-    def run(self, before: pl.DataFrame, final: bool) -> pl.DataFrame:
-        """What each event did (did-columns), given the state before it. With `final`, also the
-        status, effects and evaluations of every event (self.status/effects/evaluations)."""
+    def run(self, before: pl.DataFrame, final: bool, rows: pl.Series | None = None) -> pl.DataFrame:
+        """What each event did (did-columns), given the state before it: the program's events at
+        `rows` (None: all of them), `before` row-aligned with them. With `final`, also the status,
+        effects and evaluations of every event (self.status/effects/evaluations)."""
         f, n = self.f, len(before)
         if final:
             self.conditions = 0  # count the evaluations of the round that stands
@@ -527,6 +635,7 @@ class _ProgramPass:
         zero = _const(Decimal(0), n, D)
         out = _nothing(f, n)
         effects, evals = [], []
+        checked = {key: (false, zero, false) for key, _ in self.budgets}  # an event that never got there
         pos = before["pos"]
         active = before["status"] == "ACTIVE"
 
@@ -541,7 +650,7 @@ class _ProgramPass:
             failed = failed | mask
 
         for rule in self.program.active_rules:
-            live = self.windows[rule.sid] & ~stopped & ~failed
+            live = _narrow(self.windows[rule.sid], rows) & ~stopped & ~failed
             if not live.any():
                 continue
             self.conditions += int(live.sum())
@@ -566,7 +675,7 @@ class _ProgramPass:
                     _, errs = self.h.row_eval(rule.condition, self._activations(cur, errored))
                     messages = self.h.scatter(errored, errs)
             else:
-                m, e, messages = self.pre[rule.sid]
+                m, e, messages = (None if x is None else _narrow(x, rows) for x in self.pre[rule.sid])
                 matched, errored = m & live, e & live
             if final and errored.any():
                 evals.append(self.h.eval_rows(pos, errored, rule, "SKIPPED_ERROR", messages))
@@ -580,13 +689,13 @@ class _ProgramPass:
                     if (rule.sid, action.index) in self.exprs:
                         code, msg, amount = self._state_amounts(cur, rule, action, matched)
                     else:
-                        code, msg, amount = self._amounts(rule, action, matched)
+                        code, msg, amount = self._amounts(rule, action, matched, rows)
                     bad = matched & code.is_not_null() & (code != amounts.ZERO).fill_null(False)
                     fail(bad, code, (where + str(action.index) + ": ") + msg.fill_null(""), rule.order)
                     plan_fail = plan_fail | bad
                     planned[action.index] = amount.zip_with(code.is_null(), _const(None, n, D))
                 else:
-                    failures, values = self._values(rule, action, matched & ~plan_fail)
+                    failures, values = self._values(rule, action, matched & ~plan_fail, rows)
                     bad_idx = [] if failures is None else \
                         [i for i in (matched & ~plan_fail).arg_true().to_list() if failures[i] is not None]
                     if bad_idx:
@@ -602,14 +711,16 @@ class _ProgramPass:
             # 2. budgets: the rule as a whole, or not at all
             exceeded = false
             totals = {}
-            for b in rule.budgets:
+            for b in rule.budgets:  # (what the check saw is kept: `stale` re-runs it when that changes)
                 asset = str(b.asset_id)
                 total = zero
                 for action in rule.actions:
                     if action.type == "CREDIT" and str(action.asset_id) == asset:
                         total = total + planned[action.index].fill_null(Decimal(0))
                 totals[asset] = total
-                exceeded = exceeded | (ok_plan & (cur[_col("bc", f"{rule.sid}:{asset}")] + total > b.limit))
+                over = cur[_col("bc", f"{rule.sid}:{asset}")] + total > b.limit
+                exceeded = exceeded | (ok_plan & over)
+                checked[f"{rule.sid}:{asset}"] = (ok_plan, total, over)
             accepted = ok_plan & ~exceeded
             if final:
                 evals.append(self.h.eval_rows(pos, plan_fail | accepted, rule, "MATCHED", None))
@@ -701,6 +812,9 @@ class _ProgramPass:
             have = cur[_col("lv", tier.sid)]
             out[_col("up", tier.sid)] = best.zip_with(ok & best.is_not_null() & (have.is_null() | (best > have)).fill_null(True),
                                                       _const(None, n, pl.Int64))
+        for key, seen in checked.items():
+            self.checked[key] = seen if rows is None else tuple(
+                x.clone().scatter(rows, y) for x, y in zip(self.checked[key], seen))
         # a failed event is rolled back: it did nothing
         nothing = _nothing(f, n)
         did = {"pos": pos, "ok": ok} | {name: series.zip_with(ok, nothing[name]) for name, series in out.items()}
