@@ -11,7 +11,8 @@ write (tags, attributes), or a cumulative sum in program-global order (budgets).
 3. Evaluate every rule over all events at once against that state (Polars), in rule order,
    within an event applying each rule's writes before the next rule reads, and record what
    each event did and whether it failed.
-4. Repeat from 2 with what the events did, until nothing changes.
+4. Repeat from 2 with what the events did, until nothing changes. A later round evaluates only
+   the events whose inputs changed (`_stale`): the others would come out as they did.
 
 Why the fixed point is the sequential result: what event i sees depends only on what events
 before it did, so by induction over the stream the only self-consistent outcome is the one of
@@ -112,7 +113,7 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
                     new = _splice(new, rows, p.run(before[rows], final=False, rows=todo[k]))
             if new.equals(did):
                 break
-            after = _before(g, new, f)
+            after = _before(g, new, f, since=(did, before))
             todo = _stale(passes, at, before, after)
             did, before = new, after
         else:
@@ -251,14 +252,40 @@ def _opening(g: pl.DataFrame, f: _Features, store: Store) -> pl.DataFrame:
     schema |= {_col(p, s): D for s in f.assets for p in ("o_b", "o_h", "o_df")}
     schema |= {_col("o_lv", t): pl.Int64 for t in f.tiers}
     g = g.join(pl.DataFrame(rows, schema=schema), on="pid", how="left", maintain_order="left")
-    periods = {}
     for (rule_sid, asset), (budget, key) in f.budgets.items():
-        mine = g["program_key"] == key
-        p = [budget.period(ts) if m else None for ts, m in zip(g["event_timestamp"].to_list(), mine.to_list())]
-        used = [None if q is None else store.budgets.get((rule_sid, asset, q), Decimal(0)) for q in p]
-        periods[_col("bp", f"{rule_sid}:{asset}")] = pl.Series(p, dtype=pl.Int64)
-        periods[_col("o_bc", f"{rule_sid}:{asset}")] = pl.Series(used, dtype=D)
-    return g.with_columns(**periods)
+        bp, o_bc = _col("bp", f"{rule_sid}:{asset}"), _col("o_bc", f"{rule_sid}:{asset}")
+        stamps = g["event_timestamp"].filter(g["program_key"] == key).unique().sort()
+        at = pl.DataFrame({"event_timestamp": stamps, bp: _monotone(stamps, budget.period)})
+        used = at.select(pl.col(bp).unique())
+        used = used.with_columns(pl.Series(o_bc, [store.budgets.get((rule_sid, asset, q), Decimal(0)) for q in used[bp]], dtype=D))
+        mine = pl.col("program_key") == key
+        g = (g.join(at.join(used, on=bp), on="event_timestamp", how="left", maintain_order="left")
+             .with_columns(pl.when(mine).then(pl.col(bp)), pl.when(mine).then(pl.col(o_bc))))
+    return g
+
+
+def _monotone(xs: pl.Series, fn) -> pl.Series:
+    """[fn(x) for x in xs] (Int64) for ascending `xs` and a non-decreasing `fn`, such as the
+    period of a budget an instant falls in (periods follow one another in time). Where fn agrees
+    at both ends of a range it agrees throughout, so fn is called about twice per change of
+    value and halving, not once per event (a Python call per event took seconds at 1M events)."""
+    values, lengths = [], []
+
+    def fill(lo: int, hi: int, at_lo, at_hi) -> None:  # xs[lo..hi], both ends included
+        if at_lo == at_hi:
+            values.append(at_lo)
+            lengths.append(hi - lo + 1)
+        elif hi == lo + 1:
+            values.extend((at_lo, at_hi))
+            lengths.extend((1, 1))
+        else:
+            mid = (lo + hi) // 2
+            fill(lo, mid, at_lo, fn(xs[mid]))
+            fill(mid + 1, hi, fn(xs[mid + 1]), at_hi)
+
+    if len(xs):
+        fill(0, len(xs) - 1, fn(xs[0]), fn(xs[len(xs) - 1]))
+    return pl.Series(values, dtype=pl.Int64).gather(pl.int_range(len(values), eager=True).repeat_by(pl.Series(lengths)).explode())
 
 
 #: Kinds of the columns of the state before an event that depend on earlier events of its
@@ -282,13 +309,40 @@ def _nothing_done(g: pl.DataFrame, f: _Features) -> pl.DataFrame:
     return pl.DataFrame({"pos": g["pos"], "ok": _const(True, len(g), pl.Boolean)} | _nothing(f, len(g)))
 
 
-def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features) -> pl.DataFrame:
+def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features, since: tuple[pl.DataFrame, pl.DataFrame] | None = None
+            ) -> pl.DataFrame:
     """The state every event sees before its first rule, given what every event did (`did`,
-    row-aligned with `g`): running sums and last writes per participant, in stream order."""
+    row-aligned with `g`): running sums and last writes per participant, in stream order; budget
+    consumption in program-global order. `g`, `did` and the state, side by side.
+
+    With `since` = (an earlier `did`, its `_before`), only the participants with an event that
+    did otherwise are computed again: a participant's state is a function of its events alone."""
     x = pl.concat([g, did.drop("pos")], how="horizontal")
+    rows = None
+    if since is not None:
+        was, prior = since
+        otherwise = pl.any_horizontal(pl.col(c).ne_missing(was[c]) for c in did.columns if c != "pos")
+        pids = g["pid"].filter(did.select(otherwise).to_series()).unique()
+        mine = g["pid"].is_in(pids.implode())
+        rows = mine.arg_true()
+        if len(rows) > len(g) // 2:  # most of them: the subset would cost more than it saves
+            rows = None
+    # lazily: only the columns the state is computed from are filtered
+    state = _participant_state(x.lazy() if rows is None else x.lazy().filter(mine), f).collect()
+    if rows is not None:
+        state = _splice(prior.select(state.columns), rows, state)
+    prior_sum = lambda c, by: pl.col(c).cum_sum().over(by) - pl.col(c)  # noqa: E731  (strictly earlier rows)
+    budgets = {_col("bc", f"{r}:{a}"): (pl.col(_col("o_bc", f"{r}:{a}")) + prior_sum(_col("take", f"{r}:{a}"), _col("bp", f"{r}:{a}"))
+                                        ).cast(D) for r, a in f.budgets}
+    return pl.concat([x, state, x.select(**budgets)], how="horizontal")
+
+
+def _participant_state(x: pl.LazyFrame, f: _Features) -> pl.LazyFrame:
+    """The state before each event of `x` (every event of each of its participants, and what
+    each did) that depends on earlier events of its participant; and the counters' reset periods."""
     prior_sum = lambda c, *by: pl.col(c).cum_sum().over(*by) - pl.col(c)  # noqa: E731  (strictly earlier rows)
     last_write = lambda c: pl.col(c).shift(1).forward_fill().over("pid")  # noqa: E731
-    out = {}
+    out, periods = {}, []
     for k, reset in f.counters.items():
         w, inc, o_c, o_r = _col("w", k), _col("inc", k), _col("o_c", k), _col("o_r", k)
         written_before = pl.col(w).cast(pl.Int64).cum_sum().over("pid") - pl.col(w).cast(pl.Int64) > 0
@@ -301,6 +355,7 @@ def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features) -> pl.DataFrame:
             anchor = pl.coalesce(pl.col(o_r), pl.col("event_timestamp").filter(pl.col(w)).min().over("pid"))
             period = ((pl.col("event_timestamp") - anchor).dt.total_microseconds() // (reset // timedelta(microseconds=1))).clip(0)
             x = x.with_columns(**{_col("per", k): period, _col("anchor", k): anchor})
+            periods += [_col("per", k), _col("anchor", k)]
             value = (pl.when(pl.col(_col("per", k)) == 0).then(pl.col(o_c).fill_null(Decimal(0))).otherwise(ZERO)
                      + prior_sum(inc, "pid", _col("per", k)))
         out[_col("c", k)] = pl.when(exists).then(value.cast(D))
@@ -313,11 +368,7 @@ def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features) -> pl.DataFrame:
     for t in f.tiers:  # auto-qualification only ever upgrades: the best rank reached so far
         # (cum_max leaves the rows without an upgrade null: carried forward)
         out[_col("lv", t)] = pl.max_horizontal(pl.col(_col("o_lv", t)), pl.col(_col("up", t)).shift(1).cum_max().forward_fill().over("pid"))
-    for r, a in f.budgets:
-        key = f"{r}:{a}"
-        out[_col("bc", key)] = (pl.col(_col("o_bc", key))
-                                + prior_sum(_col("take", key), _col("bp", key))).cast(D)  # program-global order
-    return x.with_columns(**out)
+    return x.select(*periods, **out)
 
 
 def _const(value, n: int, dtype: pl.DataType) -> pl.Series:
@@ -691,8 +742,9 @@ class _ProgramPass:
                     else:
                         code, msg, amount = self._amounts(rule, action, matched, rows)
                     bad = matched & code.is_not_null() & (code != amounts.ZERO).fill_null(False)
-                    fail(bad, code, (where + str(action.index) + ": ") + msg.fill_null(""), rule.order)
-                    plan_fail = plan_fail | bad
+                    if bad.any():  # (the message column is built only when some event fails)
+                        fail(bad, code, (where + str(action.index) + ": ") + msg.fill_null(""), rule.order)
+                        plan_fail = plan_fail | bad
                     planned[action.index] = amount.zip_with(code.is_null(), _const(None, n, D))
                 else:
                     failures, values = self._values(rule, action, matched & ~plan_fail, rows)
@@ -753,10 +805,10 @@ class _ProgramPass:
                         short = applies & (have - amount.fill_null(Decimal(0)) < 0)
                         if not action.allow_negative and short.any():
                             text = _const(None, n, pl.String)
-                            idx = short.arg_true().to_list()
-                            words = [insufficient_message("DEBIT", ("PARTICIPANT", before["pid"][i], str(action.asset_id),
-                                                                    "AVAILABLE"), action.asset.symbol, have[i], amount[i])
-                                     for i in idx]
+                            idx = short.arg_true()
+                            words = [insufficient_message("DEBIT", ("PARTICIPANT", pid, str(action.asset_id), "AVAILABLE"),
+                                                          action.asset.symbol, h, a)
+                                     for pid, h, a in zip(*(x.gather(idx).to_list() for x in (before["pid"], have, amount)))]
                             fail(short, INSUFFICIENT, text.scatter(idx, pl.Series(words, dtype=pl.String)), rule.order)
                             alive, applies = alive & ~short, applies & ~short
                     delta = amount.fill_null(Decimal(0)).zip_with(applies, zero)
