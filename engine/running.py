@@ -315,36 +315,51 @@ def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features, since: tuple[pl.Da
     row-aligned with `g`): running sums and last writes per participant, in stream order; budget
     consumption in program-global order. `g`, `did` and the state, side by side.
 
-    With `since` = (an earlier `did`, its `_before`), only the participants with an event that
-    did otherwise are computed again: a participant's state is a function of its events alone."""
+    With `since` = (an earlier `did`, its `_before`), only what may have changed is computed again
+    (the window functions over 1M events took seconds each): only the state columns computed from
+    a did-column that changed, and of those only the participants with an event that did
+    otherwise (a participant's state is a function of its own events)."""
     x = pl.concat([g, did.drop("pos")], how="horizontal")
-    rows = None
-    if since is not None:
+    if since is None:
+        state = _participant_state(x.lazy(), f).collect()
+        moved = None
+    else:
         was, prior = since
-        otherwise = pl.any_horizontal(pl.col(c).ne_missing(was[c]) for c in did.columns if c != "pos")
-        pids = g["pid"].filter(did.select(otherwise).to_series()).unique()
-        mine = g["pid"].is_in(pids.implode())
+        moved = {c for c in did.columns if c != "pos" and not did[c].equals(was[c])}
+        state = prior.select(c for c in prior.columns if c.split(":", 1)[0] in _STATE + ("per", "anchor"))
+        otherwise = did.select(pl.any_horizontal(pl.col(c).ne_missing(was[c]) for c in moved)).to_series() \
+            if moved else _const(False, len(g), pl.Boolean)
+        mine = g["pid"].is_in(g["pid"].filter(otherwise).unique().implode())
         rows = mine.arg_true()
         if len(rows) > len(g) // 2:  # most of them: the subset would cost more than it saves
             rows = None
-    # lazily: only the columns the state is computed from are filtered
-    state = _participant_state(x.lazy() if rows is None else x.lazy().filter(mine), f).collect()
-    if rows is not None:
-        state = _splice(prior.select(state.columns), rows, state)
+        # lazily: only the columns the state is computed from are filtered
+        fresh = _participant_state(x.lazy() if rows is None else x.lazy().filter(mine), f, moved).collect()
+        state = state.with_columns(fresh.get_columns()) if rows is None else state.with_columns(
+            state[c].clone().scatter(rows, fresh[c]) for c in fresh.columns)
     prior_sum = lambda c, by: pl.col(c).cum_sum().over(by) - pl.col(c)  # noqa: E731  (strictly earlier rows)
-    budgets = {_col("bc", f"{r}:{a}"): (pl.col(_col("o_bc", f"{r}:{a}")) + prior_sum(_col("take", f"{r}:{a}"), _col("bp", f"{r}:{a}"))
-                                        ).cast(D) for r, a in f.budgets}
+    budgets = {}
+    for r, a in f.budgets:
+        key = f"{r}:{a}"
+        if moved is None or _col("take", key) in moved:
+            budgets[_col("bc", key)] = (pl.col(_col("o_bc", key)) + prior_sum(_col("take", key), _col("bp", key))).cast(D)
+        else:
+            budgets[_col("bc", key)] = since[1][_col("bc", key)]
     return pl.concat([x, state, x.select(**budgets)], how="horizontal")
 
 
-def _participant_state(x: pl.LazyFrame, f: _Features) -> pl.LazyFrame:
+def _participant_state(x: pl.LazyFrame, f: _Features, moved: set[str] | None = None) -> pl.LazyFrame:
     """The state before each event of `x` (every event of each of its participants, and what
-    each did) that depends on earlier events of its participant; and the counters' reset periods."""
+    each did) that depends on earlier events of its participant; and the counters' reset periods.
+    With `moved`, only the columns computed from those did-columns."""
     prior_sum = lambda c, *by: pl.col(c).cum_sum().over(*by) - pl.col(c)  # noqa: E731  (strictly earlier rows)
     last_write = lambda c: pl.col(c).shift(1).forward_fill().over("pid")  # noqa: E731
+    needed = lambda *did: moved is None or not moved.isdisjoint(did)  # noqa: E731
     out, periods = {}, []
     for k, reset in f.counters.items():
         w, inc, o_c, o_r = _col("w", k), _col("inc", k), _col("o_c", k), _col("o_r", k)
+        if not needed(w, inc):
+            continue
         written_before = pl.col(w).cast(pl.Int64).cum_sum().over("pid") - pl.col(w).cast(pl.Int64) > 0
         exists = pl.col(o_c).is_not_null() | written_before
         if reset is None:
@@ -360,14 +375,18 @@ def _participant_state(x: pl.LazyFrame, f: _Features) -> pl.LazyFrame:
                      + prior_sum(inc, "pid", _col("per", k)))
         out[_col("c", k)] = pl.when(exists).then(value.cast(D))
     for t in f.tags:
-        out[_col("t", t)] = pl.coalesce(last_write(_col("tw", t)), pl.col(_col("o_t", t)))
+        if needed(_col("tw", t)):
+            out[_col("t", t)] = pl.coalesce(last_write(_col("tw", t)), pl.col(_col("o_t", t)))
     for a in f.attrs:
-        out[_col("a", a)] = pl.coalesce(last_write(_col("aw", a)), pl.col(_col("o_a", a)))
+        if needed(_col("aw", a)):
+            out[_col("a", a)] = pl.coalesce(last_write(_col("aw", a)), pl.col(_col("o_a", a)))
     for s in f.assets:
-        out[_col("b", s)] = (pl.col(_col("o_b", s)) + prior_sum(_col("d", s), "pid")).cast(D)
+        if needed(_col("d", s)):
+            out[_col("b", s)] = (pl.col(_col("o_b", s)) + prior_sum(_col("d", s), "pid")).cast(D)
     for t in f.tiers:  # auto-qualification only ever upgrades: the best rank reached so far
-        # (cum_max leaves the rows without an upgrade null: carried forward)
-        out[_col("lv", t)] = pl.max_horizontal(pl.col(_col("o_lv", t)), pl.col(_col("up", t)).shift(1).cum_max().forward_fill().over("pid"))
+        if needed(_col("up", t)):  # (cum_max leaves the rows without an upgrade null: carried forward)
+            out[_col("lv", t)] = pl.max_horizontal(pl.col(_col("o_lv", t)),
+                                                   pl.col(_col("up", t)).shift(1).cum_max().forward_fill().over("pid"))
     return x.select(*periods, **out)
 
 
