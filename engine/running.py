@@ -703,7 +703,8 @@ class _ProgramPass:
         fail_msg = _const(None, n, pl.String)
         fail_order = _const(None, n, pl.Int64)
         zero = _const(Decimal(0), n, D)
-        out = _nothing(f, n)
+        nothing = _nothing(f, n)  # (never written in place: also what a rolled-back event did)
+        out = dict(nothing)
         effects, evals = [], []
         checked = {key: (false, zero, false) for key, _ in self.budgets}  # an event that never got there
         pos = before["pos"]
@@ -887,7 +888,6 @@ class _ProgramPass:
             self.checked[key] = seen if rows is None else tuple(
                 x.clone().scatter(rows, y) for x, y in zip(self.checked[key], seen))
         # a failed event is rolled back: it did nothing
-        nothing = _nothing(f, n)
         did = {"pos": pos, "ok": ok} | {name: series.zip_with(ok, nothing[name]) for name, series in out.items()}
         if final:
             self.status = pl.DataFrame({"pos": pos, "error_code": fail_code, "error_message": fail_msg,
