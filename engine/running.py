@@ -11,7 +11,8 @@ write (tags, attributes), or a cumulative sum in program-global order (budgets).
 3. Evaluate every rule over all events at once against that state (Polars), in rule order,
    within an event applying each rule's writes before the next rule reads, and record what
    each event did and whether it failed.
-4. Repeat from 2 with what the events did, until nothing changes.
+4. Repeat from 2 with what the events did, until nothing changes. A later round evaluates only
+   the events whose inputs changed (`_stale`): the others would come out as they did.
 
 Why the fixed point is the sequential result: what event i sees depends only on what events
 before it did, so by induction over the stream the only self-consistent outcome is the one of
@@ -27,6 +28,7 @@ batch takes the kernel path.
 
 from __future__ import annotations
 
+import bisect
 import operator
 import os
 import sys
@@ -44,6 +46,7 @@ from engine.io.events import TS
 from engine.kernel import BLOCKED_FOR_INACTIVE, INACTIVE
 from engine.moves import INSUFFICIENT, ActionFailed, insufficient_message
 from engine.plan import program_unsupported
+from engine.reads import Reads, keys, merge, reads, reads_field
 from engine.state import Counter, EntityState, Store, TierState
 
 MAX_ROUNDS = 12
@@ -95,20 +98,30 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
     f.tags = sorted(set(f.tags).union(*(p.tags_written for p in passes.values())))
     g = _opening(g, f, store)
     did = _nothing_done(g, f)
+    at = {k: g.with_row_index("_i").filter(pl.col("program_key") == k)["_i"] for k in keys}  # each program's events
     try:
+        before = _before(g, did, f)
+        todo = {k: None for k in keys}  # the first round evaluates every event
+        evaluated = []  # events per round, for the trace
         for rounds in range(1, MAX_ROUNDS + 1):
-            before = _before(g, did, f)
-            new = pl.concat([p.run(before.filter(pl.col("program_key") == k), final=False)
-                             for k, p in passes.items()]).sort("pos")
+            new = did
+            evaluated.append(0)
+            for k, p in passes.items():
+                rows = at[k] if todo[k] is None else at[k].gather(todo[k])
+                evaluated[-1] += len(rows)
+                if len(rows):
+                    new = _splice(new, rows, p.run(before[rows], final=False, rows=todo[k]))
             if new.equals(did):
                 break
-            did = new
+            after = _before(g, new, f, since=(did, before))
+            todo = _stale(passes, at, before, after)
+            did, before = new, after
         else:
             _trace(f"running path did not settle in {MAX_ROUNDS} rounds")
             return None
-        before = _before(g, did, f)
+        _trace(f"running path settled in {rounds} rounds, evaluating {evaluated} events")
         for k, p in passes.items():
-            p.run(before.filter(pl.col("program_key") == k), final=True)
+            p.run(before[at[k]], final=True)
     except (_Unsettled, pl.exceptions.PolarsError, ArithmeticError) as e:
         # e.g. a counter value with more decimals than a DECIMAL(38, 18) column holds: the
         # kernel decides such batches, one event at a time
@@ -120,6 +133,32 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
         effects=pl.concat([p.effects for p in passes.values()]),
         evaluations=pl.concat([p.evaluations for p in passes.values()]),
         rounds=rounds, conditions=sum(p.conditions for p in passes.values()))
+
+
+def _splice(did: pl.DataFrame, rows: pl.Series, new: pl.DataFrame) -> pl.DataFrame:
+    """`did` with the rows at `rows` replaced by `new`'s (the same columns)."""
+    return pl.DataFrame({c: did[c].clone().scatter(rows, new[c]) for c in did.columns})
+
+
+def _stale(passes: dict, at: dict[str, pl.Series], before: pl.DataFrame, after: pl.DataFrame) -> dict[str, pl.Series]:
+    """Per program, the events (indices among its events) to evaluate again now that the state
+    before every event went from `before` to `after`: those whose inputs changed (_ProgramPass.stale).
+
+    Why the rounds still reach the same fixed point: an event's outcome is a function of the event
+    and of the state before it that its evaluation reads, so an event whose read state is what it
+    was at its last evaluation would come out the same; every round thus yields the `did` that
+    evaluating every event would. An event's read state is unchanged when none of the columns it
+    may read changed since the round it was last evaluated in: it was not stale in any round since,
+    so each of those columns is the same from round to round (budget consumption aside, which
+    `stale` compares with what the event's budget check last saw)."""
+    cols = sorted({c for p in passes.values() for _, read in p.reads() for c in read})
+    changed = pl.DataFrame({c: after[c].ne_missing(before[c]) for c in cols}) if cols else pl.DataFrame()
+    out = {}
+    for k, p in passes.items():
+        mine = changed[at[k]] if cols else changed
+        consumed = {key: after[_col("bc", key)].gather(at[k]) for key, _ in p.budgets}
+        out[k] = p.stale({c: mine[c] for c in mine.columns}, consumed)
+    return out
 
 
 def _col(kind: str, key: str) -> str:
@@ -136,6 +175,7 @@ class _Features:
     assets: dict[str, str]                  # asset id -> symbol, for every program asset
     budgets: dict[tuple[str, str], tuple]   # (rule sid, asset id) -> (budget, program key)
     tiers: dict[str, CompiledTier]          # tier id -> tier (`lv:` rank before, `up:` rank after an upgrade)
+    opening_tags: bool = False              # some participant has tags no rule writes (set by _opening)
 
     def written(self) -> list[str]:
         """Columns of what an event did: counter increments and writes, last tag and attribute
@@ -195,6 +235,8 @@ def _opening(g: pl.DataFrame, f: _Features, store: Store) -> pl.DataFrame:
             row[_col("o_c", k)] = None if c is None else c.value
             row[_col("o_r", k)] = None if c is None else c.last_reset_at
         row |= {_col("o_t", t): t in st.tags for t in f.tags}
+        row |= {_col("tp", t): bisect.bisect(row["o_tags"], t) for t in f.tags}
+        f.opening_tags = f.opening_tags or bool(row["o_tags"])
         row |= {_col("o_a", a): st.attributes.get(a) for a in f.attrs}
         for s in f.assets:
             for bucket, prefix in (("AVAILABLE", "o_b"), ("HELD", "o_h"), ("DEFERRED", "o_df")):
@@ -205,19 +247,50 @@ def _opening(g: pl.DataFrame, f: _Features, store: Store) -> pl.DataFrame:
         rows.append(row)
     schema = {"pid": pl.String, "ext": pl.String, "status": pl.String, "created_at": TS, "o_tags": pl.List(pl.String)}
     schema |= {_col("o_c", k): D for k in f.counters} | {_col("o_r", k): TS for k in f.counters}
-    schema |= {_col("o_t", t): pl.Boolean for t in f.tags} | {_col("o_a", a): pl.String for a in f.attrs}
+    schema |= {_col("o_t", t): pl.Boolean for t in f.tags} | {_col("tp", t): pl.Int64 for t in f.tags}
+    schema |= {_col("o_a", a): pl.String for a in f.attrs}
     schema |= {_col(p, s): D for s in f.assets for p in ("o_b", "o_h", "o_df")}
     schema |= {_col("o_lv", t): pl.Int64 for t in f.tiers}
     g = g.join(pl.DataFrame(rows, schema=schema), on="pid", how="left", maintain_order="left")
-    periods = {}
     for (rule_sid, asset), (budget, key) in f.budgets.items():
-        mine = g["program_key"] == key
-        p = [budget.period(ts) if m else None for ts, m in zip(g["event_timestamp"].to_list(), mine.to_list())]
-        used = [None if q is None else store.budgets.get((rule_sid, asset, q), Decimal(0)) for q in p]
-        periods[_col("bp", f"{rule_sid}:{asset}")] = pl.Series(p, dtype=pl.Int64)
-        periods[_col("o_bc", f"{rule_sid}:{asset}")] = pl.Series(used, dtype=D)
-    return g.with_columns(**periods)
+        bp, o_bc = _col("bp", f"{rule_sid}:{asset}"), _col("o_bc", f"{rule_sid}:{asset}")
+        stamps = g["event_timestamp"].filter(g["program_key"] == key).unique().sort()
+        at = pl.DataFrame({"event_timestamp": stamps, bp: _monotone(stamps, budget.period)})
+        used = at.select(pl.col(bp).unique())
+        used = used.with_columns(pl.Series(o_bc, [store.budgets.get((rule_sid, asset, q), Decimal(0)) for q in used[bp]], dtype=D))
+        mine = pl.col("program_key") == key
+        g = (g.join(at.join(used, on=bp), on="event_timestamp", how="left", maintain_order="left")
+             .with_columns(pl.when(mine).then(pl.col(bp)), pl.when(mine).then(pl.col(o_bc))))
+    return g
 
+
+def _monotone(xs: pl.Series, fn) -> pl.Series:
+    """[fn(x) for x in xs] (Int64) for ascending `xs` and a non-decreasing `fn`, such as the
+    period of a budget an instant falls in (periods follow one another in time). Where fn agrees
+    at both ends of a range it agrees throughout, so fn is called about twice per change of
+    value and halving, not once per event (a Python call per event took seconds at 1M events)."""
+    values, lengths = [], []
+
+    def fill(lo: int, hi: int, at_lo, at_hi) -> None:  # xs[lo..hi], both ends included
+        if at_lo == at_hi:
+            values.append(at_lo)
+            lengths.append(hi - lo + 1)
+        elif hi == lo + 1:
+            values.extend((at_lo, at_hi))
+            lengths.extend((1, 1))
+        else:
+            mid = (lo + hi) // 2
+            fill(lo, mid, at_lo, fn(xs[mid]))
+            fill(mid + 1, hi, fn(xs[mid + 1]), at_hi)
+
+    if len(xs):
+        fill(0, len(xs) - 1, fn(xs[0]), fn(xs[len(xs) - 1]))
+    return pl.Series(values, dtype=pl.Int64).gather(pl.int_range(len(values), eager=True).repeat_by(pl.Series(lengths)).explode())
+
+
+#: Kinds of the columns of the state before an event that depend on earlier events of its
+#: participant (`_before`): counters, tags, attributes, balances, tier ranks.
+_STATE = ("c", "t", "a", "b", "lv")
 
 #: Each kind of what-an-event-did column: its dtype and its value for an event that did nothing
 #: (amounts 0, flags false, writes and upgrades absent).
@@ -236,15 +309,57 @@ def _nothing_done(g: pl.DataFrame, f: _Features) -> pl.DataFrame:
     return pl.DataFrame({"pos": g["pos"], "ok": _const(True, len(g), pl.Boolean)} | _nothing(f, len(g)))
 
 
-def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features) -> pl.DataFrame:
+def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features, since: tuple[pl.DataFrame, pl.DataFrame] | None = None
+            ) -> pl.DataFrame:
     """The state every event sees before its first rule, given what every event did (`did`,
-    row-aligned with `g`): running sums and last writes per participant, in stream order."""
+    row-aligned with `g`): running sums and last writes per participant, in stream order; budget
+    consumption in program-global order. `g`, `did` and the state, side by side.
+
+    With `since` = (an earlier `did`, its `_before`), only what may have changed is computed again
+    (the window functions over 1M events took seconds each): only the state columns computed from
+    a did-column that changed, and of those only the participants with an event that did
+    otherwise (a participant's state is a function of its own events)."""
     x = pl.concat([g, did.drop("pos")], how="horizontal")
+    if since is None:
+        state = _participant_state(x.lazy(), f).collect()
+        moved = None
+    else:
+        was, prior = since
+        moved = {c for c in did.columns if c != "pos" and not did[c].equals(was[c])}
+        state = prior.select(c for c in prior.columns if c.split(":", 1)[0] in _STATE + ("per", "anchor"))
+        otherwise = did.select(pl.any_horizontal(pl.col(c).ne_missing(was[c]) for c in moved)).to_series() \
+            if moved else _const(False, len(g), pl.Boolean)
+        mine = g["pid"].is_in(g["pid"].filter(otherwise).unique().implode())
+        rows = mine.arg_true()
+        if len(rows) > len(g) // 2:  # most of them: the subset would cost more than it saves
+            rows = None
+        # lazily: only the columns the state is computed from are filtered
+        fresh = _participant_state(x.lazy() if rows is None else x.lazy().filter(mine), f, moved).collect()
+        state = state.with_columns(fresh.get_columns()) if rows is None else state.with_columns(
+            state[c].clone().scatter(rows, fresh[c]) for c in fresh.columns)
+    prior_sum = lambda c, by: pl.col(c).cum_sum().over(by) - pl.col(c)  # noqa: E731  (strictly earlier rows)
+    budgets = {}
+    for r, a in f.budgets:
+        key = f"{r}:{a}"
+        if moved is None or _col("take", key) in moved:
+            budgets[_col("bc", key)] = (pl.col(_col("o_bc", key)) + prior_sum(_col("take", key), _col("bp", key))).cast(D)
+        else:
+            budgets[_col("bc", key)] = since[1][_col("bc", key)]
+    return pl.concat([x, state, x.select(**budgets)], how="horizontal")
+
+
+def _participant_state(x: pl.LazyFrame, f: _Features, moved: set[str] | None = None) -> pl.LazyFrame:
+    """The state before each event of `x` (every event of each of its participants, and what
+    each did) that depends on earlier events of its participant; and the counters' reset periods.
+    With `moved`, only the columns computed from those did-columns."""
     prior_sum = lambda c, *by: pl.col(c).cum_sum().over(*by) - pl.col(c)  # noqa: E731  (strictly earlier rows)
     last_write = lambda c: pl.col(c).shift(1).forward_fill().over("pid")  # noqa: E731
-    out = {}
+    needed = lambda *did: moved is None or not moved.isdisjoint(did)  # noqa: E731
+    out, periods = {}, []
     for k, reset in f.counters.items():
         w, inc, o_c, o_r = _col("w", k), _col("inc", k), _col("o_c", k), _col("o_r", k)
+        if not needed(w, inc):
+            continue
         written_before = pl.col(w).cast(pl.Int64).cum_sum().over("pid") - pl.col(w).cast(pl.Int64) > 0
         exists = pl.col(o_c).is_not_null() | written_before
         if reset is None:
@@ -255,23 +370,24 @@ def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features) -> pl.DataFrame:
             anchor = pl.coalesce(pl.col(o_r), pl.col("event_timestamp").filter(pl.col(w)).min().over("pid"))
             period = ((pl.col("event_timestamp") - anchor).dt.total_microseconds() // (reset // timedelta(microseconds=1))).clip(0)
             x = x.with_columns(**{_col("per", k): period, _col("anchor", k): anchor})
+            periods += [_col("per", k), _col("anchor", k)]
             value = (pl.when(pl.col(_col("per", k)) == 0).then(pl.col(o_c).fill_null(Decimal(0))).otherwise(ZERO)
                      + prior_sum(inc, "pid", _col("per", k)))
         out[_col("c", k)] = pl.when(exists).then(value.cast(D))
     for t in f.tags:
-        out[_col("t", t)] = pl.coalesce(last_write(_col("tw", t)), pl.col(_col("o_t", t)))
+        if needed(_col("tw", t)):
+            out[_col("t", t)] = pl.coalesce(last_write(_col("tw", t)), pl.col(_col("o_t", t)))
     for a in f.attrs:
-        out[_col("a", a)] = pl.coalesce(last_write(_col("aw", a)), pl.col(_col("o_a", a)))
+        if needed(_col("aw", a)):
+            out[_col("a", a)] = pl.coalesce(last_write(_col("aw", a)), pl.col(_col("o_a", a)))
     for s in f.assets:
-        out[_col("b", s)] = (pl.col(_col("o_b", s)) + prior_sum(_col("d", s), "pid")).cast(D)
+        if needed(_col("d", s)):
+            out[_col("b", s)] = (pl.col(_col("o_b", s)) + prior_sum(_col("d", s), "pid")).cast(D)
     for t in f.tiers:  # auto-qualification only ever upgrades: the best rank reached so far
-        # (cum_max leaves the rows without an upgrade null: carried forward)
-        out[_col("lv", t)] = pl.max_horizontal(pl.col(_col("o_lv", t)), pl.col(_col("up", t)).shift(1).cum_max().forward_fill().over("pid"))
-    for r, a in f.budgets:
-        key = f"{r}:{a}"
-        out[_col("bc", key)] = (pl.col(_col("o_bc", key))
-                                + prior_sum(_col("take", key), _col("bp", key))).cast(D)  # program-global order
-    return x.with_columns(**out)
+        if needed(_col("up", t)):  # (cum_max leaves the rows without an upgrade null: carried forward)
+            out[_col("lv", t)] = pl.max_horizontal(pl.col(_col("o_lv", t)),
+                                                   pl.col(_col("up", t)).shift(1).cum_max().forward_fill().over("pid"))
+    return x.select(*periods, **out)
 
 
 def _const(value, n: int, dtype: pl.DataType) -> pl.Series:
@@ -289,18 +405,56 @@ def _float(name: str) -> pl.Expr:
 NO_KEY = "\u0000"
 
 
+def _struct(fields: dict[str, tuple[pl.Expr, pl.DataType]], empty: pl.DataType = pl.Float64) -> tuple[pl.Expr, pl.Struct]:
+    """A struct of named (expression, dtype) fields, and its dtype."""
+    fields = fields or {NO_KEY: (pl.lit(None, dtype=empty), empty)}
+    return (pl.struct([e.alias(k) for k, (e, _) in fields.items()]),
+            pl.Struct({k: d for k, (_, d) in fields.items()}))
+
+
+def _widen(mask: pl.Series, rows: pl.Series | None, n: int) -> pl.Series:
+    """A mask over the events at `rows` (None: all) as a mask over all `n` events."""
+    return mask if rows is None else _const(False, n, pl.Boolean).scatter(rows, mask)
+
+
+def _narrow(series: pl.Series, rows: pl.Series | None) -> pl.Series:
+    """A series over all events, at `rows` (None: all)."""
+    return series if rows is None else series.gather(rows)
+
+
+def _tags(f: _Features) -> pl.Expr:
+    """The participant's tags, sorted: its opening tags that no rule writes (`o_tags`, sorted)
+    merged with the written ones that are set. Each written tag goes in at its place among the
+    opening ones (`tp:` column, _opening): a per-row list sort took most of a condition's time."""
+    if not f.tags:
+        return pl.col("o_tags")
+    pieces, at = [], pl.lit(0, dtype=pl.Int64)
+    for t in f.tags:  # sorted
+        if f.opening_tags:
+            pieces.append(pl.col("o_tags").list.slice(at, pl.col(_col("tp", t)) - at))
+            at = pl.col(_col("tp", t))
+        pieces.append(pl.when(pl.col(_col("t", t))).then(pl.lit(t)).otherwise(pl.lit(None, dtype=pl.String)))
+    if f.opening_tags:
+        pieces.append(pl.col("o_tags").list.slice(at))
+    return pl.concat_list(pieces).list.drop_nulls()
+
+
 class _ProgramPass:
     """One program's rules over its events, against a given state before each event."""
 
     def __init__(self, program: CompiledProgram, sub: pl.DataFrame, f: _Features, helpers):
         self.program, self.f, self.h = program, f, helpers
-        self.frame = helpers.Frame(sub)
+        self.frame, self.n = helpers.Frame(sub), len(sub)
         self.stats = helpers.Stats()
         self.symbols = {catalog_sid: sym for catalog_sid, sym in f.assets.items() if sym in program.assets}
         self.declined = "event_data of mixed shapes (no struct column)" if self.frame.ctx is None else None
         self.conditions = 0
-        self.windows, self.pre, self.exprs, self.amount_cache, self.value_cache = {}, {}, {}, {}, {}
+        self.windows, self.pre, self.exprs, self.parts, self.amount_cache, self.value_cache = {}, {}, {}, {}, {}, {}
         self.tiers = list(program.tiers.values())
+        self.budgets = [(f"{rule.sid}:{b.asset_id}", b) for rule in program.active_rules for b in rule.budgets]
+        #: budget key -> (consulted, total asked, over the limit) per event, as last evaluated
+        self.checked: dict[str, tuple[pl.Series, pl.Series, pl.Series]] = {}
+        self.read_sets: list[tuple[pl.Series | None, list[str]]] | None = None
         self.benefit_types = {}
         for tier in self.tiers:  # a struct column needs one shape of benefits per tier
             shapes = {pl.select(pl.lit(lv.cel_benefits or None)).dtypes[0] for lv in tier.levels}
@@ -309,14 +463,12 @@ class _ProgramPass:
             self.benefit_types[tier.sid] = shapes.pop()
         if self.declined:
             return
-        ctx = PolarsContext(variables={"event": self.frame.ctx.variables["event"],
-                                       "now": (pl.col("event_timestamp"), TS),
-                                       "participant": (pl.col("participant"), self._participant_dtype())})
         for rule in program.active_rules:
-            self.windows[rule.sid] = helpers.window(sub, rule)
+            window = helpers.window(sub, rule)  # one value when the rule has no window: every event
+            self.windows[rule.sid] = window if len(window) == self.n else _const(window[0], self.n, pl.Boolean)
             if "participant" in rule.condition.variables:
                 try:
-                    self.exprs[rule.sid] = rule.condition.to_polars(ctx)
+                    self.exprs[rule.sid] = self._compile(rule.condition)
                 except NotVectorisable:
                     self.exprs[rule.sid] = None  # the row path, per event, against the same state
             else:
@@ -324,7 +476,7 @@ class _ProgramPass:
             for action in rule.actions:  # amounts that read state: evaluated per round, vectorised
                 if isinstance(action.amount, CelProgram) and "participant" in action.amount.variables:
                     try:
-                        self.exprs[(rule.sid, action.index)] = action.amount.to_polars(ctx)
+                        self.exprs[(rule.sid, action.index)] = self._compile(action.amount)
                     except NotVectorisable as e:
                         self.declined = f"rule {rule.key}: amount: {e}"
                         return
@@ -337,50 +489,58 @@ class _ProgramPass:
                     _, values = self._values(rule, action, every)
                     self.tags_written.update(values.drop_nulls().to_list())
 
-    def _participant_dtype(self) -> pl.Struct:
-        f = self.f
-        return pl.Struct({
-            "id": pl.String, "external_id": pl.String, "status": pl.String, "created_at": TS,
-            "tags": pl.List(pl.String),
-            "counters": pl.Struct({k: pl.Float64 for k in f.counters} or {NO_KEY: pl.Float64}),
-            "attributes": pl.Struct({a: pl.String for a in f.attrs} or {NO_KEY: pl.String}),
-            "balances": pl.Struct({sym: pl.Struct({"available": pl.Float64, "held": pl.Float64, "deferred": pl.Float64})
-                                   for sym in self.symbols.values()} or {NO_KEY: pl.Float64}),
-            "tiers": pl.Struct({t.key: pl.Struct({"level": pl.String, "rank": pl.Int64,
-                                                  "benefits": self.benefit_types[t.sid]}) for t in self.tiers}
-                               or {NO_KEY: pl.Float64}),
-        })
+    def _compile(self, prog: CelProgram) -> tuple[pl.Expr, Reads]:
+        """The expression, against a participant struct of only the parts it reads."""
+        r = reads(prog)
+        ctx = PolarsContext(variables={"event": self.frame.ctx.variables["event"], "now": (pl.col("event_timestamp"), TS),
+                                       "participant": (pl.col("participant"), self._participant(r)[1])})
+        return prog.to_polars(ctx), r
 
-    def _participant(self) -> pl.Expr:
+    def _evaluate(self, cur: pl.DataFrame, key) -> pl.Series:
+        """A compiled expression that reads the participant, over the events of `cur`."""
+        expr, r = self.exprs[key]
+        if key not in self.parts:  # built on first use: the tag columns are known by then (run)
+            self.parts[key] = self._participant(r)[0]
+        # with_columns, not select: a constant expression must broadcast to every event
+        return cur.with_columns(participant=self.parts[key]).with_columns(__v=expr)["__v"]
+
+    def _participant(self, r: Reads = None) -> tuple[pl.Expr, pl.Struct]:
+        """The participant as CEL sees it (engine.state), with the parts `r` reads (None: all):
+        counters and balances as doubles, a tier not held absent. The struct and its dtype."""
         f = self.f
-        tags = pl.col("o_tags")
-        if f.tags:
-            written = [pl.when(pl.col(_col("t", t))).then(pl.lit(t)).otherwise(pl.lit(None, dtype=pl.String))
-                       for t in f.tags]
-            tags = pl.concat_list([tags, *written]).list.drop_nulls().list.sort()
-        counters = [_float(_col("c", k)).alias(k) for k in f.counters] or [pl.lit(None, dtype=pl.Float64).alias(NO_KEY)]
-        attrs = [pl.col(_col("a", a)).alias(a) for a in f.attrs] or [pl.lit(None, dtype=pl.String).alias(NO_KEY)]
-        balances = [pl.struct(available=_float(_col("b", s)), held=_float(_col("o_h", s)),
-                              deferred=_float(_col("o_df", s))).alias(sym) for s, sym in self.symbols.items()] \
-            or [pl.lit(None, dtype=pl.Float64).alias(NO_KEY)]
-        held = []
-        for tier in self.tiers:  # a tier without a level is absent (null)
-            rank = pl.col(_col("lv", tier.sid))
-            level, benefits = pl.lit(None, dtype=pl.String), pl.lit(None, dtype=self.benefit_types[tier.sid])
-            for lv in tier.levels:
-                level = pl.when(rank == lv.rank).then(pl.lit(lv.key)).otherwise(level)
-                benefits = pl.when(rank == lv.rank).then(pl.lit(lv.cel_benefits or None)).otherwise(benefits)
-            held.append(pl.when(rank.is_not_null()).then(pl.struct(level.alias("level"), rank.alias("rank"),
-                                                                    benefits.alias("benefits"))).alias(tier.key))
-        held = held or [pl.lit(None, dtype=pl.Float64).alias(NO_KEY)]
-        return pl.struct(pl.col("pid").alias("id"), pl.col("ext").alias("external_id"), pl.col("status"),
-                         pl.col("created_at"), tags.alias("tags"), pl.struct(counters).alias("counters"),
-                         pl.struct(attrs).alias("attributes"), pl.struct(balances).alias("balances"),
-                         pl.struct(held).alias("tiers"))
+        fields = {"id": (pl.col("pid"), pl.String), "external_id": (pl.col("ext"), pl.String),
+                  "status": (pl.col("status"), pl.String), "created_at": (pl.col("created_at"), TS)}
+        if reads_field(r, "tags"):
+            fields["tags"] = (_tags(f), pl.List(pl.String))
+        if reads_field(r, "counters"):
+            fields["counters"] = _struct({k: (_float(_col("c", k)), pl.Float64) for k in keys(r, "counters", list(f.counters))})
+        if reads_field(r, "attributes"):
+            fields["attributes"] = _struct({a: (pl.col(_col("a", a)), pl.String) for a in keys(r, "attributes", f.attrs)},
+                                           pl.String)
+        if reads_field(r, "balances"):
+            fields["balances"] = _struct({
+                sym: _struct({"available": (_float(_col("b", s)), pl.Float64), "held": (_float(_col("o_h", s)), pl.Float64),
+                              "deferred": (_float(_col("o_df", s)), pl.Float64)})
+                for s, sym in self.symbols.items() if sym in keys(r, "balances", list(self.symbols.values()))})
+        if reads_field(r, "tiers"):
+            held = {}
+            for tier in self.tiers:  # a tier without a level is absent (null)
+                if tier.key not in keys(r, "tiers", [t.key for t in self.tiers]):
+                    continue
+                rank = pl.col(_col("lv", tier.sid))
+                level, benefits = pl.lit(None, dtype=pl.String), pl.lit(None, dtype=self.benefit_types[tier.sid])
+                for lv in tier.levels:
+                    level = pl.when(rank == lv.rank).then(pl.lit(lv.key)).otherwise(level)
+                    benefits = pl.when(rank == lv.rank).then(pl.lit(lv.cel_benefits or None)).otherwise(benefits)
+                one, dtype = _struct({"level": (level, pl.String), "rank": (rank, pl.Int64),
+                                      "benefits": (benefits, self.benefit_types[tier.sid])})
+                held[tier.key] = (pl.when(rank.is_not_null()).then(one), dtype)
+            fields["tiers"] = _struct(held)
+        return _struct({k: v for k, v in fields.items() if reads_field(r, k)})
 
     def _activations(self, cur: pl.DataFrame, mask: pl.Series) -> list[dict]:
         """The row path's variables for the masked events (to word an error as the kernel does)."""
-        rows = cur.filter(mask).with_columns(participant=self._participant())
+        rows = cur.filter(mask).with_columns(participant=self._participant()[0])
         events = self.h.event_dicts(rows["event"])
         out = []
         for ev, now, p in zip(events, rows["event_timestamp"].to_list(), rows["participant"].to_list()):
@@ -397,10 +557,12 @@ class _ProgramPass:
             out.append({"event": ev or {}, "now": now, "participant": person})
         return out
 
-    def _amounts(self, rule: CompiledRule, action, matched: pl.Series):
-        """(code, message, amount) over all events, filled where `matched`; computed once per event."""
+    def _amounts(self, rule: CompiledRule, action, matched: pl.Series, rows: pl.Series | None):
+        """(code, message, amount) of the events at `rows` (None: all), filled where `matched`;
+        computed once per event."""
         key = (rule.sid, action.index)
-        n = len(matched)
+        matched = _widen(matched, rows, self.n)
+        n = self.n
         have = self.amount_cache.get(key)
         if have is None:
             have = self.amount_cache[key] = (_const(False, n, pl.Boolean), _const(None, n, pl.String),
@@ -412,13 +574,12 @@ class _ProgramPass:
             idx = todo.arg_true()
             code, msg, amount = code.scatter(idx, c), msg.scatter(idx, m), amount.scatter(idx, a.cast(D))
             have = self.amount_cache[key] = (done | todo, code, msg, amount)
-        return have[1], have[2], have[3]
+        return tuple(_narrow(x, rows) for x in have[1:])
 
     def _state_amounts(self, cur: pl.DataFrame, rule: CompiledRule, action, matched: pl.Series):
         """(code, message, amount) of an amount that reads state, against the state `cur`."""
         n = len(matched)
-        values = cur.with_columns(participant=self._participant()).with_columns(
-            __v=self.exprs[(rule.sid, action.index)])["__v"]
+        values = self._evaluate(cur, (rule.sid, action.index))
         if not (values.dtype.is_integer() or values.dtype.is_float()):
             raise _Unsettled(f"rule {rule.key}: amount is not a number column")
         sub = values.filter(matched)
@@ -436,9 +597,17 @@ class _ProgramPass:
                 _const(None, n, pl.String).scatter(idx, pl.Series(messages, dtype=pl.String)),
                 _const(None, n, D).scatter(idx, value.cast(D)))
 
-    def _values(self, rule: CompiledRule, action, mask: pl.Series) -> tuple[list, list]:
-        """(failures, values) of a TAG/COUNTER/SET_ATTRIBUTE value per event, decided where `mask`:
-        a failure is (code, message) as the kernel words it, a value is what the action writes."""
+    def _values(self, rule: CompiledRule, action, mask: pl.Series, rows: pl.Series | None = None) -> tuple[list, pl.Series]:
+        """(failures, values) of a TAG/COUNTER/SET_ATTRIBUTE value per event at `rows` (None: all),
+        decided where `mask`: a failure is (code, message) as the kernel words it, a value is what
+        the action writes."""
+        failures, values = self._all_values(rule, action, _widen(mask, rows, self.n))
+        if rows is None or failures is None:
+            return failures, _narrow(values, rows)
+        return [failures[i] for i in rows.to_list()], values.gather(rows)
+
+    def _all_values(self, rule: CompiledRule, action, mask: pl.Series) -> tuple[list, pl.Series]:
+        """_values over all the program's events."""
         at = f"rule {rule.name!r} action {action.index}"
         raw = action.tag if action.type in ("TAG", "UNTAG") else action.value
         convert = {"TAG": kernel.tag_text, "UNTAG": kernel.tag_text, "COUNTER": kernel.counter_value,
@@ -468,6 +637,48 @@ class _ProgramPass:
                     failures[i] = (err.code, err.message)
         return failures, pl.Series(values, dtype=dtype)
 
+    def reads(self) -> list[tuple[pl.Series | None, list[str]]]:
+        """Which of the program's events may read which columns of the state before them (None:
+        every event): each rule's, for the events it may be reached for (in its window, and
+        matched when its condition reads no state), and auto-qualification's, for every event.
+        What `run` reads, written out: a read missing here would leave an event stale."""
+        if self.read_sets is not None:
+            return self.read_sets
+        out = []
+        for rule in self.program.active_rules:
+            r = merge(reads(rule.condition), *(reads(a.amount) for a in rule.actions if isinstance(a.amount, CelProgram)))
+            cols = [c for c in self._participant(r)[0].meta.root_names() if c.split(":", 1)[0] in _STATE]
+            for a in rule.actions:
+                if a.type == "DEBIT" and not a.allow_negative:  # the balance check
+                    cols.append(_col("b", str(a.asset_id)))
+                elif a.type == "COUNTER":  # the range check
+                    cols.append(_col("c", a.key))
+            reach = self.windows[rule.sid] if rule.sid not in self.pre else self.windows[rule.sid] & self.pre[rule.sid][0]
+            if cols:
+                out.append((reach, cols))
+        for tier in self.tiers:
+            out.append((None, [_col("lv", tier.sid)] + [_col("c", c.counter) for lv in tier.levels if lv.qualification
+                                                        for c in lv.qualification.criteria if c.counter in self.f.counters]))
+        self.read_sets = out
+        return out
+
+    def stale(self, changed: dict[str, pl.Series], consumed: dict[str, pl.Series]) -> pl.Series:
+        """The events (indices) whose outcome may differ from their last evaluation: those that may
+        read a column of the state before them that `changed` (per column, per event: whether it
+        changed since their last evaluation), and those whose budget check would now go the other
+        way with what the budget's period had `consumed` before them. For all other events the
+        evaluation would see the same inputs, so it would give the same outcome."""
+        out = _const(False, self.n, pl.Boolean)
+        for events, cols in self.reads():
+            hit = _const(False, self.n, pl.Boolean)
+            for c in cols:
+                hit = hit | changed[c]
+            out = out | (hit if events is None else events & hit)
+        for key, b in self.budgets:
+            consulted, total, over = self.checked[key]
+            out = out | (consulted & ((consumed[key] + total > b.limit) != over))
+        return out.arg_true()
+
     def _qualifies(self, cur: pl.DataFrame, level) -> pl.Series:
         """Whether each event's counters, after its rules, meet the level (a counter never written is 0)."""
         tests = []
@@ -480,9 +691,10 @@ class _ProgramPass:
             out = (out & t) if level.qualification.mode == "ALL" else (out | t)
         return out
 
-    def run(self, before: pl.DataFrame, final: bool) -> pl.DataFrame:
-        """What each event did (did-columns), given the state before it. With `final`, also the
-        status, effects and evaluations of every event (self.status/effects/evaluations)."""
+    def run(self, before: pl.DataFrame, final: bool, rows: pl.Series | None = None) -> pl.DataFrame:
+        """What each event did (did-columns), given the state before it: the program's events at
+        `rows` (None: all of them), `before` row-aligned with them. With `final`, also the status,
+        effects and evaluations of every event (self.status/effects/evaluations)."""
         f, n = self.f, len(before)
         if final:
             self.conditions = 0  # count the evaluations of the round that stands
@@ -493,8 +705,10 @@ class _ProgramPass:
         fail_msg = _const(None, n, pl.String)
         fail_order = _const(None, n, pl.Int64)
         zero = _const(Decimal(0), n, D)
-        out = _nothing(f, n)
+        nothing = _nothing(f, n)  # (never written in place: also what a rolled-back event did)
+        out = dict(nothing)
         effects, evals = [], []
+        checked = {key: (false, zero, false) for key, _ in self.budgets}  # an event that never got there
         pos = before["pos"]
         active = before["status"] == "ACTIVE"
 
@@ -509,7 +723,7 @@ class _ProgramPass:
             failed = failed | mask
 
         for rule in self.program.active_rules:
-            live = self.windows[rule.sid] & ~stopped & ~failed
+            live = _narrow(self.windows[rule.sid], rows) & ~stopped & ~failed
             if not live.any():
                 continue
             self.conditions += int(live.sum())
@@ -525,8 +739,7 @@ class _ProgramPass:
                 errored = _const(False, n, pl.Boolean).scatter(idx, pl.Series([e is not None for e in errs], dtype=pl.Boolean))
                 messages = _const(None, n, pl.String).scatter(idx, pl.Series(errs, dtype=pl.String))
             elif rule.sid in self.exprs:
-                # with_columns, not select: a constant expression must broadcast to every event
-                values = cur.with_columns(participant=self._participant()).with_columns(__v=self.exprs[rule.sid])["__v"]
+                values = self._evaluate(cur, rule.sid)
                 if values.dtype != pl.Boolean:
                     raise _Unsettled(f"rule {rule.key}: condition is not a bool column")
                 matched, errored = values.fill_null(False) & live, values.is_null() & live
@@ -535,7 +748,7 @@ class _ProgramPass:
                     _, errs = self.h.row_eval(rule.condition, self._activations(cur, errored))
                     messages = self.h.scatter(errored, errs)
             else:
-                m, e, messages = self.pre[rule.sid]
+                m, e, messages = (None if x is None else _narrow(x, rows) for x in self.pre[rule.sid])
                 matched, errored = m & live, e & live
             if final and errored.any():
                 evals.append(self.h.eval_rows(pos, errored, rule, "SKIPPED_ERROR", messages))
@@ -549,13 +762,14 @@ class _ProgramPass:
                     if (rule.sid, action.index) in self.exprs:
                         code, msg, amount = self._state_amounts(cur, rule, action, matched)
                     else:
-                        code, msg, amount = self._amounts(rule, action, matched)
+                        code, msg, amount = self._amounts(rule, action, matched, rows)
                     bad = matched & code.is_not_null() & (code != amounts.ZERO).fill_null(False)
-                    fail(bad, code, (where + str(action.index) + ": ") + msg.fill_null(""), rule.order)
-                    plan_fail = plan_fail | bad
+                    if bad.any():  # (the message column is built only when some event fails)
+                        fail(bad, code, (where + str(action.index) + ": ") + msg.fill_null(""), rule.order)
+                        plan_fail = plan_fail | bad
                     planned[action.index] = amount.zip_with(code.is_null(), _const(None, n, D))
                 else:
-                    failures, values = self._values(rule, action, matched & ~plan_fail)
+                    failures, values = self._values(rule, action, matched & ~plan_fail, rows)
                     bad_idx = [] if failures is None else \
                         [i for i in (matched & ~plan_fail).arg_true().to_list() if failures[i] is not None]
                     if bad_idx:
@@ -571,14 +785,16 @@ class _ProgramPass:
             # 2. budgets: the rule as a whole, or not at all
             exceeded = false
             totals = {}
-            for b in rule.budgets:
+            for b in rule.budgets:  # (what the check saw is kept: `stale` re-runs it when that changes)
                 asset = str(b.asset_id)
                 total = zero
                 for action in rule.actions:
                     if action.type == "CREDIT" and str(action.asset_id) == asset:
                         total = total + planned[action.index].fill_null(Decimal(0))
                 totals[asset] = total
-                exceeded = exceeded | (ok_plan & (cur[_col("bc", f"{rule.sid}:{asset}")] + total > b.limit))
+                over = cur[_col("bc", f"{rule.sid}:{asset}")] + total > b.limit
+                exceeded = exceeded | (ok_plan & over)
+                checked[f"{rule.sid}:{asset}"] = (ok_plan, total, over)
             accepted = ok_plan & ~exceeded
             if final:
                 evals.append(self.h.eval_rows(pos, plan_fail | accepted, rule, "MATCHED", None))
@@ -611,10 +827,10 @@ class _ProgramPass:
                         short = applies & (have - amount.fill_null(Decimal(0)) < 0)
                         if not action.allow_negative and short.any():
                             text = _const(None, n, pl.String)
-                            idx = short.arg_true().to_list()
-                            words = [insufficient_message("DEBIT", ("PARTICIPANT", before["pid"][i], str(action.asset_id),
-                                                                    "AVAILABLE"), action.asset.symbol, have[i], amount[i])
-                                     for i in idx]
+                            idx = short.arg_true()
+                            words = [insufficient_message("DEBIT", ("PARTICIPANT", pid, str(action.asset_id), "AVAILABLE"),
+                                                          action.asset.symbol, h, a)
+                                     for pid, h, a in zip(*(x.gather(idx).to_list() for x in (before["pid"], have, amount)))]
                             fail(short, INSUFFICIENT, text.scatter(idx, pl.Series(words, dtype=pl.String)), rule.order)
                             alive, applies = alive & ~short, applies & ~short
                     delta = amount.fill_null(Decimal(0)).zip_with(applies, zero)
@@ -670,8 +886,10 @@ class _ProgramPass:
             have = cur[_col("lv", tier.sid)]
             out[_col("up", tier.sid)] = best.zip_with(ok & best.is_not_null() & (have.is_null() | (best > have)).fill_null(True),
                                                       _const(None, n, pl.Int64))
+        for key, seen in checked.items():
+            self.checked[key] = seen if rows is None else tuple(
+                x.clone().scatter(rows, y) for x, y in zip(self.checked[key], seen))
         # a failed event is rolled back: it did nothing
-        nothing = _nothing(f, n)
         did = {"pos": pos, "ok": ok} | {name: series.zip_with(ok, nothing[name]) for name, series in out.items()}
         if final:
             self.status = pl.DataFrame({"pos": pos, "error_code": fail_code, "error_message": fail_msg,

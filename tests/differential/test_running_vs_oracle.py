@@ -62,3 +62,32 @@ def test_a_number_as_a_tag_fails_the_events_that_reach_it():
         [[_row("k0", "u1", "2025-03-01T09:00:00Z", '{"type": "visit"}'),
           _row("k1", "u1", "2025-03-01T10:00:00Z", '{"type": "visit"}'),
           _row("k2", "u2", "2025-03-01T10:00:00Z", '{"type": "visit"}')]]), row_path=False)
+
+
+def _decided_by_running_path(scenario) -> None:
+    """`check`, and the last batch must have been decided by the running path (not the kernel)."""
+    before = PATHS["running"]
+    check(scenario, row_path=False)
+    assert PATHS["running"] > before, "the running path declined the batch: the case tests nothing"
+
+
+def test_written_tags_go_in_among_the_opening_tags_in_order():
+    """participant.tags is sorted. The running path merges the tags no rule of the batch writes
+    (from an earlier batch, here of another program) with the ones it writes by position, not by
+    sorting every row: `mid` must land between `alpha` and `zeta`, for the list and its order."""
+    from tests.differential.test_engine_vs_oracle import _row, _spec
+    other = _spec([{"name": "Mark", "key": "mark", "condition": 'event.type == "join"',
+                    "actions": [{"type": "TAG", "tag": "zeta"}, {"type": "TAG", "tag": "alpha"}]}])
+    other["program"] = {"key": "club", "name": "Club"}
+    shop = _spec([{"name": "Mid", "key": "mid", "condition": 'event.type == "visit"', "actions": [{"type": "TAG", "tag": "mid"}]},
+                  {"name": "Ordered", "key": "ordered",
+                   "condition": 'participant.tags == ["alpha", "mid", "zeta"] && participant.tags[1] == "mid"',
+                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}])
+    _decided_by_running_path(S.Scenario(
+        [shop, other],
+        [[S.Row("club", "j1", "u1", "2025-03-01T09:00:00Z", '{"type": "join"}'),
+          S.Row("club", "j2", "u2", "2025-03-01T09:00:00Z", '{"type": "join"}')],
+         [_row("v1", "u1", "2025-03-02T09:00:00Z", '{"type": "buy"}'),
+          _row("v2", "u1", "2025-03-02T10:00:00Z", '{"type": "visit"}'),
+          _row("v3", "u1", "2025-03-02T11:00:00Z", '{"type": "buy"}'),
+          _row("v4", "u3", "2025-03-02T11:00:00Z", '{"type": "visit"}')]]))
