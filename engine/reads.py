@@ -38,21 +38,13 @@ def reads(prog: CelProgram, name: str = "participant") -> Reads:
             return None if base is None else base + (node.index.value,)
         return None
 
-    def walk(node: ir.Node, bound: frozenset) -> None:
+    def visit(node: ir.Node, bound: frozenset) -> bool:
         p = path(node, bound)
         if p is not None:  # the longest path: its operands are part of this one use
             uses.append(p)
-            return
-        if isinstance(node, ir.Comprehension):  # the macro's variable may shadow `name`
-            walk(node.range, bound)
-            for k in (node.step, node.guard):
-                if k is not None:
-                    walk(k, bound | {node.var})
-            return
-        for k in ir.children(node):
-            walk(k, bound)
+        return p is not None
 
-    walk(prog.ir, frozenset())
+    ir.walk_scoped(prog.ir, visit)
     return merge(*(_one(u) for u in uses))
 
 

@@ -116,6 +116,22 @@ Node = Union[
 ]
 
 
+def walk_scoped(node: Node, visit, bound: frozenset = frozenset()) -> None:
+    """Call visit(node, bound) on every node, top down, where `bound` holds the names the
+    enclosing comprehensions bind (a macro's variable may shadow a global); a visit that returns
+    True stops the walk below that node."""
+    if visit(node, bound):
+        return
+    if isinstance(node, Comprehension):
+        walk_scoped(node.range, visit, bound)
+        for k in (node.step, node.guard):
+            if k is not None:
+                walk_scoped(k, visit, bound | {node.var})
+        return
+    for k in children(node):
+        walk_scoped(k, visit, bound)
+
+
 def children(node: Node) -> tuple[Node, ...]:
     """Direct sub-nodes, for generic walks (depth, variables, paths)."""
     if isinstance(node, (Select, Has)):

@@ -61,7 +61,7 @@ def _analyse(root: ir.Node) -> tuple[set, set, set]:
             return None if base is None else f"{base}.{node.index.value}"
         return None
 
-    def walk(node, bound):
+    def visit(node, bound) -> None:
         if isinstance(node, ir.Ident) and node.name not in bound:
             variables.add(node.name)
         if isinstance(node, (ir.Select, ir.Has, ir.Index)):
@@ -71,14 +71,6 @@ def _analyse(root: ir.Node) -> tuple[set, set, set]:
                 paths.add(p)
         if isinstance(node, ir.Call):
             functions.add(node.fn)
-        if isinstance(node, ir.Comprehension):
-            walk(node.range, bound)
-            for k in (node.step, node.guard):
-                if k is not None:
-                    walk(k, bound | {node.var})
-            return
-        for k in ir.children(node):
-            walk(k, bound)
 
-    walk(root, frozenset())
+    ir.walk_scoped(root, visit)
     return variables, paths, functions
