@@ -78,7 +78,7 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         params = {"batch_id": batch_id, "fingerprint": f"maintain:{as_of.isoformat()}", "sources": [],
                   "catalog_version": "", "rows_read": 0, "completed": 0, "failed": 0, "duplicates": 0, "rejected": 0}
         writer = BatchWriter(con, batch_id)
-        writer.write(stages, params)
+        writer.write(stages)
         writer.close(params)
         con.commit()
     except BaseException:

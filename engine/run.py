@@ -170,7 +170,7 @@ def _chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, total
         totals[k] = max(totals[k], outcome.running_rounds) if k == "running_rounds" else totals[k] + getattr(outcome, k)
     del ev, outcome  # the stages hold what is written: free these before DuckDB takes its share
     step("writing the ledger")
-    writer.write(stages, {})
+    writer.write(stages)
 
 
 _OUTCOME_COUNTS = ("vectorised", "row_evaluated", "sequential_events", "conditions_precomputed",

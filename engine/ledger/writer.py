@@ -98,8 +98,9 @@ class BatchWriter:
 
     `write` runs the statements of write_batch.sql in ORDER over one chunk's stages (a statement
     whose `stage_*` input is not given, or whose inputs are all empty, is skipped: a maintenance
-    batch has effects and lots but no events; only the first chunk carries the catalog). `close` writes the batch row. The root
-    hash is fed as chunks are written, so no statement ever holds the whole batch's hashes:
+    batch has effects and lots but no events; only the first chunk carries the catalog). `close`
+    writes the batch row. The root hash is fed as chunks are written, so no statement ever holds
+    the whole batch's hashes:
     sha256(previous root || '#' || the batch's entry hashes in seq order joined by ';'), which is
     batch_root() of schema.sql, what verify recomputes."""
 
@@ -110,8 +111,8 @@ class BatchWriter:
         self.prev_root = con.execute(statement("lookups.sql", "last_root")).fetchall()[0][0]
         self._root = hashlib.sha256(f"{self.prev_root}#".encode())
 
-    def write(self, stages: dict[str, pl.DataFrame], params: dict) -> None:
-        params = params | {"batch_id": self.batch_id}
+    def write(self, stages: dict[str, pl.DataFrame]) -> None:
+        params = {"batch_id": self.batch_id}  # the only parameter of the per-chunk statements
         if "stage_effects" in stages:
             stages = stages | {"stage_balances": balance_changes(stages["stage_effects"])}
         tables = {name: db.arrow(frame) for name, frame in stages.items()}
@@ -122,7 +123,7 @@ class BatchWriter:
             # statement costs a few milliseconds, which adds up over a backfill of small batches.
             if any(stage not in stages for stage in used) or all(len(stages[stage]) == 0 for stage in used):
                 continue
-            self._run(name, sql, params, tables)
+            self._run(name, sql, params, {stage: tables[stage] for stage in used})
         del tables
         if "stage_effects" in stages and len(stages["stage_effects"]):
             hashes = self.con.execute(statement("write_batch.sql", "chunk_hashes"), {"batch_id": self.batch_id,
@@ -140,7 +141,7 @@ class BatchWriter:
     def _run(self, name: str, sql: str, params: dict, tables: dict) -> None:
         used = {k: v for k, v in params.items() if f"${k}" in sql}
         t, cpu = time.perf_counter(), time.process_time()
-        db.execute(self.con, sql, used, **{k: v for k, v in tables.items() if k in sql})
+        db.execute(self.con, sql, used, **tables)
         if os.environ.get("PERKFLOW_TRACE"):  # wall, then CPU of all threads (steadier on a shared machine)
             print(f"  {name}: {time.perf_counter() - t:.2f}s rss {_rss_mb():.0f} MB cpu {time.process_time() - cpu:.2f}s",
                   file=sys.stderr)
