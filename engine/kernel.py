@@ -96,9 +96,8 @@ def _toucher(ev: KernelEvent, store: Store, effects: list):
         if pid is None or pid in touched:
             return
         touched.add(pid)
-        for (etype, eid, _asset), lots in store.lots.items():
-            if etype == "PARTICIPANT" and eid == pid:
-                apply_due(store, lots, ev.now, effects, ev.pos)
+        for lots in store.participant_lots(pid):
+            apply_due(store, lots, ev.now, effects, ev.pos)
     return touch
 
 

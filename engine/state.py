@@ -104,6 +104,7 @@ class Store:
         self.dirty_budgets: set[tuple[str, str, int]] = set()
         self.dirty_people: set[str] = set()  # participants whose status changed
         self.lots: dict[tuple[str, str, str], list[Lot]] = {}  # (entity type, id, asset) -> its lots
+        self.lot_assets: set[str] = set()  # the assets in `lots`: finds a holder's lots without a scan
         self.dirty_lots: set[str] = set()
         usage = db.frame(con, statement("lookups.sql", "reward_usage"))
         self.reward_counts: dict[tuple[str, str], int] = {(r, p): n for r, p, n in usage.iter_rows()}
@@ -137,6 +138,7 @@ class Store:
         for row in rows("entity_lots", named=True):
             lot = Lot(**{k: (Decimal(v) if k in ("amount", "remaining") else v) for k, v in row.items()})
             self.lots.setdefault((lot.entity_type, lot.entity_id, lot.asset_id), []).append(lot)
+            self.lot_assets.add(lot.asset_id)
         for etype, eid, kind, key, text, number, reset_us, last in rows("entity_states"):
             st = self.states.setdefault((etype, eid), EntityState())
             if kind == "TAG":
@@ -159,6 +161,11 @@ class Store:
                                    [(lot, Decimal(a)) for lot, a in json.loads(taken)], created)
             self.redemptions[(program_id, key)] = found
         return self.redemptions[(program_id, key)]
+
+    def participant_lots(self, pid: str) -> list[list[Lot]]:
+        """The participant's lots, one list per asset it holds lots of (in asset id order, so the
+        due changes of several assets come out in the same order however the lots were loaded)."""
+        return [lots for asset in sorted(self.lot_assets) if (lots := self.lots.get(("PARTICIPANT", pid, asset)))]
 
     def add_person(self, p: Person) -> None:
         self.people[p.id] = p
@@ -336,3 +343,4 @@ class Tx:
             before = {lot.id: lot for lot in s.lots.get(holder, [])}
             s.dirty_lots.update(lot.id for lot in lots if before.get(lot.id) != lot)
             s.lots[holder] = lots
+            s.lot_assets.add(holder[2])
