@@ -22,7 +22,7 @@ from decimal import Decimal
 
 import polars as pl
 
-from engine import amounts, running
+from engine import amounts, running, running_lots
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS, event_dicts
@@ -76,6 +76,7 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
             if done is not None:
                 outcome = _finish(events, done.effects.sort("pos", "rule_order", "action_index"), done.status,
                                   done.evaluations, _Stats())
+                outcome.effects = running_lots.settle(outcome.effects, runnable, catalog, store)
                 outcome.conditions_precomputed, outcome.running_rounds = done.conditions, done.rounds
                 return outcome
         return _execute_sequential(events, runnable, catalog, store, row_path)

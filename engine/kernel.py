@@ -15,8 +15,9 @@ from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRul
 from engine.catalog.compiled import CompiledTarget
 from engine.cel import CelEvalError, CelProgram
 from engine.plan import reads_state
+from engine.reads import keys, reads_field
 from engine.operations import apply_operation
-from engine.lots import apply_due, lot_spec
+from engine.lots import apply_due, deferred, lot_spec, static_instant
 from engine.moves import ActionFailed, move, plain, source_of_issue, system
 from engine.state import Counter, Person, Store, Tx
 
@@ -164,26 +165,32 @@ def _activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
 
 
 def _build_activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
+    """`event`, `now`, and the parts of `participant` and `program` the program's rules read
+    (engine.reads over-approximates, so a part left out is one no expression can observe)."""
     person = tx.store.people[ev.subject]
     st = tx.state("PARTICIPANT", ev.subject)
-    pst = tx.state("PROGRAM", ev.program.sid)
-    return {
-        "event": ev.event,
-        "now": ev.now,
-        "participant": {
-            "id": person.id, "external_id": person.external_id, "status": person.status,
-            "created_at": person.created_at,
-            "tags": sorted(st.tags),
-            "counters": {k: float(c.value) for k, c in st.counters.items()},
-            "attributes": dict(st.attributes),
-            "tiers": tiers.cel_view(ev.program, st),
-            "balances": {s: {b.lower(): float(tx.balance(("PARTICIPANT", ev.subject, catalog.asset_sids[s], b)))
-                             for b in ("AVAILABLE", "HELD", "DEFERRED")} for s in ev.program.assets},
-        },
-        "program": {"key": ev.program.key, "tags": sorted(pst.tags),
-                    "counters": {k: float(c.value) for k, c in pst.counters.items()},
-                    "attributes": dict(pst.attributes)},
-    }
+    want = ev.program.state_reads["participant"]
+    participant = {"id": person.id, "external_id": person.external_id, "status": person.status,
+                   "created_at": person.created_at}
+    if reads_field(want, "tags"):
+        participant["tags"] = sorted(st.tags)
+    if reads_field(want, "counters"):
+        participant["counters"] = {k: float(c.value) for k, c in st.counters.items()}
+    if reads_field(want, "attributes"):
+        participant["attributes"] = dict(st.attributes)
+    if reads_field(want, "tiers"):
+        participant["tiers"] = tiers.cel_view(ev.program, st)
+    if reads_field(want, "balances"):
+        participant["balances"] = {
+            s: {b.lower(): float(tx.balance(("PARTICIPANT", ev.subject, catalog.asset_sids[s], b)))
+                for b in ("AVAILABLE", "HELD", "DEFERRED")} for s in keys(want, "balances", list(ev.program.assets))}
+    activation = {"event": ev.event, "now": ev.now, "participant": participant}
+    if ev.program.state_reads["program"] != {}:
+        pst = tx.state("PROGRAM", ev.program.sid)
+        activation["program"] = {"key": ev.program.key, "tags": sorted(pst.tags),
+                                 "counters": {k: float(c.value) for k, c in pst.counters.items()},
+                                 "attributes": dict(pst.attributes)}
+    return activation
 
 
 def _value(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, action: CompiledAction, name: str, catalog):
@@ -392,8 +399,8 @@ def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAc
         source, dest = issue, mine(action.bucket or "AVAILABLE")
         if lot is not None:
             expires_at, matures_at = (_instant(ev, tx, rule, action, name, catalog) for name in ("expires_at", "matures_at"))
-            if matures_at is not None and matures_at > ev.now:
-                dest = mine("DEFERRED")  # vesting: not spendable until it matures
+            if deferred(matures_at, ev.now):
+                dest = mine("DEFERRED")
             lot.update(expires_at=expires_at, matures_at=matures_at, reference_id=reference)
             if reference is not None and dest[3] == "AVAILABLE" and amount is not None:
                 holds.settle(tx, effects, issue, dest, amount, action.asset, lot, meta)
@@ -441,10 +448,8 @@ def _instant(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction
     spec = getattr(action, name)
     if spec is None:
         return None
-    if isinstance(spec, timedelta):
-        return ev.now + spec
-    if isinstance(spec, datetime):
-        return spec
+    if isinstance(spec, (timedelta, datetime)):
+        return static_instant(spec, ev.now)
     value = _value(ev, tx, Precomputed(), rule, action, name, catalog)
     if isinstance(value, timedelta):
         return ev.now + value

@@ -9,7 +9,7 @@ fails. Their entries carry the instant they were due.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from engine import ids
@@ -51,6 +51,24 @@ class Lot:
 
     def copy(self) -> Lot:
         return replace(self)
+
+
+def static_instant(spec: timedelta | datetime | None, now: datetime) -> datetime | None:
+    """expires_at / matures_at written as a duration from `now` or as an instant."""
+    return now + spec if isinstance(spec, timedelta) else spec
+
+
+def deferred(matures_at: datetime | None, now: datetime) -> bool:
+    """A credit that matures later goes to DEFERRED: not spendable until it matures."""
+    return matures_at is not None and matures_at > now
+
+
+def new_lot(spec: dict, holder: tuple[str, str, str, str], amount: Decimal, now: datetime) -> Lot:
+    """The lot a credit of `amount` into `holder`'s bucket makes (`spec`: see lot_spec)."""
+    return Lot(id=spec["id"], entity_type=holder[0], entity_id=holder[1], asset_id=holder[2], amount=amount,
+               remaining=amount, status=holder[3], created_at=now, expires_at=spec.get("expires_at"),
+               matures_at=spec.get("matures_at"), program_id=spec["program_id"],
+               reference_id=spec.get("reference_id"), provisional=holder[3] == "HELD")
 
 
 def narrowing(spec: dict | None) -> dict:

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from engine import ids
 from engine.catalog.models import Asset
-from engine.lots import Lot, consume, in_status, narrowing, shift
+from engine.lots import consume, in_status, narrowing, new_lot, shift
 from engine.state import Tx
 
 ISSUANCE = str(ids.system_account_id("SYSTEM_ISSUANCE"))
@@ -86,11 +86,7 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
             if source[0] in HOLDERS and source[3] in ("AVAILABLE", "HELD"):
                 taken = consume(tx.lots(source[:3]), amount, tx.now, source[3], **narrow)
             if dest[0] in HOLDERS and not spec_restores(lot):
-                tx.lots(dest[:3]).append(Lot(
-                    id=spec["id"], entity_type=dest[0], entity_id=dest[1], asset_id=dest[2], amount=amount,
-                    remaining=amount, status=dest[3], created_at=tx.now, expires_at=spec.get("expires_at"),
-                    matures_at=spec.get("matures_at"), program_id=spec["program_id"],
-                    reference_id=spec.get("reference_id"), provisional=dest[3] == "HELD"))
+                tx.lots(dest[:3]).append(new_lot(spec, dest, amount, tx.now))
     tx.move(source, dest, amount)
     participant = source if source[0] == "PARTICIPANT" else dest
     effects.append({

@@ -25,9 +25,10 @@ from datetime import timedelta
 
 import polars as pl
 
-from engine.catalog import CompiledProgram, CompiledRule
+from engine.catalog import CompiledAction, CompiledProgram, CompiledRule
 from engine.cel import CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS
+from engine.reads import keys
 
 STATE_VARIABLES = frozenset({"participant", "program"})
 #: Actions the set-based path applies (with its sequential balance check); all others need the kernel.
@@ -67,9 +68,9 @@ def program_unsupported(program: CompiledProgram, writers: dict | None = None) -
             if a.target is not None:
                 return f"rule {rule.key}: a target"
             if a.type in ("CREDIT", "DEBIT"):
-                if (a.asset.inventory_mode != "SIMPLE" or a.asset.issuance_policy != "UNLIMITED"
-                        or a.bucket not in (None, "AVAILABLE")):
-                    return f"rule {rule.key}: a {a.asset.inventory_mode}/{a.asset.issuance_policy} asset or bucket"
+                if not _running_value(a):
+                    return f"rule {rule.key}: a {a.type} of a {a.asset.inventory_mode}/{a.asset.issuance_policy} " \
+                           "asset, or into a bucket, or with a lot expression or reference"
             elif a.type in STATE_ACTIONS:
                 value = a.tag if a.type in ("TAG", "UNTAG") else a.value
                 if isinstance(value, CelProgram) and value.variables - {"event", "now"}:
@@ -78,7 +79,21 @@ def program_unsupported(program: CompiledProgram, writers: dict | None = None) -
                     return f"counter {a.key}: written with different reset_after"
             else:
                 return f"rule {rule.key}: {a.type}"
+    if keys(program.state_reads["participant"], "balances", list(program.lot_assets)):
+        return "reads the balance of a LOT asset (maturity and expiry change it)"
     return None
+
+
+def _running_value(a: CompiledAction) -> bool:
+    """A CREDIT or DEBIT the running path models: of an UNLIMITED asset into AVAILABLE, SIMPLE,
+    or a LOT credit whose instants are static (its lots cannot change any event's outcome, so
+    they are made afterwards: engine/running_lots.py)."""
+    if a.asset.issuance_policy != "UNLIMITED" or a.bucket not in (None, "AVAILABLE"):
+        return False
+    if a.asset.inventory_mode == "SIMPLE":
+        return True
+    return (a.type == "CREDIT" and a.reference_id is None
+            and not isinstance(a.expires_at, CelProgram) and not isinstance(a.matures_at, CelProgram))
 
 
 def needs_kernel(program: CompiledProgram) -> bool:

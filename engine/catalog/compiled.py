@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from engine.cel import CelProgram
 from engine.cron import Cron
+from engine.reads import Reads, merge, reads
 
 from .models import Asset, Lifecycle, Program, Qualification, Reward
 
@@ -150,10 +151,18 @@ class CompiledProgram:
     assets: tuple[str, ...] = ()  # symbols defined in this program's file (participant.balances keys)
     rewards: dict[str, CompiledReward] = field(default_factory=dict)  # by key
     tiers: dict[str, CompiledTier] = field(default_factory=dict)  # by key, in file order
+    lot_assets: tuple[str, ...] = ()  # the LOT assets among `assets`
 
     @cached_property
     def active_rules(self) -> tuple[CompiledRule, ...]:
         return tuple(r for r in self.rules if r.status == "ACTIVE")
+
+    @cached_property
+    def state_reads(self) -> dict[str, Reads]:
+        """What the active rules' expressions read of `participant` and of `program`: the kernel
+        builds only those parts of the CEL variables (building all of them was a third of its time)."""
+        progs = [p for r in self.active_rules for p in (r.condition, *(q for a in r.actions for q in a.expressions))]
+        return {name: merge(*(reads(p, name) for p in progs)) for name in ("participant", "program")}
 
     @cached_property
     def sid(self) -> str:

@@ -167,7 +167,8 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> C
         rewards[reward_key] = CompiledReward(ids.name_id("reward", key, reward_key), reward_key, reward,
                                              ids.asset_id(reward.asset))
     return CompiledProgram(id=ids.program_id(key), key=key, model=pf.program, source=str(file), rules=tuple(rules),
-                           assets=tuple(a.symbol for a in pf.assets), rewards=rewards, tiers=tiers)
+                           assets=tuple(a.symbol for a in pf.assets), rewards=rewards, tiers=tiers,
+                           lot_assets=tuple(a.symbol for a in pf.assets if a.inventory_mode == "LOT"))
 
 
 def compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:

@@ -1,0 +1,64 @@
+"""Lots on the running-state path: what engine.kernel does for lots, replayed once the running
+path (engine/running.py) has settled the batch's outcome.
+
+Lots cannot change an event's outcome there: engine.plan sends a batch to the kernel when a rule
+debits a LOT asset, holds it, or reads its balance. So the running path decides every event
+without them, and afterwards, per participant that holds lots or gets some, one event at a time
+in stream order as the kernel does: first the maturities and expiries due by the event's `now`
+(semantics.md 3; they stand even if the event failed: engine.lots.apply_due), then the lots the
+event's LOT credits make (into DEFERRED while they vest). The effects come out in the kernel's
+order, so the ledger is the kernel's byte for byte (tests/differential/test_running_vs_oracle.py).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import polars as pl
+
+from engine.catalog import Catalog
+from engine.lots import apply_due, deferred, lot_spec, new_lot, static_instant
+from engine.state import Store
+
+
+def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, store: Store) -> pl.DataFrame:
+    """`effects` (the running path's, in ledger order, with accounts) with its LOT credits' lots
+    made in `store`, those that vest moved to DEFERRED, and the due maturities and expiries of
+    the participants' lots inserted before the event that touched them."""
+    lot_assets = {catalog.asset_sids[s] for s, a in catalog.assets.items() if a.inventory_mode == "LOT"}
+    credits = effects.with_row_index("_row").filter(
+        (pl.col("action_type") == "CREDIT") & pl.col("asset_id").is_in(list(lot_assets)))
+    holders = {eid for (etype, eid, _), lots in store.lots.items() if etype == "PARTICIPANT" and lots}
+    holders.update(credits["entity_id"].to_list())
+    if not holders:
+        return effects
+    actions = {(r.sid, a.index): (p, r, a) for p in catalog.programs.values() for r in p.active_rules for a in r.actions}
+    made: dict[int, list[tuple]] = {}  # pos -> its LOT credits, in ledger order
+    for row in credits.iter_rows(named=True):
+        made.setdefault(row["pos"], []).append(row)
+    timed: list[dict] = []
+    vesting: list[int] = []  # rows of `effects` whose credit goes to DEFERRED
+    touching = runnable.filter(pl.col("subject_id").is_in(list(holders))).sort("pos")
+    for pos, pid, now, key in touching.select("pos", "subject_id", "event_timestamp", "idempotency_key").iter_rows():
+        for lots in store.participant_lots(pid):
+            apply_due(store, lots, now, timed, pos)
+        for c in made.get(pos, ()):
+            program, rule, action = actions[(c["rule_id"], c["action_index"])]
+            spec = lot_spec(SimpleNamespace(operation=None, program=program, key=key), rule.version, action.index)
+            spec.update(expires_at=static_instant(action.expires_at, now),
+                        matures_at=static_instant(action.matures_at, now))
+            bucket = "DEFERRED" if deferred(spec["matures_at"], now) else "AVAILABLE"
+            if bucket == "DEFERRED":
+                vesting.append(c["_row"])
+            holder = ("PARTICIPANT", pid, c["asset_id"])
+            store.lots.setdefault(holder, []).append(new_lot(spec, (*holder, bucket), c["amount"], now))
+            store.lot_assets.add(c["asset_id"])
+            store.dirty_lots.add(spec["id"])
+    if vesting:
+        vest = pl.int_range(pl.len()).is_in(vesting)
+        effects = effects.with_columns(to_bucket=pl.when(vest).then(pl.lit("DEFERRED")).otherwise("to_bucket"))
+    if not timed:
+        return effects
+    due = pl.DataFrame(timed, schema=effects.schema).select(effects.columns)
+    # (stable: a participant's due changes of several assets keep the kernel's order)
+    return pl.concat([effects, due]).sort("pos", "rule_order", "action_index", maintain_order=True)
