@@ -22,7 +22,7 @@ from decimal import Decimal
 
 import polars as pl
 
-from engine import amounts, running, running_lots
+from engine import amounts, running, setwise_lots
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS, event_dicts
@@ -76,7 +76,7 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
             if done is not None:
                 outcome = _finish(events, done.effects.sort("pos", "rule_order", "action_index"), done.status,
                                   done.evaluations, _Stats())
-                outcome.effects = running_lots.settle(outcome.effects, runnable, catalog, store)
+                outcome.effects = setwise_lots.settle(outcome.effects, runnable, catalog, store)
                 outcome.conditions_precomputed, outcome.running_rounds = done.conditions, done.rounds
                 return outcome
         return _execute_sequential(events, runnable, catalog, store, row_path)
@@ -112,7 +112,11 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
         first_fail.join(short.select("pos"), on="pos", how="anti").select(
             "pos", "error_code", "error_message", "rule_order"),
     ])
-    return _finish(events, eff, fail_all, _concat(evals, EVAL_SCHEMA | {"rule_order": pl.Int64}), stats)
+    outcome = _finish(events, eff, fail_all, _concat(evals, EVAL_SCHEMA | {"rule_order": pl.Int64}), stats)
+    # lots the batch's participants hold (of other programs' LOT assets) mature and expire as its
+    # events touch them
+    outcome.effects = setwise_lots.settle(outcome.effects, runnable, catalog, store)
+    return outcome
 
 
 def _finish(events: pl.DataFrame, eff: pl.DataFrame, failures: pl.DataFrame, evals: pl.DataFrame,

@@ -87,7 +87,7 @@ def program_unsupported(program: CompiledProgram, writers: dict | None = None) -
 def _running_value(a: CompiledAction) -> bool:
     """A CREDIT or DEBIT the running path models: of an UNLIMITED asset into AVAILABLE, SIMPLE,
     or a LOT credit whose instants are static (its lots cannot change any event's outcome, so
-    they are made afterwards: engine/running_lots.py)."""
+    they are made afterwards: engine/setwise_lots.py)."""
     if a.asset.issuance_policy != "UNLIMITED" or a.bucket not in (None, "AVAILABLE"):
         return False
     if a.asset.inventory_mode == "SIMPLE":

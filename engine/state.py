@@ -136,9 +136,7 @@ class Store:
         for row in rows("participants_by_id"):
             self.add_person(Person(*row))
         for row in rows("entity_lots", named=True):
-            lot = Lot(**{k: (Decimal(v) if k in ("amount", "remaining") else v) for k, v in row.items()})
-            self.lots.setdefault((lot.entity_type, lot.entity_id, lot.asset_id), []).append(lot)
-            self.lot_assets.add(lot.asset_id)
+            self._add_lot(row)
         for etype, eid, kind, key, text, number, reset_us, last in rows("entity_states"):
             st = self.states.setdefault((etype, eid), EntityState())
             if kind == "TAG":
@@ -150,6 +148,22 @@ class Store:
         for pid, tier_id, *held in rows("entity_tiers"):
             self.states.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(*held)
         self.loaded.update(ids)
+
+    def load_due_lots(self, entity_ids: list[str], until: datetime) -> None:
+        """The lots with a change due by `until` of the entities not preloaded (whose lots are
+        all loaded already): enough to apply every due change up to `until`."""
+        ids = [i for i in set(entity_ids) if i not in self.loaded]
+        if not ids:
+            return
+        due = db.frame(self.con, statement("lookups.sql", "entity_due_lots"), {"until": until},
+                       stage_entities=pl.DataFrame({"id": ids}, schema={"id": pl.String}))
+        for row in due.iter_rows(named=True):
+            self._add_lot(row)
+
+    def _add_lot(self, row: dict) -> None:
+        lot = Lot(**{k: (Decimal(v) if k in ("amount", "remaining") else v) for k, v in row.items()})
+        self.lots.setdefault((lot.entity_type, lot.entity_id, lot.asset_id), []).append(lot)
+        self.lot_assets.add(lot.asset_id)
 
     def redemption(self, program_id: str, key: str) -> Redemption | None:
         if (program_id, key) not in self.redemptions:

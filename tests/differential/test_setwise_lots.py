@@ -1,4 +1,4 @@
-"""LOT credits on the running-state path (engine/running_lots.py) against the oracle.
+"""Lots on the set-wise paths (engine/setwise_lots.py) against the oracle.
 
 The running path decides a batch set-wise and makes its lots afterwards, replaying each lot
 holder's events in stream order: the maturities and expiries due before each event (also before
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta
 
 import hypothesis.strategies as st
 from hypothesis import given, settings
@@ -26,6 +27,7 @@ from tests.differential.test_ledger_vs_oracle import check
 
 EXAMPLES = int(os.environ.get("PERKFLOW_LEDGER_EXAMPLES", "300")) // 2
 T = "2025-03-01T"
+START = datetime(2025, 3, 1, 8, 0)
 CONDITIONS = ['event.type == "buy"', "true", '"vip" in participant.tags',
               '"n" in participant.counters && participant.counters.n >= 2.0']
 EXPIRES = [None, "0s", "1h", "90m", "3h"]  # (an RFC 3339 instant: the oracle reads durations only)
@@ -72,7 +74,7 @@ def scenarios(draw) -> tuple[L.LedgerScenario, list[bool]]:
             data = {"type": draw(st.sampled_from(["buy", "buy", "join", "spend", "other"]))}
             if draw(st.booleans()):
                 data["amount"] = draw(st.sampled_from([1, 4, 7.5]))
-            at = f"{T}{8 + minute // 60:02d}:{minute % 60:02d}:00Z"
+            at = (START + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
             rows.append(S.Row(S.PROGRAM, f"k{n}", draw(st.sampled_from(["u1", "u2"])), at, json.dumps(data)))
             n += 1
         batches.append(rows)
@@ -106,3 +108,20 @@ def test_running_path_lots_equal_oracle(case):
         running.run = original
     # the batches without an operation went through running.run, and it decided each of them
     assert decided == [True] * sum(running_batches), f"running path: {decided}, batches: {running_batches}"
+
+
+def test_stateless_program_touches_lots_of_another_program():
+    """Found while building the running path's lots: the set-based path (a program whose rules
+    read only the event) never applied the due changes of lots its participants hold from another
+    program. u1's lot of 5 expires at 09:00; the club's event at 10:00 touches u1, so the expiry
+    happens there (semantics.md 3), as the oracle and the kernel write it."""
+    club = {"program": {"key": "club", "name": "Club"}, "assets": [{"symbol": "CP", "name": "Club points", "scale": 0}],
+            "rules": [{"name": "Earn", "key": "earn", "condition": 'event.type == "buy"',
+                       "actions": [{"type": "CREDIT", "asset": "CP", "amount": "1"}]}]}
+    shop = program([{"name": "Lot", "key": "lot", "order": 10, "condition": 'event.type == "lot"',
+                     "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "1h"}]}])
+    check(L.LedgerScenario(
+        [shop, club],
+        [[S.Row(S.PROGRAM, "k0", "u1", f"{T}08:00:00Z", json.dumps({"type": "lot"}))],
+         [S.Row("club", "k1", "u1", f"{T}10:00:00Z", json.dumps({"type": "buy"})),
+          S.Row("club", "k2", "u2", f"{T}10:00:00Z", json.dumps({"type": "buy"}))]], [[], []]))

@@ -1,13 +1,14 @@
-"""Lots on the running-state path: what engine.kernel does for lots, replayed once the running
-path (engine/running.py) has settled the batch's outcome.
+"""Lots on the set-wise paths: what engine.kernel does for lots, replayed once the running path
+(engine/running.py) or the set-based path (engine/execute.py) has settled the batch's outcome.
 
 Lots cannot change an event's outcome there: engine.plan sends a batch to the kernel when a rule
-debits a LOT asset, holds it, or reads its balance. So the running path decides every event
-without them, and afterwards, per participant that holds lots or gets some, one event at a time
-in stream order as the kernel does: first the maturities and expiries due by the event's `now`
+debits a LOT asset, holds it, or reads its balance. So those paths decide every event without
+them, and afterwards, per participant that holds lots or gets some, one event at a time in
+stream order as the kernel does: first the maturities and expiries due by the event's `now`
 (semantics.md 3; they stand even if the event failed: engine.lots.apply_due), then the lots the
-event's LOT credits make (into DEFERRED while they vest). The effects come out in the kernel's
-order, so the ledger is the kernel's byte for byte (tests/differential/test_running_vs_oracle.py).
+event's LOT credits make (into DEFERRED while they vest; only the running path has LOT credits).
+The effects come out in the kernel's order, so the ledger is the kernel's entry for entry
+(tests/differential/test_setwise_lots.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, stor
     """`effects` (the running path's, in ledger order, with accounts) with its LOT credits' lots
     made in `store`, those that vest moved to DEFERRED, and the due maturities and expiries of
     the participants' lots inserted before the event that touched them."""
+    store.load_due_lots(runnable["subject_id"].unique().to_list(), runnable["event_timestamp"].max())
     lot_assets = {catalog.asset_sids[s] for s, a in catalog.assets.items() if a.inventory_mode == "LOT"}
     credits = effects.with_row_index("_row").filter(
         (pl.col("action_type") == "CREDIT") & pl.col("asset_id").is_in(list(lot_assets)))
