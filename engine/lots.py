@@ -168,6 +168,13 @@ def due_changes(lots: list[Lot], now: datetime) -> list[tuple[datetime, str, Lot
     return sorted(due, key=lambda d: (d[0], d[1] != "MATURITY", d[2].created_at, d[2].id))
 
 
+def next_due(lots: list[Lot]) -> datetime | None:
+    """The first instant at which due_changes(lots, instant) is not empty (None: never)."""
+    instants = [at for lot in lots if lot.remaining > 0 and lot.status in ("AVAILABLE", "DEFERRED", "HELD")
+                for at in (lot.expires_at, lot.matures_at if lot.status == "DEFERRED" else None) if at is not None]
+    return min(instants, default=None)
+
+
 def apply_due(store, lots: list[Lot], now: datetime, effects: list, pos: int) -> None:
     """Write the due maturities and expiries of `lots` into the committed state and `effects`."""
     for i, (instant, kind, lot) in enumerate(due_changes(lots, now)):

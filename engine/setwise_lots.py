@@ -13,12 +13,13 @@ The effects come out in the kernel's order, so the ledger is the kernel's entry 
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import SimpleNamespace
 
 import polars as pl
 
 from engine.catalog import Catalog
-from engine.lots import apply_due, deferred, lot_spec, new_lot, static_instant
+from engine.lots import apply_due, deferred, lot_spec, new_lot, next_due, static_instant
 from engine.state import Store
 
 
@@ -41,9 +42,16 @@ def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, stor
     timed: list[dict] = []
     vesting: list[int] = []  # rows of `effects` whose credit goes to DEFERRED
     touching = runnable.filter(pl.col("subject_id").is_in(list(holders))).sort("pos")
+    due_at: dict[str, datetime | None] = {}  # participant -> when something of its lots is next due
+
+    def first_due(pid: str) -> datetime | None:
+        return min((at for lots in store.participant_lots(pid) if (at := next_due(lots)) is not None), default=None)
     for pos, pid, now, key in touching.select("pos", "subject_id", "event_timestamp", "idempotency_key").iter_rows():
-        for lots in store.participant_lots(pid):
-            apply_due(store, lots, now, timed, pos)
+        at = due_at[pid] if pid in due_at else first_due(pid)
+        if at is not None and at <= now:  # (most events find nothing due: skip the walk over lots)
+            for lots in store.participant_lots(pid):
+                apply_due(store, lots, now, timed, pos)
+            at = first_due(pid)
         for c in made.get(pos, ()):
             program, rule, action = actions[(c["rule_id"], c["action_index"])]
             spec = lot_spec(SimpleNamespace(operation=None, program=program, key=key), rule.version, action.index)
@@ -53,9 +61,12 @@ def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, stor
             if bucket == "DEFERRED":
                 vesting.append(c["_row"])
             holder = ("PARTICIPANT", pid, c["asset_id"])
-            store.lots.setdefault(holder, []).append(new_lot(spec, (*holder, bucket), c["amount"], now))
+            lot = new_lot(spec, (*holder, bucket), c["amount"], now)
+            store.lots.setdefault(holder, []).append(lot)
             store.lot_assets.add(c["asset_id"])
-            store.dirty_lots.add(spec["id"])
+            store.dirty_lots.add(lot.id)
+            at = min((x for x in (at, next_due([lot])) if x is not None), default=None)
+        due_at[pid] = at
     if vesting:
         vest = pl.int_range(pl.len()).is_in(vesting)
         effects = effects.with_columns(to_bucket=pl.when(vest).then(pl.lit("DEFERRED")).otherwise("to_bucket"))

@@ -11,7 +11,7 @@ Everything is vectorised (numpy draws, Polars string building): 10M events take 
 minutes. The same arguments give byte-identical files.
 
 Workloads are data (`Workload`: assets, rules, an event mix): a feature left out of a workload
-(LOT assets, PREFUNDED wallets in W2) is a new rule or asset dict here, with its line deleted from
+(PREFUNDED wallets in W2) is a new rule or asset dict here, with its line deleted from
 `Workload.substitutions`.
 """
 
@@ -55,6 +55,8 @@ class Workload:
 
 
 PTS = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
+#: W2's LOT asset: status miles, one lot per purchase, vesting 30 days, expiring after 365
+MILES = {"symbol": "MILES", "name": "Status miles", "inventory_mode": "LOT", "issuance_policy": "UNLIMITED", "scale": 0}
 
 
 def _rule(key: str, order: int, condition: str, actions: list[dict], **extra) -> dict:
@@ -100,10 +102,9 @@ W1 = Workload(
 )
 
 _W2_SUBSTITUTIONS = [
-    # The engine supports both (through the sequential kernel); the running-state path, which W2
-    # measures, does not cover them yet, so with them W2 would time the kernel instead.
+    # The engine supports it (through the sequential kernel); the running-state path, which W2
+    # measures, does not cover wallets yet, so with one W2 would time the kernel instead.
     "PREFUNDED asset with a wallet -> left out (the running-state path does not cover wallets yet)",
-    "LOT asset with 365-day expiry and 30-day maturity -> left out (the running-state path does not cover lots yet)",
 ]
 
 
@@ -135,6 +136,9 @@ def _w2_rules(daily_app_budget: int) -> list[dict]:
               [{"type": "DEBIT", "asset": "PTS", "amount": "round(event.amount, 0)"}]),
         _rule("redeem_reward", 910, 'event.type == "redeem"',
               [{"type": "DEBIT", "asset": "PTS", "amount": "event.points"}]),
+        _rule("status_miles", 1000, PURCHASE,
+              [{"type": "CREDIT", "asset": "MILES", "amount": "round(event.amount, 0)",
+                "expires_at": "8760h", "matures_at": "720h"}]),
     ]
 
 
@@ -158,9 +162,9 @@ def workload(name: str, events: int = 0) -> Workload:
         name=name, program_key="bench_w2",
         description=("Stateful: welcome bonus gated by a tag, 5th-purchase bonus on a counter, a gold-tier "
                      "multiplier from participant.tiers, a daily rule budget, refunds and redemptions as DEBITs "
-                     "that can fail.")
+                     "that can fail, status miles as LOT credits vesting 30 days and expiring after 365.")
         + (" Split into 365 daily files, processed in order." if name == "W3" else ""),
-        mix=W2_MIX, assets=[PTS], rules=_w2_rules(max(20, int(daily_app * 0.6) // 20 * 20)), tiers=W2_TIERS,
+        mix=W2_MIX, assets=[PTS, MILES], rules=_w2_rules(max(20, int(daily_app * 0.6) // 20 * 20)), tiers=W2_TIERS,
         daily_files=name == "W3", substitutions=_W2_SUBSTITUTIONS,
     )
 
