@@ -71,7 +71,7 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
     runnable = events.filter(pl.col("pre_code").is_null())
     keys = runnable["program_key"].unique().to_list()
     if (runnable["kind"] == "operation").any() or any(needs_kernel(catalog.programs[k]) for k in keys):
-        if not row_path and running.unsupported(runnable, catalog) is None:
+        if not row_path and len(runnable) >= running.MIN_EVENTS and running.unsupported(runnable, catalog) is None:
             done = running.run(runnable, catalog, store, HELPERS)
             if done is not None:
                 outcome = _finish(events, done.effects.sort("pos", "rule_order", "action_index"), done.status,

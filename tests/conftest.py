@@ -21,3 +21,13 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def quickstart_programs() -> Path:
     return ROOT / "data" / "programs" / "customer_loyalty.yaml"
+
+
+@pytest.fixture(autouse=True)
+def running_path_at_any_size(monkeypatch):
+    """Tests draw small batches: let the running-state path take them (outside tests, batches
+    under engine.running.MIN_EVENTS take the kernel, which is faster there; both paths give the
+    same ledger, and tests/differential/test_setwise_lots.py checks the default threshold)."""
+    import engine.running
+
+    monkeypatch.setattr(engine.running, "MIN_EVENTS", 0)

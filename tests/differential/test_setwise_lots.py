@@ -125,3 +125,20 @@ def test_stateless_program_touches_lots_of_another_program():
         [[S.Row(S.PROGRAM, "k0", "u1", f"{T}08:00:00Z", json.dumps({"type": "lot"}))],
          [S.Row("club", "k1", "u1", f"{T}10:00:00Z", json.dumps({"type": "buy"})),
           S.Row("club", "k2", "u2", f"{T}10:00:00Z", json.dumps({"type": "buy"}))]], [[], []]))
+
+
+def test_small_batches_take_the_kernel_and_give_the_same_ledger(monkeypatch):
+    """Below running.MIN_EVENTS a batch takes the kernel (the running path's fixed cost per pass
+    is larger there); at the default threshold a batch one event short of it is not given to the
+    running path, one at it is, and the ledgers are the oracle's either way."""
+    monkeypatch.setattr(running, "MIN_EVENTS", int(os.environ.get("PERKFLOW_RUNNING_MIN_EVENTS") or 500))
+    rules = [{"name": "Lot", "key": "lot", "order": 10, "condition": 'event.type == "buy"',
+              "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "90m", "matures_at": "30m"}]}]
+    original = running.run
+    for n in (running.MIN_EVENTS - 1, running.MIN_EVENTS):
+        rows = [S.Row(S.PROGRAM, f"k{i}", f"u{i % 7}", (START + timedelta(minutes=7 * i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      json.dumps({"type": ["buy", "spend", "join"][i % 3]})) for i in range(n)]
+        calls = []
+        monkeypatch.setattr(running, "run", lambda *a, **k: calls.append(1) or original(*a, **k))
+        check(L.LedgerScenario([program(rules)], [rows], [[]]))
+        assert len(calls) == (n >= running.MIN_EVENTS), f"{n} events: running path called {len(calls)} times"
