@@ -324,7 +324,8 @@ def _create(store: Store, external_id: str, now: datetime) -> str:
     person = Person(str(ids.participant_id(external_id)), external_id, "ACTIVE", now)
     store.add_person(person)
     store.created.append(person)
-    store.loaded.add(person.id)
+    store.loaded.add(person.id)  # nothing of it is in the ledger yet
+    store.lots_loaded.add(person.id)
     return person.id
 
 

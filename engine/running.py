@@ -87,7 +87,7 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
     """The batch's outcome on the running path, or None when it does not settle (or some
     state-reading expression has no exact vectorised form): the caller takes the kernel path."""
     g = runnable.sort("pos").with_columns(pid=pl.col("subject_id"))
-    store.preload(g["pid"].unique().to_list(), [])
+    store.preload(g["pid"].unique().to_list(), [], lots=False)  # (lots: engine/setwise_lots.py)
     f = _features(g, catalog, store)
     if f is None:
         _trace("running path declined: opening state it does not model (a counter key with another "

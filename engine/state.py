@@ -105,6 +105,8 @@ class Store:
         self.dirty_people: set[str] = set()  # participants whose status changed
         self.lots: dict[tuple[str, str, str], list[Lot]] = {}  # (entity type, id, asset) -> its lots
         self.lot_assets: set[str] = set()  # the assets in `lots`: finds a holder's lots without a scan
+        self.lots_loaded: set[str] = set()  # entities whose live lots are all in `lots`
+        self.lot_ids: set[str] = set()  # the ids of the lots loaded from the ledger
         self.dirty_lots: set[str] = set()
         usage = db.frame(con, statement("lookups.sql", "reward_usage"))
         self.reward_counts: dict[tuple[str, str], int] = {(r, p): n for r, p, n in usage.iter_rows()}
@@ -120,24 +122,31 @@ class Store:
         budgets = {(r, a, p): Decimal(c) for r, a, p, c in usage.iter_rows()}
         return cls(con, budgets)
 
-    def preload(self, entity_ids: list[str], people: list[Person]) -> None:
-        """Bulk-load balances and state of the entities (participants, programs) a batch names."""
+    def preload(self, entity_ids: list[str], people: list[Person], *, lots: bool = True) -> None:
+        """Bulk-load balances and state of the entities (participants, programs) a batch names,
+        and all their live lots unless `lots` is False (the set-wise paths need only the lots
+        with something due: load_due_lots)."""
         for p in people:
             self.add_person(p)
         ids = [i for i in set(entity_ids) if i not in self.loaded]
-        if not ids:
-            return
-        entities = pl.DataFrame({"id": ids}, schema={"id": pl.String})
+        if ids:
+            self._load_state(ids)
+        need = [i for i in set(entity_ids) if i not in self.lots_loaded] if lots else []
+        if need:
+            for row in self._rows("entity_lots", need, named=True):
+                self._add_lot(row)
+            self.lots_loaded.update(need)
 
-        def rows(name: str, **kw):
-            return db.frame(self.con, statement("lookups.sql", name), stage_entities=entities).iter_rows(**kw)
-        for t, e, a, b, amt in rows("entity_balances"):
+    def _rows(self, name: str, ids: list[str], params: dict | None = None, **kw):
+        entities = pl.DataFrame({"id": ids}, schema={"id": pl.String})
+        return db.frame(self.con, statement("lookups.sql", name), params, stage_entities=entities).iter_rows(**kw)
+
+    def _load_state(self, ids: list[str]) -> None:
+        for t, e, a, b, amt in self._rows("entity_balances", ids):
             self.balances[(t, e, a, b)] = Decimal(amt)
-        for row in rows("participants_by_id"):
+        for row in self._rows("participants_by_id", ids):
             self.add_person(Person(*row))
-        for row in rows("entity_lots", named=True):
-            self._add_lot(row)
-        for etype, eid, kind, key, text, number, reset_us, last in rows("entity_states"):
+        for etype, eid, kind, key, text, number, reset_us, last in self._rows("entity_states", ids):
             st = self.states.setdefault((etype, eid), EntityState())
             if kind == "TAG":
                 st.tags.add(key)
@@ -145,25 +154,26 @@ class Store:
                 st.attributes[key] = text
             else:
                 st.counters[key] = Counter(Decimal(number), None if reset_us is None else timedelta(microseconds=reset_us), last)
-        for pid, tier_id, *held in rows("entity_tiers"):
+        for pid, tier_id, *held in self._rows("entity_tiers", ids):
             self.states.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(*held)
         self.loaded.update(ids)
 
     def load_due_lots(self, entity_ids: list[str], until: datetime) -> None:
-        """The lots with a change due by `until` of the entities not preloaded (whose lots are
-        all loaded already): enough to apply every due change up to `until`."""
-        ids = [i for i in set(entity_ids) if i not in self.loaded]
-        if not ids:
-            return
-        due = db.frame(self.con, statement("lookups.sql", "entity_due_lots"), {"until": until},
-                       stage_entities=pl.DataFrame({"id": ids}, schema={"id": pl.String}))
-        for row in due.iter_rows(named=True):
-            self._add_lot(row)
+        """The lots with a change due by `until` of the entities whose lots are not all loaded:
+        enough to apply every due change up to `until` (a lot with nothing due by then changes
+        nothing before it)."""
+        ids = [i for i in set(entity_ids) if i not in self.lots_loaded]
+        if ids:
+            for row in self._rows("entity_due_lots", ids, {"until": until}, named=True):
+                self._add_lot(row)
 
     def _add_lot(self, row: dict) -> None:
+        if row["id"] in self.lot_ids:  # (loaded already, as a due lot)
+            return
         lot = Lot(**{k: (Decimal(v) if k in ("amount", "remaining") else v) for k, v in row.items()})
         self.lots.setdefault((lot.entity_type, lot.entity_id, lot.asset_id), []).append(lot)
         self.lot_assets.add(lot.asset_id)
+        self.lot_ids.add(lot.id)
 
     def redemption(self, program_id: str, key: str) -> Redemption | None:
         if (program_id, key) not in self.redemptions:
