@@ -13,6 +13,7 @@ import json
 import uuid
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://perkflow.dev/ids")
+_NAMESPACE_BYTES = NAMESPACE.bytes
 
 #: System accounts are entities with fixed ids.
 SYSTEM_ACCOUNTS = ("SYSTEM_ISSUANCE", "SYSTEM_BREAKAGE", "SYSTEM_REDEMPTION")
@@ -21,6 +22,16 @@ SYSTEM_ACCOUNTS = ("SYSTEM_ISSUANCE", "SYSTEM_BREAKAGE", "SYSTEM_REDEMPTION")
 def name_id(kind: str, *parts: str) -> uuid.UUID:
     """UUIDv5 of `kind:part1:part2...`."""
     return uuid.uuid5(NAMESPACE, ":".join((kind, *parts)))
+
+
+def name_id_text(kind: str, *parts: str) -> str:
+    """str(name_id(...)), for ids made per event or per lot: the same UUIDv5 (RFC 4122: SHA-1 of
+    namespace and name, version and variant bits set) without building UUID objects, ~3x faster."""
+    b = bytearray(hashlib.sha1(_NAMESPACE_BYTES + ":".join((kind, *parts)).encode()).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def program_id(program_key: str) -> uuid.UUID:

@@ -206,6 +206,6 @@ def lot_spec(ev, version: str, index: int, expires_at=None, matures_at=None) -> 
     """The lot a credit creates: its id names the event or operation (`ev`: program, key,
     operation) and the action that made it, so the same input always makes the same lot."""
     kind = "operation" if ev.operation else "event"
-    return {"id": str(ids.name_id("lot", kind, str(ev.program.id), ev.key, version, str(index))),
+    return {"id": ids.name_id_text("lot", kind, str(ev.program.id), ev.key, version, str(index)),
             "program_id": str(ev.program.id), "expires_at": expires_at, "matures_at": matures_at}
 
