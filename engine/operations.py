@@ -286,7 +286,7 @@ def _transfer(o: _Op) -> None:
         ext = r.get("external_id") if isinstance(r, dict) else None
         if not ext:
             raise ActionFailed(INVALID, "transfer: every recipient needs an external_id")
-        rid = o.tx.store.find_external(ext)
+        rid = o.tx.store.find_external(ext, o.op.pos)  # as of this point of the stream (semantics.md 3)
         if rid is None:
             raise ActionFailed("participant_not_found", f"transfer: recipient {ext!r} not found")
         if rid == pid:

@@ -179,20 +179,70 @@ def _op(key: str, operation: str, who: str | None, at: str, params: dict) -> L.O
     return L.OpRow(S.PROGRAM, key, operation, who, T + at, json.dumps(params))
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: intake decides participant_not_found for operations before the "
-                                       "stream runs, so a participant created by an earlier event's target is unknown")
-def test_bug_operation_on_participant_created_by_a_target():
+# Found by the property test; the engine was wrong and has been fixed.
+def test_regression_operation_on_participant_created_by_a_target():
     # decisions.md: a participant is created by "an action target ... that names an unknown external
     # id" in a CREATE program, and operations name an existing participant. k0 (09:00) creates u2 as
     # its target; the tag operation on u2 at 10:00 comes after it in the stream (semantics.md 3), so
-    # it completes (oracle). Engine: FAILED participant_not_found (engine/intake.py decides
-    # existence from events' subjects and recipients only).
-    check(L.LedgerScenario(
+    # it completes. The engine failed it with participant_not_found: engine/intake.py decided
+    # existence from events' subjects and recipients only, before the stream ran (now such a row is
+    # deferred to its turn in the kernel).
+    result = _both(L.LedgerScenario(
         [_program([{"name": "Refer", "key": "refer", "condition": "true",
                     "actions": [{"type": "TAG", "tag": "referred",
                                  "target": {"type": "PARTICIPANT", "external_id": "event.friend"}}]}])],
         [[_ev("k0", "u1", "09:00:00Z", {"friend": "u2"})]],
         [[_op("o0", "tag", "u2", "10:00:00Z", {"tag": "vip"})]]))
+    assert result.operations[("shop", "o0")] == ("COMPLETED", None)
+    assert result.participants["u2"]["tags"] == ["referred", "vip"]
+
+
+# Found while fixing the test above (the same cause); the engine was wrong and has been fixed.
+def test_regression_event_of_a_reject_program_for_a_participant_created_by_a_target():
+    # The same for an event: club (REJECT) finds u2 at 10:00, created at 09:00 by shop's target, and
+    # u2 is enrolled in club by that event. Before it (08:00) u2 does not exist: participant_not_found.
+    sc = L.LedgerScenario(
+        [_program([{"name": "Refer", "key": "refer", "condition": "has(event.friend)",
+                    "actions": [{"type": "TAG", "tag": "referred",
+                                 "target": {"type": "PARTICIPANT", "external_id": "event.friend"}}]}]),
+         _program([{"name": "Visit", "key": "visit", "condition": "true",
+                    "actions": [{"type": "COUNTER", "key": "visits", "value": "1"}]}],
+                  key=S.OTHER, name="Club", on_unknown_participant="REJECT")],
+        [[S.Row(S.OTHER, "c0", "u2", T + "08:00:00Z", "{}"), _ev("k0", "u1", "09:00:00Z", {"friend": "u2"}),
+          S.Row(S.OTHER, "c1", "u2", T + "10:00:00Z", "{}")]], [[]])
+    result = _both(sc)
+    assert result.events[(S.OTHER, "c0")] == ("FAILED", "participant_not_found")
+    assert result.events[(S.OTHER, "c1")] == ("COMPLETED", None)
+    assert result.participants["u2"] == {"tags": ["referred"], "counters": {"visits": D(1)}, "attributes": {}}
+    with tempfile.TemporaryDirectory() as tmp:  # enrolled in club by c1 (the oracle does not model enrollments)
+        d = Path(tmp)
+        prog_dir, _, runs = _write(d, sc)
+        for ev_file, op_file in runs:
+            run_batch(prog_dir, ev_file, d / "ledger.duckdb", operations=op_file)
+        with duckdb.connect(str(d / "ledger.duckdb"), read_only=True) as con:
+            enrolled = con.execute(
+                "SELECT pr.key, e.enrolled_at = TIMESTAMPTZ '2025-03-01 10:00:00+00' FROM enrollments e "
+                "JOIN programs pr ON pr.id = e.program_id JOIN participants pa ON pa.id = e.participant_id "
+                "WHERE pa.external_id = 'u2'").fetchall()
+    assert enrolled == [(S.OTHER, True)]
+
+
+# Found while fixing the tests above (the same cause); the engine was wrong and has been fixed.
+def test_regression_a_target_creates_a_participant_whose_first_event_comes_later():
+    # decisions.md: created_at is the creating event's timestamp, and a target creates. k0's target
+    # creates u2 at 09:00; u2's own first event (k1, 10:00) finds it. The engine created u2 at intake
+    # for the whole batch, from k1 (created_at 10:00), so the target found it instead of creating
+    # it. The second batch (k2) reads created_at back from the ledger.
+    result = _both(L.LedgerScenario(
+        [_program([{"name": "Refer", "key": "refer", "condition": "has(event.friend)",
+                    "actions": [{"type": "TAG", "tag": "referred",
+                                 "target": {"type": "PARTICIPANT", "external_id": "event.friend"}}]},
+                   {"name": "Early", "key": "early",
+                    "condition": 'participant.created_at < timestamp("2025-03-01T09:30:00Z")',
+                    "actions": [{"type": "COUNTER", "key": "early", "value": "1"}]}])],
+        [[_ev("k0", "u1", "09:00:00Z", {"friend": "u2"}), _ev("k1", "u2", "10:00:00Z", {})],
+         [_ev("k2", "u2", "11:00:00Z", {})]], [[], []]))
+    assert result.participants["u2"]["counters"] == {"early": D(2)}
 
 
 def _both(sc: L.LedgerScenario) -> OracleResult:
@@ -255,18 +305,20 @@ def test_regression_operations_check_the_participant_before_their_params():
         ("shop", key): ("FAILED", "participant_inactive") for key in ("o1", "o2", "o3")}
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a transfer finds a recipient that an event creates later in the "
-                                       "same batch (participants are created at intake for the whole batch)")
-def test_bug_transfer_to_a_participant_created_later_in_the_stream():
+# Found by the property test; the engine was wrong and has been fixed.
+def test_regression_transfer_to_a_participant_created_later_in_the_stream():
     # semantics.md 3 and decisions.md: participants exist from the event that creates them, in
     # stream order. u2's first event is at 09:00; u1's transfer to u2 at 08:00 names a participant
-    # that does not exist yet: participant_not_found (oracle). The engine finds u2 and fails the
-    # transfer for u1's balance instead (insufficient_balance); with a balance it would complete.
-    check(L.LedgerScenario(
+    # that does not exist yet: participant_not_found. The engine found u2 (participants were created
+    # at intake for the whole batch) and failed the transfer for u1's balance instead
+    # (insufficient_balance); with a balance it would have completed.
+    result = _both(L.LedgerScenario(
         [_program([{"name": "Earn", "key": "earn", "condition": "true",
                     "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "5"}]}])],
         [[_ev("k0", "u1", "07:00:00Z", {}), _ev("k1", "u2", "09:00:00Z", {})]],
-        [[_op("o0", "transfer", "u1", "08:00:00Z", {"asset": "PTS", "recipients": [{"external_id": "u2", "amount": "1"}]})]]))
+        [[_op("o0", "transfer", "u1", "08:00:00Z", {"asset": "PTS", "recipients": [{"external_id": "u2", "amount": "1"}]}),
+          _op("o1", "transfer", "u1", "10:00:00Z", {"asset": "PTS", "recipients": [{"external_id": "u2", "amount": "1"}]})]]))
+    assert result.operations == {("shop", "o0"): ("FAILED", "participant_not_found"), ("shop", "o1"): ("COMPLETED", None)}
 
 
 # Found while probing the strategies' edge cases; the engine was wrong and has been fixed.
