@@ -16,7 +16,7 @@ rules in ascending `order`; a failing action fails the whole event. How it runs:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from decimal import Decimal
 
@@ -62,12 +62,14 @@ class Outcome:
     conditions_precomputed: int = 0  # (event, rule) conditions evaluated set-wise before the kernel
     conditions_sequential: int = 0   # ... and evaluated in the kernel against state
     running_rounds: int = 0          # rounds of the running-state path (engine/running.py), if it ran
+    resolved: list[int] = field(default_factory=list)  # deferred rows (engine/intake.py) that passed step 1
 
 
 def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: bool = False) -> Outcome:
     """`events`: pos (stream order), program_key, subject_id, recipient_uuid, entity_id,
-    pre_code/pre_message (a failure decided before rules, e.g. participant_not_found),
-    event_timestamp, event. `store`: committed balances and state, loaded on demand."""
+    pre_code/pre_message (a failure decided before rules, e.g. participant_not_found), `deferred`
+    with found_code/found_message (engine/intake.py), event_timestamp, event. `store`: committed
+    balances and state, loaded on demand."""
     runnable = events.filter(pl.col("pre_code").is_null())
     keys = runnable["program_key"].unique().to_list()
     if (runnable["kind"] == "operation").any() or any(needs_kernel(catalog.programs[k]) for k in keys):
@@ -79,7 +81,10 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
                 outcome.effects = setwise_lots.settle(outcome.effects, runnable, catalog, store)
                 outcome.conditions_precomputed, outcome.running_rounds = done.conditions, done.rounds
                 return outcome
-        return _execute_sequential(events, runnable, catalog, store, row_path)
+        # deferred rows are decided at their turn in the kernel; elsewhere no action target
+        # creates participants (programs with targets take the kernel), so intake's failure stands
+        return _execute_sequential(events, events.filter(pl.col("pre_code").is_null() | pl.col("deferred")),
+                                   catalog, store, row_path)
     # Only the opening balances matter here (debits are settled set-wise): one query, not the
     # store's full per-entity state.
     opening = db.frame(store.con, statement("lookups.sql", "opening_balances"),
@@ -163,10 +168,10 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
         if kind == "event":  # rules apply to events; operations carry their own meaning
             _precompute(_Frame(sub), program, pre, stats, row_path)
         dicts = event_dicts(sub["event"])
-        for pos, subject, recipient, now, ev, op, key in zip(
+        for pos, subject, recipient, now, ev, op, key, deferred in zip(
                 sub["pos"], sub["subject_id"], sub["recipient_uuid"], sub["event_timestamp"], dicts, sub["operation"],
-                sub["idempotency_key"]):
-            kernel_events.append(KernelEvent(pos, program, subject, recipient, now, ev or {}, op, key))
+                sub["idempotency_key"], _deferrals(sub)):
+            kernel_events.append(KernelEvent(pos, program, subject, recipient, now, ev or {}, op, key, deferred))
     kernel_events.sort(key=lambda e: e.pos)
     entity_ids = pl.concat([runnable["subject_id"], runnable["recipient_uuid"]]).drop_nulls().unique().to_list()
     store.preload(entity_ids + [str(catalog.programs[k].id) for k in catalog.programs], [])
@@ -174,7 +179,7 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
     failures = [(pos, code, msg) for pos, (code, msg) in result.failures.items()]
     fail_all = pl.concat([
         pl.DataFrame(failures, schema={"pos": pl.Int64, "error_code": pl.String, "error_message": pl.String}, orient="row"),
-        events.filter(pl.col("pre_code").is_not_null()).select(
+        events.filter(pl.col("pre_code").is_not_null() & ~pl.col("deferred")).select(
             "pos", error_code="pre_code", error_message="pre_message"),
     ])
     status = events.select("pos").join(fail_all, on="pos", how="left").with_columns(
@@ -183,7 +188,17 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
     evals = pl.DataFrame(result.evaluations, schema=EVAL_SCHEMA)
     return Outcome(status=status, effects=eff, evaluations=evals, vectorised=stats.vectorised,
                    row_evaluated=stats.row, sequential_events=len(kernel_events),
-                   conditions_precomputed=result.looked_up, conditions_sequential=result.evaluated)
+                   conditions_precomputed=result.looked_up, conditions_sequential=result.evaluated,
+                   resolved=result.resolved)
+
+
+def _deferrals(sub: pl.DataFrame) -> list:
+    """Per row, KernelEvent.deferred: None, or (intake's failure, the outcome if found)."""
+    if not sub["deferred"].any():
+        return [None] * len(sub)
+    return [((code, message), None if found is None else (found, found_message)) if deferred else None
+            for deferred, code, message, found, found_message in sub.select(
+                "deferred", "pre_code", "pre_message", "found_code", "found_message").iter_rows()]
 
 
 def _precompute(frame: _Frame, program: CompiledProgram, pre: Precomputed, stats: _Stats, row_path: bool) -> None:

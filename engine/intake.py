@@ -4,7 +4,9 @@ Every row ends in exactly one place (semantics.md 1.7): rejected (with a reason)
 an event already seen, or a new event to process. Participants are resolved with the sequential
 meaning of semantics.md 5.1: an unknown external id is created by its first event (in stream
 order) in a program that creates participants; earlier events that needed it fail with
-`participant_not_found`.
+`participant_not_found`. An action target can also create a participant (docs/decisions.md), but
+only while the stream runs: where one could, a row's `participant_not_found` is `deferred` to the
+sequential kernel, which decides it at the row's turn (engine/kernel.py).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class Intake:
     events: pl.DataFrame    # new events in stream order, with `pos`, ids and pre-failures
     rejected: pl.DataFrame  # source, row_number, reason, message, raw
     duplicates: int
-    participants: pl.DataFrame  # new participants: id, external_id, created_at
+    participants: pl.DataFrame  # new participants: id, external_id, created_at, created_pos
     enrollments: pl.DataFrame   # participant_id, program_id, enrolled_at
 
 
@@ -175,27 +177,60 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     def exists(id_col: str, from_col: str) -> pl.Expr:
         return pl.col(id_col).is_in(known_list) | (pl.col(from_col).is_not_null() & (pl.col(from_col) <= pl.col("pos")))
 
-    # semantics.md 5.1: the participant (and recipient) first, then the program's status
-    subject_missing = pl.col("needs_participant") & ~exists("subject_id", "subj_from")
-    recipient_missing = pl.col("recipient_uuid").is_not_null() & ~exists("recipient_uuid", "rec_from")
-    df = df.with_columns(
-        pre_code=pl.when((subject_missing | recipient_missing) & pl.col("rejects")).then(pl.lit("participant_not_found"))
-        .when(~pl.col("program_active")).then(pl.lit("program_inactive"))
-        .when(subject_missing | recipient_missing).then(pl.lit("participant_not_found"))
-        .otherwise(None),
-    ).with_columns(
-        pre_message=pl.when(pl.col("pre_code") == "program_inactive")
-        .then(pl.concat_str(pl.lit("program "), pl.col("program_key"), pl.lit(" is not ACTIVE")))
-        .when(pl.col("pre_code") == "participant_not_found")
-        .then(pl.lit("participant not found, and the program does not create participants (on_unknown_participant: REJECT)"))
-        .otherwise(None),
-        entity_id=pl.coalesce(pl.col("recipient_uuid"), pl.col("subject_id")),
-    ).sort("pos")
-    participants = created.select("id", "external_id", "created_at")
-    ok = df.filter(pl.col("pre_code").is_null())
-    enroll = pl.concat([
-        ok.select("pos", "program_uuid", "event_timestamp", pid="subject_id"),
-        ok.filter(pl.col("recipient_uuid").is_not_null()).select("pos", "program_uuid", "event_timestamp", pid="recipient_uuid"),
+    missing = (pl.col("needs_participant") & ~exists("subject_id", "subj_from")) | (
+        pl.col("recipient_uuid").is_not_null() & ~exists("recipient_uuid", "rec_from"))
+    df = df.with_columns(pre_code=_step_one(missing)).with_columns(
+        pre_message=_message("pre_code"), entity_id=pl.coalesce(pl.col("recipient_uuid"), pl.col("subject_id")))
+    # A participant missing here may still be created by an action target earlier in the stream
+    # (docs/decisions.md), which only the sequential kernel sees: where a program's targets can
+    # create, such a row's participant_not_found is deferred to its turn in the kernel, with the
+    # outcome of step 1 should its participants exist by then (`found_code`).
+    if _targets_create(catalog):
+        df = df.with_columns(deferred=pl.col("pre_code") == "participant_not_found",
+                             found_code=_step_one(pl.lit(False))).with_columns(found_message=_message("found_code"))
+    else:
+        df = df.with_columns(deferred=pl.lit(False), found_code=pl.lit(None, dtype=pl.String),
+                             found_message=pl.lit(None, dtype=pl.String))
+    df = df.sort("pos")
+    participants = created.select("id", "external_id", "created_at", "created_pos")
+    return df, participants, enrollments(df.filter(pl.col("pre_code").is_null()))
+
+
+def _step_one(missing: pl.Expr) -> pl.Expr:
+    """The failure code of semantics.md 5 step 1 for each row (null: it passes), given whether a
+    participant it names (subject or recipient) is `missing`: the participant first, then the
+    program's status."""
+    return (pl.when(missing & pl.col("rejects")).then(pl.lit("participant_not_found"))
+            .when(~pl.col("program_active")).then(pl.lit("program_inactive"))
+            .when(missing).then(pl.lit("participant_not_found"))
+            .otherwise(pl.lit(None, dtype=pl.String)))
+
+
+def _message(code: str) -> pl.Expr:
+    """The message of the step 1 failure in column `code`."""
+    return (pl.when(pl.col(code) == "program_inactive")
+            .then(pl.concat_str(pl.lit("program "), pl.col("program_key"), pl.lit(" is not ACTIVE")))
+            .when(pl.col(code) == "participant_not_found")
+            .then(pl.lit("participant not found, and the program does not create participants "
+                         "(on_unknown_participant: REJECT)"))
+            .otherwise(pl.lit(None, dtype=pl.String)))
+
+
+def _targets_create(catalog: Catalog) -> bool:
+    """Can an action target create a participant while the stream runs? A PARTICIPANT target by
+    external id, in an ACTIVE program with on_unknown_participant: CREATE (docs/decisions.md)."""
+    return any(p.model.status == "ACTIVE" and p.model.on_unknown_participant == "CREATE"
+               and any(a.target is not None and a.target.type == "PARTICIPANT" and a.target.external_id is not None
+                       for r in p.active_rules for a in r.actions)
+               for p in catalog.programs.values())
+
+
+def enrollments(resolved: pl.DataFrame) -> pl.DataFrame:
+    """(participant_id, program_id, enrolled_at): each participant is enrolled in a program by its
+    first row there (in stream order) that passed step 1, as subject or recipient."""
+    return pl.concat([
+        resolved.select("pos", "program_uuid", "event_timestamp", pid="subject_id"),
+        resolved.filter(pl.col("recipient_uuid").is_not_null()).select(
+            "pos", "program_uuid", "event_timestamp", pid="recipient_uuid"),
     ]).filter(pl.col("pid").is_not_null()).sort("pos").unique(["pid", "program_uuid"], keep="first", maintain_order=True).select(
         participant_id="pid", program_id="program_uuid", enrolled_at="event_timestamp")
-    return df, participants, enroll

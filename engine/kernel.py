@@ -44,6 +44,10 @@ class KernelEvent:
     event: dict  # the event's payload, or an operation's params
     operation: str | None = None
     key: str = ""  # idempotency key: names the lots its credits create
+    # A row intake failed with participant_not_found while an action target could still create
+    # the participant earlier in the stream (engine/intake.py): (the failure if a participant it
+    # names is still missing at its turn, the outcome of step 1 if not: a failure or None).
+    deferred: tuple[tuple[str, str], tuple[str, str] | None] | None = None
 
 
 @dataclass
@@ -51,6 +55,7 @@ class KernelResult:
     failures: dict[int, tuple[str, str]] = field(default_factory=dict)   # pos -> (code, message)
     effects: list[dict] = field(default_factory=list)
     evaluations: list[dict] = field(default_factory=list)
+    resolved: list[int] = field(default_factory=list)  # deferred rows whose participants existed at their turn
     looked_up: int = 0   # rule conditions computed beforehand (vectorised or row path) and looked up
     evaluated: int = 0   # rule conditions evaluated here, one event at a time, against state
 
@@ -59,6 +64,12 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
     out = KernelResult()
     lifecycle = [t for p in catalog.programs.values() for t in p.tiers.values() if t.lifecycle is not None]
     for ev in events:
+        if ev.deferred is not None:  # semantics.md 5 step 1, decided at the row's turn
+            failure = _resolve(ev, store)
+            if failure is not None:
+                out.failures[ev.pos] = failure
+                continue
+            out.resolved.append(ev.pos)
         if lifecycle:  # tier reviews due by `now` for the participants the event names
             for pid in (ev.subject, ev.recipient):
                 if pid is not None:
@@ -85,6 +96,14 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
         out.effects += effects
         out.evaluations += evals
     return out
+
+
+def _resolve(ev: KernelEvent, store: Store) -> tuple[str, str] | None:
+    """Step 1 of a deferred row: its participant and recipient exist by now (created by an
+    earlier row or action target), or it fails as intake said."""
+    missing, found = ev.deferred
+    here = all(store.find_id(pid, ev.pos) is not None for pid in (ev.subject, ev.recipient) if pid is not None)
+    return found if here else missing
 
 
 def _toucher(ev: KernelEvent, store: Store, effects: list):
@@ -303,11 +322,11 @@ def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction,
         raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a non-empty string, got {ref!r}")
     store = tx.store
     if t.participant_id is not None:
-        found = store.find_id(ref)
+        found = store.find_id(ref, ev.pos)
         if found is None:
             raise ActionFailed(NOT_FOUND, f"{where}: no participant with id {ref}")
         return "PARTICIPANT", found
-    found = store.find_external(ref)
+    found = store.find_external(ref, ev.pos)
     if found is None:
         model = ev.program.model
         if model.on_unknown_participant != "CREATE":
@@ -317,15 +336,12 @@ def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction,
     return "PARTICIPANT", found
 
 
-def _create(store: Store, external_id: str, now: datetime) -> str:
+def _create(store: Store, external_id: str, ev: KernelEvent) -> str:
     existing = store.by_external.get(external_id)
-    if existing is not None:  # an earlier action of this event created it
+    if existing is not None and store.arrived(existing, ev.pos):  # an earlier action of this event created it
         return existing
-    person = Person(str(ids.participant_id(external_id)), external_id, "ACTIVE", now)
-    store.add_person(person)
-    store.created.append(person)
-    store.loaded.add(person.id)  # nothing of it is in the ledger yet
-    store.lots_loaded.add(person.id)
+    person = Person(str(ids.participant_id(external_id)), external_id, "ACTIVE", ev.now)
+    store.create_now(person)
     return person.id
 
 
@@ -349,7 +365,7 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
            effects: list, catalog: Catalog) -> None:
     etype, eid = entity
     if etype == "NEW_PARTICIPANT":  # a target that names an unknown external id (docs/decisions.md)
-        etype, eid = "PARTICIPANT", _create(tx.store, eid, ev.now)
+        etype, eid = "PARTICIPANT", _create(tx.store, eid, ev)
     where = f"rule {rule.name!r} action {action.index}"
     if etype == "PARTICIPANT":
         tx.touch(eid)

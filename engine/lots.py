@@ -39,12 +39,16 @@ class Lot:
         """Expired lots are never spendable, even before their expiry entry is written."""
         return self.usable("AVAILABLE", now)
 
+    def expired(self, now: datetime) -> bool:
+        """Expired (semantics.md 9.1): past its expires_at, whether or not its expiry entry was
+        written (a lot consumed before it expired never gets one)."""
+        return self.status == "EXPIRED" or (self.expires_at is not None and self.expires_at <= now)
+
     def usable(self, status: str, now: datetime, reference: str | None = None, provisional: bool = False,
                program: str | None = None) -> bool:
         """Holds value in `status` and has not expired; narrowed, when given, to one reference,
         to provisional lots, and to the lots one program's credits created."""
-        return (self.status == status and self.remaining > 0
-                and (self.expires_at is None or self.expires_at > now)
+        return (self.status == status and self.remaining > 0 and not self.expired(now)
                 and (reference is None or self.reference_id == reference)
                 and (self.provisional or not provisional)
                 and (program is None or self.program_id == program))
@@ -133,14 +137,17 @@ def shift(lots: list[Lot], amount: Decimal, now: datetime, source: str, dest: st
     return moved
 
 
-def restore(lots: list[Lot], taken: list[tuple[str, Decimal]], amount: Decimal) -> list[tuple[str, Decimal]]:
+def restore(lots: list[Lot], taken: list[tuple[str, Decimal]], amount: Decimal,
+            now: datetime) -> list[tuple[str, Decimal]]:
     """Give `amount` back to the lots it was taken from, last taken first (LIFO); returns what
-    each lot got back. Expired lots take nothing back (the value would be unspendable)."""
+    each lot got back. Lots expired by `now` take nothing back (docs/decisions.md, "Reversals":
+    the value would be unspendable, and a revived lot would expire before `now`); what they
+    cannot take is for the caller to place."""
     by_id = {lot.id: lot for lot in lots}
     left, given = amount, []
     for lot_id, took in reversed(taken):
         lot = by_id.get(lot_id)
-        if left <= 0 or lot is None or lot.status == "EXPIRED":
+        if left <= 0 or lot is None or lot.expired(now):
             continue
         give = min(took, left)
         lot.remaining += give

@@ -59,12 +59,13 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
     statuses (engine.lots.shift); otherwise value leaving a holder's AVAILABLE or HELD bucket
     consumes its lots FIFO, and value arriving in a holder's bucket is a new lot. The spec may
     narrow the source lots to one reference (`match`) or to provisional ones (`provisional`),
-    and stamps new or newly held lots with `reference_id`. Returns the lots that paid for it
-    (lot id, amount), FIFO."""
+    and stamps new or newly held lots with `reference_id`. A spec that `restore`s says the
+    caller has put the lots right itself (a reversal, engine.lots.restore): the move changes
+    balances only. Returns the lots that paid for it (lot id, amount), FIFO."""
     spec = lot or {}
     narrow = narrowing(spec)
     reference = narrow["reference"]
-    lot_asset = asset.inventory_mode == "LOT"
+    lot_asset = asset.inventory_mode == "LOT" and not spec_restores(lot)
     if source[0] in HOLDERS and not overdraft:
         if lot_asset and any(narrow.values()):  # only the lots it names count
             have = in_status(tx.lots(source[:3]), source[3], tx.now, **narrow)
@@ -85,7 +86,7 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
         else:
             if source[0] in HOLDERS and source[3] in ("AVAILABLE", "HELD"):
                 taken = consume(tx.lots(source[:3]), amount, tx.now, source[3], **narrow)
-            if dest[0] in HOLDERS and not spec_restores(lot):
+            if dest[0] in HOLDERS:
                 tx.lots(dest[:3]).append(new_lot(spec, dest, amount, tx.now))
     tx.move(source, dest, amount)
     participant = source if source[0] == "PARTICIPANT" else dest
@@ -99,7 +100,7 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
 
 
 def spec_restores(lot: dict | None) -> bool:
-    """A reversal gives value back to existing lots instead of creating one."""
+    """A reversal gives value back to existing lots (or expires it) instead of moving lots."""
     return bool(lot and lot.get("restore"))
 
 

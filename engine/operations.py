@@ -248,14 +248,20 @@ def _reverse(o: _Op) -> None:
     if amount <= 0 or amount > left:
         raise ActionFailed("over_reversal", f"reverse_redemption: {amount} exceeds the {left} left to reverse")
     holder = ("PARTICIPANT", r.participant_id, r.asset_id)
-    lot = None
+    o.tx.touch(r.participant_id)  # what is due for the redeemer happens before its value comes back
+    lot, lapsed = None, Decimal(0)
     if asset.inventory_mode == "LOT":
-        given = dict(restore(o.tx.lots(holder), r.lots_taken, amount))
+        given = dict(restore(o.tx.lots(holder), r.lots_taken, amount, o.op.now))
         # what a lot got back cannot be given back again by a later partial reversal
         r.lots_taken = [(lot_id, took - given.get(lot_id, Decimal(0))) for lot_id, took in r.lots_taken]
         lot = {"restore": True}
+        lapsed = amount - sum(given.values(), Decimal(0))
     o.move(system("SYSTEM_REDEMPTION", r.asset_id), (*holder, "AVAILABLE"), amount, "REDEMPTION_REVERSAL", asset,
            lot=lot)
+    if lapsed > 0:
+        # docs/decisions.md, "Reversals": value whose lots expired (by now) comes back expired, as
+        # it would have at their expires_at had it not been redeemed: to SYSTEM_BREAKAGE, now
+        o.move((*holder, "AVAILABLE"), system("SYSTEM_BREAKAGE", r.asset_id), lapsed, "EXPIRATION", asset, lot=lot)
     r.reversed_amount += amount
     if quantity:
         r.reversed_quantity += quantity
@@ -286,7 +292,7 @@ def _transfer(o: _Op) -> None:
         ext = r.get("external_id") if isinstance(r, dict) else None
         if not ext:
             raise ActionFailed(INVALID, "transfer: every recipient needs an external_id")
-        rid = o.tx.store.find_external(ext)
+        rid = o.tx.store.find_external(ext, o.op.pos)  # as of this point of the stream (semantics.md 3)
         if rid is None:
             raise ActionFailed("participant_not_found", f"transfer: recipient {ext!r} not found")
         if rid == pid:

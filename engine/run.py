@@ -21,14 +21,14 @@ import polars as pl
 from engine import ids
 from engine.catalog import Catalog, load_catalog
 from engine.execute import execute
-from engine.intake import intake
+from engine.intake import enrollments, intake
 from engine.errors import InputError
 from engine.io.events import read_chunks, read_inputs, streamable
 from engine.io.files import expand
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.ledger.writer import BatchWriter, catalog_frames
-from engine.state import Person, Store
+from engine.state import Store
 
 ARRIVAL_BITS = 32  # arrival_seq = batch_id << 32 | row: global, in ingestion order
 
@@ -153,11 +153,12 @@ def _chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, total
     del rows
     ev, taken.events = taken.events, None
     store = Store.open(con)
-    for pid, ext, created_at in taken.participants.select("id", "external_id", "created_at").iter_rows():
-        store.add_person(Person(pid, ext, "ACTIVE", created_at))
+    store.add_new_participants(taken.participants)
     step("evaluating rules")
     outcome = execute(ev, catalog, store, row_path=row_path)
     ev = ev.drop("event").join(outcome.status, on="pos")  # the parsed payloads are done with
+    if outcome.resolved:  # rows whose participant an action target created before their turn
+        taken.enrollments = enrollments(ev.filter(pl.col("pre_code").is_null() | pl.col("pos").is_in(outcome.resolved)))
     step("building the ledger stages")
     stages = _stages(ev, outcome, taken, writer.batch_id, store, writer.entries)
     stages |= (catalog_frames(catalog) if first else {}) | store.state_frames(writer.batch_id, writer.tier_changes)
@@ -254,10 +255,13 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store, seq_f
     evaluations = outcome.evaluations.join(keys, on="pos").select(
         program_id="program_uuid", idempotency_key="idempotency_key", rule_id="rule_id",
         rule_version="rule_version", outcome="outcome", message="message")
-    # participants created by action targets during the kernel run join those of intake
-    by_target = pl.DataFrame([(p.id, p.external_id, p.created_at) for p in store.created],
-                             schema=taken.participants.schema, orient="row")
-    participants = pl.concat([taken.participants, by_target])
+    # participants created by action targets during the kernel run join those of intake, and
+    # replace those intake would have created at a later row
+    participants = taken.participants.select("id", "external_id", "created_at")
+    if store.created:
+        by_target = pl.DataFrame([(p.id, p.external_id, p.created_at) for p in store.created],
+                                 schema=participants.schema, orient="row")
+        participants = pl.concat([participants.join(by_target, on="id", how="anti"), by_target])
     return {
         "stage_events": events, "stage_effects": effects, "stage_evaluations": evaluations,
         "stage_rejected": taken.rejected, "stage_participants": participants,

@@ -112,8 +112,13 @@ class Store:
         self.reward_counts: dict[tuple[str, str], int] = {(r, p): n for r, p, n in usage.iter_rows()}
         self.redemptions: dict[tuple[str, str], Redemption | None] = {}  # (program id, key), loaded on demand
         self.dirty_redemptions: set[tuple[str, str]] = set()
-        self.created: list[Person] = []
+        self.created: list[Person] = []  # participants created by action targets, in stream order
         self.tier_history: list[dict] = []  # tier changes of committed events, in stream order
+        # Participants intake creates for this batch exist from the row that creates them (its
+        # stream position) on: until the kernel gets there, they are not found by other rows'
+        # targets and transfers. Kept as intake's frame; the lookup is built only if asked.
+        self._arrivals: pl.DataFrame | None = None
+        self._arriving: dict[str, int] | None = None
 
     @classmethod
     def open(cls, con: duckdb.DuckDBPyConnection) -> Store:
@@ -195,19 +200,49 @@ class Store:
         self.people[p.id] = p
         self.by_external[p.external_id] = p.id
 
-    def find_external(self, external_id: str) -> str | None:
+    def add_new_participants(self, participants: pl.DataFrame) -> None:
+        """The participants intake creates (id, external_id, created_at, created_pos: the stream
+        position of the row that creates them)."""
+        for pid, ext, created_at in participants.select("id", "external_id", "created_at").iter_rows():
+            self.add_person(Person(pid, ext, "ACTIVE", created_at))
+        self._arrivals, self._arriving = participants.select("id", "created_pos"), None
+
+    def arrived(self, participant_id: str, pos: int) -> bool:
+        """Has a participant the store knows arrived by stream position `pos` (semantics.md 3)?
+        One that intake creates at a later row has not yet."""
+        return self._arrival_positions().get(participant_id, pos) <= pos
+
+    def _arrival_positions(self) -> dict[str, int]:
+        if self._arriving is None:
+            frame = self._arrivals
+            self._arriving = {} if frame is None else dict(zip(frame["id"].to_list(), frame["created_pos"].to_list()))
+        return self._arriving
+
+    def create_now(self, person: Person) -> None:
+        """A participant created by an action target, from this point of the stream on; one that
+        intake would create at a later row is created here instead (that row then finds it)."""
+        self._arrival_positions().pop(person.id, None)
+        self.add_person(person)
+        self.created.append(person)
+        self.loaded.add(person.id)  # nothing of it is in the ledger yet
+        self.lots_loaded.add(person.id)
+
+    def find_external(self, external_id: str, pos: int) -> str | None:
+        """The participant with this external id as of stream position `pos`, or None."""
         if external_id not in self.by_external:
             rows = self.con.execute(statement("lookups.sql", "participant_by_external_id"),
                                     {"external_id": external_id}).fetchall()
             if not rows:
                 return None
             self.preload([rows[0][0]], [Person(*rows[0])])
-        return self.by_external[external_id]
+        found = self.by_external[external_id]
+        return found if self.arrived(found, pos) else None
 
-    def find_id(self, participant_id: str) -> str | None:
+    def find_id(self, participant_id: str, pos: int) -> str | None:
+        """The participant with this id as of stream position `pos`, or None."""
         if participant_id not in self.people:
             self.preload([participant_id], [])
-        return participant_id if participant_id in self.people else None
+        return participant_id if participant_id in self.people and self.arrived(participant_id, pos) else None
 
     # -- writing back -------------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ both programs:
 Operations cover every handler of `perkflow run --operations` except void_hold / set_tier (not
 built), with failing cases on purpose: insufficient held, empty wallet, spending DEFERRED value,
 over-reversal, unknown redemption, self-transfer, unknown recipient, out-of-stock / out-of-window /
-per-participant-limited rewards, inactive participants (set_participant_status), bad params.
+per-participant-limited rewards, inactive participants (set_participant_status), bad params, and
+participants (and transfer recipients) that events, recipients or targets create later or earlier
+in the stream.
 Timestamps share the grid of strategies.py, so ties between events and operations are common;
 duplicate and conflicting operation rows are drawn like event rows.
 """
@@ -30,6 +32,7 @@ SIMPLE = ["PTS", "GC"]  # holds allowed
 SYMBOLS = ["PTS", "LP", "GC"]
 DURATIONS = ["30m", "1h", "2h30m", "24h", "0s", "12h"]
 NEWCOMERS = ["u7", "u8"]  # created by upsert_participant only
+TARGETED = ["u5", "u6"]  # created by events' targets and recipients (strategies.py FRIENDS), named by operations too
 UNKNOWN = "u9"  # never created: participant_not_found
 REWARD_EDGES = ["2025-03-01T09:00:00Z", "2025-03-02T00:00:00Z", "2025-03-02T10:00:00Z"]
 FLAGS = S.Flags(operator_only_amounts=False, literal_targets=False, string_concat_values=False)
@@ -194,7 +197,7 @@ def op_params(draw, operation: str, redemption_keys: list[str], subject: str | N
     if operation in ("fund", "burn"):
         return {"asset": draw(st.sampled_from(["GC", "GC", "GC", "PTS"])), "amount": amount()}
     if operation == "transfer":
-        who = draw(st.lists(st.sampled_from(S.USERS * 3 + [UNKNOWN, subject or "u1"]), min_size=1, max_size=3))
+        who = draw(st.lists(st.sampled_from(S.USERS * 3 + TARGETED + [UNKNOWN, subject or "u1"]), min_size=1, max_size=3))
         return {"asset": draw(st.sampled_from(SYMBOLS)),
                 "recipients": [{"external_id": w, "amount": draw(st.sampled_from(["1", "2", "5", "0"]))} for w in who]}
     if operation == "set_counter":
@@ -240,7 +243,7 @@ def operation_rows(draw, has_other: bool, min_size: int = 3, max_size: int = 25)
         elif operation == "upsert_participant":
             subject = draw(st.sampled_from(NEWCOMERS + S.USERS))
         else:
-            subject = draw(st.sampled_from(S.USERS * 4 + NEWCOMERS + [UNKNOWN]))
+            subject = draw(st.sampled_from(S.USERS * 4 + TARGETED + NEWCOMERS + [UNKNOWN]))
         key = f"o{i}"
         if operation in ("redeem", "redeem_item"):
             redemption_keys.append(key)
@@ -282,16 +285,16 @@ def ledger_scenarios(draw) -> LedgerScenario:
     if draw(st.integers(0, 2)) > 0:
         ops.insert(0, OpRow(S.PROGRAM, "fund0", "fund", None, "2025-03-01T00:00:00Z",
                             json.dumps({"asset": "GC", "amount": draw(st.sampled_from(["5", "20", "100"]))})))
-    # u1-u4 exist from the first instant (upsert_participant), so that operations and transfers only
-    # name participants created in stream order by events (u5, u6 as recipients or targets) never:
-    # the engine decides whether those exist at intake, for the whole batch (two open engine bugs,
-    # pinned by test_bug_operation_on_participant_created_by_a_target and
-    # test_bug_transfer_to_a_participant_created_later_in_the_stream). u7, u8 and u9 cover
-    # upsert_participant creating and participant_not_found.
-    # They start with some PTS and an LP lot without expiry, so that spending, holds, redemptions
-    # and transfers also succeed.
+    # Most of u1-u4 exist from the first instant (upsert_participant) and start with some PTS and
+    # an LP lot without expiry, so that spending, holds, redemptions and transfers also succeed.
+    # The others, and u5 / u6, are created in stream order by their first event, an event's
+    # recipient or an action target: operations and transfers naming them before that fail with
+    # participant_not_found, after it find them. u7, u8 and u9 cover upsert_participant creating
+    # and participant_not_found.
     seeds = []
     for u in S.USERS:
+        if draw(st.integers(0, 3)) == 0:
+            continue
         seeds.append(OpRow(S.PROGRAM, f"seed-{u}", "upsert_participant", u, "2025-03-01T00:00:00Z", "{}"))
         for symbol in ("PTS", "LP"):
             if draw(st.integers(0, 3)) > 0:

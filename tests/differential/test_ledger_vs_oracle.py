@@ -179,20 +179,70 @@ def _op(key: str, operation: str, who: str | None, at: str, params: dict) -> L.O
     return L.OpRow(S.PROGRAM, key, operation, who, T + at, json.dumps(params))
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: intake decides participant_not_found for operations before the "
-                                       "stream runs, so a participant created by an earlier event's target is unknown")
-def test_bug_operation_on_participant_created_by_a_target():
+# Found by the property test; the engine was wrong and has been fixed.
+def test_regression_operation_on_participant_created_by_a_target():
     # decisions.md: a participant is created by "an action target ... that names an unknown external
     # id" in a CREATE program, and operations name an existing participant. k0 (09:00) creates u2 as
     # its target; the tag operation on u2 at 10:00 comes after it in the stream (semantics.md 3), so
-    # it completes (oracle). Engine: FAILED participant_not_found (engine/intake.py decides
-    # existence from events' subjects and recipients only).
-    check(L.LedgerScenario(
+    # it completes. The engine failed it with participant_not_found: engine/intake.py decided
+    # existence from events' subjects and recipients only, before the stream ran (now such a row is
+    # deferred to its turn in the kernel).
+    result = _both(L.LedgerScenario(
         [_program([{"name": "Refer", "key": "refer", "condition": "true",
                     "actions": [{"type": "TAG", "tag": "referred",
                                  "target": {"type": "PARTICIPANT", "external_id": "event.friend"}}]}])],
         [[_ev("k0", "u1", "09:00:00Z", {"friend": "u2"})]],
         [[_op("o0", "tag", "u2", "10:00:00Z", {"tag": "vip"})]]))
+    assert result.operations[("shop", "o0")] == ("COMPLETED", None)
+    assert result.participants["u2"]["tags"] == ["referred", "vip"]
+
+
+# Found while fixing the test above (the same cause); the engine was wrong and has been fixed.
+def test_regression_event_of_a_reject_program_for_a_participant_created_by_a_target():
+    # The same for an event: club (REJECT) finds u2 at 10:00, created at 09:00 by shop's target, and
+    # u2 is enrolled in club by that event. Before it (08:00) u2 does not exist: participant_not_found.
+    sc = L.LedgerScenario(
+        [_program([{"name": "Refer", "key": "refer", "condition": "has(event.friend)",
+                    "actions": [{"type": "TAG", "tag": "referred",
+                                 "target": {"type": "PARTICIPANT", "external_id": "event.friend"}}]}]),
+         _program([{"name": "Visit", "key": "visit", "condition": "true",
+                    "actions": [{"type": "COUNTER", "key": "visits", "value": "1"}]}],
+                  key=S.OTHER, name="Club", on_unknown_participant="REJECT")],
+        [[S.Row(S.OTHER, "c0", "u2", T + "08:00:00Z", "{}"), _ev("k0", "u1", "09:00:00Z", {"friend": "u2"}),
+          S.Row(S.OTHER, "c1", "u2", T + "10:00:00Z", "{}")]], [[]])
+    result = _both(sc)
+    assert result.events[(S.OTHER, "c0")] == ("FAILED", "participant_not_found")
+    assert result.events[(S.OTHER, "c1")] == ("COMPLETED", None)
+    assert result.participants["u2"] == {"tags": ["referred"], "counters": {"visits": D(1)}, "attributes": {}}
+    with tempfile.TemporaryDirectory() as tmp:  # enrolled in club by c1 (the oracle does not model enrollments)
+        d = Path(tmp)
+        prog_dir, _, runs = _write(d, sc)
+        for ev_file, op_file in runs:
+            run_batch(prog_dir, ev_file, d / "ledger.duckdb", operations=op_file)
+        with duckdb.connect(str(d / "ledger.duckdb"), read_only=True) as con:
+            enrolled = con.execute(
+                "SELECT pr.key, e.enrolled_at = TIMESTAMPTZ '2025-03-01 10:00:00+00' FROM enrollments e "
+                "JOIN programs pr ON pr.id = e.program_id JOIN participants pa ON pa.id = e.participant_id "
+                "WHERE pa.external_id = 'u2'").fetchall()
+    assert enrolled == [(S.OTHER, True)]
+
+
+# Found while fixing the tests above (the same cause); the engine was wrong and has been fixed.
+def test_regression_a_target_creates_a_participant_whose_first_event_comes_later():
+    # decisions.md: created_at is the creating event's timestamp, and a target creates. k0's target
+    # creates u2 at 09:00; u2's own first event (k1, 10:00) finds it. The engine created u2 at intake
+    # for the whole batch, from k1 (created_at 10:00), so the target found it instead of creating
+    # it. The second batch (k2) reads created_at back from the ledger.
+    result = _both(L.LedgerScenario(
+        [_program([{"name": "Refer", "key": "refer", "condition": "has(event.friend)",
+                    "actions": [{"type": "TAG", "tag": "referred",
+                                 "target": {"type": "PARTICIPANT", "external_id": "event.friend"}}]},
+                   {"name": "Early", "key": "early",
+                    "condition": 'participant.created_at < timestamp("2025-03-01T09:30:00Z")',
+                    "actions": [{"type": "COUNTER", "key": "early", "value": "1"}]}])],
+        [[_ev("k0", "u1", "09:00:00Z", {"friend": "u2"}), _ev("k1", "u2", "10:00:00Z", {})],
+         [_ev("k2", "u2", "11:00:00Z", {})]], [[], []]))
+    assert result.participants["u2"]["counters"] == {"early": D(2)}
 
 
 def _both(sc: L.LedgerScenario) -> OracleResult:
@@ -255,18 +305,20 @@ def test_regression_operations_check_the_participant_before_their_params():
         ("shop", key): ("FAILED", "participant_inactive") for key in ("o1", "o2", "o3")}
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a transfer finds a recipient that an event creates later in the "
-                                       "same batch (participants are created at intake for the whole batch)")
-def test_bug_transfer_to_a_participant_created_later_in_the_stream():
+# Found by the property test; the engine was wrong and has been fixed.
+def test_regression_transfer_to_a_participant_created_later_in_the_stream():
     # semantics.md 3 and decisions.md: participants exist from the event that creates them, in
     # stream order. u2's first event is at 09:00; u1's transfer to u2 at 08:00 names a participant
-    # that does not exist yet: participant_not_found (oracle). The engine finds u2 and fails the
-    # transfer for u1's balance instead (insufficient_balance); with a balance it would complete.
-    check(L.LedgerScenario(
+    # that does not exist yet: participant_not_found. The engine found u2 (participants were created
+    # at intake for the whole batch) and failed the transfer for u1's balance instead
+    # (insufficient_balance); with a balance it would have completed.
+    result = _both(L.LedgerScenario(
         [_program([{"name": "Earn", "key": "earn", "condition": "true",
                     "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "5"}]}])],
         [[_ev("k0", "u1", "07:00:00Z", {}), _ev("k1", "u2", "09:00:00Z", {})]],
-        [[_op("o0", "transfer", "u1", "08:00:00Z", {"asset": "PTS", "recipients": [{"external_id": "u2", "amount": "1"}]})]]))
+        [[_op("o0", "transfer", "u1", "08:00:00Z", {"asset": "PTS", "recipients": [{"external_id": "u2", "amount": "1"}]}),
+          _op("o1", "transfer", "u1", "10:00:00Z", {"asset": "PTS", "recipients": [{"external_id": "u2", "amount": "1"}]})]]))
+    assert result.operations == {("shop", "o0"): ("FAILED", "participant_not_found"), ("shop", "o1"): ("COMPLETED", None)}
 
 
 # Found while probing the strategies' edge cases; the engine was wrong and has been fixed.
@@ -297,25 +349,98 @@ def test_reversal_for_an_inactive_participant_completes():
         _op("v", "reverse_redemption", "u1", "04:00:00Z", {"redemption": "r"})]]))
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a reversal gives value back to a lot past its expires_at "
-                                       "(only status EXPIRED is skipped), which then expires at an instant before "
-                                       "the reversal")
-def test_bug_reversal_gives_nothing_back_to_a_lot_past_its_expiry():
-    # decisions.md: "LOT value goes back LIFO to the lots it came from ...; an expired lot takes
-    # nothing back"; semantics.md 9.1: expired = past expires_at, "even before the expiry entry is
-    # written". The lot of 5 (expires 02:00) was fully redeemed at 01:30, so it is CONSUMED and
-    # never got an EXPIRATION; the reversal at 03:00 must not revive it. The engine sets it
-    # AVAILABLE with 5 again (unspendable; its next expiry entry would be dated 02:00, before the
-    # reversal). Where the value should go instead is not decided (decisions.md: add it).
-    sc = L.LedgerScenario(
+def _reversal_entries(result: OracleResult, key: str) -> list[tuple]:
+    return [(e.action_type, e.source, e.dest, e.amount, e.effective_at.strftime("%H:%M"))
+            for e in result.ledger if e.origin is not None and e.origin[:2] == ("operation", key)]
+
+
+LP_U1 = ("PARTICIPANT", "u1", "LP", "AVAILABLE")
+BREAKAGE_LP = ("SYSTEM_BREAKAGE", None, "LP", "AVAILABLE")
+REDEMPTION_LP = ("SYSTEM_REDEMPTION", None, "LP", "AVAILABLE")
+
+
+# Found by the property test; the engine was wrong and has been fixed.
+def test_regression_reversal_gives_nothing_back_to_a_lot_past_its_expiry():
+    # decisions.md, "Reversals": LOT value goes back LIFO to the lots it came from; a lot past its
+    # expires_at (semantics.md 9.1: "even before the expiry entry is written") takes nothing back,
+    # and the value it cannot take comes back expired. The lot of 5 (expires 02:00) was fully
+    # redeemed at 01:30, so it is CONSUMED and never got an EXPIRATION; the reversal at 03:00 gives
+    # the 5 back (REDEMPTION_REVERSAL) and expires it at once (EXPIRATION, part 1, at 03:00). The
+    # engine revived the lot (AVAILABLE 5 again: unspendable, and its expiry entry would be dated
+    # 02:00, before the reversal).
+    result = _both(L.LedgerScenario(
         [_program([{"name": "E", "key": "e", "condition": "true",
                     "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "1h"}]}])],
         [[_ev("k0", "u1", "01:00:00Z", {})]],
         [[_op("r", "redeem", "u1", "01:30:00Z", {"asset": "LP", "amount": "5"}),
-          _op("v", "reverse_redemption", "u1", "03:00:00Z", {"redemption": "r"})]])
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        prog_dir, _, runs = _write(d, sc)
-        got = run_engine(prog_dir, runs, d / "ledger.duckdb")[0]
-    lot = got.lots[("shop", "event", "k0", "e", 0)]
+          _op("v", "reverse_redemption", "u1", "03:00:00Z", {"redemption": "r"})]]))
+    lot = result.lots[("shop", "event", "k0", "e", 0)]
     assert (lot[3], lot[4]) == (D(0), "CONSUMED")  # remaining 5 - 5 = 0, and no value comes back to it
+    assert _reversal_entries(result, "v") == [("REDEMPTION_REVERSAL", REDEMPTION_LP, LP_U1, D(5), "03:00"),
+                                              ("EXPIRATION", LP_U1, BREAKAGE_LP, D(5), "03:00")]
+    assert LP_U1 not in result.accounts and result.accounts[BREAKAGE_LP] == D(5)
+    assert result.redemptions[("shop", "r")][3] == D(5)  # fully reversed
+
+
+# Found while fixing the test above; the engine (and the oracle) were wrong and have been fixed.
+def test_regression_reversal_to_an_expired_lot_keeps_the_lots_whole():
+    # An EXPIRED lot took nothing back, and both the engine and the oracle put the value in
+    # AVAILABLE without a lot: never spendable, never expiring, and `perkflow verify`
+    # (lot_remainders) failed. Now it comes back expired (decisions.md, "Reversals"). The lot of 5
+    # (expires 02:00) gave 3 to the redemption at 01:30 and expired its other 2 at 02:00 (written
+    # when the adjust at 02:30 touched u1); the reversal of 1 at 03:00 and of the other 2 at 04:00
+    # each come back and expire at once.
+    result = _both(L.LedgerScenario(
+        [_program([{"name": "E", "key": "e", "condition": "true",
+                    "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "1h"}]}])],
+        [[_ev("k0", "u1", "01:00:00Z", {})]],
+        [[_op("r", "redeem", "u1", "01:30:00Z", {"asset": "LP", "amount": "3"}),
+          _op("t", "adjust", "u1", "02:30:00Z", {"asset": "PTS", "amount": "1", "type": "CREDIT"}),
+          _op("v", "reverse_redemption", "u1", "03:00:00Z", {"redemption": "r", "amount": "1"}),
+          _op("w", "reverse_redemption", "u1", "04:00:00Z", {"redemption": "r"})]]))
+    lot = result.lots[("shop", "event", "k0", "e", 0)]
+    assert (lot[3], lot[4]) == (D(0), "EXPIRED")
+    assert _reversal_entries(result, "v") == [("REDEMPTION_REVERSAL", REDEMPTION_LP, LP_U1, D(1), "03:00"),
+                                              ("EXPIRATION", LP_U1, BREAKAGE_LP, D(1), "03:00")]
+    assert _reversal_entries(result, "w") == [("REDEMPTION_REVERSAL", REDEMPTION_LP, LP_U1, D(2), "04:00"),
+                                              ("EXPIRATION", LP_U1, BREAKAGE_LP, D(2), "04:00")]
+    assert LP_U1 not in result.accounts and result.accounts[BREAKAGE_LP] == D(5)
+
+
+# Found while fixing the tests above; the engine (and the oracle) were wrong and have been fixed.
+def test_regression_reversal_gives_back_to_live_lots_and_expires_the_rest():
+    # Lot A (3, expires 02:00, created 01:00) and lot B (4, no expiry, created 01:10); the
+    # redemption of 5 at 01:30 takes A's 3 (FIFO; A is CONSUMED) and 2 of B. The reversal of 4 at
+    # 03:00: B takes back its 2 (LIFO), A, past its expiry, nothing; the other 2 expire.
+    result = _both(L.LedgerScenario(
+        [_program([{"name": "A", "key": "a", "condition": 'event.type == "a"',
+                    "actions": [{"type": "CREDIT", "asset": "LP", "amount": "3", "expires_at": "1h"}]},
+                   {"name": "B", "key": "b", "condition": 'event.type == "b"',
+                    "actions": [{"type": "CREDIT", "asset": "LP", "amount": "4"}]}])],
+        [[_ev("k0", "u1", "01:00:00Z", {"type": "a"}), _ev("k1", "u1", "01:10:00Z", {"type": "b"})]],
+        [[_op("r", "redeem", "u1", "01:30:00Z", {"asset": "LP", "amount": "5"}),
+          _op("v", "reverse_redemption", "u1", "03:00:00Z", {"redemption": "r", "amount": "4"})]]))
+    a, b = result.lots[("shop", "event", "k0", "a", 0)], result.lots[("shop", "event", "k1", "b", 0)]
+    assert (a[3], a[4]) == (D(0), "CONSUMED") and (b[3], b[4]) == (D(4), "AVAILABLE")
+    assert _reversal_entries(result, "v") == [("REDEMPTION_REVERSAL", REDEMPTION_LP, LP_U1, D(4), "03:00"),
+                                              ("EXPIRATION", LP_U1, BREAKAGE_LP, D(2), "03:00")]
+    assert result.accounts[LP_U1] == D(4) and result.accounts[BREAKAGE_LP] == D(2)
+
+
+# Found while fixing the tests above; the engine was wrong and has been fixed.
+def test_regression_a_reversal_applies_what_is_due_for_the_redeemer():
+    # decisions.md: time-driven changes happen for every participant an operation touches before it
+    # reads or writes it. u2's operation reverses u1's redemption: u1's lot (5, expires 02:00, 3
+    # redeemed at 01:30) expires its 2 at 02:00 first, then the 3 come back expired. The engine
+    # touched only the operation's participant (u2), so u1's lot kept its 2 past its expiry.
+    result = _both(L.LedgerScenario(
+        [_program([{"name": "E", "key": "e", "condition": "true",
+                    "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "1h"}]}])],
+        [[_ev("k0", "u1", "01:00:00Z", {})]],
+        [[_op("u", "upsert_participant", "u2", "00:00:00Z", {}),
+          _op("r", "redeem", "u1", "01:30:00Z", {"asset": "LP", "amount": "3"}),
+          _op("v", "reverse_redemption", "u2", "03:00:00Z", {"redemption": "r"})]]))
+    expiry = [(e.source[1], e.amount, e.effective_at.strftime("%H:%M")) for e in result.ledger
+              if e.action_type == "EXPIRATION" and e.origin is None]
+    assert expiry == [("u1", D(2), "02:00")]
+    assert LP_U1 not in result.accounts

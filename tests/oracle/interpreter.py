@@ -513,10 +513,11 @@ class Working:
         return self.budgets.get(key, self.oracle.budget_consumed.get(key, ZERO))
 
     def move(self, program_key: str, origin: tuple, kind: str, source: Account, dest: Account, amount: Decimal,
-             *, overdraft: bool = False, new_lot: dict | None = None) -> list:
+             *, overdraft: bool = False, new_lot: dict | None = None, lots: bool = True) -> list:
+        """`lots=False`: the caller put the lots right itself (a reversal); balances only."""
         try:
             taken = self.books.move(source, dest, amount, now=self.now, overdraft=overdraft, new_lot=new_lot,
-                                    lot_asset=self.oracle.assets[source[2]].inventory_mode == "LOT")
+                                    lot_asset=lots and self.oracle.assets[source[2]].inventory_mode == "LOT")
         except Insufficient as e:
             raise ActionFailed(e.code, str(e)) from None
         self.entries.append(Entry(program_key, origin, kind, source, dest, amount, self.now))

@@ -84,12 +84,13 @@ class _Op:
 
     def move(self, kind: str, source, dest, amount: Decimal, *, asset, overdraft: bool = False, lot: bool = True):
         """One journal entry of this operation (its `part`). Value arriving as a LOT asset is a new
-        lot without expiry (s9.3), unless `lot` is False (a reversal restores lots instead)."""
+        lot without expiry (s9.3), unless `lot` is False: a reversal restores the lots itself, and
+        its moves change balances only."""
         new_lot = None
         if asset.inventory_mode == "LOT" and lot:
             new_lot = self.oracle.new_lot(self.program.key, "operation", self.op.idempotency_key, None, self.parts)
         taken = self.w.move(self.program.key, ("operation", self.op.idempotency_key, None, self.parts), kind,
-                            source, dest, amount, overdraft=overdraft, new_lot=new_lot)
+                            source, dest, amount, overdraft=overdraft, new_lot=new_lot, lots=lot)
         self.parts += 1
         return taken
 
@@ -218,6 +219,7 @@ def _reverse(o: _Op) -> None:
     # decisions.md: a reversal corrects an earlier redemption (the participant's own value coming
     # back, not new value), so like VOID_HOLD it works for SUSPENDED and CLOSED participants.
     o.w.touch(r.holder)
+    give_left = ZERO
     if asset.inventory_mode == "LOT":
         lots = {lot.origin: lot for lot in o.w.books.lots}
         give_left, restored = amount, []
@@ -237,6 +239,11 @@ def _reverse(o: _Op) -> None:
         r.taken = [(origin, DEC.subtract(took, given.get(origin, ZERO))) for origin, took in r.taken]
     o.move("REDEMPTION_REVERSAL", system_account("SYSTEM_REDEMPTION", r.symbol),
            participant_account(r.holder, r.symbol), amount, asset=asset, lot=False)
+    if give_left > 0:
+        # decisions.md "Reversals": what expired lots cannot take back comes back expired, as it
+        # would have at their expires_at had it not been redeemed (a second part, at the reversal).
+        o.move("EXPIRATION", participant_account(r.holder, r.symbol), system_account("SYSTEM_BREAKAGE", r.symbol),
+               give_left, asset=asset, lot=False)
     r.reversed = DEC.add(r.reversed, amount)
     if quantity:
         r.reversed_quantity += quantity
