@@ -16,17 +16,16 @@ FROM journal_entries j LEFT JOIN p ON p.journal_entry_id = j.id
 WHERE stored <> recomputed
 ORDER BY j.seq;
 
--- name: batch_chain
--- Every batch root, recomputed from the stored entry hashes and the previous batch's root.
-WITH RECURSIVE chain AS (
-    SELECT id, batch_root('', id) AS root FROM batches WHERE id = (SELECT MIN(id) FROM batches)
-    UNION ALL
-    SELECT b.id, batch_root(c.root, b.id) FROM batches b JOIN chain c ON b.id = c.id + 1
-)
-SELECT b.id AS batch_id, b.root_hash AS stored, c.root AS recomputed, b.prev_root_hash
-FROM batches b LEFT JOIN chain c ON c.id = b.id
-WHERE c.root IS NULL OR c.root <> b.root_hash
-ORDER BY b.id;
+-- name: chain_batches
+-- The batch chain (check `batch_chain`, engine/verify.py): every batch root recomputed from the
+-- stored entry hashes and the previous batch's recomputed root, streamed chunk by chunk into
+-- engine/ledger/root.py's BatchRoot as the writer feeds it. The chain starts at the first batch
+-- (previous root '') and breaks at a gap in the ids (every later batch is then reported).
+SELECT id AS batch_id, root_hash AS stored, prev_root_hash FROM batches ORDER BY id;
+
+-- name: chain_entry_hashes
+-- Every entry's stored hash, batch by batch in seq order (read in chunks, never whole).
+SELECT batch_id, entry_hash FROM journal_entries ORDER BY batch_id, seq;
 
 -- name: summary_identity
 -- issued - redeemed - expired - forfeited = current balance, per program and asset.
