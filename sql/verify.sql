@@ -2,12 +2,33 @@
 -- first violation first. The invariants of sql/checks.sql are run as well.
 
 -- name: entry_hashes
--- Every entry's hash, recomputed from its stored content and postings with the writer's macros.
-WITH p AS (
+-- Every entry's hash, recomputed from its stored content and postings with the writer's macros:
+-- sha256(entry_text || '#' || its postings' posting_text joined by ';' in posting id order).
+-- Written without an ordered string_agg over all postings (which holds every posting's text in
+-- memory at once, beyond DuckDB's memory cap): an entry written by the engine has exactly two
+-- postings, found by the min and max of their ids through joins DuckDB can spill to disk; only
+-- entries with another number of postings, or two with one id (a tampered ledger), are
+-- aggregated in full.
+WITH counted AS (
+    SELECT journal_entry_id, count(*) AS n, min(id) AS lo, max(id) AS hi FROM postings GROUP BY journal_entry_id
+),
+two AS (
+    SELECT c.journal_entry_id,
+           posting_text(x.id, x.entity_type, x.entity_id, x.asset_id, x.bucket, x.amount) || ';' ||
+           posting_text(y.id, y.entity_type, y.entity_id, y.asset_id, y.bucket, y.amount) AS postings
+    FROM counted c
+    JOIN postings x ON x.journal_entry_id = c.journal_entry_id AND x.id = c.lo
+    JOIN postings y ON y.journal_entry_id = c.journal_entry_id AND y.id = c.hi
+    WHERE c.n = 2 AND c.lo <> c.hi
+),
+other AS (
     SELECT journal_entry_id,
            string_agg(posting_text(id, entity_type, entity_id, asset_id, bucket, amount), ';' ORDER BY id) AS postings
-    FROM postings GROUP BY journal_entry_id
-)
+    FROM postings
+    WHERE journal_entry_id IN (SELECT journal_entry_id FROM counted WHERE n <> 2 OR lo = hi)
+    GROUP BY journal_entry_id
+),
+p AS (SELECT * FROM two UNION ALL SELECT * FROM other)
 SELECT j.id AS journal_entry_id, j.seq, j.batch_id, j.entry_hash AS stored,
        sha256(entry_text(j.id, j.seq, j.program_id, j.event_id, j.operation_id, j.rule_id, j.rule_version,
                          j.action_index, j.action_type, j.reference_id, j.effective_at, j.allow_negative)
