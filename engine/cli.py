@@ -304,6 +304,7 @@ def _cmd_verify(args) -> int:
 
     con = db.connect(args.db, read_only=True)
     try:
+        db.limit_memory(con)
         report = verify(con)
     finally:
         con.close()

@@ -1,18 +1,29 @@
 """`perkflow verify`: recompute the hash chain and check every ledger invariant.
 
-Each check is a SQL section returning the violating rows (sql/verify.sql, sql/checks.sql); the
-first violation is reported with its location.
+Each check returns the violating rows, first violation first; the first violation is reported
+with its location. All but one are a SQL section (sql/verify.sql, sql/checks.sql) of that name;
+`batch_chain` streams the stored entry hashes through `engine.ledger.root.BatchRoot`, chunk by
+chunk, as the writer fed them (a batch's hashes are never held whole).
+
+Memory: every check is written so that DuckDB can stay within its memory cap (spilling joins,
+aggregates and sorts to its temp folder); open the connection with `db.limit_memory` (the CLI
+and the Dagster checks do) for verify's memory to stay flat as the ledger grows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
-from engine.ledger.sqlfiles import sections
+from engine.ledger.root import BatchRoot
+from engine.ledger.sqlfiles import sections, statement
 
-#: (file, section, what it means when rows come back), in the order they are reported.
+#: (file, check, what it means when rows come back), in the order they are reported. `file`
+#: holds the check's SQL section, or for `batch_chain` the statements it streams.
 CHECKS = [
     ("verify.sql", "entry_hashes", "a journal entry or its postings changed after they were written"),
     ("verify.sql", "batch_chain", "a batch's entries were changed, added or removed after commit"),
@@ -26,6 +37,11 @@ CHECKS = [
                                                 "or a change does not start from the level before it"),
 ]
 
+#: Entry hashes per chunk streamed into a batch root (about 70 bytes each).
+CHUNK_ROWS = 100_000
+
+BATCH_CHAIN_COLUMNS = ["batch_id", "stored", "recomputed", "prev_root_hash"]
+
 
 @dataclass
 class Violation:
@@ -33,6 +49,7 @@ class Violation:
     meaning: str
     columns: list[str]
     rows: list[tuple]
+    count: int = 0  # violating rows in all (`rows` holds the first few)
 
 
 @dataclass
@@ -45,14 +62,60 @@ class Report:
         return not self.violations
 
 
-def verify(con: duckdb.DuckDBPyConnection, limit: int = 5) -> Report:
+def verify(con: duckdb.DuckDBPyConnection, limit: int = 5, chunk_rows: int = CHUNK_ROWS) -> Report:
     report = Report()
     for file, name, meaning in CHECKS:
-        cur = con.execute(sections(file)[name])
-        rows = cur.fetchmany(limit)
-        cols = [d[0] for d in cur.description]
-        cur.fetchall()  # finish the result before the next statement
+        count, cols, rows = violations(con, name, limit, chunk_rows)
         report.checked.append(name)
-        if rows:
-            report.violations.append(Violation(name, meaning, cols, rows))
+        if count:
+            report.violations.append(Violation(name, meaning, cols, rows, count))
     return report
+
+
+def violations(con: duckdb.DuckDBPyConnection, name: str, limit: int = 5,
+               chunk_rows: int = CHUNK_ROWS) -> tuple[int, list[str], list[tuple]]:
+    """(number of violating rows, column names, the first `limit` of them) for one check."""
+    if name == "batch_chain":
+        found = list(batch_chain(con, chunk_rows))
+        return len(found), BATCH_CHAIN_COLUMNS, found[:limit]
+    file = next(f for f, n, _ in CHECKS if n == name)
+    cur = con.execute(sections(file)[name])
+    cols = [d[0] for d in cur.description]
+    rows = cur.fetchmany(limit)
+    count = len(rows)
+    while more := cur.fetchmany(10_000):  # count the rest without holding them
+        count += len(more)
+    return count, cols, rows
+
+
+def batch_chain(con: duckdb.DuckDBPyConnection, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple]:
+    """The batches whose stored root differs from the one recomputed from the stored entry
+    hashes and the previous batch's recomputed root, in id order, as (batch_id, stored,
+    recomputed, prev_root_hash). After a gap in the batch ids the chain is broken: every later
+    batch is reported with recomputed None."""
+    batches = con.execute(statement("verify.sql", "chain_batches")).fetchall()
+    runs = _runs(con.sql(statement("verify.sql", "chain_entry_hashes")).to_arrow_reader(chunk_rows))
+    run = next(runs, None)
+    prev_root, prev_id = "", None
+    for batch_id, stored, prev_stored in batches:
+        chained = prev_id is None or (prev_root is not None and batch_id == prev_id + 1)
+        root = BatchRoot(prev_root) if chained else None
+        while run is not None and run[0] <= batch_id:  # entries of batches not in `batches` are skipped
+            if run[0] == batch_id and root is not None:
+                root.add(run[1])
+            run = next(runs, None)
+        recomputed = root.hexdigest() if root is not None else None
+        if recomputed != stored:
+            yield batch_id, stored, recomputed, prev_stored
+        prev_root, prev_id = recomputed, batch_id
+
+
+def _runs(reader) -> Iterator[tuple[int, pa.Array]]:
+    """(batch id, its entry hashes) for each run of one batch within each streamed chunk."""
+    for chunk in reader:
+        ids = chunk.column(0).to_numpy()
+        hashes = chunk.column(1)
+        cuts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), len(ids)]
+        for a, b in zip(cuts, cuts[1:]):
+            if b > a:
+                yield int(ids[a]), hashes.slice(a, b - a)

@@ -5,17 +5,22 @@
 -- name: postings_sum_to_zero
 -- Double entry: within every journal entry, the postings of each asset sum to zero.
 -- Entries that have no postings at all are reported too (an entry must move something).
-SELECT j.id AS journal_entry_id, p.asset_id, COALESCE(SUM(p.amount), 0) AS imbalance, COUNT(p.id) AS postings
-FROM journal_entries j
-LEFT JOIN postings p ON p.journal_entry_id = j.id
-GROUP BY j.id, p.asset_id
-HAVING COUNT(p.id) = 0 OR SUM(p.amount) <> 0
+-- The postings are summed per entry and asset before they meet the entries (a join of the
+-- whole tables first held more than DuckDB's memory cap at 10M events); an entry id stored twice
+-- counts its postings twice, as a join would.
+WITH sums AS (
+    SELECT journal_entry_id, asset_id, SUM(amount) AS imbalance, COUNT(*) AS postings FROM postings GROUP BY ALL
+),
+entries AS (SELECT id, COUNT(*) AS copies FROM journal_entries GROUP BY id)
+SELECT e.id AS journal_entry_id, s.asset_id, COALESCE(s.imbalance * e.copies, 0) AS imbalance,
+       COALESCE(s.postings * e.copies, 0) AS postings
+FROM entries e LEFT JOIN sums s ON s.journal_entry_id = e.id
+WHERE s.journal_entry_id IS NULL OR s.imbalance <> 0
 UNION ALL
 -- Postings whose entry does not exist.
-SELECT p.journal_entry_id, p.asset_id, SUM(p.amount), COUNT(*)
-FROM postings p
-WHERE NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.id = p.journal_entry_id)
-GROUP BY p.journal_entry_id, p.asset_id
+SELECT journal_entry_id, asset_id, imbalance, postings
+FROM sums s
+WHERE NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.id = s.journal_entry_id)
 ORDER BY journal_entry_id, asset_id;
 
 -- name: balances_match_postings

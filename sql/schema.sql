@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS batches (
     entries_written  BIGINT NOT NULL,
     postings_written BIGINT NOT NULL,
     committed_at     TIMESTAMPTZ NOT NULL,    -- wall clock, informational only (not hashed)
-    root_hash        VARCHAR NOT NULL,        -- sha256(prev_root_hash || entry hashes in seq order)
+    root_hash        VARCHAR NOT NULL,        -- sha256(prev_root_hash || '#' || entry hashes in seq order, ';'-joined): engine/ledger/root.py
     prev_root_hash   VARCHAR NOT NULL         -- the previous batch's root ('' for the first)
 );
 
@@ -188,10 +188,6 @@ CREATE OR REPLACE MACRO entry_text(id, seq, program_id, event_id, operation_id, 
               coalesce(operation_id::VARCHAR, ''), coalesce(rule_id::VARCHAR, ''), coalesce(rule_version, ''),
               coalesce(action_index::VARCHAR, ''), action_type, coalesce(reference_id, ''),
               epoch_us(effective_at)::VARCHAR, allow_negative::VARCHAR);
-
-CREATE OR REPLACE MACRO batch_root(prev_root, batch) AS
-    sha256(prev_root || '#' || COALESCE((SELECT string_agg(entry_hash, ';' ORDER BY seq) FROM journal_entries
-                                         WHERE batch_id = batch), ''));
 
 -- LOT assets: each credit is a lot; `remaining` and `status` are current state, rewritten for the
 -- lots a batch touched (the ledger tables hold the history). Spending consumes FIFO by created_at, id.

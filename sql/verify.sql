@@ -2,12 +2,33 @@
 -- first violation first. The invariants of sql/checks.sql are run as well.
 
 -- name: entry_hashes
--- Every entry's hash, recomputed from its stored content and postings with the writer's macros.
-WITH p AS (
+-- Every entry's hash, recomputed from its stored content and postings with the writer's macros:
+-- sha256(entry_text || '#' || its postings' posting_text joined by ';' in posting id order).
+-- Written without an ordered string_agg over all postings (which holds every posting's text in
+-- memory at once, beyond DuckDB's memory cap): an entry written by the engine has exactly two
+-- postings, found by the min and max of their ids through joins DuckDB can spill to disk; only
+-- entries with another number of postings, or two with one id (a tampered ledger), are
+-- aggregated in full.
+WITH counted AS (
+    SELECT journal_entry_id, count(*) AS n, min(id) AS lo, max(id) AS hi FROM postings GROUP BY journal_entry_id
+),
+two AS (
+    SELECT c.journal_entry_id,
+           posting_text(x.id, x.entity_type, x.entity_id, x.asset_id, x.bucket, x.amount) || ';' ||
+           posting_text(y.id, y.entity_type, y.entity_id, y.asset_id, y.bucket, y.amount) AS postings
+    FROM counted c
+    JOIN postings x ON x.journal_entry_id = c.journal_entry_id AND x.id = c.lo
+    JOIN postings y ON y.journal_entry_id = c.journal_entry_id AND y.id = c.hi
+    WHERE c.n = 2 AND c.lo <> c.hi
+),
+other AS (
     SELECT journal_entry_id,
            string_agg(posting_text(id, entity_type, entity_id, asset_id, bucket, amount), ';' ORDER BY id) AS postings
-    FROM postings GROUP BY journal_entry_id
-)
+    FROM postings
+    WHERE journal_entry_id IN (SELECT journal_entry_id FROM counted WHERE n <> 2 OR lo = hi)
+    GROUP BY journal_entry_id
+),
+p AS (SELECT * FROM two UNION ALL SELECT * FROM other)
 SELECT j.id AS journal_entry_id, j.seq, j.batch_id, j.entry_hash AS stored,
        sha256(entry_text(j.id, j.seq, j.program_id, j.event_id, j.operation_id, j.rule_id, j.rule_version,
                          j.action_index, j.action_type, j.reference_id, j.effective_at, j.allow_negative)
@@ -16,17 +37,16 @@ FROM journal_entries j LEFT JOIN p ON p.journal_entry_id = j.id
 WHERE stored <> recomputed
 ORDER BY j.seq;
 
--- name: batch_chain
--- Every batch root, recomputed from the stored entry hashes and the previous batch's root.
-WITH RECURSIVE chain AS (
-    SELECT id, batch_root('', id) AS root FROM batches WHERE id = (SELECT MIN(id) FROM batches)
-    UNION ALL
-    SELECT b.id, batch_root(c.root, b.id) FROM batches b JOIN chain c ON b.id = c.id + 1
-)
-SELECT b.id AS batch_id, b.root_hash AS stored, c.root AS recomputed, b.prev_root_hash
-FROM batches b LEFT JOIN chain c ON c.id = b.id
-WHERE c.root IS NULL OR c.root <> b.root_hash
-ORDER BY b.id;
+-- name: chain_batches
+-- The batch chain (check `batch_chain`, engine/verify.py): every batch root recomputed from the
+-- stored entry hashes and the previous batch's recomputed root, streamed chunk by chunk into
+-- engine/ledger/root.py's BatchRoot as the writer feeds it. The chain starts at the first batch
+-- (previous root '') and breaks at a gap in the ids (every later batch is then reported).
+SELECT id AS batch_id, root_hash AS stored, prev_root_hash FROM batches ORDER BY id;
+
+-- name: chain_entry_hashes
+-- Every entry's stored hash, batch by batch in seq order (read in chunks, never whole).
+SELECT batch_id, entry_hash FROM journal_entries ORDER BY batch_id, seq;
 
 -- name: summary_identity
 -- issued - redeemed - expired - forfeited = current balance, per program and asset.

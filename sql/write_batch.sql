@@ -126,11 +126,12 @@ WHERE NOT EXISTS (SELECT 1 FROM account_balances b
                     AND b.asset_id = d.asset_id::UUID AND b.bucket = d.bucket);
 
 -- name: chunk_hashes
--- A chunk's entry hashes in ledger order, for the batch root the writer feeds chunk by chunk.
-SELECT string_agg(entry_hash, ';' ORDER BY seq) FROM journal_entries WHERE batch_id = $batch_id AND seq >= $seq_from;
+-- A chunk's entry hashes in ledger order, for the batch root the writer feeds chunk by chunk
+-- (engine/ledger/root.py).
+SELECT entry_hash FROM journal_entries WHERE batch_id = $batch_id AND seq >= $seq_from ORDER BY seq;
 
 -- name: insert_batch
--- The root (computed by the writer as batch_root() defines it) chains this batch's entry hashes,
+-- The root (computed by the writer, engine/ledger/root.py) chains this batch's entry hashes,
 -- in ledger order, to the previous batch's root.
 INSERT INTO batches
 SELECT $batch_id, $fingerprint, $sources, $catalog_version, $rows_read, $completed, $failed, $duplicates,

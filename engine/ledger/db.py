@@ -15,7 +15,7 @@ from engine.errors import DatabaseBusyError
 from .sqlfiles import script, statement
 
 DEFAULT_DB = "data/warehouse.duckdb"
-WRITER_MEMORY = "1GB"  # DuckDB's memory cap on a writing connection (PERKFLOW_DUCKDB_MEMORY overrides)
+MEMORY_LIMIT = "1GB"  # DuckDB's memory cap on writing and verifying connections (PERKFLOW_DUCKDB_MEMORY overrides)
 
 
 def db_path(explicit: str | Path | None = None) -> Path:
@@ -51,9 +51,17 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
         # evict them (they are written to the file or its temp folder): a cap keeps a large
         # batch's memory flat (design/performance.md). Raise it for ledgers whose indexes
         # (participants) alone approach it.
-        con.execute("SET memory_limit = $m", {"m": os.environ.get("PERKFLOW_DUCKDB_MEMORY") or WRITER_MEMORY})
+        limit_memory(con)
         ensure_schema(con)
     return con
+
+
+def limit_memory(con: duckdb.DuckDBPyConnection) -> None:
+    """Cap DuckDB's memory (MEMORY_LIMIT, or PERKFLOW_DUCKDB_MEMORY): past it, joins, aggregates
+    and sorts spill to the database's temp folder (`<file>.tmp`, also for a read-only
+    connection). Every writing connection has it; `perkflow verify` and the Dagster checks set
+    it on their read-only one (its checks are written to stay within it)."""
+    con.execute("SET memory_limit = $m", {"m": os.environ.get("PERKFLOW_DUCKDB_MEMORY") or MEMORY_LIMIT})
 
 
 def execute(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None, **stages):

@@ -6,7 +6,6 @@ sql/write_batch.sql over Arrow tables readable as `stage_*` relations (`db.execu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import os
@@ -19,6 +18,7 @@ import polars as pl
 from engine.catalog import Catalog
 
 from . import db
+from .root import BatchRoot
 from .sqlfiles import statement
 
 ORDER = [
@@ -100,16 +100,15 @@ class BatchWriter:
     whose `stage_*` input is not given, or whose inputs are all empty, is skipped: a maintenance
     batch has effects and lots but no events; only the first chunk carries the catalog). `close`
     writes the batch row. The root hash is fed as chunks are written, so no statement ever holds
-    the whole batch's hashes:
-    sha256(previous root || '#' || the batch's entry hashes in seq order joined by ';'), which is
-    batch_root() of schema.sql, what verify recomputes."""
+    the whole batch's hashes: sha256(previous root || '#' || the batch's entry hashes in seq order
+    joined by ';'), computed by `root.BatchRoot`, as verify recomputes it."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, batch_id: int):
         self.con, self.batch_id = con, batch_id
         # written so far: the next chunk's entry and tier-change seqs continue from these
         self.entries = self.tier_changes = 0
         self.prev_root = con.execute(statement("lookups.sql", "last_root")).fetchall()[0][0]
-        self._root = hashlib.sha256(f"{self.prev_root}#".encode())
+        self._root = BatchRoot(self.prev_root)
 
     def write(self, stages: dict[str, pl.DataFrame]) -> None:
         params = {"batch_id": self.batch_id}  # the only parameter of the per-chunk statements
@@ -126,9 +125,9 @@ class BatchWriter:
             self._run(name, sql, params, {stage: tables[stage] for stage in used})
         del tables
         if "stage_effects" in stages and len(stages["stage_effects"]):
-            hashes = self.con.execute(statement("write_batch.sql", "chunk_hashes"), {"batch_id": self.batch_id,
-                                      "seq_from": stages["stage_effects"]["seq"].min()}).fetchall()[0][0]
-            self._root.update((";" + hashes if self.entries else hashes).encode())
+            hashes = self.con.sql(statement("write_batch.sql", "chunk_hashes"),
+                                  params={"batch_id": self.batch_id, "seq_from": stages["stage_effects"]["seq"].min()})
+            self._root.add(hashes.to_arrow_table().column(0))
             self.entries += len(stages["stage_effects"])
         self.tier_changes += len(stages.get("stage_tier_history", ()))
 

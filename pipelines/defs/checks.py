@@ -1,5 +1,6 @@
 """Blocking asset checks on `ledger`: the same checks as `perkflow verify` (engine.verify.CHECKS:
-the hash chain and every invariant, sections of sql/verify.sql and sql/checks.sql).
+the hash chain and every invariant, sections of sql/verify.sql and sql/checks.sql), run by
+engine.verify on a memory-capped read-only connection.
 
 Each section returns the rows that violate its invariant; zero rows is a pass. A failed check
 (severity ERROR, blocking) stops `balances` from materialising in the same run.
@@ -8,7 +9,8 @@ Each section returns the rows that violate its invariant; zero rows is a pass. A
 
 import dagster as dg
 
-from engine.ledger.sqlfiles import statement
+from engine import verify
+from engine.ledger import db
 from engine.verify import CHECKS as VERIFY_CHECKS
 
 from . import assets
@@ -22,18 +24,18 @@ CHECKS = {name: (file, meaning) for file, name, meaning in VERIFY_CHECKS}
 
 def violations(con, name: str) -> tuple[int, list[str], list[tuple]]:
     """(number of violating rows, column names, the first SAMPLE of them) for one check."""
-    sql = statement(CHECKS[name][0], name)
-    count = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
-    cur = con.execute(f"SELECT * FROM ({sql}) LIMIT {SAMPLE}")
-    return count, [d[0] for d in cur.description], cur.fetchall()
+    return verify.violations(con, name, SAMPLE)
 
 
 def _ledger_check(name: str, description: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=assets.ledger, name=name, description=description, blocking=True, pool=assets.POOL)
     def _check(ledger_db: LedgerDatabase) -> dg.AssetCheckResult:
         with ledger_db.connect(read_only=True) as con:
+            db.limit_memory(con)
             count, columns, sample = violations(con, name)
-        metadata: dict = {"violations": count, "sql": dg.MetadataValue.text(f"sql/{CHECKS[name][0]} -- name: {name}")}
+        where = "engine/verify.py batch_chain, over sql/verify.sql -- name: chain_*" if name == "batch_chain" \
+            else f"sql/{CHECKS[name][0]} -- name: {name}"
+        metadata: dict = {"violations": count, "sql": dg.MetadataValue.text(where)}
         if count:
             lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
             lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in sample]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
+from engine.ledger import db as ledger_db
+from engine.run import run_batch
+from engine.verify import batch_chain, verify
+from engine.workloads import generate
 from tests.helpers.io import ROOT, cli, event, run_json, write_events
 
 PROGRAMS = ROOT / "data" / "programs"
@@ -32,12 +38,13 @@ def _verify(db: Path) -> tuple[int, dict]:
 
 
 def _tampered(clean_db: Path, tmp_path: Path, sql: str) -> Path:
-    db = tmp_path / "tampered.duckdb"
-    shutil.copy(clean_db, db)
-    con = duckdb.connect(str(db))
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    copy = tmp_path / "tampered.duckdb"
+    shutil.copy(clean_db, copy)
+    con = duckdb.connect(str(copy))
     con.execute(sql)
     con.close()
-    return db
+    return copy
 
 
 def test_clean_ledger_verifies(clean_db):
@@ -82,3 +89,60 @@ def test_edited_balance_row_is_caught(clean_db, tmp_path):
     assert first["check"] == "balances_match_postings"
     row = first["rows"][0]
     assert float(row["materialised"]) - float(row["posted"]) == 5
+
+
+def test_streamed_batch_root_equals_the_writers_and_finds_a_late_tampered_entry(tmp_path):
+    """The writer feeds each batch's root chunk by chunk (BatchRoot, one chunk per written chunk
+    of events); verify streams the stored entry hashes in chunks of its own size. Both must give
+    the root's definition, sha256(previous root '#' the batch's entry hashes in seq order joined
+    by ';'), for any chunking; and an entry changed in a late chunk must break its batch's root
+    (and every later one's)."""
+    generate("W1", 900, 60, seed=5, out=tmp_path / "in")
+    events = pq.read_table(next((tmp_path / "in" / "events").glob("*.parquet")))
+    for name, part in (("a", events.slice(0, 600)), ("b", events.slice(600))):
+        (tmp_path / name).mkdir()
+        pq.write_table(part, tmp_path / name / "part.parquet")
+    db_file = tmp_path / "ledger.duckdb"
+    first = run_batch(tmp_path / "in" / "programs", tmp_path / "a", db_file, chunk_rows=97)  # 7 writer chunks
+    second = run_batch(tmp_path / "in" / "programs", tmp_path / "b", db_file, chunk_rows=50)
+    assert first.entries > 5 * 97 and second.entries > 0
+
+    con = ledger_db.connect(db_file, read_only=True)
+    try:
+        prev = ""
+        for batch_id, stored in con.execute("SELECT id, root_hash FROM batches ORDER BY id").fetchall():
+            hashes = [h for (h,) in con.execute(
+                "SELECT entry_hash FROM journal_entries WHERE batch_id = ? ORDER BY seq", [batch_id]).fetchall()]
+            assert stored == hashlib.sha256(f"{prev}#{';'.join(hashes)}".encode()).hexdigest()
+            prev = stored
+        for chunk_rows in (1, 7, 100, 10**6):  # streamed chunks across and within the writer's
+            assert list(batch_chain(con, chunk_rows)) == [], chunk_rows
+            assert verify(con, chunk_rows=chunk_rows).ok
+        # an entry near the end of batch 1: in its writer's last chunk and verify's last chunks
+        late_seq = con.execute("SELECT max(seq) - 2 FROM journal_entries WHERE batch_id = 1").fetchone()[0]
+        roots = dict(con.execute("SELECT id, root_hash FROM batches").fetchall())
+    finally:
+        con.close()
+
+    edited = _tampered(db_file, tmp_path, "UPDATE journal_entries SET entry_hash = sha256('edited') "
+                                          f"WHERE seq = {late_seq}")
+    con = ledger_db.connect(edited, read_only=True)
+    try:
+        report = verify(con, chunk_rows=7)
+    finally:
+        con.close()
+    found = {v.check: v for v in report.violations}
+    assert list(found) == ["entry_hashes", "batch_chain"]
+    assert [r[1] for r in found["entry_hashes"].rows] == [late_seq]
+    # batch 1's root no longer matches, and batch 2 chains from batch 1's recomputed root
+    assert [(r[0], r[1]) for r in found["batch_chain"].rows] == [(1, roots[1]), (2, roots[2])]
+    assert all(r[2] not in (None, r[1]) for r in found["batch_chain"].rows)
+
+    deleted = _tampered(db_file, tmp_path / "deleted", f"DELETE FROM journal_entries WHERE seq = {late_seq}")
+    con = ledger_db.connect(deleted, read_only=True)
+    try:
+        report = verify(con, chunk_rows=7)
+    finally:
+        con.close()
+    assert report.violations[0].check == "batch_chain"  # every remaining entry's hash still holds
+    assert [r[0] for r in report.violations[0].rows] == [1, 2]
