@@ -128,8 +128,8 @@ class Flags:
     # single batch.
     late_interval_budgets: bool = True
     # PARTICIPANT targets in a CREATE program alongside a REJECT one: a participant created as a
-    # target, then named by a later event of the REJECT program in the same batch. Off in the main
-    # test: see test_bug_participant_created_by_a_target_is_unknown_to_a_reject_program.
+    # target, then named by a later event of the REJECT program in the same batch (was an engine
+    # bug, now fixed: on in the main test; test_regression_participant_created_by_a_target_is_known_to_a_reject_program).
     targets_beside_reject: bool = True
     # A COUNTER `reset_after` in a program whose CREDIT/DEBIT actions have PARTICIPANT targets (a
     # due reset of the target). Off in the main test: see

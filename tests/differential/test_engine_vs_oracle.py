@@ -45,8 +45,6 @@ SETTINGS = dict(deadline=None, derandomize=True, print_blob=True,
 #: The constructs of the main property test. A `False` here must name the xfail regression
 #: test that pins the engine bug it works around.
 MAIN_FLAGS = S.Flags(
-    # test_bug_participant_created_by_a_target_is_unknown_to_a_reject_program
-    targets_beside_reject=False,
     # test_bug_a_credit_target_does_not_get_its_due_counter_reset
     resets_with_value_targets=False,
     # test_bug_two_budgets_on_one_asset_count_a_credit_twice_on_the_row_path
@@ -474,11 +472,9 @@ def test_regression_late_event_in_a_later_batch_uses_its_interval_budget_period(
          [_row("k2", "u1", "2025-03-01T10:00:00Z", "{}")]]))
 
 
-# Found by the property test (once most generated cases wrote entries); open.
-@pytest.mark.xfail(strict=True, reason="engine bug: intake decides participant_not_found for a REJECT program's "
-                                       "events before the stream runs, so a participant created earlier in the "
-                                       "batch as another program's action target is unknown")
-def test_bug_participant_created_by_a_target_is_unknown_to_a_reject_program():
+# Found by the property test (once most generated cases wrote entries); fixed by the
+# stream-order participants of the ledger fixes (xfail removed).
+def test_regression_participant_created_by_a_target_is_known_to_a_reject_program():
     # decisions.md: a participant is created by "an action target ... that names an unknown
     # external id" in a CREATE program; semantics.md 3: events are processed in stream order. k0
     # (club, CREATE, 09:00) tags u2 as its target, creating u2; k1 (shop, REJECT, 10:00) is u2's
