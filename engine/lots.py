@@ -161,9 +161,7 @@ def due_changes(lots: list[Lot], now: datetime) -> list[tuple[datetime, str, Lot
     """(instant, MATURITY | EXPIRATION, lot) due at or before `now`, in time order. A lot that
     expires before (or when) it matures expires from DEFERRED."""
     due = []
-    for lot in lots:
-        if lot.remaining <= 0 or lot.status not in ("AVAILABLE", "DEFERRED", "HELD"):
-            continue
+    for lot in filter(_changes_with_time, lots):
         # held value expires like available value: a hold reserves it, it does not extend it
         if lot.expires_at is not None and lot.expires_at <= now and (
                 lot.status != "DEFERRED" or lot.matures_at is None or lot.expires_at <= lot.matures_at):
@@ -177,9 +175,14 @@ def due_changes(lots: list[Lot], now: datetime) -> list[tuple[datetime, str, Lot
 
 def next_due(lots: list[Lot]) -> datetime | None:
     """The first instant at which due_changes(lots, instant) is not empty (None: never)."""
-    instants = [at for lot in lots if lot.remaining > 0 and lot.status in ("AVAILABLE", "DEFERRED", "HELD")
+    instants = [at for lot in filter(_changes_with_time, lots)
                 for at in (lot.expires_at, lot.matures_at if lot.status == "DEFERRED" else None) if at is not None]
     return min(instants, default=None)
+
+
+def _changes_with_time(lot: Lot) -> bool:
+    """Still holds value that can mature or expire (due_changes and next_due look at these only)."""
+    return lot.remaining > 0 and lot.status in ("AVAILABLE", "DEFERRED", "HELD")
 
 
 def apply_due(store, lots: list[Lot], now: datetime, effects: list, pos: int) -> None:

@@ -60,10 +60,8 @@ def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, stor
             bucket = "DEFERRED" if deferred(spec["matures_at"], now) else "AVAILABLE"
             if bucket == "DEFERRED":
                 vesting.append(c["_row"])
-            holder = ("PARTICIPANT", pid, c["asset_id"])
-            lot = new_lot(spec, (*holder, bucket), c["amount"], now)
-            store.lots.setdefault(holder, []).append(lot)
-            store.lot_assets.add(c["asset_id"])
+            lot = new_lot(spec, ("PARTICIPANT", pid, c["asset_id"], bucket), c["amount"], now)
+            store.hold(lot)
             store.dirty_lots.add(lot.id)
             at = min((x for x in (at, next_due([lot])) if x is not None), default=None)
         due_at[pid] = at

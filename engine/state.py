@@ -176,9 +176,13 @@ class Store:
         if row["id"] in self.lot_ids:  # (loaded already, as a due lot)
             return
         lot = Lot(**{k: (Decimal(v) if k in ("amount", "remaining") else v) for k, v in row.items()})
+        self.hold(lot)
+        self.lot_ids.add(lot.id)
+
+    def hold(self, lot: Lot) -> None:
+        """`lot` among its holder's lots (loaded from the ledger, or made by this batch)."""
         self.lots.setdefault((lot.entity_type, lot.entity_id, lot.asset_id), []).append(lot)
         self.lot_assets.add(lot.asset_id)
-        self.lot_ids.add(lot.id)
 
     def redemption(self, program_id: str, key: str) -> Redemption | None:
         if (program_id, key) not in self.redemptions:
