@@ -24,6 +24,13 @@ TIER_HISTORY_SCHEMA = {"seq": pl.Int64, "program_id": pl.String, "tier_id": pl.S
                        "reason": pl.String, "source_kind": pl.String, "source_name": pl.String,
                        "effective_at": pl.Datetime("us", "UTC")}
 
+#: A lot as staged for sql/write_batch.sql (the columns of engine.lots.Lot).
+LOT_SCHEMA = {"id": pl.String, "entity_type": pl.String, "entity_id": pl.String, "asset_id": pl.String,
+              "amount": pl.Decimal(38, 18), "remaining": pl.Decimal(38, 18), "status": pl.String,
+              "created_at": pl.Datetime("us", "UTC"), "expires_at": pl.Datetime("us", "UTC"),
+              "matures_at": pl.Datetime("us", "UTC"), "reference_id": pl.String, "program_id": pl.String,
+              "provisional": pl.Boolean}
+
 
 @dataclass
 class Counter:
@@ -108,6 +115,7 @@ class Store:
         self.lots_loaded: set[str] = set()  # entities whose live lots are all in `lots`
         self.lot_ids: set[str] = set()  # the ids of the lots loaded from the ledger
         self.dirty_lots: set[str] = set()
+        self.made_lots: list[pl.DataFrame] = []  # lots made set-wise (engine/setwise_lots.py), LOT_SCHEMA
         usage = db.frame(con, statement("lookups.sql", "reward_usage"))
         self.reward_counts: dict[tuple[str, str], int] = {(r, p): n for r, p, n in usage.iter_rows()}
         self.redemptions: dict[tuple[str, str], Redemption | None] = {}  # (program id, key), loaded on demand
@@ -273,12 +281,8 @@ class Store:
             [(lot.id, lot.entity_type, lot.entity_id, lot.asset_id, lot.amount, lot.remaining, lot.status,
               lot.created_at, lot.expires_at, lot.matures_at, lot.reference_id, lot.program_id, lot.provisional)
              for holder_lots in self.lots.values() for lot in holder_lots if lot.id in self.dirty_lots],
-            schema={"id": pl.String, "entity_type": pl.String, "entity_id": pl.String, "asset_id": pl.String,
-                    "amount": pl.Decimal(38, 18), "remaining": pl.Decimal(38, 18), "status": pl.String,
-                    "created_at": pl.Datetime("us", "UTC"), "expires_at": pl.Datetime("us", "UTC"),
-                    "matures_at": pl.Datetime("us", "UTC"), "reference_id": pl.String, "program_id": pl.String,
-                    "provisional": pl.Boolean},
-            orient="row")
+            schema=LOT_SCHEMA, orient="row")
+        lots = pl.concat([lots, *self.made_lots]) if self.made_lots else lots
         redemptions = pl.DataFrame(
             [(prog, r.key, r.participant_id, r.reward_id, r.asset_id, r.quantity, r.unit_cost, r.amount,
               r.reversed_amount, r.reversed_quantity, r.status,
