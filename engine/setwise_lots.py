@@ -29,13 +29,14 @@ _US = pl.Datetime("us", "UTC")
 
 def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, store: Store) -> pl.DataFrame:
     """`effects` (ledger order, with accounts) with the lots its LOT credits make put in
-    `store.made_lots`, the credits of those that vest moved to DEFERRED, and the due maturities
+    `store.lot_frames`, the credits of those that vest moved to DEFERRED, and the due maturities
     and expiries of the participants' lots (the ones in `store` and the new ones) inserted
     before the event that finds them."""
-    store.load_due_lots(runnable["subject_id"].unique().to_list(), runnable["event_timestamp"].max())
+    waiting = store.due_lots(runnable["subject_id"].unique().to_list(), runnable["event_timestamp"].max())
     effects = effects.with_row_index("_row")
     made = _made(effects, runnable, catalog)
-    lots = pl.concat([_loaded(store), made.drop("_row")])
+    held = _held(store)
+    lots = pl.concat([held, waiting.with_columns(pos=pl.lit(-1, pl.Int64)), made.drop("_row")])
     if lots.is_empty():
         return effects.drop("_row")
     events = (runnable.filter(pl.col("subject_id").is_in(lots["entity_id"].unique().implode()))
@@ -45,7 +46,7 @@ def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, stor
     vesting = made.filter(pl.col("status") == "DEFERRED")["_row"]
     effects = effects.with_columns(to_bucket=pl.when(pl.col("_row").is_in(vesting.implode()))
                                    .then(pl.lit("DEFERRED")).otherwise("to_bucket")).drop("_row")
-    _keep(lots, changes, made, store)
+    _keep(lots, changes, held["id"], store)
     if changes.is_empty():
         return effects
     due = changes.sort("pos", "asset_id", "instant", "kind_rank", "created_at", "id").with_columns(
@@ -100,9 +101,9 @@ def _instant(spec) -> tuple:
     return (spec, None) if isinstance(spec, timedelta) else (None, spec)
 
 
-def _loaded(store: Store) -> pl.DataFrame:
-    """The participants' lots in `store` that can still mature or expire (LOT_SCHEMA + pos -1:
-    made before the batch)."""
+def _held(store: Store) -> pl.DataFrame:
+    """The participants' Lots in `store` (a kernel lookup loads them) that can still mature or
+    expire (LOT_SCHEMA + pos -1: made before the batch)."""
     rows = [(lot.id, lot.entity_type, lot.entity_id, lot.asset_id, lot.amount, lot.remaining, lot.status,
              lot.created_at, lot.expires_at, lot.matures_at, lot.reference_id, lot.program_id, lot.provisional, -1)
             for (etype, _, _), lots in store.lots.items() if etype == "PARTICIPANT"
@@ -137,19 +138,19 @@ def _changes(lots: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
         {"at_pos": "pos"})
 
 
-def _keep(lots: pl.DataFrame, changes: pl.DataFrame, made: pl.DataFrame, store: Store) -> None:
-    """The lots as the changes leave them: the new ones staged in `store.made_lots`, the loaded
-    ones changed in place (and marked for writing)."""
+def _keep(lots: pl.DataFrame, changes: pl.DataFrame, held: pl.Series, store: Store) -> None:
+    """The lots as the changes leave them, for the writer: the new ones and the changed loaded
+    ones staged in `store.lot_frames`, the changed Lots of `store` (ids `held`) changed in place."""
     fate = changes.group_by("id").agg(expired=(pl.col("kind") == "EXPIRATION").any())
     final = lots.join(fate, on="id", how="left").with_columns(
         status=pl.when(pl.col("expired")).then(pl.lit("EXPIRED"))
         .when(pl.col("expired").is_not_null()).then(pl.lit("AVAILABLE")).otherwise("status"),
         remaining=pl.when(pl.col("expired")).then(pl.lit(0, LOT_SCHEMA["remaining"])).otherwise("remaining"))
-    new = final.filter(pl.col("pos") >= 0)
-    if not new.is_empty():
-        store.made_lots.append(new.select(list(LOT_SCHEMA)))
-    changed = dict(final.filter((pl.col("pos") < 0) & pl.col("expired").is_not_null())
-                   .select("id", "status").iter_rows())
+    staged = final.filter((pl.col("pos") >= 0) | (pl.col("expired").is_not_null() & ~pl.col("id").is_in(held.implode())))
+    if not staged.is_empty():
+        store.lot_frames.append(staged.select(list(LOT_SCHEMA)))
+    changed = dict(final.filter((pl.col("pos") < 0) & pl.col("expired").is_not_null()
+                                & pl.col("id").is_in(held.implode())).select("id", "status").iter_rows())
     for holder in store.lots.values():
         for lot in holder:
             if lot.id in changed:

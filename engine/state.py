@@ -115,7 +115,7 @@ class Store:
         self.lots_loaded: set[str] = set()  # entities whose live lots are all in `lots`
         self.lot_ids: set[str] = set()  # the ids of the lots loaded from the ledger
         self.dirty_lots: set[str] = set()
-        self.made_lots: list[pl.DataFrame] = []  # lots made set-wise (engine/setwise_lots.py), LOT_SCHEMA
+        self.lot_frames: list[pl.DataFrame] = []  # lots made or changed set-wise (engine/setwise_lots.py)
         usage = db.frame(con, statement("lookups.sql", "reward_usage"))
         self.reward_counts: dict[tuple[str, str], int] = {(r, p): n for r, p, n in usage.iter_rows()}
         self.redemptions: dict[tuple[str, str], Redemption | None] = {}  # (program id, key), loaded on demand
@@ -138,7 +138,7 @@ class Store:
     def preload(self, entity_ids: list[str], people: list[Person], *, lots: bool = True) -> None:
         """Bulk-load balances and state of the entities (participants, programs) a batch names,
         and all their live lots unless `lots` is False (the set-wise paths need only the lots
-        with something due: load_due_lots)."""
+        with something due: due_lots)."""
         for p in people:
             self.add_person(p)
         ids = [i for i in set(entity_ids) if i not in self.loaded]
@@ -171,14 +171,17 @@ class Store:
             self.states.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(*held)
         self.loaded.update(ids)
 
-    def load_due_lots(self, entity_ids: list[str], until: datetime) -> None:
-        """The lots with a change due by `until` of the entities whose lots are not all loaded:
-        enough to apply every due change up to `until` (a lot with nothing due by then changes
-        nothing before it)."""
+    def due_lots(self, entity_ids: list[str], until: datetime) -> pl.DataFrame:
+        """The lots (LOT_SCHEMA) with a change due by `until` of the entities whose lots are not
+        in `lots`: enough to apply every due change up to `until` (a lot with nothing due by then
+        changes nothing before it). A frame, not Lots: the set-wise paths (engine/setwise_lots.py)
+        place their changes set-wise and stage them in `lot_frames`."""
         ids = [i for i in set(entity_ids) if i not in self.lots_loaded]
-        if ids:
-            for row in self._rows("entity_due_lots", ids, {"until": until}, named=True):
-                self._add_lot(row)
+        if not ids:
+            return pl.DataFrame(schema=LOT_SCHEMA)
+        due = db.frame(self.con, statement("lookups.sql", "entity_due_lots"), {"until": until},
+                       stage_entities=pl.DataFrame({"id": ids}, schema={"id": pl.String}))
+        return due.select(list(LOT_SCHEMA)).cast(LOT_SCHEMA).filter(~pl.col("id").is_in(list(self.lot_ids)))
 
     def _add_lot(self, row: dict) -> None:
         if row["id"] in self.lot_ids:  # (loaded already, as a due lot)
@@ -282,7 +285,7 @@ class Store:
               lot.created_at, lot.expires_at, lot.matures_at, lot.reference_id, lot.program_id, lot.provisional)
              for holder_lots in self.lots.values() for lot in holder_lots if lot.id in self.dirty_lots],
             schema=LOT_SCHEMA, orient="row")
-        lots = pl.concat([lots, *self.made_lots]) if self.made_lots else lots
+        lots = pl.concat([lots, *self.lot_frames]) if self.lot_frames else lots
         redemptions = pl.DataFrame(
             [(prog, r.key, r.participant_id, r.reward_id, r.asset_id, r.quantity, r.unit_cost, r.amount,
               r.reversed_amount, r.reversed_quantity, r.status,
