@@ -29,7 +29,7 @@ _US = pl.Datetime("us", "UTC")
 
 def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, store: Store) -> pl.DataFrame:
     """`effects` (ledger order, with accounts) with the lots its LOT credits make put in
-    `store.lot_frames`, the credits of those that vest moved to DEFERRED, and the due maturities
+    `store.staged`, the credits of those that vest moved to DEFERRED, and the due maturities
     and expiries of the participants' lots (the ones in `store` and the new ones) inserted
     before the event that finds them."""
     waiting = store.due_lots(runnable["subject_id"].unique().to_list(), runnable["event_timestamp"].max())
@@ -140,7 +140,7 @@ def _changes(lots: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
 
 def _keep(lots: pl.DataFrame, changes: pl.DataFrame, held: pl.Series, store: Store) -> None:
     """The lots as the changes leave them, for the writer: the new ones and the changed loaded
-    ones staged in `store.lot_frames`, the changed Lots of `store` (ids `held`) changed in place."""
+    ones staged in `store.staged`, the changed Lots of `store` (ids `held`) changed in place."""
     fate = changes.group_by("id").agg(expired=(pl.col("kind") == "EXPIRATION").any())
     final = lots.join(fate, on="id", how="left").with_columns(
         status=pl.when(pl.col("expired")).then(pl.lit("EXPIRED"))
@@ -148,7 +148,7 @@ def _keep(lots: pl.DataFrame, changes: pl.DataFrame, held: pl.Series, store: Sto
         remaining=pl.when(pl.col("expired")).then(pl.lit(0, LOT_SCHEMA["remaining"])).otherwise("remaining"))
     staged = final.filter((pl.col("pos") >= 0) | (pl.col("expired").is_not_null() & ~pl.col("id").is_in(held.implode())))
     if not staged.is_empty():
-        store.lot_frames.append(staged.select(list(LOT_SCHEMA)))
+        store.stage("stage_lots", staged.select(list(LOT_SCHEMA)))
     changed = dict(final.filter((pl.col("pos") < 0) & pl.col("expired").is_not_null()
                                 & pl.col("id").is_in(held.implode())).select("id", "status").iter_rows())
     for holder in store.lots.values():

@@ -31,6 +31,15 @@ LOT_SCHEMA = {"id": pl.String, "entity_type": pl.String, "entity_id": pl.String,
               "matures_at": pl.Datetime("us", "UTC"), "reference_id": pl.String, "program_id": pl.String,
               "provisional": pl.Boolean}
 
+#: Participant and program state as staged for sql/write_batch.sql: one row per tag, attribute
+#: and counter of each rewritten entity.
+STATE_SCHEMA = {"entity_type": pl.String, "entity_id": pl.String, "kind": pl.String, "key": pl.String,
+                "text_value": pl.String, "number_value": pl.Decimal(38, 18), "reset_after_us": pl.Int64,
+                "last_reset_at": pl.Datetime("us", "UTC")}
+#: A participant's level in a tier type, as staged.
+TIERS_SCHEMA = {"participant_id": pl.String, "tier_id": pl.String, "level": pl.String,
+                "achieved_at": pl.Datetime("us", "UTC"), "reviewed_at": pl.Datetime("us", "UTC")}
+
 
 @dataclass
 class Counter:
@@ -115,7 +124,9 @@ class Store:
         self.lots_loaded: set[str] = set()  # entities whose live lots are all in `lots`
         self.lot_ids: set[str] = set()  # the ids of the lots loaded from the ledger
         self.dirty_lots: set[str] = set()
-        self.lot_frames: list[pl.DataFrame] = []  # lots made or changed set-wise (engine/setwise_lots.py)
+        # writer stages the set-wise paths built as frames (running.py: state; setwise_lots.py:
+        # lots), written beside what the Python objects above changed
+        self.staged: dict[str, list[pl.DataFrame]] = {}
         usage = db.frame(con, statement("lookups.sql", "reward_usage"))
         self.reward_counts: dict[tuple[str, str], int] = {(r, p): n for r, p, n in usage.iter_rows()}
         self.redemptions: dict[tuple[str, str], Redemption | None] = {}  # (program id, key), loaded on demand
@@ -126,6 +137,7 @@ class Store:
         # stream position) on: until the kernel gets there, they are not found by other rows'
         # targets and transfers. Kept as intake's frame; the lookup is built only if asked.
         self._arrivals: pl.DataFrame | None = None
+        self._people: pl.DataFrame | None = None  # the same participants' id, external_id, created_at
         self._arriving: dict[str, int] | None = None
 
     @classmethod
@@ -171,11 +183,27 @@ class Store:
             self.states.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(*held)
         self.loaded.update(ids)
 
+    def opening(self, ids: list[str]) -> dict[str, pl.DataFrame]:
+        """The committed state of participants `ids` as frames, for the running path (which
+        computes with them set-wise and never needs them as objects): `people` (id, external_id,
+        status, created_at; those intake creates included), `states` (entity_states rows),
+        `balances` (entity_balances rows), `tiers` (entity_tiers rows)."""
+        entities = pl.DataFrame({"id": ids}, schema={"id": pl.String})
+
+        def rows(name: str) -> pl.DataFrame:
+            return db.frame(self.con, statement("lookups.sql", name), stage_entities=entities)
+        known = rows("participants_by_id").cast({"created_at": pl.Datetime("us", "UTC")})
+        new = (self._people.join(known.select("id"), on="id", how="anti")
+               .select("id", "external_id", status=pl.lit("ACTIVE"), created_at="created_at")
+               if self._people is not None else known.clear())
+        return {"people": pl.concat([known, new.cast(known.schema)]), "states": rows("entity_states"),
+                "balances": rows("entity_balances"), "tiers": rows("entity_tiers")}
+
     def due_lots(self, entity_ids: list[str], until: datetime) -> pl.DataFrame:
         """The lots (LOT_SCHEMA) with a change due by `until` of the entities whose lots are not
         in `lots`: enough to apply every due change up to `until` (a lot with nothing due by then
         changes nothing before it). A frame, not Lots: the set-wise paths (engine/setwise_lots.py)
-        place their changes set-wise and stage them in `lot_frames`."""
+        place their changes set-wise and stage them (`stage`)."""
         ids = [i for i in set(entity_ids) if i not in self.lots_loaded]
         if not ids:
             return pl.DataFrame(schema=LOT_SCHEMA)
@@ -221,6 +249,7 @@ class Store:
         for pid, ext, created_at in participants.select("id", "external_id", "created_at").iter_rows():
             self.add_person(Person(pid, ext, "ACTIVE", created_at))
         self._arrivals, self._arriving = participants.select("id", "created_pos"), None
+        self._people = participants.select("id", "external_id", "created_at")
 
     def arrived(self, participant_id: str, pos: int) -> bool:
         """Has a participant the store knows arrived by stream position `pos` (semantics.md 3)?
@@ -272,10 +301,7 @@ class Store:
             rows += [(etype, eid, "COUNTER", k, None, c.value,
                       None if c.reset_after is None else c.reset_after // timedelta(microseconds=1), c.last_reset_at)
                      for k, c in sorted(st.counters.items())]
-        schema = {"entity_type": pl.String, "entity_id": pl.String, "kind": pl.String, "key": pl.String,
-                  "text_value": pl.String, "number_value": pl.Decimal(38, 18), "reset_after_us": pl.Int64,
-                  "last_reset_at": pl.Datetime("us", "UTC")}
-        state = pl.DataFrame(rows, schema=schema, orient="row")
+        state = pl.DataFrame(rows, schema=STATE_SCHEMA, orient="row")
         entities = pl.DataFrame(sorted(self.dirty_states), schema={"entity_type": pl.String, "entity_id": pl.String}, orient="row")
         budgets = pl.DataFrame([(*key, self.budgets[key]) for key in sorted(self.dirty_budgets)],
                                schema={"rule_id": pl.String, "asset_id": pl.String, "period": pl.Int64,
@@ -285,7 +311,6 @@ class Store:
               lot.created_at, lot.expires_at, lot.matures_at, lot.reference_id, lot.program_id, lot.provisional)
              for holder_lots in self.lots.values() for lot in holder_lots if lot.id in self.dirty_lots],
             schema=LOT_SCHEMA, orient="row")
-        lots = pl.concat([lots, *self.lot_frames]) if self.lot_frames else lots
         redemptions = pl.DataFrame(
             [(prog, r.key, r.participant_id, r.reward_id, r.asset_id, r.quantity, r.unit_cost, r.amount,
               r.reversed_amount, r.reversed_quantity, r.status,
@@ -304,15 +329,22 @@ class Store:
         tiers = pl.DataFrame(
             [(eid, tier_id, t.level, t.achieved_at, t.reviewed_at) for (etype, eid) in sorted(self.dirty_states)
              if etype == "PARTICIPANT" for tier_id, t in sorted(self.states[(etype, eid)].tiers.items())],
-            schema={"participant_id": pl.String, "tier_id": pl.String, "level": pl.String,
-                    "achieved_at": pl.Datetime("us", "UTC"), "reviewed_at": pl.Datetime("us", "UTC")}, orient="row")
+            schema=TIERS_SCHEMA, orient="row")
         history = pl.DataFrame([h | {"seq": (batch_id << 32) + tier_changes_before + n}
                                 for n, h in enumerate(self.tier_history)],
                                schema=TIER_HISTORY_SCHEMA, orient="row")
-        return {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets,
-                "stage_participant_tiers": tiers, "stage_tier_history": history,
-                "stage_statuses": statuses, "stage_lots": lots, "stage_redemptions": redemptions,
-                "stage_reward_usage": usage}
+        frames = {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets,
+                  "stage_participant_tiers": tiers, "stage_tier_history": history,
+                  "stage_statuses": statuses, "stage_lots": lots, "stage_redemptions": redemptions,
+                  "stage_reward_usage": usage}
+        return frames | {name: pl.concat([frames[name], *(f.select(frames[name].columns).cast(frames[name].schema)
+                                                           for f in staged)])
+                         for name, staged in self.staged.items()}
+
+    def stage(self, name: str, frame: pl.DataFrame) -> None:
+        """Rows of writer stage `name` that a set-wise path built (about entities whose Python
+        state above it left alone)."""
+        self.staged.setdefault(name, []).append(frame)
 
 
 class Tx:
