@@ -353,15 +353,15 @@ def _take_budget(rule: CompiledRule, planned: list, tx: Tx, now: datetime) -> bo
     """Consume the rule's budgets for this evaluation, or return False (and consume nothing)
     if any of them would be exceeded."""
     takes = []
-    for b in rule.budgets:
+    for b in rule.budgets:  # each budget on its own, also two on one asset
         total = sum((v for a, (_, v) in zip(rule.actions, planned)
                      if a.type == "CREDIT" and a.asset_id == b.asset_id and v is not None), Decimal(0))
-        period = b.period(now)
-        if tx.budget_consumed(rule.sid, str(b.asset_id), period) + total > b.limit:
+        key = (rule.sid, b.index, str(b.asset_id), b.period(now))
+        if tx.budget_consumed(key) + total > b.limit:
             return False
-        takes.append((str(b.asset_id), period, total))
-    for asset, period, total in takes:
-        tx.consume(rule.sid, asset, period, total)
+        takes.append((key, total))
+    for key, total in takes:
+        tx.consume(key, total)
     return True
 
 
