@@ -210,9 +210,15 @@ def _message(code: str) -> pl.Expr:
     """The message of the step 1 failure in column `code`."""
     return (pl.when(pl.col(code) == "program_inactive")
             .then(pl.concat_str(pl.lit("program "), pl.col("program_key"), pl.lit(" is not ACTIVE")))
-            .when(pl.col(code) == "participant_not_found")
+            .when((pl.col(code) == "participant_not_found") & (pl.col("kind") == "operation"))
+            .then(pl.lit("participant not found: an operation names an existing participant "
+                         "(only upsert_participant creates one)"))
+            .when((pl.col(code) == "participant_not_found") & pl.col("rejects"))
             .then(pl.lit("participant not found, and the program does not create participants "
                          "(on_unknown_participant: REJECT)"))
+            .when(pl.col(code) == "participant_not_found")
+            .then(pl.lit("participant not found: no participant has this participant_id "
+                         "(a participant is created from an external_id)"))
             .otherwise(pl.lit(None, dtype=pl.String)))
 
 

@@ -54,7 +54,8 @@ class Ledger:
         if events:
             rows = [{"program_id": e.get("program", "shop"), "idempotency_key": e["key"], "external_id": e.get("who"),
                      "event_timestamp": e["when"], "event_data": json.dumps(e["data"]),
-                     **{k: e[k] for k in ("recipient_external_id", "participant_id") if k in e}} for e in events]
+                     **{k: e[k] for k in ("recipient_external_id", "participant_id", "recipient_id") if k in e}}
+                    for e in events]
             args += ["--events", str(write_events(self.dir / f"events-{self.batches}.parquet", rows))]
         if operations:
             path = self.dir / f"ops-{self.batches}.parquet"
@@ -268,6 +269,26 @@ def test_s7_s11_a_rule_credits_a_group_wallet(tmp_path):
     assert led.sql("SELECT available FROM balances WHERE entity_type = 'GROUP'") == [(D(4),)]
 
 
+def test_s2_s5_events_by_participant_id_and_operations_need_an_existing_participant(tmp_path):
+    # 2.2: `participant_id` instead of `external_id` (and `recipient_id`); 5 step 1: a participant
+    # that cannot be resolved fails the row with participant_not_found; docs/decisions.md:
+    # operations name an existing participant (only upsert_participant creates one). The message
+    # says why (it said "on_unknown_participant: REJECT" for a CREATE program).
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]))
+    led.run([ev("e1", "u1", at(1, 1), "earn")])
+    pid = led.sql("SELECT id::VARCHAR FROM participants WHERE external_id = 'u1'")[0][0]
+    led.run([ev("e2", None, at(1, 2), "earn") | {"participant_id": pid},
+             ev("e3", None, at(1, 3), "earn") | {"participant_id": "00000000-0000-0000-0000-000000000000"}],
+            [op("adjust", "o1", "ghost", at(1, 4), type="CREDIT", asset="PTS", amount="1")])
+    assert led.status() == {"e1": OK, "e2": OK, "e3": ("FAILED", "participant_not_found"),
+                            "o1": ("FAILED", "participant_not_found")}
+    assert led.balance("u1") == (D(2), D(0), D(0))
+    messages = dict(led.sql("SELECT idempotency_key, error_message FROM events WHERE status = 'FAILED' UNION ALL "
+                            "SELECT idempotency_key, error_message FROM operations"))
+    assert "participant_id" in messages["e3"] and "REJECT" not in messages["e3"]
+    assert "upsert_participant" in messages["o1"] and "REJECT" not in messages["o1"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Section 9: lots, wallets, transfers, rewards
 
@@ -345,6 +366,25 @@ def test_s9_transfers_make_new_lots_without_the_sources_expiry(tmp_path):
                     ("u2", D(8), "2025-03-01 05:00:00+00", None),
                     ("u3", D(1), "2025-03-01 04:00:00+00", "2025-03-03 04:00:00+00"),
                     ("u3", D(4), "2025-03-01 05:00:00+00", None)]
+
+
+@pytest.mark.xfail(strict=True, reason="semantics.md 7/9.1 with 8's invariants: after a DEBIT with allow_negative "
+                                       "on a LOT asset, the next CREDIT makes a lot of its whole amount although part "
+                                       "of it only repays the overdraft: the lots hold more than the balance and "
+                                       "`perkflow verify` fails (lot_remainders); the oracle does the same")
+def test_s9_a_credit_after_a_lot_overdraft_repays_it_before_making_a_lot(tmp_path):
+    # 7: "DEBIT ... LOT: consume FIFO by lot creation. allow_negative: true overdraws the rest";
+    # 9.1: lots are what can be spent, and `perkflow verify` checks their remainders against the
+    # balance. After 10 earned, 15 clawed back (-5) and 10 earned, the participant holds 5: its
+    # lots must hold 5 (the overdraft is repaid first), so 5 is all it can spend or lose to expiry.
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "240h"}),
+             on("claw", {"type": "DEBIT", "asset": "PTS", "amount": "event.n", "allow_negative": True})]
+    led = Ledger(tmp_path, program(rules, [LOT]))
+    led.run([ev("e1", "u1", at(1, 1), "earn", n=10), ev("e2", "u1", at(1, 2), "claw", n=15),
+             ev("e3", "u1", at(1, 3), "earn", n=10)])
+    assert led.balance("u1") == (D(5), D(0), D(0))
+    assert led.sql("SELECT sum(remaining) FROM lots WHERE status = 'AVAILABLE'") == [(D(5),)]
+    led.verify()
 
 
 REWARDS = [
