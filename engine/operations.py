@@ -289,10 +289,13 @@ def _transfer(o: _Op) -> None:
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
         raise ActionFailed(INVALID, "transfer: params.recipients must list 1 to 100 recipients")
     for r in recipients:
-        ext = r.get("external_id") if isinstance(r, dict) else None
-        if not ext:
-            raise ActionFailed(INVALID, "transfer: every recipient needs an external_id")
-        rid = o.tx.store.find_external(ext, o.op.pos)  # as of this point of the stream (semantics.md 3)
+        # Scrip: each recipient names one of external_id | participant_id (group_id: groups are not built)
+        ext, ref = (r.get("external_id"), r.get("participant_id")) if isinstance(r, dict) else (None, None)
+        if not isinstance(ext or ref, str) or (ext and ref):
+            raise ActionFailed(INVALID, "transfer: every recipient needs one of external_id or participant_id")
+        # as of this point of the stream (semantics.md 3)
+        rid = o.tx.store.find_external(ext, o.op.pos) if ext else o.tx.store.find_id(ref, o.op.pos)
+        ext = ext or ref
         if rid is None:
             raise ActionFailed("participant_not_found", f"transfer: recipient {ext!r} not found")
         if rid == pid:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from engine.ids import participant_id
 from tests.helpers.io import cli, query, write_events, write_program
 
 SIMPLE = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
@@ -232,6 +233,20 @@ def test_s7_holds_by_reference_through_the_cli(tmp_path):
     led.verify()
 
 
+@pytest.mark.xfail(strict=True, reason="semantics.md 7: `target: {type: PROGRAM}` on a value action (the program "
+                                       "wallet) is not built (rejected at load: 'not supported yet')")
+def test_s7_a_program_target_on_a_value_action_moves_the_program_wallet(tmp_path):
+    # "target (optional, on any action): ... {type: PROGRAM}"; the program's value account is its
+    # wallet (9.2), so a CREDIT targeting the program funds its wallet from issuance.
+    gift = {"symbol": "GIFT", "name": "Gift", "issuance_policy": "PREFUNDED", "scale": 0}
+    rules = [on("topup", {"type": "CREDIT", "asset": "GIFT", "amount": "event.n", "target": {"type": "PROGRAM"}}),
+             on("earn", {"type": "CREDIT", "asset": "GIFT", "amount": "event.n"})]
+    led = Ledger(tmp_path, program(rules, [gift]))
+    led.run([ev("e1", "u1", at(1, 1), "topup", n=20), ev("e2", "u1", at(1, 2), "earn", n=5)])
+    assert led.status() == {"e1": OK, "e2": OK}
+    assert led.sql("SELECT available FROM balances WHERE entity_type = 'PROGRAM_WALLET'") == [(D(15),)]
+
+
 @pytest.mark.xfail(strict=True, reason="semantics.md 7: SCHEDULE_EVENT is not built (rejected at load: "
                                        "'not supported yet')")
 def test_s7_schedule_event_emits_a_system_event_later(tmp_path):
@@ -287,6 +302,27 @@ def test_s2_s5_events_by_participant_id_and_operations_need_an_existing_particip
                             "SELECT idempotency_key, error_message FROM operations"))
     assert "participant_id" in messages["e3"] and "REJECT" not in messages["e3"]
     assert "upsert_participant" in messages["o1"] and "REJECT" not in messages["o1"]
+
+
+def test_s3_maintain_applies_due_counter_resets_to_the_stored_state(tmp_path):
+    # 3: "Time-driven changes (lot expiry, lot maturity, counter reset_after, ...) ... A
+    # maintenance run --as-of T applies everything due up to T for all entities." The stored
+    # state (participant_state, program_state) shows the reset, with last_reset_at advanced by
+    # whole periods to the last instant it was due; the next event sees the same as without it.
+    rules = [on("visit", {"type": "COUNTER", "key": "daily", "value": "1", "reset_after": "24h"},
+                {"type": "COUNTER", "key": "daily", "value": "1", "reset_after": "24h", "target": {"type": "PROGRAM"}},
+                {"type": "COUNTER", "key": "total", "value": "1"})]
+    led = Ledger(tmp_path, program(rules))
+    led.run([ev("e1", "u1", at(1, 12), "visit"), ev("e2", "u1", at(1, 13), "visit")])
+    res = cli("maintain", "--as-of", "2025-03-05T00:00:00Z", "--db", str(led.db), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["counter_resets"] == 2
+    state = "SELECT key, number_value, last_reset_at::VARCHAR FROM {} WHERE kind = 'COUNTER' ORDER BY 1"
+    assert led.sql(state.format("participant_state")) == [("daily", D(0), "2025-03-04 12:00:00+00"),
+                                                          ("total", D(2), "2025-03-01 12:00:00+00")]
+    assert led.sql(state.format("program_state")) == [("daily", D(0), "2025-03-04 12:00:00+00")]
+    led.run([ev("e3", "u1", at(5, 6), "visit")])
+    assert led.state("u1") == {("COUNTER", "daily"): D(1), ("COUNTER", "total"): D(3)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,22 +386,26 @@ def test_s9_transfers_make_new_lots_without_the_sources_expiry(tmp_path):
             [op("transfer", "t1", "u1", at(1, 5), asset="PTS",
                 recipients=[{"external_id": "u2", "amount": "8"}, {"external_id": "u3", "amount": "4"}]),
              op("transfer", "t2", "u1", at(1, 6), asset="PTS",
-                recipients=[{"external_id": "u2", "amount": "1"}, {"external_id": "ghost", "amount": "1"}])])
-    assert led.status()["t1"] == OK and led.status()["t2"] == ("FAILED", "participant_not_found")
-    assert led.entries("t2") == []
+                recipients=[{"external_id": "u2", "amount": "1"}, {"external_id": "ghost", "amount": "1"}]),
+             # Scrip's transfer recipients name one of external_id | participant_id
+             op("transfer", "t3", "u2", at(1, 7), asset="PTS",
+                recipients=[{"participant_id": str(participant_id("u3")), "amount": "2"}])])
+    assert led.status()["t1"] == led.status()["t3"] == OK and led.status()["t2"] == ("FAILED", "participant_not_found")
+    assert led.entries("t2") == [] and led.entries("t3") == [("TRANSFER", D(2))]
     assert [(t, a) for t, a in led.entries("t1")] == [("TRANSFER", D(8)), ("TRANSFER", D(4))]
     # section 12 lists a `transfers` table
     assert [(r["idempotency_key"], r["status"], r["error_code"], r["source_external_id"], r["recipient_external_id"],
              r["asset_symbol"], r["amount"]) for r in led.view("transfers")] == [
         ("t1", "COMPLETED", None, "u1", "u2", "PTS", D(8)), ("t1", "COMPLETED", None, "u1", "u3", "PTS", D(4)),
-        ("t2", "FAILED", "participant_not_found", "u1", None, "PTS", None)]
+        ("t2", "FAILED", "participant_not_found", "u1", None, "PTS", None),
+        ("t3", "COMPLETED", None, "u2", "u3", "PTS", D(2))]
     lots = led.sql("SELECT p.external_id, l.remaining, l.created_at::VARCHAR, l.expires_at::VARCHAR FROM lots l "
                    "JOIN participants p ON p.id = l.entity_id WHERE l.remaining > 0 ORDER BY 1, 3")
     assert lots == [("u1", D(8), "2025-03-01 02:00:00+00", "2025-03-03 02:00:00+00"),
-                    ("u2", D(1), "2025-03-01 03:00:00+00", "2025-03-03 03:00:00+00"),
-                    ("u2", D(8), "2025-03-01 05:00:00+00", None),
+                    ("u2", D(7), "2025-03-01 05:00:00+00", None),   # t3 took u2's own lot (1), then 1 of t1's
                     ("u3", D(1), "2025-03-01 04:00:00+00", "2025-03-03 04:00:00+00"),
-                    ("u3", D(4), "2025-03-01 05:00:00+00", None)]
+                    ("u3", D(4), "2025-03-01 05:00:00+00", None),
+                    ("u3", D(2), "2025-03-01 07:00:00+00", None)]
 
 
 @pytest.mark.xfail(strict=True, reason="semantics.md 7/9.1 with 8's invariants: after a DEBIT with allow_negative "
