@@ -592,15 +592,21 @@ def test_s13_counts_reconcile_and_are_stored_with_the_batch(tmp_path):
     assert led.balance("u1") == (D(7), D(0), D(0))
 
 
-def test_s13_unknown_operation_rows_are_quarantined(tmp_path):
-    # 2.3 lists the operations; a row naming none of them breaks the contract: quarantined with a
-    # reason (13), the rest processed; exit 0.
+def test_s13_operation_rows_that_break_the_contract_are_quarantined(tmp_path):
+    # 2.3: each row has the operation, the program, a key, a timestamp and *the target*; a row
+    # naming no known operation, or an operation on a participant naming none, breaks it:
+    # quarantined with a reason (13), the rest processed, exit 0 (the second crashed the run with
+    # exit 1: a TypeError sorting the state of participant None).
     led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]))
     counts = led.run([ev("k1", "u1", at(1, 1), "earn")],
                      [op("frobnicate", "o1", "u1", at(1, 2), asset="PTS"),
-                      op("tag", "o2", "u1", at(1, 3), tag="ok")])
-    assert (counts["read"], counts["completed"], counts["rejected"]) == (3, 2, 1)
-    assert [r for (r,) in led.sql("SELECT reason FROM rejected_rows")] != []
+                      op("tag", "o2", "u1", at(1, 3), tag="ok"),
+                      op("tag", "o3", None, at(1, 4), tag="nobody"),
+                      op("fund", "o4", None, at(1, 5), asset="PTS", amount="5")])  # names no participant
+    assert (counts["read"], counts["completed"], counts["rejected"]) == (5, 3, 2)
+    assert led.sql("SELECT row_number, reason FROM rejected_rows ORDER BY 1") == [
+        (1, "unknown_operation"), (3, "missing_required_field")]
+    assert led.state("u1") == {("TAG", "ok"): None}
 
 
 def test_s13_an_unreadable_operations_file_stops_the_run_with_exit_2(tmp_path):
