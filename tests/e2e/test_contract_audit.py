@@ -119,7 +119,7 @@ def ev(key: str, who: str | None, when: str, event_type: str, **data) -> dict:
     return {"key": key, "who": who, "when": when, "data": {"type": event_type, **data}}
 
 
-def op(name: str, key: str, who: str | None, when: str, **params) -> dict:
+def op(name: str, key: str, who: str | None, when: str, /, **params) -> dict:
     return {"op": name, "key": key, "who": who, "when": when, "params": params}
 
 
@@ -607,6 +607,34 @@ def test_s13_operation_rows_that_break_the_contract_are_quarantined(tmp_path):
     assert led.sql("SELECT row_number, reason FROM rejected_rows ORDER BY 1") == [
         (1, "unknown_operation"), (3, "missing_required_field")]
     assert led.state("u1") == {("TAG", "ok"): None}
+
+
+def test_s13_operation_params_of_the_wrong_shape_fail_the_operation_not_the_run(tmp_path):
+    # 13: exit 1 is for unexpected internal errors; a params field of the wrong shape is the
+    # row's problem: that operation FAILS (invalid_operation), the batch is processed (amount
+    # "NaN" and an asset given as a list crashed the run with exit 1). State written by
+    # operations follows the SET_ATTRIBUTE rule (decisions.md): a tag or attribute is never a
+    # Python repr ("5.0", "['a']", "True" were stored); a NaN counter is refused.
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "5"})]))
+    bad = {"n1": ("adjust", {"type": "CREDIT", "asset": "PTS", "amount": "NaN"}),
+           "n2": ("adjust", {"type": "CREDIT", "asset": ["PTS"], "amount": "1"}),
+           "n3": ("redeem", {"asset": "PTS", "amount": "Infinity"}),
+           "n4": ("set_counter", {"key": "k", "value": "NaN"}),
+           "n5": ("tag", {"tag": ["a"]}),
+           "n6": ("set_attribute", {"key": "k", "value": ["a"]}),
+           "n7": ("upsert_participant", {"attributes": {"a": {"b": 1}}}),
+           "n8": ("reverse_redemption", {"redemption": ["x"]})}
+    led.run([ev("e1", "u1", at(1, 1), "earn")],
+            [op(name, key, "u1", at(1, 2 + i), **params) for i, (key, (name, params)) in enumerate(bad.items())]
+            + [op("set_attribute", "g1", "u1", at(1, 20), key="vip", value=True),
+               op("set_attribute", "g2", "u1", at(1, 21), key="spent", value=10.0),
+               op("upsert_participant", "g3", "u1", at(1, 22), attributes={"plan": "gold"}, tags=["New"])])
+    status = led.status()
+    assert {k: status[k] for k in bad} == {k: ("FAILED", "invalid_operation") for k in bad}
+    assert status["g1"] == status["g2"] == status["g3"] == OK
+    assert led.state("u1") == {("ATTRIBUTE", "vip"): "true", ("ATTRIBUTE", "spent"): "10",
+                               ("ATTRIBUTE", "plan"): "gold", ("TAG", "new"): None}
+    assert led.balance("u1") == (D(5), D(0), D(0))
 
 
 def test_s13_an_unreadable_operations_file_stops_the_run_with_exit_2(tmp_path):
