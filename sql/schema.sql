@@ -110,7 +110,7 @@ CREATE TABLE IF NOT EXISTS rule_evaluations (
     event_id         UUID NOT NULL,
     rule_id          UUID NOT NULL,
     rule_version     VARCHAR NOT NULL,
-    outcome          VARCHAR NOT NULL,        -- MATCHED | SKIPPED_ERROR
+    outcome          VARCHAR NOT NULL,        -- MATCHED | SKIPPED_ERROR | BUDGET_EXCEEDED
     message          VARCHAR,
     batch_id         BIGINT NOT NULL
 );
