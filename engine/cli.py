@@ -24,7 +24,8 @@ if not console.is_terminal:  # piped output: wide enough for the counts table, n
     console = Console(width=200)
 err_console = Console(stderr=True, width=None if console.is_terminal else 200)
 
-REPORTS = ("ledger_summary", "balances", "program_activity", "participant_statement", "expiration_schedule")
+REPORTS = ("ledger_summary", "balances", "program_activity", "participant_statement", "expiration_schedule",
+           "transfers", "reward_status")
 
 
 def main(argv: list[str] | None = None) -> int:

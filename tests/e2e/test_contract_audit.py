@@ -453,6 +453,8 @@ def test_s9_rewards_draft_and_archived_cannot_be_redeemed_and_sold_out_shows_out
     assert led.sql("SELECT available FROM balances WHERE entity_type = 'SYSTEM_REDEMPTION'") == [(D(20),)]
     status = lambda: dict(led.sql("SELECT key, status FROM reward_status"))  # noqa: E731
     assert status() == {"mug": "OUT_OF_STOCK", "draft": "DRAFT", "archived": "ARCHIVED"}
+    res = cli("report", "reward_status", "--db", str(led.db), "--json")  # also a `perkflow report`
+    assert res.returncode == 0 and {r["key"]: r["status"] for r in json.loads(res.stdout)} == status()
     led.run(operations=[op("reverse_redemption", "v1", "u1", at(1, 6), redemption="r3", quantity=1)])
     assert status()["mug"] == "ACTIVE"
 
