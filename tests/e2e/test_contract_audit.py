@@ -476,6 +476,26 @@ def test_s9_redemptions_go_to_the_programs_redemption_target(tmp_path):
 # Section 10: tiers (upgrades, SET_TIER, PERIOD_BASED lifecycles: tests/e2e/test_tiers.py)
 
 
+def test_s10_a_credit_target_is_auto_qualified_by_the_event_that_touches_it(tmp_path):
+    # 10: "After each event the participant is upgraded to the highest level it qualifies for";
+    # docs/decisions.md: for every participant the event touched, its targets included. u2's
+    # counter crosses the threshold by an operation (no auto-qualification after operations); u1's
+    # event then credits u2 as its target: u2 is upgraded by that event. Before the kernel's
+    # touch() took a target's state (the fix of the due counter reset of a CREDIT target), only
+    # targets of state actions were upgraded.
+    tier = {"key": "loyalty", "levels": [{"key": "silver", "rank": 1, "qualification": {
+        "mode": "ALL", "criteria": [{"counter": "spend", "operator": ">=", "threshold": 100}]}}]}
+    rules = [on("gift", {"type": "CREDIT", "asset": "PTS", "amount": "1",
+                         "target": {"type": "PARTICIPANT", "external_id": "u2"}}),
+             on("join", {"type": "TAG", "tag": "member"})]
+    led = Ledger(tmp_path, program(rules, tiers=[tier]))
+    led.run([ev("e0", "u2", at(1, 9), "join"), ev("e1", "u1", at(1, 11), "gift")],
+            [op("set_counter", "o1", "u2", at(1, 10), key="spend", value="150")])
+    assert led.sql("SELECT p.external_id, h.to_level, h.reason, h.effective_at::VARCHAR, e.idempotency_key "
+                   "FROM tier_history h JOIN participants p ON p.id = h.participant_id "
+                   "JOIN events e ON e.id = h.event_id") == [("u2", "silver", "AUTO", "2025-03-01 11:00:00+00", "e1")]
+
+
 @pytest.mark.xfail(strict=True, reason="semantics.md 10: lifecycle retention ACTIVITY_REFRESH, qualification_period "
                                        "NONE and counter rollover (NONE | EXCESS) are not built (rejected at load)")
 def test_s10_every_lifecycle_option_of_the_contract_loads(tmp_path):
