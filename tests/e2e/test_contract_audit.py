@@ -688,3 +688,9 @@ def test_s13_an_unreadable_operations_file_stops_the_run_with_exit_2(tmp_path):
     res = cli("run", "--programs", str(led.programs), "--operations", str(bad), "--db", str(led.db))
     assert res.returncode == 2 and "ops-bad.parquet" in "".join(res.stderr.split()) and "operation" in res.stderr
     assert led.db.read_bytes() == before
+    # a wrong column type is named by the operation file's own column name (it said event_data)
+    pq.write_table(pa.table({"operation": ["tag"], "program_id": ["shop"], "idempotency_key": ["o1"],
+                             "external_id": ["u1"], "timestamp": [at(1, 2)], "params": [5]}), bad)
+    res = cli("run", "--programs", str(led.programs), "--operations", str(bad), "--db", str(led.db))
+    assert res.returncode == 2 and "column params must be" in " ".join(res.stderr.split())
+    assert led.db.read_bytes() == before
