@@ -176,7 +176,7 @@ class _Features:
     tags: list[str]                         # tags some rule writes (the others never change)
     attrs: list[str]                        # every attribute key (opening or written)
     assets: dict[str, str]                  # asset id -> symbol, for every program asset
-    budgets: dict[tuple[str, str], tuple]   # (rule sid, asset id) -> (budget, program key)
+    budgets: dict[tuple[str, str], tuple]   # (rule sid, budget index) -> (budget, program key)
     tiers: dict[str, CompiledTier]          # tier id -> tier (`lv:` rank before, `up:` rank after an upgrade)
     opening_tags: bool = False              # some participant has tags no rule writes (set by _opening)
 
@@ -203,7 +203,7 @@ def _features(g: pl.DataFrame, catalog: Catalog, opening: dict[str, pl.DataFrame
             assets[catalog.asset_sids[symbol]] = symbol
         for rule in program.active_rules:
             for b in rule.budgets:
-                budgets[(rule.sid, str(b.asset_id))] = (b, key)
+                budgets[(rule.sid, str(b.index))] = (b, key)  # each budget on its own, also two on one asset
             for a in rule.actions:
                 if a.type == "COUNTER":
                     counters[a.key] = a.reset_after
@@ -267,12 +267,12 @@ def _opening(g: pl.DataFrame, f: _Features, opening: dict[str, pl.DataFrame], st
     schema |= {_col("o_lv", t): pl.Int64 for t in f.tiers}
     o = o.select(list(schema)).cast(schema)
     g = g.join(o, on="pid", how="left", maintain_order="left")
-    for (rule_sid, asset), (budget, key) in f.budgets.items():
-        bp, o_bc = _col("bp", f"{rule_sid}:{asset}"), _col("o_bc", f"{rule_sid}:{asset}")
+    for (rule_sid, index), (budget, key) in f.budgets.items():
+        bp, o_bc = _col("bp", f"{rule_sid}:{index}"), _col("o_bc", f"{rule_sid}:{index}")
         stamps = g["event_timestamp"].filter(g["program_key"] == key).unique().sort()
         at = pl.DataFrame({"event_timestamp": stamps, bp: _monotone(stamps, budget.period)})
         used = at.select(pl.col(bp).unique())
-        used = used.with_columns(pl.Series(o_bc, [store.budgets.get((rule_sid, asset, q), Decimal(0)) for q in used[bp]], dtype=D))
+        used = used.with_columns(pl.Series(o_bc, [store.budget_opening((rule_sid, budget.index, str(budget.asset_id), q)) for q in used[bp]], dtype=D))
         mine = pl.col("program_key") == key
         g = (g.join(at.join(used, on=bp), on="event_timestamp", how="left", maintain_order="left")
              .with_columns(pl.when(mine).then(pl.col(bp)), pl.when(mine).then(pl.col(o_bc))))
@@ -466,7 +466,7 @@ class _ProgramPass:
         self.conditions = 0
         self.windows, self.pre, self.exprs, self.parts, self.amount_cache, self.value_cache = {}, {}, {}, {}, {}, {}
         self.tiers = list(program.tiers.values())
-        self.budgets = [(f"{rule.sid}:{b.asset_id}", b) for rule in program.active_rules for b in rule.budgets]
+        self.budgets = [(f"{rule.sid}:{b.index}", b) for rule in program.active_rules for b in rule.budgets]
         #: budget key -> (consulted, total asked, over the limit) per event, as last evaluated
         self.checked: dict[str, tuple[pl.Series, pl.Series, pl.Series]] = {}
         self.read_sets: list[tuple[pl.Series | None, list[str]]] | None = None
@@ -801,22 +801,21 @@ class _ProgramPass:
             exceeded = false
             totals = {}
             for b in rule.budgets:  # (what the check saw is kept: `stale` re-runs it when that changes)
-                asset = str(b.asset_id)
+                key = f"{rule.sid}:{b.index}"  # each budget on its own, also two on one asset
                 total = zero
                 for action in rule.actions:
-                    if action.type == "CREDIT" and str(action.asset_id) == asset:
+                    if action.type == "CREDIT" and action.asset_id == b.asset_id:
                         total = total + planned[action.index].fill_null(Decimal(0))
-                totals[asset] = total
-                over = cur[_col("bc", f"{rule.sid}:{asset}")] + total > b.limit
+                totals[key] = total
+                over = cur[_col("bc", key)] + total > b.limit
                 exceeded = exceeded | (ok_plan & over)
-                checked[f"{rule.sid}:{asset}"] = (ok_plan, total, over)
+                checked[key] = (ok_plan, total, over)
             accepted = ok_plan & ~exceeded
             if final:
                 evals.append(self.h.eval_rows(pos, plan_fail | accepted, rule, "MATCHED", None))
                 if exceeded.any():
                     evals.append(self.h.eval_rows(pos, exceeded, rule, "BUDGET_EXCEEDED", None))
-            for asset, total in totals.items():
-                key = f"{rule.sid}:{asset}"
+            for key, total in totals.items():
                 out[_col("take", key)] = out[_col("take", key)] + total.zip_with(accepted, zero)
                 out[_col("acc", key)] = out[_col("acc", key)] | accepted
             # 3. the actions, in order, each seeing the ones before
@@ -958,13 +957,14 @@ def _write_back(before: pl.DataFrame, f: _Features, opening: dict[str, pl.DataFr
             .agg(pl.col("_changed").any(), pl.col("o_tags").last(), *[pl.col(c).last() for c in after]))
     upgrades = _tier_history(x, f, store)
     _stage_state(last.filter(pl.col("_changed")), f, opening, upgrades, store)
-    for r, a in f.budgets:
-        key = f"{r}:{a}"
+    for (r, i), (budget, _) in f.budgets.items():
+        key = f"{r}:{i}"
         used = (x.filter(pl.col(_col("acc", key)))
                 .group_by(_col("bp", key)).agg(pl.col(_col("o_bc", key)).first(), pl.col(_col("take", key)).sum()))
-        for period, opening, taken in used.iter_rows():
-            store.budgets[(r, a, period)] = Decimal(opening) + Decimal(taken)
-            store.dirty_budgets.add((r, a, period))
+        for period, first, taken in used.iter_rows():
+            stored = (r, budget.index, str(budget.asset_id), period)
+            store.budgets[stored] = Decimal(first) + Decimal(taken)
+            store.dirty_budgets.add(stored)
 
 
 def _stage_state(last: pl.DataFrame, f: _Features, opening: dict[str, pl.DataFrame],

@@ -41,6 +41,11 @@ TIERS_SCHEMA = {"participant_id": pl.String, "tier_id": pl.String, "level": pl.S
                 "achieved_at": pl.Datetime("us", "UTC"), "reviewed_at": pl.Datetime("us", "UTC")}
 
 
+#: A budget's consumption in one period: (rule id, the budget's index in the rule's `budgets`,
+#: asset id, period). Each budget counts on its own, also two of one rule on one asset.
+BudgetKey = tuple[str, int, str, int]
+
+
 @dataclass
 class Counter:
     value: Decimal
@@ -108,16 +113,19 @@ class Person:
 class Store:
     """Committed state as of the start of this batch plus what earlier events of the batch did."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, budgets: dict[tuple[str, str, int], Decimal]):
+    def __init__(self, con: duckdb.DuckDBPyConnection, budgets: dict[BudgetKey, Decimal],
+                 legacy_budgets: dict[tuple[str, str, int], Decimal] | None = None):
         self.con = con
         self.people: dict[str, Person] = {}
         self.by_external: dict[str, str] = {}
         self.balances: dict[tuple[str, str, str, str], Decimal] = {}  # (entity type, id, asset, bucket)
         self.states: dict[tuple[str, str], EntityState] = {}
-        self.budgets = budgets  # (rule_id, asset_id, period) -> consumed
+        self.budgets = budgets  # (rule_id, budget index, asset_id, period) -> consumed
+        # a ledger made before budgets were counted one by one: (rule_id, asset_id, period) -> consumed
+        self.legacy_budgets = legacy_budgets or {}
         self.loaded: set[str] = set()
         self.dirty_states: set[tuple[str, str]] = set()
-        self.dirty_budgets: set[tuple[str, str, int]] = set()
+        self.dirty_budgets: set[BudgetKey] = set()
         self.dirty_people: set[str] = set()  # participants whose status changed
         self.lots: dict[tuple[str, str, str], list[Lot]] = {}  # (entity type, id, asset) -> its lots
         self.lot_assets: set[str] = set()  # the assets in `lots`: finds a holder's lots without a scan
@@ -142,10 +150,22 @@ class Store:
 
     @classmethod
     def open(cls, con: duckdb.DuckDBPyConnection) -> Store:
-        usage = db.frame(con, statement("lookups.sql", "budget_usage"))
+        usage = db.frame(con, statement("lookups.sql", "budget_consumption"))
         # every period is kept: a late event consumes its own period's budget (semantics.md 3)
-        budgets = {(r, a, p): Decimal(c) for r, a, p, c in usage.iter_rows()}
-        return cls(con, budgets)
+        budgets = {(r, i, a, p): Decimal(c) for r, i, a, p, c in usage.iter_rows()}
+        legacy = {}
+        if con.execute(statement("lookups.sql", "has_legacy_budget_usage")).fetchall()[0][0]:
+            old = db.frame(con, statement("lookups.sql", "legacy_budget_usage"))
+            legacy = {(r, a, p): Decimal(c) for r, a, p, c in old.iter_rows()}
+        return cls(con, budgets, legacy)
+
+    def budget_opening(self, key: BudgetKey) -> Decimal:
+        """What the budget (rule id, budget index, asset id, period) had consumed before this
+        batch's events (or before this one, once they consumed some)."""
+        if key in self.budgets:
+            return self.budgets[key]
+        rule_id, _, asset_id, period = key
+        return self.legacy_budgets.get((rule_id, asset_id, period), Decimal(0))
 
     def preload(self, entity_ids: list[str], people: list[Person], *, lots: bool = True) -> None:
         """Bulk-load balances and state of the entities (participants, programs) a batch names,
@@ -304,8 +324,8 @@ class Store:
         state = pl.DataFrame(rows, schema=STATE_SCHEMA, orient="row")
         entities = pl.DataFrame(sorted(self.dirty_states), schema={"entity_type": pl.String, "entity_id": pl.String}, orient="row")
         budgets = pl.DataFrame([(*key, self.budgets[key]) for key in sorted(self.dirty_budgets)],
-                               schema={"rule_id": pl.String, "asset_id": pl.String, "period": pl.Int64,
-                                       "consumed": pl.Decimal(38, 18)}, orient="row")
+                               schema={"rule_id": pl.String, "budget_index": pl.Int32, "asset_id": pl.String,
+                                       "period": pl.Int64, "consumed": pl.Decimal(38, 18)}, orient="row")
         lots = pl.DataFrame(
             [(lot.id, lot.entity_type, lot.entity_id, lot.asset_id, lot.amount, lot.remaining, lot.status,
               lot.created_at, lot.expires_at, lot.matures_at, lot.reference_id, lot.program_id, lot.provisional)
@@ -355,7 +375,7 @@ class Tx:
         self.now = now
         self.balances: dict[tuple[str, str, str, str], Decimal] = {}
         self.states: dict[tuple[str, str], EntityState] = {}
-        self.budgets: dict[tuple[str, str, int], Decimal] = {}
+        self.budgets: dict[BudgetKey, Decimal] = {}
         self.statuses: dict[str, str] = {}
         self.lot_lists: dict[tuple[str, str, str], list[Lot]] = {}
         self.activation: dict | None = None  # CEL variables, cached until an action changes state
@@ -416,14 +436,14 @@ class Tx:
             self.states[key] = committed.copy() if committed is not None else EntityState()
         return self.states[key]
 
-    def budget_consumed(self, rule_id: str, asset_id: str, period: int) -> Decimal:
-        key = (rule_id, asset_id, period)
+    def budget_consumed(self, key: BudgetKey) -> Decimal:
+        """What a budget (rule id, budget index, asset id, period) has consumed before this point."""
         if key in self.budgets:
             return self.budgets[key]
-        return self.store.budgets.get(key, Decimal(0))
+        return self.store.budget_opening(key)
 
-    def consume(self, rule_id: str, asset_id: str, period: int, amount: Decimal) -> None:
-        self.budgets[(rule_id, asset_id, period)] = self.budget_consumed(rule_id, asset_id, period) + amount
+    def consume(self, key: BudgetKey, amount: Decimal) -> None:
+        self.budgets[key] = self.budget_consumed(key) + amount
 
     def commit(self) -> None:
         s = self.store
