@@ -110,10 +110,15 @@ FROM (
 -- This chunk's postings summed per account (`stage_balances`, summed by the writer from the
 -- stage rather than by scanning the postings table, which grows with every batch): accounts
 -- that exist move by it ...
-UPDATE account_balances b SET amount = b.amount + d.amount
-FROM stage_balances d
-WHERE b.entity_type = d.entity_type AND b.entity_id = d.entity_id::UUID AND b.asset_id = d.asset_id::UUID
-  AND b.bucket = d.bucket;
+-- The accounts are matched to their rows first and updated by rowid: DuckDB's UPDATE .. FROM
+-- a stage that also holds accounts not in the table (new ones) took ~20x longer (3.4 s against
+-- 0.15 s CPU for 193,000 of 261,000 accounts in a W2 chunk).
+UPDATE account_balances SET amount = account_balances.amount + d.amount
+FROM (SELECT b.rowid AS row_id, d.amount
+      FROM stage_balances d
+      JOIN account_balances b ON b.entity_type = d.entity_type AND b.entity_id = d.entity_id::UUID
+                             AND b.asset_id = d.asset_id::UUID AND b.bucket = d.bucket) d
+WHERE account_balances.rowid = d.row_id;
 
 -- name: insert_balances
 -- ... and new accounts start at it. (Not one INSERT .. ON CONFLICT DO UPDATE: on rows an earlier
