@@ -127,9 +127,11 @@ class Flags:
     # period; was an engine bug, now fixed). When off, scenarios with an INTERVAL budget are a
     # single batch.
     late_interval_budgets: bool = True
-    # PARTICIPANT targets in a CREATE program alongside a REJECT one: a participant created as a
-    # target, then named by a later event of the REJECT program in the same batch. Off in the main
-    # test: see test_bug_participant_created_by_a_target_is_unknown_to_a_reject_program.
+    # PARTICIPANT targets in a scenario with a REJECT program: a participant created as a target
+    # and then named by a later event of the REJECT program in the same batch, or named by a REJECT
+    # program's target before the event that creates it. Off in the main test: see
+    # test_bug_participant_created_by_a_target_is_unknown_to_a_reject_program and
+    # test_bug_a_reject_programs_target_finds_a_participant_created_later_in_the_batch.
     targets_beside_reject: bool = True
     # A COUNTER `reset_after` in a program whose CREDIT/DEBIT actions have PARTICIPANT targets (a
     # due reset of the target). Off in the main test: see
@@ -429,8 +431,7 @@ def programs(draw, flags: Flags) -> list[dict]:
             _valid_static_amounts(spec)
     if not flags.targets_beside_reject and any(spec["program"]["on_unknown_participant"] == "REJECT" for spec in out):
         for spec in out:
-            if spec["program"]["on_unknown_participant"] == "CREATE":
-                _drop_participant_targets(spec)
+            _drop_participant_targets(spec)
     actions = [a for spec in out for r in spec["rules"] for a in r["actions"]]
     if not flags.resets_with_value_targets and any(
             a["type"] in ("CREDIT", "DEBIT") and a.get("target", {}).get("type") == "PARTICIPANT" for a in actions):
