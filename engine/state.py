@@ -172,6 +172,17 @@ class Store:
             for row in self._rows("entity_due_lots", ids, {"until": until}, named=True):
                 self._add_lot(row)
 
+    def load_lots(self, holder: tuple[str, str, str], lot_ids: list[str]) -> None:
+        """The holder's lots named by id, loaded from the ledger if not in memory, whatever their
+        status: a reversal gives value back to the lots its redemption took it from, and
+        `preload` loads only the lots that still hold value (one the redemption consumed whole is
+        CONSUMED)."""
+        have = {lot.id for lot in self.lots.get(holder, [])}
+        need = sorted({i for i in lot_ids if i not in have})
+        if need:
+            for row in self._rows("lots_by_id", need, named=True):
+                self._add_lot(row)
+
     def _add_lot(self, row: dict) -> None:
         if row["id"] in self.lot_ids:  # (loaded already, as a due lot)
             return
