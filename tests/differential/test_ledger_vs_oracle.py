@@ -530,6 +530,25 @@ def test_a_late_reversal_gives_nothing_back_to_a_lot_whose_expiry_was_already_wr
     assert (a[3], a[4]) == (D(0), "EXPIRED")
     assert LP_U1 not in result.accounts and result.accounts[BREAKAGE_LP] == D(5)
 
+# Found by the property test with the stronger strategies (1,500 cases); the engine was wrong and
+# has been fixed. semantics.md 7: "An amount of exactly 0 is a no-op"; semantics.md 5 step 3: a
+# rule's action amounts are evaluated before its actions apply. u1 holds nothing; the rule holds
+# 1 and then releases `participant.balances.PTS.held`, which is 0 when evaluated, so the RELEASE
+# does nothing (the oracle). The kernel read the 0 amount as "no amount" (engine/kernel.py
+# `_amount` gives None for 0, which `_apply_value` took for a RELEASE without amount) and
+# released everything held: a RELEASE of 1.
+@pytest.mark.parametrize("amount", ["participant.balances.PTS.held", "0"])
+def test_regression_a_release_of_zero_is_a_no_op_not_a_release_of_everything(amount):
+    result = _both(L.LedgerScenario(
+        [_program([{"name": "R", "key": "r", "condition": "true",
+                    "actions": [{"type": "HOLD", "asset": "PTS", "amount": "1"},
+                                {"type": "RELEASE", "asset": "PTS", "amount": amount}]}])],
+        [[_ev("k0", "u1", "10:00:00Z", {})]],
+        [[_op("s1", "upsert_participant", "u1", "00:00:00Z", {}),
+          _op("a", "adjust", "u1", "00:00:00Z", {"asset": "PTS", "amount": "30", "type": "CREDIT"})]]))
+    assert [(e.action_type, e.amount) for e in result.ledger if e.origin[1] == "k0"] == [("HOLD", D(1))]
+    assert result.accounts[("PARTICIPANT", "u1", "PTS", "HELD")] == D(1)
+
 # Found by the property test with the stronger strategies (wt-verify); open. The same cause as
 # test_engine_vs_oracle's test_bug_a_credit_target_does_not_get_its_due_counter_reset, which other
 # work is fixing in engine/kernel.py (`_toucher`): a due counter reset is applied to an event's or
