@@ -24,7 +24,8 @@ if not console.is_terminal:  # piped output: wide enough for the counts table, n
     console = Console(width=200)
 err_console = Console(stderr=True, width=None if console.is_terminal else 200)
 
-REPORTS = ("ledger_summary", "balances", "program_activity", "participant_statement", "expiration_schedule")
+REPORTS = ("ledger_summary", "balances", "program_activity", "participant_statement", "expiration_schedule",
+           "transfers", "reward_status")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,8 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=_cmd_op)
 
-    m = sub.add_parser("maintain", help="write lot maturities and expiries and tier lifecycle reviews due up to "
-                                        "--as-of, for everyone",
+    m = sub.add_parser("maintain", help="write lot maturities and expiries, tier lifecycle reviews and counter "
+                                        "resets due up to --as-of, for everyone",
                        description="Time-driven changes due at or before --as-of, as entries at the instants "
                                    "they were due. Idempotent: a second run with the same or an earlier "
                                    "--as-of finds nothing due.")
@@ -275,12 +276,13 @@ def _cmd_maintain(args) -> int:
     if args.json:
         print(json.dumps({"batch_id": report.batch_id, "as_of": report.as_of.isoformat(), "lots_due": report.lots_due,
                           "entries": report.entries, "tier_changes": report.tier_changes,
-                          "seconds": round(report.seconds, 3)}))
+                          "counter_resets": report.counter_resets, "seconds": round(report.seconds, 3)}))
     elif report.batch_id is None:
         console.print(f"nothing due up to {report.as_of.isoformat()}")
     else:
-        console.print(f"batch {report.batch_id}: {report.entries} entries for {report.lots_due} lots and "
-                      f"{report.tier_changes} tier changes due up to {report.as_of.isoformat()} ({report.seconds:.2f}s)")
+        console.print(f"batch {report.batch_id}: {report.entries} entries for {report.lots_due} lots, "
+                      f"{report.tier_changes} tier changes and {report.counter_resets} entities' counter resets due up "
+                      f"to {report.as_of.isoformat()} ({report.seconds:.2f}s)")
     return 0
 
 

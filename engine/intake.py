@@ -49,14 +49,22 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection)
     unknown_program = pl.col("reject_reason").is_null() & pl.col("program_key").is_null()
     unknown_operation = (pl.col("reject_reason").is_null() & (pl.col("kind") == "operation")
                          & ~pl.col("operation").is_in(sorted(OPERATIONS)))
+    # an operation on a participant must name one, as an event must (it crashed the run before)
+    nobody = (pl.col("reject_reason").is_null() & (pl.col("kind") == "operation")
+              & ~pl.col("operation").is_in(sorted(PROGRAM_OPERATIONS))
+              & pl.coalesce(pl.col("external_id"), pl.col("participant_id")).is_null())
     rows = rows.with_columns(
         reject_reason=pl.when(unknown_program).then(pl.lit("unknown_program"))
-        .when(unknown_operation).then(pl.lit("unknown_operation")).otherwise(pl.col("reject_reason")),
+        .when(unknown_operation).then(pl.lit("unknown_operation"))
+        .when(nobody).then(pl.lit("missing_required_field")).otherwise(pl.col("reject_reason")),
         reject_message=pl.when(unknown_program)
         .then(pl.concat_str(pl.lit("program "), pl.col("program_id"), pl.lit(" is not defined in the program files")))
         .when(unknown_operation)
         .then(pl.concat_str(pl.lit("unknown operation "), pl.col("operation"),
                             pl.lit(f"; one of: {', '.join(sorted(OPERATIONS))}")))
+        .when(nobody)
+        .then(pl.concat_str(pl.lit("required field external_id is empty (operation "), pl.col("operation"),
+                            pl.lit(" names a participant: external_id or participant_id)")))
         .otherwise(pl.col("reject_message")),
     )
     bad = rows.filter(pl.col("reject_reason").is_not_null())
@@ -210,9 +218,15 @@ def _message(code: str) -> pl.Expr:
     """The message of the step 1 failure in column `code`."""
     return (pl.when(pl.col(code) == "program_inactive")
             .then(pl.concat_str(pl.lit("program "), pl.col("program_key"), pl.lit(" is not ACTIVE")))
-            .when(pl.col(code) == "participant_not_found")
+            .when((pl.col(code) == "participant_not_found") & (pl.col("kind") == "operation"))
+            .then(pl.lit("participant not found: an operation names an existing participant "
+                         "(only upsert_participant creates one)"))
+            .when((pl.col(code) == "participant_not_found") & pl.col("rejects"))
             .then(pl.lit("participant not found, and the program does not create participants "
                          "(on_unknown_participant: REJECT)"))
+            .when(pl.col(code) == "participant_not_found")
+            .then(pl.lit("participant not found: no participant has this participant_id "
+                         "(a participant is created from an external_id)"))
             .otherwise(pl.lit(None, dtype=pl.String)))
 
 

@@ -77,7 +77,7 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
         tx = Tx(store, ev.now)
         # everything due for a participant happens before the event first touches it: its
         # subject and recipient now, action targets and transfer recipients when they are named
-        tx.touch = _toucher(ev, store, out.effects)
+        tx.touch = _toucher(ev, tx, out.effects)
         tx.touch(ev.subject)
         tx.touch(ev.recipient)
         effects, evals = [], []
@@ -106,11 +106,14 @@ def _resolve(ev: KernelEvent, store: Store) -> tuple[str, str] | None:
     return found if here else missing
 
 
-def _toucher(ev: KernelEvent, store: Store, effects: list):
-    """touch(participant id): apply the maturities and expiries due by `now` for that participant,
-    once per event, to the committed state (semantics.md 3: time-driven changes are not the
-    event's doing and stand even if it fails)."""
+def _toucher(ev: KernelEvent, tx: Tx, effects: list):
+    """touch(participant id): apply the maturities, expiries and counter resets due by `now` for
+    that participant, once per event, to the committed state (semantics.md 3: time-driven
+    changes are not the event's doing and stand even if it fails). Every participant the event
+    reads or writes is touched first: its subject and recipient, every action target (value
+    actions included), transfer recipients, a reversal's redeemer."""
     touched: set[str] = set()
+    store = tx.store
 
     def touch(pid: str | None) -> None:
         if pid is None or pid in touched:
@@ -118,6 +121,7 @@ def _toucher(ev: KernelEvent, store: Store, effects: list):
         touched.add(pid)
         for lots in store.participant_lots(pid):
             apply_due(store, lots, ev.now, effects, ev.pos)
+        tx.state("PARTICIPANT", pid)  # its due counter resets (Tx.state applies them)
     return touch
 
 
@@ -349,15 +353,15 @@ def _take_budget(rule: CompiledRule, planned: list, tx: Tx, now: datetime) -> bo
     """Consume the rule's budgets for this evaluation, or return False (and consume nothing)
     if any of them would be exceeded."""
     takes = []
-    for b in rule.budgets:
+    for b in rule.budgets:  # each budget on its own, also two on one asset
         total = sum((v for a, (_, v) in zip(rule.actions, planned)
                      if a.type == "CREDIT" and a.asset_id == b.asset_id and v is not None), Decimal(0))
-        period = b.period(now)
-        if tx.budget_consumed(rule.sid, str(b.asset_id), period) + total > b.limit:
+        key = (rule.sid, b.index, str(b.asset_id), b.period(now))
+        if tx.budget_consumed(key) + total > b.limit:
             return False
-        takes.append((str(b.asset_id), period, total))
-    for asset, period, total in takes:
-        tx.consume(rule.sid, asset, period, total)
+        takes.append((key, total))
+    for key, total in takes:
+        tx.consume(key, total)
     return True
 
 

@@ -2,8 +2,10 @@
 
 Lot maturities and expiries are written as entries at the instants they were due, exactly the
 entries an event touching the holder would have triggered (same ids), so running maintenance
-early, late, twice, or never before the next event gives the same ledger. Counter resets are
-lazy by nature (semantics.md 3: a counter past its reset reads as 0) and need no entries.
+early, late, twice, or never before the next event gives the same ledger. Counter resets need no
+entries; they are applied to the stored state (`participant_state`, `program_state`) of every
+entity with a counter due, as the next event touching it would (semantics.md 3: "A maintenance
+run --as-of T applies everything due up to T for all entities").
 Tier lifecycle reviews (engine/tiers.py) are applied the same way, from the tier definitions the
 last run stored, so no program files are needed.
 """
@@ -39,6 +41,7 @@ class MaintainReport:
     entries: int
     seconds: float
     tier_changes: int = 0
+    counter_resets: int = 0  # entities whose counters reset
 
 
 def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float = 30.0) -> MaintainReport:
@@ -57,6 +60,7 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         for lots in holders.values():
             apply_due(store, lots, as_of, effects, pos=0)
         tier_store = _tier_reviews(con, as_of)
+        resets = _counter_resets(con, as_of, tier_store)  # after the reviews: they read counters as of their instants
         if not effects and not tier_store.tier_history and not tier_store.dirty_states:
             con.rollback()
             return MaintainReport(None, as_of, 0, 0, time.perf_counter() - t0)
@@ -87,7 +91,22 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
     finally:
         con.close()
     return MaintainReport(batch_id, as_of, sum(len(v) for v in holders.values()), len(effects),
-                          time.perf_counter() - t0, len(tier_store.tier_history))
+                          time.perf_counter() - t0, len(tier_store.tier_history), resets)
+
+
+def _counter_resets(con, as_of: datetime, store: Store) -> int:
+    """Apply the `reset_after` resets due by `as_of` of every entity's counters to `store` (marked
+    for rewriting, exactly as Tx.state marks them before an event); returns how many entities."""
+    due = [eid for (eid,) in con.execute(statement("lookups.sql", "due_counter_entities"), {"as_of": as_of}).fetchall()]
+    if not due:
+        return 0
+    store.preload(due, [], lots=False)
+    wanted, n = set(due), 0
+    for key, st in store.states.items():
+        if key[1] in wanted and st.apply_resets(as_of):
+            store.dirty_states.add(key)
+            n += 1
+    return n
 
 
 def _tier_reviews(con, as_of: datetime) -> Store:

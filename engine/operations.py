@@ -33,7 +33,13 @@ def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
     name = op.operation
     if name in NOT_BUILT:
         raise ActionFailed(NOT_SUPPORTED, f"operation {name} is not supported yet")
-    HANDLERS[name](_Op(op, tx, catalog, effects))
+    try:
+        HANDLERS[name](_Op(op, tx, catalog, effects))
+    except (TypeError, ValueError, AttributeError, ArithmeticError) as e:
+        # a params field of the wrong shape (a list for an asset, a map for an amount, ...) that no
+        # check above caught: the row's problem, so it fails this operation (its working state is
+        # dropped), never the whole batch (semantics.md 13: exit 1 is for internal errors)
+        raise ActionFailed(INVALID, f"{name}: invalid params ({type(e).__name__}: {e})") from None
 
 
 class _Op:
@@ -52,7 +58,7 @@ class _Op:
 
     def asset(self):
         symbol = self.field("asset", self.params.get("asset_id"))
-        if symbol not in self.catalog.assets or symbol not in self.op.program.assets:
+        if not isinstance(symbol, str) or symbol not in self.catalog.assets or symbol not in self.op.program.assets:
             raise ActionFailed(INVALID, f"{self.op.operation}: unknown asset {symbol!r} for program {self.op.program.key}")
         return self.catalog.assets[symbol], str(self.catalog.asset_ids[symbol])
 
@@ -62,7 +68,10 @@ class _Op:
             return None
         text, err = (raw, None) if isinstance(raw, str) else amounts.python_value_text(raw)
         try:
-            text = format(Decimal(text.strip()), "f") if err is None else None
+            value = Decimal(text.strip()) if err is None else None
+            if value is not None and not value.is_finite():  # "NaN", "Infinity": no amount (crashed the run)
+                raise InvalidOperation
+            text = format(value, "f") if err is None else None
         except (InvalidOperation, AttributeError):
             err = f"{raw!r} is not a number"
         if err:
@@ -296,10 +305,13 @@ def _transfer(o: _Op) -> None:
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
         raise ActionFailed(INVALID, "transfer: params.recipients must list 1 to 100 recipients")
     for r in recipients:
-        ext = r.get("external_id") if isinstance(r, dict) else None
-        if not ext:
-            raise ActionFailed(INVALID, "transfer: every recipient needs an external_id")
-        rid = o.tx.store.find_external(ext, o.op.pos)  # as of this point of the stream (semantics.md 3)
+        # Scrip: each recipient names one of external_id | participant_id (group_id: groups are not built)
+        ext, ref = (r.get("external_id"), r.get("participant_id")) if isinstance(r, dict) else (None, None)
+        if not isinstance(ext or ref, str) or (ext and ref):
+            raise ActionFailed(INVALID, "transfer: every recipient needs one of external_id or participant_id")
+        # as of this point of the stream (semantics.md 3)
+        rid = o.tx.store.find_external(ext, o.op.pos) if ext else o.tx.store.find_id(ref, o.op.pos)
+        ext = ext or ref
         if rid is None:
             raise ActionFailed("participant_not_found", f"transfer: recipient {ext!r} not found")
         if rid == pid:
@@ -318,12 +330,34 @@ def _state_op(o: _Op, apply) -> None:
     apply(st)
 
 
+def _key(o: _Op) -> str:
+    """params.key of set_counter / set_attribute: non-empty text."""
+    key = o.field("key")
+    if not isinstance(key, str) or not key:
+        raise ActionFailed(INVALID, f"{o.op.operation}: params.key must be non-empty text, got {key!r}")
+    return key
+
+
+def _attribute_text(o: _Op, raw, what: str) -> str:
+    """An attribute value as the SET_ATTRIBUTE action stores it (docs/decisions.md): text as it is,
+    numbers in plain decimal, booleans as true/false; lists and maps fail (invalid_operation)."""
+    from engine.kernel import attribute_text  # (the kernel imports this module)
+    try:
+        return attribute_text(raw, f"{o.op.operation}: {what}")
+    except ActionFailed as f:
+        raise ActionFailed(INVALID, f.message) from None
+
+
 def _set_counter(o: _Op) -> None:
     o.participant()  # who acts is checked before what it does, as in every operation
-    key = o.field("key")
+    key = _key(o)
     raw = o.field("value")
     try:
+        if isinstance(raw, bool):
+            raise InvalidOperation
         value = Decimal(raw if isinstance(raw, str) else repr(raw) if isinstance(raw, float) else str(raw))
+        if not value.is_finite():
+            raise InvalidOperation
     except InvalidOperation:
         raise ActionFailed(INVALID, f"set_counter: params.value {raw!r} is not a number") from None
     reset = o.params.get("reset_after")
@@ -338,13 +372,20 @@ def _set_counter(o: _Op) -> None:
 
 
 def _set_attribute(o: _Op) -> None:
-    key, value = o.field("key"), o.field("value")
-    _state_op(o, lambda st: st.attributes.__setitem__(key, str(value)))
+    key = _key(o)
+    value = _attribute_text(o, o.field("value"), "params.value")
+    _state_op(o, lambda st: st.attributes.__setitem__(key, value))
+
+
+def _tag_text(o: _Op, raw) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise ActionFailed(INVALID, f"{o.op.operation}: a tag must be non-empty text, got {raw!r}")
+    return raw.lower()
 
 
 def _tag(add: bool):
     def handler(o: _Op) -> None:
-        tag = str(o.field("tag")).lower()
+        tag = _tag_text(o, o.field("tag"))
         _state_op(o, lambda st: st.tags.add(tag) if add else st.tags.discard(tag))
     return handler
 
@@ -373,11 +414,17 @@ def _upsert(o: _Op) -> None:
         _set_status(o)
     attributes = o.params.get("attributes") or {}
     tags = o.params.get("tags")
+    if not isinstance(attributes, dict) or not all(isinstance(k, str) and k for k in attributes):
+        raise ActionFailed(INVALID, "upsert_participant: params.attributes must map keys to values")
+    attributes = {k: _attribute_text(o, v, f"params.attributes.{k}") for k, v in attributes.items()}
+    if tags is not None and not isinstance(tags, list):
+        raise ActionFailed(INVALID, "upsert_participant: params.tags must be a list of tags")
+    tags = None if tags is None else {_tag_text(o, t) for t in tags}
 
     def apply(st):
-        st.attributes.update({k: str(v) for k, v in attributes.items()})
+        st.attributes.update(attributes)
         if tags is not None:
-            st.tags = {str(t).lower() for t in tags}
+            st.tags = set(tags)
     _state_op(o, apply)
 
 

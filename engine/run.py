@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from engine import ids
@@ -102,19 +103,30 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
     if not inputs:
         raise InputError("nothing to run: give --events, --operations, or both")
     fp, sources = fingerprint([spec for spec, _ in inputs])
-    done = _committed_before(db_file, fp)
+    # An existing ledger is opened first, without touching its schema, so that a re-run of
+    # committed input bytes reads none of them; a new one is created only once the first chunk
+    # (or the whole batch) has been read: an unreadable file stops the run before it exists.
+    con = db.connect(db_file, wait=wait, schema=False) if db.db_path(db_file).exists() else None
+    try:
+        done = con is not None and _committed(con, fp)
+        if not done:
+            chunked = streamable(inputs, chunk_rows)
+            chunks = read_chunks(inputs, chunk_rows) if chunked else iter([read_inputs(inputs)])
+            rows = next(chunks)
+    except BaseException:
+        if con is not None:
+            con.close()
+        raise
     if done:  # the same input bytes were committed before: nothing to read, nothing to do
+        con.close()
         return _no_op(done, t0)
-    chunked = streamable(inputs, chunk_rows)
-    chunks = read_chunks(inputs, chunk_rows) if chunked else iter([read_inputs(inputs)])
-    rows = next(chunks)  # the first chunk (or the whole batch) is read before the ledger is opened
     step("opening the ledger")
-    con = db.connect(db_file, wait=wait)
+    con = con or db.connect(db_file, wait=wait, schema=False)
     try:
         con.begin()
         db.ensure_schema(con)
-        done = next(iter(con.execute(statement("lookups.sql", "committed_batch"), {"fingerprint": fp}).fetchall()), None)
-        if done:  # committed by a concurrent run since we looked
+        done = _committed(con, fp)
+        if done:  # committed by a concurrent run while this one read its first rows
             con.rollback()
             return _no_op(done, t0)
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
@@ -196,21 +208,12 @@ class _Trace:
         self.name, self.t, self.cpu = name, now, cpu
 
 
-def _committed_before(db_file, fp: str) -> tuple | None:
-    """The committed batch with these input bytes, looked up read-only before any input is read
-    (a re-run then costs the hashing of its files). None when unknown or not checkable now."""
-    if not db.db_path(db_file).exists():
-        return None
-    try:
-        con = db.connect(db_file, read_only=True, wait=0)
-    except Exception:  # noqa: BLE001 - busy, or not a ledger yet: the full path decides
-        return None
+def _committed(con, fp: str) -> tuple | None:
+    """The committed batch with these input bytes (None: none, or not a ledger yet)."""
     try:
         return next(iter(con.execute(statement("lookups.sql", "committed_batch"), {"fingerprint": fp}).fetchall()), None)
-    except Exception:  # noqa: BLE001 - e.g. no batches table yet
+    except duckdb.CatalogException:  # no batches table yet: the schema is made inside the batch's transaction
         return None
-    finally:
-        con.close()
 
 
 def _no_op(done: tuple, t0: float) -> RunReport:

@@ -28,7 +28,6 @@ batch takes the kernel path.
 
 from __future__ import annotations
 
-import bisect
 import operator
 import os
 import sys
@@ -47,7 +46,7 @@ from engine.kernel import BLOCKED_FOR_INACTIVE, INACTIVE
 from engine.moves import INSUFFICIENT, ActionFailed, insufficient_message
 from engine.plan import program_unsupported
 from engine.reads import Reads, keys, merge, reads, reads_field
-from engine.state import Counter, EntityState, Store, TierState
+from engine.state import STATE_SCHEMA, TIERS_SCHEMA, Store, TierState
 
 MAX_ROUNDS = 12
 #: Batches (or chunks) smaller than this take the kernel: a running-path pass has a fixed cost
@@ -87,8 +86,8 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
     """The batch's outcome on the running path, or None when it does not settle (or some
     state-reading expression has no exact vectorised form): the caller takes the kernel path."""
     g = runnable.sort("pos").with_columns(pid=pl.col("subject_id"))
-    store.preload(g["pid"].unique().to_list(), [], lots=False)  # (lots: engine/setwise_lots.py)
-    f = _features(g, catalog, store)
+    opening = store.opening(g["pid"].unique().to_list())  # (lots: engine/setwise_lots.py)
+    f = _features(g, catalog, opening)
     if f is None:
         _trace("running path declined: opening state it does not model (a counter key with another "
                "reset_after, or a tier level no longer in the program file)")
@@ -100,7 +99,7 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
         _trace(f"running path declined: {declined[0]}")
         return None
     f.tags = sorted(set(f.tags).union(*(p.tags_written for p in passes.values())))
-    g = _opening(g, f, store)
+    g = _opening(g, f, opening, store)
     did = _nothing_done(g, f)
     at = {k: g.with_row_index("_i").filter(pl.col("program_key") == k)["_i"] for k in keys}  # each program's events
     try:
@@ -131,7 +130,7 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
         # kernel decides such batches, one event at a time
         _trace(f"running path declined: {type(e).__name__}: {e}")
         return None
-    _write_back(before, f, store)
+    _write_back(before, f, opening, store)
     return Running(
         status=pl.concat([p.status for p in passes.values()]),
         effects=pl.concat([p.effects for p in passes.values()]),
@@ -177,7 +176,7 @@ class _Features:
     tags: list[str]                         # tags some rule writes (the others never change)
     attrs: list[str]                        # every attribute key (opening or written)
     assets: dict[str, str]                  # asset id -> symbol, for every program asset
-    budgets: dict[tuple[str, str], tuple]   # (rule sid, asset id) -> (budget, program key)
+    budgets: dict[tuple[str, str], tuple]   # (rule sid, budget index) -> (budget, program key)
     tiers: dict[str, CompiledTier]          # tier id -> tier (`lv:` rank before, `up:` rank after an upgrade)
     opening_tags: bool = False              # some participant has tags no rule writes (set by _opening)
 
@@ -190,7 +189,7 @@ class _Features:
                 + [_col("acc", f"{r}:{a}") for r, a in self.budgets] + [_col("up", t) for t in self.tiers])
 
 
-def _features(g: pl.DataFrame, catalog: Catalog, store: Store) -> _Features | None:
+def _features(g: pl.DataFrame, catalog: Catalog, opening: dict[str, pl.DataFrame]) -> _Features | None:
     counters: dict[str, timedelta | None] = {}
     tags: set[str] = set()
     attrs: set[str] = set()
@@ -204,7 +203,7 @@ def _features(g: pl.DataFrame, catalog: Catalog, store: Store) -> _Features | No
             assets[catalog.asset_sids[symbol]] = symbol
         for rule in program.active_rules:
             for b in rule.budgets:
-                budgets[(rule.sid, str(b.asset_id))] = (b, key)
+                budgets[(rule.sid, str(b.index))] = (b, key)  # each budget on its own, also two on one asset
             for a in rule.actions:
                 if a.type == "COUNTER":
                     counters[a.key] = a.reset_after
@@ -212,56 +211,68 @@ def _features(g: pl.DataFrame, catalog: Catalog, store: Store) -> _Features | No
                     tags.add(a.tag.lower())  # expression-valued tags: added by _ProgramPass
                 elif a.type == "SET_ATTRIBUTE":
                     attrs.add(a.key)
-    for pid in g["pid"].unique().to_list():
-        st = store.states.get(("PARTICIPANT", pid))
-        if st is None:
-            continue
-        attrs.update(st.attributes)
-        if any(t in tiers and st.tiers[t].level not in tiers[t].by_key for t in st.tiers):
+    states = opening["states"].filter(pl.col("entity_type") == "PARTICIPANT")
+    attrs.update(states.filter(pl.col("kind") == "ATTRIBUTE")["key"].to_list())
+    for tier_id, level in opening["tiers"].select("tier_id", "level").unique().iter_rows():
+        if tier_id in tiers and level not in tiers[tier_id].by_key:
             return None  # a level since removed from the program file: the kernel's rules apply
-        for k, c in st.counters.items():
-            # one reset_after per key, whoever wrote it: else the kernel's per-counter update rules apply
-            if counters.setdefault(k, c.reset_after) != c.reset_after:
-                return None
+    for k, reset_us in states.filter(pl.col("kind") == "COUNTER").select("key", "reset_after_us").unique().iter_rows():
+        # one reset_after per key, whoever wrote it: else the kernel's per-counter update rules apply
+        reset = None if reset_us is None else timedelta(microseconds=reset_us)
+        if counters.setdefault(k, reset) != reset:
+            return None
     return _Features(counters, sorted(tags), sorted(attrs), assets, budgets, tiers)
 
 
-def _opening(g: pl.DataFrame, f: _Features, store: Store) -> pl.DataFrame:
+def _opening(g: pl.DataFrame, f: _Features, opening: dict[str, pl.DataFrame], store: Store) -> pl.DataFrame:
     """Each event with its participant's committed state (`o_` columns) and its budget periods."""
-    rows = []
-    for pid in g["pid"].unique(maintain_order=True).to_list():
-        person = store.people[pid]
-        st = store.states.get(("PARTICIPANT", pid)) or EntityState()
-        row = {"pid": pid, "ext": person.external_id, "status": person.status, "created_at": person.created_at,
-               "o_tags": sorted(t for t in st.tags if t not in f.tags)}
-        for k in f.counters:
-            c = st.counters.get(k)
-            row[_col("o_c", k)] = None if c is None else c.value
-            row[_col("o_r", k)] = None if c is None else c.last_reset_at
-        row |= {_col("o_t", t): t in st.tags for t in f.tags}
-        row |= {_col("tp", t): bisect.bisect(row["o_tags"], t) for t in f.tags}
-        f.opening_tags = f.opening_tags or bool(row["o_tags"])
-        row |= {_col("o_a", a): st.attributes.get(a) for a in f.attrs}
-        for s in f.assets:
-            for bucket, prefix in (("AVAILABLE", "o_b"), ("HELD", "o_h"), ("DEFERRED", "o_df")):
-                row[_col(prefix, s)] = store.balances.get(("PARTICIPANT", pid, s, bucket), Decimal(0))
-        for sid, tier in f.tiers.items():
-            held = st.tiers.get(sid)
-            row[_col("o_lv", sid)] = None if held is None else tier.by_key[held.level].rank
-        rows.append(row)
+    people = opening["people"].select(pid="id", ext="external_id", status="status", created_at="created_at")
+    st = opening["states"].filter(pl.col("entity_type") == "PARTICIPANT").rename({"entity_id": "pid"})
+    tags = st.filter(pl.col("kind") == "TAG")
+    other = (tags.filter(~pl.col("key").is_in(f.tags)).group_by("pid").agg(o_tags=pl.col("key").sort()))
+    cols = [pl.col("o_tags").fill_null(pl.lit([], pl.List(pl.String)))]
+    # tp: where a written tag would go among the participant's other tags (bisect)
+    cols += [pl.col("o_tags").list.eval(pl.element() < t).list.sum().fill_null(0).cast(pl.Int64).alias(_col("tp", t))
+             for t in f.tags]
+
+    def pick(kind: str, key: str, value: str, name: str) -> pl.Expr:
+        return pl.col(value).filter((pl.col("kind") == kind) & (pl.col("key") == key)).first().alias(name)
+    aggs = ([(pl.col("key") == t).filter(pl.col("kind") == "TAG").any().alias(_col("o_t", t)) for t in f.tags]
+            + [pick("COUNTER", k, "number_value", _col("o_c", k)) for k in f.counters]
+            + [pick("COUNTER", k, "last_reset_at", _col("o_r", k)) for k in f.counters]
+            + [pick("ATTRIBUTE", a, "text_value", _col("o_a", a)) for a in f.attrs])
+    state = st.group_by("pid").agg(aggs) if aggs else st.select("pid").unique()
+    bal = opening["balances"].filter(pl.col("entity_type") == "PARTICIPANT").rename({"entity_id": "pid"})
+    bal_cols = [pl.col("amount").filter((pl.col("asset_id") == s) & (pl.col("bucket") == bucket)).sum()
+                .alias(_col(prefix, s)) for s in f.assets
+                for bucket, prefix in (("AVAILABLE", "o_b"), ("HELD", "o_h"), ("DEFERRED", "o_df"))]
+    ranks = pl.DataFrame([(sid, lv.key, lv.rank) for sid, tier in f.tiers.items() for lv in tier.levels],
+                         schema={"tier_id": pl.String, "level": pl.String, "rank": pl.Int64}, orient="row")
+    lv = opening["tiers"].join(ranks, on=["tier_id", "level"]).rename({"participant_id": "pid"})
+    lv_cols = [pl.col("rank").filter(pl.col("tier_id") == sid).first().alias(_col("o_lv", sid)) for sid in f.tiers]
+    o = people.join(other, on="pid", how="left").join(state, on="pid", how="left")
+    if bal_cols:
+        o = o.join(bal.group_by("pid").agg(bal_cols), on="pid", how="left")
+    if lv_cols:
+        o = o.join(lv.group_by("pid").agg(lv_cols), on="pid", how="left")
+    zero = pl.lit(Decimal(0)).cast(D)
+    o = o.with_columns(*cols, *[pl.col(_col("o_t", t)).fill_null(False) for t in f.tags],
+                       *[pl.col(_col(p, s)).fill_null(zero) for s in f.assets for p in ("o_b", "o_h", "o_df")])
+    f.opening_tags = f.opening_tags or bool(o["o_tags"].list.len().sum())
     schema = {"pid": pl.String, "ext": pl.String, "status": pl.String, "created_at": TS, "o_tags": pl.List(pl.String)}
     schema |= {_col("o_c", k): D for k in f.counters} | {_col("o_r", k): TS for k in f.counters}
     schema |= {_col("o_t", t): pl.Boolean for t in f.tags} | {_col("tp", t): pl.Int64 for t in f.tags}
     schema |= {_col("o_a", a): pl.String for a in f.attrs}
     schema |= {_col(p, s): D for s in f.assets for p in ("o_b", "o_h", "o_df")}
     schema |= {_col("o_lv", t): pl.Int64 for t in f.tiers}
-    g = g.join(pl.DataFrame(rows, schema=schema), on="pid", how="left", maintain_order="left")
-    for (rule_sid, asset), (budget, key) in f.budgets.items():
-        bp, o_bc = _col("bp", f"{rule_sid}:{asset}"), _col("o_bc", f"{rule_sid}:{asset}")
+    o = o.select(list(schema)).cast(schema)
+    g = g.join(o, on="pid", how="left", maintain_order="left")
+    for (rule_sid, index), (budget, key) in f.budgets.items():
+        bp, o_bc = _col("bp", f"{rule_sid}:{index}"), _col("o_bc", f"{rule_sid}:{index}")
         stamps = g["event_timestamp"].filter(g["program_key"] == key).unique().sort()
         at = pl.DataFrame({"event_timestamp": stamps, bp: _monotone(stamps, budget.period)})
         used = at.select(pl.col(bp).unique())
-        used = used.with_columns(pl.Series(o_bc, [store.budgets.get((rule_sid, asset, q), Decimal(0)) for q in used[bp]], dtype=D))
+        used = used.with_columns(pl.Series(o_bc, [store.budget_opening((rule_sid, budget.index, str(budget.asset_id), q)) for q in used[bp]], dtype=D))
         mine = pl.col("program_key") == key
         g = (g.join(at.join(used, on=bp), on="event_timestamp", how="left", maintain_order="left")
              .with_columns(pl.when(mine).then(pl.col(bp)), pl.when(mine).then(pl.col(o_bc))))
@@ -455,7 +466,7 @@ class _ProgramPass:
         self.conditions = 0
         self.windows, self.pre, self.exprs, self.parts, self.amount_cache, self.value_cache = {}, {}, {}, {}, {}, {}
         self.tiers = list(program.tiers.values())
-        self.budgets = [(f"{rule.sid}:{b.asset_id}", b) for rule in program.active_rules for b in rule.budgets]
+        self.budgets = [(f"{rule.sid}:{b.index}", b) for rule in program.active_rules for b in rule.budgets]
         #: budget key -> (consulted, total asked, over the limit) per event, as last evaluated
         self.checked: dict[str, tuple[pl.Series, pl.Series, pl.Series]] = {}
         self.read_sets: list[tuple[pl.Series | None, list[str]]] | None = None
@@ -790,22 +801,21 @@ class _ProgramPass:
             exceeded = false
             totals = {}
             for b in rule.budgets:  # (what the check saw is kept: `stale` re-runs it when that changes)
-                asset = str(b.asset_id)
+                key = f"{rule.sid}:{b.index}"  # each budget on its own, also two on one asset
                 total = zero
                 for action in rule.actions:
-                    if action.type == "CREDIT" and str(action.asset_id) == asset:
+                    if action.type == "CREDIT" and action.asset_id == b.asset_id:
                         total = total + planned[action.index].fill_null(Decimal(0))
-                totals[asset] = total
-                over = cur[_col("bc", f"{rule.sid}:{asset}")] + total > b.limit
+                totals[key] = total
+                over = cur[_col("bc", key)] + total > b.limit
                 exceeded = exceeded | (ok_plan & over)
-                checked[f"{rule.sid}:{asset}"] = (ok_plan, total, over)
+                checked[key] = (ok_plan, total, over)
             accepted = ok_plan & ~exceeded
             if final:
                 evals.append(self.h.eval_rows(pos, plan_fail | accepted, rule, "MATCHED", None))
                 if exceeded.any():
                     evals.append(self.h.eval_rows(pos, exceeded, rule, "BUDGET_EXCEEDED", None))
-            for asset, total in totals.items():
-                key = f"{rule.sid}:{asset}"
+            for key, total in totals.items():
                 out[_col("take", key)] = out[_col("take", key)] + total.zip_with(accepted, zero)
                 out[_col("acc", key)] = out[_col("acc", key)] | accepted
             # 3. the actions, in order, each seeing the ones before
@@ -913,7 +923,7 @@ class _Unsettled(Exception):
     """This batch cannot be decided here after all; the kernel path takes it."""
 
 
-def _write_back(before: pl.DataFrame, f: _Features, store: Store) -> None:
+def _write_back(before: pl.DataFrame, f: _Features, opening: dict[str, pl.DataFrame], store: Store) -> None:
     """The batch's final participant state and budget consumption, into the store for the writer.
     A participant's state is rewritten when an event changed it or a counter reset (as the
     kernel marks them), so that both paths write the same rows."""
@@ -946,23 +956,49 @@ def _write_back(before: pl.DataFrame, f: _Features, store: Store) -> None:
             .group_by("pid", maintain_order=True)
             .agg(pl.col("_changed").any(), pl.col("o_tags").last(), *[pl.col(c).last() for c in after]))
     upgrades = _tier_history(x, f, store)
-    for row in last.filter(pl.col("_changed")).iter_rows(named=True):
-        opening = store.states.get(("PARTICIPANT", row["pid"])) or EntityState()
-        st = EntityState(set(row["o_tags"]) | {t for t in f.tags if row[_col("t", t)]},
-                         tiers={k: replace(v) for k, v in opening.tiers.items()} | upgrades.get(row["pid"], {}))
-        for k, reset in f.counters.items():
-            if row[_col("c", k)] is not None:
-                st.counters[k] = Counter(row[_col("c", k)], reset, row[_col("r", k)])
-        st.attributes = {a: row[_col("a", a)] for a in f.attrs if row[_col("a", a)] is not None}
-        store.states[("PARTICIPANT", row["pid"])] = st
-        store.dirty_states.add(("PARTICIPANT", row["pid"]))
-    for r, a in f.budgets:
-        key = f"{r}:{a}"
+    _stage_state(last.filter(pl.col("_changed")), f, opening, upgrades, store)
+    for (r, i), (budget, _) in f.budgets.items():
+        key = f"{r}:{i}"
         used = (x.filter(pl.col(_col("acc", key)))
                 .group_by(_col("bp", key)).agg(pl.col(_col("o_bc", key)).first(), pl.col(_col("take", key)).sum()))
-        for period, opening, taken in used.iter_rows():
-            store.budgets[(r, a, period)] = Decimal(opening) + Decimal(taken)
-            store.dirty_budgets.add((r, a, period))
+        for period, first, taken in used.iter_rows():
+            stored = (r, budget.index, str(budget.asset_id), period)
+            store.budgets[stored] = Decimal(first) + Decimal(taken)
+            store.dirty_budgets.add(stored)
+
+
+def _stage_state(last: pl.DataFrame, f: _Features, opening: dict[str, pl.DataFrame],
+                 upgrades: dict[str, dict[str, TierState]], store: Store) -> None:
+    """The state rows of the participants whose state the batch changed (`last`: their final
+    `t:`, `c:`, `r:`, `a:` columns and the tags no rule writes, `o_tags`), as the kernel's
+    Store.state_frames would write them: tags, then attributes, then counters, by key; and
+    their tier levels, the opening ones with this batch's upgrades."""
+    if last.is_empty():
+        return
+    pid = pl.col("pid")
+
+    def rows(kind: str, frame: pl.DataFrame, **cols) -> pl.DataFrame:
+        return frame.select(entity_type=pl.lit("PARTICIPANT"), entity_id=pid, kind=pl.lit(kind), **cols)
+    parts = [rows("TAG", last.select("pid", key=pl.col("o_tags")).explode("key").drop_nulls("key"), key="key")]
+    parts += [rows("TAG", last.filter(pl.col(_col("t", t))), key=pl.lit(t)) for t in f.tags]
+    parts += [rows("ATTRIBUTE", last.filter(pl.col(_col("a", a)).is_not_null()), key=pl.lit(a), text_value=_col("a", a))
+              for a in f.attrs]
+    parts += [rows("COUNTER", last.filter(pl.col(_col("c", k)).is_not_null()), key=pl.lit(k),
+                   number_value=_col("c", k), last_reset_at=_col("r", k),
+                   reset_after_us=pl.lit(None if reset is None else reset // timedelta(microseconds=1), pl.Int64))
+              for k, reset in f.counters.items()]
+    kinds = {"TAG": 0, "ATTRIBUTE": 1, "COUNTER": 2}
+    state = (pl.concat([p.with_columns(**{c: pl.lit(None, t) for c, t in STATE_SCHEMA.items() if c not in p.columns})
+                        .select(list(STATE_SCHEMA)).cast(STATE_SCHEMA) for p in parts])
+             .sort("entity_id", pl.col("kind").replace_strict(kinds), "key"))
+    store.stage("stage_state", state)
+    store.stage("stage_state_entities", last.select(entity_type=pl.lit("PARTICIPANT"), entity_id=pid).sort("entity_id"))
+    raised = pl.DataFrame([(p, sid, t.level, t.achieved_at, t.reviewed_at) for p, held in upgrades.items()
+                           for sid, t in held.items()], schema=TIERS_SCHEMA, orient="row")
+    kept = (opening["tiers"].join(last.select(participant_id=pid), on="participant_id")
+            .join(raised, on=["participant_id", "tier_id"], how="anti"))
+    store.stage("stage_participant_tiers", pl.concat([kept.select(list(TIERS_SCHEMA)).cast(TIERS_SCHEMA), raised])
+                .join(last.select(participant_id=pid), on="participant_id").sort("participant_id", "tier_id"))
 
 
 def _tier_history(x: pl.DataFrame, f: _Features, store: Store) -> dict[str, dict[str, TierState]]:

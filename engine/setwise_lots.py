@@ -1,75 +1,160 @@
-"""Lots on the set-wise paths: what engine.kernel does for lots, replayed once the running path
-(engine/running.py) or the set-based path (engine/execute.py) has settled the batch's outcome.
+"""Lots on the set-wise paths: what engine.kernel does for lots, computed set-wise once the
+running path (engine/running.py) or the set-based path (engine/execute.py) has settled the
+batch's outcome.
 
 Lots cannot change an event's outcome there: engine.plan sends a batch to the kernel when a rule
 debits a LOT asset, holds it, or reads its balance. So those paths decide every event without
-them, and afterwards, per participant that holds lots or gets some, one event at a time in
-stream order as the kernel does: first the maturities and expiries due by the event's `now`
-(semantics.md 3; they stand even if the event failed: engine.lots.apply_due), then the lots the
-event's LOT credits make (into DEFERRED while they vest; only the running path has LOT credits).
-The effects come out in the kernel's order, so the ledger is the kernel's entry for entry
-(tests/differential/test_setwise_lots.py).
+them, and nothing spends a lot in the batch: each lot's fate is its own. A maturity or expiry
+happens at the holder's first event (in stream order, failed ones too: semantics.md 3,
+engine.lots.apply_due) that comes after the lot was made and whose `now` has reached the
+instant; events of a batch are in timestamp order, so that is an as-of join. The changes an
+event finds come out in the kernel's order (asset, then as engine.lots.due_changes sorts them),
+so the ledger is the kernel's entry for entry (tests/differential/test_setwise_lots.py).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from types import SimpleNamespace
+from datetime import timedelta
+from decimal import Decimal
 
 import polars as pl
 
+from engine import ids
 from engine.catalog import Catalog
-from engine.lots import apply_due, deferred, lot_spec, new_lot, next_due, static_instant
-from engine.state import Store
+from engine.lots import BREAKAGE
+from engine.state import LOT_SCHEMA, Store
+
+_US = pl.Datetime("us", "UTC")
 
 
 def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, store: Store) -> pl.DataFrame:
-    """`effects` (the running path's, in ledger order, with accounts) with its LOT credits' lots
-    made in `store`, those that vest moved to DEFERRED, and the due maturities and expiries of
-    the participants' lots inserted before the event that touched them."""
-    store.load_due_lots(runnable["subject_id"].unique().to_list(), runnable["event_timestamp"].max())
-    lot_assets = {catalog.asset_sids[s] for s, a in catalog.assets.items() if a.inventory_mode == "LOT"}
-    credits = effects.with_row_index("_row").filter(
-        (pl.col("action_type") == "CREDIT") & pl.col("asset_id").is_in(list(lot_assets)))
-    holders = {eid for (etype, eid, _), lots in store.lots.items() if etype == "PARTICIPANT" and lots}
-    holders.update(credits["entity_id"].to_list())
-    if not holders:
+    """`effects` (ledger order, with accounts) with the lots its LOT credits make put in
+    `store.staged`, the credits of those that vest moved to DEFERRED, and the due maturities
+    and expiries of the participants' lots (the ones in `store` and the new ones) inserted
+    before the event that finds them."""
+    waiting = store.due_lots(runnable["subject_id"].unique().to_list(), runnable["event_timestamp"].max())
+    effects = effects.with_row_index("_row")
+    made = _made(effects, runnable, catalog)
+    held = _held(store)
+    lots = pl.concat([held, waiting.with_columns(pos=pl.lit(-1, pl.Int64)), made.drop("_row")])
+    if lots.is_empty():
+        return effects.drop("_row")
+    events = (runnable.filter(pl.col("subject_id").is_in(lots["entity_id"].unique().implode()))
+              .select("pos", entity_id="subject_id", now="event_timestamp").sort("pos")
+              .with_columns(rank=pl.int_range(pl.len()).over("entity_id")))
+    changes = _changes(lots, events)
+    vesting = made.filter(pl.col("status") == "DEFERRED")["_row"]
+    effects = effects.with_columns(to_bucket=pl.when(pl.col("_row").is_in(vesting.implode()))
+                                   .then(pl.lit("DEFERRED")).otherwise("to_bucket")).drop("_row")
+    _keep(lots, changes, held["id"], store)
+    if changes.is_empty():
         return effects
-    actions = {(r.sid, a.index): (p, r, a) for p in catalog.programs.values() for r in p.active_rules for a in r.actions}
-    made: dict[int, list[tuple]] = {}  # pos -> its LOT credits, in ledger order
-    for row in credits.iter_rows(named=True):
-        made.setdefault(row["pos"], []).append(row)
-    timed: list[dict] = []
-    vesting: list[int] = []  # rows of `effects` whose credit goes to DEFERRED
-    touching = runnable.filter(pl.col("subject_id").is_in(list(holders))).sort("pos")
-    due_at: dict[str, datetime | None] = {}  # participant -> when something of its lots is next due
-
-    def first_due(pid: str) -> datetime | None:
-        return min((at for lots in store.participant_lots(pid) if (at := next_due(lots)) is not None), default=None)
-    for pos, pid, now, key in touching.select("pos", "subject_id", "event_timestamp", "idempotency_key").iter_rows():
-        at = due_at[pid] if pid in due_at else first_due(pid)
-        if at is not None and at <= now:  # (most events find nothing due: skip the walk over lots)
-            for lots in store.participant_lots(pid):
-                apply_due(store, lots, now, timed, pos)
-            at = first_due(pid)
-        for c in made.get(pos, ()):
-            program, rule, action = actions[(c["rule_id"], c["action_index"])]
-            spec = lot_spec(SimpleNamespace(operation=None, program=program, key=key), rule.version, action.index)
-            spec.update(expires_at=static_instant(action.expires_at, now),
-                        matures_at=static_instant(action.matures_at, now))
-            bucket = "DEFERRED" if deferred(spec["matures_at"], now) else "AVAILABLE"
-            if bucket == "DEFERRED":
-                vesting.append(c["_row"])
-            lot = new_lot(spec, ("PARTICIPANT", pid, c["asset_id"], bucket), c["amount"], now)
-            store.hold(lot)
-            store.dirty_lots.add(lot.id)
-            at = min((x for x in (at, next_due([lot])) if x is not None), default=None)
-        due_at[pid] = at
-    if vesting:
-        vest = pl.int_range(pl.len()).is_in(vesting)
-        effects = effects.with_columns(to_bucket=pl.when(vest).then(pl.lit("DEFERRED")).otherwise("to_bucket"))
-    if not timed:
-        return effects
-    due = pl.DataFrame(timed, schema=effects.schema).select(effects.columns)
+    due = changes.sort("pos", "asset_id", "instant", "kind_rank", "created_at", "id").with_columns(
+        action_index=pl.int_range(pl.len()).over("pos", "asset_id")).sort("pos", "action_index", "asset_id")
+    due = due.select(
+        "pos", rule_id=pl.lit(None, pl.String), rule_version="kind", rule_order=pl.lit(-1, pl.Int64),
+        action_index="action_index", action_type="kind", asset_id="asset_id", amount="remaining",
+        allow_negative=pl.lit(False), description=pl.concat_str(pl.lit("lot "), pl.col("kind").str.to_lowercase()),
+        entity_id="entity_id", from_type=pl.lit("PARTICIPANT"), from_id="entity_id", from_bucket="from_bucket",
+        to_type=pl.when(pl.col("kind") == "MATURITY").then(pl.lit("PARTICIPANT")).otherwise(pl.lit("SYSTEM_BREAKAGE")),
+        to_id=pl.when(pl.col("kind") == "MATURITY").then("entity_id").otherwise(pl.lit(BREAKAGE)),
+        to_bucket=pl.lit("AVAILABLE"), source_name=pl.concat_str(pl.lit("lot:"), "id"), effective_at="instant",
+        program_id="program_id", reference_id=pl.lit(None, pl.String),
+    ).select(effects.columns).cast(effects.schema)
     # (stable: a participant's due changes of several assets keep the kernel's order)
     return pl.concat([effects, due]).sort("pos", "rule_order", "action_index", maintain_order=True)
+
+
+def _made(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
+    """The lots the batch's LOT credits make (LOT_SCHEMA + `pos` of the event, `_row` of the
+    credit in `effects`): ids as engine.lots.lot_spec names them, instants from the action's
+    static expires_at / matures_at (a duration from `now`, or an instant), DEFERRED while they vest."""
+    lot_assets = [catalog.asset_sids[s] for s, a in catalog.assets.items() if a.inventory_mode == "LOT"]
+    credits = effects.filter((pl.col("action_type") == "CREDIT") & pl.col("asset_id").is_in(lot_assets))
+    if credits.is_empty():
+        return pl.DataFrame(schema=LOT_SCHEMA | {"pos": pl.Int64, "_row": pl.UInt32})
+    actions = pl.DataFrame(
+        [(r.sid, a.index, str(p.id), r.version, *_instant(a.expires_at), *_instant(a.matures_at))
+         for p in catalog.programs.values() for r in p.active_rules for a in r.actions if a.type == "CREDIT"],
+        schema={"rule_id": pl.String, "action_index": pl.Int64, "lot_program": pl.String, "version": pl.String,
+                "expires_in": pl.Duration("us"), "expires_on": _US, "matures_in": pl.Duration("us"), "matures_on": _US},
+        orient="row")
+    c = (credits.select("_row", "pos", "rule_id", "action_index", "asset_id", "amount")
+         .join(runnable.select("pos", "subject_id", "event_timestamp", "idempotency_key"), on="pos")
+         .join(actions, on=["rule_id", "action_index"]))
+    lot_ids = [ids.name_id_text("lot", "event", p, k, v, str(i)) for p, k, v, i in
+               zip(c["lot_program"], c["idempotency_key"], c["version"], c["action_index"])]
+    now = pl.col("event_timestamp")
+    return c.select(
+        id=pl.Series(lot_ids, dtype=pl.String), entity_type=pl.lit("PARTICIPANT"), entity_id="subject_id",
+        asset_id="asset_id", amount="amount", remaining="amount",
+        status=pl.when(pl.coalesce(now + pl.col("matures_in"), "matures_on") > now)
+        .then(pl.lit("DEFERRED")).otherwise(pl.lit("AVAILABLE")),
+        created_at=now, expires_at=pl.coalesce(now + pl.col("expires_in"), "expires_on"),
+        matures_at=pl.coalesce(now + pl.col("matures_in"), "matures_on"), reference_id=pl.lit(None, pl.String),
+        program_id="lot_program", provisional=pl.lit(False), pos="pos", _row="_row",
+    ).cast(LOT_SCHEMA)
+
+
+def _instant(spec) -> tuple:
+    """A static expires_at / matures_at as (duration, instant): one of them, or neither."""
+    return (spec, None) if isinstance(spec, timedelta) else (None, spec)
+
+
+def _held(store: Store) -> pl.DataFrame:
+    """The participants' Lots in `store` (a kernel lookup loads them) that can still mature or
+    expire (LOT_SCHEMA + pos -1: made before the batch)."""
+    rows = [(lot.id, lot.entity_type, lot.entity_id, lot.asset_id, lot.amount, lot.remaining, lot.status,
+             lot.created_at, lot.expires_at, lot.matures_at, lot.reference_id, lot.program_id, lot.provisional, -1)
+            for (etype, _, _), lots in store.lots.items() if etype == "PARTICIPANT"
+            for lot in lots if lot.remaining > 0 and lot.status in ("AVAILABLE", "DEFERRED", "HELD")]
+    return pl.DataFrame(rows, schema=LOT_SCHEMA | {"pos": pl.Int64}, orient="row")
+
+
+def _changes(lots: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """Each due change (engine.lots.due_changes) with the stream position of the event that finds
+    it: the holder's first event after the lot was made (rank >= `first`) whose `now` has reached
+    the change's instant. A lot that expires before (or when) it matures expires from DEFERRED;
+    one that matures first expires from AVAILABLE; held value expires from HELD."""
+    lots = lots.join(events.select("pos", first=pl.col("rank") + 1), on="pos", how="left").with_columns(
+        first=pl.col("first").fill_null(0))
+    matures = (pl.col("status") == "DEFERRED") & pl.col("matures_at").is_not_null() & (
+        pl.col("expires_at").is_null() | (pl.col("expires_at") > pl.col("matures_at")))
+    changes = pl.concat([
+        lots.filter(matures).with_columns(kind=pl.lit("MATURITY"), kind_rank=pl.lit(0), instant="matures_at",
+                                          from_bucket=pl.lit("DEFERRED")),
+        lots.filter(pl.col("expires_at").is_not_null()).with_columns(
+            kind=pl.lit("EXPIRATION"), kind_rank=pl.lit(1), instant="expires_at",
+            from_bucket=pl.when(matures).then(pl.lit("AVAILABLE")).otherwise("status")),
+    ])
+    # the first event reaching each instant: as-of on the holder's `now` (non-decreasing in
+    # stream order within a batch; cum_max keeps the join exact even if it were not)
+    reach = (events.with_columns(now=pl.col("now").cum_max().over("entity_id"))
+             .group_by("entity_id", "now").agg(reached=pl.col("rank").min()).sort("now"))
+    found = changes.sort("instant").join_asof(reach, left_on="instant", right_on="now", by="entity_id",
+                                              strategy="forward", check_sortedness=False)
+    at = found.filter(pl.col("reached").is_not_null()).with_columns(rank=pl.max_horizontal("first", "reached"))
+    return at.join(events.select("entity_id", "rank", at_pos="pos"), on=["entity_id", "rank"]).drop("pos").rename(
+        {"at_pos": "pos"})
+
+
+def _keep(lots: pl.DataFrame, changes: pl.DataFrame, held: pl.Series, store: Store) -> None:
+    """The lots as the changes leave them, for the writer: the new ones and the changed loaded
+    ones staged in `store.staged`, the changed Lots of `store` (ids `held`) changed in place."""
+    fate = changes.group_by("id").agg(expired=(pl.col("kind") == "EXPIRATION").any())
+    final = lots.join(fate, on="id", how="left").with_columns(
+        status=pl.when(pl.col("expired")).then(pl.lit("EXPIRED"))
+        .when(pl.col("expired").is_not_null()).then(pl.lit("AVAILABLE")).otherwise("status"),
+        remaining=pl.when(pl.col("expired")).then(pl.lit(0, LOT_SCHEMA["remaining"])).otherwise("remaining"))
+    staged = final.filter((pl.col("pos") >= 0) | (pl.col("expired").is_not_null() & ~pl.col("id").is_in(held.implode())))
+    if not staged.is_empty():
+        store.stage("stage_lots", staged.select(list(LOT_SCHEMA)))
+    changed = dict(final.filter((pl.col("pos") < 0) & pl.col("expired").is_not_null()
+                                & pl.col("id").is_in(held.implode())).select("id", "status").iter_rows())
+    for holder in store.lots.values():
+        for lot in holder:
+            if lot.id in changed:
+                lot.status = changed[lot.id]
+                if lot.status == "EXPIRED":
+                    lot.remaining = Decimal(0)
+                store.dirty_lots.add(lot.id)

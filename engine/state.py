@@ -24,6 +24,27 @@ TIER_HISTORY_SCHEMA = {"seq": pl.Int64, "program_id": pl.String, "tier_id": pl.S
                        "reason": pl.String, "source_kind": pl.String, "source_name": pl.String,
                        "effective_at": pl.Datetime("us", "UTC")}
 
+#: A lot as staged for sql/write_batch.sql (the columns of engine.lots.Lot).
+LOT_SCHEMA = {"id": pl.String, "entity_type": pl.String, "entity_id": pl.String, "asset_id": pl.String,
+              "amount": pl.Decimal(38, 18), "remaining": pl.Decimal(38, 18), "status": pl.String,
+              "created_at": pl.Datetime("us", "UTC"), "expires_at": pl.Datetime("us", "UTC"),
+              "matures_at": pl.Datetime("us", "UTC"), "reference_id": pl.String, "program_id": pl.String,
+              "provisional": pl.Boolean}
+
+#: Participant and program state as staged for sql/write_batch.sql: one row per tag, attribute
+#: and counter of each rewritten entity.
+STATE_SCHEMA = {"entity_type": pl.String, "entity_id": pl.String, "kind": pl.String, "key": pl.String,
+                "text_value": pl.String, "number_value": pl.Decimal(38, 18), "reset_after_us": pl.Int64,
+                "last_reset_at": pl.Datetime("us", "UTC")}
+#: A participant's level in a tier type, as staged.
+TIERS_SCHEMA = {"participant_id": pl.String, "tier_id": pl.String, "level": pl.String,
+                "achieved_at": pl.Datetime("us", "UTC"), "reviewed_at": pl.Datetime("us", "UTC")}
+
+
+#: A budget's consumption in one period: (rule id, the budget's index in the rule's `budgets`,
+#: asset id, period). Each budget counts on its own, also two of one rule on one asset.
+BudgetKey = tuple[str, int, str, int]
+
 
 @dataclass
 class Counter:
@@ -92,22 +113,28 @@ class Person:
 class Store:
     """Committed state as of the start of this batch plus what earlier events of the batch did."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, budgets: dict[tuple[str, str, int], Decimal]):
+    def __init__(self, con: duckdb.DuckDBPyConnection, budgets: dict[BudgetKey, Decimal],
+                 legacy_budgets: dict[tuple[str, str, int], Decimal] | None = None):
         self.con = con
         self.people: dict[str, Person] = {}
         self.by_external: dict[str, str] = {}
         self.balances: dict[tuple[str, str, str, str], Decimal] = {}  # (entity type, id, asset, bucket)
         self.states: dict[tuple[str, str], EntityState] = {}
-        self.budgets = budgets  # (rule_id, asset_id, period) -> consumed
+        self.budgets = budgets  # (rule_id, budget index, asset_id, period) -> consumed
+        # a ledger made before budgets were counted one by one: (rule_id, asset_id, period) -> consumed
+        self.legacy_budgets = legacy_budgets or {}
         self.loaded: set[str] = set()
         self.dirty_states: set[tuple[str, str]] = set()
-        self.dirty_budgets: set[tuple[str, str, int]] = set()
+        self.dirty_budgets: set[BudgetKey] = set()
         self.dirty_people: set[str] = set()  # participants whose status changed
         self.lots: dict[tuple[str, str, str], list[Lot]] = {}  # (entity type, id, asset) -> its lots
         self.lot_assets: set[str] = set()  # the assets in `lots`: finds a holder's lots without a scan
         self.lots_loaded: set[str] = set()  # entities whose live lots are all in `lots`
         self.lot_ids: set[str] = set()  # the ids of the lots loaded from the ledger
         self.dirty_lots: set[str] = set()
+        # writer stages the set-wise paths built as frames (running.py: state; setwise_lots.py:
+        # lots), written beside what the Python objects above changed
+        self.staged: dict[str, list[pl.DataFrame]] = {}
         usage = db.frame(con, statement("lookups.sql", "reward_usage"))
         self.reward_counts: dict[tuple[str, str], int] = {(r, p): n for r, p, n in usage.iter_rows()}
         self.redemptions: dict[tuple[str, str], Redemption | None] = {}  # (program id, key), loaded on demand
@@ -118,19 +145,32 @@ class Store:
         # stream position) on: until the kernel gets there, they are not found by other rows'
         # targets and transfers. Kept as intake's frame; the lookup is built only if asked.
         self._arrivals: pl.DataFrame | None = None
+        self._people: pl.DataFrame | None = None  # the same participants' id, external_id, created_at
         self._arriving: dict[str, int] | None = None
 
     @classmethod
     def open(cls, con: duckdb.DuckDBPyConnection) -> Store:
-        usage = db.frame(con, statement("lookups.sql", "budget_usage"))
+        usage = db.frame(con, statement("lookups.sql", "budget_consumption"))
         # every period is kept: a late event consumes its own period's budget (semantics.md 3)
-        budgets = {(r, a, p): Decimal(c) for r, a, p, c in usage.iter_rows()}
-        return cls(con, budgets)
+        budgets = {(r, i, a, p): Decimal(c) for r, i, a, p, c in usage.iter_rows()}
+        legacy = {}
+        if con.execute(statement("lookups.sql", "has_legacy_budget_usage")).fetchall()[0][0]:
+            old = db.frame(con, statement("lookups.sql", "legacy_budget_usage"))
+            legacy = {(r, a, p): Decimal(c) for r, a, p, c in old.iter_rows()}
+        return cls(con, budgets, legacy)
+
+    def budget_opening(self, key: BudgetKey) -> Decimal:
+        """What the budget (rule id, budget index, asset id, period) had consumed before this
+        batch's events (or before this one, once they consumed some)."""
+        if key in self.budgets:
+            return self.budgets[key]
+        rule_id, _, asset_id, period = key
+        return self.legacy_budgets.get((rule_id, asset_id, period), Decimal(0))
 
     def preload(self, entity_ids: list[str], people: list[Person], *, lots: bool = True) -> None:
         """Bulk-load balances and state of the entities (participants, programs) a batch names,
         and all their live lots unless `lots` is False (the set-wise paths need only the lots
-        with something due: load_due_lots)."""
+        with something due: due_lots)."""
         for p in people:
             self.add_person(p)
         ids = [i for i in set(entity_ids) if i not in self.loaded]
@@ -163,14 +203,33 @@ class Store:
             self.states.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(*held)
         self.loaded.update(ids)
 
-    def load_due_lots(self, entity_ids: list[str], until: datetime) -> None:
-        """The lots with a change due by `until` of the entities whose lots are not all loaded:
-        enough to apply every due change up to `until` (a lot with nothing due by then changes
-        nothing before it)."""
+    def opening(self, ids: list[str]) -> dict[str, pl.DataFrame]:
+        """The committed state of participants `ids` as frames, for the running path (which
+        computes with them set-wise and never needs them as objects): `people` (id, external_id,
+        status, created_at; those intake creates included), `states` (entity_states rows),
+        `balances` (entity_balances rows), `tiers` (entity_tiers rows)."""
+        entities = pl.DataFrame({"id": ids}, schema={"id": pl.String})
+
+        def rows(name: str) -> pl.DataFrame:
+            return db.frame(self.con, statement("lookups.sql", name), stage_entities=entities)
+        known = rows("participants_by_id").cast({"created_at": pl.Datetime("us", "UTC")})
+        new = (self._people.join(known.select("id"), on="id", how="anti")
+               .select("id", "external_id", status=pl.lit("ACTIVE"), created_at="created_at")
+               if self._people is not None else known.clear())
+        return {"people": pl.concat([known, new.cast(known.schema)]), "states": rows("entity_states"),
+                "balances": rows("entity_balances"), "tiers": rows("entity_tiers")}
+
+    def due_lots(self, entity_ids: list[str], until: datetime) -> pl.DataFrame:
+        """The lots (LOT_SCHEMA) with a change due by `until` of the entities whose lots are not
+        in `lots`: enough to apply every due change up to `until` (a lot with nothing due by then
+        changes nothing before it). A frame, not Lots: the set-wise paths (engine/setwise_lots.py)
+        place their changes set-wise and stage them (`stage`)."""
         ids = [i for i in set(entity_ids) if i not in self.lots_loaded]
-        if ids:
-            for row in self._rows("entity_due_lots", ids, {"until": until}, named=True):
-                self._add_lot(row)
+        if not ids:
+            return pl.DataFrame(schema=LOT_SCHEMA)
+        due = db.frame(self.con, statement("lookups.sql", "entity_due_lots"), {"until": until},
+                       stage_entities=pl.DataFrame({"id": ids}, schema={"id": pl.String}))
+        return due.select(list(LOT_SCHEMA)).cast(LOT_SCHEMA).filter(~pl.col("id").is_in(list(self.lot_ids)))
 
     def load_lots(self, holder: tuple[str, str, str], lot_ids: list[str]) -> None:
         """The holder's lots named by id, loaded from the ledger if not in memory, whatever their
@@ -221,6 +280,7 @@ class Store:
         for pid, ext, created_at in participants.select("id", "external_id", "created_at").iter_rows():
             self.add_person(Person(pid, ext, "ACTIVE", created_at))
         self._arrivals, self._arriving = participants.select("id", "created_pos"), None
+        self._people = participants.select("id", "external_id", "created_at")
 
     def arrived(self, participant_id: str, pos: int) -> bool:
         """Has a participant the store knows arrived by stream position `pos` (semantics.md 3)?
@@ -272,24 +332,16 @@ class Store:
             rows += [(etype, eid, "COUNTER", k, None, c.value,
                       None if c.reset_after is None else c.reset_after // timedelta(microseconds=1), c.last_reset_at)
                      for k, c in sorted(st.counters.items())]
-        schema = {"entity_type": pl.String, "entity_id": pl.String, "kind": pl.String, "key": pl.String,
-                  "text_value": pl.String, "number_value": pl.Decimal(38, 18), "reset_after_us": pl.Int64,
-                  "last_reset_at": pl.Datetime("us", "UTC")}
-        state = pl.DataFrame(rows, schema=schema, orient="row")
+        state = pl.DataFrame(rows, schema=STATE_SCHEMA, orient="row")
         entities = pl.DataFrame(sorted(self.dirty_states), schema={"entity_type": pl.String, "entity_id": pl.String}, orient="row")
         budgets = pl.DataFrame([(*key, self.budgets[key]) for key in sorted(self.dirty_budgets)],
-                               schema={"rule_id": pl.String, "asset_id": pl.String, "period": pl.Int64,
-                                       "consumed": pl.Decimal(38, 18)}, orient="row")
+                               schema={"rule_id": pl.String, "budget_index": pl.Int32, "asset_id": pl.String,
+                                       "period": pl.Int64, "consumed": pl.Decimal(38, 18)}, orient="row")
         lots = pl.DataFrame(
             [(lot.id, lot.entity_type, lot.entity_id, lot.asset_id, lot.amount, lot.remaining, lot.status,
               lot.created_at, lot.expires_at, lot.matures_at, lot.reference_id, lot.program_id, lot.provisional)
              for holder_lots in self.lots.values() for lot in holder_lots if lot.id in self.dirty_lots],
-            schema={"id": pl.String, "entity_type": pl.String, "entity_id": pl.String, "asset_id": pl.String,
-                    "amount": pl.Decimal(38, 18), "remaining": pl.Decimal(38, 18), "status": pl.String,
-                    "created_at": pl.Datetime("us", "UTC"), "expires_at": pl.Datetime("us", "UTC"),
-                    "matures_at": pl.Datetime("us", "UTC"), "reference_id": pl.String, "program_id": pl.String,
-                    "provisional": pl.Boolean},
-            orient="row")
+            schema=LOT_SCHEMA, orient="row")
         redemptions = pl.DataFrame(
             [(prog, r.key, r.participant_id, r.reward_id, r.asset_id, r.quantity, r.unit_cost, r.amount,
               r.reversed_amount, r.reversed_quantity, r.status,
@@ -308,15 +360,22 @@ class Store:
         tiers = pl.DataFrame(
             [(eid, tier_id, t.level, t.achieved_at, t.reviewed_at) for (etype, eid) in sorted(self.dirty_states)
              if etype == "PARTICIPANT" for tier_id, t in sorted(self.states[(etype, eid)].tiers.items())],
-            schema={"participant_id": pl.String, "tier_id": pl.String, "level": pl.String,
-                    "achieved_at": pl.Datetime("us", "UTC"), "reviewed_at": pl.Datetime("us", "UTC")}, orient="row")
+            schema=TIERS_SCHEMA, orient="row")
         history = pl.DataFrame([h | {"seq": (batch_id << 32) + tier_changes_before + n}
                                 for n, h in enumerate(self.tier_history)],
                                schema=TIER_HISTORY_SCHEMA, orient="row")
-        return {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets,
-                "stage_participant_tiers": tiers, "stage_tier_history": history,
-                "stage_statuses": statuses, "stage_lots": lots, "stage_redemptions": redemptions,
-                "stage_reward_usage": usage}
+        frames = {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets,
+                  "stage_participant_tiers": tiers, "stage_tier_history": history,
+                  "stage_statuses": statuses, "stage_lots": lots, "stage_redemptions": redemptions,
+                  "stage_reward_usage": usage}
+        return frames | {name: pl.concat([frames[name], *(f.select(frames[name].columns).cast(frames[name].schema)
+                                                           for f in staged)])
+                         for name, staged in self.staged.items()}
+
+    def stage(self, name: str, frame: pl.DataFrame) -> None:
+        """Rows of writer stage `name` that a set-wise path built (about entities whose Python
+        state above it left alone)."""
+        self.staged.setdefault(name, []).append(frame)
 
 
 class Tx:
@@ -327,7 +386,7 @@ class Tx:
         self.now = now
         self.balances: dict[tuple[str, str, str, str], Decimal] = {}
         self.states: dict[tuple[str, str], EntityState] = {}
-        self.budgets: dict[tuple[str, str, int], Decimal] = {}
+        self.budgets: dict[BudgetKey, Decimal] = {}
         self.statuses: dict[str, str] = {}
         self.lot_lists: dict[tuple[str, str, str], list[Lot]] = {}
         self.activation: dict | None = None  # CEL variables, cached until an action changes state
@@ -388,14 +447,14 @@ class Tx:
             self.states[key] = committed.copy() if committed is not None else EntityState()
         return self.states[key]
 
-    def budget_consumed(self, rule_id: str, asset_id: str, period: int) -> Decimal:
-        key = (rule_id, asset_id, period)
+    def budget_consumed(self, key: BudgetKey) -> Decimal:
+        """What a budget (rule id, budget index, asset id, period) has consumed before this point."""
         if key in self.budgets:
             return self.budgets[key]
-        return self.store.budgets.get(key, Decimal(0))
+        return self.store.budget_opening(key)
 
-    def consume(self, rule_id: str, asset_id: str, period: int, amount: Decimal) -> None:
-        self.budgets[(rule_id, asset_id, period)] = self.budget_consumed(rule_id, asset_id, period) + amount
+    def consume(self, key: BudgetKey, amount: Decimal) -> None:
+        self.budgets[key] = self.budget_consumed(key) + amount
 
     def commit(self) -> None:
         s = self.store

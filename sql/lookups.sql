@@ -50,7 +50,19 @@ SELECT id::VARCHAR AS id, external_id, status, created_at FROM participants WHER
 -- name: participant_by_external_id
 SELECT id::VARCHAR AS id, external_id, status, created_at FROM participants WHERE external_id = $external_id;
 
--- name: budget_usage
+-- name: due_counter_entities
+-- Entities (participants, programs) with a counter whose reset_after is due by $as_of.
+SELECT DISTINCT entity_id::VARCHAR FROM entity_state
+WHERE kind = 'COUNTER' AND reset_after_us IS NOT NULL AND last_reset_at + to_microseconds(reset_after_us) <= $as_of
+ORDER BY 1;
+
+-- name: budget_consumption
+SELECT rule_id::VARCHAR AS rule_id, budget_index, asset_id::VARCHAR AS asset_id, period, consumed FROM budget_consumption;
+
+-- name: has_legacy_budget_usage
+SELECT count(*) FROM information_schema.tables WHERE table_name = 'budget_usage' AND table_schema = current_schema();
+
+-- name: legacy_budget_usage
 SELECT rule_id::VARCHAR AS rule_id, asset_id::VARCHAR AS asset_id, period, consumed FROM budget_usage;
 
 -- name: operation_status

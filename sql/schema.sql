@@ -110,7 +110,7 @@ CREATE TABLE IF NOT EXISTS rule_evaluations (
     event_id         UUID NOT NULL,
     rule_id          UUID NOT NULL,
     rule_version     VARCHAR NOT NULL,
-    outcome          VARCHAR NOT NULL,        -- MATCHED | SKIPPED_ERROR
+    outcome          VARCHAR NOT NULL,        -- MATCHED | SKIPPED_ERROR | BUDGET_EXCEEDED
     message          VARCHAR,
     batch_id         BIGINT NOT NULL
 );
@@ -168,13 +168,17 @@ CREATE TABLE IF NOT EXISTS entity_state (
     batch_id         BIGINT NOT NULL
 );
 
--- Budget consumption per rule, asset and period (0 for lifetime budgets).
-CREATE TABLE IF NOT EXISTS budget_usage (
+-- Budget consumption per budget (a rule's budgets[budget_index], on asset_id) and period (0 for
+-- lifetime budgets). Each budget of a rule counts on its own, also two on one asset. Ledgers made
+-- before this table kept `budget_usage` (rule_id, asset_id, period, consumed: one total per rule
+-- and asset); it is no longer written, and is read only for a budget with no row here yet.
+CREATE TABLE IF NOT EXISTS budget_consumption (
     rule_id          UUID NOT NULL,
+    budget_index     INTEGER NOT NULL,
     asset_id         UUID NOT NULL,
     period           BIGINT NOT NULL,
     consumed         DECIMAL(38, 18) NOT NULL,
-    PRIMARY KEY (rule_id, asset_id, period)
+    PRIMARY KEY (rule_id, budget_index, asset_id, period)
 );
 
 -- Canonical text of a posting and of an entry, hashed into journal_entries.entry_hash. The writer

@@ -305,3 +305,61 @@ JOIN assets a ON a.id = b.asset_id
 LEFT JOIN programs pr ON pr.id = b.program_id
 GROUP BY granularity, granularity_order, pr.key, a.symbol, bucket_start, b.program_id, b.asset_id
 ORDER BY granularity_order, program_key, asset_symbol, bucket_start NULLS LAST;
+
+-- Rewards with the status a redemption meets (semantics.md 9.4): `rewards.status` is the status
+-- configured in the program file; a reward configured ACTIVE whose `max_total` units are all
+-- redeemed (reversed units come back) is OUT_OF_STOCK here, and ACTIVE again when units come back.
+CREATE OR REPLACE VIEW reward_status AS
+SELECT
+    pr.key AS program_key,
+    r.key,
+    r.name,
+    r.redemption_type,
+    CASE WHEN r.status = 'ACTIVE' AND r.max_total IS NOT NULL AND COALESCE(u.redeemed_count, 0) >= r.max_total
+         THEN 'OUT_OF_STOCK' ELSE r.status END AS status,
+    r.status AS configured_status,
+    COALESCE(u.redeemed_count, 0) AS redeemed_count,
+    r.max_total,
+    r.max_per_participant,
+    r.unit_cost,
+    a.symbol AS asset_symbol,
+    r.available_from,
+    r.available_until,
+    r.id AS reward_id,
+    r.program_id,
+    r.asset_id
+FROM rewards r
+JOIN programs pr ON pr.id = r.program_id
+JOIN assets a ON a.id = r.asset_id
+LEFT JOIN reward_usage u ON u.reward_id = r.id AND u.participant_id = ''
+ORDER BY program_key, r.key;
+
+-- Transfers (semantics.md 9.3): one row per recipient of a COMPLETED `transfer` operation (its
+-- TRANSFER entries, in ledger order), one row without recipient for a FAILED one.
+CREATE OR REPLACE VIEW transfers AS
+SELECT
+    o.id AS transfer_id,
+    pr.key AS program_key,
+    o.idempotency_key,
+    o."timestamp" AS transferred_at,
+    o.status,
+    o.error_code,
+    o.participant_id AS source_participant_id,
+    src.external_id AS source_external_id,
+    dest.entity_id AS recipient_participant_id,
+    rcp.external_id AS recipient_external_id,
+    COALESCE(a.symbol, o.params->>'asset', o.params->>'asset_id') AS asset_symbol,
+    dest.amount,
+    j.seq,
+    j.id AS journal_entry_id,
+    o.program_id,
+    dest.asset_id
+FROM operations o
+JOIN programs pr ON pr.id = o.program_id
+LEFT JOIN participants src ON src.id = o.participant_id
+LEFT JOIN journal_entries j ON j.operation_id = o.id AND j.action_type = 'TRANSFER'
+LEFT JOIN postings dest ON dest.journal_entry_id = j.id AND dest.amount > 0
+LEFT JOIN participants rcp ON rcp.id = dest.entity_id
+LEFT JOIN assets a ON a.id = dest.asset_id
+WHERE o.operation = 'transfer'
+ORDER BY o."timestamp", o.arrival_seq, j.seq;

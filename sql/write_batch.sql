@@ -172,8 +172,8 @@ SELECT md5('operation:' || program_id || ':' || idempotency_key)::UUID, program_
        reversed_quantity, status, lots_taken::JSON, created_at, $batch_id
 FROM stage_redemptions;
 
--- name: upsert_budget_usage
-INSERT INTO budget_usage SELECT rule_id::UUID, asset_id::UUID, period, consumed FROM stage_budgets
+-- name: upsert_budget_consumption
+INSERT INTO budget_consumption SELECT rule_id::UUID, budget_index, asset_id::UUID, period, consumed FROM stage_budgets
 ON CONFLICT DO UPDATE SET consumed = EXCLUDED.consumed;
 
 -- name: insert_catalog_tiers

@@ -71,6 +71,7 @@ class CompiledBudget:
     limit: Decimal
     interval: timedelta | None  # INTERVAL budgets
     cron: Cron | None = None    # CRON budgets; neither: lifetime
+    index: int = 0              # its position in the rule's `budgets`: with the rule, what names it
 
     def period(self, now: datetime) -> int:
         """Which period `now` falls in (docs/decisions.md): 0 for lifetime budgets, the

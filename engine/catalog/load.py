@@ -212,7 +212,7 @@ def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule:
     condition = _cel(f"{where}: condition", rule.condition, assets)
     actions = tuple(_compile_action(f"{where}: actions[{a_i}]", a_i, action, assets, tiers)
                     for a_i, action in enumerate(rule.actions))
-    budgets = tuple(_compile_budget(f"{where}: budgets[{b_i}]", b, assets) for b_i, b in enumerate(rule.budgets))
+    budgets = tuple(_compile_budget(f"{where}: budgets[{b_i}]", b, assets, b_i) for b_i, b in enumerate(rule.budgets))
     definition = rule.model_dump(mode="json", exclude_none=True) | {"key": rule_key, "order": order}
     return CompiledRule(
         id=ids.rule_id(program_key, rule_key),
@@ -309,7 +309,7 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
     return CompiledAction(**common, key=need("key"), value=_value(f"{at}.value", need("value"), assets))
 
 
-def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset]) -> CompiledBudget:
+def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset], index: int) -> CompiledBudget:
     if budget.asset not in assets:
         raise CatalogError(f"{at}: unknown asset symbol {budget.asset!r}")
     try:
@@ -337,7 +337,7 @@ def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset]) -> Compil
         except CronError as e:
             raise CatalogError(f"{at}.cron_expression: {e}") from None
     return CompiledBudget(asset_id=ids.asset_id(budget.asset), asset=budget.asset, limit=limit, interval=interval,
-                          cron=cron)
+                          cron=cron, index=index)
 
 
 def _amount(where: str, text: str, asset: Asset, assets: dict[str, Asset]):

@@ -180,8 +180,13 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
             df = df.with_columns(pl.col(c).cast(pl.String))
         elif df[c].dtype != pl.String:
             raise InputError(f"{file}: column {c} must be a string column, found {df[c].dtype}")
-    ts, ts_bad = _timestamps(file, df["event_timestamp"])
-    event, event_json, ev_bad = _payloads(file, df["event_data"])
+    try:
+        ts, ts_bad = _timestamps(file, df["event_timestamp"])
+        event, event_json, ev_bad = _payloads(file, df["event_data"])
+    except InputError as e:  # an operation file's columns by their own names
+        if kind != "operation":
+            raise
+        raise InputError(_operation_words(str(e))) from None
     out = pl.DataFrame({
         "source": pl.Series([str(file)] * len(df), dtype=pl.String),
         "row_number": pl.int_range(first_row + 1, first_row + len(df) + 1, dtype=pl.Int64, eager=True),
@@ -217,18 +222,29 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         .otherwise(None)
     )
     out = out.with_columns(reason=reason)
-    out = out.with_columns(raw=_raw_rows(df, out["reason"].is_not_null()))
+    # the raw row as the file has it (an operation file's timestamp and params by those names)
+    as_read = df.rename({v: k for k, v in OPERATION_RENAMES.items() if v in df.columns}) if kind == "operation" else df
+    out = out.with_columns(raw=_raw_rows(as_read, out["reason"].is_not_null()))
+    message = (pl.when(pl.col("reason").str.starts_with("missing_required_field"))
+               .then(pl.concat_str(pl.lit("required field "), pl.col("reason").str.split(":").list.last(), pl.lit(" is empty")))
+               .when(pl.col("reason") == "idempotency_key_too_long").then(pl.lit(f"idempotency_key is longer than {MAX_KEY_LENGTH} characters"))
+               .when(pl.col("reason") == "invalid_timestamp").then(pl.lit("event_timestamp is not an RFC 3339 timestamp with a time zone"))
+               .when(pl.col("reason") == "invalid_event_data").then(pl.col("ev_bad"))
+               .otherwise(None))
+    if kind == "operation":
+        message = message.str.replace_all("event_timestamp", "timestamp", literal=True) \
+            .str.replace_all("event_data", "params", literal=True)
     return out.select(
         *[c for c in COLUMNS if c in out.columns and c not in ("reject_reason", "reject_message", "raw")],
         reject_reason=pl.col("reason").str.split(":").list.first(),
-        reject_message=pl.when(pl.col("reason").str.starts_with("missing_required_field"))
-        .then(pl.concat_str(pl.lit("required field "), pl.col("reason").str.split(":").list.last(), pl.lit(" is empty")))
-        .when(pl.col("reason") == "idempotency_key_too_long").then(pl.lit(f"idempotency_key is longer than {MAX_KEY_LENGTH} characters"))
-        .when(pl.col("reason") == "invalid_timestamp").then(pl.lit("event_timestamp is not an RFC 3339 timestamp with a time zone"))
-        .when(pl.col("reason") == "invalid_event_data").then(pl.col("ev_bad"))
-        .otherwise(None),
+        reject_message=message,
         raw=pl.col("raw"),
     )
+
+
+def _operation_words(text: str) -> str:
+    """A message about the normalised columns, in an operation file's own column names."""
+    return text.replace("column event_timestamp", "column timestamp").replace("column event_data", "column params")
 
 
 def _raw_rows(df: pl.DataFrame, rejected: pl.Series) -> pl.Series:

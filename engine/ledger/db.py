@@ -22,9 +22,11 @@ def db_path(explicit: str | Path | None = None) -> Path:
     return Path(explicit or os.environ.get("PERKFLOW_DB") or DEFAULT_DB)
 
 
-def connect(path: str | Path | None = None, *, read_only: bool = False, wait: float = 30.0) -> duckdb.DuckDBPyConnection:
+def connect(path: str | Path | None = None, *, read_only: bool = False, wait: float = 30.0,
+            schema: bool = True) -> duckdb.DuckDBPyConnection:
     """Open the database. DuckDB allows one writing process per file: if another run holds it,
-    wait up to `wait` seconds (saying so once), then stop with DatabaseBusyError."""
+    wait up to `wait` seconds (saying so once), then stop with DatabaseBusyError. A writing
+    connection ensures the schema unless `schema` is False (the caller does, in its transaction)."""
     p = db_path(path)
     if read_only and not p.exists():
         raise FileNotFoundError(f"{p}: no database here yet; run `perkflow run` first or pass --db")
@@ -52,7 +54,8 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
         # batch's memory flat (design/performance.md). Raise it for ledgers whose indexes
         # (participants) alone approach it.
         limit_memory(con)
-        ensure_schema(con)
+        if schema:
+            ensure_schema(con)
     return con
 
 

@@ -35,14 +35,9 @@ NEWCOMERS = ["u7", "u8"]  # created by upsert_participant only
 TARGETED = ["u5", "u6"]  # created by events' targets and recipients (strategies.py FRIENDS), named by operations too
 UNKNOWN = "u9"  # never created: participant_not_found
 REWARD_EDGES = ["2025-03-01T09:00:00Z", "2025-03-02T00:00:00Z", "2025-03-02T10:00:00Z"]
-FLAGS = S.Flags(operator_only_amounts=False, literal_targets=False, string_concat_values=False,
-                # Off: the engine applies a due counter reset only to an event's or operation's own
-                # participant and recipient, not to an action target, a transfer recipient or a
-                # reversal's redeemer, and every ledger scenario can touch a participant those ways
-                # (test_ledger_vs_oracle's test_bug_*_gets_its_due_counter_reset, and
-                # test_engine_vs_oracle's test_bug_a_credit_target_does_not_get_its_due_counter_reset).
-                # While off, no counter here has a reset_after (COUNTER actions and set_counter).
-                resets_with_value_targets=False)
+# (resets_with_value_targets, if ever switched off here, drops every counter reset_after: every
+# ledger scenario can touch a participant as a target, transfer recipient or reversal's redeemer.)
+FLAGS = S.Flags(operator_only_amounts=False, literal_targets=False, string_concat_values=False)
 
 
 @st.composite

@@ -111,6 +111,6 @@ def test_a_chunked_reference_workload_writes_the_ledger_of_the_whole_batch(tmp_p
     assert whole.entries > 1000 and chunked.entries == whole.entries
     want, got = _tables(tmp_path / "whole.duckdb"), _tables(tmp_path / "chunked.duckdb")
     if name == "W2":
-        assert want["tier_history"] and want["budget_usage"] and whole.failed > 0
+        assert want["tier_history"] and want["budget_consumption"] and whole.failed > 0
     for table in want:
         assert got[table] == want[table], f"{table} differs with chunks of {chunk_rows} rows"

@@ -44,12 +44,7 @@ SETTINGS = dict(deadline=None, derandomize=True, print_blob=True,
 
 #: The constructs of the main property test. A `False` here must name the xfail regression
 #: test that pins the engine bug it works around.
-MAIN_FLAGS = S.Flags(
-    # test_bug_a_credit_target_does_not_get_its_due_counter_reset
-    resets_with_value_targets=False,
-    # test_bug_two_budgets_on_one_asset_count_a_credit_twice_on_the_row_path
-    budgets_sharing_an_asset=False,
-)
+MAIN_FLAGS = S.Flags()  # every construct on
 #: Batch invariance needs programs that load: no operator-only amounts (literal text, a load error).
 INVARIANCE_FLAGS = dataclasses.replace(MAIN_FLAGS, operator_only_amounts=False)
 
@@ -513,9 +508,8 @@ def test_regression_a_reject_programs_target_does_not_find_a_participant_created
                                       S.Row(S.OTHER, "k2", "u2", "2025-03-01T11:00:00Z", "{}")]]), row_path=row_path)
 
 
-# Found by the property test (once most generated cases wrote entries); open.
-@pytest.mark.xfail(strict=True, reason="engine bug: a due counter reset is applied to the targets of state actions "
-                                       "but not to a CREDIT/DEBIT action's target")
+# Found by the property test (once most generated cases wrote entries); fixed (xfail removed):
+# engine/kernel.py `_toucher` applies a touched participant's due counter resets, not only its lots.
 @pytest.mark.parametrize("row_path", [False, True])
 @pytest.mark.parametrize("action", [{"type": "CREDIT", "asset": "PTS", "amount": "1"},
                                     {"type": "DEBIT", "asset": "PTS", "amount": "1"}], ids=["credit", "debit"])
@@ -524,8 +518,8 @@ def test_bug_a_credit_target_does_not_get_its_due_counter_reset(action, row_path
     # the entities it touches has happened"; the entities an event touches include every action
     # target, and a due reset stands even if the event fails (oracle README, CHOICE 5). k0 (09:00)
     # sets u2's spend to 1 with reset_after 30m (due 09:30). k1 (u1, 10:00) credits (or, failing
-    # for u2's balance, debits) u2 as its target: u2's spend is 0 (oracle). Engine: 1, on both
-    # paths. A TAG with the same target gets the reset (both agree); engine/kernel.py.
+    # for u2's balance, debits) u2 as its target: u2's spend is 0 (oracle). Engine (was): 1, on
+    # both paths, while a TAG with the same target got the reset.
     check(S.Scenario(
         [_spec([{"name": "C", "key": "c", "condition": 'event.type == "visit"',
                  "actions": [{"type": "COUNTER", "key": "spend", "value": "1", "reset_after": "30m"}]},
@@ -535,18 +529,83 @@ def test_bug_a_credit_target_does_not_get_its_due_counter_reset(action, row_path
           _row("k1", "u1", "2025-03-01T10:00:00Z", '{"type": "buy"}')]]), row_path=row_path)
 
 
-# Found by the property test (once most generated cases wrote entries); open.
-@pytest.mark.xfail(strict=True, reason="engine bug: the sequential kernel keys budget consumption by (rule, asset, "
-                                       "period), so two budgets of a rule on one asset each add a CREDIT to one "
-                                       "shared total (counted twice); the vectorised path counts it once")
-def test_bug_two_budgets_on_one_asset_count_a_credit_twice_on_the_row_path():
+# Found by the property test (once most generated cases wrote entries); fixed (xfail removed):
+# budget consumption is keyed by the budget (rule, its index in `budgets`, asset, period) in the
+# kernel, the running path and the stored table `budget_consumption`.
+@pytest.mark.parametrize("row_path", [False, True])
+def test_bug_two_budgets_on_one_asset_count_a_credit_twice_on_the_row_path(row_path):
     # decisions.md: "A budget caps the total of the rule's CREDIT amounts of its asset"; reaching
     # the limit is allowed. Each of the two budgets (limit 5) sees a total of 3 + 1 = 4, so both
-    # events are credited (oracle, which counts each budget separately, README 10; and the
-    # engine's vectorised path). The row path (engine/kernel.py `_take_budget`, `Tx.consume`)
-    # records 3 twice under (rule, PTS, lifetime) and refuses k1 (6 + 1 > 5): BUDGET_EXCEEDED.
+    # events are credited (oracle, which counts each budget separately, README 10). The row path
+    # (engine/kernel.py `_take_budget`, `Tx.consume`) recorded 3 twice under (rule, PTS,
+    # lifetime) and refused k1 (6 + 1 > 5): BUDGET_EXCEEDED.
     rule = {"name": "R", "key": "r", "condition": "true",
             "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.amount"}],
             "budgets": [{"asset": "PTS", "limit": "5"}, {"asset": "PTS", "limit": "5"}]}
     check(S.Scenario([_spec([rule])], [[_row("k0", "u1", "2025-03-01T09:00:00Z", '{"amount": 3}'),
-                                        _row("k1", "u1", "2025-03-01T10:00:00Z", '{"amount": 1}')]]), row_path=True)
+                                        _row("k1", "u1", "2025-03-01T10:00:00Z", '{"amount": 1}')]]), row_path=row_path)
+
+
+TWO_BUDGETS = {"name": "R", "key": "r", "condition": "participant.balances.PTS.available >= 0.0",
+               "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.amount"}],
+               # a daily cap and a (looser) lifetime cap on one asset: each counts on its own
+               "budgets": [{"asset": "PTS", "limit": "4", "schedule_type": "INTERVAL", "interval": "24h"},
+                           {"asset": "PTS", "limit": "7"}]}
+TWO_BUDGET_BATCHES = [
+    [_row("k0", "u1", "2025-03-01T09:00:00Z", '{"amount": 3}'),   # day 1: 3 (lifetime 3)
+     _row("k1", "u1", "2025-03-01T10:00:00Z", '{"amount": 2}')],  # day 1: 5 > 4: BUDGET_EXCEEDED
+    [_row("k2", "u2", "2025-03-02T09:00:00Z", '{"amount": 4}'),   # day 2: 4 (lifetime 7, the limit)
+     _row("k3", "u2", "2025-03-03T09:00:00Z", '{"amount": 1}'),   # day 3: 1, but lifetime 8 > 7
+     _row("k4", "u1", "2025-03-01T11:00:00Z", '{"amount": 2}')],  # late (first in its batch), day 1: 5 > 4
+]
+
+
+@pytest.mark.parametrize("path", ["kernel", "row", "running"])
+def test_regression_two_budgets_on_one_asset_across_batches(path, monkeypatch):
+    # The same budgets on the kernel, the row path and the running-state path (which kept one
+    # budget per (rule, asset) and checked the other's consumption against the wrong period),
+    # across two batches, against the oracle; and the stored consumption per budget and period.
+    if path == "running":
+        monkeypatch.setattr("engine.running.MIN_EVENTS", 0)
+    scenario = S.Scenario([_spec([TWO_BUDGETS])], TWO_BUDGET_BATCHES)
+    check(scenario, row_path=path == "row")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        prog_dir, _, batch_files = _write(d, scenario)
+        for f in batch_files:
+            run_batch(prog_dir, f, d / "ledger.duckdb", row_path=path == "row")
+        con = duckdb.connect(str(d / "ledger.duckdb"), read_only=True)
+        try:
+            stored = con.execute("SELECT budget_index, period, consumed FROM budget_consumption ORDER BY ALL").fetchall()
+        finally:
+            con.close()
+    day = lambda ts: (S.parse_ts(ts) - S.parse_ts("1970-01-01T00:00:00Z")).days  # noqa: E731
+    assert stored == [(0, day("2025-03-01T00:00:00Z"), Decimal(3)), (0, day("2025-03-02T00:00:00Z"), Decimal(4)),
+                      (1, 0, Decimal(7))]
+
+
+def test_a_ledger_made_before_budget_consumption_keeps_its_budget_usage():
+    # Ledgers made before `budget_consumption` kept one total per (rule, asset, period) in
+    # `budget_usage`; a budget without a row of its own starts from that total (never from 0).
+    rule = {"name": "R", "key": "r", "condition": "true",
+            "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.amount"}],
+            "budgets": [{"asset": "PTS", "limit": "5"}]}
+    scenario = S.Scenario([_spec([rule])], [[_row("k0", "u1", "2025-03-01T09:00:00Z", '{"amount": 3}')],
+                                            [_row("k1", "u1", "2025-03-01T10:00:00Z", '{"amount": 3}')]])
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        prog_dir, _, (first, second) = _write(d, scenario)
+        run_batch(prog_dir, first, d / "ledger.duckdb")
+        con = duckdb.connect(str(d / "ledger.duckdb"))
+        try:  # as the older schema left it
+            con.execute("CREATE TABLE budget_usage AS SELECT rule_id, asset_id, period, consumed FROM budget_consumption")
+            con.execute("DELETE FROM budget_consumption")
+        finally:
+            con.close()
+        run_batch(prog_dir, second, d / "ledger.duckdb")
+        con = duckdb.connect(str(d / "ledger.duckdb"), read_only=True)
+        try:
+            assert con.execute("SELECT idempotency_key, status FROM events JOIN rule_evaluations re ON re.event_id = events.id "
+                               "WHERE re.outcome = 'BUDGET_EXCEEDED'").fetchall() == [("k1", "COMPLETED")]
+        finally:
+            con.close()

@@ -549,25 +549,23 @@ def test_regression_a_release_of_zero_is_a_no_op_not_a_release_of_everything(amo
     assert [(e.action_type, e.amount) for e in result.ledger if e.origin[1] == "k0"] == [("HOLD", D(1))]
     assert result.accounts[("PARTICIPANT", "u1", "PTS", "HELD")] == D(1)
 
-# Found by the property test with the stronger strategies (wt-verify); open. The same cause as
-# test_engine_vs_oracle's test_bug_a_credit_target_does_not_get_its_due_counter_reset, which other
-# work is fixing in engine/kernel.py (`_toucher`): a due counter reset is applied to an event's or
-# operation's own participant and recipient only. semantics.md 3: "before an event at time t is
-# evaluated, everything due at or before t for the entities it touches has happened"; decisions.md
-# ("Operations and rewards") lists the entities touched: an action's target, a transfer's
-# recipients, a reversal's redeemer. The oracle is right. Construct off in ledger_strategies.FLAGS
-# (resets_with_value_targets): delete these marks and switch it back on once fixed.
-_RESET_BUG = ("engine bug: a due counter reset is applied to the event's or operation's own participant only, "
-              "not to a participant it touches otherwise (action target, transfer recipient, reversal's redeemer)")
+
+# Found by the property test with the stronger strategies (wt-verify); the engine was wrong and
+# has been fixed (main abd435e, from wt-pinned: engine/kernel.py `_toucher` applies a touched
+# participant's due counter resets with its lots). The same cause as test_engine_vs_oracle's
+# test_bug_a_credit_target_does_not_get_its_due_counter_reset: a due counter reset was applied to
+# an event's or operation's own participant and recipient only. semantics.md 3: "before an event
+# at time t is evaluated, everything due at or before t for the entities it touches has
+# happened"; decisions.md ("Operations and rewards") lists the entities touched: an action's
+# target, a transfer's recipients, a reversal's redeemer. The oracle was right.
 _RESET_U1 = [_op("s1", "upsert_participant", "u1", "00:00:00Z", {}),
              _op("s2", "upsert_participant", "u2", "00:00:00Z", {}),
              _op("c", "set_counter", "u1", "08:00:00Z", {"key": "spend", "value": "-2", "reset_after": "1h"})]
 
 
-@pytest.mark.xfail(strict=True, reason=_RESET_BUG)
-def test_bug_a_credit_target_gets_its_due_counter_reset():
+def test_regression_a_credit_target_gets_its_due_counter_reset():
     # u1's spend = -2 at 08:00, reset due at 09:00; u2's event at 12:30 credits u1 as its target:
-    # spend is 0 (oracle); the engine keeps -2.
+    # spend is 0 (oracle); the engine kept -2.
     result = _both(L.LedgerScenario(
         [_program([{"name": "R", "key": "r", "condition": "true",
                     "actions": [{"type": "CREDIT", "asset": "LP", "amount": "1",
@@ -576,8 +574,7 @@ def test_bug_a_credit_target_gets_its_due_counter_reset():
     assert result.participants["u1"]["counters"] == {"spend": D(0)}
 
 
-@pytest.mark.xfail(strict=True, reason=_RESET_BUG)
-def test_bug_a_transfer_recipient_gets_its_due_counter_reset():
+def test_regression_a_transfer_recipient_gets_its_due_counter_reset():
     # As above, u2 transfers 1 PTS to u1 at 12:00.
     result = _both(L.LedgerScenario(
         [_program([])], [[]],
@@ -587,8 +584,7 @@ def test_bug_a_transfer_recipient_gets_its_due_counter_reset():
     assert result.participants["u1"]["counters"] == {"spend": D(0)}
 
 
-@pytest.mark.xfail(strict=True, reason=_RESET_BUG)
-def test_bug_a_reversals_redeemer_gets_its_due_counter_reset():
+def test_regression_a_reversals_redeemer_gets_its_due_counter_reset():
     # As above, u2's operation at 12:00 reverses u1's redemption of 01:00.
     result = _both(L.LedgerScenario(
         [_program([])], [[]],

@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 
 from tests.oracle.books import DEC, ZERO, Redemption, participant_account, system_account, wallet_account
 from tests.oracle.interpreter import (
-    MAX_INTEGER_DIGITS, ActionFailed, Counter, ProgramDef, decimals_of, issuer, parse_go_duration,
+    MAX_INTEGER_DIGITS, ActionFailed, Counter, ProgramDef, decimals_of, issuer, parse_go_duration, plain_text,
 )
 
 INVALID = "invalid_operation"
@@ -289,12 +289,41 @@ def _transfer(o: _Op) -> None:
         o.move("TRANSFER", o.mine(asset), participant_account(ext, asset.symbol), amount, asset=asset)
 
 
+def _key(o: _Op) -> str:
+    key = o.required("key")
+    if not isinstance(key, str) or not key:
+        raise ActionFailed(INVALID, f"key {key!r}")
+    return key
+
+
+def _text(raw) -> str:
+    """An attribute value as the SET_ATTRIBUTE action stores it (decisions.md): text, numbers in
+    plain decimal, booleans true/false; anything else is invalid."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, (int, float)) and raw == raw and raw not in (float("inf"), float("-inf")):
+        return plain_text(Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw))
+    raise ActionFailed(INVALID, f"value {raw!r}")
+
+
+def _tag_text(raw) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise ActionFailed(INVALID, f"tag {raw!r}")
+    return raw.lower()
+
+
 def _set_counter(o: _Op) -> None:
     o.active(o.who)  # s7: COUNTER fails for inactive participants
-    key = o.required("key")
+    key = _key(o)
     raw = o.required("value")
     try:
+        if isinstance(raw, bool):
+            raise InvalidOperation
         value = Decimal(raw if isinstance(raw, str) else repr(raw) if isinstance(raw, float) else str(raw))
+        if not value.is_finite():
+            raise InvalidOperation
     except InvalidOperation:
         raise ActionFailed(INVALID, f"value {raw!r}") from None
     reset = o.p.get("reset_after")
@@ -307,13 +336,13 @@ def _set_counter(o: _Op) -> None:
 
 
 def _set_attribute(o: _Op) -> None:
-    key, value = o.required("key"), o.required("value")
-    o.w.state(("participant", o.who)).attributes[key] = str(value)
+    key, value = _key(o), _text(o.required("value"))
+    o.w.state(("participant", o.who)).attributes[key] = value
 
 
 def _tag(add: bool):
     def handler(o: _Op) -> None:
-        tag = str(o.required("tag")).lower()
+        tag = _tag_text(o.required("tag"))
         tags = o.w.state(("participant", o.who)).tags
         tags.add(tag) if add else tags.discard(tag)
     return handler
@@ -330,10 +359,17 @@ def _upsert(o: _Op) -> None:
     """Created at resolution if unknown; then status set, attributes merged, tags replaced."""
     if o.p.get("status") is not None:
         _set_status(o)
+    attributes, tags = o.p.get("attributes") or {}, o.p.get("tags")
+    if not isinstance(attributes, dict) or not all(isinstance(k, str) and k for k in attributes):
+        raise ActionFailed(INVALID, f"attributes {attributes!r}")
+    if tags is not None and not isinstance(tags, list):
+        raise ActionFailed(INVALID, f"tags {tags!r}")
+    attributes = {k: _text(v) for k, v in attributes.items()}
+    tags = None if tags is None else {_tag_text(t) for t in tags}
     state = o.w.state(("participant", o.who))
-    state.attributes.update({k: str(v) for k, v in (o.p.get("attributes") or {}).items()})
-    if o.p.get("tags") is not None:
-        state.tags = {str(t).lower() for t in o.p["tags"]}
+    state.attributes.update(attributes)
+    if tags is not None:
+        state.tags = tags
 
 
 HANDLERS = {

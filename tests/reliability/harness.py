@@ -225,12 +225,12 @@ def ledger_view(db: Path) -> dict[str, list[tuple]]:
         for t, cols in LEDGER_VIEW.items():
             sel = ", ".join(f"CAST({c.strip()} AS VARCHAR)" for c in cols.split(","))
             out[t] = [tuple(r) for r in con.execute(f"SELECT {sel} FROM {t} ORDER BY ALL").fetchall()]
-        # Budget state that later batches read: the latest period per (rule, asset). (A single run
+        # Budget state that later batches read: the latest period per (rule, budget). (A single run
         # stores only that row; several batches keep the earlier periods' rows as well.)
-        out["budget_usage (latest period)"] = [tuple(r) for r in con.execute(
-            "SELECT CAST(rule_id AS VARCHAR), CAST(asset_id AS VARCHAR), CAST(period AS VARCHAR), "
-            "CAST(consumed AS VARCHAR) FROM budget_usage QUALIFY period = MAX(period) OVER (PARTITION BY rule_id, "
-            "asset_id) ORDER BY ALL").fetchall()]
+        out["budget_consumption (latest period)"] = [tuple(r) for r in con.execute(
+            "SELECT CAST(rule_id AS VARCHAR), CAST(budget_index AS VARCHAR), CAST(asset_id AS VARCHAR), "
+            "CAST(period AS VARCHAR), CAST(consumed AS VARCHAR) FROM budget_consumption QUALIFY period = "
+            "MAX(period) OVER (PARTITION BY rule_id, budget_index, asset_id) ORDER BY ALL").fetchall()]
         out["balances"] = [tuple(r) for r in con.execute(
             "SELECT external_id, asset_symbol, CAST(available AS VARCHAR), CAST(held AS VARCHAR), "
             "CAST(deferred AS VARCHAR) FROM balances ORDER BY ALL").fetchall()]

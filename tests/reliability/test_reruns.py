@@ -79,7 +79,7 @@ def world(tmp_path_factory):
     assert report["rejected"] == 0 and report["duplicates"] == 0
     check_invariants(clean)
     view = ledger_view(clean)
-    assert view["entity_state"] and view["budget_usage (latest period)"], "the stateful program must leave state behind"
+    assert view["entity_state"] and view["budget_consumption (latest period)"], "the stateful program must leave state behind"
     return {"dir": d, "programs": programs, "stream": stream, "whole": whole, "clean": view}
 
 

@@ -23,7 +23,7 @@ from tests.reliability.harness import cli, db_files_hash, run, run_ok
 INJECT = "x'); DROP TABLE postings; --"
 TABLES = ("batches", "programs", "assets", "rules", "rule_versions", "participants", "enrollments", "events",
           "rejected_rows", "rule_evaluations", "journal_entries", "postings", "account_balances", "entity_state",
-          "budget_usage")
+          "budget_consumption")
 
 
 def program(condition: str = 'event.type == "purchase"', amount: str = "10", **fields) -> dict:
