@@ -439,7 +439,9 @@ def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAc
         source, dest = mine("HELD"), mine("AVAILABLE")
         if lot is not None:
             lot["match"] = reference
-        if amount is None:  # everything held (of the reference)
+        # everything held (of the reference) when the action has no amount; an amount that
+        # evaluates to exactly 0 is a no-op like any other (semantics.md 7), not "everything"
+        if amount is None and action.amount is None:
             amount = holds.held(tx, source, action.asset, reference)
     else:  # FORFEIT
         source, dest = mine(action.bucket or "AVAILABLE"), system("SYSTEM_BREAKAGE", asset)

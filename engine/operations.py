@@ -257,6 +257,13 @@ def _reverse(o: _Op) -> None:
     if amount <= 0 or amount > left:
         raise ActionFailed("over_reversal", f"reverse_redemption: {amount} exceeds the {left} left to reverse")
     holder = ("PARTICIPANT", r.participant_id, r.asset_id)
+    # The redeemer may be named by no row of this batch (another participant's operation): its
+    # balances, state and live lots, and the lots the redemption took (consumed ones too), are
+    # loaded before anything is due or given back. Without them a reversal in a later batch found
+    # none of its lots and sent the whole amount to SYSTEM_BREAKAGE as if they had expired.
+    o.tx.store.preload([r.participant_id], [])
+    if asset.inventory_mode == "LOT":
+        o.tx.store.load_lots(holder, [lot_id for lot_id, _ in r.lots_taken])
     o.tx.touch(r.participant_id)  # what is due for the redeemer happens before its value comes back
     lot, lapsed = None, Decimal(0)
     if asset.inventory_mode == "LOT":

@@ -231,6 +231,17 @@ class Store:
                        stage_entities=pl.DataFrame({"id": ids}, schema={"id": pl.String}))
         return due.select(list(LOT_SCHEMA)).cast(LOT_SCHEMA).filter(~pl.col("id").is_in(list(self.lot_ids)))
 
+    def load_lots(self, holder: tuple[str, str, str], lot_ids: list[str]) -> None:
+        """The holder's lots named by id, loaded from the ledger if not in memory, whatever their
+        status: a reversal gives value back to the lots its redemption took it from, and
+        `preload` loads only the lots that still hold value (one the redemption consumed whole is
+        CONSUMED)."""
+        have = {lot.id for lot in self.lots.get(holder, [])}
+        need = sorted({i for i in lot_ids if i not in have})
+        if need:
+            for row in self._rows("lots_by_id", need, named=True):
+                self._add_lot(row)
+
     def _add_lot(self, row: dict) -> None:
         if row["id"] in self.lot_ids:  # (loaded already, as a due lot)
             return

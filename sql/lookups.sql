@@ -80,6 +80,15 @@ SELECT id::VARCHAR AS id, entity_type, entity_id::VARCHAR AS entity_id, asset_id
 FROM lots
 WHERE entity_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities) AND status IN ('AVAILABLE', 'DEFERRED', 'HELD');
 
+-- name: lots_by_id
+-- Lots named by id, whatever their status: the lots a redemption took value from, for its reversal
+-- (entity_lots loads only lots that still hold value; a lot the redemption consumed whole is CONSUMED).
+SELECT id::VARCHAR AS id, entity_type, entity_id::VARCHAR AS entity_id, asset_id::VARCHAR AS asset_id, amount,
+       remaining, status, created_at, expires_at, matures_at, program_id::VARCHAR AS program_id, reference_id,
+       provisional
+FROM lots
+WHERE id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities);
+
 -- name: entity_due_lots
 -- The lots of the entities a batch names with a maturity or expiry due at or before $until (the
 -- batch's last instant): a lot with nothing due by then changes nothing within the batch.

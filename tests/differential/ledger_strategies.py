@@ -35,6 +35,8 @@ NEWCOMERS = ["u7", "u8"]  # created by upsert_participant only
 TARGETED = ["u5", "u6"]  # created by events' targets and recipients (strategies.py FRIENDS), named by operations too
 UNKNOWN = "u9"  # never created: participant_not_found
 REWARD_EDGES = ["2025-03-01T09:00:00Z", "2025-03-02T00:00:00Z", "2025-03-02T10:00:00Z"]
+# (resets_with_value_targets, if ever switched off here, drops every counter reset_after: every
+# ledger scenario can touch a participant as a target, transfer recipient or reversal's redeemer.)
 FLAGS = S.Flags(operator_only_amounts=False, literal_targets=False, string_concat_values=False)
 
 
@@ -301,5 +303,21 @@ def ledger_scenarios(draw) -> LedgerScenario:
                 seeds.append(OpRow(S.PROGRAM, f"seed-{u}-{symbol}", "adjust", u, "2025-03-01T00:00:00Z", json.dumps(
                     {"asset": symbol, "amount": draw(st.sampled_from(["10", "20", "30"])), "type": "CREDIT"})))
     ops[:0] = seeds
+    if not FLAGS.resets_with_value_targets:
+        _drop_resets(progs, ops)
     n = draw(st.sampled_from([1, 1, 2]))
     return LedgerScenario(progs, _cut(draw, events, n), _cut(draw, ops, n))
+
+
+def _drop_resets(progs: list[dict], ops: list[OpRow]) -> None:
+    """No counter `reset_after` in COUNTER actions or set_counter operations (FLAGS)."""
+    for spec in progs:
+        for r in spec["rules"]:
+            for a in r["actions"]:
+                a.pop("reset_after", None)
+    for i, o in enumerate(ops):
+        if o.operation == "set_counter":
+            params = json.loads(o.params_json)
+            if params.pop("reset_after", None) is not None:
+                ops[i] = OpRow(o.program_id, o.idempotency_key, o.operation, o.external_id, o.timestamp,
+                               json.dumps(params))

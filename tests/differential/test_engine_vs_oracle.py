@@ -487,6 +487,27 @@ def test_regression_participant_created_by_a_target_is_known_to_a_reject_program
                                       _row("k1", "u2", "2025-03-01T10:00:00Z", "{}")]]))
 
 
+# Found by the property test (once most generated cases wrote entries); fixed by the
+# stream-order participants of the ledger fixes (engine/state.py `Store.arrived`; xfail removed).
+@pytest.mark.parametrize("row_path", [False, True])
+def test_regression_a_reject_programs_target_does_not_find_a_participant_created_later_in_the_batch(row_path):
+    # The mirror of the test above. decisions.md: an unknown target in a REJECT program is
+    # participant_not_found; semantics.md 3: stream order. k1 (shop, REJECT, 10:00) credits u2 as
+    # its target; u2 only exists from k2 (club, CREATE, 11:00), later in the stream: k1 FAILED
+    # participant_not_found (oracle). Engine, both paths: COMPLETED, u2 credited. Same cause as
+    # test_ledger_vs_oracle's test_bug_transfer_to_a_participant_created_later_in_the_stream.
+    shop = _spec([{"name": "R", "key": "r", "condition": "true",
+                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1",
+                                "target": {"type": "PARTICIPANT", "external_id": "u2"}}]}],
+                 on_unknown_participant="REJECT")
+    club = _spec([{"name": "C", "key": "c", "condition": "true",
+                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], on_unknown_participant="CREATE")
+    club["program"] |= {"key": S.OTHER, "name": "Club"}
+    check(S.Scenario([shop, club], [[S.Row(S.OTHER, "k0", "u1", "2025-03-01T09:00:00Z", "{}"),
+                                      _row("k1", "u1", "2025-03-01T10:00:00Z", "{}"),
+                                      S.Row(S.OTHER, "k2", "u2", "2025-03-01T11:00:00Z", "{}")]]), row_path=row_path)
+
+
 # Found by the property test (once most generated cases wrote entries); fixed (xfail removed):
 # engine/kernel.py `_toucher` applies a touched participant's due counter resets, not only its lots.
 @pytest.mark.parametrize("row_path", [False, True])

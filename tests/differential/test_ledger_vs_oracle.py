@@ -444,3 +444,151 @@ def test_regression_a_reversal_applies_what_is_due_for_the_redeemer():
               if e.action_type == "EXPIRATION" and e.origin is None]
     assert expiry == [("u1", D(2), "02:00")]
     assert LP_U1 not in result.accounts
+
+
+# Found by the property test with the stronger strategies (wt-verify); the engine was wrong and
+# has been fixed. decisions.md ("Operations and rewards"): LOT value goes back LIFO to the lots it
+# came from; only a lot expired at the reversal takes nothing back. u4's lot of 10 (no expiry) gave
+# 5 to the redemption at 20:00 (batch 1); in batch 2 u2's operation reverses it, timestamped 08:30,
+# before the redemption itself (a late row: processed after what was already processed,
+# semantics.md 3, with its own instant). The 5 go back to the lot at 08:30. The engine loaded
+# neither the redeemer (named by no row of batch 2) nor its lots, found none of the lots the
+# redemption took, and sent the 5 to SYSTEM_BREAKAGE as an EXPIRATION part (engine/operations.py
+# `_reverse` now loads the redeemer and the lots taken).
+def test_regression_a_reversal_by_another_participant_in_a_later_batch_finds_the_redeemers_lots():
+    result = _both(L.LedgerScenario(
+        [_program([])], [[], []],
+        [[_op("s4", "upsert_participant", "u4", "00:00:00Z", {}),
+          _op("s2", "upsert_participant", "u2", "00:00:00Z", {}),
+          _op("a", "adjust", "u4", "00:00:00Z", {"asset": "LP", "amount": "10", "type": "CREDIT"}),
+          _op("r", "redeem", "u4", "20:00:00Z", {"asset": "LP", "amount": "5"})],
+         [_op("v", "reverse_redemption", "u2", "08:30:00Z", {"redemption": "r", "amount": "5"})]]))
+    u4 = ("PARTICIPANT", "u4", "LP", "AVAILABLE")
+    assert _reversal_entries(result, "v") == [("REDEMPTION_REVERSAL", REDEMPTION_LP, u4, D(5), "08:30")]
+    lot = result.lots[("shop", "operation", "a", None, 0)]
+    assert (lot[3], lot[4]) == (D(10), "AVAILABLE")
+    assert result.accounts[u4] == D(10) and BREAKAGE_LP not in result.accounts
+
+
+# Found while fixing the test above; the engine was wrong and has been fixed. A lot the redemption
+# consumed whole is CONSUMED, and a later batch loaded only lots that still hold value
+# (sql/lookups.sql entity_lots), so even the redeemer's own reversal found no lot to give back to
+# and expired the value. Now the lots a redemption took are loaded by id (lots_by_id).
+def test_regression_a_reversal_in_a_later_batch_gives_back_to_a_lot_the_redemption_consumed_whole():
+    result = _both(L.LedgerScenario(
+        [_program([])], [[], []],
+        [[_op("s4", "upsert_participant", "u1", "00:00:00Z", {}),
+          _op("a", "adjust", "u1", "00:00:00Z", {"asset": "LP", "amount": "10", "type": "CREDIT"}),
+          _op("r", "redeem", "u1", "20:00:00Z", {"asset": "LP", "amount": "10"})],
+         [_op("v", "reverse_redemption", "u1", "21:30:00Z", {"redemption": "r", "amount": "5"})]]))
+    assert _reversal_entries(result, "v") == [("REDEMPTION_REVERSAL", REDEMPTION_LP, LP_U1, D(5), "21:30")]
+    lot = result.lots[("shop", "operation", "a", None, 0)]
+    assert (lot[3], lot[4]) == (D(5), "AVAILABLE")
+
+
+_LATE = [_program([{"name": "A", "key": "a", "condition": 'event.type == "a"',
+                    "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "11h"}]},
+                   {"name": "B", "key": "b", "condition": 'event.type == "b"',
+                    "actions": [{"type": "CREDIT", "asset": "LP", "amount": "4"}]}])]
+
+
+# Contract silent, decided (decisions.md, "Operations and rewards": a reversal that arrives late).
+def test_a_late_reversal_gives_back_to_a_lot_not_expired_at_its_instant():
+    # Lot A (5, created 01:00, expires 12:00) and lot B (4, no expiry); the redemption of 7 at
+    # 10:00 takes all of A (CONSUMED: it never gets an expiry entry) and 2 of B; an adjust at 13:00
+    # touches u1 (nothing of A is left to expire). Batch 2 holds the reversal, timestamped 09:00:
+    # processed after 13:00 (semantics.md 3), its entry carries 09:00, and at 09:00 A has not
+    # expired, so A takes its 5 back and B its 2. A is then past its expiry in the history already
+    # processed: the next touch (14:00, batch 3) expires it, dated 12:00 (semantics.md 3: entries
+    # of time-driven changes carry the instant they were due).
+    result = _both(L.LedgerScenario(
+        _LATE, [[_ev("k0", "u1", "01:00:00Z", {"type": "a"}), _ev("k1", "u1", "02:00:00Z", {"type": "b"})], [], []],
+        [[_op("r", "redeem", "u1", "10:00:00Z", {"asset": "LP", "amount": "7"}),
+          _op("t", "adjust", "u1", "13:00:00Z", {"asset": "PTS", "amount": "1", "type": "CREDIT"})],
+         [_op("v", "reverse_redemption", "u1", "09:00:00Z", {"redemption": "r"})],
+         [_op("w", "adjust", "u1", "14:00:00Z", {"asset": "PTS", "amount": "1", "type": "CREDIT"})]]))
+    assert _reversal_entries(result, "v") == [("REDEMPTION_REVERSAL", REDEMPTION_LP, LP_U1, D(7), "09:00")]
+    expiry = [(e.amount, e.effective_at.strftime("%H:%M")) for e in result.ledger if e.action_type == "EXPIRATION"]
+    assert expiry == [(D(5), "12:00")]
+    a, b = result.lots[("shop", "event", "k0", "a", 0)], result.lots[("shop", "event", "k1", "b", 0)]
+    assert (a[3], a[4]) == (D(0), "EXPIRED") and (b[3], b[4]) == (D(4), "AVAILABLE")
+
+
+def test_a_late_reversal_gives_nothing_back_to_a_lot_whose_expiry_was_already_written():
+    # Lot A (5, expires 12:00) gave 3 to the redemption at 10:00; its other 2 expired at 12:00
+    # (written when the adjust at 13:00 touched u1). The reversal, in batch 2 and timestamped
+    # 09:00, comes after that expiry: history is never rewritten, so A stays EXPIRED and takes
+    # nothing back, and the 3 come back expired at the reversal's own instant.
+    result = _both(L.LedgerScenario(
+        _LATE, [[_ev("k0", "u1", "01:00:00Z", {"type": "a"})], []],
+        [[_op("r", "redeem", "u1", "10:00:00Z", {"asset": "LP", "amount": "3"}),
+          _op("t", "adjust", "u1", "13:00:00Z", {"asset": "PTS", "amount": "1", "type": "CREDIT"})],
+         [_op("v", "reverse_redemption", "u1", "09:00:00Z", {"redemption": "r"})]]))
+    assert _reversal_entries(result, "v") == [("REDEMPTION_REVERSAL", REDEMPTION_LP, LP_U1, D(3), "09:00"),
+                                              ("EXPIRATION", LP_U1, BREAKAGE_LP, D(3), "09:00")]
+    a = result.lots[("shop", "event", "k0", "a", 0)]
+    assert (a[3], a[4]) == (D(0), "EXPIRED")
+    assert LP_U1 not in result.accounts and result.accounts[BREAKAGE_LP] == D(5)
+
+# Found by the property test with the stronger strategies (1,500 cases); the engine was wrong and
+# has been fixed. semantics.md 7: "An amount of exactly 0 is a no-op"; semantics.md 5 step 3: a
+# rule's action amounts are evaluated before its actions apply. u1 holds nothing; the rule holds
+# 1 and then releases `participant.balances.PTS.held`, which is 0 when evaluated, so the RELEASE
+# does nothing (the oracle). The kernel read the 0 amount as "no amount" (engine/kernel.py
+# `_amount` gives None for 0, which `_apply_value` took for a RELEASE without amount) and
+# released everything held: a RELEASE of 1.
+@pytest.mark.parametrize("amount", ["participant.balances.PTS.held", "0"])
+def test_regression_a_release_of_zero_is_a_no_op_not_a_release_of_everything(amount):
+    result = _both(L.LedgerScenario(
+        [_program([{"name": "R", "key": "r", "condition": "true",
+                    "actions": [{"type": "HOLD", "asset": "PTS", "amount": "1"},
+                                {"type": "RELEASE", "asset": "PTS", "amount": amount}]}])],
+        [[_ev("k0", "u1", "10:00:00Z", {})]],
+        [[_op("s1", "upsert_participant", "u1", "00:00:00Z", {}),
+          _op("a", "adjust", "u1", "00:00:00Z", {"asset": "PTS", "amount": "30", "type": "CREDIT"})]]))
+    assert [(e.action_type, e.amount) for e in result.ledger if e.origin[1] == "k0"] == [("HOLD", D(1))]
+    assert result.accounts[("PARTICIPANT", "u1", "PTS", "HELD")] == D(1)
+
+
+# Found by the property test with the stronger strategies (wt-verify); the engine was wrong and
+# has been fixed (main abd435e, from wt-pinned: engine/kernel.py `_toucher` applies a touched
+# participant's due counter resets with its lots). The same cause as test_engine_vs_oracle's
+# test_bug_a_credit_target_does_not_get_its_due_counter_reset: a due counter reset was applied to
+# an event's or operation's own participant and recipient only. semantics.md 3: "before an event
+# at time t is evaluated, everything due at or before t for the entities it touches has
+# happened"; decisions.md ("Operations and rewards") lists the entities touched: an action's
+# target, a transfer's recipients, a reversal's redeemer. The oracle was right.
+_RESET_U1 = [_op("s1", "upsert_participant", "u1", "00:00:00Z", {}),
+             _op("s2", "upsert_participant", "u2", "00:00:00Z", {}),
+             _op("c", "set_counter", "u1", "08:00:00Z", {"key": "spend", "value": "-2", "reset_after": "1h"})]
+
+
+def test_regression_a_credit_target_gets_its_due_counter_reset():
+    # u1's spend = -2 at 08:00, reset due at 09:00; u2's event at 12:30 credits u1 as its target:
+    # spend is 0 (oracle); the engine kept -2.
+    result = _both(L.LedgerScenario(
+        [_program([{"name": "R", "key": "r", "condition": "true",
+                    "actions": [{"type": "CREDIT", "asset": "LP", "amount": "1",
+                                 "target": {"type": "PARTICIPANT", "external_id": "event.friend"}}]}])],
+        [[_ev("k0", "u2", "12:30:00Z", {"friend": "u1"})]], [_RESET_U1]))
+    assert result.participants["u1"]["counters"] == {"spend": D(0)}
+
+
+def test_regression_a_transfer_recipient_gets_its_due_counter_reset():
+    # As above, u2 transfers 1 PTS to u1 at 12:00.
+    result = _both(L.LedgerScenario(
+        [_program([])], [[]],
+        [_RESET_U1 + [_op("a", "adjust", "u2", "00:00:00Z", {"asset": "PTS", "amount": "5", "type": "CREDIT"}),
+                      _op("t", "transfer", "u2", "12:00:00Z",
+                          {"asset": "PTS", "recipients": [{"external_id": "u1", "amount": "1"}]})]]))
+    assert result.participants["u1"]["counters"] == {"spend": D(0)}
+
+
+def test_regression_a_reversals_redeemer_gets_its_due_counter_reset():
+    # As above, u2's operation at 12:00 reverses u1's redemption of 01:00.
+    result = _both(L.LedgerScenario(
+        [_program([])], [[]],
+        [_RESET_U1 + [_op("a", "adjust", "u1", "00:00:00Z", {"asset": "PTS", "amount": "5", "type": "CREDIT"}),
+                      _op("r", "redeem", "u1", "01:00:00Z", {"asset": "PTS", "amount": "2"}),
+                      _op("v", "reverse_redemption", "u2", "12:00:00Z", {"redemption": "r"})]]))
+    assert result.participants["u1"]["counters"] == {"spend": D(0)}
