@@ -10,6 +10,11 @@ engine.lots.apply_due) that comes after the lot was made and whose `now` has rea
 instant; events of a batch are in timestamp order, so that is an as-of join. The changes an
 event finds come out in the kernel's order (asset, then as engine.lots.due_changes sorts them),
 so the ledger is the kernel's entry for entry (tests/differential/test_setwise_lots.py).
+
+The one way lots meet each other here is an overdraft left by an earlier batch (docs/decisions.md,
+"Overdrafts on LOT assets"): the credits and maturities arriving in an overdrawn AVAILABLE bucket
+repay it first (`_repaid`, a running sum against what the holder owed at the batch's start), and
+a lot's expiry then takes only what the lot kept.
 """
 
 from __future__ import annotations
