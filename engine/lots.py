@@ -86,6 +86,37 @@ def fifo(lots: list[Lot]) -> list[Lot]:
     return sorted(lots, key=lambda lot: (lot.created_at, lot.id))
 
 
+def owed(lots: list[Lot], balance: Decimal) -> Decimal:
+    """What a LOT holder owes on its AVAILABLE bucket (`lots`: its lots of the asset, `balance`:
+    its AVAILABLE balance): how far the balance falls short of what its AVAILABLE lots hold, the
+    overdraft a DEBIT with allow_negative left. That is the negative balance itself (an overdraft
+    consumes every spendable lot first), plus what AVAILABLE lots past their expiry still hold
+    before their expiry entry is written: they cannot pay for a debit (semantics.md 9.1), and
+    their expiry will take that value from the balance too."""
+    in_lots = sum((lot.remaining for lot in lots if lot.status == "AVAILABLE"), Decimal(0))
+    return max(in_lots - balance, Decimal(0))
+
+
+def repay(arrived: list[Lot], debt: Decimal) -> Decimal:
+    """Value arriving in the AVAILABLE bucket of an overdrawn LOT holder first repays what it owes
+    (docs/decisions.md, "Overdrafts on LOT assets"): the lots that brought it (a new lot, lots
+    moved into AVAILABLE by a maturity, release, settle or reversal), oldest first, keep only what
+    is left after `debt`; a lot left with nothing is CONSUMED. The entries still carry the whole
+    amount (the balance rises from below zero). Every path that puts lot value into AVAILABLE
+    calls this, so the lots always hold what the balance holds once it is not negative. Returns
+    what was repaid."""
+    left = debt
+    for lot in fifo(arrived):
+        if left <= 0:
+            break
+        take = min(lot.remaining, left)
+        lot.remaining -= take
+        left -= take
+        if lot.remaining == 0:
+            lot.status = "CONSUMED"
+    return debt - left
+
+
 def consume(lots: list[Lot], amount: Decimal, now: datetime, status: str = "AVAILABLE",
             **narrow) -> list[tuple[str, Decimal]]:
     """Take up to `amount` from the usable lots in `status` (narrowed by `narrow`, see
@@ -138,11 +169,12 @@ def shift(lots: list[Lot], amount: Decimal, now: datetime, source: str, dest: st
 
 
 def restore(lots: list[Lot], taken: list[tuple[str, Decimal]], amount: Decimal,
-            now: datetime) -> list[tuple[str, Decimal]]:
+            now: datetime, debt: Decimal = Decimal(0)) -> list[tuple[str, Decimal]]:
     """Give `amount` back to the lots it was taken from, last taken first (LIFO); returns what
     each lot got back. Lots expired by `now` take nothing back (docs/decisions.md, "Reversals":
     the value would be unspendable, and a revived lot would expire before `now`); what they
-    cannot take is for the caller to place."""
+    cannot take is for the caller to place. The value arrives in AVAILABLE: the lots that got it
+    back first repay `debt`, what the holder owes (`repay`)."""
     by_id = {lot.id: lot for lot in lots}
     left, given = amount, []
     for lot_id, took in reversed(taken):
@@ -154,6 +186,7 @@ def restore(lots: list[Lot], taken: list[tuple[str, Decimal]], amount: Decimal,
         lot.status = "AVAILABLE"
         left -= give
         given.append((lot_id, give))
+    repay([by_id[lot_id] for lot_id, _ in given], debt)
     return given
 
 
@@ -186,30 +219,39 @@ def _changes_with_time(lot: Lot) -> bool:
 
 
 def apply_due(store, lots: list[Lot], now: datetime, effects: list, pos: int) -> None:
-    """Write the due maturities and expiries of `lots` into the committed state and `effects`."""
-    for i, (instant, kind, lot) in enumerate(due_changes(lots, now)):
+    """Write the due maturities and expiries of `lots` (a holder's lots of one asset) into the
+    committed state and `effects`. `store.balances` must hold the holder's AVAILABLE balance: a
+    maturity into an overdrawn AVAILABLE bucket first repays it (`owed`, `repay`), and the lot's
+    expiry then takes only what is left, nothing if nothing is. The entries are numbered in the
+    order they are written."""
+    n = 0
+    for instant, kind, lot in due_changes(lots, now):
         account = (lot.entity_type, lot.entity_id, lot.asset_id)
+        amount = lot.remaining
+        if amount <= 0:  # a maturity just before repaid the whole lot: nothing left to expire
+            continue
         if kind == "MATURITY":
             source, dest = (*account, "DEFERRED"), (*account, "AVAILABLE")
+            debt = owed(lots, store.balances.get(dest, Decimal(0)))
             lot.status = "AVAILABLE"
+            repay([lot], debt)
         else:
             source = (*account, lot.status)
             dest = ("SYSTEM_BREAKAGE", BREAKAGE, lot.asset_id, "AVAILABLE")
-        amount = lot.remaining
-        if kind == "EXPIRATION":
             lot.remaining = Decimal(0)
             lot.status = "EXPIRED"
         store.balances[source] = store.balances.get(source, Decimal(0)) - amount
         store.balances[dest] = store.balances.get(dest, Decimal(0)) + amount
         store.dirty_lots.add(lot.id)
         effects.append({
-            "pos": pos, "rule_id": None, "rule_version": kind, "rule_order": -1, "action_index": i,
+            "pos": pos, "rule_id": None, "rule_version": kind, "rule_order": -1, "action_index": n,
             "action_type": kind, "asset_id": lot.asset_id, "amount": amount, "allow_negative": False,
             "description": f"lot {kind.lower()}", "entity_id": lot.entity_id,
             "from_type": source[0], "from_id": source[1], "from_bucket": source[3],
             "to_type": dest[0], "to_id": dest[1], "to_bucket": dest[3],
             "source_name": f"lot:{lot.id}", "effective_at": instant, "program_id": lot.program_id,
         })
+        n += 1
 
 
 def lot_spec(ev, version: str, index: int, expires_at=None, matures_at=None) -> dict:

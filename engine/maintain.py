@@ -52,10 +52,18 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         db.ensure_schema(con)
         due = pl.from_arrow(con.sql(statement("lookups.sql", "due_lots"), params={"as_of": as_of}).to_arrow_table())
         store = Store(con, {})
-        holders: dict[tuple[str, str, str], list[Lot]] = {}
+        # A maturity into an overdrawn AVAILABLE bucket repays the overdraft first, and what is
+        # owed counts every AVAILABLE lot of the holder (engine.lots.owed): the holders of the
+        # maturing lots come with their balances and all their lots.
+        maturing = due.filter((pl.col("status") == "DEFERRED") & (pl.col("matures_at") <= as_of))
+        maturing = sorted(set(maturing["entity_id"].to_list()))
+        store.load_balances(maturing)
+        store.load_live_lots(maturing)
+        holders: dict[tuple[str, str, str], list[Lot]] = store.lots
         for row in due.iter_rows(named=True):
-            lot = Lot(**{k: (Decimal(v) if k in ("amount", "remaining") else v) for k, v in row.items()})
-            holders.setdefault((lot.entity_type, lot.entity_id, lot.asset_id), []).append(lot)
+            if row["id"] not in store.lot_ids:
+                lot = Lot(**{k: (Decimal(v) if k in ("amount", "remaining") else v) for k, v in row.items()})
+                holders.setdefault((lot.entity_type, lot.entity_id, lot.asset_id), []).append(lot)
         effects: list[dict] = []
         for lots in holders.values():
             apply_due(store, lots, as_of, effects, pos=0)
@@ -90,7 +98,7 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         raise
     finally:
         con.close()
-    return MaintainReport(batch_id, as_of, sum(len(v) for v in holders.values()), len(effects),
+    return MaintainReport(batch_id, as_of, len(due), len(effects),
                           time.perf_counter() - t0, len(tier_store.tier_history), resets)
 
 

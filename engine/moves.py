@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from engine import ids
 from engine.catalog.models import Asset
-from engine.lots import consume, in_status, narrowing, new_lot, shift
+from engine.lots import consume, in_status, narrowing, new_lot, owed, repay, shift
 from engine.state import Tx
 
 ISSUANCE = str(ids.system_account_id("SYSTEM_ISSUANCE"))
@@ -59,7 +59,8 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
     statuses (engine.lots.shift); otherwise value leaving a holder's AVAILABLE or HELD bucket
     consumes its lots FIFO, and value arriving in a holder's bucket is a new lot. The spec may
     narrow the source lots to one reference (`match`) or to provisional ones (`provisional`),
-    and stamps new or newly held lots with `reference_id`. A spec that `restore`s says the
+    and stamps new or newly held lots with `reference_id`. Lots arriving in an overdrawn
+    AVAILABLE bucket first repay the overdraft (engine.lots.repay). A spec that `restore`s says the
     caller has put the lots right itself (a reversal, engine.lots.restore): the move changes
     balances only. Returns the lots that paid for it (lot id, amount), FIFO."""
     spec = lot or {}
@@ -80,14 +81,23 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
             raise ActionFailed(code, insufficient_message(kind, source, asset.symbol, have, amount, reference))
     taken: list = []
     if lot_asset:
+        arrived = []  # the lots that bring value into dest
+        # value arriving in an overdrawn AVAILABLE bucket repays the overdraft first
+        repaying = dest[0] in HOLDERS and dest[3] == "AVAILABLE"
+        debt = owed(tx.lots(dest[:3]), tx.balance(dest)) if repaying else Decimal(0)
         if source[:3] == dest[:3] and {source[3], dest[3]} == {"AVAILABLE", "HELD"}:
             taken = shift(tx.lots(source[:3]), amount, tx.now, source[3], dest[3], spec["id"],
                           spec.get("reference_id"), **narrow)
+            moved = {lot_id for lot_id, _ in taken}
+            arrived = [lot for lot in tx.lots(dest[:3]) if lot.id in moved]
         else:
             if source[0] in HOLDERS and source[3] in ("AVAILABLE", "HELD"):
                 taken = consume(tx.lots(source[:3]), amount, tx.now, source[3], **narrow)
             if dest[0] in HOLDERS:
-                tx.lots(dest[:3]).append(new_lot(spec, dest, amount, tx.now))
+                arrived = [new_lot(spec, dest, amount, tx.now)]
+                tx.lots(dest[:3]).extend(arrived)
+        if debt > 0:
+            repay(arrived, debt)
     tx.move(source, dest, amount)
     participant = source if source[0] == "PARTICIPANT" else dest
     effects.append({

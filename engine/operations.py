@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from engine import amounts, holds, tiers
 from engine.catalog import Catalog
 from engine.durations import parse_duration
-from engine.lots import lot_spec, restore
+from engine.lots import lot_spec, owed, restore
 from engine.moves import ActionFailed, move, plain, source_of_issue, system, wallet
 from engine.state import Counter, Redemption, Tx
 
@@ -267,7 +267,9 @@ def _reverse(o: _Op) -> None:
     o.tx.touch(r.participant_id)  # what is due for the redeemer happens before its value comes back
     lot, lapsed = None, Decimal(0)
     if asset.inventory_mode == "LOT":
-        given = dict(restore(o.tx.lots(holder), r.lots_taken, amount, o.op.now))
+        # (an overdrawn redeemer repays its overdraft from the restored lots first: engine.lots.repay)
+        debt = owed(o.tx.lots(holder), o.tx.balance((*holder, "AVAILABLE")))
+        given = dict(restore(o.tx.lots(holder), r.lots_taken, amount, o.op.now, debt))
         # what a lot got back cannot be given back again by a later partial reversal
         r.lots_taken = [(lot_id, took - given.get(lot_id, Decimal(0))) for lot_id, took in r.lots_taken]
         lot = {"restore": True}

@@ -10,6 +10,11 @@ engine.lots.apply_due) that comes after the lot was made and whose `now` has rea
 instant; events of a batch are in timestamp order, so that is an as-of join. The changes an
 event finds come out in the kernel's order (asset, then as engine.lots.due_changes sorts them),
 so the ledger is the kernel's entry for entry (tests/differential/test_setwise_lots.py).
+
+The one way lots meet each other here is an overdraft left by an earlier batch (docs/decisions.md,
+"Overdrafts on LOT assets"): the credits and maturities arriving in an overdrawn AVAILABLE bucket
+repay it first (`_repaid`, a running sum against what the holder owed at the batch's start), and
+a lot's expiry then takes only what the lot kept.
 """
 
 from __future__ import annotations
@@ -43,10 +48,16 @@ def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, stor
               .select("pos", entity_id="subject_id", now="event_timestamp").sort("pos")
               .with_columns(rank=pl.int_range(pl.len()).over("entity_id")))
     changes = _changes(lots, events)
+    repaid = _repaid(made, changes, store)
+    if not repaid.is_empty():  # an expiry takes only what repaying an overdraft left of the lot
+        changes = changes.join(repaid, on="id", how="left").with_columns(
+            remaining=pl.when(pl.col("kind") == "EXPIRATION")
+            .then(pl.col("remaining") - pl.col("repaid").fill_null(0)).otherwise("remaining")
+            .cast(LOT_SCHEMA["remaining"])).filter(pl.col("remaining") > 0).drop("repaid")
     vesting = made.filter(pl.col("status") == "DEFERRED")["_row"]
     effects = effects.with_columns(to_bucket=pl.when(pl.col("_row").is_in(vesting.implode()))
                                    .then(pl.lit("DEFERRED")).otherwise("to_bucket")).drop("_row")
-    _keep(lots, changes, held["id"], store)
+    _keep(lots, changes, repaid, held["id"], store)
     if changes.is_empty():
         return effects
     due = changes.sort("pos", "asset_id", "instant", "kind_rank", "created_at", "id").with_columns(
@@ -138,23 +149,59 @@ def _changes(lots: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
         {"at_pos": "pos"})
 
 
-def _keep(lots: pl.DataFrame, changes: pl.DataFrame, held: pl.Series, store: Store) -> None:
-    """The lots as the changes leave them, for the writer: the new ones and the changed loaded
-    ones staged in `store.staged`, the changed Lots of `store` (ids `held`) changed in place."""
+def _repaid(made: pl.DataFrame, changes: pl.DataFrame, store: Store) -> pl.DataFrame:
+    """What each lot arriving in AVAILABLE repays of its holder's overdraft (id, repaid > 0;
+    docs/decisions.md, "Overdrafts on LOT assets", engine.lots.repay). Nothing in these batches
+    debits a LOT asset, and an expiry does not change what is owed (it takes as much from the
+    lots as from the balance), so a holder's debt at an arrival is its debt at the start of the
+    batch less what the arrivals before it brought: a running sum in the kernel's order (by
+    event; within one, the maturities it finds, by instant, created_at and id, then the credits
+    of its rules in ledger order)."""
+    none = pl.DataFrame(schema={"id": pl.String, "repaid": LOT_SCHEMA["remaining"]})
+    arrivals = pl.concat([
+        changes.filter(pl.col("kind") == "MATURITY").select(
+            "id", "entity_id", "asset_id", "pos", "created_at", phase=pl.lit(0), instant="instant",
+            _row=pl.lit(None, pl.UInt32), amount="remaining"),
+        made.filter(pl.col("status") == "AVAILABLE").select(
+            "id", "entity_id", "asset_id", "pos", "created_at", phase=pl.lit(1), instant=pl.lit(None, _US),
+            _row="_row", amount="amount"),
+    ])
+    if arrivals.is_empty():
+        return none
+    debts = store.lot_debts(arrivals["entity_id"].unique().to_list())
+    if debts.is_empty():
+        return none
+    amount = pl.col("amount")
+    before = amount.cum_sum().over("entity_id", "asset_id") - amount  # what earlier arrivals brought
+    left = pl.col("owed") - pl.col("before")
+    return (arrivals.join(debts, on=["entity_id", "asset_id"])
+            .sort("pos", "phase", "instant", "created_at", "id", "_row")
+            .with_columns(before=before)
+            .select("id", repaid=pl.when(left <= 0).then(pl.lit(0)).when(left < amount).then(left).otherwise(amount)
+                    .cast(LOT_SCHEMA["remaining"]))
+            .filter(pl.col("repaid") > 0))
+
+
+def _keep(lots: pl.DataFrame, changes: pl.DataFrame, repaid: pl.DataFrame, held: pl.Series, store: Store) -> None:
+    """The lots as the changes (and the repaying of overdrafts) leave them, for the writer: the
+    new ones and the changed loaded ones staged in `store.staged`, the changed Lots of `store`
+    (ids `held`) changed in place. A lot that repaid all it brought is CONSUMED."""
     fate = changes.group_by("id").agg(expired=(pl.col("kind") == "EXPIRATION").any())
-    final = lots.join(fate, on="id", how="left").with_columns(
+    final = lots.join(fate, on="id", how="left").join(repaid, on="id", how="left").with_columns(
+        remaining=pl.when(pl.col("expired")).then(pl.lit(0, LOT_SCHEMA["remaining"]))
+        .otherwise(pl.col("remaining") - pl.col("repaid").fill_null(0)).cast(LOT_SCHEMA["remaining"]))
+    final = final.with_columns(
         status=pl.when(pl.col("expired")).then(pl.lit("EXPIRED"))
-        .when(pl.col("expired").is_not_null()).then(pl.lit("AVAILABLE")).otherwise("status"),
-        remaining=pl.when(pl.col("expired")).then(pl.lit(0, LOT_SCHEMA["remaining"])).otherwise("remaining"))
-    staged = final.filter((pl.col("pos") >= 0) | (pl.col("expired").is_not_null() & ~pl.col("id").is_in(held.implode())))
+        .when(pl.col("repaid").is_not_null() & (pl.col("remaining") == 0)).then(pl.lit("CONSUMED"))
+        .when(pl.col("expired").is_not_null()).then(pl.lit("AVAILABLE")).otherwise("status"))
+    touched = pl.col("expired").is_not_null() | pl.col("repaid").is_not_null()
+    staged = final.filter((pl.col("pos") >= 0) | (touched & ~pl.col("id").is_in(held.implode())))
     if not staged.is_empty():
         store.stage("stage_lots", staged.select(list(LOT_SCHEMA)))
-    changed = dict(final.filter((pl.col("pos") < 0) & pl.col("expired").is_not_null()
-                                & pl.col("id").is_in(held.implode())).select("id", "status").iter_rows())
+    changed = {i: (status, remaining) for i, status, remaining in final.filter(
+        (pl.col("pos") < 0) & touched & pl.col("id").is_in(held.implode())).select("id", "status", "remaining").iter_rows()}
     for holder in store.lots.values():
         for lot in holder:
             if lot.id in changed:
-                lot.status = changed[lot.id]
-                if lot.status == "EXPIRED":
-                    lot.remaining = Decimal(0)
+                lot.status, lot.remaining = changed[lot.id][0], Decimal(changed[lot.id][1])
                 store.dirty_lots.add(lot.id)

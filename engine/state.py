@@ -176,19 +176,20 @@ class Store:
         ids = [i for i in set(entity_ids) if i not in self.loaded]
         if ids:
             self._load_state(ids)
-        need = [i for i in set(entity_ids) if i not in self.lots_loaded] if lots else []
-        if need:
-            for row in self._rows("entity_lots", need, named=True):
-                self._add_lot(row)
-            self.lots_loaded.update(need)
+        if lots:
+            self.load_live_lots(entity_ids)
 
     def _rows(self, name: str, ids: list[str], params: dict | None = None, **kw):
         entities = pl.DataFrame({"id": ids}, schema={"id": pl.String})
         return db.frame(self.con, statement("lookups.sql", name), params, stage_entities=entities).iter_rows(**kw)
 
-    def _load_state(self, ids: list[str]) -> None:
+    def load_balances(self, ids: list[str]) -> None:
+        """The committed balances of entities `ids` (every account they hold)."""
         for t, e, a, b, amt in self._rows("entity_balances", ids):
             self.balances[(t, e, a, b)] = Decimal(amt)
+
+    def _load_state(self, ids: list[str]) -> None:
+        self.load_balances(ids)
         for row in self._rows("participants_by_id", ids):
             self.add_person(Person(*row))
         for etype, eid, kind, key, text, number, reset_us, last in self._rows("entity_states", ids):
@@ -241,6 +242,22 @@ class Store:
         if need:
             for row in self._rows("lots_by_id", need, named=True):
                 self._add_lot(row)
+
+    def load_live_lots(self, entity_ids: list[str]) -> None:
+        """All the lots of entities `entity_ids` that still hold value (and no other state)."""
+        need = [i for i in set(entity_ids) if i not in self.lots_loaded]
+        if need:
+            for row in self._rows("entity_lots", need, named=True):
+                self._add_lot(row)
+            self.lots_loaded.update(need)
+
+    def lot_debts(self, entity_ids: list[str]) -> pl.DataFrame:
+        """What participants `entity_ids` owe on LOT assets at the start of the batch (entity_id,
+        asset_id, owed > 0; engine.lots.owed), for the set-wise paths (engine/setwise_lots.py),
+        which change no balance before they ask."""
+        frame = db.frame(self.con, statement("lookups.sql", "lot_debts"),
+                         stage_entities=pl.DataFrame({"id": entity_ids}, schema={"id": pl.String}))
+        return frame.select("entity_id", "asset_id", pl.col("owed").cast(LOT_SCHEMA["remaining"]))
 
     def _add_lot(self, row: dict) -> None:
         if row["id"] in self.lot_ids:  # (loaded already, as a due lot)

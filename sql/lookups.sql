@@ -133,3 +133,23 @@ ORDER BY p.key, t.key;
 -- Participants holding a level in one of the tiers of stage_tier_ids.
 SELECT DISTINCT participant_id::VARCHAR AS id FROM participant_tiers
 WHERE tier_id::VARCHAR IN (SELECT id FROM stage_tier_ids) ORDER BY id;
+
+-- name: lot_debts
+-- What the participants a batch names owe on LOT assets (docs/decisions.md, "Overdrafts on LOT
+-- assets"; engine.lots.owed): how far each AVAILABLE balance is below what its AVAILABLE lots
+-- hold, where it is (an overdraft; the value arriving there repays it first).
+WITH b AS (
+    SELECT b.entity_id, b.asset_id, b.amount
+    FROM account_balances b JOIN assets a ON a.id = b.asset_id AND a.inventory_mode = 'LOT'
+    WHERE b.entity_type = 'PARTICIPANT' AND b.bucket = 'AVAILABLE'
+      AND b.entity_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities)
+), l AS (
+    SELECT entity_id, asset_id, SUM(remaining) AS in_lots
+    FROM lots
+    WHERE entity_type = 'PARTICIPANT' AND status = 'AVAILABLE'
+      AND entity_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities)
+    GROUP BY ALL
+)
+SELECT b.entity_id::VARCHAR AS entity_id, b.asset_id::VARCHAR AS asset_id, COALESCE(l.in_lots, 0) - b.amount AS owed
+FROM b LEFT JOIN l ON l.entity_id = b.entity_id AND l.asset_id = b.asset_id
+WHERE COALESCE(l.in_lots, 0) - b.amount > 0;

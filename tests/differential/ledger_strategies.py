@@ -91,8 +91,8 @@ def value_action(draw) -> dict:
             a["matures_at"] = draw(st.sampled_from(DURATIONS))
     if typ == "FORFEIT" and symbol in SIMPLE and draw(st.booleans()):
         a["bucket"] = draw(st.sampled_from(["AVAILABLE", "HELD"]))
-    if typ == "DEBIT" and symbol in SIMPLE and draw(st.integers(0, 3)) == 0:
-        a["allow_negative"] = True  # not on LOT assets: how lots meet an overdraft is not specified
+    if typ == "DEBIT" and draw(st.integers(0, 3 if symbol in SIMPLE else 1)) == 0:
+        a["allow_negative"] = True  # on LP too: later credits repay the overdraft (decisions.md)
     if draw(st.integers(0, 5)) == 0:
         a["target"] = {"type": "PARTICIPANT", "external_id": "event.friend"}
     return a
@@ -161,10 +161,13 @@ def op_params(draw, operation: str, redemption_keys: list[str], subject: str | N
     amount = lambda: draw(st.sampled_from(_OP_AMOUNTS))  # noqa: E731
     if operation == "adjust":
         symbol = draw(st.sampled_from(SYMBOLS))
+        if symbol == "LP" and draw(st.integers(0, 2)) == 0:  # an LP overdraft, repaid by what arrives later
+            return {"asset": "LP", "amount": draw(st.sampled_from(["20", "100"])), "type": "DEBIT",
+                    "allow_negative": True}
         p = {"asset": symbol, "amount": amount(), "type": draw(st.sampled_from(["CREDIT", "CREDIT", "DEBIT", "X"]))}
         if symbol in SIMPLE and draw(st.integers(0, 3)) == 0:
             p["bucket"] = "HELD"
-        if symbol in SIMPLE and p["type"] == "DEBIT" and draw(st.integers(0, 3)) == 0:
+        if p["type"] == "DEBIT" and draw(st.integers(0, 3)) == 0:
             p["allow_negative"] = True
         return p
     if operation in ("hold", "release"):
@@ -259,6 +262,11 @@ def operation_rows(draw, has_other: bool, min_size: int = 3, max_size: int = 25)
             when = draw(st.sampled_from([t for t in S.TIMES if S.parse_ts(t) >= S.parse_ts(redeemed.timestamp)]))
         rows.append(OpRow(program, key, operation, subject, when, json.dumps(params)))
         by_key[key] = rows[-1]
+        if params.get("allow_negative") and params.get("asset") == "LP" and draw(st.booleans()):
+            # an LP credit of the same participant at or after its overdraft, which it repays first
+            later = draw(st.sampled_from([t for t in S.TIMES if S.parse_ts(t) >= S.parse_ts(when)]))
+            rows.append(OpRow(program, f"{key}r", "adjust", subject, later, json.dumps(
+                {"asset": "LP", "amount": draw(st.sampled_from(["5", "50", "150"])), "type": "CREDIT"})))
     return rows
 
 

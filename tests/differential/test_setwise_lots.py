@@ -85,6 +85,9 @@ def scenarios(draw) -> tuple[L.LedgerScenario, list[bool]]:
             ops += [L.OpRow(S.PROGRAM, "new", "upsert_participant", "u1", f"{T}06:00:00Z", "{}"),
                     L.OpRow(S.PROGRAM, "adj", "adjust", "u1", f"{T}07:00:00Z",
                             json.dumps({"asset": "LP", "amount": "4", "type": "CREDIT"}))]
+            if draw(st.booleans()):  # overdrawn by 16: the running path's credits and maturities repay it first
+                ops.append(L.OpRow(S.PROGRAM, "neg", "adjust", "u1", f"{T}07:30:00Z", json.dumps(
+                    {"asset": "LP", "amount": "20", "type": "DEBIT", "allow_negative": True})))
         operations.append(ops)
     return L.LedgerScenario([program(rules)], batches, operations), [not ops for ops in operations]
 

@@ -409,10 +409,6 @@ def test_s9_transfers_make_new_lots_without_the_sources_expiry(tmp_path):
                     ("u3", D(2), "2025-03-01 07:00:00+00", None)]
 
 
-@pytest.mark.xfail(strict=True, reason="semantics.md 7/9.1 with 8's invariants: after a DEBIT with allow_negative "
-                                       "on a LOT asset, the next CREDIT makes a lot of its whole amount although part "
-                                       "of it only repays the overdraft: the lots hold more than the balance and "
-                                       "`perkflow verify` fails (lot_remainders); the oracle does the same")
 def test_s9_a_credit_after_a_lot_overdraft_repays_it_before_making_a_lot(tmp_path):
     # 7: "DEBIT ... LOT: consume FIFO by lot creation. allow_negative: true overdraws the rest";
     # 9.1: lots are what can be spent, and `perkflow verify` checks their remainders against the

@@ -107,6 +107,28 @@ class Books:
     def spendable(self, external_id: str, symbol: str, now: datetime) -> Decimal:
         return sum((lot.remaining for lot in self.holder_lots(external_id, symbol) if lot.spendable(now)), ZERO)
 
+    def owed(self, external_id: str, symbol: str) -> Decimal:
+        """decisions.md "Overdrafts on LOT assets": what an overdraft (a DEBIT with allow_negative)
+        left unpaid: how far the AVAILABLE balance is below what the AVAILABLE lots hold (lots
+        past their expiry hold value until it is written off, but never paid for a debit)."""
+        in_lots = sum((lot.remaining for lot in self.holder_lots(external_id, symbol) if lot.status == "AVAILABLE"),
+                      ZERO)
+        return max(DEC.subtract(in_lots, self.balance(participant_account(external_id, symbol))), ZERO)
+
+    @staticmethod
+    def repay(lots: list[Lot], debt: Decimal) -> None:
+        """decisions.md "Overdrafts on LOT assets": value arriving in the AVAILABLE bucket of an
+        overdrawn participant repays the overdraft first: the lots that brought it keep what is
+        left, oldest first; a lot left with nothing is CONSUMED."""
+        for lot in sorted(lots, key=lambda lot: (lot.created_at, lot.order_id)):
+            if debt <= 0:
+                break
+            take = min(lot.remaining, debt)
+            lot.remaining = DEC.subtract(lot.remaining, take)
+            debt = DEC.subtract(debt, take)
+            if lot.remaining == 0:
+                lot.status = "CONSUMED"
+
     def move(self, source: Account, dest: Account, amount: Decimal, *, now: datetime, lot_asset: bool,
              overdraft: bool = False, new_lot: dict | None = None) -> list[tuple[tuple, Decimal]]:
         """Move `amount` or raise Insufficient. A holder's account may not go below zero unless
@@ -115,6 +137,8 @@ class Books:
         is a new lot (`new_lot`: origin, order_id, program_key, expires_at, matures_at), unless
         `new_lot` is None (a reversal restores existing lots instead). Returns the lots taken."""
         lot_source = lot_asset and source[0] == "PARTICIPANT" and source[3] == "AVAILABLE"
+        arrives = lot_asset and dest[0] == "PARTICIPANT" and dest[3] in ("AVAILABLE", "DEFERRED") and new_lot is not None
+        debt = self.owed(dest[1], dest[2]) if arrives and dest[3] == "AVAILABLE" else ZERO
         if source[0] in HOLDERS and not overdraft:
             have = self.spendable(source[1], source[2], now) if lot_source else self.balance(source)
             if have < amount:
@@ -134,28 +158,41 @@ class Books:
                 taken.append((lot.origin, take))
                 if lot.remaining == 0:
                     lot.status = "CONSUMED"
-        if lot_asset and dest[0] == "PARTICIPANT" and dest[3] in ("AVAILABLE", "DEFERRED") and new_lot is not None:
+        if arrives:
             self.lots.append(Lot(
                 new_lot["origin"], new_lot["order_id"], dest[1], dest[2], new_lot["program_key"], amount, amount,
                 dest[3], now, new_lot.get("expires_at"), new_lot.get("matures_at")))
+            self.repay([self.lots[-1]], debt)
         self.accounts[source] = DEC.subtract(self.balance(source), amount)
         self.accounts[dest] = DEC.add(self.balance(dest), amount)
         return taken
 
     def due_lot_changes(self, external_id: str, now: datetime) -> list[Entry]:
         """Maturities and expiries of the participant's lots due at or before `now` (s3, s9.1),
-        applied; each entry carries the instant it was due. A lot that expires at or before the
-        instant it would mature expires from DEFERRED and never matures."""
-        out: list[Entry] = []
+        applied one at a time in time order (maturities of one instant oldest lot first); each
+        entry carries the instant it was due. A lot that expires at or before the instant it would
+        mature expires from DEFERRED and never matures. A maturity into an overdrawn AVAILABLE
+        bucket repays the overdraft first (decisions.md), and the lot's expiry takes only what is
+        left."""
+        due = []
         for lot in self.lots:
             if lot.holder != external_id or lot.remaining <= 0 or lot.status not in ("AVAILABLE", "DEFERRED"):
                 continue
-            if lot.status == "DEFERRED" and lot.matures_at is not None and lot.matures_at <= now and (
-                    lot.expires_at is None or lot.expires_at > lot.matures_at):
-                out.append(self._shift(lot, "DEFERRED", "AVAILABLE", "MATURITY", lot.matures_at))
-                lot.status = "AVAILABLE"
+            matures = lot.status == "DEFERRED" and lot.matures_at is not None and lot.matures_at <= now and (
+                lot.expires_at is None or lot.expires_at > lot.matures_at)
+            if matures:
+                due.append((lot.matures_at, 0, lot))
             if lot.expires_at is not None and lot.expires_at <= now:
-                out.append(self._shift(lot, lot.status, None, "EXPIRATION", lot.expires_at))
+                due.append((lot.expires_at, 1, lot))
+        out: list[Entry] = []
+        for instant, kind, lot in sorted(due, key=lambda d: (d[0], d[1], d[2].created_at, d[2].order_id)):
+            if kind == 0:
+                debt = self.owed(lot.holder, lot.symbol)
+                out.append(self._shift(lot, "DEFERRED", "AVAILABLE", "MATURITY", instant))
+                lot.status = "AVAILABLE"
+                self.repay([lot], debt)
+            elif lot.remaining > 0:  # (nothing left once a maturity repaid the whole lot)
+                out.append(self._shift(lot, lot.status, None, "EXPIRATION", instant))
                 lot.remaining = ZERO
                 lot.status = "EXPIRED"
         # s3: each at its own instant, in time order (a lot's maturity before its expiry)

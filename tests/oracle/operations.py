@@ -222,6 +222,7 @@ def _reverse(o: _Op) -> None:
     give_left = ZERO
     if asset.inventory_mode == "LOT":
         lots = {lot.origin: lot for lot in o.w.books.lots}
+        debt = o.w.books.owed(r.holder, r.symbol)  # repaid first from what comes back (decisions.md)
         give_left, restored = amount, []
         for origin, took in reversed(r.taken):
             lot = lots[origin]
@@ -236,6 +237,7 @@ def _reverse(o: _Op) -> None:
             give_left = DEC.subtract(give_left, give)
             restored.append((origin, give))
         given = dict(restored)  # what a lot got back cannot be given back again later
+        o.w.books.repay([lots[origin] for origin in given], debt)
         r.taken = [(origin, DEC.subtract(took, given.get(origin, ZERO))) for origin, took in r.taken]
     o.move("REDEMPTION_REVERSAL", system_account("SYSTEM_REDEMPTION", r.symbol),
            participant_account(r.holder, r.symbol), amount, asset=asset, lot=False)
