@@ -19,13 +19,13 @@ from functools import partial
 from pathlib import Path
 
 import duckdb
-import engine.running as running
 from engine.maintain import maintain
 from engine.run import run_batch
 from engine.verify import verify
 from tests.differential import ledger_strategies as L
 from tests.differential import strategies as S
 from tests.differential import test_ledger_vs_oracle as TL
+from tests.differential.test_setwise_lots import running_decisions
 from tests.oracle import run_oracle
 
 D = Decimal
@@ -78,19 +78,8 @@ def _ledger(db: Path) -> dict[str, list]:
 def check_paths(sc: L.LedgerScenario, expect_running: list[bool] | None = None) -> object:
     """The scenario equals the oracle on the kernel and on the default path, and both ledgers are
     identical. `expect_running[i]`: batch i is decided by running.run. Returns the oracle's result."""
-    decided: list[bool] = []
-    original = running.run
-
-    def counted(*args, **kwargs):
-        out = original(*args, **kwargs)
-        decided.append(out is not None)
-        return out
-
-    running.run = counted
-    try:
+    with running_decisions() as decided:
         TL.check(sc)
-    finally:
-        running.run = original
     if expect_running is not None:
         assert decided == [r for r in expect_running if r], f"running path decided {decided}"
     kernel = TL.run_batch

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import hypothesis.strategies as st
@@ -92,11 +93,11 @@ def scenarios(draw) -> tuple[L.LedgerScenario, list[bool]]:
     return L.LedgerScenario([program(rules)], batches, operations), [not ops for ops in operations]
 
 
-@settings(max_examples=EXAMPLES, **SETTINGS)
-@given(case=scenarios())
-def test_running_path_lots_equal_oracle(case):
-    sc, running_batches = case
-    decided = []
+@contextmanager
+def running_decisions():
+    """A list that gets, per call of running.run inside the block, whether it decided the batch
+    (True) or left it to the kernel (False)."""
+    decided: list[bool] = []
     original = running.run
 
     def counted(*args, **kwargs):
@@ -106,9 +107,17 @@ def test_running_path_lots_equal_oracle(case):
 
     running.run = counted
     try:
-        check(sc)
+        yield decided
     finally:
         running.run = original
+
+
+@settings(max_examples=EXAMPLES, **SETTINGS)
+@given(case=scenarios())
+def test_running_path_lots_equal_oracle(case):
+    sc, running_batches = case
+    with running_decisions() as decided:
+        check(sc)
     # the batches without an operation went through running.run, and it decided each of them
     assert decided == [True] * sum(running_batches), f"running path: {decided}, batches: {running_batches}"
 
