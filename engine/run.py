@@ -241,7 +241,10 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store, seq_f
         row_number="row_number",
     )
     keys = ev_ops.select("pos", "kind", "program_uuid", "idempotency_key", "event_timestamp")
-    effects = outcome.effects.join(keys, on="pos").sort("pos", "rule_order", "action_index").with_row_index("_n")
+    # stable and order-keeping: effects with equal keys (two LOT assets' due changes at one
+    # event) keep the order the engine made them in, so their seqs are the same on every run
+    effects = (outcome.effects.join(keys, on="pos", maintain_order="left")
+               .sort("pos", "rule_order", "action_index", maintain_order=True).with_row_index("_n"))
     timed = pl.col("source_name").is_not_null()  # lot expiry/maturity: not the event's own entries
     effects = effects.select(
         kind=pl.when(timed).then(pl.lit("lot")).otherwise(pl.col("kind")),
