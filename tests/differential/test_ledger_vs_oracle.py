@@ -359,6 +359,14 @@ BREAKAGE_LP = ("SYSTEM_BREAKAGE", None, "LP", "AVAILABLE")
 REDEMPTION_LP = ("SYSTEM_REDEMPTION", None, "LP", "AVAILABLE")
 
 
+def _expiring_lot_of_5() -> tuple[list[dict], list[list[S.Row]]]:
+    """Programs and event batches of the reversal scenarios below (fresh for each): u1's event
+    k0 at 01:00 makes a lot of 5 LP (rule e, action 0) that expires at 02:00."""
+    return ([_program([{"name": "E", "key": "e", "condition": "true",
+                        "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "1h"}]}])],
+            [[_ev("k0", "u1", "01:00:00Z", {})]])
+
+
 # Found by the property test; the engine was wrong and has been fixed.
 def test_regression_reversal_gives_nothing_back_to_a_lot_past_its_expiry():
     # decisions.md, "Reversals": LOT value goes back LIFO to the lots it came from; a lot past its
@@ -369,9 +377,7 @@ def test_regression_reversal_gives_nothing_back_to_a_lot_past_its_expiry():
     # engine revived the lot (AVAILABLE 5 again: unspendable, and its expiry entry would be dated
     # 02:00, before the reversal).
     result = _both(L.LedgerScenario(
-        [_program([{"name": "E", "key": "e", "condition": "true",
-                    "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "1h"}]}])],
-        [[_ev("k0", "u1", "01:00:00Z", {})]],
+        *_expiring_lot_of_5(),
         [[_op("r", "redeem", "u1", "01:30:00Z", {"asset": "LP", "amount": "5"}),
           _op("v", "reverse_redemption", "u1", "03:00:00Z", {"redemption": "r"})]]))
     lot = result.lots[("shop", "event", "k0", "e", 0)]
@@ -391,9 +397,7 @@ def test_regression_reversal_to_an_expired_lot_keeps_the_lots_whole():
     # when the adjust at 02:30 touched u1); the reversal of 1 at 03:00 and of the other 2 at 04:00
     # each come back and expire at once.
     result = _both(L.LedgerScenario(
-        [_program([{"name": "E", "key": "e", "condition": "true",
-                    "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "1h"}]}])],
-        [[_ev("k0", "u1", "01:00:00Z", {})]],
+        *_expiring_lot_of_5(),
         [[_op("r", "redeem", "u1", "01:30:00Z", {"asset": "LP", "amount": "3"}),
           _op("t", "adjust", "u1", "02:30:00Z", {"asset": "PTS", "amount": "1", "type": "CREDIT"}),
           _op("v", "reverse_redemption", "u1", "03:00:00Z", {"redemption": "r", "amount": "1"}),
@@ -434,9 +438,7 @@ def test_regression_a_reversal_applies_what_is_due_for_the_redeemer():
     # redeemed at 01:30) expires its 2 at 02:00 first, then the 3 come back expired. The engine
     # touched only the operation's participant (u2), so u1's lot kept its 2 past its expiry.
     result = _both(L.LedgerScenario(
-        [_program([{"name": "E", "key": "e", "condition": "true",
-                    "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "1h"}]}])],
-        [[_ev("k0", "u1", "01:00:00Z", {})]],
+        *_expiring_lot_of_5(),
         [[_op("u", "upsert_participant", "u2", "00:00:00Z", {}),
           _op("r", "redeem", "u1", "01:30:00Z", {"asset": "LP", "amount": "3"}),
           _op("v", "reverse_redemption", "u2", "03:00:00Z", {"redemption": "r"})]]))
