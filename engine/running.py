@@ -31,7 +31,7 @@ from __future__ import annotations
 import operator
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
