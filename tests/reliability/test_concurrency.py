@@ -3,7 +3,8 @@
 DuckDB allows one writing process per file. The second run either waits for the first (saying so
 on stderr) and then succeeds, or with `--wait 0` stops cleanly with exit 3 and "database is in
 use by another run", and succeeds when run again. Either way the final database equals that of a
-clean sequential run (same dump: ids, amounts, batch ids, counts).
+clean sequential run (same dump: ids, amounts, batch ids, counts). The `--wait 0` case collides
+with a lock held on purpose, so that its outcome does not depend on how fast the machine is.
 """
 
 from __future__ import annotations
@@ -106,16 +107,28 @@ def test_second_writer_waits_then_succeeds(inputs, tmp_path):
     check_invariants(db)
 
 
+#: Holds DuckDB's write lock on a database until its stdin closes: "another run" whose length the
+#: test decides. A real first run can finish before the second reaches the file on a loaded
+#: machine (seen in CI-like runs at load ~8), which made a collision test of two runs flaky.
+HOLDER = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])
+print("locked", flush=True)
+sys.stdin.read()
+con.close()
+"""
+
+
 def test_second_writer_with_wait_0_stops_cleanly_then_succeeds(inputs, tmp_path):
     db = tmp_path / "shared.duckdb"
-    go = tmp_path / "go"
-    proc = _prepare_second(inputs, db, "0", go)
-    first = _start_first(inputs, db)
-    second = _second(proc, go)
-    busy_while_running = first.poll() is None
-    out1, err1 = first.communicate(timeout=300)
-    assert first.returncode == 0, err1
-    assert busy_while_running, "the first run finished before the second could collide with it; machine too fast"
+    run_ok(COFFEE, inputs["big"], db)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked" and locked_by_other(db)
+        second = run(COFFEE, inputs["small"], db, "--wait", "0")
+    finally:
+        holder.communicate(timeout=60)
     assert second.code == 3, (second.code, second.stderr)
     assert BUSY in " ".join(second.stderr.split()) and "Traceback" not in second.stderr
     assert second.stdout.strip() == ""
