@@ -82,10 +82,10 @@ class _Op:
             raise ActionFailed(code, f"{self.op.operation}: {amounts.describe(code, text, asset)}")
         return Decimal(text)
 
-    def participant(self, etype: str = "PARTICIPANT"):
+    def participant(self, etype: str = "PARTICIPANT", *, any_status: bool = False):
         pid = self.op.subject
         person = self.tx.store.people.get(pid)
-        if person is not None and person.status != "ACTIVE":
+        if person is not None and person.status != "ACTIVE" and not any_status:
             raise ActionFailed(INACTIVE, f"{self.op.operation}: participant {person.external_id} is {person.status}")
         return pid
 
@@ -141,7 +141,9 @@ def _between(kind: str, source_bucket: str, dest_bucket: str | None):
     """hold / release / forfeit / redeem: one participant bucket to another place."""
     def handler(o: _Op) -> None:
         asset, aid = o.asset()
-        pid = o.participant()
+        # Scrip's forfeit endpoint is "allowed on CLOSED participants" (closed-account cleanup);
+        # the FORFEIT rule action is not (semantics.md 7): docs/decisions.md
+        pid = o.participant(any_status=kind == "FORFEIT")
         bucket = o.field("bucket", source_bucket) if kind == "FORFEIT" else source_bucket
         if bucket not in ("AVAILABLE", "HELD"):
             raise ActionFailed(INVALID, f"{o.op.operation}: params.bucket must be AVAILABLE or HELD, got {bucket!r}")
@@ -291,12 +293,16 @@ def _reverse(o: _Op) -> None:
 
 def _fund(o: _Op) -> None:
     asset, aid = o.asset()
-    o.move(system("SYSTEM_ISSUANCE", aid), wallet(str(o.op.program.id), aid), o.amount(asset), "FUND", asset)
+    amount = o.amount(asset)
+    if asset.issuance_policy == "PREFUNDED":  # Scrip: "no effect on UNLIMITED assets" (they mint)
+        o.move(system("SYSTEM_ISSUANCE", aid), wallet(str(o.op.program.id), aid), amount, "FUND", asset)
 
 
 def _burn(o: _Op) -> None:
     asset, aid = o.asset()
-    o.move(wallet(str(o.op.program.id), aid), system("SYSTEM_BREAKAGE", aid), o.amount(asset), "BURN", asset)
+    amount = o.amount(asset)
+    if asset.issuance_policy == "PREFUNDED":
+        o.move(wallet(str(o.op.program.id), aid), system("SYSTEM_BREAKAGE", aid), amount, "BURN", asset)
 
 
 def _transfer(o: _Op) -> None:

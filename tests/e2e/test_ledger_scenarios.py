@@ -210,7 +210,8 @@ def test_every_operation_with_its_failure_paths(tmp_path):
     assert query(s.db, "SELECT status, reversed_amount FROM redemptions WHERE idempotency_key IN ('r1', 'r2') "
                        "ORDER BY idempotency_key") == [("FULLY_REVERSED", D(100)), ("FULLY_REVERSED", D(50))]
 
-    # an inactive participant: value operations and counters fail, the rest works
+    # an inactive participant: value operations and counters fail, the rest works; the forfeit
+    # operation works too (Scrip: "allowed on CLOSED participants", closed-account cleanup)
     rows = [op("set_participant_status", "i0", "c", t(4, 1), status="SUSPENDED"),
             op("adjust", "i1", "c", t(4, 2), type="CREDIT", asset="PTS", amount="1", description="d"),
             op("hold", "i2", "c", t(4, 3), asset="PTS", amount="1", description="d"),
@@ -227,13 +228,31 @@ def test_every_operation_with_its_failure_paths(tmp_path):
             op("set_participant_status", "i13", "c", t(4, 14), status="ACTIVE"),
             op("adjust", "i14", "c", t(4, 15), type="CREDIT", asset="PTS", amount="5", description="d")]
     out = s.run(*rows)
-    failed = {"i1", "i2", "i3", "i4", "i5", "i6", "i7", "i8", "i12"}
+    failed = {"i1", "i2", "i3", "i5", "i6", "i7", "i8", "i12"}
     for row in rows:
         expected = ("FAILED", "participant_inactive") if row["key"] in failed else OK
         assert out[row["key"]] == expected, row
-    assert s.balance("c", "PTS") == (D(50) + 5, D(0), D(0))
+    assert s.balance("c", "PTS") == (D(50) - 1 + 5, D(0), D(0))
     assert s.balance("a", "PTS") == (a, D(20), D(0))
+    assert s.system("SYSTEM_BREAKAGE", "PTS") == D(5) + 3 + 1
     assert s.state("c") == {("TAG", "paused"): None, ("ATTRIBUTE", "why"): "review"}
+
+
+def test_fund_and_burn_have_no_effect_on_unlimited_assets(tmp_path):
+    # Scrip (scrip-reference 2): fund and burn "have no effect on UNLIMITED assets", which mint on
+    # each credit: the operation completes and writes nothing; on a PREFUNDED asset it moves the
+    # wallet. A bad amount still fails it, whatever the asset.
+    gift = asset("GIFT", policy="PREFUNDED")
+    s = Scenario(tmp_path, "shop", VALUE_RULES, [CASH, gift])
+    out = s.run(op("fund", "f1", None, t(1), asset="CASH", amount="100"),
+                op("burn", "f2", None, t(2), asset="CASH", amount="40"),
+                op("fund", "f3", None, t(3), asset="CASH", amount="-1"),
+                op("fund", "f4", None, t(4), asset="GIFT", amount="100"),
+                op("burn", "f5", None, t(5), asset="GIFT", amount="40"))
+    assert out == {"f1": OK, "f2": OK, "f3": ("FAILED", "amount_not_positive"), "f4": OK, "f5": OK}
+    assert s.wallet("CASH") == D(0) and s.system("SYSTEM_ISSUANCE", "CASH") == D(0)
+    assert s.wallet("GIFT") == D(100) - 40 and s.system("SYSTEM_BREAKAGE", "GIFT") == D(40)
+    assert query(s.db, "SELECT action_type FROM journal_entries ORDER BY seq") == [("FUND",), ("BURN",)]
 
 
 def test_a_rerun_of_the_same_inputs_changes_nothing(tmp_path):

@@ -140,8 +140,7 @@ def _release(o: _Op) -> None:
 
 
 def _forfeit(o: _Op) -> None:
-    asset = o.asset()
-    o.active(o.who)
+    asset = o.asset()  # allowed on inactive participants (Scrip: "allowed on CLOSED participants")
     amount = o.amount(asset)
     bucket = _bucket(o, asset, "AVAILABLE")
     o.move("FORFEIT", o.mine(asset, bucket), system_account("SYSTEM_BREAKAGE", asset.symbol), amount, asset=asset)
@@ -258,6 +257,8 @@ def _reverse(o: _Op) -> None:
 def _fund(o: _Op) -> None:
     asset = o.asset()
     amount = o.amount(asset)
+    if asset.issuance_policy != "PREFUNDED":  # Scrip: fund and burn have no effect on UNLIMITED assets
+        return
     o.move("FUND", system_account("SYSTEM_ISSUANCE", asset.symbol), wallet_account(o.program.key, asset.symbol),
            amount, asset=asset)
 
@@ -265,6 +266,8 @@ def _fund(o: _Op) -> None:
 def _burn(o: _Op) -> None:
     asset = o.asset()
     amount = o.amount(asset)
+    if asset.issuance_policy != "PREFUNDED":
+        return
     o.move("BURN", wallet_account(o.program.key, asset.symbol), system_account("SYSTEM_BREAKAGE", asset.symbol),
            amount, asset=asset)
 
