@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from engine import amounts, holds, tiers
+from engine import amounts, groups, holds, tiers
 from engine.catalog import Catalog
 from engine.durations import parse_duration
 from engine.lots import lot_spec, owed, restore
@@ -214,11 +214,12 @@ def _redeem(o: _Op, reward) -> None:
             amount = o.amount(asset)
             if amount < m.unit_cost:
                 raise ActionFailed("below_minimum", f"redeem_item: {amount} is below the minimum {m.unit_cost}")
-    taken = o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), system("SYSTEM_REDEMPTION", aid), amount,
-                   "REDEMPTION", asset)
+    # the program's redemption target (semantics.md 9.4), captured on the redemption for its reversals
+    target = o.op.program.model.redemption_target_type
+    taken = o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), system(target, aid), amount, "REDEMPTION", asset)
     o.tx.record_redemption(str(o.op.program.id), Redemption(
         o.op.key, pid, None if reward is None else str(reward.id), aid, quantity, unit_cost, amount,
-        Decimal(0), 0, "COMPLETED", taken, o.op.now))
+        Decimal(0), 0, "COMPLETED", taken, o.op.now, target))
 
 
 def _count(value) -> int | None:
@@ -274,7 +275,7 @@ def _reverse(o: _Op) -> None:
         r.lots_taken = [(lot_id, took - given.get(lot_id, Decimal(0))) for lot_id, took in r.lots_taken]
         lot = {"restore": True}
         lapsed = amount - sum(given.values(), Decimal(0))
-    o.move(system("SYSTEM_REDEMPTION", r.asset_id), (*holder, "AVAILABLE"), amount, "REDEMPTION_REVERSAL", asset,
+    o.move(system(r.target_type, r.asset_id), (*holder, "AVAILABLE"), amount, "REDEMPTION_REVERSAL", asset,
            lot=lot)
     if lapsed > 0:
         # docs/decisions.md, "Reversals": value whose lots expired (by now) comes back expired, as
@@ -431,6 +432,7 @@ def _upsert(o: _Op) -> None:
 
 
 HANDLERS = {
+    **groups.HANDLERS,
     "adjust": _adjust,
     "hold": _between("HOLD", "AVAILABLE", "HELD"),
     "release": _between("RELEASE", "HELD", "AVAILABLE"),

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from engine import ids
+from engine import groups, ids
 from engine.catalog import Catalog, load_catalog
 from engine.execute import execute
 from engine.intake import enrollments, intake
@@ -165,6 +165,7 @@ def _chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, total
     del rows
     ev, taken.events = taken.events, None
     store = Store.open(con)
+    store.founders = groups.founders(catalog)
     store.add_new_participants(taken.participants)
     step("evaluating rules")
     outcome = execute(ev, catalog, store, row_path=row_path)
