@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="One direct operation (semantics.md 2.3), idempotent by --key, processed exactly "
                                    "like a row of an --operations file. Example: perkflow op adjust --program shop "
                                    "--key fix-1 --external-id a --param type=CREDIT --param asset=PTS --param amount=5")
-    o.add_argument("operation", help="operation name, e.g. adjust, hold, release, forfeit, void_hold, fund, burn, redeem, transfer")
+    o.add_argument("operation", help="operation name, e.g. adjust, hold, release, forfeit, void_hold, fund, burn, redeem, "
+                                     "transfer, add_group_member")
     o.add_argument("--programs", default="data/programs", help="program files (default data/programs)")
     o.add_argument("--program", required=True, help="program key")
     o.add_argument("--key", required=True, help="idempotency key")

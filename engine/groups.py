@@ -17,7 +17,11 @@ removed"); an ARCHIVED group takes no membership change (`group_inactive`).
 
 from __future__ import annotations
 
+import json
+
 from engine.catalog import Catalog
+from engine.errors import CatalogError
+from engine.ledger.sqlfiles import statement
 from engine.moves import ActionFailed
 from engine.state import Membership
 
@@ -30,6 +34,20 @@ def founders(catalog: Catalog) -> dict[str, dict[str, Membership]]:
     """Each declared group's founding members, as memberships (for a group the ledger has none of)."""
     return {g.sid: {m.participant_id: Membership(m.external_id, m.role, "ACTIVE", None) for m in g.members}
             for g in catalog.groups.values()}
+
+
+def check_founders(con, catalog: Catalog) -> None:
+    """A group's `members` in its program file are its founding members, written once; after that
+    membership changes only by operations. A file whose founding members differ from the ones
+    the ledger was given is refused (nothing written) rather than silently not applied."""
+    stored = dict(con.execute(statement("lookups.sql", "stored_group_definitions")).fetchall())
+    for key, group in catalog.groups.items():
+        if key in stored and json.loads(stored[key]).get("members") != group.definition.get("members"):
+            raise CatalogError(
+                f"{group.source}: group {key}: `members` differs from the founding members this ledger was given; "
+                "they are written once, when the group first appears: change membership with the "
+                "add_group_member / remove_group_member / set_group_member_role operations, and keep "
+                "`members` as it was")
 
 
 def _group(o):

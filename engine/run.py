@@ -129,6 +129,7 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         if done:  # committed by a concurrent run while this one read its first rows
             con.rollback()
             return _no_op(done, t0)
+        groups.check_founders(con, catalog)
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         writer = BatchWriter(con, batch_id)
         totals = dict.fromkeys(("rows_read", "completed", "failed", "duplicates", "rejected", *_OUTCOME_COUNTS), 0)

@@ -237,3 +237,31 @@ def test_redemption_targets_that_are_not_built_or_wrong_are_rejected_at_load(tmp
     with pytest.raises(CatalogError, match="shop.yaml") as e:
         load_catalog(tmp_path / "shop.yaml")
     assert message in str(e.value)
+
+
+def test_founding_members_changed_in_the_file_are_refused(tmp_path):
+    rules = [on("join", {"type": "TAG", "tag": "m"})]
+    s = Scenario(tmp_path, "shop", rules, [asset("PTS")], groups=[FAMILY])
+    s.run(ev("j1", "u1", at("2025-03-01 09:00"), "join"))
+    # a name or status may change; the founding members may not (membership changes are operations)
+    write_program(s.programs / "shop.yaml", program_spec("shop", rules, assets=[asset("PTS")])
+                  | {"groups": [FAMILY | {"name": "The Family"}]})
+    s.run(ev("j2", "u1", at("2025-03-01 10:00"), "join"))
+    assert query(s.db, "SELECT name FROM groups") == [("The Family",)]
+    write_program(s.programs / "shop.yaml", program_spec("shop", rules, assets=[asset("PTS")])
+                  | {"groups": [FAMILY | {"members": [{"external_id": "u2", "role": "ADMIN"}]}]})
+    with pytest.raises(CatalogError, match="group family: `members` differs from the founding members"):
+        s.run(ev("j3", "u1", at("2025-03-01 11:00"), "join"))
+    assert query(s.db, "SELECT COUNT(*) FROM events") == [(2,)]
+
+
+def test_perkflow_op_changes_a_membership(tmp_path):
+    from tests.helpers.io import cli
+    s = Scenario(tmp_path, "shop", [on("join", {"type": "TAG", "tag": "m"})], [asset("PTS")], groups=[FAMILY])
+    s.run(ev("j3", "u3", at("2025-03-01 09:00"), "join"))
+    res = cli("op", "add_group_member", "--programs", str(s.programs), "--db", str(s.db), "--program", "shop",
+              "--key", "k1", "--external-id", "u3", "--timestamp", at("2025-03-01 10:00"),
+              "--param", "group=family", "--param", "role=ADMIN", "--json")
+    assert res.returncode == 0, res.stderr
+    assert query(s.db, "SELECT m.role, m.status FROM group_members m JOIN participants p ON p.id = m.participant_id "
+                       "WHERE p.external_id = 'u3'") == [("ADMIN", "ACTIVE")]
