@@ -11,6 +11,7 @@ only through the operations here, applied by the kernel in stream order like any
 - `set_group_member_role` (params: `group`, `role`): fails `not_a_member`, or `last_admin` when it
   would demote the last ADMIN.
 
+A `transfer` recipient may be a group (`{group_id, amount}`, Scrip's recipient field).
 Every group keeps at least one active ADMIN (Scrip: "The last ADMIN cannot be demoted or
 removed"); an ARCHIVED group takes no membership change (`group_inactive`).
 """
@@ -50,14 +51,19 @@ def check_founders(con, catalog: Catalog) -> None:
                 "`members` as it was")
 
 
+def active_group(catalog: Catalog, ref, operation: str):
+    """The ACTIVE group `ref` (a key or an id) names, or the operation fails."""
+    group = catalog.resolve_group(ref) if isinstance(ref, str) else None
+    if group is None:
+        raise ActionFailed(GROUP_NOT_FOUND, f"{operation}: no group {ref!r} (declare it under `groups`)")
+    if group.status != "ACTIVE":
+        raise ActionFailed(GROUP_INACTIVE, f"{operation}: group {group.key} is {group.status}")
+    return group
+
+
 def _group(o):
     """The group an operation names (params.group, or Scrip's group_id: a key or an id)."""
-    ref = o.field("group", o.params.get("group_id"))
-    group = o.catalog.resolve_group(ref) if isinstance(ref, str) else None
-    if group is None:
-        raise ActionFailed(GROUP_NOT_FOUND, f"{o.op.operation}: no group {ref!r} (declare it under `groups`)")
-    if group.status != "ACTIVE":
-        raise ActionFailed(GROUP_INACTIVE, f"{o.op.operation}: group {group.key} is {group.status}")
+    group = active_group(o.catalog, o.field("group", o.params.get("group_id")), o.op.operation)
     return group, o.tx.group_members(group.sid)
 
 

@@ -308,10 +308,18 @@ def _transfer(o: _Op) -> None:
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
         raise ActionFailed(INVALID, "transfer: params.recipients must list 1 to 100 recipients")
     for r in recipients:
-        # Scrip: each recipient names one of external_id | participant_id (group_id: groups are not built)
-        ext, ref = (r.get("external_id"), r.get("participant_id")) if isinstance(r, dict) else (None, None)
-        if not isinstance(ext or ref, str) or (ext and ref):
-            raise ActionFailed(INVALID, "transfer: every recipient needs one of external_id or participant_id")
+        # Scrip: each recipient names one of external_id | participant_id | group_id
+        ext, ref, gref = ((r.get("external_id"), r.get("participant_id"), r.get("group_id")) if isinstance(r, dict)
+                          else (None, None, None))
+        named = [x for x in (ext, ref, gref) if x is not None]
+        if len(named) != 1 or not isinstance(named[0], str) or not named[0]:
+            raise ActionFailed(INVALID, "transfer: every recipient needs one of external_id, participant_id or group_id")
+        if gref is not None:  # a group's wallet (docs/decisions.md "Groups")
+            group = groups.active_group(o.catalog, gref, "transfer")
+            o.params = {**o.params, "amount": r.get("amount")}
+            o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), ("GROUP", group.sid, aid, "AVAILABLE"), o.amount(asset),
+                   "TRANSFER", asset)
+            continue
         # as of this point of the stream (semantics.md 3)
         rid = o.tx.store.find_external(ext, o.op.pos) if ext else o.tx.store.find_id(ref, o.op.pos)
         ext = ext or ref

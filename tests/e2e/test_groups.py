@@ -265,3 +265,39 @@ def test_perkflow_op_changes_a_membership(tmp_path):
     assert res.returncode == 0, res.stderr
     assert query(s.db, "SELECT m.role, m.status FROM group_members m JOIN participants p ON p.id = m.participant_id "
                        "WHERE p.external_id = 'u3'") == [("ADMIN", "ACTIVE")]
+
+
+def test_a_group_counter_resets_lazily_and_by_maintenance(tmp_path):
+    from engine.maintain import maintain
+    from datetime import datetime, timezone
+    rules = [on("visit", {"type": "COUNTER", "key": "visits", "value": "1", "reset_after": "24h",
+                          "target": group_target()})]
+    s = Scenario(tmp_path, "shop", rules, [asset("PTS")], groups=[FAMILY])
+    s.run(ev("v1", "u1", at("2025-03-01 10:00"), "visit"), ev("v2", "u2", at("2025-03-01 20:00"), "visit"))
+    visits = lambda: query(s.db, "SELECT number_value FROM group_state WHERE key = 'visits'")[0][0]  # noqa: E731
+    assert visits() == 2  # created 10:00, due to reset at 10:00 the next day
+    s.run(ev("v3", "u1", at("2025-03-02 11:00"), "visit"))  # reset at 03-02 10:00, then + 1
+    assert visits() == 1
+    maintain(datetime(2025, 3, 3, 12, tzinfo=timezone.utc), s.db)  # due 03-03 10:00
+    assert visits() == 0
+
+
+def test_a_transfer_pays_a_group(tmp_path):
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})]
+    s = Scenario(tmp_path, "shop", rules, [asset("PTS")], groups=[FAMILY, {
+        "key": "old", "name": "Old", "status": "ARCHIVED", "members": [{"external_id": "u2", "role": "ADMIN"}]}])
+    out = s.run(ev("e1", "u1", at("2025-03-01 10:00"), "earn", n=20), ev("e2", "u2", at("2025-03-01 10:00"), "earn", n=1),
+                # Scrip's recipients: one of external_id | participant_id | group_id
+                op("transfer", "t1", "u1", at("2025-03-01 11:00"), asset="PTS",
+                   recipients=[{"group_id": "family", "amount": "5"}, {"external_id": "u2", "amount": "3"}]),
+                op("transfer", "t2", "u1", at("2025-03-01 12:00"), asset="PTS",
+                   recipients=[{"group_id": "old", "amount": "1"}]),
+                op("transfer", "t3", "u1", at("2025-03-01 12:30"), asset="PTS",
+                   recipients=[{"group_id": "nope", "amount": "1"}]),
+                op("transfer", "t4", "u1", at("2025-03-01 13:00"), asset="PTS",
+                   recipients=[{"group_id": "family", "external_id": "u2", "amount": "1"}]))
+    assert out == {"e1": OK, "e2": OK, "t1": OK, "t2": ("FAILED", "group_inactive"),
+                   "t3": ("FAILED", "group_not_found"), "t4": ("FAILED", "invalid_operation")}
+    # u1: 20 - 5 - 3 = 12; u2: 1 + 3 = 4; family 5; the transfer is internal to holders
+    assert (s.balance("u1", "PTS")[0], s.balance("u2", "PTS")[0], s.group("family", "PTS")[0]) == (D(12), D(4), D(5))
+    assert summary(s) == (D(21), D(0), D(0), D(0), D(21))
