@@ -293,11 +293,14 @@ def _cmd_validate(args) -> int:
     catalog = load_catalog(args.programs)
     summary = {p.key: {"rules": len(p.rules), "active_rules": len(p.active_rules)} for p in catalog.programs.values()}
     if args.json:
-        print(json.dumps({"valid": True, "programs": summary, "assets": sorted(catalog.assets)}))
+        print(json.dumps({"valid": True, "programs": summary, "assets": sorted(catalog.assets),
+                          "groups": sorted(catalog.groups)}))
     else:
         for key, s in summary.items():
             console.print(f"[green]ok[/] {key}: {s['rules']} rules ({s['active_rules']} active)")
         console.print(f"assets: {', '.join(sorted(catalog.assets))}")
+        if catalog.groups:
+            console.print(f"groups: {', '.join(sorted(catalog.groups))}")
     return 0
 
 

@@ -301,3 +301,12 @@ def test_a_transfer_pays_a_group(tmp_path):
     # u1: 20 - 5 - 3 = 12; u2: 1 + 3 = 4; family 5; the transfer is internal to holders
     assert (s.balance("u1", "PTS")[0], s.balance("u2", "PTS")[0], s.group("family", "PTS")[0]) == (D(12), D(4), D(5))
     assert summary(s) == (D(21), D(0), D(0), D(0), D(21))
+
+
+def test_validate_lists_the_groups(tmp_path):
+    import json
+    from tests.helpers.io import cli
+    write_program(tmp_path / "shop.yaml", program_spec("shop", [on("x", {"type": "TAG", "tag": "t"})])
+                  | {"groups": [FAMILY]})
+    res = cli("validate", "--programs", str(tmp_path / "shop.yaml"), "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["groups"] == ["family"]
