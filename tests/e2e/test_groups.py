@@ -310,3 +310,24 @@ def test_validate_lists_the_groups(tmp_path):
                   | {"groups": [FAMILY]})
     res = cli("validate", "--programs", str(tmp_path / "shop.yaml"), "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["groups"] == ["family"]
+
+
+def test_a_chunked_batch_moves_a_group_as_one_batch_does(tmp_path, monkeypatch):
+    # a time-ordered event file read 2 rows at a time (PERKFLOW_CHUNK_ROWS) in one transaction
+    rules = [on("pool", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "target": group_target()},
+                {"type": "COUNTER", "key": "n", "value": "1", "target": group_target()}),
+             on("spend", {"type": "DEBIT", "asset": "PTS", "amount": "event.n", "target": group_target()})]
+    rows = [ev(f"e{i}", f"u{i % 3}", at(f"2025-03-01 1{i}:00"), kind, n=n)
+            for i, (kind, n) in enumerate([("pool", 5), ("pool", 4), ("spend", 6), ("spend", 9), ("pool", 1)])]
+    got = []
+    for name, chunk in (("whole", None), ("chunked", "2")):
+        if chunk:
+            monkeypatch.setenv("PERKFLOW_CHUNK_ROWS", chunk)
+        s = Scenario(tmp_path / name, "shop", rules, [asset("PTS")], groups=[FAMILY])
+        out = s.run(*rows)
+        state = query(s.db, "SELECT number_value FROM group_state WHERE key = 'n'")
+        got.append((out, s.group("family", "PTS"), state, query(s.db, "SELECT COUNT(*) FROM batches")))
+    # 5 + 4 - 6 = 3; 9 > 3 fails; + 1 = 4; three pools counted
+    assert got[0] == got[1]
+    assert got[0][0]["e3"] == ("FAILED", "insufficient_balance") and got[0][1] == (D(4), D(0), D(0))
+    assert got[0][2] == [(D(3),)]
