@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--programs", default="data/programs", help="program files (default data/programs)")
     o.add_argument("--program", required=True, help="program key")
     o.add_argument("--key", required=True, help="idempotency key")
-    o.add_argument("--external-id", help="the participant (omit for fund/burn)")
+    o.add_argument("--external-id", help="the participant (omit for fund, burn and the group_* balance operations)")
     o.add_argument("--timestamp", help="RFC 3339 instant (default: now)")
     o.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a params field (repeatable)")
     o.add_argument("--params", help="params as a JSON object (merged under --param)")

@@ -11,7 +11,9 @@ only through the operations here, applied by the kernel in stream order like any
 - `set_group_member_role` (params: `group`, `role`): fails `not_a_member`, or `last_admin` when it
   would demote the last ADMIN.
 
-A `transfer` recipient may be a group (`{group_id, amount}`, Scrip's recipient field).
+A `transfer` recipient may be a group (`{group_id, amount}`, Scrip's recipient field), and
+`group_adjust` / `group_hold` / `group_release` / `group_forfeit` (engine/operations.py) move a
+group's balance like their participant versions.
 Every group keeps at least one active ADMIN (Scrip: "The last ADMIN cannot be demoted or
 removed"); an ARCHIVED group takes no membership change (`group_inactive`).
 """

@@ -23,6 +23,11 @@ INACTIVE = "participant_inactive"
 
 #: Operations that act on the program (its wallet), not on a participant.
 PROGRAM_OPERATIONS = frozenset({"fund", "burn"})
+#: Operations on a group's balance (Scrip's /v1/groups/{id}/balances/adjust | hold | release |
+#: forfeit): the group is params.group (or group_id); the row names no participant.
+GROUP_BALANCE_OPERATIONS = frozenset({"group_adjust", "group_hold", "group_release", "group_forfeit"})
+#: Operations whose row names no participant.
+NO_PARTICIPANT = PROGRAM_OPERATIONS | GROUP_BALANCE_OPERATIONS
 #: Operations named in semantics.md 2.3 that are recognised but not built yet.
 NOT_BUILT: frozenset[str] = frozenset()
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
@@ -82,6 +87,15 @@ class _Op:
             raise ActionFailed(code, f"{self.op.operation}: {amounts.describe(code, text, asset)}")
         return Decimal(text)
 
+    def holder(self) -> tuple[str, str]:
+        """(entity type, id) whose balance the operation moves: the ACTIVE group a group balance
+        operation names, else the operation's participant (which must be active)."""
+        if self.op.operation in GROUP_BALANCE_OPERATIONS:
+            group = groups.active_group(self.catalog, self.field("group", self.params.get("group_id")),
+                                        self.op.operation)
+            return "GROUP", group.sid
+        return "PARTICIPANT", self.participant()
+
     def participant(self, etype: str = "PARTICIPANT"):
         pid = self.op.subject
         person = self.tx.store.people.get(pid)
@@ -121,31 +135,31 @@ class _Op:
 
 def _adjust(o: _Op) -> None:
     asset, aid = o.asset()
-    pid = o.participant()  # who acts is checked before what it does, as in every operation
+    etype, eid = o.holder()  # who acts is checked before what it does, as in every operation
     amount = o.amount(asset)
     bucket = o.field("bucket", "AVAILABLE")
     if bucket not in ("AVAILABLE", "HELD"):
-        raise ActionFailed(INVALID, f"adjust: params.bucket must be AVAILABLE or HELD, got {bucket!r}")
+        raise ActionFailed(INVALID, f"{o.op.operation}: params.bucket must be AVAILABLE or HELD, got {bucket!r}")
     issue = source_of_issue(asset, str(o.op.program.id), aid)
-    mine = ("PARTICIPANT", pid, aid, bucket)
+    mine = (etype, eid, aid, bucket)
     kind = o.field("type")
     if kind == "CREDIT":
         o.move(issue, mine, amount, "ADJUSTMENT", asset)
     elif kind == "DEBIT":
         o.move(mine, issue, amount, "ADJUSTMENT", asset, overdraft=bool(o.field("allow_negative", False)))
     else:
-        raise ActionFailed(INVALID, f"adjust: params.type must be CREDIT or DEBIT, got {kind!r}")
+        raise ActionFailed(INVALID, f"{o.op.operation}: params.type must be CREDIT or DEBIT, got {kind!r}")
 
 
 def _between(kind: str, source_bucket: str, dest_bucket: str | None):
     """hold / release / forfeit / redeem: one participant bucket to another place."""
     def handler(o: _Op) -> None:
         asset, aid = o.asset()
-        pid = o.participant()
+        etype, eid = o.holder()
         bucket = o.field("bucket", source_bucket) if kind == "FORFEIT" else source_bucket
         if bucket not in ("AVAILABLE", "HELD"):
             raise ActionFailed(INVALID, f"{o.op.operation}: params.bucket must be AVAILABLE or HELD, got {bucket!r}")
-        source = ("PARTICIPANT", pid, aid, bucket)
+        source = (etype, eid, aid, bucket)
         reference = o.reference(asset)
         # HOLD stamps the lots it holds; RELEASE and FORFEIT take only the lots of the reference
         lot = o.lot(reference_id=reference) if kind == "HOLD" else o.lot(match=reference)
@@ -154,7 +168,7 @@ def _between(kind: str, source_bucket: str, dest_bucket: str | None):
             amount = holds.held(o.tx, source, asset, reference)
             if amount is None:
                 return
-        dest = (("PARTICIPANT", pid, aid, dest_bucket) if dest_bucket
+        dest = ((etype, eid, aid, dest_bucket) if dest_bucket
                 else system("SYSTEM_BREAKAGE" if kind == "FORFEIT" else "SYSTEM_REDEMPTION", aid))
         o.move(source, dest, amount, kind, asset, lot=lot)
     return handler
@@ -445,6 +459,10 @@ HANDLERS = {
     "hold": _between("HOLD", "AVAILABLE", "HELD"),
     "release": _between("RELEASE", "HELD", "AVAILABLE"),
     "forfeit": _between("FORFEIT", "AVAILABLE", None),
+    "group_adjust": _adjust,
+    "group_hold": _between("HOLD", "AVAILABLE", "HELD"),
+    "group_release": _between("RELEASE", "HELD", "AVAILABLE"),
+    "group_forfeit": _between("FORFEIT", "AVAILABLE", None),
     "void_hold": _void_hold,
     "redeem": lambda o: _redeem(o, None),
     "redeem_item": lambda o: _redeem(o, _reward(o)),

@@ -192,7 +192,8 @@ _OPERATIONS = (["adjust"] * 5 + ["hold"] * 2 + ["release"] * 2 + ["forfeit", "re
                + ["redeem_item"] * 3 + ["reverse_redemption"] * 3 + ["fund"] * 3 + ["burn", "transfer", "transfer"]
                + ["set_counter", "set_attribute", "tag", "untag", "set_participant_status", "upsert_participant"]
 )
-_GROUP_OPERATIONS = ["add_group_member", "add_group_member", "remove_group_member", "set_group_member_role"]
+_GROUP_OPERATIONS = ["add_group_member", "add_group_member", "remove_group_member", "set_group_member_role",
+                     "group_adjust", "group_adjust", "group_hold", "group_release", "group_forfeit"]
 
 
 @st.composite
@@ -258,6 +259,13 @@ def op_params(draw, operation: str, redemption_keys: list[str], subject: str | N
         return {"key": draw(st.sampled_from(S.ATTR_KEYS)), "value": draw(st.sampled_from(["gold", "silver"]))}
     if operation in ("tag", "untag"):
         return {"tag": draw(st.sampled_from(["vip", "VIP", "promo"]))}
+    if operation.startswith("group_"):  # a group's balance, of SIMPLE assets (the oracle keeps no group lots)
+        base = operation.removeprefix("group_")
+        p = draw(op_params(base, redemption_keys, subject))
+        if p.get("asset") not in SIMPLE:
+            p["asset"] = "PTS"
+        p[draw(st.sampled_from(["group"] * 3 + ["group_id"]))] = draw(st.sampled_from(GROUPS * 4 + ["nope"]))
+        return p
     if operation in ("add_group_member", "remove_group_member", "set_group_member_role"):
         p = {draw(st.sampled_from(["group"] * 3 + ["group_id"])): draw(st.sampled_from(GROUPS * 4 + ["nope"]))}
         if operation != "remove_group_member" and draw(st.integers(0, 3)) > 0:
@@ -292,7 +300,7 @@ def operation_rows(draw, has_other: bool, min_size: int = 3, max_size: int = 25,
         operation = draw(st.sampled_from(_OPERATIONS + (_GROUP_OPERATIONS * 2 if groups else [])))
         k = draw(st.integers(0, 19))
         program = S.GHOST if k == 0 else S.OTHER if has_other and k <= 3 else S.PROGRAM
-        if operation in ("fund", "burn"):
+        if operation in ("fund", "burn") or operation.startswith("group_"):
             subject = None
         elif operation == "upsert_participant":
             subject = draw(st.sampled_from(NEWCOMERS + S.USERS))

@@ -331,3 +331,20 @@ def test_a_chunked_batch_moves_a_group_as_one_batch_does(tmp_path, monkeypatch):
     assert got[0] == got[1]
     assert got[0][0]["e3"] == ("FAILED", "insufficient_balance") and got[0][1] == (D(4), D(0), D(0))
     assert got[0][2] == [(D(3),)]
+
+
+def test_group_balance_operations(tmp_path):
+    # Scrip's /v1/groups/{id}/balances/adjust | hold | release | forfeit: the row names the group, no participant
+    s = Scenario(tmp_path, "shop", [on("x", {"type": "TAG", "tag": "t"})], [asset("PTS")], groups=[FAMILY])
+    t = lambda m: at(f"2025-03-01 10:{m:02d}")  # noqa: E731
+    out = s.run(op("group_adjust", "a1", None, t(1), group="family", asset="PTS", amount="50", type="CREDIT"),  # 50
+                op("group_hold", "h1", None, t(2), group="family", asset="PTS", amount="20"),           # 30 + 20 held
+                op("group_adjust", "a2", None, t(3), group="family", asset="PTS", amount="40", type="DEBIT"),  # 30 < 40
+                op("group_forfeit", "f1", None, t(4), group_id="family", asset="PTS", amount="5", bucket="HELD"),  # 15 held
+                op("group_release", "r1", None, t(5), group="family", asset="PTS"),                      # 45, 0 held
+                op("group_adjust", "a3", None, t(6), group="nope", asset="PTS", amount="1", type="CREDIT"),
+                op("group_adjust", "a4", None, t(7), asset="PTS", amount="1", type="CREDIT"))
+    assert out == {"a1": OK, "h1": OK, "a2": ("FAILED", "insufficient_balance"), "f1": OK, "r1": OK,
+                   "a3": ("FAILED", "group_not_found"), "a4": ("FAILED", "invalid_operation")}
+    assert s.group("family", "PTS") == (D(45), D(0), D(0))
+    assert summary(s) == (D(50), D(0), D(0), D(5), D(45))

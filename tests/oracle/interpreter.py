@@ -773,7 +773,7 @@ class Oracle:
         # decisions.md: operations name an existing participant, except upsert_participant
         # (creates one) and fund/burn (name none). CHOICE: resolution first, then the program's
         # status, as for events (README choice 1).
-        if op.operation not in PROGRAM_OPERATIONS:
+        if op.operation not in NO_PARTICIPANT:
             if op.external_id not in self.participants:
                 if op.operation != "upsert_participant":
                     return done("FAILED", "participant_not_found")
@@ -782,7 +782,7 @@ class Oracle:
         if program.status != "ACTIVE":
             return done("FAILED", "program_inactive")
         working = Working(self, op.timestamp)
-        if op.operation not in PROGRAM_OPERATIONS:
+        if op.operation not in NO_PARTICIPANT:
             working.touch(op.external_id)
         try:
             apply_operation(self, op, program, working)
@@ -1096,7 +1096,7 @@ def run_oracle(program_files: list[Path], batches: list[list[dict]],
     return oracle.snapshot()
 
 
-from tests.oracle.operations import PROGRAM_OPERATIONS, apply_operation  # noqa: E402 (uses the names above)
+from tests.oracle.operations import NO_PARTICIPANT, apply_operation  # noqa: E402 (uses the names above)
 
 
 def _latest_firing(expr: str, now: datetime) -> datetime:

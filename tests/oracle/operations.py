@@ -21,6 +21,9 @@ from tests.oracle.interpreter import (
 
 INVALID = "invalid_operation"
 PROGRAM_OPERATIONS = frozenset({"fund", "burn"})
+#: Scrip's /v1/groups/{id}/balances/...: params.group names the group; the row names no participant.
+GROUP_OPERATIONS = frozenset({"group_adjust", "group_hold", "group_release", "group_forfeit"})
+NO_PARTICIPANT = PROGRAM_OPERATIONS | GROUP_OPERATIONS
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
 
 
@@ -97,7 +100,19 @@ class _Op:
         return taken
 
     def mine(self, asset, bucket: str = "AVAILABLE"):
+        if self.op.operation in GROUP_OPERATIONS:
+            return group_account(self.group, asset.symbol, bucket)
         return participant_account(self.who, asset.symbol, bucket)
+
+    def acting(self) -> None:
+        """Who acts may: the ACTIVE group of a group operation, else an active participant."""
+        if self.op.operation in GROUP_OPERATIONS:
+            ref = self.p.get("group", self.p.get("group_id"))
+            if ref is None:
+                raise ActionFailed(INVALID, "params.group is required")
+            self.group = _group_key(self, ref)
+        else:
+            self.active(self.who)
 
 
 def _bucket(o: _Op, asset, default: str) -> str:
@@ -109,7 +124,7 @@ def _bucket(o: _Op, asset, default: str) -> str:
 
 def _adjust(o: _Op) -> None:
     asset = o.asset()
-    o.active(o.who)
+    o.acting()
     amount = o.amount(asset)
     bucket = _bucket(o, asset, "AVAILABLE")
     kind = o.p.get("type")
@@ -125,14 +140,14 @@ def _adjust(o: _Op) -> None:
 
 def _hold(o: _Op) -> None:
     asset = o.asset()
-    o.active(o.who)
+    o.acting()
     amount = o.amount(asset)
     o.move("HOLD", o.mine(asset), o.mine(asset, "HELD"), amount, asset=asset)
 
 
 def _release(o: _Op) -> None:
     asset = o.asset()
-    o.active(o.who)
+    o.acting()
     amount = o.amount(asset) if o.p.get("amount") is not None else None
     if amount is None:  # s7: RELEASE by amount, or all
         amount = o.w.books.balance(o.mine(asset, "HELD"))
@@ -143,7 +158,7 @@ def _release(o: _Op) -> None:
 
 def _forfeit(o: _Op) -> None:
     asset = o.asset()
-    o.active(o.who)
+    o.acting()
     amount = o.amount(asset)
     bucket = _bucket(o, asset, "AVAILABLE")
     o.move("FORFEIT", o.mine(asset, bucket), system_account("SYSTEM_BREAKAGE", asset.symbol), amount, asset=asset)
@@ -464,6 +479,7 @@ def _set_role(o: _Op) -> None:
     m[0] = role
 
 
+HANDLERS.update({"group_adjust": _adjust, "group_hold": _hold, "group_release": _release, "group_forfeit": _forfeit})
 HANDLERS.update({"add_group_member": _add_member, "remove_group_member": _remove_member,
                  "set_group_member_role": _set_role})
 
