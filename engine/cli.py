@@ -87,11 +87,12 @@ def _parser() -> argparse.ArgumentParser:
                        description="One direct operation (semantics.md 2.3), idempotent by --key, processed exactly "
                                    "like a row of an --operations file. Example: perkflow op adjust --program shop "
                                    "--key fix-1 --external-id a --param type=CREDIT --param asset=PTS --param amount=5")
-    o.add_argument("operation", help="operation name, e.g. adjust, hold, release, forfeit, void_hold, fund, burn, redeem, transfer")
+    o.add_argument("operation", help="operation name, e.g. adjust, hold, release, forfeit, void_hold, fund, burn, redeem, "
+                                     "transfer, add_group_member")
     o.add_argument("--programs", default="data/programs", help="program files (default data/programs)")
     o.add_argument("--program", required=True, help="program key")
     o.add_argument("--key", required=True, help="idempotency key")
-    o.add_argument("--external-id", help="the participant (omit for fund/burn)")
+    o.add_argument("--external-id", help="the participant (omit for fund, burn and the group_* balance operations)")
     o.add_argument("--timestamp", help="RFC 3339 instant (default: now)")
     o.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a params field (repeatable)")
     o.add_argument("--params", help="params as a JSON object (merged under --param)")
@@ -292,11 +293,14 @@ def _cmd_validate(args) -> int:
     catalog = load_catalog(args.programs)
     summary = {p.key: {"rules": len(p.rules), "active_rules": len(p.active_rules)} for p in catalog.programs.values()}
     if args.json:
-        print(json.dumps({"valid": True, "programs": summary, "assets": sorted(catalog.assets)}))
+        print(json.dumps({"valid": True, "programs": summary, "assets": sorted(catalog.assets),
+                          "groups": sorted(catalog.groups)}))
     else:
         for key, s in summary.items():
             console.print(f"[green]ok[/] {key}: {s['rules']} rules ({s['active_rules']} active)")
         console.print(f"assets: {', '.join(sorted(catalog.assets))}")
+        if catalog.groups:
+            console.print(f"groups: {', '.join(sorted(catalog.groups))}")
     return 0
 
 

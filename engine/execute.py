@@ -174,7 +174,8 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
             kernel_events.append(KernelEvent(pos, program, subject, recipient, now, ev or {}, op, key, deferred))
     kernel_events.sort(key=lambda e: e.pos)
     entity_ids = pl.concat([runnable["subject_id"], runnable["recipient_uuid"]]).drop_nulls().unique().to_list()
-    store.preload(entity_ids + [str(catalog.programs[k].id) for k in catalog.programs], [])
+    store.preload(entity_ids + [str(catalog.programs[k].id) for k in catalog.programs]
+                  + [g.sid for g in catalog.groups.values()], [])
     result = run_kernel(kernel_events, catalog, store, pre)
     failures = [(pos, code, msg) for pos, (code, msg) in result.failures.items()]
     fail_all = pl.concat([

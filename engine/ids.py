@@ -50,6 +50,10 @@ def participant_id(external_id: str) -> uuid.UUID:
     return name_id("participant", external_id)
 
 
+def group_id(group_key: str) -> uuid.UUID:
+    return name_id("group", group_key)
+
+
 def system_account_id(name: str) -> uuid.UUID:
     return name_id("system", name)
 

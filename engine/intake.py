@@ -20,7 +20,7 @@ import polars as pl
 
 from engine import ids
 from engine.catalog import Catalog
-from engine.operations import OPERATIONS, PROGRAM_OPERATIONS
+from engine.operations import NO_PARTICIPANT, OPERATIONS
 from engine.io.events import raw_of
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -51,7 +51,7 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection)
                          & ~pl.col("operation").is_in(sorted(OPERATIONS)))
     # an operation on a participant must name one, as an event must (it crashed the run before)
     nobody = (pl.col("reject_reason").is_null() & (pl.col("kind") == "operation")
-              & ~pl.col("operation").is_in(sorted(PROGRAM_OPERATIONS))
+              & ~pl.col("operation").is_in(sorted(NO_PARTICIPANT))
               & pl.coalesce(pl.col("external_id"), pl.col("participant_id")).is_null())
     rows = rows.with_columns(
         reject_reason=pl.when(unknown_program).then(pl.lit("unknown_program"))
@@ -159,7 +159,7 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
         program_active=active_program,
         rejects=pl.when(is_op).then(~upsert)
         .otherwise(pl.col("program_key").replace_strict(rejects, return_dtype=pl.Boolean)),
-        needs_participant=~(is_op & pl.col("operation").is_in(sorted(PROGRAM_OPERATIONS))),
+        needs_participant=~(is_op & pl.col("operation").is_in(sorted(NO_PARTICIPANT))),
         subject_ext=pl.col("external_id"), recipient_ext=pl.col("recipient_external_id"),
     )
     # Deterministic ids for every external id; an explicit participant id wins.

@@ -16,6 +16,7 @@ from engine.catalog.compiled import CompiledTarget
 from engine.cel import CelEvalError, CelProgram
 from engine.plan import reads_state
 from engine.reads import keys, reads_field
+from engine.groups import GROUP_INACTIVE, GROUP_NOT_FOUND
 from engine.operations import apply_operation
 from engine.lots import apply_due, deferred, lot_spec, static_instant
 from engine.moves import ActionFailed, move, plain, source_of_issue, system
@@ -314,16 +315,13 @@ def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction,
     if t.type == "PROGRAM":
         return "PROGRAM", ev.program.sid
     where = f"rule {rule.name!r} action {action.index}: target"
-    spec = t.external_id if t.external_id is not None else t.participant_id
-    if isinstance(spec, CelProgram):
-        try:
-            ref = spec.evaluate(_activation(ev, tx, catalog))
-        except CelEvalError as e:
-            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {e}") from None
-    else:  # a literal id
-        ref = spec if isinstance(spec, str) else format(spec, "f")
-    if not isinstance(ref, str) or not ref:
-        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a non-empty string, got {ref!r}")
+    if t.type == "GROUP":
+        ref = _target_ref(ev, tx, catalog, t.group, f"{where}.id")
+        group = catalog.resolve_group(ref)
+        if group is None:
+            raise ActionFailed(GROUP_NOT_FOUND, f"{where}: no group {ref!r} (declare it under `groups`)")
+        return "GROUP", group.sid
+    ref = _target_ref(ev, tx, catalog, t.external_id if t.external_id is not None else t.participant_id, where)
     store = tx.store
     if t.participant_id is not None:
         found = store.find_id(ref, ev.pos)
@@ -338,6 +336,20 @@ def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction,
         # created when the action applies; creation then stands even if the event fails
         return "NEW_PARTICIPANT", ref
     return "PARTICIPANT", found
+
+
+def _target_ref(ev: KernelEvent, tx: Tx, catalog, spec, where: str) -> str:
+    """A target's id: a literal, or a CEL expression evaluated now, giving non-empty text."""
+    if isinstance(spec, CelProgram):
+        try:
+            ref = spec.evaluate(_activation(ev, tx, catalog))
+        except CelEvalError as e:
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {e}") from None
+    else:  # a literal id
+        ref = spec if isinstance(spec, str) else format(spec, "f")
+    if not isinstance(ref, str) or not ref:
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a non-empty string, got {ref!r}")
+    return ref
 
 
 def _create(store: Store, external_id: str, ev: KernelEvent) -> str:
@@ -377,6 +389,10 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
         person = tx.store.people.get(eid)
         if person is not None and person.status != "ACTIVE":
             raise ActionFailed(INACTIVE, f"{where}: participant {person.external_id} is {person.status}")
+    if etype == "GROUP" and action.type in BLOCKED_FOR_INACTIVE:
+        group = catalog.groups_by_id[eid]
+        if group.status != "ACTIVE":  # docs/decisions.md "Groups": an ARCHIVED group is inactive
+            raise ActionFailed(GROUP_INACTIVE, f"{where}: group {group.key} is {group.status}")
     if action.type in VALUE_ACTIONS:
         _apply_value(ev, tx, rule, action, (etype, eid), value, effects, catalog)
         return
@@ -407,8 +423,10 @@ def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAc
     reference, settles and voids are in engine.holds."""
     etype, eid = entity
     asset = action.asset_sid
-    mine = lambda bucket: (etype, eid, asset, bucket)  # noqa: E731 - the entity's account in a bucket
     issue = source_of_issue(action.asset, ev.program.sid, asset)
+    if etype == "PROGRAM":  # its wallet, funded from and returned to issuance (docs/decisions.md "PROGRAM targets")
+        etype, issue = "PROGRAM_WALLET", system("SYSTEM_ISSUANCE", asset)
+    mine = lambda bucket: (etype, eid, asset, bucket)  # noqa: E731 - the entity's account in a bucket
     kind = action.type
     lot = None
     reference = None if action.reference_id is None else _reference(ev, tx, rule, action, catalog)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from engine import amounts, holds, tiers
+from engine import amounts, groups, holds, tiers
 from engine.catalog import Catalog
 from engine.durations import parse_duration
 from engine.lots import lot_spec, owed, restore
@@ -23,6 +23,11 @@ INACTIVE = "participant_inactive"
 
 #: Operations that act on the program (its wallet), not on a participant.
 PROGRAM_OPERATIONS = frozenset({"fund", "burn"})
+#: Operations on a group's balance (Scrip's /v1/groups/{id}/balances/adjust | hold | release |
+#: forfeit): the group is params.group (or group_id); the row names no participant.
+GROUP_BALANCE_OPERATIONS = frozenset({"group_adjust", "group_hold", "group_release", "group_forfeit"})
+#: Operations whose row names no participant.
+NO_PARTICIPANT = PROGRAM_OPERATIONS | GROUP_BALANCE_OPERATIONS
 #: Operations named in semantics.md 2.3 that are recognised but not built yet.
 NOT_BUILT: frozenset[str] = frozenset()
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
@@ -82,6 +87,15 @@ class _Op:
             raise ActionFailed(code, f"{self.op.operation}: {amounts.describe(code, text, asset)}")
         return Decimal(text)
 
+    def holder(self, *, any_status: bool = False) -> tuple[str, str]:
+        """(entity type, id) whose balance the operation moves: the ACTIVE group a group balance
+        operation names, else the operation's participant (active unless `any_status`)."""
+        if self.op.operation in GROUP_BALANCE_OPERATIONS:
+            group = groups.active_group(self.catalog, self.field("group", self.params.get("group_id")),
+                                        self.op.operation)
+            return "GROUP", group.sid
+        return "PARTICIPANT", self.participant(any_status=any_status)
+
     def participant(self, etype: str = "PARTICIPANT", *, any_status: bool = False):
         pid = self.op.subject
         person = self.tx.store.people.get(pid)
@@ -121,20 +135,20 @@ class _Op:
 
 def _adjust(o: _Op) -> None:
     asset, aid = o.asset()
-    pid = o.participant()  # who acts is checked before what it does, as in every operation
+    etype, eid = o.holder()  # who acts is checked before what it does, as in every operation
     amount = o.amount(asset)
     bucket = o.field("bucket", "AVAILABLE")
     if bucket not in ("AVAILABLE", "HELD"):
-        raise ActionFailed(INVALID, f"adjust: params.bucket must be AVAILABLE or HELD, got {bucket!r}")
+        raise ActionFailed(INVALID, f"{o.op.operation}: params.bucket must be AVAILABLE or HELD, got {bucket!r}")
     issue = source_of_issue(asset, str(o.op.program.id), aid)
-    mine = ("PARTICIPANT", pid, aid, bucket)
+    mine = (etype, eid, aid, bucket)
     kind = o.field("type")
     if kind == "CREDIT":
         o.move(issue, mine, amount, "ADJUSTMENT", asset)
     elif kind == "DEBIT":
         o.move(mine, issue, amount, "ADJUSTMENT", asset, overdraft=bool(o.field("allow_negative", False)))
     else:
-        raise ActionFailed(INVALID, f"adjust: params.type must be CREDIT or DEBIT, got {kind!r}")
+        raise ActionFailed(INVALID, f"{o.op.operation}: params.type must be CREDIT or DEBIT, got {kind!r}")
 
 
 def _between(kind: str, source_bucket: str, dest_bucket: str | None):
@@ -143,11 +157,11 @@ def _between(kind: str, source_bucket: str, dest_bucket: str | None):
         asset, aid = o.asset()
         # Scrip's forfeit endpoint is "allowed on CLOSED participants" (closed-account cleanup);
         # the FORFEIT rule action is not (semantics.md 7): docs/decisions.md
-        pid = o.participant(any_status=kind == "FORFEIT")
+        etype, eid = o.holder(any_status=kind == "FORFEIT")
         bucket = o.field("bucket", source_bucket) if kind == "FORFEIT" else source_bucket
         if bucket not in ("AVAILABLE", "HELD"):
             raise ActionFailed(INVALID, f"{o.op.operation}: params.bucket must be AVAILABLE or HELD, got {bucket!r}")
-        source = ("PARTICIPANT", pid, aid, bucket)
+        source = (etype, eid, aid, bucket)
         reference = o.reference(asset)
         # HOLD stamps the lots it holds; RELEASE and FORFEIT take only the lots of the reference
         lot = o.lot(reference_id=reference) if kind == "HOLD" else o.lot(match=reference)
@@ -156,7 +170,7 @@ def _between(kind: str, source_bucket: str, dest_bucket: str | None):
             amount = holds.held(o.tx, source, asset, reference)
             if amount is None:
                 return
-        dest = (("PARTICIPANT", pid, aid, dest_bucket) if dest_bucket
+        dest = ((etype, eid, aid, dest_bucket) if dest_bucket
                 else system("SYSTEM_BREAKAGE" if kind == "FORFEIT" else "SYSTEM_REDEMPTION", aid))
         o.move(source, dest, amount, kind, asset, lot=lot)
     return handler
@@ -216,11 +230,12 @@ def _redeem(o: _Op, reward) -> None:
             amount = o.amount(asset)
             if amount < m.unit_cost:
                 raise ActionFailed("below_minimum", f"redeem_item: {amount} is below the minimum {m.unit_cost}")
-    taken = o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), system("SYSTEM_REDEMPTION", aid), amount,
-                   "REDEMPTION", asset)
+    # the program's redemption target (semantics.md 9.4), captured on the redemption for its reversals
+    target = o.op.program.model.redemption_target_type
+    taken = o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), system(target, aid), amount, "REDEMPTION", asset)
     o.tx.record_redemption(str(o.op.program.id), Redemption(
         o.op.key, pid, None if reward is None else str(reward.id), aid, quantity, unit_cost, amount,
-        Decimal(0), 0, "COMPLETED", taken, o.op.now))
+        Decimal(0), 0, "COMPLETED", taken, o.op.now, target))
 
 
 def _count(value) -> int | None:
@@ -276,7 +291,7 @@ def _reverse(o: _Op) -> None:
         r.lots_taken = [(lot_id, took - given.get(lot_id, Decimal(0))) for lot_id, took in r.lots_taken]
         lot = {"restore": True}
         lapsed = amount - sum(given.values(), Decimal(0))
-    o.move(system("SYSTEM_REDEMPTION", r.asset_id), (*holder, "AVAILABLE"), amount, "REDEMPTION_REVERSAL", asset,
+    o.move(system(r.target_type, r.asset_id), (*holder, "AVAILABLE"), amount, "REDEMPTION_REVERSAL", asset,
            lot=lot)
     if lapsed > 0:
         # docs/decisions.md, "Reversals": value whose lots expired (by now) comes back expired, as
@@ -313,10 +328,18 @@ def _transfer(o: _Op) -> None:
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
         raise ActionFailed(INVALID, "transfer: params.recipients must list 1 to 100 recipients")
     for r in recipients:
-        # Scrip: each recipient names one of external_id | participant_id (group_id: groups are not built)
-        ext, ref = (r.get("external_id"), r.get("participant_id")) if isinstance(r, dict) else (None, None)
-        if not isinstance(ext or ref, str) or (ext and ref):
-            raise ActionFailed(INVALID, "transfer: every recipient needs one of external_id or participant_id")
+        # Scrip: each recipient names one of external_id | participant_id | group_id
+        ext, ref, gref = ((r.get("external_id"), r.get("participant_id"), r.get("group_id")) if isinstance(r, dict)
+                          else (None, None, None))
+        named = [x for x in (ext, ref, gref) if x is not None]
+        if len(named) != 1 or not isinstance(named[0], str) or not named[0]:
+            raise ActionFailed(INVALID, "transfer: every recipient needs one of external_id, participant_id or group_id")
+        if gref is not None:  # a group's wallet (docs/decisions.md "Groups")
+            group = groups.active_group(o.catalog, gref, "transfer")
+            o.params = {**o.params, "amount": r.get("amount")}
+            o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), ("GROUP", group.sid, aid, "AVAILABLE"), o.amount(asset),
+                   "TRANSFER", asset)
+            continue
         # as of this point of the stream (semantics.md 3)
         rid = o.tx.store.find_external(ext, o.op.pos) if ext else o.tx.store.find_id(ref, o.op.pos)
         ext = ext or ref
@@ -437,10 +460,15 @@ def _upsert(o: _Op) -> None:
 
 
 HANDLERS = {
+    **groups.HANDLERS,
     "adjust": _adjust,
     "hold": _between("HOLD", "AVAILABLE", "HELD"),
     "release": _between("RELEASE", "HELD", "AVAILABLE"),
     "forfeit": _between("FORFEIT", "AVAILABLE", None),
+    "group_adjust": _adjust,
+    "group_hold": _between("HOLD", "AVAILABLE", "HELD"),
+    "group_release": _between("RELEASE", "HELD", "AVAILABLE"),
+    "group_forfeit": _between("FORFEIT", "AVAILABLE", None),
     "void_hold": _void_hold,
     "redeem": lambda o: _redeem(o, None),
     "redeem_item": lambda o: _redeem(o, _reward(o)),

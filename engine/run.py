@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from engine import ids
+from engine import groups, ids
 from engine.catalog import Catalog, load_catalog
 from engine.execute import execute
 from engine.intake import enrollments, intake
@@ -129,6 +129,7 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         if done:  # committed by a concurrent run while this one read its first rows
             con.rollback()
             return _no_op(done, t0)
+        groups.check_founders(con, catalog)
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         writer = BatchWriter(con, batch_id)
         totals = dict.fromkeys(("rows_read", "completed", "failed", "duplicates", "rejected", *_OUTCOME_COUNTS), 0)
@@ -165,6 +166,7 @@ def _chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, total
     del rows
     ev, taken.events = taken.events, None
     store = Store.open(con)
+    store.founders = groups.founders(catalog)
     store.add_new_participants(taken.participants)
     step("evaluating rules")
     outcome = execute(ev, catalog, store, row_path=row_path)

@@ -100,6 +100,22 @@ class Redemption:
     status: str
     lots_taken: list  # [(lot id, amount)]
     created_at: datetime
+    target_type: str = "SYSTEM_REDEMPTION"  # the system account it posted to (reversals take it back from there)
+
+
+@dataclass
+class Membership:
+    """A participant's membership of a group (Scrip: role ADMIN | MEMBER, status ACTIVE | LEFT)."""
+    external_id: str | None
+    role: str
+    status: str
+    joined_at: datetime | None  # None: a founding member, declared in the program file
+    left_at: datetime | None = None
+
+
+#: A group's members as staged for sql/write_batch.sql (rewritten per group a batch changed).
+MEMBERS_SCHEMA = {"group_id": pl.String, "participant_id": pl.String, "external_id": pl.String, "role": pl.String,
+                  "status": pl.String, "joined_at": pl.Datetime("us", "UTC"), "left_at": pl.Datetime("us", "UTC")}
 
 
 @dataclass
@@ -140,6 +156,11 @@ class Store:
         self.redemptions: dict[tuple[str, str], Redemption | None] = {}  # (program id, key), loaded on demand
         self.dirty_redemptions: set[tuple[str, str]] = set()
         self.created: list[Person] = []  # participants created by action targets, in stream order
+        # group id -> participant id -> membership, loaded per group on first use; founders: a
+        # group's declared members, for a group the ledger has no members of yet (a new group)
+        self.members: dict[str, dict[str, Membership]] = {}
+        self.founders: dict[str, dict[str, Membership]] = {}
+        self.dirty_groups: set[str] = set()
         self.tier_history: list[dict] = []  # tier changes of committed events, in stream order
         # Participants intake creates for this batch exist from the row that creates them (its
         # stream position) on: until the kernel gets there, they are not found by other rows'
@@ -276,11 +297,20 @@ class Store:
             rows = self.con.execute(statement("lookups.sql", "redemption"), {"program_id": program_id, "key": key}).fetchall()
             found = None
             if rows:
-                k, pid, rid, aid, qty, cost, amt, ramt, rqty, status, taken, created = rows[0]
+                k, pid, rid, aid, qty, cost, amt, ramt, rqty, status, taken, created, target = rows[0]
                 found = Redemption(k, pid, rid, aid, qty, cost, Decimal(amt), Decimal(ramt), rqty, status,
-                                   [(lot, Decimal(a)) for lot, a in json.loads(taken)], created)
+                                   [(lot, Decimal(a)) for lot, a in json.loads(taken)], created,
+                                   target or "SYSTEM_REDEMPTION")
             self.redemptions[(program_id, key)] = found
         return self.redemptions[(program_id, key)]
+
+    def group_members(self, group_id: str) -> dict[str, Membership]:
+        """The memberships (current and former) of a group as of this point of the batch."""
+        if group_id not in self.members:
+            rows = self.con.execute(statement("lookups.sql", "group_members"), {"group_id": group_id}).fetchall()
+            self.members[group_id] = ({pid: Membership(*rest) for pid, *rest in rows} if rows
+                                      else copy.deepcopy(self.founders.get(group_id, {})))
+        return self.members[group_id]
 
     def participant_lots(self, pid: str) -> list[list[Lot]]:
         """The participant's lots, one list per asset it holds lots of (in asset id order, so the
@@ -362,13 +392,14 @@ class Store:
         redemptions = pl.DataFrame(
             [(prog, r.key, r.participant_id, r.reward_id, r.asset_id, r.quantity, r.unit_cost, r.amount,
               r.reversed_amount, r.reversed_quantity, r.status,
-              json.dumps([[lot, str(a)] for lot, a in r.lots_taken]), r.created_at)
+              json.dumps([[lot, str(a)] for lot, a in r.lots_taken]), r.created_at, r.target_type)
              for (prog, _), r in ((k, self.redemptions[k]) for k in sorted(self.dirty_redemptions))],
             schema={"program_id": pl.String, "idempotency_key": pl.String, "participant_id": pl.String,
                     "reward_id": pl.String, "asset_id": pl.String, "quantity": pl.Int64,
                     "unit_cost": pl.Decimal(38, 18), "amount": pl.Decimal(38, 18),
                     "reversed_amount": pl.Decimal(38, 18), "reversed_quantity": pl.Int64, "status": pl.String,
-                    "lots_taken": pl.String, "created_at": pl.Datetime("us", "UTC")}, orient="row")
+                    "lots_taken": pl.String, "created_at": pl.Datetime("us", "UTC"), "target_type": pl.String},
+            orient="row")
         usage = pl.DataFrame([(r, p, n) for (r, p), n in sorted(self.reward_counts.items())],
                              schema={"reward_id": pl.String, "participant_id": pl.String, "redeemed_count": pl.Int64},
                              orient="row")
@@ -381,7 +412,13 @@ class Store:
         history = pl.DataFrame([h | {"seq": (batch_id << 32) + tier_changes_before + n}
                                 for n, h in enumerate(self.tier_history)],
                                schema=TIER_HISTORY_SCHEMA, orient="row")
-        frames = {"stage_state": state, "stage_state_entities": entities, "stage_budgets": budgets,
+        members = pl.DataFrame(
+            [(g, pid, m.external_id, m.role, m.status, m.joined_at, m.left_at)
+             for g in sorted(self.dirty_groups) for pid, m in sorted(self.members[g].items())],
+            schema=MEMBERS_SCHEMA, orient="row")
+        groups = pl.DataFrame({"id": sorted(self.dirty_groups)}, schema={"id": pl.String})
+        frames = {"stage_state": state, "stage_state_entities": entities,
+                  "stage_group_members": members, "stage_member_groups": groups, "stage_budgets": budgets,
                   "stage_participant_tiers": tiers, "stage_tier_history": history,
                   "stage_statuses": statuses, "stage_lots": lots, "stage_redemptions": redemptions,
                   "stage_reward_usage": usage}
@@ -412,6 +449,7 @@ class Tx:
         self.reward_counts: dict[tuple[str, str], int] = {}
         self.redemptions: dict[tuple[str, str], Redemption] = {}
         self.tier_changes: list[dict] = []  # tier_history rows of this event (engine/tiers.py)
+        self.members: dict[str, dict[str, Membership]] = {}  # group id -> its memberships (copies)
         self.tiers_set: set[tuple[str, str]] = set()  # (participant, tier id) set by SET_TIER: no auto-qualification
 
     def reward_count(self, reward_id: str, participant_id: str = "") -> int:
@@ -439,6 +477,12 @@ class Tx:
         if holder not in self.lot_lists:
             self.lot_lists[holder] = [lot.copy() for lot in self.store.lots.get(holder, [])]
         return self.lot_lists[holder]
+
+    def group_members(self, group_id: str) -> dict[str, Membership]:
+        """A group's memberships for this event (copies: the event may fail)."""
+        if group_id not in self.members:
+            self.members[group_id] = copy.deepcopy(self.store.group_members(group_id))
+        return self.members[group_id]
 
     def set_status(self, participant_id: str, status: str) -> None:
         self.statuses[participant_id] = status
@@ -489,6 +533,10 @@ class Tx:
         s.redemptions.update(self.redemptions)
         s.dirty_redemptions.update(self.redemptions)
         s.tier_history += self.tier_changes
+        for group_id, members in self.members.items():
+            if members != s.members[group_id]:
+                s.members[group_id] = members
+                s.dirty_groups.add(group_id)
         for holder, lots in self.lot_lists.items():
             before = {lot.id: lot for lot in s.lots.get(holder, [])}
             s.dirty_lots.update(lot.id for lot in lots if before.get(lot.id) != lot)

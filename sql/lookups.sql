@@ -115,7 +115,7 @@ SELECT reward_id::VARCHAR AS reward_id, participant_id, redeemed_count FROM rewa
 -- name: redemption
 SELECT idempotency_key, participant_id::VARCHAR AS participant_id, reward_id::VARCHAR AS reward_id,
        asset_id::VARCHAR AS asset_id, quantity, unit_cost, amount, reversed_amount, reversed_quantity, status,
-       lots_taken::VARCHAR AS lots_taken, created_at
+       lots_taken::VARCHAR AS lots_taken, created_at, target_type
 FROM redemptions WHERE program_id::VARCHAR = $program_id AND idempotency_key = $key;
 
 -- name: entity_tiers
@@ -153,3 +153,11 @@ WITH b AS (
 SELECT b.entity_id::VARCHAR AS entity_id, b.asset_id::VARCHAR AS asset_id, COALESCE(l.in_lots, 0) - b.amount AS owed
 FROM b LEFT JOIN l ON l.entity_id = b.entity_id AND l.asset_id = b.asset_id
 WHERE COALESCE(l.in_lots, 0) - b.amount > 0;
+
+-- name: group_members
+-- A group's memberships, current and former (engine/state.py Membership fields after the id).
+SELECT participant_id::VARCHAR, external_id, role, status, joined_at, left_at
+FROM group_members WHERE group_id = $group_id::UUID ORDER BY participant_id;
+
+-- name: stored_group_definitions
+SELECT key, definition::VARCHAR FROM groups;

@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS programs (
     source_file            VARCHAR
 );
 
+-- Where each program posts redeemed value (Scrip's redemption_target_type; semantics.md 9.4).
+-- Added after the table (so ledgers made before it gain it); programs are written BY NAME.
+ALTER TABLE programs ADD COLUMN IF NOT EXISTS redemption_target_type VARCHAR DEFAULT 'SYSTEM_REDEMPTION';
+
 CREATE TABLE IF NOT EXISTS assets (
     id                     UUID PRIMARY KEY,
     symbol                 VARCHAR NOT NULL UNIQUE,
@@ -214,6 +218,33 @@ CREATE TABLE IF NOT EXISTS lots (
 -- Added after the table (so ledgers made before it gain it); lots are written BY NAME.
 ALTER TABLE lots ADD COLUMN IF NOT EXISTS provisional BOOLEAN DEFAULT FALSE;
 
+-- Groups (semantics.md 11): shared wallets declared in program files, project-wide (like assets).
+-- Their balances are postings with entity_type GROUP; their tags, counters and attributes are
+-- entity_state rows with entity_type GROUP.
+CREATE TABLE IF NOT EXISTS groups (
+    id               UUID PRIMARY KEY,        -- UUIDv5 of the group key
+    key              VARCHAR NOT NULL UNIQUE,
+    name             VARCHAR NOT NULL,
+    status           VARCHAR NOT NULL,        -- ACTIVE | ARCHIVED
+    definition       JSON NOT NULL,           -- the group as written (its founding members included)
+    source_file      VARCHAR
+);
+
+-- Every participant that is or was a member of a group: the founding members (from the program
+-- file, written when the group first appears) and the changes of membership operations. Rewritten
+-- per group a batch changed; at least one ACTIVE ADMIN per group at all times.
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id         UUID NOT NULL,
+    participant_id   UUID NOT NULL,
+    external_id      VARCHAR,                 -- null for a founding member declared by participant_id
+    role             VARCHAR NOT NULL,        -- ADMIN | MEMBER
+    status           VARCHAR NOT NULL,        -- ACTIVE | LEFT
+    joined_at        TIMESTAMPTZ,             -- stream instant of the operation that added it; null: founding
+    left_at          TIMESTAMPTZ,             -- LEFT: stream instant of its removal
+    batch_id         BIGINT NOT NULL,         -- the batch that last changed it
+    PRIMARY KEY (group_id, participant_id)
+);
+
 -- Direct operations (semantics.md 2.3), idempotent like events.
 CREATE TABLE IF NOT EXISTS operations (
     id               UUID NOT NULL,           -- md5('operation:' || program_id || ':' || idempotency_key)
@@ -275,6 +306,10 @@ CREATE TABLE IF NOT EXISTS redemptions (
     created_at          TIMESTAMPTZ NOT NULL,
     batch_id            BIGINT NOT NULL
 );
+
+-- Where the redemption posted its value (the program's redemption_target_type when it was made):
+-- its reversals take the value back from there, whatever the program says later (Scrip).
+ALTER TABLE redemptions ADD COLUMN IF NOT EXISTS target_type VARCHAR DEFAULT 'SYSTEM_REDEMPTION';
 
 -- Tier types (semantics.md 10) from program files, and their ranked levels.
 CREATE TABLE IF NOT EXISTS tiers (

@@ -55,10 +55,10 @@ FROM ledger_summary
 WHERE total_issued - total_redeemed - total_expired - total_forfeited <> current_balance;
 
 -- name: negative_balances
--- A participant's AVAILABLE balance below zero needs an entry that was allowed to overdraw it.
+-- A participant's or group's AVAILABLE balance below zero needs an entry that was allowed to overdraw it.
 SELECT b.entity_id AS participant_id, b.asset_id, b.amount
 FROM account_balances b
-WHERE b.entity_type = 'PARTICIPANT' AND b.bucket = 'AVAILABLE' AND b.amount < 0
+WHERE b.entity_type IN ('PARTICIPANT', 'GROUP') AND b.bucket = 'AVAILABLE' AND b.amount < 0
   AND NOT EXISTS (
       SELECT 1 FROM postings p JOIN journal_entries j ON j.id = p.journal_entry_id
       WHERE p.entity_type = b.entity_type AND p.entity_id = b.entity_id AND p.asset_id = b.asset_id

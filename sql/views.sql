@@ -22,10 +22,13 @@ JOIN assets a ON a.id = b.asset_id
 LEFT JOIN participants p ON p.id = b.entity_id AND b.entity_type = 'PARTICIPANT'
 GROUP BY ALL;
 
--- Value flows: what each journal entry did to participants' accounts, each amount in exactly one
--- category, signed, so that for any set of entries
+-- Value flows: what each journal entry did to holders' accounts (participants and groups: the
+-- entities that hold value of the program's members), each amount in exactly one category, signed,
+-- so that for any set of entries
 --     SUM(issued) - SUM(redeemed) - SUM(expired) - SUM(forfeited) = SUM(net_amount)
---                                                 = sum of their PARTICIPANT postings   (by construction).
+--                                    = sum of their PARTICIPANT and GROUP postings   (by construction).
+-- Value moved between holders (a transfer to a group) nets to 0: INTERNAL. Program wallets and
+-- system accounts are not holders: a redemption is REDEEMED whichever system account it posts to.
 -- Classification (docs/reports.md):
 --   EXPIRATION -> EXPIRED; FORFEIT -> FORFEITED (both count -amount);
 --   CREDIT, VOID_HOLD -> ISSUED (+amount; a voided hold un-issues the held credit it cancels);
@@ -53,7 +56,7 @@ WITH pp AS (
            j.action_type IN ('EXPIRATION', 'FORFEIT', 'CREDIT', 'VOID_HOLD', 'DEBIT', 'REDEMPTION',
                              'REDEMPTION_REVERSAL') AS by_type
     FROM journal_entries j JOIN postings p ON p.journal_entry_id = j.id
-    WHERE p.entity_type = 'PARTICIPANT'
+    WHERE p.entity_type IN ('PARTICIPANT', 'GROUP')
 ), flows AS (
     SELECT journal_entry_id, seq, program_id, action_type, effective_at, batch_id, asset_id,
            amount AS net_amount
@@ -124,8 +127,8 @@ ORDER BY program_key, asset_symbol;
 
 -- Per program and asset, all time: what was issued, taken back, and what participants hold now.
 -- Identity: total_issued - total_redeemed - total_expired - total_forfeited = current_balance.
--- current_balance is the program's net effect on participants' accounts; summed over programs it is
--- what participants hold (balances, PARTICIPANT rows, available + held + deferred).
+-- current_balance is the program's net effect on holders' accounts; summed over programs it is
+-- what participants and groups hold (balances, PARTICIPANT and GROUP rows, available + held + deferred).
 CREATE OR REPLACE VIEW ledger_summary AS
 SELECT program_key, asset_symbol, total_issued, total_redeemed, total_expired, total_forfeited,
        closing_balance AS current_balance, participant_count
@@ -137,6 +140,12 @@ SELECT s.entity_id AS participant_id, p.external_id, s.kind, s.key, s.text_value
        s.reset_after_us, s.last_reset_at
 FROM entity_state s LEFT JOIN participants p ON p.id = s.entity_id
 WHERE s.entity_type = 'PARTICIPANT';
+
+CREATE OR REPLACE VIEW group_state AS
+SELECT s.entity_id AS group_id, g.key AS group_key, s.kind, s.key, s.text_value, s.number_value,
+       s.reset_after_us, s.last_reset_at
+FROM entity_state s LEFT JOIN groups g ON g.id = s.entity_id
+WHERE s.entity_type = 'GROUP';
 
 CREATE OR REPLACE VIEW program_state AS
 SELECT s.entity_id AS program_id, pr.key AS program_key, s.kind, s.key, s.text_value, s.number_value,

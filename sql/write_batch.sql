@@ -5,9 +5,23 @@
 -- action index, so the same input always gives the same ids.
 
 -- name: insert_catalog_programs
-INSERT INTO programs SELECT id::UUID, key, name, status, on_unknown_participant, source_file FROM stage_programs
+INSERT INTO programs BY NAME
+SELECT id::UUID AS id, key, name, status, on_unknown_participant, source_file, redemption_target_type FROM stage_programs
 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status,
-    on_unknown_participant = EXCLUDED.on_unknown_participant, source_file = EXCLUDED.source_file;
+    on_unknown_participant = EXCLUDED.on_unknown_participant, source_file = EXCLUDED.source_file,
+    redemption_target_type = EXCLUDED.redemption_target_type;
+
+-- name: insert_catalog_group_founders
+-- A group's declared members, once: when the group first appears (later changes of membership
+-- are operations, written by delete_group_members / insert_group_members).
+INSERT INTO group_members
+SELECT group_id::UUID, participant_id::UUID, external_id, role, 'ACTIVE', NULL, NULL, $batch_id FROM stage_group_founders
+WHERE group_id::UUID NOT IN (SELECT id FROM groups);
+
+-- name: insert_catalog_groups
+INSERT INTO groups SELECT id::UUID, key, name, status, definition::JSON, source_file FROM stage_groups
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status, definition = EXCLUDED.definition,
+    source_file = EXCLUDED.source_file;
 
 -- name: insert_catalog_assets
 INSERT OR IGNORE INTO assets
@@ -152,6 +166,14 @@ INSERT INTO entity_state
 SELECT entity_type, entity_id::UUID, kind, key, text_value, number_value, reset_after_us, last_reset_at, $batch_id
 FROM stage_state;
 
+-- name: delete_group_members
+DELETE FROM group_members WHERE group_id IN (SELECT id::UUID FROM stage_member_groups);
+
+-- name: insert_group_members
+INSERT INTO group_members
+SELECT group_id::UUID, participant_id::UUID, external_id, role, status, joined_at, left_at, $batch_id
+FROM stage_group_members;
+
 -- name: delete_lots
 DELETE FROM lots WHERE id IN (SELECT id::UUID FROM stage_lots);
 
@@ -171,10 +193,11 @@ DELETE FROM redemptions USING stage_redemptions s
 WHERE redemptions.program_id = s.program_id::UUID AND redemptions.idempotency_key = s.idempotency_key;
 
 -- name: insert_redemptions
-INSERT INTO redemptions
-SELECT md5('operation:' || program_id || ':' || idempotency_key)::UUID, program_id::UUID, idempotency_key,
-       participant_id::UUID, reward_id::UUID, asset_id::UUID, quantity, unit_cost, amount, reversed_amount,
-       reversed_quantity, status, lots_taken::JSON, created_at, $batch_id
+INSERT INTO redemptions BY NAME
+SELECT md5('operation:' || program_id || ':' || idempotency_key)::UUID AS id, program_id::UUID AS program_id,
+       idempotency_key, participant_id::UUID AS participant_id, reward_id::UUID AS reward_id,
+       asset_id::UUID AS asset_id, quantity, unit_cost, amount, reversed_amount, reversed_quantity, status,
+       lots_taken::JSON AS lots_taken, created_at, $batch_id AS batch_id, target_type
 FROM stage_redemptions;
 
 -- name: upsert_budget_consumption

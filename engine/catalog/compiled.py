@@ -23,9 +23,33 @@ Value = Decimal | str | CelProgram
 
 @dataclass(frozen=True)
 class CompiledTarget:
-    type: str  # PARTICIPANT | PROGRAM
+    type: str  # PARTICIPANT | GROUP | PROGRAM
     external_id: CelProgram | str | Decimal | None = None  # an expression, or a literal id
     participant_id: CelProgram | str | Decimal | None = None
+    group: CelProgram | str | None = None  # GROUP: an expression, or a literal group key
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    participant_id: str
+    external_id: str | None  # as declared (None when declared by participant_id)
+    role: str  # ADMIN | MEMBER
+
+
+@dataclass(frozen=True)
+class CompiledGroup:
+    """A group as declared in a program file: its founding members (semantics.md 11)."""
+    id: uuid.UUID
+    key: str
+    name: str
+    status: str  # ACTIVE | ARCHIVED
+    members: tuple[GroupMember, ...]
+    definition: dict  # as written (normalised)
+    source: str = ""  # the (first) file that declares it
+
+    @cached_property
+    def sid(self) -> str:
+        return str(self.id)
 
 
 @dataclass(frozen=True)
@@ -60,7 +84,8 @@ class CompiledAction:
                            self.reference_id)
                if isinstance(v, CelProgram)]
         if self.target is not None:
-            out += [p for p in (self.target.external_id, self.target.participant_id) if isinstance(p, CelProgram)]
+            out += [p for p in (self.target.external_id, self.target.participant_id, self.target.group)
+                    if isinstance(p, CelProgram)]
         return tuple(out)
 
 
@@ -175,6 +200,15 @@ class Catalog:
     programs: dict[str, CompiledProgram]  # by key
     assets: dict[str, Asset]  # by symbol, shared across the project
     asset_ids: dict[str, uuid.UUID] = field(default_factory=dict)
+    groups: dict[str, CompiledGroup] = field(default_factory=dict)  # by key, shared across the project
+
+    @cached_property
+    def groups_by_id(self) -> dict[str, CompiledGroup]:
+        return {g.sid: g for g in self.groups.values()}
+
+    def resolve_group(self, ref: str) -> CompiledGroup | None:
+        """A group by key or by id (a GROUP target or an operation may name either)."""
+        return self.groups.get(ref) or self.groups_by_id.get(ref)
 
     @cached_property
     def asset_sids(self) -> dict[str, str]:

@@ -18,9 +18,9 @@ from engine.io.events import json_doubles
 from engine.durations import parse_duration, parse_instant
 from engine.errors import CatalogError
 
-from .compiled import (Catalog, CompiledAction, CompiledBudget, CompiledLevel, CompiledProgram, CompiledReward,
-                       CompiledRule, CompiledTarget, CompiledTier)
-from .models import Action, Asset, Budget, ProgramFile, Rule, Tier
+from .compiled import (Catalog, CompiledAction, CompiledBudget, CompiledGroup, CompiledLevel, CompiledProgram,
+                       CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
+from .models import Action, Asset, Budget, Group, ProgramFile, Rule, Tier
 from .support import VALUE_ACTIONS, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -58,8 +58,18 @@ def load_catalog(path: str | Path) -> Catalog:
 def _compile_catalog(files: list[Path]) -> Catalog:
     programs: dict[str, CompiledProgram] = {}
     assets: dict[str, tuple[Asset, Path]] = {}
-    for file in files:
-        pf = _parse(file)
+    groups: dict[str, tuple[Group, Path]] = {}
+    parsed = [(file, _parse(file)) for file in files]
+    for file, pf in parsed:  # groups first: any program's rules may target any group of the project
+        for g_i, group in enumerate(pf.groups):
+            seen = groups.get(group.key)
+            if seen and seen[0] != group:
+                raise CatalogError(
+                    f"{file}: groups[{g_i}] ({group.key}) conflicts with its definition in {seen[1]}; "
+                    "a group named by several program files must be defined identically in each")
+            groups.setdefault(group.key, (group, file))
+    compiled_groups = {k: _compile_group(f, g) for k, (g, f) in groups.items()}
+    for file, pf in parsed:
         for asset in pf.assets:
             seen = assets.get(asset.symbol)
             if seen and seen[0] != asset:
@@ -72,9 +82,24 @@ def _compile_catalog(files: list[Path]) -> Catalog:
             raise CatalogError(
                 f"{file}: program key {pf.program.key!r} is also defined in {programs[pf.program.key].source}"
             )
-        programs[pf.program.key] = _compile_program(file, pf, {s: a for s, (a, _) in assets.items()})
+        programs[pf.program.key] = _compile_program(file, pf, {s: a for s, (a, _) in assets.items()}, compiled_groups)
     asset_map = {s: a for s, (a, _) in assets.items()}
-    return Catalog(programs=programs, assets=asset_map, asset_ids={s: ids.asset_id(s) for s in asset_map})
+    return Catalog(programs=programs, assets=asset_map, asset_ids={s: ids.asset_id(s) for s in asset_map},
+                   groups=compiled_groups)
+
+
+def _compile_group(file: Path, group: Group) -> CompiledGroup:
+    """A declared group: its founding members, each participant once."""
+    where = f"{file}: group {group.key}"
+    members: dict[str, GroupMember] = {}
+    for m in group.members:
+        pid = m.participant_id or str(ids.participant_id(m.external_id))
+        if pid in members:
+            raise CatalogError(f"{where}: members: participant {m.external_id or m.participant_id!r} is listed twice")
+        members[pid] = GroupMember(pid, m.external_id, m.role)
+    return CompiledGroup(id=ids.group_id(group.key), key=group.key, name=group.name, status=group.status,
+                         members=tuple(members.values()), definition=group.model_dump(mode="json", exclude_none=True),
+                         source=str(file))
 
 
 def _parse(file: Path) -> ProgramFile:
@@ -96,7 +121,7 @@ def _parse(file: Path) -> ProgramFile:
 
 
 #: What names an item of a top-level list in error messages.
-_LABELS = {"rules": "name", "tiers": "key"}
+_LABELS = {"rules": "name", "tiers": "key", "groups": "key"}
 
 
 def _describe(e: ValidationError, data: dict) -> str:
@@ -123,7 +148,8 @@ def _describe(e: ValidationError, data: dict) -> str:
     return "\n".join(lines)
 
 
-def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> CompiledProgram:
+def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset],
+                     groups: dict[str, CompiledGroup]) -> CompiledProgram:
     key = pf.program.key
     tiers: dict[str, CompiledTier] = {}
     for t_i, tier in enumerate(pf.tiers):
@@ -152,7 +178,7 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset]) -> C
             orders[order] = rule.name
         if rule.active_from and rule.active_to and rule.active_from >= rule.active_to:
             raise CatalogError(f"{where}: active_from must be before active_to")
-        rules.append(_compile_rule(where, key, rule_key, order, rule, assets, tiers))
+        rules.append(_compile_rule(where, key, rule_key, order, rule, assets, tiers, groups))
     rules.sort(key=lambda r: r.order)
     rewards = {}
     for w_i, reward in enumerate(pf.rewards):
@@ -208,9 +234,9 @@ def compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:
 
 
 def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule: Rule, assets: dict[str, Asset],
-                  tiers: dict[str, CompiledTier]) -> CompiledRule:
+                  tiers: dict[str, CompiledTier], groups: dict[str, CompiledGroup]) -> CompiledRule:
     condition = _cel(f"{where}: condition", rule.condition, assets)
-    actions = tuple(_compile_action(f"{where}: actions[{a_i}]", a_i, action, assets, tiers)
+    actions = tuple(_compile_action(f"{where}: actions[{a_i}]", a_i, action, assets, tiers, groups)
                     for a_i, action in enumerate(rule.actions))
     budgets = tuple(_compile_budget(f"{where}: budgets[{b_i}]", b, assets, b_i) for b_i, b in enumerate(rule.budgets))
     definition = rule.model_dump(mode="json", exclude_none=True) | {"key": rule_key, "order": order}
@@ -232,7 +258,7 @@ def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule:
 
 
 def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset],
-                    tiers: dict[str, CompiledTier]) -> CompiledAction:
+                    tiers: dict[str, CompiledTier], groups: dict[str, CompiledGroup]) -> CompiledAction:
     def need(field: str):
         value = getattr(action, field)
         if value is None:
@@ -251,7 +277,15 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
                 external_id=t.external_id and _value(f"{at}.target.external_id", t.external_id, assets),
                 participant_id=t.participant_id and _value(f"{at}.target.participant_id", t.participant_id, assets))
         else:
-            target = CompiledTarget(type=t.type)
+            if t.external_id is not None or t.participant_id is not None:
+                raise CatalogError(f"{at}.target: external_id and participant_id name participants; a {t.type} "
+                                   "target " + ("names its group by `id`" if t.type == "GROUP" else "takes no id"))
+            group = None
+            if t.type == "GROUP":
+                group = _group_ref(f"{at}.target.id", t.id, assets, groups)
+            elif t.id is not None:
+                raise CatalogError(f"{at}.target.id: a PROGRAM target is the event's program; it takes no id")
+            target = CompiledTarget(type=t.type, group=group)
     common = {"index": index, "type": action.type, "description": action.description, "target": target}
     if action.type in VALUE_ACTIONS:
         symbol = need("asset")
@@ -273,6 +307,8 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
                                "use HOLD/RELEASE by amount, or make the asset inventory_mode: LOT")
         if action.type == "VOID_HOLD":
             need("reference_id")
+        if target is not None and target.type == "PROGRAM":
+            _program_value_target(at, action, asset)
         return CompiledAction(**common, asset=asset, asset_id=ids.asset_id(symbol),
                               amount=None if amount is None else _amount(f"{at}.amount", amount, asset, assets),
                               reference_id=(None if action.reference_id is None
@@ -307,6 +343,44 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         return CompiledAction(**common, tier=tier.key, level=level if isinstance(level, CelProgram) else str(level))
     # SET_ATTRIBUTE
     return CompiledAction(**common, key=need("key"), value=_value(f"{at}.value", need("value"), assets))
+
+
+def _group_ref(where: str, ref: str | None, assets: dict[str, Asset], groups: dict[str, CompiledGroup]):
+    """A GROUP target's id: a CEL expression (checked when the action runs), or the literal key
+    (or id) of a group declared under `groups` in a program file of the project."""
+    if not ref:
+        raise CatalogError(f"{where}: required for a GROUP target: the key of a group (or a CEL expression giving one)")
+    value = _value(where, ref, assets)
+    if isinstance(value, CelProgram):
+        return value
+    text = ref.strip()
+    if text not in groups and text not in {g.sid for g in groups.values()}:
+        raise CatalogError(f"{where}: {text!r} is not a group of this project; declare it under `groups`"
+                           + (f" (groups: {', '.join(groups)})" if groups else ""))
+    return text
+
+
+#: Value actions that may target the program (its wallet, docs/decisions.md "PROGRAM targets").
+PROGRAM_VALUE_ACTIONS = {"CREDIT": "funds the wallet from SYSTEM_ISSUANCE, like `fund`",
+                         "DEBIT": "returns wallet value to SYSTEM_ISSUANCE",
+                         "FORFEIT": "sends wallet value to SYSTEM_BREAKAGE, like `burn`"}
+
+
+def _program_value_target(at: str, action: Action, asset: Asset) -> None:
+    """A value action with `target: {type: PROGRAM}` moves the program's wallet of a PREFUNDED
+    asset, its one AVAILABLE account (Scrip: UNLIMITED assets bypass the wallet)."""
+    if action.type not in PROGRAM_VALUE_ACTIONS:
+        raise CatalogError(f"{at}.target: a PROGRAM target takes CREDIT, DEBIT or FORFEIT of a PREFUNDED asset "
+                           f"(its wallet has one AVAILABLE account: nothing to {action.type})")
+    if asset.issuance_policy != "PREFUNDED":
+        raise CatalogError(f"{at}.target: {asset.symbol} is UNLIMITED: it has no program wallet (credits mint from "
+                           f"SYSTEM_ISSUANCE); a PROGRAM target moves the wallet of a PREFUNDED asset")
+    for name in ("bucket", "expires_at", "matures_at", "reference_id"):
+        if getattr(action, name) not in (None, "AVAILABLE"):
+            raise CatalogError(f"{at}.{name}: does not apply with a PROGRAM target (the wallet is one AVAILABLE "
+                               "account, without lots that expire, mature or carry references)")
+    if action.allow_negative:
+        raise CatalogError(f"{at}.allow_negative: a program wallet may not go below zero")
 
 
 def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset], index: int) -> CompiledBudget:

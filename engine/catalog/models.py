@@ -41,6 +41,17 @@ class Program(Strict):
     description: str | None = None
     on_unknown_participant: Literal["CREATE", "REJECT"] = "CREATE"
     status: Status = "ACTIVE"
+    # where redeemed value is posted (Scrip's program fields; semantics.md 9.4)
+    redemption_target_type: Literal["SYSTEM_REDEMPTION", "SYSTEM_BREAKAGE", "LEDGER_ENTITY"] = "SYSTEM_REDEMPTION"
+    redemption_target_entity_id: str | None = None
+
+    @model_validator(mode="after")
+    def _target_entity(self) -> "Program":
+        # Scrip: LEDGER_ENTITY requires redemption_target_entity_id; the SYSTEM_* values must omit it
+        if (self.redemption_target_type == "LEDGER_ENTITY") != (self.redemption_target_entity_id is not None):
+            raise ValueError("redemption_target_entity_id is required with redemption_target_type LEDGER_ENTITY "
+                             "and must be omitted with SYSTEM_REDEMPTION or SYSTEM_BREAKAGE")
+        return self
 
 
 class Asset(Strict):
@@ -245,12 +256,43 @@ class Tier(Strict):
         return _name_alias(data)
 
 
+class GroupMember(Strict):
+    """A member of a group as declared (Scrip's `members` of POST /v1/groups: participant_id and
+    role; here also by external_id, as events name participants)."""
+    external_id: str | None = Field(default=None, min_length=1)
+    participant_id: str | None = Field(default=None, min_length=1)
+    role: Literal["ADMIN", "MEMBER"] = "MEMBER"
+
+    @model_validator(mode="after")
+    def _one_id(self) -> "GroupMember":
+        if (self.external_id is None) == (self.participant_id is None):
+            raise ValueError("give exactly one of external_id or participant_id")
+        return self
+
+
+class Group(Strict):
+    """A shared wallet with members (semantics.md 11; Scrip's groups). Project-wide like assets:
+    the same key in two program files must be defined identically."""
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,127}$")
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = None
+    status: Literal["ACTIVE", "ARCHIVED"] = "ACTIVE"
+    members: list[GroupMember] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _an_admin(self) -> "Group":
+        if not any(m.role == "ADMIN" for m in self.members):
+            raise ValueError("at least one member must be ADMIN")
+        return self
+
+
 class ProgramFile(Strict):
     program: Program
     assets: list[Asset] = []
     rules: list[Rule] = []
     tiers: list[Tier] = []
     rewards: list[Reward] = []
+    groups: list[Group] = []
     automations: list[dict[str, Any]] = []
 
 

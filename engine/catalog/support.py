@@ -29,6 +29,8 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
     """Yield (location, field) for every field set to something not built yet."""
     if pf.automations:
         yield "automations", "automations"
+    if pf.program.redemption_target_type == "LEDGER_ENTITY":
+        yield "program", "redemption_target_type: LEDGER_ENTITY (use SYSTEM_REDEMPTION or SYSTEM_BREAKAGE)"
     for t_i, tier in enumerate(pf.tiers):
         life = tier.lifecycle
         if life is None:
@@ -57,9 +59,9 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
             for field in sorted(action.model_fields_set - allowed - {"type"}):
                 if getattr(action, field) not in (None, False):
                     yield at, field
-            if action.target is not None and action.target.type == "GROUP":
-                yield at, "target.type: GROUP"
+            if action.target is not None and action.target.type == "GROUP" and action.type == "SET_TIER":
+                yield at, "target.type: GROUP for SET_TIER (tiers are held by participants)"
+            if action.target is not None and action.target.type == "GROUP" and (action.expires_at or action.matures_at):
+                yield at, "expires_at/matures_at with target.type GROUP (lots of groups neither expire nor mature)"
             if action.target is not None and action.target.type == "PROGRAM" and action.type == "SET_TIER":
                 yield at, "target.type: PROGRAM for SET_TIER (tiers are held by participants)"
-            if action.target is not None and action.target.type == "PROGRAM" and action.type in VALUE_ACTIONS:
-                yield at, f"target.type: PROGRAM for {action.type} (program wallets)"

@@ -22,12 +22,12 @@ from .root import BatchRoot
 from .sqlfiles import statement
 
 ORDER = [
-    "insert_catalog_programs", "insert_catalog_assets", "insert_catalog_rewards", "insert_catalog_rules",
+    "insert_catalog_programs", "insert_catalog_group_founders", "insert_catalog_groups", "insert_catalog_assets", "insert_catalog_rewards", "insert_catalog_rules",
     "insert_catalog_rule_versions", "insert_catalog_tiers", "delete_catalog_tier_levels", "insert_catalog_tier_levels",
     "insert_participants", "insert_enrollments", "insert_events", "insert_operations", "update_participant_status",
     "insert_rejected", "insert_evaluations",
     "stage_entries", "insert_postings", "insert_entries", "update_balances", "insert_balances",
-    "delete_entity_state", "insert_entity_state", "delete_participant_tiers", "insert_participant_tiers",
+    "delete_entity_state", "insert_entity_state", "delete_group_members", "insert_group_members", "delete_participant_tiers", "insert_participant_tiers",
     "insert_tier_history", "delete_lots", "insert_lots", "upsert_reward_usage", "delete_redemptions", "insert_redemptions",
     "upsert_budget_consumption",
 ]
@@ -36,8 +36,18 @@ ORDER = [
 def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
     programs = pl.DataFrame([
         {"id": str(p.id), "key": p.key, "name": p.model.name, "status": p.model.status,
-         "on_unknown_participant": p.model.on_unknown_participant, "source_file": p.source}
+         "on_unknown_participant": p.model.on_unknown_participant, "source_file": p.source,
+         "redemption_target_type": p.model.redemption_target_type}
         for p in catalog.programs.values()])
+    groups = pl.DataFrame([
+        {"id": g.sid, "key": g.key, "name": g.name, "status": g.status, "definition": json.dumps(g.definition, sort_keys=True),
+         "source_file": g.source} for g in catalog.groups.values()],
+        schema={"id": pl.String, "key": pl.String, "name": pl.String, "status": pl.String, "definition": pl.String,
+                "source_file": pl.String})
+    founders = pl.DataFrame([
+        {"group_id": g.sid, "participant_id": m.participant_id, "external_id": m.external_id, "role": m.role}
+        for g in catalog.groups.values() for m in g.members],
+        schema={"group_id": pl.String, "participant_id": pl.String, "external_id": pl.String, "role": pl.String})
     assets = pl.DataFrame([
         {"id": str(catalog.asset_ids[s]), "symbol": s, "name": a.name, "inventory_mode": a.inventory_mode,
          "issuance_policy": a.issuance_policy, "scale": a.scale,
@@ -71,7 +81,7 @@ def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
         {"tier_id": t.sid, "key": lv.key, "name": lv.name, "rank": lv.rank, "benefits": json.dumps(lv.benefits, sort_keys=True)}
         for p in catalog.programs.values() for t in p.tiers.values() for lv in t.levels],
         schema={"tier_id": pl.String, "key": pl.String, "name": pl.String, "rank": pl.Int64, "benefits": pl.String})
-    return {"stage_programs": programs, "stage_assets": assets, "stage_rules": rules, "stage_rewards": rewards,
+    return {"stage_programs": programs, "stage_groups": groups, "stage_group_founders": founders, "stage_assets": assets, "stage_rules": rules, "stage_rewards": rewards,
             "stage_tiers": tiers, "stage_tier_levels": levels}
 
 

@@ -9,6 +9,12 @@ both programs:
   (not built yet, and being changed by other work: kept out).
 - GC: SIMPLE / PREFUNDED: credits draw on the crediting program's wallet (`fund` / `burn`).
 
+Groups (semantics.md 11): the shop program sometimes declares `family` (u1 ADMIN, u2) and `team`
+(u3 ADMIN, sometimes ARCHIVED); its rules then also move those groups' PTS / GC and their state
+(literal ids, and a CEL id that can name no group), the membership operations change them, and
+the shop posts redemptions to SYSTEM_BREAKAGE instead of SYSTEM_REDEMPTION some of the time.
+Value actions also target the program (its GC wallet: CREDIT / DEBIT / FORFEIT).
+
 Operations cover every handler of `perkflow run --operations` except void_hold / set_tier (not
 built), with failing cases on purpose: insufficient held, empty wallet, spending DEFERRED value,
 over-reversal, unknown redemption, self-transfer, unknown recipient, out-of-stock / out-of-window /
@@ -76,7 +82,7 @@ _CONDITIONS = ["true", 'event.type == "purchase"', 'event.type == "refund"', 'ev
 
 
 @st.composite
-def value_action(draw) -> dict:
+def value_action(draw, groups: bool = False) -> dict:
     typ = draw(st.sampled_from(["CREDIT"] * 5 + ["DEBIT"] * 2 + ["HOLD", "HOLD", "RELEASE", "RELEASE", "FORFEIT"]))
     symbol = draw(st.sampled_from(SYMBOLS if typ in ("CREDIT", "DEBIT", "FORFEIT") else SIMPLE))
     a: dict = {"type": typ, "asset": symbol}
@@ -93,21 +99,48 @@ def value_action(draw) -> dict:
         a["bucket"] = draw(st.sampled_from(["AVAILABLE", "HELD"]))
     if typ == "DEBIT" and draw(st.integers(0, 3 if symbol in SIMPLE else 1)) == 0:
         a["allow_negative"] = True  # on LP too: later credits repay the overdraft (decisions.md)
-    if draw(st.integers(0, 5)) == 0:
+    k = draw(st.integers(0, 6))
+    if k == 0:
         a["target"] = {"type": "PARTICIPANT", "external_id": "event.friend"}
+    elif k in (1, 2) and groups and symbol in SIMPLE and not a.get("expires_at") and not a.get("matures_at"):
+        a["target"] = draw(group_target())
+    elif k == 3 and symbol == "GC" and typ in ("CREDIT", "DEBIT", "FORFEIT"):
+        for field in ("bucket", "allow_negative"):  # the wallet: one AVAILABLE account, never short
+            a.pop(field, None)
+        a["target"] = {"type": "PROGRAM"}
     return a
 
 
+GROUPS = ["family", "team"]
+
+
 @st.composite
-def ledger_rules(draw, max_size: int = 5) -> list[dict]:
+def group_target(draw) -> dict:
+    """A GROUP target: a declared group by key, or a CEL id that is sometimes no group."""
+    return {"type": "GROUP", "id": draw(st.sampled_from(GROUPS * 3 + ['event.type == "visit" ? "family" : "nope"']))}
+
+
+@st.composite
+def groups_of(draw) -> list[dict]:
+    return [{"key": "family", "name": "Family",
+             "members": [{"external_id": "u1", "role": "ADMIN"}, {"external_id": "u2"}]},
+            {"key": "team", "name": "Team", "status": draw(st.sampled_from(["ACTIVE", "ACTIVE", "ARCHIVED"])),
+             "members": [{"external_id": "u3", "role": "ADMIN"}]}]
+
+
+@st.composite
+def ledger_rules(draw, max_size: int = 5, groups: bool = False) -> list[dict]:
     # The conditions and amounts of strategies.py read CASH; here the third asset is GC.
     base = json.loads(json.dumps(draw(S.rules(FLAGS, min_size=1, max_size=max_size))).replace("CASH", "GC"))
     for r in base:
         if draw(st.booleans()):  # simple conditions, so that value actions run often
             r["condition"] = draw(st.sampled_from(_CONDITIONS))
-        actions = [draw(value_action()) for _ in range(draw(st.integers(1, 3)))]
+        actions = [draw(value_action(groups)) for _ in range(draw(st.integers(1, 3)))]
         if draw(st.integers(0, 3)) == 0:  # keep some state actions (counters, tags) in the mix
-            actions.append(json.loads(json.dumps(draw(S.action(FLAGS))).replace("CASH", "GC")))
+            state = json.loads(json.dumps(draw(S.action(FLAGS))).replace("CASH", "GC"))
+            if groups and state["type"] in ("TAG", "UNTAG", "COUNTER", "SET_ATTRIBUTE") and draw(st.booleans()):
+                state["target"] = draw(group_target())
+            actions.append(state)
         r["actions"] = actions
         for b in r.get("budgets", []):
             b["asset"] = draw(st.sampled_from(SYMBOLS))
@@ -117,9 +150,13 @@ def ledger_rules(draw, max_size: int = 5) -> list[dict]:
 @st.composite
 def ledger_programs(draw) -> list[dict]:
     shared = draw(ledger_assets())
-    out = [{"program": {"key": S.PROGRAM, "name": "Shop",
-                        "on_unknown_participant": draw(st.sampled_from(["CREATE"] * 4 + ["REJECT"]))},
-            "assets": shared, "rules": draw(ledger_rules()), "rewards": draw(rewards())}]
+    groups = draw(st.booleans())
+    shop = {"key": S.PROGRAM, "name": "Shop", "on_unknown_participant": draw(st.sampled_from(["CREATE"] * 4 + ["REJECT"]))}
+    if draw(st.booleans()):
+        shop["redemption_target_type"] = draw(st.sampled_from(["SYSTEM_BREAKAGE", "SYSTEM_BREAKAGE", "SYSTEM_REDEMPTION"]))
+    out = [{"program": shop, "assets": shared, "rules": draw(ledger_rules(groups=groups)), "rewards": draw(rewards())}]
+    if groups:
+        out[0]["groups"] = draw(groups_of())
     if draw(st.integers(0, 2)) == 0:
         out.append({"program": {"key": S.OTHER, "name": "Club"}, "assets": shared,
                     "rules": draw(ledger_rules(max_size=2))})
@@ -153,11 +190,14 @@ class OpRow:
 _OP_AMOUNTS = ["1", "2", "3", "5", "5", "10", "20", "0.5", "2.25", "0", "-1", "100", "x"]
 _OPERATIONS = (["adjust"] * 5 + ["hold"] * 2 + ["release"] * 2 + ["forfeit", "redeem", "redeem"]
                + ["redeem_item"] * 3 + ["reverse_redemption"] * 3 + ["fund"] * 3 + ["burn", "transfer", "transfer"]
-               + ["set_counter", "set_attribute", "tag", "untag", "set_participant_status", "upsert_participant"])
+               + ["set_counter", "set_attribute", "tag", "untag", "set_participant_status", "upsert_participant"]
+)
+_GROUP_OPERATIONS = ["add_group_member", "add_group_member", "remove_group_member", "set_group_member_role",
+                     "group_adjust", "group_adjust", "group_hold", "group_release", "group_forfeit"]
 
 
 @st.composite
-def op_params(draw, operation: str, redemption_keys: list[str], subject: str | None) -> dict:
+def op_params(draw, operation: str, redemption_keys: list[str], subject: str | None, groups: bool = False) -> dict:
     amount = lambda: draw(st.sampled_from(_OP_AMOUNTS))  # noqa: E731
     if operation == "adjust":
         symbol = draw(st.sampled_from(SYMBOLS))
@@ -202,9 +242,14 @@ def op_params(draw, operation: str, redemption_keys: list[str], subject: str | N
     if operation in ("fund", "burn"):
         return {"asset": draw(st.sampled_from(["GC", "GC", "GC", "PTS"])), "amount": amount()}
     if operation == "transfer":
-        who = draw(st.lists(st.sampled_from(S.USERS * 3 + TARGETED + [UNKNOWN, subject or "u1"]), min_size=1, max_size=3))
-        return {"asset": draw(st.sampled_from(SYMBOLS)),
-                "recipients": [{"external_id": w, "amount": draw(st.sampled_from(["1", "2", "5", "0"]))} for w in who]}
+        symbol = draw(st.sampled_from(SYMBOLS))
+        # a group recipient (of a SIMPLE asset: the oracle keeps no group lots), when groups are declared
+        who = draw(st.lists(st.sampled_from(S.USERS * 3 + TARGETED + [UNKNOWN, subject or "u1"]
+                                            + (["group:family", "group:team", "group:nope"]
+                                               if groups and symbol in SIMPLE else [])), min_size=1, max_size=3))
+        return {"asset": symbol, "recipients": [
+            {"group_id" if w.startswith("group:") else "external_id": w.removeprefix("group:"),
+             "amount": draw(st.sampled_from(["1", "2", "5", "0"]))} for w in who]}
     if operation == "set_counter":
         p = {"key": draw(st.sampled_from(S.COUNTER_KEYS)), "value": draw(st.sampled_from(["0", "3", "-2", "1.5"]))}
         if draw(st.booleans()):
@@ -214,6 +259,18 @@ def op_params(draw, operation: str, redemption_keys: list[str], subject: str | N
         return {"key": draw(st.sampled_from(S.ATTR_KEYS)), "value": draw(st.sampled_from(["gold", "silver"]))}
     if operation in ("tag", "untag"):
         return {"tag": draw(st.sampled_from(["vip", "VIP", "promo"]))}
+    if operation.startswith("group_"):  # a group's balance, of SIMPLE assets (the oracle keeps no group lots)
+        base = operation.removeprefix("group_")
+        p = draw(op_params(base, redemption_keys, subject))
+        if p.get("asset") not in SIMPLE:
+            p["asset"] = "PTS"
+        p[draw(st.sampled_from(["group"] * 3 + ["group_id"]))] = draw(st.sampled_from(GROUPS * 4 + ["nope"]))
+        return p
+    if operation in ("add_group_member", "remove_group_member", "set_group_member_role"):
+        p = {draw(st.sampled_from(["group"] * 3 + ["group_id"])): draw(st.sampled_from(GROUPS * 4 + ["nope"]))}
+        if operation != "remove_group_member" and draw(st.integers(0, 3)) > 0:
+            p["role"] = draw(st.sampled_from(["ADMIN", "MEMBER", "MEMBER", "OWNER"]))
+        return p
     if operation == "set_participant_status":
         return {"status": draw(st.sampled_from(["ACTIVE", "ACTIVE", "SUSPENDED", "CLOSED", "BOGUS"]))}
     p = {}  # upsert_participant
@@ -227,7 +284,7 @@ def op_params(draw, operation: str, redemption_keys: list[str], subject: str | N
 
 
 @st.composite
-def operation_rows(draw, has_other: bool, min_size: int = 3, max_size: int = 25) -> list[OpRow]:
+def operation_rows(draw, has_other: bool, min_size: int = 3, max_size: int = 25, groups: bool = False) -> list[OpRow]:
     rows: list[OpRow] = []
     redemption_keys: list[str] = []
     by_key: dict[str, OpRow] = {}
@@ -240,10 +297,10 @@ def operation_rows(draw, has_other: bool, min_size: int = 3, max_size: int = 25)
                 rows.append(OpRow(prev.program_id, prev.idempotency_key, prev.operation, prev.external_id,
                                   prev.timestamp, json.dumps({"asset": "PTS", "amount": "1", "type": "CREDIT"})))
             continue
-        operation = draw(st.sampled_from(_OPERATIONS))
+        operation = draw(st.sampled_from(_OPERATIONS + (_GROUP_OPERATIONS * 2 if groups else [])))
         k = draw(st.integers(0, 19))
         program = S.GHOST if k == 0 else S.OTHER if has_other and k <= 3 else S.PROGRAM
-        if operation in ("fund", "burn"):
+        if operation in ("fund", "burn") or operation.startswith("group_"):
             subject = None
         elif operation == "upsert_participant":
             subject = draw(st.sampled_from(NEWCOMERS + S.USERS))
@@ -253,7 +310,7 @@ def operation_rows(draw, has_other: bool, min_size: int = 3, max_size: int = 25)
         if operation in ("redeem", "redeem_item"):
             redemption_keys.append(key)
         params = draw(op_params(operation, redemption_keys[:-1] if operation.startswith("redeem") else redemption_keys,
-                                subject))
+                                subject, groups))
         when = draw(st.sampled_from(S.TIMES))
         redeemed = by_key.get(params.get("redemption"))
         if redeemed is not None and draw(st.integers(0, 3)) > 0:
@@ -290,7 +347,7 @@ def ledger_scenarios(draw) -> LedgerScenario:
     has_other = len(progs) > 1
     events = [r for b in draw(S.streams(FLAGS, has_other=has_other, min_size=3, max_size=20, max_batches=1))
               for r in b]
-    ops = draw(operation_rows(has_other))
+    ops = draw(operation_rows(has_other, groups="groups" in progs[0]))
     # Funding first, often: a wallet that is never funded only ever says insufficient_wallet.
     if draw(st.integers(0, 2)) > 0:
         ops.insert(0, OpRow(S.PROGRAM, "fund0", "fund", None, "2025-03-01T00:00:00Z",

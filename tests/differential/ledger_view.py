@@ -150,14 +150,16 @@ def entry_identity(con: duckdb.DuckDBPyConnection) -> list[tuple]:
 
 
 def _account_names(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """Entity id -> the oracle's name for it: a participant's external id, a wallet's program key."""
+    """Entity id -> the oracle's name for it: a participant's external id, a wallet's program key,
+    a group's key."""
     names = {str(i): ext for i, ext in con.execute("SELECT id, external_id FROM participants").fetchall()}
     names.update({str(i): key for i, key in con.execute("SELECT id, key FROM programs").fetchall()})
+    names.update({str(i): key for i, key in con.execute("SELECT id, key FROM groups").fetchall()})
     return names
 
 
 def _account(entity_type: str, entity_id, symbol: str, bucket: str, names: dict[str, str]) -> tuple:
-    if entity_type in ("PARTICIPANT", "PROGRAM_WALLET"):
+    if entity_type in ("PARTICIPANT", "PROGRAM_WALLET", "GROUP"):
         return (entity_type, names[str(entity_id)], symbol, bucket)
     return (entity_type, None, symbol, bucket)  # SYSTEM_ISSUANCE, SYSTEM_BREAKAGE, SYSTEM_REDEMPTION
 
@@ -248,6 +250,15 @@ def read_full_ledger(con: duckdb.DuckDBPyConnection) -> OracleResult:
     }
     r.statuses = dict(q("SELECT external_id, status FROM participants ORDER BY external_id"))
     r.participants, r.program_state = _states(con)
+    gstate = {}
+    for gk, kind, key, text, number in q("SELECT group_key, kind, key, text_value, number_value FROM group_state"):
+        gstate.setdefault(gk, []).append((kind, key, text, number))
+    r.group_state = {gk: _state_shape(gstate.get(gk, [])) for (gk,) in q("SELECT key FROM groups ORDER BY key")}
+    r.members = {gk: {} for (gk,) in q("SELECT key FROM groups ORDER BY key")}
+    for gk, ext, role, status in q("""
+            SELECT g.key, p.external_id, m.role, m.status FROM group_members m JOIN groups g ON g.id = m.group_id
+            JOIN participants p ON p.id = m.participant_id ORDER BY 1, 2"""):
+        r.members[gk][ext] = (role, status)
     r.rejected = [
         (json.loads(raw).get("idempotency_key"), reason)
         for raw, reason in q("SELECT raw, reason FROM rejected_rows ORDER BY batch_id, row_number")

@@ -7,7 +7,7 @@ ledger order (origin = event or operation key, rule key and action index or part
 both accounts; amount; effective instant), every non-zero account (participants' AVAILABLE / HELD
 / DEFERRED, program wallets, system accounts), lots (amount, remaining, status, instants),
 redemptions, participant statuses and state, program state, rejected rows and duplicates. Plus
-`perkflow verify` clean and `ledger_summary.current_balance` equal to the participants' balances
+`perkflow verify` clean and `ledger_summary.current_balance` equal to the participants' and groups' balances
 per asset.
 
 Time-driven entries (MATURITY, EXPIRATION) carry the instant they were due; when several are
@@ -49,7 +49,7 @@ EXAMPLES = int(os.environ.get("PERKFLOW_LEDGER_EXAMPLES", "300"))
 OP_SCHEMA = pa.schema([(c, pa.string()) for c in
                        ("operation", "program_id", "idempotency_key", "external_id", "timestamp", "params")])
 FIELDS = ("events", "operations", "ledger", "accounts", "lots", "redemptions", "statuses", "participants",
-          "program_state", "rejected", "duplicates")
+          "program_state", "group_state", "members", "rejected", "duplicates")
 
 
 def _write(d: Path, sc: L.LedgerScenario) -> tuple[Path, list[Path], list[tuple[Path | None, Path | None]]]:
@@ -79,10 +79,10 @@ def canonical(ledger: list[Entry]) -> list[tuple]:
     return out + sorted(run, key=repr)
 
 
-def participant_totals(accounts: dict) -> dict[str, Decimal]:
+def holder_totals(accounts: dict) -> dict[str, Decimal]:
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for (etype, _name, symbol, _bucket), amount in accounts.items():
-        if etype == "PARTICIPANT":
+        if etype in ("PARTICIPANT", "GROUP"):  # the holders (sql/views.sql ledger_flows)
             totals[symbol] += amount
     return {s: a for s, a in totals.items() if a != 0}
 
@@ -107,7 +107,7 @@ def run_engine(prog_dir: Path, runs, db_file: Path):
             "SELECT asset_symbol, sum(current_balance) FROM ledger_summary GROUP BY 1 HAVING sum(current_balance) <> 0"
         ).fetchall()}
         balances = {s: Decimal(a) for s, a in con.execute(
-            "SELECT asset_symbol, sum(available + held + deferred) FROM balances WHERE entity_type = 'PARTICIPANT' "
+            "SELECT asset_symbol, sum(available + held + deferred) FROM balances WHERE entity_type IN ('PARTICIPANT', 'GROUP') "
             "GROUP BY 1 HAVING sum(available + held + deferred) <> 0").fetchall()}
         return read_full_ledger(con), lot_ids(con), summary, balances
     finally:
@@ -146,8 +146,8 @@ def check(sc: L.LedgerScenario) -> None:
         if want is None:
             return
         assert_same(want, got)
-        # semantics.md 12: current_balance summed over programs is what participants hold.
-        assert summary == balances == participant_totals(want.accounts)
+        # semantics.md 12: current_balance summed over programs is what participants (and groups) hold.
+        assert summary == balances == holder_totals(want.accounts)
 
 
 @settings(max_examples=EXAMPLES, **SETTINGS)

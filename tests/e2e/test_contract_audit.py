@@ -234,8 +234,6 @@ def test_s7_holds_by_reference_through_the_cli(tmp_path):
     led.verify()
 
 
-@pytest.mark.xfail(strict=True, reason="semantics.md 7: `target: {type: PROGRAM}` on a value action (the program "
-                                       "wallet) is not built (rejected at load: 'not supported yet')")
 def test_s7_a_program_target_on_a_value_action_moves_the_program_wallet(tmp_path):
     # "target (optional, on any action): ... {type: PROGRAM}"; the program's value account is its
     # wallet (9.2), so a CREDIT targeting the program funds its wallet from issuance.
@@ -273,8 +271,6 @@ def test_s7_broadcast_reaches_every_active_participant(tmp_path):
     assert led.balance("u1") == led.balance("u2") == (D(2), D(0), D(0))
 
 
-@pytest.mark.xfail(strict=True, reason="semantics.md 7 and 11: target {type: GROUP} (and groups) are not built "
-                                       "(rejected at load: 'not supported yet')")
 def test_s7_s11_a_rule_credits_a_group_wallet(tmp_path):
     # "target: {type: GROUP, id}"; groups are shared wallets with their own balances (section 11).
     rules = [on("team", {"type": "CREDIT", "asset": "PTS", "amount": "4", "target": {"type": "GROUP", "id": "family"}})]
@@ -455,8 +451,6 @@ def test_s9_rewards_draft_and_archived_cannot_be_redeemed_and_sold_out_shows_out
     assert status()["mug"] == "ACTIVE"
 
 
-@pytest.mark.xfail(strict=True, reason="semantics.md 9.4: the program's redemption target (Scrip's "
-                                       "redemption_target_type) is not a program field: only SYSTEM_REDEMPTION")
 def test_s9_redemptions_go_to_the_programs_redemption_target(tmp_path):
     # "Redemption debits AVAILABLE to the program's redemption target (SYSTEM_REDEMPTION default)";
     # Scrip: redemption_target_type SYSTEM_REDEMPTION | SYSTEM_BREAKAGE | LEDGER_ENTITY.
@@ -540,7 +534,7 @@ def test_s11_a_cron_automation_fires_system_events_by_maintenance(tmp_path):
 TABLES = ("programs", "assets", "rules", "rule_versions", "participants", "events", "rejected_rows",
           "rule_evaluations", "journal_entries", "postings", "lots", "participant_state", "tiers", "tier_history",
           "rewards", "redemptions", "transfers", "batches", "balances", "ledger_summary", "program_activity",
-          "participant_statement", "expiration_schedule")  # and `groups`: test_s7_s11_a_rule_credits_a_group_wallet
+          "participant_statement", "expiration_schedule", "groups")
 
 
 def test_s12_views_over_two_programs_sharing_an_asset(tmp_path):

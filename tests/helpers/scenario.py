@@ -49,13 +49,15 @@ class Scenario:
     """One program (or several) and one ledger file."""
 
     def __init__(self, tmp: Path, key: str, rules: list[dict], assets: list[dict], rewards: list[dict] | None = None,
-                 **program):
+                 groups: list[dict] | None = None, **program):
         self.dir, self.key = tmp, key
         self.db = tmp / "ledger.duckdb"
         self.programs = tmp / "programs"
         spec = program_spec(key, rules, assets=assets, **program)
         if rewards:
             spec["rewards"] = rewards
+        if groups:
+            spec["groups"] = groups
         write_program(self.programs / f"{key}.yaml", spec)
         self.batches = 0
 
@@ -87,7 +89,7 @@ class Scenario:
 
     def check(self) -> None:
         """`perkflow verify` holds, and per asset the summary's current balance (summed over
-        programs) equals what participants hold in all buckets."""
+        programs) equals what participants and groups hold in all buckets."""
         con = db.connect(self.db, read_only=True)
         try:
             report = verify(con)
@@ -96,7 +98,7 @@ class Scenario:
         assert report.ok, [(v.check, v.rows) for v in report.violations]
         summary = dict(query(self.db, "SELECT asset_symbol, SUM(current_balance) FROM ledger_summary GROUP BY ALL"))
         held = dict(query(self.db, "SELECT asset_symbol, SUM(COALESCE(available, 0) + COALESCE(held, 0) "
-                                   "+ COALESCE(deferred, 0)) FROM balances WHERE entity_type = 'PARTICIPANT' "
+                                   "+ COALESCE(deferred, 0)) FROM balances WHERE entity_type IN ('PARTICIPANT', 'GROUP') "
                                    "GROUP BY ALL"))
         for symbol in set(summary) | set(held):
             assert summary.get(symbol, 0) == held.get(symbol, 0), (symbol, summary, held)
@@ -112,6 +114,18 @@ class Scenario:
                               "WHERE b.entity_type = 'PROGRAM_WALLET' AND p.key = ? AND b.asset_symbol = ?",
                      [program or self.key, symbol])
         return D(rows[0][0] or 0) if rows else D(0)
+
+    def group(self, key: str, symbol: str) -> tuple[Decimal, Decimal, Decimal]:
+        """(available, held, deferred) of a group."""
+        rows = query(self.db, "SELECT b.available, b.held, b.deferred FROM balances b JOIN groups g ON g.id = b.entity_id "
+                              "WHERE b.entity_type = 'GROUP' AND g.key = ? AND b.asset_symbol = ?", [key, symbol])
+        return tuple(D(v or 0) for v in rows[0]) if rows else (D(0), D(0), D(0))
+
+    def members(self, key: str) -> dict[str, tuple[str, str]]:
+        """external id -> (role, status) of a group's members, former ones included."""
+        rows = query(self.db, "SELECT p.external_id, m.role, m.status FROM group_members m JOIN groups g ON g.id = m.group_id "
+                              "JOIN participants p ON p.id = m.participant_id WHERE g.key = ?", [key])
+        return {e: (r, s) for e, r, s in rows}
 
     def system(self, name: str, symbol: str) -> Decimal:
         rows = query(self.db, "SELECT SUM(b.amount) FROM account_balances b JOIN assets a ON a.id = b.asset_id "

@@ -17,7 +17,11 @@ ZERO = Decimal(0)
 #: (entity type, name, asset symbol, bucket). Names: a participant's external id, a program key
 #: for PROGRAM_WALLET, None for the system accounts.
 Account = tuple[str, str | None, str, str]
-HOLDERS = ("PARTICIPANT", "PROGRAM_WALLET")  # entities whose balances may not go short
+HOLDERS = ("PARTICIPANT", "GROUP", "PROGRAM_WALLET")  # entities whose balances may not go short
+
+
+def group_account(group_key: str, symbol: str, bucket: str = "AVAILABLE") -> Account:
+    return ("GROUP", group_key, symbol, bucket)
 
 
 def participant_account(external_id: str, symbol: str, bucket: str = "AVAILABLE") -> Account:
@@ -71,6 +75,7 @@ class Redemption:
     unit_cost: Decimal | None
     reward: str | None
     taken: list[tuple[tuple, Decimal]]  # (lot origin, amount) in FIFO order, LOT assets only
+    target: str = "SYSTEM_REDEMPTION"  # the system account it posted to: its reversals take value back from there
     reversed: Decimal = ZERO
     reversed_quantity: int = 0
 

@@ -4,8 +4,9 @@ Binding sources: /work/shared/spec/semantics.md sections 1-7 and docs/decisions.
 follows them, never the engine's code; where both are silent the choice is marked "CHOICE:" and
 listed in tests/oracle/README.md. CEL is evaluated by cel-python (tests/oracle/cel.py).
 
-Out of scope (raises `Unsupported` when a program uses it): LOT and PREFUNDED assets, HELD
-buckets, HOLD/RELEASE/FORFEIT/VOID_HOLD/SET_TIER/SCHEDULE_EVENT/BROADCAST, GROUP targets, tiers, rewards, automations, operations, participant status changes.
+Out of scope (raises `Unsupported` when a program uses it): VOID_HOLD, reference_id,
+SET_TIER/SCHEDULE_EVENT/BROADCAST, holds on LOT assets, GROUP targets of LOT assets, group members
+declared by participant_id, redemption_target_type LEDGER_ENTITY, tiers, automations.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from celpy import celtypes as ct
 from engine.catalog.models import Action, ProgramFile, Rule
 
 from tests.oracle.books import (
-    Account, Books, Entry, Insufficient, participant_account, system_account, wallet_account,
+    Account, Books, Entry, Insufficient, group_account, participant_account, system_account, wallet_account,
 )
 from tests.oracle.cel import (
     KNOWN_VARIABLES, CelError, CelParseError, Expr, compile_expr, references, to_cel,
@@ -79,6 +80,8 @@ class OracleResult:
     lots: dict[tuple, tuple] = field(default_factory=dict)  # lot origin -> (holder, symbol, amount, remaining, ...)
     redemptions: dict[tuple[str, str], tuple] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)  # external_id -> participant status
+    group_state: dict[str, dict] = field(default_factory=dict)  # group key -> tags, counters, attributes
+    members: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)  # group -> ext -> (role, status)
 
 
 # =============================================================================================
@@ -87,6 +90,10 @@ class OracleResult:
 
 def participant_id(external_id: str) -> str:
     return str(uuid.uuid5(PARTICIPANT_NAMESPACE, "participant:" + external_id))
+
+
+def group_id(key: str) -> str:
+    return str(uuid.uuid5(PARTICIPANT_NAMESPACE, "group:" + key))
 
 
 def slug(name: str) -> str:
@@ -256,9 +263,10 @@ class ActionDef:
     value: ValueField | None
     reset_after: timedelta | None
     tag: ValueField | None
-    target_type: str | None  # None | PARTICIPANT | PROGRAM
+    target_type: str | None  # None | PARTICIPANT | GROUP | PROGRAM
     target_external_id: ValueField | None
     target_participant_id: ValueField | None
+    target_group: ValueField | None = None  # GROUP: a group key (or id), literal or CEL
     bucket: str | None = None  # CREDIT: where value lands; FORFEIT: where it is taken from
     expires_at: timedelta | None = None  # LOT credits: Go durations from `now`
     matures_at: timedelta | None = None
@@ -285,13 +293,45 @@ class ProgramDef:
     assets: list[str]  # symbols, in file order
     rules: list[RuleDef]  # ACTIVE rules only, in evaluation order
     rewards: dict[str, RewardDef] = field(default_factory=dict)
+    redemption_target: str = "SYSTEM_REDEMPTION"  # s9.4: SYSTEM_REDEMPTION | SYSTEM_BREAKAGE
 
 
-def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, AssetDef]]:
+@dataclass
+class GroupDef:
+    """s11: a shared wallet; `members` are its founding members (external id -> role)."""
+    key: str
+    status: str
+    members: dict[str, str]
+
+
+def load_groups(files: list[tuple[Path, ProgramFile]]) -> dict[str, GroupDef]:
+    """Groups are project-wide (decisions.md "Groups"): one key, one definition in every file."""
+    groups: dict[str, GroupDef] = {}
+    seen: dict[str, object] = {}
+    for path, pf in files:
+        for g in pf.groups:
+            if g.key in seen and seen[g.key] != g:
+                raise ValueError(f"{path}: conflicting definitions of group {g.key}")
+            seen[g.key] = g
+            members: dict[str, str] = {}
+            for m in g.members:
+                if m.external_id is None:
+                    raise Unsupported(f"{path}: group {g.key}: a member declared by participant_id")
+                if m.external_id in members:
+                    raise ValueError(f"{path}: group {g.key}: member {m.external_id} listed twice")
+                members[m.external_id] = m.role
+            groups[g.key] = GroupDef(g.key, g.status, members)  # (an ADMIN among them: the model checks it)
+    return groups
+
+
+def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, AssetDef], dict[str, GroupDef]]:
     programs: dict[str, ProgramDef] = {}
     assets: dict[str, AssetDef] = {}
-    for path in paths:
-        pf = ProgramFile.model_validate(yaml.safe_load(Path(path).read_text()))
+    files = [(Path(path), ProgramFile.model_validate(yaml.safe_load(Path(path).read_text()))) for path in paths]
+    groups = load_groups(files)
+    for path, pf in files:
+        if pf.program.redemption_target_type == "LEDGER_ENTITY":
+            raise Unsupported(f"{path}: redemption_target_type LEDGER_ENTITY")
         if pf.tiers or pf.automations:
             raise Unsupported(f"{path}: tiers and automations")
         if pf.program.key in programs:
@@ -309,7 +349,7 @@ def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, A
             # Default order: the highest order so far + 10 (10 for the first rule).
             order = r.order if r.order is not None else highest + 10
             highest = max(highest, order)
-            compiled = _rule(path, r, order, position, symbols, assets)  # every rule validates (s2.1), active or not
+            compiled = _rule(path, r, order, position, symbols, assets, groups)  # every rule validates (s2.1), active or not
             if r.status == "ACTIVE":
                 rules.append(compiled)
         rules.sort(key=lambda rule: (rule.order, rule.position))
@@ -322,19 +362,20 @@ def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, A
                                      rw.max_per_participant, rw.status, rw.available_from, rw.available_until)
         programs[pf.program.key] = ProgramDef(
             pf.program.key, pf.program.status, pf.program.on_unknown_participant, symbols, rules, rewards,
+            pf.program.redemption_target_type,
         )
-    return programs, assets
+    return programs, assets, groups
 
 
 def _rule(path: Path, r: Rule, order: int, position: int, symbols: list[str],
-          assets: dict[str, AssetDef]) -> RuleDef:
+          assets: dict[str, AssetDef], groups: dict[str, GroupDef]) -> RuleDef:
     key = r.key or slug(r.name)
     budgets = []
     for b in r.budgets:
         interval = parse_go_duration(b.interval) if b.schedule_type == "INTERVAL" else None
         cron = b.cron_expression if b.schedule_type == "CRON" else None
         budgets.append(BudgetDef(b.asset, Decimal(b.limit), interval, cron))
-    actions = [_action(path, key, i, a, symbols, assets) for i, a in enumerate(r.actions)]
+    actions = [_action(path, key, i, a, symbols, assets, groups) for i, a in enumerate(r.actions)]
     return RuleDef(
         key, order, position, compile_expr(r.condition), r.stop_after_match,
         r.active_from, r.active_to, budgets, actions,
@@ -342,15 +383,30 @@ def _rule(path: Path, r: Rule, order: int, position: int, symbols: list[str],
 
 
 def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str],
-            assets: dict[str, AssetDef]) -> ActionDef:
+            assets: dict[str, AssetDef], groups: dict[str, GroupDef]) -> ActionDef:
     where = f"{path}: rule {rule_key}: action {index}"
     if a.type not in ("CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "TAG", "UNTAG", "COUNTER", "SET_ATTRIBUTE"):
         raise Unsupported(f"{where}: {a.type}")
     if a.reference_id is not None:
         raise Unsupported(f"{where}: reference_id")
     target_type = a.target.type if a.target else None
+    target_group = None
+    if target_type in ("GROUP", "PROGRAM") and (a.target.external_id or a.target.participant_id):
+        raise ValueError(f"{where}: a {target_type} target names no participant")
+    if target_type == "PROGRAM" and a.target.id is not None:
+        raise ValueError(f"{where}: a PROGRAM target takes no id")
     if target_type == "GROUP":
-        raise Unsupported(f"{where}: GROUP target")
+        # s7 `{type: GROUP, id}`: the id is a value field; a literal must name a declared group
+        if not a.target.id:
+            raise ValueError(f"{where}: a GROUP target needs an id")
+        target_group = ValueField.parse(a.target.id)
+        if target_group.kind == "literal" and a.target.id.strip() not in groups and a.target.id.strip() not in {
+                group_id(k) for k in groups}:
+            raise ValueError(f"{where}: unknown group {a.target.id}")
+        if a.expires_at or a.matures_at:
+            raise ValueError(f"{where}: lots of groups neither expire nor mature")
+        if a.asset is not None and a.asset in assets and assets[a.asset].inventory_mode == "LOT":
+            raise Unsupported(f"{where}: GROUP target of a LOT asset")
     amount = None
     expires_at = matures_at = None
     if a.type in VALUE_ACTIONS:
@@ -373,7 +429,13 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
         if amount.kind == "literal":
             raise ValueError(f"{where}: amount {a.amount!r} is neither a number nor an expression")
     if a.type in VALUE_ACTIONS and target_type == "PROGRAM":
-        raise ValueError(f"{where}: a PROGRAM target takes state actions only")
+        # decisions.md "PROGRAM targets": the program's value account is its wallet of a PREFUNDED
+        # asset, one AVAILABLE account: CREDIT funds it from issuance, DEBIT returns to issuance,
+        # FORFEIT sends to breakage; anything else is refused when the program is loaded.
+        if a.type not in ("CREDIT", "DEBIT", "FORFEIT") or assets[a.asset].issuance_policy != "PREFUNDED":
+            raise ValueError(f"{where}: a PROGRAM target takes CREDIT, DEBIT or FORFEIT of a PREFUNDED asset")
+        if a.bucket not in (None, "AVAILABLE") or a.allow_negative or a.expires_at or a.matures_at:
+            raise ValueError(f"{where}: the program wallet is one AVAILABLE account that may not go short")
     if a.type == "COUNTER" and a.value is None:
         raise ValueError(f"{where}: COUNTER needs a value")
     if a.type in ("COUNTER", "SET_ATTRIBUTE") and not a.key:
@@ -395,6 +457,7 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
         if a.target and a.target.external_id is not None else None,
         target_participant_id=ValueField.parse(a.target.participant_id)
         if a.target and a.target.participant_id is not None else None,
+        target_group=target_group,
         bucket=a.bucket,
         expires_at=expires_at,
         matures_at=matures_at,
@@ -486,6 +549,7 @@ class Working:
         self.statuses: dict[str, str] = {}
         self.entries: list[Entry] = []
         self.touched: set[str] = set()
+        self.members = copy.deepcopy(oracle.members)  # s11 group memberships, kept or dropped with the rest
 
     def touch(self, external_id: str) -> None:
         """Before the event reads or writes a participant, everything due for it has happened."""
@@ -529,6 +593,7 @@ class Working:
         self.oracle.budget_consumed.update(self.budgets)
         for ext, status in self.statuses.items():
             self.oracle.participants[ext].status = status
+        self.oracle.members = self.members
         self.oracle.record(self.entries)
 
 
@@ -554,7 +619,10 @@ def _creation_order_ids():
 
 class Oracle:
     def __init__(self, program_files: list[Path], lot_id=None) -> None:
-        self.programs, self.assets = load_programs(program_files)
+        self.programs, self.assets, self.groups = load_programs(program_files)
+        # s11: group key -> external id -> [role, status]; founding members from the program files
+        self.members: dict[str, dict[str, list[str]]] = {
+            g.key: {ext: [role, "ACTIVE"] for ext, role in g.members.items()} for g in self.groups.values()}
         self.result = OracleResult()
         self.participants: dict[str, ParticipantRecord] = {}
         self.states: dict[tuple[str, str], EntityState] = {}
@@ -573,8 +641,8 @@ class Oracle:
         for e in entries:
             self.result.ledger.append(e)
             self.posted.update((e.source, e.dest))
-            if e.origin and e.origin[0] == "event" and e.action_type in ("CREDIT", "DEBIT"):
-                holder = e.dest if e.action_type == "CREDIT" else e.source
+            holder = e.dest if e.action_type == "CREDIT" else e.source
+            if e.origin and e.origin[0] == "event" and e.action_type in ("CREDIT", "DEBIT") and holder[0] == "PARTICIPANT":
                 _, key, rule_key, index = e.origin
                 self.result.entries.append(
                     (e.program_key, key, rule_key, index, e.action_type, holder[1], holder[2], e.amount))
@@ -705,7 +773,7 @@ class Oracle:
         # decisions.md: operations name an existing participant, except upsert_participant
         # (creates one) and fund/burn (name none). CHOICE: resolution first, then the program's
         # status, as for events (README choice 1).
-        if op.operation not in PROGRAM_OPERATIONS:
+        if op.operation not in NO_PARTICIPANT:
             if op.external_id not in self.participants:
                 if op.operation != "upsert_participant":
                     return done("FAILED", "participant_not_found")
@@ -714,7 +782,7 @@ class Oracle:
         if program.status != "ACTIVE":
             return done("FAILED", "program_inactive")
         working = Working(self, op.timestamp)
-        if op.operation not in PROGRAM_OPERATIONS:
+        if op.operation not in NO_PARTICIPANT:
             working.touch(op.external_id)
         try:
             apply_operation(self, op, program, working)
@@ -761,6 +829,14 @@ class Oracle:
         p = Planned(a)
         if a.target_type == "PROGRAM":
             p.entity = ("program", program.key)
+        elif a.target_type == "GROUP":
+            value = a.target_group.evaluate(activation, now)
+            if not isinstance(value, (ct.StringType, str)) or not str(value):
+                raise ActionFailed("expression_error", "target id is not a non-empty string")
+            key = next((k for k in self.groups if str(value) in (k, group_id(k))), None)
+            if key is None:
+                raise ActionFailed("group_not_found", str(value))
+            p.entity = ("group", key)
         elif a.target_type == "PARTICIPANT":
             # The target is a value field: evaluated and looked up with the other values, before
             # budgets. CHOICE: an unknown id in a REJECT program fails here; in a CREATE program
@@ -852,6 +928,9 @@ class Oracle:
             working.touch(name)
             if a.type in BLOCKED_FOR_INACTIVE and working.status(name) != "ACTIVE":
                 raise ActionFailed("participant_inactive", f"{name} is {working.status(name)}")
+        # CHOICE (decisions.md "Groups"): an ARCHIVED group is inactive, like a participant
+        if kind == "group" and a.type in BLOCKED_FOR_INACTIVE and self.groups[name].status != "ACTIVE":
+            raise ActionFailed("group_inactive", name)
         if a.type in VALUE_ACTIONS:
             return self.apply_value(p, ev, rule, program, working)
         state = working.state((kind, name))
@@ -877,10 +956,17 @@ class Oracle:
         """s7 table and s8/s9: every value action moves an amount between two accounts."""
         a = p.action
         now = ev.timestamp
-        holder, symbol, amount = p.entity[1], a.asset, p.amount
+        kind, holder = p.entity
+        symbol, amount = a.asset, p.amount
         asset = self.assets[symbol]
-        mine = lambda bucket: participant_account(holder, symbol, bucket)  # noqa: E731
         issue = issuer(program.key, asset)
+        if kind == "program":  # its wallet, funded from and returned to issuance
+            mine = lambda bucket: wallet_account(holder, symbol)  # noqa: E731
+            issue = system_account("SYSTEM_ISSUANCE", symbol)
+        elif kind == "group":
+            mine = lambda bucket: group_account(holder, symbol, bucket)  # noqa: E731
+        else:
+            mine = lambda bucket: participant_account(holder, symbol, bucket)  # noqa: E731
         new_lot = None
         if a.type == "CREDIT":
             source, dest = issue, mine(a.bucket or "AVAILABLE")
@@ -942,6 +1028,9 @@ class Oracle:
         r.program_state = {
             key: self.states.get(("program", key), EntityState()).snapshot() for key in sorted(self.programs)
         }
+        r.group_state = {key: self.states.get(("group", key), EntityState()).snapshot() for key in sorted(self.groups)}
+        r.members = {g: {ext: tuple(m) for ext, m in sorted(ms.items()) if ext in self.participants}
+                     for g, ms in sorted(self.members.items())}
         return r
 
 
@@ -1007,7 +1096,7 @@ def run_oracle(program_files: list[Path], batches: list[list[dict]],
     return oracle.snapshot()
 
 
-from tests.oracle.operations import PROGRAM_OPERATIONS, apply_operation  # noqa: E402 (uses the names above)
+from tests.oracle.operations import NO_PARTICIPANT, apply_operation  # noqa: E402 (uses the names above)
 
 
 def _latest_firing(expr: str, now: datetime) -> datetime:

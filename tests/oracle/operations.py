@@ -12,13 +12,18 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from tests.oracle.books import DEC, ZERO, Redemption, participant_account, system_account, wallet_account
+from tests.oracle.books import (
+    DEC, ZERO, Redemption, group_account, participant_account, system_account, wallet_account,
+)
 from tests.oracle.interpreter import (
-    MAX_INTEGER_DIGITS, ActionFailed, Counter, ProgramDef, decimals_of, issuer, parse_go_duration, plain_text,
+    MAX_INTEGER_DIGITS, ActionFailed, Counter, ProgramDef, decimals_of, group_id, issuer, parse_go_duration, plain_text,
 )
 
 INVALID = "invalid_operation"
 PROGRAM_OPERATIONS = frozenset({"fund", "burn"})
+#: Scrip's /v1/groups/{id}/balances/...: params.group names the group; the row names no participant.
+GROUP_OPERATIONS = frozenset({"group_adjust", "group_hold", "group_release", "group_forfeit"})
+NO_PARTICIPANT = PROGRAM_OPERATIONS | GROUP_OPERATIONS
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
 
 
@@ -95,7 +100,20 @@ class _Op:
         return taken
 
     def mine(self, asset, bucket: str = "AVAILABLE"):
+        if self.op.operation in GROUP_OPERATIONS:
+            return group_account(self.group, asset.symbol, bucket)
         return participant_account(self.who, asset.symbol, bucket)
+
+    def acting(self, any_status: bool = False) -> None:
+        """Who acts may: the ACTIVE group of a group operation, else an active participant (any
+        participant when `any_status`: forfeit is allowed on inactive ones)."""
+        if self.op.operation in GROUP_OPERATIONS:
+            ref = self.p.get("group", self.p.get("group_id"))
+            if ref is None:
+                raise ActionFailed(INVALID, "params.group is required")
+            self.group = _group_key(self, ref)
+        elif not any_status:
+            self.active(self.who)
 
 
 def _bucket(o: _Op, asset, default: str) -> str:
@@ -107,7 +125,7 @@ def _bucket(o: _Op, asset, default: str) -> str:
 
 def _adjust(o: _Op) -> None:
     asset = o.asset()
-    o.active(o.who)
+    o.acting()
     amount = o.amount(asset)
     bucket = _bucket(o, asset, "AVAILABLE")
     kind = o.p.get("type")
@@ -123,14 +141,14 @@ def _adjust(o: _Op) -> None:
 
 def _hold(o: _Op) -> None:
     asset = o.asset()
-    o.active(o.who)
+    o.acting()
     amount = o.amount(asset)
     o.move("HOLD", o.mine(asset), o.mine(asset, "HELD"), amount, asset=asset)
 
 
 def _release(o: _Op) -> None:
     asset = o.asset()
-    o.active(o.who)
+    o.acting()
     amount = o.amount(asset) if o.p.get("amount") is not None else None
     if amount is None:  # s7: RELEASE by amount, or all
         amount = o.w.books.balance(o.mine(asset, "HELD"))
@@ -140,14 +158,15 @@ def _release(o: _Op) -> None:
 
 
 def _forfeit(o: _Op) -> None:
-    asset = o.asset()  # allowed on inactive participants (Scrip: "allowed on CLOSED participants")
+    asset = o.asset()
+    o.acting(any_status=True)  # Scrip: forfeit is "allowed on CLOSED participants"
     amount = o.amount(asset)
     bucket = _bucket(o, asset, "AVAILABLE")
     o.move("FORFEIT", o.mine(asset, bucket), system_account("SYSTEM_BREAKAGE", asset.symbol), amount, asset=asset)
 
 
 def _redeem(o: _Op, reward_key: str | None) -> None:
-    """s9.4: AVAILABLE -> SYSTEM_REDEMPTION, recorded as a redemption that reversals name."""
+    """s9.4: AVAILABLE -> the program's redemption target, recorded as a redemption that reversals name."""
     quantity = unit_cost = None
     if reward_key is None:
         asset = o.asset()
@@ -184,10 +203,12 @@ def _redeem(o: _Op, reward_key: str | None) -> None:
             amount = o.amount(asset)
             if amount < reward.unit_cost:
                 raise ActionFailed("below_minimum", f"{amount} < {reward.unit_cost}")
-    taken = o.move("REDEMPTION", o.mine(asset), system_account("SYSTEM_REDEMPTION", asset.symbol), amount,
-                   asset=asset)
+    # s9.4: to the program's redemption target, which the redemption keeps for its reversals
+    target = o.program.redemption_target
+    taken = o.move("REDEMPTION", o.mine(asset), system_account(target, asset.symbol), amount, asset=asset)
     o.w.books.redemptions[(o.program.key, o.op.idempotency_key)] = Redemption(
-        o.program.key, o.op.idempotency_key, o.who, asset.symbol, amount, quantity, unit_cost, reward_key, taken)
+        o.program.key, o.op.idempotency_key, o.who, asset.symbol, amount, quantity, unit_cost, reward_key, taken,
+        target)
 
 
 def _reverse(o: _Op) -> None:
@@ -238,7 +259,7 @@ def _reverse(o: _Op) -> None:
         given = dict(restored)  # what a lot got back cannot be given back again later
         o.w.books.repay([lots[origin] for origin in given], debt)
         r.taken = [(origin, DEC.subtract(took, given.get(origin, ZERO))) for origin, took in r.taken]
-    o.move("REDEMPTION_REVERSAL", system_account("SYSTEM_REDEMPTION", r.symbol),
+    o.move("REDEMPTION_REVERSAL", system_account(r.target, r.symbol),
            participant_account(r.holder, r.symbol), amount, asset=asset, lot=False)
     if give_left > 0:
         # decisions.md "Reversals": what expired lots cannot take back comes back expired, as it
@@ -281,7 +302,16 @@ def _transfer(o: _Op) -> None:
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
         raise ActionFailed(INVALID, "recipients")
     for rec in recipients:
-        ext = rec.get("external_id") if isinstance(rec, dict) else None
+        named = [rec.get(k) for k in ("external_id", "participant_id", "group_id") if rec.get(k) is not None] \
+            if isinstance(rec, dict) else []
+        if len(named) != 1 or not isinstance(named[0], str) or not named[0]:
+            raise ActionFailed(INVALID, "a recipient names one of external_id, participant_id or group_id")
+        if rec.get("group_id") is not None:  # s11 / Scrip: a group's wallet, ACTIVE (SIMPLE assets only here)
+            key = _group_key(o, rec["group_id"])
+            o.move("TRANSFER", o.mine(asset), group_account(key, asset.symbol), o.amount(asset, rec.get("amount")),
+                   asset=asset)
+            continue
+        ext = rec.get("external_id")
         if not ext:
             raise ActionFailed(INVALID, "recipient without external_id")
         if ext not in o.oracle.participants:
@@ -384,6 +414,79 @@ HANDLERS = {
     "set_counter": _set_counter, "set_attribute": _set_attribute, "tag": _tag(True), "untag": _tag(False),
     "set_participant_status": _set_status, "upsert_participant": _upsert,
 }
+
+
+# ---- group membership (s2.3, s11; decisions.md "Groups") ----
+# CHOICE order: the group (group_not_found, then group_inactive for an ARCHIVED one), the role
+# (invalid_operation), then membership (already_member / not_a_member), then the ADMIN rule.
+
+
+def _group(o: _Op) -> dict:
+    ref = o.p.get("group", o.p.get("group_id"))
+    if ref is None:
+        raise ActionFailed(INVALID, "params.group is required")
+    return o.w.members[_group_key(o, ref)]
+
+
+def _group_key(o: _Op, ref) -> str:
+    """The ACTIVE group a key or id names."""
+    key = next((k for k in o.oracle.groups if isinstance(ref, str) and ref in (k, group_id(k))), None)
+    if key is None:
+        raise ActionFailed("group_not_found", str(ref))
+    if o.oracle.groups[key].status != "ACTIVE":
+        raise ActionFailed("group_inactive", key)
+    return key
+
+
+def _role(o: _Op, default: str | None) -> str:
+    role = o.p.get("role", default)
+    if role is None:
+        raise ActionFailed(INVALID, "params.role is required")
+    if role not in ("ADMIN", "MEMBER"):
+        raise ActionFailed(INVALID, f"role {role!r}")
+    return role
+
+
+def _member(members: dict, who: str) -> list:
+    m = members.get(who)
+    if m is None or m[1] != "ACTIVE":
+        raise ActionFailed("not_a_member", who)
+    return m
+
+
+def _not_last_admin(members: dict, who: str) -> None:
+    """Scrip: the last ADMIN cannot be removed or demoted."""
+    if [e for e, (role, status) in members.items() if role == "ADMIN" and status == "ACTIVE"] == [who]:
+        raise ActionFailed("last_admin", who)
+
+
+def _add_member(o: _Op) -> None:
+    members = _group(o)
+    role = _role(o, "MEMBER")
+    if o.who in members and members[o.who][1] == "ACTIVE":
+        raise ActionFailed("already_member", o.who)
+    members[o.who] = [role, "ACTIVE"]  # a former member rejoins
+
+
+def _remove_member(o: _Op) -> None:
+    members = _group(o)
+    m = _member(members, o.who)
+    _not_last_admin(members, o.who)
+    m[1] = "LEFT"
+
+
+def _set_role(o: _Op) -> None:
+    members = _group(o)
+    role = _role(o, None)
+    m = _member(members, o.who)
+    if role != "ADMIN":
+        _not_last_admin(members, o.who)
+    m[0] = role
+
+
+HANDLERS.update({"group_adjust": _adjust, "group_hold": _hold, "group_release": _release, "group_forfeit": _forfeit})
+HANDLERS.update({"add_group_member": _add_member, "remove_group_member": _remove_member,
+                 "set_group_member_role": _set_role})
 
 
 def apply_operation(oracle, op, program: ProgramDef, working) -> None:

@@ -557,3 +557,73 @@ def test_wallet_holds_and_operations(tmp_path: Path) -> None:
     assert r.accounts[("PARTICIPANT", "ann", "GC", "HELD")] == D(2)
     assert r.accounts[("PARTICIPANT", "ann", "PTS", "AVAILABLE")] == D(7 - 5 + 5)
     assert r.redemptions[("shop", "r1")] == ("ann", "PTS", D(5), D(5), 1, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# groups, PROGRAM targets of value actions, the redemption target (semantics.md 7, 9.4, 11)
+
+
+def _op(key: str, operation: str, ext: str | None, ts: datetime, **params) -> dict:
+    return {"program_id": "shop", "operation": operation, "external_id": ext, "idempotency_key": key,
+            "timestamp": ts, "params": params}
+
+
+def test_oracle_groups_wallets_and_redemption_target(tmp_path) -> None:
+    path = tmp_path / "shop.yaml"
+    path.write_text(textwrap.dedent("""\
+        program: {key: shop, name: Shop, redemption_target_type: SYSTEM_BREAKAGE}
+        assets:
+          - {symbol: PTS, name: Points, scale: 0}
+          - {symbol: GC, name: Gift, scale: 0, issuance_policy: PREFUNDED}
+        groups:
+          - {key: family, name: Family, members: [{external_id: u1, role: ADMIN}, {external_id: u2}]}
+        rules:
+          - name: pool
+            condition: event.type == "pool"
+            actions:
+              - {type: CREDIT, asset: PTS, amount: event.n, target: {type: GROUP, id: family}}
+              - {type: COUNTER, key: pooled, value: event.n, target: {type: GROUP, id: event.g}}
+          - name: earn
+            condition: event.type == "earn"
+            actions: [{type: CREDIT, asset: PTS, amount: "50"}]
+          - name: topup
+            condition: event.type == "topup"
+            actions: [{type: CREDIT, asset: GC, amount: "8", target: {type: PROGRAM}}]
+        """))
+    t = lambda h: T0 + timedelta(hours=h)  # noqa: E731
+    events = [ev("e1", "u1", t(0), {"type": "pool", "n": 7, "g": "family"}),
+              ev("e2", "u2", t(1), {"type": "pool", "n": 3, "g": "nope"}),   # no group nope: all rolled back
+              ev("e3", "u2", t(2), {"type": "earn"}),
+              ev("e4", "u3", t(3), {"type": "topup"})]
+    ops = [_op("o1", "add_group_member", "u3", t(4), group="family"),
+           _op("o2", "remove_group_member", "u1", t(5), group="family"),          # the only ADMIN
+           _op("o3", "set_group_member_role", "u2", t(6), group="family", role="ADMIN"),
+           _op("o4", "remove_group_member", "u1", t(7), group="family"),
+           _op("r1", "redeem", "u2", t(8), asset="PTS", amount="20"),
+           _op("v1", "reverse_redemption", "u2", t(9), redemption="r1", amount="5"),
+           _op("x1", "transfer", "u2", t(10), asset="PTS", recipients=[{"group_id": "family", "amount": "4"}])]
+    r = run_oracle([path], [events], [ops])
+    assert r.events[("shop", "e2")] == ("FAILED", "group_not_found")
+    assert {k[1]: v for k, v in r.operations.items()} == {
+        "o1": ("COMPLETED", None), "o2": ("FAILED", "last_admin"), "o3": ("COMPLETED", None), "o4": ("COMPLETED", None),
+        "r1": ("COMPLETED", None), "v1": ("COMPLETED", None), "x1": ("COMPLETED", None)}
+    assert r.members == {"family": {"u1": ("ADMIN", "LEFT"), "u2": ("ADMIN", "ACTIVE"), "u3": ("MEMBER", "ACTIVE")}}
+    assert r.group_state["family"]["counters"] == {"pooled": D(7)}
+    acct = r.accounts
+    # family: 7 (e1) + 4 (x1); u2: 50 - 20 + 5 - 4 = 31; breakage: 20 - 5 = 15; the GC wallet 8 from issuance
+    assert acct[("GROUP", "family", "PTS", "AVAILABLE")] == D(11)
+    assert acct[("PARTICIPANT", "u2", "PTS", "AVAILABLE")] == D(31)
+    assert acct[("SYSTEM_BREAKAGE", None, "PTS", "AVAILABLE")] == D(15)
+    assert ("SYSTEM_REDEMPTION", None, "PTS", "AVAILABLE") not in acct
+    assert acct[("PROGRAM_WALLET", "shop", "GC", "AVAILABLE")] == D(8) == -acct[("SYSTEM_ISSUANCE", None, "GC", "AVAILABLE")]
+
+
+def test_oracle_refuses_program_targets_without_a_wallet(tmp_path) -> None:
+    path = program(tmp_path, """\
+        rules:
+          - name: r
+            condition: "true"
+            actions: [{type: CREDIT, asset: PTS, amount: "1", target: {type: PROGRAM}}]
+        """)
+    with pytest.raises(ValueError, match="PREFUNDED"):
+        run_oracle([path], [[]])
