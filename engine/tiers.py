@@ -184,7 +184,7 @@ def _next_review(tier: CompiledTier, held: TierState) -> tuple[datetime, datetim
     return None if end is None else (_due_after_window(tier, end), end)
 
 
-def _close_after(tier: CompiledTier, after: datetime) -> datetime:
+def close_after(tier: CompiledTier, after: datetime) -> datetime:
     """The first period close (period end + extend_months + grace_days: when its reviews are due)
     strictly after `after`: the instant a counter last rolled over (or was created) rolls next."""
     life = tier.lifecycle
@@ -254,7 +254,7 @@ def _next_step(lifecycle: list[CompiledTier], st: EntityState) -> tuple | None:
             steps.append((review[0], 0, i, review[1]))
         marks = [c.last_reset_at for k in tier.rollover_keys if (c := st.counters.get(k)) is not None]
         if marks:
-            steps.append((_close_after(tier, min(marks)), 1, i, None))
+            steps.append((close_after(tier, min(marks)), 1, i, None))
     return min(steps) if steps else None
 
 
