@@ -542,3 +542,18 @@ def test_a_target_gets_its_due_rollover_before_the_action(tmp_path):
             if i == 1 and j == 0:
                 _maintain(db, "2026-01-15T00:00:00Z")
         assert _counters(db)[("q", "spend")] == 20 and _rows(db) == set()
+
+
+def test_the_oracle_agrees_with_the_hand_computed_lifecycles(tmp_path):
+    """The oracle (tests/oracle/tiers.py, which the differential tests hold the engine to) gives
+    the hand-computed rows, levels and counters of the scenario above."""
+    from datetime import datetime
+    from tests.oracle import run_oracle
+    rows = [dict(r, event_timestamp=datetime.fromisoformat(r["event_timestamp"].replace("Z", "+00:00")),
+                 event_data=json.loads(r["event_data"])) for r in MORE_2025 + MORE_2026]
+    got = run_oracle([_more_program(tmp_path)], [rows], maintain_at=datetime.fromisoformat("2027-02-01T00:00:00+00:00"))
+    assert {(t, who, f, to, reason, at.strftime("%Y-%m-%d")) for _, t, who, f, to, reason, _, at in got.tier_history} \
+        == MORE_ROWS | ROWS_2027
+    assert {(who, key): v for who, s in got.participants.items() for key, v in s["counters"].items()} == COUNTERS_2027
+    assert {(who, t): held[0] for (who, _, t), held in got.tiers.items()} == MORE_LEVELS | {
+        ("p", "carry"): "silver", ("p", "reset"): "silver"}
