@@ -71,14 +71,10 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
                 out.failures[ev.pos] = failure
                 continue
             out.resolved.append(ev.pos)
-        if lifecycle:  # tier reviews due by `now` for the participants the event names
-            for pid in (ev.subject, ev.recipient):
-                if pid is not None:
-                    tiers.apply_due(store, lifecycle, pid, ev.now)
         tx = Tx(store, ev.now)
         # everything due for a participant happens before the event first touches it: its
         # subject and recipient now, action targets and transfer recipients when they are named
-        tx.touch = _toucher(ev, tx, out.effects)
+        tx.touch = _toucher(ev, tx, out.effects, lifecycle)
         tx.touch(ev.subject)
         tx.touch(ev.recipient)
         effects, evals = [], []
@@ -107,12 +103,13 @@ def _resolve(ev: KernelEvent, store: Store) -> tuple[str, str] | None:
     return found if here else missing
 
 
-def _toucher(ev: KernelEvent, tx: Tx, effects: list):
-    """touch(participant id): apply the maturities, expiries and counter resets due by `now` for
-    that participant, once per event, to the committed state (semantics.md 3: time-driven
-    changes are not the event's doing and stand even if it fails). Every participant the event
-    reads or writes is touched first: its subject and recipient, every action target (value
-    actions included), transfer recipients, a reversal's redeemer."""
+def _toucher(ev: KernelEvent, tx: Tx, effects: list, lifecycle: list):
+    """touch(participant id): apply the maturities, expiries, counter resets and tier lifecycle
+    steps (reviews, rollovers) due by `now` for that participant, once per event, to the
+    committed state (semantics.md 3: time-driven changes are not the event's doing and stand
+    even if it fails). Every participant the event reads or writes is touched first: its subject
+    and recipient, every action target (value actions included), transfer recipients, a
+    reversal's redeemer."""
     touched: set[str] = set()
     store = tx.store
 
@@ -122,6 +119,8 @@ def _toucher(ev: KernelEvent, tx: Tx, effects: list):
         touched.add(pid)
         for lots in store.participant_lots(pid):
             apply_due(store, lots, ev.now, effects, ev.pos)
+        if lifecycle:
+            tiers.apply_due(store, lifecycle, pid, ev.now)
         tx.state("PARTICIPANT", pid)  # its due counter resets (Tx.state applies them)
     return touch
 
@@ -164,6 +163,7 @@ def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: 
         tx.activation = None  # later rules see this rule's effects
         if rule.stop_after_match:
             stopped = True
+    tiers.refresh(ev, tx)  # ACTIVITY_REFRESH windows restart at a completed event
     tiers.auto_qualify(ev, tx)  # after the rules (semantics.md 5 step 4); a failed event never gets here
 
 

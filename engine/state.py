@@ -58,7 +58,7 @@ class TierState:
     """A participant's level in one tier type (engine/tiers.py)."""
     level: str
     achieved_at: datetime
-    reviewed_at: datetime | None = None  # the last lifecycle period end evaluated for this level
+    reviewed_at: datetime | None = None  # lifecycle window start if not achieved_at (engine/tiers.py)
 
 
 @dataclass

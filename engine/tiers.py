@@ -5,14 +5,17 @@ Levels change in three ways inside the sequential kernel, each recorded as a tie
   the event touched is upgraded to the highest level whose qualification its counters meet.
   Auto-qualification never downgrades, and skips a tier a SET_TIER action set in this event.
 - ACTION: a SET_TIER action of a rule; OPERATION: the `set_tier` operation.
-- LIFECYCLE: downgrades at the period ends of a tier's lifecycle (plus grace_days), applied as
-  time-driven changes at their own instant: before a later event of the participant, or by
-  `perkflow maintain --as-of` (semantics.md 3). They stand even if that event fails.
+- LIFECYCLE: downgrades when a held level's window ends (calendar period end, retention duration,
+  inactivity for ACTIVITY_REFRESH, status validity; plus grace_days), and counter rollover at
+  period closes, applied as time-driven changes at their own instant: before an event first
+  touches the participant, or by `perkflow maintain --as-of` (semantics.md 3). They stand even if
+  that event fails.
 The changes of an event live in its transaction (`Tx`), so a failed event changes no tier.
 """
 
 from __future__ import annotations
 
+import calendar
 import operator
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
@@ -124,6 +127,24 @@ def change(tx: Tx, tier: CompiledTier, pid: str, level: str, reason: str, source
 
 
 # -- lifecycle (semantics.md 10; docs/decisions.md "Tiers") ------------------------------------
+# A held level lives in a window that starts when it was reached, when its last review kept it
+# (TierState.reviewed_at = that window's end) or, for ACTIVITY_REFRESH, at the participant's last
+# completed event (reviewed_at = that event's instant). The window ends at the next calendar
+# period end, after retention.duration, or (no period, no duration) after status_validity's
+# months; the review is due at the window end, plus extend_months when status_validity extends a
+# period or duration window, plus grace_days.
+
+def _calendar(tier: CompiledTier) -> bool:
+    period = tier.lifecycle.qualification_period
+    return period is not None and period.type != "NONE"
+
+
+def add_months(t: datetime, months: int) -> datetime:
+    """Calendar months later, the day clamped to the month's last day (31 Jan + 1 = 28/29 Feb)."""
+    years, month0 = divmod(t.month - 1 + months, 12)
+    year, month = t.year + years, month0 + 1
+    return t.replace(year=year, month=month, day=min(t.day, calendar.monthrange(year, month)[1]))
+
 
 def period_end_after(tier: CompiledTier, after: datetime) -> datetime:
     """The first qualification-period end strictly after `after`: 1 January (CALENDAR_YEAR) or
@@ -138,12 +159,40 @@ def period_end_after(tier: CompiledTier, after: datetime) -> datetime:
         year += 1
 
 
-def _next_review(tier: CompiledTier, held: TierState) -> tuple[datetime, datetime]:
-    """(due instant, period end) of the next review of a held level: the first period end after
-    the level was achieved and after the last review, plus grace_days."""
-    since = max(held.achieved_at, held.reviewed_at) if held.reviewed_at else held.achieved_at
-    end = period_end_after(tier, since)
-    return end + timedelta(days=tier.lifecycle.downgrade_policy.grace_days), end
+def _window_end(tier: CompiledTier, start: datetime) -> datetime | None:
+    validity = tier.lifecycle.status_validity
+    if _calendar(tier):
+        return period_end_after(tier, start)
+    if tier.duration is not None:
+        return start + tier.duration
+    if validity is not None:  # no period, no duration: the validity is the window
+        return add_months(start, validity.extend_months)
+    return None  # qualification_period NONE alone: never reviewed
+
+
+def _due_after_window(tier: CompiledTier, end: datetime) -> datetime:
+    life = tier.lifecycle
+    if life.status_validity is not None and (_calendar(tier) or tier.duration is not None):
+        end = add_months(end, life.status_validity.extend_months)
+    return end + timedelta(days=life.downgrade_policy.grace_days)
+
+
+def _next_review(tier: CompiledTier, held: TierState) -> tuple[datetime, datetime] | None:
+    """(due instant, window end) of the next review of a held level; None if it is never reviewed."""
+    start = max(held.achieved_at, held.reviewed_at) if held.reviewed_at else held.achieved_at
+    end = _window_end(tier, start)
+    return None if end is None else (_due_after_window(tier, end), end)
+
+
+def close_after(tier: CompiledTier, after: datetime) -> datetime:
+    """The first period close (period end + extend_months + grace_days: when its reviews are due)
+    strictly after `after`: the instant a counter last rolled over (or was created) rolls next."""
+    life = tier.lifecycle
+    months = life.status_validity.extend_months if life.status_validity else 0
+    end = period_end_after(tier, after - timedelta(days=31 * months + life.downgrade_policy.grace_days + 1))
+    while _due_after_window(tier, end) <= after:
+        end = period_end_after(tier, end)
+    return _due_after_window(tier, end)
 
 
 def downgrade_target(tier: CompiledTier, st: EntityState) -> str | None:
@@ -167,26 +216,66 @@ def downgrade_target(tier: CompiledTier, st: EntityState) -> str | None:
     return None if target is current else target.key
 
 
+def roll_over(tier: CompiledTier, st: EntityState, at: datetime) -> None:
+    """Counter rollover at a period close, after that close's review: each rolled counter not
+    rolled since `at` keeps, for EXCESS, what exceeds the threshold its level (held now) sets
+    on it, else 0; the counter's last_reset_at becomes `at` (its rollover mark)."""
+    held = st.tiers.get(tier.sid)
+    level = held and tier.by_key.get(held.level)
+    excess = tier.lifecycle.counters.rollover == "EXCESS"
+    for key in tier.rollover_keys:
+        c = st.counters.get(key)
+        if c is None or c.last_reset_at >= at:
+            continue
+        thresholds = [cr.threshold for cr in (level.qualification.criteria if level and level.qualification else ())
+                      if cr.counter == key and cr.operator in (">=", ">")]
+        c.value = max(Decimal(0), c.value - max(thresholds)) if excess and thresholds else Decimal(0)
+        c.last_reset_at = at
+
+
+def refresh(ev, tx: Tx) -> None:
+    """ACTIVITY_REFRESH: a completed event of the participant restarts its levels' windows."""
+    st = tx.state("PARTICIPANT", ev.subject)
+    for tier in ev.program.tiers.values():
+        held = st.tiers.get(tier.sid)
+        if held is not None and tier.lifecycle is not None and tier.lifecycle.retention.mode == "ACTIVITY_REFRESH":
+            held.reviewed_at = tx.now
+
+
+def _next_step(lifecycle: list[CompiledTier], st: EntityState) -> tuple | None:
+    """(instant, kind, tier index, window end) of the participant's next lifecycle step: kind 0 a
+    review, 1 a rollover; at one instant reviews come first (they read the counters before they
+    roll), then tier order."""
+    steps = []
+    for i, tier in enumerate(lifecycle):
+        held = st.tiers.get(tier.sid)
+        review = held is not None and held.level in tier.by_key and _next_review(tier, held)
+        if review:
+            steps.append((review[0], 0, i, review[1]))
+        marks = [c.last_reset_at for k in tier.rollover_keys if (c := st.counters.get(k)) is not None]
+        if marks:
+            steps.append((close_after(tier, min(marks)), 1, i, None))
+    return min(steps) if steps else None
+
+
 def apply_due(store: Store, tiers: Iterable[CompiledTier], pid: str, now: datetime) -> None:
-    """Every lifecycle review of the participant due at or before `now`, in time order (then
-    tier order), each in its own transaction at its due instant, committed to the store."""
+    """Every lifecycle review and counter rollover of the participant due at or before `now`, in
+    time order, each in its own transaction at its due instant, committed to the store."""
     lifecycle = [t for t in tiers if t.lifecycle is not None]
     while lifecycle:
         st = store.states.get(("PARTICIPANT", pid))
-        if st is None:
+        step = st and _next_step(lifecycle, st)
+        if not step or step[0] > now:
             return
-        due = [(*_next_review(t, st.tiers[t.sid]), i) for i, t in enumerate(lifecycle)
-               if t.sid in st.tiers and st.tiers[t.sid].level in t.by_key]
-        if not due:
-            return
-        at, end, i = min(due)
-        if at > now:
-            return
+        at, kind, i, end = step
         tier = lifecycle[i]
         tx = Tx(store, at)
         working = tx.state("PARTICIPANT", pid)  # counters as of the due instant (lazy resets applied)
-        target = downgrade_target(tier, working)
-        if target is not None:
-            change(tx, tier, pid, target, LIFECYCLE, None)
-        working.tiers[tier.sid].reviewed_at = end
+        if kind == 0:
+            target = downgrade_target(tier, working)
+            if target is not None:
+                change(tx, tier, pid, target, LIFECYCLE, None)
+            working.tiers[tier.sid].reviewed_at = end
+        else:
+            roll_over(tier, working, at)
         tx.commit()

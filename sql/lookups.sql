@@ -134,6 +134,11 @@ ORDER BY p.key, t.key;
 SELECT DISTINCT participant_id::VARCHAR AS id FROM participant_tiers
 WHERE tier_id::VARCHAR IN (SELECT id FROM stage_tier_ids) ORDER BY id;
 
+-- name: counter_holders
+-- Participants holding a counter named in stage_counter_keys (tier counter rollover).
+SELECT DISTINCT entity_id::VARCHAR AS id FROM entity_state
+WHERE entity_type = 'PARTICIPANT' AND kind = 'COUNTER' AND key IN (SELECT key FROM stage_counter_keys) ORDER BY id;
+
 -- name: lot_debts
 -- What the participants a batch names owe on LOT assets (docs/decisions.md, "Overdrafts on LOT
 -- assets"; engine.lots.owed): how far each AVAILABLE balance is below what its AVAILABLE lots

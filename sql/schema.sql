@@ -335,7 +335,8 @@ CREATE TABLE IF NOT EXISTS participant_tiers (
     tier_id             UUID NOT NULL,
     level               VARCHAR NOT NULL,
     achieved_at         TIMESTAMPTZ NOT NULL, -- stream instant of the change that set this level
-    reviewed_at         TIMESTAMPTZ,          -- lifecycle: the last period end evaluated for this level
+    reviewed_at         TIMESTAMPTZ,          -- lifecycle: window start when not achieved_at (last window end
+                                              -- reviewed, or last activity for ACTIVITY_REFRESH)
     batch_id            BIGINT NOT NULL,
     PRIMARY KEY (participant_id, tier_id)
 );

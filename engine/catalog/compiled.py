@@ -157,6 +157,8 @@ class CompiledTier:
     levels: tuple[CompiledLevel, ...]  # ascending rank
     lifecycle: Lifecycle | None
     definition: dict  # as written (normalised), stored in the tiers table
+    duration: timedelta | None = None  # lifecycle.retention.duration, parsed
+    rollover_keys: tuple[str, ...] = ()  # lifecycle.counters: the counters rolled over at period closes
 
     @cached_property
     def sid(self) -> str:

@@ -180,6 +180,7 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset],
             raise CatalogError(f"{where}: active_from must be before active_to")
         rules.append(_compile_rule(where, key, rule_key, order, rule, assets, tiers, groups))
     rules.sort(key=lambda r: r.order)
+    _check_rollover_counters(file, pf, tiers)
     rewards = {}
     for w_i, reward in enumerate(pf.rewards):
         where = f"{file}: rewards[{w_i}] ({reward.name})"
@@ -219,6 +220,7 @@ def compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:
         raise CatalogError(f"{where}.lifecycle.downgrade_policy: required with a lifecycle (mode DROP_TO_QUALIFYING, "
                            "DROP_ONE or HOLD)")
     period = tier.lifecycle and tier.lifecycle.qualification_period
+    duration, rollover_keys = _lifecycle_checks(f"{where}.lifecycle", tier) if tier.lifecycle else (None, ())
     if period and period.type == "FIXED_YEAR":
         if period.start_month is None or period.start_day is None:
             raise CatalogError(f"{where}.lifecycle.qualification_period: FIXED_YEAR needs start_month and start_day")
@@ -230,7 +232,64 @@ def compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:
     return CompiledTier(id=ids.name_id("tier", program_key, tier.key), program_id=ids.program_id(program_key),
                         key=tier.key, name=tier.name or tier.key,
                         levels=tuple(sorted(levels.values(), key=lambda lv: lv.rank)), lifecycle=tier.lifecycle,
-                        definition=tier.model_dump(mode="json", exclude_none=True))
+                        definition=tier.model_dump(mode="json", exclude_none=True), duration=duration,
+                        rollover_keys=rollover_keys)
+
+
+def _check_rollover_counters(file: Path, pf: ProgramFile, tiers: dict[str, CompiledTier]) -> None:
+    """A counter rolls over with one tier only, and is not also reset by a COUNTER `reset_after`
+    (two clocks on one counter would make its value depend on which ran first)."""
+    rolled: dict[str, str] = {}
+    for tier in tiers.values():
+        for k in tier.rollover_keys:
+            if k in rolled:
+                raise CatalogError(f"{file}: tiers ({tier.key}).lifecycle.counters: counter {k!r} already rolls over "
+                                   f"with tier {rolled[k]!r}; a counter can roll over with one tier only")
+            rolled[k] = tier.key
+    for r_i, rule in enumerate(pf.rules):
+        for a_i, action in enumerate(rule.actions):
+            if action.type == "COUNTER" and action.reset_after is not None and action.key in rolled:
+                raise CatalogError(f"{file}: rules[{r_i}] ({rule.name}): actions[{a_i}].reset_after: counter "
+                                   f"{action.key!r} rolls over with tier {rolled[action.key]!r} at its period ends; "
+                                   "it cannot also reset on its own clock")
+
+
+def _lifecycle_checks(where: str, tier: Tier) -> tuple[timedelta | None, tuple[str, ...]]:
+    """The combinations of lifecycle parts that have a meaning (docs/decisions.md "Tiers"), and
+    the parsed retention duration and rolled-over counter keys."""
+    life = tier.lifecycle
+    calendar = life.qualification_period is not None and life.qualification_period.type != "NONE"
+    duration = None
+    if life.retention.duration is not None:
+        try:
+            duration = parse_duration(life.retention.duration)
+        except ValueError as err:
+            raise CatalogError(f"{where}.retention.duration: {err}") from None
+        if duration <= timedelta(0):
+            raise CatalogError(f"{where}.retention.duration: must be positive, got {life.retention.duration!r}")
+    if life.retention.mode == "ACTIVITY_REFRESH":
+        if duration is None:
+            raise CatalogError(f"{where}.retention.duration: required with mode ACTIVITY_REFRESH (how long a level "
+                               "is kept without activity, e.g. 8760h)")
+        if calendar:
+            raise CatalogError(f"{where}.qualification_period: ACTIVITY_REFRESH keeps a level for `duration` after the "
+                               "participant's last event; a calendar period does not apply (use type NONE or leave it out)")
+    elif duration is not None and calendar:
+        raise CatalogError(f"{where}.retention.duration: a PERIOD_BASED level is reviewed either at calendar period "
+                           "ends or `duration` after it was reached, not both; drop one (qualification_period NONE "
+                           "for a rolling period)")
+    if life.counters is None:
+        return duration, ()
+    if not calendar:
+        raise CatalogError(f"{where}.counters: rollover happens at qualification-period ends; it needs "
+                           "qualification_period CALENDAR_YEAR or FIXED_YEAR")
+    keys = life.counters.qualifying
+    if keys is None:  # every counter the tier's criteria read, in first-use order
+        keys = [c.counter for lv in tier.levels if lv.qualification for c in lv.qualification.criteria]
+    if not keys or any(not k for k in keys):
+        raise CatalogError(f"{where}.counters.qualifying: name the counters to roll over (none found in the "
+                           "levels' criteria either)")
+    return duration, tuple(dict.fromkeys(keys))
 
 
 def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule: Rule, assets: dict[str, Asset],

@@ -213,7 +213,7 @@ class TierLevel(Strict):
 
 class Retention(Strict):
     mode: Literal["PERIOD_BASED", "ACTIVITY_REFRESH"]
-    duration: str | None = None
+    duration: str | None = None  # Go duration: the retention window (docs/decisions.md "Tiers")
 
 
 class QualificationPeriod(Strict):
@@ -231,13 +231,18 @@ class DowngradePolicy(Strict):
 class TierCounters(Strict):
     """Scrip's rollover field name was not published; `rollover` here (docs/decisions.md)."""
     rollover: Literal["NONE", "EXCESS"] = "NONE"
-    qualifying: list[str] = []
+    qualifying: list[str] | None = None  # none: every counter the tier's criteria read
+
+
+class StatusValidity(Strict):
+    """Scrip shows `extend_months` without its meaning; ours is in docs/decisions.md ("Tiers")."""
+    extend_months: int = Field(ge=1, le=120)
 
 
 class Lifecycle(Strict):
     retention: Retention
     qualification_period: QualificationPeriod | None = None
-    status_validity: dict[str, Any] | None = None
+    status_validity: StatusValidity | None = None
     downgrade_policy: DowngradePolicy | None = None
     counters: TierCounters | None = None
 

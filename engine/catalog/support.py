@@ -31,21 +31,6 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
         yield "automations", "automations"
     if pf.program.redemption_target_type == "LEDGER_ENTITY":
         yield "program", "redemption_target_type: LEDGER_ENTITY (use SYSTEM_REDEMPTION or SYSTEM_BREAKAGE)"
-    for t_i, tier in enumerate(pf.tiers):
-        life = tier.lifecycle
-        if life is None:
-            continue
-        where = f"tiers[{t_i}] ({tier.key}).lifecycle"
-        if life.retention.mode != "PERIOD_BASED":
-            yield f"{where}.retention", f"mode: {life.retention.mode}"
-        if life.retention.duration is not None:
-            yield f"{where}.retention", "duration"
-        if life.qualification_period is None or life.qualification_period.type == "NONE":
-            yield f"{where}.qualification_period", "type: NONE (or missing); use CALENDAR_YEAR or FIXED_YEAR"
-        if life.status_validity is not None:
-            yield where, "status_validity"
-        if life.counters is not None:
-            yield where, "counters (rollover)"
     for asset in pf.assets:
         where = f"assets[{asset.symbol}]"
     for r_i, rule in enumerate(pf.rules):

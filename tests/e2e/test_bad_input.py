@@ -277,12 +277,12 @@ def _duplicate_order(d):
     return write_program(d / "shop.yaml", s), ["Second rule", "order"]
 
 
-def _lot_mode(d):
-    """A tier lifecycle part that is not built (ACTIVITY_REFRESH retention): rejected, never ignored."""
+def _lifecycle_without_duration(d):
+    """A tier lifecycle without a meaning (ACTIVITY_REFRESH needs a duration): rejected, never guessed."""
     s = _spec()
     s["tiers"] = [{"key": "status", "levels": [{"key": "gold", "rank": 1}],
-                   "lifecycle": {"retention": {"mode": "ACTIVITY_REFRESH", "duration": "720h"}}}]
-    return write_program(d / "shop.yaml", s), ["not supported yet", "tiers[0] (status)", "ACTIVITY_REFRESH"]
+                   "lifecycle": {"retention": {"mode": "ACTIVITY_REFRESH"}, "downgrade_policy": {"mode": "DROP_ONE"}}}]
+    return write_program(d / "shop.yaml", s), ["tiers[0] (status)", "retention.duration", "ACTIVITY_REFRESH"]
 
 
 def _budgets(d):
@@ -308,7 +308,7 @@ def _conflicting_asset(d):
 
 BAD_PROGRAMS = {f.__name__.lstrip("_"): f for f in (
     _bad_yaml, _unknown_field, _unknown_action_field, _bad_enum, _bad_asset_enum, _cel_syntax, _cel_amount_syntax,
-    _unknown_asset_action, _unknown_asset_in_cel, _duplicate_order, _lot_mode, _budgets, _static_bad_scale,
+    _unknown_asset_action, _unknown_asset_in_cel, _duplicate_order, _lifecycle_without_duration, _budgets, _static_bad_scale,
     _conflicting_asset)}
 
 
@@ -332,10 +332,10 @@ def test_invalid_program_writes_nothing(case, tmp_path, existing_db, capsys):
 
 
 def test_invalid_program_subprocess(tmp_path, db_path):
-    bad, _ = _lot_mode(tmp_path / "p")
+    bad, _ = _lifecycle_without_duration(tmp_path / "p")
     res = cli("run", "--programs", str(bad), "--events", str(good_events(tmp_path)), "--db", str(db_path))
     assert res.returncode == 2
-    assert "not supported yet" in res.stderr and squash(str(bad)) in squash(res.stderr)
+    assert "retention.duration: required" in res.stderr and squash(str(bad)) in squash(res.stderr)
     assert not db_path.exists()
     res = cli("validate", "--programs", str(bad))
     assert res.returncode == 2

@@ -486,8 +486,6 @@ def test_s10_a_credit_target_is_auto_qualified_by_the_event_that_touches_it(tmp_
                    "JOIN events e ON e.id = h.event_id") == [("u2", "silver", "AUTO", "2025-03-01 11:00:00+00", "e1")]
 
 
-@pytest.mark.xfail(strict=True, reason="semantics.md 10: lifecycle retention ACTIVITY_REFRESH, qualification_period "
-                                       "NONE and counter rollover (NONE | EXCESS) are not built (rejected at load)")
 def test_s10_every_lifecycle_option_of_the_contract_loads(tmp_path):
     # "an optional lifecycle (retention.mode PERIOD_BASED | ACTIVITY_REFRESH, qualification_period
     # CALENDAR_YEAR | FIXED_YEAR | NONE, downgrade_policy ..., counter rollover NONE | EXCESS)".

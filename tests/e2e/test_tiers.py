@@ -341,3 +341,219 @@ def test_explain_shows_the_events_tier_changes(tmp_path, ledger):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["tier_changes"] == [{"tier": "loyalty", "external_id": "a", "from": "silver", "to": "gold",
                                     "reason": "AUTO"}]
+
+
+# -- the other lifecycles: ACTIVITY_REFRESH, retention.duration, qualification_period NONE,
+# status_validity, counter rollover (docs/decisions.md "Tiers") ----------------------------------
+# Seven tier types; silver >= 100, gold >= 500, platinum >= 1000 on the counter each names.
+# `spend` goes down through refunds; `yspend` and `rspend` count purchases only and roll over.
+def _levels_on(counter: str) -> list[dict]:
+    return [{"key": k, "rank": r, "qualification": {"criteria": [{"counter": counter, "operator": ">=", "threshold": t}]}}
+            for k, r, t in (("silver", 1, 100), ("gold", 2, 500), ("platinum", 3, 1000))]
+
+
+NONE_PERIOD = {"type": "NONE"}
+MORE_LIFECYCLES = {
+    "active": ("spend", {"retention": {"mode": "ACTIVITY_REFRESH", "duration": "720h"},  # 30 days without an event
+                         "downgrade_policy": {"mode": "DROP_ONE"}}),
+    "rolling": ("spend", {"retention": {"mode": "PERIOD_BASED", "duration": "2160h"},    # 90 days after reaching it
+                          "qualification_period": NONE_PERIOD, "downgrade_policy": {"mode": "DROP_TO_QUALIFYING"}}),
+    "valid": ("spend", {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": NONE_PERIOD,
+                        "status_validity": {"extend_months": 2}, "downgrade_policy": {"mode": "DROP_ONE"}}),
+    "forever": ("spend", {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": NONE_PERIOD,
+                          "downgrade_policy": {"mode": "DROP_ONE"}}),
+    "extended": ("spend", {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": CALENDAR,
+                           "status_validity": {"extend_months": 1}, "downgrade_policy": {"mode": "DROP_ONE"}}),
+    "carry": ("yspend", {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": CALENDAR,
+                         "downgrade_policy": {"mode": "DROP_TO_QUALIFYING"}, "counters": {"rollover": "EXCESS"}}),
+    "reset": ("rspend", {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": CALENDAR,
+                         "downgrade_policy": {"mode": "DROP_ONE", "grace_days": 5},
+                         "counters": {"rollover": "NONE", "qualifying": ["rspend"]}}),
+}
+MORE_RULES = [
+    {"name": "Spend", "key": "spend", "condition": 'event.type == "purchase"',
+     "actions": [{"type": "COUNTER", "key": k, "value": "event.amount"} for k in ("spend", "yspend", "rspend")]},
+    {"name": "Refund", "key": "refund", "condition": 'event.type == "refund"',
+     "actions": [{"type": "COUNTER", "key": "spend", "value": "0 - event.amount"}]},
+    {"name": "Pay", "key": "pay", "condition": 'event.type == "pay"',  # p holds no points: this event FAILS
+     "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "1"}]},
+]
+
+
+def _more_program(tmp: Path) -> Path:
+    tiers = [{"key": k, "levels": _levels_on(counter), "lifecycle": life} for k, (counter, life) in MORE_LIFECYCLES.items()]
+    return write_program(tmp / "programs" / "club.yaml", {
+        "program": {"key": "club", "name": "Club"}, "assets": [PTS], "tiers": tiers, "rules": MORE_RULES})
+
+
+MORE_2025 = [
+    _at("p1", "p", "2025-01-10T00:00:00Z", "purchase", 600),  # p: gold everywhere
+    _at("p2", "p", "2025-02-01T00:00:00Z", "refund", 550),    # p: spend 50 (an event: refreshes `active`)
+    _at("p3", "p", "2025-02-20T00:00:00Z", "ping", 0),        # p: no rule matches; still an event of p
+    _at("p4", "p", "2025-03-20T00:00:00Z", "pay", 0),         # FAILED: no refresh
+    _at("q1", "q", "2025-06-01T00:00:00Z", "purchase", 90),   # q: 90 on each counter, no level
+]
+MORE_2026 = [
+    _at("q2", "q", "2026-01-05T00:00:00Z", "purchase", 5),    # q: in reset's grace: counts towards 2025
+    _at("p5", "p", "2026-02-15T00:00:00Z", "purchase", 10),
+    _at("q3", "q", "2026-03-01T00:00:00Z", "purchase", 20),   # q: spend 115 -> silver in the spend tiers
+]
+# By hand, p (gold everywhere from 2025-01-10, spend 50 from 2025-02-01, yspend = rspend = 600):
+#  active: last completed events 02-01, 02-20 (p4 failed) -> due 02-20 + 30d = 03-22: gold -> silver (DROP_ONE);
+#          silver then reviewed every 30 days, the lowest level: kept
+#  rolling: 01-10 + 90d = 04-10: nothing qualifies -> the lowest level, silver
+#  valid: 01-10 + 2 months = 03-10: gold -> silver
+#  forever: never reviewed (gold)
+#  extended: 2026-01-01 + 1 month = 2026-02-01: gold -> silver
+#  carry: 2026-01-01: yspend 600 still gold; rollover EXCESS keeps 600 - 500 = 100; p5: 110
+#  reset: 2026-01-01 + 5 days = 2026-01-06 (p1 came after the 2025 close, 2025-01-06): rspend 600 still
+#         gold; rollover NONE: 0; p5: 10
+# q: yspend 90 rolls at 2026-01-01 without a level: 0, then 5 + 20 = 25; rspend 90 + 5 (q2, in the grace days
+#  before the 2026-01-06 close: it counts towards 2025) rolls to 0, then 20; spend 115 at q3 -> silver in active, rolling, valid, forever, extended
+MORE_ROWS = {("active", "p", "gold", "silver", "LIFECYCLE", "2025-03-22"),
+             ("rolling", "p", "gold", "silver", "LIFECYCLE", "2025-04-10"),
+             ("valid", "p", "gold", "silver", "LIFECYCLE", "2025-03-10"),
+             ("extended", "p", "gold", "silver", "LIFECYCLE", "2026-02-01")} | {
+    (t, "p", None, "gold", "AUTO", "2025-01-10") for t in MORE_LIFECYCLES} | {
+    (t, "q", None, "silver", "AUTO", "2026-03-01") for t in ("active", "rolling", "valid", "forever", "extended")}
+MORE_LEVELS = {**{("p", t): "silver" for t in ("active", "rolling", "valid", "extended")},
+               ("p", "forever"): "gold", ("p", "carry"): "gold", ("p", "reset"): "gold",
+               **{("q", t): "silver" for t in ("active", "rolling", "valid", "forever", "extended")}}
+MORE_COUNTERS = {("p", "spend"): 60, ("p", "yspend"): 110, ("p", "rspend"): 10,
+                 ("q", "spend"): 115, ("q", "yspend"): 25, ("q", "rspend"): 20}
+# maintain --as-of 2027-02-01: carry 2027-01-01: p yspend 110 -> silver (DROP_TO_QUALIFYING), keeps 110 - 100
+# = 10; reset 2027-01-06: p rspend 10 -> DROP_ONE to silver, 0; q's rolled counters (no level): 0; the spend
+# tiers: p holds their lowest level, q still qualifies for silver: no change
+ROWS_2027 = {("carry", "p", "gold", "silver", "LIFECYCLE", "2027-01-01"),
+             ("reset", "p", "gold", "silver", "LIFECYCLE", "2027-01-06")}
+COUNTERS_2027 = MORE_COUNTERS | {("p", "yspend"): 10, ("p", "rspend"): 0, ("q", "yspend"): 0, ("q", "rspend"): 0}
+
+
+def _rows(db: Path) -> set[tuple]:
+    return {(t, who, f, to, reason, day) for t, who, f, to, reason, src, day in _history(db)}
+
+
+def _counters(db: Path) -> dict[tuple[str, str], Decimal]:
+    return dict(((who, key), value) for who, key, value in query(db, """
+        SELECT p.external_id, s.key, s.number_value FROM entity_state s JOIN participants p ON p.id = s.entity_id
+        WHERE s.kind = 'COUNTER'"""))
+
+
+def _more_outcome(db: Path) -> tuple:
+    return _rows(db), _all_levels(db), _counters(db)
+
+
+def test_more_lifecycles_in_stream(tmp_path):
+    """One batch: every change due happens before the participant's next event; what is due
+    after the last event of a participant waits for maintenance."""
+    programs = _more_program(tmp_path)
+    db = tmp_path / "w.duckdb"
+    report = run_json(programs, write_events(tmp_path / "all.parquet", MORE_2025 + MORE_2026), db)
+    assert (report["completed"], report["failed"]) == (7, 1)  # p4
+    rows, levels, counters = _more_outcome(db)
+    # p's last event is 2026-02-15: the reviews due before it are in; its later ones (active on 2026-03-17) keep silver
+    assert rows == MORE_ROWS and levels == MORE_LEVELS and counters == MORE_COUNTERS
+    assert _maintain(db, "2026-03-01T00:00:00Z")["tier_changes"] == 0
+    assert _more_outcome(db) == (MORE_ROWS, MORE_LEVELS, MORE_COUNTERS)
+    _maintain(db, "2027-02-01T00:00:00Z")
+    assert _more_outcome(db) == (MORE_ROWS | ROWS_2027, MORE_LEVELS | {("p", "carry"): "silver",
+                                                                       ("p", "reset"): "silver"}, COUNTERS_2027)
+    assert _maintain(db, "2027-02-01T00:00:00Z")["batch_id"] is None  # nothing due twice
+    assert cli("verify", "--db", str(db)).returncode == 0
+
+
+def test_more_lifecycles_by_maintenance_and_in_batches(tmp_path):
+    """The same stream cut into batches, with maintenance runs between them (one before a
+    participant's due changes, one after), gives the same history, levels and counters."""
+    programs = _more_program(tmp_path)
+    db = tmp_path / "w.duckdb"
+    run_json(programs, write_events(tmp_path / "a.parquet", MORE_2025[:3]), db)
+    _maintain(db, "2025-03-15T00:00:00Z")  # valid (03-10) is due; active (03-22, refreshed by p3) is not
+    assert _rows(db) - {r for r in MORE_ROWS if r[4] == "AUTO"} == {("valid", "p", "gold", "silver", "LIFECYCLE",
+                                                                     "2025-03-10")}
+    run_json(programs, write_events(tmp_path / "b.parquet", MORE_2025[3:]), db)
+    _maintain(db, "2026-01-03T00:00:00Z")  # carry's 2026 close (rollovers included); reset's (01-06) is later
+    assert _counters(db)[("p", "yspend")] == 100 and _counters(db)[("q", "rspend")] == 90
+    for i, row in enumerate(MORE_2026):
+        run_json(programs, write_events(tmp_path / f"c{i}.parquet", [row]), db)
+    assert _more_outcome(db) == (MORE_ROWS, MORE_LEVELS, MORE_COUNTERS)
+    _maintain(db, "2027-02-01T00:00:00Z")
+    assert _rows(db) == MORE_ROWS | ROWS_2027 and _counters(db) == COUNTERS_2027
+
+
+@pytest.mark.parametrize("life, field", [
+    ({"retention": {"mode": "ACTIVITY_REFRESH"}}, "retention.duration: required"),
+    ({"retention": {"mode": "ACTIVITY_REFRESH", "duration": "720h"}, "qualification_period": CALENDAR},
+     "qualification_period: ACTIVITY_REFRESH"),
+    ({"retention": {"mode": "PERIOD_BASED", "duration": "720h"}, "qualification_period": CALENDAR},
+     "retention.duration: a PERIOD_BASED level"),
+    ({"retention": {"mode": "PERIOD_BASED", "duration": "30 days"}}, "retention.duration: '30 days' is not a duration"),
+    ({"retention": {"mode": "PERIOD_BASED"}, "counters": {"rollover": "EXCESS"}}, "counters: rollover happens"),
+    ({"retention": {"mode": "PERIOD_BASED"}, "status_validity": {"extend_months": 0}}, "extend_months"),
+    ({"retention": {"mode": "PERIOD_BASED"}, "status_validity": {"months": 2}}, "status_validity.months"),
+    ({"retention": {"mode": "PERIOD_BASED"}, "qualification_period": CALENDAR,
+      "counters": {"rollover": "ALL"}}, "counters.rollover"),
+])
+def test_lifecycle_combinations_without_a_meaning_are_rejected(tmp_path, life, field):
+    tier = {"key": "status", "levels": _levels_on("spend"), "lifecycle": {"downgrade_policy": {"mode": "HOLD"}, **life}}
+    programs = write_program(tmp_path / "programs" / "club.yaml", {
+        "program": {"key": "club", "name": "Club"}, "assets": [PTS], "tiers": [tier], "rules": LIFE_RULES})
+    res = cli("validate", "--programs", str(programs))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "club.yaml" in out and "status" in out and field in out, out
+
+
+def test_a_rolled_counter_has_one_clock(tmp_path):
+    rolling = {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": CALENDAR,
+               "downgrade_policy": {"mode": "HOLD"}, "counters": {"rollover": "NONE"}}
+    for tiers, rules, says in (
+            ([{"key": "a", "levels": _levels_on("spend"), "lifecycle": rolling},
+              {"key": "b", "levels": _levels_on("spend"), "lifecycle": rolling}], LIFE_RULES,
+             "counter 'spend' already rolls over with tier 'a'"),
+            ([{"key": "a", "levels": _levels_on("spend"), "lifecycle": rolling}],
+             [{"name": "Spend", "key": "spend", "condition": "true",
+               "actions": [{"type": "COUNTER", "key": "spend", "value": "1", "reset_after": "24h"}]}],
+             "actions[0].reset_after: counter 'spend' rolls over with tier 'a'")):
+        programs = write_program(tmp_path / "programs" / "club.yaml", {
+            "program": {"key": "club", "name": "Club"}, "assets": [PTS], "tiers": tiers, "rules": rules})
+        res = cli("validate", "--programs", str(programs))
+        assert res.returncode != 0 and says in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+def test_a_target_gets_its_due_rollover_before_the_action(tmp_path):
+    """A participant reached only as an action target has its lifecycle steps applied when the
+    event first touches it (semantics.md 3), so maintenance before or after gives the same."""
+    rolled = {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": CALENDAR,
+              "downgrade_policy": {"mode": "HOLD"}, "counters": {"rollover": "NONE"}}
+    rules = [*LIFE_RULES, {"name": "Gift", "key": "gift", "condition": 'event.type == "gift"',
+                           "actions": [{"type": "COUNTER", "key": "spend", "value": "event.amount",
+                                        "target": {"type": "PARTICIPANT", "external_id": "event.to"}}]}]
+    programs = write_program(tmp_path / "programs" / "club.yaml", {
+        "program": {"key": "club", "name": "Club"}, "assets": [PTS], "rules": rules,
+        "tiers": [{"key": "year", "levels": _levels_on("spend"), "lifecycle": rolled}]})
+    stream = [_at("q1", "q", "2025-06-01T00:00:00Z", "purchase", 90),
+              {**_at("g1", "p", "2026-02-01T00:00:00Z", "gift", 20), "event_data": json.dumps(
+                  {"type": "gift", "amount": 20, "to": "q"})}]
+    # q's 90 rolls to 0 at 2026-01-01, before the gift: 20, no level (90 + 20 would have made it silver)
+    for i, cut in enumerate(([stream], [stream[:1], stream[1:]])):
+        db = tmp_path / f"w{i}.duckdb"
+        for j, part in enumerate(cut):
+            run_json(programs, write_events(tmp_path / f"{i}-{j}.parquet", part), db)
+            if i == 1 and j == 0:
+                _maintain(db, "2026-01-15T00:00:00Z")
+        assert _counters(db)[("q", "spend")] == 20 and _rows(db) == set()
+
+
+def test_the_oracle_agrees_with_the_hand_computed_lifecycles(tmp_path):
+    """The oracle (tests/oracle/tiers.py, which the differential tests hold the engine to) gives
+    the hand-computed rows, levels and counters of the scenario above."""
+    from datetime import datetime
+    from tests.oracle import run_oracle
+    rows = [dict(r, event_timestamp=datetime.fromisoformat(r["event_timestamp"].replace("Z", "+00:00")),
+                 event_data=json.loads(r["event_data"])) for r in MORE_2025 + MORE_2026]
+    got = run_oracle([_more_program(tmp_path)], [rows], maintain_at=datetime.fromisoformat("2027-02-01T00:00:00+00:00"))
+    assert {(t, who, f, to, reason, at.strftime("%Y-%m-%d")) for _, t, who, f, to, reason, _, at in got.tier_history} \
+        == MORE_ROWS | ROWS_2027
+    assert {(who, key): v for who, s in got.participants.items() for key, v in s["counters"].items()} == COUNTERS_2027
+    assert {(who, t): held[0] for (who, _, t), held in got.tiers.items()} == MORE_LEVELS | {
+        ("p", "carry"): "silver", ("p", "reset"): "silver"}

@@ -6,7 +6,8 @@ listed in tests/oracle/README.md. CEL is evaluated by cel-python (tests/oracle/c
 
 Out of scope (raises `Unsupported` when a program uses it): VOID_HOLD, reference_id,
 SET_TIER/SCHEDULE_EVENT/BROADCAST, holds on LOT assets, GROUP targets of LOT assets, group members
-declared by participant_id, redemption_target_type LEDGER_ENTITY, tiers, automations.
+declared by participant_id, redemption_target_type LEDGER_ENTITY, automations (README.md "Not
+covered"). Tiers and their lifecycles: tests/oracle/tiers.py.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.oracle.books import (
 from tests.oracle.cel import (
     KNOWN_VARIABLES, CelError, CelParseError, Expr, compile_expr, references, to_cel,
 )
+from tests.oracle import tiers as T
 
 import uuid
 
@@ -82,6 +84,10 @@ class OracleResult:
     statuses: dict[str, str] = field(default_factory=dict)  # external_id -> participant status
     group_state: dict[str, dict] = field(default_factory=dict)  # group key -> tags, counters, attributes
     members: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)  # group -> ext -> (role, status)
+    # Tiers: (program, tier, external_id, from, to, AUTO | LIFECYCLE, event key or None, effective_at)
+    tier_history: list[tuple] = field(default_factory=list)
+    # (external_id, program, tier) -> (level, reached at, start of its current lifecycle window)
+    tiers: dict[tuple[str, str, str], tuple] = field(default_factory=dict)
 
 
 # =============================================================================================
@@ -294,6 +300,7 @@ class ProgramDef:
     rules: list[RuleDef]  # ACTIVE rules only, in evaluation order
     rewards: dict[str, RewardDef] = field(default_factory=dict)
     redemption_target: str = "SYSTEM_REDEMPTION"  # s9.4: SYSTEM_REDEMPTION | SYSTEM_BREAKAGE
+    tiers: list[T.TierDef] = field(default_factory=list)  # file order
 
 
 @dataclass
@@ -332,8 +339,8 @@ def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, A
     for path, pf in files:
         if pf.program.redemption_target_type == "LEDGER_ENTITY":
             raise Unsupported(f"{path}: redemption_target_type LEDGER_ENTITY")
-        if pf.tiers or pf.automations:
-            raise Unsupported(f"{path}: tiers and automations")
+        if pf.automations:
+            raise Unsupported(f"{path}: automations")
         if pf.program.key in programs:
             raise ValueError(f"{path}: duplicate program key {pf.program.key}")
         symbols = []
@@ -363,6 +370,7 @@ def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, A
         programs[pf.program.key] = ProgramDef(
             pf.program.key, pf.program.status, pf.program.on_unknown_participant, symbols, rules, rewards,
             pf.program.redemption_target_type,
+            [T.tier_def(pf.program.key, t, parse_go_duration) for t in pf.tiers],
         )
     return programs, assets, groups
 
@@ -473,6 +481,7 @@ class Counter:
     value: Decimal
     last_reset_at: datetime  # starts when the counter is created
     reset_after: timedelta | None = None
+    rolled_at: datetime | None = None  # the last tier period close that rolled it over
 
 
 @dataclass
@@ -482,6 +491,7 @@ class EntityState:
     tags: set[str] = field(default_factory=set)
     counters: dict[str, Counter] = field(default_factory=dict)
     attributes: dict[str, str] = field(default_factory=dict)
+    tiers: dict[tuple[str, str], T.Held] = field(default_factory=dict)  # (program, tier key) -> level held
 
     def apply_due_resets(self, now: datetime) -> None:
         """decisions.md reset_after: reset to 0 at last + k * reset_after, the last due instant."""
@@ -550,6 +560,7 @@ class Working:
         self.entries: list[Entry] = []
         self.touched: set[str] = set()
         self.members = copy.deepcopy(oracle.members)  # s11 group memberships, kept or dropped with the rest
+        self.tier_rows: list[tuple] = []
 
     def touch(self, external_id: str) -> None:
         """Before the event reads or writes a participant, everything due for it has happened."""
@@ -558,6 +569,7 @@ class Working:
         self.touched.add(external_id)
         self.oracle.record(self.oracle.books.due_lot_changes(external_id, self.now))
         self.books.due_lot_changes(external_id, self.now)  # the same changes on the copy
+        self.oracle.tier_lifecycle(external_id, self.now)
         self.state(("participant", external_id))
 
     def state(self, entity: tuple[str, str]) -> EntityState:
@@ -595,6 +607,7 @@ class Working:
             self.oracle.participants[ext].status = status
         self.oracle.members = self.members
         self.oracle.record(self.entries)
+        self.oracle.result.tier_history += self.tier_rows
 
 
 # =============================================================================================
@@ -754,6 +767,7 @@ class Oracle:
         self.result.evaluations.extend(evaluations)
         if error is not None:
             return self.finish(ev, "FAILED", error)
+        self.after_rules(ev, program, working)
         working.commit()
         self.finish(ev, "COMPLETED", None)
 
@@ -805,7 +819,7 @@ class Oracle:
             "tags": sorted(state.tags),
             "counters": {k: c.value for k, c in state.counters.items()},
             "attributes": dict(state.attributes),
-            "tiers": {},
+            "tiers": T.cel_tiers(program.tiers, state.tiers),
             "balances": {
                 symbol: {bucket.lower(): working.balance(ev.external_id, symbol, bucket)
                          for bucket in ("AVAILABLE", "HELD", "DEFERRED")}
@@ -1000,6 +1014,73 @@ class Oracle:
         return {"origin": origin, "order_id": self.lot_id(*origin), "program_key": program_key,
                 "expires_at": expires_at, "matures_at": matures_at}
 
+    # ---- tiers (semantics.md 10; tests/oracle/tiers.py) -------------------------------------------
+
+    def after_rules(self, ev: Event, program: ProgramDef, working: Working) -> None:
+        """A completed event restarts its participant's ACTIVITY_REFRESH windows, then every
+        participant it touched is raised to the highest level it qualifies for (id order)."""
+        now = ev.timestamp
+        subject = working.state(("participant", ev.external_id))
+        for tier in program.tiers:
+            held = subject.tiers.get(tier.name)
+            if held is not None and tier.lifecycle is not None and tier.lifecycle.retention.mode == "ACTIVITY_REFRESH":
+                held.window_start = now
+        people = sorted((name for kind, name in working.states if kind == "participant"), key=participant_id)
+        for ext in people:
+            state = working.states[("participant", ext)]
+            counters = {k: c.value for k, c in state.counters.items()}
+            for tier in program.tiers:
+                top = T.best(tier, counters)
+                held = state.tiers.get(tier.name)
+                if top is not None and (held is None or top.rank > tier.level(held.level).rank):
+                    working.tier_rows.append((program.key, tier.key, ext, held and held.level, top.key, "AUTO",
+                                              ev.idempotency_key, now))
+                    state.tiers[tier.name] = T.Held(top.key, now, now)
+
+    def tier_lifecycle(self, ext: str, until: datetime) -> None:
+        """Every review and rollover of the participant due by `until`, in time order (reviews
+        before rollovers at one instant), on the committed state."""
+        state = self.states.get(("participant", ext))
+        tiers = [t for p in self.programs.values() for t in p.tiers if t.lifecycle is not None]
+        while state is not None and tiers:
+            due = []
+            for i, tier in enumerate(tiers):
+                held = state.tiers.get(tier.name)
+                review = held and T.review_due(tier, held)
+                if review:
+                    due.append((review[0], 0, i, review[1]))
+                marks = [c.rolled_at or c.last_reset_at for k in tier.rolled if (c := state.counters.get(k))]
+                if marks:
+                    due.append((T.next_close(tier, min(marks)), 1, i, None))
+            if not due or min(due)[0] > until:
+                return
+            at, kind, i, end = min(due)
+            tier = tiers[i]
+            state.apply_due_resets(at)  # the counters as of that instant
+            held = state.tiers.get(tier.name)
+            if kind == 0:
+                to = T.downgrade(tier, held, {k: c.value for k, c in state.counters.items()})
+                if to is None:
+                    held.window_start = end
+                else:
+                    self.result.tier_history.append((tier.program_key, tier.key, ext, held.level, to, "LIFECYCLE",
+                                                     None, at))
+                    state.tiers[tier.name] = T.Held(to, at, at)
+            else:
+                for key in tier.rolled:
+                    c = state.counters.get(key)
+                    if c is not None and (c.rolled_at or c.last_reset_at) < at:
+                        c.value = T.rolled_value(tier, held, key, c.value)
+                        c.rolled_at = at
+
+    def maintain(self, as_of: datetime) -> None:
+        """`perkflow maintain --as-of`: everything due up to `as_of`, for everyone."""
+        for ext in sorted(self.participants):
+            self.record(self.books.due_lot_changes(ext, as_of))
+            self.tier_lifecycle(ext, as_of)
+        for state in self.states.values():
+            state.apply_due_resets(as_of)
+
     # ---- final output ------------------------------------------------------------------------
 
     def snapshot(self) -> OracleResult:
@@ -1025,6 +1106,8 @@ class Oracle:
             ext: self.states.get(("participant", ext), EntityState()).snapshot()
             for ext in sorted(self.participants)
         }
+        r.tiers = {(ext, prog, key): (held.level, held.reached_at, held.window_start) for (kind, ext), state in sorted(self.states.items())
+                   if kind == "participant" for (prog, key), held in state.tiers.items()}
         r.program_state = {
             key: self.states.get(("program", key), EntityState()).snapshot() for key in sorted(self.programs)
         }
@@ -1087,12 +1170,16 @@ def _canonical_payload(row: dict) -> tuple:
 
 
 def run_oracle(program_files: list[Path], batches: list[list[dict]],
-               operations: list[list[dict]] | None = None, lot_id=None) -> OracleResult:
+               operations: list[list[dict]] | None = None, lot_id=None,
+               maintain_at: datetime | None = None) -> OracleResult:
     """Interpret the programs over the batches, one run after another on the same ledger.
-    `operations[i]` are the operation rows run with `batches[i]` (they arrive after its events)."""
+    `operations[i]` are the operation rows run with `batches[i]` (they arrive after its events);
+    `maintain_at`: a maintenance run after the last batch."""
     oracle = Oracle([Path(p) for p in program_files], lot_id=lot_id)
     for i, batch in enumerate(batches):
         oracle.run_batch(batch, (operations or [])[i] if i < len(operations or []) else [])
+    if maintain_at is not None:
+        oracle.maintain(maintain_at)
     return oracle.snapshot()
 
 

@@ -453,10 +453,11 @@ def test_defaults_and_unsupported(tmp_path: Path) -> None:
     r = run_oracle(files, [[ev("x", "ann", T0, {})]])
     assert [e[2] for e in r.evaluations] == ["b", "a"]  # A defaults to order 60
     assert r.participants["ann"]["tags"] == []
-    tiers = tmp_path / "tiers.yaml"
-    tiers.write_text("program: {key: tiers, name: Tiers}\ntiers: [{key: status, name: Status, levels: [{key: gold, rank: 1}]}]\n")
+    set_tier = tmp_path / "tiers.yaml"  # tiers are interpreted (tests/oracle/tiers.py); SET_TIER is not
+    set_tier.write_text("program: {key: tiers, name: Tiers}\ntiers: [{key: status, name: Status, levels: [{key: gold, rank: 1}]}]\n"
+                        "rules: [{name: S, condition: 'true', actions: [{type: SET_TIER, tier: status, level: gold}]}]\n")
     with pytest.raises(Unsupported):
-        run_oracle([tiers], [])
+        run_oracle([set_tier], [])
 
 
 def test_reject_program_target_and_tag_must_be_text(tmp_path: Path) -> None:

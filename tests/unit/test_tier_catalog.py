@@ -14,7 +14,7 @@ from engine import ids
 from engine.catalog import load_catalog
 from engine.errors import CatalogError
 from engine.state import EntityState, TierState, Counter
-from engine.tiers import downgrade_target, period_end_after, qualifies
+from engine.tiers import close_after, add_months, downgrade_target, period_end_after, qualifies, roll_over
 from tests.helpers.io import program_spec, write_program
 
 TIER = {"key": "loyalty", "display_name": "Loyalty", "levels": [
@@ -77,11 +77,12 @@ def _with(level_changes: dict | None = None, **tier_changes) -> list[dict]:
                       "qualification_period": {"type": "FIXED_YEAR", "start_month": 2, "start_day": 29}}),
      ["tiers[0] (loyalty).lifecycle.qualification_period", "2-29"]),
     (_with(lifecycle={"retention": {"mode": "PERIOD_BASED"}, "downgrade_policy": {"mode": "HOLD"},
-                      "qualification_period": {"type": "CALENDAR_YEAR"}, "counters": {"rollover": "EXCESS"}}),
-     ["not supported yet", "counters"]),
+                      "qualification_period": {"type": "CALENDAR_YEAR"},
+                      "counters": {"rollover": "EXCESS", "qualifying": []}}),
+     ["tiers[0] (loyalty).lifecycle.counters.qualifying", "name the counters"]),
     (_with(lifecycle={"retention": {"mode": "PERIOD_BASED"}, "downgrade_policy": {"mode": "HOLD"},
-                      "qualification_period": {"type": "NONE"}}),
-     ["not supported yet", "qualification_period", "NONE"]),
+                      "qualification_period": {"type": "NONE"}, "counters": {"rollover": "NONE"}}),
+     ["tiers[0] (loyalty).lifecycle.counters", "CALENDAR_YEAR or FIXED_YEAR"]),
 ])
 def test_invalid_tiers_name_file_tier_and_field(tmp_path, tiers, words):
     message = _error(tmp_path, tiers=tiers)
@@ -157,3 +158,34 @@ def test_period_ends_and_downgrade_policies(tmp_path):
     floored = tier({"mode": "DROP_TO_QUALIFYING", "min_level": "gold"})
     assert downgrade_target(floored, _state("platinum", spend=150)) == "gold"  # silver, floored at gold
     assert downgrade_target(floored, _state("silver", spend=0)) is None  # below the floor: never up
+
+
+def test_months_windows_and_rollover_values(tmp_path):
+    """add_months clamps to the month's end; a period close is the period end plus extend_months
+    plus grace_days; EXCESS keeps what exceeds the held level's threshold on that counter."""
+    utc = timezone.utc
+    assert add_months(datetime(2025, 1, 31, tzinfo=utc), 1) == datetime(2025, 2, 28, tzinfo=utc)
+    assert add_months(datetime(2024, 12, 31, tzinfo=utc), 2) == datetime(2025, 2, 28, tzinfo=utc)
+    assert add_months(datetime(2025, 11, 15, tzinfo=utc), 14) == datetime(2027, 1, 15, tzinfo=utc)
+    levels = [{"key": "silver", "rank": 1, "qualification": {"criteria": [{"counter": "spend", "operator": ">=", "threshold": 100}]}},
+              {"key": "gold", "rank": 2, "qualification": {"mode": "ANY", "criteria": [
+                  {"counter": "spend", "operator": ">", "threshold": 500}, {"counter": "spend", "operator": "<", "threshold": 0}]}},
+              {"key": "vip", "rank": 3}]
+    life = {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+            "status_validity": {"extend_months": 1}, "downgrade_policy": {"mode": "HOLD", "grace_days": 3},
+            "counters": {"rollover": "EXCESS"}}
+    tier = _load(tmp_path, tiers=[{"key": "loyalty", "levels": levels, "lifecycle": life}],
+                 rules=[]).programs["shop"].tiers["loyalty"]
+    assert tier.rollover_keys == ("spend",)
+    # closes: 2025-02-04 (2025-01-01 + 1 month + 3 days), 2026-02-04
+    assert close_after(tier, datetime(2025, 1, 20, tzinfo=utc)) == datetime(2025, 2, 4, tzinfo=utc)
+    assert close_after(tier, datetime(2025, 2, 4, tzinfo=utc)) == datetime(2026, 2, 4, tzinfo=utc)
+    at = datetime(2026, 2, 4, tzinfo=utc)
+    for level, before, after in (("silver", "150.5", "50.5"), ("gold", 700, 200), ("gold", 300, 0),
+                                 ("vip", 900, 0), (None, 90, 0)):
+        st = _state(level, spend=before)
+        st.counters["spend"].last_reset_at = datetime(2025, 3, 1, tzinfo=utc)
+        roll_over(tier, st, at)
+        assert (st.counters["spend"].value, st.counters["spend"].last_reset_at) == (Decimal(after), at), level
+        roll_over(tier, st, at)  # once per close
+        assert st.counters["spend"].value == Decimal(after)
