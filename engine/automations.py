@@ -1,0 +1,186 @@
+"""Automations (semantics.md 11): which SYSTEM events are due up to an instant, as input rows.
+
+The planner only makes rows: each firing is an ordinary event row (event_data = the payload with
+`type` = event_name, event_timestamp = the firing instant, idempotency key
+`system:automation:<automation key>:<participant id | 'program'>:<instant, RFC 3339 UTC>`) that
+`perkflow maintain` runs through the same intake, rules and writer as `perkflow run`
+(engine/maintain.py). Firings are planned instant by instant so that a guard (and a filter) sees
+the state the earlier firings left. How far each automation was planned is kept in the
+`automations` table (`planned_through`), so a firing is never planned twice; the deterministic
+keys make a repeat a duplicate anyway.
+
+Which instants (docs/decisions.md, "Automations"):
+- cron: every firing of the expression, in the trigger's time zone, after the automation was
+  introduced (`introduced_at`, the ledger's clock when a run first stored it; for an automation
+  in the ledger's first batch, from the program's first event on) and after the last planning,
+  up to the as-of;
+- one_time: `trigger_at`, if it falls in that window;
+- immediate: once, at the as-of of the first maintenance run that plans it.
+Paused automations, and automations of programs that are not ACTIVE, pass their instants
+without firing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from itertools import groupby
+
+import polars as pl
+
+from engine.catalog import Catalog, CompiledProgram
+from engine.catalog.compiled import CompiledAutomation
+from engine.catalog.load import compile_documents
+from engine.cel import CelEvalError, CelProgram
+from engine.io.events import COLUMNS, dicts_to_column, json_doubles, strip_nulls
+from engine.kernel import participant_view, program_view
+from engine.ledger.sqlfiles import statement
+from engine.reads import merge, reads
+from engine.state import Store, Tx
+
+KEY_PREFIX = "system:automation:"
+TS = pl.Datetime("us", "UTC")
+
+
+@dataclass(frozen=True)
+class Firing:
+    instant: datetime
+    program: CompiledProgram
+    automation: CompiledAutomation
+
+
+def stored_catalog(con) -> Catalog | None:
+    """The programs the runs stored (table program_documents), compiled again; None if none."""
+    rows = con.execute(statement("lookups.sql", "program_documents")).fetchall()
+    if not rows:
+        return None
+    return compile_documents([(f"stored program {key}", json.loads(doc)) for key, doc in rows])
+
+
+def schedule(con, catalog: Catalog, as_of: datetime) -> tuple[list[Firing], dict[str, datetime]]:
+    """(the firings due up to `as_of` not planned before, in stream order: instant, program key,
+    automation key; the new `planned_through` of each automation planned)."""
+    marks = {i: (introduced, through) for i, introduced, through in
+             con.execute(statement("lookups.sql", "automation_marks")).fetchall()}
+    starts = dict(con.execute(statement("lookups.sql", "program_first_instants")).fetchall())
+    firings: list[Firing] = []
+    planned: dict[str, datetime] = {}
+    for program in catalog.programs.values():
+        for auto in program.automations.values():
+            if auto.sid not in marks:
+                continue  # not stored by a run (a document without its automations row cannot happen)
+            introduced, through = marks[auto.sid]
+            if through is not None and through >= as_of:
+                continue
+            start = through or introduced
+            if start is None and starts.get(program.sid) is not None:
+                start = starts[program.sid] - timedelta(microseconds=1)  # the first event's instant fires
+            if start is None and auto.trigger != "immediate":
+                continue  # nothing in the program's stream yet: its firings start with its first event
+            planned[auto.sid] = as_of
+            if auto.status != "active" or program.model.status != "ACTIVE":
+                continue  # paused: its instants pass without firing, and are not made up later
+            firings += [Firing(t, program, auto) for t in instants(auto, start, through, as_of)]
+    firings.sort(key=lambda f: (f.instant, f.program.key, f.automation.key))
+    return firings, planned
+
+
+def instants(auto: CompiledAutomation, after: datetime | None, planned_through: datetime | None,
+             as_of: datetime) -> list[datetime]:
+    """The automation's firing instants in (after, as_of]."""
+    if auto.trigger == "immediate":
+        return [as_of] if planned_through is None else []
+    if auto.trigger == "one_time":
+        return [auto.trigger_at] if after < auto.trigger_at <= as_of else []
+    out, t = [], after
+    while (t := auto.cron.next_after(t, auto.timezone)) <= as_of:
+        out.append(t)
+    return out
+
+
+def by_instant(firings: list[Firing]):
+    """The firings grouped by instant, in order: each group is planned against the state the
+    groups before it left."""
+    for instant, group in groupby(firings, key=lambda f: f.instant):
+        yield instant, list(group)
+
+
+def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.DataFrame:
+    """The SYSTEM event rows of firings at one instant, numbered in arrival order from `arrival`,
+    in the normalised input frame of engine/io/events.py."""
+    rows: list[dict] = []
+    for f in firings:
+        auto, program = f.automation, f.program
+        if auto.scope == "participants":
+            people = con.execute(statement("lookups.sql", "enrolled_participants"),
+                                 {"program_id": program.sid, "instant": f.instant}).fetchall()
+        else:
+            people = con.execute(statement("lookups.sql", "participant_by_ref"), {"ref": auto.participant_id}).fetchall()
+        people = _admitted(con, catalog, program, auto, f.instant, people)
+        payload = strip_nulls(dict(auto.payload) | {"type": auto.event_name})
+        for pid, external_id in people:
+            who = pid if auto.scope == "participants" else "program"
+            rows.append({"source": f"automation:{program.key}/{auto.key}", "program_id": program.key,
+                         "external_id": external_id, "idempotency_key": f"{KEY_PREFIX}{auto.key}:{who}:{rfc3339(f.instant)}",
+                         "event_timestamp": f.instant, "payload": payload})
+    n = len(rows)
+    text = pl.Series([None] * n, dtype=pl.String)
+    frame = pl.DataFrame({
+        "source": pl.Series([r["source"] for r in rows], dtype=pl.String),
+        "row_number": pl.Series(range(1, n + 1), dtype=pl.Int64),
+        "arrival": pl.Series(range(arrival, arrival + n), dtype=pl.Int64),
+        "kind": pl.Series(["event"] * n, dtype=pl.String),
+        "operation": text,
+        "program_id": pl.Series([r["program_id"] for r in rows], dtype=pl.String),
+        "external_id": pl.Series([r["external_id"] for r in rows], dtype=pl.String),
+        "participant_id": text,
+        "idempotency_key": pl.Series([r["idempotency_key"] for r in rows], dtype=pl.String),
+        "event_timestamp": pl.Series([r["event_timestamp"] for r in rows], dtype=TS),
+        "event": dicts_to_column([json_doubles(r["payload"]) for r in rows]),
+        "event_json": pl.Series([json.dumps(r["payload"], sort_keys=True, separators=(",", ":")) for r in rows],
+                                dtype=pl.String),
+        "recipient_external_id": text, "recipient_id": text,
+        "reject_reason": text, "reject_message": text, "raw": text,
+    })
+    return frame.select(COLUMNS)
+
+
+def _admitted(con, catalog: Catalog, program: CompiledProgram, auto: CompiledAutomation, instant: datetime,
+              people: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The participants the filter and the guard admit at `instant`, each judged on its state as
+    the ledger holds it now (counter resets due by the instant applied). An expression that fails
+    or does not give a bool admits no one, as a failing rule condition matches nothing."""
+    tests = [p for p in (auto.participant_filter, auto.guard_condition) if p is not None]
+    if not tests or not people:
+        return people
+    store = Store(con, {})  # read-only: discarded after the test
+    store.preload([pid for pid, _ in people] + [program.sid], [], lots=False)
+    want = merge(*(reads(p, "participant") for p in tests))
+    tx = Tx(store, instant)
+    out = []
+    for pid, external_id in people:
+        activation = {"now": instant, "participant": participant_view(program, tx, pid, want, catalog),
+                      "program": program_view(program, tx)}
+        if all(_true(p, activation) for p in tests):
+            out.append((pid, external_id))
+    return out
+
+
+def _true(prog: CelProgram, activation: dict) -> bool:
+    try:
+        return prog.evaluate(activation) is True
+    except CelEvalError:
+        return False
+
+
+def rfc3339(t: datetime) -> str:
+    """An instant as RFC 3339 UTC text with a `Z`, microseconds only when there are some."""
+    t = t.astimezone(timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{t.microsecond:06d}" if t.microsecond else "") + "Z"
+
+
+def planned_frame(planned: dict[str, datetime]) -> pl.DataFrame:
+    """The stage of update_automations_planned (sql/write_batch.sql)."""
+    return pl.DataFrame({"id": list(planned), "planned_through": list(planned.values())},
+                        schema={"id": pl.String, "planned_through": TS})
