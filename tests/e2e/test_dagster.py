@@ -255,3 +255,37 @@ def test_lot_maintenance_asset_writes_due_expiries(tmp_path):
     finally:
         con.close()
     assert credited > 0 and expired == (credited, True) and left == 0
+
+
+def test_lot_maintenance_asset_fires_automations(tmp_path):
+    """The daily maintenance asset calls engine.maintain, which fires automations: a daily cron at
+    midnight UTC gives every participant enrolled on 1 November one point at 00:00 on 2, 3 and
+    4 November (the as-of of the 3 November partition is the end of that day)."""
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    (programs / "daily.yaml").write_text(
+        "program: {key: daily, name: Daily}\n"
+        "assets:\n  - {symbol: PTS, name: Points, scale: 0}\n"
+        "rules:\n  - name: Tick\n    condition: event.type == \"tick\"\n    actions:\n"
+        "      - {type: CREDIT, asset: PTS, amount: \"event.n\"}\n"
+        "automations:\n  - name: Daily tick\n    event_name: tick\n    scope: participants\n"
+        "    trigger: {type: cron, cron_expression: \"0 0 * * *\"}\n    payload: {n: 1}\n")
+    landing = tmp_path / "landing"
+    day = landing / f"date={DAYS[0]}"
+    day.mkdir(parents=True)
+    events = sample_events(40, 5, 3, program="daily", start=datetime(2025, 11, 1, tzinfo=timezone.utc), days=1)
+    events.write_parquet(day / "events.parquet")
+    people = events["external_id"].n_unique()
+    db_file = tmp_path / "daily.duckdb"
+    res = {"ledger_db": LedgerDatabase(path=str(db_file)),
+           "perkflow_files": PerkflowFiles(programs=str(programs), landing=str(landing))}
+    for d in DAYS[:3]:
+        assert dg.materialize(ALL_ASSETS, resources=res, partition_key=d).success
+    con = duckdb.connect(str(db_file), read_only=True)
+    try:
+        fired = con.execute("SELECT COUNT(*), COUNT(DISTINCT event_timestamp) FROM events "
+                            "WHERE idempotency_key LIKE 'system:automation:daily_tick:%'").fetchall()[0]
+        held = con.execute("SELECT DISTINCT available FROM balances WHERE entity_type = 'PARTICIPANT'").fetchall()
+    finally:
+        con.close()
+    assert fired == (3 * people, 3) and held == [(3,)]
