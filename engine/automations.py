@@ -4,8 +4,8 @@ The planner only makes rows: each firing is an ordinary event row (event_data = 
 `type` = event_name, event_timestamp = the firing instant, idempotency key
 `system:automation:<automation key>:<participant id | 'program'>:<instant, RFC 3339 UTC>`) that
 `perkflow maintain` runs through the same intake, rules and writer as `perkflow run`
-(engine/maintain.py). Firings are planned instant by instant so that a guard (and a filter) sees
-the state the earlier firings left. How far each automation was planned is kept in the
+(engine/maintain.py). Firings are planned one by one (instant, program key, automation key), so
+that a guard (and a filter) sees the state the earlier firings left. How far each automation was planned is kept in the
 `automations` table (`planned_through`), so a firing is never planned twice; the deterministic
 keys make a repeat a duplicate anyway.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from itertools import groupby
 
 import polars as pl
 
@@ -99,11 +98,12 @@ def instants(auto: CompiledAutomation, after: datetime | None, planned_through: 
     return out
 
 
-def by_instant(firings: list[Firing]):
-    """The firings grouped by instant, in order: each group is planned against the state the
-    groups before it left."""
-    for instant, group in groupby(firings, key=lambda f: f.instant):
-        yield instant, list(group)
+def one_by_one(firings: list[Firing]):
+    """The firings in stream order, each planned against the state the ones before it left (two
+    automations firing at one instant: the second one's filter and guard see what the first
+    one's events did; one automation's participants are chosen together, when it fires)."""
+    for firing in firings:
+        yield firing.instant, [firing]
 
 
 def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.DataFrame:

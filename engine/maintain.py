@@ -9,7 +9,7 @@ run --as-of T applies everything due up to T for all entities").
 Tier lifecycle reviews (engine/tiers.py) are applied the same way, from the tier definitions the
 last run stored, so no program files are needed.
 Automations (engine/automations.py) fire first, in the same batch: their SYSTEM events due up to
-T go, instant by instant, through the rules of the programs the runs stored, exactly as the
+T go, firing by firing, through the rules of the programs the runs stored, exactly as the
 events of `perkflow run` do (docs/decisions.md, "Automations").
 """
 
@@ -59,7 +59,7 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         writer = BatchWriter(con, batch_id)
         totals = new_totals()
-        # Automations first, instant by instant, through the path of `perkflow run`: the kernel
+        # Automations first, firing by firing, through the path of `perkflow run`: the kernel
         # applies what is due for the participants their events touch, at their instants, before
         # each event; what is due for everyone else is applied after, at its own instant.
         catalog, planned = _fire_automations(con, as_of, writer, totals)
@@ -121,15 +121,15 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
 
 
 def _fire_automations(con, as_of: datetime, writer: BatchWriter, totals: dict):
-    """Every automation firing due up to `as_of`, instant by instant, each instant's SYSTEM
-    events one chunk of this batch (engine/run.py process_chunk: intake, rules, ledger), so a
-    later instant's filters and guards see what earlier ones did. Returns (the stored catalog,
+    """Every automation firing due up to `as_of`, one by one, each firing's SYSTEM events one
+    chunk of this batch (engine/run.py process_chunk: intake, rules, ledger), so a later
+    firing's filter and guard see what earlier ones did. Returns (the stored catalog,
     or None without stored programs; the automations' new planned_through)."""
     catalog = automations.stored_catalog(con)
     if catalog is None:
         return None, {}
     firings, planned = automations.schedule(con, catalog, as_of)
-    for _instant, group in automations.by_instant(firings):
+    for _instant, group in automations.one_by_one(firings):
         rows = automations.rows_at(con, catalog, group, totals["rows_read"])
         if len(rows):
             process_chunk(con, rows, catalog, writer, totals, first=False)
