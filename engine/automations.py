@@ -15,16 +15,20 @@ Which instants (docs/decisions.md, "Automations"):
   in the ledger's first batch, from the program's first event on) and after the last planning,
   up to the as-of;
 - one_time: `trigger_at`, if it falls in that window;
-- immediate: once, at the as-of of the first maintenance run that plans it.
+- immediate: once, at the as-of of the first maintenance run that plans it;
+- participant_state ATTRIBUTE_DATE: yearly, per participant, on the month and day of a date
+  attribute (a birthday) at `schedule_config.time` in the trigger's time zone, in that window.
 Paused automations, and automations of programs that are not ACTIVE, pass their instants
 without firing.
 """
 
 from __future__ import annotations
 
+import calendar
 import json
+import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import polars as pl
 
@@ -47,6 +51,7 @@ class Firing:
     instant: datetime
     program: CompiledProgram
     automation: CompiledAutomation
+    only: frozenset[str] | None = None  # ATTRIBUTE_DATE: the participants whose date it is
 
 
 def stored_catalog(con) -> Catalog | None:
@@ -80,9 +85,48 @@ def schedule(con, catalog: Catalog, as_of: datetime) -> tuple[list[Firing], dict
             planned[auto.sid] = as_of
             if auto.status != "active" or program.model.status != "ACTIVE":
                 continue  # paused: its instants pass without firing, and are not made up later
-            firings += [Firing(t, program, auto) for t in instants(auto, start, through, as_of)]
+            if auto.trigger == "participant_state":
+                firings += _dated(con, program, auto, start, as_of)
+            else:
+                firings += [Firing(t, program, auto) for t in instants(auto, start, through, as_of)]
     firings.sort(key=lambda f: (f.instant, f.program.key, f.automation.key))
     return firings, planned
+
+
+def _dated(con, program: CompiledProgram, auto: CompiledAutomation, after: datetime, as_of: datetime) -> list[Firing]:
+    """ATTRIBUTE_DATE: for every participant enrolled in the program with a date in the attribute
+    (as the ledger holds it now), the yearly anniversaries of that month and day at the
+    configured wall-clock time in the trigger's zone, in (after, as_of] and not before its
+    enrolment; one firing per instant, naming the participants whose date it is."""
+    rows = con.execute(statement("lookups.sql", "enrolled_attribute"),
+                       {"program_id": program.sid, "attribute": auto.date_attribute}).fetchall()
+    by_instant: dict[datetime, set[str]] = {}
+    for pid, enrolled_at, text in rows:
+        for t in anniversaries(text, auto.date_time, auto.timezone, max(after, enrolled_at - timedelta(microseconds=1)),
+                               as_of):
+            by_instant.setdefault(t, set()).add(pid)
+    return [Firing(t, program, auto, frozenset(p)) for t, p in by_instant.items()]
+
+
+def anniversaries(text: str | None, at: tuple[int, int], tz, after: datetime, until: datetime) -> list[datetime]:
+    """The yearly instants in (after, until] of the month and day in `text` (YYYY-MM-DD, an RFC
+    3339 timestamp's date as written, or MM-DD) at wall-clock `at` in `tz`; 29 February falls on
+    28 February in other years. Text that is not such a date gives none."""
+    m = re.match(r"^\s*(?:\d{4}-)?(\d{2})-(\d{2})(?:$|[T ])", text or "")
+    if m is None:
+        return []
+    month, day = int(m.group(1)), int(m.group(2))
+    try:
+        date(2024, month, day)  # a leap year: every valid month and day exists
+    except ValueError:
+        return []
+    out = []
+    for year in range(after.astimezone(tz).year, until.astimezone(tz).year + 1):
+        d = day if (month, day) != (2, 29) or calendar.isleap(year) else 28
+        t = datetime(year, month, d, *at, tzinfo=tz).astimezone(timezone.utc)
+        if after < t <= until:
+            out.append(t)
+    return out
 
 
 def instants(auto: CompiledAutomation, after: datetime | None, planned_through: datetime | None,
@@ -115,6 +159,8 @@ def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.Da
         if auto.scope == "participants":
             people = con.execute(statement("lookups.sql", "enrolled_participants"),
                                  {"program_id": program.sid, "instant": f.instant}).fetchall()
+            if f.only is not None:
+                people = [p for p in people if p[0] in f.only]
         else:
             people = con.execute(statement("lookups.sql", "participant_by_ref"), {"ref": auto.participant_id}).fetchall()
         people = _admitted(con, catalog, program, auto, f.instant, people)

@@ -339,7 +339,7 @@ CREATE TABLE IF NOT EXISTS automations (
     name                VARCHAR NOT NULL,
     event_name          VARCHAR NOT NULL,
     scope               VARCHAR NOT NULL,     -- program | participants
-    trigger_type        VARCHAR NOT NULL,     -- cron | one_time | immediate
+    trigger_type        VARCHAR NOT NULL,     -- cron | one_time | immediate | participant_state
     status              VARCHAR NOT NULL,     -- active | paused
     definition          JSON NOT NULL,        -- the automation as written (normalised)
     introduced_at       TIMESTAMPTZ,          -- the ledger's clock when a run first stored it (null: from the start)

@@ -152,7 +152,7 @@ class CompiledAutomation:
     program_key: str
     event_name: str
     scope: str  # program | participants
-    trigger: str  # cron | one_time | immediate
+    trigger: str  # cron | one_time | immediate | participant_state
     cron: Cron | None
     timezone: ZoneInfo
     trigger_at: datetime | None
@@ -162,6 +162,8 @@ class CompiledAutomation:
     participant_id: str | None
     status: str  # active | paused
     definition: dict  # as written (normalised), stored in the automations table
+    date_attribute: str | None = None  # participant_state ATTRIBUTE_DATE: the attribute holding the date
+    date_time: tuple[int, int] = (0, 0)  # ... and the wall-clock (hour, minute) it fires at
 
     @cached_property
     def sid(self) -> str:

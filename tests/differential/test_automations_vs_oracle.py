@@ -4,7 +4,7 @@ against the oracle (tests/oracle/automations.py) on generated programs and strea
 Generated: one program with SIMPLE and LOT assets and rules that react to the automations'
 SYSTEM events (credits, a debit that can fail, counters, a lot that expires); 1-3 automations
 (cron in UTC and in other time zones, one_time for participants or one named participant,
-immediate; filters and guards over tags, counters and balances; some paused); events that enrol
+immediate, birthdays from a date attribute; filters and guards over tags, counters and balances; some paused); events that enrol
 participants, tag some as vip and count visits, one participant suspended by an operation; two
 batches and up to three maintenance runs, in a generated order (so firings are sometimes planned
 after later events, and late events arrive after firings). Compared as in
@@ -44,6 +44,8 @@ RULES = [
      "actions": [{"type": "TAG", "tag": "member"}, {"type": "COUNTER", "key": "visits", "value": "1"}]},
     {"name": "visit", "key": "visit", "order": 20, "condition": 'event.type == "visit"',
      "actions": [{"type": "COUNTER", "key": "visits", "value": "1", "reset_after": "240h"}]},
+    {"name": "profile", "key": "profile", "order": 25, "condition": 'event.type == "profile"',
+     "actions": [{"type": "SET_ATTRIBUTE", "key": "birthday", "value": "event.birthday"}]},
     {"name": "vip", "key": "vip", "order": 30, "condition": 'event.type == "vip"', "actions": [{"type": "TAG", "tag": "vip"}]},
     {"name": "bonus", "key": "bonus", "order": 40, "condition": 'event.type == "bonus"',
      "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n"},
@@ -60,6 +62,8 @@ ASSETS = [{"symbol": "PTS", "name": "Points", "scale": 0}, {"symbol": "LP", "nam
 CRONS = ["0 0 * * *", "0 12 * * 1", "0 0 1 * *", "30 6 */3 * *", "0 9 * * 1-5"]
 ZONES = ["UTC", "UTC", "America/Chicago", "Asia/Kolkata", "Europe/Paris"]
 FILTERS = [None, None, '"vip" in participant.tags', "participant.balances.PTS.available >= 2.0"]
+#: dates in the window (March-April 2025), a leap day, an MM-DD, a timestamp, and text that is no date
+BIRTHDAYS = ["1990-03-10", "1985-04-02", "2000-02-29", "03-20", "1970-03-15T08:00:00Z", "2001-04-31", "soon"]
 GUARDS = [None, None, 'get(participant.counters, "bonuses", 0.0) < 3.0', 'get(participant.counters, "visits", 0.0) >= 2.0']
 
 
@@ -73,7 +77,8 @@ def text(t: datetime) -> str:
 
 @st.composite
 def automation(draw, i: int) -> dict:
-    kind = draw(st.sampled_from(["cron", "cron", "cron", "one_time", "one_time_program", "immediate"]))
+    kind = draw(st.sampled_from(["cron", "cron", "cron", "one_time", "one_time_program", "immediate", "birthday",
+                                 "birthday"]))
     payload = {"n": draw(st.sampled_from([1, 2, 5]))}
     if draw(st.booleans()):
         payload["lot"] = True
@@ -84,6 +89,11 @@ def automation(draw, i: int) -> dict:
                            "timezone": draw(st.sampled_from(ZONES))}
     elif kind == "immediate":
         auto["trigger"] = {"type": "immediate"}
+    elif kind == "birthday":
+        auto["trigger"] = {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE",
+                           "timezone": draw(st.sampled_from(ZONES)),
+                           "schedule_config": {"attribute": "birthday",
+                                               "time": draw(st.sampled_from(["00:00", "09:30", "23:45"]))}}
     else:
         auto["trigger"] = {"type": "one_time", "trigger_at": text(ts(draw(st.integers(-600, 60 * 24 * 50))))}
         if kind == "one_time_program":
@@ -102,10 +112,13 @@ def scenarios(draw) -> dict:
     autos = [draw(automation(i)) for i in range(draw(st.integers(1, 3)))]
     events = []
     for n in range(draw(st.integers(2, 14))):
-        kind = draw(st.sampled_from(["join", "join", "visit", "visit", "vip"]))
+        kind = draw(st.sampled_from(["join", "join", "visit", "visit", "vip", "profile"]))
+        data = {"type": kind}
+        if kind == "profile":
+            data["birthday"] = draw(st.sampled_from(BIRTHDAYS))
         events.append({"program_id": "shop", "idempotency_key": f"e{n}", "external_id": draw(st.sampled_from(PEOPLE)),
                        "event_timestamp": text(ts(draw(st.integers(0, 60 * 24 * 45)))),
-                       "event_data": json.dumps({"type": kind})})
+                       "event_data": json.dumps(data)})
     cut = draw(st.integers(1, len(events)))
     ops = []
     if draw(st.booleans()):

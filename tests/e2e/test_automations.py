@@ -207,6 +207,25 @@ def test_due_lot_expiries_come_before_a_firing_and_the_rest_after(tmp_path):
                                                                          ("u2", "2025-04-19", D(6))]
 
 
+def test_birthdays_fire_yearly_on_the_date_attribute_in_the_trigger_time_zone(tmp_path):
+    # 09:00 New York: 13:00Z in EDT (April), 14:00Z in EST (February). u2 was born on 29 February:
+    # 28 February in 2026; u3's attribute is not a date; u4 has none.
+    auto = {"name": "Birthday", "event_name": "bonus", "scope": "participants", "payload": {"n": 10},
+            "trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE", "timezone": "America/New_York",
+                        "schedule_config": {"attribute": "birthday", "time": "09:00"}}}
+    profile = on("profile", {"type": "SET_ATTRIBUTE", "key": "birthday", "value": "event.birthday"})
+    s = project(tmp_path, [auto], rules=[JOIN, profile, BONUS])
+    s.run(*[ev(f"p{i}", w, at("2025-03-01 01:00"), "profile", birthday=b)
+            for i, (w, b) in enumerate([("u1", "1990-04-15"), ("u2", "2000-02-29"), ("u3", "soon")])],
+          ev("j4", "u4", at("2025-03-01 01:00"), "join"))
+    run_maintain(s, "2026-01-01")
+    run_maintain(s, "2026-04-20")
+    assert [s.balance(w, "PTS")[0] for w in ("u1", "u2", "u3", "u4")] == [D(20), D(10), D(0), D(0)]
+    assert sorted(k for k, *_ in system_events(s)) == sorted([
+        key("birthday", "u1", "2025-04-15T13:00:00Z"), key("birthday", "u1", "2026-04-15T13:00:00Z"),
+        key("birthday", "u2", "2026-02-28T14:00:00Z")])
+
+
 @pytest.mark.parametrize("automation, message", [
     ({"trigger": {"type": "immediate"}, "scope": "program", "participant_id": "u1"},
      "automations[0] (A).scope: a immediate automation takes scope participants only"),
@@ -223,8 +242,19 @@ def test_due_lot_expiries_come_before_a_firing_and_the_rest_after(tmp_path):
      "automations[0] (A).participant_id: only for a one_time automation with scope program"),
     ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *"}, "scope": "program"},
      "automations[0] (A).scope: not supported yet: program without participant_id"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "THRESHOLD"}},
+     "automations[0] (A).trigger: not supported yet: schedule_type: THRESHOLD"),
     ({"trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE"}},
-     "automations[0] (A).trigger: not supported yet: type: participant_state"),
+     "automations[0] (A).trigger.schedule_config.attribute: required"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE",
+                  "schedule_config": {"attribute": "birthday", "time": "25:00"}}},
+     "automations[0] (A).trigger.schedule_config.time: '25:00' is not a wall-clock time"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE",
+                  "schedule_config": {"attribute": "birthday", "day": 3}}},
+     "automations[0] (A).trigger.schedule_config: unknown field(s) day"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE",
+                  "schedule_config": {"attribute": "birthday"}}, "scope": "program", "participant_id": "u1"},
+     "automations[0] (A).scope: a participant_state automation takes scope participants only"),
     ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *"}, "status": "off"},
      "automations[0] (A).status"),
     ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *"}, "payload": {"type": "x"}},

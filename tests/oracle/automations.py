@@ -43,20 +43,64 @@ class AutomationDef:
     tests: list[Expr]  # participant_filter, guard_condition (those given)
     participant: str | None  # one_time + scope program
     status: str
+    attribute: str | None = None  # participant_state ATTRIBUTE_DATE
+    time: tuple[int, int] = (0, 0)
 
 
 def automation_def(a, unsupported, slug) -> AutomationDef:
     """From the program file's model (engine.catalog.models.Automation, the oracle's one import)."""
     t = a.trigger
-    if t.type == "participant_state":
-        raise unsupported("participant_state automations")
+    if t.type == "participant_state" and t.schedule_type != "ATTRIBUTE_DATE":
+        raise unsupported(f"participant_state {t.schedule_type} automations")
     if a.scope == "program" and a.participant_id is None:
         raise unsupported("a program-scope automation without participant_id")
     if t.type in ("immediate",) and a.scope != "participants":
         raise ValueError("immediate automations take scope participants")
     tests = [compile_expr(x) for x in (a.participant_filter, a.guard_condition) if x is not None]
+    config = t.schedule_config or {}
+    hh, mm = (int(x) for x in str(config.get("time", "00:00")).split(":"))
     return AutomationDef(a.key or slug(a.name), a.event_name, a.scope, t.type, t.cron_expression,
-                         ZoneInfo(t.timezone), t.trigger_at, _doubles(a.payload), tests, a.participant_id, a.status)
+                         ZoneInfo(t.timezone), t.trigger_at, _doubles(a.payload), tests, a.participant_id, a.status,
+                         config.get("attribute"), (hh, mm))
+
+
+def _month_day(text: str) -> tuple[int, int] | None:
+    """(month, day) of YYYY-MM-DD, MM-DD, or the date of a timestamp (`T` or space after it)."""
+    head = text.split("T")[0].split(" ")[0]
+    parts = head.split("-")
+    if len(parts) == 3 and len(parts[0]) == 4 and parts[0].isdigit():
+        parts = parts[1:]
+    if len(parts) != 2 or not all(len(x) == 2 and x.isdigit() for x in parts):
+        return None
+    try:
+        datetime(2024, int(parts[0]), int(parts[1]))  # a leap year
+    except ValueError:
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def _birthdays(oracle: "Oracle", program_key: str, a: AutomationDef, after: datetime,
+               as_of: datetime) -> list[tuple[datetime, str]]:
+    """ATTRIBUTE_DATE (decisions.md): (instant, participant) for every enrolled ACTIVE participant
+    whose attribute holds a date: its month and day each year at the configured wall time, after
+    its enrolment; 29 February is 28 February in other years."""
+    import calendar
+    out = []
+    for (key, ext), enrolled_at in oracle.enrolled.items():
+        if key != program_key or oracle.participants[ext].status != "ACTIVE":
+            continue
+        text = oracle.states.get(("participant", ext)).attributes.get(a.attribute, "")
+        md = _month_day(text)
+        if md is None:
+            continue
+        month, day = md
+        lo = max(after, enrolled_at - timedelta(microseconds=1))
+        for year in range(lo.astimezone(a.zone).year, as_of.astimezone(a.zone).year + 1):
+            d = day if (month, day) != (2, 29) or calendar.isleap(year) else 28
+            t = datetime(year, month, d, *a.time, tzinfo=a.zone).astimezone(timezone.utc)
+            if lo < t <= as_of:
+                out.append((t, ext))
+    return out
 
 
 def _doubles(value: Any) -> Any:
@@ -96,7 +140,7 @@ def _key_text(t: datetime) -> str:
 def maintain(oracle: "Oracle", as_of: datetime) -> None:
     from tests.oracle.interpreter import Event
 
-    due: list[tuple[datetime, str, str]] = []
+    due: list[tuple[datetime, str, str, frozenset | None]] = []
     # the ledger knows the automations from the first run on (runs store the program files)
     programs = oracle.programs.values() if oracle.runs else []
     for program in sorted(programs, key=lambda p: p.key):
@@ -112,11 +156,19 @@ def maintain(oracle: "Oracle", as_of: datetime) -> None:
             oracle.planned[(program.key, a.key)] = as_of
             if a.status != "active" or program.status != "ACTIVE":
                 continue
-            due += [(t, program.key, a.key) for t in _instants(a, after, planned, as_of)]
-    for instant, program_key, auto_key in sorted(due):
+            if a.trigger == "participant_state":
+                dated: dict[datetime, set[str]] = {}
+                for t, ext in _birthdays(oracle, program.key, a, after, as_of):
+                    dated.setdefault(t, set()).add(ext)
+                due += [(t, program.key, a.key, frozenset(people)) for t, people in dated.items()]
+            else:
+                due += [(t, program.key, a.key, None) for t in _instants(a, after, planned, as_of)]
+    for instant, program_key, auto_key, only in sorted(due, key=lambda d: d[:3]):
         program = oracle.programs[program_key]
         a = next(x for x in program.automations if x.key == auto_key)
         for ext in _fan_out(oracle, program, a, instant):
+            if only is not None and ext not in only:
+                continue
             who = oracle.participants[ext].id if a.scope == "participants" else "program"
             key = f"system:automation:{a.key}:{who}:{_key_text(instant)}"
             data = dict(a.payload) | {"type": a.event_name}
