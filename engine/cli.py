@@ -100,11 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=_cmd_op)
 
-    m = sub.add_parser("maintain", help="write lot maturities and expiries, tier lifecycle reviews and counter "
-                                        "resets due up to --as-of, for everyone",
-                       description="Time-driven changes due at or before --as-of, as entries at the instants "
-                                   "they were due. Idempotent: a second run with the same or an earlier "
-                                   "--as-of finds nothing due.")
+    m = sub.add_parser("maintain", help="fire automations and write lot maturities and expiries, tier lifecycle "
+                                        "reviews and counter resets due up to --as-of, for everyone",
+                       description="Time-driven changes due at or before --as-of, at the instants they were due: "
+                                   "automation firings (SYSTEM events through the rules of the programs the runs "
+                                   "stored), then lot maturities and expiries, tier reviews and counter resets. "
+                                   "Idempotent: a second run with the same or an earlier --as-of finds nothing due.")
     m.add_argument("--as-of", required=True, help="RFC 3339 instant, e.g. 2026-01-01T00:00:00Z")
     m.add_argument("--programs", help="accepted for symmetry with run; not needed")
     db_arg(m)
@@ -277,11 +278,13 @@ def _cmd_maintain(args) -> int:
     if args.json:
         print(json.dumps({"batch_id": report.batch_id, "as_of": report.as_of.isoformat(), "lots_due": report.lots_due,
                           "entries": report.entries, "tier_changes": report.tier_changes,
-                          "counter_resets": report.counter_resets, "seconds": round(report.seconds, 3)}))
+                          "counter_resets": report.counter_resets, "automation_events": report.fired,
+                          "automation_entries": report.fired_entries, "seconds": round(report.seconds, 3)}))
     elif report.batch_id is None:
         console.print(f"nothing due up to {report.as_of.isoformat()}")
     else:
-        console.print(f"batch {report.batch_id}: {report.entries} entries for {report.lots_due} lots, "
+        console.print(f"batch {report.batch_id}: {report.fired} automation events ({report.fired_entries} entries), "
+                      f"{report.entries} entries for {report.lots_due} lots, "
                       f"{report.tier_changes} tier changes and {report.counter_resets} entities' counter resets due up "
                       f"to {report.as_of.isoformat()} ({report.seconds:.2f}s)")
     return 0

@@ -11,7 +11,7 @@ restricted (are not `*`) a day matches if either does, otherwise if both do. The
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
 MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
           "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
@@ -57,6 +57,21 @@ class Cron:
         fire = self._scan(now, -1)
         self._span = (fire, self._scan(fire + timedelta(minutes=1), +1))
         return fire
+
+    def next_after(self, at: datetime, tz: tzinfo = timezone.utc) -> datetime:
+        """The first firing strictly after `at`, with the fields read as wall-clock time in `tz`
+        (automations: engine/automations.py). A wall time that a DST change skips fires at the
+        instant it maps to (zoneinfo, fold 0: just after the gap); one it repeats fires once, at
+        its first occurrence."""
+        local = at.astimezone(tz).replace(tzinfo=timezone.utc)  # wall clock, scanned as if UTC
+        while True:
+            wall = self._scan(local + timedelta(minutes=1), +1)
+            if wall.year == datetime.max.year:
+                return wall
+            fire = wall.replace(tzinfo=tz).astimezone(timezone.utc)
+            if fire > at:
+                return fire
+            local = wall
 
     def _scan(self, at: datetime, step: int) -> datetime:
         at = at.astimezone(timezone.utc).replace(second=0, microsecond=0) if step > 0 else at.astimezone(timezone.utc)

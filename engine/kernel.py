@@ -191,9 +191,19 @@ def _activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
 def _build_activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
     """`event`, `now`, and the parts of `participant` and `program` the program's rules read
     (engine.reads over-approximates, so a part left out is one no expression can observe)."""
-    person = tx.store.people[ev.subject]
-    st = tx.state("PARTICIPANT", ev.subject)
-    want = ev.program.state_reads["participant"]
+    activation = {"event": ev.event, "now": ev.now,
+                  "participant": participant_view(ev.program, tx, ev.subject, ev.program.state_reads["participant"],
+                                                  catalog)}
+    if ev.program.state_reads["program"] != {}:
+        activation["program"] = program_view(ev.program, tx)
+    return activation
+
+
+def participant_view(program: CompiledProgram, tx: Tx, pid: str, want, catalog: Catalog) -> dict:
+    """CEL's `participant` (semantics.md 6) as of this point of `tx`, with the parts `want`
+    (engine.reads) names: the rules' activations, and automation filters and guards."""
+    person = tx.store.people[pid]
+    st = tx.state("PARTICIPANT", pid)
     participant = {"id": person.id, "external_id": person.external_id, "status": person.status,
                    "created_at": person.created_at}
     if reads_field(want, "tags"):
@@ -203,18 +213,19 @@ def _build_activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
     if reads_field(want, "attributes"):
         participant["attributes"] = dict(st.attributes)
     if reads_field(want, "tiers"):
-        participant["tiers"] = tiers.cel_view(ev.program, st)
+        participant["tiers"] = tiers.cel_view(program, st)
     if reads_field(want, "balances"):
         participant["balances"] = {
-            s: {b.lower(): float(tx.balance(("PARTICIPANT", ev.subject, catalog.asset_sids[s], b)))
-                for b in ("AVAILABLE", "HELD", "DEFERRED")} for s in keys(want, "balances", list(ev.program.assets))}
-    activation = {"event": ev.event, "now": ev.now, "participant": participant}
-    if ev.program.state_reads["program"] != {}:
-        pst = tx.state("PROGRAM", ev.program.sid)
-        activation["program"] = {"key": ev.program.key, "tags": sorted(pst.tags),
-                                 "counters": {k: float(c.value) for k, c in pst.counters.items()},
-                                 "attributes": dict(pst.attributes)}
-    return activation
+            s: {b.lower(): float(tx.balance(("PARTICIPANT", pid, catalog.asset_sids[s], b)))
+                for b in ("AVAILABLE", "HELD", "DEFERRED")} for s in keys(want, "balances", list(program.assets))}
+    return participant
+
+
+def program_view(program: CompiledProgram, tx: Tx) -> dict:
+    """CEL's `program`: its key and program-level state."""
+    pst = tx.state("PROGRAM", program.sid)
+    return {"key": program.key, "tags": sorted(pst.tags), "counters": {k: float(c.value) for k, c in pst.counters.items()},
+            "attributes": dict(pst.attributes)}
 
 
 def _value(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, action: CompiledAction, name: str, catalog):

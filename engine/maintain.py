@@ -8,6 +8,9 @@ entity with a counter due, as the next event touching it would (semantics.md 3: 
 run --as-of T applies everything due up to T for all entities").
 Tier lifecycle reviews and counter rollovers (engine/tiers.py) are applied the same way, from the tier definitions the
 last run stored, so no program files are needed.
+Automations (engine/automations.py) fire first, in the same batch: their SYSTEM events due up to
+T go, firing by firing, through the rules of the programs the runs stored, exactly as the
+events of `perkflow run` do (docs/decisions.md, "Automations").
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from engine import tiers
+from engine import automations, tiers
 from engine.catalog.compiled import CompiledTier
 from engine.catalog.load import compile_tier
 from engine.catalog.models import Tier
@@ -30,6 +33,7 @@ from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.ledger.writer import BatchWriter
 from engine.lots import Lot, apply_due
+from engine.run import catalog_version, new_totals, process_chunk
 from engine.state import Store
 
 
@@ -42,6 +46,8 @@ class MaintainReport:
     seconds: float
     tier_changes: int = 0
     counter_resets: int = 0  # entities whose counters reset
+    fired: int = 0  # SYSTEM events of automations processed
+    fired_entries: int = 0  # the entries they wrote
 
 
 def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float = 30.0) -> MaintainReport:
@@ -50,6 +56,13 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
     try:
         con.begin()
         db.ensure_schema(con)
+        batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
+        writer = BatchWriter(con, batch_id)
+        totals = new_totals()
+        # Automations first, firing by firing, through the path of `perkflow run`: the kernel
+        # applies what is due for the participants their events touch, at their instants, before
+        # each event; what is due for everyone else is applied after, at its own instant.
+        catalog, planned = _fire_automations(con, as_of, writer, totals)
         due = pl.from_arrow(con.sql(statement("lookups.sql", "due_lots"), params={"as_of": as_of}).to_arrow_table())
         store = Store(con, {})
         # A maturity into an overdrawn AVAILABLE bucket repays the overdraft first, and what is
@@ -69,13 +82,17 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
             apply_due(store, lots, as_of, effects, pos=0)
         tier_store = _tier_reviews(con, as_of)
         resets = _counter_resets(con, as_of, tier_store)  # after the reviews: they read counters as of their instants
-        if not effects and not tier_store.tier_history and not tier_store.dirty_states:
-            con.rollback()
+        marks = {"stage_automations_planned": automations.planned_frame(planned)} if planned else {}
+        if not totals["rows_read"] and not effects and not tier_store.tier_history and not tier_store.dirty_states:
+            if marks:  # nothing fired, but the automations' instants up to as_of have passed
+                writer.write(marks)
+                con.commit()
+            else:
+                con.rollback()
             return MaintainReport(None, as_of, 0, 0, time.perf_counter() - t0)
-        batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         store.lots = holders
         frame = pl.DataFrame(effects, schema=EFFECT_SCHEMA | ACCOUNT_SCHEMA | TIMED_SCHEMA)
-        base = batch_id << 32
+        base = (batch_id << 32) + writer.entries  # after the entries of the automations' events
         stage_effects = frame.sort("effective_at", "source_name", "action_type").with_row_index("_n").select(
             kind=pl.lit("lot"), source_name="source_name", program_id="program_id", rule_id="rule_id",
             rule_version="rule_version", action_index="action_index", action_type="action_type",
@@ -83,23 +100,40 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
             effective_at="effective_at", seq=pl.col("_n").cast(pl.Int64) + base, from_type="from_type",
             from_id="from_id", from_bucket="from_bucket", to_type="to_type", to_id="to_id", to_bucket="to_bucket",
             reference_id="reference_id")
-        tier_frames = tier_store.state_frames(batch_id)
+        tier_frames = tier_store.state_frames(batch_id, writer.tier_changes)
         stages = {"stage_effects": stage_effects, "stage_lots": store.state_frames(batch_id)["stage_lots"],
                   **{k: tier_frames[k] for k in ("stage_state", "stage_state_entities", "stage_participant_tiers",
-                                                  "stage_tier_history")}}
-        params = {"batch_id": batch_id, "fingerprint": f"maintain:{as_of.isoformat()}", "sources": [],
-                  "catalog_version": "", "rows_read": 0, "completed": 0, "failed": 0, "duplicates": 0, "rejected": 0}
-        writer = BatchWriter(con, batch_id)
+                                                  "stage_tier_history")}, **marks}
+        fired_entries = writer.entries
         writer.write(stages)
-        writer.close(params)
+        params = {"fingerprint": f"maintain:{as_of.isoformat()}", "sources": [],
+                  "catalog_version": "" if catalog is None else catalog_version(catalog)}
+        writer.close(totals | params)
         con.commit()
     except BaseException:
         con.rollback()
         raise
     finally:
         con.close()
-    return MaintainReport(batch_id, as_of, len(due), len(effects),
-                          time.perf_counter() - t0, len(tier_store.tier_history), resets)
+    return MaintainReport(batch_id, as_of, len(due), writer.entries - fired_entries,
+                          time.perf_counter() - t0, writer.tier_changes, resets,
+                          fired=totals["rows_read"], fired_entries=fired_entries)
+
+
+def _fire_automations(con, as_of: datetime, writer: BatchWriter, totals: dict):
+    """Every automation firing due up to `as_of`, one by one, each firing's SYSTEM events one
+    chunk of this batch (engine/run.py process_chunk: intake, rules, ledger), so a later
+    firing's filter and guard see what earlier ones did. Returns (the stored catalog,
+    or None without stored programs; the automations' new planned_through)."""
+    catalog = automations.stored_catalog(con)
+    if catalog is None:
+        return None, {}
+    firings, planned = automations.schedule(con, catalog, as_of)
+    for _instant, group in automations.one_by_one(firings):
+        rows = automations.rows_at(con, catalog, group, totals["rows_read"])
+        if len(rows):
+            process_chunk(con, rows, catalog, writer, totals, first=False)
+    return catalog, planned
 
 
 def _counter_resets(con, as_of: datetime, store: Store) -> int:

@@ -132,11 +132,12 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         groups.check_founders(con, catalog)
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         writer = BatchWriter(con, batch_id)
-        totals = dict.fromkeys(("rows_read", "completed", "failed", "duplicates", "rejected", *_OUTCOME_COUNTS), 0)
+        totals = new_totals()
         first = True
         while rows is not None:
             where = f" (rows {rows['arrival'].min() + 1:,} to {rows['arrival'].max() + 1:,})" if chunked else ""
-            _chunk(con, rows, catalog, writer, totals, first=first, row_path=row_path, step=lambda m: step(m + where))
+            process_chunk(con, rows, catalog, writer, totals, first=first, row_path=row_path,
+                          step=lambda m: step(m + where))
             first, rows = False, next(chunks, None)
         trace.mark("writing the batch row")
         writer.close(totals | {"fingerprint": fp, "sources": sources, "catalog_version": catalog_version(catalog)})
@@ -154,10 +155,16 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
                      **{k: totals[k] for k in _OUTCOME_COUNTS})
 
 
-def _chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, totals: dict, *, first: bool,
-           row_path: bool, step: Callable[[str], None]) -> None:
+def new_totals() -> dict:
+    """A batch's counts before its first chunk (what `process_chunk` adds to)."""
+    return dict.fromkeys(("rows_read", "completed", "failed", "duplicates", "rejected", *_OUTCOME_COUNTS), 0)
+
+
+def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, totals: dict, *, first: bool,
+                  row_path: bool = False, step: Callable[[str], None] = lambda _msg: None) -> None:
     """Intake, evaluation and the ledger write of one chunk of the batch (the whole batch when
-    it is not chunked); adds its counts to `totals`."""
+    it is not chunked; a firing instant's SYSTEM events in `perkflow maintain`); adds its counts
+    to `totals`."""
     step("checking idempotency and participants")
     taken = intake(rows, catalog, con)
     # Hold only what the rest needs: the read rows and intake's copy of the events are about

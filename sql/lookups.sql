@@ -166,3 +166,38 @@ FROM group_members WHERE group_id = $group_id::UUID ORDER BY participant_id;
 
 -- name: stored_group_definitions
 SELECT key, definition::VARCHAR FROM groups;
+
+-- name: program_documents
+-- Every program file a run stored, for `perkflow maintain` to compile again.
+SELECT key, document::VARCHAR FROM program_documents ORDER BY key;
+
+-- name: automation_marks
+SELECT id::VARCHAR AS id, introduced_at, planned_through FROM automations;
+
+-- name: program_first_instants
+-- The first instant of each program's stream (events and operations, SYSTEM events included).
+SELECT program_id::VARCHAR AS program_id, MIN(t) AS first_at FROM (
+    SELECT program_id, MIN(event_timestamp) AS t FROM events GROUP BY ALL
+    UNION ALL SELECT program_id, MIN(timestamp) FROM operations GROUP BY ALL
+) GROUP BY ALL;
+
+-- name: enrolled_participants
+-- Participants enrolled in the program at $instant and ACTIVE (their status now: no status
+-- history is kept), in id order: the fan-out of a scope `participants` automation.
+SELECT p.id::VARCHAR AS id, p.external_id
+FROM enrollments e JOIN participants p ON p.id = e.participant_id
+WHERE e.program_id = $program_id::UUID AND e.enrolled_at <= $instant AND p.status = 'ACTIVE'
+ORDER BY p.id;
+
+-- name: participant_by_ref
+-- One participant named by id or by external id (a one_time automation's participant_id).
+SELECT id::VARCHAR AS id, external_id FROM participants
+WHERE id::VARCHAR = $ref OR external_id = $ref ORDER BY id::VARCHAR = $ref DESC LIMIT 1;
+
+-- name: enrolled_attribute
+-- ACTIVE participants enrolled in the program with their attribute $attribute (ATTRIBUTE_DATE).
+SELECT p.id::VARCHAR AS id, e.enrolled_at, s.text_value
+FROM enrollments e JOIN participants p ON p.id = e.participant_id
+JOIN entity_state s ON s.entity_type = 'PARTICIPANT' AND s.entity_id = p.id AND s.kind = 'ATTRIBUTE' AND s.key = $attribute
+WHERE e.program_id = $program_id::UUID AND p.status = 'ACTIVE'
+ORDER BY p.id;

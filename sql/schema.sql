@@ -356,3 +356,29 @@ CREATE TABLE IF NOT EXISTS tier_history (
     effective_at        TIMESTAMPTZ NOT NULL, -- the stream instant (for LIFECYCLE: when it was due)
     batch_id            BIGINT NOT NULL
 );
+
+-- Each program's file as validated by the last run that loaded it (the model's fields as written):
+-- `perkflow maintain` compiles these again to run the SYSTEM events of automations through the
+-- rules without program files (engine/automations.py).
+CREATE TABLE IF NOT EXISTS program_documents (
+    program_id          UUID PRIMARY KEY,
+    key                 VARCHAR NOT NULL,
+    document            JSON NOT NULL,
+    batch_id            BIGINT NOT NULL       -- the batch that last stored it
+);
+
+-- Automations (semantics.md 11) from program files, and how far their firings were planned.
+CREATE TABLE IF NOT EXISTS automations (
+    id                  UUID PRIMARY KEY,     -- UUIDv5 of program key and automation key
+    program_id          UUID NOT NULL,
+    key                 VARCHAR NOT NULL,     -- names its SYSTEM events: system:automation:<key>:...
+    name                VARCHAR NOT NULL,
+    event_name          VARCHAR NOT NULL,
+    scope               VARCHAR NOT NULL,     -- program | participants
+    trigger_type        VARCHAR NOT NULL,     -- cron | one_time | immediate | participant_state
+    status              VARCHAR NOT NULL,     -- active | paused
+    definition          JSON NOT NULL,        -- the automation as written (normalised)
+    introduced_at       TIMESTAMPTZ,          -- the ledger's clock when a run first stored it (null: from the start)
+    planned_through     TIMESTAMPTZ,          -- firings due up to here are planned (the last maintain --as-of)
+    first_batch_id      BIGINT NOT NULL
+);

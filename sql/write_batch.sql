@@ -23,6 +23,29 @@ INSERT INTO groups SELECT id::UUID, key, name, status, definition::JSON, source_
 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status, definition = EXCLUDED.definition,
     source_file = EXCLUDED.source_file;
 
+-- name: insert_catalog_program_documents
+INSERT OR REPLACE INTO program_documents SELECT id::UUID, key, document::JSON, $batch_id FROM stage_program_documents;
+
+-- name: insert_catalog_automations
+-- A new automation is introduced at the ledger's clock before this batch: the latest instant
+-- processed so far (events, operations, maintenance planning); null for a ledger with none yet.
+-- Runs before insert_events, so this batch's own rows do not count. A changed definition keeps
+-- when it was introduced and how far it was planned.
+INSERT INTO automations
+SELECT s.id::UUID, s.program_id::UUID, s.key, s.name, s.event_name, s.scope, s.trigger_type, s.status,
+       s.definition::JSON,
+       (SELECT MAX(t) FROM (SELECT MAX(event_timestamp) AS t FROM events
+                            UNION ALL SELECT MAX(timestamp) FROM operations
+                            UNION ALL SELECT MAX(planned_through) FROM automations)),
+       NULL, $batch_id
+FROM stage_automations s
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, event_name = EXCLUDED.event_name, scope = EXCLUDED.scope,
+    trigger_type = EXCLUDED.trigger_type, status = EXCLUDED.status, definition = EXCLUDED.definition;
+
+-- name: update_automations_planned
+UPDATE automations SET planned_through = s.planned_through FROM stage_automations_planned s
+WHERE automations.id = s.id::UUID;
+
 -- name: insert_catalog_assets
 INSERT OR IGNORE INTO assets
 SELECT id::UUID, symbol, name, inventory_mode, issuance_policy, scale, max_transaction_amount FROM stage_assets;

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from engine.cel import CelProgram
 from engine.cron import Cron
@@ -170,6 +171,33 @@ class CompiledTier:
 
 
 @dataclass(frozen=True)
+class CompiledAutomation:
+    """An automation ready to plan firings (engine/automations.py)."""
+    id: uuid.UUID
+    key: str  # names its SYSTEM events' idempotency keys
+    name: str
+    program_key: str
+    event_name: str
+    scope: str  # program | participants
+    trigger: str  # cron | one_time | immediate | participant_state
+    cron: Cron | None
+    timezone: ZoneInfo
+    trigger_at: datetime | None
+    payload: dict
+    participant_filter: CelProgram | None
+    guard_condition: CelProgram | None
+    participant_id: str | None
+    status: str  # active | paused
+    definition: dict  # as written (normalised), stored in the automations table
+    date_attribute: str | None = None  # participant_state ATTRIBUTE_DATE: the attribute holding the date
+    date_time: tuple[int, int] = (0, 0)  # ... and the wall-clock (hour, minute) it fires at
+
+    @cached_property
+    def sid(self) -> str:
+        return str(self.id)
+
+
+@dataclass(frozen=True)
 class CompiledProgram:
     id: uuid.UUID
     key: str
@@ -180,6 +208,8 @@ class CompiledProgram:
     rewards: dict[str, CompiledReward] = field(default_factory=dict)  # by key
     tiers: dict[str, CompiledTier] = field(default_factory=dict)  # by key, in file order
     lot_assets: tuple[str, ...] = ()  # the LOT assets among `assets`
+    automations: dict[str, CompiledAutomation] = field(default_factory=dict)  # by key, in file order
+    document: dict = field(default_factory=dict)  # the program file as validated: stored for `perkflow maintain`
 
     @cached_property
     def active_rules(self) -> tuple[CompiledRule, ...]:

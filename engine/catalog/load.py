@@ -7,6 +7,7 @@ import re
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import ValidationError
@@ -18,9 +19,9 @@ from engine.io.events import json_doubles
 from engine.durations import parse_duration, parse_instant
 from engine.errors import CatalogError
 
-from .compiled import (Catalog, CompiledAction, CompiledBudget, CompiledGroup, CompiledLevel, CompiledProgram,
-                       CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
-from .models import Action, Asset, Budget, Group, ProgramFile, Rule, Tier
+from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
+                       CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
+from .models import Action, Asset, Automation, Budget, Group, ProgramFile, Rule, Tier
 from .support import VALUE_ACTIONS, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -56,10 +57,16 @@ def load_catalog(path: str | Path) -> Catalog:
 
 
 def _compile_catalog(files: list[Path]) -> Catalog:
+    return compile_documents([(str(file), _read(file)) for file in files])
+
+
+def compile_documents(documents: list[tuple[str, object]]) -> Catalog:
+    """A catalog from program documents (name, parsed YAML/JSON): the files of a run, or the
+    documents a run stored, which `perkflow maintain` compiles again (engine/automations.py)."""
     programs: dict[str, CompiledProgram] = {}
-    assets: dict[str, tuple[Asset, Path]] = {}
-    groups: dict[str, tuple[Group, Path]] = {}
-    parsed = [(file, _parse(file)) for file in files]
+    assets: dict[str, tuple[Asset, str]] = {}
+    groups: dict[str, tuple[Group, str]] = {}
+    parsed = [(file, _validate(file, data)) for file, data in documents]
     for file, pf in parsed:  # groups first: any program's rules may target any group of the project
         for g_i, group in enumerate(pf.groups):
             seen = groups.get(group.key)
@@ -102,12 +109,15 @@ def _compile_group(file: Path, group: Group) -> CompiledGroup:
                          source=str(file))
 
 
-def _parse(file: Path) -> ProgramFile:
+def _read(file: Path) -> object:
     try:
         text = file.read_text(encoding="utf-8")
-        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+        return json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CatalogError(f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {e}") from None
+
+
+def _validate(file: str, data: object) -> ProgramFile:
     if not isinstance(data, dict):
         raise CatalogError(f"{file}: a program file must be a mapping with `program`, `assets` and `rules`")
     try:
@@ -121,7 +131,7 @@ def _parse(file: Path) -> ProgramFile:
 
 
 #: What names an item of a top-level list in error messages.
-_LABELS = {"rules": "name", "tiers": "key", "groups": "key"}
+_LABELS = {"rules": "name", "tiers": "key", "groups": "key", "automations": "name"}
 
 
 def _describe(e: ValidationError, data: dict) -> str:
@@ -148,7 +158,7 @@ def _describe(e: ValidationError, data: dict) -> str:
     return "\n".join(lines)
 
 
-def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset],
+def _compile_program(file: str, pf: ProgramFile, assets: dict[str, Asset],
                      groups: dict[str, CompiledGroup]) -> CompiledProgram:
     key = pf.program.key
     tiers: dict[str, CompiledTier] = {}
@@ -193,9 +203,87 @@ def _compile_program(file: Path, pf: ProgramFile, assets: dict[str, Asset],
             raise CatalogError(f"{where}: max_total and max_per_participant apply to UNIT_BASED rewards only")
         rewards[reward_key] = CompiledReward(ids.name_id("reward", key, reward_key), reward_key, reward,
                                              ids.asset_id(reward.asset))
+    automations: dict[str, CompiledAutomation] = {}
+    names: set[str] = set()
+    for a_i, automation in enumerate(pf.automations):
+        where = f"{file}: automations[{a_i}] ({automation.name})"
+        compiled = _compile_automation(where, key, automation, assets)
+        if compiled.key in automations or automation.name in names:
+            raise CatalogError(f"{where}: name and key must be unique among the program's automations "
+                               f"(key {compiled.key!r})")
+        names.add(automation.name)
+        automations[compiled.key] = compiled
     return CompiledProgram(id=ids.program_id(key), key=key, model=pf.program, source=str(file), rules=tuple(rules),
                            assets=tuple(a.symbol for a in pf.assets), rewards=rewards, tiers=tiers,
-                           lot_assets=tuple(a.symbol for a in pf.assets if a.inventory_mode == "LOT"))
+                           lot_assets=tuple(a.symbol for a in pf.assets if a.inventory_mode == "LOT"),
+                           automations=automations, document=pf.model_dump(mode="json", exclude_unset=True))
+
+
+def _compile_automation(where: str, program_key: str, a: Automation, assets: dict[str, Asset]) -> CompiledAutomation:
+    """Scrip's valid combinations (scrip-reference 18): cron and one_time with either scope,
+    immediate (and participant_state) with scope participants only; each trigger's own fields."""
+    t = a.trigger
+    at = f"{where}.trigger"
+    try:
+        tz = ZoneInfo(t.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CatalogError(f"{at}.timezone: {t.timezone!r} is not an IANA time zone (e.g. UTC, America/Chicago)") from None
+    if t.type in ("immediate", "participant_state") and a.scope != "participants":
+        raise CatalogError(f"{where}.scope: a {t.type} automation takes scope participants only (got {a.scope})")
+    cron = None
+    if t.type == "cron":
+        if not t.cron_expression:
+            raise CatalogError(f"{at}.cron_expression: required for a cron trigger")
+        if re.match(r"^\s*(CRON_TZ|TZ)=", t.cron_expression):
+            raise CatalogError(f"{at}.cron_expression: an inline CRON_TZ= or TZ= is not allowed; use trigger.timezone")
+        try:
+            cron = parse_cron(t.cron_expression)
+        except CronError as e:
+            raise CatalogError(f"{at}.cron_expression: {e}") from None
+    elif t.cron_expression is not None:
+        raise CatalogError(f"{at}.cron_expression: applies to cron triggers only (this one is {t.type})")
+    if t.type == "one_time" and t.trigger_at is None:
+        raise CatalogError(f"{at}.trigger_at: required for a one_time trigger (an RFC 3339 instant)")
+    if t.type != "one_time" and t.trigger_at is not None:
+        raise CatalogError(f"{at}.trigger_at: applies to one_time triggers only (this one is {t.type})")
+    if t.type != "participant_state" and (t.schedule_type is not None or t.schedule_config is not None):
+        raise CatalogError(f"{at}: schedule_type and schedule_config apply to participant_state triggers only")
+    date_attribute, date_time = None, (0, 0)
+    if t.type == "participant_state":  # ATTRIBUTE_DATE (the others are rejected by support.py)
+        config = dict(t.schedule_config or {})
+        unknown = sorted(set(config) - {"attribute", "time"})
+        if unknown:
+            raise CatalogError(f"{at}.schedule_config: unknown field(s) {', '.join(unknown)}; ATTRIBUTE_DATE takes "
+                               "attribute (required) and time (HH:MM, default 00:00)")
+        date_attribute = config.get("attribute")
+        if not isinstance(date_attribute, str) or not date_attribute:
+            raise CatalogError(f"{at}.schedule_config.attribute: required for ATTRIBUTE_DATE (the participant "
+                               "attribute holding the date, e.g. birthday)")
+        m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", str(config.get("time", "00:00")))
+        if m is None:
+            raise CatalogError(f"{at}.schedule_config.time: {config.get('time')!r} is not a wall-clock time HH:MM")
+        date_time = (int(m.group(1)), int(m.group(2)))
+    if a.participant_id is not None and not (t.type == "one_time" and a.scope == "program"):
+        raise CatalogError(f"{where}.participant_id: only for a one_time automation with scope program")
+    if a.participant_filter is not None and a.scope != "participants":
+        raise CatalogError(f"{where}.participant_filter: applies to scope participants only")
+    if "type" in a.payload:
+        raise CatalogError(f"{where}.payload: `type` is set by event_name ({a.event_name!r}); leave it out of payload")
+    conditions = {f: getattr(a, f) and _cel(f"{where}.{f}", getattr(a, f), assets)
+                  for f in ("participant_filter", "guard_condition")}
+    for f, prog in conditions.items():
+        other = prog and prog.variables - {"participant", "program", "now"}
+        if other:  # there is no event yet: the filter and the guard decide whether there will be one
+            raise CatalogError(f"{where}.{f}: reads {', '.join(sorted(other))}; an automation's {f} sees only "
+                               "participant, program and now")
+    auto_key = a.key or _slug(a.name)
+    definition = a.model_dump(mode="json", exclude_none=True) | {"key": auto_key}
+    return CompiledAutomation(
+        id=ids.name_id("automation", program_key, auto_key), key=auto_key, name=a.name, program_key=program_key,
+        event_name=a.event_name, scope=a.scope, trigger=t.type, cron=cron, timezone=tz, trigger_at=t.trigger_at,
+        payload=a.payload, participant_filter=conditions["participant_filter"] or None,
+        guard_condition=conditions["guard_condition"] or None, participant_id=a.participant_id, status=a.status,
+        definition=definition, date_attribute=date_attribute, date_time=date_time)
 
 
 def compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:

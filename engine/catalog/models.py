@@ -291,6 +291,40 @@ class Group(Strict):
         return self
 
 
+class Trigger(Strict):
+    """When an automation fires (Scrip's `trigger`; semantics.md 11)."""
+    type: Literal["cron", "one_time", "immediate", "participant_state"]
+    cron_expression: str | None = None
+    timezone: str = "UTC"  # IANA name: the zone cron fields are read in
+    trigger_at: datetime | None = None  # one_time
+    schedule_type: Literal["ATTRIBUTE_DATE", "THRESHOLD", "INTERVAL", "CRON"] | None = None  # participant_state
+    schedule_config: dict[str, Any] | None = None  # participant_state
+
+    @field_validator("trigger_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("must be an RFC 3339 timestamp with a time zone, e.g. 2025-01-01T00:00:00Z")
+        return v
+
+
+class Automation(Strict):
+    """An automation (Scrip's automation payload, semantics.md 11): a trigger that emits SYSTEM
+    events `event_name` (with `payload`) into the stream."""
+    name: str = Field(min_length=1, max_length=255)
+    key: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_\-]{0,127}$")  # default: slug of name
+    event_name: str = Field(min_length=1, max_length=255)
+    scope: Literal["program", "participants"]
+    trigger: Trigger
+    description: str | None = None
+    payload: dict[str, Any] = {}
+    participant_filter: str | None = None
+    guard_condition: str | None = None
+    filter_hints: dict[str, Any] | None = None  # Scrip's optimisation hints: accepted, not needed here
+    participant_id: str | None = None  # one_time + scope program: the one participant it names
+    status: Literal["active", "paused"] = "active"
+
+
 class ProgramFile(Strict):
     program: Program
     assets: list[Asset] = []
@@ -298,7 +332,7 @@ class ProgramFile(Strict):
     tiers: list[Tier] = []
     rewards: list[Reward] = []
     groups: list[Group] = []
-    automations: list[dict[str, Any]] = []
+    automations: list[Automation] = []
 
 
 def _alias(data: Any, scrip: str, ours: str) -> Any:

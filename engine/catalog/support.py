@@ -27,8 +27,15 @@ VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}
 
 def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
     """Yield (location, field) for every field set to something not built yet."""
-    if pf.automations:
-        yield "automations", "automations"
+    for a_i, automation in enumerate(pf.automations):
+        where = f"automations[{a_i}] ({automation.name})"
+        if automation.trigger.type == "participant_state" and automation.trigger.schedule_type != "ATTRIBUTE_DATE":
+            yield f"{where}.trigger", (f"schedule_type: {automation.trigger.schedule_type} (participant_state: only "
+                                       "ATTRIBUTE_DATE is built)")
+        if automation.scope == "program" and automation.participant_id is None:
+            # a SYSTEM event without a participant: the events table, intake and the kernel all
+            # need one (docs/decisions.md, "Automations")
+            yield f"{where}.scope", "program without participant_id (an event that names no participant)"
     if pf.program.redemption_target_type == "LEDGER_ENTITY":
         yield "program", "redemption_target_type: LEDGER_ENTITY (use SYSTEM_REDEMPTION or SYSTEM_BREAKAGE)"
     for asset in pf.assets:

@@ -22,7 +22,9 @@ from .root import BatchRoot
 from .sqlfiles import statement
 
 ORDER = [
-    "insert_catalog_programs", "insert_catalog_group_founders", "insert_catalog_groups", "insert_catalog_assets", "insert_catalog_rewards", "insert_catalog_rules",
+    "insert_catalog_programs", "insert_catalog_program_documents", "insert_catalog_automations",
+    "update_automations_planned", "insert_catalog_group_founders", "insert_catalog_groups", "insert_catalog_assets",
+    "insert_catalog_rewards", "insert_catalog_rules",
     "insert_catalog_rule_versions", "insert_catalog_tiers", "delete_catalog_tier_levels", "insert_catalog_tier_levels",
     "insert_participants", "insert_enrollments", "insert_events", "insert_operations", "update_participant_status",
     "insert_rejected", "insert_evaluations",
@@ -81,8 +83,20 @@ def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
         {"tier_id": t.sid, "key": lv.key, "name": lv.name, "rank": lv.rank, "benefits": json.dumps(lv.benefits, sort_keys=True)}
         for p in catalog.programs.values() for t in p.tiers.values() for lv in t.levels],
         schema={"tier_id": pl.String, "key": pl.String, "name": pl.String, "rank": pl.Int64, "benefits": pl.String})
-    return {"stage_programs": programs, "stage_groups": groups, "stage_group_founders": founders, "stage_assets": assets, "stage_rules": rules, "stage_rewards": rewards,
-            "stage_tiers": tiers, "stage_tier_levels": levels}
+    documents = pl.DataFrame([
+        {"id": str(p.id), "key": p.key, "document": json.dumps(p.document, sort_keys=True)}
+        for p in catalog.programs.values()], schema={"id": pl.String, "key": pl.String, "document": pl.String})
+    automations = pl.DataFrame([
+        {"id": a.sid, "program_id": str(p.id), "key": a.key, "name": a.name, "event_name": a.event_name,
+         "scope": a.scope, "trigger_type": a.trigger, "status": a.status,
+         "definition": json.dumps(a.definition, sort_keys=True)}
+        for p in catalog.programs.values() for a in p.automations.values()],
+        schema={c: pl.String for c in ("id", "program_id", "key", "name", "event_name", "scope", "trigger_type",
+                                       "status", "definition")})
+    return {"stage_programs": programs, "stage_groups": groups, "stage_group_founders": founders,
+            "stage_assets": assets, "stage_rules": rules, "stage_rewards": rewards,
+            "stage_tiers": tiers, "stage_tier_levels": levels, "stage_program_documents": documents,
+            "stage_automations": automations}
 
 
 def balance_changes(effects: pl.DataFrame) -> pl.DataFrame:

@@ -122,17 +122,21 @@ def ledger(context: dg.AssetExecutionContext, ledger_db: LedgerDatabase,
     pool=POOL,
     kinds={"duckdb"},
     group_name="perkflow",
-    description="Time-driven ledger changes (lot maturities and expiries) due by the end of each day, "
-                "written by engine.maintain at the instants they were due. Idempotent.",
+    description="Time-driven ledger changes due by the end of each day, written by engine.maintain at the "
+                "instants they were due: automation firings (SYSTEM events through the rules), lot maturities "
+                "and expiries, tier reviews, counter resets. Idempotent.",
 )
 def lot_maintenance(context: dg.AssetExecutionContext, ledger_db: LedgerDatabase) -> dg.MaterializeResult:
     reports = []
     for day in _days(context):
         as_of = datetime.fromisoformat(day).replace(tzinfo=timezone.utc) + timedelta(days=1)
         r = maintain(as_of, ledger_db.resolved_path(), wait=ledger_db.wait_seconds)
-        context.log.info(f"{day}: {r.entries} entries for {r.lots_due} lots due by {as_of.isoformat()}")
-        reports.append({"day": day, "batch_id": r.batch_id, "lots_due": r.lots_due, "entries": r.entries})
+        context.log.info(f"{day}: {r.fired} automation events ({r.fired_entries} entries), {r.entries} entries "
+                         f"for {r.lots_due} lots due by {as_of.isoformat()}")
+        reports.append({"day": day, "batch_id": r.batch_id, "automation_events": r.fired, "lots_due": r.lots_due,
+                        "entries": r.entries + r.fired_entries})
     return dg.MaterializeResult(metadata={"days": len(reports), "entries": sum(r["entries"] for r in reports),
+                                          "automation_events": sum(r["automation_events"] for r in reports),
                                           "maintenance": dg.MetadataValue.md(_table(reports))})
 
 

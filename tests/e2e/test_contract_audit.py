@@ -507,8 +507,6 @@ def test_s10_every_lifecycle_option_of_the_contract_loads(tmp_path):
 # Section 11: groups and automations
 
 
-@pytest.mark.xfail(strict=True, reason="semantics.md 11: automations are not built (rejected at load: "
-                                       "'not supported yet: automations')")
 def test_s11_a_cron_automation_fires_system_events_by_maintenance(tmp_path):
     # "A firing emits SYSTEM events (event_data.type = event_name, merged with payload) into the
     # stream at the firing instant, with deterministic idempotency keys ... by the maintenance run

@@ -234,16 +234,7 @@ def test_lot_maintenance_asset_writes_due_expiries(tmp_path):
         "assets:\n  - {symbol: MILES, name: Miles, scale: 0, inventory_mode: LOT}\n"
         "rules:\n  - name: Earn\n    condition: event.type == \"purchase\"\n    actions:\n"
         "      - {type: CREDIT, asset: MILES, amount: \"10\", expires_at: \"36h\"}\n")
-    landing = tmp_path / "landing"
-    day = landing / f"date={DAYS[0]}"
-    day.mkdir(parents=True)
-    sample_events(40, 5, 3, program="lotty", start=datetime(2025, 11, 1, tzinfo=timezone.utc), days=1) \
-        .write_parquet(day / "events.parquet")
-    db_file = tmp_path / "lots.duckdb"
-    res = {"ledger_db": LedgerDatabase(path=str(db_file)),
-           "perkflow_files": PerkflowFiles(programs=str(programs), landing=str(landing))}
-    for d in DAYS[:3]:
-        assert dg.materialize(ALL_ASSETS, resources=res, partition_key=d).success
+    db_file, _events = _three_days(tmp_path, programs, "lotty")
     con = duckdb.connect(str(db_file), read_only=True)
     try:
         credited = con.execute("SELECT COUNT(*) FROM lots").fetchall()[0][0]
@@ -255,3 +246,44 @@ def test_lot_maintenance_asset_writes_due_expiries(tmp_path):
     finally:
         con.close()
     assert credited > 0 and expired == (credited, True) and left == 0
+
+
+def test_lot_maintenance_asset_fires_automations(tmp_path):
+    """The daily maintenance asset calls engine.maintain, which fires automations: a daily cron at
+    midnight UTC gives every participant enrolled on 1 November one point at 00:00 on 2, 3 and
+    4 November (the as-of of the 3 November partition is the end of that day)."""
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    (programs / "daily.yaml").write_text(
+        "program: {key: daily, name: Daily}\n"
+        "assets:\n  - {symbol: PTS, name: Points, scale: 0}\n"
+        "rules:\n  - name: Tick\n    condition: event.type == \"tick\"\n    actions:\n"
+        "      - {type: CREDIT, asset: PTS, amount: \"event.n\"}\n"
+        "automations:\n  - name: Daily tick\n    event_name: tick\n    scope: participants\n"
+        "    trigger: {type: cron, cron_expression: \"0 0 * * *\"}\n    payload: {n: 1}\n")
+    db_file, events = _three_days(tmp_path, programs, "daily")
+    people = events["external_id"].n_unique()
+    con = duckdb.connect(str(db_file), read_only=True)
+    try:
+        fired = con.execute("SELECT COUNT(*), COUNT(DISTINCT event_timestamp) FROM events "
+                            "WHERE idempotency_key LIKE 'system:automation:daily_tick:%'").fetchall()[0]
+        held = con.execute("SELECT DISTINCT available FROM balances WHERE entity_type = 'PARTICIPANT'").fetchall()
+    finally:
+        con.close()
+    assert fired == (3 * people, 3) and held == [(3,)]
+
+
+def _three_days(tmp_path: Path, programs: Path, program: str):
+    """40 events of `program` landed on the first day, then every asset of the first three days
+    materialised, day by day: (the ledger file, the events)."""
+    landing = tmp_path / "landing"
+    day = landing / f"date={DAYS[0]}"
+    day.mkdir(parents=True)
+    events = sample_events(40, 5, 3, program=program, start=datetime(2025, 11, 1, tzinfo=timezone.utc), days=1)
+    events.write_parquet(day / "events.parquet")
+    db_file = tmp_path / f"{program}.duckdb"
+    res = {"ledger_db": LedgerDatabase(path=str(db_file)),
+           "perkflow_files": PerkflowFiles(programs=str(programs), landing=str(landing))}
+    for d in DAYS[:3]:
+        assert dg.materialize(ALL_ASSETS, resources=res, partition_key=d).success
+    return db_file, events

@@ -25,6 +25,7 @@ from celpy import celtypes as ct
 
 from engine.catalog.models import Action, ProgramFile, Rule
 
+from tests.oracle.automations import automation_def, maintain
 from tests.oracle.books import (
     Account, Books, Entry, Insufficient, group_account, participant_account, system_account, wallet_account,
 )
@@ -301,6 +302,7 @@ class ProgramDef:
     rewards: dict[str, RewardDef] = field(default_factory=dict)
     redemption_target: str = "SYSTEM_REDEMPTION"  # s9.4: SYSTEM_REDEMPTION | SYSTEM_BREAKAGE
     tiers: list[T.TierDef] = field(default_factory=list)  # file order
+    automations: list = field(default_factory=list)  # tests/oracle/automations.AutomationDef
 
 
 @dataclass
@@ -339,8 +341,6 @@ def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, A
     for path, pf in files:
         if pf.program.redemption_target_type == "LEDGER_ENTITY":
             raise Unsupported(f"{path}: redemption_target_type LEDGER_ENTITY")
-        if pf.automations:
-            raise Unsupported(f"{path}: automations")
         if pf.program.key in programs:
             raise ValueError(f"{path}: duplicate program key {pf.program.key}")
         symbols = []
@@ -367,10 +367,11 @@ def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, A
             key = rw.key or slug(rw.name)
             rewards[key] = RewardDef(key, rw.redemption_type, rw.asset, rw.unit_cost, rw.max_total,
                                      rw.max_per_participant, rw.status, rw.available_from, rw.available_until)
+        autos = [automation_def(a, lambda what: Unsupported(f"{path}: {what}"), slug) for a in pf.automations]
         programs[pf.program.key] = ProgramDef(
             pf.program.key, pf.program.status, pf.program.on_unknown_participant, symbols, rules, rewards,
             pf.program.redemption_target_type,
-            [T.tier_def(pf.program.key, t, parse_go_duration) for t in pf.tiers],
+            [T.tier_def(pf.program.key, t, parse_go_duration) for t in pf.tiers], autos,
         )
     return programs, assets, groups
 
@@ -644,6 +645,13 @@ class Oracle:
         self.budget_consumed: dict[tuple, Decimal] = {}
         self.seen: dict[tuple[str, str, str], tuple] = {}  # (kind, program, idempotency_key) -> payload
         self.arrivals = 0
+        # automations (tests/oracle/automations.py): who is enrolled in which program since when
+        # (its first row there that passed step 1), each program's first row, and how far each
+        # automation's firings were planned
+        self.enrolled: dict[tuple[str, str], datetime] = {}
+        self.first_instant: dict[str, datetime] = {}
+        self.planned: dict[tuple[str, str], datetime] = {}
+        self.runs = 0
         # s9.1: FIFO by created_at, then the lot's id. Lot ids are derived by the project's id
         # scheme (not part of the contract): the caller may pass it as
         # lot_id(program_key, "event" | "operation", idempotency_key, rule_key, index); by default
@@ -665,6 +673,7 @@ class Oracle:
     def run_batch(self, rows: list[dict], operations: list[dict] = ()) -> None:
         """One run: the batch's event rows, then its operation rows, in arrival order (decisions.md)."""
         accepted: list[Event | Operation] = []
+        self.runs += 1
         for kind, row in [("event", r) for r in rows] + [("operation", r) for r in operations]:
             self.arrivals += 1
             program_key = row["program_id"]
@@ -682,6 +691,8 @@ class Oracle:
                     self.result.rejected.append((key, "idempotency_conflict"))
                 continue
             self.seen[(kind, program_key, key)] = payload
+            when = row["event_timestamp"] if kind == "event" else row["timestamp"]
+            self.first_instant[program_key] = min(self.first_instant.get(program_key, when), when)
             if kind == "event":
                 accepted.append(Event(
                     program_key, row["external_id"], key, row["event_timestamp"],
@@ -714,6 +725,8 @@ class Oracle:
                     self.create_participant(external_id, now)
         if program.status != "ACTIVE":
             return self.finish(ev, "FAILED", "program_inactive")
+        for external_id in [ev.external_id] + ([ev.recipient] if ev.recipient else []):
+            self.enrolled.setdefault((program.key, external_id), now)
 
         # 2. Time-driven changes due at or before `now`, for the entities the event touches.
         working = Working(self, now)
@@ -771,6 +784,10 @@ class Oracle:
         working.commit()
         self.finish(ev, "COMPLETED", None)
 
+    def maintain(self, as_of: datetime) -> None:
+        """`perkflow maintain --as-of`: automation firings, then everything due (automations.py)."""
+        maintain(self, as_of)
+
     def finish(self, ev: Event, status: str, error: str | None) -> None:
         self.result.events[(ev.program_key, ev.idempotency_key)] = (status, error)
 
@@ -795,6 +812,8 @@ class Oracle:
                     self.create_participant(op.external_id, op.timestamp)
         if program.status != "ACTIVE":
             return done("FAILED", "program_inactive")
+        if op.operation not in NO_PARTICIPANT:
+            self.enrolled.setdefault((program.key, op.external_id), op.timestamp)
         working = Working(self, op.timestamp)
         if op.operation not in NO_PARTICIPANT:
             working.touch(op.external_id)

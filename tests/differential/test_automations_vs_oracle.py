@@ -1,0 +1,187 @@
+"""Automations: the engine (`perkflow run` batches and `perkflow maintain --as-of` runs, interleaved)
+against the oracle (tests/oracle/automations.py) on generated programs and streams.
+
+Generated: one program with SIMPLE and LOT assets and rules that react to the automations'
+SYSTEM events (credits, a debit that can fail, counters, a lot that expires); 1-3 automations
+(cron in UTC and in other time zones, one_time for participants or one named participant,
+immediate, birthdays from a date attribute; filters and guards over tags, counters and balances; some paused); events that enrol
+participants, tag some as vip and count visits, one participant suspended by an operation; two
+batches and up to three maintenance runs, in a generated order (so firings are sometimes planned
+after later events, and late events arrive after firings). Compared as in
+test_ledger_vs_oracle.py: statuses, every entry, accounts, lots, state, statuses of participants.
+
+`PERKFLOW_AUTOMATION_EXAMPLES` sets the number of cases (default 60).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.ledger import db as db_module
+from engine.maintain import maintain
+from engine.run import run_batch
+from engine.verify import verify
+from tests.differential.ledger_view import lot_ids, read_full_ledger
+from tests.differential.test_engine_vs_oracle import SETTINGS, _KeptConnection, check_ledger_invariants
+from tests.differential.test_ledger_vs_oracle import OP_SCHEMA, assert_same
+from tests.helpers.io import write_events, write_program
+from tests.oracle.interpreter import Oracle
+
+EXAMPLES = int(os.environ.get("PERKFLOW_AUTOMATION_EXAMPLES", "60"))
+START = datetime(2025, 3, 1, tzinfo=timezone.utc)
+PEOPLE = ["u1", "u2", "u3", "u4"]
+
+RULES = [
+    {"name": "join", "key": "join", "order": 10, "condition": 'event.type == "join"',
+     "actions": [{"type": "TAG", "tag": "member"}, {"type": "COUNTER", "key": "visits", "value": "1"}]},
+    {"name": "visit", "key": "visit", "order": 20, "condition": 'event.type == "visit"',
+     "actions": [{"type": "COUNTER", "key": "visits", "value": "1", "reset_after": "240h"}]},
+    {"name": "profile", "key": "profile", "order": 25, "condition": 'event.type == "profile"',
+     "actions": [{"type": "SET_ATTRIBUTE", "key": "birthday", "value": "event.birthday"}]},
+    {"name": "vip", "key": "vip", "order": 30, "condition": 'event.type == "vip"', "actions": [{"type": "TAG", "tag": "vip"}]},
+    {"name": "bonus", "key": "bonus", "order": 40, "condition": 'event.type == "bonus"',
+     "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n"},
+                 {"type": "COUNTER", "key": "bonuses", "value": "1"}]},
+    {"name": "lot bonus", "key": "lot_bonus", "order": 50, "condition": 'event.type == "bonus" && has(event.lot)',
+     "actions": [{"type": "CREDIT", "asset": "LP", "amount": "event.n", "expires_at": "240h"}]},
+    {"name": "fee", "key": "fee", "order": 60, "condition": 'event.type == "fee"',
+     "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "event.n"}]},
+    {"name": "lot fee", "key": "lot_fee", "order": 70, "condition": 'event.type == "fee" && has(event.lot)',
+     "actions": [{"type": "DEBIT", "asset": "LP", "amount": "event.n", "allow_negative": True}]},
+]
+ASSETS = [{"symbol": "PTS", "name": "Points", "scale": 0}, {"symbol": "LP", "name": "Lot points", "scale": 0,
+                                                            "inventory_mode": "LOT"}]
+CRONS = ["0 0 * * *", "0 12 * * 1", "0 0 1 * *", "30 6 */3 * *", "0 9 * * 1-5"]
+ZONES = ["UTC", "UTC", "America/Chicago", "Asia/Kolkata", "Europe/Paris"]
+FILTERS = [None, None, '"vip" in participant.tags', "participant.balances.PTS.available >= 2.0"]
+#: dates in the window (March-April 2025), a leap day, an MM-DD, a timestamp, and text that is no date
+BIRTHDAYS = ["1990-03-10", "1985-04-02", "2000-02-29", "03-20", "1970-03-15T08:00:00Z", "2001-04-31", "soon"]
+GUARDS = [None, None, 'get(participant.counters, "bonuses", 0.0) < 3.0', 'get(participant.counters, "visits", 0.0) >= 2.0']
+
+
+def ts(minutes: int) -> datetime:
+    return START + timedelta(minutes=minutes)
+
+
+def text(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@st.composite
+def automation(draw, i: int) -> dict:
+    kind = draw(st.sampled_from(["cron", "cron", "cron", "one_time", "one_time_program", "immediate", "birthday",
+                                 "birthday"]))
+    payload = {"n": draw(st.sampled_from([1, 2, 5]))}
+    if draw(st.booleans()):
+        payload["lot"] = True
+    auto = {"name": f"auto {i}", "event_name": draw(st.sampled_from(["bonus", "bonus", "fee"])),
+            "scope": "participants", "payload": payload}
+    if kind == "cron":
+        auto["trigger"] = {"type": "cron", "cron_expression": draw(st.sampled_from(CRONS)),
+                           "timezone": draw(st.sampled_from(ZONES))}
+    elif kind == "immediate":
+        auto["trigger"] = {"type": "immediate"}
+    elif kind == "birthday":
+        auto["trigger"] = {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE",
+                           "timezone": draw(st.sampled_from(ZONES)),
+                           "schedule_config": {"attribute": "birthday",
+                                               "time": draw(st.sampled_from(["00:00", "09:30", "23:45"]))}}
+    else:
+        auto["trigger"] = {"type": "one_time", "trigger_at": text(ts(draw(st.integers(-600, 60 * 24 * 50))))}
+        if kind == "one_time_program":
+            auto |= {"scope": "program", "participant_id": draw(st.sampled_from(PEOPLE))}
+    if auto["scope"] == "participants" and (f := draw(st.sampled_from(FILTERS))):
+        auto["participant_filter"] = f
+    if g := draw(st.sampled_from(GUARDS)):
+        auto["guard_condition"] = g
+    if draw(st.integers(0, 5)) == 0:
+        auto["status"] = "paused"
+    return auto
+
+
+@st.composite
+def scenarios(draw) -> dict:
+    autos = [draw(automation(i)) for i in range(draw(st.integers(1, 3)))]
+    events = []
+    for n in range(draw(st.integers(2, 14))):
+        kind = draw(st.sampled_from(["join", "join", "visit", "visit", "vip", "profile"]))
+        data = {"type": kind}
+        if kind == "profile":
+            data["birthday"] = draw(st.sampled_from(BIRTHDAYS))
+        events.append({"program_id": "shop", "idempotency_key": f"e{n}", "external_id": draw(st.sampled_from(PEOPLE)),
+                       "event_timestamp": text(ts(draw(st.integers(0, 60 * 24 * 45)))),
+                       "event_data": json.dumps(data)})
+    cut = draw(st.integers(1, len(events)))
+    ops = []
+    if draw(st.booleans()):
+        ops = [{"operation": "set_participant_status", "program_id": "shop", "idempotency_key": "s1",
+                "external_id": draw(st.sampled_from(PEOPLE)), "timestamp": text(ts(draw(st.integers(0, 60 * 24 * 45)))),
+                "params": json.dumps({"status": "SUSPENDED"})}]
+    maintains = sorted(draw(st.lists(st.integers(60 * 24 * 5, 60 * 24 * 60), min_size=1, max_size=3)))
+    # the order of the steps: run 1, then the maintenance runs with run 2 slotted in somewhere
+    slot = draw(st.integers(0, len(maintains)))
+    steps = [("run", events[:cut], [])] + [("maintain", ts(m)) for m in maintains]
+    steps.insert(1 + slot, ("run", events[cut:], ops))
+    return {"automations": autos, "steps": steps}
+
+
+def _oracle_row(row: dict) -> dict:
+    if "operation" in row:
+        return {"program_id": row["program_id"], "idempotency_key": row["idempotency_key"],
+                "operation": row["operation"], "external_id": row["external_id"],
+                "timestamp": datetime.fromisoformat(row["timestamp"].replace("Z", "+00:00")),
+                "params": json.loads(row["params"])}
+    return {"program_id": row["program_id"], "idempotency_key": row["idempotency_key"],
+            "external_id": row["external_id"],
+            "event_timestamp": datetime.fromisoformat(row["event_timestamp"].replace("Z", "+00:00")),
+            "event_data": json.loads(row["event_data"])}
+
+
+def check(sc: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        spec = {"program": {"key": "shop", "name": "Shop"}, "assets": ASSETS, "rules": RULES,
+                "automations": sc["automations"]}
+        prog_file = write_program(d / "programs" / "shop.yaml", spec)
+        con = duckdb.connect(":memory:")
+        con.execute("SET TimeZone = 'UTC'")
+        kept, original = _KeptConnection(con), db_module.connect
+        db_module.connect = lambda *a, **k: kept
+        try:
+            for i, step in enumerate(sc["steps"]):
+                if step[0] == "maintain":
+                    maintain(step[1], d / "ledger.duckdb")
+                    continue
+                _, events, ops = step
+                ev_file = write_events(d / f"e{i}.parquet", events) if events else None
+                op_file = write_events(d / f"o{i}.parquet", ops, schema=OP_SCHEMA) if ops else None
+                if ev_file or op_file:
+                    run_batch(d / "programs", ev_file, d / "ledger.duckdb", operations=op_file)
+            check_ledger_invariants(con)
+            report = verify(con)
+            assert report.ok, [(v.check, v.rows) for v in report.violations]
+            got, lot_id = read_full_ledger(con), lot_ids(con)
+        finally:
+            db_module.connect = original
+            con.close()
+        oracle = Oracle([prog_file], lot_id=lot_id)
+        for step in sc["steps"]:
+            if step[0] == "maintain":
+                oracle.maintain(step[1])
+            elif step[1] or step[2]:
+                oracle.run_batch([_oracle_row(r) for r in step[1]], [_oracle_row(r) for r in step[2]])
+        assert_same(oracle.snapshot(), got)
+
+
+@settings(max_examples=EXAMPLES, **SETTINGS)
+@given(sc=scenarios())
+def test_automations_equal_oracle(sc):
+    check(sc)

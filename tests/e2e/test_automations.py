@@ -1,0 +1,269 @@
+"""Automations (semantics.md 11; docs/decisions.md, "Automations"): SYSTEM events fired by
+`perkflow maintain --as-of` through the rules, with balances computed by hand.
+
+Each scenario: a program whose rules react to the automation's `event_name`, a batch of events
+that enrols participants, then one or more maintenance runs.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal as D
+
+import pytest
+
+from engine.catalog import load_catalog
+from engine.errors import CatalogError
+from engine.ids import participant_id
+from engine.maintain import maintain
+from tests.helpers.io import program_spec, query, write_program
+from tests.helpers.scenario import Scenario, asset, at, ev, on, op
+from tests.reliability.harness import diff, ledger_view
+
+JOIN = on("join", {"type": "TAG", "tag": "member"})
+BONUS = on("bonus", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})
+
+
+def monthly(**extra) -> dict:
+    return {"name": "Monthly bonus", "event_name": "bonus", "scope": "participants",
+            "trigger": {"type": "cron", "cron_expression": "0 0 1 * *"}, "payload": {"n": 3}, **extra}
+
+
+def project(tmp, automations: list[dict], rules: list[dict] | None = None, assets: list[dict] | None = None,
+            **program) -> Scenario:
+    s = Scenario(tmp, "shop", [], [asset("PTS")])
+    spec = program_spec("shop", rules or [JOIN, BONUS], assets=assets or [asset("PTS")], **program)
+    write_program(s.programs / "shop.yaml", spec | {"automations": automations})
+    return s
+
+
+def run_maintain(s: Scenario, as_of: str):
+    report = maintain(datetime.fromisoformat(as_of).replace(tzinfo=timezone.utc), s.db)
+    s.check()
+    return report
+
+
+def system_events(s: Scenario) -> list[tuple[str, str, str, dict]]:
+    """(idempotency key, external id, status, event_data) of the SYSTEM events, in stream order."""
+    rows = query(s.db, "SELECT idempotency_key, external_id, status, event_data FROM events "
+                       "WHERE idempotency_key LIKE 'system:%' ORDER BY event_timestamp, arrival_seq")
+    return [(k, e, st, json.loads(d)) for k, e, st, d in rows]
+
+
+def key(auto: str, who: str, instant: str) -> str:
+    return f"system:automation:{auto}:{participant_id(who) if who != 'program' else 'program'}:{instant}"
+
+
+def test_a_monthly_cron_credits_every_enrolled_participant_at_each_firing(tmp_path):
+    s = project(tmp_path, [monthly()])
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-15 10:00"), "join"))
+    report = run_maintain(s, "2025-05-15")
+    # firings on 1 April and 1 May (1 March 00:00 is before the program's first event): 3 + 3 each
+    assert s.balance("u1", "PTS") == s.balance("u2", "PTS") == (D(6), D(0), D(0))
+    assert report.fired == 4 and report.batch_id == 2
+    events = system_events(s)
+    assert sorted((k, e, st) for k, e, st, _ in events) == sorted(
+        (key("monthly_bonus", w, f"2025-0{m}-01T00:00:00Z"), w, "COMPLETED") for w in ("u1", "u2") for m in (4, 5))
+    assert all(d == {"type": "bonus", "n": 3} for *_, d in events)
+    when = query(s.db, "SELECT DISTINCT event_timestamp FROM events WHERE idempotency_key LIKE 'system:%' ORDER BY 1")
+    assert [w for (w,) in when] == [datetime(2025, 4, 1, tzinfo=timezone.utc), datetime(2025, 5, 1, tzinfo=timezone.utc)]
+    # the entries carry the firing instant
+    assert s.entries(key("monthly_bonus", "u1", "2025-04-01T00:00:00Z")) == [("CREDIT", D(3), None)]
+
+
+def test_a_second_maintain_of_the_same_instant_writes_nothing(tmp_path):
+    s = project(tmp_path, [monthly()])
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"))
+    run_maintain(s, "2025-05-15")
+    before = query(s.db, "SELECT COUNT(*) FROM batches")[0][0], query(s.db, "SELECT COUNT(*) FROM events")[0][0]
+    again = run_maintain(s, "2025-05-15")
+    earlier = run_maintain(s, "2025-04-20")
+    assert again.batch_id is None and earlier.batch_id is None and again.fired == 0
+    assert (query(s.db, "SELECT COUNT(*) FROM batches")[0][0], query(s.db, "SELECT COUNT(*) FROM events")[0][0]) == before
+    assert s.balance("u1", "PTS") == (D(6), D(0), D(0))
+
+
+def test_two_maintains_give_the_ledger_of_one(tmp_path):
+    ledgers = []
+    for name, cuts in (("one", ["2025-06-10"]), ("three", ["2025-04-01", "2025-04-20", "2025-06-10"])):
+        d = tmp_path / name
+        d.mkdir()
+        s = project(d, [monthly()], rules=[JOIN, BONUS, on("bonus", {"type": "COUNTER", "key": "bonuses", "value": "1"},
+                                                          order=100) | {"key": "count", "name": "count"}])
+        s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-15 10:00"), "join"))
+        for cut in cuts:
+            run_maintain(s, cut)
+        ledgers.append(ledger_view(s.db))
+        assert s.balance("u1", "PTS") == (D(9), D(0), D(0))  # April, May, June
+        assert s.state("u2")[("COUNTER", "bonuses")] == D(3)
+    assert diff(*ledgers) == ""
+
+
+def test_one_time_fires_once_at_trigger_at_for_participants_or_one_named_participant(tmp_path):
+    autos = [{"name": "Spring gift", "event_name": "bonus", "scope": "participants", "payload": {"n": 5},
+              "trigger": {"type": "one_time", "trigger_at": "2025-04-10T12:00:00Z"}},
+             {"name": "Apology", "event_name": "bonus", "scope": "program", "participant_id": "u2",
+              "payload": {"n": 7}, "trigger": {"type": "one_time", "trigger_at": "2025-04-11T00:00:00Z"}}]
+    s = project(tmp_path, autos)
+    # u3 enrols after the spring gift: it gets nothing
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-02 01:00"), "join"),
+          ev("j3", "u3", "2025-04-10T12:00:01Z", "join"))
+    run_maintain(s, "2025-04-10T23:00:00")  # the spring gift only
+    assert [s.balance(w, "PTS")[0] for w in ("u1", "u2", "u3")] == [D(5), D(5), D(0)]
+    run_maintain(s, "2025-12-31")
+    assert [s.balance(w, "PTS")[0] for w in ("u1", "u2", "u3")] == [D(5), D(12), D(0)]
+    assert [k for k, *_ in system_events(s)][-1] == key("apology", "program", "2025-04-11T00:00:00Z")
+
+
+def test_immediate_fires_once_at_the_first_maintenance_as_of(tmp_path):
+    autos = [{"name": "Welcome", "event_name": "bonus", "scope": "participants", "payload": {"n": 2},
+              "trigger": {"type": "immediate"}}]
+    s = project(tmp_path, autos)
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-02 01:00"), "join"))
+    run_maintain(s, "2025-03-05")
+    s.run(ev("j3", "u3", at("2025-03-06 01:00"), "join"))
+    run_maintain(s, "2025-04-01")
+    assert [s.balance(w, "PTS")[0] for w in ("u1", "u2", "u3")] == [D(2), D(2), D(0)]
+    assert {k for k, *_ in system_events(s)} == {key("welcome", w, "2025-03-05T00:00:00Z") for w in ("u1", "u2")}
+
+
+def test_a_filter_and_a_guard_choose_participants_with_the_state_at_each_firing(tmp_path):
+    # filter: members tagged vip; guard: fewer than 2 bonuses so far (the counter the bonus rule
+    # increments), so the third month fires for nobody: the guard sees what earlier firings did
+    rules = [JOIN, on("vip", {"type": "TAG", "tag": "vip"}), BONUS,
+             on("bonus", {"type": "COUNTER", "key": "bonuses", "value": "1"}, order=100) | {"key": "c", "name": "c"}]
+    s = project(tmp_path, [monthly(participant_filter='"vip" in participant.tags',
+                                   guard_condition='get(participant.counters, "bonuses", 0.0) < 2.0')], rules=rules)
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-01 02:00"), "join"),
+          ev("v1", "u1", at("2025-03-01 03:00"), "vip"))
+    run_maintain(s, "2025-06-15")  # April, May, June
+    assert s.balance("u1", "PTS") == (D(6), D(0), D(0))
+    assert s.balance("u2", "PTS") == (D(0), D(0), D(0))
+    assert [k for k, *_ in system_events(s)] == [key("monthly_bonus", "u1", f"2025-0{m}-01T00:00:00Z") for m in (4, 5)]
+
+
+def test_suspended_participants_are_left_out(tmp_path):
+    s = project(tmp_path, [monthly()])
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-01 02:00"), "join"),
+          op("set_participant_status", "s2", "u2", at("2025-03-02 00:00"), status="SUSPENDED"))
+    run_maintain(s, "2025-04-15")
+    assert s.balance("u1", "PTS")[0] == D(3) and s.balance("u2", "PTS")[0] == D(0)
+
+
+def test_a_paused_automation_does_not_fire_and_does_not_make_up_later(tmp_path):
+    s = project(tmp_path, [monthly(status="paused")])
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"))
+    assert run_maintain(s, "2025-05-15").batch_id is None
+    assert s.balance("u1", "PTS")[0] == D(0)
+    # resumed: only the firings after the last planning (1 June), not April and May
+    spec = program_spec("shop", [JOIN, BONUS], assets=[asset("PTS")]) | {"automations": [monthly()]}
+    write_program(s.programs / "shop.yaml", spec)
+    s.run(ev("j9", "u9", at("2025-05-20 00:00"), "join"))
+    run_maintain(s, "2025-06-15")
+    assert s.balance("u1", "PTS")[0] == D(3) and s.balance("u9", "PTS")[0] == D(3)
+
+
+def test_an_automation_added_later_starts_where_the_ledger_was(tmp_path):
+    s = project(tmp_path, [])
+    s.run(ev("j1", "u1", at("2025-01-05 01:00"), "join"), ev("j2", "u1", at("2025-03-20 01:00"), "buy"))
+    spec = program_spec("shop", [JOIN, BONUS], assets=[asset("PTS")]) | {"automations": [monthly()]}
+    write_program(s.programs / "shop.yaml", spec)
+    s.run(ev("j3", "u2", at("2025-03-25 01:00"), "join"))  # introduced at 20 March 01:00, the clock before this batch
+    run_maintain(s, "2025-05-15")
+    # April and May only: not February and March, before it was introduced
+    assert s.balance("u1", "PTS")[0] == D(6) and s.balance("u2", "PTS")[0] == D(6)
+
+
+def test_cron_reads_its_fields_in_the_trigger_time_zone(tmp_path):
+    # Mondays 09:00 in Chicago: 15:00Z in CST, 14:00Z from 9 March 2025 (CDT)
+    auto = monthly(trigger={"type": "cron", "cron_expression": "0 9 * * 1", "timezone": "America/Chicago"},
+                   name="Weekly", event_name="bonus", payload={"n": 1})
+    s = project(tmp_path, [auto])
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"))
+    run_maintain(s, "2025-03-12")
+    assert [k for k, *_ in system_events(s)] == [key("weekly", "u1", "2025-03-03T15:00:00Z"),
+                                                 key("weekly", "u1", "2025-03-10T14:00:00Z")]
+    assert s.balance("u1", "PTS")[0] == D(2)
+
+
+def test_due_lot_expiries_come_before_a_firing_and_the_rest_after(tmp_path):
+    lot = asset("PTS", mode="LOT")
+    rules = [on("join", {"type": "CREDIT", "asset": "PTS", "amount": "10", "expires_at": "720h"}),
+             on("bonus", {"type": "DEBIT", "asset": "PTS", "amount": "event.n", "allow_negative": True})]
+    s = project(tmp_path, [monthly(payload={"n": 4})], rules=rules, assets=[lot])
+    # u1's lot (1 March) expires on 31 March, before the April firing: the firing's debit
+    # overdraws 4 twice; u2's lot (20 March) expires on 19 April, after the April firing
+    # debited 4 of it, so 6 expire, and May overdraws 4
+    s.run(ev("j1", "u1", at("2025-03-01 00:30"), "join"), ev("j2", "u2", at("2025-03-20 00:00"), "join"))
+    run_maintain(s, "2025-05-15")
+    assert s.balance("u1", "PTS")[0] == D(-8)
+    assert s.balance("u2", "PTS")[0] == D(-4)
+    expired = query(s.db, "SELECT p.external_id, j.effective_at, -SUM(po.amount) FROM journal_entries j "
+                          "JOIN postings po ON po.journal_entry_id = j.id AND po.entity_type = 'PARTICIPANT' "
+                          "JOIN participants p ON p.id = po.entity_id WHERE j.action_type = 'EXPIRATION' "
+                          "GROUP BY ALL ORDER BY 1")
+    assert [(e, w.date().isoformat(), D(a)) for e, w, a in expired] == [("u1", "2025-03-31", D(10)),
+                                                                         ("u2", "2025-04-19", D(6))]
+
+
+def test_birthdays_fire_yearly_on_the_date_attribute_in_the_trigger_time_zone(tmp_path):
+    # 09:00 New York: 13:00Z in EDT (April), 14:00Z in EST (February). u2 was born on 29 February:
+    # 28 February in 2026; u3's attribute is not a date; u4 has none.
+    auto = {"name": "Birthday", "event_name": "bonus", "scope": "participants", "payload": {"n": 10},
+            "trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE", "timezone": "America/New_York",
+                        "schedule_config": {"attribute": "birthday", "time": "09:00"}}}
+    profile = on("profile", {"type": "SET_ATTRIBUTE", "key": "birthday", "value": "event.birthday"})
+    s = project(tmp_path, [auto], rules=[JOIN, profile, BONUS])
+    s.run(*[ev(f"p{i}", w, at("2025-03-01 01:00"), "profile", birthday=b)
+            for i, (w, b) in enumerate([("u1", "1990-04-15"), ("u2", "2000-02-29"), ("u3", "soon")])],
+          ev("j4", "u4", at("2025-03-01 01:00"), "join"))
+    run_maintain(s, "2026-01-01")
+    run_maintain(s, "2026-04-20")
+    assert [s.balance(w, "PTS")[0] for w in ("u1", "u2", "u3", "u4")] == [D(20), D(10), D(0), D(0)]
+    assert sorted(k for k, *_ in system_events(s)) == sorted([
+        key("birthday", "u1", "2025-04-15T13:00:00Z"), key("birthday", "u1", "2026-04-15T13:00:00Z"),
+        key("birthday", "u2", "2026-02-28T14:00:00Z")])
+
+
+@pytest.mark.parametrize("automation, message", [
+    ({"trigger": {"type": "immediate"}, "scope": "program", "participant_id": "u1"},
+     "automations[0] (A).scope: a immediate automation takes scope participants only"),
+    ({"trigger": {"type": "cron"}}, "automations[0] (A).trigger.cron_expression: required"),
+    ({"trigger": {"type": "cron", "cron_expression": "CRON_TZ=UTC 0 0 * * *"}}, "inline CRON_TZ="),
+    ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *", "timezone": "Mars/Olympus"}},
+     "automations[0] (A).trigger.timezone: 'Mars/Olympus' is not an IANA time zone"),
+    ({"trigger": {"type": "one_time"}}, "automations[0] (A).trigger.trigger_at: required"),
+    ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *"}, "participant_filter": "event.n > 1"},
+     "automations[0] (A).participant_filter: reads event"),
+    ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *"}, "guard_condition": "participant.tags +"},
+     "automations[0] (A).guard_condition"),
+    ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *"}, "participant_id": "u1"},
+     "automations[0] (A).participant_id: only for a one_time automation with scope program"),
+    ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *"}, "scope": "program"},
+     "automations[0] (A).scope: not supported yet: program without participant_id"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "THRESHOLD"}},
+     "automations[0] (A).trigger: not supported yet: schedule_type: THRESHOLD"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE"}},
+     "automations[0] (A).trigger.schedule_config.attribute: required"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE",
+                  "schedule_config": {"attribute": "birthday", "time": "25:00"}}},
+     "automations[0] (A).trigger.schedule_config.time: '25:00' is not a wall-clock time"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE",
+                  "schedule_config": {"attribute": "birthday", "day": 3}}},
+     "automations[0] (A).trigger.schedule_config: unknown field(s) day"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE",
+                  "schedule_config": {"attribute": "birthday"}}, "scope": "program", "participant_id": "u1"},
+     "automations[0] (A).scope: a participant_state automation takes scope participants only"),
+    ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *"}, "status": "off"},
+     "automations[0] (A).status"),
+    ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *"}, "payload": {"type": "x"}},
+     "automations[0] (A).payload: `type` is set by event_name"),
+])
+def test_bad_automations_are_rejected_at_load_naming_file_automation_and_field(tmp_path, automation, message):
+    auto = {"name": "A", "event_name": "bonus", "scope": "participants"} | automation
+    path = write_program(tmp_path / "shop.yaml",
+                         program_spec("shop", [BONUS], assets=[asset("PTS")]) | {"automations": [auto]})
+    with pytest.raises(CatalogError) as err:
+        load_catalog(path)
+    assert str(path) in str(err.value) and message in str(err.value), str(err.value)
