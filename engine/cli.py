@@ -105,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "they were due. Idempotent: a second run with the same or an earlier "
                                    "--as-of finds nothing due.")
     m.add_argument("--as-of", required=True, help="RFC 3339 instant, e.g. 2026-01-01T00:00:00Z")
-    m.add_argument("--programs", help="accepted for symmetry with run; not needed")
+    m.add_argument("--programs", help="program files: needed when SYSTEM events (SCHEDULE_EVENT) are due, which go "
+                                      "through the rules")
     db_arg(m)
     m.add_argument("--wait", type=float, default=30.0)
     m.add_argument("--json", action="store_true")
@@ -272,11 +273,12 @@ def _cmd_maintain(args) -> int:
         as_of = parse_instant(args.as_of)
     except ValueError as e:
         raise InputError(f"--as-of: {e}") from None
-    report = maintain(as_of, args.db, wait=args.wait)
+    report = maintain(as_of, args.db, wait=args.wait, programs=args.programs)
     if args.json:
         print(json.dumps({"batch_id": report.batch_id, "as_of": report.as_of.isoformat(), "lots_due": report.lots_due,
                           "entries": report.entries, "tier_changes": report.tier_changes,
-                          "counter_resets": report.counter_resets, "seconds": round(report.seconds, 3)}))
+                          "counter_resets": report.counter_resets, "system_events": report.system_events,
+                          "seconds": round(report.seconds, 3)}))
     elif report.batch_id is None:
         console.print(f"nothing due up to {report.as_of.isoformat()}")
     else:
@@ -379,6 +381,10 @@ def _cmd_explain(args) -> int:
         console.print(f"  entry: {e['rule']} {e['type']} {e['amount']}")
     for c in result["tier_changes"]:
         console.print(f"  tier: {c['tier']} of {c['external_id']}: {c['from'] or '(none)'} -> {c['to']} ({c['reason']})")
+    if result["emitted_by"]:
+        console.print(f"  SYSTEM event emitted by {result['emitted_by']}")
+    for e in result["emitted"]:
+        console.print(f"  emitted: {e['event_name']} due {e['due']}: {e['status']} ({e['idempotency_key']})")
     return 0
 
 

@@ -7,7 +7,9 @@ entries; they are applied to the stored state (`participant_state`, `program_sta
 entity with a counter due, as the next event touching it would (semantics.md 3: "A maintenance
 run --as-of T applies everything due up to T for all entities").
 Tier lifecycle reviews (engine/tiers.py) are applied the same way, from the tier definitions the
-last run stored, so no program files are needed.
+last run stored, so no program files are needed. SYSTEM events (SCHEDULE_EVENT) due by T go
+through the rules, so they need the program files (`programs`): they are processed first, as a
+batch of their own in the same transaction (engine/run.py `drain`), then everything else due.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 import polars as pl
 
 from engine import tiers
+from engine.catalog import load_catalog
+from engine.errors import InputError
 from engine.catalog.compiled import CompiledTier
 from engine.catalog.load import compile_tier
 from engine.catalog.models import Tier
@@ -30,6 +34,7 @@ from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.ledger.writer import BatchWriter
 from engine.lots import Lot, apply_due
+from engine.run import drain
 from engine.state import Store
 
 
@@ -42,14 +47,19 @@ class MaintainReport:
     seconds: float
     tier_changes: int = 0
     counter_resets: int = 0  # entities whose counters reset
+    system_events: int = 0   # SYSTEM events processed (in batch `events_batch_id`)
+    events_batch_id: int | None = None
 
 
-def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float = 30.0) -> MaintainReport:
+def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float = 30.0,
+             programs: str | Path | None = None) -> MaintainReport:
     t0 = time.perf_counter()
+    catalog = load_catalog(programs) if programs is not None else None
     con = db.connect(db_file, wait=wait)
     try:
         con.begin()
         db.ensure_schema(con)
+        drained = _system_events(con, catalog, as_of)
         due = pl.from_arrow(con.sql(statement("lookups.sql", "due_lots"), params={"as_of": as_of}).to_arrow_table())
         store = Store(con, {})
         # A maturity into an overdrawn AVAILABLE bucket repays the overdraft first, and what is
@@ -70,8 +80,12 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         tier_store = _tier_reviews(con, as_of)
         resets = _counter_resets(con, as_of, tier_store)  # after the reviews: they read counters as of their instants
         if not effects and not tier_store.tier_history and not tier_store.dirty_states:
-            con.rollback()
-            return MaintainReport(None, as_of, 0, 0, time.perf_counter() - t0)
+            if drained is None:
+                con.rollback()
+                return MaintainReport(None, as_of, 0, 0, time.perf_counter() - t0)
+            con.commit()
+            return MaintainReport(drained.batch_id, as_of, 0, drained.entries, time.perf_counter() - t0,
+                                  system_events=drained.system_events, events_batch_id=drained.batch_id)
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         store.lots = holders
         frame = pl.DataFrame(effects, schema=EFFECT_SCHEMA | ACCOUNT_SCHEMA | TIMED_SCHEMA)
@@ -98,8 +112,20 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         raise
     finally:
         con.close()
-    return MaintainReport(batch_id, as_of, len(due), len(effects),
-                          time.perf_counter() - t0, len(tier_store.tier_history), resets)
+    return MaintainReport(batch_id, as_of, len(due), len(effects) + (drained.entries if drained else 0),
+                          time.perf_counter() - t0, len(tier_store.tier_history), resets,
+                          drained.system_events if drained else 0, drained.batch_id if drained else None)
+
+
+def _system_events(con, catalog, as_of: datetime):
+    """Process the SYSTEM events due by `as_of` (a RunReport), or None if none is due."""
+    if catalog is None:
+        due = con.execute(statement("lookups.sql", "due_scheduled_count"), {"reach": as_of}).fetchall()[0][0]
+        if due:
+            raise InputError(f"{due} SYSTEM event(s) (SCHEDULE_EVENT) are due by {as_of.isoformat()}; they go through "
+                             "the rules: give --programs to process them")
+        return None
+    return drain(con, catalog, as_of)
 
 
 def _counter_resets(con, as_of: datetime, store: Store) -> int:
