@@ -209,6 +209,9 @@ def _cmd_run(args) -> int:
                                  report.rejected, report.entries)),
               f"{report.seconds:.2f}", f"{report.events_per_second:,.0f}")
     console.print(t)
+    if report.system_events or report.scheduled:
+        console.print(f"SYSTEM events (SCHEDULE_EVENT, BROADCAST): {report.system_events} processed, "
+                      f"{report.scheduled} waiting in scheduled_events")
     return 0
 
 
@@ -282,6 +285,9 @@ def _cmd_maintain(args) -> int:
     elif report.batch_id is None:
         console.print(f"nothing due up to {report.as_of.isoformat()}")
     else:
+        if report.system_events:
+            console.print(f"batch {report.events_batch_id}: {report.system_events} SYSTEM events due up to "
+                          f"{report.as_of.isoformat()}")
         console.print(f"batch {report.batch_id}: {report.entries} entries for {report.lots_due} lots, "
                       f"{report.tier_changes} tier changes and {report.counter_resets} entities' counter resets due up "
                       f"to {report.as_of.isoformat()} ({report.seconds:.2f}s)")

@@ -216,3 +216,18 @@ def test_explain_names_the_emitter_and_what_an_event_emitted(tmp_path):
         assert system["emitted_by"] == "s1" and system["status"] == "COMPLETED"
     finally:
         con.close()
+
+
+def test_the_maintain_command_asks_for_the_program_files_when_system_events_are_due(tmp_path):
+    import json
+
+    from tests.helpers.io import cli
+
+    s = Scenario(tmp_path, "shop", followup_rules(), [PTS])
+    s.run(ev("s1", "u1", at("2025-03-01 10:00"), "signup", rate=5), ev("p1", "u1", at("2025-03-01 10:05"), "purchase"))
+    res = cli("maintain", "--as-of", "2025-03-02T00:00:00Z", "--db", str(s.db))
+    assert res.returncode == 2 and "--programs" in res.stderr + res.stdout
+    res = cli("maintain", "--as-of", "2025-03-02T00:00:00Z", "--db", str(s.db), "--programs", str(s.programs), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["system_events"] == 1
+    assert s.balance("u1", "PTS") == (D(10), D(0), D(0))
