@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "stored), then lot maturities and expiries, tier reviews and counter resets. "
                                    "Idempotent: a second run with the same or an earlier --as-of finds nothing due.")
     m.add_argument("--as-of", required=True, help="RFC 3339 instant, e.g. 2026-01-01T00:00:00Z")
-    m.add_argument("--programs", help="accepted for symmetry with run; not needed")
+    m.add_argument("--programs", help="program files for the SYSTEM events due (automations, SCHEDULE_EVENT), which "
+                                      "go through the rules; default: the ones the last runs stored")
     db_arg(m)
     m.add_argument("--wait", type=float, default=30.0)
     m.add_argument("--json", action="store_true")
@@ -210,6 +211,9 @@ def _cmd_run(args) -> int:
                                  report.rejected, report.entries)),
               f"{report.seconds:.2f}", f"{report.events_per_second:,.0f}")
     console.print(t)
+    if report.system_events or report.scheduled:
+        console.print(f"SYSTEM events (SCHEDULE_EVENT, BROADCAST): {report.system_events} processed, "
+                      f"{report.scheduled} waiting in scheduled_events")
     return 0
 
 
@@ -274,16 +278,18 @@ def _cmd_maintain(args) -> int:
         as_of = parse_instant(args.as_of)
     except ValueError as e:
         raise InputError(f"--as-of: {e}") from None
-    report = maintain(as_of, args.db, wait=args.wait)
+    report = maintain(as_of, args.db, wait=args.wait, programs=args.programs)
     if args.json:
         print(json.dumps({"batch_id": report.batch_id, "as_of": report.as_of.isoformat(), "lots_due": report.lots_due,
                           "entries": report.entries, "tier_changes": report.tier_changes,
                           "counter_resets": report.counter_resets, "automation_events": report.fired,
-                          "automation_entries": report.fired_entries, "seconds": round(report.seconds, 3)}))
+                          "automation_entries": report.fired_entries, "system_events": report.system_events,
+                          "seconds": round(report.seconds, 3)}))
     elif report.batch_id is None:
         console.print(f"nothing due up to {report.as_of.isoformat()}")
     else:
-        console.print(f"batch {report.batch_id}: {report.fired} automation events ({report.fired_entries} entries), "
+        console.print(f"batch {report.batch_id}: {report.fired} automation events and {report.system_events} "
+                      f"scheduled SYSTEM events ({report.fired_entries} entries), "
                       f"{report.entries} entries for {report.lots_due} lots, "
                       f"{report.tier_changes} tier changes and {report.counter_resets} entities' counter resets due up "
                       f"to {report.as_of.isoformat()} ({report.seconds:.2f}s)")
@@ -386,6 +392,10 @@ def _cmd_explain(args) -> int:
         console.print(f"  entry: {e['rule']} {e['type']} {e['amount']}")
     for c in result["tier_changes"]:
         console.print(f"  tier: {c['tier']} of {c['external_id']}: {c['from'] or '(none)'} -> {c['to']} ({c['reason']})")
+    if result["emitted_by"]:
+        console.print(f"  SYSTEM event emitted by {result['emitted_by']}")
+    for e in result["emitted"]:
+        console.print(f"  emitted: {e['event_name']} due {e['due']}: {e['status']} ({e['idempotency_key']})")
     return 0
 
 

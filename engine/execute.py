@@ -22,11 +22,11 @@ from decimal import Decimal
 
 import polars as pl
 
-from engine import amounts, running, setwise_lots
+from engine import amounts, emit, running, setwise_lots
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS, event_dicts
-from engine.kernel import KernelEvent, Precomputed, run_kernel
+from engine.kernel import Emitting, KernelEvent, KernelResult, Precomputed, run_kernel
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.moves import ISSUANCE, INSUFFICIENT, insufficient_message
@@ -63,15 +63,24 @@ class Outcome:
     conditions_sequential: int = 0   # ... and evaluated in the kernel against state
     running_rounds: int = 0          # rounds of the running-state path (engine/running.py), if it ran
     resolved: list[int] = field(default_factory=list)  # deferred rows (engine/intake.py) that passed step 1
+    system: pl.DataFrame | None = None     # SYSTEM events processed (SYSTEM_SCHEMA), with their outcome
+    scheduled: pl.DataFrame | None = None  # SYSTEM events emitted and not yet due (SCHEDULED_SCHEMA)
 
 
-def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: bool = False) -> Outcome:
+def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: bool = False,
+            emitting: Emitting | None = None) -> Outcome:
     """`events`: pos (stream order), program_key, subject_id, recipient_uuid, entity_id,
     pre_code/pre_message (a failure decided before rules, e.g. participant_not_found), `deferred`
     with found_code/found_message (engine/intake.py), event_timestamp, event. `store`: committed
-    balances and state, loaded on demand."""
+    balances and state, loaded on demand. `emitting`: the SYSTEM events due by the batch's reach
+    are loaded into it; with any, or with a program that emits, the batch takes the kernel."""
     runnable = events.filter(pl.col("pre_code").is_null())
     keys = runnable["program_key"].unique().to_list()
+    if emitting is not None:
+        gone = _load_due(emitting, catalog, store)
+        if emitting.pending or len(gone):
+            return _execute_sequential(events, events.filter(pl.col("pre_code").is_null() | pl.col("deferred")),
+                                       catalog, store, row_path, emitting, gone)
     if (runnable["kind"] == "operation").any() or any(needs_kernel(catalog.programs[k]) for k in keys):
         if not row_path and len(runnable) >= running.MIN_EVENTS and running.unsupported(runnable, catalog) is None:
             done = running.run(runnable, catalog, store, HELPERS)
@@ -84,7 +93,7 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
         # deferred rows are decided at their turn in the kernel; elsewhere no action target
         # creates participants (programs with targets take the kernel), so intake's failure stands
         return _execute_sequential(events, events.filter(pl.col("pre_code").is_null() | pl.col("deferred")),
-                                   catalog, store, row_path)
+                                   catalog, store, row_path, emitting)
     # Only the opening balances matter here (debits are settled set-wise): one query, not the
     # store's full per-entity state.
     opening = db.frame(store.con, statement("lookups.sql", "opening_balances"),
@@ -157,7 +166,7 @@ def _finish(events: pl.DataFrame, eff: pl.DataFrame, failures: pl.DataFrame, eva
 
 
 def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, store: Store,
-                        row_path: bool) -> Outcome:
+                        row_path: bool, emitting: Emitting | None = None, gone: pl.DataFrame | None = None) -> Outcome:
     """Every runnable event through the kernel, in stream order; the stateless conditions and
     amounts of every program are computed beforehand, vectorised where possible."""
     stats = _Stats()
@@ -176,7 +185,7 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
     entity_ids = pl.concat([runnable["subject_id"], runnable["recipient_uuid"]]).drop_nulls().unique().to_list()
     store.preload(entity_ids + [str(catalog.programs[k].id) for k in catalog.programs]
                   + [g.sid for g in catalog.groups.values()], [])
-    result = run_kernel(kernel_events, catalog, store, pre)
+    result = run_kernel(kernel_events, catalog, store, pre, emitting)
     failures = [(pos, code, msg) for pos, (code, msg) in result.failures.items()]
     fail_all = pl.concat([
         pl.DataFrame(failures, schema={"pos": pl.Int64, "error_code": pl.String, "error_message": pl.String}, orient="row"),
@@ -187,10 +196,71 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
         status=pl.when(pl.col("error_code").is_null()).then(pl.lit("COMPLETED")).otherwise(pl.lit("FAILED")))
     eff = pl.DataFrame(result.effects, schema=EFFECT_SCHEMA | ACCOUNT_SCHEMA | TIMED_SCHEMA)
     evals = pl.DataFrame(result.evaluations, schema=EVAL_SCHEMA)
-    return Outcome(status=status, effects=eff, evaluations=evals, vectorised=stats.vectorised,
-                   row_evaluated=stats.row, sequential_events=len(kernel_events),
-                   conditions_precomputed=result.looked_up, conditions_sequential=result.evaluated,
-                   resolved=result.resolved)
+    outcome = Outcome(status=status, effects=eff, evaluations=evals, vectorised=stats.vectorised,
+                      row_evaluated=stats.row, sequential_events=len(kernel_events),
+                      conditions_precomputed=result.looked_up, conditions_sequential=result.evaluated,
+                      resolved=result.resolved)
+    if emitting is not None:
+        system_outcome(outcome, result, emitting, store, gone)
+    return outcome
+
+
+#: A processed SYSTEM event, in the columns run._stages reads from the batch's rows.
+SYSTEM_SCHEMA = {"pos": pl.Int64, "kind": pl.String, "program_uuid": pl.String, "program_key": pl.String,
+                 "idempotency_key": pl.String, "subject_id": pl.String, "external_id": pl.String,
+                 "event_timestamp": pl.Datetime("us", "UTC"), "arrival": pl.Int64, "event_json": pl.String,
+                 "status": pl.String, "error_code": pl.String, "error_message": pl.String, "source": pl.String,
+                 "row_number": pl.Int64}
+#: A SYSTEM event waiting in `scheduled_events` (sql/write_batch.sql).
+SCHEDULED_SCHEMA = {"program_id": pl.String, "idempotency_key": pl.String, "participant_id": pl.String,
+                    "event_timestamp": pl.Datetime("us", "UTC"), "event_json": pl.String, "emit_seq": pl.Int64,
+                    "depth": pl.Int32, "from_broadcast": pl.Boolean, "source": pl.String}
+
+
+def _load_due(emitting: Emitting, catalog: Catalog, store: Store) -> pl.DataFrame:
+    """Put the SYSTEM events waiting in `scheduled_events` and due by the reach into
+    `emitting.pending`; returns those of programs no longer in the program files (SCHEDULED_SCHEMA),
+    which fail (`unknown_program`) rather than wait forever."""
+    if emitting.reach is None:
+        return pl.DataFrame(schema=SCHEDULED_SCHEMA)
+    due = db.frame(store.con, statement("lookups.sql", "due_scheduled_events"), {"reach": emitting.reach})
+    due = due.cast({k: v for k, v in SCHEDULED_SCHEMA.items() if k in due.columns})
+    by_id = {p.sid: p for p in catalog.programs.values()}
+    for program_id, key, pid, due_at, event_json, seq, depth, from_broadcast, source in due.select(
+            list(SCHEDULED_SCHEMA)).iter_rows():
+        program = by_id.get(program_id)
+        if program is not None:
+            emitting.pending.append(KernelEvent(
+                emitting.pos(), program, pid, None, due_at, emit.cel_event(event_json), key=key,
+                system=emit.Emission(seq, depth, from_broadcast, source, event_json)))
+    return due.filter(~pl.col("program_id").is_in(list(by_id)))
+
+
+def system_outcome(outcome: Outcome, result: KernelResult, emitting: Emitting, store: Store,
+                   gone: pl.DataFrame | None) -> None:
+    """The SYSTEM events of a kernel run as rows (`outcome.system`), those still waiting
+    (`outcome.scheduled`), and the effects ranked in processing order (`rank`: the ledger's
+    order, SYSTEM events interleaved with the rows)."""
+    base = emitting.batch_id << 32
+    rows = [(ev.pos, "event", ev.program.sid, ev.program.key, ev.key, ev.subject,
+             store.people[ev.subject].external_id if ev.subject in store.people else None, ev.now,
+             ev.system.seq - base, ev.system.event_json, *(("FAILED", *result.failures[ev.pos])
+                                                            if ev.pos in result.failures else ("COMPLETED", None, None)),
+             ev.system.source, 0)
+            for ev in result.system]
+    if gone is not None:
+        for program_id, key, pid, due_at, event_json, seq, _, _, source in gone.select(list(SCHEDULED_SCHEMA)).iter_rows():
+            rows.append((emitting.pos(), "event", program_id, None, key, pid, None, due_at, seq - base, event_json,
+                         "FAILED", "unknown_program", f"program {program_id} is not defined in the program files",
+                         source, 0))
+    outcome.system = pl.DataFrame(rows, schema=SYSTEM_SCHEMA, orient="row")
+    outcome.scheduled = pl.DataFrame(
+        [(ev.program.sid, ev.key, ev.subject, ev.now, ev.system.event_json, ev.system.seq, ev.system.depth,
+          ev.system.from_broadcast, ev.system.source) for ev in result.pending],
+        schema=SCHEDULED_SCHEMA, orient="row")
+    rank = pl.DataFrame({"pos": result.order, "rank": range(len(result.order))},
+                        schema={"pos": pl.Int64, "rank": pl.Int64})
+    outcome.effects = outcome.effects.join(rank, on="pos", how="left", maintain_order="left")
 
 
 def _deferrals(sub: pl.DataFrame) -> list:

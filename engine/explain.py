@@ -28,6 +28,11 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
     evaluations = dict(con.execute(statement("explain.sql", "evaluations"), {"id": event_id}).fetchall())
     entries = con.execute(statement("explain.sql", "entries"), {"id": event_id}).fetchall()
     tier_changes = con.execute(statement("explain.sql", "tier_changes"), {"id": event_id}).fetchall()
+    emitted = con.execute(statement("explain.sql", "emitted"), {"source": f"system:{event_id}"}).fetchall()
+    by = None
+    if key.startswith("system:"):  # engine/emit.py: the emitter's id is the key's third part
+        found = con.execute(statement("explain.sql", "emitted_by"), {"source": f"system:{key.split(':')[2]}"}).fetchall()
+        by = found[0][0] if found else None
     program = catalog.programs.get(program_key)
     event = _strip(json.loads(data))
     outcomes = []
@@ -45,7 +50,10 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
             "event_timestamp": ts.isoformat(), "status": status, "error_code": code, "error_message": message,
             "rules": outcomes, "entries": [{"rule": r, "type": t, "amount": plain(Decimal(a))} for r, t, a in entries],
             "tier_changes": [{"tier": t, "external_id": who, "from": f, "to": to, "reason": why}
-                             for t, who, f, to, why in tier_changes]}
+                             for t, who, f, to, why in tier_changes],
+            "emitted_by": by,  # the idempotency key of the event that emitted this SYSTEM event
+            "emitted": [{"idempotency_key": k, "event_name": name, "due": due.isoformat(), "status": st}
+                        for k, name, due, st in emitted]}
 
 
 def _strip(v):

@@ -18,7 +18,7 @@ from decimal import Decimal
 import duckdb
 import polars as pl
 
-from engine import ids
+from engine import emit, ids
 from engine.catalog import Catalog
 from engine.operations import NO_PARTICIPANT, OPERATIONS
 from engine.io.events import raw_of
@@ -53,11 +53,18 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection)
     nobody = (pl.col("reject_reason").is_null() & (pl.col("kind") == "operation")
               & ~pl.col("operation").is_in(sorted(NO_PARTICIPANT))
               & pl.coalesce(pl.col("external_id"), pl.col("participant_id")).is_null())
+    # keys starting with system: name SYSTEM events (engine/emit.py); an input row cannot take one
+    reserved = pl.col("reject_reason").is_null() & pl.col("idempotency_key").str.starts_with(emit.RESERVED_PREFIX)
     rows = rows.with_columns(
-        reject_reason=pl.when(unknown_program).then(pl.lit("unknown_program"))
+        reject_reason=pl.when(reserved).then(pl.lit(emit.RESERVED_REASON))
+        .when(unknown_program).then(pl.lit("unknown_program"))
         .when(unknown_operation).then(pl.lit("unknown_operation"))
         .when(nobody).then(pl.lit("missing_required_field")).otherwise(pl.col("reject_reason")),
-        reject_message=pl.when(unknown_program)
+        reject_message=pl.when(reserved)
+        .then(pl.concat_str(pl.lit("idempotency_key "), pl.col("idempotency_key"),
+                            pl.lit(f" starts with {emit.RESERVED_PREFIX!r}, which is reserved for the SYSTEM events "
+                                   "the engine emits (SCHEDULE_EVENT, BROADCAST, automations)")))
+        .when(unknown_program)
         .then(pl.concat_str(pl.lit("program "), pl.col("program_id"), pl.lit(" is not defined in the program files")))
         .when(unknown_operation)
         .then(pl.concat_str(pl.lit("unknown operation "), pl.col("operation"),

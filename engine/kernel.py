@@ -6,13 +6,15 @@ be computed beforehand (conditions and amounts that read only `event` and `now`)
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from engine import amounts, holds, ids, tiers
+from engine import amounts, emit, holds, ids, tiers
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.catalog.compiled import CompiledTarget
+from engine.ledger.sqlfiles import statement
 from engine.cel import CelEvalError, CelProgram
 from engine.plan import reads_state
 from engine.reads import keys, reads_field
@@ -49,6 +51,14 @@ class KernelEvent:
     # the participant earlier in the stream (engine/intake.py): (the failure if a participant it
     # names is still missing at its turn, the outcome of step 1 if not: a failure or None).
     deferred: tuple[tuple[str, str], tuple[str, str] | None] | None = None
+    system: emit.Emission | None = None  # a SYSTEM event (engine/emit.py)
+    # the stream position participants are looked up at (Store.arrived): an input row's own
+    # `pos`; for a SYSTEM event, set when it is processed, the last input row processed before it
+    at: int | None = None
+
+    @property
+    def where(self) -> int:
+        return self.pos if self.at is None else self.at
 
 
 @dataclass
@@ -59,19 +69,74 @@ class KernelResult:
     resolved: list[int] = field(default_factory=list)  # deferred rows whose participants existed at their turn
     looked_up: int = 0   # rule conditions computed beforehand (vectorised or row path) and looked up
     evaluated: int = 0   # rule conditions evaluated here, one event at a time, against state
+    order: list[int] = field(default_factory=list)  # pos of every event, in the order it was processed
+    system: list[KernelEvent] = field(default_factory=list)  # SYSTEM events processed, in that order
+    pending: list[KernelEvent] = field(default_factory=list)  # SYSTEM events not due by the reach
 
 
-def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: Precomputed) -> KernelResult:
+@dataclass
+class Emitting:
+    """SYSTEM events for one kernel run: those due from earlier batches (`pending`, in stream
+    order), how far the stream reaches (SYSTEM events due by then are processed), and how the
+    batch numbers its emissions (`seq`, `pos`)."""
+    reach: datetime | None
+    batch_id: int
+    emitted: int = 0   # emissions of the batch so far (its earlier chunks included)
+    pending: list[KernelEvent] = field(default_factory=list)
+    next_pos: int = emit.SYSTEM_POS
+    _stored: dict[str, dict[str, str]] = field(default_factory=dict)  # program -> enrolled participant -> status
+    _batch: dict[str, set[str]] = field(default_factory=dict)  # program -> enrolled by the rows processed
+
+    def seq(self) -> int:
+        self.emitted += 1
+        return (self.batch_id << 32) | emit.EMITTED_BIT | self.emitted
+
+    def pos(self) -> int:
+        self.next_pos += 1
+        return self.next_pos
+
+    def active_enrolled(self, store: Store, program_id: str) -> list[str]:
+        """Participants enrolled in the program so far in the stream (stored enrolments, and
+        those of the rows processed: `enrol`) and ACTIVE now, in id order."""
+        if program_id not in self._stored:
+            rows = store.con.execute(statement("lookups.sql", "program_enrollments"), {"program_id": program_id}).fetchall()
+            self._stored[program_id] = dict(rows)
+        stored = self._stored[program_id]
+        out = []
+        for pid in sorted(stored.keys() | self._batch.get(program_id, set())):
+            person = store.people.get(pid)  # the store has the status as of now, if it has the participant
+            if (person.status if person is not None else stored[pid]) == "ACTIVE":
+                out.append(pid)
+        return out
+
+    def enrol(self, ev: KernelEvent) -> None:
+        """A row (or SYSTEM event) that passed step 1 enrols its participant and recipient."""
+        self._batch.setdefault(ev.program.sid, set()).update(p for p in (ev.subject, ev.recipient) if p is not None)
+
+
+def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: Precomputed,
+               emitting: Emitting | None = None) -> KernelResult:
     out = KernelResult()
     lifecycle = [t for p in catalog.programs.values() for t in p.tiers.values() if t.lifecycle is not None]
-    for ev in events:
+    emitting = emitting or Emitting(None, 0)
+    for ev in _stream(events, emitting, out):
+        out.order.append(ev.pos)
+        if ev.system is not None:
+            out.system.append(ev)
+            if ev.program.model.status != "ACTIVE":  # step 1 for a SYSTEM event: its participant exists
+                out.failures[ev.pos] = ("program_inactive", f"program {ev.program.key} is not ACTIVE")
+                continue
+            if ev.subject not in store.loaded or ev.subject not in store.lots_loaded:
+                store.preload([ev.subject], [])
         if ev.deferred is not None:  # semantics.md 5 step 1, decided at the row's turn
             failure = _resolve(ev, store)
             if failure is not None:
                 out.failures[ev.pos] = failure
                 continue
             out.resolved.append(ev.pos)
+        emitting.enrol(ev)
         tx = Tx(store, ev.now)
+        tx.emitting = emitting
         # everything due for a participant happens before the event first touches it: its
         # subject and recipient now, action targets and transfer recipients when they are named
         tx.touch = _toucher(ev, tx, out.effects, lifecycle)
@@ -92,14 +157,51 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
         tx.commit()
         out.effects += effects
         out.evaluations += evals
+        for kind, subject, due, event_json, key in tx.emitted:
+            system = emit.Emission(emitting.seq(), 1 + (ev.system.depth if ev.system else 0),
+                                   kind == "BROADCAST" or bool(ev.system and ev.system.from_broadcast),
+                                   f"system:{emit.event_id(ev.program.sid, ev.key)}", event_json)
+            heapq.heappush(emitting.pending, _queued(KernelEvent(
+                emitting.pos(), ev.program, subject, None, due, emit.cel_event(event_json), key=key, system=system)))
+    out.pending = [q[-1] for q in sorted(emitting.pending)]
     return out
+
+
+def _queued(ev: KernelEvent) -> tuple:
+    """A SYSTEM event's place in the queue: its instant, then its emission order."""
+    return (ev.now, ev.system.seq, ev)
+
+
+def _stream(events: list[KernelEvent], emitting: Emitting, out: KernelResult):
+    """The batch's rows merged with the SYSTEM events due by its reach: a SYSTEM event due at t
+    comes before the rows timestamped t still to come (docs/decisions.md, "SYSTEM events"),
+    after the event that emitted it; SYSTEM events due together come in emission order.
+    Those due later stay in `emitting.pending`."""
+    queue = emitting.pending
+    queue[:] = [q if isinstance(q, tuple) else _queued(q) for q in queue]
+    heapq.heapify(queue)
+    frontier = -1
+    i = 0
+    while True:
+        row = events[i] if i < len(events) else None
+        if queue and (row is None or queue[0][0] <= row.now) and (
+                emitting.reach is None or queue[0][0] <= emitting.reach):
+            ev = heapq.heappop(queue)[-1]
+            ev.at = frontier
+            yield ev
+        elif row is not None:
+            i += 1
+            frontier = row.pos
+            yield row
+        else:
+            return
 
 
 def _resolve(ev: KernelEvent, store: Store) -> tuple[str, str] | None:
     """Step 1 of a deferred row: its participant and recipient exist by now (created by an
     earlier row or action target), or it fails as intake said."""
     missing, found = ev.deferred
-    here = all(store.find_id(pid, ev.pos) is not None for pid in (ev.subject, ev.recipient) if pid is not None)
+    here = all(store.find_id(pid, ev.where) is not None for pid in (ev.subject, ev.recipient) if pid is not None)
     return found if here else missing
 
 
@@ -138,7 +240,7 @@ def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: 
         if stopped or not _in_window(rule, ev.now):
             continue
         rid = rule.sid
-        if reads_state(rule.condition):
+        if ev.system is not None or reads_state(rule.condition):  # SYSTEM events were not there to precompute
             matched, error = _condition(rule.condition, _activation(ev, tx, catalog))
             counts.evaluated += 1
         else:
@@ -256,6 +358,8 @@ def _plan_action(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, 
             return entity, None
         raw = _value(ev, tx, pre, rule, action, "amount", catalog)
         return entity, _amount(raw, action, where)
+    if action.type in ("SCHEDULE_EVENT", "BROADCAST"):
+        return entity, _emission(ev, tx, pre, rule, action, catalog, where)
     if action.type in ("TAG", "UNTAG"):
         return entity, tag_text(_value(ev, tx, pre, rule, action, "tag", catalog), where)
     if action.type == "COUNTER":
@@ -265,6 +369,46 @@ def _plan_action(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, 
         return entity, tiers.level_key(ev.program.tiers[action.tier], raw, f"{where}: level")
     raw = _value(ev, tx, pre, rule, action, "value", catalog)  # SET_ATTRIBUTE
     return entity, attribute_text(raw, where)
+
+
+def _emission(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, action: CompiledAction, catalog,
+              where: str) -> tuple[datetime, str]:
+    """(due instant, event_data JSON) of the SYSTEM event(s) an action emits; the limits on
+    chains of SYSTEM events fail the emitting event here (docs/decisions.md, "SYSTEM events")."""
+    depth = ev.system.depth if ev.system else 0
+    if depth + 1 > emit.MAX_DEPTH:
+        raise ActionFailed(emit.EMISSION_DEPTH, f"{where}: this SYSTEM event is the {depth}th of a chain of SYSTEM "
+                                                f"events; at most {emit.MAX_DEPTH} may follow from one input event")
+    if action.type == "BROADCAST" and ev.system is not None and ev.system.from_broadcast:
+        raise ActionFailed(emit.BROADCAST_LOOP, f"{where}: a SYSTEM event that follows from a BROADCAST cannot "
+                                                "BROADCAST again")
+    delay = timedelta(0)
+    if isinstance(action.delay, timedelta):
+        delay = action.delay
+    elif action.delay is not None:
+        delay = _value(ev, tx, pre, rule, action, "delay", catalog)
+        if not isinstance(delay, timedelta) or delay < timedelta(0):
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: delay must be a duration of at least 0s, "
+                                                         f"got {delay!r}")
+    try:
+        payload = emit.json_value(_payload(ev, tx, action.payload or {}, catalog, where), f"{where}: payload")
+    except emit.PayloadError as e:
+        raise ActionFailed(amounts.EXPRESSION_ERROR, str(e)) from None
+    return ev.now + delay, emit.payload_json(action.event_name, payload)
+
+
+def _payload(ev: KernelEvent, tx: Tx, value, catalog, where: str):
+    """A compiled payload with its expressions evaluated (against the state at this point)."""
+    if isinstance(value, CelProgram):
+        try:
+            return value.evaluate(_activation(ev, tx, catalog))
+        except CelEvalError as e:
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: payload expression failed: {e}") from None
+    if isinstance(value, dict):
+        return {k: _payload(ev, tx, v, catalog, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_payload(ev, tx, v, catalog, where) for v in value]
+    return value
 
 
 def tag_text(raw, where: str) -> str:
@@ -335,11 +479,11 @@ def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction,
     ref = _target_ref(ev, tx, catalog, t.external_id if t.external_id is not None else t.participant_id, where)
     store = tx.store
     if t.participant_id is not None:
-        found = store.find_id(ref, ev.pos)
+        found = store.find_id(ref, ev.where)
         if found is None:
             raise ActionFailed(NOT_FOUND, f"{where}: no participant with id {ref}")
         return "PARTICIPANT", found
-    found = store.find_external(ref, ev.pos)
+    found = store.find_external(ref, ev.where)
     if found is None:
         model = ev.program.model
         if model.on_unknown_participant != "CREATE":
@@ -365,7 +509,7 @@ def _target_ref(ev: KernelEvent, tx: Tx, catalog, spec, where: str) -> str:
 
 def _create(store: Store, external_id: str, ev: KernelEvent) -> str:
     existing = store.by_external.get(external_id)
-    if existing is not None and store.arrived(existing, ev.pos):  # an earlier action of this event created it
+    if existing is not None and store.arrived(existing, ev.where):  # an earlier action of this event created it
         return existing
     person = Person(str(ids.participant_id(external_id)), external_id, "ACTIVE", ev.now)
     store.create_now(person)
@@ -407,6 +551,9 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
     if action.type in VALUE_ACTIONS:
         _apply_value(ev, tx, rule, action, (etype, eid), value, effects, catalog)
         return
+    if action.type in ("SCHEDULE_EVENT", "BROADCAST"):
+        _emit(ev, tx, rule, action, eid, value)
+        return
     st = tx.state(etype, eid)
     if action.type == "TAG":
         st.tags.add(value)
@@ -426,6 +573,21 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
         tiers.set_by_action(tx, ev, action.tier, eid, value)
     else:
         st.attributes[action.key] = value
+
+
+def _emit(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, subject: str,
+          value: tuple[datetime, str]) -> None:
+    """Queue the SYSTEM event(s) of the action on the event's transaction: they are emitted
+    only if the event completes. BROADCAST: to every participant enrolled in the program so far
+    in the stream and ACTIVE at this point, in participant id order."""
+    due, event_json = value
+    emitter = emit.event_id(ev.program.sid, ev.key)
+    if action.type == "SCHEDULE_EVENT":
+        tx.emitted.append(("SCHEDULE_EVENT", subject, due, event_json,
+                           emit.schedule_key(emitter, rule.version, action.index)))
+        return
+    for pid in tx.emitting.active_enrolled(tx.store, ev.program.sid):
+        tx.emitted.append(("BROADCAST", pid, due, event_json, emit.broadcast_key(emitter, rule.version, action.index, pid)))
 
 
 def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, entity: tuple[str, str],

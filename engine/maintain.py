@@ -11,6 +11,9 @@ last run stored, so no program files are needed.
 Automations (engine/automations.py) fire first, in the same batch: their SYSTEM events due up to
 T go, firing by firing, through the rules of the programs the runs stored, exactly as the
 events of `perkflow run` do (docs/decisions.md, "Automations").
+SYSTEM events of SCHEDULE_EVENT / BROADCAST due by T that are still waiting go through the rules
+next, in the same batch (engine/run.py `drain`); both use the program files the runs stored, or
+`--programs` when given.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pathlib import Path
 import polars as pl
 
 from engine import automations, tiers
+from engine.catalog import load_catalog
+from engine.errors import InputError
 from engine.catalog.compiled import CompiledTier
 from engine.catalog.load import compile_tier
 from engine.catalog.models import Tier
@@ -33,7 +38,7 @@ from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.ledger.writer import BatchWriter
 from engine.lots import Lot, apply_due
-from engine.run import catalog_version, new_totals, process_chunk
+from engine.run import catalog_version, drain, new_totals, process_chunk
 from engine.state import Store
 
 
@@ -48,10 +53,13 @@ class MaintainReport:
     counter_resets: int = 0  # entities whose counters reset
     fired: int = 0  # SYSTEM events of automations processed
     fired_entries: int = 0  # the entries they wrote
+    system_events: int = 0  # SYSTEM events of SCHEDULE_EVENT / BROADCAST processed
 
 
-def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float = 30.0) -> MaintainReport:
+def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float = 30.0,
+             programs: str | Path | None = None) -> MaintainReport:
     t0 = time.perf_counter()
+    catalog = load_catalog(programs) if programs is not None else None
     con = db.connect(db_file, wait=wait)
     try:
         con.begin()
@@ -59,10 +67,13 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         writer = BatchWriter(con, batch_id)
         totals = new_totals()
+        catalog = catalog or automations.stored_catalog(con)
         # Automations first, firing by firing, through the path of `perkflow run`: the kernel
         # applies what is due for the participants their events touch, at their instants, before
-        # each event; what is due for everyone else is applied after, at its own instant.
-        catalog, planned = _fire_automations(con, as_of, writer, totals)
+        # each event (SCHEDULE_EVENT events due by each firing's instant included); what is due
+        # for everyone else is applied after, at its own instant.
+        planned = _fire_automations(con, catalog, as_of, writer, totals)
+        _system_events(con, catalog, as_of, writer, totals)
         due = pl.from_arrow(con.sql(statement("lookups.sql", "due_lots"), params={"as_of": as_of}).to_arrow_table())
         store = Store(con, {})
         # A maturity into an overdrawn AVAILABLE bucket repays the overdraft first, and what is
@@ -83,7 +94,7 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         tier_store = _tier_reviews(con, as_of)
         resets = _counter_resets(con, as_of, tier_store)  # after the reviews: they read counters as of their instants
         marks = {"stage_automations_planned": automations.planned_frame(planned)} if planned else {}
-        if not totals["rows_read"] and not effects and not tier_store.tier_history and not tier_store.dirty_states:
+        if not totals["rows_read"] and not totals["system_events"] and not effects and not tier_store.tier_history and not tier_store.dirty_states:
             if marks:  # nothing fired, but the automations' instants up to as_of have passed
                 writer.write(marks)
                 con.commit()
@@ -117,23 +128,35 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         con.close()
     return MaintainReport(batch_id, as_of, len(due), writer.entries - fired_entries,
                           time.perf_counter() - t0, writer.tier_changes, resets,
-                          fired=totals["rows_read"], fired_entries=fired_entries)
+                          fired=totals["rows_read"], fired_entries=fired_entries,
+                          system_events=totals["system_events"])
 
 
-def _fire_automations(con, as_of: datetime, writer: BatchWriter, totals: dict):
+def _fire_automations(con, catalog, as_of: datetime, writer: BatchWriter, totals: dict) -> dict:
     """Every automation firing due up to `as_of`, one by one, each firing's SYSTEM events one
     chunk of this batch (engine/run.py process_chunk: intake, rules, ledger), so a later
-    firing's filter and guard see what earlier ones did. Returns (the stored catalog,
-    or None without stored programs; the automations' new planned_through)."""
-    catalog = automations.stored_catalog(con)
+    firing's filter and guard see what earlier ones did. Returns the automations' new
+    planned_through."""
     if catalog is None:
-        return None, {}
+        return {}
     firings, planned = automations.schedule(con, catalog, as_of)
     for _instant, group in automations.one_by_one(firings):
         rows = automations.rows_at(con, catalog, group, totals["rows_read"])
         if len(rows):
             process_chunk(con, rows, catalog, writer, totals, first=False)
-    return catalog, planned
+    return planned
+
+
+def _system_events(con, catalog, as_of: datetime, writer: BatchWriter, totals: dict) -> None:
+    """Process the SYSTEM events (SCHEDULE_EVENT) still waiting that are due by `as_of`, as a
+    chunk of this batch; they need a catalog (stored by the runs, or --programs)."""
+    if catalog is None:
+        due = con.execute(statement("lookups.sql", "due_scheduled_count"), {"reach": as_of}).fetchall()[0][0]
+        if due:
+            raise InputError(f"{due} SYSTEM event(s) (SCHEDULE_EVENT) are due by {as_of.isoformat()}; they go through "
+                             "the rules: give --programs to process them")
+        return
+    drain(con, catalog, as_of, writer, totals)
 
 
 def _counter_resets(con, as_of: datetime, store: Store) -> int:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import polars as pl
@@ -22,6 +23,7 @@ import polars as pl
 from engine import groups, ids
 from engine.catalog import Catalog, load_catalog
 from engine.execute import execute
+from engine.kernel import Emitting
 from engine.intake import enrollments, intake
 from engine.errors import InputError
 from engine.io.events import read_chunks, read_inputs, streamable
@@ -51,6 +53,8 @@ class RunReport:
     conditions_precomputed: int = 0
     conditions_sequential: int = 0
     running_rounds: int = 0  # rounds the running-state path took to settle (0: it did not run)
+    system_events: int = 0   # SYSTEM events processed (SCHEDULE_EVENT, BROADCAST), not counted in `read`
+    scheduled: int = 0       # SYSTEM events waiting in scheduled_events after this batch
 
     @property
     def events_per_second(self) -> float:
@@ -139,6 +143,7 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
             process_chunk(con, rows, catalog, writer, totals, first=first, row_path=row_path,
                           step=lambda m: step(m + where))
             first, rows = False, next(chunks, None)
+        totals["scheduled"] = con.execute(statement("lookups.sql", "waiting_scheduled_events")).fetchall()[0][0]
         trace.mark("writing the batch row")
         writer.close(totals | {"fingerprint": fp, "sources": sources, "catalog_version": catalog_version(catalog)})
         trace.mark("committing")
@@ -152,12 +157,14 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
     return RunReport(batch_id=batch_id, already_committed=False, read=totals["rows_read"],
                      completed=totals["completed"], failed=totals["failed"], duplicates=totals["duplicates"],
                      rejected=totals["rejected"], seconds=time.perf_counter() - t0, entries=writer.entries,
+                     system_events=totals["system_events"], scheduled=totals["scheduled"],
                      **{k: totals[k] for k in _OUTCOME_COUNTS})
 
 
 def new_totals() -> dict:
     """A batch's counts before its first chunk (what `process_chunk` adds to)."""
-    return dict.fromkeys(("rows_read", "completed", "failed", "duplicates", "rejected", *_OUTCOME_COUNTS), 0)
+    return dict.fromkeys(("rows_read", "completed", "failed", "duplicates", "rejected", "system_events",
+                          "scheduled", "_emitted", *_OUTCOME_COUNTS), 0)
 
 
 def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, totals: dict, *, first: bool,
@@ -176,16 +183,22 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
     store.founders = groups.founders(catalog)
     store.add_new_participants(taken.participants)
     step("evaluating rules")
-    outcome = execute(ev, catalog, store, row_path=row_path)
+    # the SYSTEM events due by the chunk's last instant are processed in it (engine/emit.py)
+    emitting = Emitting(ev["event_timestamp"].max() if len(ev) else None, writer.batch_id, totals["_emitted"])
+    outcome = execute(ev, catalog, store, row_path=row_path, emitting=emitting)
+    totals["_emitted"] = emitting.emitted
     ev = ev.drop("event").join(outcome.status, on="pos")  # the parsed payloads are done with
     if outcome.resolved:  # rows whose participant an action target created before their turn
         taken.enrollments = enrollments(ev.filter(pl.col("pre_code").is_null() | pl.col("pos").is_in(outcome.resolved)))
-    step("building the ledger stages")
-    stages = _stages(ev, outcome, taken, writer.batch_id, store, writer.entries)
-    stages |= (catalog_frames(catalog) if first else {}) | store.state_frames(writer.batch_id, writer.tier_changes)
     completed = int((ev["status"] == "COMPLETED").sum())
     totals["completed"] += completed
     totals["failed"] += len(ev) - completed
+    if outcome.system is not None:
+        ev, taken.enrollments = _with_system(ev, outcome, taken.enrollments)
+        totals["system_events"] += len(outcome.system)
+    step("building the ledger stages")
+    stages = _stages(ev, outcome, taken, writer.batch_id, store, writer.entries)
+    stages |= (catalog_frames(catalog) if first else {}) | store.state_frames(writer.batch_id, writer.tier_changes)
     totals["duplicates"] += taken.duplicates
     totals["rejected"] += len(taken.rejected)
     for k in _OUTCOME_COUNTS:
@@ -193,6 +206,56 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
     del ev, outcome  # the stages hold what is written: free these before DuckDB takes its share
     step("writing the ledger")
     writer.write(stages)
+
+
+#: The columns of a batch's rows that a batch of SYSTEM events alone (`drain`) still needs, empty.
+_NO_ROWS = {"pos": pl.Int64, "kind": pl.String, "program_key": pl.String, "program_uuid": pl.String,
+            "operation": pl.String, "subject_id": pl.String, "external_id": pl.String, "participant_id": pl.String,
+            "recipient_uuid": pl.String, "recipient_external_id": pl.String, "recipient_id": pl.String,
+            "idempotency_key": pl.String, "event_timestamp": pl.Datetime("us", "UTC"), "arrival": pl.Int64,
+            "event_json": pl.String, "event": pl.Object, "deferred": pl.Boolean, "pre_code": pl.String,
+            "pre_message": pl.String, "found_code": pl.String, "found_message": pl.String, "source": pl.String,
+            "row_number": pl.Int64}
+
+
+def drain(con, catalog: Catalog, as_of, writer: BatchWriter, totals: dict) -> None:
+    """`perkflow maintain --as-of T`: the SYSTEM events waiting in `scheduled_events` that are
+    due by T (and what they emit, if due by T too), processed as a chunk of the caller's batch;
+    adds their count to `totals`."""
+    if not con.execute(statement("lookups.sql", "due_scheduled_count"), {"reach": as_of}).fetchall()[0][0]:
+        return
+    store = Store.open(con)
+    store.founders = groups.founders(catalog)
+    rows = pl.DataFrame(schema=_NO_ROWS)
+    emitting = Emitting(as_of, writer.batch_id, totals["_emitted"])
+    outcome = execute(rows, catalog, store, emitting=emitting)
+    totals["_emitted"] = emitting.emitted
+    ev, enrolled = _with_system(rows.drop("event").join(outcome.status, on="pos"), outcome,
+                                pl.DataFrame(schema={"participant_id": pl.String, "program_id": pl.String,
+                                                     "enrolled_at": pl.Datetime("us", "UTC")}))
+    taken = SimpleNamespace(
+        rejected=pl.DataFrame(schema={"source": pl.String, "row_number": pl.Int64, "reason": pl.String,
+                                      "message": pl.String, "raw": pl.String}),
+        participants=pl.DataFrame(schema={"id": pl.String, "external_id": pl.String,
+                                          "created_at": pl.Datetime("us", "UTC")}),
+        enrollments=enrolled)
+    totals["system_events"] += len(outcome.system)
+    writer.write(_stages(ev, outcome, taken, writer.batch_id, store, writer.entries)
+                 | store.state_frames(writer.batch_id, writer.tier_changes))
+
+
+def _with_system(ev: pl.DataFrame, outcome, enrolled: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The chunk's rows with the SYSTEM events it processed, and the enrolments with theirs (a
+    SYSTEM event enrols its participant like any event: its target may not have been enrolled)."""
+    system = outcome.system
+    rows = pl.concat([ev, system], how="diagonal_relaxed")
+    passed = system.filter(pl.col("error_code").is_null() | (pl.col("error_code") != "program_inactive")).filter(
+        pl.col("error_code").fill_null("") != "unknown_program")
+    mine = (passed.sort("pos").select(participant_id="subject_id", program_id="program_uuid",
+                                     enrolled_at="event_timestamp")
+            .unique(["participant_id", "program_id"], keep="first", maintain_order=True)
+            .join(enrolled.select("participant_id", "program_id"), on=["participant_id", "program_id"], how="anti"))
+    return rows, pl.concat([enrolled, mine.cast(enrolled.schema)])
 
 
 _OUTCOME_COUNTS = ("vectorised", "row_evaluated", "sequential_events", "conditions_precomputed",
@@ -252,8 +315,10 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store, seq_f
     keys = ev_ops.select("pos", "kind", "program_uuid", "idempotency_key", "event_timestamp")
     # stable and order-keeping: effects with equal keys (two LOT assets' due changes at one
     # event) keep the order the engine made them in, so their seqs are the same on every run
+    # the kernel ranks its effects in processing order when SYSTEM events are interleaved
+    first = "rank" if "rank" in outcome.effects.columns else "pos"
     effects = (outcome.effects.join(keys, on="pos", maintain_order="left")
-               .sort("pos", "rule_order", "action_index", maintain_order=True).with_row_index("_n"))
+               .sort(first, "rule_order", "action_index", maintain_order=True).with_row_index("_n"))
     timed = pl.col("source_name").is_not_null()  # lot expiry/maturity: not the event's own entries
     effects = effects.select(
         kind=pl.when(timed).then(pl.lit("lot")).otherwise(pl.col("kind")),
@@ -277,7 +342,12 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store, seq_f
         by_target = pl.DataFrame([(p.id, p.external_id, p.created_at) for p in store.created],
                                  schema=participants.schema, orient="row")
         participants = pl.concat([participants.join(by_target, on="id", how="anti"), by_target])
-    return {
+    scheduled = {}
+    if outcome.system is not None:
+        scheduled = {"stage_scheduled": outcome.scheduled,
+                     "stage_scheduled_done": outcome.system.select(program_id="program_uuid",
+                                                                   idempotency_key="idempotency_key")}
+    return scheduled | {
         "stage_events": events, "stage_effects": effects, "stage_evaluations": evaluations,
         "stage_rejected": taken.rejected, "stage_participants": participants,
         "stage_enrollments": taken.enrollments, "stage_operations": operations,

@@ -451,6 +451,10 @@ class Tx:
         self.tier_changes: list[dict] = []  # tier_history rows of this event (engine/tiers.py)
         self.members: dict[str, dict[str, Membership]] = {}  # group id -> its memberships (copies)
         self.tiers_set: set[tuple[str, str]] = set()  # (participant, tier id) set by SET_TIER: no auto-qualification
+        # SYSTEM events this event emits (engine/kernel.py), queued only if it commits:
+        # (action type, participant id, due instant, event_data JSON, idempotency key)
+        self.emitted: list[tuple[str, str, datetime, str, str]] = []
+        self.emitting = None  # the kernel's engine.kernel.Emitting: enrolments for BROADCAST
 
     def reward_count(self, reward_id: str, participant_id: str = "") -> int:
         key = (reward_id, participant_id)

@@ -25,3 +25,14 @@ SELECT h.tier_key, p.external_id, h.from_level, h.to_level, h.reason
 FROM tier_history h JOIN participants p ON p.id = h.participant_id
 WHERE h.event_id::VARCHAR = $id
 ORDER BY h.seq;
+
+-- name: emitted_by
+-- The event that emitted a SYSTEM event (its `source` is 'system:' || that event's id).
+SELECT e.idempotency_key FROM events e WHERE 'system:' || e.id::VARCHAR = $source;
+
+-- name: emitted
+-- The SYSTEM events an event emitted: processed (events) or still waiting (scheduled_events).
+SELECT idempotency_key, event_data->>'type', event_timestamp, status FROM events WHERE source = $source
+UNION ALL
+SELECT idempotency_key, event_data->>'type', event_timestamp, 'SCHEDULED' FROM scheduled_events WHERE source = $source
+ORDER BY 3, 1;

@@ -201,3 +201,23 @@ FROM enrollments e JOIN participants p ON p.id = e.participant_id
 JOIN entity_state s ON s.entity_type = 'PARTICIPANT' AND s.entity_id = p.id AND s.kind = 'ATTRIBUTE' AND s.key = $attribute
 WHERE e.program_id = $program_id::UUID AND p.status = 'ACTIVE'
 ORDER BY p.id;
+
+-- name: program_enrollments
+-- Every participant enrolled in a program, with its status: who a BROADCAST reaches (the ACTIVE
+-- ones; engine/kernel.py).
+SELECT e.participant_id::VARCHAR AS participant_id, p.status
+FROM enrollments e JOIN participants p ON p.id = e.participant_id
+WHERE e.program_id = $program_id::UUID;
+
+-- name: due_scheduled_events
+-- SYSTEM events waiting in scheduled_events that are due by $reach, in stream order.
+SELECT program_id::VARCHAR AS program_id, idempotency_key, participant_id::VARCHAR AS participant_id,
+       event_timestamp, event_data::VARCHAR AS event_json, emit_seq, depth, from_broadcast, source
+FROM scheduled_events WHERE event_timestamp <= $reach
+ORDER BY event_timestamp, emit_seq;
+
+-- name: waiting_scheduled_events
+SELECT count(*) FROM scheduled_events;
+
+-- name: due_scheduled_count
+SELECT count(*) FROM scheduled_events WHERE event_timestamp <= $reach;

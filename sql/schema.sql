@@ -382,3 +382,19 @@ CREATE TABLE IF NOT EXISTS automations (
     planned_through     TIMESTAMPTZ,          -- firings due up to here are planned (the last maintain --as-of)
     first_batch_id      BIGINT NOT NULL
 );
+
+-- SYSTEM events (SCHEDULE_EVENT) emitted but not yet due when their batch ended: processed, and
+-- deleted from here, by the batch whose stream reaches their instant (or `perkflow maintain`).
+CREATE TABLE IF NOT EXISTS scheduled_events (
+    program_id          UUID NOT NULL,
+    idempotency_key     VARCHAR NOT NULL,     -- system:schedule:<emitting event id>:<rule version>:<action index>
+    participant_id      UUID NOT NULL,
+    event_timestamp     TIMESTAMPTZ NOT NULL, -- the instant it is due (its `now`)
+    event_data          JSON NOT NULL,        -- the payload with `type` = event_name
+    emit_seq            BIGINT NOT NULL,      -- emission order (becomes events.arrival_seq)
+    depth               INTEGER NOT NULL,     -- its place in a chain of SYSTEM events (1: emitted by an input event)
+    from_broadcast      BOOLEAN NOT NULL,     -- a BROADCAST is among its ancestors
+    source              VARCHAR NOT NULL,     -- system:<emitting event id>
+    batch_id            BIGINT NOT NULL,      -- the batch that emitted it
+    PRIMARY KEY (program_id, idempotency_key)
+);

@@ -251,3 +251,14 @@ SELECT seq, program_id::UUID, tier_id::UUID, tier_key, participant_id::UUID, fro
        CASE source_kind WHEN 'operation' THEN md5(source_name)::UUID END,
        effective_at, $batch_id
 FROM stage_tier_history;
+
+-- name: delete_scheduled_events
+-- SYSTEM events this batch (or chunk) processed that were waiting from an earlier one.
+DELETE FROM scheduled_events USING stage_scheduled_done s
+WHERE scheduled_events.program_id = s.program_id::UUID AND scheduled_events.idempotency_key = s.idempotency_key;
+
+-- name: insert_scheduled_events
+INSERT INTO scheduled_events
+SELECT program_id::UUID, idempotency_key, participant_id::UUID, event_timestamp, event_json::JSON, emit_seq, depth,
+       from_broadcast, source, $batch_id
+FROM stage_scheduled;

@@ -73,6 +73,9 @@ class CompiledAction:
     expires_at: timedelta | datetime | CelProgram | None = None  # LOT credits: duration from now,
     matures_at: timedelta | datetime | CelProgram | None = None  # an instant, or a CEL timestamp
     reference_id: Value | None = None  # LOT holds, settles and voids: literal text or an expression
+    event_name: str | None = None  # SCHEDULE_EVENT / BROADCAST: the SYSTEM event's `type`
+    delay: timedelta | CelProgram | None = None  # SCHEDULE_EVENT: due at now + delay
+    payload: dict | None = None  # SCHEDULE_EVENT / BROADCAST: JSON with CelProgram leaves (engine/emit.py)
 
     @cached_property
     def asset_sid(self) -> str | None:
@@ -84,10 +87,24 @@ class CompiledAction:
         out = [v for v in (self.amount, self.tag, self.value, self.level, self.expires_at, self.matures_at,
                            self.reference_id)
                if isinstance(v, CelProgram)]
+        if isinstance(self.delay, CelProgram):
+            out.append(self.delay)
+        out += payload_programs(self.payload)
         if self.target is not None:
             out += [p for p in (self.target.external_id, self.target.participant_id, self.target.group)
                     if isinstance(p, CelProgram)]
         return tuple(out)
+
+
+def payload_programs(value) -> list[CelProgram]:
+    """The CEL expressions among a compiled payload's leaves, in document order."""
+    if isinstance(value, CelProgram):
+        return [value]
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in payload_programs(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in payload_programs(v)]
+    return []
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
@@ -463,6 +464,8 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
                               allow_negative=action.allow_negative, bucket=action.bucket,
                               expires_at=_when(f"{at}.expires_at", action.expires_at, assets),
                               matures_at=_when(f"{at}.matures_at", action.matures_at, assets))
+    if action.type in ("SCHEDULE_EVENT", "BROADCAST"):
+        return _compile_emission(at, action, common, need, assets)
     if action.type in ("TAG", "UNTAG"):
         return CompiledAction(**common, tag=_value(f"{at}.tag", need("tag"), assets))
     if action.type == "COUNTER":
@@ -528,6 +531,63 @@ def _program_value_target(at: str, action: Action, asset: Asset) -> None:
                                "account, without lots that expire, mature or carry references)")
     if action.allow_negative:
         raise CatalogError(f"{at}.allow_negative: a program wallet may not go below zero")
+
+
+def _compile_emission(at: str, action: Action, common: dict, need, assets: dict[str, Asset]) -> CompiledAction:
+    """SCHEDULE_EVENT (event_name, delay, payload, target) and BROADCAST (event_name, payload):
+    docs/decisions.md, "SYSTEM events"."""
+    name = need("event_name")
+    if not name.strip():
+        raise CatalogError(f"{at}.event_name: must not be empty")
+    if action.type == "BROADCAST":
+        if action.delay is not None:
+            raise CatalogError(f"{at}.delay: BROADCAST emits at the event's `now`; use SCHEDULE_EVENT for a delay "
+                               "(a scheduled event whose rule broadcasts)")
+        if action.target is not None:
+            raise CatalogError(f"{at}.target: BROADCAST reaches every ACTIVE participant of the program; it takes no "
+                               "target")
+        delay = None
+    else:
+        if action.target is not None and action.target.type == "PROGRAM":
+            raise CatalogError(f"{at}.target: a SYSTEM event belongs to a participant; target PROGRAM is not allowed "
+                               "for SCHEDULE_EVENT")
+        delay = _delay(f"{at}.delay", need("delay"), assets)
+    payload = _payload(f"{at}.payload", action.payload or {}, assets)
+    return CompiledAction(**common, event_name=name, delay=delay, payload=payload)
+
+
+def _delay(where: str, text: str, assets: dict[str, Asset]):
+    """A Go duration (>= 0), or a CEL expression giving a duration."""
+    try:
+        delay = parse_duration(text)
+    except ValueError:
+        value = _value(where, text, assets)
+        if not isinstance(value, CelProgram):
+            raise CatalogError(f"{where}: {text!r} is neither a Go duration (24h, 90m, 1h30m) nor a CEL expression "
+                               "giving a duration") from None
+        return value
+    if delay < timedelta(0):
+        raise CatalogError(f"{where}: must not be negative")
+    return delay
+
+
+def _payload(where: str, value, assets: dict[str, Asset]):
+    """A payload as written: JSON values stay as they are; a string is a CEL expression when it
+    parses as one that reads a known variable or calls a function, else literal text (a JSON
+    string stays a string: "10" is not turned into a number, as a payload is typed JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _payload(f"{where}.{k}", v, assets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_payload(f"{where}[{i}]", v, assets) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        try:
+            prog = compile_cel(value)
+        except CelError:
+            return value
+        return _cel(where, value, assets) if prog.variables & KNOWN_VARIABLES or prog.functions else value
+    if value is None or isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    raise CatalogError(f"{where}: {value!r} is not a JSON value (write dates and instants as quoted text)")
 
 
 def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset], index: int) -> CompiledBudget:

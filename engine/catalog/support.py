@@ -20,6 +20,9 @@ SUPPORTED_ACTION_FIELDS = {
     "COUNTER": {"key", "value", "reset_after", "target", "description"},
     "SET_ATTRIBUTE": {"key", "value", "target", "description"},
     "SET_TIER": {"tier", "level", "target", "description"},
+    # delay and target on BROADCAST are refused by load.py with their own message
+    "SCHEDULE_EVENT": {"event_name", "delay", "payload", "target", "description"},
+    "BROADCAST": {"event_name", "payload", "description", "delay", "target"},
 }
 SUPPORTED_ACTIONS = set(SUPPORTED_ACTION_FIELDS)
 VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}

@@ -31,7 +31,7 @@ ORDER = [
     "stage_entries", "insert_postings", "insert_entries", "update_balances", "insert_balances",
     "delete_entity_state", "insert_entity_state", "delete_group_members", "insert_group_members", "delete_participant_tiers", "insert_participant_tiers",
     "insert_tier_history", "delete_lots", "insert_lots", "upsert_reward_usage", "delete_redemptions", "insert_redemptions",
-    "upsert_budget_consumption",
+    "upsert_budget_consumption", "delete_scheduled_events", "insert_scheduled_events",
 ]
 
 

@@ -246,8 +246,6 @@ def test_s7_a_program_target_on_a_value_action_moves_the_program_wallet(tmp_path
     assert led.sql("SELECT available FROM balances WHERE entity_type = 'PROGRAM_WALLET'") == [(D(15),)]
 
 
-@pytest.mark.xfail(strict=True, reason="semantics.md 7: SCHEDULE_EVENT is not built (rejected at load: "
-                                       "'not supported yet')")
 def test_s7_schedule_event_emits_a_system_event_later(tmp_path):
     # "SCHEDULE_EVENT: emit a SYSTEM event `event_name` with `payload` at `now + delay`"; it is
     # processed at that instant of the stream (here by the next batch that reaches it).
@@ -260,7 +258,6 @@ def test_s7_schedule_event_emits_a_system_event_later(tmp_path):
     assert led.balance("u1") == (D(7), D(0), D(0))
 
 
-@pytest.mark.xfail(strict=True, reason="semantics.md 7: BROADCAST is not built (rejected at load: 'not supported yet')")
 def test_s7_broadcast_reaches_every_active_participant(tmp_path):
     # "BROADCAST: emit a SYSTEM event to every active participant of the program".
     rules = [on("join", {"type": "TAG", "tag": "member"}),

@@ -1,10 +1,11 @@
 """Automations in the oracle (semantics.md 11; docs/decisions.md, "Automations"), written from
 the contract and the decisions, not from engine/automations.py.
 
-`maintain(oracle, as_of)` is the oracle's `perkflow maintain --as-of`: every firing due up to
-`as_of`, firing by firing, each one an ordinary event processed by `Oracle.process` (so the
-rules see it like any other), then every time-driven change due up to `as_of` for everyone (lot
-maturities and expiries, counter resets).
+`fire_automations(oracle, as_of)` is the automations part of the oracle's `perkflow maintain --as-of`
+(`Oracle.maintain`): every firing due up to
+`as_of`, firing by firing, each one an ordinary event streamed by `Oracle.stream` (so the
+rules see it like any other, after the SYSTEM events due by its instant); `Oracle.maintain` then
+applies every other time-driven change due up to `as_of` for everyone.
 
 Firings: cron instants (croniter, which Dagster vendors, in the trigger's time zone) and one_time
 `trigger_at` after the automation's last planning, or from the program's first row when never
@@ -137,7 +138,9 @@ def _key_text(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{t.microsecond:06d}" if t.microsecond else "") + "Z"
 
 
-def maintain(oracle: "Oracle", as_of: datetime) -> None:
+def fire_automations(oracle: "Oracle", as_of: datetime) -> None:
+    """The firings due up to `as_of`, firing by firing; a firing's events come after the SYSTEM
+    events (SCHEDULE_EVENT) due by its instant, as in any stream."""
     from tests.oracle.interpreter import Event
 
     due: list[tuple[datetime, str, str, frozenset | None]] = []
@@ -175,12 +178,7 @@ def maintain(oracle: "Oracle", as_of: datetime) -> None:
             oracle.arrivals += 1
             oracle.seen[("event", program.key, key)] = ("system", key)
             oracle.first_instant.setdefault(program.key, instant)
-            oracle.process(Event(program.key, ext, key, instant, data, None, oracle.arrivals))
-    # then what is due up to as_of for everyone (decisions.md: maintenance applies it all)
-    for ext in sorted(oracle.participants):
-        oracle.record(oracle.books.due_lot_changes(ext, as_of))
-    for state in oracle.states.values():
-        state.apply_due_resets(as_of)
+            oracle.stream([Event(program.key, ext, key, instant, data, None, oracle.arrivals)], instant)
 
 
 def _fan_out(oracle: "Oracle", program: "ProgramDef", a: AutomationDef, instant: datetime) -> list[str]:

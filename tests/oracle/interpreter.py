@@ -5,7 +5,7 @@ follows them, never the engine's code; where both are silent the choice is marke
 listed in tests/oracle/README.md. CEL is evaluated by cel-python (tests/oracle/cel.py).
 
 Out of scope (raises `Unsupported` when a program uses it): VOID_HOLD, reference_id,
-SET_TIER/SCHEDULE_EVENT/BROADCAST, holds on LOT assets, GROUP targets of LOT assets, group members
+SET_TIER, holds on LOT assets, GROUP targets of LOT assets, group members
 declared by participant_id, redemption_target_type LEDGER_ENTITY, automations (README.md "Not
 covered"). Tiers and their lifecycles: tests/oracle/tiers.py.
 """
@@ -13,6 +13,7 @@ covered"). Tiers and their lifecycles: tests/oracle/tiers.py.
 from __future__ import annotations
 
 import copy
+import heapq
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -25,7 +26,7 @@ from celpy import celtypes as ct
 
 from engine.catalog.models import Action, ProgramFile, Rule
 
-from tests.oracle.automations import automation_def, maintain
+from tests.oracle.automations import automation_def, fire_automations
 from tests.oracle.books import (
     Account, Books, Entry, Insufficient, group_account, participant_account, system_account, wallet_account,
 )
@@ -277,6 +278,9 @@ class ActionDef:
     bucket: str | None = None  # CREDIT: where value lands; FORFEIT: where it is taken from
     expires_at: timedelta | None = None  # LOT credits: Go durations from `now`
     matures_at: timedelta | None = None
+    event_name: str | None = None  # SCHEDULE_EVENT / BROADCAST
+    delay: timedelta | Expr | None = None  # SCHEDULE_EVENT: a Go duration or a CEL duration
+    payload: Any = None  # JSON with Expr leaves (strings that are CEL reading a known variable)
 
 
 @dataclass
@@ -394,7 +398,8 @@ def _rule(path: Path, r: Rule, order: int, position: int, symbols: list[str],
 def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str],
             assets: dict[str, AssetDef], groups: dict[str, GroupDef]) -> ActionDef:
     where = f"{path}: rule {rule_key}: action {index}"
-    if a.type not in ("CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "TAG", "UNTAG", "COUNTER", "SET_ATTRIBUTE"):
+    if a.type not in ("CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "TAG", "UNTAG", "COUNTER", "SET_ATTRIBUTE",
+                      "SCHEDULE_EVENT", "BROADCAST"):
         raise Unsupported(f"{where}: {a.type}")
     if a.reference_id is not None:
         raise Unsupported(f"{where}: reference_id")
@@ -451,6 +456,19 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
         raise ValueError(f"{where}: {a.type} needs a key")
     if a.type in ("TAG", "UNTAG") and not a.tag:
         raise ValueError(f"{where}: {a.type} needs a tag")
+    delay = None
+    if a.type in ("SCHEDULE_EVENT", "BROADCAST"):
+        if not a.event_name:
+            raise ValueError(f"{where}: {a.type} needs an event_name")
+        if a.type == "BROADCAST" and (a.delay is not None or target_type is not None):
+            raise ValueError(f"{where}: BROADCAST takes no delay and no target")
+        if a.type == "SCHEDULE_EVENT":
+            if a.delay is None or target_type == "PROGRAM":
+                raise ValueError(f"{where}: SCHEDULE_EVENT needs a delay and a participant")
+            try:
+                delay = parse_go_duration(a.delay)
+            except ValueError:
+                delay = compile_expr(a.delay)
     return ActionDef(
         index=index,
         type=a.type,
@@ -470,7 +488,27 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
         bucket=a.bucket,
         expires_at=expires_at,
         matures_at=matures_at,
+        event_name=a.event_name,
+        delay=delay,
+        payload=_payload(a.payload or {}),
     )
+
+
+def _payload(value: Any) -> Any:
+    """decisions.md: payload strings that parse as CEL reading a known variable (or calling a
+    function) are expressions; other values are JSON as written (a string stays a string)."""
+    if isinstance(value, dict):
+        return {k: _payload(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_payload(v) for v in value]
+    if isinstance(value, str):
+        try:
+            expr = compile_expr(value)
+        except CelParseError:
+            return value
+        names, calls = references(expr.ast)
+        return expr if names & KNOWN_VARIABLES or calls else value
+    return value
 
 
 # =============================================================================================
@@ -528,6 +566,8 @@ class Event:
     event_data: dict
     recipient: str | None
     arrival: int
+    depth: int = 0               # SYSTEM events: 1 + the emitter's depth
+    from_broadcast: bool = False  # SYSTEM events: a BROADCAST made it or an ancestor
 
     def __post_init__(self) -> None:
         self.cel_data = to_cel(self.event_data)  # `event` never changes during the event
@@ -562,6 +602,7 @@ class Working:
         self.touched: set[str] = set()
         self.members = copy.deepcopy(oracle.members)  # s11 group memberships, kept or dropped with the rest
         self.tier_rows: list[tuple] = []
+        self.emitted: list[tuple] = []  # SYSTEM events, queued if the event commits
 
     def touch(self, external_id: str) -> None:
         """Before the event reads or writes a participant, everything due for it has happened."""
@@ -624,6 +665,7 @@ class Planned:
     amount: Decimal | None = None
     text: str | None = None
     number: Decimal | None = None
+    emission: tuple | None = None  # (due, event_data) of SCHEDULE_EVENT / BROADCAST
 
 
 def _creation_order_ids():
@@ -632,7 +674,7 @@ def _creation_order_ids():
 
 
 class Oracle:
-    def __init__(self, program_files: list[Path], lot_id=None) -> None:
+    def __init__(self, program_files: list[Path], lot_id=None, system_key=None) -> None:
         self.programs, self.assets, self.groups = load_programs(program_files)
         # s11: group key -> external id -> [role, status]; founding members from the program files
         self.members: dict[str, dict[str, list[str]]] = {
@@ -657,6 +699,11 @@ class Oracle:
         # lot_id(program_key, "event" | "operation", idempotency_key, rule_key, index); by default
         # ids follow creation order.
         self.lot_id = lot_id or _creation_order_ids()
+        # SYSTEM events: the queue (due, emission number, Event), who is enrolled where, and
+        # their keys (the id scheme is the project's: the harness may pass it in, like lot_id)
+        self.queue: list[tuple] = []
+        self.emissions = 0
+        self.system_key = system_key or system_events.default_key
 
     def record(self, entries: list[Entry]) -> None:
         for e in entries:
@@ -678,6 +725,9 @@ class Oracle:
             self.arrivals += 1
             program_key = row["program_id"]
             key = row["idempotency_key"]
+            if key.startswith(system_events.RESERVED):  # decisions.md: system: keys are the engine's
+                self.result.rejected.append((key, "reserved_idempotency_key"))
+                continue
             if program_key not in self.programs:
                 self.result.rejected.append((key, "unknown_program"))
                 continue
@@ -704,11 +754,26 @@ class Oracle:
                                           row["timestamp"], _drop_nulls(row.get("params") or {}), self.arrivals))
         # Stream order (s3). Rows of earlier batches were all processed already, so a row
         # timestamped before them is processed after them, with its own `now`.
-        for item in sorted(accepted, key=lambda e: (e.timestamp, e.arrival)):
-            if isinstance(item, Operation):
-                self.process_operation(item)
+        # SYSTEM events due by the batch's last row come at their instant, before its rows of
+        # that instant still to come; later ones wait for a later batch.
+        rows = sorted(accepted, key=lambda e: (e.timestamp, e.arrival))
+        self.stream(rows, rows[-1].timestamp if rows else None)
+
+    def stream(self, rows: list, reach: datetime | None) -> None:
+        i = 0
+        while True:
+            row = rows[i] if i < len(rows) else None
+            if self.queue and reach is not None and self.queue[0][0] <= reach and (
+                    row is None or self.queue[0][0] <= row.timestamp):
+                self.process(heapq.heappop(self.queue)[2])
+            elif row is not None:
+                i += 1
+                if isinstance(row, Operation):
+                    self.process_operation(row)
+                else:
+                    self.process(row)
             else:
-                self.process(item)
+                break
 
     # ---- one event (s5) ----------------------------------------------------------------------
 
@@ -725,8 +790,7 @@ class Oracle:
                     self.create_participant(external_id, now)
         if program.status != "ACTIVE":
             return self.finish(ev, "FAILED", "program_inactive")
-        for external_id in [ev.external_id] + ([ev.recipient] if ev.recipient else []):
-            self.enrolled.setdefault((program.key, external_id), now)
+        self.enrol(program.key, now, ev.external_id, ev.recipient)
 
         # 2. Time-driven changes due at or before `now`, for the entities the event touches.
         working = Working(self, now)
@@ -783,10 +847,17 @@ class Oracle:
         self.after_rules(ev, program, working)
         working.commit()
         self.finish(ev, "COMPLETED", None)
+        for kind, receiver, due, data, key in working.emitted:
+            self.emissions += 1
+            heapq.heappush(self.queue, (due, self.emissions, Event(
+                program.key, receiver, key, due, data, None, 0, ev.depth + 1,
+                kind == "broadcast" or ev.from_broadcast)))
 
-    def maintain(self, as_of: datetime) -> None:
-        """`perkflow maintain --as-of`: automation firings, then everything due (automations.py)."""
-        maintain(self, as_of)
+    def enrol(self, program_key: str, at: datetime, *external_ids: str | None) -> None:
+        """A row that passed step 1 enrols its participant (and recipient) in the program."""
+        for e in external_ids:
+            if e is not None:
+                self.enrolled.setdefault((program_key, e), at)
 
     def finish(self, ev: Event, status: str, error: str | None) -> None:
         self.result.events[(ev.program_key, ev.idempotency_key)] = (status, error)
@@ -813,7 +884,7 @@ class Oracle:
         if program.status != "ACTIVE":
             return done("FAILED", "program_inactive")
         if op.operation not in NO_PARTICIPANT:
-            self.enrolled.setdefault((program.key, op.external_id), op.timestamp)
+            self.enrol(program.key, op.timestamp, op.external_id)
         working = Working(self, op.timestamp)
         if op.operation not in NO_PARTICIPANT:
             working.touch(op.external_id)
@@ -910,7 +981,42 @@ class Oracle:
             p.number = a.value.evaluate_decimal(activation, now)
         elif a.type == "SET_ATTRIBUTE":
             p.text = a.value.evaluate_text(activation, now)
+        elif a.type in ("SCHEDULE_EVENT", "BROADCAST"):
+            p.emission = self.plan_emission(a, ev, activation)
         return p
+
+    def plan_emission(self, a: ActionDef, ev: Event, activation: dict) -> tuple:
+        """(due, event_data) of a SYSTEM event; the chain limits fail the event here."""
+        if ev.depth + 1 > system_events.MAX_DEPTH:
+            raise ActionFailed("emission_depth_exceeded", f"depth {ev.depth + 1}")
+        if a.type == "BROADCAST" and ev.from_broadcast:
+            raise ActionFailed("broadcast_loop", ev.idempotency_key)
+        delay = a.delay or timedelta(0)
+        if isinstance(delay, Expr):
+            try:
+                delay = delay.evaluate(activation, ev.timestamp)
+            except CelError as e:
+                raise ActionFailed("expression_error", str(e)) from e
+            if not isinstance(delay, (ct.DurationType, timedelta)) or delay < timedelta(0):
+                raise ActionFailed("expression_error", f"delay {delay!r}")
+            delay = timedelta(microseconds=delay // timedelta(microseconds=1))
+
+        def evaluate(value):
+            if isinstance(value, Expr):
+                try:
+                    return value.evaluate(activation, ev.timestamp)
+                except CelError as e:
+                    raise ActionFailed("expression_error", str(e)) from e
+            if isinstance(value, dict):
+                return {k: evaluate(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [evaluate(v) for v in value]
+            return value
+        try:
+            payload = system_events.json_of(evaluate(a.payload))
+        except system_events.NoJson as e:
+            raise ActionFailed("expression_error", str(e)) from e
+        return ev.timestamp + delay, system_events.event_data(a.event_name, payload)
 
     @staticmethod
     def checked_amount(amount: Decimal, asset: AssetDef) -> Decimal:
@@ -966,6 +1072,8 @@ class Oracle:
             raise ActionFailed("group_inactive", name)
         if a.type in VALUE_ACTIONS:
             return self.apply_value(p, ev, rule, program, working)
+        if a.type in ("SCHEDULE_EVENT", "BROADCAST"):
+            return self.apply_emission(p, ev, rule, program, working)
         state = working.state((kind, name))
         if a.type == "TAG":
             state.tags.add(p.text)
@@ -984,6 +1092,21 @@ class Oracle:
             if abs(value) >= Decimal(10) ** MAX_INTEGER_DIGITS or decimals_of(value) > MAX_SCALE:
                 raise ActionFailed("amount_out_of_range", f"counter {a.key} = {value}")
             counter.value = value
+
+    def apply_emission(self, p: Planned, ev: Event, rule: RuleDef, program: ProgramDef, working: Working) -> None:
+        """SCHEDULE_EVENT: one SYSTEM event for the action's participant. BROADCAST: one for
+        every participant enrolled in the program so far and ACTIVE now, in participant id order."""
+        due, data = p.emission
+        a = p.action
+        if a.type == "SCHEDULE_EVENT":
+            receivers = [p.entity[1]]
+        else:
+            enrolled = {ext for (key, ext) in self.enrolled if key == program.key}
+            receivers = sorted((e for e in enrolled if working.status(e) == "ACTIVE"), key=participant_id)
+        for receiver in receivers:
+            kind = "schedule" if a.type == "SCHEDULE_EVENT" else "broadcast"
+            key = self.system_key(kind, program.key, ev.idempotency_key, rule.key, a.index, receiver)
+            working.emitted.append((kind, receiver, due, data, key))
 
     def apply_value(self, p: Planned, ev: Event, rule: RuleDef, program: ProgramDef, working: Working) -> None:
         """s7 table and s8/s9: every value action moves an amount between two accounts."""
@@ -1093,7 +1216,11 @@ class Oracle:
                         c.rolled_at = at
 
     def maintain(self, as_of: datetime) -> None:
-        """`perkflow maintain --as-of`: everything due up to `as_of`, for everyone."""
+        """`perkflow maintain --as-of`: automation firings instant by instant, each after the
+        SYSTEM events due by its instant (automations.py); the SYSTEM events still due by
+        `as_of`; then everything else due up to `as_of`, for everyone."""
+        fire_automations(self, as_of)
+        self.stream([], as_of)
         for ext in sorted(self.participants):
             self.record(self.books.due_lot_changes(ext, as_of))
             self.tier_lifecycle(ext, as_of)
@@ -1190,11 +1317,11 @@ def _canonical_payload(row: dict) -> tuple:
 
 def run_oracle(program_files: list[Path], batches: list[list[dict]],
                operations: list[list[dict]] | None = None, lot_id=None,
-               maintain_at: datetime | None = None) -> OracleResult:
+               maintain_at: datetime | None = None, system_key=None) -> OracleResult:
     """Interpret the programs over the batches, one run after another on the same ledger.
     `operations[i]` are the operation rows run with `batches[i]` (they arrive after its events);
     `maintain_at`: a maintenance run after the last batch."""
-    oracle = Oracle([Path(p) for p in program_files], lot_id=lot_id)
+    oracle = Oracle([Path(p) for p in program_files], lot_id=lot_id, system_key=system_key)
     for i, batch in enumerate(batches):
         oracle.run_batch(batch, (operations or [])[i] if i < len(operations or []) else [])
     if maintain_at is not None:
@@ -1203,6 +1330,7 @@ def run_oracle(program_files: list[Path], batches: list[list[dict]],
 
 
 from tests.oracle.operations import NO_PARTICIPANT, apply_operation  # noqa: E402 (uses the names above)
+from tests.oracle import system_events  # noqa: E402
 
 
 def _latest_firing(expr: str, now: datetime) -> datetime:

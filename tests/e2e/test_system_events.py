@@ -1,0 +1,233 @@
+"""SCHEDULE_EVENT and BROADCAST (semantics.md 7, 3; docs/decisions.md, "SYSTEM events"): small
+ledgers with hand-computed balances, through the engine into a real DuckDB file."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import CatalogError, InputError
+from engine.catalog import load_catalog
+from engine.durations import parse_instant
+from engine.maintain import maintain
+from tests.helpers.io import query, write_program, program_spec
+from tests.helpers.scenario import D, Scenario, asset, at, ev, on, op
+
+PTS = asset("PTS")
+OK = ("COMPLETED", None)
+
+
+def schedule(name: str, delay: str, **payload) -> dict:
+    return {"type": "SCHEDULE_EVENT", "event_name": name, "delay": delay, "payload": payload}
+
+
+def system_rows(s: Scenario) -> list[tuple]:
+    """(kind, external id, event_timestamp, type, status, error_code) of the SYSTEM events, in
+    stream order."""
+    return [(k.split(":")[1], who, ts.strftime("%Y-%m-%d %H:%M"), t, st, code) for k, who, ts, t, st, code in query(
+        s.db, "SELECT idempotency_key, external_id, event_timestamp, event_data->>'type', status, error_code "
+              "FROM events WHERE idempotency_key LIKE 'system:%' ORDER BY batch_id, event_timestamp, arrival_seq")]
+
+
+def followup_rules() -> list[dict]:
+    # a signup schedules a follow-up in 1h that pays 10 per purchase made before it
+    return [on("signup", schedule("followup", "1h", per="event.rate * 2")),
+            on("purchase", {"type": "COUNTER", "key": "purchases", "value": "1"}),
+            on("followup", {"type": "CREDIT", "asset": "PTS",
+                            "amount": "get(participant.counters, 'purchases', 0.0) * event.per"})]
+
+
+def test_a_scheduled_event_is_processed_at_its_instant_in_the_same_batch(tmp_path):
+    s = Scenario(tmp_path, "shop", followup_rules(), [PTS])
+    out = s.run(ev("s1", "u1", at("2025-03-01 10:00"), "signup", rate=5),
+                ev("p1", "u1", at("2025-03-01 10:30"), "purchase"),
+                ev("p2", "u1", at("2025-03-01 11:30"), "purchase"))
+    # the follow-up at 11:00 sees one purchase (10:30), not the one at 11:30: 1 * (5 * 2) = 10
+    assert s.balance("u1", "PTS") == (D(10), D(0), D(0))
+    assert system_rows(s) == [("schedule", "u1", "2025-03-01 11:00", "followup", "COMPLETED", None)]
+    assert {k: v for k, v in out.items() if not k.startswith("system:")} == {"s1": OK, "p1": OK, "p2": OK}
+    # its entry carries the instant it was due, and its event_data is the payload with its type
+    assert query(s.db, "SELECT effective_at FROM journal_entries")[0][0] == parse_instant("2025-03-01T11:00:00Z")
+    assert query(s.db, "SELECT event_data::VARCHAR FROM events WHERE idempotency_key LIKE 'system:%'") == [
+        ('{"per":10.0,"type":"followup"}',)]
+    assert query(s.db, "SELECT count(*) FROM scheduled_events") == [(0,)]
+
+
+def test_a_scheduled_event_waits_for_the_batch_that_reaches_its_instant(tmp_path):
+    # the same stream cut in two: the follow-up waits in scheduled_events, then comes before p2
+    s = Scenario(tmp_path, "shop", followup_rules(), [PTS])
+    s.run(ev("s1", "u1", at("2025-03-01 10:00"), "signup", rate=5), ev("p1", "u1", at("2025-03-01 10:30"), "purchase"))
+    assert s.balance("u1", "PTS") == (D(0), D(0), D(0))
+    assert query(s.db, "SELECT event_timestamp, depth FROM scheduled_events") == [
+        (parse_instant("2025-03-01T11:00:00Z"), 1)]
+    s.run(ev("p2", "u1", at("2025-03-01 11:30"), "purchase"))
+    assert s.balance("u1", "PTS") == (D(10), D(0), D(0))
+    assert system_rows(s) == [("schedule", "u1", "2025-03-01 11:00", "followup", "COMPLETED", None)]
+    assert query(s.db, "SELECT count(*) FROM scheduled_events") == [(0,)]
+
+
+def test_a_batch_that_does_not_reach_the_instant_leaves_it_waiting(tmp_path):
+    s = Scenario(tmp_path, "shop", followup_rules(), [PTS])
+    s.run(ev("s1", "u1", at("2025-03-01 10:00"), "signup", rate=5))
+    s.run(ev("p1", "u1", at("2025-03-01 10:59"), "purchase"))
+    assert system_rows(s) == [] and query(s.db, "SELECT count(*) FROM scheduled_events") == [(1,)]
+    s.run(ev("p2", "u1", at("2025-03-01 11:00"), "purchase"))
+    # due at 11:00, it comes before p2 (also at 11:00): it sees one purchase
+    assert s.balance("u1", "PTS") == (D(10), D(0), D(0))
+
+
+def test_maintain_as_of_processes_what_is_due_and_needs_the_program_files(tmp_path):
+    s = Scenario(tmp_path, "shop", followup_rules(), [PTS])
+    s.run(ev("s1", "u1", at("2025-03-01 10:00"), "signup", rate=5), ev("p1", "u1", at("2025-03-01 10:05"), "purchase"),
+          ev("s2", "u1", at("2025-03-01 12:00"), "signup", rate=1))
+    # s1's follow-up (11:00) came within the batch; s2's (13:00) waits
+    assert s.balance("u1", "PTS") == (D(10), D(0), D(0))
+    with pytest.raises(InputError, match="--programs"):
+        maintain(parse_instant("2025-03-01T13:00:00Z"), s.db)
+    early = maintain(parse_instant("2025-03-01T12:59:59Z"), s.db, programs=s.programs)
+    assert early.system_events == 0 and query(s.db, "SELECT count(*) FROM scheduled_events") == [(1,)]
+    report = maintain(parse_instant("2025-03-01T13:00:00Z"), s.db, programs=s.programs)
+    assert report.system_events == 1
+    s.check()
+    assert s.balance("u1", "PTS") == (D(12), D(0), D(0))  # + 1 purchase * (1 * 2)
+    assert maintain(parse_instant("2025-03-02T00:00:00Z"), s.db, programs=s.programs).system_events == 0
+
+
+def test_a_system_event_comes_before_rows_at_its_instant_and_after_its_emitter(tmp_path):
+    rules = [on("signup", schedule("welcome", "0s"), schedule("later", "1h")),
+             on("welcome", {"type": "TAG", "tag": "welcomed"}),
+             on("later", {"type": "TAG", "tag": "later"}),
+             {"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+              "actions": [{"type": "CREDIT", "asset": "PTS",
+                           "amount": "('welcomed' in participant.tags ? 1 : 0) + ('later' in participant.tags ? 10 : 0)"}]}]
+    s = Scenario(tmp_path, "shop", rules, [PTS])
+    s.run(ev("s1", "u1", at("2025-03-01 10:00"), "signup"), ev("b1", "u1", at("2025-03-01 10:00"), "buy"),
+          ev("b2", "u1", at("2025-03-01 11:00"), "buy"))
+    # b1 (10:00) sees the welcome (due 10:00, emitted by s1 before it): 1; b2 (11:00) sees both: 11
+    assert s.entries("b1") == [("CREDIT", D(1), None)] and s.entries("b2") == [("CREDIT", D(11), None)]
+
+
+def test_broadcast_reaches_every_active_enrolled_participant(tmp_path):
+    rules = [on("join", {"type": "TAG", "tag": "member"}),
+             on("announce", {"type": "BROADCAST", "event_name": "promo", "payload": {"amount": 3}}),
+             on("promo", {"type": "CREDIT", "asset": "PTS", "amount": "event.amount"})]
+    s = Scenario(tmp_path, "shop", rules, [PTS])
+    other = program_spec("other", [on("join", {"type": "TAG", "tag": "other"})], assets=[PTS])
+    write_program(s.programs / "other.yaml", other)
+    s.run(ev("j1", "u1", at("2025-03-01 10:00"), "join"), ev("j2", "u2", at("2025-03-01 10:01"), "join"),
+          ev("j3", "u3", at("2025-03-01 10:02"), "join"),
+          op("set_participant_status", "o1", "u3", at("2025-03-01 10:03"), status="SUSPENDED"))
+    s.run(ev("x1", "u4", at("2025-03-01 10:04"), "join") | {"program": "other"},
+          ev("a1", "u1", at("2025-03-01 11:00"), "announce"), ev("j5", "u5", at("2025-03-01 11:01"), "join"))
+    # u1 (the emitter) and u2: active and enrolled; u3 suspended; u4 only in `other`; u5 joins later
+    assert [s.balance(u, "PTS")[0] for u in ("u1", "u2", "u3", "u4", "u5")] == [D(3), D(3), D(0), D(0), D(0)]
+    assert [(k, who, t) for k, who, _, t, _, _ in system_rows(s)] == sorted(
+        [("broadcast", "u1", "promo"), ("broadcast", "u2", "promo")], key=lambda r: query(
+            s.db, "SELECT id::VARCHAR FROM participants WHERE external_id = ?", [r[1]])[0][0])
+
+
+def test_a_failed_emitter_emits_nothing(tmp_path):
+    rules = [on("signup", schedule("followup", "0s"), {"type": "DEBIT", "asset": "PTS", "amount": "5"}),
+             on("followup", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]
+    s = Scenario(tmp_path, "shop", rules, [PTS])
+    out = s.run(ev("s1", "u1", at("2025-03-01 10:00"), "signup"))
+    assert out == {"s1": ("FAILED", "insufficient_balance")}
+    assert query(s.db, "SELECT count(*) FROM scheduled_events") == [(0,)]
+
+
+def test_a_suspended_participant_schedules_and_its_follow_up_runs_its_allowed_actions(tmp_path):
+    rules = [on("ping", schedule("pong", "1h")),
+             on("pong", {"type": "TAG", "tag": "ponged"}),
+             on("pong2", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]
+    rules[1]["actions"].append({"type": "CREDIT", "asset": "PTS", "amount": "1"})
+    s = Scenario(tmp_path, "shop", rules, [PTS])
+    s.run(ev("j1", "u1", at("2025-03-01 09:00"), "hello"),
+          op("set_participant_status", "o1", "u1", at("2025-03-01 09:30"), status="SUSPENDED"),
+          ev("p1", "u1", at("2025-03-01 10:00"), "ping"), ev("z", "u1", at("2025-03-01 12:00"), "hello"))
+    # SCHEDULE_EVENT is allowed for a SUSPENDED participant; the follow-up's CREDIT is not
+    assert [r[4:] for r in system_rows(s)] == [("FAILED", "participant_inactive")]
+    assert s.state("u1") == {}
+
+
+def test_a_chain_of_system_events_stops_at_its_depth_limit(tmp_path):
+    rules = [on("ping", schedule("ping", "0s"), {"type": "CREDIT", "asset": "PTS", "amount": "1"})]
+    s = Scenario(tmp_path, "shop", rules, [PTS])
+    s.run(ev("p", "u1", at("2025-03-01 10:00"), "ping"))
+    rows = system_rows(s)
+    # the input and SYSTEM events 1..15 complete; the 16th would emit a 17th and fails
+    assert len(rows) == 16 and [r[4] for r in rows[:15]] == ["COMPLETED"] * 15
+    assert rows[15][4:] == ("FAILED", "emission_depth_exceeded")
+    assert s.balance("u1", "PTS") == (D(16), D(0), D(0))
+
+
+def test_a_broadcast_event_cannot_broadcast_again(tmp_path):
+    rules = [on("go", {"type": "BROADCAST", "event_name": "go", "payload": {}})]
+    s = Scenario(tmp_path, "shop", rules, [PTS])
+    s.run(ev("j", "u2", at("2025-03-01 09:00"), "hello"), ev("g", "u1", at("2025-03-01 10:00"), "go"))
+    assert sorted(r[4:] for r in system_rows(s)) == [("FAILED", "broadcast_loop")] * 2
+
+
+def test_input_rows_cannot_take_a_system_key(tmp_path):
+    s = Scenario(tmp_path, "shop", [on("x", {"type": "TAG", "tag": "x"})], [PTS])
+    s.run(ev("system:schedule:forged", "u1", at("2025-03-01 10:00"), "x"), ev("ok", "u1", at("2025-03-01 10:00"), "x"),
+          op("tag", "system:op", "u1", at("2025-03-01 10:00"), tag="y"))
+    assert query(s.db, "SELECT reason FROM rejected_rows ORDER BY row_number") == [
+        ("reserved_idempotency_key",), ("reserved_idempotency_key",)]
+    assert query(s.db, "SELECT idempotency_key FROM events") == [("ok",)]
+
+
+@pytest.mark.parametrize("action, message", [
+    ({"type": "BROADCAST", "event_name": "x", "delay": "1h"}, "delay: BROADCAST emits at the event's `now`"),
+    ({"type": "BROADCAST", "event_name": "x", "target": {"type": "PROGRAM"}}, "BROADCAST reaches every ACTIVE"),
+    ({"type": "SCHEDULE_EVENT", "event_name": "x", "delay": "1h", "target": {"type": "PROGRAM"}}, "target PROGRAM"),
+    ({"type": "SCHEDULE_EVENT", "delay": "1h"}, "`event_name` is required"),
+    ({"type": "SCHEDULE_EVENT", "event_name": "x"}, "`delay` is required"),
+    ({"type": "SCHEDULE_EVENT", "event_name": "x", "delay": "tomorrow"}, "neither a Go duration"),
+    ({"type": "SCHEDULE_EVENT", "event_name": "x", "delay": "-1h"}, "must not be negative"),
+])
+def test_bad_emitting_actions_are_load_errors(tmp_path, action, message):
+    write_program(tmp_path / "p.yaml", program_spec("shop", [on("x", action)], assets=[PTS]))
+    with pytest.raises(CatalogError, match=message) as err:
+        load_catalog(tmp_path)
+    assert "p.yaml" in str(err.value) and "actions[0]" in str(err.value)
+
+
+def test_explain_names_the_emitter_and_what_an_event_emitted(tmp_path):
+    from engine.explain import explain
+    from engine.ledger import db
+
+    s = Scenario(tmp_path, "shop", followup_rules(), [PTS])
+    s.run(ev("s1", "u1", at("2025-03-01 10:00"), "signup", rate=5), ev("s2", "u1", at("2025-03-01 10:30"), "signup",
+                                                                          rate=1))
+    con = db.connect(s.db, read_only=True)
+    try:
+        catalog = load_catalog(s.programs)
+        first = explain(con, catalog, "s1")
+        assert [(e["event_name"], e["status"]) for e in first["emitted"]] == [("followup", "SCHEDULED")]
+        later = explain(con, catalog, "s2")
+        assert later["emitted"][0]["due"].startswith("2025-03-01T11:30")
+    finally:
+        con.close()
+    s.run(ev("z", "u1", at("2025-03-01 12:00"), "noop"))
+    con = db.connect(s.db, read_only=True)
+    try:
+        first = explain(con, load_catalog(s.programs), "s1")
+        assert [e["status"] for e in first["emitted"]] == ["COMPLETED"]
+        system = explain(con, load_catalog(s.programs), first["emitted"][0]["idempotency_key"])
+        assert system["emitted_by"] == "s1" and system["status"] == "COMPLETED"
+    finally:
+        con.close()
+
+
+def test_the_maintain_command_asks_for_the_program_files_when_system_events_are_due(tmp_path):
+    import json
+
+    from tests.helpers.io import cli
+
+    s = Scenario(tmp_path, "shop", followup_rules(), [PTS])
+    s.run(ev("s1", "u1", at("2025-03-01 10:00"), "signup", rate=5), ev("p1", "u1", at("2025-03-01 10:05"), "purchase"))
+    res = cli("maintain", "--as-of", "2025-03-02T00:00:00Z", "--db", str(s.db))
+    assert res.returncode == 2 and "--programs" in res.stderr + res.stdout
+    res = cli("maintain", "--as-of", "2025-03-02T00:00:00Z", "--db", str(s.db), "--programs", str(s.programs), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["system_events"] == 1
+    assert s.balance("u1", "PTS") == (D(10), D(0), D(0))
