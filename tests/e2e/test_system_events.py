@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import CatalogError, InputError
+from engine.errors import CatalogError
 from engine.catalog import load_catalog
 from engine.durations import parse_instant
 from engine.maintain import maintain
@@ -75,21 +75,18 @@ def test_a_batch_that_does_not_reach_the_instant_leaves_it_waiting(tmp_path):
     assert s.balance("u1", "PTS") == (D(10), D(0), D(0))
 
 
-def test_maintain_as_of_processes_what_is_due_and_needs_the_program_files(tmp_path):
+def test_maintain_as_of_processes_what_is_due_with_the_stored_program_files(tmp_path):
     s = Scenario(tmp_path, "shop", followup_rules(), [PTS])
     s.run(ev("s1", "u1", at("2025-03-01 10:00"), "signup", rate=5), ev("p1", "u1", at("2025-03-01 10:05"), "purchase"),
           ev("s2", "u1", at("2025-03-01 12:00"), "signup", rate=1))
     # s1's follow-up (11:00) came within the batch; s2's (13:00) waits
     assert s.balance("u1", "PTS") == (D(10), D(0), D(0))
-    with pytest.raises(InputError, match="--programs"):
-        maintain(parse_instant("2025-03-01T13:00:00Z"), s.db)
-    early = maintain(parse_instant("2025-03-01T12:59:59Z"), s.db, programs=s.programs)
+    # without --programs, maintain compiles the program files the runs stored (program_documents)
+    early = maintain(parse_instant("2025-03-01T12:59:59Z"), s.db)
     assert early.system_events == 0 and query(s.db, "SELECT count(*) FROM scheduled_events") == [(1,)]
-    report = maintain(parse_instant("2025-03-01T13:00:00Z"), s.db, programs=s.programs)
+    report = maintain(parse_instant("2025-03-01T13:00:00Z"), s.db)
     assert report.system_events == 1
     s.check()
-    assert s.balance("u1", "PTS") == (D(12), D(0), D(0))  # + 1 purchase * (1 * 2)
-    assert maintain(parse_instant("2025-03-02T00:00:00Z"), s.db, programs=s.programs).system_events == 0
 
 
 def test_a_system_event_comes_before_rows_at_its_instant_and_after_its_emitter(tmp_path):
@@ -218,13 +215,19 @@ def test_explain_names_the_emitter_and_what_an_event_emitted(tmp_path):
         con.close()
 
 
-def test_the_maintain_command_asks_for_the_program_files_when_system_events_are_due(tmp_path):
+def test_the_maintain_command_asks_for_the_program_files_only_when_none_are_stored(tmp_path):
     import json
+
+    import duckdb
 
     from tests.helpers.io import cli
 
     s = Scenario(tmp_path, "shop", followup_rules(), [PTS])
     s.run(ev("s1", "u1", at("2025-03-01 10:00"), "signup", rate=5), ev("p1", "u1", at("2025-03-01 10:05"), "purchase"))
+    # a ledger written before runs stored their program files: SYSTEM events due need --programs
+    con = duckdb.connect(str(s.db))
+    con.execute("DELETE FROM program_documents")
+    con.close()
     res = cli("maintain", "--as-of", "2025-03-02T00:00:00Z", "--db", str(s.db))
     assert res.returncode == 2 and "--programs" in res.stderr + res.stdout
     res = cli("maintain", "--as-of", "2025-03-02T00:00:00Z", "--db", str(s.db), "--programs", str(s.programs), "--json")
