@@ -40,7 +40,9 @@ class Intake:
     enrollments: pl.DataFrame   # participant_id, program_id, enrolled_at
 
 
-def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection) -> Intake:
+def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection, *, system: bool = False) -> Intake:
+    """`system`: the rows are SYSTEM events the engine made (automation firings), whose keys
+    start with system: by design; input rows may not take such keys."""
     refs = {p.key: p for p in catalog.programs.values()} | {str(p.id): p for p in catalog.programs.values()}
     rows = rows.with_columns(
         program_key=pl.col("program_id").replace_strict({k: p.key for k, p in refs.items()}, default=None),
@@ -54,7 +56,8 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection)
               & ~pl.col("operation").is_in(sorted(NO_PARTICIPANT))
               & pl.coalesce(pl.col("external_id"), pl.col("participant_id")).is_null())
     # keys starting with system: name SYSTEM events (engine/emit.py); an input row cannot take one
-    reserved = pl.col("reject_reason").is_null() & pl.col("idempotency_key").str.starts_with(emit.RESERVED_PREFIX)
+    reserved = (pl.col("reject_reason").is_null() & pl.col("idempotency_key").str.starts_with(emit.RESERVED_PREFIX)
+                & pl.lit(not system))
     rows = rows.with_columns(
         reject_reason=pl.when(reserved).then(pl.lit(emit.RESERVED_REASON))
         .when(unknown_program).then(pl.lit("unknown_program"))

@@ -143,7 +143,7 @@ def _fire_automations(con, catalog, as_of: datetime, writer: BatchWriter, totals
     for _instant, group in automations.one_by_one(firings):
         rows = automations.rows_at(con, catalog, group, totals["rows_read"])
         if len(rows):
-            process_chunk(con, rows, catalog, writer, totals, first=False)
+            process_chunk(con, rows, catalog, writer, totals, first=False, system=True)
     return planned
 
 

@@ -168,12 +168,13 @@ def new_totals() -> dict:
 
 
 def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, totals: dict, *, first: bool,
-                  row_path: bool = False, step: Callable[[str], None] = lambda _msg: None) -> None:
+                  row_path: bool = False, step: Callable[[str], None] = lambda _msg: None,
+                  system: bool = False) -> None:
     """Intake, evaluation and the ledger write of one chunk of the batch (the whole batch when
-    it is not chunked; a firing instant's SYSTEM events in `perkflow maintain`); adds its counts
-    to `totals`."""
+    it is not chunked; a firing instant's SYSTEM events in `perkflow maintain`, `system`); adds
+    its counts to `totals`."""
     step("checking idempotency and participants")
-    taken = intake(rows, catalog, con)
+    taken = intake(rows, catalog, con, system=system)
     # Hold only what the rest needs: the read rows and intake's copy of the events are about
     # a third of a large batch's memory by the time the ledger is written.
     totals["rows_read"] += len(rows)
