@@ -38,6 +38,10 @@ EMITTED_BIT = 1 << 31
 #: the event it matches from looping forever.
 MAX_DEPTH = 16
 EMISSION_DEPTH = "emission_depth_exceeded"
+#: A SYSTEM event may emit at most one SCHEDULE_EVENT (its chain goes on in a line): a second
+#: fails it with this code. With MAX_DEPTH and BROADCAST_LOOP this bounds what one input event
+#: can set off (without it, two SCHEDULE_EVENTs of the event's own type make 2^16 events).
+FANOUT = "emission_fanout_exceeded"
 #: A SYSTEM event descended from a BROADCAST cannot BROADCAST again (each would fan out to every
 #: participant of the program, again and again): its event fails with this code.
 BROADCAST_LOOP = "broadcast_loop"

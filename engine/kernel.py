@@ -583,6 +583,9 @@ def _emit(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, s
     due, event_json = value
     emitter = emit.event_id(ev.program.sid, ev.key)
     if action.type == "SCHEDULE_EVENT":
+        if ev.system is not None and any(kind == "SCHEDULE_EVENT" for kind, *_ in tx.emitted):
+            raise ActionFailed(emit.FANOUT, f"rule {rule.name!r} action {action.index}: a SYSTEM event may schedule "
+                                            "one SYSTEM event, not more")
         tx.emitted.append(("SCHEDULE_EVENT", subject, due, event_json,
                            emit.schedule_key(emitter, rule.version, action.index)))
         return

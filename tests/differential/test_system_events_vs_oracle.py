@@ -32,7 +32,7 @@ from tests.differential.ledger_view import entry_identity, read_ledger
 from tests.helpers.io import write_events, write_program
 from tests.oracle.interpreter import Oracle
 
-EXAMPLES = int(os.environ.get("PERKFLOW_DIFF_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("PERKFLOW_DIFF_EXAMPLES", "40"))
 SETTINGS = dict(deadline=None, derandomize=True, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -77,7 +77,7 @@ def programs(draw) -> list[dict]:
             condition = draw(st.sampled_from([f'event.type == "{t}"', f'event.type == "{t}" && has(event.n)',
                                               f'event.type == "{t}" && get(participant.counters, "seen", 0.0) < 3.0']))
             kinds = ["SCHEDULE_EVENT", "BROADCAST", "CREDIT", "CREDIT", "DEBIT", "COUNTER", "TAG"]
-            acts = draw(st.lists(action(kinds), min_size=1, max_size=3))
+            acts = draw(st.lists(action(kinds), min_size=1, max_size=2))
             rules.append({"name": f"r{i}", "key": f"r{i}", "order": 10 * (i + 1), "condition": condition,
                           "actions": acts, "stop_after_match": draw(st.booleans())})
         out.append({"program": {"key": key, "name": key.upper()},

@@ -234,3 +234,14 @@ def test_the_maintain_command_asks_for_the_program_files_only_when_none_are_stor
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1])["system_events"] == 1
     assert s.balance("u1", "PTS") == (D(10), D(0), D(0))
+
+
+def test_a_system_event_schedules_at_most_one_more(tmp_path):
+    # two 0s SCHEDULE_EVENTs of the rule's own type: the input event schedules both; each SYSTEM
+    # event's second one fails it (without the limit: 2 + 4 + ... + 2^16 events)
+    rules = [on("ping", schedule("ping", "0s"), schedule("ping", "0s"),
+                {"type": "CREDIT", "asset": "PTS", "amount": "1"})]
+    s = Scenario(tmp_path, "shop", rules, [PTS])
+    s.run(ev("p", "u1", at("2025-03-01 10:00"), "ping"))
+    assert [r[4:] for r in system_rows(s)] == [("FAILED", "emission_fanout_exceeded")] * 2
+    assert s.balance("u1", "PTS") == (D(1), D(0), D(0))

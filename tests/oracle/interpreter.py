@@ -1099,6 +1099,9 @@ class Oracle:
         due, data = p.emission
         a = p.action
         if a.type == "SCHEDULE_EVENT":
+            # decisions.md: a SYSTEM event schedules at most one SYSTEM event
+            if ev.depth > 0 and any(e[0] == "schedule" for e in working.emitted):
+                raise ActionFailed("emission_fanout_exceeded", ev.idempotency_key)
             receivers = [p.entity[1]]
         else:
             enrolled = {ext for (key, ext) in self.enrolled if key == program.key}
