@@ -125,6 +125,8 @@ def _fire_automations(con, as_of: datetime, writer: BatchWriter, totals: dict):
     chunk of this batch (engine/run.py process_chunk: intake, rules, ledger), so a later
     firing's filter and guard see what earlier ones did. Returns (the stored catalog,
     or None without stored programs; the automations' new planned_through)."""
+    if not con.execute(statement("lookups.sql", "automation_marks")).fetchall():
+        return None, {}  # no automation was ever stored: no need to compile the stored programs
     catalog = automations.stored_catalog(con)
     if catalog is None:
         return None, {}
