@@ -17,7 +17,8 @@ Which instants (docs/decisions.md, "Automations"):
 - one_time: `trigger_at`, if it falls in that window;
 - immediate: once, at the as-of of the first maintenance run that plans it;
 - participant_state ATTRIBUTE_DATE: yearly, per participant, on the month and day of a date
-  attribute (a birthday) at `schedule_config.time` in the trigger's time zone, in that window.
+  attribute (a birthday) at `schedule_config.time` in the trigger's time zone, in that window;
+  INTERVAL: every `schedule_config.interval` from each participant's enrolment, in that window.
 Paused automations, and automations of programs that are not ACTIVE, pass their instants
 without firing.
 """
@@ -86,26 +87,43 @@ def schedule(con, catalog: Catalog, as_of: datetime) -> tuple[list[Firing], dict
             if auto.status != "active" or program.model.status != "ACTIVE":
                 continue  # paused: its instants pass without firing, and are not made up later
             if auto.trigger == "participant_state":
-                firings += _dated(con, program, auto, start, as_of)
+                firings += _per_participant(con, program, auto, start, as_of)
             else:
                 firings += [Firing(t, program, auto) for t in instants(auto, start, through, as_of)]
     firings.sort(key=lambda f: (f.instant, f.program.key, f.automation.key))
     return firings, planned
 
 
-def _dated(con, program: CompiledProgram, auto: CompiledAutomation, after: datetime, as_of: datetime) -> list[Firing]:
-    """ATTRIBUTE_DATE: for every participant enrolled in the program with a date in the attribute
-    (as the ledger holds it now), the yearly anniversaries of that month and day at the
-    configured wall-clock time in the trigger's zone, in (after, as_of] and not before its
-    enrolment; one firing per instant, naming the participants whose date it is."""
+def _per_participant(con, program: CompiledProgram, auto: CompiledAutomation, after: datetime,
+                     as_of: datetime) -> list[Firing]:
+    """participant_state: each ACTIVE participant enrolled in the program has instants of its own
+    in (after, as_of], none before its enrolment. ATTRIBUTE_DATE: the yearly anniversaries of the
+    month and day in the attribute (as the ledger holds it now) at the configured wall-clock time
+    in the trigger's zone. INTERVAL: every `interval` from its enrolment. One firing per instant,
+    naming the participants it is for."""
     rows = con.execute(statement("lookups.sql", "enrolled_attribute"),
-                       {"program_id": program.sid, "attribute": auto.date_attribute}).fetchall()
+                       {"program_id": program.sid, "attribute": auto.date_attribute or ""}).fetchall()
     by_instant: dict[datetime, set[str]] = {}
     for pid, enrolled_at, text in rows:
-        for t in anniversaries(text, auto.date_time, auto.timezone, max(after, enrolled_at - timedelta(microseconds=1)),
-                               as_of):
+        lo = max(after, enrolled_at - timedelta(microseconds=1))
+        if auto.every is not None:
+            times = periods(enrolled_at, auto.every, lo, as_of)
+        else:
+            times = anniversaries(text, auto.date_time, auto.timezone, lo, as_of)
+        for t in times:
             by_instant.setdefault(t, set()).add(pid)
     return [Firing(t, program, auto, frozenset(p)) for t, p in by_instant.items()]
+
+
+def periods(start: datetime, every: timedelta, after: datetime, until: datetime) -> list[datetime]:
+    """start + k * every (k >= 1) in (after, until]."""
+    k = max(1, (after - start) // every + 1)
+    out = []
+    while (t := start + k * every) <= until:
+        if t > after:
+            out.append(t)
+        k += 1
+    return out
 
 
 def anniversaries(text: str | None, at: tuple[int, int], tz, after: datetime, until: datetime) -> list[datetime]:

@@ -67,7 +67,7 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         writer = BatchWriter(con, batch_id)
         totals = new_totals()
-        catalog = catalog or automations.stored_catalog(con)
+        catalog = catalog or _stored_catalog(con, as_of)
         # Automations first, firing by firing, through the path of `perkflow run`: the kernel
         # applies what is due for the participants their events touch, at their instants, before
         # each event (SCHEDULE_EVENT events due by each firing's instant included); what is due
@@ -145,6 +145,16 @@ def _fire_automations(con, catalog, as_of: datetime, writer: BatchWriter, totals
         if len(rows):
             process_chunk(con, rows, catalog, writer, totals, first=False, system=True)
     return planned
+
+
+def _stored_catalog(con, as_of: datetime):
+    """The program files the runs stored, compiled, when something needs the rules: an
+    automation was stored, or a SYSTEM event is due (compiling them is most of a small
+    maintenance run otherwise)."""
+    if (con.execute(statement("lookups.sql", "automation_marks")).fetchall()
+            or con.execute(statement("lookups.sql", "due_scheduled_count"), {"reach": as_of}).fetchall()[0][0]):
+        return automations.stored_catalog(con)
+    return None
 
 
 def _system_events(con, catalog, as_of: datetime, writer: BatchWriter, totals: dict) -> None:

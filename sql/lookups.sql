@@ -195,10 +195,12 @@ SELECT id::VARCHAR AS id, external_id FROM participants
 WHERE id::VARCHAR = $ref OR external_id = $ref ORDER BY id::VARCHAR = $ref DESC LIMIT 1;
 
 -- name: enrolled_attribute
--- ACTIVE participants enrolled in the program with their attribute $attribute (ATTRIBUTE_DATE).
+-- ACTIVE participants enrolled in the program, when, and their attribute $attribute (null when
+-- they have none): participant_state automations.
 SELECT p.id::VARCHAR AS id, e.enrolled_at, s.text_value
 FROM enrollments e JOIN participants p ON p.id = e.participant_id
-JOIN entity_state s ON s.entity_type = 'PARTICIPANT' AND s.entity_id = p.id AND s.kind = 'ATTRIBUTE' AND s.key = $attribute
+LEFT JOIN entity_state s ON s.entity_type = 'PARTICIPANT' AND s.entity_id = p.id AND s.kind = 'ATTRIBUTE'
+    AND s.key = $attribute
 WHERE e.program_id = $program_id::UUID AND p.status = 'ACTIVE'
 ORDER BY p.id;
 

@@ -208,6 +208,7 @@ class CompiledAutomation:
     definition: dict  # as written (normalised), stored in the automations table
     date_attribute: str | None = None  # participant_state ATTRIBUTE_DATE: the attribute holding the date
     date_time: tuple[int, int] = (0, 0)  # ... and the wall-clock (hour, minute) it fires at
+    every: timedelta | None = None  # participant_state INTERVAL: the period, from each participant's enrolment
 
     @cached_property
     def sid(self) -> str:

@@ -249,13 +249,9 @@ def _compile_automation(where: str, program_key: str, a: Automation, assets: dic
         raise CatalogError(f"{at}.trigger_at: applies to one_time triggers only (this one is {t.type})")
     if t.type != "participant_state" and (t.schedule_type is not None or t.schedule_config is not None):
         raise CatalogError(f"{at}: schedule_type and schedule_config apply to participant_state triggers only")
-    date_attribute, date_time = None, (0, 0)
-    if t.type == "participant_state":  # ATTRIBUTE_DATE (the others are rejected by support.py)
-        config = dict(t.schedule_config or {})
-        unknown = sorted(set(config) - {"attribute", "time"})
-        if unknown:
-            raise CatalogError(f"{at}.schedule_config: unknown field(s) {', '.join(unknown)}; ATTRIBUTE_DATE takes "
-                               "attribute (required) and time (HH:MM, default 00:00)")
+    date_attribute, date_time, every = None, (0, 0), None
+    if t.type == "participant_state" and t.schedule_type == "ATTRIBUTE_DATE":  # others: support.py
+        config = _config(at, t.schedule_config, {"attribute", "time"}, "attribute (required) and time (HH:MM, default 00:00)")
         date_attribute = config.get("attribute")
         if not isinstance(date_attribute, str) or not date_attribute:
             raise CatalogError(f"{at}.schedule_config.attribute: required for ATTRIBUTE_DATE (the participant "
@@ -264,6 +260,15 @@ def _compile_automation(where: str, program_key: str, a: Automation, assets: dic
         if m is None:
             raise CatalogError(f"{at}.schedule_config.time: {config.get('time')!r} is not a wall-clock time HH:MM")
         date_time = (int(m.group(1)), int(m.group(2)))
+    if t.type == "participant_state" and t.schedule_type == "INTERVAL":
+        config = _config(at, t.schedule_config, {"interval"}, "interval (a Go duration, required)")
+        try:
+            every = parse_duration(str(config.get("interval", "")))
+        except ValueError as e:
+            raise CatalogError(f"{at}.schedule_config.interval: required for INTERVAL, a Go duration such as "
+                               f"720h ({e})") from None
+        if every < timedelta(minutes=1):
+            raise CatalogError(f"{at}.schedule_config.interval: must be at least 1m")
     if a.participant_id is not None and not (t.type == "one_time" and a.scope == "program"):
         raise CatalogError(f"{where}.participant_id: only for a one_time automation with scope program")
     if a.participant_filter is not None and a.scope != "participants":
@@ -284,7 +289,17 @@ def _compile_automation(where: str, program_key: str, a: Automation, assets: dic
         event_name=a.event_name, scope=a.scope, trigger=t.type, cron=cron, timezone=tz, trigger_at=t.trigger_at,
         payload=a.payload, participant_filter=conditions["participant_filter"] or None,
         guard_condition=conditions["guard_condition"] or None, participant_id=a.participant_id, status=a.status,
-        definition=definition, date_attribute=date_attribute, date_time=date_time)
+        definition=definition, date_attribute=date_attribute, date_time=date_time, every=every)
+
+
+def _config(at: str, config: dict | None, fields: set[str], takes: str) -> dict:
+    """A participant_state schedule_config with only the fields its schedule_type takes."""
+    config = dict(config or {})
+    unknown = sorted(set(config) - fields)
+    if unknown:
+        raise CatalogError(f"{at}.schedule_config: unknown field(s) {', '.join(unknown)}; this schedule_type takes "
+                           f"{takes}")
+    return config
 
 
 def compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:

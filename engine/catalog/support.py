@@ -32,9 +32,10 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
     """Yield (location, field) for every field set to something not built yet."""
     for a_i, automation in enumerate(pf.automations):
         where = f"automations[{a_i}] ({automation.name})"
-        if automation.trigger.type == "participant_state" and automation.trigger.schedule_type != "ATTRIBUTE_DATE":
-            yield f"{where}.trigger", (f"schedule_type: {automation.trigger.schedule_type} (participant_state: only "
-                                       "ATTRIBUTE_DATE is built)")
+        if automation.trigger.type == "participant_state" and automation.trigger.schedule_type not in (
+                "ATTRIBUTE_DATE", "INTERVAL"):
+            yield f"{where}.trigger", (f"schedule_type: {automation.trigger.schedule_type} (participant_state: "
+                                       "ATTRIBUTE_DATE and INTERVAL are built)")
         if automation.scope == "program" and automation.participant_id is None:
             # a SYSTEM event without a participant: the events table, intake and the kernel all
             # need one (docs/decisions.md, "Automations")

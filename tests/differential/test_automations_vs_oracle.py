@@ -4,7 +4,7 @@ against the oracle (tests/oracle/automations.py) on generated programs and strea
 Generated: one program with SIMPLE and LOT assets and rules that react to the automations'
 SYSTEM events (credits, a debit that can fail, counters, a lot that expires); 1-3 automations
 (cron in UTC and in other time zones, one_time for participants or one named participant,
-immediate, birthdays from a date attribute; filters and guards over tags, counters and balances; some paused); events that enrol
+immediate, birthdays from a date attribute, per-participant intervals; filters and guards over tags, counters and balances; some paused); events that enrol
 participants, tag some as vip and count visits, one participant suspended by an operation; two
 batches and up to three maintenance runs, in a generated order (so firings are sometimes planned
 after later events, and late events arrive after firings). Compared as in
@@ -78,7 +78,7 @@ def text(t: datetime) -> str:
 @st.composite
 def automation(draw, i: int) -> dict:
     kind = draw(st.sampled_from(["cron", "cron", "cron", "one_time", "one_time_program", "immediate", "birthday",
-                                 "birthday"]))
+                                 "birthday", "interval"]))
     payload = {"n": draw(st.sampled_from([1, 2, 5]))}
     if draw(st.booleans()):
         payload["lot"] = True
@@ -89,6 +89,9 @@ def automation(draw, i: int) -> dict:
                            "timezone": draw(st.sampled_from(ZONES))}
     elif kind == "immediate":
         auto["trigger"] = {"type": "immediate"}
+    elif kind == "interval":
+        auto["trigger"] = {"type": "participant_state", "schedule_type": "INTERVAL",
+                           "schedule_config": {"interval": draw(st.sampled_from(["24h", "168h", "90m", "240h30m"]))}}
     elif kind == "birthday":
         auto["trigger"] = {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE",
                            "timezone": draw(st.sampled_from(ZONES)),

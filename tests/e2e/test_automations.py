@@ -226,6 +226,22 @@ def test_birthdays_fire_yearly_on_the_date_attribute_in_the_trigger_time_zone(tm
         key("birthday", "u2", "2026-02-28T14:00:00Z")])
 
 
+def test_an_interval_fires_every_period_from_each_participants_enrolment(tmp_path):
+    # every 240h (10 days) from enrolment: u1 (1 March 01:00) on 11, 21, 31 March; u2 (5 March)
+    # on 15 and 25 March; two maintenance runs give what one would
+    auto = {"name": "Every ten days", "event_name": "bonus", "scope": "participants", "payload": {"n": 4},
+            "trigger": {"type": "participant_state", "schedule_type": "INTERVAL",
+                        "schedule_config": {"interval": "240h"}}}
+    s = project(tmp_path, [auto])
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-05 00:00"), "join"))
+    run_maintain(s, "2025-03-20")
+    run_maintain(s, "2025-04-01")
+    assert s.balance("u1", "PTS")[0] == D(12) and s.balance("u2", "PTS")[0] == D(8)
+    assert sorted(k for k, *_ in system_events(s)) == sorted(
+        [key("every_ten_days", "u1", f"2025-03-{d}T01:00:00Z") for d in (11, 21, 31)]
+        + [key("every_ten_days", "u2", f"2025-03-{d}T00:00:00Z") for d in (15, 25)])
+
+
 @pytest.mark.parametrize("automation, message", [
     ({"trigger": {"type": "immediate"}, "scope": "program", "participant_id": "u1"},
      "automations[0] (A).scope: a immediate automation takes scope participants only"),
@@ -244,6 +260,10 @@ def test_birthdays_fire_yearly_on_the_date_attribute_in_the_trigger_time_zone(tm
      "automations[0] (A).scope: not supported yet: program without participant_id"),
     ({"trigger": {"type": "participant_state", "schedule_type": "THRESHOLD"}},
      "automations[0] (A).trigger: not supported yet: schedule_type: THRESHOLD"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "INTERVAL", "schedule_config": {"interval": "1 day"}}},
+     "automations[0] (A).trigger.schedule_config.interval: required for INTERVAL, a Go duration"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "INTERVAL", "schedule_config": {"interval": "30s"}}},
+     "automations[0] (A).trigger.schedule_config.interval: must be at least 1m"),
     ({"trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE"}},
      "automations[0] (A).trigger.schedule_config.attribute: required"),
     ({"trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE",

@@ -46,12 +46,13 @@ class AutomationDef:
     status: str
     attribute: str | None = None  # participant_state ATTRIBUTE_DATE
     time: tuple[int, int] = (0, 0)
+    every: timedelta | None = None  # participant_state INTERVAL
 
 
 def automation_def(a, unsupported, slug) -> AutomationDef:
     """From the program file's model (engine.catalog.models.Automation, the oracle's one import)."""
     t = a.trigger
-    if t.type == "participant_state" and t.schedule_type != "ATTRIBUTE_DATE":
+    if t.type == "participant_state" and t.schedule_type not in ("ATTRIBUTE_DATE", "INTERVAL"):
         raise unsupported(f"participant_state {t.schedule_type} automations")
     if a.scope == "program" and a.participant_id is None:
         raise unsupported("a program-scope automation without participant_id")
@@ -60,9 +61,11 @@ def automation_def(a, unsupported, slug) -> AutomationDef:
     tests = [compile_expr(x) for x in (a.participant_filter, a.guard_condition) if x is not None]
     config = t.schedule_config or {}
     hh, mm = (int(x) for x in str(config.get("time", "00:00")).split(":"))
+    from tests.oracle.interpreter import parse_go_duration
+    every = parse_go_duration(config["interval"]) if t.schedule_type == "INTERVAL" else None
     return AutomationDef(a.key or slug(a.name), a.event_name, a.scope, t.type, t.cron_expression,
                          ZoneInfo(t.timezone), t.trigger_at, _doubles(a.payload), tests, a.participant_id, a.status,
-                         config.get("attribute"), (hh, mm))
+                         config.get("attribute"), (hh, mm), every)
 
 
 def _month_day(text: str) -> tuple[int, int] | None:
@@ -82,20 +85,28 @@ def _month_day(text: str) -> tuple[int, int] | None:
 
 def _birthdays(oracle: "Oracle", program_key: str, a: AutomationDef, after: datetime,
                as_of: datetime) -> list[tuple[datetime, str]]:
-    """ATTRIBUTE_DATE (decisions.md): (instant, participant) for every enrolled ACTIVE participant
-    whose attribute holds a date: its month and day each year at the configured wall time, after
-    its enrolment; 29 February is 28 February in other years."""
+    """participant_state (decisions.md): (instant, participant) for every enrolled ACTIVE
+    participant, after its enrolment. ATTRIBUTE_DATE: the month and day in its attribute each year
+    at the configured wall time (29 February is 28 February in other years). INTERVAL: every
+    `interval` from its enrolment."""
     import calendar
     out = []
     for (key, ext), enrolled_at in oracle.enrolled.items():
         if key != program_key or oracle.participants[ext].status != "ACTIVE":
+            continue
+        lo = max(after, enrolled_at - timedelta(microseconds=1))
+        if a.every is not None:  # INTERVAL: enrolment + k * every, k >= 1
+            t = enrolled_at + a.every
+            while t <= as_of:
+                if t > lo:
+                    out.append((t, ext))
+                t += a.every
             continue
         text = oracle.states.get(("participant", ext)).attributes.get(a.attribute, "")
         md = _month_day(text)
         if md is None:
             continue
         month, day = md
-        lo = max(after, enrolled_at - timedelta(microseconds=1))
         for year in range(lo.astimezone(a.zone).year, as_of.astimezone(a.zone).year + 1):
             d = day if (month, day) != (2, 29) or calendar.isleap(year) else 28
             t = datetime(year, month, d, *a.time, tzinfo=a.zone).astimezone(timezone.utc)
