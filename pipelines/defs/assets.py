@@ -1,7 +1,8 @@
 """Assets: the landed event files, the ledger they are booked into, and the balances it yields.
 
-The assets orchestrate; the engine does the work. `ledger` calls `engine.run.run_batch`, once per
-day and in day order, and nothing else writes to the database.
+The assets orchestrate; the engine does the work. `ledger` books each day with `engine.run.run_batch`
+(through `engine.run.Backfill`, which keeps the file open across a range), once per day and in day
+order, and nothing else writes to the database.
 """
 
 
@@ -12,7 +13,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from engine.maintain import maintain
-from engine.run import run_batch
+from engine.run import Backfill
 
 from engine.ledger.sqlfiles import statement
 
@@ -76,7 +77,7 @@ def raw_event_batches(context: dg.AssetExecutionContext, perkflow_files: Perkflo
     kinds={"duckdb"},
     group_name="perkflow",
     description="The double-entry ledger in DuckDB (PERKFLOW_DB): each day's landed files booked with "
-                "engine.run.run_batch, one transaction per day, days in order. Idempotent: a day whose "
+                "engine.run.run_batch, one transaction per day, days in order, on one open file. Idempotent: a day whose "
                 "files were booked before is a no-op; overlapping input counts as duplicates.",
 )
 def ledger(context: dg.AssetExecutionContext, ledger_db: LedgerDatabase,
@@ -87,22 +88,22 @@ def ledger(context: dg.AssetExecutionContext, ledger_db: LedgerDatabase,
     programs = perkflow_files.programs_dir()
     db_file = ledger_db.resolved_path()
     reports = []
-    for day in _days(context):  # in order: day D's opening balances are day D-1's closing ones
-        folder = perkflow_files.day_dir(day)
-        if not perkflow_files.day_files(day):
-            context.log.info(f"{day}: no landed files, nothing to book")
-            reports.append({"day": day, "batch_id": None, "already_committed": False, "read": 0,
-                            "completed": 0, "failed": 0, "duplicates": 0, "rejected": 0, "entries": 0})
-            continue
-        report = run_batch(programs, folder, db_file, wait=ledger_db.wait_seconds,
-                           progress=lambda msg, day=day: context.log.debug(f"{day}: {msg}"))
-        r = report.as_dict()
-        context.log.info(f"{day}: batch {r['batch_id']}"
-                         f"{' (already committed, no-op)' if r['already_committed'] else ''}: "
-                         f"read {r['read']}, completed {r['completed']}, failed {r['failed']}, "
-                         f"duplicates {r['duplicates']}, rejected {r['rejected']}, entries {r['entries']}")
-        reports.append({"day": day} | {k: r[k] for k in (
-            "batch_id", "already_committed", "read", "completed", "failed", "duplicates", "rejected", "entries")})
+    with Backfill(db_file, wait=ledger_db.wait_seconds) as backfill:  # one open file for the range
+        for day in _days(context):  # in order: day D's opening balances are day D-1's closing ones
+            folder = perkflow_files.day_dir(day)
+            if not perkflow_files.day_files(day):
+                context.log.info(f"{day}: no landed files, nothing to book")
+                reports.append({"day": day, "batch_id": None, "already_committed": False, "read": 0,
+                                "completed": 0, "failed": 0, "duplicates": 0, "rejected": 0, "entries": 0})
+                continue
+            report = backfill.run(programs, folder, progress=lambda msg, day=day: context.log.debug(f"{day}: {msg}"))
+            r = report.as_dict()
+            context.log.info(f"{day}: batch {r['batch_id']}"
+                             f"{' (already committed, no-op)' if r['already_committed'] else ''}: "
+                             f"read {r['read']}, completed {r['completed']}, failed {r['failed']}, "
+                             f"duplicates {r['duplicates']}, rejected {r['rejected']}, entries {r['entries']}")
+            reports.append({"day": day} | {k: r[k] for k in (
+                "batch_id", "already_committed", "read", "completed", "failed", "duplicates", "rejected", "entries")})
     if not db_file.exists():  # nothing landed yet: still leave an (empty) ledger for the readers downstream
         with ledger_db.connect():  # a writable connection creates the schema and views
             pass
