@@ -103,8 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("maintain", help="fire automations and write lot maturities and expiries, tier lifecycle "
                                         "reviews and counter resets due up to --as-of, for everyone",
                        description="Time-driven changes due at or before --as-of, at the instants they were due: "
-                                   "automation firings (SYSTEM events through the rules of the programs the runs "
-                                   "stored), then lot maturities and expiries, tier reviews and counter resets. "
+                                   "automation firings and waiting SCHEDULE_EVENT events (SYSTEM events through the "
+                                   "rules of the programs the runs stored), then lot maturities and expiries, tier "
+                                   "reviews and counter resets. "
                                    "Idempotent: a second run with the same or an earlier --as-of finds nothing due.")
     m.add_argument("--as-of", required=True, help="RFC 3339 instant, e.g. 2026-01-01T00:00:00Z")
     m.add_argument("--programs", help="program files for the SYSTEM events due (automations, SCHEDULE_EVENT), which "
