@@ -30,7 +30,7 @@ from engine.io.events import read_chunks, read_inputs, streamable
 from engine.io.files import expand
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
-from engine.ledger.writer import BatchWriter, catalog_frames
+from engine.ledger.writer import BatchWriter
 from engine.state import Store
 
 ARRIVAL_BITS = 32  # arrival_seq = batch_id << 32 | row: global, in ingestion order
@@ -230,7 +230,7 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
         totals["system_events"] += len(outcome.system)
     step("building the ledger stages")
     stages = _stages(ev, outcome, taken, writer.batch_id, store, writer.entries)
-    stages |= (catalog_frames(catalog) if first else {}) | store.state_frames(writer.batch_id, writer.tier_changes)
+    stages |= (writer.catalog_stages(catalog) if first else {}) | store.state_frames(writer.batch_id, writer.tier_changes)
     totals["duplicates"] += taken.duplicates
     totals["rejected"] += len(taken.rejected)
     for k in _OUTCOME_COUNTS:

@@ -3,6 +3,9 @@
 -- name: next_batch_id
 SELECT COALESCE(MAX(id), 0) + 1 FROM batches;
 
+-- name: catalog_fingerprint
+SELECT fingerprint FROM catalog_fingerprint;
+
 -- name: last_root
 -- The root hash the next batch chains to ('' before the first batch).
 SELECT COALESCE((SELECT root_hash FROM batches ORDER BY id DESC LIMIT 1), '');

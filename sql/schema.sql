@@ -367,6 +367,15 @@ CREATE TABLE IF NOT EXISTS program_documents (
     batch_id            BIGINT NOT NULL       -- the batch that last stored it
 );
 
+-- The catalog rows (programs, assets, rules, rewards, tiers, groups, automations, program
+-- documents) as the last catalog write stored them, as one hash (engine/ledger/writer.py
+-- `catalog_fingerprint`): a batch whose catalog hashes the same skips rewriting it (each catalog
+-- statement is a no-op then, but costs milliseconds in every batch of a backfill).
+CREATE TABLE IF NOT EXISTS catalog_fingerprint (
+    fingerprint         VARCHAR NOT NULL,
+    batch_id            BIGINT NOT NULL       -- the batch that wrote that catalog
+);
+
 -- Automations (semantics.md 11) from program files, and how far their firings were planned.
 CREATE TABLE IF NOT EXISTS automations (
     id                  UUID PRIMARY KEY,     -- UUIDv5 of program key and automation key

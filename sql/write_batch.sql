@@ -63,6 +63,13 @@ SELECT id::UUID, program_id::UUID, key, name, version, "order", status, stop_aft
 -- name: insert_catalog_rule_versions
 INSERT OR IGNORE INTO rule_versions SELECT id::UUID, version, definition::JSON, $batch_id FROM stage_rules;
 
+-- name: delete_catalog_fingerprint
+DELETE FROM catalog_fingerprint WHERE fingerprint NOT IN (SELECT fingerprint FROM stage_catalog_fingerprint);
+
+-- name: insert_catalog_fingerprint
+INSERT INTO catalog_fingerprint SELECT fingerprint, $batch_id FROM stage_catalog_fingerprint
+WHERE fingerprint NOT IN (SELECT fingerprint FROM catalog_fingerprint);
+
 -- name: insert_participants
 INSERT INTO participants SELECT id::UUID, external_id, 'ACTIVE', created_at, $batch_id FROM stage_participants;
 

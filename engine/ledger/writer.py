@@ -6,6 +6,7 @@ sql/write_batch.sql over Arrow tables readable as `stage_*` relations (`db.execu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import os
@@ -26,6 +27,7 @@ ORDER = [
     "update_automations_planned", "insert_catalog_group_founders", "insert_catalog_groups", "insert_catalog_assets",
     "insert_catalog_rewards", "insert_catalog_rules",
     "insert_catalog_rule_versions", "insert_catalog_tiers", "delete_catalog_tier_levels", "insert_catalog_tier_levels",
+    "delete_catalog_fingerprint", "insert_catalog_fingerprint",
     "insert_participants", "insert_enrollments", "insert_events", "insert_operations", "update_participant_status",
     "insert_rejected", "insert_evaluations",
     "stage_entries", "insert_postings", "insert_entries", "update_balances", "insert_balances",
@@ -99,6 +101,15 @@ def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
             "stage_automations": automations}
 
 
+def catalog_fingerprint(frames: dict[str, pl.DataFrame]) -> str:
+    """The catalog rows a batch would write (`catalog_frames`), as one SHA-256: names, columns
+    and values (CSV text: exact for Decimals, and the same for the same rows)."""
+    h = hashlib.sha256()
+    for name in sorted(frames):
+        h.update(f"{name}\n{frames[name].write_csv()}\0".encode())
+    return h.hexdigest()
+
+
 def balance_changes(effects: pl.DataFrame) -> pl.DataFrame:
     """What the effects' postings add to each account (exact: Decimal sums): every effect takes
     `amount` from its `from` account (leg 0) and gives it to its `to` account (leg 1)."""
@@ -154,6 +165,16 @@ class BatchWriter:
             self._root.add(hashes.to_arrow_table().column(0))
             self.entries += len(stages["stage_effects"])
         self.tier_changes += len(stages.get("stage_tier_history", ()))
+
+    def catalog_stages(self, catalog: Catalog) -> dict[str, pl.DataFrame]:
+        """The catalog's stages (`catalog_frames`) with their fingerprint to store, or none when
+        the ledger holds exactly these catalog rows already: every catalog statement would be a
+        no-op, yet cost milliseconds in each daily batch of a backfill."""
+        frames = catalog_frames(catalog)
+        fp = catalog_fingerprint(frames)
+        if self.con.execute(statement("lookups.sql", "catalog_fingerprint")).fetchall() == [(fp,)]:
+            return {}
+        return frames | {"stage_catalog_fingerprint": pl.DataFrame({"fingerprint": [fp]})}
 
     def close(self, params: dict) -> None:
         """The batch row: counts, input fingerprint, and the root chaining it to the previous batch."""

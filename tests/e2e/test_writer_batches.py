@@ -42,3 +42,35 @@ def test_two_batches_counts_and_balances(tmp_path):
     assert balances(db) == {("m1", "PTS"): m1, ("m2", "PTS"): m2}
     issuance = query(db, "SELECT SUM(amount) FROM account_balances WHERE entity_type = 'SYSTEM_ISSUANCE'")[0][0]
     assert issuance == -(m1 + m2)
+
+
+def test_an_unchanged_catalog_is_not_rewritten_and_a_changed_one_is(tmp_path):
+    """A batch whose program files give the catalog rows the ledger already holds skips the
+    catalog statements (the stored program document keeps the batch that stored it); a changed
+    program is written; going back to the first version writes it again (the skip compares with
+    what the ledger holds, not with any catalog seen before)."""
+    spec = W1.program()
+    programs = write_program(tmp_path / "programs" / "w1.yaml", spec)
+    db = tmp_path / "ledger.duckdb"
+
+    def run(day: int) -> None:
+        rows = [event(P, f"k{day}", "m1", f"2025-03-0{day}T10:00:00Z", {"type": "review", "rating": 5})]
+        run_json(programs, write_events(tmp_path / f"day{day}.parquet", rows), db)
+
+    def stored() -> tuple:
+        return (query(db, "SELECT name FROM programs")[0][0],
+                query(db, "SELECT batch_id FROM program_documents")[0][0],
+                query(db, "SELECT batch_id FROM catalog_fingerprint"))
+
+    run(1)
+    run(2)
+    assert stored() == (spec["program"]["name"], 1, [(1,)])
+    renamed = spec | {"program": spec["program"] | {"name": "Renamed W1"}}
+    write_program(programs, renamed)
+    run(3)
+    assert stored() == ("Renamed W1", 3, [(3,)])
+    write_program(programs, spec)
+    run(4)
+    assert stored() == (spec["program"]["name"], 4, [(4,)])
+    # every batch still booked its event: 10 points per good review (W1's rule), 4 days
+    assert balances(db) == {("m1", "PTS"): Decimal(40)}
