@@ -50,6 +50,11 @@ def participant_id(external_id: str) -> uuid.UUID:
     return name_id("participant", external_id)
 
 
+def participant_id_text(external_id: str) -> str:
+    """str(participant_id(...)), made per new participant of a batch (name_id_text)."""
+    return name_id_text("participant", external_id)
+
+
 def group_id(group_key: str) -> uuid.UUID:
     return name_id("group", group_key)
 

@@ -174,7 +174,7 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     )
     # Deterministic ids for every external id; an explicit participant id wins.
     ext_ids = pl.concat([df["external_id"], df["recipient_external_id"]]).drop_nulls().unique().to_list()
-    id_of = {e: known_ext.get(e) or str(ids.participant_id(e)) for e in ext_ids}
+    id_of = {e: known_ext.get(e) or ids.participant_id_text(e) for e in ext_ids}
     df = df.with_columns(
         subject_id=pl.coalesce(pl.col("participant_id"), pl.col("external_id").replace_strict(id_of, default=None)),
         recipient_uuid=pl.coalesce(pl.col("recipient_id"), pl.col("recipient_external_id").replace_strict(id_of, default=None)),

@@ -511,7 +511,7 @@ def _create(store: Store, external_id: str, ev: KernelEvent) -> str:
     existing = store.by_external.get(external_id)
     if existing is not None and store.arrived(existing, ev.where):  # an earlier action of this event created it
         return existing
-    person = Person(str(ids.participant_id(external_id)), external_id, "ACTIVE", ev.now)
+    person = Person(ids.participant_id_text(external_id), external_id, "ACTIVE", ev.now)
     store.create_now(person)
     return person.id
 

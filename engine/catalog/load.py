@@ -101,7 +101,7 @@ def _compile_group(file: Path, group: Group) -> CompiledGroup:
     where = f"{file}: group {group.key}"
     members: dict[str, GroupMember] = {}
     for m in group.members:
-        pid = m.participant_id or str(ids.participant_id(m.external_id))
+        pid = m.participant_id or ids.participant_id_text(m.external_id)
         if pid in members:
             raise CatalogError(f"{where}: members: participant {m.external_id or m.participant_id!r} is listed twice")
         members[pid] = GroupMember(pid, m.external_id, m.role)

@@ -15,3 +15,9 @@ def test_name_id_text_is_the_uuid5_text(kind, parts):
     got = ids.name_id_text(kind, *parts)
     assert got == str(want) == str(ids.name_id(kind, *parts))
     assert uuid.UUID(got).version == 5
+
+
+@given(external_id=st.text(max_size=300))
+def test_participant_id_text_is_the_participant_uuid(external_id):
+    assert ids.participant_id_text(external_id) == str(ids.participant_id(external_id)) == str(
+        uuid.uuid5(ids.NAMESPACE, "participant:" + external_id))
