@@ -187,5 +187,6 @@ class BatchWriter:
         t, cpu = time.perf_counter(), time.process_time()
         db.execute(self.con, sql, used, **tables)
         if os.environ.get("PERKFLOW_TRACE"):  # wall, then CPU of all threads (steadier on a shared machine)
-            print(f"  {name}: {time.perf_counter() - t:.2f}s rss {_rss_mb():.0f} MB cpu {time.process_time() - cpu:.2f}s",
-                  file=sys.stderr)
+            held = self.con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()[0][0] / 2**20
+            print(f"  {name}: {time.perf_counter() - t:.2f}s rss {_rss_mb():.0f} MB (DuckDB {held:.0f} MB) "
+                  f"cpu {time.process_time() - cpu:.2f}s", file=sys.stderr)
