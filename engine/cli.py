@@ -496,6 +496,9 @@ def _cmd_generate(args) -> int:
         return 0
     console.print(f"[green]wrote[/] {args.workload}: {manifest['events']:,} events, {manifest['participants']:,} "
                   f"participants, {manifest['event_files']} event file(s), programs in {args.out}/programs")
+    if manifest["operations"]:  # the wallets' fund: run it first (perkflow run --operations)
+        console.print(f"  operations: {args.out}/{manifest['operations']} (fund {', '.join(f'{a} {s}' for s, a in manifest['wallets'].items())}), "
+                      "to run before the events", highlight=False)
     for s in manifest["substitutions"]:
         console.print(f"  substitution: {s}", highlight=False)
     return 0

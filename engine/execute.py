@@ -138,15 +138,20 @@ def _finish(events: pl.DataFrame, eff: pl.DataFrame, failures: pl.DataFrame, eva
     """The Outcome of the set-wise paths: `eff` applied CREDIT/DEBIT effects in ledger order (with
     entity_id), `failures` (pos, error_code, error_message, rule_order) of failed runnable events."""
     credit = pl.col("action_type") == "CREDIT"
-    eff = eff.with_columns(  # CREDIT: issuance -> participant; DEBIT: back to issuance
-        from_type=pl.when(credit).then(pl.lit("SYSTEM_ISSUANCE")).otherwise(pl.lit("PARTICIPANT")),
-        from_id=pl.when(credit).then(pl.lit(ISSUANCE)).otherwise(pl.col("entity_id")),
+    # CREDIT: issuance -> participant; DEBIT: back to issuance. Of a PREFUNDED asset (the running
+    # path's `wallet_id`), the program wallet stands for issuance (moves.source_of_issue).
+    wallet = pl.col("wallet_id") if "wallet_id" in eff.columns else pl.lit(None, dtype=pl.String)
+    issue_type = pl.when(wallet.is_null()).then(pl.lit("SYSTEM_ISSUANCE")).otherwise(pl.lit("PROGRAM_WALLET"))
+    issue_id = pl.coalesce(wallet, pl.lit(ISSUANCE))
+    eff = eff.with_columns(
+        from_type=pl.when(credit).then(issue_type).otherwise(pl.lit("PARTICIPANT")),
+        from_id=pl.when(credit).then(issue_id).otherwise(pl.col("entity_id")),
         from_bucket=pl.lit("AVAILABLE"),
-        to_type=pl.when(credit).then(pl.lit("PARTICIPANT")).otherwise(pl.lit("SYSTEM_ISSUANCE")),
-        to_id=pl.when(credit).then(pl.col("entity_id")).otherwise(pl.lit(ISSUANCE)),
+        to_type=pl.when(credit).then(pl.lit("PARTICIPANT")).otherwise(issue_type),
+        to_id=pl.when(credit).then(pl.col("entity_id")).otherwise(issue_id),
         to_bucket=pl.lit("AVAILABLE"),
         **{name: pl.lit(None, dtype=dtype) for name, dtype in TIMED_SCHEMA.items()},
-    )
+    ).drop("wallet_id", strict=False)
     fail_all = pl.concat([
         failures,
         events.filter(pl.col("pre_code").is_not_null()).select(

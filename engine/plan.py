@@ -8,8 +8,8 @@
   (counters, tags, attributes, balances, tiers, budgets): evaluated set-wise against that state,
   computed with running sums and last writes, to a fixed point (engine/running.py). A batch with
   operations or recipients, or one that does not settle, takes the kernel instead.
-- **sequential**: it reads state the running path does not cover (program state, targets, lots,
-  holds, wallets, ...), so it is evaluated inside the one-event-at-a-time kernel, against the
+- **sequential**: it reads state the running path does not cover (program state, targets, lots
+  of PREFUNDED assets, holds, ...), so it is evaluated inside the one-event-at-a-time kernel, against the
   state earlier events left.
 
 A program runs through the kernel when any of its rules reads or writes state (state actions,
@@ -85,10 +85,15 @@ def program_unsupported(program: CompiledProgram, writers: dict | None = None) -
 
 
 def _running_value(a: CompiledAction) -> bool:
-    """A CREDIT or DEBIT the running path models: of an UNLIMITED asset into AVAILABLE, SIMPLE,
-    or a LOT credit whose instants are static (its lots cannot change any event's outcome, so
-    they are made afterwards: engine/setwise_lots.py)."""
-    if a.asset.issuance_policy != "UNLIMITED" or a.bucket not in (None, "AVAILABLE"):
+    """A CREDIT or DEBIT the running path models, into AVAILABLE: of a SIMPLE asset (a PREFUNDED
+    one's program wallet is a running sum in stream order, like a budget), or of an UNLIMITED
+    LOT asset, a credit whose instants are static (its lots cannot change any event's outcome,
+    so they are made afterwards: engine/setwise_lots.py)."""
+    if a.bucket not in (None, "AVAILABLE"):
+        return False
+    if a.asset.issuance_policy == "PREFUNDED":
+        return a.asset.inventory_mode == "SIMPLE"
+    if a.asset.issuance_policy != "UNLIMITED":
         return False
     if a.asset.inventory_mode == "SIMPLE":
         return True

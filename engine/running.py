@@ -2,26 +2,33 @@
 
 Meaning (semantics.md 5, invariant 6): each event sees the state all earlier events left. For
 the state this path covers (counters, with lazy `reset_after`; tags; attributes; available
-balances of SIMPLE unlimited assets; rule budgets), the state an event sees is a running function
-of what earlier events *did*: a cumulative sum per participant (counters, balances), the last
-write (tags, attributes), or a cumulative sum in program-global order (budgets). So:
+balances of SIMPLE assets; rule budgets; the program wallets of PREFUNDED SIMPLE assets), the
+state an event sees is a running function of what earlier events *did*: a cumulative sum per
+participant (counters, balances), the last write (tags, attributes), or a cumulative sum in
+program-global order (budgets, wallets: what earlier events took from a budget, or drew from and
+paid back to a wallet). So:
 
 1. Guess what every event did (at first: nothing).
 2. From the guess, compute the state before every event with window functions.
 3. Evaluate every rule over all events at once against that state (Polars), in rule order,
    within an event applying each rule's writes before the next rule reads, and record what
-   each event did and whether it failed.
+   each event did and whether it failed (a CREDIT its wallet cannot pay fails its event,
+   insufficient_wallet, like a DEBIT its participant cannot pay: the event then did nothing).
 4. Repeat from 2 with what the events did, until nothing changes. A later round evaluates only
    the events whose inputs changed (`_stale`): the others would come out as they did.
 
 Why the fixed point is the sequential result: what event i sees depends only on what events
-before it did, so by induction over the stream the only self-consistent outcome is the one of
-one-event-at-a-time processing; each round fixes at least one more event per participant, and
-in practice state chains are short (a tag set once, a counter read after it is counted), so a
-few rounds suffice. A batch that has not settled after MAX_ROUNDS goes to the sequential kernel.
+before it did (a wallet's balance before event i, like a budget's consumption, is a sum over
+the events before i in the stream), so by induction over the stream the only self-consistent
+outcome is the one of one-event-at-a-time processing; each round fixes at least one more event
+per participant (per budget period or wallet: one more in stream order), and in practice state
+chains are short (a tag set once, a counter read after it is counted; a wallet that runs dry
+takes about one round per credit that still fits after the first it cannot pay), so a few
+rounds suffice. A batch that has not settled after MAX_ROUNDS goes to the sequential kernel.
 
 Tiers without lifecycles ride along (the best rank reached is a running max). Anything outside
-that state (targets, recipients, operations, holds, lots, wallets, program state, SET_TIER, tier
+that state (targets, recipients, operations (fund and burn change wallets: those batches take the
+kernel), holds, lots of PREFUNDED assets, program state, SET_TIER, tier
 lifecycles, values computed from state) is not handled here: `unsupported` says why and the
 batch takes the kernel path.
 """
@@ -43,7 +50,7 @@ from engine.catalog.compiled import CompiledTier
 from engine.cel import CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS
 from engine.kernel import BLOCKED_FOR_INACTIVE, INACTIVE
-from engine.moves import INSUFFICIENT, ActionFailed, insufficient_message
+from engine.moves import INSUFFICIENT, WALLET_SHORT, ActionFailed, insufficient_message, wallet
 from engine.plan import program_unsupported
 from engine.reads import Reads, keys, merge, reads, reads_field
 from engine.state import STATE_SCHEMA, TIERS_SCHEMA, Store, TierState
@@ -76,7 +83,7 @@ def unsupported(runnable: pl.DataFrame, catalog: Catalog) -> str | None:
 class Running:
     """What the running path computed: the Outcome parts, plus counts for the run report."""
     status: pl.DataFrame       # pos, error_code, error_message, rule_order (failed events only)
-    effects: pl.DataFrame      # EFFECT_SCHEMA + entity_id
+    effects: pl.DataFrame      # EFFECT_SCHEMA + entity_id, wallet_id (the PREFUNDED asset's program, else null)
     evaluations: pl.DataFrame  # EVAL_SCHEMA + rule_order
     rounds: int
     conditions: int            # (event, rule) conditions evaluated set-wise in the final round
@@ -92,6 +99,7 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
         _trace("running path declined: opening state it does not model (a counter key with another "
                "reset_after, or a tier level no longer in the program file)")
         return None
+    f.wallets = _wallets(g, catalog, store)
     keys = g["program_key"].unique(maintain_order=True).to_list()
     passes = {k: _ProgramPass(catalog.programs[k], g.filter(pl.col("program_key") == k), f, helpers) for k in keys}
     declined = [p.declined for p in passes.values() if p.declined]
@@ -152,15 +160,16 @@ def _stale(passes: dict, at: dict[str, pl.Series], before: pl.DataFrame, after: 
     was at its last evaluation would come out the same; every round thus yields the `did` that
     evaluating every event would. An event's read state is unchanged when none of the columns it
     may read changed since the round it was last evaluated in: it was not stale in any round since,
-    so each of those columns is the same from round to round (budget consumption aside, which
-    `stale` compares with what the event's budget check last saw)."""
+    so each of those columns is the same from round to round (budget consumption and wallets
+    aside, which `stale` compares with what the event's budget and wallet checks last saw)."""
     cols = sorted({c for p in passes.values() for _, read in p.reads() for c in read})
     changed = pl.DataFrame({c: after[c].ne_missing(before[c]) for c in cols}) if cols else pl.DataFrame()
     out = {}
     for k, p in passes.items():
         mine = changed[at[k]] if cols else changed
         consumed = {key: after[_col("bc", key)].gather(at[k]) for key, _ in p.budgets}
-        out[k] = p.stale({c: mine[c] for c in mine.columns}, consumed)
+        wallets = {key: after[_col("wb", key)].gather(at[k]) for key in p.wallets}
+        out[k] = p.stale({c: mine[c] for c in mine.columns}, consumed, wallets)
     return out
 
 
@@ -178,6 +187,9 @@ class _Features:
     assets: dict[str, str]                  # asset id -> symbol, for every program asset
     budgets: dict[tuple[str, str], tuple]   # (rule sid, budget index) -> (budget, program key)
     tiers: dict[str, CompiledTier]          # tier id -> tier (`lv:` rank before, `up:` rank after an upgrade)
+    #: program wallets (`program id:asset id`) -> what they held before the batch (`wb:` before an
+    #: event, `wd:` what it paid in (DEBIT) less what it drew (CREDIT))
+    wallets: dict[str, Decimal] = field(default_factory=dict)
     opening_tags: bool = False              # some participant has tags no rule writes (set by _opening)
 
     def written(self) -> list[str]:
@@ -186,7 +198,8 @@ class _Features:
         return ([_col("inc", k) for k in self.counters] + [_col("w", k) for k in self.counters]
                 + [_col("tw", t) for t in self.tags] + [_col("aw", a) for a in self.attrs]
                 + [_col("d", s) for s in self.assets] + [_col("take", f"{r}:{a}") for r, a in self.budgets]
-                + [_col("acc", f"{r}:{a}") for r, a in self.budgets] + [_col("up", t) for t in self.tiers])
+                + [_col("acc", f"{r}:{a}") for r, a in self.budgets] + [_col("up", t) for t in self.tiers]
+                + [_col("wd", w) for w in self.wallets])
 
 
 def _features(g: pl.DataFrame, catalog: Catalog, opening: dict[str, pl.DataFrame]) -> _Features | None:
@@ -222,6 +235,27 @@ def _features(g: pl.DataFrame, catalog: Catalog, opening: dict[str, pl.DataFrame
         if counters.setdefault(k, reset) != reset:
             return None
     return _Features(counters, sorted(tags), sorted(attrs), assets, budgets, tiers)
+
+
+def _wallets(g: pl.DataFrame, catalog: Catalog, store: Store) -> dict[str, Decimal]:
+    """The program wallets the batch's rules move value from or to (CREDITs and DEBITs of
+    PREFUNDED assets), keyed `program id:asset id`, with their committed balances."""
+    held = {}
+    for key in g["program_key"].unique(maintain_order=True).to_list():
+        program = catalog.programs[key]
+        held |= {_wallet_key(program, a): wallet(program.sid, a.asset_sid) for rule in program.active_rules
+                 for a in rule.actions if _draws_on_wallet(a)}
+    if held:
+        store.load_balances(sorted({account[1] for account in held.values()}))
+    return {k: store.balances.get(account, Decimal(0)) for k, account in held.items()}
+
+
+def _draws_on_wallet(action) -> bool:
+    return action.type in ("CREDIT", "DEBIT") and action.asset.issuance_policy == "PREFUNDED"
+
+
+def _wallet_key(program: CompiledProgram, action) -> str:
+    return f"{program.sid}:{action.asset_sid}"
 
 
 def _opening(g: pl.DataFrame, f: _Features, opening: dict[str, pl.DataFrame], store: Store) -> pl.DataFrame:
@@ -309,7 +343,7 @@ _STATE = ("c", "t", "a", "b", "lv")
 
 #: Each kind of what-an-event-did column: its dtype and its value for an event that did nothing
 #: (amounts 0, flags false, writes and upgrades absent).
-_DID = {"inc": (D, Decimal(0)), "d": (D, Decimal(0)), "take": (D, Decimal(0)), "w": (pl.Boolean, False),
+_DID = {"inc": (D, Decimal(0)), "d": (D, Decimal(0)), "take": (D, Decimal(0)), "wd": (D, Decimal(0)), "w": (pl.Boolean, False),
         "acc": (pl.Boolean, False), "tw": (pl.Boolean, None), "aw": (pl.String, None), "up": (pl.Int64, None)}
 
 
@@ -328,7 +362,7 @@ def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features, since: tuple[pl.Da
             ) -> pl.DataFrame:
     """The state every event sees before its first rule, given what every event did (`did`,
     row-aligned with `g`): running sums and last writes per participant, in stream order; budget
-    consumption in program-global order. `g`, `did` and the state, side by side.
+    consumption and wallet balances in program-global order. `g`, `did` and the state, side by side.
 
     With `since` = (an earlier `did`, its `_before`), only what may have changed is computed again
     (the window functions over 1M events took seconds each): only the state columns computed from
@@ -360,6 +394,11 @@ def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features, since: tuple[pl.Da
             budgets[_col("bc", key)] = (pl.col(_col("o_bc", key)) + prior_sum(_col("take", key), _col("bp", key))).cast(D)
         else:
             budgets[_col("bc", key)] = since[1][_col("bc", key)]
+    for w, opening in f.wallets.items():  # (a wallet's events are its program's: no partition)
+        if moved is None or _col("wd", w) in moved:
+            budgets[_col("wb", w)] = (pl.lit(opening, D) + pl.col(_col("wd", w)).cum_sum() - pl.col(_col("wd", w))).cast(D)
+        else:
+            budgets[_col("wb", w)] = since[1][_col("wb", w)]
     return pl.concat([x, state, x.select(**budgets)], how="horizontal")
 
 
@@ -469,6 +508,14 @@ class _ProgramPass:
         self.budgets = [(f"{rule.sid}:{b.index}", b) for rule in program.active_rules for b in rule.budgets]
         #: budget key -> (consulted, total asked, over the limit) per event, as last evaluated
         self.checked: dict[str, tuple[pl.Series, pl.Series, pl.Series]] = {}
+        #: asset id -> its program wallet's key, for the PREFUNDED assets the rules move
+        self.wallet_of = {a.asset_sid: _wallet_key(program, a) for rule in program.active_rules
+                          for a in rule.actions if _draws_on_wallet(a)}
+        self.wallets = sorted(set(self.wallet_of.values()))
+        #: wallet key -> (lowest, highest) wallet balance before each event for which its wallet
+        #: checks come out as last evaluated: `lo` the most any passed check needed (null: none
+        #: passed), `hi` what its failed check needed (null: none failed; it fails the event)
+        self.wallet_checked: dict[str, tuple[pl.Series, pl.Series]] = {}
         self.read_sets: list[tuple[pl.Series | None, list[str]]] | None = None
         self.benefit_types = {}
         for tier in self.tiers:  # a struct column needs one shape of benefits per tier
@@ -677,12 +724,15 @@ class _ProgramPass:
         self.read_sets = out
         return out
 
-    def stale(self, changed: dict[str, pl.Series], consumed: dict[str, pl.Series]) -> pl.Series:
+    def stale(self, changed: dict[str, pl.Series], consumed: dict[str, pl.Series],
+              wallets: dict[str, pl.Series]) -> pl.Series:
         """The events (indices) whose outcome may differ from their last evaluation: those that may
         read a column of the state before them that `changed` (per column, per event: whether it
-        changed since their last evaluation), and those whose budget check would now go the other
-        way with what the budget's period had `consumed` before them. For all other events the
-        evaluation would see the same inputs, so it would give the same outcome."""
+        changed since their last evaluation), those whose budget check would now go the other
+        way with what the budget's period had `consumed` before them, and those one of whose
+        wallet checks would now go the other way with what the wallet held before them
+        (`wallets`). For all other events the evaluation would see the same inputs (a wallet is
+        read only by those checks), so it would give the same outcome."""
         out = _const(False, self.n, pl.Boolean)
         for events, cols in self.reads():
             hit = _const(False, self.n, pl.Boolean)
@@ -692,6 +742,9 @@ class _ProgramPass:
         for key, b in self.budgets:
             consulted, total, over = self.checked[key]
             out = out | (consulted & ((consumed[key] + total > b.limit) != over))
+        for key in self.wallets:
+            lo, hi = self.wallet_checked[key]
+            out = out | (wallets[key] < lo).fill_null(False) | (wallets[key] >= hi).fill_null(False)
         return out.arg_true()
 
     def _qualifies(self, cur: pl.DataFrame, level) -> pl.Series:
@@ -724,6 +777,8 @@ class _ProgramPass:
         out = dict(nothing)
         effects, evals = [], []
         checked = {key: (false, zero, false) for key, _ in self.budgets}  # an event that never got there
+        unchecked = _const(None, n, D)
+        wallet_checked = {key: (unchecked, unchecked) for key in self.wallets}
         pos = before["pos"]
         active = before["status"] == "ACTIVE"
 
@@ -837,6 +892,26 @@ class _ProgramPass:
                     applies = alive & amount.is_not_null()
                     col = _col("b", str(action.asset_id))
                     have = cur[col]
+                    wkey = self.wallet_of.get(action.asset_sid)
+                    if wkey is not None and action.type == "CREDIT":  # the program wallet pays (moves.move)
+                        wcol = _col("wb", wkey)
+                        held, needed = cur[wcol], amount.fill_null(Decimal(0))
+                        short = applies & (held - needed < 0)
+                        # the wallet before the event from which this check passes: what it needs,
+                        # less what the event's earlier actions drew or paid in (they do the same
+                        # as long as its checks come out the same)
+                        threshold = (needed - held + before[wcol]).cast(D)
+                        lo, hi = wallet_checked[wkey]
+                        raise_lo = applies & ~short & (lo.is_null() | (threshold > lo)).fill_null(True)
+                        wallet_checked[wkey] = (threshold.zip_with(raise_lo, lo), threshold.zip_with(short, hi))
+                        if short.any():
+                            idx = short.arg_true()
+                            account = wallet(self.program.sid, action.asset_sid)
+                            words = [insufficient_message("CREDIT", account, action.asset.symbol, h, a)
+                                     for h, a in zip(*(x.gather(idx).to_list() for x in (held, amount)))]
+                            fail(short, WALLET_SHORT, _const(None, n, pl.String).scatter(
+                                idx, pl.Series(words, dtype=pl.String)), rule.order)
+                            alive, applies = alive & ~short, applies & ~short
                     if action.type == "DEBIT":
                         short = applies & (have - amount.fill_null(Decimal(0)) < 0)
                         if not action.allow_negative and short.any():
@@ -851,6 +926,9 @@ class _ProgramPass:
                     delta = -delta if action.type == "DEBIT" else delta
                     updates[col] = (have + delta).cast(D)
                     out[_col("d", str(action.asset_id))] = out[_col("d", str(action.asset_id))] + delta
+                    if wkey is not None:  # what the participant gains, the wallet pays, and back
+                        updates[_col("wb", wkey)] = (cur[_col("wb", wkey)] - delta).cast(D)
+                        out[_col("wd", wkey)] = out[_col("wd", wkey)] - delta
                     if final and applies.any():
                         effects.append(pl.DataFrame({"pos": pos, "amount": amount, "pid": before["pid"]}).filter(applies).select(
                             "pos", rule_id=pl.lit(rule.sid), rule_version=pl.lit(rule.version),
@@ -859,7 +937,7 @@ class _ProgramPass:
                             asset_id=pl.lit(str(action.asset_id)), amount=pl.col("amount").cast(D),
                             allow_negative=pl.lit(action.allow_negative),
                             description=pl.lit(action.description or rule.name, dtype=pl.String),
-                            entity_id="pid"))
+                            entity_id="pid", wallet_id=pl.lit(self.program.sid if wkey else None, dtype=pl.String)))
                 elif action.type in ("TAG", "UNTAG"):
                     value = _const(action.type == "TAG", n, pl.Boolean)
                     tags = planned[action.index]
@@ -903,12 +981,15 @@ class _ProgramPass:
         for key, seen in checked.items():
             self.checked[key] = seen if rows is None else tuple(
                 x.clone().scatter(rows, y) for x, y in zip(self.checked[key], seen))
+        for key, seen in wallet_checked.items():
+            self.wallet_checked[key] = seen if rows is None else tuple(
+                x.clone().scatter(rows, y) for x, y in zip(self.wallet_checked[key], seen))
         # a failed event is rolled back: it did nothing
         did = {"pos": pos, "ok": ok} | {name: series.zip_with(ok, nothing[name]) for name, series in out.items()}
         if final:
             self.status = pl.DataFrame({"pos": pos, "error_code": fail_code, "error_message": fail_msg,
                                         "rule_order": fail_order}).filter(failed)
-            eff = self.h.concat(effects, self.h.EFFECT_SCHEMA | {"entity_id": pl.String})
+            eff = self.h.concat(effects, self.h.EFFECT_SCHEMA | {"entity_id": pl.String, "wallet_id": pl.String})
             self.effects = eff.filter(~pl.col("pos").is_in(self.status["pos"].implode()))
             self.evaluations = self.h.concat(evals, self.h.EVAL_SCHEMA | {"rule_order": pl.Int64})
         return pl.DataFrame(did)

@@ -5,14 +5,16 @@
     DIR/programs/<workload>.yaml          the program file(s)
     DIR/events/part-00000.parquet         W1, W2: one file, `event_data` as a struct column
     DIR/events/date=YYYY-MM-DD/part.parquet   W3: W2's events split into daily files
+    DIR/operations/fund.parquet           W2, W3: the `fund` operation of the cashback wallet, run
+                                          as a batch of its own before the events
     DIR/workload.json                     what was generated (no timestamps: byte-identical too)
 
 Everything is vectorised (numpy draws, Polars string building): 10M events take seconds, not
 minutes. The same arguments give byte-identical files.
 
-Workloads are data (`Workload`: assets, rules, an event mix): a feature left out of a workload
-(PREFUNDED wallets in W2) is a new rule or asset dict here, with its line deleted from
-`Workload.substitutions`.
+Workloads are data (`Workload`: assets, rules, an event mix, the wallets to fund): a feature
+left out of a workload is listed in `Workload.substitutions`; adding it is a new rule or asset
+dict here, with its line deleted from there.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class Workload:
     rules: list[dict]
     tiers: list[dict] = field(default_factory=list)
     daily_files: bool = False              # W3: one file per day, processed in order
+    #: PREFUNDED asset symbol -> (event type, category) of the events whose rule credits it a
+    #: fixed CASHBACK_AMOUNT: the generator funds its wallet with exactly what they draw
+    wallets: dict[str, tuple[str, str]] = field(default_factory=dict)
     substitutions: list[str] = field(default_factory=list)  # features of performance.md left out, and why
 
     def program(self) -> dict:
@@ -55,6 +60,10 @@ class Workload:
 
 
 PTS = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
+#: W2's PREFUNDED asset: cashback on dining purchases, paid from the program's wallet
+CASHBACK = {"symbol": "CASHBACK", "name": "Dining cashback", "inventory_mode": "SIMPLE", "issuance_policy": "PREFUNDED",
+            "scale": 2}
+CASHBACK_AMOUNT = 5
 #: W2's LOT asset: status miles, one lot per purchase, vesting 30 days, expiring after 365
 MILES = {"symbol": "MILES", "name": "Status miles", "inventory_mode": "LOT", "issuance_policy": "UNLIMITED", "scale": 0}
 
@@ -101,19 +110,15 @@ W1 = Workload(
     ],
 )
 
-_W2_SUBSTITUTIONS = [
-    # The engine supports it (through the sequential kernel); the running-state path, which W2
-    # measures, does not cover wallets yet, so with one W2 would time the kernel instead.
-    "PREFUNDED asset with a wallet -> left out (the running-state path does not cover wallets yet)",
-]
-
-
 def _w2_rules(daily_app_budget: int) -> list[dict]:
     has_purchases = '"purchases" in participant.counters'
     return [
         _rule("welcome_bonus", 10, f'{PURCHASE} && !("welcomed" in participant.tags)',
               [_credit("500"), {"type": "TAG", "tag": "welcomed"}]),
         _rule("count_purchase", 20, PURCHASE, [{"type": "COUNTER", "key": "purchases", "value": "1"}]),
+        # from the program's wallet (before the gold multiplier, which stops every later rule)
+        _rule("dining_cashback", 40, f'{PURCHASE} && event.category == "dining"',
+              [{"type": "CREDIT", "asset": "CASHBACK", "amount": str(CASHBACK_AMOUNT)}]),
         _rule("fifth_purchase_bonus", 30,
               f"{PURCHASE} && {has_purchases} && int(participant.counters.purchases) % 5 == 0", [_credit("250")]),
         # the tier multiplier: gold from the 10th purchase on (auto-qualification runs after the
@@ -162,10 +167,11 @@ def workload(name: str, events: int = 0) -> Workload:
         name=name, program_key="bench_w2",
         description=("Stateful: welcome bonus gated by a tag, 5th-purchase bonus on a counter, a gold-tier "
                      "multiplier from participant.tiers, a daily rule budget, refunds and redemptions as DEBITs "
-                     "that can fail, status miles as LOT credits vesting 30 days and expiring after 365.")
+                     "that can fail, dining cashback from a PREFUNDED wallet (funded first with what it pays "
+                     "out), status miles as LOT credits vesting 30 days and expiring after 365.")
         + (" Split into 365 daily files, processed in order." if name == "W3" else ""),
-        mix=W2_MIX, assets=[PTS, MILES], rules=_w2_rules(max(20, int(daily_app * 0.6) // 20 * 20)), tiers=W2_TIERS,
-        daily_files=name == "W3", substitutions=_W2_SUBSTITUTIONS,
+        mix=W2_MIX, assets=[PTS, MILES, CASHBACK], rules=_w2_rules(max(20, int(daily_app * 0.6) // 20 * 20)),
+        tiers=W2_TIERS, daily_files=name == "W3", wallets={"CASHBACK": ("purchase", "dining")},
     )
 
 
@@ -223,6 +229,23 @@ def events_frame(wl: Workload, n: int, participants: int, seed: int, start: date
     )
 
 
+def _funding(wl: Workload, df: pl.DataFrame, seed: int) -> pl.DataFrame | None:
+    """The `fund` operations of the workload's wallets (an operations file, semantics.md 2.3),
+    timestamped before the year: each wallet gets exactly what its rule's events draw (every
+    such event completes), so it pays every credit and ends the year empty."""
+    if not wl.wallets:
+        return None
+    rows = []
+    for symbol, (etype, category) in wl.wallets.items():
+        ev = pl.col("event_data").struct
+        draws = df.filter((ev.field("type") == etype) & (ev.field("category") == category)).height
+        rows.append({"operation": "fund", "program_id": wl.program_key,
+                     "idempotency_key": f"{wl.name.lower()}-{seed}-fund-{symbol.lower()}", "external_id": None,
+                     "timestamp": YEAR_START.replace(year=YEAR_START.year - 1).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "params": json.dumps({"asset": symbol, "amount": str(draws * CASHBACK_AMOUNT)})})
+    return pl.DataFrame(rows, schema={c: pl.String for c in rows[0]})
+
+
 def generate(name: str, events: int, participants: int, seed: int, out: str | Path) -> dict:
     """Write a workload's programs and events under `out`; return the manifest (also written)."""
     wl = workload(name, events)
@@ -240,10 +263,17 @@ def generate(name: str, events: int, participants: int, seed: int, out: str | Pa
             files.append(write(part.drop("_day"), out / "events", f"date={day.isoformat()}/part.parquet"))
     else:
         files.append(write(df, out / "events", "part-00000.parquet"))
+    operations = _funding(wl, df, seed)
+    if operations is not None:
+        write(operations, out / "operations", "fund.parquet")
     manifest = {
         "workload": wl.name, "program": wl.program_key, "events": events, "participants": participants,
         "seed": seed, "description": wl.description, "substitutions": wl.substitutions,
         "programs": str(prog_file.relative_to(out)), "event_files": len(files),
+        "operations": None if operations is None else "operations/fund.parquet",
+        "wallets": {} if operations is None else {
+            symbol: amount for symbol, amount in zip(operations["params"].str.json_path_match("$.asset"),
+                                                      operations["params"].str.json_path_match("$.amount"))},
         "mix": wl.mix,
     }
     (out / "workload.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -140,15 +140,28 @@ class Flags:
     # Two budgets of one rule on the same asset. Off in the main test: see
     # test_bug_two_budgets_on_one_asset_count_a_credit_twice_on_the_row_path.
     budgets_sharing_an_asset: bool = True
+    # A third asset, GIFT, PREFUNDED: credited from its program's wallet, which a first run funds
+    # (a `fund` operation, `Scenario.funds`) with little enough that some credits fail
+    # insufficient_wallet, mid-batch, while later smaller ones (or ones after a DEBIT paid value
+    # back) still fit. On in the running path's test (test_running_vs_oracle.py).
+    prefunded: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
 # Assets
 
 
+#: The PREFUNDED asset of Flags.prefunded, and what a scenario's first run may fund its wallet with.
+GIFT = "GIFT"
+FUNDS = ["20", "50", "10", "100", "2.5"]
+
+
 @st.composite
-def assets(draw) -> list[dict]:
+def assets(draw, prefunded: bool = False) -> list[dict]:
     out = []
+    if prefunded:
+        out.append({"symbol": GIFT, "name": "Gift", "inventory_mode": "SIMPLE", "issuance_policy": "PREFUNDED",
+                    "scale": draw(st.sampled_from([2, 2, 0]))})
     for symbol, name in (("PTS", "Points"), ("CASH", "Cash")):
         a = {"symbol": symbol, "name": name, "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED",
              "scale": draw(st.sampled_from([2, 0, 1]))}  # unrounded amounts fail at scale 0 or 1
@@ -306,7 +319,7 @@ def action(draw, flags: Flags, typ: str | None = None, clean: bool = False) -> d
                                        "COUNTER", "COUNTER", "SET_ATTRIBUTE"]))
     a: dict = {"type": typ}
     if typ in ("CREDIT", "DEBIT"):
-        a["asset"] = draw(st.sampled_from(["PTS", "PTS", "CASH"]))
+        a["asset"] = draw(st.sampled_from(["PTS", "PTS", "CASH"] + [GIFT] * (3 if flags.prefunded else 0)))
         a["amount"] = draw(amount(flags, clean))
         # without allow_negative, a DEBIT fails until the participant's credits cover it
         if typ == "DEBIT" and draw(st.integers(0, 2)) >= (1 if clean else 2):
@@ -405,6 +418,17 @@ class Scenario:
     programs: list[dict]  # program file specs
     batches: list[list["Row"]]
     flags: Flags = field(default_factory=Flags)
+    #: (program key, symbol, amount) of the `fund` operations of a run before the batches
+    funds: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def funding(self) -> list[dict]:
+        """The funding run's operation rows (columns of `perkflow run --operations`)."""
+        return [{"operation": "fund", "program_id": program, "idempotency_key": f"fund-{program}-{symbol}",
+                 "external_id": None, "timestamp": "2025-03-01T00:00:00Z",
+                 "params": json.dumps({"asset": symbol, "amount": amount})} for program, symbol, amount in self.funds]
+
+    def funding_for_oracle(self) -> list[dict]:
+        return [dict(r, timestamp=parse_ts(r["timestamp"]), params=json.loads(r["params"])) for r in self.funding()]
 
     @property
     def rows(self) -> list["Row"]:
@@ -413,10 +437,17 @@ class Scenario:
 
 @st.composite
 def programs(draw, flags: Flags) -> list[dict]:
-    shared = draw(assets())
+    shared = draw(assets(flags.prefunded))
     policy = draw(st.sampled_from(["CREATE"] * 5 + ["REJECT"]))
     main = {"program": {"key": PROGRAM, "name": "Shop", "on_unknown_participant": policy},
             "assets": shared, "rules": draw(rules(flags))}
+    if flags.prefunded and draw(st.integers(0, 2)):
+        # a cashback most events earn, of amounts that vary around what the wallet holds: it runs
+        # dry mid-batch, and a smaller credit after a failed one may still fit
+        main["rules"].append({"name": "Cashback", "key": "cashback", "condition": draw(st.sampled_from(LIKELY_CONDITIONS)),
+                              "actions": [{"type": "CREDIT", "asset": GIFT,
+                                           "amount": draw(st.sampled_from(["event.qty", "5", "round(event.amount, 0)"]))}]})
+        _make_orders_valid(main["rules"])
     out = [main]
     # A REJECT shop alone fails every event (nobody creates participants): it comes with an
     # ACTIVE, CREATE club, whose events create the participants the shop's later events find.
@@ -592,4 +623,6 @@ def scenarios(draw, flags: Flags = Flags()) -> Scenario:
                    for p in progs for r in p["rules"] for b in r.get("budgets", []))
     one_batch = interval and not flags.late_interval_budgets
     batches = draw(streams(flags, has_other=len(progs) > 1, max_batches=1 if one_batch else 3))
-    return Scenario(progs, batches, flags)
+    # the shop's wallet, usually funded (a wallet never funded fails every credit it is asked for)
+    funds = [(PROGRAM, GIFT, draw(st.sampled_from(FUNDS)))] if flags.prefunded and draw(st.integers(0, 5)) else []
+    return Scenario(progs, batches, flags, funds)

@@ -12,11 +12,13 @@ between duplicates and their originals, inside runs of equal timestamps, and acr
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -102,15 +104,33 @@ def test_rows_out_of_stream_order_are_read_whole(tmp_path):
 def test_a_chunked_reference_workload_writes_the_ledger_of_the_whole_batch(tmp_path, name, chunk_rows, row_path):
     """The reference workloads (engine/workloads.py), rich where the generated streams are thin:
     thousands of entries, counters, tags, tiers and their history, a daily budget, failing
-    refunds; W2 on the running-state path and (row_path) through the kernel."""
-    generate(name, 3000, 150, seed=7, out=tmp_path / "in")
+    refunds; W2 on the running-state path and (row_path) through the kernel. W2's cashback
+    wallet is funded first with half of what the year's dining purchases would draw: it runs
+    dry mid-batch, so a chunk opens with what the ones before it left."""
+    manifest = generate(name, 3000, 150, seed=7, out=tmp_path / "in")
     args = (tmp_path / "in" / "programs", tmp_path / "in" / "events")
     assert streamable([(args[1], "event")], chunk_rows)
+    if name == "W2":
+        half = str(int(manifest["wallets"]["CASHBACK"]) // 2)
+        fund = write_events(tmp_path / "fund.parquet", [{
+            "operation": "fund", "program_id": manifest["program"], "idempotency_key": "fund", "external_id": None,
+            "timestamp": "2024-12-31T00:00:00Z", "params": json.dumps({"asset": "CASHBACK", "amount": half})}],
+            schema=pa.schema([(c, pa.string()) for c in
+                              ("operation", "program_id", "idempotency_key", "external_id", "timestamp", "params")]))
+        for db in ("whole", "chunked"):
+            run_batch(args[0], None, tmp_path / f"{db}.duckdb", operations=fund)
     whole = run_batch(*args, tmp_path / "whole.duckdb", row_path=row_path, chunk_rows=10**9)
     chunked = run_batch(*args, tmp_path / "chunked.duckdb", row_path=row_path, chunk_rows=chunk_rows)
     assert whole.entries > 1000 and chunked.entries == whole.entries
     want, got = _tables(tmp_path / "whole.duckdb"), _tables(tmp_path / "chunked.duckdb")
     if name == "W2":
         assert want["tier_history"] and want["budget_consumption"] and whole.failed > 0
+        con = duckdb.connect(str(tmp_path / "whole.duckdb"), read_only=True)
+        try:  # the wallet paid cashback of 5 until it held less than 5, then ran dry
+            assert con.execute("SELECT count(*) FROM events WHERE error_code = 'insufficient_wallet'").fetchall()[0][0] > 0
+            assert con.execute("SELECT available FROM balances WHERE entity_type = 'PROGRAM_WALLET'").fetchall() == [
+                (int(half) % 5,)]
+        finally:
+            con.close()
     for table in want:
         assert got[table] == want[table], f"{table} differs with chunks of {chunk_rows} rows"

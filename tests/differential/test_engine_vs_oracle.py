@@ -60,18 +60,38 @@ KNOWN_BUG_VALUE_ERROR_EVALUATION = False  # fixed in the engine; kept switchable
 
 COLUMNS = ["program_id", "idempotency_key", "external_id", "event_timestamp", "event_data", "recipient_external_id"]
 SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
+OP_SCHEMA = pa.schema([(c, pa.string()) for c in
+                       ("operation", "program_id", "idempotency_key", "external_id", "timestamp", "params")])
 
 
 # ---------------------------------------------------------------------------------------------
 # Running both sides
 
 
-def _write(d: Path, scenario: S.Scenario) -> tuple[Path, list[Path], list[Path]]:
+def _write(d: Path, scenario: S.Scenario) -> tuple[Path, list[Path], list[Path | tuple[None, Path]]]:
+    """Program files and one events file per batch; first, when the scenario funds wallets, an
+    operations-only run `(None, operations file)` (run each with `run_one`)."""
     prog_dir = d / "programs"
     files = [write_program(prog_dir / f"{spec['program']['key']}.yaml", spec) for spec in scenario.programs]
     batches = [write_events(d / "events" / f"batch{i:03d}.parquet", [r.for_parquet() for r in b], schema=SCHEMA)
                for i, b in enumerate(scenario.batches)]
+    if scenario.funds:
+        batches.insert(0, (None, write_events(d / "operations" / "funding.parquet", scenario.funding(), schema=OP_SCHEMA)))
     return prog_dir, files, batches
+
+
+def run_one(prog_dir: Path, batch: Path | tuple[None, Path], db_file: Path, **kw):
+    """One run of `_write`'s: an events file, or the funding run's operations file."""
+    events, operations = batch if isinstance(batch, tuple) else (batch, None)
+    return run_batch(prog_dir, events, db_file, operations=operations, **kw)
+
+
+def _oracle_runs(scenario: S.Scenario) -> tuple[list[list[dict]], list[list[dict]]]:
+    """(event batches, operation batches) as `run_oracle` takes them: the funding run first."""
+    batches = _oracle_batches(scenario)
+    if not scenario.funds:
+        return batches, []
+    return [[]] + batches, [scenario.funding_for_oracle()]
 
 
 def _oracle_batches(scenario: S.Scenario) -> list[list[dict]]:
@@ -117,7 +137,7 @@ def _engine_ledger(prog_dir: Path, batch_files: list[Path], db_file: Path, *, ro
     """Run every batch through `run_batch` into one temporary ledger and `read(con)` it."""
     if (ledger or LEDGER) == "file":
         for f in batch_files:
-            run_batch(prog_dir, f, db_file, row_path=row_path)
+            run_one(prog_dir, f, db_file, row_path=row_path)
         con = duckdb.connect(str(db_file), read_only=True)
         try:
             con.execute("SET TimeZone = 'UTC'")
@@ -133,7 +153,7 @@ def _engine_ledger(prog_dir: Path, batch_files: list[Path], db_file: Path, *, ro
         db_module.connect = lambda *a, **k: kept
         try:
             for f in batch_files:
-                run_batch(prog_dir, f, db_file, row_path=row_path)
+                run_one(prog_dir, f, db_file, row_path=row_path)
         finally:
             db_module.connect = original
         return read(con)
@@ -212,7 +232,7 @@ def check(scenario: S.Scenario, *, row_path: bool = False) -> None:
         d = Path(tmp)
         prog_dir, prog_files, batch_files = _write(d, scenario)
         try:
-            want, oracle_refused = run_oracle(prog_files, _oracle_batches(scenario)), None
+            want, oracle_refused = run_oracle(prog_files, *_oracle_runs(scenario)), None
         except (ValueError, Unsupported) as e:
             want, oracle_refused = None, e
         try:

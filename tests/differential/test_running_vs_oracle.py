@@ -3,7 +3,8 @@
 The main property test draws from every construct, and most of its programs (targets,
 recipients, program state) take the sequential kernel. Here programs are drawn from what the
 running path covers -- conditions on event, time and participant state (tags, counters with
-reset_after, attributes, balances), TAG/UNTAG/COUNTER/SET_ATTRIBUTE/CREDIT/DEBIT, budgets,
+reset_after, attributes, balances), TAG/UNTAG/COUNTER/SET_ATTRIBUTE/CREDIT/DEBIT, budgets, a
+PREFUNDED asset whose wallet a first run funds (credits failing insufficient_wallet),
 windows, stop_after_match, failing debits, ties, duplicates, late events across batches -- so
 that the set-wise fixed point is held to one-event-at-a-time semantics on hundreds of cases.
 A guard makes sure the cases really take that path (a silent fallback to the kernel would make
@@ -23,7 +24,8 @@ from tests.differential import strategies as S
 from tests.differential.test_engine_vs_oracle import MAIN_FLAGS, SETTINGS, check
 
 EXAMPLES = int(os.environ.get("PERKFLOW_DIFF_EXAMPLES", "500")) // 2
-RUNNING_FLAGS = dataclasses.replace(MAIN_FLAGS, recipients=False, targets=False, program_state_in_conditions=False)
+RUNNING_FLAGS = dataclasses.replace(MAIN_FLAGS, recipients=False, targets=False, program_state_in_conditions=False,
+                                    prefunded=True)
 PATHS: Counter = Counter()
 
 

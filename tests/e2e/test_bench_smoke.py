@@ -144,3 +144,32 @@ def test_per_row_baseline_runs_w2(tmp_path: Path) -> None:
     out = bench._task_baseline({"events": str(tmp_path / "w2" / "events"),
                                 "programs": str(tmp_path / "w2" / "programs"), "sample": 600})
     assert out["events"] == 600 and out["errors"] == 0 and out["matched"] > 0
+
+
+def test_w2_cashback_wallet_is_funded_first_and_paid_on_the_running_path(tmp_path: Path) -> None:
+    """W2's PREFUNDED cashback: the generator's operations file funds the wallet with 5 per dining
+    purchase (counted here from the events), the bench runs it before the events, and the events
+    then draw it to exactly 0 -- decided on the running-state path, not by the kernel."""
+    import polars as pl
+
+    d = tmp_path / "w2"
+    generate("W2", 800, 60, 4, d)
+    ev = pl.read_parquet(d / "events").unnest("event_data")
+    dining = ev.filter((pl.col("type") == "purchase") & (pl.col("category") == "dining")).height
+    ops = pl.read_parquet(d / "operations" / "fund.parquet")
+    assert ops["operation"].to_list() == ["fund"] and json.loads(ops["params"][0]) == {
+        "asset": "CASHBACK", "amount": str(5 * dining)}
+    db = tmp_path / "w2.duckdb"
+    out = bench._task_run({"programs": str(d / "programs"), "events": str(d / "events"), "db": str(db),
+                           "operations": str(d / "operations" / "fund.parquet")})
+    assert out["sequential_events"] == 0 and out["running_rounds"] > 0
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT sum(available) FROM balances WHERE asset_symbol = 'CASHBACK' "
+                           "AND entity_type = 'PROGRAM_WALLET'").fetchall() == [(0,)]
+        assert con.execute("SELECT count(*), sum(p.amount) FROM journal_entries j JOIN postings p ON p.journal_entry_id = j.id "
+                           "JOIN assets a ON a.id = p.asset_id WHERE a.symbol = 'CASHBACK' AND j.action_type = 'CREDIT' "
+                           "AND p.entity_type = 'PARTICIPANT'").fetchall() == [(dining, 5 * dining)]
+        assert con.execute("SELECT count(*) FROM events WHERE error_code = 'insufficient_wallet'").fetchall() == [(0,)]
+    finally:
+        con.close()

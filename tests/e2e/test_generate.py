@@ -61,8 +61,13 @@ def test_cli_generate_schema_and_counts(tmp_path: Path, capsys) -> None:
 
 
 def test_w3_is_w2_split_by_day(tmp_path: Path) -> None:
-    generate("W2", 20_000, 2_000, 5, tmp_path / "w2")
+    w2_manifest = generate("W2", 20_000, 2_000, 5, tmp_path / "w2")
     m = generate("W3", 20_000, 2_000, 5, tmp_path / "w3")
+    # the same cashback wallet fund, run before the first day (5 per dining purchase of the year)
+    assert m["operations"] == w2_manifest["operations"] == "operations/fund.parquet"
+    w2_events = pl.read_parquet(tmp_path / "w2" / "events").unnest("event_data")
+    dining = w2_events.filter((pl.col("type") == "purchase") & (pl.col("category") == "dining")).height
+    assert m["wallets"] == w2_manifest["wallets"] == {"CASHBACK": str(5 * dining)}
     days = sorted((tmp_path / "w3" / "events").iterdir())
     assert m["event_files"] == len(days) == 365
     assert days[0].name == "date=2025-01-01" and days[-1].name == "date=2025-12-31"

@@ -255,6 +255,30 @@ def test_fund_and_burn_have_no_effect_on_unlimited_assets(tmp_path):
     assert query(s.db, "SELECT action_type FROM journal_entries ORDER BY seq") == [("FUND",), ("BURN",)]
 
 
+def test_a_prefunded_wallet_running_dry_fails_only_the_credits_it_cannot_pay(tmp_path):
+    # The wallet holds 100 (fund, in a batch of its own). Credits of 60, 50 and 30 in stream
+    # order: 60 is paid (40 left), 50 is more than the wallet holds and fails its whole event
+    # with insufficient_wallet (its earlier rule's COUNTER is undone too), 30 still fits (10
+    # left). Decided set-wise on the running-state path (engine/running.py), not by the kernel.
+    gift = asset("GIFT", policy="PREFUNDED")
+    rules = [on("cashback", {"type": "COUNTER", "key": "cashbacks", "value": "1"}, order=1),
+             on("cashback", {"type": "CREDIT", "asset": "GIFT", "amount": "event.n"}, order=2)]
+    rules[1]["key"] = "cashback_credit"
+    s = Scenario(tmp_path, "shop", rules, [gift])
+    assert s.run(op("fund", "f1", None, t(1), asset="GIFT", amount="100")) == {"f1": OK}
+    out = s.run(ev("e1", "a", t(2, 1), "cashback", n=60), ev("e2", "b", t(2, 2), "cashback", n=50),
+                ev("e3", "c", t(2, 3), "cashback", n=30))
+    assert s.report.running_rounds > 0 and s.report.sequential_events == 0
+    assert {k: v for k, v in out.items() if k.startswith("e")} == {
+        "e1": OK, "e2": ("FAILED", "insufficient_wallet"), "e3": OK}
+    assert query(s.db, "SELECT error_message FROM events WHERE idempotency_key = 'e2'") == [
+        ("insufficient program wallet for CREDIT: GIFT 40, needs 50",)]
+    assert s.wallet("GIFT") == D(100) - 60 - 30
+    assert [s.balance(who, "GIFT")[0] for who in "abc"] == [D(60), D(0), D(30)]
+    assert s.state("a") == {("COUNTER", "cashbacks"): D(1)} and s.state("b") == {}
+    assert s.entries("e2") == []
+
+
 def test_a_rerun_of_the_same_inputs_changes_nothing(tmp_path):
     s = Scenario(tmp_path, "shop", VALUE_RULES, [CASH])
     rows = [ev("e1", "a", t(1, 1), "earn", n=10), ev("e2", "a", t(1, 2), "hold", n=4)]

@@ -81,7 +81,7 @@ class Scenario:
                  "idempotency_key": r["key"], "external_id": r["who"], "timestamp": r["when"],
                  "params": json.dumps(r["params"])} for r in ops], schema=pa.schema([(c, pa.string()) for c in cols]))
             pq.write_table(table, op_path)
-        run_batch(self.programs, ev_path, self.db, operations=op_path)
+        self.report = run_batch(self.programs, ev_path, self.db, operations=op_path)  # the last batch's
         self.check()
         rows_out = query(self.db, "SELECT idempotency_key, status, error_code FROM events UNION ALL "
                                   "SELECT idempotency_key, status, error_code FROM operations")
