@@ -179,8 +179,10 @@ def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.Da
                                  {"program_id": program.sid, "instant": f.instant}).fetchall()
             if f.only is not None:
                 people = [p for p in people if p[0] in f.only]
-        else:
+        elif auto.participant_id is not None:
             people = con.execute(statement("lookups.sql", "participant_by_ref"), {"ref": auto.participant_id}).fetchall()
+        else:  # scope program: one event of the program, for no participant (docs/decisions.md)
+            people = [(None, None)]
         people = _admitted(con, catalog, program, auto, f.instant, people)
         payload = strip_nulls(dict(auto.payload) | {"type": auto.event_name})
         for pid, external_id in people:
@@ -219,7 +221,7 @@ def _admitted(con, catalog: Catalog, program: CompiledProgram, auto: CompiledAut
     if not tests or not people:
         return people
     store = Store(con, {})  # read-only: discarded after the test
-    store.preload([pid for pid, _ in people] + [program.sid], [], lots=False)
+    store.preload([pid for pid, _ in people if pid is not None] + [program.sid], [], lots=False)
     want = merge(*(reads(p, "participant") for p in tests))
     tx = Tx(store, instant)
     out = []
