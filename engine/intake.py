@@ -196,7 +196,9 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     known_list = list(known_ids)
 
     def exists(id_col: str, from_col: str) -> pl.Expr:
-        return pl.col(id_col).is_in(known_list) | (pl.col(from_col).is_not_null() & (pl.col(from_col) <= pl.col("pos")))
+        # no id at all is no participant (not null: a row that needs one and names none fails)
+        return (pl.col(id_col).is_in(known_list)
+                | (pl.col(from_col).is_not_null() & (pl.col(from_col) <= pl.col("pos")))).fill_null(False)
 
     missing = (pl.col("needs_participant") & ~exists("subject_id", "subj_from")) | (
         pl.col("recipient_uuid").is_not_null() & ~exists("recipient_uuid", "rec_from"))
