@@ -278,6 +278,20 @@ def test_a_weekly_program_cron_broadcasts_a_point_to_every_enrolled_participant(
     assert again.batch_id is None and again.fired == 0 and diff(before, ledger_view(s.db)) == ""
 
 
+def test_program_events_give_the_same_ledger_from_one_maintain_or_three(tmp_path):
+    ledgers = []
+    for name, cuts in (("one", ["2025-03-31"]), ("three", ["2025-03-05", "2025-03-17", "2025-03-31"])):
+        d = tmp_path / name
+        d.mkdir()
+        s = project(d, [WEEKLY], rules=[JOIN, BONUS, ANNOUNCE])
+        s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-01 02:00"), "join"))
+        for cut in cuts:
+            run_maintain(s, cut)
+        assert s.balance("u1", "PTS") == (D(5), D(0), D(0))  # Mondays 3, 10, 17, 24 and 31 March
+        ledgers.append(ledger_view(s.db))
+    assert diff(*ledgers) == ""
+
+
 def test_a_program_event_reads_an_empty_participant_and_credits_the_program_wallet(tmp_path):
     wallet = asset("WP", policy="PREFUNDED")
     rules = [JOIN, BONUS,
