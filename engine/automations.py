@@ -21,6 +21,10 @@ Which instants (docs/decisions.md, "Automations"):
   INTERVAL: every `schedule_config.interval` from each participant's enrolment, in that window.
 Paused automations, and automations of programs that are not ACTIVE, pass their instants
 without firing.
+
+Who: scope participants, every ACTIVE enrolled participant (filter and guard admitting); scope
+program, the participant named by `participant_id`, else one program event that names no
+participant (intake and the kernel take it as such: docs/decisions.md, "Automations").
 """
 
 from __future__ import annotations
@@ -179,8 +183,10 @@ def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.Da
                                  {"program_id": program.sid, "instant": f.instant}).fetchall()
             if f.only is not None:
                 people = [p for p in people if p[0] in f.only]
-        else:
+        elif auto.participant_id is not None:
             people = con.execute(statement("lookups.sql", "participant_by_ref"), {"ref": auto.participant_id}).fetchall()
+        else:  # scope program: one event of the program, for no participant (docs/decisions.md)
+            people = [(None, None)]
         people = _admitted(con, catalog, program, auto, f.instant, people)
         payload = strip_nulls(dict(auto.payload) | {"type": auto.event_name})
         for pid, external_id in people:
@@ -214,12 +220,14 @@ def _admitted(con, catalog: Catalog, program: CompiledProgram, auto: CompiledAut
               people: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The participants the filter and the guard admit at `instant`, each judged on its state as
     the ledger holds it now (counter resets due by the instant applied). An expression that fails
-    or does not give a bool admits no one, as a failing rule condition matches nothing."""
+    or does not give a bool admits no one, as a failing rule condition matches nothing. The
+    program event of a scope program automation (participant None) is judged on the empty
+    participant its rules see (engine/kernel.py EMPTY_PARTICIPANT)."""
     tests = [p for p in (auto.participant_filter, auto.guard_condition) if p is not None]
     if not tests or not people:
         return people
     store = Store(con, {})  # read-only: discarded after the test
-    store.preload([pid for pid, _ in people] + [program.sid], [], lots=False)
+    store.preload([pid for pid, _ in people if pid is not None] + [program.sid], [], lots=False)
     want = merge(*(reads(p, "participant") for p in tests))
     tx = Tx(store, instant)
     out = []

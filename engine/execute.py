@@ -81,8 +81,11 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
         if emitting.pending or len(gone):
             return _execute_sequential(events, events.filter(pl.col("pre_code").is_null() | pl.col("deferred")),
                                        catalog, store, row_path, emitting, gone)
-    if (runnable["kind"] == "operation").any() or any(needs_kernel(catalog.programs[k]) for k in keys):
-        if not row_path and len(runnable) >= running.MIN_EVENTS and running.unsupported(runnable, catalog) is None:
+    # a program event (scope program automation) has no participant: only the kernel knows one
+    nobody = bool(runnable.filter(pl.col("kind") == "event")["subject_id"].is_null().any())
+    if nobody or (runnable["kind"] == "operation").any() or any(needs_kernel(catalog.programs[k]) for k in keys):
+        if (not nobody and not row_path and len(runnable) >= running.MIN_EVENTS
+                and running.unsupported(runnable, catalog) is None):
             done = running.run(runnable, catalog, store, HELPERS)
             if done is not None:
                 outcome = _finish(events, done.effects.sort("pos", "rule_order", "action_index"), done.status,

@@ -110,7 +110,7 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection,
         "source", "row_number", reason="reject_reason", message="reject_message", raw="raw")
 
     new = new.sort("event_timestamp", "arrival").with_columns(pos=pl.int_range(pl.len(), dtype=pl.Int64))
-    events, participants, enrollments = _resolve_participants(new, catalog, con)
+    events, participants, enrollments = _resolve_participants(new, catalog, con, system)
     return Intake(events=events, rejected=rejected, duplicates=len(dup_batch) + len(dup_db),
                   participants=participants, enrollments=enrollments)
 
@@ -145,7 +145,7 @@ def canonical(text: str | None):
     return None if text is None else walk(json.loads(text))
 
 
-def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection):
+def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection, system: bool):
     creates = {p.key: p.model.on_unknown_participant == "CREATE" and p.model.status == "ACTIVE"
                for p in catalog.programs.values()}
     is_op = pl.col("kind") == "operation"
@@ -169,7 +169,10 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
         program_active=active_program,
         rejects=pl.when(is_op).then(~upsert)
         .otherwise(pl.col("program_key").replace_strict(rejects, return_dtype=pl.Boolean)),
-        needs_participant=~(is_op & pl.col("operation").is_in(sorted(NO_PARTICIPANT))),
+        # fund and burn name no participant; nor does a SYSTEM event of a scope program automation
+        # (`system`: made by the engine; an input event without one was rejected when read)
+        needs_participant=~(is_op & pl.col("operation").is_in(sorted(NO_PARTICIPANT)))
+        & ~(pl.lit(system) & ~is_op & pl.col("external_id").is_null() & pl.col("participant_id").is_null()),
         subject_ext=pl.col("external_id"), recipient_ext=pl.col("recipient_external_id"),
     )
     # Deterministic ids for every external id; an explicit participant id wins.
@@ -193,7 +196,9 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     known_list = list(known_ids)
 
     def exists(id_col: str, from_col: str) -> pl.Expr:
-        return pl.col(id_col).is_in(known_list) | (pl.col(from_col).is_not_null() & (pl.col(from_col) <= pl.col("pos")))
+        # no id at all is no participant (not null: a row that needs one and names none fails)
+        return (pl.col(id_col).is_in(known_list)
+                | (pl.col(from_col).is_not_null() & (pl.col(from_col) <= pl.col("pos")))).fill_null(False)
 
     missing = (pl.col("needs_participant") & ~exists("subject_id", "subj_from")) | (
         pl.col("recipient_uuid").is_not_null() & ~exists("recipient_uuid", "rec_from"))

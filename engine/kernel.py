@@ -25,6 +25,13 @@ from engine.moves import ActionFailed, move, plain, source_of_issue, system
 from engine.state import Counter, Person, Store, Tx
 
 NOT_FOUND = "participant_not_found"
+#: An action of a program event (a scope `program` automation's firing, which names no
+#: participant) that applies to the event's participant: it has none (docs/decisions.md).
+NO_PARTICIPANT = "no_participant"
+#: CEL's `participant` for a program event: no id, external_id, status or created_at (so
+#: `has(participant.id)` tells such an event), and empty tags, counters, attributes, tiers and
+#: balances, so that a rule reading them simply does not match instead of failing.
+EMPTY_PARTICIPANT = {"tags": [], "counters": {}, "attributes": {}, "tiers": {}, "balances": {}}
 INACTIVE = "participant_inactive"
 BLOCKED_FOR_INACTIVE = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "COUNTER"}
 VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}
@@ -231,7 +238,8 @@ def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: 
                counts: KernelResult) -> None:
     program = ev.program
     # due resets happen before anything reads the entities the event touches
-    tx.state("PARTICIPANT", ev.subject)
+    if ev.subject is not None:  # a program event has none
+        tx.state("PARTICIPANT", ev.subject)
     if ev.recipient:
         tx.state("PARTICIPANT", ev.recipient)
     tx.state("PROGRAM", program.sid)
@@ -303,7 +311,10 @@ def _build_activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
 
 def participant_view(program: CompiledProgram, tx: Tx, pid: str, want, catalog: Catalog) -> dict:
     """CEL's `participant` (semantics.md 6) as of this point of `tx`, with the parts `want`
-    (engine.reads) names: the rules' activations, and automation filters and guards."""
+    (engine.reads) names: the rules' activations, and automation filters and guards. A
+    program event (`pid` None) sees EMPTY_PARTICIPANT."""
+    if pid is None:
+        return {k: type(v)() for k, v in EMPTY_PARTICIPANT.items()}
     person = tx.store.people[pid]
     st = tx.state("PARTICIPANT", pid)
     participant = {"id": person.id, "external_id": person.external_id, "status": person.status,
@@ -466,7 +477,12 @@ def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction,
     """(entity type, id) the action applies to: its target, else the recipient, else the participant."""
     t: CompiledTarget | None = action.target
     if t is None:
-        return "PARTICIPANT", ev.recipient or ev.subject
+        pid = ev.recipient or ev.subject
+        if pid is None and action.type != "BROADCAST":  # a BROADCAST goes to everyone, not to the event's participant
+            raise ActionFailed(NO_PARTICIPANT, f"rule {rule.name!r} action {action.index}: a {action.type} for the "
+                                               "event's participant, but this program event (an automation with scope "
+                                               "program) has none; give a target (PROGRAM, GROUP or a participant)")
+        return "PARTICIPANT", pid
     if t.type == "PROGRAM":
         return "PROGRAM", ev.program.sid
     where = f"rule {rule.name!r} action {action.index}: target"

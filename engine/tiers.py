@@ -235,6 +235,8 @@ def roll_over(tier: CompiledTier, st: EntityState, at: datetime) -> None:
 
 def refresh(ev, tx: Tx) -> None:
     """ACTIVITY_REFRESH: a completed event of the participant restarts its levels' windows."""
+    if ev.subject is None:  # a program event (scope program automation) has no participant
+        return
     st = tx.state("PARTICIPANT", ev.subject)
     for tier in ev.program.tiers.values():
         held = st.tiers.get(tier.sid)

@@ -36,10 +36,6 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
                 "ATTRIBUTE_DATE", "INTERVAL"):
             yield f"{where}.trigger", (f"schedule_type: {automation.trigger.schedule_type} (participant_state: "
                                        "ATTRIBUTE_DATE and INTERVAL are built)")
-        if automation.scope == "program" and automation.participant_id is None:
-            # a SYSTEM event without a participant: the events table, intake and the kernel all
-            # need one (docs/decisions.md, "Automations")
-            yield f"{where}.scope", "program without participant_id (an event that names no participant)"
     if pf.program.redemption_target_type == "LEDGER_ENTITY":
         yield "program", "redemption_target_type: LEDGER_ENTITY (use SYSTEM_REDEMPTION or SYSTEM_BREAKAGE)"
     for asset in pf.assets:

@@ -4,7 +4,11 @@ against the oracle (tests/oracle/automations.py) on generated programs and strea
 Generated: one program with SIMPLE and LOT assets and rules that react to the automations'
 SYSTEM events (credits, a debit that can fail, counters, a lot that expires); 1-3 automations
 (cron in UTC and in other time zones, one_time for participants or one named participant,
-immediate, birthdays from a date attribute, per-participant intervals; filters and guards over tags, counters and balances; some paused); events that enrol
+immediate, birthdays from a date attribute, per-participant intervals, and scope program without
+participant_id: cron and one_time program events, no participant, whose rules BROADCAST, credit a
+PREFUNDED program wallet and count on the program, or act on the event's participant and fail
+(no_participant); filters and guards over tags, counters and balances, the guards of program
+events over the empty participant and program counters; some paused); events that enrol
 participants, tag some as vip and count visits, one participant suspended by an operation; two
 batches and up to three maintenance runs, in a generated order (so firings are sometimes planned
 after later events, and late events arrive after firings). Compared as in
@@ -32,6 +36,7 @@ from engine.verify import verify
 from tests.differential.ledger_view import lot_ids, read_full_ledger
 from tests.differential.test_engine_vs_oracle import SETTINGS, _KeptConnection, check_ledger_invariants
 from tests.differential.test_ledger_vs_oracle import OP_SCHEMA, assert_same
+from tests.differential.test_system_events_vs_oracle import _keys
 from tests.helpers.io import write_events, write_program
 from tests.oracle.interpreter import Oracle
 
@@ -56,15 +61,26 @@ RULES = [
      "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "event.n"}]},
     {"name": "lot fee", "key": "lot_fee", "order": 70, "condition": 'event.type == "fee" && has(event.lot)',
      "actions": [{"type": "DEBIT", "asset": "LP", "amount": "event.n", "allow_negative": True}]},
+    # program events (scope program, no participant) see an empty participant: no id, no tags
+    {"name": "program event", "key": "program_event", "order": 5, "condition": "!has(participant.id)",
+     "actions": [{"type": "TAG", "tag": "seen_program_event", "target": {"type": "PROGRAM"}}]},
+    {"name": "announce", "key": "announce", "order": 80,
+     "condition": 'event.type == "announce" && size(participant.tags) == 0',
+     "actions": [{"type": "BROADCAST", "event_name": "bonus", "payload": {"n": 1}}]},
+    {"name": "topup", "key": "topup", "order": 90, "condition": 'event.type == "topup"',
+     "actions": [{"type": "CREDIT", "asset": "W", "amount": "event.n", "target": {"type": "PROGRAM"}},
+                 {"type": "COUNTER", "key": "topups", "value": "1", "target": {"type": "PROGRAM"}}]},
 ]
 ASSETS = [{"symbol": "PTS", "name": "Points", "scale": 0}, {"symbol": "LP", "name": "Lot points", "scale": 0,
-                                                            "inventory_mode": "LOT"}]
+                                                            "inventory_mode": "LOT"},
+          {"symbol": "W", "name": "Wallet points", "scale": 0, "issuance_policy": "PREFUNDED"}]
 CRONS = ["0 0 * * *", "0 12 * * 1", "0 0 1 * *", "30 6 */3 * *", "0 9 * * 1-5"]
 ZONES = ["UTC", "UTC", "America/Chicago", "Asia/Kolkata", "Europe/Paris"]
 FILTERS = [None, None, '"vip" in participant.tags', "participant.balances.PTS.available >= 2.0"]
 #: dates in the window (March-April 2025), a leap day, an MM-DD, a timestamp, and text that is no date
 BIRTHDAYS = ["1990-03-10", "1985-04-02", "2000-02-29", "03-20", "1970-03-15T08:00:00Z", "2001-04-31", "soon"]
-GUARDS = [None, None, 'get(participant.counters, "bonuses", 0.0) < 3.0', 'get(participant.counters, "visits", 0.0) >= 2.0']
+GUARDS = [None, None, 'get(participant.counters, "bonuses", 0.0) < 3.0', 'get(participant.counters, "visits", 0.0) >= 2.0',
+          'get(program.counters, "topups", 0.0) < 2.0']
 
 
 def ts(minutes: int) -> datetime:
@@ -78,13 +94,15 @@ def text(t: datetime) -> str:
 @st.composite
 def automation(draw, i: int) -> dict:
     kind = draw(st.sampled_from(["cron", "cron", "cron", "one_time", "one_time_program", "immediate", "birthday",
-                                 "birthday", "interval"]))
+                                 "birthday", "interval", "cron_program", "cron_program", "one_time_program_all"]))
     payload = {"n": draw(st.sampled_from([1, 2, 5]))}
     if draw(st.booleans()):
         payload["lot"] = True
-    auto = {"name": f"auto {i}", "event_name": draw(st.sampled_from(["bonus", "bonus", "fee"])),
+    auto = {"name": f"auto {i}", "event_name": draw(st.sampled_from(["bonus", "bonus", "fee", "announce", "topup"])),
             "scope": "participants", "payload": payload}
-    if kind == "cron":
+    if kind in ("cron_program", "one_time_program_all"):  # the program's own event, no participant
+        auto |= {"scope": "program", "event_name": draw(st.sampled_from(["announce", "announce", "topup", "bonus"]))}
+    if kind in ("cron", "cron_program"):
         auto["trigger"] = {"type": "cron", "cron_expression": draw(st.sampled_from(CRONS)),
                            "timezone": draw(st.sampled_from(ZONES))}
     elif kind == "immediate":
@@ -99,7 +117,7 @@ def automation(draw, i: int) -> dict:
                                                "time": draw(st.sampled_from(["00:00", "09:30", "23:45"]))}}
     else:
         auto["trigger"] = {"type": "one_time", "trigger_at": text(ts(draw(st.integers(-600, 60 * 24 * 50))))}
-        if kind == "one_time_program":
+        if kind == "one_time_program":  # one named participant
             auto |= {"scope": "program", "participant_id": draw(st.sampled_from(PEOPLE))}
     if auto["scope"] == "participants" and (f := draw(st.sampled_from(FILTERS))):
         auto["participant_filter"] = f
@@ -175,7 +193,8 @@ def check(sc: dict) -> None:
         finally:
             db_module.connect = original
             con.close()
-        oracle = Oracle([prog_file], lot_id=lot_id)
+        # BROADCAST keys follow the project's id scheme (as lot ids do), given to the oracle
+        oracle = Oracle([prog_file], lot_id=lot_id, system_key=_keys(d / "programs"))
         for step in sc["steps"]:
             if step[0] == "maintain":
                 oracle.maintain(step[1])

@@ -14,6 +14,7 @@ from decimal import Decimal as D
 import pytest
 
 from engine.catalog import load_catalog
+from engine.cli import main
 from engine.errors import CatalogError
 from engine.ids import participant_id
 from engine.maintain import maintain
@@ -242,6 +243,128 @@ def test_an_interval_fires_every_period_from_each_participants_enrolment(tmp_pat
         + [key("every_ten_days", "u2", f"2025-03-{d}T00:00:00Z") for d in (15, 25)])
 
 
+# ---- scope program without participant_id: one program event per firing (docs/decisions.md) ----
+
+WEEKLY = {"name": "Weekly points", "event_name": "weekly", "scope": "program",
+          "trigger": {"type": "cron", "cron_expression": "0 0 * * 1"}}  # Mondays 00:00 UTC
+ANNOUNCE = on("weekly", {"type": "BROADCAST", "event_name": "bonus", "payload": {"n": 1}})
+
+
+def program_events(s: Scenario) -> list[tuple[str, str | None, str, str | None]]:
+    """(key, participant id, status, error code) of the scope program firings, in stream order."""
+    return query(s.db, "SELECT idempotency_key, participant_id::VARCHAR, status, error_code FROM events "
+                       "WHERE idempotency_key LIKE 'system:automation:%:program:%' ORDER BY event_timestamp")
+
+
+def test_a_weekly_program_cron_broadcasts_a_point_to_every_enrolled_participant(tmp_path):
+    s = project(tmp_path, [WEEKLY], rules=[JOIN, BONUS, ANNOUNCE])
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-01 02:00"), "join"))
+    report = run_maintain(s, "2025-03-20")
+    # Mondays 3, 10 and 17 March: one program event each, which broadcasts `bonus` (n = 1) to u1 and u2
+    assert s.balance("u1", "PTS") == s.balance("u2", "PTS") == (D(3), D(0), D(0))
+    mondays = [f"2025-03-{d:02d}T00:00:00Z" for d in (3, 10, 17)]
+    assert program_events(s) == [(key("weekly_points", "program", m), None, "COMPLETED", None) for m in mondays]
+    assert report.fired == 3 and report.system_events == 6
+    # the program event is stored with no participant, evaluated and recorded like any event
+    rows = query(s.db, "SELECT e.external_id, e.recipient_id, r.outcome FROM events e JOIN rule_evaluations r "
+                       "ON r.event_id = e.id WHERE e.idempotency_key = ?", [key("weekly_points", "program", mondays[0])])
+    assert rows == [(None, None, "MATCHED")]
+    broadcast = query(s.db, "SELECT COUNT(*), COUNT(DISTINCT participant_id) FROM events WHERE idempotency_key "
+                            "LIKE 'system:broadcast:%' AND status = 'COMPLETED'")
+    assert broadcast == [(6, 2)]
+    # maintenance again over the same instants writes nothing
+    before = ledger_view(s.db)
+    again = run_maintain(s, "2025-03-20")
+    assert again.batch_id is None and again.fired == 0 and diff(before, ledger_view(s.db)) == ""
+
+
+def test_program_events_give_the_same_ledger_from_one_maintain_or_three(tmp_path):
+    ledgers = []
+    for name, cuts in (("one", ["2025-03-31"]), ("three", ["2025-03-05", "2025-03-17", "2025-03-31"])):
+        d = tmp_path / name
+        d.mkdir()
+        s = project(d, [WEEKLY], rules=[JOIN, BONUS, ANNOUNCE])
+        s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-01 02:00"), "join"))
+        for cut in cuts:
+            run_maintain(s, cut)
+        assert s.balance("u1", "PTS") == (D(5), D(0), D(0))  # Mondays 3, 10, 17, 24 and 31 March
+        ledgers.append(ledger_view(s.db))
+    assert diff(*ledgers) == ""
+
+
+def test_a_program_event_reads_an_empty_participant_and_credits_the_program_wallet(tmp_path):
+    wallet = asset("WP", policy="PREFUNDED")
+    rules = [JOIN, BONUS,
+             # the empty participant: no tags, no id (has() is false), no counters
+             on("weekly", {"type": "CREDIT", "asset": "WP", "amount": "5", "target": {"type": "PROGRAM"}},
+                {"type": "COUNTER", "key": "weeks", "value": "1", "target": {"type": "PROGRAM"}}) | {
+                 "condition": 'event.type == "weekly" && size(participant.tags) == 0 && !has(participant.id) '
+                              '&& get(participant.counters, "visits", 0.0) == 0.0'}]
+    s = project(tmp_path, [WEEKLY], rules=rules, assets=[asset("PTS"), wallet])
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"))
+    run_maintain(s, "2025-03-12")
+    assert [st for _, _, st, _ in program_events(s)] == ["COMPLETED", "COMPLETED"]
+    assert s.wallet("WP") == D(10)
+    assert query(s.db, "SELECT number_value FROM program_state WHERE key = 'weeks'") == [(D(2),)]
+
+
+def test_an_action_for_the_program_events_participant_fails_the_event_atomically(tmp_path):
+    wallet = asset("WP", policy="PREFUNDED")
+    # the rule credits the program wallet, then (no target) the event's participant, which it has not
+    rules = [JOIN, BONUS, on("weekly", {"type": "CREDIT", "asset": "WP", "amount": "5", "target": {"type": "PROGRAM"}},
+                             {"type": "CREDIT", "asset": "PTS", "amount": "2"})]
+    s = project(tmp_path, [WEEKLY, {"name": "Gift day", "event_name": "weekly", "scope": "program",
+                                    "trigger": {"type": "one_time", "trigger_at": "2025-03-05T12:00:00Z"}}],
+                rules=rules, assets=[asset("PTS"), wallet])
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"))
+    report = run_maintain(s, "2025-03-12")
+    got = program_events(s)
+    assert [(k, p, st, c) for k, p, st, c in got] == [
+        (key("weekly_points", "program", "2025-03-03T00:00:00Z"), None, "FAILED", "no_participant"),
+        (key("gift_day", "program", "2025-03-05T12:00:00Z"), None, "FAILED", "no_participant"),
+        (key("weekly_points", "program", "2025-03-10T00:00:00Z"), None, "FAILED", "no_participant")]
+    message = query(s.db, "SELECT error_message FROM events WHERE idempotency_key = ?", [got[0][0]])[0][0]
+    assert "action 1" in message and "has none" in message
+    # nothing of the failed events stays: not the wallet credit before the failing action
+    assert s.wallet("WP") == D(0) and s.balance("u1", "PTS") == (D(0), D(0), D(0))
+    assert query(s.db, "SELECT COUNT(*) FROM journal_entries WHERE event_id IN (SELECT id FROM events "
+                       "WHERE idempotency_key LIKE 'system:%')") == [(0,)]
+    assert report.fired == 3 and report.fired_entries == 0
+    # the CLI reads the ledger with its participant-less events
+    db = str(s.db)
+    assert main(["verify", "--db", db]) == 0
+    assert main(["balances", "--db", db, "--json"]) == 0
+    for name in ("ledger_summary", "balances", "program_activity", "participant_statement", "expiration_schedule",
+                 "transfers", "reward_status"):
+        assert main(["report", name, "--db", db, "--json"]) == 0, name
+    assert main(["explain", got[0][0], "--db", db]) == 0
+    activity = query(s.db, "SELECT day, events_completed, events_failed FROM program_activity ORDER BY day")
+    assert [(str(d), c, f) for d, c, f in activity] == [
+        ("2025-03-01", 1, 0), ("2025-03-03", 0, 1), ("2025-03-05", 0, 1), ("2025-03-10", 0, 1)]
+
+
+def test_a_program_automation_guard_sees_the_program_state(tmp_path):
+    # the guard stops the weekly event once the program counter reached 2
+    rules = [JOIN, BONUS, on("weekly", {"type": "COUNTER", "key": "weeks", "value": "1", "target": {"type": "PROGRAM"}},
+                             {"type": "BROADCAST", "event_name": "bonus", "payload": {"n": 1}})]
+    s = project(tmp_path, [WEEKLY | {"guard_condition": 'get(program.counters, "weeks", 0.0) < 2.0 '
+                                                        '&& size(participant.tags) == 0'}], rules=rules)
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"))
+    run_maintain(s, "2025-03-31")
+    assert len(program_events(s)) == 2 and s.balance("u1", "PTS") == (D(2), D(0), D(0))
+
+
+def test_a_program_event_goes_through_the_kernel_when_its_rules_are_set_based(tmp_path):
+    # only CREDIT rules reading `event`: a batch of participants would be vectorised; the
+    # program event has no participant, so its CREDIT fails (no_participant) and nothing is written
+    s = project(tmp_path, [{"name": "Weekly bonus", "event_name": "bonus", "scope": "program", "payload": {"n": 4},
+                            "trigger": {"type": "cron", "cron_expression": "0 0 * * 1"}}], rules=[BONUS])
+    s.run(ev("b1", "u1", at("2025-03-01 01:00"), "bonus", n=1))
+    run_maintain(s, "2025-03-05")
+    assert [(st, c) for _, _, st, c in program_events(s)] == [("FAILED", "no_participant")]
+    assert s.balance("u1", "PTS") == (D(1), D(0), D(0))
+
+
 @pytest.mark.parametrize("automation, message", [
     ({"trigger": {"type": "immediate"}, "scope": "program", "participant_id": "u1"},
      "automations[0] (A).scope: a immediate automation takes scope participants only"),
@@ -256,8 +379,6 @@ def test_an_interval_fires_every_period_from_each_participants_enrolment(tmp_pat
      "automations[0] (A).guard_condition"),
     ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *"}, "participant_id": "u1"},
      "automations[0] (A).participant_id: only for a one_time automation with scope program"),
-    ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *"}, "scope": "program"},
-     "automations[0] (A).scope: not supported yet: program without participant_id"),
     ({"trigger": {"type": "participant_state", "schedule_type": "THRESHOLD"}},
      "automations[0] (A).trigger: not supported yet: schedule_type: THRESHOLD"),
     ({"trigger": {"type": "participant_state", "schedule_type": "INTERVAL", "schedule_config": {"interval": "1 day"}}},

@@ -13,7 +13,9 @@ planned; immediate once, at the first maintenance's as-of. Scope participants: e
 enrolled in the program at or before the instant (by its first row there that passed step 1) and
 ACTIVE now, in participant id order, admitted by the filter and the guard (CEL over
 `participant`, `program`, `now`, on the state at that point). Paused automations and inactive
-programs pass their instants.
+programs pass their instants. Scope program without participant_id (decisions.md): one event per
+firing that names no participant (Event.external_id None); its guard sees the empty participant
+its rules see.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class AutomationDef:
     trigger_at: datetime | None
     payload: dict
     tests: list[Expr]  # participant_filter, guard_condition (those given)
-    participant: str | None  # one_time + scope program
+    participant: str | None  # one_time + scope program; None with scope program: the program's own event
     status: str
     attribute: str | None = None  # participant_state ATTRIBUTE_DATE
     time: tuple[int, int] = (0, 0)
@@ -54,8 +56,6 @@ def automation_def(a, unsupported, slug) -> AutomationDef:
     t = a.trigger
     if t.type == "participant_state" and t.schedule_type not in ("ATTRIBUTE_DATE", "INTERVAL"):
         raise unsupported(f"participant_state {t.schedule_type} automations")
-    if a.scope == "program" and a.participant_id is None:
-        raise unsupported("a program-scope automation without participant_id")
     if t.type in ("immediate",) and a.scope != "participants":
         raise ValueError("immediate automations take scope participants")
     tests = [compile_expr(x) for x in (a.participant_filter, a.guard_condition) if x is not None]
@@ -192,8 +192,10 @@ def fire_automations(oracle: "Oracle", as_of: datetime) -> None:
             oracle.stream([Event(program.key, ext, key, instant, data, None, oracle.arrivals)], instant)
 
 
-def _fan_out(oracle: "Oracle", program: "ProgramDef", a: AutomationDef, instant: datetime) -> list[str]:
-    if a.scope == "participants":
+def _fan_out(oracle: "Oracle", program: "ProgramDef", a: AutomationDef, instant: datetime) -> list[str | None]:
+    if a.scope == "program" and a.participant is None:
+        people = [None]  # the program's own event
+    elif a.scope == "participants":
         people = [ext for (key, ext), at in oracle.enrolled.items()
                   if key == program.key and at <= instant and oracle.participants[ext].status == "ACTIVE"]
         people.sort(key=lambda ext: oracle.participants[ext].id)
@@ -208,13 +210,17 @@ def _activation(oracle: "Oracle", program: "ProgramDef", ext: str, instant: date
     test stays)."""
     import copy
 
-    from tests.oracle.interpreter import EntityState
+    from tests.oracle.interpreter import EMPTY_PARTICIPANT, EntityState
 
+    pstate = copy.deepcopy(oracle.states.get(("program", program.key), EntityState()))
+    pstate.apply_due_resets(instant)
+    prog = {"key": program.key, "tags": sorted(pstate.tags), "counters": {k: c.value for k, c in pstate.counters.items()},
+            "attributes": dict(pstate.attributes)}
+    if ext is None:
+        return {"participant": to_cel(copy.deepcopy(EMPTY_PARTICIPANT)), "program": to_cel(prog)}
     record = oracle.participants[ext]
     state = copy.deepcopy(oracle.states.get(("participant", ext), EntityState()))
     state.apply_due_resets(instant)
-    pstate = copy.deepcopy(oracle.states.get(("program", program.key), EntityState()))
-    pstate.apply_due_resets(instant)
     books = oracle.books
     from tests.oracle.books import participant_account
     participant = {
@@ -224,8 +230,6 @@ def _activation(oracle: "Oracle", program: "ProgramDef", ext: str, instant: date
         "balances": {s: {b.lower(): books.balance(participant_account(ext, s, b)) for b in ("AVAILABLE", "HELD", "DEFERRED")}
                      for s in program.assets},
     }
-    prog = {"key": program.key, "tags": sorted(pstate.tags), "counters": {k: c.value for k, c in pstate.counters.items()},
-            "attributes": dict(pstate.attributes)}
     return {"participant": to_cel(participant), "program": to_cel(prog)}
 
 

@@ -557,10 +557,17 @@ class ParticipantRecord:
     status: str = "ACTIVE"
 
 
+#: decisions.md "Automations": the `participant` of a program event (scope program automation
+#: without participant_id): no id, external_id, status or created_at; empty everything else.
+EMPTY_PARTICIPANT = {"tags": [], "counters": {}, "attributes": {}, "tiers": {}, "balances": {}}
+#: ... and an action for that event's participant (no target) fails it.
+NOBODY = "no_participant"
+
+
 @dataclass
 class Event:
     program_key: str
-    external_id: str
+    external_id: str | None  # None: a program event (scope program automation)
     idempotency_key: str
     timestamp: datetime
     event_data: dict
@@ -783,7 +790,7 @@ class Oracle:
 
         # 1. Resolve the participant (and the recipient), then the program's status.
         for external_id in [ev.external_id] + ([ev.recipient] if ev.recipient else []):
-            if external_id not in self.participants:
+            if external_id is not None and external_id not in self.participants:
                 if program.on_unknown_participant == "REJECT":
                     return self.finish(ev, "FAILED", "participant_not_found")
                 if program.status == "ACTIVE":  # events of inactive programs create nothing
@@ -794,7 +801,8 @@ class Oracle:
 
         # 2. Time-driven changes due at or before `now`, for the entities the event touches.
         working = Working(self, now)
-        working.touch(ev.external_id)
+        if ev.external_id is not None:
+            working.touch(ev.external_id)
         if ev.recipient:
             working.touch(ev.recipient)
         working.state(("program", program.key))
@@ -898,9 +906,17 @@ class Oracle:
     # ---- CEL variables (s6) --------------------------------------------------------------------
 
     def activation(self, ev: Event, program: ProgramDef, working: Working) -> dict[str, Any]:
+        pstate = working.state(("program", program.key))
+        prog = {
+            "key": program.key,
+            "tags": sorted(pstate.tags),
+            "counters": {k: c.value for k, c in pstate.counters.items()},
+            "attributes": dict(pstate.attributes),
+        }
+        if ev.external_id is None:  # a program event
+            return {"event": ev.cel_data, "participant": to_cel(copy.deepcopy(EMPTY_PARTICIPANT)), "program": to_cel(prog)}
         record = self.participants[ev.external_id]
         state = working.state(("participant", ev.external_id))
-        pstate = working.state(("program", program.key))
         participant = {
             "id": record.id,
             "external_id": record.external_id,
@@ -915,12 +931,6 @@ class Oracle:
                          for bucket in ("AVAILABLE", "HELD", "DEFERRED")}
                 for symbol in program.assets
             },
-        }
-        prog = {
-            "key": program.key,
-            "tags": sorted(pstate.tags),
-            "counters": {k: c.value for k, c in pstate.counters.items()},
-            "attributes": dict(pstate.attributes),
         }
         # Decimals become doubles (to_cel); created_at becomes a timestamp.
         return {"event": ev.cel_data, "participant": to_cel(participant), "program": to_cel(prog)}
@@ -965,8 +975,10 @@ class Oracle:
             else:
                 raise ActionFailed("expression_error", "PARTICIPANT target without an id")
             p.entity = ("participant", external_id)
-        else:
+        elif ev.recipient or ev.external_id:
             p.entity = ("participant", ev.recipient or ev.external_id)
+        elif a.type != "BROADCAST":  # a program event has no participant; a BROADCAST needs none
+            raise ActionFailed(NOBODY, f"{a.type} without a target in a program event")
 
         if a.type in VALUE_ACTIONS:
             if a.amount is not None:  # RELEASE without an amount releases everything held
@@ -1059,7 +1071,7 @@ class Oracle:
     def apply(self, p: Planned, ev: Event, rule: RuleDef, program: ProgramDef, working: Working) -> None:
         a = p.action
         now = ev.timestamp
-        kind, name = p.entity
+        kind, name = p.entity or (None, None)  # None: a BROADCAST of a program event
         if kind == "participant":
             if name not in self.participants:
                 # Creation is resolution: the target stays created even if the event fails.
@@ -1165,8 +1177,8 @@ class Oracle:
         """A completed event restarts its participant's ACTIVITY_REFRESH windows, then every
         participant it touched is raised to the highest level it qualifies for (id order)."""
         now = ev.timestamp
-        subject = working.state(("participant", ev.external_id))
-        for tier in program.tiers:
+        subject = working.state(("participant", ev.external_id)) if ev.external_id is not None else None
+        for tier in program.tiers if subject is not None else ():
             held = subject.tiers.get(tier.name)
             if held is not None and tier.lifecycle is not None and tier.lifecycle.retention.mode == "ACTIVITY_REFRESH":
                 held.window_start = now

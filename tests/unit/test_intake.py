@@ -195,3 +195,42 @@ def test_participant_ids_deterministic(tmp_path, progs):
         run_batch(progs, write_events(tmp_path / name / "x.parquet", rows), db)
         ids.append(query(db, "SELECT p.id, e.id, j.id FROM participants p, events e, journal_entries j"))
     assert ids[0] == ids[1]
+
+
+def test_only_a_program_event_of_maintenance_may_name_no_participant(tmp_path):
+    """A scope program automation's firing names no participant (docs/decisions.md, "Automations"):
+    intake takes it among the SYSTEM rows of `perkflow maintain`; the same row as input is not
+    (read: missing_required_field; handed to intake: its participant is not found)."""
+    from datetime import datetime, timezone
+
+    import duckdb
+
+    from engine import automations
+    from engine.catalog import load_catalog
+    from engine.intake import intake
+
+    spec = program_spec("shop", RULES, on_unknown_participant="REJECT") | {"automations": [
+        {"name": "Weekly", "event_name": "weekly", "scope": "program",
+         "trigger": {"type": "cron", "cron_expression": "0 0 * * 1"}}]}
+    progs = write_program(tmp_path / "p" / "shop.yaml", spec)
+    db = tmp_path / "l.duckdb"
+    rep = run_batch(progs, write_events(tmp_path / "e" / "x.parquet", [
+        event("shop", "k1", None, "2025-11-01T00:00:00Z", {"type": "purchase"})]), db)
+    assert rep.rejected == 1
+    assert query(db, "SELECT reason FROM rejected_rows") == [("missing_required_field",)]
+    catalog = load_catalog(progs)
+    program = catalog.programs["shop"]
+    firing = automations.Firing(datetime(2025, 11, 3, tzinfo=timezone.utc), program, program.automations["weekly"])
+    con = duckdb.connect(str(db))
+    try:
+        rows = automations.rows_at(con, catalog, [firing], 0)
+        assert rows["external_id"].to_list() == [None] and rows["participant_id"].to_list() == [None]
+        assert rows["idempotency_key"].to_list() == ["system:automation:weekly:program:2025-11-03T00:00:00Z"]
+        taken = intake(rows, catalog, con, system=True)
+        assert taken.events.select("subject_id", "pre_code").rows() == [(None, None)]
+        assert len(taken.enrollments) == 0 and len(taken.participants) == 0
+        as_input = intake(rows.with_columns(idempotency_key=rows["idempotency_key"].str.replace("system:", "x:")),
+                          catalog, con)
+        assert as_input.events["pre_code"].to_list() == ["participant_not_found"]
+    finally:
+        con.close()
