@@ -70,6 +70,15 @@ def limit_memory(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET memory_limit = $m", {"m": os.environ.get("PERKFLOW_DUCKDB_MEMORY") or MEMORY_LIMIT})
 
 
+def defer_checkpoints(con: duckdb.DuckDBPyConnection) -> None:
+    """Let the WAL grow to 1 GB before DuckDB merges it into the file (default: 16 MB). A
+    checkpoint rewrites every row group a batch touched (balances, lots, state), so in a backfill
+    of small daily batches it ran every few batches and grew with the ledger: W3 at 1M events,
+    60 days, 40.3 -> 34.6 s, same ledger. Commits are as durable (the WAL is synced at each);
+    a crash leaves more WAL to replay when the file is next opened."""
+    con.execute("SET checkpoint_threshold = '1GB'")
+
+
 def execute(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None, **stages):
     """Run `sql` with each of `stages` (Polars frames or Arrow tables) readable under its name.
 
