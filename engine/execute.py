@@ -91,6 +91,8 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
                 outcome = _finish(events, done.effects.sort("pos", "rule_order", "action_index"), done.status,
                                   done.evaluations, _Stats())
                 outcome.effects = setwise_lots.settle(outcome.effects, runnable, catalog, store)
+                # the running path resets its participants' counters itself; not their programs'
+                _reset_due_counters(runnable, store, participants=False)
                 outcome.conditions_precomputed, outcome.running_rounds = done.conditions, done.rounds
                 return outcome
         # deferred rows are decided at their turn in the kernel; elsewhere no action target
@@ -133,7 +135,27 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
     # lots the batch's participants hold (of other programs' LOT assets) mature and expire as its
     # events touch them
     outcome.effects = setwise_lots.settle(outcome.effects, runnable, catalog, store)
+    # no rule here reads or writes counters, but those of the entities the events touch, due to
+    # reset by now, reset all the same (stored state shows them, as after the kernel's Tx.state)
+    _reset_due_counters(runnable, store)
     return outcome
+
+
+def _reset_due_counters(runnable: pl.DataFrame, store: Store, *, participants: bool = True) -> None:
+    """On the set-wise paths: the due counter resets of the entities the events touch -- their
+    participant and recipient (unless the running path did those), their program -- failed
+    events too (semantics.md 3), in `store` for the state write. Nothing on these paths writes
+    the counters reset here, so the resets due by the latest instant an entity is touched at are
+    all it gets (Store.reset_counters); a batch with no reset due by its last instant skips it."""
+    if runnable.is_empty():
+        return
+    until = runnable["event_timestamp"].max()
+    if not store.con.execute(statement("lookups.sql", "any_counter_due"), {"until": until}).fetchall()[0][0]:
+        return
+    cols = (["subject_id", "recipient_uuid"] if participants else []) + ["program_uuid"]
+    touches = (pl.concat([runnable.select(id=pl.col(c).cast(pl.String), now="event_timestamp") for c in cols])
+               .drop_nulls("id").group_by("id").agg(pl.col("now").max()))
+    store.reset_touched_counters(touches)
 
 
 def _finish(events: pl.DataFrame, eff: pl.DataFrame, failures: pl.DataFrame, evals: pl.DataFrame,

@@ -172,16 +172,8 @@ def _system_events(con, catalog, as_of: datetime, writer: BatchWriter, totals: d
 def _counter_resets(con, as_of: datetime, store: Store) -> int:
     """Apply the `reset_after` resets due by `as_of` of every entity's counters to `store` (marked
     for rewriting, exactly as Tx.state marks them before an event); returns how many entities."""
-    due = [eid for (eid,) in con.execute(statement("lookups.sql", "due_counter_entities"), {"as_of": as_of}).fetchall()]
-    if not due:
-        return 0
-    store.preload(due, [], lots=False)
-    wanted, n = set(due), 0
-    for key, st in store.states.items():
-        if key[1] in wanted and st.apply_resets(as_of):
-            store.dirty_states.add(key)
-            n += 1
-    return n
+    due = con.execute(statement("lookups.sql", "due_counter_entities"), {"as_of": as_of}).fetchall()
+    return store.reset_counters({eid: as_of for (eid,) in due})
 
 
 def _tier_reviews(con, as_of: datetime) -> Store:

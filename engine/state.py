@@ -225,6 +225,28 @@ class Store:
             self.states.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(*held)
         self.loaded.update(ids)
 
+    def reset_counters(self, due: dict[str, datetime]) -> int:
+        """Apply the `reset_after` resets due by `due[entity id]` to those entities' committed
+        counters (loaded if need be) and mark them for rewriting, as Tx.state does before an
+        event; returns how many entities reset. Resets due by an instant include all those due
+        earlier (whole periods from the last reset), so the latest instant an entity is touched
+        at stands for all of them when nothing writes its counters in between."""
+        if not due:
+            return 0
+        self.preload(list(due), [], lots=False)
+        n = 0
+        for key, st in self.states.items():
+            if key[1] in due and st.apply_resets(due[key[1]]):
+                self.dirty_states.add(key)
+                n += 1
+        return n
+
+    def reset_touched_counters(self, touches: pl.DataFrame) -> int:
+        """`reset_counters` for the entities of `touches` (id, now) that have a reset due by
+        their `now` (one row per entity: the latest instant it is touched at)."""
+        due = db.frame(self.con, statement("lookups.sql", "due_counter_touches"), stage_touches=touches)
+        return self.reset_counters(dict(due.iter_rows()))
+
     def opening(self, ids: list[str]) -> dict[str, pl.DataFrame]:
         """The committed state of participants `ids` as frames, for the running path (which
         computes with them set-wise and never needs them as objects): `people` (id, external_id,

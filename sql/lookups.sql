@@ -59,6 +59,22 @@ SELECT DISTINCT entity_id::VARCHAR FROM entity_state
 WHERE kind = 'COUNTER' AND reset_after_us IS NOT NULL AND last_reset_at + to_microseconds(reset_after_us) <= $as_of
 ORDER BY 1;
 
+-- name: any_counter_due
+-- Whether any entity has a counter whose reset_after is due by $until (else a batch ending at
+-- $until has no resets to look for).
+SELECT EXISTS (SELECT 1 FROM entity_state
+               WHERE kind = 'COUNTER' AND reset_after_us IS NOT NULL
+                 AND last_reset_at + to_microseconds(reset_after_us) <= $until);
+
+-- name: due_counter_touches
+-- Of stage_touches (id: an entity a batch's events touch, now: the latest instant one touches it),
+-- the entities with a counter whose reset_after is due by then, with that instant.
+SELECT DISTINCT t.id, t.now
+FROM stage_touches t JOIN entity_state s ON s.entity_id = TRY_CAST(t.id AS UUID)
+WHERE s.kind = 'COUNTER' AND s.reset_after_us IS NOT NULL
+  AND s.last_reset_at + to_microseconds(s.reset_after_us) <= t.now
+ORDER BY 1;
+
 -- name: budget_consumption
 SELECT rule_id::VARCHAR AS rule_id, budget_index, asset_id::VARCHAR AS asset_id, period, consumed FROM budget_consumption;
 

@@ -629,3 +629,47 @@ def test_a_ledger_made_before_budget_consumption_keeps_its_budget_usage():
                                "WHERE re.outcome = 'BUDGET_EXCEEDED'").fetchall() == [("k1", "COMPLETED")]
         finally:
             con.close()
+
+
+# Found by test_running_vs_oracle (PERKFLOW_DIFF_EXAMPLES=100), minimised; the engine was wrong and
+# has been fixed: the set-based path (engine/execute.py), which a batch takes when none of its
+# programs has a stateful rule, applied no due counter resets.
+@pytest.mark.parametrize("row_path", [False, True])
+@pytest.mark.parametrize("failing", [False, True], ids=["completed", "failed"])
+@pytest.mark.parametrize("via", ["participant", "recipient"])
+def test_regression_a_due_counter_reset_happens_in_a_batch_whose_programs_write_no_counters(via, failing, row_path):
+    # semantics.md 3: "before an event at time t is evaluated, everything due at or before t for
+    # the entities it touches has happened" (its participant and its recipient), and the reset
+    # stands if the event fails (oracle README, CHOICE 5); 1.5: the cut into batches changes
+    # nothing. decisions.md, reset_after: the timer starts when the counter is created and the
+    # reset moves last_reset_at by whole periods. By hand: club's k0 (09:00) sets u3's visits to 1
+    # (reset_after 1h: due 10:00). Batch 2 holds only shop's k1 (11:00), whose rule writes no
+    # state, for u3 (or for u1 with u3 as its recipient): u3's visits is 0, last reset
+    # 09:00 + 2 * 1h = 11:00. One batch gave that; two gave 1, on both evaluation paths.
+    shop = _spec([{"name": "R", "key": "r", "condition": "true",
+                   "actions": [{"type": "DEBIT" if failing else "CREDIT", "asset": "PTS", "amount": "5"}]}],
+                 on_unknown_participant="REJECT")
+    club = _spec([{"name": "C", "key": "c", "condition": "true",
+                   "actions": [{"type": "COUNTER", "key": "visits", "value": "1", "reset_after": "1h"}]}])
+    club["program"] |= {"key": S.OTHER, "name": "Club"}
+    k1 = (_row("k1", "u3", "2025-03-01T11:00:00Z", "{}") if via == "participant"
+          else _row("k1", "u1", "2025-03-01T11:00:00Z", "{}", recipient_external_id="u3"))
+    scenario = S.Scenario([shop, club], [[S.Row(S.OTHER, "k0", "u3", "2025-03-01T09:00:00Z", "{}"),
+                                          S.Row(S.OTHER, "k9", "u1", "2025-03-01T08:00:00Z", "{}")], [k1]])
+    check(scenario, row_path=row_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        prog_dir, _, batch_files = _write(d, scenario)
+        for f in batch_files:
+            out = run_batch(prog_dir, f, d / "ledger.duckdb", row_path=row_path)
+        assert (out.completed, out.failed) == ((0, 1) if failing else (1, 0))
+        con = duckdb.connect(str(d / "ledger.duckdb"), read_only=True)
+        try:
+            stored = con.execute("SELECT external_id, number_value, last_reset_at FROM participant_state "
+                                 "WHERE key = 'visits' ORDER BY external_id").fetchall()
+        finally:
+            con.close()
+    # u1's visits (k9 at 08:00, due 09:00) resets as well when k1 is u1's own event (u3 its recipient)
+    at = S.parse_ts
+    u1 = (Decimal(1), at("2025-03-01T08:00:00Z")) if via == "participant" else (Decimal(0), at("2025-03-01T11:00:00Z"))
+    assert stored == [("u1", *u1), ("u3", Decimal(0), at("2025-03-01T11:00:00Z"))]

@@ -319,6 +319,36 @@ def test_s3_maintain_applies_due_counter_resets_to_the_stored_state(tmp_path):
     assert led.state("u1") == {("COUNTER", "daily"): D(1), ("COUNTER", "total"): D(3)}
 
 
+@pytest.mark.parametrize("path", ["set-based", "running", "kernel"])
+def test_s3_a_program_counter_resets_when_an_event_of_a_batch_without_counter_rules_touches_it(tmp_path, path,
+                                                                                                 monkeypatch):
+    # 3: "before an event at time t is evaluated, everything due at or before t for the entities
+    # it touches has happened"; an event touches its program (semantics.md 6: `program` state).
+    # Batch 1: e1 (09:00) counts the program's `hourly` (reset_after 1h: due 10:00). Then the
+    # rule goes from the file; batch 2's e2 (11:00) only credits (the set-based path), or counts a
+    # participant counter too (the running path; the kernel with row_path): `hourly` is 0 with
+    # last_reset_at 09:00 + 2 * 1h = 11:00, whichever path decided the batch.
+    from engine import running
+    from engine.run import run_batch
+    monkeypatch.setattr(running, "MIN_EVENTS", 0)
+    first = program([on("visit", {"type": "COUNTER", "key": "hourly", "value": "1", "reset_after": "1h",
+                                  "target": {"type": "PROGRAM"}})])
+    buy = [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]
+    if path != "set-based":
+        buy.append({"type": "COUNTER", "key": "buys", "value": "1"})
+    second = program([on("buy", *buy)])
+    db_file, rows = tmp_path / "ledger.duckdb", []
+    for n, (spec, row) in enumerate([(first, ev("e1", "u1", at(1, 9), "visit")), (second, ev("e2", "u1", at(1, 11), "buy"))]):
+        write_program(tmp_path / f"programs{n}" / "shop.yaml", spec)
+        events = write_events(tmp_path / f"events{n}.parquet", [
+            {"program_id": "shop", "idempotency_key": row["key"], "external_id": row["who"],
+             "event_timestamp": row["when"], "event_data": json.dumps(row["data"])}])
+        out = run_batch(tmp_path / f"programs{n}", events, db_file, row_path=path == "kernel")
+        assert out.completed == 1
+    assert query(db_file, "SELECT key, number_value, last_reset_at::VARCHAR FROM program_state") == [
+        ("hourly", D(0), "2025-03-01 11:00:00+00")]
+
+
 # ---------------------------------------------------------------------------------------------
 # Section 9: lots, wallets, transfers, rewards
 
