@@ -14,8 +14,8 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import duckdb
 import polars as pl
@@ -26,7 +26,7 @@ from engine.execute import execute
 from engine.kernel import Emitting
 from engine.intake import enrollments, intake
 from engine.errors import InputError
-from engine.io.events import read_chunks, read_inputs, streamable
+from engine.io.events import no_rows, read_chunks, read_inputs, streamable
 from engine.io.files import expand
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -202,10 +202,11 @@ def new_totals() -> dict:
 
 def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, totals: dict, *, first: bool,
                   row_path: bool = False, step: Callable[[str], None] = lambda _msg: None,
-                  system: bool = False) -> None:
+                  system: bool = False, reach: datetime | None = None) -> None:
     """Intake, evaluation and the ledger write of one chunk of the batch (the whole batch when
     it is not chunked; a firing instant's SYSTEM events in `perkflow maintain`, `system`); adds
-    its counts to `totals`."""
+    its counts to `totals`. The SYSTEM events due by `reach` (default: the chunk's last instant)
+    are processed in it, merged with its rows at their instants (engine/emit.py)."""
     step("checking idempotency and participants")
     taken = intake(rows, catalog, con, system=system)
     # Hold only what the rest needs: the read rows and intake's copy of the events are about
@@ -217,8 +218,9 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
     store.founders = groups.founders(catalog)
     store.add_new_participants(taken.participants)
     step("evaluating rules")
-    # the SYSTEM events due by the chunk's last instant are processed in it (engine/emit.py)
-    emitting = Emitting(ev["event_timestamp"].max() if len(ev) else None, writer.batch_id, totals["_emitted"])
+    if reach is None and len(ev):
+        reach = ev["event_timestamp"].max()
+    emitting = Emitting(reach, writer.batch_id, totals["_emitted"])
     outcome = execute(ev, catalog, store, row_path=row_path, emitting=emitting)
     totals["_emitted"] = emitting.emitted
     ev = ev.drop("event").join(outcome.status, on="pos")  # the parsed payloads are done with
@@ -242,40 +244,12 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
     writer.write(stages)
 
 
-#: The columns of a batch's rows that a batch of SYSTEM events alone (`drain`) still needs, empty.
-_NO_ROWS = {"pos": pl.Int64, "kind": pl.String, "program_key": pl.String, "program_uuid": pl.String,
-            "operation": pl.String, "subject_id": pl.String, "external_id": pl.String, "participant_id": pl.String,
-            "recipient_uuid": pl.String, "recipient_external_id": pl.String, "recipient_id": pl.String,
-            "idempotency_key": pl.String, "event_timestamp": pl.Datetime("us", "UTC"), "arrival": pl.Int64,
-            "event_json": pl.String, "event": pl.Object, "deferred": pl.Boolean, "pre_code": pl.String,
-            "pre_message": pl.String, "found_code": pl.String, "found_message": pl.String, "source": pl.String,
-            "row_number": pl.Int64}
-
-
 def drain(con, catalog: Catalog, as_of, writer: BatchWriter, totals: dict) -> None:
     """`perkflow maintain --as-of T`: the SYSTEM events waiting in `scheduled_events` that are
-    due by T (and what they emit, if due by T too), processed as a chunk of the caller's batch;
-    adds their count to `totals`."""
-    if not con.execute(statement("lookups.sql", "due_scheduled_count"), {"reach": as_of}).fetchall()[0][0]:
-        return
-    store = Store.open(con)
-    store.founders = groups.founders(catalog)
-    rows = pl.DataFrame(schema=_NO_ROWS)
-    emitting = Emitting(as_of, writer.batch_id, totals["_emitted"])
-    outcome = execute(rows, catalog, store, emitting=emitting)
-    totals["_emitted"] = emitting.emitted
-    ev, enrolled = _with_system(rows.drop("event").join(outcome.status, on="pos"), outcome,
-                                pl.DataFrame(schema={"participant_id": pl.String, "program_id": pl.String,
-                                                     "enrolled_at": pl.Datetime("us", "UTC")}))
-    taken = SimpleNamespace(
-        rejected=pl.DataFrame(schema={"source": pl.String, "row_number": pl.Int64, "reason": pl.String,
-                                      "message": pl.String, "raw": pl.String}),
-        participants=pl.DataFrame(schema={"id": pl.String, "external_id": pl.String,
-                                          "created_at": pl.Datetime("us", "UTC")}),
-        enrollments=enrolled)
-    totals["system_events"] += len(outcome.system)
-    writer.write(_stages(ev, outcome, taken, writer.batch_id, store, writer.entries)
-                 | store.state_frames(writer.batch_id, writer.tier_changes))
+    due by T (and what they emit, if due by T too), processed as a chunk of the caller's batch
+    that has no input rows; adds their count to `totals`."""
+    if con.execute(statement("lookups.sql", "due_scheduled_count"), {"reach": as_of}).fetchall()[0][0]:
+        process_chunk(con, no_rows(), catalog, writer, totals, first=False, system=True, reach=as_of)
 
 
 def _with_system(ev: pl.DataFrame, outcome, enrolled: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

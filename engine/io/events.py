@@ -41,6 +41,13 @@ COLUMNS = ("source", "row_number", "arrival", "kind", "operation", "program_id",
 OPERATION_RENAMES = {"timestamp": "event_timestamp", "params": "event_data"}
 
 
+def no_rows() -> pl.DataFrame:
+    """That frame with no rows: the input of a chunk of SYSTEM events alone (`perkflow maintain`
+    processing the scheduled ones that are due)."""
+    types = {"row_number": pl.Int64, "arrival": pl.Int64, "event_timestamp": TS, "event": pl.Object}
+    return pl.DataFrame(schema={c: types.get(c, pl.String) for c in COLUMNS})
+
+
 def read_events(spec: str | Path, kind: str = "event") -> pl.DataFrame:
     """Event files (kind "event") or operation files (kind "operation") into the normalised frame."""
     return read_inputs([(spec, kind)])
