@@ -38,8 +38,6 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
                                        "ATTRIBUTE_DATE and INTERVAL are built)")
     if pf.program.redemption_target_type == "LEDGER_ENTITY":
         yield "program", "redemption_target_type: LEDGER_ENTITY (use SYSTEM_REDEMPTION or SYSTEM_BREAKAGE)"
-    for asset in pf.assets:
-        where = f"assets[{asset.symbol}]"
     for r_i, rule in enumerate(pf.rules):
         where = f"rules[{r_i}] ({rule.name})"
         for a_i, action in enumerate(rule.actions):
