@@ -87,19 +87,24 @@ def holder_totals(accounts: dict) -> dict[str, Decimal]:
     return {s: a for s, a in totals.items() if a != 0}
 
 
+def _run_batches(con: duckdb.DuckDBPyConnection, prog_dir: Path, runs, db_file: Path) -> None:
+    """Every run through `run_batch` into the in-memory ledger `con`."""
+    con.execute("SET TimeZone = 'UTC'")
+    kept = _KeptConnection(con)
+    original = db_module.connect
+    db_module.connect = lambda *a, **k: kept
+    try:
+        for ev_file, op_file in runs:
+            run_batch(prog_dir, ev_file, db_file, operations=op_file)
+    finally:
+        db_module.connect = original
+
+
 def run_engine(prog_dir: Path, runs, db_file: Path):
     """Every run into one temporary in-memory ledger; returns (result, lot_id, summary totals)."""
     con = duckdb.connect(":memory:")
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        kept = _KeptConnection(con)
-        original = db_module.connect
-        db_module.connect = lambda *a, **k: kept
-        try:
-            for ev_file, op_file in runs:
-                run_batch(prog_dir, ev_file, db_file, operations=op_file)
-        finally:
-            db_module.connect = original
+        _run_batches(con, prog_dir, runs, db_file)
         check_ledger_invariants(con)
         report = verify(con)
         assert report.ok, f"perkflow verify: {[(v.check, v.rows) for v in report.violations]}"
@@ -607,17 +612,9 @@ def _kernel_journal(sc: L.LedgerScenario, *, kernel: bool) -> tuple[list, list, 
         execute.needs_kernel = lambda program: True
     con = duckdb.connect(":memory:")
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        kept = _KeptConnection(con)
-        original_connect = db_module.connect
-        db_module.connect = lambda *a, **k: kept
         with tempfile.TemporaryDirectory() as tmp:
             prog_dir, _, runs = _write(Path(tmp), sc)
-            try:
-                for ev_file, op_file in runs:
-                    run_batch(prog_dir, ev_file, Path(tmp) / "ledger.duckdb", operations=op_file)
-            finally:
-                db_module.connect = original_connect
+            _run_batches(con, prog_dir, runs, Path(tmp) / "ledger.duckdb")
         journal = con.execute("SELECT seq, id, action_index, entry_hash FROM journal_entries ORDER BY seq").fetchall()
         lots = con.execute("SELECT id, entity_id, asset_id, amount, remaining, status, created_at, expires_at, "
                            "matures_at FROM lots ORDER BY id").fetchall()
