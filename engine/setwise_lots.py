@@ -5,11 +5,13 @@ batch's outcome.
 Lots cannot change an event's outcome there: engine.plan sends a batch to the kernel when a rule
 debits a LOT asset, holds it, or reads its balance. So those paths decide every event without
 them, and nothing spends a lot in the batch: each lot's fate is its own. A maturity or expiry
-happens at the holder's first event (in stream order, failed ones too: semantics.md 3,
-engine.lots.apply_due) that comes after the lot was made and whose `now` has reached the
-instant; events of a batch are in timestamp order, so that is an as-of join. The changes an
-event finds come out in the kernel's order (asset, then as engine.lots.due_changes sorts them),
-so the ledger is the kernel's entry for entry (tests/differential/test_setwise_lots.py).
+happens at the first event touching the holder (as its subject or its recipient; in stream
+order, failed ones too: semantics.md 3, engine.lots.apply_due) that comes after the lot was made
+and whose `now` has reached the instant; events of a batch are in timestamp order, so that is an
+as-of join. The changes an event finds come out in the kernel's order (the subject's, then the
+recipient's; by asset, then as engine.lots.due_changes sorts them), so the ledger is the
+kernel's entry for entry (tests/differential/test_setwise_lots.py, and test_ledger_vs_oracle.py's
+recipient cases).
 
 The one way lots meet each other here is an overdraft left by an earlier batch (docs/decisions.md,
 "Overdrafts on LOT assets"): the credits and maturities arriving in an overdrawn AVAILABLE bucket
@@ -35,17 +37,17 @@ _US = pl.Datetime("us", "UTC")
 def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, store: Store) -> pl.DataFrame:
     """`effects` (ledger order, with accounts) with the lots its LOT credits make put in
     `store.staged`, the credits of those that vest moved to DEFERRED, and the due maturities
-    and expiries of the participants' lots (the ones in `store` and the new ones) inserted
-    before the event that finds them."""
-    waiting = store.due_lots(runnable["subject_id"].unique().to_list(), runnable["event_timestamp"].max())
+    and expiries of the lots of the participants the events touch (subjects and recipients;
+    the lots in `store` and the new ones) inserted before the event that finds them."""
+    touches = _touches(runnable)
+    waiting = store.due_lots(touches["entity_id"].unique().to_list(), runnable["event_timestamp"].max())
     effects = effects.with_row_index("_row")
     made = _made(effects, runnable, catalog)
     held = _held(store)
     lots = pl.concat([held, waiting.with_columns(pos=pl.lit(-1, pl.Int64)), made.drop("_row")])
     if lots.is_empty():
         return effects.drop("_row")
-    events = (runnable.filter(pl.col("subject_id").is_in(lots["entity_id"].unique().implode()))
-              .select("pos", entity_id="subject_id", now="event_timestamp").sort("pos")
+    events = (touches.filter(pl.col("entity_id").is_in(lots["entity_id"].unique().implode()))
               .with_columns(rank=pl.int_range(pl.len()).over("entity_id")))
     changes = _changes(lots, events)
     repaid = _repaid(made, changes, store)
@@ -60,8 +62,11 @@ def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, stor
     _keep(lots, changes, repaid, held["id"], store)
     if changes.is_empty():
         return effects
-    due = changes.sort("pos", "asset_id", "instant", "kind_rank", "created_at", "id").with_columns(
-        action_index=pl.int_range(pl.len()).over("pos", "asset_id")).sort("pos", "action_index", "asset_id")
+    # numbered per (event, holder, asset) as engine.lots.apply_due numbers them; the kernel
+    # touches the subject, then the recipient, a holder's assets in id order, and the stable
+    # sort below (and in engine.run) by action_index keeps that order among equal indexes
+    due = changes.sort("pos", "role", "asset_id", "instant", "kind_rank", "created_at", "id").with_columns(
+        action_index=pl.int_range(pl.len()).over("pos", "role", "asset_id")).sort("pos", "action_index", "role", "asset_id")
     due = due.select(
         "pos", rule_id=pl.lit(None, pl.String), rule_version="kind", rule_order=pl.lit(-1, pl.Int64),
         action_index="action_index", action_type="kind", asset_id="asset_id", amount="remaining",
@@ -74,6 +79,17 @@ def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, stor
     ).select(effects.columns).cast(effects.schema)
     # (stable: a participant's due changes of several assets keep the kernel's order)
     return pl.concat([effects, due]).sort("pos", "rule_order", "action_index", maintain_order=True)
+
+
+def _touches(runnable: pl.DataFrame) -> pl.DataFrame:
+    """The participants each event touches before its rules (engine.kernel: touch(subject), then
+    touch(recipient)), in that order: pos, role (0 subject, 1 recipient), entity_id, now. A
+    recipient that is the event's own subject is touched once."""
+    subject = runnable.select("pos", role=pl.lit(0, pl.Int8), entity_id="subject_id", now="event_timestamp")
+    recipient = runnable.filter(pl.col("recipient_uuid").is_not_null()
+                                & (pl.col("recipient_uuid").cast(pl.String) != pl.col("subject_id"))).select(
+        "pos", role=pl.lit(1, pl.Int8), entity_id=pl.col("recipient_uuid").cast(pl.String), now="event_timestamp")
+    return pl.concat([subject, recipient]).drop_nulls("entity_id").sort("pos", "role")
 
 
 def _made(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
@@ -90,14 +106,14 @@ def _made(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog) -> pl
         schema={"rule_id": pl.String, "action_index": pl.Int64, "lot_program": pl.String, "version": pl.String,
                 "expires_in": pl.Duration("us"), "expires_on": _US, "matures_in": pl.Duration("us"), "matures_on": _US},
         orient="row")
-    c = (credits.select("_row", "pos", "rule_id", "action_index", "asset_id", "amount")
-         .join(runnable.select("pos", "subject_id", "event_timestamp", "idempotency_key"), on="pos")
+    c = (credits.select("_row", "pos", "rule_id", "action_index", "asset_id", "amount", holder="entity_id")
+         .join(runnable.select("pos", "event_timestamp", "idempotency_key"), on="pos")
          .join(actions, on=["rule_id", "action_index"]))
     lot_ids = [ids.name_id_text("lot", "event", p, k, v, str(i)) for p, k, v, i in
                zip(c["lot_program"], c["idempotency_key"], c["version"], c["action_index"])]
     now = pl.col("event_timestamp")
     return c.select(
-        id=pl.Series(lot_ids, dtype=pl.String), entity_type=pl.lit("PARTICIPANT"), entity_id="subject_id",
+        id=pl.Series(lot_ids, dtype=pl.String), entity_type=pl.lit("PARTICIPANT"), entity_id="holder",
         asset_id="asset_id", amount="amount", remaining="amount",
         status=pl.when(pl.coalesce(now + pl.col("matures_in"), "matures_on") > now)
         .then(pl.lit("DEFERRED")).otherwise(pl.lit("AVAILABLE")),
@@ -127,7 +143,8 @@ def _changes(lots: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
     it: the holder's first event after the lot was made (rank >= `first`) whose `now` has reached
     the change's instant. A lot that expires before (or when) it matures expires from DEFERRED;
     one that matures first expires from AVAILABLE; held value expires from HELD."""
-    lots = lots.join(events.select("pos", first=pl.col("rank") + 1), on="pos", how="left").with_columns(
+    lots = lots.join(events.select("pos", "entity_id", first=pl.col("rank") + 1), on=["pos", "entity_id"],
+                     how="left").with_columns(
         first=pl.col("first").fill_null(0))
     matures = (pl.col("status") == "DEFERRED") & pl.col("matures_at").is_not_null() & (
         pl.col("expires_at").is_null() | (pl.col("expires_at") > pl.col("matures_at")))
@@ -145,7 +162,7 @@ def _changes(lots: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
     found = changes.sort("instant").join_asof(reach, left_on="instant", right_on="now", by="entity_id",
                                               strategy="forward", check_sortedness=False)
     at = found.filter(pl.col("reached").is_not_null()).with_columns(rank=pl.max_horizontal("first", "reached"))
-    return at.join(events.select("entity_id", "rank", at_pos="pos"), on=["entity_id", "rank"]).drop("pos").rename(
+    return at.join(events.select("entity_id", "rank", "role", at_pos="pos"), on=["entity_id", "rank"]).drop("pos").rename(
         {"at_pos": "pos"})
 
 

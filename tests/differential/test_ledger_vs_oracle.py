@@ -87,19 +87,24 @@ def holder_totals(accounts: dict) -> dict[str, Decimal]:
     return {s: a for s, a in totals.items() if a != 0}
 
 
+def _run_batches(con: duckdb.DuckDBPyConnection, prog_dir: Path, runs, db_file: Path) -> None:
+    """Every run through `run_batch` into the in-memory ledger `con`."""
+    con.execute("SET TimeZone = 'UTC'")
+    kept = _KeptConnection(con)
+    original = db_module.connect
+    db_module.connect = lambda *a, **k: kept
+    try:
+        for ev_file, op_file in runs:
+            run_batch(prog_dir, ev_file, db_file, operations=op_file)
+    finally:
+        db_module.connect = original
+
+
 def run_engine(prog_dir: Path, runs, db_file: Path):
     """Every run into one temporary in-memory ledger; returns (result, lot_id, summary totals)."""
     con = duckdb.connect(":memory:")
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        kept = _KeptConnection(con)
-        original = db_module.connect
-        db_module.connect = lambda *a, **k: kept
-        try:
-            for ev_file, op_file in runs:
-                run_batch(prog_dir, ev_file, db_file, operations=op_file)
-        finally:
-            db_module.connect = original
+        _run_batches(con, prog_dir, runs, db_file)
         check_ledger_invariants(con)
         report = verify(con)
         assert report.ok, f"perkflow verify: {[(v.check, v.rows) for v in report.violations]}"
@@ -596,27 +601,120 @@ def test_regression_a_reversals_redeemer_gets_its_due_counter_reset():
     assert result.participants["u1"]["counters"] == {"spend": D(0)}
 
 
+def _kernel_journal(sc: L.LedgerScenario, *, kernel: bool) -> tuple[list, list, int]:
+    """The engine's journal (seq, id, entry_hash, in seq order) and lots after every batch of `sc`,
+    with every batch forced through the kernel (`kernel`) or not, and how many batches took it."""
+    import engine.execute as execute
+    calls = []
+    original_seq, original_needs = execute._execute_sequential, execute.needs_kernel
+    execute._execute_sequential = lambda *a, **k: calls.append(1) or original_seq(*a, **k)
+    if kernel:
+        execute.needs_kernel = lambda program: True
+    con = duckdb.connect(":memory:")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            prog_dir, _, runs = _write(Path(tmp), sc)
+            _run_batches(con, prog_dir, runs, Path(tmp) / "ledger.duckdb")
+        journal = con.execute("SELECT seq, id, action_index, entry_hash FROM journal_entries ORDER BY seq").fetchall()
+        lots = con.execute("SELECT id, entity_id, asset_id, amount, remaining, status, created_at, expires_at, "
+                           "matures_at FROM lots ORDER BY id").fetchall()
+        return journal, lots, len(calls)
+    finally:
+        execute._execute_sequential, execute.needs_kernel = original_seq, original_needs
+        con.close()
+
+
+def _set_based_equals_kernel(sc: L.LedgerScenario) -> None:
+    """Every batch of `sc` takes the set-based path, and its ledger and lots are the kernel's
+    entry for entry (ids, seqs and hashes: the order and numbering of due changes included)."""
+    journal, lots, kernel_batches = _kernel_journal(sc, kernel=False)
+    assert kernel_batches == 0, "a batch took the kernel: the case does not test the set-based path"
+    assert (journal, lots) == _kernel_journal(sc, kernel=True)[:2]
+
+
+def _club(credit: dict) -> dict:
+    club = _program([{"name": "C", "key": "c", "condition": 'event.type == "earn"',
+                      "actions": [{"type": "CREDIT", "asset": "LP", "amount": "3"} | credit]}])
+    club["program"] |= {"key": S.OTHER, "name": "Club"}
+    return club
+
+
+_SHOP_PTS = {"name": "R", "key": "r", "condition": "true", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}
+
+
 # Found while fixing the set-based path's counter resets (test_engine_vs_oracle's
 # test_regression_a_due_counter_reset_happens_in_a_batch_whose_programs_write_no_counters): the
-# same gap for lots. Engine wrong, not fixed here (engine/setwise_lots.py `settle` takes the due
-# lots of the events' subjects only): pinned.
-@pytest.mark.xfail(strict=True, reason="set-based path: a recipient's due lot changes are not applied")
-def test_bug_a_recipients_lot_expires_when_a_set_based_batch_touches_it():
+# same gap for lots; engine/setwise_lots.py `settle` took the due lots of the events' subjects
+# only. Fixed: it touches each event's subject, then its recipient, as the kernel does.
+def test_regression_a_recipients_lot_expires_when_a_set_based_batch_touches_it():
     # semantics.md 3: everything due for the entities an event touches (its recipient too: the
     # kernel's touch(ev.recipient)) happens before it is evaluated. Club's k0 (09:00) gives u3 a
     # lot of 3 LP expiring 10:00. Batch 2 holds only shop's k1 (11:00, u1, recipient u3), whose
     # rule credits PTS: the set-based path. By hand: EXPIRATION of 3 LP from u3 to
     # SYSTEM_BREAKAGE, dated 10:00, written with k1 (oracle). Engine: none (with u3 as k1's own
-    # participant it is written).
-    club = _program([{"name": "C", "key": "c", "condition": 'event.type == "earn"',
-                      "actions": [{"type": "CREDIT", "asset": "LP", "amount": "3", "expires_at": "1h"}]}])
-    club["program"] |= {"key": S.OTHER, "name": "Club"}
-    shop = _program([{"name": "R", "key": "r", "condition": "true",
-                      "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], on_unknown_participant="REJECT")
-    result = _both(L.LedgerScenario(
-        [shop, club],
+    # participant it was written).
+    sc = L.LedgerScenario(
+        [_program([_SHOP_PTS], on_unknown_participant="REJECT"), _club({"expires_at": "1h"})],
         [[S.Row(S.OTHER, "k0", "u3", T + "09:00:00Z", '{"type": "earn"}'),
           S.Row(S.OTHER, "k9", "u1", T + "08:00:00Z", '{"type": "visit"}')],
-         [_ev("k1", "u1", "11:00:00Z", {"type": "buy"}, recipient_external_id="u3")]], [[], []]))
+         [_ev("k1", "u1", "11:00:00Z", {"type": "buy"}, recipient_external_id="u3")]], [[], []])
+    result = _both(sc)
     expiry = [e for e in result.ledger if e.action_type == "EXPIRATION"]
     assert [(e.source[1], e.amount, e.effective_at.hour) for e in expiry] == [("u3", D(3), 10)]
+    _set_based_equals_kernel(sc)
+
+
+def test_regression_a_recipients_lot_matures_when_a_set_based_batch_touches_it():
+    # As above, club's lot of 3 for u3 (09:00) matures after 30m (09:30) and expires after 2h
+    # (11:00). Shop's k1 at 10:00 (u1, recipient u3): by hand, a MATURITY of 3 LP from u3's
+    # DEFERRED to u3's AVAILABLE dated 09:30, no expiry; u3 holds 3 LP AVAILABLE and k1's 1 PTS.
+    sc = L.LedgerScenario(
+        [_program([_SHOP_PTS], on_unknown_participant="REJECT"), _club({"matures_at": "30m", "expires_at": "2h"})],
+        [[S.Row(S.OTHER, "k0", "u3", T + "09:00:00Z", '{"type": "earn"}'),
+          S.Row(S.OTHER, "k9", "u1", T + "08:00:00Z", '{"type": "visit"}')],
+         [_ev("k1", "u1", "10:00:00Z", {"type": "buy"}, recipient_external_id="u3")]], [[], []])
+    result = _both(sc)
+    timed = [(e.action_type, e.source, e.dest, e.amount, (e.effective_at.hour, e.effective_at.minute))
+             for e in result.ledger if e.origin is None]
+    assert timed == [("MATURITY", ("PARTICIPANT", "u3", "LP", "DEFERRED"), ("PARTICIPANT", "u3", "LP", "AVAILABLE"),
+                      D(3), (9, 30))]
+    assert result.accounts[("PARTICIPANT", "u3", "LP", "AVAILABLE")] == D(3)
+    assert ("PARTICIPANT", "u3", "LP", "DEFERRED") not in result.accounts
+    assert result.accounts[("PARTICIPANT", "u3", "PTS", "AVAILABLE")] == D(1)
+    _set_based_equals_kernel(sc)
+
+
+def test_regression_a_recipient_that_is_also_a_subject_gets_its_due_lot_changes_in_kernel_order():
+    # Club: "earn" gives 3 LP expiring after 1h, "earn2" 4 LP expiring after 2h. Batch 1: u1
+    # earns at 08:00 (3, expires 09:00) and earn2s at 08:15 (4, 10:15); u3 earns at 09:00 (3,
+    # 10:00) and earn2s at 09:00 (4, 11:00). Batch 2, only shop (1 PTS per event, to the
+    # recipient when there is one; no LOT credit, so the set-based path): k3 09:30 u3, nothing
+    # due; k1 10:30 u1, recipient u3: u1's two expiries (3 at 09:00, 4 at 10:15), then u3's
+    # 3 at 10:00 (u3's second touch in the batch); k2 11:00 u3: its 4 at 11:00. By hand: u3
+    # holds 3 PTS, nobody LP, breakage 3 + 4 + 3 + 4 = 14. The kernel numbers the expiries per
+    # (event, holder, asset): at k1 u1's are 0 and 1, u3's is 0 (_set_based_equals_kernel).
+    club = _club({"expires_at": "1h"})
+    club["rules"].append({"name": "C2", "key": "c2", "condition": 'event.type == "earn2"',
+                          "actions": [{"type": "CREDIT", "asset": "LP", "amount": "4", "expires_at": "2h"}]})
+    sc = L.LedgerScenario(
+        [_program([_SHOP_PTS], on_unknown_participant="REJECT"), club],
+        [[S.Row(S.OTHER, "k8", "u1", T + "08:00:00Z", '{"type": "earn"}'),
+          S.Row(S.OTHER, "k6", "u1", T + "08:15:00Z", '{"type": "earn2"}'),
+          S.Row(S.OTHER, "k0", "u3", T + "09:00:00Z", '{"type": "earn"}'),
+          S.Row(S.OTHER, "k5", "u3", T + "09:00:00Z", '{"type": "earn2"}')],
+         [_ev("k3", "u3", "09:30:00Z", {"type": "visit"}),
+          _ev("k1", "u1", "10:30:00Z", {"type": "buy"}, recipient_external_id="u3"),
+          _ev("k2", "u3", "11:00:00Z", {"type": "visit"})]], [[], []])
+    result = _both(sc)
+    expiry = sorted((e.source[1], e.amount, (e.effective_at.hour, e.effective_at.minute))
+                    for e in result.ledger if e.action_type == "EXPIRATION")
+    assert expiry == [("u1", D(3), (9, 0)), ("u1", D(4), (10, 15)), ("u3", D(3), (10, 0)), ("u3", D(4), (11, 0))]
+    # each expiry is written with the event that finds it: after k3's credit, before k1's / k2's
+    batch2 = [(e.origin[1] if e.origin else "due", e.source[1], e.amount) for e in result.ledger[4:]]
+    assert batch2[0] == ("k3", None, D(1))
+    assert sorted(batch2[1:4], key=repr) == [("due", "u1", D(3)), ("due", "u1", D(4)), ("due", "u3", D(3))]
+    assert batch2[4:] == [("k1", None, D(1)), ("due", "u3", D(4)), ("k2", None, D(1))]
+    assert result.accounts[("PARTICIPANT", "u3", "PTS", "AVAILABLE")] == D(3)
+    assert not [k for k in result.accounts if k[0] == "PARTICIPANT" and k[2] == "LP"]
+    assert result.accounts[BREAKAGE_LP] == D(14)
+    _set_based_equals_kernel(sc)
