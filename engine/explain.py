@@ -24,14 +24,16 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
     rows = con.execute(statement("explain.sql", "event"), {"ref": ref}).fetchall()
     if not rows:
         raise LookupError(f"no event with id or idempotency key {ref!r}")
-    event_id, program_key, key, external_id, ts, data, status, code, message = rows[0]
+    event_id, program_key, key, external_id, ts, data, status, code, message, source = rows[0]
     evaluations = dict(con.execute(statement("explain.sql", "evaluations"), {"id": event_id}).fetchall())
     entries = con.execute(statement("explain.sql", "entries"), {"id": event_id}).fetchall()
     tier_changes = con.execute(statement("explain.sql", "tier_changes"), {"id": event_id}).fetchall()
     emitted = con.execute(statement("explain.sql", "emitted"), {"source": f"system:{event_id}"}).fetchall()
-    by = None
-    if key.startswith("system:"):  # engine/emit.py: the emitter's id is the key's third part
-        found = con.execute(statement("explain.sql", "emitted_by"), {"source": f"system:{key.split(':')[2]}"}).fetchall()
+    # Who made a SYSTEM event: the source of one a rule emitted is 'system:' || its emitter's id
+    # (engine/emit.py); an automation's firing has 'automation:<program>/<automation>' (engine/automations.py).
+    by = source if source.startswith("automation:") else None
+    if source.startswith("system:"):
+        found = con.execute(statement("explain.sql", "emitted_by"), {"source": source}).fetchall()
         by = found[0][0] if found else None
     program = catalog.programs.get(program_key)
     event = _strip(json.loads(data))
@@ -51,7 +53,7 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
             "rules": outcomes, "entries": [{"rule": r, "type": t, "amount": plain(Decimal(a))} for r, t, a in entries],
             "tier_changes": [{"tier": t, "external_id": who, "from": f, "to": to, "reason": why}
                              for t, who, f, to, why in tier_changes],
-            "emitted_by": by,  # the idempotency key of the event that emitted this SYSTEM event
+            "emitted_by": by,  # the emitting event's idempotency key, or automation:<program>/<automation>
             "emitted": [{"idempotency_key": k, "event_name": name, "due": due.isoformat(), "status": st}
                         for k, name, due, st in emitted]}
 

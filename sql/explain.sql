@@ -2,7 +2,7 @@
 
 -- name: event
 SELECT e.id::VARCHAR, p.key, e.idempotency_key, e.external_id, e.event_timestamp, e.event_data::VARCHAR,
-       e.status, e.error_code, e.error_message
+       e.status, e.error_code, e.error_message, e.source
 FROM events e JOIN programs p ON p.id = e.program_id
 WHERE e.id::VARCHAR = $ref OR e.idempotency_key = $ref
 ORDER BY e.arrival_seq;

@@ -408,3 +408,21 @@ def test_bad_automations_are_rejected_at_load_naming_file_automation_and_field(t
     with pytest.raises(CatalogError) as err:
         load_catalog(path)
     assert str(path) in str(err.value) and message in str(err.value), str(err.value)
+
+
+def test_explain_names_the_automation_that_fired_an_event(tmp_path):
+    from engine.explain import explain
+    from engine.ledger import db
+
+    s = project(tmp_path, [monthly()])
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"))
+    run_maintain(s, "2025-04-02")
+    con = db.connect(s.db, read_only=True)
+    try:
+        fired = explain(con, load_catalog(s.programs), key("monthly_bonus", "u1", "2025-04-01T00:00:00Z"))
+        joined = explain(con, load_catalog(s.programs), "j1")
+    finally:
+        con.close()
+    assert fired["emitted_by"] == "automation:shop/monthly_bonus" and fired["status"] == "COMPLETED"
+    assert fired["entries"] == [{"rule": "bonus", "type": "CREDIT", "amount": "3"}]
+    assert joined["emitted_by"] is None
