@@ -134,3 +134,30 @@ def test_a_chunked_reference_workload_writes_the_ledger_of_the_whole_batch(tmp_p
             con.close()
     for table in want:
         assert got[table] == want[table], f"{table} differs with chunks of {chunk_rows} rows"
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_the_default_chunk_is_smaller_when_a_program_reads_or_writes_state(tmp_path, monkeypatch, stateful):
+    """The running path's per-event state frames are wider than the set-based path's, so a batch
+    whose programs read or write state is cut finer by default (engine/run.py)."""
+    import engine.run as run
+
+    monkeypatch.setattr(run, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(run, "STATEFUL_CHUNK_ROWS", 2)
+    monkeypatch.delenv("PERKFLOW_CHUNK_ROWS", raising=False)
+    action = ({"type": "COUNTER", "key": "n", "value": "1"} if stateful
+              else {"type": "CREDIT", "asset": "PTS", "amount": "1"})
+    programs = write_program(tmp_path / "programs" / "shop.yaml", {
+        "program": {"key": "shop", "name": "Shop"},
+        "assets": [{"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED",
+                    "scale": 0}],
+        "rules": [{"name": "Any", "key": "any", "order": 1, "condition": "true", "actions": [action]}]})
+    events = write_events(tmp_path / "events.parquet", [
+        {"program_id": "shop", "idempotency_key": f"k{i}", "external_id": "u1",
+         "event_timestamp": f"2025-03-01T10:0{i}:00Z", "event_data": '{"type": "buy"}'} for i in range(6)])
+    steps: list[str] = []
+    report = run_batch(programs, events, tmp_path / "ledger.duckdb", progress=steps.append)
+    chunks = sorted({s[s.index("(rows"):] for s in steps if "(rows" in s})
+    assert chunks == (["(rows 1 to 2)", "(rows 3 to 4)", "(rows 5 to 6)"] if stateful
+                      else ["(rows 1 to 4)", "(rows 5 to 6)"])
+    assert report.completed == 6
