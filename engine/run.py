@@ -84,7 +84,7 @@ def catalog_version(catalog: Catalog) -> str:
 #: Events per chunk of a large batch (`streamable` inputs): memory follows the chunk, not the batch.
 CHUNK_ROWS = 250_000
 #: ... when a program of the batch reads or writes state: the running path's per-event state
-#: frames are several times wider than the set-based path's. W2 1M: peak 2.45 -> 1.86 GiB for
+#: frames are several times wider than the set-based path's. W2 1M: peak 2.46 -> 2.08 GiB for
 #: the same CPU (93.4 vs 93.3 s); W1 (set-based) would pay 12% more CPU for 0.3 GB less.
 STATEFUL_CHUNK_ROWS = 125_000
 
