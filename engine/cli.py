@@ -51,9 +51,26 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # noqa: BLE001 - the last line of defence (pyo3 panics are BaseException)
         if isinstance(e, (SystemExit, GeneratorExit)):
             raise
+        if _out_of_memory(e):
+            return 1
         err_console.print("[bold red]internal error[/] (nothing was committed); please report this trace:")
         err_console.print(traceback.format_exc(), highlight=False, markup=False)
         return 1
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """DuckDB ran out of its cap (engine/ledger/db.py): not a bug to report but a ledger whose
+    pinned indexes (participants, accounts) outgrew it, e.g. W2 at 10M events in one batch with
+    1M participants under 1 GB. Says what to do; True if it was that."""
+    duckdb = sys.modules.get("duckdb")  # (not imported: not a DuckDB error)
+    if duckdb is None or not isinstance(e, duckdb.OutOfMemoryException):
+        return False
+    from engine.ledger.db import MEMORY_LIMIT
+    err_console.print(f"[bold red]error:[/] DuckDB ran out of its memory cap; nothing was committed. Raise the cap "
+                      f"(PERKFLOW_DUCKDB_MEMORY, default {MEMORY_LIMIT}; e.g. PERKFLOW_DUCKDB_MEMORY=4GB) or run "
+                      f"the input as several smaller batches. DuckDB said: {str(e).splitlines()[0]}",
+                      highlight=False, markup=True)
+    return True
 
 
 def _parser() -> argparse.ArgumentParser:

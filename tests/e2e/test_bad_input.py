@@ -367,3 +367,22 @@ def test_extra_nested_columns_are_kept_in_raw_not_fatal(tmp_path, db_path, progr
     (raw,) = query(db_path, "SELECT raw FROM rejected_rows")[0]
     assert "zzz-marker" in raw
     assert balances(db_path) == {("a", "PTS"): Decimal(10)}
+
+
+def test_running_out_of_duckdbs_memory_cap_says_what_to_do_and_commits_nothing(tmp_path):
+    """Not an internal error to report: the message names the cap and how to raise it."""
+    programs = write_program(tmp_path / "programs" / "shop.yaml", program_spec("shop", GOOD_RULES))
+    db = tmp_path / "ledger.duckdb"
+    first = write_events(tmp_path / "first.parquet", [event("shop", "k1", "u1", "2025-03-01T10:00:00Z",
+                                                            {"type": "purchase"})])
+    run_json(programs, first, db)
+    before = file_hash(db)
+    second = write_events(tmp_path / "second.parquet", [event("shop", "k2", "u1", "2025-03-01T11:00:00Z",
+                                                              {"type": "purchase"})])
+    res = cli("run", "--programs", str(programs), "--events", str(second), "--db", str(db),
+              env={"PERKFLOW_DUCKDB_MEMORY": "1MB"})
+    assert res.returncode == 1
+    assert "PERKFLOW_DUCKDB_MEMORY" in res.stderr and "nothing was committed" in res.stderr
+    assert "internal error" not in res.stderr and "Traceback" not in res.stderr
+    assert file_hash(db) == before
+    assert balances(db) == {("u1", "PTS"): Decimal(10)}
