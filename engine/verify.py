@@ -30,6 +30,7 @@ CHECKS = [
     ("checks.sql", "postings_sum_to_zero", "an entry's postings do not sum to zero (or postings lost their entry)"),
     ("checks.sql", "balances_match_postings", "materialised balances differ from the sum of postings"),
     ("checks.sql", "no_duplicate_entries", "a journal entry is duplicated"),
+    ("checks.sql", "no_duplicate_keys", "a participant, enrolment or account is stored twice"),
     ("verify.sql", "lot_remainders", "what LOT assets' lots hold differs from the balances"),
     ("verify.sql", "summary_identity", "issued - redeemed - expired - forfeited differs from the current balance"),
     ("verify.sql", "negative_balances", "a balance is negative without an entry allowed to overdraw it"),

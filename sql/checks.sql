@@ -44,6 +44,22 @@ FULL OUTER JOIN posted p
 WHERE COALESCE(b.amount, 0) <> COALESCE(p.amount, 0)
 ORDER BY ALL;
 
+-- name: no_duplicate_keys
+-- The keys these tables have no index for (schema.sql says why) occur once: a participant's id
+-- and its external id, an enrolment (participant, program), an account (entity, asset, bucket).
+SELECT 'participants.id' AS duplicated_on, id::VARCHAR AS key, COUNT(*) AS occurrences
+FROM participants GROUP BY id HAVING COUNT(*) > 1
+UNION ALL
+SELECT 'participants.external_id', external_id, COUNT(*)
+FROM participants GROUP BY external_id HAVING COUNT(*) > 1
+UNION ALL
+SELECT 'enrollments', participant_id::VARCHAR || '/' || program_id::VARCHAR, COUNT(*)
+FROM enrollments GROUP BY participant_id, program_id HAVING COUNT(*) > 1
+UNION ALL
+SELECT 'account_balances', entity_type || '/' || entity_id::VARCHAR || '/' || asset_id::VARCHAR || '/' || bucket, COUNT(*)
+FROM account_balances GROUP BY entity_type, entity_id, asset_id, bucket HAVING COUNT(*) > 1
+ORDER BY ALL;
+
 -- name: no_duplicate_entries
 -- Every journal entry id occurs once. Ids are md5(event, rule version, action index), so this is
 -- also "at most one entry per (event, rule version, action)"; the second half checks that directly.

@@ -1,7 +1,11 @@
 -- perkflow ledger schema (DuckDB). Every statement is idempotent: run at the start of every batch.
 -- Amounts are DECIMAL(38, 18): exact, scale 18 being the largest asset scale.
--- Hot tables (events, journal_entries, postings) carry no constraint indexes: uniqueness is
--- guaranteed set-wise by the writer (idempotency), which is what keeps bulk loads fast.
+-- Hot tables (events, journal_entries, postings) and the tables that grow with participants
+-- (participants, enrollments, account_balances) carry no constraint indexes: uniqueness is
+-- guaranteed set-wise by the writer (idempotency) and checked by `perkflow verify`
+-- (checks.sql no_duplicate_keys). Why: DuckDB keeps ART indexes pinned in memory; at 1M
+-- participants those three alone held ~440 MB of a 700 MB cap and grew by ~20 MB per chunk until
+-- a 10M-event batch ran out of memory. Ledgers made before this keep their indexes; they work the same.
 
 CREATE TABLE IF NOT EXISTS batches (
     id               BIGINT PRIMARY KEY,      -- 1, 2, 3 ... in commit order
@@ -65,8 +69,8 @@ CREATE TABLE IF NOT EXISTS rule_versions (
 );
 
 CREATE TABLE IF NOT EXISTS participants (
-    id               UUID PRIMARY KEY,
-    external_id      VARCHAR NOT NULL UNIQUE,
+    id               UUID NOT NULL,           -- unique (checked by verify, see the top)
+    external_id      VARCHAR NOT NULL,        -- unique (idem)
     status           VARCHAR NOT NULL,        -- ACTIVE | SUSPENDED | CLOSED
     created_at       TIMESTAMPTZ NOT NULL,    -- stream instant of the event that created it
     created_batch_id BIGINT NOT NULL
@@ -76,8 +80,7 @@ CREATE TABLE IF NOT EXISTS enrollments (
     participant_id   UUID NOT NULL,
     program_id       UUID NOT NULL,
     enrolled_at      TIMESTAMPTZ NOT NULL,
-    batch_id         BIGINT NOT NULL,
-    PRIMARY KEY (participant_id, program_id)
+    batch_id         BIGINT NOT NULL          -- (participant_id, program_id) unique (verify)
 );
 
 CREATE TABLE IF NOT EXISTS events (
@@ -154,8 +157,7 @@ CREATE TABLE IF NOT EXISTS account_balances (
     entity_id        UUID NOT NULL,
     asset_id         UUID NOT NULL,
     bucket           VARCHAR NOT NULL,
-    amount           DECIMAL(38, 18) NOT NULL,
-    PRIMARY KEY (entity_type, entity_id, asset_id, bucket)
+    amount           DECIMAL(38, 18) NOT NULL -- (entity_type, entity_id, asset_id, bucket) unique (verify)
 );
 
 -- Current state of participants and programs (tags, counters, attributes): one row per item.

@@ -74,7 +74,10 @@ WHERE fingerprint NOT IN (SELECT fingerprint FROM catalog_fingerprint);
 INSERT INTO participants SELECT id::UUID, external_id, 'ACTIVE', created_at, $batch_id FROM stage_participants;
 
 -- name: insert_enrollments
-INSERT OR IGNORE INTO enrollments SELECT participant_id::UUID, program_id::UUID, enrolled_at, $batch_id FROM stage_enrollments;
+-- The chunk's (participant, program) pairs, existing ones included: only the new are stored.
+INSERT INTO enrollments SELECT participant_id::UUID, program_id::UUID, enrolled_at, $batch_id FROM stage_enrollments s
+WHERE NOT EXISTS (SELECT 1 FROM enrollments e
+                  WHERE e.participant_id = s.participant_id::UUID AND e.program_id = s.program_id::UUID);
 
 -- name: insert_events
 INSERT INTO events

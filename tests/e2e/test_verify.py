@@ -91,6 +91,31 @@ def test_edited_balance_row_is_caught(clean_db, tmp_path):
     assert float(row["materialised"]) - float(row["posted"]) == 5
 
 
+@pytest.mark.parametrize("table, key", [
+    ("participants", "participants.external_id"),
+    ("enrollments", "enrollments"),
+])
+def test_a_key_stored_twice_is_caught(clean_db, tmp_path, table, key):
+    """participants, enrollments and account_balances have no unique index (memory, schema.sql):
+    a row stored twice is verify's to find."""
+    db = _tampered(clean_db, tmp_path, f"INSERT INTO {table} (SELECT * FROM {table} LIMIT 1)")
+    code, report = _verify(db)
+    assert code == 4
+    dup = [v for v in report["violations"] if v["check"] == "no_duplicate_keys"]
+    assert dup and key in [r["duplicated_on"] for r in dup[0]["rows"]]
+
+
+def test_an_account_stored_twice_is_caught(clean_db, tmp_path):
+    db = _tampered(clean_db, tmp_path,
+                   "INSERT INTO account_balances SELECT entity_type, entity_id, asset_id, bucket, 0 "
+                   "FROM account_balances WHERE entity_type = 'PARTICIPANT' LIMIT 1")
+    code, report = _verify(db)
+    assert code == 4
+    dup = [v for v in report["violations"] if v["check"] == "no_duplicate_keys"]
+    assert dup and dup[0]["rows"][0]["duplicated_on"] == "account_balances"
+    assert dup[0]["rows"][0]["occurrences"] == 2
+
+
 def test_streamed_batch_root_equals_the_writers_and_finds_a_late_tampered_entry(tmp_path):
     """The writer feeds each batch's root chunk by chunk (BatchRoot, one chunk per written chunk
     of events); verify streams the stored entry hashes in chunks of its own size. Both must give
