@@ -103,10 +103,11 @@ def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
 
 def catalog_fingerprint(frames: dict[str, pl.DataFrame]) -> str:
     """The catalog rows a batch would write (`catalog_frames`), as one SHA-256: names, columns
-    and values (CSV text: exact for Decimals, and the same for the same rows)."""
+    and values (Python reprs of the rows: exact for Decimals and datetimes, and the same for the
+    same rows; write_csv cost ~5 ms per frame, a noticeable share of a backfill's small batches)."""
     h = hashlib.sha256()
     for name in sorted(frames):
-        h.update(f"{name}\n{frames[name].write_csv()}\0".encode())
+        h.update(f"{name}\n{frames[name].columns!r}\n{frames[name].rows()!r}\0".encode())
     return h.hexdigest()
 
 
