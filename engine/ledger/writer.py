@@ -30,7 +30,7 @@ ORDER = [
     "delete_catalog_fingerprint", "insert_catalog_fingerprint",
     "insert_participants", "insert_enrollments", "insert_events", "insert_operations", "update_participant_status",
     "insert_rejected", "insert_evaluations",
-    "stage_entries", "insert_postings", "insert_entries", "update_balances", "insert_balances",
+    "stage_entries", "insert_postings", "insert_entries", "match_balances", "update_balances", "insert_balances",
     "delete_entity_state", "insert_entity_state", "delete_group_members", "insert_group_members", "delete_participant_tiers", "insert_participant_tiers",
     "insert_tier_history", "delete_lots", "insert_lots", "upsert_reward_usage", "delete_redemptions", "insert_redemptions",
     "upsert_budget_consumption", "delete_scheduled_events", "insert_scheduled_events",
@@ -113,14 +113,15 @@ def catalog_fingerprint(frames: dict[str, pl.DataFrame]) -> str:
 
 def balance_changes(effects: pl.DataFrame) -> pl.DataFrame:
     """What the effects' postings add to each account (exact: Decimal sums): every effect takes
-    `amount` from its `from` account (leg 0) and gives it to its `to` account (leg 1)."""
+    `amount` from its `from` account (leg 0) and gives it to its `to` account (leg 1). `row`
+    numbers the accounts for write_batch.sql's match_balances."""
     legs = pl.concat([
         effects.select(entity_type="from_type", entity_id="from_id", asset_id="asset_id", bucket="from_bucket",
                        amount=-pl.col("amount")),
         effects.select(entity_type="to_type", entity_id="to_id", asset_id="asset_id", bucket="to_bucket",
                        amount="amount"),
     ])
-    return legs.group_by("entity_type", "entity_id", "asset_id", "bucket").agg(pl.col("amount").sum())
+    return legs.group_by("entity_type", "entity_id", "asset_id", "bucket").agg(pl.col("amount").sum()).with_row_index("row")
 
 
 def _rss_mb() -> float:
