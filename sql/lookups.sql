@@ -223,6 +223,14 @@ LEFT JOIN entity_state s ON s.entity_type = 'PARTICIPANT' AND s.entity_id = p.id
 WHERE e.program_id = $program_id::UUID AND p.status = 'ACTIVE'
 ORDER BY p.id;
 
+-- name: automation_last_firings
+-- Each participant's latest firing of one automation (its events' keys start with $prefix,
+-- `system:automation:<key>:`): a THRESHOLD automation fires once per counter period.
+SELECT participant_id::VARCHAR AS participant_id, max(event_timestamp) AS fired_at
+FROM events
+WHERE program_id = $program_id::UUID AND starts_with(idempotency_key, $prefix) AND participant_id IS NOT NULL
+GROUP BY participant_id;
+
 -- name: program_enrollments
 -- Every participant enrolled in a program, with its status: who a BROADCAST reaches (the ACTIVE
 -- ones; engine/kernel.py).
