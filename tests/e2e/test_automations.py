@@ -258,6 +258,13 @@ def test_a_per_participant_cron_fires_from_each_enrolment_in_the_trigger_time_zo
     assert sorted(k for k, *_ in system_events(s)) == sorted(
         [key("monday", "u1", t) for t in ("2025-03-03T14:00:00Z", "2025-03-10T13:00:00Z", "2025-03-17T13:00:00Z")]
         + [key("monday", "u2", "2025-03-17T13:00:00Z")])
+    # the same expression as a `cron` trigger with scope participants fires the same (decisions.md)
+    twin = {k: v for k, v in auto.items() if k != "trigger"} | {
+        "trigger": {"type": "cron", "cron_expression": "0 9 * * 1", "timezone": "America/New_York"}}
+    t = project(tmp_path / "twin", [twin])
+    t.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-11 00:00"), "join"))
+    run_maintain(t, "2025-03-20")
+    assert sorted(k for k, *_ in system_events(t)) == sorted(k for k, *_ in system_events(s))
 
 
 SPEND = on("spend", {"type": "COUNTER", "key": "spent", "value": "event.amount"})
