@@ -299,7 +299,7 @@ def test_a_threshold_fires_once_per_participant_at_the_maintenance_that_first_se
 def test_a_threshold_on_a_counter_that_resets_fires_again_in_each_new_period(tmp_path):
     # `month` resets 240h after its creation: u1's (1 March 01:00) and u2's (1 March 02:00) reset
     # on 11 March. Both pass 500 by 5 March and fire then. In u1's second period it spends 700
-    # (12 March): a new firing; u2's counter is 0 after the reset: nothing.
+    # (12 March): a new firing; u2's counter is 0 after the reset: nothing, until set_counter.
     monthly_spend = on("spend", {"type": "COUNTER", "key": "month", "value": "event.amount", "reset_after": "240h"})
     s = project(tmp_path, [threshold("month", ">", 499.5)], rules=[monthly_spend, BONUS])
     s.run(ev("s1", "u1", at("2025-03-01 01:00"), "spend", amount=600), ev("s2", "u2", at("2025-03-01 02:00"), "spend", amount=500))
@@ -307,10 +307,13 @@ def test_a_threshold_on_a_counter_that_resets_fires_again_in_each_new_period(tmp
     run_maintain(s, "2025-03-08")  # same period: nothing more
     s.run(ev("s3", "u1", at("2025-03-12 00:00"), "spend", amount=700))
     run_maintain(s, "2025-03-13")
+    # an explicit set_counter restarts u2's counter (a new period) above the threshold: again
+    s.run(op("set_counter", "o1", "u2", at("2025-03-14 00:00"), key="month", value="900"))
+    run_maintain(s, "2025-03-15")
     assert sorted(k for k, *_ in system_events(s)) == sorted([
         key("big_spender", "u1", "2025-03-05T00:00:00Z"), key("big_spender", "u2", "2025-03-05T00:00:00Z"),
-        key("big_spender", "u1", "2025-03-13T00:00:00Z")])
-    assert [s.balance(w, "PTS")[0] for w in ("u1", "u2")] == [D(100), D(50)]
+        key("big_spender", "u1", "2025-03-13T00:00:00Z"), key("big_spender", "u2", "2025-03-15T00:00:00Z")])
+    assert [s.balance(w, "PTS")[0] for w in ("u1", "u2")] == [D(100), D(100)]
 
 
 def test_a_threshold_below_a_value_and_its_filter_are_judged_at_the_firing(tmp_path):
