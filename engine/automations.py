@@ -47,6 +47,7 @@ from engine.catalog.load import compile_documents
 from engine.cel import CelEvalError, CelProgram
 from engine.io.events import COLUMNS, dicts_to_column, json_doubles, strip_nulls
 from engine.kernel import participant_view, program_view
+from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.reads import merge, reads
 from engine.state import EntityState, Store, Tx
@@ -239,6 +240,12 @@ def _admitted(con, catalog: Catalog, program: CompiledProgram, auto: CompiledAut
     matches nothing. The program event of a scope program automation (participant None) is
     judged on the empty participant its rules see (engine/kernel.py EMPTY_PARTICIPANT)."""
     tests = [p for p in (auto.participant_filter, auto.guard_condition) if p is not None]
+    if auto.threshold is not None and people and not meets(auto.threshold, EntityState()):
+        # 0 fails the test: only holders of the counter can pass (spares loading everyone's state)
+        keys = pl.DataFrame({"key": [auto.threshold.counter]}, schema={"key": pl.String})
+        holders = {pid for (pid,) in db.execute(con, statement("lookups.sql", "counter_holders"),
+                                                stage_counter_keys=keys).fetchall()}
+        people = [p for p in people if p[0] in holders]
     if (not tests and auto.threshold is None) or not people:
         return people
     store = Store(con, {})  # read-only: discarded after the test

@@ -154,7 +154,8 @@ SELECT DISTINCT participant_id::VARCHAR AS id FROM participant_tiers
 WHERE tier_id::VARCHAR IN (SELECT id FROM stage_tier_ids) ORDER BY id;
 
 -- name: counter_holders
--- Participants holding a counter named in stage_counter_keys (tier counter rollover).
+-- Participants holding a counter named in stage_counter_keys (tier counter rollover; the
+-- candidates of a THRESHOLD automation whose test a counter at 0 fails).
 SELECT DISTINCT entity_id::VARCHAR AS id FROM entity_state
 WHERE entity_type = 'PARTICIPANT' AND kind = 'COUNTER' AND key IN (SELECT key FROM stage_counter_keys) ORDER BY id;
 
