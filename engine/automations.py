@@ -18,7 +18,10 @@ Which instants (docs/decisions.md, "Automations"):
 - immediate: once, at the as-of of the first maintenance run that plans it;
 - participant_state ATTRIBUTE_DATE: yearly, per participant, on the month and day of a date
   attribute (a birthday) at `schedule_config.time` in the trigger's time zone, in that window;
-  INTERVAL: every `schedule_config.interval` from each participant's enrolment, in that window.
+  INTERVAL: every `schedule_config.interval` from each participant's enrolment, in that window;
+  CRON: every firing of `schedule_config.cron_expression` from each participant's enrolment, in
+  that window; THRESHOLD: at the as-of, for the participants whose counter passes the test and
+  who have not had a firing of it since the counter's period began (its last_reset_at).
 Paused automations, and automations of programs that are not ACTIVE, pass their instants
 without firing.
 
@@ -39,13 +42,16 @@ import polars as pl
 
 from engine.catalog import Catalog, CompiledProgram
 from engine.catalog.compiled import CompiledAutomation
+from engine.catalog.models import Criterion
 from engine.catalog.load import compile_documents
 from engine.cel import CelEvalError, CelProgram
 from engine.io.events import COLUMNS, dicts_to_column, json_doubles, strip_nulls
 from engine.kernel import participant_view, program_view
+from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.reads import merge, reads
-from engine.state import Store, Tx
+from engine.state import EntityState, Store, Tx
+from engine.tiers import meets
 
 KEY_PREFIX = "system:automation:"
 TS = pl.Datetime("us", "UTC")
@@ -90,7 +96,9 @@ def schedule(con, catalog: Catalog, as_of: datetime) -> tuple[list[Firing], dict
             planned[auto.sid] = as_of
             if auto.status != "active" or program.model.status != "ACTIVE":
                 continue  # paused: its instants pass without firing, and are not made up later
-            if auto.trigger == "participant_state":
+            if auto.threshold is not None:  # who passes is decided when it fires (rows_at)
+                firings.append(Firing(as_of, program, auto))
+            elif auto.trigger == "participant_state":
                 firings += _per_participant(con, program, auto, start, as_of)
             else:
                 firings += [Firing(t, program, auto) for t in instants(auto, start, through, as_of)]
@@ -103,15 +111,18 @@ def _per_participant(con, program: CompiledProgram, auto: CompiledAutomation, af
     """participant_state: each ACTIVE participant enrolled in the program has instants of its own
     in (after, as_of], none before its enrolment. ATTRIBUTE_DATE: the yearly anniversaries of the
     month and day in the attribute (as the ledger holds it now) at the configured wall-clock time
-    in the trigger's zone. INTERVAL: every `interval` from its enrolment. One firing per instant,
-    naming the participants it is for."""
+    in the trigger's zone. INTERVAL: every `interval` from its enrolment. CRON: the firings of
+    the expression from its enrolment. One firing per instant, naming the participants it is for."""
     rows = con.execute(statement("lookups.sql", "enrolled_attribute"),
                        {"program_id": program.sid, "attribute": auto.date_attribute or ""}).fetchall()
+    ticks = cron_times(auto, after, as_of) if auto.cron is not None else []
     by_instant: dict[datetime, set[str]] = {}
     for pid, enrolled_at, text in rows:
         lo = max(after, enrolled_at - timedelta(microseconds=1))
         if auto.every is not None:
             times = periods(enrolled_at, auto.every, lo, as_of)
+        elif auto.cron is not None:
+            times = [t for t in ticks if t > lo]
         else:
             times = anniversaries(text, auto.date_time, auto.timezone, lo, as_of)
         for t in times:
@@ -158,6 +169,11 @@ def instants(auto: CompiledAutomation, after: datetime | None, planned_through: 
         return [as_of] if planned_through is None else []
     if auto.trigger == "one_time":
         return [auto.trigger_at] if after < auto.trigger_at <= as_of else []
+    return cron_times(auto, after, as_of)
+
+
+def cron_times(auto: CompiledAutomation, after: datetime, as_of: datetime) -> list[datetime]:
+    """The firings of the automation's cron expression in (after, as_of], in its time zone."""
     out, t = [], after
     while (t := auto.cron.next_after(t, auto.timezone)) <= as_of:
         out.append(t)
@@ -218,25 +234,51 @@ def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.Da
 
 def _admitted(con, catalog: Catalog, program: CompiledProgram, auto: CompiledAutomation, instant: datetime,
               people: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The participants the filter and the guard admit at `instant`, each judged on its state as
-    the ledger holds it now (counter resets due by the instant applied). An expression that fails
-    or does not give a bool admits no one, as a failing rule condition matches nothing. The
-    program event of a scope program automation (participant None) is judged on the empty
-    participant its rules see (engine/kernel.py EMPTY_PARTICIPANT)."""
+    """The participants the THRESHOLD test, the filter and the guard admit at `instant`, each
+    judged on its state as the ledger holds it now (counter resets due by the instant applied).
+    An expression that fails or does not give a bool admits no one, as a failing rule condition
+    matches nothing. The program event of a scope program automation (participant None) is
+    judged on the empty participant its rules see (engine/kernel.py EMPTY_PARTICIPANT)."""
     tests = [p for p in (auto.participant_filter, auto.guard_condition) if p is not None]
-    if not tests or not people:
+    if auto.threshold is not None and people and not meets(auto.threshold, EntityState()):
+        # 0 fails the test: only holders of the counter can pass (spares loading everyone's state)
+        keys = pl.DataFrame({"key": [auto.threshold.counter]}, schema={"key": pl.String})
+        holders = {pid for (pid,) in db.execute(con, statement("lookups.sql", "counter_holders"),
+                                                stage_counter_keys=keys).fetchall()}
+        people = [p for p in people if p[0] in holders]
+    if (not tests and auto.threshold is None) or not people:
         return people
     store = Store(con, {})  # read-only: discarded after the test
     store.preload([pid for pid, _ in people if pid is not None] + [program.sid], [], lots=False)
     want = merge(*(reads(p, "participant") for p in tests))
     tx = Tx(store, instant)
+    fired = {} if auto.threshold is None else dict(con.execute(
+        statement("lookups.sql", "automation_last_firings"),
+        {"program_id": program.sid, "prefix": f"{KEY_PREFIX}{auto.key}:"}).fetchall())
     out = []
     for pid, external_id in people:
-        activation = {"now": instant, "participant": participant_view(program, tx, pid, want, catalog),
-                      "program": program_view(program, tx)}
-        if all(_true(p, activation) for p in tests):
-            out.append((pid, external_id))
+        if auto.threshold is not None and not _crossed(auto.threshold, tx.state("PARTICIPANT", pid), fired.get(pid)):
+            continue
+        if tests:
+            activation = {"now": instant, "participant": participant_view(program, tx, pid, want, catalog),
+                          "program": program_view(program, tx)}
+            if not all(_true(p, activation) for p in tests):
+                continue
+        out.append((pid, external_id))
     return out
+
+
+def _crossed(test: Criterion, st: EntityState, last_fired: datetime | None) -> bool:
+    """THRESHOLD (docs/decisions.md): the counter passes the test and the automation has not
+    fired for the participant in the counter's period, which begins at its `last_reset_at`
+    (creation, set_counter, a `reset_after` reset or a tier rollover). A dip and a re-cross in
+    one period fire nothing more; a counter never written has one period, its whole life."""
+    if not meets(test, st):
+        return False
+    if last_fired is None:
+        return True
+    counter = st.counters.get(test.counter)
+    return counter is not None and last_fired < counter.last_reset_at
 
 
 def _true(prog: CelProgram, activation: dict) -> bool:

@@ -23,6 +23,7 @@ from decimal import Decimal
 
 from engine import amounts
 from engine.catalog.compiled import CompiledLevel, CompiledProgram, CompiledTier
+from engine.catalog.models import Criterion
 from engine.moves import ActionFailed
 from engine.state import EntityState, Store, TierState, Tx
 
@@ -47,10 +48,15 @@ def qualifies(level: CompiledLevel, st: EntityState) -> bool:
     q = level.qualification
     if q is None:  # reached only by SET_TIER / set_tier
         return False
-    zero = Decimal(0)
-    results = (_COMPARE[c.operator](st.counters[c.counter].value if c.counter in st.counters else zero, c.threshold)
-               for c in q.criteria)
+    results = (meets(c, st) for c in q.criteria)
     return all(results) if q.mode == "ALL" else any(results)
+
+
+def meets(c: Criterion, st: EntityState) -> bool:
+    """One criterion (a tier's, or a THRESHOLD automation's): the counter, 0 when never written,
+    against the threshold."""
+    value = st.counters[c.counter].value if c.counter in st.counters else Decimal(0)
+    return _COMPARE[c.operator](value, c.threshold)
 
 
 def highest_qualifying(tier: CompiledTier, st: EntityState) -> CompiledLevel | None:

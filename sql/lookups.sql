@@ -154,7 +154,8 @@ SELECT DISTINCT participant_id::VARCHAR AS id FROM participant_tiers
 WHERE tier_id::VARCHAR IN (SELECT id FROM stage_tier_ids) ORDER BY id;
 
 -- name: counter_holders
--- Participants holding a counter named in stage_counter_keys (tier counter rollover).
+-- Participants holding a counter named in stage_counter_keys (tier counter rollover; the
+-- candidates of a THRESHOLD automation whose test a counter at 0 fails).
 SELECT DISTINCT entity_id::VARCHAR AS id FROM entity_state
 WHERE entity_type = 'PARTICIPANT' AND kind = 'COUNTER' AND key IN (SELECT key FROM stage_counter_keys) ORDER BY id;
 
@@ -222,6 +223,14 @@ LEFT JOIN entity_state s ON s.entity_type = 'PARTICIPANT' AND s.entity_id = p.id
     AND s.key = $attribute
 WHERE e.program_id = $program_id::UUID AND p.status = 'ACTIVE'
 ORDER BY p.id;
+
+-- name: automation_last_firings
+-- Each participant's latest firing of one automation (its events' keys start with $prefix,
+-- `system:automation:<key>:`): a THRESHOLD automation fires once per counter period.
+SELECT participant_id::VARCHAR AS participant_id, max(event_timestamp) AS fired_at
+FROM events
+WHERE program_id = $program_id::UUID AND starts_with(idempotency_key, $prefix) AND participant_id IS NOT NULL
+GROUP BY participant_id;
 
 -- name: program_enrollments
 -- Every participant enrolled in a program, with its status: who a BROADCAST reaches (the ACTIVE

@@ -13,7 +13,7 @@ from engine.cel import CelProgram
 from engine.cron import Cron
 from engine.reads import Reads, merge, reads
 
-from .models import Asset, Lifecycle, Program, Qualification, Reward
+from .models import Asset, Criterion, Lifecycle, Program, Qualification, Reward
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -209,6 +209,7 @@ class CompiledAutomation:
     date_attribute: str | None = None  # participant_state ATTRIBUTE_DATE: the attribute holding the date
     date_time: tuple[int, int] = (0, 0)  # ... and the wall-clock (hour, minute) it fires at
     every: timedelta | None = None  # participant_state INTERVAL: the period, from each participant's enrolment
+    threshold: Criterion | None = None  # participant_state THRESHOLD: the counter test (a tier criterion's shape)
 
     @cached_property
     def sid(self) -> str:

@@ -15,14 +15,14 @@ from pydantic import ValidationError
 
 from engine import amounts, ids
 from engine.cel import CelError, CelProgram, compile_cel
-from engine.cron import CronError, parse as parse_cron
+from engine.cron import Cron, CronError, parse as parse_cron
 from engine.io.events import json_doubles
 from engine.durations import parse_duration, parse_instant
 from engine.errors import CatalogError
 
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
-from .models import Action, Asset, Automation, Budget, Group, ProgramFile, Rule, Tier
+from .models import Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier
 from .support import VALUE_ACTIONS, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -235,14 +235,11 @@ def _compile_automation(where: str, program_key: str, a: Automation, assets: dic
     if t.type == "cron":
         if not t.cron_expression:
             raise CatalogError(f"{at}.cron_expression: required for a cron trigger")
-        if re.match(r"^\s*(CRON_TZ|TZ)=", t.cron_expression):
-            raise CatalogError(f"{at}.cron_expression: an inline CRON_TZ= or TZ= is not allowed; use trigger.timezone")
-        try:
-            cron = parse_cron(t.cron_expression)
-        except CronError as e:
-            raise CatalogError(f"{at}.cron_expression: {e}") from None
+        cron = _cron(f"{at}.cron_expression", t.cron_expression)
     elif t.cron_expression is not None:
-        raise CatalogError(f"{at}.cron_expression: applies to cron triggers only (this one is {t.type})")
+        where_else = ("; a participant_state CRON takes it in schedule_config.cron_expression"
+                      if t.type == "participant_state" else "")
+        raise CatalogError(f"{at}.cron_expression: applies to cron triggers only (this one is {t.type}){where_else}")
     if t.type == "one_time" and t.trigger_at is None:
         raise CatalogError(f"{at}.trigger_at: required for a one_time trigger (an RFC 3339 instant)")
     if t.type != "one_time" and t.trigger_at is not None:
@@ -250,7 +247,10 @@ def _compile_automation(where: str, program_key: str, a: Automation, assets: dic
     if t.type != "participant_state" and (t.schedule_type is not None or t.schedule_config is not None):
         raise CatalogError(f"{at}: schedule_type and schedule_config apply to participant_state triggers only")
     date_attribute, date_time, every = None, (0, 0), None
-    if t.type == "participant_state" and t.schedule_type == "ATTRIBUTE_DATE":  # others: support.py
+    if t.type == "participant_state" and t.schedule_type is None:
+        raise CatalogError(f"{at}.schedule_type: required for a participant_state trigger (ATTRIBUTE_DATE, "
+                           "THRESHOLD, INTERVAL or CRON)")
+    if t.type == "participant_state" and t.schedule_type == "ATTRIBUTE_DATE":
         config = _config(at, t.schedule_config, {"attribute", "time"}, "attribute (required) and time (HH:MM, default 00:00)")
         date_attribute = config.get("attribute")
         if not isinstance(date_attribute, str) or not date_attribute:
@@ -269,6 +269,15 @@ def _compile_automation(where: str, program_key: str, a: Automation, assets: dic
                                f"720h ({e})") from None
         if every < timedelta(minutes=1):
             raise CatalogError(f"{at}.schedule_config.interval: must be at least 1m")
+    if t.type == "participant_state" and t.schedule_type == "CRON":
+        config = _config(at, t.schedule_config, {"cron_expression"}, "cron_expression (required)")
+        if not isinstance(config.get("cron_expression"), str) or not config["cron_expression"].strip():
+            raise CatalogError(f"{at}.schedule_config.cron_expression: required for CRON (a 5-field cron "
+                               "expression such as \"0 9 * * 1\", read in trigger.timezone)")
+        cron = _cron(f"{at}.schedule_config.cron_expression", config["cron_expression"])
+    threshold = None
+    if t.type == "participant_state" and t.schedule_type == "THRESHOLD":
+        threshold = _threshold(at, t.schedule_config)
     if a.participant_id is not None and not (t.type == "one_time" and a.scope == "program"):
         raise CatalogError(f"{where}.participant_id: only for a one_time automation with scope program")
     if a.participant_filter is not None and a.scope != "participants":
@@ -289,7 +298,32 @@ def _compile_automation(where: str, program_key: str, a: Automation, assets: dic
         event_name=a.event_name, scope=a.scope, trigger=t.type, cron=cron, timezone=tz, trigger_at=t.trigger_at,
         payload=a.payload, participant_filter=conditions["participant_filter"] or None,
         guard_condition=conditions["guard_condition"] or None, participant_id=a.participant_id, status=a.status,
-        definition=definition, date_attribute=date_attribute, date_time=date_time, every=every)
+        definition=definition, date_attribute=date_attribute, date_time=date_time, every=every,
+        threshold=threshold)
+
+
+def _cron(at: str, text: str) -> Cron:
+    """A cron expression read in trigger.timezone (no inline zone), or a CatalogError at `at`."""
+    if re.match(r"^\s*(CRON_TZ|TZ)=", text):
+        raise CatalogError(f"{at}: an inline CRON_TZ= or TZ= is not allowed; use trigger.timezone")
+    try:
+        return parse_cron(text)
+    except CronError as e:
+        raise CatalogError(f"{at}: {e}") from None
+
+
+def _threshold(at: str, config: dict | None) -> Criterion:
+    """A THRESHOLD schedule_config: the shape of a tier qualification criterion (counter,
+    operator, threshold; all required), validated by the same model."""
+    config = _config(at, config, {"counter", "operator", "threshold"},
+                     "counter, operator (>=, >, ==, <=, <) and threshold, all required")
+    try:
+        return Criterion.model_validate(config)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise CatalogError(f"{at}.schedule_config.{field}: {err['msg']} (THRESHOLD takes counter, operator "
+                           ">=, >, ==, <= or <, and threshold, a number; all required)") from None
 
 
 def _config(at: str, config: dict | None, fields: set[str], takes: str) -> dict:

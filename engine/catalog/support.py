@@ -30,12 +30,6 @@ VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}
 
 def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
     """Yield (location, field) for every field set to something not built yet."""
-    for a_i, automation in enumerate(pf.automations):
-        where = f"automations[{a_i}] ({automation.name})"
-        if automation.trigger.type == "participant_state" and automation.trigger.schedule_type not in (
-                "ATTRIBUTE_DATE", "INTERVAL"):
-            yield f"{where}.trigger", (f"schedule_type: {automation.trigger.schedule_type} (participant_state: "
-                                       "ATTRIBUTE_DATE and INTERVAL are built)")
     if pf.program.redemption_target_type == "LEDGER_ENTITY":
         yield "program", "redemption_target_type: LEDGER_ENTITY (use SYSTEM_REDEMPTION or SYSTEM_BREAKAGE)"
     for r_i, rule in enumerate(pf.rules):

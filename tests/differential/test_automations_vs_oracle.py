@@ -4,7 +4,8 @@ against the oracle (tests/oracle/automations.py) on generated programs and strea
 Generated: one program with SIMPLE and LOT assets and rules that react to the automations'
 SYSTEM events (credits, a debit that can fail, counters, a lot that expires); 1-3 automations
 (cron in UTC and in other time zones, one_time for participants or one named participant,
-immediate, birthdays from a date attribute, per-participant intervals, and scope program without
+immediate, birthdays from a date attribute, per-participant intervals and crons, thresholds on a
+counter that resets and one that does not, and scope program without
 participant_id: cron and one_time program events, no participant, whose rules BROADCAST, credit a
 PREFUNDED program wallet and count on the program, or act on the event's participant and fail
 (no_participant); filters and guards over tags, counters and balances, the guards of program
@@ -79,6 +80,8 @@ ZONES = ["UTC", "UTC", "America/Chicago", "Asia/Kolkata", "Europe/Paris"]
 FILTERS = [None, None, '"vip" in participant.tags', "participant.balances.PTS.available >= 2.0"]
 #: dates in the window (March-April 2025), a leap day, an MM-DD, a timestamp, and text that is no date
 BIRTHDAYS = ["1990-03-10", "1985-04-02", "2000-02-29", "03-20", "1970-03-15T08:00:00Z", "2001-04-31", "soon"]
+THRESHOLDS = [("visits", ">=", 2), ("visits", ">", 1.5), ("bonuses", ">=", 1), ("bonuses", "==", 2), ("visits", "<", 1),
+              ("bonuses", "<=", 0)]
 GUARDS = [None, None, 'get(participant.counters, "bonuses", 0.0) < 3.0', 'get(participant.counters, "visits", 0.0) >= 2.0',
           'get(program.counters, "topups", 0.0) < 2.0']
 
@@ -94,7 +97,8 @@ def text(t: datetime) -> str:
 @st.composite
 def automation(draw, i: int) -> dict:
     kind = draw(st.sampled_from(["cron", "cron", "cron", "one_time", "one_time_program", "immediate", "birthday",
-                                 "birthday", "interval", "cron_program", "cron_program", "one_time_program_all"]))
+                                 "birthday", "interval", "cron_program", "cron_program", "one_time_program_all",
+                                 "threshold", "threshold", "threshold", "threshold", "participant_cron"]))
     payload = {"n": draw(st.sampled_from([1, 2, 5]))}
     if draw(st.booleans()):
         payload["lot"] = True
@@ -110,6 +114,13 @@ def automation(draw, i: int) -> dict:
     elif kind == "interval":
         auto["trigger"] = {"type": "participant_state", "schedule_type": "INTERVAL",
                            "schedule_config": {"interval": draw(st.sampled_from(["24h", "168h", "90m", "240h30m"]))}}
+    elif kind == "participant_cron":
+        auto["trigger"] = {"type": "participant_state", "schedule_type": "CRON", "timezone": draw(st.sampled_from(ZONES)),
+                           "schedule_config": {"cron_expression": draw(st.sampled_from(CRONS))}}
+    elif kind == "threshold":  # `visits` resets 240h after it starts (visit), `bonuses` never
+        counter, operator, value = draw(st.sampled_from(THRESHOLDS))
+        auto["trigger"] = {"type": "participant_state", "schedule_type": "THRESHOLD",
+                           "schedule_config": {"counter": counter, "operator": operator, "threshold": value}}
     elif kind == "birthday":
         auto["trigger"] = {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE",
                            "timezone": draw(st.sampled_from(ZONES)),
@@ -207,3 +218,26 @@ def check(sc: dict) -> None:
 @given(sc=scenarios())
 def test_automations_equal_oracle(sc):
     check(sc)
+
+
+def _row(key: str, who: str, minutes: int, kind: str) -> dict:
+    return {"program_id": "shop", "idempotency_key": key, "external_id": who,
+            "event_timestamp": text(ts(minutes)), "event_data": json.dumps({"type": kind})}
+
+
+def test_thresholds_fire_once_per_counter_period_as_the_oracle_does():
+    """Fixed cases the generator may miss: a threshold still passed at a later maintenance does
+    not fire again; `visits` (reset_after 240h from u1's first visit) restarting and passing
+    again fires again; `bonuses` (never reset) counts its own firings' bonuses."""
+    day = 60 * 24
+    visits = {"name": "often", "event_name": "bonus", "scope": "participants", "payload": {"n": 1},
+              "trigger": {"type": "participant_state", "schedule_type": "THRESHOLD",
+                          "schedule_config": {"counter": "visits", "operator": ">=", "threshold": 2}}}
+    bonuses = {"name": "rewarded", "event_name": "fee", "scope": "participants", "payload": {"n": 1},
+               "trigger": {"type": "participant_state", "schedule_type": "THRESHOLD",
+                           "schedule_config": {"counter": "bonuses", "operator": ">=", "threshold": 1}}}
+    first = [_row("e0", "u1", 0, "visit"), _row("e1", "u1", 60, "visit"), _row("e2", "u2", 90, "visit")]
+    later = [_row("e3", "u1", 12 * day, "visit"), _row("e4", "u1", 13 * day, "visit"), _row("e5", "u2", 13 * day, "visit")]
+    check({"automations": [visits, bonuses],
+           "steps": [("run", first, []), ("maintain", ts(2 * day)), ("maintain", ts(3 * day)), ("run", later, []),
+                     ("maintain", ts(14 * day)), ("maintain", ts(20 * day))]})

@@ -243,6 +243,110 @@ def test_an_interval_fires_every_period_from_each_participants_enrolment(tmp_pat
         + [key("every_ten_days", "u2", f"2025-03-{d}T00:00:00Z") for d in (15, 25)])
 
 
+def test_a_per_participant_cron_fires_from_each_enrolment_in_the_trigger_time_zone(tmp_path):
+    # Mondays 09:00 New York: 3 March is still EST (14:00Z); DST starts 9 March, so 10 and 17
+    # March are EDT (13:00Z). u1 enrols Saturday 1 March, u2 Tuesday 11 March: u1 gets all three
+    # Mondays (2 points each), u2 only the 17th. Two maintenance runs give what one would.
+    auto = {"name": "Monday", "event_name": "bonus", "scope": "participants", "payload": {"n": 2},
+            "trigger": {"type": "participant_state", "schedule_type": "CRON", "timezone": "America/New_York",
+                        "schedule_config": {"cron_expression": "0 9 * * 1"}}}
+    s = project(tmp_path, [auto])
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-11 00:00"), "join"))
+    run_maintain(s, "2025-03-12")
+    run_maintain(s, "2025-03-20")
+    assert s.balance("u1", "PTS")[0] == D(6) and s.balance("u2", "PTS")[0] == D(2)
+    assert sorted(k for k, *_ in system_events(s)) == sorted(
+        [key("monday", "u1", t) for t in ("2025-03-03T14:00:00Z", "2025-03-10T13:00:00Z", "2025-03-17T13:00:00Z")]
+        + [key("monday", "u2", "2025-03-17T13:00:00Z")])
+    # the same expression as a `cron` trigger with scope participants fires the same (decisions.md)
+    twin = {k: v for k, v in auto.items() if k != "trigger"} | {
+        "trigger": {"type": "cron", "cron_expression": "0 9 * * 1", "timezone": "America/New_York"}}
+    t = project(tmp_path / "twin", [twin])
+    t.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-11 00:00"), "join"))
+    run_maintain(t, "2025-03-20")
+    assert sorted(k for k, *_ in system_events(t)) == sorted(k for k, *_ in system_events(s))
+
+
+SPEND = on("spend", {"type": "COUNTER", "key": "spent", "value": "event.amount"})
+
+
+def threshold(counter: str = "spent", operator: str = ">=", value=500, **extra) -> dict:
+    return {"name": "Big spender", "event_name": "bonus", "scope": "participants", "payload": {"n": 50},
+            "trigger": {"type": "participant_state", "schedule_type": "THRESHOLD",
+                        "schedule_config": {"counter": counter, "operator": operator, "threshold": value}}, **extra}
+
+
+def test_a_threshold_fires_once_per_participant_at_the_maintenance_that_first_sees_it_crossed(tmp_path):
+    s = project(tmp_path, [threshold()], rules=[JOIN, SPEND, BONUS])
+    # u1: 300 + 250 = 550 by 5 March; u2: 400; u3 never spends (its counter counts as 0)
+    s.run(ev("s1", "u1", at("2025-03-01 01:00"), "spend", amount=300), ev("s2", "u2", at("2025-03-02 00:00"), "spend", amount=400),
+          ev("s3", "u1", at("2025-03-05 00:00"), "spend", amount=250), ev("j3", "u3", at("2025-03-05 00:00"), "join"))
+    run_maintain(s, "2025-03-10")
+    assert sorted(k for k, *_ in system_events(s)) == [key("big_spender", "u1", "2025-03-10T00:00:00Z")]
+    # u2 crosses (400 + 200 = 600); u1 dips to 450 and crosses again (650): no second firing
+    s.run(ev("s4", "u2", at("2025-03-12 00:00"), "spend", amount=200), ev("s5", "u1", at("2025-03-12 00:00"), "spend", amount=-100),
+          ev("s6", "u1", at("2025-03-13 00:00"), "spend", amount=200))
+    run_maintain(s, "2025-03-15")
+    batches = query(s.db, "SELECT COUNT(*) FROM batches")[0][0]
+    run_maintain(s, "2025-03-15")  # the same as-of again: nothing
+    run_maintain(s, "2025-03-20")  # later: everyone who passes has fired
+    assert sorted(k for k, *_ in system_events(s)) == sorted([key("big_spender", "u1", "2025-03-10T00:00:00Z"),
+                                                              key("big_spender", "u2", "2025-03-15T00:00:00Z")])
+    assert [s.balance(w, "PTS")[0] for w in ("u1", "u2", "u3")] == [D(50), D(50), D(0)]
+    assert query(s.db, "SELECT COUNT(*) FROM batches")[0][0] == batches  # the last two wrote nothing
+
+
+def test_a_threshold_on_a_counter_that_resets_fires_again_in_each_new_period(tmp_path):
+    # `month` resets 240h after its creation: u1's (1 March 01:00) and u2's (1 March 02:00) reset
+    # on 11 March. Both pass 500 by 5 March and fire then. In u1's second period it spends 700
+    # (12 March): a new firing; u2's counter is 0 after the reset: nothing, until set_counter.
+    monthly_spend = on("spend", {"type": "COUNTER", "key": "month", "value": "event.amount", "reset_after": "240h"})
+    s = project(tmp_path, [threshold("month", ">", 499.5)], rules=[monthly_spend, BONUS])
+    s.run(ev("s1", "u1", at("2025-03-01 01:00"), "spend", amount=600), ev("s2", "u2", at("2025-03-01 02:00"), "spend", amount=500))
+    run_maintain(s, "2025-03-05")
+    run_maintain(s, "2025-03-08")  # same period: nothing more
+    s.run(ev("s3", "u1", at("2025-03-12 00:00"), "spend", amount=700))
+    run_maintain(s, "2025-03-13")
+    # an explicit set_counter restarts u2's counter (a new period) above the threshold: again
+    s.run(op("set_counter", "o1", "u2", at("2025-03-14 00:00"), key="month", value="900"))
+    run_maintain(s, "2025-03-15")
+    assert sorted(k for k, *_ in system_events(s)) == sorted([
+        key("big_spender", "u1", "2025-03-05T00:00:00Z"), key("big_spender", "u2", "2025-03-05T00:00:00Z"),
+        key("big_spender", "u1", "2025-03-13T00:00:00Z"), key("big_spender", "u2", "2025-03-15T00:00:00Z")])
+    assert [s.balance(w, "PTS")[0] for w in ("u1", "u2")] == [D(100), D(100)]
+
+
+def test_a_threshold_below_a_value_and_its_filter_are_judged_at_the_firing(tmp_path):
+    # `< 1` holds for a counter never written (0): u2 and u3 have none; the filter keeps only
+    # members (u1 spent, so fails the test; u3 has no tag). One firing: u2.
+    s = project(tmp_path, [threshold("spent", "<", 1, participant_filter='"member" in participant.tags')],
+                rules=[JOIN, SPEND, BONUS])
+    s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("s1", "u1", at("2025-03-01 02:00"), "spend", amount=5),
+          ev("j2", "u2", at("2025-03-01 03:00"), "join"), ev("s3", "u3", at("2025-03-01 04:00"), "spend", amount=0))
+    run_maintain(s, "2025-03-02")
+    assert [k for k, *_ in system_events(s)] == [key("big_spender", "u2", "2025-03-02T00:00:00Z")]
+
+
+def test_threshold_firings_do_not_depend_on_how_the_stream_is_cut(tmp_path):
+    # maintenance at 3 and 7 March, each after the events before it were loaded (one batch, or
+    # one per event): u2 (600 on 1 March) fires on the 3rd, u1 (200 + 200 + 200 by the 4th) on
+    # the 7th; u2 dips to 300 and comes back to 600 on the 6th: nothing more
+    stream = [ev(f"s{i}", w, at(f"2025-03-0{d} 00:00"), "spend", amount=a)
+              for i, (w, d, a) in enumerate([("u1", 1, 200), ("u2", 1, 600), ("u1", 2, 200), ("u1", 4, 200),
+                                              ("u2", 4, -300), ("u2", 6, 300)])]
+    ledgers = []
+    for name, cut in (("whole", lambda part: [part]), ("single", lambda part: [[e] for e in part])):
+        s = project(tmp_path / name, [threshold()], rules=[SPEND, BONUS])
+        for part, as_of in ((stream[:3], "2025-03-03"), (stream[3:], "2025-03-07")):
+            for batch in cut(part):
+                s.run(*batch)
+            run_maintain(s, as_of)
+        ledgers.append((sorted(k for k, *_ in system_events(s)), s.balance("u1", "PTS"), s.balance("u2", "PTS")))
+    assert ledgers[0] == ledgers[1] == (sorted([key("big_spender", "u2", "2025-03-03T00:00:00Z"),
+                                                key("big_spender", "u1", "2025-03-07T00:00:00Z")]),
+                                        (D(50), D(0), D(0)), (D(50), D(0), D(0)))
+
+
 # ---- scope program without participant_id: one program event per firing (docs/decisions.md) ----
 
 WEEKLY = {"name": "Weekly points", "event_name": "weekly", "scope": "program",
@@ -379,8 +483,26 @@ def test_a_program_event_goes_through_the_kernel_when_its_rules_are_set_based(tm
      "automations[0] (A).guard_condition"),
     ({"trigger": {"type": "cron", "cron_expression": "0 0 * * *"}, "participant_id": "u1"},
      "automations[0] (A).participant_id: only for a one_time automation with scope program"),
+    ({"trigger": {"type": "participant_state"}},
+     "automations[0] (A).trigger.schedule_type: required for a participant_state trigger"),
     ({"trigger": {"type": "participant_state", "schedule_type": "THRESHOLD"}},
-     "automations[0] (A).trigger: not supported yet: schedule_type: THRESHOLD"),
+     "automations[0] (A).trigger.schedule_config.counter: Field required"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "THRESHOLD",
+                  "schedule_config": {"counter": "spent", "operator": "=>", "threshold": 5}}},
+     "automations[0] (A).trigger.schedule_config.operator: Input should be"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "THRESHOLD",
+                  "schedule_config": {"counter": "spent", "operator": ">=", "threshold": "lots"}}},
+     "automations[0] (A).trigger.schedule_config.threshold:"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "THRESHOLD",
+                  "schedule_config": {"counter": "spent", "operator": ">=", "threshold": 5, "once": True}}},
+     "automations[0] (A).trigger.schedule_config: unknown field(s) once"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "CRON"}},
+     "automations[0] (A).trigger.schedule_config.cron_expression: required for CRON"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "CRON", "schedule_config": {"cron_expression": "0 9 * *"}}},
+     "automations[0] (A).trigger.schedule_config.cron_expression: '0 9 * *': a cron expression has 5 fields"),
+    ({"trigger": {"type": "participant_state", "schedule_type": "CRON", "cron_expression": "0 9 * * 1"}},
+     "automations[0] (A).trigger.cron_expression: applies to cron triggers only (this one is participant_state); "
+     "a participant_state CRON takes it in schedule_config.cron_expression"),
     ({"trigger": {"type": "participant_state", "schedule_type": "INTERVAL", "schedule_config": {"interval": "1 day"}}},
      "automations[0] (A).trigger.schedule_config.interval: required for INTERVAL, a Go duration"),
     ({"trigger": {"type": "participant_state", "schedule_type": "INTERVAL", "schedule_config": {"interval": "30s"}}},

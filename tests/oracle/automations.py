@@ -15,13 +15,18 @@ ACTIVE now, in participant id order, admitted by the filter and the guard (CEL o
 `participant`, `program`, `now`, on the state at that point). Paused automations and inactive
 programs pass their instants. Scope program without participant_id (decisions.md): one event per
 firing that names no participant (Event.external_id None); its guard sees the empty participant
-its rules see.
+its rules see. participant_state (decisions.md): ATTRIBUTE_DATE and INTERVAL per participant from
+its enrolment; CRON the cron instants of schedule_config.cron_expression, each for the
+participants enrolled by then; THRESHOLD one firing at each maintenance as-of, for the
+participants whose counter (resets due applied) passes the comparison and that had no firing of
+the automation since the counter last restarted (created, set, reset or rolled over).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -49,13 +54,12 @@ class AutomationDef:
     attribute: str | None = None  # participant_state ATTRIBUTE_DATE
     time: tuple[int, int] = (0, 0)
     every: timedelta | None = None  # participant_state INTERVAL
+    threshold: tuple[str, str, Decimal] | None = None  # participant_state THRESHOLD: counter, operator, value
 
 
 def automation_def(a, unsupported, slug) -> AutomationDef:
     """From the program file's model (engine.catalog.models.Automation, the oracle's one import)."""
     t = a.trigger
-    if t.type == "participant_state" and t.schedule_type not in ("ATTRIBUTE_DATE", "INTERVAL"):
-        raise unsupported(f"participant_state {t.schedule_type} automations")
     if t.type in ("immediate",) and a.scope != "participants":
         raise ValueError("immediate automations take scope participants")
     tests = [compile_expr(x) for x in (a.participant_filter, a.guard_condition) if x is not None]
@@ -63,9 +67,13 @@ def automation_def(a, unsupported, slug) -> AutomationDef:
     hh, mm = (int(x) for x in str(config.get("time", "00:00")).split(":"))
     from tests.oracle.interpreter import parse_go_duration
     every = parse_go_duration(config["interval"]) if t.schedule_type == "INTERVAL" else None
-    return AutomationDef(a.key or slug(a.name), a.event_name, a.scope, t.type, t.cron_expression,
+    cron = config["cron_expression"] if t.schedule_type == "CRON" else t.cron_expression
+    threshold = None
+    if t.schedule_type == "THRESHOLD":
+        threshold = (config["counter"], config["operator"], Decimal(str(config["threshold"])))
+    return AutomationDef(a.key or slug(a.name), a.event_name, a.scope, t.type, cron,
                          ZoneInfo(t.timezone), t.trigger_at, _doubles(a.payload), tests, a.participant_id, a.status,
-                         config.get("attribute"), (hh, mm), every)
+                         config.get("attribute"), (hh, mm), every, threshold)
 
 
 def _month_day(text: str) -> tuple[int, int] | None:
@@ -170,7 +178,11 @@ def fire_automations(oracle: "Oracle", as_of: datetime) -> None:
             oracle.planned[(program.key, a.key)] = as_of
             if a.status != "active" or program.status != "ACTIVE":
                 continue
-            if a.trigger == "participant_state":
+            if a.threshold is not None:  # judged at the as-of, on the state then (_fan_out)
+                due.append((as_of, program.key, a.key, None))
+            elif a.trigger == "participant_state" and a.cron is not None:  # CRON: as a cron for participants
+                due += [(t, program.key, a.key, None) for t in _instants(a, after, planned, as_of)]
+            elif a.trigger == "participant_state":
                 dated: dict[datetime, set[str]] = {}
                 for t, ext in _birthdays(oracle, program.key, a, after, as_of):
                     dated.setdefault(t, set()).add(ext)
@@ -184,6 +196,8 @@ def fire_automations(oracle: "Oracle", as_of: datetime) -> None:
             if only is not None and ext not in only:
                 continue
             who = oracle.participants[ext].id if a.scope == "participants" else "program"
+            if ext is not None:
+                oracle.fired[(program.key, a.key, ext)] = instant
             key = f"system:automation:{a.key}:{who}:{_key_text(instant)}"
             data = dict(a.payload) | {"type": a.event_name}
             oracle.arrivals += 1
@@ -201,8 +215,31 @@ def _fan_out(oracle: "Oracle", program: "ProgramDef", a: AutomationDef, instant:
         people.sort(key=lambda ext: oracle.participants[ext].id)
     else:
         people = [ext for ext, rec in oracle.participants.items() if a.participant in (ext, rec.id)][:1]
+    if a.threshold is not None:
+        people = [ext for ext in people if _threshold_due(oracle, program, a, ext, instant)]
     return [ext for ext in people if all(_true(t, _activation(oracle, program, ext, instant), instant)
                                          for t in a.tests)]
+
+
+def _threshold_due(oracle: "Oracle", program: "ProgramDef", a: AutomationDef, ext: str, instant: datetime) -> bool:
+    """The counter (0 if never written; resets due by the instant applied) passes, and no firing of
+    the automation for the participant since the counter last restarted."""
+    import copy
+    import operator
+
+    from tests.oracle.interpreter import EntityState
+
+    key, op, value = a.threshold
+    state = copy.deepcopy(oracle.states.get(("participant", ext), EntityState()))
+    state.apply_due_resets(instant)
+    counter = state.counters.get(key)
+    compare = {">=": operator.ge, ">": operator.gt, "==": operator.eq, "<=": operator.le, "<": operator.lt}[op]
+    if not compare(counter.value if counter else Decimal(0), value):
+        return False
+    last = oracle.fired.get((program.key, a.key, ext))
+    if last is None:
+        return True
+    return counter is not None and last < max(counter.last_reset_at, counter.rolled_at or counter.last_reset_at)
 
 
 def _activation(oracle: "Oracle", program: "ProgramDef", ext: str, instant: datetime) -> dict:

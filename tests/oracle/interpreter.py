@@ -700,6 +700,7 @@ class Oracle:
         self.enrolled: dict[tuple[str, str], datetime] = {}
         self.first_instant: dict[str, datetime] = {}
         self.planned: dict[tuple[str, str], datetime] = {}
+        self.fired: dict[tuple[str, str, str], datetime] = {}  # (program, automation, participant) -> its last firing
         self.runs = 0
         # s9.1: FIFO by created_at, then the lot's id. Lot ids are derived by the project's id
         # scheme (not part of the contract): the caller may pass it as
