@@ -53,11 +53,14 @@ def check_founders(con, catalog: Catalog) -> None:
                 "`members` as it was")
 
 
-def active_group(catalog: Catalog, ref, operation: str):
-    """The ACTIVE group `ref` (a key or an id) names, or the operation fails."""
+def active_group(catalog: Catalog, ref, operation: str, tx):
+    """The ACTIVE group `ref` (a key or an id) names, or the operation fails. What is due for
+    the group (its lots' maturities and expiries) happens first, even if it is ARCHIVED: an
+    operation that names a group touches it (docs/decisions.md "Groups")."""
     group = catalog.resolve_group(ref) if isinstance(ref, str) else None
     if group is None:
         raise ActionFailed(GROUP_NOT_FOUND, f"{operation}: no group {ref!r} (declare it under `groups`)")
+    tx.touch(group.sid, "GROUP")
     if group.status != "ACTIVE":
         raise ActionFailed(GROUP_INACTIVE, f"{operation}: group {group.key} is {group.status}")
     return group
@@ -65,7 +68,7 @@ def active_group(catalog: Catalog, ref, operation: str):
 
 def _group(o):
     """The group an operation names (params.group, or Scrip's group_id: a key or an id)."""
-    group = active_group(o.catalog, o.field("group", o.params.get("group_id")), o.op.operation)
+    group = active_group(o.catalog, o.field("group", o.params.get("group_id")), o.op.operation, o.tx)
     return group, o.tx.group_members(group.sid)
 
 

@@ -218,19 +218,22 @@ def _toucher(ev: KernelEvent, tx: Tx, effects: list, lifecycle: list):
     committed state (semantics.md 3: time-driven changes are not the event's doing and stand
     even if it fails). Every participant the event reads or writes is touched first: its subject
     and recipient, every action target (value actions included), transfer recipients, a
-    reversal's redeemer."""
-    touched: set[str] = set()
+    reversal's redeemer. touch(group id, "GROUP"): a group's due maturities and expiries, when
+    an action targets it or an operation names it (docs/decisions.md "Groups": lots of groups)."""
+    touched: set[tuple[str, str]] = set()
     store = tx.store
 
-    def touch(pid: str | None) -> None:
-        if pid is None or pid in touched:
+    def touch(eid: str | None, etype: str = "PARTICIPANT") -> None:
+        if eid is None or (etype, eid) in touched:
             return
-        touched.add(pid)
-        for lots in store.participant_lots(pid):
+        touched.add((etype, eid))
+        for lots in store.holder_lots(etype, eid):
             apply_due(store, lots, ev.now, effects, ev.pos)
+        if etype != "PARTICIPANT":  # groups hold no tiers; their counters reset when read (Tx.state)
+            return
         if lifecycle:
-            tiers.apply_due(store, lifecycle, pid, ev.now)
-        tx.state("PARTICIPANT", pid)  # its due counter resets (Tx.state applies them)
+            tiers.apply_due(store, lifecycle, eid, ev.now)
+        tx.state("PARTICIPANT", eid)  # its due counter resets (Tx.state applies them)
     return touch
 
 
@@ -554,8 +557,8 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
     if etype == "NEW_PARTICIPANT":  # a target that names an unknown external id (docs/decisions.md)
         etype, eid = "PARTICIPANT", _create(tx.store, eid, ev)
     where = f"rule {rule.name!r} action {action.index}"
-    if etype == "PARTICIPANT":
-        tx.touch(eid)
+    if etype in ("PARTICIPANT", "GROUP"):  # what is due for it happens first, even if it is inactive
+        tx.touch(eid, etype)
     if etype == "PARTICIPANT" and action.type in BLOCKED_FOR_INACTIVE:
         person = tx.store.people.get(eid)
         if person is not None and person.status != "ACTIVE":

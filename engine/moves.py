@@ -72,7 +72,7 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
             have = in_status(tx.lots(source[:3]), source[3], tx.now, **narrow)
         else:
             have = tx.balance(source)
-            if lot_asset and source[0] == "PARTICIPANT" and source[3] == "AVAILABLE":
+            if lot_asset and source[0] in ("PARTICIPANT", "GROUP") and source[3] == "AVAILABLE":
                 # semantics.md 9.1: a lot past its expires_at is never spendable, even before its
                 # expiry entry is written (e.g. one created by this very event with expires_at: 0s)
                 have = min(have, sum((lot.remaining for lot in tx.lots(source[:3]) if lot.spendable(tx.now)), Decimal(0)))

@@ -92,7 +92,7 @@ class _Op:
         operation names, else the operation's participant (active unless `any_status`)."""
         if self.op.operation in GROUP_BALANCE_OPERATIONS:
             group = groups.active_group(self.catalog, self.field("group", self.params.get("group_id")),
-                                        self.op.operation)
+                                        self.op.operation, self.tx)
             return "GROUP", group.sid
         return "PARTICIPANT", self.participant(any_status=any_status)
 
@@ -335,7 +335,7 @@ def _transfer(o: _Op) -> None:
         if len(named) != 1 or not isinstance(named[0], str) or not named[0]:
             raise ActionFailed(INVALID, "transfer: every recipient needs one of external_id, participant_id or group_id")
         if gref is not None:  # a group's wallet (docs/decisions.md "Groups")
-            group = groups.active_group(o.catalog, gref, "transfer")
+            group = groups.active_group(o.catalog, gref, "transfer", o.tx)
             o.params = {**o.params, "amount": r.get("amount")}
             o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), ("GROUP", group.sid, aid, "AVAILABLE"), o.amount(asset),
                    "TRANSFER", asset)

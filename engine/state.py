@@ -334,10 +334,11 @@ class Store:
                                       else copy.deepcopy(self.founders.get(group_id, {})))
         return self.members[group_id]
 
-    def participant_lots(self, pid: str) -> list[list[Lot]]:
-        """The participant's lots, one list per asset it holds lots of (in asset id order, so the
-        due changes of several assets come out in the same order however the lots were loaded)."""
-        return [lots for asset in sorted(self.lot_assets) if (lots := self.lots.get(("PARTICIPANT", pid, asset)))]
+    def holder_lots(self, etype: str, eid: str) -> list[list[Lot]]:
+        """A holder's (participant's or group's) lots, one list per asset it holds lots of (in asset
+        id order, so the due changes of several assets come out in the same order however the lots
+        were loaded)."""
+        return [lots for asset in sorted(self.lot_assets) if (lots := self.lots.get((etype, eid, asset)))]
 
     def add_person(self, p: Person) -> None:
         self.people[p.id] = p
@@ -466,8 +467,9 @@ class Tx:
         self.statuses: dict[str, str] = {}
         self.lot_lists: dict[tuple[str, str, str], list[Lot]] = {}
         self.activation: dict | None = None  # CEL variables, cached until an action changes state
-        # touch(participant id): apply what is due for it before it is read (set by the kernel)
-        self.touch: Callable[[str | None], None] = lambda pid: None
+        # touch(participant id) / touch(group id, "GROUP"): apply what is due for it before it is
+        # read (set by the kernel)
+        self.touch: Callable[..., None] = lambda eid, etype="PARTICIPANT": None
         self.reward_counts: dict[tuple[str, str], int] = {}
         self.redemptions: dict[tuple[str, str], Redemption] = {}
         self.tier_changes: list[dict] = []  # tier_history rows of this event (engine/tiers.py)

@@ -45,7 +45,5 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
                     yield at, field
             if action.target is not None and action.target.type == "GROUP" and action.type == "SET_TIER":
                 yield at, "target.type: GROUP for SET_TIER (tiers are held by participants)"
-            if action.target is not None and action.target.type == "GROUP" and (action.expires_at or action.matures_at):
-                yield at, "expires_at/matures_at with target.type GROUP (lots of groups neither expire nor mature)"
             if action.target is not None and action.target.type == "PROGRAM" and action.type == "SET_TIER":
                 yield at, "target.type: PROGRAM for SET_TIER (tiers are held by participants)"

@@ -10,7 +10,8 @@ both programs:
 - GC: SIMPLE / PREFUNDED: credits draw on the crediting program's wallet (`fund` / `burn`).
 
 Groups (semantics.md 11): the shop program sometimes declares `family` (u1 ADMIN, u2) and `team`
-(u3 ADMIN, sometimes ARCHIVED); its rules then also move those groups' PTS / GC and their state
+(u3 ADMIN, sometimes ARCHIVED); its rules then also move those groups' PTS / GC / LP (group lots
+with expires_at / matures_at, applied when a row targets or names the group) and their state
 (literal ids, and a CEL id that can name no group), the membership operations change them, and
 the shop posts redemptions to SYSTEM_BREAKAGE instead of SYSTEM_REDEMPTION some of the time.
 Value actions also target the program (its GC wallet: CREDIT / DEBIT / FORFEIT).
@@ -102,7 +103,8 @@ def value_action(draw, groups: bool = False) -> dict:
     k = draw(st.integers(0, 6))
     if k == 0:
         a["target"] = {"type": "PARTICIPANT", "external_id": "event.friend"}
-    elif k in (1, 2) and groups and symbol in SIMPLE and not a.get("expires_at") and not a.get("matures_at"):
+    elif groups and (k in (1, 2) or (symbol == "LP" and k in (4, 5))):
+        # LP more often: group lots that expire and mature (decisions.md "Groups")
         a["target"] = draw(group_target())
     elif k == 3 and symbol == "GC" and typ in ("CREDIT", "DEBIT", "FORFEIT"):
         for field in ("bucket", "allow_negative"):  # the wallet: one AVAILABLE account, never short
@@ -243,10 +245,10 @@ def op_params(draw, operation: str, redemption_keys: list[str], subject: str | N
         return {"asset": draw(st.sampled_from(["GC", "GC", "GC", "PTS"])), "amount": amount()}
     if operation == "transfer":
         symbol = draw(st.sampled_from(SYMBOLS))
-        # a group recipient (of a SIMPLE asset: the oracle keeps no group lots), when groups are declared
+        # a group recipient, when groups are declared (LP arrives as a group lot without expiry)
         who = draw(st.lists(st.sampled_from(S.USERS * 3 + TARGETED + [UNKNOWN, subject or "u1"]
-                                            + (["group:family", "group:team", "group:nope"]
-                                               if groups and symbol in SIMPLE else [])), min_size=1, max_size=3))
+                                            + (["group:family", "group:team", "group:nope"] if groups else [])),
+                            min_size=1, max_size=3))
         return {"asset": symbol, "recipients": [
             {"group_id" if w.startswith("group:") else "external_id": w.removeprefix("group:"),
              "amount": draw(st.sampled_from(["1", "2", "5", "0"]))} for w in who]}
@@ -259,10 +261,10 @@ def op_params(draw, operation: str, redemption_keys: list[str], subject: str | N
         return {"key": draw(st.sampled_from(S.ATTR_KEYS)), "value": draw(st.sampled_from(["gold", "silver"]))}
     if operation in ("tag", "untag"):
         return {"tag": draw(st.sampled_from(["vip", "VIP", "promo"]))}
-    if operation.startswith("group_"):  # a group's balance, of SIMPLE assets (the oracle keeps no group lots)
+    if operation.startswith("group_"):  # a group's balance: adjust and forfeit of LP too (its lots, FIFO)
         base = operation.removeprefix("group_")
         p = draw(op_params(base, redemption_keys, subject))
-        if p.get("asset") not in SIMPLE:
+        if p.get("asset") not in SIMPLE and base not in ("adjust", "forfeit"):  # no holds on LOT assets
             p["asset"] = "PTS"
         p[draw(st.sampled_from(["group"] * 3 + ["group_id"]))] = draw(st.sampled_from(GROUPS * 4 + ["nope"]))
         return p
@@ -386,3 +388,72 @@ def _drop_resets(progs: list[dict], ops: list[OpRow]) -> None:
             if params.pop("reset_after", None) is not None:
                 ops[i] = OpRow(o.program_id, o.idempotency_key, o.operation, o.external_id, o.timestamp,
                                json.dumps(params))
+
+
+# ---------------------------------------------------------------------------------------------
+# Group lots (docs/decisions.md "Groups"): a small fixed program whose rules credit, spend and
+# forfeit the family group's LP, with drawn expiries and maturities, over streams that touch the
+# group (rule targets, group_adjust / group_forfeit, transfers, membership changes) at drawn
+# instants, cut into one to three batches. The general scenarios above reach group lots rarely
+# (an event must match, its amounts be valid, and a later row touch the group after an instant).
+
+_GROUP_TIMES = [f"2025-03-01T{h:02d}:{m:02d}:00Z" for h in range(8, 20) for m in (0, 30)]
+_GROUP_EVENTS = ["pool", "pool", "pool", "spend", "spend", "fine", "earn", "tag"]
+
+
+@st.composite
+def group_lot_program(draw) -> dict:
+    family = {"type": "GROUP", "id": "family"}
+    pool = {"type": "CREDIT", "asset": "LP", "amount": draw(st.sampled_from(["3", "5", "10", "event.n"])),
+            "target": family}
+    for name in ("expires_at", "matures_at"):
+        if draw(st.integers(0, 2)) > 0:
+            pool[name] = draw(st.sampled_from(DURATIONS))
+    spend = {"type": "DEBIT", "asset": "LP", "amount": "event.n", "target": family}
+    if draw(st.integers(0, 4)) == 0:
+        spend["allow_negative"] = True  # an overdraft of the group, repaid by what arrives (maturities too)
+    actions = {"pool": [pool], "spend": [spend],
+               "fine": [{"type": "FORFEIT", "asset": "LP", "amount": "event.n", "target": family}],
+               "earn": [{"type": "CREDIT", "asset": "LP", "amount": "5"}],
+               "tag": [{"type": "TAG", "tag": "seen", "target": family}]}
+    return {"program": {"key": S.PROGRAM, "name": "Shop"},
+            "assets": [{"symbol": "LP", "name": "Lot points", "inventory_mode": "LOT", "scale": 0}],
+            "groups": [{"key": "family", "name": "Family",
+                        "members": [{"external_id": "u1", "role": "ADMIN"}, {"external_id": "u2"}]}],
+            "rules": [{"name": k, "key": k, "condition": f'event.type == "{k}"', "actions": a}
+                      for k, a in actions.items()]}
+
+
+@st.composite
+def group_lot_scenarios(draw) -> LedgerScenario:
+    rows: list = []
+    for i in range(draw(st.integers(3, 16))):
+        at = draw(st.sampled_from(_GROUP_TIMES))
+        if draw(st.integers(0, 3)) > 0:
+            kind = draw(st.sampled_from(_GROUP_EVENTS))
+            rows.append(S.Row(S.PROGRAM, f"k{i}", draw(st.sampled_from(["u1", "u2"])), at,
+                              json.dumps({"type": kind, "n": draw(st.sampled_from([1, 2, 4, 7]))})))
+            continue
+        operation = draw(st.sampled_from(["group_adjust", "group_adjust", "group_forfeit", "transfer",
+                                          "remove_group_member", "add_group_member"]))
+        amount = draw(st.sampled_from(["1", "3", "6"]))
+        if operation == "group_adjust":
+            who, params = None, {"group": "family", "asset": "LP", "amount": amount,
+                                 "type": draw(st.sampled_from(["CREDIT", "DEBIT"]))}
+        elif operation == "group_forfeit":
+            who, params = None, {"group": "family", "asset": "LP", "amount": amount}
+        elif operation == "transfer":
+            who, params = "u1", {"asset": "LP", "recipients": [{"group_id": "family", "amount": amount}]}
+        else:
+            who, params = "u2", {"group": "family"}
+        rows.append(OpRow(S.PROGRAM, f"o{i}", operation, who, at, json.dumps(params)))
+    rows.sort(key=lambda r: r.timestamp if isinstance(r, OpRow) else r.event_timestamp)
+    seeds = [OpRow(S.PROGRAM, f"seed-{u}", "upsert_participant", u, "2025-03-01T00:00:00Z", "{}") for u in ("u1", "u2")]
+    seeds.append(OpRow(S.PROGRAM, "seed-u1-LP", "adjust", "u1", "2025-03-01T00:00:00Z",
+                       json.dumps({"asset": "LP", "amount": "20", "type": "CREDIT"})))
+    cuts = sorted(draw(st.lists(st.integers(1, max(1, len(rows) - 1)), max_size=2, unique=True)))
+    parts = [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)])]
+    parts[0] = seeds + parts[0]
+    return LedgerScenario([draw(group_lot_program())],
+                          [[r for r in p if isinstance(r, S.Row)] for p in parts],
+                          [[r for r in p if isinstance(r, OpRow)] for p in parts])

@@ -161,6 +161,13 @@ def test_ledger_equals_oracle(sc):
     check(sc)
 
 
+@settings(max_examples=max(EXAMPLES // 5, 10), **SETTINGS)
+@given(sc=L.group_lot_scenarios())
+def test_group_lots_equal_oracle(sc):
+    """Group lots that expire and mature, touched by rule targets and operations, in 1-3 batches."""
+    check(sc)
+
+
 # ---------------------------------------------------------------------------------------------
 # Disagreements found by the property test, minimised.
 
@@ -718,3 +725,48 @@ def test_regression_a_recipient_that_is_also_a_subject_gets_its_due_lot_changes_
     assert not [k for k in result.accounts if k[0] == "PARTICIPANT" and k[2] == "LP"]
     assert result.accounts[BREAKAGE_LP] == D(14)
     _set_based_equals_kernel(sc)
+
+
+def test_group_lots_expire_and_mature_when_a_row_touches_the_group():
+    # docs/decisions.md "Groups": a group's lots expire and mature like a participant's, applied
+    # when an action targets the group or an operation names it. By hand (LP, scale 0):
+    # k0 08:00 pool 10 (expires 10:00), k1 08:30 defer 6 (matures 09:30); k2 09:00 spend 4: 6 of
+    # the first lot left, the deferred 6 not spendable yet; o1 09:45 group_adjust DEBIT 8: the
+    # maturity (6 at 09:30) first, then 6 + 2 FIFO; o2 10:30 transfer 3 from u1 (earned 5 at
+    # k3) to the group: the first lot's expiry (0 left: nothing written) and a lot of 3 without
+    # expiry; o3 11:00 add_group_member names the group: nothing due; k4 12:00 spend 10 fails
+    # (4 + 3 = 7); a deferred 2 credited at k5 12:00 with expires_at 1h30m, matures_at 2h
+    # expires from DEFERRED at 13:30 before maturing: k6 14:00 forfeit 7 takes 4 + 3, the
+    # expiry of 2 written first.
+    group = {"type": "GROUP", "id": "family"}
+    rules = [{"name": n, "key": n, "condition": f'event.type == "{n}"', "actions": [a]} for n, a in (
+        ("pool", {"type": "CREDIT", "asset": "LP", "amount": "10", "expires_at": "2h", "target": group}),
+        ("defer", {"type": "CREDIT", "asset": "LP", "amount": "6", "matures_at": "1h", "target": group}),
+        ("spend", {"type": "DEBIT", "asset": "LP", "amount": "event.n", "target": group}),
+        ("earn", {"type": "CREDIT", "asset": "LP", "amount": "5"}),
+        ("late", {"type": "CREDIT", "asset": "LP", "amount": "2", "expires_at": "1h30m", "matures_at": "2h",
+                  "target": group}),
+        ("fine", {"type": "FORFEIT", "asset": "LP", "amount": "7", "target": group}))]
+    program = _program(rules)
+    program["groups"] = [{"key": "family", "name": "Family",
+                          "members": [{"external_id": "u1", "role": "ADMIN"}, {"external_id": "u2"}]}]
+    sc = L.LedgerScenario(
+        [program],
+        [[_ev("k0", "u1", "08:00:00Z", {"type": "pool"}), _ev("k1", "u2", "08:30:00Z", {"type": "defer"}),
+          _ev("k2", "u1", "09:00:00Z", {"type": "spend", "n": 4}), _ev("k3", "u1", "09:00:00Z", {"type": "earn"})],
+         [_ev("k4", "u2", "12:00:00Z", {"type": "spend", "n": 10}), _ev("k5", "u1", "12:00:00Z", {"type": "late"}),
+          _ev("k6", "u2", "14:00:00Z", {"type": "fine"})]],
+        [[_op("o1", "group_adjust", None, "09:45:00Z", {"group": "family", "asset": "LP", "amount": "8",
+                                                        "type": "DEBIT"}),
+          _op("o2", "transfer", "u1", "10:30:00Z", {"asset": "LP", "recipients": [{"group_id": "family",
+                                                                                  "amount": "3"}]}),
+          _op("o3", "remove_group_member", "u2", "11:00:00Z", {"group": "family"})], []])
+    result = _both(sc)
+    assert result.events[("shop", "k4")] == ("FAILED", "insufficient_balance")
+    assert all(s == ("COMPLETED", None) for k, s in result.events.items() if k[1] != "k4")
+    timed = [(e.action_type, e.amount, e.effective_at.hour, e.effective_at.minute)
+             for e in result.ledger if e.origin is None]
+    assert timed == [("MATURITY", D(6), 9, 30), ("EXPIRATION", D(2), 13, 30)]
+    assert not [k for k in result.accounts if k[0] == "GROUP"]   # all spent, forfeited or expired
+    assert result.accounts[("PARTICIPANT", "u1", "LP", "AVAILABLE")] == D(2)
+    assert result.accounts[BREAKAGE_LP] == D(7) + D(2)

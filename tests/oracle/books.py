@@ -18,6 +18,7 @@ ZERO = Decimal(0)
 #: for PROGRAM_WALLET, None for the system accounts.
 Account = tuple[str, str | None, str, str]
 HOLDERS = ("PARTICIPANT", "GROUP", "PROGRAM_WALLET")  # entities whose balances may not go short
+LOT_HOLDERS = ("PARTICIPANT", "GROUP")  # entities whose LOT value is lots that expire and mature (s9.1, s11)
 
 
 def group_account(group_key: str, symbol: str, bucket: str = "AVAILABLE") -> Account:
@@ -49,7 +50,7 @@ class Lot:
 
     origin: tuple
     order_id: str  # the lot id: FIFO is by created_at, then id (semantics.md 9.1)
-    holder: str
+    holder: str  # a participant's external id, or a group's key (holder_type GROUP)
     symbol: str
     program_key: str
     amount: Decimal
@@ -58,6 +59,7 @@ class Lot:
     created_at: datetime
     expires_at: datetime | None
     matures_at: datetime | None
+    holder_type: str = "PARTICIPANT"  # or GROUP: a group's lots expire and mature the same way (s11)
 
     def spendable(self, now: datetime) -> bool:
         # s9.1: expired lots are never spendable, even before the expiry entry is written.
@@ -104,21 +106,22 @@ class Books:
     def balance(self, account: Account) -> Decimal:
         return self.accounts.get(account, ZERO)
 
-    def holder_lots(self, external_id: str, symbol: str) -> list[Lot]:
+    def holder_lots(self, external_id: str, symbol: str, holder_type: str = "PARTICIPANT") -> list[Lot]:
         """FIFO order: created_at, then lot id."""
-        return sorted((lot for lot in self.lots if lot.holder == external_id and lot.symbol == symbol),
-                      key=lambda lot: (lot.created_at, lot.order_id))
+        return sorted((lot for lot in self.lots if (lot.holder_type, lot.holder, lot.symbol) == (
+            holder_type, external_id, symbol)), key=lambda lot: (lot.created_at, lot.order_id))
 
-    def spendable(self, external_id: str, symbol: str, now: datetime) -> Decimal:
-        return sum((lot.remaining for lot in self.holder_lots(external_id, symbol) if lot.spendable(now)), ZERO)
+    def spendable(self, external_id: str, symbol: str, now: datetime, holder_type: str = "PARTICIPANT") -> Decimal:
+        return sum((lot.remaining for lot in self.holder_lots(external_id, symbol, holder_type) if lot.spendable(now)),
+                   ZERO)
 
-    def owed(self, external_id: str, symbol: str) -> Decimal:
+    def owed(self, external_id: str, symbol: str, holder_type: str = "PARTICIPANT") -> Decimal:
         """decisions.md "Overdrafts on LOT assets": what an overdraft (a DEBIT with allow_negative)
         left unpaid: how far the AVAILABLE balance is below what the AVAILABLE lots hold (lots
         past their expiry hold value until it is written off, but never paid for a debit)."""
-        in_lots = sum((lot.remaining for lot in self.holder_lots(external_id, symbol) if lot.status == "AVAILABLE"),
-                      ZERO)
-        return max(DEC.subtract(in_lots, self.balance(participant_account(external_id, symbol))), ZERO)
+        in_lots = sum((lot.remaining for lot in self.holder_lots(external_id, symbol, holder_type)
+                       if lot.status == "AVAILABLE"), ZERO)
+        return max(DEC.subtract(in_lots, self.balance((holder_type, external_id, symbol, "AVAILABLE"))), ZERO)
 
     @staticmethod
     def repay(lots: list[Lot], debt: Decimal) -> None:
@@ -137,22 +140,22 @@ class Books:
     def move(self, source: Account, dest: Account, amount: Decimal, *, now: datetime, lot_asset: bool,
              overdraft: bool = False, new_lot: dict | None = None) -> list[tuple[tuple, Decimal]]:
         """Move `amount` or raise Insufficient. A holder's account may not go below zero unless
-        `overdraft`; for LOT assets what a participant can spend is its spendable lots, which pay
-        oldest first. Value arriving in a participant's AVAILABLE or DEFERRED bucket of a LOT asset
+        `overdraft`; for LOT assets what a participant (or group) can spend is its spendable lots,
+        which pay oldest first. Value arriving in its AVAILABLE or DEFERRED bucket of a LOT asset
         is a new lot (`new_lot`: origin, order_id, program_key, expires_at, matures_at), unless
         `new_lot` is None (a reversal restores existing lots instead). Returns the lots taken."""
-        lot_source = lot_asset and source[0] == "PARTICIPANT" and source[3] == "AVAILABLE"
-        arrives = lot_asset and dest[0] == "PARTICIPANT" and dest[3] in ("AVAILABLE", "DEFERRED") and new_lot is not None
-        debt = self.owed(dest[1], dest[2]) if arrives and dest[3] == "AVAILABLE" else ZERO
+        lot_source = lot_asset and source[0] in LOT_HOLDERS and source[3] == "AVAILABLE"
+        arrives = lot_asset and dest[0] in LOT_HOLDERS and dest[3] in ("AVAILABLE", "DEFERRED") and new_lot is not None
+        debt = self.owed(dest[1], dest[2], dest[0]) if arrives and dest[3] == "AVAILABLE" else ZERO
         if source[0] in HOLDERS and not overdraft:
-            have = self.spendable(source[1], source[2], now) if lot_source else self.balance(source)
+            have = self.spendable(source[1], source[2], now, source[0]) if lot_source else self.balance(source)
             if have < amount:
                 code = "insufficient_wallet" if source[0] == "PROGRAM_WALLET" else "insufficient_balance"
                 raise Insufficient(code, f"{source}: {have} < {amount}")
         taken: list[tuple[tuple, Decimal]] = []
         if lot_source:
             left = amount
-            for lot in self.holder_lots(source[1], source[2]):
+            for lot in self.holder_lots(source[1], source[2], source[0]):
                 if left <= 0:
                     break
                 if not lot.spendable(now):
@@ -166,14 +169,14 @@ class Books:
         if arrives:
             self.lots.append(Lot(
                 new_lot["origin"], new_lot["order_id"], dest[1], dest[2], new_lot["program_key"], amount, amount,
-                dest[3], now, new_lot.get("expires_at"), new_lot.get("matures_at")))
+                dest[3], now, new_lot.get("expires_at"), new_lot.get("matures_at"), dest[0]))
             self.repay([self.lots[-1]], debt)
         self.accounts[source] = DEC.subtract(self.balance(source), amount)
         self.accounts[dest] = DEC.add(self.balance(dest), amount)
         return taken
 
-    def due_lot_changes(self, external_id: str, now: datetime) -> list[Entry]:
-        """Maturities and expiries of the participant's lots due at or before `now` (s3, s9.1),
+    def due_lot_changes(self, external_id: str, now: datetime, holder_type: str = "PARTICIPANT") -> list[Entry]:
+        """Maturities and expiries of the participant's (or group's) lots due at or before `now` (s3, s9.1),
         applied one at a time in time order (maturities of one instant oldest lot first); each
         entry carries the instant it was due. A lot that expires at or before the instant it would
         mature expires from DEFERRED and never matures. A maturity into an overdrawn AVAILABLE
@@ -181,7 +184,8 @@ class Books:
         left."""
         due = []
         for lot in self.lots:
-            if lot.holder != external_id or lot.remaining <= 0 or lot.status not in ("AVAILABLE", "DEFERRED"):
+            if (lot.holder_type, lot.holder) != (holder_type, external_id) or lot.remaining <= 0 or lot.status not in (
+                    "AVAILABLE", "DEFERRED"):
                 continue
             matures = lot.status == "DEFERRED" and lot.matures_at is not None and lot.matures_at <= now and (
                 lot.expires_at is None or lot.expires_at > lot.matures_at)
@@ -192,7 +196,7 @@ class Books:
         out: list[Entry] = []
         for instant, kind, lot in sorted(due, key=lambda d: (d[0], d[1], d[2].created_at, d[2].order_id)):
             if kind == 0:
-                debt = self.owed(lot.holder, lot.symbol)
+                debt = self.owed(lot.holder, lot.symbol, lot.holder_type)
                 out.append(self._shift(lot, "DEFERRED", "AVAILABLE", "MATURITY", instant))
                 lot.status = "AVAILABLE"
                 self.repay([lot], debt)
@@ -204,8 +208,8 @@ class Books:
         return sorted(out, key=lambda e: e.effective_at)
 
     def _shift(self, lot: Lot, from_bucket: str, to_bucket: str | None, kind: str, instant: datetime) -> Entry:
-        source = participant_account(lot.holder, lot.symbol, from_bucket)
-        dest = (participant_account(lot.holder, lot.symbol, to_bucket) if to_bucket
+        source = (lot.holder_type, lot.holder, lot.symbol, from_bucket)
+        dest = ((lot.holder_type, lot.holder, lot.symbol, to_bucket) if to_bucket
                 else system_account("SYSTEM_BREAKAGE", lot.symbol))
         self.accounts[source] = DEC.subtract(self.balance(source), lot.remaining)
         self.accounts[dest] = DEC.add(self.balance(dest), lot.remaining)

@@ -5,7 +5,7 @@ follows them, never the engine's code; where both are silent the choice is marke
 listed in tests/oracle/README.md. CEL is evaluated by cel-python (tests/oracle/cel.py).
 
 Out of scope (raises `Unsupported` when a program uses it): VOID_HOLD, reference_id,
-SET_TIER, holds on LOT assets, GROUP targets of LOT assets, group members
+SET_TIER, holds on LOT assets (a group's too), group members
 declared by participant_id, redemption_target_type LEDGER_ENTITY, automations (README.md "Not
 covered"). Tiers and their lifecycles: tests/oracle/tiers.py.
 """
@@ -417,10 +417,7 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
         if target_group.kind == "literal" and a.target.id.strip() not in groups and a.target.id.strip() not in {
                 group_id(k) for k in groups}:
             raise ValueError(f"{where}: unknown group {a.target.id}")
-        if a.expires_at or a.matures_at:
-            raise ValueError(f"{where}: lots of groups neither expire nor mature")
-        if a.asset is not None and a.asset in assets and assets[a.asset].inventory_mode == "LOT":
-            raise Unsupported(f"{where}: GROUP target of a LOT asset")
+        # decisions.md "Groups": a group's lots expire and mature like a participant's
     amount = None
     expires_at = matures_at = None
     if a.type in VALUE_ACTIONS:
@@ -620,6 +617,15 @@ class Working:
         self.books.due_lot_changes(external_id, self.now)  # the same changes on the copy
         self.oracle.tier_lifecycle(external_id, self.now)
         self.state(("participant", external_id))
+
+    def touch_group(self, key: str) -> None:
+        """decisions.md "Groups": an action that targets a group, or an operation that names it,
+        touches it: its lots' maturities and expiries due by now happen first (and stand)."""
+        if ("group", key) in self.touched:
+            return
+        self.touched.add(("group", key))
+        self.oracle.record(self.oracle.books.due_lot_changes(key, self.now, "GROUP"))
+        self.books.due_lot_changes(key, self.now, "GROUP")
 
     def state(self, entity: tuple[str, str]) -> EntityState:
         if entity not in self.states:
@@ -1080,6 +1086,8 @@ class Oracle:
             working.touch(name)
             if a.type in BLOCKED_FOR_INACTIVE and working.status(name) != "ACTIVE":
                 raise ActionFailed("participant_inactive", f"{name} is {working.status(name)}")
+        if kind == "group":  # what is due for it first, ARCHIVED or not, as for a participant
+            working.touch_group(name)
         # CHOICE (decisions.md "Groups"): an ARCHIVED group is inactive, like a participant
         if kind == "group" and a.type in BLOCKED_FOR_INACTIVE and self.groups[name].status != "ACTIVE":
             raise ActionFailed("group_inactive", name)
@@ -1240,6 +1248,8 @@ class Oracle:
         for ext in sorted(self.participants):
             self.record(self.books.due_lot_changes(ext, as_of))
             self.tier_lifecycle(ext, as_of)
+        for key in sorted(self.groups):
+            self.record(self.books.due_lot_changes(key, as_of, "GROUP"))
         for state in self.states.values():
             state.apply_due_resets(as_of)
 

@@ -306,7 +306,7 @@ def _transfer(o: _Op) -> None:
             if isinstance(rec, dict) else []
         if len(named) != 1 or not isinstance(named[0], str) or not named[0]:
             raise ActionFailed(INVALID, "a recipient names one of external_id, participant_id or group_id")
-        if rec.get("group_id") is not None:  # s11 / Scrip: a group's wallet, ACTIVE (SIMPLE assets only here)
+        if rec.get("group_id") is not None:  # s11 / Scrip: a group's wallet, ACTIVE
             key = _group_key(o, rec["group_id"])
             o.move("TRANSFER", o.mine(asset), group_account(key, asset.symbol), o.amount(asset, rec.get("amount")),
                    asset=asset)
@@ -433,6 +433,7 @@ def _group_key(o: _Op, ref) -> str:
     key = next((k for k in o.oracle.groups if isinstance(ref, str) and ref in (k, group_id(k))), None)
     if key is None:
         raise ActionFailed("group_not_found", str(ref))
+    o.w.touch_group(key)  # decisions.md "Groups": an operation that names a group touches it
     if o.oracle.groups[key].status != "ACTIVE":
         raise ActionFailed("group_inactive", key)
     return key
