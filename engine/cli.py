@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _out_of_memory(e: BaseException) -> bool:
-    """DuckDB ran out of its cap (engine/ledger/db.py): not a bug to report but a ledger whose
-    pinned indexes (participants, accounts) outgrew it, e.g. W2 at 10M events in one batch with
-    1M participants under 1 GB. Says what to do; True if it was that."""
+    """DuckDB ran out of its cap (engine/ledger/db.py): not a bug to report but a batch whose
+    unevictable memory (a ledger made before its large tables lost their unique indexes; a very
+    large transaction's undo data) outgrew it. Says what to do; True if it was that."""
     duckdb = sys.modules.get("duckdb")  # (not imported: not a DuckDB error)
     if duckdb is None or not isinstance(e, duckdb.OutOfMemoryException):
         return False
