@@ -1,0 +1,176 @@
+"""A second black-box audit of semantics.md sections 7 (actions), 8 (ledger), 9 (lots,
+redemptions, transfers, wallets), 10 (tiers), 11 (groups, automations) and 12 (outputs), through
+the real `perkflow` CLI into a real DuckDB file. Each test batches several statements of the
+contract into one small ledger; every expected value is worked out by hand from the contract in
+the comments beside it. It covers edges that tests/e2e/test_contract_audit.py does not: literal
+values, amount boundaries (zero, scale, max_transaction_amount), whole-event rollback, the columns
+of journal entries, DEFERRED value, transfers' limits, reversal bounds, and the database path.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from tests.e2e.test_contract_audit import LOT, OK, SIMPLE, Ledger, ev, on, op, program
+from tests.helpers.io import cli
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 7: actions
+
+
+def test_s7_values_literal_or_expression_and_amount_boundaries(tmp_path):
+    """Values: a plain number is a number, CEL that names a known variable is an expression,
+    anything else a literal string. Amounts: 0 is a no-op, < 0 fails, more decimals than the
+    scale fails, exactly max_transaction_amount passes and one unit more fails; a failing
+    expression fails the event with expression_error."""
+    assets = [{**SIMPLE, "scale": 2, "max_transaction_amount": "100"}]
+    rules = [
+        on("attrs",
+           {"type": "SET_ATTRIBUTE", "key": "level", "value": "gold"},         # literal string
+           {"type": "SET_ATTRIBUTE", "key": "code", "value": "vip-2025"},      # parses as CEL, names nothing known
+           {"type": "SET_ATTRIBUTE", "key": "from_event", "value": "event.city"},  # expression
+           {"type": "SET_ATTRIBUTE", "key": "joined", "value": "event.city + \"-\" + string(event.n)"}),
+        on("give", {"type": "CREDIT", "asset": "PTS", "amount": "event.amount"}),
+        on("tenth", {"type": "CREDIT", "asset": "PTS", "amount": "event.amount / 10.0"}),
+        on("broken", {"type": "CREDIT", "asset": "PTS", "amount": "event.nope * 2"}),
+    ]
+    lg = Ledger(tmp_path, program(rules, assets))
+    lg.run([
+        ev("a1", "u", "2025-03-01T10:00:00Z", "attrs", city="Zürich", n=7),
+        ev("g0", "u", "2025-03-01T11:00:00Z", "give", amount=0),          # no-op: COMPLETED, no entry
+        ev("gneg", "u", "2025-03-01T11:01:00Z", "give", amount=-1),      # amount_not_positive
+        ev("gscale", "u", "2025-03-01T11:02:00Z", "give", amount=1.005),  # 3 decimals > scale 2
+        ev("gmax", "u", "2025-03-01T11:03:00Z", "give", amount=100),     # == max: fine
+        ev("gover", "u", "2025-03-01T11:04:00Z", "give", amount=100.01),  # > max
+        ev("gok", "u", "2025-03-01T11:05:00Z", "give", amount=2.5),      # 1 decimal <= scale 2
+        ev("t1", "u", "2025-03-01T11:06:00Z", "tenth", amount=3),        # 0.3 (shortest repr of 3/10.0)
+        ev("b1", "u", "2025-03-01T11:07:00Z", "broken"),                 # expression_error
+    ])
+    st = lg.status()
+    assert st["a1"] == OK and st["g0"] == OK and st["gmax"] == OK and st["gok"] == OK and st["t1"] == OK
+    assert st["gneg"] == ("FAILED", "amount_not_positive")
+    assert st["gscale"] == ("FAILED", "invalid_scale")
+    assert st["gover"] == ("FAILED", "max_transaction_amount_exceeded")
+    assert st["b1"] == ("FAILED", "expression_error")
+    assert lg.entries("g0") == []
+    assert lg.entries("t1") == [("CREDIT", D("0.3"))]
+    # 100 + 2.5 + 0.3
+    assert lg.balance("u") == (D("102.8"), D(0), D(0))
+    state = lg.state("u")
+    assert state[("ATTRIBUTE", "level")] == "gold"
+    assert state[("ATTRIBUTE", "code")] == "vip-2025"
+    assert state[("ATTRIBUTE", "from_event")] == "Zürich"
+    assert state[("ATTRIBUTE", "joined")] == "Zürich-7"
+    lg.verify()
+
+
+def test_s7_a_failing_action_rolls_back_the_whole_event_and_buckets_move_as_documented(tmp_path):
+    """One event whose second rule fails leaves no trace (no entry, no tag, no counter, no
+    attribute). HOLD/RELEASE/FORFEIT move between the documented buckets and fail with
+    insufficient_balance when the bucket is short; TAG lowercases and UNTAG finds the lowercased
+    tag; COUNTER takes negative values; CREDIT with bucket HELD lands in HELD."""
+    rules = [
+        on("combo", {"type": "CREDIT", "asset": "PTS", "amount": "10"}, {"type": "TAG", "tag": "Combo"},
+           {"type": "COUNTER", "key": "n", "value": "1"}, {"type": "SET_ATTRIBUTE", "key": "k", "value": "v"},
+           order=10),
+        {"name": "combo spend", "key": "combo_spend", "order": 20, "condition": 'event.type == "combo"',
+         "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "event.spend"}]},
+        on("tag", {"type": "TAG", "tag": "VIP"}, {"type": "COUNTER", "key": "n", "value": "-2.5"}),
+        on("untag", {"type": "UNTAG", "tag": "Vip"}),
+        on("hold", {"type": "HOLD", "asset": "PTS", "amount": "event.n"}),
+        on("release", {"type": "RELEASE", "asset": "PTS", "amount": "event.n"}),
+        on("forfeit_held", {"type": "FORFEIT", "asset": "PTS", "amount": "event.n", "bucket": "HELD"}),
+        on("forfeit", {"type": "FORFEIT", "asset": "PTS", "amount": "event.n"}),
+        on("pending", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "bucket": "HELD"}),
+    ]
+    lg = Ledger(tmp_path, program(rules))
+    t = lambda m: f"2025-03-01T10:{m:02d}:00Z"  # noqa: E731
+    lg.run([
+        ev("c1", "u", t(0), "combo", spend=11),   # 10 credited, then 11 debited: fails, whole event undone
+        ev("c2", "u", t(1), "combo", spend=4),    # 10 - 4 = 6 available; tag combo, n = 1, k = v
+        ev("tg", "u", t(2), "tag"),               # tag vip; n = 1 - 2.5 = -1.5
+        ev("h1", "u", t(3), "hold", n=7),         # 6 available: insufficient
+        ev("h2", "u", t(4), "hold", n=5),         # available 1, held 5
+        ev("r1", "u", t(5), "release", n=6),      # held 5: insufficient
+        ev("r2", "u", t(6), "release", n=2),      # available 3, held 3
+        ev("f1", "u", t(7), "forfeit_held", n=4),  # held 3: insufficient
+        ev("f2", "u", t(8), "forfeit_held", n=3),  # held 0 -> breakage 3
+        ev("f3", "u", t(9), "forfeit", n=1),      # available 2 -> breakage 4
+        ev("p1", "u", t(10), "pending", n=9),     # held 9
+        ev("ut", "u", t(11), "untag"),            # removes "vip"
+    ])
+    st = lg.status()
+    assert st["c1"][1] == "insufficient_balance" and st["c1"][0] == "FAILED"
+    assert lg.entries("c1") == []
+    for key in ("h1", "r1", "f1"):
+        assert st[key] == ("FAILED", "insufficient_balance"), key
+    for key in ("c2", "tg", "h2", "r2", "f2", "f3", "p1", "ut"):
+        assert st[key] == OK, key
+    assert lg.balance("u") == (D(2), D(9), D(0))
+    assert lg.sql("SELECT available FROM balances WHERE entity_type = 'SYSTEM_BREAKAGE'") == [(D(4),)]
+    assert lg.entries("f2") == [("FORFEIT", D(3))] and lg.entries("r2") == [("RELEASE", D(2))]
+    assert lg.entries("h2") == [("HOLD", D(5))]
+    state = lg.state("u")
+    # c1 left nothing: one "combo" tag (c2's), n counted once (c2) then -2.5, k from c2
+    assert state[("COUNTER", "n")] == D("-1.5")
+    assert state[("ATTRIBUTE", "k")] == "v"
+    assert ("TAG", "combo") in state and ("TAG", "vip") not in state and ("TAG", "Combo") not in state
+    lg.verify()
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 8: ledger
+
+
+def test_s8_entries_name_their_source_and_deferred_value_cannot_be_spent_or_held(tmp_path):
+    """A rule's entry names its event, rule and rule version (one of `rule_versions`); an
+    operation's entry names the operation with rule id and version null (an `adjust` is an
+    ADJUSTMENT); effective_at is the stream instant and time-driven entries carry their due
+    instant. DEFERRED value cannot be spent or held (insufficient until it matures). Only
+    allow_negative takes a balance below zero. Every entry has >= 2 postings summing to zero."""
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "matures_at": "24h"}),
+             on("spend", {"type": "DEBIT", "asset": "PTS", "amount": "event.n"}),
+             on("hold", {"type": "HOLD", "asset": "PTS", "amount": "event.n"})]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    lg.run([ev("e1", "u", "2025-03-01T10:00:00Z", "earn", n=5),      # 5 DEFERRED until 03-02 10:00
+            ev("s1", "u", "2025-03-01T11:00:00Z", "spend", n=1),     # nothing AVAILABLE
+            ev("h1", "u", "2025-03-01T11:01:00Z", "hold", n=1),      # nothing AVAILABLE
+            ev("s2", "u", "2025-03-02T10:00:00Z", "spend", n=1)],    # matured at this very instant
+           [op("adjust", "o1", "u", "2025-03-01T12:00:00Z", type="DEBIT", asset="PTS", amount="3",
+               allow_negative=True),                                     # available -3 (deferred 5 untouched)
+            op("adjust", "o2", "u", "2025-03-01T12:01:00Z", type="DEBIT", asset="PTS", amount="1"),  # no overdraft
+            op("adjust", "o3", "u", "2025-03-01T12:02:00Z", type="CREDIT", asset="PTS", amount="2")])  # -1
+    st = lg.status()
+    assert st["s1"] == st["h1"] == st["o2"] == ("FAILED", "insufficient_balance")
+    assert st["e1"] == st["s2"] == st["o1"] == st["o3"] == OK
+    # -1 + 5 (matured) - 1
+    assert lg.balance("u") == (D(3), D(0), D(0))
+    rows = lg.sql_dicts("""
+        SELECT j.action_type, e.idempotency_key AS ev, o.idempotency_key AS op, r.key AS rule, j.rule_version,
+               j.effective_at::VARCHAR AS at, j.batch_id, length(j.entry_hash) AS hash_len,
+               (SELECT count(*) FROM rule_versions v WHERE v.rule_id = j.rule_id AND v.version = j.rule_version) AS known
+        FROM journal_entries j LEFT JOIN events e ON e.id = j.event_id LEFT JOIN operations o ON o.id = j.operation_id
+        LEFT JOIN rules r ON r.id = j.rule_id ORDER BY j.seq""")
+    summary = [(r["action_type"], r["ev"], r["op"], r["rule"], r["at"]) for r in rows]
+    assert summary == [
+        ("CREDIT", "e1", None, "earn", "2025-03-01 10:00:00+00"),
+        ("ADJUSTMENT", None, "o1", None, "2025-03-01 12:00:00+00"),
+        ("ADJUSTMENT", None, "o3", None, "2025-03-01 12:02:00+00"),
+        ("MATURITY", None, None, None, "2025-03-02 10:00:00+00"),
+        ("DEBIT", "s2", None, "spend", "2025-03-02 10:00:00+00"),
+    ]
+    for r in rows:
+        assert r["batch_id"] == 1 and r["hash_len"] == 64
+        if r["rule"]:
+            assert r["known"] == 1 and r["rule_version"]
+        if r["op"]:
+            assert r["rule_version"] is None
+    bad = lg.sql("SELECT journal_entry_id FROM postings GROUP BY journal_entry_id, asset_id "
+                 "HAVING count(*) < 2 OR sum(amount) <> 0")
+    assert bad == []
+    # o1 is the only overdraft: the participant's AVAILABLE dipped below zero with an allow_negative entry
+    assert lg.sql("SELECT count(*) FROM journal_entries WHERE allow_negative") == [(1,)]
+    lg.verify()
