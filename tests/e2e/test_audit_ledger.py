@@ -174,3 +174,79 @@ def test_s8_entries_name_their_source_and_deferred_value_cannot_be_spent_or_held
     # o1 is the only overdraft: the participant's AVAILABLE dipped below zero with an allow_negative entry
     assert lg.sql("SELECT count(*) FROM journal_entries WHERE allow_negative") == [(1,)]
     lg.verify()
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 9: lots, redemptions, transfers, wallets
+
+REWARDS = [
+    {"key": "mug", "name": "Mug", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "10",
+     "max_total": 3, "max_per_participant": 2},
+    {"key": "card", "name": "Card", "redemption_type": "AMOUNT_BASED", "asset": "PTS", "unit_cost": "25"},
+    {"key": "later", "name": "Later", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "1",
+     "available_from": "2025-03-05T00:00:00Z"},
+]
+
+
+def test_s9_rewards_reversals_transfers_and_expiry_at_the_instant(tmp_path):
+    """Rewards: max_per_participant, max_total across participants, a failed redemption uses no
+    stock, AMOUNT_BASED below its minimum fails, outside the window fails. Reversals restore LIFO to
+    the lots the redemption took and never exceed what is left. Transfers: no self-transfer,
+    atomic (a short second leg moves nothing), at most 100 recipients. A lot is expired at its
+    expires_at instant: an event at that instant cannot spend it."""
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "48h"}),
+             on("spend", {"type": "DEBIT", "asset": "PTS", "amount": "event.n"})]
+    lg = Ledger(tmp_path, program(rules, [LOT], rewards=REWARDS))
+    t = lambda h, m=0: f"2025-03-01T{h:02d}:{m:02d}:00Z"  # noqa: E731
+    many = [{"external_id": f"x{i}", "amount": "1"} for i in range(101)]
+    lots_of_u = lambda: lg.sql("SELECT l.remaining, l.expires_at::VARCHAR FROM lots l JOIN participants p "  # noqa: E731
+                               "ON p.id = l.entity_id WHERE p.external_id = 'u' ORDER BY l.created_at")
+    lg.run([ev("e1", "u", t(1), "earn", n=30),   # lot A 30, expires 03-03 01:00
+            ev("e2", "u", t(2), "earn", n=20),   # lot B 20, expires 03-03 02:00
+            ev("e3", "v", t(2), "earn", n=10),
+            ev("e4", "w", t(2), "earn", n=5)],
+           [op("redeem_item", "r1", "u", t(3), reward="mug", quantity=3),   # 3 > max_per_participant 2
+            op("redeem_item", "r2", "w", t(3, 1), reward="mug", quantity=1),  # w has 5 < 10: no stock used
+            op("redeem_item", "r3", "u", t(3, 2), reward="mug", quantity=2),  # 20 from A: A 10, B 20
+            op("redeem_item", "r4", "v", t(3, 3), reward="mug", quantity=1),  # the 3rd and last unit
+            op("redeem_item", "r5", "u", t(4), reward="card", amount="24"),   # below the minimum 25
+            op("redeem_item", "r6", "u", t(4, 1), reward="card", amount="25"),  # A 10 + B 15: A 0, B 5
+            op("redeem_item", "r7", "u", t(4, 2), reward="later"),            # before available_from
+            op("reverse_redemption", "v1", "u", t(5), redemption="r6", amount="20")])  # LIFO: B +15, A +5
+    assert lots_of_u() == [(D(5), "2025-03-03 01:00:00+00"), (D(20), "2025-03-03 02:00:00+00")]
+    lg.run(operations=[
+            op("reverse_redemption", "v2", "u", t(5, 1), redemption="r6", amount="6"),  # only 5 left
+            op("reverse_redemption", "v3", "u", t(5, 2), redemption="r6"),      # the 5 left: A +5
+            op("reverse_redemption", "v4", "u", t(5, 3), redemption="r6"),      # nothing left
+            op("transfer", "t1", "u", t(6), asset="PTS", recipients=[{"external_id": "u", "amount": "1"}]),
+            op("transfer", "t2", "u", t(6, 1), asset="PTS",
+               recipients=[{"external_id": "v", "amount": "10"}, {"external_id": "w", "amount": "25"}]),
+            op("transfer", "t3", "u", t(6, 2), asset="PTS", recipients=many)])
+    st = lg.status()
+    assert st["r1"] == ("FAILED", "max_per_participant_exceeded")
+    assert st["r2"] == ("FAILED", "insufficient_balance")
+    assert st["r3"] == st["r4"] == st["r6"] == st["v1"] == st["v3"] == OK
+    assert st["r5"][0] == "FAILED" and st["r7"] == ("FAILED", "reward_not_available")
+    assert st["v2"][0] == st["v4"][0] == "FAILED"
+    assert st["t1"] == ("FAILED", "self_transfer")
+    assert st["t2"] == ("FAILED", "insufficient_balance") and lg.entries("t2") == []
+    assert st["t3"][0] == "FAILED" and lg.entries("t3") == []
+    assert lg.entries("v1") == [("REDEMPTION_REVERSAL", D(20))] and lg.entries("v3") == [("REDEMPTION_REVERSAL", D(5))]
+    # u: 50 - 20 (mug) - 25 (card) + 25 (reversed) = 30 in A 10 (expires 01:00) and B 20 (02:00)
+    assert lg.balance("u") == (D(30), D(0), D(0)) and lg.balance("v") == (D(0), D(0), D(0))
+    assert lg.balance("w") == (D(5), D(0), D(0))
+    assert lots_of_u() == [(D(10), "2025-03-03 01:00:00+00"), (D(20), "2025-03-03 02:00:00+00")]
+    assert lg.sql("SELECT status, reversed_amount FROM redemptions WHERE idempotency_key = 'r6'") == [
+        ("FULLY_REVERSED", D(25))]
+    assert lg.sql("SELECT status, redeemed_count FROM reward_status WHERE key = 'mug'") == [("OUT_OF_STOCK", 3)]
+
+    # at 03-03 01:00 lot A (10) is expired: only B's 20 can be spent at that instant
+    lg.run([ev("s1", "u", "2025-03-03T01:00:00Z", "spend", n=21),
+            ev("s2", "u", "2025-03-03T01:00:00Z", "spend", n=20)])
+    st = lg.status()
+    assert st["s1"] == ("FAILED", "insufficient_balance") and st["s2"] == OK
+    assert lg.balance("u") == (D(0), D(0), D(0))
+    assert lg.sql("SELECT j.effective_at::VARCHAR, p.amount FROM journal_entries j JOIN postings p "
+                  "ON p.journal_entry_id = j.id WHERE j.action_type = 'EXPIRATION' AND p.amount > 0") == [
+        ("2025-03-03 01:00:00+00", D(10))]
+    lg.verify()
