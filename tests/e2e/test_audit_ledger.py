@@ -9,6 +9,7 @@ of journal entries, DEFERRED value, transfers' limits, reversal bounds, and the 
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal as D
 
 import pytest
@@ -250,3 +251,100 @@ def test_s9_rewards_reversals_transfers_and_expiry_at_the_instant(tmp_path):
                   "ON p.journal_entry_id = j.id WHERE j.action_type = 'EXPIRATION' AND p.amount > 0") == [
         ("2025-03-03 01:00:00+00", D(10))]
     lg.verify()
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 12: outputs
+
+
+def test_s12_report_views_by_hand(tmp_path):
+    """One participant's small history, every report view checked against hand-computed rows:
+    u earns 10 (expires 03-02 12:00) and 5 (no expiry) on 03-01, holds 3, redeems 4, forfeits 1
+    (AVAILABLE), and `maintain --as-of 03-03` expires what is left of the first lot."""
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "24h"}),
+             on("bonus", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}),
+             on("hold", {"type": "HOLD", "asset": "PTS", "amount": "event.n"}),
+             on("lose", {"type": "FORFEIT", "asset": "PTS", "amount": "event.n"})]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    lg.run([ev("e1", "u", "2025-03-01T12:00:00Z", "earn", n=10),    # lot A 10, expires 03-02 12:00
+            ev("e2", "u", "2025-03-01T13:00:00Z", "bonus", n=5),    # lot B 5, no expiry
+            ev("h1", "u", "2025-03-01T14:00:00Z", "hold", n=3),     # A: 7 available + 3 held
+            ev("f1", "u", "2025-03-02T09:00:00Z", "lose", n=1)],    # A: 6 available
+           [op("redeem", "r1", "u", "2025-03-01T15:00:00Z", asset="PTS", amount="4")])
+    # FIFO: the redemption takes 4 from A's AVAILABLE 7 -> A avail 3; the forfeit takes 1 -> A avail 2
+    assert lg.balance("u") == (D(2 + 5), D(3), D(0))
+    # expiration schedule, by day: A (2 available + 3 held) on 2025-03-02, B without expiry
+    # (the partial hold split A into an available and a held lot row, so `lots` is not asserted)
+    sched = lg.sql("SELECT bucket_start::VARCHAR, no_expiry, outstanding, outstanding_available, outstanding_held "
+                   "FROM expiration_schedule WHERE granularity = 'day' ORDER BY no_expiry")
+    assert sched == [("2025-03-02", False, D(5), D(2), D(3)), (None, True, D(5), D(5), D(0))]
+    res = cli("maintain", "--as-of", "2025-03-03T00:00:00Z", "--db", str(lg.db))
+    assert res.returncode == 0, res.stderr
+    # the expiry takes A's remainder in both buckets: 2 available + 3 held = 5
+    assert lg.balance("u") == (D(5), D(0), D(0))
+    summary = lg.sql_dicts("SELECT * FROM ledger_summary")
+    assert [(r["program_key"], r["asset_symbol"], r["total_issued"], r["total_redeemed"], r["total_expired"],
+             r["total_forfeited"], r["current_balance"], r["participant_count"]) for r in summary] == [
+        ("shop", "PTS", D(15), D(4), D(5), D(1), D(5), 1)]
+    # the period [03-01 15:00, 03-02 09:00): the redemption only (the forfeit at 09:00 is outside)
+    period = lg.sql_dicts("SELECT * FROM ledger_summary_between('2025-03-01T15:00:00Z', '2025-03-02T09:00:00Z')")
+    assert [(r["opening_balance"], r["total_issued"], r["total_redeemed"], r["total_expired"], r["total_forfeited"],
+             r["closing_balance"], r["participant_count"]) for r in period] == [(D(15), D(0), D(4), D(0), D(0), D(11), 1)]
+    # the statement: one row per posting to u, running balances after each
+    stmt = lg.sql("SELECT action_type, bucket, amount, running_available, running_held, running_deferred, "
+                  "running_balance FROM participant_statement WHERE external_id = 'u' ORDER BY seq, posting_id")
+    hold = sorted([("HOLD", "AVAILABLE", D(-3)), ("HOLD", "HELD", D(3))], key=lambda r: r[1])
+    assert [r[:3] for r in stmt[:2]] == [("CREDIT", "AVAILABLE", D(10)), ("CREDIT", "AVAILABLE", D(5))]
+    assert sorted(r[:3] for r in stmt[2:4]) == hold
+    assert [r[:3] for r in stmt[4:6]] == [("REDEMPTION", "AVAILABLE", D(-4)), ("FORFEIT", "AVAILABLE", D(-1))]
+    assert sorted(r[:3] for r in stmt[6:]) == [("EXPIRATION", "AVAILABLE", D(-2)), ("EXPIRATION", "HELD", D(-3))]
+    running = [r[3:] for r in stmt]
+    assert running[0] == (D(10), D(0), D(0), D(10)) and running[1] == (D(15), D(0), D(0), D(15))
+    assert running[3] == (D(12), D(3), D(0), D(15))
+    assert running[4] == (D(8), D(3), D(0), D(11)) and running[5] == (D(7), D(3), D(0), D(10))
+    assert running[-1] == (D(5), D(0), D(0), D(5))
+    # program activity per UTC day of the events / entries
+    act = {str(r["day"]): r for r in lg.sql_dicts("SELECT * FROM program_activity")}
+    assert (act["2025-03-01"]["events_completed"], act["2025-03-01"]["operations_completed"],
+            act["2025-03-01"]["entries"], act["2025-03-01"]["hold_entries"]) == (3, 1, 4, 1)
+    assert act["2025-03-01"]["issued"]["PTS"] == D(15) and act["2025-03-01"]["redeemed"]["PTS"] == D(4)
+    # (the expiry is written per lot row: A's available and held parts may be two entries)
+    assert (act["2025-03-02"]["events_completed"], act["2025-03-02"]["forfeit_entries"],
+            act["2025-03-02"]["expiration_entries"] >= 1, act["2025-03-02"]["expired"]["PTS"]) == (1, 1, True, D(5))
+    # balances: one row per entity and asset
+    assert lg.sql("SELECT entity_type, count(*) FROM balances GROUP BY ALL HAVING count(*) > 1") == []
+    assert dict(lg.sql("SELECT entity_type, available + held + deferred FROM balances WHERE entity_type <> 'PARTICIPANT'")) \
+        == {"SYSTEM_ISSUANCE": D(-15), "SYSTEM_REDEMPTION": D(4), "SYSTEM_BREAKAGE": D(6)}
+    lg.verify()
+
+
+def test_s12_the_database_is_db_else_perkflow_db_else_data_warehouse(tmp_path):
+    """Default data/warehouse.duckdb (relative to the working directory), overridden by
+    PERKFLOW_DB, which --db overrides; every command reads the same file."""
+    from tests.helpers.io import ROOT, write_events, write_program
+    write_program(tmp_path / "programs" / "shop.yaml",
+                  program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})]))
+    events = write_events(tmp_path / "e.parquet", [
+        {"program_id": "shop", "idempotency_key": "k1", "external_id": "u", "event_timestamp": "2025-03-01T10:00:00Z",
+         "event_data": '{"type": "earn", "n": 7}'}])
+    env = {"PYTHONPATH": str(ROOT)}
+    run = ["run", "--programs", str(tmp_path / "programs"), "--events", str(events)]
+    balance = ["sql", "SELECT available FROM balances WHERE external_id = 'u'", "--json"]
+
+    assert cli(*run, cwd=tmp_path, env=env).returncode == 0
+    assert (tmp_path / "data" / "warehouse.duckdb").exists()
+    res = cli(*balance, cwd=tmp_path, env=env)
+    assert res.returncode == 0 and json.loads(res.stdout) == [{"available": "7"}], res.stdout + res.stderr
+
+    env_db = tmp_path / "env.duckdb"
+    assert cli(*run, cwd=tmp_path, env={**env, "PERKFLOW_DB": str(env_db)}).returncode == 0
+    assert env_db.exists()
+    flag_db = tmp_path / "flag.duckdb"
+    assert cli(*run, "--db", str(flag_db), cwd=tmp_path, env={**env, "PERKFLOW_DB": str(env_db)}).returncode == 0
+    assert flag_db.exists()
+    # each file holds exactly one batch: the flag did not write into PERKFLOW_DB's file
+    for path in (tmp_path / "data" / "warehouse.duckdb", env_db, flag_db):
+        res = cli("sql", "SELECT count(*) AS n FROM batches", "--json", "--db", str(path), cwd=tmp_path, env=env)
+        assert res.returncode == 0 and json.loads(res.stdout) == [{"n": 1}], res.stdout + res.stderr
+    res = cli(*balance, cwd=tmp_path, env={**env, "PERKFLOW_DB": str(env_db)})
+    assert res.returncode == 0 and json.loads(res.stdout) == [{"available": "7"}]
