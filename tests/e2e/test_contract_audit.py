@@ -618,6 +618,25 @@ def test_s12_the_docs_list_every_column(tmp_path):
     assert sorted(set(missing)) == []
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "s1/s8: a balance past DECIMAL(38, 18) wraps silently: engine/ledger/writer.py balance_changes "
+    "sums each account's postings with an eager Polars group_by().agg(sum) on Decimal(38, 18), "
+    "which in polars 2.1 wraps around on overflow instead of raising (Series.sum and lazy "
+    "group_by raise); account_balances then holds -160282366920938463463.37..., and `perkflow "
+    "verify` and `balances` crash with DuckDB's overflow error"))
+def test_s1_s8_a_balance_that_would_not_fit_the_ledgers_decimal_fails_the_event(tmp_path):
+    # 1: "Exact ... in the ledger, balances"; 8: balances are the sum of postings. Each credit of
+    # 9e19 fits DECIMAL(38, 18) (20 integer digits) but two of them do not: the contract is silent
+    # on what happens then; a financial ledger must never store a wrapped balance. Expected here
+    # (to be decided by the lead): the second credit fails like a single amount out of range
+    # (`amount_out_of_range`), and the ledger verifies.
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})]))
+    led.run([ev("e1", "u1", at(1, 1), "earn", n=9e19), ev("e2", "u1", at(1, 2), "earn", n=9e19)])
+    assert led.status() == {"e1": OK, "e2": ("FAILED", "amount_out_of_range")}
+    assert led.sql("SELECT amount FROM account_balances WHERE entity_type = 'PARTICIPANT'") == [(D("9e19"),)]
+    led.verify()
+
+
 # ---------------------------------------------------------------------------------------------
 # Section 13: bad input, counts, exit codes (event files: tests/e2e/test_bad_input.py)
 
