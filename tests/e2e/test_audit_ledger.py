@@ -68,6 +68,27 @@ def test_s7_values_literal_or_expression_and_amount_boundaries(tmp_path):
     lg.verify()
 
 
+def test_s7_a_static_boolean_value_is_its_literal_text(tmp_path):
+    """"a plain number is a number; ... anything else is a literal string": a JSON or YAML
+    boolean (`value: true`) is the text "true", as SET_ATTRIBUTE stores a CEL boolean; it used to
+    stop the run at load with "Input should be a valid string". A boolean amount stays a load
+    error (a literal amount is one), naming the file, the rule and the field."""
+    rules = [on("a", {"type": "SET_ATTRIBUTE", "key": "optin", "value": True},
+                {"type": "SET_ATTRIBUTE", "key": "optout", "value": False},
+                {"type": "SET_ATTRIBUTE", "key": "computed", "value": "event.n > 1"})]
+    lg = Ledger(tmp_path, program(rules))
+    lg.run([ev("a1", "u", "2025-03-01T10:00:00Z", "a", n=2)])
+    state = lg.state("u")
+    assert (state[("ATTRIBUTE", "optin")], state[("ATTRIBUTE", "optout")], state[("ATTRIBUTE", "computed")]) == (
+        "true", "false", "true")
+    from tests.helpers.io import write_program
+    write_program(tmp_path / "bad" / "shop.yaml",
+                  program([on("b", {"type": "CREDIT", "asset": "PTS", "amount": True})]))
+    res = cli("validate", "--programs", str(tmp_path / "bad"))
+    assert res.returncode == 2
+    assert "shop.yaml" in res.stderr + res.stdout and "amount" in res.stderr + res.stdout
+
+
 def test_s7_a_failing_action_rolls_back_the_whole_event_and_buckets_move_as_documented(tmp_path):
     """One event whose second rule fails leaves no trace (no entry, no tag, no counter, no
     attribute). HOLD/RELEASE/FORFEIT move between the documented buckets and fail with
