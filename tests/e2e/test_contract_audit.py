@@ -268,6 +268,28 @@ def test_s7_broadcast_reaches_every_active_participant(tmp_path):
     assert led.balance("u1") == led.balance("u2") == (D(2), D(0), D(0))
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "s7/s5.1: a participant created by an action target is not enrolled in the program (enrolments "
+    "come only from rows' participants and recipients: engine/intake.py enrollments, engine/run.py "
+    "_with_system, engine/kernel.py Emitting.enrol), so BROADCAST and participants-scope automations "
+    "never reach it; a recipient created the same way is enrolled"))
+def test_s7_a_participant_created_by_a_target_is_enrolled_and_reached_by_a_broadcast(tmp_path):
+    # 7: "A target participant that does not exist is created per on_unknown_participant"; 5.1:
+    # "create and enrol per on_unknown_participant"; BROADCAST reaches "every active participant
+    # of the program". u's referral creates `newbie` (2 points); u's later broadcast gives every
+    # enrolled participant 1 point: u and newbie.
+    rules = [on("ref", {"type": "CREDIT", "asset": "PTS", "amount": "2",
+                        "target": {"type": "PARTICIPANT", "external_id": "event.friend"}}),
+             on("all", {"type": "BROADCAST", "event_name": "gift"}),
+             on("gift", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]
+    led = Ledger(tmp_path, program(rules))
+    led.run([ev("a1", "u", at(1, 1), "ref", friend="newbie"), ev("a2", "u", at(1, 2), "all")])
+    assert led.sql("SELECT p.external_id, e.enrolled_at::VARCHAR FROM enrollments e "
+                   "JOIN participants p ON p.id = e.participant_id ORDER BY 1") == [
+        ("newbie", "2025-03-01 01:00:00+00"), ("u", "2025-03-01 01:00:00+00")]
+    assert led.balance("newbie") == (D(3), D(0), D(0)) and led.balance("u") == (D(1), D(0), D(0))
+
+
 def test_s7_s11_a_rule_credits_a_group_wallet(tmp_path):
     # "target: {type: GROUP, id}"; groups are shared wallets with their own balances (section 11).
     rules = [on("team", {"type": "CREDIT", "asset": "PTS", "amount": "4", "target": {"type": "GROUP", "id": "family"}})]
