@@ -274,6 +274,32 @@ def test_s9_rewards_reversals_transfers_and_expiry_at_the_instant(tmp_path):
     lg.verify()
 
 
+def test_s7_s9_lot_instants_in_every_form_and_fifo_ties_broken_by_lot_id(tmp_path):
+    """expires_at / matures_at as a Go duration from now, RFC 3339 text, or a CEL timestamp; a
+    matures_at already past lands in AVAILABLE, a future one in DEFERRED. Two lots created at the
+    same instant are spent in lot id order (9.1: "FIFO by created_at (then id)")."""
+    rules = [on("two", {"type": "CREDIT", "asset": "PTS", "amount": "5", "expires_at": "24h"},
+                {"type": "CREDIT", "asset": "PTS", "amount": "7", "expires_at": "48h"}),
+             on("forms", {"type": "CREDIT", "asset": "PTS", "amount": "3", "expires_at": "2025-03-10T00:00:00Z",
+                          "matures_at": "2025-02-01T00:00:00Z"},
+                {"type": "CREDIT", "asset": "PTS", "amount": "2", "expires_at": "now + duration('90m')",
+                 "matures_at": "timestamp('2025-03-05T12:00:00Z')"}),
+             on("spend", {"type": "DEBIT", "asset": "PTS", "amount": "event.n"})]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    lg.run([ev("a1", "u", "2025-03-01T10:00:00Z", "two"), ev("a2", "v", "2025-03-01T10:00:00Z", "forms"),
+            ev("s1", "u", "2025-03-01T11:00:00Z", "spend", n=1)])
+    lots = lg.sql_dicts("SELECT p.external_id AS who, l.id::VARCHAR AS id, l.amount, l.remaining, l.status, "
+                        "l.expires_at::VARCHAR AS exp, l.matures_at::VARCHAR AS mat FROM lots l "
+                        "JOIN participants p ON p.id = l.entity_id ORDER BY l.amount")
+    v = [(r["amount"], r["status"], r["exp"], r["mat"]) for r in lots if r["who"] == "v"]
+    assert v == [(D(2), "DEFERRED", "2025-03-01 11:30:00+00", "2025-03-05 12:00:00+00"),
+                 (D(3), "AVAILABLE", "2025-03-10 00:00:00+00", "2025-02-01 00:00:00+00")]
+    assert lg.balance("v") == (D(3), D(0), D(2))
+    u = {r["id"]: r for r in lots if r["who"] == "u"}
+    first = min(u)  # both lots were created at 10:00: the smaller id is spent first
+    assert {i: r["remaining"] for i, r in u.items()} == {i: r["amount"] - (1 if i == first else 0) for i, r in u.items()}
+    lg.verify()
+
 # ---------------------------------------------------------------------------------------------
 # Section 12: outputs
 
@@ -332,6 +358,14 @@ def test_s12_report_views_by_hand(tmp_path):
     # (the expiry is written per lot row: A's available and held parts may be two entries)
     assert (act["2025-03-02"]["events_completed"], act["2025-03-02"]["forfeit_entries"],
             act["2025-03-02"]["expiration_entries"] >= 1, act["2025-03-02"]["expired"]["PTS"]) == (1, 1, True, D(5))
+    # the views' columns, in the order semantics.md 12 lists them
+    cols = lambda view: [d for d in lg.sql_dicts(f"SELECT * FROM {view}")[0]]  # noqa: E731
+    assert cols("balances") == ["entity_type", "entity_id", "participant_id", "external_id", "asset_id",
+                                "asset_symbol", "available", "held", "deferred"]
+    assert cols("ledger_summary") == ["program_key", "asset_symbol", "total_issued", "total_redeemed",
+                                      "total_expired", "total_forfeited", "current_balance", "participant_count"]
+    assert lg.sql("SELECT DISTINCT data_type FROM information_schema.columns WHERE table_name = 'balances' "
+                  "AND column_name IN ('available', 'held', 'deferred')") == [("DECIMAL(38,18)",)]
     # balances: one row per entity and asset
     assert lg.sql("SELECT entity_type, count(*) FROM balances GROUP BY ALL HAVING count(*) > 1") == []
     assert dict(lg.sql("SELECT entity_type, available + held + deferred FROM balances WHERE entity_type <> 'PARTICIPANT'")) \
