@@ -207,6 +207,8 @@ REWARDS = [
     {"key": "card", "name": "Card", "redemption_type": "AMOUNT_BASED", "asset": "PTS", "unit_cost": "25"},
     {"key": "later", "name": "Later", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "1",
      "available_from": "2025-03-05T00:00:00Z"},
+    {"key": "window", "name": "Window", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "1",
+     "available_from": "2025-03-01T07:00:00Z", "available_until": "2025-03-01T08:00:00Z"},
 ]
 
 
@@ -243,7 +245,11 @@ def test_s9_rewards_reversals_transfers_and_expiry_at_the_instant(tmp_path):
             op("transfer", "t1", "u", t(6), asset="PTS", recipients=[{"external_id": "u", "amount": "1"}]),
             op("transfer", "t2", "u", t(6, 1), asset="PTS",
                recipients=[{"external_id": "v", "amount": "10"}, {"external_id": "w", "amount": "25"}]),
-            op("transfer", "t3", "u", t(6, 2), asset="PTS", recipients=many)])
+            op("transfer", "t3", "u", t(6, 2), asset="PTS", recipients=many),
+            # the window is [07:00, 08:00): open at its start, closed at its end (w has 5)
+            op("redeem_item", "wi1", "w", t(6, 59), reward="window"),
+            op("redeem_item", "wi2", "w", t(7), reward="window"),
+            op("redeem_item", "wi3", "w", t(8), reward="window")])
     st = lg.status()
     assert st["r1"] == ("FAILED", "max_per_participant_exceeded")
     assert st["r2"] == ("FAILED", "insufficient_balance")
@@ -256,7 +262,9 @@ def test_s9_rewards_reversals_transfers_and_expiry_at_the_instant(tmp_path):
     assert lg.entries("v1") == [("REDEMPTION_REVERSAL", D(20))] and lg.entries("v3") == [("REDEMPTION_REVERSAL", D(5))]
     # u: 50 - 20 (mug) - 25 (card) + 25 (reversed) = 30 in A 10 (expires 01:00) and B 20 (02:00)
     assert lg.balance("u") == (D(30), D(0), D(0)) and lg.balance("v") == (D(0), D(0), D(0))
-    assert lg.balance("w") == (D(5), D(0), D(0))
+    assert (st["wi1"], st["wi2"], st["wi3"]) == (("FAILED", "reward_not_available"), OK,
+                                                  ("FAILED", "reward_not_available"))
+    assert lg.balance("w") == (D(4), D(0), D(0))
     assert lots_of_u() == [(D(10), "2025-03-03 01:00:00+00"), (D(20), "2025-03-03 02:00:00+00")]
     assert lg.sql("SELECT status, reversed_amount FROM redemptions WHERE idempotency_key = 'r6'") == [
         ("FULLY_REVERSED", D(25))]
