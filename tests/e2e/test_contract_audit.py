@@ -645,7 +645,8 @@ def test_s12_the_docs_list_every_column(tmp_path):
     "sums each account's postings with an eager Polars group_by().agg(sum) on Decimal(38, 18), "
     "which in polars 2.1 wraps around on overflow instead of raising (Series.sum and lazy "
     "group_by raise); account_balances then holds -160282366920938463463.37..., and `perkflow "
-    "verify` and `balances` crash with DuckDB's overflow error"))
+    "verify` and `balances` crash with DuckDB's overflow error. Across two batches the UPDATE of "
+    "account_balances overflows instead: exit 1, and every later batch with that credit fails the same way"))
 def test_s1_s8_a_balance_that_would_not_fit_the_ledgers_decimal_fails_the_event(tmp_path):
     # 1: "Exact ... in the ledger, balances"; 8: balances are the sum of postings. Each credit of
     # 9e19 fits DECIMAL(38, 18) (20 integer digits) but two of them do not: the contract is silent
