@@ -411,3 +411,21 @@ def test_s12_the_database_is_db_else_perkflow_db_else_data_warehouse(tmp_path):
         assert res.returncode == 0 and json.loads(res.stdout) == [{"n": 1}], res.stdout + res.stderr
     res = cli(*balance, cwd=tmp_path, env={**env, "PERKFLOW_DB": str(env_db)})
     assert res.returncode == 0 and json.loads(res.stdout) == [{"available": "7"}]
+
+
+def test_s12_a_report_piped_into_a_reader_that_stops_early_is_not_an_internal_error(tmp_path):
+    """`perkflow report participant_statement --json | head -c 10` printed "internal error ...
+    please report this trace" (BrokenPipeError) and exited 1. It now exits quietly with 141 (as a
+    process ended by SIGPIPE) and the ledger is untouched."""
+    import subprocess
+    import sys
+
+    from tests.helpers.io import ROOT
+    lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]))
+    lg.run([ev(f"e{i}", f"u{i}", "2025-03-01T10:00:00Z", "earn") for i in range(50)])
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "report", "participant_statement", "--json",
+                             "--db", str(lg.db)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the report is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "internal error" not in err and "Traceback" not in err, err
+    assert lg.sql("SELECT count(*) FROM participant_statement") == [(50,)]
