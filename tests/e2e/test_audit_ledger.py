@@ -308,6 +308,19 @@ def test_s7_s9_lot_instants_in_every_form_and_fifo_ties_broken_by_lot_id(tmp_pat
     assert {i: r["remaining"] for i, r in u.items()} == {i: r["amount"] - (1 if i == first else 0) for i, r in u.items()}
     lg.verify()
 
+def test_s7_a_held_credit_cannot_also_mature_later(tmp_path):
+    """CREDIT takes `bucket` HELD, and "a future matures_at lands in DEFERRED": both at once used to
+    put the value in DEFERRED, dropping the hold, so the settle of its reference found nothing
+    held and credited the amount a second time (8 for one pending 4). The contract does not say
+    which wins; the combination is refused at load, naming the file, the rule and the field."""
+    from tests.helpers.io import write_program
+    rules = [on("pend", {"type": "CREDIT", "asset": "PTS", "amount": "4", "bucket": "HELD", "matures_at": "1h",
+                         "reference_id": "order-1"})]
+    write_program(tmp_path / "programs" / "shop.yaml", program(rules, [LOT]))
+    res = cli("validate", "--programs", str(tmp_path / "programs"))
+    out = res.stdout + res.stderr
+    assert res.returncode == 2 and "shop.yaml" in out and "pend" in out and "matures_at" in out, out
+
 # ---------------------------------------------------------------------------------------------
 # Section 12: outputs
 
