@@ -320,6 +320,13 @@ def test_s7_a_held_credit_cannot_also_mature_later(tmp_path):
     res = cli("validate", "--programs", str(tmp_path / "programs"))
     out = res.stdout + res.stderr
     assert res.returncode == 2 and "shop.yaml" in out and "pend" in out and "matures_at" in out, out
+    # the same for a settle (a CREDIT with reference_id into AVAILABLE): deferred, it settled nothing
+    rules = [on("settle", {"type": "CREDIT", "asset": "PTS", "amount": "4", "matures_at": "1h",
+                           "reference_id": "order-1"})]
+    write_program(tmp_path / "programs" / "shop.yaml", program(rules, [LOT]))
+    res = cli("validate", "--programs", str(tmp_path / "programs"))
+    out = res.stdout + res.stderr
+    assert res.returncode == 2 and "settle" in out and "matures_at" in out, out
 
 # ---------------------------------------------------------------------------------------------
 # Section 12: outputs
