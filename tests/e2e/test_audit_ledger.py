@@ -201,15 +201,15 @@ def test_s8_entries_name_their_source_and_deferred_value_cannot_be_spent_or_held
 # ---------------------------------------------------------------------------------------------
 # Section 9: lots, redemptions, transfers, wallets
 
-REWARDS = [
-    {"key": "mug", "name": "Mug", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "10",
-     "max_total": 3, "max_per_participant": 2},
-    {"key": "card", "name": "Card", "redemption_type": "AMOUNT_BASED", "asset": "PTS", "unit_cost": "25"},
-    {"key": "later", "name": "Later", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "1",
-     "available_from": "2025-03-05T00:00:00Z"},
-    {"key": "window", "name": "Window", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "1",
-     "available_from": "2025-03-01T07:00:00Z", "available_until": "2025-03-01T08:00:00Z"},
-]
+def reward(key: str, kind: str, cost: str, **extra) -> dict:
+    return {"key": key, "name": key.title(), "redemption_type": kind, "asset": "PTS", "unit_cost": cost, **extra}
+
+
+REWARDS = [reward("mug", "UNIT_BASED", "10", max_total=3, max_per_participant=2),
+           reward("card", "AMOUNT_BASED", "25"),
+           reward("later", "UNIT_BASED", "1", available_from="2025-03-05T00:00:00Z"),
+           reward("window", "UNIT_BASED", "1", available_from="2025-03-01T07:00:00Z",
+                  available_until="2025-03-01T08:00:00Z")]
 
 
 def test_s9_rewards_reversals_transfers_and_expiry_at_the_instant(tmp_path):
