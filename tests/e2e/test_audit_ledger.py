@@ -329,6 +329,53 @@ def test_s7_a_held_credit_cannot_also_mature_later(tmp_path):
     assert res.returncode == 2 and "settle" in out and "matures_at" in out, out
 
 # ---------------------------------------------------------------------------------------------
+# Section 10: tiers
+
+
+def test_s10_thresholds_jumps_set_tier_and_one_history_row_per_change(tmp_path):
+    """`>=` and `>` at their boundary; ANY jumps straight to the highest level; SET_TIER to the level
+    held is no change (no history row); SET_TIER may lower a level (ACTION), which later events do
+    not raise back unless the participant qualifies; SET_TIER suppresses auto-qualification only
+    in its own event."""
+    tier = {"key": "club", "display_name": "Club", "levels": [
+        {"key": "silver", "rank": 1, "qualification": {"mode": "ALL", "criteria": [
+            {"counter": "n", "operator": ">=", "threshold": 3}]}},
+        {"key": "gold", "rank": 2, "qualification": {"mode": "ALL", "criteria": [
+            {"counter": "n", "operator": ">", "threshold": 5}]}},
+        {"key": "plat", "rank": 3, "qualification": {"mode": "ANY", "criteria": [
+            {"counter": "n", "operator": ">=", "threshold": 100}, {"counter": "m", "operator": ">=", "threshold": 1}]}}]}
+    rules = [on("cnt", {"type": "COUNTER", "key": "n", "value": "event.n"}),
+             on("set", {"type": "SET_TIER", "tier": "club", "level": "event.lv"}),
+             on("promo", {"type": "SET_TIER", "tier": "club", "level": "silver"},
+                {"type": "COUNTER", "key": "n", "value": "10"}),
+             on("m", {"type": "COUNTER", "key": "m", "value": "1"})]
+    lg = Ledger(tmp_path, program(rules, tiers=[tier]))
+    t = lambda h: f"2025-03-01T{h:02d}:00:00Z"  # noqa: E731
+    lg.run([ev("a1", "u", t(1), "cnt", n=3),        # n 3: silver (>= 3)
+            ev("a2", "u", t(2), "cnt", n=2),        # n 5: gold needs > 5
+            ev("a3", "u", t(3), "cnt", n=1),        # n 6: gold
+            ev("b1", "v", t(1), "set", lv="gold"),  # gold by action
+            ev("b2", "v", t(2), "set", lv="gold"),  # no change
+            ev("b3", "v", t(3), "set", lv="silver"),  # lowered by action
+            ev("b4", "v", t(4), "cnt", n=1),        # n 1 qualifies for nothing: stays silver
+            ev("b5", "v", t(5), "set", lv="diamond"),  # not a level: the event fails
+            ev("c1", "w", t(1), "promo"),           # silver; n 10 would be gold, suppressed here
+            ev("c2", "w", t(2), "cnt", n=0),        # the next event qualifies it: gold
+            ev("d1", "x", t(1), "m")])              # ANY: m >= 1 -> plat at once
+    assert lg.status()["b5"][0] == "FAILED"
+    history = lg.sql("SELECT p.external_id, COALESCE(h.from_level, '-'), h.to_level, h.reason, h.effective_at::VARCHAR "
+                     "FROM tier_history h JOIN participants p ON p.id = h.participant_id ORDER BY h.seq")
+    assert sorted(history) == sorted([
+        ("u", "-", "silver", "AUTO", "2025-03-01 01:00:00+00"), ("u", "silver", "gold", "AUTO", "2025-03-01 03:00:00+00"),
+        ("v", "-", "gold", "ACTION", "2025-03-01 01:00:00+00"), ("v", "gold", "silver", "ACTION", "2025-03-01 03:00:00+00"),
+        ("w", "-", "silver", "ACTION", "2025-03-01 01:00:00+00"), ("w", "silver", "gold", "AUTO", "2025-03-01 02:00:00+00"),
+        ("x", "-", "plat", "AUTO", "2025-03-01 01:00:00+00")])
+    assert dict(lg.sql("SELECT p.external_id, t.level FROM participant_tiers t "
+                       "JOIN participants p ON p.id = t.participant_id")) == {
+        "u": "gold", "v": "silver", "w": "gold", "x": "plat"}
+    lg.verify()
+
+# ---------------------------------------------------------------------------------------------
 # Section 12: outputs
 
 
