@@ -485,7 +485,12 @@ def _trim(row: tuple) -> tuple:
 
 
 def _cmd_sql(args) -> int:
-    cols, rows = _query(args, args.query)
+    import duckdb
+
+    try:
+        cols, rows = _query(args, args.query)
+    except duckdb.Error as e:  # the user's SQL: a syntax error, an unknown table, a write refused
+        raise InputError(f"sql: {str(e).splitlines()[0]}") from None
     _show(args, cols, [_trim(r) for r in rows])
     return 0
 

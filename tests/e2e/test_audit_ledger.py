@@ -497,3 +497,18 @@ def test_s12_a_report_piped_into_a_reader_that_stops_early_is_not_an_internal_er
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and "internal error" not in err and "Traceback" not in err, err
     assert lg.sql("SELECT count(*) FROM participant_statement") == [(50,)]
+
+
+def test_s12_ad_hoc_sql_is_read_only_and_its_mistakes_are_the_users(tmp_path):
+    """`perkflow sql` is read-only: a write is refused and the ledger is unchanged. A refused
+    write, a syntax error or an unknown table is the user's input (exit 2, one line naming the
+    problem), not "internal error ... please report this trace" (exit 1) as before."""
+    lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]))
+    lg.run([ev("e1", "u", "2025-03-01T10:00:00Z", "earn")])
+    for query, says in (("DELETE FROM postings", "read-only"), ("SELEC 1", "syntax error"),
+                        ("SELECT * FROM nope", "nope")):
+        res = cli("sql", query, "--db", str(lg.db))
+        assert res.returncode == 2, (query, res.returncode, res.stderr)
+        assert says in res.stderr and "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
+    assert lg.sql("SELECT count(*) FROM postings") == [(2,)]
+    lg.verify()
