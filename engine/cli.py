@@ -2,13 +2,15 @@
 
 Exit codes (semantics.md 13): 0 success, even when some events FAILED by business rules;
 2 invalid input or configuration, nothing written; 1 unexpected internal error, nothing
-committed; 3 the database is in use by another run.
+committed; 3 the database is in use by another run; 141 the reader of the output closed it
+early (as SIGPIPE would).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from decimal import Decimal
@@ -48,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing was committed")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`perkflow report ... --json | head`): not an internal error. Point
+        # stdout at /dev/null so the interpreter's last flush does not raise again, and exit as a
+        # process ended by SIGPIPE does (128 + 13), without a trace to report.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except BaseException as e:  # noqa: BLE001 - the last line of defence (pyo3 panics are BaseException)
         if isinstance(e, (SystemExit, GeneratorExit)):
             raise
@@ -477,7 +485,12 @@ def _trim(row: tuple) -> tuple:
 
 
 def _cmd_sql(args) -> int:
-    cols, rows = _query(args, args.query)
+    import duckdb
+
+    try:
+        cols, rows = _query(args, args.query)
+    except duckdb.Error as e:  # the user's SQL: a syntax error, an unknown table, a write refused
+        raise InputError(f"sql: {str(e).splitlines()[0]}") from None
     _show(args, cols, [_trim(r) for r in rows])
     return 0
 

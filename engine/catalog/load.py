@@ -496,6 +496,14 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
             for field in ("expires_at", "matures_at"):
                 if getattr(action, field) is not None and action.type != "CREDIT":
                     raise CatalogError(f"{at}: `{field}` applies to CREDIT only")
+            if action.matures_at is not None and (action.bucket == "HELD" or action.reference_id is not None):
+                # a future matures_at lands in DEFERRED (semantics.md 7), which silently dropped the
+                # hold (the credit was no longer pending, and its settle credited it a second time)
+                # or the settle (the held value stayed held and the credit came on top of it)
+                what = ("a CREDIT into HELD is pending until it is settled, released or voided"
+                        if action.bucket == "HELD" else "a CREDIT with reference_id settles what that reference holds")
+                raise CatalogError(f"{at}.matures_at: {what}; it cannot also be DEFERRED until it matures: drop "
+                                   f"`matures_at`")
         elif action.expires_at is not None or action.matures_at is not None:
             raise CatalogError(f"{at}: expires_at/matures_at apply to LOT assets; {symbol} is SIMPLE")
         elif action.reference_id is not None or action.type == "VOID_HOLD":

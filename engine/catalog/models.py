@@ -119,9 +119,11 @@ class Action(Strict):
     @field_validator("amount", "value", mode="before")
     @classmethod
     def _text(cls, v: Any) -> Any:
-        # A YAML number is a number: keep its exact decimal text (floats via shortest repr).
+        # A YAML number is a number: keep its exact decimal text (floats via shortest repr). A
+        # static boolean is the literal text "true" / "false", as SET_ATTRIBUTE stores a CEL
+        # boolean (semantics.md 7: a static value that is not a number is a literal string).
         if isinstance(v, bool):
-            return v
+            return "true" if v else "false"
         if isinstance(v, float):
             return repr(v)
         if isinstance(v, int):

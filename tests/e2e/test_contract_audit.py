@@ -268,6 +268,28 @@ def test_s7_broadcast_reaches_every_active_participant(tmp_path):
     assert led.balance("u1") == led.balance("u2") == (D(2), D(0), D(0))
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "s7/s5.1: a participant created by an action target is not enrolled in the program (enrolments "
+    "come only from rows' participants and recipients: engine/intake.py enrollments, engine/run.py "
+    "_with_system, engine/kernel.py Emitting.enrol), so BROADCAST and participants-scope automations "
+    "never reach it; a recipient created the same way is enrolled"))
+def test_s7_a_participant_created_by_a_target_is_enrolled_and_reached_by_a_broadcast(tmp_path):
+    # 7: "A target participant that does not exist is created per on_unknown_participant"; 5.1:
+    # "create and enrol per on_unknown_participant"; BROADCAST reaches "every active participant
+    # of the program". u's referral creates `newbie` (2 points); u's later broadcast gives every
+    # enrolled participant 1 point: u and newbie.
+    rules = [on("ref", {"type": "CREDIT", "asset": "PTS", "amount": "2",
+                        "target": {"type": "PARTICIPANT", "external_id": "event.friend"}}),
+             on("all", {"type": "BROADCAST", "event_name": "gift"}),
+             on("gift", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]
+    led = Ledger(tmp_path, program(rules))
+    led.run([ev("a1", "u", at(1, 1), "ref", friend="newbie"), ev("a2", "u", at(1, 2), "all")])
+    assert led.sql("SELECT p.external_id, e.enrolled_at::VARCHAR FROM enrollments e "
+                   "JOIN participants p ON p.id = e.participant_id ORDER BY 1") == [
+        ("newbie", "2025-03-01 01:00:00+00"), ("u", "2025-03-01 01:00:00+00")]
+    assert led.balance("newbie") == (D(3), D(0), D(0)) and led.balance("u") == (D(1), D(0), D(0))
+
+
 def test_s7_s11_a_rule_credits_a_group_wallet(tmp_path):
     # "target: {type: GROUP, id}"; groups are shared wallets with their own balances (section 11).
     rules = [on("team", {"type": "CREDIT", "asset": "PTS", "amount": "4", "target": {"type": "GROUP", "id": "family"}})]
@@ -616,6 +638,26 @@ def test_s12_the_docs_list_every_column(tmp_path):
         elif column not in words:
             missing.append(f"{table}.{column}")
     assert sorted(set(missing)) == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "s1/s8: a balance past DECIMAL(38, 18) wraps silently: engine/ledger/writer.py balance_changes "
+    "sums each account's postings with an eager Polars group_by().agg(sum) on Decimal(38, 18), "
+    "which in polars 2.1 wraps around on overflow instead of raising (Series.sum and lazy "
+    "group_by raise); account_balances then holds -160282366920938463463.37..., and `perkflow "
+    "verify` and `balances` crash with DuckDB's overflow error. Across two batches the UPDATE of "
+    "account_balances overflows instead: exit 1, and every later batch with that credit fails the same way"))
+def test_s1_s8_a_balance_that_would_not_fit_the_ledgers_decimal_fails_the_event(tmp_path):
+    # 1: "Exact ... in the ledger, balances"; 8: balances are the sum of postings. Each credit of
+    # 9e19 fits DECIMAL(38, 18) (20 integer digits) but two of them do not: the contract is silent
+    # on what happens then; a financial ledger must never store a wrapped balance. Expected here
+    # (to be decided by the lead): the second credit fails like a single amount out of range
+    # (`amount_out_of_range`), and the ledger verifies.
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})]))
+    led.run([ev("e1", "u1", at(1, 1), "earn", n=9e19), ev("e2", "u1", at(1, 2), "earn", n=9e19)])
+    assert led.status() == {"e1": OK, "e2": ("FAILED", "amount_out_of_range")}
+    assert led.sql("SELECT amount FROM account_balances WHERE entity_type = 'PARTICIPANT'") == [(D("9e19"),)]
+    led.verify()
 
 
 # ---------------------------------------------------------------------------------------------
