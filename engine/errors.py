@@ -15,6 +15,11 @@ class CatalogError(InputError):
     """A program file does not validate."""
 
 
+class BalanceRangeError(InputError):
+    """A batch would take an account's balance past what the ledger's DECIMAL(38, 18) holds
+    (|balance| < 10^20): the run stops and nothing is written, never a wrapped balance."""
+
+
 class DatabaseBusyError(Exception):
     """Another process holds the DuckDB write lock."""
 

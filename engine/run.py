@@ -25,7 +25,7 @@ from engine.catalog import Catalog, load_catalog
 from engine.execute import execute
 from engine.kernel import Emitting
 from engine.intake import enrollments, intake
-from engine.errors import InputError
+from engine.errors import BalanceRangeError, InputError
 from engine.io.events import no_rows, read_chunks, read_inputs, streamable
 from engine.io.files import expand
 from engine.ledger import db
@@ -228,7 +228,16 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
     if reach is None and len(ev):
         reach = ev["event_timestamp"].max()
     emitting = Emitting(reach, writer.batch_id, totals["_emitted"])
-    outcome = execute(ev, catalog, store, row_path=row_path, emitting=emitting)
+    try:
+        outcome = execute(ev, catalog, store, row_path=row_path, emitting=emitting)
+    except pl.exceptions.ComputeError as e:
+        if "overflow in decimal" not in str(e):
+            raise
+        # a running balance or sum past DECIMAL(38, 18): Polars raises (the writer's own sum
+        # names the account when evaluation did not get there first)
+        raise BalanceRangeError(
+            "the batch would take a balance to 10^20 or more, past what the ledger holds exactly (DECIMAL(38, 18)); "
+            "nothing was written. Check the amounts of its rows.") from None
     totals["_emitted"] = emitting.emitted
     ev = ev.drop("event").join(outcome.status, on="pos")  # the parsed payloads are done with
     if outcome.resolved:  # rows whose participant an action target created before their turn

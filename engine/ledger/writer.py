@@ -12,11 +12,13 @@ import re
 import os
 import sys
 import time
+from decimal import Decimal
 
 import duckdb
 import polars as pl
 
 from engine.catalog import Catalog
+from engine.errors import BalanceRangeError
 
 from . import db
 from .root import BatchRoot
@@ -121,7 +123,30 @@ def balance_changes(effects: pl.DataFrame) -> pl.DataFrame:
         effects.select(entity_type="to_type", entity_id="to_id", asset_id="asset_id", bucket="to_bucket",
                        amount="amount"),
     ])
-    return legs.group_by("entity_type", "entity_id", "asset_id", "bucket").agg(pl.col("amount").sum()).with_row_index("row")
+    # Lazy: Polars 2.1's eager group_by sum of a Decimal wraps around on overflow; this raises.
+    try:
+        return (legs.lazy().group_by("entity_type", "entity_id", "asset_id", "bucket").agg(pl.col("amount").sum())
+                .collect().with_row_index("row"))
+    except pl.exceptions.ComputeError as e:
+        if "overflow" not in str(e):
+            raise
+        totals: dict[tuple, Decimal] = {}
+        for *account, amount in legs.iter_rows():
+            totals[tuple(account)] = totals.get(tuple(account), Decimal(0)) + amount
+        account = next(a for a, total in totals.items() if abs(total) >= BALANCE_LIMIT)
+        raise _out_of_range(account) from None
+
+
+#: What DECIMAL(38, 18) holds: 20 integer digits.
+BALANCE_LIMIT = Decimal(10) ** 20
+
+
+def _out_of_range(account: tuple) -> BalanceRangeError:
+    entity_type, entity_id, asset_id, bucket = account
+    return BalanceRangeError(
+        f"the batch would take account {entity_type} {entity_id} (asset {asset_id}, {bucket}) to a balance of "
+        f"10^20 or more, past what the ledger holds exactly (DECIMAL(38, 18)); nothing was written. "
+        f"Check the amounts of the rows that credit or debit it.")
 
 
 def _rss_mb() -> float:
@@ -159,7 +184,16 @@ class BatchWriter:
             # statement costs a few milliseconds, which adds up over a backfill of small batches.
             if any(stage not in stages for stage in used) or all(len(stages[stage]) == 0 for stage in used):
                 continue
-            self._run(name, sql, params, {stage: tables[stage] for stage in used})
+            try:
+                self._run(name, sql, params, {stage: tables[stage] for stage in used})
+            except duckdb.OutOfRangeException:
+                if name != "update_balances":
+                    raise
+                # DuckDB says only that an addition overflowed, and the transaction is aborted:
+                # no account to name
+                raise BalanceRangeError(
+                    "the batch would take a stored balance to 10^20 or more, past what the ledger holds exactly "
+                    "(DECIMAL(38, 18)); nothing was written. Check the amounts of its rows.") from None
         del tables
         if "stage_effects" in stages and len(stages["stage_effects"]):
             hashes = self.con.sql(statement("write_batch.sql", "chunk_hashes"),

@@ -641,12 +641,10 @@ def test_s12_the_docs_list_every_column(tmp_path):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "s1/s8: a balance past DECIMAL(38, 18) wraps silently: engine/ledger/writer.py balance_changes "
-    "sums each account's postings with an eager Polars group_by().agg(sum) on Decimal(38, 18), "
-    "which in polars 2.1 wraps around on overflow instead of raising (Series.sum and lazy "
-    "group_by raise); account_balances then holds -160282366920938463463.37..., and `perkflow "
-    "verify` and `balances` crash with DuckDB's overflow error. Across two batches the UPDATE of "
-    "account_balances overflows instead: exit 1, and every later batch with that credit fails the same way"))
+    "s1/s8: a balance past DECIMAL(38, 18) stops the whole run (exit 2, nothing written: the test "
+    "below) rather than failing only the event that would overflow it with amount_out_of_range: the "
+    "set-based and running paths meet it in their Polars running sums, the kernel path only in the "
+    "writer. (It used to wrap silently: Polars 2.1's eager group_by sum of Decimals wraps on overflow.)"))
 def test_s1_s8_a_balance_that_would_not_fit_the_ledgers_decimal_fails_the_event(tmp_path):
     # 1: "Exact ... in the ledger, balances"; 8: balances are the sum of postings. Each credit of
     # 9e19 fits DECIMAL(38, 18) (20 integer digits) but two of them do not: the contract is silent
@@ -658,6 +656,36 @@ def test_s1_s8_a_balance_that_would_not_fit_the_ledgers_decimal_fails_the_event(
     assert led.status() == {"e1": OK, "e2": ("FAILED", "amount_out_of_range")}
     assert led.sql("SELECT amount FROM account_balances WHERE entity_type = 'PARTICIPANT'") == [(D("9e19"),)]
     led.verify()
+
+
+@pytest.mark.parametrize("batches", [1, 2])
+@pytest.mark.parametrize("holder", ["PARTICIPANT", "GROUP"])
+def test_s1_s8_a_balance_that_would_not_fit_stops_the_run_and_writes_nothing(tmp_path, batches, holder):
+    # What holds today, short of the per-event failure above: never a wrapped balance. Two
+    # credits of 9e19 in one batch or in two: exit 2, and the ledger is as it was (empty, or the
+    # first batch's 9e19). A participant's balance is met by the set-based path's running sums; a
+    # group's (sequential kernel, Decimal) by the writer's sum of the chunk (one batch: it names
+    # the account) or by DuckDB's UPDATE of the stored balance (two).
+    credit = {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}
+    spec = program([on("earn", credit | ({"target": {"type": "GROUP", "id": "family"}} if holder == "GROUP" else {}))])
+    spec["groups"] = [{"key": "family", "name": "Family", "members": [{"external_id": "u1", "role": "ADMIN"}]}]
+    led = Ledger(tmp_path, spec)
+    rows = [ev("e1", "u1", at(1, 1), "earn", n=9e19), ev("e2", "u1", at(1, 2), "earn", n=9e19)]
+    if batches == 2:
+        led.run(rows[:1])
+        rows = rows[1:]
+    before = led.sql("SELECT entity_type, amount FROM account_balances ORDER BY ALL") if batches == 2 else []
+    err = led.run(rows, expect=2)["stderr"]
+    assert "10^20" in err and "nothing was written" in err
+    if holder == "GROUP" and batches == 1:
+        assert "the batch would take account " in err
+    if batches == 2:
+        assert before == [(holder, D("9e19")), ("SYSTEM_ISSUANCE", D("-9e19"))]
+        assert led.sql("SELECT entity_type, amount FROM account_balances ORDER BY ALL") == before
+        assert led.sql("SELECT count(*) FROM batches") == [(1,)]
+        led.verify()
+    else:
+        assert not led.db.exists() or led.sql("SELECT count(*) FROM information_schema.tables") == [(0,)]
 
 
 # ---------------------------------------------------------------------------------------------
