@@ -140,3 +140,145 @@ def test_s3_changes_due_exactly_at_an_events_instant_happen_before_it(tmp_path):
     assert s.balance("erin", "LP") == (0, 0, 0)
     exp = query(s.db, "SELECT action_type, effective_at FROM journal_entries WHERE action_type = 'EXPIRATION'")
     assert [(t, str(at)) for t, at in exp] == [("EXPIRATION", "2025-03-01 11:00:00+00:00")]
+
+
+def test_s4_idempotency_per_program_and_kind_duplicates_by_value_conflicts_quarantined(tmp_path):
+    """Program p pays 10 PTS per buy, program q (same PTS) pays 1. The key k1 is used by an event
+    of p, an event of q and an operation of p: three different things (keys are per program,
+    and events and operations each have their own). Batch 2 repeats k1 with the same instant
+    written in another offset, keys reordered, 10 as 10.0 and a null field (a DUPLICATE); k1 in
+    q with a recipient (a conflict); k2 twice with different amounts (the first wins)."""
+    s = Scenario(tmp_path, "p", [{"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+                                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "10"}]}], [asset("PTS")])
+    write_program(s.programs / "q.yaml", program_spec("q", [
+        {"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}],
+        assets=[asset("PTS")]))
+    from tests.helpers.scenario import op
+    in_q = ev("k1", "alice", "2025-03-01T12:00:00Z", "buy", amount=10) | {"program": "q"}
+    out = s.run(ev("k1", "alice", "2025-03-01T12:00:00Z", "buy", amount=10), in_q,
+                op("adjust", "k1", "alice", "2025-03-01T12:30:00Z", type="CREDIT", asset="PTS", amount="5"))
+    assert s.report.completed == 3 and s.report.duplicates == 0 and s.report.rejected == 0
+    assert s.balance("alice", "PTS")[0] == 10 + 1 + 5
+
+    rows = [
+        event("p", "k1", "alice", "2025-03-01T13:00:00+01:00", '{"note": null, "amount": 10.0,  "type": "buy"}'),
+        event("q", "k1", "alice", "2025-03-01T12:00:00Z", {"type": "buy", "amount": 10}, recipient_external_id="bob"),
+        event("p", "k2", "alice", "2025-03-02T12:00:00Z", {"type": "buy", "amount": 10}),
+        event("p", "k2", "alice", "2025-03-02T12:00:00Z", {"type": "buy", "amount": 10.5}),
+    ]
+    f = write_events(tmp_path / "b2" / "again.parquet", rows)
+    report = run_json(s.programs, f, s.db)
+    assert (report["read"], report["completed"], report["failed"], report["duplicates"], report["rejected"]) == (4, 1, 0, 1, 2)
+    assert sorted(query(s.db, "SELECT row_number, reason FROM rejected_rows WHERE source = ?", [str(f)])) == [
+        (2, "idempotency_conflict"), (4, "idempotency_conflict")]
+    assert s.balance("alice", "PTS")[0] == 16 + 10
+    assert s.balance("bob", "PTS")[0] == 0
+    # the stored first row of k2 is the one that won
+    assert json.loads(query(s.db, "SELECT event_data FROM events WHERE idempotency_key = 'k2'")[0][0])["amount"] == 10
+
+
+def test_s5_failed_event_rolls_back_everything_and_participant_and_program_checks(tmp_path):
+    """p: a buy tags, counts and credits 10 under a 10 PTS budget; a `fail` field adds a DEBIT of
+    1000 that cannot be paid, which fails the whole event: no tag, no counter, no entry and no
+    budget used, so alice's next buy still gets the 10 and bob's then hits the budget.
+    r (REJECT): alice, already known to the project through p, is enrolled; zed fails with
+    participant_not_found. s (SUSPENDED) and t (ARCHIVED): program_inactive."""
+    pay = {"name": "buy", "key": "buy", "order": 10, "condition": 'event.type == "buy"',
+           "budgets": [{"asset": "PTS", "limit": "10"}],
+           "actions": [{"type": "TAG", "tag": "buyer"}, {"type": "COUNTER", "key": "visits", "value": "1"},
+                       {"type": "CREDIT", "asset": "PTS", "amount": "10"}]}
+    boom = {"name": "boom", "key": "boom", "order": 20, "condition": "has(event.fail)",
+            "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "1000"}]}
+    s = Scenario(tmp_path, "p", [pay, boom], [asset("PTS")])
+    one = [{"name": "one", "key": "one", "condition": "true", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]
+    write_program(s.programs / "r.yaml", program_spec("r", one, assets=[asset("PTS")], on_unknown_participant="REJECT"))
+    write_program(s.programs / "s.yaml", program_spec("s", one, assets=[asset("PTS")], status="SUSPENDED"))
+    write_program(s.programs / "t.yaml", program_spec("t", one, assets=[asset("PTS")], status="ARCHIVED"))
+    out = s.run(ev("e1", "alice", "2025-03-01T10:00:00Z", "buy", fail=True),
+                ev("e2", "alice", "2025-03-01T11:00:00Z", "buy"),
+                ev("e3", "bob", "2025-03-01T12:00:00Z", "buy"),
+                ev("r1", "alice", "2025-03-01T13:00:00Z", "x") | {"program": "r"},
+                ev("r2", "zed", "2025-03-01T13:00:00Z", "x") | {"program": "r"},
+                ev("s1", "alice", "2025-03-01T13:00:00Z", "x") | {"program": "s"},
+                ev("t1", "alice", "2025-03-01T13:00:00Z", "x") | {"program": "t"})
+    assert out["e1"][0] == "FAILED" and out["e1"][1]
+    assert out["e2"] == out["e3"] == out["r1"] == ("COMPLETED", None)
+    assert out["r2"] == ("FAILED", "participant_not_found")
+    assert out["s1"] == out["t1"] == ("FAILED", "program_inactive")
+    assert s.balance("alice", "PTS")[0] == 10 + 1          # e2 and r1
+    assert s.balance("bob", "PTS")[0] == 0
+    assert s.state("alice") == {("TAG", "buyer"): None, ("COUNTER", "visits"): D(1)}
+    assert s.state("bob") == {}             # BUDGET_EXCEEDED skips the rule as a whole: no tag, no count
+    assert s.entries("e1") == []
+    assert query(s.db, "SELECT COUNT(*) FROM participants WHERE external_id = 'zed'") == [(0,)]
+    enrolled = query(s.db, "SELECT p.key FROM enrollments n JOIN programs p ON p.id = n.program_id "
+                           "JOIN participants x ON x.id = n.participant_id WHERE x.external_id = 'alice' ORDER BY 1")
+    assert [k for (k,) in enrolled][:2] == ["p", "r"]
+
+
+CEL_CHECKS = {
+    "now_call": "now() == now",
+    "nested": 'event.items[0].sku == "A1" && size(event.items) == 2',
+    "promote": "event.amount * 10 == 25 && 1 + 0.5 == 1.5 && 2 < 2.5",
+    "round": "round(2.5, 0) == 3.0 && round(-2.5, 0) == -3.0 && round(1.005, 2) == 1.01 && round(2.345, 2) == 2.35",
+    "floor_ceil_abs": "floor(-1.5) == -2.0 && ceil(-1.5) == -1.0 && abs(-3) == 3 && abs(-2.5) == 2.5",
+    "min_max": "min(1, 2.5) == 1 && max(1, 2.5) == 2.5",
+    "get": 'get(event, "missing", 7) == 7 && get(event, "n", 0) == 2',
+    "sets": 'sets.contains(["a", "b", "c"], ["a", "c"]) && sets.intersects(["a"], ["b", "a"]) '
+            '&& !sets.contains(["a"], ["a", "b"]) && !sets.intersects(["a"], ["b"])',
+    "ascii": '"AbC".lowerAscii() == "abc" && "abc".upperAscii() == "ABC"',
+    "tz": 'now.getHours() == 12 && now.getHours("America/New_York") == 7 && now.getDayOfWeek() == 1',
+    "balances_zero": "participant.balances.PTS.available == 0.0 && participant.balances.GEMS.held == 0.0 "
+                     "&& participant.balances.GEMS.deferred == 0.0 && size(participant.balances) == 2",
+    "who": 'participant.external_id == "alice" && participant.status == "ACTIVE" && participant.created_at <= now '
+           '&& size(participant.id) == 36',
+    "program": 'program.key == "cel"',
+    "macros": "[1, 2, 3].map(x, x * 2) == [2, 4, 6] && [1, 2, 3].filter(x, x > 1).size() == 2 "
+              "&& [1, 2].exists_one(x, x == 2) && [1, 2].all(x, x > 0) && [1, 2].exists(x, x == 1)",
+    "strings": '"abc".matches("^a.c$") && "hello".contains("ell") && "hello".startsWith("he") && "hello".endsWith("lo")',
+    "time": 'now + duration("1h") == timestamp("2025-11-03T13:00:00Z") && now - timestamp("2025-11-03T11:00:00Z") == duration("1h")',
+    "conversions": 'int("5") + 1 == 6 && uint(3) == 3u && double("1.5") == 1.5 && string(12) == "12" && bool("true")',
+    "has": "has(event.items) && !has(event.nope)",
+    "ternary_in": '(event.amount > 2.0 ? "big" : "small") == "big" && "b" in ["a", "b"] && "k" in {"k": 1}',
+    "state_lowercase_tag": '"vip" in participant.tags && !("VIP" in participant.tags)',
+    "state_counter_double": "participant.counters.visits == 1.0 && type(participant.counters.visits) == double",
+    "state_attribute": 'participant.attributes.tier == "gold"',
+}
+
+
+def test_s6_the_cel_environment(tmp_path):
+    """One event; each check of semantics.md 6 is a rule whose condition must be true, tagging
+    ok_<name>. The first rule sets up state that later rules must see within the event."""
+    setup = {"name": "setup", "key": "setup", "order": 1, "condition": "true",
+             "actions": [{"type": "TAG", "tag": "VIP"}, {"type": "COUNTER", "key": "visits", "value": "1"},
+                         {"type": "SET_ATTRIBUTE", "key": "tier", "value": "gold"}]}
+    rules = [setup] + [{"name": name, "key": name, "order": 10 * (i + 1), "condition": cond,
+                        "actions": [{"type": "TAG", "tag": f"ok_{name}"}]} for i, (name, cond) in enumerate(CEL_CHECKS.items())]
+    s = Scenario(tmp_path, "cel", rules, [asset("PTS"), asset("GEMS", scale=2)])
+    # 2025-11-03 is a Monday (getDayOfWeek: 0 = Sunday); 12:00Z is 07:00 in New York (EST)
+    out = s.run(ev("c1", "alice", "2025-11-03T12:00:00Z", "check", amount=2.5, n=2, items=[{"sku": "A1"}, {"sku": "B2"}]))
+    assert out["c1"] == ("COMPLETED", None)
+    errors = {r: m for (_, r), (o, m) in _evaluations(s).items() if o != "MATCHED"}
+    assert _tags(s, "alice") == {"vip"} | {f"ok_{n}" for n in CEL_CHECKS}, errors
+
+
+STATELESS = {k: v for k, v in CEL_CHECKS.items() if "participant" not in v and "program" not in v}
+
+
+@pytest.mark.parametrize("row_path", [False, True])
+def test_s6_the_cel_environment_on_the_set_based_path(tmp_path, row_path):
+    """The checks that read only `event` and `now`, as CREDIT rules (1 PTS each): the set-based
+    path (and the per-row one) must agree with the sequential meaning, so alice ends with one
+    point per check."""
+    rules = [{"name": name, "key": name, "order": 10 * (i + 1), "condition": cond,
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]} for i, (name, cond) in enumerate(STATELESS.items())]
+    s = Scenario(tmp_path, "cel", rules, [asset("PTS")])
+    f = write_events(tmp_path / "in" / "e.parquet", [event("cel", "c1", "alice", "2025-11-03T12:00:00Z", {
+        "type": "check", "amount": 2.5, "n": 2, "items": [{"sku": "A1"}, {"sku": "B2"}]})])
+    report = run_json(s.programs, f, s.db, *(["--row-path"] if row_path else []))
+    assert report["completed"] == 1
+    errors = {r: (o, m) for (_, r), (o, m) in _evaluations(s).items() if o != "MATCHED"}
+    matched = {r for (_, r), (o, _) in _evaluations(s).items() if o == "MATCHED"}
+    assert matched == set(STATELESS), (set(STATELESS) - matched, errors)
+    assert balances(s.db) == {("alice", "PTS"): D(len(STATELESS))}
