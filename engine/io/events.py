@@ -200,14 +200,14 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         "kind": pl.Series([kind] * len(df), dtype=pl.String),
         "operation": df["operation"] if kind == "operation" else pl.Series([None] * len(df), dtype=pl.String),
         "program_id": df["program_id"],
-        "external_id": df["external_id"],
-        "participant_id": df["participant_id"],
+        "external_id": _blank_is_missing(df["external_id"]),
+        "participant_id": _blank_is_missing(df["participant_id"]),
         "idempotency_key": df["idempotency_key"],
         "event_timestamp": ts,
         "event": event,
         "event_json": event_json,
-        "recipient_external_id": df["recipient_external_id"],
-        "recipient_id": df["recipient_id"],
+        "recipient_external_id": _blank_is_missing(df["recipient_external_id"]),
+        "recipient_id": _blank_is_missing(df["recipient_id"]),
         "ts_bad": pl.Series(ts_bad, dtype=pl.String),
         "ev_bad": pl.Series(ev_bad, dtype=pl.String),
     })
@@ -247,6 +247,12 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         reject_message=message,
         raw=pl.col("raw"),
     )
+
+
+def _blank_is_missing(col: pl.Series) -> pl.Series:
+    """An empty participant reference names nobody: it is a missing one, as an empty
+    idempotency_key is (it made a participant whose external id was '')."""
+    return col.replace("", None)
 
 
 def _operation_words(text: str) -> str:

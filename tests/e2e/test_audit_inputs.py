@@ -282,3 +282,30 @@ def test_s6_the_cel_environment_on_the_set_based_path(tmp_path, row_path):
     matched = {r for (_, r), (o, _) in _evaluations(s).items() if o == "MATCHED"}
     assert matched == set(STATELESS), (set(STATELESS) - matched, errors)
     assert balances(s.db) == {("alice", "PTS"): D(len(STATELESS))}
+
+
+def test_s2_an_explicit_participant_id_never_creates_a_participant(tmp_path):
+    """semantics.md 2.1/2.2: participants are identified by external_id; participant_id is
+    perkflow's own id. A row naming a known external id and an unknown participant_id must not
+    make a second participant with that external id (it did: two 'u1' rows, each with its own
+    balance); the id names nobody, so the event fails with participant_not_found. Likewise for
+    recipient_id beside recipient_external_id. An empty external_id is a missing one (as an empty
+    idempotency_key is): the row is quarantined, no participant with an empty id appears."""
+    s = Scenario(tmp_path, "p", [{"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+                                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], [asset("PTS")])
+    s.run(ev("e1", "u1", "2025-03-01T10:00:00Z", "buy"))
+    ghost = "00000000-0000-0000-0000-000000000000"
+    f = write_events(tmp_path / "b2" / "rows.parquet", [
+        event("p", "e2", "u1", "2025-03-01T11:00:00Z", {"type": "buy"}, participant_id=ghost),
+        event("p", "e3", "u1", "2025-03-01T11:00:00Z", {"type": "buy"}, recipient_external_id="u2",
+              recipient_id="11111111-1111-1111-1111-111111111111"),
+        event("p", "e4", "", "2025-03-01T11:00:00Z", {"type": "buy"}),
+        event("p", "e5", "u1", "2025-03-01T12:00:00Z", {"type": "buy"}),
+    ])
+    report = run_json(s.programs, f, s.db)
+    assert (report["read"], report["completed"], report["failed"], report["rejected"]) == (4, 1, 2, 1)
+    assert query(s.db, "SELECT external_id, COUNT(*) FROM participants GROUP BY 1 ORDER BY 1") == [("u1", 1)]
+    assert dict(query(s.db, "SELECT idempotency_key, error_code FROM events")) == {
+        "e1": None, "e2": "participant_not_found", "e3": "participant_not_found", "e5": None}
+    assert query(s.db, "SELECT row_number, reason FROM rejected_rows") == [(3, "missing_required_field")]
+    assert balances(s.db) == {("u1", "PTS"): D(2)}
