@@ -249,6 +249,15 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     )
 
 
+def _json_kind(value) -> str:
+    """What a parsed JSON value is, in JSON's words (the message said 'NoneType' for null)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {list: "an array", str: "a string"}.get(type(value), "a number")
+
+
 def _blank_is_missing(col: pl.Series) -> pl.Series:
     """An empty participant reference names nobody: it is a missing one, as an empty
     idempotency_key is (it made a participant whose external id was '')."""
@@ -322,7 +331,7 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
             continue
         if not isinstance(value, dict):
             dicts.append(None)
-            bad.append(f"event_data must be a JSON object, got {type(value).__name__}")
+            bad.append(f"event_data must be a JSON object, got {_json_kind(value)}")
             continue
         if _depth(value) > MAX_DEPTH:
             dicts.append(None)

@@ -309,3 +309,33 @@ def test_s2_an_explicit_participant_id_never_creates_a_participant(tmp_path):
         "e1": None, "e2": "participant_not_found", "e3": "participant_not_found", "e5": None}
     assert query(s.db, "SELECT row_number, reason FROM rejected_rows") == [(3, "missing_required_field")]
     assert balances(s.db) == {("u1", "PTS"): D(2)}
+
+
+def test_s13_quarantine_messages_counts_in_the_manifest_and_unreadable_paths(tmp_path):
+    """event_data that is JSON but not an object is quarantined with a message in JSON's words
+    (it said 'NoneType'); the counts of every batch are stored and reconcile; a path with no
+    event files at all stops the run with exit 2 and creates no database."""
+    s = Scenario(tmp_path, "p", [{"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+                                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], [asset("PTS")])
+    kinds = {"null": "null", "[1]": "an array", '"x"': "a string", "3": "a number", "true": "a boolean"}
+    rows = [event("p", f"k{i}", "u1", "2025-03-01T10:00:00Z", text) for i, text in enumerate(kinds)]
+    rows += [event("p", "ok", "u1", "2025-03-01T10:00:00Z", {"type": "buy"}),
+             event("p", "ok", "u1", "2025-03-01T10:00:00Z", {"type": "buy"}),          # duplicate in the batch
+             event("p", "nobody", "u9", "2025-03-01T10:00:00Z", {"type": "buy"}) | {"program_id": "zz"}]
+    f = write_events(tmp_path / "in" / "rows.parquet", rows)
+    report = run_json(s.programs, f, s.db)
+    assert (report["read"], report["completed"], report["failed"], report["duplicates"], report["rejected"]) == (8, 1, 0, 1, 6)
+    got = query(s.db, "SELECT row_number, reason, message FROM rejected_rows ORDER BY row_number")
+    assert [(n, r) for n, r, _ in got] == [(1, "invalid_event_data"), (2, "invalid_event_data"), (3, "invalid_event_data"),
+                                           (4, "invalid_event_data"), (5, "invalid_event_data"), (8, "unknown_program")]
+    for (_, _, message), kind in zip(got, kinds.values()):
+        assert message == f"event_data must be a JSON object, got {kind}"
+    assert query(s.db, "SELECT rows_read, completed, failed, duplicates, rejected FROM batches") == [(8, 1, 0, 1, 6)]
+
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    fresh = tmp_path / "fresh.duckdb"
+    for path in (empty, tmp_path / "no_such_dir"):
+        res = cli("run", "--programs", str(s.programs), "--events", str(path), "--db", str(fresh))
+        assert res.returncode == 2 and str(path) in "".join(res.stderr.split()), res.stderr
+    assert not fresh.exists()
