@@ -339,3 +339,21 @@ def test_s13_quarantine_messages_counts_in_the_manifest_and_unreadable_paths(tmp
         res = cli("run", "--programs", str(s.programs), "--events", str(path), "--db", str(fresh))
         assert res.returncode == 2 and str(path) in "".join(res.stderr.split()), res.stderr
     assert not fresh.exists()
+
+
+def test_s4_retrying_perkflow_op_without_a_timestamp_is_a_duplicate(tmp_path):
+    """`perkflow op` without --timestamp happens now; the same command again (a retry) must be a
+    duplicate (semantics.md 4, as the quickstart's retry returns the original) -- it was an
+    idempotency_conflict, because 'now' had moved on. Other params under the key still conflict."""
+    s = Scenario(tmp_path, "p", [], [asset("PTS")])
+    s.run(ev("e1", "u1", "2025-03-01T10:00:00Z", "x"))
+    base = ("op", "adjust", "--program", "p", "--key", "fix-1", "--external-id", "u1", "--param", "type=CREDIT",
+            "--param", "asset=PTS", "--programs", str(s.programs), "--db", str(s.db), "--json")
+    first = cli(*base, "--param", "amount=5")
+    again = cli(*base, "--param", "amount=5")
+    other = cli(*base, "--param", "amount=6")
+    assert [r.returncode for r in (first, again, other)] == [0, 0, 0], (first.stderr, again.stderr, other.stderr)
+    out = [json.loads(r.stdout.strip().splitlines()[-1]) for r in (first, again, other)]
+    assert [(o["status"], o["duplicate"]) for o in out] == [("COMPLETED", False), ("COMPLETED", True), ("REJECTED", False)]
+    assert out[2]["error_code"] == "idempotency_conflict"
+    assert balances(s.db) == {("u1", "PTS"): D(5)}
