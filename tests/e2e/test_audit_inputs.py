@@ -357,3 +357,39 @@ def test_s4_retrying_perkflow_op_without_a_timestamp_is_a_duplicate(tmp_path):
     assert [(o["status"], o["duplicate"]) for o in out] == [("COMPLETED", False), ("COMPLETED", True), ("REJECTED", False)]
     assert out[2]["error_code"] == "idempotency_conflict"
     assert balances(s.db) == {("u1", "PTS"): D(5)}
+
+
+LIMIT_CASES = {
+    # field -> (text, the reason the message must give)
+    "condition-long": ("condition", " || ".join(f'event.type == "purchase_{i:04d}"' for i in range(200)),
+                       "longer than 4096 bytes"),
+    "condition-deep": ("condition", "1 + " * 40 + "1 > 0", "nested deeper than 32"),
+    "condition-cost": ("condition", "event.items.all(x, event.items.exists(y, x == y))", "cost cannot be bounded"),
+    "amount-long": ("amount", "event.n" + " + event.n" * 500, "longer than 4096 bytes"),
+    "amount-deep": ("amount", "event.n" + " + 1" * 40, "nested deeper than 32"),
+    "value-long": ("value", "string(event.n)" + " + string(event.n)" * 300, "longer than 4096 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIMIT_CASES))
+def test_s6_expressions_over_the_limits_are_rejected_at_load_saying_why(case, tmp_path, capsys):
+    """semantics.md 6 limits, in any CEL field: exit 2, the message names the file, the rule,
+    the field and the limit. An amount over a limit said 'neither a number nor a CEL expression
+    (an expression must read event ...)' although it reads event; a SET_ATTRIBUTE value over it
+    was taken as a 4 KiB literal string."""
+    from engine.cli import main
+    field, text, why = LIMIT_CASES[case]
+    rule = {"name": "Limit rule", "key": "limit_rule", "condition": "true",
+            "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}
+    if field == "condition":
+        rule["condition"] = text
+    elif field == "amount":
+        rule["actions"][0]["amount"] = text
+    else:
+        rule["actions"] = [{"type": "SET_ATTRIBUTE", "key": "k", "value": text}]
+    f = write_program(tmp_path / "programs" / "lim.yaml", program_spec("lim", [rule]))
+    capsys.readouterr()
+    assert main(["validate", "--programs", str(f)]) == 2
+    err = "".join(capsys.readouterr().err.split())
+    for word in (str(f), "Limitrule", field, why.replace(" ", "")):
+        assert word in err, (word, err[:400])
