@@ -199,15 +199,15 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         "row_number": pl.int_range(first_row + 1, first_row + len(df) + 1, dtype=pl.Int64, eager=True),
         "kind": pl.Series([kind] * len(df), dtype=pl.String),
         "operation": df["operation"] if kind == "operation" else pl.Series([None] * len(df), dtype=pl.String),
-        "program_id": df["program_id"],
+        "program_id": _uuid_lowercase(df["program_id"]),
         "external_id": _blank_is_missing(df["external_id"]),
-        "participant_id": _blank_is_missing(df["participant_id"]),
+        "participant_id": _uuid_lowercase(_blank_is_missing(df["participant_id"])),
         "idempotency_key": df["idempotency_key"],
         "event_timestamp": ts,
         "event": event,
         "event_json": event_json,
         "recipient_external_id": _blank_is_missing(df["recipient_external_id"]),
-        "recipient_id": _blank_is_missing(df["recipient_id"]),
+        "recipient_id": _uuid_lowercase(_blank_is_missing(df["recipient_id"])),
         "ts_bad": pl.Series(ts_bad, dtype=pl.String),
         "ev_bad": pl.Series(ev_bad, dtype=pl.String),
     })
@@ -256,6 +256,15 @@ def _json_kind(value) -> str:
     if isinstance(value, bool):
         return "a boolean"
     return {list: "an array", str: "a string"}.get(type(value), "a number")
+
+
+_UUID = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+
+
+def _uuid_lowercase(col: pl.Series) -> pl.Series:
+    """A UUID in its canonical lowercase text: UUIDs are case-insensitive (RFC 9562), and an
+    uppercase program or participant id named nobody (`unknown_program`, `participant_not_found`)."""
+    return pl.select(pl.when(col.str.contains(_UUID)).then(col.str.to_lowercase()).otherwise(col)).to_series().alias(col.name)
 
 
 def _blank_is_missing(col: pl.Series) -> pl.Series:

@@ -393,3 +393,23 @@ def test_s6_expressions_over_the_limits_are_rejected_at_load_saying_why(case, tm
     err = "".join(capsys.readouterr().err.split())
     for word in (str(f), "Limitrule", field, why.replace(" ", "")):
         assert word in err, (word, err[:400])
+
+
+def test_s2_ids_in_upper_case_name_the_same_program_and_participant(tmp_path):
+    """program_id is 'program key or id' and participant_id perkflow's id (semantics.md 2.2);
+    UUID text is case-insensitive (RFC 9562), so the upper-case forms of the ids perkflow shows
+    name the same program and participant (they were unknown_program / participant_not_found)."""
+    import uuid
+    s = Scenario(tmp_path, "p", [{"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+                                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], [asset("PTS")])
+    s.run(ev("e1", "u1", "2025-03-01T10:00:00Z", "buy"))
+    (program_id,), = query(s.db, "SELECT id::VARCHAR FROM programs WHERE key = 'p'")
+    (participant_id,), = query(s.db, "SELECT id::VARCHAR FROM participants WHERE external_id = 'u1'")
+    assert str(uuid.UUID(program_id)) == program_id       # shown in the canonical lowercase form
+    f = write_events(tmp_path / "b2" / "upper.parquet", [
+        event(program_id.upper(), "e2", "u1", "2025-03-01T11:00:00Z", {"type": "buy"}),
+        event("p", "e3", None, "2025-03-01T12:00:00Z", {"type": "buy"}, participant_id=participant_id.upper()),
+    ])
+    report = run_json(s.programs, f, s.db)
+    assert (report["completed"], report["failed"], report["rejected"]) == (2, 0, 0)
+    assert balances(s.db) == {("u1", "PTS"): D(3)}
