@@ -244,6 +244,10 @@ CEL_CHECKS = {
     "state_lowercase_tag": '"vip" in participant.tags && !("VIP" in participant.tags)',
     "state_counter_double": "participant.counters.visits == 1.0 && type(participant.counters.visits) == double",
     "state_attribute": 'participant.attributes.tier == "gold"',
+    "offset_tz": 'now.getHours("+05:30") == 17 && now.getMinutes("+05:30") == 30 && now.getFullYear("UTC") == 2025',
+    "balances_double": "type(participant.balances.PTS.available) == double",
+    "program_state": "size(program.tags) == 0 && size(program.counters) == 0 && size(program.attributes) == 0",
+    "no_tiers": "size(participant.tiers) == 0",
 }
 
 
