@@ -417,3 +417,33 @@ def test_s2_ids_in_upper_case_name_the_same_program_and_participant(tmp_path):
     report = run_json(s.programs, f, s.db)
     assert (report["completed"], report["failed"], report["rejected"]) == (2, 0, 0)
     assert balances(s.db) == {("u1", "PTS"): D(3)}
+
+
+def test_s3_maintain_as_of_t_includes_what_is_due_exactly_at_t(tmp_path):
+    """A lot credited at 10:00 matures at 11:00 and expires at 12:00; `maintain --as-of 11:00`
+    matures it (due at T counts), `--as-of 11:59:59` leaves it, `--as-of 12:00` expires it; the
+    entries carry 11:00 and 12:00, not the wall clock. A re-run of the same as-of writes nothing."""
+    rules = [{"name": "earn", "key": "earn", "condition": 'event.type == "earn"',
+              "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "matures_at": "1h", "expires_at": "2h"}]}]
+    s = Scenario(tmp_path, "p", rules, [asset("LP", mode="LOT")])
+    s.run(ev("e1", "u1", "2025-03-01T10:00:00Z", "earn"))
+    assert s.balance("u1", "LP") == (0, 0, 5)
+
+    def maintain(t):  # `perkflow maintain --as-of t`, in process (the CLI is a thin shell over it)
+        from engine.durations import parse_instant
+        from engine.maintain import maintain as run_maintenance
+        run_maintenance(parse_instant(t), s.db)
+        s.check()
+
+    maintain("2025-03-01T11:00:00Z")
+    assert s.balance("u1", "LP") == (5, 0, 0)
+    maintain("2025-03-01T11:59:59Z")
+    assert s.balance("u1", "LP") == (5, 0, 0)
+    maintain("2025-03-01T12:00:00Z")
+    assert s.balance("u1", "LP") == (0, 0, 0)
+    before = query(s.db, "SELECT COUNT(*) FROM journal_entries")
+    maintain("2025-03-01T12:00:00Z")
+    assert query(s.db, "SELECT COUNT(*) FROM journal_entries") == before
+    got = query(s.db, "SELECT action_type, effective_at FROM journal_entries WHERE event_id IS NULL ORDER BY seq")
+    assert [(t, str(at)) for t, at in got] == [("MATURITY", "2025-03-01 11:00:00+00:00"),
+                                               ("EXPIRATION", "2025-03-01 12:00:00+00:00")]
