@@ -448,3 +448,55 @@ def test_s3_maintain_as_of_t_includes_what_is_due_exactly_at_t(tmp_path):
     got = query(s.db, "SELECT action_type, effective_at FROM journal_entries WHERE event_id IS NULL ORDER BY seq")
     assert [(t, str(at)) for t, at in got] == [("MATURITY", "2025-03-01 11:00:00+00:00"),
                                                ("EXPIRATION", "2025-03-01 12:00:00+00:00")]
+
+
+def test_quickstart_read_literally_with_json_payloads(tmp_path, capsys):
+    """seeds/quickstart.txt with its own JSON bodies: the program, asset and rule payloads as one
+    JSON program file (plus the program `key` our form requires: the quickstart's program has
+    only a name), the event body as an NDJSON line (plus `event_timestamp`, which the hosted API
+    stamps on receipt and the contract makes required: a file without the column stops the run,
+    a row without the value is quarantined).
+    Step 4's retry with the same key credits nothing; step 5 finds the participant by
+    external_id, then its balances by the participant id: 10 PTS."""
+    program = {"program": {"key": "customer_loyalty", "name": "Customer Loyalty"},
+               "assets": [{"name": "Points", "symbol": "PTS", "inventory_mode": "SIMPLE",
+                           "issuance_policy": "UNLIMITED", "scale": 0}],
+               "rules": [{"name": "10 Points per Purchase", "condition": 'event.type == "purchase"',
+                          "actions": [{"type": "CREDIT", "asset_id": "PTS", "amount": "10"}]}]}
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    (programs / "customer_loyalty.json").write_text(json.dumps(program), encoding="utf-8")
+    body = {"program_id": "customer_loyalty", "external_id": "user_123", "idempotency_key": "first-purchase-001",
+            "event_data": {"type": "purchase", "amount": 49.99}}
+    events = tmp_path / "events.ndjson"
+    events.write_text(json.dumps(body | {"event_timestamp": "2025-11-01T12:00:00Z"}) + "\n", encoding="utf-8")
+    untimed = tmp_path / "untimed.ndjson"
+    untimed.write_text(json.dumps(body | {"idempotency_key": "first-purchase-002"}) + "\n", encoding="utf-8")
+    db = tmp_path / "w.duckdb"
+
+    def run(path) -> dict:
+        capsys.readouterr()
+        assert main(["run", "--programs", str(programs), "--events", str(path), "--db", str(db), "--json"]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    first, retry = run(events), run(events)
+    assert [first[k] for k in ("read", "completed", "duplicates")] == [1, 1, 0]
+    assert [retry[k] for k in ("read", "completed", "duplicates")] == [1, 0, 1]
+    # a file whose rows never carry event_timestamp lacks a required column: exit 2, nothing written
+    capsys.readouterr()
+    assert main(["run", "--programs", str(programs), "--events", str(untimed), "--db", str(db)]) == 2
+    err = "".join(capsys.readouterr().err.split())
+    assert str(untimed) in err and "event_timestamp" in err
+    # beside rows that carry it, the row is quarantined and the rest processed
+    untimed.write_text(events.read_text() + untimed.read_text(), encoding="utf-8")
+    mixed = run(untimed)
+    assert [mixed[k] for k in ("read", "completed", "duplicates", "rejected")] == [2, 0, 1, 1]
+    assert query(db, "SELECT reason, message FROM rejected_rows") == [
+        ("missing_required_field", "required field event_timestamp is empty")]
+    capsys.readouterr()
+    assert main(["balances", "--external-id", "user_123", "--json", "--db", str(db)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["asset_symbol"], D(row["available"]), D(row["held"]), D(row["deferred"])) == ("PTS", 10, 0, 0)
+    (pid,), = query(db, "SELECT id::VARCHAR FROM participants WHERE external_id = 'user_123'")
+    assert row["participant_id"] == pid
+    assert query(db, "SELECT asset_symbol, available FROM balances WHERE participant_id = ?", [pid]) == [("PTS", D(10))]
