@@ -500,3 +500,25 @@ def test_quickstart_read_literally_with_json_payloads(tmp_path, capsys):
     (pid,), = query(db, "SELECT id::VARCHAR FROM participants WHERE external_id = 'user_123'")
     assert row["participant_id"] == pid
     assert query(db, "SELECT asset_symbol, available FROM balances WHERE participant_id = ?", [pid]) == [("PTS", D(10))]
+
+
+@pytest.mark.parametrize("kind", ["not_a_database", "a_directory"])
+def test_s13_a_db_path_that_is_not_a_ledger_is_a_configuration_error(kind, tmp_path, capsys):
+    """semantics.md 13: exit 2 for invalid configuration, with a message; it was exit 1 with a
+    traceback and 'internal error, please report'. The file is left as it was."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", []))
+    events = write_events(tmp_path / "in" / "e.parquet", [event("p", "k", "u", "2025-03-01T10:00:00Z", {"type": "x"})])
+    target = tmp_path / "ledger.duckdb"
+    if kind == "a_directory":
+        target.mkdir()
+    else:
+        target.write_text("not a database\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for argv in (["run", "--programs", str(programs), "--events", str(events)], ["balances"], ["verify"]):
+        capsys.readouterr()
+        assert main([*argv, "--db", str(target)]) == 2, argv
+        err = capsys.readouterr().err
+        assert str(target) in "".join(err.split()) and "internal error" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if kind == "not_a_database":
+        assert target.read_text() == "not a database\n"
