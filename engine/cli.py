@@ -422,7 +422,8 @@ def _cmd_explain(args) -> int:
     for c in ("order", "rule", "status", "recorded outcome", "condition now"):
         t.add_column(c)
     for r in result["rules"]:
-        t.add_row(str(r["order"]), r["rule"], r["status"], r["recorded"] or "not matched", r["re_evaluated"])
+        t.add_row(str(r["order"]), r["rule"], r["status"], r["recorded"] or r["not_run"] or "not matched",
+                  r["re_evaluated"])
     console.print(t)
     for e in result["entries"]:
         console.print(f"  entry: {e['rule']} {e['type']} {e['amount']}")

@@ -32,7 +32,7 @@ def _tags(s: Scenario, who: str) -> set[str]:
     return {key for (kind, key) in s.state(who) if kind == "TAG"}
 
 
-def test_s5_windows_errors_stop_and_later_rules_see_earlier_actions(tmp_path):
+def test_s5_windows_errors_stop_and_later_rules_see_earlier_actions(tmp_path, capsys):
     rules = [
         {"name": "window", "key": "window", "order": 10, "condition": 'event.type == "buy"',
          "active_from": "2025-01-01T00:00:00Z", "active_to": "2025-01-02T00:00:00Z",
@@ -75,6 +75,18 @@ def test_s5_windows_errors_stop_and_later_rules_see_earlier_actions(tmp_path):
     }
     # SKIPPED_ERROR keeps the message
     assert all(m for (k, r), (o, m) in ev_rows.items() if o == "SKIPPED_ERROR")
+
+    # `perkflow explain` shows every rule's outcome: a rule that never ran is not "not matched"
+    def explained(key):
+        capsys.readouterr()
+        assert main(["explain", key, "--programs", str(s.programs), "--db", str(s.db), "--json"]) == 0
+        return {r["rule"]: r["recorded"] or r["not_run"] for r in json.loads(capsys.readouterr().out)["rules"]}
+
+    assert explained("e2") == {"window": "not run: outside [active_from, active_to)", "big": "MATCHED",
+                               "typeerr": "SKIPPED_ERROR: no such overload: _+_(string, int)", "see": "MATCHED",
+                               "stop": None, "after": "MATCHED", "suspended": "not run: SUSPENDED"}
+    assert explained("e3")["after"] == "not run: stop_after_match of stop"
+    assert explained("e3")["window"] is None        # in the window, condition false: not matched
 
 
 def test_s3_ties_by_arrival_and_budgets_in_global_order(tmp_path):
