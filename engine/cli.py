@@ -495,7 +495,14 @@ def _trim(row: tuple) -> tuple:
 
 
 def _cmd_sql(args) -> int:
-    cols, rows = _query(args, args.query)
+    import duckdb
+
+    try:
+        cols, rows = _query(args, args.query)
+    except (duckdb.ParserException, duckdb.CatalogException, duckdb.BinderException,
+            duckdb.InvalidInputException, duckdb.ConversionException) as e:
+        # the user's query is wrong (or writes: the connection is read-only): input, exit 2
+        raise InputError(f"the query failed: {e}") from None
     _show(args, cols, [_trim(r) for r in rows])
     return 0
 

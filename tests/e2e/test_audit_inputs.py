@@ -534,3 +534,25 @@ def test_s13_a_db_path_that_is_not_a_ledger_is_a_configuration_error(kind, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     if kind == "not_a_database":
         assert target.read_text() == "not a database\n"
+
+
+def test_s13_a_wrong_query_or_a_missing_operations_file_is_exit_2(tmp_path, capsys):
+    """`perkflow sql` with a query that does not parse, names no table, or tries to write is the
+    user's input (exit 2, DuckDB's message), not 'internal error, please report this trace'
+    (exit 1); the ledger is unchanged. A missing --operations path does not tell the user to
+    pass --events."""
+    s = Scenario(tmp_path, "p", [], [asset("PTS")])
+    s.run(ev("e1", "u1", "2025-03-01T10:00:00Z", "x"))
+    for sql, words in (("SELEC 1", "syntax error"), ("SELECT * FROM nosuch", "nosuch"),
+                       ("DELETE FROM events", "read-only")):
+        capsys.readouterr()
+        assert main(["sql", sql, "--db", str(s.db)]) == 2, sql
+        err = capsys.readouterr().err
+        assert words in err and "internal error" not in err, err
+    assert query(s.db, "SELECT COUNT(*) FROM events") == [(1,)]
+    missing = tmp_path / "no_ops.parquet"
+    capsys.readouterr()
+    assert main(["run", "--programs", str(s.programs), "--events", str(s.dir / "events-1.parquet"),
+                 "--operations", str(missing), "--db", str(s.db)]) == 2
+    err = "".join(capsys.readouterr().err.split())
+    assert str(missing) in err and "--events" not in err
