@@ -249,6 +249,19 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     )
 
 
+def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
+    """A struct payload's type with DECIMAL fields (at any depth) as doubles: CEL has no decimal
+    type, and a number in `event` is a double, as JSON numbers are (docs/decisions.md). A
+    DECIMAL field reached CEL as a Python Decimal, which failed an amount (`expression_error`)."""
+    if isinstance(dt, pl.Decimal):
+        return pl.Float64()
+    if isinstance(dt, pl.Struct):
+        return pl.Struct([pl.Field(f.name, _decimals_as_doubles(f.dtype)) for f in dt.fields])
+    if isinstance(dt, pl.List):
+        return pl.List(_decimals_as_doubles(dt.inner))
+    return dt
+
+
 def _json_kind(value) -> str:
     """What a parsed JSON value is, in JSON's words (the message said 'NoneType' for null)."""
     if value is None:
@@ -321,6 +334,7 @@ def _timestamps(file: Path, col: pl.Series) -> tuple[pl.Series, list[str | None]
 def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[str | None]]:
     """(event column, stored JSON text, per-row problem or None)."""
     if isinstance(col.dtype, pl.Struct):
+        col = col.cast(_decimals_as_doubles(col.dtype))
         bad = pl.select(pl.when(col.is_null()).then(pl.lit("missing")).otherwise(None)).to_series().to_list()
         return col.alias("event"), col.struct.json_encode().alias("event_json"), bad
     if col.dtype != pl.String:

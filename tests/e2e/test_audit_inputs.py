@@ -556,3 +556,36 @@ def test_s13_a_wrong_query_or_a_missing_operations_file_is_exit_2(tmp_path, caps
                  "--operations", str(missing), "--db", str(s.db)]) == 2
     err = "".join(capsys.readouterr().err.split())
     assert str(missing) in err and "--events" not in err
+
+
+@pytest.mark.parametrize("row_path", [False, True])
+def test_s2_struct_payload_numbers_reach_cel_as_numbers(tmp_path, row_path):
+    """A struct event_data (semantics.md 2.2) with int64, uint32 and DECIMAL fields (DECIMAL is how
+    money is usually typed in Parquet), nested too. Int/double mixing promotes (6); a DECIMAL is
+    a number: `amount: event.d` credits 0.30 (it failed the event: 'amount must be a number, got
+    Decimal'). Credits: 1 + 10 + 2 * 0.1 + 0.30 + 100 = 111.50."""
+    import decimal
+    rules = [
+        {"name": "a", "key": "a", "condition": "event.n * 1.5 == 3.0 && event.n > 1.5 && event.n + 0.5 == 2.5",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]},
+        {"name": "b", "key": "b", "condition": "event.n == 2 && event.n == 2.0 && event.u == 2u",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "10"}]},
+        {"name": "c", "key": "c", "condition": "true", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n * 0.1"}]},
+        {"name": "d", "key": "d", "condition": "event.d > 0.25", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.d"}]},
+        {"name": "e", "key": "e", "condition": "event.x.d == 1.1 && event.l[0] == 2.5",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "100"}]},
+    ]
+    s = Scenario(tmp_path, "p", rules, [asset("PTS", scale=2)])
+    data = pa.struct([("n", pa.int64()), ("u", pa.uint32()), ("d", pa.decimal128(10, 2)),
+                      ("x", pa.struct([("d", pa.decimal128(12, 1))])), ("l", pa.list_(pa.decimal128(5, 1)))])
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.string()), ("event_data", data)])
+    f = tmp_path / "in" / "struct.parquet"
+    f.parent.mkdir()
+    pq.write_table(pa.Table.from_pylist([{
+        "program_id": "p", "idempotency_key": "s1", "external_id": "u1", "event_timestamp": "2025-03-01T10:00:00Z",
+        "event_data": {"n": 2, "u": 2, "d": decimal.Decimal("0.30"), "x": {"d": decimal.Decimal("1.1")},
+                       "l": [decimal.Decimal("2.5")]}}], schema=schema), f)
+    report = run_json(s.programs, f, s.db, *(["--row-path"] if row_path else []))
+    assert report["completed"] == 1, query(s.db, "SELECT error_message FROM events")
+    assert balances(s.db) == {("u1", "PTS"): D("111.50")}
