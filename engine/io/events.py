@@ -126,7 +126,7 @@ def _load(file: Path) -> pl.DataFrame:
     try:
         if suffix in (".ndjson", ".jsonl"):
             # Read payloads as text so that they follow the same JSON path as string columns.
-            rows = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = _ndjson_rows(file)
             for r in rows:
                 if "event_data" in r and not isinstance(r["event_data"], str):
                     r["event_data"] = json.dumps(r["event_data"])
@@ -139,6 +139,23 @@ def _load(file: Path) -> pl.DataFrame:
     except Exception as e:  # noqa: BLE001 - any reader failure is "cannot be read"
         kind = {".csv": "CSV", ".ndjson": "NDJSON", ".jsonl": "NDJSON"}.get(suffix, "Parquet")
         raise InputError(f"{file}: cannot be read as {kind}: {e}") from None
+
+
+def _ndjson_rows(file: Path) -> list[dict]:
+    """The objects of an NDJSON file (blank lines skipped). A line that is not a JSON object makes
+    the file unreadable, named by its line number in the file (it said 'line 1' for any line)."""
+    rows = []
+    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"line {n} is not valid JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"line {n} is not a JSON object")
+        rows.append(row)
+    return rows
 
 
 def _check_utf8(table: pa.Table) -> None:

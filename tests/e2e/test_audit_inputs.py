@@ -589,3 +589,22 @@ def test_s2_struct_payload_numbers_reach_cel_as_numbers(tmp_path, row_path):
     report = run_json(s.programs, f, s.db, *(["--row-path"] if row_path else []))
     assert report["completed"] == 1, query(s.db, "SELECT error_message FROM events")
     assert balances(s.db) == {("u1", "PTS"): D("111.50")}
+
+
+def test_s13_an_ndjson_line_that_is_not_an_object_stops_the_run_naming_its_line(tmp_path, capsys):
+    """A file that cannot be read stops the run before anything is written, with one clear
+    message naming the file and problem (semantics.md 13): for NDJSON, the line (it said
+    'line 1' for a broken third line)."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", []))
+    good = json.dumps({"program_id": "p", "idempotency_key": "a", "external_id": "u1",
+                       "event_timestamp": "2025-03-01T10:00:00Z", "event_data": {"type": "x"}})
+    db = tmp_path / "w.duckdb"
+    for lines, problem in (([good, "", '{"program_id": "p", BROKEN'], "line 3 is not valid JSON"),
+                           ([good, "[1, 2]"], "line 2 is not a JSON object")):
+        f = tmp_path / "e.ndjson"
+        f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        capsys.readouterr()
+        assert main(["run", "--programs", str(programs), "--events", str(f), "--db", str(db)]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert problem in err and "internal error" not in err, err
+        assert not db.exists()
