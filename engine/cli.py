@@ -264,7 +264,9 @@ def _cmd_op(args) -> int:
         if not sep:
             raise InputError(f"--param {item!r}: write it as NAME=VALUE")
         params[name] = value
-    when = args.timestamp or datetime.now(timezone.utc).isoformat()
+    # Without --timestamp an operation happens now, unless its key was applied before: then it is
+    # a retry, and the stored instant makes it the duplicate it is (semantics.md 4), not a conflict.
+    when = args.timestamp or _stored_operation_time(args) or datetime.now(timezone.utc).isoformat()
     row = pl.DataFrame({"operation": [args.operation], "program_id": [args.program], "idempotency_key": [args.key],
                         "external_id": [args.external_id], "timestamp": [when], "params": [json.dumps(params)]},
                        schema={c: pl.String for c in ("operation", "program_id", "idempotency_key", "external_id",
@@ -295,6 +297,21 @@ def _cmd_op(args) -> int:
         console.print(f"{args.operation} {args.key}: {status}" + (f" {code}: {message}" if code else "")
                       + (" (duplicate: already applied, nothing changed)" if duplicate else ""))
     return 0
+
+
+def _stored_operation_time(args) -> str | None:
+    from engine.ledger import db
+    from engine.ledger.sqlfiles import statement
+
+    if not db.db_path(args.db).exists():
+        return None
+    con = db.connect(args.db, read_only=True)
+    try:
+        rows = con.execute(statement("lookups.sql", "operation_timestamp"),
+                           {"program": args.program, "key": args.key}).fetchall()
+    finally:
+        con.close()
+    return rows[0][0].isoformat() if rows else None
 
 
 def _cmd_maintain(args) -> int:
@@ -413,7 +430,8 @@ def _cmd_explain(args) -> int:
     for c in ("order", "rule", "status", "recorded outcome", "condition now"):
         t.add_column(c)
     for r in result["rules"]:
-        t.add_row(str(r["order"]), r["rule"], r["status"], r["recorded"] or "not matched", r["re_evaluated"])
+        t.add_row(str(r["order"]), r["rule"], r["status"], r["recorded"] or r["not_run"] or "not matched",
+                  r["re_evaluated"])
     console.print(t)
     for e in result["entries"]:
         console.print(f"  entry: {e['rule']} {e['type']} {e['amount']}")

@@ -38,8 +38,12 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
     program = catalog.programs.get(program_key)
     event = _strip(json.loads(data))
     outcomes = []
+    stopped_by = None
     for rule in program.rules if program else ():
-        item = {"rule": rule.key, "order": rule.order, "status": rule.status, "recorded": evaluations.get(rule.key)}
+        item = {"rule": rule.key, "order": rule.order, "status": rule.status, "recorded": evaluations.get(rule.key),
+                "not_run": _not_run(rule, ts, stopped_by)}
+        if stopped_by is None and rule.stop_after_match and (item["recorded"] or "").startswith("MATCHED"):
+            stopped_by = rule.key
         if reads_state(rule.condition):
             item["re_evaluated"] = "reads state: not re-evaluated (only the current state is kept)"
         else:
@@ -56,6 +60,18 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
             "emitted_by": by,  # the emitting event's idempotency key, or automation:<program>/<automation>
             "emitted": [{"idempotency_key": k, "event_name": name, "due": due.isoformat(), "status": st}
                         for k, name, due, st in emitted]}
+
+
+def _not_run(rule, now, stopped_by: str | None) -> str | None:
+    """Why a rule was not evaluated for the event (semantics.md 5 step 3), so that a rule without
+    a recorded outcome is not shown as 'not matched' when it never ran."""
+    if rule.status != "ACTIVE":
+        return f"not run: {rule.status}"
+    if (rule.active_from and now < rule.active_from) or (rule.active_to and now >= rule.active_to):
+        return "not run: outside [active_from, active_to)"
+    if stopped_by is not None:
+        return f"not run: stop_after_match of {stopped_by}"
+    return None
 
 
 def _strip(v):

@@ -182,10 +182,14 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
         subject_id=pl.coalesce(pl.col("participant_id"), pl.col("external_id").replace_strict(id_of, default=None)),
         recipient_uuid=pl.coalesce(pl.col("recipient_id"), pl.col("recipient_external_id").replace_strict(id_of, default=None)),
     )
-    # First creating event per unknown id: participants exist from that position on.
+    # First creating event per unknown id: participants exist from that position on. Only an
+    # external id creates: a participant_id is perkflow's own id, so an unknown one names nobody
+    # (with an external id beside it, it made a second participant of that external id).
     refs = pl.concat([
-        df.select("pos", "creates", "program_active", "event_timestamp", id="subject_id", ext="external_id"),
-        df.select("pos", "creates", "program_active", "event_timestamp", id="recipient_uuid", ext="recipient_external_id"),
+        df.select("pos", "creates", "program_active", "event_timestamp", id="subject_id",
+                  ext=pl.when(pl.col("participant_id").is_null()).then(pl.col("external_id"))),
+        df.select("pos", "creates", "program_active", "event_timestamp", id="recipient_uuid",
+                  ext=pl.when(pl.col("recipient_id").is_null()).then(pl.col("recipient_external_id"))),
     ]).filter(pl.col("id").is_not_null())
     unknown = refs.filter(~pl.col("id").is_in(list(known_ids)))
     created = (unknown.filter(pl.col("creates") & pl.col("ext").is_not_null())

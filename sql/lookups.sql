@@ -88,6 +88,11 @@ SELECT rule_id::VARCHAR AS rule_id, asset_id::VARCHAR AS asset_id, period, consu
 SELECT status, error_code, error_message FROM operations
 WHERE program_id = (SELECT id FROM programs WHERE key = $program) AND idempotency_key = $key;
 
+-- name: operation_timestamp
+-- The instant a stored operation was given, so that `perkflow op` without --timestamp repeats it.
+SELECT timestamp FROM operations
+WHERE program_id = (SELECT id FROM programs WHERE key = $program) AND idempotency_key = $key;
+
 -- name: rejected_in_batch
 SELECT reason, message FROM rejected_rows WHERE batch_id = $batch_id ORDER BY row_number;
 

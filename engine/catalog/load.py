@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from engine import amounts, ids
-from engine.cel import CelError, CelProgram, compile_cel
+from engine.cel import CelError, CelLimitError, CelProgram, compile_cel
 from engine.cron import Cron, CronError, parse as parse_cron
 from engine.io.events import json_doubles
 from engine.durations import parse_duration, parse_instant
@@ -713,6 +713,10 @@ def _value(where: str, text: str, assets: dict[str, Asset]):
         return Decimal(text.strip())
     try:
         prog = compile_cel(text)
+    except CelLimitError as e:
+        # over a limit of semantics.md 6, say so: taken as literal text, it was a misleading
+        # "neither a number nor a CEL expression" for amounts and a 4 KiB string elsewhere
+        raise CatalogError(f"{where}: {e}") from None
     except CelError:
         return text
     if prog.variables & KNOWN_VARIABLES or prog.functions:

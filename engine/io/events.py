@@ -126,7 +126,7 @@ def _load(file: Path) -> pl.DataFrame:
     try:
         if suffix in (".ndjson", ".jsonl"):
             # Read payloads as text so that they follow the same JSON path as string columns.
-            rows = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = _ndjson_rows(file)
             for r in rows:
                 if "event_data" in r and not isinstance(r["event_data"], str):
                     r["event_data"] = json.dumps(r["event_data"])
@@ -139,6 +139,23 @@ def _load(file: Path) -> pl.DataFrame:
     except Exception as e:  # noqa: BLE001 - any reader failure is "cannot be read"
         kind = {".csv": "CSV", ".ndjson": "NDJSON", ".jsonl": "NDJSON"}.get(suffix, "Parquet")
         raise InputError(f"{file}: cannot be read as {kind}: {e}") from None
+
+
+def _ndjson_rows(file: Path) -> list[dict]:
+    """The objects of an NDJSON file (blank lines skipped). A line that is not a JSON object makes
+    the file unreadable, named by its line number in the file (it said 'line 1' for any line)."""
+    rows = []
+    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"line {n} is not valid JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"line {n} is not a JSON object")
+        rows.append(row)
+    return rows
 
 
 def _check_utf8(table: pa.Table) -> None:
@@ -199,15 +216,15 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         "row_number": pl.int_range(first_row + 1, first_row + len(df) + 1, dtype=pl.Int64, eager=True),
         "kind": pl.Series([kind] * len(df), dtype=pl.String),
         "operation": df["operation"] if kind == "operation" else pl.Series([None] * len(df), dtype=pl.String),
-        "program_id": df["program_id"],
-        "external_id": df["external_id"],
-        "participant_id": df["participant_id"],
+        "program_id": _uuid_lowercase(df["program_id"]),
+        "external_id": _blank_is_missing(df["external_id"]),
+        "participant_id": _uuid_lowercase(_blank_is_missing(df["participant_id"])),
         "idempotency_key": df["idempotency_key"],
         "event_timestamp": ts,
         "event": event,
         "event_json": event_json,
-        "recipient_external_id": df["recipient_external_id"],
-        "recipient_id": df["recipient_id"],
+        "recipient_external_id": _blank_is_missing(df["recipient_external_id"]),
+        "recipient_id": _uuid_lowercase(_blank_is_missing(df["recipient_id"])),
         "ts_bad": pl.Series(ts_bad, dtype=pl.String),
         "ev_bad": pl.Series(ev_bad, dtype=pl.String),
     })
@@ -247,6 +264,43 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         reject_message=message,
         raw=pl.col("raw"),
     )
+
+
+def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
+    """A struct payload's type with DECIMAL fields (at any depth) as doubles: CEL has no decimal
+    type, and a number in `event` is a double, as JSON numbers are (docs/decisions.md). A
+    DECIMAL field reached CEL as a Python Decimal, which failed an amount (`expression_error`)."""
+    if isinstance(dt, pl.Decimal):
+        return pl.Float64()
+    if isinstance(dt, pl.Struct):
+        return pl.Struct([pl.Field(f.name, _decimals_as_doubles(f.dtype)) for f in dt.fields])
+    if isinstance(dt, pl.List):
+        return pl.List(_decimals_as_doubles(dt.inner))
+    return dt
+
+
+def _json_kind(value) -> str:
+    """What a parsed JSON value is, in JSON's words (the message said 'NoneType' for null)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {list: "an array", str: "a string"}.get(type(value), "a number")
+
+
+_UUID = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+
+
+def _uuid_lowercase(col: pl.Series) -> pl.Series:
+    """A UUID in its canonical lowercase text: UUIDs are case-insensitive (RFC 9562), and an
+    uppercase program or participant id named nobody (`unknown_program`, `participant_not_found`)."""
+    return pl.select(pl.when(col.str.contains(_UUID)).then(col.str.to_lowercase()).otherwise(col)).to_series().alias(col.name)
+
+
+def _blank_is_missing(col: pl.Series) -> pl.Series:
+    """An empty participant reference names nobody: it is a missing one, as an empty
+    idempotency_key is (it made a participant whose external id was '')."""
+    return col.replace("", None)
 
 
 def _operation_words(text: str) -> str:
@@ -297,6 +351,7 @@ def _timestamps(file: Path, col: pl.Series) -> tuple[pl.Series, list[str | None]
 def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[str | None]]:
     """(event column, stored JSON text, per-row problem or None)."""
     if isinstance(col.dtype, pl.Struct):
+        col = col.cast(_decimals_as_doubles(col.dtype))
         bad = pl.select(pl.when(col.is_null()).then(pl.lit("missing")).otherwise(None)).to_series().to_list()
         return col.alias("event"), col.struct.json_encode().alias("event_json"), bad
     if col.dtype != pl.String:
@@ -316,7 +371,7 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
             continue
         if not isinstance(value, dict):
             dicts.append(None)
-            bad.append(f"event_data must be a JSON object, got {type(value).__name__}")
+            bad.append(f"event_data must be a JSON object, got {_json_kind(value)}")
             continue
         if _depth(value) > MAX_DEPTH:
             dicts.append(None)

@@ -28,7 +28,8 @@ def expand(spec: str | Path) -> list[tuple[Path, Path]]:
         if not files:
             raise InputError(f"{p}: no event files (*.parquet, *.ndjson, *.csv) in this directory")
         return [(f, p) for f in files]
-    raise InputError(f"{p}: no such file or directory; pass --events a Parquet file, a folder or a glob")
+    raise InputError(f"{p}: no such file or directory; pass a Parquet, NDJSON or CSV file, a folder of them "
+                     "or a glob")  # (for --events and --operations alike)
 
 
 def hive_values(file: Path, root: Path) -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 
-from engine.errors import DatabaseBusyError
+from engine.errors import DatabaseBusyError, InputError
 
 from .sqlfiles import script, statement
 
@@ -34,6 +34,8 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
     p = db_path(path)
     if read_only and not p.exists():
         raise FileNotFoundError(f"{p}: no database here yet; run `perkflow run` first or pass --db")
+    if p.is_dir():  # a configuration error (exit 2), not an internal one
+        raise InputError(f"{p}: is a directory; pass --db a DuckDB file (e.g. {p / 'warehouse.duckdb'})")
     p.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait
     told = False
@@ -42,6 +44,9 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
             con = duckdb.connect(str(p), read_only=read_only)
             break
         except duckdb.IOException as e:
+            if "not a valid duckdb database" in str(e).lower():
+                raise InputError(f"{p}: not a DuckDB database; pass --db a ledger file, or a path that does "
+                                 "not exist yet for a new one") from None
             if "lock" not in str(e).lower():
                 raise
             if time.monotonic() >= deadline:

@@ -1,0 +1,610 @@
+"""Black-box audit of semantics.md 1-6 and 13 (inputs, order and time, idempotency, rule
+evaluation, the CEL environment, bad input), and the quickstart read literally.
+
+Each test is a small ledger run through the engine or the CLI; every expected value is worked
+out by hand from the contract in the comments beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.cli import main
+from tests.helpers.io import balances, event, program_spec, query, run_json, write_events, write_program
+from tests.helpers.scenario import Scenario, asset, ev
+
+D = Decimal
+
+
+def _evaluations(s: Scenario) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """{(event key, rule key): (outcome, message)} of the stored rule evaluations."""
+    rows = query(s.db, "SELECT e.idempotency_key, r.key, x.outcome, x.message FROM rule_evaluations x "
+                       "JOIN events e ON e.id = x.event_id JOIN rules r ON r.id = x.rule_id")
+    return {(k, r): (o, m) for k, r, o, m in rows}
+
+
+def _tags(s: Scenario, who: str) -> set[str]:
+    return {key for (kind, key) in s.state(who) if kind == "TAG"}
+
+
+def test_s5_windows_errors_stop_and_later_rules_see_earlier_actions(tmp_path, capsys):
+    rules = [
+        {"name": "window", "key": "window", "order": 10, "condition": 'event.type == "buy"',
+         "active_from": "2025-01-01T00:00:00Z", "active_to": "2025-01-02T00:00:00Z",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]},
+        {"name": "big", "key": "big", "order": 20, "condition": "event.amount > 5",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "100"}]},
+        {"name": "typeerr", "key": "typeerr", "order": 30, "condition": 'event.type + 1 == 2',
+         "actions": [{"type": "TAG", "tag": "never"}]},
+        {"name": "see", "key": "see", "order": 40, "condition": "participant.balances.PTS.available >= 1",
+         "actions": [{"type": "TAG", "tag": "saw"}]},
+        {"name": "stop", "key": "stop", "order": 50, "condition": 'event.type == "stop"', "stop_after_match": True,
+         "actions": [{"type": "TAG", "tag": "stopped"}]},
+        {"name": "after", "key": "after", "order": 60, "condition": "true",
+         "actions": [{"type": "TAG", "tag": "after"}]},
+        {"name": "suspended", "key": "suspended", "order": 70, "status": "SUSPENDED", "condition": "true",
+         "actions": [{"type": "TAG", "tag": "suspended"}]},
+    ]
+    s = Scenario(tmp_path, "p", rules, [asset("PTS")])
+    out = s.run(
+        ev("e1", "alice", "2025-01-01T00:00:00Z", "buy"),              # at active_from: inside the window
+        ev("e2", "bob", "2025-01-02T00:00:00Z", "buy", amount=10),     # at active_to: outside
+        ev("e3", "carol", "2025-01-01T12:00:00Z", "stop", amount=1),
+    )
+    assert set(out.values()) == {("COMPLETED", None)}
+    # alice: window +1; big errors (no amount); see reads the +1 of this very event; after.
+    # bob: big +100 (10 > 5); see; after.  carol: stop matches and skips `after`.
+    assert s.balance("alice", "PTS")[0] == 1 and s.balance("bob", "PTS")[0] == 100
+    assert s.balance("carol", "PTS")[0] == 0
+    assert _tags(s, "alice") == {"saw", "after"}
+    assert _tags(s, "bob") == {"saw", "after"}
+    assert _tags(s, "carol") == {"stopped"}
+    ev_rows = _evaluations(s)
+    outcomes = {k: o for k, (o, _) in ev_rows.items()}
+    assert outcomes == {
+        ("e1", "window"): "MATCHED", ("e1", "big"): "SKIPPED_ERROR", ("e1", "typeerr"): "SKIPPED_ERROR",
+        ("e1", "see"): "MATCHED", ("e1", "after"): "MATCHED",
+        ("e2", "big"): "MATCHED", ("e2", "typeerr"): "SKIPPED_ERROR", ("e2", "see"): "MATCHED",
+        ("e2", "after"): "MATCHED",
+        ("e3", "typeerr"): "SKIPPED_ERROR", ("e3", "stop"): "MATCHED",
+    }
+    # SKIPPED_ERROR keeps the message
+    assert all(m for (k, r), (o, m) in ev_rows.items() if o == "SKIPPED_ERROR")
+
+    # `perkflow explain` shows every rule's outcome: a rule that never ran is not "not matched"
+    def explained(key):
+        capsys.readouterr()
+        assert main(["explain", key, "--programs", str(s.programs), "--db", str(s.db), "--json"]) == 0
+        return {r["rule"]: r["recorded"] or r["not_run"] for r in json.loads(capsys.readouterr().out)["rules"]}
+
+    assert explained("e2") == {"window": "not run: outside [active_from, active_to)", "big": "MATCHED",
+                               "typeerr": "SKIPPED_ERROR: no such overload: _+_(string, int)", "see": "MATCHED",
+                               "stop": None, "after": "MATCHED", "suspended": "not run: SUSPENDED"}
+    assert explained("e3")["after"] == "not run: stop_after_match of stop"
+    assert explained("e3")["window"] is None        # in the window, condition false: not matched
+
+
+def test_s3_ties_by_arrival_and_budgets_in_global_order(tmp_path):
+    """A lifetime budget of 20 PTS pays 10 to the first two purchases of the stream, whoever
+    makes them: the stream is (timestamp, arrival), so carol (earliest) then bob (row 1 of the
+    tie) get paid and alice (row 2 of the tie) hits the budget."""
+    rules = [{"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+              "budgets": [{"asset": "PTS", "limit": "20"}],
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "10"}]}]
+    s = Scenario(tmp_path, "p", rules, [asset("PTS")])
+    out = s.run(ev("b", "bob", "2025-03-01T12:00:00Z", "buy"),
+                ev("a", "alice", "2025-03-01T12:00:00Z", "buy"),
+                ev("c", "carol", "2025-03-01T11:59:59Z", "buy"))
+    assert set(out.values()) == {("COMPLETED", None)}
+    assert [s.balance(w, "PTS")[0] for w in ("carol", "bob", "alice")] == [10, 10, 0]
+    assert {k: o for (k, _), (o, _) in _evaluations(s).items()} == {"c": "MATCHED", "b": "MATCHED",
+                                                                     "a": "BUDGET_EXCEEDED"}
+
+
+def test_s3_a_late_event_is_processed_after_and_keeps_its_own_now(tmp_path):
+    """Batch 1 has dave's 12:00 purchase; batch 2 brings his 11:00 one. History is not rewritten:
+    the 11:00 event sees the state the 12:00 one left (no first-purchase bonus), yet its `now`
+    and its entry's effective_at are 11:00."""
+    rules = [
+        {"name": "first", "key": "first", "order": 10, "condition": '!("seen" in participant.tags)',
+         "actions": [{"type": "TAG", "tag": "seen"}, {"type": "CREDIT", "asset": "PTS", "amount": "50"}]},
+        {"name": "buy", "key": "buy", "order": 20, "condition": 'event.type == "buy"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"},
+                     {"type": "SET_ATTRIBUTE", "key": "last_now", "value": "string(now)"}]},
+    ]
+    s = Scenario(tmp_path, "p", rules, [asset("PTS")])
+    s.run(ev("noon", "dave", "2025-03-01T12:00:00Z", "buy"))
+    s.run(ev("eleven", "dave", "2025-03-01T11:00:00Z", "buy"))
+    assert s.balance("dave", "PTS")[0] == 50 + 1 + 1
+    assert s.state("dave")[("ATTRIBUTE", "last_now")] == "2025-03-01T11:00:00Z"
+    eff = query(s.db, "SELECT e.idempotency_key, j.action_type, j.effective_at FROM journal_entries j "
+                      "JOIN events e ON e.id = j.event_id ORDER BY j.seq")
+    assert [(k, t, str(at)) for k, t, at in eff] == [
+        ("noon", "CREDIT", "2025-03-01 12:00:00+00:00"), ("noon", "CREDIT", "2025-03-01 12:00:00+00:00"),
+        ("eleven", "CREDIT", "2025-03-01 11:00:00+00:00")]
+
+
+def test_s3_changes_due_exactly_at_an_events_instant_happen_before_it(tmp_path):
+    """A lot expiring at 11:00 is gone for an event at 11:00 (due at or before t), and a counter
+    with reset_after 1h set at 10:00 reads 0 at 11:00; both at their instant, not the wall clock."""
+    rules = [
+        {"name": "earn", "key": "earn", "order": 10, "condition": 'event.type == "earn"',
+         "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "expires_at": "1h"},
+                     {"type": "COUNTER", "key": "visits", "value": "1", "reset_after": "1h"}]},
+        {"name": "spend", "key": "spend", "order": 20, "condition": 'event.type == "spend"',
+         "actions": [{"type": "SET_ATTRIBUTE", "key": "visits_seen", "value": "string(int(participant.counters.visits))"},
+                     {"type": "DEBIT", "asset": "LP", "amount": "1"}]},
+        {"name": "look", "key": "look", "order": 30, "condition": 'event.type == "look"',
+         "actions": [{"type": "SET_ATTRIBUTE", "key": "visits_seen", "value": "string(int(participant.counters.visits))"}]},
+    ]
+    s = Scenario(tmp_path, "p", rules, [asset("LP", mode="LOT")])
+    out = s.run(ev("earn", "erin", "2025-03-01T10:00:00Z", "earn"),
+                ev("spend", "erin", "2025-03-01T11:00:00Z", "spend"),
+                ev("look", "erin", "2025-03-01T11:00:00Z", "look"))
+    assert out["earn"] == ("COMPLETED", None)
+    assert out["spend"][0] == "FAILED"                      # nothing spendable at 11:00
+    assert out["look"] == ("COMPLETED", None)
+    assert s.state("erin")[("ATTRIBUTE", "visits_seen")] == "0"
+    assert s.balance("erin", "LP") == (0, 0, 0)
+    exp = query(s.db, "SELECT action_type, effective_at FROM journal_entries WHERE action_type = 'EXPIRATION'")
+    assert [(t, str(at)) for t, at in exp] == [("EXPIRATION", "2025-03-01 11:00:00+00:00")]
+
+
+def test_s4_idempotency_per_program_and_kind_duplicates_by_value_conflicts_quarantined(tmp_path):
+    """Program p pays 10 PTS per buy, program q (same PTS) pays 1. The key k1 is used by an event
+    of p, an event of q and an operation of p: three different things (keys are per program,
+    and events and operations each have their own). Batch 2 repeats k1 with the same instant
+    written in another offset, keys reordered, 10 as 10.0 and a null field (a DUPLICATE); k1 in
+    q with a recipient (a conflict); k2 twice with different amounts (the first wins)."""
+    s = Scenario(tmp_path, "p", [{"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+                                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "10"}]}], [asset("PTS")])
+    write_program(s.programs / "q.yaml", program_spec("q", [
+        {"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}],
+        assets=[asset("PTS")]))
+    from tests.helpers.scenario import op
+    in_q = ev("k1", "alice", "2025-03-01T12:00:00Z", "buy", amount=10) | {"program": "q"}
+    out = s.run(ev("k1", "alice", "2025-03-01T12:00:00Z", "buy", amount=10), in_q,
+                op("adjust", "k1", "alice", "2025-03-01T12:30:00Z", type="CREDIT", asset="PTS", amount="5"))
+    assert s.report.completed == 3 and s.report.duplicates == 0 and s.report.rejected == 0
+    assert s.balance("alice", "PTS")[0] == 10 + 1 + 5
+
+    rows = [
+        event("p", "k1", "alice", "2025-03-01T13:00:00+01:00", '{"note": null, "amount": 10.0,  "type": "buy"}'),
+        event("q", "k1", "alice", "2025-03-01T12:00:00Z", {"type": "buy", "amount": 10}, recipient_external_id="bob"),
+        event("p", "k2", "alice", "2025-03-02T12:00:00Z", {"type": "buy", "amount": 10}),
+        event("p", "k2", "alice", "2025-03-02T12:00:00Z", {"type": "buy", "amount": 10.5}),
+    ]
+    f = write_events(tmp_path / "b2" / "again.parquet", rows)
+    report = run_json(s.programs, f, s.db)
+    assert (report["read"], report["completed"], report["failed"], report["duplicates"], report["rejected"]) == (4, 1, 0, 1, 2)
+    assert sorted(query(s.db, "SELECT row_number, reason FROM rejected_rows WHERE source = ?", [str(f)])) == [
+        (2, "idempotency_conflict"), (4, "idempotency_conflict")]
+    assert s.balance("alice", "PTS")[0] == 16 + 10
+    assert s.balance("bob", "PTS")[0] == 0
+    # the stored first row of k2 is the one that won
+    assert json.loads(query(s.db, "SELECT event_data FROM events WHERE idempotency_key = 'k2'")[0][0])["amount"] == 10
+
+
+def test_s5_failed_event_rolls_back_everything_and_participant_and_program_checks(tmp_path):
+    """p: a buy tags, counts and credits 10 under a 10 PTS budget; a `fail` field adds a DEBIT of
+    1000 that cannot be paid, which fails the whole event: no tag, no counter, no entry and no
+    budget used, so alice's next buy still gets the 10 and bob's then hits the budget.
+    r (REJECT): alice, already known to the project through p, is enrolled; zed fails with
+    participant_not_found. s (SUSPENDED) and t (ARCHIVED): program_inactive."""
+    pay = {"name": "buy", "key": "buy", "order": 10, "condition": 'event.type == "buy"',
+           "budgets": [{"asset": "PTS", "limit": "10"}],
+           "actions": [{"type": "TAG", "tag": "buyer"}, {"type": "COUNTER", "key": "visits", "value": "1"},
+                       {"type": "CREDIT", "asset": "PTS", "amount": "10"}]}
+    boom = {"name": "boom", "key": "boom", "order": 20, "condition": "has(event.fail)",
+            "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "1000"}]}
+    s = Scenario(tmp_path, "p", [pay, boom], [asset("PTS")])
+    one = [{"name": "one", "key": "one", "condition": "true", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]
+    write_program(s.programs / "r.yaml", program_spec("r", one, assets=[asset("PTS")], on_unknown_participant="REJECT"))
+    write_program(s.programs / "s.yaml", program_spec("s", one, assets=[asset("PTS")], status="SUSPENDED"))
+    write_program(s.programs / "t.yaml", program_spec("t", one, assets=[asset("PTS")], status="ARCHIVED"))
+    out = s.run(ev("e1", "alice", "2025-03-01T10:00:00Z", "buy", fail=True),
+                ev("e2", "alice", "2025-03-01T11:00:00Z", "buy"),
+                ev("e3", "bob", "2025-03-01T12:00:00Z", "buy"),
+                ev("r1", "alice", "2025-03-01T13:00:00Z", "x") | {"program": "r"},
+                ev("r2", "zed", "2025-03-01T13:00:00Z", "x") | {"program": "r"},
+                ev("s1", "alice", "2025-03-01T13:00:00Z", "x") | {"program": "s"},
+                ev("t1", "alice", "2025-03-01T13:00:00Z", "x") | {"program": "t"})
+    assert out["e1"][0] == "FAILED" and out["e1"][1]
+    assert out["e2"] == out["e3"] == out["r1"] == ("COMPLETED", None)
+    assert out["r2"] == ("FAILED", "participant_not_found")
+    assert out["s1"] == out["t1"] == ("FAILED", "program_inactive")
+    assert s.balance("alice", "PTS")[0] == 10 + 1          # e2 and r1
+    assert s.balance("bob", "PTS")[0] == 0
+    assert s.state("alice") == {("TAG", "buyer"): None, ("COUNTER", "visits"): D(1)}
+    assert s.state("bob") == {}             # BUDGET_EXCEEDED skips the rule as a whole: no tag, no count
+    assert s.entries("e1") == []
+    assert query(s.db, "SELECT COUNT(*) FROM participants WHERE external_id = 'zed'") == [(0,)]
+    enrolled = query(s.db, "SELECT p.key FROM enrollments n JOIN programs p ON p.id = n.program_id "
+                           "JOIN participants x ON x.id = n.participant_id WHERE x.external_id = 'alice' ORDER BY 1")
+    assert [k for (k,) in enrolled][:2] == ["p", "r"]
+
+
+CEL_CHECKS = {
+    "now_call": "now() == now",
+    "nested": 'event.items[0].sku == "A1" && size(event.items) == 2',
+    "promote": "event.amount * 10 == 25 && 1 + 0.5 == 1.5 && 2 < 2.5",
+    "round": "round(2.5, 0) == 3.0 && round(-2.5, 0) == -3.0 && round(1.005, 2) == 1.01 && round(2.345, 2) == 2.35",
+    "floor_ceil_abs": "floor(-1.5) == -2.0 && ceil(-1.5) == -1.0 && abs(-3) == 3 && abs(-2.5) == 2.5",
+    "min_max": "min(1, 2.5) == 1 && max(1, 2.5) == 2.5",
+    "get": 'get(event, "missing", 7) == 7 && get(event, "n", 0) == 2',
+    "sets": 'sets.contains(["a", "b", "c"], ["a", "c"]) && sets.intersects(["a"], ["b", "a"]) '
+            '&& !sets.contains(["a"], ["a", "b"]) && !sets.intersects(["a"], ["b"])',
+    "ascii": '"AbC".lowerAscii() == "abc" && "abc".upperAscii() == "ABC"',
+    "tz": 'now.getHours() == 12 && now.getHours("America/New_York") == 7 && now.getDayOfWeek() == 1',
+    "balances_zero": "participant.balances.PTS.available == 0.0 && participant.balances.GEMS.held == 0.0 "
+                     "&& participant.balances.GEMS.deferred == 0.0 && size(participant.balances) == 2",
+    "who": 'participant.external_id == "alice" && participant.status == "ACTIVE" && participant.created_at <= now '
+           '&& size(participant.id) == 36',
+    "program": 'program.key == "cel"',
+    "macros": "[1, 2, 3].map(x, x * 2) == [2, 4, 6] && [1, 2, 3].filter(x, x > 1).size() == 2 "
+              "&& [1, 2].exists_one(x, x == 2) && [1, 2].all(x, x > 0) && [1, 2].exists(x, x == 1)",
+    "strings": '"abc".matches("^a.c$") && "hello".contains("ell") && "hello".startsWith("he") && "hello".endsWith("lo")',
+    "time": 'now + duration("1h") == timestamp("2025-11-03T13:00:00Z") && now - timestamp("2025-11-03T11:00:00Z") == duration("1h")',
+    "conversions": 'int("5") + 1 == 6 && uint(3) == 3u && double("1.5") == 1.5 && string(12) == "12" && bool("true")',
+    "has": "has(event.items) && !has(event.nope)",
+    "ternary_in": '(event.amount > 2.0 ? "big" : "small") == "big" && "b" in ["a", "b"] && "k" in {"k": 1}',
+    "state_lowercase_tag": '"vip" in participant.tags && !("VIP" in participant.tags)',
+    "state_counter_double": "participant.counters.visits == 1.0 && type(participant.counters.visits) == double",
+    "state_attribute": 'participant.attributes.tier == "gold"',
+    "offset_tz": 'now.getHours("+05:30") == 17 && now.getMinutes("+05:30") == 30 && now.getFullYear("UTC") == 2025',
+    "balances_double": "type(participant.balances.PTS.available) == double",
+    "program_state": "size(program.tags) == 0 && size(program.counters) == 0 && size(program.attributes) == 0",
+    "no_tiers": "size(participant.tiers) == 0",
+}
+
+
+def test_s6_the_cel_environment(tmp_path):
+    """One event; each check of semantics.md 6 is a rule whose condition must be true, tagging
+    ok_<name>. The first rule sets up state that later rules must see within the event."""
+    setup = {"name": "setup", "key": "setup", "order": 1, "condition": "true",
+             "actions": [{"type": "TAG", "tag": "VIP"}, {"type": "COUNTER", "key": "visits", "value": "1"},
+                         {"type": "SET_ATTRIBUTE", "key": "tier", "value": "gold"}]}
+    rules = [setup] + [{"name": name, "key": name, "order": 10 * (i + 1), "condition": cond,
+                        "actions": [{"type": "TAG", "tag": f"ok_{name}"}]} for i, (name, cond) in enumerate(CEL_CHECKS.items())]
+    s = Scenario(tmp_path, "cel", rules, [asset("PTS"), asset("GEMS", scale=2)])
+    # 2025-11-03 is a Monday (getDayOfWeek: 0 = Sunday); 12:00Z is 07:00 in New York (EST)
+    out = s.run(ev("c1", "alice", "2025-11-03T12:00:00Z", "check", amount=2.5, n=2, items=[{"sku": "A1"}, {"sku": "B2"}]))
+    assert out["c1"] == ("COMPLETED", None)
+    errors = {r: m for (_, r), (o, m) in _evaluations(s).items() if o != "MATCHED"}
+    assert _tags(s, "alice") == {"vip"} | {f"ok_{n}" for n in CEL_CHECKS}, errors
+
+
+STATELESS = {k: v for k, v in CEL_CHECKS.items() if "participant" not in v and "program" not in v}
+
+
+@pytest.mark.parametrize("row_path", [False, True])
+def test_s6_the_cel_environment_on_the_set_based_path(tmp_path, row_path):
+    """The checks that read only `event` and `now`, as CREDIT rules (1 PTS each): the set-based
+    path (and the per-row one) must agree with the sequential meaning, so alice ends with one
+    point per check."""
+    rules = [{"name": name, "key": name, "order": 10 * (i + 1), "condition": cond,
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]} for i, (name, cond) in enumerate(STATELESS.items())]
+    s = Scenario(tmp_path, "cel", rules, [asset("PTS")])
+    f = write_events(tmp_path / "in" / "e.parquet", [event("cel", "c1", "alice", "2025-11-03T12:00:00Z", {
+        "type": "check", "amount": 2.5, "n": 2, "items": [{"sku": "A1"}, {"sku": "B2"}]})])
+    report = run_json(s.programs, f, s.db, *(["--row-path"] if row_path else []))
+    assert report["completed"] == 1
+    errors = {r: (o, m) for (_, r), (o, m) in _evaluations(s).items() if o != "MATCHED"}
+    matched = {r for (_, r), (o, _) in _evaluations(s).items() if o == "MATCHED"}
+    assert matched == set(STATELESS), (set(STATELESS) - matched, errors)
+    assert balances(s.db) == {("alice", "PTS"): D(len(STATELESS))}
+
+
+def test_s2_an_explicit_participant_id_never_creates_a_participant(tmp_path):
+    """semantics.md 2.1/2.2: participants are identified by external_id; participant_id is
+    perkflow's own id. A row naming a known external id and an unknown participant_id must not
+    make a second participant with that external id (it did: two 'u1' rows, each with its own
+    balance); the id names nobody, so the event fails with participant_not_found. Likewise for
+    recipient_id beside recipient_external_id. An empty external_id is a missing one (as an empty
+    idempotency_key is): the row is quarantined, no participant with an empty id appears."""
+    s = Scenario(tmp_path, "p", [{"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+                                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], [asset("PTS")])
+    s.run(ev("e1", "u1", "2025-03-01T10:00:00Z", "buy"))
+    ghost = "00000000-0000-0000-0000-000000000000"
+    f = write_events(tmp_path / "b2" / "rows.parquet", [
+        event("p", "e2", "u1", "2025-03-01T11:00:00Z", {"type": "buy"}, participant_id=ghost),
+        event("p", "e3", "u1", "2025-03-01T11:00:00Z", {"type": "buy"}, recipient_external_id="u2",
+              recipient_id="11111111-1111-1111-1111-111111111111"),
+        event("p", "e4", "", "2025-03-01T11:00:00Z", {"type": "buy"}),
+        event("p", "e5", "u1", "2025-03-01T12:00:00Z", {"type": "buy"}),
+    ])
+    report = run_json(s.programs, f, s.db)
+    assert (report["read"], report["completed"], report["failed"], report["rejected"]) == (4, 1, 2, 1)
+    assert query(s.db, "SELECT external_id, COUNT(*) FROM participants GROUP BY 1 ORDER BY 1") == [("u1", 1)]
+    assert dict(query(s.db, "SELECT idempotency_key, error_code FROM events")) == {
+        "e1": None, "e2": "participant_not_found", "e3": "participant_not_found", "e5": None}
+    assert query(s.db, "SELECT row_number, reason FROM rejected_rows") == [(3, "missing_required_field")]
+    assert balances(s.db) == {("u1", "PTS"): D(2)}
+
+
+def test_s13_quarantine_messages_counts_in_the_manifest_and_unreadable_paths(tmp_path, capsys):
+    """event_data that is JSON but not an object is quarantined with a message in JSON's words
+    (it said 'NoneType'); the counts of every batch are stored and reconcile; a path with no
+    event files at all stops the run with exit 2 and creates no database."""
+    s = Scenario(tmp_path, "p", [{"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+                                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], [asset("PTS")])
+    kinds = {"null": "null", "[1]": "an array", '"x"': "a string", "3": "a number", "true": "a boolean"}
+    rows = [event("p", f"k{i}", "u1", "2025-03-01T10:00:00Z", text) for i, text in enumerate(kinds)]
+    rows += [event("p", "ok", "u1", "2025-03-01T10:00:00Z", {"type": "buy"}),
+             event("p", "ok", "u1", "2025-03-01T10:00:00Z", {"type": "buy"}),          # duplicate in the batch
+             event("p", "nobody", "u9", "2025-03-01T10:00:00Z", {"type": "buy"}) | {"program_id": "zz"}]
+    f = write_events(tmp_path / "in" / "rows.parquet", rows)
+    report = run_json(s.programs, f, s.db)
+    assert (report["read"], report["completed"], report["failed"], report["duplicates"], report["rejected"]) == (8, 1, 0, 1, 6)
+    got = query(s.db, "SELECT row_number, reason, message FROM rejected_rows ORDER BY row_number")
+    assert [(n, r) for n, r, _ in got] == [(1, "invalid_event_data"), (2, "invalid_event_data"), (3, "invalid_event_data"),
+                                           (4, "invalid_event_data"), (5, "invalid_event_data"), (8, "unknown_program")]
+    for (_, _, message), kind in zip(got, kinds.values()):
+        assert message == f"event_data must be a JSON object, got {kind}"
+    assert query(s.db, "SELECT rows_read, completed, failed, duplicates, rejected FROM batches") == [(8, 1, 0, 1, 6)]
+
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    fresh = tmp_path / "fresh.duckdb"
+    for path in (empty, tmp_path / "no_such_dir"):
+        capsys.readouterr()
+        assert main(["run", "--programs", str(s.programs), "--events", str(path), "--db", str(fresh)]) == 2
+        assert str(path) in "".join(capsys.readouterr().err.split())
+    assert not fresh.exists()
+
+
+def test_s4_retrying_perkflow_op_without_a_timestamp_is_a_duplicate(tmp_path, capsys):
+    """`perkflow op` without --timestamp happens now; the same command again (a retry) must be a
+    duplicate (semantics.md 4, as the quickstart's retry returns the original) -- it was an
+    idempotency_conflict, because 'now' had moved on. Other params under the key still conflict."""
+    s = Scenario(tmp_path, "p", [], [asset("PTS")])
+    s.run(ev("e1", "u1", "2025-03-01T10:00:00Z", "x"))
+    base = ("op", "adjust", "--program", "p", "--key", "fix-1", "--external-id", "u1", "--param", "type=CREDIT",
+            "--param", "asset=PTS", "--programs", str(s.programs), "--db", str(s.db), "--json")
+    out = []
+    for amount in ("5", "5", "6"):   # `perkflow op ...` in process
+        capsys.readouterr()
+        assert main([*base, "--param", f"amount={amount}"]) == 0
+        out.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert [(o["status"], o["duplicate"]) for o in out] == [("COMPLETED", False), ("COMPLETED", True), ("REJECTED", False)]
+    assert out[2]["error_code"] == "idempotency_conflict"
+    assert balances(s.db) == {("u1", "PTS"): D(5)}
+
+
+LIMIT_CASES = {
+    # field -> (text, the reason the message must give)
+    "condition-long": ("condition", " || ".join(f'event.type == "purchase_{i:04d}"' for i in range(200)),
+                       "longer than 4096 bytes"),
+    "condition-deep": ("condition", "1 + " * 40 + "1 > 0", "nested deeper than 32"),
+    "condition-cost": ("condition", "event.items.all(x, event.items.exists(y, x == y))", "cost cannot be bounded"),
+    "amount-long": ("amount", "event.n" + " + event.n" * 500, "longer than 4096 bytes"),
+    "amount-deep": ("amount", "event.n" + " + 1" * 40, "nested deeper than 32"),
+    "value-long": ("value", "string(event.n)" + " + string(event.n)" * 300, "longer than 4096 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIMIT_CASES))
+def test_s6_expressions_over_the_limits_are_rejected_at_load_saying_why(case, tmp_path, capsys):
+    """semantics.md 6 limits, in any CEL field: exit 2, the message names the file, the rule,
+    the field and the limit. An amount over a limit said 'neither a number nor a CEL expression
+    (an expression must read event ...)' although it reads event; a SET_ATTRIBUTE value over it
+    was taken as a 4 KiB literal string."""
+    field, text, why = LIMIT_CASES[case]
+    rule = {"name": "Limit rule", "key": "limit_rule", "condition": "true",
+            "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}
+    if field == "condition":
+        rule["condition"] = text
+    elif field == "amount":
+        rule["actions"][0]["amount"] = text
+    else:
+        rule["actions"] = [{"type": "SET_ATTRIBUTE", "key": "k", "value": text}]
+    f = write_program(tmp_path / "programs" / "lim.yaml", program_spec("lim", [rule]))
+    capsys.readouterr()
+    assert main(["validate", "--programs", str(f)]) == 2
+    err = "".join(capsys.readouterr().err.split())
+    for word in (str(f), "Limitrule", field, why.replace(" ", "")):
+        assert word in err, (word, err[:400])
+
+
+def test_s2_ids_in_upper_case_name_the_same_program_and_participant(tmp_path):
+    """program_id is 'program key or id' and participant_id perkflow's id (semantics.md 2.2);
+    UUID text is case-insensitive (RFC 9562), so the upper-case forms of the ids perkflow shows
+    name the same program and participant (they were unknown_program / participant_not_found)."""
+    import uuid
+    s = Scenario(tmp_path, "p", [{"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+                                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], [asset("PTS")])
+    s.run(ev("e1", "u1", "2025-03-01T10:00:00Z", "buy"))
+    (program_id,), = query(s.db, "SELECT id::VARCHAR FROM programs WHERE key = 'p'")
+    (participant_id,), = query(s.db, "SELECT id::VARCHAR FROM participants WHERE external_id = 'u1'")
+    assert str(uuid.UUID(program_id)) == program_id       # shown in the canonical lowercase form
+    f = write_events(tmp_path / "b2" / "upper.parquet", [
+        event(program_id.upper(), "e2", "u1", "2025-03-01T11:00:00Z", {"type": "buy"}),
+        event("p", "e3", None, "2025-03-01T12:00:00Z", {"type": "buy"}, participant_id=participant_id.upper()),
+    ])
+    report = run_json(s.programs, f, s.db)
+    assert (report["completed"], report["failed"], report["rejected"]) == (2, 0, 0)
+    assert balances(s.db) == {("u1", "PTS"): D(3)}
+
+
+def test_s3_maintain_as_of_t_includes_what_is_due_exactly_at_t(tmp_path):
+    """A lot credited at 10:00 matures at 11:00 and expires at 12:00; `maintain --as-of 11:00`
+    matures it (due at T counts), `--as-of 11:59:59` leaves it, `--as-of 12:00` expires it; the
+    entries carry 11:00 and 12:00, not the wall clock. A re-run of the same as-of writes nothing."""
+    rules = [{"name": "earn", "key": "earn", "condition": 'event.type == "earn"',
+              "actions": [{"type": "CREDIT", "asset": "LP", "amount": "5", "matures_at": "1h", "expires_at": "2h"}]}]
+    s = Scenario(tmp_path, "p", rules, [asset("LP", mode="LOT")])
+    s.run(ev("e1", "u1", "2025-03-01T10:00:00Z", "earn"))
+    assert s.balance("u1", "LP") == (0, 0, 5)
+
+    def maintain(t):  # `perkflow maintain --as-of t`, in process (the CLI is a thin shell over it)
+        from engine.durations import parse_instant
+        from engine.maintain import maintain as run_maintenance
+        run_maintenance(parse_instant(t), s.db)
+        s.check()
+
+    maintain("2025-03-01T11:00:00Z")
+    assert s.balance("u1", "LP") == (5, 0, 0)
+    maintain("2025-03-01T11:59:59Z")
+    assert s.balance("u1", "LP") == (5, 0, 0)
+    maintain("2025-03-01T12:00:00Z")
+    assert s.balance("u1", "LP") == (0, 0, 0)
+    before = query(s.db, "SELECT COUNT(*) FROM journal_entries")
+    maintain("2025-03-01T12:00:00Z")
+    assert query(s.db, "SELECT COUNT(*) FROM journal_entries") == before
+    got = query(s.db, "SELECT action_type, effective_at FROM journal_entries WHERE event_id IS NULL ORDER BY seq")
+    assert [(t, str(at)) for t, at in got] == [("MATURITY", "2025-03-01 11:00:00+00:00"),
+                                               ("EXPIRATION", "2025-03-01 12:00:00+00:00")]
+
+
+def test_quickstart_read_literally_with_json_payloads(tmp_path, capsys):
+    """seeds/quickstart.txt with its own JSON bodies: the program, asset and rule payloads as one
+    JSON program file (plus the program `key` our form requires: the quickstart's program has
+    only a name), the event body as an NDJSON line (plus `event_timestamp`, which the hosted API
+    stamps on receipt and the contract makes required: a file without the column stops the run,
+    a row without the value is quarantined).
+    Step 4's retry with the same key credits nothing; step 5 finds the participant by
+    external_id, then its balances by the participant id: 10 PTS."""
+    program = {"program": {"key": "customer_loyalty", "name": "Customer Loyalty"},
+               "assets": [{"name": "Points", "symbol": "PTS", "inventory_mode": "SIMPLE",
+                           "issuance_policy": "UNLIMITED", "scale": 0}],
+               "rules": [{"name": "10 Points per Purchase", "condition": 'event.type == "purchase"',
+                          "actions": [{"type": "CREDIT", "asset_id": "PTS", "amount": "10"}]}]}
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    (programs / "customer_loyalty.json").write_text(json.dumps(program), encoding="utf-8")
+    body = {"program_id": "customer_loyalty", "external_id": "user_123", "idempotency_key": "first-purchase-001",
+            "event_data": {"type": "purchase", "amount": 49.99}}
+    events = tmp_path / "events.ndjson"
+    events.write_text(json.dumps(body | {"event_timestamp": "2025-11-01T12:00:00Z"}) + "\n", encoding="utf-8")
+    untimed = tmp_path / "untimed.ndjson"
+    untimed.write_text(json.dumps(body | {"idempotency_key": "first-purchase-002"}) + "\n", encoding="utf-8")
+    db = tmp_path / "w.duckdb"
+
+    def run(path) -> dict:
+        capsys.readouterr()
+        assert main(["run", "--programs", str(programs), "--events", str(path), "--db", str(db), "--json"]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    first, retry = run(events), run(events)
+    assert [first[k] for k in ("read", "completed", "duplicates")] == [1, 1, 0]
+    assert [retry[k] for k in ("read", "completed", "duplicates")] == [1, 0, 1]
+    # a file whose rows never carry event_timestamp lacks a required column: exit 2, nothing written
+    capsys.readouterr()
+    assert main(["run", "--programs", str(programs), "--events", str(untimed), "--db", str(db)]) == 2
+    err = "".join(capsys.readouterr().err.split())
+    assert str(untimed) in err and "event_timestamp" in err
+    # beside rows that carry it, the row is quarantined and the rest processed
+    untimed.write_text(events.read_text() + untimed.read_text(), encoding="utf-8")
+    mixed = run(untimed)
+    assert [mixed[k] for k in ("read", "completed", "duplicates", "rejected")] == [2, 0, 1, 1]
+    assert query(db, "SELECT reason, message FROM rejected_rows") == [
+        ("missing_required_field", "required field event_timestamp is empty")]
+    capsys.readouterr()
+    assert main(["balances", "--external-id", "user_123", "--json", "--db", str(db)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["asset_symbol"], D(row["available"]), D(row["held"]), D(row["deferred"])) == ("PTS", 10, 0, 0)
+    (pid,), = query(db, "SELECT id::VARCHAR FROM participants WHERE external_id = 'user_123'")
+    assert row["participant_id"] == pid
+    assert query(db, "SELECT asset_symbol, available FROM balances WHERE participant_id = ?", [pid]) == [("PTS", D(10))]
+
+
+@pytest.mark.parametrize("kind", ["not_a_database", "a_directory"])
+def test_s13_a_db_path_that_is_not_a_ledger_is_a_configuration_error(kind, tmp_path, capsys):
+    """semantics.md 13: exit 2 for invalid configuration, with a message; it was exit 1 with a
+    traceback and 'internal error, please report'. The file is left as it was."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", []))
+    events = write_events(tmp_path / "in" / "e.parquet", [event("p", "k", "u", "2025-03-01T10:00:00Z", {"type": "x"})])
+    target = tmp_path / "ledger.duckdb"
+    if kind == "a_directory":
+        target.mkdir()
+    else:
+        target.write_text("not a database\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for argv in (["run", "--programs", str(programs), "--events", str(events)], ["balances"], ["verify"]):
+        capsys.readouterr()
+        assert main([*argv, "--db", str(target)]) == 2, argv
+        err = capsys.readouterr().err
+        assert str(target) in "".join(err.split()) and "internal error" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if kind == "not_a_database":
+        assert target.read_text() == "not a database\n"
+
+
+def test_s13_a_wrong_query_or_a_missing_operations_file_is_exit_2(tmp_path, capsys):
+    """`perkflow sql` with a query that does not parse, names no table, or tries to write is the
+    user's input (exit 2, DuckDB's message), not 'internal error, please report this trace'
+    (exit 1); the ledger is unchanged. A missing --operations path does not tell the user to
+    pass --events."""
+    s = Scenario(tmp_path, "p", [], [asset("PTS")])
+    s.run(ev("e1", "u1", "2025-03-01T10:00:00Z", "x"))
+    for sql, words in (("SELEC 1", "syntax error"), ("SELECT * FROM nosuch", "nosuch"),
+                       ("DELETE FROM events", "read-only")):
+        capsys.readouterr()
+        assert main(["sql", sql, "--db", str(s.db)]) == 2, sql
+        err = capsys.readouterr().err
+        assert words in err and "internal error" not in err, err
+    assert query(s.db, "SELECT COUNT(*) FROM events") == [(1,)]
+    missing = tmp_path / "no_ops.parquet"
+    capsys.readouterr()
+    assert main(["run", "--programs", str(s.programs), "--events", str(s.dir / "events-1.parquet"),
+                 "--operations", str(missing), "--db", str(s.db)]) == 2
+    err = "".join(capsys.readouterr().err.split())
+    assert str(missing) in err and "--events" not in err
+
+
+@pytest.mark.parametrize("row_path", [False, True])
+def test_s2_struct_payload_numbers_reach_cel_as_numbers(tmp_path, row_path):
+    """A struct event_data (semantics.md 2.2) with int64, uint32 and DECIMAL fields (DECIMAL is how
+    money is usually typed in Parquet), nested too. Int/double mixing promotes (6); a DECIMAL is
+    a number: `amount: event.d` credits 0.30 (it failed the event: 'amount must be a number, got
+    Decimal'). Credits: 1 + 10 + 2 * 0.1 + 0.30 + 100 = 111.50."""
+    import decimal
+    rules = [
+        {"name": "a", "key": "a", "condition": "event.n * 1.5 == 3.0 && event.n > 1.5 && event.n + 0.5 == 2.5",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]},
+        {"name": "b", "key": "b", "condition": "event.n == 2 && event.n == 2.0 && event.u == 2u",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "10"}]},
+        {"name": "c", "key": "c", "condition": "true", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n * 0.1"}]},
+        {"name": "d", "key": "d", "condition": "event.d > 0.25", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.d"}]},
+        {"name": "e", "key": "e", "condition": "event.x.d == 1.1 && event.l[0] == 2.5",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "100"}]},
+    ]
+    s = Scenario(tmp_path, "p", rules, [asset("PTS", scale=2)])
+    data = pa.struct([("n", pa.int64()), ("u", pa.uint32()), ("d", pa.decimal128(10, 2)),
+                      ("x", pa.struct([("d", pa.decimal128(12, 1))])), ("l", pa.list_(pa.decimal128(5, 1)))])
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.string()), ("event_data", data)])
+    f = tmp_path / "in" / "struct.parquet"
+    f.parent.mkdir()
+    pq.write_table(pa.Table.from_pylist([{
+        "program_id": "p", "idempotency_key": "s1", "external_id": "u1", "event_timestamp": "2025-03-01T10:00:00Z",
+        "event_data": {"n": 2, "u": 2, "d": decimal.Decimal("0.30"), "x": {"d": decimal.Decimal("1.1")},
+                       "l": [decimal.Decimal("2.5")]}}], schema=schema), f)
+    report = run_json(s.programs, f, s.db, *(["--row-path"] if row_path else []))
+    assert report["completed"] == 1, query(s.db, "SELECT error_message FROM events")
+    assert balances(s.db) == {("u1", "PTS"): D("111.50")}
+
+
+def test_s13_an_ndjson_line_that_is_not_an_object_stops_the_run_naming_its_line(tmp_path, capsys):
+    """A file that cannot be read stops the run before anything is written, with one clear
+    message naming the file and problem (semantics.md 13): for NDJSON, the line (it said
+    'line 1' for a broken third line)."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", []))
+    good = json.dumps({"program_id": "p", "idempotency_key": "a", "external_id": "u1",
+                       "event_timestamp": "2025-03-01T10:00:00Z", "event_data": {"type": "x"}})
+    db = tmp_path / "w.duckdb"
+    for lines, problem in (([good, "", '{"program_id": "p", BROKEN'], "line 3 is not valid JSON"),
+                           ([good, "[1, 2]"], "line 2 is not a JSON object")):
+        f = tmp_path / "e.ndjson"
+        f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        capsys.readouterr()
+        assert main(["run", "--programs", str(programs), "--events", str(f), "--db", str(db)]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert problem in err and "internal error" not in err, err
+        assert not db.exists()
