@@ -84,9 +84,11 @@ def catalog_version(catalog: Catalog) -> str:
 #: Events per chunk of a large batch (`streamable` inputs): memory follows the chunk, not the batch.
 CHUNK_ROWS = 250_000
 #: ... when a program of the batch reads or writes state: the running path's per-event state
-#: frames are several times wider than the set-based path's. W2 1M: peak 2.46 -> 2.08 GiB for
-#: the same CPU (93.4 vs 93.3 s); W1 (set-based) would pay 12% more CPU for 0.3 GB less.
-STATEFUL_CHUNK_ROWS = 125_000
+#: frames are several times wider than the set-based path's. W2 1M (700 MB DuckDB cap), peak RSS
+#: and CPU: 250k chunks 2.46 GiB; 125k 1.83 GiB, 108 s; 62.5k 1.43 GiB, 106 s (11% more wall:
+#: smaller frames keep fewer threads busy); 31.25k 1.21 GiB, 126 s. W1 (set-based) would pay 12%
+#: more CPU for 0.3 GB less at 125k.
+STATEFUL_CHUNK_ROWS = 62_500
 
 
 def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Path | None = None, *,
