@@ -375,8 +375,6 @@ def test_s3_a_program_counter_resets_when_an_event_of_a_batch_without_counter_ru
 # Section 9: lots, wallets, transfers, rewards
 
 
-@pytest.mark.xfail(strict=True, reason="semantics.md 3: there is no `perkflow replay` command (a full rebuild "
-                   "from all stored inputs into a fresh ledger, in pure timestamp order)")
 def test_s3_replay_rebuilds_the_stored_inputs_in_pure_timestamp_order(tmp_path):
     # 3: "`replay` (a full rebuild from all stored inputs into a fresh ledger, in pure timestamp
     # order) is a separate, explicit command used for backfills and simulations." Live, u1's
