@@ -120,6 +120,10 @@ class Emitting:
         """A row (or SYSTEM event) that passed step 1 enrols its participant and recipient."""
         self._batch.setdefault(ev.program.sid, set()).update(p for p in (ev.subject, ev.recipient) if p is not None)
 
+    def enrol_created(self, program_id: str, participant_id: str) -> None:
+        """... and an action target that creates a participant enrols it."""
+        self._batch.setdefault(program_id, set()).add(participant_id)
+
 
 def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: Precomputed,
                emitting: Emitting | None = None) -> KernelResult:
@@ -526,12 +530,15 @@ def _target_ref(ev: KernelEvent, tx: Tx, catalog, spec, where: str) -> str:
     return ref
 
 
-def _create(store: Store, external_id: str, ev: KernelEvent) -> str:
-    existing = store.by_external.get(external_id)
-    if existing is not None and store.arrived(existing, ev.where):  # an earlier action of this event created it
+def _create(tx: Tx, external_id: str, ev: KernelEvent) -> str:
+    """Create (and enrol in the event's program: semantics.md 5.1) the participant a target
+    names; both stand even if the event fails, as creation at intake does."""
+    existing = tx.store.by_external.get(external_id)
+    if existing is not None and tx.store.arrived(existing, ev.where):  # an earlier action of this event created it
         return existing
     person = Person(ids.participant_id_text(external_id), external_id, "ACTIVE", ev.now)
-    store.create_now(person)
+    tx.store.create_now(person, ev.program.sid)
+    tx.emitting.enrol_created(ev.program.sid, person.id)
     return person.id
 
 
@@ -555,7 +562,7 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
            effects: list, catalog: Catalog) -> None:
     etype, eid = entity
     if etype == "NEW_PARTICIPANT":  # a target that names an unknown external id (docs/decisions.md)
-        etype, eid = "PARTICIPANT", _create(tx.store, eid, ev)
+        etype, eid = "PARTICIPANT", _create(tx, eid, ev)
     where = f"rule {rule.name!r} action {action.index}"
     if etype in ("PARTICIPANT", "GROUP"):  # what is due for it happens first, even if it is inactive
         tx.touch(eid, etype)

@@ -376,5 +376,17 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store, seq_f
     return scheduled | {
         "stage_events": events, "stage_effects": effects, "stage_evaluations": evaluations,
         "stage_rejected": taken.rejected, "stage_participants": participants,
-        "stage_enrollments": taken.enrollments, "stage_operations": operations,
+        "stage_enrollments": _with_created(taken.enrollments, store), "stage_operations": operations,
     }
+
+
+def _with_created(enrolled: pl.DataFrame, store: Store) -> pl.DataFrame:
+    """The chunk's enrolments and those of the participants its action targets created, each in
+    the program of the event that created it, at its creation (semantics.md 5.1: "create and
+    enrol"); an enrolment by a row at an earlier instant comes first."""
+    if not store.created:
+        return enrolled
+    created = pl.DataFrame([(p.id, store.created_in[p.id], p.created_at) for p in store.created],
+                           schema=enrolled.schema, orient="row")
+    return (pl.concat([enrolled, created]).sort("enrolled_at", maintain_order=True)
+            .unique(["participant_id", "program_id"], keep="first", maintain_order=True))

@@ -156,6 +156,8 @@ class Store:
         self.redemptions: dict[tuple[str, str], Redemption | None] = {}  # (program id, key), loaded on demand
         self.dirty_redemptions: set[tuple[str, str]] = set()
         self.created: list[Person] = []  # participants created by action targets, in stream order
+        # ... each enrolled in the program of the event whose target created it (semantics.md 5.1)
+        self.created_in: dict[str, str] = {}  # participant id -> program id
         # group id -> participant id -> membership, loaded per group on first use; founders: a
         # group's declared members, for a group the ledger has no members of yet (a new group)
         self.members: dict[str, dict[str, Membership]] = {}
@@ -363,12 +365,14 @@ class Store:
             self._arriving = {} if frame is None else dict(zip(frame["id"].to_list(), frame["created_pos"].to_list()))
         return self._arriving
 
-    def create_now(self, person: Person) -> None:
-        """A participant created by an action target, from this point of the stream on; one that
-        intake would create at a later row is created here instead (that row then finds it)."""
+    def create_now(self, person: Person, program_id: str) -> None:
+        """A participant created by an action target of an event of `program_id`, from this
+        point of the stream on; one that intake would create at a later row is created here
+        instead (that row then finds it)."""
         self._arrival_positions().pop(person.id, None)
         self.add_person(person)
         self.created.append(person)
+        self.created_in[person.id] = program_id
         self.loaded.add(person.id)  # nothing of it is in the ledger yet
         self.lots_loaded.add(person.id)
 

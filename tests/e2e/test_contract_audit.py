@@ -268,11 +268,6 @@ def test_s7_broadcast_reaches_every_active_participant(tmp_path):
     assert led.balance("u1") == led.balance("u2") == (D(2), D(0), D(0))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "s7/s5.1: a participant created by an action target is not enrolled in the program (enrolments "
-    "come only from rows' participants and recipients: engine/intake.py enrollments, engine/run.py "
-    "_with_system, engine/kernel.py Emitting.enrol), so BROADCAST and participants-scope automations "
-    "never reach it; a recipient created the same way is enrolled"))
 def test_s7_a_participant_created_by_a_target_is_enrolled_and_reached_by_a_broadcast(tmp_path):
     # 7: "A target participant that does not exist is created per on_unknown_participant"; 5.1:
     # "create and enrol per on_unknown_participant"; BROADCAST reaches "every active participant

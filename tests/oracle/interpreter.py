@@ -1081,8 +1081,10 @@ class Oracle:
         kind, name = p.entity or (None, None)  # None: a BROADCAST of a program event
         if kind == "participant":
             if name not in self.participants:
-                # Creation is resolution: the target stays created even if the event fails.
+                # Creation is resolution: the target stays created, and enrolled in the event's
+                # program (semantics.md 5.1 "create and enrol"), even if the event fails.
                 self.create_participant(name, now)
+                self.enrol(program.key, now, name)
             working.touch(name)
             if a.type in BLOCKED_FOR_INACTIVE and working.status(name) != "ACTIVE":
                 raise ActionFailed("participant_inactive", f"{name} is {working.status(name)}")
