@@ -304,8 +304,12 @@ def _post(con, program_id, action, legs, *, seq, when):
     for i, (etype, eid, asset, bucket, amount) in enumerate(legs):
         con.execute("INSERT INTO postings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [uuid.uuid4(), entry, program_id, etype, eid, asset, bucket, amount])
-        con.execute("INSERT INTO account_balances VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-                    "amount = amount + excluded.amount", [etype, eid, asset, bucket, amount])
+        # (no unique index on account_balances: update the account, or add it)
+        key = "entity_type = ? AND entity_id = ? AND asset_id = ? AND bucket = ?"
+        if con.execute(f"SELECT count(*) FROM account_balances WHERE {key}", [etype, eid, asset, bucket]).fetchone()[0]:
+            con.execute(f"UPDATE account_balances SET amount = amount + ? WHERE {key}", [amount, etype, eid, asset, bucket])
+        else:
+            con.execute("INSERT INTO account_balances VALUES (?, ?, ?, ?, ?)", [etype, eid, asset, bucket, amount])
 
 
 def test_identity_covers_future_entry_types(ledger, tmp_path):
