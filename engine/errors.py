@@ -19,6 +19,10 @@ class BalanceRangeError(InputError):
     """A batch would take an account's balance past what the ledger's DECIMAL(38, 18) holds
     (|balance| < 10^20): the run stops and nothing is written, never a wrapped balance."""
 
+    def __init__(self, what: str):
+        super().__init__(f"the batch would take {what} to 10^20 or more, past what the ledger holds exactly "
+                         "(DECIMAL(38, 18)); nothing was written. Check the amounts of its rows.")
+
 
 class DatabaseBusyError(Exception):
     """Another process holds the DuckDB write lock."""

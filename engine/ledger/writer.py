@@ -133,20 +133,12 @@ def balance_changes(effects: pl.DataFrame) -> pl.DataFrame:
         totals: dict[tuple, Decimal] = {}
         for *account, amount in legs.iter_rows():
             totals[tuple(account)] = totals.get(tuple(account), Decimal(0)) + amount
-        account = next(a for a, total in totals.items() if abs(total) >= BALANCE_LIMIT)
-        raise _out_of_range(account) from None
+        etype, eid, asset, bucket = next(a for a, total in totals.items() if abs(total) >= BALANCE_LIMIT)
+        raise BalanceRangeError(f"account {etype} {eid} (asset {asset}, {bucket})") from None
 
 
 #: What DECIMAL(38, 18) holds: 20 integer digits.
 BALANCE_LIMIT = Decimal(10) ** 20
-
-
-def _out_of_range(account: tuple) -> BalanceRangeError:
-    entity_type, entity_id, asset_id, bucket = account
-    return BalanceRangeError(
-        f"the batch would take account {entity_type} {entity_id} (asset {asset_id}, {bucket}) to a balance of "
-        f"10^20 or more, past what the ledger holds exactly (DECIMAL(38, 18)); nothing was written. "
-        f"Check the amounts of the rows that credit or debit it.")
 
 
 def _rss_mb() -> float:
@@ -191,9 +183,7 @@ class BatchWriter:
                     raise
                 # DuckDB says only that an addition overflowed, and the transaction is aborted:
                 # no account to name
-                raise BalanceRangeError(
-                    "the batch would take a stored balance to 10^20 or more, past what the ledger holds exactly "
-                    "(DECIMAL(38, 18)); nothing was written. Check the amounts of its rows.") from None
+                raise BalanceRangeError("a stored balance") from None
         del tables
         if "stage_effects" in stages and len(stages["stage_effects"]):
             hashes = self.con.sql(statement("write_batch.sql", "chunk_hashes"),
