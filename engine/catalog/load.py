@@ -22,7 +22,7 @@ from engine.errors import CatalogError
 
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
-from .models import Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier
+from .models import Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
 from .support import VALUE_ACTIONS, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -737,4 +737,4 @@ def _cel(where: str, text: str, assets: dict[str, Asset]):
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "rule"
+    return slug(name) or "rule"

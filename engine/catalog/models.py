@@ -7,6 +7,7 @@ silently ignored typo. Fields whose behaviour is not built yet are declared too,
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -35,8 +36,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def slug(name: str) -> str:
+    """The key a name gives when a file leaves `key` out: lowercase ASCII words joined by `_`."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:128]
+
+
 class Program(Strict):
-    key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,127}$")
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,127}$")  # default: slug of name (_key_from_name)
     name: str = Field(min_length=1, max_length=255)
     description: str | None = None
     on_unknown_participant: Literal["CREATE", "REJECT"] = "CREATE"
@@ -44,6 +50,16 @@ class Program(Strict):
     # where redeemed value is posted (Scrip's program fields; semantics.md 9.4)
     redemption_target_type: Literal["SYSTEM_REDEMPTION", "SYSTEM_BREAKAGE", "LEDGER_ENTITY"] = "SYSTEM_REDEMPTION"
     redemption_target_entity_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_name(cls, data: Any) -> Any:
+        # Scrip creates a program from its name alone (seeds/quickstart.txt), so a file without a
+        # key gets a slug of the name, as rules, rewards and automations do (semantics.md 2.1)
+        if isinstance(data, dict) and data.get("key") is None and isinstance(data.get("name"), str):
+            if key := slug(data["name"]):
+                data = {**data, "key": key}
+        return data
 
     @model_validator(mode="after")
     def _target_entity(self) -> "Program":

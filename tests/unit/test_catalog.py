@@ -71,6 +71,22 @@ def test_default_key_and_order():
     assert rules["visit_bonus"].order == rules["purchase"].order + 10
 
 
+def test_program_key_defaults_to_a_slug_of_its_name(tmp_path):
+    """The quickstart creates its program by name alone: a file without `program.key` is the
+    program whose key is the name's slug, with the same ids as if the key were written."""
+    keyed = program_spec("customer_loyalty", copy.deepcopy(RULES))
+    unkeyed = copy.deepcopy(keyed)
+    unkeyed["program"] = {"name": "Customer  Loyalty!"}
+    a = load_catalog(write_program(tmp_path / "a" / "p.yaml", keyed))
+    b = load_catalog(write_program(tmp_path / "b" / "p.yaml", unkeyed))
+    assert list(b.programs) == ["customer_loyalty"]
+    assert ids_of(a) == ids_of(b)
+    unnamed = copy.deepcopy(keyed)
+    unnamed["program"] = {"name": "!!!"}  # no letters or digits: no key to derive, the key is required
+    with pytest.raises(CatalogError, match="program.key"):
+        load_catalog(write_program(tmp_path / "c" / "p.yaml", unnamed))
+
+
 @pytest.mark.parametrize("change", ["condition", "amount", "stop_after_match", "order"])
 def test_changed_rule_gets_new_version_same_id(tmp_path, change):
     base = program_spec("shop", copy.deepcopy(RULES))
