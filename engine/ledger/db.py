@@ -57,6 +57,10 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
             time.sleep(0.2)
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")  # the CLI draws its own progress
+    if threads := os.environ.get("PERKFLOW_DUCKDB_THREADS"):
+        # DuckDB uses every core by default; a shared host or a container may want fewer. The
+        # ledger does not depend on it (tests/reliability/test_threads.py runs with 1 and the default).
+        con.execute("SET threads = $t", {"t": _positive_int("PERKFLOW_DUCKDB_THREADS", threads)})
     if not read_only:
         # A batch's uncommitted rows stay in DuckDB's buffers until the commit unless it must
         # evict them (they are written to the file or its temp folder): a cap keeps a large
@@ -66,6 +70,12 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
         if schema:
             ensure_schema(con)
     return con
+
+
+def _positive_int(name: str, text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise InputError(f"{name}={text!r}: must be a whole number of threads, 1 or more")
+    return int(text)
 
 
 def limit_memory(con: duckdb.DuckDBPyConnection) -> None:
