@@ -329,7 +329,7 @@ def bad_files(draw):
     if kind == "no_rows":
         return kind, _parquet_bytes(_table({k: v.slice(0, 0) for k, v in cols.items()}))
     if kind == "extra_columns":
-        cols["surprise"] = pa.array([draw(st.integers())] * n)
+        cols["surprise"] = pa.array([draw(st.integers(-2**63, 2**63 - 1))] * n)  # a Parquet int64 column
         cols["__index_level_0__"] = pa.array(list(range(n)))
         return kind, _parquet_bytes(_table(cols))
     if kind == "ndjson_broken":
