@@ -412,7 +412,7 @@ def _mutations():
             (("rules", 0, "budgets"), [{"asset": "PTS", "limit": "-5"}]),
             (("rules", 0, "budgets"), [{"asset": "PTS", "limit": "10", "schedule_type": "INTERVAL",
                                         "interval": "soon"}]),
-            (("assets", 0, "max_transaction_amount"), "lots"), (("program", "key"), None),
+            (("assets", 0, "max_transaction_amount"), "lots"), (("program", "key"), "Not A Slug"),
             (("assets",), [PROGRAM["assets"][0], {**PROGRAM["assets"][0], "scale": 2}]),
         ]), st.just(None)),
         st.tuples(st.just("invalid_yaml"), st.sampled_from(["text", "tabs", "unclosed", "list", "scalar", "empty",
