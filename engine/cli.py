@@ -102,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     db_arg(r)
     r.add_argument("--row-path", action="store_true", help="evaluate every rule per row (slow; for checking)")
     r.add_argument("--chunk-rows", type=int, metavar="N",
-                   help="process a large batch whose files are in time order N events at a time, in its one "
-                        "transaction, so memory follows N, not the batch (default 250000, 62500 when a program "
+                   help="process a large batch of event Parquet N events at a time in time order (files out of "
+                        "time order are first sorted through TMPDIR), in its one transaction, so memory follows N, "
+                        "not the batch (default 250000, 62500 when a program "
                         "reads or writes state; PERKFLOW_CHUNK_ROWS)")
     r.add_argument("--wait", type=float, default=30.0, help="seconds to wait for another run to finish (default 30)")
     r.add_argument("--json", action="store_true", help="print the counts as JSON")

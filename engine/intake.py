@@ -40,9 +40,11 @@ class Intake:
     enrollments: pl.DataFrame   # participant_id, program_id, enrolled_at
 
 
-def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection, *, system: bool = False) -> Intake:
-    """`system`: the rows are SYSTEM events the engine made (automation firings), whose keys
-    start with system: by design; input rows may not take such keys."""
+def screen(rows: pl.DataFrame, catalog: Catalog, *, system: bool = False) -> pl.DataFrame:
+    """The read rows with their program (`program_key`, `program_uuid`) and every reason to
+    quarantine them that needs no ledger: the row contract's (engine/io/events.py), an unknown
+    program or operation, a reserved key. A row left without `reject_reason` is taken in
+    (idempotency decides the rest); engine/io/reorder.py relies on exactly that."""
     refs = {p.key: p for p in catalog.programs.values()} | {str(p.id): p for p in catalog.programs.values()}
     rows = rows.with_columns(
         program_key=pl.col("program_id").replace_strict({k: p.key for k, p in refs.items()}, default=None),
@@ -77,6 +79,13 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection,
                             pl.lit(" names a participant: external_id or participant_id)")))
         .otherwise(pl.col("reject_message")),
     )
+    return rows
+
+
+def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection, *, system: bool = False) -> Intake:
+    """`system`: the rows are SYSTEM events the engine made (automation firings), whose keys
+    start with system: by design; input rows may not take such keys."""
+    rows = screen(rows, catalog, system=system)
     bad = rows.filter(pl.col("reject_reason").is_not_null())
     valid = rows.filter(pl.col("reject_reason").is_null())
 

@@ -24,9 +24,10 @@ from engine import groups, ids
 from engine.catalog import Catalog, load_catalog
 from engine.execute import execute
 from engine.kernel import Emitting
-from engine.intake import enrollments, intake
+from engine.intake import enrollments, intake, screen
 from engine.errors import BalanceRangeError, InputError
-from engine.io.events import no_rows, read_chunks, read_inputs, streamable
+from engine.io import reorder
+from engine.io.events import in_stream_order, no_rows, read_chunks, read_inputs, streamable
 from engine.io.files import expand
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -96,8 +97,8 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
               row_path: bool = False, wait: float = 30.0, chunk_rows: int | None = None,
               progress: Callable[[str], None] | None = None,
               ledger: duckdb.DuckDBPyConnection | None = None) -> RunReport:
-    """A large batch whose files are already in stream order is processed chunk by chunk, each
-    chunk against the state the earlier ones left, all in the batch's one transaction: by batch
+    """A large batch of event Parquet is processed chunk by chunk in stream order (files out of
+    it are put in it first: engine/io/reorder.py), each chunk against the state the earlier ones left, all in the batch's one transaction: by batch
     invariance (semantics.md 1.5) the ledger is the one the whole batch at once would give.
     `ledger`: a writing connection to `db_file` that the caller keeps open (`Backfill`)."""
     say = progress or (lambda _msg: None)
@@ -130,7 +131,14 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         done = con is not None and _committed(con, fp)
         if not done:
             chunked = streamable(inputs, chunk_rows)
-            chunks = read_chunks(inputs, chunk_rows) if chunked else iter([read_inputs(inputs)])
+            ordered = chunked and in_stream_order(inputs)
+            if not chunked:
+                chunks = iter([read_inputs(inputs)])
+            elif ordered:
+                chunks = read_chunks(inputs, chunk_rows)
+            else:  # put in stream order through a spill folder first (engine/io/reorder.py)
+                step("putting the events in stream order")
+                chunks = reorder.read_chunks(inputs, chunk_rows, lambda rows: screen(rows, catalog))
             rows = next(chunks)
     except BaseException:
         release()
@@ -152,8 +160,11 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         writer = BatchWriter(con, batch_id)
         totals = new_totals()
         first = True
+        chunk = 0
         while rows is not None:
-            where = f" (rows {rows['arrival'].min() + 1:,} to {rows['arrival'].max() + 1:,})" if chunked else ""
+            chunk += 1
+            where = (f" (rows {rows['arrival'].min() + 1:,} to {rows['arrival'].max() + 1:,})" if ordered
+                     else f" (chunk {chunk}: {len(rows):,} rows)" if chunked else "")
             process_chunk(con, rows, catalog, writer, totals, first=first, row_path=row_path,
                           step=lambda m: step(m + where))
             first, rows = False, next(chunks, None)

@@ -60,18 +60,21 @@ def read_inputs(inputs: list[tuple[str | Path, str]]) -> pl.DataFrame:
 
 def _joined(frames: list[pl.DataFrame], arrival: int) -> pl.DataFrame:
     """Frames read in arrival order as one, numbered in arrival order from `arrival`."""
+    return joined(frames).with_columns(arrival=pl.int_range(pl.len(), dtype=pl.Int64) + arrival)
+
+
+def joined(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Normalised frames of several files as one (their payload columns unified)."""
     frames = _unify_events(frames)
-    out = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
-    return out.with_columns(arrival=pl.int_range(pl.len(), dtype=pl.Int64) + arrival)
+    return pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
 
 
 def streamable(inputs: list[tuple[str | Path, str]], rows: int) -> bool:
-    """Can these inputs be read `rows` at a time without changing the stream? Yes when they are
-    event Parquet files of more than `rows` rows in all, whose arrival order is already the
-    stream order of semantics.md 3 (timestamps never decrease, file after file: what a
-    generator, an export or a daily partition gives), and whose columns pass the file-level
-    checks (so that a bad file still fails before the ledger is opened). Otherwise the batch is
-    read whole and ordered in memory."""
+    """Can these inputs be read `rows` at a time? Yes when they are event Parquet files of more
+    than `rows` rows in all whose columns pass the file-level checks (so that a bad file still
+    fails before the ledger is opened). Files in stream order are read as they are
+    (`read_chunks`); others are put in stream order through a spill folder first
+    (engine/io/reorder.py). Operations, CSV and NDJSON are read whole and ordered in memory."""
     if any(kind != "event" for _, kind in inputs):
         return False  # operations are merged into the stream by time: read whole
     files = [(f, root) for spec, _ in inputs for f, root in expand(spec)]
@@ -80,23 +83,32 @@ def streamable(inputs: list[tuple[str | Path, str]], rows: int) -> bool:
     try:
         if sum(pq.ParquetFile(f).metadata.num_rows for f, _ in files) <= rows:
             return False
-        last = None
         for f, root in files:
             _normalise(pl.from_arrow(pq.read_schema(f).empty_table()), f, root, "event", 0)
-            ts, _ = _timestamps(f, pl.from_arrow(pq.read_table(f, columns=["event_timestamp"])).to_series())
-            ts = ts.drop_nulls()  # rows without a valid timestamp are quarantined wherever they are
-            if len(ts) == 0:
-                continue
-            if not ts.is_sorted() or (last is not None and ts[0] < last):
-                return False
-            last = ts[-1]
     except (InputError, pa.ArrowException, OSError, KeyError):
         return False  # the whole read reports the problem, before the ledger is opened
     return True
 
 
+def in_stream_order(inputs: list[tuple[str | Path, str]]) -> bool:
+    """Is the arrival order of these (`streamable`) files already the stream order of
+    semantics.md 3: timestamps never decrease, file after file (what a generator, an export or
+    a daily partition gives)? Rows without a valid timestamp are quarantined wherever they are."""
+    last = None
+    for spec, _ in inputs:
+        for f, _root in expand(spec):
+            ts, _ = _timestamps(f, pl.from_arrow(pq.read_table(f, columns=["event_timestamp"])).to_series())
+            ts = ts.drop_nulls()
+            if len(ts) == 0:
+                continue
+            if not ts.is_sorted() or (last is not None and ts[0] < last):
+                return False
+            last = ts[-1]
+    return True
+
+
 def read_chunks(inputs: list[tuple[str | Path, str]], rows: int) -> Iterator[pl.DataFrame]:
-    """The inputs of a `streamable` batch as frames of at least `rows` rows (the last may be
+    """The inputs of a `streamable` batch `in_stream_order` as frames of at least `rows` rows (the last may be
     smaller), in arrival order, each numbered in arrival order where the previous one stopped:
     their concatenation is `read_inputs(inputs)`. Memory held is a chunk, not the batch."""
     pending: list[pl.DataFrame] = []
@@ -174,9 +186,11 @@ def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
     return _normalise(_load(file), file, root, kind, 0)
 
 
-def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: int) -> pl.DataFrame:
-    """Rows of `file` (the first of them is its row `first_row + 1`) in the normalised frame,
-    with the row-level contract applied; file-level problems raise InputError."""
+def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: int,
+               row_numbers: pl.Series | None = None) -> pl.DataFrame:
+    """Rows of `file` (the first of them is its row `first_row + 1`, or each row is its
+    `row_numbers` one) in the normalised frame, with the row-level contract applied; file-level
+    problems raise InputError."""
     for k, v in hive_values(file, root).items():
         if k not in df.columns:
             df = df.with_columns(pl.lit(v).alias(k))
@@ -213,7 +227,8 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         raise InputError(_operation_words(str(e))) from None
     out = pl.DataFrame({
         "source": pl.Series([str(file)] * len(df), dtype=pl.String),
-        "row_number": pl.int_range(first_row + 1, first_row + len(df) + 1, dtype=pl.Int64, eager=True),
+        "row_number": row_numbers.cast(pl.Int64) if row_numbers is not None
+        else pl.int_range(first_row + 1, first_row + len(df) + 1, dtype=pl.Int64, eager=True),
         "kind": pl.Series([kind] * len(df), dtype=pl.String),
         "operation": df["operation"] if kind == "operation" else pl.Series([None] * len(df), dtype=pl.String),
         "program_id": _uuid_lowercase(df["program_id"]),
