@@ -137,7 +137,7 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
             if ev.program.model.status != "ACTIVE":  # step 1 for a SYSTEM event: its participant exists
                 out.failures[ev.pos] = ("program_inactive", f"program {ev.program.key} is not ACTIVE")
                 continue
-            if ev.subject not in store.loaded or ev.subject not in store.lots_loaded:
+            if ev.subject is not None and (ev.subject not in store.loaded or ev.subject not in store.lots_loaded):
                 store.preload([ev.subject], [])
         if ev.deferred is not None:  # semantics.md 5 step 1, decided at the row's turn
             failure = _resolve(ev, store)
@@ -485,6 +485,8 @@ def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction,
     t: CompiledTarget | None = action.target
     if t is None:
         pid = ev.recipient or ev.subject
+        if pid is None and action.type == "SCHEDULE_EVENT":  # a program event schedules one of the program's
+            return "PROGRAM", ev.program.sid
         if pid is None and action.type != "BROADCAST":  # a BROADCAST goes to everyone, not to the event's participant
             raise ActionFailed(NO_PARTICIPANT, f"rule {rule.name!r} action {action.index}: a {action.type} for the "
                                                "event's participant, but this program event (an automation with scope "
@@ -577,8 +579,8 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
     if action.type in VALUE_ACTIONS:
         _apply_value(ev, tx, rule, action, (etype, eid), value, effects, catalog)
         return
-    if action.type in ("SCHEDULE_EVENT", "BROADCAST"):
-        _emit(ev, tx, rule, action, eid, value)
+    if action.type in ("SCHEDULE_EVENT", "BROADCAST"):  # for the program: a SYSTEM event of no participant
+        _emit(ev, tx, rule, action, eid if etype == "PARTICIPANT" else None, value)
         return
     st = tx.state(etype, eid)
     if action.type == "TAG":
@@ -601,10 +603,11 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
         st.attributes[action.key] = value
 
 
-def _emit(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, subject: str,
+def _emit(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, subject: str | None,
           value: tuple[datetime, str]) -> None:
     """Queue the SYSTEM event(s) of the action on the event's transaction: they are emitted
-    only if the event completes. BROADCAST: to every participant enrolled in the program so far
+    only if the event completes. SCHEDULE_EVENT: for `subject`, or (None) a program event of
+    no participant (docs/decisions.md). BROADCAST: to every participant enrolled in the program so far
     in the stream and ACTIVE at this point, in participant id order."""
     due, event_json = value
     emitter = emit.event_id(ev.program.sid, ev.key)

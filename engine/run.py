@@ -275,8 +275,8 @@ def _with_system(ev: pl.DataFrame, outcome, enrolled: pl.DataFrame) -> tuple[pl.
     rows = pl.concat([ev, system], how="diagonal_relaxed")
     passed = system.filter(pl.col("error_code").is_null() | (pl.col("error_code") != "program_inactive")).filter(
         pl.col("error_code").fill_null("") != "unknown_program")
-    mine = (passed.sort("pos").select(participant_id="subject_id", program_id="program_uuid",
-                                     enrolled_at="event_timestamp")
+    mine = (passed.filter(pl.col("subject_id").is_not_null())  # a program event enrols no one
+            .sort("pos").select(participant_id="subject_id", program_id="program_uuid", enrolled_at="event_timestamp")
             .unique(["participant_id", "program_id"], keep="first", maintain_order=True)
             .join(enrolled.select("participant_id", "program_id"), on=["participant_id", "program_id"], how="anti"))
     return rows, pl.concat([enrolled, mine.cast(enrolled.schema)])

@@ -605,9 +605,10 @@ def _compile_emission(at: str, action: Action, common: dict, need, assets: dict[
                                "target")
         delay = None
     else:
-        if action.target is not None and action.target.type == "PROGRAM":
-            raise CatalogError(f"{at}.target: a SYSTEM event belongs to a participant; target PROGRAM is not allowed "
-                               "for SCHEDULE_EVENT")
+        if action.target is not None and action.target.type == "GROUP":
+            raise CatalogError(f"{at}.target: a SYSTEM event is for a participant or for the program (target "
+                               "PARTICIPANT or PROGRAM); a group has no events of its own: schedule the event for "
+                               "a member, or for the program, and let its rule target the group")
         delay = _delay(f"{at}.delay", need("delay"), assets)
     payload = _payload(f"{at}.payload", action.payload or {}, assets)
     return CompiledAction(**common, event_name=name, delay=delay, payload=payload)

@@ -460,8 +460,9 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
         if a.type == "BROADCAST" and (a.delay is not None or target_type is not None):
             raise ValueError(f"{where}: BROADCAST takes no delay and no target")
         if a.type == "SCHEDULE_EVENT":
-            if a.delay is None or target_type == "PROGRAM":
-                raise ValueError(f"{where}: SCHEDULE_EVENT needs a delay and a participant")
+            # decisions.md "SYSTEM events": for a participant or (target PROGRAM) the program
+            if a.delay is None or target_type == "GROUP":
+                raise ValueError(f"{where}: SCHEDULE_EVENT needs a delay, and a participant or the program")
             try:
                 delay = parse_go_duration(a.delay)
             except ValueError:
@@ -984,6 +985,8 @@ class Oracle:
             p.entity = ("participant", external_id)
         elif ev.recipient or ev.external_id:
             p.entity = ("participant", ev.recipient or ev.external_id)
+        elif a.type == "SCHEDULE_EVENT":  # a program event schedules a program event (decisions.md)
+            p.entity = ("program", program.key)
         elif a.type != "BROADCAST":  # a program event has no participant; a BROADCAST needs none
             raise ActionFailed(NOBODY, f"{a.type} without a target in a program event")
 
@@ -1117,7 +1120,8 @@ class Oracle:
             counter.value = value
 
     def apply_emission(self, p: Planned, ev: Event, rule: RuleDef, program: ProgramDef, working: Working) -> None:
-        """SCHEDULE_EVENT: one SYSTEM event for the action's participant. BROADCAST: one for
+        """SCHEDULE_EVENT: one SYSTEM event for the action's participant, or for no participant (a
+        program event) when the action is for the program. BROADCAST: one for
         every participant enrolled in the program so far and ACTIVE now, in participant id order."""
         due, data = p.emission
         a = p.action
@@ -1125,7 +1129,7 @@ class Oracle:
             # decisions.md: a SYSTEM event schedules at most one SYSTEM event
             if ev.depth > 0 and any(e[0] == "schedule" for e in working.emitted):
                 raise ActionFailed("emission_fanout_exceeded", ev.idempotency_key)
-            receivers = [p.entity[1]]
+            receivers = [p.entity[1] if p.entity[0] == "participant" else None]
         else:
             enrolled = {ext for (key, ext) in self.enrolled if key == program.key}
             receivers = sorted((e for e in enrolled if working.status(e) == "ACTIVE"), key=participant_id)
