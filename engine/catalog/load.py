@@ -23,7 +23,7 @@ from engine.errors import CatalogError
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
 from .models import Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier
-from .support import VALUE_ACTIONS, unsupported
+from .support import VALUE_ACTIONS, misplaced, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
@@ -125,7 +125,8 @@ def _validate(file: str, data: object) -> ProgramFile:
         pf = ProgramFile.model_validate(data)
     except ValidationError as e:
         raise CatalogError(f"{file}: invalid program file:\n{_describe(e, data)}") from None
-    problems = [f"  {where}: not supported yet: {field}" for where, field in unsupported(pf)]
+    problems = [f"  {where}: {why}" for where, why in misplaced(pf)]
+    problems += [f"  {where}: not supported yet: {field}" for where, field in unsupported(pf)]
     if problems:
         raise CatalogError(f"{file}:\n" + "\n".join(problems))
     return pf
