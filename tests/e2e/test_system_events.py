@@ -366,3 +366,54 @@ def test_a_program_event_without_a_target_still_fails_its_other_participant_acti
     assert query(s.db, "SELECT status, error_code FROM events WHERE idempotency_key LIKE 'system:automation:%'") == [
         ("FAILED", "no_participant")]
     assert query(s.db, "SELECT count(*) FROM scheduled_events") == [(0,)]  # a failed event emits nothing
+
+
+# ---- BROADCAST reaches who was enrolled and ACTIVE at its instant (docs/decisions.md) ----------
+
+def test_a_late_broadcast_reaches_who_was_enrolled_and_active_at_its_instant(tmp_path):
+    # the weekly program event of Monday 3 March 00:00 broadcasts; maintenance runs it only on
+    # the 6th, after the runs that enrolled u3 (5 March), suspended u4 (4 March) and reactivated
+    # u2 (suspended 2 March, ACTIVE again 4 March). At the firing instant u1 and u4 were enrolled
+    # and ACTIVE, u2 enrolled but SUSPENDED, u3 not enrolled: the broadcast reaches u1 and u4.
+    # Each broadcast event is then processed now, against the state as it is (semantics.md 3,
+    # a late event): u4 is SUSPENDED now, so its CREDIT fails.
+    rules = [JOIN, BONUS, on("weekly", {"type": "BROADCAST", "event_name": "bonus", "payload": {"n": 1}})]
+    s = Scenario(tmp_path, "shop", rules, [PTS])
+    write_program(s.programs / "shop.yaml", program_spec("shop", rules, assets=[PTS]) | {"automations": [WEEKLY]})
+    s.run(ev("j1", "u1", at("2025-03-01 10:00"), "join"), ev("j2", "u2", at("2025-03-01 11:00"), "join"),
+          ev("j4", "u4", at("2025-03-01 12:00"), "join"),
+          op("set_participant_status", "o1", "u2", at("2025-03-02 09:00"), status="SUSPENDED"))
+    s.run(op("set_participant_status", "o2", "u4", at("2025-03-04 09:00"), status="SUSPENDED"),
+          op("upsert_participant", "o3", "u2", at("2025-03-04 10:00"), status="ACTIVE"),
+          ev("j3", "u3", at("2025-03-05 10:00"), "join"))
+    report = maintain_cli(s, "2025-03-06T00:00:00Z")
+    assert report["system_events"] == 2
+    assert sorted(query(s.db, "SELECT external_id, event_timestamp, status, error_code FROM events "
+                              "WHERE idempotency_key LIKE 'system:broadcast:%'")) == [
+        ("u1", parse_instant("2025-03-03T00:00:00Z"), "COMPLETED", None),
+        ("u4", parse_instant("2025-03-03T00:00:00Z"), "FAILED", "participant_inactive")]
+    assert [s.balance(u, "PTS")[0] for u in ("u1", "u2", "u3", "u4")] == [D(1), D(0), D(0), D(0)]
+
+
+def test_a_late_input_event_broadcasts_to_who_was_enrolled_and_active_at_its_timestamp(tmp_path):
+    rules = [JOIN, BONUS, on("announce", {"type": "BROADCAST", "event_name": "bonus", "payload": {"n": 2}})]
+    s = Scenario(tmp_path, "shop", rules, [PTS])
+    s.run(ev("j1", "u1", at("2025-03-01 09:00"), "join"), ev("j2", "u2", at("2025-03-01 11:00"), "join"),
+          op("set_participant_status", "o1", "u1", at("2025-03-01 12:00"), status="CLOSED"))
+    # arrives after them, timestamped 10:00: u1 was enrolled and ACTIVE then, u2 not enrolled yet
+    s.run(ev("a1", "u1", at("2025-03-01 10:00"), "announce"))
+    assert query(s.db, "SELECT external_id, status, error_code FROM events WHERE idempotency_key LIKE "
+                       "'system:broadcast:%'") == [("u1", "FAILED", "participant_inactive")]
+    assert [s.balance(u, "PTS")[0] for u in ("u1", "u2")] == [D(0), D(0)]
+    # in time order (one batch, or cut before it) the same broadcast reaches the same participants
+    for name, batches in (("whole", [[0, 1, 2, 3]]), ("cut", [[0], [1, 2, 3]])):
+        (tmp_path / name).mkdir()
+        t = Scenario(tmp_path / name, "shop", rules, [PTS])
+        rows = [ev("j1", "u1", at("2025-03-01 09:00"), "join"), ev("a1", "u1", at("2025-03-01 10:00"), "announce"),
+                ev("j2", "u2", at("2025-03-01 11:00"), "join"),
+                op("set_participant_status", "o1", "u1", at("2025-03-01 12:00"), status="CLOSED")]
+        for batch in batches:
+            t.run(*[rows[i] for i in batch])
+        assert query(t.db, "SELECT external_id, status FROM events WHERE idempotency_key LIKE 'system:broadcast:%'") == [
+            ("u1", "COMPLETED")]
+        assert [t.balance(u, "PTS")[0] for u in ("u1", "u2")] == [D(2), D(0)]

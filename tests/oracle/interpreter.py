@@ -661,6 +661,7 @@ class Working:
         self.oracle.budget_consumed.update(self.budgets)
         for ext, status in self.statuses.items():
             self.oracle.participants[ext].status = status
+            self.oracle.status_log.setdefault(ext, []).append((self.now, status))
         self.oracle.members = self.members
         self.oracle.record(self.entries)
         self.oracle.result.tier_history += self.tier_rows
@@ -708,6 +709,9 @@ class Oracle:
         self.first_instant: dict[str, datetime] = {}
         self.planned: dict[tuple[str, str], datetime] = {}
         self.fired: dict[tuple[str, str, str], datetime] = {}  # (program, automation, participant) -> its last firing
+        # decisions.md "SYSTEM events": each participant's statuses, (the instant set, status), in
+        # the order they were set: who a BROADCAST or an automation reaches is ACTIVE at its instant
+        self.status_log: dict[str, list[tuple[datetime, str]]] = {}
         self.runs = 0
         # s9.1: FIFO by created_at, then the lot's id. Lot ids are derived by the project's id
         # scheme (not part of the contract): the caller may pass it as
@@ -874,6 +878,12 @@ class Oracle:
         for e in external_ids:
             if e is not None:
                 self.enrolled.setdefault((program_key, e), at)
+
+    def status_at(self, external_id: str, instant: datetime) -> str:
+        """The status set last (in processing order) by a change dated at or before `instant`;
+        ACTIVE, as created, when none is."""
+        set_by_then = [status for at, status in self.status_log.get(external_id, []) if at <= instant]
+        return set_by_then[-1] if set_by_then else "ACTIVE"
 
     def finish(self, ev: Event, status: str, error: str | None) -> None:
         self.result.events[(ev.program_key, ev.idempotency_key)] = (status, error)
@@ -1121,8 +1131,10 @@ class Oracle:
 
     def apply_emission(self, p: Planned, ev: Event, rule: RuleDef, program: ProgramDef, working: Working) -> None:
         """SCHEDULE_EVENT: one SYSTEM event for the action's participant, or for no participant (a
-        program event) when the action is for the program. BROADCAST: one for
-        every participant enrolled in the program so far and ACTIVE now, in participant id order."""
+        program event) when the action is for the program. BROADCAST: one for every participant
+        enrolled in the program so far, at or before the event's instant, and ACTIVE at that
+        instant (decisions.md "SYSTEM events": a late broadcast reaches who was there then), in
+        participant id order."""
         due, data = p.emission
         a = p.action
         if a.type == "SCHEDULE_EVENT":
@@ -1131,8 +1143,8 @@ class Oracle:
                 raise ActionFailed("emission_fanout_exceeded", ev.idempotency_key)
             receivers = [p.entity[1] if p.entity[0] == "participant" else None]
         else:
-            enrolled = {ext for (key, ext) in self.enrolled if key == program.key}
-            receivers = sorted((e for e in enrolled if working.status(e) == "ACTIVE"), key=participant_id)
+            enrolled = {ext for (key, ext), at in self.enrolled.items() if key == program.key and at <= due}
+            receivers = sorted((e for e in enrolled if self.status_at(e, due) == "ACTIVE"), key=participant_id)
         for receiver in receivers:
             kind = "schedule" if a.type == "SCHEDULE_EVENT" else "broadcast"
             key = self.system_key(kind, program.key, ev.idempotency_key, rule.key, a.index, receiver)
