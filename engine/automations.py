@@ -25,7 +25,8 @@ Which instants (docs/decisions.md, "Automations"):
 Paused automations, and automations of programs that are not ACTIVE, pass their instants
 without firing.
 
-Who: scope participants, every ACTIVE enrolled participant (filter and guard admitting); scope
+Who: scope participants, every participant enrolled by the instant and ACTIVE at it (filter and
+guard admitting); scope
 program, the participant named by `participant_id`, else one program event that names no
 participant (intake and the kernel take it as such: docs/decisions.md, "Automations").
 """
@@ -50,7 +51,7 @@ from engine.kernel import participant_view, program_view
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.reads import merge, reads
-from engine.state import EntityState, Store, Tx
+from engine.state import EntityState, Store, Tx, status_at, stored_status_changes
 from engine.tiers import meets
 
 KEY_PREFIX = "system:automation:"
@@ -108,7 +109,7 @@ def schedule(con, catalog: Catalog, as_of: datetime) -> tuple[list[Firing], dict
 
 def _per_participant(con, program: CompiledProgram, auto: CompiledAutomation, after: datetime,
                      as_of: datetime) -> list[Firing]:
-    """participant_state: each ACTIVE participant enrolled in the program has instants of its own
+    """participant_state: each participant enrolled in the program has instants of its own
     in (after, as_of], none before its enrolment. ATTRIBUTE_DATE: the yearly anniversaries of the
     month and day in the attribute (as the ledger holds it now) at the configured wall-clock time
     in the trigger's zone. INTERVAL: every `interval` from its enrolment. CRON: the firings of
@@ -195,10 +196,12 @@ def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.Da
     for f in firings:
         auto, program = f.automation, f.program
         if auto.scope == "participants":
-            people = con.execute(statement("lookups.sql", "enrolled_participants"),
-                                 {"program_id": program.sid, "instant": f.instant}).fetchall()
-            if f.only is not None:
-                people = [p for p in people if p[0] in f.only]
+            enrolled = con.execute(statement("lookups.sql", "enrolled_participants"),
+                                   {"program_id": program.sid, "instant": f.instant}).fetchall()
+            changes = stored_status_changes(con, f.instant) if enrolled else {}
+            # ACTIVE at the firing instant, not when maintenance runs (docs/decisions.md)
+            people = [(pid, ext) for pid, ext, now in enrolled if (f.only is None or pid in f.only)
+                      and status_at(changes.get(pid, []), f.instant, now) == "ACTIVE"]
         elif auto.participant_id is not None:
             people = con.execute(statement("lookups.sql", "participant_by_ref"), {"ref": auto.participant_id}).fetchall()
         else:  # scope program: one event of the program, for no participant (docs/decisions.md)

@@ -22,7 +22,7 @@ from engine.groups import GROUP_INACTIVE, GROUP_NOT_FOUND
 from engine.operations import apply_operation
 from engine.lots import apply_due, deferred, lot_spec, static_instant
 from engine.moves import ActionFailed, move, plain, source_of_issue, system
-from engine.state import Counter, Person, Store, Tx
+from engine.state import Counter, Person, Store, Tx, status_at, stored_status_changes
 
 NOT_FOUND = "participant_not_found"
 #: An action of a program event (a scope `program` automation's firing, which names no
@@ -91,8 +91,11 @@ class Emitting:
     emitted: int = 0   # emissions of the batch so far (its earlier chunks included)
     pending: list[KernelEvent] = field(default_factory=list)
     next_pos: int = emit.SYSTEM_POS
-    _stored: dict[str, dict[str, str]] = field(default_factory=dict)  # program -> enrolled participant -> status
-    _batch: dict[str, set[str]] = field(default_factory=dict)  # program -> enrolled by the rows processed
+    # program -> enrolled participant -> (enrolled_at, status now), as stored
+    _stored: dict[str, dict[str, tuple[datetime, str]]] = field(default_factory=dict)
+    # program -> participant enrolled by the rows processed -> its first instant there
+    _batch: dict[str, dict[str, datetime]] = field(default_factory=dict)
+    _changes: dict[str, list[tuple[datetime, str]]] | None = None  # stored status changes, when needed
 
     def seq(self) -> int:
         self.emitted += 1
@@ -102,27 +105,41 @@ class Emitting:
         self.next_pos += 1
         return self.next_pos
 
-    def active_enrolled(self, store: Store, program_id: str) -> list[str]:
+    def active_enrolled(self, store: Store, program_id: str, instant: datetime) -> list[str]:
         """Participants enrolled in the program so far in the stream (stored enrolments, and
-        those of the rows processed: `enrol`) and ACTIVE now, in id order."""
+        those of the rows processed: `enrol`) at or before `instant`, and ACTIVE at `instant`
+        (docs/decisions.md, "SYSTEM events": a late BROADCAST reaches who was there then), in
+        id order."""
         if program_id not in self._stored:
             rows = store.con.execute(statement("lookups.sql", "program_enrollments"), {"program_id": program_id}).fetchall()
-            self._stored[program_id] = dict(rows)
-        stored = self._stored[program_id]
+            self._stored[program_id] = {pid: (at, status) for pid, at, status in rows}
+        stored, batch = self._stored[program_id], self._batch.get(program_id, {})
         out = []
-        for pid in sorted(stored.keys() | self._batch.get(program_id, set())):
+        for pid in sorted(stored.keys() | batch.keys()):
+            enrolled_at, status = stored.get(pid, (batch.get(pid), "ACTIVE"))
+            if enrolled_at > instant:
+                continue
             person = store.people.get(pid)  # the store has the status as of now, if it has the participant
-            if (person.status if person is not None else stored[pid]) == "ACTIVE":
+            now = person.status if person is not None else status
+            if status_at(self.status_changes(store, pid), instant, now) == "ACTIVE":
                 out.append(pid)
         return out
 
+    def status_changes(self, store: Store, pid: str) -> list[tuple[datetime, str]]:
+        """A participant's status changes so far in the stream: stored, then this chunk's."""
+        if self._changes is None:
+            self._changes = stored_status_changes(store.con)
+        return self._changes.get(pid, []) + store.status_log.get(pid, [])
+
     def enrol(self, ev: KernelEvent) -> None:
         """A row (or SYSTEM event) that passed step 1 enrols its participant and recipient."""
-        self._batch.setdefault(ev.program.sid, set()).update(p for p in (ev.subject, ev.recipient) if p is not None)
+        for pid in (ev.subject, ev.recipient):
+            if pid is not None:
+                self._batch.setdefault(ev.program.sid, {}).setdefault(pid, ev.now)
 
-    def enrol_created(self, program_id: str, participant_id: str) -> None:
+    def enrol_created(self, program_id: str, participant_id: str, at: datetime) -> None:
         """... and an action target that creates a participant enrols it."""
-        self._batch.setdefault(program_id, set()).add(participant_id)
+        self._batch.setdefault(program_id, {}).setdefault(participant_id, at)
 
 
 def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: Precomputed,
@@ -137,7 +154,7 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
             if ev.program.model.status != "ACTIVE":  # step 1 for a SYSTEM event: its participant exists
                 out.failures[ev.pos] = ("program_inactive", f"program {ev.program.key} is not ACTIVE")
                 continue
-            if ev.subject not in store.loaded or ev.subject not in store.lots_loaded:
+            if ev.subject is not None and (ev.subject not in store.loaded or ev.subject not in store.lots_loaded):
                 store.preload([ev.subject], [])
         if ev.deferred is not None:  # semantics.md 5 step 1, decided at the row's turn
             failure = _resolve(ev, store)
@@ -485,6 +502,8 @@ def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction,
     t: CompiledTarget | None = action.target
     if t is None:
         pid = ev.recipient or ev.subject
+        if pid is None and action.type == "SCHEDULE_EVENT":  # a program event schedules one of the program's
+            return "PROGRAM", ev.program.sid
         if pid is None and action.type != "BROADCAST":  # a BROADCAST goes to everyone, not to the event's participant
             raise ActionFailed(NO_PARTICIPANT, f"rule {rule.name!r} action {action.index}: a {action.type} for the "
                                                "event's participant, but this program event (an automation with scope "
@@ -538,7 +557,7 @@ def _create(tx: Tx, external_id: str, ev: KernelEvent) -> str:
         return existing
     person = Person(ids.participant_id_text(external_id), external_id, "ACTIVE", ev.now)
     tx.store.create_now(person, ev.program.sid)
-    tx.emitting.enrol_created(ev.program.sid, person.id)
+    tx.emitting.enrol_created(ev.program.sid, person.id, ev.now)
     return person.id
 
 
@@ -577,8 +596,8 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
     if action.type in VALUE_ACTIONS:
         _apply_value(ev, tx, rule, action, (etype, eid), value, effects, catalog)
         return
-    if action.type in ("SCHEDULE_EVENT", "BROADCAST"):
-        _emit(ev, tx, rule, action, eid, value)
+    if action.type in ("SCHEDULE_EVENT", "BROADCAST"):  # for the program: a SYSTEM event of no participant
+        _emit(ev, tx, rule, action, eid if etype == "PARTICIPANT" else None, value)
         return
     st = tx.state(etype, eid)
     if action.type == "TAG":
@@ -601,11 +620,13 @@ def _apply(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, 
         st.attributes[action.key] = value
 
 
-def _emit(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, subject: str,
+def _emit(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, subject: str | None,
           value: tuple[datetime, str]) -> None:
     """Queue the SYSTEM event(s) of the action on the event's transaction: they are emitted
-    only if the event completes. BROADCAST: to every participant enrolled in the program so far
-    in the stream and ACTIVE at this point, in participant id order."""
+    only if the event completes. SCHEDULE_EVENT: for `subject`, or (None) a program event of
+    no participant (docs/decisions.md). BROADCAST: to every participant enrolled in the program so far
+    in the stream, at or before the event's `now`, and ACTIVE at that instant, in participant id
+    order (Emitting.active_enrolled)."""
     due, event_json = value
     emitter = emit.event_id(ev.program.sid, ev.key)
     if action.type == "SCHEDULE_EVENT":
@@ -615,7 +636,7 @@ def _emit(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, s
         tx.emitted.append(("SCHEDULE_EVENT", subject, due, event_json,
                            emit.schedule_key(emitter, rule.version, action.index)))
         return
-    for pid in tx.emitting.active_enrolled(tx.store, ev.program.sid):
+    for pid in tx.emitting.active_enrolled(tx.store, ev.program.sid, due):
         tx.emitted.append(("BROADCAST", pid, due, event_json, emit.broadcast_key(emitter, rule.version, action.index, pid)))
 
 

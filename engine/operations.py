@@ -424,7 +424,7 @@ def _tag(add: bool):
 def _set_tier(o: _Op) -> None:
     """Scrip's PUT .../state/tiers/{key}: the participant must be active (engine/tiers.py)."""
     tier = tiers.tier_of(o.op.program, o.field("tier"))
-    level = tiers.level_key(tier, o.field("level"), "set_tier: params.level", INVALID)
+    level = tiers.level_key(tier, o.field("level"), "set_tier: params.level", unknown=INVALID, not_text=INVALID)
     if o.params.get("expires_at") is not None:
         raise ActionFailed(NOT_SUPPORTED, "set_tier: params.expires_at is not supported yet; omit it or pass null")
     o.participant()

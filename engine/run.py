@@ -281,16 +281,17 @@ def drain(con, catalog: Catalog, as_of, writer: BatchWriter, totals: dict) -> No
 
 def _with_system(ev: pl.DataFrame, outcome, enrolled: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The chunk's rows with the SYSTEM events it processed, and the enrolments with theirs (a
-    SYSTEM event enrols its participant like any event: its target may not have been enrolled)."""
+    SYSTEM event enrols its participant like any event: its target may not have been enrolled).
+    A pair enrolled by both keeps the earlier instant, the one the kernel saw first (a BROADCAST
+    reaches who was enrolled by its instant: docs/decisions.md)."""
     system = outcome.system
     rows = pl.concat([ev, system], how="diagonal_relaxed")
     passed = system.filter(pl.col("error_code").is_null() | (pl.col("error_code") != "program_inactive")).filter(
         pl.col("error_code").fill_null("") != "unknown_program")
-    mine = (passed.sort("pos").select(participant_id="subject_id", program_id="program_uuid",
-                                     enrolled_at="event_timestamp")
-            .unique(["participant_id", "program_id"], keep="first", maintain_order=True)
-            .join(enrolled.select("participant_id", "program_id"), on=["participant_id", "program_id"], how="anti"))
-    return rows, pl.concat([enrolled, mine.cast(enrolled.schema)])
+    mine = (passed.filter(pl.col("subject_id").is_not_null())  # a program event enrols no one
+            .select(participant_id="subject_id", program_id="program_uuid", enrolled_at="event_timestamp"))
+    return rows, (pl.concat([enrolled, mine.cast(enrolled.schema)]).sort("enrolled_at", maintain_order=True)
+                  .unique(["participant_id", "program_id"], keep="first", maintain_order=True))
 
 
 _OUTCOME_COUNTS = ("vectorised", "row_evaluated", "sequential_events", "conditions_precomputed",

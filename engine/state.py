@@ -126,6 +126,28 @@ class Person:
     created_at: datetime
 
 
+def status_at(changes: list[tuple[datetime, str]], instant: datetime, current: str) -> str:
+    """A participant's status at `instant` (docs/decisions.md, "SYSTEM events": who a BROADCAST or
+    an automation reaches), from its status changes in the order they were processed, each
+    (its instant, the status it set): the current status when none is dated after `instant`;
+    else the last one dated at or before it, or ACTIVE (every participant is created ACTIVE)."""
+    if all(t <= instant for t, _ in changes):
+        return current
+    before = [status for t, status in changes if t <= instant]
+    return before[-1] if before else "ACTIVE"
+
+
+def stored_status_changes(con: duckdb.DuckDBPyConnection, after: datetime | None = None
+                          ) -> dict[str, list[tuple[datetime, str]]]:
+    """Every participant's status changes the ledger holds, in the order they were processed
+    (with `after`: of the participants with a change dated after it, enough for `status_at`
+    from `after` on)."""
+    out: dict[str, list[tuple[datetime, str]]] = {}
+    for pid, at, status in con.execute(statement("lookups.sql", "status_changes"), {"after": after}).fetchall():
+        out.setdefault(pid, []).append((at, status))
+    return out
+
+
 class Store:
     """Committed state as of the start of this batch plus what earlier events of the batch did."""
 
@@ -143,6 +165,8 @@ class Store:
         self.dirty_states: set[tuple[str, str]] = set()
         self.dirty_budgets: set[BudgetKey] = set()
         self.dirty_people: set[str] = set()  # participants whose status changed
+        # ... and each change (its instant, the status), in processing order: `status_at`
+        self.status_log: dict[str, list[tuple[datetime, str]]] = {}
         self.lots: dict[tuple[str, str, str], list[Lot]] = {}  # (entity type, id, asset) -> its lots
         self.lot_assets: set[str] = set()  # the assets in `lots`: finds a holder's lots without a scan
         self.lots_loaded: set[str] = set()  # entities whose live lots are all in `lots`
@@ -561,6 +585,7 @@ class Tx:
         for pid, status in self.statuses.items():
             s.people[pid].status = status
             s.dirty_people.add(pid)
+            s.status_log.setdefault(pid, []).append((self.now, status))
         s.reward_counts.update(self.reward_counts)
         s.redemptions.update(self.redemptions)
         s.dirty_redemptions.update(self.redemptions)

@@ -28,6 +28,9 @@ from engine.moves import ActionFailed
 from engine.state import EntityState, Store, TierState, Tx
 
 AUTO, ACTION, OPERATION, LIFECYCLE = "AUTO", "ACTION", "OPERATION", "LIFECYCLE"
+#: SET_TIER whose level (a CEL result) is text that names no level of the tier (docs/decisions.md
+#: "Tiers"); a result that is not text is an expression_error, as for a tag.
+UNKNOWN_LEVEL = "unknown_tier_level"
 _COMPARE = {">=": operator.ge, ">": operator.gt, "==": operator.eq, "<=": operator.le, "<": operator.lt}
 
 
@@ -96,11 +99,16 @@ def tier_of(program: CompiledProgram, key) -> CompiledTier:
     return tier
 
 
-def level_key(tier: CompiledTier, raw, where: str, code: str = amounts.EXPRESSION_ERROR) -> str:
-    """A level key given by a SET_TIER expression or an operation's params, checked."""
-    if not isinstance(raw, str) or raw not in tier.by_key:
-        raise ActionFailed(code, f"{where}: {raw!r} is not a level of tier {tier.key} "
-                                 f"(levels: {', '.join(tier.by_key)})")
+def level_key(tier: CompiledTier, raw, where: str, *, unknown: str = UNKNOWN_LEVEL,
+              not_text: str = amounts.EXPRESSION_ERROR) -> str:
+    """A level key given by a SET_TIER expression or an operation's params (`where` names the
+    field), checked: exactly a level key of the tier (`unknown` if not), and text (`not_text`)."""
+    if not isinstance(raw, str):
+        raise ActionFailed(not_text, f"{where} must be text, a level key of tier {tier.key} "
+                                     f"(levels: {', '.join(tier.by_key)}), got {type(raw).__name__} {raw!r}")
+    if raw not in tier.by_key:
+        raise ActionFailed(unknown, f"{where} {raw!r} is not a level of tier {tier.key} "
+                                    f"(levels: {', '.join(tier.by_key)})")
     return raw
 
 

@@ -207,11 +207,11 @@ SELECT program_id::VARCHAR AS program_id, MIN(t) AS first_at FROM (
 ) GROUP BY ALL;
 
 -- name: enrolled_participants
--- Participants enrolled in the program at $instant and ACTIVE (their status now: no status
--- history is kept), in id order: the fan-out of a scope `participants` automation.
-SELECT p.id::VARCHAR AS id, p.external_id
+-- Participants enrolled in the program at $instant, with their status now, in id order: the
+-- fan-out of a scope `participants` automation (those ACTIVE at $instant: engine/automations.py).
+SELECT p.id::VARCHAR AS id, p.external_id, p.status
 FROM enrollments e JOIN participants p ON p.id = e.participant_id
-WHERE e.program_id = $program_id::UUID AND e.enrolled_at <= $instant AND p.status = 'ACTIVE'
+WHERE e.program_id = $program_id::UUID AND e.enrolled_at <= $instant
 ORDER BY p.id;
 
 -- name: participant_by_ref
@@ -220,13 +220,13 @@ SELECT id::VARCHAR AS id, external_id FROM participants
 WHERE id::VARCHAR = $ref OR external_id = $ref ORDER BY id::VARCHAR = $ref DESC LIMIT 1;
 
 -- name: enrolled_attribute
--- ACTIVE participants enrolled in the program, when, and their attribute $attribute (null when
--- they have none): participant_state automations.
+-- Participants enrolled in the program, when, and their attribute $attribute (null when they
+-- have none): participant_state automations (each firing keeps those ACTIVE at its instant).
 SELECT p.id::VARCHAR AS id, e.enrolled_at, s.text_value
 FROM enrollments e JOIN participants p ON p.id = e.participant_id
 LEFT JOIN entity_state s ON s.entity_type = 'PARTICIPANT' AND s.entity_id = p.id AND s.kind = 'ATTRIBUTE'
     AND s.key = $attribute
-WHERE e.program_id = $program_id::UUID AND p.status = 'ACTIVE'
+WHERE e.program_id = $program_id::UUID
 ORDER BY p.id;
 
 -- name: automation_last_firings
@@ -238,11 +238,27 @@ WHERE program_id = $program_id::UUID AND starts_with(idempotency_key, $prefix) A
 GROUP BY participant_id;
 
 -- name: program_enrollments
--- Every participant enrolled in a program, with its status: who a BROADCAST reaches (the ACTIVE
--- ones; engine/kernel.py).
-SELECT e.participant_id::VARCHAR AS participant_id, p.status
+-- Every participant enrolled in a program, when, and its status now: who a BROADCAST at an
+-- instant reaches (enrolled by then and ACTIVE then; engine/kernel.py Emitting).
+SELECT e.participant_id::VARCHAR AS participant_id, e.enrolled_at, p.status
 FROM enrollments e JOIN participants p ON p.id = e.participant_id
 WHERE e.program_id = $program_id::UUID;
+
+-- name: status_changes
+-- Every participant status change (a COMPLETED set_participant_status, or upsert_participant
+-- with a status): (participant, its instant, the status set), in the order they were processed
+-- (batch, then stream order). engine/state.py `status_at` reads a status at an instant from it.
+-- With $after, only the participants with a change dated after it (the others' status at any
+-- instant from $after on is their status now).
+WITH changes AS (
+    SELECT participant_id, timestamp, params->>'status' AS status, batch_id, arrival_seq
+    FROM operations
+    WHERE status = 'COMPLETED' AND operation IN ('set_participant_status', 'upsert_participant')
+      AND participant_id IS NOT NULL AND params->>'status' IS NOT NULL
+)
+SELECT participant_id::VARCHAR AS participant_id, timestamp, status FROM changes
+WHERE $after IS NULL OR participant_id IN (SELECT participant_id FROM changes WHERE timestamp > $after)
+ORDER BY batch_id, timestamp, arrival_seq;
 
 -- name: due_scheduled_events
 -- SYSTEM events waiting in scheduled_events that are due by $reach, in stream order.

@@ -399,7 +399,7 @@ CREATE TABLE IF NOT EXISTS automations (
 CREATE TABLE IF NOT EXISTS scheduled_events (
     program_id          UUID NOT NULL,
     idempotency_key     VARCHAR NOT NULL,     -- system:schedule:<emitting event id>:<rule version>:<action index>
-    participant_id      UUID NOT NULL,
+    participant_id      UUID,                 -- null: a program event (SCHEDULE_EVENT for the program)
     event_timestamp     TIMESTAMPTZ NOT NULL, -- the instant it is due (its `now`)
     event_data          JSON NOT NULL,        -- the payload with `type` = event_name
     emit_seq            BIGINT NOT NULL,      -- emission order (becomes events.arrival_seq)
@@ -409,3 +409,6 @@ CREATE TABLE IF NOT EXISTS scheduled_events (
     batch_id            BIGINT NOT NULL,      -- the batch that emitted it
     PRIMARY KEY (program_id, idempotency_key)
 );
+-- Ledgers made before program events could be scheduled have the column NOT NULL: lift it (a no-op
+-- when it is already nullable; DuckDB keeps the rows and the primary key).
+ALTER TABLE scheduled_events ALTER COLUMN participant_id DROP NOT NULL;

@@ -23,7 +23,7 @@ from engine.errors import CatalogError
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
 from .models import Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
-from .support import VALUE_ACTIONS, unsupported
+from .support import VALUE_ACTIONS, misplaced, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
@@ -125,7 +125,8 @@ def _validate(file: str, data: object) -> ProgramFile:
         pf = ProgramFile.model_validate(data)
     except ValidationError as e:
         raise CatalogError(f"{file}: invalid program file:\n{_describe(e, data)}") from None
-    problems = [f"  {where}: not supported yet: {field}" for where, field in unsupported(pf)]
+    problems = [f"  {where}: {why}" for where, why in misplaced(pf)]
+    problems += [f"  {where}: not supported yet: {field}" for where, field in unsupported(pf)]
     if problems:
         raise CatalogError(f"{file}:\n" + "\n".join(problems))
     return pf
@@ -605,9 +606,10 @@ def _compile_emission(at: str, action: Action, common: dict, need, assets: dict[
                                "target")
         delay = None
     else:
-        if action.target is not None and action.target.type == "PROGRAM":
-            raise CatalogError(f"{at}.target: a SYSTEM event belongs to a participant; target PROGRAM is not allowed "
-                               "for SCHEDULE_EVENT")
+        if action.target is not None and action.target.type == "GROUP":
+            raise CatalogError(f"{at}.target: a SYSTEM event is for a participant or for the program (target "
+                               "PARTICIPANT or PROGRAM); a group has no events of its own: schedule the event for "
+                               "a member, or for the program, and let its rule target the group")
         delay = _delay(f"{at}.delay", need("delay"), assets)
     payload = _payload(f"{at}.payload", action.payload or {}, assets)
     return CompiledAction(**common, event_name=name, delay=delay, payload=payload)

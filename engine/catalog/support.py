@@ -25,7 +25,24 @@ SUPPORTED_ACTION_FIELDS = {
     "BROADCAST": {"event_name", "payload", "description", "delay", "target"},
 }
 SUPPORTED_ACTIONS = set(SUPPORTED_ACTION_FIELDS)
+#: Actions whose buckets the contract fixes (semantics.md 7): a `bucket` on them is not a feature
+#: to come but a choice they do not have; the bucket each accepts (stating what it does), and why.
+FIXED_BUCKETS = {
+    "DEBIT": ("AVAILABLE", "DEBIT takes value from AVAILABLE only (semantics.md 7); to take HELD value, RELEASE it "
+                           "first or FORFEIT it with bucket: HELD"),
+    "HOLD": (None, "HOLD always moves AVAILABLE to HELD (semantics.md 7); it takes no bucket: remove the field"),
+    "RELEASE": (None, "RELEASE always moves HELD to AVAILABLE (semantics.md 7); it takes no bucket: remove the field"),
+}
 VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}
+
+
+def misplaced(pf: ProgramFile) -> Iterator[tuple[str, str]]:
+    """Yield (location of the field, why it cannot be so) for a `bucket` an action does not take."""
+    for r_i, rule in enumerate(pf.rules):
+        for a_i, action in enumerate(rule.actions):
+            fixed = FIXED_BUCKETS.get(action.type)
+            if fixed is not None and action.bucket is not None and action.bucket != fixed[0]:
+                yield f"rules[{r_i}] ({rule.name}).actions[{a_i}].bucket", fixed[1]
 
 
 def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
@@ -39,7 +56,7 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
             if action.type not in SUPPORTED_ACTIONS:
                 yield at, f"type: {action.type}"
                 continue
-            allowed = SUPPORTED_ACTION_FIELDS[action.type]
+            allowed = SUPPORTED_ACTION_FIELDS[action.type] | ({"bucket"} if action.type in FIXED_BUCKETS else set())
             for field in sorted(action.model_fields_set - allowed - {"type"}):
                 if getattr(action, field) not in (None, False):
                     yield at, field

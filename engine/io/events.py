@@ -246,8 +246,8 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     reason = (
         pl.when(pl.col("program_id").is_null() | (pl.col("program_id") == ""))
         .then(pl.lit("missing_required_field:program_id"))
-        .when(pl.col("idempotency_key").is_null() | (pl.col("idempotency_key") == ""))
-        .then(pl.lit("missing_required_field:idempotency_key"))
+        .when(pl.col("idempotency_key").is_null() | (pl.col("idempotency_key").str.strip_chars() == ""))
+        .then(pl.lit("missing_required_field:idempotency_key"))  # blank is missing (docs/decisions.md "Input")
         .when(pl.col("idempotency_key").str.len_chars() > MAX_KEY_LENGTH)
         .then(pl.lit("idempotency_key_too_long"))
         .when(pl.col("operation").is_null() & (pl.col("kind") == "operation"))
@@ -264,7 +264,9 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     # the raw row as the file has it (an operation file's timestamp and params by those names)
     as_read = df.rename({v: k for k, v in OPERATION_RENAMES.items() if v in df.columns}) if kind == "operation" else df
     out = out.with_columns(raw=_raw_rows(as_read, out["reason"].is_not_null()))
-    message = (pl.when(pl.col("reason").str.starts_with("missing_required_field"))
+    blank_key = (pl.col("reason") == "missing_required_field:idempotency_key") & (pl.col("idempotency_key") != "")
+    message = (pl.when(blank_key).then(pl.lit("required field idempotency_key is only whitespace"))
+               .when(pl.col("reason").str.starts_with("missing_required_field"))
                .then(pl.concat_str(pl.lit("required field "), pl.col("reason").str.split(":").list.last(), pl.lit(" is empty")))
                .when(pl.col("reason") == "idempotency_key_too_long").then(pl.lit(f"idempotency_key is longer than {MAX_KEY_LENGTH} characters"))
                .when(pl.col("reason") == "invalid_timestamp").then(pl.lit("event_timestamp is not an RFC 3339 timestamp with a time zone"))

@@ -241,3 +241,58 @@ def test_thresholds_fire_once_per_counter_period_as_the_oracle_does():
     check({"automations": [visits, bonuses],
            "steps": [("run", first, []), ("maintain", ts(2 * day)), ("maintain", ts(3 * day)), ("run", later, []),
                      ("maintain", ts(14 * day)), ("maintain", ts(20 * day))]})
+
+
+# ---- late firings: maintenance after runs that enrolled and changed statuses since -------------
+# (docs/decisions.md "SYSTEM events" and "Automations": a BROADCAST and a scope participants
+# firing reach who was enrolled by the instant and ACTIVE at it; each event is then processed
+# against the state as it is, like any late event)
+
+LATE_AUTOMATIONS = [
+    # a program event that broadcasts `bonus`, daily or weekly
+    {"name": "daily news", "event_name": "announce", "scope": "program", "payload": {"n": 1},
+     "trigger": {"type": "cron", "cron_expression": "0 0 * * *"}},
+    {"name": "weekly news", "event_name": "announce", "scope": "program", "payload": {"n": 2},
+     "trigger": {"type": "cron", "cron_expression": "0 12 * * 1", "timezone": "Europe/Paris"}},
+    # participants crons and a per-participant interval, each an event per ACTIVE participant
+    {"name": "daily bonus", "event_name": "bonus", "scope": "participants", "payload": {"n": 5},
+     "trigger": {"type": "cron", "cron_expression": "30 6 * * *"}},
+    {"name": "every 3 days", "event_name": "bonus", "scope": "participants", "payload": {"n": 3},
+     "trigger": {"type": "participant_state", "schedule_type": "INTERVAL", "schedule_config": {"interval": "72h"}}},
+]
+STATUS_OPS = [("set_participant_status", "SUSPENDED"), ("set_participant_status", "CLOSED"),
+              ("set_participant_status", "ACTIVE"), ("upsert_participant", "ACTIVE"),
+              ("upsert_participant", "SUSPENDED")]
+
+
+@st.composite
+def late_scenarios(draw) -> dict:
+    autos = draw(st.lists(st.sampled_from(LATE_AUTOMATIONS), min_size=1, max_size=3, unique_by=lambda a: a["name"]))
+    day = 60 * 24
+    rows, ops = [], []
+    for n in range(draw(st.integers(2, 10))):
+        rows.append({"program_id": "shop", "idempotency_key": f"e{n}", "external_id": draw(st.sampled_from(PEOPLE)),
+                     "event_timestamp": text(ts(draw(st.integers(0, 20 * day)))),
+                     "event_data": json.dumps({"type": draw(st.sampled_from(["join", "visit", "announce"]))})})
+    for n in range(draw(st.integers(1, 4))):
+        operation, status = draw(st.sampled_from(STATUS_OPS))
+        ops.append({"operation": operation, "program_id": "shop", "idempotency_key": f"s{n}",
+                    "external_id": draw(st.sampled_from(PEOPLE)), "timestamp": text(ts(draw(st.integers(0, 20 * day)))),
+                    "params": json.dumps({"status": status})})
+    rows.sort(key=lambda r: r["event_timestamp"])
+    cut = draw(st.integers(0, len(rows)))
+    first_ops = draw(st.integers(0, len(ops)))
+    # run 1 (the earliest rows), a maintenance dated inside the span of run 2's rows or not at
+    # all, run 2 (later rows and the rest of the operations), then a maintenance after all: its
+    # firings are dated before run 2's enrolments and status changes, some of them
+    steps = [("run", rows[:cut], ops[:first_ops])]
+    if draw(st.booleans()):
+        steps.append(("maintain", ts(draw(st.integers(0, 10 * day)))))
+    steps += [("run", rows[cut:], ops[first_ops:]), ("maintain", ts(22 * day))]
+    return {"automations": autos, "steps": steps}
+
+
+@settings(max_examples=int(os.environ.get("PERKFLOW_LATE_FIRING_EXAMPLES", "30")), **SETTINGS)
+@given(sc=late_scenarios())
+def test_late_firings_reach_who_was_enrolled_and_active_at_their_instants(sc):
+    check(sc)

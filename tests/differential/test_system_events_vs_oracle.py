@@ -1,7 +1,8 @@
 """SCHEDULE_EVENT and BROADCAST, engine against oracle (docs/decisions.md, "SYSTEM events"): random
 programs whose rules schedule and broadcast SYSTEM events (with delays that land on, between
 and beyond the stream's instants, payload expressions, chains, failing emitters, state read by
-the SYSTEM events' rules), random event streams, run whole and cut into several time-ordered
+the SYSTEM events' rules, program events scheduled with `target: PROGRAM` whose actions for
+their participant fail `no_participant`), random event streams, run whole and cut into several time-ordered
 batches, then `perkflow maintain --as-of` after the last row. Statuses, ledger order, balances,
 participant state, evaluations and what is still waiting must all agree; and the ledger's
 entries must be the same however the stream was cut (semantics.md 1.5).
@@ -53,8 +54,11 @@ def action(draw, kinds: list[str]) -> dict:
     if kind == "SCHEDULE_EVENT":
         a = {"type": "SCHEDULE_EVENT", "event_name": name, "delay": draw(st.sampled_from(DELAYS)),
              "payload": draw(st.sampled_from(PAYLOADS))}
-        if draw(st.integers(0, 4)) == 0:
+        target = draw(st.integers(0, 4))
+        if target == 0:
             a["target"] = {"type": "PARTICIPANT", "external_id": draw(st.sampled_from(PEOPLE + ["u9"]))}
+        elif target in (1, 2):  # a program event (no participant), whose own SCHEDULE_EVENTs are the program's too
+            a["target"] = {"type": "PROGRAM"}
         return a
     if kind == "BROADCAST":
         return {"type": "BROADCAST", "event_name": name, "payload": draw(st.sampled_from(PAYLOADS))}
@@ -76,10 +80,16 @@ def programs(draw) -> list[dict]:
             t = draw(st.sampled_from(TYPES))
             condition = draw(st.sampled_from([f'event.type == "{t}"', f'event.type == "{t}" && has(event.n)',
                                               f'event.type == "{t}" && get(participant.counters, "seen", 0.0) < 3.0']))
-            kinds = ["SCHEDULE_EVENT", "BROADCAST", "CREDIT", "CREDIT", "DEBIT", "COUNTER", "TAG"]
+            kinds = ["SCHEDULE_EVENT", "SCHEDULE_EVENT", "BROADCAST", "CREDIT", "CREDIT", "DEBIT", "COUNTER", "TAG"]
             acts = draw(st.lists(action(kinds), min_size=1, max_size=2))
             rules.append({"name": f"r{i}", "key": f"r{i}", "order": 10 * (i + 1), "condition": condition,
                           "actions": acts, "stop_after_match": draw(st.booleans())})
+        if draw(st.booleans()):  # a rule for program events: broadcasts, or schedules the next program event
+            t = draw(st.sampled_from(TYPES))
+            acts = draw(st.lists(action(["BROADCAST", "SCHEDULE_EVENT"]), min_size=1, max_size=2))
+            acts = [a | {"target": {"type": "PROGRAM"}} if a["type"] == "SCHEDULE_EVENT" else a for a in acts]
+            rules.append({"name": "program", "key": "program", "order": 5, "stop_after_match": True,
+                          "condition": f'!has(participant.id) && event.type == "{t}"', "actions": acts})
         out.append({"program": {"key": key, "name": key.upper()},
                     "assets": [{"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE",
                                 "issuance_policy": "UNLIMITED", "scale": 0}],

@@ -152,6 +152,33 @@ def test_suspended_participants_are_left_out(tmp_path):
     assert s.balance("u1", "PTS")[0] == D(3) and s.balance("u2", "PTS")[0] == D(0)
 
 
+def test_a_late_firing_reaches_who_was_active_at_its_instant(tmp_path):
+    # maintenance runs the 1 April and 1 May firings only on 15 May, after the statuses changed:
+    # u1 SUSPENDED on 10 April (ACTIVE on 1 April: reached then, not on 1 May), u2 SUSPENDED on
+    # 2 March and ACTIVE again on 20 April (reached on 1 May only), u3 suspended 2 March for
+    # good. Each firing's event is processed now, against the state as it is: u1's of 1 April
+    # fails (participant_inactive), as a late event of a suspended participant does.
+    for auto in (monthly(), monthly(name="Monthly days", trigger={
+            "type": "participant_state", "schedule_type": "CRON", "schedule_config": {"cron_expression": "0 0 1 * *"}})):
+        d = tmp_path / auto["name"].replace(" ", "_")
+        d.mkdir()
+        s = project(d, [auto])
+        s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"), ev("j2", "u2", at("2025-03-01 02:00"), "join"),
+              ev("j3", "u3", at("2025-03-01 03:00"), "join"),
+              op("set_participant_status", "s2", "u2", at("2025-03-02 00:00"), status="SUSPENDED"),
+              op("set_participant_status", "s3", "u3", at("2025-03-02 00:00"), status="SUSPENDED"),
+              op("set_participant_status", "s1", "u1", at("2025-04-10 00:00"), status="SUSPENDED"),
+              op("upsert_participant", "s4", "u2", at("2025-04-20 00:00"), status="ACTIVE"))
+        run_maintain(s, "2025-05-15")
+        name = auto["name"].lower().replace(" ", "_")
+        got = query(s.db, "SELECT idempotency_key, external_id, status, error_code FROM events "
+                          "WHERE idempotency_key LIKE 'system:%'")
+        assert sorted(got) == sorted([
+            (key(name, "u1", "2025-04-01T00:00:00Z"), "u1", "FAILED", "participant_inactive"),
+            (key(name, "u2", "2025-05-01T00:00:00Z"), "u2", "COMPLETED", None)])
+        assert [s.balance(u, "PTS")[0] for u in ("u1", "u2", "u3")] == [D(0), D(3), D(0)]
+
+
 def test_a_paused_automation_does_not_fire_and_does_not_make_up_later(tmp_path):
     s = project(tmp_path, [monthly(status="paused")])
     s.run(ev("j1", "u1", at("2025-03-01 01:00"), "join"))

@@ -140,6 +140,35 @@ def test_unreadable_file_subprocess_exit_code(tmp_path, existing_db, programs):
 # Row-level problems: quarantined, the rest processed
 
 
+def test_a_whitespace_only_idempotency_key_is_quarantined_like_an_empty_one(tmp_path, db_path, programs):
+    # semantics.md 2.2: idempotency_key is a string of 1..255; one of only whitespace names no
+    # event (decisions.md "Input"): quarantined as missing_required_field, with a message that
+    # says so. A key with whitespace around other characters is a key, kept as written.
+    ok = {"type": "purchase"}
+    rows = [event("shop", " ", "alice", "2025-11-01T10:00:00Z", ok),            # 1 blank
+            event("shop", "\t\n ", "alice", "2025-11-01T10:01:00Z", ok),      # 2 blank
+            event("shop", "\u3000", "alice", "2025-11-01T10:01:30Z", ok),      # 3 blank (ideographic space)
+            event("shop", " k ", "alice", "2025-11-01T10:02:00Z", ok),          # 4 valid
+            event("shop", "k", "bob", "2025-11-01T10:03:00Z", ok)]              # 5 valid, another key than 4
+    f = write_events(tmp_path / "in" / "rows.parquet", rows)
+    report = run_json(programs, f, db_path)
+    assert (report["read"], report["rejected"], report["completed"], report["duplicates"]) == (5, 3, 2, 0)
+    rejected = query(db_path, "SELECT row_number, reason, message FROM rejected_rows ORDER BY row_number")
+    assert [(n, r) for n, r, _ in rejected] == [(1, "missing_required_field"), (2, "missing_required_field"),
+                                                (3, "missing_required_field")]
+    assert all("idempotency_key" in m and "whitespace" in m for *_, m in rejected), rejected
+    assert query(db_path, "SELECT idempotency_key FROM events ORDER BY row_number") == [(" k ",), ("k",)]
+    # an operation too, also the single one of `perkflow op`
+    res = cli("op", "tag", "--programs", str(programs), "--program", "shop", "--key", "   ", "--external-id", "alice",
+              "--param", "tag=x", "--timestamp", "2025-11-02T00:00:00Z", "--db", str(db_path), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (out["status"], out["error_code"]) == ("REJECTED", "missing_required_field")
+    assert "whitespace" in out["error_message"]
+    assert query(db_path, "SELECT count(*) FROM operations") == [(0,)]
+
+
+
 def test_bad_rows_are_quarantined(tmp_path, db_path, programs):
     ok = {"type": "purchase"}
     rows = [

@@ -251,6 +251,39 @@ def test_the_catalog_names_the_rule_and_field_of_a_misplaced_hold_field(tmp_path
     assert message in str(err.value) and "rules[0] (x)" in str(err.value)
 
 
+@pytest.mark.parametrize("action, says", [
+    # semantics.md 7: DEBIT takes AVAILABLE value back to its source, HOLD moves AVAILABLE to
+    # HELD, RELEASE HELD to AVAILABLE: a bucket is not a choice they have
+    ({"type": "DEBIT", "asset": "CASH", "amount": "1", "bucket": "HELD"},
+     "bucket: DEBIT takes value from AVAILABLE only (semantics.md 7); to take HELD value, RELEASE it "
+     "first or FORFEIT it with bucket: HELD"),
+    ({"type": "HOLD", "asset": "CASH", "amount": "1", "bucket": "HELD"},
+     "bucket: HOLD always moves AVAILABLE to HELD (semantics.md 7); it takes no bucket: remove the field"),
+    ({"type": "RELEASE", "asset": "CASH", "amount": "1", "bucket": "AVAILABLE"},
+     "bucket: RELEASE always moves HELD to AVAILABLE (semantics.md 7); it takes no bucket: remove the field"),
+])
+def test_a_bucket_on_an_action_that_has_no_choice_is_a_load_error_that_says_why(tmp_path, action, says):
+    programs = write_program(tmp_path / "programs" / "shop.yaml",
+                             program_spec("shop", [on("x", action)], assets=[asset("CASH", scale=2)]))
+    for command in (["validate", "--programs", str(programs)],
+                    ["run", "--programs", str(programs), "--events", str(tmp_path / "none.parquet"),
+                     "--db", str(tmp_path / "w.duckdb")]):
+        res = cli(*command)
+        out = " ".join((res.stdout + res.stderr).split())
+        assert res.returncode == 2 and "not supported yet" not in out, out
+        assert f"shop.yaml" in out and f"rules[0] (x).actions[0].{says}" in out, out
+    assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_a_debit_may_say_bucket_available_which_is_what_it_takes(tmp_path):
+    rules = [on("earn", {"type": "CREDIT", "asset": "CASH", "amount": "5"}),
+             on("spend", {"type": "DEBIT", "asset": "CASH", "amount": "2", "bucket": "AVAILABLE"})]
+    s = Scenario(tmp_path, "shop", rules, [asset("CASH", scale=2)])
+    out = s.run(ev("e1", "a", t(10), "earn"), ev("e2", "a", t(11), "spend"))
+    assert out == {"e1": ("COMPLETED", None), "e2": ("COMPLETED", None)}
+    assert s.balance("a", "CASH") == (D(3), D(0), D(0))
+
+
 def test_maintain_expires_held_and_provisional_lots_at_their_instants(tmp_path):
     rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "24h"}),
              on("auth", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "bucket": "HELD",

@@ -321,18 +321,34 @@ def test_verify_checks_levels_against_history(tmp_path, ledger):
 
 
 def test_set_tier_level_from_an_expression(tmp_path):
-    """SET_TIER's level is a value field: an expression must give a level key, else the event FAILS."""
-    rules = [{"name": "Pick", "key": "pick", "condition": 'event.type == "pick"',
+    """SET_TIER's level is a value field: an expression must give a level key of the tier. Text
+    that names no level fails the event with `unknown_tier_level` (naming the rule, the tier and
+    its levels), as a GROUP target naming no group fails `group_not_found`; a result that is not
+    text at all is an `expression_error`, as for a tag. Either way nothing of the event stays."""
+    rules = [{"name": "Count", "key": "count", "order": 10, "condition": "true",
+              "actions": [{"type": "COUNTER", "key": "picks", "value": "1"}]},
+             {"name": "Pick", "key": "pick", "order": 20, "condition": 'event.type == "pick"',
               "actions": [{"type": "SET_TIER", "tier": "loyalty", "level": "event.level"}]}]
     programs = write_program(tmp_path / "programs" / "club.yaml", {
         "program": {"key": "club", "name": "Club"}, "assets": [PTS], "tiers": [TIER], "rules": rules})
     db = tmp_path / "w.duckdb"
     run_json(programs, write_events(tmp_path / "e.parquet", [
         event("club", "k1", "h", "2025-03-01T00:00:00Z", {"type": "pick", "level": "gold"}),
-        event("club", "k2", "h", "2025-03-02T00:00:00Z", {"type": "pick", "level": "diamond"})]), db)
+        event("club", "k2", "h", "2025-03-02T00:00:00Z", {"type": "pick", "level": "diamond"}),
+        event("club", "k3", "h", "2025-03-03T00:00:00Z", {"type": "pick", "level": "Gold"}),
+        event("club", "k4", "h", "2025-03-04T00:00:00Z", {"type": "pick", "level": 2})]), db)
     assert _history(db) == [("loyalty", "h", None, "gold", "ACTION", "k1", "2025-03-01")]
-    failed = query(db, "SELECT status, error_code, error_message FROM events WHERE idempotency_key = 'k2'")
-    assert failed[0][:2] == ("FAILED", "expression_error") and "diamond" in failed[0][2]
+    failed = dict((k, (st, code, msg)) for k, st, code, msg in query(
+        db, "SELECT idempotency_key, status, error_code, error_message FROM events WHERE status = 'FAILED'"))
+    assert {k: v[:2] for k, v in failed.items()} == {
+        "k2": ("FAILED", "unknown_tier_level"), "k3": ("FAILED", "unknown_tier_level"),
+        "k4": ("FAILED", "expression_error")}
+    assert failed["k2"][2] == ("rule 'Pick' action 0: level 'diamond' is not a level of tier loyalty "
+                               "(levels: silver, gold, vip)")
+    assert "'Gold'" in failed["k3"][2]  # level keys are matched exactly
+    assert "level must be text" in failed["k4"][2]
+    # the failed events' COUNTER (an earlier rule) was rolled back with them
+    assert query(db, "SELECT number_value FROM participant_state WHERE key = 'picks'") == [(Decimal(1),)]
 
 
 def test_explain_shows_the_events_tier_changes(tmp_path, ledger):

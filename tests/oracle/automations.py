@@ -11,7 +11,8 @@ Firings: cron instants (croniter, which Dagster vendors, in the trigger's time z
 `trigger_at` after the automation's last planning, or from the program's first row when never
 planned; immediate once, at the first maintenance's as-of. Scope participants: every participant
 enrolled in the program at or before the instant (by its first row there that passed step 1) and
-ACTIVE now, in participant id order, admitted by the filter and the guard (CEL over
+ACTIVE at the instant (Oracle.status_at: the statuses set so far, by their instants), in
+participant id order, admitted by the filter and the guard (CEL over
 `participant`, `program`, `now`, on the state at that point). Paused automations and inactive
 programs pass their instants. Scope program without participant_id (decisions.md): one event per
 firing that names no participant (Event.external_id None); its guard sees the empty participant
@@ -93,14 +94,14 @@ def _month_day(text: str) -> tuple[int, int] | None:
 
 def _birthdays(oracle: "Oracle", program_key: str, a: AutomationDef, after: datetime,
                as_of: datetime) -> list[tuple[datetime, str]]:
-    """participant_state (decisions.md): (instant, participant) for every enrolled ACTIVE
-    participant, after its enrolment. ATTRIBUTE_DATE: the month and day in its attribute each year
+    """participant_state (decisions.md): (instant, participant) for every enrolled participant,
+    after its enrolment (who is ACTIVE at each instant is decided there: _fan_out). ATTRIBUTE_DATE: the month and day in its attribute each year
     at the configured wall time (29 February is 28 February in other years). INTERVAL: every
     `interval` from its enrolment."""
     import calendar
     out = []
     for (key, ext), enrolled_at in oracle.enrolled.items():
-        if key != program_key or oracle.participants[ext].status != "ACTIVE":
+        if key != program_key:
             continue
         lo = max(after, enrolled_at - timedelta(microseconds=1))
         if a.every is not None:  # INTERVAL: enrolment + k * every, k >= 1
@@ -211,7 +212,7 @@ def _fan_out(oracle: "Oracle", program: "ProgramDef", a: AutomationDef, instant:
         people = [None]  # the program's own event
     elif a.scope == "participants":
         people = [ext for (key, ext), at in oracle.enrolled.items()
-                  if key == program.key and at <= instant and oracle.participants[ext].status == "ACTIVE"]
+                  if key == program.key and at <= instant and oracle.status_at(ext, instant) == "ACTIVE"]
         people.sort(key=lambda ext: oracle.participants[ext].id)
     else:
         people = [ext for ext, rec in oracle.participants.items() if a.participant in (ext, rec.id)][:1]

@@ -460,8 +460,9 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
         if a.type == "BROADCAST" and (a.delay is not None or target_type is not None):
             raise ValueError(f"{where}: BROADCAST takes no delay and no target")
         if a.type == "SCHEDULE_EVENT":
-            if a.delay is None or target_type == "PROGRAM":
-                raise ValueError(f"{where}: SCHEDULE_EVENT needs a delay and a participant")
+            # decisions.md "SYSTEM events": for a participant or (target PROGRAM) the program
+            if a.delay is None or target_type == "GROUP":
+                raise ValueError(f"{where}: SCHEDULE_EVENT needs a delay, and a participant or the program")
             try:
                 delay = parse_go_duration(a.delay)
             except ValueError:
@@ -660,6 +661,7 @@ class Working:
         self.oracle.budget_consumed.update(self.budgets)
         for ext, status in self.statuses.items():
             self.oracle.participants[ext].status = status
+            self.oracle.status_log.setdefault(ext, []).append((self.now, status))
         self.oracle.members = self.members
         self.oracle.record(self.entries)
         self.oracle.result.tier_history += self.tier_rows
@@ -707,6 +709,9 @@ class Oracle:
         self.first_instant: dict[str, datetime] = {}
         self.planned: dict[tuple[str, str], datetime] = {}
         self.fired: dict[tuple[str, str, str], datetime] = {}  # (program, automation, participant) -> its last firing
+        # decisions.md "SYSTEM events": each participant's statuses, (the instant set, status), in
+        # the order they were set: who a BROADCAST or an automation reaches is ACTIVE at its instant
+        self.status_log: dict[str, list[tuple[datetime, str]]] = {}
         self.runs = 0
         # s9.1: FIFO by created_at, then the lot's id. Lot ids are derived by the project's id
         # scheme (not part of the contract): the caller may pass it as
@@ -874,6 +879,12 @@ class Oracle:
             if e is not None:
                 self.enrolled.setdefault((program_key, e), at)
 
+    def status_at(self, external_id: str, instant: datetime) -> str:
+        """The status set last (in processing order) by a change dated at or before `instant`;
+        ACTIVE, as created, when none is."""
+        set_by_then = [status for at, status in self.status_log.get(external_id, []) if at <= instant]
+        return set_by_then[-1] if set_by_then else "ACTIVE"
+
     def finish(self, ev: Event, status: str, error: str | None) -> None:
         self.result.events[(ev.program_key, ev.idempotency_key)] = (status, error)
 
@@ -984,6 +995,8 @@ class Oracle:
             p.entity = ("participant", external_id)
         elif ev.recipient or ev.external_id:
             p.entity = ("participant", ev.recipient or ev.external_id)
+        elif a.type == "SCHEDULE_EVENT":  # a program event schedules a program event (decisions.md)
+            p.entity = ("program", program.key)
         elif a.type != "BROADCAST":  # a program event has no participant; a BROADCAST needs none
             raise ActionFailed(NOBODY, f"{a.type} without a target in a program event")
 
@@ -1117,18 +1130,21 @@ class Oracle:
             counter.value = value
 
     def apply_emission(self, p: Planned, ev: Event, rule: RuleDef, program: ProgramDef, working: Working) -> None:
-        """SCHEDULE_EVENT: one SYSTEM event for the action's participant. BROADCAST: one for
-        every participant enrolled in the program so far and ACTIVE now, in participant id order."""
+        """SCHEDULE_EVENT: one SYSTEM event for the action's participant, or for no participant (a
+        program event) when the action is for the program. BROADCAST: one for every participant
+        enrolled in the program so far, at or before the event's instant, and ACTIVE at that
+        instant (decisions.md "SYSTEM events": a late broadcast reaches who was there then), in
+        participant id order."""
         due, data = p.emission
         a = p.action
         if a.type == "SCHEDULE_EVENT":
             # decisions.md: a SYSTEM event schedules at most one SYSTEM event
             if ev.depth > 0 and any(e[0] == "schedule" for e in working.emitted):
                 raise ActionFailed("emission_fanout_exceeded", ev.idempotency_key)
-            receivers = [p.entity[1]]
+            receivers = [p.entity[1] if p.entity[0] == "participant" else None]
         else:
-            enrolled = {ext for (key, ext) in self.enrolled if key == program.key}
-            receivers = sorted((e for e in enrolled if working.status(e) == "ACTIVE"), key=participant_id)
+            enrolled = {ext for (key, ext), at in self.enrolled.items() if key == program.key and at <= due}
+            receivers = sorted((e for e in enrolled if self.status_at(e, due) == "ACTIVE"), key=participant_id)
         for receiver in receivers:
             kind = "schedule" if a.type == "SCHEDULE_EVENT" else "broadcast"
             key = self.system_key(kind, program.key, ev.idempotency_key, rule.key, a.index, receiver)
