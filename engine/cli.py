@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     db_arg(r)
     r.add_argument("--row-path", action="store_true", help="evaluate every rule per row (slow; for checking)")
     r.add_argument("--chunk-rows", type=int, metavar="N",
-                   help="process a large batch of event Parquet N events at a time in time order (files out of "
+                   help="process a large batch of event and operation Parquet N rows at a time in time order (files out of "
                         "time order are first sorted through TMPDIR), in its one transaction, so memory follows N, "
                         "not the batch (default 250000, 62500 when a program "
                         "reads or writes state; PERKFLOW_CHUNK_ROWS)")

@@ -97,7 +97,7 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
               row_path: bool = False, wait: float = 30.0, chunk_rows: int | None = None,
               progress: Callable[[str], None] | None = None,
               ledger: duckdb.DuckDBPyConnection | None = None) -> RunReport:
-    """A large batch of event Parquet is processed chunk by chunk in stream order (files out of
+    """A large batch of Parquet files is processed chunk by chunk in stream order (files out of
     it are put in it first: engine/io/reorder.py), each chunk against the state the earlier ones left, all in the batch's one transaction: by batch
     invariance (semantics.md 1.5) the ledger is the one the whole batch at once would give.
     `ledger`: a writing connection to `db_file` that the caller keeps open (`Backfill`)."""

@@ -70,21 +70,19 @@ def joined(frames: list[pl.DataFrame]) -> pl.DataFrame:
 
 
 def streamable(inputs: list[tuple[str | Path, str]], rows: int) -> bool:
-    """Can these inputs be read `rows` at a time? Yes when they are event Parquet files of more
-    than `rows` rows in all whose columns pass the file-level checks (so that a bad file still
-    fails before the ledger is opened). Files in stream order are read as they are
-    (`read_chunks`); others are put in stream order through a spill folder first
-    (engine/io/reorder.py). Operations, CSV and NDJSON are read whole and ordered in memory."""
-    if any(kind != "event" for _, kind in inputs):
-        return False  # operations are merged into the stream by time: read whole
-    files = [(f, root) for spec, _ in inputs for f, root in expand(spec)]
-    if any(f.suffix.lower() not in (".parquet", ".pq") for f, _ in files):
+    """Can these inputs be read `rows` at a time? Yes when they are Parquet files (events and
+    operations) of more than `rows` rows in all whose columns pass the file-level checks (so
+    that a bad file still fails before the ledger is opened). Files in stream order are read as
+    they are (`read_chunks`); others are put in stream order through a spill folder first
+    (engine/io/reorder.py). CSV and NDJSON are read whole and ordered in memory."""
+    files = [(f, root, kind) for spec, kind in inputs for f, root in expand(spec)]
+    if any(f.suffix.lower() not in (".parquet", ".pq") for f, _, _ in files):
         return False
     try:
-        if sum(pq.ParquetFile(f).metadata.num_rows for f, _ in files) <= rows:
+        if sum(pq.ParquetFile(f).metadata.num_rows for f, _, _ in files) <= rows:
             return False
-        for f, root in files:
-            _normalise(pl.from_arrow(pq.read_schema(f).empty_table()), f, root, "event", 0)
+        for f, root, kind in files:
+            _normalise(pl.from_arrow(pq.read_schema(f).empty_table()), f, root, kind, 0)
     except (InputError, pa.ArrowException, OSError, KeyError):
         return False  # the whole read reports the problem, before the ledger is opened
     return True
@@ -95,9 +93,10 @@ def in_stream_order(inputs: list[tuple[str | Path, str]]) -> bool:
     semantics.md 3: timestamps never decrease, file after file (what a generator, an export or
     a daily partition gives)? Rows without a valid timestamp are quarantined wherever they are."""
     last = None
-    for spec, _ in inputs:
+    for spec, kind in inputs:
+        column = "timestamp" if kind == "operation" else "event_timestamp"
         for f, _root in expand(spec):
-            ts, _ = _timestamps(f, pl.from_arrow(pq.read_table(f, columns=["event_timestamp"])).to_series())
+            ts, _ = _timestamps(f, pl.from_arrow(pq.read_table(f, columns=[column])).to_series())
             ts = ts.drop_nulls()
             if len(ts) == 0:
                 continue

@@ -1,4 +1,4 @@
-"""Large event Parquet inputs whose arrival order is not the stream order (semantics.md 3: by
+"""Large event and operation Parquet inputs whose arrival order is not the stream order (semantics.md 3: by
 event_timestamp, then arrival), read chunk by chunk in stream order, so that memory follows the
 chunk rather than the batch, as it does for inputs that arrive in order (`events.read_chunks`).
 Shuffled exports or files per region would otherwise be read whole: W1 at 1M shuffled events
@@ -45,17 +45,17 @@ def read_chunks(inputs: list[tuple[str | Path, str]], rows: int,
     chunk in stream order, rows numbered by their arrival in the batch. `screen`: intake's
     quarantine of normalised rows without the ledger (`engine.intake.screen` for the batch's
     catalog), which decides which rows can win their key."""
-    files = [(f, root) for spec, _ in inputs for f, root in expand(spec)]
+    files = [(f, root, kind) for spec, kind in inputs for f, root in expand(spec)]
     chunk_of = _chunks(files, rows, screen)
     with tempfile.TemporaryDirectory(prefix="perkflow-reorder-") as spill:
         parts = _spill(files, rows, chunk_of, Path(spill))
         for chunk in range(int(chunk_of.max()) + 1 if len(chunk_of) else 0):
             frames = []
             for i, part in sorted(parts.pop(chunk, {}).items()):  # file by file: arrival order
-                f, root = files[i]
+                f, root, kind = files[i]
                 df = pl.from_arrow(pq.read_table(part))
                 part.unlink()
-                frames.append(_normalise(df.drop(ROW, ARRIVAL), f, root, "event", 0, row_numbers=df[ROW])
+                frames.append(_normalise(df.drop(ROW, ARRIVAL), f, root, kind, 0, row_numbers=df[ROW])
                               .with_columns(arrival=df[ARRIVAL]))
             if frames:
                 yield joined(frames).sort("arrival")
@@ -71,35 +71,36 @@ def _batches(file: Path, rows: int) -> Iterator[pa.Table]:
         raise InputError(f"{file}: cannot be read as Parquet: {e}") from None
 
 
-def _chunks(files: list[tuple[Path, Path]], rows: int, screen: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.Series:
+def _chunks(files: list[tuple[Path, Path, str]], rows: int, screen: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.Series:
     """Pass 1: each row's chunk, indexed by its arrival number."""
     keys = []
-    for f, root in files:
+    for f, root, kind in files:
         first = 0
         for table in _batches(f, rows):
-            screened = screen(_normalise(pl.from_arrow(table), f, root, "event", first))
+            screened = screen(_normalise(pl.from_arrow(table), f, root, kind, first))
             first += len(table)
             # a row intake would quarantine is quarantined in whichever chunk it is; the others
             # compete for their key
-            keys.append(screened.select(ts="event_timestamp", program="program_key", key="idempotency_key",
+            keys.append(screened.select("kind", ts="event_timestamp", program="program_key", key="idempotency_key",
                                         valid=pl.col("reject_reason").is_null()))
     if not keys:
         return pl.Series("chunk", [], dtype=pl.Int64)
     df = pl.concat(keys).with_row_index("arrival")
     ranked = df.sort("ts", "arrival", nulls_last=False).with_columns(
         chunk=pl.int_range(pl.len(), dtype=pl.Int64) // rows)
-    winners = (ranked.filter("valid").group_by("program", "key")
+    # events and operations have keys of their own (semantics.md 4)
+    winners = (ranked.filter("valid").group_by("kind", "program", "key")
                .agg(pl.col("chunk").sort_by("arrival").first().alias("winner_chunk")))
-    ranked = ranked.join(winners, on=["program", "key"], how="left").with_columns(
+    ranked = ranked.join(winners, on=["kind", "program", "key"], how="left").with_columns(
         chunk=pl.max_horizontal("chunk", pl.col("winner_chunk").fill_null(0)))
     return ranked.sort("arrival")["chunk"]
 
 
-def _spill(files: list[tuple[Path, Path]], rows: int, chunk_of: pl.Series, spill: Path) -> dict[int, dict[int, Path]]:
+def _spill(files: list[tuple[Path, Path, str]], rows: int, chunk_of: pl.Series, spill: Path) -> dict[int, dict[int, Path]]:
     """Pass 2: every file's rows, as read, into a part file per chunk: {chunk: {file index: part}}."""
     parts: dict[int, dict[int, Path]] = {}
     arrival = 0
-    for i, (f, _root) in enumerate(files):
+    for i, (f, _root, _kind) in enumerate(files):
         writers: dict[int, pq.ParquetWriter] = {}
         first = 0
         try:
