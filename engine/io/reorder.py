@@ -1,12 +1,15 @@
-"""Large event and operation Parquet inputs whose arrival order is not the stream order (semantics.md 3: by
-event_timestamp, then arrival), read chunk by chunk in stream order, so that memory follows the
-chunk rather than the batch, as it does for inputs that arrive in order (`events.read_chunks`).
+"""Large event and operation Parquet inputs whose arrival order is not the stream order
+(semantics.md 3: by event_timestamp, then arrival), read chunk by chunk in stream order, so that
+memory follows the chunk rather than the batch, as it does for inputs that arrive in order
+(`events.read_chunks`).
 Shuffled exports or files per region would otherwise be read whole: W1 at 1M shuffled events
 peaked at 2.37 GB against 1.42 GB in order, and the whole-batch peak grows with the batch.
 
-Three passes over the files, each holding one Parquet batch at a time:
-1. every row's rank in stream order, its idempotency key and whether it can be processed at all
-   (the row contract, a known program, not a reserved key) give its chunk: rank // rows;
+Three passes over the files, each holding one Parquet batch (BATCH_ROWS) at a time:
+1. every row's timestamp (held: 8 bytes a row) gives its rank in stream order and its chunk,
+   rank // rows; its idempotency key and whether it can be processed at all (the row contract,
+   a known program, not a reserved key) go to the spill folder, where DuckDB finds the repeated
+   keys;
 2. the rows are written, as read, to a part file per (chunk, file) in a spill folder (the
    temporary directory, `TMPDIR`), with their row numbers and arrival numbers;
 3. each chunk is read back from its parts and normalised as `events.read_chunks` would.
@@ -25,30 +28,34 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.errors import InputError
+from engine.ledger.sqlfiles import statement
 
 from .events import _check_utf8, _normalise, joined
 from .files import expand
 
 ROW, ARRIVAL = "__perkflow_row", "__perkflow_arrival"
+#: Rows read from a file at a time in each pass: what the passes hold, whatever the chunk size.
+BATCH_ROWS = 65_536
 
 
 def read_chunks(inputs: list[tuple[str | Path, str]], rows: int,
                 screen: Callable[[pl.DataFrame], pl.DataFrame]) -> Iterator[pl.DataFrame]:
-    """The event files of a `streamable` batch as frames of about `rows` rows, chunk after
+    """The Parquet files of a `streamable` batch as frames of about `rows` rows, chunk after
     chunk in stream order, rows numbered by their arrival in the batch. `screen`: intake's
     quarantine of normalised rows without the ledger (`engine.intake.screen` for the batch's
     catalog), which decides which rows can win their key."""
     files = [(f, root, kind) for spec, kind in inputs for f, root in expand(spec)]
-    chunk_of = _chunks(files, rows, screen)
-    with tempfile.TemporaryDirectory(prefix="perkflow-reorder-") as spill:
-        parts = _spill(files, rows, chunk_of, Path(spill))
+    with tempfile.TemporaryDirectory(prefix="perkflow-reorder-") as folder:
+        spill = Path(folder)
+        chunk_of = _chunks(files, rows, screen, spill)
+        parts = _spill(files, chunk_of, spill)
         for chunk in range(int(chunk_of.max()) + 1 if len(chunk_of) else 0):
             frames = []
             for i, part in sorted(parts.pop(chunk, {}).items()):  # file by file: arrival order
@@ -61,9 +68,9 @@ def read_chunks(inputs: list[tuple[str | Path, str]], rows: int,
                 yield joined(frames).sort("arrival")
 
 
-def _batches(file: Path, rows: int) -> Iterator[pa.Table]:
+def _batches(file: Path) -> Iterator[pa.Table]:
     try:
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=rows):
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS):
             table = pa.Table.from_batches([batch])
             _check_utf8(table)
             yield table
@@ -71,32 +78,57 @@ def _batches(file: Path, rows: int) -> Iterator[pa.Table]:
         raise InputError(f"{file}: cannot be read as Parquet: {e}") from None
 
 
-def _chunks(files: list[tuple[Path, Path, str]], rows: int, screen: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.Series:
-    """Pass 1: each row's chunk, indexed by its arrival number."""
-    keys = []
-    for f, root, kind in files:
-        first = 0
-        for table in _batches(f, rows):
-            screened = screen(_normalise(pl.from_arrow(table), f, root, kind, first))
-            first += len(table)
-            # a row intake would quarantine is quarantined in whichever chunk it is; the others
-            # compete for their key
-            keys.append(screened.select("kind", ts="event_timestamp", program="program_key", key="idempotency_key",
-                                        valid=pl.col("reject_reason").is_null()))
-    if not keys:
-        return pl.Series("chunk", [], dtype=pl.Int64)
-    df = pl.concat(keys).with_row_index("arrival")
-    ranked = df.sort("ts", "arrival", nulls_last=False).with_columns(
-        chunk=pl.int_range(pl.len(), dtype=pl.Int64) // rows)
-    # events and operations have keys of their own (semantics.md 4)
-    winners = (ranked.filter("valid").group_by("kind", "program", "key")
-               .agg(pl.col("chunk").sort_by("arrival").first().alias("winner_chunk")))
-    ranked = ranked.join(winners, on=["kind", "program", "key"], how="left").with_columns(
-        chunk=pl.max_horizontal("chunk", pl.col("winner_chunk").fill_null(0)))
-    return ranked.sort("arrival")["chunk"]
+def _chunks(files: list[tuple[Path, Path, str]], rows: int, screen: Callable[[pl.DataFrame], pl.DataFrame],
+            spill: Path) -> np.ndarray:
+    """Pass 1: each row's chunk, indexed by its arrival number. Python holds only the
+    timestamps; the keys go to a Parquet file in the spill folder for DuckDB to group."""
+    stamps, keys, arrival = [], None, 0
+    try:
+        for f, root, kind in files:
+            first = 0
+            for table in _batches(f):
+                screened = screen(_normalise(pl.from_arrow(table), f, root, kind, first))
+                n = len(table)
+                stamps.append(screened["event_timestamp"])
+                # a row intake would quarantine is quarantined in whichever chunk it is; the
+                # others compete for their key
+                batch = screened.select(
+                    "kind", program="program_key", key="idempotency_key", valid=pl.col("reject_reason").is_null(),
+                    arrival=pl.int_range(arrival, arrival + n, dtype=pl.Int64),
+                ).filter(pl.col("program").is_not_null() & pl.col("key").is_not_null()).to_arrow()
+                if keys is None:
+                    keys = pq.ParquetWriter(spill / "keys.parquet", batch.schema)
+                keys.write_table(batch)
+                first += n
+                arrival += n
+    finally:
+        if keys is not None:
+            keys.close()
+    if not stamps:
+        return np.zeros(0, dtype=np.int64)
+    order = pl.DataFrame({"ts": pl.concat(stamps)}).with_row_index("arrival").sort(
+        "ts", "arrival", nulls_last=False)["arrival"].to_numpy()
+    chunk_of = np.empty(len(order), dtype=np.int64)
+    chunk_of[order] = np.arange(len(order), dtype=np.int64) // rows
+    if keys is not None:
+        moved, winner = _repeated_keys(spill)
+        chunk_of[moved] = np.maximum(chunk_of[moved], chunk_of[winner])
+    return chunk_of
 
 
-def _spill(files: list[tuple[Path, Path, str]], rows: int, chunk_of: pl.Series, spill: Path) -> dict[int, dict[int, Path]]:
+def _repeated_keys(spill: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(arrival, winner's arrival) of every row that repeats a key, grouped by DuckDB."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET memory_limit = '256MB'")
+        con.execute("SET temp_directory = $t", {"t": str(spill / "duckdb")})
+        found = con.execute(statement("reorder.sql", "repeated_keys"), {"keys": str(spill / "keys.parquet")}).fetchnumpy()
+    finally:
+        con.close()
+    return found["arrival"].astype(np.int64), found["winner"].astype(np.int64)
+
+
+def _spill(files: list[tuple[Path, Path, str]], chunk_of: np.ndarray, spill: Path) -> dict[int, dict[int, Path]]:
     """Pass 2: every file's rows, as read, into a part file per chunk: {chunk: {file index: part}}."""
     parts: dict[int, dict[int, Path]] = {}
     arrival = 0
@@ -104,14 +136,14 @@ def _spill(files: list[tuple[Path, Path, str]], rows: int, chunk_of: pl.Series, 
         writers: dict[int, pq.ParquetWriter] = {}
         first = 0
         try:
-            for table in _batches(f, rows):
+            for table in _batches(f):
                 n = len(table)
                 table = table.append_column(ROW, pa.array(range(first + 1, first + n + 1), pa.int64())) \
                     .append_column(ARRIVAL, pa.array(range(arrival, arrival + n), pa.int64()))
                 # the batch's rows grouped by chunk (a stable sort), then cut where the chunk changes
-                order = pc.sort_indices(chunk_of.slice(arrival, n).to_arrow())
+                order = np.argsort(chunk_of[arrival:arrival + n], kind="stable")
                 table = table.take(order)
-                chunks = chunk_of.slice(arrival, n).gather(order.to_numpy()).to_numpy()
+                chunks = chunk_of[arrival:arrival + n][order]
                 starts = [0, *(np.flatnonzero(np.diff(chunks)) + 1).tolist(), n]
                 for a, b in zip(starts, starts[1:]):
                     chunk = int(chunks[a])
