@@ -114,22 +114,22 @@ class Emitting:
             rows = store.con.execute(statement("lookups.sql", "program_enrollments"), {"program_id": program_id}).fetchall()
             self._stored[program_id] = {pid: (at, status) for pid, at, status in rows}
         stored, batch = self._stored[program_id], self._batch.get(program_id, {})
+        if self._changes is None:
+            self._changes = stored_status_changes(store.con)
+        changed = self._changes.keys() | store.status_log.keys()
         out = []
         for pid in sorted(stored.keys() | batch.keys()):
             enrolled_at, status = stored.get(pid, (batch.get(pid), "ACTIVE"))
             if enrolled_at > instant:
                 continue
             person = store.people.get(pid)  # the store has the status as of now, if it has the participant
-            now = person.status if person is not None else status
-            if status_at(self.status_changes(store, pid), instant, now) == "ACTIVE":
+            if person is not None:
+                status = person.status
+            if pid in changed:  # its status now may not be its status then
+                status = status_at(self._changes.get(pid, []) + store.status_log.get(pid, []), instant, status)
+            if status == "ACTIVE":
                 out.append(pid)
         return out
-
-    def status_changes(self, store: Store, pid: str) -> list[tuple[datetime, str]]:
-        """A participant's status changes so far in the stream: stored, then this chunk's."""
-        if self._changes is None:
-            self._changes = stored_status_changes(store.con)
-        return self._changes.get(pid, []) + store.status_log.get(pid, [])
 
     def enrol(self, ev: KernelEvent) -> None:
         """A row (or SYSTEM event) that passed step 1 enrols its participant and recipient."""
