@@ -19,6 +19,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from engine.errors import InputError
+from engine.ledger.db import execute
 from engine.ledger.root import BatchRoot
 from engine.ledger.sqlfiles import sections, statement
 
@@ -40,8 +42,8 @@ CHECKS = [
 
 #: Entry hashes per chunk streamed into a batch root (about 70 bytes each).
 CHUNK_ROWS = 100_000
-#: Entries whose hashes `entry_hashes` recomputes at once: W2 at 1M events (2.9M entries) needed
-#: 100-150 MB of DuckDB memory in one part.
+#: Entries per part of the checks read in parts (`entry_hashes`, `summary_identity`): in one part
+#: W2 at 1M events (2.9M entries) needed 100-150 MB of DuckDB memory for each.
 ENTRIES_PER_PART = 1_000_000
 
 BATCH_CHAIN_COLUMNS = ["batch_id", "stored", "recomputed", "prev_root_hash"]
@@ -83,15 +85,30 @@ def violations(con: duckdb.DuckDBPyConnection, name: str, limit: int = 5,
         found = list(batch_chain(con, chunk_rows))
         return len(found), BATCH_CHAIN_COLUMNS, found[:limit]
     file = next(f for f, n, _ in CHECKS if n == name)
-    if name != "entry_hashes":
-        return _first(con.execute(sections(file)[name]), limit)
-    # in parts (verify.sql says why), each in seq order: the first `limit` of all is among theirs
+    if name == "entry_hashes":
+        # in parts (verify.sql says why), each in seq order: the first `limit` of all is among theirs
+        count, cols, rows = 0, [], []
+        for part, parts in _parts(con):
+            n, cols, first = _first(con.execute(sections(file)[name], {"part": part, "parts": parts}), limit)
+            count, rows = count + n, rows + first
+        return count, cols, sorted(rows, key=lambda r: r[cols.index("seq")])[:limit]
+    if name == "summary_identity":
+        # each part's sums per program and asset (a few rows), added up by DuckDB in exact decimals
+        try:
+            sums = pa.concat_tables(con.sql(sections(file)[name], params={"part": part, "parts": parts})
+                                    .to_arrow_table() for part, parts in _parts(con))
+        except duckdb.CatalogException:
+            raise InputError("this ledger's report views are older than this perkflow's verify, which reads "
+                             "ledger_summary in parts (ledger_summary_part); a `perkflow run` on it (re)creates "
+                             "them") from None
+        return _first(execute(con, statement(file, "summary_identity_whole"), parts=sums), limit)
+    return _first(con.execute(sections(file)[name]), limit)
+
+
+def _parts(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
+    """(part, parts) for the checks read in parts of about ENTRIES_PER_PART entries."""
     parts = con.execute(statement("verify.sql", "entry_count")).fetchall()[0][0] // ENTRIES_PER_PART + 1
-    count, cols, rows = 0, [], []
-    for part in range(parts):
-        n, cols, first = _first(con.execute(sections(file)[name], {"part": part, "parts": parts}), limit)
-        count, rows = count + n, rows + first
-    return count, cols, sorted(rows, key=lambda r: r[cols.index("seq")])[:limit]
+    return [(part, parts) for part in range(parts)]
 
 
 def _first(cur, limit: int) -> tuple[int, list[str], list[tuple]]:
@@ -135,3 +152,4 @@ def _runs(reader) -> Iterator[tuple[int, pa.Array]]:
         for a, b in zip(cuts, cuts[1:]):
             if b > a:
                 yield int(ids[a]), hashes.slice(a, b - a)
+
