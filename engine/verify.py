@@ -145,7 +145,7 @@ def batch_chain(con: duckdb.DuckDBPyConnection, chunk_rows: int = CHUNK_ROWS) ->
 
 def _runs(reader) -> Iterator[tuple[int, pa.Array]]:
     """(batch id, its entry hashes) for each run of one batch within each streamed chunk."""
-    for chunk in reader:
+    for chunk in _chunks(reader):
         ids = chunk.column(0).to_numpy()
         hashes = chunk.column(1)
         cuts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), len(ids)]
@@ -153,3 +153,19 @@ def _runs(reader) -> Iterator[tuple[int, pa.Array]]:
             if b > a:
                 yield int(ids[a]), hashes.slice(a, b - a)
 
+
+def _chunks(reader) -> Iterator[pa.RecordBatch]:
+    """The reader's chunks. DuckDB running out of its memory cap while it streams them reaches
+    Python through Arrow as a plain OSError: raised again as DuckDB's own OutOfMemoryException,
+    which the CLI explains (rather than reporting an internal error)."""
+    it = iter(reader)
+    while True:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            return
+        except OSError as e:
+            if str(e).startswith("Out of Memory Error"):
+                raise duckdb.OutOfMemoryException(str(e)) from e
+            raise
+        yield chunk

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,7 +17,7 @@ from engine.ledger import db as ledger_db
 from engine.run import run_batch
 from engine.verify import batch_chain, verify
 from engine.workloads import generate
-from tests.helpers.io import ROOT, cli, event, program_spec, run_json, write_events, write_program
+from tests.helpers.io import ROOT, cli, event, file_hash, program_spec, run_json, write_events, write_program
 
 PROGRAMS = ROOT / "data" / "programs"
 
@@ -273,3 +274,40 @@ def test_negative_balances_needs_an_entry_allowed_to_overdraw(tmp_path):
     assert sorted((r["participant_id"], Decimal(r["amount"])) for r in negative[0]["rows"]) == \
         sorted([(ids["u1"], Decimal(-15)), (ids["u2"], Decimal(-3))])
 
+
+def test_running_out_of_memory_while_streaming_the_chain_is_duckdbs_out_of_memory():
+    """DuckDB's out-of-memory error reaches the chain's Arrow stream as a plain OSError: it is
+    raised as DuckDB's again (the CLI explains it); any other OSError is left as it is."""
+    from engine.verify import _runs
+
+    def failing(message):
+        yield pa.record_batch([pa.array([1], pa.int64()), pa.array(["h"])], names=["batch_id", "entry_hash"])
+        raise OSError(message)
+
+    runs = _runs(failing("Out of Memory Error: failed to pin block of size 256.0 KiB (33.2 MiB/33.3 MiB used)"))
+    assert next(runs)[0] == 1
+    with pytest.raises(duckdb.OutOfMemoryException, match="failed to pin block"):
+        next(runs)
+    with pytest.raises(OSError, match="disk on fire") as other:
+        list(_runs(failing("disk on fire")))
+    assert not isinstance(other.value, duckdb.Error)
+
+
+@pytest.mark.parametrize("command", [["verify"], ["report", "ledger_summary"], ["balances"],
+                                     ["sql", "SELECT count(*) FROM postings p JOIN journal_entries j "
+                                             "ON j.id = p.journal_entry_id"]])
+def test_running_out_of_memory_in_a_read_only_command_says_nothing_was_changed(clean_db, command):
+    """A command that only reads the ledger and runs out of DuckDB's cap: exit 1, the message
+    says nothing was changed and how to raise the cap (not a run's 'nothing was committed ...
+    smaller batches', not an internal error), and the file is untouched."""
+    before = file_hash(clean_db)
+    res = cli(*command, "--db", str(clean_db), env={"PERKFLOW_DUCKDB_MEMORY": "1MB"})
+    assert res.returncode == 1, res.stderr
+    err = " ".join(res.stderr.split())
+    assert "DuckDB ran out of its memory cap; nothing was changed" in err
+    assert f"`perkflow {command[0]}` only reads the ledger" in err and "PERKFLOW_DUCKDB_MEMORY=" in err
+    assert "committed" not in err and "batches" not in err
+    assert "internal error" not in err and "Traceback" not in err
+    assert file_hash(clean_db) == before
+    # with the cap it normally has, the same command works
+    assert cli(*command, "--db", str(clean_db)).returncode == 0
