@@ -7,7 +7,9 @@ chunk, as the writer fed them (a batch's hashes are never held whole).
 
 Memory: every check is written so that DuckDB can stay within its memory cap (spilling joins,
 aggregates and sorts to its temp folder); open the connection with `db.limit_memory` (the CLI
-and the Dagster checks do) for verify's memory to stay flat as the ledger grows.
+and the Dagster checks do) for verify's memory to stay flat as the ledger grows. Those whose
+joins and aggregates grew with the ledger even so run in parts of ~ENTRIES_PER_PART entries (by a
+hash of the entry id, or of the account's entity), the same violations in the same order.
 """
 
 from __future__ import annotations
@@ -42,9 +44,14 @@ CHECKS = [
 
 #: Entry hashes per chunk streamed into a batch root (about 70 bytes each).
 CHUNK_ROWS = 100_000
-#: Entries per part of the checks read in parts (`entry_hashes`, `summary_identity`): in one part
-#: W2 at 1M events (2.9M entries) needed 100-150 MB of DuckDB memory for each.
+#: Entries per part of the checks read in parts (IN_PARTS and `summary_identity`): whole, W2 at 1M
+#: events (2.9M entries) needed 100-150 MB of DuckDB memory for `entry_hashes` and
+#: `summary_identity`, and the others more the larger the ledger.
 ENTRIES_PER_PART = 1_000_000
+#: The checks whose violations are read in parts ($part of $parts in their SQL), with the columns
+#: their SQL orders them by (None: ORDER BY ALL).
+IN_PARTS = {"entry_hashes": ["seq"], "postings_sum_to_zero": ["journal_entry_id", "asset_id"], "balances_match_postings": None,
+            "no_duplicate_entries": None, "lot_remainders": None}
 
 BATCH_CHAIN_COLUMNS = ["batch_id", "stored", "recomputed", "prev_root_hash"]
 
@@ -85,13 +92,15 @@ def violations(con: duckdb.DuckDBPyConnection, name: str, limit: int = 5,
         found = list(batch_chain(con, chunk_rows))
         return len(found), BATCH_CHAIN_COLUMNS, found[:limit]
     file = next(f for f, n, _ in CHECKS if n == name)
-    if name == "entry_hashes":
-        # in parts (verify.sql says why), each in seq order: the first `limit` of all is among theirs
+    if name in IN_PARTS:
+        # each part's rows in the check's order: the first `limit` of all are among their firsts
         count, cols, rows = 0, [], []
         for part, parts in _parts(con):
             n, cols, first = _first(con.execute(sections(file)[name], {"part": part, "parts": parts}), limit)
             count, rows = count + n, rows + first
-        return count, cols, sorted(rows, key=lambda r: r[cols.index("seq")])[:limit]
+        by = [cols.index(c) for c in IN_PARTS[name] or cols]
+        # as DuckDB orders them (ascending, NULLs last; UUIDs, text and numbers compare alike)
+        return count, cols, sorted(rows, key=lambda r: tuple((r[i] is None, r[i]) for i in by))[:limit]
     if name == "summary_identity":
         # each part's sums per program and asset (a few rows), added up by DuckDB in exact decimals
         try:

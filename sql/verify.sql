@@ -105,13 +105,15 @@ ORDER BY ALL;
 
 -- name: lot_remainders
 -- For LOT assets, what the lots still hold equals the AVAILABLE, DEFERRED and HELD balances
--- (accounts overdrawn through allow_negative hold no lots and are left out).
+-- (accounts overdrawn through allow_negative hold no lots and are left out). In parts by the
+-- account's entity (sql/checks.sql says why).
 WITH held AS (
     SELECT entity_type, entity_id, asset_id, status AS bucket, SUM(remaining) AS in_lots
-    FROM lots WHERE status IN ('AVAILABLE', 'DEFERRED', 'HELD') GROUP BY ALL
-)
+    FROM lots WHERE status IN ('AVAILABLE', 'DEFERRED', 'HELD') AND hash(entity_id) % $parts::UBIGINT = $part::UBIGINT GROUP BY ALL
+),
+b AS (SELECT * FROM account_balances WHERE hash(entity_id) % $parts::UBIGINT = $part::UBIGINT)
 SELECT b.entity_type, b.entity_id, b.asset_id, b.bucket, b.amount AS balance, COALESCE(h.in_lots, 0) AS in_lots
-FROM account_balances b
+FROM b
 JOIN assets a ON a.id = b.asset_id AND a.inventory_mode = 'LOT'
 LEFT JOIN held h ON h.entity_type = b.entity_type AND h.entity_id = b.entity_id AND h.asset_id = b.asset_id
                 AND h.bucket = b.bucket

@@ -311,3 +311,70 @@ def test_running_out_of_memory_in_a_read_only_command_says_nothing_was_changed(c
     assert file_hash(clean_db) == before
     # with the cap it normally has, the same command works
     assert cli(*command, "--db", str(clean_db)).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def w2_db(tmp_path_factory) -> Path:
+    """A small W2 ledger (its wallet's fund, then 3,000 events of 150 participants): LOT lots,
+    several assets and accounts per participant."""
+    base = tmp_path_factory.mktemp("w2")
+    generate("W2", 3000, 150, seed=7, out=base / "in")
+    db = base / "ledger.duckdb"
+    run_batch(base / "in" / "programs", None, db, operations=base / "in" / "operations" / "fund.parquet")
+    run_batch(base / "in" / "programs", base / "in" / "events", db)
+    return db
+
+
+def test_checks_in_parts_find_what_the_whole_finds(w2_db, tmp_path, monkeypatch):
+    """The checks read in parts (by a hash of the entry id, or of the account's entity) report,
+    in one part, ~6 or ~41, the same number of violations and the same first ones in the same
+    order; and what they report is what was tampered with."""
+    from engine import verify as verify_module
+
+    q = duckdb.connect(str(w2_db), read_only=True)
+    entries = q.execute("SELECT count(*) FROM journal_entries").fetchone()[0]
+    edited_postings = q.execute("SELECT journal_entry_id, entity_type, entity_id::VARCHAR, asset_id, bucket "
+                                "FROM postings ORDER BY id LIMIT 7").fetchall()
+    deleted = q.execute("SELECT id FROM journal_entries ORDER BY id DESC LIMIT 2").fetchall()
+    copied = q.execute("SELECT id, event_id FROM journal_entries WHERE event_id IS NOT NULL ORDER BY md5(id::VARCHAR) "
+                       "LIMIT 4").fetchall()
+    edited_lots = q.execute("SELECT DISTINCT entity_id FROM (SELECT entity_id FROM lots WHERE status = 'AVAILABLE' "
+                            "ORDER BY md5(id::VARCHAR) LIMIT 6)").fetchall()
+    edited_balances = q.execute("SELECT DISTINCT b.entity_id::VARCHAR FROM account_balances b JOIN assets a ON a.id = "
+                                "b.asset_id WHERE a.symbol = 'PTS' ORDER BY 1 DESC LIMIT 5").fetchall()
+    q.close()
+    db = _tampered(w2_db, tmp_path, f"""
+        UPDATE postings SET amount = amount + 1 WHERE id IN (SELECT id FROM postings ORDER BY id LIMIT 7);
+        DELETE FROM journal_entries WHERE id IN (SELECT id FROM journal_entries ORDER BY id DESC LIMIT 2);
+        INSERT INTO journal_entries SELECT * FROM journal_entries
+            WHERE id IN ({', '.join(f"'{i}'" for i, _ in copied)});
+        UPDATE lots SET remaining = remaining + 1 WHERE id IN
+            (SELECT id FROM lots WHERE status = 'AVAILABLE' ORDER BY md5(id::VARCHAR) LIMIT 6);
+        UPDATE account_balances SET amount = amount + 5 WHERE asset_id = (SELECT id FROM assets WHERE symbol = 'PTS')
+            AND entity_id::VARCHAR IN ({', '.join(f"'{e}'" for e, in edited_balances)});""")
+    con = ledger_db.connect(db, read_only=True)
+    try:
+        found, every = {}, {}
+        for per_part in (10**6, entries // 5, entries // 40):  # one part, ~6 parts, ~41 parts
+            monkeypatch.setattr(verify_module, "ENTRIES_PER_PART", per_part)
+            for name in verify_module.IN_PARTS:
+                found[name, per_part] = verify_module.violations(con, name, limit=3)
+            every[per_part] = {name: verify_module.violations(con, name, limit=10**6) for name in verify_module.IN_PARTS}
+    finally:
+        con.close()
+    for name in verify_module.IN_PARTS:
+        assert found[name, entries // 5] == found[name, entries // 40] == found[name, 10**6], name
+        assert found[name, 10**6][0] > 3, name  # more than the first three: the merge of the parts' firsts counts
+        assert every[entries // 40][name] == every[10**6][name], name
+
+    _, cols, rows = every[10**6]["postings_sum_to_zero"]
+    assert {r[0] for r in rows} == {p[0] for p in edited_postings} | {i for i, in deleted}
+    _, cols, rows = every[10**6]["balances_match_postings"]
+    assert {(r[0], str(r[1])) for r in rows} == {(p[1], p[2]) for p in edited_postings} | \
+        {("PARTICIPANT", e) for e, in edited_balances}
+    _, cols, rows = every[10**6]["no_duplicate_entries"]
+    assert {(r[0], r[1]) for r in rows} == {("id", str(i)) for i, _ in copied} | \
+        {r for r in {(r[0], r[1]) for r in rows} if r[0] == "event_rule_action"}
+    assert {r[1].split("/")[0] for r in rows if r[0] == "event_rule_action"} == {str(e) for _, e in copied}
+    _, cols, rows = every[10**6]["lot_remainders"]
+    assert {r[1] for r in rows} == {e for e, in edited_lots}
