@@ -59,25 +59,38 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # noqa: BLE001 - the last line of defence (pyo3 panics are BaseException)
         if isinstance(e, (SystemExit, GeneratorExit)):
             raise
-        if _out_of_memory(e):
+        if _out_of_memory(e, args.command):
             return 1
         err_console.print("[bold red]internal error[/] (nothing was committed); please report this trace:")
         err_console.print(traceback.format_exc(), highlight=False, markup=False)
         return 1
 
 
-def _out_of_memory(e: BaseException) -> bool:
-    """DuckDB ran out of its cap (engine/ledger/db.py): not a bug to report but a batch whose
-    unevictable memory (a ledger made before its large tables lost their unique indexes; a very
-    large transaction's undo data) outgrew it. Says what to do; True if it was that."""
+#: Commands that only read the ledger: running out of memory in them changed nothing.
+READ_ONLY = ("verify", "report", "sql", "balances", "explain")
+#: What else a writing command can do about it, besides a higher cap.
+SMALLER = {"run": " or run the input as several smaller batches",
+           "maintain": " or maintain in steps (an earlier --as-of first: what it does is not done again)"}
+
+
+def _out_of_memory(e: BaseException, command: str) -> bool:
+    """DuckDB ran out of its cap (engine/ledger/db.py): not a bug to report but work whose
+    unevictable memory (in a batch, a ledger made before its large tables lost their unique
+    indexes, or a very large transaction's undo data; in a read, an operator DuckDB cannot spill)
+    outgrew it. Says what to do, in the terms of the command; True if it was that."""
     duckdb = sys.modules.get("duckdb")  # (not imported: not a DuckDB error)
     if duckdb is None or not isinstance(e, duckdb.OutOfMemoryException):
         return False
     from engine.ledger.db import MEMORY_LIMIT
-    err_console.print(f"[bold red]error:[/] DuckDB ran out of its memory cap; nothing was committed. Raise the cap "
-                      f"(PERKFLOW_DUCKDB_MEMORY, default {MEMORY_LIMIT}; e.g. PERKFLOW_DUCKDB_MEMORY=4GB) or run "
-                      f"the input as several smaller batches. DuckDB said: {str(e).splitlines()[0]}",
-                      highlight=False, markup=True)
+    said = str(e).splitlines()[0]  # it names the cap it ran into ("95.2 MiB/95.3 MiB used")
+    if command in READ_ONLY:
+        err_console.print(f"[bold red]error:[/] DuckDB ran out of its memory cap; nothing was changed (`perkflow "
+                          f"{command}` only reads the ledger). Raise the cap and run it again, e.g. with "
+                          f"PERKFLOW_DUCKDB_MEMORY=4GB. DuckDB said: {said}", highlight=False, markup=True)
+    else:
+        err_console.print(f"[bold red]error:[/] DuckDB ran out of its memory cap; nothing was committed. Raise the cap "
+                          f"(PERKFLOW_DUCKDB_MEMORY, default {MEMORY_LIMIT}; e.g. PERKFLOW_DUCKDB_MEMORY=4GB)"
+                          f"{SMALLER.get(command, '')}. DuckDB said: {said}", highlight=False, markup=True)
     return True
 
 
@@ -88,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
                     "idempotent double-entry ledger in DuckDB.",
         epilog="Database: --db, else $PERKFLOW_DB, else data/warehouse.duckdb. "
                "Exit codes: 0 ok, 1 internal error, 2 invalid input, 3 database busy, 4 verification failed.")
-    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
     def db_arg(sp):
         sp.add_argument("--db", help="DuckDB file (default: $PERKFLOW_DB or data/warehouse.duckdb)")
@@ -533,6 +546,8 @@ def _cmd_sql(args) -> int:
 
     try:
         cols, rows = _query(args, args.query)
+    except duckdb.OutOfMemoryException:
+        raise  # not the query's fault: main says what to do
     except duckdb.Error as e:  # the user's SQL: a syntax error, an unknown table, a write refused
         raise InputError(f"sql: {str(e).splitlines()[0]}") from None
     _show(args, cols, [_trim(r) for r in rows])

@@ -7,7 +7,9 @@ chunk, as the writer fed them (a batch's hashes are never held whole).
 
 Memory: every check is written so that DuckDB can stay within its memory cap (spilling joins,
 aggregates and sorts to its temp folder); open the connection with `db.limit_memory` (the CLI
-and the Dagster checks do) for verify's memory to stay flat as the ledger grows.
+and the Dagster checks do) for verify's memory to stay flat as the ledger grows. Those whose
+joins and aggregates grew with the ledger even so run in parts of ~ENTRIES_PER_PART entries (by a
+hash of the entry id, or of the account's entity), the same violations in the same order.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from engine.errors import InputError
+from engine.ledger.db import execute
 from engine.ledger.root import BatchRoot
 from engine.ledger.sqlfiles import sections, statement
 
@@ -40,9 +44,14 @@ CHECKS = [
 
 #: Entry hashes per chunk streamed into a batch root (about 70 bytes each).
 CHUNK_ROWS = 100_000
-#: Entries whose hashes `entry_hashes` recomputes at once: W2 at 1M events (2.9M entries) needed
-#: 100-150 MB of DuckDB memory in one part.
+#: Entries per part of the checks read in parts (IN_PARTS and `summary_identity`): whole, W2 at 1M
+#: events (2.9M entries) needed 100-150 MB of DuckDB memory for `entry_hashes` and
+#: `summary_identity`, and the others more the larger the ledger.
 ENTRIES_PER_PART = 1_000_000
+#: The checks whose violations are read in parts ($part of $parts in their SQL), with the columns
+#: their SQL orders them by (None: ORDER BY ALL).
+IN_PARTS = {"entry_hashes": ["seq"], "postings_sum_to_zero": ["journal_entry_id", "asset_id"], "balances_match_postings": None,
+            "no_duplicate_entries": None, "lot_remainders": None}
 
 BATCH_CHAIN_COLUMNS = ["batch_id", "stored", "recomputed", "prev_root_hash"]
 
@@ -83,15 +92,32 @@ def violations(con: duckdb.DuckDBPyConnection, name: str, limit: int = 5,
         found = list(batch_chain(con, chunk_rows))
         return len(found), BATCH_CHAIN_COLUMNS, found[:limit]
     file = next(f for f, n, _ in CHECKS if n == name)
-    if name != "entry_hashes":
-        return _first(con.execute(sections(file)[name]), limit)
-    # in parts (verify.sql says why), each in seq order: the first `limit` of all is among theirs
+    if name in IN_PARTS:
+        # each part's rows in the check's order: the first `limit` of all are among their firsts
+        count, cols, rows = 0, [], []
+        for part, parts in _parts(con):
+            n, cols, first = _first(con.execute(sections(file)[name], {"part": part, "parts": parts}), limit)
+            count, rows = count + n, rows + first
+        by = [cols.index(c) for c in IN_PARTS[name] or cols]
+        # as DuckDB orders them (ascending, NULLs last; UUIDs, text and numbers compare alike)
+        return count, cols, sorted(rows, key=lambda r: tuple((r[i] is None, r[i]) for i in by))[:limit]
+    if name == "summary_identity":
+        # each part's sums per program and asset (a few rows), added up by DuckDB in exact decimals
+        try:
+            sums = pa.concat_tables(con.sql(sections(file)[name], params={"part": part, "parts": parts})
+                                    .to_arrow_table() for part, parts in _parts(con))
+        except duckdb.CatalogException:
+            raise InputError("this ledger's report views are older than this perkflow's verify, which reads "
+                             "ledger_summary in parts (ledger_summary_part); a `perkflow run` on it (re)creates "
+                             "them") from None
+        return _first(execute(con, statement(file, "summary_identity_whole"), parts=sums), limit)
+    return _first(con.execute(sections(file)[name]), limit)
+
+
+def _parts(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
+    """(part, parts) for the checks read in parts of about ENTRIES_PER_PART entries."""
     parts = con.execute(statement("verify.sql", "entry_count")).fetchall()[0][0] // ENTRIES_PER_PART + 1
-    count, cols, rows = 0, [], []
-    for part in range(parts):
-        n, cols, first = _first(con.execute(sections(file)[name], {"part": part, "parts": parts}), limit)
-        count, rows = count + n, rows + first
-    return count, cols, sorted(rows, key=lambda r: r[cols.index("seq")])[:limit]
+    return [(part, parts) for part in range(parts)]
 
 
 def _first(cur, limit: int) -> tuple[int, list[str], list[tuple]]:
@@ -128,10 +154,27 @@ def batch_chain(con: duckdb.DuckDBPyConnection, chunk_rows: int = CHUNK_ROWS) ->
 
 def _runs(reader) -> Iterator[tuple[int, pa.Array]]:
     """(batch id, its entry hashes) for each run of one batch within each streamed chunk."""
-    for chunk in reader:
+    for chunk in _chunks(reader):
         ids = chunk.column(0).to_numpy()
         hashes = chunk.column(1)
         cuts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), len(ids)]
         for a, b in zip(cuts, cuts[1:]):
             if b > a:
                 yield int(ids[a]), hashes.slice(a, b - a)
+
+
+def _chunks(reader) -> Iterator[pa.RecordBatch]:
+    """The reader's chunks. DuckDB running out of its memory cap while it streams them reaches
+    Python through Arrow as a plain OSError: raised again as DuckDB's own OutOfMemoryException,
+    which the CLI explains (rather than reporting an internal error)."""
+    it = iter(reader)
+    while True:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            return
+        except OSError as e:
+            if str(e).startswith("Out of Memory Error"):
+                raise duckdb.OutOfMemoryException(str(e)) from e
+            raise
+        yield chunk

@@ -1,43 +1,51 @@
 -- Ledger invariants. Each `-- name:` section returns the rows that VIOLATE the invariant:
--- zero rows means it holds. Read by the Dagster asset checks (pipelines/defs/checks.py) and meant
--- to be reused as-is by a `perkflow verify` command. No trailing work: plain SELECTs, read-only.
+-- zero rows means it holds. Read by `perkflow verify` and the Dagster asset checks through
+-- engine/verify.py. No trailing work: plain SELECTs, read-only.
+-- Those with $part and $parts are read in parts (engine/verify.py: ~1M entries each, by a hash of
+-- the entry id or of the account's entity, so that what one row needs lies in its part): whole,
+-- their joins and aggregates needed more of DuckDB's memory the larger the ledger. The modulus is
+-- UBIGINT: with a BIGINT parameter it is a HUGEINT one, ~50x slower.
 
 -- name: postings_sum_to_zero
 -- Double entry: within every journal entry, the postings of each asset sum to zero.
 -- Entries that have no postings at all are reported too (an entry must move something).
 -- The postings are summed per entry and asset before they meet the entries (a join of the
 -- whole tables first held more than DuckDB's memory cap at 10M events); an entry id stored twice
--- counts its postings twice, as a join would.
+-- counts its postings twice, as a join would. In parts by the entry id.
 WITH sums AS (
-    SELECT journal_entry_id, asset_id, SUM(amount) AS imbalance, COUNT(*) AS postings FROM postings GROUP BY ALL
+    SELECT journal_entry_id, asset_id, SUM(amount) AS imbalance, COUNT(*) AS postings
+    FROM postings WHERE hash(journal_entry_id) % $parts::UBIGINT = $part::UBIGINT GROUP BY ALL
 ),
-entries AS (SELECT id, COUNT(*) AS copies FROM journal_entries GROUP BY id)
+entries AS (SELECT id, COUNT(*) AS copies FROM journal_entries WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT GROUP BY id)
 SELECT e.id AS journal_entry_id, s.asset_id, COALESCE(s.imbalance * e.copies, 0) AS imbalance,
        COALESCE(s.postings * e.copies, 0) AS postings
 FROM entries e LEFT JOIN sums s ON s.journal_entry_id = e.id
 WHERE s.journal_entry_id IS NULL OR s.imbalance <> 0
 UNION ALL
--- Postings whose entry does not exist.
+-- Postings whose entry does not exist (an entry with their id would be in this part).
 SELECT journal_entry_id, asset_id, imbalance, postings
 FROM sums s
-WHERE NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.id = s.journal_entry_id)
+WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.id = s.journal_entry_id)
 ORDER BY journal_entry_id, asset_id;
 
 -- name: balances_match_postings
 -- The materialised account_balances equal the sum of postings, account by account
 -- (entity, asset, bucket). An account present on only one side counts as zero on the other.
+-- In parts by the account's entity.
 WITH posted AS (
     SELECT entity_type, entity_id, asset_id, bucket, SUM(amount) AS amount
     FROM postings
+    WHERE hash(entity_id) % $parts::UBIGINT = $part::UBIGINT
     GROUP BY ALL
-)
+),
+b AS (SELECT * FROM account_balances WHERE hash(entity_id) % $parts::UBIGINT = $part::UBIGINT)
 SELECT COALESCE(b.entity_type, p.entity_type) AS entity_type,
        COALESCE(b.entity_id, p.entity_id) AS entity_id,
        COALESCE(b.asset_id, p.asset_id) AS asset_id,
        COALESCE(b.bucket, p.bucket) AS bucket,
        b.amount AS materialised,
        p.amount AS posted
-FROM account_balances b
+FROM b
 FULL OUTER JOIN posted p
   ON p.entity_type = b.entity_type AND p.entity_id = b.entity_id
  AND p.asset_id = b.asset_id AND p.bucket = b.bucket
@@ -63,14 +71,16 @@ ORDER BY ALL;
 -- name: no_duplicate_entries
 -- Every journal entry id occurs once. Ids are md5(event, rule version, action index), so this is
 -- also "at most one entry per (event, rule version, action)"; the second half checks that directly.
+-- In parts by the entry id, and by the event id for the second half.
 SELECT 'id' AS duplicated_on, id::VARCHAR AS key, COUNT(*) AS occurrences
 FROM journal_entries
+WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT
 GROUP BY id
 HAVING COUNT(*) > 1
 UNION ALL
 SELECT 'event_rule_action', event_id::VARCHAR || '/' || rule_version || '/' || action_index::VARCHAR, COUNT(*)
 FROM journal_entries
-WHERE event_id IS NOT NULL
+WHERE event_id IS NOT NULL AND hash(event_id) % $parts::UBIGINT = $part::UBIGINT
 GROUP BY event_id, rule_version, action_index
 HAVING COUNT(*) > 1
 ORDER BY ALL;

@@ -61,7 +61,11 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
         # DuckDB uses every core by default; a shared host or a container may want fewer. The
         # ledger does not depend on it (tests/reliability/test_threads.py runs with 1 and the default).
         con.execute("SET threads = $t", {"t": _positive_int("PERKFLOW_DUCKDB_THREADS", threads)})
-    if not read_only:
+    if read_only:
+        # reports and queries: DuckDB's own default (80% of the machine's memory) unless the
+        # user set a cap; `perkflow verify` sets its own (limit_memory)
+        limit_memory(con, default=None)
+    else:
         # A batch's uncommitted rows stay in DuckDB's buffers until the commit unless it must
         # evict them (they are written to the file or its temp folder): a cap keeps a large
         # batch's memory flat (design/performance.md). Raise it for ledgers whose indexes
@@ -78,12 +82,15 @@ def _positive_int(name: str, text: str) -> int:
     return int(text)
 
 
-def limit_memory(con: duckdb.DuckDBPyConnection) -> None:
-    """Cap DuckDB's memory (MEMORY_LIMIT, or PERKFLOW_DUCKDB_MEMORY): past it, joins, aggregates
-    and sorts spill to the database's temp folder (`<file>.tmp`, also for a read-only
-    connection). Every writing connection has it; `perkflow verify` and the Dagster checks set
-    it on their read-only one (its checks are written to stay within it)."""
-    con.execute("SET memory_limit = $m", {"m": os.environ.get("PERKFLOW_DUCKDB_MEMORY") or MEMORY_LIMIT})
+def limit_memory(con: duckdb.DuckDBPyConnection, default: str | None = MEMORY_LIMIT) -> None:
+    """Cap DuckDB's memory (PERKFLOW_DUCKDB_MEMORY, else `default`; None: DuckDB's own): past
+    it, joins, aggregates and sorts spill to the database's temp folder (`<file>.tmp`, also for
+    a read-only connection). Every writing connection has MEMORY_LIMIT; `perkflow verify` and the
+    Dagster checks set it on their read-only one (its checks are written to stay within it);
+    other read-only connections take the variable only."""
+    cap = os.environ.get("PERKFLOW_DUCKDB_MEMORY") or default
+    if cap:
+        con.execute("SET memory_limit = $m", {"m": cap})
 
 
 def defer_checkpoints(con: duckdb.DuckDBPyConnection) -> None:

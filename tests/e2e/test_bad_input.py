@@ -412,6 +412,14 @@ def test_running_out_of_duckdbs_memory_cap_says_what_to_do_and_commits_nothing(t
               env={"PERKFLOW_DUCKDB_MEMORY": "1MB"})
     assert res.returncode == 1
     assert "PERKFLOW_DUCKDB_MEMORY" in res.stderr and "nothing was committed" in res.stderr
+    assert "smallerbatches" in squash(res.stderr)
     assert "internal error" not in res.stderr and "Traceback" not in res.stderr
     assert file_hash(db) == before
     assert balances(db) == {("u1", "PTS"): Decimal(10)}
+
+    # maintain has no input to split: it can catch up in steps instead
+    res = cli("maintain", "--as-of", "2026-01-01T00:00:00Z", "--db", str(db), env={"PERKFLOW_DUCKDB_MEMORY": "1MB"})
+    assert res.returncode == 1
+    assert "nothingwascommitted" in squash(res.stderr) and "anearlier--as-offirst" in squash(res.stderr)
+    assert "smallerbatches" not in squash(res.stderr) and "Traceback" not in res.stderr
+    assert file_hash(db) == before

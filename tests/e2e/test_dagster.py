@@ -16,7 +16,6 @@ import duckdb
 import pytest
 
 from engine.generate import sample_events
-from engine.ledger.sqlfiles import statement
 from engine.run import run_batch
 from pipelines.defs import assets, checks
 from pipelines.defs.resources import LedgerDatabase, PerkflowFiles
@@ -164,14 +163,14 @@ def test_check_sql_catches_corrupted_posting(tmp_path, landing):
         pid, entry, asset = con.execute(
             "SELECT id, journal_entry_id, asset_id FROM postings WHERE amount > 0 ORDER BY id LIMIT 1").fetchone()
         con.execute("UPDATE postings SET amount = amount + 1 WHERE id = ?", [pid])
-        broken = con.execute(statement("checks.sql", "postings_sum_to_zero")).fetchall()
-        assert [(r[0], r[1]) for r in broken] == [(entry, asset)]
+        count, _, broken = checks.violations(con, "postings_sum_to_zero")
+        assert [(r[0], r[1]) for r in broken] == [(entry, asset)] and count == 1
         assert broken[0][2] == 1
-        assert len(con.execute(statement("checks.sql", "balances_match_postings")).fetchall()) == 1
-        assert con.execute(statement("checks.sql", "no_duplicate_entries")).fetchall() == []
+        assert checks.violations(con, "balances_match_postings")[0] == 1
+        assert checks.violations(con, "no_duplicate_entries")[0] == 0
         # and a duplicated entry is caught by the third check
         con.execute("INSERT INTO journal_entries SELECT * FROM journal_entries WHERE id = ?", [entry])
-        dup = con.execute(statement("checks.sql", "no_duplicate_entries")).fetchall()
+        _, _, dup = checks.violations(con, "no_duplicate_entries")
         assert {r[0] for r in dup} == {"id", "event_rule_action"}
     finally:
         con.close()

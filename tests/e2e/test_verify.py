@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -15,7 +17,7 @@ from engine.ledger import db as ledger_db
 from engine.run import run_batch
 from engine.verify import batch_chain, verify
 from engine.workloads import generate
-from tests.helpers.io import ROOT, cli, event, run_json, write_events
+from tests.helpers.io import ROOT, cli, event, file_hash, program_spec, run_json, write_events, write_program
 
 PROGRAMS = ROOT / "data" / "programs"
 
@@ -185,3 +187,194 @@ def test_entry_hashes_in_parts_finds_what_one_part_finds(clean_db, tmp_path, mon
     finally:
         con.close()
     assert set(found.values()) == {(3, tuple(edited[:2]))}, found
+
+
+# A report definition changed in the ledger file: CREDITs under 100 no longer count as issued, so
+# issued - redeemed - expired - forfeited falls short of the current balance wherever there are any.
+BROKEN_FLOW_CATEGORY = """CREATE OR REPLACE MACRO flow_category(action_type, net_amount) AS
+    CASE WHEN action_type = 'CREDIT' AND net_amount < 100 THEN 'INTERNAL'
+         WHEN action_type IN ('CREDIT', 'VOID_HOLD') THEN 'ISSUED'
+         WHEN action_type IN ('DEBIT', 'REDEMPTION', 'REDEMPTION_REVERSAL') THEN 'REDEEMED'
+         WHEN action_type = 'EXPIRATION' THEN 'EXPIRED'
+         WHEN action_type = 'FORFEIT' THEN 'FORFEITED'
+         WHEN net_amount > 0 THEN 'ISSUED' WHEN net_amount < 0 THEN 'REDEEMED' ELSE 'INTERNAL' END"""
+
+
+def test_summary_identity_in_parts_finds_what_the_whole_view_finds(clean_db, tmp_path, monkeypatch):
+    """`summary_identity` adds up ledger_summary's sums over parts of the entries (its memory on
+    large ledgers): in one part or many, it reports what the ledger_summary view over the whole
+    ledger breaks, the same rows in the same order, and the whole verify report is the same."""
+    from engine import verify as verify_module
+
+    db = _tampered(clean_db, tmp_path, BROKEN_FLOW_CATEGORY)
+    con = ledger_db.connect(db, read_only=True)
+    try:
+        whole = con.execute("SELECT program_key, asset_symbol, total_issued, total_redeemed, total_expired, "
+                            "total_forfeited, current_balance FROM ledger_summary WHERE total_issued - "
+                            "total_redeemed - total_expired - total_forfeited <> current_balance "
+                            "ORDER BY program_key, asset_symbol").fetchall()
+        entries = con.execute("SELECT count(*) FROM journal_entries").fetchone()[0]
+        found, reports = {}, {}
+        for per_part in (10**6, entries // 5, entries // 40):  # one part, ~6 parts, ~41 parts
+            monkeypatch.setattr(verify_module, "ENTRIES_PER_PART", per_part)
+            found[per_part] = verify_module.violations(con, "summary_identity", limit=len(whole))
+            reports[per_part] = [(v.check, v.count, v.rows) for v in verify(con).violations]
+    finally:
+        con.close()
+    assert len(whole) >= 2  # both programs of the sample
+    assert {(n, tuple(rows)) for n, _, rows in found.values()} == {(len(whole), tuple(whole))}
+    assert [c for c, _, _ in reports[10**6]] == ["summary_identity"]
+    assert reports[entries // 5] == reports[entries // 40] == reports[10**6]
+
+
+def test_summary_identity_on_views_older_than_verify_says_to_update_them(clean_db, tmp_path):
+    """A ledger whose report views predate the parts verify reads them in: exit 2 with what to
+    do (a writing run recreates the views), not an internal error."""
+    db = _tampered(clean_db, tmp_path, "DROP MACRO TABLE ledger_summary_part")
+    res = cli("verify", "--db", str(db))
+    assert res.returncode == 2, res.stderr
+    assert "perkflow run" in res.stderr and "Traceback" not in res.stderr
+
+
+OVERDRAW_RULES = [
+    {"name": "Purchase points", "key": "purchase", "condition": 'event.type == "purchase"', "order": 10,
+     "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "10"}]},
+    {"name": "Overdraw", "key": "overdraw", "condition": 'event.type == "overdraw"', "order": 20,
+     "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "25", "allow_negative": True}]},
+]
+
+
+def test_negative_balances_needs_an_entry_allowed_to_overdraw(tmp_path):
+    """`negative_balances`: an AVAILABLE balance below zero passes only if an entry allowed to
+    overdraw posted to that account. u1 overdrew through an allowed DEBIT (-15); u2's balance
+    is edited to -3 with no such entry; u3 is positive."""
+    programs = write_program(tmp_path / "programs" / "shop.yaml", program_spec("shop", OVERDRAW_RULES))
+    db = tmp_path / "ledger.duckdb"
+    rows = [event("shop", "k1", "u1", "2025-03-01T10:00:00Z", {"type": "purchase"}),
+            event("shop", "k2", "u1", "2025-03-01T11:00:00Z", {"type": "overdraw"}),
+            event("shop", "k3", "u2", "2025-03-01T10:00:00Z", {"type": "purchase"}),
+            event("shop", "k4", "u3", "2025-03-01T10:00:00Z", {"type": "purchase"})]
+    run_json(programs, write_events(tmp_path / "events.parquet", rows), db)
+    code, report = _verify(db)
+    assert code == 0, report  # u1's -15 is allowed
+
+    ids = dict(duckdb.connect(str(db), read_only=True).execute(
+        "SELECT external_id, id::VARCHAR FROM participants").fetchall())
+    edited = _tampered(db, tmp_path / "edited", "UPDATE account_balances SET amount = -3 WHERE entity_id = "
+                                                f"'{ids['u2']}' AND bucket = 'AVAILABLE'")
+    code, report = _verify(edited)
+    negative = [v for v in report["violations"] if v["check"] == "negative_balances"]
+    assert code == 4 and len(negative) == 1
+    assert [(r["participant_id"], Decimal(r["amount"])) for r in negative[0]["rows"]] == [(ids["u2"], Decimal(-3))]
+
+    # the same overdraft without its permission is reported too (the entry no longer hashes either)
+    unallowed = _tampered(edited, tmp_path / "unallowed", "UPDATE journal_entries SET allow_negative = false")
+    code, report = _verify(unallowed)
+    negative = [v for v in report["violations"] if v["check"] == "negative_balances"]
+    assert sorted((r["participant_id"], Decimal(r["amount"])) for r in negative[0]["rows"]) == \
+        sorted([(ids["u1"], Decimal(-15)), (ids["u2"], Decimal(-3))])
+
+
+def test_running_out_of_memory_while_streaming_the_chain_is_duckdbs_out_of_memory():
+    """DuckDB's out-of-memory error reaches the chain's Arrow stream as a plain OSError: it is
+    raised as DuckDB's again (the CLI explains it); any other OSError is left as it is."""
+    from engine.verify import _runs
+
+    def failing(message):
+        yield pa.record_batch([pa.array([1], pa.int64()), pa.array(["h"])], names=["batch_id", "entry_hash"])
+        raise OSError(message)
+
+    runs = _runs(failing("Out of Memory Error: failed to pin block of size 256.0 KiB (33.2 MiB/33.3 MiB used)"))
+    assert next(runs)[0] == 1
+    with pytest.raises(duckdb.OutOfMemoryException, match="failed to pin block"):
+        next(runs)
+    with pytest.raises(OSError, match="disk on fire") as other:
+        list(_runs(failing("disk on fire")))
+    assert not isinstance(other.value, duckdb.Error)
+
+
+@pytest.mark.parametrize("command", [["verify"], ["report", "ledger_summary"], ["balances"],
+                                     ["sql", "SELECT count(*) FROM postings p JOIN journal_entries j "
+                                             "ON j.id = p.journal_entry_id"]])
+def test_running_out_of_memory_in_a_read_only_command_says_nothing_was_changed(clean_db, command):
+    """A command that only reads the ledger and runs out of DuckDB's cap: exit 1, the message
+    says nothing was changed and how to raise the cap (not a run's 'nothing was committed ...
+    smaller batches', not an internal error), and the file is untouched."""
+    before = file_hash(clean_db)
+    res = cli(*command, "--db", str(clean_db), env={"PERKFLOW_DUCKDB_MEMORY": "1MB"})
+    assert res.returncode == 1, res.stderr
+    err = " ".join(res.stderr.split())
+    assert "DuckDB ran out of its memory cap; nothing was changed" in err
+    assert f"`perkflow {command[0]}` only reads the ledger" in err and "PERKFLOW_DUCKDB_MEMORY=" in err
+    assert "committed" not in err and "batches" not in err
+    assert "internal error" not in err and "Traceback" not in err
+    assert file_hash(clean_db) == before
+    # with the cap it normally has, the same command works
+    assert cli(*command, "--db", str(clean_db)).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def w2_db(tmp_path_factory) -> Path:
+    """A small W2 ledger (its wallet's fund, then 3,000 events of 150 participants): LOT lots,
+    several assets and accounts per participant."""
+    base = tmp_path_factory.mktemp("w2")
+    generate("W2", 3000, 150, seed=7, out=base / "in")
+    db = base / "ledger.duckdb"
+    run_batch(base / "in" / "programs", None, db, operations=base / "in" / "operations" / "fund.parquet")
+    run_batch(base / "in" / "programs", base / "in" / "events", db)
+    return db
+
+
+def test_checks_in_parts_find_what_the_whole_finds(w2_db, tmp_path, monkeypatch):
+    """The checks read in parts (by a hash of the entry id, or of the account's entity) report,
+    in one part, ~6 or ~41, the same number of violations and the same first ones in the same
+    order; and what they report is what was tampered with."""
+    from engine import verify as verify_module
+
+    q = duckdb.connect(str(w2_db), read_only=True)
+    entries = q.execute("SELECT count(*) FROM journal_entries").fetchone()[0]
+    edited_postings = q.execute("SELECT journal_entry_id, entity_type, entity_id::VARCHAR, asset_id, bucket "
+                                "FROM postings ORDER BY id LIMIT 7").fetchall()
+    deleted = q.execute("SELECT id FROM journal_entries ORDER BY id DESC LIMIT 2").fetchall()
+    copied = q.execute("SELECT id, event_id FROM journal_entries WHERE event_id IS NOT NULL ORDER BY md5(id::VARCHAR) "
+                       "LIMIT 4").fetchall()
+    edited_lots = q.execute("SELECT DISTINCT entity_id FROM (SELECT entity_id FROM lots WHERE status = 'AVAILABLE' "
+                            "ORDER BY md5(id::VARCHAR) LIMIT 6)").fetchall()
+    edited_balances = q.execute("SELECT DISTINCT b.entity_id::VARCHAR FROM account_balances b JOIN assets a ON a.id = "
+                                "b.asset_id WHERE a.symbol = 'PTS' ORDER BY 1 DESC LIMIT 5").fetchall()
+    q.close()
+    db = _tampered(w2_db, tmp_path, f"""
+        UPDATE postings SET amount = amount + 1 WHERE id IN (SELECT id FROM postings ORDER BY id LIMIT 7);
+        DELETE FROM journal_entries WHERE id IN (SELECT id FROM journal_entries ORDER BY id DESC LIMIT 2);
+        INSERT INTO journal_entries SELECT * FROM journal_entries
+            WHERE id IN ({', '.join(f"'{i}'" for i, _ in copied)});
+        UPDATE lots SET remaining = remaining + 1 WHERE id IN
+            (SELECT id FROM lots WHERE status = 'AVAILABLE' ORDER BY md5(id::VARCHAR) LIMIT 6);
+        UPDATE account_balances SET amount = amount + 5 WHERE asset_id = (SELECT id FROM assets WHERE symbol = 'PTS')
+            AND entity_id::VARCHAR IN ({', '.join(f"'{e}'" for e, in edited_balances)});""")
+    con = ledger_db.connect(db, read_only=True)
+    try:
+        found, every = {}, {}
+        for per_part in (10**6, entries // 5, entries // 40):  # one part, ~6 parts, ~41 parts
+            monkeypatch.setattr(verify_module, "ENTRIES_PER_PART", per_part)
+            for name in verify_module.IN_PARTS:
+                found[name, per_part] = verify_module.violations(con, name, limit=3)
+            every[per_part] = {name: verify_module.violations(con, name, limit=10**6) for name in verify_module.IN_PARTS}
+    finally:
+        con.close()
+    for name in verify_module.IN_PARTS:
+        assert found[name, entries // 5] == found[name, entries // 40] == found[name, 10**6], name
+        assert found[name, 10**6][0] > 3, name  # more than the first three: the merge of the parts' firsts counts
+        assert every[entries // 40][name] == every[10**6][name], name
+
+    _, cols, rows = every[10**6]["postings_sum_to_zero"]
+    assert {r[0] for r in rows} == {p[0] for p in edited_postings} | {i for i, in deleted}
+    _, cols, rows = every[10**6]["balances_match_postings"]
+    assert {(r[0], str(r[1])) for r in rows} == {(p[1], p[2]) for p in edited_postings} | \
+        {("PARTICIPANT", e) for e, in edited_balances}
+    _, cols, rows = every[10**6]["no_duplicate_entries"]
+    assert {(r[0], r[1]) for r in rows} == {("id", str(i)) for i, _ in copied} | \
+        {r for r in {(r[0], r[1]) for r in rows} if r[0] == "event_rule_action"}
+    assert {r[1].split("/")[0] for r in rows if r[0] == "event_rule_action"} == {str(e) for _, e in copied}
+    _, cols, rows = every[10**6]["lot_remainders"]
+    assert {r[1] for r in rows} == {e for e, in edited_lots}
