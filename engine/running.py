@@ -408,7 +408,7 @@ def _participant_state(x: pl.LazyFrame, f: _Features, moved: set[str] | None = N
     each did) that depends on earlier events of its participant; and the counters' reset periods.
     With `moved`, only the columns computed from those did-columns. (A participant with one
     event in `x` has nothing before it: engine/windows.py computes those without `over`.)"""
-    return by_group(x, ("pid",), lambda rows, win: _state_columns(rows, f, moved, win))
+    return by_group(x, "pid", lambda rows, win: _state_columns(rows, f, moved, win))
 
 
 def _state_columns(x: pl.LazyFrame, f: _Features, moved: set[str] | None, win: Over) -> pl.LazyFrame:

@@ -30,7 +30,6 @@ from engine import ids
 from engine.catalog import Catalog
 from engine.lots import BREAKAGE
 from engine.state import LOT_SCHEMA, Store
-from engine.windows import by_group
 
 _US = pl.Datetime("us", "UTC")
 
@@ -41,18 +40,17 @@ def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, stor
     and expiries of the lots of the participants the events touch (subjects and recipients;
     the lots in `store` and the new ones) inserted before the event that finds them."""
     touches = _touches(runnable)
-    live = store.live_lots(touches["entity_id"].unique().to_list())
-    waiting = store.due_lots(live, runnable["event_timestamp"].max())
+    waiting = store.due_lots(touches["entity_id"].unique().to_list(), runnable["event_timestamp"].max())
     effects = effects.with_row_index("_row")
     made = _made(effects, runnable, catalog)
     held = _held(store)
     lots = pl.concat([held, waiting.with_columns(pos=pl.lit(-1, pl.Int64)), made.drop("_row")])
     if lots.is_empty():
         return effects.drop("_row")
-    events = by_group(touches.lazy().filter(pl.col("entity_id").is_in(lots["entity_id"].unique().implode())),
-                      ("entity_id",), lambda rows, win: rows.with_columns(rank=win.index())).collect()
+    events = (touches.filter(pl.col("entity_id").is_in(lots["entity_id"].unique().implode()))
+              .with_columns(rank=pl.int_range(pl.len()).over("entity_id")))
     changes = _changes(lots, events)
-    repaid = _repaid(made, changes, store, live)
+    repaid = _repaid(made, changes, store)
     if not repaid.is_empty():  # an expiry takes only what repaying an overdraft left of the lot
         changes = changes.join(repaid, on="id", how="left").with_columns(
             remaining=pl.when(pl.col("kind") == "EXPIRATION")
@@ -67,9 +65,8 @@ def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, stor
     # numbered per (event, holder, asset) as engine.lots.apply_due numbers them; the kernel
     # touches the subject, then the recipient, a holder's assets in id order, and the stable
     # sort below (and in engine.run) by action_index keeps that order among equal indexes
-    due = by_group(changes.lazy().sort("pos", "role", "asset_id", "instant", "kind_rank", "created_at", "id"),
-                   ("pos", "role", "asset_id"), lambda rows, win: rows.with_columns(action_index=win.index())
-                   ).sort("pos", "action_index", "role", "asset_id").collect()
+    due = changes.sort("pos", "role", "asset_id", "instant", "kind_rank", "created_at", "id").with_columns(
+        action_index=pl.int_range(pl.len()).over("pos", "role", "asset_id")).sort("pos", "action_index", "role", "asset_id")
     due = due.select(
         "pos", rule_id=pl.lit(None, pl.String), rule_version="kind", rule_order=pl.lit(-1, pl.Int64),
         action_index="action_index", action_type="kind", asset_id="asset_id", amount="remaining",
@@ -160,8 +157,8 @@ def _changes(lots: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
     ])
     # the first event reaching each instant: as-of on the holder's `now` (non-decreasing in
     # stream order within a batch; cum_max keeps the join exact even if it were not)
-    reach = (by_group(events.lazy(), ("entity_id",), lambda rows, win: rows.with_columns(now=win.highest(pl.col("now"))))
-             .group_by("entity_id", "now").agg(reached=pl.col("rank").min()).sort("now").collect())
+    reach = (events.with_columns(now=pl.col("now").cum_max().over("entity_id"))
+             .group_by("entity_id", "now").agg(reached=pl.col("rank").min()).sort("now"))
     found = changes.sort("instant").join_asof(reach, left_on="instant", right_on="now", by="entity_id",
                                               strategy="forward", check_sortedness=False)
     at = found.filter(pl.col("reached").is_not_null()).with_columns(rank=pl.max_horizontal("first", "reached"))
@@ -169,14 +166,14 @@ def _changes(lots: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
         {"at_pos": "pos"})
 
 
-def _repaid(made: pl.DataFrame, changes: pl.DataFrame, store: Store, live: pl.DataFrame) -> pl.DataFrame:
+def _repaid(made: pl.DataFrame, changes: pl.DataFrame, store: Store) -> pl.DataFrame:
     """What each lot arriving in AVAILABLE repays of its holder's overdraft (id, repaid > 0;
     docs/decisions.md, "Overdrafts on LOT assets", engine.lots.repay). Nothing in these batches
     debits a LOT asset, and an expiry does not change what is owed (it takes as much from the
     lots as from the balance), so a holder's debt at an arrival is its debt at the start of the
     batch less what the arrivals before it brought: a running sum in the kernel's order (by
     event; within one, the maturities it finds, by instant, created_at and id, then the credits
-    of its rules in ledger order). `live`: the holders' live lots (Store.live_lots)."""
+    of its rules in ledger order)."""
     none = pl.DataFrame(schema={"id": pl.String, "repaid": LOT_SCHEMA["remaining"]})
     arrivals = pl.concat([
         changes.filter(pl.col("kind") == "MATURITY").select(
@@ -188,7 +185,7 @@ def _repaid(made: pl.DataFrame, changes: pl.DataFrame, store: Store, live: pl.Da
     ])
     if arrivals.is_empty():
         return none
-    debts = store.lot_debts(arrivals["entity_id"].unique().to_list(), live)
+    debts = store.lot_debts(arrivals["entity_id"].unique().to_list())
     if debts.is_empty():
         return none
     amount = pl.col("amount")

@@ -265,24 +265,17 @@ class Store:
         return {"people": pl.concat([known, new.cast(known.schema)]), "states": rows("entity_states"),
                 "balances": rows("entity_balances"), "tiers": rows("entity_tiers")}
 
-    def live_lots(self, entity_ids: list[str]) -> pl.DataFrame:
-        """The lots (LOT_SCHEMA) of entities `entity_ids` that can still change (AVAILABLE,
-        DEFERRED, HELD), as committed: what `due_lots` and `lot_debts` take theirs from, one scan
-        of the lots table for both."""
-        live = db.frame(self.con, statement("lookups.sql", "entity_live_lots"),
-                        stage_entities=pl.DataFrame({"id": entity_ids}, schema={"id": pl.String}))
-        return live.select(list(LOT_SCHEMA)).cast(LOT_SCHEMA)
-
-    def due_lots(self, live: pl.DataFrame, until: datetime) -> pl.DataFrame:
-        """Of `live` (live_lots), the lots with a change due by `until` of the entities whose lots
-        are not in `lots`: enough to apply every due change up to `until` (a lot with nothing due
-        by then changes nothing before it). A frame, not Lots: the set-wise paths
-        (engine/setwise_lots.py) place their changes set-wise and stage them (`stage`)."""
-        if until is None:  # no events: nothing touched
-            return live.clear()
-        due = (pl.col("expires_at") <= until) | ((pl.col("status") == "DEFERRED") & (pl.col("matures_at") <= until))
-        return live.filter(~pl.col("entity_id").is_in(list(self.lots_loaded)), pl.col("remaining") > 0, due,
-                           ~pl.col("id").is_in(list(self.lot_ids)))
+    def due_lots(self, entity_ids: list[str], until: datetime) -> pl.DataFrame:
+        """The lots (LOT_SCHEMA) with a change due by `until` of the entities whose lots are not
+        in `lots`: enough to apply every due change up to `until` (a lot with nothing due by then
+        changes nothing before it). A frame, not Lots: the set-wise paths (engine/setwise_lots.py)
+        place their changes set-wise and stage them (`stage`)."""
+        ids = [i for i in set(entity_ids) if i not in self.lots_loaded]
+        if not ids:
+            return pl.DataFrame(schema=LOT_SCHEMA)
+        due = db.frame(self.con, statement("lookups.sql", "entity_due_lots"), {"until": until},
+                       stage_entities=pl.DataFrame({"id": ids}, schema={"id": pl.String}))
+        return due.select(list(LOT_SCHEMA)).cast(LOT_SCHEMA).filter(~pl.col("id").is_in(list(self.lot_ids)))
 
     def load_lots(self, holder: tuple[str, str, str], lot_ids: list[str]) -> None:
         """The holder's lots named by id, loaded from the ledger if not in memory, whatever their
@@ -303,13 +296,11 @@ class Store:
                 self._add_lot(row)
             self.lots_loaded.update(need)
 
-    def lot_debts(self, entity_ids: list[str], live: pl.DataFrame) -> pl.DataFrame:
+    def lot_debts(self, entity_ids: list[str]) -> pl.DataFrame:
         """What participants `entity_ids` owe on LOT assets at the start of the batch (entity_id,
         asset_id, owed > 0; engine.lots.owed), for the set-wise paths (engine/setwise_lots.py),
-        which change no balance before they ask; `live`: their live_lots."""
-        available = live.filter(pl.col("entity_type") == "PARTICIPANT", pl.col("status") == "AVAILABLE",
-                                pl.col("entity_id").is_in(entity_ids)).select("entity_id", "asset_id", "remaining")
-        frame = db.frame(self.con, statement("lookups.sql", "lot_debts"), stage_available_lots=available,
+        which change no balance before they ask."""
+        frame = db.frame(self.con, statement("lookups.sql", "lot_debts"),
                          stage_entities=pl.DataFrame({"id": entity_ids}, schema={"id": pl.String}))
         return frame.select("entity_id", "asset_id", pl.col("owed").cast(LOT_SCHEMA["remaining"]))
 

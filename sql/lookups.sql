@@ -113,17 +113,16 @@ SELECT id::VARCHAR AS id, entity_type, entity_id::VARCHAR AS entity_id, asset_id
 FROM lots
 WHERE id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities);
 
--- name: entity_live_lots
--- The lots of the entities a batch names that can still change (AVAILABLE, DEFERRED, HELD), from
--- one scan of lots (it grows with every batch): the set-wise paths find among them those with a
--- change due by the batch's last instant (Store.due_lots) and what each holder's AVAILABLE lots
--- hold (lot_debts, below). Two scans, one for each, cost ~35 ms each per daily batch of W3 at 1M
--- events by day 250 (550,000 lots).
+-- name: entity_due_lots
+-- The lots of the entities a batch names with a maturity or expiry due at or before $until (the
+-- batch's last instant): a lot with nothing due by then changes nothing within the batch.
 SELECT id::VARCHAR AS id, entity_type, entity_id::VARCHAR AS entity_id, asset_id::VARCHAR AS asset_id, amount,
        remaining, status, created_at, expires_at, matures_at, program_id::VARCHAR AS program_id, reference_id,
        provisional
 FROM lots
-WHERE entity_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities) AND status IN ('AVAILABLE', 'DEFERRED', 'HELD');
+WHERE entity_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities)
+  AND status IN ('AVAILABLE', 'DEFERRED', 'HELD') AND remaining > 0
+  AND (expires_at <= $until OR (status = 'DEFERRED' AND matures_at <= $until));
 
 -- name: due_lots
 -- Lots with a maturity or expiry due at or before $as_of (held lots expire too).
@@ -168,16 +167,17 @@ WHERE entity_type = 'PARTICIPANT' AND kind = 'COUNTER' AND key IN (SELECT key FR
 -- name: lot_debts
 -- What the participants a batch names owe on LOT assets (docs/decisions.md, "Overdrafts on LOT
 -- assets"; engine.lots.owed): how far each AVAILABLE balance is below what its AVAILABLE lots
--- hold (stage_available_lots: those lots of these participants, from entity_live_lots), where it
--- is (an overdraft; the value arriving there repays it first).
+-- hold, where it is (an overdraft; the value arriving there repays it first).
 WITH b AS (
     SELECT b.entity_id, b.asset_id, b.amount
     FROM account_balances b JOIN assets a ON a.id = b.asset_id AND a.inventory_mode = 'LOT'
     WHERE b.entity_type = 'PARTICIPANT' AND b.bucket = 'AVAILABLE'
       AND b.entity_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities)
 ), l AS (
-    SELECT entity_id::UUID AS entity_id, asset_id::UUID AS asset_id, SUM(remaining) AS in_lots
-    FROM stage_available_lots
+    SELECT entity_id, asset_id, SUM(remaining) AS in_lots
+    FROM lots
+    WHERE entity_type = 'PARTICIPANT' AND status = 'AVAILABLE'
+      AND entity_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities)
     GROUP BY ALL
 )
 SELECT b.entity_id::VARCHAR AS entity_id, b.asset_id::VARCHAR AS asset_id, COALESCE(l.in_lots, 0) - b.amount AS owed
