@@ -94,13 +94,15 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
     """The batch's outcome on the running path, or None when it does not settle (or some
     state-reading expression has no exact vectorised form): the caller takes the kernel path."""
     g = runnable.sort("pos").with_columns(pid=pl.col("subject_id"))
-    opening = store.opening(g["pid"].unique().to_list())  # (lots: engine/setwise_lots.py)
+    wallets = _wallets(g, catalog)
+    # (lots: engine/setwise_lots.py)
+    opening = store.opening(g["pid"].unique().to_list(), sorted({account[1] for account in wallets.values()}))
     f = _features(g, catalog, opening)
     if f is None:
         _trace("running path declined: opening state it does not model (a counter key with another "
                "reset_after, or a tier level no longer in the program file)")
         return None
-    f.wallets = _wallets(g, catalog, store)
+    f.wallets = _held(wallets, opening["balances"])
     keys = g["program_key"].unique(maintain_order=True).to_list()
     passes = {k: _ProgramPass(catalog.programs[k], g.filter(pl.col("program_key") == k), f, helpers) for k in keys}
     declined = [p.declined for p in passes.values() if p.declined]
@@ -238,17 +240,22 @@ def _features(g: pl.DataFrame, catalog: Catalog, opening: dict[str, pl.DataFrame
     return _Features(counters, sorted(tags), sorted(attrs), assets, budgets, tiers)
 
 
-def _wallets(g: pl.DataFrame, catalog: Catalog, store: Store) -> dict[str, Decimal]:
+def _wallets(g: pl.DataFrame, catalog: Catalog) -> dict[str, tuple]:
     """The program wallets the batch's rules move value from or to (CREDITs and DEBITs of
-    PREFUNDED assets), keyed `program id:asset id`, with their committed balances."""
+    PREFUNDED assets), keyed `program id:asset id`: their accounts."""
     held = {}
     for key in g["program_key"].unique(maintain_order=True).to_list():
         program = catalog.programs[key]
         held |= {_wallet_key(program, a): wallet(program.sid, a.asset_sid) for rule in program.active_rules
                  for a in rule.actions if _draws_on_wallet(a)}
-    if held:
-        store.load_balances(sorted({account[1] for account in held.values()}))
-    return {k: store.balances.get(account, Decimal(0)) for k, account in held.items()}
+    return held
+
+
+def _held(wallets: dict[str, tuple], balances: pl.DataFrame) -> dict[str, Decimal]:
+    """What each of `wallets` held before the batch, from the committed `balances` (Store.opening)."""
+    amounts = {tuple(account): amount
+               for *account, amount in balances.filter(pl.col("entity_type") == "PROGRAM_WALLET").iter_rows()}
+    return {k: amounts.get(account, Decimal(0)) for k, account in wallets.items()}
 
 
 def _draws_on_wallet(action) -> bool:
