@@ -54,6 +54,7 @@ from engine.moves import INSUFFICIENT, WALLET_SHORT, ActionFailed, insufficient_
 from engine.plan import program_unsupported
 from engine.reads import Reads, keys, merge, reads, reads_field
 from engine.state import STATE_SCHEMA, TIERS_SCHEMA, Store, TierState
+from engine.windows import Over, by_group
 
 MAX_ROUNDS = 12
 #: Batches (or chunks) smaller than this take the kernel: a running-path pass has a fixed cost
@@ -93,13 +94,15 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
     """The batch's outcome on the running path, or None when it does not settle (or some
     state-reading expression has no exact vectorised form): the caller takes the kernel path."""
     g = runnable.sort("pos").with_columns(pid=pl.col("subject_id"))
-    opening = store.opening(g["pid"].unique().to_list())  # (lots: engine/setwise_lots.py)
+    wallets = _wallets(g, catalog)
+    # (lots: engine/setwise_lots.py)
+    opening = store.opening(g["pid"].unique().to_list(), sorted({account[1] for account in wallets.values()}))
     f = _features(g, catalog, opening)
     if f is None:
         _trace("running path declined: opening state it does not model (a counter key with another "
                "reset_after, or a tier level no longer in the program file)")
         return None
-    f.wallets = _wallets(g, catalog, store)
+    f.wallets = _held(wallets, opening["balances"])
     keys = g["program_key"].unique(maintain_order=True).to_list()
     passes = {k: _ProgramPass(catalog.programs[k], g.filter(pl.col("program_key") == k), f, helpers) for k in keys}
     declined = [p.declined for p in passes.values() if p.declined]
@@ -237,17 +240,22 @@ def _features(g: pl.DataFrame, catalog: Catalog, opening: dict[str, pl.DataFrame
     return _Features(counters, sorted(tags), sorted(attrs), assets, budgets, tiers)
 
 
-def _wallets(g: pl.DataFrame, catalog: Catalog, store: Store) -> dict[str, Decimal]:
+def _wallets(g: pl.DataFrame, catalog: Catalog) -> dict[str, tuple]:
     """The program wallets the batch's rules move value from or to (CREDITs and DEBITs of
-    PREFUNDED assets), keyed `program id:asset id`, with their committed balances."""
+    PREFUNDED assets), keyed `program id:asset id`: their accounts."""
     held = {}
     for key in g["program_key"].unique(maintain_order=True).to_list():
         program = catalog.programs[key]
         held |= {_wallet_key(program, a): wallet(program.sid, a.asset_sid) for rule in program.active_rules
                  for a in rule.actions if _draws_on_wallet(a)}
-    if held:
-        store.load_balances(sorted({account[1] for account in held.values()}))
-    return {k: store.balances.get(account, Decimal(0)) for k, account in held.items()}
+    return held
+
+
+def _held(wallets: dict[str, tuple], balances: pl.DataFrame) -> dict[str, Decimal]:
+    """What each of `wallets` held before the batch, from the committed `balances` (Store.opening)."""
+    amounts = {tuple(account): amount
+               for *account, amount in balances.filter(pl.col("entity_type") == "PROGRAM_WALLET").iter_rows()}
+    return {k: amounts.get(account, Decimal(0)) for k, account in wallets.items()}
 
 
 def _draws_on_wallet(action) -> bool:
@@ -405,43 +413,47 @@ def _before(g: pl.DataFrame, did: pl.DataFrame, f: _Features, since: tuple[pl.Da
 def _participant_state(x: pl.LazyFrame, f: _Features, moved: set[str] | None = None) -> pl.LazyFrame:
     """The state before each event of `x` (every event of each of its participants, and what
     each did) that depends on earlier events of its participant; and the counters' reset periods.
-    With `moved`, only the columns computed from those did-columns."""
-    prior_sum = lambda c, *by: pl.col(c).cum_sum().over(*by) - pl.col(c)  # noqa: E731  (strictly earlier rows)
-    last_write = lambda c: pl.col(c).shift(1).forward_fill().over("pid")  # noqa: E731
+    With `moved`, only the columns computed from those did-columns. (A participant with one
+    event in `x` has nothing before it: engine/windows.py computes those without `over`.)"""
+    return by_group(x, "pid", lambda rows, win: _state_columns(rows, f, moved, win))
+
+
+def _state_columns(x: pl.LazyFrame, f: _Features, moved: set[str] | None, win: Over) -> pl.LazyFrame:
+    """_participant_state's columns (and `_i`) with the windows `win`."""
+    prior_sum = lambda c, *by: win.total(pl.col(c), *by) - pl.col(c)  # noqa: E731  (strictly earlier rows)
     needed = lambda *did: moved is None or not moved.isdisjoint(did)  # noqa: E731
     out, periods = {}, []
     for k, reset in f.counters.items():
         w, inc, o_c, o_r = _col("w", k), _col("inc", k), _col("o_c", k), _col("o_r", k)
         if not needed(w, inc):
             continue
-        written_before = pl.col(w).cast(pl.Int64).cum_sum().over("pid") - pl.col(w).cast(pl.Int64) > 0
+        written_before = win.total(pl.col(w).cast(pl.Int64)) - pl.col(w).cast(pl.Int64) > 0
         exists = pl.col(o_c).is_not_null() | written_before
         if reset is None:
-            value = pl.col(o_c).fill_null(Decimal(0)) + prior_sum(inc, "pid")
+            value = pl.col(o_c).fill_null(Decimal(0)) + prior_sum(inc)
         else:
             # periods of reset_after from the counter's last reset (or creation): a counter is 0
             # again once a period has passed (state.EntityState.apply_resets)
-            anchor = pl.coalesce(pl.col(o_r), pl.col("event_timestamp").filter(pl.col(w)).min().over("pid"))
+            anchor = pl.coalesce(pl.col(o_r), win.first_where(pl.col("event_timestamp"), pl.col(w)))
             period = ((pl.col("event_timestamp") - anchor).dt.total_microseconds() // (reset // timedelta(microseconds=1))).clip(0)
             x = x.with_columns(**{_col("per", k): period, _col("anchor", k): anchor})
             periods += [_col("per", k), _col("anchor", k)]
             value = (pl.when(pl.col(_col("per", k)) == 0).then(pl.col(o_c).fill_null(Decimal(0))).otherwise(ZERO)
-                     + prior_sum(inc, "pid", _col("per", k)))
+                     + prior_sum(inc, _col("per", k)))
         out[_col("c", k)] = pl.when(exists).then(value.cast(D))
     for t in f.tags:
         if needed(_col("tw", t)):
-            out[_col("t", t)] = pl.coalesce(last_write(_col("tw", t)), pl.col(_col("o_t", t)))
+            out[_col("t", t)] = pl.coalesce(win.last(pl.col(_col("tw", t))), pl.col(_col("o_t", t)))
     for a in f.attrs:
         if needed(_col("aw", a)):
-            out[_col("a", a)] = pl.coalesce(last_write(_col("aw", a)), pl.col(_col("o_a", a)))
+            out[_col("a", a)] = pl.coalesce(win.last(pl.col(_col("aw", a))), pl.col(_col("o_a", a)))
     for s in f.assets:
         if needed(_col("d", s)):
-            out[_col("b", s)] = (pl.col(_col("o_b", s)) + prior_sum(_col("d", s), "pid")).cast(D)
+            out[_col("b", s)] = (pl.col(_col("o_b", s)) + prior_sum(_col("d", s))).cast(D)
     for t in f.tiers:  # auto-qualification only ever upgrades: the best rank reached so far
         if needed(_col("up", t)):  # (cum_max leaves the rows without an upgrade null: carried forward)
-            out[_col("lv", t)] = pl.max_horizontal(pl.col(_col("o_lv", t)),
-                                                   pl.col(_col("up", t)).shift(1).cum_max().forward_fill().over("pid"))
-    return x.select(*periods, **out)
+            out[_col("lv", t)] = pl.max_horizontal(pl.col(_col("o_lv", t)), win.best(pl.col(_col("up", t))))
+    return x.select("_i", *periods, **out)
 
 
 def _const(value, n: int, dtype: pl.DataType) -> pl.Series:

@@ -273,21 +273,23 @@ class Store:
         due = db.frame(self.con, statement("lookups.sql", "due_counter_touches"), stage_touches=touches)
         return self.reset_counters(dict(due.iter_rows()))
 
-    def opening(self, ids: list[str]) -> dict[str, pl.DataFrame]:
+    def opening(self, ids: list[str], wallets: list[str] = ()) -> dict[str, pl.DataFrame]:
         """The committed state of participants `ids` as frames, for the running path (which
         computes with them set-wise and never needs them as objects): `people` (id, external_id,
         status, created_at; those intake creates included), `states` (entity_states rows),
-        `balances` (entity_balances rows), `tiers` (entity_tiers rows)."""
+        `balances` (entity_balances rows; of the programs `wallets` too: one scan of the
+        balances for both), `tiers` (entity_tiers rows)."""
         entities = pl.DataFrame({"id": ids}, schema={"id": pl.String})
 
-        def rows(name: str) -> pl.DataFrame:
-            return db.frame(self.con, statement("lookups.sql", name), stage_entities=entities)
+        def rows(name: str, of: pl.DataFrame = entities) -> pl.DataFrame:
+            return db.frame(self.con, statement("lookups.sql", name), stage_entities=of)
         known = rows("participants_by_id").cast({"created_at": pl.Datetime("us", "UTC")})
         new = (self._people.join(known.select("id"), on="id", how="anti")
                .select("id", "external_id", status=pl.lit("ACTIVE"), created_at="created_at")
                if self._people is not None else known.clear())
+        everyone = pl.concat([entities, pl.DataFrame({"id": list(wallets)}, schema={"id": pl.String})])
         return {"people": pl.concat([known, new.cast(known.schema)]), "states": rows("entity_states"),
-                "balances": rows("entity_balances"), "tiers": rows("entity_tiers")}
+                "balances": rows("entity_balances", everyone), "tiers": rows("entity_tiers")}
 
     def due_lots(self, entity_ids: list[str], until: datetime) -> pl.DataFrame:
         """The lots (LOT_SCHEMA) with a change due by `until` of the entities whose lots are not
