@@ -314,9 +314,9 @@ def _uuid_lowercase(col: pl.Series) -> pl.Series:
 
 
 def _blank_is_missing(col: pl.Series) -> pl.Series:
-    """An empty participant reference names nobody: it is a missing one, as an empty
-    idempotency_key is (it made a participant whose external id was '')."""
-    return col.replace("", None)
+    """An empty or whitespace-only participant reference names nobody: it is a missing one, as
+    such an idempotency_key is (it made a participant whose external id was '' or '   ')."""
+    return pl.select(pl.when(col.str.strip_chars() != "").then(col)).to_series().alias(col.name)
 
 
 def _operation_words(text: str) -> str:

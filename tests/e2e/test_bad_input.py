@@ -140,6 +140,17 @@ def test_unreadable_file_subprocess_exit_code(tmp_path, existing_db, programs):
 # Row-level problems: quarantined, the rest processed
 
 
+def test_a_whitespace_only_external_id_names_nobody(tmp_path, db_path, programs):
+    # like an empty one (decisions.md "Input"): a row with no other participant reference is
+    # quarantined, and no participant "   " is created; an id with other characters is kept
+    ok = {"type": "purchase"}
+    rows = [event("shop", "k1", "   ", "2025-11-01T10:00:00Z", ok), event("shop", "k2", " al ", "2025-11-01T10:01:00Z", ok)]
+    report = run_json(programs, write_events(tmp_path / "in" / "rows.parquet", rows), db_path)
+    assert (report["read"], report["rejected"], report["completed"]) == (2, 1, 1)
+    assert query(db_path, "SELECT reason FROM rejected_rows") == [("missing_required_field",)]
+    assert query(db_path, "SELECT external_id FROM participants") == [(" al ",)]
+
+
 def test_a_whitespace_only_idempotency_key_is_quarantined_like_an_empty_one(tmp_path, db_path, programs):
     # semantics.md 2.2: idempotency_key is a string of 1..255; one of only whitespace names no
     # event (decisions.md "Input"): quarantined as missing_required_field, with a message that
