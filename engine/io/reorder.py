@@ -3,7 +3,7 @@
 memory follows the chunk rather than the batch, as it does for inputs that arrive in order
 (`events.read_chunks`).
 Shuffled exports or files per region would otherwise be read whole: W1 at 1M shuffled events
-peaked at 2.37 GB against 1.42 GB in order, and the whole-batch peak grows with the batch.
+peaked at 2.26 GiB against 1.35 GiB in order, and the whole-batch peak grows with the batch.
 
 Three passes over the files, each holding one Parquet batch (BATCH_ROWS) at a time:
 1. every row's timestamp (held: 8 bytes a row) gives its rank in stream order and its chunk,
