@@ -95,8 +95,8 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
     state-reading expression has no exact vectorised form): the caller takes the kernel path."""
     g = runnable.sort("pos").with_columns(pid=pl.col("subject_id"))
     wallets = _wallets(g, catalog)
-    # (lots: engine/setwise_lots.py)
-    opening = store.opening(g["pid"].unique().to_list(), sorted({account[1] for account in wallets.values()}))
+    opening = store.opening(g["pid"].unique().to_list(),  # (lots: engine/setwise_lots.py)
+                            sorted({account[1] for account in wallets.values()}))
     f = _features(g, catalog, opening)
     if f is None:
         _trace("running path declined: opening state it does not model (a counter key with another "
