@@ -24,6 +24,9 @@ a conflict), so no event is evaluated out of stream order, and by batch invarian
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,7 +55,8 @@ def read_chunks(inputs: list[tuple[str | Path, str]], rows: int,
     quarantine of normalised rows without the ledger (`engine.intake.screen` for the batch's
     catalog), which decides which rows can win their key."""
     files = [(f, root, kind) for spec, kind in inputs for f, root in expand(spec)]
-    with tempfile.TemporaryDirectory(prefix="perkflow-reorder-") as folder:
+    _remove_stale_spills()
+    with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{socket.gethostname()}-{os.getpid()}-") as folder:
         spill = Path(folder)
         chunk_of = _chunks(files, rows, screen, spill)
         parts = _spill(files, chunk_of, spill)
@@ -66,6 +70,27 @@ def read_chunks(inputs: list[tuple[str | Path, str]], rows: int,
                               .with_columns(arrival=df[ARRIVAL]))
             if frames:
                 yield joined(frames).sort("arrival")
+
+
+SPILL_PREFIX = "perkflow-reorder-"
+
+
+def _remove_stale_spills() -> None:
+    """Spill folders of killed runs (SIGKILL, out of memory, power loss: the folder is removed
+    on any other exit). A run's folder is named by its host and process id; one of this host
+    whose process is gone and that this user owns is removed (up to the batch's size of parts).
+    The ledger never needs them: nothing is committed before the whole batch is read."""
+    host = socket.gethostname()
+    for folder in Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}{host}-*-*"):
+        pid = folder.name[len(SPILL_PREFIX) + len(host) + 1:].split("-")[0]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # gone meanwhile, or the process is alive and someone else's
+            continue
 
 
 def _batches(file: Path) -> Iterator[pa.Table]:

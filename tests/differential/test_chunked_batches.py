@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -139,7 +141,8 @@ def test_the_first_key_to_arrive_wins_even_when_a_later_one_is_earlier(tmp_path)
 
 def test_arrival_order_and_stream_order(tmp_path, monkeypatch):
     """Files are read as they are only when their arrival order is the stream order; otherwise
-    they are still chunked, through the spill folder, which is gone after the run."""
+    they are still chunked, through the spill folder, which is gone after the run, as are the
+    spill folders of killed runs on this host (not a live run's, nor another host's)."""
     rows = [S.Row(S.PROGRAM, f"k{i}", "u1", t, "{}") for i, t in
             enumerate(["2025-03-01T00:00:02Z", "2025-03-01T00:00:01Z", "2025-03-01T00:00:03Z"])]
     write_events(tmp_path / "a.parquet", [r.for_parquet() for r in rows], schema=SCHEMA)
@@ -157,10 +160,17 @@ def test_arrival_order_and_stream_order(tmp_path, monkeypatch):
     spill = tmp_path / "tmp"
     spill.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spill))  # TMPDIR, as the process sees it
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs: a killed run's
+    host = socket.gethostname()
+    kept = [f"perkflow-reorder-{host}-{os.getpid()}-live", f"perkflow-reorder-otherhost-{gone.pid}-x"]
+    for name in [f"perkflow-reorder-{host}-{gone.pid}-killed", *kept]:
+        (spill / name).mkdir()
+        (spill / name / "00000000-00000000.parquet").write_bytes(b"part")
     seen: list[int] = []  # spilled part files at each step of the run
     report = run_batch(tmp_path / "programs", tmp_path / "c.parquet", tmp_path / "l.duckdb", chunk_rows=1,
                        progress=lambda _msg: seen.append(len(list(spill.rglob("*.parquet")))))
-    assert report.completed == 3 and max(seen) > 0 and list(spill.iterdir()) == []
+    assert report.completed == 3 and max(seen) > len(kept) and sorted(p.name for p in spill.iterdir()) == sorted(kept)
 
 
 @pytest.mark.parametrize("name,chunk_rows,row_path,fund_in_batch", [
