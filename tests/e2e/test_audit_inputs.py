@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.cli import main
-from tests.helpers.io import balances, event, program_spec, query, run_json, write_events, write_program
+from tests.helpers.io import balances, cli, event, program_spec, query, run_json, write_events, write_program
 from tests.helpers.scenario import Scenario, asset, ev
 
 D = Decimal
@@ -608,3 +608,24 @@ def test_s13_an_ndjson_line_that_is_not_an_object_stops_the_run_naming_its_line(
         err = " ".join(capsys.readouterr().err.split())
         assert problem in err and "internal error" not in err, err
         assert not db.exists()
+
+
+@pytest.mark.parametrize("name", ["[promo] Double points", "Promo [/x] week", "[bold]"])
+def test_s2_a_load_error_names_a_rule_whose_name_has_brackets(tmp_path, name):
+    """semantics.md 2.1: a load error names the file, the rule and the field, and the run writes
+    nothing (exit 2). Rule names are the user's text: the CLI printed them through rich markup,
+    so `[promo]` vanished from the message (it reads as a style) and `[/x]` crashed the error
+    printer (MarkupError: exit 1 with a trace). The message must carry the name as written."""
+    f = write_program(tmp_path / "programs" / "br.yaml", program_spec("br", [
+        {"name": name, "key": "r", "condition": "event.type = 'buy'",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
+    events = write_events(tmp_path / "e.parquet", [event("br", "k1", "u1", "2025-03-01T10:00:00Z", {"type": "buy"})])
+    db = tmp_path / "l.duckdb"
+    for args in (("validate", "--programs", str(f)),
+                 ("run", "--programs", str(f), "--events", str(events), "--db", str(db))):
+        res = cli(*args)
+        assert res.returncode == 2, (res.returncode, res.stderr[-600:])
+        err = " ".join(res.stderr.split())
+        assert f"rules[0] ({name}): condition: syntax error" in err, err[:600]
+        assert "Traceback" not in res.stderr
+    assert not db.exists()
