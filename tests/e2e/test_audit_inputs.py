@@ -629,3 +629,38 @@ def test_s2_a_load_error_names_a_rule_whose_name_has_brackets(tmp_path, name):
         assert f"rules[0] ({name}): condition: syntax error" in err, err[:600]
         assert "Traceback" not in res.stderr
     assert not db.exists()
+
+
+def test_s2_unquoted_yaml_numbers_are_exact_amounts_limits_and_values(tmp_path):
+    """semantics.md 2.1 writes amounts and limits as decimal strings; a YAML file that leaves them
+    unquoted hands over floats. Small ones (0.00001) have an exponent in their shortest repr
+    (1e-05): the amount was a load error ("neither a number nor a CEL expression"), a budget
+    `limit` of any number was one ("Input should be a valid string"), and a SET_ATTRIBUTE value
+    was stored as the text "1e-05". Each is the exact decimal the file shows."""
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    (programs / "tiny.yaml").write_text(
+        "program: {key: tiny, name: Tiny}\n"
+        "assets:\n"
+        "  - {symbol: DUST, name: Dust, inventory_mode: SIMPLE, issuance_policy: UNLIMITED, scale: 5}\n"
+        "rules:\n"
+        "  - name: earn\n"
+        "    condition: event.type == \"buy\"\n"
+        "    budgets: [{asset: DUST, limit: 0.00002}]\n"
+        "    actions:\n"
+        "      - {type: CREDIT, asset: DUST, amount: 0.00001}\n"
+        "      - {type: SET_ATTRIBUTE, key: last, value: 0.00001}\n"
+        "  - name: big\n"
+        "    condition: event.type == \"big\"\n"
+        "    budgets: [{asset: DUST, limit: 100000}]\n"
+        "    actions: [{type: CREDIT, asset: DUST, amount: 12.5}]\n", encoding="utf-8")
+    events = write_events(tmp_path / "e.parquet", [
+        event("tiny", f"k{i}", "u1", f"2025-03-01T10:00:0{i}Z", {"type": t}) for i, t in enumerate(["buy"] * 3 + ["big"])])
+    report = run_json(programs, events, tmp_path / "l.duckdb")
+    assert (report["completed"], report["failed"], report["rejected"]) == (4, 0, 0)
+    # 0.00001 twice within the 0.00002 limit, the third evaluation would pass it; 12.5 from `big`
+    assert balances(tmp_path / "l.duckdb") == {("u1", "DUST"): D("12.50002")}
+    outcomes = query(tmp_path / "l.duckdb", "SELECT x.outcome FROM rule_evaluations x JOIN events e ON e.id = x.event_id "
+                                            "ORDER BY e.arrival_seq")
+    assert [o for o, in outcomes] == ["MATCHED", "MATCHED", "BUDGET_EXCEEDED", "MATCHED"]
+    assert query(tmp_path / "l.duckdb", "SELECT text_value FROM entity_state WHERE kind = 'ATTRIBUTE'") == [("0.00001",)]
