@@ -304,13 +304,13 @@ def _json_kind(value) -> str:
     return {list: "an array", str: "a string"}.get(type(value), "a number")
 
 
-_UUID = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
 
 
 def _uuid_lowercase(col: pl.Series) -> pl.Series:
     """A UUID in its canonical lowercase text: UUIDs are case-insensitive (RFC 9562), and an
     uppercase program or participant id named nobody (`unknown_program`, `participant_not_found`)."""
-    return pl.select(pl.when(col.str.contains(_UUID)).then(col.str.to_lowercase()).otherwise(col)).to_series().alias(col.name)
+    return pl.select(pl.when(col.str.contains(UUID_PATTERN)).then(col.str.to_lowercase()).otherwise(col)).to_series().alias(col.name)
 
 
 def _blank_is_missing(col: pl.Series) -> pl.Series:

@@ -664,3 +664,35 @@ def test_s2_unquoted_yaml_numbers_are_exact_amounts_limits_and_values(tmp_path):
                                             "ORDER BY e.arrival_seq")
     assert [o for o, in outcomes] == ["MATCHED", "MATCHED", "BUDGET_EXCEEDED", "MATCHED"]
     assert query(tmp_path / "l.duckdb", "SELECT text_value FROM entity_state WHERE kind = 'ATTRIBUTE'") == [("0.00001",)]
+
+
+def test_s2_a_participant_id_that_is_not_a_uuid_names_nobody_and_the_rest_is_processed(tmp_path):
+    """participant_id / recipient_id are perkflow's participant ids (semantics.md 2.2). A value
+    that is not a UUID at all (an external id put in the wrong column, `123`) names nobody, like
+    an unknown id: the row is FAILED participant_not_found and the batch goes on. It stopped the
+    whole run with an internal error (exit 1, DuckDB's UUID cast), events and operations alike."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", [
+        {"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
+    events = write_events(tmp_path / "e.parquet", [
+        event("p", "ok", "u1", "2025-03-01T10:00:00Z", {"type": "buy"}),
+        event("p", "subject", None, "2025-03-01T10:00:01Z", {"type": "buy"}, participant_id="u1"),
+        event("p", "recipient", "u1", "2025-03-01T10:00:02Z", {"type": "buy"}, recipient_id="123"),
+    ])
+    ops = tmp_path / "o.parquet"
+    pq.write_table(pa.Table.from_pylist([
+        {"operation": "adjust", "program_id": "p", "idempotency_key": "op", "participant_id": "u1",
+         "timestamp": "2025-03-01T11:00:00Z", "params": json.dumps({"type": "CREDIT", "asset": "PTS", "amount": "5"})}]), ops)
+    db = tmp_path / "l.duckdb"
+    res = cli("run", "--programs", str(programs), "--events", str(events), "--operations", str(ops), "--db", str(db), "--json")
+    assert res.returncode == 0, res.stderr[-800:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (report["read"], report["completed"], report["failed"], report["rejected"]) == (4, 1, 3, 0)
+    rows = query(db, "SELECT idempotency_key, status, error_code, participant_ref, recipient_ref FROM events "
+                     "UNION ALL SELECT idempotency_key, status, error_code, participant_ref, NULL FROM operations "
+                     "ORDER BY idempotency_key")
+    assert rows == [("ok", "COMPLETED", None, None, None),
+                    ("op", "FAILED", "participant_not_found", "u1", None),
+                    ("recipient", "FAILED", "participant_not_found", None, "123"),
+                    ("subject", "FAILED", "participant_not_found", "u1", None)]
+    assert balances(db) == {("u1", "PTS"): D(1)}
