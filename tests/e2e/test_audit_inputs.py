@@ -696,3 +696,31 @@ def test_s2_a_participant_id_that_is_not_a_uuid_names_nobody_and_the_rest_is_pro
                     ("recipient", "FAILED", "participant_not_found", None, "123"),
                     ("subject", "FAILED", "participant_not_found", "u1", None)]
     assert balances(db) == {("u1", "PTS"): D(1)}
+
+
+def test_s2_a_rule_removed_from_its_file_is_archived_and_its_versions_stay(tmp_path):
+    """semantics.md 2.1: a changed rule gets a new version, the ledger records which version
+    wrote each entry, old versions stay queryable. A rule taken out of its program's file kept
+    its `rules` row as ACTIVE (so a new rule at its `order` showed two ACTIVE rules on one order);
+    it is ARCHIVED now, and its entries and versions still name it."""
+    def rules(*rs):
+        return write_program(tmp_path / "programs" / "p.yaml", program_spec("p", [
+            {"name": k, "key": k, "order": order, "condition": "true",
+             "actions": [{"type": "CREDIT", "asset": "PTS", "amount": amount}]} for k, order, amount in rs]))
+    db = tmp_path / "l.duckdb"
+    programs = rules(("a", 10, "1"), ("b", 20, "2"))
+    run_json(programs, write_events(tmp_path / "1.parquet", [event("p", "e1", "u1", "2025-03-01T10:00:00Z", {})]), db)
+    programs = rules(("a", 10, "10"), ("c", 20, "3"))         # a changed, b removed, c takes b's order
+    run_json(programs, write_events(tmp_path / "2.parquet", [event("p", "e2", "u1", "2025-03-01T11:00:00Z", {})]), db)
+    assert query(db, 'SELECT key, status, "order" FROM rules ORDER BY key') == [
+        ("a", "ACTIVE", 10), ("b", "ARCHIVED", 20), ("c", "ACTIVE", 20)]
+    assert query(db, "SELECT r.key, COUNT(*) FROM rule_versions v JOIN rules r ON r.id = v.rule_id GROUP BY 1 ORDER BY 1") == [
+        ("a", 2), ("b", 1), ("c", 1)]
+    written = query(db, "SELECT e.idempotency_key, r.key, j.rule_version = r.current_version FROM journal_entries j "
+                        "JOIN events e ON e.id = j.event_id JOIN rules r ON r.id = j.rule_id ORDER BY j.seq")
+    assert written == [("e1", "a", False), ("e1", "b", True), ("e2", "a", True), ("e2", "c", True)]
+    assert balances(db) == {("u1", "PTS"): D(1 + 2 + 10 + 3)}
+    # back in the file, the rule is what the file says again
+    programs = rules(("a", 10, "10"), ("b", 30, "2"), ("c", 20, "3"))
+    run_json(programs, write_events(tmp_path / "3.parquet", [event("p", "e3", "u1", "2025-03-01T12:00:00Z", {})]), db)
+    assert query(db, "SELECT status FROM rules WHERE key = 'b'") == [("ACTIVE",)]
