@@ -724,3 +724,32 @@ def test_s2_a_rule_removed_from_its_file_is_archived_and_its_versions_stay(tmp_p
     programs = rules(("a", 10, "10"), ("b", 30, "2"), ("c", 20, "3"))
     run_json(programs, write_events(tmp_path / "3.parquet", [event("p", "e3", "u1", "2025-03-01T12:00:00Z", {})]), db)
     assert query(db, "SELECT status FROM rules WHERE key = 'b'") == [("ACTIVE",)]
+
+
+@pytest.mark.parametrize("row_path", [False, True])
+def test_s6_a_comprehension_over_a_part_of_each_element_loads_and_evaluates(tmp_path, row_path):
+    """semantics.md 6 rejects at load an expression "whose cost cannot be bounded (for example a
+    comprehension over a comprehension of event lists ...)". A comprehension over each item's own
+    tags is not that: together the inner ranges are the payload once, so the cost is linear in
+    it. It was refused ("cost cannot be bounded"), so "any item tagged organic" could not be
+    written; the quadratic form (the whole list again per element) is still refused."""
+    rules = [{"name": "organic", "key": "organic", "order": 10,
+              "condition": 'event.items.exists(i, i.tags.exists(t, t == "organic"))',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "5"}]},
+             {"name": "count", "key": "count", "order": 20, "condition": "true",
+              "actions": [{"type": "CREDIT", "asset": "PTS",
+                           "amount": 'size(event.items.filter(i, i.tags.exists(t, t == "organic")))'}]}]
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", rules))
+    events = write_events(tmp_path / "e.parquet", [
+        event("p", "e1", "u1", "2025-03-01T10:00:00Z", {"items": [{"tags": ["a", "organic"]}, {"tags": ["organic"]}]}),
+        event("p", "e2", "u2", "2025-03-01T10:00:01Z", {"items": [{"tags": ["a"]}, {"tags": []}]}),
+    ])
+    report = run_json(programs, events, tmp_path / "l.duckdb", *(["--row-path"] if row_path else []))
+    assert (report["completed"], report["failed"]) == (2, 0)
+    # u1: organic 5 + two organic items 2; u2: nothing matches, count credits 0 (no entry)
+    assert balances(tmp_path / "l.duckdb") == {("u1", "PTS"): D(7)}
+    quadratic = write_program(tmp_path / "q" / "q.yaml", program_spec("q", [
+        {"name": "pairs", "key": "pairs", "condition": "event.items.exists(i, event.items.exists(j, i != j))",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
+    res = cli("validate", "--programs", str(quadratic))
+    assert res.returncode == 2 and "cost cannot be bounded" in res.stderr
