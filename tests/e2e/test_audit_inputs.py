@@ -753,3 +753,29 @@ def test_s6_a_comprehension_over_a_part_of_each_element_loads_and_evaluates(tmp_
          "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
     res = cli("validate", "--programs", str(quadratic))
     assert res.returncode == 2 and "cost cannot be bounded" in res.stderr
+
+
+def test_s5_explain_says_which_rules_a_failed_event_never_ran(tmp_path):
+    """semantics.md 5: `perkflow explain <event>` shows every rule's outcome. An event FAILED by
+    an action stops at that action, and one FAILED in step 1 runs no rule; their later rules
+    were shown as 'not matched' (no recorded outcome, no reason), though they never ran."""
+    rules = [{"name": n, "key": n, "order": o, "condition": c, "actions": [a]} for n, o, c, a in [
+        ("earn", 10, "true", {"type": "CREDIT", "asset": "PTS", "amount": "1"}),
+        ("spend", 20, 'event.type == "spend"', {"type": "DEBIT", "asset": "PTS", "amount": "100"}),
+        ("after", 30, "true", {"type": "TAG", "tag": "after"})]]
+    programs = tmp_path / "programs"
+    write_program(programs / "p.yaml", program_spec("p", rules))
+    write_program(programs / "r.yaml", program_spec("r", rules, assets=[], on_unknown_participant="REJECT"))
+    db = tmp_path / "l.duckdb"
+    run_json(programs, write_events(tmp_path / "e.parquet", [
+        event("p", "short", "u1", "2025-03-01T10:00:00Z", {"type": "spend"}),
+        event("r", "nobody", "u9", "2025-03-01T10:00:01Z", {"type": "buy"})]), db)
+
+    def outcomes(key):
+        res = cli("explain", key, "--programs", str(programs), "--db", str(db), "--json")
+        assert res.returncode == 0, res.stderr
+        return {r["rule"]: r["recorded"] or r["not_run"] for r in json.loads(res.stdout)["rules"]}
+
+    assert outcomes("short") == {"earn": "MATCHED", "spend": "MATCHED",
+                                 "after": "not run: the event FAILED (insufficient_balance) in an action of spend"}
+    assert set(outcomes("nobody").values()) == {"not run: the event FAILED (participant_not_found) before its rules"}
