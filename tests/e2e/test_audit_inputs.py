@@ -779,3 +779,30 @@ def test_s5_explain_says_which_rules_a_failed_event_never_ran(tmp_path):
     assert outcomes("short") == {"earn": "MATCHED", "spend": "MATCHED",
                                  "after": "not run: the event FAILED (insufficient_balance) in an action of spend"}
     assert set(outcomes("nobody").values()) == {"not run: the event FAILED (participant_not_found) before its rules"}
+
+
+def test_s2_operations_name_the_asset_by_symbol_or_by_its_id(tmp_path):
+    """semantics.md 2.3: an operation row carries the fields of the matching Scrip endpoint,
+    whose `asset_id` is the asset's id. perkflow's asset ids (the `assets` table, UUIDv5 of the
+    symbol) were 'unknown asset' there; the symbol under `asset` or `asset_id` still works."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", [
+        {"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
+    db = tmp_path / "l.duckdb"
+    run_json(programs, write_events(tmp_path / "e.parquet", [event("p", "e1", "u1", "2025-03-01T09:00:00Z", {"type": "buy"})]), db)
+    (pts,), = query(db, "SELECT id::VARCHAR FROM assets WHERE symbol = 'PTS'")
+
+    def adjust(key, minute, **asset):
+        return {"operation": "adjust", "program_id": "p", "idempotency_key": key, "external_id": "u1",
+                "timestamp": f"2025-03-01T10:{minute:02d}:00Z",
+                "params": json.dumps({**asset, "type": "CREDIT", "amount": "10", "description": "goodwill"})}
+    ops = tmp_path / "o.parquet"
+    pq.write_table(pa.Table.from_pylist([adjust("by-id", 1, asset_id=pts), adjust("by-upper-id", 2, asset_id=pts.upper()),
+                                         adjust("by-symbol", 3, asset_id="PTS"), adjust("by-asset", 4, asset="PTS"),
+                                         adjust("unknown", 5, asset_id="00000000-0000-0000-0000-000000000000")]), ops)
+    res = cli("run", "--programs", str(programs), "--operations", str(ops), "--db", str(db), "--json")
+    assert res.returncode == 0, res.stderr[-500:]
+    assert query(db, "SELECT idempotency_key, status, error_code FROM operations ORDER BY timestamp") == [
+        ("by-id", "COMPLETED", None), ("by-upper-id", "COMPLETED", None), ("by-symbol", "COMPLETED", None),
+        ("by-asset", "COMPLETED", None), ("unknown", "FAILED", "invalid_operation")]
+    assert balances(db) == {("u1", "PTS"): D(1 + 4 * 10)}
