@@ -765,7 +765,7 @@ def test_s5_explain_says_which_rules_a_failed_event_never_ran(tmp_path):
         ("after", 30, "true", {"type": "TAG", "tag": "after"})]]
     programs = tmp_path / "programs"
     write_program(programs / "p.yaml", program_spec("p", rules))
-    write_program(programs / "r.yaml", program_spec("r", rules, assets=[], on_unknown_participant="REJECT"))
+    write_program(programs / "r.yaml", program_spec("r", rules, on_unknown_participant="REJECT"))
     db = tmp_path / "l.duckdb"
     run_json(programs, write_events(tmp_path / "e.parquet", [
         event("p", "short", "u1", "2025-03-01T10:00:00Z", {"type": "spend"}),
@@ -806,3 +806,33 @@ def test_s2_operations_name_the_asset_by_symbol_or_by_its_id(tmp_path):
         ("by-id", "COMPLETED", None), ("by-upper-id", "COMPLETED", None), ("by-symbol", "COMPLETED", None),
         ("by-asset", "COMPLETED", None), ("unknown", "FAILED", "invalid_operation")]
     assert balances(db) == {("u1", "PTS"): D(1 + 4 * 10)}
+
+
+@pytest.mark.parametrize("user", ["a_partner", "z_partner"])
+def test_s2_a_program_uses_the_assets_its_own_file_defines_whatever_the_file_order(tmp_path, user):
+    """semantics.md 2.1: assets are shared by defining them identically in each program file (as
+    Scrip links assets to programs), and `participant.balances` has an entry for every asset of
+    the program. A program whose rules used an asset only another file defines loaded when that
+    file sorted first and failed to load when it sorted after; `participant.balances.PTS` there
+    loaded and then never had the entry (SKIPPED_ERROR on every event). Now it is a load error
+    either way, naming the file, the rule and the field; defined in both files, it is shared."""
+    pts = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
+    earn = {"name": "earn", "key": "earn", "condition": "true", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}
+    read = {"name": "rich", "key": "rich", "condition": "participant.balances.PTS.available >= 1.0",
+            "actions": [{"type": "TAG", "tag": "rich"}]}
+    for rule, field in ((earn, "actions[0]"), (read, "condition")):
+        programs = tmp_path / f"{rule['key']}-{user}"
+        write_program(programs / "m_main.yaml", program_spec("main", [earn], assets=[pts]))
+        write_program(programs / f"{user}.yaml", program_spec("partner", [rule], assets=[]))
+        res = cli("validate", "--programs", str(programs))
+        assert res.returncode == 2, res.stdout
+        err = " ".join(res.stderr.split())
+        assert f"{user}.yaml: rules[0] ({rule['name']}): {field}" in err and "unknown asset symbol 'PTS'" in err, err
+    programs = tmp_path / f"shared-{user}"
+    write_program(programs / "m_main.yaml", program_spec("main", [earn], assets=[pts]))
+    write_program(programs / f"{user}.yaml", program_spec("partner", [read], assets=[pts]))
+    db = tmp_path / f"{user}.duckdb"
+    run_json(programs, write_events(tmp_path / f"{user}.parquet", [
+        event("main", "e1", "u1", "2025-03-01T10:00:00Z", {}),
+        event("partner", "e2", "u1", "2025-03-01T11:00:00Z", {})]), db)
+    assert query(db, "SELECT outcome FROM rule_evaluations x JOIN rules r ON r.id = x.rule_id WHERE r.key = 'rich'") == [("MATCHED",)]
