@@ -24,6 +24,10 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
     rows = con.execute(statement("explain.sql", "event"), {"ref": ref}).fetchall()
     if not rows:
         raise LookupError(f"no event with id or idempotency key {ref!r}")
+    if len(rows) > 1:
+        # keys are unique per program only (semantics.md 2.2): it showed one of them, unsaid
+        raise LookupError(f"idempotency key {ref!r} names events of several programs ("
+                          + ", ".join(f"{r[1]}: {r[0]}" for r in rows) + "); give the event id")
     event_id, program_key, key, external_id, ts, data, status, code, message, source = rows[0]
     evaluations = dict(con.execute(statement("explain.sql", "evaluations"), {"id": event_id}).fetchall())
     entries = con.execute(statement("explain.sql", "entries"), {"id": event_id}).fetchall()

@@ -836,3 +836,25 @@ def test_s2_a_program_uses_the_assets_its_own_file_defines_whatever_the_file_ord
         event("main", "e1", "u1", "2025-03-01T10:00:00Z", {}),
         event("partner", "e2", "u1", "2025-03-01T11:00:00Z", {})]), db)
     assert query(db, "SELECT outcome FROM rule_evaluations x JOIN rules r ON r.id = x.rule_id WHERE r.key = 'rich'") == [("MATCHED",)]
+
+
+def test_s5_explain_of_a_key_two_programs_use_asks_for_the_event_id(tmp_path):
+    """Idempotency keys are unique per program (semantics.md 2.2), so one key can name an event
+    in each of two programs; `perkflow explain KEY` showed one of them without a word. It stops
+    (exit 2) naming both programs and their event ids; an event id picks one."""
+    pts = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
+    programs = tmp_path / "programs"
+    for key, amount in (("a", "1"), ("b", "2")):
+        write_program(programs / f"{key}.yaml", program_spec(key, [
+            {"name": "r", "key": "r", "condition": "true", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": amount}]}],
+            assets=[pts]))
+    db = tmp_path / "l.duckdb"
+    run_json(programs, write_events(tmp_path / "e.parquet", [
+        event("a", "k1", "u1", "2025-03-01T10:00:00Z", {}), event("b", "k1", "u1", "2025-03-01T10:00:01Z", {})]), db)
+    ids = dict(query(db, "SELECT p.key, e.id::VARCHAR FROM events e JOIN programs p ON p.id = e.program_id"))
+    res = cli("explain", "k1", "--programs", str(programs), "--db", str(db), "--json")
+    assert res.returncode == 2 and res.stdout == ""
+    err = " ".join(res.stderr.split())
+    assert f"a: {ids['a']}" in err and f"b: {ids['b']}" in err, err
+    res = cli("explain", ids["b"], "--programs", str(programs), "--db", str(db), "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["entries"] == [{"rule": "r", "type": "CREDIT", "amount": "2"}]
