@@ -285,9 +285,14 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
 def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
     """A struct payload's type with DECIMAL fields (at any depth) as doubles: CEL has no decimal
     type, and a number in `event` is a double, as JSON numbers are (docs/decisions.md). A
-    DECIMAL field reached CEL as a Python Decimal, which failed an amount (`expression_error`)."""
+    DECIMAL field reached CEL as a Python Decimal, which failed an amount (`expression_error`).
+    DATE fields likewise become their ISO text (`2025-03-01`): CEL has no date type either (a
+    date failed every expression that read it: "unsupported value of Python type date"), and the
+    text is what the stored payload holds, so `perkflow replay` and `explain` see the same."""
     if isinstance(dt, pl.Decimal):
         return pl.Float64()
+    if isinstance(dt, pl.Date):
+        return pl.String()
     if isinstance(dt, pl.Struct):
         return pl.Struct([pl.Field(f.name, _decimals_as_doubles(f.dtype)) for f in dt.fields])
     if isinstance(dt, pl.List):
