@@ -13,6 +13,7 @@ absent field.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -394,6 +395,12 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
             dicts.append(None)
             bad.append(f"event_data must be a JSON object, got {_json_kind(value)}")
             continue
+        if _SURROGATE_ESCAPE.search(text) and _unpaired_surrogate(value):
+            # Python's JSON reader takes `"\ud800"`; the ledger's JSON column does not (it
+            # stopped the whole run at the write, exit 1): the row's problem, quarantined
+            dicts.append(None)
+            bad.append("event_data is not valid JSON: a string holds an unpaired UTF-16 surrogate escape (\\uD800-\\uDFFF)")
+            continue
         if _depth(value) > MAX_DEPTH:
             dicts.append(None)
             bad.append(f"event_data is nested deeper than {MAX_DEPTH} levels")
@@ -405,6 +412,19 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
                                           for d in dicts], dtype=pl.String)
     event = dicts_to_column([None if d is None else json_doubles(d) for d in dicts])
     return event, event_json, bad
+
+
+#: A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF): only then can a parsed string hold a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _unpaired_surrogate(value) -> bool:
+    """Does the parsed payload hold a string (key or value) that is not valid Unicode text?"""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def json_doubles(value):

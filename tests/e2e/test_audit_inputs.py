@@ -909,3 +909,24 @@ def test_s3_replay_of_typed_struct_payloads_gives_the_live_ledger(tmp_path):
     res = cli("replay", "--from", str(live), "--db", str(tmp_path / "replay.duckdb"), "--programs", str(programs))
     assert res.returncode == 0, res.stderr
     assert balances(tmp_path / "replay.duckdb") == balances(live)
+
+
+def test_s2_a_payload_with_an_unpaired_surrogate_escape_is_quarantined_and_the_rest_processed(tmp_path):
+    """semantics.md 2.2: rows that break the contract are quarantined, the rest are processed.
+    JSON text may escape a lone UTF-16 surrogate ("\\ud800"), which Python's reader takes and the
+    ledger's JSON column refuses: the whole run stopped at the write (exit 1, a DuckDB trace). A
+    proper pair (an emoji) is fine."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", [
+        {"name": "r", "key": "r", "condition": "true", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
+    events = write_events(tmp_path / "e.parquet", [
+        event("p", "lone", "u1", "2025-03-01T10:00:00Z", '{"note": "\\ud800"}'),
+        event("p", "lone-key", "u1", "2025-03-01T10:00:01Z", '{"\\uDC00": 1}'),
+        event("p", "pair", "u1", "2025-03-01T10:00:02Z", '{"note": "\\ud83d\\ude00"}')])
+    db = tmp_path / "l.duckdb"
+    res = cli("run", "--programs", str(programs), "--events", str(events), "--db", str(db), "--json")
+    assert res.returncode == 0, res.stderr[-600:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (report["read"], report["completed"], report["rejected"]) == (3, 1, 2)
+    assert [(n, r) for n, r, in query(db, "SELECT row_number, reason FROM rejected_rows ORDER BY row_number")] == [
+        (1, "invalid_event_data"), (2, "invalid_event_data")]
+    assert balances(db) == {("u1", "PTS"): D(1)}
