@@ -145,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--program", required=True, help="program key")
     o.add_argument("--key", required=True, help="idempotency key")
     o.add_argument("--external-id", help="the participant (omit for fund, burn and the group_* balance operations)")
+    o.add_argument("--participant-id", help="the participant by perkflow's id, as an operations file's participant_id "
+                                            "(Scrip's endpoints name it by id)")
     o.add_argument("--timestamp", help="RFC 3339 instant (default: now)")
     o.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a params field (repeatable)")
     o.add_argument("--params", help="params as a JSON object (merged under --param)")
@@ -319,9 +321,10 @@ def _cmd_op(args) -> int:
     # a retry, and the stored instant makes it the duplicate it is (semantics.md 4), not a conflict.
     when = args.timestamp or _stored_operation_time(args) or datetime.now(timezone.utc).isoformat()
     row = pl.DataFrame({"operation": [args.operation], "program_id": [args.program], "idempotency_key": [args.key],
-                        "external_id": [args.external_id], "timestamp": [when], "params": [json.dumps(params)]},
+                        "external_id": [args.external_id], "participant_id": [args.participant_id],
+                        "timestamp": [when], "params": [json.dumps(params)]},
                        schema={c: pl.String for c in ("operation", "program_id", "idempotency_key", "external_id",
-                                                      "timestamp", "params")})
+                                                      "participant_id", "timestamp", "params")})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "operation.parquet"
         row.write_parquet(path)

@@ -930,3 +930,28 @@ def test_s2_a_payload_with_an_unpaired_surrogate_escape_is_quarantined_and_the_r
     assert [(n, r) for n, r, in query(db, "SELECT row_number, reason FROM rejected_rows ORDER BY row_number")] == [
         (1, "invalid_event_data"), (2, "invalid_event_data")]
     assert balances(db) == {("u1", "PTS"): D(1)}
+
+
+def test_s2_a_single_operation_from_the_cli_names_its_participant_by_id(tmp_path):
+    """semantics.md 2.3: operations come as files and as single operations from the CLI, each
+    with its target; an operations file may name the participant by participant_id (Scrip's
+    endpoints name it by id), `perkflow op` only by --external-id. --participant-id works as the
+    file's column does: known id applied, retried as a duplicate, unknown id participant_not_found."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", [
+        {"name": "buy", "key": "buy", "condition": "true", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
+    db = tmp_path / "l.duckdb"
+    run_json(programs, write_events(tmp_path / "e.parquet", [event("p", "e1", "u1", "2025-03-01T09:00:00Z", {})]), db)
+    (pid,), = query(db, "SELECT id::VARCHAR FROM participants WHERE external_id = 'u1'")
+
+    def op(key, who):
+        res = cli("op", "adjust", "--programs", str(programs), "--db", str(db), "--program", "p", "--key", key,
+                  "--participant-id", who, "--timestamp", "2025-03-01T10:00:00Z",
+                  "--param", "type=CREDIT", "--param", "asset=PTS", "--param", "amount=5", "--json")
+        assert res.returncode == 0, res.stderr[-500:]
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+        return out["status"], out["error_code"], out["duplicate"]
+
+    assert op("by-id", pid.upper()) == ("COMPLETED", None, False)
+    assert op("by-id", pid.upper()) == ("COMPLETED", None, True)
+    assert op("nobody", "0a000000-0000-0000-0000-000000000001") == ("FAILED", "participant_not_found", False)
+    assert balances(db) == {("u1", "PTS"): D(1 + 5)}
