@@ -194,6 +194,11 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     for k, v in hive_values(file, root).items():
         if k not in df.columns:
             df = df.with_columns(pl.lit(v).alias(k))
+    # A column with no value in any row is typed Null (pyarrow and Polars infer it so): its rows
+    # are missing that field, quarantined one by one like the nulls of a typed column. A Null
+    # event_timestamp or event_data stopped the whole file (exit 2, "must be ... found Null").
+    df = df.with_columns(pl.col(c).cast(pl.String) for c in ("operation", "event_timestamp", "timestamp", "event_data", "params")
+                         if c in df.columns and df[c].dtype == pl.Null)
     if kind == "operation":
         if "operation" not in df.columns:
             raise InputError(f"{file}: missing required column(s): operation; operation files need "
@@ -201,6 +206,8 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         df = df.rename({k: v for k, v in OPERATION_RENAMES.items() if k in df.columns})
         if "event_data" not in df.columns:  # params are optional: {} for operations without fields
             df = df.with_columns(event_data=pl.lit("{}"))
+        elif df["event_data"].dtype == pl.String:  # ... in a row too: a null is no fields, as no column is
+            df = df.with_columns(pl.col("event_data").fill_null("{}"))
         if df["operation"].dtype != pl.String:
             raise InputError(f"{file}: column operation must be a string column, found {df['operation'].dtype}")
     missing = [c for c in REQUIRED if c not in df.columns]

@@ -955,3 +955,34 @@ def test_s2_a_single_operation_from_the_cli_names_its_participant_by_id(tmp_path
     assert op("by-id", pid.upper()) == ("COMPLETED", None, True)
     assert op("nobody", "0a000000-0000-0000-0000-000000000001") == ("FAILED", "participant_not_found", False)
     assert balances(db) == {("u1", "PTS"): D(1 + 5)}
+
+
+def test_s2_a_column_null_in_every_row_quarantines_its_rows_instead_of_stopping_the_run(tmp_path):
+    """semantics.md 2.2: rows that break the contract are quarantined, the rest processed. A
+    column with no value in any row is typed Null by pyarrow and Polars; an event_data or
+    event_timestamp column like that stopped the run (exit 2, 'must be a struct or a JSON object
+    string, found Null') where the same rows with a typed column were quarantined one by one.
+    An operations file's params column like that: no fields, as when the column is absent."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", [
+        {"name": "r", "key": "r", "condition": "true", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    pq.write_table(pa.Table.from_pylist([{"program_id": "p", "idempotency_key": "ok", "external_id": "u1",
+                                          "event_timestamp": "2025-03-01T10:00:00Z", "event_data": "{}"}]), inbox / "a.parquet")
+    pq.write_table(pa.Table.from_pylist([{"program_id": "p", "idempotency_key": "no-data", "external_id": "u1",
+                                          "event_timestamp": "2025-03-01T10:00:01Z", "event_data": None}]), inbox / "b.parquet")
+    pq.write_table(pa.Table.from_pylist([{"program_id": "p", "idempotency_key": "no-time", "external_id": "u1",
+                                          "event_timestamp": None, "event_data": "{}"}]), inbox / "c.parquet")
+    ops = tmp_path / "ops.parquet"
+    pq.write_table(pa.Table.from_pylist([{"operation": "tag", "program_id": "p", "idempotency_key": "op", "external_id": "u1",
+                                          "timestamp": "2025-03-01T11:00:00Z", "params": None}]), ops)
+    assert pq.read_schema(inbox / "b.parquet").field("event_data").type == pa.null()
+    db = tmp_path / "l.duckdb"
+    res = cli("run", "--programs", str(programs), "--events", str(inbox), "--operations", str(ops), "--db", str(db), "--json")
+    assert res.returncode == 0, res.stderr[-600:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (report["read"], report["completed"], report["failed"], report["rejected"]) == (4, 1, 1, 2)
+    assert query(db, "SELECT reason, message FROM rejected_rows ORDER BY source") == [
+        ("missing_required_field", "required field event_data is empty"),
+        ("missing_required_field", "required field event_timestamp is empty")]
+    assert query(db, "SELECT status, error_message FROM operations") == [("FAILED", "tag: params.tag is required")]
