@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from datetime import date, timedelta
@@ -22,6 +21,7 @@ from engine.errors import CatalogError
 
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
+from .documents import read_json, read_yaml
 from .models import Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
 from .support import VALUE_ACTIONS, misplaced, unsupported
 
@@ -118,8 +118,8 @@ def _compile_group(file: Path, group: Group) -> CompiledGroup:
 def _read(file: Path) -> object:
     try:
         text = file.read_text(encoding="utf-8")
-        return json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        return read_json(text) if file.suffix == ".json" else read_yaml(text)
+    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as e:  # ValueError: JSON's, a key twice
         raise CatalogError(f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {e}") from None
 
 

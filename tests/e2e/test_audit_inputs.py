@@ -986,3 +986,34 @@ def test_s2_a_column_null_in_every_row_quarantines_its_rows_instead_of_stopping_
         ("missing_required_field", "required field event_data is empty"),
         ("missing_required_field", "required field event_timestamp is empty")]
     assert query(db, "SELECT status, error_message FROM operations") == [("FAILED", "tag: params.tag is required")]
+
+
+@pytest.mark.parametrize("name,text,key", [
+    ("twice.yaml", "program: {key: p, name: P}\n"
+                   "assets:\n  - {symbol: PTS, name: Points, inventory_mode: SIMPLE, issuance_policy: UNLIMITED, scale: 0}\n"
+                   "rules:\n  - name: r\n    condition: event.type == \"buy\"\n    condition: \"true\"\n"
+                   "    actions: [{type: CREDIT, asset: PTS, amount: \"1\"}]\n", "condition"),
+    ("twice.yaml", "program: {key: p, name: P}\n"
+                   "assets:\n  - {symbol: PTS, name: Points, inventory_mode: SIMPLE, issuance_policy: UNLIMITED, scale: 0}\n"
+                   "rules:\n  - name: r\n    condition: \"true\"\n"
+                   "    actions: [{type: CREDIT, asset: PTS, amount: \"1\", amount: \"1000\"}]\n", "amount"),
+    ("twice.json", '{"program": {"key": "p", "name": "P"}, "assets": [], "rules": [], "program": {"key": "q", "name": "Q"}}',
+     "program"),
+])
+def test_s2_a_key_written_twice_in_a_program_file_is_a_load_error(tmp_path, name, text, key):
+    """semantics.md 2.1: a program file is validated before anything is written, with errors that
+    name the file and the field. YAML and JSON readers keep the last of two equal keys silently:
+    a rule with two `condition:` lines ran the second, an action with two amounts credited the
+    last (1000, not 1), and nothing said so. Now the file does not load, naming the key."""
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    (programs / name).write_text(text, encoding="utf-8")
+    events = write_events(tmp_path / "e.parquet", [event("p", "k1", "u1", "2025-03-01T10:00:00Z", {"type": "x"})])
+    db = tmp_path / "l.duckdb"
+    for args in (("validate", "--programs", str(programs)),
+                 ("run", "--programs", str(programs), "--events", str(events), "--db", str(db))):
+        res = cli(*args)
+        assert res.returncode == 2, (res.returncode, res.stdout, res.stderr[-400:])
+        err = " ".join(res.stderr.split())
+        assert name in err and f"key '{key}' is written twice" in err, err
+    assert not db.exists()
