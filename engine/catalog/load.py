@@ -117,7 +117,7 @@ def _compile_group(file: Path, group: Group) -> CompiledGroup:
 
 def _read(file: Path) -> object:
     try:
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")  # a byte order mark (Windows editors) is not content
         return read_json(text) if file.suffix == ".json" else read_yaml(text)
     except (yaml.YAMLError, ValueError, UnicodeDecodeError) as e:  # ValueError: JSON's, a key twice
         raise CatalogError(f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {e}") from None

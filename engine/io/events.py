@@ -157,7 +157,7 @@ def _ndjson_rows(file: Path) -> list[dict]:
     """The objects of an NDJSON file (blank lines skipped). A line that is not a JSON object makes
     the file unreadable, named by its line number in the file (it said 'line 1' for any line)."""
     rows = []
-    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(file.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -1017,3 +1017,20 @@ def test_s2_a_key_written_twice_in_a_program_file_is_a_load_error(tmp_path, name
         err = " ".join(res.stderr.split())
         assert name in err and f"key '{key}' is written twice" in err, err
     assert not db.exists()
+
+
+def test_s2_a_byte_order_mark_does_not_make_a_json_program_or_an_ndjson_file_unreadable(tmp_path):
+    """Windows editors save UTF-8 with a byte order mark. A YAML program file loaded with one, a
+    JSON program file and an NDJSON event file did not (exit 2, 'Unexpected UTF-8 BOM'): the
+    mark is not content (semantics.md 2.1 and 2.2 take JSON program files and NDJSON events)."""
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    spec = program_spec("p", [{"name": "r", "key": "r", "condition": "true",
+                               "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}])
+    (programs / "p.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(spec).encode())
+    events = tmp_path / "e.ndjson"
+    events.write_bytes(b"\xef\xbb\xbf" + json.dumps({"program_id": "p", "external_id": "u1", "idempotency_key": "k1",
+                                                     "event_timestamp": "2025-03-01T10:00:00Z", "event_data": {}}).encode() + b"\n")
+    report = run_json(programs, events, tmp_path / "l.duckdb")
+    assert (report["read"], report["completed"]) == (1, 1)
+    assert balances(tmp_path / "l.duckdb") == {("u1", "PTS"): D(1)}
