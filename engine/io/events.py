@@ -196,9 +196,10 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
             df = df.with_columns(pl.lit(v).alias(k))
     # A column with no value in any row is typed Null (pyarrow and Polars infer it so): its rows
     # are missing that field, quarantined one by one like the nulls of a typed column. A Null
-    # event_timestamp or event_data stopped the whole file (exit 2, "must be ... found Null").
+    # event_timestamp or event_data stopped the whole file (exit 2, "must be ... found Null"), as
+    # did a dictionary-encoded (Categorical) one, which is text (the id columns took both).
     df = df.with_columns(pl.col(c).cast(pl.String) for c in ("operation", "event_timestamp", "timestamp", "event_data", "params")
-                         if c in df.columns and df[c].dtype == pl.Null)
+                         if c in df.columns and (df[c].dtype in (pl.Null, pl.Categorical) or isinstance(df[c].dtype, pl.Enum)))
     if kind == "operation":
         if "operation" not in df.columns:
             raise InputError(f"{file}: missing required column(s): operation; operation files need "

@@ -1034,3 +1034,20 @@ def test_s2_a_byte_order_mark_does_not_make_a_json_program_or_an_ndjson_file_unr
     report = run_json(programs, events, tmp_path / "l.duckdb")
     assert (report["read"], report["completed"]) == (1, 1)
     assert balances(tmp_path / "l.duckdb") == {("u1", "PTS"): D(1)}
+
+
+def test_s2_dictionary_encoded_text_columns_are_text(tmp_path):
+    """semantics.md 2.2 asks for string columns (event_timestamp an RFC 3339 string or a
+    timestamp, event_data a JSON object string or a struct). Parquet written from categorical
+    columns stores them dictionary-encoded: still text. The id columns were read so; an
+    event_timestamp or event_data like that stopped the run (exit 2, 'found Categorical')."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", [
+        {"name": "r", "key": "r", "condition": "true", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
+    text = pa.dictionary(pa.int32(), pa.string())
+    f = tmp_path / "dict.parquet"
+    pq.write_table(pa.table({c: pa.array(v, text) for c, v in {
+        "program_id": ["p", "p"], "external_id": ["u1", "u2"], "idempotency_key": ["k1", "k2"],
+        "event_timestamp": ["2025-03-01T10:00:00Z", "2025-03-01T10:00:00Z"], "event_data": ["{}", "{}"]}.items()}), f)
+    report = run_json(programs, f, tmp_path / "l.duckdb")
+    assert (report["read"], report["completed"]) == (2, 2)
+    assert balances(tmp_path / "l.duckdb") == {("u1", "PTS"): D(1), ("u2", "PTS"): D(1)}
