@@ -18,13 +18,23 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from engine.errors import DatabaseBusyError, InputError
 
-console = Console()
+# markup=False: what the consoles print is the user's text (file paths, rule names, keys, external
+# ids, messages that quote them), and rich markup would read `[promo]` in a rule name as a style
+# (dropping it from the message) or `[/x]` as a closing tag (a MarkupError: exit 1 with a trace
+# instead of the exit-2 message). Styled words go in as `Text`, below.
+console = Console(markup=False)
 if not console.is_terminal:  # piped output: wide enough for the counts table, no wrapping
-    console = Console(width=200)
-err_console = Console(stderr=True, width=None if console.is_terminal else 200)
+    console = Console(width=200, markup=False)
+err_console = Console(stderr=True, width=None if console.is_terminal else 200, markup=False)
+
+
+def _styled(word: str, style: str, rest: str) -> Text:
+    """`word` in `style`, then `rest` as plain text (never read as markup)."""
+    return Text.assemble((word, style), " " + rest if rest else "")
 
 REPORTS = ("ledger_summary", "balances", "program_activity", "participant_statement", "expiration_schedule",
            "transfers", "reward_status")
@@ -39,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except InputError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        err_console.print(_styled("error:", "bold red", str(e)), highlight=False)
         return 2
     except DatabaseBusyError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        err_console.print(_styled("error:", "bold red", str(e)), highlight=False)
         return 3
     except FileNotFoundError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        err_console.print(_styled("error:", "bold red", str(e)), highlight=False)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing was committed")
@@ -61,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if _out_of_memory(e, args.command):
             return 1
-        err_console.print("[bold red]internal error[/] (nothing was committed); please report this trace:")
-        err_console.print(traceback.format_exc(), highlight=False, markup=False)
+        err_console.print(_styled("internal error", "bold red", "(nothing was committed); please report this trace:"))
+        err_console.print(traceback.format_exc(), highlight=False)
         return 1
 
 
@@ -84,13 +94,15 @@ def _out_of_memory(e: BaseException, command: str) -> bool:
     from engine.ledger.db import MEMORY_LIMIT
     said = str(e).splitlines()[0]  # it names the cap it ran into ("95.2 MiB/95.3 MiB used")
     if command in READ_ONLY:
-        err_console.print(f"[bold red]error:[/] DuckDB ran out of its memory cap; nothing was changed (`perkflow "
-                          f"{command}` only reads the ledger). Raise the cap and run it again, e.g. with "
-                          f"PERKFLOW_DUCKDB_MEMORY=4GB. DuckDB said: {said}", highlight=False, markup=True)
+        err_console.print(_styled("error:", "bold red",
+                                  f"DuckDB ran out of its memory cap; nothing was changed (`perkflow "
+                                  f"{command}` only reads the ledger). Raise the cap and run it again, e.g. with "
+                                  f"PERKFLOW_DUCKDB_MEMORY=4GB. DuckDB said: {said}"), highlight=False)
     else:
-        err_console.print(f"[bold red]error:[/] DuckDB ran out of its memory cap; nothing was committed. Raise the cap "
-                          f"(PERKFLOW_DUCKDB_MEMORY, default {MEMORY_LIMIT}; e.g. PERKFLOW_DUCKDB_MEMORY=4GB)"
-                          f"{SMALLER.get(command, '')}. DuckDB said: {said}", highlight=False, markup=True)
+        err_console.print(_styled("error:", "bold red",
+                                  f"DuckDB ran out of its memory cap; nothing was committed. Raise the cap "
+                                  f"(PERKFLOW_DUCKDB_MEMORY, default {MEMORY_LIMIT}; e.g. PERKFLOW_DUCKDB_MEMORY=4GB)"
+                                  f"{SMALLER.get(command, '')}. DuckDB said: {said}"), highlight=False)
     return True
 
 
@@ -133,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--program", required=True, help="program key")
     o.add_argument("--key", required=True, help="idempotency key")
     o.add_argument("--external-id", help="the participant (omit for fund, burn and the group_* balance operations)")
+    o.add_argument("--participant-id", help="the participant by perkflow's id, as an operations file's participant_id "
+                                            "(Scrip's endpoints name it by id)")
     o.add_argument("--timestamp", help="RFC 3339 instant (default: now)")
     o.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a params field (repeatable)")
     o.add_argument("--params", help="params as a JSON object (merged under --param)")
@@ -307,9 +321,10 @@ def _cmd_op(args) -> int:
     # a retry, and the stored instant makes it the duplicate it is (semantics.md 4), not a conflict.
     when = args.timestamp or _stored_operation_time(args) or datetime.now(timezone.utc).isoformat()
     row = pl.DataFrame({"operation": [args.operation], "program_id": [args.program], "idempotency_key": [args.key],
-                        "external_id": [args.external_id], "timestamp": [when], "params": [json.dumps(params)]},
+                        "external_id": [args.external_id], "participant_id": [args.participant_id],
+                        "timestamp": [when], "params": [json.dumps(params)]},
                        schema={c: pl.String for c in ("operation", "program_id", "idempotency_key", "external_id",
-                                                      "timestamp", "params")})
+                                                      "participant_id", "timestamp", "params")})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "operation.parquet"
         row.write_parquet(path)
@@ -389,7 +404,7 @@ def _cmd_validate(args) -> int:
                           "groups": sorted(catalog.groups)}))
     else:
         for key, s in summary.items():
-            console.print(f"[green]ok[/] {key}: {s['rules']} rules ({s['active_rules']} active)")
+            console.print(_styled("ok", "green", f"{key}: {s['rules']} rules ({s['active_rules']} active)"))
         console.print(f"assets: {', '.join(sorted(catalog.assets))}")
         if catalog.groups:
             console.print(f"groups: {', '.join(sorted(catalog.groups))}")
@@ -412,10 +427,10 @@ def _cmd_verify(args) -> int:
                                           "rows": [dict(zip(v.columns, r)) for r in v.rows]}
                                          for v in report.violations]}, default=_json_default))
     elif report.ok:
-        console.print(f"[green]ok[/]: {len(report.checked)} checks hold ({', '.join(report.checked)})")
+        console.print(_styled("ok:", "green", f"{len(report.checked)} checks hold ({', '.join(report.checked)})"))
     else:
         first = report.violations[0]
-        err_console.print(f"[bold red]verification failed[/]: {first.check}: {first.meaning}")
+        err_console.print(_styled("verification failed:", "bold red", f"{first.check}: {first.meaning}"))
         _show(args, first.columns, [_trim(r) for r in first.rows], title=f"first violations of {first.check}")
         for v in report.violations[1:]:
             err_console.print(f"also failing: {v.check}")
@@ -584,8 +599,8 @@ def _cmd_generate(args) -> int:
     if args.json:
         print(json.dumps(manifest))
         return 0
-    console.print(f"[green]wrote[/] {args.workload}: {manifest['events']:,} events, {manifest['participants']:,} "
-                  f"participants, {manifest['event_files']} event file(s), programs in {args.out}/programs")
+    console.print(_styled("wrote", "green", f"{args.workload}: {manifest['events']:,} events, {manifest['participants']:,} "
+                                           f"participants, {manifest['event_files']} event file(s), programs in {args.out}/programs"))
     if manifest["operations"]:  # the wallets' fund: run it first (perkflow run --operations)
         console.print(f"  operations: {args.out}/{manifest['operations']} (fund {', '.join(f'{a} {s}' for s, a in manifest['wallets'].items())}), "
                       "to run before the events", highlight=False)
@@ -607,7 +622,7 @@ def _cmd_bench(args) -> int:
                                baseline_sample=args.baseline_sample, seed=args.seed, workdir=args.workdir,
                                progress=lambda msg: status.update(msg + " ..."))
     except BenchError as e:
-        err_console.print(f"[bold red]benchmark check failed:[/] {e}", highlight=False)
+        err_console.print(_styled("benchmark check failed:", "bold red", str(e)), highlight=False)
         return 4
     if args.json == "-":
         print(json.dumps(result))

@@ -24,6 +24,10 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
     rows = con.execute(statement("explain.sql", "event"), {"ref": ref}).fetchall()
     if not rows:
         raise LookupError(f"no event with id or idempotency key {ref!r}")
+    if len(rows) > 1:
+        # keys are unique per program only (semantics.md 2.2): it showed one of them, unsaid
+        raise LookupError(f"idempotency key {ref!r} names events of several programs ("
+                          + ", ".join(f"{r[1]}: {r[0]}" for r in rows) + "); give the event id")
     event_id, program_key, key, external_id, ts, data, status, code, message, source = rows[0]
     evaluations = dict(con.execute(statement("explain.sql", "evaluations"), {"id": event_id}).fetchall())
     entries = con.execute(statement("explain.sql", "entries"), {"id": event_id}).fetchall()
@@ -38,12 +42,16 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
     program = catalog.programs.get(program_key)
     event = _strip(json.loads(data))
     outcomes = []
-    stopped_by = None
-    for rule in program.rules if program else ():
+    stopped_by = _failed_before_rules(status, code)
+    rules = list(program.rules) if program else []
+    failed_at = _failed_at(rules, evaluations, status, code) if stopped_by is None else None
+    for rule in rules:
         item = {"rule": rule.key, "order": rule.order, "status": rule.status, "recorded": evaluations.get(rule.key),
                 "not_run": _not_run(rule, ts, stopped_by)}
         if stopped_by is None and rule.stop_after_match and (item["recorded"] or "").startswith("MATCHED"):
-            stopped_by = rule.key
+            stopped_by = f"stop_after_match of {rule.key}"
+        if stopped_by is None and rule.key == failed_at:
+            stopped_by = f"the event FAILED ({code}) in an action of {rule.key}"
         if reads_state(rule.condition):
             item["re_evaluated"] = "reads state: not re-evaluated (only the current state is kept)"
         else:
@@ -70,8 +78,27 @@ def _not_run(rule, now, stopped_by: str | None) -> str | None:
     if (rule.active_from and now < rule.active_from) or (rule.active_to and now >= rule.active_to):
         return "not run: outside [active_from, active_to)"
     if stopped_by is not None:
-        return f"not run: stop_after_match of {stopped_by}"
+        return f"not run: {stopped_by}"
     return None
+
+
+#: Failures of semantics.md 5 step 1: the event's rules never ran.
+STEP_ONE = ("participant_not_found", "program_inactive")
+
+
+def _failed_before_rules(status: str, code: str | None) -> str | None:
+    """Why no rule ran, for an event that FAILED in step 1; else None."""
+    return f"the event FAILED ({code}) before its rules" if status == "FAILED" and code in STEP_ONE else None
+
+
+def _failed_at(rules: list, evaluations: dict, status: str, code: str | None) -> str | None:
+    """The rule in whose actions a FAILED event stopped: evaluation stops at the failing action
+    (semantics.md 5 step 5), and that rule is the last one recorded MATCHED, so the rules after
+    it without a recorded outcome never ran (they were shown as 'not matched')."""
+    if status != "FAILED" or code in STEP_ONE:
+        return None
+    matched = [r.key for r in rules if (evaluations.get(r.key) or "").startswith("MATCHED")]
+    return matched[-1] if matched else None
 
 
 def _strip(v):

@@ -21,7 +21,7 @@ import polars as pl
 from engine import emit, ids
 from engine.catalog import Catalog
 from engine.operations import NO_PARTICIPANT, OPERATIONS
-from engine.io.events import raw_of
+from engine.io.events import UUID_PATTERN, raw_of
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 
@@ -184,12 +184,23 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
         & ~(pl.lit(system) & ~is_op & pl.col("external_id").is_null() & pl.col("participant_id").is_null()),
         subject_ext=pl.col("external_id"), recipient_ext=pl.col("recipient_external_id"),
     )
-    # Deterministic ids for every external id; an explicit participant id wins.
+    # Deterministic ids for every external id; an explicit participant id wins. One that is not a
+    # UUID at all (`123`, `u1`) is no perkflow id: it names nobody, like an unknown one
+    # (participant_not_found, never created by a target later), and stays only in the *_ref
+    # columns (it stopped the run at the ledger's UUID cast: exit 1, nothing committed).
+    def not_an_id(col: str) -> pl.Expr:
+        return pl.col(col).is_not_null() & ~pl.col(col).str.contains(UUID_PATTERN)
+
+    def given_id(col: str, ext: str) -> pl.Expr:
+        return (pl.when(pl.col(col).is_null()).then(pl.col(ext).replace_strict(id_of, default=None))
+                .when(~not_an_id(col)).then(pl.col(col)))
+
     ext_ids = pl.concat([df["external_id"], df["recipient_external_id"]]).drop_nulls().unique().to_list()
     id_of = {e: known_ext.get(e) or ids.participant_id_text(e) for e in ext_ids}
     df = df.with_columns(
-        subject_id=pl.coalesce(pl.col("participant_id"), pl.col("external_id").replace_strict(id_of, default=None)),
-        recipient_uuid=pl.coalesce(pl.col("recipient_id"), pl.col("recipient_external_id").replace_strict(id_of, default=None)),
+        subject_id=given_id("participant_id", "external_id"),
+        recipient_uuid=given_id("recipient_id", "recipient_external_id"),
+        not_an_id=not_an_id("participant_id") | not_an_id("recipient_id"),
     )
     # First creating event per unknown id: participants exist from that position on. Only an
     # external id creates: a participant_id is perkflow's own id, so an unknown one names nobody
@@ -214,7 +225,7 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
                 | (pl.col(from_col).is_not_null() & (pl.col(from_col) <= pl.col("pos")))).fill_null(False)
 
     missing = (pl.col("needs_participant") & ~exists("subject_id", "subj_from")) | (
-        pl.col("recipient_uuid").is_not_null() & ~exists("recipient_uuid", "rec_from"))
+        pl.col("recipient_uuid").is_not_null() & ~exists("recipient_uuid", "rec_from")) | pl.col("not_an_id")
     df = df.with_columns(pre_code=_step_one(missing)).with_columns(
         pre_message=_message("pre_code"), entity_id=pl.coalesce(pl.col("recipient_uuid"), pl.col("subject_id")))
     # A participant missing here may still be created by an action target earlier in the stream
@@ -222,7 +233,7 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     # create, such a row's participant_not_found is deferred to its turn in the kernel, with the
     # outcome of step 1 should its participants exist by then (`found_code`).
     if _targets_create(catalog):
-        df = df.with_columns(deferred=pl.col("pre_code") == "participant_not_found",
+        df = df.with_columns(deferred=(pl.col("pre_code") == "participant_not_found") & ~pl.col("not_an_id"),
                              found_code=_step_one(pl.lit(False))).with_columns(found_message=_message("found_code"))
     else:
         df = df.with_columns(deferred=pl.lit(False), found_code=pl.lit(None, dtype=pl.String),

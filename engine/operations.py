@@ -63,6 +63,10 @@ class _Op:
 
     def asset(self):
         symbol = self.field("asset", self.params.get("asset_id"))
+        if isinstance(symbol, str) and symbol not in self.catalog.assets:
+            # Scrip's endpoints name the asset by its id: perkflow's (the `assets` table's, any
+            # case, RFC 9562) names it as well as its symbol, as program_id takes key or id
+            symbol = {str(i): k for k, i in self.catalog.asset_ids.items()}.get(symbol.strip().lower(), symbol)
         if not isinstance(symbol, str) or symbol not in self.catalog.assets or symbol not in self.op.program.assets:
             raise ActionFailed(INVALID, f"{self.op.operation}: unknown asset {symbol!r} for program {self.op.program.key}")
         return self.catalog.assets[symbol], str(self.catalog.asset_ids[symbol])

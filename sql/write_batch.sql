@@ -60,6 +60,15 @@ FROM stage_rewards;
 INSERT OR REPLACE INTO rules
 SELECT id::UUID, program_id::UUID, key, name, version, "order", status, stop_after_match, condition FROM stage_rules;
 
+-- name: archive_removed_rules
+-- A rule no longer in its program's file (the program was loaded, the rule was not) is ARCHIVED:
+-- `rules` holds the current version of each rule, and a removed rule has none that runs (it
+-- stayed ACTIVE, so two ACTIVE rules could show one `order`). Its row and versions stay, so the
+-- entries and evaluations it wrote keep naming it; back in the file, it is what the file says.
+UPDATE rules SET status = 'ARCHIVED'
+WHERE status <> 'ARCHIVED' AND program_id IN (SELECT id::UUID FROM stage_programs)
+  AND id NOT IN (SELECT id::UUID FROM stage_rules);
+
 -- name: insert_catalog_rule_versions
 INSERT OR IGNORE INTO rule_versions SELECT id::UUID, version, definition::JSON, $batch_id FROM stage_rules;
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from datetime import date, timedelta
@@ -22,6 +21,7 @@ from engine.errors import CatalogError
 
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
+from .documents import read_json, read_yaml
 from .models import Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
 from .support import VALUE_ACTIONS, misplaced, unsupported
 
@@ -90,7 +90,12 @@ def compile_documents(documents: list[tuple[str, object]]) -> Catalog:
             raise CatalogError(
                 f"{file}: program key {pf.program.key!r} is also defined in {programs[pf.program.key].source}"
             )
-        programs[pf.program.key] = _compile_program(file, pf, {s: a for s, (a, _) in assets.items()}, compiled_groups)
+        # A program's rules use the assets its own file defines (Scrip links assets to programs;
+        # semantics.md 2.1: a shared asset is defined identically in each file that uses it). They
+        # could use any asset of the files read before theirs, so whether a file loaded depended
+        # on the files' order, and `participant.balances.X` of an asset defined elsewhere loaded
+        # yet never had an entry (the map holds the program's assets): a SKIPPED_ERROR each event.
+        programs[pf.program.key] = _compile_program(file, pf, {a.symbol: a for a in pf.assets}, compiled_groups)
     asset_map = {s: a for s, (a, _) in assets.items()}
     return Catalog(programs=programs, assets=asset_map, asset_ids={s: ids.asset_id(s) for s in asset_map},
                    groups=compiled_groups)
@@ -112,9 +117,9 @@ def _compile_group(file: Path, group: Group) -> CompiledGroup:
 
 def _read(file: Path) -> object:
     try:
-        text = file.read_text(encoding="utf-8")
-        return json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        text = file.read_text(encoding="utf-8-sig")  # a byte order mark (Windows editors) is not content
+        return read_json(text) if file.suffix == ".json" else read_yaml(text)
+    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as e:  # ValueError: JSON's, a key twice
         raise CatalogError(f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {e}") from None
 
 
@@ -488,7 +493,8 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
     if action.type in VALUE_ACTIONS:
         symbol = need("asset")
         if symbol not in assets:
-            raise CatalogError(f"{at}: unknown asset symbol {symbol!r}; define it under `assets`")
+            raise CatalogError(f"{at}: unknown asset symbol {symbol!r}; define it under this program's `assets` "
+                               "(an asset other programs use too: defined identically in each)")
         asset = assets[symbol]
         # RELEASE without an amount releases everything held (of its reference); VOID_HOLD takes none
         amount = (None if action.type == "VOID_HOLD" or (action.type == "RELEASE" and action.amount is None)
@@ -651,7 +657,7 @@ def _payload(where: str, value, assets: dict[str, Asset]):
 
 def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset], index: int) -> CompiledBudget:
     if budget.asset not in assets:
-        raise CatalogError(f"{at}: unknown asset symbol {budget.asset!r}")
+        raise CatalogError(f"{at}: unknown asset symbol {budget.asset!r}; define it under this program's `assets`")
     try:
         limit = Decimal(budget.limit)
     except InvalidOperation:
@@ -734,7 +740,8 @@ def _cel(where: str, text: str, assets: dict[str, Asset]):
     for path in prog.paths:
         parts = path.split(".")
         if parts[:2] == ["participant", "balances"] and len(parts) > 2 and parts[2] not in assets:
-            raise CatalogError(f"{where}: unknown asset symbol {parts[2]!r} in {path}")
+            raise CatalogError(f"{where}: unknown asset symbol {parts[2]!r} in {path}; `participant.balances` "
+                               "holds the assets under this program's `assets`")
     return prog
 
 

@@ -7,6 +7,7 @@ silently ignored typo. Fields whose behaviour is not built yet are declared too,
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from decimal import Decimal
@@ -20,6 +21,21 @@ Status = Literal["ACTIVE", "SUSPENDED", "ARCHIVED"]
 def _shortest(v: Any) -> Any:
     """YAML may hand us a float: take its shortest repr, never its binary value."""
     return repr(v) if isinstance(v, float) else v
+
+
+def _number_text(v: Any) -> Any:
+    """A YAML number in a text field (amounts, values, budget limits) as exact plain decimal text:
+    a float by its shortest repr (never its binary value) and without an exponent, because YAML
+    hands `0.00001` over as the float whose repr is `1e-05`, which the value-field rule does not
+    read as a number (an unquoted amount of 0.00001 at scale 5 was a load error, "neither a
+    number nor a CEL expression"). Booleans and text pass through."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, float):
+        return format(Decimal(repr(v)), "f") if math.isfinite(v) else repr(v)
+    if isinstance(v, int):
+        return str(v)
+    return v
 
 
 def _positive(v: Decimal) -> Decimal:
@@ -82,7 +98,7 @@ class Asset(Strict):
 
 class Budget(Strict):
     asset: str
-    limit: str
+    limit: Annotated[str, BeforeValidator(_number_text)]  # "10000" as the contract writes it, or a YAML number
     schedule_type: Literal["INTERVAL", "CRON"] | None = None
     interval: str | None = None
     cron_expression: str | None = None
@@ -140,11 +156,7 @@ class Action(Strict):
         # boolean (semantics.md 7: a static value that is not a number is a literal string).
         if isinstance(v, bool):
             return "true" if v else "false"
-        if isinstance(v, float):
-            return repr(v)
-        if isinstance(v, int):
-            return str(v)
-        return v
+        return _number_text(v)
 
 
 class Rule(Strict):

@@ -97,20 +97,34 @@ def _flatten(node: ir.Node, cls: type) -> list:
     return [node]
 
 
-def _check_cost(node: ir.Node, inside_unbounded: bool) -> None:
-    """Reject a comprehension over a non-literal range nested in another such one."""
+def _check_cost(node: ir.Node, inside_unbounded: bool, parts: frozenset = frozenset()) -> None:
+    """Reject a comprehension over a non-literal range nested in another such one, unless its
+    range is a part of an enclosing comprehension's element (`parts`: their iteration
+    variables). `event.items.exists(i, i.tags.exists(t, t == "organic"))` visits each item's
+    own tags: all the inner ranges together are pieces of the one payload, so its cost is linear
+    in the payload's size and bounded; `event.items.all(x, event.items.exists(y, x == y))`
+    visits the whole list again for every element, which is what cannot be bounded."""
     if isinstance(node, ir.Comprehension):
-        unbounded = not isinstance(node.range, (ir.ListExpr, ir.MapExpr))
+        part = _part_of(node.range, parts)
+        unbounded = not isinstance(node.range, (ir.ListExpr, ir.MapExpr)) and not part
         if unbounded and inside_unbounded:
             raise CelLimitError("cost cannot be bounded: a comprehension over a "
                                 "non-literal range nested in another one")
-        _check_cost(node.range, inside_unbounded)
+        _check_cost(node.range, inside_unbounded, parts)
+        inner = parts | {node.var} if (unbounded or part) else parts
         for k in (node.step, node.guard):
             if k is not None:
-                _check_cost(k, inside_unbounded or unbounded)
+                _check_cost(k, inside_unbounded or unbounded, inner)
         return
     for k in ir.children(node):
-        _check_cost(k, inside_unbounded)
+        _check_cost(k, inside_unbounded, parts)
+
+
+def _part_of(node: ir.Node, parts: frozenset) -> bool:
+    """Is `node` an element variable in `parts`, or a field / index path into one (`i.tags`)?"""
+    while isinstance(node, (ir.Select, ir.Index)):
+        node = node.operand
+    return isinstance(node, ir.Ident) and node.name in parts
 
 
 class _Builder:

@@ -13,6 +13,7 @@ absent field.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def _ndjson_rows(file: Path) -> list[dict]:
     """The objects of an NDJSON file (blank lines skipped). A line that is not a JSON object makes
     the file unreadable, named by its line number in the file (it said 'line 1' for any line)."""
     rows = []
-    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(file.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -193,6 +194,12 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     for k, v in hive_values(file, root).items():
         if k not in df.columns:
             df = df.with_columns(pl.lit(v).alias(k))
+    # A column with no value in any row is typed Null (pyarrow and Polars infer it so): its rows
+    # are missing that field, quarantined one by one like the nulls of a typed column. A Null
+    # event_timestamp or event_data stopped the whole file (exit 2, "must be ... found Null"), as
+    # did a dictionary-encoded (Categorical) one, which is text (the id columns took both).
+    df = df.with_columns(pl.col(c).cast(pl.String) for c in ("operation", "event_timestamp", "timestamp", "event_data", "params")
+                         if c in df.columns and (df[c].dtype in (pl.Null, pl.Categorical) or isinstance(df[c].dtype, pl.Enum)))
     if kind == "operation":
         if "operation" not in df.columns:
             raise InputError(f"{file}: missing required column(s): operation; operation files need "
@@ -200,6 +207,8 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         df = df.rename({k: v for k, v in OPERATION_RENAMES.items() if k in df.columns})
         if "event_data" not in df.columns:  # params are optional: {} for operations without fields
             df = df.with_columns(event_data=pl.lit("{}"))
+        elif df["event_data"].dtype == pl.String:  # ... in a row too: a null is no fields, as no column is
+            df = df.with_columns(pl.col("event_data").fill_null("{}"))
         if df["operation"].dtype != pl.String:
             raise InputError(f"{file}: column operation must be a string column, found {df['operation'].dtype}")
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -285,9 +294,14 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
 def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
     """A struct payload's type with DECIMAL fields (at any depth) as doubles: CEL has no decimal
     type, and a number in `event` is a double, as JSON numbers are (docs/decisions.md). A
-    DECIMAL field reached CEL as a Python Decimal, which failed an amount (`expression_error`)."""
+    DECIMAL field reached CEL as a Python Decimal, which failed an amount (`expression_error`).
+    DATE fields likewise become their ISO text (`2025-03-01`): CEL has no date type either (a
+    date failed every expression that read it: "unsupported value of Python type date"), and the
+    text is what the stored payload holds, so `perkflow replay` and `explain` see the same."""
     if isinstance(dt, pl.Decimal):
         return pl.Float64()
+    if isinstance(dt, pl.Date):
+        return pl.String()
     if isinstance(dt, pl.Struct):
         return pl.Struct([pl.Field(f.name, _decimals_as_doubles(f.dtype)) for f in dt.fields])
     if isinstance(dt, pl.List):
@@ -304,13 +318,13 @@ def _json_kind(value) -> str:
     return {list: "an array", str: "a string"}.get(type(value), "a number")
 
 
-_UUID = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
 
 
 def _uuid_lowercase(col: pl.Series) -> pl.Series:
     """A UUID in its canonical lowercase text: UUIDs are case-insensitive (RFC 9562), and an
     uppercase program or participant id named nobody (`unknown_program`, `participant_not_found`)."""
-    return pl.select(pl.when(col.str.contains(_UUID)).then(col.str.to_lowercase()).otherwise(col)).to_series().alias(col.name)
+    return pl.select(pl.when(col.str.contains(UUID_PATTERN)).then(col.str.to_lowercase()).otherwise(col)).to_series().alias(col.name)
 
 
 def _blank_is_missing(col: pl.Series) -> pl.Series:
@@ -389,6 +403,12 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
             dicts.append(None)
             bad.append(f"event_data must be a JSON object, got {_json_kind(value)}")
             continue
+        if _SURROGATE_ESCAPE.search(text) and _unpaired_surrogate(value):
+            # Python's JSON reader takes `"\ud800"`; the ledger's JSON column does not (it
+            # stopped the whole run at the write, exit 1): the row's problem, quarantined
+            dicts.append(None)
+            bad.append("event_data is not valid JSON: a string holds an unpaired UTF-16 surrogate escape (\\uD800-\\uDFFF)")
+            continue
         if _depth(value) > MAX_DEPTH:
             dicts.append(None)
             bad.append(f"event_data is nested deeper than {MAX_DEPTH} levels")
@@ -400,6 +420,19 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
                                           for d in dicts], dtype=pl.String)
     event = dicts_to_column([None if d is None else json_doubles(d) for d in dicts])
     return event, event_json, bad
+
+
+#: A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF): only then can a parsed string hold a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _unpaired_surrogate(value) -> bool:
+    """Does the parsed payload hold a string (key or value) that is not valid Unicode text?"""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def json_doubles(value):
