@@ -20,6 +20,7 @@ from engine.plan import reads_state
 from engine.reads import keys, reads_field
 from engine.groups import GROUP_INACTIVE, GROUP_NOT_FOUND
 from engine.operations import apply_operation
+from engine.durations import parse_when
 from engine.lots import apply_due, deferred, lot_spec, static_instant
 from engine.moves import ActionFailed, move, plain, source_of_issue, system
 from engine.state import Counter, Person, Store, Tx, status_at, stored_status_changes
@@ -715,11 +716,18 @@ def _instant(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction
     if isinstance(spec, (timedelta, datetime)):
         return static_instant(spec, ev.now)
     value = _value(ev, tx, Precomputed(), rule, action, name, catalog)
+    where = f"rule {rule.name!r} action {action.index}: {name}"
+    if isinstance(value, str):
+        # text from the event (`event.expires_on`) reads as the static forms do
+        try:
+            value = parse_when(value)
+        except ValueError as exc:
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {exc}") from None
     if isinstance(value, timedelta):
         return ev.now + value
     if not isinstance(value, datetime):
-        raise ActionFailed(amounts.EXPRESSION_ERROR, f"rule {rule.name!r} action {action.index}: {name} must be a "
-                                                     f"timestamp or a duration, got {type(value).__name__}")
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a timestamp, a duration or their text, "
+                                                     f"got {type(value).__name__}")
     return value
 
 

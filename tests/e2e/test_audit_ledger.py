@@ -309,6 +309,34 @@ def test_s7_s9_lot_instants_in_every_form_and_fifo_ties_broken_by_lot_id(tmp_pat
     assert {i: r["remaining"] for i, r in u.items()} == {i: r["amount"] - (1 if i == first else 0) for i, r in u.items()}
     lg.verify()
 
+def test_s7_lot_instants_read_from_the_event_as_text(tmp_path):
+    """expires_at / matures_at are "a Go duration from now, RFC 3339, or CEL timestamp", and value
+    fields hold "a static value or a CEL expression": an expression that reads the instant from the
+    event (`event.exp`, JSON text) gives the same forms as text, so an RFC 3339 string or a Go
+    duration string from the event works as it does written in the file. It used to fail every
+    such event with expression_error ("must be a timestamp or a duration, got str"). Text that is
+    neither (no time zone, a word) and a number still fail the event with expression_error."""
+    rules = [on("give", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "event.exp"}),
+             on("vest", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "matures_at": "event.mat"})]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    now = "2025-03-01T10:00:00Z"
+    lg.run([ev("g1", "u", now, "give", n=3, exp="2025-03-02T00:00:00Z"),     # an instant
+            ev("g2", "u", now, "give", n=4, exp="48h"),                      # now + 48h = 03-03 10:00
+            ev("v1", "u", now, "vest", n=7, mat="2025-03-03T00:00:00+01:00"),  # 03-02 23:00 UTC: DEFERRED
+            ev("b1", "u", now, "give", n=5, exp="soon"),
+            ev("b2", "u", now, "give", n=6, exp="2025-03-02T00:00:00"),       # no time zone
+            ev("b3", "u", now, "give", n=8, exp=5)])
+    st = lg.status()
+    assert st["g1"] == st["g2"] == st["v1"] == OK
+    assert st["b1"] == st["b2"] == st["b3"] == ("FAILED", "expression_error")
+    lots = lg.sql("SELECT amount, status, expires_at::VARCHAR, matures_at::VARCHAR FROM lots ORDER BY amount")
+    assert lots == [(D(3), "AVAILABLE", "2025-03-02 00:00:00+00", None),
+                    (D(4), "AVAILABLE", "2025-03-03 10:00:00+00", None),
+                    (D(7), "DEFERRED", None, "2025-03-02 23:00:00+00")]
+    assert lg.balance("u") == (D(7), D(0), D(7))
+    lg.verify()
+
+
 def test_s7_a_held_credit_cannot_also_mature_later(tmp_path):
     """CREDIT takes `bucket` HELD, and "a future matures_at lands in DEFERRED": both at once used to
     put the value in DEFERRED, dropping the hold, so the settle of its reference found nothing
