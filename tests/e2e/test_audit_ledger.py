@@ -69,6 +69,34 @@ def test_s7_values_literal_or_expression_and_amount_boundaries(tmp_path):
     lg.verify()
 
 
+def test_s7_a_boolean_in_the_event_is_never_counted_as_a_number(tmp_path):
+    """COUNTER "add value" and CREDIT amounts take numbers; CEL's `true` is not one (semantics.md 6:
+    strict CEL apart from int/double promotion). A JSON payload field that is a number in one row
+    and `true` in another of the same batch used to reach CEL as 1.0 (Arrow's type inference turns
+    the boolean into a double): the COUNTER added 1, the CREDIT paid 1 and `event.v == true` was
+    false. Each row now keeps its own JSON type, on every path: the boolean fails the action with
+    expression_error and matches `== true`."""
+    rules = [on("cnt", {"type": "COUNTER", "key": "c", "value": "event.v"}),
+             on("pay", {"type": "CREDIT", "asset": "PTS", "amount": "event.v"}),
+             on("nest", {"type": "COUNTER", "key": "n", "value": "event.o.l[0]"}),
+             {"name": "flag", "key": "flag", "condition": 'event.type == "flag" && event.v == true',
+              "actions": [{"type": "TAG", "tag": "flagged"}]}]
+    lg = Ledger(tmp_path, program(rules))
+    t = lambda s: f"2025-03-01T10:00:{s:02d}Z"  # noqa: E731
+    lg.run([ev("c1", "u", t(1), "cnt", v=0.5), ev("c2", "u", t(2), "cnt", v=True),
+            ev("p1", "u", t(3), "pay", v=2), ev("p2", "u", t(4), "pay", v=True),
+            ev("n1", "u", t(5), "nest", o={"l": [2.5]}), ev("n2", "u", t(6), "nest", o={"l": [True]}),
+            ev("f1", "v", t(7), "flag", v=True), ev("f2", "w", t(8), "flag", v=1.0)])
+    st = lg.status()
+    assert st["c1"] == st["p1"] == st["n1"] == st["f1"] == st["f2"] == OK
+    assert st["c2"] == st["p2"] == st["n2"] == ("FAILED", "expression_error")
+    assert lg.state("u") == {("COUNTER", "c"): D("0.5"), ("COUNTER", "n"): D("2.5")}
+    assert lg.balance("u") == (D(2), D(0), D(0))
+    # 1.0 == true is no overload in CEL: false, so only v is flagged
+    assert ("TAG", "flagged") in lg.state("v") and lg.state("w") == {}
+    lg.verify()
+
+
 def test_s7_a_static_boolean_value_is_its_literal_text(tmp_path):
     """"a plain number is a number; ... anything else is a literal string": a JSON or YAML
     boolean (`value: true`) is the text "true", as SET_ATTRIBUTE stores a CEL boolean; it used to
