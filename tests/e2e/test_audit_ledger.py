@@ -505,6 +505,28 @@ def test_s12_report_views_by_hand(tmp_path):
     lg.verify()
 
 
+def test_s12_ledger_summary_counts_the_participants_holding_the_asset(tmp_path):
+    """ledger_summary's participant_count is Scrip's "distinct participants holding the asset"
+    (scrip-reference 19; semantics.md 12 lists the column without redefining it): a participant
+    who redeemed everything, or is overdrawn, holds none; value in HELD is still held. It used to
+    count every participant with a posting (4 here). The period variant keeps counting the
+    participants with a posting in the period (docs/reports.md)."""
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}),
+             on("hold", {"type": "HOLD", "asset": "PTS", "amount": "event.n"}),
+             on("claw", {"type": "DEBIT", "asset": "PTS", "amount": "event.n", "allow_negative": True})]
+    lg = Ledger(tmp_path, program(rules))
+    t = lambda m: f"2025-03-01T10:{m:02d}:00Z"  # noqa: E731
+    lg.run([ev("e1", "u", t(1), "earn", n=10), ev("e2", "v", t(2), "earn", n=5), ev("e3", "w", t(3), "earn", n=5),
+            ev("h1", "w", t(4), "hold", n=5), ev("c1", "x", t(5), "claw", n=3)],
+           [op("redeem", "r1", "u", t(6), asset="PTS", amount="10")])
+    # u 0 (redeemed all), v 5, w 5 held, x -3 (overdrawn): v and w hold PTS
+    summary = lg.sql_dicts("SELECT * FROM ledger_summary")
+    assert [(r["program_key"], r["total_issued"], r["total_redeemed"], r["current_balance"], r["participant_count"])
+            for r in summary] == [("shop", D(20), D(13), D(7), 2)]
+    assert lg.sql("SELECT participant_count FROM ledger_summary_between(NULL, NULL)") == [(4,)]
+    lg.verify()
+
+
 def test_s12_the_database_is_db_else_perkflow_db_else_data_warehouse(tmp_path):
     """Default data/warehouse.duckdb (relative to the working directory), overridden by
     PERKFLOW_DB, which --db overrides; every command reads the same file."""
