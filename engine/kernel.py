@@ -16,6 +16,7 @@ from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRul
 from engine.catalog.compiled import CompiledTarget
 from engine.ledger.sqlfiles import statement
 from engine.cel import CelEvalError, CelProgram
+from engine.cel.values import format_duration
 from engine.plan import reads_state
 from engine.reads import keys, reads_field
 from engine.groups import GROUP_INACTIVE, GROUP_NOT_FOUND
@@ -489,12 +490,14 @@ def attribute_text(raw, where: str) -> str:
         if err:
             raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value: {err}")
         return plain(Decimal(text))
+    if isinstance(raw, timedelta):  # CEL's string(duration): "5400s"
+        return format_duration(raw)
     if isinstance(raw, datetime):
         text = raw.astimezone(timezone.utc).isoformat().replace("+00:00", "")
         if "." in text:
             text = text.rstrip("0").rstrip(".")
         return text + "Z"
-    raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value must be text, a number, a bool or a timestamp, "
+    raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value must be text, a number, a bool, a timestamp or a duration, "
                                                  f"got {type(raw).__name__}")
 
 

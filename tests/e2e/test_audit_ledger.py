@@ -97,6 +97,20 @@ def test_s7_a_boolean_in_the_event_is_never_counted_as_a_number(tmp_path):
     lg.verify()
 
 
+def test_s7_set_attribute_stores_the_string_of_a_duration(tmp_path):
+    """SET_ATTRIBUTE "set attribute key to the string of value": a CEL duration has one, CEL's
+    string(duration) ("5400s" for 90 minutes); it used to fail the event with expression_error.
+    A list still has none (expression_error)."""
+    rules = [on("a", {"type": "SET_ATTRIBUTE", "key": "wait", "value": "duration('90m')"},
+                {"type": "SET_ATTRIBUTE", "key": "gap", "value": "timestamp('2025-03-01T10:00:01.5Z') - now"}),
+             on("b", {"type": "SET_ATTRIBUTE", "key": "l", "value": "event.l"})]
+    lg = Ledger(tmp_path, program(rules))
+    lg.run([ev("a1", "u", "2025-03-01T10:00:00Z", "a"), ev("b1", "v", "2025-03-01T10:00:00Z", "b", l=[1])])
+    assert lg.status() == {"a1": OK, "b1": ("FAILED", "expression_error")}
+    assert lg.state("u") == {("ATTRIBUTE", "wait"): "5400s", ("ATTRIBUTE", "gap"): "1.5s"}
+    lg.verify()
+
+
 def test_s7_a_static_boolean_value_is_its_literal_text(tmp_path):
     """"a plain number is a number; ... anything else is a literal string": a JSON or YAML
     boolean (`value: true`) is the text "true", as SET_ATTRIBUTE stores a CEL boolean; it used to
