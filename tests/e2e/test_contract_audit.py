@@ -575,6 +575,25 @@ def test_s10_a_credit_target_is_auto_qualified_by_the_event_that_touches_it(tmp_
                    "JOIN events e ON e.id = h.event_id") == [("u2", "silver", "AUTO", "2025-03-01 11:00:00+00", "e1")]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "s3/s10/s2.3: 'tier expiry' is one of the time-driven changes of semantics.md 3, and set_tier "
+    "takes the fields of Scrip's PUT .../state/tiers/{key} (2.3), whose expires_at 'schedules "
+    "automatic removal'; perkflow fails such a set_tier with operation_not_supported. Building it "
+    "needs an expiry on participant_tiers, its application in-stream and by maintain, and a "
+    "removal row in tier_history (which verify's tier_levels_match_history must then accept)."))
+def test_s10_a_tier_set_with_expires_at_is_removed_at_that_instant(tmp_path):
+    tier = {"key": "club", "levels": [{"key": "silver", "rank": 1}, {"key": "gold", "rank": 2}]}
+    lg = Ledger(tmp_path, program([on("ping", {"type": "TAG", "tag": "p"})], tiers=[tier]))
+    lg.run([ev("e1", "u", at(1, 1), "ping")],
+           [op("set_tier", "s1", "u", at(1, 2), tier="club", level="gold", expires_at="2025-03-05T00:00:00Z")])
+    assert lg.status()["s1"] == OK
+    res = cli("maintain", "--as-of", "2025-03-06T00:00:00Z", "--db", str(lg.db))
+    assert res.returncode == 0, res.stderr
+    assert lg.sql("SELECT count(*) FROM participant_tiers") == [(0,)]
+    assert lg.sql("SELECT from_level, to_level, effective_at::VARCHAR FROM tier_history ORDER BY seq") == [
+        (None, "gold", "2025-03-01 02:00:00+00"), ("gold", None, "2025-03-05 00:00:00+00")]
+
+
 def test_s10_every_lifecycle_option_of_the_contract_loads(tmp_path):
     # "an optional lifecycle (retention.mode PERIOD_BASED | ACTIVITY_REFRESH, qualification_period
     # CALENDAR_YEAR | FIXED_YEAR | NONE, downgrade_policy ..., counter rollover NONE | EXCESS)".
