@@ -399,6 +399,35 @@ def test_s7_a_held_credit_cannot_also_mature_later(tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode == 2 and "settle" in out and "matures_at" in out, out
 
+def test_s9_hold_and_forfeit_operations_without_an_amount_take_the_whole_bucket(tmp_path):
+    """Operations carry "the fields of the matching Scrip endpoint" (semantics.md 2.3), and Scrip's
+    hold / release / forfeit body makes `amount` optional: "omitting it processes the whole SIMPLE
+    balance, or every matching lot for LOT". `release` did; `hold` and `forfeit` failed with
+    invalid_operation ("params.amount is required"). Now they take everything the bucket holds:
+    on a LOT asset only spendable lots (one past its expires_at is not, 9.1), only the lots of the
+    reference for a forfeit that names one; an empty bucket is a COMPLETED no-op."""
+    rules = [on("give", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "event.e"})]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    t = lambda m: f"2025-03-01T10:{m:02d}:00Z"  # noqa: E731
+    lg.run([ev("g1", "u", t(0), "give", n=10, e="1h"), ev("g2", "u", t(0), "give", n=5, e="5m"),
+            ev("g3", "v", t(0), "give", n=10, e="1h"), ev("g4", "w", t(0), "give", n=10, e="1h")],
+           [op("hold", "h1", "u", t(6), asset="PTS", reference_id="R"),             # 10: the 5m lot expired
+            op("forfeit", "f1", "u", t(7), asset="PTS", bucket="HELD", reference_id="R"),  # the 10 held as R
+            op("forfeit", "f2", "v", t(8), asset="PTS"),                            # AVAILABLE by default: 10
+            op("forfeit", "f3", "v", t(9), asset="PTS"),                            # nothing left: no-op
+            op("hold", "h2", "w", t(10), asset="PTS", amount="4"),
+            op("forfeit", "f4", "w", t(11), asset="PTS", bucket="HELD")])           # the 4 held
+    st = lg.status()
+    assert all(st[k] == OK for k in ("h1", "f1", "f2", "f3", "h2", "f4")), st
+    assert lg.entries("h1") == [("HOLD", D(10))] and lg.entries("f1") == [("FORFEIT", D(10))]
+    assert lg.entries("f2") == [("FORFEIT", D(10))] and lg.entries("f3") == []
+    assert lg.entries("f4") == [("FORFEIT", D(4))]
+    assert (lg.balance("u"), lg.balance("v"), lg.balance("w")) == ((0, 0, 0), (0, 0, 0), (D(6), 0, 0))
+    # 5 expired + 10 + 10 + 4 forfeited
+    assert lg.sql("SELECT available FROM balances WHERE entity_type = 'SYSTEM_BREAKAGE'") == [(D(29),)]
+    lg.verify()
+
+
 # ---------------------------------------------------------------------------------------------
 # Section 10: tiers
 
