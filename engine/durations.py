@@ -35,3 +35,17 @@ def parse_instant(text: str) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone; write e.g. 2025-01-01T00:00:00Z")
     return value
+
+
+def parse_when(text: str) -> timedelta | datetime:
+    """expires_at / matures_at text (semantics.md 7): a Go duration (counted from `now`) or an
+    RFC 3339 instant with a time zone. Raises ValueError naming both forms."""
+    try:
+        return parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a Go duration (720h) nor an RFC 3339 instant with a "
+                         "time zone (2025-01-01T00:00:00Z)") from None

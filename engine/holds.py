@@ -19,11 +19,17 @@ PART_STRIDE = 1000
 
 
 def held(tx: Tx, account: Account, asset: Asset, reference: str | None) -> Decimal | None:
-    """All that `account` (a HELD bucket) holds, or only the lots of `reference`; None when nothing."""
+    """All that `account` (an AVAILABLE or HELD bucket) holds, or only the lots of `reference`;
+    None when nothing. RELEASE without an amount, and the hold / release / forfeit operations
+    without one (Scrip: "omitting it processes the whole SIMPLE balance, or every matching lot").
+    AVAILABLE value of a LOT asset counts only its spendable lots: a lot past its expires_at is
+    never spendable (semantics.md 9.1), even before its expiry entry is written."""
     if reference is not None and asset.inventory_mode == "LOT":
-        amount = in_status(tx.lots(account[:3]), "HELD", tx.now, reference=reference)
+        amount = in_status(tx.lots(account[:3]), account[3], tx.now, reference=reference)
     else:
         amount = tx.balance(account)
+        if asset.inventory_mode == "LOT" and account[3] == "AVAILABLE":
+            amount = min(amount, in_status(tx.lots(account[:3]), "AVAILABLE", tx.now))
     return amount if amount > 0 else None
 
 

@@ -16,10 +16,12 @@ from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRul
 from engine.catalog.compiled import CompiledTarget
 from engine.ledger.sqlfiles import statement
 from engine.cel import CelEvalError, CelProgram
+from engine.cel.values import format_duration
 from engine.plan import reads_state
 from engine.reads import keys, reads_field
 from engine.groups import GROUP_INACTIVE, GROUP_NOT_FOUND
 from engine.operations import apply_operation
+from engine.durations import parse_when
 from engine.lots import apply_due, deferred, lot_spec, static_instant
 from engine.moves import ActionFailed, move, plain, source_of_issue, system
 from engine.state import Counter, Person, Store, Tx, status_at, stored_status_changes
@@ -488,12 +490,14 @@ def attribute_text(raw, where: str) -> str:
         if err:
             raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value: {err}")
         return plain(Decimal(text))
+    if isinstance(raw, timedelta):  # CEL's string(duration): "5400s"
+        return format_duration(raw)
     if isinstance(raw, datetime):
         text = raw.astimezone(timezone.utc).isoformat().replace("+00:00", "")
         if "." in text:
             text = text.rstrip("0").rstrip(".")
         return text + "Z"
-    raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value must be text, a number, a bool or a timestamp, "
+    raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value must be text, a number, a bool, a timestamp or a duration, "
                                                  f"got {type(raw).__name__}")
 
 
@@ -715,11 +719,18 @@ def _instant(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction
     if isinstance(spec, (timedelta, datetime)):
         return static_instant(spec, ev.now)
     value = _value(ev, tx, Precomputed(), rule, action, name, catalog)
+    where = f"rule {rule.name!r} action {action.index}: {name}"
+    if isinstance(value, str):
+        # text from the event (`event.expires_on`) reads as the static forms do
+        try:
+            value = parse_when(value)
+        except ValueError as exc:
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {exc}") from None
     if isinstance(value, timedelta):
         return ev.now + value
     if not isinstance(value, datetime):
-        raise ActionFailed(amounts.EXPRESSION_ERROR, f"rule {rule.name!r} action {action.index}: {name} must be a "
-                                                     f"timestamp or a duration, got {type(value).__name__}")
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a timestamp, a duration or their text, "
+                                                     f"got {type(value).__name__}")
     return value
 
 

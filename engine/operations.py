@@ -169,9 +169,12 @@ def _between(kind: str, source_bucket: str, dest_bucket: str | None):
         reference = o.reference(asset)
         # HOLD stamps the lots it holds; RELEASE and FORFEIT take only the lots of the reference
         lot = o.lot(reference_id=reference) if kind == "HOLD" else o.lot(match=reference)
-        amount = o.amount(asset, required=kind != "RELEASE")
-        if amount is None:  # release everything held (of the reference)
-            amount = holds.held(o.tx, source, asset, reference)
+        amount = o.amount(asset, required=False)
+        if amount is None:
+            # Scrip: "omitting it processes the whole SIMPLE balance, or every matching lot for
+            # LOT": all the bucket holds (of the reference it narrows to; a HOLD's reference only
+            # stamps); nothing there is a no-op, as for a release of an empty HELD bucket
+            amount = holds.held(o.tx, source, asset, None if kind == "HOLD" else reference)
             if amount is None:
                 return
         dest = ((etype, eid, aid, dest_bucket) if dest_bucket

@@ -149,11 +149,29 @@ SELECT * FROM ledger_summary_part(from_ts, to_ts, 0, 1);
 -- Identity: total_issued - total_redeemed - total_expired - total_forfeited = current_balance.
 -- current_balance is the program's net effect on holders' accounts; summed over programs it is
 -- what participants and groups hold (balances, PARTICIPANT and GROUP rows, available + held + deferred).
+-- participant_count is Scrip's "distinct participants holding the asset": those with a posting of
+-- the program in the asset whose balance of it (all buckets, whichever program moved it) is above
+-- zero now; one who spent, redeemed or lost everything no longer holds it (docs/decisions.md).
 CREATE OR REPLACE VIEW ledger_summary AS
-SELECT program_key, asset_symbol, total_issued, total_redeemed, total_expired, total_forfeited,
-       closing_balance AS current_balance, participant_count
-FROM ledger_summary_between(NULL, NULL)
-ORDER BY program_key, asset_symbol;
+WITH holders AS (
+    SELECT entity_id, asset_id
+    FROM account_balances
+    WHERE entity_type = 'PARTICIPANT'
+    GROUP BY entity_id, asset_id
+    HAVING SUM(amount) > 0
+), holding AS (
+    SELECT j.program_id, p.asset_id, COUNT(DISTINCT p.entity_id) AS participant_count
+    FROM postings p
+    JOIN journal_entries j ON j.id = p.journal_entry_id
+    JOIN holders h ON h.entity_id = p.entity_id AND h.asset_id = p.asset_id
+    WHERE p.entity_type = 'PARTICIPANT'
+    GROUP BY j.program_id, p.asset_id
+)
+SELECT s.program_key, s.asset_symbol, s.total_issued, s.total_redeemed, s.total_expired, s.total_forfeited,
+       s.closing_balance AS current_balance, COALESCE(h.participant_count, 0) AS participant_count
+FROM ledger_summary_between(NULL, NULL) s
+LEFT JOIN holding h ON h.program_id = s.program_id AND h.asset_id = s.asset_id
+ORDER BY s.program_key, s.asset_symbol;
 
 CREATE OR REPLACE VIEW participant_state AS
 SELECT s.entity_id AS participant_id, p.external_id, s.kind, s.key, s.text_value, s.number_value,

@@ -16,7 +16,7 @@ from engine import amounts, ids
 from engine.cel import CelError, CelLimitError, CelProgram, compile_cel
 from engine.cron import Cron, CronError, parse as parse_cron
 from engine.io.events import json_doubles
-from engine.durations import parse_duration, parse_instant
+from engine.durations import parse_duration, parse_when
 from engine.errors import CatalogError
 
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
@@ -702,11 +702,7 @@ def _when(where: str, text: str | None, assets: dict[str, Asset]):
     if text is None:
         return None
     try:
-        return parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        return parse_instant(text)
+        return parse_when(text)
     except ValueError:
         pass
     return _cel(where, text, assets)

@@ -478,11 +478,42 @@ def dicts_to_column(dicts: list[dict | None]) -> pl.Series:
     """A Struct column when the payloads share one typing, else an Object column (row path)."""
     try:
         arr = pa.array(dicts)
-        if pa.types.is_struct(arr.type) and arr.type.num_fields > 0:
+        if pa.types.is_struct(arr.type) and arr.type.num_fields > 0 and not _bools_made_doubles(dicts, arr.type):
             return pl.Series("event", pl.from_arrow(arr))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         pass
     return pl.Series("event", dicts, dtype=pl.Object)
+
+
+def _bools_made_doubles(dicts: list[dict | None], inferred: pa.DataType) -> bool:
+    """Whether a field Arrow typed as double holds a boolean in some payload. Arrow's inference
+    does not refuse a field that is a number in one row and `true` in another: it turns `true`
+    into 1.0, so `COUNTER value: event.v` counted a boolean as 1 and `event.v == true` was false.
+    Such a batch keeps its values as sent (Object column, the row path), as a number/text mix does."""
+    return any(type(v) is bool for path in _double_paths(inferred) for v in _leaves(dicts, path))
+
+
+def _double_paths(dtype: pa.DataType, path: tuple = ()) -> Iterator[tuple]:
+    """The paths (field names; None for a list's elements) of the double leaves of a payload type."""
+    if pa.types.is_struct(dtype):
+        for field in dtype:
+            yield from _double_paths(field.type, (*path, field.name))
+    elif pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        yield from _double_paths(dtype.value_type, (*path, None))
+    elif pa.types.is_floating(dtype):
+        yield path
+
+
+def _leaves(payloads: list, path: tuple) -> list:
+    """Every value at `path` (field names; None steps into a list's elements) in the payloads,
+    level by level in list comprehensions: it runs over every row of a batch."""
+    values = payloads
+    for name in path:
+        if name is None:
+            values = [item for v in values if type(v) is list for item in v]
+        else:
+            values = [v.get(name) for v in values if type(v) is dict]
+    return values
 
 
 def _unify_events(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:

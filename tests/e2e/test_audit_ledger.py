@@ -69,6 +69,48 @@ def test_s7_values_literal_or_expression_and_amount_boundaries(tmp_path):
     lg.verify()
 
 
+def test_s7_a_boolean_in_the_event_is_never_counted_as_a_number(tmp_path):
+    """COUNTER "add value" and CREDIT amounts take numbers; CEL's `true` is not one (semantics.md 6:
+    strict CEL apart from int/double promotion). A JSON payload field that is a number in one row
+    and `true` in another of the same batch used to reach CEL as 1.0 (Arrow's type inference turns
+    the boolean into a double): the COUNTER added 1, the CREDIT paid 1 and `event.v == true` was
+    false. Each row now keeps its own JSON type, on every path: the boolean fails the action with
+    expression_error and matches `== true`."""
+    rules = [on("cnt", {"type": "COUNTER", "key": "c", "value": "event.v"}),
+             on("pay", {"type": "CREDIT", "asset": "PTS", "amount": "event.v"}),
+             on("nest", {"type": "COUNTER", "key": "n", "value": "event.o.l[0]"}),
+             {"name": "flag", "key": "flag", "condition": 'event.type == "flag" && event.v == true',
+              "actions": [{"type": "TAG", "tag": "flagged"}]}]
+    lg = Ledger(tmp_path, program(rules))
+    t = lambda s: f"2025-03-01T10:00:{s:02d}Z"  # noqa: E731
+    lg.run([ev("c1", "u", t(1), "cnt", v=0.5), ev("c2", "u", t(2), "cnt", v=True),
+            ev("p1", "u", t(3), "pay", v=2), ev("p2", "u", t(4), "pay", v=True),
+            ev("n1", "u", t(5), "nest", o={"l": [2.5]}), ev("n2", "u", t(6), "nest", o={"l": [True]}),
+            ev("f1", "v", t(7), "flag", v=True), ev("f2", "w", t(8), "flag", v=1.0)])
+    st = lg.status()
+    assert st["c1"] == st["p1"] == st["n1"] == st["f1"] == st["f2"] == OK
+    assert st["c2"] == st["p2"] == st["n2"] == ("FAILED", "expression_error")
+    assert lg.state("u") == {("COUNTER", "c"): D("0.5"), ("COUNTER", "n"): D("2.5")}
+    assert lg.balance("u") == (D(2), D(0), D(0))
+    # 1.0 == true is no overload in CEL: false, so only v is flagged
+    assert ("TAG", "flagged") in lg.state("v") and lg.state("w") == {}
+    lg.verify()
+
+
+def test_s7_set_attribute_stores_the_string_of_a_duration(tmp_path):
+    """SET_ATTRIBUTE "set attribute key to the string of value": a CEL duration has one, CEL's
+    string(duration) ("5400s" for 90 minutes); it used to fail the event with expression_error.
+    A list still has none (expression_error)."""
+    rules = [on("a", {"type": "SET_ATTRIBUTE", "key": "wait", "value": "duration('90m')"},
+                {"type": "SET_ATTRIBUTE", "key": "gap", "value": "timestamp('2025-03-01T10:00:01.5Z') - now"}),
+             on("b", {"type": "SET_ATTRIBUTE", "key": "l", "value": "event.l"})]
+    lg = Ledger(tmp_path, program(rules))
+    lg.run([ev("a1", "u", "2025-03-01T10:00:00Z", "a"), ev("b1", "v", "2025-03-01T10:00:00Z", "b", l=[1])])
+    assert lg.status() == {"a1": OK, "b1": ("FAILED", "expression_error")}
+    assert lg.state("u") == {("ATTRIBUTE", "wait"): "5400s", ("ATTRIBUTE", "gap"): "1.5s"}
+    lg.verify()
+
+
 def test_s7_a_static_boolean_value_is_its_literal_text(tmp_path):
     """"a plain number is a number; ... anything else is a literal string": a JSON or YAML
     boolean (`value: true`) is the text "true", as SET_ATTRIBUTE stores a CEL boolean; it used to
@@ -309,6 +351,34 @@ def test_s7_s9_lot_instants_in_every_form_and_fifo_ties_broken_by_lot_id(tmp_pat
     assert {i: r["remaining"] for i, r in u.items()} == {i: r["amount"] - (1 if i == first else 0) for i, r in u.items()}
     lg.verify()
 
+def test_s7_lot_instants_read_from_the_event_as_text(tmp_path):
+    """expires_at / matures_at are "a Go duration from now, RFC 3339, or CEL timestamp", and value
+    fields hold "a static value or a CEL expression": an expression that reads the instant from the
+    event (`event.exp`, JSON text) gives the same forms as text, so an RFC 3339 string or a Go
+    duration string from the event works as it does written in the file. It used to fail every
+    such event with expression_error ("must be a timestamp or a duration, got str"). Text that is
+    neither (no time zone, a word) and a number still fail the event with expression_error."""
+    rules = [on("give", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "event.exp"}),
+             on("vest", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "matures_at": "event.mat"})]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    now = "2025-03-01T10:00:00Z"
+    lg.run([ev("g1", "u", now, "give", n=3, exp="2025-03-02T00:00:00Z"),     # an instant
+            ev("g2", "u", now, "give", n=4, exp="48h"),                      # now + 48h = 03-03 10:00
+            ev("v1", "u", now, "vest", n=7, mat="2025-03-03T00:00:00+01:00"),  # 03-02 23:00 UTC: DEFERRED
+            ev("b1", "u", now, "give", n=5, exp="soon"),
+            ev("b2", "u", now, "give", n=6, exp="2025-03-02T00:00:00"),       # no time zone
+            ev("b3", "u", now, "give", n=8, exp=5)])
+    st = lg.status()
+    assert st["g1"] == st["g2"] == st["v1"] == OK
+    assert st["b1"] == st["b2"] == st["b3"] == ("FAILED", "expression_error")
+    lots = lg.sql("SELECT amount, status, expires_at::VARCHAR, matures_at::VARCHAR FROM lots ORDER BY amount")
+    assert lots == [(D(3), "AVAILABLE", "2025-03-02 00:00:00+00", None),
+                    (D(4), "AVAILABLE", "2025-03-03 10:00:00+00", None),
+                    (D(7), "DEFERRED", None, "2025-03-02 23:00:00+00")]
+    assert lg.balance("u") == (D(7), D(0), D(7))
+    lg.verify()
+
+
 def test_s7_a_held_credit_cannot_also_mature_later(tmp_path):
     """CREDIT takes `bucket` HELD, and "a future matures_at lands in DEFERRED": both at once used to
     put the value in DEFERRED, dropping the hold, so the settle of its reference found nothing
@@ -328,6 +398,35 @@ def test_s7_a_held_credit_cannot_also_mature_later(tmp_path):
     res = cli("validate", "--programs", str(tmp_path / "programs"))
     out = res.stdout + res.stderr
     assert res.returncode == 2 and "settle" in out and "matures_at" in out, out
+
+def test_s9_hold_and_forfeit_operations_without_an_amount_take_the_whole_bucket(tmp_path):
+    """Operations carry "the fields of the matching Scrip endpoint" (semantics.md 2.3), and Scrip's
+    hold / release / forfeit body makes `amount` optional: "omitting it processes the whole SIMPLE
+    balance, or every matching lot for LOT". `release` did; `hold` and `forfeit` failed with
+    invalid_operation ("params.amount is required"). Now they take everything the bucket holds:
+    on a LOT asset only spendable lots (one past its expires_at is not, 9.1), only the lots of the
+    reference for a forfeit that names one; an empty bucket is a COMPLETED no-op."""
+    rules = [on("give", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "event.e"})]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    t = lambda m: f"2025-03-01T10:{m:02d}:00Z"  # noqa: E731
+    lg.run([ev("g1", "u", t(0), "give", n=10, e="1h"), ev("g2", "u", t(0), "give", n=5, e="5m"),
+            ev("g3", "v", t(0), "give", n=10, e="1h"), ev("g4", "w", t(0), "give", n=10, e="1h")],
+           [op("hold", "h1", "u", t(6), asset="PTS", reference_id="R"),             # 10: the 5m lot expired
+            op("forfeit", "f1", "u", t(7), asset="PTS", bucket="HELD", reference_id="R"),  # the 10 held as R
+            op("forfeit", "f2", "v", t(8), asset="PTS"),                            # AVAILABLE by default: 10
+            op("forfeit", "f3", "v", t(9), asset="PTS"),                            # nothing left: no-op
+            op("hold", "h2", "w", t(10), asset="PTS", amount="4"),
+            op("forfeit", "f4", "w", t(11), asset="PTS", bucket="HELD")])           # the 4 held
+    st = lg.status()
+    assert all(st[k] == OK for k in ("h1", "f1", "f2", "f3", "h2", "f4")), st
+    assert lg.entries("h1") == [("HOLD", D(10))] and lg.entries("f1") == [("FORFEIT", D(10))]
+    assert lg.entries("f2") == [("FORFEIT", D(10))] and lg.entries("f3") == []
+    assert lg.entries("f4") == [("FORFEIT", D(4))]
+    assert (lg.balance("u"), lg.balance("v"), lg.balance("w")) == ((0, 0, 0), (0, 0, 0), (D(6), 0, 0))
+    # 5 expired + 10 + 10 + 4 forfeited
+    assert lg.sql("SELECT available FROM balances WHERE entity_type = 'SYSTEM_BREAKAGE'") == [(D(29),)]
+    lg.verify()
+
 
 # ---------------------------------------------------------------------------------------------
 # Section 10: tiers
@@ -446,6 +545,28 @@ def test_s12_report_views_by_hand(tmp_path):
     assert lg.sql("SELECT entity_type, count(*) FROM balances GROUP BY ALL HAVING count(*) > 1") == []
     assert dict(lg.sql("SELECT entity_type, available + held + deferred FROM balances WHERE entity_type <> 'PARTICIPANT'")) \
         == {"SYSTEM_ISSUANCE": D(-15), "SYSTEM_REDEMPTION": D(4), "SYSTEM_BREAKAGE": D(6)}
+    lg.verify()
+
+
+def test_s12_ledger_summary_counts_the_participants_holding_the_asset(tmp_path):
+    """ledger_summary's participant_count is Scrip's "distinct participants holding the asset"
+    (scrip-reference 19; semantics.md 12 lists the column without redefining it): a participant
+    who redeemed everything, or is overdrawn, holds none; value in HELD is still held. It used to
+    count every participant with a posting (4 here). The period variant keeps counting the
+    participants with a posting in the period (docs/reports.md)."""
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}),
+             on("hold", {"type": "HOLD", "asset": "PTS", "amount": "event.n"}),
+             on("claw", {"type": "DEBIT", "asset": "PTS", "amount": "event.n", "allow_negative": True})]
+    lg = Ledger(tmp_path, program(rules))
+    t = lambda m: f"2025-03-01T10:{m:02d}:00Z"  # noqa: E731
+    lg.run([ev("e1", "u", t(1), "earn", n=10), ev("e2", "v", t(2), "earn", n=5), ev("e3", "w", t(3), "earn", n=5),
+            ev("h1", "w", t(4), "hold", n=5), ev("c1", "x", t(5), "claw", n=3)],
+           [op("redeem", "r1", "u", t(6), asset="PTS", amount="10")])
+    # u 0 (redeemed all), v 5, w 5 held, x -3 (overdrawn): v and w hold PTS
+    summary = lg.sql_dicts("SELECT * FROM ledger_summary")
+    assert [(r["program_key"], r["total_issued"], r["total_redeemed"], r["current_balance"], r["participant_count"])
+            for r in summary] == [("shop", D(20), D(13), D(7), 2)]
+    assert lg.sql("SELECT participant_count FROM ledger_summary_between(NULL, NULL)") == [(4,)]
     lg.verify()
 
 

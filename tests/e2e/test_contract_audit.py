@@ -474,6 +474,26 @@ def test_s9_transfers_make_new_lots_without_the_sources_expiry(tmp_path):
                     ("u3", D(2), "2025-03-01 07:00:00+00", None)]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "s9.3/s8: a transfer to N recipients writes N TRANSFER entries of two postings each (one per "
+    "leg), where Scrip's transfer is one journal entry (its response carries one journal_entry_id "
+    "and total_amount; scrip-reference 11: an entry has 'two or more postings'): the source's "
+    "AVAILABLE debited once by the total, one credit posting per recipient. engine.moves.move and "
+    "the writer build two-posting entries only; the transfers view reads one entry per leg."))
+def test_s9_a_transfer_is_one_journal_entry_debiting_the_source_by_the_total(tmp_path):
+    lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})]))
+    lg.run([ev("e1", "u", at(1, 1), "earn", n=10), ev("e2", "v", at(1, 1), "earn", n=1),
+            ev("e3", "w", at(1, 1), "earn", n=1)],
+           [op("transfer", "t1", "u", at(1, 2), asset="PTS", description="split",
+               recipients=[{"external_id": "v", "amount": "3"}, {"external_id": "w", "amount": "4"}])])
+    assert lg.status()["t1"] == OK
+    assert lg.balance("u") == (D(3), D(0), D(0))
+    rows = lg.sql("""SELECT j.id, p.amount FROM journal_entries j JOIN postings p ON p.journal_entry_id = j.id
+                     JOIN operations o ON o.id = j.operation_id WHERE o.idempotency_key = 't1' ORDER BY p.amount""")
+    assert len({r[0] for r in rows}) == 1  # one TRANSFER entry
+    assert [a for _, a in rows] == [D(-7), D(3), D(4)]  # the source once, by the total
+
+
 def test_s9_a_credit_after_a_lot_overdraft_repays_it_before_making_a_lot(tmp_path):
     # 7: "DEBIT ... LOT: consume FIFO by lot creation. allow_negative: true overdraws the rest";
     # 9.1: lots are what can be spent, and `perkflow verify` checks their remainders against the
@@ -553,6 +573,25 @@ def test_s10_a_credit_target_is_auto_qualified_by_the_event_that_touches_it(tmp_
     assert led.sql("SELECT p.external_id, h.to_level, h.reason, h.effective_at::VARCHAR, e.idempotency_key "
                    "FROM tier_history h JOIN participants p ON p.id = h.participant_id "
                    "JOIN events e ON e.id = h.event_id") == [("u2", "silver", "AUTO", "2025-03-01 11:00:00+00", "e1")]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "s3/s10/s2.3: 'tier expiry' is one of the time-driven changes of semantics.md 3, and set_tier "
+    "takes the fields of Scrip's PUT .../state/tiers/{key} (2.3), whose expires_at 'schedules "
+    "automatic removal'; perkflow fails such a set_tier with operation_not_supported. Building it "
+    "needs an expiry on participant_tiers, its application in-stream and by maintain, and a "
+    "removal row in tier_history (which verify's tier_levels_match_history must then accept)."))
+def test_s10_a_tier_set_with_expires_at_is_removed_at_that_instant(tmp_path):
+    tier = {"key": "club", "levels": [{"key": "silver", "rank": 1}, {"key": "gold", "rank": 2}]}
+    lg = Ledger(tmp_path, program([on("ping", {"type": "TAG", "tag": "p"})], tiers=[tier]))
+    lg.run([ev("e1", "u", at(1, 1), "ping")],
+           [op("set_tier", "s1", "u", at(1, 2), tier="club", level="gold", expires_at="2025-03-05T00:00:00Z")])
+    assert lg.status()["s1"] == OK
+    res = cli("maintain", "--as-of", "2025-03-06T00:00:00Z", "--db", str(lg.db))
+    assert res.returncode == 0, res.stderr
+    assert lg.sql("SELECT count(*) FROM participant_tiers") == [(0,)]
+    assert lg.sql("SELECT from_level, to_level, effective_at::VARCHAR FROM tier_history ORDER BY seq") == [
+        (None, "gold", "2025-03-01 02:00:00+00"), ("gold", None, "2025-03-05 00:00:00+00")]
 
 
 def test_s10_every_lifecycle_option_of_the_contract_loads(tmp_path):

@@ -139,10 +139,22 @@ def _adjust(o: _Op) -> None:
         raise ActionFailed(INVALID, f"adjust type {kind!r}")
 
 
+def _whole(o: _Op, asset, bucket: str) -> Decimal | None:
+    """Scrip: an omitted amount "processes the whole SIMPLE balance, or every matching lot for
+    LOT": all the bucket holds (a LOT asset's AVAILABLE: its spendable lots, s9.1); None if nothing."""
+    account = o.mine(asset, bucket)
+    have = o.w.books.balance(account)
+    if asset.inventory_mode == "LOT" and bucket == "AVAILABLE":
+        have = min(have, o.w.books.spendable(account[1], account[2], o.op.timestamp, account[0]))
+    return have if have > 0 else None
+
+
 def _hold(o: _Op) -> None:
     asset = o.asset()
     o.acting()
-    amount = o.amount(asset)
+    amount = o.amount(asset) if o.p.get("amount") is not None else _whole(o, asset, "AVAILABLE")
+    if amount is None:
+        return
     o.move("HOLD", o.mine(asset), o.mine(asset, "HELD"), amount, asset=asset)
 
 
@@ -160,8 +172,10 @@ def _release(o: _Op) -> None:
 def _forfeit(o: _Op) -> None:
     asset = o.asset()
     o.acting(any_status=True)  # Scrip: forfeit is "allowed on CLOSED participants"
-    amount = o.amount(asset)
     bucket = _bucket(o, asset, "AVAILABLE")
+    amount = o.amount(asset) if o.p.get("amount") is not None else _whole(o, asset, bucket)
+    if amount is None:
+        return
     o.move("FORFEIT", o.mine(asset, bucket), system_account("SYSTEM_BREAKAGE", asset.symbol), amount, asset=asset)
 
 
