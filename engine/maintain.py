@@ -103,7 +103,7 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
             return MaintainReport(None, as_of, 0, 0, time.perf_counter() - t0)
         store.lots = holders
         frame = pl.DataFrame(effects, schema=EFFECT_SCHEMA | ACCOUNT_SCHEMA | TIMED_SCHEMA)
-        base = (batch_id << 32) + writer.entries  # after the entries of the automations' events
+        base = writer.next_seq  # after the entries of the automations' events
         stage_effects = frame.sort("effective_at", "source_name", "action_type").with_row_index("_n").select(
             kind=pl.lit("lot"), source_name="source_name", program_id="program_id", rule_id="rule_id",
             rule_version="rule_version", action_index="action_index", action_type="action_type",

@@ -260,7 +260,7 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
         ev, taken.enrollments = _with_system(ev, outcome, taken.enrollments)
         totals["system_events"] += len(outcome.system)
     step("building the ledger stages")
-    stages = _stages(ev, outcome, taken, writer.batch_id, store, writer.entries)
+    stages = _stages(ev, outcome, taken, writer.batch_id, store, writer.next_seq)
     stages |= (writer.catalog_stages(catalog) if first else {}) | store.state_frames(writer.batch_id, writer.tier_changes)
     totals["duplicates"] += taken.duplicates
     totals["rejected"] += len(taken.rejected)
@@ -364,7 +364,7 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store, seq_f
         amount="amount",
         allow_negative="allow_negative", description="description",
         effective_at=pl.coalesce("effective_at", "event_timestamp"),
-        seq=pl.col("_n").cast(pl.Int64) + base + seq_from, from_type="from_type", from_id="from_id",
+        seq=pl.col("_n").cast(pl.Int64) + seq_from, from_type="from_type", from_id="from_id",
         from_bucket="from_bucket", to_type="to_type", to_id="to_id", to_bucket="to_bucket",
         reference_id="reference_id",
     )

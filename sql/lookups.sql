@@ -6,6 +6,12 @@ SELECT COALESCE(MAX(id), 0) + 1 FROM batches;
 -- name: catalog_fingerprint
 SELECT fingerprint FROM catalog_fingerprint;
 
+-- name: next_seq
+-- The ledger order of the next entry: a running count over the ledger, so that cutting a stream
+-- into batches gives each entry the seq, and so the hash, the whole stream gives it. (Ledgers
+-- written before session 10 numbered entries batch << 32 | n: new entries continue after them.)
+SELECT COALESCE(MAX(seq) + 1, 0) FROM journal_entries;
+
 -- name: last_root
 -- The root hash the next batch chains to ('' before the first batch).
 SELECT COALESCE((SELECT root_hash FROM batches ORDER BY id DESC LIMIT 1), '');

@@ -162,6 +162,7 @@ class BatchWriter:
         # written so far: the next chunk's entry and tier-change seqs continue from these
         self.entries = self.tier_changes = 0
         self.prev_root = con.execute(statement("lookups.sql", "last_root")).fetchall()[0][0]
+        self.first_seq = con.execute(statement("lookups.sql", "next_seq")).fetchall()[0][0]
         self._root = BatchRoot(self.prev_root)
 
     def write(self, stages: dict[str, pl.DataFrame]) -> None:
@@ -191,6 +192,11 @@ class BatchWriter:
             self._root.add(hashes.to_arrow_table().column(0))
             self.entries += len(stages["stage_effects"])
         self.tier_changes += len(stages.get("stage_tier_history", ()))
+
+    @property
+    def next_seq(self) -> int:
+        """The seq of the next entry this batch writes (entries are numbered across the ledger)."""
+        return self.first_seq + self.entries
 
     def catalog_stages(self, catalog: Catalog) -> dict[str, pl.DataFrame]:
         """The catalog's stages (`catalog_frames`) with their fingerprint to store, or none when

@@ -7,8 +7,9 @@ Two ways of comparing databases:
   killed and then run again) must give identical dumps: same ids, statuses, amounts, seqs,
   batch ids, counts.
 - `ledger_view(db)`: the batch-independent part of the ledger (event ids and statuses, entry
-  ids, posting ids and amounts, balances, participants, state). Cutting a stream into N batches
-  changes batch ids, arrival sequences and source files, never this view (semantics.md 1.5).
+  ids, seqs and hashes, posting ids and amounts, balances, participants, state). Cutting a stream
+  into N batches changes batch ids, arrival sequences, source files and batch roots, never this
+  view (semantics.md 1.5).
 
 `kill_run(...)` starts `perkflow run` in its own process group and SIGKILLs the group after a
 delay, recording how far the run got (the writer's PERKFLOW_TRACE lines on stderr).
@@ -207,8 +208,8 @@ def dump(db: Path, *, snapshot: bool = False) -> dict[str, list[tuple]]:
 LEDGER_VIEW = {
     "events": "id, program_id, participant_id, external_id, idempotency_key, event_timestamp, event_data, status, "
               "error_code, error_message",
-    "journal_entries": "id, program_id, event_id, rule_id, rule_version, action_index, action_type, description, "
-                       "effective_at",
+    "journal_entries": "id, seq, program_id, event_id, rule_id, rule_version, action_index, action_type, description, "
+                       "effective_at, entry_hash",
     "postings": "id, journal_entry_id, program_id, entity_type, entity_id, asset_id, bucket, amount",
     "account_balances": "entity_type, entity_id, asset_id, bucket, amount",
     "participants": "id, external_id, status, created_at",
