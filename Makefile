@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DB     ?= data/warehouse.duckdb
 
-.PHONY: run test install install-dev clean
+.PHONY: run test test-long install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,14 @@ run: install
 	$(BIN)/perkflow report ledger_summary --db $(DB)
 
 ## test: install dev dependencies and run the whole suite
+# One pytest worker per core (pytest-xdist), handing out tests as workers free up: the property
+# tests take minutes each, and on two cores the suite took 48 min in one process, 24 in two.
 test: install-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
+
+## test-long: the same with 5x the property tests' examples (tests/helpers/examples.py)
+test-long: install-dev
+	PERKFLOW_EXAMPLES_SCALE=5 $(BIN)/python -m pytest -q -n auto --dist worksteal
 
 clean:
 	rm -rf $(VENV) $(DB) $(DB).wal

@@ -21,7 +21,6 @@ test_ledger_vs_oracle.py: statuses, every entry, accounts, lots, state, statuses
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -40,8 +39,9 @@ from tests.differential.test_ledger_vs_oracle import OP_SCHEMA, assert_same
 from tests.differential.test_system_events_vs_oracle import _keys
 from tests.helpers.io import write_events, write_program
 from tests.oracle.interpreter import Oracle
+from tests.helpers.examples import examples
 
-EXAMPLES = int(os.environ.get("PERKFLOW_AUTOMATION_EXAMPLES", "60"))
+EXAMPLES = examples("PERKFLOW_AUTOMATION_EXAMPLES", 60)
 START = datetime(2025, 3, 1, tzinfo=timezone.utc)
 PEOPLE = ["u1", "u2", "u3", "u4"]
 
@@ -292,7 +292,7 @@ def late_scenarios(draw) -> dict:
     return {"automations": autos, "steps": steps}
 
 
-@settings(max_examples=int(os.environ.get("PERKFLOW_LATE_FIRING_EXAMPLES", "30")), **SETTINGS)
+@settings(max_examples=examples("PERKFLOW_LATE_FIRING_EXAMPLES", 15), **SETTINGS)
 @given(sc=late_scenarios())
 def test_late_firings_reach_who_was_enrolled_and_active_at_their_instants(sc):
     check(sc)

@@ -7,7 +7,7 @@ duplicates, idempotency conflicts, unknown programs), put in stream order (the c
 chunking) and cut into 1-3 Parquet files; the chunk size is drawn, so chunk boundaries fall
 between duplicates and their originals, inside runs of equal timestamps, and across files.
 
-`PERKFLOW_CHUNK_EXAMPLES` sets the number of cases (default 60).
+`PERKFLOW_CHUNK_EXAMPLES` sets the number of cases (default 30; tests/helpers/examples.py).
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from engine.workloads import generate
 from tests.differential import strategies as S
 from tests.differential.test_engine_vs_oracle import INVARIANCE_FLAGS, SCHEMA, SETTINGS
 from tests.helpers.io import write_events, write_program
+from tests.helpers.examples import examples
 
-EXAMPLES = int(os.environ.get("PERKFLOW_CHUNK_EXAMPLES", "60"))
+EXAMPLES = examples("PERKFLOW_CHUNK_EXAMPLES", 30)
 WALL_CLOCK = {"committed_at"}
 
 

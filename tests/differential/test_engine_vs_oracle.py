@@ -37,8 +37,9 @@ from tests.differential.ledger_view import entry_identity, read_ledger
 from tests.helpers.io import write_events, write_program
 from tests.oracle import run_oracle
 from tests.oracle.interpreter import OracleResult, Unsupported
+from tests.helpers.examples import examples
 
-EXAMPLES = int(os.environ.get("PERKFLOW_DIFF_EXAMPLES", "500"))
+EXAMPLES = examples("PERKFLOW_DIFF_EXAMPLES", 250)
 SETTINGS = dict(deadline=None, derandomize=True, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

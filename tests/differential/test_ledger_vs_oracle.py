@@ -14,14 +14,13 @@ Time-driven entries (MATURITY, EXPIRATION) carry the instant they were due; when
 written together their relative order is not specified by the contract, so each run of them is
 compared in a canonical order.
 
-`PERKFLOW_LEDGER_EXAMPLES` sets the number of cases (default 300, about 3 minutes here); see
+`PERKFLOW_LEDGER_EXAMPLES` sets the number of cases (default 150, about 1.5 minutes here); see
 tests/differential/README.md.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections import defaultdict
 from decimal import Decimal
@@ -44,8 +43,9 @@ from tests.helpers.io import write_events, write_program
 from tests.oracle import run_oracle
 from tests.oracle.books import Entry
 from tests.oracle.interpreter import OracleResult, Unsupported
+from tests.helpers.examples import examples
 
-EXAMPLES = int(os.environ.get("PERKFLOW_LEDGER_EXAMPLES", "300"))
+EXAMPLES = examples("PERKFLOW_LEDGER_EXAMPLES", 150)
 OP_SCHEMA = pa.schema([(c, pa.string()) for c in
                        ("operation", "program_id", "idempotency_key", "external_id", "timestamp", "params")])
 FIELDS = ("events", "operations", "ledger", "accounts", "lots", "redemptions", "statuses", "participants",

@@ -13,7 +13,6 @@ the comparison vacuous)."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import Counter
 
 import pytest
@@ -22,8 +21,9 @@ from hypothesis import given, settings
 import engine.running as running
 from tests.differential import strategies as S
 from tests.differential.test_engine_vs_oracle import MAIN_FLAGS, SETTINGS, check
+from tests.helpers.examples import examples
 
-EXAMPLES = int(os.environ.get("PERKFLOW_DIFF_EXAMPLES", "500")) // 2
+EXAMPLES = examples("PERKFLOW_DIFF_EXAMPLES", 250) // 2
 RUNNING_FLAGS = dataclasses.replace(MAIN_FLAGS, recipients=False, targets=False, program_state_in_conditions=False,
                                     prefunded=True)
 PATHS: Counter = Counter()

@@ -25,8 +25,9 @@ from tests.differential import ledger_strategies as L
 from tests.differential import strategies as S
 from tests.differential.test_engine_vs_oracle import SETTINGS
 from tests.differential.test_ledger_vs_oracle import check
+from tests.helpers.examples import examples
 
-EXAMPLES = int(os.environ.get("PERKFLOW_LEDGER_EXAMPLES", "300")) // 2
+EXAMPLES = examples("PERKFLOW_LEDGER_EXAMPLES", 150) // 2
 T = "2025-03-01T"
 START = datetime(2025, 3, 1, 8, 0)
 CONDITIONS = ['event.type == "buy"', "true", '"vip" in participant.tags',

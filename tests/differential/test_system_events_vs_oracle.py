@@ -14,7 +14,6 @@ keys (as it is given lot ids): the scheme is the project's, not the contract's.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -32,8 +31,9 @@ from engine.run import run_batch
 from tests.differential.ledger_view import entry_identity, read_ledger
 from tests.helpers.io import write_events, write_program
 from tests.oracle.interpreter import Oracle
+from tests.helpers.examples import examples
 
-EXAMPLES = int(os.environ.get("PERKFLOW_DIFF_EXAMPLES", "40"))
+EXAMPLES = examples("PERKFLOW_DIFF_EXAMPLES", 40)
 SETTINGS = dict(deadline=None, derandomize=True, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)

@@ -12,7 +12,6 @@ invariance and "maintenance early, late or never gives the same ledger" (semanti
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -26,8 +25,9 @@ from tests.differential.ledger_view import read_ledger
 from tests.differential.test_engine_vs_oracle import SCHEMA, SETTINGS
 from tests.helpers.io import write_events, write_program
 from tests.oracle import run_oracle
+from tests.helpers.examples import examples
 
-EXAMPLES = int(os.environ.get("PERKFLOW_TIER_EXAMPLES", "40"))
+EXAMPLES = examples("PERKFLOW_TIER_EXAMPLES", 40)
 
 
 def _chains(rows: list[tuple]) -> dict[tuple, list[tuple]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import tempfile
 from decimal import Decimal
@@ -22,9 +21,10 @@ from engine.cel import compile_cel
 from engine.ledger import db as db_module
 from engine.run import run_batch
 from tests.helpers.io import write_events, write_program
+from tests.helpers.examples import examples
 
 PROGRAM = "diff"
-EXAMPLES = int(os.environ.get("PERKFLOW_DIFF_EXAMPLES", "200"))
+EXAMPLES = examples("PERKFLOW_DIFF_EXAMPLES", 100)
 _PLAIN = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 ASSETS = [
     {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0},
