@@ -4,13 +4,51 @@ PyYAML and Python's JSON reader keep the last of two equal keys in a mapping wit
 rule written with two `condition:` lines (or an action with two `amount:`) loaded with the second
 and nobody was told. A program file is configuration of a ledger: such a file is an error that
 names the file, the key and (YAML) the lines, like any other load error (semantics.md 2.1).
+
+Both readers also keep a non-integer number as written (`WrittenNumber`): amounts are exact
+(semantics.md 1), and a float drops digits past the 17th.
 """
 
 from __future__ import annotations
 
 import json
+from decimal import Decimal, InvalidOperation
 
 import yaml
+
+
+class WrittenNumber(float):
+    """A non-integer number of a program file: the float YAML and JSON make of it, whose repr is
+    the number as written when the float lost digits of it (`amount: 12345678901234567.5` reads
+    as the float 12345678901234568.0). Amount, value and limit fields take a number by its repr
+    (engine/catalog/models.py), so they get every written digit; whatever computes with it
+    still has a float. Where the float keeps the written value, repr is the float's own shortest
+    text as before, so rule versions (hashed over the loaded fields) do not change."""
+
+    __slots__ = ("_text",)
+
+    def __new__(cls, text: str):
+        self = super().__new__(cls, text)
+        shortest = float.__repr__(self)
+        self._text = shortest if Decimal(shortest) == Decimal(text) else text
+        return self
+
+    def __repr__(self) -> str:
+        return self._text
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        return WrittenNumber, (self._text,)
+
+
+def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    value = loader.construct_yaml_float(node)
+    text = node.value.replace("_", "")
+    try:
+        return WrittenNumber(text) if Decimal(text).is_finite() else value
+    except (InvalidOperation, ValueError):  # YAML 1.1's base-60 floats (1:30.5): no decimal text
+        return value
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -36,6 +74,7 @@ def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = Fals
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _float)
 
 
 def _unique_object(pairs: list[tuple[str, object]]) -> dict:
@@ -52,4 +91,4 @@ def read_yaml(text: str) -> object:
 
 
 def read_json(text: str) -> object:
-    return json.loads(text, object_pairs_hook=_unique_object)
+    return json.loads(text, object_pairs_hook=_unique_object, parse_float=WrittenNumber)

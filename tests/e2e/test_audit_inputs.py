@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from engine.cli import main
 from tests.helpers.io import balances, cli, event, program_spec, query, run_json, write_events, write_program
@@ -664,6 +666,50 @@ def test_s2_unquoted_yaml_numbers_are_exact_amounts_limits_and_values(tmp_path):
                                             "ORDER BY e.arrival_seq")
     assert [o for o, in outcomes] == ["MATCHED", "MATCHED", "BUDGET_EXCEEDED", "MATCHED"]
     assert query(tmp_path / "l.duckdb", "SELECT text_value FROM entity_state WHERE kind = 'ATTRIBUTE'") == [("0.00001",)]
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_s1_unquoted_numbers_keep_every_written_digit(tmp_path, fmt):
+    """semantics.md 1: amounts are exact. An unquoted number in a program file was read through a
+    float, which keeps about 17 significant digits: `amount: 12345678901234567.5` credited
+    12345678901234568, a limit and a SET_ATTRIBUTE value lost digits likewise, without a word.
+    A number the float does keep reads as before: the rule's version is the same as with the
+    number quoted (so no ledger sees a new rule version)."""
+    def program(amount: str, value: str) -> dict:
+        return {"program": {"key": "big", "name": "Big"},
+                "assets": [{"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE",
+                            "issuance_policy": "UNLIMITED", "scale": 2}],
+                "rules": [{"name": "earn", "key": "earn", "condition": 'event.type == "buy"',
+                           "budgets": [{"asset": "PTS", "limit": "@LIMIT@"}],
+                           "actions": [{"type": "CREDIT", "asset": "PTS", "amount": amount},
+                                       {"type": "SET_ATTRIBUTE", "key": "v", "value": value}]}]}
+
+    def write(folder: Path, amount: str, value: str, limit: str, quoted: bool) -> Path:
+        folder.mkdir()
+        numbers = {"@A@": amount, "@V@": value, "@LIMIT@": limit}
+        text = (json.dumps(program("@A@", "@V@")) if fmt == "json"
+                else yaml.safe_dump(program("@A@", "@V@"), sort_keys=False))
+        for mark, number in numbers.items():  # unquoted (or quoted) in the file's own syntax
+            for q in ('"', "'"):
+                text = text.replace(f"{q}{mark}{q}", f'"{number}"' if quoted else number)
+        assert "@" not in text, text
+        (folder / f"big.{fmt}").write_text(text, encoding="utf-8")
+        return folder
+    events = write_events(tmp_path / "e.parquet", [event("big", "k1", "u1", "2025-03-01T10:00:00Z", {"type": "buy"})])
+    long = write(tmp_path / "long", "12345678901234567.5", "0.12345678901234567891", "123456789012345678.25", quoted=False)
+    report = run_json(long, events, tmp_path / "l.duckdb")
+    assert (report["completed"], report["failed"]) == (1, 0), report
+    assert balances(tmp_path / "l.duckdb") == {("u1", "PTS"): D("12345678901234567.5")}
+    assert query(tmp_path / "l.duckdb", "SELECT text_value FROM entity_state WHERE kind = 'ATTRIBUTE'") == [
+        ("0.12345678901234567891",)]
+    limit = query(tmp_path / "l.duckdb", "SELECT definition->>'$.budgets[0].limit' FROM rule_versions")
+    assert [D(x) for x, in limit] == [D("123456789012345678.25")], limit
+    versions = []
+    for quoted in (False, True):
+        folder = write(tmp_path / f"short-{quoted}", "2.5", "0.1", "100.5", quoted=quoted)
+        run_json(folder, events, tmp_path / f"s-{quoted}.duckdb")
+        versions.append(query(tmp_path / f"s-{quoted}.duckdb", "SELECT current_version FROM rules"))
+    assert versions[0] == versions[1], versions
 
 
 def test_s2_a_participant_id_that_is_not_a_uuid_names_nobody_and_the_rest_is_processed(tmp_path):
