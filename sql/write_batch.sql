@@ -69,6 +69,14 @@ UPDATE rules SET status = 'ARCHIVED'
 WHERE status <> 'ARCHIVED' AND program_id IN (SELECT id::UUID FROM stage_programs)
   AND id NOT IN (SELECT id::UUID FROM stage_rules);
 
+-- name: archive_removed_rewards
+-- Likewise a reward no longer in its program's file: redeem_item no longer finds it, so the
+-- catalog shows it ARCHIVED (Scrip's status for a reward withdrawn from the catalog); its row
+-- stays for the redemptions that name it, and back in the file it is what the file says.
+UPDATE rewards SET status = 'ARCHIVED'
+WHERE status <> 'ARCHIVED' AND program_id IN (SELECT id::UUID FROM stage_programs)
+  AND id NOT IN (SELECT id::UUID FROM stage_rewards);
+
 -- name: insert_catalog_rule_versions
 INSERT OR IGNORE INTO rule_versions SELECT id::UUID, version, definition::JSON, $batch_id FROM stage_rules;
 

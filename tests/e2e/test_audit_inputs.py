@@ -772,6 +772,39 @@ def test_s2_a_rule_removed_from_its_file_is_archived_and_its_versions_stay(tmp_p
     assert query(db, "SELECT status FROM rules WHERE key = 'b'") == [("ACTIVE",)]
 
 
+def test_s9_a_reward_removed_from_its_file_is_archived_and_cannot_be_redeemed(tmp_path):
+    """semantics.md 9.4: a rewards catalog per program, with status DRAFT, ACTIVE, OUT_OF_STOCK,
+    ARCHIVED. A reward taken out of its program's file could no longer be redeemed, yet the
+    `rewards` table and `reward_status` kept showing it ACTIVE; now it is ARCHIVED, its
+    redemptions still name it, and back in the file it is what the file says."""
+    def files(*keys):
+        mugs = [{"key": k, "name": k.title(), "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "2"}
+                for k in keys]
+        return write_program(tmp_path / "programs" / "p.yaml", {**program_spec("p", [
+            {"name": "earn", "key": "earn", "condition": "true",
+             "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "10"}]}]), "rewards": mugs})
+
+    def redeem(key: str, reward: str, at: str) -> Path:
+        f = tmp_path / f"{key}.parquet"
+        pq.write_table(pa.Table.from_pylist([
+            {"operation": "redeem_item", "program_id": "p", "idempotency_key": key, "external_id": "u1",
+             "timestamp": at, "params": json.dumps({"reward_id": reward, "quantity": 1})}]), f)
+        return f
+    db = tmp_path / "l.duckdb"
+    events = write_events(tmp_path / "e.parquet", [event("p", "e1", "u1", "2025-03-01T10:00:00Z", {})])
+    for step, (keys, key, reward, at) in enumerate([(("mug", "cap"), "r1", "mug", "2025-03-01T11:00:00Z"),
+                                                    (("cap",), "r2", "mug", "2025-03-01T12:00:00Z"),
+                                                    (("cap", "mug"), "r3", "mug", "2025-03-01T13:00:00Z")]):
+        res = cli("run", "--programs", str(files(*keys)), "--events", str(events), "--operations",
+                  str(redeem(key, reward, at)), "--db", str(db), "--json")
+        assert res.returncode == 0, res.stderr[-800:]
+        statuses = dict(query(db, "SELECT key, status FROM rewards"))
+        assert statuses == ({"mug": "ACTIVE", "cap": "ACTIVE"} if step != 1 else {"mug": "ARCHIVED", "cap": "ACTIVE"})
+    assert query(db, "SELECT idempotency_key, status FROM operations ORDER BY idempotency_key") == [
+        ("r1", "COMPLETED"), ("r2", "FAILED"), ("r3", "COMPLETED")]
+    assert query(db, "SELECT COUNT(*) FROM redemptions r JOIN rewards w ON w.id = r.reward_id WHERE w.key = 'mug'") == [(2,)]
+
+
 @pytest.mark.parametrize("row_path", [False, True])
 def test_s6_a_comprehension_over_a_part_of_each_element_loads_and_evaluates(tmp_path, row_path):
     """semantics.md 6 rejects at load an expression "whose cost cannot be bounded (for example a
