@@ -29,6 +29,10 @@ from engine.ledger.sqlfiles import statement
 KEY = ["kind", "program_uuid", "idempotency_key"]
 #: What must match for a repeated idempotency key to be a duplicate rather than a conflict.
 PAYLOAD = ["operation", "external_id", "participant_id", "recipient_external_id", "recipient_id", "event_timestamp"]
+#: The participant references of a row, (participant_id-like, external_id-like): the same
+#: participant named either way is the same payload (`_same_payload`).
+REFERENCES = [("participant_id", "external_id", "participant_uuid"),
+              ("recipient_id", "recipient_external_id", "recipient_uuid")]
 
 
 @dataclass
@@ -95,7 +99,7 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection,
         "kind", program_id="program_uuid", idempotency_key="idempotency_key").unique())
     known = known.rename({"program_id": "program_uuid", "participant_ref": "participant_id", "recipient_ref": "recipient_id"})
     seen = valid.join(
-        known.rename({c: f"{c}_orig" for c in [*PAYLOAD, "event_json"]}).with_columns(
+        known.rename({c: f"{c}_orig" for c in [*PAYLOAD, "event_json", "participant_uuid", "recipient_uuid"]}).with_columns(
             pl.col("program_uuid").cast(pl.String), pl.col("event_timestamp_orig").cast(valid.schema["event_timestamp"])),
         on=KEY, how="inner")
     same_db = _same_payload(seen)
@@ -125,13 +129,29 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection,
 
 
 def _same_payload(df: pl.DataFrame) -> pl.Series:
-    """Row-wise: is the payload the same as the `_orig` one? Scalars exactly; event data
-    canonically (key order and whitespace ignored, numbers by value, null = absent)."""
+    """Row-wise: is the payload the same as the `_orig` one? Scalars exactly; the participant
+    (and the recipient) as written or as resolved, so that one named by `external_id` once and
+    by its `participant_id` once is the same participant (semantics.md 4 compares the
+    participant); event data canonically (key order and whitespace ignored, numbers by value,
+    null = absent)."""
     if len(df) == 0:
         return pl.Series([], dtype=pl.Boolean)
-    scalars = pl.lit(True)
-    for c in PAYLOAD:
-        scalars = scalars & pl.col(c).eq_missing(pl.col(f"{c}_orig"))
+    # only rows that repeat a key get here: few, so their external ids' ids are cheap to derive
+    ext_ids = pl.concat([df[c] for _, ext, _ in REFERENCES for c in (ext, f"{ext}_orig")]).drop_nulls().unique()
+    derived = {e: ids.participant_id_text(e) for e in ext_ids.to_list()}
+
+    def who(ref: str, ext: str) -> pl.Expr:
+        return pl.coalesce(pl.col(ref).str.to_lowercase(), pl.col(ext).replace_strict(derived, default=None))
+
+    scalars = pl.col("operation").eq_missing(pl.col("operation_orig")) & pl.col("event_timestamp").eq_missing(
+        pl.col("event_timestamp_orig"))
+    for ref, ext, stored in REFERENCES:
+        # a stored row carries the id its reference resolved to when it was processed
+        then = who(f"{ref}_orig", f"{ext}_orig")
+        if f"{stored}_orig" in df.columns:
+            then = pl.coalesce(pl.col(f"{stored}_orig"), then)
+        as_written = pl.col(ref).eq_missing(pl.col(f"{ref}_orig")) & pl.col(ext).eq_missing(pl.col(f"{ext}_orig"))
+        scalars = scalars & (as_written | who(ref, ext).eq(then).fill_null(False))
     flags = df.select(s=scalars, raw=pl.col("event_json") == pl.col("event_json_orig"))
     out = []
     for s, raw, a, b in zip(flags["s"], flags["raw"], df["event_json"], df["event_json_orig"]):

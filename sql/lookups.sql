@@ -23,12 +23,13 @@ SELECT id, rows_read, duplicates, rejected FROM batches WHERE input_fingerprint 
 -- Stored events and operations whose (kind, program, idempotency key) appear in this batch, with
 -- what idempotency compares.
 SELECT k.kind, k.program_id, e.idempotency_key, NULL::VARCHAR AS operation, e.external_id, e.participant_ref,
-       e.recipient_external_id, e.recipient_ref, e.event_timestamp, e.event_data::VARCHAR AS event_json
+       e.recipient_external_id, e.recipient_ref, e.event_timestamp, e.event_data::VARCHAR AS event_json,
+       e.participant_id::VARCHAR AS participant_uuid, e.recipient_id::VARCHAR AS recipient_uuid
 FROM stage_keys k
 JOIN events e ON k.kind = 'event' AND e.program_id = k.program_id::UUID AND e.idempotency_key = k.idempotency_key
 UNION ALL
 SELECT k.kind, k.program_id, o.idempotency_key, o.operation, o.external_id, o.participant_ref,
-       NULL, NULL, o.timestamp, o.params::VARCHAR
+       NULL, NULL, o.timestamp, o.params::VARCHAR, o.participant_id::VARCHAR, NULL
 FROM stage_keys k
 JOIN operations o ON k.kind = 'operation' AND o.program_id = k.program_id::UUID AND o.idempotency_key = k.idempotency_key;
 

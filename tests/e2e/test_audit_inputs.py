@@ -772,6 +772,41 @@ def test_s2_a_rule_removed_from_its_file_is_archived_and_its_versions_stay(tmp_p
     assert query(db, "SELECT status FROM rules WHERE key = 'b'") == [("ACTIVE",)]
 
 
+def test_s4_a_resend_naming_the_same_participant_another_way_is_a_duplicate(tmp_path):
+    """semantics.md 4: a later row with the same key and the same canonical payload (participant,
+    timestamp, event_data, recipient) is a DUPLICATE. The participant, not how the row spelled
+    it: an event sent by external_id and re-sent by that participant's participant_id (or the
+    other way round, or the id in capitals) was an idempotency_conflict. A different participant
+    under the same key still is one, in the batch and against the ledger."""
+    from engine import ids
+    u1, u2 = ids.participant_id_text("u1"), ids.participant_id_text("u2")
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", [
+        {"name": "buy", "key": "buy", "condition": "true",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
+    db = tmp_path / "l.duckdb"
+
+    def send(name: str, rows: list[tuple]) -> dict:
+        return run_json(programs, write_events(tmp_path / f"{name}.parquet", [
+            event("p", key, ext, at, {"n": 1}, **({"participant_id": pid} if pid else {}),
+                  **({"recipient_external_id": rext} if rext else {}), **({"recipient_id": rid} if rid else {}))
+            for key, ext, pid, rext, rid, at in rows]), db)
+    first = send("1", [("a", "u1", None, None, None, "2025-03-01T10:00:00Z"),
+                       ("b", None, u1, "u2", None, "2025-03-01T10:00:01Z"),
+                       ("c", "u1", None, None, None, "2025-03-01T10:00:02Z"),
+                       ("c", None, u1.upper(), None, None, "2025-03-01T10:00:02Z"),   # in the batch
+                       ("d", "u1", None, None, None, "2025-03-01T10:00:03Z"),
+                       ("d", "u2", None, None, None, "2025-03-01T10:00:03Z")])        # someone else
+    assert (first["completed"], first["duplicates"], first["rejected"]) == (4, 1, 1), first
+    again = send("2", [("a", None, u1, None, None, "2025-03-01T10:00:00Z"),          # against the ledger
+                       ("b", "u1", None, None, u2, "2025-03-01T10:00:01Z"),
+                       ("a", None, u2, None, None, "2025-03-01T10:00:00Z"),          # someone else
+                       ("b", "u1", None, "u1", None, "2025-03-01T10:00:01Z")])       # another recipient
+    assert (again["completed"], again["duplicates"], again["rejected"]) == (0, 2, 2), again
+    assert [r for r, in query(db, "SELECT reason FROM rejected_rows ORDER BY batch_id, row_number")] == [
+        "idempotency_conflict"] * 3
+    assert balances(db) == {("u1", "PTS"): D(3), ("u2", "PTS"): D(1)}  # b credits its recipient
+
+
 def test_s9_a_reward_removed_from_its_file_is_archived_and_cannot_be_redeemed(tmp_path):
     """semantics.md 9.4: a rewards catalog per program, with status DRAFT, ACTIVE, OUT_OF_STOCK,
     ARCHIVED. A reward taken out of its program's file could no longer be redeemed, yet the
