@@ -8,13 +8,16 @@ the output says.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 
 import duckdb
+import polars as pl
 
 from engine.catalog import Catalog
 from engine.cel import CelEvalError
+from engine.emit import cel_event
+from engine.io import payload_types
+from engine.io.events import event_dicts, strip_nulls
 from engine.ledger.sqlfiles import statement
 from engine.moves import plain
 from engine.plan import reads_state
@@ -40,7 +43,7 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
         found = con.execute(statement("explain.sql", "emitted_by"), {"source": source}).fetchall()
         by = found[0][0] if found else None
     program = catalog.programs.get(program_key)
-    event = _strip(json.loads(data))
+    event = _payload(con, event_id, data)
     outcomes = []
     stopped_by = _failed_before_rules(status, code)
     rules = list(program.rules) if program else []
@@ -101,9 +104,11 @@ def _failed_at(rules: list, evaluations: dict, status: str, code: str | None) ->
     return matched[-1] if matched else None
 
 
-def _strip(v):
-    if isinstance(v, dict):
-        return {k: _strip(x) for k, x in v.items() if x is not None}
-    if isinstance(v, list):
-        return [_strip(x) for x in v]
-    return v
+def _payload(con: duckdb.DuckDBPyConnection, event_id: str, data: str) -> dict:
+    """`event` as the run read it: with the type it stored for the payload
+    (engine/io/payload_types.py), else with JSON's mapping (every number a double)."""
+    stored = con.execute(statement("lookups.sql", "stores_payload_types")).fetchall()[0][0] and con.execute(
+        statement("lookups.sql", "payload_type"), {"id": event_id}).fetchall()
+    if stored:
+        return event_dicts(payload_types.typed(pl.Series([data]), stored[0][0]))[0]
+    return strip_nulls(cel_event(data))

@@ -17,9 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pyarrow.parquet as pq
 
 from engine.errors import InputError
+from engine.io import payload_types
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.run import RunReport, run_batch
@@ -58,7 +60,11 @@ def _stored_inputs(source: Path, tmp: Path, programs: str | Path | None) -> tupl
         files = {}
         for name in ("events", "operations"):
             table = con.sql(statement("replay.sql", name)).to_arrow_table()
-            if table.num_rows:
+            if not table.num_rows:
+                continue
+            if name == "events":
+                files[name] = _event_files(_with_types(con, pl.from_arrow(table)), tmp / name)
+            else:
                 files[name] = tmp / f"{name}.parquet"
                 pq.write_table(table, files[name])
     except duckdb.CatalogException as e:
@@ -68,3 +74,35 @@ def _stored_inputs(source: Path, tmp: Path, programs: str | Path | None) -> tupl
     if not files:
         raise InputError(f"{source}: stores no events or operations to replay")
     return programs, files.get("events"), files.get("operations")
+
+
+def _with_types(con: duckdb.DuckDBPyConnection, events: pl.DataFrame) -> pl.DataFrame:
+    """The events with the type their payload was read with (`event_data_type`, null for none)."""
+    types = pl.DataFrame(schema={"program_id": pl.String, "idempotency_key": pl.String, "event_data_type": pl.String})
+    if con.execute(statement("lookups.sql", "stores_payload_types")).fetchall()[0][0]:
+        types = pl.from_arrow(con.sql(statement("replay.sql", "payload_types")).to_arrow_table())
+    return events.join(types, on=["program_id", "idempotency_key"], how="left", maintain_order="left")
+
+
+def _event_files(events: pl.DataFrame, folder: Path) -> Path:
+    """The stored events as event files, in replay order, their payloads read as the run read
+    them: each run of rows with one payload type is a file whose `event_data` is that Struct
+    (file order is arrival order, so the order holds across files). A row whose stored text is
+    not what its Struct encodes to (a JSON payload sent as text; the run read it with JSON's
+    mapping, which that Struct came from) is written as its text, as sent."""
+    text = events["event_data"]
+    struct_of = pl.Series([None] * len(events), dtype=pl.String)
+    for arrow_schema in events["event_data_type"].drop_nulls().unique().to_list():
+        rows = (events["event_data_type"] == arrow_schema).fill_null(False)
+        decoded = payload_types.typed(text.filter(rows), arrow_schema)
+        same = (decoded.struct.json_encode() == text.filter(rows)).fill_null(False)
+        struct_of = struct_of.scatter(rows.arg_true().filter(same), arrow_schema)
+    runs = events.drop("event_data_type").with_columns(_type=struct_of).with_columns(
+        _run=pl.col("_type").ne_missing(pl.col("_type").shift()).fill_null(True).cum_sum())
+    folder.mkdir()
+    for n, part in enumerate(runs.partition_by("_run", maintain_order=True)):
+        arrow_schema = part["_type"][0]
+        if arrow_schema is not None:
+            part = part.with_columns(payload_types.typed(part["event_data"], arrow_schema))
+        part.drop("_type", "_run").write_parquet(folder / f"part-{n:06d}.parquet")
+    return folder

@@ -199,6 +199,14 @@ FROM group_members WHERE group_id = $group_id::UUID ORDER BY participant_id;
 -- name: stored_group_definitions
 SELECT key, definition::VARCHAR FROM groups;
 
+-- name: stores_payload_types
+-- Whether the ledger stores payload types (engine/io/payload_types.py): one made before them has
+-- none, and a read-only reader (replay, explain) reads its payloads with JSON's mapping.
+SELECT COUNT(*) > 0 FROM duckdb_tables() WHERE table_name = 'payload_types';
+
+-- name: payload_type
+SELECT t.arrow_schema FROM events e JOIN payload_types t ON t.key = e.event_data_type WHERE e.id::VARCHAR = $id;
+
 -- name: program_documents
 -- Every program file a run stored, for `perkflow maintain` to compile again.
 SELECT key, document::VARCHAR FROM program_documents ORDER BY key;

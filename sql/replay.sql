@@ -11,6 +11,12 @@ FROM events e JOIN programs p ON p.id = e.program_id
 WHERE NOT starts_with(e.idempotency_key, 'system:')
 ORDER BY e.event_timestamp, e.arrival_seq;
 
+-- name: payload_types
+-- The type each event's payload was read with, where the run stored one (engine/io/payload_types.py).
+SELECT p.key AS program_id, e.idempotency_key, t.arrow_schema AS event_data_type
+FROM events e JOIN programs p ON p.id = e.program_id JOIN payload_types t ON t.key = e.event_data_type
+WHERE NOT starts_with(e.idempotency_key, 'system:');
+
 -- name: operations
 SELECT o.operation, p.key AS program_id, o.idempotency_key, o.external_id, o.participant_ref AS participant_id,
        o.timestamp, o.params::VARCHAR AS params

@@ -103,6 +103,15 @@ CREATE TABLE IF NOT EXISTS events (
     source           VARCHAR NOT NULL,
     row_number       BIGINT NOT NULL
 );
+-- The type the run read the payload with (engine/io/payload_types.py): a key of payload_types,
+-- null for one read with JSON's mapping. Added after the table (ledgers made before it gain it,
+-- their events null); the last column, which insert_events writes last.
+ALTER TABLE events ADD COLUMN IF NOT EXISTS event_data_type VARCHAR;
+
+CREATE TABLE IF NOT EXISTS payload_types (
+    key              VARCHAR PRIMARY KEY,     -- sha256 of arrow_schema, 16 hex digits
+    arrow_schema     VARCHAR NOT NULL         -- the payload column's type, an Arrow IPC schema (hex)
+);
 
 CREATE TABLE IF NOT EXISTS rejected_rows (
     batch_id         BIGINT NOT NULL,

@@ -102,8 +102,11 @@ SELECT md5('event:' || program_id || ':' || idempotency_key)::UUID,
        program_id::UUID, participant_id::UUID, external_id, participant_ref,
        recipient_id::UUID, recipient_external_id, recipient_ref,
        idempotency_key, event_timestamp, arrival_seq, event_json::JSON,
-       status, error_code, error_message, $batch_id, source, row_number
+       status, error_code, error_message, $batch_id, source, row_number, event_data_type
 FROM stage_events;
+
+-- name: insert_payload_types
+INSERT OR IGNORE INTO payload_types SELECT key, arrow_schema FROM stage_payload_types;
 
 -- name: insert_operations
 INSERT INTO operations

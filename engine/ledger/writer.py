@@ -30,7 +30,7 @@ ORDER = [
     "insert_catalog_rewards", "insert_catalog_rules", "archive_removed_rules", "archive_removed_rewards",
     "insert_catalog_rule_versions", "insert_catalog_tiers", "delete_catalog_tier_levels", "insert_catalog_tier_levels",
     "delete_catalog_fingerprint", "insert_catalog_fingerprint",
-    "insert_participants", "insert_enrollments", "insert_events", "insert_operations", "update_participant_status",
+    "insert_participants", "insert_enrollments", "insert_events", "insert_payload_types", "insert_operations", "update_participant_status",
     "insert_rejected", "insert_evaluations",
     "stage_entries", "insert_postings", "insert_entries", "match_balances", "update_balances", "insert_balances",
     "delete_entity_state", "insert_entity_state", "delete_group_members", "insert_group_members", "delete_participant_tiers", "insert_participant_tiers",

@@ -1000,29 +1000,50 @@ def test_s2_a_date_field_of_a_struct_payload_reaches_cel_as_its_iso_text(tmp_pat
     assert query(tmp_path / "l.duckdb", "SELECT text_value FROM entity_state WHERE kind = 'ATTRIBUTE'") == [("2025-03-01",)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "s1.4/s3: a Parquet struct payload keeps its types live (int64 stays int, a timestamp field is "
-    "a CEL timestamp: docs/decisions.md), but the events table stores it as JSON text, which replay "
-    "and explain read with JSON's mapping (every number a double, instants as text): `event.n % 2` "
-    "and `event.at < now` match live and error on replay. Needs the payload's typing stored with "
-    "the event (a column), or struct payloads read as their JSON everywhere."))
-def test_s3_replay_of_typed_struct_payloads_gives_the_live_ledger(tmp_path):
+def test_s3_replay_and_explain_read_typed_struct_payloads_as_the_live_run_did(tmp_path):
+    """semantics.md 1.4/3: replay rebuilds the ledger from the stored inputs. A Parquet struct
+    payload keeps its types live (int64 stays int, a timestamp field is a CEL timestamp:
+    docs/decisions.md), but the events table stores it as JSON text, which replay and explain
+    read with JSON's mapping (every number a double, instants as text): `event.n % 2` and
+    `event.at < now` matched live and errored on replay, `event.n / 2` of 5 was 2 live and 2.5
+    on replay. A JSON payload in another batch keeps JSON's mapping (n / 2 of 3 is 1.5), and the
+    replayed ledger stores every payload as the live one did."""
     import datetime as dt
     rules = [{"name": "even", "key": "even", "order": 10, "condition": "event.n % 2 == 0",
               "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n / 2"}]},
-             {"name": "before", "key": "before", "order": 20, "condition": "event.at < now",
-              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]
-    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", rules))
+             {"name": "before", "key": "before", "order": 20, "condition": "has(event.at) && event.at < now",
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]},
+             {"name": "half", "key": "half", "order": 30, "condition": "true",
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n / 2"}]}]
+    programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", rules, assets=[
+        {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 2}]))
     f = tmp_path / "in" / "typed.parquet"
     at = dt.datetime(2025, 3, 1, 9, tzinfo=dt.timezone.utc)
     _struct_events(f, pa.struct([("n", pa.int64()), ("at", pa.timestamp("us", tz="UTC"))]),
                    [{"n": 4, "at": at}, {"n": 5, "at": at}])
     live = tmp_path / "live.duckdb"
     run_json(programs, f, live)
-    assert balances(live) == {("u1", "PTS"): D(2 + 1 + 1)}       # s0: 4 / 2 and 1; s1: odd, 1
+    # JSON, a later batch but earlier in time: replay interleaves it with the struct rows
+    run_json(programs, write_events(tmp_path / "in2" / "json.parquet", [
+        event("p", "j", "u1", "2025-03-01T09:30:00Z", {"n": 3})]), live)
+    # s0 (n 4): 2 + 1 + 2; s1 (n 5, odd): 1 + 2 (int division); j (n 3.0): `%` of a double is an
+    # error (SKIPPED_ERROR, no entry), 1.5
+    assert balances(live) == {("u1", "PTS"): D("9.5")}
     res = cli("replay", "--from", str(live), "--db", str(tmp_path / "replay.duckdb"), "--programs", str(programs))
     assert res.returncode == 0, res.stderr
     assert balances(tmp_path / "replay.duckdb") == balances(live)
+    stored = "SELECT idempotency_key, event_data::VARCHAR FROM events ORDER BY idempotency_key"
+    assert query(tmp_path / "replay.duckdb", stored) == query(live, stored)
+    outcomes = "SELECT e.idempotency_key, r.key, x.outcome FROM rule_evaluations x JOIN events e ON e.id = x.event_id " \
+               "JOIN rules r ON r.id = x.rule_id ORDER BY 1, 2"
+    assert query(tmp_path / "replay.duckdb", outcomes) == query(live, outcomes)
+    for key, even in (("s0", "True"), ("s1", "False")):
+        res = cli("explain", key, "--db", str(live), "--programs", str(programs), "--json")
+        assert res.returncode == 0, res.stderr
+        shown = {r["rule"]: r["re_evaluated"] for r in json.loads(res.stdout)["rules"]}
+        assert shown == {"even": even, "before": "True", "half": "True"}, shown
+    res = cli("explain", "j", "--db", str(live), "--programs", str(programs), "--json")
+    assert json.loads(res.stdout)["rules"][0]["re_evaluated"].startswith("error"), res.stdout
 
 
 def test_s2_a_payload_with_an_unpaired_surrogate_escape_is_quarantined_and_the_rest_processed(tmp_path):
