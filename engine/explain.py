@@ -14,7 +14,7 @@ import duckdb
 import polars as pl
 
 from engine.catalog import Catalog
-from engine.cel import CelEvalError
+from engine.cel import CelEvalError, compile_cel
 from engine.emit import cel_event
 from engine.io import payload_types
 from engine.io.events import event_dicts, strip_nulls
@@ -33,6 +33,8 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
                           + ", ".join(f"{r[1]}: {r[0]}" for r in rows) + "); give the event id")
     event_id, program_key, key, external_id, ts, data, status, code, message, source = rows[0]
     evaluations = dict(con.execute(statement("explain.sql", "evaluations"), {"id": event_id}).fetchall())
+    # the rule version that evaluated each rule for this event, and its condition
+    versions = {k: (v, text) for k, v, text in con.execute(statement("explain.sql", "versions"), {"id": event_id}).fetchall()}
     entries = con.execute(statement("explain.sql", "entries"), {"id": event_id}).fetchall()
     tier_changes = con.execute(statement("explain.sql", "tier_changes"), {"id": event_id}).fetchall()
     emitted = con.execute(statement("explain.sql", "emitted"), {"source": f"system:{event_id}"}).fetchall()
@@ -55,11 +57,16 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
             stopped_by = f"stop_after_match of {rule.key}"
         if stopped_by is None and rule.key == failed_at:
             stopped_by = f"the event FAILED ({code}) in an action of {rule.key}"
-        if reads_state(rule.condition):
+        condition = rule.condition
+        version, text = versions.get(rule.key, (rule.version, None))
+        if version != rule.version:  # the file changed the rule since: show what ran then
+            item["rule_version"] = f"{version} (the event's; the file's is {rule.version})"
+            condition = compile_cel(text)
+        if reads_state(condition):
             item["re_evaluated"] = "reads state: not re-evaluated (only the current state is kept)"
         else:
             try:
-                item["re_evaluated"] = repr(rule.condition.evaluate({"event": event, "now": ts}))
+                item["re_evaluated"] = repr(condition.evaluate({"event": event, "now": ts}))
             except CelEvalError as e:
                 item["re_evaluated"] = f"error: {e}"
         outcomes.append(item)

@@ -12,6 +12,17 @@ SELECT r.key, ev.outcome || COALESCE(': ' || ev.message, '')
 FROM rule_evaluations ev JOIN rules r ON r.id = ev.rule_id
 WHERE ev.event_id::VARCHAR = $id;
 
+-- name: versions
+-- Per rule of the event's program, the version that evaluated the event and its condition: the
+-- one its recorded outcome names, else (no outcome is recorded for a rule that did not match)
+-- the latest version the ledger held by the event's batch. None for a rule added after it.
+SELECT r.key, v.version, v.definition->>'$.condition'
+FROM events e JOIN rules r ON r.program_id = e.program_id JOIN rule_versions v ON v.rule_id = r.id
+WHERE e.id::VARCHAR = $id AND v.version = COALESCE(
+    (SELECT x.rule_version FROM rule_evaluations x WHERE x.event_id = e.id AND x.rule_id = r.id),
+    (SELECT arg_max(w.version, w.first_batch_id) FROM rule_versions w
+     WHERE w.rule_id = r.id AND w.first_batch_id <= e.batch_id));
+
 -- name: entries
 SELECT r.key, j.action_type, p.amount::VARCHAR
 FROM journal_entries j

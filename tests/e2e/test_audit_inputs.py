@@ -1046,6 +1046,33 @@ def test_s3_replay_and_explain_read_typed_struct_payloads_as_the_live_run_did(tm
     assert json.loads(res.stdout)["rules"][0]["re_evaluated"].startswith("error"), res.stdout
 
 
+def test_s2_explain_re_evaluates_the_rule_version_that_evaluated_the_event(tmp_path):
+    """semantics.md 2.1: a changed rule gets a new version; the ledger records which version
+    produced each entry. `explain` re-evaluated an old event with the rule as the program file
+    says now, so after `event.n > 5` became `event.n > 2` an event of n 3 that did not match
+    showed its condition as True; it shows the condition of the version that ran."""
+    def rules(threshold: int) -> Path:
+        return write_program(tmp_path / "programs" / "p.yaml", program_spec("p", [
+            {"name": "big", "key": "big", "condition": f"event.n > {threshold}",
+             "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
+    db = tmp_path / "l.duckdb"
+    run_json(rules(5), write_events(tmp_path / "1.parquet", [event("p", "e1", "u1", "2025-03-01T10:00:00Z", {"n": 7}),
+                                                             event("p", "e0", "u1", "2025-03-01T10:00:00Z", {"n": 3})]), db)
+    programs = rules(2)
+    run_json(programs, write_events(tmp_path / "2.parquet", [event("p", "e2", "u1", "2025-03-01T11:00:00Z", {"n": 1})]), db)
+    assert balances(db) == {("u1", "PTS"): D(1)}
+    shown = {}
+    for key in ("e0", "e1", "e2"):
+        res = cli("explain", key, "--db", str(db), "--programs", str(programs), "--json")
+        assert res.returncode == 0, res.stderr
+        shown[key] = json.loads(res.stdout)["rules"][0]
+    assert (shown["e1"]["recorded"], shown["e1"]["re_evaluated"]) == ("MATCHED", "True"), shown["e1"]
+    # e0 did not match (no outcome recorded): the version of its batch, n 3 > 5, not the file's n 3 > 2
+    assert (shown["e0"]["recorded"], shown["e0"]["re_evaluated"]) == (None, "False"), shown["e0"]
+    assert all("the file's is" in shown[k]["rule_version"] for k in ("e0", "e1"))
+    assert shown["e2"]["re_evaluated"] == "False" and "rule_version" not in shown["e2"], shown["e2"]
+
+
 def test_s2_a_payload_with_an_unpaired_surrogate_escape_is_quarantined_and_the_rest_processed(tmp_path):
     """semantics.md 2.2: rows that break the contract are quarantined, the rest are processed.
     JSON text may escape a lone UTF-16 surrogate ("\\ud800"), which Python's reader takes and the
