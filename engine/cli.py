@@ -485,7 +485,8 @@ def _cmd_explain(args) -> int:
         t.add_column(c)
     for r in result["rules"]:
         t.add_row(str(r["order"]), r["rule"], r["status"], r["recorded"] or r["not_run"] or "not matched",
-                  r["re_evaluated"])
+                  r["re_evaluated"] + (f" (by rule version {r['rule_version']}; the file's is {r['file_rule_version']})"
+                                         if "rule_version" in r else ""))
     console.print(t)
     for e in result["entries"]:
         console.print(f"  entry: {e['rule']} {e['type']} {e['amount']}")

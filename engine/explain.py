@@ -60,7 +60,7 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
         condition = rule.condition
         version, text = versions.get(rule.key, (rule.version, None))
         if version != rule.version:  # the file changed the rule since: show what ran then
-            item["rule_version"] = f"{version} (the event's; the file's is {rule.version})"
+            item |= {"rule_version": version, "file_rule_version": rule.version}
             condition = compile_cel(text)
         if reads_state(condition):
             item["re_evaluated"] = "reads state: not re-evaluated (only the current state is kept)"

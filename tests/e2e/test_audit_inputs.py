@@ -1069,7 +1069,9 @@ def test_s2_explain_re_evaluates_the_rule_version_that_evaluated_the_event(tmp_p
     assert (shown["e1"]["recorded"], shown["e1"]["re_evaluated"]) == ("MATCHED", "True"), shown["e1"]
     # e0 did not match (no outcome recorded): the version of its batch, n 3 > 5, not the file's n 3 > 2
     assert (shown["e0"]["recorded"], shown["e0"]["re_evaluated"]) == (None, "False"), shown["e0"]
-    assert all("the file's is" in shown[k]["rule_version"] for k in ("e0", "e1"))
+    versions = {k: (shown[k].get("rule_version"), shown[k].get("file_rule_version")) for k in shown}
+    assert versions["e0"] == versions["e1"] and versions["e2"] == (None, None), versions
+    assert None not in versions["e0"] and versions["e0"][0] != versions["e0"][1], versions
     assert shown["e2"]["re_evaluated"] == "False" and "rule_version" not in shown["e2"], shown["e2"]
 
 
