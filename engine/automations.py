@@ -229,7 +229,7 @@ def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.Da
         "event": dicts_to_column([json_doubles(r["payload"]) for r in rows]),
         "event_json": pl.Series([json.dumps(r["payload"], sort_keys=True, separators=(",", ":")) for r in rows],
                                 dtype=pl.String),
-        "recipient_external_id": text, "recipient_id": text,
+        "recipient_external_id": text, "recipient_id": text, "event_type": text,
         "reject_reason": text, "reject_message": text, "raw": text,
     })
     return frame.select(COLUMNS)

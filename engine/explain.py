@@ -112,7 +112,7 @@ def _failed_at(rules: list, evaluations: dict, status: str, code: str | None) ->
 
 
 def _payload(con: duckdb.DuckDBPyConnection, event_id: str, data: str) -> dict:
-    """`event` as the run read it: with the type it stored for the payload
+    """`event` as the run read it: with the type stored for a struct payload
     (engine/io/payload_types.py), else with JSON's mapping (every number a double)."""
     stored = con.execute(statement("lookups.sql", "stores_payload_types")).fetchall()[0][0] and con.execute(
         statement("lookups.sql", "payload_type"), {"id": event_id}).fetchall()

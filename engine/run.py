@@ -250,10 +250,7 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
         # names the account when evaluation did not get there first)
         raise BalanceRangeError("a balance") from None
     totals["_emitted"] = emitting.emitted
-    # the parsed payloads are done with; their type is stored (replay and explain read them so)
-    typing = payload_types.type_key(ev["event"].dtype)
-    ev = ev.drop("event").join(outcome.status, on="pos").with_columns(
-        event_data_type=pl.lit(typing and typing[0], dtype=pl.String))
+    ev = ev.drop("event").join(outcome.status, on="pos")  # the parsed payloads are done with
     if outcome.resolved:  # rows whose participant an action target created before their turn
         taken.enrollments = enrollments(ev.filter(pl.col("pre_code").is_null() | pl.col("pos").is_in(outcome.resolved)))
     completed = int((ev["status"] == "COMPLETED").sum())
@@ -265,8 +262,7 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
     step("building the ledger stages")
     stages = _stages(ev, outcome, taken, writer.batch_id, store, writer.next_seq)
     stages |= (writer.catalog_stages(catalog) if first else {}) | store.state_frames(writer.batch_id, writer.tier_changes)
-    stages["stage_payload_types"] = pl.DataFrame([typing] if typing else [], schema={"key": pl.String, "arrow_schema": pl.String},
-                                                 orient="row")
+    stages["stage_payload_types"] = payload_types.stage(stages["stage_events"]["event_data_type"])
     totals["duplicates"] += taken.duplicates
     totals["rejected"] += len(taken.rejected)
     for k in _OUTCOME_COUNTS:
@@ -351,7 +347,7 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store, seq_f
         recipient_external_id="recipient_external_id", recipient_ref="recipient_id",
         event_timestamp="event_timestamp", arrival_seq=pl.col("arrival") + base, event_json="event_json",
         status="status", error_code="error_code", error_message="error_message", source="source",
-        row_number="row_number", event_data_type="event_data_type",
+        row_number="row_number", event_data_type="event_type",
     )
     keys = ev_ops.select("pos", "kind", "program_uuid", "idempotency_key", "event_timestamp")
     # stable and order-keeping: effects with equal keys (two LOT assets' due changes at one

@@ -18,19 +18,17 @@ import yaml
 
 
 class WrittenNumber(float):
-    """A non-integer number of a program file: the float YAML and JSON make of it, whose repr is
-    the number as written when the float lost digits of it (`amount: 12345678901234567.5` reads
-    as the float 12345678901234568.0). Amount, value and limit fields take a number by its repr
+    """A non-integer number of a program file that a float cannot hold: the float YAML and JSON
+    make of it, whose repr is the number as written (`amount: 12345678901234567.5` reads as the
+    float 12345678901234568.0). Amount, value and limit fields take a number by its repr
     (engine/catalog/models.py), so they get every written digit; whatever computes with it
-    still has a float. Where the float keeps the written value, repr is the float's own shortest
-    text as before, so rule versions (hashed over the loaded fields) do not change."""
+    still has a float (CEL takes it as a double: engine/cel/values.py `kind`)."""
 
     __slots__ = ("_text",)
 
     def __new__(cls, text: str):
         self = super().__new__(cls, text)
-        shortest = float.__repr__(self)
-        self._text = shortest if Decimal(shortest) == Decimal(text) else text
+        self._text = text
         return self
 
     def __repr__(self) -> str:
@@ -42,13 +40,19 @@ class WrittenNumber(float):
         return WrittenNumber, (self._text,)
 
 
-def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
-    value = loader.construct_yaml_float(node)
-    text = node.value.replace("_", "")
+def _number(text: str, value: float) -> float:
+    """The float of a number as written, a WrittenNumber where the float loses digits of it. A
+    plain float otherwise, so that the loaded data (rule versions are hashed over it, tier
+    benefits reach CEL) is what it always was."""
     try:
-        return WrittenNumber(text) if Decimal(text).is_finite() else value
-    except (InvalidOperation, ValueError):  # YAML 1.1's base-60 floats (1:30.5): no decimal text
+        exact = Decimal(text)
+    except InvalidOperation:  # YAML 1.1's base-60 floats (1:30.5) have no decimal text
         return value
+    return value if not exact.is_finite() or Decimal(repr(value)) == exact else WrittenNumber(text)
+
+
+def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    return _number(node.value.replace("_", ""), loader.construct_yaml_float(node))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -91,4 +95,4 @@ def read_yaml(text: str) -> object:
 
 
 def read_json(text: str) -> object:
-    return json.loads(text, object_pairs_hook=_unique_object, parse_float=WrittenNumber)
+    return json.loads(text, object_pairs_hook=_unique_object, parse_float=lambda t: _number(t, float(t)))

@@ -78,6 +78,8 @@ def kind(v: object) -> str:
         return "google.protobuf.Duration"
     if t is CelType:
         return "type"
+    if isinstance(v, float):  # a program file's number a float cannot hold (catalog/documents.py)
+        return "double"
     raise CelEvalError(f"unsupported value of Python type {t.__name__}")
 
 

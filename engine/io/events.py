@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.errors import InputError
+from engine.io import payload_types
 
 from .files import expand, hive_values
 
@@ -37,7 +38,7 @@ TS = pl.Datetime("us", "UTC")
 #: same frame: `timestamp` becomes event_timestamp, `params` becomes the payload, and `operation`
 #: names the operation (null for events), so that intake and idempotency serve both.
 COLUMNS = ("source", "row_number", "arrival", "kind", "operation", "program_id", "external_id", "participant_id",
-           "idempotency_key", "event_timestamp", "event", "event_json", "recipient_external_id",
+           "idempotency_key", "event_timestamp", "event", "event_json", "event_type", "recipient_external_id",
            "recipient_id", "reject_reason", "reject_message", "raw")
 OPERATION_RENAMES = {"timestamp": "event_timestamp", "params": "event_data"}
 
@@ -246,6 +247,9 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         "event_timestamp": ts,
         "event": event,
         "event_json": event_json,
+        # a Parquet struct payload's type, which replay and explain read its JSON back with
+        "event_type": pl.repeat(payload_types.type_key(event.dtype) if isinstance(df["event_data"].dtype, pl.Struct)
+                                else None, len(df), dtype=pl.String, eager=True),
         "recipient_external_id": _blank_is_missing(df["recipient_external_id"]),
         "recipient_id": _uuid_lowercase(_blank_is_missing(df["recipient_id"])),
         "ts_bad": pl.Series(ts_bad, dtype=pl.String),
