@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import duckdb
 import pytest
 
 from tests.e2e.test_contract_audit import OK, Ledger, ev, op, program
@@ -198,3 +199,32 @@ def test_a_bad_expires_at_fails_the_operation(tmp_path, expires_at, words):
     assert (status, code) == ("FAILED", "invalid_operation")
     assert all(w in message for w in words), message
     assert history(lg) == [] and points(lg, "u") == 1  # nothing set
+
+
+def test_verify_still_finds_a_level_left_after_its_removal(tmp_path):
+    lg = shop(tmp_path)
+    lg.run(joins("u"), [op("set_tier", "s1", "u", day(1), tier="club", level="vip", expires_at="24h")])
+    maintain(lg, "2025-03-03T00:00:00Z")
+    lg.verify()  # the EXPIRY row (to_level null) and no participant_tiers row agree
+    con = duckdb.connect(str(lg.db))
+    con.execute("INSERT INTO participant_tiers SELECT participant_id, tier_id, 'vip', effective_at, NULL, 1, NULL "
+                "FROM tier_history WHERE reason = 'EXPIRY'")
+    con.close()
+    res = cli("verify", "--db", str(lg.db))
+    assert res.returncode == 4 and "tier_levels_match_history" in res.stdout + res.stderr
+
+
+def test_a_ledger_from_before_tier_expiry_gets_the_columns(tmp_path):
+    # a ledger whose participant_tiers has no expires_at and whose tier_history.to_level is NOT NULL
+    lg = shop(tmp_path)
+    lg.run(joins("u"), [op("set_tier", "s0", "u", day(1, 1), tier="club", level="silver")])
+    con = duckdb.connect(str(lg.db))
+    con.execute("ALTER TABLE participant_tiers DROP COLUMN expires_at")
+    con.execute("ALTER TABLE tier_history ALTER COLUMN to_level SET NOT NULL")
+    con.execute("UPDATE schema_version SET hash = 'a previous version'")
+    con.close()
+    lg.run([ev("b1", "u", day(4), "buy")],
+           [op("set_tier", "s1", "u", day(2), tier="club", level="vip", expires_at="2025-03-03T00:00:00Z")])
+    assert points(lg, "u") == 1
+    assert history(lg)[1:] == [("u", "silver", "vip", "OPERATION", "02 12:00"), ("u", "vip", None, "EXPIRY", "03 00:00")]
+    lg.verify()
