@@ -240,9 +240,9 @@ def _toucher(ev: KernelEvent, tx: Tx, effects: list, timed: list):
     """touch(participant id): apply the maturities, expiries, counter resets, tier lifecycle
     steps (reviews, rollovers) and tier expiries due by `now` for that participant, once per
     event, to the committed state (semantics.md 3: time-driven changes are not the event's
-    doing and stand even if it fails). Every participant the event reads or writes is touched first: its subject
-    and recipient, every action target (value actions included), transfer recipients, a
-    reversal's redeemer. touch(group id, "GROUP"): a group's due maturities and expiries, when
+    doing and stand even if it fails). Every participant the event reads or writes is touched
+    first: its subject and recipient, every action target (value actions included), transfer
+    recipients, a reversal's redeemer. touch(group id, "GROUP"): a group's due maturities and expiries, when
     an action targets it or an operation names it (docs/decisions.md "Groups": lots of groups)."""
     touched: set[tuple[str, str]] = set()
     store = tx.store

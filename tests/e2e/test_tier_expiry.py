@@ -228,3 +228,21 @@ def test_a_ledger_from_before_tier_expiry_gets_the_columns(tmp_path):
     assert points(lg, "u") == 1
     assert history(lg)[1:] == [("u", "silver", "vip", "OPERATION", "02 12:00"), ("u", "vip", None, "EXPIRY", "03 00:00")]
     lg.verify()
+
+
+@pytest.mark.parametrize("mode, rows, left", [
+    # the review at the period end comes first: DROP_ONE moves gold to silver, a new assignment
+    # without the expiry, so nothing expires at that same instant
+    ("DROP_ONE", [("gold", "silver", "LIFECYCLE", "01 00:00")], {"u": ("silver", None)}),
+    # HOLD keeps gold (and its expiry) at the review; the expiry then removes it
+    ("HOLD", [("gold", None, "EXPIRY", "01 00:00")], {}),
+])
+def test_at_one_instant_the_lifecycle_review_comes_before_the_expiry(tmp_path, mode, rows, left):
+    life = {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+            "downgrade_policy": {"mode": mode}}
+    lg = Ledger(tmp_path, program(RULES, tiers=[TIER | {"lifecycle": life}]))
+    lg.run(joins("u"), [op("set_tier", "s1", "u", day(1), tier="club", level="gold", expires_at="2026-01-01T00:00:00Z")])
+    maintain(lg, "2026-01-02T00:00:00Z")
+    assert [h[1:] for h in history(lg)] == [(None, "gold", "OPERATION", "01 12:00"), *rows]
+    assert held(lg) == left
+    lg.verify()
