@@ -8,13 +8,13 @@ tier_history rows (in order) and final level and expiry are the model's, and `ve
 The program is the one of tests/e2e/test_tier_expiry.py: a buy counts a visit and earns 1, plus
 10 while its participant holds a club level; silver at 3 visits, gold at 5, vip only by set_tier.
 
-`PERKFLOW_TIER_EXPIRY_EXAMPLES` sets the number of cases (default 25).
+`PERKFLOW_TIER_EXPIRY_EXAMPLES` sets the number of cases (default 25, scaled by
+PERKFLOW_EXAMPLES_SCALE: tests/helpers/examples.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -32,9 +32,10 @@ from engine.run import run_batch
 from engine.verify import verify
 from tests.differential.test_engine_vs_oracle import SETTINGS
 from tests.e2e.test_tier_expiry import RULES, TIER
+from tests.helpers.examples import examples
 from tests.helpers.io import program_spec, query, write_events, write_program
 
-EXAMPLES = int(os.environ.get("PERKFLOW_TIER_EXPIRY_EXAMPLES", "25"))
+EXAMPLES = examples("PERKFLOW_TIER_EXPIRY_EXAMPLES", 25)
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
 WHO = ("a", "b", "c")
 RANK = {"silver": 1, "gold": 2, "vip": 3}
