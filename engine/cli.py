@@ -155,11 +155,11 @@ def _parser() -> argparse.ArgumentParser:
     o.set_defaults(func=_cmd_op)
 
     m = sub.add_parser("maintain", help="fire automations and write lot maturities and expiries, tier lifecycle "
-                                        "reviews and counter resets due up to --as-of, for everyone",
+                                        "reviews, tier expiries and counter resets due up to --as-of, for everyone",
                        description="Time-driven changes due at or before --as-of, at the instants they were due: "
                                    "automation firings and waiting SCHEDULE_EVENT events (SYSTEM events through the "
                                    "rules of the programs the runs stored), then lot maturities and expiries, tier "
-                                   "reviews and counter resets. "
+                                   "reviews, tier expiries and counter resets. "
                                    "Idempotent: a second run with the same or an earlier --as-of finds nothing due.")
     m.add_argument("--as-of", required=True, help="RFC 3339 instant, e.g. 2026-01-01T00:00:00Z")
     m.add_argument("--programs", help="program files for the SYSTEM events due (automations, SCHEDULE_EVENT), which "
@@ -491,7 +491,7 @@ def _cmd_explain(args) -> int:
     for e in result["entries"]:
         console.print(f"  entry: {e['rule']} {e['type']} {e['amount']}")
     for c in result["tier_changes"]:
-        console.print(f"  tier: {c['tier']} of {c['external_id']}: {c['from'] or '(none)'} -> {c['to']} ({c['reason']})")
+        console.print(f"  tier: {c['tier']} of {c['external_id']}: {c['from'] or '(none)'} -> {c['to'] or '(none)'} ({c['reason']})")
     if result["emitted_by"]:
         console.print(f"  SYSTEM event emitted by {result['emitted_by']}")
     for e in result["emitted"]:

@@ -147,7 +147,8 @@ class Emitting:
 def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: Precomputed,
                emitting: Emitting | None = None) -> KernelResult:
     out = KernelResult()
-    lifecycle = [t for p in catalog.programs.values() for t in p.tiers.values() if t.lifecycle is not None]
+    # tiers whose levels change with time: lifecycle steps, and tier expiry (any tier; set_tier's expires_at)
+    timed = [t for p in catalog.programs.values() for t in p.tiers.values()]
     emitting = emitting or Emitting(None, 0)
     for ev in _stream(events, emitting, out):
         out.order.append(ev.pos)
@@ -169,7 +170,7 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
         tx.emitting = emitting
         # everything due for a participant happens before the event first touches it: its
         # subject and recipient now, action targets and transfer recipients when they are named
-        tx.touch = _toucher(ev, tx, out.effects, lifecycle)
+        tx.touch = _toucher(ev, tx, out.effects, timed)
         tx.touch(ev.subject)
         tx.touch(ev.recipient)
         effects, evals = [], []
@@ -235,13 +236,13 @@ def _resolve(ev: KernelEvent, store: Store) -> tuple[str, str] | None:
     return found if here else missing
 
 
-def _toucher(ev: KernelEvent, tx: Tx, effects: list, lifecycle: list):
-    """touch(participant id): apply the maturities, expiries, counter resets and tier lifecycle
-    steps (reviews, rollovers) due by `now` for that participant, once per event, to the
-    committed state (semantics.md 3: time-driven changes are not the event's doing and stand
-    even if it fails). Every participant the event reads or writes is touched first: its subject
-    and recipient, every action target (value actions included), transfer recipients, a
-    reversal's redeemer. touch(group id, "GROUP"): a group's due maturities and expiries, when
+def _toucher(ev: KernelEvent, tx: Tx, effects: list, timed: list):
+    """touch(participant id): apply the maturities, expiries, counter resets, tier lifecycle
+    steps (reviews, rollovers) and tier expiries due by `now` for that participant, once per
+    event, to the committed state (semantics.md 3: time-driven changes are not the event's
+    doing and stand even if it fails). Every participant the event reads or writes is touched
+    first: its subject and recipient, every action target (value actions included), transfer
+    recipients, a reversal's redeemer. touch(group id, "GROUP"): a group's due maturities and expiries, when
     an action targets it or an operation names it (docs/decisions.md "Groups": lots of groups)."""
     touched: set[tuple[str, str]] = set()
     store = tx.store
@@ -254,8 +255,8 @@ def _toucher(ev: KernelEvent, tx: Tx, effects: list, lifecycle: list):
             apply_due(store, lots, ev.now, effects, ev.pos)
         if etype != "PARTICIPANT":  # groups hold no tiers; their counters reset when read (Tx.state)
             return
-        if lifecycle:
-            tiers.apply_due(store, lifecycle, eid, ev.now)
+        if timed:
+            tiers.apply_due(store, timed, eid, ev.now)
         tx.state("PARTICIPANT", eid)  # its due counter resets (Tx.state applies them)
     return touch
 

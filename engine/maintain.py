@@ -6,8 +6,8 @@ early, late, twice, or never before the next event gives the same ledger. Counte
 entries; they are applied to the stored state (`participant_state`, `program_state`) of every
 entity with a counter due, as the next event touching it would (semantics.md 3: "A maintenance
 run --as-of T applies everything due up to T for all entities").
-Tier lifecycle reviews and counter rollovers (engine/tiers.py) are applied the same way, from the tier definitions the
-last run stored, so no program files are needed.
+Tier lifecycle reviews, counter rollovers and tier expiries (engine/tiers.py) are applied the same
+way, from the tier definitions the last run stored, so no program files are needed.
 Automations (engine/automations.py) fire first, in the same batch: their SYSTEM events due up to
 T go, firing by firing, through the rules of the programs the runs stored, exactly as the
 events of `perkflow run` do (docs/decisions.md, "Automations").
@@ -177,24 +177,28 @@ def _counter_resets(con, as_of: datetime, store: Store) -> int:
 
 
 def _tier_reviews(con, as_of: datetime) -> Store:
-    """A store (of its own: it loads participants' lots too) with every tier review and counter
-    rollover due up to `as_of` applied, for every participant holding a level in a tier with a
-    lifecycle or a counter such a tier rolls over."""
+    """A store (of its own: it loads participants' lots too) with every tier review, counter
+    rollover and tier expiry due up to `as_of` applied, for every participant holding a level
+    in a tier with a lifecycle, a counter such a tier rolls over, or a level expiring by then."""
     store = Store(con, {})
-    lifecycle: list[CompiledTier] = []
-    for tier_id, program_key, definition in con.execute(statement("lookups.sql", "lifecycle_tiers")).fetchall():
-        tier = compile_tier(f"stored tier {tier_id}", program_key, Tier.model_validate(json.loads(definition)))
-        lifecycle.append(tier)
-    if not lifecycle:
+    timed: list[CompiledTier] = []
+    for tier_id, program_key, definition in con.execute(statement("lookups.sql", "timed_tiers"),
+                                                        {"as_of": as_of}).fetchall():
+        timed.append(compile_tier(f"stored tier {tier_id}", program_key, Tier.model_validate(json.loads(definition))))
+    if not timed:
         return store
-    holders = [pid for (pid,) in db.execute(con, statement("lookups.sql", "lifecycle_holders"),
-                                             stage_tier_ids=pl.DataFrame({"id": [t.sid for t in lifecycle]})).fetchall()]
+    lifecycle = [t for t in timed if t.lifecycle is not None]
+    holders = {pid for (pid,) in con.execute(statement("lookups.sql", "expiring_holders"), {"as_of": as_of}).fetchall()}
+    if lifecycle:
+        holders |= {pid for (pid,) in db.execute(con, statement("lookups.sql", "lifecycle_holders"),
+                                                 stage_tier_ids=pl.DataFrame({"id": [t.sid for t in lifecycle]})).fetchall()}
     rolled = [k for t in lifecycle for k in t.rollover_keys]
     if rolled:  # participants with a counter that rolls over at period closes, level or not
         found = db.execute(con, statement("lookups.sql", "counter_holders"),
                            stage_counter_keys=pl.DataFrame({"key": rolled}, schema={"key": pl.String})).fetchall()
-        holders = sorted(set(holders) | {pid for (pid,) in found})
-    store.preload(holders, [])
-    for pid in holders:
-        tiers.apply_due(store, lifecycle, pid, as_of)
+        holders |= {pid for (pid,) in found}
+    ordered = sorted(holders)
+    store.preload(ordered, [])
+    for pid in ordered:
+        tiers.apply_due(store, timed, pid, as_of)
     return store

@@ -8,12 +8,13 @@ fields of the matching Scrip endpoint. A failing operation is FAILED as a whole,
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 from engine import amounts, groups, holds, tiers
 from engine.catalog import Catalog
-from engine.durations import parse_duration
-from engine.lots import lot_spec, owed, restore
+from engine.durations import parse_duration, parse_when
+from engine.lots import lot_spec, owed, restore, static_instant
 from engine.moves import ActionFailed, move, plain, source_of_issue, system, wallet
 from engine.state import Counter, Redemption, Tx
 
@@ -429,13 +430,31 @@ def _tag(add: bool):
 
 
 def _set_tier(o: _Op) -> None:
-    """Scrip's PUT .../state/tiers/{key}: the participant must be active (engine/tiers.py)."""
+    """Scrip's PUT .../state/tiers/{key}: the participant must be active; `expires_at` schedules
+    the level's removal and replaces any earlier expiry (engine/tiers.py)."""
     tier = tiers.tier_of(o.op.program, o.field("tier"))
     level = tiers.level_key(tier, o.field("level"), "set_tier: params.level", unknown=INVALID, not_text=INVALID)
-    if o.params.get("expires_at") is not None:
-        raise ActionFailed(NOT_SUPPORTED, "set_tier: params.expires_at is not supported yet; omit it or pass null")
+    expires_at = _expiry(o)
     o.participant()
-    tiers.change(o.tx, tier, o.op.subject, level, tiers.OPERATION, tiers.source_of(o.op))
+    tiers.assign(o.tx, tier, o.op.subject, level, expires_at, tiers.source_of(o.op))
+
+
+def _expiry(o: _Op) -> datetime | None:
+    """set_tier's params.expires_at: an RFC 3339 instant or a Go duration from the operation's
+    timestamp (as a lot's expires_at), after that timestamp; null or absent: no expiry."""
+    raw = o.params.get("expires_at")
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ActionFailed(INVALID, f"set_tier: params.expires_at must be text (an RFC 3339 timestamp), got {raw!r}")
+    try:
+        at = static_instant(parse_when(raw), o.op.now)
+    except ValueError as e:
+        raise ActionFailed(INVALID, f"set_tier: params.expires_at: {e}") from None
+    if at <= o.op.now:
+        raise ActionFailed(INVALID, f"set_tier: params.expires_at {raw!r} is not after the operation's timestamp "
+                                    f"{o.op.now.isoformat()}: a level must expire later than it is set")
+    return at.astimezone(timezone.utc)
 
 
 def _set_status(o: _Op) -> None:

@@ -7,7 +7,8 @@
 - **running**: it reads participant state that is a running function of earlier events
   (counters, tags, attributes, balances, tiers, budgets): evaluated set-wise against that state,
   computed with running sums and last writes, to a fixed point (engine/running.py). A batch with
-  operations or recipients, or one that does not settle, takes the kernel instead.
+  operations or recipients, one by whose end a level its participants hold expires, or one that
+  does not settle, takes the kernel instead.
 - **sequential**: it reads state the running path does not cover (program state, targets, lots
   of PREFUNDED assets, holds, ...), so it is evaluated inside the one-event-at-a-time kernel, against the
   state earlier events left.

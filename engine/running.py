@@ -30,7 +30,8 @@ Tiers without lifecycles ride along (the best rank reached is a running max). An
 that state (targets, recipients, operations (fund and burn change wallets: those batches take the
 kernel), holds, lots of PREFUNDED assets, program state, SET_TIER, tier
 lifecycles, values computed from state) is not handled here: `unsupported` says why and the
-batch takes the kernel path.
+batch takes the kernel path; so does a batch by whose last instant a level its participants
+hold expires (tier expiry, set by set_tier: `_tier_expiry_due`).
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def unsupported(runnable: pl.DataFrame, catalog: Catalog) -> str | None:
     return None
 
 
+def _tier_expiry_due(held: pl.DataFrame, g: pl.DataFrame) -> bool:
+    """Whether a level the batch's participants hold (entity_tiers rows) expires by the batch's
+    last instant: tier expiry (semantics.md 3) is a time-driven change this path does not
+    model, so such a batch takes the kernel, which applies it before the participant's first
+    event after it (as it does for a level of any program's tier)."""
+    return not held.filter(pl.col("expires_at") <= g["event_timestamp"].max()).is_empty()
+
+
 @dataclass
 class Running:
     """What the running path computed: the Outcome parts, plus counts for the run report."""
@@ -97,6 +106,9 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
     wallets = _wallets(g, catalog)
     opening = store.opening(g["pid"].unique().to_list(),  # (lots: engine/setwise_lots.py)
                             sorted({account[1] for account in wallets.values()}))
+    if _tier_expiry_due(opening["tiers"], g):
+        _trace("running path declined: a level its participants hold expires by the batch's last instant")
+        return None
     f = _features(g, catalog, opening)
     if f is None:
         _trace("running path declined: opening state it does not model (a counter key with another "
@@ -1086,7 +1098,7 @@ def _stage_state(last: pl.DataFrame, f: _Features, opening: dict[str, pl.DataFra
              .sort("entity_id", pl.col("kind").replace_strict(kinds), "key"))
     store.stage("stage_state", state)
     store.stage("stage_state_entities", last.select(entity_type=pl.lit("PARTICIPANT"), entity_id=pid).sort("entity_id"))
-    raised = pl.DataFrame([(p, sid, t.level, t.achieved_at, t.reviewed_at) for p, held in upgrades.items()
+    raised = pl.DataFrame([(p, sid, t.level, t.achieved_at, t.reviewed_at, t.expires_at) for p, held in upgrades.items()
                            for sid, t in held.items()], schema=TIERS_SCHEMA, orient="row")
     kept = (opening["tiers"].join(last.select(participant_id=pid), on="participant_id")
             .join(raised, on=["participant_id", "tier_id"], how="anti"))

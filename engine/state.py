@@ -38,7 +38,8 @@ STATE_SCHEMA = {"entity_type": pl.String, "entity_id": pl.String, "kind": pl.Str
                 "last_reset_at": pl.Datetime("us", "UTC")}
 #: A participant's level in a tier type, as staged.
 TIERS_SCHEMA = {"participant_id": pl.String, "tier_id": pl.String, "level": pl.String,
-                "achieved_at": pl.Datetime("us", "UTC"), "reviewed_at": pl.Datetime("us", "UTC")}
+                "achieved_at": pl.Datetime("us", "UTC"), "reviewed_at": pl.Datetime("us", "UTC"),
+                "expires_at": pl.Datetime("us", "UTC")}
 
 
 #: A budget's consumption in one period: (rule id, the budget's index in the rule's `budgets`,
@@ -59,6 +60,7 @@ class TierState:
     level: str
     achieved_at: datetime
     reviewed_at: datetime | None = None  # lifecycle window start if not achieved_at (engine/tiers.py)
+    expires_at: datetime | None = None  # set_tier's params.expires_at: the level is removed then
 
 
 @dataclass
@@ -459,7 +461,7 @@ class Store:
         statuses = pl.DataFrame([(pid, self.people[pid].status) for pid in sorted(self.dirty_people)],
                                 schema={"id": pl.String, "status": pl.String}, orient="row")
         tiers = pl.DataFrame(
-            [(eid, tier_id, t.level, t.achieved_at, t.reviewed_at) for (etype, eid) in sorted(self.dirty_states)
+            [(eid, tier_id, t.level, t.achieved_at, t.reviewed_at, t.expires_at) for (etype, eid) in sorted(self.dirty_states)
              if etype == "PARTICIPANT" for tier_id, t in sorted(self.states[(etype, eid)].tiers.items())],
             schema=TIERS_SCHEMA, orient="row")
         history = pl.DataFrame([h | {"seq": (batch_id << 32) + tier_changes_before + n}

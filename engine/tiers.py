@@ -1,13 +1,15 @@
 """Tiers (semantics.md 10): ranked levels per tier type, held one per participant and tier.
 
-Levels change in three ways inside the sequential kernel, each recorded as a tier_history row:
+Levels change in these ways inside the sequential kernel, each recorded as a tier_history row:
 - AUTO: after the rules of an event that did not fail (semantics.md 5 step 4), every participant
   the event touched is upgraded to the highest level whose qualification its counters meet.
   Auto-qualification never downgrades, and skips a tier a SET_TIER action set in this event.
-- ACTION: a SET_TIER action of a rule; OPERATION: the `set_tier` operation.
+- ACTION: a SET_TIER action of a rule; OPERATION: the `set_tier` operation, whose
+  `expires_at` schedules the level's removal (Scrip's PUT .../state/tiers/{key}).
 - LIFECYCLE: downgrades when a held level's window ends (calendar period end, retention duration,
   inactivity for ACTIVITY_REFRESH, status validity; plus grace_days), and counter rollover at
-  period closes, applied as time-driven changes at their own instant: before an event first
+  period closes; EXPIRY: the removal of a level set with an expiry, at `expires_at` (to_level
+  null). Both are time-driven changes applied at their own instant: before an event first
   touches the participant, or by `perkflow maintain --as-of` (semantics.md 3). They stand even if
   that event fails.
 The changes of an event live in its transaction (`Tx`), so a failed event changes no tier.
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import calendar
 import operator
-from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -27,7 +28,7 @@ from engine.catalog.models import Criterion
 from engine.moves import ActionFailed
 from engine.state import EntityState, Store, TierState, Tx
 
-AUTO, ACTION, OPERATION, LIFECYCLE = "AUTO", "ACTION", "OPERATION", "LIFECYCLE"
+AUTO, ACTION, OPERATION, LIFECYCLE, EXPIRY = "AUTO", "ACTION", "OPERATION", "LIFECYCLE", "EXPIRY"
 #: SET_TIER whose level (a CEL result) is text that names no level of the tier (docs/decisions.md
 #: "Tiers"); a result that is not text is an expression_error, as for a tag.
 UNKNOWN_LEVEL = "unknown_tier_level"
@@ -126,17 +127,38 @@ def source_of(ev) -> tuple[str, str]:
 
 
 def change(tx: Tx, tier: CompiledTier, pid: str, level: str, reason: str, source: tuple[str, str] | None) -> None:
-    """Set a participant's level at the transaction's instant (no-op when unchanged) and record it."""
+    """Set a participant's level at the transaction's instant (no-op when unchanged) and record it.
+    A new level is a new assignment: the expiry of the one before goes with it."""
     st = tx.state("PARTICIPANT", pid)
     held = st.tiers.get(tier.sid)
     if held is not None and held.level == level:
         return
     st.tiers[tier.sid] = TierState(level, tx.now)
     tx.activation = None  # later rules of the event see the new level
+    _record(tx, tier, pid, None if held is None else held.level, level, reason, source)
+
+
+def assign(tx: Tx, tier: CompiledTier, pid: str, level: str, expires_at: datetime | None,
+           source: tuple[str, str]) -> None:
+    """The set_tier operation (Scrip's PUT .../state/tiers/{key}): the level, and `expires_at`
+    replacing any expiry task, also when the level stays (None clears it)."""
+    change(tx, tier, pid, level, OPERATION, source)
+    tx.state("PARTICIPANT", pid).tiers[tier.sid].expires_at = expires_at
+
+
+def _expire(tx: Tx, tier: CompiledTier, pid: str) -> None:
+    """Tier expiry at the transaction's instant (its expires_at): the participant holds no level
+    in the tier any more; recorded with to_level null and no source."""
+    held = tx.state("PARTICIPANT", pid).tiers.pop(tier.sid)
+    _record(tx, tier, pid, held.level, None, EXPIRY, None)
+
+
+def _record(tx: Tx, tier: CompiledTier, pid: str, before: str | None, after: str | None, reason: str,
+            source: tuple[str, str] | None) -> None:
     kind, name = source or (None, None)
     tx.tier_changes.append({
         "program_id": str(tier.program_id), "tier_id": tier.sid, "tier_key": tier.key, "participant_id": pid,
-        "from_level": None if held is None else held.level, "to_level": level, "reason": reason,
+        "from_level": before, "to_level": after, "reason": reason,
         "source_kind": kind, "source_name": name, "effective_at": tx.now})
 
 
@@ -258,13 +280,18 @@ def refresh(ev, tx: Tx) -> None:
             held.reviewed_at = tx.now
 
 
-def _next_step(lifecycle: list[CompiledTier], st: EntityState) -> tuple | None:
-    """(instant, kind, tier index, window end) of the participant's next lifecycle step: kind 0 a
-    review, 1 a rollover; at one instant reviews come first (they read the counters before they
-    roll), then tier order."""
+def _next_step(timed: list[CompiledTier], st: EntityState) -> tuple | None:
+    """(instant, kind, tier index, window end) of the participant's next time-driven tier step:
+    kind 0 a lifecycle review, 1 a rollover, 2 a tier expiry; at one instant reviews come first
+    (they read the counters before they roll), then rollovers, then expiries (semantics.md 3:
+    tier period ends before tier expiry), each in tier order."""
     steps = []
-    for i, tier in enumerate(lifecycle):
+    for i, tier in enumerate(timed):
         held = st.tiers.get(tier.sid)
+        if held is not None and held.expires_at is not None:
+            steps.append((held.expires_at, 2, i, None))
+        if tier.lifecycle is None:
+            continue
         review = held is not None and held.level in tier.by_key and _next_review(tier, held)
         if review:
             steps.append((review[0], 0, i, review[1]))
@@ -274,17 +301,17 @@ def _next_step(lifecycle: list[CompiledTier], st: EntityState) -> tuple | None:
     return min(steps) if steps else None
 
 
-def apply_due(store: Store, tiers: Iterable[CompiledTier], pid: str, now: datetime) -> None:
-    """Every lifecycle review and counter rollover of the participant due at or before `now`, in
-    time order, each in its own transaction at its due instant, committed to the store."""
-    lifecycle = [t for t in tiers if t.lifecycle is not None]
-    while lifecycle:
+def apply_due(store: Store, timed: list[CompiledTier], pid: str, now: datetime) -> None:
+    """Every lifecycle review, counter rollover and tier expiry of the participant due at or
+    before `now` in the tiers `timed`, in time order, each in its own transaction at its due
+    instant, committed to the store."""
+    while timed:
         st = store.states.get(("PARTICIPANT", pid))
-        step = st and _next_step(lifecycle, st)
+        step = st and _next_step(timed, st)
         if not step or step[0] > now:
             return
         at, kind, i, end = step
-        tier = lifecycle[i]
+        tier = timed[i]
         tx = Tx(store, at)
         working = tx.state("PARTICIPANT", pid)  # counters as of the due instant (lazy resets applied)
         if kind == 0:
@@ -292,6 +319,8 @@ def apply_due(store: Store, tiers: Iterable[CompiledTier], pid: str, now: dateti
             if target is not None:
                 change(tx, tier, pid, target, LIFECYCLE, None)
             working.tiers[tier.sid].reviewed_at = end
-        else:
+        elif kind == 1:
             roll_over(tier, working, at)
+        else:
+            _expire(tx, tier, pid)
         tx.commit()

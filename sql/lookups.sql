@@ -150,15 +150,22 @@ SELECT idempotency_key, participant_id::VARCHAR AS participant_id, reward_id::VA
 FROM redemptions WHERE program_id::VARCHAR = $program_id AND idempotency_key = $key;
 
 -- name: entity_tiers
-SELECT participant_id::VARCHAR AS participant_id, tier_id::VARCHAR AS tier_id, level, achieved_at, reviewed_at
+SELECT participant_id::VARCHAR AS participant_id, tier_id::VARCHAR AS tier_id, level, achieved_at, reviewed_at,
+       expires_at
 FROM participant_tiers WHERE participant_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities);
 
--- name: lifecycle_tiers
--- Tier types with a lifecycle, as stored by the last run (maintenance runs without program files).
+-- name: timed_tiers
+-- Tier types whose levels change with time by $as_of, as stored by the last run (maintenance
+-- runs without program files): those with a lifecycle, and those with a tier expiry due.
 SELECT t.id::VARCHAR AS id, p.key AS program_key, t.definition::VARCHAR AS definition
 FROM tiers t JOIN programs p ON p.id = t.program_id
 WHERE json_exists(t.definition, '$.lifecycle')
+   OR t.id IN (SELECT tier_id FROM participant_tiers WHERE expires_at <= $as_of)
 ORDER BY p.key, t.key;
+
+-- name: expiring_holders
+-- Participants holding a level whose expiry (set_tier's expires_at) is due by $as_of.
+SELECT DISTINCT participant_id::VARCHAR AS id FROM participant_tiers WHERE expires_at <= $as_of ORDER BY id;
 
 -- name: lifecycle_holders
 -- Participants holding a level in one of the tiers of stage_tier_ids.

@@ -349,8 +349,12 @@ CREATE TABLE IF NOT EXISTS participant_tiers (
     reviewed_at         TIMESTAMPTZ,          -- lifecycle: window start when not achieved_at (last window end
                                               -- reviewed, or last activity for ACTIVITY_REFRESH)
     batch_id            BIGINT NOT NULL,
+    expires_at          TIMESTAMPTZ,          -- set_tier's expires_at: the level is removed then (tier expiry,
+                                              -- semantics.md 3); null: no expiry. Last, as ALTER adds it below
     PRIMARY KEY (participant_id, tier_id)
 );
+-- Ledgers made before tier expiry lack the column: add it (null: no expiry).
+ALTER TABLE participant_tiers ADD COLUMN IF NOT EXISTS expires_at TIMESTAMPTZ;
 
 -- Every tier change, append-only, in stream order (seq).
 CREATE TABLE IF NOT EXISTS tier_history (
@@ -360,13 +364,15 @@ CREATE TABLE IF NOT EXISTS tier_history (
     tier_key            VARCHAR NOT NULL,
     participant_id      UUID NOT NULL,
     from_level          VARCHAR,              -- null: the participant had no level in this tier
-    to_level            VARCHAR NOT NULL,
-    reason              VARCHAR NOT NULL,     -- AUTO | ACTION | OPERATION | LIFECYCLE
+    to_level            VARCHAR,              -- null: the level was removed (EXPIRY)
+    reason              VARCHAR NOT NULL,     -- AUTO | ACTION | OPERATION | LIFECYCLE | EXPIRY
     event_id            UUID,                 -- the event (AUTO, ACTION) ...
     operation_id        UUID,                 -- ... or operation (OPERATION) that made the change
-    effective_at        TIMESTAMPTZ NOT NULL, -- the stream instant (for LIFECYCLE: when it was due)
+    effective_at        TIMESTAMPTZ NOT NULL, -- the stream instant (for LIFECYCLE, EXPIRY: when it was due)
     batch_id            BIGINT NOT NULL
 );
+-- Ledgers made before tier expiry have to_level NOT NULL: lift it (a no-op when already nullable).
+ALTER TABLE tier_history ALTER COLUMN to_level DROP NOT NULL;
 
 -- Each program's file as validated by the last run that loaded it (the model's fields as written):
 -- `perkflow maintain` compiles these again to run the SYSTEM events of automations through the

@@ -276,7 +276,8 @@ DELETE FROM participant_tiers USING stage_state_entities s
 WHERE s.entity_type = 'PARTICIPANT' AND participant_tiers.participant_id = s.entity_id::UUID;
 
 -- name: insert_participant_tiers
-INSERT INTO participant_tiers SELECT participant_id::UUID, tier_id::UUID, level, achieved_at, reviewed_at, $batch_id
+INSERT INTO participant_tiers (participant_id, tier_id, level, achieved_at, reviewed_at, batch_id, expires_at)
+SELECT participant_id::UUID, tier_id::UUID, level, achieved_at, reviewed_at, $batch_id, expires_at
 FROM stage_participant_tiers;
 
 -- name: insert_tier_history

@@ -575,12 +575,6 @@ def test_s10_a_credit_target_is_auto_qualified_by_the_event_that_touches_it(tmp_
                    "JOIN events e ON e.id = h.event_id") == [("u2", "silver", "AUTO", "2025-03-01 11:00:00+00", "e1")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "s3/s10/s2.3: 'tier expiry' is one of the time-driven changes of semantics.md 3, and set_tier "
-    "takes the fields of Scrip's PUT .../state/tiers/{key} (2.3), whose expires_at 'schedules "
-    "automatic removal'; perkflow fails such a set_tier with operation_not_supported. Building it "
-    "needs an expiry on participant_tiers, its application in-stream and by maintain, and a "
-    "removal row in tier_history (which verify's tier_levels_match_history must then accept)."))
 def test_s10_a_tier_set_with_expires_at_is_removed_at_that_instant(tmp_path):
     tier = {"key": "club", "levels": [{"key": "silver", "rank": 1}, {"key": "gold", "rank": 2}]}
     lg = Ledger(tmp_path, program([on("ping", {"type": "TAG", "tag": "p"})], tiers=[tier]))
