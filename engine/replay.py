@@ -87,9 +87,10 @@ def _with_types(con: duckdb.DuckDBPyConnection, events: pl.DataFrame) -> pl.Data
 def _event_files(events: pl.DataFrame, folder: Path) -> Path:
     """The stored events as event files, in replay order, their payloads read as the run read
     them: each run of rows with one payload type is a file whose `event_data` is that Struct
-    (file order is arrival order, so the order holds across files). A row whose stored text is
-    not what its Struct encodes to (a JSON payload sent as text; the run read it with JSON's
-    mapping, which that Struct came from) is written as its text, as sent."""
+    (file order is arrival order, so the order holds across files); rows without one (JSON
+    payloads) are written as their text. The stored text of a struct payload is what its Struct
+    encodes to; a row where decoding and encoding again would not give that text back is
+    written as its text too, so that the replayed ledger stores every payload as the source did."""
     text = events["event_data"]
     struct_of = pl.Series([None] * len(events), dtype=pl.String)
     for arrow_schema in events["event_data_type"].drop_nulls().unique().to_list():
