@@ -446,7 +446,7 @@ def _expiry(o: _Op) -> datetime | None:
     if raw is None:
         return None
     if not isinstance(raw, str):
-        raise ActionFailed(INVALID, f"set_tier: params.expires_at must be text (an RFC 3339 timestamp), got {raw!r}")
+        raise ActionFailed(INVALID, f"set_tier: params.expires_at must be text (an RFC 3339 timestamp or a Go duration such as 720h), got {raw!r}")
     try:
         at = static_instant(parse_when(raw), o.op.now)
     except ValueError as e:
