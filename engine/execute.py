@@ -39,9 +39,11 @@ EFFECT_SCHEMA = {
     "action_index": pl.Int64, "action_type": pl.String, "asset_id": pl.String,
     "amount": amounts.DECIMAL, "allow_negative": pl.Boolean, "description": pl.String,
 }
-#: Every applied action moves `amount` from one account to another.
+#: Every applied action moves `amount` from one account to another, as a journal entry of its own;
+#: a move with a `leg` after 0 adds its destination to the entry of the move before it instead (a
+#: transfer's recipients, engine.operations). Null (the set-wise and running paths: no column) is 0.
 ACCOUNT_SCHEMA = {"entity_id": pl.String, "from_type": pl.String, "from_id": pl.String, "from_bucket": pl.String,
-                  "to_type": pl.String, "to_id": pl.String, "to_bucket": pl.String}
+                  "to_type": pl.String, "to_id": pl.String, "to_bucket": pl.String, "leg": pl.Int64}
 #: Time-driven effects (lot expiry, maturity) name their own source, instant and program.
 TIMED_SCHEMA = {"source_name": pl.String, "effective_at": pl.Datetime("us", "UTC"), "program_id": pl.String,
                 "reference_id": pl.String}  # and the hold reference an entry was correlated to

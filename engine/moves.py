@@ -2,7 +2,8 @@
 
 An account is (entity type, entity id, asset id, bucket). Every applied value action or operation
 moves an amount from one account to another; the writer turns each move into a journal entry
-with two postings.
+with two postings, or adds it to the entry before as one more destination posting (a move with a
+`leg` after 0: a transfer's recipients, engine.ledger.writer.entry_legs).
 """
 
 from __future__ import annotations

@@ -108,11 +108,17 @@ class _Op:
             raise ActionFailed(INACTIVE, f"{self.op.operation}: participant {person.external_id} is {person.status}")
         return pid
 
-    def move(self, source, dest, amount: Decimal, kind: str, asset, overdraft: bool = False, lot: dict | None = None):
+    def move(self, source, dest, amount: Decimal, kind: str, asset, overdraft: bool = False, lot: dict | None = None,
+             leg: int = 0):
         """A move of this operation; value arriving as LOT gets a new lot without expiry
-        (transfers: "dated at the transfer without the source's expiry"). Returns the lots taken."""
+        (transfers: "dated at the transfer without the source's expiry"). A `leg` after the first
+        adds its destination's posting to the entry of the move before (a transfer's recipients).
+        Returns the lots taken."""
+        meta = self.meta()
+        if leg:
+            meta |= {"action_index": self.effects[-1]["action_index"], "leg": leg}
         taken = move(self.tx, self.effects, source, dest, amount, kind=kind, asset=asset, overdraft=overdraft,
-                     lot=lot or self.lot(), **self.meta())
+                     lot=lot or self.lot(), **meta)
         self.parts += 1
         return taken
 
@@ -329,39 +335,47 @@ def _burn(o: _Op) -> None:
 
 
 def _transfer(o: _Op) -> None:
-    """One source, 1..100 recipients, atomic and zero-sum; no self-transfer, no overdraft."""
+    """One source, 1..100 recipients, atomic and zero-sum; no self-transfer, no overdraft. One
+    journal entry (Scrip answers one journal_entry_id): the source's posting of the total, then
+    one posting per recipient (each recipient a leg of the entry, engine.moves.move)."""
     asset, aid = o.asset()
     pid = o.participant()
     recipients = o.field("recipients")
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
         raise ActionFailed(INVALID, "transfer: params.recipients must list 1 to 100 recipients")
+    # every recipient and amount is checked (and what is due for the recipient applied, semantics.md
+    # 3) before value moves, so that the legs of the entry follow one another
+    legs = []
     for r in recipients:
-        # Scrip: each recipient names one of external_id | participant_id | group_id
-        ext, ref, gref = ((r.get("external_id"), r.get("participant_id"), r.get("group_id")) if isinstance(r, dict)
-                          else (None, None, None))
-        named = [x for x in (ext, ref, gref) if x is not None]
-        if len(named) != 1 or not isinstance(named[0], str) or not named[0]:
-            raise ActionFailed(INVALID, "transfer: every recipient needs one of external_id, participant_id or group_id")
-        if gref is not None:  # a group's wallet (docs/decisions.md "Groups")
-            group = groups.active_group(o.catalog, gref, "transfer", o.tx)
-            o.params = {**o.params, "amount": r.get("amount")}
-            o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), ("GROUP", group.sid, aid, "AVAILABLE"), o.amount(asset),
-                   "TRANSFER", asset)
-            continue
-        # as of this point of the stream (semantics.md 3)
-        rid = o.tx.store.find_external(ext, o.op.pos) if ext else o.tx.store.find_id(ref, o.op.pos)
-        ext = ext or ref
-        if rid is None:
-            raise ActionFailed("participant_not_found", f"transfer: recipient {ext!r} not found")
-        if rid == pid:
-            raise ActionFailed("self_transfer", "transfer: a participant cannot transfer to itself")
-        person = o.tx.store.people[rid]
-        if person.status != "ACTIVE":
-            raise ActionFailed(INACTIVE, f"transfer: recipient {ext} is {person.status}")
-        o.tx.touch(rid)  # what is due for the recipient happens before it receives (semantics.md 3)
+        dest = _recipient(o, r)
         o.params = {**o.params, "amount": r.get("amount")}
-        o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), ("PARTICIPANT", rid, aid, "AVAILABLE"), o.amount(asset),
-               "TRANSFER", asset)
+        legs.append((dest, o.amount(asset)))
+    for leg, (dest, amount) in enumerate(legs):
+        o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), (*dest, aid, "AVAILABLE"), amount, "TRANSFER", asset, leg=leg)
+
+
+def _recipient(o: _Op, r) -> tuple[str, str]:
+    """(entity type, id) of one transfer recipient, which must be able to receive."""
+    # Scrip: each recipient names one of external_id | participant_id | group_id
+    ext, ref, gref = ((r.get("external_id"), r.get("participant_id"), r.get("group_id")) if isinstance(r, dict)
+                      else (None, None, None))
+    named = [x for x in (ext, ref, gref) if x is not None]
+    if len(named) != 1 or not isinstance(named[0], str) or not named[0]:
+        raise ActionFailed(INVALID, "transfer: every recipient needs one of external_id, participant_id or group_id")
+    if gref is not None:  # a group's wallet (docs/decisions.md "Groups")
+        return "GROUP", groups.active_group(o.catalog, gref, "transfer", o.tx).sid
+    # as of this point of the stream (semantics.md 3)
+    rid = o.tx.store.find_external(ext, o.op.pos) if ext else o.tx.store.find_id(ref, o.op.pos)
+    ext = ext or ref
+    if rid is None:
+        raise ActionFailed("participant_not_found", f"transfer: recipient {ext!r} not found")
+    if rid == o.op.subject:
+        raise ActionFailed("self_transfer", "transfer: a participant cannot transfer to itself")
+    person = o.tx.store.people[rid]
+    if person.status != "ACTIVE":
+        raise ActionFailed(INACTIVE, f"transfer: recipient {ext} is {person.status}")
+    o.tx.touch(rid)  # what is due for the recipient happens before it receives (semantics.md 3)
+    return "PARTICIPANT", rid
 
 
 def _state_op(o: _Op, apply) -> None:

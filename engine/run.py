@@ -354,8 +354,10 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store, seq_f
     # event) keep the order the engine made them in, so their seqs are the same on every run
     # the kernel ranks its effects in processing order when SYSTEM events are interleaved
     first = "rank" if "rank" in outcome.effects.columns else "pos"
+    leg = pl.col("leg").fill_null(0) if "leg" in outcome.effects.columns else pl.lit(0, pl.Int64)
     effects = (outcome.effects.join(keys, on="pos", maintain_order="left")
-               .sort(first, "rule_order", "action_index", maintain_order=True).with_row_index("_n"))
+               .sort(first, "rule_order", "action_index", maintain_order=True)
+               .with_columns(leg=leg).with_columns(_n=(pl.col("leg") == 0).cum_sum() - 1))  # entries, not moves
     timed = pl.col("source_name").is_not_null()  # lot expiry/maturity: not the event's own entries
     effects = effects.select(
         kind=pl.when(timed).then(pl.lit("lot")).otherwise(pl.col("kind")),
@@ -367,7 +369,7 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store, seq_f
         effective_at=pl.coalesce("effective_at", "event_timestamp"),
         seq=pl.col("_n").cast(pl.Int64) + seq_from, from_type="from_type", from_id="from_id",
         from_bucket="from_bucket", to_type="to_type", to_id="to_id", to_bucket="to_bucket",
-        reference_id="reference_id",
+        reference_id="reference_id", leg="leg",
     )
     evaluations = outcome.evaluations.join(keys, on="pos").select(
         program_id="program_uuid", idempotency_key="idempotency_key", rule_id="rule_id",

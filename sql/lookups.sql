@@ -92,8 +92,12 @@ SELECT count(*) FROM information_schema.tables WHERE table_name = 'budget_usage'
 SELECT rule_id::VARCHAR AS rule_id, asset_id::VARCHAR AS asset_id, period, consumed FROM budget_usage;
 
 -- name: operation_status
-SELECT status, error_code, error_message FROM operations
-WHERE program_id = (SELECT id FROM programs WHERE key = $program) AND idempotency_key = $key;
+-- With the journal entries it wrote, in ledger order (Scrip's endpoints answer their ids).
+SELECT o.status, o.error_code, o.error_message,
+       list(j.id::VARCHAR ORDER BY j.seq) FILTER (WHERE j.id IS NOT NULL) AS journal_entry_ids
+FROM operations o LEFT JOIN journal_entries j ON j.operation_id = o.id
+WHERE o.program_id = (SELECT id FROM programs WHERE key = $program) AND o.idempotency_key = $key
+GROUP BY ALL;
 
 -- name: operation_timestamp
 -- The instant a stored operation was given, so that `perkflow op` without --timestamp repeats it.

@@ -201,6 +201,9 @@ CREATE TABLE IF NOT EXISTS budget_consumption (
 CREATE OR REPLACE MACRO posting_text(id, entity_type, entity_id, asset_id, bucket, amount) AS
     concat_ws('|', id::VARCHAR, entity_type, entity_id::VARCHAR, asset_id::VARCHAR, bucket, amount::DECIMAL(38, 18)::VARCHAR);
 
+-- The id of posting k of entry `entry_id`: 0 the source's, 1, 2, ... its destinations' (sql/write_batch.sql).
+CREATE OR REPLACE MACRO posting_id(entry_id, k) AS md5('posting:' || entry_id || ':' || k)::UUID;
+
 CREATE OR REPLACE MACRO entry_text(id, seq, program_id, event_id, operation_id, rule_id, rule_version, action_index,
                                    action_type, reference_id, effective_at, allow_negative) AS
     concat_ws('|', id::VARCHAR, seq::VARCHAR, program_id::VARCHAR, coalesce(event_id::VARCHAR, ''),

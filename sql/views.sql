@@ -381,8 +381,9 @@ JOIN assets a ON a.id = r.asset_id
 LEFT JOIN reward_usage u ON u.reward_id = r.id AND u.participant_id = ''
 ORDER BY program_key, r.key;
 
--- Transfers (semantics.md 9.3): one row per recipient of a COMPLETED `transfer` operation (its
--- TRANSFER entries, in ledger order), one row without recipient for a FAILED one.
+-- Transfers (semantics.md 9.3): one row per recipient of a COMPLETED `transfer` operation (the
+-- credit postings of its one TRANSFER entry, in request order: recipient k's posting is posting
+-- k of the entry, posting_id in schema.sql), one row without recipient for a FAILED one.
 CREATE OR REPLACE VIEW transfers AS
 SELECT
     o.id AS transfer_id,
@@ -409,4 +410,5 @@ LEFT JOIN postings dest ON dest.journal_entry_id = j.id AND dest.amount > 0
 LEFT JOIN participants rcp ON rcp.id = dest.entity_id
 LEFT JOIN assets a ON a.id = dest.asset_id
 WHERE o.operation = 'transfer'
-ORDER BY o."timestamp", o.arrival_seq, j.seq;
+ORDER BY o."timestamp", o.arrival_seq, j.seq,
+         (SELECT k FROM range(1, 101) r(k) WHERE posting_id(j.id, k) = dest.id);

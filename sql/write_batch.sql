@@ -128,17 +128,16 @@ FROM stage_evaluations;
 
 -- name: stage_entries
 -- The derived ids of every effect, keyed by its `seq`; every effect moves `amount` from one
--- account to another, so an entry has two postings: leg 0 takes it from the source account,
--- leg 1 gives it to the destination. An event's entries are keyed by rule version and action
--- index, an operation's by its part, a lot's expiry or maturity by the lot. source_name:
--- 'event:' || program_id || ':' || idempotency_key, 'operation:' || ..., or 'lot:' || lot id.
--- Only ids are materialised (narrow, fixed-width): the wide effect columns are read straight
--- from the Arrow stage by the inserts below, joined on seq. Each level is its own subquery so
--- that every md5 is computed once per row.
+-- account to another, so an entry has two postings: posting 0 takes it from the source account,
+-- posting 1 gives it to the destination (a transfer to several recipients has one more posting
+-- per recipient after the first: its `stage_legs`, engine.ledger.writer.entry_legs). An event's
+-- entries are keyed by rule version and action index, an operation's by its part, a lot's expiry
+-- or maturity by the lot. source_name: 'event:' || program_id || ':' || idempotency_key,
+-- 'operation:' || ..., or 'lot:' || lot id. Only ids are materialised (narrow, fixed-width): the
+-- wide effect columns are read straight from the Arrow stage by the inserts below, joined on
+-- seq. Each level is its own subquery so that every md5 is computed once per row.
 CREATE OR REPLACE TEMP TABLE batch_entries AS
-SELECT seq, id,
-       md5('posting:' || id || ':0')::UUID AS p0_id,
-       md5('posting:' || id || ':1')::UUID AS p1_id,
+SELECT seq, id, posting_id(id, 0) AS p0_id, posting_id(id, 1) AS p1_id,
        CASE kind WHEN 'event' THEN source_id END AS event_id,
        CASE kind WHEN 'operation' THEN source_id END AS operation_id
 FROM (
@@ -148,30 +147,49 @@ FROM (
 );
 
 -- name: insert_postings
+-- The source's posting is of the entry's whole amount (`source_amount`: more than `amount` for a
+-- transfer to several recipients).
 INSERT INTO postings
 SELECT b.p0_id, b.id, e.program_id::UUID, e.from_type, e.from_id::UUID, e.asset_id::UUID, e.from_bucket,
-       -(e.amount::DECIMAL(38, 18))
+       -(e.source_amount::DECIMAL(38, 18))
 FROM stage_effects e JOIN batch_entries b USING (seq)
 UNION ALL
 SELECT b.p1_id, b.id, e.program_id::UUID, e.to_type, e.to_id::UUID, e.asset_id::UUID, e.to_bucket,
        e.amount::DECIMAL(38, 18)
 FROM stage_effects e JOIN batch_entries b USING (seq);
 
+-- name: insert_leg_postings
+-- A transfer's recipients after the first: posting leg + 1 of its entry.
+INSERT INTO postings
+SELECT posting_id(b.id, l.leg + 1), b.id, l.program_id::UUID, l.to_type, l.to_id::UUID, l.asset_id::UUID,
+       l.to_bucket, l.amount::DECIMAL(38, 18)
+FROM stage_legs l JOIN batch_entries b USING (seq);
+
 -- name: insert_entries
--- The hash covers the entry and both postings in posting-id order: what verify.sql recomputes
--- from the stored rows with string_agg(... ORDER BY id).
+-- The hash covers the entry and all its postings in posting-id order: what verify.sql recomputes
+-- from the stored rows with string_agg(... ORDER BY id). An entry of two postings orders its pair
+-- inline; an entry with legs (a transfer to several recipients) reads its postings back, as
+-- verify does. (With no legs, the join's empty side ends its scan of postings at once. A filter
+-- on the stage instead, to send the two kinds of entry different ways, cost ~15% more CPU here.)
 INSERT INTO journal_entries
 SELECT id, seq, program_id::UUID, event_id, operation_id, rule_id::UUID, rule_version, action_index,
        action_type, reference_id, description, effective_at, allow_negative, $batch_id,
        sha256(entry_text(id, seq, program_id, event_id, operation_id, rule_id, rule_version, action_index,
                          action_type, reference_id, effective_at, allow_negative)
-              || '#' || CASE WHEN p0_id < p1_id THEN p0 || ';' || p1 ELSE p1 || ';' || p0 END)
+              || '#' || COALESCE(s.postings, CASE WHEN p0_id < p1_id THEN p0 || ';' || p1 ELSE p1 || ';' || p0 END))
 FROM (
     SELECT e.*, b.id, b.p0_id, b.p1_id, b.event_id, b.operation_id,
-           posting_text(b.p0_id, e.from_type, e.from_id::UUID, e.asset_id::UUID, e.from_bucket, -(e.amount::DECIMAL(38, 18))) AS p0,
+           posting_text(b.p0_id, e.from_type, e.from_id::UUID, e.asset_id::UUID, e.from_bucket,
+                        -(e.source_amount::DECIMAL(38, 18))) AS p0,
            posting_text(b.p1_id, e.to_type, e.to_id::UUID, e.asset_id::UUID, e.to_bucket, e.amount::DECIMAL(38, 18)) AS p1
     FROM stage_effects e JOIN batch_entries b USING (seq)
-);
+) LEFT JOIN (
+    SELECT b.seq, string_agg(posting_text(p.id, p.entity_type, p.entity_id, p.asset_id, p.bucket, p.amount), ';'
+                             ORDER BY p.id) AS postings
+    FROM (SELECT DISTINCT seq FROM stage_legs) JOIN batch_entries b USING (seq)
+    JOIN postings p ON p.journal_entry_id = b.id
+    GROUP BY b.seq
+) s USING (seq);
 
 -- name: match_balances
 -- This chunk's postings summed per account (`stage_balances`, summed by the writer from the
@@ -212,7 +230,7 @@ SELECT entry_hash FROM journal_entries WHERE batch_id = $batch_id AND seq >= $se
 -- in ledger order, to the previous batch's root.
 INSERT INTO batches
 SELECT $batch_id, $fingerprint, $sources, $catalog_version, $rows_read, $completed, $failed, $duplicates,
-       $rejected, $entries, 2 * $entries,  -- two postings per entry, by construction
+       $rejected, $entries, $postings,
        now(), $root, $prev_root;
 
 -- name: delete_entity_state

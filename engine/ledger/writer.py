@@ -32,7 +32,7 @@ ORDER = [
     "delete_catalog_fingerprint", "insert_catalog_fingerprint",
     "insert_participants", "insert_enrollments", "insert_events", "insert_payload_types", "insert_operations", "update_participant_status",
     "insert_rejected", "insert_evaluations",
-    "stage_entries", "insert_postings", "insert_entries", "match_balances", "update_balances", "insert_balances",
+    "stage_entries", "insert_postings", "insert_leg_postings", "insert_entries", "match_balances", "update_balances", "insert_balances",
     "delete_entity_state", "insert_entity_state", "delete_group_members", "insert_group_members", "delete_participant_tiers", "insert_participant_tiers",
     "insert_tier_history", "delete_lots", "insert_lots", "upsert_reward_usage", "delete_redemptions", "insert_redemptions",
     "upsert_budget_consumption", "delete_scheduled_events", "insert_scheduled_events",
@@ -113,9 +113,30 @@ def catalog_fingerprint(frames: dict[str, pl.DataFrame]) -> str:
     return h.hexdigest()
 
 
+#: A transfer's recipients after the first: what their postings need.
+LEG_COLUMNS = ("seq", "leg", "program_id", "asset_id", "to_type", "to_id", "to_bucket", "amount")
+
+
+def entry_legs(effects: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The effects as write_batch.sql takes them: one row per entry (its `seq`), with
+    `source_amount`, the amount of its source's posting; and the legs after the first of an entry
+    with several destinations (`leg` 1, 2, ...: a transfer's recipients, which share its seq), each
+    one more posting of the entry. The source's posting is the sum of its entry's legs."""
+    if "leg" not in effects.columns:  # maintenance: expiries and maturities, one leg each
+        effects = effects.with_columns(leg=pl.lit(0, pl.Int64))
+    legs = effects.filter(pl.col("leg") > 0)
+    if legs.is_empty():  # the common case, without a sum over every entry
+        return effects.with_columns(source_amount=pl.col("amount")), legs.select(LEG_COLUMNS)
+    # lazy: Polars 2.1's eager group_by sum of Decimals wraps on overflow (balance_changes)
+    totals = effects.lazy().group_by("seq").agg(source_amount=pl.col("amount").sum()).collect()
+    entries = effects.filter(pl.col("leg") == 0).join(totals, on="seq", how="left", maintain_order="left")
+    return entries, legs.select(LEG_COLUMNS)
+
+
 def balance_changes(effects: pl.DataFrame) -> pl.DataFrame:
     """What the effects' postings add to each account (exact: Decimal sums): every effect takes
-    `amount` from its `from` account (leg 0) and gives it to its `to` account (leg 1). `row`
+    `amount` from its `from` account and gives it to its `to` account (the legs of one entry take
+    theirs from the same source, whose posting is their sum: the same total). `row`
     numbers the accounts for write_batch.sql's match_balances."""
     legs = pl.concat([
         effects.select(entity_type="from_type", entity_id="from_id", asset_id="asset_id", bucket="from_bucket",
@@ -160,7 +181,7 @@ class BatchWriter:
     def __init__(self, con: duckdb.DuckDBPyConnection, batch_id: int):
         self.con, self.batch_id = con, batch_id
         # written so far: the next chunk's entry and tier-change seqs continue from these
-        self.entries = self.tier_changes = 0
+        self.entries = self.postings = self.tier_changes = 0
         self.prev_root = con.execute(statement("lookups.sql", "last_root")).fetchall()[0][0]
         self.first_seq = con.execute(statement("lookups.sql", "next_seq")).fetchall()[0][0]
         self._root = BatchRoot(self.prev_root)
@@ -168,7 +189,9 @@ class BatchWriter:
     def write(self, stages: dict[str, pl.DataFrame]) -> None:
         params = {"batch_id": self.batch_id}  # the only parameter of the per-chunk statements
         if "stage_effects" in stages:
-            stages = stages | {"stage_balances": balance_changes(stages["stage_effects"])}
+            entries, legs = entry_legs(stages["stage_effects"])
+            stages = stages | {"stage_effects": entries, "stage_legs": legs,
+                               "stage_balances": balance_changes(stages["stage_effects"])}
         tables = {name: db.arrow(frame) for name, frame in stages.items()}
         for name in ORDER:
             sql = statement("write_batch.sql", name)
@@ -189,8 +212,10 @@ class BatchWriter:
         if "stage_effects" in stages and len(stages["stage_effects"]):
             hashes = self.con.sql(statement("write_batch.sql", "chunk_hashes"),
                                   params={"batch_id": self.batch_id, "seq_from": stages["stage_effects"]["seq"].min()})
-            self._root.add(hashes.to_arrow_table().column(0))
-            self.entries += len(stages["stage_effects"])
+            hashes = hashes.to_arrow_table().column(0)
+            self._root.add(hashes)
+            self.entries += len(hashes)
+            self.postings += 2 * len(hashes) + len(stages["stage_legs"])
         self.tier_changes += len(stages.get("stage_tier_history", ()))
 
     @property
@@ -210,7 +235,7 @@ class BatchWriter:
 
     def close(self, params: dict) -> None:
         """The batch row: counts, input fingerprint, and the root chaining it to the previous batch."""
-        params = params | {"batch_id": self.batch_id, "entries": self.entries,
+        params = params | {"batch_id": self.batch_id, "entries": self.entries, "postings": self.postings,
                            "root": self._root.hexdigest(), "prev_root": self.prev_root}
         self._run("insert_batch", statement("write_batch.sql", "insert_batch"), params, {})
 

@@ -10,7 +10,9 @@ equality do.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,6 +23,12 @@ from tests.oracle.interpreter import OracleResult
 # Processing order of the events: batch by batch; within a batch the stream order of
 # semantics.md 3, (event_timestamp, arrival). arrival_seq is global (batch << 32 | row).
 _EVENT_ORDER = "e.batch_id, e.event_timestamp, e.arrival_seq"
+
+
+def _leg(row) -> int:
+    """Which posting of its entry a row's destination is (1 for an entry of two postings)."""
+    legs, entry, posting = row[15], row[16], row[17]
+    return next(k for k in range(1, legs) if str(uuid.UUID(hashlib.md5(f"posting:{entry}:{k}".encode()).hexdigest())) == posting)
 
 
 def _dec(value) -> Decimal:
@@ -202,7 +210,8 @@ def read_full_ledger(con: duckdb.DuckDBPyConnection) -> OracleResult:
         SELECT pr.key, j.action_type, j.effective_at, j.action_index,
                e.idempotency_key, o.idempotency_key, ru.key,
                src.entity_type, src.entity_id, src.bucket, dst.entity_type, dst.entity_id, dst.bucket,
-               a.symbol, dst.amount, (SELECT count(*) FROM postings x WHERE x.journal_entry_id = j.id)
+               a.symbol, dst.amount, (SELECT count(*) FROM postings x WHERE x.journal_entry_id = j.id),
+               j.id::VARCHAR, dst.id::VARCHAR
         FROM journal_entries j
         JOIN programs pr ON pr.id = j.program_id
         LEFT JOIN events e ON e.id = j.event_id
@@ -212,8 +221,16 @@ def read_full_ledger(con: duckdb.DuckDBPyConnection) -> OracleResult:
         JOIN postings dst ON dst.journal_entry_id = j.id AND dst.amount > 0
         JOIN assets a ON a.id = dst.asset_id
         ORDER BY j.seq""")
-    for (pk, kind, at, index, ev_key, op_key, rule_key, st, si, sb, dt, di, db_, sym, amount, legs) in rows:
-        assert legs == 2, f"{kind} entry of {ev_key or op_key} has {legs} postings"
+    # The oracle writes one move per entry; perkflow writes a transfer to several recipients as one
+    # entry of the source's posting and one per recipient (posting k of the entry, its id
+    # md5('posting:' || entry || ':' || k) as sql/write_batch.sql names it): read back as one move
+    # per recipient, each the operation's next part, in recipient order.
+    seqs: dict[str, int] = {}  # entry id -> its place in ledger order (rows come in it)
+    rows = sorted(rows, key=lambda r: (seqs.setdefault(r[16], len(seqs)), _leg(r)))
+    for (pk, kind, at, index, ev_key, op_key, rule_key, st, si, sb, dt, di, db_, sym, amount, legs, *_), leg \
+            in zip(rows, map(_leg, rows)):
+        assert legs == 2 or (kind == "TRANSFER" and legs > 2), f"{kind} entry of {ev_key or op_key} has {legs} postings"
+        index += leg - 1
         origin = (("event", ev_key, rule_key, index) if ev_key is not None
                   else ("operation", op_key, None, index) if op_key is not None else None)
         r.ledger.append(Entry(pk, origin, kind, _account(st, si, sym, sb, names), _account(dt, di, sym, db_, names),

@@ -458,7 +458,7 @@ def test_s9_transfers_make_new_lots_without_the_sources_expiry(tmp_path):
                 recipients=[{"participant_id": str(participant_id("u3")), "amount": "2"}])])
     assert led.status()["t1"] == led.status()["t3"] == OK and led.status()["t2"] == ("FAILED", "participant_not_found")
     assert led.entries("t2") == [] and led.entries("t3") == [("TRANSFER", D(2))]
-    assert [(t, a) for t, a in led.entries("t1")] == [("TRANSFER", D(8)), ("TRANSFER", D(4))]
+    assert led.entries("t1") == [("TRANSFER", D(8))]  # one entry (its largest posting), the test below
     # section 12 lists a `transfers` table
     assert [(r["idempotency_key"], r["status"], r["error_code"], r["source_external_id"], r["recipient_external_id"],
              r["asset_symbol"], r["amount"]) for r in led.view("transfers")] == [
@@ -474,24 +474,57 @@ def test_s9_transfers_make_new_lots_without_the_sources_expiry(tmp_path):
                     ("u3", D(2), "2025-03-01 07:00:00+00", None)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "s9.3/s8: a transfer to N recipients writes N TRANSFER entries of two postings each (one per "
-    "leg), where Scrip's transfer is one journal entry (its response carries one journal_entry_id "
-    "and total_amount; scrip-reference 11: an entry has 'two or more postings'): the source's "
-    "AVAILABLE debited once by the total, one credit posting per recipient. engine.moves.move and "
-    "the writer build two-posting entries only; the transfers view reads one entry per leg."))
 def test_s9_a_transfer_is_one_journal_entry_debiting_the_source_by_the_total(tmp_path):
+    # s9.3 "atomic, zero-sum"; s8 "two or more postings"; Scrip's transfer answers one
+    # journal_entry_id and its total_amount: the source's AVAILABLE debited once by the total,
+    # one credit posting per recipient.
     lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})]))
     lg.run([ev("e1", "u", at(1, 1), "earn", n=10), ev("e2", "v", at(1, 1), "earn", n=1),
             ev("e3", "w", at(1, 1), "earn", n=1)],
            [op("transfer", "t1", "u", at(1, 2), asset="PTS", description="split",
-               recipients=[{"external_id": "v", "amount": "3"}, {"external_id": "w", "amount": "4"}])])
+               recipients=[{"external_id": "w", "amount": "4"}, {"external_id": "v", "amount": "3"}])])
     assert lg.status()["t1"] == OK
     assert lg.balance("u") == (D(3), D(0), D(0))
     rows = lg.sql("""SELECT j.id, p.amount FROM journal_entries j JOIN postings p ON p.journal_entry_id = j.id
                      JOIN operations o ON o.id = j.operation_id WHERE o.idempotency_key = 't1' ORDER BY p.amount""")
     assert len({r[0] for r in rows}) == 1  # one TRANSFER entry
     assert [a for _, a in rows] == [D(-7), D(3), D(4)]  # the source once, by the total
+    assert lg.sql("SELECT entries_written, postings_written FROM batches") == [(4, 9)]  # 3 credits + the transfer
+    assert [(r["recipient_external_id"], r["amount"], r["journal_entry_id"]) for r in lg.view("transfers")] == [
+        ("w", D(4), rows[0][0]), ("v", D(3), rows[0][0])]  # in request order
+    lg.verify()  # its hash covers the three postings
+
+
+def test_s9_perkflow_op_transfer_answers_its_one_journal_entry_and_fails_whole(tmp_path):
+    # s2.3: single operations from the CLI; Scrip's transfer answers its journal_entry_id. LOT
+    # recipients each get a new lot; a recipient that cannot receive fails the whole transfer
+    # (atomic), even when the source could pay the legs before it.
+    lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "240h"})],
+                                  [LOT]))
+    lg.run([ev("e1", "u", at(1, 1), "earn", n=5), ev("e2", "u", at(1, 2), "earn", n=5),
+            ev("e3", "v", at(1, 1), "earn", n=1), ev("e4", "w", at(1, 1), "earn", n=1)])
+
+    def transfer(key: str, *recipients: tuple[str, str]) -> dict:
+        res = cli("op", "transfer", "--programs", str(lg.programs), "--db", str(lg.db), "--program", "shop",
+                  "--key", key, "--external-id", "u", "--timestamp", at(2), "--json", "--params", json.dumps(
+                      {"asset": "PTS", "recipients": [{"external_id": r, "amount": a} for r, a in recipients]}))
+        assert res.returncode == 0, res.stderr[-800:]
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    failed = transfer("t0", ("v", "1"), ("nobody", "1"))
+    assert (failed["status"], failed["error_code"], failed["journal_entry_ids"]) == ("FAILED", "participant_not_found", [])
+    done = transfer("t1", ("v", "6"), ("w", "2"))
+    assert done["status"] == "COMPLETED" and len(done["journal_entry_ids"]) == 1
+    assert lg.sql("SELECT id::VARCHAR, action_type FROM journal_entries WHERE operation_id IS NOT NULL") == [
+        (done["journal_entry_ids"][0], "TRANSFER")]
+    assert [lg.balance(p)[0] for p in ("u", "v", "w")] == [D(2), D(7), D(3)]
+    # u's lots spent FIFO (5 of the first, 3 of the second); v and w each got a new lot without expiry
+    assert lg.sql("""SELECT p.external_id, l.amount, l.remaining, l.expires_at IS NULL FROM lots l
+                     JOIN participants p ON p.id = l.entity_id ORDER BY 1, l.created_at, 2""") == [
+        ("u", D(5), D(0), False), ("u", D(5), D(2), False),
+        ("v", D(1), D(1), False), ("v", D(6), D(6), True), ("w", D(1), D(1), False), ("w", D(2), D(2), True)]
+    assert transfer("t1", ("v", "6"), ("w", "2"))["duplicate"] is True
+    lg.verify()
 
 
 def test_s9_a_credit_after_a_lot_overdraft_repays_it_before_making_a_lot(tmp_path):

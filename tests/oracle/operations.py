@@ -315,6 +315,9 @@ def _transfer(o: _Op) -> None:
     recipients = o.required("recipients")
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
         raise ActionFailed(INVALID, "recipients")
+    # Scrip answers a transfer with one journal entry: every recipient is checked (and touched, s3)
+    # before any value moves; then one move per recipient, in order.
+    legs = []
     for rec in recipients:
         named = [rec.get(k) for k in ("external_id", "participant_id", "group_id") if rec.get(k) is not None] \
             if isinstance(rec, dict) else []
@@ -322,8 +325,7 @@ def _transfer(o: _Op) -> None:
             raise ActionFailed(INVALID, "a recipient names one of external_id, participant_id or group_id")
         if rec.get("group_id") is not None:  # s11 / Scrip: a group's wallet, ACTIVE
             key = _group_key(o, rec["group_id"])
-            o.move("TRANSFER", o.mine(asset), group_account(key, asset.symbol), o.amount(asset, rec.get("amount")),
-                   asset=asset)
+            legs.append((group_account(key, asset.symbol), o.amount(asset, rec.get("amount"))))
             continue
         ext = rec.get("external_id")
         if not ext:
@@ -335,7 +337,9 @@ def _transfer(o: _Op) -> None:
         o.active(ext)
         amount = o.amount(asset, rec.get("amount"))
         o.w.touch(ext)
-        o.move("TRANSFER", o.mine(asset), participant_account(ext, asset.symbol), amount, asset=asset)
+        legs.append((participant_account(ext, asset.symbol), amount))
+    for dest, amount in legs:
+        o.move("TRANSFER", o.mine(asset), dest, amount, asset=asset)
 
 
 def _key(o: _Op) -> str:
