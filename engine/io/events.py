@@ -13,6 +13,7 @@ absent field.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -391,6 +392,7 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
     if col.dtype != pl.String:
         raise InputError(f"{file}: column event_data must be a struct or a JSON object string, found {col.dtype}")
     dicts: list[dict | None] = []
+    doubles: list[dict] = []  # the payloads of `dicts` that are not None, as CEL reads them
     bad: list[str | None] = []
     for text in col.to_list():
         if text is None or text == "":
@@ -417,12 +419,24 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
             dicts.append(None)
             bad.append(f"event_data is nested deeper than {MAX_DEPTH} levels")
             continue
-        dicts.append(strip_nulls(value))
+        value = strip_nulls(value)
+        try:
+            doubles.append(json_doubles(value))
+        except OverflowError:
+            # CEL reads a JSON number as a double: one beyond its range (1e400, a 400-digit
+            # integer) has no value there. It crashed the run (exit 1) or was stored as the
+            # non-JSON `Infinity`; it is the row's problem (semantics.md 13).
+            dicts.append(None)
+            bad.append("event_data holds a number outside the range of a double (about 1.8e308), "
+                       "which is how CEL reads JSON numbers")
+            continue
+        dicts.append(value)
         bad.append(None)
     # Stored (and compared for idempotency) as sent, integers exact; CEL sees JSON numbers as doubles.
     event_json = pl.Series("event_json", [None if d is None else json.dumps(d, sort_keys=True, separators=(",", ":"))
                                           for d in dicts], dtype=pl.String)
-    event = dicts_to_column([None if d is None else json_doubles(d) for d in dicts])
+    it = iter(doubles)
+    event = dicts_to_column([None if d is None else next(it) for d in dicts])
     return event, event_json, bad
 
 
@@ -440,13 +454,17 @@ def _unpaired_surrogate(value) -> bool:
 
 
 def json_doubles(value):
-    """CEL's JSON mapping: every JSON number is a double."""
+    """CEL's JSON mapping: every JSON number is a double. OverflowError for a number beyond a
+    double's range (JSON's reader turns `1e400` into an infinity; NaN and Infinity literals are
+    rejected before)."""
     if isinstance(value, dict):
         return {k: json_doubles(v) for k, v in value.items()}
     if isinstance(value, list):
         return [json_doubles(v) for v in value]
     if isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(value, float) and math.isinf(value):
+        raise OverflowError("number out of range")
     return value
 
 

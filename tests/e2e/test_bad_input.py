@@ -248,6 +248,31 @@ def test_struct_event_data_with_null_row(tmp_path, db_path, programs):
     assert balances(db_path) == {("a", "PTS"): Decimal(10)}
 
 
+
+def test_a_number_beyond_a_doubles_range_is_quarantined_not_a_crash(tmp_path, db_path, programs):
+    """semantics.md 13: a payload CEL cannot read (its JSON numbers are doubles, 6) is the row's
+    problem. A 400-digit integer stopped the whole run as an internal error (exit 1, nothing
+    committed) and `1e400` was stored as `Infinity`, which is not JSON; both are now
+    quarantined as invalid_event_data and the valid rows of the file are processed."""
+    rows = [
+        event("shop", "huge-int", "alice", "2025-11-01T10:00:00Z", '{"type": "purchase", "n": 1' + "0" * 400 + "}"),
+        event("shop", "huge-exp", "alice", "2025-11-01T10:01:00Z", '{"type": "purchase", "n": 1e400}'),
+        event("shop", "tiny-neg", "alice", "2025-11-01T10:02:00Z", '{"type": "purchase", "l": [-1e400]}'),
+        event("shop", "fine", "alice", "2025-11-01T10:03:00Z", '{"type": "purchase", "n": 1e308}'),
+    ]
+    f = write_events(tmp_path / "in" / "numbers.parquet", rows)
+    res = cli("run", "--programs", str(programs), "--events", str(f), "--db", str(db_path), "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (report["read"], report["completed"], report["rejected"]) == (4, 1, 3)
+    rejected = query(db_path, "SELECT row_number, reason, message FROM rejected_rows ORDER BY row_number")
+    assert [(n, r) for n, r, _ in rejected] == [(1, "invalid_event_data"), (2, "invalid_event_data"),
+                                               (3, "invalid_event_data")]
+    assert all("range of a double" in m for _, _, m in rejected)
+    assert query(db_path, "SELECT idempotency_key, event_data::VARCHAR FROM events") == [
+        ("fine", '{"n":1e+308,"type":"purchase"}')]
+    assert balances(db_path) == {("alice", "PTS"): Decimal(10)}
+
 # ---------------------------------------------------------------------------------------------
 # Program files that do not validate: exit 2, message names file/rule/field, nothing written
 
