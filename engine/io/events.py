@@ -296,6 +296,25 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     )
 
 
+NONFINITE = "event_data holds NaN or an infinity, which JSON (and so the stored payload) cannot hold"
+
+
+def _nonfinite(expr: pl.Expr, dt: pl.DataType) -> pl.Expr | None:
+    """Row-wise: does a struct payload hold a NaN or infinite float (at any depth)? None when its
+    type has no float. Such a value was stored as JSON null while CEL saw the float, so the
+    stored payload (what replay and explain read) said something else than the run evaluated;
+    a JSON payload cannot carry one at all (quarantined there too)."""
+    if dt in (pl.Float32, pl.Float64):
+        return (expr.is_nan() | expr.is_infinite()).fill_null(False)
+    if isinstance(dt, pl.Struct):
+        parts = [p for f in dt.fields if (p := _nonfinite(expr.struct.field(f.name), f.dtype)) is not None]
+        return pl.any_horizontal(parts).fill_null(False) if parts else None
+    if isinstance(dt, pl.List):
+        inner = _nonfinite(pl.element(), dt.inner)
+        return None if inner is None else expr.list.eval(inner).list.any().fill_null(False)
+    return None
+
+
 def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
     """A struct payload's type with DECIMAL fields (at any depth) as doubles: CEL has no decimal
     type, and a number in `event` is a double, as JSON numbers are (docs/decisions.md). A
@@ -387,7 +406,10 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
     """(event column, stored JSON text, per-row problem or None)."""
     if isinstance(col.dtype, pl.Struct):
         col = col.cast(_decimals_as_doubles(col.dtype))
-        bad = pl.select(pl.when(col.is_null()).then(pl.lit("missing")).otherwise(None)).to_series().to_list()
+        nonfinite = _nonfinite(pl.lit(col), col.dtype)
+        bad = pl.select(pl.when(col.is_null()).then(pl.lit("missing"))
+                        .when(nonfinite if nonfinite is not None else pl.lit(False))
+                        .then(pl.lit(NONFINITE)).otherwise(None)).to_series().to_list()
         return col.alias("event"), col.struct.json_encode().alias("event_json"), bad
     if col.dtype != pl.String:
         raise InputError(f"{file}: column event_data must be a struct or a JSON object string, found {col.dtype}")

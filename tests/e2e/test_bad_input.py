@@ -273,6 +273,38 @@ def test_a_number_beyond_a_doubles_range_is_quarantined_not_a_crash(tmp_path, db
         ("fine", '{"n":1e+308,"type":"purchase"}')]
     assert balances(db_path) == {("alice", "PTS"): Decimal(10)}
 
+
+def test_a_struct_payload_holding_nan_or_an_infinity_is_quarantined(tmp_path, db_path, programs):
+    """A Parquet struct payload with a NaN or infinite double (at the top, in a list, in a list of
+    structs) was taken in: CEL saw the float (`event.v > 1.0` matched an infinity and credited)
+    while the stored payload said `"v": null`, so explain and replay read another event than the
+    run evaluated. JSON cannot hold these values (a JSON payload's NaN is quarantined), so the
+    struct row is quarantined the same way (semantics.md 13) and the valid rows are processed."""
+    from tests.helpers.io import ts
+    rules = [{"name": "Big", "key": "big", "condition": "event.v > 1.0",
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]
+    progs = write_program(tmp_path / "p" / "shop.yaml", program_spec("shop", rules))
+    payload = pa.struct([("v", pa.float64()), ("l", pa.list_(pa.float64())),
+                         ("s", pa.list_(pa.struct([("x", pa.float32())])))])
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.timestamp("us", tz="UTC")), ("event_data", payload)])
+    inf, nan = float("inf"), float("nan")
+    datas = [{"v": inf, "l": [], "s": []}, {"v": nan, "l": None, "s": None}, {"v": 2.0, "l": [1.0, -inf], "s": None},
+             {"v": 2.0, "l": None, "s": [{"x": 1.0}, {"x": nan}]}, {"v": 2.0, "l": [1.0], "s": [{"x": None}]}]
+    rows = [{"program_id": "shop", "idempotency_key": f"k{i}", "external_id": "alice",
+             "event_timestamp": ts(f"2025-11-01T10:0{i}:00"), "event_data": d} for i, d in enumerate(datas, start=1)]
+    f = tmp_path / "in" / "struct.parquet"
+    f.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), f)
+    res = cli("run", "--programs", str(progs), "--events", str(f), "--db", str(db_path), "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (report["read"], report["completed"], report["rejected"]) == (5, 1, 4)
+    assert query(db_path, "SELECT row_number, reason FROM rejected_rows ORDER BY 1") == [
+        (n, "invalid_event_data") for n in (1, 2, 3, 4)]
+    assert query(db_path, "SELECT idempotency_key FROM events") == [("k5",)]
+    assert balances(db_path) == {("alice", "PTS"): Decimal(1)}
+
 # ---------------------------------------------------------------------------------------------
 # Program files that do not validate: exit 2, message names file/rule/field, nothing written
 
