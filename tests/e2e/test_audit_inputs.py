@@ -384,6 +384,9 @@ LIMIT_CASES = {
     "condition-long": ("condition", " || ".join(f'event.type == "purchase_{i:04d}"' for i in range(200)),
                        "longer than 4096 bytes"),
     "condition-deep": ("condition", "1 + " * 40 + "1 > 0", "nested deeper than 32"),
+    # parentheses leave no node in the tree: 33..63 of them loaded (64 failed by running out of stack)
+    "condition-parens": ("condition", "(" * 40 + 'event.type == "x"' + ")" * 40, "nested deeper than 32"),
+    "amount-parens": ("amount", "(" * 33 + "event.n" + ")" * 33, "nested deeper than 32"),
     "condition-cost": ("condition", "event.items.all(x, event.items.exists(y, x == y))", "cost cannot be bounded"),
     "amount-long": ("amount", "event.n" + " + event.n" * 500, "longer than 4096 bytes"),
     "amount-deep": ("amount", "event.n" + " + 1" * 40, "nested deeper than 32"),
