@@ -202,6 +202,7 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     # did a dictionary-encoded (Categorical) one, which is text (the id columns took both).
     df = df.with_columns(pl.col(c).cast(pl.String) for c in ("operation", "event_timestamp", "timestamp", "event_data", "params")
                          if c in df.columns and (df[c].dtype in (pl.Null, pl.Categorical) or isinstance(df[c].dtype, pl.Enum)))
+    given = list(df.columns)  # the row as read, for `raw` (not the columns added below)
     if kind == "operation":
         if "operation" not in df.columns:
             raise InputError(f"{file}: missing required column(s): operation; operation files need "
@@ -276,7 +277,7 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     out = out.with_columns(reason=reason)
     # the raw row as the file has it (an operation file's timestamp and params by those names)
     as_read = df.rename({v: k for k, v in OPERATION_RENAMES.items() if v in df.columns}) if kind == "operation" else df
-    out = out.with_columns(raw=_raw_rows(as_read, out["reason"].is_not_null()))
+    out = out.with_columns(raw=_raw_rows(as_read.select(given), out["reason"].is_not_null()))
     blank_key = (pl.col("reason") == "missing_required_field:idempotency_key") & (pl.col("idempotency_key") != "")
     message = (pl.when(blank_key).then(pl.lit("required field idempotency_key is only whitespace"))
                .when(pl.col("reason").str.starts_with("missing_required_field"))
@@ -375,8 +376,47 @@ def _raw_rows(df: pl.DataFrame, rejected: pl.Series) -> pl.Series:
     return out
 
 
+def raw_as_read(rows: pl.DataFrame) -> pl.Series:
+    """The raw text (as `_raw_rows` gives it) of rows quarantined after reading (intake:
+    unknown program or operation, reserved key, idempotency_conflict), read again from their
+    `source` file by `row_number`: semantics.md 13 keeps "the raw row", and the normalised
+    frame no longer holds it (the timestamp parsed, an operation's columns renamed, payload keys
+    sorted). Rows whose raw is already known keep it; null where the file cannot be read again
+    (a replay's rows, whose source files may be gone), for `raw_of` to fill. Parquet files are
+    read only in the row groups that hold such rows."""
+    out: list[str | None] = rows["raw"].to_list()
+    todo = rows.with_row_index("_i").filter(pl.col("raw").is_null())
+    for (source,), group in todo.group_by(["source"]):
+        try:
+            df, first = _rows_holding(Path(source), group["row_number"].to_list())
+            picked = df[[n - 1 - first for n in group["row_number"].to_list()]]
+            if picked["idempotency_key"].to_list() != group["idempotency_key"].to_list():
+                continue  # the file changed since: not these rows
+        except Exception:  # noqa: BLE001 - gone, changed or unreadable now: raw_of describes the row
+            continue
+        for i, text in zip(group["_i"].to_list(), _raw_rows(picked, pl.Series([True] * len(picked))).to_list()):
+            out[i] = text
+    return pl.Series("raw", out, dtype=pl.String)
+
+
+def _rows_holding(file: Path, row_numbers: list[int]) -> tuple[pl.DataFrame, int]:
+    """Rows of `file` as read, (frame, number of rows before its first): a Parquet file's row
+    groups that hold `row_numbers` (from 1), another file whole."""
+    if file.suffix.lower() not in (".parquet", ".pq"):
+        return _load(file), 0
+    pf = pq.ParquetFile(file)
+    starts, at = [], 0
+    for g in range(pf.metadata.num_row_groups):
+        starts.append(at)
+        at += pf.metadata.row_group(g).num_rows
+    lo, hi = min(row_numbers) - 1, max(row_numbers) - 1
+    groups = [g for g in range(len(starts)) if starts[g] <= hi and (g + 1 == len(starts) or starts[g + 1] > lo)]
+    return pl.from_arrow(pf.read_row_groups(groups)), starts[groups[0]]
+
+
 def raw_of(rows: pl.DataFrame) -> pl.Expr:
-    """A row of the normalised frame as JSON text, for rows quarantined after reading."""
+    """A row of the normalised frame as JSON text, for rows quarantined after reading whose file
+    cannot be read again (`raw_as_read`)."""
     fields = ["kind", "operation", "program_id", "external_id", "participant_id", "idempotency_key",
               "recipient_external_id", "recipient_id"]
     return pl.struct(*fields, pl.col("event_timestamp").cast(pl.String),

@@ -1218,3 +1218,51 @@ def test_s2_dictionary_encoded_text_columns_are_text(tmp_path):
     report = run_json(programs, f, tmp_path / "l.duckdb")
     assert (report["read"], report["completed"]) == (2, 2)
     assert balances(tmp_path / "l.duckdb") == {("u1", "PTS"): D(1), ("u2", "PTS"): D(1)}
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 2])
+def test_s13_every_quarantined_row_keeps_its_raw_row_as_read(tmp_path, chunk_rows):
+    """semantics.md 13 (and 4: a conflict is quarantined): `rejected_rows.raw` is the row as the
+    file holds it. Rows quarantined after reading (unknown program or operation, idempotency
+    conflicts in the batch or with the ledger) kept a normalised copy instead: the timestamp
+    re-written in UTC, payload keys sorted, an operation's `timestamp`/`params` renamed
+    `event_timestamp`/`event_data`, columns the file does not have added as nulls. The same
+    holds when the batch is read in chunks from row groups of 2 rows (`--chunk-rows 2`)."""
+    s = Scenario(tmp_path, "p", [{"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+                                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], [asset("PTS")])
+    extra = ["--chunk-rows", str(chunk_rows)] if chunk_rows else []
+
+    def rows_file(name, rows, cols):
+        f = tmp_path / "in" / name
+        f.parent.mkdir(exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in cols])), f,
+                       row_group_size=2)
+        return f
+
+    ev_cols = ("program_id", "idempotency_key", "external_id", "event_timestamp", "event_data")
+    first = [dict(zip(ev_cols, r)) for r in [
+        ("p", "k1", "u1", "2025-03-01T10:00:00+01:00", '{"type": "buy", "z": 1}'),
+        ("p", "k2", "u1", "2025-03-01T10:01:00Z", '{"type":"buy"}'),
+        ("p", "k3", "u1", "2025-03-01T10:02:00Z", '{"type":"buy"}'),
+        ("nope", "k4", "u1", "2025-03-01T10:03:00+02:00", '{"type": "buy"}'),         # unknown program
+        ("p", "k2", "u1", "2025-03-01T10:01:00Z", '{ "z":2,  "type":"buy"}'),           # conflict in the batch
+    ]]
+    report = run_json(s.programs, rows_file("e1.parquet", first, ev_cols), s.db, *extra)
+    assert (report["completed"], report["rejected"]) == (3, 2)
+    second = [dict(zip(ev_cols, ("p", "k1", "u1", "2025-03-01T09:00:00Z", '{"type": "buy", "z": 2}')))]  # vs the ledger
+    run_json(s.programs, rows_file("e2.parquet", second, ev_cols), s.db, *extra)
+    op_cols = ("operation", "program_id", "idempotency_key", "external_id", "timestamp", "params")
+    ops = [dict(zip(op_cols, r)) for r in [
+        ("adjust", "p", "o1", "u1", "2025-03-02T00:00:00Z", '{"type": "CREDIT", "asset": "PTS", "amount": "5"}'),
+        ("adjust", "p", "o1", "u1", "2025-03-02T00:00:00Z", '{"type": "CREDIT", "asset": "PTS", "amount": "6"}'),
+        ("frobnicate", "p", "o2", "u1", "2025-03-02T00:00:00+00:00", "{}"),
+    ]]
+    res = cli("run", "--programs", str(s.programs), "--operations", str(rows_file("o.parquet", ops, op_cols)),
+              "--db", str(s.db), *extra)
+    assert res.returncode == 0, res.stderr
+    got = query(s.db, "SELECT source, row_number, reason, raw FROM rejected_rows ORDER BY batch_id, row_number")
+    assert [(Path(src).name, n, r) for src, n, r, _ in got] == [
+        ("e1.parquet", 4, "unknown_program"), ("e1.parquet", 5, "idempotency_conflict"),
+        ("e2.parquet", 1, "idempotency_conflict"),
+        ("o.parquet", 2, "idempotency_conflict"), ("o.parquet", 3, "unknown_operation")]
+    assert [json.loads(raw) for *_, raw in got] == [first[3], first[4], second[0], ops[1], ops[2]]
