@@ -491,3 +491,24 @@ def test_running_out_of_duckdbs_memory_cap_says_what_to_do_and_commits_nothing(t
     assert "nothingwascommitted" in squash(res.stderr) and "anearlier--as-offirst" in squash(res.stderr)
     assert "smallerbatches" not in squash(res.stderr) and "Traceback" not in res.stderr
     assert file_hash(db) == before
+
+
+@pytest.mark.xfail(strict=True, reason="an instant past 9999-12-31 (now + a Go duration: a lot's expires_at/matures_at, "
+                   "SCHEDULE_EVENT's delay, a counter's next reset) overflows Python's datetime in the kernel "
+                   "(OverflowError, exit 1); the set-wise paths compute it in Polars, which does not overflow, so "
+                   "failing the action there too needs a check on every path (found by the second contract audit)")
+def test_an_instant_past_year_9999_fails_the_event_not_the_run(tmp_path, db_path):
+    """semantics.md 13: exit 1 is for unexpected internal errors; an event whose rule would make
+    an instant the ledger cannot hold should fail (FAILED, like CEL's `timestamp out of range`
+    for `now + duration(...)`, which already fails the event with expression_error) and the rest
+    of the batch be processed."""
+    lot = {"symbol": "LP", "name": "Lot", "inventory_mode": "LOT", "issuance_policy": "UNLIMITED", "scale": 0}
+    rules = [{"name": "Earn", "key": "earn", "condition": "true",
+              "actions": [{"type": "CREDIT", "asset": "LP", "amount": "1", "expires_at": "720h"}]}]
+    progs = write_program(tmp_path / "p" / "lots.yaml", program_spec("lots", rules, assets=[lot]))
+    f = write_events(tmp_path / "in" / "e.parquet", [
+        event("lots", "late", "alice", "9999-12-31T23:00:00Z", {"type": "x"}),
+        event("lots", "fine", "bob", "2025-11-01T10:00:00Z", {"type": "x"})])
+    res = cli("run", "--programs", str(progs), "--events", str(f), "--db", str(db_path), "--json")
+    assert res.returncode == 0, res.stderr[-400:]
+    assert dict(query(db_path, "SELECT idempotency_key, status FROM events")) == {"late": "FAILED", "fine": "COMPLETED"}
