@@ -297,6 +297,18 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     )
 
 
+def _binary_field(dt: pl.DataType, path: str) -> str | None:
+    """The first binary field of a struct payload's type (`event_data.a.b`, `[]` for list
+    elements), or None."""
+    if dt == pl.Binary:
+        return path
+    if isinstance(dt, pl.Struct):
+        return next((b for f in dt.fields if (b := _binary_field(f.dtype, f"{path}.{f.name}")) is not None), None)
+    if isinstance(dt, (pl.List, pl.Array)):
+        return _binary_field(dt.inner, f"{path}[]")
+    return None
+
+
 NONFINITE = "event_data holds NaN or an infinity, which JSON (and so the stored payload) cannot hold"
 
 
@@ -445,6 +457,11 @@ def _timestamps(file: Path, col: pl.Series) -> tuple[pl.Series, list[str | None]
 def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[str | None]]:
     """(event column, stored JSON text, per-row problem or None)."""
     if isinstance(col.dtype, pl.Struct):
+        binary = _binary_field(col.dtype, "event_data")
+        if binary is not None:
+            # JSON (the stored payload) has no bytes: Polars' JSON writer panicked on it (exit 1)
+            raise InputError(f"{file}: column {binary} is binary; a struct event_data holds text, numbers, "
+                             "booleans, instants, lists and structs (send bytes as text, e.g. base64)")
         col = col.cast(_decimals_as_doubles(col.dtype))
         nonfinite = _nonfinite(pl.lit(col), col.dtype)
         bad = pl.select(pl.when(col.is_null()).then(pl.lit("missing"))

@@ -100,9 +100,23 @@ def _list_event_data(d: Path) -> tuple[Path, str]:
     return f, "event_data"
 
 
+def _binary_payload_field(d: Path) -> tuple[Path, str]:
+    """A bytes field deep in a struct payload: JSON has no bytes, and Polars' JSON writer
+    panicked on it (exit 1, "not yet implemented: Writing BinaryView to JSON")."""
+    payload = pa.struct([("type", pa.string()), ("items", pa.list_(pa.struct([("blob", pa.binary())])))])
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.string()), ("event_data", payload)])
+    f = write_events(d / "bytes.parquet", [{"program_id": "shop", "idempotency_key": "k", "external_id": "a",
+                                            "event_timestamp": "2025-11-01T00:00:00Z",
+                                            "event_data": {"type": "purchase", "items": [{"blob": b"\x00\xff"}]}}],
+                     schema=schema)
+    return f, "event_data.items[].blob is binary"
+
+
 BAD_FILES = {"not_parquet": _not_parquet, "missing_column": _missing_column,
              "missing_participant_columns": _missing_participant_columns, "int_key": _int_key,
-             "int_timestamp": _int_timestamp, "list_event_data": _list_event_data}
+             "int_timestamp": _int_timestamp, "list_event_data": _list_event_data,
+             "binary_payload_field": _binary_payload_field}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
