@@ -12,6 +12,7 @@ absent field.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -400,8 +401,7 @@ def raw_as_read(rows: pl.DataFrame) -> pl.Series:
     todo = rows.with_row_index("_i").filter(pl.col("raw").is_null())
     for (source,), group in todo.group_by(["source"]):
         try:
-            df, first = _rows_holding(Path(source), group["row_number"].to_list())
-            picked = df[[n - 1 - first for n in group["row_number"].to_list()]]
+            picked = _rows_of(Path(source), group["row_number"].to_list())
             if picked["idempotency_key"].to_list() != group["idempotency_key"].to_list():
                 continue  # the file changed since: not these rows
         except Exception:  # noqa: BLE001 - gone, changed or unreadable now: raw_of describes the row
@@ -411,19 +411,24 @@ def raw_as_read(rows: pl.DataFrame) -> pl.Series:
     return pl.Series("raw", out, dtype=pl.String)
 
 
-def _rows_holding(file: Path, row_numbers: list[int]) -> tuple[pl.DataFrame, int]:
-    """Rows of `file` as read, (frame, number of rows before its first): a Parquet file's row
-    groups that hold `row_numbers` (from 1), another file whole."""
+def _rows_of(file: Path, row_numbers: list[int]) -> pl.DataFrame:
+    """Rows `row_numbers` (from 1) of `file` as read, in that order: of a Parquet file only
+    the row groups that hold them are read; another file is read whole."""
     if file.suffix.lower() not in (".parquet", ".pq"):
-        return _load(file), 0
+        return _load(file)[[n - 1 for n in row_numbers]]
     pf = pq.ParquetFile(file)
     starts, at = [], 0
     for g in range(pf.metadata.num_row_groups):
         starts.append(at)
         at += pf.metadata.row_group(g).num_rows
-    lo, hi = min(row_numbers) - 1, max(row_numbers) - 1
-    groups = [g for g in range(len(starts)) if starts[g] <= hi and (g + 1 == len(starts) or starts[g + 1] > lo)]
-    return pl.from_arrow(pf.read_row_groups(groups)), starts[groups[0]]
+    group_of = {n: bisect.bisect_right(starts, n - 1) - 1 for n in row_numbers}
+    groups = sorted(set(group_of.values()))
+    offset, at = {}, 0  # where each group starts in the frame of the groups read
+    for g in groups:
+        offset[g] = at
+        at += pf.metadata.row_group(g).num_rows
+    df = pl.from_arrow(pf.read_row_groups(groups))
+    return df[[offset[group_of[n]] + n - 1 - starts[group_of[n]] for n in row_numbers]]
 
 
 def raw_of(rows: pl.DataFrame) -> pl.Expr:
