@@ -141,10 +141,12 @@ def _load(file: Path) -> pl.DataFrame:
     try:
         if suffix in (".ndjson", ".jsonl"):
             # Read payloads as text so that they follow the same JSON path as string columns.
+            # An operation's `params` likewise (a JSON null is a missing value, as in Parquet).
             rows = _ndjson_rows(file)
             for r in rows:
-                if "event_data" in r and not isinstance(r["event_data"], str):
-                    r["event_data"] = json.dumps(r["event_data"])
+                for name in ("event_data", "params"):
+                    if r.get(name) is not None and not isinstance(r[name], str):
+                        r[name] = json.dumps(r[name])
             return pl.DataFrame(rows, infer_schema_length=None)
         if suffix == ".csv":
             return pl.read_csv(file, infer_schema=False)
@@ -213,6 +215,12 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
             df = df.with_columns(event_data=pl.lit("{}"))
         elif df["event_data"].dtype == pl.String:  # ... in a row too: a null is no fields, as no column is
             df = df.with_columns(pl.col("event_data").fill_null("{}"))
+        elif isinstance(df["event_data"].dtype, pl.Struct) and df["event_data"].dtype.fields:
+            # a struct's null row likewise: its fields, all null (= absent); it was quarantined
+            # as a missing params
+            params = pl.col("event_data")
+            df = df.with_columns(pl.struct([params.struct.field(f.name) for f in df["event_data"].dtype.fields])
+                                 .alias("event_data"))
         if df["operation"].dtype != pl.String:
             raise InputError(f"{file}: column operation must be a string column, found {df['operation'].dtype}")
     missing = [c for c in REQUIRED if c not in df.columns]
