@@ -507,22 +507,48 @@ def test_running_out_of_duckdbs_memory_cap_says_what_to_do_and_commits_nothing(t
     assert file_hash(db) == before
 
 
-@pytest.mark.xfail(strict=True, reason="an instant past 9999-12-31 (now + a Go duration: a lot's expires_at/matures_at, "
-                   "SCHEDULE_EVENT's delay, a counter's next reset) overflows Python's datetime in the kernel "
-                   "(OverflowError, exit 1); the set-wise paths compute it in Polars, which does not overflow, so "
-                   "failing the action there too needs a check on every path (found by the second contract audit)")
-def test_an_instant_past_year_9999_fails_the_event_not_the_run(tmp_path, db_path):
-    """semantics.md 13: exit 1 is for unexpected internal errors; an event whose rule would make
-    an instant the ledger cannot hold should fail (FAILED, like CEL's `timestamp out of range`
-    for `now + duration(...)`, which already fails the event with expression_error) and the rest
-    of the batch be processed."""
+@pytest.mark.parametrize("running_min", [None, "1"])
+def test_an_instant_past_year_9999_fails_the_event_not_the_run(tmp_path, running_min):
+    """semantics.md 13: exit 1 is for unexpected internal errors. An event near 9999-12-31 whose
+    rule adds a duration past the last instant the ledger holds (a lot's expires_at or
+    matures_at, SCHEDULE_EVENT's delay) crashed the run (OverflowError, exit 1, nothing
+    committed), and so did the next event of a participant with a `reset_after` counter; the
+    running-state path wrote a lot expiring in year 10000 instead. Now the event fails with
+    expression_error, as CEL's `now + duration(...)` does there, on every path
+    (`PERKFLOW_RUNNING_MIN_EVENTS=1` puts this small batch on the running-state path), and the
+    rest is processed."""
     lot = {"symbol": "LP", "name": "Lot", "inventory_mode": "LOT", "issuance_policy": "UNLIMITED", "scale": 0}
-    rules = [{"name": "Earn", "key": "earn", "condition": "true",
-              "actions": [{"type": "CREDIT", "asset": "LP", "amount": "1", "expires_at": "720h"}]}]
-    progs = write_program(tmp_path / "p" / "lots.yaml", program_spec("lots", rules, assets=[lot]))
-    f = write_events(tmp_path / "in" / "e.parquet", [
-        event("lots", "late", "alice", "9999-12-31T23:00:00Z", {"type": "x"}),
-        event("lots", "fine", "bob", "2025-11-01T10:00:00Z", {"type": "x"})])
-    res = cli("run", "--programs", str(progs), "--events", str(f), "--db", str(db_path), "--json")
-    assert res.returncode == 0, res.stderr[-400:]
-    assert dict(query(db_path, "SELECT idempotency_key, status FROM events")) == {"late": "FAILED", "fine": "COMPLETED"}
+    progs = tmp_path / "p"
+    write_program(progs / "lots.yaml", program_spec("lots", [
+        {"name": "Earn", "key": "earn", "condition": "true",
+         "actions": [{"type": "CREDIT", "asset": "LP", "amount": "1", "expires_at": "720h"}]},
+        {"name": "Mature", "key": "mature", "condition": 'event.type == "m"',
+         "actions": [{"type": "CREDIT", "asset": "LP", "amount": "1", "matures_at": "1h"}]}], assets=[lot]))
+    write_program(progs / "other.yaml", program_spec("other", [
+        {"name": "Later", "key": "later", "condition": 'event.type == "s"',
+         "actions": [{"type": "SCHEDULE_EVENT", "event_name": "again", "delay": "48h", "payload": {}}]},
+        {"name": "Count", "key": "count", "condition": 'event.type == "c"',
+         "actions": [{"type": "COUNTER", "key": "n", "value": "1", "reset_after": "24h"}]}]))
+    env = {"PERKFLOW_RUNNING_MIN_EVENTS": running_min} if running_min else None
+
+    def run(name, rows):
+        f = write_events(tmp_path / "in" / name, rows)
+        res = cli("run", "--programs", str(progs), "--events", str(f), "--db", str(tmp_path / "l.duckdb"), "--json",
+                  env=env)
+        assert res.returncode == 0, res.stderr[-600:]
+
+    run("lots.parquet", [event("lots", "late", "alice", "9999-12-31T23:00:00Z", {"type": "x"}),
+                         event("lots", "late-m", "alice", "9999-12-31T23:30:00Z", {"type": "m"}),
+                         event("lots", "fine", "bob", "2025-11-01T10:00:00Z", {"type": "x"})])
+    run("other.parquet", [event("other", "s1", "carol", "9999-12-31T00:00:00Z", {"type": "s"}),
+                          event("other", "c1", "dave", "9999-12-31T00:00:00Z", {"type": "c"}),
+                          event("other", "c2", "dave", "9999-12-31T23:59:59Z", {"type": "c"})])
+    got = {k: (st, code) for k, st, code in query(tmp_path / "l.duckdb",
+                                                  "SELECT idempotency_key, status, error_code FROM events")}
+    assert got == {"late": ("FAILED", "expression_error"), "late-m": ("FAILED", "expression_error"),
+                   "fine": ("COMPLETED", None), "s1": ("FAILED", "expression_error"),
+                   "c1": ("COMPLETED", None), "c2": ("COMPLETED", None)}
+    assert [m for (m,) in query(tmp_path / "l.duckdb", "SELECT error_message FROM events WHERE idempotency_key = 'late'")
+            ][0].endswith("is past 9999-12-31T23:59:59.999999Z, the last instant the ledger holds")
+    assert query(tmp_path / "l.duckdb", "SELECT COUNT(*), MAX(expires_at) < '9999-12-31' FROM lots") == [(1, True)]
+    assert query(tmp_path / "l.duckdb", "SELECT number_value FROM participant_state WHERE key = 'n'") == [(Decimal(2),)]
