@@ -29,6 +29,17 @@ def parse_duration(text: str) -> timedelta:
     return sign * timedelta(microseconds=int(micros))
 
 
+def later(at: datetime, delta: timedelta) -> datetime:
+    """`at + delta`, or ValueError when that is past 9999-12-31T23:59:59.999999Z, the last instant
+    the ledger (Python's datetime) holds: an event near it whose rule adds a duration (a lot's
+    expires_at, SCHEDULE_EVENT's delay) fails rather than crashing the run (semantics.md 13)."""
+    try:
+        return at + delta
+    except OverflowError:
+        raise ValueError(f"{at.isoformat()} + {delta} is past 9999-12-31T23:59:59.999999Z, the last instant "
+                         "the ledger holds") from None
+
+
 def parse_instant(text: str) -> datetime:
     """An RFC 3339 timestamp with a time zone."""
     value = datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))

@@ -21,7 +21,7 @@ import polars as pl
 from engine import emit, ids
 from engine.catalog import Catalog
 from engine.operations import NO_PARTICIPANT, OPERATIONS
-from engine.io.events import UUID_PATTERN, raw_of
+from engine.io.events import UUID_PATTERN, raw_as_read, raw_of
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 
@@ -118,7 +118,8 @@ def intake(rows: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection,
         reject_reason=pl.lit("idempotency_conflict"),
         reject_message=pl.concat_str(pl.lit("idempotency_key "), pl.col("idempotency_key"),
                                      pl.lit(" was already used with a different payload")))
-    rejected = pl.concat([bad, conflicts]).sort("arrival").with_columns(
+    rejected = pl.concat([bad, conflicts]).sort("arrival")
+    rejected = rejected.with_columns(raw=raw_as_read(rejected)).with_columns(
         raw=pl.coalesce("raw", raw_of(bad))).select(
         "source", "row_number", reason="reject_reason", message="reject_message", raw="raw")
 

@@ -21,7 +21,7 @@ from engine.plan import reads_state
 from engine.reads import keys, reads_field
 from engine.groups import GROUP_INACTIVE, GROUP_NOT_FOUND
 from engine.operations import apply_operation
-from engine.durations import parse_when
+from engine.durations import later, parse_when
 from engine.lots import apply_due, deferred, lot_spec, static_instant
 from engine.moves import ActionFailed, move, plain, source_of_issue, system
 from engine.state import Counter, Person, Store, Tx, status_at, stored_status_changes
@@ -432,7 +432,11 @@ def _emission(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, act
         payload = emit.json_value(_payload(ev, tx, action.payload or {}, catalog, where), f"{where}: payload")
     except emit.PayloadError as e:
         raise ActionFailed(amounts.EXPRESSION_ERROR, str(e)) from None
-    return ev.now + delay, emit.payload_json(action.event_name, payload)
+    try:
+        due = later(ev.now, delay)
+    except ValueError as exc:
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: delay: {exc}") from None
+    return due, emit.payload_json(action.event_name, payload)
 
 
 def _payload(ev: KernelEvent, tx: Tx, value, catalog, where: str):
@@ -717,10 +721,13 @@ def _instant(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction
     spec = getattr(action, name)
     if spec is None:
         return None
-    if isinstance(spec, (timedelta, datetime)):
-        return static_instant(spec, ev.now)
-    value = _value(ev, tx, Precomputed(), rule, action, name, catalog)
     where = f"rule {rule.name!r} action {action.index}: {name}"
+    if isinstance(spec, (timedelta, datetime)):
+        try:
+            return static_instant(spec, ev.now)
+        except ValueError as exc:  # past the last instant the ledger holds
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {exc}") from None
+    value = _value(ev, tx, Precomputed(), rule, action, name, catalog)
     if isinstance(value, str):
         # text from the event (`event.expires_on`) reads as the static forms do
         try:
@@ -728,7 +735,10 @@ def _instant(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction
         except ValueError as exc:
             raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {exc}") from None
     if isinstance(value, timedelta):
-        return ev.now + value
+        try:
+            return static_instant(value, ev.now)
+        except ValueError as exc:
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {exc}") from None
     if not isinstance(value, datetime):
         raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a timestamp, a duration or their text, "
                                                      f"got {type(value).__name__}")

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from engine import ids
+from engine.durations import later
 
 BREAKAGE = str(ids.system_account_id("SYSTEM_BREAKAGE"))
 
@@ -58,8 +59,9 @@ class Lot:
 
 
 def static_instant(spec: timedelta | datetime | None, now: datetime) -> datetime | None:
-    """expires_at / matures_at written as a duration from `now` or as an instant."""
-    return now + spec if isinstance(spec, timedelta) else spec
+    """expires_at / matures_at written as a duration from `now` or as an instant (ValueError
+    past the last instant the ledger holds: `durations.later`)."""
+    return later(now, spec) if isinstance(spec, timedelta) else spec
 
 
 def deferred(matures_at: datetime | None, now: datetime) -> bool:

@@ -46,6 +46,7 @@ from decimal import Decimal
 import polars as pl
 
 from engine import amounts, kernel, tiers
+from engine.durations import later
 from engine.catalog import Catalog, CompiledProgram, CompiledRule
 from engine.catalog.compiled import CompiledTier
 from engine.cel import CelProgram, NotVectorisable, PolarsContext
@@ -78,7 +79,26 @@ def unsupported(runnable: pl.DataFrame, catalog: Catalog) -> str | None:
         why = program_unsupported(catalog.programs[key], writers)
         if why:
             return why
+    if _past_the_last_instant(runnable, catalog):
+        return "a lot instant past 9999-12-31 (the kernel fails such an event)"
     return None
+
+
+def _past_the_last_instant(runnable: pl.DataFrame, catalog: Catalog) -> bool:
+    """Whether a static `expires_at` / `matures_at` duration from the batch's last instant is
+    past the last instant the ledger holds (`durations.later`). Polars would compute it (its
+    instants reach much further) and write a lot dated in year 10000 where the kernel fails the
+    event; such a batch takes the kernel."""
+    last = runnable["event_timestamp"].max()
+    if last is None:
+        return False
+    spans = [spec for key in runnable["program_key"].unique().to_list() for rule in catalog.programs[key].rules
+             for action in rule.actions for spec in (action.expires_at, action.matures_at) if isinstance(spec, timedelta)]
+    try:
+        later(last, max(spans, default=timedelta(0)))
+    except ValueError:
+        return True
+    return False
 
 
 def _tier_expiry_due(held: pl.DataFrame, g: pl.DataFrame) -> bool:

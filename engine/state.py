@@ -80,7 +80,8 @@ class EntityState:
         Returns whether anything was reset."""
         changed = False
         for c in self.counters.values():
-            if c.reset_after is not None and c.last_reset_at + c.reset_after <= now:
+            # (as a difference: last_reset_at + reset_after can be past the last datetime)
+            if c.reset_after is not None and now - c.last_reset_at >= c.reset_after:
                 periods = (now - c.last_reset_at) // c.reset_after
                 c.last_reset_at = c.last_reset_at + periods * c.reset_after
                 c.value = Decimal(0)

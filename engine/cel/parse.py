@@ -172,7 +172,16 @@ class _Builder:
         return ir.Not(inner) if op.data == "unary_not" else ir.Neg(inner)
 
     def r_paren_expr(self, t):
-        return self.build(t.children[0])
+        # Parentheses leave no node, so the tree's depth does not see them: `((((x))))` 40 deep
+        # loaded (and 64 deep failed only by running out of stack). Their own nesting counts
+        # against the same limit (semantics.md 6: "nested deeper than 32").
+        self.parens = getattr(self, "parens", 0) + 1
+        if self.parens > MAX_DEPTH:
+            raise CelLimitError(f"expression is nested deeper than {MAX_DEPTH} (parentheses)")
+        try:
+            return self.build(t.children[0])
+        finally:
+            self.parens -= 1
 
     def r_member_dot(self, t):
         return ir.Select(self.build(t.children[0]), str(t.children[1]))

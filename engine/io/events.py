@@ -12,7 +12,9 @@ absent field.
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,10 +141,12 @@ def _load(file: Path) -> pl.DataFrame:
     try:
         if suffix in (".ndjson", ".jsonl"):
             # Read payloads as text so that they follow the same JSON path as string columns.
+            # An operation's `params` likewise (a JSON null is a missing value, as in Parquet).
             rows = _ndjson_rows(file)
             for r in rows:
-                if "event_data" in r and not isinstance(r["event_data"], str):
-                    r["event_data"] = json.dumps(r["event_data"])
+                for name in ("event_data", "params"):
+                    if r.get(name) is not None and not isinstance(r[name], str):
+                        r[name] = json.dumps(r[name])
             return pl.DataFrame(rows, infer_schema_length=None)
         if suffix == ".csv":
             return pl.read_csv(file, infer_schema=False)
@@ -201,6 +205,7 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     # did a dictionary-encoded (Categorical) one, which is text (the id columns took both).
     df = df.with_columns(pl.col(c).cast(pl.String) for c in ("operation", "event_timestamp", "timestamp", "event_data", "params")
                          if c in df.columns and (df[c].dtype in (pl.Null, pl.Categorical) or isinstance(df[c].dtype, pl.Enum)))
+    given = list(df.columns)  # the row as read, for `raw` (not the columns added below)
     if kind == "operation":
         if "operation" not in df.columns:
             raise InputError(f"{file}: missing required column(s): operation; operation files need "
@@ -210,6 +215,12 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
             df = df.with_columns(event_data=pl.lit("{}"))
         elif df["event_data"].dtype == pl.String:  # ... in a row too: a null is no fields, as no column is
             df = df.with_columns(pl.col("event_data").fill_null("{}"))
+        elif isinstance(df["event_data"].dtype, pl.Struct) and df["event_data"].dtype.fields:
+            # a struct's null row likewise: its fields, all null (= absent); it was quarantined
+            # as a missing params
+            params = pl.col("event_data")
+            df = df.with_columns(pl.struct([params.struct.field(f.name) for f in df["event_data"].dtype.fields])
+                                 .alias("event_data"))
         if df["operation"].dtype != pl.String:
             raise InputError(f"{file}: column operation must be a string column, found {df['operation'].dtype}")
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -275,7 +286,7 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     out = out.with_columns(reason=reason)
     # the raw row as the file has it (an operation file's timestamp and params by those names)
     as_read = df.rename({v: k for k, v in OPERATION_RENAMES.items() if v in df.columns}) if kind == "operation" else df
-    out = out.with_columns(raw=_raw_rows(as_read, out["reason"].is_not_null()))
+    out = out.with_columns(raw=_raw_rows(as_read.select(given), out["reason"].is_not_null()))
     blank_key = (pl.col("reason") == "missing_required_field:idempotency_key") & (pl.col("idempotency_key") != "")
     message = (pl.when(blank_key).then(pl.lit("required field idempotency_key is only whitespace"))
                .when(pl.col("reason").str.starts_with("missing_required_field"))
@@ -293,6 +304,37 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         reject_message=message,
         raw=pl.col("raw"),
     )
+
+
+def _binary_field(dt: pl.DataType, path: str) -> str | None:
+    """The first binary field of a struct payload's type (`event_data.a.b`, `[]` for list
+    elements), or None."""
+    if dt == pl.Binary:
+        return path
+    if isinstance(dt, pl.Struct):
+        return next((b for f in dt.fields if (b := _binary_field(f.dtype, f"{path}.{f.name}")) is not None), None)
+    if isinstance(dt, (pl.List, pl.Array)):
+        return _binary_field(dt.inner, f"{path}[]")
+    return None
+
+
+NONFINITE = "event_data holds NaN or an infinity, which JSON (and so the stored payload) cannot hold"
+
+
+def _nonfinite(expr: pl.Expr, dt: pl.DataType) -> pl.Expr | None:
+    """Row-wise: does a struct payload hold a NaN or infinite float (at any depth)? None when its
+    type has no float. Such a value was stored as JSON null while CEL saw the float, so the
+    stored payload (what replay and explain read) said something else than the run evaluated;
+    a JSON payload cannot carry one at all (quarantined there too)."""
+    if dt in (pl.Float32, pl.Float64):
+        return (expr.is_nan() | expr.is_infinite()).fill_null(False)
+    if isinstance(dt, pl.Struct):
+        parts = [p for f in dt.fields if (p := _nonfinite(expr.struct.field(f.name), f.dtype)) is not None]
+        return pl.any_horizontal(parts).fill_null(False) if parts else None
+    if isinstance(dt, pl.List):
+        inner = _nonfinite(pl.element(), dt.inner)
+        return None if inner is None else expr.list.eval(inner).list.any().fill_null(False)
+    return None
 
 
 def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
@@ -355,8 +397,51 @@ def _raw_rows(df: pl.DataFrame, rejected: pl.Series) -> pl.Series:
     return out
 
 
+def raw_as_read(rows: pl.DataFrame) -> pl.Series:
+    """The raw text (as `_raw_rows` gives it) of rows quarantined after reading (intake:
+    unknown program or operation, reserved key, idempotency_conflict), read again from their
+    `source` file by `row_number`: semantics.md 13 keeps "the raw row", and the normalised
+    frame no longer holds it (the timestamp parsed, an operation's columns renamed, payload keys
+    sorted). Rows whose raw is already known keep it; null where the file cannot be read again
+    (a replay's rows, whose source files may be gone), for `raw_of` to fill. Parquet files are
+    read only in the row groups that hold such rows."""
+    out: list[str | None] = rows["raw"].to_list()
+    todo = rows.with_row_index("_i").filter(pl.col("raw").is_null())
+    for (source,), group in todo.group_by(["source"]):
+        try:
+            picked = _rows_of(Path(source), group["row_number"].to_list())
+            if picked["idempotency_key"].to_list() != group["idempotency_key"].to_list():
+                continue  # the file changed since: not these rows
+        except Exception:  # noqa: BLE001 - gone, changed or unreadable now: raw_of describes the row
+            continue
+        for i, text in zip(group["_i"].to_list(), _raw_rows(picked, pl.Series([True] * len(picked))).to_list()):
+            out[i] = text
+    return pl.Series("raw", out, dtype=pl.String)
+
+
+def _rows_of(file: Path, row_numbers: list[int]) -> pl.DataFrame:
+    """Rows `row_numbers` (from 1) of `file` as read, in that order: of a Parquet file only
+    the row groups that hold them are read; another file is read whole."""
+    if file.suffix.lower() not in (".parquet", ".pq"):
+        return _load(file)[[n - 1 for n in row_numbers]]
+    pf = pq.ParquetFile(file)
+    starts, at = [], 0
+    for g in range(pf.metadata.num_row_groups):
+        starts.append(at)
+        at += pf.metadata.row_group(g).num_rows
+    group_of = {n: bisect.bisect_right(starts, n - 1) - 1 for n in row_numbers}
+    groups = sorted(set(group_of.values()))
+    offset, at = {}, 0  # where each group starts in the frame of the groups read
+    for g in groups:
+        offset[g] = at
+        at += pf.metadata.row_group(g).num_rows
+    df = pl.from_arrow(pf.read_row_groups(groups))
+    return df[[offset[group_of[n]] + n - 1 - starts[group_of[n]] for n in row_numbers]]
+
+
 def raw_of(rows: pl.DataFrame) -> pl.Expr:
-    """A row of the normalised frame as JSON text, for rows quarantined after reading."""
+    """A row of the normalised frame as JSON text, for rows quarantined after reading whose file
+    cannot be read again (`raw_as_read`)."""
     fields = ["kind", "operation", "program_id", "external_id", "participant_id", "idempotency_key",
               "recipient_external_id", "recipient_id"]
     return pl.struct(*fields, pl.col("event_timestamp").cast(pl.String),
@@ -385,12 +470,21 @@ def _timestamps(file: Path, col: pl.Series) -> tuple[pl.Series, list[str | None]
 def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[str | None]]:
     """(event column, stored JSON text, per-row problem or None)."""
     if isinstance(col.dtype, pl.Struct):
+        binary = _binary_field(col.dtype, "event_data")
+        if binary is not None:
+            # JSON (the stored payload) has no bytes: Polars' JSON writer panicked on it (exit 1)
+            raise InputError(f"{file}: column {binary} is binary; a struct event_data holds text, numbers, "
+                             "booleans, instants, lists and structs (send bytes as text, e.g. base64)")
         col = col.cast(_decimals_as_doubles(col.dtype))
-        bad = pl.select(pl.when(col.is_null()).then(pl.lit("missing")).otherwise(None)).to_series().to_list()
+        nonfinite = _nonfinite(pl.lit(col), col.dtype)
+        bad = pl.select(pl.when(col.is_null()).then(pl.lit("missing"))
+                        .when(nonfinite if nonfinite is not None else pl.lit(False))
+                        .then(pl.lit(NONFINITE)).otherwise(None)).to_series().to_list()
         return col.alias("event"), col.struct.json_encode().alias("event_json"), bad
     if col.dtype != pl.String:
         raise InputError(f"{file}: column event_data must be a struct or a JSON object string, found {col.dtype}")
     dicts: list[dict | None] = []
+    doubles: list[dict] = []  # the payloads of `dicts` that are not None, as CEL reads them
     bad: list[str | None] = []
     for text in col.to_list():
         if text is None or text == "":
@@ -417,12 +511,24 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
             dicts.append(None)
             bad.append(f"event_data is nested deeper than {MAX_DEPTH} levels")
             continue
-        dicts.append(strip_nulls(value))
+        value = strip_nulls(value)
+        try:
+            doubles.append(json_doubles(value))
+        except OverflowError:
+            # CEL reads a JSON number as a double: one beyond its range (1e400, a 400-digit
+            # integer) has no value there. It crashed the run (exit 1) or was stored as the
+            # non-JSON `Infinity`; it is the row's problem (semantics.md 13).
+            dicts.append(None)
+            bad.append("event_data holds a number outside the range of a double (about 1.8e308), "
+                       "which is how CEL reads JSON numbers")
+            continue
+        dicts.append(value)
         bad.append(None)
     # Stored (and compared for idempotency) as sent, integers exact; CEL sees JSON numbers as doubles.
     event_json = pl.Series("event_json", [None if d is None else json.dumps(d, sort_keys=True, separators=(",", ":"))
                                           for d in dicts], dtype=pl.String)
-    event = dicts_to_column([None if d is None else json_doubles(d) for d in dicts])
+    it = iter(doubles)
+    event = dicts_to_column([None if d is None else next(it) for d in dicts])
     return event, event_json, bad
 
 
@@ -440,13 +546,17 @@ def _unpaired_surrogate(value) -> bool:
 
 
 def json_doubles(value):
-    """CEL's JSON mapping: every JSON number is a double."""
+    """CEL's JSON mapping: every JSON number is a double. OverflowError for a number beyond a
+    double's range (JSON's reader turns `1e400` into an infinity; NaN and Infinity literals are
+    rejected before)."""
     if isinstance(value, dict):
         return {k: json_doubles(v) for k, v in value.items()}
     if isinstance(value, list):
         return [json_doubles(v) for v in value]
     if isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(value, float) and math.isinf(value):
+        raise OverflowError("number out of range")
     return value
 
 

@@ -384,6 +384,9 @@ LIMIT_CASES = {
     "condition-long": ("condition", " || ".join(f'event.type == "purchase_{i:04d}"' for i in range(200)),
                        "longer than 4096 bytes"),
     "condition-deep": ("condition", "1 + " * 40 + "1 > 0", "nested deeper than 32"),
+    # parentheses leave no node in the tree: 33..63 of them loaded (64 failed by running out of stack)
+    "condition-parens": ("condition", "(" * 40 + 'event.type == "x"' + ")" * 40, "nested deeper than 32"),
+    "amount-parens": ("amount", "(" * 33 + "event.n" + ")" * 33, "nested deeper than 32"),
     "condition-cost": ("condition", "event.items.all(x, event.items.exists(y, x == y))", "cost cannot be bounded"),
     "amount-long": ("amount", "event.n" + " + event.n" * 500, "longer than 4096 bytes"),
     "amount-deep": ("amount", "event.n" + " + 1" * 40, "nested deeper than 32"),
@@ -1215,3 +1218,101 @@ def test_s2_dictionary_encoded_text_columns_are_text(tmp_path):
     report = run_json(programs, f, tmp_path / "l.duckdb")
     assert (report["read"], report["completed"]) == (2, 2)
     assert balances(tmp_path / "l.duckdb") == {("u1", "PTS"): D(1), ("u2", "PTS"): D(1)}
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 2])
+def test_s13_every_quarantined_row_keeps_its_raw_row_as_read(tmp_path, chunk_rows):
+    """semantics.md 13 (and 4: a conflict is quarantined): `rejected_rows.raw` is the row as the
+    file holds it. Rows quarantined after reading (unknown program or operation, idempotency
+    conflicts in the batch or with the ledger) kept a normalised copy instead: the timestamp
+    re-written in UTC, payload keys sorted, an operation's `timestamp`/`params` renamed
+    `event_timestamp`/`event_data`, columns the file does not have added as nulls. The same
+    holds when the batch is read in chunks from row groups of 2 rows (`--chunk-rows 2`)."""
+    s = Scenario(tmp_path, "p", [{"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+                                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], [asset("PTS")])
+    extra = ["--chunk-rows", str(chunk_rows)] if chunk_rows else []
+
+    def rows_file(name, rows, cols):
+        f = tmp_path / "in" / name
+        f.parent.mkdir(exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in cols])), f,
+                       row_group_size=2)
+        return f
+
+    ev_cols = ("program_id", "idempotency_key", "external_id", "event_timestamp", "event_data")
+    first = [dict(zip(ev_cols, r)) for r in [
+        ("p", "k1", "u1", "2025-03-01T10:00:00+01:00", '{"type": "buy", "z": 1}'),
+        ("p", "k2", "u1", "2025-03-01T10:01:00Z", '{"type":"buy"}'),
+        ("p", "k3", "u1", "2025-03-01T10:02:00Z", '{"type":"buy"}'),
+        ("nope", "k4", "u1", "2025-03-01T10:03:00+02:00", '{"type": "buy"}'),         # unknown program
+        ("p", "k2", "u1", "2025-03-01T10:01:00Z", '{ "z":2,  "type":"buy"}'),           # conflict in the batch
+    ]]
+    report = run_json(s.programs, rows_file("e1.parquet", first, ev_cols), s.db, *extra)
+    assert (report["completed"], report["rejected"]) == (3, 2)
+    second = [dict(zip(ev_cols, ("p", "k1", "u1", "2025-03-01T09:00:00Z", '{"type": "buy", "z": 2}')))]  # vs the ledger
+    run_json(s.programs, rows_file("e2.parquet", second, ev_cols), s.db, *extra)
+    op_cols = ("operation", "program_id", "idempotency_key", "external_id", "timestamp", "params")
+    ops = [dict(zip(op_cols, r)) for r in [
+        ("adjust", "p", "o1", "u1", "2025-03-02T00:00:00Z", '{"type": "CREDIT", "asset": "PTS", "amount": "5"}'),
+        ("adjust", "p", "o1", "u1", "2025-03-02T00:00:00Z", '{"type": "CREDIT", "asset": "PTS", "amount": "6"}'),
+        ("frobnicate", "p", "o2", "u1", "2025-03-02T00:00:00+00:00", "{}"),
+    ]]
+    res = cli("run", "--programs", str(s.programs), "--operations", str(rows_file("o.parquet", ops, op_cols)),
+              "--db", str(s.db), *extra)
+    assert res.returncode == 0, res.stderr
+    got = query(s.db, "SELECT source, row_number, reason, raw FROM rejected_rows ORDER BY batch_id, row_number")
+    assert [(Path(src).name, n, r) for src, n, r, _ in got] == [
+        ("e1.parquet", 4, "unknown_program"), ("e1.parquet", 5, "idempotency_conflict"),
+        ("e2.parquet", 1, "idempotency_conflict"),
+        ("o.parquet", 2, "idempotency_conflict"), ("o.parquet", 3, "unknown_operation")]
+    assert [json.loads(raw) for *_, raw in got] == [first[3], first[4], second[0], ops[1], ops[2]]
+
+
+def test_s2_an_operations_null_params_is_no_fields_in_struct_and_ndjson_files(tmp_path):
+    """semantics.md 2.3: params come "as a struct or JSON params"; docs/decisions.md: a null
+    `params` is no fields (`{}`), as a missing column is. In a Parquet struct column a null row
+    was quarantined as missing params, and in NDJSON a null or absent `params` (and every params
+    object, typed as one struct over the file) went the struct way: the operations that need no
+    fields were quarantined, and stored params gained every other row's fields as nulls."""
+    s = Scenario(tmp_path, "p", [{"name": "buy", "key": "buy", "condition": "true",
+                                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], [asset("PTS")])
+    params = pa.struct([("tag", pa.string())])
+    schema = pa.schema([("operation", pa.string()), ("program_id", pa.string()), ("idempotency_key", pa.string()),
+                        ("external_id", pa.string()), ("timestamp", pa.string()), ("params", params)])
+    f = tmp_path / "in" / "ops.parquet"
+    f.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([
+        {"operation": "upsert_participant", "program_id": "p", "idempotency_key": "s1", "external_id": "u1",
+         "timestamp": "2025-03-01T10:00:00Z", "params": None},
+        {"operation": "tag", "program_id": "p", "idempotency_key": "s2", "external_id": "u1",
+         "timestamp": "2025-03-01T10:01:00Z", "params": {"tag": "vip"}}], schema=schema), f)
+    lines = [{"operation": "upsert_participant", "program_id": "p", "idempotency_key": "n1", "external_id": "u2",
+              "timestamp": "2025-03-01T11:00:00Z", "params": None},
+             {"operation": "upsert_participant", "program_id": "p", "idempotency_key": "n2", "external_id": "u3",
+              "timestamp": "2025-03-01T11:01:00Z"},
+             {"operation": "tag", "program_id": "p", "idempotency_key": "n3", "external_id": "u2",
+              "timestamp": "2025-03-01T11:02:00Z", "params": {"tag": "gold"}},
+             {"operation": "adjust", "program_id": "p", "idempotency_key": "n4", "external_id": "u2",
+              "timestamp": "2025-03-01T11:03:00Z", "params": {"type": "CREDIT", "asset": "PTS", "amount": 5}}]
+    nd = tmp_path / "in" / "ops.ndjson"
+    nd.write_text("\n".join(json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+    for path in (f, nd):
+        res = cli("run", "--programs", str(s.programs), "--operations", str(path), "--db", str(s.db))
+        assert res.returncode == 0, res.stderr
+    assert query(s.db, "SELECT COUNT(*) FROM rejected_rows") == [(0,)]
+    # (a struct's stored params keep its fields, a null one as null: null is absent)
+    got = {k: (st, {f: v for f, v in json.loads(p).items() if v is not None})
+           for k, st, p in query(s.db, "SELECT idempotency_key, status, params FROM operations")}
+    assert json.loads(query(s.db, "SELECT params FROM operations WHERE idempotency_key = 'n3'")[0][0]) == {"tag": "gold"}
+    assert got == {"s1": ("COMPLETED", {}), "s2": ("COMPLETED", {"tag": "vip"}), "n1": ("COMPLETED", {}),
+                   "n2": ("COMPLETED", {}), "n3": ("COMPLETED", {"tag": "gold"}),
+                   "n4": ("COMPLETED", {"type": "CREDIT", "asset": "PTS", "amount": 5})}
+    assert _tags(s, "u1") == {"vip"} and _tags(s, "u2") == {"gold"}
+    assert s.balance("u2", "PTS")[0] == 5
+    # an NDJSON event's null event_data is a missing value, as a Parquet or CSV null is (it was
+    # read as the JSON text `null`: invalid_event_data "got null")
+    ev = tmp_path / "in" / "events.ndjson"
+    ev.write_text(json.dumps({"program_id": "p", "idempotency_key": "e1", "external_id": "u1",
+                              "event_timestamp": "2025-03-02T00:00:00Z", "event_data": None}) + "\n", encoding="utf-8")
+    assert run_json(s.programs, ev, s.db)["rejected"] == 1
+    assert query(s.db, "SELECT reason FROM rejected_rows") == [("missing_required_field",)]

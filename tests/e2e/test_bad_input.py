@@ -100,9 +100,23 @@ def _list_event_data(d: Path) -> tuple[Path, str]:
     return f, "event_data"
 
 
+def _binary_payload_field(d: Path) -> tuple[Path, str]:
+    """A bytes field deep in a struct payload: JSON has no bytes, and Polars' JSON writer
+    panicked on it (exit 1, "not yet implemented: Writing BinaryView to JSON")."""
+    payload = pa.struct([("type", pa.string()), ("items", pa.list_(pa.struct([("blob", pa.binary())])))])
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.string()), ("event_data", payload)])
+    f = write_events(d / "bytes.parquet", [{"program_id": "shop", "idempotency_key": "k", "external_id": "a",
+                                            "event_timestamp": "2025-11-01T00:00:00Z",
+                                            "event_data": {"type": "purchase", "items": [{"blob": b"\x00\xff"}]}}],
+                     schema=schema)
+    return f, "event_data.items[].blob is binary"
+
+
 BAD_FILES = {"not_parquet": _not_parquet, "missing_column": _missing_column,
              "missing_participant_columns": _missing_participant_columns, "int_key": _int_key,
-             "int_timestamp": _int_timestamp, "list_event_data": _list_event_data}
+             "int_timestamp": _int_timestamp, "list_event_data": _list_event_data,
+             "binary_payload_field": _binary_payload_field}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
@@ -247,6 +261,63 @@ def test_struct_event_data_with_null_row(tmp_path, db_path, programs):
         (2, "missing_required_field"), (3, "missing_required_field")]
     assert balances(db_path) == {("a", "PTS"): Decimal(10)}
 
+
+
+def test_a_number_beyond_a_doubles_range_is_quarantined_not_a_crash(tmp_path, db_path, programs):
+    """semantics.md 13: a payload CEL cannot read (its JSON numbers are doubles, 6) is the row's
+    problem. A 400-digit integer stopped the whole run as an internal error (exit 1, nothing
+    committed) and `1e400` was stored as `Infinity`, which is not JSON; both are now
+    quarantined as invalid_event_data and the valid rows of the file are processed."""
+    rows = [
+        event("shop", "huge-int", "alice", "2025-11-01T10:00:00Z", '{"type": "purchase", "n": 1' + "0" * 400 + "}"),
+        event("shop", "huge-exp", "alice", "2025-11-01T10:01:00Z", '{"type": "purchase", "n": 1e400}'),
+        event("shop", "tiny-neg", "alice", "2025-11-01T10:02:00Z", '{"type": "purchase", "l": [-1e400]}'),
+        event("shop", "fine", "alice", "2025-11-01T10:03:00Z", '{"type": "purchase", "n": 1e308}'),
+    ]
+    f = write_events(tmp_path / "in" / "numbers.parquet", rows)
+    res = cli("run", "--programs", str(programs), "--events", str(f), "--db", str(db_path), "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (report["read"], report["completed"], report["rejected"]) == (4, 1, 3)
+    rejected = query(db_path, "SELECT row_number, reason, message FROM rejected_rows ORDER BY row_number")
+    assert [(n, r) for n, r, _ in rejected] == [(1, "invalid_event_data"), (2, "invalid_event_data"),
+                                               (3, "invalid_event_data")]
+    assert all("range of a double" in m for _, _, m in rejected)
+    assert query(db_path, "SELECT idempotency_key, event_data::VARCHAR FROM events") == [
+        ("fine", '{"n":1e+308,"type":"purchase"}')]
+    assert balances(db_path) == {("alice", "PTS"): Decimal(10)}
+
+
+def test_a_struct_payload_holding_nan_or_an_infinity_is_quarantined(tmp_path, db_path, programs):
+    """A Parquet struct payload with a NaN or infinite double (at the top, in a list, in a list of
+    structs) was taken in: CEL saw the float (`event.v > 1.0` matched an infinity and credited)
+    while the stored payload said `"v": null`, so explain and replay read another event than the
+    run evaluated. JSON cannot hold these values (a JSON payload's NaN is quarantined), so the
+    struct row is quarantined the same way (semantics.md 13) and the valid rows are processed."""
+    from tests.helpers.io import ts
+    rules = [{"name": "Big", "key": "big", "condition": "event.v > 1.0",
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]
+    progs = write_program(tmp_path / "p" / "shop.yaml", program_spec("shop", rules))
+    payload = pa.struct([("v", pa.float64()), ("l", pa.list_(pa.float64())),
+                         ("s", pa.list_(pa.struct([("x", pa.float32())])))])
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.timestamp("us", tz="UTC")), ("event_data", payload)])
+    inf, nan = float("inf"), float("nan")
+    datas = [{"v": inf, "l": [], "s": []}, {"v": nan, "l": None, "s": None}, {"v": 2.0, "l": [1.0, -inf], "s": None},
+             {"v": 2.0, "l": None, "s": [{"x": 1.0}, {"x": nan}]}, {"v": 2.0, "l": [1.0], "s": [{"x": None}]}]
+    rows = [{"program_id": "shop", "idempotency_key": f"k{i}", "external_id": "alice",
+             "event_timestamp": ts(f"2025-11-01T10:0{i}:00"), "event_data": d} for i, d in enumerate(datas, start=1)]
+    f = tmp_path / "in" / "struct.parquet"
+    f.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), f)
+    res = cli("run", "--programs", str(progs), "--events", str(f), "--db", str(db_path), "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (report["read"], report["completed"], report["rejected"]) == (5, 1, 4)
+    assert query(db_path, "SELECT row_number, reason FROM rejected_rows ORDER BY 1") == [
+        (n, "invalid_event_data") for n in (1, 2, 3, 4)]
+    assert query(db_path, "SELECT idempotency_key FROM events") == [("k5",)]
+    assert balances(db_path) == {("alice", "PTS"): Decimal(1)}
 
 # ---------------------------------------------------------------------------------------------
 # Program files that do not validate: exit 2, message names file/rule/field, nothing written
@@ -434,3 +505,50 @@ def test_running_out_of_duckdbs_memory_cap_says_what_to_do_and_commits_nothing(t
     assert "nothingwascommitted" in squash(res.stderr) and "anearlier--as-offirst" in squash(res.stderr)
     assert "smallerbatches" not in squash(res.stderr) and "Traceback" not in res.stderr
     assert file_hash(db) == before
+
+
+@pytest.mark.parametrize("running_min", [None, "1"])
+def test_an_instant_past_year_9999_fails_the_event_not_the_run(tmp_path, running_min):
+    """semantics.md 13: exit 1 is for unexpected internal errors. An event near 9999-12-31 whose
+    rule adds a duration past the last instant the ledger holds (a lot's expires_at or
+    matures_at, SCHEDULE_EVENT's delay) crashed the run (OverflowError, exit 1, nothing
+    committed), and so did the next event of a participant with a `reset_after` counter; the
+    running-state path wrote a lot expiring in year 10000 instead. Now the event fails with
+    expression_error, as CEL's `now + duration(...)` does there, on every path
+    (`PERKFLOW_RUNNING_MIN_EVENTS=1` puts this small batch on the running-state path), and the
+    rest is processed."""
+    lot = {"symbol": "LP", "name": "Lot", "inventory_mode": "LOT", "issuance_policy": "UNLIMITED", "scale": 0}
+    progs = tmp_path / "p"
+    write_program(progs / "lots.yaml", program_spec("lots", [
+        {"name": "Earn", "key": "earn", "condition": "true",
+         "actions": [{"type": "CREDIT", "asset": "LP", "amount": "1", "expires_at": "720h"}]},
+        {"name": "Mature", "key": "mature", "condition": 'event.type == "m"',
+         "actions": [{"type": "CREDIT", "asset": "LP", "amount": "1", "matures_at": "1h"}]}], assets=[lot]))
+    write_program(progs / "other.yaml", program_spec("other", [
+        {"name": "Later", "key": "later", "condition": 'event.type == "s"',
+         "actions": [{"type": "SCHEDULE_EVENT", "event_name": "again", "delay": "48h", "payload": {}}]},
+        {"name": "Count", "key": "count", "condition": 'event.type == "c"',
+         "actions": [{"type": "COUNTER", "key": "n", "value": "1", "reset_after": "24h"}]}]))
+    env = {"PERKFLOW_RUNNING_MIN_EVENTS": running_min} if running_min else None
+
+    def run(name, rows):
+        f = write_events(tmp_path / "in" / name, rows)
+        res = cli("run", "--programs", str(progs), "--events", str(f), "--db", str(tmp_path / "l.duckdb"), "--json",
+                  env=env)
+        assert res.returncode == 0, res.stderr[-600:]
+
+    run("lots.parquet", [event("lots", "late", "alice", "9999-12-31T23:00:00Z", {"type": "x"}),
+                         event("lots", "late-m", "alice", "9999-12-31T23:30:00Z", {"type": "m"}),
+                         event("lots", "fine", "bob", "2025-11-01T10:00:00Z", {"type": "x"})])
+    run("other.parquet", [event("other", "s1", "carol", "9999-12-31T00:00:00Z", {"type": "s"}),
+                          event("other", "c1", "dave", "9999-12-31T00:00:00Z", {"type": "c"}),
+                          event("other", "c2", "dave", "9999-12-31T23:59:59Z", {"type": "c"})])
+    got = {k: (st, code) for k, st, code in query(tmp_path / "l.duckdb",
+                                                  "SELECT idempotency_key, status, error_code FROM events")}
+    assert got == {"late": ("FAILED", "expression_error"), "late-m": ("FAILED", "expression_error"),
+                   "fine": ("COMPLETED", None), "s1": ("FAILED", "expression_error"),
+                   "c1": ("COMPLETED", None), "c2": ("COMPLETED", None)}
+    assert [m for (m,) in query(tmp_path / "l.duckdb", "SELECT error_message FROM events WHERE idempotency_key = 'late'")
+            ][0].endswith("is past 9999-12-31T23:59:59.999999Z, the last instant the ledger holds")
+    assert query(tmp_path / "l.duckdb", "SELECT COUNT(*), MAX(expires_at) < '9999-12-31' FROM lots") == [(1, True)]
+    assert query(tmp_path / "l.duckdb", "SELECT number_value FROM participant_state WHERE key = 'n'") == [(Decimal(2),)]

@@ -82,6 +82,11 @@ def test_limits_and_syntax():
         compile_cel("(" * 40 + "1" + ")" * 40 + " + " + "-" * 40 + "1")
     with pytest.raises(CelLimitError, match="cost"):
         compile_cel("event.items.all(i, event.items.exists(j, i == j))")
+    # parentheses nest too: 32 levels load, 33 do not (they loaded up to 63)
+    assert compile_cel("(" * 32 + "event.n > 1" + ")" * 32).evaluate({"event": {"n": 2}}) is True
+    with pytest.raises(CelLimitError, match="nested deeper than 32"):
+        compile_cel("(" * 33 + "event.n > 1" + ")" * 33)
+    compile_cel(" && ".join(["(event.n > 1)"] * 40))  # side by side is not nested
     compile_cel("event.items.all(i, [1, 2].exists(j, j == i.qty))")
 
 
