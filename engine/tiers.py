@@ -292,13 +292,22 @@ def _next_step(timed: list[CompiledTier], st: EntityState) -> tuple | None:
             steps.append((held.expires_at, 2, i, None))
         if tier.lifecycle is None:
             continue
-        review = held is not None and held.level in tier.by_key and _next_review(tier, held)
+        review = held is not None and held.level in tier.by_key and _before_time_ends(_next_review, tier, held)
         if review:
             steps.append((review[0], 0, i, review[1]))
         marks = [c.last_reset_at for k in tier.rollover_keys if (c := st.counters.get(k)) is not None]
-        if marks:
-            steps.append((close_after(tier, min(marks)), 1, i, None))
+        if marks and (close := _before_time_ends(close_after, tier, min(marks))):
+            steps.append((close, 1, i, None))
     return min(steps) if steps else None
+
+
+def _before_time_ends(instant, *args):
+    """`instant(*args)`, or None when it falls past 9999-12-31T23:59:59.999999Z, the last
+    instant the ledger holds (engine.durations.later): a review or rollover due then never comes."""
+    try:
+        return instant(*args)
+    except (OverflowError, ValueError):  # datetime's year 10000 is a ValueError, + timedelta an OverflowError
+        return None
 
 
 def apply_due(store: Store, timed: list[CompiledTier], pid: str, now: datetime) -> None:

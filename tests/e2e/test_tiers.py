@@ -573,3 +573,22 @@ def test_the_oracle_agrees_with_the_hand_computed_lifecycles(tmp_path):
     assert {(who, key): v for who, s in got.participants.items() for key, v in s["counters"].items()} == COUNTERS_2027
     assert {(who, t): held[0] for (who, _, t), held in got.tiers.items()} == MORE_LEVELS | {
         ("p", "carry"): "silver", ("p", "reset"): "silver"}
+
+
+def test_a_review_that_would_fall_past_year_9999_never_comes(tmp_path):
+    """semantics.md 13: exit 1 is for unexpected internal errors. A participant holding a level
+    of a CALENDAR_YEAR or FIXED_YEAR tier in 9999 has its next review on 1 January 10000 (or its
+    period start in it), past the last instant the ledger holds (9999-12-31T23:59:59.999999Z):
+    computing it crashed the run (exit 1, nothing committed). Such a review never comes (like a
+    lot instant past it, docs/decisions.md); the events are processed and the levels kept."""
+    programs = _life_program(tmp_path)
+    db = tmp_path / "l.duckdb"
+    out = run_json(programs, write_events(tmp_path / "e.parquet", [
+        _at("z1", "z", "9999-12-30T00:00:00Z", "purchase", 600),
+        _at("z2", "z", "9999-12-31T12:00:00Z", "purchase", 600)]), db)
+    assert out["completed"] == 2 and out["failed"] == 0
+    levels = "SELECT DISTINCT level FROM participant_tiers"  # every tier type: 1200 spent
+    assert query(db, levels) == [("platinum",)]
+    res = cli("maintain", "--as-of", "9999-12-31T23:59:59Z", "--db", str(db), "--json")
+    assert res.returncode == 0, res.stderr[-600:]
+    assert query(db, levels) == [("platinum",)]
