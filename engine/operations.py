@@ -222,9 +222,10 @@ def _redeem(o: _Op, reward) -> None:
             raise ActionFailed("reward_not_available", f"redeem_item: reward {reward.key} is {m.status} "
                                                        "or outside its availability window")
         if m.redemption_type == "UNIT_BASED":
-            quantity = _count(o.params.get("quantity", 1))
+            raw = o.params.get("quantity", 1)
+            quantity = _count(raw)
             if quantity is None:
-                raise ActionFailed(INVALID, f"redeem_item: params.quantity must be a positive integer, got {quantity!r}")
+                raise ActionFailed(INVALID, f"redeem_item: params.quantity must be a positive integer, got {raw!r}")
             if m.max_total is not None and o.tx.reward_count(rid) + quantity > m.max_total:
                 raise ActionFailed("out_of_stock", f"redeem_item: reward {reward.key} is out of stock "
                                                    f"({o.tx.reward_count(rid)} of {m.max_total} redeemed)")
@@ -276,9 +277,24 @@ def _reverse(o: _Op) -> None:
         amount = r.unit_cost * quantity
     elif o.params.get("amount") is not None:
         amount = o.amount(asset)
+        if r.quantity is not None:
+            # A UNIT_BASED redemption is reversed by whole units (Scrip: `quantity` for UNIT_BASED,
+            # `amount` for raw or AMOUNT_BASED), so that its units come back with its value: an
+            # amount is taken as the units it pays for, and one that is not whole units is refused
+            # (it would leave the stock and the per-participant count with units whose value is gone).
+            units, rest = divmod(amount, r.unit_cost)
+            if rest != 0:
+                raise ActionFailed(INVALID, f"reverse_redemption: {amount} is not a whole number of units of "
+                                            f"{r.unit_cost}; reverse a UNIT_BASED redemption by quantity")
+            quantity = int(units)
+            if quantity > r.quantity - r.reversed_quantity:
+                raise ActionFailed("over_reversal",
+                                   f"reverse_redemption: only {r.quantity - r.reversed_quantity} units left to reverse")
     else:
         amount = left
         quantity = None if r.quantity is None else r.quantity - r.reversed_quantity
+    if left <= 0:
+        raise ActionFailed("over_reversal", f"reverse_redemption: redemption {key!r} is already fully reversed")
     if amount <= 0 or amount > left:
         raise ActionFailed("over_reversal", f"reverse_redemption: {amount} exceeds the {left} left to reverse")
     holder = ("PARTICIPANT", r.participant_id, r.asset_id)

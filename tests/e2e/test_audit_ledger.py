@@ -325,6 +325,39 @@ def test_s9_rewards_reversals_transfers_and_expiry_at_the_instant(tmp_path):
     lg.verify()
 
 
+def test_s9_a_unit_based_redemption_comes_back_in_whole_units(tmp_path):
+    """9.4: reversals are "partial or full, never more than redeemed", and a UNIT_BASED reversal
+    gives its units back (scrip-reference 16: it "decrements redeemed_count"; `quantity` is its
+    field, `amount` is for raw and AMOUNT_BASED redemptions). An `amount` reversal of a UNIT_BASED
+    redemption used to return the value and keep the units: reversed by quantity 2 then amount 5
+    twice, the redemption of 3 mugs was FULLY_REVERSED with one mug still counted against max_total
+    and max_per_participant. Now an amount is the units it pays for (20 = 2 mugs) and one that is
+    not whole units fails with invalid_operation."""
+    rewards = [reward("mug", "UNIT_BASED", "10", max_total=3, max_per_participant=3)]
+    lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})], rewards=rewards))
+    t = lambda m: f"2025-03-01T10:{m:02d}:00Z"  # noqa: E731
+    lg.run([ev("e1", "u", t(0), "earn", n=100)],
+           [op("redeem_item", "r1", "u", t(1), reward="mug", quantity=3),                # 30, stock 3 of 3
+            op("reverse_redemption", "v1", "u", t(2), redemption="r1", amount="5"),      # half a mug
+            op("reverse_redemption", "v2", "u", t(3), redemption="r1", amount="20"),     # 2 mugs back
+            op("reverse_redemption", "v3", "u", t(4), redemption="r1", amount="20"),     # 1 mug left
+            op("redeem_item", "r2", "u", t(5), reward="mug", quantity=2),                # 1 + 2 = 3 of 3
+            op("reverse_redemption", "v4", "u", t(6), redemption="r1"),                  # the last mug
+            op("reverse_redemption", "v5", "u", t(7), redemption="r1")])                 # nothing left
+    st = lg.status()
+    assert st["v1"] == ("FAILED", "invalid_operation") and lg.entries("v1") == []
+    assert st["v2"] == OK and lg.entries("v2") == [("REDEMPTION_REVERSAL", D(20))]
+    assert st["v3"] == ("FAILED", "over_reversal")
+    assert st["r2"] == OK and st["v4"] == OK and lg.entries("v4") == [("REDEMPTION_REVERSAL", D(10))]
+    assert st["v5"] == ("FAILED", "over_reversal")
+    assert lg.sql("SELECT idempotency_key, reversed_amount, reversed_quantity, status FROM redemptions "
+                  "ORDER BY idempotency_key") == [("r1", D(30), 3, "FULLY_REVERSED"), ("r2", D(0), 0, "COMPLETED")]
+    # only r2's 2 mugs are out: stock 2 of 3 (ACTIVE), u may redeem 1 more
+    assert lg.sql("SELECT status, redeemed_count FROM reward_status WHERE key = 'mug'") == [("ACTIVE", 2)]
+    assert lg.balance("u") == (D(80), D(0), D(0))
+    lg.verify()
+
+
 def test_s7_s9_lot_instants_in_every_form_and_fifo_ties_broken_by_lot_id(tmp_path):
     """expires_at / matures_at as a Go duration from now, RFC 3339 text, or a CEL timestamp; a
     matures_at already past lands in AVAILABLE, a future one in DEFERRED. Two lots created at the

@@ -245,6 +245,14 @@ def _reverse(o: _Op) -> None:
         amount = DEC.multiply(r.unit_cost, quantity)
     elif o.p.get("amount") is not None:
         amount = o.amount(asset)
+        if r.quantity is not None:
+            # decisions.md: a UNIT_BASED redemption comes back in whole units, an amount as the units it pays for
+            units = amount / r.unit_cost
+            if units != units.to_integral_value():
+                raise ActionFailed(INVALID, f"{amount} is not whole units of {r.unit_cost}")
+            quantity = int(units)
+            if quantity > r.quantity - r.reversed_quantity:
+                raise ActionFailed("over_reversal", f"{quantity} units")
     else:
         amount = left
         quantity = None if r.quantity is None else r.quantity - r.reversed_quantity
