@@ -169,24 +169,34 @@ def shift(lots: list[Lot], amount: Decimal, now: datetime, source: str, dest: st
 
 
 def restore(lots: list[Lot], taken: list[tuple[str, Decimal]], amount: Decimal,
-            now: datetime, debt: Decimal = Decimal(0)) -> list[tuple[str, Decimal]]:
+            now: datetime, debt: Decimal = Decimal(0), seed: str = "") -> list[tuple[str, Decimal]]:
     """Give `amount` back to the lots it was taken from, last taken first (LIFO); returns what
     each lot got back. Lots expired by `now` take nothing back (docs/decisions.md, "Reversals":
     the value would be unspendable, and a revived lot would expire before `now`); what they
     cannot take is for the caller to place. The value arrives in AVAILABLE: the lots that got it
-    back first repay `debt`, what the holder owes (`repay`)."""
+    back first repay `debt`, what the holder owes (`repay`). A lot whose rest is HELD now (a hold
+    took what the redemption left of it) keeps its held value: what it gets back is split off as
+    a lot of its own in AVAILABLE, with its dates (id named by `seed`, the reversal, and the lot),
+    as `shift` splits a lot moved in part."""
     by_id = {lot.id: lot for lot in lots}
-    left, given = amount, []
+    left, given, arrived = amount, [], []
     for lot_id, took in reversed(taken):
         lot = by_id.get(lot_id)
         if left <= 0 or lot is None or lot.expired(now):
             continue
         give = min(took, left)
-        lot.remaining += give
-        lot.status = "AVAILABLE"
+        if lot.status == "HELD" and lot.remaining > 0:
+            part = replace(lot, id=str(ids.name_id("lot", "restore", seed, lot.id)), amount=give, remaining=give,
+                           status="AVAILABLE", provisional=False)
+            lots.append(part)
+            arrived.append(part)
+        else:
+            lot.remaining += give
+            lot.status = "AVAILABLE"
+            arrived.append(lot)
         left -= give
         given.append((lot_id, give))
-    repay([by_id[lot_id] for lot_id, _ in given], debt)
+    repay(arrived, debt)
     return given
 
 

@@ -310,7 +310,7 @@ def _reverse(o: _Op) -> None:
     if asset.inventory_mode == "LOT":
         # (an overdrawn redeemer repays its overdraft from the restored lots first: engine.lots.repay)
         debt = owed(o.tx.lots(holder), o.tx.balance((*holder, "AVAILABLE")))
-        given = dict(restore(o.tx.lots(holder), r.lots_taken, amount, o.op.now, debt))
+        given = dict(restore(o.tx.lots(holder), r.lots_taken, amount, o.op.now, debt, seed=o.lot()["id"]))
         # what a lot got back cannot be given back again by a later partial reversal
         r.lots_taken = [(lot_id, took - given.get(lot_id, Decimal(0))) for lot_id, took in r.lots_taken]
         lot = {"restore": True}

@@ -391,6 +391,34 @@ def test_s9_a_unit_based_redemption_comes_back_in_whole_units(tmp_path):
     lg.verify()
 
 
+def test_s9_a_reversal_into_a_lot_whose_rest_is_held_keeps_the_hold(tmp_path):
+    """9.4: reversals "restore LOT value LIFO to the lots it came from"; 8: HELD is reserved value.
+    A lot of 10, redeemed 4, then held 6 (all that was left of it, under reference R): a reversal
+    used to put the 4 back into that lot and mark the whole lot AVAILABLE, so the 6 still in the
+    HELD bucket had no lot, the RELEASE of R found nothing to release, and `perkflow verify`
+    failed (lot_remainders). The value that comes back now arrives in AVAILABLE as a lot of its own
+    (same dates: it expires with its lot), and the held 6 stays held under R."""
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "48h"}),
+             on("hold", {"type": "HOLD", "asset": "PTS", "amount": "event.n", "reference_id": "event.r"}),
+             on("release", {"type": "RELEASE", "asset": "PTS", "reference_id": "event.r"})]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    t = lambda m: f"2025-03-01T10:{m:02d}:00Z"  # noqa: E731
+    lg.run([ev("e1", "u", t(0), "earn", n=10), ev("h1", "u", t(2), "hold", n=6, r="R")],
+           [op("redeem", "r1", "u", t(1), asset="PTS", amount="4"),
+            op("reverse_redemption", "v1", "u", t(3), redemption="r1", amount="1"),
+            op("reverse_redemption", "v2", "u", t(4), redemption="r1", amount="3")])
+    assert all(s == OK for s in lg.status().values()), lg.status()
+    assert lg.balance("u") == (D(4), D(6), D(0))
+    lots = lg.sql("SELECT remaining, status, reference_id, expires_at::VARCHAR FROM lots WHERE remaining > 0 "
+                  "ORDER BY status, remaining")
+    assert lots == [(D(1), "AVAILABLE", "R", "2025-03-03 10:00:00+00"), (D(3), "AVAILABLE", "R", "2025-03-03 10:00:00+00"),
+                    (D(6), "HELD", "R", "2025-03-03 10:00:00+00")]
+    lg.verify()
+    lg.run([ev("x1", "u", t(5), "release", r="R")])
+    assert lg.entries("x1") == [("RELEASE", D(6))] and lg.balance("u") == (D(10), D(0), D(0))
+    lg.verify()
+
+
 def test_s7_s9_lot_instants_in_every_form_and_fifo_ties_broken_by_lot_id(tmp_path):
     """expires_at / matures_at as a Go duration from now, RFC 3339 text, or a CEL timestamp; a
     matures_at already past lands in AVAILABLE, a future one in DEFERRED. Two lots created at the
