@@ -219,8 +219,9 @@ def _redeem(o: _Op, reward) -> None:
         rid = str(reward.id)
         if m.status != "ACTIVE" or (m.available_from and now < m.available_from) or (
                 m.available_until and now >= m.available_until):
-            raise ActionFailed("reward_not_available", f"redeem_item: reward {reward.key} is {m.status} "
-                                                       "or outside its availability window")
+            why = f"is {m.status}" if m.status != "ACTIVE" else (
+                f"is outside its availability window [{m.available_from}, {m.available_until})")
+            raise ActionFailed("reward_not_available", f"redeem_item: reward {reward.key} {why}")
         if m.redemption_type == "UNIT_BASED":
             raw = o.params.get("quantity", 1)
             quantity = _count(raw)
@@ -233,6 +234,15 @@ def _redeem(o: _Op, reward) -> None:
                 raise ActionFailed("max_per_participant_exceeded",
                                    f"redeem_item: at most {m.max_per_participant} of {reward.key} per participant")
             unit_cost, amount = m.unit_cost, m.unit_cost * quantity
+            # the cost is an amount of the asset like any other (semantics.md 7): within its scale
+            # and its max_transaction_amount (a unit_cost of 1.5 on a scale-0 asset, or 20 units of
+            # a 10-point reward under a max of 100, used to post as they were)
+            cost = format(amount, "f")
+            code = amounts.check_text(cost, asset)
+            if code is not None:
+                why = (f"has more decimals than {asset.symbol}'s scale {asset.scale}" if code == amounts.INVALID_SCALE
+                       else f"is refused ({amounts.describe(code, cost, asset)})")
+                raise ActionFailed(code, f"redeem_item: the cost of {quantity} x {reward.key} at {m.unit_cost}, {cost}, {why}")
             o.tx.count_reward(rid, pid, quantity)
         else:
             quantity, unit_cost = None, m.unit_cost

@@ -391,6 +391,45 @@ def test_s9_a_unit_based_redemption_comes_back_in_whole_units(tmp_path):
     lg.verify()
 
 
+def test_s9_a_unit_based_cost_is_an_amount_within_the_assets_scale_and_max(tmp_path):
+    """7: an amount has no more decimals than the asset's scale and is at most its
+    max_transaction_amount; a UNIT_BASED redemption's cost (quantity x unit_cost) is such an
+    amount. It used to post unchecked: a unit_cost of 1.5 left 18.5 on a scale-0 asset, and 3 x 10
+    went through under a max of 20. Now: invalid_scale / max_transaction_amount_exceeded, and a
+    cost that fits (2 x 1.5 = 3, 2 x 10 = 20) is redeemed."""
+    rewards = [reward("half", "UNIT_BASED", "1.5"), reward("ten", "UNIT_BASED", "10")]
+    lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})],
+                                  [{**SIMPLE, "max_transaction_amount": "20"}], rewards=rewards))
+    t = lambda m: f"2025-03-01T10:{m:02d}:00Z"  # noqa: E731
+    lg.run([ev("e1", "u", t(0), "earn", n=20), ev("e2", "u", t(0), "earn", n=20)],
+           [op("redeem_item", "r1", "u", t(1), reward="half"),
+            op("redeem_item", "r2", "u", t(2), reward="half", quantity=2),
+            op("redeem_item", "r3", "u", t(3), reward="ten", quantity=3),
+            op("redeem_item", "r4", "u", t(4), reward="ten", quantity=2)])
+    st = lg.status()
+    assert st["r1"] == ("FAILED", "invalid_scale") and st["r3"] == ("FAILED", "max_transaction_amount_exceeded")
+    assert st["r2"] == st["r4"] == OK
+    assert lg.balance("u") == (D(17), D(0), D(0))  # 40 - 3 - 20
+    assert lg.sql("SELECT key, redeemed_count FROM reward_status ORDER BY key") == [("half", 2), ("ten", 2)]
+    lg.verify()
+
+
+@pytest.mark.parametrize("window, words", [
+    ({"available_from": "2025-03-01T10:00:00"}, "available_from: Value error, must be an RFC 3339 timestamp with a time zone"),
+    ({"available_from": "2025-03-02T00:00:00Z", "available_until": "2025-03-01T00:00:00Z"},
+     "available_until must be after available_from")])
+def test_s9_a_reward_window_without_a_zone_or_backwards_is_a_load_error(tmp_path, window, words):
+    """9.4's availability window: an instant without a time zone used to load and then fail every
+    redemption of the reward with invalid_operation ("can't compare offset-naive and offset-aware
+    datetimes"); a window that ends before it starts loaded as a reward nobody can redeem. Both
+    are load errors (2.1: validation before anything is written, exit 2, naming the file)."""
+    lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})],
+                                  rewards=[reward("mug", "UNIT_BASED", "1", **window)]))
+    out = lg.run([ev("e1", "u", "2025-03-01T10:00:00Z", "earn")], expect=2)["stderr"]
+    assert "shop.yaml" in out and "rewards[0]" in out and words in out, out
+    assert not lg.db.exists() or lg.sql("SELECT count(*) FROM events") == [(0,)]
+
+
 def test_s9_a_reversal_into_a_lot_whose_rest_is_held_keeps_the_hold(tmp_path):
     """9.4: reversals "restore LOT value LIFO to the lots it came from"; 8: HELD is reserved value.
     A lot of 10, redeemed 4, then held 6 (all that was left of it, under reference R): a reversal

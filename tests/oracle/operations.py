@@ -209,10 +209,11 @@ def _redeem(o: _Op, reward_key: str | None) -> None:
                 raise ActionFailed("out_of_stock", reward.key)
             if reward.max_per_participant is not None and mine + quantity > reward.max_per_participant:
                 raise ActionFailed("max_per_participant_exceeded", reward.key)
+            unit_cost = reward.unit_cost
+            # s7: the cost is an amount of the asset, checked like one (scale, max_transaction_amount)
+            amount = o.amount(asset, raw=format(DEC.multiply(unit_cost, quantity), "f"))
             counts[(o.program.key, reward.key, "")] = total + quantity
             counts[(o.program.key, reward.key, o.who)] = mine + quantity
-            unit_cost = reward.unit_cost
-            amount = DEC.multiply(unit_cost, quantity)
         else:
             amount = o.amount(asset)
             if amount < reward.unit_cost:
