@@ -62,6 +62,14 @@ def static_instant(spec: timedelta | datetime | None, now: datetime) -> datetime
     return now + spec if isinstance(spec, timedelta) else spec
 
 
+def not_before(expires_at: datetime | None, now: datetime) -> datetime | None:
+    """A lot never expires before it exists: an expires_at already past when the credit is made
+    (a fixed date gone by, a negative duration) is `now`, so the lot expires at once, dated its
+    creation, never with an EXPIRATION entry before the CREDIT that made it (docs/decisions.md).
+    engine/setwise_lots.py `_made` does the same set-wise."""
+    return None if expires_at is None else max(expires_at, now)
+
+
 def deferred(matures_at: datetime | None, now: datetime) -> bool:
     """A credit that matures later goes to DEFERRED: not spendable until it matures."""
     return matures_at is not None and matures_at > now
@@ -70,7 +78,7 @@ def deferred(matures_at: datetime | None, now: datetime) -> bool:
 def new_lot(spec: dict, holder: tuple[str, str, str, str], amount: Decimal, now: datetime) -> Lot:
     """The lot a credit of `amount` into `holder`'s bucket makes (`spec`: see lot_spec)."""
     return Lot(id=spec["id"], entity_type=holder[0], entity_id=holder[1], asset_id=holder[2], amount=amount,
-               remaining=amount, status=holder[3], created_at=now, expires_at=spec.get("expires_at"),
+               remaining=amount, status=holder[3], created_at=now, expires_at=not_before(spec.get("expires_at"), now),
                matures_at=spec.get("matures_at"), program_id=spec["program_id"],
                reference_id=spec.get("reference_id"), provisional=holder[3] == "HELD")
 

@@ -484,6 +484,36 @@ def test_s7_s9_lot_instants_in_every_form_and_fifo_ties_broken_by_lot_id(tmp_pat
     assert {i: r["remaining"] for i, r in u.items()} == {i: r["amount"] - (1 if i == first else 0) for i, r in u.items()}
     lg.verify()
 
+@pytest.mark.parametrize("row_path", [False, True])
+def test_s9_a_lot_never_expires_before_the_credit_that_makes_it(tmp_path, monkeypatch, row_path):
+    """9.1: "at expires_at the remainder is forfeited ... with an EXPIRATION entry"; 3: entries of
+    time-driven changes carry the instant they were due. A credit whose expires_at is already past
+    (a fixed date gone by, a negative duration) made a lot that expired before it existed: its
+    EXPIRATION entry was dated 2025-01-01 (or 05:00) after a CREDIT at 10:00 of 03-01, so the
+    participant's statement went below zero before the credit. Such a lot now expires at once,
+    at its creation instant, on the kernel and on the set-wise running path alike."""
+    monkeypatch.setenv("PERKFLOW_RUNNING_MIN_EVENTS", "1")  # let the running path take a small batch
+    rules = [on("past", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "2025-01-01T00:00:00Z"}),
+             on("neg", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "-5h"}),
+             on("count", {"type": "COUNTER", "key": "c", "value": "1"})]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    if row_path:
+        import tests.e2e.test_contract_audit as audit
+        plain = audit.cli
+        monkeypatch.setattr(audit, "cli", lambda *a, **k: plain(*a, "--row-path", **k) if a[0] == "run" else plain(*a, **k))
+    lg.run([ev("p1", "u", "2025-03-01T10:00:00Z", "past", n=2), ev("n1", "v", "2025-03-01T10:00:00Z", "neg", n=3),
+            ev("c1", "w", "2025-03-01T11:00:00Z", "count")])
+    assert cli("maintain", "--as-of", "2025-03-02T00:00:00Z", "--db", str(lg.db)).returncode == 0
+    assert lg.sql("SELECT j.action_type, j.effective_at::VARCHAR, p.amount FROM journal_entries j JOIN postings p "
+                  "ON p.journal_entry_id = j.id WHERE p.amount > 0 ORDER BY j.effective_at, j.seq") == [
+        ("CREDIT", "2025-03-01 10:00:00+00", D(2)), ("CREDIT", "2025-03-01 10:00:00+00", D(3)),
+        ("EXPIRATION", "2025-03-01 10:00:00+00", D(2)), ("EXPIRATION", "2025-03-01 10:00:00+00", D(3))]
+    assert lg.sql("SELECT status, expires_at::VARCHAR FROM lots ORDER BY amount") == [
+        ("EXPIRED", "2025-03-01 10:00:00+00"), ("EXPIRED", "2025-03-01 10:00:00+00")]
+    assert lg.balance("u") == lg.balance("v") == (D(0), D(0), D(0))
+    lg.verify()
+
+
 def test_s7_lot_instants_read_from_the_event_as_text(tmp_path):
     """expires_at / matures_at are "a Go duration from now, RFC 3339, or CEL timestamp", and value
     fields hold "a static value or a CEL expression": an expression that reads the instant from the
