@@ -514,6 +514,23 @@ def test_s9_a_lot_never_expires_before_the_credit_that_makes_it(tmp_path, monkey
     lg.verify()
 
 
+@pytest.mark.parametrize("field, text", [("matures_at", "2025-03-10"), ("expires_at", "2025-03-10T00:00:00"),
+                                         ("expires_at", "soon")])
+def test_s7_a_lot_instant_in_no_form_of_the_contract_is_a_load_error(tmp_path, field, text):
+    """7: expires_at / matures_at are "a Go duration from now, RFC 3339, or CEL timestamp", and
+    text is an expression only if it "references a known variable or function". `2025-03-10`
+    parses as CEL arithmetic (2012) that reads nothing: it used to load and then fail every event
+    with expression_error ("got int"); an instant without a time zone stopped the run with a bare
+    CEL syntax error. Both, like a word, are load errors naming the file, rule and field."""
+    from tests.helpers.io import write_program
+    rules = [on("give", {"type": "CREDIT", "asset": "PTS", "amount": "1", field: text})]
+    write_program(tmp_path / "programs" / "shop.yaml", program(rules, [LOT]))
+    res = cli("validate", "--programs", str(tmp_path / "programs"))
+    out = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and "shop.yaml" in out and f"(give): actions[0].{field}" in out, out
+    assert "neither a Go duration" in out and "RFC 3339 instant with a time zone" in out, out
+
+
 def test_s7_lot_instants_read_from_the_event_as_text(tmp_path):
     """expires_at / matures_at are "a Go duration from now, RFC 3339, or CEL timestamp", and value
     fields hold "a static value or a CEL expression": an expression that reads the instant from the
