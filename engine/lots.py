@@ -64,6 +64,14 @@ def static_instant(spec: timedelta | datetime | None, now: datetime) -> datetime
     return later(now, spec) if isinstance(spec, timedelta) else spec
 
 
+def not_before(expires_at: datetime | None, now: datetime) -> datetime | None:
+    """A lot never expires before it exists: an expires_at already past when the credit is made
+    (a fixed date gone by, a negative duration) is `now`, so the lot expires at once, dated its
+    creation, never with an EXPIRATION entry before the CREDIT that made it (docs/decisions.md).
+    engine/setwise_lots.py `_made` does the same set-wise."""
+    return None if expires_at is None else max(expires_at, now)
+
+
 def deferred(matures_at: datetime | None, now: datetime) -> bool:
     """A credit that matures later goes to DEFERRED: not spendable until it matures."""
     return matures_at is not None and matures_at > now
@@ -72,7 +80,7 @@ def deferred(matures_at: datetime | None, now: datetime) -> bool:
 def new_lot(spec: dict, holder: tuple[str, str, str, str], amount: Decimal, now: datetime) -> Lot:
     """The lot a credit of `amount` into `holder`'s bucket makes (`spec`: see lot_spec)."""
     return Lot(id=spec["id"], entity_type=holder[0], entity_id=holder[1], asset_id=holder[2], amount=amount,
-               remaining=amount, status=holder[3], created_at=now, expires_at=spec.get("expires_at"),
+               remaining=amount, status=holder[3], created_at=now, expires_at=not_before(spec.get("expires_at"), now),
                matures_at=spec.get("matures_at"), program_id=spec["program_id"],
                reference_id=spec.get("reference_id"), provisional=holder[3] == "HELD")
 
@@ -171,24 +179,34 @@ def shift(lots: list[Lot], amount: Decimal, now: datetime, source: str, dest: st
 
 
 def restore(lots: list[Lot], taken: list[tuple[str, Decimal]], amount: Decimal,
-            now: datetime, debt: Decimal = Decimal(0)) -> list[tuple[str, Decimal]]:
+            now: datetime, debt: Decimal = Decimal(0), seed: str = "") -> list[tuple[str, Decimal]]:
     """Give `amount` back to the lots it was taken from, last taken first (LIFO); returns what
     each lot got back. Lots expired by `now` take nothing back (docs/decisions.md, "Reversals":
     the value would be unspendable, and a revived lot would expire before `now`); what they
     cannot take is for the caller to place. The value arrives in AVAILABLE: the lots that got it
-    back first repay `debt`, what the holder owes (`repay`)."""
+    back first repay `debt`, what the holder owes (`repay`). A lot whose rest is HELD now (a hold
+    took what the redemption left of it) keeps its held value: what it gets back is split off as
+    a lot of its own in AVAILABLE, with its dates (id named by `seed`, the reversal, and the lot),
+    as `shift` splits a lot moved in part."""
     by_id = {lot.id: lot for lot in lots}
-    left, given = amount, []
+    left, given, arrived = amount, [], []
     for lot_id, took in reversed(taken):
         lot = by_id.get(lot_id)
         if left <= 0 or lot is None or lot.expired(now):
             continue
         give = min(took, left)
-        lot.remaining += give
-        lot.status = "AVAILABLE"
+        if lot.status == "HELD" and lot.remaining > 0:
+            part = replace(lot, id=str(ids.name_id("lot", "restore", seed, lot.id)), amount=give, remaining=give,
+                           status="AVAILABLE", provisional=False)
+            lots.append(part)
+            arrived.append(part)
+        else:
+            lot.remaining += give
+            lot.status = "AVAILABLE"
+            arrived.append(lot)
         left -= give
         given.append((lot_id, give))
-    repay([by_id[lot_id] for lot_id, _ in given], debt)
+    repay(arrived, debt)
     return given
 
 

@@ -225,12 +225,14 @@ def _redeem(o: _Op, reward) -> None:
         rid = str(reward.id)
         if m.status != "ACTIVE" or (m.available_from and now < m.available_from) or (
                 m.available_until and now >= m.available_until):
-            raise ActionFailed("reward_not_available", f"redeem_item: reward {reward.key} is {m.status} "
-                                                       "or outside its availability window")
+            why = f"is {m.status}" if m.status != "ACTIVE" else (
+                f"is outside its availability window [{m.available_from}, {m.available_until})")
+            raise ActionFailed("reward_not_available", f"redeem_item: reward {reward.key} {why}")
         if m.redemption_type == "UNIT_BASED":
-            quantity = _count(o.params.get("quantity", 1))
+            raw = o.params.get("quantity", 1)
+            quantity = _count(raw)
             if quantity is None:
-                raise ActionFailed(INVALID, f"redeem_item: params.quantity must be a positive integer, got {quantity!r}")
+                raise ActionFailed(INVALID, f"redeem_item: params.quantity must be a positive integer, got {raw!r}")
             if m.max_total is not None and o.tx.reward_count(rid) + quantity > m.max_total:
                 raise ActionFailed("out_of_stock", f"redeem_item: reward {reward.key} is out of stock "
                                                    f"({o.tx.reward_count(rid)} of {m.max_total} redeemed)")
@@ -238,6 +240,15 @@ def _redeem(o: _Op, reward) -> None:
                 raise ActionFailed("max_per_participant_exceeded",
                                    f"redeem_item: at most {m.max_per_participant} of {reward.key} per participant")
             unit_cost, amount = m.unit_cost, m.unit_cost * quantity
+            # the cost is an amount of the asset like any other (semantics.md 7): within its scale
+            # and its max_transaction_amount (a unit_cost of 1.5 on a scale-0 asset, or 20 units of
+            # a 10-point reward under a max of 100, used to post as they were)
+            cost = format(amount, "f")
+            code = amounts.check_text(cost, asset)
+            if code is not None:
+                why = (f"has more decimals than {asset.symbol}'s scale {asset.scale}" if code == amounts.INVALID_SCALE
+                       else f"is refused ({amounts.describe(code, cost, asset)})")
+                raise ActionFailed(code, f"redeem_item: the cost of {quantity} x {reward.key} at {m.unit_cost}, {cost}, {why}")
             o.tx.count_reward(rid, pid, quantity)
         else:
             quantity, unit_cost = None, m.unit_cost
@@ -282,9 +293,24 @@ def _reverse(o: _Op) -> None:
         amount = r.unit_cost * quantity
     elif o.params.get("amount") is not None:
         amount = o.amount(asset)
+        if r.quantity is not None:
+            # A UNIT_BASED redemption is reversed by whole units (Scrip: `quantity` for UNIT_BASED,
+            # `amount` for raw or AMOUNT_BASED), so that its units come back with its value: an
+            # amount is taken as the units it pays for, and one that is not whole units is refused
+            # (it would leave the stock and the per-participant count with units whose value is gone).
+            units, rest = divmod(amount, r.unit_cost)
+            if rest != 0:
+                raise ActionFailed(INVALID, f"reverse_redemption: {amount} is not a whole number of units of "
+                                            f"{r.unit_cost}; reverse a UNIT_BASED redemption by quantity")
+            quantity = int(units)
+            if quantity > r.quantity - r.reversed_quantity:
+                raise ActionFailed("over_reversal",
+                                   f"reverse_redemption: only {r.quantity - r.reversed_quantity} units left to reverse")
     else:
         amount = left
         quantity = None if r.quantity is None else r.quantity - r.reversed_quantity
+    if left <= 0:
+        raise ActionFailed("over_reversal", f"reverse_redemption: redemption {key!r} is already fully reversed")
     if amount <= 0 or amount > left:
         raise ActionFailed("over_reversal", f"reverse_redemption: {amount} exceeds the {left} left to reverse")
     holder = ("PARTICIPANT", r.participant_id, r.asset_id)
@@ -300,7 +326,7 @@ def _reverse(o: _Op) -> None:
     if asset.inventory_mode == "LOT":
         # (an overdrawn redeemer repays its overdraft from the restored lots first: engine.lots.repay)
         debt = owed(o.tx.lots(holder), o.tx.balance((*holder, "AVAILABLE")))
-        given = dict(restore(o.tx.lots(holder), r.lots_taken, amount, o.op.now, debt))
+        given = dict(restore(o.tx.lots(holder), r.lots_taken, amount, o.op.now, debt, seed=o.lot()["id"]))
         # what a lot got back cannot be given back again by a later partial reversal
         r.lots_taken = [(lot_id, took - given.get(lot_id, Decimal(0))) for lot_id, took in r.lots_taken]
         lot = {"restore": True}

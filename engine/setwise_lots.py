@@ -117,10 +117,16 @@ def _made(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog) -> pl
         asset_id="asset_id", amount="amount", remaining="amount",
         status=pl.when(pl.coalesce(now + pl.col("matures_in"), "matures_on") > now)
         .then(pl.lit("DEFERRED")).otherwise(pl.lit("AVAILABLE")),
-        created_at=now, expires_at=pl.coalesce(now + pl.col("expires_in"), "expires_on"),
+        # never before the lot exists (engine.lots.not_before)
+        created_at=now, expires_at=_not_before(pl.coalesce(now + pl.col("expires_in"), "expires_on"), now),
         matures_at=pl.coalesce(now + pl.col("matures_in"), "matures_on"), reference_id=pl.lit(None, pl.String),
         program_id="lot_program", provisional=pl.lit(False), pos="pos", _row="_row",
     ).cast(LOT_SCHEMA)
+
+
+def _not_before(expires_at: pl.Expr, now: pl.Expr) -> pl.Expr:
+    """engine.lots.not_before set-wise: a lot never expires before it exists (no expiry stays none)."""
+    return pl.when(expires_at.is_null()).then(expires_at).otherwise(pl.max_horizontal(expires_at, now))
 
 
 def _instant(spec) -> tuple:

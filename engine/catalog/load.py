@@ -705,7 +705,15 @@ def _when(where: str, text: str | None, assets: dict[str, Asset]):
         return parse_when(text)
     except ValueError:
         pass
-    return _cel(where, text, assets)
+    # the value-field rule (semantics.md 7): only text that reads a variable or calls a function
+    # is an expression; `2025-03-10` (CEL arithmetic, 2012) or an instant without a zone is neither
+    # form, and used to load and then fail every event (or stop with a CEL syntax error)
+    value = _value(where, text, assets)
+    if not isinstance(value, CelProgram):
+        raise CatalogError(f"{where}: {text!r} is neither a Go duration (720h) from now, an RFC 3339 instant with "
+                           "a time zone (2025-12-31T23:59:59Z) nor a CEL expression (an expression must read event, "
+                           "now, participant or program, or call a function)")
+    return value
 
 
 def _value(where: str, text: str, assets: dict[str, Asset]):

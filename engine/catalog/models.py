@@ -175,9 +175,7 @@ class Rule(Strict):
     @field_validator("active_from", "active_to")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("must be an RFC 3339 timestamp with a time zone, e.g. 2025-01-01T00:00:00Z")
-        return v
+        return _aware_instant(v)
 
 
 class Reward(Strict):
@@ -196,11 +194,31 @@ class Reward(Strict):
     available_until: datetime | None = None
     metadata: dict[str, Any] | None = None
 
+    @field_validator("available_from", "available_until")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        return _aware_instant(v)
+
     @model_validator(mode="before")
     @classmethod
     def _alias(cls, data: Any) -> Any:
         return _asset_alias(data)
 
+    @model_validator(mode="after")
+    def _window(self) -> "Reward":
+        # an empty window makes a reward nobody can ever redeem: a mistake, said at load
+        if self.available_from and self.available_until and self.available_until <= self.available_from:
+            raise ValueError("available_until must be after available_from")
+        return self
+
+
+
+def _aware_instant(v: datetime | None) -> datetime | None:
+    """An instant written in a program file must say its time zone (a naive one would be compared
+    with the stream's aware instants)."""
+    if v is not None and v.tzinfo is None:
+        raise ValueError("must be an RFC 3339 timestamp with a time zone, e.g. 2025-01-01T00:00:00Z")
+    return v
 
 
 def _finite(v: Decimal) -> Decimal:
@@ -333,9 +351,7 @@ class Trigger(Strict):
     @field_validator("trigger_at")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("must be an RFC 3339 timestamp with a time zone, e.g. 2025-01-01T00:00:00Z")
-        return v
+        return _aware_instant(v)
 
 
 class Automation(Strict):

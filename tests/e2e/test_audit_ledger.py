@@ -13,7 +13,11 @@ Deviations not fixed here are strict xfails in tests/e2e/test_contract_audit.py.
 from __future__ import annotations
 
 import json
+import shutil
 from decimal import Decimal as D
+
+import duckdb
+import pytest
 
 from tests.e2e.test_contract_audit import LOT, OK, SIMPLE, Ledger, ev, on, op, program
 from tests.helpers.io import cli
@@ -241,6 +245,35 @@ def test_s8_entries_name_their_source_and_deferred_value_cannot_be_spent_or_held
     lg.verify()
 
 
+@pytest.mark.xfail(strict=True, reason="semantics.md 8: entry_hash is over the entry's canonical content, but "
+                   "entry_text() leaves out `description` and posting_text() the posting's `program_id`; both "
+                   "are written by sql/write_batch.sql insert_entries, which the lead is reshaping (transfers as one "
+                   "entry of N+1 postings): to be added to the hash with that change")
+@pytest.mark.parametrize("edit", [
+    "UPDATE journal_entries SET description = 'forged' WHERE seq = 0",
+    "UPDATE postings SET program_id = (SELECT id FROM programs WHERE key = 'other') "
+    "WHERE journal_entry_id = (SELECT id FROM journal_entries WHERE seq = 0)"])
+def test_s8_verify_finds_an_edited_description_or_posting_program(tmp_path, edit):
+    """8: "entry_hash = SHA-256 over the entry's canonical content and its postings ... `perkflow
+    verify` recomputes the chain and every invariant and reports the first break". An entry's
+    description (one of the fields 8 lists) and the program a posting records (what
+    ledger_summary reports it under) are content: changing either after commit is a break."""
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})]
+    lg = Ledger(tmp_path, program(rules), program(rules, key="other"))
+    lg.run([ev("e1", "u", "2025-03-01T10:00:00Z", "earn", n=5),
+            {**ev("e2", "u", "2025-03-01T11:00:00Z", "earn", n=7), "program": "other"}])
+    lg.verify()
+    edited = tmp_path / "edited.duckdb"
+    shutil.copy(lg.db, edited)
+    con = duckdb.connect(str(edited))
+    try:
+        con.execute(edit)
+    finally:
+        con.close()
+    res = cli("verify", "--db", str(edited))
+    assert res.returncode == 4 and "entry_hashes" in res.stdout + res.stderr, res.stdout + res.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # Section 9: lots, redemptions, transfers, wallets
 
@@ -325,6 +358,106 @@ def test_s9_rewards_reversals_transfers_and_expiry_at_the_instant(tmp_path):
     lg.verify()
 
 
+def test_s9_a_unit_based_redemption_comes_back_in_whole_units(tmp_path):
+    """9.4: reversals are "partial or full, never more than redeemed", and a UNIT_BASED reversal
+    gives its units back (scrip-reference 16: it "decrements redeemed_count"; `quantity` is its
+    field, `amount` is for raw and AMOUNT_BASED redemptions). An `amount` reversal of a UNIT_BASED
+    redemption used to return the value and keep the units: reversed by quantity 2 then amount 5
+    twice, the redemption of 3 mugs was FULLY_REVERSED with one mug still counted against max_total
+    and max_per_participant. Now an amount is the units it pays for (20 = 2 mugs) and one that is
+    not whole units fails with invalid_operation."""
+    rewards = [reward("mug", "UNIT_BASED", "10", max_total=3, max_per_participant=3)]
+    lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})], rewards=rewards))
+    t = lambda m: f"2025-03-01T10:{m:02d}:00Z"  # noqa: E731
+    lg.run([ev("e1", "u", t(0), "earn", n=100)],
+           [op("redeem_item", "r1", "u", t(1), reward="mug", quantity=3),                # 30, stock 3 of 3
+            op("reverse_redemption", "v1", "u", t(2), redemption="r1", amount="5"),      # half a mug
+            op("reverse_redemption", "v2", "u", t(3), redemption="r1", amount="20"),     # 2 mugs back
+            op("reverse_redemption", "v3", "u", t(4), redemption="r1", amount="20"),     # 1 mug left
+            op("redeem_item", "r2", "u", t(5), reward="mug", quantity=2),                # 1 + 2 = 3 of 3
+            op("reverse_redemption", "v4", "u", t(6), redemption="r1"),                  # the last mug
+            op("reverse_redemption", "v5", "u", t(7), redemption="r1")])                 # nothing left
+    st = lg.status()
+    assert st["v1"] == ("FAILED", "invalid_operation") and lg.entries("v1") == []
+    assert st["v2"] == OK and lg.entries("v2") == [("REDEMPTION_REVERSAL", D(20))]
+    assert st["v3"] == ("FAILED", "over_reversal")
+    assert st["r2"] == OK and st["v4"] == OK and lg.entries("v4") == [("REDEMPTION_REVERSAL", D(10))]
+    assert st["v5"] == ("FAILED", "over_reversal")
+    assert lg.sql("SELECT idempotency_key, reversed_amount, reversed_quantity, status FROM redemptions "
+                  "ORDER BY idempotency_key") == [("r1", D(30), 3, "FULLY_REVERSED"), ("r2", D(0), 0, "COMPLETED")]
+    # only r2's 2 mugs are out: stock 2 of 3 (ACTIVE), u may redeem 1 more
+    assert lg.sql("SELECT status, redeemed_count FROM reward_status WHERE key = 'mug'") == [("ACTIVE", 2)]
+    assert lg.balance("u") == (D(80), D(0), D(0))
+    lg.verify()
+
+
+def test_s9_a_unit_based_cost_is_an_amount_within_the_assets_scale_and_max(tmp_path):
+    """7: an amount has no more decimals than the asset's scale and is at most its
+    max_transaction_amount; a UNIT_BASED redemption's cost (quantity x unit_cost) is such an
+    amount. It used to post unchecked: a unit_cost of 1.5 left 18.5 on a scale-0 asset, and 3 x 10
+    went through under a max of 20. Now: invalid_scale / max_transaction_amount_exceeded, and a
+    cost that fits (2 x 1.5 = 3, 2 x 10 = 20) is redeemed."""
+    rewards = [reward("half", "UNIT_BASED", "1.5"), reward("ten", "UNIT_BASED", "10")]
+    lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})],
+                                  [{**SIMPLE, "max_transaction_amount": "20"}], rewards=rewards))
+    t = lambda m: f"2025-03-01T10:{m:02d}:00Z"  # noqa: E731
+    lg.run([ev("e1", "u", t(0), "earn", n=20), ev("e2", "u", t(0), "earn", n=20)],
+           [op("redeem_item", "r1", "u", t(1), reward="half"),
+            op("redeem_item", "r2", "u", t(2), reward="half", quantity=2),
+            op("redeem_item", "r3", "u", t(3), reward="ten", quantity=3),
+            op("redeem_item", "r4", "u", t(4), reward="ten", quantity=2)])
+    st = lg.status()
+    assert st["r1"] == ("FAILED", "invalid_scale") and st["r3"] == ("FAILED", "max_transaction_amount_exceeded")
+    assert st["r2"] == st["r4"] == OK
+    assert lg.balance("u") == (D(17), D(0), D(0))  # 40 - 3 - 20
+    assert lg.sql("SELECT key, redeemed_count FROM reward_status ORDER BY key") == [("half", 2), ("ten", 2)]
+    lg.verify()
+
+
+@pytest.mark.parametrize("window, words", [
+    ({"available_from": "2025-03-01T10:00:00"}, "available_from: Value error, must be an RFC 3339 timestamp with a time zone"),
+    ({"available_from": "2025-03-02T00:00:00Z", "available_until": "2025-03-01T00:00:00Z"},
+     "available_until must be after available_from")])
+def test_s9_a_reward_window_without_a_zone_or_backwards_is_a_load_error(tmp_path, window, words):
+    """9.4's availability window: an instant without a time zone used to load and then fail every
+    redemption of the reward with invalid_operation ("can't compare offset-naive and offset-aware
+    datetimes"); a window that ends before it starts loaded as a reward nobody can redeem. Both
+    are load errors (2.1: validation before anything is written, exit 2, naming the file)."""
+    lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})],
+                                  rewards=[reward("mug", "UNIT_BASED", "1", **window)]))
+    out = lg.run([ev("e1", "u", "2025-03-01T10:00:00Z", "earn")], expect=2)["stderr"]
+    assert "shop.yaml" in out and "rewards[0]" in out and words in out, out
+    assert not lg.db.exists() or lg.sql("SELECT count(*) FROM events") == [(0,)]
+
+
+def test_s9_a_reversal_into_a_lot_whose_rest_is_held_keeps_the_hold(tmp_path):
+    """9.4: reversals "restore LOT value LIFO to the lots it came from"; 8: HELD is reserved value.
+    A lot of 10, redeemed 4, then held 6 (all that was left of it, under reference R): a reversal
+    used to put the 4 back into that lot and mark the whole lot AVAILABLE, so the 6 still in the
+    HELD bucket had no lot, the RELEASE of R found nothing to release, and `perkflow verify`
+    failed (lot_remainders). The value that comes back now arrives in AVAILABLE as a lot of its own
+    (same dates: it expires with its lot), and the held 6 stays held under R."""
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "48h"}),
+             on("hold", {"type": "HOLD", "asset": "PTS", "amount": "event.n", "reference_id": "event.r"}),
+             on("release", {"type": "RELEASE", "asset": "PTS", "reference_id": "event.r"})]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    t = lambda m: f"2025-03-01T10:{m:02d}:00Z"  # noqa: E731
+    lg.run([ev("e1", "u", t(0), "earn", n=10), ev("h1", "u", t(2), "hold", n=6, r="R")],
+           [op("redeem", "r1", "u", t(1), asset="PTS", amount="4"),
+            op("reverse_redemption", "v1", "u", t(3), redemption="r1", amount="1"),
+            op("reverse_redemption", "v2", "u", t(4), redemption="r1", amount="3")])
+    assert all(s == OK for s in lg.status().values()), lg.status()
+    assert lg.balance("u") == (D(4), D(6), D(0))
+    lots = lg.sql("SELECT remaining, status, reference_id, expires_at::VARCHAR FROM lots WHERE remaining > 0 "
+                  "ORDER BY status, remaining")
+    assert lots == [(D(1), "AVAILABLE", "R", "2025-03-03 10:00:00+00"), (D(3), "AVAILABLE", "R", "2025-03-03 10:00:00+00"),
+                    (D(6), "HELD", "R", "2025-03-03 10:00:00+00")]
+    lg.verify()
+    lg.run([ev("x1", "u", t(5), "release", r="R")])
+    assert lg.entries("x1") == [("RELEASE", D(6))] and lg.balance("u") == (D(10), D(0), D(0))
+    lg.verify()
+
+
 def test_s7_s9_lot_instants_in_every_form_and_fifo_ties_broken_by_lot_id(tmp_path):
     """expires_at / matures_at as a Go duration from now, RFC 3339 text, or a CEL timestamp; a
     matures_at already past lands in AVAILABLE, a future one in DEFERRED. Two lots created at the
@@ -350,6 +483,53 @@ def test_s7_s9_lot_instants_in_every_form_and_fifo_ties_broken_by_lot_id(tmp_pat
     first = min(u)  # both lots were created at 10:00: the smaller id is spent first
     assert {i: r["remaining"] for i, r in u.items()} == {i: r["amount"] - (1 if i == first else 0) for i, r in u.items()}
     lg.verify()
+
+@pytest.mark.parametrize("row_path", [False, True])
+def test_s9_a_lot_never_expires_before_the_credit_that_makes_it(tmp_path, monkeypatch, row_path):
+    """9.1: "at expires_at the remainder is forfeited ... with an EXPIRATION entry"; 3: entries of
+    time-driven changes carry the instant they were due. A credit whose expires_at is already past
+    (a fixed date gone by, a negative duration) made a lot that expired before it existed: its
+    EXPIRATION entry was dated 2025-01-01 (or 05:00) after a CREDIT at 10:00 of 03-01, so the
+    participant's statement went below zero before the credit. Such a lot now expires at once,
+    at its creation instant, on the kernel and on the set-wise running path alike."""
+    monkeypatch.setenv("PERKFLOW_RUNNING_MIN_EVENTS", "1")  # let the running path take a small batch
+    rules = [on("past", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "2025-01-01T00:00:00Z"}),
+             on("neg", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "-5h"}),
+             on("count", {"type": "COUNTER", "key": "c", "value": "1"})]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    if row_path:
+        import tests.e2e.test_contract_audit as audit
+        plain = audit.cli
+        monkeypatch.setattr(audit, "cli", lambda *a, **k: plain(*a, "--row-path", **k) if a[0] == "run" else plain(*a, **k))
+    lg.run([ev("p1", "u", "2025-03-01T10:00:00Z", "past", n=2), ev("n1", "v", "2025-03-01T10:00:00Z", "neg", n=3),
+            ev("c1", "w", "2025-03-01T11:00:00Z", "count")])
+    assert cli("maintain", "--as-of", "2025-03-02T00:00:00Z", "--db", str(lg.db)).returncode == 0
+    assert lg.sql("SELECT j.action_type, j.effective_at::VARCHAR, p.amount FROM journal_entries j JOIN postings p "
+                  "ON p.journal_entry_id = j.id WHERE p.amount > 0 ORDER BY j.effective_at, j.seq") == [
+        ("CREDIT", "2025-03-01 10:00:00+00", D(2)), ("CREDIT", "2025-03-01 10:00:00+00", D(3)),
+        ("EXPIRATION", "2025-03-01 10:00:00+00", D(2)), ("EXPIRATION", "2025-03-01 10:00:00+00", D(3))]
+    assert lg.sql("SELECT status, expires_at::VARCHAR FROM lots ORDER BY amount") == [
+        ("EXPIRED", "2025-03-01 10:00:00+00"), ("EXPIRED", "2025-03-01 10:00:00+00")]
+    assert lg.balance("u") == lg.balance("v") == (D(0), D(0), D(0))
+    lg.verify()
+
+
+@pytest.mark.parametrize("field, text", [("matures_at", "2025-03-10"), ("expires_at", "2025-03-10T00:00:00"),
+                                         ("expires_at", "soon")])
+def test_s7_a_lot_instant_in_no_form_of_the_contract_is_a_load_error(tmp_path, field, text):
+    """7: expires_at / matures_at are "a Go duration from now, RFC 3339, or CEL timestamp", and
+    text is an expression only if it "references a known variable or function". `2025-03-10`
+    parses as CEL arithmetic (2012) that reads nothing: it used to load and then fail every event
+    with expression_error ("got int"); an instant without a time zone stopped the run with a bare
+    CEL syntax error. Both, like a word, are load errors naming the file, rule and field."""
+    from tests.helpers.io import write_program
+    rules = [on("give", {"type": "CREDIT", "asset": "PTS", "amount": "1", field: text})]
+    write_program(tmp_path / "programs" / "shop.yaml", program(rules, [LOT]))
+    res = cli("validate", "--programs", str(tmp_path / "programs"))
+    out = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and "shop.yaml" in out and f"(give): actions[0].{field}" in out, out
+    assert "neither a Go duration" in out and "RFC 3339 instant with a time zone" in out, out
+
 
 def test_s7_lot_instants_read_from_the_event_as_text(tmp_path):
     """expires_at / matures_at are "a Go duration from now, RFC 3339, or CEL timestamp", and value

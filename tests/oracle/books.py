@@ -167,9 +167,10 @@ class Books:
                 if lot.remaining == 0:
                     lot.status = "CONSUMED"
         if arrives:
+            expires_at = new_lot.get("expires_at")  # decisions.md: never before the lot exists
             self.lots.append(Lot(
                 new_lot["origin"], new_lot["order_id"], dest[1], dest[2], new_lot["program_key"], amount, amount,
-                dest[3], now, new_lot.get("expires_at"), new_lot.get("matures_at"), dest[0]))
+                dest[3], now, None if expires_at is None else max(expires_at, now), new_lot.get("matures_at"), dest[0]))
             self.repay([self.lots[-1]], debt)
         self.accounts[source] = DEC.subtract(self.balance(source), amount)
         self.accounts[dest] = DEC.add(self.balance(dest), amount)

@@ -209,10 +209,11 @@ def _redeem(o: _Op, reward_key: str | None) -> None:
                 raise ActionFailed("out_of_stock", reward.key)
             if reward.max_per_participant is not None and mine + quantity > reward.max_per_participant:
                 raise ActionFailed("max_per_participant_exceeded", reward.key)
+            unit_cost = reward.unit_cost
+            # s7: the cost is an amount of the asset, checked like one (scale, max_transaction_amount)
+            amount = o.amount(asset, raw=format(DEC.multiply(unit_cost, quantity), "f"))
             counts[(o.program.key, reward.key, "")] = total + quantity
             counts[(o.program.key, reward.key, o.who)] = mine + quantity
-            unit_cost = reward.unit_cost
-            amount = DEC.multiply(unit_cost, quantity)
         else:
             amount = o.amount(asset)
             if amount < reward.unit_cost:
@@ -245,6 +246,14 @@ def _reverse(o: _Op) -> None:
         amount = DEC.multiply(r.unit_cost, quantity)
     elif o.p.get("amount") is not None:
         amount = o.amount(asset)
+        if r.quantity is not None:
+            # decisions.md: a UNIT_BASED redemption comes back in whole units, an amount as the units it pays for
+            units = amount / r.unit_cost
+            if units != units.to_integral_value():
+                raise ActionFailed(INVALID, f"{amount} is not whole units of {r.unit_cost}")
+            quantity = int(units)
+            if quantity > r.quantity - r.reversed_quantity:
+                raise ActionFailed("over_reversal", f"{quantity} units")
     else:
         amount = left
         quantity = None if r.quantity is None else r.quantity - r.reversed_quantity
