@@ -722,27 +722,17 @@ def _instant(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction
     if spec is None:
         return None
     where = f"rule {rule.name!r} action {action.index}: {name}"
-    if isinstance(spec, (timedelta, datetime)):
-        try:
-            return static_instant(spec, ev.now)
-        except ValueError as exc:  # past the last instant the ledger holds
-            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {exc}") from None
-    value = _value(ev, tx, Precomputed(), rule, action, name, catalog)
-    if isinstance(value, str):
-        # text from the event (`event.expires_on`) reads as the static forms do
-        try:
+    value = spec if isinstance(spec, (timedelta, datetime)) else _value(ev, tx, Precomputed(), rule, action, name,
+                                                                         catalog)
+    try:
+        if isinstance(value, str):  # text from the event (`event.expires_on`) reads as the static forms do
             value = parse_when(value)
-        except ValueError as exc:
-            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {exc}") from None
-    if isinstance(value, timedelta):
-        try:
+        if isinstance(value, (timedelta, datetime)):
             return static_instant(value, ev.now)
-        except ValueError as exc:
-            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {exc}") from None
-    if not isinstance(value, datetime):
-        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a timestamp, a duration or their text, "
-                                                     f"got {type(value).__name__}")
-    return value
+    except ValueError as exc:  # unreadable text, or past the last instant the ledger holds
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {exc}") from None
+    raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a timestamp, a duration or their text, "
+                                                 f"got {type(value).__name__}")
 
 
 def _eval(ev: KernelEvent, rule: CompiledRule, outcome: str, message: str | None) -> dict:

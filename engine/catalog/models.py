@@ -212,7 +212,6 @@ class Reward(Strict):
         return self
 
 
-
 def _aware_instant(v: datetime | None) -> datetime | None:
     """An instant written in a program file must say its time zone (a naive one would be compared
     with the stream's aware instants)."""

@@ -130,6 +130,8 @@ def _part_of(node: ir.Node, parts: frozenset) -> bool:
 class _Builder:
     """Walks cel-python's lark tree; one method per grammar rule that carries meaning."""
 
+    parens = 0  # parentheses open around the node being built (r_paren_expr)
+
     def build(self, t: lark.Tree | lark.Token) -> ir.Node:
         method = getattr(self, "r_" + t.data, None)
         if method is not None:
@@ -175,7 +177,7 @@ class _Builder:
         # Parentheses leave no node, so the tree's depth does not see them: `((((x))))` 40 deep
         # loaded (and 64 deep failed only by running out of stack). Their own nesting counts
         # against the same limit (semantics.md 6: "nested deeper than 32").
-        self.parens = getattr(self, "parens", 0) + 1
+        self.parens += 1
         if self.parens > MAX_DEPTH:
             raise CelLimitError(f"expression is nested deeper than {MAX_DEPTH} (parentheses)")
         try:
