@@ -22,14 +22,14 @@ from decimal import Decimal
 
 import polars as pl
 
-from engine import amounts, emit, running, setwise_lots
+from engine import amounts, balance_range, emit, running, setwise_lots
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS, event_dicts
 from engine.kernel import Emitting, KernelEvent, KernelResult, Precomputed, run_kernel
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
-from engine.moves import ISSUANCE, INSUFFICIENT, insufficient_message
+from engine.moves import ISSUANCE, INSUFFICIENT, SYSTEM_IDS, insufficient_message
 from engine.plan import needs_kernel, reads_state
 from engine.state import Store
 
@@ -70,37 +70,58 @@ class Outcome:
 
 
 def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: bool = False,
-            emitting: Emitting | None = None) -> Outcome:
+            emitting: Emitting | None = None, sequential: bool = False) -> Outcome:
     """`events`: pos (stream order), program_key, subject_id, recipient_uuid, entity_id,
     pre_code/pre_message (a failure decided before rules, e.g. participant_not_found), `deferred`
     with found_code/found_message (engine/intake.py), event_timestamp, event. `store`: committed
     balances and state, loaded on demand. `emitting`: the SYSTEM events due by the batch's reach
-    are loaded into it; with any, or with a program that emits, the batch takes the kernel."""
+    are loaded into it; with any, or with a program that emits, the batch takes the kernel.
+    `sequential`: every event through the kernel, whatever the programs.
+
+    Raises `balance_range.OutOfRange` when a set-wise path (running or set-based) meets a balance
+    past DECIMAL(38, 18): the caller runs the chunk again with `sequential`, on a fresh store
+    (these paths stage state in it), and the kernel fails the events that would take it there."""
     runnable = events.filter(pl.col("pre_code").is_null())
     keys = runnable["program_key"].unique().to_list()
+    kernel_rows = events.filter(pl.col("pre_code").is_null() | pl.col("deferred"))
     if emitting is not None:
         gone = _load_due(emitting, catalog, store)
         if emitting.pending or len(gone):
-            return _execute_sequential(events, events.filter(pl.col("pre_code").is_null() | pl.col("deferred")),
-                                       catalog, store, row_path, emitting, gone)
+            return _execute_sequential(events, kernel_rows, catalog, store, row_path, emitting, gone)
+    if sequential:
+        return _execute_sequential(events, kernel_rows, catalog, store, row_path, emitting)
     # a program event (scope program automation) has no participant: only the kernel knows one
     nobody = bool(runnable.filter(pl.col("kind") == "event")["subject_id"].is_null().any())
     if nobody or (runnable["kind"] == "operation").any() or any(needs_kernel(catalog.programs[k]) for k in keys):
         if (not nobody and not row_path and len(runnable) >= running.MIN_EVENTS
                 and running.unsupported(runnable, catalog) is None):
-            done = running.run(runnable, catalog, store, HELPERS)
+            with balance_range.overflow_is_out_of_range():
+                done = running.run(runnable, catalog, store, HELPERS)
+                if done is not None:
+                    outcome = _finish(events, done.effects.sort("pos", "rule_order", "action_index"), done.status,
+                                      done.evaluations, _Stats())
+                    outcome.effects = setwise_lots.settle(outcome.effects, runnable, catalog, store)
+                    balance_range.check(outcome.effects, store.con, done.rolled_back)
             if done is not None:
-                outcome = _finish(events, done.effects.sort("pos", "rule_order", "action_index"), done.status,
-                                  done.evaluations, _Stats())
-                outcome.effects = setwise_lots.settle(outcome.effects, runnable, catalog, store)
                 # the running path resets its participants' counters itself; not their programs'
                 _reset_due_counters(runnable, store, participants=False)
                 outcome.conditions_precomputed, outcome.running_rounds = done.conditions, done.rounds
                 return outcome
         # deferred rows are decided at their turn in the kernel; elsewhere no action target
         # creates participants (programs with targets take the kernel), so intake's failure stands
-        return _execute_sequential(events, events.filter(pl.col("pre_code").is_null() | pl.col("deferred")),
-                                   catalog, store, row_path, emitting)
+        return _execute_sequential(events, kernel_rows, catalog, store, row_path, emitting)
+    with balance_range.overflow_is_out_of_range():
+        outcome = _execute_setwise(events, runnable, catalog, store, row_path)
+    # no rule here reads or writes counters, but those of the entities the events touch, due to
+    # reset by now, reset all the same (stored state shows them, as after the kernel's Tx.state)
+    _reset_due_counters(runnable, store)
+    return outcome
+
+
+def _execute_setwise(events: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, store: Store,
+                     row_path: bool) -> Outcome:
+    """Stateless programs: every rule over all its program's events at once, debits settled
+    set-wise (`_settle`); raises balance_range.OutOfRange as `execute` says."""
     # Only the opening balances matter here (debits are settled set-wise): one query, not the
     # store's full per-entity state.
     opening = db.frame(store.con, statement("lookups.sql", "opening_balances"),
@@ -127,7 +148,8 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
     eff = pl.concat([eff.join(at.select("pos"), on="pos", how="anti").with_columns(doomed=pl.lit(False)),
                      doomed.with_columns(doomed=pl.lit(True))])
     eff = eff.join(events.select("pos", "entity_id"), on="pos").sort("pos", "rule_order", "action_index")
-    eff, short = _settle(eff, opening, catalog, row_path)
+    moved = eff
+    eff, short = _settle(moved, opening, catalog, row_path)
     fail_all = pl.concat([
         short,  # a short debit comes before the failing action of its event (see `doomed`)
         first_fail.join(short.select("pos"), on="pos", how="anti").select(
@@ -137,9 +159,9 @@ def execute(events: pl.DataFrame, catalog: Catalog, store: Store, *, row_path: b
     # lots the batch's participants hold (of other programs' LOT assets) mature and expire as its
     # events touch them
     outcome.effects = setwise_lots.settle(outcome.effects, runnable, catalog, store)
-    # no rule here reads or writes counters, but those of the entities the events touch, due to
-    # reset by now, reset all the same (stored state shows them, as after the kernel's Tx.state)
-    _reset_due_counters(runnable, store)
+    # what the failed events moved before they failed (doomed, or before their short debit) counts too
+    rolled_back = moved.filter(pl.col("doomed") | pl.col("pos").is_in(short["pos"].implode()))["amount"]
+    balance_range.check(outcome.effects, store.con, rolled_back)
     return outcome
 
 
@@ -215,8 +237,9 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
             kernel_events.append(KernelEvent(pos, program, subject, recipient, now, ev or {}, op, key, deferred))
     kernel_events.sort(key=lambda e: e.pos)
     entity_ids = pl.concat([runnable["subject_id"], runnable["recipient_uuid"]]).drop_nulls().unique().to_list()
+    # the system accounts too: their stored balances bound what the batch may add (moves.out_of_range)
     store.preload(entity_ids + [str(catalog.programs[k].id) for k in catalog.programs]
-                  + [g.sid for g in catalog.groups.values()], [])
+                  + [g.sid for g in catalog.groups.values()] + list(SYSTEM_IDS), [])
     result = run_kernel(kernel_events, catalog, store, pre, emitting)
     failures = [(pos, code, msg) for pos, (code, msg) in result.failures.items()]
     fail_all = pl.concat([
@@ -549,7 +572,8 @@ def _settle(eff: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog, row_path
 
 def _kernel(todo: pl.DataFrame, opening: pl.DataFrame, catalog: Catalog) -> dict[int, tuple[str, int]]:
     """One event at a time: apply its actions in order, roll it back if a debit goes short (a
-    doomed event is always rolled back). Returns pos -> (message, order of the rule whose debit failed)."""
+    doomed event is always rolled back). Returns pos -> (message, order of the rule whose debit failed).
+    A balance it would take past DECIMAL(38, 18) is found by balance_range.check afterwards."""
     symbols = {str(i): s for s, i in catalog.asset_ids.items()}
     entities = set(todo["entity_id"].unique().to_list())
     balance: dict[tuple[str, str], Decimal] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine import ids
+from engine import amounts, ids
 from engine.catalog.models import Asset
 from engine.lots import consume, in_status, narrowing, new_lot, owed, repay, shift
 from engine.state import Tx
@@ -18,6 +18,7 @@ from engine.state import Tx
 ISSUANCE = str(ids.system_account_id("SYSTEM_ISSUANCE"))
 BREAKAGE = str(ids.system_account_id("SYSTEM_BREAKAGE"))
 REDEMPTION = str(ids.system_account_id("SYSTEM_REDEMPTION"))
+SYSTEM_IDS = (ISSUANCE, BREAKAGE, REDEMPTION)
 
 INSUFFICIENT = "insufficient_balance"
 WALLET_SHORT = "insufficient_wallet"
@@ -80,6 +81,7 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
         if have - amount < 0:
             code = WALLET_SHORT if source[0] == "PROGRAM_WALLET" else INSUFFICIENT
             raise ActionFailed(code, insufficient_message(kind, source, asset.symbol, have, amount, reference))
+    out_of_range(tx, source, dest, amount, asset.symbol)
     taken: list = []
     if lot_asset:
         arrived = []  # the lots that bring value into dest
@@ -108,6 +110,28 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
         "reference_id": spec.get("reference_id") or reference, **meta,
     })
     return taken
+
+
+def out_of_range(tx: Tx, source: Account, dest: Account, amount: Decimal, symbol: str) -> None:
+    """Fail the move (amount_out_of_range) if it would take either account's balance to 10^20
+    or more, past what the ledger's DECIMAL(38, 18) holds (docs/decisions.md, "A balance past
+    DECIMAL(38, 18)"). System accounts are balances too: the kernel's store holds their stored
+    balances (execute._execute_sequential). When both would, the message names the holder, whose
+    balance is the one its owner sees."""
+    after = ((source, tx.balance(source) - amount), (dest, tx.balance(dest) + amount))
+    if abs(after[0][1]) < amounts.LIMIT and abs(after[1][1]) < amounts.LIMIT:
+        return
+    account, new = next(pair for pair in sorted(after, key=lambda pair: pair[0][0] not in HOLDERS)
+                        if abs(pair[1]) >= amounts.LIMIT)
+    raise ActionFailed(amounts.OUT_OF_RANGE, out_of_range_message(account, symbol, new))
+
+
+def out_of_range_message(account: Account, symbol: str, new: Decimal) -> str:
+    """The wording of a balance past DECIMAL(38, 18)."""
+    etype, eid, _, bucket = account
+    whose = "" if etype == "PARTICIPANT" else f" of {etype}" if etype.startswith("SYSTEM_") else f" of {etype} {eid}"
+    return (f"the {bucket.lower()} balance{whose} would reach {symbol} {plain(new)}, past what the ledger holds "
+            f"(at most {amounts.MAX_INTEGER_DIGITS} integer digits)")
 
 
 def spec_restores(lot: dict | None) -> bool:

@@ -25,6 +25,7 @@ from engine.catalog import Catalog, load_catalog
 from engine.execute import execute
 from engine.kernel import Emitting
 from engine.intake import enrollments, intake, screen
+from engine.balance_range import OutOfRange
 from engine.errors import BalanceRangeError, InputError
 from engine.io import payload_types, reorder
 from engine.io.events import in_stream_order, no_rows, read_chunks, read_inputs, streamable
@@ -234,19 +235,23 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
     totals["rows_read"] += len(rows)
     del rows
     ev, taken.events = taken.events, None
-    store = Store.open(con)
-    store.founders = groups.founders(catalog)
-    store.add_new_participants(taken.participants)
     step("evaluating rules")
     if reach is None and len(ev):
         reach = ev["event_timestamp"].max()
-    emitting = Emitting(reach, writer.batch_id, totals["_emitted"])
     try:
-        outcome = execute(ev, catalog, store, row_path=row_path, emitting=emitting)
+        store, emitting = _opened(con, catalog, taken, reach, writer.batch_id, totals)
+        try:
+            outcome = execute(ev, catalog, store, row_path=row_path, emitting=emitting)
+        except OutOfRange:
+            # A set-wise path met a balance past DECIMAL(38, 18): the kernel fails the events that
+            # would take it there (docs/decisions.md), on a fresh store (those paths staged state).
+            step("a balance would pass DECIMAL(38, 18): evaluating the chunk one event at a time")
+            store, emitting = _opened(con, catalog, taken, reach, writer.batch_id, totals)
+            outcome = execute(ev, catalog, store, row_path=row_path, emitting=emitting, sequential=True)
     except pl.exceptions.ComputeError as e:
         if "overflow in decimal" not in str(e):
             raise
-        # a running balance or sum past DECIMAL(38, 18): Polars raises (the writer's own sum
+        # a sum past DECIMAL(38, 18) that no event's failure prevents (the writer's own sum
         # names the account when evaluation did not get there first)
         raise BalanceRangeError("a balance") from None
     totals["_emitted"] = emitting.emitted
@@ -270,6 +275,14 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
     del ev, outcome  # the stages hold what is written: free these before DuckDB takes its share
     step("writing the ledger")
     writer.write(stages)
+
+
+def _opened(con, catalog: Catalog, taken, reach: datetime | None, batch_id: int, totals: dict) -> tuple[Store, Emitting]:
+    """The store and SYSTEM-event queue a chunk's evaluation starts from."""
+    store = Store.open(con)
+    store.founders = groups.founders(catalog)
+    store.add_new_participants(taken.participants)
+    return store, Emitting(reach, batch_id, totals["_emitted"])
 
 
 def drain(con, catalog: Catalog, as_of, writer: BatchWriter, totals: dict) -> None:

@@ -115,6 +115,7 @@ class Running:
     status: pl.DataFrame       # pos, error_code, error_message, rule_order (failed events only)
     effects: pl.DataFrame      # EFFECT_SCHEMA + entity_id, wallet_id (the PREFUNDED asset's program, else null)
     evaluations: pl.DataFrame  # EVAL_SCHEMA + rule_order
+    rolled_back: pl.Series     # amounts the failed events moved before they failed (engine/balance_range.py)
     rounds: int
     conditions: int            # (event, rule) conditions evaluated set-wise in the final round
 
@@ -178,6 +179,7 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
         status=pl.concat([p.status for p in passes.values()]),
         effects=pl.concat([p.effects for p in passes.values()]),
         evaluations=pl.concat([p.evaluations for p in passes.values()]),
+        rolled_back=pl.concat([p.rolled_back for p in passes.values()]),
         rounds=rounds, conditions=sum(p.conditions for p in passes.values()))
 
 
@@ -1034,7 +1036,9 @@ class _ProgramPass:
             self.status = pl.DataFrame({"pos": pos, "error_code": fail_code, "error_message": fail_msg,
                                         "rule_order": fail_order}).filter(failed)
             eff = self.h.concat(effects, self.h.EFFECT_SCHEMA | {"entity_id": pl.String, "wallet_id": pl.String})
-            self.effects = eff.filter(~pl.col("pos").is_in(self.status["pos"].implode()))
+            failed_pos = pl.col("pos").is_in(self.status["pos"].implode())
+            self.effects = eff.filter(~failed_pos)
+            self.rolled_back = eff.filter(failed_pos)["amount"]
             self.evaluations = self.h.concat(evals, self.h.EVAL_SCHEMA | {"rule_order": pl.Int64})
         return pl.DataFrame(did)
 

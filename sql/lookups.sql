@@ -298,3 +298,16 @@ SELECT count(*) FROM scheduled_events;
 
 -- name: due_scheduled_count
 SELECT count(*) FROM scheduled_events WHERE event_timestamp <= $reach;
+
+-- name: largest_balance
+-- The largest stored balance, in absolute value: with what a chunk moves, whether any balance
+-- could reach 10^20 (engine/balance_range.py).
+SELECT COALESCE(max(abs(amount)), 0) FROM account_balances;
+
+-- name: account_openings
+-- The stored balances of the accounts a chunk's set-wise outcome moves (engine/balance_range.py).
+SELECT b.entity_type, b.entity_id::VARCHAR AS entity_id, b.asset_id::VARCHAR AS asset_id, b.bucket, b.amount
+FROM account_balances b
+JOIN stage_accounts s
+  ON b.entity_type = s.entity_type AND b.entity_id = TRY_CAST(s.entity_id AS UUID)
+ AND b.asset_id = TRY_CAST(s.asset_id AS UUID) AND b.bucket = s.bucket;

@@ -674,3 +674,78 @@ def test_regression_a_due_counter_reset_happens_in_a_batch_whose_programs_write_
     at = S.parse_ts
     u1 = (Decimal(1), at("2025-03-01T08:00:00Z")) if via == "participant" else (Decimal(0), at("2025-03-01T11:00:00Z"))
     assert stored == [("u1", *u1), ("u3", Decimal(0), at("2025-03-01T11:00:00Z"))]
+
+
+# docs/decisions.md "A balance past DECIMAL(38, 18)": a move that would leave any balance (a
+# participant's, or a system account's, which sums over everyone) at 10^20 or more fails its
+# event with amount_out_of_range; later events see the state without it. Both sides, both paths.
+_EARN_SPEND = [{"name": "Earn", "key": "earn", "condition": 'event.type == "earn"',
+                "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n"}]},
+               {"name": "Spend", "key": "spend", "condition": 'event.type == "spend"',
+                "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "event.n"}]}]
+
+
+def _n(key: str, who: str, minute: int, kind: str, n: str) -> S.Row:
+    return _row(key, who, f"2025-03-01T09:{minute:02d}:00Z", f'{{"type": "{kind}", "n": {n}}}')
+
+
+@pytest.mark.parametrize("row_path", [False, True])
+def test_a_balance_past_decimal_38_18_fails_its_event(row_path):
+    # u1: a spend that fails (insufficient) before two credits of 9e19: the set-wise path's
+    # optimistic running sum (-9e19 + 9e19 + 9e19) stays in range, yet the second credit would
+    # take u1 to 1.8e20 and fails; 5e18 then fits. u2's 6e18 still fits issuance (-9.5e19 - 6e18
+    # would not: it fails); u2's 4e18 fits exactly to -9.9e19.
+    check(S.Scenario([_spec(_EARN_SPEND)], [[
+        _n("k0", "u1", 0, "spend", "9e19"), _n("k1", "u1", 1, "earn", "9e19"), _n("k2", "u1", 2, "earn", "9e19"),
+        _n("k3", "u1", 3, "earn", "5e18"), _n("k4", "u2", 4, "earn", "6e18"), _n("k5", "u2", 5, "earn", "4e18")]]),
+        row_path=row_path)
+
+
+@pytest.mark.parametrize("row_path", [False, True])
+def test_a_system_balance_past_decimal_38_18_fails_the_event_across_batches(row_path):
+    # SYSTEM_ISSUANCE over two participants and two batches: the stored -6e19 counts.
+    check(S.Scenario([_spec(_EARN_SPEND)], [
+        [_n("k0", "u1", 0, "earn", "6e19")],
+        [_n("k1", "u2", 1, "earn", "6e19"), _n("k2", "u2", 2, "earn", "3e19"), _n("k3", "u1", 3, "spend", "1e19"),
+         _n("k4", "u2", 4, "earn", "1.5e19")]]), row_path=row_path)
+
+
+@pytest.mark.parametrize("row_path", [False, True])
+def test_a_balance_past_decimal_38_18_before_a_later_failure_of_the_event(row_path):
+    # k1's first rule would take u1 past 10^20, its second fails on its amount: the first
+    # failure in processing order is the event's (amount_out_of_range). In one rule, the values
+    # are evaluated before its actions apply: k2's value error comes first.
+    rules = [{"name": "Earn", "key": "earn", "condition": 'event.type != "one"',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n"}]},
+             {"name": "Bad", "key": "bad", "condition": 'event.type == "two"',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.missing"}]},
+             {"name": "One", "key": "one", "condition": 'event.type == "one"',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n"},
+                          {"type": "CREDIT", "asset": "PTS", "amount": "event.missing"}]}]
+    check(S.Scenario([_spec(rules)], [[_n("k0", "u1", 0, "earn", "9e19"), _n("k1", "u1", 1, "two", "9e19"),
+                                       _n("k2", "u1", 2, "one", "9e19")]]), row_path=row_path)
+
+
+_COUNT = {"name": "Count", "key": "count", "condition": "true", "actions": [{"type": "COUNTER", "key": "n", "value": "1"}]}
+
+
+@pytest.mark.parametrize("later_failure", [False, True])
+def test_a_balance_past_decimal_38_18_on_the_running_path(monkeypatch, later_failure):
+    # Issuance past 10^20 (over two participants; by a credit before a failing rule), with a
+    # counter, on the running-state path (any batch size): each participant's own balance stays
+    # in range, so the path settles; balance_range.check must find what it did not model and
+    # hand the batch to the kernel, which gives the oracle's outcome.
+    import engine.running as running
+    settled = []
+    original = running.run
+    monkeypatch.setattr(running, "MIN_EVENTS", 0)
+    monkeypatch.setattr(running, "run", lambda *a, **k: settled.append(original(*a, **k)) or settled[-1])
+    bad = {"name": "Bad", "key": "bad", "condition": 'event.type == "two"',
+           "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.missing"}]}
+    rules = [_EARN_SPEND[0] | {"condition": 'event.type != "spend"'}, _EARN_SPEND[1], bad, _COUNT]
+    rows = ([_n("k0", "u1", 0, "earn", "9e19"), _n("k1", "u2", 1, "two", "9e19"), _n("k2", "u2", 2, "earn", "5e18")]
+            if later_failure else
+            [_n("k0", "u1", 0, "earn", "6e19"), _n("k1", "u2", 1, "earn", "6e19"), _n("k2", "u2", 2, "earn", "3e19"),
+             _n("k3", "u1", 3, "spend", "1e19")])
+    check(S.Scenario([_spec(rules)], [rows]))
+    assert settled and all(s is not None for s in settled), "the running path did not settle the batch"

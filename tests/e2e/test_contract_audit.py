@@ -48,11 +48,12 @@ class Ledger:
             write_program(self.programs / f"{spec['program']['key']}.yaml", spec)
         self.batches = 0
 
-    def run(self, events: list[dict] = (), operations: list[dict] = (), *, expect: int = 0) -> dict:
+    def run(self, events: list[dict] = (), operations: list[dict] = (), *, expect: int = 0, flags: tuple = (),
+            env: dict | None = None) -> dict:
         """One `perkflow run --json` of these rows (events: (key, who, when, data[, extra columns]);
-        operations: dicts); returns the printed counts."""
+        operations: dicts), with more `flags` and `env`; returns the printed counts."""
         self.batches += 1
-        args = ["run", "--programs", str(self.programs), "--db", str(self.db), "--json"]
+        args = ["run", "--programs", str(self.programs), "--db", str(self.db), "--json", *flags]
         if events:
             rows = [{"program_id": e.get("program", "shop"), "idempotency_key": e["key"], "external_id": e.get("who"),
                      "event_timestamp": e["when"], "event_data": json.dumps(e["data"]),
@@ -67,7 +68,7 @@ class Ledger:
                   "external_id": o.get("who"), "timestamp": o["when"], "params": json.dumps(o.get("params", {}))}
                  for o in operations], schema=pa.schema([(c, pa.string()) for c in cols])), path)
             args += ["--operations", str(path)]
-        res = cli(*args)
+        res = cli(*args, env=env)
         assert res.returncode == expect, f"exit {res.returncode}\nstdout:{res.stdout}\nstderr:{res.stderr}"
         return json.loads(res.stdout.strip().splitlines()[-1]) if expect == 0 else {"stderr": res.stderr}
 
@@ -726,16 +727,11 @@ def test_s12_the_docs_list_every_column(tmp_path):
     assert sorted(set(missing)) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "s1/s8: a balance past DECIMAL(38, 18) stops the whole run (exit 2, nothing written: the test "
-    "below) rather than failing only the event that would overflow it with amount_out_of_range: the "
-    "set-based and running paths meet it in their Polars running sums, the kernel path only in the "
-    "writer. (It used to wrap silently: Polars 2.1's eager group_by sum of Decimals wraps on overflow.)"))
 def test_s1_s8_a_balance_that_would_not_fit_the_ledgers_decimal_fails_the_event(tmp_path):
     # 1: "Exact ... in the ledger, balances"; 8: balances are the sum of postings. Each credit of
     # 9e19 fits DECIMAL(38, 18) (20 integer digits) but two of them do not: the contract is silent
-    # on what happens then; a financial ledger must never store a wrapped balance. Expected here
-    # (to be decided by the lead): the second credit fails like a single amount out of range
+    # on what happens then; a financial ledger must never store a wrapped balance. Decided
+    # (docs/decisions.md): the second credit fails like a single amount out of range
     # (`amount_out_of_range`), and the ledger verifies.
     led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})]))
     led.run([ev("e1", "u1", at(1, 1), "earn", n=9e19), ev("e2", "u1", at(1, 2), "earn", n=9e19)])
@@ -744,34 +740,108 @@ def test_s1_s8_a_balance_that_would_not_fit_the_ledgers_decimal_fails_the_event(
     led.verify()
 
 
+LIMIT = D(10) ** 20  # the first balance DECIMAL(38, 18) cannot hold
+
+
+def _stored_in_range(led: Ledger) -> None:
+    """Never a wrapped balance: every stored balance is the exact sum of its postings (summed
+    here in Python) and under 10^20, and the ledger verifies."""
+    sums: dict[tuple, D] = {}
+    for *account, amount in led.sql("SELECT entity_type, entity_id, asset_id, bucket, amount FROM postings"):
+        sums[tuple(account)] = sums.get(tuple(account), D(0)) + amount
+    stored = {tuple(a): amount for *a, amount in led.sql(
+        "SELECT entity_type, entity_id, asset_id, bucket, amount FROM account_balances")}
+    assert {a: v for a, v in stored.items() if v} == {a: v for a, v in sums.items() if v}
+    assert all(abs(v) < LIMIT for v in sums.values())
+    led.verify()
+
+
 @pytest.mark.parametrize("batches", [1, 2])
 @pytest.mark.parametrize("holder", ["PARTICIPANT", "GROUP"])
-def test_s1_s8_a_balance_that_would_not_fit_stops_the_run_and_writes_nothing(tmp_path, batches, holder):
-    # What holds today, short of the per-event failure above: never a wrapped balance. Two
-    # credits of 9e19 in one batch or in two: exit 2, and the ledger is as it was (empty, or the
-    # first batch's 9e19). A participant's balance is met by the set-based path's running sums; a
-    # group's (sequential kernel, Decimal) by the writer's sum of the chunk (one batch: it names
-    # the account) or by DuckDB's UPDATE of the stored balance (two).
+def test_s1_s8_a_balance_that_would_not_fit_fails_that_event_and_later_events_see_the_state_without_it(
+        tmp_path, batches, holder):
+    # The decision above for a participant (set-based path) and a group (a target: the kernel),
+    # in one batch or across two (the first batch's stored 9e19 counts): e2 would take the
+    # holder to 1.8e20 and fails; e3 sees 9e19, not 1.8e20, and fits (1.9e19 + ... = 9.9e19).
     credit = {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}
     spec = program([on("earn", credit | ({"target": {"type": "GROUP", "id": "family"}} if holder == "GROUP" else {}))])
     spec["groups"] = [{"key": "family", "name": "Family", "members": [{"external_id": "u1", "role": "ADMIN"}]}]
     led = Ledger(tmp_path, spec)
-    rows = [ev("e1", "u1", at(1, 1), "earn", n=9e19), ev("e2", "u1", at(1, 2), "earn", n=9e19)]
+    rows = [ev("e1", "u1", at(1, 1), "earn", n=9e19), ev("e2", "u1", at(1, 2), "earn", n=9e19),
+            ev("e3", "u1", at(1, 3), "earn", n=9e18)]
     if batches == 2:
         led.run(rows[:1])
         rows = rows[1:]
-    before = led.sql("SELECT entity_type, amount FROM account_balances ORDER BY ALL") if batches == 2 else []
-    err = led.run(rows, expect=2)["stderr"]
-    assert "10^20" in err and "nothing was written" in err
-    if holder == "GROUP" and batches == 1:
-        assert "the batch would take account " in err
-    if batches == 2:
-        assert before == [(holder, D("9e19")), ("SYSTEM_ISSUANCE", D("-9e19"))]
-        assert led.sql("SELECT entity_type, amount FROM account_balances ORDER BY ALL") == before
-        assert led.sql("SELECT count(*) FROM batches") == [(1,)]
-        led.verify()
-    else:
-        assert not led.db.exists() or led.sql("SELECT count(*) FROM information_schema.tables") == [(0,)]
+    counts = led.run(rows)
+    assert (counts["completed"], counts["failed"]) == (3 - batches, 1)
+    assert led.status() == {"e1": OK, "e2": ("FAILED", "amount_out_of_range"), "e3": OK}
+    assert led.sql("SELECT error_message FROM events WHERE idempotency_key = 'e2'") == [(
+        "the available balance" + (" of GROUP " + led.sql("SELECT id::VARCHAR FROM groups")[0][0]
+                                   if holder == "GROUP" else "")
+        + " would reach PTS 180000000000000000000, past what the ledger holds (at most 20 integer digits)",)]
+    assert led.sql("SELECT entity_type, amount FROM account_balances ORDER BY ALL") == [
+        (holder, D("9.9e19")), ("SYSTEM_ISSUANCE", D("-9.9e19"))]
+    assert led.entries("e2") == [] and led.entries("e3") == [("CREDIT", D("9e18"))]
+    _stored_in_range(led)
+
+
+SYSTEM_PATHS = {
+    # how the batch is evaluated -> (rules besides the credit, run flags, env)
+    "set-based": ([], (), None),
+    "row path": ([], ("--row-path",), None),
+    # one event a chunk: the earlier chunks' balances, written in the batch's transaction, count
+    "chunks of one row": ([], ("--chunk-rows", "1"), None),
+    # a counter takes the running-state path (engine/running.py) at any size with this env
+    "running": ([on("earn", {"type": "COUNTER", "key": "n", "value": "1"}) | {"key": "count", "name": "count"}], (),
+                {"PERKFLOW_RUNNING_MIN_EVENTS": "1"}),
+    # a target takes the sequential kernel
+    "kernel": ([on("never", {"type": "CREDIT", "asset": "PTS", "amount": "1",
+                             "target": {"type": "PARTICIPANT", "external_id": "event.who"}})], (), None),
+}
+
+
+@pytest.mark.parametrize("path", list(SYSTEM_PATHS))
+def test_s1_s8_a_system_account_that_would_not_fit_fails_the_event_that_takes_it_there(tmp_path, path):
+    # The system accounts are balances too, and sum over every participant: two participants'
+    # credits of 6e19 each fit their holders but would take SYSTEM_ISSUANCE to -1.2e20. The
+    # second fails (amount_out_of_range) on every evaluation path; u2's later smaller credit and
+    # u1's debit then fit (issuance -6e19 - 3e19 + 1e19).
+    extra, flags, env = SYSTEM_PATHS[path]
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}),
+             on("spend", {"type": "DEBIT", "asset": "PTS", "amount": "event.n"}), *extra]
+    led = Ledger(tmp_path, program(rules))
+    counts = led.run([ev("e1", "u1", at(1, 1), "earn", n=6e19), ev("e2", "u2", at(1, 2), "earn", n=6e19),
+                      ev("e3", "u2", at(1, 3), "earn", n=3e19), ev("e4", "u1", at(1, 4), "spend", n=1e19)],
+                     flags=flags, env=env)
+    assert (counts["completed"], counts["failed"]) == (3, 1)
+    assert led.status() == {"e1": OK, "e2": ("FAILED", "amount_out_of_range"), "e3": OK, "e4": OK}
+    assert led.sql("SELECT error_message FROM events WHERE idempotency_key = 'e2'") == [(
+        "the available balance of SYSTEM_ISSUANCE would reach PTS -120000000000000000000, past what the ledger "
+        "holds (at most 20 integer digits)",)]
+    assert led.balance("u1") == (D("5e19"), D(0), D(0)) and led.balance("u2") == (D("3e19"), D(0), D(0))
+    assert led.sql("SELECT amount FROM account_balances WHERE entity_type = 'SYSTEM_ISSUANCE'") == [(D("-8e19"),)]
+    _stored_in_range(led)
+
+
+def test_s1_s8_an_operation_that_would_take_a_balance_past_decimal_38_18_fails(tmp_path):
+    # The same for operations, in an operations file and through `perkflow op`: an adjustment
+    # that would take u1 to 1.1e20 fails; the next, smaller, fits (9.5e19); one more of 5e18
+    # would reach 10^20 exactly and fails.
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})]))
+    led.run([ev("e1", "u1", at(1, 1), "earn", n=9e19)],
+            [op("adjust", "o1", "u1", at(1, 2), type="CREDIT", asset="PTS", amount="2e19"),
+             op("adjust", "o2", "u1", at(1, 3), type="CREDIT", asset="PTS", amount="5e18")])
+    assert led.status() == {"e1": OK, "o1": ("FAILED", "amount_out_of_range"), "o2": OK}
+    res = cli("op", "adjust", "--programs", str(led.programs), "--db", str(led.db), "--program", "shop",
+              "--key", "o3", "--external-id", "u1", "--timestamp", at(1, 4), "--json",
+              "--params", json.dumps({"type": "CREDIT", "asset": "PTS", "amount": "5e18"}))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert led.status()["o3"] == ("FAILED", "amount_out_of_range")
+    assert led.sql("SELECT error_message FROM operations WHERE idempotency_key = 'o3'") == [(
+        "the available balance would reach PTS 100000000000000000000, past what the ledger holds "
+        "(at most 20 integer digits)",)]
+    assert led.balance("u1") == (D("9.5e19"), D(0), D(0))
+    _stored_in_range(led)
 
 
 # ---------------------------------------------------------------------------------------------

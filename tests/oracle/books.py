@@ -13,6 +13,7 @@ from decimal import Context, Decimal
 
 DEC = Context(prec=200)
 ZERO = Decimal(0)
+BALANCE_LIMIT = Decimal(10) ** 20  # DECIMAL(38, 18) holds 20 integer digits
 
 #: (entity type, name, asset symbol, bucket). Names: a participant's external id, a program key
 #: for PROGRAM_WALLET, None for the system accounts.
@@ -152,6 +153,13 @@ class Books:
             if have < amount:
                 code = "insufficient_wallet" if source[0] == "PROGRAM_WALLET" else "insufficient_balance"
                 raise Insufficient(code, f"{source}: {have} < {amount}")
+        # decisions.md "A balance past DECIMAL(38, 18)": no move may leave a balance the ledger
+        # cannot hold (|balance| < 10^20), system accounts included; the holder is named first
+        for account, after in sorted(((source, DEC.subtract(self.balance(source), amount)),
+                                      (dest, DEC.add(self.balance(dest), amount))),
+                                     key=lambda pair: pair[0][0] not in HOLDERS):
+            if abs(after) >= BALANCE_LIMIT:
+                raise Insufficient("amount_out_of_range", f"{account}: {after}")
         taken: list[tuple[tuple, Decimal]] = []
         if lot_source:
             left = amount
