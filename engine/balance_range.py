@@ -56,8 +56,8 @@ def check(effects: pl.DataFrame, con, rolled_back: pl.Series) -> None:
     if effects.is_empty() and rolled_back.is_empty():
         return
     try:
-        moved = pl.DataFrame({"amount": pl.concat([effects["amount"], rolled_back.cast(amounts.DECIMAL)])}).lazy().select(
-            pl.col("amount").abs().sum()).collect().item()
+        everything = pl.concat([effects["amount"], rolled_back.cast(amounts.DECIMAL)])
+        moved = pl.DataFrame({"amount": everything}).lazy().select(pl.col("amount").abs().sum()).collect().item()
     except pl.exceptions.ComputeError:  # the total alone passes 38 digits
         moved = None
     if moved is not None:

@@ -112,17 +112,20 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
     return taken
 
 
+_BELOW = -amounts.LIMIT
+
+
 def out_of_range(tx: Tx, source: Account, dest: Account, amount: Decimal, symbol: str) -> None:
     """Fail the move (amount_out_of_range) if it would take either account's balance to 10^20
     or more, past what the ledger's DECIMAL(38, 18) holds (docs/decisions.md, "A balance past
     DECIMAL(38, 18)"). System accounts are balances too: the kernel's store holds their stored
     balances (execute._execute_sequential). When both would, the message names the holder, whose
     balance is the one its owner sees."""
-    after = ((source, tx.balance(source) - amount), (dest, tx.balance(dest) + amount))
-    if abs(after[0][1]) < amounts.LIMIT and abs(after[1][1]) < amounts.LIMIT:
+    left, arrived = tx.balance(source) - amount, tx.balance(dest) + amount
+    if _BELOW < left < amounts.LIMIT and _BELOW < arrived < amounts.LIMIT:  # (per move: no abs() copies)
         return
-    account, new = next(pair for pair in sorted(after, key=lambda pair: pair[0][0] not in HOLDERS)
-                        if abs(pair[1]) >= amounts.LIMIT)
+    holder_first = sorted(((source, left), (dest, arrived)), key=lambda pair: pair[0][0] not in HOLDERS)
+    account, new = next(pair for pair in holder_first if abs(pair[1]) >= amounts.LIMIT)
     raise ActionFailed(amounts.OUT_OF_RANGE, out_of_range_message(account, symbol, new))
 
 
