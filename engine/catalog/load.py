@@ -496,8 +496,9 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
             raise CatalogError(f"{at}: unknown asset symbol {symbol!r}; define it under this program's `assets` "
                                "(an asset other programs use too: defined identically in each)")
         asset = assets[symbol]
-        # RELEASE without an amount releases everything held (of its reference); VOID_HOLD takes none
-        amount = (None if action.type == "VOID_HOLD" or (action.type == "RELEASE" and action.amount is None)
+        # RELEASE / FORFEIT without an amount take everything in their bucket (of their reference),
+        # as the release and forfeit operations do; VOID_HOLD takes none
+        amount = (None if action.type == "VOID_HOLD" or (action.type in ("RELEASE", "FORFEIT") and action.amount is None)
                   else need("amount"))
         if asset.inventory_mode == "LOT":
             for field in ("expires_at", "matures_at"):
@@ -595,6 +596,8 @@ def _program_value_target(at: str, action: Action, asset: Asset) -> None:
                                "account, without lots that expire, mature or carry references)")
     if action.allow_negative:
         raise CatalogError(f"{at}.allow_negative: a program wallet may not go below zero")
+    if action.amount is None:  # (a FORFEIT elsewhere may leave it out: all of its bucket)
+        raise CatalogError(f"{at}: `amount` is required for {action.type} with a PROGRAM target")
 
 
 def _compile_emission(at: str, action: Action, common: dict, need, assets: dict[str, Asset]) -> CompiledAction:
