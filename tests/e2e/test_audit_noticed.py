@@ -10,7 +10,7 @@ from decimal import Decimal as D
 import pytest
 
 from tests.e2e.test_contract_audit import LOT, SIMPLE, Ledger, at, on
-from tests.helpers.io import cli, write_program
+from tests.helpers.io import cli, event, write_events, write_program
 
 
 def shop(rules: list[dict], assets: list[dict], **extra) -> dict:
@@ -59,3 +59,33 @@ def test_a_field_an_action_never_takes_says_so_plainly_not_not_supported_yet(tmp
     out = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 2 and "not supported yet" not in out, out
     assert "shop.yaml" in out and f"rules[0] (x).actions[0].{says}" in out, out
+
+
+# ---- 2. names unique per program (scrip-reference.md 15, 18: reward and automation names) ----
+
+REWARD = {"redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "10"}
+AUTOMATION = {"event_name": "tick", "scope": "program", "trigger": {"type": "cron", "cron_expression": "0 9 * * 1"}}
+
+
+@pytest.mark.parametrize("section, entries, says", [
+    ("rewards", [{"key": "mug_a", "name": "Mug", **REWARD}, {"key": "mug_b", "name": "Mug", **REWARD}],
+     "rewards[1] (Mug): name 'Mug' is also the name of rewards[0] (Mug)"),
+    ("rewards", [{"key": "mug", "name": "Mug", **REWARD}, {"key": "mug", "name": "Cup", **REWARD}],
+     "rewards[1] (Cup): key 'mug' is also the key of rewards[0] (Mug)"),
+    ("automations", [{"key": "a", "name": "Weekly", **AUTOMATION}, {"key": "b", "name": "Weekly", **AUTOMATION}],
+     "automations[1] (Weekly): name 'Weekly' is also the name of automations[0] (Weekly)"),
+    ("rules", [on("x"), {**on("y"), "key": "x"}], "rules[1] (y): key 'x' is also the key of rules[0] (x)"),
+])
+def test_two_entries_with_one_name_are_a_load_error_naming_the_file_and_both(tmp_path, section, entries, says):
+    """Scrip: a reward's and an automation's `name` is "unique per program"; keys give ids."""
+    if section == "rules":
+        entries = [{**r, "actions": [{"type": "TAG", "tag": "t"}]} for r in entries]
+    spec = shop(entries if section == "rules" else [], [SIMPLE], **({} if section == "rules" else {section: entries}))
+    programs = write_program(tmp_path / "programs" / "shop.yaml", spec)
+    events = write_events(tmp_path / "e.parquet", [event("shop", "e1", "a", at(1), {"type": "x"})])
+    for command in (["validate", "--programs", str(programs)],
+                    ["run", "--programs", str(programs), "--events", str(events), "--db", str(tmp_path / "w.duckdb")]):
+        res = cli(*command)
+        out = " ".join((res.stdout + res.stderr).split())
+        assert res.returncode == 2 and "shop.yaml" in out and says in out, out
+    assert not (tmp_path / "w.duckdb").exists()
