@@ -190,3 +190,15 @@ def test_a_map_of_decimals_reaches_cel_as_doubles_and_a_map_with_integer_keys_is
     out = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 2 and "intkeys.parquet" in out and "event_data.codes is a map with Int64 keys" in out, out
     assert query(db, "SELECT COUNT(*) FROM batches") == before
+
+
+# ---- 4. an action's description is literal text (docs/decisions.md "Ledger") ----
+
+def test_an_action_description_that_looks_like_cel_is_stored_as_written(tmp_path):
+    literal = 'string(event.amount) + " points for " + participant.external_id'
+    rules = [on("buy", {"type": "CREDIT", "asset": "PTS", "amount": "event.amount", "description": literal},
+                {"type": "CREDIT", "asset": "PTS", "amount": "1"})]
+    led = Ledger(tmp_path, shop(rules, [SIMPLE]))
+    led.run([{"key": "e1", "who": "a", "when": at(1), "data": {"type": "buy", "amount": 7}}])
+    assert led.sql("SELECT action_index, description FROM journal_entries ORDER BY action_index") == [
+        (0, literal), (1, "buy")]  # no description: the rule's name
