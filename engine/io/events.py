@@ -196,9 +196,8 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     """Rows of `file` (the first of them is its row `first_row + 1`, or each row is its
     `row_numbers` one) in the normalised frame, with the row-level contract applied; file-level
     problems raise InputError."""
-    for k, v in hive_values(file, root).items():
-        if k not in df.columns:
-            df = df.with_columns(pl.lit(v).alias(k))
+    _PARTITIONS[str(file)] = hive_values(file, root)
+    df = _with_partitions(df, str(file))
     # A column with no value in any row is typed Null (pyarrow and Polars infer it so): its rows
     # are missing that field, quarantined one by one like the nulls of a typed column. A Null
     # event_timestamp or event_data stopped the whole file (exit 2, "must be ... found Null"), as
@@ -397,6 +396,19 @@ def _operation_words(text: str) -> str:
     return text.replace("column event_timestamp", "column timestamp").replace("column event_data", "column params")
 
 
+#: The hive partition values (`key=value` folders below the input root) of each file this process
+#: read, by source: part of its rows as read, in `raw` too, also for a row quarantined at intake,
+#: which `raw_as_read` reads again from its file alone (an unknown_program row whose program_id
+#: came from its folder had no program_id in its raw).
+_PARTITIONS: dict[str, dict[str, str]] = {}
+
+
+def _with_partitions(df: pl.DataFrame, source: str) -> pl.DataFrame:
+    """The rows of `source` with its partition values as columns after its own (a column the
+    file has wins, as hive readers do)."""
+    return df.with_columns(pl.lit(v).alias(k) for k, v in _PARTITIONS.get(source, {}).items() if k not in df.columns)
+
+
 def _raw_rows(df: pl.DataFrame, rejected: pl.Series) -> pl.Series:
     """The input row as JSON text, for the quarantined rows only (encoding every row of a large
     file would cost time and memory for nothing). Rows rejected later, at intake, get theirs
@@ -422,7 +434,7 @@ def raw_as_read(rows: pl.DataFrame) -> pl.Series:
     todo = rows.with_row_index("_i").filter(pl.col("raw").is_null())
     for (source,), group in todo.group_by(["source"]):
         try:
-            picked = _rows_of(Path(source), group["row_number"].to_list())
+            picked = _with_partitions(_rows_of(Path(source), group["row_number"].to_list()), source)
             if picked["idempotency_key"].to_list() != group["idempotency_key"].to_list():
                 continue  # the file changed since: not these rows
         except Exception:  # noqa: BLE001 - gone, changed or unreadable now: raw_of describes the row

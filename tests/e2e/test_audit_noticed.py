@@ -202,3 +202,31 @@ def test_an_action_description_that_looks_like_cel_is_stored_as_written(tmp_path
     led.run([{"key": "e1", "who": "a", "when": at(1), "data": {"type": "buy", "amount": 7}}])
     assert led.sql("SELECT action_index, description FROM journal_entries ORDER BY action_index") == [
         (0, literal), (1, "buy")]  # no description: the rule's name
+
+
+# ---- 5. hive partition values are part of a quarantined row's raw (semantics.md 2.2, 13) ----
+
+@pytest.mark.parametrize("flags", [[], ["--chunk-rows", "1"]])
+def test_partition_values_are_in_the_raw_of_rows_quarantined_when_read_and_at_intake(tmp_path, flags):
+    """A row of `events/program_id=P/date=D/part.parquet` is read with program_id and date from its
+    folders. Its raw in rejected_rows holds them whether it was quarantined when read (a bad
+    timestamp) or at intake (its folder names an unknown program): that folder is the only place
+    the row says which program it is for."""
+    programs = write_program(tmp_path / "programs" / "shop.yaml",
+                             shop([on("x", {"type": "TAG", "tag": "t"})], [SIMPLE]))
+    root = tmp_path / "events"
+    cols = ("idempotency_key", "external_id", "event_timestamp", "event_data")
+    for folder, rows in (("program_id=shop/date=2025-03-01", [("k1", "a", at(1), '{"type":"x"}'),
+                                                              ("k2", "b", "not a time", "{}")]),
+                         ("program_id=nope/date=2025-03-02", [("n1", "a", at(2), '{"type":"x"}')])):
+        (root / folder).mkdir(parents=True)
+        pq.write_table(pa.table({c: [r[i] for r in rows] for i, c in enumerate(cols)}), root / folder / "part.parquet")
+    db = tmp_path / "w.duckdb"
+    res = cli("run", "--programs", str(programs), "--events", str(root), "--db", str(db), *flags)
+    assert res.returncode == 0, res.stderr
+    raws = {reason: json.loads(raw) for reason, raw in query(db, "SELECT reason, raw FROM rejected_rows")}
+    assert set(raws) == {"invalid_timestamp", "unknown_program"}
+    assert raws["invalid_timestamp"] == {"idempotency_key": "k2", "external_id": "b", "event_timestamp": "not a time",
+                                         "event_data": "{}", "program_id": "shop", "date": "2025-03-01"}
+    assert raws["unknown_program"] == {"idempotency_key": "n1", "external_id": "a", "event_timestamp": at(2),
+                                       "event_data": '{"type":"x"}', "program_id": "nope", "date": "2025-03-02"}
