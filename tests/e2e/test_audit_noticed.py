@@ -230,3 +230,25 @@ def test_partition_values_are_in_the_raw_of_rows_quarantined_when_read_and_at_in
                                          "event_data": "{}", "program_id": "shop", "date": "2025-03-01"}
     assert raws["unknown_program"] == {"idempotency_key": "n1", "external_id": "a", "event_timestamp": at(2),
                                        "event_data": '{"type":"x"}', "program_id": "nope", "date": "2025-03-02"}
+
+
+# ---- 6. a `perkflow op` records a source a reader can use (semantics.md 13) ----
+
+def test_perkflow_op_records_perkflow_op_name_as_the_source_not_its_deleted_temp_file(tmp_path):
+    programs = write_program(tmp_path / "programs" / "shop.yaml", shop([], [SIMPLE]))
+    db = tmp_path / "w.duckdb"
+    base = ("--programs", str(programs), "--db", str(db), "--external-id", "a")
+    for args in (("upsert_participant", "--program", "shop", "--key", "u1", "--timestamp", at(1, 9)),
+                 ("adjust", "--program", "nope", "--key", "r1", "--timestamp", at(1, 10),  # REJECTED
+                  "--param", "type=CREDIT", "--param", "asset=PTS", "--param", "amount=5"),
+                 ("adjust", "--program", "shop", "--key", "f1", "--timestamp", at(1, 11),  # FAILED
+                  "--param", "type=DEBIT", "--param", "asset=PTS", "--param", "amount=50")):
+        res = cli("op", *args, *base)
+        assert res.returncode == 0, res.stderr
+    rejected = query(db, "SELECT source, row_number, reason, raw FROM rejected_rows")
+    assert [r[:3] for r in rejected] == [("perkflow op adjust", 1, "unknown_program")]
+    assert json.loads(rejected[0][3])["program_id"] == "nope"  # the row as it was run
+    assert query(db, "SELECT idempotency_key, source, status FROM operations ORDER BY 1") == [
+        ("f1", "perkflow op adjust", "FAILED"), ("u1", "perkflow op upsert_participant", "COMPLETED")]
+    assert query(db, "SELECT sources FROM batches ORDER BY id") == [
+        (["perkflow op upsert_participant"],), (["perkflow op adjust"],), (["perkflow op adjust"],)]
