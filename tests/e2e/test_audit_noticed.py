@@ -252,3 +252,31 @@ def test_perkflow_op_records_perkflow_op_name_as_the_source_not_its_deleted_temp
         ("f1", "perkflow op adjust", "FAILED"), ("u1", "perkflow op upsert_participant", "COMPLETED")]
     assert query(db, "SELECT sources FROM batches ORDER BY id") == [
         (["perkflow op upsert_participant"],), (["perkflow op adjust"],), (["perkflow op adjust"],)]
+
+
+# ---- 7. a DEBIT returns value to the acting program's source (semantics.md 7, 9.2; decisions) ----
+
+def test_a_debit_of_a_shared_prefunded_asset_returns_value_to_the_debiting_programs_wallet(tmp_path):
+    """Programs a and b share the PREFUNDED asset PTS; a's wallet funded x's points. b's DEBIT of
+    x returns them to b's wallet (the source b's credits draw from), which b may then credit:
+    balances are per participant and asset whichever program moved them (semantics.md 2.1), so
+    value carries no program of origin to go back to."""
+    pre = {**SIMPLE, "issuance_policy": "PREFUNDED"}
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}),
+             on("claw", {"type": "DEBIT", "asset": "PTS", "amount": "event.n"})]
+    led = Ledger(tmp_path, {**shop(rules, [pre]), "program": {"key": "a", "name": "A"}},
+                 {**shop(rules, [pre]), "program": {"key": "b", "name": "B"}})
+    led.run(operations=[{"op": "fund", "program": "a", "key": "f1", "when": at(1, 9),
+                         "params": {"asset": "PTS", "amount": "100"}}])
+    led.run([{"program": "a", "key": "e1", "who": "x", "when": at(1, 10), "data": {"type": "earn", "n": 30}},
+             {"program": "b", "key": "e2", "who": "x", "when": at(1, 11), "data": {"type": "claw", "n": 10}},
+             {"program": "b", "key": "e3", "who": "y", "when": at(1, 12), "data": {"type": "earn", "n": 10}},
+             {"program": "b", "key": "e4", "who": "y", "when": at(1, 13), "data": {"type": "earn", "n": 1}}])
+    assert led.status() == {"f1": ("COMPLETED", None), "e1": ("COMPLETED", None), "e2": ("COMPLETED", None),
+                            "e3": ("COMPLETED", None), "e4": ("FAILED", "insufficient_wallet")}
+    wallets = led.sql("SELECT p.key, b.available FROM balances b JOIN programs p ON p.id = b.entity_id "
+                      "WHERE b.entity_type = 'PROGRAM_WALLET' ORDER BY 1")
+    assert wallets == [("a", D(100) - 30), ("b", D(10) - 10)]
+    assert led.sql("SELECT external_id, available FROM balances WHERE entity_type = 'PARTICIPANT' ORDER BY 1") == [
+        ("x", D(30) - 10), ("y", D(10))]
+    assert cli("verify", "--db", str(led.db)).returncode == 0
