@@ -130,6 +130,7 @@ def _validate(file: str, data: object) -> ProgramFile:
         pf = ProgramFile.model_validate(data)
     except ValidationError as e:
         raise CatalogError(f"{file}: invalid program file:\n{_describe(e, data)}") from None
+    _check_unique(file, pf)
     problems = [f"  {where}: {why}" for where, why in misplaced(pf)]
     problems += [f"  {where}: not supported yet: {field}" for where, field in unsupported(pf)]
     if problems:
@@ -138,7 +139,8 @@ def _validate(file: str, data: object) -> ProgramFile:
 
 
 #: What names an item of a top-level list in error messages.
-_LABELS = {"rules": "name", "tiers": "key", "groups": "key", "automations": "name"}
+_LABELS = {"rules": "name", "tiers": "key", "groups": "key", "automations": "name", "assets": "symbol",
+           "rewards": "name"}
 
 
 def _describe(e: ValidationError, data: dict) -> str:
@@ -165,9 +167,11 @@ def _describe(e: ValidationError, data: dict) -> str:
     return "\n".join(lines)
 
 
-#: What is unique per program (Scrip: reward and automation names "unique per program"; keys,
-#: from which ids are derived, name one thing each): section -> (field, its value, the label).
+#: What is unique in a program file (Scrip: reward and automation names "unique per program";
+#: keys and symbols, from which ids are derived, name one thing each): section -> [(field, its value)].
 _UNIQUE = {
+    "assets": [("symbol", lambda a: a.symbol)],
+    "groups": [("key", lambda g: g.key)],
     "tiers": [("key", lambda t: t.key)],
     "rules": [("key", lambda r: r.key or _slug(r.name))],
     "rewards": [("name", lambda w: w.name), ("key", lambda w: w.key or _slug(w.name))],
@@ -179,7 +183,7 @@ def _check_unique(file: str, pf: ProgramFile) -> None:
     """Two entries of a section with one name or key: a load error naming the file and both."""
     for section, fields in _UNIQUE.items():
         items = getattr(pf, section)
-        label = lambda i: f"{section}[{i}] ({getattr(items[i], _LABELS.get(section, 'name'))})"  # noqa: E731
+        label = lambda i: f"{section}[{i}] ({getattr(items[i], _LABELS[section])})"  # noqa: E731
         for field, value_of in fields:
             seen: dict[str, int] = {}
             for i, item in enumerate(items):
@@ -194,7 +198,6 @@ def _check_unique(file: str, pf: ProgramFile) -> None:
 def _compile_program(file: str, pf: ProgramFile, assets: dict[str, Asset],
                      groups: dict[str, CompiledGroup]) -> CompiledProgram:
     key = pf.program.key
-    _check_unique(file, pf)
     tiers: dict[str, CompiledTier] = {}
     for t_i, tier in enumerate(pf.tiers):
         tiers[tier.key] = compile_tier(f"{file}: tiers[{t_i}] ({tier.key})", key, tier)

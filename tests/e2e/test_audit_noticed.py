@@ -79,12 +79,14 @@ AUTOMATION = {"event_name": "tick", "scope": "program", "trigger": {"type": "cro
     ("automations", [{"key": "a", "name": "Weekly", **AUTOMATION}, {"key": "b", "name": "Weekly", **AUTOMATION}],
      "automations[1] (Weekly): name 'Weekly' is also the name of automations[0] (Weekly)"),
     ("rules", [on("x"), {**on("y"), "key": "x"}], "rules[1] (y): key 'x' is also the key of rules[0] (x)"),
+    ("assets", [SIMPLE, SIMPLE], "assets[1] (PTS): symbol 'PTS' is also the symbol of assets[0] (PTS)"),
 ])
 def test_two_entries_with_one_name_are_a_load_error_naming_the_file_and_both(tmp_path, section, entries, says):
     """Scrip: a reward's and an automation's `name` is "unique per program"; keys give ids."""
     if section == "rules":
         entries = [{**r, "actions": [{"type": "TAG", "tag": "t"}]} for r in entries]
-    spec = shop(entries if section == "rules" else [], [SIMPLE], **({} if section == "rules" else {section: entries}))
+    spec = shop(entries if section == "rules" else [], entries if section == "assets" else [SIMPLE],
+                **({} if section in ("rules", "assets") else {section: entries}))
     programs = write_program(tmp_path / "programs" / "shop.yaml", spec)
     events = write_events(tmp_path / "e.parquet", [event("shop", "e1", "a", at(1), {"type": "x"})])
     for command in (["validate", "--programs", str(programs)],
