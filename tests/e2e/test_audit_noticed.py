@@ -49,6 +49,21 @@ def test_a_forfeit_action_with_reference_id_forfeits_only_the_lots_of_that_refer
     assert cli("verify", "--db", str(led.db)).returncode == 0
 
 
+def test_a_forfeit_action_without_amount_forfeits_the_whole_bucket_and_nothing_is_a_no_op(tmp_path):
+    """As the forfeit operation without `amount` (Scrip: "processes the whole SIMPLE balance")."""
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}),
+             on("lose", {"type": "FORFEIT", "asset": "PTS"})]
+    led = Ledger(tmp_path, shop(rules, [SIMPLE]))
+    led.run([{"key": "e1", "who": "a", "when": at(1, 10), "data": {"type": "earn", "n": 40}},
+             {"key": "e2", "who": "a", "when": at(1, 11), "data": {"type": "lose"}},
+             {"key": "e3", "who": "a", "when": at(1, 12), "data": {"type": "lose"}}])
+    assert set(led.status().values()) == {("COMPLETED", None)}
+    assert led.sql("SELECT action_type, COUNT(*) FROM journal_entries GROUP BY 1 ORDER BY 1") == [
+        ("CREDIT", 1), ("FORFEIT", 1)]  # e3 found nothing to forfeit: no entry
+    assert led.sql("SELECT entity_type, available FROM balances ORDER BY 1") == [
+        ("PARTICIPANT", D(0)), ("SYSTEM_BREAKAGE", D(40)), ("SYSTEM_ISSUANCE", D(-40))]
+
+
 @pytest.mark.parametrize("action, says", [
     ({"type": "TAG", "tag": "vip", "amount": "5"}, "amount: TAG takes no amount; its fields are description, tag, target"),
     ({"type": "CREDIT", "asset": "PTS", "amount": "5", "allow_negative": True},
