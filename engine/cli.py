@@ -328,7 +328,8 @@ def _cmd_op(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "operation.parquet"
         row.write_parquet(path)
-        report = run_batch(args.programs, None, args.db, operations=path)
+        report = run_batch(args.programs, None, args.db, operations=path,
+                           source_names={str(path): f"perkflow op {args.operation}"})
     from engine.ledger import db
     from engine.ledger.sqlfiles import statement
 
