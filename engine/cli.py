@@ -80,12 +80,12 @@ _frozen = False
 @contextlib.contextmanager
 def _imports():
     """Around a command's imports of the engine (Polars, DuckDB, Arrow, pydantic, lark: some
-    400,000 objects that live as long as the process): no garbage collection while they are
-    made, then `gc.freeze()` them into the permanent generation, once per process. The collector
-    still sees every object the command makes; it no longer walks the modules' objects again
-    in each older-generation collection and at exit, which took ~0.2 s CPU of a small run's
-    ~1.5 s. (Freezing later, in a process that runs many commands, would also hide their
-    garbage from it: hence once.)"""
+    120,000 tracked objects that live as long as the process): no garbage collection while
+    they are made, then `gc.freeze()` them into the permanent generation, once per process.
+    The collector still sees every object the command makes; it no longer walks the modules'
+    objects again in each older-generation collection and at exit, which took ~0.2 s CPU of a
+    small run's ~1.6 s. (Freezing later, in a process that runs many commands, would also hide
+    their garbage from it: hence once.)"""
     global _frozen
     if _frozen or not gc.isenabled():
         yield
