@@ -685,16 +685,15 @@ def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAc
         source, dest = mine("AVAILABLE"), mine("HELD")
         if lot is not None:
             lot["reference_id"] = reference
-    elif kind == "RELEASE":
-        source, dest = mine("HELD"), mine("AVAILABLE")
-        if lot is not None:
+    else:  # RELEASE, FORFEIT: the forfeit operation's way (engine/operations.py `_between`)
+        source = mine("HELD" if kind == "RELEASE" else action.bucket or "AVAILABLE")
+        dest = mine("AVAILABLE") if kind == "RELEASE" else system("SYSTEM_BREAKAGE", asset)
+        if lot is not None:  # with a reference, only the lots of that reference
             lot["match"] = reference
-        # everything held (of the reference) when the action has no amount; an amount that
-        # evaluates to exactly 0 is a no-op like any other (semantics.md 7), not "everything"
+        # everything in the bucket (of the reference) when the action has no amount; an amount
+        # that evaluates to exactly 0 is a no-op like any other (semantics.md 7), not "everything"
         if amount is None and action.amount is None:
             amount = holds.held(tx, source, action.asset, reference)
-    else:  # FORFEIT
-        source, dest = mine(action.bucket or "AVAILABLE"), system("SYSTEM_BREAKAGE", asset)
     if amount is None:  # an amount of exactly 0 is a no-op
         return
     move(tx, effects, source, dest, amount, kind=kind, asset=action.asset, lot=lot,

@@ -97,11 +97,14 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
               operations: str | Path | None = None,
               row_path: bool = False, wait: float = 30.0, chunk_rows: int | None = None,
               progress: Callable[[str], None] | None = None,
-              ledger: duckdb.DuckDBPyConnection | None = None) -> RunReport:
+              ledger: duckdb.DuckDBPyConnection | None = None,
+              source_names: dict[str, str] | None = None) -> RunReport:
     """A large batch of Parquet files is processed chunk by chunk in stream order (files out of
     it are put in it first: engine/io/reorder.py), each chunk against the state the earlier ones left, all in the batch's one transaction: by batch
     invariance (semantics.md 1.5) the ledger is the one the whole batch at once would give.
-    `ledger`: a writing connection to `db_file` that the caller keeps open (`Backfill`)."""
+    `ledger`: a writing connection to `db_file` that the caller keeps open (`Backfill`).
+    `source_names`: what to record as the source of an input file instead of its path (`perkflow
+    op` runs a temporary file, gone once it ran: "perkflow op adjust" is what a reader can use)."""
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     trace = _Trace(t0)
@@ -120,6 +123,8 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
     if not inputs:
         raise InputError("nothing to run: give --events, --operations, or both")
     fp, sources = fingerprint([spec for spec, _ in inputs])
+    names = source_names or {}
+    sources = [names.get(s, s) for s in sources]
     # An existing ledger is opened first, without touching its schema, so that a re-run of
     # committed input bytes reads none of them; a new one is created only once the first chunk
     # (or the whole batch) has been read: an unreadable file stops the run before it exists.
@@ -167,7 +172,7 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
             where = (f" (rows {rows['arrival'].min() + 1:,} to {rows['arrival'].max() + 1:,})" if ordered
                      else f" (chunk {chunk}: {len(rows):,} rows)" if chunked else "")
             process_chunk(con, rows, catalog, writer, totals, first=first, row_path=row_path,
-                          step=lambda m: step(m + where))
+                          step=lambda m: step(m + where), source_names=names)
             first, rows = False, next(chunks, None)
         totals["scheduled"] = con.execute(statement("lookups.sql", "waiting_scheduled_events")).fetchall()[0][0]
         trace.mark("writing the batch row")
@@ -223,13 +228,17 @@ def new_totals() -> dict:
 
 def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, totals: dict, *, first: bool,
                   row_path: bool = False, step: Callable[[str], None] = lambda _msg: None,
-                  system: bool = False, reach: datetime | None = None) -> None:
+                  system: bool = False, reach: datetime | None = None,
+                  source_names: dict[str, str] | None = None) -> None:
     """Intake, evaluation and the ledger write of one chunk of the batch (the whole batch when
     it is not chunked; a firing instant's SYSTEM events in `perkflow maintain`, `system`); adds
     its counts to `totals`. The SYSTEM events due by `reach` (default: the chunk's last instant)
     are processed in it, merged with its rows at their instants (engine/emit.py)."""
     step("checking idempotency and participants")
     taken = intake(rows, catalog, con, system=system)
+    if source_names:  # (after intake, which reads a quarantined row's raw again from its file)
+        taken.events, taken.rejected = (f.with_columns(pl.col("source").replace(source_names))
+                                        for f in (taken.events, taken.rejected))
     # Hold only what the rest needs: the read rows and intake's copy of the events are about
     # a third of a large batch's memory by the time the ledger is written.
     totals["rows_read"] += len(rows)

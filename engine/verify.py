@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.errors import InputError
-from engine.ledger.db import execute
+from engine.ledger.db import define_hash_macros, execute
 from engine.ledger.root import BatchRoot
 from engine.ledger.sqlfiles import sections, statement
 
@@ -85,6 +85,14 @@ def verify(con: duckdb.DuckDBPyConnection, limit: int = 5, chunk_rows: int = CHU
     return report
 
 
+def _hash_definitions(con: duckdb.DuckDBPyConnection) -> None:
+    """What `entry_hashes` reads besides the ledger, defined on this (read-only) connection: the
+    hash macros, and each batch's hash_version (1 for a ledger written before the column)."""
+    define_hash_macros(con)
+    has_column = con.execute(statement("verify.sql", "has_hash_version")).fetchall()[0][0]
+    con.execute(statement("verify.sql", "batch_hash_versions" if has_column else "batch_hash_versions_before_the_column"))
+
+
 def violations(con: duckdb.DuckDBPyConnection, name: str, limit: int = 5,
                chunk_rows: int = CHUNK_ROWS) -> tuple[int, list[str], list[tuple]]:
     """(number of violating rows, column names, the first `limit` of them) for one check."""
@@ -92,6 +100,8 @@ def violations(con: duckdb.DuckDBPyConnection, name: str, limit: int = 5,
         found = list(batch_chain(con, chunk_rows))
         return len(found), BATCH_CHAIN_COLUMNS, found[:limit]
     file = next(f for f, n, _ in CHECKS if n == name)
+    if name == "entry_hashes":
+        _hash_definitions(con)
     if name in IN_PARTS:
         # each part's rows in the check's order: the first `limit` of all are among their firsts
         count, cols, rows = 0, [], []

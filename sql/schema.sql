@@ -23,6 +23,9 @@ CREATE TABLE IF NOT EXISTS batches (
     root_hash        VARCHAR NOT NULL,        -- sha256(prev_root_hash || '#' || entry hashes in seq order, ';'-joined): engine/ledger/root.py
     prev_root_hash   VARCHAR NOT NULL         -- the previous batch's root ('' for the first)
 );
+-- Which texts its entries' hashes cover (sql/hash.sql); added after the table, so that the batches
+-- of a ledger written before the column are version 1.
+ALTER TABLE batches ADD COLUMN IF NOT EXISTS hash_version INTEGER DEFAULT 1;
 
 CREATE TABLE IF NOT EXISTS programs (
     id                     UUID PRIMARY KEY,
@@ -196,20 +199,15 @@ CREATE TABLE IF NOT EXISTS budget_consumption (
     PRIMARY KEY (rule_id, budget_index, asset_id, period)
 );
 
--- Canonical text of a posting and of an entry, hashed into journal_entries.entry_hash. The writer
--- and `perkflow verify` both use these macros, so there is one definition of what is hashed.
-CREATE OR REPLACE MACRO posting_text(id, entity_type, entity_id, asset_id, bucket, amount) AS
-    concat_ws('|', id::VARCHAR, entity_type, entity_id::VARCHAR, asset_id::VARCHAR, bucket, amount::DECIMAL(38, 18)::VARCHAR);
+-- The texts hashed into journal_entries.entry_hash are TEMP macros of sql/hash.sql, defined by
+-- every connection (engine/ledger/db.py), not stored here: `perkflow verify` must recompute hashes
+-- with this perkflow's definition, never with one read from the file it checks. Ledgers written
+-- before session 13 stored them; they go.
+DROP MACRO IF EXISTS main.entry_text;
+DROP MACRO IF EXISTS main.posting_text;
 
 -- The id of posting k of entry `entry_id`: 0 the source's, 1, 2, ... its destinations' (sql/write_batch.sql).
 CREATE OR REPLACE MACRO posting_id(entry_id, k) AS md5('posting:' || entry_id || ':' || k)::UUID;
-
-CREATE OR REPLACE MACRO entry_text(id, seq, program_id, event_id, operation_id, rule_id, rule_version, action_index,
-                                   action_type, reference_id, effective_at, allow_negative) AS
-    concat_ws('|', id::VARCHAR, seq::VARCHAR, program_id::VARCHAR, coalesce(event_id::VARCHAR, ''),
-              coalesce(operation_id::VARCHAR, ''), coalesce(rule_id::VARCHAR, ''), coalesce(rule_version, ''),
-              coalesce(action_index::VARCHAR, ''), action_type, coalesce(reference_id, ''),
-              epoch_us(effective_at)::VARCHAR, allow_negative::VARCHAR);
 
 -- LOT assets: each credit is a lot; `remaining` and `status` are current state, rewritten for the
 -- lots a batch touched (the ledger tables hold the history). Spending consumes FIFO by created_at, id.

@@ -3,24 +3,32 @@
 
 -- name: entry_hashes
 -- Every entry's hash, recomputed from its stored content and postings with the writer's macros:
--- sha256(entry_text || '#' || its postings' posting_text joined by ';' in posting id order).
+-- sha256(entry_text || '#' || its postings' posting_text joined by ';' in posting id order), as
+-- its batch's hash_version says.
 -- Written without an ordered string_agg over all postings (which holds every posting's text in
 -- memory at once, beyond DuckDB's memory cap): an entry written by the engine has exactly two
 -- postings, found by the min and max of their ids through joins DuckDB can spill to disk; only
 -- entries with another number of postings, or two with one id (a tampered ledger), are
 -- aggregated in full. Run once per part ($part of $parts, by a hash of the entry id; engine/
 -- verify.py): the joins' tables still grew with the ledger past a 700 MB cap at 29M entries.
-WITH mine AS (
+WITH versions AS (
+    -- each entry's batch's hash_version (a batch gone missing: the current one; other checks say so)
     -- (UBIGINT: with a BIGINT parameter the modulus is a HUGEINT one, ~50x slower)
-    SELECT * FROM postings WHERE hash(journal_entry_id) % $parts::UBIGINT = $part::UBIGINT
+    SELECT j.id AS journal_entry_id, COALESCE(b.hash_version, hash_version()) AS version
+    FROM journal_entries j LEFT JOIN batch_hash_versions b ON b.id = j.batch_id
+    WHERE hash(j.id) % $parts::UBIGINT = $part::UBIGINT
+),
+mine AS (
+    SELECT p.*, v.version FROM postings p JOIN versions v USING (journal_entry_id)
+    WHERE hash(p.journal_entry_id) % $parts::UBIGINT = $part::UBIGINT
 ),
 counted AS (
     SELECT journal_entry_id, count(*) AS n, min(id) AS lo, max(id) AS hi FROM mine GROUP BY journal_entry_id
 ),
 two AS (
     SELECT c.journal_entry_id,
-           posting_text(x.id, x.entity_type, x.entity_id, x.asset_id, x.bucket, x.amount) || ';' ||
-           posting_text(y.id, y.entity_type, y.entity_id, y.asset_id, y.bucket, y.amount) AS postings
+           posting_text(x.id, x.entity_type, x.entity_id, x.asset_id, x.bucket, x.amount, x.program_id, x.version) || ';' ||
+           posting_text(y.id, y.entity_type, y.entity_id, y.asset_id, y.bucket, y.amount, y.program_id, y.version) AS postings
     FROM counted c
     JOIN mine x ON x.journal_entry_id = c.journal_entry_id AND x.id = c.lo
     JOIN mine y ON y.journal_entry_id = c.journal_entry_id AND y.id = c.hi
@@ -28,7 +36,8 @@ two AS (
 ),
 other AS (
     SELECT journal_entry_id,
-           string_agg(posting_text(id, entity_type, entity_id, asset_id, bucket, amount), ';' ORDER BY id) AS postings
+           string_agg(posting_text(id, entity_type, entity_id, asset_id, bucket, amount, program_id, version), ';'
+                      ORDER BY id) AS postings
     FROM mine
     WHERE journal_entry_id IN (SELECT journal_entry_id FROM counted WHERE n <> 2 OR lo = hi)
     GROUP BY journal_entry_id
@@ -36,11 +45,27 @@ other AS (
 p AS (SELECT * FROM two UNION ALL SELECT * FROM other)
 SELECT j.id AS journal_entry_id, j.seq, j.batch_id, j.entry_hash AS stored,
        sha256(entry_text(j.id, j.seq, j.program_id, j.event_id, j.operation_id, j.rule_id, j.rule_version,
-                         j.action_index, j.action_type, j.reference_id, j.effective_at, j.allow_negative)
+                         j.action_index, j.action_type, j.reference_id, j.effective_at, j.allow_negative,
+                         j.description, v.version)
               || '#' || COALESCE(p.postings, '')) AS recomputed
-FROM journal_entries j LEFT JOIN p ON p.journal_entry_id = j.id
+FROM journal_entries j JOIN versions v ON v.journal_entry_id = j.id LEFT JOIN p ON p.journal_entry_id = j.id
 WHERE hash(j.id) % $parts::UBIGINT = $part::UBIGINT AND stored <> recomputed
 ORDER BY j.seq;
+
+-- name: batch_hash_versions
+-- Each batch's hash_version, as entry_hashes reads it (a TEMP view: verify opens the ledger
+-- read-only). A ledger written before the column existed (and not written to since, which adds
+-- it) is all version 1.
+CREATE OR REPLACE TEMP VIEW batch_hash_versions AS
+SELECT id, hash_version FROM batches;
+
+-- name: batch_hash_versions_before_the_column
+CREATE OR REPLACE TEMP VIEW batch_hash_versions AS
+SELECT id, 1 AS hash_version FROM batches;
+
+-- name: has_hash_version
+SELECT count(*) > 0 FROM duckdb_columns()
+WHERE database_name = current_database() AND schema_name = 'main' AND table_name = 'batches' AND column_name = 'hash_version';
 
 -- name: entry_count
 SELECT count(*) FROM journal_entries;

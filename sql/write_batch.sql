@@ -175,17 +175,18 @@ INSERT INTO journal_entries
 SELECT id, seq, program_id::UUID, event_id, operation_id, rule_id::UUID, rule_version, action_index,
        action_type, reference_id, description, effective_at, allow_negative, $batch_id,
        sha256(entry_text(id, seq, program_id, event_id, operation_id, rule_id, rule_version, action_index,
-                         action_type, reference_id, effective_at, allow_negative)
+                         action_type, reference_id, effective_at, allow_negative, description, hash_version())
               || '#' || COALESCE(s.postings, CASE WHEN p0_id < p1_id THEN p0 || ';' || p1 ELSE p1 || ';' || p0 END))
 FROM (
     SELECT e.*, b.id, b.p0_id, b.p1_id, b.event_id, b.operation_id,
            posting_text(b.p0_id, e.from_type, e.from_id::UUID, e.asset_id::UUID, e.from_bucket,
-                        -(e.source_amount::DECIMAL(38, 18))) AS p0,
-           posting_text(b.p1_id, e.to_type, e.to_id::UUID, e.asset_id::UUID, e.to_bucket, e.amount::DECIMAL(38, 18)) AS p1
+                        -(e.source_amount::DECIMAL(38, 18)), e.program_id::UUID, hash_version()) AS p0,
+           posting_text(b.p1_id, e.to_type, e.to_id::UUID, e.asset_id::UUID, e.to_bucket, e.amount::DECIMAL(38, 18),
+                        e.program_id::UUID, hash_version()) AS p1
     FROM stage_effects e JOIN batch_entries b USING (seq)
 ) LEFT JOIN (
-    SELECT b.seq, string_agg(posting_text(p.id, p.entity_type, p.entity_id, p.asset_id, p.bucket, p.amount), ';'
-                             ORDER BY p.id) AS postings
+    SELECT b.seq, string_agg(posting_text(p.id, p.entity_type, p.entity_id, p.asset_id, p.bucket, p.amount,
+                                          p.program_id, hash_version()), ';' ORDER BY p.id) AS postings
     FROM (SELECT DISTINCT seq FROM stage_legs) JOIN batch_entries b USING (seq)
     JOIN postings p ON p.journal_entry_id = b.id
     GROUP BY b.seq
@@ -231,7 +232,7 @@ SELECT entry_hash FROM journal_entries WHERE batch_id = $batch_id AND seq >= $se
 INSERT INTO batches
 SELECT $batch_id, $fingerprint, $sources, $catalog_version, $rows_read, $completed, $failed, $duplicates,
        $rejected, $entries, $postings,
-       now(), $root, $prev_root;
+       now(), $root, $prev_root, hash_version();
 
 -- name: delete_entity_state
 DELETE FROM entity_state USING stage_state_entities s

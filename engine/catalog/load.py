@@ -130,6 +130,7 @@ def _validate(file: str, data: object) -> ProgramFile:
         pf = ProgramFile.model_validate(data)
     except ValidationError as e:
         raise CatalogError(f"{file}: invalid program file:\n{_describe(e, data)}") from None
+    _check_unique(file, pf)
     problems = [f"  {where}: {why}" for where, why in misplaced(pf)]
     problems += [f"  {where}: not supported yet: {field}" for where, field in unsupported(pf)]
     if problems:
@@ -138,7 +139,8 @@ def _validate(file: str, data: object) -> ProgramFile:
 
 
 #: What names an item of a top-level list in error messages.
-_LABELS = {"rules": "name", "tiers": "key", "groups": "key", "automations": "name"}
+_LABELS = {"rules": "name", "tiers": "key", "groups": "key", "automations": "name", "assets": "symbol",
+           "rewards": "name"}
 
 
 def _describe(e: ValidationError, data: dict) -> str:
@@ -165,17 +167,41 @@ def _describe(e: ValidationError, data: dict) -> str:
     return "\n".join(lines)
 
 
+#: What is unique in a program file (Scrip: reward and automation names "unique per program";
+#: keys and symbols, from which ids are derived, name one thing each): section -> [(field, its value)].
+_UNIQUE = {
+    "assets": [("symbol", lambda a: a.symbol)],
+    "groups": [("key", lambda g: g.key)],
+    "tiers": [("key", lambda t: t.key)],
+    "rules": [("key", lambda r: r.key or _slug(r.name))],
+    "rewards": [("name", lambda w: w.name), ("key", lambda w: w.key or _slug(w.name))],
+    "automations": [("name", lambda a: a.name), ("key", lambda a: a.key or _slug(a.name))],
+}
+
+
+def _check_unique(file: str, pf: ProgramFile) -> None:
+    """Two entries of a section with one name or key: a load error naming the file and both."""
+    for section, fields in _UNIQUE.items():
+        items = getattr(pf, section)
+        label = lambda i: f"{section}[{i}] ({getattr(items[i], _LABELS[section])})"  # noqa: E731
+        for field, value_of in fields:
+            seen: dict[str, int] = {}
+            for i, item in enumerate(items):
+                value = value_of(item)
+                if value in seen:
+                    raise CatalogError(f"{file}: {label(i)}: {field} {value!r} is also the {field} of "
+                                       f"{label(seen[value])}; the {field}s of a program's {section} must be "
+                                       f"unique: give it a distinct `{field}`")
+                seen[value] = i
+
+
 def _compile_program(file: str, pf: ProgramFile, assets: dict[str, Asset],
                      groups: dict[str, CompiledGroup]) -> CompiledProgram:
     key = pf.program.key
     tiers: dict[str, CompiledTier] = {}
     for t_i, tier in enumerate(pf.tiers):
-        where = f"{file}: tiers[{t_i}] ({tier.key})"
-        if tier.key in tiers:
-            raise CatalogError(f"{where}: key {tier.key!r} is used by another tier of this program; give it a distinct `key`")
-        tiers[tier.key] = compile_tier(where, key, tier)
+        tiers[tier.key] = compile_tier(f"{file}: tiers[{t_i}] ({tier.key})", key, tier)
     rules: list[CompiledRule] = []
-    keys: set[str] = set()
     orders: dict[int, str] = {}
     highest = 0
     for r_i, rule in enumerate(pf.rules):
@@ -183,9 +209,6 @@ def _compile_program(file: str, pf: ProgramFile, assets: dict[str, Asset],
         order = rule.order if rule.order is not None else highest + 10
         highest = max(highest, order)
         rule_key = rule.key or _slug(rule.name)
-        if rule_key in keys:
-            raise CatalogError(f"{where}: key {rule_key!r} is used by another rule of this program; give it a distinct `key`")
-        keys.add(rule_key)
         if rule.status == "ACTIVE":
             if order in orders:
                 raise CatalogError(
@@ -202,8 +225,6 @@ def _compile_program(file: str, pf: ProgramFile, assets: dict[str, Asset],
     for w_i, reward in enumerate(pf.rewards):
         where = f"{file}: rewards[{w_i}] ({reward.name})"
         reward_key = reward.key or _slug(reward.name)
-        if reward_key in rewards:
-            raise CatalogError(f"{where}: key {reward_key!r} is used by another reward of this program")
         if reward.asset not in {a.symbol for a in pf.assets}:
             raise CatalogError(f"{where}: asset {reward.asset!r} is not an asset of this program")
         if reward.redemption_type == "AMOUNT_BASED" and (reward.max_total or reward.max_per_participant):
@@ -211,14 +232,8 @@ def _compile_program(file: str, pf: ProgramFile, assets: dict[str, Asset],
         rewards[reward_key] = CompiledReward(ids.name_id("reward", key, reward_key), reward_key, reward,
                                              ids.asset_id(reward.asset))
     automations: dict[str, CompiledAutomation] = {}
-    names: set[str] = set()
     for a_i, automation in enumerate(pf.automations):
-        where = f"{file}: automations[{a_i}] ({automation.name})"
-        compiled = _compile_automation(where, key, automation, assets)
-        if compiled.key in automations or automation.name in names:
-            raise CatalogError(f"{where}: name and key must be unique among the program's automations "
-                               f"(key {compiled.key!r})")
-        names.add(automation.name)
+        compiled = _compile_automation(f"{file}: automations[{a_i}] ({automation.name})", key, automation, assets)
         automations[compiled.key] = compiled
     return CompiledProgram(id=ids.program_id(key), key=key, model=pf.program, source=str(file), rules=tuple(rules),
                            assets=tuple(a.symbol for a in pf.assets), rewards=rewards, tiers=tiers,
@@ -496,8 +511,9 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
             raise CatalogError(f"{at}: unknown asset symbol {symbol!r}; define it under this program's `assets` "
                                "(an asset other programs use too: defined identically in each)")
         asset = assets[symbol]
-        # RELEASE without an amount releases everything held (of its reference); VOID_HOLD takes none
-        amount = (None if action.type == "VOID_HOLD" or (action.type == "RELEASE" and action.amount is None)
+        # RELEASE / FORFEIT without an amount take everything in their bucket (of their reference),
+        # as the release and forfeit operations do; VOID_HOLD takes none
+        amount = (None if action.type == "VOID_HOLD" or (action.type in ("RELEASE", "FORFEIT") and action.amount is None)
                   else need("amount"))
         if asset.inventory_mode == "LOT":
             for field in ("expires_at", "matures_at"):
@@ -595,6 +611,8 @@ def _program_value_target(at: str, action: Action, asset: Asset) -> None:
                                "account, without lots that expire, mature or carry references)")
     if action.allow_negative:
         raise CatalogError(f"{at}.allow_negative: a program wallet may not go below zero")
+    if action.amount is None:  # (a FORFEIT elsewhere may leave it out: all of its bucket)
+        raise CatalogError(f"{at}: `amount` is required for {action.type} with a PROGRAM target")
 
 
 def _compile_emission(at: str, action: Action, common: dict, need, assets: dict[str, Asset]) -> CompiledAction:

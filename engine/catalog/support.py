@@ -1,5 +1,7 @@
-"""What the engine builds today. A declared field whose behaviour is not built yet is rejected
-here with "not supported yet: <field>", never silently ignored. Later work deletes lines here."""
+"""Which fields each action takes, and what the engine builds today. A field an action can never
+take is rejected with what that action does take (`misplaced`); a declared feature whose
+behaviour is not built yet with "not supported yet: <field>" (`unsupported`). Neither is ever
+silently ignored."""
 
 from __future__ import annotations
 
@@ -7,13 +9,14 @@ from collections.abc import Iterator
 
 from .models import ProgramFile
 
-#: Action fields with behaviour, per action type (type itself is always fine).
+#: The fields each action type takes (type itself is always fine): every field semantics.md 7 and
+#: Scrip's rule actions (scrip-reference.md 9) document for it is built.
 SUPPORTED_ACTION_FIELDS = {
     "CREDIT": {"asset", "amount", "description", "bucket", "target", "expires_at", "matures_at", "reference_id"},
     "DEBIT": {"asset", "amount", "description", "allow_negative", "target"},
     "HOLD": {"asset", "amount", "description", "target", "reference_id"},
     "RELEASE": {"asset", "amount", "description", "target", "reference_id"},
-    "FORFEIT": {"asset", "amount", "description", "bucket", "target"},
+    "FORFEIT": {"asset", "amount", "description", "bucket", "target", "reference_id"},
     "VOID_HOLD": {"asset", "description", "target", "reference_id"},
     "TAG": {"tag", "target", "description"},
     "UNTAG": {"tag", "target", "description"},
@@ -24,7 +27,6 @@ SUPPORTED_ACTION_FIELDS = {
     "SCHEDULE_EVENT": {"event_name", "delay", "payload", "target", "description"},
     "BROADCAST": {"event_name", "payload", "description", "delay", "target"},
 }
-SUPPORTED_ACTIONS = set(SUPPORTED_ACTION_FIELDS)
 #: Actions whose buckets the contract fixes (semantics.md 7): a `bucket` on them is not a feature
 #: to come but a choice they do not have; the bucket each accepts (stating what it does), and why.
 FIXED_BUCKETS = {
@@ -34,15 +36,28 @@ FIXED_BUCKETS = {
     "RELEASE": (None, "RELEASE always moves HELD to AVAILABLE (semantics.md 7); it takes no bucket: remove the field"),
 }
 VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}
+#: Why a field belongs to other actions only, where the list of fields says too little.
+OTHER_ACTIONS_FIELD = {
+    "allow_negative": "allow_negative applies to DEBIT only (semantics.md 7: only a DEBIT may overdraw)",
+    "expires_at": "expires_at applies to CREDIT only (a lot's expiry is set when it is credited)",
+    "matures_at": "matures_at applies to CREDIT only (a lot's maturity is set when it is credited)",
+}
 
 
 def misplaced(pf: ProgramFile) -> Iterator[tuple[str, str]]:
-    """Yield (location of the field, why it cannot be so) for a `bucket` an action does not take."""
+    """Yield (location of the field, why it cannot be so) for a field an action can never take:
+    a `bucket` the contract fixes, or a field of other actions (`amount` on a TAG)."""
     for r_i, rule in enumerate(pf.rules):
         for a_i, action in enumerate(rule.actions):
+            at = f"rules[{r_i}] ({rule.name}).actions[{a_i}]"
             fixed = FIXED_BUCKETS.get(action.type)
             if fixed is not None and action.bucket is not None and action.bucket != fixed[0]:
-                yield f"rules[{r_i}] ({rule.name}).actions[{a_i}].bucket", fixed[1]
+                yield f"{at}.bucket", fixed[1]
+            takes = SUPPORTED_ACTION_FIELDS[action.type]
+            for field in sorted(action.model_fields_set - takes - {"type"} - ({"bucket"} if fixed else set())):
+                if getattr(action, field) not in (None, False):
+                    yield f"{at}.{field}", OTHER_ACTIONS_FIELD.get(field) or (
+                        f"{action.type} takes no {field}; its fields are {', '.join(sorted(takes))}")
 
 
 def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
@@ -53,13 +68,6 @@ def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
         where = f"rules[{r_i}] ({rule.name})"
         for a_i, action in enumerate(rule.actions):
             at = f"{where}.actions[{a_i}]"
-            if action.type not in SUPPORTED_ACTIONS:
-                yield at, f"type: {action.type}"
-                continue
-            allowed = SUPPORTED_ACTION_FIELDS[action.type] | ({"bucket"} if action.type in FIXED_BUCKETS else set())
-            for field in sorted(action.model_fields_set - allowed - {"type"}):
-                if getattr(action, field) not in (None, False):
-                    yield at, field
             if action.target is not None and action.target.type == "GROUP" and action.type == "SET_TIER":
                 yield at, "target.type: GROUP for SET_TIER (tiers are held by participants)"
             if action.target is not None and action.target.type == "PROGRAM" and action.type == "SET_TIER":

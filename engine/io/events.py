@@ -150,7 +150,10 @@ def _load(file: Path) -> pl.DataFrame:
             return pl.DataFrame(rows, infer_schema_length=None)
         if suffix == ".csv":
             return pl.read_csv(file, infer_schema=False)
-        table = pq.read_table(file)
+        # ParquetFile, not pq.read_table: one file needs no dataset layer, and importing
+        # pyarrow.dataset (with pyarrow.compute) costs ~75 ms CPU of every small run
+        with pq.ParquetFile(file) as pf:
+            table = pf.read()
         _check_utf8(table)
         return pl.from_arrow(table)
     except Exception as e:  # noqa: BLE001 - any reader failure is "cannot be read"
@@ -196,9 +199,8 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     """Rows of `file` (the first of them is its row `first_row + 1`, or each row is its
     `row_numbers` one) in the normalised frame, with the row-level contract applied; file-level
     problems raise InputError."""
-    for k, v in hive_values(file, root).items():
-        if k not in df.columns:
-            df = df.with_columns(pl.lit(v).alias(k))
+    _PARTITIONS[str(file)] = hive_values(file, root)
+    df = _with_partitions(df, str(file))
     # A column with no value in any row is typed Null (pyarrow and Polars infer it so): its rows
     # are missing that field, quarantined one by one like the nulls of a typed column. A Null
     # event_timestamp or event_data stopped the whole file (exit 2, "must be ... found Null"), as
@@ -306,15 +308,23 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     )
 
 
-def _binary_field(dt: pl.DataType, path: str) -> str | None:
-    """The first binary field of a struct payload's type (`event_data.a.b`, `[]` for list
-    elements), or None."""
+def _not_json(dt: pl.DataType, path: str) -> str | None:
+    """Why a struct payload's type has no JSON form (the stored payload, CEL's `event`), naming
+    its first such field (`event_data.a.b`, `[]` for list elements, `{}` for map values), or None."""
     if dt == pl.Binary:
-        return path
+        return (f"column {path} is binary; a struct event_data holds text, numbers, booleans, instants, lists, "
+                "maps and structs (send bytes as text, e.g. base64)")
+    if isinstance(dt, pl.Map):
+        # a Parquet MAP is a map in CEL, as a JSON object is: its keys must be text, as JSON's are
+        # (integer keys crashed the run, exit 1, when the payload was stored as JSON)
+        if dt.key != pl.String:
+            return (f"column {path} is a map with {dt.key} keys; a map in event_data is stored and read as a "
+                    "JSON object, whose keys are text: write its keys as strings")
+        return _not_json(dt.value, f"{path}{{}}")
     if isinstance(dt, pl.Struct):
-        return next((b for f in dt.fields if (b := _binary_field(f.dtype, f"{path}.{f.name}")) is not None), None)
+        return next((b for f in dt.fields if (b := _not_json(f.dtype, f"{path}.{f.name}")) is not None), None)
     if isinstance(dt, (pl.List, pl.Array)):
-        return _binary_field(dt.inner, f"{path}[]")
+        return _not_json(dt.inner, f"{path}[]")
     return None
 
 
@@ -334,6 +344,9 @@ def _nonfinite(expr: pl.Expr, dt: pl.DataType) -> pl.Expr | None:
     if isinstance(dt, pl.List):
         inner = _nonfinite(pl.element(), dt.inner)
         return None if inner is None else expr.list.eval(inner).list.any().fill_null(False)
+    if isinstance(dt, pl.Map):  # its values, as the list of its entries
+        inner = _nonfinite(pl.element().struct.field("value"), dt.value)
+        return None if inner is None else expr.map.entries().list.eval(inner).list.any().fill_null(False)
     return None
 
 
@@ -352,6 +365,8 @@ def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
         return pl.Struct([pl.Field(f.name, _decimals_as_doubles(f.dtype)) for f in dt.fields])
     if isinstance(dt, pl.List):
         return pl.List(_decimals_as_doubles(dt.inner))
+    if isinstance(dt, pl.Map):  # (the values of a Parquet MAP: its keys are text, `_not_json`)
+        return pl.Map(dt.key, _decimals_as_doubles(dt.value))
     return dt
 
 
@@ -384,6 +399,19 @@ def _operation_words(text: str) -> str:
     return text.replace("column event_timestamp", "column timestamp").replace("column event_data", "column params")
 
 
+#: The hive partition values (`key=value` folders below the input root) of each file this process
+#: read, by source: part of its rows as read, in `raw` too, also for a row quarantined at intake,
+#: which `raw_as_read` reads again from its file alone (an unknown_program row whose program_id
+#: came from its folder had no program_id in its raw).
+_PARTITIONS: dict[str, dict[str, str]] = {}
+
+
+def _with_partitions(df: pl.DataFrame, source: str) -> pl.DataFrame:
+    """The rows of `source` with its partition values as columns after its own (a column the
+    file has wins, as hive readers do)."""
+    return df.with_columns(pl.lit(v).alias(k) for k, v in _PARTITIONS.get(source, {}).items() if k not in df.columns)
+
+
 def _raw_rows(df: pl.DataFrame, rejected: pl.Series) -> pl.Series:
     """The input row as JSON text, for the quarantined rows only (encoding every row of a large
     file would cost time and memory for nothing). Rows rejected later, at intake, get theirs
@@ -409,7 +437,7 @@ def raw_as_read(rows: pl.DataFrame) -> pl.Series:
     todo = rows.with_row_index("_i").filter(pl.col("raw").is_null())
     for (source,), group in todo.group_by(["source"]):
         try:
-            picked = _rows_of(Path(source), group["row_number"].to_list())
+            picked = _with_partitions(_rows_of(Path(source), group["row_number"].to_list()), source)
             if picked["idempotency_key"].to_list() != group["idempotency_key"].to_list():
                 continue  # the file changed since: not these rows
         except Exception:  # noqa: BLE001 - gone, changed or unreadable now: raw_of describes the row
@@ -470,11 +498,10 @@ def _timestamps(file: Path, col: pl.Series) -> tuple[pl.Series, list[str | None]
 def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[str | None]]:
     """(event column, stored JSON text, per-row problem or None)."""
     if isinstance(col.dtype, pl.Struct):
-        binary = _binary_field(col.dtype, "event_data")
-        if binary is not None:
+        why = _not_json(col.dtype, "event_data")
+        if why is not None:
             # JSON (the stored payload) has no bytes: Polars' JSON writer panicked on it (exit 1)
-            raise InputError(f"{file}: column {binary} is binary; a struct event_data holds text, numbers, "
-                             "booleans, instants, lists and structs (send bytes as text, e.g. base64)")
+            raise InputError(f"{file}: {why}")
         col = col.cast(_decimals_as_doubles(col.dtype))
         nonfinite = _nonfinite(pl.lit(col), col.dtype)
         bad = pl.select(pl.when(col.is_null()).then(pl.lit("missing"))

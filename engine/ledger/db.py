@@ -137,6 +137,13 @@ def arrow(df: "pl.DataFrame"):
     return df.to_arrow(compat_level=pl.CompatLevel.newest())
 
 
+def define_hash_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """Define, on this connection, the macros of the texts entry hashes cover (sql/hash.sql): the
+    writer and `perkflow verify` call this before they hash, so that both use this perkflow's
+    definition and never one stored in (and so replaceable within) the ledger file."""
+    con.execute(script("hash.sql"))
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the schema and views, unless this database already has exactly these (a stored
     hash of the two files): re-running the DDL costs a noticeable share of a small batch."""

@@ -197,6 +197,7 @@ class BatchWriter:
         self.prev_root = con.execute(statement("lookups.sql", "last_root")).fetchall()[0][0]
         self.first_seq = con.execute(statement("lookups.sql", "next_seq")).fetchall()[0][0]
         self._root = BatchRoot(self.prev_root)
+        db.define_hash_macros(con)
 
     def write(self, stages: dict[str, pl.DataFrame]) -> None:
         params = {"batch_id": self.batch_id}  # the only parameter of the per-chunk statements

@@ -245,10 +245,6 @@ def test_s8_entries_name_their_source_and_deferred_value_cannot_be_spent_or_held
     lg.verify()
 
 
-@pytest.mark.xfail(strict=True, reason="semantics.md 8: entry_hash is over the entry's canonical content, but "
-                   "entry_text() leaves out `description` and posting_text() the posting's `program_id`; both "
-                   "are written by sql/write_batch.sql insert_entries, which the lead is reshaping (transfers as one "
-                   "entry of N+1 postings): to be added to the hash with that change")
 @pytest.mark.parametrize("edit", [
     "UPDATE journal_entries SET description = 'forged' WHERE seq = 0",
     "UPDATE postings SET program_id = (SELECT id FROM programs WHERE key = 'other') "

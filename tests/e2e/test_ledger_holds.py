@@ -240,8 +240,8 @@ def test_inactive_participants_cannot_hold_or_release_but_can_be_voided(tmp_path
     ({"type": "HOLD", "asset": "CASH", "amount": "1", "reference_id": "r"}, "reference_id applies to LOT assets"),
     ({"type": "VOID_HOLD", "asset": "CASH", "reference_id": "r"}, "VOID_HOLD applies to LOT assets"),
     ({"type": "VOID_HOLD", "asset": "PTS"}, "`reference_id` is required for VOID_HOLD"),
-    ({"type": "VOID_HOLD", "asset": "PTS", "reference_id": "r", "amount": "1"}, "not supported yet: amount"),
-    ({"type": "HOLD", "asset": "PTS", "amount": "1", "expires_at": "1h"}, "not supported yet: expires_at"),
+    ({"type": "VOID_HOLD", "asset": "PTS", "reference_id": "r", "amount": "1"}, ".amount: VOID_HOLD takes no amount"),
+    ({"type": "HOLD", "asset": "PTS", "amount": "1", "expires_at": "1h"}, ".expires_at: expires_at applies to CREDIT only"),
 ])
 def test_the_catalog_names_the_rule_and_field_of_a_misplaced_hold_field(tmp_path, action, message):
     path = write_program(tmp_path / "shop.yaml", program_spec("shop", [on("x", action)],

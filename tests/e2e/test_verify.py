@@ -378,3 +378,81 @@ def test_checks_in_parts_find_what_the_whole_finds(w2_db, tmp_path, monkeypatch)
     assert {r[1].split("/")[0] for r in rows if r[0] == "event_rule_action"} == {str(e) for _, e in copied}
     _, cols, rows = every[10**6]["lot_remainders"]
     assert {r[1] for r in rows} == {e for e, in edited_lots}
+
+
+# ---------------------------------------------------------------------------------------------
+# Hash versions: a ledger written before the entry hash covered descriptions and posting programs
+
+OLD_LEDGER = ROOT / "tests" / "fixtures" / "ledger_hash_v1"
+
+
+def _ledger_before_hash_version(path: Path) -> Path:
+    """A ledger as perkflow wrote it before batches.hash_version existed (commit 924655b: three
+    purchases in batch 1, a described transfer to two recipients in batch 2): its rows (CSV, from
+    DuckDB's EXPORT DATABASE of the file that version wrote) in today's tables less the column,
+    with the hash macros that version stored in the file, and its schema hash, so that the next
+    writing run migrates it as it would that file."""
+    con = duckdb.connect(str(path))
+    try:
+        ledger_db.ensure_schema(con)
+        con.execute("ALTER TABLE batches DROP COLUMN hash_version")
+        con.execute((OLD_LEDGER / "stored_macros.sql").read_text())
+        for csv in sorted(OLD_LEDGER.glob("*.csv")):
+            con.execute(f"DELETE FROM {csv.stem}")
+            con.execute(f"INSERT INTO {csv.stem} BY NAME SELECT * FROM read_csv(?, header = true, all_varchar = true, allow_quoted_nulls = false)",
+                        [str(csv)])
+    finally:
+        con.close()
+    return path
+
+
+def _columns(db: Path, table: str) -> list[str]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+
+
+def test_a_ledger_from_before_hash_versions_verifies_read_only_and_still_finds_edits(tmp_path):
+    old = _ledger_before_hash_version(tmp_path / "old.duckdb")
+    before = file_hash(old)
+    code, report = _verify(old)
+    assert code == 0 and report["ok"], report
+    # read-only: neither the column nor anything else was added
+    assert "hash_version" not in _columns(old, "batches") and file_hash(old) == before
+    # its entries are still checked, with the text they were hashed over: an amount is caught
+    edited = _tampered(old, tmp_path / "t", "UPDATE postings SET amount = amount * 2 WHERE amount > 0 AND "
+                       "journal_entry_id = (SELECT id FROM journal_entries WHERE seq = 0)")
+    code, report = _verify(edited)
+    assert code == 4 and report["violations"][0]["check"] == "entry_hashes", report
+
+
+def test_writing_to_an_old_ledger_starts_hash_version_2_and_version_1_batches_keep_theirs(tmp_path):
+    old = _ledger_before_hash_version(tmp_path / "old.duckdb")
+    rows = [event("shop", "e4", "u1", "2025-03-06T10:00:00Z", {"type": "purchase", "amount": 7})]
+    run_json(OLD_LEDGER / "programs", write_events(tmp_path / "b3.parquet", rows), old)
+    with duckdb.connect(str(old), read_only=True) as con:
+        assert con.execute("SELECT id, hash_version FROM batches ORDER BY id").fetchall() == [(1, 1), (2, 1), (3, 2)]
+        # the texts' macros are no longer stored in the file (verify uses its own)
+        assert con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name IN ('entry_text', "
+                           "'posting_text') AND database_name = current_database()").fetchall() == [(0,)]
+        new_entry = con.execute("SELECT seq FROM journal_entries WHERE batch_id = 3").fetchall()[0][0]
+    code, report = _verify(old)
+    assert code == 0 and report["ok"], report
+
+    def caught(sql: str) -> bool:
+        code, report = _verify(_tampered(old, tmp_path / str(abs(hash(sql))), sql))
+        return code == 4 and report["violations"][0]["check"] == "entry_hashes"
+
+    # version 2 covers the description and each posting's program
+    assert caught(f"UPDATE journal_entries SET description = 'forged' WHERE seq = {new_entry}")
+    assert caught("UPDATE postings SET program_id = '00000000-0000-0000-0000-000000000000' WHERE journal_entry_id = "
+                  f"(SELECT id FROM journal_entries WHERE seq = {new_entry})")
+    # a batch's version changed by hand does not let an edit through: no text of one version is
+    # one of the other
+    assert caught(f"UPDATE batches SET hash_version = 1 WHERE id = 3; UPDATE journal_entries SET description = "
+                  f"'forged' WHERE seq = {new_entry}")
+    assert caught("UPDATE batches SET hash_version = 2 WHERE id = 1")
+    # version 1 batches keep the hash they were written with (docs/decisions.md): their amounts
+    # are covered, their descriptions were not and cannot be now without rewriting history
+    assert caught("UPDATE postings SET amount = amount + 1 WHERE amount > 0 AND journal_entry_id = "
+                  "(SELECT id FROM journal_entries WHERE seq = 3)")
+    assert not caught("UPDATE journal_entries SET description = 'forged' WHERE seq = 3")
