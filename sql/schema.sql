@@ -202,7 +202,8 @@ CREATE TABLE IF NOT EXISTS budget_consumption (
 -- The texts hashed into journal_entries.entry_hash are TEMP macros of sql/hash.sql, defined by
 -- every connection (engine/ledger/db.py), not stored here: `perkflow verify` must recompute hashes
 -- with this perkflow's definition, never with one read from the file it checks. Ledgers written
--- before session 13 stored them; they go.
+-- before session 13 stored them; they go. (DuckDB resolves `main.x` to this connection's TEMP
+-- macro first when there is one: so the writer defines them after ensure_schema, in BatchWriter.)
 DROP MACRO IF EXISTS main.entry_text;
 DROP MACRO IF EXISTS main.posting_text;
 

@@ -17,6 +17,7 @@ from decimal import Decimal
 import duckdb
 import polars as pl
 
+from engine import amounts
 from engine.catalog import Catalog
 from engine.errors import BalanceRangeError
 
@@ -162,16 +163,12 @@ def balance_changes(effects: pl.DataFrame) -> pl.DataFrame:
         totals: dict[tuple, Decimal] = {}
         for *account, amount in legs.iter_rows():
             totals[tuple(account)] = totals.get(tuple(account), Decimal(0)) + amount
-        over = next((a for a, total in totals.items() if abs(total) >= BALANCE_LIMIT), None)
+        over = next((a for a, total in totals.items() if abs(total) >= amounts.LIMIT), None)
         if over is not None:  # the events were checked (engine/balance_range.py): time-driven postings
             etype, eid, asset, bucket = over
             raise BalanceRangeError(f"account {etype} {eid} (asset {asset}, {bucket})") from None
         return pl.DataFrame([(*a, t) for a, t in totals.items()], orient="row",
                             schema=legs.schema).with_row_index("row")
-
-
-#: What DECIMAL(38, 18) holds: 20 integer digits.
-BALANCE_LIMIT = Decimal(10) ** 20
 
 
 def _rss_mb() -> float:
