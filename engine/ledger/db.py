@@ -128,13 +128,24 @@ def _with_stages(call: str, con, sql: str, params: dict | None, stages: dict):
     return eval(call, {}, scope)  # noqa: S307 - a fixed call of ours: the scope is the point
 
 
+#: Rows per Arrow record batch of a stage. DuckDB scans an Arrow table one batch per thread, and
+#: a Polars frame usually comes out as one batch: every statement over a chunk's stages then ran
+#: on one thread (under ~1M rows). Sliced (no copy) into batches of this size, a 250,000-row
+#: chunk's statements run on every core.
+SCAN_BATCH_ROWS = 16_384
+
+
 def arrow(df: "pl.DataFrame"):
     """A frame as an Arrow table for DuckDB to scan, without copying it: Polars holds strings as
     views, and the default (oldest-compatible) export copies every string into a large_string
     array, which at a million events doubled the batch's memory. DuckDB reads string_view."""
     import polars as pl
+    import pyarrow as pa
 
-    return df.to_arrow(compat_level=pl.CompatLevel.newest())
+    table = df.to_arrow(compat_level=pl.CompatLevel.newest())
+    if table.num_rows <= SCAN_BATCH_ROWS:
+        return table
+    return pa.Table.from_batches(table.to_batches(max_chunksize=SCAN_BATCH_ROWS), table.schema)
 
 
 def define_hash_macros(con: duckdb.DuckDBPyConnection) -> None:
