@@ -14,17 +14,22 @@ from pathlib import Path
 
 import pytest
 
+from engine.ledger.db import SCAN_BATCH_ROWS
 from engine.workloads import generate
 from tests.reliability.harness import ROOT, clean_env, cli, diff, dump
 
 # W1: the set-based path; W2: LOT lots, a PREFUNDED wallet and budgets on the running path.
-CASES = [("W1", 6_000, 400), ("W2", 6_000, 400)]
+# Chunks of 2,000 rows cross many chunk boundaries; chunks past db.SCAN_BATCH_ROWS make the
+# stages several Arrow batches, which DuckDB scans on several threads.
+CASES = [("W1", 6_000, 400, 2_000), ("W2", 6_000, 400, 2_000),
+         ("W1", 2 * SCAN_BATCH_ROWS + 5_000, 3_000, SCAN_BATCH_ROWS + 2_500),
+         ("W2", SCAN_BATCH_ROWS + 5_000, 2_000, SCAN_BATCH_ROWS + 5_000)]
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 or more cores to differ from one thread")
-@pytest.mark.parametrize("name,events,participants", CASES)
+@pytest.mark.parametrize("name,events,participants,chunk_rows", CASES)
 def test_one_thread_and_all_cores_write_the_same_ledger(tmp_path: Path, name: str, events: int,
-                                                        participants: int) -> None:
+                                                        participants: int, chunk_rows: int) -> None:
     manifest = generate(name, events, participants, 3, tmp_path / "data")
     data = tmp_path / "data"
     dumps = {}
@@ -34,7 +39,7 @@ def test_one_thread_and_all_cores_write_the_same_ledger(tmp_path: Path, name: st
             env |= {"POLARS_MAX_THREADS": threads, "PERKFLOW_DUCKDB_THREADS": threads}
         db = tmp_path / f"{label.replace(' ', '_')}.duckdb"
         args = ["run", "--programs", str(data / "programs"), "--events", str(data / "events"), "--db", str(db),
-                "--json", "--chunk-rows", "2000"]
+                "--json", "--chunk-rows", str(chunk_rows)]
         if manifest["operations"]:
             args += ["--operations", str(data / manifest["operations"])]
         r = cli(*args, env=env)
