@@ -23,7 +23,7 @@ from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudg
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
 from .documents import read_json, read_yaml
 from .models import Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
-from .support import VALUE_ACTIONS, misplaced, unsupported
+from .support import VALUE_ACTIONS, WHOLE_BUCKET_ACTIONS, misplaced, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
@@ -511,9 +511,10 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
             raise CatalogError(f"{at}: unknown asset symbol {symbol!r}; define it under this program's `assets` "
                                "(an asset other programs use too: defined identically in each)")
         asset = assets[symbol]
-        # RELEASE / FORFEIT without an amount take everything in their bucket (of their reference),
-        # as the release and forfeit operations do; VOID_HOLD takes none
-        amount = (None if action.type == "VOID_HOLD" or (action.type in ("RELEASE", "FORFEIT") and action.amount is None)
+        # HOLD / RELEASE / FORFEIT without an amount take everything in their bucket (of their
+        # reference), as the hold, release and forfeit operations do (scrip-reference.md 12:
+        # "omitting it processes the whole SIMPLE balance, or every matching lot"); VOID_HOLD takes none
+        amount = (None if action.type == "VOID_HOLD" or (action.type in WHOLE_BUCKET_ACTIONS and action.amount is None)
                   else need("amount"))
         if asset.inventory_mode == "LOT":
             for field in ("expires_at", "matures_at"):

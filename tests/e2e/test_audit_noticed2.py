@@ -1,0 +1,97 @@
+"""Black-box checks of the second round of what earlier sessions noticed and left (semantics.md 7,
+2.2, 9 and scrip-reference.md 9, 12, 14): each test writes program files and Parquet inputs, runs
+`perkflow` in a subprocess into a real DuckDB file and reads the ledger back with SQL; expected
+numbers are worked out by hand from the contract (docs/decisions.md where it is silent)."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from tests.e2e.test_contract_audit import LOT, SIMPLE, Ledger, at, on
+from tests.helpers.io import cli, write_program
+
+
+def shop(rules: list[dict], assets: list[dict], **extra) -> dict:
+    return {"program": {"key": "shop", "name": "Shop"}, "assets": assets, "rules": rules, **extra}
+
+
+# ---- 1. HOLD / RELEASE / FORFEIT actions without `amount` (scrip-reference.md 12, semantics.md 7) ----
+
+#: per step: (what the event asks, the same as an operation's name and params)
+HOLD_STEPS = [("earn", {"n": 100}, "adjust", {"type": "CREDIT", "amount": "100"}),
+              ("hold", {"ref": "A"}, "hold", {"reference_id": "A"}),            # all 100 AVAILABLE -> HELD
+              ("earn", {"n": 7}, "adjust", {"type": "CREDIT", "amount": "7"}),
+              ("hold", {"ref": "B"}, "hold", {"reference_id": "B"}),            # the 7 more
+              ("release", {"ref": "A"}, "release", {"reference_id": "A"}),      # LOT: A's 100 only
+              ("lose", {"ref": "B"}, "forfeit", {"bucket": "HELD", "reference_id": "B"}),  # LOT: B's 7
+              ("hold", {"ref": "C"}, "hold", {"reference_id": "C"}),            # what is AVAILABLE again
+              ("hold", {"ref": "D"}, "hold", {"reference_id": "D"})]            # nothing left: a no-op
+
+
+@pytest.mark.parametrize("asset", [SIMPLE, LOT], ids=["SIMPLE", "LOT"])
+def test_hold_release_and_forfeit_actions_without_amount_take_the_whole_bucket_as_the_operations_do(tmp_path, asset):
+    """scrip-reference.md 12, of hold / release / forfeit: "amount: optional. Omitting it processes
+    the whole SIMPLE balance, or every matching lot for LOT"; semantics.md 7 RELEASE "by
+    reference_id, or amount, or all". The HOLD action without an amount was refused at load
+    (`amount` is required for HOLD): it now holds all AVAILABLE value, and a program whose rules
+    do each step writes the same ledger as the same steps sent as operations."""
+    ref = {"reference_id": "event.ref"} if asset is LOT else {}
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}),
+             on("hold", {"type": "HOLD", "asset": "PTS", **ref}),
+             on("release", {"type": "RELEASE", "asset": "PTS", **ref}),
+             on("lose", {"type": "FORFEIT", "asset": "PTS", "bucket": "HELD", **ref})]
+    by_rules, by_ops = Ledger(tmp_path / "rules", shop(rules, [asset])), Ledger(tmp_path / "ops", shop([], [asset]))
+    by_rules.run([{"key": f"s{i}", "who": "a", "when": at(1, 10 + i), "data": {"type": kind, **data}}
+                  for i, (kind, data, _, _) in enumerate(HOLD_STEPS)])
+    by_ops.run(operations=[{"op": "upsert_participant", "key": "new", "who": "a", "when": at(1, 9)}] + [
+        {"op": name, "key": f"s{i}", "who": "a", "when": at(1, 10 + i),
+         "params": {"asset": "PTS", **{k: v for k, v in params.items() if asset is LOT or k != "reference_id"}}}
+        for i, (_, _, name, params) in enumerate(HOLD_STEPS)])
+    for led in (by_rules, by_ops):
+        assert set(led.status().values()) == {("COMPLETED", None)}
+        moved = [led.entries(f"s{i}") for i, step in enumerate(HOLD_STEPS) if step[0] != "earn"]
+        if asset is LOT:  # RELEASE and FORFEIT narrow to the lots of their reference
+            assert moved == [[("HOLD", D(100))], [("HOLD", D(7))], [("RELEASE", D(100))], [("FORFEIT", D(7))],
+                             [("HOLD", D(100))], []]
+        else:  # SIMPLE: the whole bucket (nothing left HELD to forfeit: a no-op)
+            assert moved == [[("HOLD", D(100))], [("HOLD", D(7))], [("RELEASE", D(107))], [],
+                             [("HOLD", D(107))], []]
+        led.verify()
+    assert by_rules.balance("a") == by_ops.balance("a") == ((D(0), D(100), D(0)) if asset is LOT
+                                                            else (D(0), D(107), D(0)))
+    if asset is LOT:
+        refs = "SELECT action_type, reference_id FROM journal_entries WHERE action_type <> 'ADJUSTMENT' " \
+               "AND action_type <> 'CREDIT' ORDER BY seq"
+        assert by_rules.sql(refs) == by_ops.sql(refs) == [("HOLD", "A"), ("HOLD", "B"), ("RELEASE", "A"),
+                                                          ("FORFEIT", "B"), ("HOLD", "C")]
+
+
+def test_a_hold_action_without_amount_leaves_expired_lots_and_an_amount_of_zero_is_still_a_no_op(tmp_path):
+    """Without an amount a HOLD of a LOT asset holds what is spendable: a lot past its expires_at
+    is never spendable (semantics.md 9.1), even before its expiry entry is written; an amount that
+    evaluates to exactly 0 is a no-op (semantics.md 7), not "everything"."""
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "event.ttl"}),
+             on("hold", {"type": "HOLD", "asset": "PTS"}),
+             on("hold_n", {"type": "HOLD", "asset": "PTS", "amount": "event.n"})]
+    led = Ledger(tmp_path, shop(rules, [LOT]))
+    led.run([{"key": "e1", "who": "a", "when": at(1, 10), "data": {"type": "earn", "n": 40, "ttl": "1h"}},
+             {"key": "e2", "who": "a", "when": at(1, 10), "data": {"type": "earn", "n": 25, "ttl": "240h"}},
+             {"key": "e3", "who": "a", "when": at(1, 12), "data": {"type": "hold_n", "n": 0}},
+             {"key": "e4", "who": "a", "when": at(1, 12), "data": {"type": "hold"}}])
+    assert set(led.status().values()) == {("COMPLETED", None)}
+    assert led.entries("e3") == []
+    assert [e for e in led.entries("e4") if e[0] == "HOLD"] == [("HOLD", D(25))]  # not the expired 40
+    led.verify()
+
+
+def test_a_hold_action_without_amount_on_a_program_target_is_refused_naming_the_field(tmp_path):
+    """A PROGRAM target takes CREDIT, DEBIT or FORFEIT of its wallet (docs/decisions.md "PROGRAM
+    targets"), with an amount; that an amount may now be left out elsewhere does not change it."""
+    pre = {**SIMPLE, "issuance_policy": "PREFUNDED"}
+    programs = write_program(tmp_path / "programs" / "shop.yaml",
+                             shop([on("x", {"type": "FORFEIT", "asset": "PTS", "target": {"type": "PROGRAM"}})], [pre]))
+    res = cli("validate", "--programs", str(programs))
+    assert res.returncode == 2 and "`amount` is required for FORFEIT with a PROGRAM target" in res.stderr, res.stderr
+
