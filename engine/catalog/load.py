@@ -487,13 +487,20 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
     if action.target is not None:
         t = action.target
         if t.type == "PARTICIPANT":
-            if (t.external_id is None) == (t.participant_id is None):
-                raise CatalogError(f"{at}.target: give exactly one of external_id or participant_id (a CEL expression)")
+            # `id` is Scrip's name for the participant's id (scrip-reference.md 9, "id"?):
+            # participant_id by another name (docs/decisions.md, "Participants and state")
+            named = [name for name in ("external_id", "participant_id", "id") if getattr(t, name) is not None]
+            if len(named) != 1:
+                raise CatalogError(f"{at}.target: give exactly one of external_id, participant_id or id (Scrip's "
+                                   f"name for participant_id), a CEL expression or a literal; got "
+                                   f"{' and '.join(named) or 'none'}")
+            pid_field = "participant_id" if t.id is None else "id"
+            pid = t.participant_id if t.id is None else t.id
             # value fields: an expression, or the literal id ("u5" names participant u5)
             target = CompiledTarget(
                 type="PARTICIPANT",
                 external_id=t.external_id and _value(f"{at}.target.external_id", t.external_id, assets),
-                participant_id=t.participant_id and _value(f"{at}.target.participant_id", t.participant_id, assets))
+                participant_id=pid and _value(f"{at}.target.{pid_field}", pid, assets))
         else:
             if t.external_id is not None or t.participant_id is not None:
                 raise CatalogError(f"{at}.target: external_id and participant_id name participants; a {t.type} "

@@ -95,3 +95,41 @@ def test_a_hold_action_without_amount_on_a_program_target_is_refused_naming_the_
     res = cli("validate", "--programs", str(programs))
     assert res.returncode == 2 and "`amount` is required for FORFEIT with a PROGRAM target" in res.stderr, res.stderr
 
+
+# ---- 2. a PARTICIPANT target by `id` (scrip-reference.md 9; semantics.md 7) ----
+
+def test_a_participant_target_by_id_names_the_participant_by_its_participant_id(tmp_path):
+    """scrip-reference.md 9: target `{"type":"PARTICIPANT", "id"?, "external_id"?, "participant_id"?}`.
+    `id` was refused at load ("give exactly one of external_id or participant_id"); it is the
+    participant's id (docs/decisions.md): a CEL expression or a literal, resolved as
+    participant_id is; an id nobody has fails the event with participant_not_found."""
+    led = Ledger(tmp_path, shop([on("hello", {"type": "TAG", "tag": "new"}), on("ref", {"type": "CREDIT", "asset": "PTS", "amount": "5",
+                                                         "target": {"type": "PARTICIPANT", "id": "event.friend"}})],
+                                [SIMPLE]))
+    led.run([{"key": "e1", "who": "b", "when": at(1, 10), "data": {"type": "hello"}}])
+    (b_id,), = led.sql("SELECT id FROM participants WHERE external_id = 'b'")
+    literal = shop([on("fixed", {"type": "CREDIT", "asset": "PTS", "amount": "2",
+                                 "target": {"type": "PARTICIPANT", "id": str(b_id)}})], [SIMPLE])
+    write_program(led.programs / "fixed.yaml", {**literal, "program": {"key": "fixed", "name": "Fixed"}})
+    led.run([{"key": "e2", "who": "a", "when": at(1, 11), "data": {"type": "ref", "friend": str(b_id)}},
+             {"key": "e3", "who": "a", "when": at(1, 12), "data": {"type": "ref", "friend": "nobody"}},
+             {"program": "fixed", "key": "e4", "who": "a", "when": at(1, 13), "data": {"type": "fixed"}}])
+    assert led.status() == {"e1": ("COMPLETED", None), "e2": ("COMPLETED", None),
+                            "e3": ("FAILED", "participant_not_found"), "e4": ("COMPLETED", None)}
+    assert led.sql("SELECT external_id, available FROM balances WHERE entity_type = 'PARTICIPANT' ORDER BY 1") == [
+        ("b", D(7))]
+    led.verify()
+
+
+@pytest.mark.parametrize("target, says", [
+    ({"type": "PARTICIPANT", "id": "event.a", "external_id": "event.b"}, "got external_id and id"),
+    ({"type": "PARTICIPANT", "id": "event.a", "participant_id": "event.b"}, "got participant_id and id"),
+    ({"type": "PARTICIPANT"}, "got none"),
+])
+def test_a_participant_target_names_its_participant_exactly_once(tmp_path, target, says):
+    programs = write_program(tmp_path / "programs" / "shop.yaml",
+                             shop([on("x", {"type": "TAG", "tag": "vip", "target": target})], [SIMPLE]))
+    res = cli("validate", "--programs", str(programs))
+    out = " ".join(res.stderr.split())
+    assert res.returncode == 2 and "shop.yaml" in out and "rules[0] (x): actions[0].target: give exactly one of external_id, participant_id or id" in out, out
+    assert says in out, out

@@ -484,8 +484,9 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
         target_type=target_type,
         target_external_id=ValueField.parse(a.target.external_id)
         if a.target and a.target.external_id is not None else None,
-        target_participant_id=ValueField.parse(a.target.participant_id)
-        if a.target and a.target.participant_id is not None else None,
+        # decisions.md "Participants and state": a PARTICIPANT target's `id` (Scrip's name) is its participant_id
+        target_participant_id=ValueField.parse(a.target.participant_id or a.target.id)
+        if target_type == "PARTICIPANT" and (a.target.participant_id or a.target.id) is not None else None,
         target_group=target_group,
         bucket=a.bucket,
         expires_at=expires_at,
