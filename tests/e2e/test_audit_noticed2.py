@@ -133,3 +133,66 @@ def test_a_participant_target_names_its_participant_exactly_once(tmp_path, targe
     out = " ".join(res.stderr.split())
     assert res.returncode == 2 and "shop.yaml" in out and "rules[0] (x): actions[0].target: give exactly one of external_id, participant_id or id" in out, out
     assert says in out, out
+
+
+# ---- 3. flows past 10^20: exact sums in verify and the report views ----
+
+BIG = D("90000000000000000000")  # 9 * 10^19: every balance stays below 10^20
+
+
+def _big_flows(tmp_path) -> Ledger:
+    """Four events, each crediting 9 * 10^19 + 0.25 and debiting 9 * 10^19: 3.6 * 10^20 + 1 issued,
+    3.6 * 10^20 redeemed, while the participant holds 1.00 and SYSTEM_ISSUANCE -1.00 in the end."""
+    cash = {**SIMPLE, "scale": 2}
+    led = Ledger(tmp_path, shop([on("big", {"type": "CREDIT", "asset": "PTS", "amount": f"{BIG}.25"},
+                                    {"type": "DEBIT", "asset": "PTS", "amount": str(BIG)})], [cash]))
+    led.run([{"key": f"e{i}", "who": "a", "when": at(1 + i), "data": {"type": "big"}} for i in range(4)])
+    assert set(led.status().values()) == {("COMPLETED", None)}
+    return led
+
+
+def test_flows_past_10_20_verify_and_the_summary_is_exact_where_decimal_38_18_holds_it(tmp_path):
+    """A plain SUM of DECIMAL(38, 18) overflowed once a running total passed ~1.7 * 10^20:
+    `perkflow verify` exited 1 with an internal error (balances_match_postings on SYSTEM_ISSUANCE,
+    summary_identity), and `report ledger_summary` / program_activity crashed. The sums are exact
+    now (whole parts and fractions as HUGEINT): verify holds; each amount the views show is exact,
+    and a total past what DECIMAL(38, 18) holds (|x| >= 10^20) is NULL (docs/decisions.md)."""
+    led = _big_flows(tmp_path)
+    led.verify()
+    assert led.balance("a") == (D(1), D(0), D(0))
+    for view in ("ledger_summary", "program_activity", "participant_statement"):
+        res = cli("report", view, "--db", str(led.db))
+        assert res.returncode == 0 and "Traceback" not in res.stderr, (view, res.stderr)
+    assert led.sql("SELECT total_issued, total_redeemed, total_expired, total_forfeited, current_balance "
+                   "FROM ledger_summary") == [(None, None, D(0), D(0), D(1))]
+    # a period of one event (day 4): exact, and opening + issued - redeemed = closing
+    assert led.sql(f"SELECT opening_balance, total_issued, total_redeemed, closing_balance "
+                   f"FROM ledger_summary_between('{at(4, 0)}', '{at(5, 0)}')") == [
+        (D("0.75"), BIG + D("0.25"), BIG, D(1))]
+    assert led.sql(f"SELECT opening_balance, total_issued FROM ledger_summary_between('{at(3, 0)}', NULL)") == [
+        (D("0.5"), None)]  # 1.8 * 10^20 + 0.5 issued in the period
+    assert led.sql("SELECT day, issued['PTS'], redeemed['PTS'] FROM program_activity ORDER BY day")[0][1:] == (
+        BIG + D("0.25"), BIG)  # one event a day: each day's flows are in range
+
+
+@pytest.mark.parametrize("tamper, check", [
+    ("UPDATE account_balances SET amount = amount - 0.000000000000000001 WHERE entity_type = 'SYSTEM_ISSUANCE'",
+     "balances_match_postings"),
+    # a DEBIT counted in no category: redeemed is 3.6 * 10^20 short of what left the balance
+    ("CREATE OR REPLACE MACRO flow_category(action_type, net_amount) AS CASE WHEN action_type = 'DEBIT' "
+     "THEN 'INTERNAL' WHEN action_type = 'CREDIT' THEN 'ISSUED' ELSE 'INTERNAL' END", "summary_identity"),
+])
+def test_flows_past_10_20_a_broken_ledger_is_still_found(tmp_path, tamper, check):
+    """The exact sums compare to the last of the 18 decimals, however large the flows, and
+    report a violation rather than fail on the way."""
+    import duckdb
+    import json
+
+    led = _big_flows(tmp_path)
+    con = duckdb.connect(str(led.db))
+    con.execute(tamper)
+    con.close()
+    res = cli("verify", "--db", str(led.db), "--json")
+    assert res.returncode == 4 and "Traceback" not in res.stderr, res.stdout + res.stderr  # 4: violations
+    assert check in {v["check"] for v in json.loads(res.stdout)["violations"]}, res.stdout
+
