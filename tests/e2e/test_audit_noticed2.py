@@ -196,3 +196,47 @@ def test_flows_past_10_20_a_broken_ledger_is_still_found(tmp_path, tamper, check
     assert res.returncode == 4 and "Traceback" not in res.stderr, res.stdout + res.stderr  # 4: violations
     assert check in {v["check"] for v in json.loads(res.stdout)["violations"]}, res.stdout
 
+
+# ---- 4. idempotency across formats: a null struct field is an absent key (semantics.md 2.2, 4) ----
+
+def test_a_null_struct_field_and_the_same_event_without_that_key_in_ndjson_are_one_payload(tmp_path):
+    """semantics.md 2.2: "In a struct event_data, a null field counts as absent"; 4: the same key
+    with the same canonical payload is a DUPLICATE. So a Parquet struct with `coupon: null` (and
+    `meta.b: null`, one level down) and the same event in NDJSON without those keys (or with
+    JSON nulls) are duplicates, in either order; a value where the other has null is a conflict."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = pa.struct([("a", pa.int64()), ("b", pa.string())])
+    data = pa.struct([("type", pa.string()), ("n", pa.int64()), ("coupon", pa.string()), ("meta", meta)])
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.string()), ("event_data", data)])
+    row = {"program_id": "shop", "external_id": "a", "event_timestamp": at(1, 10)}
+    with_nulls = {"type": "buy", "n": 5, "coupon": None, "meta": {"a": 1, "b": None}}
+    without = {"type": "buy", "n": 5, "meta": {"a": 1}}
+    programs = write_program(tmp_path / "programs" / "shop.yaml",
+                             shop([on("buy", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})], [SIMPLE]))
+    struct_file = tmp_path / "struct.parquet"
+    pq.write_table(pa.Table.from_pylist([{**row, "idempotency_key": "k1", "event_data": with_nulls},
+                                         {**row, "idempotency_key": "k2", "event_data": with_nulls}], schema=schema),
+                   struct_file)
+    ndjson = tmp_path / "absent.ndjson"
+    ndjson.write_text("".join(json.dumps({**row, "idempotency_key": k, "event_data": d}) + "\n" for k, d in [
+        ("k1", without), ("k3", without)]))
+    conflict = tmp_path / "value.ndjson"
+    conflict.write_text(json.dumps({**row, "idempotency_key": "k1", "event_data": {**without, "coupon": "X"}}) + "\n")
+
+    def run(db, events) -> tuple:
+        res = cli("run", "--programs", str(programs), "--events", str(events), "--db", str(db), "--json")
+        assert res.returncode == 0, res.stderr
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+        return out["completed"], out["duplicates"], out["rejected"]
+
+    one, two = tmp_path / "struct_first.duckdb", tmp_path / "ndjson_first.duckdb"
+    assert [run(one, struct_file), run(one, ndjson)] == [(2, 0, 0), (1, 1, 0)]   # k1 a duplicate, k3 new
+    assert [run(two, ndjson), run(two, struct_file)] == [(2, 0, 0), (1, 1, 0)]   # k1 a duplicate, k2 new
+    assert run(one, conflict) == (0, 0, 1)
+    for db in (one, two):
+        assert cli("verify", "--db", str(db)).returncode == 0
