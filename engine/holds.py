@@ -33,6 +33,14 @@ def held(tx: Tx, account: Account, asset: Asset, reference: str | None) -> Decim
     return amount if amount > 0 else None
 
 
+def whole(tx: Tx, kind: str, source: Account, asset: Asset, reference: str | None) -> Decimal | None:
+    """What a HOLD, RELEASE or FORFEIT without an amount takes, action or operation alike: all
+    that its source bucket holds, None when nothing (a no-op). A HOLD's reference only stamps the
+    lots it holds, so it takes the whole AVAILABLE bucket; RELEASE and FORFEIT narrow to the
+    lots of their reference."""
+    return held(tx, source, asset, None if kind == "HOLD" else reference)
+
+
 def _provisional(spec: dict, reference: str) -> dict:
     return {**spec, "match": reference, "provisional": True, "only_program": spec["program_id"]}
 

@@ -392,7 +392,7 @@ def _plan_action(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, 
     entity = _entity(ev, tx, rule, action, catalog)
     where = f"rule {rule.name!r} action {action.index}"
     if action.type in VALUE_ACTIONS:
-        if action.amount is None:  # RELEASE without an amount releases everything held; VOID_HOLD has none
+        if action.amount is None:  # HOLD / RELEASE / FORFEIT without one take their whole bucket; VOID_HOLD has none
             return entity, None
         raw = _value(ev, tx, pre, rule, action, "amount", catalog)
         return entity, _amount(raw, action, where)
@@ -690,11 +690,12 @@ def _apply_value(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAc
         dest = mine("AVAILABLE") if kind == "RELEASE" else system("SYSTEM_BREAKAGE", asset)
         if lot is not None:  # with a reference, only the lots of that reference
             lot["match"] = reference
-        # everything in the bucket (of the reference) when the action has no amount; an amount
-        # that evaluates to exactly 0 is a no-op like any other (semantics.md 7), not "everything"
-        if amount is None and action.amount is None:
-            amount = holds.held(tx, source, action.asset, reference)
-    if amount is None:  # an amount of exactly 0 is a no-op
+    if action.amount is None:
+        # HOLD / RELEASE / FORFEIT without an amount: everything in the bucket (of the reference),
+        # as the operations take it; an amount that evaluates to exactly 0 is a no-op like any
+        # other (semantics.md 7), not "everything"
+        amount = holds.whole(tx, kind, source, action.asset, reference)
+    if amount is None:  # an amount of exactly 0, or nothing to take, is a no-op
         return
     move(tx, effects, source, dest, amount, kind=kind, asset=action.asset, lot=lot,
          overdraft=kind == "DEBIT" and action.allow_negative, **meta)

@@ -181,7 +181,7 @@ def _between(kind: str, source_bucket: str, dest_bucket: str | None):
             # Scrip: "omitting it processes the whole SIMPLE balance, or every matching lot for
             # LOT": all the bucket holds (of the reference it narrows to; a HOLD's reference only
             # stamps); nothing there is a no-op, as for a release of an empty HELD bucket
-            amount = holds.held(o.tx, source, asset, None if kind == "HOLD" else reference)
+            amount = holds.whole(o.tx, kind, source, asset, reference)
             if amount is None:
                 return
         dest = ((etype, eid, aid, dest_bucket) if dest_bucket

@@ -118,7 +118,7 @@ def violations(con: duckdb.DuckDBPyConnection, name: str, limit: int = 5,
                                     .to_arrow_table() for part, parts in _parts(con))
         except duckdb.CatalogException:
             raise InputError("this ledger's report views are older than this perkflow's verify, which reads "
-                             "ledger_summary in parts (ledger_summary_part); a `perkflow run` on it (re)creates "
+                             "ledger_summary's exact sums in parts (ledger_sums_part); a `perkflow run` on it (re)creates "
                              "them") from None
         return _first(execute(con, statement(file, "summary_identity_whole"), parts=sums), limit)
     return _first(con.execute(sections(file)[name]), limit)

@@ -31,25 +31,42 @@ ORDER BY journal_entry_id, asset_id;
 -- name: balances_match_postings
 -- The materialised account_balances equal the sum of postings, account by account
 -- (entity, asset, bucket). An account present on only one side counts as zero on the other.
--- In parts by the account's entity.
+-- In parts by the account's entity. The postings are summed exactly, as whole parts and
+-- fractions in units of 10^-18, each a HUGEINT (sql/views.sql's whole_part and fraction_units,
+-- written out here so that verify needs nothing the ledger file may lack): an account's running
+-- total may pass what DECIMAL(38, 18) holds on the way (a SYSTEM_ISSUANCE account credited and
+-- debited 9 * 10^19 again and again) while its balance never does. The difference is compared
+-- with zero exactly; `posted` is shown as DECIMAL(38, 18), NULL past what that holds.
 WITH posted AS (
-    SELECT entity_type, entity_id, asset_id, bucket, SUM(amount) AS amount
+    SELECT entity_type, entity_id, asset_id, bucket,
+           SUM(trunc(amount)::HUGEINT) AS whole,
+           SUM(((amount - trunc(amount)) * 1000000000000000000)::HUGEINT) AS units
     FROM postings
     WHERE hash(entity_id) % $parts::UBIGINT = $part::UBIGINT
     GROUP BY ALL
 ),
-b AS (SELECT * FROM account_balances WHERE hash(entity_id) % $parts::UBIGINT = $part::UBIGINT)
-SELECT COALESCE(b.entity_type, p.entity_type) AS entity_type,
-       COALESCE(b.entity_id, p.entity_id) AS entity_id,
-       COALESCE(b.asset_id, p.asset_id) AS asset_id,
-       COALESCE(b.bucket, p.bucket) AS bucket,
-       b.amount AS materialised,
-       p.amount AS posted
-FROM b
-FULL OUTER JOIN posted p
-  ON p.entity_type = b.entity_type AND p.entity_id = b.entity_id
- AND p.asset_id = b.asset_id AND p.bucket = b.bucket
-WHERE COALESCE(b.amount, 0) <> COALESCE(p.amount, 0)
+b AS (SELECT * FROM account_balances WHERE hash(entity_id) % $parts::UBIGINT = $part::UBIGINT),
+joined AS (
+    SELECT COALESCE(b.entity_type, p.entity_type) AS entity_type,
+           COALESCE(b.entity_id, p.entity_id) AS entity_id,
+           COALESCE(b.asset_id, p.asset_id) AS asset_id,
+           COALESCE(b.bucket, p.bucket) AS bucket,
+           b.amount AS materialised,
+           p.whole, p.units,
+           -- materialised - posted, as a whole part and units of 10^-18
+           trunc(COALESCE(b.amount, 0))::HUGEINT - COALESCE(p.whole, 0) AS d_whole,
+           ((COALESCE(b.amount, 0) - trunc(COALESCE(b.amount, 0))) * 1000000000000000000)::HUGEINT
+               - COALESCE(p.units, 0) AS d_units
+    FROM b
+    FULL OUTER JOIN posted p
+      ON p.entity_type = b.entity_type AND p.entity_id = b.entity_id
+     AND p.asset_id = b.asset_id AND p.bucket = b.bucket
+)
+SELECT entity_type, entity_id, asset_id, bucket, materialised,
+       TRY_CAST(whole + units // 1000000000000000000 AS DECIMAL(38, 18))
+           + (units % 1000000000000000000)::DECIMAL(38, 0) * 0.000000000000000001 AS posted
+FROM joined
+WHERE d_units % 1000000000000000000 <> 0 OR d_whole + d_units // 1000000000000000000 <> 0
 ORDER BY ALL;
 
 -- name: no_duplicate_keys

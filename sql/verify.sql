@@ -85,23 +85,45 @@ SELECT batch_id, entry_hash FROM journal_entries ORDER BY batch_id, seq;
 -- issued - redeemed - expired - forfeited = current balance, per program and asset, of the
 -- ledger_summary view. Read in parts ($part of $parts, by a hash of the entry id; engine/verify.py):
 -- the view over the whole ledger outgrew a 700 MB cap at 29M entries (125 MB at 2.9M). A part
--- is ledger_summary's own macro over its entries; `summary_identity_whole` adds the parts up.
-SELECT program_id, asset_id, program_key, asset_symbol, total_issued, total_redeemed, total_expired,
-       total_forfeited, closing_balance AS current_balance
-FROM ledger_summary_part(NULL, NULL, $part, $parts);
+-- is ledger_summary's own exact sums over its entries (ledger_sums_part: whole parts and
+-- fractions, so that flows past 10^20 neither overflow nor round); `summary_identity_whole`
+-- adds the parts up.
+-- The sums cross Arrow (which has no 128-bit integer) as DECIMAL(38, 0); summary_identity_whole
+-- makes them HUGEINT again before `//` and `%`, which on a DECIMAL are DOUBLE operations (they
+-- rounded a sum of fractions: 91731 read 91730.99999999999).
+SELECT program_id, asset_id,
+       issued_w::DECIMAL(38, 0) AS issued_w, issued_f::DECIMAL(38, 0) AS issued_f,
+       redeemed_w::DECIMAL(38, 0) AS redeemed_w, redeemed_f::DECIMAL(38, 0) AS redeemed_f,
+       expired_w::DECIMAL(38, 0) AS expired_w, expired_f::DECIMAL(38, 0) AS expired_f,
+       forfeited_w::DECIMAL(38, 0) AS forfeited_w, forfeited_f::DECIMAL(38, 0) AS forfeited_f,
+       closing_w::DECIMAL(38, 0) AS closing_w, closing_f::DECIMAL(38, 0) AS closing_f
+FROM ledger_sums_part(NULL, NULL, $part, $parts);
 
 -- name: summary_identity_whole
--- The parts' rows (`parts`, an Arrow table of summary_identity's) added up per program and asset:
--- every column but participant_count is a sum over the entries, so this is ledger_summary.
-SELECT program_key, asset_symbol, total_issued, total_redeemed, total_expired, total_forfeited, current_balance
-FROM (
-    SELECT program_key, asset_symbol, SUM(total_issued) AS total_issued, SUM(total_redeemed) AS total_redeemed,
-           SUM(total_expired) AS total_expired, SUM(total_forfeited) AS total_forfeited,
-           SUM(current_balance) AS current_balance
+-- The parts' rows (`parts`, an Arrow table of summary_identity's) added up per program and asset,
+-- the identity checked on the exact sums; the amounts as ledger_summary shows them (NULL past
+-- what DECIMAL(38, 18) holds).
+WITH sums AS (
+    SELECT program_id, asset_id,
+           SUM(issued_w::HUGEINT) AS iw, SUM(issued_f::HUGEINT) AS i_f,
+           SUM(redeemed_w::HUGEINT) AS rw, SUM(redeemed_f::HUGEINT) AS r_f,
+           SUM(expired_w::HUGEINT) AS ew, SUM(expired_f::HUGEINT) AS e_f,
+           SUM(forfeited_w::HUGEINT) AS fw, SUM(forfeited_f::HUGEINT) AS f_f,
+           SUM(closing_w::HUGEINT) AS cw, SUM(closing_f::HUGEINT) AS c_f
     FROM parts
-    GROUP BY program_id, asset_id, program_key, asset_symbol
+    GROUP BY program_id, asset_id
 )
-WHERE total_issued - total_redeemed - total_expired - total_forfeited <> current_balance
+SELECT pr.key AS program_key, a.symbol AS asset_symbol,
+       exact_amount(COALESCE(iw, 0), COALESCE(i_f, 0)) AS total_issued,
+       exact_amount(COALESCE(rw, 0), COALESCE(r_f, 0)) AS total_redeemed,
+       exact_amount(COALESCE(ew, 0), COALESCE(e_f, 0)) AS total_expired,
+       exact_amount(COALESCE(fw, 0), COALESCE(f_f, 0)) AS total_forfeited,
+       exact_amount(cw, c_f) AS current_balance
+FROM sums s
+JOIN programs pr ON pr.id = s.program_id
+JOIN assets a ON a.id = s.asset_id
+WHERE NOT exact_zero(COALESCE(iw, 0) - COALESCE(rw, 0) - COALESCE(ew, 0) - COALESCE(fw, 0) - cw,
+                     COALESCE(i_f, 0) - COALESCE(r_f, 0) - COALESCE(e_f, 0) - COALESCE(f_f, 0) - c_f)
 ORDER BY program_key, asset_symbol;
 
 -- name: negative_balances

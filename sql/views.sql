@@ -49,6 +49,21 @@ CREATE OR REPLACE MACRO flow_category(action_type, net_amount) AS
         ELSE 'INTERNAL'
     END;
 
+-- Exact sums of DECIMAL(38, 18) amounts. A plain SUM overflows once its running total passes
+-- ~1.7 * 10^20 (DuckDB adds the scaled values in one HUGEINT), which flows reach long before any
+-- balance does: ten events that each credit then debit 9 * 10^19 issue 9 * 10^20 while every
+-- balance stays below 10^20. So an amount is summed as its whole part and its fraction in units
+-- of 10^-18, each a HUGEINT (whole parts overflow past 10^38, fractions past 10^20 rows); no
+-- float anywhere. exact_amount gives such a sum back as DECIMAL(38, 18), NULL past what that
+-- holds (|x| >= 10^20: docs/decisions.md "Flows past 10^20"); exact_zero says whether it is 0.
+CREATE OR REPLACE MACRO whole_part(x) AS trunc(x)::HUGEINT;
+CREATE OR REPLACE MACRO fraction_units(x) AS ((x - trunc(x)) * 1000000000000000000)::HUGEINT;
+CREATE OR REPLACE MACRO exact_amount(whole, units) AS
+    TRY_CAST(whole + units // 1000000000000000000 AS DECIMAL(38, 18))
+    + (units % 1000000000000000000)::DECIMAL(38, 0) * 0.000000000000000001;
+CREATE OR REPLACE MACRO exact_zero(whole, units) AS
+    units % 1000000000000000000 = 0 AND whole + units // 1000000000000000000 = 0;
+
 -- Part `part` of `parts` of the entries (by a hash of the entry id), for the reads that `perkflow
 -- verify` splits (ledger_summary_part). `parts = 1` folds to true. UBIGINT: with BIGINT
 -- parameters the modulus is a HUGEINT one, ~50x slower.
@@ -90,29 +105,47 @@ FROM classified;
 
 CREATE OR REPLACE VIEW ledger_flows AS SELECT * FROM ledger_flows_part(0, 1);
 
+-- ledger_sums_part(from_ts, to_ts, part, parts): per program and asset, the exact sums (whole_part
+-- `_w` and fraction_units `_f`) of the flows of one part of the entries (in_part) with from_ts <=
+-- effective_at < to_ts (NULL = unbounded), and of those before from_ts (opening). The parts' sums
+-- add up to the whole's; `perkflow verify` checks the summary identity on them (summary_identity).
+CREATE OR REPLACE MACRO ledger_sums_part(from_ts, to_ts, part, parts) AS TABLE
+WITH f AS (
+    -- each flow's net amount split once: a flow is in one category, its total the net (ISSUED)
+    -- or minus the net (the others)
+    SELECT program_id, asset_id, category,
+        (from_ts IS NULL OR effective_at >= from_ts::TIMESTAMPTZ) AS in_period,
+        whole_part(net_amount) AS w, fraction_units(net_amount) AS u
+    FROM ledger_flows_part(part, parts)
+    WHERE to_ts IS NULL OR effective_at < to_ts::TIMESTAMPTZ
+)
+SELECT program_id, asset_id,
+     SUM(w) FILTER (WHERE NOT in_period)                          AS opening_w,
+     SUM(u) FILTER (WHERE NOT in_period)                          AS opening_f,
+     SUM(w) FILTER (WHERE in_period AND category = 'ISSUED')      AS issued_w,
+     SUM(u) FILTER (WHERE in_period AND category = 'ISSUED')      AS issued_f,
+    -SUM(w) FILTER (WHERE in_period AND category = 'REDEEMED')    AS redeemed_w,
+    -SUM(u) FILTER (WHERE in_period AND category = 'REDEEMED')    AS redeemed_f,
+    -SUM(w) FILTER (WHERE in_period AND category = 'EXPIRED')     AS expired_w,
+    -SUM(u) FILTER (WHERE in_period AND category = 'EXPIRED')     AS expired_f,
+    -SUM(w) FILTER (WHERE in_period AND category = 'FORFEITED')   AS forfeited_w,
+    -SUM(u) FILTER (WHERE in_period AND category = 'FORFEITED')   AS forfeited_f,
+     SUM(w)                                                       AS closing_w,
+     SUM(u)                                                       AS closing_f
+FROM f GROUP BY program_id, asset_id;
+
 -- ledger_summary_between(from_ts, to_ts), the period variant of ledger_summary: entries with
 -- from_ts <= effective_at < to_ts (NULL = unbounded).
 -- Per program and asset: opening_balance + total_issued - total_redeemed - total_expired
 -- - total_forfeited = closing_balance. Rows for every program and asset with activity before to_ts.
 -- participant_count: distinct participants with a posting in the period.
 -- Timestamps given as naive text are read in the session time zone (perkflow sessions use UTC).
+-- Every amount is exact; one past what DECIMAL(38, 18) holds (a total of flows past 10^20) is NULL.
 -- ledger_summary_part(from_ts, to_ts, part, parts) is it over one part of the entries (in_part);
 -- the parts' sums add up to the whole's (participant_count does not).
 CREATE OR REPLACE MACRO ledger_summary_part(from_ts, to_ts, part, parts) AS TABLE
-WITH f AS (
-    SELECT *,
-        (from_ts IS NULL OR effective_at >= from_ts::TIMESTAMPTZ) AS in_period
-    FROM ledger_flows_part(part, parts)
-    WHERE to_ts IS NULL OR effective_at < to_ts::TIMESTAMPTZ
-), sums AS (
-    SELECT program_id, asset_id,
-        SUM(net_amount) FILTER (WHERE NOT in_period) AS opening_balance,
-        SUM(issued)     FILTER (WHERE in_period)     AS total_issued,
-        SUM(redeemed)   FILTER (WHERE in_period)     AS total_redeemed,
-        SUM(expired)    FILTER (WHERE in_period)     AS total_expired,
-        SUM(forfeited)  FILTER (WHERE in_period)     AS total_forfeited,
-        SUM(net_amount)                              AS closing_balance
-    FROM f GROUP BY program_id, asset_id
+WITH sums AS (
+    SELECT * FROM ledger_sums_part(from_ts, to_ts, part, parts)
 ), people AS (
     SELECT j.program_id, p.asset_id, COUNT(DISTINCT p.entity_id) AS participant_count
     FROM postings p JOIN journal_entries j ON j.id = p.journal_entry_id
@@ -127,12 +160,12 @@ SELECT
     a.symbol AS asset_symbol,
     from_ts::TIMESTAMPTZ AS from_ts,
     to_ts::TIMESTAMPTZ AS to_ts,
-    COALESCE(s.opening_balance, 0)::DECIMAL(38, 18) AS opening_balance,
-    COALESCE(s.total_issued, 0)::DECIMAL(38, 18)    AS total_issued,
-    COALESCE(s.total_redeemed, 0)::DECIMAL(38, 18)  AS total_redeemed,
-    COALESCE(s.total_expired, 0)::DECIMAL(38, 18)   AS total_expired,
-    COALESCE(s.total_forfeited, 0)::DECIMAL(38, 18) AS total_forfeited,
-    COALESCE(s.closing_balance, 0)::DECIMAL(38, 18) AS closing_balance,
+    exact_amount(COALESCE(s.opening_w, 0), COALESCE(s.opening_f, 0))     AS opening_balance,
+    exact_amount(COALESCE(s.issued_w, 0), COALESCE(s.issued_f, 0))       AS total_issued,
+    exact_amount(COALESCE(s.redeemed_w, 0), COALESCE(s.redeemed_f, 0))   AS total_redeemed,
+    exact_amount(COALESCE(s.expired_w, 0), COALESCE(s.expired_f, 0))     AS total_expired,
+    exact_amount(COALESCE(s.forfeited_w, 0), COALESCE(s.forfeited_f, 0)) AS total_forfeited,
+    exact_amount(s.closing_w, s.closing_f)                               AS closing_balance,
     COALESCE(pp.participant_count, 0) AS participant_count,
     s.program_id,
     s.asset_id
@@ -225,9 +258,12 @@ WITH ev AS (
            COUNT(*) FILTER (WHERE action_type = 'ADJUSTMENT')          AS adjustment_entries
     FROM journal_entries GROUP BY ALL
 ), fl AS (
+    -- exact sums (a day's flows may pass 10^20 while no balance does; NULL past DECIMAL(38, 18))
     SELECT program_id, (effective_at AT TIME ZONE 'UTC')::DATE AS day, a.symbol AS asset_symbol,
-           SUM(issued) AS issued, SUM(redeemed) AS redeemed, SUM(expired) AS expired,
-           SUM(forfeited) AS forfeited
+           exact_amount(SUM(whole_part(issued)), SUM(fraction_units(issued))) AS issued,
+           exact_amount(SUM(whole_part(redeemed)), SUM(fraction_units(redeemed))) AS redeemed,
+           exact_amount(SUM(whole_part(expired)), SUM(fraction_units(expired))) AS expired,
+           exact_amount(SUM(whole_part(forfeited)), SUM(fraction_units(forfeited))) AS forfeited
     FROM ledger_flows f JOIN assets a ON a.id = f.asset_id
     GROUP BY ALL
 ), flm AS (

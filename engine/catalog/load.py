@@ -23,7 +23,7 @@ from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudg
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
 from .documents import read_json, read_yaml
 from .models import Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
-from .support import VALUE_ACTIONS, misplaced, unsupported
+from .support import VALUE_ACTIONS, WHOLE_BUCKET_ACTIONS, misplaced, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
@@ -487,13 +487,20 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
     if action.target is not None:
         t = action.target
         if t.type == "PARTICIPANT":
-            if (t.external_id is None) == (t.participant_id is None):
-                raise CatalogError(f"{at}.target: give exactly one of external_id or participant_id (a CEL expression)")
+            # `id` is Scrip's name for the participant's id (scrip-reference.md 9, "id"?):
+            # participant_id by another name (docs/decisions.md, "Participants and state")
+            named = [name for name in ("external_id", "participant_id", "id") if getattr(t, name) is not None]
+            if len(named) != 1:
+                raise CatalogError(f"{at}.target: give exactly one of external_id, participant_id or id (Scrip's "
+                                   f"name for participant_id), a CEL expression or a literal; got "
+                                   f"{' and '.join(named) or 'none'}")
+            pid_field = "participant_id" if t.id is None else "id"
+            pid = t.participant_id if t.id is None else t.id
             # value fields: an expression, or the literal id ("u5" names participant u5)
             target = CompiledTarget(
                 type="PARTICIPANT",
                 external_id=t.external_id and _value(f"{at}.target.external_id", t.external_id, assets),
-                participant_id=t.participant_id and _value(f"{at}.target.participant_id", t.participant_id, assets))
+                participant_id=pid and _value(f"{at}.target.{pid_field}", pid, assets))
         else:
             if t.external_id is not None or t.participant_id is not None:
                 raise CatalogError(f"{at}.target: external_id and participant_id name participants; a {t.type} "
@@ -511,9 +518,10 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
             raise CatalogError(f"{at}: unknown asset symbol {symbol!r}; define it under this program's `assets` "
                                "(an asset other programs use too: defined identically in each)")
         asset = assets[symbol]
-        # RELEASE / FORFEIT without an amount take everything in their bucket (of their reference),
-        # as the release and forfeit operations do; VOID_HOLD takes none
-        amount = (None if action.type == "VOID_HOLD" or (action.type in ("RELEASE", "FORFEIT") and action.amount is None)
+        # HOLD / RELEASE / FORFEIT without an amount take everything in their bucket (of their
+        # reference), as the hold, release and forfeit operations do (scrip-reference.md 12:
+        # "omitting it processes the whole SIMPLE balance, or every matching lot"); VOID_HOLD takes none
+        amount = (None if action.type == "VOID_HOLD" or (action.type in WHOLE_BUCKET_ACTIONS and action.amount is None)
                   else need("amount"))
         if asset.inventory_mode == "LOT":
             for field in ("expires_at", "matures_at"):

@@ -36,6 +36,9 @@ FIXED_BUCKETS = {
     "RELEASE": (None, "RELEASE always moves HELD to AVAILABLE (semantics.md 7); it takes no bucket: remove the field"),
 }
 VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}
+#: Value actions whose `amount` is optional: without one they take all their bucket holds (of
+#: their reference), as the hold, release and forfeit operations do (scrip-reference.md 12).
+WHOLE_BUCKET_ACTIONS = frozenset({"HOLD", "RELEASE", "FORFEIT"})
 #: Why a field belongs to other actions only, where the list of fields says too little.
 OTHER_ACTIONS_FIELD = {
     "allow_negative": "allow_negative applies to DEBIT only (semantics.md 7: only a DEBIT may overdraw)",

@@ -87,7 +87,7 @@ def value_action(draw, groups: bool = False) -> dict:
     typ = draw(st.sampled_from(["CREDIT"] * 5 + ["DEBIT"] * 2 + ["HOLD", "HOLD", "RELEASE", "RELEASE", "FORFEIT"]))
     symbol = draw(st.sampled_from(SYMBOLS if typ in ("CREDIT", "DEBIT", "FORFEIT") else SIMPLE))
     a: dict = {"type": typ, "asset": symbol}
-    if typ != "RELEASE" or draw(st.booleans()):
+    if typ not in ("HOLD", "RELEASE", "FORFEIT") or draw(st.integers(0, 2)) > 0:  # without: the whole bucket
         a["amount"] = draw(st.sampled_from(_VALUE_AMOUNTS))
     if typ == "CREDIT" and symbol in SIMPLE and draw(st.integers(0, 3)) == 0:
         a["bucket"] = "HELD"
@@ -109,6 +109,7 @@ def value_action(draw, groups: bool = False) -> dict:
     elif k == 3 and symbol == "GC" and typ in ("CREDIT", "DEBIT", "FORFEIT"):
         for field in ("bucket", "allow_negative"):  # the wallet: one AVAILABLE account, never short
             a.pop(field, None)
+        a.setdefault("amount", draw(st.sampled_from(_VALUE_AMOUNTS)))  # the wallet takes amounts only
         a["target"] = {"type": "PROGRAM"}
     return a
 

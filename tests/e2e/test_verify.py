@@ -230,7 +230,8 @@ def test_summary_identity_in_parts_finds_what_the_whole_view_finds(clean_db, tmp
 def test_summary_identity_on_views_older_than_verify_says_to_update_them(clean_db, tmp_path):
     """A ledger whose report views predate the parts verify reads them in: exit 2 with what to
     do (a writing run recreates the views), not an internal error."""
-    db = _tampered(clean_db, tmp_path, "DROP MACRO TABLE ledger_summary_part")
+    # (ledger_sums_part: the exact sums summary_identity reads, since session 14)
+    db = _tampered(clean_db, tmp_path, "DROP MACRO TABLE ledger_sums_part")
     res = cli("verify", "--db", str(db))
     assert res.returncode == 2, res.stderr
     assert "perkflow run" in res.stderr and "Traceback" not in res.stderr

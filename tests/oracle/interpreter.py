@@ -433,7 +433,9 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
         # CHOICE: only Go durations (from `now`) are interpreted; RFC 3339 or CEL instants are not.
         expires_at = parse_go_duration(a.expires_at) if a.expires_at else None
         matures_at = parse_go_duration(a.matures_at) if a.matures_at else None
-        if a.amount is None and a.type != "RELEASE":  # RELEASE without an amount releases all (s7)
+        # s7 RELEASE "or all"; HOLD and FORFEIT as their operations (scrip-reference.md 12:
+        # "omitting it processes the whole SIMPLE balance, or every matching lot")
+        if a.amount is None and a.type not in ("HOLD", "RELEASE", "FORFEIT"):
             raise ValueError(f"{where}: amount is required")
     if a.amount is not None and a.type in VALUE_ACTIONS:
         amount = ValueField.parse(a.amount)
@@ -447,6 +449,8 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
             raise ValueError(f"{where}: a PROGRAM target takes CREDIT, DEBIT or FORFEIT of a PREFUNDED asset")
         if a.bucket not in (None, "AVAILABLE") or a.allow_negative or a.expires_at or a.matures_at:
             raise ValueError(f"{where}: the program wallet is one AVAILABLE account that may not go short")
+        if a.amount is None:
+            raise ValueError(f"{where}: a PROGRAM target needs an amount")
     if a.type == "COUNTER" and a.value is None:
         raise ValueError(f"{where}: COUNTER needs a value")
     if a.type in ("COUNTER", "SET_ATTRIBUTE") and not a.key:
@@ -480,8 +484,9 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
         target_type=target_type,
         target_external_id=ValueField.parse(a.target.external_id)
         if a.target and a.target.external_id is not None else None,
-        target_participant_id=ValueField.parse(a.target.participant_id)
-        if a.target and a.target.participant_id is not None else None,
+        # decisions.md "Participants and state": a PARTICIPANT target's `id` (Scrip's name) is its participant_id
+        target_participant_id=ValueField.parse(a.target.participant_id or a.target.id)
+        if target_type == "PARTICIPANT" and (a.target.participant_id or a.target.id) is not None else None,
         target_group=target_group,
         bucket=a.bucket,
         expires_at=expires_at,
@@ -1001,7 +1006,7 @@ class Oracle:
             raise ActionFailed(NOBODY, f"{a.type} without a target in a program event")
 
         if a.type in VALUE_ACTIONS:
-            if a.amount is not None:  # RELEASE without an amount releases everything held
+            if a.amount is not None:  # HOLD / RELEASE / FORFEIT without one take all their bucket holds
                 p.amount = self.checked_amount(a.amount.evaluate_decimal(activation, now), self.assets[a.asset])
         elif a.type in ("TAG", "UNTAG"):
             # CHOICE: like a target's external_id, a tag must be a string (else expression_error).
@@ -1181,12 +1186,15 @@ class Oracle:
             source, dest = mine("AVAILABLE"), mine("HELD")
         elif a.type == "RELEASE":
             source, dest = mine("HELD"), mine("AVAILABLE")
-            if amount is None:  # all that is held
-                amount = working.books.balance(source)
-                if amount <= 0:
-                    return
         else:  # FORFEIT
             source, dest = mine(a.bucket or "AVAILABLE"), system_account("SYSTEM_BREAKAGE", symbol)
+        if amount is None and a.type in ("HOLD", "RELEASE", "FORFEIT"):
+            # all the source bucket holds; a LOT asset's AVAILABLE only its spendable lots (s9.1)
+            amount = working.books.balance(source)
+            if asset.inventory_mode == "LOT" and source[3] == "AVAILABLE":
+                amount = min(amount, working.books.spendable(source[1], symbol, now, source[0]))
+            if amount <= 0:
+                return
         if amount == 0:
             return  # s7: an amount of exactly 0 is a no-op
         working.move(program.key, ("event", ev.idempotency_key, rule.key, a.index), a.type, source, dest, amount,
