@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -146,6 +147,18 @@ def arrow(df: "pl.DataFrame"):
     if table.num_rows <= SCAN_BATCH_ROWS:
         return table
     return pa.Table.from_batches(table.to_batches(max_chunksize=SCAN_BATCH_ROWS), table.schema)
+
+
+def define_report_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """Define, on this connection, views.sql's macros (the flows and their exact sums) as TEMP
+    macros, which DuckDB resolves before any stored in the file: what `perkflow verify` sums a
+    ledger with when the ledger's own views predate these macros (written by an older perkflow),
+    so that it needs no writing run first. The views stay the file's (a read-only connection
+    cannot replace them)."""
+    temp = re.sub(r"\bCREATE OR REPLACE MACRO\b", "CREATE OR REPLACE TEMP MACRO", script("views.sql"))
+    for s in con.extract_statements(temp):
+        if "CREATE OR REPLACE TEMP MACRO" in s.query:
+            con.execute(s.query)
 
 
 def define_hash_macros(con: duckdb.DuckDBPyConnection) -> None:
