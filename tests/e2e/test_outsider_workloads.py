@@ -546,3 +546,37 @@ def test_w3_batches_chunks_and_reruns_equal_one_batch_and_the_model(tmp_path):
         maintain_and_verify(db, datetime(2027, 6, 1, tzinfo=UTC))
         assert_state(observe(db), club.state())
 
+
+# ---------------------------------------------------------------------------------------------
+# A lot's maturity or expiry is one fact, whoever writes it (semantics.md 3, 4; docs/decisions.md
+# "Automations": "Entry ids and amounts do not depend on how maintenance runs are spaced")
+# ---------------------------------------------------------------------------------------------
+
+def test_time_driven_entry_ids_do_not_depend_on_which_run_writes_them(tmp_path):
+    """Two lots of one holder mature and expire at four instants. Written by one maintenance
+    run, by two spaced ones, or in-stream by the holder's next event, each lot's MATURITY and
+    EXPIRATION entry has the same id. They were numbered in the order each pass wrote them, so
+    the second lot's maturity was 'entry #1' of one pass and 'entry #0' of another."""
+    spec = {"program": {"key": "lots", "name": "Lots"},
+            "assets": [{"symbol": "PTS", "name": "Points", "inventory_mode": "LOT", "issuance_policy": "UNLIMITED", "scale": 0}],
+            "rules": [_rule(10, "earn", 'event.type == "earn"', [_credit("PTS", "event.n", matures_at="720h", expires_at="1440h")])]}
+    programs = write_program(tmp_path / "programs" / "lots.yaml", spec).parent
+    day = lambda d: datetime(2025, 1, 1, tzinfo=UTC) + timedelta(days=d)
+    earn = [{"program_id": "lots", "idempotency_key": k, "external_id": "u", "event_timestamp": iso(day(d)),
+             "event_data": {"type": "earn", "n": n}, "when": day(d)} for k, d, n in (("a", 0, 10), ("b", 4, 20))]
+    visit = [{"program_id": "lots", "idempotency_key": "v", "external_id": "u", "event_timestamp": iso(day(90)),
+              "event_data": {"type": "visit"}, "when": day(90)}]
+
+    def timed(name: str, as_ofs: list[datetime], events: list[dict]) -> list[tuple]:
+        db = tmp_path / f"{name}.duckdb"
+        run(programs, db, write_events(tmp_path / f"{name}.parquet", events))
+        for as_of in as_ofs:
+            maintain_and_verify(db, as_of)
+        return query(db, "SELECT id, action_type, effective_at, action_index FROM journal_entries "
+                         "WHERE action_type IN ('MATURITY', 'EXPIRATION') ORDER BY effective_at")
+
+    once = timed("once", [day(90)], earn)
+    assert [(t, at) for _, t, at, _ in once] == [("MATURITY", day(30)), ("MATURITY", day(34)),
+                                                 ("EXPIRATION", day(60)), ("EXPIRATION", day(64))]
+    assert timed("spaced", [day(31), day(61), day(90)], earn) == once
+    assert timed("in_stream", [], earn + visit) == once
