@@ -17,6 +17,14 @@ from engine.durations import later
 
 BREAKAGE = str(ids.system_account_id("SYSTEM_BREAKAGE"))
 
+# The stored action index of every MATURITY and EXPIRATION entry. A lot matures at most once and
+# expires at most once, and the entry is already named by the lot (`source_name` lot:<id>) and
+# its kind (rule_version), so the index adds nothing but must not vary: the index apply_due and
+# engine.setwise_lots give a change is its place among what one pass wrote, which depends on
+# which pass wrote it (the holder's next event, one maintenance run or several), and so did the
+# entry's id. They keep that number to order the entries; run and maintain stage this one.
+TIMED_ACTION_INDEX = 0
+
 
 @dataclass
 class Lot:

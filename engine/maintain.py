@@ -37,7 +37,7 @@ from engine.execute import ACCOUNT_SCHEMA, EFFECT_SCHEMA, TIMED_SCHEMA
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.ledger.writer import BatchWriter
-from engine.lots import Lot, apply_due
+from engine.lots import TIMED_ACTION_INDEX, Lot, apply_due
 from engine.run import catalog_version, drain, new_totals, process_chunk
 from engine.state import Store
 
@@ -106,7 +106,7 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         base = writer.next_seq  # after the entries of the automations' events
         stage_effects = frame.sort("effective_at", "source_name", "action_type").with_row_index("_n").select(
             kind=pl.lit("lot"), source_name="source_name", program_id="program_id", rule_id="rule_id",
-            rule_version="rule_version", action_index="action_index", action_type="action_type",
+            rule_version="rule_version", action_index=pl.lit(TIMED_ACTION_INDEX, pl.Int64), action_type="action_type",
             asset_id="asset_id", amount="amount", allow_negative="allow_negative", description="description",
             effective_at="effective_at", seq=pl.col("_n").cast(pl.Int64) + base, from_type="from_type",
             from_id="from_id", from_bucket="from_bucket", to_type="to_type", to_id="to_id", to_bucket="to_bucket",

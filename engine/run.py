@@ -33,6 +33,7 @@ from engine.io.files import expand
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.ledger.writer import BatchWriter
+from engine.lots import TIMED_ACTION_INDEX
 from engine.plan import needs_kernel
 from engine.state import Store
 
@@ -385,8 +386,9 @@ def _stages(ev: pl.DataFrame, outcome, taken, batch_id: int, store: Store, seq_f
         kind=pl.when(timed).then(pl.lit("lot")).otherwise(pl.col("kind")),
         source_name=pl.coalesce("source_name", pl.concat_str("kind", "program_uuid", "idempotency_key", separator=":")),
         program_id=pl.coalesce("program_id", "program_uuid"), rule_id="rule_id",
-        rule_version="rule_version", action_index="action_index", action_type="action_type", asset_id="asset_id",
-        amount="amount",
+        rule_version="rule_version",
+        action_index=pl.when(timed).then(pl.lit(TIMED_ACTION_INDEX, pl.Int64)).otherwise("action_index"),
+        action_type="action_type", asset_id="asset_id", amount="amount",
         allow_negative="allow_negative", description="description",
         effective_at=pl.coalesce("effective_at", "event_timestamp"),
         seq=pl.col("_n").cast(pl.Int64) + seq_from, from_type="from_type", from_id="from_id",

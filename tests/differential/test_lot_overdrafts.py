@@ -279,5 +279,6 @@ def test_maintain_repays_like_the_next_event(tmp_path):
                           con.execute("SELECT remaining, status FROM lots WHERE amount = 8").fetchall()))
     assert found[0] == found[1]
     entries, lot = found[0]
-    assert [(t, i, a) for _, t, i, a in entries] == [("MATURITY", 0, D(8)), ("EXPIRATION", 1, D(3))]
+    # action_index 0 for both: a due change's entry is named by its lot and kind (docs/decisions.md)
+    assert [(t, i, a) for _, t, i, a in entries] == [("MATURITY", 0, D(8)), ("EXPIRATION", 0, D(3))]
     assert lot == [(D(0), "EXPIRED")]
