@@ -535,3 +535,26 @@ def test_activity_refresh_tier_expiry_and_set_tier_at_their_instants(tmp_path):
                           "WHERE s.key = 'seen'"))
     assert seen == {"x": "gold", "v": "silver", "y": "none"}  # y1 at the expiry instant sees no level
     assert query(db, "SELECT status, error_code FROM events WHERE idempotency_key = 'x3'") == [("FAILED", "insufficient_balance")]
+
+
+def test_a_redemption_past_both_unit_limits_is_out_of_stock(tmp_path):
+    # docs/decisions.md "Operations and rewards": max_total is checked before max_per_participant
+    programs = tmp_path / "programs"
+    mug = {"key": "mug", "name": "Mug", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "1",
+           "max_total": 2, "max_per_participant": 1}
+    write_program(programs / "shop.yaml", {"program": {"key": "shop", "name": "Shop"}, "assets": [PTS], "rewards": [mug],
+                                           "rules": [rule("Earn", 10, "true", {"type": "CREDIT", "asset": "PTS", "amount": "10"})]})
+    db = tmp_path / "w.duckdb"
+    events = [{"program_id": "shop", "idempotency_key": f"e{w}", "external_id": w, "event_timestamp": "2025-03-01T00:00:00Z",
+               "event_data": "{}"} for w in ("a", "b")]
+    ops = [{"operation": "redeem_item", "program_id": "shop", "idempotency_key": k, "external_id": w, "timestamp": t,
+            "params": json.dumps({"reward": "mug", "quantity": q})}
+           for k, w, t, q in (("r1", "a", "2025-03-01T01:00:00Z", 2),   # past max_per_participant only
+                              ("r2", "a", "2025-03-01T02:00:00Z", 1),
+                              ("r3", "b", "2025-03-01T03:00:00Z", 2),   # past both: 1 + 2 > 2 and 2 > 1
+                              ("r4", "b", "2025-03-01T04:00:00Z", 1))]
+    ok("run", "--programs", str(programs), "--db", str(db), "--events", str(write_rows(tmp_path / "e.parquet", events, EVENT_COLS)),
+       "--operations", str(write_rows(tmp_path / "o.parquet", ops, OP_COLS)))
+    assert query(db, "SELECT idempotency_key, status, error_code FROM operations ORDER BY 1") == [
+        ("r1", "FAILED", "max_per_participant_exceeded"), ("r2", "COMPLETED", None),
+        ("r3", "FAILED", "out_of_stock"), ("r4", "COMPLETED", None)]
