@@ -951,22 +951,26 @@ class _ProgramPass:
                         raise_lo = applies & ~short & (lo.is_null() | (threshold > lo)).fill_null(True)
                         wallet_checked[wkey] = (threshold.zip_with(raise_lo, lo), threshold.zip_with(short, hi))
                         if short.any():
-                            idx = short.arg_true()
-                            account = wallet(self.program.sid, action.asset_sid)
-                            words = [insufficient_message("CREDIT", account, action.asset.symbol, h, a)
-                                     for h, a in zip(*(x.gather(idx).to_list() for x in (held, amount)))]
-                            fail(short, WALLET_SHORT, _const(None, n, pl.String).scatter(
-                                idx, pl.Series(words, dtype=pl.String)), rule.order)
+                            text = _const(None, n, pl.String)
+                            if final:  # (only the final pass's messages are kept: a round's are never read)
+                                idx = short.arg_true()
+                                account = wallet(self.program.sid, action.asset_sid)
+                                words = [insufficient_message("CREDIT", account, action.asset.symbol, h, a)
+                                         for h, a in zip(*(x.gather(idx).to_list() for x in (held, amount)))]
+                                text = text.scatter(idx, pl.Series(words, dtype=pl.String))
+                            fail(short, WALLET_SHORT, text, rule.order)
                             alive, applies = alive & ~short, applies & ~short
                     if action.type == "DEBIT":
                         short = applies & (have - amount.fill_null(Decimal(0)) < 0)
                         if not action.allow_negative and short.any():
                             text = _const(None, n, pl.String)
-                            idx = short.arg_true()
-                            words = [insufficient_message("DEBIT", ("PARTICIPANT", pid, str(action.asset_id), "AVAILABLE"),
-                                                          action.asset.symbol, h, a)
-                                     for pid, h, a in zip(*(x.gather(idx).to_list() for x in (before["pid"], have, amount)))]
-                            fail(short, INSUFFICIENT, text.scatter(idx, pl.Series(words, dtype=pl.String)), rule.order)
+                            if final:
+                                idx = short.arg_true()
+                                words = [insufficient_message("DEBIT", ("PARTICIPANT", pid, str(action.asset_id), "AVAILABLE"),
+                                                              action.asset.symbol, h, a)
+                                         for pid, h, a in zip(*(x.gather(idx).to_list() for x in (before["pid"], have, amount)))]
+                                text = text.scatter(idx, pl.Series(words, dtype=pl.String))
+                            fail(short, INSUFFICIENT, text, rule.order)
                             alive, applies = alive & ~short, applies & ~short
                     delta = amount.fill_null(Decimal(0)).zip_with(applies, zero)
                     delta = -delta if action.type == "DEBIT" else delta
