@@ -1,5 +1,6 @@
-"""engine/windows.py: by_group (one-row groups without `over`) gives what `over` gives on every
-row, for each window and for frames of any mix of group sizes, nulls included."""
+"""engine/windows.py: by_group (one-row groups without `over`, the others as runs of sorted rows)
+gives what `over` gives on every row, for each window and for frames of any mix of group sizes,
+nulls and 64-bit extremes included."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ rows = st.lists(st.tuples(
     st.one_of(st.none(), st.decimals(-10**6, 10**6, places=3)),     # an amount
     st.booleans(),                                                   # a mask
     st.one_of(st.none(), st.booleans()),                             # a written flag (null: not written)
-    st.one_of(st.none(), st.integers(0, 3)),                         # a rank
+    st.one_of(st.none(), st.integers(0, 3), st.integers(-2**62, 2**62)),  # a rank (any 64-bit one too)
     st.integers(0, 2),                                               # a sub-partition
 ), max_size=30)
 
