@@ -515,3 +515,109 @@ def test_hostile_batches_count_place_and_balance_every_row_as_the_model(tmp_path
                                                    "effective_at) FROM participant_statement GROUP BY ALL")}
         assert {k: v for k, v in last.items() if v} == {k: v for k, v in want.items() if v}, seed
         ok("verify", "--db", str(db))
+
+
+SPACED = {
+    "program": {"key": "club", "name": "Club", "on_unknown_participant": "CREATE", "status": "ACTIVE"},
+    "assets": [{"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE",
+                "issuance_policy": "UNLIMITED", "scale": 0}],
+    "rules": [
+        {"name": "Buy", "key": "buy", "order": 10, "condition": 'event.type == "buy"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.amount"}]},
+        {"name": "Tick", "key": "tick", "order": 20, "condition": 'event.type in ["daily", "every36h", "once"]',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n"}, {"type": "COUNTER", "key": "ticks", "value": "1"}]},
+        {"name": "Weekly", "key": "weekly", "order": 30, "condition": 'event.type == "weekly"',
+         "actions": [{"type": "BROADCAST", "event_name": "weekly_point", "payload": {"n": 3}}]},
+        {"name": "Weekly point", "key": "weekly_point", "order": 40, "condition": 'event.type == "weekly_point"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n"}]},
+    ],
+    "automations": [
+        {"name": "Daily", "key": "daily", "event_name": "daily", "scope": "participants", "payload": {"n": 2},
+         "trigger": {"type": "participant_state", "schedule_type": "CRON",
+                     "schedule_config": {"cron_expression": "30 6 * * *"}}},
+        {"name": "Every 36h", "key": "every36h", "event_name": "every36h", "scope": "participants", "payload": {"n": 5},
+         "trigger": {"type": "participant_state", "schedule_type": "INTERVAL", "schedule_config": {"interval": "36h"}}},
+        {"name": "Once", "key": "once", "event_name": "once", "scope": "participants", "payload": {"n": 11},
+         "trigger": {"type": "one_time", "trigger_at": iso(A0 + timedelta(days=3, hours=12))}},
+        {"name": "Weekly", "key": "weekly", "event_name": "weekly", "scope": "program",
+         "trigger": {"type": "cron", "cron_expression": "0 0 * * 1"}},
+    ],
+}
+
+
+def test_automation_ids_and_amounts_do_not_depend_on_maintenance_spacing(tmp_path):
+    """Cron, one_time, INTERVAL and participant_state CRON firings, fired by maintenance every
+    day (events loaded day by day), once at the end, or at odd instants after all events were
+    loaded: the same SYSTEM event keys, entries (ids and postings) and balances (semantics.md
+    1.4, 11: deterministic idempotency keys (automation, participant, instant))."""
+    programs = write_program(tmp_path / "club.yaml", SPACED)
+    rows = [r for r in club_stream(17) if r[0] == "ev"]
+    end = A0 + timedelta(days=DAYS)
+
+    def ledger(db: Path):
+        keys = set(query(db, "SELECT idempotency_key, event_timestamp, status FROM events"))
+        entries = set(query(db, "SELECT j.id, p.entity_id, p.bucket, p.amount, j.effective_at FROM journal_entries j "
+                                "JOIN postings p ON p.journal_entry_id = j.id"))
+        return keys, entries
+
+    daily = tmp_path / "daily.duckdb"
+    run_club(tmp_path / "a", rows, daily, programs, None)
+    ev = write_rows(tmp_path / "all.parquet", [
+        {"program_id": "club", "idempotency_key": k, "external_id": w, "event_timestamp": iso(t),
+         "event_data": json.dumps(p)} for _, k, w, t, p in rows], EVENT_COLS)
+    results = {}
+    for name, as_ofs in {"once": [end], "odd": [A0 + timedelta(days=2, hours=7, minutes=13), A0 + timedelta(days=3, hours=12),
+                                                 A0 + timedelta(days=4, hours=23), end, end]}.items():
+        db = tmp_path / f"{name}.duckdb"
+        ok("run", "--programs", str(programs), "--events", str(ev), "--db", str(db))
+        for t in as_ofs:
+            ok("maintain", "--as-of", iso(t), "--db", str(db))
+        results[name] = ledger(db)
+    want = ledger(daily)
+    kinds = {k.split(":")[2] for k, _, _ in want[0] if k.startswith("system:automation:")}
+    assert kinds == {"daily", "every36h", "once", "weekly"}
+    assert results["once"] == want
+    assert results["odd"] == want
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers in operation params
+# ---------------------------------------------------------------------------------------------
+
+def test_operation_amounts_are_decimal_text_not_python_literals(tmp_path):
+    """An operation's amount is a decimal number (semantics.md 2.3: Scrip's decimal strings; 13:
+    bad input fails with a clear error). Python's Decimal also reads digit separators and
+    non-ASCII digits: '1_00' (a typo for '1.00') moved 100 and a set_counter '1_0' set 10, while
+    the same text in a program file is "neither a number nor a CEL expression"."""
+    programs = write_program(tmp_path / "shop.yaml", {
+        "program": {"key": "shop", "name": "Shop"},
+        "assets": [{"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE",
+                    "issuance_policy": "UNLIMITED", "scale": 2}],
+        "rules": [{"name": "Hi", "key": "hi", "condition": 'event.type == "hi"',
+                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "50"}]}]})
+    db = tmp_path / "l.duckdb"
+    ev = write_rows(tmp_path / "ev.parquet", [
+        {"program_id": "shop", "idempotency_key": f"e{w}", "external_id": w, "event_timestamp": "2025-01-01T00:00:00Z",
+         "event_data": '{"type": "hi"}'} for w in ("a", "b")], EVENT_COLS)
+    t = "2025-01-02T00:00:00Z"
+    bad = [("adjust", {"type": "CREDIT", "asset": "PTS", "amount": "1_00"}),
+           ("adjust", {"type": "DEBIT", "asset": "PTS", "amount": "\u0661\u0662"}),  # Arabic-Indic 12
+           ("hold", {"asset": "PTS", "amount": "2_0"}),
+           ("transfer", {"asset": "PTS", "recipients": [{"external_id": "b", "amount": "3_0"}]}),
+           ("set_counter", {"key": "visits", "value": "1_0"})]
+    good = [("adjust", {"type": "CREDIT", "asset": "PTS", "amount": a}) for a in ["+1.50", " 2 ", "1e1", "0.50"]]
+    ops = write_rows(tmp_path / "ops.parquet", [
+        {"operation": name, "program_id": "shop", "idempotency_key": f"o{i}", "external_id": "a", "timestamp": t,
+         "params": json.dumps(params)} for i, (name, params) in enumerate(bad + good)], OP_COLS)
+    ok("run", "--programs", str(programs), "--events", str(ev), "--operations", str(ops), "--db", str(db))
+    got = query(db, "SELECT idempotency_key, status, error_code, error_message FROM operations ORDER BY arrival_seq")
+    for (key, status, code, message), (name, _) in zip(got[:len(bad)], bad):
+        assert (status, code) == ("FAILED", "invalid_operation") and "is not a number" in message, (key, name, message)
+    assert [s for _, s, _, _ in got[len(bad):]] == ["COMPLETED"] * len(good)  # a sign, spaces, an exponent, zeros
+    out = json.loads(ok("op", "adjust", "--programs", str(programs), "--program", "shop", "--key", "cli",
+                        "--external-id", "b", "--timestamp", t, "--db", str(db), "--json", "--param", "type=CREDIT",
+                        "--param", "asset=PTS", "--param", "amount=5_0").strip().splitlines()[-1])
+    assert (out["status"], out["error_code"]) == ("FAILED", "invalid_operation"), out
+    bal = dict(query(db, "SELECT external_id, available FROM balances WHERE entity_type = 'PARTICIPANT'"))
+    assert bal == {"a": D("64"), "b": D("50")}
+    assert query(db, "SELECT count(*) FROM participant_state WHERE key = 'visits'") == [(0,)]
