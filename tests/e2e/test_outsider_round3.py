@@ -25,25 +25,10 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from tests.e2e.test_outsider_features import EVENT_COLS, OP_COLS, iso, write_rows
 from tests.helpers.io import cli, query, write_program
 
 UTC = timezone.utc
-EVENT_COLS = ("program_id", "idempotency_key", "external_id", "event_timestamp", "event_data")
-OP_COLS = ("operation", "program_id", "idempotency_key", "external_id", "timestamp", "params")
-
-
-def iso(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
-
-
-def write_rows(path: Path, rows: list[dict], cols: tuple[str, ...]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist([{c: r[c] for c in cols} for r in rows],
-                                        schema=pa.schema([(c, pa.string()) for c in cols])), path)
-    return path
 
 
 def ok(*args: str) -> str:
@@ -57,7 +42,7 @@ def ok(*args: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 A0 = datetime(2025, 3, 5, tzinfo=UTC)  # a Wednesday; the weekly cron fires on Monday 10 March
-DAYS = 6
+DAYS = 5  # the last maintenance, at Monday 10 March 00:00, fires the weekly cron
 CLUB = ["c0", "c1", "c2", "c3", "c4", "c5"]
 RESET = timedelta(hours=72)
 CLUB_PROGRAM = {
@@ -204,8 +189,8 @@ class Club:
         self.planned = as_of
 
 
-def run_club(tmp_path: Path, rows: list[tuple], db: Path, programs: Path, model: Club | None) -> None:
-    for d in range(DAYS):
+def run_club(tmp_path: Path, rows: list[tuple], db: Path, programs: Path, model: Club | None, days: int = DAYS) -> None:
+    for d in range(days):
         day = [r for r in rows if A0 + timedelta(days=d) <= r[3] < A0 + timedelta(days=d + 1)]
         evs = [{"program_id": "club", "idempotency_key": k, "external_id": w, "event_timestamp": iso(t),
                 "event_data": json.dumps(p)} for kind, k, w, t, p, *_ in day if kind == "ev"]
@@ -406,6 +391,7 @@ class Shop:
         self.expired = D(0)
         self.issued: dict[tuple, D] = defaultdict(D)
         self.redeemed = D(0)
+        self.rows: dict[str, dict] = {}
 
     def due(self, who: str, t: datetime) -> None:
         for lot in self.lots[who]:
@@ -425,6 +411,7 @@ class Shop:
 
     def row(self, r: dict) -> None:
         key, who, t, prog = r["idempotency_key"], r["external_id"], r["t"], r["program_id"]
+        self.rows[key] = r
         if "op" in r:
             recipients = r["params"]["recipients"]
             names = [x["external_id"] for x in recipients]
@@ -495,6 +482,21 @@ def test_hostile_batches_count_place_and_balance_every_row_as_the_model(tmp_path
         placed = {k: s for k, s in query(db, "SELECT idempotency_key, status FROM events UNION ALL "
                                              "SELECT idempotency_key, status FROM operations")}
         assert placed == model.status, seed
+        # the report views a user reads (semantics.md 12; docs/reports.md)
+        transfers = sorted(query(db, "SELECT idempotency_key, status, recipient_external_id, amount FROM transfers"),
+                           key=str)
+        assert transfers == sorted([(k, "COMPLETED", x["external_id"], D(x["amount"]))
+                                    for k, r in model.rows.items() if "op" in r and model.status[k] == "COMPLETED"
+                                    for x in r["params"]["recipients"]] +
+                                   [(k, "FAILED", None, None) for k, r in model.rows.items()
+                                    if "op" in r and model.status[k] == "FAILED"], key=str), seed
+        activity = {(p, d): c for p, d, *c in query(
+            db, "SELECT program_key, day, events_completed, events_failed, operations_completed, operations_failed "
+                "FROM program_activity") if any(c)}
+        want_activity: dict = defaultdict(lambda: [0, 0, 0, 0])
+        for k, r in model.rows.items():
+            want_activity[(r["program_id"], r["t"].date())][("op" in r) * 2 + (model.status[k] == "FAILED")] += 1
+        assert activity == {k: v for k, v in want_activity.items()}, seed
         reasons = sorted(r for (r,) in query(db, "SELECT reason FROM rejected_rows"))
         assert reasons == sorted(r["_is"] for rows in stream for r in rows if r["_is"] not in ("new", "dup")), seed
         # everything due, then the outputs
@@ -515,12 +517,24 @@ def test_hostile_batches_count_place_and_balance_every_row_as_the_model(tmp_path
                                                    "effective_at) FROM participant_statement GROUP BY ALL")}
         assert {k: v for k, v in last.items() if v} == {k: v for k, v in want.items() if v}, seed
         ok("verify", "--db", str(db))
+        # replay (semantics.md 3): the stored rows in pure timestamp order into a fresh ledger
+        fresh, again = tmp_path / f"r{seed}.duckdb", Shop()
+        for r in sorted((r for rows in stream for r in rows if r["_is"] == "new"), key=lambda r: r["t"]):
+            again.row(r)
+        for who in list(again.lots):
+            again.due(who, end)
+        ok("replay", "--from", str(db), "--db", str(fresh))
+        ok("maintain", "--as-of", iso(end), "--db", str(fresh))
+        assert dict(query(fresh, "SELECT idempotency_key, status FROM events UNION ALL "
+                                 "SELECT idempotency_key, status FROM operations")) == again.status, seed
+        bal = {(e, s): a for e, s, a in query(fresh, "SELECT external_id, asset_symbol, available FROM balances "
+                                                     "WHERE entity_type = 'PARTICIPANT'")}
+        want = {(w, "PTS"): v for w, v in again.pts.items()} | {(w, "LP"): again.available(w) for w in again.lots}
+        assert {k: v for k, v in bal.items() if v} == {k: v for k, v in want.items() if v}, seed
 
 
 SPACED = {
-    "program": {"key": "club", "name": "Club", "on_unknown_participant": "CREATE", "status": "ACTIVE"},
-    "assets": [{"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE",
-                "issuance_policy": "UNLIMITED", "scale": 0}],
+    "program": CLUB_PROGRAM["program"], "assets": CLUB_PROGRAM["assets"],
     "rules": [
         {"name": "Buy", "key": "buy", "order": 10, "condition": 'event.type == "buy"',
          "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.amount"}]},
@@ -540,7 +554,7 @@ SPACED = {
         {"name": "Once", "key": "once", "event_name": "once", "scope": "participants", "payload": {"n": 11},
          "trigger": {"type": "one_time", "trigger_at": iso(A0 + timedelta(days=3, hours=12))}},
         {"name": "Weekly", "key": "weekly", "event_name": "weekly", "scope": "program",
-         "trigger": {"type": "cron", "cron_expression": "0 0 * * 1"}},
+         "trigger": {"type": "cron", "cron_expression": "0 0 * * 6"}},  # Saturday 8 March
     ],
 }
 
@@ -551,8 +565,9 @@ def test_automation_ids_and_amounts_do_not_depend_on_maintenance_spacing(tmp_pat
     loaded: the same SYSTEM event keys, entries (ids and postings) and balances (semantics.md
     1.4, 11: deterministic idempotency keys (automation, participant, instant))."""
     programs = write_program(tmp_path / "club.yaml", SPACED)
-    rows = [r for r in club_stream(17) if r[0] == "ev"]
-    end = A0 + timedelta(days=DAYS)
+    days = 4
+    rows = [r for r in club_stream(17) if r[0] == "ev" and r[3] < A0 + timedelta(days=days)]
+    end = A0 + timedelta(days=days)
 
     def ledger(db: Path):
         keys = set(query(db, "SELECT idempotency_key, event_timestamp, status FROM events"))
@@ -561,13 +576,13 @@ def test_automation_ids_and_amounts_do_not_depend_on_maintenance_spacing(tmp_pat
         return keys, entries
 
     daily = tmp_path / "daily.duckdb"
-    run_club(tmp_path / "a", rows, daily, programs, None)
+    run_club(tmp_path / "a", rows, daily, programs, None, days)
     ev = write_rows(tmp_path / "all.parquet", [
         {"program_id": "club", "idempotency_key": k, "external_id": w, "event_timestamp": iso(t),
          "event_data": json.dumps(p)} for _, k, w, t, p in rows], EVENT_COLS)
     results = {}
-    for name, as_ofs in {"once": [end], "odd": [A0 + timedelta(days=2, hours=7, minutes=13), A0 + timedelta(days=3, hours=12),
-                                                 A0 + timedelta(days=4, hours=23), end, end]}.items():
+    for name, as_ofs in {"once": [end], "odd": [A0 + timedelta(days=1, hours=7, minutes=13), A0 + timedelta(days=3, hours=12),
+                                                 end, end]}.items():
         db = tmp_path / f"{name}.duckdb"
         ok("run", "--programs", str(programs), "--events", str(ev), "--db", str(db))
         for t in as_ofs:
