@@ -636,3 +636,69 @@ def test_operation_amounts_are_decimal_text_not_python_literals(tmp_path):
     bal = dict(query(db, "SELECT external_id, available FROM balances WHERE entity_type = 'PARTICIPANT'"))
     assert bal == {"a": D("64"), "b": D("50")}
     assert query(db, "SELECT count(*) FROM participant_state WHERE key = 'visits'") == [(0,)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Transfers at their edges (semantics.md 9.3)
+# ---------------------------------------------------------------------------------------------
+
+def test_transfers_at_their_edges_are_atomic_zero_sum_and_date_new_lots(tmp_path):
+    """100 recipients exactly, 101 refused, an empty list refused, self-transfer refused, one
+    recipient short of AVAILABLE refuses all of it, the source's lot expired exactly at the
+    transfer instant is not spendable; LOT recipients' lots are dated at the transfer without an
+    expiry, and are spent FIFO before a later earned lot."""
+    programs = write_program(tmp_path / "shop.yaml", {
+        "program": {"key": "shop", "name": "Shop"}, "assets": [dict(LPA, scale=2)],
+        "rules": [{"name": "Earn", "key": "earn", "order": 10, "condition": 'event.type == "earn"',
+                   "actions": [{"type": "CREDIT", "asset": "LP", "amount": "event.n", "expires_at": "48h"}]},
+                  {"name": "Spend", "key": "spend", "order": 20, "condition": 'event.type == "spend"',
+                   "actions": [{"type": "DEBIT", "asset": "LP", "amount": "event.n"}]}]})
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    people = [f"r{i:03}" for i in range(101)]
+    evs = [{"program_id": "shop", "idempotency_key": "src", "external_id": "s", "event_timestamp": iso(t0),
+            "event_data": json.dumps({"type": "earn", "n": 500})},
+           {"program_id": "shop", "idempotency_key": "late-src", "external_id": "q", "event_timestamp": iso(t0),
+            "event_data": json.dumps({"type": "earn", "n": 5})}]
+    evs += [{"program_id": "shop", "idempotency_key": f"hi-{w}", "external_id": w, "event_timestamp": iso(t0 + timedelta(seconds=1)),
+             "event_data": json.dumps({"type": "earn", "n": 0})} for w in people]
+    evs += [{"program_id": "shop", "idempotency_key": "r001-earn", "external_id": "r001",
+             "event_timestamp": iso(t0 + timedelta(hours=20)), "event_data": json.dumps({"type": "earn", "n": 7})},
+            {"program_id": "shop", "idempotency_key": "r001-spend", "external_id": "r001",
+             "event_timestamp": iso(t0 + timedelta(hours=21)), "event_data": json.dumps({"type": "spend", "n": 300.5})}]
+
+    def transfer(key, hours, recipients, source="s"):
+        return {"operation": "transfer", "program_id": "shop", "idempotency_key": key, "external_id": source,
+                "timestamp": iso(t0 + timedelta(hours=hours)),
+                "params": json.dumps({"asset": "LP", "recipients": [{"external_id": w, "amount": a} for w, a in recipients]})}
+    ops = [transfer("t100", 1, [(w, "1") for w in people[:100]]),
+           transfer("t101", 2, [(w, "1") for w in people]),
+           transfer("empty", 3, []),
+           transfer("self", 4, [("r001", "1"), ("s", "1")]),
+           transfer("short", 5, [("r001", "300"), ("r002", "100.01")]),  # 400 left: 400.01 asked
+           transfer("exact", 6, [("r001", "300"), ("r002", "100")]),
+           transfer("expired", 48, [("r003", "1")], source="q")]  # q's lot expires at exactly 48h
+    ok("run", "--programs", str(programs), "--db", str(tmp_path / "l.duckdb"),
+       "--events", str(write_rows(tmp_path / "ev.parquet", evs, EVENT_COLS)),
+       "--operations", str(write_rows(tmp_path / "ops.parquet", ops, OP_COLS)))
+    db = tmp_path / "l.duckdb"
+    status = dict(query(db, "SELECT idempotency_key, status || coalesce(':' || error_code, '') FROM operations"))
+    assert status == {"t100": "COMPLETED", "t101": "FAILED:invalid_operation", "empty": "FAILED:invalid_operation",
+                      "self": "FAILED:self_transfer", "short": "FAILED:insufficient_balance", "exact": "COMPLETED",
+                      "expired": "FAILED:insufficient_balance"}
+    # one entry per transfer, zero-sum
+    assert query(db, "SELECT count(DISTINCT j.id), sum(p.amount) FROM journal_entries j JOIN postings p "
+                     "ON p.journal_entry_id = j.id WHERE j.action_type = 'TRANSFER'") == [(2, D(0))]
+    lots = query(db, "SELECT pa.external_id, l.amount, l.remaining, l.created_at, l.expires_at FROM lots l "
+                     "JOIN participants pa ON pa.id = l.entity_id WHERE pa.external_id IN ('r001', 'r002', 'r100') "
+                     "AND l.amount > 0 ORDER BY 1, 4")
+    t1, t6, t20 = t0 + timedelta(hours=1), t0 + timedelta(hours=6), t0 + timedelta(hours=20)
+    assert [(w, a, r, c.astimezone(UTC), e and e.astimezone(UTC)) for w, a, r, c, e in lots] == [
+        # r001 spends 300.5 FIFO: the 1 from t100, then 299.5 of the 300 from `exact`; its own
+        # earned lot (t0 + 20 h, expiring) is untouched
+        ("r001", D(1), D(0), t1, None), ("r001", D(300), D("0.5"), t6, None),
+        ("r001", D(7), D(7), t20, t20 + timedelta(hours=48)),
+        ("r002", D(1), D(1), t1, None), ("r002", D(100), D(100), t6, None)]
+    assert query(db, "SELECT count(*) FROM lots l JOIN participants pa ON pa.id = l.entity_id "
+                     "WHERE pa.external_id = 'r100' AND l.amount > 0") == [(0,)]
+    bal = dict(query(db, "SELECT external_id, available FROM balances WHERE external_id IN ('s', 'r001', 'r099', 'r100')"))
+    assert bal == {"s": D(0), "r001": D("7.5"), "r099": D(1)}  # r100: nothing ever posted
