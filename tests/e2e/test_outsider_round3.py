@@ -392,11 +392,13 @@ class Shop:
         self.issued: dict[tuple, D] = defaultdict(D)
         self.redeemed = D(0)
         self.rows: dict[str, dict] = {}
+        self.flows: list[tuple] = []  # (effective_at, program, asset, category, amount)
 
     def due(self, who: str, t: datetime) -> None:
         for lot in self.lots[who]:
             if lot[2] is not None and lot[2] <= t and not lot[3]:
                 self.expired += lot[1]
+                self.flows.append((lot[2], "shop", "LP", "expired", lot[1]))
                 lot[1], lot[3] = D(0), True
 
     def available(self, who: str) -> D:
@@ -441,12 +443,15 @@ class Shop:
             self.issued[(prog, "PTS")] += amount
             self.lots[who].append([t, D(data["units"]), t + LOT_LIFE, False])
             self.issued[(prog, "LP")] += data["units"]
+            self.flows += [(t, prog, "PTS", "issued", amount), (t, prog, "LP", "issued", D(data["units"]))]
         elif data["type"] == "spend" and self.available(who) >= data["n"]:
             self.take(who, D(data["n"]))
             self.redeemed += data["n"]
+            self.flows.append((t, prog, "LP", "redeemed", D(data["n"])))
         elif data["type"] == "visit":
             self.pts[who] += D("1.25")
             self.issued[(prog, "PTS")] += D("1.25")
+            self.flows.append((t, prog, "PTS", "issued", D("1.25")))
         self.status[key] = "COMPLETED"
 
     def batch(self, rows: list[dict]) -> dict[str, int]:
@@ -516,6 +521,17 @@ def test_hostile_batches_count_place_and_balance_every_row_as_the_model(tmp_path
         last = {(e, s): a for e, s, a in query(db, "SELECT external_id, asset_symbol, last(running_available ORDER BY seq, "
                                                    "effective_at) FROM participant_statement GROUP BY ALL")}
         assert {k: v for k, v in last.items() if v} == {k: v for k, v in want.items() if v}, seed
+        # the period variant, cut at a stream instant: entries by effective_at (late rows' at their own)
+        cut = H0 + timedelta(days=2, hours=7)
+        for lo, hi in ((None, cut), (cut, None)):
+            got = {(p, a): (i, r, x) for p, a, i, r, x in query(
+                db, "SELECT program_key, asset_symbol, total_issued, total_redeemed, total_expired "
+                    "FROM ledger_summary_between(?, ?)", [lo, hi])}
+            flows: dict = defaultdict(lambda: [D(0), D(0), D(0)])
+            for t, p, a, cat, amount in model.flows:
+                if (lo is None or t >= lo) and (hi is None or t < hi):
+                    flows[(p, a)][["issued", "redeemed", "expired"].index(cat)] += amount
+            assert {k: v for k, v in got.items() if any(v)} == {k: tuple(v) for k, v in flows.items() if any(v)}, (seed, lo)
         ok("verify", "--db", str(db))
         # replay (semantics.md 3): the stored rows in pure timestamp order into a fresh ledger
         fresh, again = tmp_path / f"r{seed}.duckdb", Shop()
