@@ -262,12 +262,13 @@ def _redeem(o: _Op, reward) -> None:
 
 
 def _count(value) -> int | None:
-    """A positive whole number of units (JSON params bring numbers as doubles: 2.0 is 2)."""
+    """A positive whole number of units (JSON params bring numbers as doubles: 2.0 is 2); text of
+    ASCII digits only (`isdigit` alone takes '١٢' as 12 and '²', which int() refuses)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     return value if isinstance(value, int) and value >= 1 else None
 

@@ -625,7 +625,8 @@ def test_operation_amounts_are_decimal_text_not_python_literals(tmp_path):
         "assets": [{"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE",
                     "issuance_policy": "UNLIMITED", "scale": 2}],
         "rules": [{"name": "Hi", "key": "hi", "condition": 'event.type == "hi"',
-                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "50"}]}]})
+                   "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "50"}]}],
+        "rewards": [{"key": "mug", "name": "Mug", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "1"}]})
     db = tmp_path / "l.duckdb"
     ev = write_rows(tmp_path / "ev.parquet", [
         {"program_id": "shop", "idempotency_key": f"e{w}", "external_id": w, "event_timestamp": "2025-01-01T00:00:00Z",
@@ -635,7 +636,9 @@ def test_operation_amounts_are_decimal_text_not_python_literals(tmp_path):
            ("adjust", {"type": "DEBIT", "asset": "PTS", "amount": "\u0661\u0662"}),  # Arabic-Indic 12
            ("hold", {"asset": "PTS", "amount": "2_0"}),
            ("transfer", {"asset": "PTS", "recipients": [{"external_id": "b", "amount": "3_0"}]}),
-           ("set_counter", {"key": "visits", "value": "1_0"})]
+           ("set_counter", {"key": "visits", "value": "1_0"}),
+           ("redeem_item", {"reward": "mug", "quantity": "\u0661\u0662"}),  # 12 units
+           ("redeem_item", {"reward": "mug", "quantity": "\u00b2"})]  # a superscript 2: a Python ValueError
     good = [("adjust", {"type": "CREDIT", "asset": "PTS", "amount": a}) for a in ["+1.50", " 2 ", "1e1", "0.50"]]
     ops = write_rows(tmp_path / "ops.parquet", [
         {"operation": name, "program_id": "shop", "idempotency_key": f"o{i}", "external_id": "a", "timestamp": t,
@@ -643,7 +646,8 @@ def test_operation_amounts_are_decimal_text_not_python_literals(tmp_path):
     ok("run", "--programs", str(programs), "--events", str(ev), "--operations", str(ops), "--db", str(db))
     got = query(db, "SELECT idempotency_key, status, error_code, error_message FROM operations ORDER BY arrival_seq")
     for (key, status, code, message), (name, _) in zip(got[:len(bad)], bad):
-        assert (status, code) == ("FAILED", "invalid_operation") and "is not a number" in message, (key, name, message)
+        assert (status, code) == ("FAILED", "invalid_operation"), (key, name, message)
+        assert "is not a number" in message or "must be a positive integer" in message, (key, name, message)
     assert [s for _, s, _, _ in got[len(bad):]] == ["COMPLETED"] * len(good)  # a sign, spaces, an exponent, zeros
     out = json.loads(ok("op", "adjust", "--programs", str(programs), "--program", "shop", "--key", "cli",
                         "--external-id", "b", "--timestamp", t, "--db", str(db), "--json", "--param", "type=CREDIT",
