@@ -12,7 +12,8 @@ digits.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
+import re
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -31,6 +32,20 @@ MAX_EXCEEDED = "max_transaction_amount_exceeded"
 OUT_OF_RANGE = "amount_out_of_range"
 EXPRESSION_ERROR = "expression_error"
 ZERO = "zero"
+
+
+#: a number written as text: ASCII digits, optional sign, point and exponent (JSON's numbers and
+#: Scrip's decimal strings, with a leading `+` or a bare point also read)
+_DECIMAL_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+
+
+def decimal_text(text: str) -> Decimal:
+    """The exact value of a number an input row writes as text (operation params), spaces around
+    allowed. `Decimal()` alone also reads Python's digit separators and any Unicode digits, and
+    NaN / Infinity: '1_00', a typo for '1.00', moved 100. Raises InvalidOperation for those."""
+    if not _DECIMAL_TEXT.fullmatch(text.strip()):
+        raise InvalidOperation(text)
+    return Decimal(text.strip())
 
 
 def python_value_text(value: object) -> tuple[str | None, str | None]:

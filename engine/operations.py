@@ -78,10 +78,8 @@ class _Op:
             return None
         text, err = (raw, None) if isinstance(raw, str) else amounts.python_value_text(raw)
         try:
-            value = Decimal(text.strip()) if err is None else None
-            if value is not None and not value.is_finite():  # "NaN", "Infinity": no amount (crashed the run)
-                raise InvalidOperation
-            text = format(value, "f") if err is None else None
+            # not "NaN" (crashed the run), "1_00" or non-ASCII digits (amounts.decimal_text)
+            text = format(amounts.decimal_text(text), "f") if err is None else None
         except (InvalidOperation, AttributeError):
             err = f"{raw!r} is not a number"
         if err:
@@ -264,12 +262,13 @@ def _redeem(o: _Op, reward) -> None:
 
 
 def _count(value) -> int | None:
-    """A positive whole number of units (JSON params bring numbers as doubles: 2.0 is 2)."""
+    """A positive whole number of units (JSON params bring numbers as doubles: 2.0 is 2); text of
+    ASCII digits only (`isdigit` alone takes '١٢' as 12 and '²', which int() refuses)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     return value if isinstance(value, int) and value >= 1 else None
 
@@ -434,9 +433,7 @@ def _set_counter(o: _Op) -> None:
     try:
         if isinstance(raw, bool):
             raise InvalidOperation
-        value = Decimal(raw if isinstance(raw, str) else repr(raw) if isinstance(raw, float) else str(raw))
-        if not value.is_finite():
-            raise InvalidOperation
+        value = amounts.decimal_text(raw if isinstance(raw, str) else repr(raw) if isinstance(raw, float) else str(raw))
     except InvalidOperation:
         raise ActionFailed(INVALID, f"set_counter: params.value {raw!r} is not a number") from None
     reset = o.params.get("reset_after")
