@@ -341,6 +341,11 @@ def _reverse(o: _Op) -> None:
     # gives the value back as a spend of its own (its spendable lots, FIFO), whatever its status
     entity = r.target_entity_id
     if entity is not None:
+        group = o.catalog.groups_by_id.get(entity)
+        if group is None:  # its balance is not loaded either: nothing could be checked or taken back
+            raise ActionFailed(groups.GROUP_NOT_FOUND, f"reverse_redemption: group {entity}, the target of redemption "
+                                                       f"{key!r}, is declared in no program file; declare it again "
+                                                       "to reverse the redemption")
         o.tx.touch(entity, "GROUP")
     source = system(r.target_type, r.asset_id) if entity is None else ("GROUP", entity, r.asset_id, "AVAILABLE")
     lot, lapsed = None, Decimal(0)
@@ -359,7 +364,6 @@ def _reverse(o: _Op) -> None:
         if entity is None or f.code != INSUFFICIENT:
             raise
         # nothing is taken from anyone else: the group that received the value must still hold it
-        group = o.catalog.resolve_group(entity)
         raise ActionFailed(f.code, f"reverse_redemption: group {group.key}, the target of redemption {key!r}, "
                                    f"cannot give back {plain(amount)} {asset.symbol}: {f.message}") from None
     if lapsed > 0:

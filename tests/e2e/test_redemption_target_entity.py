@@ -213,7 +213,7 @@ def test_each_redemption_keeps_the_group_it_was_made_with(tmp_path):
                                               ("r3", "SYSTEM_REDEMPTION", None)]
 
 
-def test_an_archived_group_takes_no_redemption_but_gives_back_what_it_received(tmp_path):
+def test_an_archived_group_takes_no_redemption_but_gives_back_what_it_received_while_declared(tmp_path):
     led = Ledger(tmp_path, INTO_FAMILY, [PTS], [EARN], [FAMILY])
     assert led.run([earn("e1", "u1", T + "10:00:00Z", 50)],
                    [("redeem", "r1", "u1", T + "11:00:00Z", {"asset": "PTS", "amount": "20"})])["r1"] == OK
@@ -222,6 +222,12 @@ def test_an_archived_group_takes_no_redemption_but_gives_back_what_it_received(t
                        ("reverse_redemption", "v1", "u1", T + "13:00:00Z", {"redemption": "r1", "amount": "15"})])
     assert out["r2"] == ("FAILED", "group_inactive") and out["v1"] == OK
     assert "family is ARCHIVED" in led.error("r2") and "redemption target" in led.error("r2")
+    assert (led.held("PARTICIPANT", "u1", "PTS"), led.held("GROUP", "family", "PTS")) == (D(45), D(5))
+    # a group no program file declares any more: its reversal fails, naming why, and moves nothing
+    led.write({}, [PTS], [EARN], [])
+    out = led.run([], [("reverse_redemption", "v2", "u1", T + "14:00:00Z", {"redemption": "r1"})])
+    assert out["v2"] == ("FAILED", "group_not_found")
+    assert "declared in no program file" in led.error("v2")
     assert (led.held("PARTICIPANT", "u1", "PTS"), led.held("GROUP", "family", "PTS")) == (D(45), D(5))
 
 
