@@ -1301,7 +1301,8 @@ class Oracle:
             for lot in self.books.lots
         }
         r.redemptions = {
-            key: (x.holder, x.symbol, q(x.amount, x.symbol), q(x.reversed, x.symbol), x.quantity, x.reversed_quantity)
+            key: (x.holder, x.symbol, q(x.amount, x.symbol), q(x.reversed, x.symbol), x.quantity, x.reversed_quantity,
+                  x.target, x.group)
             for key, x in sorted(self.books.redemptions.items())
         }
         r.statuses = {ext: rec.status for ext, rec in sorted(self.participants.items())}

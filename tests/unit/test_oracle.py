@@ -557,7 +557,7 @@ def test_wallet_holds_and_operations(tmp_path: Path) -> None:
     assert r.accounts[("PARTICIPANT", "ann", "GC", "AVAILABLE")] == D(6 - 2)
     assert r.accounts[("PARTICIPANT", "ann", "GC", "HELD")] == D(2)
     assert r.accounts[("PARTICIPANT", "ann", "PTS", "AVAILABLE")] == D(7 - 5 + 5)
-    assert r.redemptions[("shop", "r1")] == ("ann", "PTS", D(5), D(5), 1, 1)
+    assert r.redemptions[("shop", "r1")] == ("ann", "PTS", D(5), D(5), 1, 1, "SYSTEM_REDEMPTION", None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -655,6 +655,7 @@ def test_oracle_redemptions_into_a_group_and_their_reversals(tmp_path) -> None:
     assert r.accounts.get(("GROUP", "family", "LP", "AVAILABLE"), D(0)) == D(0)
     assert r.accounts[("PARTICIPANT", "u1", "LP", "AVAILABLE")] == D(6)
     assert ("SYSTEM_REDEMPTION", None, "LP", "AVAILABLE") not in r.accounts
+    assert r.redemptions[("shop", "r1")] == ("u1", "LP", D(8), D(4), None, 0, "LEDGER_ENTITY", "family")
     path.write_text(text.replace("WHO", "u1"))  # a participant is no group: a load error
     with pytest.raises(ValueError, match="redemption_target_entity_id 'u1' is not a group"):
         run_oracle([path], [[]], [[]])
