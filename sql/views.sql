@@ -32,7 +32,9 @@ GROUP BY ALL;
 -- Classification (docs/reports.md):
 --   EXPIRATION -> EXPIRED; FORFEIT -> FORFEITED (both count -amount);
 --   CREDIT, VOID_HOLD -> ISSUED (+amount; a voided hold un-issues the held credit it cancels);
---   DEBIT, REDEMPTION, REDEMPTION_REVERSAL -> REDEEMED (-amount; a reversal gives back, so it lowers it);
+--   DEBIT, REDEMPTION, REDEMPTION_REVERSAL -> REDEEMED (-amount; a reversal gives back, so it lowers it),
+--   but a REDEMPTION / REDEMPTION_REVERSAL posting to a GROUP (the LEDGER_ENTITY target: only
+--   participants redeem) -> ISSUED (the value stays with a holder, so the group's side is issued);
 --   any other type (ADJUSTMENT, TRANSFER, and HOLD/RELEASE/SETTLE/MATURITY/FUND/BURN, whose participant
 --   net is 0 when well formed) by the sign of the entry's net per asset: > 0 ISSUED, < 0 REDEEMED,
 --   0 INTERNAL (a transfer between participants nets to 0).
