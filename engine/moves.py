@@ -64,7 +64,9 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
     and stamps new or newly held lots with `reference_id`. Lots arriving in an overdrawn
     AVAILABLE bucket first repay the overdraft (engine.lots.repay). A spec that `restore`s says the
     caller has put the lots right itself (a reversal, engine.lots.restore): the move changes
-    balances only. Returns the lots that paid for it (lot id, amount), FIFO."""
+    balances only; one that `gives_back` says only the destination's lots were put right (a
+    reversal from a group, which spends its lots as any spend). Returns the lots that paid for it
+    (lot id, amount), FIFO."""
     spec = lot or {}
     narrow = narrowing(spec)
     reference = narrow["reference"]
@@ -86,7 +88,8 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
     if lot_asset:
         arrived = []  # the lots that bring value into dest
         # value arriving in an overdrawn AVAILABLE bucket repays the overdraft first
-        repaying = dest[0] in HOLDERS and dest[3] == "AVAILABLE"
+        arriving = dest[0] in HOLDERS and not spec.get("gives_back")
+        repaying = arriving and dest[3] == "AVAILABLE"
         debt = owed(tx.lots(dest[:3]), tx.balance(dest)) if repaying else Decimal(0)
         if source[:3] == dest[:3] and {source[3], dest[3]} == {"AVAILABLE", "HELD"}:
             taken = shift(tx.lots(source[:3]), amount, tx.now, source[3], dest[3], spec["id"],
@@ -96,7 +99,7 @@ def move(tx: Tx, effects: list, source: Account, dest: Account, amount: Decimal,
         else:
             if source[0] in HOLDERS and source[3] in ("AVAILABLE", "HELD"):
                 taken = consume(tx.lots(source[:3]), amount, tx.now, source[3], **narrow)
-            if dest[0] in HOLDERS:
+            if arriving:
                 arrived = [new_lot(spec, dest, amount, tx.now)]
                 tx.lots(dest[:3]).extend(arrived)
         if debt > 0:

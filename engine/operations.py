@@ -15,7 +15,7 @@ from engine import amounts, groups, holds, tiers
 from engine.catalog import Catalog
 from engine.durations import parse_duration, parse_when
 from engine.lots import lot_spec, owed, restore, static_instant
-from engine.moves import ActionFailed, move, plain, source_of_issue, system, wallet
+from engine.moves import INSUFFICIENT, ActionFailed, move, plain, source_of_issue, system, wallet
 from engine.state import Counter, Redemption, Tx
 
 INVALID = "invalid_operation"
@@ -254,11 +254,26 @@ def _redeem(o: _Op, reward) -> None:
             if amount < m.unit_cost:
                 raise ActionFailed("below_minimum", f"redeem_item: {amount} is below the minimum {m.unit_cost}")
     # the program's redemption target (semantics.md 9.4), captured on the redemption for its reversals
-    target = o.op.program.model.redemption_target_type
-    taken = o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), system(target, aid), amount, "REDEMPTION", asset)
+    target, entity = o.op.program.model.redemption_target_type, _target_group(o)
+    dest = system(target, aid) if entity is None else ("GROUP", entity, aid, "AVAILABLE")
+    taken = o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), dest, amount, "REDEMPTION", asset)
     o.tx.record_redemption(str(o.op.program.id), Redemption(
         o.op.key, pid, None if reward is None else str(reward.id), aid, quantity, unit_cost, amount,
-        Decimal(0), 0, "COMPLETED", taken, o.op.now, target))
+        Decimal(0), 0, "COMPLETED", taken, o.op.now, target, entity))
+
+
+def _target_group(o: _Op) -> str | None:
+    """The id of the group a LEDGER_ENTITY program redeems into, which must be ACTIVE (None for the
+    SYSTEM_* targets). The key or id was checked at load; the group is touched (what is due for it
+    happens first), as by any operation that names a group (docs/decisions.md "Redemption target")."""
+    model = o.op.program.model
+    if model.redemption_target_type != "LEDGER_ENTITY":
+        return None
+    try:
+        return groups.active_group(o.catalog, model.redemption_target_entity_id, o.op.operation, o.tx).sid
+    except ActionFailed as f:
+        raise ActionFailed(f.code, f"{f.message}: it is program {o.op.program.key}'s redemption target "
+                                   "(redemption_target_entity_id)") from None
 
 
 def _count(value) -> int | None:
@@ -321,6 +336,17 @@ def _reverse(o: _Op) -> None:
     if asset.inventory_mode == "LOT":
         o.tx.store.load_lots(holder, [lot_id for lot_id, _ in r.lots_taken])
     o.tx.touch(r.participant_id)  # what is due for the redeemer happens before its value comes back
+    # the target captured at the redemption: a system account, or the group it credited, which
+    # gives the value back as a spend of its own (its spendable lots, FIFO), whatever its status
+    entity = r.target_entity_id
+    if entity is not None:
+        group = o.catalog.groups_by_id.get(entity)
+        if group is None:  # its balance is not loaded either: nothing could be checked or taken back
+            raise ActionFailed(groups.GROUP_NOT_FOUND, f"reverse_redemption: group {entity}, the target of redemption "
+                                                       f"{key!r}, is declared in no program file; declare it again "
+                                                       "to reverse the redemption")
+        o.tx.touch(entity, "GROUP")
+    source = system(r.target_type, r.asset_id) if entity is None else ("GROUP", entity, r.asset_id, "AVAILABLE")
     lot, lapsed = None, Decimal(0)
     if asset.inventory_mode == "LOT":
         # (an overdrawn redeemer repays its overdraft from the restored lots first: engine.lots.repay)
@@ -330,8 +356,15 @@ def _reverse(o: _Op) -> None:
         r.lots_taken = [(lot_id, took - given.get(lot_id, Decimal(0))) for lot_id, took in r.lots_taken]
         lot = {"restore": True}
         lapsed = amount - sum(given.values(), Decimal(0))
-    o.move(system(r.target_type, r.asset_id), (*holder, "AVAILABLE"), amount, "REDEMPTION_REVERSAL", asset,
-           lot=lot)
+    try:
+        o.move(source, (*holder, "AVAILABLE"), amount, "REDEMPTION_REVERSAL", asset,
+               lot=lot if entity is None or lot is None else o.lot(gives_back=True))
+    except ActionFailed as f:
+        if entity is None or f.code != INSUFFICIENT:
+            raise
+        # nothing is taken from anyone else: the group that received the value must still hold it
+        raise ActionFailed(f.code, f"reverse_redemption: group {group.key}, the target of redemption {key!r}, "
+                                   f"cannot give back {plain(amount)} {asset.symbol}: {f.message}") from None
     if lapsed > 0:
         # docs/decisions.md, "Reversals": value whose lots expired (by now) comes back expired, as
         # it would have at their expires_at had it not been redeemed: to SYSTEM_BREAKAGE, now

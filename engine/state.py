@@ -103,7 +103,8 @@ class Redemption:
     status: str
     lots_taken: list  # [(lot id, amount)]
     created_at: datetime
-    target_type: str = "SYSTEM_REDEMPTION"  # the system account it posted to (reversals take it back from there)
+    target_type: str = "SYSTEM_REDEMPTION"  # where it posted value (reversals take it back from there):
+    target_entity_id: str | None = None  # a system account, or (LEDGER_ENTITY) this group's AVAILABLE
 
 
 @dataclass
@@ -350,10 +351,10 @@ class Store:
             rows = self.con.execute(statement("lookups.sql", "redemption"), {"program_id": program_id, "key": key}).fetchall()
             found = None
             if rows:
-                k, pid, rid, aid, qty, cost, amt, ramt, rqty, status, taken, created, target = rows[0]
+                k, pid, rid, aid, qty, cost, amt, ramt, rqty, status, taken, created, target, entity = rows[0]
                 found = Redemption(k, pid, rid, aid, qty, cost, Decimal(amt), Decimal(ramt), rqty, status,
                                    [(lot, Decimal(a)) for lot, a in json.loads(taken)], created,
-                                   target or "SYSTEM_REDEMPTION")
+                                   target or "SYSTEM_REDEMPTION", entity)
             self.redemptions[(program_id, key)] = found
         return self.redemptions[(program_id, key)]
 
@@ -448,13 +449,14 @@ class Store:
         redemptions = pl.DataFrame(
             [(prog, r.key, r.participant_id, r.reward_id, r.asset_id, r.quantity, r.unit_cost, r.amount,
               r.reversed_amount, r.reversed_quantity, r.status,
-              json.dumps([[lot, str(a)] for lot, a in r.lots_taken]), r.created_at, r.target_type)
+              json.dumps([[lot, str(a)] for lot, a in r.lots_taken]), r.created_at, r.target_type, r.target_entity_id)
              for (prog, _), r in ((k, self.redemptions[k]) for k in sorted(self.dirty_redemptions))],
             schema={"program_id": pl.String, "idempotency_key": pl.String, "participant_id": pl.String,
                     "reward_id": pl.String, "asset_id": pl.String, "quantity": pl.Int64,
                     "unit_cost": pl.Decimal(38, 18), "amount": pl.Decimal(38, 18),
                     "reversed_amount": pl.Decimal(38, 18), "reversed_quantity": pl.Int64, "status": pl.String,
-                    "lots_taken": pl.String, "created_at": pl.Datetime("us", "UTC"), "target_type": pl.String},
+                    "lots_taken": pl.String, "created_at": pl.Datetime("us", "UTC"), "target_type": pl.String,
+                    "target_entity_id": pl.String},
             orient="row")
         usage = pl.DataFrame([(r, p, n) for (r, p), n in sorted(self.reward_counts.items())],
                              schema={"reward_id": pl.String, "participant_id": pl.String, "redeemed_count": pl.Int64},

@@ -150,7 +150,7 @@ SELECT reward_id::VARCHAR AS reward_id, participant_id, redeemed_count FROM rewa
 -- name: redemption
 SELECT idempotency_key, participant_id::VARCHAR AS participant_id, reward_id::VARCHAR AS reward_id,
        asset_id::VARCHAR AS asset_id, quantity, unit_cost, amount, reversed_amount, reversed_quantity, status,
-       lots_taken::VARCHAR AS lots_taken, created_at, target_type
+       lots_taken::VARCHAR AS lots_taken, created_at, target_type, target_entity_id::VARCHAR AS target_entity_id
 FROM redemptions WHERE program_id::VARCHAR = $program_id AND idempotency_key = $key;
 
 -- name: entity_tiers

@@ -323,6 +323,9 @@ CREATE TABLE IF NOT EXISTS redemptions (
 -- Where the redemption posted its value (the program's redemption_target_type when it was made):
 -- its reversals take the value back from there, whatever the program says later (Scrip).
 ALTER TABLE redemptions ADD COLUMN IF NOT EXISTS target_type VARCHAR DEFAULT 'SYSTEM_REDEMPTION';
+-- With target_type LEDGER_ENTITY, the group whose AVAILABLE it credited (the program's
+-- redemption_target_entity_id then); null for the SYSTEM_* targets.
+ALTER TABLE redemptions ADD COLUMN IF NOT EXISTS target_entity_id UUID;
 
 -- Tier types (semantics.md 10) from program files, and their ranked levels.
 CREATE TABLE IF NOT EXISTS tiers (

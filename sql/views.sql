@@ -32,7 +32,9 @@ GROUP BY ALL;
 -- Classification (docs/reports.md):
 --   EXPIRATION -> EXPIRED; FORFEIT -> FORFEITED (both count -amount);
 --   CREDIT, VOID_HOLD -> ISSUED (+amount; a voided hold un-issues the held credit it cancels);
---   DEBIT, REDEMPTION, REDEMPTION_REVERSAL -> REDEEMED (-amount; a reversal gives back, so it lowers it);
+--   DEBIT, REDEMPTION, REDEMPTION_REVERSAL -> REDEEMED (-amount; a reversal gives back, so it lowers it),
+--   but a REDEMPTION / REDEMPTION_REVERSAL posting to a GROUP (the LEDGER_ENTITY target: only
+--   participants redeem) -> ISSUED (the value stays with a holder, so the group's side is issued);
 --   any other type (ADJUSTMENT, TRANSFER, and HOLD/RELEASE/SETTLE/MATURITY/FUND/BURN, whose participant
 --   net is 0 when well formed) by the sign of the entry's net per asset: > 0 ISSUED, < 0 REDEEMED,
 --   0 INTERNAL (a transfer between participants nets to 0).
@@ -78,22 +80,27 @@ WITH pp AS (
     SELECT j.id AS journal_entry_id, j.seq, j.program_id, j.action_type, j.effective_at, j.batch_id,
            p.asset_id, p.amount,
            j.action_type IN ('EXPIRATION', 'FORFEIT', 'CREDIT', 'VOID_HOLD', 'DEBIT', 'REDEMPTION',
-                             'REDEMPTION_REVERSAL') AS by_type
+                             'REDEMPTION_REVERSAL') AS by_type,
+           -- the group a LEDGER_ENTITY redemption credits (only participants redeem): value it
+           -- receives (or gives back on a reversal) is issued to it, the redeemer's side redeemed
+           p.entity_type = 'GROUP' AND j.action_type IN ('REDEMPTION', 'REDEMPTION_REVERSAL') AS to_target
     FROM journal_entries j JOIN postings p ON p.journal_entry_id = j.id
     WHERE p.entity_type IN ('PARTICIPANT', 'GROUP')
       -- both sides filtered: the join's build side is the part's
       AND in_part(j.id, part, parts) AND in_part(p.journal_entry_id, part, parts)
 ), flows AS (
     SELECT journal_entry_id, seq, program_id, action_type, effective_at, batch_id, asset_id,
-           amount AS net_amount
+           amount AS net_amount, to_target
     FROM pp WHERE by_type
     UNION ALL
     SELECT journal_entry_id, seq, program_id, action_type, effective_at, batch_id, asset_id,
-           SUM(amount) AS net_amount
+           SUM(amount) AS net_amount, FALSE AS to_target
     FROM pp WHERE NOT by_type
     GROUP BY journal_entry_id, seq, program_id, action_type, effective_at, batch_id, asset_id
 ), classified AS (
-    SELECT *, flow_category(action_type, net_amount) AS category FROM flows
+    SELECT * EXCLUDE (to_target),
+           CASE WHEN to_target THEN 'ISSUED' ELSE flow_category(action_type, net_amount) END AS category
+    FROM flows
 )
 SELECT journal_entry_id, seq, program_id, action_type, effective_at, batch_id, asset_id,
        net_amount::DECIMAL(38, 18) AS net_amount, category,

@@ -198,6 +198,7 @@ def _check_unique(file: str, pf: ProgramFile) -> None:
 def _compile_program(file: str, pf: ProgramFile, assets: dict[str, Asset],
                      groups: dict[str, CompiledGroup]) -> CompiledProgram:
     key = pf.program.key
+    _check_redemption_entity(file, pf, groups)
     tiers: dict[str, CompiledTier] = {}
     for t_i, tier in enumerate(pf.tiers):
         tiers[tier.key] = compile_tier(f"{file}: tiers[{t_i}] ({tier.key})", key, tier)
@@ -581,6 +582,17 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         return CompiledAction(**common, tier=tier.key, level=level if isinstance(level, CelProgram) else str(level))
     # SET_ATTRIBUTE
     return CompiledAction(**common, key=need("key"), value=_value(f"{at}.value", need("value"), assets))
+
+
+def _check_redemption_entity(file: str, pf: ProgramFile, groups: dict[str, CompiledGroup]) -> None:
+    """LEDGER_ENTITY posts redemptions into a group's wallet: its entity id must name (by key or
+    id) a group declared in the project (docs/decisions.md "Redemption target")."""
+    ref = pf.program.redemption_target_entity_id
+    if pf.program.redemption_target_type != "LEDGER_ENTITY" or ref in groups or ref in {g.sid for g in groups.values()}:
+        return
+    raise CatalogError(f"{file}: program.redemption_target_entity_id: {ref!r} is not a group of this project; "
+                       "a LEDGER_ENTITY target is a group declared under `groups` (its key or id)"
+                       + (f" (groups: {', '.join(groups)})" if groups else " (no groups are declared)"))
 
 
 def _group_ref(where: str, ref: str | None, assets: dict[str, Asset], groups: dict[str, CompiledGroup]):

@@ -65,8 +65,6 @@ def misplaced(pf: ProgramFile) -> Iterator[tuple[str, str]]:
 
 def unsupported(pf: ProgramFile) -> Iterator[tuple[str, str]]:
     """Yield (location, field) for every field set to something not built yet."""
-    if pf.program.redemption_target_type == "LEDGER_ENTITY":
-        yield "program", "redemption_target_type: LEDGER_ENTITY (use SYSTEM_REDEMPTION or SYSTEM_BREAKAGE)"
     for r_i, rule in enumerate(pf.rules):
         where = f"rules[{r_i}] ({rule.name})"
         for a_i, action in enumerate(rule.actions):

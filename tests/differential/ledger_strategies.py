@@ -13,7 +13,8 @@ Groups (semantics.md 11): the shop program sometimes declares `family` (u1 ADMIN
 (u3 ADMIN, sometimes ARCHIVED); its rules then also move those groups' PTS / GC / LP (group lots
 with expires_at / matures_at, applied when a row targets or names the group) and their state
 (literal ids, and a CEL id that can name no group), the membership operations change them, and
-the shop posts redemptions to SYSTEM_BREAKAGE instead of SYSTEM_REDEMPTION some of the time.
+the shop posts redemptions to SYSTEM_BREAKAGE instead of SYSTEM_REDEMPTION some of the time, or
+(LEDGER_ENTITY) into a group's wallet (family or team, by key or id).
 Value actions also target the program (its GC wallet: CREDIT / DEBIT / FORFEIT).
 
 Operations cover every handler of `perkflow run --operations` except void_hold / set_tier (not
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from hypothesis import strategies as st
 
 from tests.differential import strategies as S
+from tests.oracle.interpreter import group_id
 
 SIMPLE = ["PTS", "GC"]  # holds allowed
 SYMBOLS = ["PTS", "LP", "GC"]
@@ -156,7 +158,11 @@ def ledger_programs(draw) -> list[dict]:
     groups = draw(st.booleans())
     shop = {"key": S.PROGRAM, "name": "Shop", "on_unknown_participant": draw(st.sampled_from(["CREATE"] * 4 + ["REJECT"]))}
     if draw(st.booleans()):
-        shop["redemption_target_type"] = draw(st.sampled_from(["SYSTEM_BREAKAGE", "SYSTEM_BREAKAGE", "SYSTEM_REDEMPTION"]))
+        # with groups, often a group's wallet (by key or id; team is sometimes ARCHIVED: group_inactive)
+        targets = ["SYSTEM_BREAKAGE", "SYSTEM_BREAKAGE", "SYSTEM_REDEMPTION"] + ["LEDGER_ENTITY"] * (4 if groups else 0)
+        shop["redemption_target_type"] = draw(st.sampled_from(targets))
+        if shop["redemption_target_type"] == "LEDGER_ENTITY":
+            shop["redemption_target_entity_id"] = draw(st.sampled_from(GROUPS * 2 + [group_id("family")]))
     out = [{"program": shop, "assets": shared, "rules": draw(ledger_rules(groups=groups)), "rewards": draw(rewards())}]
     if groups:
         out[0]["groups"] = draw(groups_of())
@@ -398,7 +404,8 @@ def _drop_resets(progs: list[dict], ops: list[OpRow]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Group lots (docs/decisions.md "Groups"): a small fixed program whose rules credit, spend and
 # forfeit the family group's LP, with drawn expiries and maturities, over streams that touch the
-# group (rule targets, group_adjust / group_forfeit, transfers, membership changes) at drawn
+# group (rule targets, group_adjust / group_forfeit, transfers, membership changes, redemptions
+# into it when the program redeems into the family: LEDGER_ENTITY, and their reversals) at drawn
 # instants, cut into one to three batches. The general scenarios above reach group lots rarely
 # (an event must match, its amounts be valid, and a later row touch the group after an instant).
 
@@ -421,7 +428,10 @@ def group_lot_program(draw) -> dict:
                "fine": [{"type": "FORFEIT", "asset": "LP", "amount": "event.n", "target": family}],
                "earn": [{"type": "CREDIT", "asset": "LP", "amount": "5"}],
                "tag": [{"type": "TAG", "tag": "seen", "target": family}]}
-    return {"program": {"key": S.PROGRAM, "name": "Shop"},
+    program = {"key": S.PROGRAM, "name": "Shop"}
+    if draw(st.booleans()):  # redemptions into the family's wallet, reversed from its lots (FIFO)
+        program |= {"redemption_target_type": "LEDGER_ENTITY", "redemption_target_entity_id": "family"}
+    return {"program": program,
             "assets": [{"symbol": "LP", "name": "Lot points", "inventory_mode": "LOT", "scale": 0}],
             "groups": [{"key": "family", "name": "Family",
                         "members": [{"external_id": "u1", "role": "ADMIN"}, {"external_id": "u2"}]}],
@@ -431,7 +441,11 @@ def group_lot_program(draw) -> dict:
 
 @st.composite
 def group_lot_scenarios(draw) -> LedgerScenario:
+    program = draw(group_lot_program())
+    into_group = "redemption_target_entity_id" in program["program"]
     rows: list = []
+    redeemed: dict[str, str] = {}  # redeem key -> its instant
+    reversals: list[tuple[int, str, dict]] = []
     for i in range(draw(st.integers(3, 16))):
         at = draw(st.sampled_from(_GROUP_TIMES))
         if draw(st.integers(0, 3)) > 0:
@@ -440,9 +454,17 @@ def group_lot_scenarios(draw) -> LedgerScenario:
                               json.dumps({"type": kind, "n": draw(st.sampled_from([1, 2, 4, 7]))})))
             continue
         operation = draw(st.sampled_from(["group_adjust", "group_adjust", "group_forfeit", "transfer",
-                                          "remove_group_member", "add_group_member"]))
+                                          "remove_group_member", "add_group_member", "redeem", "redeem",
+                                          "reverse_redemption", "reverse_redemption"]
+                                         + ["redeem", "reverse_redemption"] * (3 if into_group else 0)))
         amount = draw(st.sampled_from(["1", "3", "6"]))
-        if operation == "group_adjust":
+        if operation == "redeem":
+            who, params = draw(st.sampled_from(["u1", "u2"])), {"asset": "LP", "amount": amount}
+            redeemed[f"o{i}"] = at
+        elif operation == "reverse_redemption":  # named once every redeem is drawn (below)
+            reversals.append((i, at, {"amount": amount} if draw(st.booleans()) else {}))
+            continue
+        elif operation == "group_adjust":
             who, params = None, {"group": "family", "asset": "LP", "amount": amount,
                                  "type": draw(st.sampled_from(["CREDIT", "DEBIT"]))}
         elif operation == "group_forfeit":
@@ -452,6 +474,10 @@ def group_lot_scenarios(draw) -> LedgerScenario:
         else:
             who, params = "u2", {"group": "family"}
         rows.append(OpRow(S.PROGRAM, f"o{i}", operation, who, at, json.dumps(params)))
+    for i, at, params in reversals:  # of a redeem, mostly at or after its instant (else not found yet)
+        key = draw(st.sampled_from(sorted(redeemed) + ["nope"]))
+        at = max(at, redeemed.get(key, at)) if draw(st.integers(0, 3)) > 0 else at
+        rows.append(OpRow(S.PROGRAM, f"o{i}", "reverse_redemption", "u2", at, json.dumps({"redemption": key} | params)))
     rows.sort(key=lambda r: r.timestamp if isinstance(r, OpRow) else r.event_timestamp)
     seeds = [OpRow(S.PROGRAM, f"seed-{u}", "upsert_participant", u, "2025-03-01T00:00:00Z", "{}") for u in ("u1", "u2")]
     seeds.append(OpRow(S.PROGRAM, "seed-u1-LP", "adjust", "u1", "2025-03-01T00:00:00Z",
@@ -459,6 +485,6 @@ def group_lot_scenarios(draw) -> LedgerScenario:
     cuts = sorted(draw(st.lists(st.integers(1, max(1, len(rows) - 1)), max_size=2, unique=True)))
     parts = [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)])]
     parts[0] = seeds + parts[0]
-    return LedgerScenario([draw(group_lot_program())],
+    return LedgerScenario([program],
                           [[r for r in p if isinstance(r, S.Row)] for p in parts],
                           [[r for r in p if isinstance(r, OpRow)] for p in parts])

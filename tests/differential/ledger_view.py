@@ -258,12 +258,12 @@ def read_full_ledger(con: duckdb.DuckDBPyConnection) -> OracleResult:
             names[str(eid)], sym, _scaled(amount, scales[sym]), _scaled(remaining, scales[sym]), status, created,
             expires, matures)
     r.redemptions = {
-        (pk, key): (ext, sym, _scaled(amount, scales[sym]), _scaled(rev, scales[sym]), qty, rev_qty)
-        for pk, key, ext, sym, amount, rev, qty, rev_qty in q("""
+        (pk, key): (ext, sym, _scaled(amount, scales[sym]), _scaled(rev, scales[sym]), qty, rev_qty, target, group)
+        for pk, key, ext, sym, amount, rev, qty, rev_qty, target, group in q("""
             SELECT p.key, x.idempotency_key, pa.external_id, a.symbol, x.amount, x.reversed_amount, x.quantity,
-                   x.reversed_quantity
+                   x.reversed_quantity, x.target_type, g.key
             FROM redemptions x JOIN programs p ON p.id = x.program_id JOIN participants pa ON pa.id = x.participant_id
-            JOIN assets a ON a.id = x.asset_id ORDER BY 1, 2""")
+            JOIN assets a ON a.id = x.asset_id LEFT JOIN groups g ON g.id = x.target_entity_id ORDER BY 1, 2""")
     }
     r.statuses = dict(q("SELECT external_id, status FROM participants ORDER BY external_id"))
     r.participants, r.program_state = _states(con)

@@ -227,12 +227,12 @@ def test_a_lot_redemption_to_breakage_is_restored_to_its_lots(tmp_path):
 
 @pytest.mark.parametrize("program, message", [
     ({"redemption_target_type": "LEDGER_ENTITY", "redemption_target_entity_id": "family"},
-     "not supported yet: redemption_target_type: LEDGER_ENTITY"),
+     "program.redemption_target_entity_id: 'family' is not a group of this project"),
     ({"redemption_target_type": "LEDGER_ENTITY"}, "redemption_target_entity_id is required"),
     ({"redemption_target_type": "SYSTEM_BREAKAGE", "redemption_target_entity_id": "x"},
      "must be omitted with SYSTEM_REDEMPTION or SYSTEM_BREAKAGE"),
 ])
-def test_redemption_targets_that_are_not_built_or_wrong_are_rejected_at_load(tmp_path, program, message):
+def test_redemption_targets_that_are_wrong_are_rejected_at_load(tmp_path, program, message):
     write_program(tmp_path / "shop.yaml", program_spec("shop", [on("x", {"type": "TAG", "tag": "t"})], **program))
     with pytest.raises(CatalogError, match="shop.yaml") as e:
         load_catalog(tmp_path / "shop.yaml")

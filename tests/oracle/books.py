@@ -78,7 +78,8 @@ class Redemption:
     unit_cost: Decimal | None
     reward: str | None
     taken: list[tuple[tuple, Decimal]]  # (lot origin, amount) in FIFO order, LOT assets only
-    target: str = "SYSTEM_REDEMPTION"  # the system account it posted to: its reversals take value back from there
+    target: str = "SYSTEM_REDEMPTION"  # where it posted value: its reversals take value back from there,
+    group: str | None = None  # a system account or (LEDGER_ENTITY) this group's AVAILABLE
     reversed: Decimal = ZERO
     reversed_quantity: int = 0
 

@@ -6,7 +6,7 @@ listed in tests/oracle/README.md. CEL is evaluated by cel-python (tests/oracle/c
 
 Out of scope (raises `Unsupported` when a program uses it): VOID_HOLD, reference_id,
 SET_TIER, holds on LOT assets (a group's too), group members
-declared by participant_id, redemption_target_type LEDGER_ENTITY, automations (README.md "Not
+declared by participant_id, automations (README.md "Not
 covered"). Tiers and their lifecycles: tests/oracle/tiers.py.
 """
 
@@ -304,9 +304,10 @@ class ProgramDef:
     assets: list[str]  # symbols, in file order
     rules: list[RuleDef]  # ACTIVE rules only, in evaluation order
     rewards: dict[str, RewardDef] = field(default_factory=dict)
-    redemption_target: str = "SYSTEM_REDEMPTION"  # s9.4: SYSTEM_REDEMPTION | SYSTEM_BREAKAGE
+    redemption_target: str = "SYSTEM_REDEMPTION"  # s9.4: SYSTEM_REDEMPTION | SYSTEM_BREAKAGE | LEDGER_ENTITY
     tiers: list[T.TierDef] = field(default_factory=list)  # file order
     automations: list = field(default_factory=list)  # tests/oracle/automations.AutomationDef
+    redemption_group: str | None = None  # LEDGER_ENTITY: the key of the group redemptions credit
 
 
 @dataclass
@@ -343,8 +344,12 @@ def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, A
     files = [(Path(path), ProgramFile.model_validate(yaml.safe_load(Path(path).read_text()))) for path in paths]
     groups = load_groups(files)
     for path, pf in files:
-        if pf.program.redemption_target_type == "LEDGER_ENTITY":
-            raise Unsupported(f"{path}: redemption_target_type LEDGER_ENTITY")
+        # decisions.md "Redemption target": LEDGER_ENTITY names a declared group, by key or id
+        entity = pf.program.redemption_target_entity_id
+        redemption_group = None if entity is None else next(
+            (k for k in groups if entity in (k, group_id(k))), None)
+        if entity is not None and redemption_group is None:
+            raise ValueError(f"{path}: redemption_target_entity_id {entity!r} is not a group of this project")
         if pf.program.key in programs:
             raise ValueError(f"{path}: duplicate program key {pf.program.key}")
         symbols = []
@@ -375,7 +380,7 @@ def load_programs(paths: list[Path]) -> tuple[dict[str, ProgramDef], dict[str, A
         programs[pf.program.key] = ProgramDef(
             pf.program.key, pf.program.status, pf.program.on_unknown_participant, symbols, rules, rewards,
             pf.program.redemption_target_type,
-            [T.tier_def(pf.program.key, t, parse_go_duration) for t in pf.tiers], autos,
+            [T.tier_def(pf.program.key, t, parse_go_duration) for t in pf.tiers], autos, redemption_group,
         )
     return programs, assets, groups
 
@@ -1296,7 +1301,8 @@ class Oracle:
             for lot in self.books.lots
         }
         r.redemptions = {
-            key: (x.holder, x.symbol, q(x.amount, x.symbol), q(x.reversed, x.symbol), x.quantity, x.reversed_quantity)
+            key: (x.holder, x.symbol, q(x.amount, x.symbol), q(x.reversed, x.symbol), x.quantity, x.reversed_quantity,
+                  x.target, x.group)
             for key, x in sorted(self.books.redemptions.items())
         }
         r.statuses = {ext: rec.status for ext, rec in sorted(self.participants.items())}

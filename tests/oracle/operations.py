@@ -87,12 +87,14 @@ class _Op:
 
     # ---- moves ----
 
-    def move(self, kind: str, source, dest, amount: Decimal, *, asset, overdraft: bool = False, lot: bool = True):
+    def move(self, kind: str, source, dest, amount: Decimal, *, asset, overdraft: bool = False, lot: bool = True,
+             arrives: bool = True):
         """One journal entry of this operation (its `part`). Value arriving as a LOT asset is a new
         lot without expiry (s9.3), unless `lot` is False: a reversal restores the lots itself, and
-        its moves change balances only."""
+        its moves change balances only; or unless `arrives` is False: the reversal of a redemption
+        into a group restored the redeemer's lots, and the group spends its own as any spend."""
         new_lot = None
-        if asset.inventory_mode == "LOT" and lot:
+        if asset.inventory_mode == "LOT" and lot and arrives:
             new_lot = self.oracle.new_lot(self.program.key, "operation", self.op.idempotency_key, None, self.parts)
         taken = self.w.move(self.program.key, ("operation", self.op.idempotency_key, None, self.parts), kind,
                             source, dest, amount, overdraft=overdraft, new_lot=new_lot, lots=lot)
@@ -218,12 +220,18 @@ def _redeem(o: _Op, reward_key: str | None) -> None:
             amount = o.amount(asset)
             if amount < reward.unit_cost:
                 raise ActionFailed("below_minimum", f"{amount} < {reward.unit_cost}")
-    # s9.4: to the program's redemption target, which the redemption keeps for its reversals
-    target = o.program.redemption_target
-    taken = o.move("REDEMPTION", o.mine(asset), system_account(target, asset.symbol), amount, asset=asset)
+    # s9.4: to the program's redemption target, which the redemption keeps for its reversals;
+    # decisions.md: a LEDGER_ENTITY group must be ACTIVE, and is touched as any group an operation names
+    target, group = o.program.redemption_target, o.program.redemption_group
+    if group is not None:
+        o.w.touch_group(group)
+        if o.oracle.groups[group].status != "ACTIVE":
+            raise ActionFailed("group_inactive", group)
+    dest = system_account(target, asset.symbol) if group is None else group_account(group, asset.symbol)
+    taken = o.move("REDEMPTION", o.mine(asset), dest, amount, asset=asset)
     o.w.books.redemptions[(o.program.key, o.op.idempotency_key)] = Redemption(
         o.program.key, o.op.idempotency_key, o.who, asset.symbol, amount, quantity, unit_cost, reward_key, taken,
-        target)
+        target, group)
 
 
 def _reverse(o: _Op) -> None:
@@ -262,6 +270,8 @@ def _reverse(o: _Op) -> None:
     # decisions.md: a reversal corrects an earlier redemption (the participant's own value coming
     # back, not new value), so like VOID_HOLD it works for SUSPENDED and CLOSED participants.
     o.w.touch(r.holder)
+    if r.group is not None:  # decisions.md: the group it credited gives it back, whatever its status
+        o.w.touch_group(r.group)
     give_left = ZERO
     if asset.inventory_mode == "LOT":
         lots = {lot.origin: lot for lot in o.w.books.lots}
@@ -282,8 +292,12 @@ def _reverse(o: _Op) -> None:
         given = dict(restored)  # what a lot got back cannot be given back again later
         o.w.books.repay([lots[origin] for origin in given], debt)
         r.taken = [(origin, DEC.subtract(took, given.get(origin, ZERO))) for origin, took in r.taken]
-    o.move("REDEMPTION_REVERSAL", system_account(r.target, r.symbol),
-           participant_account(r.holder, r.symbol), amount, asset=asset, lot=False)
+    if r.group is None:
+        o.move("REDEMPTION_REVERSAL", system_account(r.target, r.symbol),
+               participant_account(r.holder, r.symbol), amount, asset=asset, lot=False)
+    else:  # a spend of the group's (its spendable lots, oldest first); short: insufficient_balance
+        o.move("REDEMPTION_REVERSAL", group_account(r.group, r.symbol),
+               participant_account(r.holder, r.symbol), amount, asset=asset, arrives=False)
     if give_left > 0:
         # decisions.md "Reversals": what expired lots cannot take back comes back expired, as it
         # would have at their expires_at had it not been redeemed (a second part, at the reversal).

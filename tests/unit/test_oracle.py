@@ -557,7 +557,7 @@ def test_wallet_holds_and_operations(tmp_path: Path) -> None:
     assert r.accounts[("PARTICIPANT", "ann", "GC", "AVAILABLE")] == D(6 - 2)
     assert r.accounts[("PARTICIPANT", "ann", "GC", "HELD")] == D(2)
     assert r.accounts[("PARTICIPANT", "ann", "PTS", "AVAILABLE")] == D(7 - 5 + 5)
-    assert r.redemptions[("shop", "r1")] == ("ann", "PTS", D(5), D(5), 1, 1)
+    assert r.redemptions[("shop", "r1")] == ("ann", "PTS", D(5), D(5), 1, 1, "SYSTEM_REDEMPTION", None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -628,3 +628,34 @@ def test_oracle_refuses_program_targets_without_a_wallet(tmp_path) -> None:
         """)
     with pytest.raises(ValueError, match="PREFUNDED"):
         run_oracle([path], [[]])
+
+
+def test_oracle_redemptions_into_a_group_and_their_reversals(tmp_path) -> None:
+    # decisions.md "Redemption target": LEDGER_ENTITY credits the group; reversals spend the group's
+    # value and fail insufficient_balance when it holds too little
+    path = tmp_path / "shop.yaml"
+    text = textwrap.dedent("""\
+        program: {key: shop, name: Shop, redemption_target_type: LEDGER_ENTITY, redemption_target_entity_id: WHO}
+        assets: [{symbol: LP, name: Lot points, scale: 0, inventory_mode: LOT}]
+        groups: [{key: family, name: Family, members: [{external_id: u1, role: ADMIN}]}]
+        rules:
+          - {name: earn, condition: event.type == "earn", actions: [{type: CREDIT, asset: LP, amount: "10"}]}
+        """)
+    t = lambda h: T0 + timedelta(hours=h)  # noqa: E731
+    ops = [_op("g1", "group_adjust", None, t(0), group="family", type="CREDIT", asset="LP", amount="3"),
+           _op("r1", "redeem", "u1", t(2), asset="LP", amount="8"),                    # u1 2, family 3 + 8
+           _op("g2", "group_adjust", None, t(3), group="family", type="DEBIT", asset="LP", amount="7"),  # family 4
+           _op("v1", "reverse_redemption", "u1", t(4), redemption="r1"),                # 8 > 4: fails
+           _op("v2", "reverse_redemption", "u1", t(5), redemption="r1", amount="4")]    # family 0, u1 6
+    path.write_text(text.replace("WHO", "family"))
+    r = run_oracle([path], [[ev("e1", "u1", t(1), {"type": "earn"})]], [ops])
+    assert {k[1]: v for k, v in r.operations.items()} == {
+        "g1": ("COMPLETED", None), "r1": ("COMPLETED", None), "g2": ("COMPLETED", None),
+        "v1": ("FAILED", "insufficient_balance"), "v2": ("COMPLETED", None)}
+    assert r.accounts.get(("GROUP", "family", "LP", "AVAILABLE"), D(0)) == D(0)
+    assert r.accounts[("PARTICIPANT", "u1", "LP", "AVAILABLE")] == D(6)
+    assert ("SYSTEM_REDEMPTION", None, "LP", "AVAILABLE") not in r.accounts
+    assert r.redemptions[("shop", "r1")] == ("u1", "LP", D(8), D(4), None, 0, "LEDGER_ENTITY", "family")
+    path.write_text(text.replace("WHO", "u1"))  # a participant is no group: a load error
+    with pytest.raises(ValueError, match="redemption_target_entity_id 'u1' is not a group"):
+        run_oracle([path], [[]], [[]])
