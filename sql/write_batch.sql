@@ -274,7 +274,8 @@ INSERT INTO redemptions BY NAME
 SELECT md5('operation:' || program_id || ':' || idempotency_key)::UUID AS id, program_id::UUID AS program_id,
        idempotency_key, participant_id::UUID AS participant_id, reward_id::UUID AS reward_id,
        asset_id::UUID AS asset_id, quantity, unit_cost, amount, reversed_amount, reversed_quantity, status,
-       lots_taken::JSON AS lots_taken, created_at, $batch_id AS batch_id, target_type
+       lots_taken::JSON AS lots_taken, created_at, $batch_id AS batch_id, target_type,
+       target_entity_id::UUID AS target_entity_id
 FROM stage_redemptions;
 
 -- name: upsert_budget_consumption

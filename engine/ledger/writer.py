@@ -36,10 +36,8 @@ ORDER = [
     "stage_entries", "insert_postings", "insert_leg_postings", "insert_entries", "match_balances", "update_balances", "insert_balances",
     "delete_entity_state", "insert_entity_state", "delete_group_members", "insert_group_members", "delete_participant_tiers", "insert_participant_tiers",
     "insert_tier_history", "delete_lots", "insert_lots", "upsert_reward_usage", "delete_redemptions", "insert_redemptions",
-    "set_redemption_targets", "upsert_budget_consumption", "delete_scheduled_events", "insert_scheduled_events",
+    "upsert_budget_consumption", "delete_scheduled_events", "insert_scheduled_events",
 ]
-#: Statements of ORDER kept outside write_batch.sql, by the file that holds them.
-ELSEWHERE = {"set_redemption_targets": "redemption_targets.sql"}
 
 
 def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
@@ -206,7 +204,7 @@ class BatchWriter:
                                "stage_balances": balance_changes(stages["stage_effects"])}
         tables = {name: db.arrow(frame) for name, frame in stages.items()}
         for name in ORDER:
-            sql = statement(ELSEWHERE.get(name, "write_batch.sql"), name)
+            sql = statement("write_batch.sql", name)
             used = set(re.findall(r"\bstage_\w+", sql))
             # Missing: not this kind of batch (or chunk). All empty: nothing to do, and each
             # statement costs a few milliseconds, which adds up over a backfill of small batches.
