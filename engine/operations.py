@@ -314,8 +314,8 @@ def _reverse(o: _Op) -> None:
             # (it would leave the stock and the per-participant count with units whose value is gone).
             units, rest = divmod(amount, r.unit_cost)
             if rest != 0:
-                raise ActionFailed(INVALID, f"reverse_redemption: {amount} is not a whole number of units of "
-                                            f"{r.unit_cost}; reverse a UNIT_BASED redemption by quantity")
+                raise ActionFailed(INVALID, f"reverse_redemption: {plain(amount)} is not a whole number of units of "
+                                            f"{plain(r.unit_cost)}; reverse a UNIT_BASED redemption by quantity")
             quantity = int(units)
             if quantity > r.quantity - r.reversed_quantity:
                 raise ActionFailed("over_reversal",
@@ -326,7 +326,7 @@ def _reverse(o: _Op) -> None:
     if left <= 0:
         raise ActionFailed("over_reversal", f"reverse_redemption: redemption {key!r} is already fully reversed")
     if amount <= 0 or amount > left:
-        raise ActionFailed("over_reversal", f"reverse_redemption: {amount} exceeds the {left} left to reverse")
+        raise ActionFailed("over_reversal", f"reverse_redemption: {plain(amount)} exceeds the {plain(left)} left to reverse")
     holder = ("PARTICIPANT", r.participant_id, r.asset_id)
     # The redeemer may be named by no row of this batch (another participant's operation): its
     # balances, state and live lots, and the lots the redemption took (consumed ones too), are

@@ -238,6 +238,24 @@ def test_every_operation_with_its_failure_paths(tmp_path):
     assert s.state("c") == {("TAG", "paused"): None, ("ATTRIBUTE", "why"): "review"}
 
 
+def test_a_reversal_in_a_later_batch_states_amounts_as_entered(tmp_path):
+    # The redemption comes back from the ledger (DECIMAL(38, 18)) in the later batch; its amounts
+    # read as entered in the messages: 100 redeemed, 30 reversed, 70 left; a mug costs 50.
+    s = Scenario(tmp_path, "shop", [on("noop", {"type": "TAG", "tag": "x"})], [asset("PTS")], rewards=REWARDS)
+    assert set(s.run(op("upsert_participant", "u-a", "a", t(1, 1)),
+                     op("adjust", "o1", "a", t(1, 2), type="CREDIT", asset="PTS", amount="500", description="d"),
+                     op("redeem", "r1", "a", t(1, 3), asset="PTS", amount="100"),
+                     op("redeem_item", "r2", "a", t(1, 4), reward="mug")).values()) == {OK}
+    out = s.run(op("reverse_redemption", "v1", "a", t(2, 1), redemption="r1", amount="30"),
+                op("reverse_redemption", "v2", "a", t(2, 2), redemption="r1", amount="71"),
+                op("reverse_redemption", "v3", "a", t(2, 3), redemption="r2", amount="20"))
+    assert [out[k] for k in ("v1", "v2", "v3")] == [OK, ("FAILED", "over_reversal"), ("FAILED", "invalid_operation")]
+    assert query(s.db, "SELECT idempotency_key, error_message FROM operations WHERE idempotency_key IN ('v2', 'v3') "
+                       "ORDER BY 1") == [
+        ("v2", "reverse_redemption: 71 exceeds the 70 left to reverse"),
+        ("v3", "reverse_redemption: 20 is not a whole number of units of 50; reverse a UNIT_BASED redemption by quantity")]
+
+
 def test_fund_and_burn_have_no_effect_on_unlimited_assets(tmp_path):
     # Scrip (scrip-reference 2): fund and burn "have no effect on UNLIMITED assets", which mint on
     # each credit: the operation completes and writes nothing; on a PREFUNDED asset it moves the
