@@ -255,11 +255,17 @@ def _redeem(o: _Op, reward) -> None:
                 raise ActionFailed("below_minimum", f"redeem_item: {amount} is below the minimum {m.unit_cost}")
     # the program's redemption target (semantics.md 9.4), captured on the redemption for its reversals
     target, entity = o.op.program.model.redemption_target_type, _target_group(o)
-    dest = system(target, aid) if entity is None else ("GROUP", entity, aid, "AVAILABLE")
-    taken = o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), dest, amount, "REDEMPTION", asset)
+    taken = o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), _target_account(target, entity, aid), amount,
+                   "REDEMPTION", asset)
     o.tx.record_redemption(str(o.op.program.id), Redemption(
         o.op.key, pid, None if reward is None else str(reward.id), aid, quantity, unit_cost, amount,
         Decimal(0), 0, "COMPLETED", taken, o.op.now, target, entity))
+
+
+def _target_account(target_type: str, entity: str | None, asset_id: str) -> tuple:
+    """Where a redemption's value sits: the system account of its target, or the AVAILABLE of the
+    group a LEDGER_ENTITY redemption credited (its reversals take it back from there)."""
+    return system(target_type, asset_id) if entity is None else ("GROUP", entity, asset_id, "AVAILABLE")
 
 
 def _target_group(o: _Op) -> str | None:
@@ -346,7 +352,7 @@ def _reverse(o: _Op) -> None:
                                                        f"{key!r}, is declared in no program file; declare it again "
                                                        "to reverse the redemption")
         o.tx.touch(entity, "GROUP")
-    source = system(r.target_type, r.asset_id) if entity is None else ("GROUP", entity, r.asset_id, "AVAILABLE")
+    source = _target_account(r.target_type, entity, r.asset_id)
     lot, lapsed = None, Decimal(0)
     if asset.inventory_mode == "LOT":
         # (an overdrawn redeemer repays its overdraft from the restored lots first: engine.lots.repay)

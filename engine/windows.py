@@ -53,11 +53,9 @@ class Runs(Over):
     @staticmethod
     def mark(rows: pl.LazyFrame, key: str) -> pl.LazyFrame:
         """`rows` sorted by `key` (then `_i`) with the columns the windows read: `_first` (the
-        row starts its group), `_r` (its place), `_r0` (its group's first place) and `_g` (its
-        group's number)."""
-        rows = rows.sort(key, "_i").with_columns(
-            _first=(pl.col(key) != pl.col(key).shift(1)).fill_null(True), _r=pl.int_range(pl.len(), dtype=pl.UInt32))
-        return rows.with_columns(_r0=pl.when("_first").then("_r").forward_fill(), _g=pl.col("_first").cum_sum())
+        row starts its group) and `_g` (its group's number)."""
+        rows = rows.sort(key, "_i").with_columns(_first=(pl.col(key) != pl.col(key).shift(1)).fill_null(True))
+        return rows.with_columns(_g=pl.col("_first").cum_sum())
 
     def total(self, e: pl.Expr, *by: str) -> pl.Expr:
         if by:
@@ -68,8 +66,8 @@ class Runs(Over):
 
     def last(self, e: pl.Expr) -> pl.Expr:
         prev = pl.when("_first").then(None).otherwise(e.shift(1))
-        at = pl.when(prev.is_not_null()).then(pl.col("_r")).forward_fill()
-        return pl.when(at >= pl.col("_r0")).then(prev.forward_fill())
+        found_in = pl.when(prev.is_not_null()).then(pl.col("_g")).forward_fill()  # the group of that value
+        return pl.when(found_in == pl.col("_g")).then(prev.forward_fill())
 
     def best(self, e: pl.Expr) -> pl.Expr:
         """(Of an integer column.) The running maximum of the whole column, each group's values
