@@ -227,6 +227,7 @@ def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.Da
         "idempotency_key": pl.Series([r["idempotency_key"] for r in rows], dtype=pl.String),
         "event_timestamp": pl.Series([r["event_timestamp"] for r in rows], dtype=TS),
         "event": dicts_to_column([json_doubles(r["payload"]) for r in rows]),
+        "params": pl.Series([None] * n, dtype=pl.Null),
         "event_json": pl.Series([json.dumps(r["payload"], sort_keys=True, separators=(",", ":")) for r in rows],
                                 dtype=pl.String),
         "recipient_external_id": text, "recipient_id": text, "event_type": text,

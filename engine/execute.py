@@ -230,7 +230,7 @@ def _execute_sequential(events: pl.DataFrame, runnable: pl.DataFrame, catalog: C
         program = catalog.programs[key]
         if kind == "event":  # rules apply to events; operations carry their own meaning
             _precompute(_Frame(sub), program, pre, stats, row_path)
-        dicts = event_dicts(sub["event"])
+        dicts = event_dicts(sub["event"]) if kind == "event" else sub["params"].to_list()
         for pos, subject, recipient, now, ev, op, key, deferred in zip(
                 sub["pos"], sub["subject_id"], sub["recipient_uuid"], sub["event_timestamp"], dicts, sub["operation"],
                 sub["idempotency_key"], _deferrals(sub)):

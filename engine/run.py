@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from engine import groups, ids
+from engine import cuts, groups, ids
 from engine.catalog import Catalog, load_catalog
 from engine.execute import execute
 from engine.kernel import Emitting
@@ -169,12 +169,15 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         first = True
         chunk = 0
         while rows is not None:
-            chunk += 1
-            where = (f" (rows {rows['arrival'].min() + 1:,} to {rows['arrival'].max() + 1:,})" if ordered
-                     else f" (chunk {chunk}: {len(rows):,} rows)" if chunked else "")
-            process_chunk(con, rows, catalog, writer, totals, first=first, row_path=row_path,
-                          step=lambda m: step(m + where), source_names=names)
-            first, rows = False, next(chunks, None)
+            cut = cuts.parts(rows, catalog)  # operations apart from long runs of events
+            for part in cut:
+                chunk += 1
+                where = (f" (rows {part['arrival'].min() + 1:,} to {part['arrival'].max() + 1:,})" if ordered
+                         else f" (chunk {chunk}: {len(part):,} rows)" if chunked or len(cut) > 1 else "")
+                process_chunk(con, part, catalog, writer, totals, first=first, row_path=row_path,
+                              step=lambda m: step(m + where), source_names=names)
+                first = False
+            rows = next(chunks, None)
         totals["scheduled"] = con.execute(statement("lookups.sql", "waiting_scheduled_events")).fetchall()[0][0]
         trace.mark("writing the batch row")
         writer.close(totals | {"fingerprint": fp, "sources": sources, "catalog_version": catalog_version(catalog)})
@@ -265,7 +268,7 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
         # names the account when evaluation did not get there first)
         raise BalanceRangeError("a balance") from None
     totals["_emitted"] = emitting.emitted
-    ev = ev.drop("event").join(outcome.status, on="pos")  # the parsed payloads are done with
+    ev = ev.drop("event", "params").join(outcome.status, on="pos")  # the parsed payloads are done with
     if outcome.resolved:  # rows whose participant an action target created before their turn
         taken.enrollments = enrollments(ev.filter(pl.col("pre_code").is_null() | pl.col("pos").is_in(outcome.resolved)))
     completed = int((ev["status"] == "COMPLETED").sum())

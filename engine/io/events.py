@@ -38,9 +38,13 @@ TS = pl.Datetime("us", "UTC")
 
 #: Columns of the normalised frame, in order. Operation files (semantics.md 2.3) are read into the
 #: same frame: `timestamp` becomes event_timestamp, `params` becomes the payload, and `operation`
-#: names the operation (null for events), so that intake and idempotency serve both.
+#: names the operation (null for events), so that intake and idempotency serve both. The parsed
+#: payload is `event` for an event (a Struct column where the files agree, else Object) and
+#: `params` for an operation (Object: dicts, only the kernel reads them): an operation's params
+#: in `event` made it Object for the whole batch, and every rule of a batch with operations took
+#: the row path.
 COLUMNS = ("source", "row_number", "arrival", "kind", "operation", "program_id", "external_id", "participant_id",
-           "idempotency_key", "event_timestamp", "event", "event_json", "event_type", "recipient_external_id",
+           "idempotency_key", "event_timestamp", "event", "params", "event_json", "event_type", "recipient_external_id",
            "recipient_id", "reject_reason", "reject_message", "raw")
 OPERATION_RENAMES = {"timestamp": "event_timestamp", "params": "event_data"}
 
@@ -48,7 +52,7 @@ OPERATION_RENAMES = {"timestamp": "event_timestamp", "params": "event_data"}
 def no_rows() -> pl.DataFrame:
     """That frame with no rows: the input of a chunk of SYSTEM events alone (`perkflow maintain`
     processing the scheduled ones that are due)."""
-    types = {"row_number": pl.Int64, "arrival": pl.Int64, "event_timestamp": TS, "event": pl.Object}
+    types = {"row_number": pl.Int64, "arrival": pl.Int64, "event_timestamp": TS, "event": pl.Object, "params": pl.Object}
     return pl.DataFrame(schema={c: types.get(c, pl.String) for c in COLUMNS})
 
 
@@ -258,7 +262,9 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         "participant_id": _uuid_lowercase(_blank_is_missing(df["participant_id"])),
         "idempotency_key": df["idempotency_key"],
         "event_timestamp": ts,
-        "event": event,
+        "event": event if kind == "event" else pl.Series([None] * len(df), dtype=pl.Null),
+        "params": pl.Series(event_dicts(event), dtype=pl.Object) if kind == "operation"
+        else pl.Series([None] * len(df), dtype=pl.Null),
         "event_json": event_json,
         # a Parquet struct payload's type, which replay and explain read its JSON back with
         "event_type": pl.repeat(payload_types.type_key(event.dtype) if isinstance(df["event_data"].dtype, pl.Struct)
@@ -661,8 +667,8 @@ def _unify_events(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
     """Files whose payload structs agree on every shared field keep one Struct column; any
     disagreement (a field that is a number in one file and text in another) makes the batch's
     `event` an Object column so that no value is silently converted."""
-    dtypes = [f["event"].dtype for f in frames]
-    if len(frames) == 1 or all(d == dtypes[0] for d in dtypes):
+    dtypes = [f["event"].dtype for f in frames if f["event"].dtype != pl.Null]  # (an operation file's)
+    if len(dtypes) <= 1 or all(d == dtypes[0] for d in dtypes):
         return frames
     if all(isinstance(d, pl.Struct) for d in dtypes) and _agree(dtypes):
         return frames  # the relaxed concat in read_events unifies the fields
