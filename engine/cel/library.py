@@ -815,8 +815,13 @@ def _zone(name):
         raise no_overload("time zone", name)
     m = re.fullmatch(r"([+-])?(\d{2}):(\d{2})", name)
     if m:
+        hours, minutes = int(m.group(2)), int(m.group(3))
+        # an offset a clock can show (CEL's FixedTZ is +-HH:MM): "+25:00" or "+05:75" is a bad
+        # argument of this call (an evaluation error), not a crash of the run
+        if hours > 23 or minutes > 59:
+            raise CelEvalError(f"invalid time zone offset {name!r}: must be +-HH:MM under 24:00")
         sign = -1 if m.group(1) == "-" else 1
-        return timezone(sign * timedelta(hours=int(m.group(2)), minutes=int(m.group(3))))
+        return timezone(sign * timedelta(hours=hours, minutes=minutes))
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -1,0 +1,88 @@
+"""An outsider's scenario tests, round 4: the rule language itself, black box. Expectations come
+from semantics.md sections 5-7 and the CEL specification (and its conformance files) alone, not
+from engine/cel, tests/oracle or tests/differential; every test runs the real CLI on Parquet
+events with a struct `event_data` (so integers stay integers) into a real DuckDB file.
+
+- Timestamp accessors with a fixed-offset time zone that no clock shows (`"+25:00"`): an
+  evaluation error of that expression (condition false, SKIPPED_ERROR; an amount fails the event
+  with `expression_error`), not a crashed run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.helpers.io import cli, query, write_program
+
+T0 = "2025-03-01T12:00:00Z"
+PTS = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 2}
+
+
+def _program(rules: list[dict], assets: list[dict] | None = None, **extra) -> dict:
+    return {"program": {"key": "p", "name": "P", "on_unknown_participant": "CREATE", "status": "ACTIVE"},
+            "assets": assets or [PTS], "rules": rules, **extra}
+
+
+def _events(path: Path, rows: list[dict]) -> Path:
+    """One event per payload, a struct `event_data` (Parquet ints stay CEL ints), each from its own
+    participant u<i>."""
+    pq.write_table(pa.Table.from_pylist([
+        {"program_id": "p", "idempotency_key": f"k{i}", "external_id": f"u{i}", "event_timestamp": T0,
+         "event_data": data} for i, data in enumerate(rows)]), path)
+    return path
+
+
+def _run(tmp: Path, spec: dict, rows: list[dict]):
+    db = tmp / "w.duckdb"
+    res = cli("run", "--programs", str(write_program(tmp / "prog" / "p.yaml", spec)),
+              "--events", str(_events(tmp / "e.parquet", rows)), "--db", str(db))
+    return res, db
+
+
+def _outcomes(db: Path) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """{(event key, rule key): (outcome, message)} from rule_evaluations (rules that did not match
+    have no row, semantics.md 5)."""
+    return {(k, r): (o, m) for k, r, o, m in query(db, """
+        SELECT e.idempotency_key, r.key, re.outcome, re.message FROM rule_evaluations re
+        JOIN events e ON e.id = re.event_id JOIN rules r ON r.id = re.rule_id""")}
+
+
+def _statuses(db: Path) -> dict[str, tuple[str, str | None, str | None]]:
+    return {k: (s, c, m) for k, s, c, m in query(
+        db, "SELECT idempotency_key, status, error_code, error_message FROM events")}
+
+
+def _tag_rules(conditions: list[str]) -> list[dict]:
+    return [{"name": f"c{i}", "key": f"c{i}", "order": 10 + i, "condition": c,
+             "actions": [{"type": "TAG", "tag": f"t{i}"}]} for i, c in enumerate(conditions)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Timestamp accessors: a fixed offset out of range
+# ---------------------------------------------------------------------------------------------
+
+def test_time_zone_offset_no_clock_shows_is_an_evaluation_error_not_a_crash(tmp_path):
+    # CEL's fixed time zones are +-HH:MM; "+25:00" and "-05:75" are bad arguments of the call: the
+    # condition is false and recorded (semantics.md 5), an amount fails its event
+    # (expression_error, semantics.md 7). Valid offsets around them still work (12:00Z at +05:30
+    # is 17h, at +23:59 it is 11h the next day). The run used to stop with exit 1.
+    spec = _program(_tag_rules([
+        'now.getHours("+25:00") >= 0', 'now.getHours("-05:75") >= 0',
+        'now.getHours("+05:30") == 17', 'now.getHours("+23:59") == 11',
+    ]) + [{"name": "amt", "key": "amt", "order": 100, "condition": 'event.kind == "amount"',
+           "actions": [{"type": "CREDIT", "asset": "PTS", "amount": 'now.getHours("+24:00")'}]}])
+    res, db = _run(tmp_path, spec, [{"kind": "cond"}, {"kind": "amount"}])
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = _outcomes(db)
+    for rule, offset in (("c0", "+25:00"), ("c1", "-05:75")):
+        outcome, message = got[("k0", rule)]
+        assert outcome == "SKIPPED_ERROR" and offset in message, (rule, outcome, message)
+    assert got[("k0", "c2")][0] == got[("k0", "c3")][0] == "MATCHED"
+    status = _statuses(db)
+    assert status["k0"] == ("COMPLETED", None, None)
+    assert status["k1"][:2] == ("FAILED", "expression_error") and "+24:00" in status["k1"][2]
+    assert query(db, "SELECT count(*) FROM journal_entries")[0][0] == 0
