@@ -12,10 +12,12 @@ import math
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal
+from functools import lru_cache
 from typing import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
+import re2
 
 from . import values as v
 from .errors import CelEvalError, NotVectorisable
@@ -723,17 +725,30 @@ _vec_string_method("startsWith", lambda s, t: s.str.starts_with(t))
 _vec_string_method("endsWith", lambda s, t: s.str.ends_with(t))
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is an evaluation error, not a line on stderr per row
+
+
+@lru_cache(maxsize=1024)
+def _regex(pattern: str):
+    """`matches` is RE2 (the CEL spec): Python's `re` differs on valid patterns (`\\d` and `\\w`
+    match any Unicode digit or letter there, ASCII ones in RE2; `$` also matches before a final
+    newline) and accepts patterns RE2 rejects (look-arounds, back-references, `\\Z`)."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise CelEvalError(f"invalid regular expression: {reason}") from None
+
+
 @row("matches")
 def matches(s, pattern):
     if kind(s) != "string" or kind(pattern) != "string":
         raise no_overload("matches", s, pattern)
-    try:
-        return re.search(pattern, s) is not None
-    except re.error as exc:
-        raise CelEvalError(f"invalid regular expression: {exc}") from None
+    return _regex(pattern).search(s) is not None
 
 
-# Patterns that mean the same to Python's `re` and Rust's `regex`: literals and basic operators.
+# Patterns that mean the same to RE2 and Rust's `regex`: literals and basic operators.
 _PORTABLE_REGEX = re.compile(r"(?:[A-Za-z0-9 _\-:/@#,]|\\\.|[.^$*+?()|]|\[[A-Za-z0-9_\-]+\])*")
 
 
@@ -744,8 +759,8 @@ def matches_vec(s, pattern):
     if not pattern.is_const or not _PORTABLE_REGEX.fullmatch(pattern.const):
         raise NotVectorisable("matches() with a non-literal or non-portable pattern")
     try:
-        re.compile(pattern.const)
-    except re.error:
+        _regex(pattern.const)
+    except CelEvalError:
         return error_of("bool")
     return Typed(s.expr.str.contains(pattern.const), "bool", pl.Boolean())
 

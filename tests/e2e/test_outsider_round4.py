@@ -6,6 +6,9 @@ events with a struct `event_data` (so integers stay integers) into a real DuckDB
 - Timestamp accessors with a fixed-offset time zone that no clock shows (`"+25:00"`): an
   evaluation error of that expression (condition false, SKIPPED_ERROR; an amount fails the event
   with `expression_error`), not a crashed run.
+- `matches` is RE2 (CEL spec, "Everything else follows the CEL specification", semantics.md 6):
+  `\\d` and `\\w` are ASCII, `$` is the end of the text, `\\p{L}` works, look-aheads are an error,
+  whichever path (vectorised or row) evaluates the rule.
 """
 
 from __future__ import annotations
@@ -86,3 +89,40 @@ def test_time_zone_offset_no_clock_shows_is_an_evaluation_error_not_a_crash(tmp_
     assert status["k0"] == ("COMPLETED", None, None)
     assert status["k1"][:2] == ("FAILED", "expression_error") and "+24:00" in status["k1"][2]
     assert query(db, "SELECT count(*) FROM journal_entries")[0][0] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# matches: RE2, on every path
+# ---------------------------------------------------------------------------------------------
+
+def test_matches_is_re2_on_every_path(tmp_path):
+    # The CEL spec's `matches` is RE2, searching anywhere in the text (partial match). In RE2
+    # `\d` is [0-9] and `\w` [0-9A-Za-z_] (Arabic-Indic digits and accented letters are neither),
+    # `$` without (?m) is the end of the text only (not before a final newline), `\p{L}` is any
+    # letter, and look-aheads do not exist (an invalid pattern: the condition errors). c0 reads
+    # only `event` and takes the vectorised path; c1 asks the same through `get`, which only the
+    # row path evaluates: both must agree (semantics.md 1.4). Before, the row path (Python's `re`)
+    # matched "abc\n" and "١٢٣٤٥٦" and "Éa", and rejected `\p{L}`.
+    conds = [
+        r'event.s.matches("^abc$")', r'get(event, "s", "").matches("^abc$")',
+        r'event.s.matches("^\\d{6}$")', r'get(event, "s", "").matches("^\\d{6}$")',
+        r'event.s.matches("^\\w")', r'event.s.matches("^\\p{L}")', r'event.s.matches("bc")',
+        r'event.s.matches("a(?=b)")',
+    ]
+    texts = ["abc\n", "abc", "١٢٣٤٥٦", "123456", "Éa", "x"]
+    res, db = _run(tmp_path, _program(_tag_rules(conds)), [{"s": t} for t in texts])
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = _outcomes(db)
+    matched = {(k, r) for (k, r), (o, _) in got.items() if o == "MATCHED"}
+    expected = {
+        ("k1", "c0"), ("k1", "c1"),                    # "abc" only
+        ("k3", "c2"), ("k3", "c3"),                    # ASCII digits only
+        ("k0", "c4"), ("k1", "c4"), ("k3", "c4"), ("k5", "c4"),  # \w: a, a, 1, x (not É, not ١)
+        ("k4", "c5"), ("k0", "c5"), ("k1", "c5"), ("k5", "c5"),  # \p{L}: letters of any script
+        ("k0", "c6"), ("k1", "c6"),                    # partial match
+    }
+    assert matched == expected, (sorted(matched - expected), sorted(expected - matched))
+    for i in range(len(texts)):
+        outcome, message = got[(f"k{i}", "c7")]
+        assert outcome == "SKIPPED_ERROR" and "invalid regular expression" in message, (outcome, message)
+    assert "re2.cc" not in res.stderr  # a bad pattern is reported per event, not logged per row
