@@ -570,10 +570,14 @@ _DECIMAL = Context(prec=1000, Emax=10**6, Emin=-(10**6))
 
 
 @row("round")
-def round_(x, n):
-    """Half away from zero on the decimal value of x (its shortest repr): 1.005 -> 1.01."""
+def round_(x, n=0):
+    """Half away from zero on the decimal value of x (its shortest repr): 1.005 -> 1.01. An int
+    or uint stays one, exactly (a float holds integers exactly only up to 2**53), so
+    round(x) = round(x, 0) = x for them and round(1234, -1) = 1230; `n` defaults to 0."""
     if kind(n) != "int" or kind(x) not in v.NUMERIC:
         raise no_overload("round", x, n)
+    if kind(x) != "double":
+        return x if n >= 0 else _integral_kind(x, Decimal(x).quantize(Decimal(1).scaleb(-n), ROUND_HALF_UP, _DECIMAL))
     x = float(x)
     if math.isnan(x) or math.isinf(x):
         return x
@@ -583,15 +587,19 @@ def round_(x, n):
 
 
 @vec("round")
-def round_vec(x, n):
+def round_vec(x, *n):
     """Exact and vectorised: plain float arithmetic decides every value that is not near a .5
     tie (where float error cannot flip the result); the few near a tie, and magnitudes beyond
     2**52, go through the row half above, so both paths agree by construction."""
-    if x.kind not in NUMERIC or n.kind != "int":
+    if len(n) > 1 or x.kind not in NUMERIC or (n and n[0].kind != "int"):
         return ERROR
-    if not n.is_const:
+    if n and not n[0].is_const:
         raise NotVectorisable("round() with a computed number of digits")
-    digits = n.const
+    digits = n[0].const if n else 0
+    if x.kind != "double":  # an integer to >= 0 digits is itself (the row half)
+        if digits < 0:
+            raise NotVectorisable("round() of an integer to tens, hundreds, ...")
+        return x
     if not 0 <= digits <= 15:
         raise NotVectorisable("round() to more than 15 or fewer than 0 digits")
     return Typed(
@@ -615,10 +623,17 @@ def _round_series(s: pl.Series, digits: int) -> pl.Series:
     return pl.Series(s.name, out, dtype=pl.Float64).zip_with(s.is_not_null(), pl.Series([None] * len(s), dtype=pl.Float64))
 
 
+def _integral_kind(x, value: Decimal):
+    """`value` (a whole number) as the kind of the integer x it was computed from."""
+    return v.check_uint(int(value)) if kind(x) == "uint" else v.check_int(int(value))
+
+
 def _round_to_integral(name, mode):
     def impl(x):
         if kind(x) not in v.NUMERIC:
             raise no_overload(name, x)
+        if kind(x) != "double":  # already whole: itself, exactly and of its own kind
+            return x
         x = float(x)
         if math.isnan(x) or math.isinf(x):
             return x
@@ -634,6 +649,8 @@ def _vec_round_to_integral(method):
     def impl(x):
         if x.kind not in NUMERIC:
             return ERROR
+        if x.kind != "double":
+            return x
         return Typed(getattr(x.expr.cast(pl.Float64), method)(), "double", pl.Float64())
     return impl
 

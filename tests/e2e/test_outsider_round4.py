@@ -9,11 +9,15 @@ events with a struct `event_data` (so integers stay integers) into a real DuckDB
 - `matches` is RE2 (CEL spec, "Everything else follows the CEL specification", semantics.md 6):
   `\\d` and `\\w` are ASCII, `$` is the end of the text, `\\p{L}` works, look-aheads are an error,
   whichever path (vectorised or row) evaluates the rule.
+- `round(x, n)` "half away from zero, on the decimal value", `floor`, `ceil` on integers: exact
+  (no trip through a 53-bit float), so an amount computed from a large integer is credited to the
+  unit; `round(x)` is `round(x, 0)`.
 """
 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -126,3 +130,43 @@ def test_matches_is_re2_on_every_path(tmp_path):
         outcome, message = got[(f"k{i}", "c7")]
         assert outcome == "SKIPPED_ERROR" and "invalid regular expression" in message, (outcome, message)
     assert "re2.cc" not in res.stderr  # a bad pattern is reported per event, not logged per row
+
+
+# ---------------------------------------------------------------------------------------------
+# round / floor / ceil on integers: exact
+# ---------------------------------------------------------------------------------------------
+
+def test_round_floor_ceil_of_an_integer_are_exact_and_round_takes_one_argument(tmp_path):
+    # semantics.md 6: round is "on the decimal value"; semantics.md 1.1: amounts are exact from
+    # the moment an action's amount is decided. An integer from a Parquet int64 field is exact in
+    # CEL, so rounding it must not go through a double (53 bits): 123456789012345678 to hundreds is
+    # 123456789012345700 (it was 123456789012345680), floor/ceil of 9007199254740993 are itself
+    # (they were ...992). round(x) without n rounds to a whole number, half away from zero (it was
+    # "no such overload": every event failed); decided in docs/decisions.md, as the integer's type.
+    big = 123456789012345678
+    odd = 2 ** 53 + 1
+    rules = [
+        {"name": "r", "key": "r", "order": 10, "condition": 'event.kind == "round"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "round(event.n, -2)"}]},
+        {"name": "f", "key": "f", "order": 20, "condition": 'event.kind == "floor"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "floor(event.n)"}]},
+        {"name": "c", "key": "c", "order": 30, "condition": 'event.kind == "ceil"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "ceil(event.n)"}]},
+        {"name": "one", "key": "one", "order": 40, "condition": 'event.kind == "one"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "round(event.d)"}]},
+        {"name": "neg", "key": "neg", "order": 50, "condition": 'event.kind == "one" && round(-event.d) == -3.0',
+         "actions": [{"type": "TAG", "tag": "neg"}]},
+        {"name": "int", "key": "int", "order": 60, "condition": 'event.kind == "round" && round(event.n, 0) / 100 == event.n / 100',
+         "actions": [{"type": "TAG", "tag": "int"}]},
+    ]
+    res, db = _run(tmp_path, _program(rules), [
+        {"kind": "round", "n": big, "d": 0.0}, {"kind": "floor", "n": odd, "d": 0.0},
+        {"kind": "ceil", "n": odd, "d": 0.0}, {"kind": "one", "n": 0, "d": 2.5}])
+    assert res.returncode == 0, res.stdout + res.stderr
+    status = _statuses(db)
+    assert all(s == ("COMPLETED", None, None) for s in status.values()), status
+    got = {e: Decimal(a) for e, a in query(db, "SELECT external_id, available FROM balances WHERE entity_type = 'PARTICIPANT'")}
+    assert got == {"u0": Decimal(123456789012345700), "u1": Decimal(odd), "u2": Decimal(odd), "u3": Decimal(3)}
+    assert {(k, r) for (k, r), (o, _) in _outcomes(db).items() if o == "MATCHED" and r in ("neg", "int")} == {
+        ("k3", "neg"), ("k0", "int")}
+
