@@ -10,17 +10,29 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from engine.amounts import decimal_text
 
 Status = Literal["ACTIVE", "SUSPENDED", "ARCHIVED"]
 
 
 def _shortest(v: Any) -> Any:
-    """YAML may hand us a float: take its shortest repr, never its binary value."""
-    return repr(v) if isinstance(v, float) else v
+    """YAML may hand us a float: take its shortest repr, never its binary value. Text is read as
+    operation params are (`decimal_text`): ASCII digits, sign, point, exponent; `Decimal()` alone
+    took '5_000' as 5000 and '١٢' as 12."""
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str):
+        try:
+            return decimal_text(v)
+        except InvalidOperation:
+            raise ValueError(f"{v!r} is not a decimal number (ASCII digits with an optional sign, point "
+                             "and exponent)") from None
+    return v
 
 
 def _number_text(v: Any) -> Any:

@@ -845,7 +845,7 @@ def sets_equivalent(a, b):
 def _zone(name):
     if kind(name) != "string":
         raise no_overload("time zone", name)
-    m = re.fullmatch(r"([+-])?(\d{2}):(\d{2})", name)
+    m = re.fullmatch(r"([+-])?([0-9]{2}):([0-9]{2})", name)
     if m:
         hours, minutes = int(m.group(2)), int(m.group(3))
         # an offset a clock can show (CEL's FixedTZ is +-HH:MM): "+25:00" or "+05:75" is a bad

@@ -12,6 +12,10 @@ events with a struct `event_data` (so integers stay integers) into a real DuckDB
 - `round(x, n)` "half away from zero, on the decimal value", `floor`, `ceil` on integers: exact
   (no trip through a 53-bit float), so an amount computed from a large integer is credited to the
   unit; `round(x)` is `round(x, 0)`.
+- Numbers written as text in a program file (`max_transaction_amount`, budget `limit`, `unit_cost`,
+  tier thresholds, static amounts): ASCII decimal text only, as operation params (semantics.md
+  2.1 and 13: a program file that does not validate stops the run, nothing written). `"5_000"`
+  was read as 5000 and `"١٢"` as 12.
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ def test_time_zone_offset_no_clock_shows_is_an_evaluation_error_not_a_crash(tmp_
     # is 17h, at +23:59 it is 11h the next day). The run used to stop with exit 1.
     spec = _program(_tag_rules([
         'now.getHours("+25:00") >= 0', 'now.getHours("-05:75") >= 0',
-        'now.getHours("+05:30") == 17', 'now.getHours("+23:59") == 11',
+        'now.getHours("+05:30") == 17', 'now.getHours("+23:59") == 11', 'now.getHours("+٠٥:٣٠") >= 0',
     ]) + [{"name": "amt", "key": "amt", "order": 100, "condition": 'event.kind == "amount"',
            "actions": [{"type": "CREDIT", "asset": "PTS", "amount": 'now.getHours("+24:00")'}]}])
     res, db = _run(tmp_path, spec, [{"kind": "cond"}, {"kind": "amount"}])
@@ -89,6 +93,7 @@ def test_time_zone_offset_no_clock_shows_is_an_evaluation_error_not_a_crash(tmp_
         outcome, message = got[("k0", rule)]
         assert outcome == "SKIPPED_ERROR" and offset in message, (rule, outcome, message)
     assert got[("k0", "c2")][0] == got[("k0", "c3")][0] == "MATCHED"
+    assert got[("k0", "c4")][0] == "SKIPPED_ERROR"  # FixedTZ digits are ASCII ones (no Arabic-Indic)
     status = _statuses(db)
     assert status["k0"] == ("COMPLETED", None, None)
     assert status["k1"][:2] == ("FAILED", "expression_error") and "+24:00" in status["k1"][2]
@@ -145,19 +150,15 @@ def test_round_floor_ceil_of_an_integer_are_exact_and_round_takes_one_argument(t
     # "no such overload": every event failed); decided in docs/decisions.md, as the integer's type.
     big = 123456789012345678
     odd = 2 ** 53 + 1
-    rules = [
-        {"name": "r", "key": "r", "order": 10, "condition": 'event.kind == "round"',
-         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "round(event.n, -2)"}]},
-        {"name": "f", "key": "f", "order": 20, "condition": 'event.kind == "floor"',
-         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "floor(event.n)"}]},
-        {"name": "c", "key": "c", "order": 30, "condition": 'event.kind == "ceil"',
-         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "ceil(event.n)"}]},
-        {"name": "one", "key": "one", "order": 40, "condition": 'event.kind == "one"',
-         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "round(event.d)"}]},
-        {"name": "neg", "key": "neg", "order": 50, "condition": 'event.kind == "one" && round(-event.d) == -3.0',
-         "actions": [{"type": "TAG", "tag": "neg"}]},
-        {"name": "int", "key": "int", "order": 60, "condition": 'event.kind == "round" && round(event.n, 0) / 100 == event.n / 100',
-         "actions": [{"type": "TAG", "tag": "int"}]},
+    def rule(key: str, order: int, condition: str, action: dict) -> dict:
+        return {"name": key, "key": key, "order": order, "condition": condition, "actions": [action]}
+
+    credit = lambda amount: {"type": "CREDIT", "asset": "PTS", "amount": amount}  # noqa: E731
+    rules = [rule(k, 10 * i, f'event.kind == "{kind}"', credit(amount)) for i, (k, kind, amount) in enumerate(
+        [("r", "round", "round(event.n, -2)"), ("f", "floor", "floor(event.n)"), ("c", "ceil", "ceil(event.n)"),
+         ("one", "one", "round(event.d)")], start=1)] + [
+        rule("neg", 50, 'event.kind == "one" && round(-event.d) == -3.0', {"type": "TAG", "tag": "neg"}),
+        rule("int", 60, 'event.kind == "round" && round(event.n, 0) / 100 == event.n / 100', {"type": "TAG", "tag": "int"}),
     ]
     res, db = _run(tmp_path, _program(rules), [
         {"kind": "round", "n": big, "d": 0.0}, {"kind": "floor", "n": odd, "d": 0.0},
@@ -170,3 +171,53 @@ def test_round_floor_ceil_of_an_integer_are_exact_and_round_takes_one_argument(t
     assert {(k, r) for (k, r), (o, _) in _outcomes(db).items() if o == "MATCHED" and r in ("neg", "int")} == {
         ("k3", "neg"), ("k0", "int")}
 
+
+# ---------------------------------------------------------------------------------------------
+# Numbers written as text in a program file
+# ---------------------------------------------------------------------------------------------
+
+TIER = {"key": "club", "name": "Club", "levels": [
+    {"key": "silver", "rank": 1, "qualification": {"mode": "ALL", "criteria": [
+        {"counter": "n", "operator": ">=", "threshold": "3"}]}}]}
+CREDIT_ONE = {"name": "r", "key": "r", "condition": "true", "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}
+
+
+def _with(field: str, text: str) -> tuple[dict, str]:
+    """The program with `text` written in `field`, and the words the load error must say."""
+    if field == "max_transaction_amount":
+        return _program([CREDIT_ONE], [{**PTS, "max_transaction_amount": text}]), "max_transaction_amount"
+    if field == "limit":
+        return _program([{**CREDIT_ONE, "budgets": [{"asset": "PTS", "limit": text}]}]), "budgets[0].limit"
+    if field == "amount":
+        return _program([{**CREDIT_ONE, "actions": [{"type": "CREDIT", "asset": "PTS", "amount": text}]}]), "amount"
+    if field == "unit_cost":
+        return _program([CREDIT_ONE], rewards=[{"key": "mug", "name": "Mug", "redemption_type": "UNIT_BASED",
+                                                "asset": "PTS", "unit_cost": text}]), "unit_cost"
+    tier = json.loads(json.dumps(TIER))
+    tier["levels"][0]["qualification"]["criteria"][0]["threshold"] = text
+    return _program([CREDIT_ONE], tiers=[tier]), "threshold"
+
+
+def test_program_file_numbers_are_ascii_decimal_text(tmp_path):
+    # A financial-grade user expects a limit, cost or amount to be the number the file shows, and a
+    # typo to be refused, not read as another number: Python's Decimal() takes digit separators
+    # ("5_000", a typo of "5.000" in many locales) and any Unicode digits ("١٢", "５"). Operation
+    # params already refuse them (docs/decisions.md "Numbers in operation params"); the program
+    # file is held to the same text: exit 2, naming the field, nothing written (semantics.md 13).
+    # Sign, point and exponent are still numbers where operations take them.
+    for i, (field, text) in enumerate([("max_transaction_amount", "5_000"), ("max_transaction_amount", "５"),
+                                       ("limit", "١٢"), ("limit", "1_0"), ("amount", "١٢"),
+                                       ("unit_cost", "1_5"), ("threshold", "٣")]):
+        spec, where = _with(field, text)
+        tmp = tmp_path / f"bad{i}"
+        res, db = _run(tmp, spec, [{"kind": "x"}])
+        assert res.returncode == 2, (field, text, res.stdout, res.stderr)
+        assert where in res.stderr and text in res.stderr, (field, text, res.stderr)
+        assert not db.exists(), (field, text)
+    for i, (field, text, want) in enumerate([("max_transaction_amount", " 1e3 ", "1000"), ("limit", "+5", None),
+                                             ("unit_cost", "2.50", None), ("threshold", "3", None)]):
+        spec, _ = _with(field, text)
+        res, db = _run(tmp_path / f"good{i}", spec, [{"kind": "x"}])
+        assert res.returncode == 0, (field, text, res.stdout, res.stderr)
+        if want:
+            assert query(db, "SELECT max_transaction_amount FROM assets")[0][0] == Decimal(want)
