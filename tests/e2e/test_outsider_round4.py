@@ -16,6 +16,8 @@ events with a struct `event_data` (so integers stay integers) into a real DuckDB
   tier thresholds, static amounts): ASCII decimal text only, as operation params (semantics.md
   2.1 and 13: a program file that does not validate stops the run, nothing written). `"5_000"`
   was read as 5000 and `"١٢"` as 12.
+- CEL `timestamp()` / `duration()` text and Go durations in program files take ASCII digits
+  (RFC 3339, Go): `duration("١h")` was one hour, `reset_after: "٢h"` two.
 """
 
 from __future__ import annotations
@@ -221,3 +223,21 @@ def test_program_file_numbers_are_ascii_decimal_text(tmp_path):
         assert res.returncode == 0, (field, text, res.stdout, res.stderr)
         if want:
             assert query(db, "SELECT max_transaction_amount FROM assets")[0][0] == Decimal(want)
+
+
+def test_timestamps_and_durations_are_written_in_ascii_digits(tmp_path):
+    # RFC 3339 and Go durations are ASCII text; CEL's timestamp() and duration() of other digits
+    # fail (the condition errors, semantics.md 5), as the oracle's CEL does. They used to read
+    # "١h" as 1h and "٢٠٢٥-..." as 2025. A program file's Go duration is held to the same text.
+    conds = ['duration(event.d) == duration("1h")', 'timestamp(event.t) == now']
+    res, db = _run(tmp_path / "cel", _program(_tag_rules(conds)), [
+        {"d": "1h", "t": T0}, {"d": "١h", "t": "٢٠٢٥-03-01T12:00:00Z"}])
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = _outcomes(db)
+    assert got[("k0", "c0")][0] == got[("k0", "c1")][0] == "MATCHED"
+    assert got[("k1", "c0")] == ("SKIPPED_ERROR", "invalid duration '١h'")
+    assert got[("k1", "c1")][0] == "SKIPPED_ERROR" and "invalid timestamp" in got[("k1", "c1")][1]
+    counter = {"type": "COUNTER", "key": "visits", "value": "1", "reset_after": "٢h"}
+    res, db = _run(tmp_path / "file", _program([{**CREDIT_ONE, "actions": [counter]}]), [{"kind": "x"}])
+    assert res.returncode == 2 and "reset_after" in res.stderr and "٢h" in res.stderr, res.stdout + res.stderr
+    assert not db.exists()
