@@ -13,7 +13,8 @@ events with a struct `event_data` (so integers stay integers) into a real DuckDB
   (no trip through a 53-bit float), so an amount computed from a large integer is credited to the
   unit; `round(x)` is `round(x, 0)`.
 - Numbers written as text in a program file (`max_transaction_amount`, budget `limit`, `unit_cost`,
-  tier thresholds, static amounts): ASCII decimal text only, as operation params (semantics.md
+  tier thresholds, static amounts; whole numbers such as `scale`, `order`, `max_total`): ASCII
+  decimal text only, as operation params (semantics.md
   2.1 and 13: a program file that does not validate stops the run, nothing written). `"5_000"`
   was read as 5000 and `"١٢"` as 12.
 - CEL `timestamp()` / `duration()` text and Go durations in program files take ASCII digits
@@ -190,6 +191,13 @@ def _with(field: str, text: str) -> tuple[dict, str]:
         return _program([CREDIT_ONE], [{**PTS, "max_transaction_amount": text}]), "max_transaction_amount"
     if field == "limit":
         return _program([{**CREDIT_ONE, "budgets": [{"asset": "PTS", "limit": text}]}]), "budgets[0].limit"
+    if field == "scale":
+        return _program([CREDIT_ONE], [{**PTS, "scale": text}]), "scale"
+    if field == "order":
+        return _program([{**CREDIT_ONE, "order": text}]), "order"
+    if field == "max_total":
+        return _program([CREDIT_ONE], rewards=[{"key": "mug", "name": "Mug", "redemption_type": "UNIT_BASED",
+                                                "asset": "PTS", "unit_cost": "2", "max_total": text}]), "max_total"
     if field == "amount":
         return _program([{**CREDIT_ONE, "actions": [{"type": "CREDIT", "asset": "PTS", "amount": text}]}]), "amount"
     if field == "unit_cost":
@@ -209,7 +217,8 @@ def test_program_file_numbers_are_ascii_decimal_text(tmp_path):
     # Sign, point and exponent are still numbers where operations take them.
     for i, (field, text) in enumerate([("max_transaction_amount", "5_000"), ("max_transaction_amount", "５"),
                                        ("limit", "١٢"), ("limit", "1_0"), ("amount", "١٢"),
-                                       ("unit_cost", "1_5"), ("threshold", "٣")]):
+                                       ("unit_cost", "1_5"), ("threshold", "٣"), ("scale", "٢"),
+                                       ("order", "1_0"), ("max_total", "1_000")]):
         spec, where = _with(field, text)
         tmp = tmp_path / f"bad{i}"
         res, db = _run(tmp, spec, [{"kind": "x"}])
@@ -217,7 +226,8 @@ def test_program_file_numbers_are_ascii_decimal_text(tmp_path):
         assert where in res.stderr and text in res.stderr, (field, text, res.stderr)
         assert not db.exists(), (field, text)
     for i, (field, text, want) in enumerate([("max_transaction_amount", " 1e3 ", "1000"), ("limit", "+5", None),
-                                             ("unit_cost", "2.50", None), ("threshold", "3", None)]):
+                                             ("unit_cost", "2.50", None), ("threshold", "3", None),
+                                             ("scale", " 2 ", None), ("order", "+7", None), ("max_total", "10", None)]):
         spec, _ = _with(field, text)
         res, db = _run(tmp_path / f"good{i}", spec, [{"kind": "x"}])
         assert res.returncode == 0, (field, text, res.stdout, res.stderr)
