@@ -785,7 +785,18 @@ def matches_vec(s, pattern):
         _regex(pattern.const)
     except CelEvalError:
         return error_of("bool")
+    if not _rust_accepts(pattern.const):  # e.g. "a(?s)+": RE2 takes it, Rust's parser does not
+        raise NotVectorisable("matches() with a pattern Polars' regex cannot compile")
     return Typed(s.expr.str.contains(pattern.const), "bool", pl.Boolean())
+
+
+@lru_cache(maxsize=1024)
+def _rust_accepts(pattern: str) -> bool:
+    try:
+        pl.select(pl.lit("").str.contains(pattern))
+    except pl.exceptions.PolarsError:
+        return False
+    return True
 
 
 _LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
