@@ -8,7 +8,7 @@ from decimal import Decimal
 
 _UNITS = {"ns": Decimal("0.001"), "us": Decimal(1), "µs": Decimal(1), "ms": Decimal(1000),
           "s": Decimal(10**6), "m": Decimal(60 * 10**6), "h": Decimal(3600 * 10**6)}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", re.ASCII)  # '٢h' is no Go duration
 
 
 def parse_duration(text: str) -> timedelta:

@@ -26,7 +26,7 @@ from .models import Action, Asset, Automation, Budget, Criterion, Group, Program
 from .support import VALUE_ACTIONS, WHOLE_BUCKET_ACTIONS, misplaced, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
-_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$", re.ASCII)  # "١٢" is text, not 12
 KNOWN_VARIABLES = frozenset({"event", "now", "participant", "program"})
 
 
@@ -697,9 +697,10 @@ def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset], index: in
     if budget.asset not in assets:
         raise CatalogError(f"{at}: unknown asset symbol {budget.asset!r}; define it under this program's `assets`")
     try:
-        limit = Decimal(budget.limit)
+        limit = amounts.decimal_text(budget.limit)
     except InvalidOperation:
-        raise CatalogError(f"{at}.limit: {budget.limit!r} is not a decimal number") from None
+        raise CatalogError(f"{at}.limit: {budget.limit!r} is not a decimal number (ASCII digits with an optional "
+                           "sign, point and exponent)") from None
     if not limit.is_finite() or limit <= 0:
         raise CatalogError(f"{at}.limit: must be a positive number")
     interval = None

@@ -10,17 +10,29 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from engine.amounts import decimal_text
 
 Status = Literal["ACTIVE", "SUSPENDED", "ARCHIVED"]
 
 
 def _shortest(v: Any) -> Any:
-    """YAML may hand us a float: take its shortest repr, never its binary value."""
-    return repr(v) if isinstance(v, float) else v
+    """YAML may hand us a float: take its shortest repr, never its binary value. Text is read as
+    operation params are (`decimal_text`): ASCII digits, sign, point, exponent; `Decimal()` alone
+    took '5_000' as 5000 and '١٢' as 12."""
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str):
+        try:
+            return decimal_text(v)
+        except InvalidOperation:
+            raise ValueError(f"{v!r} is not a decimal number (ASCII digits with an optional sign, point "
+                             "and exponent)") from None
+    return v
 
 
 def _number_text(v: Any) -> Any:
@@ -46,6 +58,18 @@ def _positive(v: Decimal) -> Decimal:
 
 #: A positive decimal from a program file (limits, costs), exact whatever YAML made of it.
 PositiveAmount = Annotated[Decimal, BeforeValidator(_shortest), AfterValidator(_positive)]
+
+
+def _whole_text(v: Any) -> Any:
+    """Text in a whole-number field (scale, order, ranks, counts, days) is ASCII digits with an
+    optional sign, as decimals are (`_shortest`): pydantic alone reads '1_0' as 10 and '2.0' as 2."""
+    if isinstance(v, str) and not re.fullmatch(r"[+-]?[0-9]+", v.strip()):
+        raise ValueError(f"{v!r} is not a whole number (ASCII digits with an optional sign)")
+    return v
+
+
+#: A whole number from a program file; a YAML number is read as YAML has it.
+WholeNumber = Annotated[int, BeforeValidator(_whole_text)]
 
 
 class Strict(BaseModel):
@@ -92,7 +116,7 @@ class Asset(Strict):
     description: str | None = None
     inventory_mode: Literal["SIMPLE", "LOT"] = "SIMPLE"
     issuance_policy: Literal["UNLIMITED", "PREFUNDED"] = "UNLIMITED"
-    scale: int = Field(ge=0, le=18)
+    scale: WholeNumber = Field(ge=0, le=18)
     max_transaction_amount: PositiveAmount | None = None
 
 
@@ -164,7 +188,7 @@ class Rule(Strict):
     key: str | None = None
     description: str | None = None
     condition: str = Field(min_length=1)
-    order: int | None = Field(default=None, ge=1)
+    order: WholeNumber | None = Field(default=None, ge=1)
     stop_after_match: bool = False
     active_from: datetime | None = None
     active_to: datetime | None = None
@@ -187,8 +211,8 @@ class Reward(Strict):
     redemption_type: Literal["UNIT_BASED", "AMOUNT_BASED"]
     asset: str
     unit_cost: PositiveAmount
-    max_total: int | None = Field(default=None, ge=1)
-    max_per_participant: int | None = Field(default=None, ge=1)
+    max_total: WholeNumber | None = Field(default=None, ge=1)
+    max_per_participant: WholeNumber | None = Field(default=None, ge=1)
     status: Literal["DRAFT", "ACTIVE", "OUT_OF_STOCK", "ARCHIVED"] = "ACTIVE"
     available_from: datetime | None = None
     available_until: datetime | None = None
@@ -246,7 +270,7 @@ class TierLevel(Strict):
     key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,99}$")
     name: str | None = None
     description: str | None = None
-    rank: int
+    rank: WholeNumber
     qualification: Qualification | None = None  # none: reached only by SET_TIER / set_tier
     benefits: dict[str, Any] = {}
     color: str | None = None  # display only
@@ -265,13 +289,13 @@ class Retention(Strict):
 
 class QualificationPeriod(Strict):
     type: Literal["CALENDAR_YEAR", "FIXED_YEAR", "NONE"]
-    start_month: int | None = Field(default=None, ge=1, le=12)  # FIXED_YEAR
-    start_day: int | None = Field(default=None, ge=1, le=31)    # FIXED_YEAR
+    start_month: WholeNumber | None = Field(default=None, ge=1, le=12)  # FIXED_YEAR
+    start_day: WholeNumber | None = Field(default=None, ge=1, le=31)    # FIXED_YEAR
 
 
 class DowngradePolicy(Strict):
     mode: Literal["DROP_TO_QUALIFYING", "DROP_ONE", "HOLD"]
-    grace_days: int = Field(default=0, ge=0, le=364)  # shorter than the (yearly) period it follows
+    grace_days: WholeNumber = Field(default=0, ge=0, le=364)  # shorter than the (yearly) period it follows
     min_level: str | None = None
 
 
@@ -283,7 +307,7 @@ class TierCounters(Strict):
 
 class StatusValidity(Strict):
     """Scrip shows `extend_months` without its meaning; ours is in docs/decisions.md ("Tiers")."""
-    extend_months: int = Field(ge=1, le=120)
+    extend_months: WholeNumber = Field(ge=1, le=120)
 
 
 class Lifecycle(Strict):
