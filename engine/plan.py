@@ -8,7 +8,8 @@
   (counters, tags, attributes, balances, tiers, budgets): evaluated set-wise against that state,
   computed with running sums and last writes, to a fixed point (engine/running.py). A batch with
   operations or recipients, one by whose end a level its participants hold expires, or one that
-  does not settle, takes the kernel instead.
+  does not settle, takes the kernel instead (a chunk that mixes operations with long runs of
+  events is first cut between them: engine/cuts.py).
 - **sequential**: it reads state the running path does not cover (program state, targets, lots
   of PREFUNDED assets, holds, ...), so it is evaluated inside the one-event-at-a-time kernel, against the
   state earlier events left.

@@ -28,7 +28,7 @@ rounds suffice. A batch that has not settled after MAX_ROUNDS goes to the sequen
 
 Tiers without lifecycles ride along (the best rank reached is a running max). Anything outside
 that state (targets, recipients, operations (fund and burn change wallets: those batches take the
-kernel), holds, lots of PREFUNDED assets, program state, SET_TIER, tier
+kernel; engine/cuts.py keeps long runs of events apart from them), holds, lots of PREFUNDED assets, program state, SET_TIER, tier
 lifecycles, values computed from state) is not handled here: `unsupported` says why and the
 batch takes the kernel path; so does a batch by whose last instant a level its participants
 hold expires (tier expiry, set by set_tier: `_tier_expiry_due`).
