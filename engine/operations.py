@@ -32,6 +32,8 @@ NO_PARTICIPANT = PROGRAM_OPERATIONS | GROUP_BALANCE_OPERATIONS
 #: Operations named in semantics.md 2.3 that are recognised but not built yet.
 NOT_BUILT: frozenset[str] = frozenset()
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
+#: Scrip's lot narrowing params of hold / release / forfeit (void-hold refuses them), not built.
+NARROWING = ("lot_ids", "earned_from", "earned_to")
 
 
 def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
@@ -129,6 +131,15 @@ class _Op:
         return dict(pos=self.op.pos, rule_id=None, rule_version=None, rule_order=0, action_index=self.parts,
                     description=self.params.get("description") or self.params.get("reason") or self.op.operation)
 
+    def no_narrowing(self) -> None:
+        """Scrip narrows hold / release / forfeit to `lot_ids` or lots earned in [`earned_from`,
+        `earned_to`] (scrip-reference.md 12); perkflow does not, so such a row fails rather than
+        moving the whole bucket (docs/decisions.md "Operations and rewards")."""
+        for name in NARROWING:
+            if self.params.get(name) is not None:
+                raise ActionFailed(NOT_SUPPORTED, f"{self.op.operation}: params.{name} is not supported yet; narrow "
+                                                  f"by reference_id or amount, or leave it out")
+
     def reference(self, asset, required: bool = False) -> str | None:
         """params.reference_id: text naming a hold, LOT assets only (lots carry it)."""
         ref = self.field("reference_id", required=required)
@@ -163,6 +174,7 @@ def _adjust(o: _Op) -> None:
 def _between(kind: str, source_bucket: str, dest_bucket: str | None):
     """hold / release / forfeit / redeem: one participant bucket to another place."""
     def handler(o: _Op) -> None:
+        o.no_narrowing()
         asset, aid = o.asset()
         # Scrip's forfeit endpoint is "allowed on CLOSED participants" (closed-account cleanup);
         # the FORFEIT rule action is not (semantics.md 7): docs/decisions.md
@@ -196,6 +208,7 @@ def _void_hold(o: _Op) -> None:
         raise ActionFailed(INVALID, f"void_hold: applies to LOT assets; {asset.symbol} is SIMPLE")
     if o.params.get("amount") is not None:
         raise ActionFailed(INVALID, "void_hold: params.amount is not accepted: a void cancels the whole reference")
+    o.no_narrowing()
     reference = o.reference(asset, required=True)
     holder = ("PARTICIPANT", o.op.subject, aid, "HELD")
     holds.void(o.tx, o.effects, holder, source_of_issue(asset, str(o.op.program.id), aid), asset, o.lot(),

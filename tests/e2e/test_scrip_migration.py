@@ -65,3 +65,50 @@ def test_program_id_naming_another_program_is_an_error_naming_file_and_field(tmp
         assert "p.yaml" in res.stderr and where in res.stderr, res.stderr
         assert "other_program" in res.stderr and "customer_loyalty" in res.stderr, res.stderr
         assert not db.exists() or query(db, "SELECT count(*) FROM journal_entries") == [(0,)]
+
+
+# Scrip's hold / release / forfeit bodies narrow by `lot_ids` or `earned_from` / `earned_to` (LOT
+# only; scrip-reference.md 12), and void-hold does not take them. perkflow does not narrow by them:
+# ignored, a release "of lot X" without an amount released everything held and a forfeit "of what
+# was earned in January" forfeited the whole balance. Now the operation fails, nothing moved.
+LOT_PROGRAM = {
+    "program": {"key": "card", "name": "Card"},
+    "assets": [{"symbol": "CB", "name": "Cashback", "inventory_mode": "LOT", "issuance_policy": "UNLIMITED",
+                "scale": 2}],
+    "rules": [{"name": "earn", "condition": 'event.type == "purchase"',
+               "actions": [{"type": "CREDIT", "asset_id": "CB", "amount": "event.amount"}]}],
+}
+
+
+def test_narrowing_by_lots_or_earning_dates_fails_rather_than_moving_everything(tmp_path):
+    import json
+
+    events = write_events(tmp_path / "e.parquet", [
+        event("card", f"e{i}", "u1", f"2026-01-0{i}T00:00:00Z", {"type": "purchase", "amount": 10.0})
+        for i in (1, 2)])
+    held_lot = "00000000-0000-0000-0000-000000000000"
+
+    def op(key, name, when, **params):
+        return {"operation": name, "program_id": "card", "idempotency_key": key, "timestamp": when,
+                "external_id": "u1", "params": {"asset_id": "CB", "description": "x", **params}}
+    ops = [op("h", "hold", "2026-01-03T00:00:00Z", amount="15", reference_id="auth_1"),
+           op("r", "release", "2026-01-04T00:00:00Z", lot_ids=[held_lot]),
+           op("f", "forfeit", "2026-01-04T00:00:01Z", bucket="AVAILABLE", earned_from="2026-01-01T00:00:00Z",
+              earned_to="2026-01-01T12:00:00Z"),
+           op("f2", "forfeit", "2026-01-04T00:00:02Z", bucket="HELD", earned_to="2026-01-01T12:00:00Z"),
+           op("v", "void_hold", "2026-01-04T00:00:03Z", reference_id="auth_1", lot_ids=[held_lot])]
+    opfile = tmp_path / "ops.ndjson"
+    opfile.write_text("".join(json.dumps(o) + "\n" for o in ops))
+    db = tmp_path / "w.duckdb"
+    res = cli("run", "--programs", str(write_program(tmp_path / "p.yaml", LOT_PROGRAM)), "--events", str(events),
+              "--operations", str(opfile), "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    outcome = dict(((k, (s, c, m)) for k, s, c, m in
+                    query(db, "SELECT idempotency_key, status, error_code, error_message FROM operations")))
+    assert outcome["h"][0] == "COMPLETED"
+    for key, field in [("r", "lot_ids"), ("f", "earned_from"), ("f2", "earned_to"), ("v", "lot_ids")]:
+        status, code, message = outcome[key]
+        assert (status, code) == ("FAILED", "operation_not_supported"), (key, outcome[key])
+        assert f"params.{field}" in message, message
+    # nothing released, forfeited or voided: 5 available, 15 held
+    assert query(db, "SELECT available, held FROM balances WHERE external_id = 'u1'") == [(5, 15)]
