@@ -112,3 +112,43 @@ def test_narrowing_by_lots_or_earning_dates_fails_rather_than_moving_everything(
         assert f"params.{field}" in message, message
     # nothing released, forfeited or voided: 5 available, 15 held
     assert query(db, "SELECT available, held FROM balances WHERE external_id = 'u1'") == [(5, 15)]
+
+
+# Scrip's ledger summary in period mode (scrip-reference.md 19) gives `opening_balance`,
+# `closing_balance`, `period_issued`, `period_redeemed` (gross), `period_expired`,
+# `period_forfeited` and `other_adjustments_net` (reversals and similar adjustments).
+# perkflow's period variant had only total_* with reversals netted into total_redeemed.
+def test_period_summary_has_scrips_period_columns(tmp_path):
+    import json
+
+    prog = {"program": {"key": "shop", "name": "Shop"},
+            "assets": [{"symbol": "LPT", "name": "Lot points", "inventory_mode": "LOT", "scale": 0}],
+            "rules": [{"name": "earn", "condition": 'event.type == "purchase"',
+                       "actions": [{"type": "CREDIT", "asset_id": "LPT", "amount": "event.amount",
+                                    "expires_at": "48h"}]}]}
+    events = write_events(tmp_path / "e.parquet", [
+        event("shop", "e1", "u1", "2026-01-01T00:00:00Z", {"type": "purchase", "amount": 100}),
+        event("shop", "e2", "u2", "2026-01-02T03:00:00Z", {"type": "purchase", "amount": 20}),
+        event("shop", "e3", "u1", "2026-01-05T00:00:00Z", {"type": "purchase", "amount": 1})])
+
+    def op(key, name, when, **params):
+        return {"operation": name, "program_id": "shop", "idempotency_key": key, "timestamp": when,
+                "external_id": "u1", "params": {"asset_id": "LPT", "description": "x", **params}}
+    ops = tmp_path / "ops.ndjson"
+    ops.write_text("".join(json.dumps(o) + "\n" for o in [
+        op("r1", "redeem", "2026-01-02T00:00:00Z", amount="30"),
+        op("rv1", "reverse_redemption", "2026-01-02T01:00:00Z", redemption="r1", amount="10", reason="refund"),
+        op("f1", "forfeit", "2026-01-02T02:00:00Z", amount="5", bucket="AVAILABLE")]))
+    db = tmp_path / "w.duckdb"
+    res = cli("run", "--programs", str(write_program(tmp_path / "p.yaml", prog)), "--events", str(events),
+              "--operations", str(ops), "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    assert cli("maintain", "--as-of", "2026-01-06T00:00:00Z", "--db", str(db)).returncode == 0
+    # by hand: before the period u1 earned 100; in it: 30 redeemed, 10 of it given back, 5
+    # forfeited, 20 + 1 issued, and u1's 75 (01-03) and u2's 20 (01-04) expired
+    row = query(db, "SELECT opening_balance, period_issued, period_redeemed, period_expired, period_forfeited, "
+                    "other_adjustments_net, closing_balance, total_redeemed "
+                    "FROM ledger_summary_between('2026-01-02T00:00:00Z', '2026-01-10T00:00:00Z')")
+    assert row == [(100, 21, 30, 95, 5, 10, 1, 20)]
+    opening, issued, redeemed, expired, forfeited, other, closing, _ = row[0]
+    assert opening + issued - redeemed - expired - forfeited + other == closing
