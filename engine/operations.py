@@ -34,6 +34,17 @@ NOT_BUILT: frozenset[str] = frozenset()
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
 #: Scrip's lot narrowing params of hold / release / forfeit (void-hold refuses them), not built.
 NARROWING = ("lot_ids", "earned_from", "earned_to")
+#: Every params field some operation reads, and the fields of Scrip's request bodies that restate
+#: the row (program_id, idempotency_key, the participant) or describe it (on_behalf_of_participant_id,
+#: the participant profile of upsert_participant): anything else is a typo that would be ignored.
+PARAMS = frozenset({
+    "allow_negative", "amount", "asset", "asset_id", "attributes", "bucket", "description", "expires_at",
+    "group", "group_id", "key", "level", "quantity", "reason", "recipients", "redemption", "reference_id",
+    "reset_after", "reward", "reward_id", "role", "status", "tag", "tags", "tier", "type", "value",
+    *NARROWING,
+    "program_id", "idempotency_key", "external_id", "participant_id", "on_behalf_of_participant_id",
+    "email", "phone", "first_name", "last_name", "display_name",
+})
 
 
 def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
@@ -41,6 +52,10 @@ def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
     name = op.operation
     if name in NOT_BUILT:
         raise ActionFailed(NOT_SUPPORTED, f"operation {name} is not supported yet")
+    unknown = sorted(k for k in (op.event or {}) if k not in PARAMS)
+    if unknown:
+        raise ActionFailed(INVALID, f"{name}: params.{unknown[0]} is not a field of any operation (check its "
+                                    f"spelling against semantics.md 2.3 and docs/writing-rules.md)")
     try:
         HANDLERS[name](_Op(op, tx, catalog, effects))
     except (TypeError, ValueError, AttributeError, ArithmeticError) as e:

@@ -152,3 +152,45 @@ def test_period_summary_has_scrips_period_columns(tmp_path):
     assert row == [(100, 21, 30, 95, 5, 10, 1, 20)]
     opening, issued, redeemed, expired, forfeited, other, closing, _ = row[0]
     assert opening + issued - redeemed - expired - forfeited + other == closing
+
+
+# An operation's params field that no operation reads was ignored: `alow_negative: true` (a typo
+# of allow_negative) ran the adjust as if it were absent, silently. Program files refuse unknown
+# fields (semantics.md 2.1); an operation row with one now fails `invalid_operation` naming it,
+# nothing moved, while the fields Scrip's bodies carry besides (program_id, idempotency_key,
+# description, the participant profile of an upsert) still load.
+def test_unknown_operation_params_fail_the_operation_naming_the_field(tmp_path):
+    import json
+
+    prog = {"program": {"key": "shop", "name": "Shop"},
+            "assets": [{"symbol": "PTS", "name": "Points", "scale": 0}],
+            "rules": [{"name": "earn", "condition": 'event.type == "purchase"',
+                       "actions": [{"type": "CREDIT", "asset_id": "PTS", "amount": "10"}]}]}
+
+    def op(key, name, when, **params):
+        return {"operation": name, "program_id": "shop", "idempotency_key": key, "timestamp": when,
+                "external_id": "u1", "params": params}
+    ops = tmp_path / "ops.ndjson"
+    ops.write_text("".join(json.dumps(o) + "\n" for o in [
+        # scrip-reference.md 4: the create-participant body, profile and all
+        op("p1", "upsert_participant", "2026-01-01T00:00:00Z", external_id="u1", program_id="shop", status="ACTIVE",
+           email="jane@example.com", phone="+15551234567", first_name="Jane", last_name="Doe",
+           display_name="Jane Doe", attributes={"plan": "premium"}, tags=["VIP"]),
+        # scrip-reference.md 12: the adjust body
+        op("a1", "adjust", "2026-01-02T00:00:00Z", program_id="shop", asset_id="PTS", type="CREDIT", amount="500",
+           description="goodwill", bucket="AVAILABLE", allow_negative=False, idempotency_key="a1"),
+        op("a2", "adjust", "2026-01-03T00:00:00Z", asset_id="PTS", type="DEBIT", amount="800",
+           description="chargeback", alow_negative=True),
+        op("a3", "adjust", "2026-01-03T00:00:01Z", asset_id="PTS", type="CREDIT", amount="5",
+           description="x", ammount="50")]))
+    db = tmp_path / "w.duckdb"
+    res = cli("run", "--programs", str(write_program(tmp_path / "p.yaml", prog)), "--operations", str(ops),
+              "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    outcome = {k: (s, c, m) for k, s, c, m in
+               query(db, "SELECT idempotency_key, status, error_code, error_message FROM operations")}
+    assert outcome["p1"][:2] == ("COMPLETED", None) and outcome["a1"][:2] == ("COMPLETED", None)
+    for key, field in [("a2", "alow_negative"), ("a3", "ammount")]:
+        assert outcome[key][:2] == ("FAILED", "invalid_operation"), outcome[key]
+        assert f"params.{field}" in outcome[key][2], outcome[key]
+    assert query(db, "SELECT available FROM balances WHERE external_id = 'u1'") == [(500,)]
