@@ -503,6 +503,7 @@ def _set_counter(o: _Op) -> None:
         value = amounts.decimal_text(raw if isinstance(raw, str) else repr(raw) if isinstance(raw, float) else str(raw))
     except InvalidOperation:
         raise ActionFailed(INVALID, f"set_counter: params.value {raw!r} is not a number") from None
+    # Scrip: `""` removes auto-reset, omitting the field (or null) leaves it unchanged
     reset = o.params.get("reset_after")
     try:
         reset_after = parse_duration(reset) if reset else None
@@ -510,7 +511,9 @@ def _set_counter(o: _Op) -> None:
         raise ActionFailed(INVALID, f"set_counter: params.reset_after: {e}") from None
 
     def apply(st):  # an explicit set restarts the reset timer
-        st.counters[key] = Counter(value, reset_after, o.op.now)
+        before = st.counters.get(key)
+        keep = reset is None and before is not None
+        st.counters[key] = Counter(value, before.reset_after if keep else reset_after, o.op.now)
     _state_op(o, apply)
 
 

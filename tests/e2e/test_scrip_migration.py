@@ -7,6 +7,11 @@ says what to do (exit 2, nothing written). Every test runs the real CLI into a r
 - Scrip's create-an-asset and create-a-rule bodies carry `program_id` (scrip-reference.md 3, 7;
   the quickstart's rule body): in a program file it may name the file's own program (key or id)
   and changes nothing; naming another program is an error saying the file's program owns it.
+- Scrip's `lot_ids` / `earned_from` / `earned_to` narrowing of hold, release, forfeit (not built)
+  fails the operation instead of being ignored (which moved the whole bucket).
+- The period summary has Scrip's period-mode columns (scrip-reference.md 19).
+- An operation params field no operation reads (a typo) fails the operation naming it.
+- set_counter without `reset_after` keeps the counter's auto-reset; `""` removes it.
 """
 
 from __future__ import annotations
@@ -194,3 +199,38 @@ def test_unknown_operation_params_fail_the_operation_naming_the_field(tmp_path):
         assert outcome[key][:2] == ("FAILED", "invalid_operation"), outcome[key]
         assert f"params.{field}" in outcome[key][2], outcome[key]
     assert query(db, "SELECT available FROM balances WHERE external_id = 'u1'") == [(500,)]
+
+
+# Scrip's set-counter body `{"value": "42", "reset_after": "720h"}` (scrip-reference.md 10):
+# `""` removes auto-reset, omitting the field leaves it unchanged. perkflow's set_counter without
+# reset_after dropped the counter's 720h auto-reset, so it never reset again.
+def test_set_counter_without_reset_after_keeps_the_auto_reset(tmp_path):
+    import json
+
+    prog = {"program": {"key": "shop", "name": "Shop"}, "assets": [{"symbol": "PTS", "name": "Points", "scale": 0}],
+            "rules": [{"name": "visit", "condition": 'event.type == "visit"',
+                       "actions": [{"type": "COUNTER", "key": "noop", "value": "1"}]}]}
+
+    def op(idem, who, when, **params):
+        return {"operation": "set_counter", "program_id": "shop", "idempotency_key": idem, "timestamp": when,
+                "external_id": who, "params": params}
+    ops = tmp_path / "ops.ndjson"
+    ops.write_text("".join(json.dumps(o) + "\n" for o in [
+        {"operation": "upsert_participant", "program_id": "shop", "idempotency_key": "p1",
+         "timestamp": "2026-01-01T00:00:00Z", "external_id": "u1", "params": {}},
+        {"operation": "upsert_participant", "program_id": "shop", "idempotency_key": "p2",
+         "timestamp": "2026-01-01T00:00:00Z", "external_id": "u2", "params": {}},
+        op("a", "u1", "2026-01-01T00:00:01Z", key="k", value="42", reset_after="720h"),
+        op("b", "u1", "2026-01-02T00:00:00Z", key="k", value="43"),             # omitted: still 720h
+        op("c", "u2", "2026-01-01T00:00:01Z", key="k", value="42", reset_after="720h"),
+        op("d", "u2", "2026-01-02T00:00:00Z", key="k", value="43", reset_after="")]))  # "": no auto-reset
+    db = tmp_path / "w.duckdb"
+    res = cli("run", "--programs", str(write_program(tmp_path / "p.yaml", prog)), "--operations", str(ops),
+              "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    assert query(db, "SELECT external_id, number_value, reset_after_us FROM participant_state "
+                     "WHERE key = 'k' ORDER BY external_id") == [("u1", 43, 720 * 3600 * 10**6), ("u2", 43, None)]
+    # 720h after the set of 01-02 (an explicit set restarts the timer) u1's counter is 0 again, u2's is not
+    assert cli("maintain", "--as-of", "2026-02-02T00:00:00Z", "--db", str(db)).returncode == 0
+    assert query(db, "SELECT external_id, number_value FROM participant_state WHERE key = 'k' "
+                     "ORDER BY external_id") == [("u1", 0), ("u2", 43)]
