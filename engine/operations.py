@@ -32,6 +32,19 @@ NO_PARTICIPANT = PROGRAM_OPERATIONS | GROUP_BALANCE_OPERATIONS
 #: Operations named in semantics.md 2.3 that are recognised but not built yet.
 NOT_BUILT: frozenset[str] = frozenset()
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
+#: Scrip's lot narrowing params of hold / release / forfeit (void-hold refuses them), not built.
+NARROWING = ("lot_ids", "earned_from", "earned_to")
+#: Every params field some operation reads, and the fields of Scrip's request bodies that restate
+#: the row (program_id, idempotency_key, the participant) or describe it (on_behalf_of_participant_id,
+#: the participant profile of upsert_participant): anything else is a typo that would be ignored.
+PARAMS = frozenset({
+    "allow_negative", "amount", "asset", "asset_id", "attributes", "bucket", "description", "expires_at",
+    "group", "group_id", "key", "level", "quantity", "reason", "recipients", "redemption", "reference_id",
+    "reset_after", "reward", "reward_id", "role", "status", "tag", "tags", "tier", "type", "value",
+    *NARROWING,
+    "program_id", "idempotency_key", "external_id", "participant_id", "on_behalf_of_participant_id",
+    "email", "phone", "first_name", "last_name", "display_name",
+})
 
 
 def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
@@ -39,6 +52,10 @@ def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
     name = op.operation
     if name in NOT_BUILT:
         raise ActionFailed(NOT_SUPPORTED, f"operation {name} is not supported yet")
+    unknown = sorted(k for k in (op.event or {}) if k not in PARAMS)
+    if unknown:
+        raise ActionFailed(INVALID, f"{name}: params.{unknown[0]} is not a field of any operation (check its "
+                                    f"spelling against semantics.md 2.3 and docs/writing-rules.md)")
     try:
         HANDLERS[name](_Op(op, tx, catalog, effects))
     except (TypeError, ValueError, AttributeError, ArithmeticError) as e:
@@ -129,6 +146,15 @@ class _Op:
         return dict(pos=self.op.pos, rule_id=None, rule_version=None, rule_order=0, action_index=self.parts,
                     description=self.params.get("description") or self.params.get("reason") or self.op.operation)
 
+    def no_narrowing(self) -> None:
+        """Scrip narrows hold / release / forfeit to `lot_ids` or lots earned in [`earned_from`,
+        `earned_to`] (scrip-reference.md 12); perkflow does not, so such a row fails rather than
+        moving the whole bucket (docs/decisions.md "Operations and rewards")."""
+        for name in NARROWING:
+            if self.params.get(name) is not None:
+                raise ActionFailed(NOT_SUPPORTED, f"{self.op.operation}: params.{name} is not supported yet; narrow "
+                                                  f"by reference_id or amount, or leave it out")
+
     def reference(self, asset, required: bool = False) -> str | None:
         """params.reference_id: text naming a hold, LOT assets only (lots carry it)."""
         ref = self.field("reference_id", required=required)
@@ -163,6 +189,7 @@ def _adjust(o: _Op) -> None:
 def _between(kind: str, source_bucket: str, dest_bucket: str | None):
     """hold / release / forfeit / redeem: one participant bucket to another place."""
     def handler(o: _Op) -> None:
+        o.no_narrowing()
         asset, aid = o.asset()
         # Scrip's forfeit endpoint is "allowed on CLOSED participants" (closed-account cleanup);
         # the FORFEIT rule action is not (semantics.md 7): docs/decisions.md
@@ -196,6 +223,7 @@ def _void_hold(o: _Op) -> None:
         raise ActionFailed(INVALID, f"void_hold: applies to LOT assets; {asset.symbol} is SIMPLE")
     if o.params.get("amount") is not None:
         raise ActionFailed(INVALID, "void_hold: params.amount is not accepted: a void cancels the whole reference")
+    o.no_narrowing()
     reference = o.reference(asset, required=True)
     holder = ("PARTICIPANT", o.op.subject, aid, "HELD")
     holds.void(o.tx, o.effects, holder, source_of_issue(asset, str(o.op.program.id), aid), asset, o.lot(),
@@ -475,6 +503,7 @@ def _set_counter(o: _Op) -> None:
         value = amounts.decimal_text(raw if isinstance(raw, str) else repr(raw) if isinstance(raw, float) else str(raw))
     except InvalidOperation:
         raise ActionFailed(INVALID, f"set_counter: params.value {raw!r} is not a number") from None
+    # Scrip: `""` removes auto-reset, omitting the field (or null) leaves it unchanged
     reset = o.params.get("reset_after")
     try:
         reset_after = parse_duration(reset) if reset else None
@@ -482,7 +511,9 @@ def _set_counter(o: _Op) -> None:
         raise ActionFailed(INVALID, f"set_counter: params.reset_after: {e}") from None
 
     def apply(st):  # an explicit set restarts the reset timer
-        st.counters[key] = Counter(value, reset_after, o.op.now)
+        before = st.counters.get(key)
+        keep = reset is None and before is not None
+        st.counters[key] = Counter(value, before.reset_after if keep else reset_after, o.op.now)
     _state_op(o, apply)
 
 

@@ -122,6 +122,8 @@ WITH f AS (
     -- or minus the net (the others)
     SELECT program_id, asset_id, category,
         (from_ts IS NULL OR effective_at >= from_ts::TIMESTAMPTZ) AS in_period,
+        -- a reversal's value given back: netted into redeemed, and Scrip's other_adjustments_net
+        (category = 'REDEEMED' AND action_type = 'REDEMPTION_REVERSAL') AS reversal,
         whole_part(net_amount) AS w, fraction_units(net_amount) AS u
     FROM ledger_flows_part(part, parts)
     WHERE to_ts IS NULL OR effective_at < to_ts::TIMESTAMPTZ
@@ -137,6 +139,8 @@ SELECT program_id, asset_id,
     -SUM(u) FILTER (WHERE in_period AND category = 'EXPIRED')     AS expired_f,
     -SUM(w) FILTER (WHERE in_period AND category = 'FORFEITED')   AS forfeited_w,
     -SUM(u) FILTER (WHERE in_period AND category = 'FORFEITED')   AS forfeited_f,
+     SUM(w) FILTER (WHERE in_period AND reversal)                 AS reversed_w,
+     SUM(u) FILTER (WHERE in_period AND reversal)                 AS reversed_f,
      SUM(w)                                                       AS closing_w,
      SUM(u)                                                       AS closing_f
 FROM f GROUP BY program_id, asset_id;
@@ -175,7 +179,17 @@ SELECT
     exact_amount(s.closing_w, s.closing_f)                               AS closing_balance,
     COALESCE(pp.participant_count, 0) AS participant_count,
     s.program_id,
-    s.asset_id
+    s.asset_id,
+    -- Scrip's period-mode names (scrip-reference.md 19): period_redeemed is gross (reversals
+    -- not netted), other_adjustments_net the value reversals gave back; opening_balance +
+    -- period_issued - period_redeemed - period_expired - period_forfeited + other_adjustments_net
+    -- = closing_balance
+    exact_amount(COALESCE(s.issued_w, 0), COALESCE(s.issued_f, 0))       AS period_issued,
+    exact_amount(COALESCE(s.redeemed_w, 0) + COALESCE(s.reversed_w, 0),
+                 COALESCE(s.redeemed_f, 0) + COALESCE(s.reversed_f, 0))  AS period_redeemed,
+    exact_amount(COALESCE(s.expired_w, 0), COALESCE(s.expired_f, 0))     AS period_expired,
+    exact_amount(COALESCE(s.forfeited_w, 0), COALESCE(s.forfeited_f, 0)) AS period_forfeited,
+    exact_amount(COALESCE(s.reversed_w, 0), COALESCE(s.reversed_f, 0))   AS other_adjustments_net
 FROM sums s
 JOIN programs pr ON pr.id = s.program_id
 JOIN assets a ON a.id = s.asset_id

@@ -126,6 +126,7 @@ def _read(file: Path) -> object:
 def _validate(file: str, data: object) -> ProgramFile:
     if not isinstance(data, dict):
         raise CatalogError(f"{file}: a program file must be a mapping with `program`, `assets` and `rules`")
+    data = _own_program_ids(file, data)
     try:
         pf = ProgramFile.model_validate(data)
     except ValidationError as e:
@@ -136,6 +137,36 @@ def _validate(file: str, data: object) -> ProgramFile:
     if problems:
         raise CatalogError(f"{file}:\n" + "\n".join(problems))
     return pf
+
+
+def _own_program_ids(file: str, data: dict) -> dict:
+    """Scrip's create-an-asset and create-a-rule bodies carry `program_id` (scrip-reference.md 3, 7):
+    pasted into a program file it may restate the file's own program (key or id, any case) and is
+    dropped, so rule versions and ids are as without it; naming another program is an error."""
+    program = data.get("program")
+    key = program.get("key") or slug(program.get("name") or "") if isinstance(program, dict) else None
+    if not isinstance(key, str) or not key:
+        return data  # the program's own validation says what is wrong with it
+    own = {key, str(ids.program_id(key))}
+    problems, out = [], dict(data)
+    for section in ("assets", "rules"):
+        items = data.get(section)
+        if not isinstance(items, list):
+            continue
+        out[section] = []
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and "program_id" in item:
+                ref = item["program_id"]
+                if not (isinstance(ref, str) and (ref in own or ref.lower() in own)):
+                    name = item.get(_LABELS[section])
+                    problems.append(f"  {section}[{i}]{f' ({name})' if name else ''}.program_id: {ref!r} is not this "
+                                    f"file's program {key!r}: an entry belongs to the program of its file; leave "
+                                    f"`program_id` out, or move the entry to that program's file")
+                item = {k: v for k, v in item.items() if k != "program_id"}
+            out[section].append(item)
+    if problems:
+        raise CatalogError(f"{file}: invalid program file:\n" + "\n".join(problems))
+    return out
 
 
 #: What names an item of a top-level list in error messages.

@@ -407,8 +407,12 @@ def _set_counter(o: _Op) -> None:
         reset_after = parse_go_duration(reset) if reset else None
     except ValueError:
         raise ActionFailed(INVALID, f"reset_after {reset!r}") from None
-    # CHOICE: an explicit set restarts the counter's reset timer.
-    o.w.state(("participant", o.who)).counters[key] = Counter(value, o.op.timestamp, reset_after)
+    # CHOICE: an explicit set restarts the counter's reset timer. Scrip: "" removes auto-reset,
+    # omitting the field leaves it unchanged.
+    counters = o.w.state(("participant", o.who)).counters
+    if reset is None and key in counters:
+        reset_after = counters[key].reset_after
+    counters[key] = Counter(value, o.op.timestamp, reset_after)
 
 
 def _set_attribute(o: _Op) -> None:
