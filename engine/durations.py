@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
-from decimal import Decimal
 
-_UNITS = {"ns": Decimal("0.001"), "us": Decimal(1), "µs": Decimal(1), "ms": Decimal(1000),
-          "s": Decimal(10**6), "m": Decimal(60 * 10**6), "h": Decimal(3600 * 10**6)}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", re.ASCII)  # '٢h' is no Go duration
+from engine.cel.values import go_nanos
 
 
 def parse_duration(text: str) -> timedelta:
-    """A Go duration, exact to the microsecond. Raises ValueError with a hint."""
-    s = text.strip()
-    sign = -1 if s.startswith("-") else 1
-    body = s.lstrip("+-")
-    if body == "0":
-        return timedelta(0)
-    pos, micros = 0, Decimal(0)
-    for m in _PART.finditer(body):
-        if m.start() != pos:
-            break
-        micros += Decimal(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if not body or pos != len(body):
+    """A Go duration from a program file or an operation, surrounding blanks ignored, to the
+    microsecond (finer parts are dropped). Raises ValueError with a hint."""
+    nanos = go_nanos(text.strip())
+    if nanos is None:
         raise ValueError(f"{text!r} is not a duration; write it like Go does: 720h, 90m, 1h30m, 45s")
-    return sign * timedelta(microseconds=int(micros))
+    micros = int(abs(nanos) / 1000)
+    try:
+        return timedelta(microseconds=-micros if nanos < 0 else micros)
+    except OverflowError:  # (it stopped the run with exit 1)
+        raise ValueError(f"{text!r} is too long a duration: at most 999999999 days") from None
 
 
 def later(at: datetime, delta: timedelta) -> datetime:

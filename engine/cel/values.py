@@ -206,23 +206,31 @@ def parse_timestamp(s: str) -> datetime:
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 
-_DURATION_UNITS = {"h": 3600 * 10**9, "m": 60 * 10**9, "s": 10**9, "ms": 10**6,
-                   "us": 10**3, "µs": 10**3, "ns": 1}
-_DURATION = re.compile(r"([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:h|ms|m|s|us|µs|ns))+", re.ASCII)
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)", re.ASCII)
+#: Nanoseconds per unit of a Go duration.
+_NANOS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_PART = r"(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h)"
+# ASCII digits only ('٢h' is no Go duration); one optional sign; "0" needs no unit
+_GO = re.compile(rf"([+-]?)((?:{_PART})+|0)", re.ASCII)
+_PARTS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", re.ASCII)
+
+
+def go_nanos(text: str) -> Decimal | None:
+    """A Go duration (time.ParseDuration's grammar: "720h", "1h30m", "-1.5s", "300ms", "0") in
+    nanoseconds, exactly; None if `text` is not one. CEL's duration() (`parse_duration`) and
+    program files and operations (engine/durations.py) read durations through this one grammar."""
+    m = _GO.fullmatch(text)
+    if m is None:
+        return None
+    nanos = sum((Decimal(n) * _NANOS[u] for n, u in _PARTS.findall(m.group(2))), Decimal(0))
+    return -nanos if m.group(1) == "-" else nanos
 
 
 def parse_duration(s: str) -> timedelta:
-    """Go-style duration strings ("1h30m", "-1.5s"); sub-microsecond precision errors."""
-    m = _DURATION.fullmatch(s)
-    if not m:
-        if s in ("0", "+0", "-0"):
-            return timedelta(0)
+    """Go-style duration strings ("1h30m", "-1.5s"; `go_nanos`); sub-microsecond
+    precision errors."""
+    nanos = go_nanos(s)
+    if nanos is None:
         raise CelEvalError(f"invalid duration {s!r}")
-    nanos = sum(Decimal(num) * _DURATION_UNITS[unit]
-                for num, unit in _DURATION_PART.findall(s))
-    if m.group(1) == "-":
-        nanos = -nanos
     if nanos != nanos.to_integral_value() or int(nanos) % 1000:
         raise CelEvalError("nanosecond durations are not supported")
     try:
