@@ -34,6 +34,8 @@ NOT_BUILT: frozenset[str] = frozenset()
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
 #: Scrip's lot narrowing params of hold / release / forfeit (void-hold refuses them), not built.
 NARROWING = ("lot_ids", "earned_from", "earned_to")
+#: Scrip's transfer body names its source; perkflow's row does (`_same_source`).
+SOURCES = ("source_external_id", "source_participant_id", "source_group_id")
 #: Every params field some operation reads, and the fields of Scrip's request bodies that restate
 #: the row (program_id, idempotency_key, the participant) or describe it (on_behalf_of_participant_id,
 #: the participant profile of upsert_participant): anything else is a typo that would be ignored.
@@ -42,7 +44,7 @@ PARAMS = frozenset({
     "group", "group_id", "key", "level", "quantity", "reason", "recipients", "redemption", "reference_id",
     "reset_after", "reward", "reward_id", "role", "status", "tag", "tags", "tier", "type", "value",
     *NARROWING,
-    "program_id", "idempotency_key", "external_id", "participant_id", "on_behalf_of_participant_id",
+    "program_id", "idempotency_key", "external_id", "participant_id", "on_behalf_of_participant_id", *SOURCES,
     "email", "phone", "first_name", "last_name", "display_name",
 })
 
@@ -432,6 +434,7 @@ def _transfer(o: _Op) -> None:
     one posting per recipient (each recipient a leg of the entry, engine.moves.move)."""
     asset, aid = o.asset()
     pid = o.participant()
+    _same_source(o, pid)
     recipients = o.field("recipients")
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
         raise ActionFailed(INVALID, "transfer: params.recipients must list 1 to 100 recipients")
@@ -444,6 +447,21 @@ def _transfer(o: _Op) -> None:
         legs.append((dest, o.amount(asset)))
     for leg, (dest, amount) in enumerate(legs):
         o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), (*dest, aid, "AVAILABLE"), amount, "TRANSFER", asset, leg=leg)
+
+
+def _same_source(o: _Op, pid: str) -> None:
+    """A Scrip transfer body pasted as params names its source, which the row names already: a
+    source that is the row's participant restates it; another participant fails the transfer
+    rather than move the row's value; a group cannot be a source (docs/decisions.md "Groups")."""
+    ext, ref, group = (o.params.get(k) for k in SOURCES)
+    if group is not None:
+        raise ActionFailed(NOT_SUPPORTED, "transfer: params.source_group_id: a transfer from a group is not supported; "
+                                          "the source is the row's participant (external_id or participant_id)")
+    for field, found in (("source_external_id", ext is not None and o.tx.store.find_external(str(ext), o.op.pos)),
+                         ("source_participant_id", ref is not None and str(ref).strip().lower())):
+        if found is not False and found != pid:
+            raise ActionFailed(INVALID, f"transfer: params.{field} {o.params[field]!r} is not the row's participant; "
+                                        "the source of a transfer is the row's external_id or participant_id")
 
 
 def _recipient(o: _Op, r) -> tuple[str, str]:

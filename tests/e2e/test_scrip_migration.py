@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine import ids
 from tests.helpers.io import cli, event, query, write_events, write_program
 
 T0 = "2026-01-01T00:00:00Z"
@@ -199,6 +200,46 @@ def test_unknown_operation_params_fail_the_operation_naming_the_field(tmp_path):
         assert outcome[key][:2] == ("FAILED", "invalid_operation"), outcome[key]
         assert f"params.{field}" in outcome[key][2], outcome[key]
     assert query(db, "SELECT available FROM balances WHERE external_id = 'u1'") == [(500,)]
+
+
+# Scrip's create-a-transfer body names its source (`source_external_id`, `source_participant_id` or
+# `source_group_id`; scrip-reference.md 17); perkflow's operation row names it as its participant.
+# Pasted as params, the source fields failed as unknown fields; a source that is the row's
+# participant restates it, another one fails the transfer (nothing moves), a group cannot be one.
+def test_a_transfer_body_naming_its_source_as_the_row_does_runs(tmp_path):
+    import json
+
+    prog = {"program": {"key": "shop", "name": "Shop"},
+            "assets": [{"symbol": "PTS", "name": "Points", "scale": 0}], "rules": []}
+
+    def op(key, name, who, when, **params):
+        return {"operation": name, "program_id": "shop", "idempotency_key": key, "timestamp": when,
+                "external_id": who, "params": params}
+    u1_id = str(ids.participant_id("u1"))
+    body = {"program_id": "shop", "asset_id": "PTS", "description": "gift", "recipients": [{"amount": "10", "external_id": "u2"}]}
+    ops = tmp_path / "ops.ndjson"
+    ops.write_text("".join(json.dumps(o) + "\n" for o in [
+        op("seed0", "upsert_participant", "u1", "2026-01-01T00:00:00Z"),
+        op("seed1", "adjust", "u1", "2026-01-01T00:00:00Z", asset_id="PTS", type="CREDIT", amount="100", description="x"),
+        op("seed2", "upsert_participant", "u2", "2026-01-01T00:00:00Z"),
+        op("t1", "transfer", "u1", "2026-01-02T00:00:00Z", source_external_id="u1", **body),
+        op("t2", "transfer", "u1", "2026-01-02T00:00:01Z", source_participant_id=u1_id.upper(), **body),
+        op("t3", "transfer", "u1", "2026-01-02T00:00:02Z", source_external_id="u2", **body),
+        op("t4", "transfer", "u1", "2026-01-02T00:00:03Z", source_participant_id="not-an-id", **body),
+        op("t5", "transfer", "u1", "2026-01-02T00:00:04Z", source_group_id="family", **body)]))
+    db = tmp_path / "w.duckdb"
+    res = cli("run", "--programs", str(write_program(tmp_path / "p.yaml", prog)), "--operations", str(ops),
+              "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    outcome = {k: (s, c, m) for k, s, c, m in
+               query(db, "SELECT idempotency_key, status, error_code, error_message FROM operations")}
+    assert outcome["t1"][:2] == outcome["t2"][:2] == ("COMPLETED", None), (outcome["t1"], outcome["t2"])
+    for key, field in [("t3", "source_external_id"), ("t4", "source_participant_id")]:
+        assert outcome[key][:2] == ("FAILED", "invalid_operation"), outcome[key]
+        assert f"params.{field}" in outcome[key][2] and "row's participant" in outcome[key][2], outcome[key]
+    assert outcome["t5"][:2] == ("FAILED", "operation_not_supported"), outcome["t5"]
+    assert query(db, "SELECT external_id, available FROM balances WHERE entity_type = 'PARTICIPANT' ORDER BY 1"
+                 ) == [("u1", 80), ("u2", 20)]
 
 
 # Scrip's set-counter body `{"value": "42", "reset_after": "720h"}` (scrip-reference.md 10):
