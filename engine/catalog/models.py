@@ -118,6 +118,17 @@ class Asset(Strict):
     issuance_policy: Literal["UNLIMITED", "PREFUNDED"] = "UNLIMITED"
     scale: WholeNumber = Field(ge=0, le=18)
     max_transaction_amount: PositiveAmount | None = None
+    # Scrip's asset object carries its status (scrip-reference.md 3), so a pasted one may too.
+    # ARCHIVED (no new ledger entries, permanently) is not built.
+    status: str = "ACTIVE"
+
+    @field_validator("status")
+    @classmethod
+    def _active_only(cls, v: str) -> str:
+        if v != "ACTIVE":
+            raise ValueError(f"{v!r}: only ACTIVE assets are supported (archiving an asset, which in Scrip stops "
+                             "all new entries of it, is not built); leave status out or write ACTIVE")
+        return v
 
 
 class Budget(Strict):

@@ -275,3 +275,18 @@ def test_set_counter_without_reset_after_keeps_the_auto_reset(tmp_path):
     assert cli("maintain", "--as-of", "2026-02-02T00:00:00Z", "--db", str(db)).returncode == 0
     assert query(db, "SELECT external_id, number_value FROM participant_state WHERE key = 'k' "
                      "ORDER BY external_id") == [("u1", 0), ("u2", 43)]
+
+
+# Scrip's asset object has `status` (ACTIVE | ARCHIVED; scrip-reference.md 3): a pasted asset with
+# status ACTIVE was "unknown field" (exit 2). ACTIVE now restates the default; ARCHIVED (permanent,
+# no new entries of the asset) is not built and says so.
+def test_an_asset_body_with_its_status_loads_and_archived_says_it_is_not_built(tmp_path):
+    plain, plain_db = _run(tmp_path / "plain", _quickstart())
+    active, active_db = _run(tmp_path / "active", _quickstart({"status": "ACTIVE"}))
+    assert plain.returncode == 0 and active.returncode == 0, active.stderr
+    assert _ledger(active_db) == _ledger(plain_db)
+    archived, archived_db = _run(tmp_path / "archived", _quickstart({"status": "ARCHIVED"}))
+    assert archived.returncode == 2, archived.stdout + archived.stderr
+    assert "p.yaml" in archived.stderr and "assets[0] (PTS).status" in archived.stderr, archived.stderr
+    assert "not built" in archived.stderr, archived.stderr
+    assert not archived_db.exists()
