@@ -49,6 +49,15 @@ def _ledger(db: Path) -> list[tuple]:
                      "JOIN postings p ON p.journal_entry_id = j.id ORDER BY j.id, p.id")
 
 
+def _run_operations(tmp: Path, prog: dict, ops: Path) -> tuple[Path, dict]:
+    """`perkflow run` of an operations file; the ledger and each operation's (status, code, message)."""
+    db = tmp / "w.duckdb"
+    res = cli("run", "--programs", str(write_program(tmp / "p.yaml", prog)), "--operations", str(ops), "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    return db, {k: (s, c, m) for k, s, c, m in
+                query(db, "SELECT idempotency_key, status, error_code, error_message FROM operations")}
+
+
 def test_program_id_in_asset_and_rule_bodies_names_the_files_own_program(tmp_path):
     plain, plain_db = _run(tmp_path / "plain", _quickstart())
     assert plain.returncode == 0, plain.stderr
@@ -189,12 +198,7 @@ def test_unknown_operation_params_fail_the_operation_naming_the_field(tmp_path):
            description="chargeback", alow_negative=True),
         op("a3", "adjust", "2026-01-03T00:00:01Z", asset_id="PTS", type="CREDIT", amount="5",
            description="x", ammount="50")]))
-    db = tmp_path / "w.duckdb"
-    res = cli("run", "--programs", str(write_program(tmp_path / "p.yaml", prog)), "--operations", str(ops),
-              "--db", str(db))
-    assert res.returncode == 0, res.stderr
-    outcome = {k: (s, c, m) for k, s, c, m in
-               query(db, "SELECT idempotency_key, status, error_code, error_message FROM operations")}
+    db, outcome = _run_operations(tmp_path, prog, ops)
     assert outcome["p1"][:2] == ("COMPLETED", None) and outcome["a1"][:2] == ("COMPLETED", None)
     for key, field in [("a2", "alow_negative"), ("a3", "ammount")]:
         assert outcome[key][:2] == ("FAILED", "invalid_operation"), outcome[key]
@@ -227,12 +231,7 @@ def test_a_transfer_body_naming_its_source_as_the_row_does_runs(tmp_path):
         op("t3", "transfer", "u1", "2026-01-02T00:00:02Z", source_external_id="u2", **body),
         op("t4", "transfer", "u1", "2026-01-02T00:00:03Z", source_participant_id="not-an-id", **body),
         op("t5", "transfer", "u1", "2026-01-02T00:00:04Z", source_group_id="family", **body)]))
-    db = tmp_path / "w.duckdb"
-    res = cli("run", "--programs", str(write_program(tmp_path / "p.yaml", prog)), "--operations", str(ops),
-              "--db", str(db))
-    assert res.returncode == 0, res.stderr
-    outcome = {k: (s, c, m) for k, s, c, m in
-               query(db, "SELECT idempotency_key, status, error_code, error_message FROM operations")}
+    db, outcome = _run_operations(tmp_path, prog, ops)
     assert outcome["t1"][:2] == outcome["t2"][:2] == ("COMPLETED", None), (outcome["t1"], outcome["t2"])
     for key, field in [("t3", "source_external_id"), ("t4", "source_participant_id")]:
         assert outcome[key][:2] == ("FAILED", "invalid_operation"), outcome[key]
