@@ -457,11 +457,15 @@ def _same_source(o: _Op, pid: str) -> None:
     if group is not None:
         raise ActionFailed(NOT_SUPPORTED, "transfer: params.source_group_id: a transfer from a group is not supported; "
                                           "the source is the row's participant (external_id or participant_id)")
-    for field, found in (("source_external_id", ext is not None and o.tx.store.find_external(str(ext), o.op.pos)),
-                         ("source_participant_id", ref is not None and str(ref).strip().lower())):
-        if found is not False and found != pid:
-            raise ActionFailed(INVALID, f"transfer: params.{field} {o.params[field]!r} is not the row's participant; "
-                                        "the source of a transfer is the row's external_id or participant_id")
+    if ext is not None and o.tx.store.find_external(str(ext), o.op.pos) != pid:
+        raise _not_the_source("source_external_id", ext)
+    if ref is not None and str(ref).strip().lower() != pid:
+        raise _not_the_source("source_participant_id", ref)
+
+
+def _not_the_source(field: str, value) -> ActionFailed:
+    return ActionFailed(INVALID, f"transfer: params.{field} {value!r} is not the row's participant; "
+                                 "the source of a transfer is the row's external_id or participant_id")
 
 
 def _recipient(o: _Op, r) -> tuple[str, str]:
