@@ -26,7 +26,7 @@ import polars as pl
 
 from engine.catalog import Catalog
 from engine.intake import KEY, screen
-from engine.plan import needs_kernel, program_unsupported
+from engine.plan import needs_kernel, programs_unsupported
 
 #: The shortest run of events cut out of a chunk. Below it a run is left to the kernel: each part
 #: pays the fixed cost of a chunk (intake, lookups, ~25 writer statements: ~0.2-0.3 s), which the
@@ -64,6 +64,5 @@ def _worth_cutting(screened: pl.DataFrame, catalog: Catalog) -> bool:
     """Whether the events' programs can leave the kernel once the operations are out of their
     way: each is stateless (the set-wise path) or one the running-state path takes."""
     keys = screened.filter((pl.col("kind") == "event") & pl.col("reject_reason").is_null())["program_key"]
-    writers: dict = {}  # counter keys across the programs, as running.unsupported collects them
-    return all(not needs_kernel(p) or program_unsupported(p, writers) is None
-               for p in (catalog.programs[k] for k in keys.unique().to_list()))
+    stateful = (p for p in (catalog.programs[k] for k in keys.unique().to_list()) if needs_kernel(p))
+    return programs_unsupported(stateful) is None

@@ -86,6 +86,13 @@ def program_unsupported(program: CompiledProgram, writers: dict | None = None) -
     return None
 
 
+def programs_unsupported(programs) -> str | None:
+    """Why the programs of one batch cannot take the running-state path together, or None:
+    each program's reason, and a counter key the programs write with different reset_after."""
+    writers: dict[str, timedelta | None] = {}
+    return next((why for p in programs if (why := program_unsupported(p, writers))), None)
+
+
 def _running_value(a: CompiledAction) -> bool:
     """A CREDIT or DEBIT the running path models, into AVAILABLE: of a SIMPLE asset (a PREFUNDED
     one's program wallet is a running sum in stream order, like a budget), or of an UNLIMITED

@@ -53,7 +53,7 @@ from engine.cel import CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS
 from engine.kernel import BLOCKED_FOR_INACTIVE, INACTIVE
 from engine.moves import INSUFFICIENT, WALLET_SHORT, ActionFailed, insufficient_message, wallet
-from engine.plan import program_unsupported
+from engine.plan import programs_unsupported
 from engine.reads import Reads, keys, merge, reads, reads_field
 from engine.state import STATE_SCHEMA, TIERS_SCHEMA, Store, TierState
 from engine.windows import Over, by_group
@@ -74,11 +74,9 @@ def unsupported(runnable: pl.DataFrame, catalog: Catalog) -> str | None:
         return "operations"
     if runnable["recipient_uuid"].is_not_null().any():
         return "events with a recipient"
-    writers: dict[str, timedelta | None] = {}
-    for key in runnable["program_key"].unique().to_list():
-        why = program_unsupported(catalog.programs[key], writers)
-        if why:
-            return why
+    why = programs_unsupported(catalog.programs[k] for k in runnable["program_key"].unique().to_list())
+    if why:
+        return why
     if _past_the_last_instant(runnable, catalog):
         return "a lot instant past 9999-12-31 (the kernel fails such an event)"
     return None
