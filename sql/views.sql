@@ -183,12 +183,12 @@ SELECT
     -- Scrip's period-mode names (scrip-reference.md 19): period_redeemed is gross (reversals
     -- not netted), other_adjustments_net the value reversals gave back; opening_balance +
     -- period_issued - period_redeemed - period_expired - period_forfeited + other_adjustments_net
-    -- = closing_balance
-    exact_amount(COALESCE(s.issued_w, 0), COALESCE(s.issued_f, 0))       AS period_issued,
+    -- = closing_balance (the three that are ours under another name refer to them)
+    total_issued                                                         AS period_issued,
     exact_amount(COALESCE(s.redeemed_w, 0) + COALESCE(s.reversed_w, 0),
                  COALESCE(s.redeemed_f, 0) + COALESCE(s.reversed_f, 0))  AS period_redeemed,
-    exact_amount(COALESCE(s.expired_w, 0), COALESCE(s.expired_f, 0))     AS period_expired,
-    exact_amount(COALESCE(s.forfeited_w, 0), COALESCE(s.forfeited_f, 0)) AS period_forfeited,
+    total_expired                                                        AS period_expired,
+    total_forfeited                                                      AS period_forfeited,
     exact_amount(COALESCE(s.reversed_w, 0), COALESCE(s.reversed_f, 0))   AS other_adjustments_net
 FROM sums s
 JOIN programs pr ON pr.id = s.program_id
