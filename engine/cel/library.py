@@ -411,7 +411,7 @@ def to_uint(a):
         if not (-1.0 < a < 2.0**64):
             raise CelEvalError("uint() argument out of range")
         return CelUint(int(a))
-    if k == "string" and _INT_TEXT.fullmatch(a) and not a.startswith("-"):
+    if k == "string" and _INT_TEXT.fullmatch(a) and a[0] not in "+-":  # Go's ParseUint: no sign
         return v.check_uint(int(a))
     if k == "string":
         raise CelEvalError(f"cannot convert {a!r} to uint")

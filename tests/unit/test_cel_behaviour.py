@@ -48,6 +48,8 @@ def ev(text, **act):
     ('size("héllo")', 5),
     ("1 == 1u && 1u == 1.0", True),
     ("true == 1", False),
+    ('int("+7")', 7),  # Go's ParseInt, as cel-go converts: a sign is allowed ...
+    ('uint("7")', CelUint(7)),
 ])
 def test_row_values(text, expected):
     got = ev(text)
@@ -57,6 +59,7 @@ def test_row_values(text, expected):
 @pytest.mark.parametrize("text", [
     "event.missing", "9223372036854775807 + 1", "1 / 0", "1 % 0", "1 + 1u", "'a' < 1",
     "-(-9223372036854775808)", "int(1e19)", "unknown_var", "[1][1]", "true && 1 == 'a' + 1",
+    'uint("+7")', 'uint("-0")',  # ... ParseUint permits no sign prefix
 ])
 def test_row_errors(text):
     with pytest.raises(CelEvalError):
