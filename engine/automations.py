@@ -46,7 +46,7 @@ from engine.catalog.compiled import CompiledAutomation
 from engine.catalog.models import Criterion
 from engine.catalog.load import compile_documents
 from engine.cel import CelEvalError, CelProgram
-from engine.io.events import COLUMNS, dicts_to_column, json_doubles, strip_nulls
+from engine.io.events import COLUMNS, TS, dicts_to_column, json_doubles, strip_nulls
 from engine.kernel import participant_view, program_view
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -55,7 +55,6 @@ from engine.state import EntityState, Store, Tx, status_at, stored_status_change
 from engine.tiers import meets
 
 KEY_PREFIX = "system:automation:"
-TS = pl.Datetime("us", "UTC")
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,9 @@ import polars as pl
 
 from engine import ids
 from engine.catalog import Catalog
+from engine.io.events import TS
 from engine.lots import BREAKAGE
 from engine.state import LOT_SCHEMA, Store
-
-_US = pl.Datetime("us", "UTC")
 
 
 def settle(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog, store: Store) -> pl.DataFrame:
@@ -104,7 +103,7 @@ def _made(effects: pl.DataFrame, runnable: pl.DataFrame, catalog: Catalog) -> pl
         [(r.sid, a.index, str(p.id), r.version, *_instant(a.expires_at), *_instant(a.matures_at))
          for p in catalog.programs.values() for r in p.active_rules for a in r.actions if a.type == "CREDIT"],
         schema={"rule_id": pl.String, "action_index": pl.Int64, "lot_program": pl.String, "version": pl.String,
-                "expires_in": pl.Duration("us"), "expires_on": _US, "matures_in": pl.Duration("us"), "matures_on": _US},
+                "expires_in": pl.Duration("us"), "expires_on": TS, "matures_in": pl.Duration("us"), "matures_on": TS},
         orient="row")
     c = (credits.select("_row", "pos", "rule_id", "action_index", "asset_id", "amount", holder="entity_id")
          .join(runnable.select("pos", "event_timestamp", "idempotency_key"), on="pos")
@@ -186,7 +185,7 @@ def _repaid(made: pl.DataFrame, changes: pl.DataFrame, store: Store) -> pl.DataF
             "id", "entity_id", "asset_id", "pos", "created_at", phase=pl.lit(0), instant="instant",
             _row=pl.lit(None, pl.UInt32), amount="remaining"),
         made.filter(pl.col("status") == "AVAILABLE").select(
-            "id", "entity_id", "asset_id", "pos", "created_at", phase=pl.lit(1), instant=pl.lit(None, _US),
+            "id", "entity_id", "asset_id", "pos", "created_at", phase=pl.lit(1), instant=pl.lit(None, TS),
             _row="_row", amount="amount"),
     ])
     if arrivals.is_empty():

@@ -29,13 +29,13 @@ import polars as pl
 import yaml
 
 from engine.generate import write
+from engine.io.events import TS
 
 YEAR_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 DAYS = 365
 WORKLOADS = ("W1", "W2", "W3")
 CATEGORIES = ["grocery", "electronics", "fuel", "apparel", "pharmacy", "dining"]
 CATEGORY_P = [0.30, 0.10, 0.15, 0.15, 0.10, 0.20]
-TS = pl.Datetime("us", "UTC")
 
 
 @dataclass(frozen=True)
