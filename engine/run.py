@@ -166,6 +166,7 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         writer = BatchWriter(con, batch_id)
         totals = new_totals()
+        clock = con.execute(statement("lookups.sql", "ledger_clock")).fetchall()[0][0]
         first = True
         chunk = 0
         while rows is not None:
@@ -175,7 +176,7 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
                 where = (f" (rows {part['arrival'].min() + 1:,} to {part['arrival'].max() + 1:,})" if ordered
                          else f" (chunk {chunk}: {len(part):,} rows)" if chunked or len(cut) > 1 else "")
                 process_chunk(con, part, catalog, writer, totals, first=first, row_path=row_path,
-                              step=lambda m: step(m + where), source_names=names)
+                              step=lambda m: step(m + where), source_names=names, clock=clock)
                 first = False
             rows = next(chunks, None)
         totals["scheduled"] = con.execute(statement("lookups.sql", "waiting_scheduled_events")).fetchall()[0][0]
@@ -233,11 +234,16 @@ def new_totals() -> dict:
 def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, totals: dict, *, first: bool,
                   row_path: bool = False, step: Callable[[str], None] = lambda _msg: None,
                   system: bool = False, reach: datetime | None = None,
-                  source_names: dict[str, str] | None = None) -> None:
+                  source_names: dict[str, str] | None = None, clock: datetime | None = None) -> None:
     """Intake, evaluation and the ledger write of one chunk of the batch (the whole batch when
     it is not chunked; a firing instant's SYSTEM events in `perkflow maintain`, `system`); adds
-    its counts to `totals`. The SYSTEM events due by `reach` (default: the chunk's last instant)
-    are processed in it, merged with its rows at their instants (engine/emit.py)."""
+    its counts to `totals`. The SYSTEM events due by `reach` (default: the chunk's last instant,
+    or `clock`, the latest instant the ledger held when the run began, if later) are processed in
+    it, merged with its rows at their instants (engine/emit.py). Why `clock`: rows older than the
+    ledger's latest (a participant shard run after another, a late file) may schedule SYSTEM
+    events due before rows already processed; one batch of the whole stream would have processed
+    them, and so does this run, rather than leaving them for whichever later batch reaches them
+    (semantics.md 1.5; docs/decisions.md "SYSTEM events")."""
     step("checking idempotency and participants")
     taken = intake(rows, catalog, con, system=system)
     if source_names:  # (after intake, which reads a quarantined row's raw again from its file)
@@ -251,6 +257,8 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
     step("evaluating rules")
     if reach is None and len(ev):
         reach = ev["event_timestamp"].max()
+        if clock is not None and clock > reach:
+            reach = clock
     try:
         store, emitting = _opened(con, catalog, taken, reach, writer.batch_id, totals)
         try:

@@ -1,0 +1,168 @@
+"""An outsider's scenario tests, round 5: time, batches and shards, black box. Expectations come
+from semantics.md (sections 1.5, 3, 4, 7, 9.1) and docs/decisions.md alone, computed by hand;
+every test runs the real CLI (`perkflow run / maintain / replay / verify`) on Parquet files into
+a real DuckDB file.
+
+- Sharding participants (semantics.md 1.5): a stream split by participant into two files run as
+  two `perkflow run`s (the second holding events older than the first's) gives the entries of
+  one batch with the same ids, amounts, instants and hashes, and the same balances, lots, state,
+  tiers and SYSTEM events. The entries' `seq` (their place in the ledger: a shard's entries come
+  together) and the batch roots are the only differences; `perkflow verify` passes. Entry hashes
+  covered `seq`, so every hash differed.
+- Time-driven changes across batches (semantics.md 3): a lot that expires or matures at exactly
+  a later batch's event instant, a counter `reset_after` due at exactly an event, a SCHEDULE_EVENT
+  due at exactly an event of the next batch, and the same instants reached by `perkflow maintain
+  --as-of` first: the state at the event is the one of one batch, and entries carry the due
+  instant.
+- Late rows (semantics.md 3, second bullet) and `replay` (pure timestamp order): where they agree
+  and where the contract lets them differ.
+- Idempotency across batches (semantics.md 4): the same key re-sent in a later batch with the same
+  payload written differently is a DUPLICATE; a payload that differs is `idempotency_conflict`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.helpers.io import cli, event, query, write_events, write_program
+
+PTS = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
+LP = {"symbol": "LP", "name": "Lot points", "inventory_mode": "LOT", "issuance_policy": "UNLIMITED", "scale": 0}
+
+
+def _program(rules: list[dict], **extra) -> dict:
+    return {"program": {"key": "p", "name": "P", "on_unknown_participant": "CREATE", "status": "ACTIVE"},
+            "assets": [PTS, LP], "rules": rules, **extra}
+
+
+def _rows(rows: list[tuple]) -> list[dict]:
+    """(key, external id, RFC 3339 instant, event_data) -> event rows of program p."""
+    return [event("p", k, u, t, data) for k, u, t, data in rows]
+
+
+def _ok(res) -> None:
+    assert res.returncode == 0, f"exit {res.returncode}\nstdout:{res.stdout}\nstderr:{res.stderr}"
+
+
+def _batches(tmp: Path, name: str, spec: dict, batches: list) -> Path:
+    """Each item of `batches` is a list of rows (one `perkflow run`) or an instant (one `perkflow
+    maintain --as-of`), in order, into tmp/<name>.duckdb."""
+    programs = write_program(tmp / name / "programs" / "p.yaml", spec).parent
+    db = tmp / f"{name}.duckdb"
+    for i, batch in enumerate(batches):
+        if isinstance(batch, str):
+            _ok(cli("maintain", "--as-of", batch, "--programs", str(programs), "--db", str(db)))
+        else:
+            events = write_events(tmp / name / f"b{i}.parquet", _rows(batch))
+            _ok(cli("run", "--programs", str(programs), "--events", str(events), "--db", str(db)))
+    return db
+
+
+def _status(db: Path) -> dict[str, tuple]:
+    return {k: (s, c) for k, s, c in query(db, "SELECT idempotency_key, status, error_code FROM events")}
+
+
+def _entries(db: Path) -> list[tuple]:
+    """(type, effective_at as text, {account: amount}) in ledger order."""
+    out = []
+    for jid, typ, at in query(db, "SELECT id, action_type, strftime(effective_at, '%Y-%m-%dT%H:%M:%SZ') "
+                                  "FROM journal_entries ORDER BY seq"):
+        legs = {f"{t}:{b}": Decimal(a) for t, b, a in query(
+            db, "SELECT entity_type, bucket, amount FROM postings WHERE journal_entry_id = ?", [jid])}
+        out.append((typ, at, legs))
+    return out
+
+
+def _available(db: Path) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
+    return {(e, s): (Decimal(a), Decimal(d)) for e, s, a, d in query(
+        db, "SELECT external_id, asset_symbol, available, deferred FROM balances WHERE entity_type = 'PARTICIPANT'")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharding participants across runs (semantics.md 1.5)
+# ---------------------------------------------------------------------------------------------
+
+SHARD_SPEC = _program([
+    {"name": "buy", "key": "buy", "order": 10, "condition": 'event.type == "buy"', "actions": [
+        {"type": "CREDIT", "asset": "PTS", "amount": "event.amount"},
+        {"type": "CREDIT", "asset": "LP", "amount": 10, "expires_at": "48h"},
+        {"type": "COUNTER", "key": "visits", "value": 1, "reset_after": "72h"},
+        {"type": "COUNTER", "key": "spend", "value": "event.amount"},
+        {"type": "TAG", "tag": "buyer"},
+        {"type": "SCHEDULE_EVENT", "event_name": "thanks", "delay": "24h"}]},
+    {"name": "thanks", "key": "thanks", "order": 20, "condition": 'event.type == "thanks"', "actions": [
+        {"type": "CREDIT", "asset": "PTS", "amount": 1}]},
+    {"name": "use", "key": "use", "order": 30, "condition": 'event.type == "use"', "actions": [
+        {"type": "DEBIT", "asset": "LP", "amount": 5}]},
+], tiers=[{"key": "club", "name": "Club", "levels": [
+    {"key": "silver", "rank": 1, "qualification": {"mode": "ALL", "criteria": [
+        {"counter": "spend", "operator": ">=", "threshold": 100}]}}]}])
+
+# a's events are days 3-5, b's days 1-3: the second shard (b) is older than the first (a)
+SHARD_A = [("a1", "a", "2025-03-03T09:00:00Z", {"type": "buy", "amount": 60}),
+           ("a2", "a", "2025-03-04T09:00:00Z", {"type": "use"}),
+           ("a3", "a", "2025-03-05T09:00:00Z", {"type": "buy", "amount": 50}),
+           ("a4", "a", "2025-03-05T10:00:00Z", {"type": "use"})]
+SHARD_B = [("b1", "b", "2025-03-01T08:00:00Z", {"type": "buy", "amount": 120}),
+           ("b2", "b", "2025-03-03T08:00:00Z", {"type": "use"}),
+           ("b3", "b", "2025-03-03T09:30:00Z", {"type": "buy", "amount": 5})]
+
+
+def _shard_view(db: Path) -> dict[str, list]:
+    """Everything semantics.md 1.5 calls the ledger that does not depend on how rows were grouped
+    into batches: entries (not their seq: a ledger lists a batch's entries together), postings,
+    balances, events, lots, state, tiers, tier history and waiting SYSTEM events."""
+    q = {
+        "entries": "SELECT id, program_id, event_id, rule_id, rule_version, action_index, action_type, "
+                   "description, effective_at, entry_hash FROM journal_entries",
+        "postings": "SELECT id, journal_entry_id, entity_type, entity_id, asset_id, bucket, amount FROM postings",
+        "balances": "SELECT external_id, asset_symbol, available, held, deferred FROM balances",
+        "events": "SELECT id, idempotency_key, event_timestamp, status, error_code FROM events",
+        "lots": "SELECT * EXCLUDE (batch_id) FROM lots",
+        "state": "SELECT * EXCLUDE (batch_id) FROM entity_state",
+        "tiers": "SELECT * EXCLUDE (batch_id) FROM participant_tiers",
+        "tier_history": "SELECT * EXCLUDE (batch_id, seq) FROM tier_history",
+        "waiting": "SELECT idempotency_key, participant_id, event_timestamp, event_data FROM scheduled_events",
+    }
+    return {k: sorted(map(str, query(db, sql))) for k, sql in q.items()}
+
+
+def test_participant_shards_give_one_batchs_entries_and_hashes(tmp_path):
+    """semantics.md 1.5: "Sharding participants across N workers gives the same ledger." The rules
+    touch only the event's own participant (SIMPLE and LOT credits, a LOT debit, counters with
+    reset_after, a tag, a tier by auto-qualification, a SCHEDULE_EVENT), so each shard holds all
+    that its participants' results depend on. Run as shard a then shard b (older), or b then a,
+    the ledger equals one batch's: entry ids, amounts, instants and hashes included."""
+    one = _batches(tmp_path, "one", SHARD_SPEC, [sorted(SHARD_A + SHARD_B, key=lambda r: r[2])])
+    ab = _batches(tmp_path, "ab", SHARD_SPEC, [SHARD_A, SHARD_B])
+    ba = _batches(tmp_path, "ba", SHARD_SPEC, [SHARD_B, SHARD_A])
+
+    # by hand, for one batch. a: buy 60 (LP lot 10 to 03-05 09:00), thanks 03-04 09:00 (+1),
+    # use 5 LP at 03-04 (5 left), the lot expires at 03-05 09:00 before a3 (EXPIRATION of 5),
+    # a3 buys 50 (new lot 10; spend 110 -> silver), use 5 at 10:00 (5 left); a3's thanks is due
+    # 03-06 09:00, after the stream: waiting. PTS 60 + 1 + 50 = 111.
+    # b: buy 120 (lot to 03-03 08:00; silver), thanks 03-02 08:00 (+1), b2 at exactly 03-03 08:00:
+    # the lot expired at that instant first (EXPIRATION 10), so the debit fails; b3 buys 5 (lot
+    # 10), its thanks waits (03-04 09:30 is after b's last row, not after the stream: a's rows
+    # reach it, so it is processed in one batch). PTS 120 + 1 + 5 + 1 = 127.
+    for db in (one, ab, ba):
+        assert _status(db)["b2"] == ("FAILED", "insufficient_balance")
+        got = _available(db)
+        assert got[("a", "PTS")][0] == 111 and got[("a", "LP")][0] == 5
+        assert got[("b", "PTS")][0] == 127 and got[("b", "LP")][0] == 10
+        expirations = sorted(query(db, "SELECT strftime(effective_at, '%m-%d %H:%M') FROM journal_entries "
+                                       "WHERE action_type = 'EXPIRATION'"))
+        assert expirations == [("03-03 08:00",), ("03-05 09:00",)]
+        assert sorted(query(db, "SELECT p.external_id, t.level FROM participant_tiers t "
+                                "JOIN participants p ON p.id = t.participant_id")) == [("a", "silver"), ("b", "silver")]
+    assert _shard_view(ab) == _shard_view(one)
+    assert _shard_view(ba) == _shard_view(one)
+    for db in (one, ab, ba):
+        res = cli("verify", "--db", str(db))
+        assert res.returncode == 0, res.stdout + res.stderr
