@@ -176,9 +176,17 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
                 where = (f" (rows {part['arrival'].min() + 1:,} to {part['arrival'].max() + 1:,})" if ordered
                          else f" (chunk {chunk}: {len(part):,} rows)" if chunked or len(cut) > 1 else "")
                 process_chunk(con, part, catalog, writer, totals, first=first, row_path=row_path,
-                              step=lambda m: step(m + where), source_names=names, clock=clock)
+                              step=lambda m: step(m + where), source_names=names)
                 first = False
             rows = next(chunks, None)
+        if clock is not None and totals["completed"] + totals["failed"]:
+            # Rows older than the ledger's clock (a participant shard run after another, a late
+            # file) may have scheduled SYSTEM events due before rows already processed: one batch
+            # of the whole stream would have processed them, and so does this run, after all its
+            # rows (which are older), rather than leaving them for whichever later batch reaches
+            # them (semantics.md 1.5; docs/decisions.md "SYSTEM events", "Where it waits").
+            step("processing the SYSTEM events due by the ledger's clock")
+            drain(con, catalog, clock, writer, totals)
         totals["scheduled"] = con.execute(statement("lookups.sql", "waiting_scheduled_events")).fetchall()[0][0]
         trace.mark("writing the batch row")
         writer.close(totals | {"fingerprint": fp, "sources": sources, "catalog_version": catalog_version(catalog)})
@@ -234,16 +242,11 @@ def new_totals() -> dict:
 def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter, totals: dict, *, first: bool,
                   row_path: bool = False, step: Callable[[str], None] = lambda _msg: None,
                   system: bool = False, reach: datetime | None = None,
-                  source_names: dict[str, str] | None = None, clock: datetime | None = None) -> None:
+                  source_names: dict[str, str] | None = None) -> None:
     """Intake, evaluation and the ledger write of one chunk of the batch (the whole batch when
     it is not chunked; a firing instant's SYSTEM events in `perkflow maintain`, `system`); adds
-    its counts to `totals`. The SYSTEM events due by `reach` (default: the chunk's last instant,
-    or `clock`, the latest instant the ledger held when the run began, if later) are processed in
-    it, merged with its rows at their instants (engine/emit.py). Why `clock`: rows older than the
-    ledger's latest (a participant shard run after another, a late file) may schedule SYSTEM
-    events due before rows already processed; one batch of the whole stream would have processed
-    them, and so does this run, rather than leaving them for whichever later batch reaches them
-    (semantics.md 1.5; docs/decisions.md "SYSTEM events")."""
+    its counts to `totals`. The SYSTEM events due by `reach` (default: the chunk's last instant)
+    are processed in it, merged with its rows at their instants (engine/emit.py)."""
     step("checking idempotency and participants")
     taken = intake(rows, catalog, con, system=system)
     if source_names:  # (after intake, which reads a quarantined row's raw again from its file)
@@ -257,8 +260,6 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
     step("evaluating rules")
     if reach is None and len(ev):
         reach = ev["event_timestamp"].max()
-        if clock is not None and clock > reach:
-            reach = clock
     try:
         store, emitting = _opened(con, catalog, taken, reach, writer.batch_id, totals)
         try:
@@ -307,9 +308,10 @@ def _opened(con, catalog: Catalog, taken, reach: datetime | None, batch_id: int,
 
 
 def drain(con, catalog: Catalog, as_of, writer: BatchWriter, totals: dict) -> None:
-    """`perkflow maintain --as-of T`: the SYSTEM events waiting in `scheduled_events` that are
-    due by T (and what they emit, if due by T too), processed as a chunk of the caller's batch
-    that has no input rows; adds their count to `totals`."""
+    """`perkflow maintain --as-of T` (and a run, up to the ledger's clock): the SYSTEM events
+    waiting in `scheduled_events` that are due by T (and what they emit, if due by T too),
+    processed as a chunk of the caller's batch that has no input rows; adds their count to
+    `totals`."""
     if con.execute(statement("lookups.sql", "due_scheduled_count"), {"reach": as_of}).fetchall()[0][0]:
         process_chunk(con, no_rows(), catalog, writer, totals, first=False, system=True, reach=as_of)
 

@@ -166,3 +166,46 @@ def test_participant_shards_give_one_batchs_entries_and_hashes(tmp_path):
     for db in (one, ab, ba):
         res = cli("verify", "--db", str(db))
         assert res.returncode == 0, res.stdout + res.stderr
+
+
+FOLLOW_UP_SPEC = _program([
+    {"name": "buy", "key": "buy", "order": 10, "condition": 'event.type == "buy"', "actions": [
+        {"type": "SCHEDULE_EVENT", "event_name": "thanks", "delay": "24h"}]},
+    {"name": "thanks", "key": "thanks", "order": 20, "condition": 'event.type == "thanks"', "actions": [
+        {"type": "COUNTER", "key": "thanked", "value": 1}]},
+    {"name": "check", "key": "check", "order": 30,
+     "condition": 'event.type == "check" && get(participant.counters, "thanked", 0.0) == 0.0', "actions": [
+         {"type": "CREDIT", "asset": "PTS", "amount": 7}]}])
+
+
+def test_a_shard_of_older_rows_processes_its_system_events_in_their_place_in_every_chunk(tmp_path):
+    """semantics.md 1.5 and 3: b's "thanks" is due 03-02 08:00, after b's rows of 03-01 and before
+    b4 (03-02 09:00), so b2 and b3 see no thanks (7 each) and b4 sees it (nothing). Run after a's
+    shard (03-05), in chunks of 2 rows (--chunk-rows), the ledger's clock is past the due instant
+    all along, yet the SYSTEM event must still come after b3, in chunk 2, as in one batch."""
+    a = [("a1", "a", "2025-03-05T09:00:00Z", {"type": "check"})]
+    b = [("b1", "b", "2025-03-01T08:00:00Z", {"type": "buy"}), ("b2", "b", "2025-03-01T09:00:00Z", {"type": "check"}),
+         ("b3", "b", "2025-03-01T20:00:00Z", {"type": "check"}), ("b4", "b", "2025-03-02T09:00:00Z", {"type": "check"})]
+    programs = write_program(tmp_path / "programs" / "p.yaml", FOLLOW_UP_SPEC).parent
+    db = tmp_path / "ab.duckdb"
+    for i, (rows, extra) in enumerate(((a, []), (b, ["--chunk-rows", "2"]))):
+        events = write_events(tmp_path / f"s{i}.parquet", _rows(rows))
+        _ok(cli("run", "--programs", str(programs), "--events", str(events), "--db", str(db), *extra))
+    credited = sorted(k for (k,) in query(db, "SELECT e.idempotency_key FROM journal_entries j "
+                                              "JOIN events e ON e.id = j.event_id"))
+    assert credited == ["a1", "b2", "b3"]
+    assert query(db, "SELECT count(*) FROM scheduled_events") == [(0,)]
+
+
+def test_a_shard_of_older_rows_run_last_leaves_no_system_event_waiting_that_one_batch_processed(tmp_path):
+    """The shard of b (03-01) run after a's (03-05): b's "thanks" due 03-02 08:00 is behind the
+    ledger's clock (03-05 09:00), so the run processes it, as one batch of both shards does,
+    rather than leaving it in `scheduled_events` for a later batch."""
+    a = [("a1", "a", "2025-03-05T09:00:00Z", {"type": "check"})]
+    b = [("b1", "b", "2025-03-01T08:00:00Z", {"type": "buy"})]
+    db = _batches(tmp_path, "ab", FOLLOW_UP_SPEC, [a, b])
+    assert query(db, "SELECT count(*) FROM scheduled_events") == [(0,)]
+    assert query(db, "SELECT idempotency_key LIKE 'system:schedule:%', strftime(event_timestamp, '%m-%d %H:%M'), "
+                     "status FROM events WHERE batch_id = 2 ORDER BY arrival_seq") == [
+        (False, "03-01 08:00", "COMPLETED"), (True, "03-02 08:00", "COMPLETED")]
+    assert query(db, "SELECT number_value FROM entity_state WHERE key = 'thanked'") == [(Decimal(1),)]
