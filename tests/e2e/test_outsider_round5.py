@@ -209,3 +209,108 @@ def test_a_shard_of_older_rows_run_last_leaves_no_system_event_waiting_that_one_
                      "status FROM events WHERE batch_id = 2 ORDER BY arrival_seq") == [
         (False, "03-01 08:00", "COMPLETED"), (True, "03-02 08:00", "COMPLETED")]
     assert query(db, "SELECT number_value FROM entity_state WHERE key = 'thanked'") == [(Decimal(1),)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Idempotency across batches (semantics.md 4)
+# ---------------------------------------------------------------------------------------------
+
+def test_an_event_re_sent_in_a_later_batch_written_differently_is_a_duplicate(tmp_path):
+    """semantics.md 4: the same key with the same canonical payload (participant, timestamp,
+    event_data, recipient; key order and whitespace ignored, numbers compared by value) is a
+    DUPLICATE, whichever batch it comes in; a different payload is `idempotency_conflict`.
+    Batch 1 sends JSON text and RFC 3339 text; batch 2 the same events as a Parquet timestamp in
+    another offset, keys reordered, 1 as 1.0; batch 3 a struct event_data with null fields."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", _program([
+        {"name": "any", "key": "any", "order": 10, "condition": "true", "actions": [
+            {"type": "CREDIT", "asset": "PTS", "amount": 1}]}])).parent
+    db = tmp_path / "l.duckdb"
+
+    def run(path: Path) -> dict:
+        res = cli("run", "--programs", str(programs), "--events", str(path), "--db", str(db), "--json")
+        _ok(res)
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    first = run(write_events(tmp_path / "b1.parquet", [
+        event("p", "k1", "u1", "2025-03-01T10:00:00Z", '{"a": 1, "b": {"x": 2, "y": [1, 2]}}'),
+        event("p", "k2", "u1", "2025-03-01T11:00:00+02:00", '{"n": 1.5}'),
+        event("p", "k3", "u1", "2025-03-01T12:00:00Z", '{"n": 1}'),
+        event("p", "k4", "u1", "2025-03-01T12:00:00Z", '{"s": "x"}')]))
+    assert (first["completed"], first["duplicates"], first["rejected"]) == (4, 0, 0)
+
+    plus1, minus5 = timezone(timedelta(hours=1)), timezone(timedelta(hours=-5))
+    again = [("k1", datetime(2025, 3, 1, 11, 0, tzinfo=plus1), '{"b": {"y": [1.0, 2], "x": 2.0}, "a": 1.0}'),
+             ("k2", datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc), '{ "n" : 1.50 }'),
+             ("k3", datetime(2025, 3, 1, 7, 0, tzinfo=minus5), '{"n": 1.0}'),
+             ("k4", datetime(2025, 3, 1, 12, 0, 1, tzinfo=timezone.utc), '{"s": "x"}')]  # one second later
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.timestamp("us", tz="UTC")), ("event_data", pa.string())])
+    pq.write_table(pa.Table.from_pylist([
+        {"program_id": "p", "idempotency_key": k, "external_id": "u1", "event_timestamp": t, "event_data": d}
+        for k, t, d in again], schema=schema), tmp_path / "b2.parquet")
+    second = run(tmp_path / "b2.parquet")
+    assert (second["completed"], second["duplicates"], second["rejected"]) == (0, 3, 1)
+
+    pq.write_table(pa.Table.from_pylist([
+        {"program_id": "p", "idempotency_key": "k1", "external_id": "u1", "event_timestamp": "2025-03-01T10:00:00Z",
+         "event_data": {"b": {"x": 2, "y": [1, 2]}, "a": 1, "c": None}},
+        {"program_id": "p", "idempotency_key": "k3", "external_id": "u1", "event_timestamp": "2025-03-01T12:00:00Z",
+         "event_data": {"b": None, "a": None, "n": 1}}]), tmp_path / "b3.parquet")
+    third = run(tmp_path / "b3.parquet")
+    assert (third["completed"], third["duplicates"], third["rejected"]) == (0, 2, 0)
+    assert query(db, "SELECT idempotency_key, reason FROM rejected_rows r JOIN (SELECT 'k4' AS idempotency_key) "
+                     "ON r.raw LIKE '%k4%'") == [("k4", "idempotency_conflict")]
+    assert query(db, "SELECT count(*), sum(amount) FROM postings WHERE entity_type = 'PARTICIPANT'") == [(4, 4)]
+
+
+def test_an_operation_re_sent_with_its_numbers_written_differently_is_a_duplicate(tmp_path):
+    """semantics.md 4: operations follow "the same rule" as events: numbers compared by value. An
+    operation's numeric params (`amount`, `quantity`, a transfer recipient's `amount`,
+    `set_counter`'s `value`) are decimal text or JSON numbers (docs/decisions.md "Numbers in
+    operation params"): `"10"`, `10`, `10.0`, `"10.00"` and `"1e1"` are one amount, credited
+    alike, so a retry that writes it another way is a DUPLICATE, not `idempotency_conflict`.
+    Text stays text where the field is text: `set_attribute` `"10"` and `"10.0"` store different
+    attributes, a conflict; another amount is a conflict."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", _program([
+        {"name": "any", "key": "any", "order": 10, "condition": "true", "actions": [
+            {"type": "CREDIT", "asset": "PTS", "amount": 1}]}])).parent
+    db = tmp_path / "l.duckdb"
+
+    def op(key: str, operation: str, minute: int, params: dict, ext: str = "u1") -> dict:
+        return {"operation": operation, "program_id": "p", "idempotency_key": key, "external_id": ext,
+                "timestamp": f"2025-03-01T10:{minute:02d}:00Z", "params": json.dumps(params)}
+
+    def run(name: str, ops: list[dict]) -> dict:
+        pq.write_table(pa.Table.from_pylist(ops), tmp_path / name)
+        res = cli("run", "--programs", str(programs), "--operations", str(tmp_path / name), "--db", str(db), "--json")
+        _ok(res)
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    credit = {"asset": "PTS", "type": "CREDIT"}
+    events = write_events(tmp_path / "e.parquet", _rows([("e1", "u1", "2025-03-01T09:00:00Z", {"t": 1}),
+                                                         ("e2", "u2", "2025-03-01T09:00:00Z", {"t": 1})]))
+    _ok(cli("run", "--programs", str(programs), "--events", str(events), "--db", str(db)))
+    first = run("o1.parquet", [
+        op("a1", "adjust", 1, {**credit, "amount": "10"}),
+        op("a2", "adjust", 2, {**credit, "amount": 10}),
+        op("a3", "adjust", 3, {**credit, "amount": "10.0"}),
+        op("a4", "adjust", 4, {**credit, "amount": "10"}),
+        op("c1", "set_counter", 5, {"key": "visits", "value": "5"}),
+        op("s1", "set_attribute", 6, {"key": "code", "value": "10"}),
+        op("t1", "transfer", 7, {"asset": "PTS", "recipients": [{"external_id": "u2", "amount": "2"}]})])
+    assert (first["completed"], first["failed"]) == (7, 0)
+
+    second = run("o2.parquet", [
+        op("a1", "adjust", 1, {"amount": 10, "type": "CREDIT", "asset": "PTS"}),
+        op("a2", "adjust", 2, {**credit, "amount": "10.00"}),
+        op("a3", "adjust", 3, {**credit, "amount": "1e1"}),
+        op("a4", "adjust", 4, {**credit, "amount": "11"}),
+        op("c1", "set_counter", 5, {"key": "visits", "value": 5.0}),
+        op("s1", "set_attribute", 6, {"key": "code", "value": "10.0"}),
+        op("t1", "transfer", 7, {"asset": "PTS", "recipients": [{"external_id": "u2", "amount": 2}]})])
+    assert (second["completed"], second["failed"], second["duplicates"], second["rejected"]) == (0, 0, 5, 2)
+    assert sorted(query(db, "SELECT r.message FROM rejected_rows r")) == [
+        ("idempotency_key a4 was already used with a different payload",),
+        ("idempotency_key s1 was already used with a different payload",)]
+    # 1 + 4 x 10 - 2 for u1; 1 + 2 for u2: nothing applied twice
+    assert _available(db)[("u1", "PTS")][0] == 39 and _available(db)[("u2", "PTS")][0] == 3
