@@ -314,3 +314,129 @@ def test_an_operation_re_sent_with_its_numbers_written_differently_is_a_duplicat
         ("idempotency_key s1 was already used with a different payload",)]
     # 1 + 4 x 10 - 2 for u1; 1 + 2 for u2: nothing applied twice
     assert _available(db)[("u1", "PTS")][0] == 39 and _available(db)[("u2", "PTS")][0] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Time-driven changes across batches (semantics.md 3)
+# ---------------------------------------------------------------------------------------------
+
+TIME_SPEC = _program([
+    {"name": "earn", "key": "earn", "order": 10, "condition": 'event.type == "earn"', "actions": [
+        {"type": "CREDIT", "asset": "LP", "amount": 10, "expires_at": "48h"}]},
+    {"name": "earn later", "key": "earn_later", "order": 20, "condition": 'event.type == "earn_later"', "actions": [
+        {"type": "CREDIT", "asset": "LP", "amount": 10, "matures_at": "24h"}]},
+    {"name": "spend", "key": "spend", "order": 30, "condition": 'event.type == "spend"', "actions": [
+        {"type": "DEBIT", "asset": "LP", "amount": 5}]},
+    {"name": "visit", "key": "visit", "order": 40, "condition": 'event.type == "visit"', "actions": [
+        {"type": "COUNTER", "key": "v", "value": 1, "reset_after": "72h"}]},
+    {"name": "first visit of the period", "key": "fresh", "order": 50,
+     "condition": 'event.type == "visit" && participant.counters.v == 1.0', "actions": [
+         {"type": "CREDIT", "asset": "PTS", "amount": 1}]},
+    {"name": "buy", "key": "buy", "order": 60, "condition": 'event.type == "buy"', "actions": [
+        {"type": "SCHEDULE_EVENT", "event_name": "thanks", "delay": "24h"}]},
+    {"name": "thanks", "key": "thanks", "order": 70, "condition": 'event.type == "thanks"', "actions": [
+        {"type": "TAG", "tag": "thanked"}]},
+    {"name": "check", "key": "check", "order": 80, "condition": 'event.type == "check" && "thanked" in participant.tags',
+     "actions": [{"type": "CREDIT", "asset": "PTS", "amount": 100}]},
+])
+
+# Per participant: a first row on 03-01 10:00, and a second row at exactly the instant the first
+# one's time-driven change is due (03-03 10:00 expiry; 03-02 10:00 maturity; 03-04 10:00 counter
+# reset, 72h after the counter was created; 03-02 10:00 SCHEDULE_EVENT).
+TIME_FIRST = [("e1", "ex", "2025-03-01T10:00:00Z", {"type": "earn"}),
+              ("m1", "mat", "2025-03-01T10:00:00Z", {"type": "earn_later"}),
+              ("v1", "cnt", "2025-03-01T10:00:00Z", {"type": "visit"}),
+              ("b1", "sch", "2025-03-01T10:00:00Z", {"type": "buy"})]
+TIME_AT_DUE = [("m2", "mat", "2025-03-02T10:00:00Z", {"type": "spend"}),
+               ("c2", "sch", "2025-03-02T10:00:00Z", {"type": "check"}),
+               ("e2", "ex", "2025-03-03T10:00:00Z", {"type": "spend"}),
+               ("v2", "cnt", "2025-03-04T10:00:00Z", {"type": "visit"})]
+
+
+def test_changes_due_at_exactly_a_later_batchs_event_have_happened_before_it(tmp_path):
+    """semantics.md 3: "before an event at time t is evaluated, everything due at or before t for
+    the entities it touches has happened", and entries for time-driven changes carry the instant
+    they were due. By hand, whatever the cut (one batch; two batches; maintenance --as-of each due
+    instant between them): ex's lot expired at 03-03 10:00, so e2's debit fails
+    (insufficient_balance) and the EXPIRATION of 10 is dated 03-03 10:00; mat's lot matured at
+    03-02 10:00 (MATURITY dated then), so m2 spends 5 of it; cnt's counter reset at 03-04 10:00,
+    so v2 counts 1 again and pays the first-visit point again (2 in all); sch's thanks (due 03-02
+    10:00) came before c2 at the same instant, so c2 pays 100."""
+    cuts = {"one": [TIME_FIRST + TIME_AT_DUE], "two": [TIME_FIRST, TIME_AT_DUE],
+            "maintained": [TIME_FIRST, "2025-03-02T10:00:00Z", "2025-03-03T10:00:00Z", "2025-03-04T10:00:00Z",
+                           TIME_AT_DUE]}
+    found = {}
+    for name, batches in cuts.items():
+        db = _batches(tmp_path, name, TIME_SPEC, batches)
+        status = _status(db)
+        assert status["e2"] == ("FAILED", "insufficient_balance"), name
+        assert status["m2"] == status["c2"] == status["v2"] == ("COMPLETED", None), name
+        got = _available(db)
+        assert got[("ex", "LP")] == (0, 0) and got[("mat", "LP")] == (5, 0), name
+        assert got[("cnt", "PTS")][0] == 2 and got[("sch", "PTS")][0] == 100, name
+        timed = sorted(query(db, "SELECT p.external_id, j.action_type, strftime(j.effective_at, '%m-%d %H:%M') "
+                                 "FROM journal_entries j JOIN postings x ON x.journal_entry_id = j.id "
+                                 "JOIN participants p ON p.id = x.entity_id "
+                                 "WHERE j.action_type IN ('EXPIRATION', 'MATURITY') AND x.amount < 0"))
+        assert timed == [("ex", "EXPIRATION", "03-03 10:00"), ("mat", "MATURITY", "03-02 10:00")], name
+        assert query(db, "SELECT number_value, strftime(last_reset_at, '%m-%d %H:%M') FROM entity_state "
+                         "WHERE key = 'v'") == [(Decimal(1), "03-04 10:00")], name
+        found[name] = _shard_view(db)
+    assert found["two"] == found["one"]
+    assert found["maintained"]["entries"] == found["one"]["entries"]
+
+
+def test_rows_older_than_a_maintenance_run_see_what_it_applied(tmp_path):
+    """semantics.md 3: `maintain --as-of T` applies everything due up to T for all entities, and
+    history is never rewritten (docs/decisions.md: a late row is processed against the state as
+    it is now, with its own timestamp as `now`). ex's lot expired at 03-03 10:00 when maintenance
+    ran to 03-05; a spend dated 03-02 arriving afterwards finds it expired (insufficient_balance),
+    though the lot was live at its `now`; the EXPIRATION stays dated 03-03 10:00. cnt's counter,
+    reset by maintenance at 03-04 10:00 (72h after 03-01 10:00), counts a visit dated 03-02 from
+    0: 1, and the reset instant stays 03-04 10:00 (a row before it cannot move it back)."""
+    db = _batches(tmp_path, "late", TIME_SPEC, [
+        [TIME_FIRST[0], TIME_FIRST[2], ("v0", "cnt", "2025-03-01T12:00:00Z", {"type": "visit"})],
+        "2025-03-05T00:00:00Z",
+        [("e0", "ex", "2025-03-02T10:00:00Z", {"type": "spend"}), ("v9", "cnt", "2025-03-02T10:00:00Z", {"type": "visit"})]])
+    assert _status(db)["e0"] == ("FAILED", "insufficient_balance")
+    assert [e[:2] for e in _entries(db) if e[0] == "EXPIRATION"] == [("EXPIRATION", "2025-03-03T10:00:00Z")]
+    assert query(db, "SELECT number_value, strftime(last_reset_at, '%m-%d %H:%M') FROM entity_state "
+                     "WHERE key = 'v'") == [(Decimal(1), "03-04 10:00")]
+    # the visits of 03-01 paid the first-visit point once (counts 1, 2); the late one counts 1 again
+    assert _available(db)[("cnt", "PTS")][0] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# replay (semantics.md 3) against incremental runs
+# ---------------------------------------------------------------------------------------------
+
+def test_replay_puts_a_late_row_in_its_place_and_rebuilds_a_sharded_ledger_as_one_batch(tmp_path):
+    """semantics.md 3: a late row is processed after the rows of its participant already
+    processed (`now` its own timestamp); `replay` rebuilds in pure timestamp order. cnt visits
+    03-01 10:00, 03-02 10:00, then 03-04 10:00 (the counter resets at that instant: 1), then a late
+    visit dated 03-03 10:00 arrives: live it counts 2 (after the reset) and pays nothing; in the
+    replay it is the third visit of the first period (3), and 03-04 resets to 1 again: 2 first-
+    visit points either way, counter 2 live and 1 replayed. The two may differ there; they agree
+    where rows arrived in order: replayed, the sharded ledger is the one-batch ledger entry for
+    entry, seqs included."""
+    visits = [("v1", "cnt", "2025-03-01T10:00:00Z", {"type": "visit"}), ("v2", "cnt", "2025-03-02T10:00:00Z", {"type": "visit"}),
+              ("v3", "cnt", "2025-03-04T10:00:00Z", {"type": "visit"})]
+    late = ("v4", "cnt", "2025-03-03T10:00:00Z", {"type": "visit"})
+    live = _batches(tmp_path, "live", TIME_SPEC, [visits, [late]])
+    assert query(live, "SELECT number_value FROM entity_state WHERE key = 'v'") == [(Decimal(2),)]
+    replayed = tmp_path / "replayed.duckdb"
+    _ok(cli("replay", "--from", str(live), "--db", str(replayed)))
+    assert query(replayed, "SELECT number_value, strftime(last_reset_at, '%m-%d %H:%M') FROM entity_state "
+                           "WHERE key = 'v'") == [(Decimal(1), "03-04 10:00")]
+    assert _available(live)[("cnt", "PTS")][0] == _available(replayed)[("cnt", "PTS")][0] == 2
+
+    one = _batches(tmp_path, "one", SHARD_SPEC, [sorted(SHARD_A + SHARD_B, key=lambda r: r[2])])
+    sharded = _batches(tmp_path, "sharded", SHARD_SPEC, [SHARD_A, SHARD_B])
+    rebuilt = tmp_path / "rebuilt.duckdb"
+    _ok(cli("replay", "--from", str(sharded), "--db", str(rebuilt)))
+    in_order = "SELECT id, seq, effective_at, entry_hash FROM journal_entries ORDER BY seq"
+    assert query(rebuilt, in_order) == query(one, in_order)
+    # live, the sharded ledger holds the same entries (ids, instants, hashes) in another order
+    assert query(sharded, in_order) != query(one, in_order)
+    assert sorted((i, t, h) for i, _, t, h in query(sharded, in_order)) == sorted(
+        (i, t, h) for i, _, t, h in query(one, in_order))
