@@ -440,3 +440,38 @@ def test_replay_puts_a_late_row_in_its_place_and_rebuilds_a_sharded_ledger_as_on
     assert query(sharded, in_order) != query(one, in_order)
     assert sorted((i, t, h) for i, _, t, h in query(sharded, in_order)) == sorted(
         (i, t, h) for i, _, t, h in query(one, in_order))
+
+
+def test_a_tier_period_end_at_exactly_a_later_batchs_event_has_been_reviewed_before_it(tmp_path):
+    """semantics.md 3 and 10: a tier period end is a time-driven change at its own instant
+    (CALENDAR_YEAR: 1 January 00:00 UTC; grace 0), so an event at exactly that instant sees the
+    level after the review, whether it comes in the same batch, the next one, or after `maintain
+    --as-of` that instant. By hand: spend 150 on 2025-06-01 reaches gold (>= 100). The 2026-01-01
+    review keeps gold (150 still qualifies), then the counters roll over (NONE: 0). 2026 spends
+    20; the 2027-01-01 review finds 20, below silver's 50 too: DROP_TO_QUALIFYING drops to the
+    lowest level, silver. The check at 2027-01-01T00:00:00Z pays rank x 10 = 10 (not gold's 20)."""
+    spec = _program([
+        {"name": "buy", "key": "buy", "order": 10, "condition": 'event.type == "buy"', "actions": [
+            {"type": "COUNTER", "key": "spend", "value": "event.amount"}]},
+        {"name": "check", "key": "check", "order": 20, "condition": 'event.type == "check"', "actions": [
+            {"type": "CREDIT", "asset": "PTS", "amount": "participant.tiers.club.rank * 10"}]}],
+        tiers=[{"key": "club", "name": "Club", "levels": [
+            {"key": "silver", "rank": 1, "qualification": {"mode": "ALL", "criteria": [
+                {"counter": "spend", "operator": ">=", "threshold": 50}]}},
+            {"key": "gold", "rank": 2, "qualification": {"mode": "ALL", "criteria": [
+                {"counter": "spend", "operator": ">=", "threshold": 100}]}}],
+            "lifecycle": {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+                          "downgrade_policy": {"mode": "DROP_TO_QUALIFYING", "grace_days": 0},
+                          "counters": {"rollover": "NONE"}}}])
+    before = [("b1", "m", "2025-06-01T10:00:00Z", {"type": "buy", "amount": 150}),
+              ("b2", "m", "2026-06-01T10:00:00Z", {"type": "buy", "amount": 20})]
+    at_end = [("c1", "m", "2027-01-01T00:00:00Z", {"type": "check"})]
+    for name, batches in {"one": [before + at_end], "two": [before, at_end],
+                          "maintained": [before, "2027-01-01T00:00:00Z", at_end]}.items():
+        db = _batches(tmp_path, name, spec, batches)
+        assert _available(db)[("m", "PTS")][0] == 10, name
+        assert query(db, "SELECT from_level, to_level, reason, strftime(effective_at, '%Y-%m-%d %H:%M') FROM tier_history "
+                         "ORDER BY effective_at") == [
+            (None, "gold", "AUTO", "2025-06-01 10:00"), ("gold", "silver", "LIFECYCLE", "2027-01-01 00:00")], name
+        assert query(db, "SELECT number_value, strftime(last_reset_at, '%Y-%m-%d') FROM entity_state "
+                         "WHERE key = 'spend'") == [(Decimal(0), "2027-01-01")], name
