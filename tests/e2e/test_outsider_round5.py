@@ -475,3 +475,46 @@ def test_a_tier_period_end_at_exactly_a_later_batchs_event_has_been_reviewed_bef
             (None, "gold", "AUTO", "2025-06-01 10:00"), ("gold", "silver", "LIFECYCLE", "2027-01-01 00:00")], name
         assert query(db, "SELECT number_value, strftime(last_reset_at, '%Y-%m-%d') FROM entity_state "
                          "WHERE key = 'spend'") == [(Decimal(0), "2027-01-01")], name
+
+
+def test_a_late_event_does_not_move_an_activity_window_back(tmp_path):
+    """semantics.md 3 (a late event is processed after the participant's later ones, `now` its
+    own timestamp) and docs/decisions.md "Lifecycle windows": ACTIVITY_REFRESH reviews a level
+    `duration` (720h) after the member's *last* completed event. m buys 150 on 01-01 (gold) and
+    pings on 01-26: the review is due 02-25. A ping dated 01-11 arriving later is activity, but not
+    the last: the review stays due 02-25, so the check on 02-15 still sees gold (rank 2: 20).
+    n buys 60 on 01-01 (silver) and pings on 01-26; a late buy of 100 dated 01-05 makes n gold
+    (spend 100: the counter, created 01-01 with reset_after 240h, had reset at 01-21, before the
+    late row is processed). That gold is reached late, but n's last activity is still 01-26: the
+    review is due 02-25, not 30 days after 01-05, so n's check on 02-15 also pays 20. Before, the
+    late row's instant became the window's start: both were reviewed early (02-10, 02-04) and
+    dropped one level (silver, 10; n's spend had reset to 0)."""
+    spec = _program([
+        {"name": "buy", "key": "buy", "order": 10, "condition": 'event.type == "buy"', "actions": [
+            {"type": "COUNTER", "key": "spend", "value": "event.amount", "reset_after": "240h"}]},
+        {"name": "check", "key": "check", "order": 20, "condition": 'event.type == "check"', "actions": [
+            {"type": "CREDIT", "asset": "PTS", "amount": "participant.tiers.club.rank * 10"}]}],
+        tiers=[{"key": "club", "name": "Club", "levels": [
+            {"key": "silver", "rank": 1, "qualification": {"mode": "ALL", "criteria": [
+                {"counter": "spend", "operator": ">=", "threshold": 50}]}},
+            {"key": "gold", "rank": 2, "qualification": {"mode": "ALL", "criteria": [
+                {"counter": "spend", "operator": ">=", "threshold": 100}]}}],
+            "lifecycle": {"retention": {"mode": "ACTIVITY_REFRESH", "duration": "720h"},
+                          "downgrade_policy": {"mode": "DROP_ONE"}}}])
+    first = [("m1", "m", "2025-01-01T10:00:00Z", {"type": "buy", "amount": 150}),
+             ("n1", "n", "2025-01-01T10:00:00Z", {"type": "buy", "amount": 60}),
+             ("m2", "m", "2025-01-26T10:00:00Z", {"type": "ping"}),
+             ("n2", "n", "2025-01-26T10:00:00Z", {"type": "ping"})]
+    late = [("n0", "n", "2025-01-05T10:00:00Z", {"type": "buy", "amount": 100}),
+            ("m0", "m", "2025-01-11T10:00:00Z", {"type": "ping"})]
+    checks = [("m3", "m", "2025-02-15T10:00:00Z", {"type": "check"}),
+              ("n3", "n", "2025-02-15T10:00:00Z", {"type": "check"})]
+    db = _batches(tmp_path, "late", spec, [first, late, checks])
+    got = _available(db)
+    assert got[("m", "PTS")][0] == 20 and got[("n", "PTS")][0] == 20
+    assert query(db, "SELECT p.external_id, h.from_level, h.to_level, h.reason FROM tier_history h "
+                     "JOIN participants p ON p.id = h.participant_id ORDER BY 1, h.effective_at") == [
+        ("m", None, "gold", "AUTO"), ("n", None, "silver", "AUTO"), ("n", "silver", "gold", "AUTO")]
+    # maintenance up to the day before the window ends reviews nothing; at 02-25 10:00 it does
+    _ok(cli("maintain", "--as-of", "2025-02-25T09:59:59Z", "--db", str(db)))
+    assert query(db, "SELECT count(*) FROM tier_history WHERE reason = 'LIFECYCLE'") == [(0,)]
