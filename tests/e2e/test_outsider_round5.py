@@ -442,6 +442,21 @@ def test_replay_puts_a_late_row_in_its_place_and_rebuilds_a_sharded_ledger_as_on
         (i, t, h) for i, _, t, h in query(one, in_order))
 
 
+def _club_program(lifecycle: dict, **counter) -> dict:
+    """Tier club (silver: spend >= 50, gold: spend >= 100) with `lifecycle`; "buy" adds its amount
+    to the spend counter (`counter`: e.g. its reset_after), "check" pays the level's rank x 10."""
+    return _program([
+        {"name": "buy", "key": "buy", "order": 10, "condition": 'event.type == "buy"', "actions": [
+            {"type": "COUNTER", "key": "spend", "value": "event.amount", **counter}]},
+        {"name": "check", "key": "check", "order": 20, "condition": 'event.type == "check"', "actions": [
+            {"type": "CREDIT", "asset": "PTS", "amount": "participant.tiers.club.rank * 10"}]}],
+        tiers=[{"key": "club", "name": "Club", "lifecycle": lifecycle, "levels": [
+            {"key": "silver", "rank": 1, "qualification": {"mode": "ALL", "criteria": [
+                {"counter": "spend", "operator": ">=", "threshold": 50}]}},
+            {"key": "gold", "rank": 2, "qualification": {"mode": "ALL", "criteria": [
+                {"counter": "spend", "operator": ">=", "threshold": 100}]}}]}])
+
+
 def test_a_tier_period_end_at_exactly_a_later_batchs_event_has_been_reviewed_before_it(tmp_path):
     """semantics.md 3 and 10: a tier period end is a time-driven change at its own instant
     (CALENDAR_YEAR: 1 January 00:00 UTC; grace 0), so an event at exactly that instant sees the
@@ -450,19 +465,9 @@ def test_a_tier_period_end_at_exactly_a_later_batchs_event_has_been_reviewed_bef
     review keeps gold (150 still qualifies), then the counters roll over (NONE: 0). 2026 spends
     20; the 2027-01-01 review finds 20, below silver's 50 too: DROP_TO_QUALIFYING drops to the
     lowest level, silver. The check at 2027-01-01T00:00:00Z pays rank x 10 = 10 (not gold's 20)."""
-    spec = _program([
-        {"name": "buy", "key": "buy", "order": 10, "condition": 'event.type == "buy"', "actions": [
-            {"type": "COUNTER", "key": "spend", "value": "event.amount"}]},
-        {"name": "check", "key": "check", "order": 20, "condition": 'event.type == "check"', "actions": [
-            {"type": "CREDIT", "asset": "PTS", "amount": "participant.tiers.club.rank * 10"}]}],
-        tiers=[{"key": "club", "name": "Club", "levels": [
-            {"key": "silver", "rank": 1, "qualification": {"mode": "ALL", "criteria": [
-                {"counter": "spend", "operator": ">=", "threshold": 50}]}},
-            {"key": "gold", "rank": 2, "qualification": {"mode": "ALL", "criteria": [
-                {"counter": "spend", "operator": ">=", "threshold": 100}]}}],
-            "lifecycle": {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+    spec = _club_program({"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
                           "downgrade_policy": {"mode": "DROP_TO_QUALIFYING", "grace_days": 0},
-                          "counters": {"rollover": "NONE"}}}])
+                          "counters": {"rollover": "NONE"}})
     before = [("b1", "m", "2025-06-01T10:00:00Z", {"type": "buy", "amount": 150}),
               ("b2", "m", "2026-06-01T10:00:00Z", {"type": "buy", "amount": 20})]
     at_end = [("c1", "m", "2027-01-01T00:00:00Z", {"type": "check"})]
@@ -489,18 +494,8 @@ def test_a_late_event_does_not_move_an_activity_window_back(tmp_path):
     review is due 02-25, not 30 days after 01-05, so n's check on 02-15 also pays 20. Before, the
     late row's instant became the window's start: both were reviewed early (02-10, 02-04) and
     dropped one level (silver, 10; n's spend had reset to 0)."""
-    spec = _program([
-        {"name": "buy", "key": "buy", "order": 10, "condition": 'event.type == "buy"', "actions": [
-            {"type": "COUNTER", "key": "spend", "value": "event.amount", "reset_after": "240h"}]},
-        {"name": "check", "key": "check", "order": 20, "condition": 'event.type == "check"', "actions": [
-            {"type": "CREDIT", "asset": "PTS", "amount": "participant.tiers.club.rank * 10"}]}],
-        tiers=[{"key": "club", "name": "Club", "levels": [
-            {"key": "silver", "rank": 1, "qualification": {"mode": "ALL", "criteria": [
-                {"counter": "spend", "operator": ">=", "threshold": 50}]}},
-            {"key": "gold", "rank": 2, "qualification": {"mode": "ALL", "criteria": [
-                {"counter": "spend", "operator": ">=", "threshold": 100}]}}],
-            "lifecycle": {"retention": {"mode": "ACTIVITY_REFRESH", "duration": "720h"},
-                          "downgrade_policy": {"mode": "DROP_ONE"}}}])
+    spec = _club_program({"retention": {"mode": "ACTIVITY_REFRESH", "duration": "720h"},
+                          "downgrade_policy": {"mode": "DROP_ONE"}}, reset_after="240h")
     first = [("m1", "m", "2025-01-01T10:00:00Z", {"type": "buy", "amount": 150}),
              ("n1", "n", "2025-01-01T10:00:00Z", {"type": "buy", "amount": 60}),
              ("m2", "m", "2025-01-26T10:00:00Z", {"type": "ping"}),
