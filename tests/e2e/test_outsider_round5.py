@@ -513,3 +513,37 @@ def test_a_late_event_does_not_move_an_activity_window_back(tmp_path):
     # maintenance up to the day before the window ends reviews nothing; at 02-25 10:00 it does
     _ok(cli("maintain", "--as-of", "2025-02-25T09:59:59Z", "--db", str(db)))
     assert query(db, "SELECT count(*) FROM tier_history WHERE reason = 'LIFECYCLE'") == [(0,)]
+
+
+def test_a_struct_timestamp_re_sent_in_another_time_zone_is_a_duplicate(tmp_path):
+    """semantics.md 4 ("the same canonical payload ... is a DUPLICATE") and 6 (CEL timestamps are
+    instants): a struct `event_data` field of Parquet type timestamp is one instant whatever zone
+    the column is labelled with; rules read it so (`event.at.getHours()` is UTC). The same event
+    re-sent in a later batch from a file whose column is in +02:00 (12:00+02:00 = 10:00Z) is the
+    same payload: a DUPLICATE. Another instant under the key is an `idempotency_conflict`. It was
+    a conflict: the stored payload kept the column's zone in its text."""
+    programs = write_program(tmp_path / "programs" / "p.yaml", _program([
+        {"name": "ten", "key": "ten", "order": 10, "condition": "event.at.getHours() == 10", "actions": [
+            {"type": "CREDIT", "asset": "PTS", "amount": 1}]}])).parent
+    db = tmp_path / "l.duckdb"
+    at = datetime(2025, 3, 1, 10, tzinfo=timezone.utc)
+
+    def run(name: str, zone: str, rows: list[tuple[str, datetime]]) -> dict:
+        schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                            ("event_timestamp", pa.string()), ("event_data", pa.struct([("at", pa.timestamp("us", tz=zone))]))])
+        pq.write_table(pa.Table.from_pylist([
+            {"program_id": "p", "idempotency_key": k, "external_id": "u1", "event_timestamp": "2025-03-01T10:00:00Z",
+             "event_data": {"at": t}} for k, t in rows], schema=schema), tmp_path / name)
+        res = cli("run", "--programs", str(programs), "--events", str(tmp_path / name), "--db", str(db), "--json")
+        _ok(res)
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    first = run("utc.parquet", "UTC", [("k1", at), ("k2", at)])
+    assert (first["completed"], first["entries"]) == (2, 2)  # 10:00 UTC: both match
+    again = run("cest.parquet", "+02:00", [("k1", at), ("k2", at + timedelta(minutes=1))])
+    assert (again["completed"], again["duplicates"], again["rejected"]) == (0, 1, 1)
+    assert query(db, "SELECT message FROM rejected_rows") == [
+        ("idempotency_key k2 was already used with a different payload",)]
+    # and a first row from a +02:00 file matches at 10:00 UTC, as the rules read it
+    third = run("cest-new.parquet", "+02:00", [("k3", at)])
+    assert (third["completed"], third["entries"]) == (1, 1)
