@@ -1,23 +1,22 @@
 """An outsider's scenario tests, round 5: time, batches and shards, black box. Expectations come
-from semantics.md (sections 1.5, 3, 4, 7, 9.1) and docs/decisions.md alone, computed by hand;
+from semantics.md (sections 1.5, 3, 4, 6, 10) and docs/decisions.md alone, computed by hand;
 every test runs the real CLI (`perkflow run / maintain / replay / verify`) on Parquet files into
-a real DuckDB file.
+a real DuckDB file. Found and fixed (each test says what perkflow did before):
 
 - Sharding participants (semantics.md 1.5): a stream split by participant into two files run as
-  two `perkflow run`s (the second holding events older than the first's) gives the entries of
-  one batch with the same ids, amounts, instants and hashes, and the same balances, lots, state,
-  tiers and SYSTEM events. The entries' `seq` (their place in the ledger: a shard's entries come
-  together) and the batch roots are the only differences; `perkflow verify` passes. Entry hashes
-  covered `seq`, so every hash differed.
-- Time-driven changes across batches (semantics.md 3): a lot that expires or matures at exactly
-  a later batch's event instant, a counter `reset_after` due at exactly an event, a SCHEDULE_EVENT
-  due at exactly an event of the next batch, and the same instants reached by `perkflow maintain
-  --as-of` first: the state at the event is the one of one batch, and entries carry the due
-  instant.
-- Late rows (semantics.md 3, second bullet) and `replay` (pure timestamp order): where they agree
-  and where the contract lets them differ.
-- Idempotency across batches (semantics.md 4): the same key re-sent in a later batch with the same
-  payload written differently is a DUPLICATE; a payload that differs is `idempotency_conflict`.
+  two `perkflow run`s (the second holding events older than the first's) must give one batch's
+  entries (ids, amounts, instants, hashes), balances, lots, state, tiers and SYSTEM events. Entry
+  hashes covered `seq` (a shard's entries come together), so every hash differed; and the older
+  shard's SYSTEM events due before the ledger's clock waited in `scheduled_events`.
+- A late event (semantics.md 3) moved an ACTIVITY_REFRESH window back to its own instant, so the
+  review came early and dropped the member.
+- Idempotency across batches (semantics.md 4): an operation re-sent with its amount written
+  another way (`"10"` / `10` / `"10.0"`) and a struct timestamp re-sent in another zone were
+  `idempotency_conflict`s, not DUPLICATEs.
+
+Pinned (they held): time-driven changes due at exactly a later batch's event or reached by
+`maintain --as-of` first; rows older than a maintenance run; `replay` against late and sharded
+ledgers; events re-sent written differently.
 """
 
 from __future__ import annotations
