@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import duckdb
 import polars as pl
 
-from engine import emit, ids
+from engine import amounts, emit, ids
 from engine.catalog import Catalog
 from engine.operations import NO_PARTICIPANT, OPERATIONS
 from engine.io.events import UUID_PATTERN, raw_as_read, raw_of
@@ -155,14 +155,24 @@ def _same_payload(df: pl.DataFrame) -> pl.Series:
         scalars = scalars & (as_written | who(ref, ext).eq(then).fill_null(False))
     flags = df.select(s=scalars, raw=pl.col("event_json") == pl.col("event_json_orig"))
     out = []
-    for s, raw, a, b in zip(flags["s"], flags["raw"], df["event_json"], df["event_json_orig"]):
-        out.append(bool(s) and (bool(raw) or canonical(a) == canonical(b)))
+    for s, raw, op, a, b in zip(flags["s"], flags["raw"], df["operation"], df["event_json"], df["event_json_orig"]):
+        out.append(bool(s) and (bool(raw) or canonical(a, op) == canonical(b, op)))
     return pl.Series(out, dtype=pl.Boolean)
 
 
-def canonical(text: str | None):
-    """A JSON payload as a comparable value: nulls dropped, numbers by exact value."""
-    def walk(v):
+#: Operation params that are numbers, whether written as decimal text or as JSON numbers
+#: (docs/decisions.md "Numbers in operation params"): compared by value, as semantics.md 4 says
+#: numbers are. (`value` is a number only for set_counter: set_attribute stores its text.)
+NUMERIC_PARAMS = {"amount", "quantity"}
+
+
+def canonical(text: str | None, operation: str | None = None):
+    """A JSON payload as a comparable value: nulls dropped, numbers by exact value. For an
+    operation's params (`operation`), also its numeric params written as text (`"10"`, `"10.0"`
+    and `10` are one amount), at the top and in a transfer's recipients."""
+    numeric = NUMERIC_PARAMS | ({"value"} if operation == "set_counter" else set())
+
+    def walk(v, number: bool = False):
         if isinstance(v, dict):
             return tuple(sorted((k, walk(x)) for k, x in v.items() if x is not None))
         if isinstance(v, list):
@@ -171,8 +181,26 @@ def canonical(text: str | None):
             return ("bool", v)
         if isinstance(v, (int, float)):
             return ("num", Decimal(repr(v)) if isinstance(v, float) else Decimal(v))
+        if number and isinstance(v, str):
+            try:
+                return ("num", amounts.decimal_text(v))
+            except InvalidOperation:
+                pass  # not a number: the operation fails on it; compared as text
         return ("str", v)
-    return None if text is None else walk(json.loads(text))
+
+    def params(v):
+        if not isinstance(v, dict):
+            return walk(v)
+        top = {k: walk(x, k in numeric) for k, x in v.items() if x is not None}
+        if isinstance(v.get("recipients"), list):
+            top["recipients"] = ("list", tuple(
+                tuple(sorted((k, walk(x, k == "amount")) for k, x in r.items() if x is not None))
+                if isinstance(r, dict) else walk(r) for r in v["recipients"]))
+        return tuple(sorted(top.items()))
+
+    if text is None:
+        return None
+    return walk(json.loads(text)) if operation is None else params(json.loads(text))
 
 
 def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckDBPyConnection, system: bool):

@@ -166,6 +166,7 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         writer = BatchWriter(con, batch_id)
         totals = new_totals()
+        clock = con.execute(statement("lookups.sql", "ledger_clock")).fetchall()[0][0]
         first = True
         chunk = 0
         while rows is not None:
@@ -178,6 +179,14 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
                               step=lambda m: step(m + where), source_names=names)
                 first = False
             rows = next(chunks, None)
+        if clock is not None and totals["completed"] + totals["failed"]:
+            # Rows older than the ledger's clock (a participant shard run after another, a late
+            # file) may have scheduled SYSTEM events due before rows already processed: one batch
+            # of the whole stream would have processed them, and so does this run, after all its
+            # rows (which are older), rather than leaving them for whichever later batch reaches
+            # them (semantics.md 1.5; docs/decisions.md "SYSTEM events", "Where it waits").
+            step("processing the SYSTEM events due by the ledger's clock")
+            drain(con, catalog, clock, writer, totals)
         totals["scheduled"] = con.execute(statement("lookups.sql", "waiting_scheduled_events")).fetchall()[0][0]
         trace.mark("writing the batch row")
         writer.close(totals | {"fingerprint": fp, "sources": sources, "catalog_version": catalog_version(catalog)})
@@ -299,9 +308,10 @@ def _opened(con, catalog: Catalog, taken, reach: datetime | None, batch_id: int,
 
 
 def drain(con, catalog: Catalog, as_of, writer: BatchWriter, totals: dict) -> None:
-    """`perkflow maintain --as-of T`: the SYSTEM events waiting in `scheduled_events` that are
-    due by T (and what they emit, if due by T too), processed as a chunk of the caller's batch
-    that has no input rows; adds their count to `totals`."""
+    """`perkflow maintain --as-of T` (and a run, up to the ledger's clock): the SYSTEM events
+    waiting in `scheduled_events` that are due by T (and what they emit, if due by T too),
+    processed as a chunk of the caller's batch that has no input rows; adds their count to
+    `totals`."""
     if con.execute(statement("lookups.sql", "due_scheduled_count"), {"reach": as_of}).fetchall()[0][0]:
         process_chunk(con, no_rows(), catalog, writer, totals, first=False, system=True, reach=as_of)
 

@@ -134,6 +134,10 @@ def change(tx: Tx, tier: CompiledTier, pid: str, level: str, reason: str, source
     if held is not None and held.level == level:
         return
     st.tiers[tier.sid] = TierState(level, tx.now)
+    if held is not None and _activity_refresh(tier) and _window_start(held) > tx.now:
+        # a level reached by a late event: the member's last activity (the window the level
+        # before had) is later than this event, and the new level's window runs from it
+        st.tiers[tier.sid].reviewed_at = _window_start(held)
     tx.activation = None  # later rules of the event see the new level
     _record(tx, tier, pid, None if held is None else held.level, level, reason, source)
 
@@ -213,10 +217,13 @@ def _due_after_window(tier: CompiledTier, end: datetime) -> datetime:
     return end + timedelta(days=life.downgrade_policy.grace_days)
 
 
+def _window_start(held: TierState) -> datetime:
+    return max(held.achieved_at, held.reviewed_at) if held.reviewed_at else held.achieved_at
+
+
 def _next_review(tier: CompiledTier, held: TierState) -> tuple[datetime, datetime] | None:
     """(due instant, window end) of the next review of a held level; None if it is never reviewed."""
-    start = max(held.achieved_at, held.reviewed_at) if held.reviewed_at else held.achieved_at
-    end = _window_end(tier, start)
+    end = _window_end(tier, _window_start(held))
     return None if end is None else (_due_after_window(tier, end), end)
 
 
@@ -269,14 +276,20 @@ def roll_over(tier: CompiledTier, st: EntityState, at: datetime) -> None:
         c.last_reset_at = at
 
 
+def _activity_refresh(tier: CompiledTier) -> bool:
+    return tier.lifecycle is not None and tier.lifecycle.retention.mode == "ACTIVITY_REFRESH"
+
+
 def refresh(ev, tx: Tx) -> None:
-    """ACTIVITY_REFRESH: a completed event of the participant restarts its levels' windows."""
+    """ACTIVITY_REFRESH: a completed event of the participant restarts its levels' windows, from
+    the member's *last* activity: a late event (older than the window's start, semantics.md 3)
+    is activity too, but never moves the window back (it would bring a review forward)."""
     if ev.subject is None:  # a program event (scope program automation) has no participant
         return
     st = tx.state("PARTICIPANT", ev.subject)
     for tier in ev.program.tiers.values():
         held = st.tiers.get(tier.sid)
-        if held is not None and tier.lifecycle is not None and tier.lifecycle.retention.mode == "ACTIVITY_REFRESH":
+        if held is not None and _activity_refresh(tier) and tx.now > _window_start(held):
             held.reviewed_at = tx.now
 
 

@@ -147,7 +147,9 @@ def batch_chain(con: duckdb.DuckDBPyConnection, chunk_rows: int = CHUNK_ROWS) ->
     """The batches whose stored root differs from the one recomputed from the stored entry
     hashes and the previous batch's recomputed root, in id order, as (batch_id, stored,
     recomputed, prev_root_hash). After a gap in the batch ids the chain is broken: every later
-    batch is reported with recomputed None."""
+    batch is reported with recomputed None. (What a root covers of each entry depends on its
+    batch's hash_version: `_hash_definitions`.)"""
+    _hash_definitions(con)
     batches = con.execute(statement("verify.sql", "chain_batches")).fetchall()
     runs = _runs(con.sql(statement("verify.sql", "chain_entry_hashes")).to_arrow_reader(chunk_rows))
     run = next(runs, None)

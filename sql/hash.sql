@@ -8,13 +8,19 @@
 -- `version` is the hash_version of the entry's batch (batches.hash_version):
 --   1  ledgers written before session 13: the entry's description and the posting's program were
 --      not covered;
---   2  hash_version(), what the writer writes now: they are (semantics.md 8, "the entry's
---      canonical content").
--- concat_ws skips the NULL a version-1 text gets for them, so a version-1 text is exactly what it
--- was; a version-2 text always has one more field (an empty description is ''), so no text of one
--- version equals one of the other, and a batch's version changed by hand fails verify.
+--   2  sessions 13-16: they are (semantics.md 8, "the entry's canonical content"); `seq` too;
+--   3  hash_version(), what the writer writes now: as 2 without the entry's `seq`. The seq is the
+--      entry's place in the ledger, which depends on how rows were grouped into batches: one
+--      participant shard's entries come together (semantics.md 1.5: sharding participants gives
+--      the same ledger, so the same entry hashes). The place stays tamper-evident through the
+--      batch root, which covers `seq:hash` of every entry of a version-3 batch in seq order
+--      (engine/ledger/root.py, sql/write_batch.sql chunk_hashes, sql/verify.sql).
+-- concat_ws skips the NULLs, so a version-1 text is exactly what it was; a version-2 text always
+-- has one more field than a version-1 one (an empty description is ''); a version-3 text has
+-- the program id where versions 1 and 2 have the seq (a UUID is never a number), so no text of
+-- one version equals one of another, and a batch's version changed by hand fails verify.
 
-CREATE OR REPLACE TEMP MACRO hash_version() AS 2;
+CREATE OR REPLACE TEMP MACRO hash_version() AS 3;
 
 CREATE OR REPLACE TEMP MACRO posting_text(id, entity_type, entity_id, asset_id, bucket, amount, program_id, version) AS
     concat_ws('|', id::VARCHAR, entity_type, entity_id::VARCHAR, asset_id::VARCHAR, bucket,
@@ -22,7 +28,7 @@ CREATE OR REPLACE TEMP MACRO posting_text(id, entity_type, entity_id, asset_id, 
 
 CREATE OR REPLACE TEMP MACRO entry_text(id, seq, program_id, event_id, operation_id, rule_id, rule_version, action_index,
                                         action_type, reference_id, effective_at, allow_negative, description, version) AS
-    concat_ws('|', id::VARCHAR, seq::VARCHAR, program_id::VARCHAR, coalesce(event_id::VARCHAR, ''),
+    concat_ws('|', id::VARCHAR, CASE WHEN version < 3 THEN seq::VARCHAR END, program_id::VARCHAR, coalesce(event_id::VARCHAR, ''),
               coalesce(operation_id::VARCHAR, ''), coalesce(rule_id::VARCHAR, ''), coalesce(rule_version, ''),
               coalesce(action_index::VARCHAR, ''), action_type, coalesce(reference_id, ''),
               epoch_us(effective_at)::VARCHAR, allow_negative::VARCHAR,

@@ -296,6 +296,12 @@ ORDER BY event_timestamp, emit_seq;
 -- name: waiting_scheduled_events
 SELECT count(*) FROM scheduled_events;
 
+-- name: ledger_clock
+-- The latest instant of a row the ledger has processed (events, SYSTEM events included, and
+-- operations), or NULL: a run's SYSTEM events due by it are behind the ledger's clock and are
+-- processed after the run's rows (engine/run.py run_batch), as one batch of the whole stream would.
+SELECT greatest((SELECT max(event_timestamp) FROM events), (SELECT max("timestamp") FROM operations));
+
 -- name: due_scheduled_count
 SELECT count(*) FROM scheduled_events WHERE event_timestamp <= $reach;
 

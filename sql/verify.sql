@@ -78,8 +78,14 @@ SELECT count(*) FROM journal_entries;
 SELECT id AS batch_id, root_hash AS stored, prev_root_hash FROM batches ORDER BY id;
 
 -- name: chain_entry_hashes
--- Every entry's stored hash, batch by batch in seq order (read in chunks, never whole).
-SELECT batch_id, entry_hash FROM journal_entries ORDER BY batch_id, seq;
+-- Every entry's stored hash, batch by batch in seq order (read in chunks, never whole), as its
+-- batch's root covers it: `seq:entry_hash` in a batch of hash version 3 or later (the entry hash
+-- no longer covers the seq; sql/hash.sql), the hash alone before.
+SELECT j.batch_id,
+       CASE WHEN COALESCE(b.hash_version, hash_version()) >= 3 THEN j.seq::VARCHAR || ':' || j.entry_hash
+            ELSE j.entry_hash END AS entry_hash
+FROM journal_entries j LEFT JOIN batch_hash_versions b ON b.id = j.batch_id
+ORDER BY j.batch_id, j.seq;
 
 -- name: summary_identity
 -- issued - redeemed - expired - forfeited = current balance, per program and asset, of the

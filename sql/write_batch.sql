@@ -222,9 +222,11 @@ FROM stage_balances d JOIN batch_accounts m USING (row)
 WHERE m.row_id IS NULL;
 
 -- name: chunk_hashes
--- A chunk's entry hashes in ledger order, for the batch root the writer feeds chunk by chunk
--- (engine/ledger/root.py).
-SELECT entry_hash FROM journal_entries WHERE batch_id = $batch_id AND seq >= $seq_from ORDER BY seq;
+-- A chunk's entries in ledger order as the batch root covers them, `seq:entry_hash` (hash version
+-- 3: the hash no longer covers the entry's place, the root does; sql/hash.sql), for the root the
+-- writer feeds chunk by chunk (engine/ledger/root.py).
+SELECT seq::VARCHAR || ':' || entry_hash FROM journal_entries WHERE batch_id = $batch_id AND seq >= $seq_from
+ORDER BY seq;
 
 -- name: insert_batch
 -- The root (computed by the writer, engine/ledger/root.py) chains this batch's entry hashes,

@@ -362,9 +362,15 @@ def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
     DECIMAL field reached CEL as a Python Decimal, which failed an amount (`expression_error`).
     DATE fields likewise become their ISO text (`2025-03-01`): CEL has no date type either (a
     date failed every expression that read it: "unsupported value of Python type date"), and the
-    text is what the stored payload holds, so `perkflow replay` and `explain` see the same."""
+    text is what the stored payload holds, so `perkflow replay` and `explain` see the same.
+    Timestamp fields labelled with a time zone are read in UTC: a CEL timestamp is an instant
+    (its accessors read UTC either way), and the stored payload's text is then one text per
+    instant, so the same event re-sent from a file whose column has another zone is the same
+    payload (semantics.md 4: a DUPLICATE, not an idempotency_conflict)."""
     if isinstance(dt, pl.Decimal):
         return pl.Float64()
+    if isinstance(dt, pl.Datetime) and dt.time_zone not in (None, "UTC"):
+        return pl.Datetime(dt.time_unit, "UTC")
     if isinstance(dt, pl.Date):
         return pl.String()
     if isinstance(dt, pl.Struct):

@@ -1,8 +1,10 @@
 """A batch's root hash, fed chunk by chunk: what the writer stores and `perkflow verify` recomputes.
 
-root = sha256(previous batch's root || '#' || the batch's entry hashes in seq order, joined by ';')
-(the first batch's previous root is ''). Neither side ever holds a whole batch's hashes: the
-writer feeds each chunk it writes, verify each chunk of entries it streams from the ledger.
+root = sha256(previous batch's root || '#' || the batch's entries in seq order, joined by ';')
+(the first batch's previous root is ''), each entry as `seq:entry_hash` (hash version 3: the entry
+hash leaves out the seq, the root covers it; sql/hash.sql) or, in a batch of an earlier version,
+its hash alone. Neither side ever holds a whole batch's hashes: the writer feeds each chunk it
+writes, verify each chunk of entries it streams from the ledger.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ class BatchRoot:
         self.entries = 0  # hashes fed so far
 
     def add(self, hashes: pa.Array | pa.ChunkedArray) -> None:
-        """The next entry hashes of the batch, in seq order (a string array without nulls:
-        `entry_hash` is NOT NULL; string, large_string or string_view, in one chunk or several)."""
+        """The next entries of the batch as the root covers them, in seq order (a string array
+        without nulls: `entry_hash` is NOT NULL; string, large_string or string_view, in one chunk
+        or several)."""
         if len(hashes) == 0:
             return
         # One string of the hashes joined by ';', built by Polars rather than a Python loop over

@@ -112,9 +112,10 @@ def test_a_key_stored_twice_is_caught(clean_db, tmp_path, table, copy, key):
 def test_streamed_batch_root_equals_the_writers_and_finds_a_late_tampered_entry(tmp_path):
     """The writer feeds each batch's root chunk by chunk (BatchRoot, one chunk per written chunk
     of events); verify streams the stored entry hashes in chunks of its own size. Both must give
-    the root's definition, sha256(previous root '#' the batch's entry hashes in seq order joined
-    by ';'), for any chunking; and an entry changed in a late chunk must break its batch's root
-    (and every later one's)."""
+    the root's definition, sha256(previous root '#' the batch's entries in seq order joined by
+    ';', each as `seq:entry_hash` in a batch of hash version 3), for any chunking; and an entry
+    changed in a late chunk must break its batch's root (and every later one's), as must its seq
+    changed (version 3 entry hashes leave the seq to the root: sql/hash.sql)."""
     generate("W1", 900, 60, seed=5, out=tmp_path / "in")
     events = pq.read_table(next((tmp_path / "in" / "events").glob("*.parquet")))
     for name, part in (("a", events.slice(0, 600)), ("b", events.slice(600))):
@@ -129,8 +130,8 @@ def test_streamed_batch_root_equals_the_writers_and_finds_a_late_tampered_entry(
     try:
         prev = ""
         for batch_id, stored in con.execute("SELECT id, root_hash FROM batches ORDER BY id").fetchall():
-            hashes = [h for (h,) in con.execute(
-                "SELECT entry_hash FROM journal_entries WHERE batch_id = ? ORDER BY seq", [batch_id]).fetchall()]
+            hashes = [f"{seq}:{h}" for seq, h in con.execute(
+                "SELECT seq, entry_hash FROM journal_entries WHERE batch_id = ? ORDER BY seq", [batch_id]).fetchall()]
             assert stored == hashlib.sha256(f"{prev}#{';'.join(hashes)}".encode()).hexdigest()
             prev = stored
         for chunk_rows in (1, 7, 100, 10**6):  # streamed chunks across and within the writer's
@@ -163,6 +164,18 @@ def test_streamed_batch_root_equals_the_writers_and_finds_a_late_tampered_entry(
     finally:
         con.close()
     assert report.violations[0].check == "batch_chain"  # every remaining entry's hash still holds
+    assert [r[0] for r in report.violations[0].rows] == [1, 2]
+
+    # the entries of batch 1 renumbered, in the same order: the entry hashes (version 3) do not
+    # cover the seq, the batch root does
+    renumbered = _tampered(db_file, tmp_path / "renumbered",
+                           "UPDATE journal_entries SET seq = seq + 100000 WHERE batch_id = 1")
+    con = ledger_db.connect(renumbered, read_only=True)
+    try:
+        report = verify(con, chunk_rows=7)
+    finally:
+        con.close()
+    assert [v.check for v in report.violations] == ["batch_chain"]
     assert [r[0] for r in report.violations[0].rows] == [1, 2]
 
 
@@ -427,12 +440,12 @@ def test_a_ledger_from_before_hash_versions_verifies_read_only_and_still_finds_e
     assert code == 4 and report["violations"][0]["check"] == "entry_hashes", report
 
 
-def test_writing_to_an_old_ledger_starts_hash_version_2_and_version_1_batches_keep_theirs(tmp_path):
+def test_writing_to_an_old_ledger_starts_the_current_hash_version_and_version_1_batches_keep_theirs(tmp_path):
     old = _ledger_before_hash_version(tmp_path / "old.duckdb")
     rows = [event("shop", "e4", "u1", "2025-03-06T10:00:00Z", {"type": "purchase", "amount": 7})]
     run_json(OLD_LEDGER / "programs", write_events(tmp_path / "b3.parquet", rows), old)
     with duckdb.connect(str(old), read_only=True) as con:
-        assert con.execute("SELECT id, hash_version FROM batches ORDER BY id").fetchall() == [(1, 1), (2, 1), (3, 2)]
+        assert con.execute("SELECT id, hash_version FROM batches ORDER BY id").fetchall() == [(1, 1), (2, 1), (3, 3)]
         # the texts' macros are no longer stored in the file (verify uses its own)
         assert con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name IN ('entry_text', "
                            "'posting_text') AND database_name = current_database()").fetchall() == [(0,)]
@@ -444,7 +457,7 @@ def test_writing_to_an_old_ledger_starts_hash_version_2_and_version_1_batches_ke
         code, report = _verify(_tampered(old, tmp_path / str(abs(hash(sql))), sql))
         return code == 4 and report["violations"][0]["check"] == "entry_hashes"
 
-    # version 2 covers the description and each posting's program
+    # versions 2 and 3 cover the description and each posting's program
     assert caught(f"UPDATE journal_entries SET description = 'forged' WHERE seq = {new_entry}")
     assert caught("UPDATE postings SET program_id = '00000000-0000-0000-0000-000000000000' WHERE journal_entry_id = "
                   f"(SELECT id FROM journal_entries WHERE seq = {new_entry})")
@@ -453,6 +466,7 @@ def test_writing_to_an_old_ledger_starts_hash_version_2_and_version_1_batches_ke
     assert caught(f"UPDATE batches SET hash_version = 1 WHERE id = 3; UPDATE journal_entries SET description = "
                   f"'forged' WHERE seq = {new_entry}")
     assert caught("UPDATE batches SET hash_version = 2 WHERE id = 1")
+    assert caught("UPDATE batches SET hash_version = 2 WHERE id = 3")  # version 2 covered the seq, 3 does not
     # version 1 batches keep the hash they were written with (docs/decisions.md): their amounts
     # are covered, their descriptions were not and cannot be now without rewriting history
     assert caught("UPDATE postings SET amount = amount + 1 WHERE amount > 0 AND journal_entry_id = "
