@@ -36,7 +36,6 @@ hold expires (tier expiry, set by set_tier: `_tier_expiry_due`).
 
 from __future__ import annotations
 
-import operator
 import os
 import sys
 from dataclasses import dataclass, field
@@ -63,7 +62,6 @@ MAX_ROUNDS = 12
 #: (~0.15 s of Polars plans over every rule, whatever the frame's size) that the kernel's
 #: ~0.4 ms per event only reaches at a few hundred events. Both paths give the same ledger.
 MIN_EVENTS = int(os.environ.get("PERKFLOW_RUNNING_MIN_EVENTS") or 500)
-_COMPARE = {">=": operator.ge, ">": operator.gt, "==": operator.eq, "<=": operator.le, "<": operator.lt}
 D = amounts.DECIMAL
 ZERO = pl.lit(Decimal(0)).cast(D)
 
@@ -785,7 +783,7 @@ class _ProgramPass:
             out = out | (hit if events is None else events & hit)
         for key, b in self.budgets:
             consulted, total, over = self.checked[key]
-            out = out | (consulted & ((consumed[key] + total > b.limit) != over))
+            out = out | (consulted & (amounts.compare(consumed[key] + total, ">", b.limit) != over))
         for key in self.wallets:
             lo, hi = self.wallet_checked[key]
             out = out | (wallets[key] < lo).fill_null(False) | (wallets[key] >= hi).fill_null(False)
@@ -797,7 +795,7 @@ class _ProgramPass:
         for c in level.qualification.criteria:
             value = cur[_col("c", c.counter)].fill_null(Decimal(0)) if c.counter in self.f.counters \
                 else _const(Decimal(0), len(cur), D)
-            tests.append(_COMPARE[c.operator](value, c.threshold))
+            tests.append(amounts.compare(value, c.operator, c.threshold))
         out = tests[0]
         for t in tests[1:]:
             out = (out & t) if level.qualification.mode == "ALL" else (out | t)
@@ -906,7 +904,7 @@ class _ProgramPass:
                     if action.type == "CREDIT" and action.asset_id == b.asset_id:
                         total = total + planned[action.index].fill_null(Decimal(0))
                 totals[key] = total
-                over = cur[_col("bc", key)] + total > b.limit
+                over = amounts.compare(cur[_col("bc", key)] + total, ">", b.limit)
                 exceeded = exceeded | (ok_plan & over)
                 checked[key] = (ok_plan, total, over)
             accepted = ok_plan & ~exceeded

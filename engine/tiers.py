@@ -18,7 +18,6 @@ The changes of an event live in its transaction (`Tx`), so a failed event change
 from __future__ import annotations
 
 import calendar
-import operator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -32,7 +31,6 @@ AUTO, ACTION, OPERATION, LIFECYCLE, EXPIRY = "AUTO", "ACTION", "OPERATION", "LIF
 #: SET_TIER whose level (a CEL result) is text that names no level of the tier (docs/decisions.md
 #: "Tiers"); a result that is not text is an expression_error, as for a tag.
 UNKNOWN_LEVEL = "unknown_tier_level"
-_COMPARE = {">=": operator.ge, ">": operator.gt, "==": operator.eq, "<=": operator.le, "<": operator.lt}
 
 
 def cel_view(program: CompiledProgram, st: EntityState) -> dict:
@@ -60,7 +58,7 @@ def meets(c: Criterion, st: EntityState) -> bool:
     """One criterion (a tier's, or a THRESHOLD automation's): the counter, 0 when never written,
     against the threshold."""
     value = st.counters[c.counter].value if c.counter in st.counters else Decimal(0)
-    return _COMPARE[c.operator](value, c.threshold)
+    return amounts.COMPARE[c.operator](value, c.threshold)
 
 
 def highest_qualifying(tier: CompiledTier, st: EntityState) -> CompiledLevel | None:

@@ -1,0 +1,117 @@
+"""An outsider's scenario tests, round 6: tiers and their lifecycles, black box. Expectations come
+from semantics.md 10 (and 1.4 / 1.6: one result whichever path evaluates a batch), scrip-reference
+14 and docs/decisions.md "Tiers" alone, not from engine/, tests/oracle or tests/differential;
+every test runs the real CLI on Parquet events into a real DuckDB file.
+
+Each scenario runs twice: as a small batch, which the sequential kernel takes, and with 600
+filler events of other participants (events no rule matches, so they change nothing a test
+reads), which puts a program with tiers but no lifecycle on the running-state path (README "How
+it runs"); both must give the hand-computed result.
+
+- A qualification threshold written with an exponent (`threshold: 1e3` in YAML is the text
+  '1e3', a decimal the catalog accepts, = 1000) was met by a counter of 0 on the running path:
+  Polars compared the counters with Decimal('1E+3') as if it were 1, so everyone qualified at
+  their first event, while the kernel (exact) waited for 1000. The same for a budget `limit` of
+  '3e2' (the running path took it as 3: every credit was BUDGET_EXCEEDED).
+- An asset's `max_transaction_amount` past what DECIMAL(38, 18) holds ('1e24', or 19 decimals)
+  crashed every run (exit 1) when the catalog was written: now a load error (exit 2).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+from tests.e2e.test_contract_audit import OK, Ledger, ev, program
+
+FILLER = 600
+
+
+def filler(when: str) -> list[dict]:
+    """Events no rule matches, from 50 other participants: enough to take the running path."""
+    return [ev(f"fill{i}", f"filler{i % 50}", when, "noise") for i in range(FILLER)]
+
+
+def both_paths(tmp_path, spec: dict, events: list[dict]) -> list[Ledger]:
+    """The scenario alone (kernel) and with the filler (running path), each in its own ledger."""
+    out = []
+    for name, rows in (("kernel", events), ("running", events + filler(events[0]["when"]))):
+        (tmp_path / name).mkdir()
+        lg = Ledger(tmp_path / name, spec)
+        report = lg.run(rows)
+        if name == "running":
+            assert report["running_rounds"] > 0, report  # the scenario reached the path it is for
+        out.append(lg)
+    return out
+
+
+def history(lg: Ledger) -> list[tuple]:
+    """(participant, tier, from, to, reason, effective_at) of every tier change, in order."""
+    return lg.sql("SELECT p.external_id, h.tier_key, h.from_level, h.to_level, h.reason, "
+                  "strftime(h.effective_at, '%Y-%m-%d %H:%M') "
+                  "FROM tier_history h JOIN participants p ON p.id = h.participant_id ORDER BY h.seq")
+
+
+def at(hour: int) -> str:
+    return f"2025-03-01T{hour:02d}:00:00Z"
+
+
+def test_thresholds_written_with_an_exponent_are_their_value_on_every_path(tmp_path):
+    # semantics.md 10: upgraded to the highest level whose criteria the counters meet; '2.5e2' is
+    # 250 and '1e3' is 1000 (decisions.md "Tiers": thresholds are exact decimals). Each purchase
+    # adds its amount to `spend`, then earns the rank of the level held before it (0 without one:
+    # qualification runs after the rules, so each event is paid at the level the earlier ones gave).
+    tier = {"key": "club", "levels": [
+        {"key": "regular", "rank": 1, "qualification": {"criteria": [{"counter": "spend", "operator": ">=", "threshold": "2.5e2"}]}},
+        {"key": "big", "rank": 2, "qualification": {"criteria": [{"counter": "spend", "operator": ">=", "threshold": "1e3"}]}},
+        {"key": "never", "rank": 3, "qualification": {"criteria": [{"counter": "spend", "operator": ">", "threshold": "1E+24"}]}}]}
+    rules = [
+        {"name": "Spend", "key": "spend", "order": 10, "condition": 'event.type == "buy"',
+         "actions": [{"type": "COUNTER", "key": "spend", "value": "event.amount"}]},
+        {"name": "Rank points", "key": "rank_points", "order": 20, "condition": 'event.type == "buy"',
+         "actions": [{"type": "CREDIT", "asset": "PTS",
+                      "amount": "has(participant.tiers.club) ? participant.tiers.club.rank * 10 : 1"}]},
+    ]
+    events = [ev("b1", "a", at(10), "buy", amount=100),   # spend 100: nothing yet; paid 1
+              ev("b2", "a", at(11), "buy", amount=200),   # spend 300 >= 250: regular; paid 1
+              ev("b3", "a", at(12), "buy", amount=600),   # spend 900 < 1000: still regular; paid 10
+              ev("b4", "a", at(13), "buy", amount=100),   # spend 1000 >= 1000: big; paid 10
+              ev("b5", "a", at(14), "buy", amount=0)]     # big (never is past any counter); paid 20
+    for lg in both_paths(tmp_path, program(rules, tiers=[tier]), events):
+        assert history(lg) == [("a", "club", None, "regular", "AUTO", "2025-03-01 11:00"),
+                               ("a", "club", "regular", "big", "AUTO", "2025-03-01 13:00")]
+        assert [lg.entries(k) for k in ("b1", "b2", "b3", "b4", "b5")] == [
+            [("CREDIT", D(1))], [("CREDIT", D(1))], [("CREDIT", D(10))], [("CREDIT", D(10))], [("CREDIT", D(20))]]
+
+
+def test_a_budget_limit_written_with_an_exponent_is_its_value_on_every_path(tmp_path):
+    # semantics.md 2.1 / 5.3: a rule's budget `limit` of '3e2' is 300: three credits of 100 fit,
+    # the fourth and fifth are BUDGET_EXCEEDED (the rule is skipped, the event completes).
+    rules = [{"name": "Buy", "key": "buy", "condition": 'event.type == "buy"',
+              "budgets": [{"asset": "PTS", "limit": "3e2"}],
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "100"}]},
+             {"name": "Visits", "key": "visits", "condition": 'event.type == "buy"',
+              "actions": [{"type": "COUNTER", "key": "visits", "value": "1"}]}]
+    events = [ev(f"b{i}", "a", at(10 + i), "buy") for i in range(5)]
+    for lg in both_paths(tmp_path, program(rules), events):
+        assert all(lg.status()[f"b{i}"] == OK for i in range(5))
+        assert lg.balance("a")[0] == D(300)
+        assert lg.sql("SELECT e.idempotency_key, r.outcome FROM rule_evaluations r JOIN events e ON e.id = r.event_id "
+                      "JOIN rules u ON u.id = r.rule_id WHERE u.key = 'buy' ORDER BY 1") == [
+            ("b0", "MATCHED"), ("b1", "MATCHED"), ("b2", "MATCHED"), ("b3", "BUDGET_EXCEEDED"), ("b4", "BUDGET_EXCEEDED")]
+
+
+def test_a_max_transaction_amount_the_ledger_cannot_hold_is_a_load_error(tmp_path):
+    # semantics.md 2.1 / 13: a program file that does not validate stops the run before anything is
+    # written (exit 2, a message naming the file and field). An asset's max_transaction_amount is
+    # stored as a ledger amount, DECIMAL(38, 18) (semantics.md 1.1, 8): '1e24' (or one with 19
+    # decimals) is not one, and crashed the run at the catalog write (exit 1, internal error).
+    for i, limit in enumerate(("1e24", "0.0000000000000000001")):
+        pts = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0,
+               "max_transaction_amount": limit}
+        rules = [{"name": "Buy", "key": "buy", "condition": 'event.type == "buy"',
+                  "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.amount"}]}]
+        (tmp_path / str(i)).mkdir()
+        lg = Ledger(tmp_path / str(i), program(rules, assets=[pts]))
+        out = lg.run([ev("b1", "a", at(10), "buy", amount=150)], expect=2)
+        assert "max_transaction_amount" in out["stderr"] and "DECIMAL(38, 18)" in out["stderr"], out
+        assert not lg.db.exists() or lg.sql("SELECT COUNT(*) FROM events") == [(0,)]
