@@ -278,7 +278,7 @@ def refresh(ev, tx: Tx) -> None:
             held.reviewed_at = tx.now
 
 
-def _next_step(timed: list[CompiledTier], st: EntityState) -> tuple | None:
+def next_step(timed: list[CompiledTier], st: EntityState) -> tuple | None:
     """(instant, kind, tier index, window end) of the participant's next time-driven tier step:
     kind 0 a lifecycle review, 1 a rollover, 2 a tier expiry; at one instant reviews come first
     (they read the counters before they roll), then rollovers, then expiries (semantics.md 3:
@@ -314,7 +314,7 @@ def apply_due(store: Store, timed: list[CompiledTier], pid: str, now: datetime) 
     instant, committed to the store."""
     while timed:
         st = store.states.get(("PARTICIPANT", pid))
-        step = st and _next_step(timed, st)
+        step = st and next_step(timed, st)
         if not step or step[0] > now:
             return
         at, kind, i, end = step

@@ -22,6 +22,7 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 from tests.e2e.test_contract_audit import OK, Ledger, ev, program
+from tests.helpers.io import cli
 
 FILLER = 600
 
@@ -115,3 +116,43 @@ def test_a_max_transaction_amount_the_ledger_cannot_hold_is_a_load_error(tmp_pat
         out = lg.run([ev("b1", "a", at(10), "buy", amount=150)], expect=2)
         assert "max_transaction_amount" in out["stderr"] and "DECIMAL(38, 18)" in out["stderr"], out
         assert not lg.db.exists() or lg.sql("SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_another_programs_due_rollover_and_review_come_before_a_long_batch_writes_the_counter(tmp_path):
+    # semantics.md 3: before an event at time t is evaluated, everything due at or before t for
+    # the entities it touches has happened (tier period ends included), whichever program's event
+    # it is; semantics.md 10 / decisions.md "Tiers": a review reads the counters as of its due
+    # instant, then the period close rolls the qualifying counters (NONE: to 0). Counters belong
+    # to the participant, whichever program writes them (decisions.md "Participants and state").
+    # `club` has the lifecycle tier; `cafe` has no tiers and counts the same `visits`, so a long
+    # batch of cafe events took the running path, which applied neither club's close: a's visit
+    # after it was wiped by the rollover maintenance applied later (visits 0, not 1), and b's
+    # review read the cafe visit made after its due instant and kept gold.
+    tier = {"key": "status", "levels": [
+        {"key": "silver", "rank": 1, "qualification": {"criteria": [{"counter": "visits", "operator": ">=", "threshold": 5}]}},
+        {"key": "gold", "rank": 2, "qualification": {"criteria": [{"counter": "visits", "operator": ">=", "threshold": 10}]}}],
+        "lifecycle": {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+                      "downgrade_policy": {"mode": "DROP_ONE"}, "counters": {"rollover": "NONE", "qualifying": ["visits"]}}}
+    club = program([{"name": "Visit", "key": "visit", "condition": 'event.type == "visit"',
+                     "actions": [{"type": "COUNTER", "key": "visits", "value": "event.n"}]}], key="club", tiers=[tier])
+    cafe = program([{"name": "Coffee", "key": "coffee", "condition": 'event.type == "coffee"',
+                     "actions": [{"type": "COUNTER", "key": "visits", "value": "1"},
+                                 {"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], key="cafe")
+    year1 = [ev("a1", "a", "2025-06-01T10:00:00Z", "visit", n=10) | {"program": "club"},   # a: gold, visits 10
+             ev("b1", "b", "2025-06-01T10:00:00Z", "visit", n=10) | {"program": "club"},   # b: gold ...
+             ev("b2", "b", "2025-07-01T10:00:00Z", "visit", n=-1) | {"program": "club"}]   # ... visits 9
+    # 2026-01-01: a keeps gold (10 >= 10), b drops one rank to silver (9 < 10); visits roll to 0;
+    # then each coffee counts 1
+    coffees = [ev(f"c{w}", w, "2026-02-01T10:00:00Z", "coffee") | {"program": "cafe"} for w in ("a", "b")]
+    fill = [row | {"program": "cafe"} for row in filler("2026-02-01T09:00:00Z")]
+    for name, batch in (("kernel", coffees), ("long batch", coffees + fill)):
+        (tmp_path / name).mkdir()
+        lg = Ledger(tmp_path / name, club, cafe)
+        lg.run(year1)
+        lg.run(batch)
+        maintain = cli("maintain", "--as-of", "2026-03-01T00:00:00Z", "--db", str(lg.db))
+        assert maintain.returncode == 0, maintain.stderr
+        assert history(lg) == [("a", "status", None, "gold", "AUTO", "2025-06-01 10:00"),
+                               ("b", "status", None, "gold", "AUTO", "2025-06-01 10:00"),
+                               ("b", "status", "gold", "silver", "LIFECYCLE", "2026-01-01 00:00")], name
+        assert [lg.state(w)[("COUNTER", "visits")] for w in ("a", "b")] == [D(1), D(1)], name
