@@ -110,7 +110,7 @@ def _tier_step_due(catalog: Catalog, opening: dict[str, pl.DataFrame], g: pl.Dat
     held = opening["tiers"]
     if not held.filter(pl.col("expires_at") <= last).is_empty():
         return True
-    timed = [t for p in catalog.programs.values() for t in p.tiers.values() if t.lifecycle is not None]
+    timed = [t for t in catalog.timed_tiers() if t.lifecycle is not None]
     if not timed:
         return False
     rolled = sorted({k for t in timed for k in t.rollover_keys})

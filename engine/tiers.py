@@ -18,12 +18,15 @@ The changes of an event live in its transaction (`Tx`), so a failed event change
 from __future__ import annotations
 
 import calendar
+import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from engine import amounts
 from engine.catalog.compiled import CompiledLevel, CompiledProgram, CompiledTier
-from engine.catalog.models import Criterion
+from engine.catalog.load import compile_tier
+from engine.catalog.models import Criterion, Tier
+from engine.ledger.sqlfiles import statement
 from engine.moves import ActionFailed
 from engine.state import EntityState, Store, TierState, Tx
 
@@ -331,3 +334,13 @@ def apply_due(store: Store, timed: list[CompiledTier], pid: str, now: datetime) 
         else:
             _expire(tx, tier, pid)
         tx.commit()
+
+
+def stored(con, as_of: datetime, skip: set[str] = frozenset()) -> list[CompiledTier]:
+    """The tier types whose levels change with time by `as_of` (a lifecycle, or a level expiring
+    by then), compiled from the definitions the ledger stores (`tiers.definition`, as the last run
+    that had their program's file wrote them), but those whose id is in `skip`."""
+    return [compile_tier(f"stored tier {tier_id}", program_key, Tier.model_validate(json.loads(definition)))
+            for tier_id, program_key, definition in con.execute(statement("lookups.sql", "timed_tiers"),
+                                                                {"as_of": as_of}).fetchall()
+            if tier_id not in skip]

@@ -15,6 +15,13 @@ it runs"); both must give the hand-computed result.
   '3e2' (the running path took it as 3: every credit was BUDGET_EXCEEDED).
 - An asset's `max_transaction_amount` past what DECIMAL(38, 18) holds ('1e24', or 19 decimals)
   crashed every run (exit 1) when the catalog was written: now a load error (exit 2).
+- Another program's lifecycle closes (reviews, counter rollovers) due before a batch's events
+  were applied late when that batch took the running path (a program without tiers counting
+  the same counter), or when the run was given the other files only: a rollover applied later
+  wiped the counts made after the close, and a review read them.
+- A counter rolled over by tiers of two programs, or rolled by one and reset by another's
+  `reset_after`, loaded (the one-clock check looked at one file); a CALENDAR_YEAR or NONE period
+  with a `start_month` / `start_day` loaded and ignored it.
 """
 
 from __future__ import annotations
@@ -114,45 +121,100 @@ def test_a_max_transaction_amount_the_ledger_cannot_hold_is_a_load_error(tmp_pat
         (tmp_path / str(i)).mkdir()
         lg = Ledger(tmp_path / str(i), program(rules, assets=[pts]))
         out = lg.run([ev("b1", "a", at(10), "buy", amount=150)], expect=2)
-        assert "max_transaction_amount" in out["stderr"] and "DECIMAL(38, 18)" in out["stderr"], out
+        said = " ".join(out["stderr"].split())  # the console wraps long lines
+        assert "max_transaction_amount" in said and "DECIMAL(38, 18)" in said, said
         assert not lg.db.exists() or lg.sql("SELECT COUNT(*) FROM events") == [(0,)]
+
+
+#: `club` has a lifecycle tier on `visits`; `cafe` has no tiers and counts the same `visits`
+#: (counters belong to the participant, whichever program writes them: decisions.md
+#: "Participants and state"). 2026-01-01: a keeps gold (10 >= 10), b drops one rank to silver
+#: (9 < 10), visits roll to 0 (NONE); then each coffee counts 1.
+STATUS = {"key": "status", "levels": [
+    {"key": "silver", "rank": 1, "qualification": {"criteria": [{"counter": "visits", "operator": ">=", "threshold": 5}]}},
+    {"key": "gold", "rank": 2, "qualification": {"criteria": [{"counter": "visits", "operator": ">=", "threshold": 10}]}}],
+    "lifecycle": {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+                  "downgrade_policy": {"mode": "DROP_ONE"}, "counters": {"rollover": "NONE", "qualifying": ["visits"]}}}
+CLUB = program([{"name": "Visit", "key": "visit", "condition": 'event.type == "visit"',
+                 "actions": [{"type": "COUNTER", "key": "visits", "value": "event.n"}]}], key="club", tiers=[STATUS])
+CAFE = program([{"name": "Coffee", "key": "coffee", "condition": 'event.type == "coffee"',
+                 "actions": [{"type": "COUNTER", "key": "visits", "value": "1"},
+                             {"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], key="cafe")
+YEAR1 = [ev("a1", "a", "2025-06-01T10:00:00Z", "visit", n=10) | {"program": "club"},   # a: gold, visits 10
+         ev("b1", "b", "2025-06-01T10:00:00Z", "visit", n=10) | {"program": "club"},   # b: gold ...
+         ev("b2", "b", "2025-07-01T10:00:00Z", "visit", n=-1) | {"program": "club"}]   # ... visits 9
+COFFEES = [ev(f"c{w}", w, "2026-02-01T10:00:00Z", "coffee") | {"program": "cafe"} for w in ("a", "b")]
+
+
+def coffee_after_the_close(tmp_path, name: str, batch: list[dict], *, club_file: bool = True) -> None:
+    """YEAR1, then `batch` (the coffees, in 2026), then maintenance: the closes happened before
+    the coffees whatever took them."""
+    (tmp_path / name).mkdir()
+    lg = Ledger(tmp_path / name, CLUB, CAFE)
+    lg.run(YEAR1)
+    if not club_file:
+        (lg.programs / "club.yaml").unlink()
+    lg.run(batch)
+    maintain = cli("maintain", "--as-of", "2026-03-01T00:00:00Z", "--db", str(lg.db))
+    assert maintain.returncode == 0, maintain.stderr
+    assert history(lg) == [("a", "status", None, "gold", "AUTO", "2025-06-01 10:00"),
+                           ("b", "status", None, "gold", "AUTO", "2025-06-01 10:00"),
+                           ("b", "status", "gold", "silver", "LIFECYCLE", "2026-01-01 00:00")], name
+    assert [lg.state(w)[("COUNTER", "visits")] for w in ("a", "b")] == [D(1), D(1)], name
 
 
 def test_another_programs_due_rollover_and_review_come_before_a_long_batch_writes_the_counter(tmp_path):
     # semantics.md 3: before an event at time t is evaluated, everything due at or before t for
     # the entities it touches has happened (tier period ends included), whichever program's event
     # it is; semantics.md 10 / decisions.md "Tiers": a review reads the counters as of its due
-    # instant, then the period close rolls the qualifying counters (NONE: to 0). Counters belong
-    # to the participant, whichever program writes them (decisions.md "Participants and state").
-    # `club` has the lifecycle tier; `cafe` has no tiers and counts the same `visits`, so a long
-    # batch of cafe events took the running path, which applied neither club's close: a's visit
-    # after it was wiped by the rollover maintenance applied later (visits 0, not 1), and b's
-    # review read the cafe visit made after its due instant and kept gold.
-    tier = {"key": "status", "levels": [
-        {"key": "silver", "rank": 1, "qualification": {"criteria": [{"counter": "visits", "operator": ">=", "threshold": 5}]}},
-        {"key": "gold", "rank": 2, "qualification": {"criteria": [{"counter": "visits", "operator": ">=", "threshold": 10}]}}],
-        "lifecycle": {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
-                      "downgrade_policy": {"mode": "DROP_ONE"}, "counters": {"rollover": "NONE", "qualifying": ["visits"]}}}
-    club = program([{"name": "Visit", "key": "visit", "condition": 'event.type == "visit"',
-                     "actions": [{"type": "COUNTER", "key": "visits", "value": "event.n"}]}], key="club", tiers=[tier])
-    cafe = program([{"name": "Coffee", "key": "coffee", "condition": 'event.type == "coffee"',
-                     "actions": [{"type": "COUNTER", "key": "visits", "value": "1"},
-                                 {"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], key="cafe")
-    year1 = [ev("a1", "a", "2025-06-01T10:00:00Z", "visit", n=10) | {"program": "club"},   # a: gold, visits 10
-             ev("b1", "b", "2025-06-01T10:00:00Z", "visit", n=10) | {"program": "club"},   # b: gold ...
-             ev("b2", "b", "2025-07-01T10:00:00Z", "visit", n=-1) | {"program": "club"}]   # ... visits 9
-    # 2026-01-01: a keeps gold (10 >= 10), b drops one rank to silver (9 < 10); visits roll to 0;
-    # then each coffee counts 1
-    coffees = [ev(f"c{w}", w, "2026-02-01T10:00:00Z", "coffee") | {"program": "cafe"} for w in ("a", "b")]
+    # instant, then the period close rolls the qualifying counters. A long batch of cafe events
+    # took the running path, which applied neither club's close: a's visit after it was wiped by
+    # the rollover maintenance applied later (visits 0, not 1), and b's review read the cafe
+    # visit made after its due instant and kept gold.
     fill = [row | {"program": "cafe"} for row in filler("2026-02-01T09:00:00Z")]
-    for name, batch in (("kernel", coffees), ("long batch", coffees + fill)):
+    for name, batch in (("kernel", COFFEES), ("long batch", COFFEES + fill)):
+        coffee_after_the_close(tmp_path, name, batch)
+
+
+def test_a_run_without_the_tiers_program_file_still_applies_its_due_closes(tmp_path):
+    # The same, for a run given only cafe's file (club's definitions are in the ledger, as
+    # `perkflow maintain` reads them): the kernel applied only the tiers of the files it was
+    # given, so the same two differences came from leaving a program file out of a run.
+    coffee_after_the_close(tmp_path, "cafe file only", COFFEES, club_file=False)
+
+
+def test_two_programs_cannot_put_two_clocks_on_one_counter(tmp_path):
+    # decisions.md "Tiers", counter rollover: a counter rolls over with one tier only and cannot
+    # also have a COUNTER reset_after (rejected at load: two clocks); counters belong to the
+    # participant across programs, so a second program doing either is the same conflict. It was
+    # checked within one file only: both loaded (semantics.md 2.1 / 13: exit 2, nothing written).
+    yearly = {**STATUS, "key": "yearly", "lifecycle": {**STATUS["lifecycle"], "qualification_period": {
+        "type": "FIXED_YEAR", "start_month": 7, "start_day": 1}}}
+    second_tier = program([], key="shop", tiers=[yearly])
+    daily = program([{"name": "Daily", "key": "daily", "condition": 'event.type == "visit"',
+                      "actions": [{"type": "COUNTER", "key": "visits", "value": "1", "reset_after": "24h"}]}], key="shop")
+    for name, other, message in (("tier", second_tier, "counter 'visits' already rolls over with tier 'status' of program 'club'"),
+                                 ("reset_after", daily, "counter 'visits' rolls over with tier 'status' of program 'club'")):
         (tmp_path / name).mkdir()
-        lg = Ledger(tmp_path / name, club, cafe)
-        lg.run(year1)
-        lg.run(batch)
-        maintain = cli("maintain", "--as-of", "2026-03-01T00:00:00Z", "--db", str(lg.db))
-        assert maintain.returncode == 0, maintain.stderr
-        assert history(lg) == [("a", "status", None, "gold", "AUTO", "2025-06-01 10:00"),
-                               ("b", "status", None, "gold", "AUTO", "2025-06-01 10:00"),
-                               ("b", "status", "gold", "silver", "LIFECYCLE", "2026-01-01 00:00")], name
-        assert [lg.state(w)[("COUNTER", "visits")] for w in ("a", "b")] == [D(1), D(1)], name
+        lg = Ledger(tmp_path / name, CLUB, other)
+        out = lg.run([ev("v1", "a", at(10), "visit", n=1) | {"program": "club"}], expect=2)
+        said = " ".join(out["stderr"].split())  # the console wraps long lines
+        assert "shop.yaml" in said and message in said, said
+        assert not lg.db.exists()
+
+
+def test_a_start_day_on_a_calendar_year_is_a_load_error_not_ignored(tmp_path):
+    # scrip-reference 14: CALENDAR_YEAR is 1 January to 31 December, FIXED_YEAR "uses start_month
+    # and start_day"; decisions.md "Tiers": a CALENDAR_YEAR period ends on 1 January. A
+    # CALENDAR_YEAR with start_month 4 loaded and ended its periods on 1 January, the start
+    # silently ignored, as an unknown field would be (semantics.md 2.1: such files are errors).
+    for period in ({"type": "CALENDAR_YEAR", "start_month": 4, "start_day": 1}, {"type": "NONE", "start_day": 1}):
+        tier = {**STATUS, "lifecycle": {**STATUS["lifecycle"], "qualification_period": period}}
+        if period["type"] == "NONE":
+            tier["lifecycle"] = {k: v for k, v in tier["lifecycle"].items() if k != "counters"}  # rollover needs a year
+        name = period["type"]
+        (tmp_path / name).mkdir()
+        lg = Ledger(tmp_path / name, program([], key="club", tiers=[tier]))
+        out = lg.run([ev("v1", "a", at(10), "visit") | {"program": "club"}], expect=2)
+        said = " ".join(out["stderr"].split())
+        assert "qualification_period: start_month and start_day apply to FIXED_YEAR only" in said, said
