@@ -144,7 +144,8 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
     opening = store.opening(g["pid"].unique().to_list(),  # (lots: engine/setwise_lots.py)
                             sorted({account[1] for account in wallets.values()}))
     if _tier_step_due(catalog, opening, g):
-        _trace("running path declined: a tier expiry, review or rollover of its participants is due by its last instant")
+        _trace("running path declined: a tier expiry, review or rollover of its participants is due by its "
+               "last instant")
         return None
     f = _features(g, catalog, opening)
     if f is None:

@@ -22,6 +22,8 @@ it runs"); both must give the hand-computed result.
 - A counter rolled over by tiers of two programs, or rolled by one and reset by another's
   `reset_after`, loaded (the one-clock check looked at one file); a CALENDAR_YEAR or NONE period
   with a `start_month` / `start_day` loaded and ignored it.
+- SET_TIER with `expires_at` was refused with a message about lots (CREDIT only), not SET_TIER's
+  fields nor the set_tier operation's params.expires_at.
 """
 
 from __future__ import annotations
@@ -218,3 +220,18 @@ def test_a_start_day_on_a_calendar_year_is_a_load_error_not_ignored(tmp_path):
         out = lg.run([ev("v1", "a", at(10), "visit") | {"program": "club"}], expect=2)
         said = " ".join(out["stderr"].split())
         assert "qualification_period: start_month and start_day apply to FIXED_YEAR only" in said, said
+
+
+def test_an_expires_at_on_set_tier_points_at_the_operation_that_has_one(tmp_path):
+    # README / decisions.md: a field an action never takes is a load error that lists the fields
+    # that action takes (semantics.md 2.1: exit 2, nothing written). SET_TIER with `expires_at`
+    # (Scrip's tier PUT has one; perkflow's is the set_tier operation's) said "expires_at applies
+    # to CREDIT only (a lot's expiry ...)", naming neither SET_TIER's fields nor where an expiring
+    # level is set.
+    rules = [{"name": "Promo", "key": "promo", "condition": 'event.type == "promo"',
+              "actions": [{"type": "SET_TIER", "tier": "status", "level": "gold", "expires_at": "720h"}]}]
+    lg = Ledger(tmp_path, program(rules, key="club", tiers=[STATUS]))
+    out = lg.run([ev("p1", "a", at(10), "promo") | {"program": "club"}], expect=2)
+    said = " ".join(out["stderr"].split())
+    assert "actions[0].expires_at: SET_TIER sets a level without an expiry (its fields are description, level, " \
+           "target, tier); a level that expires is set by the set_tier operation's params.expires_at" in said, said
