@@ -12,8 +12,9 @@ digits.
 from __future__ import annotations
 
 import math
+import operator
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Context, Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 DECIMAL = pl.Decimal(38, 18)
 MAX_INTEGER_DIGITS = 20
 LIMIT = Decimal(10) ** MAX_INTEGER_DIGITS  # the first value DECIMAL(38, 18) cannot hold
+QUANTUM = Decimal(10) ** -18  # the step between two values DECIMAL(38, 18) holds
+COMPARE = {">=": operator.ge, ">": operator.gt, "==": operator.eq, "<=": operator.le, "<": operator.lt}
 
 #: failure codes of semantics.md 7, and the zero no-op
 NOT_POSITIVE = "amount_not_positive"
@@ -37,6 +40,24 @@ ZERO = "zero"
 #: a number written as text: ASCII digits, optional sign, point and exponent (JSON's numbers and
 #: Scrip's decimal strings, with a leading `+` or a bare point also read)
 _DECIMAL_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+
+
+def compare(x: pl.Series, op: str, bound: Decimal) -> pl.Series:
+    """`x op bound`, exactly, for DECIMAL(38, 18) values `x` and any finite decimal `bound` from a
+    program file (a tier threshold, a budget limit). Polars cannot be handed such a bound as it
+    is: it compares with a Decimal whose exponent is positive as if the exponent were 0
+    (`x >= Decimal('1E+3')` is `x >= 1`, and YAML's `1e3` is the text '1e3'), and holds none of
+    more than 38 digits. So a bound past what `x` can hold is always or never met, and any other
+    becomes the equivalent test against the nearest value at or below it on x's 18-decimal grid."""
+    if abs(bound) >= LIMIT:
+        met = op in ("<", "<=") if bound > 0 else op in (">", ">=")
+        return x.is_not_null() & met
+    floor = bound.quantize(QUANTUM, rounding=ROUND_FLOOR, context=Context(prec=60))
+    if floor != bound:  # between floor and floor + 10**-18, where no x lies
+        if op == "==":
+            return x.is_not_null() & False
+        op = ">" if op in (">", ">=") else "<="
+    return COMPARE[op](x, floor)
 
 
 def decimal_text(text: str) -> Decimal:

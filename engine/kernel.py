@@ -148,7 +148,7 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
                emitting: Emitting | None = None) -> KernelResult:
     out = KernelResult()
     # tiers whose levels change with time: lifecycle steps, and tier expiry (any tier; set_tier's expires_at)
-    timed = [t for p in catalog.programs.values() for t in p.tiers.values()]
+    timed = catalog.timed_tiers()
     emitting = emitting or Emitting(None, 0)
     for ev in _stream(events, emitting, out):
         out.order.append(ev.pos)

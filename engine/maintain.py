@@ -18,7 +18,6 @@ next, in the same batch (engine/run.py `drain`); both use the program files the 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,9 +29,6 @@ import polars as pl
 from engine import automations, tiers
 from engine.catalog import load_catalog
 from engine.errors import InputError
-from engine.catalog.compiled import CompiledTier
-from engine.catalog.load import compile_tier
-from engine.catalog.models import Tier
 from engine.execute import ACCOUNT_SCHEMA, EFFECT_SCHEMA, TIMED_SCHEMA
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -181,10 +177,7 @@ def _tier_reviews(con, as_of: datetime) -> Store:
     rollover and tier expiry due up to `as_of` applied, for every participant holding a level
     in a tier with a lifecycle, a counter such a tier rolls over, or a level expiring by then."""
     store = Store(con, {})
-    timed: list[CompiledTier] = []
-    for tier_id, program_key, definition in con.execute(statement("lookups.sql", "timed_tiers"),
-                                                        {"as_of": as_of}).fetchall():
-        timed.append(compile_tier(f"stored tier {tier_id}", program_key, Tier.model_validate(json.loads(definition))))
+    timed = tiers.stored(con, as_of)
     if not timed:
         return store
     lifecycle = [t for t in timed if t.lifecycle is not None]

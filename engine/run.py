@@ -14,13 +14,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from engine import cuts, groups, ids
+from engine import cuts, groups, ids, tiers
 from engine.catalog import Catalog, load_catalog
 from engine.execute import execute
 from engine.kernel import Emitting
@@ -38,6 +38,7 @@ from engine.plan import needs_kernel
 from engine.state import Store
 
 ARRIVAL_BITS = 32  # arrival_seq = batch_id << 32 | row: global, in ingestion order
+LAST_INSTANT = datetime.max.replace(tzinfo=timezone.utc)  # the last instant the ledger holds
 
 
 @dataclass
@@ -163,6 +164,10 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
             con.rollback()
             return _no_op(done, t0)
         groups.check_founders(con, catalog)
+        # the tiers of programs whose files this run lacks still review, roll over and expire
+        # for the participants it touches (semantics.md 3), from the definitions stored
+        catalog.stored_tiers[:] = tiers.stored(con, LAST_INSTANT, skip={t.sid for p in catalog.programs.values()
+                                                                        for t in p.tiers.values()})
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         writer = BatchWriter(con, batch_id)
         totals = new_totals()

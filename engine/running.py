@@ -31,12 +31,12 @@ that state (targets, recipients, operations (fund and burn change wallets: those
 kernel; engine/cuts.py keeps long runs of events apart from them), holds, lots of PREFUNDED assets, program state, SET_TIER, tier
 lifecycles, values computed from state) is not handled here: `unsupported` says why and the
 batch takes the kernel path; so does a batch by whose last instant a level its participants
-hold expires (tier expiry, set by set_tier: `_tier_expiry_due`).
+hold expires (tier expiry, set by set_tier), or another program's tier reviews or rolls over
+their counters (`_tier_step_due`).
 """
 
 from __future__ import annotations
 
-import operator
 import os
 import sys
 from dataclasses import dataclass, field
@@ -55,7 +55,7 @@ from engine.kernel import BLOCKED_FOR_INACTIVE, INACTIVE
 from engine.moves import INSUFFICIENT, WALLET_SHORT, ActionFailed, insufficient_message, wallet
 from engine.plan import programs_unsupported
 from engine.reads import Reads, keys, merge, reads, reads_field
-from engine.state import STATE_SCHEMA, TIERS_SCHEMA, Store, TierState
+from engine.state import STATE_SCHEMA, TIERS_SCHEMA, Counter, EntityState, Store, TierState
 from engine.windows import Over, by_group
 
 MAX_ROUNDS = 12
@@ -63,7 +63,6 @@ MAX_ROUNDS = 12
 #: (~0.15 s of Polars plans over every rule, whatever the frame's size) that the kernel's
 #: ~0.4 ms per event only reaches at a few hundred events. Both paths give the same ledger.
 MIN_EVENTS = int(os.environ.get("PERKFLOW_RUNNING_MIN_EVENTS") or 500)
-_COMPARE = {">=": operator.ge, ">": operator.gt, "==": operator.eq, "<=": operator.le, "<": operator.lt}
 D = amounts.DECIMAL
 ZERO = pl.lit(Decimal(0)).cast(D)
 
@@ -99,12 +98,31 @@ def _past_the_last_instant(runnable: pl.DataFrame, catalog: Catalog) -> bool:
     return False
 
 
-def _tier_expiry_due(held: pl.DataFrame, g: pl.DataFrame) -> bool:
-    """Whether a level the batch's participants hold (entity_tiers rows) expires by the batch's
-    last instant: tier expiry (semantics.md 3) is a time-driven change this path does not
-    model, so such a batch takes the kernel, which applies it before the participant's first
-    event after it (as it does for a level of any program's tier)."""
-    return not held.filter(pl.col("expires_at") <= g["event_timestamp"].max()).is_empty()
+def _tier_step_due(catalog: Catalog, opening: dict[str, pl.DataFrame], g: pl.DataFrame) -> bool:
+    """Whether a time-driven tier change of a participant of the batch, in any program's tier,
+    is due by the batch's last instant: a level expiring (set_tier's expires_at), or a lifecycle
+    review or counter rollover of another program's tier (a program with lifecycle tiers never
+    takes this path). This path models none of them, and they are not invisible to it: a
+    rollover changes counters its rules read and write, and a review reads the counters as of its
+    due instant, before this batch's later writes (semantics.md 3). Such a batch takes the
+    kernel, which applies them before the participant's first event after them."""
+    last = g["event_timestamp"].max()
+    held = opening["tiers"]
+    if not held.filter(pl.col("expires_at") <= last).is_empty():
+        return True
+    timed = [t for t in catalog.timed_tiers() if t.lifecycle is not None]
+    if not timed:
+        return False
+    rolled = sorted({k for t in timed for k in t.rollover_keys})
+    counters = opening["states"].filter((pl.col("entity_type") == "PARTICIPANT") & (pl.col("kind") == "COUNTER")
+                                        & pl.col("key").is_in(rolled))
+    states: dict[str, EntityState] = {}
+    for pid, tier_id, level, achieved, reviewed, expires in held.filter(
+            pl.col("tier_id").is_in([t.sid for t in timed])).iter_rows():
+        states.setdefault(pid, EntityState()).tiers[tier_id] = TierState(level, achieved, reviewed, expires)
+    for pid, key, value, mark in counters.select("entity_id", "key", "number_value", "last_reset_at").iter_rows():
+        states.setdefault(pid, EntityState()).counters[key] = Counter(value, None, mark)
+    return any((step := tiers.next_step(timed, st)) is not None and step[0] <= last for st in states.values())
 
 
 @dataclass
@@ -125,8 +143,9 @@ def run(runnable: pl.DataFrame, catalog: Catalog, store: Store, helpers) -> Runn
     wallets = _wallets(g, catalog)
     opening = store.opening(g["pid"].unique().to_list(),  # (lots: engine/setwise_lots.py)
                             sorted({account[1] for account in wallets.values()}))
-    if _tier_expiry_due(opening["tiers"], g):
-        _trace("running path declined: a level its participants hold expires by the batch's last instant")
+    if _tier_step_due(catalog, opening, g):
+        _trace("running path declined: a tier expiry, review or rollover of its participants is due by its "
+               "last instant")
         return None
     f = _features(g, catalog, opening)
     if f is None:
@@ -785,7 +804,7 @@ class _ProgramPass:
             out = out | (hit if events is None else events & hit)
         for key, b in self.budgets:
             consulted, total, over = self.checked[key]
-            out = out | (consulted & ((consumed[key] + total > b.limit) != over))
+            out = out | (consulted & (amounts.compare(consumed[key] + total, ">", b.limit) != over))
         for key in self.wallets:
             lo, hi = self.wallet_checked[key]
             out = out | (wallets[key] < lo).fill_null(False) | (wallets[key] >= hi).fill_null(False)
@@ -797,7 +816,7 @@ class _ProgramPass:
         for c in level.qualification.criteria:
             value = cur[_col("c", c.counter)].fill_null(Decimal(0)) if c.counter in self.f.counters \
                 else _const(Decimal(0), len(cur), D)
-            tests.append(_COMPARE[c.operator](value, c.threshold))
+            tests.append(amounts.compare(value, c.operator, c.threshold))
         out = tests[0]
         for t in tests[1:]:
             out = (out & t) if level.qualification.mode == "ALL" else (out | t)
@@ -906,7 +925,7 @@ class _ProgramPass:
                     if action.type == "CREDIT" and action.asset_id == b.asset_id:
                         total = total + planned[action.index].fill_null(Decimal(0))
                 totals[key] = total
-                over = cur[_col("bc", key)] + total > b.limit
+                over = amounts.compare(cur[_col("bc", key)] + total, ">", b.limit)
                 exceeded = exceeded | (ok_plan & over)
                 checked[key] = (ok_plan, total, over)
             accepted = ok_plan & ~exceeded

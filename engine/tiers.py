@@ -18,13 +18,15 @@ The changes of an event live in its transaction (`Tx`), so a failed event change
 from __future__ import annotations
 
 import calendar
-import operator
+import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from engine import amounts
 from engine.catalog.compiled import CompiledLevel, CompiledProgram, CompiledTier
-from engine.catalog.models import Criterion
+from engine.catalog.load import compile_tier
+from engine.catalog.models import Criterion, Tier
+from engine.ledger.sqlfiles import statement
 from engine.moves import ActionFailed
 from engine.state import EntityState, Store, TierState, Tx
 
@@ -32,7 +34,6 @@ AUTO, ACTION, OPERATION, LIFECYCLE, EXPIRY = "AUTO", "ACTION", "OPERATION", "LIF
 #: SET_TIER whose level (a CEL result) is text that names no level of the tier (docs/decisions.md
 #: "Tiers"); a result that is not text is an expression_error, as for a tag.
 UNKNOWN_LEVEL = "unknown_tier_level"
-_COMPARE = {">=": operator.ge, ">": operator.gt, "==": operator.eq, "<=": operator.le, "<": operator.lt}
 
 
 def cel_view(program: CompiledProgram, st: EntityState) -> dict:
@@ -60,7 +61,7 @@ def meets(c: Criterion, st: EntityState) -> bool:
     """One criterion (a tier's, or a THRESHOLD automation's): the counter, 0 when never written,
     against the threshold."""
     value = st.counters[c.counter].value if c.counter in st.counters else Decimal(0)
-    return _COMPARE[c.operator](value, c.threshold)
+    return amounts.COMPARE[c.operator](value, c.threshold)
 
 
 def highest_qualifying(tier: CompiledTier, st: EntityState) -> CompiledLevel | None:
@@ -293,7 +294,7 @@ def refresh(ev, tx: Tx) -> None:
             held.reviewed_at = tx.now
 
 
-def _next_step(timed: list[CompiledTier], st: EntityState) -> tuple | None:
+def next_step(timed: list[CompiledTier], st: EntityState) -> tuple | None:
     """(instant, kind, tier index, window end) of the participant's next time-driven tier step:
     kind 0 a lifecycle review, 1 a rollover, 2 a tier expiry; at one instant reviews come first
     (they read the counters before they roll), then rollovers, then expiries (semantics.md 3:
@@ -329,7 +330,7 @@ def apply_due(store: Store, timed: list[CompiledTier], pid: str, now: datetime) 
     instant, committed to the store."""
     while timed:
         st = store.states.get(("PARTICIPANT", pid))
-        step = st and _next_step(timed, st)
+        step = st and next_step(timed, st)
         if not step or step[0] > now:
             return
         at, kind, i, end = step
@@ -346,3 +347,13 @@ def apply_due(store: Store, timed: list[CompiledTier], pid: str, now: datetime) 
         else:
             _expire(tx, tier, pid)
         tx.commit()
+
+
+def stored(con, as_of: datetime, skip: set[str] = frozenset()) -> list[CompiledTier]:
+    """The tier types whose levels change with time by `as_of` (a lifecycle, or a level expiring
+    by then), compiled from the definitions the ledger stores (`tiers.definition`, as the last run
+    that had their program's file wrote them), but those whose id is in `skip`."""
+    return [compile_tier(f"stored tier {tier_id}", program_key, Tier.model_validate(json.loads(definition)))
+            for tier_id, program_key, definition in con.execute(statement("lookups.sql", "timed_tiers"),
+                                                                {"as_of": as_of}).fetchall()
+            if tier_id not in skip]

@@ -252,6 +252,15 @@ class Catalog:
     assets: dict[str, Asset]  # by symbol, shared across the project
     asset_ids: dict[str, uuid.UUID] = field(default_factory=dict)
     groups: dict[str, CompiledGroup] = field(default_factory=dict)  # by key, shared across the project
+    #: tiers with a lifecycle or an expiring level that the ledger stores for programs (or tiers)
+    #: this run's files do not define, filled once the ledger is open (engine/run.py): their
+    #: reviews, rollovers and expiries still fall due for the participants this run touches
+    stored_tiers: list[CompiledTier] = field(default_factory=list)
+
+    def timed_tiers(self) -> list[CompiledTier]:
+        """Every tier whose levels or counters may change with time (semantics.md 3): the
+        programs' own (any tier: set_tier's expires_at) and the stored ones."""
+        return [t for p in self.programs.values() for t in p.tiers.values()] + self.stored_tiers
 
     @cached_property
     def groups_by_id(self) -> dict[str, CompiledGroup]:

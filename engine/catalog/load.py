@@ -96,6 +96,7 @@ def compile_documents(documents: list[tuple[str, object]]) -> Catalog:
         # on the files' order, and `participant.balances.X` of an asset defined elsewhere loaded
         # yet never had an entry (the map holds the program's assets): a SKIPPED_ERROR each event.
         programs[pf.program.key] = _compile_program(file, pf, {a.symbol: a for a in pf.assets}, compiled_groups)
+    _check_rollover_counters([(file, pf, programs[pf.program.key].tiers) for file, pf in parsed])
     asset_map = {s: a for s, (a, _) in assets.items()}
     return Catalog(programs=programs, assets=asset_map, asset_ids={s: ids.asset_id(s) for s in asset_map},
                    groups=compiled_groups)
@@ -252,7 +253,6 @@ def _compile_program(file: str, pf: ProgramFile, assets: dict[str, Asset],
             raise CatalogError(f"{where}: active_from must be before active_to")
         rules.append(_compile_rule(where, key, rule_key, order, rule, assets, tiers, groups))
     rules.sort(key=lambda r: r.order)
-    _check_rollover_counters(file, pf, tiers)
     rewards = {}
     for w_i, reward in enumerate(pf.rewards):
         where = f"{file}: rewards[{w_i}] ({reward.name})"
@@ -420,6 +420,11 @@ def compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:
         except ValueError:
             raise CatalogError(f"{where}.lifecycle.qualification_period: {period.start_month}-{period.start_day} is "
                                "not a day of every year; pick a start_month and start_day that exist") from None
+    elif period and (period.start_month is not None or period.start_day is not None):
+        # else silently ignored: a CALENDAR_YEAR period ends on 1 January whatever they say
+        ends = "ends on 1 January" if period.type == "CALENDAR_YEAR" else "has no period end"
+        raise CatalogError(f"{where}.lifecycle.qualification_period: start_month and start_day apply to FIXED_YEAR "
+                           f"only ({period.type} {ends}); use type FIXED_YEAR for a year that starts on another day")
     return CompiledTier(id=ids.name_id("tier", program_key, tier.key), program_id=ids.program_id(program_key),
                         key=tier.key, name=tier.name or tier.key,
                         levels=tuple(sorted(levels.values(), key=lambda lv: lv.rank)), lifecycle=tier.lifecycle,
@@ -427,22 +432,26 @@ def compile_tier(where: str, program_key: str, tier: Tier) -> CompiledTier:
                         rollover_keys=rollover_keys)
 
 
-def _check_rollover_counters(file: Path, pf: ProgramFile, tiers: dict[str, CompiledTier]) -> None:
+def _check_rollover_counters(programs: list[tuple[str, ProgramFile, dict[str, CompiledTier]]]) -> None:
     """A counter rolls over with one tier only, and is not also reset by a COUNTER `reset_after`
-    (two clocks on one counter would make its value depend on which ran first)."""
+    (two clocks on one counter would make its value depend on which ran first). Across the
+    project: counters belong to the participant, whichever program's rule or tier counts them
+    (it was checked per file, so two programs could put two clocks on one counter)."""
     rolled: dict[str, str] = {}
-    for tier in tiers.values():
-        for k in tier.rollover_keys:
-            if k in rolled:
-                raise CatalogError(f"{file}: tiers ({tier.key}).lifecycle.counters: counter {k!r} already rolls over "
-                                   f"with tier {rolled[k]!r}; a counter can roll over with one tier only")
-            rolled[k] = tier.key
-    for r_i, rule in enumerate(pf.rules):
-        for a_i, action in enumerate(rule.actions):
-            if action.type == "COUNTER" and action.reset_after is not None and action.key in rolled:
-                raise CatalogError(f"{file}: rules[{r_i}] ({rule.name}): actions[{a_i}].reset_after: counter "
-                                   f"{action.key!r} rolls over with tier {rolled[action.key]!r} at its period ends; "
-                                   "it cannot also reset on its own clock")
+    for file, pf, tiers in programs:
+        for tier in tiers.values():
+            for k in tier.rollover_keys:
+                if k in rolled:
+                    raise CatalogError(f"{file}: tiers ({tier.key}).lifecycle.counters: counter {k!r} already rolls "
+                                       f"over with {rolled[k]}; a counter can roll over with one tier only")
+                rolled[k] = f"tier {tier.key!r} of program {pf.program.key!r}"
+    for file, pf, _ in programs:
+        for r_i, rule in enumerate(pf.rules):
+            for a_i, action in enumerate(rule.actions):
+                if action.type == "COUNTER" and action.reset_after is not None and action.key in rolled:
+                    raise CatalogError(f"{file}: rules[{r_i}] ({rule.name}): actions[{a_i}].reset_after: counter "
+                                       f"{action.key!r} rolls over with {rolled[action.key]} at its period ends; "
+                                       "it cannot also reset on its own clock")
 
 
 def _lifecycle_checks(where: str, tier: Tier) -> tuple[timedelta | None, tuple[str, ...]]:

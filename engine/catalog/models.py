@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from engine.amounts import decimal_text
+from engine.amounts import LIMIT, QUANTUM, decimal_text
 
 Status = Literal["ACTIVE", "SUSPENDED", "ARCHIVED"]
 
@@ -53,10 +53,16 @@ def _number_text(v: Any) -> Any:
 def _positive(v: Decimal) -> Decimal:
     if not v.is_finite() or v <= 0:
         raise ValueError("must be a positive number")
+    if v >= LIMIT or v != v.quantize(QUANTUM, context=Context(prec=60)):
+        # it is stored as a ledger amount (assets, rewards): DuckDB would refuse one too large
+        # (the run crashed, exit 1) and round one with more decimals to a value the engine does
+        # not use
+        raise ValueError(f"must be below 10^20 with at most 18 decimals (a ledger amount, DECIMAL(38, 18)); got {v}")
     return v
 
 
-#: A positive decimal from a program file (limits, costs), exact whatever YAML made of it.
+#: A positive decimal from a program file (costs, max_transaction_amount), exact whatever YAML made
+#: of it, and one the ledger's DECIMAL(38, 18) columns hold.
 PositiveAmount = Annotated[Decimal, BeforeValidator(_shortest), AfterValidator(_positive)]
 
 

@@ -39,11 +39,15 @@ VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}
 #: Value actions whose `amount` is optional: without one they take all their bucket holds (of
 #: their reference), as the hold, release and forfeit operations do (scrip-reference.md 12).
 WHOLE_BUCKET_ACTIONS = frozenset({"HOLD", "RELEASE", "FORFEIT"})
-#: Why a field belongs to other actions only, where the list of fields says too little.
+#: Why a field (or a field on one action type) belongs to other actions only, where the list of
+#: fields says too little.
 OTHER_ACTIONS_FIELD = {
     "allow_negative": "allow_negative applies to DEBIT only (semantics.md 7: only a DEBIT may overdraw)",
     "expires_at": "expires_at applies to CREDIT only (a lot's expiry is set when it is credited)",
     "matures_at": "matures_at applies to CREDIT only (a lot's maturity is set when it is credited)",
+    # Scrip's tier PUT takes an expires_at: say where perkflow has it rather than speak of lots
+    ("SET_TIER", "expires_at"): "SET_TIER sets a level without an expiry (its fields are description, level, target, "
+                                "tier); a level that expires is set by the set_tier operation's params.expires_at",
 }
 
 
@@ -59,7 +63,7 @@ def misplaced(pf: ProgramFile) -> Iterator[tuple[str, str]]:
             takes = SUPPORTED_ACTION_FIELDS[action.type]
             for field in sorted(action.model_fields_set - takes - {"type"} - ({"bucket"} if fixed else set())):
                 if getattr(action, field) not in (None, False):
-                    yield f"{at}.{field}", OTHER_ACTIONS_FIELD.get(field) or (
+                    yield f"{at}.{field}", OTHER_ACTIONS_FIELD.get((action.type, field)) or OTHER_ACTIONS_FIELD.get(field) or (
                         f"{action.type} takes no {field}; its fields are {', '.join(sorted(takes))}")
 
 
