@@ -10,3 +10,8 @@ SELECT hash FROM schema_version;
 -- name: record
 DELETE FROM schema_version;
 INSERT INTO schema_version VALUES ($hash);
+
+-- name: is_ledger
+-- Whether the file holds a perkflow ledger: a first run that never committed leaves a DuckDB file
+-- with no tables, which the read-only commands then report as such (not as a missing table).
+SELECT count(*) > 0 FROM duckdb_tables() WHERE table_name = 'batches';

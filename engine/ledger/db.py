@@ -63,6 +63,10 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
         # ledger does not depend on it (tests/reliability/test_threads.py runs with 1 and the default).
         con.execute("SET threads = $t", {"t": _positive_int("PERKFLOW_DUCKDB_THREADS", threads)})
     if read_only:
+        if not con.execute(statement("schema_version.sql", "is_ledger")).fetchall()[0][0]:
+            con.close()
+            raise InputError(f"{p}: holds no perkflow ledger yet (a first run that did not commit leaves "
+                             "an empty file); run `perkflow run` first or pass --db")
         # reports and queries: DuckDB's own default (80% of the machine's memory) unless the
         # user set a cap; `perkflow verify` sets its own (limit_memory)
         limit_memory(con, default=None)

@@ -8,6 +8,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -148,6 +149,21 @@ def test_unreadable_file_subprocess_exit_code(tmp_path, existing_db, programs):
     assert res.returncode == 2
     assert squash(str(bad)) in squash(res.stderr)
     assert file_hash(existing_db) == before
+
+
+@pytest.mark.parametrize("command", [["verify"], ["balances"], ["report", "ledger_summary"], ["sql", "SELECT 1"]])
+def test_reading_a_file_no_run_committed_to_is_an_input_error(tmp_path, programs, command):
+    # a first run that never committed leaves a DuckDB file with no tables: the read-only commands
+    # say so and exit 2 (semantics.md 13), where they stopped with a raw "Table ... does not
+    # exist" (exit 1); a run then creates the ledger in it as usual
+    db = tmp_path / "left_empty.duckdb"
+    duckdb.connect(str(db)).close()
+    res = cli(*command, "--db", str(db))
+    assert res.returncode == 2, res.stderr
+    assert squash(str(db)) in squash(res.stderr) and "no perkflow ledger" in res.stderr
+    assert "Traceback" not in res.stderr
+    run_json(programs, good_events(tmp_path), db)
+    assert cli(*command, "--db", str(db)).returncode in (0, 4)  # verify exits 4 only on a broken ledger
 
 
 # ---------------------------------------------------------------------------------------------
