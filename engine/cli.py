@@ -264,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("explain", help="show every rule's outcome for one stored event")
     ex.add_argument("event", help="event id or idempotency key")
-    ex.add_argument("--programs", default="data/programs", help="program files (default data/programs)")
+    ex.add_argument("--programs", help="program files (default: the programs the ledger's runs stored)")
     db_arg(ex)
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=_cmd_explain)
@@ -535,7 +535,7 @@ def _cmd_explain(args) -> int:
     from engine.explain import explain
     from engine.ledger import db
 
-    catalog = load_catalog(args.programs)
+    catalog = load_catalog(args.programs) if args.programs else None
     con = db.connect(args.db, read_only=True)
     try:
         result = explain(con, catalog, args.event)

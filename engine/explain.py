@@ -13,6 +13,7 @@ from decimal import Decimal
 import duckdb
 import polars as pl
 
+from engine.automations import stored_catalog
 from engine.catalog import Catalog
 from engine.cel import CelEvalError, compile_cel
 from engine.emit import cel_event
@@ -23,7 +24,9 @@ from engine.moves import plain
 from engine.plan import reads_state
 
 
-def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
+def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog | None, ref: str) -> dict:
+    """`catalog`: the program files given; the event's program is read from the ledger's stored
+    programs (what its last run stored) when they are None or do not hold it."""
     rows = con.execute(statement("explain.sql", "event"), {"ref": ref}).fetchall()
     if not rows:
         raise LookupError(f"no event with id or idempotency key {ref!r}")
@@ -44,7 +47,9 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog, ref: str) -> dict:
     if source.startswith("system:"):
         found = con.execute(statement("explain.sql", "emitted_by"), {"source": source}).fetchall()
         by = found[0][0] if found else None
-    program = catalog.programs.get(program_key)
+    program = catalog.programs.get(program_key) if catalog else None
+    if program is None and (stored := stored_catalog(con)) is not None:
+        program = stored.programs.get(program_key)
     event = _payload(con, event_id, data)
     outcomes = []
     stopped_by = _failed_before_rules(status, code)

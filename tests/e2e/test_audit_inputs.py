@@ -977,6 +977,32 @@ def test_s5_explain_of_a_key_two_programs_use_asks_for_the_event_id(tmp_path):
     assert res.returncode == 0 and json.loads(res.stdout)["entries"] == [{"rule": "r", "type": "CREDIT", "amount": "2"}]
 
 
+def test_s5_explain_without_program_files_reads_the_programs_the_ledger_stored(tmp_path):
+    """`perkflow explain KEY` run away from the program files (another folder, no --programs):
+    it showed an empty rule table beside the recorded outcome. The ledger stores every program
+    file its runs read, so that is what it shows the rules of; the same with files that hold
+    other programs only."""
+    pts = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
+    programs = tmp_path / "programs"
+    write_program(programs / "shop.yaml", program_spec("shop", [
+        {"name": "big", "key": "big", "order": 10, "condition": "event.amount > 100",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "5"}]},
+        {"name": "any", "key": "any", "order": 20, "condition": "true",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}], assets=[pts]))
+    other = write_program(tmp_path / "other" / "cafe.yaml", program_spec("cafe", [
+        {"name": "r", "key": "r", "condition": "true", "actions": [{"type": "TAG", "tag": "x"}]}]))
+    db = tmp_path / "l.duckdb"
+    run_json(programs, write_events(tmp_path / "e.parquet", [event("shop", "k1", "u1", "2025-03-01T10:00:00Z", {"amount": 50})]), db)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for extra in ([], ["--programs", str(other)]):
+        res = cli("explain", "k1", "--db", str(db), "--json", *extra, cwd=elsewhere)
+        assert res.returncode == 0, res.stderr
+        got = json.loads(res.stdout)
+        assert [(r["rule"], r["recorded"]) for r in got["rules"]] == [("big", None), ("any", "MATCHED")], got
+        assert got["entries"] == [{"rule": "any", "type": "CREDIT", "amount": "1"}]
+
+
 def _struct_events(path, data_type: pa.DataType, payloads: list[dict]) -> None:
     schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
                         ("event_timestamp", pa.string()), ("event_data", data_type)])
