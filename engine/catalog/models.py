@@ -68,7 +68,10 @@ PositiveAmount = Annotated[Decimal, BeforeValidator(_shortest), AfterValidator(_
 
 def _whole_text(v: Any) -> Any:
     """Text in a whole-number field (scale, order, ranks, counts, days) is ASCII digits with an
-    optional sign, as decimals are (`_shortest`): pydantic alone reads '1_0' as 10 and '2.0' as 2."""
+    optional sign, as decimals are (`_shortest`): pydantic alone reads '1_0' as 10 and '2.0' as 2,
+    and `true` as 1."""
+    if isinstance(v, bool):
+        raise ValueError(f"{str(v).lower()} is not a whole number")
     if isinstance(v, str) and not re.fullmatch(r"[+-]?[0-9]+", v.strip()):
         raise ValueError(f"{v!r} is not a whole number (ASCII digits with an optional sign)")
     return v

@@ -167,6 +167,23 @@ def test_conflicting_asset_definition_is_error(tmp_path, field, value):
     assert "PTS" in str(e.value) and "b.yaml" in str(e.value) and "a.yaml" in str(e.value)
 
 
+@pytest.mark.parametrize("where,value", [("scale", True), ("order", True), ("order", False), ("rank", True)])
+def test_a_boolean_is_no_whole_number(tmp_path, where, value):
+    # pydantic reads true as 1 in an int field: `rank: true` was rank 1, `scale: true` scale 1. A
+    # whole-number field takes digits (semantics.md 2.1: a file that does not validate is an error)
+    spec = program_spec("alpha", copy.deepcopy(RULES))
+    if where == "scale":
+        spec["assets"][0]["scale"] = value
+    elif where == "order":
+        spec["rules"][0]["order"] = value
+    else:
+        spec["tiers"] = [{"key": "status", "name": "Status", "levels": [{"key": "gold", "rank": value}]}]
+    write_program(tmp_path / "a.yaml", spec)
+    with pytest.raises(CatalogError) as e:
+        load_catalog(tmp_path)
+    assert where in str(e.value) and "not a whole number" in str(e.value), str(e.value)
+
+
 def test_duplicate_program_key_is_error(tmp_path):
     write_program(tmp_path / "a.yaml", program_spec("alpha", copy.deepcopy(RULES)))
     write_program(tmp_path / "b.yaml", program_spec("alpha", copy.deepcopy(RULES)))
