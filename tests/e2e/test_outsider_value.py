@@ -38,3 +38,52 @@ def test_s9_3_a_transfer_recipient_and_a_target_by_participant_id_in_capitals_ar
     assert lg.balance("a") == (D(10) - 3, D(0), D(0))
     assert lg.balance("b") == (D(1) + 2 + 3, D(0), D(0))
     lg.verify()
+
+
+def test_s7_a_hold_release_or_forfeit_of_the_whole_bucket_is_capped_like_a_given_amount(tmp_path):
+    """7: an amount must be "at most the asset's max_transaction_amount; otherwise the action
+    fails (max_transaction_amount_exceeded)" (Scrip: "any single credit or debit above it is
+    rejected"). HOLD, RELEASE and FORFEIT without an amount move the whole bucket, one entry of
+    that amount; with max 10, two lots of 8 make a bucket of 16, which failed as `amount: 16`
+    does but moved as one entry of 16 when the amount was left out. Now the whole bucket is
+    checked like a given amount (docs/decisions.md "Operations and rewards"): over the cap it
+    fails, within it (after part is moved by capped steps) it moves. VOID_HOLD is not capped:
+    it cancels provisional credits that each passed the cap, and never fails (decisions)."""
+    pts = {**LOT, "max_transaction_amount": "10"}
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}),
+             on("auth", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "bucket": "HELD",
+                         "reference_id": "event.ref"}),
+             on("void", {"type": "VOID_HOLD", "asset": "PTS", "reference_id": "event.ref"}),
+             on("hold", {"type": "HOLD", "asset": "PTS", "amount": "event.n"}),
+             on("hold_all", {"type": "HOLD", "asset": "PTS"}),
+             on("release_all", {"type": "RELEASE", "asset": "PTS"}),
+             on("forfeit_all", {"type": "FORFEIT", "asset": "PTS", "bucket": "AVAILABLE"})]
+    lg = Ledger(tmp_path, program(rules, [pts]))
+    lg.run([ev("a1", "a", at(1, 10), "earn", n=8), ev("a2", "a", at(1, 11), "earn", n=8),
+            ev("a3", "a", at(1, 12), "hold_all"),                  # 16 > 10: fails
+            ev("a4", "a", at(1, 13), "forfeit_all"),               # 16 > 10: fails
+            ev("a5", "a", at(1, 14), "hold", n=8),
+            ev("a6", "a", at(1, 15), "hold", n=8),                 # HELD 16, AVAILABLE 0
+            ev("a7", "a", at(1, 16), "release_all"),               # 16 > 10: fails
+            ev("b1", "b", at(1, 10), "auth", n=8, ref="R"), ev("b2", "b", at(1, 11), "auth", n=8, ref="R"),
+            ev("b3", "b", at(1, 12), "void", ref="R"),             # 16 back to issuance, uncapped
+            ev("c1", "c", at(1, 10), "earn", n=8), ev("c2", "c", at(1, 11), "earn", n=8),
+            ev("c3", "c", at(1, 12), "hold", n=7),                 # AVAILABLE 9
+            ev("c4", "c", at(1, 13), "forfeit_all")],              # 9 <= 10: forfeited
+           [op("hold", "o1", "c", at(1, 14), asset="PTS", description="all"),        # AVAILABLE 0: no-op
+            op("release", "o2", "a", at(1, 17), asset="PTS", description="all"),     # 16: fails
+            op("forfeit", "o3", "a", at(1, 18), asset="PTS", description="all", bucket="HELD"),  # 16: fails
+            op("release", "o4", "a", at(1, 19), asset="PTS", description="part", amount="10"),
+            op("forfeit", "o5", "a", at(1, 20), asset="PTS", description="rest", bucket="HELD")])  # 6
+    st = lg.status()
+    exceeded = ("FAILED", "max_transaction_amount_exceeded")
+    assert (st["a3"], st["a4"], st["a7"], st["o2"], st["o3"]) == (exceeded,) * 5
+    assert st["a5"] == st["a6"] == st["b3"] == st["c3"] == st["c4"] == st["o1"] == st["o4"] == st["o5"] == OK
+    assert lg.entries("a3") == lg.entries("a4") == lg.entries("a7") == lg.entries("o2") == lg.entries("o3") == []
+    assert lg.entries("b3") == [("VOID_HOLD", D(16))]
+    assert lg.entries("c4") == [("FORFEIT", D(9))] and lg.entries("o1") == []
+    assert lg.entries("o4") == [("RELEASE", D(10))] and lg.entries("o5") == [("FORFEIT", D(6))]
+    assert lg.balance("a") == (D(10), D(0), D(0))
+    assert lg.balance("b") == (D(0), D(0), D(0))
+    assert lg.balance("c") == (D(0), D(7), D(0))
+    lg.verify()
