@@ -17,25 +17,31 @@ def test_s9_3_a_transfer_recipient_and_a_target_by_participant_id_in_capitals_ar
     """9.3: a transfer names each recipient by `external_id | participant_id | group_id`, and 7 a
     PARTICIPANT target by `external_id | participant_id`. perkflow's participant ids are UUIDs,
     read case-insensitively wherever a row names one (docs/decisions.md "Input": RFC 9562), so a
-    recipient or target pasted in capitals (as some systems print UUIDs) is that participant. It
-    was `participant_not_found` for both; and a recipient in capitals that is the source is still
-    a self-transfer."""
+    recipient or target pasted in capitals (as some systems print UUIDs) is that participant, and
+    a `group_id` recipient given as the group's id in capitals is that group. They were
+    `participant_not_found` / `group_not_found`; a recipient in capitals that is the source is
+    still a self-transfer."""
     rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}),
              on("gift", {"type": "CREDIT", "asset": "PTS", "amount": "event.n",
                          "target": {"type": "PARTICIPANT", "participant_id": "event.to"}})]
-    lg = Ledger(tmp_path, program(rules, [LOT]))
+    lg = Ledger(tmp_path, program(rules, [LOT], groups=[{"key": "team", "name": "Team", "members": [{"external_id": "b", "role": "ADMIN"}]}]))
     lg.run([ev("a1", "a", at(1), "earn", n=10), ev("b1", "b", at(1), "earn", n=1)])
     a_id, b_id = (lg.sql("SELECT id::VARCHAR FROM participants WHERE external_id = ?", [w])[0][0] for w in "ab")
+    team_id = lg.sql("SELECT id::VARCHAR FROM groups WHERE key = 'team'")[0][0]
     lg.run([ev("g1", "a", at(2), "gift", n=2, to=b_id.upper())],
            [op("transfer", "t1", "a", at(3), asset="PTS", description="gift",
                recipients=[{"participant_id": b_id.upper(), "amount": "3"}]),
             op("transfer", "t2", "a", at(3, 13), asset="PTS", description="to myself",
-               recipients=[{"participant_id": a_id.upper(), "amount": "1"}])])
+               recipients=[{"participant_id": a_id.upper(), "amount": "1"}]),
+            op("transfer", "t3", "a", at(3, 14), asset="PTS", description="to the team",
+               recipients=[{"group_id": team_id.upper(), "amount": "4"}])])
     st = lg.status()
-    assert st["g1"] == st["t1"] == OK
+    assert st["g1"] == st["t1"] == st["t3"] == OK
     assert st["t2"] == ("FAILED", "self_transfer")
     assert lg.entries("g1") == [("CREDIT", D(2))] and lg.entries("t1") == [("TRANSFER", D(3))]
-    assert lg.balance("a") == (D(10) - 3, D(0), D(0))
+    assert lg.entries("t3") == [("TRANSFER", D(4))]
+    assert lg.balance("a") == (D(10) - 3 - 4, D(0), D(0))
+    assert lg.sql("SELECT available FROM balances WHERE entity_type = 'GROUP'") == [(D(4),)]
     assert lg.balance("b") == (D(1) + 2 + 3, D(0), D(0))
     lg.verify()
 
