@@ -93,3 +93,36 @@ def test_s7_a_hold_release_or_forfeit_of_the_whole_bucket_is_capped_like_a_given
     assert lg.balance("b") == (D(0), D(0), D(0))
     assert lg.balance("c") == (D(0), D(7), D(0))
     lg.verify()
+
+
+def test_s7_an_adjust_credit_with_a_reference_is_provisional_by_that_reference_and_settles_by_it(tmp_path):
+    """7: a CREDIT's `reference_id` (LOT) "into HELD stamps the lots; into AVAILABLE settles the
+    held lots with that reference", and VOID_HOLD "cancels lots created directly in HELD with
+    reference_id". The `adjust` operation is the direct CREDIT (semantics.md 2.3; an adjust into
+    HELD is a provisional credit, docs/decisions.md "Holds, settles and voids"), and
+    `reference_id` is one of the operations' fields, but adjust ignored it: the HELD lot had no
+    reference (never voidable or settleable), and an adjust of 6 "settling" R credited 6 more on
+    top of the 10 still held (16 for a 6 settlement). Now it is read as the CREDIT action reads it;
+    a DEBIT with a reference (no such action exists) fails `invalid_operation`, nothing moved."""
+    lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})], [LOT]))
+    adjust = lambda key, who, when, **p: op("adjust", key, who, when, asset="PTS", description="auth", **p)  # noqa: E731
+    lg.run([ev("a0", "a", at(1), "earn", n=1), ev("b0", "b", at(1), "earn", n=1)],
+           [adjust("o1", "a", at(2), type="CREDIT", amount="10", bucket="HELD", reference_id="R"),
+            adjust("o2", "a", at(2, 13), type="CREDIT", amount="6", reference_id="R"),   # SETTLE 6, VOID_HOLD 4
+            adjust("o3", "b", at(2), type="CREDIT", amount="5", bucket="HELD", reference_id="V"),
+            op("void_hold", "o4", "b", at(2, 13), asset="PTS", description="voided", reference_id="V"),
+            adjust("o5", "b", at(2, 14), type="DEBIT", amount="1", reference_id="V")])
+    st = lg.status()
+    assert st["o1"] == st["o2"] == st["o3"] == st["o4"] == OK
+    assert st["o5"] == ("FAILED", "invalid_operation") and lg.entries("o5") == []
+    assert lg.entries("o2") == [("SETTLE", D(6)), ("VOID_HOLD", D(10) - 6)]
+    assert lg.entries("o4") == [("VOID_HOLD", D(5))]
+    assert lg.balance("a") == (D(1) + 6, D(0), D(0))
+    assert lg.balance("b") == (D(1), D(0), D(0))
+    assert lg.sql("SELECT l.remaining, l.reference_id FROM lots l JOIN participants p ON p.id = l.entity_id "
+                  "WHERE p.external_id = 'a' AND l.status = 'AVAILABLE' ORDER BY l.created_at") == [
+        (D(1), None), (D(6), "R")]
+    # issued 1 + 1 + 10 + 5, un-issued by voids 4 + 5
+    assert lg.sql("SELECT total_issued, current_balance FROM ledger_summary") == [
+        (D(1) + 1 + 10 + 5 - 4 - 5, D(7) + 1)]
+    lg.verify()
