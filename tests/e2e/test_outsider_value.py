@@ -126,3 +126,24 @@ def test_s7_an_adjust_credit_with_a_reference_is_provisional_by_that_reference_a
     assert lg.sql("SELECT total_issued, current_balance FROM ledger_summary") == [
         (D(1) + 1 + 10 + 5 - 4 - 5, D(7) + 1)]
     lg.verify()
+
+
+def test_s9_4_a_redemption_target_named_by_the_groups_id_in_capitals_loads_and_is_that_group(tmp_path):
+    """9.4: redemption debits AVAILABLE "to the program's redemption target"; a LEDGER_ENTITY
+    target names a declared group by key or id (docs/decisions.md "Redemption target"), and
+    perkflow's ids are read in any case ("Input"). The group's id in capitals was a load error
+    ("is not a group of this project", exit 2). Now it loads, and a redemption of 4 moves 4 from
+    the participant to that group."""
+    from tests.helpers.io import write_program
+    team = {"key": "team", "name": "Team", "members": [{"external_id": "a", "role": "ADMIN"}]}
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})]
+    lg = Ledger(tmp_path, program(rules, [LOT], groups=[team]))
+    lg.run([ev("a1", "a", at(1), "earn", n=10)])
+    team_id = lg.sql("SELECT id::VARCHAR FROM groups WHERE key = 'team'")[0][0]
+    write_program(lg.programs / "shop.yaml", program(rules, [LOT], groups=[team], program={
+        "redemption_target_type": "LEDGER_ENTITY", "redemption_target_entity_id": team_id.upper()}))
+    lg.run(operations=[op("redeem", "r1", "a", at(2), asset="PTS", amount="4", description="to the team")])
+    assert lg.status()["r1"] == OK and lg.entries("r1") == [("REDEMPTION", D(4))]
+    assert lg.balance("a") == (D(10) - 4, D(0), D(0))
+    assert lg.sql("SELECT available FROM balances WHERE entity_type = 'GROUP'") == [(D(4),)]
+    lg.verify()
