@@ -24,7 +24,8 @@ def test_s9_3_a_transfer_recipient_and_a_target_by_participant_id_in_capitals_ar
     rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}),
              on("gift", {"type": "CREDIT", "asset": "PTS", "amount": "event.n",
                          "target": {"type": "PARTICIPANT", "participant_id": "event.to"}})]
-    lg = Ledger(tmp_path, program(rules, [LOT], groups=[{"key": "team", "name": "Team", "members": [{"external_id": "b", "role": "ADMIN"}]}]))
+    team = {"key": "team", "name": "Team", "members": [{"external_id": "b", "role": "ADMIN"}]}
+    lg = Ledger(tmp_path, program(rules, [LOT], groups=[team]))
     lg.run([ev("a1", "a", at(1), "earn", n=10), ev("b1", "b", at(1), "earn", n=1)])
     a_id, b_id = (lg.sql("SELECT id::VARCHAR FROM participants WHERE external_id = ?", [w])[0][0] for w in "ab")
     team_id = lg.sql("SELECT id::VARCHAR FROM groups WHERE key = 'team'")[0][0]
@@ -41,8 +42,8 @@ def test_s9_3_a_transfer_recipient_and_a_target_by_participant_id_in_capitals_ar
     assert lg.entries("g1") == [("CREDIT", D(2))] and lg.entries("t1") == [("TRANSFER", D(3))]
     assert lg.entries("t3") == [("TRANSFER", D(4))]
     assert lg.balance("a") == (D(10) - 3 - 4, D(0), D(0))
-    assert lg.sql("SELECT available FROM balances WHERE entity_type = 'GROUP'") == [(D(4),)]
     assert lg.balance("b") == (D(1) + 2 + 3, D(0), D(0))
+    assert lg.sql("SELECT available FROM balances WHERE entity_type = 'GROUP'") == [(D(4),)]
     lg.verify()
 
 
