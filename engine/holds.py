@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from engine import amounts
 from engine.catalog.models import Asset
 from engine.lots import in_status
-from engine.moves import Account, move
+from engine.moves import Account, ActionFailed, move, plain
 from engine.state import Tx
 
 #: A rule action writes at most one entry per action index; a settle's second entry (the
@@ -37,8 +38,14 @@ def whole(tx: Tx, kind: str, source: Account, asset: Asset, reference: str | Non
     """What a HOLD, RELEASE or FORFEIT without an amount takes, action or operation alike: all
     that its source bucket holds, None when nothing (a no-op). A HOLD's reference only stamps the
     lots it holds, so it takes the whole AVAILABLE bucket; RELEASE and FORFEIT narrow to the
-    lots of their reference."""
-    return held(tx, source, asset, None if kind == "HOLD" else reference)
+    lots of their reference. That amount is the entry's, so it is capped like a given one
+    (semantics.md 7: "at most the asset's max_transaction_amount"; docs/decisions.md)."""
+    amount = held(tx, source, asset, None if kind == "HOLD" else reference)
+    if amount is not None and asset.max_transaction_amount is not None and amount > asset.max_transaction_amount:
+        raise ActionFailed(amounts.MAX_EXCEEDED, f"{kind} without an amount takes the whole {source[3]} balance: "
+                                                 f"{amounts.describe(amounts.MAX_EXCEEDED, plain(amount), asset)}; "
+                                                 "give an amount")
+    return amount
 
 
 def _provisional(spec: dict, reference: str) -> dict:

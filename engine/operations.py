@@ -180,8 +180,19 @@ def _adjust(o: _Op) -> None:
     issue = source_of_issue(asset, str(o.op.program.id), aid)
     mine = (etype, eid, aid, bucket)
     kind = o.field("type")
-    if kind == "CREDIT":
+    reference = o.reference(asset)
+    if kind == "CREDIT" and reference is not None:
+        # the direct CREDIT reads reference_id as the CREDIT action does (semantics.md 7): into
+        # HELD it stamps the provisional lot, into AVAILABLE it settles the reference
+        if bucket == "HELD":
+            o.move(issue, mine, amount, "ADJUSTMENT", asset, lot=o.lot(reference_id=reference))
+        else:
+            holds.settle(o.tx, o.effects, issue, mine, amount, asset, o.lot(reference_id=reference), o.meta())
+    elif kind == "CREDIT":
         o.move(issue, mine, amount, "ADJUSTMENT", asset)
+    elif kind == "DEBIT" and reference is not None:
+        raise ActionFailed(INVALID, f"{o.op.operation}: params.reference_id applies to a CREDIT (a DEBIT takes no "
+                                    "reference; release or forfeit the reference's lots instead)")
     elif kind == "DEBIT":
         o.move(mine, issue, amount, "ADJUSTMENT", asset, overdraft=bool(o.field("allow_negative", False)))
     else:

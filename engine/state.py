@@ -418,7 +418,10 @@ class Store:
         return found if self.arrived(found, pos) else None
 
     def find_id(self, participant_id: str, pos: int) -> str | None:
-        """The participant with this id as of stream position `pos`, or None."""
+        """The participant with this id as of stream position `pos`, or None. Ids are UUIDs,
+        read in any case and kept lowercase (docs/decisions.md "Input"), so a transfer recipient or
+        a target pasted in capitals is found as the row's `participant_id` column is."""
+        participant_id = participant_id.lower()
         if participant_id not in self.people:
             self.preload([participant_id], [])
         return participant_id if participant_id in self.people and self.arrived(participant_id, pos) else None

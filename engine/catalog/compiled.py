@@ -267,8 +267,10 @@ class Catalog:
         return {g.sid: g for g in self.groups.values()}
 
     def resolve_group(self, ref: str) -> CompiledGroup | None:
-        """A group by key or by id (a GROUP target or an operation may name either)."""
-        return self.groups.get(ref) or self.groups_by_id.get(ref)
+        """A group by key or by id (a GROUP target or an operation may name either). A key is
+        the customer's, compared exactly; an id is perkflow's UUID, read in any case
+        (docs/decisions.md "Input")."""
+        return self.groups.get(ref) or self.groups_by_id.get(ref.lower())
 
     @cached_property
     def asset_sids(self) -> dict[str, str]:

@@ -626,9 +626,11 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
 
 def _check_redemption_entity(file: str, pf: ProgramFile, groups: dict[str, CompiledGroup]) -> None:
     """LEDGER_ENTITY posts redemptions into a group's wallet: its entity id must name (by key or
-    id) a group declared in the project (docs/decisions.md "Redemption target")."""
+    id, in any case as perkflow's ids are) a group declared in the project (docs/decisions.md
+    "Redemption target")."""
     ref = pf.program.redemption_target_entity_id
-    if pf.program.redemption_target_type != "LEDGER_ENTITY" or ref in groups or ref in {g.sid for g in groups.values()}:
+    if (pf.program.redemption_target_type != "LEDGER_ENTITY" or ref in groups
+            or ref.lower() in {g.sid for g in groups.values()}):
         return
     raise CatalogError(f"{file}: program.redemption_target_entity_id: {ref!r} is not a group of this project; "
                        "a LEDGER_ENTITY target is a group declared under `groups` (its key or id)"
