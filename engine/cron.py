@@ -23,6 +23,9 @@ FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}
 #: Far enough back to find the previous firing of any satisfiable expression (29 February
 #: can be 8 years away across a skipped leap year such as 2100).
 SEARCH_DAYS = 366 * 9
+#: More than any DST change moves a wall clock (1 hour; 2 in double summer time): around `at`,
+#: the wall times whose instants may come first (Cron.next_after).
+DST_REACH = timedelta(hours=3)
 
 
 class CronError(ValueError):
@@ -61,9 +64,24 @@ class Cron:
     def next_after(self, at: datetime, tz: tzinfo = timezone.utc) -> datetime:
         """The first firing strictly after `at`, with the fields read as wall-clock time in `tz`
         (automations: engine/automations.py). A wall time that a DST change skips fires at the
-        instant it maps to (zoneinfo, fold 0: just after the gap); one it repeats fires once, at
-        its first occurrence."""
-        local = at.astimezone(tz).replace(tzinfo=timezone.utc)  # wall clock, scanned as if UTC
+        instant it maps to (zoneinfo, fold 0: as far past the gap as it lies in it, 02:20 -> 03:20);
+        one it repeats fires once, at its first occurrence."""
+        fire = self._first_mapped_after(at, tz, at.astimezone(tz).replace(tzinfo=timezone.utc))
+        if fire.year == datetime.max.year or _offset(at - DST_REACH, tz) == _offset(fire + DST_REACH, tz):
+            return fire
+        # Near a DST change wall order is not time order: the skipped 02:20 maps to 03:20, after
+        # 03:00. Scanning on from the wall time of `at` would lose the skipped times after the
+        # first one that fired, so take the earliest instant of the wall times around it.
+        best, wall = fire, (at - DST_REACH).astimezone(tz).replace(tzinfo=timezone.utc)
+        limit = fire.astimezone(tz).replace(tzinfo=timezone.utc) + DST_REACH
+        while (wall := self._scan(wall + timedelta(minutes=1), +1)) <= limit:
+            mapped = wall.replace(tzinfo=tz).astimezone(timezone.utc)
+            if at < mapped < best:
+                best = mapped
+        return best
+
+    def _first_mapped_after(self, at: datetime, tz: tzinfo, local: datetime) -> datetime:
+        """The first wall time after `local` (wall clock scanned as if UTC) whose instant is after `at`."""
         while True:
             wall = self._scan(local + timedelta(minutes=1), +1)
             if wall.year == datetime.max.year:
@@ -129,3 +147,7 @@ def _field(part: str, name: str, low: int, high: int, names: dict, text: str) ->
 def _number(token: str, names: dict) -> int:
     upper = token.upper()
     return names[upper] if upper in names else int(token)
+
+
+def _offset(instant: datetime, tz: tzinfo) -> timedelta | None:
+    return instant.astimezone(tz).utcoffset()

@@ -1,0 +1,101 @@
+"""An outsider's scenarios, round 7: groups and automations, black box. Written from README.md,
+docs/ (writing-rules.md 5.10, decisions.md "Groups", "Automations", "SYSTEM events") and
+semantics.md 3, 5, 7, 11 alone; expected results computed by hand in the comments; every step is
+the real CLI (`perkflow run` / `maintain` in a subprocess) into a real DuckDB file, and
+`perkflow verify` holds after each scenario. Earlier rounds (test_groups.py, test_group_lots.py,
+test_automations.py, test_outsider_round3.py) pinned the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal as D
+from pathlib import Path
+
+from tests.e2e.test_outsider_features import EVENT_COLS, OP_COLS, write_rows
+from tests.helpers.io import cli, query, write_program
+
+UTC = timezone.utc
+PTS = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
+BONUS = {"name": "Bonus", "key": "bonus", "condition": 'event.type == "bonus"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n"}]}
+JOIN = {"name": "Join", "key": "join", "condition": 'event.type == "join"',
+        "actions": [{"type": "TAG", "tag": "member"}]}
+
+
+def ok(*args: str) -> str:
+    res = cli(*args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+class Ledger:
+    """One program file and one ledger, driven through the CLI."""
+
+    def __init__(self, tmp: Path, spec: dict):
+        self.tmp, self.db, self.programs, self.batches = tmp, tmp / "ledger.duckdb", tmp / "programs", 0
+        write_program(self.programs / "shop.yaml", spec)
+
+    def run(self, events: list[tuple] = (), ops: list[tuple] = ()) -> dict:
+        """events: (key, external id, RFC 3339, event_data); ops: (operation, key, external id,
+        RFC 3339, params). Returns the run's --json report."""
+        self.batches += 1
+        args = ["run", "--programs", str(self.programs), "--db", str(self.db), "--json"]
+        if events:
+            rows = [{"program_id": "shop", "idempotency_key": k, "external_id": w, "event_timestamp": t,
+                     "event_data": json.dumps(d)} for k, w, t, d in events]
+            args += ["--events", str(write_rows(self.tmp / f"events-{self.batches}.parquet", rows, EVENT_COLS))]
+        if ops:
+            rows = [{"operation": o, "program_id": "shop", "idempotency_key": k, "external_id": w, "timestamp": t,
+                     "params": json.dumps(p)} for o, k, w, t, p in ops]
+            args += ["--operations", str(write_rows(self.tmp / f"ops-{self.batches}.parquet", rows, OP_COLS))]
+        return json.loads(ok(*args).strip().splitlines()[-1])
+
+    def maintain(self, as_of: str) -> None:
+        ok("maintain", "--as-of", as_of, "--db", str(self.db))
+
+    def verify(self) -> None:
+        assert "ok:" in ok("verify", "--db", str(self.db))
+
+    def firings(self, automation: str) -> list[tuple[str, str]]:
+        """(external id or 'program', instant as UTC text) of an automation's SYSTEM events."""
+        rows = query(self.db, "SELECT COALESCE(external_id, 'program'), event_timestamp FROM events "
+                              "WHERE idempotency_key LIKE ? ORDER BY event_timestamp, external_id",
+                     [f"system:automation:{automation}:%"])
+        return [(w, t.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")) for w, t in rows]
+
+    def available(self, who: str) -> D:
+        rows = query(self.db, "SELECT available FROM balances WHERE external_id = ? AND asset_symbol = 'PTS'", [who])
+        return D(rows[0][0]) if rows else D(0)
+
+
+def shop(automations: list[dict], rules: list[dict] | None = None, **extra) -> dict:
+    return {"program": {"key": "shop", "name": "Shop", "on_unknown_participant": "CREATE"}, "assets": [PTS],
+            "rules": rules or [JOIN, BONUS], "automations": automations, **extra}
+
+
+# ---------------------------------------------------------------------------------------------
+# Automations: time zones and DST (decisions.md "Automations", "Time zones")
+# ---------------------------------------------------------------------------------------------
+
+def test_every_wall_time_a_spring_forward_skips_fires_once_past_the_gap(tmp_path):
+    """decisions.md "Time zones": "A wall time skipped by a DST change fires at the instant it
+    maps to (just after the gap)". New York skips 02:00-03:00 on 9 March 2025 (EST -5 -> EDT
+    -4): "*/20 2 9 3 *" names 02:00, 02:20 and 02:40, all skipped; with zoneinfo's fold 0 they
+    map to 03:00, 03:20 and 03:40 EDT = 07:00Z, 07:20Z, 07:40Z: three firings, one point each.
+    perkflow fired only 07:00Z (the scan went on from 03:00 wall time and found 02:20 passed).
+    In 2026 (DST began 8 March) 9 March is EDT: 06:00Z, 06:20Z, 06:40Z, no gap."""
+    ledger = Ledger(tmp_path, shop([{"name": "Gap", "key": "gap", "event_name": "bonus", "scope": "participants",
+                                     "payload": {"n": 1},
+                                     "trigger": {"type": "cron", "cron_expression": "*/20 2 9 3 *",
+                                                 "timezone": "America/New_York"}}]))
+    ledger.run(events=[("j1", "u1", "2025-03-01T00:00:00Z", {"type": "join"})])
+    ledger.maintain("2025-03-10T00:00:00Z")
+    assert ledger.firings("gap") == [("u1", "2025-03-09T07:00Z"), ("u1", "2025-03-09T07:20Z"),
+                                     ("u1", "2025-03-09T07:40Z")]
+    ledger.maintain("2026-03-10T00:00:00Z")
+    assert ledger.firings("gap")[3:] == [("u1", "2026-03-09T06:00Z"), ("u1", "2026-03-09T06:20Z"),
+                                         ("u1", "2026-03-09T06:40Z")]
+    assert ledger.available("u1") == D(6)
+    ledger.verify()
