@@ -145,12 +145,15 @@ def anniversaries(text: str | None, at: tuple[int, int], tz, after: datetime, un
     """The yearly instants in (after, until] of the month and day in `text` (YYYY-MM-DD, an RFC
     3339 timestamp's date as written, or MM-DD) at wall-clock `at` in `tz`; 29 February falls on
     28 February in other years. Text that is not such a date gives none."""
-    m = re.match(r"^\s*(?:\d{4}-)?(\d{2})-(\d{2})(?:$|[T ])", text or "")
+    # ASCII digits only, as every date and time text (docs/decisions.md "The rule language")
+    m = re.match(r"^\s*(?:([0-9]{4})-)?([0-9]{2})-([0-9]{2})(?:$|[T ])", text or "")
     if m is None:
         return []
-    month, day = int(m.group(1)), int(m.group(2))
+    month, day = int(m.group(2)), int(m.group(3))
     try:
-        date(2024, month, day)  # a leap year: every valid month and day exists
+        # with a year, that year's date (2001-02-29 is no date); without, a leap year, where every
+        # valid month and day exists
+        date(int(m.group(1) or 2024), month, day)
     except ValueError:
         return []
     out = []

@@ -99,3 +99,26 @@ def test_every_wall_time_a_spring_forward_skips_fires_once_past_the_gap(tmp_path
                                          ("u1", "2026-03-09T06:40Z")]
     assert ledger.available("u1") == D(6)
     ledger.verify()
+
+
+def test_a_birthday_that_is_no_date_fires_nothing(tmp_path):
+    """decisions.md "participant_state ATTRIBUTE_DATE": the attribute is `YYYY-MM-DD` or `MM-DD`,
+    "29 February falls on 28 February in other years; text that is no such date fires nothing".
+    2001 is no leap year, so "2001-02-29" is no date: nothing (perkflow read it as 29 February and
+    paid it on 28 February 2026). "٠٤-١٥" is in Arabic-Indic digits, which no date or time text
+    of a program takes (decisions.md "The rule language": ASCII digits only): nothing (perkflow
+    read it as 04-15). Beside them, the dates that are: "2000-02-29" (a leap day) falls on
+    28 February 2026, "0004-04-15" on 15 April 2025; at 00:00 UTC (no `time`, no zone); the
+    maintenance window is the program's first event (1 March 2025) to 1 March 2026."""
+    profile = {"name": "Profile", "key": "profile", "condition": 'event.type == "profile"',
+               "actions": [{"type": "SET_ATTRIBUTE", "key": "birthday", "value": "event.b"}]}
+    ledger = Ledger(tmp_path, shop([{"name": "Birthday", "key": "bd", "event_name": "bonus", "scope": "participants",
+                                     "payload": {"n": 1},
+                                     "trigger": {"type": "participant_state", "schedule_type": "ATTRIBUTE_DATE",
+                                                 "schedule_config": {"attribute": "birthday"}}}],
+                                   rules=[profile, BONUS]))
+    dates = {"u1": "2001-02-29", "u2": "٠٤-١٥", "u3": "2000-02-29", "u4": "0004-04-15"}
+    ledger.run(events=[(f"p-{w}", w, "2025-03-01T00:00:00Z", {"type": "profile", "b": b}) for w, b in dates.items()])
+    ledger.maintain("2026-03-01T00:00:00Z")
+    assert ledger.firings("bd") == [("u4", "2025-04-15T00:00Z"), ("u3", "2026-02-28T00:00Z")]
+    ledger.verify()
