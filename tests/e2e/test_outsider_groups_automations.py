@@ -122,3 +122,62 @@ def test_a_birthday_that_is_no_date_fires_nothing(tmp_path):
     ledger.maintain("2026-03-01T00:00:00Z")
     assert ledger.firings("bd") == [("u4", "2025-04-15T00:00Z"), ("u3", "2026-02-28T00:00Z")]
     ledger.verify()
+
+
+# ---------------------------------------------------------------------------------------------
+# Path independence: automations over state a large batch left (README "How it runs")
+# ---------------------------------------------------------------------------------------------
+
+def test_firings_over_a_large_batch_equal_those_over_small_batches(tmp_path):
+    """semantics.md 1.4-1.6 and 11: 620 purchases in one batch (500 or more runnable events: the
+    running-state path, README "How it runs") or in 7 batches under 500 (the kernel) leave the
+    same counters, tags and enrolments, so maintenance fires the same events.
+
+    u0..u9, purchase j (0..619) by u(j % 10) at 00:00 + j minutes on 1 March 2025: each buys 62
+    times (1 PTS and `spent` + 1 each; 60 purchases make it `vip`), and is enrolled at minute i.
+    Maintenance to 2 March 00:05: THRESHOLD spent >= 62 fires once each (+100); the daily cron
+    for `vip` participants fires at 2 March 00:00 for all (+1,000), and at 1 March 00:00 (the
+    program's first event, "a firing at exactly that instant counts") for u0, the one enrolled
+    by then, judged late on the state the ledger holds (vip: decisions.md "Fired by maintenance,
+    not by runs"); INTERVAL 12h from enrolment fires at 12:0i on 1 March for all and at 00:0i on
+    2 March for u0..u5 (+10,000 each)."""
+    rules = [
+        {"name": "Buy", "key": "buy", "order": 1, "condition": 'event.type == "buy"',
+         "actions": [{"type": "COUNTER", "key": "spent", "value": "1"},
+                     {"type": "CREDIT", "asset": "PTS", "amount": "1"}]},
+        {"name": "Vip", "key": "vip", "order": 2,
+         "condition": 'event.type == "buy" && get(participant.counters, "spent", 0.0) >= 60.0',
+         "actions": [{"type": "TAG", "tag": "vip"}]},
+        {"name": "Paid", "key": "paid", "order": 3, "condition": 'event.type == "paid"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n"}]},
+    ]
+
+    def auto(key: str, n: int, trigger: dict, **extra) -> dict:
+        return {"name": key, "key": key, "event_name": "paid", "scope": "participants", "payload": {"n": n},
+                "trigger": trigger, **extra}
+
+    automations = [
+        auto("threshold", 100, {"type": "participant_state", "schedule_type": "THRESHOLD",
+                                "schedule_config": {"counter": "spent", "operator": ">=", "threshold": 62}}),
+        auto("daily", 1000, {"type": "cron", "cron_expression": "0 0 * * *"},
+             participant_filter='"vip" in participant.tags'),
+        auto("interval", 10000, {"type": "participant_state", "schedule_type": "INTERVAL",
+                                 "schedule_config": {"interval": "12h"}}),
+    ]
+    buys = [(f"b{j}", f"u{j % 10}", f"2025-03-01T{j // 60:02d}:{j % 60:02d}:00Z", {"type": "buy"}) for j in range(620)]
+    ledgers = {}
+    for name, size in (("one", 620), ("seven", 90)):
+        (tmp_path / name).mkdir()
+        ledger = ledgers[name] = Ledger(tmp_path / name, shop(automations, rules=rules))
+        reports = [ledger.run(events=buys[i:i + size]) for i in range(0, 620, size)]
+        assert (reports[0]["running_rounds"] > 0) == (name == "one")  # the paths the scenario means
+        ledger.maintain("2025-03-02T00:05:00Z")
+        ledger.verify()
+        expected = {f"u{i}": D(62 + 100 + 1000 * (2 if i == 0 else 1) + 10000 * (2 if i <= 5 else 1))
+                    for i in range(10)}
+        assert {w: ledger.available(w) for w in expected} == expected, name
+        assert ledger.firings("interval")[-6:] == [(f"u{i}", f"2025-03-02T00:0{i}Z") for i in range(6)]
+    entries = {name: query(ledger.db, "SELECT id, action_type, effective_at FROM journal_entries ORDER BY id")
+               for name, ledger in ledgers.items()}
+    assert entries["one"] == entries["seven"]
+    assert all(ledgers["one"].firings(a) == ledgers["seven"].firings(a) for a in ("threshold", "daily", "interval"))
