@@ -205,7 +205,8 @@ def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.Da
             people = [(pid, ext) for pid, ext, now in enrolled if (f.only is None or pid in f.only)
                       and status_at(changes.get(pid, []), f.instant, now) == "ACTIVE"]
         elif auto.participant_id is not None:
-            people = con.execute(statement("lookups.sql", "participant_by_ref"), {"ref": auto.participant_id}).fetchall()
+            people = con.execute(statement("lookups.sql", "participant_by_ref"),
+                                 {"ref": auto.participant_id, "instant": f.instant}).fetchall()
         else:  # scope program: one event of the program, for no participant (docs/decisions.md)
             people = [(None, None)]
         people = _admitted(con, catalog, program, auto, f.instant, people)

@@ -181,3 +181,37 @@ def test_firings_over_a_large_batch_equal_those_over_small_batches(tmp_path):
                for name, ledger in ledgers.items()}
     assert entries["one"] == entries["seven"]
     assert all(ledgers["one"].firings(a) == ledgers["seven"].firings(a) for a in ("threshold", "daily", "interval"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Automations: a one_time program automation's named participant
+# ---------------------------------------------------------------------------------------------
+
+def test_a_named_participant_created_after_the_firing_gets_no_event_however_late_maintenance_runs(tmp_path):
+    """decisions.md "Automations", "Scope program": a one_time automation may name its participant
+    (`participant_id`); "a named participant that does not exist at the firing makes no event".
+    Firing at 13:00: `early` was created by its 13:00 event (it exists at the instant), `later`
+    by its 14:00 one. Maintenance at 13:00 before the 14:00 row: one event, for `early` (+5). The
+    same rows in one run, maintenance at 15:00: the same, as cutting differently changes nothing
+    (semantics.md 1.5); perkflow gave `later` an event dated 13:00, an hour before it existed,
+    and enrolled it at 13:00."""
+    automations = [{"name": f"Gift {who}", "key": f"gift_{who}", "event_name": "bonus", "scope": "program",
+                    "participant_id": who, "payload": {"n": 5},
+                    "trigger": {"type": "one_time", "trigger_at": "2025-03-01T13:00:00Z"}} for who in ("early", "later")]
+    rows = [("j0", "u0", "2025-03-01T12:00:00Z", {"type": "join"}), ("j1", "early", "2025-03-01T13:00:00Z", {"type": "join"}),
+            ("j2", "later", "2025-03-01T14:00:00Z", {"type": "join"})]
+    (tmp_path / "stepwise").mkdir(), (tmp_path / "late").mkdir()
+    stepwise, late = Ledger(tmp_path / "stepwise", shop(automations)), Ledger(tmp_path / "late", shop(automations))
+    stepwise.run(events=rows[:2])
+    stepwise.maintain("2025-03-01T13:00:00Z")
+    stepwise.run(events=rows[2:])
+    stepwise.maintain("2025-03-01T15:00:00Z")
+    late.run(events=rows)
+    late.maintain("2025-03-01T15:00:00Z")
+    for ledger in (stepwise, late):
+        assert ledger.firings("gift_early") == [("early", "2025-03-01T13:00Z")]
+        assert ledger.firings("gift_later") == []
+        assert (ledger.available("early"), ledger.available("later")) == (D(5), D(0))
+        assert query(ledger.db, "SELECT e.enrolled_at FROM enrollments e JOIN participants p ON p.id = e.participant_id "
+                                "WHERE p.external_id = 'later'")[0][0].astimezone(UTC) == datetime(2025, 3, 1, 14, tzinfo=UTC)
+        ledger.verify()
