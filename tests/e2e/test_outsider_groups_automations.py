@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from decimal import Decimal as D
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.test_outsider_features import EVENT_COLS, OP_COLS, write_rows
 from tests.helpers.io import cli, query, write_program
 
@@ -73,6 +75,36 @@ class Ledger:
 def shop(automations: list[dict], rules: list[dict] | None = None, **extra) -> dict:
     return {"program": {"key": "shop", "name": "Shop", "on_unknown_participant": "CREATE"}, "assets": [PTS],
             "rules": rules or [JOIN, BONUS], "automations": automations, **extra}
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups: founding members (decisions.md "Groups")
+# ---------------------------------------------------------------------------------------------
+
+U1 = "6c5c66da-cf4a-54de-aace-e112bed6179d"  # engine.ids.participant_id("u1"), as Scrip names members
+
+
+@pytest.mark.parametrize("members, message", [
+    # the same participant twice, its id once in capitals: "each participant once"
+    ([{"participant_id": U1, "role": "ADMIN"}, {"participant_id": U1.upper()}], "is listed twice"),
+    # a participant id that is no id (perkflow's ids are UUIDs)
+    ([{"participant_id": "nope", "role": "ADMIN"}], "members[0].participant_id: Value error, 'nope' is not a participant id"),
+])
+def test_founding_members_that_cannot_be_written_are_refused_when_the_files_load(tmp_path, members, message):
+    """decisions.md "Groups": founding members by `external_id` or Scrip's `participant_id`, "each
+    participant once"; README: program-file errors name the file and field, exit 2, nothing
+    written. Both files passed `perkflow validate` and made `perkflow run` stop with an internal
+    error (exit 1: the database's key, then a failed cast to UUID) when the group was written."""
+    write_program(tmp_path / "programs" / "shop.yaml",
+                  shop([], groups=[{"key": "fam", "name": "Fam", "members": members}]))
+    validate = cli("validate", "--programs", str(tmp_path / "programs"))
+    assert validate.returncode == 2 and message in validate.stdout + validate.stderr, validate.stdout + validate.stderr
+    rows = [{"program_id": "shop", "idempotency_key": "j1", "external_id": "u1",
+             "event_timestamp": "2025-03-01T00:00:00Z", "event_data": '{"type": "join"}'}]
+    run = cli("run", "--programs", str(tmp_path / "programs"), "--db", str(tmp_path / "ledger.duckdb"),
+              "--events", str(write_rows(tmp_path / "events.parquet", rows, EVENT_COLS)))
+    assert run.returncode == 2 and message in run.stdout + run.stderr, run.stdout + run.stderr
+    assert not (tmp_path / "ledger.duckdb").exists() or query(tmp_path / "ledger.duckdb", "SELECT COUNT(*) FROM events") == [(0,)]
 
 
 # ---------------------------------------------------------------------------------------------
