@@ -267,8 +267,9 @@ class Catalog:
         return {g.sid: g for g in self.groups.values()}
 
     def resolve_group(self, ref: str) -> CompiledGroup | None:
-        """A group by key or by id (a GROUP target or an operation may name either)."""
-        return self.groups.get(ref) or self.groups_by_id.get(ref)
+        """A group by key or by id (a GROUP target or an operation may name either); an id in any
+        case, as a UUID is (participants' ids are read so too)."""
+        return self.groups.get(ref) or self.groups_by_id.get(ref) or self.groups_by_id.get(ref.lower())
 
     @cached_property
     def asset_sids(self) -> dict[str, str]:

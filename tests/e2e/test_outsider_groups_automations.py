@@ -247,3 +247,30 @@ def test_a_named_participant_created_after_the_firing_gets_no_event_however_late
         assert query(ledger.db, "SELECT e.enrolled_at FROM enrollments e JOIN participants p ON p.id = e.participant_id "
                                 "WHERE p.external_id = 'later'")[0][0].astimezone(UTC) == datetime(2025, 3, 1, 14, tzinfo=UTC)
         ledger.verify()
+
+
+def test_a_group_named_by_its_id_in_capitals_is_that_group(tmp_path):
+    """decisions.md "Groups": a group's id is the UUIDv5 of its key, and a GROUP target, a transfer
+    recipient's `group_id` and the group operations name a group by key or id. A UUID is the same
+    id in capitals (participants named by `participant_id` in capitals are found): the rule's
+    CREDIT 5, the transfer of 2 from u1 (10 from its join) and `group_adjust` CREDIT 1 all reach
+    `fam`: 8. perkflow failed all three `group_not_found`."""
+    gid = "7249DB28-6D56-52B3-8841-A796653D0CAF"  # engine.ids.group_id("fam"), in capitals
+    rules = [{"name": "Join", "key": "join", "condition": 'event.type == "join"',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "10"}]},
+             {"name": "Pool", "key": "pool", "condition": 'event.type == "pool"',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "5", "target": {"type": "GROUP", "id": "event.g"}}]}]
+    ledger = Ledger(tmp_path, shop([], rules=rules, groups=[{"key": "fam", "name": "Fam",
+                                                             "members": [{"external_id": "u1", "role": "ADMIN"}]}]))
+    ledger.run(events=[("j1", "u1", "2025-03-01T00:00:00Z", {"type": "join"}),
+                       ("p1", "u1", "2025-03-01T01:00:00Z", {"type": "pool", "g": gid})],
+               ops=[("transfer", "t1", "u1", "2025-03-01T02:00:00Z",
+                     {"asset": "PTS", "recipients": [{"group_id": gid, "amount": "2"}]}),
+                    ("group_adjust", "g1", None, "2025-03-01T03:00:00Z",
+                     {"group_id": gid, "type": "CREDIT", "asset": "PTS", "amount": "1"})])
+    statuses = dict(query(ledger.db, "SELECT idempotency_key, status FROM events UNION ALL "
+                                     "SELECT idempotency_key, status FROM operations"))
+    assert statuses == {"j1": "COMPLETED", "p1": "COMPLETED", "t1": "COMPLETED", "g1": "COMPLETED"}
+    assert query(ledger.db, "SELECT available FROM balances WHERE entity_type = 'GROUP'") == [(D(8),)]
+    assert ledger.available("u1") == D(8)
+    ledger.verify()
