@@ -82,6 +82,7 @@ def shop(automations: list[dict], rules: list[dict] | None = None, **extra) -> d
 # ---------------------------------------------------------------------------------------------
 
 U1 = "6c5c66da-cf4a-54de-aace-e112bed6179d"  # engine.ids.participant_id("u1"), as Scrip names members
+U0 = "cea3ae5e-f5f0-5779-93f2-19d7cde8413b"  # engine.ids.participant_id("u0")
 
 
 @pytest.mark.parametrize("members, message", [
@@ -230,6 +231,8 @@ def test_a_named_participant_created_after_the_firing_gets_no_event_however_late
     automations = [{"name": f"Gift {who}", "key": f"gift_{who}", "event_name": "bonus", "scope": "program",
                     "participant_id": who, "payload": {"n": 5},
                     "trigger": {"type": "one_time", "trigger_at": "2025-03-01T13:00:00Z"}} for who in ("early", "later")]
+    # and u0 named by its participant id in capitals (a UUID in any case; perkflow made no event): +5
+    automations.append(automations[0] | {"name": "Gift u0", "key": "gift_u0", "participant_id": U0.upper()})
     rows = [("j0", "u0", "2025-03-01T12:00:00Z", {"type": "join"}), ("j1", "early", "2025-03-01T13:00:00Z", {"type": "join"}),
             ("j2", "later", "2025-03-01T14:00:00Z", {"type": "join"})]
     (tmp_path / "stepwise").mkdir(), (tmp_path / "late").mkdir()
@@ -243,6 +246,7 @@ def test_a_named_participant_created_after_the_firing_gets_no_event_however_late
     for ledger in (stepwise, late):
         assert ledger.firings("gift_early") == [("early", "2025-03-01T13:00Z")]
         assert ledger.firings("gift_later") == []
+        assert ledger.firings("gift_u0") == [("u0", "2025-03-01T13:00Z")] and ledger.available("u0") == D(5)
         assert (ledger.available("early"), ledger.available("later")) == (D(5), D(0))
         assert query(ledger.db, "SELECT e.enrolled_at FROM enrollments e JOIN participants p ON p.id = e.participant_id "
                                 "WHERE p.external_id = 'later'")[0][0].astimezone(UTC) == datetime(2025, 3, 1, 14, tzinfo=UTC)
