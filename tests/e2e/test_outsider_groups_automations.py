@@ -4,6 +4,13 @@ semantics.md 3, 5, 7, 11 alone; expected results computed by hand in the comment
 the real CLI (`perkflow run` / `maintain` in a subprocess) into a real DuckDB file, and
 `perkflow verify` holds after each scenario. Earlier rounds (test_groups.py, test_group_lots.py,
 test_automations.py, test_outsider_round3.py) pinned the rest.
+
+Found and fixed here: founding members whose `participant_id` is no UUID or names one
+participant twice crashed the run; a group id in capitals was `group_not_found`; a cron expression
+lost the second and later wall times a DST gap skips; a birthday such as 2001-02-29 (no date) or in
+non-ASCII digits fired; a one_time automation's named participant got an event dated before it
+existed (and one named by id in capitals got none). Pinned: automations over a 620-event batch on
+the running path fire as over kernel-sized batches.
 """
 
 from __future__ import annotations
