@@ -145,12 +145,15 @@ def anniversaries(text: str | None, at: tuple[int, int], tz, after: datetime, un
     """The yearly instants in (after, until] of the month and day in `text` (YYYY-MM-DD, an RFC
     3339 timestamp's date as written, or MM-DD) at wall-clock `at` in `tz`; 29 February falls on
     28 February in other years. Text that is not such a date gives none."""
-    m = re.match(r"^\s*(?:\d{4}-)?(\d{2})-(\d{2})(?:$|[T ])", text or "")
+    # ASCII digits only, as every date and time text (docs/decisions.md "The rule language")
+    m = re.match(r"^\s*(?:([0-9]{4})-)?([0-9]{2})-([0-9]{2})(?:$|[T ])", text or "")
     if m is None:
         return []
-    month, day = int(m.group(1)), int(m.group(2))
+    month, day = int(m.group(2)), int(m.group(3))
     try:
-        date(2024, month, day)  # a leap year: every valid month and day exists
+        # with a year, that year's date (2001-02-29 is no date); without, a leap year, where every
+        # valid month and day exists
+        date(int(m.group(1) or 2024), month, day)
     except ValueError:
         return []
     out = []
@@ -202,7 +205,8 @@ def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.Da
             people = [(pid, ext) for pid, ext, now in enrolled if (f.only is None or pid in f.only)
                       and status_at(changes.get(pid, []), f.instant, now) == "ACTIVE"]
         elif auto.participant_id is not None:
-            people = con.execute(statement("lookups.sql", "participant_by_ref"), {"ref": auto.participant_id}).fetchall()
+            people = con.execute(statement("lookups.sql", "participant_by_ref"),
+                                 {"ref": auto.participant_id, "instant": f.instant}).fetchall()
         else:  # scope program: one event of the program, for no participant (docs/decisions.md)
             people = [(None, None)]
         people = _admitted(con, catalog, program, auto, f.instant, people)

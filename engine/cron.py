@@ -10,7 +10,9 @@ restricted (are not `*`) a day matches if either does, otherwise if both do. The
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
 MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
@@ -23,6 +25,9 @@ FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}
 #: Far enough back to find the previous firing of any satisfiable expression (29 February
 #: can be 8 years away across a skipped leap year such as 2100).
 SEARCH_DAYS = 366 * 9
+#: More than any DST change moves a wall clock (1 hour; 2 in double summer time): around `at`,
+#: the wall times whose instants may come first (Cron.next_after).
+DST_REACH = timedelta(hours=3)
 
 
 class CronError(ValueError):
@@ -61,9 +66,27 @@ class Cron:
     def next_after(self, at: datetime, tz: tzinfo = timezone.utc) -> datetime:
         """The first firing strictly after `at`, with the fields read as wall-clock time in `tz`
         (automations: engine/automations.py). A wall time that a DST change skips fires at the
-        instant it maps to (zoneinfo, fold 0: just after the gap); one it repeats fires once, at
-        its first occurrence."""
-        local = at.astimezone(tz).replace(tzinfo=timezone.utc)  # wall clock, scanned as if UTC
+        instant it maps to (zoneinfo, fold 0: as far past the gap as it lies in it, 02:20 -> 03:20);
+        one it repeats fires once, at its first occurrence."""
+        fire = self._first_mapped_after(at, tz, at.astimezone(tz).replace(tzinfo=timezone.utc))
+        if fire.year == datetime.max.year:
+            return fire
+        gap = _offset(fire + DST_REACH, tz) - _offset(at - DST_REACH, tz)
+        if gap <= timedelta(0):  # no clock jumped forward: wall order is time order (fold 0)
+            return fire
+        # Near a gap wall order is not time order: the skipped 02:20 maps to 03:20, after 03:00.
+        # Scanning on from the wall time of `at` would lose the skipped times after the first one
+        # that fired, so take the earliest instant of the wall times that may map between.
+        best, wall = fire, (at - gap).astimezone(tz).replace(tzinfo=timezone.utc)
+        limit = fire.astimezone(tz).replace(tzinfo=timezone.utc) + gap
+        while (wall := self._scan(wall + timedelta(minutes=1), +1)) <= limit:
+            mapped = wall.replace(tzinfo=tz).astimezone(timezone.utc)
+            if at < mapped < best:
+                best = mapped
+        return best
+
+    def _first_mapped_after(self, at: datetime, tz: tzinfo, local: datetime) -> datetime:
+        """The first wall time after `local` (wall clock scanned as if UTC) whose instant is after `at`."""
         while True:
             wall = self._scan(local + timedelta(minutes=1), +1)
             if wall.year == datetime.max.year:
@@ -73,16 +96,22 @@ class Cron:
                 return fire
             local = wall
 
+    @cached_property
+    def _times(self) -> tuple[time, ...]:
+        """The times of day the expression names, in order (a scan bisects them)."""
+        return tuple(sorted(time(h, m) for h in self.hours for m in self.minutes))
+
     def _scan(self, at: datetime, step: int) -> datetime:
         at = at.astimezone(timezone.utc).replace(second=0, microsecond=0) if step > 0 else at.astimezone(timezone.utc)
         day = at.date()
         for _ in range(SEARCH_DAYS):
             if self.day_matches(day):
-                times = [time(h, m) for h in self.hours for m in self.minutes]
+                times = self._times
                 if day == at.date():  # only the part of the first day on the right side of `at`
-                    times = [t for t in times if (t <= at.time() if step < 0 else t >= at.time())]
+                    i = bisect_right(times, at.time()) if step < 0 else bisect_left(times, at.time())
+                    times = times[:i] if step < 0 else times[i:]
                 if times:
-                    chosen = max(times) if step < 0 else min(times)
+                    chosen = times[-1] if step < 0 else times[0]
                     return datetime.combine(day, chosen, tzinfo=timezone.utc)
             day += timedelta(days=step)
         return datetime.max.replace(tzinfo=timezone.utc) if step > 0 else datetime.min.replace(tzinfo=timezone.utc)
@@ -129,3 +158,7 @@ def _field(part: str, name: str, low: int, high: int, names: dict, text: str) ->
 def _number(token: str, names: dict) -> int:
     upper = token.upper()
     return names[upper] if upper in names else int(token)
+
+
+def _offset(instant: datetime, tz: tzinfo) -> timedelta | None:
+    return instant.astimezone(tz).utcoffset()

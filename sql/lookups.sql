@@ -241,9 +241,13 @@ WHERE e.program_id = $program_id::UUID AND e.enrolled_at <= $instant
 ORDER BY p.id;
 
 -- name: participant_by_ref
--- One participant named by id or by external id (a one_time automation's participant_id).
+-- One participant named by id (in any case, as a UUID) or by external id (a one_time
+-- automation's participant_id),
+-- existing at the firing $instant (created_at is the stream instant of the row that created it:
+-- one created later, by rows maintenance runs after, did not exist at the firing).
 SELECT id::VARCHAR AS id, external_id FROM participants
-WHERE id::VARCHAR = $ref OR external_id = $ref ORDER BY id::VARCHAR = $ref DESC LIMIT 1;
+WHERE (id::VARCHAR = lower($ref) OR external_id = $ref) AND created_at <= $instant
+ORDER BY id::VARCHAR = lower($ref) DESC LIMIT 1;
 
 -- name: enrolled_attribute
 -- Participants enrolled in the program, when, and their attribute $attribute (null when they

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -107,7 +108,9 @@ def _compile_group(file: Path, group: Group) -> CompiledGroup:
     where = f"{file}: group {group.key}"
     members: dict[str, GroupMember] = {}
     for m in group.members:
-        pid = m.participant_id or ids.participant_id_text(m.external_id)
+        # one spelling per id (a UUID in capitals is the same participant), so a member listed
+        # twice is found here rather than by the database's key when the group is written
+        pid = str(uuid.UUID(m.participant_id)) if m.participant_id else ids.participant_id_text(m.external_id)
         if pid in members:
             raise CatalogError(f"{where}: members: participant {m.external_id or m.participant_id!r} is listed twice")
         members[pid] = GroupMember(pid, m.external_id, m.role)

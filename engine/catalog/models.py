@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from datetime import datetime
 from decimal import Context, Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
@@ -358,6 +359,18 @@ class GroupMember(Strict):
     external_id: str | None = Field(default=None, min_length=1)
     participant_id: str | None = Field(default=None, min_length=1)
     role: Literal["ADMIN", "MEMBER"] = "MEMBER"
+
+    @field_validator("participant_id")
+    @classmethod
+    def _a_uuid(cls, v: str | None) -> str | None:
+        # participant ids are UUIDs: anything else used to pass `validate` and crash the run
+        # (exit 1) when the group was written
+        if v is not None:
+            try:
+                uuid.UUID(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not a participant id (a UUID); name the participant by external_id") from None
+        return v
 
     @model_validator(mode="after")
     def _one_id(self) -> "GroupMember":

@@ -77,3 +77,42 @@ def test_known_firings(expr, now, expected):
 def test_bad_expressions_say_why(expr, words):
     with pytest.raises(CronError, match=words):
         parse(expr)
+
+
+def _wall_minutes_reference(cron, tz, start: datetime, end: datetime) -> list[datetime]:
+    """Every wall-clock minute around (start, end] that the expression names, mapped to its
+    instant with zoneinfo's fold 0 (a skipped time past the gap, a repeated one at its first
+    occurrence), each instant once, in time order: docs/decisions.md "Time zones"."""
+    out, wall = set(), (start - timedelta(days=1)).astimezone(tz).replace(tzinfo=None, second=0, microsecond=0)
+    stop = (end + timedelta(days=1)).astimezone(tz).replace(tzinfo=None)
+    while wall <= stop:
+        if cron.day_matches(wall.date()) and wall.hour in cron.hours and wall.minute in cron.minutes:
+            instant = wall.replace(tzinfo=tz).astimezone(UTC)
+            if start < instant <= end:
+                out.add(instant)
+        wall += timedelta(minutes=1)
+    return sorted(out)
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Europe/London", "Australia/Lord_Howe", "America/Santiago",
+                                  "Europe/Moscow", "Pacific/Apia"])
+def test_next_after_gives_every_named_wall_time_once_across_dst_changes(zone):
+    """Iterating next_after over 30 hours each side of every offset change of 2011 and 2025 gives
+    the reference's instants. It used to lose the skipped wall times after the first one that
+    fired in a gap (New York 9 March 2025, "*/20 2 * * *": 02:00 fired, 02:20 and 02:40 not)."""
+    from zoneinfo import ZoneInfo
+    tz = ZoneInfo(zone)
+    for year in (2011, 2025):
+        t, changes = datetime(year, 1, 1, tzinfo=UTC), []
+        while t.year == year:
+            if t.astimezone(tz).utcoffset() != (t - timedelta(hours=1)).astimezone(tz).utcoffset():
+                changes.append(t)
+            t += timedelta(hours=1)
+        for change in changes:
+            for expr in ("*/20 * * * *", "10,40 1-3 * * *", "30 2 * * *", "0 * * * *", "*/7 0-4 * * *",
+                         "0,30 0-2 * * 0", "15 2,3 * * *"):
+                cron, start, end = parse(expr), change - timedelta(hours=30), change + timedelta(hours=30)
+                got, at = [], start
+                while (at := cron.next_after(at, tz)) <= end:
+                    got.append(at)
+                assert got == _wall_minutes_reference(cron, tz, start, end), (zone, change, expr)
