@@ -632,12 +632,17 @@ def _check_redemption_entity(file: str, pf: ProgramFile, groups: dict[str, Compi
     id, in any case as perkflow's ids are) a group declared in the project (docs/decisions.md
     "Redemption target")."""
     ref = pf.program.redemption_target_entity_id
-    if (pf.program.redemption_target_type != "LEDGER_ENTITY" or ref in groups
-            or ref.lower() in {g.sid for g in groups.values()}):
+    if pf.program.redemption_target_type != "LEDGER_ENTITY" or _names_group(ref, groups):
         return
     raise CatalogError(f"{file}: program.redemption_target_entity_id: {ref!r} is not a group of this project; "
                        "a LEDGER_ENTITY target is a group declared under `groups` (its key or id)"
                        + (f" (groups: {', '.join(groups)})" if groups else " (no groups are declared)"))
+
+
+def _names_group(ref: str, groups: dict[str, CompiledGroup]) -> bool:
+    """Whether `ref` names a declared group as Catalog.resolve_group finds it: by its key (the
+    customer's, exactly) or its id (perkflow's UUID, in any case)."""
+    return ref in groups or ref.lower() in {g.sid for g in groups.values()}
 
 
 def _group_ref(where: str, ref: str | None, assets: dict[str, Asset], groups: dict[str, CompiledGroup]):
@@ -649,7 +654,7 @@ def _group_ref(where: str, ref: str | None, assets: dict[str, Asset], groups: di
     if isinstance(value, CelProgram):
         return value
     text = ref.strip()
-    if text not in groups and text not in {g.sid for g in groups.values()}:
+    if not _names_group(text, groups):
         raise CatalogError(f"{where}: {text!r} is not a group of this project; declare it under `groups`"
                            + (f" (groups: {', '.join(groups)})" if groups else ""))
     return text

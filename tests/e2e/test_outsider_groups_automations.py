@@ -285,3 +285,17 @@ def test_a_group_named_by_its_id_in_capitals_is_that_group(tmp_path):
     assert query(ledger.db, "SELECT available FROM balances WHERE entity_type = 'GROUP'") == [(D(8),)]
     assert ledger.available("u1") == D(8)
     ledger.verify()
+
+
+def test_a_static_group_target_written_as_its_id_in_capitals_loads(tmp_path):
+    """The same id written in the program file itself (`target: {type: GROUP, id: <UUID in
+    capitals>}`): the files were refused ("is not a group of this project", exit 2) though the
+    run resolves that id (the test above). It loads and credits the group: 4."""
+    gid = "7249DB28-6D56-52B3-8841-A796653D0CAF"  # engine.ids.group_id("fam"), in capitals
+    rules = [{"name": "Pool", "key": "pool", "condition": 'event.type == "pool"',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "4", "target": {"type": "GROUP", "id": gid}}]}]
+    ledger = Ledger(tmp_path, shop([], rules=rules, groups=[{"key": "fam", "name": "Fam",
+                                                             "members": [{"external_id": "u1", "role": "ADMIN"}]}]))
+    ledger.run(events=[("p1", "u1", "2025-03-01T01:00:00Z", {"type": "pool"})])
+    assert query(ledger.db, "SELECT available FROM balances WHERE entity_type = 'GROUP'") == [(D(4),)]
+    ledger.verify()
