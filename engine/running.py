@@ -55,7 +55,7 @@ from engine.kernel import BLOCKED_FOR_INACTIVE, INACTIVE
 from engine.moves import INSUFFICIENT, WALLET_SHORT, ActionFailed, insufficient_message, wallet
 from engine.plan import programs_unsupported
 from engine.reads import Reads, keys, merge, reads, reads_field
-from engine.state import STATE_SCHEMA, TIERS_SCHEMA, Counter, EntityState, Store, TierState
+from engine.state import STATE_SCHEMA, TIERS_SCHEMA, Store, TierState, entity_states
 from engine.windows import Over, by_group
 
 MAX_ROUNDS = 12
@@ -116,12 +116,7 @@ def _tier_step_due(catalog: Catalog, opening: dict[str, pl.DataFrame], g: pl.Dat
     rolled = sorted({k for t in timed for k in t.rollover_keys})
     counters = opening["states"].filter((pl.col("entity_type") == "PARTICIPANT") & (pl.col("kind") == "COUNTER")
                                         & pl.col("key").is_in(rolled))
-    states: dict[str, EntityState] = {}
-    for pid, tier_id, level, achieved, reviewed, expires in held.filter(
-            pl.col("tier_id").is_in([t.sid for t in timed])).iter_rows():
-        states.setdefault(pid, EntityState()).tiers[tier_id] = TierState(level, achieved, reviewed, expires)
-    for pid, key, value, mark in counters.select("entity_id", "key", "number_value", "last_reset_at").iter_rows():
-        states.setdefault(pid, EntityState()).counters[key] = Counter(value, None, mark)
+    states = entity_states(counters.iter_rows(), held.filter(pl.col("tier_id").is_in([t.sid for t in timed])).iter_rows())
     return any((step := tiers.next_step(timed, st)) is not None and step[0] <= last for st in states.values())
 
 

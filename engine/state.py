@@ -152,6 +152,24 @@ def stored_status_changes(con: duckdb.DuckDBPyConnection, after: datetime | None
     return out
 
 
+def entity_states(states, tiers, into: dict | None = None) -> dict[tuple[str, str], EntityState]:
+    """EntityState objects (keyed by entity type and id; `into` if given) from rows of
+    lookups.sql's `entity_states` and `entity_tiers`, as the Store loads them and the running path
+    reads them from its opening frames."""
+    out = {} if into is None else into
+    for etype, eid, kind, key, text, number, reset_us, last in states:
+        st = out.setdefault((etype, eid), EntityState())
+        if kind == "TAG":
+            st.tags.add(key)
+        elif kind == "ATTRIBUTE":
+            st.attributes[key] = text
+        else:
+            st.counters[key] = Counter(Decimal(number), None if reset_us is None else timedelta(microseconds=reset_us), last)
+    for pid, tier_id, *held in tiers:
+        out.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(*held)
+    return out
+
+
 class Store:
     """Committed state as of the start of this batch plus what earlier events of the batch did."""
 
@@ -243,16 +261,7 @@ class Store:
         self.load_balances(ids)
         for row in self._rows("participants_by_id", ids):
             self.add_person(Person(*row))
-        for etype, eid, kind, key, text, number, reset_us, last in self._rows("entity_states", ids):
-            st = self.states.setdefault((etype, eid), EntityState())
-            if kind == "TAG":
-                st.tags.add(key)
-            elif kind == "ATTRIBUTE":
-                st.attributes[key] = text
-            else:
-                st.counters[key] = Counter(Decimal(number), None if reset_us is None else timedelta(microseconds=reset_us), last)
-        for pid, tier_id, *held in self._rows("entity_tiers", ids):
-            self.states.setdefault(("PARTICIPANT", pid), EntityState()).tiers[tier_id] = TierState(*held)
+        entity_states(self._rows("entity_states", ids), self._rows("entity_tiers", ids), into=self.states)
         self.loaded.update(ids)
 
     def reset_counters(self, due: dict[str, datetime]) -> int:
