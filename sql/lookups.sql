@@ -242,9 +242,9 @@ ORDER BY p.id;
 
 -- name: participant_by_ref
 -- One participant named by id (in any case, as a UUID) or by external id (a one_time
--- automation's participant_id),
--- existing at the firing $instant (created_at is the stream instant of the row that created it:
--- one created later, by rows maintenance runs after, did not exist at the firing).
+-- automation's participant_id), existing at the firing $instant (created_at is the stream instant
+-- of the row that created it: one created later, by rows maintenance runs after, did not exist at
+-- the firing).
 SELECT id::VARCHAR AS id, external_id FROM participants
 WHERE (id::VARCHAR = lower($ref) OR external_id = $ref) AND created_at <= $instant
 ORDER BY id::VARCHAR = lower($ref) DESC LIMIT 1;
