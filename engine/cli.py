@@ -307,7 +307,7 @@ def _parser() -> argparse.ArgumentParser:
                                     "`perkflow run`. Prints one table of figures and ratios.")
     bn.add_argument("--events", type=int, default=200_000, help="W1 events (default 200000)")
     bn.add_argument("--stateful-events", type=int,
-                    help="W2/W3 events (default: min(--events, 20000), which keeps W3's 365 daily batches short)")
+                    help="W2/W3 events (default: min(--events, 20000), which keeps W3's 365 daily files short)")
     bn.add_argument("--participants", type=int, help="participants (default events / 10)")
     bn.add_argument("--workloads", default="W1,W2,W3", help="comma-separated subset of W1,W2,W3 (default all)")
     bn.add_argument("--baseline-sample", type=int, default=2_000,

@@ -28,7 +28,7 @@ from engine.intake import enrollments, intake, screen
 from engine.balance_range import OutOfRange
 from engine.errors import BalanceRangeError, InputError
 from engine.io import payload_types, reorder
-from engine.io.events import in_stream_order, no_rows, read_chunks, read_inputs, streamable
+from engine.io.events import in_stream_order, no_rows, read_chunks, read_inputs, streamable, time_span
 from engine.io.files import expand
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -95,8 +95,8 @@ CHUNK_ROWS = 250_000
 STATEFUL_CHUNK_ROWS = 62_500
 
 
-def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Path | None = None, *,
-              operations: str | Path | None = None,
+def run_batch(programs: str | Path, events: str | Path | list[str | Path] | None, db_file: str | Path | None = None, *,
+              operations: str | Path | None = None, parts: list[dict] = (),
               row_path: bool = False, wait: float = 30.0, chunk_rows: int | None = None,
               progress: Callable[[str], None] | None = None,
               ledger: duckdb.DuckDBPyConnection | None = None,
@@ -106,7 +106,10 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
     invariance (semantics.md 1.5) the ledger is the one the whole batch at once would give.
     `ledger`: a writing connection to `db_file` that the caller keeps open (`Backfill`).
     `source_names`: what to record as the source of an input file instead of its path (`perkflow
-    op` runs a temporary file, gone once it ran: "perkflow op adjust" is what a reader can use)."""
+    op` runs a temporary file, gone once it ran: "perkflow op adjust" is what a reader can use).
+    `events` as a list: several inputs booked as this one batch, in that order (`Backfill.run_days`,
+    which passes in `parts` the fingerprint, sources and row count of each, recorded in
+    batch_inputs so that each is committed on its own)."""
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     trace = _Trace(t0)
@@ -121,7 +124,8 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
                   or (STATEFUL_CHUNK_ROWS if stateful else CHUNK_ROWS))
     step("reading events")
     # arrival order: the event files, then the operation files
-    inputs = [(spec, kind) for spec, kind in ((events, "event"), (operations, "operation")) if spec is not None]
+    inputs = [(spec, "event") for spec in (events if isinstance(events, list) else [events]) if spec is not None]
+    inputs += [(operations, "operation")] if operations is not None else []
     if not inputs:
         raise InputError("nothing to run: give --events, --operations, or both")
     fp, sources = fingerprint([spec for spec, _ in inputs])
@@ -194,7 +198,7 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
             drain(con, catalog, clock, writer, totals)
         totals["scheduled"] = con.execute(statement("lookups.sql", "waiting_scheduled_events")).fetchall()[0][0]
         trace.mark("writing the batch row")
-        writer.close(totals | {"fingerprint": fp, "sources": sources, "catalog_version": catalog_version(catalog)})
+        writer.close(totals | {"fingerprint": fp, "sources": sources, "catalog_version": catalog_version(catalog)}, parts)
         trace.mark("committing")
         con.commit()
         trace.mark("done")
@@ -208,6 +212,13 @@ def run_batch(programs: str | Path, events: str | Path | None, db_file: str | Pa
                      rejected=totals["rejected"], seconds=time.perf_counter() - t0, entries=writer.entries,
                      system_events=totals["system_events"], scheduled=totals["scheduled"],
                      **{k: totals[k] for k in _OUTCOME_COUNTS})
+
+
+#: Rows a backfill books as one batch at most (`Backfill.run_days`). Within it the rows are
+#: processed chunk by chunk as in any batch (memory follows the chunk); the bound is what a
+#: failure makes the range book again, day by day. W3 at 1M events (2,740 a day), on this machine:
+#: 365 daily batches 238 s; the same days as 4 batches of ~250k rows 56 s, W2's one batch 55 s.
+RANGE_ROWS = 250_000
 
 
 class Backfill:
@@ -225,12 +236,65 @@ class Backfill:
     def __enter__(self) -> Backfill:
         return self
 
-    def run(self, programs: str | Path, events: str | Path, **kw) -> RunReport:
+    def run(self, programs: str | Path, events: str | Path | list[str | Path] | None, **kw) -> RunReport:
         report = run_batch(programs, events, self.db_file, wait=self.wait, ledger=self.con, **kw)
+        self._open()
+        return report
+
+    def run_days(self, programs: str | Path, days: list[str | Path], **kw) -> list[tuple[list, RunReport]]:
+        """Book event folders (days) in order: [(the days of a batch, its report)].
+
+        Consecutive days are booked as one batch (up to RANGE_ROWS rows) when their rows follow
+        one another in time (each day's first timestamp at or after the latest before it): that
+        stream cut into one batch or a batch per day gives the same ledger (semantics.md 1.5), and
+        a batch's fixed cost (~0.4 s at day 180 of W3) is paid once per range instead of per day.
+        Days whose rows go back in time (late rows, processed after the rows before them: section
+        3) are booked alone, as are days of other files than Parquet. Each day's input is recorded
+        (batch_inputs): a day booked before, alone or in a range, is a no-op. If a range fails, it
+        is booked again day by day, so that the days before the failing one are committed and the
+        error is that day's, as with a batch per day."""
+        out: list[tuple[list, RunReport]] = []
+        pending: list[tuple[str | Path, dict]] = []
+        latest = None
+
+        def book() -> None:
+            nonlocal pending, latest
+            group, pending, latest = pending, [], None
+            if len(group) == 1:
+                out.append(([group[0][0]], self.run(programs, group[0][0], **kw)))
+            elif group:
+                folders = [day for day, _ in group]
+                try:
+                    out.append((folders, self.run(programs, folders, parts=[part for _, part in group], **kw)))
+                except Exception:  # noqa: BLE001 - re-raised by the day that fails, booked alone
+                    for day in folders:
+                        out.append(([day], self.run(programs, day, **kw)))
+        for day in days:
+            fp, sources = fingerprint([day])
+            span = None if self._committed(fp) else time_span(day)
+            if span is None:  # a day booked before (a no-op), or one that cannot join a range
+                book()
+                out.append(([day], self.run(programs, day, **kw)))
+                continue
+            rows, first, last = span
+            if pending and ((first is not None and latest is not None and first < latest)
+                            or sum(part["rows_read"] for _, part in pending) + rows > RANGE_ROWS
+                            or any(part["fingerprint"] == fp for _, part in pending)):  # the same day twice
+                book()
+            pending.append((day, {"fingerprint": fp, "sources": sources, "rows_read": rows}))
+            latest = max((t for t in (latest, last) if t is not None), default=None)
+        book()
+        return out
+
+    def _open(self) -> duckdb.DuckDBPyConnection | None:
+        """The open ledger (None until a first batch made the file)."""
         if self.con is None and db.db_path(self.db_file).exists():
             self.con = db.connect(self.db_file, wait=self.wait, schema=False)
             db.defer_checkpoints(self.con)
-        return report
+        return self.con
+
+    def _committed(self, fp: str) -> bool:
+        return self._open() is not None and _committed(self.con, fp) is not None
 
     def __exit__(self, *exc) -> None:
         if self.con is not None:

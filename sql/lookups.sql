@@ -17,7 +17,11 @@ SELECT COALESCE(MAX(seq) + 1, 0) FROM journal_entries;
 SELECT COALESCE((SELECT root_hash FROM batches ORDER BY id DESC LIMIT 1), '');
 
 -- name: committed_batch
-SELECT id, rows_read, duplicates, rejected FROM batches WHERE input_fingerprint = $fingerprint ORDER BY id LIMIT 1;
+-- The first batch that booked these input bytes: as a whole batch, or as one input of a range.
+SELECT id, rows_read, duplicates, rejected FROM batches WHERE input_fingerprint = $fingerprint
+UNION ALL
+SELECT batch_id, rows_read, rows_read - rejected, rejected FROM batch_inputs WHERE input_fingerprint = $fingerprint
+ORDER BY 1 LIMIT 1;
 
 -- name: known_events
 -- Stored events and operations whose (kind, program, idempotency key) appear in this batch, with

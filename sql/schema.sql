@@ -27,6 +27,17 @@ CREATE TABLE IF NOT EXISTS batches (
 -- of a ledger written before the column are version 1.
 ALTER TABLE batches ADD COLUMN IF NOT EXISTS hash_version INTEGER DEFAULT 1;
 
+-- A batch that booked several inputs at once (a backfill range: engine/run.py `Backfill.run_days`)
+-- has one row here per input (a day's folder): running that input again alone is then a no-op, as
+-- it is for an input booked as its own batch (`batches.input_fingerprint`).
+CREATE TABLE IF NOT EXISTS batch_inputs (
+    batch_id          BIGINT NOT NULL,
+    input_fingerprint VARCHAR NOT NULL,       -- SHA-256 over this input's files' bytes
+    sources           VARCHAR[] NOT NULL,
+    rows_read         BIGINT NOT NULL,
+    rejected          BIGINT NOT NULL         -- its rows quarantined in rejected_rows (by source)
+);
+
 CREATE TABLE IF NOT EXISTS programs (
     id                     UUID PRIMARY KEY,
     key                    VARCHAR NOT NULL UNIQUE,

@@ -236,6 +236,13 @@ SELECT $batch_id, $fingerprint, $sources, $catalog_version, $rows_read, $complet
        $rejected, $entries, $postings,
        now(), $root, $prev_root, hash_version();
 
+-- name: insert_batch_input
+-- One input of a batch that booked several (engine/run.py `Backfill.run_days`); its rejected rows
+-- are those of the batch read from its files.
+INSERT INTO batch_inputs
+SELECT $batch_id, $fingerprint, $sources, $rows_read,
+       (SELECT count(*) FROM rejected_rows WHERE batch_id = $batch_id AND list_contains($sources, source));
+
 -- name: delete_entity_state
 DELETE FROM entity_state USING stage_state_entities s
 WHERE entity_state.entity_type = s.entity_type AND entity_state.entity_id = s.entity_id::UUID;

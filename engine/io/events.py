@@ -17,6 +17,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -102,16 +103,36 @@ def in_stream_order(inputs: list[tuple[str | Path, str]]) -> bool:
     a daily partition gives)? Rows without a valid timestamp are quarantined wherever they are."""
     last = None
     for spec, kind in inputs:
-        column = "timestamp" if kind == "operation" else "event_timestamp"
         for f, _root in expand(spec):
-            ts, _ = _timestamps(f, pl.from_arrow(pq.read_table(f, columns=[column])).to_series())
-            ts = ts.drop_nulls()
+            ts = _valid_timestamps(f, kind)
             if len(ts) == 0:
                 continue
             if not ts.is_sorted() or (last is not None and ts[0] < last):
                 return False
             last = ts[-1]
     return True
+
+
+def time_span(spec: str | Path) -> tuple[int, datetime | None, datetime | None] | None:
+    """(rows, first, last valid timestamp) of an input of Parquet event files, without reading
+    more than its timestamp column; None when it has a file of another kind or one that cannot be
+    read (reading it whole reports that)."""
+    try:
+        files = [f for f, _root in expand(spec)]
+        if any(f.suffix.lower() not in (".parquet", ".pq") for f in files):
+            return None
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        ts = pl.concat([_valid_timestamps(f, "event") for f in files])
+    except (InputError, pa.ArrowException, OSError, KeyError, pl.exceptions.PolarsError):
+        return None
+    return rows, ts.min(), ts.max()
+
+
+def _valid_timestamps(f: Path, kind: str) -> pl.Series:
+    """A Parquet file's valid row timestamps, in file order (rows without one are quarantined)."""
+    column = "timestamp" if kind == "operation" else "event_timestamp"
+    ts, _ = _timestamps(f, pl.from_arrow(pq.read_table(f, columns=[column])).to_series())
+    return ts.drop_nulls()
 
 
 def read_chunks(inputs: list[tuple[str | Path, str]], rows: int) -> Iterator[pl.DataFrame]:

@@ -243,11 +243,16 @@ class BatchWriter:
             return {}
         return frames | {"stage_catalog_fingerprint": pl.DataFrame({"fingerprint": [fp]})}
 
-    def close(self, params: dict) -> None:
-        """The batch row: counts, input fingerprint, and the root chaining it to the previous batch."""
+    def close(self, params: dict, parts: list[dict] = ()) -> None:
+        """The batch row: counts, input fingerprint, and the root chaining it to the previous batch;
+        and a row for each of `parts` (fingerprint, sources, rows_read) when it booked several
+        inputs (a backfill range)."""
         params = params | {"batch_id": self.batch_id, "entries": self.entries, "postings": self.postings,
                            "root": self._root.hexdigest(), "prev_root": self.prev_root}
         self._run("insert_batch", statement("write_batch.sql", "insert_batch"), params, {})
+        for part in parts:
+            self._run("insert_batch_input", statement("write_batch.sql", "insert_batch_input"),
+                      part | {"batch_id": self.batch_id}, {})
 
     def _run(self, name: str, sql: str, params: dict, tables: dict) -> None:
         used = {k: v for k, v in params.items() if f"${k}" in sql}

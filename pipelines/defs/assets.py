@@ -1,8 +1,8 @@
 """Assets: the landed event files, the ledger they are booked into, and the balances it yields.
 
-The assets orchestrate; the engine does the work. `ledger` books each day with `engine.run.run_batch`
-(through `engine.run.Backfill`, which keeps the file open across a range), once per day and in day
-order, and nothing else writes to the database.
+The assets orchestrate; the engine does the work. `ledger` books the days of its run in day order
+with `engine.run.Backfill.run_days` (one open file for the range; consecutive days in time order as
+one batch), and nothing else writes to the database.
 """
 
 
@@ -77,40 +77,42 @@ def raw_event_batches(context: dg.AssetExecutionContext, perkflow_files: Perkflo
     kinds={"duckdb"},
     group_name="perkflow",
     description="The double-entry ledger in DuckDB (PERKFLOW_DB): each day's landed files booked with "
-                "engine.run.run_batch, one transaction per day, days in order, on one open file. Idempotent: a day whose "
-                "files were booked before is a no-op; overlapping input counts as duplicates.",
+                "engine.run.Backfill.run_days, days in order, on one open file; consecutive days whose rows follow "
+                "one another in time are one batch (one transaction), which gives the ledger a batch per day gives. "
+                "Idempotent: a day whose files were booked before is a no-op; overlapping input counts as duplicates.",
 )
 def ledger(context: dg.AssetExecutionContext, ledger_db: LedgerDatabase,
            perkflow_files: PerkflowFiles) -> dg.MaterializeResult:
-    # One run_batch (one DuckDB transaction) per day, oldest first. If day k of a range fails, days
-    # before it stay committed and the step fails; re-running the range books them as no-ops
-    # (same files -> already committed) and carries on from day k.
+    # Days oldest first (day D's opening balances are day D-1's closing ones), one transaction per
+    # batch. If day k of a range fails, days before it stay committed and the step fails;
+    # re-running the range books them as no-ops (same files -> already committed) and carries on
+    # from day k.
     programs = perkflow_files.programs_dir()
     db_file = ledger_db.resolved_path()
-    reports = []
+    landed = {perkflow_files.day_dir(day): day for day in _days(context) if perkflow_files.day_files(day)}
+    reports = [{"days": day, "batch_id": None, "already_committed": False, "read": 0, "completed": 0, "failed": 0,
+                "duplicates": 0, "rejected": 0, "entries": 0} for day in _days(context) if day not in landed.values()]
+    for r in reports:
+        context.log.info(f"{r['days']}: no landed files, nothing to book")
     with Backfill(db_file, wait=ledger_db.wait_seconds) as backfill:  # one open file for the range
-        for day in _days(context):  # in order: day D's opening balances are day D-1's closing ones
-            folder = perkflow_files.day_dir(day)
-            if not perkflow_files.day_files(day):
-                context.log.info(f"{day}: no landed files, nothing to book")
-                reports.append({"day": day, "batch_id": None, "already_committed": False, "read": 0,
-                                "completed": 0, "failed": 0, "duplicates": 0, "rejected": 0, "entries": 0})
-                continue
-            report = backfill.run(programs, folder, progress=lambda msg, day=day: context.log.debug(f"{day}: {msg}"))
-            r = report.as_dict()
-            context.log.info(f"{day}: batch {r['batch_id']}"
-                             f"{' (already committed, no-op)' if r['already_committed'] else ''}: "
-                             f"read {r['read']}, completed {r['completed']}, failed {r['failed']}, "
-                             f"duplicates {r['duplicates']}, rejected {r['rejected']}, entries {r['entries']}")
-            reports.append({"day": day} | {k: r[k] for k in (
-                "batch_id", "already_committed", "read", "completed", "failed", "duplicates", "rejected", "entries")})
+        booked = backfill.run_days(programs, list(landed), progress=lambda msg: context.log.debug(msg))
+    for folders, report in booked:
+        days = landed[folders[0]] + (f" .. {landed[folders[-1]]}" if len(folders) > 1 else "")
+        r = report.as_dict()
+        context.log.info(f"{days}: batch {r['batch_id']}"
+                         f"{' (already committed, no-op)' if r['already_committed'] else ''}: "
+                         f"read {r['read']}, completed {r['completed']}, failed {r['failed']}, "
+                         f"duplicates {r['duplicates']}, rejected {r['rejected']}, entries {r['entries']}")
+        reports.append({"days": days} | {k: r[k] for k in (
+            "batch_id", "already_committed", "read", "completed", "failed", "duplicates", "rejected", "entries")})
+    reports.sort(key=lambda r: r["days"])
     if not db_file.exists():  # nothing landed yet: still leave an (empty) ledger for the readers downstream
         with ledger_db.connect():  # a writable connection creates the schema and views
             pass
     total = {k: sum(r[k] for r in reports) for k in ("read", "completed", "failed", "duplicates", "rejected", "entries")}
     return dg.MaterializeResult(metadata={
         "database": dg.MetadataValue.path(str(db_file)),
-        "days": len(reports),
+        "days": len(_days(context)),
         **total,
         "batches": dg.MetadataValue.md(_table(reports)),
     })

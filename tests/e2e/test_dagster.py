@@ -132,6 +132,23 @@ def test_range_backfill_in_one_run_equals_daily_runs(tmp_path, landing):
 
     assert ledger_state(backfill_db) == ledger_state(daily_db)
     assert balances_rows(backfill_db) == balances_rows(daily_db)
+    # the three days follow one another in time: one batch, each day recorded as booked in it
+    con = duckdb.connect(str(backfill_db), read_only=True)
+    try:
+        assert con.execute("SELECT id, rows_read FROM batches").fetchall() == [(1, 900)]
+        assert con.execute("SELECT batch_id, rows_read FROM batch_inputs").fetchall() == [(1, 300)] * 3
+    finally:
+        con.close()
+    again = run_days(backfill_db, landing, DAYS[1])  # one day of the range again: a no-op
+    assert again.success
+    assert ledger_state(backfill_db) == ledger_state(daily_db)
+    mats = {m.asset_key.to_user_string(): m for m in again.get_asset_materialization_events()}
+    assert mats["ledger"].materialization.metadata["duplicates"].value == 300
+    con = duckdb.connect(str(backfill_db), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM batches").fetchall() == [(1,)]  # nothing booked again
+    finally:
+        con.close()
 
 
 def test_empty_day_is_booked_as_nothing(tmp_path, landing):

@@ -185,16 +185,26 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def dump(db: Path, *, snapshot: bool = False) -> dict[str, list[tuple]]:
+#: What tells batches apart: the manifest tables, and in the others each row's batch and its
+#: place in its batch's arrival order. `dump(across_batches=True)` leaves them out.
+BATCH_TABLES = {"batches", "batch_inputs"}
+BATCH_COLUMNS = {"batch_id", "created_batch_id", "first_batch_id", "arrival_seq"}
+
+
+def dump(db: Path, *, snapshot: bool = False, across_batches: bool = False) -> dict[str, list[tuple]]:
     """Every base table as sorted rows of text (wall-clock columns left out). A database file
-    that does not exist dumps as {}."""
+    that does not exist dumps as {}. `across_batches`: without BATCH_TABLES and BATCH_COLUMNS,
+    what must not change when the same stream is cut into other batches (semantics.md 1.5)."""
     if not Path(db).exists():
         return {}
     con, tmp = _open(Path(db), snapshot=snapshot)
     try:
         out = {}
         for t in _tables(con):
-            cols = [c for c in _columns(con, t) if (t, c) not in WALL_CLOCK]
+            if across_batches and t in BATCH_TABLES:
+                continue
+            cols = [c for c in _columns(con, t) if (t, c) not in WALL_CLOCK
+                    and not (across_batches and c in BATCH_COLUMNS)]
             sel = ", ".join(f"CAST({_q(c)} AS VARCHAR)" for c in cols)
             out[t] = [tuple(r) for r in con.execute(f"SELECT {sel} FROM {_q(t)} ORDER BY ALL").fetchall()]
         return out
