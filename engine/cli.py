@@ -253,7 +253,8 @@ def _parser() -> argparse.ArgumentParser:
     db_arg(b)
     b.add_argument("--external-id", help="only this participant")
     b.add_argument("--asset", help="only this asset symbol")
-    b.add_argument("--limit", type=int, default=50, help="rows to show (default 50; 0 for all)")
+    b.add_argument("--limit", type=int, default=None,
+                   help=f"rows to show (0 for all; default: {BALANCES_TABLE_ROWS} in the table, all with --json)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_cmd_balances)
 
@@ -604,20 +605,35 @@ def _json_default(v):
     return str(v)
 
 
+BALANCES_TABLE_ROWS = 50  # the table's default length; --json prints every row unless --limit says
+
+
 def _cmd_balances(args) -> int:
+    if args.limit is not None and args.limit < 0:
+        raise InputError(f"--limit must be 0 (all rows) or more, got {args.limit}")
     where, params = ["entity_type = 'PARTICIPANT'"], []
     if args.external_id:
+        # a participant the ledger does not know is a mistake to say, not an empty answer
+        if not _query(args, "SELECT 1 FROM participants WHERE external_id = ?", [args.external_id])[1]:
+            raise InputError(f"--external-id: no participant {args.external_id!r} in this ledger")
         where.append("external_id = ?")
         params.append(args.external_id)
     if args.asset:
+        symbols = [s for (s,) in _query(args, "SELECT symbol FROM assets ORDER BY symbol")[1]]
+        if args.asset not in symbols:
+            raise InputError(f"--asset: no asset {args.asset!r} in this ledger (its assets: {', '.join(symbols) or 'none'})")
         where.append("asset_symbol = ?")
         params.append(args.asset)
     sql = ("SELECT external_id, asset_symbol, available, held, deferred, participant_id FROM balances WHERE "
            + " AND ".join(where) + " ORDER BY external_id, asset_symbol")
-    if args.limit:
-        sql += f" LIMIT {int(args.limit)}"
+    limit = args.limit if args.limit is not None else (0 if args.json else BALANCES_TABLE_ROWS)
+    if limit:
+        sql += f" LIMIT {limit + 1}"  # one more: to tell a cut list from a complete one
     cols, rows = _query(args, sql, params)
-    _show(args, cols, [_trim(r) for r in rows], title="balances")
+    cut = bool(limit) and len(rows) > limit
+    _show(args, cols, [_trim(r) for r in rows[:limit or None]], title="balances")
+    if cut and not args.json:
+        err_console.print(f"{limit} rows shown, the ledger has more: --limit 0 shows them all", highlight=False)
     return 0
 
 
