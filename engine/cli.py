@@ -575,6 +575,8 @@ def _query(args, sql: str, params: list | None = None):
     con = db.connect(args.db, read_only=True)
     try:
         cur = con.execute(sql, params or [])
+        if cur is None:  # DuckDB's answer to text without a statement (empty, blanks, a comment)
+            raise InputError("sql: the query holds no statement to run")
         cols = [d[0] for d in cur.description]
         return cols, cur.fetchall()
     finally:

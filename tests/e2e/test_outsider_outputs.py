@@ -264,3 +264,16 @@ def test_s12_perkflow_balances_lists_every_row_in_json_and_refuses_what_names_no
         res = cli("balances", *args, "--json", "--db", str(led.db))
         assert (res.returncode, res.stdout) == (2, ""), (args, res.returncode, res.stdout, res.stderr)
         assert says in " ".join(res.stderr.split()) and "Traceback" not in res.stderr, res.stderr
+
+
+def test_s13_an_ad_hoc_query_without_a_statement_is_the_users_mistake(tmp_path):
+    """semantics.md 13 (exit 2 for invalid input, exit 1 only for internal errors): `perkflow sql`
+    with an empty query, blanks or only a comment was an internal error (exit 1, "please report
+    this trace": DuckDB gives no result for text without a statement). It is exit 2, saying so."""
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]))
+    led.run([ev("e1", "u1", at(1, 1), "earn")])
+    for text in ("", "   ", "-- only a comment"):
+        res = cli("sql", text, "--db", str(led.db))
+        assert (res.returncode, res.stdout) == (2, ""), (text, res.returncode, res.stdout, res.stderr)
+        assert "no statement" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert cli_json(led, "sql", "SELECT available FROM balances WHERE external_id = 'u1'") == [{"available": "1"}]
