@@ -277,3 +277,27 @@ def test_s13_an_ad_hoc_query_without_a_statement_is_the_users_mistake(tmp_path):
         assert (res.returncode, res.stdout) == (2, ""), (text, res.returncode, res.stdout, res.stderr)
         assert "no statement" in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert cli_json(led, "sql", "SELECT available FROM balances WHERE external_id = 'u1'") == [{"available": "1"}]
+
+
+def test_s13_a_db_that_names_a_parquet_or_csv_file_is_refused_not_run_in_memory(tmp_path):
+    """semantics.md 12 (the ledger is the DuckDB file `--db` names) and 13 (exit 2 for invalid
+    configuration, nothing written). DuckDB opens an existing Parquet, CSV or JSON file as an
+    in-memory database over it: `perkflow run --db events.parquet` (the arguments mixed up)
+    printed its counts and exited 0, and the batch was gone with the process; `balances` and
+    `verify` on it were internal errors (exit 1), `report` said a run would create the views.
+    Every command now stops with exit 2 naming the file, which is left as it was."""
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]))
+    led.run([ev("e1", "u1", at(1, 1), "earn")])
+    events = tmp_path / "events-1.parquet"
+    export = tmp_path / "balances.csv"
+    export.write_text("external_id,available\nu1,1\n", encoding="utf-8")
+    for target in (events, export):
+        before = target.read_bytes()
+        for argv in (("run", "--programs", str(led.programs), "--events", str(events)), ("balances",), ("verify",),
+                     ("report", "ledger_summary"), ("sql", "SELECT 1")):
+            res = cli(*argv, "--db", str(target))
+            said = "".join(res.stderr.split())
+            assert res.returncode == 2 and res.stdout == "", (target.name, argv, res.returncode, res.stdout, res.stderr)
+            assert f"{target}:notaDuckDBdatabase" in said and "Traceback" not in said, res.stderr
+        assert target.read_bytes() == before
+    assert led.balance("u1") == (D(1), D(0), D(0))
