@@ -629,6 +629,7 @@ def _cmd_balances(args) -> int:
     sql = ("SELECT external_id, asset_symbol, available, held, deferred, participant_id FROM balances WHERE "
            + " AND ".join(where) + " ORDER BY external_id, asset_symbol")
     limit = args.limit if args.limit is not None else (0 if args.json else BALANCES_TABLE_ROWS)
+    limit = min(limit, 2**62)  # past any ledger's rows; SQL's LIMIT takes a BIGINT
     if limit:
         sql += f" LIMIT {limit + 1}"  # one more: to tell a cut list from a complete one
     cols, rows = _query(args, sql, params)

@@ -245,7 +245,8 @@ def test_s12_perkflow_balances_lists_every_row_in_json_and_refuses_what_names_no
       table shows 50 and says on stderr that there are more; `--limit` still cuts both);
     - `--external-id` of nobody and `--asset` of no asset printed an empty list (exit 0), as if
       they held nothing: exit 2 naming what is unknown; a participant without balances is [];
-    - `--limit -1` was an internal error (exit 1, a trace): exit 2."""
+    - `--limit -1` was an internal error (exit 1, a trace): exit 2; a limit past SQL's BIGINT
+      (also exit 1) shows every row."""
     led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"}),
                                     on("mark", {"type": "TAG", "tag": "seen"})]))
     led.run([ev(f"k{i}", f"u{i:02d}", at(1, 1), "earn") for i in range(60)] + [ev("t", "u-tag", at(1, 2), "mark")])
@@ -256,6 +257,7 @@ def test_s12_perkflow_balances_lists_every_row_in_json_and_refuses_what_names_no
     assert table.returncode == 0 and "u49" in table.stdout and "u50" not in table.stdout
     assert "--limit 0" in table.stderr, table.stderr
     assert len(cli_json(led, "balances", "--limit", "7")) == 7
+    assert len(cli_json(led, "balances", "--limit", "99999999999999999999")) == 60  # was exit 1: past BIGINT
     assert cli_json(led, "balances", "--external-id", "u07", "--asset", "PTS")[0]["available"] == "1"
     assert cli_json(led, "balances", "--external-id", "u-tag") == []
     for args, says in ((("--external-id", "nobody"), "no participant 'nobody'"),
