@@ -303,3 +303,53 @@ def test_s13_a_db_that_names_a_parquet_or_csv_file_is_refused_not_run_in_memory(
             assert f"{target}:notaDuckDBdatabase" in said and "Traceback" not in said, res.stderr
         assert target.read_bytes() == before
     assert led.balance("u1") == (D(1), D(0), D(0))
+
+
+def _documented_columns() -> dict[str, set[str]]:
+    """{table or view: the columns its section of docs/tables.md or docs/reports.md lists}: the
+    rows of each `| column | meaning |` table under a heading or a line that names one table
+    (`## \\`batches\\``, `` `programs`: ``), and the tier tables' one-table list."""
+    import re
+
+    from tests.helpers.io import ROOT
+    found: dict[str, set[str]] = {}
+    for doc in ("tables.md", "reports.md"):
+        current = None
+        for line in (ROOT / "docs" / doc).read_text(encoding="utf-8").splitlines():
+            names = re.findall(r"`(\w+)(?:\([^`]*\))?`", line)
+            if line.startswith("#"):
+                current = names[0] if len(names) == 1 else None  # a heading naming several: no table
+            elif line.startswith("`") and names:
+                current = names[0]
+            elif line.startswith("| `") and current is None:  # "| `tiers` | one row per | `id`, ... |"
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                columns = re.sub(r"\([^()]*\)", "", cells[-1])  # not the names in its notes
+                found.setdefault(names[0], set()).update(re.findall(r"`(\w+)`", columns))
+            elif line.startswith("| ") and current and not line.startswith(("| column", "|---")):
+                cell = line.split("|")[1]
+                found.setdefault(current, set()).update(
+                    c.strip().strip("`") for c in cell.split(",") if re.fullmatch(r"\s*`?[a-z_]+`?\s*", c))
+    return found
+
+
+def test_s12_the_docs_and_the_ledger_list_the_same_columns_both_ways(tmp_path):
+    """semantics.md 12: "Stable, documented tables and views for ad-hoc SQL (the project's docs
+    list every column)". Both ways, section by section: each column a table's or view's section
+    lists exists in it, and each column it has is in its section (test_contract_audit checks only
+    that a column's name appears somewhere in the docs). balances is listed in semantics.md 12
+    itself; the three state views share one section."""
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]))
+    led.run([ev("e1", "u1", at(1, 1), "earn")])
+    real: dict[str, set[str]] = {}
+    for table, column in led.sql("SELECT table_name, column_name FROM information_schema.columns"):
+        real.setdefault(table, set()).add(column)
+    real["ledger_summary_between"] = set(led.sql_dicts("SELECT * FROM ledger_summary_between(NULL, NULL)")[0])
+    docs = _documented_columns()
+    real["balances"], docs["balances"] = set(real["balances"]), {
+        "entity_type", "entity_id", "participant_id", "external_id", "asset_id", "asset_symbol", "available", "held",
+        "deferred"}  # semantics.md 12
+    shared = {"participant_state", "program_state", "group_state"}
+    assert sorted(set(real) - set(docs) - shared) == []          # every table and view has its section
+    assert sorted(set(docs) - set(real)) == []                   # every section is a table or view
+    mismatched = {t: (sorted(docs[t] - real[t]), sorted(real[t] - docs[t])) for t in docs if docs[t] != real[t]}
+    assert mismatched == {}                                      # (documented, not there), (there, undocumented)
