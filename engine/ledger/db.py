@@ -71,7 +71,7 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
     if threads := os.environ.get("PERKFLOW_DUCKDB_THREADS"):
         # DuckDB uses every core by default; a shared host or a container may want fewer. The
         # ledger does not depend on it (tests/reliability/test_threads.py runs with 1 and the default).
-        con.execute("SET threads = $t", {"t": _positive_int("PERKFLOW_DUCKDB_THREADS", threads)})
+        con.execute("SET threads = $t", {"t": positive_int("PERKFLOW_DUCKDB_THREADS", threads)})
     if read_only:
         if not con.execute(statement("schema_version.sql", "is_ledger")).fetchall()[0][0]:
             con.close()
@@ -91,9 +91,10 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
     return con
 
 
-def _positive_int(name: str, text: str) -> int:
+def positive_int(name: str, text: str, unit: str = "threads") -> int:
+    """A setting from the environment that must be a whole number of `unit`, 1 or more."""
     if not text.strip().isdigit() or int(text) < 1:
-        raise InputError(f"{name}={text!r}: must be a whole number of threads, 1 or more")
+        raise InputError(f"{name}={text!r}: must be a whole number of {unit}, 1 or more")
     return int(text)
 
 

@@ -353,3 +353,18 @@ def test_s12_the_docs_and_the_ledger_list_the_same_columns_both_ways(tmp_path):
     assert sorted(set(docs) - set(real)) == []                   # every section is a table or view
     mismatched = {t: (sorted(docs[t] - real[t]), sorted(real[t] - docs[t])) for t in docs if docs[t] != real[t]}
     assert mismatched == {}                                      # (documented, not there), (there, undocumented)
+
+
+def test_s13_a_chunk_size_that_is_no_count_of_rows_is_the_flags_mistake(tmp_path):
+    """semantics.md 13 (exit 2 "with one clear message", exit 1 never for user input):
+    `--chunk-rows -5` stopped the run blaming the event file ("cannot be read as Parquet:
+    batch_size must be greater than zero"), and PERKFLOW_CHUNK_ROWS=abc was an internal error
+    (exit 1). Both name the setting; nothing is written; a valid size runs."""
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]))
+    for flags, env, says in ((("--chunk-rows", "-5"), None, "--chunk-rows must be 1 or more, got -5"),
+                             ((), {"PERKFLOW_CHUNK_ROWS": "abc"}, "PERKFLOW_CHUNK_ROWS='abc': must be a whole number of rows")):
+        err = led.run([ev("e1", "u1", at(1, 1), "earn")], flags=flags, env=env, expect=2)["stderr"]
+        assert says in " ".join(err.split()) and "Parquet" not in err and "Traceback" not in err, err
+        assert not led.db.exists()
+    led.run([ev("e1", "u1", at(1, 1), "earn"), ev("e2", "u2", at(1, 2), "earn")], flags=("--chunk-rows", "1"))
+    assert (led.balance("u1"), led.balance("u2")) == ((D(1), D(0), D(0)), (D(1), D(0), D(0)))
