@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import os
 import sys
 import traceback
@@ -585,7 +586,7 @@ def _query(args, sql: str, params: list | None = None):
 
 def _show(args, cols: list[str], rows: list[tuple], title: str | None = None) -> None:
     if getattr(args, "json", False):
-        print(json.dumps([dict(zip(cols, r)) for r in rows], default=_json_default))
+        print(json.dumps([dict(zip(cols, map(_json_safe, r))) for r in rows], default=_json_default, allow_nan=False))
     elif getattr(args, "csv", False):
         import csv
 
@@ -599,6 +600,18 @@ def _show(args, cols: list[str], rows: list[tuple], title: str | None = None) ->
         for r in rows:
             t.add_row(*("" if v is None else str(v) for v in r))
         console.print(t)
+
+
+def _json_safe(v):
+    """A cell JSON can hold: a double that is no number (`sqrt(-1.0)` in `perkflow sql`) becomes
+    the text "NaN", "Infinity" or "-Infinity" (bare NaN is not JSON; jq and JSON.parse refuse it)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
 
 
 def _json_default(v):

@@ -368,3 +368,21 @@ def test_s13_a_chunk_size_that_is_no_count_of_rows_is_the_flags_mistake(tmp_path
         assert not led.db.exists()
     led.run([ev("e1", "u1", at(1, 1), "earn"), ev("e2", "u2", at(1, 2), "earn")], flags=("--chunk-rows", "1"))
     assert (led.balance("u1"), led.balance("u2")) == ((D(1), D(0), D(0)), (D(1), D(0), D(0)))
+
+
+def test_s12_json_output_is_json_even_for_a_double_that_is_no_number(tmp_path):
+    """README (`--json` output) and semantics.md 12 (tables for ad-hoc SQL): `perkflow sql --json`
+    printed bare NaN and Infinity for a double that is no number (`sqrt(-1.0)`), which is not
+    JSON (a strict parser, jq, JSON.parse refuse the whole answer). They are the texts "NaN",
+    "Infinity", "-Infinity", at any depth; finite doubles stay numbers, amounts decimal text."""
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]))
+    led.run([ev("e1", "u1", at(1, 1), "earn")])
+    res = cli("sql", "SELECT sqrt(-1.0) AS a, 'inf'::DOUBLE AS b, ['-inf'::DOUBLE, 2.5] AS c, {'x': 'nan'::FLOAT} AS s, "
+              "(SELECT available FROM balances WHERE external_id = 'u1') AS amount", "--json", "--db", str(led.db))
+    assert res.returncode == 0, res.stderr
+
+    def strict(constant: str):
+        raise AssertionError(f"not JSON: {constant}")
+
+    assert json.loads(res.stdout, parse_constant=strict) == [
+        {"a": "NaN", "b": "Infinity", "c": ["-Infinity", 2.5], "s": {"x": "NaN"}, "amount": "1"}]
