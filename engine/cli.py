@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import os
 import sys
 import traceback
@@ -253,7 +254,8 @@ def _parser() -> argparse.ArgumentParser:
     db_arg(b)
     b.add_argument("--external-id", help="only this participant")
     b.add_argument("--asset", help="only this asset symbol")
-    b.add_argument("--limit", type=int, default=50, help="rows to show (default 50; 0 for all)")
+    b.add_argument("--limit", type=int, default=None,
+                   help=f"rows to show (0 for all; default: {BALANCES_TABLE_ROWS} in the table, all with --json)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_cmd_balances)
 
@@ -574,6 +576,8 @@ def _query(args, sql: str, params: list | None = None):
     con = db.connect(args.db, read_only=True)
     try:
         cur = con.execute(sql, params or [])
+        if cur is None:  # DuckDB's answer to text without a statement (empty, blanks, a comment)
+            raise InputError("sql: the query holds no statement to run")
         cols = [d[0] for d in cur.description]
         return cols, cur.fetchall()
     finally:
@@ -582,7 +586,7 @@ def _query(args, sql: str, params: list | None = None):
 
 def _show(args, cols: list[str], rows: list[tuple], title: str | None = None) -> None:
     if getattr(args, "json", False):
-        print(json.dumps([dict(zip(cols, r)) for r in rows], default=_json_default))
+        print(json.dumps([dict(zip(cols, map(_json_safe, r))) for r in rows], default=_json_default, allow_nan=False))
     elif getattr(args, "csv", False):
         import csv
 
@@ -598,26 +602,54 @@ def _show(args, cols: list[str], rows: list[tuple], title: str | None = None) ->
         console.print(t)
 
 
+def _json_safe(v):
+    """A cell JSON can hold: a double that is no number (`sqrt(-1.0)` in `perkflow sql`) becomes
+    the text "NaN", "Infinity" or "-Infinity" (bare NaN is not JSON; jq and JSON.parse refuse it)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
+
+
 def _json_default(v):
     if isinstance(v, Decimal):
         return format(v.normalize(), "f")
     return str(v)
 
 
+BALANCES_TABLE_ROWS = 50  # the table's default length; --json prints every row unless --limit says
+
+
 def _cmd_balances(args) -> int:
+    if args.limit is not None and args.limit < 0:
+        raise InputError(f"--limit must be 0 (all rows) or more, got {args.limit}")
     where, params = ["entity_type = 'PARTICIPANT'"], []
     if args.external_id:
+        # a participant the ledger does not know is a mistake to say, not an empty answer
+        if not _query(args, "SELECT 1 FROM participants WHERE external_id = ?", [args.external_id])[1]:
+            raise InputError(f"--external-id: no participant {args.external_id!r} in this ledger")
         where.append("external_id = ?")
         params.append(args.external_id)
     if args.asset:
+        symbols = [s for (s,) in _query(args, "SELECT symbol FROM assets ORDER BY symbol")[1]]
+        if args.asset not in symbols:
+            raise InputError(f"--asset: no asset {args.asset!r} in this ledger (its assets: {', '.join(symbols) or 'none'})")
         where.append("asset_symbol = ?")
         params.append(args.asset)
     sql = ("SELECT external_id, asset_symbol, available, held, deferred, participant_id FROM balances WHERE "
            + " AND ".join(where) + " ORDER BY external_id, asset_symbol")
-    if args.limit:
-        sql += f" LIMIT {int(args.limit)}"
+    limit = args.limit if args.limit is not None else (0 if args.json else BALANCES_TABLE_ROWS)
+    limit = min(limit, 2**62)  # past any ledger's rows; SQL's LIMIT takes a BIGINT
+    if limit:
+        sql += f" LIMIT {limit + 1}"  # one more: to tell a cut list from a complete one
     cols, rows = _query(args, sql, params)
-    _show(args, cols, [_trim(r) for r in rows], title="balances")
+    cut = bool(limit) and len(rows) > limit
+    _show(args, cols, [_trim(r) for r in rows[:limit or None]], title="balances")
+    if cut and not args.json:
+        err_console.print(f"{limit} rows shown, the ledger has more: --limit 0 shows them all", highlight=False)
     return 0
 
 

@@ -120,7 +120,10 @@ def run_batch(programs: str | Path, events: str | Path | list[str | Path] | None
     step("loading programs")
     catalog = load_catalog(programs)
     stateful = any(needs_kernel(p) for p in catalog.programs.values())
-    chunk_rows = (chunk_rows or int(os.environ.get("PERKFLOW_CHUNK_ROWS") or 0)
+    if chunk_rows is not None and chunk_rows < 1:  # the flag's mistake, not the files' (the reader said so)
+        raise InputError(f"--chunk-rows must be 1 or more, got {chunk_rows}")
+    env_rows = os.environ.get("PERKFLOW_CHUNK_ROWS")
+    chunk_rows = (chunk_rows or (db.positive_int("PERKFLOW_CHUNK_ROWS", env_rows, "rows") if env_rows else 0)
                   or (STATEFUL_CHUNK_ROWS if stateful else CHUNK_ROWS))
     step("reading events")
     # arrival order: the event files, then the operation files

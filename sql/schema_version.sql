@@ -15,3 +15,8 @@ INSERT INTO schema_version VALUES ($hash);
 -- Whether the file holds a perkflow ledger: a first run that never committed leaves a DuckDB file
 -- with no tables, which the read-only commands then report as such (not as a missing table).
 SELECT count(*) > 0 FROM duckdb_tables() WHERE table_name = 'batches';
+
+-- name: opened_path
+-- The file the connection's database lives in; NULL when DuckDB opened an in-memory database
+-- instead (it does for a path naming an existing Parquet, CSV or JSON file: not a ledger).
+SELECT path FROM duckdb_databases() WHERE database_name = current_database();

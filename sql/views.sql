@@ -155,7 +155,13 @@ FROM f GROUP BY program_id, asset_id;
 -- ledger_summary_part(from_ts, to_ts, part, parts) is it over one part of the entries (in_part);
 -- the parts' sums add up to the whole's (participant_count does not).
 CREATE OR REPLACE MACRO ledger_summary_part(from_ts, to_ts, part, parts) AS TABLE
-WITH sums AS (
+WITH period AS (
+    -- a period that ends before it starts is the caller's mistake, not an empty period: its rows
+    -- would pair an opening balance after the closing one (docs/decisions.md "Reports")
+    SELECT CASE WHEN from_ts::TIMESTAMPTZ > to_ts::TIMESTAMPTZ
+                THEN error('ledger_summary_between: to_ts ' || to_ts::TIMESTAMPTZ || ' is before from_ts '
+                           || from_ts::TIMESTAMPTZ || ' (a period is from_ts <= effective_at < to_ts)') END AS invalid
+), sums AS (
     SELECT * FROM ledger_sums_part(from_ts, to_ts, part, parts)
 ), people AS (
     SELECT j.program_id, p.asset_id, COUNT(DISTINCT p.entity_id) AS participant_count
@@ -194,6 +200,8 @@ FROM sums s
 JOIN programs pr ON pr.id = s.program_id
 JOIN assets a ON a.id = s.asset_id
 LEFT JOIN people pp ON pp.program_id = s.program_id AND pp.asset_id = s.asset_id
+CROSS JOIN period
+WHERE period.invalid IS NULL
 ORDER BY program_key, asset_symbol;
 
 CREATE OR REPLACE MACRO ledger_summary_between(from_ts, to_ts) AS TABLE
@@ -335,8 +343,10 @@ LEFT JOIN flm ON flm.program_id = d.program_id AND flm.day = d.day
 ORDER BY program_key, d.day;
 
 -- Per participant and asset: every posting to the participant's accounts in ledger order (seq, then
--- posting id within an entry), with running balances per bucket and in total after each posting.
--- Balances are participant-wide (across programs), like `balances`.
+-- posting id within an entry), with running balances per bucket and in total after each posting's
+-- entry: an entry is atomic, so its postings (a HOLD's AVAILABLE and HELD legs) all show the
+-- balances after it, never a state between its legs that the participant never had (RANGE: the
+-- rows of one seq are peers). Balances are participant-wide (across programs), like `balances`.
 CREATE OR REPLACE VIEW participant_statement AS
 SELECT
     p.entity_id AS participant_id,
@@ -365,20 +375,23 @@ JOIN assets a ON a.id = p.asset_id
 LEFT JOIN participants pa ON pa.id = p.entity_id
 LEFT JOIN programs pr ON pr.id = j.program_id
 WHERE p.entity_type = 'PARTICIPANT'
-WINDOW w AS (PARTITION BY p.entity_id, p.asset_id ORDER BY j.seq, p.id
-             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+WINDOW w AS (PARTITION BY p.entity_id, p.asset_id ORDER BY j.seq
+             RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 ORDER BY external_id, asset_symbol, j.seq, p.id;
 
--- Outstanding LOT value (remaining of lots not CONSUMED or EXPIRED, remaining <> 0) by expiry bucket.
+-- Outstanding LOT value (remaining of holders' lots -- participants' and groups', not a program
+-- wallet's unissued funds -- not CONSUMED or EXPIRED, remaining <> 0) by expiry bucket.
 -- Three complete partitions, one per granularity ('day', 'week' (ISO, Monday), 'month'), each of UTC
 -- calendar buckets [bucket_start, bucket_end) of expires_at, plus one row with bucket_start NULL for
 -- lots without expiry: per granularity, program and asset the rows sum exactly to the outstanding total.
 -- Buckets in the past hold lots due but not yet expired by a run (perkflow maintain --as-of).
 CREATE OR REPLACE VIEW expiration_schedule AS
 WITH outstanding AS (
-    SELECT l.program_id, l.asset_id, l.remaining, l.status, (l.expires_at AT TIME ZONE 'UTC') AS expires_utc
+    SELECT l.program_id, l.asset_id, l.remaining, l.status, l.expires_at,
+           (l.expires_at AT TIME ZONE 'UTC') AS expires_utc
     FROM lots l
     WHERE l.status NOT IN ('CONSUMED', 'EXPIRED') AND l.remaining <> 0
+      AND l.entity_type IN ('PARTICIPANT', 'GROUP')
 ), g AS (
     SELECT * FROM (VALUES ('day', 1), ('week', 2), ('month', 3)) t(granularity, granularity_order)
 ), bucketed AS (
@@ -400,8 +413,8 @@ SELECT
     COALESCE(SUM(b.remaining) FILTER (WHERE b.status = 'AVAILABLE'), 0)::DECIMAL(38, 18) AS outstanding_available,
     COALESCE(SUM(b.remaining) FILTER (WHERE b.status = 'HELD'), 0)::DECIMAL(38, 18)      AS outstanding_held,
     COALESCE(SUM(b.remaining) FILTER (WHERE b.status = 'DEFERRED'), 0)::DECIMAL(38, 18)  AS outstanding_deferred,
-    MIN(b.expires_utc) AS first_expires_at,
-    MAX(b.expires_utc) AS last_expires_at,
+    MIN(b.expires_at) AS first_expires_at,  -- instants (TIMESTAMPTZ), as everywhere else
+    MAX(b.expires_at) AS last_expires_at,
     b.program_id,
     b.asset_id
 FROM bucketed b

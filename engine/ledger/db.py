@@ -40,14 +40,19 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
     p.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait
     told = False
+    not_a_database = InputError(f"{p}: not a DuckDB database; pass --db a ledger file, or a path that does "
+                                "not exist yet for a new one")
     while True:
         try:
             con = duckdb.connect(str(p), read_only=read_only)
             break
+        except duckdb.CatalogException as e:
+            if "in-memory" in str(e).lower():  # read-only open of a data file (below)
+                raise not_a_database from None
+            raise
         except duckdb.IOException as e:
             if "not a valid duckdb database" in str(e).lower():
-                raise InputError(f"{p}: not a DuckDB database; pass --db a ledger file, or a path that does "
-                                 "not exist yet for a new one") from None
+                raise not_a_database from None
             if "lock" not in str(e).lower():
                 raise
             if time.monotonic() >= deadline:
@@ -56,12 +61,17 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
                 print(f"{p}: database is in use by another run; waiting up to {wait:.0f}s ...", file=sys.stderr)
                 told = True
             time.sleep(0.2)
+    if con.execute(statement("schema_version.sql", "opened_path")).fetchone()[0] is None:
+        # DuckDB opens an existing Parquet, CSV or JSON file as an in-memory database over it:
+        # a run would "commit" into memory and lose it (exit 0), and the file is no ledger
+        con.close()
+        raise not_a_database
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")  # the CLI draws its own progress
     if threads := os.environ.get("PERKFLOW_DUCKDB_THREADS"):
         # DuckDB uses every core by default; a shared host or a container may want fewer. The
         # ledger does not depend on it (tests/reliability/test_threads.py runs with 1 and the default).
-        con.execute("SET threads = $t", {"t": _positive_int("PERKFLOW_DUCKDB_THREADS", threads)})
+        con.execute("SET threads = $t", {"t": positive_int("PERKFLOW_DUCKDB_THREADS", threads)})
     if read_only:
         if not con.execute(statement("schema_version.sql", "is_ledger")).fetchall()[0][0]:
             con.close()
@@ -81,9 +91,10 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
     return con
 
 
-def _positive_int(name: str, text: str) -> int:
+def positive_int(name: str, text: str, unit: str = "threads") -> int:
+    """A setting from the environment that must be a whole number of `unit`, 1 or more."""
     if not text.strip().isdigit() or int(text) < 1:
-        raise InputError(f"{name}={text!r}: must be a whole number of threads, 1 or more")
+        raise InputError(f"{name}={text!r}: must be a whole number of {unit}, 1 or more")
     return int(text)
 
 

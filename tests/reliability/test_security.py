@@ -189,9 +189,10 @@ def test_injection_strings_are_just_data(injected):
 @pytest.mark.parametrize("ext", ["x' OR '1'='1", "x' OR 1=1 --", "%", "' UNION SELECT * FROM participants --",
                                  "nobody"])
 def test_balances_lookup_is_parameterised(injected, ext):
+    # matched as the literal id it is: nobody has it, which is said (exit 2), no rows leak
     r = cli("balances", "--db", str(injected["db"]), "--external-id", ext, "--json")
-    assert r.code == 0, r.stderr
-    assert json.loads(r.stdout) == []
+    assert r.code == 2 and r.stdout == "", r.stdout + r.stderr
+    assert f"no participant {ext!r}" in r.stderr
 
 
 def test_balances_lookup_finds_the_injection_string_verbatim(injected):
