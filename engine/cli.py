@@ -404,16 +404,17 @@ def _cmd_op(args) -> int:
         if report.rejected and not report.already_committed:
             reason, message = con.execute(statement("lookups.sql", "rejected_in_batch"),
                                           {"batch_id": report.batch_id}).fetchall()[0]
-            status, code, message, entries = "REJECTED", reason, message, []
+            status, code, message, entries, redemption = "REJECTED", reason, message, [], None
         else:
-            status, code, message, entries = con.execute(statement("lookups.sql", "operation_status"),
+            status, code, message, entries, redemption = con.execute(statement("lookups.sql", "operation_status"),
                                                          {"program": args.program, "key": args.key}).fetchall()[0]
     finally:
         con.close()
     duplicate = bool(report.duplicates)
     if args.json:
         print(json.dumps({"operation": args.operation, "key": args.key, "status": status, "error_code": code,
-                          "error_message": message, "duplicate": duplicate, "journal_entry_ids": entries or []}))
+                          "error_message": message, "duplicate": duplicate, "journal_entry_ids": entries or []}
+                         | ({"redemption_id": redemption} if redemption else {})))
     else:
         console.print(f"{args.operation} {args.key}: {status}" + (f" {code}: {message}" if code else "")
                       + (" (duplicate: already applied, nothing changed)" if duplicate else ""))

@@ -41,7 +41,8 @@ SOURCES = ("source_external_id", "source_participant_id", "source_group_id")
 #: the participant profile of upsert_participant): anything else is a typo that would be ignored.
 PARAMS = frozenset({
     "allow_negative", "amount", "asset", "asset_id", "attributes", "bucket", "description", "expires_at",
-    "group", "group_id", "key", "level", "quantity", "reason", "recipients", "redemption", "reference_id",
+    "group", "group_id", "key", "level", "quantity", "reason", "recipients", "redemption", "redemption_id",
+    "reference_id",
     "reset_after", "reward", "reward_id", "role", "status", "tag", "tags", "tier", "type", "value",
     *NARROWING,
     "program_id", "idempotency_key", "external_id", "participant_id", "on_behalf_of_participant_id", *SOURCES,
@@ -148,6 +149,15 @@ class _Op:
         return dict(pos=self.op.pos, rule_id=None, rule_version=None, rule_order=0, action_index=self.parts,
                     description=self.params.get("description") or self.params.get("reason") or self.op.operation)
 
+    def flag(self, name: str) -> bool:
+        """A true/false params field (absent or null: false). Text "true" / "false" (any case) is
+        read as such, as `perkflow op --param` gives every value as text: bool("false") is true."""
+        raw = self.params.get(name)
+        text = raw.strip().lower() if isinstance(raw, str) else None
+        if raw is None or isinstance(raw, bool) or text in ("true", "false"):
+            return bool(raw) if text is None else text == "true"
+        raise ActionFailed(INVALID, f"{self.op.operation}: params.{name} must be true or false, got {raw!r}")
+
     def no_narrowing(self) -> None:
         """Scrip narrows hold / release / forfeit to `lot_ids` or lots earned in [`earned_from`,
         `earned_to`] (scrip-reference.md 12); perkflow does not, so such a row fails rather than
@@ -181,6 +191,11 @@ def _adjust(o: _Op) -> None:
     mine = (etype, eid, aid, bucket)
     kind = o.field("type")
     reference = o.reference(asset)
+    overdraft = o.flag("allow_negative")
+    if kind == "CREDIT" and overdraft:
+        # Scrip: allow_negative "is allowed on DEBIT only"; on a credit it would mean nothing
+        raise ActionFailed(INVALID, f"{o.op.operation}: params.allow_negative applies to a DEBIT; a CREDIT never "
+                                    "overdraws (leave it out, or send the clawback as type DEBIT)")
     if kind == "CREDIT" and reference is not None:
         # the direct CREDIT reads reference_id as the CREDIT action does (semantics.md 7): into
         # HELD it stamps the provisional lot, into AVAILABLE it settles the reference
@@ -194,7 +209,7 @@ def _adjust(o: _Op) -> None:
         raise ActionFailed(INVALID, f"{o.op.operation}: params.reference_id applies to a CREDIT (a DEBIT takes no "
                                     "reference; release or forfeit the reference's lots instead)")
     elif kind == "DEBIT":
-        o.move(mine, issue, amount, "ADJUSTMENT", asset, overdraft=bool(o.field("allow_negative", False)))
+        o.move(mine, issue, amount, "ADJUSTMENT", asset, overdraft=overdraft)
     else:
         raise ActionFailed(INVALID, f"{o.op.operation}: params.type must be CREDIT or DEBIT, got {kind!r}")
 
@@ -335,10 +350,30 @@ def _count(value) -> int | None:
     return value if isinstance(value, int) and value >= 1 else None
 
 
+def _redemption_key(o: _Op, program_id: str) -> str:
+    """The redemption a reversal names: by its id (`redemption_id`, as Scrip's POST
+    /v1/redemptions/{id}/reverse), or by the idempotency key of the operation that made it
+    (`redemption`); both given must name the same one."""
+    key, rid = o.params.get("redemption"), o.params.get("redemption_id")
+    if rid is None:
+        if key is None:
+            raise ActionFailed(INVALID, "reverse_redemption: params.redemption_id (or params.redemption, the "
+                                        "redeeming operation's idempotency key) is required")
+        return key
+    found = o.tx.store.redemption_key(program_id, rid)
+    if found is None:
+        raise ActionFailed("redemption_not_found", f"reverse_redemption: no redemption with id {rid!r} in program "
+                                                   f"{o.op.program.key}")
+    if key is not None and key != found:
+        raise ActionFailed(INVALID, f"reverse_redemption: params.redemption {key!r} and params.redemption_id {rid!r} "
+                                    "name different redemptions")
+    return found
+
+
 def _reverse(o: _Op) -> None:
     """Partial or full, never more than redeemed; LOT value goes back LIFO to its lots."""
     program_id = str(o.op.program.id)
-    key = o.field("redemption")
+    key = _redemption_key(o, program_id)
     r = o.tx.redemption(program_id, key)
     if r is None:
         raise ActionFailed("redemption_not_found", f"reverse_redemption: no redemption with key {key!r}")
