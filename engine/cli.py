@@ -207,7 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--programs", default="data/programs", help="program files (default data/programs)")
     o.add_argument("--program", required=True, help="program key")
     o.add_argument("--key", required=True, help="idempotency key")
-    o.add_argument("--external-id", help="the participant (omit for fund, burn and the group_* balance operations)")
+    o.add_argument("--external-id", help="the participant (omit for fund, burn and the group_* balance operations; "
+                                         "optional for reverse_redemption)")
     o.add_argument("--participant-id", help="the participant by perkflow's id, as an operations file's participant_id "
                                             "(Scrip's endpoints name it by id)")
     o.add_argument("--timestamp", help="RFC 3339 instant (default: now)")

@@ -29,6 +29,9 @@ PROGRAM_OPERATIONS = frozenset({"fund", "burn"})
 GROUP_BALANCE_OPERATIONS = frozenset({"group_adjust", "group_hold", "group_release", "group_forfeit"})
 #: Operations whose row names no participant.
 NO_PARTICIPANT = PROGRAM_OPERATIONS | GROUP_BALANCE_OPERATIONS
+#: Operations whose row may name one or none: a reversal's redemption names its redeemer (Scrip's
+#: POST /v1/redemptions/{id}/reverse names no participant).
+OPTIONAL_PARTICIPANT = frozenset({"reverse_redemption"})
 #: Operations named in semantics.md 2.3 that are recognised but not built yet.
 NOT_BUILT: frozenset[str] = frozenset()
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
@@ -36,18 +39,41 @@ STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
 NARROWING = ("lot_ids", "earned_from", "earned_to")
 #: Scrip's transfer body names its source; perkflow's row does (`_same_source`).
 SOURCES = ("source_external_id", "source_participant_id", "source_group_id")
-#: Every params field some operation reads, and the fields of Scrip's request bodies that restate
-#: the row (program_id, idempotency_key, the participant) or describe it (on_behalf_of_participant_id,
-#: the participant profile of upsert_participant): anything else is a typo that would be ignored.
-PARAMS = frozenset({
-    "allow_negative", "amount", "asset", "asset_id", "attributes", "bucket", "description", "expires_at",
-    "group", "group_id", "key", "level", "quantity", "reason", "recipients", "redemption", "redemption_id",
-    "reference_id",
-    "reset_after", "reward", "reward_id", "role", "status", "tag", "tags", "tier", "type", "value",
-    *NARROWING,
-    "program_id", "idempotency_key", "external_id", "participant_id", "on_behalf_of_participant_id", *SOURCES,
-    "email", "phone", "first_name", "last_name", "display_name",
-})
+#: Scrip's limit on the description of a balance operation, transfer, redemption or fund / burn.
+DESCRIPTION_MAX = 500
+#: The fields of Scrip's request bodies that restate the row (program_id, idempotency_key, the
+#: participant) or describe it (on_behalf_of_participant_id): every operation accepts them.
+ROW = frozenset({"program_id", "idempotency_key", "external_id", "participant_id", "on_behalf_of_participant_id"})
+#: The asset (symbol, or its id as Scrip names it) and the entry's description of a value operation.
+VALUE = ROW | {"asset", "asset_id", "description"}
+GROUP = frozenset({"group", "group_id"})
+_ADJUST = VALUE | {"type", "amount", "bucket", "allow_negative", "reference_id"}
+_BUCKET = VALUE | {"amount", "bucket", "reference_id", *NARROWING}
+#: Each operation's params fields (its Scrip endpoint's body): a field of another operation is
+#: refused on this one, never ignored (docs/decisions.md "Operations and rewards").
+FIELDS: dict[str, frozenset[str]] = {
+    "adjust": _ADJUST, "group_adjust": _ADJUST | GROUP,
+    "hold": _BUCKET, "release": _BUCKET, "forfeit": _BUCKET,
+    "group_hold": _BUCKET | GROUP, "group_release": _BUCKET | GROUP, "group_forfeit": _BUCKET | GROUP,
+    # (amount and the narrowing fields are Scrip's void-hold body's, refused with their own message)
+    "void_hold": VALUE | {"reference_id", "amount", *NARROWING},
+    "fund": VALUE | {"amount"}, "burn": VALUE | {"amount"},
+    "redeem": VALUE | {"amount"},
+    # (their asset is the reward's, the redemption's: one given must be that one, `_same_asset`)
+    "redeem_item": VALUE | {"reward", "reward_id", "quantity", "amount"},
+    "reverse_redemption": VALUE | {"redemption", "redemption_id", "amount", "quantity", "reason"},
+    "transfer": VALUE | {"recipients", *SOURCES},
+    "set_counter": ROW | {"key", "value", "reset_after"},
+    "set_attribute": ROW | {"key", "value"},
+    "tag": ROW | {"tag"}, "untag": ROW | {"tag"},
+    "set_tier": ROW | {"tier", "level", "expires_at"},
+    "set_participant_status": ROW | {"status"},
+    # (the participant profile: accepted, not stored)
+    "upsert_participant": ROW | {"status", "attributes", "tags", "email", "phone", "first_name", "last_name",
+                                 "display_name"},
+    "add_group_member": ROW | GROUP | {"role"}, "remove_group_member": ROW | GROUP,
+    "set_group_member_role": ROW | GROUP | {"role"},
+}
 
 
 def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
@@ -55,10 +81,16 @@ def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
     name = op.operation
     if name in NOT_BUILT:
         raise ActionFailed(NOT_SUPPORTED, f"operation {name} is not supported yet")
-    unknown = sorted(k for k in (op.event or {}) if k not in PARAMS)
+    fields = FIELDS[name]
+    unknown = sorted(k for k in (op.event or {}) if k not in fields)
     if unknown:
-        raise ActionFailed(INVALID, f"{name}: params.{unknown[0]} is not a field of any operation (check its "
-                                    f"spelling against semantics.md 2.3 and docs/writing-rules.md)")
+        raise ActionFailed(INVALID, f"{name}: params.{unknown[0]} is not a field of {name}; its fields are "
+                                    f"{', '.join(sorted(fields - ROW))} (docs/decisions.md, \"Operations and rewards\")")
+    for field in ("description", "reason"):  # the entry's text (Scrip: 1-500 characters)
+        text = (op.event or {}).get(field)
+        if text is not None and (not isinstance(text, str) or len(text) > DESCRIPTION_MAX):
+            raise ActionFailed(INVALID, f"{name}: params.{field} must be text of at most {DESCRIPTION_MAX} characters, "
+                                        f"got {text!r:.60}")
     try:
         HANDLERS[name](_Op(op, tx, catalog, effects))
     except (TypeError, ValueError, AttributeError, ArithmeticError) as e:
@@ -275,6 +307,7 @@ def _redeem(o: _Op, reward) -> None:
     else:
         m = reward.model
         asset, aid = o.catalog.assets[m.asset], str(reward.asset_id)
+        _same_asset(o, aid, f"reward {reward.key}")
         now = o.op.now
         rid = str(reward.id)
         if m.status != "ACTIVE" or (m.available_from and now < m.available_from) or (
@@ -282,6 +315,12 @@ def _redeem(o: _Op, reward) -> None:
             why = f"is {m.status}" if m.status != "ACTIVE" else (
                 f"is outside its availability window [{m.available_from}, {m.available_until})")
             raise ActionFailed("reward_not_available", f"redeem_item: reward {reward.key} {why}")
+        # Scrip: "quantity" (UNIT_BASED, default 1) | "amount" (AMOUNT_BASED): the other one would be ignored
+        other = "amount" if m.redemption_type == "UNIT_BASED" else "quantity"
+        if o.params.get(other) is not None:
+            raise ActionFailed(INVALID, f"redeem_item: params.{other} does not apply to {m.redemption_type} reward "
+                                        f"{reward.key}; it takes " + ("a quantity (default 1)" if other == "amount"
+                                                                      else "an amount"))
         if m.redemption_type == "UNIT_BASED":
             raw = o.params.get("quantity", 1)
             quantity = _count(raw)
@@ -316,6 +355,13 @@ def _redeem(o: _Op, reward) -> None:
     o.tx.record_redemption(str(o.op.program.id), Redemption(
         o.op.key, pid, None if reward is None else str(reward.id), aid, quantity, unit_cost, amount,
         Decimal(0), 0, "COMPLETED", taken, o.op.now, target, entity))
+
+
+def _same_asset(o: _Op, asset_id: str, whose: str) -> None:
+    """An asset given to an operation whose asset is fixed (a reward's, a redemption's) restates
+    it, as Scrip bodies pasted as params do; another asset fails rather than being ignored."""
+    if o.params.get("asset", o.params.get("asset_id")) is not None and o.asset()[1] != asset_id:
+        raise ActionFailed(INVALID, f"{o.op.operation}: params.asset is not the asset of {whose}; leave it out")
 
 
 def _target_account(target_type: str, entity: str | None, asset_id: str) -> tuple:
@@ -378,6 +424,7 @@ def _reverse(o: _Op) -> None:
     if r is None:
         raise ActionFailed("redemption_not_found", f"reverse_redemption: no redemption with key {key!r}")
     asset = next(a for s, a in o.catalog.assets.items() if str(o.catalog.asset_ids[s]) == r.asset_id)
+    _same_asset(o, r.asset_id, f"redemption {key!r}")
     left = r.amount - r.reversed_amount
     quantity = o.params.get("quantity")
     if quantity is not None:
@@ -686,3 +733,4 @@ HANDLERS = {
     "upsert_participant": _upsert,
 }
 OPERATIONS = frozenset(HANDLERS) | NOT_BUILT
+assert set(FIELDS) == set(HANDLERS), "every operation lists its params fields"

@@ -109,3 +109,123 @@ def test_s12_allow_negative_false_as_text_does_not_overdraw(tmp_path):
     assert debit("d3", "TRUE")["status"] == "COMPLETED"
     assert lg.balance("u1") == (D(-3), D(0), D(0))
     lg.verify()
+
+
+def test_s2_3_each_operation_refuses_the_fields_of_other_operations(tmp_path):
+    """2.3: each row carries "the fields of the matching Scrip endpoint"; unknown fields are errors
+    (2.1, docs/decisions.md "an operation's params take known fields only"). The check was of the
+    union of every operation's fields, so a field of another operation passed on this one and
+    was ignored: an adjust CREDIT with `expires_at` made a lot that never expires (adjust has no
+    expiry: set_tier's field), a `redeem` naming a `reward` redeemed a plain amount, a transfer
+    with a top-level `amount` moved only its recipients' amounts, a `redeem_item` with an `asset`
+    paid in the reward's asset whatever asset it named, a `hold` with `allow_negative` held what there was. Each now
+    fails invalid_operation naming the field, nothing moved; the Scrip body fields that restate
+    the row (`program_id`, `idempotency_key`, the participant) are still accepted everywhere."""
+    gems = {"symbol": "GEM", "name": "Gems", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
+    lg = Ledger(tmp_path, program([EARN], [LOT, gems], rewards=[mug()]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=50), ev("e2", "u2", at(1), "earn", n=1)])
+    lg.run([], [op("adjust", "x1", "u1", at(2), type="CREDIT", asset="PTS", amount="5", expires_at="24h"),
+                op("redeem", "x2", "u1", at(2, 13), asset="PTS", amount="10", reward="mug"),
+                op("transfer", "x3", "u1", at(2, 14), asset="PTS", amount="20",
+                   recipients=[{"external_id": "u2", "amount": "2"}]),
+                op("redeem_item", "x4", "u1", at(2, 15), reward="mug", asset="GEM"),
+                op("hold", "x5", "u1", at(2, 16), asset="PTS", amount="20", allow_negative=True),
+                op("tag", "x6", "u1", at(2, 17), tag="vip", value="gold"),
+                op("adjust", "ok", "u1", at(2, 18), type="CREDIT", asset="PTS", amount="1", program_id="shop",
+                   idempotency_key="ok", external_id="u1", description="restating the row")])
+    st = lg.status()
+    assert {k: st[k] for k in ("x1", "x2", "x3", "x4", "x5", "x6")} == dict.fromkeys(("x1", "x2", "x3", "x4", "x5", "x6"), INVALID)
+    assert st["ok"] == OK
+    messages = dict(lg.sql("SELECT idempotency_key, error_message FROM operations WHERE status = 'FAILED'"))
+    assert "expires_at" in messages["x1"] and "reward" in messages["x2"] and "amount" in messages["x3"]
+    assert "asset" in messages["x4"] and "allow_negative" in messages["x5"] and "value" in messages["x6"]
+    assert lg.balance("u1") == (D(51), D(0), D(0)) and lg.balance("u2") == (D(1), D(0), D(0))
+    assert lg.state("u1") == {} and lg.sql("SELECT count(*) FROM redemptions") == [(0,)]
+    lg.verify()
+
+
+def test_s15_a_unit_reward_takes_a_quantity_and_an_amount_reward_an_amount(tmp_path):
+    """scrip-reference 16, catalog redemption: `"quantity":2 (UNIT_BASED, default 1) | "amount"
+    (AMOUNT_BASED)`. A UNIT_BASED redemption given an `amount` ignored it and took 1 unit (the
+    caller asked for 30 and paid 10); an AMOUNT_BASED one given a `quantity` ignored it. Each
+    now fails invalid_operation, nothing redeemed. By hand: 100 earned; mug (UNIT_BASED, 10 each)
+    with quantity 2 costs 20 (80 left); gift (AMOUNT_BASED, minimum 5) with amount 7 (73 left)."""
+    gift = {"key": "gift", "name": "Gift card", "redemption_type": "AMOUNT_BASED", "asset": "PTS", "unit_cost": "5",
+            "status": "ACTIVE"}
+    lg = Ledger(tmp_path, program([EARN], rewards=[mug(), gift]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=100)],
+           [op("redeem_item", "m1", "u1", at(2), reward="mug", amount="30"),
+            op("redeem_item", "g1", "u1", at(2, 13), reward="gift", amount="7", quantity=3),
+            op("redeem_item", "m2", "u1", at(2, 14), reward="mug", quantity=2),
+            op("redeem_item", "g2", "u1", at(2, 15), reward="gift", amount="7")])
+    st = lg.status()
+    assert st["m1"] == st["g1"] == INVALID and st["m2"] == st["g2"] == OK
+    assert lg.entries("m2") == [("REDEMPTION", D(20))] and lg.entries("g2") == [("REDEMPTION", D(7))]
+    assert lg.balance("u1") == (D(73), D(0), D(0))
+    lg.verify()
+
+
+def test_s21_an_operation_description_is_text_of_at_most_500_characters(tmp_path):
+    """scrip-reference 21: descriptions of "balance operations, transfers, redemptions, fund/burn"
+    are text of at most 500 characters (Scrip answers 400 past it); docs/decisions.md: a params
+    field of an unexpected shape fails its operation (invalid_operation) and never stops the
+    batch (semantics.md 13: exit 1 is for internal errors). A list as `description` stopped the
+    whole run with an internal error (exit 1, nothing committed); 501 characters were stored.
+    By hand: 10 earned; the 500-character adjust credits 1 (11), the others fail, the batch
+    commits."""
+    lg = Ledger(tmp_path, program([EARN]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=10)],
+           [op("adjust", "d1", "u1", at(2), type="CREDIT", asset="PTS", amount="1", description=["a", "list"]),
+            op("adjust", "d2", "u1", at(2, 13), type="CREDIT", asset="PTS", amount="1", description="x" * 501),
+            op("redeem", "d3", "u1", at(2, 14), asset="PTS", amount="1", description={"a": 1}),
+            op("reverse_redemption", "d4", "u1", at(2, 15), redemption="d3", reason=7),
+            op("adjust", "d5", "u1", at(2, 16), type="CREDIT", asset="PTS", amount="1", description="y" * 500)])
+    st = lg.status()
+    assert st["d1"] == st["d2"] == st["d3"] == st["d4"] == INVALID and st["d5"] == OK
+    assert lg.balance("u1") == (D(11), D(0), D(0))
+    assert lg.sql("SELECT description FROM journal_entries WHERE action_type = 'ADJUSTMENT'") == [("y" * 500,)]
+    lg.verify()
+
+
+def test_s3_a_set_tier_expiry_finer_than_a_microsecond_is_floored_like_a_row_timestamp(tmp_path):
+    """Decision (docs/decisions.md "Time": the ledger's clock is the microsecond; a row's timestamp
+    finer than that is floored when read): set_tier's `expires_at` is an instant of the same clock
+    and is floored likewise, so it is never later than what was asked. By hand: gold set at 09:00
+    to expire at 10:00:00.0000009, which is 10:00:00.000000; a check at 09:59:59.999999 still
+    sees gold, one at 10:00:00.0000003 (also 10:00:00.000000) is at the expiry's instant, which
+    happens first (semantics.md 3: "everything due at or before t ... has happened")."""
+    tier = {"key": "status", "levels": [{"key": "gold", "rank": 1}]}
+    check = {"name": "check", "key": "check", "condition": 'event.type == "check" && "status" in participant.tiers',
+             "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n"}]}
+    lg = Ledger(tmp_path, program([EARN, check], tiers=[tier]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=1)],
+           [op("set_tier", "t1", "u1", "2025-03-02T09:00:00Z", tier="status", level="gold",
+               expires_at="2025-03-02T10:00:00.000000900Z")])
+    lg.run([ev("c1", "u1", "2025-03-02T09:59:59.999999Z", "check", n=10),
+            ev("c2", "u1", "2025-03-02T10:00:00.000000300Z", "check", n=100)])
+    assert lg.entries("c1") == [("CREDIT", D(10))] and lg.entries("c2") == []
+    rows = lg.sql("SELECT to_level, reason, effective_at FROM tier_history ORDER BY seq")
+    assert [(to, reason) for to, reason, _ in rows] == [("gold", "OPERATION"), (None, "EXPIRY")]
+    assert rows[1][2].isoformat().startswith("2025-03-02T10:00:00") and rows[1][2].microsecond == 0
+
+
+def test_s16_a_reversal_by_redemption_id_needs_no_participant(tmp_path):
+    """scrip-reference 16: "Reverse: POST /v1/redemptions/{id}/reverse" names no participant: the
+    redemption names its redeemer. A reverse_redemption row without `external_id` /
+    `participant_id` was quarantined (missing_required_field), so the Scrip call had no perkflow
+    form. Now the participant is optional for it (docs/decisions.md): the value goes back to the
+    redeemer. By hand: u1 earns 50, redeems 20 (30); a participant-less reversal of 5 by id (35)
+    and one of 5 by key (40); a participant-less reversal of an unknown id is
+    redemption_not_found; the redemption shows 10 reversed."""
+    lg = Ledger(tmp_path, program([EARN]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=50)], [op("redeem", "r1", "u1", at(2), asset="PTS", amount="20")])
+    rid = lg.sql("SELECT id::VARCHAR FROM redemptions")[0][0]
+    out = lg.run([], [op("reverse_redemption", "v1", None, at(3), redemption_id=rid, amount="5", reason="goodwill"),
+                      op("reverse_redemption", "v2", None, at(3, 13), redemption="r1", amount="5"),
+                      op("reverse_redemption", "v3", None, at(3, 14), redemption_id="f" * 32)])
+    assert out["rejected"] == 0
+    st = lg.status()
+    assert st["v1"] == st["v2"] == OK and st["v3"] == ("FAILED", "redemption_not_found")
+    assert lg.balance("u1") == (D(40), D(0), D(0))
+    assert lg.sql("SELECT reversed_amount, status FROM redemptions") == [(D(10), "PARTIALLY_REVERSED")]
+    lg.verify()
