@@ -8,7 +8,7 @@ fields of the matching Scrip endpoint. A failing operation is FAILED as a whole,
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
 from engine import amounts, groups, holds, tiers
@@ -237,6 +237,11 @@ def _adjust(o: _Op) -> None:
             holds.settle(o.tx, o.effects, issue, mine, amount, asset, o.lot(reference_id=reference), o.meta())
     elif kind == "CREDIT":
         o.move(issue, mine, amount, "ADJUSTMENT", asset)
+    elif kind == "DEBIT" and bucket != "AVAILABLE":
+        # semantics.md 7: DEBIT takes AVAILABLE value (the action refuses another bucket at load);
+        # from HELD it took reserved value, and with allow_negative drove HELD below zero
+        raise ActionFailed(INVALID, f"{o.op.operation}: a DEBIT takes value from AVAILABLE only; to take HELD "
+                                    "value, release it first or forfeit it with bucket HELD")
     elif kind == "DEBIT" and reference is not None:
         raise ActionFailed(INVALID, f"{o.op.operation}: params.reference_id applies to a CREDIT (a DEBIT takes no "
                                     "reference; release or forfeit the reference's lots instead)")
@@ -618,12 +623,23 @@ def _set_counter(o: _Op) -> None:
         value = amounts.decimal_text(raw if isinstance(raw, str) else repr(raw) if isinstance(raw, float) else str(raw))
     except InvalidOperation:
         raise ActionFailed(INVALID, f"set_counter: params.value {raw!r} is not a number") from None
+    # a counter is a DECIMAL(38, 18), as the COUNTER action keeps it (1e30 was stored as null,
+    # 19 decimals rounded)
+    if abs(value) >= amounts.LIMIT:
+        raise ActionFailed(amounts.OUT_OF_RANGE, f"set_counter: params.value {raw!r} is too large (at most "
+                                                 f"{amounts.MAX_INTEGER_DIGITS} integer digits)")
+    if amounts.fraction_digits(value) > 18:
+        raise ActionFailed(INVALID, f"set_counter: params.value {raw!r} has more than 18 decimals")
     # Scrip: `""` removes auto-reset, omitting the field (or null) leaves it unchanged
     reset = o.params.get("reset_after")
     try:
         reset_after = parse_duration(reset) if reset else None
     except ValueError as e:
         raise ActionFailed(INVALID, f"set_counter: params.reset_after: {e}") from None
+    if reset_after is not None and reset_after <= timedelta(0):
+        # as the COUNTER action's (a load error there): "0s" made every later touch of the
+        # participant divide by zero (exit 1), "-5h" reset the counter at once
+        raise ActionFailed(INVALID, f"set_counter: params.reset_after {reset!r} must be a positive duration")
 
     def apply(st):  # an explicit set restarts the reset timer
         before = st.counters.get(key)

@@ -229,3 +229,56 @@ def test_s16_a_reversal_by_redemption_id_needs_no_participant(tmp_path):
     assert lg.balance("u1") == (D(40), D(0), D(0))
     assert lg.sql("SELECT reversed_amount, status FROM redemptions") == [(D(10), "PARTIALLY_REVERSED")]
     lg.verify()
+
+
+def test_s7_an_adjust_debit_takes_available_value_only(tmp_path):
+    """7: "DEBIT | participant AVAILABLE -> SYSTEM_ISSUANCE/wallet ... allow_negative: true
+    overdraws the rest"; 2.3: adjust is that CREDIT/DEBIT (scrip-reference 12: "A DEBIT fails
+    when AVAILABLE is insufficient, unless allow_negative"). An adjust DEBIT with `bucket: HELD`
+    took reserved value back to issuance, and with allow_negative drove HELD below zero (held -5,
+    which no hold reserved); the DEBIT action refuses that bucket at load (docs/decisions.md).
+    Now it fails invalid_operation, nothing moved. By hand: u1 earns 10 and gets 6 credited into
+    HELD; DEBIT 2 from HELD and an overdrawing DEBIT 5 from HELD of u2 (held 0) fail, as does a
+    group's; DEBIT 3 (AVAILABLE, said or not) leaves u1 at 7 available, 6 held."""
+    team = {"key": "team", "name": "Team", "members": [{"external_id": "u1", "role": "ADMIN"}]}
+    lg = Ledger(tmp_path, program([EARN], groups=[team]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=10), ev("e2", "u2", at(1), "earn", n=1)],
+           [op("adjust", "c1", "u1", at(2), type="CREDIT", asset="PTS", amount="6", bucket="HELD"),
+            op("adjust", "d1", "u1", at(2, 13), type="DEBIT", asset="PTS", amount="2", bucket="HELD"),
+            op("adjust", "d2", "u2", at(2, 14), type="DEBIT", asset="PTS", amount="5", bucket="HELD",
+               allow_negative=True),
+            op("group_adjust", "d3", None, at(2, 15), group="team", type="DEBIT", asset="PTS", amount="1",
+               bucket="HELD", allow_negative=True),
+            op("adjust", "d4", "u1", at(2, 16), type="DEBIT", asset="PTS", amount="2", bucket="AVAILABLE"),
+            op("adjust", "d5", "u1", at(2, 17), type="DEBIT", asset="PTS", amount="1")])
+    st = lg.status()
+    assert st["d1"] == st["d2"] == st["d3"] == INVALID
+    assert st["c1"] == st["d4"] == st["d5"] == OK
+    assert lg.balance("u1") == (D(7), D(6), D(0)) and lg.balance("u2") == (D(1), D(0), D(0))
+    assert lg.sql("SELECT count(*) FROM balances WHERE entity_type = 'GROUP' AND (available <> 0 OR held <> 0)") == [(0,)]
+    lg.verify()
+
+
+def test_s7_set_counter_takes_a_counter_value_and_a_positive_reset_after(tmp_path):
+    """7: COUNTER's `reset_after` "makes it reset lazily to 0 once that long has passed since the
+    last reset" (a COUNTER action with a reset_after that is not positive is a load error);
+    counters are exact DECIMAL(38, 18) values (docs/decisions.md "Counters"; a COUNTER past 20
+    integer digits fails amount_out_of_range). set_counter, Scrip's set-counter body, took
+    `reset_after: "0s"`, after which every batch touching the participant stopped with an internal
+    error (exit 1: a division by zero), `"-5h"` (the counter reset at once), a value of 1e30
+    (stored as null) and one of 19 decimals (stored rounded to 0). Each now fails, nothing set:
+    reset_after and 19 decimals invalid_operation, 1e30 amount_out_of_range. By hand: the valid
+    set leaves n = 2.5, and a later event of the participant runs (exit 0)."""
+    lg = Ledger(tmp_path, program([EARN]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=1)],
+           [op("set_counter", "c1", "u1", at(2), key="n", value="2.5"),
+            op("set_counter", "c2", "u1", at(2, 13), key="z", value="1", reset_after="0s"),
+            op("set_counter", "c3", "u1", at(2, 14), key="m", value="1", reset_after="-5h"),
+            op("set_counter", "c4", "u1", at(2, 15), key="big", value="1e30"),
+            op("set_counter", "c5", "u1", at(2, 16), key="tiny", value="0.0000000000000000001")])
+    st = lg.status()
+    assert st["c1"] == OK and st["c2"] == st["c3"] == st["c5"] == INVALID
+    assert st["c4"] == ("FAILED", "amount_out_of_range")
+    assert lg.state("u1") == {("COUNTER", "n"): D("2.5")}
+    lg.run([ev("e2", "u1", at(3), "earn", n=1)])
+    assert lg.balance("u1") == (D(2), D(0), D(0))
