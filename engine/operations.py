@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
-from engine import amounts, groups, holds, tiers
+from engine import amounts, groups, holds, ids, tiers
 from engine.catalog import Catalog
 from engine.durations import parse_duration, parse_when
 from engine.lots import lot_spec, owed, restore, static_instant
@@ -92,7 +92,9 @@ def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
             raise ActionFailed(INVALID, f"{name}: params.{field} must be text of at most {DESCRIPTION_MAX} characters, "
                                         f"got {text!r:.60}")
     try:
-        HANDLERS[name](_Op(op, tx, catalog, effects))
+        o = _Op(op, tx, catalog, effects)
+        _restates_row(o)
+        HANDLERS[name](o)
     except (TypeError, ValueError, AttributeError, ArithmeticError) as e:
         # a params field of the wrong shape (a list for an asset, a map for an amount, ...) that no
         # check above caught: the row's problem, so it fails this operation (its working state is
@@ -532,7 +534,7 @@ def _transfer(o: _Op) -> None:
     one posting per recipient (each recipient a leg of the entry, engine.moves.move)."""
     asset, aid = o.asset()
     pid = o.participant()
-    _same_source(o, pid)
+    _same_source(o)
     recipients = o.field("recipients")
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
         raise ActionFailed(INVALID, "transfer: params.recipients must list 1 to 100 recipients")
@@ -547,7 +549,7 @@ def _transfer(o: _Op) -> None:
         o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), (*dest, aid, "AVAILABLE"), amount, "TRANSFER", asset, leg=leg)
 
 
-def _same_source(o: _Op, pid: str) -> None:
+def _same_source(o: _Op) -> None:
     """A Scrip transfer body pasted as params names its source, which the row names already: a
     source that is the row's participant restates it; another participant fails the transfer
     rather than move the row's value; a group cannot be a source (docs/decisions.md "Groups")."""
@@ -555,15 +557,37 @@ def _same_source(o: _Op, pid: str) -> None:
     if group is not None:
         raise ActionFailed(NOT_SUPPORTED, "transfer: params.source_group_id: a transfer from a group is not supported; "
                                           "the source is the row's participant (external_id or participant_id)")
-    if ext is not None and o.tx.store.find_external(str(ext), o.op.pos) != pid:
-        raise _not_the_source("source_external_id", ext)
-    if ref is not None and str(ref).strip().lower() != pid:
-        raise _not_the_source("source_participant_id", ref)
+    for field, value, by_external in (("source_external_id", ext, True), ("source_participant_id", ref, False)):
+        if value is not None and not _is_the_participant(o, value, by_external):
+            raise _not_the_row(o, field, value, "participant; the source of a transfer is the row's external_id or "
+                                                "participant_id")
 
 
-def _not_the_source(field: str, value) -> ActionFailed:
-    return ActionFailed(INVALID, f"transfer: params.{field} {value!r} is not the row's participant; "
-                                 "the source of a transfer is the row's external_id or participant_id")
+def _restates_row(o: _Op) -> None:
+    """Scrip's body fields that restate the row (its program, key and participant), pasted as
+    params, must be the row's: another program, key or participant fails the operation rather
+    than being ignored while the row's is used (docs/decisions.md "Operations and rewards")."""
+    p, op = o.params, o.op
+    program = p.get("program_id")
+    if program is not None and program != op.program.key and ids.uuid_text(program) != str(op.program.id):
+        raise _not_the_row(o, "program_id", program, f"program ({op.program.key})")
+    if p.get("idempotency_key") is not None and p["idempotency_key"] != op.key:
+        raise _not_the_row(o, "idempotency_key", p["idempotency_key"], f"idempotency_key ({op.key})")
+    for field, by_external in (("external_id", True), ("participant_id", False)):
+        if p.get(field) is not None and not _is_the_participant(o, p[field], by_external):
+            raise _not_the_row(o, field, p[field], "participant" if op.subject else "participant (it names none)")
+
+
+def _is_the_participant(o: _Op, value, by_external: bool) -> bool:
+    """Whether `value` (an external id, or a participant id in any case) names the row's participant."""
+    if o.op.subject is None or not isinstance(value, str):
+        return False
+    found = o.tx.store.find_external(value, o.op.pos) if by_external else ids.uuid_text(value)
+    return found == o.op.subject
+
+
+def _not_the_row(o: _Op, field: str, value, what: str) -> ActionFailed:
+    return ActionFailed(INVALID, f"{o.op.operation}: params.{field} {value!r} is not the row's {what}")
 
 
 def _recipient(o: _Op, r) -> tuple[str, str]:

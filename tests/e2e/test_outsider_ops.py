@@ -282,3 +282,29 @@ def test_s7_set_counter_takes_a_counter_value_and_a_positive_reset_after(tmp_pat
     assert lg.state("u1") == {("COUNTER", "n"): D("2.5")}
     lg.run([ev("e2", "u1", at(3), "earn", n=1)])
     assert lg.balance("u1") == (D(2), D(0), D(0))
+
+
+def test_s2_3_params_that_restate_the_row_must_be_the_rows(tmp_path):
+    """2.3: a row has `program_id`, `idempotency_key`, the target, and "the fields of the matching
+    Scrip endpoint"; docs/decisions.md accepts Scrip body fields that restate the row
+    (program_id, idempotency_key, external_id, participant_id) and already fails a transfer whose
+    pasted `source_external_id` is another participant. The row's own fields were not checked:
+    an adjust row of u1 whose params said `external_id: u2` credited u1 (the caller meant u2),
+    one whose params named another program or key ran in the row's. Each now fails
+    invalid_operation, nothing moved; the same values in the row's spelling (its program's id in
+    capitals, its participant's id) are accepted. By hand: u1 100 + 1 + 1, u2 100."""
+    lg = Ledger(tmp_path, program([EARN]), program([EARN], key="other"))
+    lg.run([ev("e1", "u1", at(1), "earn", n=100), ev("e2", "u2", at(1), "earn", n=100)])
+    shop_id, = lg.sql("SELECT id::VARCHAR FROM programs WHERE key = 'shop'")[0]
+    u1_id, = lg.sql("SELECT id::VARCHAR FROM participants WHERE external_id = 'u1'")[0]
+    credit = dict(type="CREDIT", asset="PTS", amount="1")
+    lg.run([], [op("adjust", "x1", "u1", at(2), **credit, external_id="u2"),
+                op("adjust", "x2", "u1", at(2, 13), **credit, program_id="other"),
+                op("adjust", "x3", "u1", at(2, 14), **credit, idempotency_key="another-key"),
+                op("fund", "x4", None, at(2, 15), asset="PTS", amount="1", external_id="u2"),
+                op("adjust", "ok1", "u1", at(2, 16), **credit, program_id=shop_id.upper(), participant_id=u1_id),
+                op("adjust", "ok2", "u1", at(2, 17), **credit, external_id="u1", idempotency_key="ok2")])
+    st = lg.status()
+    assert st["x1"] == st["x2"] == st["x3"] == st["x4"] == INVALID and st["ok1"] == st["ok2"] == OK
+    assert lg.balance("u1") == (D(102), D(0), D(0)) and lg.balance("u2") == (D(100), D(0), D(0))
+    lg.verify()
