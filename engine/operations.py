@@ -434,6 +434,9 @@ def _reverse(o: _Op) -> None:
     _same_asset(o, r.asset_id, f"redemption {key!r}")
     left = r.amount - r.reversed_amount
     quantity = o.params.get("quantity")
+    if quantity is not None and o.params.get("amount") is not None:
+        # Scrip: `amount` (raw or AMOUNT_BASED) | `quantity` (UNIT_BASED): one of them (the amount was ignored)
+        raise ActionFailed(INVALID, "reverse_redemption: give params.quantity or params.amount, not both")
     if quantity is not None:
         quantity = _count(quantity)
         if r.quantity is None or quantity is None:

@@ -308,3 +308,20 @@ def test_s2_3_params_that_restate_the_row_must_be_the_rows(tmp_path):
     assert st["x1"] == st["x2"] == st["x3"] == st["x4"] == INVALID and st["ok1"] == st["ok2"] == OK
     assert lg.balance("u1") == (D(102), D(0), D(0)) and lg.balance("u2") == (D(100), D(0), D(0))
     lg.verify()
+
+
+def test_s16_a_partial_reversal_gives_a_quantity_or_an_amount_not_both(tmp_path):
+    """scrip-reference 16: the reverse body takes `"amount" (partial, for raw or AMOUNT_BASED)`,
+    `"quantity" (partial, for UNIT_BASED)`; leaving both out is a full reversal. Given both, the
+    quantity was used and the amount ignored: `quantity: 1, amount: 30` gave back one unit (10)
+    where the caller wrote 30. Now it fails invalid_operation, nothing given back. By hand: 100
+    earned, 3 mugs of 10 (70); the ambiguous reversal fails; `quantity: 1` gives back 10 (80)."""
+    lg = Ledger(tmp_path, program([EARN], rewards=[mug()]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=100)],
+           [op("redeem_item", "m1", "u1", at(2), reward="mug", quantity=3),
+            op("reverse_redemption", "v1", "u1", at(2, 13), redemption="m1", quantity=1, amount="30"),
+            op("reverse_redemption", "v2", "u1", at(2, 14), redemption="m1", quantity=1)])
+    st = lg.status()
+    assert st["m1"] == st["v2"] == OK and st["v1"] == INVALID
+    assert lg.balance("u1") == (D(80), D(0), D(0))
+    assert lg.sql("SELECT reversed_quantity, reversed_amount FROM redemptions") == [(1, D(10))]
