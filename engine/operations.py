@@ -81,6 +81,11 @@ def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
     name = op.operation
     if name in NOT_BUILT:
         raise ActionFailed(NOT_SUPPORTED, f"operation {name} is not supported yet")
+    if name in NO_PARTICIPANT and op.subject is not None:
+        # the program's wallet or a group's balance: a participant named beside it was ignored
+        raise ActionFailed(INVALID, f"{name} acts on the " + ("program's wallet" if name in PROGRAM_OPERATIONS
+                                                              else "group in params.group")
+                           + "; its row names no participant (leave external_id and participant_id empty)")
     fields = FIELDS[name]
     unknown = sorted(k for k in (op.event or {}) if k not in fields)
     if unknown:

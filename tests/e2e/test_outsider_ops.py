@@ -325,3 +325,23 @@ def test_s16_a_partial_reversal_gives_a_quantity_or_an_amount_not_both(tmp_path)
     assert st["m1"] == st["v2"] == OK and st["v1"] == INVALID
     assert lg.balance("u1") == (D(80), D(0), D(0))
     assert lg.sql("SELECT reversed_quantity, reversed_amount FROM redemptions") == [(1, D(10))]
+
+
+def test_s2_3_a_wallet_or_group_operation_row_names_no_participant(tmp_path):
+    """2.3: each row has "the target"; `fund` / `burn` act on the program's wallet (Scrip's
+    POST /v1/programs/{id}/assets/{assetId}/fund names no participant) and the group balance
+    operations on the group in params (docs/decisions.md "Groups": "the row names no
+    participant"). A row that also named a participant ran and ignored it (a caller who meant
+    to credit u1 funded the wallet). It now fails invalid_operation, nothing moved. By hand: the
+    wallet holds the 10 of the participant-less fund only; the group nothing."""
+    pre = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "PREFUNDED", "scale": 0}
+    team = {"key": "team", "name": "Team", "members": [{"external_id": "u1", "role": "ADMIN"}]}
+    lg = Ledger(tmp_path, program([], [pre], groups=[team]))
+    lg.run([], [op("upsert_participant", "p1", "u1", at(1)),
+                op("fund", "f1", "u1", at(2), asset="PTS", amount="5"),
+                op("group_adjust", "g1", "u1", at(2, 13), group="team", type="CREDIT", asset="PTS", amount="1"),
+                op("fund", "f2", None, at(2, 14), asset="PTS", amount="10")])
+    st = lg.status()
+    assert st["f1"] == st["g1"] == INVALID and st["f2"] == OK
+    assert lg.sql("SELECT entity_type, available FROM balances WHERE entity_type IN ('PROGRAM_WALLET', 'GROUP') "
+                  "AND available <> 0") == [("PROGRAM_WALLET", D(10))]
