@@ -121,7 +121,7 @@ def test_s2_3_each_operation_refuses_the_fields_of_other_operations(tmp_path):
     paid in the reward's asset whatever asset it named, a `hold` with `allow_negative` held what there was. Each now
     fails invalid_operation naming the field, nothing moved; the Scrip body fields that restate
     the row (`program_id`, `idempotency_key`, the participant) are still accepted everywhere."""
-    gems = {"symbol": "GEM", "name": "Gems", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
+    gems = {**SIMPLE, "symbol": "GEM", "name": "Gems"}
     lg = Ledger(tmp_path, program([EARN], [LOT, gems], rewards=[mug()]))
     lg.run([ev("e1", "u1", at(1), "earn", n=50), ev("e2", "u2", at(1), "earn", n=1)])
     lg.run([], [op("adjust", "x1", "u1", at(2), type="CREDIT", asset="PTS", amount="5", expires_at="24h"),
@@ -334,7 +334,7 @@ def test_s2_3_a_wallet_or_group_operation_row_names_no_participant(tmp_path):
     participant"). A row that also named a participant ran and ignored it (a caller who meant
     to credit u1 funded the wallet). It now fails invalid_operation, nothing moved. By hand: the
     wallet holds the 10 of the participant-less fund only; the group nothing."""
-    pre = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "PREFUNDED", "scale": 0}
+    pre = {**SIMPLE, "issuance_policy": "PREFUNDED"}
     team = {"key": "team", "name": "Team", "members": [{"external_id": "u1", "role": "ADMIN"}]}
     lg = Ledger(tmp_path, program([], [pre], groups=[team]))
     lg.run([], [op("upsert_participant", "p1", "u1", at(1)),
