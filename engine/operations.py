@@ -39,6 +39,8 @@ STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
 NARROWING = ("lot_ids", "earned_from", "earned_to")
 #: Scrip's transfer body names its source; perkflow's row does (`_same_source`).
 SOURCES = ("source_external_id", "source_participant_id", "source_group_id")
+#: A transfer recipient's fields (Scrip: amount and one of the three).
+RECIPIENT_FIELDS = ("amount", "external_id", "participant_id", "group_id")
 #: Scrip's limit on the description of a balance operation, transfer, redemption or fund / burn.
 DESCRIPTION_MAX = 500
 #: The fields of Scrip's request bodies that restate the row (program_id, idempotency_key, the
@@ -549,10 +551,11 @@ def _transfer(o: _Op) -> None:
     # every recipient and amount is checked (and what is due for the recipient applied, semantics.md
     # 3) before value moves, so that the legs of the entry follow one another
     legs = []
-    for r in recipients:
-        dest = _recipient(o, r)
-        o.params = {**o.params, "amount": r.get("amount")}
-        legs.append((dest, o.amount(asset)))
+    for i, r in enumerate(recipients):
+        dest = _recipient(o, r, i)
+        name = f"recipients[{i}].amount"  # (as the messages of o.amount name it)
+        o.params = {**o.params, name: r.get("amount")}
+        legs.append((dest, o.amount(asset, name)))
     for leg, (dest, amount) in enumerate(legs):
         o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), (*dest, aid, "AVAILABLE"), amount, "TRANSFER", asset, leg=leg)
 
@@ -598,9 +601,14 @@ def _not_the_row(o: _Op, field: str, value, what: str) -> ActionFailed:
     return ActionFailed(INVALID, f"{o.op.operation}: params.{field} {value!r} is not the row's {what}")
 
 
-def _recipient(o: _Op, r) -> tuple[str, str]:
-    """(entity type, id) of one transfer recipient, which must be able to receive."""
-    # Scrip: each recipient names one of external_id | participant_id | group_id
+def _recipient(o: _Op, r, i: int) -> tuple[str, str]:
+    """(entity type, id) of recipient `i` of a transfer, which must be able to receive."""
+    # Scrip: each recipient is {amount, one of external_id | participant_id | group_id}; another
+    # field is refused like any unknown params field (a typo `amout` was ignored)
+    extra = sorted(k for k in r if k not in RECIPIENT_FIELDS) if isinstance(r, dict) else []
+    if extra:
+        raise ActionFailed(INVALID, f"transfer: params.recipients[{i}].{extra[0]} is not a field of a recipient; its "
+                                    f"fields are {', '.join(RECIPIENT_FIELDS)}")
     ext, ref, gref = ((r.get("external_id"), r.get("participant_id"), r.get("group_id")) if isinstance(r, dict)
                       else (None, None, None))
     named = [x for x in (ext, ref, gref) if x is not None]

@@ -345,3 +345,23 @@ def test_s2_3_a_wallet_or_group_operation_row_names_no_participant(tmp_path):
     assert st["f1"] == st["g1"] == INVALID and st["f2"] == OK
     assert lg.sql("SELECT entity_type, available FROM balances WHERE entity_type IN ('PROGRAM_WALLET', 'GROUP') "
                   "AND available <> 0") == [("PROGRAM_WALLET", D(10))]
+
+
+def test_s17_a_transfer_recipient_takes_its_known_fields_only(tmp_path):
+    """scrip-reference 17: `recipients`: entries of `{amount, one of external_id | participant_id |
+    group_id}`; docs/decisions.md: an operation's params take known fields only. A recipient's
+    other fields were ignored: `{"external_id": "u2", "amount": "1", "amout": "5"}` (a typo of
+    the amount the caller meant) moved 1. It now fails invalid_operation naming the recipient and
+    field, nothing moved; a recipient without an amount names it in the message. By hand: u1 and
+    u2 keep 100 each but for the valid transfer of 3 (97, 103)."""
+    lg = Ledger(tmp_path, program([EARN]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=100), ev("e2", "u2", at(1), "earn", n=100)],
+           [op("transfer", "t1", "u1", at(2), asset="PTS",
+               recipients=[{"external_id": "u2", "amount": "1"}, {"external_id": "u2", "amount": "1", "amout": "5"}]),
+            op("transfer", "t2", "u1", at(2, 13), asset="PTS", recipients=[{"external_id": "u2"}]),
+            op("transfer", "t3", "u1", at(2, 14), asset="PTS", recipients=[{"external_id": "u2", "amount": "3"}])])
+    st = lg.status()
+    assert st["t1"] == st["t2"] == INVALID and st["t3"] == OK
+    messages = dict(lg.sql("SELECT idempotency_key, error_message FROM operations WHERE status = 'FAILED'"))
+    assert "recipients[1].amout" in messages["t1"] and "recipients[0].amount" in messages["t2"]
+    assert lg.balance("u1") == (D(97), D(0), D(0)) and lg.balance("u2") == (D(103), D(0), D(0))
