@@ -167,7 +167,7 @@ def check_text(text: str, asset: Asset) -> str | None:
         return ZERO
     if value < 0:
         return NOT_POSITIVE
-    if _fraction_digits(value) > asset.scale:
+    if fraction_digits(value) > asset.scale:
         return INVALID_SCALE
     if abs(value) >= LIMIT:
         return OUT_OF_RANGE
@@ -176,7 +176,7 @@ def check_text(text: str, asset: Asset) -> str | None:
     return None
 
 
-def _fraction_digits(value: Decimal) -> int:
+def fraction_digits(value: Decimal) -> int:
     """Decimals after dropping trailing zeros, exactly (normalize() would round to 28 digits)."""
     _, digits, exponent = value.as_tuple()
     trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))

@@ -208,7 +208,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--programs", default="data/programs", help="program files (default data/programs)")
     o.add_argument("--program", required=True, help="program key")
     o.add_argument("--key", required=True, help="idempotency key")
-    o.add_argument("--external-id", help="the participant (omit for fund, burn and the group_* balance operations)")
+    o.add_argument("--external-id", help="the participant (omit for fund, burn and the group_* balance operations; "
+                                         "optional for reverse_redemption)")
     o.add_argument("--participant-id", help="the participant by perkflow's id, as an operations file's participant_id "
                                             "(Scrip's endpoints name it by id)")
     o.add_argument("--timestamp", help="RFC 3339 instant (default: now)")
@@ -406,16 +407,17 @@ def _cmd_op(args) -> int:
         if report.rejected and not report.already_committed:
             reason, message = con.execute(statement("lookups.sql", "rejected_in_batch"),
                                           {"batch_id": report.batch_id}).fetchall()[0]
-            status, code, message, entries = "REJECTED", reason, message, []
+            status, code, message, entries, redemption = "REJECTED", reason, message, [], None
         else:
-            status, code, message, entries = con.execute(statement("lookups.sql", "operation_status"),
+            status, code, message, entries, redemption = con.execute(statement("lookups.sql", "operation_status"),
                                                          {"program": args.program, "key": args.key}).fetchall()[0]
     finally:
         con.close()
     duplicate = bool(report.duplicates)
     if args.json:
         print(json.dumps({"operation": args.operation, "key": args.key, "status": status, "error_code": code,
-                          "error_message": message, "duplicate": duplicate, "journal_entry_ids": entries or []}))
+                          "error_message": message, "duplicate": duplicate, "journal_entry_ids": entries or []}
+                         | ({"redemption_id": redemption} if redemption else {})))
     else:
         console.print(f"{args.operation} {args.key}: {status}" + (f" {code}: {message}" if code else "")
                       + (" (duplicate: already applied, nothing changed)" if duplicate else ""))

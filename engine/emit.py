@@ -16,14 +16,13 @@ in `scheduled_events` for the batch (or `perkflow maintain --as-of`) whose strea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+from engine import ids
 from engine.io.events import json_doubles, strip_nulls
 
 #: Idempotency keys with this prefix are the engine's: input rows carrying one are quarantined.
@@ -59,7 +58,7 @@ class Emission:
 
 def event_id(program_id: str, idempotency_key: str) -> str:
     """md5('event:' || program_id || ':' || idempotency_key)::UUID, as sql/write_batch.sql names events."""
-    return str(uuid.UUID(hashlib.md5(f"event:{program_id}:{idempotency_key}".encode()).hexdigest()))
+    return ids.row_id_text("event", program_id, idempotency_key)
 
 
 def schedule_key(emitter_id: str, rule_version: str, action_index: int) -> str:

@@ -34,6 +34,21 @@ def name_id_text(kind: str, *parts: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def row_id_text(kind: str, program_id: str, key: str) -> str:
+    """md5(kind ':' program_id ':' idempotency_key)::UUID, as sql/write_batch.sql names an input row:
+    `event`s, and `operation`s (a redemption's id is its operation's)."""
+    return str(uuid.UUID(hashlib.md5(f"{kind}:{program_id}:{key}".encode()).hexdigest()))
+
+
+def uuid_text(text) -> str | None:
+    """A UUID as perkflow prints it (lowercase, dashed), from any RFC 9562 spelling; None if `text`
+    is none."""
+    try:
+        return str(uuid.UUID(text.strip())) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
 def program_id(program_key: str) -> uuid.UUID:
     return name_id("program", program_key)
 

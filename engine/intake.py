@@ -20,7 +20,7 @@ import polars as pl
 
 from engine import amounts, emit, ids
 from engine.catalog import Catalog
-from engine.operations import NO_PARTICIPANT, OPERATIONS
+from engine.operations import NO_PARTICIPANT, OPERATIONS, OPTIONAL_PARTICIPANT
 from engine.io.events import UUID_PATTERN, raw_as_read, raw_of
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -59,7 +59,7 @@ def screen(rows: pl.DataFrame, catalog: Catalog, *, system: bool = False) -> pl.
                          & ~pl.col("operation").is_in(sorted(OPERATIONS)))
     # an operation on a participant must name one, as an event must (it crashed the run before)
     nobody = (pl.col("reject_reason").is_null() & (pl.col("kind") == "operation")
-              & ~pl.col("operation").is_in(sorted(NO_PARTICIPANT))
+              & ~pl.col("operation").is_in(sorted(NO_PARTICIPANT | OPTIONAL_PARTICIPANT))
               & pl.coalesce(pl.col("external_id"), pl.col("participant_id")).is_null())
     # keys starting with system: name SYSTEM events (engine/emit.py); an input row cannot take one
     reserved = (pl.col("reject_reason").is_null() & pl.col("idempotency_key").str.starts_with(emit.RESERVED_PREFIX)
@@ -220,6 +220,7 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     # Operations name existing participants (unknown: participant_not_found), except
     # upsert_participant, which creates; program-level operations (fund, burn) name none.
     upsert = is_op & (pl.col("operation") == "upsert_participant")
+    named_none = pl.col("external_id").is_null() & pl.col("participant_id").is_null()
     active_program = pl.col("program_key").replace_strict(active, return_dtype=pl.Boolean)
     df = new.with_columns(
         creates=pl.when(is_op).then(upsert & active_program)
@@ -227,10 +228,12 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
         program_active=active_program,
         rejects=pl.when(is_op).then(~upsert)
         .otherwise(pl.col("program_key").replace_strict(rejects, return_dtype=pl.Boolean)),
-        # fund and burn name no participant; nor does a SYSTEM event of a scope program automation
-        # (`system`: made by the engine; an input event without one was rejected when read)
+        # fund and burn name no participant (a reversal may name none); nor does a SYSTEM event of a
+        # scope program automation (`system`: made by the engine; an input event without one was
+        # rejected when read)
         needs_participant=~(is_op & pl.col("operation").is_in(sorted(NO_PARTICIPANT)))
-        & ~(pl.lit(system) & ~is_op & pl.col("external_id").is_null() & pl.col("participant_id").is_null()),
+        & ~(is_op & pl.col("operation").is_in(sorted(OPTIONAL_PARTICIPANT)) & named_none)
+        & ~(pl.lit(system) & ~is_op & named_none),
         subject_ext=pl.col("external_id"), recipient_ext=pl.col("recipient_external_id"),
     )
     # Deterministic ids for every external id; an explicit participant id wins. One that is not a

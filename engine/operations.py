@@ -8,10 +8,10 @@ fields of the matching Scrip endpoint. A failing operation is FAILED as a whole,
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
-from engine import amounts, groups, holds, tiers
+from engine import amounts, groups, holds, ids, tiers
 from engine.catalog import Catalog
 from engine.durations import parse_duration, parse_when
 from engine.lots import lot_spec, owed, restore, static_instant
@@ -29,6 +29,9 @@ PROGRAM_OPERATIONS = frozenset({"fund", "burn"})
 GROUP_BALANCE_OPERATIONS = frozenset({"group_adjust", "group_hold", "group_release", "group_forfeit"})
 #: Operations whose row names no participant.
 NO_PARTICIPANT = PROGRAM_OPERATIONS | GROUP_BALANCE_OPERATIONS
+#: Operations whose row may name one or none: a reversal's redemption names its redeemer (Scrip's
+#: POST /v1/redemptions/{id}/reverse names no participant).
+OPTIONAL_PARTICIPANT = frozenset({"reverse_redemption"})
 #: Operations named in semantics.md 2.3 that are recognised but not built yet.
 NOT_BUILT: frozenset[str] = frozenset()
 STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
@@ -36,17 +39,43 @@ STATUSES = ("ACTIVE", "SUSPENDED", "CLOSED")
 NARROWING = ("lot_ids", "earned_from", "earned_to")
 #: Scrip's transfer body names its source; perkflow's row does (`_same_source`).
 SOURCES = ("source_external_id", "source_participant_id", "source_group_id")
-#: Every params field some operation reads, and the fields of Scrip's request bodies that restate
-#: the row (program_id, idempotency_key, the participant) or describe it (on_behalf_of_participant_id,
-#: the participant profile of upsert_participant): anything else is a typo that would be ignored.
-PARAMS = frozenset({
-    "allow_negative", "amount", "asset", "asset_id", "attributes", "bucket", "description", "expires_at",
-    "group", "group_id", "key", "level", "quantity", "reason", "recipients", "redemption", "reference_id",
-    "reset_after", "reward", "reward_id", "role", "status", "tag", "tags", "tier", "type", "value",
-    *NARROWING,
-    "program_id", "idempotency_key", "external_id", "participant_id", "on_behalf_of_participant_id", *SOURCES,
-    "email", "phone", "first_name", "last_name", "display_name",
-})
+#: A transfer recipient's fields (Scrip: amount and one of the three).
+RECIPIENT_FIELDS = ("amount", "external_id", "participant_id", "group_id")
+#: Scrip's limit on the description of a balance operation, transfer, redemption or fund / burn.
+DESCRIPTION_MAX = 500
+#: The fields of Scrip's request bodies that restate the row (program_id, idempotency_key, the
+#: participant) or describe it (on_behalf_of_participant_id): every operation accepts them.
+ROW = frozenset({"program_id", "idempotency_key", "external_id", "participant_id", "on_behalf_of_participant_id"})
+#: The asset (symbol, or its id as Scrip names it) and the entry's description of a value operation.
+VALUE = ROW | {"asset", "asset_id", "description"}
+GROUP = frozenset({"group", "group_id"})
+_ADJUST = VALUE | {"type", "amount", "bucket", "allow_negative", "reference_id"}
+_BUCKET = VALUE | {"amount", "bucket", "reference_id", *NARROWING}
+#: Each operation's params fields (its Scrip endpoint's body): a field of another operation is
+#: refused on this one, never ignored (docs/decisions.md "Operations and rewards").
+FIELDS: dict[str, frozenset[str]] = {
+    "adjust": _ADJUST, "group_adjust": _ADJUST | GROUP,
+    "hold": _BUCKET, "release": _BUCKET, "forfeit": _BUCKET,
+    "group_hold": _BUCKET | GROUP, "group_release": _BUCKET | GROUP, "group_forfeit": _BUCKET | GROUP,
+    # (amount and the narrowing fields are Scrip's void-hold body's, refused with their own message)
+    "void_hold": VALUE | {"reference_id", "amount", *NARROWING},
+    "fund": VALUE | {"amount"}, "burn": VALUE | {"amount"},
+    "redeem": VALUE | {"amount"},
+    # (their asset is the reward's, the redemption's: one given must be that one, `_same_asset`)
+    "redeem_item": VALUE | {"reward", "reward_id", "quantity", "amount"},
+    "reverse_redemption": VALUE | {"redemption", "redemption_id", "amount", "quantity", "reason"},
+    "transfer": VALUE | {"recipients", *SOURCES},
+    "set_counter": ROW | {"key", "value", "reset_after"},
+    "set_attribute": ROW | {"key", "value"},
+    "tag": ROW | {"tag"}, "untag": ROW | {"tag"},
+    "set_tier": ROW | {"tier", "level", "expires_at"},
+    "set_participant_status": ROW | {"status"},
+    # (the participant profile: accepted, not stored)
+    "upsert_participant": ROW | {"status", "attributes", "tags", "email", "phone", "first_name", "last_name",
+                                 "display_name"},
+    "add_group_member": ROW | GROUP | {"role"}, "remove_group_member": ROW | GROUP,
+    "set_group_member_role": ROW | GROUP | {"role"},
+}
 
 
 def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
@@ -54,12 +83,25 @@ def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
     name = op.operation
     if name in NOT_BUILT:
         raise ActionFailed(NOT_SUPPORTED, f"operation {name} is not supported yet")
-    unknown = sorted(k for k in (op.event or {}) if k not in PARAMS)
+    if name in NO_PARTICIPANT and op.subject is not None:
+        # the program's wallet or a group's balance: a participant named beside it was ignored
+        raise ActionFailed(INVALID, f"{name} acts on the " + ("program's wallet" if name in PROGRAM_OPERATIONS
+                                                              else "group in params.group")
+                           + "; its row names no participant (leave external_id and participant_id empty)")
+    fields = FIELDS[name]
+    unknown = sorted(k for k in (op.event or {}) if k not in fields)
     if unknown:
-        raise ActionFailed(INVALID, f"{name}: params.{unknown[0]} is not a field of any operation (check its "
-                                    f"spelling against semantics.md 2.3 and docs/writing-rules.md)")
+        raise ActionFailed(INVALID, f"{name}: params.{unknown[0]} is not a field of {name}; its fields are "
+                                    f"{', '.join(sorted(fields - ROW))} (docs/decisions.md, \"Operations and rewards\")")
+    for field in ("description", "reason"):  # the entry's text (Scrip: 1-500 characters)
+        text = (op.event or {}).get(field)
+        if text is not None and (not isinstance(text, str) or len(text) > DESCRIPTION_MAX):
+            raise ActionFailed(INVALID, f"{name}: params.{field} must be text of at most {DESCRIPTION_MAX} characters, "
+                                        f"got {text!r:.60}")
     try:
-        HANDLERS[name](_Op(op, tx, catalog, effects))
+        o = _Op(op, tx, catalog, effects)
+        _restates_row(o)
+        HANDLERS[name](o)
     except (TypeError, ValueError, AttributeError, ArithmeticError) as e:
         # a params field of the wrong shape (a list for an asset, a map for an amount, ...) that no
         # check above caught: the row's problem, so it fails this operation (its working state is
@@ -148,6 +190,15 @@ class _Op:
         return dict(pos=self.op.pos, rule_id=None, rule_version=None, rule_order=0, action_index=self.parts,
                     description=self.params.get("description") or self.params.get("reason") or self.op.operation)
 
+    def flag(self, name: str) -> bool:
+        """A true/false params field (absent or null: false). Text "true" / "false" (any case) is
+        read as such, as `perkflow op --param` gives every value as text: bool("false") is true."""
+        raw = self.params.get(name)
+        text = raw.strip().lower() if isinstance(raw, str) else None
+        if raw is None or isinstance(raw, bool) or text in ("true", "false"):
+            return bool(raw) if text is None else text == "true"
+        raise ActionFailed(INVALID, f"{self.op.operation}: params.{name} must be true or false, got {raw!r}")
+
     def no_narrowing(self) -> None:
         """Scrip narrows hold / release / forfeit to `lot_ids` or lots earned in [`earned_from`,
         `earned_to`] (scrip-reference.md 12); perkflow does not, so such a row fails rather than
@@ -181,6 +232,11 @@ def _adjust(o: _Op) -> None:
     mine = (etype, eid, aid, bucket)
     kind = o.field("type")
     reference = o.reference(asset)
+    overdraft = o.flag("allow_negative")
+    if kind == "CREDIT" and overdraft:
+        # Scrip: allow_negative "is allowed on DEBIT only"; on a credit it would mean nothing
+        raise ActionFailed(INVALID, f"{o.op.operation}: params.allow_negative applies to a DEBIT; a CREDIT never "
+                                    "overdraws (leave it out, or send the clawback as type DEBIT)")
     if kind == "CREDIT" and reference is not None:
         # the direct CREDIT reads reference_id as the CREDIT action does (semantics.md 7): into
         # HELD it stamps the provisional lot, into AVAILABLE it settles the reference
@@ -190,11 +246,16 @@ def _adjust(o: _Op) -> None:
             holds.settle(o.tx, o.effects, issue, mine, amount, asset, o.lot(reference_id=reference), o.meta())
     elif kind == "CREDIT":
         o.move(issue, mine, amount, "ADJUSTMENT", asset)
+    elif kind == "DEBIT" and bucket != "AVAILABLE":
+        # semantics.md 7: DEBIT takes AVAILABLE value (the action refuses another bucket at load);
+        # from HELD it took reserved value, and with allow_negative drove HELD below zero
+        raise ActionFailed(INVALID, f"{o.op.operation}: a DEBIT takes value from AVAILABLE only; to take HELD "
+                                    "value, release it first or forfeit it with bucket HELD")
     elif kind == "DEBIT" and reference is not None:
         raise ActionFailed(INVALID, f"{o.op.operation}: params.reference_id applies to a CREDIT (a DEBIT takes no "
                                     "reference; release or forfeit the reference's lots instead)")
     elif kind == "DEBIT":
-        o.move(mine, issue, amount, "ADJUSTMENT", asset, overdraft=bool(o.field("allow_negative", False)))
+        o.move(mine, issue, amount, "ADJUSTMENT", asset, overdraft=overdraft)
     else:
         raise ActionFailed(INVALID, f"{o.op.operation}: params.type must be CREDIT or DEBIT, got {kind!r}")
 
@@ -260,6 +321,7 @@ def _redeem(o: _Op, reward) -> None:
     else:
         m = reward.model
         asset, aid = o.catalog.assets[m.asset], str(reward.asset_id)
+        _same_asset(o, aid, f"reward {reward.key}")
         now = o.op.now
         rid = str(reward.id)
         if m.status != "ACTIVE" or (m.available_from and now < m.available_from) or (
@@ -267,6 +329,12 @@ def _redeem(o: _Op, reward) -> None:
             why = f"is {m.status}" if m.status != "ACTIVE" else (
                 f"is outside its availability window [{m.available_from}, {m.available_until})")
             raise ActionFailed("reward_not_available", f"redeem_item: reward {reward.key} {why}")
+        # Scrip: "quantity" (UNIT_BASED, default 1) | "amount" (AMOUNT_BASED): the other one would be ignored
+        other = "amount" if m.redemption_type == "UNIT_BASED" else "quantity"
+        if o.params.get(other) is not None:
+            raise ActionFailed(INVALID, f"redeem_item: params.{other} does not apply to {m.redemption_type} reward "
+                                        f"{reward.key}; it takes " + ("a quantity (default 1)" if other == "amount"
+                                                                      else "an amount"))
         if m.redemption_type == "UNIT_BASED":
             raw = o.params.get("quantity", 1)
             quantity = _count(raw)
@@ -303,6 +371,13 @@ def _redeem(o: _Op, reward) -> None:
         Decimal(0), 0, "COMPLETED", taken, o.op.now, target, entity))
 
 
+def _same_asset(o: _Op, asset_id: str, whose: str) -> None:
+    """An asset given to an operation whose asset is fixed (a reward's, a redemption's) restates
+    it, as Scrip bodies pasted as params do; another asset fails rather than being ignored."""
+    if o.params.get("asset", o.params.get("asset_id")) is not None and o.asset()[1] != asset_id:
+        raise ActionFailed(INVALID, f"{o.op.operation}: params.asset is not the asset of {whose}; leave it out")
+
+
 def _target_account(target_type: str, entity: str | None, asset_id: str) -> tuple:
     """Where a redemption's value sits: the system account of its target, or the AVAILABLE of the
     group a LEDGER_ENTITY redemption credited (its reversals take it back from there)."""
@@ -335,16 +410,40 @@ def _count(value) -> int | None:
     return value if isinstance(value, int) and value >= 1 else None
 
 
+def _redemption_key(o: _Op, program_id: str) -> str:
+    """The redemption a reversal names: by its id (`redemption_id`, as Scrip's POST
+    /v1/redemptions/{id}/reverse), or by the idempotency key of the operation that made it
+    (`redemption`); both given must name the same one."""
+    key, rid = o.params.get("redemption"), o.params.get("redemption_id")
+    if rid is None:
+        if key is None:
+            raise ActionFailed(INVALID, "reverse_redemption: params.redemption_id (or params.redemption, the "
+                                        "redeeming operation's idempotency key) is required")
+        return key
+    found = o.tx.store.redemption_key(program_id, rid)
+    if found is None:
+        raise ActionFailed("redemption_not_found", f"reverse_redemption: no redemption with id {rid!r} in program "
+                                                   f"{o.op.program.key}")
+    if key is not None and key != found:
+        raise ActionFailed(INVALID, f"reverse_redemption: params.redemption {key!r} and params.redemption_id {rid!r} "
+                                    "name different redemptions")
+    return found
+
+
 def _reverse(o: _Op) -> None:
     """Partial or full, never more than redeemed; LOT value goes back LIFO to its lots."""
     program_id = str(o.op.program.id)
-    key = o.field("redemption")
+    key = _redemption_key(o, program_id)
     r = o.tx.redemption(program_id, key)
     if r is None:
         raise ActionFailed("redemption_not_found", f"reverse_redemption: no redemption with key {key!r}")
     asset = next(a for s, a in o.catalog.assets.items() if str(o.catalog.asset_ids[s]) == r.asset_id)
+    _same_asset(o, r.asset_id, f"redemption {key!r}")
     left = r.amount - r.reversed_amount
     quantity = o.params.get("quantity")
+    if quantity is not None and o.params.get("amount") is not None:
+        # Scrip: `amount` (raw or AMOUNT_BASED) | `quantity` (UNIT_BASED): one of them (the amount was ignored)
+        raise ActionFailed(INVALID, "reverse_redemption: give params.quantity or params.amount, not both")
     if quantity is not None:
         quantity = _count(quantity)
         if r.quantity is None or quantity is None:
@@ -445,22 +544,23 @@ def _transfer(o: _Op) -> None:
     one posting per recipient (each recipient a leg of the entry, engine.moves.move)."""
     asset, aid = o.asset()
     pid = o.participant()
-    _same_source(o, pid)
+    _same_source(o)
     recipients = o.field("recipients")
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
         raise ActionFailed(INVALID, "transfer: params.recipients must list 1 to 100 recipients")
     # every recipient and amount is checked (and what is due for the recipient applied, semantics.md
     # 3) before value moves, so that the legs of the entry follow one another
     legs = []
-    for r in recipients:
-        dest = _recipient(o, r)
-        o.params = {**o.params, "amount": r.get("amount")}
-        legs.append((dest, o.amount(asset)))
+    for i, r in enumerate(recipients):
+        dest = _recipient(o, r, i)
+        name = f"recipients[{i}].amount"  # (as the messages of o.amount name it)
+        o.params = {**o.params, name: r.get("amount")}
+        legs.append((dest, o.amount(asset, name)))
     for leg, (dest, amount) in enumerate(legs):
         o.move(("PARTICIPANT", pid, aid, "AVAILABLE"), (*dest, aid, "AVAILABLE"), amount, "TRANSFER", asset, leg=leg)
 
 
-def _same_source(o: _Op, pid: str) -> None:
+def _same_source(o: _Op) -> None:
     """A Scrip transfer body pasted as params names its source, which the row names already: a
     source that is the row's participant restates it; another participant fails the transfer
     rather than move the row's value; a group cannot be a source (docs/decisions.md "Groups")."""
@@ -468,20 +568,47 @@ def _same_source(o: _Op, pid: str) -> None:
     if group is not None:
         raise ActionFailed(NOT_SUPPORTED, "transfer: params.source_group_id: a transfer from a group is not supported; "
                                           "the source is the row's participant (external_id or participant_id)")
-    if ext is not None and o.tx.store.find_external(str(ext), o.op.pos) != pid:
-        raise _not_the_source("source_external_id", ext)
-    if ref is not None and str(ref).strip().lower() != pid:
-        raise _not_the_source("source_participant_id", ref)
+    for field, value, by_external in (("source_external_id", ext, True), ("source_participant_id", ref, False)):
+        if value is not None and not _is_the_participant(o, value, by_external):
+            raise _not_the_row(o, field, value, "participant; the source of a transfer is the row's external_id or "
+                                                "participant_id")
 
 
-def _not_the_source(field: str, value) -> ActionFailed:
-    return ActionFailed(INVALID, f"transfer: params.{field} {value!r} is not the row's participant; "
-                                 "the source of a transfer is the row's external_id or participant_id")
+def _restates_row(o: _Op) -> None:
+    """Scrip's body fields that restate the row (its program, key and participant), pasted as
+    params, must be the row's: another program, key or participant fails the operation rather
+    than being ignored while the row's is used (docs/decisions.md "Operations and rewards")."""
+    p, op = o.params, o.op
+    program = p.get("program_id")
+    if program is not None and program != op.program.key and ids.uuid_text(program) != str(op.program.id):
+        raise _not_the_row(o, "program_id", program, f"program ({op.program.key})")
+    if p.get("idempotency_key") is not None and p["idempotency_key"] != op.key:
+        raise _not_the_row(o, "idempotency_key", p["idempotency_key"], f"idempotency_key ({op.key})")
+    for field, by_external in (("external_id", True), ("participant_id", False)):
+        if p.get(field) is not None and not _is_the_participant(o, p[field], by_external):
+            raise _not_the_row(o, field, p[field], "participant" if op.subject else "participant (it names none)")
 
 
-def _recipient(o: _Op, r) -> tuple[str, str]:
-    """(entity type, id) of one transfer recipient, which must be able to receive."""
-    # Scrip: each recipient names one of external_id | participant_id | group_id
+def _is_the_participant(o: _Op, value, by_external: bool) -> bool:
+    """Whether `value` (an external id, or a participant id in any case) names the row's participant."""
+    if o.op.subject is None or not isinstance(value, str):
+        return False
+    found = o.tx.store.find_external(value, o.op.pos) if by_external else ids.uuid_text(value)
+    return found == o.op.subject
+
+
+def _not_the_row(o: _Op, field: str, value, what: str) -> ActionFailed:
+    return ActionFailed(INVALID, f"{o.op.operation}: params.{field} {value!r} is not the row's {what}")
+
+
+def _recipient(o: _Op, r, i: int) -> tuple[str, str]:
+    """(entity type, id) of recipient `i` of a transfer, which must be able to receive."""
+    # Scrip: each recipient is {amount, one of external_id | participant_id | group_id}; another
+    # field is refused like any unknown params field (a typo `amout` was ignored)
+    extra = sorted(k for k in r if k not in RECIPIENT_FIELDS) if isinstance(r, dict) else []
+    if extra:
+        raise ActionFailed(INVALID, f"transfer: params.recipients[{i}].{extra[0]} is not a field of a recipient; its "
+                                    f"fields are {', '.join(RECIPIENT_FIELDS)}")
     ext, ref, gref = ((r.get("external_id"), r.get("participant_id"), r.get("group_id")) if isinstance(r, dict)
                       else (None, None, None))
     named = [x for x in (ext, ref, gref) if x is not None]
@@ -536,12 +663,23 @@ def _set_counter(o: _Op) -> None:
         value = amounts.decimal_text(raw if isinstance(raw, str) else repr(raw) if isinstance(raw, float) else str(raw))
     except InvalidOperation:
         raise ActionFailed(INVALID, f"set_counter: params.value {raw!r} is not a number") from None
+    # a counter is a DECIMAL(38, 18), as the COUNTER action keeps it (1e30 was stored as null,
+    # 19 decimals rounded)
+    if abs(value) >= amounts.LIMIT:
+        raise ActionFailed(amounts.OUT_OF_RANGE, f"set_counter: params.value {raw!r} is too large (at most "
+                                                 f"{amounts.MAX_INTEGER_DIGITS} integer digits)")
+    if amounts.fraction_digits(value) > 18:
+        raise ActionFailed(INVALID, f"set_counter: params.value {raw!r} has more than 18 decimals")
     # Scrip: `""` removes auto-reset, omitting the field (or null) leaves it unchanged
     reset = o.params.get("reset_after")
     try:
         reset_after = parse_duration(reset) if reset else None
     except ValueError as e:
         raise ActionFailed(INVALID, f"set_counter: params.reset_after: {e}") from None
+    if reset_after is not None and reset_after <= timedelta(0):
+        # as the COUNTER action's (a load error there): "0s" made every later touch of the
+        # participant divide by zero (exit 1), "-5h" reset the counter at once
+        raise ActionFailed(INVALID, f"set_counter: params.reset_after {reset!r} must be a positive duration")
 
     def apply(st):  # an explicit set restarts the reset timer
         before = st.counters.get(key)
@@ -651,3 +789,4 @@ HANDLERS = {
     "upsert_participant": _upsert,
 }
 OPERATIONS = frozenset(HANDLERS) | NOT_BUILT
+assert set(FIELDS) == set(HANDLERS), "every operation lists its params fields"

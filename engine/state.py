@@ -13,6 +13,7 @@ from decimal import Decimal
 import duckdb
 import polars as pl
 
+from engine import ids
 from engine.ledger import db
 from engine.lots import Lot
 from engine.ledger.sqlfiles import statement
@@ -354,6 +355,19 @@ class Store:
         """`lot` among its holder's lots (loaded from the ledger, or made by this batch)."""
         self.lots.setdefault((lot.entity_type, lot.entity_id, lot.asset_id), []).append(lot)
         self.lot_assets.add(lot.asset_id)
+
+    def redemption_key(self, program_id: str, redemption_id: str) -> str | None:
+        """The idempotency key of the program's redemption whose id (its operation's, any case) is
+        `redemption_id`: one made earlier in this batch, else one the ledger holds."""
+        wanted = ids.uuid_text(redemption_id)
+        if wanted is None:
+            return None
+        for (prog, key), found in self.redemptions.items():
+            if prog == program_id and found is not None and ids.row_id_text("operation", prog, key) == wanted:
+                return key
+        rows = self.con.execute(statement("lookups.sql", "redemption_key"),
+                                {"program_id": program_id, "id": wanted}).fetchall()
+        return rows[0][0] if rows else None
 
     def redemption(self, program_id: str, key: str) -> Redemption | None:
         if (program_id, key) not in self.redemptions:

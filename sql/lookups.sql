@@ -96,10 +96,12 @@ SELECT count(*) FROM information_schema.tables WHERE table_name = 'budget_usage'
 SELECT rule_id::VARCHAR AS rule_id, asset_id::VARCHAR AS asset_id, period, consumed FROM budget_usage;
 
 -- name: operation_status
--- With the journal entries it wrote, in ledger order (Scrip's endpoints answer their ids).
+-- With the journal entries it wrote, in ledger order (Scrip's endpoints answer their ids), and the
+-- redemption it made (redeem, redeem_item: its id is the operation's; reversals name it by it).
 SELECT o.status, o.error_code, o.error_message,
-       list(j.id::VARCHAR ORDER BY j.seq) FILTER (WHERE j.id IS NOT NULL) AS journal_entry_ids
-FROM operations o LEFT JOIN journal_entries j ON j.operation_id = o.id
+       list(j.id::VARCHAR ORDER BY j.seq) FILTER (WHERE j.id IS NOT NULL) AS journal_entry_ids,
+       r.id::VARCHAR AS redemption_id
+FROM operations o LEFT JOIN journal_entries j ON j.operation_id = o.id LEFT JOIN redemptions r ON r.id = o.id
 WHERE o.program_id = (SELECT id FROM programs WHERE key = $program) AND o.idempotency_key = $key
 GROUP BY ALL;
 
@@ -156,6 +158,10 @@ SELECT idempotency_key, participant_id::VARCHAR AS participant_id, reward_id::VA
        asset_id::VARCHAR AS asset_id, quantity, unit_cost, amount, reversed_amount, reversed_quantity, status,
        lots_taken::VARCHAR AS lots_taken, created_at, target_type, target_entity_id::VARCHAR AS target_entity_id
 FROM redemptions WHERE program_id::VARCHAR = $program_id AND idempotency_key = $key;
+
+-- name: redemption_key
+-- The idempotency key of the redemption with id $id (a reversal may name it by id, as Scrip does).
+SELECT idempotency_key FROM redemptions WHERE program_id::VARCHAR = $program_id AND id = TRY_CAST($id AS UUID);
 
 -- name: entity_tiers
 SELECT participant_id::VARCHAR AS participant_id, tier_id::VARCHAR AS tier_id, level, achieved_at, reviewed_at,

@@ -134,6 +134,9 @@ def _adjust(o: _Op) -> None:
     issue = issuer(o.program.key, asset)
     if kind == "CREDIT":
         o.move("ADJUSTMENT", issue, o.mine(asset, bucket), amount, asset=asset)
+    elif kind == "DEBIT" and bucket != "AVAILABLE":
+        # s7: DEBIT is participant AVAILABLE -> its source (decisions.md: as the DEBIT action's bucket)
+        raise ActionFailed(INVALID, "adjust: a DEBIT takes AVAILABLE value only")
     elif kind == "DEBIT":
         o.move("ADJUSTMENT", o.mine(asset, bucket), issue, amount, asset=asset,
                overdraft=bool(o.p.get("allow_negative", False)))
