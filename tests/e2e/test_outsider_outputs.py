@@ -75,7 +75,7 @@ def test_s12_ledger_summary_period_activity_and_balances_over_two_programs_and_t
          ev("e5", "u1", at(1, 5), "rel", n=10), ev("e6", "u1", at(1, 6), "lose", n=5),
          ev("e7", "u1", at(1, 7), "losehold", n=4), ev("e8", "u1", at(1, 8), "spendc", n=4.25),
          ev("e9", "u2", at(2, 1), "spend", n=15) | {"program": "club"}],
-        [op("transfer", "t1", "u1", at(2, 2), asset="PTS", amount="20", recipients=[{"external_id": "u2", "amount": "20"}]),
+        [op("transfer", "t1", "u1", at(2, 2), asset="PTS", recipients=[{"external_id": "u2", "amount": "20"}]),
          op("redeem", "r1", "u2", at(2, 3), asset="PTS", amount="10"),
          op("reverse_redemption", "rr1", "u2", at(2, 4), redemption="r1", amount="4")])
     assert (counts["read"], counts["completed"], counts["failed"], counts["rejected"]) == (12, 12, 0, 0)
