@@ -1,0 +1,116 @@
+"""An outsider's black-box round over rule evaluation, the CEL environment and actions
+(semantics.md 5, 6, 7 and invariants 1.4 / 1.6), through the real CLI: program files, real
+Parquet, `perkflow run` in a subprocess into a real DuckDB file, read back with SQL. Every
+expectation is computed by hand from the contract (docs/decisions.md where it is silent), and
+each scenario runs on the default path and with `--row-path`, which must agree byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal as D
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.e2e.test_contract_audit import Ledger, program
+from tests.helpers.io import cli
+
+_LEDGER = {
+    "events": "SELECT idempotency_key, status, error_code, error_message FROM events ORDER BY arrival_seq",
+    "entries": "SELECT id, seq, rule_version, action_index, action_type, effective_at, entry_hash FROM journal_entries ORDER BY seq",
+    "postings": "SELECT id, journal_entry_id, entity_type, entity_id, bucket, amount FROM postings ORDER BY id",
+    "evaluations": "SELECT e.idempotency_key, r.key, x.rule_version, x.outcome, x.message FROM rule_evaluations x "
+                   "JOIN events e ON e.id = x.event_id JOIN rules r ON r.id = x.rule_id ORDER BY 1, 2",
+    "state": "SELECT entity_id, kind, key, text_value, number_value FROM entity_state ORDER BY ALL",
+    "roots": "SELECT id, root_hash FROM batches ORDER BY id",
+}
+
+
+def _ledger(led: Ledger) -> dict[str, list[tuple]]:
+    return {name: led.sql(text) for name, text in _LEDGER.items()}
+
+
+def _struct_run(tmp: Path, spec: dict, payload_type: pa.DataType, rows: list[tuple[str, str, datetime, dict]],
+                flags: tuple = ()) -> Ledger:
+    """One `perkflow run` of (key, external id, timestamp, payload) rows with a typed struct
+    `event_data` column."""
+    led = Ledger(tmp, spec)
+    schema = pa.schema([("program_id", pa.string()), ("idempotency_key", pa.string()), ("external_id", pa.string()),
+                        ("event_timestamp", pa.timestamp("us", tz="UTC")), ("event_data", payload_type)])
+    path = tmp / "events.parquet"
+    pq.write_table(pa.Table.from_pylist([{"program_id": "shop", "idempotency_key": k, "external_id": who,
+                                          "event_timestamp": when, "event_data": data}
+                                         for k, who, when, data in rows], schema=schema), path)
+    res = cli("run", "--programs", str(led.programs), "--events", str(path), "--db", str(led.db), "--json", *flags)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return led
+
+
+def _outcomes(led: Ledger) -> dict[tuple[str, str], tuple[str, str | None]]:
+    return {(k, r): (o, m) for k, r, _, o, m in led.sql(_LEDGER["evaluations"])}
+
+
+def _rules(conditions: dict[str, str], amount: str = "1") -> list[dict]:
+    return [{"name": name, "key": name, "order": 10 * (i + 1), "condition": cond,
+             "actions": [{"type": "CREDIT", "asset": "PTS", "amount": amount}]}
+            for i, (name, cond) in enumerate(conditions.items())]
+
+
+NOON = datetime(2025, 3, 1, 12, tzinfo=timezone.utc)
+
+
+def test_s6_an_unsigned_parquet_field_is_a_cel_uint_on_every_path(tmp_path):
+    """semantics.md 2.2 / 6: a struct `event_data` keeps its field types, and CEL has a `uint`
+    type, so a Parquet uint64 field is a CEL uint: `u / 2u` is uint division, `u - 10u` below
+    zero is a uint overflow (an error: SKIPPED_ERROR), `uint(u) == u`; list elements too.
+    Invariant 1.4: the vectorised path read it as a uint while the per-row path read a plain int
+    (`no such overload: _/_(int, uint)`), so the two paths gave different ledgers."""
+    conditions = {
+        "udiv": "event.u / 2u == 2u",                   # 5u / 2u = 2u
+        "uunder": "event.u - 10u > 0u",                  # 5u - 10u: uint overflow -> error
+        "uself": "uint(event.u) == event.u && event.u + 1u == 6u",
+        "ulist": "event.l.exists(x, x == 3u) && event.l[0] + 1u == 2u",
+        "umixed": "event.u == 5 && event.u > 4.5",       # heterogeneous equality, promotion to double
+    }
+    spec = program(_rules(conditions))
+    payload = pa.struct([("type", pa.string()), ("u", pa.uint64()), ("l", pa.list_(pa.uint32()))])
+    rows = [("k1", "u1", NOON, {"type": "t", "u": 5, "l": [1, 3]})]
+    ledgers = [_struct_run(tmp_path / name, spec, payload, rows, flags)
+               for name, flags in (("default", ()), ("row", ("--row-path",)))]
+    for led in ledgers:
+        outcomes = _outcomes(led)
+        assert {r: o for (_, r), (o, _) in outcomes.items()} == {
+            "udiv": "MATCHED", "uunder": "SKIPPED_ERROR", "uself": "MATCHED", "ulist": "MATCHED", "umixed": "MATCHED"}
+        assert "overflow" in outcomes[("k1", "uunder")][1]
+        assert led.balance("u1") == (D(4), D(0), D(0))
+    assert _ledger(ledgers[0]) == _ledger(ledgers[1])
+
+
+def test_s6_a_naive_timestamp_field_is_utc_and_compares_with_now_on_every_path(tmp_path):
+    """docs/decisions.md "Time": naive Parquet timestamps are read as UTC. A naive timestamp
+    *field* of a struct `event_data` is one too, so `event.at < now` compares two instants
+    (semantics.md 6). It stopped the run with exit 1 (Python: can't compare offset-naive and
+    offset-aware datetimes) on the per-row path, which the vectorised path hands naive columns to.
+    The same inside a fixed-size list, whose DECIMAL elements are doubles as a list's are."""
+    conditions = {"before": "event.at < now", "gap": "now - event.at == duration('30m')",
+                  "hour": "event.at.getHours() == 11 && event.at.getHours('Asia/Kolkata') == 17",
+                  "fixed": "event.pair[1] < now && event.cents[0] * 2.0 == 2.5"}
+    spec = program(_rules(conditions))
+    payload = pa.struct([("type", pa.string()), ("at", pa.timestamp("us")), ("pair", pa.list_(pa.timestamp("ms"), 2)),
+                         ("cents", pa.list_(pa.decimal128(5, 2), 1))])
+    rows = [("k1", "u1", NOON, {"type": "t", "at": datetime(2025, 3, 1, 11, 30),
+                                "pair": [datetime(2025, 3, 1, 13), datetime(2025, 3, 1, 11, 59)], "cents": [D("1.25")]})]
+    ledgers = [_struct_run(tmp_path / name, spec, payload, rows, flags)
+               for name, flags in (("default", ()), ("row", ("--row-path",)))]
+    for led in ledgers:
+        assert {r: o for (_, r), (o, _) in _outcomes(led).items()} == {
+            "before": "MATCHED", "gap": "MATCHED", "hour": "MATCHED", "fixed": "MATCHED"}
+        assert led.balance("u1") == (D(4), D(0), D(0))
+        # the stored payload says the instant the rules saw (what replay and explain read)
+        assert json.loads(led.sql("SELECT event_data FROM events")[0][0])["at"] in (
+            "2025-03-01T11:30:00+00:00", "2025-03-01T11:30:00Z")
+    assert _ledger(ledgers[0]) == _ledger(ledgers[1])
