@@ -456,6 +456,8 @@ def _payload(ev: KernelEvent, tx: Tx, value, catalog, where: str):
 def tag_text(raw, where: str) -> str:
     if not isinstance(raw, str):
         raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: tag must be a string, got {type(raw).__name__}")
+    if not raw.strip():  # as the tag operation says (it stored a tag '' that no one can name)
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: a tag must be non-empty text, got {raw!r}")
     return raw.lower()
 
 

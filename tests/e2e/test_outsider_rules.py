@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.e2e.test_contract_audit import Ledger, program
+from tests.e2e.test_contract_audit import OK, Ledger, at, ev, op, program
 from tests.helpers.io import cli
 
 _LEDGER = {
@@ -114,3 +114,32 @@ def test_s6_a_naive_timestamp_field_is_utc_and_compares_with_now_on_every_path(t
         assert json.loads(led.sql("SELECT event_data FROM events")[0][0])["at"] in (
             "2025-03-01T11:30:00+00:00", "2025-03-01T11:30:00Z")
     assert _ledger(ledgers[0]) == _ledger(ledgers[1])
+
+
+@pytest.mark.parametrize("flags", [(), ("--row-path",)])
+def test_s7_an_empty_or_blank_tag_fails_the_event_as_the_tag_operation_refuses_it(tmp_path, flags):
+    """semantics.md 7: TAG / UNTAG add / remove a lowercase tag, and "an expression that fails to
+    evaluate fails the event (expression_error)". The `tag` operation refused an empty tag
+    ("a tag must be non-empty text") while the TAG action stored the tag '' (and '  '), which no
+    rule or operation can name again; now a blank tag fails the event whole (its CREDIT too) on
+    every path, the operation refuses a blank one as well, and a static blank tag is a load error
+    (docs/decisions.md "Tags")."""
+    rules = [{"name": "tag", "key": "tag", "condition": 'event.type == "tag"',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "5"}, {"type": "TAG", "tag": "event.t"}]},
+             {"name": "see", "key": "see", "condition": '"vip" in participant.tags', "actions": [{"type": "COUNTER", "key": "seen", "value": 1}]}]
+    led = Ledger(tmp_path, program(rules))
+    led.run([ev("t1", "u1", at(1, 1), "tag", t="VIP"), ev("t2", "u2", at(1, 2), "tag", t=""),
+             ev("t3", "u2", at(1, 3), "tag", t="  "), ev("t4", "u2", at(1, 4), "tag", t="Vip")],
+            [op("tag", "o1", "u1", at(1, 5), tag=" "), op("tag", "o2", "u1", at(1, 6), tag="Gold")], flags=flags)
+    status = led.status()
+    assert status["t1"] == status["t4"] == status["o2"] == OK
+    assert status["t2"] == status["t3"] == ("FAILED", "expression_error")
+    assert status["o1"][0] == "FAILED"
+    assert led.balance("u1") == (D(5), D(0), D(0)) and led.balance("u2") == (D(5), D(0), D(0))
+    assert led.state("u1") == {("TAG", "vip"): None, ("COUNTER", "seen"): D(1), ("TAG", "gold"): None}
+    assert led.state("u2") == {("TAG", "vip"): None, ("COUNTER", "seen"): D(1)}
+
+    static = Ledger(tmp_path / "static", program([{"name": "t", "key": "t", "condition": "true",
+                                                       "actions": [{"type": "TAG", "tag": ""}]}]))
+    res = static.run([ev("s1", "u1", at(1), "x")], expect=2)
+    assert "actions[0].tag: a tag must be non-empty text" in res["stderr"]
