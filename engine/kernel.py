@@ -426,8 +426,8 @@ def _emission(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, act
     elif action.delay is not None:
         delay = _value(ev, tx, pre, rule, action, "delay", catalog)
         if not isinstance(delay, timedelta) or delay < timedelta(0):
-            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: delay must be a duration of at least 0s, "
-                                                         f"got {delay!r}")
+            got = format_duration(delay) if isinstance(delay, timedelta) else repr(delay)  # CEL's words, not Python's
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: delay must be a duration of at least 0s, got {got}")
     try:
         payload = emit.json_value(_payload(ev, tx, action.payload or {}, catalog, where), f"{where}: payload")
     except emit.PayloadError as e:

@@ -143,3 +143,29 @@ def test_s7_an_empty_or_blank_tag_fails_the_event_as_the_tag_operation_refuses_i
                                                        "actions": [{"type": "TAG", "tag": ""}]}]))
     res = static.run([ev("s1", "u1", at(1), "x")], expect=2)
     assert "actions[0].tag: a tag must be non-empty text" in res["stderr"]
+
+
+@pytest.mark.parametrize("flags", [(), ("--row-path",)])
+def test_s7_a_schedule_event_delay_of_0s_comes_before_the_rows_of_its_instant_and_a_negative_one_fails(tmp_path, flags):
+    """semantics.md 7: SCHEDULE_EVENT emits its SYSTEM event at `now + delay`; a delay of 0s is due
+    at the emitting event's own instant, so it is processed before the rows of that instant still
+    to come (docs/writing-rules.md 1), which see what it did. A CEL delay below 0s would be due in
+    the past: the event fails with expression_error, whose message speaks CEL (`-3600s`), not
+    Python (`datetime.timedelta(days=-1, seconds=82800)`)."""
+    rules = [{"name": "later", "key": "later", "order": 10, "condition": 'event.type == "later"',
+              "actions": [{"type": "SCHEDULE_EVENT", "event_name": "follow", "delay": "duration(event.d)",
+                           "payload": {"k": "event.d"}}]},
+             {"name": "follow", "key": "follow", "order": 20, "condition": 'event.type == "follow"',
+              "actions": [{"type": "SET_ATTRIBUTE", "key": "k", "value": "event.k"}]},
+             {"name": "check", "key": "check", "order": 30,
+              "condition": 'event.type == "check" && get(participant.attributes, "k", "") == "0s"',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]
+    led = Ledger(tmp_path, program(rules))
+    led.run([ev("z", "u1", at(1, 1), "later", d="0s"), ev("c", "u1", at(1, 1), "check"),
+             ev("n", "u2", at(1, 2), "later", d="-1h")], flags=flags)
+    status = led.status()
+    assert status["z"] == status["c"] == OK and len(status) == 4  # and the SYSTEM event
+    assert led.balance("u1") == (D(1), D(0), D(0))
+    assert led.state("u1") == {("ATTRIBUTE", "k"): "0s"}
+    assert led.sql("SELECT error_code, error_message FROM events WHERE idempotency_key = 'n'") == [
+        ("expression_error", "rule 'later' action 0: delay must be a duration of at least 0s, got -3600s")]
