@@ -12,6 +12,7 @@ Both readers also keep a non-integer number as written (`WrittenNumber`): amount
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal, InvalidOperation
 
 import yaml
@@ -79,6 +80,17 @@ def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = Fals
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _float)
+
+
+def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode):
+    """An unquoted YAML timestamp; one finer than a microsecond stays its text, which the model
+    reads whole (yaml's own constructor drops every digit past the sixth)."""
+    if re.search(r"\.\d{7}", node.value):
+        return node.value
+    return loader.construct_yaml_timestamp(node)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 
 
 def _unique_object(pairs: list[tuple[str, object]]) -> dict:

@@ -169,3 +169,34 @@ def test_s7_a_schedule_event_delay_of_0s_comes_before_the_rows_of_its_instant_an
     assert led.state("u1") == {("ATTRIBUTE", "k"): "0s"}
     assert led.sql("SELECT error_code, error_message FROM events WHERE idempotency_key = 'n'") == [
         ("expression_error", "rule 'later' action 0: delay must be a duration of at least 0s, got -3600s")]
+
+
+WINDOWS_YAML = """
+program: {key: shop, name: Shop}
+assets: [{symbol: PTS, name: Points, scale: 0}]
+rules:
+  - {name: to, key: to, order: 10, condition: 'event.type == "go"', active_to: %(to)s,
+     actions: [{type: TAG, tag: to}]}
+  - {name: from, key: from, order: 20, condition: 'event.type == "go"', active_from: %(from)s,
+     actions: [{type: TAG, tag: from}]}
+"""
+
+
+@pytest.mark.parametrize("quote", ['"', ""])
+@pytest.mark.parametrize("flags", [(), ("--row-path",)])
+def test_s5_a_window_bound_finer_than_a_microsecond_keeps_its_exact_edge(tmp_path, flags, quote):
+    """semantics.md 5: a rule outside [active_from, active_to) is skipped. RFC 3339 allows more
+    than 6 fractional digits; the ledger's instants are whole microseconds (docs/decisions.md
+    "Time"). An event at 12:00:00Z is before active_to 12:00:00.0000005Z (inside the window) and
+    before active_from 12:00:00.0000005Z (outside it); one at 12:00:00.000001Z is after both.
+    The loader dropped the digits past the sixth, which moved both edges half a microsecond into
+    the past: the event at 12:00:00Z fell out of the first window and into the second. The same
+    written quoted or as a bare YAML timestamp."""
+    bound = f"{quote}2025-03-01T12:00:00.0000005Z{quote}"
+    led = Ledger(tmp_path)
+    led.programs.mkdir(parents=True)
+    (led.programs / "shop.yaml").write_text(WINDOWS_YAML % {"to": bound, "from": bound}, encoding="utf-8")
+    led.run([ev("e1", "u1", "2025-03-01T12:00:00Z", "go"), ev("e2", "u2", "2025-03-01T12:00:00.000001Z", "go")],
+            flags=flags)
+    assert led.state("u1") == {("TAG", "to"): None}
+    assert led.state("u2") == {("TAG", "from"): None}
