@@ -200,3 +200,35 @@ def test_s5_a_window_bound_finer_than_a_microsecond_keeps_its_exact_edge(tmp_pat
             flags=flags)
     assert led.state("u1") == {("TAG", "to"): None}
     assert led.state("u2") == {("TAG", "from"): None}
+
+
+BARE_YAML = """
+program: {key: shop, name: Shop}
+assets: [{symbol: PTS, name: Points, scale: 0, inventory_mode: LOT}]
+rules:
+  - name: join
+    key: join
+    condition: 'event.type == "join"'
+    active_from: 2025-03-01T00:00:00Z
+    actions:
+      - {type: SET_ATTRIBUTE, key: birthday, value: 1990-04-15}
+      - {type: SET_ATTRIBUTE, key: joined, value: 2025-03-01T09:00:00Z}
+      - {type: CREDIT, asset: PTS, amount: 10, expires_at: 2025-03-05T00:00:00Z}
+"""
+
+
+def test_s7_bare_yaml_dates_and_instants_in_value_fields_are_their_text(tmp_path):
+    """semantics.md 7: a value field holding neither a number nor CEL is a literal string, and a
+    CREDIT's `expires_at` may be an RFC 3339 instant. Written bare in YAML (`value: 1990-04-15`,
+    `expires_at: 2025-03-05T00:00:00Z`), YAML makes them dates and the files were refused
+    ("Input should be a valid string"); they are their text: the attributes hold what was
+    written (a birthday for an ATTRIBUTE_DATE automation) and the lot expires at that instant
+    (docs/decisions.md "Time")."""
+    led = Ledger(tmp_path)
+    led.programs.mkdir(parents=True)
+    (led.programs / "shop.yaml").write_text(BARE_YAML, encoding="utf-8")
+    led.run([ev("j1", "u1", at(1, 9), "join"), ev("x1", "u1", at(5), "other")])
+    assert led.state("u1") == {("ATTRIBUTE", "birthday"): "1990-04-15", ("ATTRIBUTE", "joined"): "2025-03-01T09:00:00Z"}
+    assert led.balance("u1") == (D(0), D(0), D(0))  # expired at 2025-03-05T00:00:00Z, before x1 (12:00)
+    assert [t for t, _ in led.entries("j1")] == ["CREDIT"]
+    assert led.sql("SELECT expires_at FROM lots")[0][0] == datetime(2025, 3, 5, tzinfo=timezone.utc)
