@@ -232,3 +232,36 @@ def test_s7_bare_yaml_dates_and_instants_in_value_fields_are_their_text(tmp_path
     assert led.balance("u1") == (D(0), D(0), D(0))  # expired at 2025-03-05T00:00:00Z, before x1 (12:00)
     assert [t for t, _ in led.entries("j1")] == ["CREDIT"]
     assert led.sql("SELECT expires_at FROM lots")[0][0] == datetime(2025, 3, 5, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("flags", [(), ("--row-path",)])
+def test_s6_a_null_inside_a_list_is_cel_null_on_every_path(tmp_path, flags):
+    """semantics.md 6 and invariant 1.4. A null *field* is absent (2.2), but a null element of a
+    list cannot be: `[1, null, 3][1]` is CEL null, so `== 1` is false and `!= 1` true
+    (heterogeneous equality, no error), as the per-row path says. The vectorised conditions and
+    amounts (set-based, and the running-state path over participant state) read the column's
+    null as an error: SKIPPED_ERROR with no message, and a failed amount."""
+    flat = program([
+        {"name": "ne", "key": "ne", "order": 10, "condition": "event.l[1] != 1 && event.s[1] != 'a'",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]},
+        {"name": "eq", "key": "eq", "order": 20, "condition": "event.l[1] == 1",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "100"}]},
+        {"name": "amt", "key": "amt", "order": 30, "condition": "size(event.l) == 3",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.l[1] != 1 ? 5 : 7"}]}])
+    state = program([
+        {"name": "count", "key": "count", "order": 10,
+         "condition": "event.l[1] != 1 && participant.balances.PTS.available == 0.0",
+         "actions": [{"type": "COUNTER", "key": "n", "value": 1},
+                     {"type": "CREDIT", "asset": "PTS",
+                      "amount": "participant.balances.PTS.available == 0.0 && event.l[1] != 1 ? 10 : 20"}]},
+        {"name": "pay", "key": "pay", "order": 20, "condition": "participant.counters.n >= 1.0",
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.l[1] != 1 ? 10 : 20"}]}], key="state")
+    led = Ledger(tmp_path, flat, state)
+    led.run([ev("k1", "u1", at(1, 1), "t", l=[1, None, 3], s=["a", None]),
+             ev("k2", "u2", at(1, 2), "t", l=[1, None, 3]) | {"program": "state"}], flags=flags,
+            env={"PERKFLOW_RUNNING_MIN_EVENTS": "0"})  # the running-state path also for a small batch
+    assert led.status() == {"k1": OK, "k2": OK}
+    assert {(k, r): o for (k, r), (o, _) in _outcomes(led).items()} == {
+        ("k1", "ne"): "MATCHED", ("k1", "amt"): "MATCHED", ("k2", "count"): "MATCHED", ("k2", "pay"): "MATCHED"}
+    assert led.balance("u1") == (D(6), D(0), D(0))
+    assert led.balance("u2") == (D(20), D(0), D(0))
