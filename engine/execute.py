@@ -523,9 +523,13 @@ def _action(frame: _Frame, matched: pl.Series, rule: CompiledRule, action: Compi
 
 
 def _amounts(frame: _Frame, matched: pl.Series, action: CompiledAction, stats: _Stats, row_path: bool):
-    """(code, message, DECIMAL amount) per matched event."""
+    """(code, message, DECIMAL amount) per matched event. An expression that fails to evaluate
+    is worded as the kernel words it ("expression failed: ..."; a value that is no amount:
+    "amount expression failed: ..."), so that a program's failed events say the same on the
+    running-state path and per row (they said "amount expression failed: no such key")."""
     k = int(matched.sum())
     asset = action.asset
+    cel_errors: list[tuple[int, str]] = []  # (matched row, evaluation error)
     if isinstance(action.amount, Decimal):
         text = pl.Series([format(action.amount, "f")] * k, dtype=pl.String)
         err = pl.Series([None] * k, dtype=pl.String)
@@ -542,16 +546,20 @@ def _amounts(frame: _Frame, matched: pl.Series, action: CompiledAction, stats: _
                 pairs = [amounts.python_value_text(v) if e is None else (None, e) for v, e in zip(vals, errs)]
                 text = text.scatter(missing.arg_true(), pl.Series([p[0] for p in pairs], dtype=pl.String))
                 err = err.scatter(missing.arg_true(), pl.Series([p[1] for p in pairs], dtype=pl.String))
+                cel_errors = [(j, e) for j, e in zip(missing.arg_true().to_list(), errs) if e is not None]
         else:
             stats.row += 1
             vals, errs = _row_eval(action.amount, frame.activations(matched))
             pairs = [amounts.python_value_text(v) if e is None else (None, e) for v, e in zip(vals, errs)]
             text = pl.Series([p[0] for p in pairs], dtype=pl.String)
             err = pl.Series([p[1] for p in pairs], dtype=pl.String)
+            cel_errors = [(j, e) for j, e in enumerate(errs) if e is not None]
     code, value = amounts.check(text, asset)
     if err.null_count() == len(err) and code.null_count() == len(code):
         return code, pl.Series([None] * len(code), dtype=pl.String), value
     codes, messages = amounts.failures(err.to_list(), code.to_list(), text.to_list(), asset)
+    for j, e in cel_errors:
+        messages[j] = f"expression failed: {e}"
     return pl.Series(codes, dtype=pl.String), pl.Series(messages, dtype=pl.String), value
 
 

@@ -265,3 +265,28 @@ def test_s6_a_null_inside_a_list_is_cel_null_on_every_path(tmp_path, flags):
         ("k1", "ne"): "MATCHED", ("k1", "amt"): "MATCHED", ("k2", "count"): "MATCHED", ("k2", "pay"): "MATCHED"}
     assert led.balance("u1") == (D(6), D(0), D(0))
     assert led.balance("u2") == (D(20), D(0), D(0))
+
+
+def test_s1_4_a_failed_amount_says_the_same_on_the_running_state_path_and_per_row(tmp_path):
+    """Invariant 1.4: the same ledger whichever path evaluated a rule, the events' error
+    messages included. In a program that reads state (the running-state path), an amount that
+    reads only the event and fails to evaluate failed the event `expression_error` with
+    "amount expression failed: no such key: 'nope'", and per row (the kernel) with "expression
+    failed: no such key: 'nope'". The counter read by `more` makes the program stateful."""
+    rules = [{"name": "count", "key": "count", "order": 10, "condition": 'event.type == "buy"',
+              "actions": [{"type": "COUNTER", "key": "n", "value": 1}]},
+             {"name": "more", "key": "more", "order": 20, "condition": "participant.counters.n >= 2.0",
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"},
+                          {"type": "CREDIT", "asset": "PTS", "amount": "event.nope"}]}]
+    ledgers = []
+    for name, flags in (("running", ()), ("row", ("--row-path",))):
+        led = Ledger(tmp_path / name, program(rules))
+        led.run([ev("b1", "u1", at(1, 1), "buy"), ev("b2", "u1", at(1, 2), "buy"), ev("b3", "u2", at(1, 3), "buy")],
+                flags=flags, env={"PERKFLOW_RUNNING_MIN_EVENTS": "0"})
+        assert led.sql("SELECT idempotency_key, status, error_code, error_message FROM events ORDER BY 1") == [
+            ("b1", "COMPLETED", None, None),
+            ("b2", "FAILED", "expression_error", "rule 'more' action 1: expression failed: no such key: 'nope'"),
+            ("b3", "COMPLETED", None, None)]
+        assert led.state("u1") == {("COUNTER", "n"): D(1)} and led.balance("u1") == (D(0), D(0), D(0))
+        ledgers.append(led)
+    assert _ledger(ledgers[0]) == _ledger(ledgers[1])
