@@ -21,7 +21,7 @@ from engine.plan import reads_state
 from engine.reads import keys, reads_field
 from engine.groups import GROUP_INACTIVE, GROUP_NOT_FOUND
 from engine.operations import apply_operation
-from engine.durations import later, parse_when
+from engine.durations import later, parse_duration, parse_when
 from engine.lots import apply_due, deferred, lot_spec, static_instant
 from engine.moves import ActionFailed, move, plain, source_of_issue, system
 from engine.state import Counter, Person, Store, Tx, status_at, stored_status_changes
@@ -425,6 +425,11 @@ def _emission(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, act
         delay = action.delay
     elif action.delay is not None:
         delay = _value(ev, tx, pre, rule, action, "delay", catalog)
+        if isinstance(delay, str):  # a Go duration as text (`event.wait` holding "24h"), as expires_at takes one
+            try:
+                delay = parse_duration(delay)
+            except ValueError:
+                pass
         if not isinstance(delay, timedelta) or delay < timedelta(0):
             got = format_duration(delay) if isinstance(delay, timedelta) else repr(delay)  # CEL's words, not Python's
             raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: delay must be a duration of at least 0s, got {got}")

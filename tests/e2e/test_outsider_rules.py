@@ -151,20 +151,28 @@ def test_s7_a_schedule_event_delay_of_0s_comes_before_the_rows_of_its_instant_an
     at the emitting event's own instant, so it is processed before the rows of that instant still
     to come (docs/writing-rules.md 1), which see what it did. A CEL delay below 0s would be due in
     the past: the event fails with expression_error, whose message speaks CEL (`-3600s`), not
-    Python (`datetime.timedelta(days=-1, seconds=82800)`)."""
+    Python (`datetime.timedelta(days=-1, seconds=82800)`). A delay read from the event as text
+    in Go's form (`"1h30m"`) is that duration, as `expires_at` takes text from CEL (it failed
+    the event: "delay must be a duration", docs/decisions.md "SYSTEM events")."""
     rules = [{"name": "later", "key": "later", "order": 10, "condition": 'event.type == "later"',
               "actions": [{"type": "SCHEDULE_EVENT", "event_name": "follow", "delay": "duration(event.d)",
                            "payload": {"k": "event.d"}}]},
              {"name": "follow", "key": "follow", "order": 20, "condition": 'event.type == "follow"',
               "actions": [{"type": "SET_ATTRIBUTE", "key": "k", "value": "event.k"}]},
+             {"name": "text", "key": "text", "order": 15, "condition": 'event.type == "text"',
+              "actions": [{"type": "SCHEDULE_EVENT", "event_name": "follow", "delay": "event.w", "payload": {"k": "event.w"}}]},
              {"name": "check", "key": "check", "order": 30,
               "condition": 'event.type == "check" && get(participant.attributes, "k", "") == "0s"',
               "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]
     led = Ledger(tmp_path, program(rules))
     led.run([ev("z", "u1", at(1, 1), "later", d="0s"), ev("c", "u1", at(1, 1), "check"),
-             ev("n", "u2", at(1, 2), "later", d="-1h")], flags=flags)
+             ev("n", "u2", at(1, 2), "later", d="-1h"), ev("t", "u3", at(1, 3), "text", w="1h30m"),
+             ev("end", "u4", at(2), "other")], flags=flags)
     status = led.status()
-    assert status["z"] == status["c"] == OK and len(status) == 4  # and the SYSTEM event
+    assert status["z"] == status["c"] == status["t"] == OK and len(status) == 7  # and the 2 SYSTEM events
+    assert led.state("u3") == {("ATTRIBUTE", "k"): "1h30m"}
+    assert led.sql("SELECT event_timestamp FROM events WHERE external_id = 'u3' AND idempotency_key LIKE 'system:%'") == [
+        (datetime(2025, 3, 1, 4, 30, tzinfo=timezone.utc),)]
     assert led.balance("u1") == (D(1), D(0), D(0))
     assert led.state("u1") == {("ATTRIBUTE", "k"): "0s"}
     assert led.sql("SELECT error_code, error_message FROM events WHERE idempotency_key = 'n'") == [
