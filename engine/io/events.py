@@ -17,6 +17,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from datetime import time
 from pathlib import Path
 
 import polars as pl
@@ -624,12 +625,24 @@ def _reject_constant(name: str):
 
 
 def strip_nulls(value):
-    """A null field is an absent field (semantics.md 2.2), at every depth of a payload."""
+    """A null field is an absent field (semantics.md 2.2), at every depth of a payload. A time
+    of day (a Parquet TIME field) is its ISO text, as the stored payload holds it and as a DATE
+    is (`_decimals_as_doubles`): CEL has no such type, and every expression that read one failed
+    ("unsupported value of Python type time")."""
     if isinstance(value, dict):
         return {k: strip_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [strip_nulls(v) for v in value]
+    if isinstance(value, time):
+        return _time_text(value)
     return value
+
+
+def _time_text(value: time) -> str:
+    """A time of day as the stored payload's JSON writes it (Polars): whole seconds, or
+    milliseconds, or microseconds (`09:30:00`, `09:30:00.250`, `09:30:00.000100`)."""
+    us = value.microsecond
+    return value.isoformat(timespec="seconds" if not us else "milliseconds" if not us % 1000 else "microseconds")
 
 
 def dicts_to_column(dicts: list[dict | None]) -> pl.Series:

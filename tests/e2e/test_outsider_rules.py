@@ -8,7 +8,7 @@ each scenario runs on the default path and with `--row-path`, which must agree b
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, time, timezone
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -95,21 +95,27 @@ def test_s6_a_naive_timestamp_field_is_utc_and_compares_with_now_on_every_path(t
     *field* of a struct `event_data` is one too, so `event.at < now` compares two instants
     (semantics.md 6). It stopped the run with exit 1 (Python: can't compare offset-naive and
     offset-aware datetimes) on the per-row path, which the vectorised path hands naive columns to.
-    The same inside a fixed-size list, whose DECIMAL elements are doubles as a list's are."""
+    The same inside a fixed-size list, whose DECIMAL elements are doubles as a list's are. A
+    TIME field (a time of day; CEL has none) is its ISO text, as the stored payload holds it and
+    as a DATE field is: every expression that read one failed ("unsupported value of Python
+    type time")."""
     conditions = {"before": "event.at < now", "gap": "now - event.at == duration('30m')",
                   "hour": "event.at.getHours() == 11 && event.at.getHours('Asia/Kolkata') == 17",
-                  "fixed": "event.pair[1] < now && event.cents[0] * 2.0 == 2.5"}
+                  "fixed": "event.pair[1] < now && event.cents[0] * 2.0 == 2.5",
+                  "tod": "event.opens == '09:30:00.250' && event.opens < '10:00'"}
     spec = program(_rules(conditions))
     payload = pa.struct([("type", pa.string()), ("at", pa.timestamp("us")), ("pair", pa.list_(pa.timestamp("ms"), 2)),
-                         ("cents", pa.list_(pa.decimal128(5, 2), 1))])
+                         ("cents", pa.list_(pa.decimal128(5, 2), 1)), ("opens", pa.time64("us"))])
     rows = [("k1", "u1", NOON, {"type": "t", "at": datetime(2025, 3, 1, 11, 30),
-                                "pair": [datetime(2025, 3, 1, 13), datetime(2025, 3, 1, 11, 59)], "cents": [D("1.25")]})]
+                                "pair": [datetime(2025, 3, 1, 13), datetime(2025, 3, 1, 11, 59)], "cents": [D("1.25")],
+                                "opens": time(9, 30, 0, 250000)})]
     ledgers = [_struct_run(tmp_path / name, spec, payload, rows, flags)
                for name, flags in (("default", ()), ("row", ("--row-path",)))]
     for led in ledgers:
         assert {r: o for (_, r), (o, _) in _outcomes(led).items()} == {
-            "before": "MATCHED", "gap": "MATCHED", "hour": "MATCHED", "fixed": "MATCHED"}
-        assert led.balance("u1") == (D(4), D(0), D(0))
+            "before": "MATCHED", "gap": "MATCHED", "hour": "MATCHED", "fixed": "MATCHED", "tod": "MATCHED"}
+        assert led.balance("u1") == (D(5), D(0), D(0))
+        assert json.loads(led.sql("SELECT event_data FROM events")[0][0])["opens"] == "09:30:00.250"
         # the stored payload says the instant the rules saw (what replay and explain read)
         assert json.loads(led.sql("SELECT event_data FROM events")[0][0])["at"] in (
             "2025-03-01T11:30:00+00:00", "2025-03-01T11:30:00Z")
