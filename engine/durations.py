@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 from engine.cel.values import go_nanos
+
+#: An RFC 3339 fraction finer than the ledger's microsecond: its first 6 digits, and the rest.
+_FINER = re.compile(r"(\.\d{6})(\d+)")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -37,6 +41,23 @@ def parse_instant(text: str) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone; write e.g. 2025-01-01T00:00:00Z")
     return value
+
+
+def bound_text(text):
+    """A window bound written finer than a microsecond (`12:00:00.0000005Z`), moved up to the
+    next microsecond; other values as they are (the model parses them). The ledger's instants are
+    whole microseconds (docs/decisions.md "Time"), and for such an instant `t >= b` exactly when
+    `t >= ceil(b)`, so [active_from, active_to) keeps its meaning at its very edges; the parser
+    dropped the finer digits, which took an event at 12:00:00Z out of a window ending at
+    12:00:00.0000005Z and into one starting then."""
+    m = _FINER.search(text) if isinstance(text, str) else None
+    if m is None:
+        return text
+    try:
+        value = parse_instant(text[:m.start()] + m.group(1) + text[m.end():])
+        return value + timedelta(microseconds=1) if int(m.group(2)) else value
+    except (ValueError, OverflowError):
+        return text  # the model says what is wrong with it
 
 
 def parse_when(text: str) -> timedelta | datetime:

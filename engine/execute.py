@@ -357,12 +357,12 @@ def _raw_values(frame: _Frame, prog: CelProgram, mask: pl.Series, stats: _Stats,
         out = values.to_list()
         errors = [None] * len(out)
         missing = values.is_null()
-        if missing.any():  # the row path says why, in its words
+        if missing.any():  # the row path decides: why, in its words (or its value: a CEL null in a list)
             idx = mask.arg_true().filter(missing)
             sub = pl.Series([False] * len(mask)).scatter(idx, True)
-            _, errs = _row_eval(prog, frame.activations(sub))
-            for j, e in zip(missing.arg_true().to_list(), errs):
-                errors[j] = e
+            vals, errs = _row_eval(prog, frame.activations(sub))
+            for j, v, e in zip(missing.arg_true().to_list(), vals, errs):
+                out[j], errors[j] = v, e
         return out, errors
     stats.row += 1
     return _row_eval(prog, frame.activations(mask))
@@ -462,20 +462,35 @@ def _condition(frame: _Frame, rule: CompiledRule, stats: _Stats, row_path: bool)
     values = frame.vectorised(rule.condition, None, row_path)
     if values is not None and values.dtype == pl.Boolean:
         stats.vectorised += 1
-        matched = values.fill_null(False)
-        errored = values.is_null()
-        messages = None
-        if errored.any():
-            _, errs = _row_eval(rule.condition, frame.activations(errored))
-            messages = _scatter(errored, errs)
-        return matched, errored, messages
+        return settle_nulls(values, lambda mask: _row_eval(rule.condition, frame.activations(mask)))
     stats.row += 1
     vals, errs = _row_eval(rule.condition, frame.activations())
-    errs = [e if e is not None or isinstance(v, bool) else f"condition must return a bool, got {type(v).__name__}"
-            for v, e in zip(vals, errs)]
+    errs = condition_errors(vals, errs)
     matched = pl.Series([v is True and e is None for v, e in zip(vals, errs)], dtype=pl.Boolean)
     errored = pl.Series([e is not None for e in errs], dtype=pl.Boolean)
     return matched, errored, pl.Series(errs, dtype=pl.String)
+
+
+def condition_errors(vals: list, errs: list) -> list:
+    """The row path's errors of a condition, a result that is not a bool being one."""
+    return [e if e is not None or isinstance(v, bool) else f"condition must return a bool, got {type(v).__name__}"
+            for v, e in zip(vals, errs)]
+
+
+def settle_nulls(values: pl.Series, row_eval) -> tuple[pl.Series, pl.Series, pl.Series | None]:
+    """(matched, errored, messages) of a vectorised condition. A null there is an error *or* a
+    CEL null the columns cannot tell from one (an element of a list: `[1, null, 3][1] == 1` is
+    false, `!= 1` true), so the row path (`row_eval(mask) -> (values, errors)`) decides the null
+    rows: their outcome and message are its own (semantics.md 1.4: one meaning on every path)."""
+    matched, errored = values.fill_null(False), values.is_null()
+    if not errored.any():
+        return matched, errored, None
+    vals, errs = row_eval(errored)
+    errs = condition_errors(vals, errs)
+    idx = errored.arg_true()
+    matched = matched.scatter(idx, pl.Series([v is True and e is None for v, e in zip(vals, errs)], dtype=pl.Boolean))
+    messages = pl.Series([None] * len(values), dtype=pl.String).scatter(idx, pl.Series(errs, dtype=pl.String))
+    return matched, messages.is_not_null(), messages
 
 
 def _scatter(mask: pl.Series, values: list) -> pl.Series:
@@ -508,9 +523,13 @@ def _action(frame: _Frame, matched: pl.Series, rule: CompiledRule, action: Compi
 
 
 def _amounts(frame: _Frame, matched: pl.Series, action: CompiledAction, stats: _Stats, row_path: bool):
-    """(code, message, DECIMAL amount) per matched event."""
+    """(code, message, DECIMAL amount) per matched event. An expression that fails to evaluate
+    is worded as the kernel words it ("expression failed: ..."; a value that is no amount:
+    "amount expression failed: ..."), so that a program's failed events say the same on the
+    running-state path and per row (they said "amount expression failed: no such key")."""
     k = int(matched.sum())
     asset = action.asset
+    cel_errors: list[tuple[int, str]] = []  # (matched row, evaluation error)
     if isinstance(action.amount, Decimal):
         text = pl.Series([format(action.amount, "f")] * k, dtype=pl.String)
         err = pl.Series([None] * k, dtype=pl.String)
@@ -520,21 +539,27 @@ def _amounts(frame: _Frame, matched: pl.Series, action: CompiledAction, stats: _
             stats.vectorised += 1
             text, err = amounts.series_text(values)
             missing = values.is_null()
-            if missing.any():  # evaluation errors: the row path says why, in its words
+            if missing.any():  # the row path decides: why, in its words (or its value: a CEL null in a list)
                 idx = matched.arg_true().filter(missing)
                 mask = pl.Series([False] * len(matched)).scatter(idx, True)
-                _, errs = _row_eval(action.amount, frame.activations(mask))
-                err = err.scatter(missing.arg_true(), pl.Series(errs, dtype=pl.String))
+                vals, errs = _row_eval(action.amount, frame.activations(mask))
+                pairs = [amounts.python_value_text(v) if e is None else (None, e) for v, e in zip(vals, errs)]
+                text = text.scatter(missing.arg_true(), pl.Series([p[0] for p in pairs], dtype=pl.String))
+                err = err.scatter(missing.arg_true(), pl.Series([p[1] for p in pairs], dtype=pl.String))
+                cel_errors = [(j, e) for j, e in zip(missing.arg_true().to_list(), errs) if e is not None]
         else:
             stats.row += 1
             vals, errs = _row_eval(action.amount, frame.activations(matched))
             pairs = [amounts.python_value_text(v) if e is None else (None, e) for v, e in zip(vals, errs)]
             text = pl.Series([p[0] for p in pairs], dtype=pl.String)
             err = pl.Series([p[1] for p in pairs], dtype=pl.String)
+            cel_errors = [(j, e) for j, e in enumerate(errs) if e is not None]
     code, value = amounts.check(text, asset)
     if err.null_count() == len(err) and code.null_count() == len(code):
         return code, pl.Series([None] * len(code), dtype=pl.String), value
     codes, messages = amounts.failures(err.to_list(), code.to_list(), text.to_list(), asset)
+    for j, e in cel_errors:
+        messages[j] = f"expression failed: {e}"
     return pl.Series(codes, dtype=pl.String), pl.Series(messages, dtype=pl.String), value
 
 
@@ -617,5 +642,5 @@ def _concat(frames: list[pl.DataFrame], schema: dict) -> pl.DataFrame:
 #: What the running-state path (engine/running.py) shares with the set-wise path here.
 HELPERS = SimpleNamespace(
     Frame=_Frame, Stats=_Stats, window=_window, condition=_condition, amounts=_amounts, row_eval=_row_eval,
-    scatter=_scatter, eval_rows=_eval_rows, concat=_concat, event_dicts=event_dicts,
+    scatter=_scatter, settle_nulls=settle_nulls, condition_errors=condition_errors, eval_rows=_eval_rows, concat=_concat, event_dicts=event_dicts,
     EFFECT_SCHEMA=EFFECT_SCHEMA, EVAL_SCHEMA=EVAL_SCHEMA)

@@ -21,7 +21,7 @@ from engine.plan import reads_state
 from engine.reads import keys, reads_field
 from engine.groups import GROUP_INACTIVE, GROUP_NOT_FOUND
 from engine.operations import apply_operation
-from engine.durations import later, parse_when
+from engine.durations import later, parse_duration, parse_when
 from engine.lots import apply_due, deferred, lot_spec, static_instant
 from engine.moves import ActionFailed, move, plain, source_of_issue, system
 from engine.state import Counter, Person, Store, Tx, status_at, stored_status_changes
@@ -425,9 +425,14 @@ def _emission(ev: KernelEvent, tx: Tx, pre: Precomputed, rule: CompiledRule, act
         delay = action.delay
     elif action.delay is not None:
         delay = _value(ev, tx, pre, rule, action, "delay", catalog)
+        if isinstance(delay, str):  # a Go duration as text (`event.wait` holding "24h"), as expires_at takes one
+            try:
+                delay = parse_duration(delay)
+            except ValueError:
+                pass
         if not isinstance(delay, timedelta) or delay < timedelta(0):
-            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: delay must be a duration of at least 0s, "
-                                                         f"got {delay!r}")
+            got = format_duration(delay) if isinstance(delay, timedelta) else repr(delay)  # CEL's words, not Python's
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: delay must be a duration of at least 0s, got {got}")
     try:
         payload = emit.json_value(_payload(ev, tx, action.payload or {}, catalog, where), f"{where}: payload")
     except emit.PayloadError as e:
@@ -456,6 +461,8 @@ def _payload(ev: KernelEvent, tx: Tx, value, catalog, where: str):
 def tag_text(raw, where: str) -> str:
     if not isinstance(raw, str):
         raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: tag must be a string, got {type(raw).__name__}")
+    if not raw.strip():  # as the tag operation says (it stored a tag '' that no one can name)
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: a tag must be non-empty text, got {raw!r}")
     return raw.lower()
 
 

@@ -695,7 +695,7 @@ def _set_attribute(o: _Op) -> None:
 
 
 def _tag_text(o: _Op, raw) -> str:
-    if not isinstance(raw, str) or not raw:
+    if not isinstance(raw, str) or not raw.strip():
         raise ActionFailed(INVALID, f"{o.op.operation}: a tag must be non-empty text, got {raw!r}")
     return raw.lower()
 

@@ -704,13 +704,18 @@ class _ProgramPass:
             raise _Unsettled(f"rule {rule.key}: amount is not a number column")
         sub = values.filter(matched)
         text, err = amounts.series_text(sub)
+        missing = sub.is_null()
+        errs = []
+        if missing.any():  # the row path decides: an error, worded as the kernel words it, or a value
+            idx = matched.arg_true().filter(missing)  # (a CEL null inside a list is no error there)
+            vals, errs = self.h.row_eval(action.amount, self._activations(cur, _const(False, n, pl.Boolean).scatter(idx, True)))
+            pairs = [amounts.python_value_text(v) if e is None else (None, None) for v, e in zip(vals, errs)]
+            text = text.scatter(missing.arg_true(), pl.Series([p[0] for p in pairs], dtype=pl.String))
+            err = err.scatter(missing.arg_true(), pl.Series([p[1] for p in pairs], dtype=pl.String))
         code, value = amounts.check(text, action.asset)
         codes, messages = amounts.failures(err.to_list(), code.to_list(), text.to_list(), action.asset)
-        missing = sub.is_null()
-        if missing.any():  # evaluation errors, worded by the row path as the kernel words them
-            idx = matched.arg_true().filter(missing)
-            _, errs = self.h.row_eval(action.amount, self._activations(cur, _const(False, n, pl.Boolean).scatter(idx, True)))
-            for j, e in zip(missing.arg_true().to_list(), errs):
+        for j, e in zip(missing.arg_true().to_list(), errs):
+            if e is not None:
                 codes[j], messages[j] = amounts.EXPRESSION_ERROR, f"expression failed: {e}"
         idx = matched.arg_true()
         return (_const(None, n, pl.String).scatter(idx, pl.Series(codes, dtype=pl.String)),
@@ -858,8 +863,7 @@ class _ProgramPass:
             where = f"rule {rule.name!r} action "
             if self.exprs.get(rule.sid, False) is None:
                 vals, errs = self.h.row_eval(rule.condition, self._activations(cur, live))
-                errs = [e if e is not None or isinstance(v, bool) else
-                        f"condition must return a bool, got {type(v).__name__}" for v, e in zip(vals, errs)]
+                errs = self.h.condition_errors(vals, errs)
                 idx = live.arg_true()
                 # (scatter writes in place: each result starts from a new all-false series)
                 matched = _const(False, n, pl.Boolean).scatter(
@@ -870,11 +874,10 @@ class _ProgramPass:
                 values = self._evaluate(cur, rule.sid)
                 if values.dtype != pl.Boolean:
                     raise _Unsettled(f"rule {rule.key}: condition is not a bool column")
-                matched, errored = values.fill_null(False) & live, values.is_null() & live
-                messages = None
-                if final and errored.any():
-                    _, errs = self.h.row_eval(rule.condition, self._activations(cur, errored))
-                    messages = self.h.scatter(errored, errs)
+                # the row path decides the null rows (an error, or a CEL null inside a list)
+                matched, errored, messages = self.h.settle_nulls(
+                    values.zip_with(live, _const(False, n, pl.Boolean)),
+                    lambda mask: self.h.row_eval(rule.condition, self._activations(cur, mask)))
             else:
                 m, e, messages = (None if x is None else _narrow(x, rows) for x in self.pre[rule.sid])
                 matched, errored = m & live, e & live

@@ -81,6 +81,18 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _float)
 
 
+def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
+    """A bare YAML date or timestamp is its text, as written: the model parses the fields that are
+    instants (all of its digits: yaml's own reader drops those past the sixth), and a value field
+    keeps the text (`value: 2025-03-01` is the attribute "2025-03-01", `expires_at:
+    2026-01-01T00:00:00Z` an RFC 3339 instant); yaml's date objects were refused there ("Input
+    should be a valid string"). JSON program files have no such type either."""
+    return node.value
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+
+
 def _unique_object(pairs: list[tuple[str, object]]) -> dict:
     out: dict = {}
     for key, value in pairs:

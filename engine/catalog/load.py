@@ -599,7 +599,10 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
     if action.type in ("SCHEDULE_EVENT", "BROADCAST"):
         return _compile_emission(at, action, common, need, assets)
     if action.type in ("TAG", "UNTAG"):
-        return CompiledAction(**common, tag=_value(f"{at}.tag", need("tag"), assets))
+        tag = _value(f"{at}.tag", need("tag"), assets)
+        if isinstance(tag, str) and not tag.strip():  # every event reaching it would fail
+            raise CatalogError(f"{at}.tag: a tag must be non-empty text, got {tag!r}")
+        return CompiledAction(**common, tag=tag)
     if action.type == "COUNTER":
         value = _value(f"{at}.value", need("value"), assets)
         if isinstance(value, str):

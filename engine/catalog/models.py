@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from engine.amounts import LIMIT, QUANTUM, decimal_text
+from engine.durations import bound_text
 
 Status = Literal["ACTIVE", "SUSPENDED", "ARCHIVED"]
 
@@ -216,6 +217,11 @@ class Rule(Strict):
     status: Status = "ACTIVE"
     budgets: list[Budget] = []
     actions: list[Action] = Field(min_length=1)
+
+    @field_validator("active_from", "active_to", mode="before")
+    @classmethod
+    def _to_the_microsecond(cls, v):
+        return bound_text(v)
 
     @field_validator("active_from", "active_to")
     @classmethod

@@ -17,13 +17,14 @@ import json
 import math
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, time
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.cel.values import CelUint
 from engine.errors import InputError
 from engine.io import payload_types
 
@@ -368,9 +369,9 @@ def _nonfinite(expr: pl.Expr, dt: pl.DataType) -> pl.Expr | None:
     if isinstance(dt, pl.Struct):
         parts = [p for f in dt.fields if (p := _nonfinite(expr.struct.field(f.name), f.dtype)) is not None]
         return pl.any_horizontal(parts).fill_null(False) if parts else None
-    if isinstance(dt, pl.List):
+    if isinstance(dt, (pl.List, pl.Array)):
         inner = _nonfinite(pl.element(), dt.inner)
-        return None if inner is None else expr.list.eval(inner).list.any().fill_null(False)
+        return None if inner is None else expr.cast(pl.List(dt.inner)).list.eval(inner).list.any().fill_null(False)
     if isinstance(dt, pl.Map):  # its values, as the list of its entries
         inner = _nonfinite(pl.element().struct.field("value"), dt.value)
         return None if inner is None else expr.map.entries().list.eval(inner).list.any().fill_null(False)
@@ -387,10 +388,12 @@ def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
     Timestamp fields labelled with a time zone are read in UTC: a CEL timestamp is an instant
     (its accessors read UTC either way), and the stored payload's text is then one text per
     instant, so the same event re-sent from a file whose column has another zone is the same
-    payload (semantics.md 4: a DUPLICATE, not an idempotency_conflict)."""
+    payload (semantics.md 4: a DUPLICATE, not an idempotency_conflict). Naive timestamp fields
+    are UTC, as naive Parquet timestamps are (docs/decisions.md "Time"): the row path compared
+    them with `now` as naive Python datetimes and stopped the run (exit 1)."""
     if isinstance(dt, pl.Decimal):
         return pl.Float64()
-    if isinstance(dt, pl.Datetime) and dt.time_zone not in (None, "UTC"):
+    if isinstance(dt, pl.Datetime) and dt.time_zone != "UTC":
         return pl.Datetime(dt.time_unit, "UTC")
     if isinstance(dt, pl.Date):
         return pl.String()
@@ -398,6 +401,8 @@ def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
         return pl.Struct([pl.Field(f.name, _decimals_as_doubles(f.dtype)) for f in dt.fields])
     if isinstance(dt, pl.List):
         return pl.List(_decimals_as_doubles(dt.inner))
+    if isinstance(dt, pl.Array):  # a fixed-size list (its fields slipped through: a naive one crashed the run)
+        return pl.Array(_decimals_as_doubles(dt.inner), dt.size)
     if isinstance(dt, pl.Map):  # (the values of a Parquet MAP: its keys are text, `_not_json`)
         return pl.Map(dt.key, _decimals_as_doubles(dt.value))
     return dt
@@ -640,12 +645,24 @@ def _reject_constant(name: str):
 
 
 def strip_nulls(value):
-    """A null field is an absent field (semantics.md 2.2), at every depth of a payload."""
+    """A null field is an absent field (semantics.md 2.2), at every depth of a payload. A time
+    of day (a Parquet TIME field) is its ISO text, as the stored payload holds it and as a DATE
+    is (`_decimals_as_doubles`): CEL has no such type, and every expression that read one failed
+    ("unsupported value of Python type time")."""
     if isinstance(value, dict):
         return {k: strip_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [strip_nulls(v) for v in value]
+    if isinstance(value, time):
+        return _time_text(value)
     return value
+
+
+def _time_text(value: time) -> str:
+    """A time of day as the stored payload's JSON writes it (Polars): whole seconds, or
+    milliseconds, or microseconds (`09:30:00`, `09:30:00.250`, `09:30:00.000100`)."""
+    us = value.microsecond
+    return value.isoformat(timespec="seconds" if not us else "milliseconds" if not us % 1000 else "microseconds")
 
 
 def dicts_to_column(dicts: list[dict | None]) -> pl.Series:
@@ -715,7 +732,37 @@ def _agree(dtypes: list[pl.DataType]) -> bool:
 
 
 def event_dicts(col: pl.Series) -> list[dict | None]:
-    """The row path's view of `event`: dicts with absent (null) fields removed."""
+    """The row path's view of `event`: dicts with absent (null) fields removed, unsigned integer
+    fields as CEL uints (`CelUint`), as the vectorised path reads them (polars_types.from_column):
+    a plain Python int made `event.u / 2u` "no such overload" on this path only (semantics.md 1.4)."""
     if col.dtype == pl.Object:
         return col.to_list()
-    return [None if v is None else strip_nulls(v) for v in col.to_list()]
+    if not _has_unsigned(col.dtype):
+        return [None if v is None else strip_nulls(v) for v in col.to_list()]
+    return [None if v is None else _uints(strip_nulls(v), col.dtype) for v in col.to_list()]
+
+
+def _has_unsigned(dt: pl.DataType) -> bool:
+    if dt.is_unsigned_integer():
+        return True
+    if isinstance(dt, pl.Struct):
+        return any(_has_unsigned(f.dtype) for f in dt.fields)
+    if isinstance(dt, (pl.List, pl.Array)):
+        return _has_unsigned(dt.inner)
+    if isinstance(dt, pl.Map):
+        return _has_unsigned(dt.value)
+    return False
+
+
+def _uints(value, dt: pl.DataType):
+    """`value` (nulls stripped) with the values of its unsigned integer fields made `CelUint`s."""
+    if dt.is_unsigned_integer():
+        return CelUint(value)
+    if isinstance(dt, pl.Struct):
+        types = {f.name: f.dtype for f in dt.fields}
+        return {k: _uints(v, types[k]) for k, v in value.items()}
+    if isinstance(dt, (pl.List, pl.Array)):
+        return [None if v is None else _uints(v, dt.inner) for v in value]
+    if isinstance(dt, pl.Map):
+        return {k: None if v is None else _uints(v, dt.value) for k, v in value.items()}
+    return value

@@ -1018,6 +1018,8 @@ class Oracle:
             tag = a.tag.evaluate(activation, now)
             if not isinstance(tag, ct.StringType):
                 raise ActionFailed("expression_error", f"tag is a {type(tag).__name__}, not a string")
+            if not str(tag).strip():  # CHOICE: an empty or blank tag fails too (docs/decisions.md)
+                raise ActionFailed("expression_error", "a tag must be non-empty text")
             p.text = str(tag).lower()
         elif a.type == "COUNTER":
             p.number = a.value.evaluate_decimal(activation, now)
