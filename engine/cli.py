@@ -199,6 +199,21 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the counts as JSON")
     r.set_defaults(func=_cmd_run)
 
+    bf = sub.add_parser("backfill", help="book a folder of daily folders in order, as the Dagster ledger asset does",
+                        description="Book each folder of --days (e.g. date=2025-01-01/, date=2025-01-02/, ...) in name "
+                                    "order, as the Dagster `ledger` asset books a range: consecutive days whose rows "
+                                    "follow one another in time are one batch (up to 250,000 rows), which gives the "
+                                    "ledger a batch per day gives; a day booked before, alone or in a range, is a "
+                                    "no-op; if a day fails, the days before it stay committed. Folders without event "
+                                    "files are skipped.")
+    bf.add_argument("--programs", required=True, help="program file or folder of YAML/JSON program files")
+    bf.add_argument("--days", required=True, help="folder whose subfolders are the days, booked in name order")
+    db_arg(bf)
+    bf.add_argument("--wait", type=float, default=30.0, help="seconds to wait for another run to finish (default 30)")
+    bf.add_argument("--json", action="store_true",
+                    help="print one JSON line per batch (per day for days booked before)")
+    bf.set_defaults(func=_cmd_backfill)
+
     o = sub.add_parser("op", help="apply one operation (adjust, hold, fund, transfer, ...) through the ledger",
                        description="One direct operation (semantics.md 2.3), idempotent by --key, processed exactly "
                                    "like a row of an --operations file. Example: perkflow op adjust --program shop "
@@ -333,6 +348,52 @@ def _cmd_run(args) -> int:
                            row_path=args.row_path, wait=args.wait, chunk_rows=args.chunk_rows,
                            progress=lambda msg: status.update(msg + " ..."))
     return _show_report(report, args.json)
+
+
+def _cmd_backfill(args) -> int:
+    with _imports():
+        from engine.io.files import EVENT_SUFFIXES
+        from engine.run import Backfill
+
+    root = Path(args.days)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such folder; --days names a folder whose subfolders are the days")
+    days = sorted(d for d in root.iterdir() if d.is_dir() and any(
+        f.is_file() and f.suffix in EVENT_SUFFIXES and not f.name.startswith(".") for f in d.rglob("*")))
+    if not days:
+        raise InputError(f"{root}: no subfolder holds event files (*.parquet, *.ndjson, *.csv)")
+    with _status(f"booking {len(days)} days ...") as status, Backfill(args.db, wait=args.wait) as backfill:
+        booked = backfill.run_days(args.programs, days, progress=lambda msg: status.update(msg + " ..."))
+    rows = [{"days": [d.name for d in folders]} | report.as_dict() for folders, report in booked]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    batches = len({r["batch_id"] for r in rows})
+    t = _table(title=f"{len(days)} days in {batches} batch{'es' if batches != 1 else ''}")
+    for col in ("days", "batch", "read", "completed", "failed", "duplicates", "rejected", "entries", "seconds"):
+        t.add_column(col, justify="left" if col == "days" else "right")
+    for r in _runs_of_no_ops(rows):
+        names = r["days"][0] + (f" .. {r['days'][-1]} ({len(r['days'])})" if len(r["days"]) > 1 else "")
+        t.add_row(names, f"{r['batch_id']}" + (" (no-op)" if r["already_committed"] else ""),
+                  *(str(r[k]) for k in ("read", "completed", "failed", "duplicates", "rejected", "entries")),
+                  f"{r['seconds']:.2f}")
+    console.print(t)
+    return 0
+
+
+def _runs_of_no_ops(rows: list[dict]) -> list[dict]:
+    """Consecutive days found booked in one batch as one row (a backfill run again lists each)."""
+    out: list[dict] = []
+    for r in rows:
+        last = out[-1] if out else None
+        if last and r["already_committed"] and last["already_committed"] and r["batch_id"] == last["batch_id"]:
+            last = out[-1] = last | {"days": last["days"] + r["days"], "seconds": last["seconds"] + r["seconds"]}
+            for k in ("read", "completed", "failed", "duplicates", "rejected", "entries"):
+                last[k] += r[k]
+        else:
+            out.append(dict(r))
+    return out
 
 
 def _show_report(report, as_json: bool) -> int:

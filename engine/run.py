@@ -259,25 +259,33 @@ class Backfill:
         out: list[tuple[list, RunReport]] = []
         pending: list[tuple[str | Path, dict]] = []
         latest = None
+        say = kw.pop("progress", None)
+
+        def run(group: list[tuple[str | Path, dict | None]]) -> None:
+            """One batch of these days; its `progress` messages name them."""
+            folders = [day for day, _ in group]
+            name = Path(folders[0]).name + (f" .. {Path(folders[-1]).name}" if len(folders) > 1 else "")
+            progress = (lambda msg: say(f"{name}: {msg}")) if say else None
+            ranged = {"parts": [part for _, part in group]} if len(group) > 1 else {}
+            events = folders if len(group) > 1 else folders[0]
+            out.append((folders, self.run(programs, events, progress=progress, **ranged, **kw)))
 
         def book() -> None:
             nonlocal pending, latest
             group, pending, latest = pending, [], None
-            if len(group) == 1:
-                out.append(([group[0][0]], self.run(programs, group[0][0], **kw)))
-            elif group:
-                folders = [day for day, _ in group]
+            if len(group) > 1:
                 try:
-                    out.append((folders, self.run(programs, folders, parts=[part for _, part in group], **kw)))
-                except Exception:  # noqa: BLE001 - re-raised by the day that fails, booked alone
-                    for day in folders:
-                        out.append(([day], self.run(programs, day, **kw)))
+                    return run(group)
+                except Exception:  # noqa: BLE001 - re-raised by the day that fails, booked alone below
+                    pass
+            for day in group:
+                run([day])
         for day in days:
             fp, sources = fingerprint([day])
             span = None if self._committed(fp) else time_span(day)
             if span is None:  # a day booked before (a no-op), or one that cannot join a range
                 book()
-                out.append(([day], self.run(programs, day, **kw)))
+                run([(day, None)])
                 continue
             rows, first, last = span
             if pending and ((first is not None and latest is not None and first < latest)

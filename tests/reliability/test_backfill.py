@@ -11,7 +11,9 @@ day so that the days before the failing one are committed."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,7 +23,7 @@ from engine import workloads
 from engine.errors import InputError
 from engine import run
 from engine.run import Backfill, run_batch
-from tests.reliability.harness import check_invariants, diff, dump
+from tests.reliability.harness import ROOT, check_invariants, clean_env, diff, dump, perkflow_argv
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +160,37 @@ def test_a_failing_day_of_a_range_leaves_the_days_before_it_committed(season, tm
     assert [(days, r.already_committed) for days, r in booked] == \
         [([f], True) for f in folders[:3]] + [(folders[3:6], False)]
     check_invariants(db)
+
+
+def test_perkflow_backfill_books_a_folder_of_days_as_the_dagster_asset_does(season, tmp_path):
+    """`perkflow backfill` (a subprocess of the CLI) over a folder of 20 days: one range, the ledger
+    of a batch per day; run again, every day a no-op; a missing folder is exit 2."""
+    programs, folders, _ = season
+    root = tmp_path / "events"
+    for folder in folders[:20]:
+        shutil.copytree(folder, root / folder.name)
+    (root / "empty").mkdir()  # no event files: skipped
+    days = sorted(p for p in root.iterdir() if p.name != "empty")
+    daily, db = tmp_path / "daily.duckdb", tmp_path / "cli.duckdb"
+    with Backfill(daily) as backfill:
+        for day in days:
+            backfill.run(programs, day)
+
+    def backfill_cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(perkflow_argv("backfill", "--programs", str(programs), "--db", str(db), *args),
+                              capture_output=True, text=True, cwd=ROOT, env=clean_env())
+    first = backfill_cli("--days", str(root), "--json")
+    assert first.returncode == 0, first.stderr
+    rows = [json.loads(line) for line in first.stdout.splitlines()]
+    read = sum(pq.ParquetFile(f).metadata.num_rows for day in days for f in day.glob("*.parquet"))
+    assert [(r["days"], r["batch_id"], r["already_committed"], r["read"]) for r in rows] == \
+        [([d.name for d in days], 1, False, read)]
+    want, got = dump(daily, across_batches=True), dump(db, across_batches=True)
+    assert got == want, diff(want, got)
+    again = backfill_cli("--days", str(root), "--json")
+    assert again.returncode == 0, again.stderr
+    assert [(r["days"], r["batch_id"], r["already_committed"]) for r in map(json.loads, again.stdout.splitlines())] == \
+        [([d.name], 1, True) for d in days]
+    assert dump(db, across_batches=True) == want
+    missing = backfill_cli("--days", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "nowhere: no such folder" in missing.stderr
