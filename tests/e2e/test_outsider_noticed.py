@@ -45,3 +45,22 @@ def test_s4_operations_resent_with_a_flag_or_a_uuid_written_differently_are_dupl
     assert [r for (r,) in lg.sql("SELECT reason FROM rejected_rows")] == ["idempotency_conflict"]
     assert lg.balance("u1") == (D(64), D(0), D(0)) and lg.balance("u2") == (D(6), D(0), D(0))
     lg.verify()
+
+
+def test_s7_a_tag_written_as_a_number_is_that_text(tmp_path):
+    """semantics.md 7: TAG / UNTAG add / remove a lowercase tag; scrip-reference 9: `tag` is text,
+    a boolean flag read as `"vip" in participant.tags` (a list of strings). A static `tag: "5"`
+    loaded, then failed every event that reached it (`expression_error`: "tag must be a string,
+    got Decimal"), as the value-field rule made a number of it. A tag is a name (docs/decisions.md
+    "Value fields"): the text as written. By hand: e1 tags u1 "5" and "1.50"; e2 sees both tags
+    (credit 7), then untags "5"; e3 sees only "1.50" (credit 2)."""
+    seen = {"name": "seen", "key": "seen", "condition": 'event.type == "look"', "order": 1, "actions": [
+        {"type": "CREDIT", "asset": "PTS", "amount": '("5" in participant.tags ? 5 : 0) + '
+                                                     '("1.50" in participant.tags ? 2 : 0)'},
+        {"type": "UNTAG", "tag": "5"}]}
+    tag = on("tag", {"type": "TAG", "tag": "5"}, {"type": "TAG", "tag": "1.50"}, order=2)
+    lg = Ledger(tmp_path, program([seen, tag]))
+    lg.run([ev("e1", "u1", at(1), "tag"), ev("e2", "u1", at(2), "look"), ev("e3", "u1", at(3), "look")])
+    assert lg.status() == {"e1": OK, "e2": OK, "e3": OK}
+    assert lg.entries("e2") == [("CREDIT", D(7))] and lg.entries("e3") == [("CREDIT", D(2))]
+    assert lg.state("u1") == {("TAG", "1.50"): None}
