@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 from tests.e2e.test_contract_audit import OK, Ledger, at, ev, on, op, program
+from tests.helpers.io import cli
 
 EARN = on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})
 
@@ -64,3 +65,38 @@ def test_s7_a_tag_written_as_a_number_is_that_text(tmp_path):
     assert lg.status() == {"e1": OK, "e2": OK, "e3": OK}
     assert lg.entries("e2") == [("CREDIT", D(7))] and lg.entries("e3") == [("CREDIT", D(2))]
     assert lg.state("u1") == {("TAG", "1.50"): None}
+
+
+def test_s9_s11_reward_windows_and_trigger_at_finer_than_a_microsecond_keep_their_edges(tmp_path):
+    """A reward's availability window is half-open [available_from, available_until) (semantics.md
+    9.4; docs/decisions.md), a one_time automation fires at `trigger_at` once a maintenance run
+    reaches it (semantics.md 3, 11: "everything due up to T"), and the ledger's instants are whole
+    microseconds (docs/decisions.md "Time"). Bounds written finer (`.0000005Z`) lost those digits,
+    moving both window edges and the firing into the past: a redemption at 12:00:00Z, before the
+    window opens, was accepted, one at 13:00:00Z, inside it, refused, and `maintain --as-of
+    12:00:00Z` fired an automation due half a microsecond later. By hand, window
+    [12:00:00.0000005, 13:00:00.0000005) on day 2: 12:00:00 outside, 12:00:00.000001 inside,
+    13:00:00 inside, 13:00:00.000001 outside. Automation due day 3 12:00:00.0000005: not by
+    12:00:00, fired by 12:00:00.000001 (u1 +3)."""
+    half = ".0000005Z"
+    mug = {"key": "mug", "name": "Mug", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "10",
+           "available_from": at(2)[:-1] + half, "available_until": at(2, 13)[:-1] + half}
+    gift = {"name": "Gift", "event_name": "gift", "scope": "participants", "payload": {"n": 3},
+            "trigger": {"type": "one_time", "trigger_at": at(3)[:-1] + half}}
+    lg = Ledger(tmp_path, program([EARN, on("gift", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})],
+                                  rewards=[mug], automations=[gift]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=100)])
+    micro = lambda t: t[:-1] + ".000001Z"  # noqa: E731
+    lg.run([], [op("redeem_item", "r1", "u1", at(2), reward="mug"),
+                op("redeem_item", "r2", "u1", micro(at(2)), reward="mug"),
+                op("redeem_item", "r3", "u1", at(2, 13), reward="mug"),
+                op("redeem_item", "r4", "u1", micro(at(2, 13)), reward="mug")])
+    st = lg.status()
+    assert [st[k] for k in ("r1", "r2", "r3", "r4")] == [("FAILED", "reward_not_available"), OK, OK,
+                                                         ("FAILED", "reward_not_available")]
+    assert lg.balance("u1") == (D(80), D(0), D(0))
+    for as_of, balance in ((at(3), 80), (micro(at(3)), 83)):
+        res = cli("maintain", "--as-of", as_of, "--programs", str(lg.programs), "--db", str(lg.db))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert lg.balance("u1") == (D(balance), D(0), D(0))
+    lg.verify()
