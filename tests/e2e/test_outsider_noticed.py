@@ -100,3 +100,35 @@ def test_s9_s11_reward_windows_and_trigger_at_finer_than_a_microsecond_keep_thei
         assert res.returncode == 0, res.stdout + res.stderr
         assert lg.balance("u1") == (D(balance), D(0), D(0))
     lg.verify()
+
+
+def test_s7_a_huge_or_tiny_amount_is_named_briefly_in_its_failure(tmp_path):
+    """semantics.md 7 fails an amount past what the ledger holds, below 0 or finer than the
+    scale, and says so in the event's message. `1e400` printed all its 401 digits (a 450-character
+    message; `1e-400` likewise). An amount longer than the longest one the ledger holds (20
+    integer digits, a point, 18 decimals: 39 characters) is named in E notation (decisions.md
+    "Amounts in messages"), shorter ones as before. By hand: 1e400 -> "1e400"; -1e400 ->
+    "-1e400"; 1e-400 -> "1e-400"; a rule's 1e8 * 1e300 (a double, shortest text 1e308) ->
+    "1e308"; 10**100 + 0.5 (102 significant digits) -> its first 16 then "...e100"; a 32-digit
+    amount as written."""
+    scaled = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED",
+              "scale": 2}
+    lg = Ledger(tmp_path, program([EARN, on("big", {"type": "CREDIT", "asset": "PTS", "amount": "event.x * 1e300"})],
+                                  assets=[scaled]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=1), ev("e2", "u1", at(2), "big", x=1e8)])
+    credit = dict(type="CREDIT", asset="PTS")
+    lg.run([], [op("adjust", "a1", "u1", at(3), **credit, amount="1e400"),
+                op("adjust", "a2", "u1", at(3), **credit, amount="-1e400"),
+                op("adjust", "a3", "u1", at(3), **credit, amount="1e-400"),
+                op("adjust", "a4", "u1", at(3), **credit, amount="1" + "0" * 100 + ".5"),
+                op("adjust", "a5", "u1", at(3), **credit, amount="123456789012345678901234567890.5")])
+    messages = dict(lg.sql("SELECT idempotency_key, error_message FROM events WHERE error_message IS NOT NULL "
+                           "UNION ALL SELECT idempotency_key, error_message FROM operations"))
+    too_large = "is too large (at most 20 integer digits)"
+    assert messages == {
+        "e2": f"rule 'big' action 0: amount 1e308 {too_large}",
+        "a1": f"adjust: amount 1e400 {too_large}",
+        "a2": "adjust: amount -1e400 must be greater than 0",
+        "a3": "adjust: amount 1e-400 has more decimals than PTS's scale 2; wrap it in round(x, 2)",
+        "a4": f"adjust: amount 1.000000000000000...e100 {too_large}",
+        "a5": f"adjust: amount 123456789012345678901234567890.5 {too_large}"}
