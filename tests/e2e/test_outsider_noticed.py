@@ -1,5 +1,5 @@
 """Small contract fixes noticed by earlier outsider rounds and left open, black box: each test runs
-the real CLI (`perkflow run`, `perkflow op`, `perkflow validate`) on real files into a real DuckDB
+the real CLI (`perkflow run`, `perkflow maintain`, `perkflow verify`) on real files into a real DuckDB
 file; expectations come from semantics.md, scrip-reference.md and docs/decisions.md, worked out
 by hand. Each test says what perkflow did before its fix.
 """
