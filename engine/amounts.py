@@ -134,8 +134,34 @@ def check(text: pl.Series, asset: Asset) -> tuple[pl.Series, pl.Series]:
     return res["code"], res["amount"]
 
 
+#: The longest amount text the ledger holds (20 integer digits, a point, 18 decimals): longer
+#: ones are named in E notation in messages.
+SHOWN_MAX = MAX_INTEGER_DIGITS + 1 + 18
+#: significant digits kept when even the E notation is longer than SHOWN_MAX
+_SHOWN_DIGITS = 16
+
+
+def shown(text: str | None) -> str | None:
+    """An amount's text for a message: as it is when the ledger could hold one that long, else in
+    E notation (`1e400`, `-1e-400`), cut to its first digits and `...` when that is long too. A
+    message of 450 characters for `1e400` said nothing its 5 would not (docs/decisions.md)."""
+    if text is None or len(text) <= SHOWN_MAX:
+        return text
+    try:
+        sign, digits, exponent = Decimal(text).normalize(Context(prec=max(len(text), 28))).as_tuple()
+    except (InvalidOperation, TypeError):
+        return text[:SHOWN_MAX] + "..."
+    if not isinstance(exponent, int):  # not finite: short anyway
+        return text
+    mantissa = "".join(map(str, digits))
+    cut = len(mantissa) > _SHOWN_DIGITS
+    mantissa = mantissa[0] + ("." + mantissa[1:_SHOWN_DIGITS] if len(mantissa) > 1 else "") + ("..." if cut else "")
+    return f"{'-' if sign else ''}{mantissa}e{exponent + len(digits) - 1}"
+
+
 def describe(code: str, text: str | None, asset: Asset) -> str:
     """The human message for a failure code."""
+    text = shown(text)
     return {
         NOT_POSITIVE: f"amount {text} must be greater than 0",
         INVALID_SCALE: f"amount {text} has more decimals than {asset.symbol}'s scale {asset.scale}; wrap it in round(x, {asset.scale})",

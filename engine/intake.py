@@ -12,6 +12,7 @@ sequential kernel, which decides it at the row's turn (engine/kernel.py).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -20,7 +21,7 @@ import polars as pl
 
 from engine import amounts, emit, ids
 from engine.catalog import Catalog
-from engine.operations import NO_PARTICIPANT, OPERATIONS, OPTIONAL_PARTICIPANT
+from engine.operations import NO_PARTICIPANT, OPERATIONS, OPTIONAL_PARTICIPANT, truth
 from engine.io.events import UUID_PATTERN, raw_as_read, raw_of
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -164,13 +165,31 @@ def _same_payload(df: pl.DataFrame) -> pl.Series:
 #: (docs/decisions.md "Numbers in operation params"): compared by value, as semantics.md 4 says
 #: numbers are. (`value` is a number only for set_counter: set_attribute stores its text.)
 NUMERIC_PARAMS = {"amount", "quantity"}
+#: Operation params that are true/false (engine.operations.truth): `true`, `"true"`, `"TRUE"`
+#: are one value, as the operation reads them.
+FLAG_PARAMS = {"allow_negative"}
+#: Operation params (and a transfer recipient's fields) that hold perkflow's UUIDs, read in any
+#: letter case (docs/decisions.md "Input"), or a key beside one: a dashed UUID is compared in
+#: lowercase. Exact, as keys and symbols are never a dashed UUID in capitals (keys are
+#: lowercase, symbols have no dashes), so no key is merged with another.
+UUID_PARAMS = {"participant_id", "on_behalf_of_participant_id", "source_participant_id", "redemption_id",
+               "program_id", "asset_id", "group_id", "source_group_id"}
+_UUID = re.compile(UUID_PATTERN)
 
 
 def canonical(text: str | None, operation: str | None = None):
     """A JSON payload as a comparable value: nulls dropped, numbers by exact value. For an
     operation's params (`operation`), also its numeric params written as text (`"10"`, `"10.0"`
-    and `10` are one amount), at the top and in a transfer's recipients."""
+    and `10` are one amount), its true/false params written as text (`"true"` is `true`) and
+    its UUIDs in any letter case, at the top and in a transfer's recipients."""
     numeric = NUMERIC_PARAMS | ({"value"} if operation == "set_counter" else set())
+
+    def field(name: str, v):
+        if name in FLAG_PARAMS and truth(v) is not None:
+            return ("bool", truth(v))
+        if name in UUID_PARAMS and isinstance(v, str) and _UUID.fullmatch(v):
+            return ("str", v.lower())
+        return walk(v, name in numeric)
 
     def walk(v, number: bool = False):
         if isinstance(v, dict):
@@ -191,10 +210,10 @@ def canonical(text: str | None, operation: str | None = None):
     def params(v):
         if not isinstance(v, dict):
             return walk(v)
-        top = {k: walk(x, k in numeric) for k, x in v.items() if x is not None}
+        top = {k: field(k, x) for k, x in v.items() if x is not None}
         if isinstance(v.get("recipients"), list):
             top["recipients"] = ("list", tuple(
-                tuple(sorted((k, walk(x, k == "amount")) for k, x in r.items() if x is not None))
+                tuple(sorted((k, field(k, x)) for k, x in r.items() if x is not None))
                 if isinstance(r, dict) else walk(r) for r in v["recipients"]))
         return tuple(sorted(top.items()))
 

@@ -194,9 +194,9 @@ class _Op:
         """A true/false params field (absent or null: false). Text "true" / "false" (any case) is
         read as such, as `perkflow op --param` gives every value as text: bool("false") is true."""
         raw = self.params.get(name)
-        text = raw.strip().lower() if isinstance(raw, str) else None
-        if raw is None or isinstance(raw, bool) or text in ("true", "false"):
-            return bool(raw) if text is None else text == "true"
+        value = truth(raw)
+        if raw is None or value is not None:
+            return bool(value)
         raise ActionFailed(INVALID, f"{self.op.operation}: params.{name} must be true or false, got {raw!r}")
 
     def no_narrowing(self) -> None:
@@ -219,6 +219,16 @@ class _Op:
             raise ActionFailed(INVALID, f"{self.op.operation}: params.reference_id applies to LOT assets; "
                                         f"{asset.symbol} is SIMPLE")
         return ref if isinstance(ref, str) else plain(Decimal(repr(ref)))
+
+
+def truth(raw) -> bool | None:
+    """A true/false params value (a JSON boolean, or the text true / false in any case, with
+    surrounding white space) as a bool; None for anything else. Idempotency compares such fields
+    by this value (engine.intake.canonical)."""
+    if isinstance(raw, bool):
+        return raw
+    text = raw.strip().lower() if isinstance(raw, str) else None
+    return text == "true" if text in ("true", "false") else None
 
 
 def _adjust(o: _Op) -> None:

@@ -742,7 +742,7 @@ class _ProgramPass:
         if not isinstance(raw, CelProgram):
             try:
                 return None, _const(convert(raw, at), n, dtype)
-            except ActionFailed as err:  # e.g. a number as a tag: every event that reaches it fails
+            except ActionFailed as err:  # a static value the loader let through: every event reaching it fails
                 return [(err.code, err.message)] * n, _const(None, n, dtype)
         key = (rule.sid, action.index, "value")
         have = self.value_cache.setdefault(key, ({}, [None] * n, [None] * n))

@@ -600,6 +600,10 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         return _compile_emission(at, action, common, need, assets)
     if action.type in ("TAG", "UNTAG"):
         tag = _value(f"{at}.tag", need("tag"), assets)
+        if isinstance(tag, Decimal):
+            # a tag is a name, like a counter's key: `"5"` is the tag "5" as written (the number
+            # the value-field rule made of it failed every event that reached it)
+            tag = action.tag
         if isinstance(tag, str) and not tag.strip():  # every event reaching it would fail
             raise CatalogError(f"{at}.tag: a tag must be non-empty text, got {tag!r}")
         return CompiledAction(**common, tag=tag)

@@ -245,6 +245,11 @@ class Reward(Strict):
     available_until: datetime | None = None
     metadata: dict[str, Any] | None = None
 
+    @field_validator("available_from", "available_until", mode="before")
+    @classmethod
+    def _to_the_microsecond(cls, v):
+        return bound_text(v)  # a half-open window, as a rule's (docs/decisions.md "Time")
+
     @field_validator("available_from", "available_until")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
@@ -409,6 +414,12 @@ class Trigger(Strict):
     trigger_at: datetime | None = None  # one_time
     schedule_type: Literal["ATTRIBUTE_DATE", "THRESHOLD", "INTERVAL", "CRON"] | None = None  # participant_state
     schedule_config: dict[str, Any] | None = None  # participant_state
+
+    @field_validator("trigger_at", mode="before")
+    @classmethod
+    def _to_the_microsecond(cls, v):
+        # due at or before T exactly when its next microsecond is: up, like a window's bound
+        return bound_text(v)
 
     @field_validator("trigger_at")
     @classmethod

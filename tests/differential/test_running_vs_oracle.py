@@ -52,9 +52,10 @@ def test_running_path_equals_oracle(scenario):
     check(scenario, row_path=False)
 
 
-def test_a_number_as_a_tag_fails_the_events_that_reach_it():
-    """Found by the main property test: a static TAG value that is a number (`5`) is no tag; the
-    running path must fail the matching events (expression_error) as the kernel does, not crash."""
+def test_a_number_as_a_tag_is_its_text():
+    """Found by the main property test: a static TAG value that is a number (`"5"`) crashed the
+    running path. It is the tag "5" as written (docs/decisions.md "Value fields"; it failed the
+    matching events, expression_error, until session 18): the running path must agree."""
     from tests.differential.test_engine_vs_oracle import _row, _spec
     check(S.Scenario(
         [_spec([{"name": "Counted", "key": "c", "condition": 'event.type == "visit"',

@@ -226,6 +226,13 @@ class ValueField:
         return cel_number_to_decimal(self.evaluate(activation, now))
 
 
+def _tag_field(text: str) -> ValueField:
+    """CHOICE: a tag is a name, like a counter's key: a plain number (`"5"`) is the literal text
+    as written, not a number; an expression is still evaluated."""
+    field = ValueField.parse(text)
+    return ValueField("literal", literal=text) if field.kind == "number" else field
+
+
 # =============================================================================================
 # Catalog
 
@@ -485,7 +492,7 @@ def _action(path: Path, rule_key: str, index: int, a: Action, symbols: list[str]
         key=a.key,  # CHOICE: counter/attribute keys are static text, not value fields
         value=ValueField.parse(a.value) if a.value is not None else None,
         reset_after=parse_go_duration(a.reset_after) if a.reset_after else None,
-        tag=ValueField.parse(a.tag) if a.tag is not None else None,
+        tag=_tag_field(a.tag) if a.tag is not None else None,
         target_type=target_type,
         target_external_id=ValueField.parse(a.target.external_id)
         if a.target and a.target.external_id is not None else None,
@@ -1014,7 +1021,7 @@ class Oracle:
             if a.amount is not None:  # HOLD / RELEASE / FORFEIT without one take all their bucket holds
                 p.amount = self.checked_amount(a.amount.evaluate_decimal(activation, now), self.assets[a.asset])
         elif a.type in ("TAG", "UNTAG"):
-            # CHOICE: like a target's external_id, a tag must be a string (else expression_error).
+            # CHOICE: like a target's external_id, an expression's tag must be a string (else expression_error).
             tag = a.tag.evaluate(activation, now)
             if not isinstance(tag, ct.StringType):
                 raise ActionFailed("expression_error", f"tag is a {type(tag).__name__}, not a string")
