@@ -756,6 +756,14 @@ def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset], index: in
                            "sign, point and exponent)") from None
     if not limit.is_finite() or limit <= 0:
         raise CatalogError(f"{at}.limit: must be a positive number")
+    # Each schedule_type resets by one field (none: a lifetime budget). The other would be
+    # ignored: a `cron_expression` on a lifetime budget meant a monthly cap and got a lifetime one.
+    uses = {None: None, "INTERVAL": "interval", "CRON": "cron_expression"}[budget.schedule_type]
+    for other in ("interval", "cron_expression"):
+        if other != uses and getattr(budget, other) is not None:
+            kind = f"schedule_type {budget.schedule_type}" if budget.schedule_type else "a lifetime budget (no schedule_type)"
+            wanted = "INTERVAL" if other == "interval" else "CRON"
+            raise CatalogError(f"{at}.{other}: does not apply to {kind}; leave it out, or set schedule_type {wanted}")
     interval = None
     if budget.schedule_type == "INTERVAL":
         if not budget.interval:

@@ -95,7 +95,7 @@ def slug(name: str) -> str:
 class Program(Strict):
     key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,127}$")  # default: slug of name (_key_from_name)
     name: str = Field(min_length=1, max_length=255)
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=1000)  # scrip-reference.md 2, 21
     on_unknown_participant: Literal["CREATE", "REJECT"] = "CREATE"
     status: Status = "ACTIVE"
     # where redeemed value is posted (Scrip's program fields; semantics.md 9.4)
@@ -208,7 +208,7 @@ class Action(Strict):
 class Rule(Strict):
     name: str = Field(min_length=1, max_length=255)
     key: str | None = None
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=1000)  # scrip-reference.md 7, 21
     condition: str = Field(min_length=1)
     order: WholeNumber | None = Field(default=None, ge=1)
     stop_after_match: bool = False
@@ -233,8 +233,8 @@ class Reward(Strict):
     """A catalog reward (semantics.md 9.4; Scrip's rewards catalog)."""
     key: str | None = None
     name: str = Field(min_length=1, max_length=255)
-    description: str | None = None
-    category: str | None = None
+    description: str | None = Field(default=None, max_length=1000)  # scrip-reference.md 15, 21
+    category: str | None = Field(default=None, max_length=100)
     redemption_type: Literal["UNIT_BASED", "AMOUNT_BASED"]
     asset: str
     unit_cost: PositiveAmount
