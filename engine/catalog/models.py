@@ -122,7 +122,7 @@ class Program(Strict):
 
 
 class Asset(Strict):
-    symbol: str = Field(pattern=r"^[A-Za-z0-9_]{1,32}$")
+    symbol: str
     name: str = Field(min_length=1, max_length=255)
     description: str | None = None
     inventory_mode: Literal["SIMPLE", "LOT"] = "SIMPLE"
@@ -132,6 +132,14 @@ class Asset(Strict):
     # Scrip's asset object carries its status (scrip-reference.md 3), so a pasted one may too.
     # ARCHIVED (no new ledger entries, permanently) is not built.
     status: str = "ACTIVE"
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, v: str) -> str:
+        # Scrip: "1-16 alphanumeric characters" (scrip-reference.md 3, 21)
+        if not re.fullmatch(r"[A-Za-z0-9]{1,16}", v):
+            raise ValueError(f"{v!r}: a symbol is 1 to 16 ASCII letters and digits (e.g. PTS, NIGHTS, USD)")
+        return v
 
     @field_validator("status")
     @classmethod

@@ -139,3 +139,19 @@ def test_s2_1_explain_shows_the_rule_that_evaluated_an_event_after_the_rule_left
     assert row["re_evaluated"] == "True", row
     table = cli("explain", "k1", "--db", str(led.db))  # the table form says so too
     assert table.returncode == 0 and "bonus" in table.stdout and "MATCHED" in table.stdout, table.stdout + table.stderr
+
+
+# --- scrip-reference.md 3, 21: asset symbol "1-16 alphanumeric characters" ---------------------
+
+@pytest.mark.parametrize("symbol, ok", [("P", True), ("ABCDEFGHIJ123456", True), ("ABCDEFGHIJ1234567", False),
+                                        ("P_TS", False), ("P-TS", False), ("", False)])
+def test_s2_1_an_asset_symbol_is_1_to_16_alphanumeric_characters(tmp_path, symbol, ok):
+    """scrip-reference.md 3 / 21: `symbol` is 1-16 alphanumeric characters. A 17-character symbol or
+    one with `_` is a load error naming `assets[0]` and `symbol`, exit 2 (it loaded up to 32
+    characters with underscores: a symbol Scrip would refuse, so a file that could not be carried
+    over)."""
+    asset = dict(SIMPLE, symbol=symbol)
+    code, out = _validate(tmp_path, program([on("purchase", dict(CREDIT_AMOUNT, asset=symbol))], assets=[asset]))
+    assert code == (0 if ok else 2), out
+    if not ok:
+        assert "shop.yaml" in out and "assets[0]" in out and ".symbol:" in out and "16" in out, out
