@@ -29,6 +29,9 @@ from .support import VALUE_ACTIONS, WHOLE_BUCKET_ACTIONS, misplaced, unsupported
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$", re.ASCII)  # "١٢" is text, not 12
 KNOWN_VARIABLES = frozenset({"event", "now", "participant", "program"})
+#: Text that begins with a path into a CEL variable (`event.x`, `participant.tags[0]`): meant as
+#: an expression, so one that does not parse is an error (semantics.md 2.1), never literal text.
+_MEANT_AS_CEL = re.compile(r"\s*(event|participant|program)\s*[.\[]")
 
 
 def program_files(path: str | Path) -> list[Path]:
@@ -829,7 +832,9 @@ def _value(where: str, text: str, assets: dict[str, Asset]):
         # over a limit of semantics.md 6, say so: taken as literal text, it was a misleading
         # "neither a number nor a CEL expression" for amounts and a 4 KiB string elsewhere
         raise CatalogError(f"{where}: {e}") from None
-    except CelError:
+    except CelError as e:
+        if _MEANT_AS_CEL.match(text):  # `event.referrer +`: a typo in an expression, not a name
+            raise CatalogError(f"{where}: {e}") from None
         return text
     if prog.variables & KNOWN_VARIABLES or prog.functions:
         return _cel(where, text, assets)

@@ -155,3 +155,25 @@ def test_s2_1_an_asset_symbol_is_1_to_16_alphanumeric_characters(tmp_path, symbo
     assert code == (0 if ok else 2), out
     if not ok:
         assert "shop.yaml" in out and "assets[0]" in out and ".symbol:" in out and "16" in out, out
+
+
+# --- semantics.md 2.1: "CEL that does not parse" is an error -----------------------------------
+
+@pytest.mark.parametrize("field, action", [
+    ("target.external_id", {"type": "CREDIT", "asset": "PTS", "amount": "5",
+                            "target": {"type": "PARTICIPANT", "external_id": "event.referrer +"}}),
+    ("value", {"type": "SET_ATTRIBUTE", "key": "plan", "value": "event.plan ["}),
+    ("tag", {"type": "TAG", "tag": "participant.attributes.segment)"}),
+])
+def test_s2_1_a_value_field_that_starts_as_cel_and_does_not_parse_is_a_load_error(tmp_path, field, action):
+    """semantics.md 2.1: CEL that does not parse is an error naming the file, rule and field.
+    `external_id: "event.referrer +"` is an expression with a typo, not the name of a participant:
+    taken as literal text it created a participant called `event.referrer +` and credited it 5.
+    Text that starts with a CEL variable path (`event.`, `participant.`, `program.`) and does not
+    parse is a load error (exit 2); plain words (`tag: welcomed`, `value: new-customer`) stay text."""
+    code, out = _validate(tmp_path, program([on("signup", action)]))
+    assert code == 2, out
+    for word in ("shop.yaml", "rules[0] (signup)", f"actions[0].{field}", "syntax error"):
+        assert _squash(word) in out, (word, out)
+    literal = {"type": "SET_ATTRIBUTE", "key": "plan", "value": "new-customer"}
+    assert _validate(tmp_path, program([on("signup", literal, {"type": "TAG", "tag": "welcomed"})]))[0] == 0
