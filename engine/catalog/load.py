@@ -40,7 +40,8 @@ def program_files(path: str | Path) -> list[Path]:
     if p.is_file():
         return [p]
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix in PROGRAM_SUFFIXES and f.is_file())
+        # any case: `shop.YAML` from a Windows tool is a program file, not something to skip unsaid
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in PROGRAM_SUFFIXES and f.is_file())
         if files:
             return files
         raise CatalogError(f"{p}: no program files (*.yaml, *.yml, *.json) found in this directory")
@@ -125,9 +126,9 @@ def _compile_group(file: Path, group: Group) -> CompiledGroup:
 def _read(file: Path) -> object:
     try:
         text = file.read_text(encoding="utf-8-sig")  # a byte order mark (Windows editors) is not content
-        return read_json(text) if file.suffix == ".json" else read_yaml(text)
+        return read_json(text) if file.suffix.lower() == ".json" else read_yaml(text)
     except (yaml.YAMLError, ValueError, UnicodeDecodeError) as e:  # ValueError: JSON's, a key twice
-        raise CatalogError(f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {e}") from None
+        raise CatalogError(f"{file}: not valid {'JSON' if file.suffix.lower() == '.json' else 'YAML'}: {e}") from None
 
 
 def _validate(file: str, data: object) -> ProgramFile:

@@ -177,3 +177,19 @@ def test_s2_1_a_value_field_that_starts_as_cel_and_does_not_parse_is_a_load_erro
         assert _squash(word) in out, (word, out)
     literal = {"type": "SET_ATTRIBUTE", "key": "plan", "value": "new-customer"}
     assert _validate(tmp_path, program([on("signup", literal, {"type": "TAG", "tag": "welcomed"})]))[0] == 0
+
+
+def test_s2_1_a_program_file_with_an_upper_case_extension_is_read_not_skipped(tmp_path):
+    """semantics.md 2.1: a directory of program files is a project. `b.YAML` and `c.JSON` (as
+    Windows tools and some exports name them) are program files: skipped, their programs were
+    missing and every event naming them quarantined as `unknown_program`, with nothing said.
+    Both load."""
+    folder = tmp_path / "programs"
+    write_program(folder / "a.yaml", program([on("purchase", CREDIT_AMOUNT)]))
+    write_program(folder / "b.YAML", program([on("purchase", CREDIT_AMOUNT)], key="second"))
+    spec = program([on("purchase", CREDIT_AMOUNT)], key="third")
+    (folder / "C.JSON").write_text(json.dumps(spec))
+    res = cli("validate", "--programs", str(folder))
+    assert res.returncode == 0, res.stderr
+    for key in ("shop", "second", "third"):
+        assert f"ok {key}:" in res.stdout, res.stdout
