@@ -619,8 +619,7 @@ def _cmd_explain(args) -> int:
         t.add_column(c)
     for r in result["rules"]:
         t.add_row(str(r["order"]), r["rule"], r["status"], r["recorded"] or r["not_run"] or "not matched",
-                  r["re_evaluated"] + (f" (by rule version {r['rule_version']}; the file's is {r['file_rule_version']})"
-                                         if "rule_version" in r else ""))
+                  r["re_evaluated"] + _version_note(r))
     console.print(t)
     for e in result["entries"]:
         console.print(f"  entry: {e['rule']} {e['type']} {e['amount']}")
@@ -631,6 +630,15 @@ def _cmd_explain(args) -> int:
     for e in result["emitted"]:
         console.print(f"  emitted: {e['event_name']} due {e['due']}: {e['status']} ({e['idempotency_key']})")
     return 0
+
+
+def _version_note(rule: dict) -> str:
+    """Which rule version `explain` re-evaluated, when it is not the files' one."""
+    if "rule_version" not in rule:
+        return ""
+    if rule["file_rule_version"] is None:
+        return f" (by rule version {rule['rule_version']}; no longer in the program files)"
+    return f" (by rule version {rule['rule_version']}; the file's is {rule['file_rule_version']})"
 
 
 def _query(args, sql: str, params: list | None = None):

@@ -37,7 +37,7 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog | None, ref: str) -
     event_id, program_key, key, external_id, ts, data, status, code, message, source = rows[0]
     evaluations = dict(con.execute(statement("explain.sql", "evaluations"), {"id": event_id}).fetchall())
     # the rule version that evaluated each rule for this event, and its condition
-    versions = {k: (v, text) for k, v, text in con.execute(statement("explain.sql", "versions"), {"id": event_id}).fetchall()}
+    versions = {k: rest for k, *rest in con.execute(statement("explain.sql", "versions"), {"id": event_id}).fetchall()}
     entries = con.execute(statement("explain.sql", "entries"), {"id": event_id}).fetchall()
     tier_changes = con.execute(statement("explain.sql", "tier_changes"), {"id": event_id}).fetchall()
     emitted = con.execute(statement("explain.sql", "emitted"), {"source": f"system:{event_id}"}).fetchall()
@@ -63,18 +63,22 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog | None, ref: str) -
         if stopped_by is None and rule.key == failed_at:
             stopped_by = f"the event FAILED ({code}) in an action of {rule.key}"
         condition = rule.condition
-        version, text = versions.get(rule.key, (rule.version, None))
+        version, text, _, _ = versions.get(rule.key, (rule.version, None, None, None))
         if version != rule.version:  # the file changed the rule since: show what ran then
             item |= {"rule_version": version, "file_rule_version": rule.version}
             condition = compile_cel(text)
-        if reads_state(condition):
-            item["re_evaluated"] = "reads state: not re-evaluated (only the current state is kept)"
-        else:
-            try:
-                item["re_evaluated"] = repr(condition.evaluate({"event": event, "now": ts}))
-            except CelEvalError as e:
-                item["re_evaluated"] = f"error: {e}"
-        outcomes.append(item)
+        outcomes.append(item | {"re_evaluated": _re_evaluated(condition, event, ts)})
+    # A rule that evaluated the event and has left the files since (semantics.md 2.1: old versions
+    # stay queryable): shown from the version that ran, in its order, rather than dropped beside
+    # the entries it made.
+    in_files = {rule.key for rule in rules}
+    for rule_key, recorded in evaluations.items():
+        if rule_key not in in_files and rule_key in versions:
+            version, text, order, now_status = versions[rule_key]
+            outcomes.append({"rule": rule_key, "order": order, "status": now_status, "recorded": recorded, "not_run": None,
+                             "rule_version": version, "file_rule_version": None,
+                             "re_evaluated": _re_evaluated(compile_cel(text), event, ts)})
+    outcomes.sort(key=lambda item: item["order"])
     return {"event_id": event_id, "program": program_key, "idempotency_key": key, "external_id": external_id,
             "event_timestamp": ts.isoformat(), "status": status, "error_code": code, "error_message": message,
             "rules": outcomes, "entries": [{"rule": r, "type": t, "amount": plain(Decimal(a))} for r, t, a in entries],
@@ -83,6 +87,16 @@ def explain(con: duckdb.DuckDBPyConnection, catalog: Catalog | None, ref: str) -
             "emitted_by": by,  # the emitting event's idempotency key, or automation:<program>/<automation>
             "emitted": [{"idempotency_key": k, "event_name": name, "due": due.isoformat(), "status": st}
                         for k, name, due, st in emitted]}
+
+
+def _re_evaluated(condition, event: dict, ts) -> str:
+    """The condition on the stored event now: exact for one that reads only `event` and `now`."""
+    if reads_state(condition):
+        return "reads state: not re-evaluated (only the current state is kept)"
+    try:
+        return repr(condition.evaluate({"event": event, "now": ts}))
+    except CelEvalError as e:
+        return f"error: {e}"
 
 
 def _not_run(rule, now, stopped_by: str | None) -> str | None:

@@ -28,6 +28,7 @@ import polars as pl
 
 from engine import automations, tiers
 from engine.catalog import load_catalog
+from engine.catalog.ledger_checks import check_assets
 from engine.errors import InputError
 from engine.execute import ACCOUNT_SCHEMA, EFFECT_SCHEMA, TIMED_SCHEMA
 from engine.ledger import db
@@ -63,6 +64,8 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         writer = BatchWriter(con, batch_id)
         totals = new_totals()
+        if catalog is not None:  # files other than the ones the runs stored: the ledger's assets stay as they are
+            check_assets(con, catalog)
         catalog = catalog or _stored_catalog(con, as_of)
         # Automations first, firing by firing, through the path of `perkflow run`: the kernel
         # applies what is due for the participants their events touch, at their instants, before

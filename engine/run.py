@@ -22,6 +22,7 @@ import polars as pl
 
 from engine import cuts, groups, ids, tiers
 from engine.catalog import Catalog, load_catalog
+from engine.catalog.ledger_checks import check_assets
 from engine.execute import execute
 from engine.kernel import Emitting
 from engine.intake import enrollments, intake, screen
@@ -171,6 +172,7 @@ def run_batch(programs: str | Path, events: str | Path | list[str | Path] | None
             con.rollback()
             return _no_op(done, t0)
         groups.check_founders(con, catalog)
+        check_assets(con, catalog)
         # the tiers of programs whose files this run lacks still review, roll over and expire
         # for the participants it touches (semantics.md 3), from the definitions stored
         catalog.stored_tiers[:] = tiers.stored(con, LAST_INSTANT, skip={t.sid for p in catalog.programs.values()

@@ -15,8 +15,9 @@ WHERE ev.event_id::VARCHAR = $id;
 -- name: versions
 -- Per rule of the event's program, the version that evaluated the event and its condition: the
 -- one its recorded outcome names, else (no outcome is recorded for a rule that did not match)
--- the latest version the ledger held by the event's batch. None for a rule added after it.
-SELECT r.key, v.version, v.definition->>'$.condition'
+-- the latest version the ledger held by the event's batch. None for a rule added after it. With
+-- that version's order and the rule's status now: a rule no longer in the files is shown from them.
+SELECT r.key, v.version, v.definition->>'$.condition', (v.definition->>'$.order')::BIGINT, r.status
 FROM events e JOIN rules r ON r.program_id = e.program_id JOIN rule_versions v ON v.rule_id = r.id
 WHERE e.id::VARCHAR = $id AND v.version = COALESCE(
     (SELECT x.rule_version FROM rule_evaluations x WHERE x.event_id = e.id AND x.rule_id = r.id),

@@ -331,3 +331,8 @@ FROM account_balances b
 JOIN stage_accounts s
   ON b.entity_type = s.entity_type AND b.entity_id = TRY_CAST(s.entity_id AS UUID)
  AND b.asset_id = TRY_CAST(s.asset_id AS UUID) AND b.bucket = s.bucket;
+
+-- name: stored_asset_kinds
+-- What an asset's balances were made under (engine/catalog/ledger_checks.py): Scrip's fields that
+-- "cannot be changed later" (scrip-reference.md 3).
+SELECT symbol, inventory_mode, issuance_policy, scale FROM assets;

@@ -47,8 +47,11 @@ UPDATE automations SET planned_through = s.planned_through FROM stage_automation
 WHERE automations.id = s.id::UUID;
 
 -- name: insert_catalog_assets
-INSERT OR IGNORE INTO assets
-SELECT id::UUID, symbol, name, inventory_mode, issuance_policy, scale, max_transaction_amount FROM stage_assets;
+-- name and max_transaction_amount follow the files (Scrip's asset PATCH takes them); the other
+-- fields cannot change (engine/catalog/ledger_checks.py refuses files that change them).
+INSERT INTO assets
+SELECT id::UUID, symbol, name, inventory_mode, issuance_policy, scale, max_transaction_amount FROM stage_assets
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, max_transaction_amount = excluded.max_transaction_amount;
 
 -- name: insert_catalog_rewards
 INSERT OR REPLACE INTO rewards

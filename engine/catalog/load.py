@@ -29,6 +29,9 @@ from .support import VALUE_ACTIONS, WHOLE_BUCKET_ACTIONS, misplaced, unsupported
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$", re.ASCII)  # "١٢" is text, not 12
 KNOWN_VARIABLES = frozenset({"event", "now", "participant", "program"})
+#: Text that begins with a path into a CEL variable (`event.x`, `participant.tags[0]`): meant as
+#: an expression, so one that does not parse is an error (semantics.md 2.1), never literal text.
+_MEANT_AS_CEL = re.compile(r"\s*(event|participant|program)\s*[.\[]")
 
 
 def program_files(path: str | Path) -> list[Path]:
@@ -37,7 +40,8 @@ def program_files(path: str | Path) -> list[Path]:
     if p.is_file():
         return [p]
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix in PROGRAM_SUFFIXES and f.is_file())
+        # any case: `shop.YAML` from a Windows tool is a program file, not something to skip unsaid
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in PROGRAM_SUFFIXES and f.is_file())
         if files:
             return files
         raise CatalogError(f"{p}: no program files (*.yaml, *.yml, *.json) found in this directory")
@@ -122,9 +126,9 @@ def _compile_group(file: Path, group: Group) -> CompiledGroup:
 def _read(file: Path) -> object:
     try:
         text = file.read_text(encoding="utf-8-sig")  # a byte order mark (Windows editors) is not content
-        return read_json(text) if file.suffix == ".json" else read_yaml(text)
+        return read_json(text) if file.suffix.lower() == ".json" else read_yaml(text)
     except (yaml.YAMLError, ValueError, UnicodeDecodeError) as e:  # ValueError: JSON's, a key twice
-        raise CatalogError(f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {e}") from None
+        raise CatalogError(f"{file}: not valid {'JSON' if file.suffix.lower() == '.json' else 'YAML'}: {e}") from None
 
 
 def _validate(file: str, data: object) -> ProgramFile:
@@ -760,6 +764,14 @@ def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset], index: in
                            "sign, point and exponent)") from None
     if not limit.is_finite() or limit <= 0:
         raise CatalogError(f"{at}.limit: must be a positive number")
+    # Each schedule_type resets by one field (none: a lifetime budget). The other would be
+    # ignored: a `cron_expression` on a lifetime budget meant a monthly cap and got a lifetime one.
+    uses = {None: None, "INTERVAL": "interval", "CRON": "cron_expression"}[budget.schedule_type]
+    for other in ("interval", "cron_expression"):
+        if other != uses and getattr(budget, other) is not None:
+            kind = f"schedule_type {budget.schedule_type}" if budget.schedule_type else "a lifetime budget (no schedule_type)"
+            wanted = "INTERVAL" if other == "interval" else "CRON"
+            raise CatalogError(f"{at}.{other}: does not apply to {kind}; leave it out, or set schedule_type {wanted}")
     interval = None
     if budget.schedule_type == "INTERVAL":
         if not budget.interval:
@@ -825,7 +837,9 @@ def _value(where: str, text: str, assets: dict[str, Asset]):
         # over a limit of semantics.md 6, say so: taken as literal text, it was a misleading
         # "neither a number nor a CEL expression" for amounts and a 4 KiB string elsewhere
         raise CatalogError(f"{where}: {e}") from None
-    except CelError:
+    except CelError as e:
+        if _MEANT_AS_CEL.match(text):  # `event.referrer +`: a typo in an expression, not a name
+            raise CatalogError(f"{where}: {e}") from None
         return text
     if prog.variables & KNOWN_VARIABLES or prog.functions:
         return _cel(where, text, assets)

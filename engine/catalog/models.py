@@ -95,7 +95,7 @@ def slug(name: str) -> str:
 class Program(Strict):
     key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,127}$")  # default: slug of name (_key_from_name)
     name: str = Field(min_length=1, max_length=255)
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=1000)  # scrip-reference.md 2, 21
     on_unknown_participant: Literal["CREATE", "REJECT"] = "CREATE"
     status: Status = "ACTIVE"
     # where redeemed value is posted (Scrip's program fields; semantics.md 9.4)
@@ -122,7 +122,7 @@ class Program(Strict):
 
 
 class Asset(Strict):
-    symbol: str = Field(pattern=r"^[A-Za-z0-9_]{1,32}$")
+    symbol: str
     name: str = Field(min_length=1, max_length=255)
     description: str | None = None
     inventory_mode: Literal["SIMPLE", "LOT"] = "SIMPLE"
@@ -132,6 +132,14 @@ class Asset(Strict):
     # Scrip's asset object carries its status (scrip-reference.md 3), so a pasted one may too.
     # ARCHIVED (no new ledger entries, permanently) is not built.
     status: str = "ACTIVE"
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, v: str) -> str:
+        # Scrip: "1-16 alphanumeric characters" (scrip-reference.md 3, 21)
+        if not re.fullmatch(r"[A-Za-z0-9]{1,16}", v):
+            raise ValueError(f"{v!r}: a symbol is 1 to 16 ASCII letters and digits (e.g. PTS, NIGHTS, USD)")
+        return v
 
     @field_validator("status")
     @classmethod
@@ -208,7 +216,7 @@ class Action(Strict):
 class Rule(Strict):
     name: str = Field(min_length=1, max_length=255)
     key: str | None = None
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=1000)  # scrip-reference.md 7, 21
     condition: str = Field(min_length=1)
     order: WholeNumber | None = Field(default=None, ge=1)
     stop_after_match: bool = False
@@ -233,8 +241,8 @@ class Reward(Strict):
     """A catalog reward (semantics.md 9.4; Scrip's rewards catalog)."""
     key: str | None = None
     name: str = Field(min_length=1, max_length=255)
-    description: str | None = None
-    category: str | None = None
+    description: str | None = Field(default=None, max_length=1000)  # scrip-reference.md 15, 21
+    category: str | None = Field(default=None, max_length=100)
     redemption_type: Literal["UNIT_BASED", "AMOUNT_BASED"]
     asset: str
     unit_cost: PositiveAmount
