@@ -237,7 +237,7 @@ ORDER BY seq;
 INSERT INTO batches
 SELECT $batch_id, $fingerprint, $sources, $catalog_version, $rows_read, $completed, $failed, $duplicates,
        $rejected, $entries, $postings,
-       now(), $root, $prev_root, hash_version();
+       now(), $root, $prev_root, hash_version(), $system_events;
 
 -- name: insert_batch_input
 -- One input of a batch that booked several (engine/run.py `Backfill.run_days`); its rejected rows

@@ -50,6 +50,8 @@ def test_a_scheduled_event_is_processed_at_its_instant_in_the_same_batch(tmp_pat
     assert query(s.db, "SELECT event_data::VARCHAR FROM events WHERE idempotency_key LIKE 'system:%'") == [
         ('{"per":10.0,"type":"followup"}',)]
     assert query(s.db, "SELECT count(*) FROM scheduled_events") == [(0,)]
+    # the batch's manifest counts it apart from its three input rows (semantics.md 13: counts stored)
+    assert query(s.db, "SELECT rows_read, completed, system_events FROM batches") == [(3, 3, 1)]
 
 
 def test_a_scheduled_event_waits_for_the_batch_that_reaches_its_instant(tmp_path):
@@ -86,6 +88,7 @@ def test_maintain_as_of_processes_what_is_due_with_the_stored_program_files(tmp_
     assert early.system_events == 0 and query(s.db, "SELECT count(*) FROM scheduled_events") == [(1,)]
     report = maintain(parse_instant("2025-03-01T13:00:00Z"), s.db)
     assert report.system_events == 1
+    assert query(s.db, "SELECT rows_read, system_events FROM batches ORDER BY id") == [(3, 1), (0, 1)]
     s.check()
 
 
