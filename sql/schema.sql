@@ -26,9 +26,9 @@ CREATE TABLE IF NOT EXISTS batches (
 -- Which texts its entries' hashes cover (sql/hash.sql); added after the table, so that the batches
 -- of a ledger written before the column are version 1.
 ALTER TABLE batches ADD COLUMN IF NOT EXISTS hash_version INTEGER DEFAULT 1;
--- SYSTEM events (SCHEDULE_EVENT, BROADCAST, automation firings' events in maintain) the batch
--- processed: input rows are counted by rows_read and its parts, these are not. NULL for batches
--- written before the column (the count was not kept).
+-- SYSTEM events of SCHEDULE_EVENT and BROADCAST the batch processed: input rows (and a maintain
+-- batch's automation firings) are counted by rows_read and its parts, these are not. NULL for
+-- batches written before the column (the count was not kept).
 ALTER TABLE batches ADD COLUMN IF NOT EXISTS system_events BIGINT;
 
 -- A batch that booked several inputs at once (a backfill range: engine/run.py `Backfill.run_days`)
