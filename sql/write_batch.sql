@@ -233,11 +233,14 @@ ORDER BY seq;
 
 -- name: insert_batch
 -- The root (computed by the writer, engine/ledger/root.py) chains this batch's entry hashes,
--- in ledger order, to the previous batch's root.
-INSERT INTO batches
-SELECT $batch_id, $fingerprint, $sources, $catalog_version, $rows_read, $completed, $failed, $duplicates,
-       $rejected, $entries, $postings,
-       now(), $root, $prev_root, hash_version(), $system_events;
+-- in ledger order, to the previous batch's root. BY NAME: columns added after the table
+-- (hash_version, system_events) stand in the order each ledger gained them.
+INSERT INTO batches BY NAME
+SELECT $batch_id AS id, $fingerprint AS input_fingerprint, $sources AS sources, $catalog_version AS catalog_version,
+       $rows_read AS rows_read, $completed AS completed, $failed AS failed, $duplicates AS duplicates,
+       $rejected AS rejected, $entries AS entries_written, $postings AS postings_written, now() AS committed_at,
+       $root AS root_hash, $prev_root AS prev_root_hash, hash_version() AS hash_version,
+       $system_events AS system_events;
 
 -- name: insert_batch_input
 -- One input of a batch that booked several (engine/run.py `Backfill.run_days`); its rejected rows
