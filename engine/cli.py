@@ -352,14 +352,19 @@ def _cmd_run(args) -> int:
 
 def _cmd_backfill(args) -> int:
     with _imports():
-        from engine.io.files import EVENT_SUFFIXES
+        from engine.io.files import expand
         from engine.run import Backfill
+
+    def holds_events(folder: Path) -> bool:  # what `run` would read from it (engine/io/files.py)
+        try:
+            return bool(expand(folder))
+        except InputError:
+            return False
 
     root = Path(args.days)
     if not root.is_dir():
         raise InputError(f"{root}: no such folder; --days names a folder whose subfolders are the days")
-    days = sorted(d for d in root.iterdir() if d.is_dir() and any(
-        f.is_file() and f.suffix in EVENT_SUFFIXES and not f.name.startswith(".") for f in d.rglob("*")))
+    days = sorted(d for d in root.iterdir() if d.is_dir() and holds_events(d))
     if not days:
         raise InputError(f"{root}: no subfolder holds event files (*.parquet, *.ndjson, *.csv)")
     with _status(f"booking {len(days)} days ...") as status, Backfill(args.db, wait=args.wait) as backfill:
