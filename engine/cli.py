@@ -646,7 +646,7 @@ def _version_note(rule: dict) -> str:
     return f" (by rule version {rule['rule_version']}; the file's is {rule['file_rule_version']})"
 
 
-def _query(args, sql: str, params: list | None = None):
+def _query(args, sql: str, params: list | dict | None = None):
     from engine.ledger import db
 
     con = db.connect(args.db, read_only=True)
@@ -700,28 +700,23 @@ BALANCES_TABLE_ROWS = 50  # the table's default length; --json prints every row 
 
 
 def _cmd_balances(args) -> int:
+    from engine.ledger.sqlfiles import statement
+
     if args.limit is not None and args.limit < 0:
         raise InputError(f"--limit must be 0 (all rows) or more, got {args.limit}")
-    where, params = ["entity_type = 'PARTICIPANT'"], []
     if args.external_id:
         # a participant the ledger does not know is a mistake to say, not an empty answer
-        if not _query(args, "SELECT 1 FROM participants WHERE external_id = ?", [args.external_id])[1]:
+        if not _query(args, statement("reports.sql", "participant_exists"), {"external_id": args.external_id})[1]:
             raise InputError(f"--external-id: no participant {args.external_id!r} in this ledger")
-        where.append("external_id = ?")
-        params.append(args.external_id)
     if args.asset:
-        symbols = [s for (s,) in _query(args, "SELECT symbol FROM assets ORDER BY symbol")[1]]
+        symbols = [s for (s,) in _query(args, statement("reports.sql", "asset_symbols"))[1]]
         if args.asset not in symbols:
             raise InputError(f"--asset: no asset {args.asset!r} in this ledger (its assets: {', '.join(symbols) or 'none'})")
-        where.append("asset_symbol = ?")
-        params.append(args.asset)
-    sql = ("SELECT external_id, asset_symbol, available, held, deferred, participant_id FROM balances WHERE "
-           + " AND ".join(where) + " ORDER BY external_id, asset_symbol")
     limit = args.limit if args.limit is not None else (0 if args.json else BALANCES_TABLE_ROWS)
     limit = min(limit, 2**62)  # past any ledger's rows; SQL's LIMIT takes a BIGINT
-    if limit:
-        sql += f" LIMIT {limit + 1}"  # one more: to tell a cut list from a complete one
-    cols, rows = _query(args, sql, params)
+    cols, rows = _query(args, statement("reports.sql", "participant_balances"),
+                        # one more row than shown: to tell a cut list from a complete one
+                        {"external_id": args.external_id, "asset": args.asset, "limit": limit + 1 if limit else None})
     cut = bool(limit) and len(rows) > limit
     _show(args, cols, [_trim(r) for r in rows[:limit or None]], title="balances")
     if cut and not args.json:
