@@ -100,6 +100,7 @@ def _imports():
         gc.enable()
 
 
+BUCKETS = ("AVAILABLE", "HELD", "DEFERRED")
 REPORTS = ("ledger_summary", "balances", "program_activity", "participant_statement", "expiration_schedule",
            "transfers", "reward_status")
 
@@ -274,6 +275,20 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"rows to show (0 for all; default: {BALANCES_TABLE_ROWS} in the table, all with --json)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_cmd_balances)
+
+    st = sub.add_parser("statement", help="one participant's postings of one asset, with opening, running and closing balances",
+                        description="Like Scrip's participant statement: the postings of the entries effective in "
+                                    "[--from, --to) in ledger order, each with the running balance after its entry; the "
+                                    "opening balance is the balance from every entry effective before --from, the closing "
+                                    "one from every entry effective before --to (balances reflect the whole history).")
+    db_arg(st)
+    st.add_argument("--external-id", required=True, help="the participant")
+    st.add_argument("--asset", required=True, help="asset symbol")
+    st.add_argument("--bucket", choices=BUCKETS, help="only this bucket (default: all three, summed)")
+    st.add_argument("--from", dest="start", metavar="INSTANT", help="RFC 3339, inclusive (default: the first entry)")
+    st.add_argument("--to", dest="end", metavar="INSTANT", help="RFC 3339, exclusive (default: after the last entry)")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_cmd_statement)
 
     ep = sub.add_parser("explain-plan", help="show, per rule, the path it takes (vectorised, row, sequential) and why")
     ep.add_argument("--programs", required=True)
@@ -705,13 +720,9 @@ def _cmd_balances(args) -> int:
     if args.limit is not None and args.limit < 0:
         raise InputError(f"--limit must be 0 (all rows) or more, got {args.limit}")
     if args.external_id:
-        # a participant the ledger does not know is a mistake to say, not an empty answer
-        if not _query(args, statement("reports.sql", "participant_exists"), {"external_id": args.external_id})[1]:
-            raise InputError(f"--external-id: no participant {args.external_id!r} in this ledger")
+        _participant_id(args)
     if args.asset:
-        symbols = [s for (s,) in _query(args, statement("reports.sql", "asset_symbols"))[1]]
-        if args.asset not in symbols:
-            raise InputError(f"--asset: no asset {args.asset!r} in this ledger (its assets: {', '.join(symbols) or 'none'})")
+        _asset_id(args)
     limit = args.limit if args.limit is not None else (0 if args.json else BALANCES_TABLE_ROWS)
     limit = min(limit, 2**62)  # past any ledger's rows; SQL's LIMIT takes a BIGINT
     cols, rows = _query(args, statement("reports.sql", "participant_balances"),
@@ -721,6 +732,70 @@ def _cmd_balances(args) -> int:
     _show(args, cols, [_trim(r) for r in rows[:limit or None]], title="balances")
     if cut and not args.json:
         err_console.print(f"{limit} rows shown, the ledger has more: --limit 0 shows them all", highlight=False)
+    return 0
+
+
+def _participant_id(args):
+    """--external-id's participant: one the ledger does not know is a mistake to say, not an empty answer."""
+    from engine.ledger.sqlfiles import statement
+
+    found = _query(args, statement("reports.sql", "participant_id"), {"external_id": args.external_id})[1]
+    if not found:
+        raise InputError(f"--external-id: no participant {args.external_id!r} in this ledger")
+    return found[0][0]
+
+
+def _asset_id(args):
+    """--asset's id, or an error listing the ledger's symbols."""
+    from engine.ledger.sqlfiles import statement
+
+    assets = dict(_query(args, statement("reports.sql", "assets_by_symbol"))[1])
+    if args.asset not in assets:
+        raise InputError(f"--asset: no asset {args.asset!r} in this ledger (its assets: {', '.join(assets) or 'none'})")
+    return assets[args.asset]
+
+
+def _cmd_statement(args) -> int:
+    from engine.durations import parse_instant
+    from engine.ledger.sqlfiles import statement
+
+    def instant(flag: str, text: str | None):
+        try:
+            return parse_instant(text) if text is not None else None
+        except ValueError as e:
+            raise InputError(f"{flag}: {e}") from None
+
+    start, end = instant("--from", args.start), instant("--to", args.end)
+    if start is not None and end is not None and end < start:
+        raise InputError(f"--to {args.end} is before --from {args.start}")
+    account = {"participant_id": _participant_id(args), "asset_id": _asset_id(args), "bucket": args.bucket}
+
+    def balance(before):
+        return _query(args, statement("reports.sql", "statement_balance"), {**account, "before": before})[1][0][0]
+
+    opening = balance(start) if start is not None else Decimal(0)
+    closing = balance(end)
+    cols, rows = _query(args, statement("reports.sql", "statement_rows"),
+                        {**account, "from": start, "to": end, "opening": opening})
+    head = {"external_id": args.external_id, "participant_id": account["participant_id"], "asset_symbol": args.asset,
+            "bucket": args.bucket, "from": start, "to": end,
+            "opening_balance": opening, "closing_balance": closing}
+    if args.json:
+        head["rows"] = [dict(zip(cols, map(_json_safe, r))) for r in rows]
+        print(json.dumps(head, default=_json_default, allow_nan=False))
+        return 0
+    shown = ("effective_at", "program_key", "action_type", "bucket", "amount", "running_balance", "description")
+    keep = [cols.index(c) for c in shown]
+    t = _table(title=f"statement: {args.external_id} {args.asset}" + (f" {args.bucket}" if args.bucket else ""))
+    for c in shown:
+        t.add_column(c, justify="right" if c in ("amount", "running_balance") else "left")
+    for r in rows:
+        t.add_row(*("" if r[i] is None else str(_trim((r[i],))[0]) for i in keep))
+    console.print(f"opening balance {_json_default(opening)}" + (f" (before {start.isoformat()})" if start else ""),
+                  highlight=False)
+    console.print(t)
+    console.print(f"closing balance {_json_default(closing)}" + (f" (before {end.isoformat()})" if end else ""),
+                  highlight=False)
     return 0
 
 
