@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.ledger.sqlfiles import statement
+
 ROOT = Path(__file__).resolve().parents[1]
 HAND_SQL = ROOT / "benchmarks" / "w1_hand.sql"
 
@@ -227,9 +229,7 @@ def w2_balances_hash(db_file: Path) -> str:
 
 
 def _balances_hash(con) -> str:
-    return str(con.execute(
-        "SELECT md5(string_agg(external_id || ':' || asset_symbol || ':' || CAST(available AS VARCHAR), ',' "
-        "ORDER BY external_id, asset_symbol)) FROM balances WHERE entity_type = 'PARTICIPANT'").fetchall()[0][0])
+    return str(con.execute(statement("bench.sql", "balances_hash")).fetchall()[0][0])
 
 
 def startup(work: Path, events: int = 20) -> dict:
@@ -284,9 +284,7 @@ def _task_run(spec: dict) -> dict:
     if spec.get("balances_out"):
         con = duckdb.connect(spec["db"], read_only=True)
         try:
-            con.execute("COPY (SELECT external_id, CAST(available AS DECIMAL(38, 0)) AS balance FROM balances "
-                        "WHERE entity_type = 'PARTICIPANT' AND asset_symbol = 'PTS') TO ? (FORMAT parquet)",
-                        [spec["balances_out"]])
+            con.execute(f"COPY ({statement('bench.sql', 'w1_balances')}) TO ? (FORMAT parquet)", [spec["balances_out"]])
         finally:
             con.close()
     return out
@@ -327,8 +325,7 @@ def _task_hand(spec: dict) -> dict:
         con.execute("SET VARIABLE events = ?", [spec["events"]])
         con.execute(HAND_SQL.read_text(encoding="utf-8"))
         seconds = time.perf_counter() - t
-        con.execute("COPY (SELECT external_id, balance FROM hand_w1_balances) TO ? (FORMAT parquet)",
-                    [spec["balances_out"]])
+        con.execute(f"COPY ({statement('bench.sql', 'hand_balances')}) TO ? (FORMAT parquet)", [spec["balances_out"]])
     finally:
         con.close()
     return {"seconds": seconds, "peak_rss": _peak_rss()}
