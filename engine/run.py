@@ -110,7 +110,8 @@ def run_batch(programs: str | Path, events: str | Path | list[str | Path] | None
     op` runs a temporary file, gone once it ran: "perkflow op adjust" is what a reader can use).
     `events` as a list: several inputs booked as this one batch, in that order (`Backfill.run_days`,
     which passes in `parts` the fingerprint, sources and row count of each, recorded in
-    batch_inputs so that each is committed on its own)."""
+    batch_inputs so that each is committed on its own); an item `(path, "operation")` is an
+    operation input at that place of the arrival order (`perkflow replay`)."""
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     trace = _Trace(t0)
@@ -127,8 +128,10 @@ def run_batch(programs: str | Path, events: str | Path | list[str | Path] | None
     chunk_rows = (chunk_rows or (db.positive_int("PERKFLOW_CHUNK_ROWS", env_rows, "rows") if env_rows else 0)
                   or (STATEFUL_CHUNK_ROWS if stateful else CHUNK_ROWS))
     step("reading events")
-    # arrival order: the event files, then the operation files
-    inputs = [(spec, "event") for spec in (events if isinstance(events, list) else [events]) if spec is not None]
+    # arrival order: the event files, then the operation files (an item `(path, "operation")` of
+    # an `events` list is an operation input in its place: replay's interleaved stream)
+    inputs = [spec if isinstance(spec, tuple) else (spec, "event")
+              for spec in (events if isinstance(events, list) else [events]) if spec is not None]
     inputs += [(operations, "operation")] if operations is not None else []
     if not inputs:
         raise InputError("nothing to run: give --events, --operations, or both")
