@@ -470,7 +470,9 @@ def _cmd_op(args) -> int:
 
     con = db.connect(args.db, read_only=True)
     try:
-        if report.rejected and not report.already_committed:
+        # the one row was quarantined: by this run, or (a no-op re-run of the same command) by the
+        # batch that committed it; either way its reason, not the stored outcome of its key
+        if report.rejected:
             reason, message = con.execute(statement("lookups.sql", "rejected_in_batch"),
                                           {"batch_id": report.batch_id}).fetchall()[0]
             status, code, message, entries, redemption = "REJECTED", reason, message, [], None

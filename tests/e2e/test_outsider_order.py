@@ -54,3 +54,38 @@ def test_replay_keeps_an_operation_that_arrived_first_before_an_event_of_the_sam
     assert _statuses(replayed) == live
     assert query(replayed, "SELECT external_id, available FROM balances WHERE external_id IS NOT NULL ORDER BY 1") == [
         ("u", D(20)), ("v", D(0))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Idempotency of operations (semantics.md 4)
+# ---------------------------------------------------------------------------------------------
+
+def _op_json(lg: Ledger, key: str, amount: str) -> dict:
+    import json
+    res = cli("op", "adjust", "--programs", str(lg.programs), "--db", str(lg.db), "--program", "shop", "--key", key,
+              "--external-id", "u", "--timestamp", at(2), "--param", "asset=PTS", "--param", f"amount={amount}",
+              "--param", "type=CREDIT", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_a_conflicting_op_sent_again_is_reported_rejected_again_not_as_the_applied_one(tmp_path):
+    """semantics.md 4: a later operation with the same key and a different payload is quarantined
+    as `idempotency_conflict`; re-running what was already committed is a no-op "that reports
+    so". `perkflow op adjust k1 amount=5` credits 5; `amount=6` under k1 is REJECTED
+    idempotency_conflict; the very same `amount=6` command again is a no-op of that rejected
+    batch and must say so again (REJECTED, idempotency_conflict, no entries). perkflow printed the
+    stored k1's outcome instead: COMPLETED, "duplicate": false, with the entry ids of the credit of
+    5, as if the 6 had been applied. The balance stays 5 throughout."""
+    lg = Ledger(tmp_path, program(EARN_SPEND))
+    lg.run([ev("e0", "u", at(1), "earn", n=0)])
+    first = _op_json(lg, "k1", "5")
+    assert (first["status"], first["duplicate"]) == ("COMPLETED", False) and len(first["journal_entry_ids"]) == 1
+    for _ in range(2):
+        again = _op_json(lg, "k1", "6")
+        assert (again["status"], again["error_code"], again["journal_entry_ids"]) == (
+            "REJECTED", "idempotency_conflict", []), again
+    retry = _op_json(lg, "k1", "5")
+    assert (retry["status"], retry["duplicate"], retry["journal_entry_ids"]) == ("COMPLETED", True, first["journal_entry_ids"])
+    assert lg.balance("u")[0] == D(5)
+    assert lg.sql("SELECT reason FROM rejected_rows") == [("idempotency_conflict",)]
