@@ -30,7 +30,7 @@ from engine.balance_range import OutOfRange
 from engine.errors import BalanceRangeError, InputError
 from engine.io import payload_types, reorder
 from engine.io.events import in_stream_order, no_rows, read_chunks, read_inputs, streamable, time_span
-from engine.io.files import expand
+from engine.io.files import expand, hive_values
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.ledger.writer import BatchWriter
@@ -71,15 +71,19 @@ class RunReport:
 
 
 def fingerprint(specs: list[str | Path]) -> tuple[str, list[str]]:
-    """SHA-256 over the bytes of every input file, in arrival order."""
+    """SHA-256 over the bytes of every input file, in arrival order, and the hive partition values
+    of a file that has some: they are part of its rows (`program_id=cafe/`), so the same bytes
+    under another partition are other rows, not a re-run. A file without any hashes as before."""
     h = hashlib.sha256()
-    files = [f for spec in specs for f, _ in expand(spec)]
-    for f in files:
+    files = [(f, root) for spec in specs for f, root in expand(spec)]
+    for f, root in files:
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
         h.update(b"\0")
-    return h.hexdigest(), [str(f) for f in files]
+        if partitions := hive_values(f, root):
+            h.update(repr(sorted(partitions.items())).encode() + b"\0")
+    return h.hexdigest(), [str(f) for f, _ in files]
 
 
 def catalog_version(catalog: Catalog) -> str:

@@ -89,3 +89,66 @@ def test_a_conflicting_op_sent_again_is_reported_rejected_again_not_as_the_appli
     assert (retry["status"], retry["duplicate"], retry["journal_entry_ids"]) == ("COMPLETED", True, first["journal_entry_ids"])
     assert lg.balance("u")[0] == D(5)
     assert lg.sql("SELECT reason FROM rejected_rows") == [("idempotency_conflict",)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts (semantics.md 13): read = completed + failed + duplicates + rejected, printed and stored
+# ---------------------------------------------------------------------------------------------
+
+def test_maintain_prints_the_counts_it_stores(tmp_path):
+    """semantics.md 13: "Every run prints and stores its counts: read = completed + failed +
+    duplicates + rejected". A maintenance run's batch stores them (its automation firings'
+    SYSTEM events are its rows read, docs/tables.md). A daily automation fires `fee` for u1 and
+    u2 at 03-02 00:00 (maintain --as-of 03-02 12:00): fee DEBITs 5; u1 holds 10 (COMPLETED), u2
+    holds 0 (FAILED insufficient_balance). By hand: read 2, completed 1, failed 1, duplicates 0,
+    rejected 0, in `batches` and in what `maintain --json` prints. perkflow stored them but
+    printed none (no way to see from its output that a firing failed)."""
+    autos = [{"name": "Fee", "key": "fee", "event_name": "fee", "scope": "participants",
+              "trigger": {"type": "cron", "cron_expression": "0 0 * * *"}}]
+    lg = Ledger(tmp_path, program(EARN_SPEND + [on("fee", {"type": "DEBIT", "asset": "PTS", "amount": 5})],
+                                  automations=autos))
+    lg.run([ev("e1", "u1", at(1), "earn", n=10), ev("e2", "u2", at(1), "earn", n=0)])
+    import json
+    res = cli("maintain", "--as-of", at(2), "--programs", str(lg.programs), "--db", str(lg.db), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    counts = {k: out.get(k) for k in ("read", "completed", "failed", "duplicates", "rejected")}
+    assert counts == {"read": 2, "completed": 1, "failed": 1, "duplicates": 0, "rejected": 0}, out
+    assert lg.sql("SELECT rows_read, completed, failed, duplicates, rejected FROM batches WHERE id = ?",
+                  [out["batch_id"]]) == [(2, 1, 1, 0, 0)]
+    text = cli("maintain", "--as-of", at(3), "--programs", str(lg.programs), "--db", str(lg.db))
+    assert text.returncode == 0 and "2 read: 1 completed, 1 failed, 0 duplicates, 0 rejected" in text.stdout, text.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Idempotency of batches (semantics.md 1.3, 1.7, 4)
+# ---------------------------------------------------------------------------------------------
+
+def test_the_same_file_bytes_under_another_hive_partition_are_another_batch(tmp_path):
+    """semantics.md 2.2 accepts hive partitions, and docs/decisions.md makes a partition value
+    part of the row (`program_id=cafe/part.parquet` is read with program_id cafe). Two drops,
+    `drop-1/program_id=shop/part.parquet` and `drop-2/program_id=cafe/part.parquet`, hold the very
+    same bytes (a signup event of u crediting 5, no program_id column): they are two events of two
+    programs, so u ends with 10 and both programs have the event. perkflow took the second run
+    for a re-run of the first (its fingerprint covered the files' bytes alone), reported it
+    "already committed", all duplicates, and the cafe event was lost (semantics.md 1.7). A real
+    re-run of either drop stays a no-op."""
+    import json
+    from tests.helpers.io import write_events
+    lg = Ledger(tmp_path, program(EARN_SPEND, key="shop"), program(EARN_SPEND, key="cafe"))
+    row = [{"idempotency_key": "signup-1", "external_id": "u", "event_timestamp": at(1),
+            "event_data": json.dumps({"type": "earn", "n": 5})}]
+    drops = []
+    for n, key in ((1, "shop"), (2, "cafe")):
+        write_events(tmp_path / f"drop-{n}" / f"program_id={key}" / "part.parquet", row)
+        drops.append(tmp_path / f"drop-{n}")
+    outs = []
+    for drop in drops + drops:
+        res = cli("run", "--programs", str(lg.programs), "--events", str(drop), "--db", str(lg.db), "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        outs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    assert [(o["already_committed"], o["completed"], o["duplicates"]) for o in outs] == [
+        (False, 1, 0), (False, 1, 0), (True, 0, 1), (True, 0, 1)]
+    assert sorted(lg.sql("SELECT p.key, e.status FROM events e JOIN programs p ON p.id = e.program_id")) == [
+        ("cafe", "COMPLETED"), ("shop", "COMPLETED")]
+    assert lg.balance("u")[0] == D(10)
