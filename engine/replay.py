@@ -20,7 +20,7 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
-from engine.errors import InputError
+from engine.errors import InputError, NoLedgerError
 from engine.io import payload_types
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -32,10 +32,15 @@ def replay(source: str | Path, target: str | Path, programs: str | Path | None =
     source, target = Path(source), db.db_path(target)
     if not source.is_file():
         raise InputError(f"{source}: no such ledger to replay (--from)")
+    if target.exists() and source.resolve() == target.resolve():
+        raise InputError(f"{target}: exists (--from names it too); replay writes a fresh ledger: name a new file with --db")
     if target.exists():
-        raise InputError(f"{target}: exists; replay writes a fresh ledger: name a new file with --db")
-    if source.resolve() == target.resolve():
-        raise InputError("--from and --db name the same file; replay writes a fresh ledger")
+        try:
+            db.connect(target, read_only=True).close()
+        except NoLedgerError:
+            pass  # a DuckDB file without a ledger: what a replay killed before its commit leaves (semantics.md 4)
+        else:
+            raise InputError(f"{target}: exists; replay writes a fresh ledger: name a new file with --db")
     with tempfile.TemporaryDirectory(prefix="perkflow-replay-") as tmp:
         programs, inputs = _stored_inputs(source, Path(tmp), programs)
         return run_batch(programs, inputs, target, progress=progress)

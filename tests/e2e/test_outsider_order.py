@@ -152,3 +152,31 @@ def test_the_same_file_bytes_under_another_hive_partition_are_another_batch(tmp_
     assert sorted(lg.sql("SELECT p.key, e.status FROM events e JOIN programs p ON p.id = e.program_id")) == [
         ("cafe", "COMPLETED"), ("shop", "COMPLETED")]
     assert lg.balance("u")[0] == D(10)
+
+
+# ---------------------------------------------------------------------------------------------
+# A crashed run, then the same run again (semantics.md 4)
+# ---------------------------------------------------------------------------------------------
+
+def test_a_replay_killed_before_it_committed_can_be_run_again(tmp_path):
+    """semantics.md 4: "A run that crashed before committing left nothing behind; running it
+    again gives the same result as if it had never crashed." A replay killed (kill -9) before
+    its commit leaves the new DuckDB file holding no ledger (DuckDB creates the file when the
+    run opens it; the schema is made in the uncommitted transaction), which is what this test
+    puts there. Running the replay again must rebuild the ledger as a replay into a new path
+    does. perkflow refused it ("exists; replay writes a fresh ledger", exit 2) until the file was
+    deleted by hand. A file that holds a ledger is still refused, as is one that is no DuckDB
+    database."""
+    import duckdb
+    lg = Ledger(tmp_path, program(EARN_SPEND))
+    lg.run([ev("e1", "u", at(1), "earn", n=7), ev("s1", "u", at(2), "spend", n=3)])
+    clean = _replayed(lg, "clean.duckdb")
+    crashed = tmp_path / "crashed.duckdb"
+    duckdb.connect(str(crashed)).close()  # what the killed replay left: a DuckDB file, no tables
+    again = _replayed(lg, "crashed.duckdb")
+    view = "SELECT id, seq, action_type, effective_at, entry_hash FROM journal_entries ORDER BY seq"
+    assert query(again, view) == query(clean, view) and len(query(again, view)) == 2
+    assert _statuses(again) == _statuses(lg.db)
+    for taken in (clean, tmp_path / "events-1.parquet"):
+        res = cli("replay", "--from", str(lg.db), "--db", str(taken))
+        assert res.returncode == 2, res.stdout + res.stderr
