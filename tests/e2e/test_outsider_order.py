@@ -180,3 +180,30 @@ def test_a_replay_killed_before_it_committed_can_be_run_again(tmp_path):
     for taken in (clean, tmp_path / "events-1.parquet"):
         res = cli("replay", "--from", str(lg.db), "--db", str(taken))
         assert res.returncode == 2, res.stdout + res.stderr
+
+
+def test_perkflow_op_names_its_program_by_id_as_rows_do(tmp_path):
+    """semantics.md 2.2-2.3: `program_id` is the program's key or id, for operations as for
+    events (docs/decisions.md: UUIDs in any case). `perkflow op adjust --program <id>` credits 5
+    (COMPLETED, one entry); the same command again without --timestamp is a retry of the applied
+    key, so it takes the stored instant and is a DUPLICATE (semantics.md 4), whether it names the
+    program by key, by id or by the id in capitals. perkflow committed the first and then stopped
+    with a traceback (exit 1, IndexError: its status lookup knew programs by key only, though exit
+    1 says nothing was committed), and a retry naming the program by id, not finding the stored
+    instant, took the wall clock and was quarantined as an idempotency_conflict."""
+    import json
+    lg = Ledger(tmp_path, program(EARN_SPEND))
+    lg.run([ev("e0", "u", at(1), "earn", n=0)])
+    pid = lg.sql("SELECT id::VARCHAR FROM programs")[0][0]
+    outs = []
+    for name in ("shop", pid, pid.upper(), "shop"):
+        res = cli("op", "adjust", "--programs", str(lg.programs), "--db", str(lg.db), "--program", name,
+                  "--key", "k1" if name != "shop" or outs else "k0", "--external-id", "u", "--param", "asset=PTS",
+                  "--param", "amount=5", "--param", "type=CREDIT", "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        outs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    # k0 by key; k1 by id, then retried by the id in capitals and by key
+    assert [(o["key"], o["status"], o["duplicate"], len(o["journal_entry_ids"])) for o in outs] == [
+        ("k0", "COMPLETED", False, 1), ("k1", "COMPLETED", False, 1), ("k1", "COMPLETED", True, 1),
+        ("k1", "COMPLETED", True, 1)]
+    assert lg.balance("u")[0] == D(10) and lg.sql("SELECT COUNT(*) FROM rejected_rows") == [(0,)]
