@@ -485,7 +485,9 @@ def _cmd_op(args) -> int:
 
     con = db.connect(args.db, read_only=True)
     try:
-        if report.rejected and not report.already_committed:
+        # the one row was quarantined: by this run, or (a no-op re-run of the same command) by the
+        # batch that committed it; either way its reason, not the stored outcome of its key
+        if report.rejected:
             reason, message = con.execute(statement("lookups.sql", "rejected_in_batch"),
                                           {"batch_id": report.batch_id}).fetchall()[0]
             status, code, message, entries, redemption = "REJECTED", reason, message, [], None
@@ -535,6 +537,8 @@ def _cmd_maintain(args) -> int:
                           "entries": report.entries, "tier_changes": report.tier_changes,
                           "counter_resets": report.counter_resets, "automation_events": report.fired,
                           "automation_entries": report.fired_entries, "system_events": report.system_events,
+                          "read": report.fired, "completed": report.completed, "failed": report.failed,
+                          "duplicates": report.duplicates, "rejected": report.rejected,
                           "seconds": round(report.seconds, 3)}))
     elif report.batch_id is None:
         console.print(f"nothing due up to {report.as_of.isoformat()}")
@@ -543,7 +547,9 @@ def _cmd_maintain(args) -> int:
                       f"scheduled SYSTEM events ({report.fired_entries} entries), "
                       f"{report.entries} entries for {report.lots_due} lots, "
                       f"{report.tier_changes} tier changes and {report.counter_resets} entities' counter resets due up "
-                      f"to {report.as_of.isoformat()} ({report.seconds:.2f}s)")
+                      f"to {report.as_of.isoformat()} ({report.seconds:.2f}s); automation events {report.fired} read: "
+                      f"{report.completed} completed, {report.failed} failed, {report.duplicates} duplicates, "
+                      f"{report.rejected} rejected")
     return 0
 
 

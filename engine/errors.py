@@ -15,6 +15,11 @@ class CatalogError(InputError):
     """A program file does not validate."""
 
 
+class NoLedgerError(InputError):
+    """A DuckDB file that holds no perkflow ledger: what a first run (or replay) killed before its
+    commit leaves. Read-only commands stop on it; a run or replay creates the ledger in it."""
+
+
 class BalanceRangeError(InputError):
     """A batch would take an account's balance past what the ledger's DECIMAL(38, 18) holds
     (|balance| < 10^20): the run stops and nothing is written, never a wrapped balance."""

@@ -51,6 +51,11 @@ class MaintainReport:
     fired: int = 0  # SYSTEM events of automations processed
     fired_entries: int = 0  # the entries they wrote
     system_events: int = 0  # SYSTEM events of SCHEDULE_EVENT / BROADCAST processed
+    # the batch's counts as `batches` stores them (read = `fired`; semantics.md 13)
+    completed: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    rejected: int = 0
 
 
 def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float = 30.0,
@@ -128,7 +133,8 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
     return MaintainReport(batch_id, as_of, len(due), writer.entries - fired_entries,
                           time.perf_counter() - t0, writer.tier_changes, resets,
                           fired=totals["rows_read"], fired_entries=fired_entries,
-                          system_events=totals["system_events"])
+                          system_events=totals["system_events"],
+                          **{k: totals[k] for k in ("completed", "failed", "duplicates", "rejected")})
 
 
 def _fire_automations(con, catalog, as_of: datetime, writer: BatchWriter, totals: dict) -> dict:

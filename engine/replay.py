@@ -3,7 +3,7 @@ stored, in pure timestamp order (semantics.md 3).
 
 Live, a row that arrives after later-timestamped rows of its participant is processed after them
 (history is never rewritten); a replay processes every stored event and operation as one batch
-ordered by timestamp alone (equal timestamps keep their arrival order; events before operations),
+ordered by timestamp alone (equal timestamps keep their arrival order, events and operations alike),
 under one set of program files: `--programs`, or the latest version of each program the source
 stored. The source is only read. What it does not replay: SYSTEM events (the rules emit them
 again), rejected rows, and maintenance runs (run `perkflow maintain --as-of T` on the new ledger).
@@ -20,7 +20,7 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
-from engine.errors import InputError
+from engine.errors import InputError, NoLedgerError
 from engine.io import payload_types
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -32,18 +32,23 @@ def replay(source: str | Path, target: str | Path, programs: str | Path | None =
     source, target = Path(source), db.db_path(target)
     if not source.is_file():
         raise InputError(f"{source}: no such ledger to replay (--from)")
+    if target.exists() and source.resolve() == target.resolve():
+        raise InputError(f"{target}: exists (--from names it too); replay writes a fresh ledger: name a new file with --db")
     if target.exists():
-        raise InputError(f"{target}: exists; replay writes a fresh ledger: name a new file with --db")
-    if source.resolve() == target.resolve():
-        raise InputError("--from and --db name the same file; replay writes a fresh ledger")
+        try:
+            db.connect(target, read_only=True).close()
+        except NoLedgerError:
+            pass  # a DuckDB file without a ledger: what a replay killed before its commit leaves (semantics.md 4)
+        else:
+            raise InputError(f"{target}: exists; replay writes a fresh ledger: name a new file with --db")
     with tempfile.TemporaryDirectory(prefix="perkflow-replay-") as tmp:
-        programs, events, operations = _stored_inputs(source, Path(tmp), programs)
-        return run_batch(programs, events, target, operations=operations, progress=progress)
+        programs, inputs = _stored_inputs(source, Path(tmp), programs)
+        return run_batch(programs, inputs, target, progress=progress)
 
 
 def _stored_inputs(source: Path, tmp: Path, programs: str | Path | None) -> tuple:
-    """(programs, events, operations): the source's program files (unless given), events and
-    operations as files under `tmp` (None for a kind it stores none of)."""
+    """(programs, inputs): the source's program files (unless given), and its events and
+    operations as files under `tmp`, a list of (path, kind) in stream order (`_in_arrival_order`)."""
     try:
         con = duckdb.connect(str(source), read_only=True)
     except duckdb.Error as e:
@@ -57,23 +62,40 @@ def _stored_inputs(source: Path, tmp: Path, programs: str | Path | None) -> tupl
             programs.mkdir()
             for key, document in documents:
                 (programs / f"{key}.json").write_text(json.dumps(json.loads(document)), encoding="utf-8")
-        files = {}
-        for name in ("events", "operations"):
-            table = con.sql(statement("replay.sql", name)).to_arrow_table()
-            if not table.num_rows:
-                continue
-            if name == "events":
-                files[name] = _event_files(_with_types(con, pl.from_arrow(table)), tmp / name)
-            else:
-                files[name] = tmp / f"{name}.parquet"
-                pq.write_table(table, files[name])
+        events = _with_types(con, pl.from_arrow(con.sql(statement("replay.sql", "events")).to_arrow_table()))
+        operations = con.sql(statement("replay.sql", "operations")).to_arrow_table()
     except duckdb.CatalogException as e:
         raise InputError(f"{source}: not a perkflow ledger ({str(e).splitlines()[0]})") from None
     finally:
         con.close()
-    if not files:
+    if not len(events) and not operations.num_rows:
         raise InputError(f"{source}: stores no events or operations to replay")
-    return programs, files.get("events"), files.get("operations")
+    return programs, _in_arrival_order(events, operations, tmp)
+
+
+def _in_arrival_order(events: pl.DataFrame, operations, tmp: Path) -> list[tuple[Path, str]]:
+    """The events and operations (each in stream order) as input files whose arrival order is
+    the stream order of both together: (timestamp, the arrival sequence they were stored with,
+    which is one sequence for events and operations). A run reads event files before operation
+    files, so an operation that arrived before an event of the same instant (an earlier batch)
+    needs its own input ahead of it: each run of one kind in the merged order is an input."""
+    keys = pl.concat([
+        events.select(ts=pl.col("event_timestamp"), seq=pl.col("_arrival"), kind=pl.lit("event")),
+        pl.from_arrow(operations.select(["timestamp", "_arrival"])).select(
+            ts=pl.col("timestamp"), seq=pl.col("_arrival"), kind=pl.lit("operation")),
+    ]).sort("ts", "seq")
+    runs = keys.group_by((pl.col("kind") != pl.col("kind").shift()).fill_null(True).cum_sum().alias("run"),
+                         maintain_order=True).agg(pl.col("kind").first(), pl.len())
+    events, operations = events.drop("_arrival"), operations.drop(["_arrival"])
+    inputs, taken = [], {"event": 0, "operation": 0}
+    for n, (kind, rows) in enumerate(runs.select("kind", "len").iter_rows()):
+        first, taken[kind] = taken[kind], taken[kind] + rows
+        if kind == "event":
+            inputs.append((_event_files(events.slice(first, rows), tmp / f"events-{n:06d}"), kind))
+        else:
+            inputs.append((tmp / f"operations-{n:06d}.parquet", kind))
+            pq.write_table(operations.slice(first, rows), inputs[-1][0])
+    return inputs
 
 
 def _with_types(con: duckdb.DuckDBPyConnection, events: pl.DataFrame) -> pl.DataFrame:

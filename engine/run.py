@@ -30,7 +30,7 @@ from engine.balance_range import OutOfRange
 from engine.errors import BalanceRangeError, InputError
 from engine.io import payload_types, reorder
 from engine.io.events import in_stream_order, no_rows, read_chunks, read_inputs, streamable, time_span
-from engine.io.files import expand
+from engine.io.files import expand, hive_values
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.ledger.writer import BatchWriter
@@ -71,15 +71,19 @@ class RunReport:
 
 
 def fingerprint(specs: list[str | Path]) -> tuple[str, list[str]]:
-    """SHA-256 over the bytes of every input file, in arrival order."""
+    """SHA-256 over the bytes of every input file, in arrival order, and the hive partition values
+    of a file that has some: they are part of its rows (`program_id=cafe/`), so the same bytes
+    under another partition are other rows, not a re-run. A file without any hashes as before."""
     h = hashlib.sha256()
-    files = [f for spec in specs for f, _ in expand(spec)]
-    for f in files:
+    files = [(f, root) for spec in specs for f, root in expand(spec)]
+    for f, root in files:
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
         h.update(b"\0")
-    return h.hexdigest(), [str(f) for f in files]
+        if partitions := hive_values(f, root):
+            h.update(repr(sorted(partitions.items())).encode() + b"\0")
+    return h.hexdigest(), [str(f) for f, _ in files]
 
 
 def catalog_version(catalog: Catalog) -> str:
@@ -110,7 +114,8 @@ def run_batch(programs: str | Path, events: str | Path | list[str | Path] | None
     op` runs a temporary file, gone once it ran: "perkflow op adjust" is what a reader can use).
     `events` as a list: several inputs booked as this one batch, in that order (`Backfill.run_days`,
     which passes in `parts` the fingerprint, sources and row count of each, recorded in
-    batch_inputs so that each is committed on its own)."""
+    batch_inputs so that each is committed on its own); an item `(path, "operation")` is an
+    operation input at that place of the arrival order (`perkflow replay`)."""
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     trace = _Trace(t0)
@@ -127,8 +132,10 @@ def run_batch(programs: str | Path, events: str | Path | list[str | Path] | None
     chunk_rows = (chunk_rows or (db.positive_int("PERKFLOW_CHUNK_ROWS", env_rows, "rows") if env_rows else 0)
                   or (STATEFUL_CHUNK_ROWS if stateful else CHUNK_ROWS))
     step("reading events")
-    # arrival order: the event files, then the operation files
-    inputs = [(spec, "event") for spec in (events if isinstance(events, list) else [events]) if spec is not None]
+    # arrival order: the event files, then the operation files (an item `(path, "operation")` of
+    # an `events` list is an operation input in its place: replay's interleaved stream)
+    inputs = [spec if isinstance(spec, tuple) else (spec, "event")
+              for spec in (events if isinstance(events, list) else [events]) if spec is not None]
     inputs += [(operations, "operation")] if operations is not None else []
     if not inputs:
         raise InputError("nothing to run: give --events, --operations, or both")

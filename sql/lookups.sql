@@ -102,13 +102,16 @@ SELECT o.status, o.error_code, o.error_message,
        list(j.id::VARCHAR ORDER BY j.seq) FILTER (WHERE j.id IS NOT NULL) AS journal_entry_ids,
        r.id::VARCHAR AS redemption_id
 FROM operations o LEFT JOIN journal_entries j ON j.operation_id = o.id LEFT JOIN redemptions r ON r.id = o.id
-WHERE o.program_id = (SELECT id FROM programs WHERE key = $program) AND o.idempotency_key = $key
+WHERE o.program_id = (SELECT id FROM programs WHERE key = $program OR id::VARCHAR = lower($program))
+  AND o.idempotency_key = $key
 GROUP BY ALL;
 
 -- name: operation_timestamp
 -- The instant a stored operation was given, so that `perkflow op` without --timestamp repeats it.
+-- `$program` is what --program says: the program's key or id (any case), as in a row's program_id.
 SELECT timestamp FROM operations
-WHERE program_id = (SELECT id FROM programs WHERE key = $program) AND idempotency_key = $key;
+WHERE program_id = (SELECT id FROM programs WHERE key = $program OR id::VARCHAR = lower($program))
+  AND idempotency_key = $key;
 
 -- name: rejected_in_batch
 SELECT reason, message FROM rejected_rows WHERE batch_id = $batch_id ORDER BY row_number;

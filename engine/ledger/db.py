@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from engine.errors import DatabaseBusyError, InputError
+from engine.errors import DatabaseBusyError, InputError, NoLedgerError
 
 from .sqlfiles import script, statement
 
@@ -75,7 +75,7 @@ def connect(path: str | Path | None = None, *, read_only: bool = False, wait: fl
     if read_only:
         if not con.execute(statement("schema_version.sql", "is_ledger")).fetchall()[0][0]:
             con.close()
-            raise InputError(f"{p}: holds no perkflow ledger yet (a first run that did not commit leaves "
+            raise NoLedgerError(f"{p}: holds no perkflow ledger yet (a first run that did not commit leaves "
                              "an empty file); run `perkflow run` first or pass --db")
         # reports and queries: DuckDB's own default (80% of the machine's memory) unless the
         # user set a cap; `perkflow verify` sets its own (limit_memory)
