@@ -315,8 +315,13 @@ def _void_hold(o: _Op) -> None:
 
 
 def _reward(o: _Op):
+    """The reward `reward` (its key) or Scrip's `reward_id` names: a key, or the reward's id (the
+    `rewards` table's UUID, read in any case, as assets, programs and groups are named by id)."""
     key = o.field("reward", o.params.get("reward_id"))
-    reward = o.op.program.rewards.get(key)
+    rewards = o.op.program.rewards
+    reward = rewards.get(key) if isinstance(key, str) else None
+    if reward is None and isinstance(key, str):
+        reward = next((r for r in rewards.values() if str(r.id) == key.strip().lower()), None)
     if reward is None:
         raise ActionFailed(INVALID, f"redeem_item: unknown reward {key!r} in program {o.op.program.key}")
     return reward
