@@ -220,7 +220,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "--key fix-1 --external-id a --param type=CREDIT --param asset=PTS --param amount=5")
     o.add_argument("operation", help="operation name, e.g. adjust, hold, release, forfeit, void_hold, fund, burn, redeem, "
                                      "transfer, add_group_member")
-    o.add_argument("--programs", default="data/programs", help="program files (default data/programs)")
+    o.add_argument("--programs", help="program files (default: the programs the ledger's runs stored; for a ledger "
+                                      "that stores none, data/programs)")
     o.add_argument("--program", required=True, help="program key")
     o.add_argument("--key", required=True, help="idempotency key")
     o.add_argument("--external-id", help="the participant (omit for fund, burn and the group_* balance operations; "
@@ -463,7 +464,10 @@ def _cmd_op(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "operation.parquet"
         row.write_parquet(path)
-        report = run_batch(args.programs, None, args.db, operations=path,
+        # like maintain, explain and replay: the ledger's own programs unless --programs is given
+        # (the bundled sample's files used to be loaded into any ledger, and the operation rejected)
+        programs = args.programs or _stored_programs(args, Path(tmp) / "programs") or "data/programs"
+        report = run_batch(programs, None, args.db, operations=path,
                            source_names={str(path): f"perkflow op {args.operation}"})
     from engine.ledger import db
     from engine.ledger.sqlfiles import statement
@@ -488,6 +492,25 @@ def _cmd_op(args) -> int:
         console.print(f"{args.operation} {args.key}: {status}" + (f" {code}: {message}" if code else "")
                       + (" (duplicate: already applied, nothing changed)" if duplicate else ""))
     return 0
+
+
+def _stored_programs(args, folder):
+    """The program files the ledger `--db` stored, written into `folder`; None if there is no
+    ledger yet, or it stores none (a ledger from before program_documents existed)."""
+    import duckdb
+
+    from engine.ledger import db
+    from engine.replay import stored_program_files
+
+    if not db.db_path(args.db).exists():
+        return None
+    con = db.connect(args.db, read_only=True)
+    try:
+        return stored_program_files(con, folder)
+    except duckdb.CatalogException:
+        return None
+    finally:
+        con.close()
 
 
 def _stored_operation_time(args) -> str | None:
