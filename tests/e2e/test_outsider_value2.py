@@ -66,3 +66,23 @@ def test_s2_3_perkflow_op_without_programs_uses_the_programs_the_ledger_stored(t
     assert lg.sql("SELECT key FROM programs ORDER BY key") == [("shop",)]
     assert lg.balance("a", "STARS") == (D(12), D(0), D(0))
     lg.verify()
+
+
+def test_s12_the_transfers_report_says_which_recipient_is_a_group(tmp_path):
+    """12 (`transfers`, "the project's docs list every column"); 9.3 with a group recipient
+    (docs/decisions.md "Groups": a transfer recipient may be `{group_id, amount}`). The view gave
+    a group recipient's id as `recipient_participant_id`, with nothing saying it was a group, so
+    a report joined to `participants` lost the group's leg and a reader saw a participant id
+    no participant has. Now each row says `recipient_type` (PARTICIPANT or GROUP), and a group
+    recipient's id and key are in `recipient_group_id` / `recipient_group_key`."""
+    fam = {"key": "fam", "name": "Fam", "members": [{"external_id": "a", "role": "ADMIN"}]}
+    lg = Ledger(tmp_path, program([EARN], [LOT], groups=[fam]))
+    lg.run([ev("e1", "a", at(1), "earn", n=50), ev("e2", "b", at(1), "earn", n=1)],
+           [op("transfer", "t1", "a", at(2), asset="PTS", description="split",
+               recipients=[{"external_id": "b", "amount": "4"}, {"group_id": "fam", "amount": "6"}])])
+    assert lg.status()["t1"] == OK
+    (b_id,) = lg.sql("SELECT id FROM participants WHERE external_id = 'b'")[0]
+    (fam_id,) = lg.sql("SELECT id FROM groups WHERE key = 'fam'")[0]
+    rows = lg.sql("SELECT recipient_type, recipient_participant_id, recipient_external_id, recipient_group_id, "
+                  "recipient_group_key, amount FROM transfers WHERE idempotency_key = 't1'")
+    assert rows == [("PARTICIPANT", b_id, "b", None, None, D(4)), ("GROUP", None, None, fam_id, "fam", D(6))]
