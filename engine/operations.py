@@ -561,6 +561,9 @@ def _transfer(o: _Op) -> None:
     pid = o.participant()
     _same_source(o)
     recipients = o.field("recipients")
+    if isinstance(recipients, str):  # `perkflow op --param recipients=[...]`: every --param value is text
+        raise ActionFailed(INVALID, "transfer: params.recipients must be a list of 1 to 100 recipients, not text "
+                                    "(with perkflow op, give the list as JSON in --params '{\"recipients\": [...]}')")
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
         raise ActionFailed(INVALID, "transfer: params.recipients must list 1 to 100 recipients")
     # every recipient and amount is checked (and what is due for the recipient applied, semantics.md

@@ -86,3 +86,21 @@ def test_s12_the_transfers_report_says_which_recipient_is_a_group(tmp_path):
     rows = lg.sql("SELECT recipient_type, recipient_participant_id, recipient_external_id, recipient_group_id, "
                   "recipient_group_key, amount FROM transfers WHERE idempotency_key = 't1'")
     assert rows == [("PARTICIPANT", b_id, "b", None, None, D(4)), ("GROUP", None, None, fam_id, "fam", D(6))]
+
+
+def test_s9_3_perkflow_op_transfer_recipients_given_as_a_param_say_to_use_params(tmp_path):
+    """9.3 / 13 (clear errors): `perkflow op transfer --param recipients=[...]` hands the list over
+    as text (every --param value is text), and the transfer failed "params.recipients must list 1
+    to 100 recipients" though the text lists one. The message now says it got text and that a
+    list goes in `--params` (JSON); given there, the same transfer completes."""
+    lg = Ledger(tmp_path, program([EARN], [LOT]))
+    lg.run([ev("e1", "a", at(1), "earn", n=50), ev("e2", "b", at(1), "earn", n=1)])
+    recipients = '[{"external_id": "b", "amount": "2"}]'
+    base = ("transfer", "--program", "shop", "--external-id", "a", "--timestamp", at(2),
+            "--param", "asset=PTS", "--param", "description=gift")
+    out = perkflow_op(lg, *base, "--key", "t1", "--param", f"recipients={recipients}")
+    assert (out["status"], out["error_code"]) == ("FAILED", "invalid_operation")
+    assert "--params" in out["error_message"] and "text" in out["error_message"]
+    out = perkflow_op(lg, *base, "--key", "t2", "--params", f'{{"recipients": {recipients}}}')
+    assert (out["status"], out["error_code"]) == ("COMPLETED", None)
+    assert lg.balance("b") == (D(3), D(0), D(0))
