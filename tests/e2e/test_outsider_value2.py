@@ -104,3 +104,35 @@ def test_s9_3_perkflow_op_transfer_recipients_given_as_a_param_say_to_use_params
     out = perkflow_op(lg, *base, "--key", "t2", "--params", f'{{"recipients": {recipients}}}')
     assert (out["status"], out["error_code"]) == ("COMPLETED", None)
     assert lg.balance("b") == (D(3), D(0), D(0))
+
+
+def test_s1_5_a_redemptions_lots_taken_is_the_same_text_in_one_batch_or_several(tmp_path):
+    """1.4 / 1.5: the same stream in 1 or N batches gives byte-identical ledgers. `redemptions.lots_taken`
+    ([[lot id, amount], ...], docs/tables.md) wrote each amount as Python printed the Decimal it
+    held: "2.5" and "0.0" when the lots were made in the same batch, "2.500000000000000000" and
+    "0E-18" when they were read back from the ledger in a later one. Now each amount is plain
+    decimal text ("2.5", "0") whichever batch wrote it.
+
+    By hand (scale 1): lots L1 = 3 (day 1 12:00) and L2 = 10 (13:00); r1 = 2 mugs of 2.5 = 5 takes
+    3 of L1 and 2 of L2 (FIFO); r2 = 1.5 (day 3) takes 1.5 of L2 (L1 is empty); v1 gives one mug
+    (2.5) back LIFO: 2 to L2, 0.5 to L1, so r1 has taken 2.5 of L1 and 0 of L2."""
+    rules = [EARN]
+    mug = {"key": "mug", "name": "Mug", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "2.5"}
+    events = [ev("e1", "a", at(1), "earn", n=3), ev("e2", "a", at(1, 13), "earn", n=10)]
+    ops = [op("redeem_item", "r1", "a", at(2), reward="mug", quantity=2),
+           op("redeem", "r2", "a", at(3), asset="PTS", amount="1.5", description="pay"),
+           op("reverse_redemption", "v1", None, at(4), redemption="r1", quantity=1)]
+    taken = {}
+    for cut in (False, True):
+        lg = Ledger(tmp_path / f"cut{cut}", program(rules, [{**LOT, "scale": 1}], rewards=[mug]))
+        if cut:
+            lg.run(events)
+            for o in ops:
+                lg.run(operations=[o])
+        else:
+            lg.run(events, ops)
+        assert all(s == OK for s in lg.status().values())
+        order = {lot: f"L{i + 1}" for i, (lot,) in enumerate(lg.sql("SELECT id::VARCHAR FROM lots ORDER BY created_at"))}
+        taken[cut] = {k: [(order[lot], amount) for lot, amount in json.loads(text)]
+                      for k, text in lg.sql("SELECT idempotency_key, lots_taken::VARCHAR FROM redemptions")}
+    assert taken[False] == taken[True] == {"r1": [("L1", "2.5"), ("L2", "0")], "r2": [("L2", "1.5")]}
