@@ -136,3 +136,37 @@ def test_s1_5_a_redemptions_lots_taken_is_the_same_text_in_one_batch_or_several(
         taken[cut] = {k: [(order[lot], amount) for lot, amount in json.loads(text)]
                       for k, text in lg.sql("SELECT idempotency_key, lots_taken::VARCHAR FROM redemptions")}
     assert taken[False] == taken[True] == {"r1": [("L1", "2.5"), ("L2", "0")], "r2": [("L2", "1.5")]}
+
+
+def test_s9_1_participant_balances_leave_out_a_lot_already_expired_in_the_same_event(tmp_path):
+    """6 + 9.1: CEL's `participant.balances.PTS.available` is the state "as of this point in the
+    event", and AVAILABLE is the spendable bucket (8); "expired lots are never spendable, even
+    before the expiry entry is written". A CREDIT with `expires_at: 0s` makes a lot that is expired
+    at once (its EXPIRATION is written at the holder's next touch, docs/decisions.md "A lot never
+    expires before it exists"); a later rule of the same event saw it as available: a DEBIT of 7
+    guarded by `available >= 7` matched and failed the whole event `insufficient_balance`, since
+    only 2 can be spent. Now the view leaves such lots out: available is 2, the guard is false,
+    and the event completes; a DEBIT of what the view shows succeeds.
+
+    By hand: x credits 5 (expires at once) and 2: available 2. y (a second participant) does the
+    same and debits what the view says (2): its balance is 5 - 5 (expiry) + 2 - 2 = 0."""
+    rules = [
+        {"name": "a", "key": "a", "order": 10, "condition": 'event.type == "x" || event.type == "y"', "actions": [
+            {"type": "CREDIT", "asset": "PTS", "amount": "5", "expires_at": "0s"},
+            {"type": "CREDIT", "asset": "PTS", "amount": "2"}]},
+        {"name": "b", "key": "b", "order": 20, "condition": 'event.type == "x" || event.type == "y"', "actions": [
+            {"type": "SET_ATTRIBUTE", "key": "avail", "value": "participant.balances.PTS.available"}]},
+        {"name": "c", "key": "c", "order": 30, "condition": 'event.type == "x" && participant.balances.PTS.available >= 7.0',
+         "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "7"}]},
+        {"name": "d", "key": "d", "order": 40, "condition": 'event.type == "y"',
+         "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "participant.balances.PTS.available"}]},
+    ]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    lg.run([ev("x1", "a", at(1), "x"), ev("y1", "b", at(1), "y"),
+            ev("x2", "a", at(1), "noop"), ev("y2", "b", at(1), "noop")])  # touch both: the expiries are written
+    assert lg.status()["x1"] == lg.status()["y1"] == OK
+    assert lg.state("a")[("ATTRIBUTE", "avail")] == lg.state("b")[("ATTRIBUTE", "avail")] == "2"
+    assert lg.entries("x1") == [("CREDIT", D(5)), ("CREDIT", D(2))]
+    assert lg.entries("y1") == [("CREDIT", D(5)), ("CREDIT", D(2)), ("DEBIT", D(2))]
+    assert lg.balance("a") == (D(2), D(0), D(0)) and lg.balance("b") == (D(0), D(0), D(0))
+    lg.verify()
