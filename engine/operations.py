@@ -430,6 +430,10 @@ def _redemption_key(o: _Op, program_id: str) -> str:
     /v1/redemptions/{id}/reverse), or by the idempotency key of the operation that made it
     (`redemption`); both given must name the same one."""
     key, rid = o.params.get("redemption"), o.params.get("redemption_id")
+    for field, value in (("redemption", key), ("redemption_id", rid)):
+        if value is not None and not (isinstance(value, str) and value):
+            # a key or an id is text (a number here stopped the run at the ledger lookup, exit 1)
+            raise ActionFailed(INVALID, f"reverse_redemption: params.{field} must be text, got {value!r}")
     if rid is None:
         if key is None:
             raise ActionFailed(INVALID, "reverse_redemption: params.redemption_id (or params.redemption, the "

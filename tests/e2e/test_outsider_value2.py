@@ -170,3 +170,23 @@ def test_s9_1_participant_balances_leave_out_a_lot_already_expired_in_the_same_e
     assert lg.entries("y1") == [("CREDIT", D(5)), ("CREDIT", D(2)), ("DEBIT", D(2))]
     assert lg.balance("a") == (D(2), D(0), D(0)) and lg.balance("b") == (D(0), D(0), D(0))
     lg.verify()
+
+
+def test_s13_a_reversal_naming_its_redemption_by_a_number_fails_the_row_not_the_run(tmp_path):
+    """13: an operation whose params have an unexpected shape fails that operation
+    (`invalid_operation`); the run goes on (docs/decisions.md "Operation params"). A reversal whose
+    `redemption` is a JSON number (the redeeming operation's key was "12345") stopped the whole
+    run with an internal error (exit 1, a DuckDB conversion error at the lookup of a redemption of
+    an earlier batch); in the redemption's own batch the same row was `redemption_not_found`. Now
+    it fails `invalid_operation` in both, and the rows beside it are processed."""
+    lg = Ledger(tmp_path, program([EARN], [LOT]))
+    lg.run([ev("e1", "a", at(1), "earn", n=50)],
+           [op("redeem", "12345", "a", at(2), asset="PTS", amount="10", description="pay")])
+    lg.run(operations=[op("reverse_redemption", "v1", None, at(3), redemption=12345, reason="refund"),
+                       op("reverse_redemption", "v2", None, at(3, 13), redemption_id=7, reason="refund"),
+                       op("reverse_redemption", "v3", None, at(3, 14), redemption="12345", amount="4", reason="refund")])
+    st = lg.status()
+    assert st["v1"] == st["v2"] == ("FAILED", "invalid_operation")
+    assert st["v3"] == OK
+    assert lg.balance("a") == (D(50) - 10 + 4, D(0), D(0))
+    lg.verify()
