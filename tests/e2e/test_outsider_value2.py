@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from decimal import Decimal as D
 
+import pytest
+
 from tests.e2e.test_contract_audit import LOT, OK, SIMPLE, Ledger, at, ev, op, on, program
 from tests.helpers.io import cli
 
@@ -190,3 +192,34 @@ def test_s13_a_reversal_naming_its_redemption_by_a_number_fails_the_row_not_the_
     assert st["v3"] == OK
     assert lg.balance("a") == (D(50) - 10 + 4, D(0), D(0))
     lg.verify()
+
+
+@pytest.mark.parametrize("where, spec", [
+    ("rewards[0] (Mug).max_total", {"rewards": [{**MUG, "max_total": 2 ** 63}]}),
+    ("rewards[0] (Mug).max_per_participant", {"rewards": [{**MUG, "max_per_participant": 2 ** 64}]}),
+    ("tiers[0] (t).levels[0].rank", {"tiers": [{"key": "t", "levels": [{"key": "s", "rank": 3_000_000_000}]}]}),
+    ("rules[0] (earn).order", {"rules": [{**EARN, "order": 3_000_000_000}]}),
+])
+def test_s13_a_whole_number_the_ledger_cannot_hold_is_a_load_error(tmp_path, where, spec):
+    """13: program files that do not validate stop the run before anything is written, exit 2
+    (1 is for unexpected internal errors). A reward's `max_total` / `max_per_participant` of 2^63
+    or more (the ledger's BIGINT), or a tier level's `rank` or a rule's `order` past INTEGER
+    (2^31 - 1), passed `perkflow validate` and then stopped `perkflow run` with an internal error
+    (exit 1) when the catalog was written. Now they are load errors naming the field, for
+    validate and run alike."""
+    base = program([EARN], [LOT])
+    lg = Ledger(tmp_path, {**base, **spec})
+    res = cli("validate", "--programs", str(lg.programs))
+    assert res.returncode == 2 and where in res.stderr, res.stdout + res.stderr
+    out = lg.run([ev("e1", "a", at(1), "earn", n=1)], expect=2)
+    assert where in out["stderr"] and "internal error" not in out["stderr"]
+    assert not lg.db.exists() or lg.sql("SELECT count(*) FROM events") == [(0,)]
+
+
+def test_s13_a_default_order_past_what_the_ledger_holds_is_a_load_error(tmp_path):
+    """13, as above: a rule without `order` takes the highest before + 10 (semantics.md 2.1); after a
+    rule at order 2^31 - 1 that default is past INTEGER and crashed the catalog write (exit 1)."""
+    rules = [{**EARN, "order": 2 ** 31 - 1}, {**on("spend", {"type": "DEBIT", "asset": "PTS", "amount": "1"})}]
+    lg = Ledger(tmp_path, program(rules, [LOT]))
+    out = lg.run([ev("e1", "a", at(1), "earn", n=1)], expect=2)
+    assert "rules[1] (spend): order" in out["stderr"] and "internal error" not in out["stderr"]
