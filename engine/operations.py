@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 
 from engine import amounts, groups, holds, ids, tiers
 from engine.catalog import Catalog
+from engine.catalog.models import INT64_MAX
 from engine.durations import parse_duration, parse_when
 from engine.lots import lot_spec, owed, restore, static_instant
 from engine.moves import INSUFFICIENT, ActionFailed, move, plain, source_of_issue, system, wallet
@@ -355,6 +356,9 @@ def _redeem(o: _Op, reward) -> None:
             quantity = _count(raw)
             if quantity is None:
                 raise ActionFailed(INVALID, f"redeem_item: params.quantity must be a positive integer, got {raw!r}")
+            if o.tx.reward_count(rid) + quantity > INT64_MAX:  # the ledger's counts are BIGINT
+                raise ActionFailed(INVALID, f"redeem_item: {quantity} units would take reward {reward.key}'s redeemed "
+                                            f"count past {INT64_MAX}, what the ledger holds")
             if m.max_total is not None and o.tx.reward_count(rid) + quantity > m.max_total:
                 raise ActionFailed("out_of_stock", f"redeem_item: reward {reward.key} is out of stock "
                                                    f"({o.tx.reward_count(rid)} of {m.max_total} redeemed)")

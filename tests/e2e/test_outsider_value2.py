@@ -223,3 +223,22 @@ def test_s13_a_default_order_past_what_the_ledger_holds_is_a_load_error(tmp_path
     lg = Ledger(tmp_path, program(rules, [LOT]))
     out = lg.run([ev("e1", "a", at(1), "earn", n=1)], expect=2)
     assert "rules[1] (spend): order" in out["stderr"] and "internal error" not in out["stderr"]
+
+
+def test_s13_units_past_what_the_ledger_counts_fail_the_redemption_not_the_run(tmp_path):
+    """13 / invariant 7: one bad row fails, the rest of the batch is processed. A reward without
+    `max_total` counts its redeemed units in BIGINT columns; a `redeem_item` whose units took the
+    count past 2^63 - 1 (a tiny `unit_cost` at scale 18 keeps the cost small) stopped the run with
+    an internal error at the write (exit 1). Now it fails `invalid_operation`; by hand: 2^62 units
+    of 10^-18 cost 4.611686018427387904, the second 2^62 would make 2^63 units."""
+    dust = {"key": "dust", "name": "Dust", "redemption_type": "UNIT_BASED", "asset": "PTS",
+            "unit_cost": "0.000000000000000001"}
+    lg = Ledger(tmp_path, program([EARN], [{**SIMPLE, "scale": 18}], rewards=[dust]))
+    lg.run([ev("e1", "a", at(1), "earn", n=100)],
+           [op("redeem_item", "r1", "a", at(2), reward="dust", quantity=2 ** 62),
+            op("redeem_item", "r2", "a", at(3), reward="dust", quantity=2 ** 62),
+            op("redeem_item", "r3", "a", at(4), reward="dust", quantity=1)])
+    st = lg.status()
+    assert st["r1"] == st["r3"] == OK and st["r2"] == ("FAILED", "invalid_operation")
+    assert lg.balance("a")[0] == D(100) - D("4.611686018427387904") - D("0.000000000000000001")
+    assert lg.sql("SELECT redeemed_count FROM reward_usage WHERE participant_id = ''") == [(2 ** 62 + 1,)]
