@@ -466,7 +466,7 @@ def _cmd_op(args) -> int:
         row.write_parquet(path)
         # like maintain, explain and replay: the ledger's own programs unless --programs is given
         # (the bundled sample's files used to be loaded into any ledger, and the operation rejected)
-        programs = args.programs or _stored_programs(args, Path(tmp) / "programs") or "data/programs"
+        programs = args.programs or _stored_programs(args) or "data/programs"
         report = run_batch(programs, None, args.db, operations=path,
                            source_names={str(path): f"perkflow op {args.operation}"})
     from engine.ledger import db
@@ -494,23 +494,28 @@ def _cmd_op(args) -> int:
     return 0
 
 
-def _stored_programs(args, folder):
-    """The program files the ledger `--db` stored, written into `folder`; None if there is no
-    ledger yet, or it stores none (a ledger from before program_documents existed)."""
+def _stored_programs(args):
+    """The programs the ledger `--db` stored (program_documents), compiled under the names of the
+    files they were read from (so that a run keeps recording those files as their source); None
+    if there is no ledger yet, or it stores none (a ledger from before program_documents)."""
     import duckdb
 
+    from engine.catalog.load import compile_documents
     from engine.ledger import db
-    from engine.replay import stored_program_files
+    from engine.ledger.sqlfiles import statement
 
     if not db.db_path(args.db).exists():
         return None
     con = db.connect(args.db, read_only=True)
     try:
-        return stored_program_files(con, folder)
+        rows = con.execute(statement("lookups.sql", "program_documents_with_sources")).fetchall()
     except duckdb.CatalogException:
         return None
     finally:
         con.close()
+    if not rows:
+        return None
+    return compile_documents([(source or f"stored program {key}", json.loads(document)) for key, document, source in rows])
 
 
 def _stored_operation_time(args) -> str | None:

@@ -41,18 +41,6 @@ def replay(source: str | Path, target: str | Path, programs: str | Path | None =
         return run_batch(programs, events, target, operations=operations, progress=progress)
 
 
-def stored_program_files(con: duckdb.DuckDBPyConnection, folder: Path) -> Path | None:
-    """The program files the ledger's runs stored (table program_documents), written as JSON
-    files into `folder` (created); None when it stores none."""
-    documents = con.execute(statement("lookups.sql", "program_documents")).fetchall()
-    if not documents:
-        return None
-    folder.mkdir()
-    for key, document in documents:
-        (folder / f"{key}.json").write_text(json.dumps(json.loads(document)), encoding="utf-8")
-    return folder
-
-
 def _stored_inputs(source: Path, tmp: Path, programs: str | Path | None) -> tuple:
     """(programs, events, operations): the source's program files (unless given), events and
     operations as files under `tmp` (None for a kind it stores none of)."""
@@ -62,9 +50,13 @@ def _stored_inputs(source: Path, tmp: Path, programs: str | Path | None) -> tupl
         raise InputError(f"{source}: cannot be opened as a perkflow ledger: {str(e).splitlines()[0]}") from None
     try:
         if programs is None:
-            programs = stored_program_files(con, tmp / "programs")
-            if programs is None:
+            documents = con.execute(statement("lookups.sql", "program_documents")).fetchall()
+            if not documents:
                 raise InputError(f"{source}: stores no program files; pass --programs")
+            programs = tmp / "programs"
+            programs.mkdir()
+            for key, document in documents:
+                (programs / f"{key}.json").write_text(json.dumps(json.loads(document)), encoding="utf-8")
         files = {}
         for name in ("events", "operations"):
             table = con.sql(statement("replay.sql", name)).to_arrow_table()

@@ -57,7 +57,8 @@ def test_s2_3_perkflow_op_without_programs_uses_the_programs_the_ledger_stored(t
     (README's form: `perkflow op NAME --program K --key IDEM ...`) loaded the bundled sample
     `data/programs` instead: it wrote the sample programs (customer_loyalty, coffee_club) into
     the user's ledger and rejected the operation `unknown_program`. Like `maintain`, `explain` and
-    `replay`, it now uses the program files the ledger's runs stored."""
+    `replay`, it now uses the program files the ledger's runs stored (recorded as read from the
+    files they came from)."""
     stars = {"symbol": "STARS", "name": "Stars", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
     lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "STARS", "amount": "event.n"})], [stars]))
     lg.run([ev("e1", "a", at(1), "earn", n=5)])
@@ -65,7 +66,8 @@ def test_s2_3_perkflow_op_without_programs_uses_the_programs_the_ledger_stored(t
                       "--param", "type=CREDIT", "--param", "asset=STARS", "--param", "amount=7",
                       "--param", "description=goodwill", programs=False)
     assert (out["status"], out["error_code"]) == ("COMPLETED", None)
-    assert lg.sql("SELECT key FROM programs ORDER BY key") == [("shop",)]
+    # the ledger's program, still recorded as read from its own file
+    assert lg.sql("SELECT key, source_file FROM programs") == [("shop", str(lg.programs / "shop.yaml"))]
     assert lg.balance("a", "STARS") == (D(12), D(0), D(0))
     lg.verify()
 
