@@ -4,7 +4,12 @@ box. Each test writes program files and real Parquet rows (or uses `perkflow op`
 worked out by hand from semantics.md 2.3, 7, 9, 10 and 11 (and docs/decisions.md where the
 contract is silent). Earlier rounds' files (test_outsider_value.py, test_outsider_tiers.py,
 test_group_lots.py, test_outsider_groups_automations.py) hold what they found; this file holds
-what they missed.
+what they missed: a reward named by its id; `perkflow op` loading the sample programs into any
+ledger; group recipients in the transfers report; recipients given to `perkflow op` as text;
+`redemptions.lots_taken` text that differed between one batch and several; CEL balances counting
+value a lot of the same event had already lost; and four inputs that stopped a run with an
+internal error (exit 1) instead of failing a row or the load (a reversal naming its redemption
+by a number, whole numbers past the ledger's INTEGER / BIGINT columns, redeemed units past BIGINT).
 """
 
 from __future__ import annotations
