@@ -212,3 +212,10 @@ def fraction_digits(value: Decimal) -> int:
 def _plain(text: str) -> str:
     """Decimal text without exponent: '1e+20' -> '100000000000000000000'."""
     return format(Decimal(text), "f")
+
+
+def plain(d: Decimal) -> str:
+    """An amount as plain decimal text without trailing zeros ("2.5", "0"), whatever exponent the
+    Decimal carries (one read back from a DECIMAL(38, 18) column prints "2.500000000000000000")."""
+    s = format(d, "f")
+    return (s.rstrip("0").rstrip(".") if "." in s else s) or "0"

@@ -221,7 +221,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "--key fix-1 --external-id a --param type=CREDIT --param asset=PTS --param amount=5")
     o.add_argument("operation", help="operation name, e.g. adjust, hold, release, forfeit, void_hold, fund, burn, redeem, "
                                      "transfer, add_group_member")
-    o.add_argument("--programs", default="data/programs", help="program files (default data/programs)")
+    o.add_argument("--programs", help="program files (default: the programs the ledger's runs stored; for a ledger "
+                                      "that stores none, data/programs)")
     o.add_argument("--program", required=True, help="program key")
     o.add_argument("--key", required=True, help="idempotency key")
     o.add_argument("--external-id", help="the participant (omit for fund, burn and the group_* balance operations; "
@@ -478,7 +479,10 @@ def _cmd_op(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "operation.parquet"
         row.write_parquet(path)
-        report = run_batch(args.programs, None, args.db, operations=path,
+        # like maintain, explain and replay: the ledger's own programs unless --programs is given
+        # (the bundled sample's files used to be loaded into any ledger, and the operation rejected)
+        programs = args.programs or _stored_programs(args) or "data/programs"
+        report = run_batch(programs, None, args.db, operations=path,
                            source_names={str(path): f"perkflow op {args.operation}"})
     from engine.ledger import db
     from engine.ledger.sqlfiles import statement
@@ -505,6 +509,30 @@ def _cmd_op(args) -> int:
         console.print(f"{args.operation} {args.key}: {status}" + (f" {code}: {message}" if code else "")
                       + (" (duplicate: already applied, nothing changed)" if duplicate else ""))
     return 0
+
+
+def _stored_programs(args):
+    """The programs the ledger `--db` stored (program_documents), compiled under the names of the
+    files they were read from (so that a run keeps recording those files as their source); None
+    if there is no ledger yet, or it stores none (a ledger from before program_documents)."""
+    import duckdb
+
+    from engine.catalog.load import compile_documents
+    from engine.ledger import db
+    from engine.ledger.sqlfiles import statement
+
+    if not db.db_path(args.db).exists():
+        return None
+    con = db.connect(args.db, read_only=True)
+    try:
+        rows = con.execute(statement("lookups.sql", "program_documents_with_sources")).fetchall()
+    except duckdb.CatalogException:
+        return None
+    finally:
+        con.close()
+    if not rows:
+        return None
+    return compile_documents([(source or f"stored program {key}", json.loads(document)) for key, document, source in rows])
 
 
 def _stored_operation_time(args) -> str | None:

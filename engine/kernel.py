@@ -330,16 +330,17 @@ def _build_activation(ev: KernelEvent, tx: Tx, catalog: Catalog) -> dict:
     (engine.reads over-approximates, so a part left out is one no expression can observe)."""
     activation = {"event": ev.event, "now": ev.now,
                   "participant": participant_view(ev.program, tx, ev.subject, ev.program.state_reads["participant"],
-                                                  catalog)}
+                                                  catalog, lapsed=True)}
     if ev.program.state_reads["program"] != {}:
         activation["program"] = program_view(ev.program, tx)
     return activation
 
 
-def participant_view(program: CompiledProgram, tx: Tx, pid: str, want, catalog: Catalog) -> dict:
+def participant_view(program: CompiledProgram, tx: Tx, pid: str, want, catalog: Catalog, lapsed: bool = False) -> dict:
     """CEL's `participant` (semantics.md 6) as of this point of `tx`, with the parts `want`
     (engine.reads) names: the rules' activations, and automation filters and guards. A
-    program event (`pid` None) sees EMPTY_PARTICIPANT."""
+    program event (`pid` None) sees EMPTY_PARTICIPANT. `lapsed` (an event's rules): balances
+    leave out LOT value already expired (`_balances_view`)."""
     if pid is None:
         return {k: type(v)() for k, v in EMPTY_PARTICIPANT.items()}
     person = tx.store.people[pid]
@@ -355,10 +356,24 @@ def participant_view(program: CompiledProgram, tx: Tx, pid: str, want, catalog: 
     if reads_field(want, "tiers"):
         participant["tiers"] = tiers.cel_view(program, st)
     if reads_field(want, "balances"):
-        participant["balances"] = {
-            s: {b.lower(): float(tx.balance(("PARTICIPANT", pid, catalog.asset_sids[s], b)))
-                for b in ("AVAILABLE", "HELD", "DEFERRED")} for s in keys(want, "balances", list(program.assets))}
+        participant["balances"] = {s: _balances_view(tx, pid, catalog, s, lapsed)
+                                   for s in keys(want, "balances", list(program.assets))}
     return participant
+
+
+def _balances_view(tx: Tx, pid: str, catalog: Catalog, symbol: str, lapsed: bool) -> dict:
+    """{available, held, deferred} of one asset as CEL sees it: the buckets' balances, and for an
+    event's rules (`lapsed`) less what LOT lots past their `expires_at` still hold before their
+    expiry entry is written (semantics.md 9.1: never spendable). Only a lot this very event made
+    already expired (`expires_at: 0s`, or an instant gone by) can be one: what was due before the
+    event was applied when it began (docs/decisions.md "A lot never expires before it exists")."""
+    aid = catalog.asset_sids[symbol]
+    view = {b: tx.balance(("PARTICIPANT", pid, aid, b)) for b in ("AVAILABLE", "HELD", "DEFERRED")}
+    if lapsed and catalog.assets[symbol].inventory_mode == "LOT":
+        for lot in tx.lots(("PARTICIPANT", pid, aid)):
+            if lot.status in view and lot.remaining > 0 and lot.expired(tx.now):
+                view[lot.status] -= lot.remaining
+    return {b.lower(): float(v) for b, v in view.items()}
 
 
 def program_view(program: CompiledProgram, tx: Tx) -> dict:

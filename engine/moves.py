@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from engine import amounts, ids
+from engine.amounts import plain  # noqa: F401 (re-exported: holds, kernel, operations, explain)
 from engine.catalog.models import Asset
 from engine.lots import consume, in_status, narrowing, new_lot, owed, repay, shift
 from engine.state import Tx
@@ -152,8 +153,3 @@ def insufficient_message(kind: str, source: Account, symbol: str, have: Decimal,
     if reference is not None:
         where += f" of reference {reference!r}"
     return f"insufficient {where} for {kind}: {symbol} {plain(have)}, needs {plain(amount)}"
-
-
-def plain(d: Decimal) -> str:
-    s = format(d, "f")
-    return (s.rstrip("0").rstrip(".") if "." in s else s) or "0"

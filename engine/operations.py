@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 
 from engine import amounts, groups, holds, ids, tiers
 from engine.catalog import Catalog
+from engine.catalog.models import INT64_MAX
 from engine.durations import parse_duration, parse_when
 from engine.lots import lot_spec, owed, restore, static_instant
 from engine.moves import INSUFFICIENT, ActionFailed, move, plain, source_of_issue, system, wallet
@@ -315,8 +316,13 @@ def _void_hold(o: _Op) -> None:
 
 
 def _reward(o: _Op):
+    """The reward `reward` (its key) or Scrip's `reward_id` names: a key, or the reward's id (the
+    `rewards` table's UUID, read in any case, as assets, programs and groups are named by id)."""
     key = o.field("reward", o.params.get("reward_id"))
-    reward = o.op.program.rewards.get(key)
+    rewards = o.op.program.rewards
+    reward = rewards.get(key) if isinstance(key, str) else None
+    if reward is None and isinstance(key, str):
+        reward = next((r for r in rewards.values() if str(r.id) == key.strip().lower()), None)
     if reward is None:
         raise ActionFailed(INVALID, f"redeem_item: unknown reward {key!r} in program {o.op.program.key}")
     return reward
@@ -350,6 +356,9 @@ def _redeem(o: _Op, reward) -> None:
             quantity = _count(raw)
             if quantity is None:
                 raise ActionFailed(INVALID, f"redeem_item: params.quantity must be a positive integer, got {raw!r}")
+            if o.tx.reward_count(rid) + quantity > INT64_MAX:  # the ledger's counts are BIGINT
+                raise ActionFailed(INVALID, f"redeem_item: {quantity} units would take reward {reward.key}'s redeemed "
+                                            f"count past {INT64_MAX}, what the ledger holds")
             if m.max_total is not None and o.tx.reward_count(rid) + quantity > m.max_total:
                 raise ActionFailed("out_of_stock", f"redeem_item: reward {reward.key} is out of stock "
                                                    f"({o.tx.reward_count(rid)} of {m.max_total} redeemed)")
@@ -425,6 +434,10 @@ def _redemption_key(o: _Op, program_id: str) -> str:
     /v1/redemptions/{id}/reverse), or by the idempotency key of the operation that made it
     (`redemption`); both given must name the same one."""
     key, rid = o.params.get("redemption"), o.params.get("redemption_id")
+    for field, value in (("redemption", key), ("redemption_id", rid)):
+        if value is not None and not (isinstance(value, str) and value):
+            # a key or an id is text (a number here stopped the run at the ledger lookup, exit 1)
+            raise ActionFailed(INVALID, f"reverse_redemption: params.{field} must be text, got {value!r}")
     if rid is None:
         if key is None:
             raise ActionFailed(INVALID, "reverse_redemption: params.redemption_id (or params.redemption, the "
@@ -556,6 +569,9 @@ def _transfer(o: _Op) -> None:
     pid = o.participant()
     _same_source(o)
     recipients = o.field("recipients")
+    if isinstance(recipients, str):  # `perkflow op --param recipients=[...]`: every --param value is text
+        raise ActionFailed(INVALID, "transfer: params.recipients must be a list of 1 to 100 recipients, not text "
+                                    "(with perkflow op, give the list as JSON in --params '{\"recipients\": [...]}')")
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= 100:
         raise ActionFailed(INVALID, "transfer: params.recipients must list 1 to 100 recipients")
     # every recipient and amount is checked (and what is due for the recipient applied, semantics.md

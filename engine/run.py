@@ -102,7 +102,7 @@ CHUNK_ROWS = 125_000
 STATEFUL_CHUNK_ROWS = 62_500
 
 
-def run_batch(programs: str | Path, events: str | Path | list[str | Path] | None, db_file: str | Path | None = None, *,
+def run_batch(programs: str | Path | Catalog, events: str | Path | list[str | Path] | None, db_file: str | Path | None = None, *,
               operations: str | Path | None = None, parts: list[dict] = (),
               row_path: bool = False, wait: float = 30.0, chunk_rows: int | None = None,
               progress: Callable[[str], None] | None = None,
@@ -112,6 +112,8 @@ def run_batch(programs: str | Path, events: str | Path | list[str | Path] | None
     it are put in it first: engine/io/reorder.py), each chunk against the state the earlier ones left, all in the batch's one transaction: by batch
     invariance (semantics.md 1.5) the ledger is the one the whole batch at once would give.
     `ledger`: a writing connection to `db_file` that the caller keeps open (`Backfill`).
+    `programs`: program files, or a catalog already compiled (`perkflow op` from the documents
+    the ledger stored).
     `source_names`: what to record as the source of an input file instead of its path (`perkflow
     op` runs a temporary file, gone once it ran: "perkflow op adjust" is what a reader can use).
     `events` as a list: several inputs booked as this one batch, in that order (`Backfill.run_days`,
@@ -126,7 +128,7 @@ def run_batch(programs: str | Path, events: str | Path | list[str | Path] | None
         trace.mark(msg)
         say(msg)
     step("loading programs")
-    catalog = load_catalog(programs)
+    catalog = programs if isinstance(programs, Catalog) else load_catalog(programs)
     stateful = any(needs_kernel(p) for p in catalog.programs.values())
     if chunk_rows is not None and chunk_rows < 1:  # the flag's mistake, not the files' (the reader said so)
         raise InputError(f"--chunk-rows must be 1 or more, got {chunk_rows}")

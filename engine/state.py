@@ -13,7 +13,7 @@ from decimal import Decimal
 import duckdb
 import polars as pl
 
-from engine import ids
+from engine import amounts, ids
 from engine.ledger import db
 from engine.lots import Lot
 from engine.ledger.sqlfiles import statement
@@ -475,7 +475,7 @@ class Store:
         redemptions = pl.DataFrame(
             [(prog, r.key, r.participant_id, r.reward_id, r.asset_id, r.quantity, r.unit_cost, r.amount,
               r.reversed_amount, r.reversed_quantity, r.status,
-              json.dumps([[lot, str(a)] for lot, a in r.lots_taken]), r.created_at, r.target_type, r.target_entity_id)
+              json.dumps([[lot, amounts.plain(a)] for lot, a in r.lots_taken]), r.created_at, r.target_type, r.target_entity_id)
              for (prog, _), r in ((k, self.redemptions[k]) for k in sorted(self.dirty_redemptions))],
             schema={"program_id": pl.String, "idempotency_key": pl.String, "participant_id": pl.String,
                     "reward_id": pl.String, "asset_id": pl.String, "quantity": pl.Int64,

@@ -235,6 +235,11 @@ SELECT t.arrow_schema FROM events e JOIN payload_types t ON t.key = e.event_data
 -- Every program file a run stored, for `perkflow maintain` to compile again.
 SELECT key, document::VARCHAR FROM program_documents ORDER BY key;
 
+-- name: program_documents_with_sources
+-- The same, each with the file it was read from (programs.source_file), for `perkflow op`.
+SELECT d.key, d.document::VARCHAR, p.source_file FROM program_documents d
+LEFT JOIN programs p ON p.id = d.program_id ORDER BY d.key;
+
 -- name: automation_marks
 SELECT id::VARCHAR AS id, introduced_at, planned_through FROM automations;
 

@@ -464,8 +464,11 @@ SELECT
     o.error_code,
     o.participant_id AS source_participant_id,
     src.external_id AS source_external_id,
-    dest.entity_id AS recipient_participant_id,
+    dest.entity_type AS recipient_type,  -- PARTICIPANT, or GROUP (a group's wallet, docs/decisions.md "Groups")
+    CASE WHEN dest.entity_type = 'PARTICIPANT' THEN dest.entity_id END AS recipient_participant_id,
     rcp.external_id AS recipient_external_id,
+    CASE WHEN dest.entity_type = 'GROUP' THEN dest.entity_id END AS recipient_group_id,
+    grp.key AS recipient_group_key,
     COALESCE(a.symbol, o.params->>'asset', o.params->>'asset_id') AS asset_symbol,
     dest.amount,
     j.seq,
@@ -477,7 +480,8 @@ JOIN programs pr ON pr.id = o.program_id
 LEFT JOIN participants src ON src.id = o.participant_id
 LEFT JOIN journal_entries j ON j.operation_id = o.id AND j.action_type = 'TRANSFER'
 LEFT JOIN postings dest ON dest.journal_entry_id = j.id AND dest.amount > 0
-LEFT JOIN participants rcp ON rcp.id = dest.entity_id
+LEFT JOIN participants rcp ON rcp.id = dest.entity_id AND dest.entity_type = 'PARTICIPANT'
+LEFT JOIN groups grp ON grp.id = dest.entity_id AND dest.entity_type = 'GROUP'
 LEFT JOIN assets a ON a.id = dest.asset_id
 WHERE o.operation = 'transfer'
 ORDER BY o."timestamp", o.arrival_seq, j.seq,

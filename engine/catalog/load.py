@@ -23,7 +23,7 @@ from engine.errors import CatalogError
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
 from .documents import read_json, read_yaml
-from .models import Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
+from .models import INT32_MAX, Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
 from .support import VALUE_ACTIONS, WHOLE_BUCKET_ACTIONS, misplaced, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -247,6 +247,9 @@ def _compile_program(file: str, pf: ProgramFile, assets: dict[str, Asset],
     for r_i, rule in enumerate(pf.rules):
         where = f"{file}: rules[{r_i}] ({rule.name})"
         order = rule.order if rule.order is not None else highest + 10
+        if order > INT32_MAX:  # the default after a rule at the top of the range
+            raise CatalogError(f"{where}: order: the default order, {order} (the highest before + 10), is past "
+                               f"{INT32_MAX}; give this rule an `order`")
         highest = max(highest, order)
         rule_key = rule.key or _slug(rule.name)
         if rule.status == "ACTIVE":

@@ -81,6 +81,10 @@ def _whole_text(v: Any) -> Any:
 
 #: A whole number from a program file; a YAML number is read as YAML has it.
 WholeNumber = Annotated[int, BeforeValidator(_whole_text)]
+#: The largest whole numbers the ledger's columns hold (INTEGER: a rule's `order`, a level's
+#: `rank`; BIGINT: a reward's `max_total`, `max_per_participant`): past them the catalog write
+#: failed with an internal error (exit 1) after validate had passed the file.
+INT32_MAX, INT64_MAX = 2 ** 31 - 1, 2 ** 63 - 1
 
 
 class Strict(BaseModel):
@@ -218,7 +222,7 @@ class Rule(Strict):
     key: str | None = None
     description: str | None = Field(default=None, max_length=1000)  # scrip-reference.md 7, 21
     condition: str = Field(min_length=1)
-    order: WholeNumber | None = Field(default=None, ge=1)
+    order: WholeNumber | None = Field(default=None, ge=1, le=INT32_MAX)
     stop_after_match: bool = False
     active_from: datetime | None = None
     active_to: datetime | None = None
@@ -246,8 +250,8 @@ class Reward(Strict):
     redemption_type: Literal["UNIT_BASED", "AMOUNT_BASED"]
     asset: str
     unit_cost: PositiveAmount
-    max_total: WholeNumber | None = Field(default=None, ge=1)
-    max_per_participant: WholeNumber | None = Field(default=None, ge=1)
+    max_total: WholeNumber | None = Field(default=None, ge=1, le=INT64_MAX)
+    max_per_participant: WholeNumber | None = Field(default=None, ge=1, le=INT64_MAX)
     status: Literal["DRAFT", "ACTIVE", "OUT_OF_STOCK", "ARCHIVED"] = "ACTIVE"
     available_from: datetime | None = None
     available_until: datetime | None = None
@@ -310,7 +314,7 @@ class TierLevel(Strict):
     key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,99}$")
     name: str | None = None
     description: str | None = None
-    rank: WholeNumber
+    rank: WholeNumber = Field(ge=-INT32_MAX, le=INT32_MAX)
     qualification: Qualification | None = None  # none: reached only by SET_TIER / set_tier
     benefits: dict[str, Any] = {}
     color: str | None = None  # display only

@@ -658,6 +658,13 @@ class Working:
     def balance(self, external_id: str, symbol: str, bucket: str = "AVAILABLE") -> Decimal:
         return self.books.balance(participant_account(external_id, symbol, bucket))
 
+    def visible_balance(self, external_id: str, symbol: str, bucket: str) -> Decimal:
+        """s6 / s9.1: a bucket as CEL sees it: lots past their expiry are never spendable, even
+        before the expiry entry is written (only a lot this event made expired can be one)."""
+        lapsed = sum((lot.remaining for lot in self.books.holder_lots(external_id, symbol)
+                      if lot.status == bucket and lot.expires_at is not None and lot.expires_at <= self.now), ZERO)
+        return DEC.subtract(self.balance(external_id, symbol, bucket), lapsed)
+
     def consumed(self, key: tuple) -> Decimal:
         return self.budgets.get(key, self.oracle.budget_consumed.get(key, ZERO))
 
@@ -962,7 +969,7 @@ class Oracle:
             "attributes": dict(state.attributes),
             "tiers": T.cel_tiers(program.tiers, state.tiers),
             "balances": {
-                symbol: {bucket.lower(): working.balance(ev.external_id, symbol, bucket)
+                symbol: {bucket.lower(): working.visible_balance(ev.external_id, symbol, bucket)
                          for bucket in ("AVAILABLE", "HELD", "DEFERRED")}
                 for symbol in program.assets
             },
