@@ -139,12 +139,13 @@ def _execute_setwise(events: pl.DataFrame, runnable: pl.DataFrame, catalog: Cata
     fail = _concat(failures, FAILURE_SCHEMA)
     # An event with any failed action applies nothing; report its first failure.
     first_fail = fail.sort("pos", "rule_order", "action_index").unique("pos", keep="first", maintain_order=True)
-    # The actions before an event's failing one still ran, one event at a time: a debit among them
+    # The rules before an event's failing one still ran, one event at a time: a debit among them
     # that goes short fails the event first (insufficient_balance), so they are settled too, as
-    # `doomed` effects that are checked but never applied.
-    at = first_fail.select("pos", _fo="rule_order", _fi="action_index")
-    doomed = (eff.join(at, on="pos").filter((pl.col("rule_order") < pl.col("_fo")) | (
-        (pl.col("rule_order") == pl.col("_fo")) & (pl.col("action_index") < pl.col("_fi")))).drop("_fo", "_fi"))
+    # `doomed` effects that are checked but never applied. The failing rule's own debits never
+    # applied: a rule evaluates all its actions' amounts before the first applies (semantics.md
+    # 5 step 3, the kernel's `_plan_action`), and every failure here is such an evaluation.
+    at = first_fail.select("pos", _fo="rule_order")
+    doomed = eff.join(at, on="pos").filter(pl.col("rule_order") < pl.col("_fo")).drop("_fo")
     eff = pl.concat([eff.join(at.select("pos"), on="pos", how="anti").with_columns(doomed=pl.lit(False)),
                      doomed.with_columns(doomed=pl.lit(True))])
     eff = eff.join(events.select("pos", "entity_id"), on="pos").sort("pos", "rule_order", "action_index")

@@ -1,0 +1,63 @@
+"""An outsider's second black-box round over rule evaluation and actions (semantics.md 5, 6, 7
+and invariants 1.4 / 1.6), through the real CLI: program files, real Parquet, `perkflow run`
+in a subprocess into a real DuckDB file, read back with SQL. Expectations are computed by hand
+from the contract (docs/decisions.md where it is silent). Each scenario runs on every path: the
+default one for its program (set-based for a program whose rules read no state, the kernel
+otherwise), the running-state path (`PERKFLOW_RUNNING_MIN_EVENTS=0`) and `--row-path`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.test_contract_audit import Ledger, at, ev, program
+
+#: (name, flags, env) of the paths a small batch can take
+PATHS = [("default", (), None), ("running", (), {"PERKFLOW_RUNNING_MIN_EVENTS": "0"}), ("row", ("--row-path",), None)]
+_IDS = [p[0] for p in PATHS]
+
+#: a rule that reads participant state and never matches: with it a program is stateful, so a
+#: small batch takes the kernel (and the running path with PERKFLOW_RUNNING_MIN_EVENTS=0)
+NEVER = {"name": "never", "key": "never", "order": 9990, "condition": 'get(participant.counters, "zz", 0.0) < 0.0',
+         "actions": [{"type": "COUNTER", "key": "zz", "value": "1"}]}
+
+
+def _status(led: Ledger) -> dict[str, tuple[str, str | None, str | None]]:
+    return {k: (s, c, m) for k, s, c, m in
+            led.sql("SELECT idempotency_key, status, error_code, error_message FROM events")}
+
+
+@pytest.mark.parametrize("stateful", [False, True], ids=["stateless", "stateful"])
+@pytest.mark.parametrize(("name", "flags", "env"), PATHS, ids=_IDS)
+def test_s5_a_rules_amounts_are_all_evaluated_before_its_first_debit_applies(tmp_path, name, flags, env, stateful):
+    """semantics.md 5 step 3: a matching rule first evaluates its actions' amounts, then its
+    actions apply in order. A rule [DEBIT 10, CREDIT event.bonus] on an empty balance and an
+    event without `bonus` therefore fails on the amount (expression_error, action 1) before the
+    DEBIT could go short; so does [DEBIT 10, CREDIT 1.5] on a scale-0 asset (invalid_scale).
+    A DEBIT of an *earlier* rule applies first and fails the event short (insufficient_balance).
+    The set-based path (a program whose rules read no state) reported insufficient_balance for
+    the first two, where the kernel said expression_error / invalid_scale (invariant 1.4)."""
+    rules = [
+        {"name": "early", "key": "early", "order": 10, "condition": 'event.type == "early"',
+         "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "10"}]},
+        {"name": "swap", "key": "swap", "order": 20, "condition": 'event.type in ["swap", "early"]',
+         "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "10"},
+                     {"type": "CREDIT", "asset": "PTS", "amount": "event.bonus"}]},
+        {"name": "half", "key": "half", "order": 30, "condition": 'event.type == "half"',
+         "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "10"},
+                     {"type": "CREDIT", "asset": "PTS", "amount": "1.5"}]},
+    ] + ([NEVER] if stateful else [])
+    led = Ledger(tmp_path, program(rules))
+    led.run([ev("e1", "a", at(1), "swap"), ev("e2", "a", at(2), "half"), ev("e3", "a", at(3), "early")],
+            flags=flags, env=env)
+    assert _status(led) == {
+        "e1": ("FAILED", "expression_error", "rule 'swap' action 1: expression failed: no such key: 'bonus'"),
+        "e2": ("FAILED", "invalid_scale",
+               "rule 'half' action 1: amount 1.5 has more decimals than PTS's scale 0; wrap it in round(x, 0)"),
+        "e3": ("FAILED", "insufficient_balance", "insufficient available balance for DEBIT: PTS 0, needs 10"),
+    }
+    # the failing rule matched and is recorded; nothing after it ran
+    assert sorted(led.sql("SELECT e.idempotency_key, r.key, x.outcome FROM rule_evaluations x JOIN events e "
+                          "ON e.id = x.event_id JOIN rules r ON r.id = x.rule_id")) == [
+        ("e1", "swap", "MATCHED"), ("e2", "half", "MATCHED"), ("e3", "early", "MATCHED")]
+    assert led.sql("SELECT COUNT(*) FROM postings") == [(0,)]
