@@ -61,3 +61,51 @@ def test_s5_a_rules_amounts_are_all_evaluated_before_its_first_debit_applies(tmp
                           "ON e.id = x.event_id JOIN rules r ON r.id = x.rule_id")) == [
         ("e1", "swap", "MATCHED"), ("e2", "half", "MATCHED"), ("e3", "early", "MATCHED")]
     assert led.sql("SELECT COUNT(*) FROM postings") == [(0,)]
+
+
+@pytest.mark.parametrize("stateful", [False, True], ids=["stateless", "stateful"])
+@pytest.mark.parametrize(("name", "flags", "env"), PATHS, ids=_IDS)
+def test_s7_credits_and_debits_of_an_inactive_participant_fail_on_every_path(tmp_path, name, flags, env, stateful):
+    """semantics.md 7: for a SUSPENDED or CLOSED participant CREDIT and DEBIT fail
+    (participant_inactive), the whole event with them (5 step 5). A status set in an earlier
+    batch, then a batch of events only: a program whose rules read no state (the set-based path,
+    "10 points per purchase") credited the suspended participant and its recipient, and an event
+    of it failing in a later rule reported that later failure. The failure is the first CREDIT /
+    DEBIT that applies, after its rule's amounts were evaluated (5 step 3): a bad amount in that
+    rule comes first."""
+    rules = [
+        {"name": "earn", "key": "earn", "order": 10, "condition": 'event.type == "buy"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.n"}]},
+        {"name": "bonus", "key": "bonus", "order": 20, "condition": 'event.type == "buy"',
+         "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "event.bonus"}]},
+        {"name": "spend", "key": "spend", "order": 30, "condition": 'event.type == "spend"',
+         "actions": [{"type": "DEBIT", "asset": "PTS", "amount": "1"}]},
+    ] + ([NEVER] if stateful else [])
+    led = Ledger(tmp_path, program(rules))
+    led.run([ev("a0", "a", at(1), "buy", n=9, bonus=1)], [
+        {"op": "upsert_participant", "key": "o1", "who": "s", "when": at(1, 13), "params": {}},
+        {"op": "set_participant_status", "key": "o2", "who": "s", "when": at(1, 14), "params": {"status": "SUSPENDED"}},
+        {"op": "upsert_participant", "key": "o3", "who": "c", "when": at(1, 13), "params": {}},
+        {"op": "set_participant_status", "key": "o4", "who": "c", "when": at(1, 14), "params": {"status": "CLOSED"}}])
+    led.run([ev("e1", "s", at(2), "buy", n=5, bonus=1),              # earn applies first: inactive
+             ev("e2", "s", at(3), "buy", n=0.5, bonus=1),            # earn's amount fails first
+             ev("e3", "s", at(4), "look"),                           # no value action: completes
+             ev("e4", "c", at(5), "spend"),                          # a DEBIT too
+             ev("e5", "a", at(6), "buy", n=2, bonus=1) | {"recipient_external_id": "s"},  # to the recipient
+             ev("e6", "a", at(7), "buy", n=3, bonus=1)], flags=flags, env=env)
+    inactive = "participant {} is {}"
+    assert _status(led) == {
+        "a0": ("COMPLETED", None, None),
+        "e1": ("FAILED", "participant_inactive", "rule 'earn' action 0: " + inactive.format("s", "SUSPENDED")),
+        "e2": ("FAILED", "invalid_scale",
+               "rule 'earn' action 0: amount 0.5 has more decimals than PTS's scale 0; wrap it in round(x, 0)"),
+        "e3": ("COMPLETED", None, None),
+        "e4": ("FAILED", "participant_inactive", "rule 'spend' action 0: " + inactive.format("c", "CLOSED")),
+        "e5": ("FAILED", "participant_inactive", "rule 'earn' action 0: " + inactive.format("s", "SUSPENDED")),
+        "e6": ("COMPLETED", None, None),
+    }
+    # a: 9 + 1, then 3 + 1; s and c hold nothing
+    assert [led.balance(who) for who in ("a", "s", "c")] == [(14, 0, 0), (0, 0, 0), (0, 0, 0)]
+    assert sorted(led.sql("SELECT e.idempotency_key, r.key FROM rule_evaluations x JOIN events e ON e.id = x.event_id "
+                          "JOIN rules r ON r.id = x.rule_id WHERE e.idempotency_key LIKE 'e%'")) == [
+        ("e1", "earn"), ("e2", "earn"), ("e4", "spend"), ("e5", "earn"), ("e6", "bonus"), ("e6", "earn")]
