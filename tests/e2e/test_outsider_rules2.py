@@ -109,3 +109,31 @@ def test_s7_credits_and_debits_of_an_inactive_participant_fail_on_every_path(tmp
     assert sorted(led.sql("SELECT e.idempotency_key, r.key FROM rule_evaluations x JOIN events e ON e.id = x.event_id "
                           "JOIN rules r ON r.id = x.rule_id WHERE e.idempotency_key LIKE 'e%'")) == [
         ("e1", "earn"), ("e2", "earn"), ("e4", "spend"), ("e5", "earn"), ("e6", "bonus"), ("e6", "earn")]
+
+
+@pytest.mark.parametrize("flags", [(), ("--row-path",)], ids=["default", "row"])
+def test_s7_a_status_changed_inside_a_cut_batch_holds_for_the_events_after_it(tmp_path, flags):
+    """semantics.md 7 and invariant 1.5: one batch where set_participant_status operations
+    suspend r and s, then r is made ACTIVE again on day 9, among their purchase events. A batch
+    with operations is cut into parts (engine/cuts.py; PERKFLOW_CUT_MIN_EVENTS=3 here, 2,000 by
+    default) and the runs of events between the operations take the set-based path, which
+    credited the suspended participants. By hand: every purchase before day 9 01:00 fails
+    participant_inactive; after it r earns 2 a purchase, s stays suspended."""
+    rules = [{"name": "earn", "key": "earn", "order": 10, "condition": 'event.type == "buy"',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "2"}]}]
+    led = Ledger(tmp_path, program(rules))
+    ops = [{"op": "upsert_participant", "key": f"u-{who}", "who": who, "when": at(1, 0), "params": {}} for who in "rs"]
+    ops += [{"op": "set_participant_status", "key": f"s-{who}", "who": who, "when": at(1, 1),
+             "params": {"status": "SUSPENDED"}} for who in "rs"]
+    ops += [{"op": "set_participant_status", "key": "back", "who": "r", "when": at(9, 1), "params": {"status": "ACTIVE"}}]
+    led.run([ev(f"e{i}", "rs"[i % 2], at(2 + i), "buy") for i in range(12)], ops, flags=flags,
+            env={"PERKFLOW_CUT_MIN_EVENTS": "3"})
+    status = _status(led)
+    for i in range(12):
+        who, day = "rs"[i % 2], 2 + i
+        if who == "r" and day >= 10:
+            assert status[f"e{i}"] == ("COMPLETED", None, None), i
+        else:
+            assert status[f"e{i}"] == ("FAILED", "participant_inactive",
+                                       f"rule 'earn' action 0: participant {who} is SUSPENDED"), i
+    assert [led.balance(who) for who in "rs"] == [(4, 0, 0), (0, 0, 0)]
