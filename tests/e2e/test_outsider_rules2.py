@@ -137,3 +137,26 @@ def test_s7_a_status_changed_inside_a_cut_batch_holds_for_the_events_after_it(tm
             assert status[f"e{i}"] == ("FAILED", "participant_inactive",
                                        f"rule 'earn' action 0: participant {who} is SUSPENDED"), i
     assert [led.balance(who) for who in "rs"] == [(4, 0, 0), (0, 0, 0)]
+
+
+@pytest.mark.parametrize(("name", "flags", "env"), PATHS, ids=_IDS)
+def test_s7_a_target_of_only_white_space_names_nobody_and_creates_no_one(tmp_path, name, flags, env):
+    """semantics.md 7 creates the participant a target names; docs/decisions.md ("Input") reads an
+    empty or whitespace-only external id as a missing one, which names nobody and so creates no
+    one (an event row with external_id "   " is quarantined). A target whose expression gave "   "
+    (a blank cell of the customer's export) created a participant "   " and credited it, where ""
+    failed the event; now both fail it (expression_error) and nobody is created."""
+    rules = [{"name": "gift", "key": "gift", "order": 10, "condition": 'event.type == "gift"',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "3",
+                           "target": {"type": "PARTICIPANT", "external_id": "event.to"}}]}]
+    led = Ledger(tmp_path, program(rules))
+    led.run([ev("e1", "a", at(1), "gift", to=""), ev("e2", "a", at(2), "gift", to="   "),
+             ev("e3", "a", at(3), "gift", to="\t\n"), ev("e4", "a", at(4), "gift", to=" b ")], flags=flags, env=env)
+    assert _status(led) == {
+        "e1": ("FAILED", "expression_error", "rule 'gift' action 0: target must be a non-empty string, got ''"),
+        "e2": ("FAILED", "expression_error", "rule 'gift' action 0: target must be a non-empty string, got '   '"),
+        "e3": ("FAILED", "expression_error", "rule 'gift' action 0: target must be a non-empty string, got '\\t\\n'"),
+        "e4": ("COMPLETED", None, None),  # ids are kept as written, surrounding spaces included
+    }
+    assert sorted(led.sql("SELECT external_id FROM participants")) == [(" b ",), ("a",)]
+    assert led.balance(" b ") == (3, 0, 0)
