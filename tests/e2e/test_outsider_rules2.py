@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.test_contract_audit import Ledger, at, ev, program
+from tests.helpers.io import cli
 
 #: (name, flags, env) of the paths a small batch can take
 PATHS = [("default", (), None), ("running", (), {"PERKFLOW_RUNNING_MIN_EVENTS": "0"}), ("row", ("--row-path",), None)]
@@ -160,3 +161,40 @@ def test_s7_a_target_of_only_white_space_names_nobody_and_creates_no_one(tmp_pat
     }
     assert sorted(led.sql("SELECT external_id FROM participants")) == [(" b ",), ("a",)]
     assert led.balance(" b ") == (3, 0, 0)
+
+
+@pytest.mark.parametrize(("field", "text", "says"), [
+    ("condition", 'evnt.type == "buy"', "undeclared reference to 'evnt'"),
+    ("condition", 'event.type == "buy" && Event.amount > 10.0', "undeclared reference to 'Event'"),
+    ("condition", 'event.tags.exists(t, t == tag)', "undeclared reference to 'tag'"),
+    ("condition", 'event.name.split(",").size() > 1', "unknown function 'split'"),
+    ("condition", 'isVip(participant)', "unknown function 'isVip'"),
+    ("amount", 'round(evnt.amount, 0)', "undeclared reference to 'evnt'"),
+], ids=["variable", "variable-case", "comprehension", "method", "function", "amount"])
+def test_s2_1_s6_an_expression_naming_nothing_cel_declares_is_a_load_error(tmp_path, field, text, says):
+    """semantics.md 6 declares the variables `event`, `now`, `participant`, `program` and a list
+    of functions; everything else follows the CEL specification, whose checker refuses an
+    undeclared reference or function before anything runs, and 2.1 wants program errors found
+    before anything is written. Such a rule loaded, then skipped every event with SKIPPED_ERROR
+    (or failed it, in an amount): a typo `evnt.type` silently switched a campaign off. Now
+    `validate` and `run` refuse the file (exit 2) naming the file, the rule, the field and the
+    name. CEL's type names (`int`, `double`, ...) stay readable: `type(event.n) == double`."""
+    rule = {"name": "buy", "key": "buy", "condition": 'event.type == "buy"',
+            "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}
+    if field == "condition":
+        rule["condition"] = text
+    else:
+        rule["actions"][0]["amount"] = text
+    fine = {"name": "typed", "key": "typed", "condition": "type(event.n) == double && int(event.n) > 0",
+            "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "double(event.n)"}]}
+    led = Ledger(tmp_path, program([fine, rule]))
+    out = led.run([ev("e1", "a", at(1), "buy", n=2)], expect=2)
+    said = " ".join(out["stderr"].split())
+    assert "shop.yaml" in said and "rules[1] (buy)" in said and field in said and says in said, said
+    assert not led.db.exists() or led.sql("SELECT COUNT(*) FROM events") == [(0,)]
+    valid = cli("validate", "--programs", str(led.programs))
+    assert valid.returncode == 2 and says in " ".join(valid.stderr.split()), valid.stdout + valid.stderr
+    # without it, the rest loads and runs: `type`, `double`, `int` are CEL names
+    led2 = Ledger(tmp_path / "fine", program([fine]))
+    led2.run([ev("e1", "a", at(1), "buy", n=2)])
+    assert led2.balance("a") == (2, 0, 0)
