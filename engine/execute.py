@@ -436,7 +436,8 @@ def _evaluate_program(sub: pl.DataFrame, program: CompiledProgram, row_path: boo
     stopped = pl.Series([False] * n)
     # CREDIT and DEBIT (every action of a program here) fail for a participant that is not ACTIVE
     # (semantics.md 7), the first that applies: the first action of its first matching rule
-    who = sub.select("pos", "entity_id").join(inactive.rename({"id": "entity_id"}), on="entity_id", how="left")
+    who = sub.select("pos", "entity_id").join(inactive.rename({"id": "entity_id"}), on="entity_id", how="left",
+                                              maintain_order="left")  # row-aligned with `matched`
     blocked_rows = who["status"].is_not_null()
     effects, failures, evals = [], [], []
     for rule in program.active_rules:
