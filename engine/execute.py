@@ -26,7 +26,7 @@ from engine import amounts, balance_range, emit, running, setwise_lots
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS, event_dicts
-from engine.kernel import Emitting, KernelEvent, KernelResult, Precomputed, run_kernel
+from engine.kernel import INACTIVE, Emitting, KernelEvent, KernelResult, Precomputed, run_kernel
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.moves import ISSUANCE, INSUFFICIENT, SYSTEM_IDS, insufficient_message
@@ -47,7 +47,9 @@ ACCOUNT_SCHEMA = {"entity_id": pl.String, "from_type": pl.String, "from_id": pl.
 #: Time-driven effects (lot expiry, maturity) name their own source, instant and program.
 TIMED_SCHEMA = {"source_name": pl.String, "effective_at": pl.Datetime("us", "UTC"), "program_id": pl.String,
                 "reference_id": pl.String}  # and the hold reference an entry was correlated to
-FAILURE_SCHEMA = {"pos": pl.Int64, "rule_order": pl.Int64, "action_index": pl.Int64,
+#: `stage` orders the failures of one rule: 0 while its amounts are evaluated, 1 when its actions
+#: apply (the kernel's `_plan_action`, then `_apply`)
+FAILURE_SCHEMA = {"pos": pl.Int64, "rule_order": pl.Int64, "stage": pl.Int64, "action_index": pl.Int64,
                   "error_code": pl.String, "error_message": pl.String}
 EVAL_SCHEMA = {"pos": pl.Int64, "rule_id": pl.String, "rule_version": pl.String,
                "outcome": pl.String, "message": pl.String}
@@ -127,24 +129,30 @@ def _execute_setwise(events: pl.DataFrame, runnable: pl.DataFrame, catalog: Cata
     opening = db.frame(store.con, statement("lookups.sql", "opening_balances"),
                        stage_entities=runnable.select(id=pl.col("entity_id").unique().drop_nulls())
                        ).cast({"amount": amounts.DECIMAL})
+    # no operation is in such a batch, so a participant's status is its committed one throughout
+    inactive = db.frame(store.con, statement("lookups.sql", "participants_by_id"),
+                        stage_entities=runnable.select(id=pl.col("entity_id").unique().drop_nulls())
+                        ).filter(pl.col("status") != "ACTIVE")
     stats = _Stats()
     effects, failures, evals = [], [], []
     for key, sub in runnable.group_by("program_key", maintain_order=True):
         program = catalog.programs[key[0]]
-        e, f, v = _evaluate_program(sub, program, row_path, stats)
+        e, f, v = _evaluate_program(sub, program, row_path, stats, inactive)
         effects += e
         failures += f
         evals += v
     eff = _concat(effects, EFFECT_SCHEMA)
     fail = _concat(failures, FAILURE_SCHEMA)
     # An event with any failed action applies nothing; report its first failure.
-    first_fail = fail.sort("pos", "rule_order", "action_index").unique("pos", keep="first", maintain_order=True)
-    # The actions before an event's failing one still ran, one event at a time: a debit among them
+    first_fail = fail.sort("pos", "rule_order", "stage", "action_index").unique("pos", keep="first",
+                                                                              maintain_order=True)
+    # The rules before an event's failing one still ran, one event at a time: a debit among them
     # that goes short fails the event first (insufficient_balance), so they are settled too, as
-    # `doomed` effects that are checked but never applied.
-    at = first_fail.select("pos", _fo="rule_order", _fi="action_index")
-    doomed = (eff.join(at, on="pos").filter((pl.col("rule_order") < pl.col("_fo")) | (
-        (pl.col("rule_order") == pl.col("_fo")) & (pl.col("action_index") < pl.col("_fi")))).drop("_fo", "_fi"))
+    # `doomed` effects that are checked but never applied. The failing rule's own debits never
+    # applied: a rule evaluates all its actions' amounts before the first applies (semantics.md
+    # 5 step 3, the kernel's `_plan_action`), and every failure here is such an evaluation.
+    at = first_fail.select("pos", _fo="rule_order")
+    doomed = eff.join(at, on="pos").filter(pl.col("rule_order") < pl.col("_fo")).drop("_fo")
     eff = pl.concat([eff.join(at.select("pos"), on="pos", how="anti").with_columns(doomed=pl.lit(False)),
                      doomed.with_columns(doomed=pl.lit(True))])
     eff = eff.join(events.select("pos", "entity_id"), on="pos").sort("pos", "rule_order", "action_index")
@@ -419,11 +427,18 @@ def _row_eval(prog: CelProgram, activations: list[dict]) -> tuple[list, list[str
     return values, errors
 
 
-def _evaluate_program(sub: pl.DataFrame, program: CompiledProgram, row_path: bool, stats: _Stats):
+def _evaluate_program(sub: pl.DataFrame, program: CompiledProgram, row_path: bool, stats: _Stats,
+                      inactive: pl.DataFrame):
+    """`inactive`: id, external_id, status of the participants here that are not ACTIVE."""
     frame = _Frame(sub)
     pos = sub["pos"]
     n = len(sub)
     stopped = pl.Series([False] * n)
+    # CREDIT and DEBIT (every action of a program here) fail for a participant that is not ACTIVE
+    # (semantics.md 7), the first that applies: the first action of its first matching rule
+    who = sub.select("pos", "entity_id").join(inactive.rename({"id": "entity_id"}), on="entity_id", how="left",
+                                              maintain_order="left")  # row-aligned with `matched`
+    blocked_rows = who["status"].is_not_null()
     effects, failures, evals = [], [], []
     for rule in program.active_rules:
         window = _window(sub, rule)
@@ -444,6 +459,13 @@ def _evaluate_program(sub: pl.DataFrame, program: CompiledProgram, row_path: boo
             eff, fail = _action(frame, matched, rule, action, stats, row_path)
             effects.append(eff)
             failures.append(fail)
+        if rule.actions and (matched & blocked_rows).any():
+            first = rule.actions[0].index
+            failures.append(who.filter(matched & blocked_rows).select(
+                "pos", rule_order=pl.lit(rule.order, dtype=pl.Int64), stage=pl.lit(1, dtype=pl.Int64),
+                action_index=pl.lit(first, dtype=pl.Int64), error_code=pl.lit(INACTIVE),
+                error_message=pl.concat_str(pl.lit(f"rule {rule.name!r} action {first}: participant "),
+                                            "external_id", pl.lit(" is "), "status")))
     return effects, failures, evals
 
 
@@ -517,7 +539,7 @@ def _action(frame: _Frame, matched: pl.Series, rule: CompiledRule, action: Compi
         amount=pl.col("amount").cast(amounts.DECIMAL), allow_negative=pl.lit(action.allow_negative),
         description=pl.lit(action.description or rule.name, dtype=pl.String))
     fail = base.filter(pl.col("code").is_not_null() & (pl.col("code") != amounts.ZERO)).select(
-        "pos", "rule_order", "action_index", error_code="code",
+        "pos", "rule_order", stage=pl.lit(0, dtype=pl.Int64), action_index="action_index", error_code="code",
         error_message=pl.concat_str(pl.lit(f"rule {rule.name!r} action {action.index}: "), pl.col("message")))
     return eff, fail
 

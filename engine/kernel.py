@@ -575,7 +575,8 @@ def _target_ref(ev: KernelEvent, tx: Tx, catalog, spec, where: str) -> str:
             raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {e}") from None
     else:  # a literal id
         ref = spec if isinstance(spec, str) else format(spec, "f")
-    if not isinstance(ref, str) or not ref:
+    # white space alone names nobody, as in an input row's external_id (docs/decisions.md "Input")
+    if not isinstance(ref, str) or not ref.strip():
         raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a non-empty string, got {ref!r}")
     return ref
 

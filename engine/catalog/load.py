@@ -15,6 +15,8 @@ from pydantic import ValidationError
 
 from engine import amounts, ids
 from engine.cel import CelError, CelLimitError, CelProgram, compile_cel
+from engine.cel.library import ROW as FUNCTIONS
+from engine.cel.values import TYPE_NAMES
 from engine.cron import Cron, CronError, parse as parse_cron
 from engine.io.events import json_doubles
 from engine.durations import parse_duration, parse_when
@@ -854,6 +856,14 @@ def _cel(where: str, text: str, assets: dict[str, Asset]):
         prog = compile_cel(text)
     except CelError as e:
         raise CatalogError(f"{where}: {e}") from None
+    # CEL checks names before anything runs; unchecked, a typo (`evnt.type`) failed every event
+    undeclared = sorted(prog.variables - KNOWN_VARIABLES - set(TYPE_NAMES))
+    if undeclared:
+        raise CatalogError(f"{where}: undeclared reference to {undeclared[0]!r}; an expression reads "
+                           "event, now, participant and program (semantics.md 6)")
+    unknown = sorted(prog.functions - set(FUNCTIONS))
+    if unknown:
+        raise CatalogError(f"{where}: unknown function {unknown[0]!r}; docs/cel.md lists the functions")
     for path in prog.paths:
         parts = path.split(".")
         if parts[:2] == ["participant", "balances"] and len(parts) > 2 and parts[2] not in assets:
