@@ -45,6 +45,10 @@ def program_files(path: str | Path) -> list[Path]:
         if files:
             return files
         raise CatalogError(f"{p}: no program files (*.yaml, *.yml, *.json) found in this directory")
+    if p.exists():
+        # /dev/null, a pipe, a socket: it exists, so "no such file" sent the user looking for a typo
+        raise CatalogError(f"{p}: not a regular file or a folder (a device, pipe or socket); pass --programs a "
+                           "program file or a folder of them")
     raise CatalogError(f"{p}: no such file or directory; pass --programs a program file or a folder of them")
 
 

@@ -12,6 +12,7 @@ import uuid
 from decimal import Decimal as D
 
 from tests.e2e.test_contract_audit import SIMPLE, Ledger, at, ev, on, op, program
+from tests.helpers.io import cli
 
 LOT = {"symbol": "CASH", "name": "Cash", "inventory_mode": "LOT", "issuance_policy": "UNLIMITED", "scale": 2}
 
@@ -82,6 +83,15 @@ def test_s2_1_every_stored_id_is_an_rfc4122_uuidv5_and_the_same_in_a_fresh_datab
              for col, vals in ids.items()}
     assert {col: vals[:2] for col, vals in wrong.items() if vals} == {}
     assert uuid_values(two) == ids
+
+
+def test_s13_programs_naming_a_device_say_so_not_no_such_file(tmp_path):
+    """semantics.md 13: program files that do not validate stop the run "with one clear message".
+    `--programs /dev/null` exists (a device): it said "no such file or directory", which sends the
+    user looking for a typo. Now: exit 2, the path, and that it is not a regular file or folder."""
+    res = cli("validate", "--programs", "/dev/null")
+    assert res.returncode == 2
+    assert "/dev/null" in res.stderr and "no such file" not in res.stderr and "not a regular file" in res.stderr
 
 
 def test_s12_a_redemption_row_names_its_journal_entry_and_keeps_it_through_reversals(tmp_path):
