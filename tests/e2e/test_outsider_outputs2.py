@@ -8,6 +8,7 @@ its fix (docs/decisions.md names each).
 
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal as D
 
@@ -92,6 +93,21 @@ def test_s13_programs_naming_a_device_say_so_not_no_such_file(tmp_path):
     res = cli("validate", "--programs", "/dev/null")
     assert res.returncode == 2
     assert "/dev/null" in res.stderr and "no such file" not in res.stderr and "not a regular file" in res.stderr
+
+
+def test_s12_perkflow_sql_prints_intervals_as_durations_not_python_text(tmp_path):
+    """semantics.md 12: tables and views "for ad-hoc SQL" through `perkflow sql`. An INTERVAL came
+    out as Python's timedelta text: `interval 14 month` as "420 days, 0:00:00" (another duration:
+    a timedelta has no months) and 26 hours as "1 day, 2:00:00". By hand, DuckDB's own text of
+    those values: "1 year 2 months", "26:00:00"; in --json and in the table."""
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]))
+    led.run([ev("e1", "u1", at(1, 1), "earn")])
+    query = "SELECT interval 14 month AS m, interval 26 hour AS h, 7 AS n"
+    res = cli("sql", query, "--json", "--db", str(led.db))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [{"m": "1 year 2 months", "h": "26:00:00", "n": 7}]
+    table = cli("sql", query, "--db", str(led.db))
+    assert "1 year 2 months" in table.stdout and "days," not in table.stdout
 
 
 def test_s12_a_redemption_row_names_its_journal_entry_and_keeps_it_through_reversals(tmp_path):
