@@ -110,6 +110,48 @@ def test_s12_perkflow_sql_prints_intervals_as_durations_not_python_text(tmp_path
     assert "1 year 2 months" in table.stdout and "days," not in table.stdout
 
 
+def _validate(tmp_path, name: str, spec: dict):
+    from tests.helpers.io import write_program
+    write_program(tmp_path / name / "p.yaml", spec)
+    return cli("validate", "--programs", str(tmp_path / name))
+
+
+def test_s2_1_program_file_fields_of_the_wrong_form_are_load_errors(tmp_path):
+    """semantics.md 2.1: "Validation happens before anything is written: unknown fields, bad enums
+    ... are errors that name the file, the rule and the field". Each of these loaded (exit 0):
+    - a rule or reward `key` that is no slug (`Bad Key!`, `a:b`), where program, group and
+      automation keys are slugs (ids derive from keys; a defaulted key is the slug of the name);
+    - a tier level `color` that is no hex colour (Scrip: "`color` (hex)");
+    - a quoted `stop_after_match: "no"` / `allow_negative: "yes"`: text read as a boolean (a
+      YAML/JSON boolean is a boolean; Scrip's JSON API takes no text there).
+    Each is now exit 2 naming the file and the field; the well-formed ones still load."""
+    earn = {"type": "CREDIT", "asset": "PTS", "amount": "1"}
+    cases = {
+        "rule_key": (program([on("earn", earn) | {"key": "Bad Key!"}]), "rules[0] (earn).key"),
+        "rule_key_colon": (program([on("earn", earn) | {"key": "a:b"}]), "rules[0] (earn).key"),
+        "reward_key": (program([on("earn", earn)], rewards=[{"key": "Mug!", "name": "Mug", "status": "ACTIVE",
+                                                              "redemption_type": "UNIT_BASED", "asset": "PTS",
+                                                              "unit_cost": "5"}]), "rewards[0] (Mug).key"),
+        "color": (program([on("earn", earn)], tiers=[{"key": "status", "levels": [
+            {"key": "gold", "rank": 1, "color": "gold"}]}]), "levels[0].color"),
+        "stop_text": (program([on("earn", earn) | {"stop_after_match": "no"}]), "rules[0] (earn).stop_after_match"),
+        "allow_text": (program([on("take", {"type": "DEBIT", "asset": "PTS", "amount": "1", "allow_negative": "yes"})]),
+                       "actions[0].allow_negative"),
+    }
+    for name, (spec, field) in cases.items():
+        res = _validate(tmp_path, name, spec)
+        assert (name, res.returncode) == (name, 2), res.stdout
+        assert "p.yaml" in res.stderr and field in res.stderr, (name, res.stderr)
+    good = program([on("earn", earn | {}, key="earn_2", stop_after_match=True),
+                    on("take", {"type": "DEBIT", "asset": "PTS", "amount": "1", "allow_negative": True})],
+                   tiers=[{"key": "status", "levels": [{"key": "gold", "rank": 1, "color": "#FFD700"},
+                                                       {"key": "silver", "rank": 0, "color": "#ccc"}]}],
+                   rewards=[{"key": "mug-2", "name": "Mug", "status": "ACTIVE", "redemption_type": "UNIT_BASED",
+                             "asset": "PTS", "unit_cost": "5"}])
+    res = _validate(tmp_path, "good", good)
+    assert res.returncode == 0, res.stderr
+
+
 def test_s12_a_redemption_row_names_its_journal_entry_and_keeps_it_through_reversals(tmp_path):
     """semantics.md 12 lists `redemptions`; Scrip's redemption object (scrip-reference.md 16)
     carries `journal_entry_id`, the entry that moved the value. By hand: u1 earns 100, redeems 30
