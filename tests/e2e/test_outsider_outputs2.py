@@ -152,6 +152,25 @@ def test_s2_1_program_file_fields_of_the_wrong_form_are_load_errors(tmp_path):
     assert res.returncode == 0, res.stderr
 
 
+def test_s2_3_a_forfeit_operation_names_its_bucket(tmp_path):
+    """semantics.md 2.3: operations carry "the fields of the matching Scrip endpoint"; Scrip's
+    forfeit body: "`bucket`: AVAILABLE or HELD; **required for forfeit**" (scrip-reference.md 12).
+    A forfeit is irreversible, and without an amount takes all its bucket holds. By hand: u1 earns
+    100 and holds 40; a forfeit without `bucket` (and without amount) fails invalid_operation,
+    nothing moved (it forfeited all 60 AVAILABLE); with `bucket: HELD` it forfeits the 40 held."""
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "100"})]))
+    led.run([ev("e1", "u1", at(1, 1), "earn")],
+            [op("hold", "h1", "u1", at(1, 2), asset="PTS", amount="40"),
+             op("forfeit", "f1", "u1", at(1, 3), asset="PTS"),
+             op("forfeit", "f3", "u1", at(1, 5), asset="PTS", bucket="HELD")])
+    status = led.status()
+    assert status["f1"] == ("FAILED", "invalid_operation") and status["f3"] == ("COMPLETED", None)
+    assert led.sql("SELECT error_message FROM operations WHERE idempotency_key = 'f1'")[0][0].endswith(
+        "params.bucket is required")
+    assert led.entries("f1") == [] and led.entries("f3") == [("FORFEIT", D(40))]
+    assert led.balance("u1") == (D(60), D(0), D(0))
+
+
 def test_s12_a_redemption_row_names_its_journal_entry_and_keeps_it_through_reversals(tmp_path):
     """semantics.md 12 lists `redemptions`; Scrip's redemption object (scrip-reference.md 16)
     carries `journal_entry_id`, the entry that moved the value. By hand: u1 earns 100, redeems 30
