@@ -17,6 +17,7 @@ from engine import amounts, ids
 from engine.cel import CelError, CelLimitError, CelProgram, compile_cel
 from engine.cron import Cron, CronError, parse as parse_cron
 from engine.io.events import json_doubles
+from engine.io.files import not_found
 from engine.durations import parse_duration, parse_when
 from engine.errors import CatalogError
 
@@ -45,11 +46,7 @@ def program_files(path: str | Path) -> list[Path]:
         if files:
             return files
         raise CatalogError(f"{p}: no program files (*.yaml, *.yml, *.json) found in this directory")
-    if p.exists():
-        # /dev/null, a pipe, a socket: it exists, so "no such file" sent the user looking for a typo
-        raise CatalogError(f"{p}: not a regular file or a folder (a device, pipe or socket); pass --programs a "
-                           "program file or a folder of them")
-    raise CatalogError(f"{p}: no such file or directory; pass --programs a program file or a folder of them")
+    raise CatalogError(not_found(p, "pass --programs a program file or a folder of them"))
 
 
 #: The catalog last loaded, by the names and bytes of its files: a process that runs many

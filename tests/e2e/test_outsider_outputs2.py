@@ -93,6 +93,13 @@ def test_s13_programs_naming_a_device_say_so_not_no_such_file(tmp_path):
     res = cli("validate", "--programs", "/dev/null")
     assert res.returncode == 2
     assert "/dev/null" in res.stderr and "no such file" not in res.stderr and "not a regular file" in res.stderr
+    # so do --events and --operations (13: "one clear message naming the file and problem"),
+    # nothing written
+    led = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]))
+    for flag in ("--events", "--operations"):
+        res = cli("run", "--programs", str(led.programs), flag, "/dev/null", "--db", str(led.db))
+        assert res.returncode == 2 and "/dev/null: not a regular file" in res.stderr, res.stderr
+    assert not led.db.exists()
 
 
 def test_s12_perkflow_sql_prints_intervals_as_durations_not_python_text(tmp_path):
