@@ -704,7 +704,15 @@ def _query(args, sql: str, params: list | dict | None = None):
         if cur is None:  # DuckDB's answer to text without a statement (empty, blanks, a comment)
             raise InputError("sql: the query holds no statement to run")
         cols = [d[0] for d in cur.description]
-        return cols, cur.fetchall()
+        types = [str(d[1]) for d in cur.description]
+        rows = cur.fetchall()
+        if any("INTERVAL" in t for t in types):
+            # An INTERVAL reaches Python as a timedelta, which has no months: `interval 14 month`
+            # printed as "420 days, 0:00:00", another duration in Python's words. The query again,
+            # with those columns as DuckDB writes them ("1 year 2 months", "3 days 02:00:00").
+            cells = [f"CAST(#{i} AS VARCHAR)" if "INTERVAL" in t else f"#{i}" for i, t in enumerate(types, 1)]
+            rows = con.sql(sql, params=params or None).project(", ".join(cells)).fetchall()
+        return cols, rows
     finally:
         con.close()
 

@@ -57,7 +57,7 @@ class Emission:
 
 
 def event_id(program_id: str, idempotency_key: str) -> str:
-    """md5('event:' || program_id || ':' || idempotency_key)::UUID, as sql/write_batch.sql names events."""
+    """name_uuid('event:' || program_id || ':' || idempotency_key), as sql/write_batch.sql names events."""
     return ids.row_id_text("event", program_id, idempotency_key)
 
 

@@ -2,8 +2,9 @@
 
 Catalog ids are UUIDv5 under one project namespace, so the same files always give the same ids
 (semantics.md 2.1). High-volume ids (events, journal entries, postings) are derived in SQL from
-the same kind of names with MD5 (see sql/), which DuckDB computes set-wise far faster than Python
-could build UUIDv5 per row; both are pure functions of their inputs.
+the same kind of names by sql/schema.sql's `name_uuid`, the same UUIDv5 computed set-wise by
+DuckDB, far faster than Python could build them per row (ledgers written before session 19 hold
+md5 digests there, docs/decisions.md "Ledger").
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def name_id_text(kind: str, *parts: str) -> str:
 
 
 def row_id_text(kind: str, program_id: str, key: str) -> str:
-    """md5(kind ':' program_id ':' idempotency_key)::UUID, as sql/write_batch.sql names an input row:
-    `event`s, and `operation`s (a redemption's id is its operation's)."""
-    return str(uuid.UUID(hashlib.md5(f"{kind}:{program_id}:{key}".encode()).hexdigest()))
+    """name_uuid(kind ':' program_id ':' idempotency_key), as sql/write_batch.sql names an input row:
+    `event`s, and `operation`s (a redemption's id is its operation's); the UUIDv5 of name_id_text."""
+    return name_id_text(kind, program_id, key)
 
 
 def uuid_text(text) -> str | None:

@@ -279,7 +279,9 @@ def _between(kind: str, source_bucket: str, dest_bucket: str | None):
         # Scrip's forfeit endpoint is "allowed on CLOSED participants" (closed-account cleanup);
         # the FORFEIT rule action is not (semantics.md 7): docs/decisions.md
         etype, eid = o.holder(any_status=kind == "FORFEIT")
-        bucket = o.field("bucket", source_bucket) if kind == "FORFEIT" else source_bucket
+        # Scrip's forfeit body: "`bucket` ... **required for forfeit**": a forfeit is irreversible and,
+        # without an amount, takes all the bucket holds, so which bucket is never guessed
+        bucket = o.field("bucket") if kind == "FORFEIT" else source_bucket
         if bucket not in ("AVAILABLE", "HELD"):
             raise ActionFailed(INVALID, f"{o.op.operation}: params.bucket must be AVAILABLE or HELD, got {bucket!r}")
         source = (etype, eid, aid, bucket)

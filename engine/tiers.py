@@ -122,7 +122,7 @@ def set_by_action(tx: Tx, ev, tier_key: str, pid: str, level: str) -> None:
 
 
 def source_of(ev) -> tuple[str, str]:
-    """(kind, name) of an event or operation: its id is md5(name) in SQL, as for its entries."""
+    """(kind, name) of an event or operation: its id is name_uuid(name) in SQL, as for its entries."""
     kind = "event" if ev.operation is None else "operation"
     return kind, f"{kind}:{ev.program.sid}:{ev.key}"
 

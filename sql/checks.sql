@@ -86,7 +86,7 @@ FROM account_balances GROUP BY entity_type, entity_id, asset_id, bucket HAVING C
 ORDER BY ALL;
 
 -- name: no_duplicate_entries
--- Every journal entry id occurs once. Ids are md5(event, rule version, action index), so this is
+-- Every journal entry id occurs once. Ids are name_uuid(event, rule version, action index), so this is
 -- also "at most one entry per (event, rule version, action)"; the second half checks that directly.
 -- In parts by the entry id, and by the event id for the second half.
 SELECT 'id' AS duplicated_on, id::VARCHAR AS key, COUNT(*) AS occurrences

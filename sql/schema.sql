@@ -102,7 +102,7 @@ CREATE TABLE IF NOT EXISTS enrollments (
 );
 
 CREATE TABLE IF NOT EXISTS events (
-    id               UUID NOT NULL,           -- md5('event:' || program_id || ':' || idempotency_key)
+    id               UUID NOT NULL,           -- name_uuid('event:' || program_id || ':' || idempotency_key)
     program_id       UUID NOT NULL,
     participant_id   UUID,                    -- null when the participant could not be resolved
     external_id      VARCHAR,
@@ -150,7 +150,7 @@ CREATE TABLE IF NOT EXISTS rule_evaluations (
 );
 
 CREATE TABLE IF NOT EXISTS journal_entries (
-    id               UUID NOT NULL,           -- md5('entry:' || event_id || ':' || rule_version || ':' || action_index)
+    id               UUID NOT NULL,           -- name_uuid('entry:' || event_id || ':' || rule_version || ':' || action_index)
     seq              BIGINT NOT NULL,         -- global ledger order
     program_id       UUID NOT NULL,
     event_id         UUID,
@@ -168,7 +168,7 @@ CREATE TABLE IF NOT EXISTS journal_entries (
 );
 
 CREATE TABLE IF NOT EXISTS postings (
-    id               UUID NOT NULL,           -- md5('posting:' || journal_entry_id || ':' || leg)
+    id               UUID NOT NULL,           -- name_uuid('posting:' || journal_entry_id || ':' || leg)
     journal_entry_id UUID NOT NULL,
     program_id       UUID NOT NULL,
     entity_type      VARCHAR NOT NULL,        -- PARTICIPANT | SYSTEM_ISSUANCE | SYSTEM_BREAKAGE | SYSTEM_REDEMPTION | PROGRAM_WALLET | GROUP
@@ -222,8 +222,18 @@ CREATE TABLE IF NOT EXISTS budget_consumption (
 DROP MACRO IF EXISTS main.entry_text;
 DROP MACRO IF EXISTS main.posting_text;
 
+-- The id of a name, as engine.ids.name_id_text makes it: an RFC 4122 UUIDv5 (SHA-1 of perkflow's
+-- namespace and the name, version nibble 5, variant bits 10), so that the ids of events,
+-- operations, entries and postings are UUIDv5 of their keys like the catalog's (semantics.md
+-- 2.1, 4). Ledgers written before session 19 hold md5 digests cast to UUID for those (version and
+-- variant bits arbitrary); they keep them (history is not rewritten) and new rows get these.
+CREATE OR REPLACE MACRO uuid_v5_bits(h) AS
+    (substr(h, 1, 12) || '5' || substr(h, 14, 3)
+     || substr('89ab89ab89ab89ab', ('0x' || substr(h, 17, 1))::INTEGER + 1, 1) || substr(h, 18, 15))::UUID;
+CREATE OR REPLACE MACRO name_uuid(name) AS uuid_v5_bits(sha1(unhex('04c43fc3c2125260b62035058c734f0a') || encode(name)));
+
 -- The id of posting k of entry `entry_id`: 0 the source's, 1, 2, ... its destinations' (sql/write_batch.sql).
-CREATE OR REPLACE MACRO posting_id(entry_id, k) AS md5('posting:' || entry_id || ':' || k)::UUID;
+CREATE OR REPLACE MACRO posting_id(entry_id, k) AS name_uuid('posting:' || entry_id || ':' || k);
 
 -- LOT assets: each credit is a lot; `remaining` and `status` are current state, rewritten for the
 -- lots a batch touched (the ledger tables hold the history). Spending consumes FIFO by created_at, id.
@@ -275,7 +285,7 @@ CREATE TABLE IF NOT EXISTS group_members (
 
 -- Direct operations (semantics.md 2.3), idempotent like events.
 CREATE TABLE IF NOT EXISTS operations (
-    id               UUID NOT NULL,           -- md5('operation:' || program_id || ':' || idempotency_key)
+    id               UUID NOT NULL,           -- name_uuid('operation:' || program_id || ':' || idempotency_key)
     program_id       UUID NOT NULL,
     operation        VARCHAR NOT NULL,
     participant_id   UUID,
@@ -341,6 +351,11 @@ ALTER TABLE redemptions ADD COLUMN IF NOT EXISTS target_type VARCHAR DEFAULT 'SY
 -- With target_type LEDGER_ENTITY, the group whose AVAILABLE it credited (the program's
 -- redemption_target_entity_id then); null for the SYSTEM_* targets.
 ALTER TABLE redemptions ADD COLUMN IF NOT EXISTS target_entity_id UUID;
+-- The REDEMPTION entry that moved the value (Scrip's redemption object has `journal_entry_id`);
+-- a ledger made before session 19 gets it for its redemptions here, from their operations' entries.
+ALTER TABLE redemptions ADD COLUMN IF NOT EXISTS journal_entry_id UUID;
+UPDATE redemptions SET journal_entry_id = j.id FROM journal_entries j
+WHERE redemptions.journal_entry_id IS NULL AND j.operation_id = redemptions.id AND j.action_type = 'REDEMPTION';
 
 -- Tier types (semantics.md 10) from program files, and their ranked levels.
 CREATE TABLE IF NOT EXISTS tiers (

@@ -485,4 +485,6 @@ LEFT JOIN groups grp ON grp.id = dest.entity_id AND dest.entity_type = 'GROUP'
 LEFT JOIN assets a ON a.id = dest.asset_id
 WHERE o.operation = 'transfer'
 ORDER BY o."timestamp", o.arrival_seq, j.seq,
-         (SELECT k FROM range(1, 101) r(k) WHERE posting_id(j.id, k) = dest.id);
+         -- (the md5 form: a posting written before session 19, sql/schema.sql name_uuid)
+         (SELECT k FROM range(1, 101) r(k)
+          WHERE dest.id IN (posting_id(j.id, k), md5('posting:' || j.id || ':' || k)::UUID));

@@ -101,7 +101,7 @@ WHERE NOT EXISTS (SELECT 1 FROM enrollments e
 
 -- name: insert_events
 INSERT INTO events
-SELECT md5('event:' || program_id || ':' || idempotency_key)::UUID,
+SELECT name_uuid('event:' || program_id || ':' || idempotency_key),
        program_id::UUID, participant_id::UUID, external_id, participant_ref,
        recipient_id::UUID, recipient_external_id, recipient_ref,
        idempotency_key, event_timestamp, arrival_seq, event_json::JSON,
@@ -113,7 +113,7 @@ INSERT OR IGNORE INTO payload_types SELECT key, arrow_schema FROM stage_payload_
 
 -- name: insert_operations
 INSERT INTO operations
-SELECT md5('operation:' || program_id || ':' || idempotency_key)::UUID, program_id::UUID, operation,
+SELECT name_uuid('operation:' || program_id || ':' || idempotency_key), program_id::UUID, operation,
        participant_id::UUID, external_id, participant_ref, idempotency_key, timestamp, arrival_seq, params::JSON,
        status, error_code, error_message, $batch_id, source, row_number
 FROM stage_operations;
@@ -126,7 +126,7 @@ INSERT INTO rejected_rows SELECT $batch_id, source, row_number, reason, message,
 
 -- name: insert_evaluations
 INSERT INTO rule_evaluations
-SELECT md5('event:' || program_id || ':' || idempotency_key)::UUID, rule_id::UUID, rule_version, outcome, message, $batch_id
+SELECT name_uuid('event:' || program_id || ':' || idempotency_key), rule_id::UUID, rule_version, outcome, message, $batch_id
 FROM stage_evaluations;
 
 -- name: stage_entries
@@ -138,15 +138,15 @@ FROM stage_evaluations;
 -- or maturity by the lot. source_name: 'event:' || program_id || ':' || idempotency_key,
 -- 'operation:' || ..., or 'lot:' || lot id. Only ids are materialised (narrow, fixed-width): the
 -- wide effect columns are read straight from the Arrow stage by the inserts below, joined on
--- seq. Each level is its own subquery so that every md5 is computed once per row.
+-- seq. Each level is its own subquery so that every id is computed once per row.
 CREATE OR REPLACE TEMP TABLE batch_entries AS
 SELECT seq, id, posting_id(id, 0) AS p0_id, posting_id(id, 1) AS p1_id,
        CASE kind WHEN 'event' THEN source_id END AS event_id,
        CASE kind WHEN 'operation' THEN source_id END AS operation_id
 FROM (
     SELECT seq, kind, source_id,
-           md5('entry:' || source_id || ':' || COALESCE(rule_version, 'op') || ':' || action_index)::UUID AS id
-    FROM (SELECT seq, kind, rule_version, action_index, md5(source_name)::UUID AS source_id FROM stage_effects)
+           name_uuid('entry:' || source_id || ':' || COALESCE(rule_version, 'op') || ':' || action_index) AS id
+    FROM (SELECT seq, kind, rule_version, action_index, name_uuid(source_name) AS source_id FROM stage_effects)
 );
 
 -- name: insert_postings
@@ -280,18 +280,32 @@ FROM stage_lots;
 INSERT INTO reward_usage SELECT reward_id::UUID, participant_id, redeemed_count FROM stage_reward_usage
 ON CONFLICT DO UPDATE SET redeemed_count = EXCLUDED.redeemed_count;
 
+-- name: keep_redemptions
+-- The id and entry of each redemption the chunk rewrites (a reversal changes its row): they stay
+-- as first written (a redemption of a ledger from before session 19 has an md5 id, and its entry).
+CREATE OR REPLACE TEMP TABLE kept_redemptions AS
+SELECT r.program_id, r.idempotency_key, r.id, r.journal_entry_id
+FROM redemptions r JOIN stage_redemptions s
+    ON r.program_id = s.program_id::UUID AND r.idempotency_key = s.idempotency_key;
+
 -- name: delete_redemptions
 DELETE FROM redemptions USING stage_redemptions s
 WHERE redemptions.program_id = s.program_id::UUID AND redemptions.idempotency_key = s.idempotency_key;
 
 -- name: insert_redemptions
+-- A new redemption's entry is its operation's one entry (part 0: 'op', index 0, as the entries'
+-- ids are named above). (No word here may begin with the stages' prefix: the writer runs a
+-- statement only when every stage its text names is given.)
 INSERT INTO redemptions BY NAME
-SELECT md5('operation:' || program_id || ':' || idempotency_key)::UUID AS id, program_id::UUID AS program_id,
-       idempotency_key, participant_id::UUID AS participant_id, reward_id::UUID AS reward_id,
+SELECT COALESCE(k.id, n.id) AS id, s.program_id::UUID AS program_id,
+       s.idempotency_key, participant_id::UUID AS participant_id, reward_id::UUID AS reward_id,
        asset_id::UUID AS asset_id, quantity, unit_cost, amount, reversed_amount, reversed_quantity, status,
        lots_taken::JSON AS lots_taken, created_at, $batch_id AS batch_id, target_type,
-       target_entity_id::UUID AS target_entity_id
-FROM stage_redemptions;
+       target_entity_id::UUID AS target_entity_id,
+       COALESCE(k.journal_entry_id, name_uuid('entry:' || n.id || ':op:0')) AS journal_entry_id
+FROM stage_redemptions s
+CROSS JOIN LATERAL (SELECT name_uuid('operation:' || s.program_id || ':' || s.idempotency_key) AS id) n
+LEFT JOIN kept_redemptions k ON k.program_id = s.program_id::UUID AND k.idempotency_key = s.idempotency_key;
 
 -- name: upsert_budget_consumption
 INSERT INTO budget_consumption SELECT rule_id::UUID, budget_index, asset_id::UUID, period, consumed FROM stage_budgets
@@ -318,8 +332,8 @@ FROM stage_participant_tiers;
 -- name: insert_tier_history
 INSERT INTO tier_history
 SELECT seq, program_id::UUID, tier_id::UUID, tier_key, participant_id::UUID, from_level, to_level, reason,
-       CASE source_kind WHEN 'event' THEN md5(source_name)::UUID END,
-       CASE source_kind WHEN 'operation' THEN md5(source_name)::UUID END,
+       CASE source_kind WHEN 'event' THEN name_uuid(source_name) END,
+       CASE source_kind WHEN 'operation' THEN name_uuid(source_name) END,
        effective_at, $batch_id
 FROM stage_tier_history;
 

@@ -19,6 +19,7 @@ from engine.cel.library import ROW as FUNCTIONS
 from engine.cel.values import TYPE_NAMES
 from engine.cron import Cron, CronError, parse as parse_cron
 from engine.io.events import json_doubles
+from engine.io.files import not_found
 from engine.durations import parse_duration, parse_when
 from engine.errors import CatalogError
 
@@ -47,7 +48,7 @@ def program_files(path: str | Path) -> list[Path]:
         if files:
             return files
         raise CatalogError(f"{p}: no program files (*.yaml, *.yml, *.json) found in this directory")
-    raise CatalogError(f"{p}: no such file or directory; pass --programs a program file or a folder of them")
+    raise CatalogError(not_found(p, "pass --programs a program file or a folder of them"))
 
 
 #: The catalog last loaded, by the names and bytes of its files: a process that runs many

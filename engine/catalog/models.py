@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Context, Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from engine.amounts import LIMIT, QUANTUM, decimal_text
 from engine.durations import bound_text
@@ -87,6 +87,12 @@ WholeNumber = Annotated[int, BeforeValidator(_whole_text)]
 INT32_MAX, INT64_MAX = 2 ** 31 - 1, 2 ** 63 - 1
 
 
+#: A key written in a program file (program, rule, reward, group, automation): a slug, as the ones
+#: made from names are (`slug`). Ids derive from keys (semantics.md 2.1) and keys name rows in
+#: idempotency keys and reports, so `Bad Key!` or `a:b` is a load error rather than a key.
+KEY = r"^[a-z0-9][a-z0-9_\-]{0,127}$"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -97,7 +103,7 @@ def slug(name: str) -> str:
 
 
 class Program(Strict):
-    key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,127}$")  # default: slug of name (_key_from_name)
+    key: str = Field(pattern=KEY)  # default: slug of name (_key_from_name)
     name: str = Field(min_length=1, max_length=255)
     description: str | None = Field(default=None, max_length=1000)  # scrip-reference.md 2, 21
     on_unknown_participant: Literal["CREATE", "REJECT"] = "CREATE"
@@ -185,7 +191,7 @@ class Action(Strict):
     asset: str | None = None
     amount: str | None = None
     bucket: Literal["AVAILABLE", "HELD"] | None = None
-    allow_negative: bool = False
+    allow_negative: StrictBool = False
     description: str | None = None
     reference_id: str | None = None
     expires_at: str | None = None
@@ -219,11 +225,11 @@ class Action(Strict):
 
 class Rule(Strict):
     name: str = Field(min_length=1, max_length=255)
-    key: str | None = None
+    key: str | None = Field(default=None, pattern=KEY)  # default: slug of name
     description: str | None = Field(default=None, max_length=1000)  # scrip-reference.md 7, 21
     condition: str = Field(min_length=1)
     order: WholeNumber | None = Field(default=None, ge=1, le=INT32_MAX)
-    stop_after_match: bool = False
+    stop_after_match: StrictBool = False
     active_from: datetime | None = None
     active_to: datetime | None = None
     status: Status = "ACTIVE"
@@ -243,7 +249,7 @@ class Rule(Strict):
 
 class Reward(Strict):
     """A catalog reward (semantics.md 9.4; Scrip's rewards catalog)."""
-    key: str | None = None
+    key: str | None = Field(default=None, pattern=KEY)  # default: slug of name
     name: str = Field(min_length=1, max_length=255)
     description: str | None = Field(default=None, max_length=1000)  # scrip-reference.md 15, 21
     category: str | None = Field(default=None, max_length=100)
@@ -317,7 +323,8 @@ class TierLevel(Strict):
     rank: WholeNumber = Field(ge=-INT32_MAX, le=INT32_MAX)
     qualification: Qualification | None = None  # none: reached only by SET_TIER / set_tier
     benefits: dict[str, Any] = {}
-    color: str | None = None  # display only
+    # display only; Scrip: "color (hex)": #RGB or #RRGGBB (with alpha: #RGBA, #RRGGBBAA)
+    color: str | None = Field(default=None, pattern=r"^#([0-9A-Fa-f]{3,4}|[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8})$")
     icon_url: str | None = None  # display only
 
     @model_validator(mode="before")
@@ -405,7 +412,7 @@ class GroupMember(Strict):
 class Group(Strict):
     """A shared wallet with members (semantics.md 11; Scrip's groups). Project-wide like assets:
     the same key in two program files must be defined identically."""
-    key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,127}$")
+    key: str = Field(pattern=KEY)
     name: str = Field(min_length=1, max_length=255)
     description: str | None = None
     status: Literal["ACTIVE", "ARCHIVED"] = "ACTIVE"
@@ -443,7 +450,7 @@ class Automation(Strict):
     """An automation (Scrip's automation payload, semantics.md 11): a trigger that emits SYSTEM
     events `event_name` (with `payload`) into the stream."""
     name: str = Field(min_length=1, max_length=255)
-    key: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_\-]{0,127}$")  # default: slug of name
+    key: str | None = Field(default=None, pattern=KEY)  # default: slug of name
     event_name: str = Field(min_length=1, max_length=255)
     scope: Literal["program", "participants"]
     trigger: Trigger

@@ -28,8 +28,16 @@ def expand(spec: str | Path) -> list[tuple[Path, Path]]:
         if not files:
             raise InputError(f"{p}: no event files (*.parquet, *.ndjson, *.csv) in this directory")
         return [(f, p) for f in files]
-    raise InputError(f"{p}: no such file or directory; pass a Parquet, NDJSON or CSV file, a folder of them "
-                     "or a glob")  # (for --events and --operations alike)
+    # (for --events and --operations alike)
+    raise InputError(not_found(p, "pass a Parquet, NDJSON or CSV file, a folder of them or a glob"))
+
+
+def not_found(p: Path, hint: str) -> str:
+    """Why a path given as input names no file or folder, and `hint`: /dev/null, a pipe or a socket
+    exists, so "no such file" sent the user looking for a typo."""
+    if p.exists():
+        return f"{p}: not a regular file or a folder (a device, pipe or socket); {hint}"
+    return f"{p}: no such file or directory; {hint}"
 
 
 def hive_values(file: Path, root: Path) -> dict[str, str]:

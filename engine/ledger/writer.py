@@ -35,7 +35,8 @@ ORDER = [
     "insert_rejected", "insert_evaluations",
     "stage_entries", "insert_postings", "insert_leg_postings", "insert_entries", "match_balances", "update_balances", "insert_balances",
     "delete_entity_state", "insert_entity_state", "delete_group_members", "insert_group_members", "delete_participant_tiers", "insert_participant_tiers",
-    "insert_tier_history", "delete_lots", "insert_lots", "upsert_reward_usage", "delete_redemptions", "insert_redemptions",
+    "insert_tier_history", "delete_lots", "insert_lots", "upsert_reward_usage", "keep_redemptions", "delete_redemptions",
+    "insert_redemptions",
     "upsert_budget_consumption", "delete_scheduled_events", "insert_scheduled_events",
 ]
 

@@ -226,7 +226,7 @@ def op_params(draw, operation: str, redemption_keys: list[str], subject: str | N
         return p
     if operation == "forfeit":
         symbol = draw(st.sampled_from(SYMBOLS))
-        p = {"asset": symbol}
+        p = {"asset": symbol, "bucket": "AVAILABLE"}  # required (Scrip)
         if draw(st.integers(0, 3)) > 0:
             p["amount"] = amount()
         if symbol in SIMPLE and draw(st.booleans()):
@@ -468,7 +468,7 @@ def group_lot_scenarios(draw) -> LedgerScenario:
             who, params = None, {"group": "family", "asset": "LP", "amount": amount,
                                  "type": draw(st.sampled_from(["CREDIT", "DEBIT"]))}
         elif operation == "group_forfeit":
-            who, params = None, {"group": "family", "asset": "LP", "amount": amount}
+            who, params = None, {"group": "family", "asset": "LP", "amount": amount, "bucket": "AVAILABLE"}
         elif operation == "transfer":
             who, params = "u1", {"asset": "LP", "recipients": [{"group_id": "family", "amount": amount}]}
         else:

@@ -10,14 +10,13 @@ equality do.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 
+from engine.ids import name_id_text
 from tests.oracle.interpreter import OracleResult
 
 # Processing order of the events: batch by batch; within a batch the stream order of
@@ -28,7 +27,7 @@ _EVENT_ORDER = "e.batch_id, e.event_timestamp, e.arrival_seq"
 def _leg(row) -> int:
     """Which posting of its entry a row's destination is (1 for an entry of two postings)."""
     legs, entry, posting = row[15], row[16], row[17]
-    return next(k for k in range(1, legs) if str(uuid.UUID(hashlib.md5(f"posting:{entry}:{k}".encode()).hexdigest())) == posting)
+    return next(k for k in range(1, legs) if name_id_text("posting", entry, str(k)) == posting)
 
 
 def _dec(value) -> Decimal:
@@ -223,7 +222,7 @@ def read_full_ledger(con: duckdb.DuckDBPyConnection) -> OracleResult:
         ORDER BY j.seq""")
     # The oracle writes one move per entry; perkflow writes a transfer to several recipients as one
     # entry of the source's posting and one per recipient (posting k of the entry, its id
-    # md5('posting:' || entry || ':' || k) as sql/write_batch.sql names it): read back as one move
+    # name_uuid('posting:' || entry || ':' || k) as sql/write_batch.sql names it): read back as one move
     # per recipient, each the operation's next part, in recipient order.
     seqs: dict[str, int] = {}  # entry id -> its place in ledger order (rows come in it)
     rows = sorted(rows, key=lambda r: (seqs.setdefault(r[16], len(seqs)), _leg(r)))

@@ -589,8 +589,8 @@ def test_s9_hold_and_forfeit_operations_without_an_amount_take_the_whole_bucket(
             ev("g3", "v", t(0), "give", n=10, e="1h"), ev("g4", "w", t(0), "give", n=10, e="1h")],
            [op("hold", "h1", "u", t(6), asset="PTS", reference_id="R"),             # 10: the 5m lot expired
             op("forfeit", "f1", "u", t(7), asset="PTS", bucket="HELD", reference_id="R"),  # the 10 held as R
-            op("forfeit", "f2", "v", t(8), asset="PTS"),                            # AVAILABLE by default: 10
-            op("forfeit", "f3", "v", t(9), asset="PTS"),                            # nothing left: no-op
+            op("forfeit", "f2", "v", t(8), asset="PTS", bucket="AVAILABLE"),        # all AVAILABLE: 10
+            op("forfeit", "f3", "v", t(9), asset="PTS", bucket="AVAILABLE"),        # nothing left: no-op
             op("hold", "h2", "w", t(10), asset="PTS", amount="4"),
             op("forfeit", "f4", "w", t(11), asset="PTS", bucket="HELD")])           # the 4 held
     st = lg.status()

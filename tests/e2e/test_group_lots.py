@@ -132,7 +132,8 @@ def test_group_operations_touch_the_group(tmp_path):
                 # a transfer into the group: a lot without expiry
                 op("transfer", "o3", "u1", at("2025-03-03 13:00"), asset="PTS",
                    recipients=[{"group_id": "family", "amount": "3"}]),
-                op("group_forfeit", "o4", None, at("2025-03-03 14:00"), group="family", asset="PTS", amount="7"))
+                op("group_forfeit", "o4", None, at("2025-03-03 14:00"), group="family", asset="PTS", amount="7",
+                   bucket="AVAILABLE"))
     assert out == {"e1": OK, "e2": OK, "e3": OK, "o1": OK, "o2": ("FAILED", "insufficient_balance"), "o3": OK,
                    "o4": OK}
     assert timed(s) == [("MATURITY", D(6), utc("2025-03-02 11:00")),

@@ -182,7 +182,7 @@ def test_every_operation_with_its_failure_paths(tmp_path):
         (op("hold", "h1", "a", t(3, 9), asset="PTS", amount="40", description="d"), OK),
         (op("release", "h2", "a", t(3, 10), asset="PTS", amount="15", description="d"), OK),
         (op("forfeit", "h3", "a", t(3, 11), asset="PTS", amount="5", bucket="HELD", description="d"), OK),
-        (op("forfeit", "h4", "a", t(3, 12), asset="PTS", amount="3", description="d"), OK),
+        (op("forfeit", "h4", "a", t(3, 12), asset="PTS", amount="3", bucket="AVAILABLE", description="d"), OK),
         (op("release", "h5", "a", t(3, 13), asset="PTS", amount="21", description="d"),
          ("FAILED", "insufficient_balance")),                                      # 20 held
         (op("set_counter", "s1", "a", t(3, 14), key="visits", value="7"), OK),
@@ -216,7 +216,7 @@ def test_every_operation_with_its_failure_paths(tmp_path):
             op("adjust", "i1", "c", t(4, 2), type="CREDIT", asset="PTS", amount="1", description="d"),
             op("hold", "i2", "c", t(4, 3), asset="PTS", amount="1", description="d"),
             op("release", "i3", "c", t(4, 4), asset="PTS", description="d"),
-            op("forfeit", "i4", "c", t(4, 5), asset="PTS", amount="1", description="d"),
+            op("forfeit", "i4", "c", t(4, 5), asset="PTS", amount="1", bucket="AVAILABLE", description="d"),
             op("set_counter", "i5", "c", t(4, 6), key="k", value="1"),
             op("redeem", "i6", "c", t(4, 7), asset="PTS", amount="1"),
             op("transfer", "i7", "a", t(4, 8), asset="PTS", recipients=[{"external_id": "c", "amount": "1"}]),

@@ -112,7 +112,8 @@ def value_stream(seed: int, n: int = 140) -> list[tuple]:
         elif r < 0.47:
             rows.append(("op", k, who, t, "release", {"asset": "LP", "reference_id": rng.choice(["R1", "R2", "P1"])}))
         elif r < 0.52:
-            rows.append(("op", k, who, t, "forfeit", {"asset": "LP", "amount": str(rng.choice([2, 7]))}))
+            rows.append(("op", k, who, t, "forfeit", {"asset": "LP", "bucket": "AVAILABLE",
+                                                          "amount": str(rng.choice([2, 7]))}))
         elif r < 0.64:
             reward = rng.choice(["mug", "mug", "card", "win"])
             if rng.random() < 0.3:  # exactly at a bound of the window, one row per instant
@@ -142,7 +143,7 @@ def value_stream(seed: int, n: int = 140) -> list[tuple]:
             elif c < 0.5:
                 rows.append(("op", k, None, t, "group_release", {"group": "fam", "asset": "LP", "reference_id": "G1"}))
             elif c < 0.7:
-                rows.append(("op", k, None, t, "group_forfeit", {"group": "fam", "asset": "LP",
+                rows.append(("op", k, None, t, "group_forfeit", {"group": "fam", "asset": "LP", "bucket": "AVAILABLE",
                                                                  "amount": str(rng.choice([1, 4]))}))
             else:
                 rows.append(("op", k, who, t, "set_participant_status",

@@ -55,8 +55,8 @@ def test_s16_a_redemption_is_reversed_by_its_redemption_id(tmp_path):
     assert lg.entries("v1") == [("REDEMPTION_REVERSAL", D(10))] and lg.entries("v2") == [("REDEMPTION_REVERSAL", D(20))]
     assert lg.balance("u1") == (D(100), D(0), D(0))
     assert lg.sql("SELECT reversed_amount, status FROM redemptions") == [(D(30), "FULLY_REVERSED")]
-    # the id of a redemption made in the same batch: md5('operation:' program_id ':' key) (docs/tables.md)
-    rid2 = lg.sql("SELECT md5('operation:' || id::VARCHAR || ':r2')::UUID::VARCHAR FROM programs")[0][0]
+    # the id of a redemption made in the same batch: the UUIDv5 of 'operation:' program_id ':' key (docs/tables.md)
+    rid2 = lg.sql("SELECT name_uuid('operation:' || id::VARCHAR || ':r2')::VARCHAR FROM programs")[0][0]
     lg.run([], [op("redeem", "r2", "u1", at(4), asset="PTS", amount="40"),
                 op("reverse_redemption", "v5", "u1", at(4, 13), redemption_id=rid2, amount="15")])
     assert lg.status()["r2"] == lg.status()["v5"] == OK

@@ -177,6 +177,8 @@ def _release(o: _Op) -> None:
 def _forfeit(o: _Op) -> None:
     asset = o.asset()
     o.acting(any_status=True)  # Scrip: forfeit is "allowed on CLOSED participants"
+    if o.p.get("bucket") is None:  # Scrip: "required for forfeit"
+        raise ActionFailed(INVALID, "params.bucket is required")
     bucket = _bucket(o, asset, "AVAILABLE")
     amount = o.amount(asset) if o.p.get("amount") is not None else _whole(o, asset, bucket)
     if amount is None:
