@@ -194,7 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--chunk-rows", type=int, metavar="N",
                    help="process a large batch of event and operation Parquet N rows at a time in time order (files out of "
                         "time order are first sorted through TMPDIR), in its one transaction, so memory follows N, "
-                        "not the batch (default 125000, 62500 when a program "
+                        "not the batch (default 160000, 62500 when a program "
                         "reads or writes state; PERKFLOW_CHUNK_ROWS)")
     r.add_argument("--wait", type=float, default=30.0, help="seconds to wait for another run to finish (default 30)")
     r.add_argument("--json", action="store_true", help="print the counts as JSON")

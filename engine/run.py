@@ -91,10 +91,11 @@ def catalog_version(catalog: Catalog) -> str:
 
 
 #: Events per chunk of a large batch (`streamable` inputs): memory follows the chunk, not the batch.
-#: W1 at 10M events (1M participants, one file; session 19, `perkflow run`, load ~5): 250k chunks
-#: peaked at 1.89-1.97 GiB (2.03-2.12 GB, past performance.md's 2 GB), 125k at 1.54 GiB with no
-#: more CPU (275 vs 290 s); at 1M, 1.19 vs 1.49 GiB for ~7% more CPU.
-CHUNK_ROWS = 125_000
+#: W1 at 10M events (1M participants, one file; session 19, `perkflow run`): 250k chunks peaked at
+#: 1.89-1.97 GiB (2.03-2.12 GB, past performance.md's 2 GB; load ~5), 125k at 1.54 GiB (load ~5),
+#: 160k at 1.66 GiB (1.79 GB; idle, 194 s). At 1M (idle): 250k 14.5 s wall, 1.50 GiB; 166k 15.0 s,
+#: 1.28 GiB; 125k 17.7 s, 1.20 GiB (smaller DuckDB statements keep fewer threads busy).
+CHUNK_ROWS = 160_000
 #: ... when a program of the batch reads or writes state: the running path's per-event state
 #: frames are several times wider than the set-based path's. W2 1M (700 MB DuckDB cap), peak RSS
 #: and CPU: 250k chunks 2.46 GiB; 125k 1.83 GiB, 108 s; 62.5k 1.43 GiB, 106 s (11% more wall:
