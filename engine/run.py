@@ -93,7 +93,7 @@ def catalog_version(catalog: Catalog) -> str:
 #: Events per chunk of a large batch (`streamable` inputs): memory follows the chunk, not the batch.
 #: W1 at 10M events (1M participants, one file; session 19, `perkflow run`): 250k chunks peaked at
 #: 1.89-1.97 GiB (2.03-2.12 GB, past performance.md's 2 GB; load ~5), 125k at 1.54 GiB (load ~5),
-#: 160k at 1.66 GiB (1.79 GB; idle, 194 s). At 1M (idle): 250k 14.5 s wall, 1.50 GiB; 166k 15.0 s,
+#: 160k at 1.66 GiB (1.79 GB; idle, 194 s). At 1M (idle): 250k 14.5 s wall, 1.53 GiB; 166k 15.0 s,
 #: 1.28 GiB; 125k 17.7 s, 1.20 GiB (smaller DuckDB statements keep fewer threads busy).
 CHUNK_ROWS = 160_000
 #: ... when a program of the batch reads or writes state: the running path's per-event state
