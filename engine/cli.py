@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: Commands that only read the ledger: running out of memory in them changed nothing.
-READ_ONLY = ("verify", "report", "sql", "balances", "explain")
+READ_ONLY = ("verify", "report", "sql", "balances", "statement", "explain")
 #: What else a writing command can do about it, besides a higher cap.
 SMALLER = {"run": " or run the input as several smaller batches",
            "maintain": " or maintain in steps (an earlier --as-of first: what it does is not done again)"}
