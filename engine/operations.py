@@ -700,6 +700,10 @@ def _set_counter(o: _Op) -> None:
         raise ActionFailed(INVALID, f"set_counter: params.value {raw!r} has more than 18 decimals")
     # Scrip: `""` removes auto-reset, omitting the field (or null) leaves it unchanged
     reset = o.params.get("reset_after")
+    if reset is not None and not isinstance(reset, str):
+        # the number 0 read as "" and silently removed the auto-reset, while "0s" was refused
+        raise ActionFailed(INVALID, f"set_counter: params.reset_after must be a Go duration text such as "
+                                    f"\"720h\" (or \"\" to remove the auto-reset), got {reset!r}")
     try:
         reset_after = parse_duration(reset) if reset else None
     except ValueError as e:
