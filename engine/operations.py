@@ -96,8 +96,9 @@ def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
                                     f"{', '.join(sorted(fields - ROW))} (docs/decisions.md, \"Operations and rewards\")")
     for field in ("description", "reason"):  # the entry's text (Scrip: 1-500 characters)
         text = (op.event or {}).get(field)
-        if text is not None and (not isinstance(text, str) or len(text) > DESCRIPTION_MAX):
-            raise ActionFailed(INVALID, f"{name}: params.{field} must be text of at most {DESCRIPTION_MAX} characters, "
+        if text is not None and (not isinstance(text, str) or not 1 <= len(text) <= DESCRIPTION_MAX):
+            # ("" was accepted, and the entry then took the operation's name)
+            raise ActionFailed(INVALID, f"{name}: params.{field} must be text of 1 to {DESCRIPTION_MAX} characters, "
                                         f"got {text!r:.60}")
     try:
         o = _Op(op, tx, catalog, effects)
@@ -779,7 +780,8 @@ def _upsert(o: _Op) -> None:
     status = o.params.get("status")
     if status is not None:
         _set_status(o)
-    attributes = o.params.get("attributes") or {}
+    attributes = o.params.get("attributes")
+    attributes = {} if attributes is None else attributes  # ("" and 0 read as no attributes)
     tags = o.params.get("tags")
     if not isinstance(attributes, dict) or not all(isinstance(k, str) and k for k in attributes):
         raise ActionFailed(INVALID, "upsert_participant: params.attributes must map keys to values")

@@ -29,3 +29,36 @@ def test_set_counter_reset_after_must_be_duration_text(tmp_path):
     assert st["s1"] == OK and st["s2"] == st["s3"] == st["s4"] == INVALID, st
     rows = lg.sql("SELECT number_value, reset_after_us FROM participant_state WHERE kind = 'COUNTER'")
     assert [(D(v), r) for v, r in rows] == [(D(5), 24 * 3600 * 10**6)], rows
+
+
+def test_an_empty_description_or_reason_is_refused(tmp_path):
+    """scrip-reference 16/12/17: a redemption's, adjust's, transfer's `description` and a
+    reversal's `reason` are 1-500 characters. `""` was accepted (the entry then took the
+    operation's name as its description). Now invalid_operation, nothing moved; a one-character
+    description is fine. By hand: 100 earned; r1 ("") and i1 ("") refused, r2 ("x") takes 10:
+    90; v1 (reason "") refused: still 90."""
+    mug = {"key": "mug", "name": "Mug", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "10",
+           "status": "ACTIVE"}
+    lg = Ledger(tmp_path, program([EARN], rewards=[mug]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=100)])
+    lg.run([], [op("redeem", "r1", "u1", at(2), asset="PTS", amount="10", description=""),
+                op("redeem_item", "i1", "u1", at(2, 13), reward="mug", description=""),
+                op("redeem", "r2", "u1", at(2, 14), asset="PTS", amount="10", description="x"),
+                op("reverse_redemption", "v1", "u1", at(2, 15), redemption="r2", reason="")])
+    st = lg.status()
+    assert st["r1"] == st["i1"] == st["v1"] == INVALID and st["r2"] == OK, st
+    assert lg.balance("u1") == (D(90), D(0), D(0))
+
+
+def test_upsert_participant_attributes_must_be_a_map(tmp_path):
+    """scrip-reference 7: `attributes` is a key->string map. `""` and `0` were read as "no
+    attributes" (the operation COMPLETED doing nothing asked); `{}` and an absent field are no
+    attributes. By hand: a1 ("") and a2 (0) invalid_operation; a3 ({}) and a4 (absent) complete."""
+    lg = Ledger(tmp_path, program([EARN]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=1)])
+    lg.run([], [op("upsert_participant", "a1", "u1", at(2), attributes=""),
+                op("upsert_participant", "a2", "u1", at(2, 13), attributes=0),
+                op("upsert_participant", "a3", "u1", at(2, 14), attributes={}),
+                op("upsert_participant", "a4", "u1", at(2, 15), status="ACTIVE")])
+    st = lg.status()
+    assert st["a1"] == st["a2"] == INVALID and st["a3"] == st["a4"] == OK, st
