@@ -363,8 +363,10 @@ def _redeem(o: _Op, reward) -> None:
                 raise ActionFailed(INVALID, f"redeem_item: {quantity} units would take reward {reward.key}'s redeemed "
                                             f"count past {INT64_MAX}, what the ledger holds")
             if m.max_total is not None and o.tx.reward_count(rid) + quantity > m.max_total:
-                raise ActionFailed("out_of_stock", f"redeem_item: reward {reward.key} is out of stock "
-                                                   f"({o.tx.reward_count(rid)} of {m.max_total} redeemed)")
+                # what is left and what was asked ("2 of 3 redeemed" read as none left while one was)
+                left = max(m.max_total - o.tx.reward_count(rid), 0)  # (max_total may have been lowered)
+                raise ActionFailed("out_of_stock", f"redeem_item: reward {reward.key} has {left} of {m.max_total} "
+                                                   f"left, {quantity} asked")
             if m.max_per_participant is not None and o.tx.reward_count(rid, pid) + quantity > m.max_per_participant:
                 raise ActionFailed("max_per_participant_exceeded",
                                    f"redeem_item: at most {m.max_per_participant} of {reward.key} per participant")

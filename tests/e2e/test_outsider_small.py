@@ -62,3 +62,24 @@ def test_upsert_participant_attributes_must_be_a_map(tmp_path):
                 op("upsert_participant", "a4", "u1", at(2, 15), status="ACTIVE")])
     st = lg.status()
     assert st["a1"] == st["a2"] == INVALID and st["a3"] == st["a4"] == OK, st
+
+
+def test_redeem_item_past_max_total_says_what_is_left(tmp_path):
+    """A UNIT_BASED reward with max_total 3: after 2 redeemed, asking 2 more fails out_of_stock
+    (scrip-reference 18). The message said "is out of stock (2 of 3 redeemed)", which reads as
+    none left while one is: it must say 1 of 3 left and what was asked (2). By hand: 100 earned,
+    q1 takes 2 (80); q2 asks 2, fails; q3 takes the last (70); q4 asks 1 of none left."""
+    mug = {"key": "mug", "name": "Mug", "redemption_type": "UNIT_BASED", "asset": "PTS", "unit_cost": "10",
+           "status": "ACTIVE", "max_total": 3}
+    lg = Ledger(tmp_path, program([EARN], rewards=[mug]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=100)])
+    lg.run([], [op("redeem_item", "q1", "u1", at(2), reward="mug", quantity=2),
+                op("redeem_item", "q2", "u1", at(2, 13), reward="mug", quantity=2),
+                op("redeem_item", "q3", "u1", at(2, 14), reward="mug", quantity=1),
+                op("redeem_item", "q4", "u1", at(2, 15), reward="mug", quantity=1)])
+    st = lg.status()
+    assert st["q1"] == st["q3"] == OK and st["q2"] == st["q4"] == ("FAILED", "out_of_stock"), st
+    assert lg.balance("u1") == (D(70), D(0), D(0))
+    msg = dict(lg.sql("SELECT idempotency_key, error_message FROM operations WHERE status = 'FAILED'"))
+    assert "1 of 3 left" in msg["q2"] and "2 asked" in msg["q2"], msg
+    assert "0 of 3 left" in msg["q4"] and "1 asked" in msg["q4"], msg
