@@ -69,13 +69,14 @@ def decimal_text(text: str) -> Decimal:
     return Decimal(text.strip())
 
 
-def python_value_text(value: object) -> tuple[str | None, str | None]:
-    """(plain decimal text, None) for a CEL number, else (None, error message)."""
+def python_value_text(value: object, noun: str = "amount") -> tuple[str | None, str | None]:
+    """(plain decimal text, None) for a CEL number, else (None, error message naming the field
+    as `noun`: a counter's or an attribute's value is no amount)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, f"amount must be a number, got {type(value).__name__}"
+        return None, f"{noun} must be a number, got {type(value).__name__}"
     if isinstance(value, float):
         if not math.isfinite(value):
-            return None, f"amount must be a finite number, got {value}"
+            return None, f"{noun} must be a finite number, got {value}"
         return _plain(repr(value)), None
     return str(int(value)), None
 

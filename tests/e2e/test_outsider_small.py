@@ -83,3 +83,19 @@ def test_redeem_item_past_max_total_says_what_is_left(tmp_path):
     msg = dict(lg.sql("SELECT idempotency_key, error_message FROM operations WHERE status = 'FAILED'"))
     assert "1 of 3 left" in msg["q2"] and "2 asked" in msg["q2"], msg
     assert "0 of 3 left" in msg["q4"] and "1 asked" in msg["q4"], msg
+
+
+def test_counter_and_attribute_value_errors_name_their_field(tmp_path):
+    """semantics.md 13 / 7: a failed action says what failed. A COUNTER whose value is text said
+    "counter value: amount must be a number", and a SET_ATTRIBUTE whose value is NaN said
+    "attribute value: amount must be a finite number, got nan": neither is an amount. By hand:
+    both events FAIL expression_error (semantics.md 7), and their messages name the counter value
+    and the attribute value, never an amount."""
+    lg = Ledger(tmp_path, program([
+        on("count", {"type": "COUNTER", "key": "visits", "value": "event.s"}),
+        on("attr", {"type": "SET_ATTRIBUTE", "key": "ratio", "value": 'double("NaN")'})]))
+    lg.run([ev("c1", "u1", at(1), "count", s="two"), ev("a1", "u1", at(1, 13), "attr")])
+    msg = dict(lg.sql("SELECT idempotency_key, error_message FROM events"))
+    assert lg.status()["c1"] == lg.status()["a1"] == ("FAILED", "expression_error"), (lg.status(), msg)
+    assert "counter value must be a number" in msg["c1"] and "amount" not in msg["c1"], msg
+    assert "attribute value must be a finite number" in msg["a1"] and "amount" not in msg["a1"], msg
