@@ -99,3 +99,29 @@ def test_counter_and_attribute_value_errors_name_their_field(tmp_path):
     assert lg.status()["c1"] == lg.status()["a1"] == ("FAILED", "expression_error"), (lg.status(), msg)
     assert "counter value must be a number" in msg["c1"] and "amount" not in msg["c1"], msg
     assert "attribute value must be a finite number" in msg["a1"] and "amount" not in msg["a1"], msg
+
+
+def test_an_amount_past_the_ledger_range_on_an_asset_with_a_max_exceeds_the_max(tmp_path):
+    """semantics.md 7: an amount must be "at most the asset's max_transaction_amount; otherwise
+    the action fails (... max_transaction_amount_exceeded)". A max is below 10^20 (a ledger
+    amount), so 1e20 exceeds it; it failed amount_out_of_range, perkflow's code for an amount
+    the ledger cannot hold when no contract rule names the failure (docs/decisions.md "Ledger").
+    By hand, max 100: 1e20 (event amount, static or from the payload, and an adjust) fails
+    max_transaction_amount_exceeded; 1e19 (fits DECIMAL(38, 18)) likewise; without a max, 1e20 is
+    still amount_out_of_range."""
+    capped = {"symbol": "PTS", "name": "Points", "scale": 2, "max_transaction_amount": "100"}
+    free = {"symbol": "FREE", "name": "Free", "scale": 2}
+    lg = Ledger(tmp_path, program([
+        on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}),
+        on("big", {"type": "CREDIT", "asset": "PTS", "amount": "100000000000000000000"}),
+        on("free", {"type": "CREDIT", "asset": "FREE", "amount": "event.n"})], [capped, free]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=1e20), ev("e2", "u1", at(1, 13), "earn", n=1e19),
+            ev("e3", "u1", at(1, 14), "big"), ev("e4", "u1", at(1, 15), "free", n=1e20),
+            ev("e5", "u1", at(1, 16), "earn", n=5)],
+           [op("adjust", "a1", "u1", at(2), type="CREDIT", asset="PTS", amount="100000000000000000000",
+               description="x")])
+    st = lg.status()
+    exceeded = ("FAILED", "max_transaction_amount_exceeded")
+    assert st["e1"] == st["e2"] == st["e3"] == exceeded and st["e5"] == OK, st
+    assert st["e4"] == ("FAILED", "amount_out_of_range") and st["a1"] == exceeded, st
+    assert lg.balance("u1") == (D(5), D(0), D(0))
