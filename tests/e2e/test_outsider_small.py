@@ -125,3 +125,40 @@ def test_an_amount_past_the_ledger_range_on_an_asset_with_a_max_exceeds_the_max(
     assert st["e1"] == st["e2"] == st["e3"] == exceeded and st["e5"] == OK, st
     assert st["e4"] == ("FAILED", "amount_out_of_range") and st["a1"] == exceeded, st
     assert lg.balance("u1") == (D(5), D(0), D(0))
+
+
+def test_ndjson_lines_that_are_not_objects_are_rejected_rows_and_the_rest_runs(tmp_path):
+    """semantics.md 13: "Malformed rows (... event_data that is not a JSON object ...) go to
+    rejected_rows with the source file, row number, reason code and the raw row; valid rows in the
+    same file are processed." An NDJSON line that is not JSON (or not an object) stopped the
+    whole run, exit 2. Through `perkflow run`, an event file of 5 non-blank lines (a blank one
+    between): row 2 is not JSON, row 4 an array; rows 1, 3 earn 10 and 5; row 5 names an unknown
+    program (its raw row is read again from the file: the 5th row, not the 3rd object). By hand:
+    events read 5 = 2 completed + 3 rejected; the operations file (an adjust of 3, then `42`) 2 =
+    1 + 1: u1 has 10 + 5 + 3 = 18."""
+    from tests.helpers.io import cli
+
+    lg = Ledger(tmp_path, program([EARN]))
+
+    def line(key, n, prog="shop"):
+        return json.dumps({"program_id": prog, "idempotency_key": key, "external_id": "u1",
+                           "event_timestamp": at(1), "event_data": {"type": "earn", "n": n}})
+    lines = [line("e1", 10), "{oops", "", line("e3", 5), "[1, 2]", line("e5", 1, "nope")]
+    events = tmp_path / "e.ndjson"
+    events.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ops = tmp_path / "o.ndjson"
+    ops.write_text("\n".join([json.dumps({"operation": "adjust", "program_id": "shop", "idempotency_key": "o1",
+                                          "external_id": "u1", "timestamp": at(2),
+                                          "params": {"type": "CREDIT", "asset": "PTS", "amount": "3"}}),
+                              "42"]) + "\n", encoding="utf-8")
+    res = cli("run", "--programs", str(lg.programs), "--db", str(lg.db), "--events", str(events),
+              "--operations", str(ops), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    counts = json.loads(res.stdout.strip().splitlines()[-1])
+    assert counts["read"] == 7 and counts["rejected"] == 4 and counts["completed"] == 3, counts
+    rows = lg.sql("SELECT source, row_number, reason, raw FROM rejected_rows ORDER BY source, row_number")
+    assert [(s, n, r) for s, n, r, _ in rows] == [(str(events), 2, "invalid_row"), (str(events), 4, "invalid_row"),
+                                                  (str(events), 5, "unknown_program"), (str(ops), 2, "invalid_row")]
+    assert rows[0][3] == "{oops" and rows[1][3] == "[1, 2]" and rows[3][3] == "42"
+    assert json.loads(rows[2][3])["idempotency_key"] == "e5"
+    assert lg.balance("u1") == (D(18), D(0), D(0))
