@@ -69,13 +69,14 @@ def decimal_text(text: str) -> Decimal:
     return Decimal(text.strip())
 
 
-def python_value_text(value: object) -> tuple[str | None, str | None]:
-    """(plain decimal text, None) for a CEL number, else (None, error message)."""
+def python_value_text(value: object, noun: str = "amount") -> tuple[str | None, str | None]:
+    """(plain decimal text, None) for a CEL number, else (None, error message naming the field
+    as `noun`: a counter's or an attribute's value is no amount)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, f"amount must be a number, got {type(value).__name__}"
+        return None, f"{noun} must be a number, got {type(value).__name__}"
     if isinstance(value, float):
         if not math.isfinite(value):
-            return None, f"amount must be a finite number, got {value}"
+            return None, f"{noun} must be a finite number, got {value}"
         return _plain(repr(value)), None
     return str(int(value)), None
 
@@ -122,7 +123,10 @@ def check(text: pl.Series, asset: Asset) -> tuple[pl.Series, pl.Series]:
         .when(pl.col("zero")).then(pl.lit(ZERO))
         .when(pl.col("neg")).then(pl.lit(NOT_POSITIVE))
         .when(pl.col("frac_digits") > asset.scale).then(pl.lit(INVALID_SCALE))
-        .when(pl.col("int_digits") > MAX_INTEGER_DIGITS).then(pl.lit(OUT_OF_RANGE))
+        # past the ledger's range: above any max too (a max is a ledger amount), and semantics.md 7
+        # names that failure; amount_out_of_range is for an asset without one
+        .when(pl.col("int_digits") > MAX_INTEGER_DIGITS)
+        .then(pl.lit(OUT_OF_RANGE if asset.max_transaction_amount is None else MAX_EXCEEDED))
     )
     if asset.max_transaction_amount is not None:
         code = code.when(value > pl.lit(asset.max_transaction_amount, dtype=DECIMAL)).then(pl.lit(MAX_EXCEEDED))
@@ -195,10 +199,10 @@ def check_text(text: str, asset: Asset) -> str | None:
         return NOT_POSITIVE
     if fraction_digits(value) > asset.scale:
         return INVALID_SCALE
+    if asset.max_transaction_amount is not None and value > asset.max_transaction_amount:
+        return MAX_EXCEEDED  # (before the range, as `check`: a max is below 10^20)
     if abs(value) >= LIMIT:
         return OUT_OF_RANGE
-    if asset.max_transaction_amount is not None and value > asset.max_transaction_amount:
-        return MAX_EXCEEDED
     return None
 
 

@@ -484,9 +484,9 @@ def tag_text(raw, where: str) -> str:
 def counter_value(raw, where: str) -> Decimal:
     if isinstance(raw, Decimal):
         return raw
-    text, err = amounts.python_value_text(raw)
+    text, err = amounts.python_value_text(raw, "counter value")
     if err:
-        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: counter value: {err}")
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {err}")
     return Decimal(text)
 
 
@@ -513,9 +513,9 @@ def attribute_text(raw, where: str) -> str:
     if isinstance(raw, Decimal):
         return plain(raw)
     if isinstance(raw, (int, float)):
-        text, err = amounts.python_value_text(raw)
+        text, err = amounts.python_value_text(raw, "attribute value")
         if err:
-            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value: {err}")
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {err}")
         return plain(Decimal(text))
     if isinstance(raw, timedelta):  # CEL's string(duration): "5400s"
         return format_duration(raw)

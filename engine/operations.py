@@ -96,8 +96,9 @@ def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
                                     f"{', '.join(sorted(fields - ROW))} (docs/decisions.md, \"Operations and rewards\")")
     for field in ("description", "reason"):  # the entry's text (Scrip: 1-500 characters)
         text = (op.event or {}).get(field)
-        if text is not None and (not isinstance(text, str) or len(text) > DESCRIPTION_MAX):
-            raise ActionFailed(INVALID, f"{name}: params.{field} must be text of at most {DESCRIPTION_MAX} characters, "
+        if text is not None and (not isinstance(text, str) or not 1 <= len(text) <= DESCRIPTION_MAX):
+            # ("" was accepted, and the entry then took the operation's name)
+            raise ActionFailed(INVALID, f"{name}: params.{field} must be text of 1 to {DESCRIPTION_MAX} characters, "
                                         f"got {text!r:.60}")
     try:
         o = _Op(op, tx, catalog, effects)
@@ -362,8 +363,10 @@ def _redeem(o: _Op, reward) -> None:
                 raise ActionFailed(INVALID, f"redeem_item: {quantity} units would take reward {reward.key}'s redeemed "
                                             f"count past {INT64_MAX}, what the ledger holds")
             if m.max_total is not None and o.tx.reward_count(rid) + quantity > m.max_total:
-                raise ActionFailed("out_of_stock", f"redeem_item: reward {reward.key} is out of stock "
-                                                   f"({o.tx.reward_count(rid)} of {m.max_total} redeemed)")
+                # what is left and what was asked ("2 of 3 redeemed" read as none left while one was)
+                left = max(m.max_total - o.tx.reward_count(rid), 0)  # (max_total may have been lowered)
+                raise ActionFailed("out_of_stock", f"redeem_item: reward {reward.key} has {left} of {m.max_total} "
+                                                   f"left, {quantity} asked")
             if m.max_per_participant is not None and o.tx.reward_count(rid, pid) + quantity > m.max_per_participant:
                 raise ActionFailed("max_per_participant_exceeded",
                                    f"redeem_item: at most {m.max_per_participant} of {reward.key} per participant")
@@ -700,6 +703,10 @@ def _set_counter(o: _Op) -> None:
         raise ActionFailed(INVALID, f"set_counter: params.value {raw!r} has more than 18 decimals")
     # Scrip: `""` removes auto-reset, omitting the field (or null) leaves it unchanged
     reset = o.params.get("reset_after")
+    if reset is not None and not isinstance(reset, str):
+        # the number 0 read as "" and silently removed the auto-reset, while "0s" was refused
+        raise ActionFailed(INVALID, f"set_counter: params.reset_after must be a Go duration text such as "
+                                    f"\"720h\" (or \"\" to remove the auto-reset), got {reset!r}")
     try:
         reset_after = parse_duration(reset) if reset else None
     except ValueError as e:
@@ -775,7 +782,8 @@ def _upsert(o: _Op) -> None:
     status = o.params.get("status")
     if status is not None:
         _set_status(o)
-    attributes = o.params.get("attributes") or {}
+    attributes = o.params.get("attributes")
+    attributes = {} if attributes is None else attributes  # ("" and 0 read as no attributes)
     tags = o.params.get("tags")
     if not isinstance(attributes, dict) or not all(isinstance(k, str) and k for k in attributes):
         raise ActionFailed(INVALID, "upsert_participant: params.attributes must map keys to values")

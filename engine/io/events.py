@@ -162,46 +162,63 @@ def read_chunks(inputs: list[tuple[str | Path, str]], rows: int) -> Iterator[pl.
         yield _joined(pending, arrival)
 
 
-def _load(file: Path) -> pl.DataFrame:
+#: A line of an NDJSON file that is not a JSON object: a malformed row (semantics.md 13).
+BAD_LINE = "invalid_row"
+
+
+def _load(file: Path) -> tuple[pl.DataFrame, pl.Series | None, list[tuple[int, str, str]]]:
+    """A file's rows as read; for NDJSON also the row number of each (its line among the non-blank
+    ones) and its lines that are not JSON objects, as (row number, problem, line): those are
+    quarantined one by one, the file's other rows processed (semantics.md 13). A file none of
+    whose lines is a JSON object is no NDJSON file: it cannot be read."""
     suffix = file.suffix.lower()
     try:
         if suffix in (".ndjson", ".jsonl"):
             # Read payloads as text so that they follow the same JSON path as string columns.
             # An operation's `params` likewise (a JSON null is a missing value, as in Parquet).
-            rows = _ndjson_rows(file)
+            rows, numbers, bad = _ndjson_rows(file)
+            if bad and not rows:
+                raise ValueError(bad[0][1])
             for r in rows:
                 for name in ("event_data", "params"):
                     if r.get(name) is not None and not isinstance(r[name], str):
                         r[name] = json.dumps(r[name])
-            return pl.DataFrame(rows, infer_schema_length=None)
+            return pl.DataFrame(rows, infer_schema_length=None), pl.Series(numbers, dtype=pl.Int64), bad
         if suffix == ".csv":
-            return pl.read_csv(file, infer_schema=False)
+            return pl.read_csv(file, infer_schema=False), None, []
         # ParquetFile, not pq.read_table: one file needs no dataset layer, and importing
         # pyarrow.dataset (with pyarrow.compute) costs ~75 ms CPU of every small run
         with pq.ParquetFile(file) as pf:
             table = pf.read()
         _check_utf8(table)
-        return pl.from_arrow(table)
+        return pl.from_arrow(table), None, []
     except Exception as e:  # noqa: BLE001 - any reader failure is "cannot be read"
         kind = {".csv": "CSV", ".ndjson": "NDJSON", ".jsonl": "NDJSON"}.get(suffix, "Parquet")
         raise InputError(f"{file}: cannot be read as {kind}: {e}") from None
 
 
-def _ndjson_rows(file: Path) -> list[dict]:
-    """The objects of an NDJSON file (blank lines skipped). A line that is not a JSON object makes
-    the file unreadable, named by its line number in the file (it said 'line 1' for any line)."""
-    rows = []
+def _ndjson_rows(file: Path) -> tuple[list[dict], list[int], list[tuple[int, str, str]]]:
+    """The objects of an NDJSON file (blank lines skipped), their row numbers, and (row number,
+    problem, line) of each line that is not a JSON object, named by its line number in the file.
+    Such a line stopped the whole run (exit 2) until session 19, while semantics.md 13
+    quarantines a malformed row and processes the file's valid rows."""
+    rows, numbers, bad = [], [], []
+    row = 0
     for n, line in enumerate(file.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
+        row += 1
         try:
-            row = json.loads(line)
+            obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"line {n} is not valid JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"line {n} is not a JSON object")
-        rows.append(row)
-    return rows
+            bad.append((row, f"line {n} is not valid JSON: {e.msg} (column {e.colno})", line))
+            continue
+        if not isinstance(obj, dict):
+            bad.append((row, f"line {n} is not a JSON object", line))
+            continue
+        rows.append(obj)
+        numbers.append(row)
+    return rows, numbers, bad
 
 
 def _check_utf8(table: pa.Table) -> None:
@@ -217,7 +234,21 @@ def _check_utf8(table: pa.Table) -> None:
 
 
 def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
-    return _normalise(_load(file), file, root, kind, 0)
+    df, numbers, bad = _load(file)
+    out = _normalise(df, file, root, kind, 0, numbers)
+    return _with_bad_lines(out, bad, file, kind) if bad else out
+
+
+def _with_bad_lines(out: pl.DataFrame, bad: list[tuple[int, str, str]], file: Path, kind: str) -> pl.DataFrame:
+    """A file's normalised rows with its lines that are not JSON objects (`_load`) as quarantined
+    rows, in file order: the line as written is the raw row."""
+    k = len(bad)
+    given = {"row_number": [b[0] for b in bad], "reject_message": [b[1] for b in bad], "raw": [b[2] for b in bad],
+             "source": [str(file)] * k, "kind": [kind] * k,
+             "reject_reason": [BAD_LINE] * k}
+    rows = pl.DataFrame([pl.Series(c, given.get(c, [None] * k), dtype=dt) for c, dt in out.schema.items()])
+    both = pl.concat([out, rows], how="vertical")
+    return both[both["row_number"].arg_sort().to_list()]
 
 
 def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: int,
@@ -489,7 +520,9 @@ def _rows_of(file: Path, row_numbers: list[int]) -> pl.DataFrame:
     """Rows `row_numbers` (from 1) of `file` as read, in that order: of a Parquet file only
     the row groups that hold them are read; another file is read whole."""
     if file.suffix.lower() not in (".parquet", ".pq"):
-        return _load(file)[[n - 1 for n in row_numbers]]
+        df, numbers, _ = _load(file)
+        at = {n: i for i, n in enumerate(numbers.to_list())} if numbers is not None else None
+        return df[[at[n] if at is not None else n - 1 for n in row_numbers]]
     pf = pq.ParquetFile(file)
     starts, at = [], 0
     for g in range(pf.metadata.num_row_groups):

@@ -596,23 +596,32 @@ def test_s2_struct_payload_numbers_reach_cel_as_numbers(tmp_path, row_path):
     assert balances(s.db) == {("u1", "PTS"): D("111.50")}
 
 
-def test_s13_an_ndjson_line_that_is_not_an_object_stops_the_run_naming_its_line(tmp_path, capsys):
-    """A file that cannot be read stops the run before anything is written, with one clear
-    message naming the file and problem (semantics.md 13): for NDJSON, the line (it said
-    'line 1' for a broken third line)."""
+def test_s13_an_ndjson_line_that_is_not_an_object_is_a_rejected_row_naming_its_line(tmp_path, capsys):
+    """semantics.md 13: malformed rows go to rejected_rows with the file, row number, reason and
+    raw row, and the valid rows of the file are processed; an NDJSON line is a row. A line that
+    is not a JSON object stopped the whole run (exit 2) until session 19. Only a file none of
+    whose lines is a JSON object cannot be read at all: exit 2 naming the line, nothing written."""
     programs = write_program(tmp_path / "programs" / "p.yaml", program_spec("p", []))
     good = json.dumps({"program_id": "p", "idempotency_key": "a", "external_id": "u1",
                        "event_timestamp": "2025-03-01T10:00:00Z", "event_data": {"type": "x"}})
-    db = tmp_path / "w.duckdb"
-    for lines, problem in (([good, "", '{"program_id": "p", BROKEN'], "line 3 is not valid JSON"),
-                           ([good, "[1, 2]"], "line 2 is not a JSON object")):
-        f = tmp_path / "e.ndjson"
+    for name, lines, row, problem in (("b1", [good, "", '{"program_id": "p", BROKEN'], 2, "line 3 is not valid JSON"),
+                                      ("b2", [good, "[1, 2]"], 2, "line 2 is not a JSON object")):
+        f = tmp_path / f"{name}.ndjson"
         f.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        capsys.readouterr()
-        assert main(["run", "--programs", str(programs), "--events", str(f), "--db", str(db)]) == 2
-        err = " ".join(capsys.readouterr().err.split())
-        assert problem in err and "internal error" not in err, err
-        assert not db.exists()
+        db = tmp_path / f"{name}.duckdb"
+        assert main(["run", "--programs", str(programs), "--events", str(f), "--db", str(db)]) == 0
+        assert query(db, "SELECT source, row_number, reason, raw FROM rejected_rows") == [
+            (str(f), row, "invalid_row", lines[-1])]
+        assert problem in query(db, "SELECT message FROM rejected_rows")[0][0]
+        assert query(db, "SELECT idempotency_key, status FROM events") == [("a", "COMPLETED")]
+    f = tmp_path / "none.ndjson"
+    f.write_text("not json\n[1]\n", encoding="utf-8")
+    db = tmp_path / "none.duckdb"
+    capsys.readouterr()
+    assert main(["run", "--programs", str(programs), "--events", str(f), "--db", str(db)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "line 1 is not valid JSON" in err and "internal error" not in err, err
+    assert not db.exists()
 
 
 @pytest.mark.parametrize("name", ["[promo] Double points", "Promo [/x] week", "[bold]"])

@@ -1083,7 +1083,10 @@ class Oracle:
         if amount == 0:
             return ZERO  # a no-op, not a failure
         if abs(amount) >= Decimal(10) ** MAX_INTEGER_DIGITS:
-            raise ActionFailed("amount_out_of_range", str(amount))
+            # CHOICE: past the ledger's range, an asset's max (itself a ledger amount) is exceeded
+            # too, and semantics.md 7 names that failure
+            raise ActionFailed("amount_out_of_range" if asset.max_transaction_amount is None
+                               else "max_transaction_amount_exceeded", str(amount))
         if decimals_of(amount) > asset.scale:
             raise ActionFailed("invalid_scale", f"{amount} has more than {asset.scale} decimals")
         if asset.max_transaction_amount is not None and amount > asset.max_transaction_amount:

@@ -67,7 +67,10 @@ class _Op:
         if d <= 0:
             raise ActionFailed("amount_not_positive", str(d))
         if d >= Decimal(10) ** MAX_INTEGER_DIGITS:
-            raise ActionFailed("amount_out_of_range", str(d))
+            # CHOICE: past the ledger's range, an asset's max (itself a ledger amount) is exceeded
+            # too, and semantics.md 7 names that failure
+            raise ActionFailed("amount_out_of_range" if asset.max_transaction_amount is None
+                               else "max_transaction_amount_exceeded", str(d))
         if decimals_of(d) > asset.scale:
             raise ActionFailed("invalid_scale", str(d))
         if asset.max_transaction_amount is not None and d > asset.max_transaction_amount:
