@@ -106,7 +106,21 @@ def _vec_arith(op: str, a: Typed, b: Typed) -> Typed:
         return ERROR
     k, x, y = pair
     out = {"+": x + y, "-": x - y, "*": x * y}[op]
+    if k == "double" and op != "*":
+        out = _ieee_zero(op, x, y, out)
     return Typed(out, "double", pl.Float64()) if k == "double" else _vec_checked(k, out)
+
+
+def _ieee_zero(op: str, x: pl.Expr, y: pl.Expr, out: pl.Expr) -> pl.Expr:
+    """`out` (x + y or x - y on doubles) with a zero result signed as IEEE 754 signs it: -0.0 only
+    for -0.0 + -0.0 and -0.0 - 0.0, +0.0 otherwise. Polars 2.1 adds a zero scalar as if it were
+    no-op and subtracts from one by negating (`0.0 - x` gave -0.0 for x = 0.0, `x + 0.0` kept
+    x = -0.0), where the row path (Python floats) gives 0.0; string(), 1.0 / x and the like show
+    the sign."""
+    def negative_zero(e: pl.Expr) -> pl.Expr:
+        return (e == 0.0) & (pl.lit(1.0) / e < 0.0)
+    negative = negative_zero(x) & (negative_zero(y) if op == "+" else (y == 0.0) & ~negative_zero(y))
+    return pl.when(out == 0.0).then(pl.when(negative).then(pl.lit(-0.0)).otherwise(pl.lit(0.0))).otherwise(out)
 
 
 

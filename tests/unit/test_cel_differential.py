@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -140,3 +141,26 @@ def test_agrees_with_cel_python_oracle():
             assert [int(x) for x in theirs] == ours, text
         else:
             assert ours == theirs and isinstance(ours, str) == isinstance(theirs, str), text
+
+
+ZERO_SIGN_CASES = ["event.d + event.e", "event.d - event.e", "0.0 - event.d", "0.0 + event.d", "event.d + 0.0",
+                   "(0) - event.d", "-0.0 - event.d", "event.d + -0.0"]
+
+
+@pytest.mark.parametrize("expr", ZERO_SIGN_CASES)
+def test_zero_results_carry_the_ieee_sign_on_both_paths(expr):
+    """0.0 - 0.0 is +0.0 and -0.0 + -0.0 is -0.0 (IEEE 754, Python floats): Polars 2.1's kernels for
+    a zero scalar gave 0.0 - x = -x and x + 0.0 = x, so `0 - min(event.a, 2.5)` was -0.0 on the
+    vectorised path for a = 0 (found by test_polars_agrees_with_row_path)."""
+    schema = pl.Struct({"d": pl.Float64, "e": pl.Float64})
+    values = [0.0, -0.0, 1.5, float("inf"), float("nan")]
+    rows = [{"d": a, "e": b} for a in values for b in values] + [{"d": None, "e": 0.0}]
+    program = compile_cel(expr)
+    frame = pl.DataFrame({"event": pl.Series("event", rows, dtype=schema)})
+    got = frame.select(program.to_polars(PolarsContext({"event": (pl.col("event"), schema)})).alias("r"))["r"]
+    for row, value in zip(rows, got.to_list()):
+        try:
+            want = program.evaluate({"event": {k: v for k, v in row.items() if v is not None}})
+        except CelEvalError:
+            want = None
+        assert (want is None) == (value is None) and (want is None or _same(want, value)), (expr, row, want, value)
