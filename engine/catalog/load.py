@@ -26,7 +26,7 @@ from engine.errors import CatalogError
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
 from .documents import read_json, read_yaml
-from .models import INT32_MAX, Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
+from .models import INT32_MAX, KEY, Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
 from .support import VALUE_ACTIONS, WHOLE_BUCKET_ACTIONS, misplaced, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -185,6 +185,16 @@ _LABELS = {"rules": "name", "tiers": "key", "groups": "key", "automations": "nam
            "rewards": "name"}
 
 
+#: The formats of models.py's patterns in words, for load errors (a regular expression says it to few).
+_FORMS = {
+    KEY: "a key: lowercase letters, digits, '_' and '-', starting with a letter or digit, up to 128 characters",
+    r"^[a-z0-9][a-z0-9_\-]{0,99}$": "a key: lowercase letters, digits, '_' and '-', starting with a letter or "
+                                    "digit, up to 100 characters",
+    r"^[a-z][a-z0-9_]{0,99}$": "a key: a lowercase letter, then lowercase letters, digits and '_', up to 100 characters",
+    r"^#([0-9A-Fa-f]{3,4}|[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8})$": "a hex color: #RGB, #RGBA, #RRGGBB or #RRGGBBAA",
+}
+
+
 def _describe(e: ValidationError, data: dict) -> str:
     """Pydantic errors as `rules[2] (Rule name).actions[0].amount: message` lines."""
     lines = []
@@ -205,6 +215,9 @@ def _describe(e: ValidationError, data: dict) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check its spelling against semantics.md 2.1)"
+        elif err["type"] == "string_pattern_mismatch":
+            pattern = err.get("ctx", {}).get("pattern", "")
+            msg = f"{err['input']!r} is not {_FORMS.get(pattern, 'of the form ' + pattern)}"
         lines.append(f"  {'.'.join(parts)}: {msg}")
     return "\n".join(lines)
 

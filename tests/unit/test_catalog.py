@@ -220,3 +220,17 @@ def test_a_changed_program_file_is_read_again_in_the_same_process(tmp_path):
     (rule,) = [r for r in second.programs["shop"].rules if r.key == "purchase"]
     (before,) = [r for r in first.programs["shop"].rules if r.key == "purchase"]
     assert rule.version != before.version
+
+
+def test_a_value_of_the_wrong_form_is_named_with_the_form_in_words(tmp_path):
+    """A key or colour that does not match its pattern says what the field takes, not the regular
+    expression that checks it."""
+    spec = program_spec("shop", [dict(RULES[0], key="Bad Key!")])
+    spec["tiers"] = [{"key": "status", "levels": [{"key": "gold", "rank": 1, "color": "gold"}]}]
+    write_program(tmp_path / "p.yaml", spec)
+    with pytest.raises(CatalogError) as e:
+        load_catalog(tmp_path)
+    text = str(e.value)
+    assert "rules[0] (Purchase points).key: 'Bad Key!' is not a key: lowercase letters" in text
+    assert "levels[0].color: 'gold' is not a hex color: #RGB" in text
+    assert "[a-z" not in text and "A-Fa-f" not in text
