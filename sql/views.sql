@@ -469,12 +469,12 @@ SELECT
     rcp.external_id AS recipient_external_id,
     CASE WHEN dest.entity_type = 'GROUP' THEN dest.entity_id END AS recipient_group_id,
     grp.key AS recipient_group_key,
-    COALESCE(a.symbol, o.params->>'asset', o.params->>'asset_id') AS asset_symbol,
+    COALESCE(a.symbol, named.symbol, o.params->>'asset', o.params->>'asset_id') AS asset_symbol,
     dest.amount,
     j.seq,
     j.id AS journal_entry_id,
     o.program_id,
-    dest.asset_id
+    COALESCE(dest.asset_id, named.id) AS asset_id
 FROM operations o
 JOIN programs pr ON pr.id = o.program_id
 LEFT JOIN participants src ON src.id = o.participant_id
@@ -483,6 +483,11 @@ LEFT JOIN postings dest ON dest.journal_entry_id = j.id AND dest.amount > 0
 LEFT JOIN participants rcp ON rcp.id = dest.entity_id AND dest.entity_type = 'PARTICIPANT'
 LEFT JOIN groups grp ON grp.id = dest.entity_id AND dest.entity_type = 'GROUP'
 LEFT JOIN assets a ON a.id = dest.asset_id
+-- a transfer that wrote no entry (FAILED, REJECTED) names its asset only in its params: by symbol,
+-- or by id (`asset_id` takes either, docs/decisions.md)
+LEFT JOIN assets named ON j.id IS NULL
+    AND (named.symbol = COALESCE(o.params->>'asset', o.params->>'asset_id')
+         OR named.id::VARCHAR = lower(o.params->>'asset_id'))
 WHERE o.operation = 'transfer'
 ORDER BY o."timestamp", o.arrival_seq, j.seq,
          -- (the md5 form: a posting written before session 19, sql/schema.sql name_uuid)

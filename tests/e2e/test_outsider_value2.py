@@ -249,3 +249,19 @@ def test_s13_units_past_what_the_ledger_counts_fail_the_redemption_not_the_run(t
     assert st["r1"] == st["r3"] == OK and st["r2"] == ("FAILED", "invalid_operation")
     assert lg.balance("a")[0] == D(100) - D("4.611686018427387904") - D("0.000000000000000001")
     assert lg.sql("SELECT redeemed_count FROM reward_usage WHERE participant_id = ''") == [(2 ** 62 + 1,)]
+
+
+def test_s12_a_failed_transfer_row_names_its_asset_by_id_too(tmp_path):
+    """12 (`transfers`): a transfer that wrote no entry (FAILED on an empty balance) had its
+    `asset_symbol` from its params but `asset_id` null, so a report joining on the id lost it.
+    The id now comes from the asset its params name (by symbol, or by id in any letter case)."""
+    lg = Ledger(tmp_path, program([EARN], [LOT]))
+    lg.run([ev("e1", "a", at(1), "earn", n=3), ev("e2", "b", at(1), "earn", n=1)])
+    (pts,) = lg.sql("SELECT id FROM assets WHERE symbol = 'PTS'")[0]
+    lg.run([], [op("transfer", "t1", "a", at(2), asset="PTS", description="too much",
+                   recipients=[{"external_id": "b", "amount": "5"}]),
+                op("transfer", "t2", "a", at(3), asset_id=str(pts).upper(), description="too much",
+                   recipients=[{"external_id": "b", "amount": "5"}])])
+    rows = lg.sql("SELECT idempotency_key, status, asset_symbol, asset_id, journal_entry_id FROM transfers "
+                  "ORDER BY idempotency_key")
+    assert rows == [("t1", "FAILED", "PTS", pts, None), ("t2", "FAILED", "PTS", pts, None)]
