@@ -483,7 +483,7 @@ LEFT JOIN postings dest ON dest.journal_entry_id = j.id AND dest.amount > 0
 LEFT JOIN participants rcp ON rcp.id = dest.entity_id AND dest.entity_type = 'PARTICIPANT'
 LEFT JOIN groups grp ON grp.id = dest.entity_id AND dest.entity_type = 'GROUP'
 LEFT JOIN assets a ON a.id = dest.asset_id
--- a transfer that wrote no entry (FAILED, REJECTED) names its asset only in its params: by symbol,
+-- a transfer that wrote no entry (FAILED) names its asset only in its params: by symbol,
 -- or by id (`asset_id` takes either, docs/decisions.md)
 LEFT JOIN assets named ON j.id IS NULL
     AND (named.symbol = COALESCE(o.params->>'asset', o.params->>'asset_id')
