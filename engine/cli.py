@@ -552,13 +552,9 @@ def _stored_operation_time(args) -> str | None:
 
 def _cmd_maintain(args) -> int:
     with _imports():
-        from engine.durations import parse_instant
         from engine.maintain import maintain
 
-    try:
-        as_of = parse_instant(args.as_of)
-    except ValueError as e:
-        raise InputError(f"--as-of: {e}") from None
+    as_of = _instant("--as-of", args.as_of)
     report = maintain(as_of, args.db, wait=args.wait, programs=args.programs)
     if args.json:
         print(json.dumps({"batch_id": report.batch_id, "as_of": report.as_of.isoformat(), "lots_due": report.lots_due,
@@ -797,17 +793,21 @@ def _asset_id(args):
     return assets[args.asset]
 
 
-def _cmd_statement(args) -> int:
+def _instant(flag: str, text: str | None):
+    """An RFC 3339 instant given on the command line (None if the flag is absent); a bad one is
+    the flag's error (exit 2)."""
     from engine.durations import parse_instant
+
+    try:
+        return parse_instant(text) if text is not None else None
+    except ValueError as e:
+        raise InputError(f"{flag}: {e}") from None
+
+
+def _cmd_statement(args) -> int:
     from engine.ledger.sqlfiles import statement
 
-    def instant(flag: str, text: str | None):
-        try:
-            return parse_instant(text) if text is not None else None
-        except ValueError as e:
-            raise InputError(f"{flag}: {e}") from None
-
-    start, end = instant("--from", args.start), instant("--to", args.end)
+    start, end = _instant("--from", args.start), _instant("--to", args.end)
     if start is not None and end is not None and end < start:
         raise InputError(f"--to {args.end} is before --from {args.start}")
     account = {"participant_id": _participant_id(args), "asset_id": _asset_id(args), "bucket": args.bucket}
@@ -831,8 +831,8 @@ def _cmd_statement(args) -> int:
     t = _table(title=f"statement: {args.external_id} {args.asset}" + (f" {args.bucket}" if args.bucket else ""))
     for c in shown:
         t.add_column(c, justify="right" if c in ("amount", "running_balance") else "left")
-    for r in rows:
-        t.add_row(*("" if r[i] is None else str(_trim((r[i],))[0]) for i in keep))
+    for r in map(_trim, rows):
+        t.add_row(*("" if r[i] is None else str(r[i]) for i in keep))
     console.print(f"opening balance {_json_default(opening)}" + (f" (before {start.isoformat()})" if start else ""),
                   highlight=False)
     console.print(t)
