@@ -280,6 +280,8 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
             params = pl.col("event_data")
             df = df.with_columns(pl.struct([params.struct.field(f.name) for f in df["event_data"].dtype.fields])
                                  .alias("event_data"))
+        if isinstance(df["event_data"].dtype, pl.Struct):
+            df = df.with_columns(_decimals_as_text(pl.col("event_data"), df["event_data"].dtype).alias("event_data"))
         if df["operation"].dtype != pl.String:
             raise InputError(f"{file}: column operation must be a string column, found {df['operation'].dtype}")
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -407,6 +409,33 @@ def _nonfinite(expr: pl.Expr, dt: pl.DataType) -> pl.Expr | None:
         inner = _nonfinite(pl.element().struct.field("value"), dt.value)
         return None if inner is None else expr.map.entries().list.eval(inner).list.any().fill_null(False)
     return None
+
+
+def _decimals_as_text(expr: pl.Expr, dt: pl.DataType) -> pl.Expr:
+    """An operation's struct `params` with its DECIMAL fields (at any depth) as their exact plain
+    text (`10`, `0.123456789012345678`), which the operation reads as it reads amounts written as
+    text. An event's DECIMAL fields are doubles, as CEL reads numbers (`_decimals_as_doubles`),
+    but an operation's amount reaches the ledger without CEL: through a double, a DECIMAL(38, 18)
+    amount of 0.123456789012345678 was booked as 0.12345678901234568 (semantics.md 1.1)."""
+    if isinstance(dt, pl.Decimal):
+        text = expr.cast(pl.String)
+        return text.str.replace(r"(\.\d*?)0+$", "${1}").str.replace(r"\.$", "") if dt.scale else text
+    if isinstance(dt, pl.Struct):
+        fields = [_decimals_as_text(expr.struct.field(f.name), f.dtype).alias(f.name) for f in dt.fields]
+        return pl.when(expr.is_null()).then(None).otherwise(pl.struct(fields)) if _has_decimal(dt) else expr
+    if isinstance(dt, (pl.List, pl.Array)) and _has_decimal(dt.inner):
+        return expr.cast(pl.List(dt.inner)).list.eval(_decimals_as_text(pl.element(), dt.inner))
+    return expr
+
+
+def _has_decimal(dt: pl.DataType) -> bool:
+    if isinstance(dt, pl.Decimal):
+        return True
+    if isinstance(dt, pl.Struct):
+        return any(_has_decimal(f.dtype) for f in dt.fields)
+    if isinstance(dt, (pl.List, pl.Array)):
+        return _has_decimal(dt.inner)
+    return False
 
 
 def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:

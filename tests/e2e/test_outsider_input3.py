@@ -1,0 +1,124 @@
+"""Outsider round on inputs and bad input (session 20): semantics.md 2.2, 2.3 and 13 through the
+`perkflow` CLI into a real DuckDB file, expectations worked out by hand from the contract (and
+docs/decisions.md where it is silent)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal as D
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.e2e.test_contract_audit import OK, Ledger, at, on, program
+from tests.helpers.io import cli
+
+EARN = on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})
+HEADER = "program_id,external_id,idempotency_key,event_timestamp,event_data"
+
+
+def _row(key: str, who: str, n: int, when: str = at(1)) -> dict:
+    return {"program_id": "shop", "external_id": who, "idempotency_key": key, "event_timestamp": when,
+            "event_data": json.dumps({"type": "earn", "n": n})}
+
+
+def _csv_line(key: str, who: str, n: int) -> str:
+    payload = json.dumps({"type": "earn", "n": n}).replace('"', '""')
+    return f'shop,{who},{key},{at(1)},"{payload}"'
+
+
+def _run(lg: Ledger, *flags: str, expect: int = 0):
+    res = cli("run", "--programs", str(lg.programs), "--db", str(lg.db), "--json", *flags)
+    assert res.returncode == expect, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    return json.loads(res.stdout.strip().splitlines()[-1]) if expect == 0 else res
+
+
+def _counts(report: dict) -> tuple:
+    return tuple(report[k] for k in ("read", "completed", "failed", "duplicates", "rejected"))
+
+
+def test_s1_1_an_operations_decimal_params_are_booked_exactly(tmp_path):
+    """semantics.md 1.1: amounts are exact decimals from the moment they are decided; an
+    operation's amount is decided by its params. A Parquet struct `params` whose `amount` is a
+    DECIMAL(38, 18) went through a double: 0.123456789012345678 was booked as
+    0.12345678901234568 and 12345678901234567.5 as 12345678901234568. By hand, on a scale-18
+    asset: u1 is credited exactly 0.123456789012345678 + 12345678901234567.5 and 10 (a DECIMAL
+    10.000...0 is the amount 10, not 18 decimals of a scale-0 amount)."""
+    asset = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 18}
+    lg = Ledger(tmp_path, program([EARN], [asset]))
+    params = pa.struct([("type", pa.string()), ("asset", pa.string()), ("amount", pa.decimal128(38, 18)),
+                        ("description", pa.string())])
+    amounts = [D("0.123456789012345678"), D("12345678901234567.5"), D("10")]
+    table = pa.table({
+        "operation": ["adjust"] * 3, "program_id": ["shop"] * 3, "idempotency_key": ["o1", "o2", "o3"],
+        "external_id": ["u1"] * 3, "timestamp": [at(1)] * 3,
+        "params": pa.array([{"type": "CREDIT", "asset": "PTS", "amount": a, "description": "x"} for a in amounts],
+                           type=params)})
+    lg.run([{"key": "e1", "who": "u1", "when": at(1, 9), "data": {"type": "earn", "n": 0}}])
+    pq.write_table(table, tmp_path / "ops.parquet")
+    report = _run(lg, "--operations", str(tmp_path / "ops.parquet"))
+    assert _counts(report) == (3, 3, 0, 0, 0), report
+    assert [a for _, a in lg.entries("o1") + lg.entries("o2") + lg.entries("o3")] == amounts
+    assert lg.balance("u1")[0] == sum(amounts)
+
+
+def test_s2_2_a_folder_reads_event_files_whatever_the_case_of_their_suffix(tmp_path):
+    """semantics.md 2.2: a directory (recursively) is accepted, and 1.7 nothing is lost. A folder's
+    `B.PARQUET` and `c.NDJSON` were skipped without a word (their events never read, not even
+    counted), while a glob or the file's own path read them (their suffix in any case). By hand:
+    three rows read, u1 earns 1 + 2 + 4 = 7."""
+    lg = Ledger(tmp_path, program([EARN]))
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([_row("a", "u1", 1)]), tmp_path / "in" / "a.parquet")
+    pq.write_table(pa.Table.from_pylist([_row("b", "u1", 2)]), tmp_path / "in" / "sub" / "B.PARQUET")
+    (tmp_path / "in" / "c.NDJSON").write_text(json.dumps(_row("c", "u1", 4)) + "\n")
+    report = _run(lg, "--events", str(tmp_path / "in"))
+    assert _counts(report) == (3, 3, 0, 0, 0), report
+    assert lg.balance("u1")[0] == D(7)
+
+
+def test_s2_2_an_empty_ndjson_or_csv_file_is_a_file_of_no_rows(tmp_path):
+    """semantics.md 2.2 / 13: NDJSON and CSV are accepted; a file that cannot be read stops the
+    run. A file of no rows can be read: 0 rows. An empty `.ndjson` (0 bytes, or blank lines) and
+    an empty `.csv` (0 bytes, an export of no rows) stopped the whole run (exit 2, "missing
+    required column(s)" / "empty CSV"), so a day's drop with one empty file beside the others
+    wrote nothing. By hand: the folder holds a.parquet (u1 earns 5) and the two empty files:
+    read 1, completed 1; each empty file alone reads 0 rows and exits 0."""
+    lg = Ledger(tmp_path, program([EARN]))
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    pq.write_table(pa.Table.from_pylist([_row("a", "u1", 5)]), drop / "a.parquet")
+    (drop / "b.ndjson").write_text("")
+    (drop / "c.csv").write_text("")
+    (drop / "d.ndjson").write_text("\n  \n")
+    assert _counts(_run(lg, "--events", str(drop))) == (1, 1, 0, 0, 0)
+    assert lg.balance("u1")[0] == D(5)
+    for name in ("b.ndjson", "c.csv"):
+        assert _counts(_run(lg, "--events", str(drop / name))) == (0, 0, 0, 0, 0)
+
+
+def test_s13_a_csv_row_with_the_wrong_number_of_fields_is_quarantined_and_the_rest_processed(tmp_path):
+    """semantics.md 13: a malformed row goes to rejected_rows (file, row number, reason, raw row)
+    and the file's valid rows are processed, as an NDJSON line that is no JSON object is
+    (docs/decisions.md "Input"). A CSV row with more fields than the header stopped the whole
+    run (exit 2, Polars' "found more fields than defined in 'Schema'"), and one with fewer was
+    padded with nulls: processed when the missing field was optional, its other fields possibly
+    shifted. By hand: data rows 1 and 4 (u1 5, u4 9) are processed; row 2 (one field short:
+    `recipient_external_id` missing) and row 3 (one field too many) are quarantined as
+    `invalid_row` with their line as written; a quoted field holding a comma and a newline is
+    one field (row 4's payload)."""
+    lg = Ledger(tmp_path, program([EARN]))
+    header = HEADER + ",recipient_external_id"
+    short = _csv_line("k2", "u2", 7)
+    long = _csv_line("k3", "u3", 7) + ",u9,extra"
+    payload = '"{""type"": ""earn"",\n ""n"": 9, ""note"": ""a, b""}"'
+    text = "\n".join([header, _csv_line("k1", "u1", 5) + ",", short, long, f"shop,u4,k4,{at(1)},{payload},"]) + "\n"
+    (tmp_path / "e.csv").write_text(text)
+    report = _run(lg, "--events", str(tmp_path / "e.csv"))
+    assert _counts(report) == (4, 2, 0, 0, 2), report
+    assert lg.balance("u1")[0] == D(5) and lg.balance("u4")[0] == D(9)
+    assert lg.balance("u2")[0] == lg.balance("u3")[0] == D(0)
+    rows = lg.sql("SELECT row_number, reason, message, raw FROM rejected_rows ORDER BY row_number")
+    assert [(n, r) for n, r, _, _ in rows] == [(2, "invalid_row"), (3, "invalid_row")], rows
+    assert "5 fields" in rows[0][2] and "7 fields" in rows[1][2] and "6" in rows[0][2], rows
+    assert rows[0][3] == short and rows[1][3] == long, rows
