@@ -24,12 +24,19 @@ def expand(spec: str | Path) -> list[tuple[Path, Path]]:
     if p.is_file():
         return [(p, p.parent)]
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in EVENT_SUFFIXES and not f.name.startswith("."))
+        files = event_files(p)
         if not files:
             raise InputError(f"{p}: no event files (*.parquet, *.ndjson, *.csv) in this directory")
         return [(f, p) for f in files]
     # (for --events and --operations alike)
     raise InputError(not_found(p, "pass a Parquet, NDJSON or CSV file, a folder of them or a glob"))
+
+
+def event_files(folder: Path) -> list[Path]:
+    """The event and operation files under a folder, recursively, sorted: their suffix in any
+    case, as the readers take it (`B.PARQUET` was skipped without a word), hidden files left out."""
+    return sorted(f for f in folder.rglob("*")
+                  if f.is_file() and f.suffix.lower() in EVENT_SUFFIXES and not f.name.startswith("."))
 
 
 def not_found(p: Path, hint: str) -> str:
