@@ -81,6 +81,10 @@ def fingerprint(specs: list[str | Path]) -> tuple[str, list[str]]:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
         h.update(b"\0")
+        if f.stat().st_size == 0:
+            # no bytes say what an empty file holds, its format does: an empty NDJSON or CSV file
+            # is no rows, an empty Parquet file unreadable (it was "already committed" after one)
+            h.update(f.suffix.lower().encode() + b"\0")
         if partitions := hive_values(f, root):
             h.update(repr(sorted(partitions.items())).encode() + b"\0")
     return h.hexdigest(), [str(f) for f, _ in files]

@@ -13,6 +13,8 @@ absent field.
 from __future__ import annotations
 
 import bisect
+import csv
+import io
 import json
 import math
 import re
@@ -179,13 +181,15 @@ def _load(file: Path) -> tuple[pl.DataFrame, pl.Series | None, list[tuple[int, s
             rows, numbers, bad = _ndjson_rows(file)
             if bad and not rows:
                 raise ValueError(bad[0][1])
+            if not rows:  # an empty file (or blank lines): no rows, not a file without columns
+                return _no_columns(), pl.Series([], dtype=pl.Int64), []
             for r in rows:
                 for name in ("event_data", "params"):
                     if r.get(name) is not None and not isinstance(r[name], str):
                         r[name] = json.dumps(r[name])
             return pl.DataFrame(rows, infer_schema_length=None), pl.Series(numbers, dtype=pl.Int64), bad
         if suffix == ".csv":
-            return pl.read_csv(file, infer_schema=False), None, []
+            return _csv_rows(file)
         # ParquetFile, not pq.read_table: one file needs no dataset layer, and importing
         # pyarrow.dataset (with pyarrow.compute) costs ~75 ms CPU of every small run
         with pq.ParquetFile(file) as pf:
@@ -221,6 +225,49 @@ def _ndjson_rows(file: Path) -> tuple[list[dict], list[int], list[tuple[int, str
     return rows, numbers, bad
 
 
+def _csv_rows(file: Path) -> tuple[pl.DataFrame, pl.Series, list[tuple[int, str, str]]]:
+    """A CSV file's rows as text (an empty cell is a missing value), their row numbers (their
+    place among the non-blank records after the header), and (row number, problem, line) of each
+    record whose field count is not the header's: such a row is quarantined with its lines as
+    written, the file's other rows processed (semantics.md 13), as an NDJSON line that is no JSON
+    object is. It stopped the whole run (too many fields: exit 2), or was padded with nulls (too
+    few) and processed with its fields possibly shifted. A file with nothing in it is no rows."""
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a payload may pass 128 KiB
+    lines = list(io.StringIO(file.read_text(encoding="utf-8-sig"), newline=""))
+    records = csv.reader(lines)
+    header = next(records, None)
+    while header == []:  # blank lines before the header
+        header = next(records, None)
+    if header is None:
+        return _no_columns(), pl.Series([], dtype=pl.Int64), []
+    if len(set(header)) != len(header):
+        raise ValueError(f"the header names a column twice: {', '.join(sorted({h for h in header if header.count(h) > 1}))}")
+    columns: list[list[str | None]] = [[] for _ in header]
+    numbers, bad = [], []
+    row, last = 0, records.line_num
+    for fields in records:
+        first, last = last + 1, records.line_num
+        if not fields:
+            continue
+        row += 1
+        if len(fields) != len(header):
+            bad.append((row, f"line {first} has {len(fields)} fields, the header has {len(header)}",
+                        "".join(lines[first - 1:last]).rstrip("\r\n")))
+            continue
+        for column, value in zip(columns, fields):
+            column.append(value if value != "" else None)
+        numbers.append(row)
+    frame = pl.DataFrame({h: pl.Series(h, c, dtype=pl.String) for h, c in zip(header, columns)})
+    return frame, pl.Series(numbers, dtype=pl.Int64), bad
+
+
+def _no_columns() -> pl.DataFrame:
+    """An empty NDJSON or CSV file (0 bytes, or blank lines): no rows, and no columns to check
+    (`_read_file`). Such a file stopped the run (exit 2: "missing required column(s)", "empty
+    CSV"), so one empty file in a day's drop lost the others' rows for that run."""
+    return pl.DataFrame()
+
+
 def _check_utf8(table: pa.Table) -> None:
     """Arrow trusts Parquet's strings to be UTF-8; a full validation finds the ones that are not
     (before they can crash a reader or the database write)."""
@@ -233,8 +280,15 @@ def _check_utf8(table: pa.Table) -> None:
                 raise ValueError(f"column {name} holds text that is not valid UTF-8") from None
 
 
+#: The columns an empty NDJSON or CSV file is read with, per kind: it has the rows it should.
+_EMPTY = {"event": (*REQUIRED, "external_id"),
+          "operation": ("operation", "program_id", "idempotency_key", "external_id", "timestamp", "params")}
+
+
 def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
     df, numbers, bad = _load(file)
+    if df.width == 0 and not bad:
+        df = pl.DataFrame(schema={c: pl.String for c in _EMPTY[kind]})
     out = _normalise(df, file, root, kind, 0, numbers)
     return _with_bad_lines(out, bad, file, kind) if bad else out
 
