@@ -94,7 +94,7 @@ def streamable(inputs: list[tuple[str | Path, str]], rows: int) -> bool:
         if sum(pq.ParquetFile(f).metadata.num_rows for f, _, _ in files) <= rows:
             return False
         for f, root, kind in files:
-            _normalise(pl.from_arrow(pq.read_schema(f).empty_table()), f, root, kind, 0)
+            _normalise(arrow_frame(pq.read_schema(f).empty_table()), f, root, kind, 0)
     except (InputError, pa.ArrowException, OSError, KeyError):
         return False  # the whole read reports the problem, before the ledger is opened
     return True
@@ -134,7 +134,7 @@ def time_span(spec: str | Path) -> tuple[int, datetime | None, datetime | None] 
 def _valid_timestamps(f: Path, kind: str) -> pl.Series:
     """A Parquet file's valid row timestamps, in file order (rows without one are quarantined)."""
     column = "timestamp" if kind == "operation" else "event_timestamp"
-    ts, _ = _timestamps(f, pl.from_arrow(pq.read_table(f, columns=[column])).to_series())
+    ts, _ = _timestamps(f, arrow_frame(pq.read_table(f, columns=[column])).to_series())
     return ts.drop_nulls()
 
 
@@ -152,7 +152,7 @@ def read_chunks(inputs: list[tuple[str | Path, str]], rows: int) -> Iterator[pl.
                 for batch in batches:
                     table = pa.Table.from_batches([batch])
                     _check_utf8(table)
-                    pending.append(_normalise(pl.from_arrow(table), f, root, kind, first))
+                    pending.append(_normalise(arrow_frame(table), f, root, kind, first))
                     first += len(table)
                     held += len(table)
                     if held >= rows:
@@ -195,7 +195,7 @@ def _load(file: Path) -> tuple[pl.DataFrame, pl.Series | None, list[tuple[int, s
         with pq.ParquetFile(file) as pf:
             table = pf.read()
         _check_utf8(table)
-        return pl.from_arrow(table), None, []
+        return arrow_frame(table), None, []
     except Exception as e:  # noqa: BLE001 - any reader failure is "cannot be read"
         kind = {".csv": "CSV", ".ndjson": "NDJSON", ".jsonl": "NDJSON"}.get(suffix, "Parquet")
         raise InputError(f"{file}: cannot be read as {kind}: {e}") from None
@@ -266,6 +266,31 @@ def _no_columns() -> pl.DataFrame:
     (`_read_file`). Such a file stopped the run (exit 2: "missing required column(s)", "empty
     CSV"), so one empty file in a day's drop lost the others' rows for that run."""
     return pl.DataFrame()
+
+
+def arrow_frame(table: pa.Table) -> pl.DataFrame:
+    """A Parquet file's Arrow table as a Polars frame. A timestamp labelled with a fixed offset
+    (`+05:30`, as pandas and Spark label one) is relabelled UTC first, at any depth: Arrow holds
+    its values as UTC instants, so that changes no value, and Polars refuses the label (such a
+    file was unreadable, exit 2). The reader reads every instant in UTC anyway."""
+    schema = pa.schema([f.with_type(_offsets_as_utc(f.type)) for f in table.schema], metadata=table.schema.metadata)
+    return pl.from_arrow(table if schema == table.schema else table.cast(schema))
+
+
+def _offsets_as_utc(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_timestamp(t):
+        return pa.timestamp(t.unit, "UTC") if t.tz and t.tz[0] in "+-" else t
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_offsets_as_utc(t.field(i).type)) for i in range(t.num_fields)])
+    if pa.types.is_map(t):
+        return pa.map_(t.key_type, t.item_field.with_type(_offsets_as_utc(t.item_type)))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(t.value_field.with_type(_offsets_as_utc(t.value_type)), t.list_size)
+    if pa.types.is_list(t):
+        return pa.list_(t.value_field.with_type(_offsets_as_utc(t.value_type)))
+    if pa.types.is_large_list(t):
+        return pa.large_list(t.value_field.with_type(_offsets_as_utc(t.value_type)))
+    return t
 
 
 def _check_utf8(table: pa.Table) -> None:
@@ -617,7 +642,7 @@ def _rows_of(file: Path, row_numbers: list[int]) -> pl.DataFrame:
     for g in groups:
         offset[g] = at
         at += pf.metadata.row_group(g).num_rows
-    df = pl.from_arrow(pf.read_row_groups(groups))
+    df = arrow_frame(pf.read_row_groups(groups))
     return df[[offset[group_of[n]] + n - 1 - starts[group_of[n]] for n in row_numbers]]
 
 

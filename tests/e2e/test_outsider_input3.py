@@ -122,3 +122,31 @@ def test_s13_a_csv_row_with_the_wrong_number_of_fields_is_quarantined_and_the_re
     assert [(n, r) for n, r, _, _ in rows] == [(2, "invalid_row"), (3, "invalid_row")], rows
     assert "5 fields" in rows[0][2] and "7 fields" in rows[1][2] and "6" in rows[0][2], rows
     assert rows[0][3] == short and rows[1][3] == long, rows
+
+
+def test_s2_2_a_timestamp_column_in_a_fixed_offset_zone_is_read_as_its_instants(tmp_path):
+    """semantics.md 2.2: `event_timestamp` is a tz-aware timestamp. Arrow labels a column written
+    with a fixed offset by the offset (`+05:30`, as pandas and Spark write one); such a file
+    stopped the run (exit 2, Polars' "unable to parse time zone: '+05:30'"), as did a struct
+    `event_data` field so labelled. An offset names the instants as surely as a zone name does.
+    By hand: 15:30 at +05:30 is 10:00Z, so `now` is 2025-03-01T10:00:00Z; the payload's `at`
+    (12:00 at +05:30 = 06:30Z) is before it: the rule with `event.at < now` credits 3, the one
+    with `now == timestamp("2025-03-01T10:00:00Z")` credits 4: u1 has 7, the event's stored
+    instant is 10:00Z."""
+    import datetime as dt
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "3"}, condition="event.at < now"),
+             {"name": "clock", "key": "clock", "condition": 'now == timestamp("2025-03-01T10:00:00Z")',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "4"}]}]
+    lg = Ledger(tmp_path, program(rules))
+    zone = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    table = pa.table({
+        "program_id": ["shop"], "external_id": ["u1"], "idempotency_key": ["k1"],
+        "event_timestamp": pa.array([dt.datetime(2025, 3, 1, 15, 30, tzinfo=zone)], pa.timestamp("us", tz="+05:30")),
+        "event_data": pa.array([{"type": "earn", "at": dt.datetime(2025, 3, 1, 12, 0, tzinfo=zone)}],
+                               pa.struct([("type", pa.string()), ("at", pa.timestamp("ms", tz="+05:30"))]))})
+    pq.write_table(table, tmp_path / "e.parquet")
+    report = _run(lg, "--events", str(tmp_path / "e.parquet"))
+    assert _counts(report) == (1, 1, 0, 0, 0), report
+    assert lg.balance("u1")[0] == D(7)
+    assert lg.sql("SELECT strftime(event_timestamp AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S') FROM events") == [
+        ("2025-03-01T10:00:00",)]
