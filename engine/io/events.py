@@ -178,11 +178,11 @@ def _load(file: Path) -> tuple[pl.DataFrame, pl.Series | None, list[tuple[int, s
         if suffix in (".ndjson", ".jsonl"):
             # Read payloads as text so that they follow the same JSON path as string columns.
             # An operation's `params` likewise (a JSON null is a missing value, as in Parquet).
-            rows, numbers, bad = _ndjson_rows(file)
-            if bad and not rows:
+            rows, numbers, bad, objects = _ndjson_rows(file)
+            if bad and not objects:
                 raise ValueError(bad[0][1])
-            if not rows:  # an empty file (or blank lines): no rows, not a file without columns
-                return _no_columns(), pl.Series([], dtype=pl.Int64), []
+            if not rows:  # an empty file (or blank lines), or no valid row: no columns to check
+                return _no_columns(), pl.Series([], dtype=pl.Int64), bad
             for r in rows:
                 for name in ("event_data", "params"):
                     if r.get(name) is not None and not isinstance(r[name], str):
@@ -201,13 +201,14 @@ def _load(file: Path) -> tuple[pl.DataFrame, pl.Series | None, list[tuple[int, s
         raise InputError(f"{file}: cannot be read as {kind}: {e}") from None
 
 
-def _ndjson_rows(file: Path) -> tuple[list[dict], list[int], list[tuple[int, str, str]]]:
-    """The objects of an NDJSON file (blank lines skipped), their row numbers, and (row number,
-    problem, line) of each line that is not a JSON object, named by its line number in the file.
+def _ndjson_rows(file: Path) -> tuple[list[dict], list[int], list[tuple[int, str, str]], int]:
+    """The objects of an NDJSON file (blank lines skipped), their row numbers, (row number,
+    problem, line) of each line that is not a JSON object or names an id by no text, named by
+    its line number in the file, and how many lines were JSON objects.
     Such a line stopped the whole run (exit 2) until session 19, while semantics.md 13
     quarantines a malformed row and processes the file's valid rows."""
     rows, numbers, bad = [], [], []
-    row = 0
+    row = objects = 0
     for n, line in enumerate(file.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
@@ -220,9 +221,20 @@ def _ndjson_rows(file: Path) -> tuple[list[dict], list[int], list[tuple[int, str
         if not isinstance(obj, dict):
             bad.append((row, f"line {n} is not a JSON object", line))
             continue
+        objects += 1
+        if wrong := next((c for c in (*STRING_COLUMNS, "operation") if obj.get(c) is not None
+                          and not isinstance(obj[c], str)), None):
+            # an id written as a JSON number or boolean is no text: Polars made `123` the id
+            # "123" (and `1.0` "1.0") in a file of text ids, and stopped the run (exit 2) where
+            # every row had one; it is this row's problem (a timestamp's: invalid_timestamp)
+            bad.append((row, f"line {n}: {wrong} must be text (a JSON string), got {_json_kind(obj[wrong])}", line))
+            continue
+        for c in ("event_timestamp", "timestamp"):
+            if obj.get(c) is not None and not isinstance(obj[c], str):
+                obj[c] = json.dumps(obj[c])  # not RFC 3339 text: quarantined as invalid_timestamp
         rows.append(obj)
         numbers.append(row)
-    return rows, numbers, bad
+    return rows, numbers, bad, objects
 
 
 def _csv_rows(file: Path) -> tuple[pl.DataFrame, pl.Series, list[tuple[int, str, str]]]:
@@ -312,7 +324,7 @@ _EMPTY = {"event": (*REQUIRED, "external_id"),
 
 def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
     df, numbers, bad = _load(file)
-    if df.width == 0 and not bad:
+    if df.width == 0:
         df = pl.DataFrame(schema={c: pl.String for c in _EMPTY[kind]})
     out = _normalise(df, file, root, kind, 0, numbers)
     return _with_bad_lines(out, bad, file, kind) if bad else out
@@ -553,7 +565,7 @@ def _json_kind(value) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    return {list: "an array", str: "a string"}.get(type(value), "a number")
+    return {list: "an array", str: "a string", dict: "an object"}.get(type(value), "a number")
 
 
 UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"

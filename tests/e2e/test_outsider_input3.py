@@ -150,3 +150,33 @@ def test_s2_2_a_timestamp_column_in_a_fixed_offset_zone_is_read_as_its_instants(
     assert lg.balance("u1")[0] == D(7)
     assert lg.sql("SELECT strftime(event_timestamp AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S') FROM events") == [
         ("2025-03-01T10:00:00",)]
+
+
+def test_s13_an_ndjson_id_written_as_a_number_is_the_rows_problem_not_another_id_or_the_files(tmp_path):
+    """semantics.md 2.2: the ids are strings; 13: a row that breaks the contract is quarantined,
+    the rest processed. In NDJSON each value carries its own type: `"external_id": 123` in a
+    file of text ids was made the id "123" (and `1.0` the id "1.0", another participant), while
+    a file whose every row had a number stopped the run (exit 2, "must be a string column").
+    Now such a row is quarantined (`invalid_row`, the line as raw), and a timestamp written as a
+    number is `invalid_timestamp`, in either file. By hand: file a: line 1 (u1 earns 1)
+    processed; line 2 (external_id 123), line 3 (idempotency_key 7) invalid_row; line 4
+    (event_timestamp 1740823200) invalid_timestamp. File b (every row a number id): both rows
+    invalid_row, exit 0. Read 6 = 1 completed + 5 rejected."""
+    lg = Ledger(tmp_path, program([EARN]))
+    good = _row("a", "u1", 1)
+    lines = [good, good | {"idempotency_key": "b", "external_id": 123}, good | {"idempotency_key": 7},
+             good | {"idempotency_key": "d", "event_timestamp": 1740823200}]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.ndjson").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (tmp_path / "in" / "b.ndjson").write_text("".join(json.dumps(good | {"idempotency_key": k, "external_id": 5})
+                                                      + "\n" for k in ("e", "f")))
+    report = _run(lg, "--events", str(tmp_path / "in"))
+    assert _counts(report) == (6, 1, 0, 0, 5), report
+    assert lg.balance("u1")[0] == D(1)
+    assert lg.sql("SELECT COUNT(*) FROM participants") == [(1,)]
+    rows = lg.sql("SELECT source, row_number, reason, message, raw FROM rejected_rows ORDER BY source, row_number")
+    assert [(s.rsplit("/", 1)[-1], n, r) for s, n, r, _, _ in rows] == [
+        ("a.ndjson", 2, "invalid_row"), ("a.ndjson", 3, "invalid_row"), ("a.ndjson", 4, "invalid_timestamp"),
+        ("b.ndjson", 1, "invalid_row"), ("b.ndjson", 2, "invalid_row")], rows
+    assert "external_id" in rows[0][3] and "idempotency_key" in rows[1][3], rows
+    assert json.loads(rows[0][4]) == lines[1], rows
