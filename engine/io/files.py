@@ -13,7 +13,7 @@ EVENT_SUFFIXES = {".parquet", ".pq", ".ndjson", ".jsonl", ".csv"}
 def expand(spec: str | Path) -> list[tuple[Path, Path]]:
     """[(file, root)] in arrival order: sorted paths. `root` is where hive partitions start."""
     spec = str(spec)
-    if any(c in spec for c in "*?["):
+    if any(c in spec for c in "*?[") and not Path(spec).exists():  # `drop[1]/` is a folder's name
         files = sorted(Path(f) for f in glob.glob(spec, recursive=True) if Path(f).is_file())
         root = Path(spec.split("*")[0].split("?")[0].split("[")[0])
         root = root if root.is_dir() else root.parent

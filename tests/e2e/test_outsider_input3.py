@@ -180,3 +180,20 @@ def test_s13_an_ndjson_id_written_as_a_number_is_the_rows_problem_not_another_id
         ("b.ndjson", 1, "invalid_row"), ("b.ndjson", 2, "invalid_row")], rows
     assert "external_id" in rows[0][3] and "idempotency_key" in rows[1][3], rows
     assert json.loads(rows[0][4]) == lines[1], rows
+
+
+def test_s2_2_a_file_or_folder_whose_name_has_glob_characters_is_that_path(tmp_path):
+    """semantics.md 2.2: a file, a directory or a glob is accepted. A path that exists is that
+    path even when its name holds `[`, `*` or `?` (`drop[1]/`, as exports number their runs): it
+    was taken as a glob, `[1]` matched the character 1, and the run stopped with "the pattern
+    matches no files" (exit 2) for a folder that exists. A glob still works. By hand: the folder
+    (u1 earns 5), then its file again (a no-op: the same bytes), then a glob over it (no-op)."""
+    lg = Ledger(tmp_path, program([EARN]))
+    drop = tmp_path / "drop[1]"
+    drop.mkdir()
+    pq.write_table(pa.Table.from_pylist([_row("a", "u1", 5)]), drop / "e*.parquet")
+    assert _counts(_run(lg, "--events", str(drop))) == (1, 1, 0, 0, 0)
+    assert _run(lg, "--events", str(drop / "e*.parquet"))["already_committed"] is True
+    assert lg.balance("u1")[0] == D(5)
+    glob = _run(lg, "--events", str(tmp_path / "drop?1?" / "*.parquet"))
+    assert glob["already_committed"] is True, glob
