@@ -248,7 +248,7 @@ def _csv_rows(file: Path) -> tuple[pl.DataFrame, pl.Series, list[tuple[int, str,
     lines = list(io.StringIO(file.read_text(encoding="utf-8-sig"), newline=""))
     records = csv.reader(lines)
     header = next(records, None)
-    while header == []:  # blank lines before the header
+    while header is not None and not "".join(header).strip():  # blank lines before the header
         header = next(records, None)
     if header is None:
         return _no_columns(), pl.Series([], dtype=pl.Int64), []
@@ -259,7 +259,7 @@ def _csv_rows(file: Path) -> tuple[pl.DataFrame, pl.Series, list[tuple[int, str,
     row, last = 0, records.line_num
     for fields in records:
         first, last = last + 1, records.line_num
-        if not fields:
+        if not fields or (len(fields) == 1 and not fields[0].strip()):  # a blank line, as in NDJSON
             continue
         row += 1
         if len(fields) != len(header):
