@@ -427,6 +427,12 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         .then(pl.lit("missing_required_field:idempotency_key"))  # blank is missing (docs/decisions.md "Input")
         .when(pl.col("idempotency_key").str.len_chars() > MAX_KEY_LENGTH)
         .then(pl.lit("idempotency_key_too_long"))
+        # Scrip's participant external_id is 1-255 characters: a longer one names no participant
+        # Scrip could hold (it created one)
+        .when(pl.col("external_id").str.len_chars() > MAX_KEY_LENGTH)
+        .then(pl.lit("external_id_too_long:external_id"))
+        .when(pl.col("recipient_external_id").str.len_chars() > MAX_KEY_LENGTH)
+        .then(pl.lit("external_id_too_long:recipient_external_id"))
         .when(pl.col("operation").is_null() & (pl.col("kind") == "operation"))
         .then(pl.lit("missing_required_field:operation"))
         .when(pl.coalesce(pl.col("external_id"), pl.col("participant_id")).is_null() & (pl.col("kind") == "event"))
@@ -446,6 +452,9 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
                .when(pl.col("reason").str.starts_with("missing_required_field"))
                .then(pl.concat_str(pl.lit("required field "), pl.col("reason").str.split(":").list.last(), pl.lit(" is empty")))
                .when(pl.col("reason") == "idempotency_key_too_long").then(pl.lit(f"idempotency_key is longer than {MAX_KEY_LENGTH} characters"))
+               .when(pl.col("reason").str.starts_with("external_id_too_long"))
+               .then(pl.concat_str(pl.col("reason").str.split(":").list.last(),
+                                   pl.lit(f" is longer than {MAX_KEY_LENGTH} characters")))
                .when(pl.col("reason") == "invalid_timestamp").then(pl.lit("event_timestamp is not an RFC 3339 timestamp with a time zone"))
                .when(pl.col("reason") == "invalid_event_data").then(pl.col("ev_bad"))
                .otherwise(None))

@@ -197,3 +197,24 @@ def test_s2_2_a_file_or_folder_whose_name_has_glob_characters_is_that_path(tmp_p
     assert lg.balance("u1")[0] == D(5)
     glob = _run(lg, "--events", str(tmp_path / "drop?1?" / "*.parquet"))
     assert glob["already_committed"] is True, glob
+
+
+def test_s2_2_an_external_id_is_at_most_255_characters_as_scrips(tmp_path):
+    """scrip-reference 4: a participant's `external_id` is 1-255 characters (semantics.md 2.2 is
+    silent on its length; 2.1: participants are identified by it). A 256-character one created
+    a participant Scrip cannot hold; now the row is quarantined (`external_id_too_long`, naming
+    the column), as a key too long is. Characters, not bytes: 255 `é` (510 bytes) is fine. By
+    hand: e1 (255 x) and e2 (255 é) credit 1 each; e3 (256 x) and e4 (recipient of 256 x) are
+    rejected; 2 participants."""
+    lg = Ledger(tmp_path, program([EARN]))
+    rows = [{"key": "e1", "who": "x" * 255, "when": at(1), "data": {"type": "earn", "n": 1}},
+            {"key": "e2", "who": "é" * 255, "when": at(1), "data": {"type": "earn", "n": 1}},
+            {"key": "e3", "who": "x" * 256, "when": at(1), "data": {"type": "earn", "n": 1}},
+            {"key": "e4", "who": "u1", "when": at(1), "data": {"type": "earn", "n": 1},
+             "recipient_external_id": "x" * 256}]
+    report = lg.run(rows)
+    assert _counts(report) == (4, 2, 0, 0, 2), report
+    assert lg.sql("SELECT COUNT(*) FROM participants") == [(2,)]
+    assert lg.sql("SELECT row_number, reason, message FROM rejected_rows ORDER BY row_number") == [
+        (3, "external_id_too_long", "external_id is longer than 255 characters"),
+        (4, "external_id_too_long", "recipient_external_id is longer than 255 characters")]
