@@ -360,6 +360,10 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         if "operation" not in df.columns:
             raise InputError(f"{file}: missing required column(s): operation; operation files need "
                              "operation, program_id, idempotency_key, timestamp, the target and params")
+        if both := [f"{k} and {v}" for k, v in OPERATION_RENAMES.items() if k in df.columns and v in df.columns]:
+            # which one is the operation's? (the rename below stopped the run: exit 1)
+            raise InputError(f"{file}: an operation file has both columns {'; '.join(both)}: an operation's instant "
+                             "is its timestamp and its fields its params; drop or rename the event columns")
         df = df.rename({k: v for k, v in OPERATION_RENAMES.items() if k in df.columns})
         if "event_data" not in df.columns:  # params are optional: {} for operations without fields
             df = df.with_columns(event_data=pl.lit("{}"))

@@ -218,3 +218,22 @@ def test_s2_2_an_external_id_is_at_most_255_characters_as_scrips(tmp_path):
     assert lg.sql("SELECT row_number, reason, message FROM rejected_rows ORDER BY row_number") == [
         (3, "external_id_too_long", "external_id is longer than 255 characters"),
         (4, "external_id_too_long", "recipient_external_id is longer than 255 characters")]
+
+
+def test_s13_an_operation_file_with_an_events_column_beside_its_own_is_an_input_error(tmp_path):
+    """semantics.md 13: a file that cannot be read stops the run with one message naming the
+    file and problem, exit 2 (1 is an internal error). An operation file with both `timestamp`
+    and `event_timestamp` (or `params` and `event_data`) crashed the run (exit 1, Polars'
+    "column 'event_timestamp' is duplicate"): which is the operation's instant is not clear, so
+    it is exit 2 naming the file and both columns, and nothing is written."""
+    lg = Ledger(tmp_path, program([EARN]))
+    base = {"operation": ["adjust"], "program_id": ["shop"], "idempotency_key": ["o1"], "external_id": ["u1"],
+            "timestamp": [at(1)], "params": ['{"type": "CREDIT", "asset": "PTS", "amount": "1", "description": "d"}']}
+    for extra, words in (({"event_timestamp": [at(2)]}, "timestamp and event_timestamp"),
+                         ({"event_data": ["{}"]}, "params and event_data")):
+        path = tmp_path / f"ops-{len(words)}.parquet"
+        pq.write_table(pa.table(base | extra), path)
+        res = _run(lg, "--operations", str(path), expect=2)
+        assert path.name in res.stderr and words in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+    assert not lg.db.exists()
