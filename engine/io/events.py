@@ -95,7 +95,7 @@ def streamable(inputs: list[tuple[str | Path, str]], rows: int) -> bool:
             return False
         for f, root, kind in files:
             _normalise(arrow_frame(pq.read_schema(f).empty_table()), f, root, kind, 0)
-    except (InputError, pa.ArrowException, OSError, KeyError):
+    except (InputError, pa.ArrowException, OSError, KeyError, ValueError):
         return False  # the whole read reports the problem, before the ledger is opened
     return True
 
@@ -285,8 +285,29 @@ def arrow_frame(table: pa.Table) -> pl.DataFrame:
     (`+05:30`, as pandas and Spark label one) is relabelled UTC first, at any depth: Arrow holds
     its values as UTC instants, so that changes no value, and Polars refuses the label (such a
     file was unreadable, exit 2). The reader reads every instant in UTC anyway."""
+    if twice := _named_twice(list(table.schema), ""):
+        # a column or struct field named twice: the file's problem, whichever way it is read (a
+        # file read in chunks stopped the run with Polars' own error or panic, exit 1)
+        raise ValueError(f"{twice} is named twice")
     schema = pa.schema([f.with_type(_offsets_as_utc(f.type)) for f in table.schema], metadata=table.schema.metadata)
-    return pl.from_arrow(table if schema == table.schema else table.cast(schema))
+    try:
+        return pl.from_arrow(table if schema == table.schema else table.cast(schema))
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as e:  # what else Polars refuses
+        raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
+def _named_twice(fields: list[pa.Field], path: str) -> str | None:
+    """The first column or struct field (at any depth, `event_data.n`) whose name its level repeats."""
+    names = [f.name for f in fields]
+    if dup := next((n for n in names if names.count(n) > 1), None):
+        return f"column {path}{dup}" if not path else f"field {path}{dup}"
+    for f in fields:
+        t = f.type
+        while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            t = t.value_type
+        if pa.types.is_struct(t) and (found := _named_twice(list(t), f"{path}{f.name}.")):
+            return found
+    return None
 
 
 def _offsets_as_utc(t: pa.DataType) -> pa.DataType:

@@ -237,3 +237,28 @@ def test_s13_an_operation_file_with_an_events_column_beside_its_own_is_an_input_
         assert path.name in res.stderr and words in res.stderr, res.stderr
         assert "Traceback" not in res.stderr
     assert not lg.db.exists()
+
+
+def test_s13_a_column_or_field_named_twice_is_the_files_problem_however_the_file_is_read(tmp_path):
+    """semantics.md 13 and 1.5: a file that cannot be read stops the run with one message naming
+    the file (exit 2, nothing written), whether the batch is read whole or in chunks. A Parquet
+    file naming a column twice, or a struct `event_data` naming a field twice, was exit 2 read
+    whole but crashed read in chunks (`--chunk-rows`, what a large file gets: exit 1, Polars'
+    DuplicateError, or a Rust panic with its backtrace)."""
+    lg = Ledger(tmp_path, program([EARN]))
+    n = 3
+    cols = [pa.array(["shop"] * n), pa.array([f"u{i}" for i in range(n)]), pa.array([f"k{i}" for i in range(n)]),
+            pa.array([at(1)] * n)]
+    names = ["program_id", "external_id", "idempotency_key", "event_timestamp", "event_data"]
+    payload = pa.array([json.dumps({"type": "earn", "n": 1})] * n)
+    twice = pa.StructArray.from_arrays([pa.array(["earn"] * n), pa.array([1] * n), pa.array([2] * n)],
+                                       names=["type", "n", "n"])
+    files = {"columns.parquet": pa.Table.from_arrays([*cols, payload, pa.array(["x"] * n)], names=[*names, "external_id"]),
+             "fields.parquet": pa.Table.from_arrays([*cols, twice], names=names)}
+    for name, table in files.items():
+        pq.write_table(table, tmp_path / name)
+        for flags in ((), ("--chunk-rows", "1")):
+            res = _run(lg, "--events", str(tmp_path / name), *flags, expect=2)
+            assert name in res.stderr and ("twice" in res.stderr or "2 times" in res.stderr), res.stderr
+            assert "Traceback" not in res.stderr and "panicked" not in res.stderr, res.stderr
+    assert not lg.db.exists()
