@@ -500,6 +500,12 @@ def _not_json(dt: pl.DataType, path: str) -> str | None:
     if dt == pl.Binary:
         return (f"column {path} is binary; a struct event_data holds text, numbers, booleans, instants, lists, "
                 "maps and structs (send bytes as text, e.g. base64)")
+    if isinstance(dt, pl.Duration):
+        # stored as ISO 8601 text (`PT5S`), which no reader takes back as a duration: the run
+        # evaluated it, then `perkflow replay` and `explain` stopped on it (exit 1)
+        return (f"column {path} is a duration; a struct event_data holds text, numbers, booleans, instants, lists, "
+                "maps and structs (send a duration as a number of seconds, or as text such as \"90s\" for "
+                "CEL's duration())")
     if isinstance(dt, pl.Map):
         # a Parquet MAP is a map in CEL, as a JSON object is: its keys must be text, as JSON's are
         # (integer keys crashed the run, exit 1, when the payload was stored as JSON)

@@ -262,3 +262,20 @@ def test_s13_a_column_or_field_named_twice_is_the_files_problem_however_the_file
             assert name in res.stderr and ("twice" in res.stderr or "2 times" in res.stderr), res.stderr
             assert "Traceback" not in res.stderr and "panicked" not in res.stderr, res.stderr
     assert not lg.db.exists()
+
+
+def test_s3_a_duration_field_of_a_struct_payload_is_refused_not_run_then_unreplayable(tmp_path):
+    """semantics.md 3: `replay` rebuilds the ledger from the stored inputs; 13: a file of wrong
+    column types stops the run, exit 2. A struct `event_data` with a duration field ran (CEL saw
+    a duration) and was stored as ISO 8601 text (`PT5S`), which the typed reading of stored
+    payloads cannot take back: `perkflow replay` and `explain` of that ledger crashed (exit 1).
+    Such a file is refused as a binary field is, naming the field and what to send instead."""
+    import datetime as dt
+    lg = Ledger(tmp_path, program([EARN]))
+    payload = pa.StructArray.from_arrays([pa.array(["earn"]), pa.array([1]), pa.array([dt.timedelta(seconds=5)],
+                                          pa.duration("ms"))], names=["type", "n", "wait"])
+    pq.write_table(pa.table({"program_id": ["shop"], "external_id": ["u1"], "idempotency_key": ["k1"],
+                             "event_timestamp": [at(1)], "event_data": payload}), tmp_path / "e.parquet")
+    res = _run(lg, "--events", str(tmp_path / "e.parquet"), expect=2)
+    assert "e.parquet" in res.stderr and "event_data.wait is a duration" in res.stderr, res.stderr
+    assert not lg.db.exists()
