@@ -14,7 +14,10 @@ def expand(spec: str | Path) -> list[tuple[Path, Path]]:
     """[(file, root)] in arrival order: sorted paths. `root` is where hive partitions start."""
     spec = str(spec)
     if any(c in spec for c in "*?[") and not Path(spec).exists():  # `drop[1]/` is a folder's name
-        files = sorted(Path(f) for f in glob.glob(spec, recursive=True) if Path(f).is_file())
+        # a folder the pattern matches is read as a folder is (`landing/date=2025-03-0*`): it
+        # matched no files, and the run stopped saying so
+        matched = [Path(f) for f in glob.glob(spec, recursive=True)]
+        files = sorted({f for m in matched for f in ([m] if m.is_file() else event_files(m) if m.is_dir() else [])})
         root = Path(spec.split("*")[0].split("?")[0].split("[")[0])
         root = root if root.is_dir() else root.parent
         if not files:

@@ -279,3 +279,24 @@ def test_s3_a_duration_field_of_a_struct_payload_is_refused_not_run_then_unrepla
     res = _run(lg, "--events", str(tmp_path / "e.parquet"), expect=2)
     assert "e.parquet" in res.stderr and "event_data.wait is a duration" in res.stderr, res.stderr
     assert not lg.db.exists()
+
+
+def test_s2_2_a_glob_naming_hive_partition_folders_reads_the_files_in_them(tmp_path):
+    """semantics.md 2.2: a directory (recursively, hive partitions allowed) or a glob is
+    accepted. A glob naming partition folders (`landing/date=2025-03-0*`, the days of a range)
+    matched only folders and stopped the run ("the pattern matches no files", exit 2). Each
+    folder it names is read as a folder is, with its partition values: the `program_id=shop`
+    folder gives the rows their program. By hand: days 1 and 2 are read (u1 earns 1 + 2 = 3), day
+    10 is not matched (`0*` is days 01-09); `date` is in the quarantined row's raw."""
+    lg = Ledger(tmp_path, program([EARN]))
+    landing = tmp_path / "landing"
+    for day, n in ((1, 1), (2, 2), (10, 4)):
+        folder = landing / f"date=2025-03-{day:02d}" / "program_id=shop"
+        folder.mkdir(parents=True)
+        row = {k: v for k, v in _row(f"k{day}", "u1", n, at(day)).items() if k != "program_id"}
+        pq.write_table(pa.Table.from_pylist([row, row | {"idempotency_key": ""}]), folder / "part-0.parquet")
+    report = _run(lg, "--events", str(landing / "date=2025-03-0*"))
+    assert _counts(report) == (4, 2, 0, 0, 2), report
+    assert lg.balance("u1")[0] == D(3)
+    raws = [json.loads(r) for (r,) in lg.sql("SELECT raw FROM rejected_rows ORDER BY row_number, source")]
+    assert [(r["date"], r["program_id"]) for r in raws] == [("2025-03-01", "shop"), ("2025-03-02", "shop")], raws
