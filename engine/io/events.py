@@ -254,7 +254,7 @@ def _csv_rows(file: Path) -> tuple[pl.DataFrame, pl.Series, list[tuple[int, str,
         return _no_columns(), pl.Series([], dtype=pl.Int64), []
     if len(set(header)) != len(header):
         raise ValueError(f"the header names a column twice: {', '.join(sorted({h for h in header if header.count(h) > 1}))}")
-    columns: list[list[str | None]] = [[] for _ in header]
+    good: list[list[str]] = []
     numbers, bad = [], []
     row, last = 0, records.line_num
     for fields in records:
@@ -266,10 +266,10 @@ def _csv_rows(file: Path) -> tuple[pl.DataFrame, pl.Series, list[tuple[int, str,
             bad.append((row, f"line {first} has {len(fields)} fields, the header has {len(header)}",
                         "".join(lines[first - 1:last]).rstrip("\r\n")))
             continue
-        for column, value in zip(columns, fields):
-            column.append(value if value != "" else None)
+        good.append(fields)
         numbers.append(row)
-    frame = pl.DataFrame({h: pl.Series(h, c, dtype=pl.String) for h, c in zip(header, columns)})
+    frame = pl.DataFrame(good, schema={h: pl.String for h in header}, orient="row")
+    frame = frame.with_columns(pl.all().replace("", None))  # an empty cell is a missing value
     return frame, pl.Series(numbers, dtype=pl.Int64), bad
 
 
