@@ -106,14 +106,15 @@ def test_s13_a_csv_row_with_the_wrong_number_of_fields_is_quarantined_and_the_re
     shifted. By hand: data rows 1 and 4 (u1 5, u4 9) are processed; row 2 (one field short:
     `recipient_external_id` missing) and row 3 (one field too many) are quarantined as
     `invalid_row` with their line as written; a quoted field holding a comma and a newline is
-    one field (row 4's payload); a blank line is no row."""
+    one field (row 4's payload); a blank line is no row; a UTF-8 byte order mark is no part of
+    the header."""
     lg = Ledger(tmp_path, program([EARN]))
     header = HEADER + ",recipient_external_id"
     short = _csv_line("k2", "u2", 7)
     long = _csv_line("k3", "u3", 7) + ",u9,extra"
     payload = '"{""type"": ""earn"",\n ""n"": 9, ""note"": ""a, b""}"'
-    text = "\n".join([header, _csv_line("k1", "u1", 5) + ",", "  ", short, long, f"shop,u4,k4,{at(1)},{payload},"]) + "\n"
-    (tmp_path / "e.csv").write_text(text)
+    text = "\r\n".join([header, _csv_line("k1", "u1", 5) + ",", "  ", short, long, f"shop,u4,k4,{at(1)},{payload},"])
+    (tmp_path / "e.csv").write_bytes(("\ufeff" + text + "\r\n").encode())  # a byte order mark, CRLF lines
     report = _run(lg, "--events", str(tmp_path / "e.csv"))
     assert _counts(report) == (4, 2, 0, 0, 2), report
     assert lg.balance("u1")[0] == D(5) and lg.balance("u4")[0] == D(9)
