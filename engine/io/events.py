@@ -289,7 +289,7 @@ def arrow_frame(table: pa.Table) -> pl.DataFrame:
         # a column or struct field named twice: the file's problem, whichever way it is read (a
         # file read in chunks stopped the run with Polars' own error or panic, exit 1)
         raise ValueError(f"{twice} is named twice")
-    schema = pa.schema([f.with_type(_offsets_as_utc(f.type)) for f in table.schema], metadata=table.schema.metadata)
+    schema = pa.schema([f.with_type(_readable(f.type, f.name)) for f in table.schema], metadata=table.schema.metadata)
     try:
         return pl.from_arrow(table if schema == table.schema else table.cast(schema))
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as e:  # what else Polars refuses
@@ -310,19 +310,29 @@ def _named_twice(fields: list[pa.Field], path: str) -> str | None:
     return None
 
 
-def _offsets_as_utc(t: pa.DataType) -> pa.DataType:
+def _readable(t: pa.DataType, path: str) -> pa.DataType:
+    """`t` as Polars can take it (at any depth; `path` names the column or field): a timestamp
+    labelled with a fixed offset relabelled UTC (`arrow_frame`), a 256-bit decimal of at most 38
+    digits as the 128-bit one it fits (Polars panicked on any: "operator does not support
+    primitive Int256", 30 lines of Rust backtrace before exit 2). More digits than the ledger's
+    DECIMAL(38, 18) holds make the file unreadable, naming the column."""
     if pa.types.is_timestamp(t):
         return pa.timestamp(t.unit, "UTC") if t.tz and t.tz[0] in "+-" else t
+    if pa.types.is_decimal256(t):
+        if t.precision > 38:
+            raise ValueError(f"column {path} is a decimal of {t.precision} digits; at most 38 are read")
+        return pa.decimal128(t.precision, t.scale)
     if pa.types.is_struct(t):
-        return pa.struct([t.field(i).with_type(_offsets_as_utc(t.field(i).type)) for i in range(t.num_fields)])
+        return pa.struct([t.field(i).with_type(_readable(t.field(i).type, f"{path}.{t.field(i).name}"))
+                          for i in range(t.num_fields)])
     if pa.types.is_map(t):
-        return pa.map_(t.key_type, t.item_field.with_type(_offsets_as_utc(t.item_type)))
+        return pa.map_(t.key_type, t.item_field.with_type(_readable(t.item_type, f"{path}{{}}")))
     if pa.types.is_fixed_size_list(t):
-        return pa.list_(t.value_field.with_type(_offsets_as_utc(t.value_type)), t.list_size)
+        return pa.list_(t.value_field.with_type(_readable(t.value_type, f"{path}[]")), t.list_size)
     if pa.types.is_list(t):
-        return pa.list_(t.value_field.with_type(_offsets_as_utc(t.value_type)))
+        return pa.list_(t.value_field.with_type(_readable(t.value_type, f"{path}[]")))
     if pa.types.is_large_list(t):
-        return pa.large_list(t.value_field.with_type(_offsets_as_utc(t.value_type)))
+        return pa.large_list(t.value_field.with_type(_readable(t.value_type, f"{path}[]")))
     return t
 
 

@@ -301,3 +301,25 @@ def test_s2_2_a_glob_naming_hive_partition_folders_reads_the_files_in_them(tmp_p
     assert lg.balance("u1")[0] == D(3)
     raws = [json.loads(r) for (r,) in lg.sql("SELECT raw FROM rejected_rows ORDER BY row_number, source")]
     assert [(r["date"], r["program_id"]) for r in raws] == [("2025-03-01", "shop"), ("2025-03-02", "shop")], raws
+
+
+def test_s13_a_256_bit_decimal_column_is_read_or_named_not_a_rust_panic(tmp_path):
+    """semantics.md 13: a file that cannot be read stops the run with one clear message naming
+    the file and problem. A Parquet DECIMAL stored in 256 bits (what Arrow writes past 38
+    digits, and Spark or DuckDB for wide decimals) made Polars panic ("operator does not support
+    primitive Int256", a Rust backtrace, then exit 2) whatever its digits. One of at most 38
+    digits is read as the decimal it is; one of more names the column. By hand: `n` = 2.5 as
+    DECIMAL(20, 2) in 256 bits credits 2.5 on a scale-2 asset; a 40-digit extra column: exit 2,
+    "column extra is a decimal of 40 digits"."""
+    asset = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 2}
+    lg = Ledger(tmp_path, program([EARN], [asset]))
+    base = {"program_id": ["shop"], "external_id": ["u1"], "idempotency_key": ["k1"], "event_timestamp": [at(1)]}
+    wide = pa.StructArray.from_arrays([pa.array(["earn"]), pa.array([D("2.5")], pa.decimal256(20, 2))], names=["type", "n"])
+    pq.write_table(pa.table(base | {"event_data": wide}), tmp_path / "ok.parquet")
+    pq.write_table(pa.table(base | {"event_data": [json.dumps({"type": "earn", "n": 1})],
+                                    "extra": pa.array([D("1.5")], pa.decimal256(40, 2))}), tmp_path / "wide.parquet")
+    res = _run(lg, "--events", str(tmp_path / "wide.parquet"), expect=2)
+    assert "wide.parquet" in res.stderr and "column extra is a decimal of 40 digits" in res.stderr, res.stderr
+    assert "panicked" not in res.stderr and "backtrace" not in res.stderr, res.stderr
+    assert _counts(_run(lg, "--events", str(tmp_path / "ok.parquet"))) == (1, 1, 0, 0, 0)
+    assert lg.balance("u1")[0] == D("2.5")
