@@ -323,3 +323,23 @@ def test_s13_a_256_bit_decimal_column_is_read_or_named_not_a_rust_panic(tmp_path
     assert "panicked" not in res.stderr and "backtrace" not in res.stderr, res.stderr
     assert _counts(_run(lg, "--events", str(tmp_path / "ok.parquet"))) == (1, 1, 0, 0, 0)
     assert lg.balance("u1")[0] == D("2.5")
+
+
+def test_s1_7_events_and_operations_given_twice_are_both_read_in_that_order(tmp_path):
+    """semantics.md 1.7: every input row ends in exactly one place. `perkflow run --events A
+    --events B` read B alone: A's rows were neither processed nor counted, and the run said
+    nothing (exit 0). Each flag may be repeated; the inputs are read in the order given (events,
+    then operations). By hand: A (u1 earns 1), B (u1 earns 2), operations C and D (adjust 4 and
+    8 to u1): read 4, completed 4, u1 has 15."""
+    lg = Ledger(tmp_path, program([EARN]))
+    for name, key, n in (("a", "a", 1), ("b", "b", 2)):
+        pq.write_table(pa.Table.from_pylist([_row(key, "u1", n)]), tmp_path / f"{name}.parquet")
+    for name, amount in (("c", "4"), ("d", "8")):
+        pq.write_table(pa.Table.from_pylist([{
+            "operation": "adjust", "program_id": "shop", "idempotency_key": name, "external_id": "u1",
+            "timestamp": at(2), "params": json.dumps({"type": "CREDIT", "asset": "PTS", "amount": amount,
+                                                      "description": "x"})}]), tmp_path / f"{name}.parquet")
+    report = _run(lg, *(f for x in "ab" for f in ("--events", str(tmp_path / f"{x}.parquet"))),
+                  *(f for x in "cd" for f in ("--operations", str(tmp_path / f"{x}.parquet"))))
+    assert _counts(report) == (4, 4, 0, 0, 0), report
+    assert lg.balance("u1")[0] == D(15)
