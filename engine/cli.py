@@ -187,8 +187,12 @@ def _parser() -> argparse.ArgumentParser:
                        description="Process event files (Parquet file, folder or glob) against program files, "
                                    "in one transaction. Re-running the same input changes nothing.")
     r.add_argument("--programs", required=True, help="program file or folder of YAML/JSON program files")
-    r.add_argument("--events", help="event file, folder (recursive, hive partitions) or glob")
-    r.add_argument("--operations", help="operation file(s) (semantics.md 2.3), merged into the same ordered stream")
+    # each may be given more than once (read in that order): the last one alone was read, the
+    # others dropped without a word
+    r.add_argument("--events", action="append",
+                   help="event file, folder (recursive, hive partitions) or glob; may be repeated")
+    r.add_argument("--operations", action="append",
+                   help="operation file(s) (semantics.md 2.3), merged into the same ordered stream; may be repeated")
     db_arg(r)
     r.add_argument("--row-path", action="store_true", help="evaluate every rule per row (slow; for checking)")
     r.add_argument("--chunk-rows", type=int, metavar="N",

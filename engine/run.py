@@ -81,6 +81,10 @@ def fingerprint(specs: list[str | Path]) -> tuple[str, list[str]]:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
         h.update(b"\0")
+        if f.stat().st_size == 0:
+            # no bytes say what an empty file holds, its format does: an empty NDJSON or CSV file
+            # is no rows, an empty Parquet file unreadable (it was "already committed" after one)
+            h.update(f.suffix.lower().encode() + b"\0")
         if partitions := hive_values(f, root):
             h.update(repr(sorted(partitions.items())).encode() + b"\0")
     return h.hexdigest(), [str(f) for f, _ in files]
@@ -104,7 +108,7 @@ STATEFUL_CHUNK_ROWS = 62_500
 
 
 def run_batch(programs: str | Path | Catalog, events: str | Path | list[str | Path] | None, db_file: str | Path | None = None, *,
-              operations: str | Path | None = None, parts: list[dict] = (),
+              operations: str | Path | list[str | Path] | None = None, parts: list[dict] = (),
               row_path: bool = False, wait: float = 30.0, chunk_rows: int | None = None,
               progress: Callable[[str], None] | None = None,
               ledger: duckdb.DuckDBPyConnection | None = None,
@@ -141,7 +145,8 @@ def run_batch(programs: str | Path | Catalog, events: str | Path | list[str | Pa
     # an `events` list is an operation input in its place: replay's interleaved stream)
     inputs = [spec if isinstance(spec, tuple) else (spec, "event")
               for spec in (events if isinstance(events, list) else [events]) if spec is not None]
-    inputs += [(operations, "operation")] if operations is not None else []
+    inputs += [(spec, "operation") for spec in (operations if isinstance(operations, list) else [operations])
+               if spec is not None]
     if not inputs:
         raise InputError("nothing to run: give --events, --operations, or both")
     fp, sources = fingerprint([spec for spec, _ in inputs])

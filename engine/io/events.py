@@ -13,6 +13,8 @@ absent field.
 from __future__ import annotations
 
 import bisect
+import csv
+import io
 import json
 import math
 import re
@@ -92,8 +94,8 @@ def streamable(inputs: list[tuple[str | Path, str]], rows: int) -> bool:
         if sum(pq.ParquetFile(f).metadata.num_rows for f, _, _ in files) <= rows:
             return False
         for f, root, kind in files:
-            _normalise(pl.from_arrow(pq.read_schema(f).empty_table()), f, root, kind, 0)
-    except (InputError, pa.ArrowException, OSError, KeyError):
+            _normalise(arrow_frame(pq.read_schema(f).empty_table()), f, root, kind, 0)
+    except (InputError, pa.ArrowException, OSError, KeyError, ValueError):
         return False  # the whole read reports the problem, before the ledger is opened
     return True
 
@@ -132,7 +134,7 @@ def time_span(spec: str | Path) -> tuple[int, datetime | None, datetime | None] 
 def _valid_timestamps(f: Path, kind: str) -> pl.Series:
     """A Parquet file's valid row timestamps, in file order (rows without one are quarantined)."""
     column = "timestamp" if kind == "operation" else "event_timestamp"
-    ts, _ = _timestamps(f, pl.from_arrow(pq.read_table(f, columns=[column])).to_series())
+    ts, _ = _timestamps(f, arrow_frame(pq.read_table(f, columns=[column])).to_series())
     return ts.drop_nulls()
 
 
@@ -150,7 +152,7 @@ def read_chunks(inputs: list[tuple[str | Path, str]], rows: int) -> Iterator[pl.
                 for batch in batches:
                     table = pa.Table.from_batches([batch])
                     _check_utf8(table)
-                    pending.append(_normalise(pl.from_arrow(table), f, root, kind, first))
+                    pending.append(_normalise(arrow_frame(table), f, root, kind, first))
                     first += len(table)
                     held += len(table)
                     if held >= rows:
@@ -176,34 +178,37 @@ def _load(file: Path) -> tuple[pl.DataFrame, pl.Series | None, list[tuple[int, s
         if suffix in (".ndjson", ".jsonl"):
             # Read payloads as text so that they follow the same JSON path as string columns.
             # An operation's `params` likewise (a JSON null is a missing value, as in Parquet).
-            rows, numbers, bad = _ndjson_rows(file)
-            if bad and not rows:
+            rows, numbers, bad, objects = _ndjson_rows(file)
+            if bad and not objects:
                 raise ValueError(bad[0][1])
+            if not rows:  # an empty file (or blank lines), or no valid row: no columns to check
+                return _no_columns(), pl.Series([], dtype=pl.Int64), bad
             for r in rows:
                 for name in ("event_data", "params"):
                     if r.get(name) is not None and not isinstance(r[name], str):
                         r[name] = json.dumps(r[name])
             return pl.DataFrame(rows, infer_schema_length=None), pl.Series(numbers, dtype=pl.Int64), bad
         if suffix == ".csv":
-            return pl.read_csv(file, infer_schema=False), None, []
+            return _csv_rows(file)
         # ParquetFile, not pq.read_table: one file needs no dataset layer, and importing
         # pyarrow.dataset (with pyarrow.compute) costs ~75 ms CPU of every small run
         with pq.ParquetFile(file) as pf:
             table = pf.read()
         _check_utf8(table)
-        return pl.from_arrow(table), None, []
+        return arrow_frame(table), None, []
     except Exception as e:  # noqa: BLE001 - any reader failure is "cannot be read"
         kind = {".csv": "CSV", ".ndjson": "NDJSON", ".jsonl": "NDJSON"}.get(suffix, "Parquet")
         raise InputError(f"{file}: cannot be read as {kind}: {e}") from None
 
 
-def _ndjson_rows(file: Path) -> tuple[list[dict], list[int], list[tuple[int, str, str]]]:
-    """The objects of an NDJSON file (blank lines skipped), their row numbers, and (row number,
-    problem, line) of each line that is not a JSON object, named by its line number in the file.
+def _ndjson_rows(file: Path) -> tuple[list[dict], list[int], list[tuple[int, str, str]], int]:
+    """The objects of an NDJSON file (blank lines skipped), their row numbers, (row number,
+    problem, line) of each line that is not a JSON object or names an id by no text, named by
+    its line number in the file, and how many lines were JSON objects.
     Such a line stopped the whole run (exit 2) until session 19, while semantics.md 13
     quarantines a malformed row and processes the file's valid rows."""
     rows, numbers, bad = [], [], []
-    row = 0
+    row = objects = 0
     for n, line in enumerate(file.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
@@ -216,9 +221,119 @@ def _ndjson_rows(file: Path) -> tuple[list[dict], list[int], list[tuple[int, str
         if not isinstance(obj, dict):
             bad.append((row, f"line {n} is not a JSON object", line))
             continue
+        objects += 1
+        if wrong := next((c for c in (*STRING_COLUMNS, "operation") if obj.get(c) is not None
+                          and not isinstance(obj[c], str)), None):
+            # an id written as a JSON number or boolean is no text: Polars made `123` the id
+            # "123" (and `1.0` "1.0") in a file of text ids, and stopped the run (exit 2) where
+            # every row had one; it is this row's problem (a timestamp's: invalid_timestamp)
+            bad.append((row, f"line {n}: {wrong} must be text (a JSON string), got {_json_kind(obj[wrong])}", line))
+            continue
+        for c in ("event_timestamp", "timestamp"):
+            if obj.get(c) is not None and not isinstance(obj[c], str):
+                obj[c] = json.dumps(obj[c])  # not RFC 3339 text: quarantined as invalid_timestamp
         rows.append(obj)
         numbers.append(row)
-    return rows, numbers, bad
+    return rows, numbers, bad, objects
+
+
+def _csv_rows(file: Path) -> tuple[pl.DataFrame, pl.Series, list[tuple[int, str, str]]]:
+    """A CSV file's rows as text (an empty cell is a missing value), their row numbers (their
+    place among the non-blank records after the header), and (row number, problem, line) of each
+    record whose field count is not the header's: such a row is quarantined with its lines as
+    written, the file's other rows processed (semantics.md 13), as an NDJSON line that is no JSON
+    object is. It stopped the whole run (too many fields: exit 2), or was padded with nulls (too
+    few) and processed with its fields possibly shifted. A file with nothing in it is no rows."""
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a payload may pass 128 KiB
+    lines = list(io.StringIO(file.read_text(encoding="utf-8-sig"), newline=""))
+    records = csv.reader(lines)
+    header = next(records, None)
+    while header is not None and not "".join(header).strip():  # blank lines before the header
+        header = next(records, None)
+    if header is None:
+        return _no_columns(), pl.Series([], dtype=pl.Int64), []
+    if len(set(header)) != len(header):
+        raise ValueError(f"the header names a column twice: {', '.join(sorted({h for h in header if header.count(h) > 1}))}")
+    good: list[list[str]] = []
+    numbers, bad = [], []
+    row, last = 0, records.line_num
+    for fields in records:
+        first, last = last + 1, records.line_num
+        if not fields or (len(fields) == 1 and not fields[0].strip()):  # a blank line, as in NDJSON
+            continue
+        row += 1
+        if len(fields) != len(header):
+            bad.append((row, f"line {first} has {len(fields)} fields, the header has {len(header)}",
+                        "".join(lines[first - 1:last]).rstrip("\r\n")))
+            continue
+        good.append(fields)
+        numbers.append(row)
+    frame = pl.DataFrame(good, schema={h: pl.String for h in header}, orient="row")
+    frame = frame.with_columns(pl.all().replace("", None))  # an empty cell is a missing value
+    return frame, pl.Series(numbers, dtype=pl.Int64), bad
+
+
+def _no_columns() -> pl.DataFrame:
+    """An empty NDJSON or CSV file (0 bytes, or blank lines): no rows, and no columns to check
+    (`_read_file`). Such a file stopped the run (exit 2: "missing required column(s)", "empty
+    CSV"), so one empty file in a day's drop lost the others' rows for that run."""
+    return pl.DataFrame()
+
+
+def arrow_frame(table: pa.Table) -> pl.DataFrame:
+    """A Parquet file's Arrow table as a Polars frame. A timestamp labelled with a fixed offset
+    (`+05:30`, as pandas and Spark label one) is relabelled UTC first, at any depth: Arrow holds
+    its values as UTC instants, so that changes no value, and Polars refuses the label (such a
+    file was unreadable, exit 2). The reader reads every instant in UTC anyway."""
+    if twice := _named_twice(list(table.schema), ""):
+        # a column or struct field named twice: the file's problem, whichever way it is read (a
+        # file read in chunks stopped the run with Polars' own error or panic, exit 1)
+        raise ValueError(f"{twice} is named twice")
+    schema = pa.schema([f.with_type(_readable(f.type, f.name)) for f in table.schema], metadata=table.schema.metadata)
+    try:
+        return pl.from_arrow(table if schema == table.schema else table.cast(schema))
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as e:  # what else Polars refuses
+        raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
+def _named_twice(fields: list[pa.Field], path: str) -> str | None:
+    """The first column or struct field (at any depth, `event_data.n`) whose name its level repeats."""
+    names = [f.name for f in fields]
+    if dup := next((n for n in names if names.count(n) > 1), None):
+        return f"column {path}{dup}" if not path else f"field {path}{dup}"
+    for f in fields:
+        t = f.type
+        while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            t = t.value_type
+        if pa.types.is_struct(t) and (found := _named_twice(list(t), f"{path}{f.name}.")):
+            return found
+    return None
+
+
+def _readable(t: pa.DataType, path: str) -> pa.DataType:
+    """`t` as Polars can take it (at any depth; `path` names the column or field): a timestamp
+    labelled with a fixed offset relabelled UTC (`arrow_frame`), a 256-bit decimal of at most 38
+    digits as the 128-bit one it fits (Polars panicked on any: "operator does not support
+    primitive Int256", 30 lines of Rust backtrace before exit 2). More digits than the ledger's
+    DECIMAL(38, 18) holds make the file unreadable, naming the column."""
+    if pa.types.is_timestamp(t):
+        return pa.timestamp(t.unit, "UTC") if t.tz and t.tz[0] in "+-" else t
+    if pa.types.is_decimal256(t):
+        if t.precision > 38:
+            raise ValueError(f"column {path} is a decimal of {t.precision} digits; at most 38 are read")
+        return pa.decimal128(t.precision, t.scale)
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_readable(t.field(i).type, f"{path}.{t.field(i).name}"))
+                          for i in range(t.num_fields)])
+    if pa.types.is_map(t):
+        return pa.map_(t.key_type, t.item_field.with_type(_readable(t.item_type, f"{path}{{}}")))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(t.value_field.with_type(_readable(t.value_type, f"{path}[]")), t.list_size)
+    if pa.types.is_list(t):
+        return pa.list_(t.value_field.with_type(_readable(t.value_type, f"{path}[]")))
+    if pa.types.is_large_list(t):
+        return pa.large_list(t.value_field.with_type(_readable(t.value_type, f"{path}[]")))
+    return t
 
 
 def _check_utf8(table: pa.Table) -> None:
@@ -233,8 +348,15 @@ def _check_utf8(table: pa.Table) -> None:
                 raise ValueError(f"column {name} holds text that is not valid UTF-8") from None
 
 
+#: The columns an empty NDJSON or CSV file is read with, per kind: it has the rows it should.
+_EMPTY = {"event": (*REQUIRED, "external_id"),
+          "operation": ("operation", "program_id", "idempotency_key", "external_id", "timestamp", "params")}
+
+
 def _read_file(file: Path, root: Path, kind: str) -> pl.DataFrame:
     df, numbers, bad = _load(file)
+    if df.width == 0:
+        df = pl.DataFrame(schema={c: pl.String for c in _EMPTY[kind]})
     out = _normalise(df, file, root, kind, 0, numbers)
     return _with_bad_lines(out, bad, file, kind) if bad else out
 
@@ -269,6 +391,10 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         if "operation" not in df.columns:
             raise InputError(f"{file}: missing required column(s): operation; operation files need "
                              "operation, program_id, idempotency_key, timestamp, the target and params")
+        if both := [f"{k} and {v}" for k, v in OPERATION_RENAMES.items() if k in df.columns and v in df.columns]:
+            # which one is the operation's? (the rename below stopped the run: exit 1)
+            raise InputError(f"{file}: an operation file has both columns {'; '.join(both)}: an operation's instant "
+                             "is its timestamp and its fields its params; drop or rename the event columns")
         df = df.rename({k: v for k, v in OPERATION_RENAMES.items() if k in df.columns})
         if "event_data" not in df.columns:  # params are optional: {} for operations without fields
             df = df.with_columns(event_data=pl.lit("{}"))
@@ -280,6 +406,8 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
             params = pl.col("event_data")
             df = df.with_columns(pl.struct([params.struct.field(f.name) for f in df["event_data"].dtype.fields])
                                  .alias("event_data"))
+        if isinstance(df["event_data"].dtype, pl.Struct):
+            df = df.with_columns(_decimals_as_text(pl.col("event_data"), df["event_data"].dtype).alias("event_data"))
         if df["operation"].dtype != pl.String:
             raise InputError(f"{file}: column operation must be a string column, found {df['operation'].dtype}")
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -334,6 +462,12 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         .then(pl.lit("missing_required_field:idempotency_key"))  # blank is missing (docs/decisions.md "Input")
         .when(pl.col("idempotency_key").str.len_chars() > MAX_KEY_LENGTH)
         .then(pl.lit("idempotency_key_too_long"))
+        # Scrip's participant external_id is 1-255 characters: a longer one names no participant
+        # Scrip could hold (it created one)
+        .when(pl.col("external_id").str.len_chars() > MAX_KEY_LENGTH)
+        .then(pl.lit("external_id_too_long:external_id"))
+        .when(pl.col("recipient_external_id").str.len_chars() > MAX_KEY_LENGTH)
+        .then(pl.lit("external_id_too_long:recipient_external_id"))
         .when(pl.col("operation").is_null() & (pl.col("kind") == "operation"))
         .then(pl.lit("missing_required_field:operation"))
         .when(pl.coalesce(pl.col("external_id"), pl.col("participant_id")).is_null() & (pl.col("kind") == "event"))
@@ -353,6 +487,9 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
                .when(pl.col("reason").str.starts_with("missing_required_field"))
                .then(pl.concat_str(pl.lit("required field "), pl.col("reason").str.split(":").list.last(), pl.lit(" is empty")))
                .when(pl.col("reason") == "idempotency_key_too_long").then(pl.lit(f"idempotency_key is longer than {MAX_KEY_LENGTH} characters"))
+               .when(pl.col("reason").str.starts_with("external_id_too_long"))
+               .then(pl.concat_str(pl.col("reason").str.split(":").list.last(),
+                                   pl.lit(f" is longer than {MAX_KEY_LENGTH} characters")))
                .when(pl.col("reason") == "invalid_timestamp").then(pl.lit("event_timestamp is not an RFC 3339 timestamp with a time zone"))
                .when(pl.col("reason") == "invalid_event_data").then(pl.col("ev_bad"))
                .otherwise(None))
@@ -373,6 +510,12 @@ def _not_json(dt: pl.DataType, path: str) -> str | None:
     if dt == pl.Binary:
         return (f"column {path} is binary; a struct event_data holds text, numbers, booleans, instants, lists, "
                 "maps and structs (send bytes as text, e.g. base64)")
+    if isinstance(dt, pl.Duration):
+        # stored as ISO 8601 text (`PT5S`), which no reader takes back as a duration: the run
+        # evaluated it, then `perkflow replay` and `explain` stopped on it (exit 1)
+        return (f"column {path} is a duration; a struct event_data holds text, numbers, booleans, instants, lists, "
+                "maps and structs (send a duration as a number of seconds, or as text such as \"90s\" for "
+                "CEL's duration())")
     if isinstance(dt, pl.Map):
         # a Parquet MAP is a map in CEL, as a JSON object is: its keys must be text, as JSON's are
         # (integer keys crashed the run, exit 1, when the payload was stored as JSON)
@@ -407,6 +550,33 @@ def _nonfinite(expr: pl.Expr, dt: pl.DataType) -> pl.Expr | None:
         inner = _nonfinite(pl.element().struct.field("value"), dt.value)
         return None if inner is None else expr.map.entries().list.eval(inner).list.any().fill_null(False)
     return None
+
+
+def _decimals_as_text(expr: pl.Expr, dt: pl.DataType) -> pl.Expr:
+    """An operation's struct `params` with its DECIMAL fields (at any depth) as their exact plain
+    text (`10`, `0.123456789012345678`), which the operation reads as it reads amounts written as
+    text. An event's DECIMAL fields are doubles, as CEL reads numbers (`_decimals_as_doubles`),
+    but an operation's amount reaches the ledger without CEL: through a double, a DECIMAL(38, 18)
+    amount of 0.123456789012345678 was booked as 0.12345678901234568 (semantics.md 1.1)."""
+    if isinstance(dt, pl.Decimal):
+        text = expr.cast(pl.String)
+        return text.str.replace(r"(\.\d*?)0+$", "${1}").str.replace(r"\.$", "") if dt.scale else text
+    if isinstance(dt, pl.Struct):
+        fields = [_decimals_as_text(expr.struct.field(f.name), f.dtype).alias(f.name) for f in dt.fields]
+        return pl.when(expr.is_null()).then(None).otherwise(pl.struct(fields)) if _has_decimal(dt) else expr
+    if isinstance(dt, (pl.List, pl.Array)) and _has_decimal(dt.inner):
+        return expr.cast(pl.List(dt.inner)).list.eval(_decimals_as_text(pl.element(), dt.inner))
+    return expr
+
+
+def _has_decimal(dt: pl.DataType) -> bool:
+    if isinstance(dt, pl.Decimal):
+        return True
+    if isinstance(dt, pl.Struct):
+        return any(_has_decimal(f.dtype) for f in dt.fields)
+    if isinstance(dt, (pl.List, pl.Array)):
+        return _has_decimal(dt.inner)
+    return False
 
 
 def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
@@ -445,7 +615,7 @@ def _json_kind(value) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    return {list: "an array", str: "a string"}.get(type(value), "a number")
+    return {list: "an array", str: "a string", dict: "an object"}.get(type(value), "a number")
 
 
 UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
@@ -534,7 +704,7 @@ def _rows_of(file: Path, row_numbers: list[int]) -> pl.DataFrame:
     for g in groups:
         offset[g] = at
         at += pf.metadata.row_group(g).num_rows
-    df = pl.from_arrow(pf.read_row_groups(groups))
+    df = arrow_frame(pf.read_row_groups(groups))
     return df[[offset[group_of[n]] + n - 1 - starts[group_of[n]] for n in row_numbers]]
 
 

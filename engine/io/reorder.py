@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from engine.errors import InputError
 from engine.ledger.sqlfiles import statement
 
-from .events import _check_utf8, _normalise, joined
+from .events import _check_utf8, _normalise, arrow_frame, joined
 from .files import expand
 
 ROW, ARRIVAL = "__perkflow_row", "__perkflow_arrival"
@@ -112,7 +112,7 @@ def _chunks(files: list[tuple[Path, Path, str]], rows: int, screen: Callable[[pl
         for f, root, kind in files:
             first = 0
             for table in _batches(f):
-                screened = screen(_normalise(pl.from_arrow(table), f, root, kind, first))
+                screened = screen(_normalise(arrow_frame(table), f, root, kind, first))
                 n = len(table)
                 stamps.append(screened["event_timestamp"])
                 # a row intake would quarantine is quarantined in whichever chunk it is; the

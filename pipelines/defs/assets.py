@@ -46,7 +46,7 @@ def raw_event_batches(context: dg.AssetExecutionContext, perkflow_files: Perkflo
         for f in files:
             size += f.stat().st_size
             h.update(f.name.encode() + b"\0" + f.read_bytes())
-            if f.suffix in (".parquet", ".pq"):
+            if f.suffix.lower() in (".parquet", ".pq"):
                 rows += pq.ParquetFile(f).metadata.num_rows
         if not files:
             context.log.warning(f"{day}: nothing landed in {perkflow_files.day_dir(day)}")

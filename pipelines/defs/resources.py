@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from engine.io.files import EVENT_SUFFIXES
+from engine.io.files import event_files
 from engine.ledger import db
 
 DEFAULT_PROGRAMS = "data/programs"
@@ -69,8 +69,7 @@ def landed_files(folder: Path) -> list[Path]:
     """Event files under a folder, recursively, as engine.io.files.expand would pick them."""
     if not folder.is_dir():
         return []
-    return sorted(f for f in folder.rglob("*")
-                  if f.is_file() and f.suffix in EVENT_SUFFIXES and not f.name.startswith("."))
+    return event_files(folder)
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
