@@ -30,6 +30,8 @@ from engine.ledger.sqlfiles import sections, statement
 CHECKS = [
     ("verify.sql", "entry_hashes", "a journal entry or its postings changed after they were written"),
     ("verify.sql", "batch_chain", "a batch's entries were changed, added or removed after commit"),
+    ("checks.sql", "batch_counts", "a batch's stored counts do not reconcile, or differ from the entries and postings "
+                                   "the ledger holds"),
     ("checks.sql", "postings_sum_to_zero", "an entry's postings do not sum to zero (or postings lost their entry)"),
     ("checks.sql", "balances_match_postings", "materialised balances differ from the sum of postings"),
     ("checks.sql", "no_duplicate_entries", "a journal entry is duplicated"),
@@ -52,7 +54,7 @@ ENTRIES_PER_PART = 1_000_000
 IN_PARTS = {"entry_hashes": ["seq"], "postings_sum_to_zero": ["journal_entry_id", "asset_id"], "balances_match_postings": None,
             "no_duplicate_entries": None, "lot_remainders": None}
 
-BATCH_CHAIN_COLUMNS = ["batch_id", "stored", "recomputed", "prev_root_hash"]
+BATCH_CHAIN_COLUMNS = ["batch_id", "stored", "recomputed", "prev_root_hash", "problem"]
 
 
 @dataclass
@@ -144,26 +146,37 @@ def _first(cur, limit: int) -> tuple[int, list[str], list[tuple]]:
 
 
 def batch_chain(con: duckdb.DuckDBPyConnection, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple]:
-    """The batches whose stored root differs from the one recomputed from the stored entry
-    hashes and the previous batch's recomputed root, in id order, as (batch_id, stored,
-    recomputed, prev_root_hash). After a gap in the batch ids the chain is broken: every later
-    batch is reported with recomputed None. (What a root covers of each entry depends on its
-    batch's hash_version: `_hash_definitions`.)"""
+    """The breaks of the batch chain, in batch id order, as (batch_id, stored, recomputed,
+    prev_root_hash, problem): a batch whose stored root differs from the one recomputed from the
+    stored entry hashes and the previous batch's recomputed root; a batch whose stored
+    `prev_root_hash` is not that previous root (the column is part of the chain a reader follows);
+    and entries whose batch is not in `batches` (stored None: no root covers them, so an entry
+    added under an unused batch id, or a batch row deleted, would otherwise go unseen). After a
+    gap in the batch ids the chain is broken: every later batch is reported with recomputed None.
+    (What a root covers of each entry depends on its batch's hash_version: `_hash_definitions`.)"""
     _hash_definitions(con)
     batches = con.execute(statement("verify.sql", "chain_batches")).fetchall()
     runs = _runs(con.sql(statement("verify.sql", "chain_entry_hashes")).to_arrow_reader(chunk_rows))
     run = next(runs, None)
-    prev_root, prev_id = "", None
-    for batch_id, stored, prev_stored in batches:
+    prev_root, prev_id, orphan = "", None, None
+    for batch_id, stored, prev_stored in [*batches, (None, None, None)]:
         chained = prev_id is None or (prev_root is not None and batch_id == prev_id + 1)
-        root = BatchRoot(prev_root) if chained else None
-        while run is not None and run[0] <= batch_id:  # entries of batches not in `batches` are skipped
-            if run[0] == batch_id and root is not None:
-                root.add(run[1])
+        root = BatchRoot(prev_root) if chained and batch_id is not None else None
+        while run is not None and (batch_id is None or run[0] <= batch_id):
+            if run[0] == batch_id:
+                if root is not None:
+                    root.add(run[1])
+            elif run[0] != orphan:  # a batch id with entries and no batch (once, over its runs)
+                orphan = run[0]
+                yield orphan, None, None, None, "entries of a batch that is not in batches"
             run = next(runs, None)
+        if batch_id is None:
+            return
         recomputed = root.hexdigest() if root is not None else None
         if recomputed != stored:
-            yield batch_id, stored, recomputed, prev_stored
+            yield batch_id, stored, recomputed, prev_stored, "root differs from the recomputed root"
+        elif prev_stored != prev_root:
+            yield batch_id, stored, recomputed, prev_stored, "prev_root_hash differs from the previous batch's root"
         prev_root, prev_id = recomputed, batch_id
 
 

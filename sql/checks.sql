@@ -69,6 +69,28 @@ FROM joined
 WHERE d_units % 1000000000000000000 <> 0 OR d_whole + d_units // 1000000000000000000 <> 0
 ORDER BY ALL;
 
+-- name: batch_counts
+-- Each batch's stored counts reconcile (semantics.md 1.7 and 13: read = completed + failed +
+-- duplicates + rejected), its entries_written is the number of journal entries that name it,
+-- and the batches' postings_written add up to the postings the ledger holds. The manifest is what
+-- a reader audits a run by: counts edited after commit are as much a break as an edited entry.
+-- (Postings are counted over the whole ledger: per batch they would need a join of postings and
+-- entries, which the checks above read in parts for memory.)
+WITH entries AS (SELECT batch_id, COUNT(*) AS n FROM journal_entries GROUP BY batch_id)
+SELECT b.id AS batch_id, 'rows_read' AS count, b.rows_read AS stored,
+       b.completed + b.failed + b.duplicates + b.rejected AS recomputed
+FROM batches b
+WHERE b.rows_read IS DISTINCT FROM b.completed + b.failed + b.duplicates + b.rejected
+UNION ALL
+SELECT b.id, 'entries_written', b.entries_written, COALESCE(e.n, 0)
+FROM batches b LEFT JOIN entries e ON e.batch_id = b.id
+WHERE b.entries_written IS DISTINCT FROM COALESCE(e.n, 0)
+UNION ALL
+SELECT NULL, 'postings_written', stored, recomputed
+FROM (SELECT (SELECT SUM(postings_written) FROM batches) AS stored, (SELECT COUNT(*) FROM postings) AS recomputed)
+WHERE stored IS DISTINCT FROM recomputed AND stored IS NOT NULL
+ORDER BY batch_id NULLS LAST, count;
+
 -- name: no_duplicate_keys
 -- The keys these tables have no index for (schema.sql says why) occur once: a participant's id
 -- and its external id, an enrolment (participant, program), an account (entity, asset, bucket).
