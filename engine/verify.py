@@ -83,7 +83,17 @@ def verify(con: duckdb.DuckDBPyConnection, limit: int = 5, chunk_rows: int = CHU
         report.checked.append(name)
         if count:
             report.violations.append(Violation(name, meaning, cols, rows, count))
+    # The first break is the earliest in the ledger, not the first check that found one: a
+    # violation that names a batch (its first row is its earliest) goes before those of later
+    # batches and before those that name none; at one batch, in CHECKS order (an edited entry
+    # before the root it breaks). Everything before the first break reported is trustworthy.
+    report.violations.sort(key=_first_batch)
     return report
+
+
+def _first_batch(v: Violation) -> float:
+    batch = v.rows[0][v.columns.index("batch_id")] if "batch_id" in v.columns and v.rows else None
+    return float("inf") if batch is None else batch
 
 
 def _hash_definitions(con: duckdb.DuckDBPyConnection) -> None:

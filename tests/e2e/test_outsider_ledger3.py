@@ -358,3 +358,19 @@ def test_s1_8_no_command_rewrites_a_ledger_row(tmp_path):
     assert cli("replay", "--from", str(lg.db), "--db", str(tmp_path / "replayed.duckdb")).returncode == 0
     assert rows() == snap
     lg.verify()
+
+
+def test_s8_verify_reports_the_earliest_break_first_whichever_check_finds_it(tmp_path):
+    """8: verify "reports the first break". With batch 1's root edited and an entry of batch 2
+    edited, the first violation printed was the edited entry of batch 2 (entry_hashes is checked
+    before the chain), so a reader trusting everything before the reported break trusted batch 1.
+    Now the violations are ordered by the earliest batch they name, the checks' order within one
+    batch; those that name no batch (sums, balances) come after."""
+    lg = every_action(tmp_path, cut=6)
+    db = tampered(lg.db, tmp_path / "t.duckdb", "UPDATE batches SET root_hash = sha256('x') WHERE id = 1",
+                  "UPDATE journal_entries SET reference_id = 'other' WHERE seq = 16")
+    code, report = verify_json(db)
+    assert code == 4
+    assert [(v["check"], v["rows"][0]["batch_id"]) for v in report["violations"]] == [("batch_chain", 1), ("entry_hashes", 2)]
+    res = cli("verify", "--db", str(db))
+    assert res.returncode == 4 and "verification failed: batch_chain" in res.stderr
