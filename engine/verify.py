@@ -25,14 +25,16 @@ from engine.ledger.db import define_hash_macros, define_report_macros, execute
 from engine.ledger.root import BatchRoot
 from engine.ledger.sqlfiles import sections, statement
 
-#: (file, check, what it means when rows come back), in the order they are reported. `file`
+#: (file, check, what it means when rows come back), in the order they run and, within one batch, are
+#: reported (`verify` orders violations by the earliest batch they name). `file`
 #: holds the check's SQL section, or for `batch_chain` the statements it streams.
 CHECKS = [
     ("verify.sql", "entry_hashes", "a journal entry or its postings changed after they were written"),
     ("verify.sql", "batch_chain", "a batch's entries were changed, added or removed after commit"),
     ("checks.sql", "batch_counts", "a batch's stored counts do not reconcile, or differ from the entries and postings "
                                    "the ledger holds"),
-    ("checks.sql", "postings_sum_to_zero", "an entry's postings do not sum to zero (or postings lost their entry)"),
+    ("checks.sql", "postings_sum_to_zero", "an entry's postings do not sum to zero, are fewer than two or all zero "
+                                           "(or postings lost their entry)"),
     ("checks.sql", "balances_match_postings", "materialised balances differ from the sum of postings"),
     ("checks.sql", "no_duplicate_entries", "a journal entry is duplicated"),
     ("checks.sql", "no_duplicate_keys", "a participant, enrolment or account is stored twice"),

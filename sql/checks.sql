@@ -7,20 +7,27 @@
 -- UBIGINT: with a BIGINT parameter it is a HUGEINT one, ~50x slower.
 
 -- name: postings_sum_to_zero
--- Double entry: within every journal entry, the postings of each asset sum to zero.
--- Entries that have no postings at all are reported too (an entry must move something).
+-- Double entry: within every journal entry, the postings of each asset sum to zero, and there are
+-- two or more of them (semantics.md 1.2), not all zero: entries with no postings, one posting, or
+-- only postings of 0 are reported too (an entry must move something; an amount of 0 is a no-op
+-- that writes none). `postings` and `moved` are the entry's, over all its assets.
 -- The postings are summed per entry and asset before they meet the entries (a join of the
 -- whole tables first held more than DuckDB's memory cap at 10M events); an entry id stored twice
 -- counts its postings twice, as a join would. In parts by the entry id.
 WITH sums AS (
-    SELECT journal_entry_id, asset_id, SUM(amount) AS imbalance, COUNT(*) AS postings
-    FROM postings WHERE hash(journal_entry_id) % $parts::UBIGINT = $part::UBIGINT GROUP BY ALL
+    SELECT journal_entry_id, asset_id, SUM(amount) AS imbalance, COUNT(*) AS postings, bool_or(amount <> 0) AS moved
+    FROM postings WHERE hash(journal_entry_id) % $parts::UBIGINT = $part::UBIGINT GROUP BY journal_entry_id, asset_id
 ),
-entries AS (SELECT id, COUNT(*) AS copies FROM journal_entries WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT GROUP BY id)
-SELECT e.id AS journal_entry_id, s.asset_id, COALESCE(s.imbalance * e.copies, 0) AS imbalance,
-       COALESCE(s.postings * e.copies, 0) AS postings
-FROM entries e LEFT JOIN sums s ON s.journal_entry_id = e.id
-WHERE s.journal_entry_id IS NULL OR s.imbalance <> 0
+entries AS (SELECT id, COUNT(*) AS copies FROM journal_entries WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT GROUP BY id),
+per_entry AS (
+    SELECT e.id, e.copies, s.asset_id, s.imbalance, s.postings AS asset_postings,
+           SUM(s.postings) OVER (PARTITION BY e.id) AS postings, bool_or(s.moved) OVER (PARTITION BY e.id) AS moved
+    FROM entries e LEFT JOIN sums s ON s.journal_entry_id = e.id
+)
+SELECT id AS journal_entry_id, asset_id, COALESCE(imbalance * copies, 0) AS imbalance,
+       COALESCE(asset_postings * copies, 0) AS postings
+FROM per_entry
+WHERE asset_id IS NULL OR imbalance <> 0 OR postings < 2 OR NOT moved
 UNION ALL
 -- Postings whose entry does not exist (an entry with their id would be in this part).
 SELECT journal_entry_id, asset_id, imbalance, postings

@@ -374,3 +374,41 @@ def test_s8_verify_reports_the_earliest_break_first_whichever_check_finds_it(tmp
     assert [(v["check"], v["rows"][0]["batch_id"]) for v in report["violations"]] == [("batch_chain", 1), ("entry_hashes", 2)]
     res = cli("verify", "--db", str(db))
     assert res.returncode == 4 and "verification failed: batch_chain" in res.stderr
+
+
+def test_s1_2_verify_finds_an_entry_of_one_posting_even_when_its_hash_and_chain_hold(tmp_path):
+    """1.2: "every journal entry has two or more postings that sum to zero per asset". verify
+    reported entries without postings and postings that do not sum to zero, but an entry of a
+    single posting of 0 passed it: the sums hold. Written with a correct hash and the last batch's
+    root and counts recomputed (what someone rewriting the tail of the chain, or a writer bug,
+    leaves), verify exited 0. Now fewer than two postings, or only postings of 0, is a
+    `postings_sum_to_zero` violation naming the entry."""
+    lg = every_action(tmp_path, cut=6)
+    db = tmp_path / "t.duckdb"
+    shutil.copy(lg.db, db)
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        (a,) = con.execute("SELECT id FROM participants WHERE external_id = 'a'").fetchone()
+        (asset,) = con.execute("SELECT id FROM assets WHERE symbol = 'CASH'").fetchone()
+        (prog,) = con.execute("SELECT id FROM programs").fetchone()
+        entry = {"id": uuid.uuid4(), "seq": 21, "program_id": prog, "event_id": None, "operation_id": uuid.uuid4(),
+                 "rule_id": None, "rule_version": None, "action_index": 0, "action_type": "ADJUSTMENT", "reference_id": None,
+                 "description": "nothing", "effective_at": datetime(2025, 3, 9, tzinfo=UTC), "allow_negative": False,
+                 "batch_id": 2}
+        leg = {"id": uuid.uuid4(), "journal_entry_id": entry["id"], "program_id": prog, "entity_type": "PARTICIPANT",
+               "entity_id": a, "asset_id": asset, "bucket": "AVAILABLE", "amount": D(0)}
+        entry["entry_hash"] = entry_hash(entry, [leg])
+        con.execute(f"INSERT INTO journal_entries ({', '.join(entry)}) VALUES ({', '.join('?' * len(entry))})", list(entry.values()))
+        con.execute(f"INSERT INTO postings ({', '.join(leg)}) VALUES ({', '.join('?' * len(leg))})", list(leg.values()))
+        (prev,) = con.execute("SELECT root_hash FROM batches WHERE id = 1").fetchone()
+        tail = [{"seq": s, "entry_hash": h} for s, h in
+                con.execute("SELECT seq, entry_hash FROM journal_entries WHERE batch_id = 2 ORDER BY seq").fetchall()]
+        con.execute("UPDATE batches SET root_hash = ?, entries_written = entries_written + 1, "
+                    "postings_written = postings_written + 1 WHERE id = 2", [batch_root(prev, tail)])
+    finally:
+        con.close()
+    code, report = verify_json(db)
+    assert code == 4, report
+    assert [v["check"] for v in report["violations"]] == ["postings_sum_to_zero"]
+    assert report["violations"][0]["rows"][0]["journal_entry_id"] == str(entry["id"])
