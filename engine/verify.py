@@ -35,6 +35,8 @@ CHECKS = [
                                    "the ledger holds"),
     ("checks.sql", "postings_sum_to_zero", "an entry's postings do not sum to zero, are fewer than two or all zero "
                                            "(or postings lost their entry)"),
+    ("checks.sql", "entries_have_their_source", "an entry's event or operation is missing, not COMPLETED, "
+                                                "or of another program"),
     ("checks.sql", "balances_match_postings", "materialised balances differ from the sum of postings"),
     ("checks.sql", "no_duplicate_entries", "a journal entry is duplicated"),
     ("checks.sql", "no_duplicate_keys", "a participant, enrolment or account is stored twice"),
@@ -53,7 +55,8 @@ CHUNK_ROWS = 100_000
 ENTRIES_PER_PART = 1_000_000
 #: The checks whose violations are read in parts ($part of $parts in their SQL), with the columns
 #: their SQL orders them by (None: ORDER BY ALL).
-IN_PARTS = {"entry_hashes": ["seq"], "postings_sum_to_zero": ["journal_entry_id", "asset_id"], "balances_match_postings": None,
+IN_PARTS = {"entry_hashes": ["seq"], "postings_sum_to_zero": ["journal_entry_id", "asset_id"],
+            "entries_have_their_source": ["seq"], "balances_match_postings": None,
             "no_duplicate_entries": None, "lot_remainders": None}
 
 BATCH_CHAIN_COLUMNS = ["batch_id", "stored", "recomputed", "prev_root_hash", "problem"]

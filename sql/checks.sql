@@ -98,6 +98,25 @@ FROM (SELECT (SELECT SUM(postings_written) FROM batches) AS stored, (SELECT COUN
 WHERE stored IS DISTINCT FROM recomputed AND stored IS NOT NULL
 ORDER BY batch_id NULLS LAST, count;
 
+-- name: entries_have_their_source
+-- Every entry of an event or operation names one that is stored, COMPLETED and of the entry's
+-- program (semantics.md 5.5: a FAILED event writes nothing; 8: an entry names its event or
+-- operation): an event row deleted, or its status or program edited after commit, leaves entries
+-- that no input accounts for. Time-driven entries (both null) have no source row. In parts by the
+-- source's id.
+WITH src AS (
+    SELECT id, program_id, status FROM events WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT
+    UNION ALL
+    SELECT id, program_id, status FROM operations WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT
+)
+SELECT j.id AS journal_entry_id, j.seq, j.batch_id, COALESCE(j.event_id, j.operation_id) AS source_id,
+       s.status AS source_status
+FROM journal_entries j LEFT JOIN src s ON s.id = COALESCE(j.event_id, j.operation_id)
+WHERE COALESCE(j.event_id, j.operation_id) IS NOT NULL
+  AND hash(COALESCE(j.event_id, j.operation_id)) % $parts::UBIGINT = $part::UBIGINT
+  AND (s.status IS DISTINCT FROM 'COMPLETED' OR s.program_id <> j.program_id)
+ORDER BY j.seq;
+
 -- name: no_duplicate_keys
 -- The keys these tables have no index for (schema.sql says why) occur once: a participant's id
 -- and its external id, an enrolment (participant, program), an account (entity, asset, bucket).

@@ -231,17 +231,18 @@ def test_s8_verify_finds_a_batchs_edited_prev_root_hash(tmp_path):
 
 
 def _forge_transfer(db: Path, batch_id: int) -> None:
-    """A complete, balanced entry moving 1 CASH from a to b, its hash computed as docs/tables.md
-    defines it, the materialised balances moved with it: what an attacker with the file and the
-    docs can write. Only the batch chain can catch it."""
+    """A complete, balanced entry moving 1 CASH from a to b (as a second part of the real transfer
+    t1), its hash computed as docs/tables.md defines it, the materialised balances moved with it:
+    what an attacker with the file and the docs can write. Only the batch chain can catch it."""
     con = duckdb.connect(str(db))
     try:
         con.execute("SET TimeZone = 'UTC'")
         (a,), (b,) = con.execute("SELECT id FROM participants WHERE external_id IN ('a', 'b') ORDER BY external_id").fetchall()
         (asset,) = con.execute("SELECT id FROM assets WHERE symbol = 'CASH'").fetchone()
         (prog,) = con.execute("SELECT id FROM programs").fetchone()
-        entry = {"id": uuid.uuid4(), "seq": 1000, "program_id": prog, "event_id": None, "operation_id": uuid.uuid4(),
-                 "rule_id": None, "rule_version": None, "action_index": 0, "action_type": "TRANSFER", "reference_id": None,
+        (transfer,) = con.execute("SELECT id FROM operations WHERE idempotency_key = 't1'").fetchone()
+        entry = {"id": uuid.uuid4(), "seq": 1000, "program_id": prog, "event_id": None, "operation_id": transfer,
+                 "rule_id": None, "rule_version": None, "action_index": 1, "action_type": "TRANSFER", "reference_id": None,
                  "description": "gift", "effective_at": datetime(2025, 3, 9, tzinfo=UTC), "allow_negative": False,
                  "batch_id": batch_id}
         legs = [{"id": uuid.uuid4(), "journal_entry_id": entry["id"], "program_id": prog, "entity_type": "PARTICIPANT",
@@ -392,8 +393,9 @@ def test_s1_2_verify_finds_an_entry_of_one_posting_even_when_its_hash_and_chain_
         (a,) = con.execute("SELECT id FROM participants WHERE external_id = 'a'").fetchone()
         (asset,) = con.execute("SELECT id FROM assets WHERE symbol = 'CASH'").fetchone()
         (prog,) = con.execute("SELECT id FROM programs").fetchone()
-        entry = {"id": uuid.uuid4(), "seq": 21, "program_id": prog, "event_id": None, "operation_id": uuid.uuid4(),
-                 "rule_id": None, "rule_version": None, "action_index": 0, "action_type": "ADJUSTMENT", "reference_id": None,
+        (adjust,) = con.execute("SELECT id FROM operations WHERE idempotency_key = 'ad1'").fetchone()
+        entry = {"id": uuid.uuid4(), "seq": 21, "program_id": prog, "event_id": None, "operation_id": adjust,
+                 "rule_id": None, "rule_version": None, "action_index": 1, "action_type": "ADJUSTMENT", "reference_id": None,
                  "description": "nothing", "effective_at": datetime(2025, 3, 9, tzinfo=UTC), "allow_negative": False,
                  "batch_id": 2}
         leg = {"id": uuid.uuid4(), "journal_entry_id": entry["id"], "program_id": prog, "entity_type": "PARTICIPANT",
@@ -447,3 +449,23 @@ def test_s4_every_id_of_the_ledger_derived_by_hand_from_the_docs(tmp_path):
     wallets = lg.sql("SELECT DISTINCT entity_type, entity_id FROM postings WHERE entity_type <> 'PARTICIPANT'")
     assert sorted(wallets) == sorted([("PROGRAM_WALLET", program_id)] + [(s, name("system", s)) for s in
                                       ("SYSTEM_ISSUANCE", "SYSTEM_BREAKAGE", "SYSTEM_REDEMPTION")])
+
+
+@pytest.mark.parametrize("sql, key", [
+    ("UPDATE events SET status = 'FAILED', error_code = 'insufficient_balance' WHERE idempotency_key = 'e4'", "e4"),
+    ("DELETE FROM operations WHERE idempotency_key = 't1'", "t1"),
+])
+def test_s8_s5_verify_finds_entries_whose_event_or_operation_is_gone_or_failed(tmp_path, sql, key):
+    """8 (an entry names its event or operation) / 5.5 (a FAILED event writes no postings) / 1.7:
+    the DEBIT of e4 left in the ledger while its event row says FAILED, or the transfer's entry
+    with its operation row deleted, passed verify: nothing looked from an entry to its source.
+    Now `entries_have_their_source` names the entry (with the source's status, null when gone)."""
+    lg = every_action(tmp_path)
+    (entry_id, seq) = lg.sql("""SELECT j.id::VARCHAR, j.seq FROM journal_entries j LEFT JOIN events e ON e.id = j.event_id
+                                LEFT JOIN operations o ON o.id = j.operation_id
+                                WHERE coalesce(e.idempotency_key, o.idempotency_key) = ?""", [key])[0]
+    code, report = verify_json(tampered(lg.db, tmp_path / "t.duckdb", sql))
+    assert code == 4
+    first = report["violations"][0]
+    assert first["check"] == "entries_have_their_source"
+    assert (first["rows"][0]["journal_entry_id"], first["rows"][0]["seq"]) == (entry_id, seq)
