@@ -230,29 +230,36 @@ def test_s8_verify_finds_a_batchs_edited_prev_root_hash(tmp_path):
     assert first["check"] == "batch_chain" and first["rows"][0]["batch_id"] == 2
 
 
+def forge(con: duckdb.DuckDBPyConnection, operation_key: str, action_type: str, seq: int, batch_id: int,
+          legs: list[tuple[str, int]]) -> uuid.UUID:
+    """Insert a CASH entry of these legs ((external id, amount), AVAILABLE), as a second part of the
+    stored operation `operation_key`, its hash computed as docs/tables.md defines it: what an
+    attacker with the file and the docs can write. Returns its id."""
+    con.execute("SET TimeZone = 'UTC'")
+    (asset,) = con.execute("SELECT id FROM assets WHERE symbol = 'CASH'").fetchone()
+    (prog,) = con.execute("SELECT id FROM programs").fetchone()
+    (source,) = con.execute("SELECT id FROM operations WHERE idempotency_key = ?", [operation_key]).fetchone()
+    entry = {"id": uuid.uuid4(), "seq": seq, "program_id": prog, "event_id": None, "operation_id": source,
+             "rule_id": None, "rule_version": None, "action_index": 1, "action_type": action_type, "reference_id": None,
+             "description": "forged", "effective_at": datetime(2025, 3, 9, tzinfo=UTC), "allow_negative": False,
+             "batch_id": batch_id}
+    rows = [{"id": uuid.uuid4(), "journal_entry_id": entry["id"], "program_id": prog, "entity_type": "PARTICIPANT",
+             "entity_id": con.execute("SELECT id FROM participants WHERE external_id = ?", [who]).fetchone()[0],
+             "asset_id": asset, "bucket": "AVAILABLE", "amount": D(amount)} for who, amount in legs]
+    entry["entry_hash"] = entry_hash(entry, rows)
+    for table, row in [("journal_entries", entry), *(("postings", r) for r in rows)]:
+        con.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+    return entry["id"]
+
+
 def _forge_transfer(db: Path, batch_id: int) -> None:
     """A complete, balanced entry moving 1 CASH from a to b (as a second part of the real transfer
-    t1), its hash computed as docs/tables.md defines it, the materialised balances moved with it:
-    what an attacker with the file and the docs can write. Only the batch chain can catch it."""
+    t1), the materialised balances moved with it. Only the batch chain can catch it."""
     con = duckdb.connect(str(db))
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        (a,), (b,) = con.execute("SELECT id FROM participants WHERE external_id IN ('a', 'b') ORDER BY external_id").fetchall()
+        forge(con, "t1", "TRANSFER", 1000, batch_id, [("a", -1), ("b", 1)])
         (asset,) = con.execute("SELECT id FROM assets WHERE symbol = 'CASH'").fetchone()
-        (prog,) = con.execute("SELECT id FROM programs").fetchone()
-        (transfer,) = con.execute("SELECT id FROM operations WHERE idempotency_key = 't1'").fetchone()
-        entry = {"id": uuid.uuid4(), "seq": 1000, "program_id": prog, "event_id": None, "operation_id": transfer,
-                 "rule_id": None, "rule_version": None, "action_index": 1, "action_type": "TRANSFER", "reference_id": None,
-                 "description": "gift", "effective_at": datetime(2025, 3, 9, tzinfo=UTC), "allow_negative": False,
-                 "batch_id": batch_id}
-        legs = [{"id": uuid.uuid4(), "journal_entry_id": entry["id"], "program_id": prog, "entity_type": "PARTICIPANT",
-                 "entity_id": who, "asset_id": asset, "bucket": "AVAILABLE", "amount": D(amount)}
-                for who, amount in ((a, -1), (b, 1))]
-        entry["entry_hash"] = entry_hash(entry, legs)
-        cols = list(entry)
-        con.execute(f"INSERT INTO journal_entries ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", list(entry.values()))
-        for p in legs:
-            con.execute(f"INSERT INTO postings ({', '.join(p)}) VALUES ({', '.join('?' * len(p))})", list(p.values()))
+        (a,), (b,) = con.execute("SELECT id FROM participants WHERE external_id IN ('a', 'b') ORDER BY external_id").fetchall()
         con.execute("UPDATE account_balances SET amount = amount - 1 WHERE entity_id = ? AND asset_id = ?", [a, asset])
         con.execute("INSERT INTO account_balances VALUES ('PARTICIPANT', ?, ?, 'AVAILABLE', 1)", [b, asset])
     finally:
@@ -389,20 +396,7 @@ def test_s1_2_verify_finds_an_entry_of_one_posting_even_when_its_hash_and_chain_
     shutil.copy(lg.db, db)
     con = duckdb.connect(str(db))
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        (a,) = con.execute("SELECT id FROM participants WHERE external_id = 'a'").fetchone()
-        (asset,) = con.execute("SELECT id FROM assets WHERE symbol = 'CASH'").fetchone()
-        (prog,) = con.execute("SELECT id FROM programs").fetchone()
-        (adjust,) = con.execute("SELECT id FROM operations WHERE idempotency_key = 'ad1'").fetchone()
-        entry = {"id": uuid.uuid4(), "seq": 21, "program_id": prog, "event_id": None, "operation_id": adjust,
-                 "rule_id": None, "rule_version": None, "action_index": 1, "action_type": "ADJUSTMENT", "reference_id": None,
-                 "description": "nothing", "effective_at": datetime(2025, 3, 9, tzinfo=UTC), "allow_negative": False,
-                 "batch_id": 2}
-        leg = {"id": uuid.uuid4(), "journal_entry_id": entry["id"], "program_id": prog, "entity_type": "PARTICIPANT",
-               "entity_id": a, "asset_id": asset, "bucket": "AVAILABLE", "amount": D(0)}
-        entry["entry_hash"] = entry_hash(entry, [leg])
-        con.execute(f"INSERT INTO journal_entries ({', '.join(entry)}) VALUES ({', '.join('?' * len(entry))})", list(entry.values()))
-        con.execute(f"INSERT INTO postings ({', '.join(leg)}) VALUES ({', '.join('?' * len(leg))})", list(leg.values()))
+        entry_id = forge(con, "ad1", "ADJUSTMENT", 21, 2, [("a", 0)])
         (prev,) = con.execute("SELECT root_hash FROM batches WHERE id = 1").fetchone()
         tail = [{"seq": s, "entry_hash": h} for s, h in
                 con.execute("SELECT seq, entry_hash FROM journal_entries WHERE batch_id = 2 ORDER BY seq").fetchall()]
@@ -413,7 +407,7 @@ def test_s1_2_verify_finds_an_entry_of_one_posting_even_when_its_hash_and_chain_
     code, report = verify_json(db)
     assert code == 4, report
     assert [v["check"] for v in report["violations"]] == ["postings_sum_to_zero"]
-    assert report["violations"][0]["rows"][0]["journal_entry_id"] == str(entry["id"])
+    assert report["violations"][0]["rows"][0]["journal_entry_id"] == str(entry_id)
 
 
 def test_s4_every_id_of_the_ledger_derived_by_hand_from_the_docs(tmp_path):
