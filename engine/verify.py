@@ -42,7 +42,8 @@ CHECKS = [
     ("checks.sql", "no_duplicate_keys", "a participant, enrolment or account is stored twice"),
     ("verify.sql", "lot_remainders", "what LOT assets' lots hold differs from the balances"),
     ("verify.sql", "summary_identity", "issued - redeemed - expired - forfeited differs from the current balance"),
-    ("verify.sql", "negative_balances", "a balance is negative without an entry allowed to overdraw it"),
+    ("verify.sql", "negative_balances", "a balance is negative without an entry allowed to overdraw it "
+                                       "(only a participant's or group's AVAILABLE may be)"),
     ("verify.sql", "tier_levels_match_history", "a participant's tier level differs from its tier history, "
                                                 "or a change does not start from the level before it"),
 ]

@@ -231,8 +231,8 @@ def test_s8_verify_finds_a_batchs_edited_prev_root_hash(tmp_path):
 
 
 def forge(con: duckdb.DuckDBPyConnection, operation_key: str, action_type: str, seq: int, batch_id: int,
-          legs: list[tuple[str, int]]) -> uuid.UUID:
-    """Insert a CASH entry of these legs ((external id, amount), AVAILABLE), as a second part of the
+          legs: list[tuple]) -> uuid.UUID:
+    """Insert a CASH entry of these legs ((external id, amount[, bucket]), AVAILABLE by default), as a second part of the
     stored operation `operation_key`, its hash computed as docs/tables.md defines it: what an
     attacker with the file and the docs can write. Returns its id."""
     con.execute("SET TimeZone = 'UTC'")
@@ -245,11 +245,23 @@ def forge(con: duckdb.DuckDBPyConnection, operation_key: str, action_type: str, 
              "batch_id": batch_id}
     rows = [{"id": uuid.uuid4(), "journal_entry_id": entry["id"], "program_id": prog, "entity_type": "PARTICIPANT",
              "entity_id": con.execute("SELECT id FROM participants WHERE external_id = ?", [who]).fetchone()[0],
-             "asset_id": asset, "bucket": "AVAILABLE", "amount": D(amount)} for who, amount in legs]
+             "asset_id": asset, "bucket": bucket, "amount": D(amount)}
+            for who, amount, bucket in (leg if len(leg) == 3 else (*leg, "AVAILABLE") for leg in legs)]
     entry["entry_hash"] = entry_hash(entry, rows)
     for table, row in [("journal_entries", entry), *(("postings", r) for r in rows)]:
         con.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
     return entry["id"]
+
+
+def rewrite_tail(con: duckdb.DuckDBPyConnection, postings: int) -> None:
+    """Batch 2 (the last) after one more entry of `postings` postings was forged into it: its root
+    recomputed as docs/tables.md defines it and its counts raised, as someone rewriting the tail
+    of the chain would. Only the invariants can catch what it holds."""
+    (prev,) = con.execute("SELECT root_hash FROM batches WHERE id = 1").fetchone()
+    tail = [{"seq": s, "entry_hash": h} for s, h in
+            con.execute("SELECT seq, entry_hash FROM journal_entries WHERE batch_id = 2 ORDER BY seq").fetchall()]
+    con.execute("UPDATE batches SET root_hash = ?, entries_written = entries_written + 1, "
+                "postings_written = postings_written + ? WHERE id = 2", [batch_root(prev, tail), postings])
 
 
 def _forge_transfer(db: Path, batch_id: int) -> None:
@@ -397,11 +409,7 @@ def test_s1_2_verify_finds_an_entry_of_one_posting_even_when_its_hash_and_chain_
     con = duckdb.connect(str(db))
     try:
         entry_id = forge(con, "ad1", "ADJUSTMENT", 21, 2, [("a", 0)])
-        (prev,) = con.execute("SELECT root_hash FROM batches WHERE id = 1").fetchone()
-        tail = [{"seq": s, "entry_hash": h} for s, h in
-                con.execute("SELECT seq, entry_hash FROM journal_entries WHERE batch_id = 2 ORDER BY seq").fetchall()]
-        con.execute("UPDATE batches SET root_hash = ?, entries_written = entries_written + 1, "
-                    "postings_written = postings_written + 1 WHERE id = 2", [batch_root(prev, tail)])
+        rewrite_tail(con, postings=1)
     finally:
         con.close()
     code, report = verify_json(db)
@@ -463,3 +471,30 @@ def test_s8_s5_verify_finds_entries_whose_event_or_operation_is_gone_or_failed(t
     first = report["violations"][0]
     assert first["check"] == "entries_have_their_source"
     assert (first["rows"][0]["journal_entry_id"], first["rows"][0]["seq"]) == (entry_id, seq)
+
+
+def test_s8_verify_finds_a_held_bucket_below_zero_that_no_overdraft_allows(tmp_path):
+    """8: "balances can go negative only through allow_negative", and allow_negative overdraws
+    AVAILABLE only (a DEBIT's). `negative_balances` looked at participants' and groups' AVAILABLE
+    alone: an entry releasing 1 CASH from a's HELD, which holds nothing (hash, root and counts
+    recomputed, balances moved to match), left HELD at -1 and verify passed. Now every account but
+    SYSTEM_ISSUANCE below zero is reported unless it is an AVAILABLE an allowed entry overdrew."""
+    lg = every_action(tmp_path, cut=6)
+    db = tmp_path / "t.duckdb"
+    shutil.copy(lg.db, db)
+    con = duckdb.connect(str(db))
+    try:
+        forge(con, "ad1", "RELEASE", 21, 2, [("a", -1, "HELD"), ("a", 1, "AVAILABLE")])
+        rewrite_tail(con, postings=2)
+        (a,) = con.execute("SELECT id FROM participants WHERE external_id = 'a'").fetchone()
+        (cash,) = con.execute("SELECT id FROM assets WHERE symbol = 'CASH'").fetchone()
+        con.execute("UPDATE account_balances SET amount = amount + 1 WHERE entity_id = ? AND asset_id = ? "
+                    "AND bucket = 'AVAILABLE'", [a, cash])
+        con.execute("INSERT INTO account_balances VALUES ('PARTICIPANT', ?, ?, 'HELD', -1)", [a, cash])
+    finally:
+        con.close()
+    code, report = verify_json(db)
+    assert code == 4, report
+    assert [v["check"] for v in report["violations"]] == ["negative_balances"]
+    row = report["violations"][0]["rows"][0]
+    assert (row["participant_id"], row["bucket"], D(row["amount"])) == (str(a), "HELD", D(-1))
