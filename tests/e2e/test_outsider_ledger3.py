@@ -498,3 +498,18 @@ def test_s8_verify_finds_a_held_bucket_below_zero_that_no_overdraft_allows(tmp_p
     assert [v["check"] for v in report["violations"]] == ["negative_balances"]
     row = report["violations"][0]["rows"][0]
     assert (row["participant_id"], row["bucket"], D(row["amount"])) == (str(a), "HELD", D(-1))
+
+
+@pytest.mark.parametrize("name, value", [("PERKFLOW_RUNNING_MIN_EVENTS", "abc"), ("PERKFLOW_RUNNING_MIN_EVENTS", "-1"),
+                                         ("PERKFLOW_CUT_MIN_EVENTS", "2k")])
+def test_s13_a_bad_path_setting_is_a_configuration_error_and_writes_nothing(tmp_path, name, value):
+    """13 (exit 2: invalid input or configuration, nothing written) / 1.4: the settings that pick the
+    path a batch takes (README, docs/decisions.md) were read with int() as their module loaded:
+    `abc` stopped `perkflow run` with an internal error and a trace (exit 1), and `-1` was taken
+    (every batch on the running path). Now both say what the setting takes, exit 2, and no
+    ledger is made; 0 (the running path for every batch) still runs."""
+    lg = Ledger(tmp_path, program(RULES, [PTS, CASH]))
+    res = lg.run(EVENTS[:3], expect=2, env={name: value})
+    assert f"{name}={value!r}: must be a whole number of events, 0 or more" in res["stderr"]
+    assert "Traceback" not in res["stderr"] and not lg.db.exists()
+    assert lg.run(EVENTS[:3], env={name: "0"})["completed"] == 3
