@@ -20,19 +20,18 @@ duplicate or a conflict), so no event is evaluated out of stream order.
 
 from __future__ import annotations
 
-import os
-
 import polars as pl
 
 from engine.catalog import Catalog
 from engine.intake import KEY, screen
+from engine.ledger.db import env_count
 from engine.plan import needs_kernel, programs_unsupported
 
 #: The shortest run of events cut out of a chunk. Below it a run is left to the kernel: each part
 #: pays the fixed cost of a chunk (intake, lookups, ~25 writer statements: ~0.2-0.3 s), which the
 #: kernel's ~0.5 ms per event reaches at a few hundred events; the margin keeps a chunk whose
 #: operations fall every few hundred events from paying it over and over.
-MIN_EVENTS = int(os.environ.get("PERKFLOW_CUT_MIN_EVENTS") or 2_000)
+MIN_EVENTS = env_count("PERKFLOW_CUT_MIN_EVENTS", 2_000)
 
 
 def parts(rows: pl.DataFrame, catalog: Catalog) -> list[pl.DataFrame]:

@@ -52,6 +52,7 @@ from engine.catalog.compiled import CompiledTier
 from engine.cel import CelProgram, NotVectorisable, PolarsContext
 from engine.io.events import TS
 from engine.kernel import BLOCKED_FOR_INACTIVE, INACTIVE
+from engine.ledger.db import env_count
 from engine.moves import INSUFFICIENT, WALLET_SHORT, ActionFailed, insufficient_message, wallet
 from engine.plan import programs_unsupported
 from engine.reads import Reads, keys, merge, reads, reads_field
@@ -62,7 +63,7 @@ MAX_ROUNDS = 12
 #: Batches (or chunks) smaller than this take the kernel: a running-path pass has a fixed cost
 #: (~0.15 s of Polars plans over every rule, whatever the frame's size) that the kernel's
 #: ~0.4 ms per event only reaches at a few hundred events. Both paths give the same ledger.
-MIN_EVENTS = int(os.environ.get("PERKFLOW_RUNNING_MIN_EVENTS") or 500)
+MIN_EVENTS = env_count("PERKFLOW_RUNNING_MIN_EVENTS", 500)
 D = amounts.DECIMAL
 ZERO = pl.lit(Decimal(0)).cast(D)
 

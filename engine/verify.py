@@ -25,18 +25,25 @@ from engine.ledger.db import define_hash_macros, define_report_macros, execute
 from engine.ledger.root import BatchRoot
 from engine.ledger.sqlfiles import sections, statement
 
-#: (file, check, what it means when rows come back), in the order they are reported. `file`
+#: (file, check, what it means when rows come back), in the order they run and, within one batch, are
+#: reported (`verify` orders violations by the earliest batch they name). `file`
 #: holds the check's SQL section, or for `batch_chain` the statements it streams.
 CHECKS = [
     ("verify.sql", "entry_hashes", "a journal entry or its postings changed after they were written"),
     ("verify.sql", "batch_chain", "a batch's entries were changed, added or removed after commit"),
-    ("checks.sql", "postings_sum_to_zero", "an entry's postings do not sum to zero (or postings lost their entry)"),
+    ("checks.sql", "batch_counts", "a batch's stored counts do not reconcile, or differ from the entries and postings "
+                                   "the ledger holds"),
+    ("checks.sql", "postings_sum_to_zero", "an entry's postings do not sum to zero, are fewer than two or all zero "
+                                           "(or postings lost their entry)"),
+    ("checks.sql", "entries_have_their_source", "an entry's event or operation is missing, not COMPLETED, "
+                                                "or of another program"),
     ("checks.sql", "balances_match_postings", "materialised balances differ from the sum of postings"),
     ("checks.sql", "no_duplicate_entries", "a journal entry is duplicated"),
     ("checks.sql", "no_duplicate_keys", "a participant, enrolment or account is stored twice"),
     ("verify.sql", "lot_remainders", "what LOT assets' lots hold differs from the balances"),
     ("verify.sql", "summary_identity", "issued - redeemed - expired - forfeited differs from the current balance"),
-    ("verify.sql", "negative_balances", "a balance is negative without an entry allowed to overdraw it"),
+    ("verify.sql", "negative_balances", "a balance is negative without an entry allowed to overdraw it "
+                                       "(only a participant's or group's AVAILABLE may be)"),
     ("verify.sql", "tier_levels_match_history", "a participant's tier level differs from its tier history, "
                                                 "or a change does not start from the level before it"),
 ]
@@ -49,10 +56,11 @@ CHUNK_ROWS = 100_000
 ENTRIES_PER_PART = 1_000_000
 #: The checks whose violations are read in parts ($part of $parts in their SQL), with the columns
 #: their SQL orders them by (None: ORDER BY ALL).
-IN_PARTS = {"entry_hashes": ["seq"], "postings_sum_to_zero": ["journal_entry_id", "asset_id"], "balances_match_postings": None,
+IN_PARTS = {"entry_hashes": ["seq"], "postings_sum_to_zero": ["journal_entry_id", "asset_id"],
+            "entries_have_their_source": ["seq"], "balances_match_postings": None,
             "no_duplicate_entries": None, "lot_remainders": None}
 
-BATCH_CHAIN_COLUMNS = ["batch_id", "stored", "recomputed", "prev_root_hash"]
+BATCH_CHAIN_COLUMNS = ["batch_id", "stored", "recomputed", "prev_root_hash", "problem"]
 
 
 @dataclass
@@ -81,7 +89,17 @@ def verify(con: duckdb.DuckDBPyConnection, limit: int = 5, chunk_rows: int = CHU
         report.checked.append(name)
         if count:
             report.violations.append(Violation(name, meaning, cols, rows, count))
+    # The first break is the earliest in the ledger, not the first check that found one: a
+    # violation that names a batch (its first row is its earliest) goes before those of later
+    # batches and before those that name none; at one batch, in CHECKS order (an edited entry
+    # before the root it breaks). Everything before the first break reported is trustworthy.
+    report.violations.sort(key=_first_batch)
     return report
+
+
+def _first_batch(v: Violation) -> float:
+    batch = v.rows[0][v.columns.index("batch_id")] if "batch_id" in v.columns and v.rows else None
+    return float("inf") if batch is None else batch
 
 
 def _hash_definitions(con: duckdb.DuckDBPyConnection) -> None:
@@ -144,26 +162,37 @@ def _first(cur, limit: int) -> tuple[int, list[str], list[tuple]]:
 
 
 def batch_chain(con: duckdb.DuckDBPyConnection, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple]:
-    """The batches whose stored root differs from the one recomputed from the stored entry
-    hashes and the previous batch's recomputed root, in id order, as (batch_id, stored,
-    recomputed, prev_root_hash). After a gap in the batch ids the chain is broken: every later
-    batch is reported with recomputed None. (What a root covers of each entry depends on its
-    batch's hash_version: `_hash_definitions`.)"""
+    """The breaks of the batch chain, in batch id order, as (batch_id, stored, recomputed,
+    prev_root_hash, problem): a batch whose stored root differs from the one recomputed from the
+    stored entry hashes and the previous batch's recomputed root; a batch whose stored
+    `prev_root_hash` is not that previous root (the column is part of the chain a reader follows);
+    and entries whose batch is not in `batches` (stored None: no root covers them, so an entry
+    added under an unused batch id, or a batch row deleted, would otherwise go unseen). After a
+    gap in the batch ids the chain is broken: every later batch is reported with recomputed None.
+    (What a root covers of each entry depends on its batch's hash_version: `_hash_definitions`.)"""
     _hash_definitions(con)
     batches = con.execute(statement("verify.sql", "chain_batches")).fetchall()
     runs = _runs(con.sql(statement("verify.sql", "chain_entry_hashes")).to_arrow_reader(chunk_rows))
     run = next(runs, None)
-    prev_root, prev_id = "", None
-    for batch_id, stored, prev_stored in batches:
+    prev_root, prev_id, orphan = "", None, None
+    for batch_id, stored, prev_stored in [*batches, (None, None, None)]:
         chained = prev_id is None or (prev_root is not None and batch_id == prev_id + 1)
-        root = BatchRoot(prev_root) if chained else None
-        while run is not None and run[0] <= batch_id:  # entries of batches not in `batches` are skipped
-            if run[0] == batch_id and root is not None:
-                root.add(run[1])
+        root = BatchRoot(prev_root) if chained and batch_id is not None else None
+        while run is not None and (batch_id is None or run[0] <= batch_id):
+            if run[0] == batch_id:
+                if root is not None:
+                    root.add(run[1])
+            elif run[0] != orphan:  # a batch id with entries and no batch (once, over its runs)
+                orphan = run[0]
+                yield orphan, None, None, None, "entries of a batch that is not in batches"
             run = next(runs, None)
+        if batch_id is None:
+            return
         recomputed = root.hexdigest() if root is not None else None
         if recomputed != stored:
-            yield batch_id, stored, recomputed, prev_stored
+            yield batch_id, stored, recomputed, prev_stored, "root differs from the recomputed root"
+        elif prev_stored != prev_root:
+            yield batch_id, stored, recomputed, prev_stored, "prev_root_hash differs from the previous batch's root"
         prev_root, prev_id = recomputed, batch_id
 
 

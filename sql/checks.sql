@@ -7,20 +7,27 @@
 -- UBIGINT: with a BIGINT parameter it is a HUGEINT one, ~50x slower.
 
 -- name: postings_sum_to_zero
--- Double entry: within every journal entry, the postings of each asset sum to zero.
--- Entries that have no postings at all are reported too (an entry must move something).
+-- Double entry: within every journal entry, the postings of each asset sum to zero, and there are
+-- two or more of them (semantics.md 1.2), not all zero: entries with no postings, one posting, or
+-- only postings of 0 are reported too (an entry must move something; an amount of 0 is a no-op
+-- that writes none). `postings` and `moved` are the entry's, over all its assets.
 -- The postings are summed per entry and asset before they meet the entries (a join of the
 -- whole tables first held more than DuckDB's memory cap at 10M events); an entry id stored twice
 -- counts its postings twice, as a join would. In parts by the entry id.
 WITH sums AS (
-    SELECT journal_entry_id, asset_id, SUM(amount) AS imbalance, COUNT(*) AS postings
-    FROM postings WHERE hash(journal_entry_id) % $parts::UBIGINT = $part::UBIGINT GROUP BY ALL
+    SELECT journal_entry_id, asset_id, SUM(amount) AS imbalance, COUNT(*) AS postings, bool_or(amount <> 0) AS moved
+    FROM postings WHERE hash(journal_entry_id) % $parts::UBIGINT = $part::UBIGINT GROUP BY journal_entry_id, asset_id
 ),
-entries AS (SELECT id, COUNT(*) AS copies FROM journal_entries WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT GROUP BY id)
-SELECT e.id AS journal_entry_id, s.asset_id, COALESCE(s.imbalance * e.copies, 0) AS imbalance,
-       COALESCE(s.postings * e.copies, 0) AS postings
-FROM entries e LEFT JOIN sums s ON s.journal_entry_id = e.id
-WHERE s.journal_entry_id IS NULL OR s.imbalance <> 0
+entries AS (SELECT id, COUNT(*) AS copies FROM journal_entries WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT GROUP BY id),
+per_entry AS (
+    SELECT e.id, e.copies, s.asset_id, s.imbalance, s.postings AS asset_postings,
+           SUM(s.postings) OVER (PARTITION BY e.id) AS postings, bool_or(s.moved) OVER (PARTITION BY e.id) AS moved
+    FROM entries e LEFT JOIN sums s ON s.journal_entry_id = e.id
+)
+SELECT id AS journal_entry_id, asset_id, COALESCE(imbalance * copies, 0) AS imbalance,
+       COALESCE(asset_postings * copies, 0) AS postings
+FROM per_entry
+WHERE asset_id IS NULL OR imbalance <> 0 OR postings < 2 OR NOT moved
 UNION ALL
 -- Postings whose entry does not exist (an entry with their id would be in this part).
 SELECT journal_entry_id, asset_id, imbalance, postings
@@ -68,6 +75,47 @@ SELECT entity_type, entity_id, asset_id, bucket, materialised,
 FROM joined
 WHERE d_units % 1000000000000000000 <> 0 OR d_whole + d_units // 1000000000000000000 <> 0
 ORDER BY ALL;
+
+-- name: batch_counts
+-- Each batch's stored counts reconcile (semantics.md 1.7 and 13: read = completed + failed +
+-- duplicates + rejected), its entries_written is the number of journal entries that name it,
+-- and the batches' postings_written add up to the postings the ledger holds. The manifest is what
+-- a reader audits a run by: counts edited after commit are as much a break as an edited entry.
+-- (Postings are counted over the whole ledger: per batch they would need a join of postings and
+-- entries, which the checks above read in parts for memory.)
+WITH entries AS (SELECT batch_id, COUNT(*) AS n FROM journal_entries GROUP BY batch_id)
+SELECT b.id AS batch_id, 'rows_read' AS count, b.rows_read AS stored,
+       b.completed + b.failed + b.duplicates + b.rejected AS recomputed
+FROM batches b
+WHERE b.rows_read IS DISTINCT FROM b.completed + b.failed + b.duplicates + b.rejected
+UNION ALL
+SELECT b.id, 'entries_written', b.entries_written, COALESCE(e.n, 0)
+FROM batches b LEFT JOIN entries e ON e.batch_id = b.id
+WHERE b.entries_written IS DISTINCT FROM COALESCE(e.n, 0)
+UNION ALL
+SELECT NULL, 'postings_written', stored, recomputed
+FROM (SELECT (SELECT SUM(postings_written) FROM batches) AS stored, (SELECT COUNT(*) FROM postings) AS recomputed)
+WHERE stored IS DISTINCT FROM recomputed AND stored IS NOT NULL
+ORDER BY batch_id NULLS LAST, count;
+
+-- name: entries_have_their_source
+-- Every entry of an event or operation names one that is stored, COMPLETED and of the entry's
+-- program (semantics.md 5.5: a FAILED event writes nothing; 8: an entry names its event or
+-- operation): an event row deleted, or its status or program edited after commit, leaves entries
+-- that no input accounts for. Time-driven entries (both null) have no source row. In parts by the
+-- source's id.
+WITH src AS (
+    SELECT id, program_id, status FROM events WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT
+    UNION ALL
+    SELECT id, program_id, status FROM operations WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT
+)
+SELECT j.id AS journal_entry_id, j.seq, j.batch_id, COALESCE(j.event_id, j.operation_id) AS source_id,
+       s.status AS source_status
+FROM journal_entries j LEFT JOIN src s ON s.id = COALESCE(j.event_id, j.operation_id)
+WHERE COALESCE(j.event_id, j.operation_id) IS NOT NULL
+  AND hash(COALESCE(j.event_id, j.operation_id)) % $parts::UBIGINT = $part::UBIGINT
+  AND (s.status IS DISTINCT FROM 'COMPLETED' OR s.program_id <> j.program_id)
+ORDER BY j.seq;
 
 -- name: no_duplicate_keys
 -- The keys these tables have no index for (schema.sql says why) occur once: a participant's id

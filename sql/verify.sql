@@ -133,14 +133,17 @@ WHERE NOT exact_zero(COALESCE(iw, 0) - COALESCE(rw, 0) - COALESCE(ew, 0) - COALE
 ORDER BY program_key, asset_symbol;
 
 -- name: negative_balances
--- A participant's or group's AVAILABLE balance below zero needs an entry that was allowed to overdraw it.
+-- Balances go negative only through allow_negative (semantics.md 8): a participant's or group's
+-- AVAILABLE balance below zero needs an entry that was allowed to overdraw it; no other account
+-- may be below zero at all (HELD and DEFERRED buckets, program wallets, breakage, redemption),
+-- save SYSTEM_ISSUANCE, the source every issued unit is drawn from.
 -- The negative accounts first, then only their postings meet the entries: the correlated NOT
 -- EXISTS this was joined every posting to its entry (60 MB of DuckDB's memory at 2.9M entries
 -- even with no negative balance; 40 MB at 0.7M).
 WITH negative AS (
     SELECT entity_type, entity_id, asset_id, bucket, amount
     FROM account_balances
-    WHERE entity_type IN ('PARTICIPANT', 'GROUP') AND bucket = 'AVAILABLE' AND amount < 0
+    WHERE entity_type <> 'SYSTEM_ISSUANCE' AND amount < 0
 ),
 allowed AS (
     SELECT DISTINCT p.entity_type, p.entity_id, p.asset_id, p.bucket
@@ -148,9 +151,9 @@ allowed AS (
     SEMI JOIN negative n ON n.entity_type = p.entity_type AND n.entity_id = p.entity_id
                         AND n.asset_id = p.asset_id AND n.bucket = p.bucket
     JOIN journal_entries j ON j.id = p.journal_entry_id
-    WHERE j.allow_negative
+    WHERE j.allow_negative AND p.entity_type IN ('PARTICIPANT', 'GROUP') AND p.bucket = 'AVAILABLE'
 )
-SELECT n.entity_id AS participant_id, n.asset_id, n.amount
+SELECT n.entity_id AS participant_id, n.asset_id, n.amount, n.entity_type, n.bucket
 FROM negative n
 ANTI JOIN allowed a ON a.entity_type = n.entity_type AND a.entity_id = n.entity_id
                    AND a.asset_id = n.asset_id AND a.bucket = n.bucket

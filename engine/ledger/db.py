@@ -98,6 +98,18 @@ def positive_int(name: str, text: str, unit: str = "threads") -> int:
     return int(text)
 
 
+def env_count(name: str, default: int, unit: str = "events") -> int:
+    """A tuning setting from the environment read when its module loads (PERKFLOW_RUNNING_MIN_EVENTS,
+    PERKFLOW_CUT_MIN_EVENTS): a whole number of `unit`, 0 or more; unset or empty, `default`. A
+    bad one is the user's configuration (exit 2, semantics.md 13), not an internal error."""
+    text = os.environ.get(name) or ""
+    if not text:
+        return default
+    if not text.strip().isdigit():
+        raise InputError(f"{name}={text!r}: must be a whole number of {unit}, 0 or more")
+    return int(text)
+
+
 def limit_memory(con: duckdb.DuckDBPyConnection, default: str | None = MEMORY_LIMIT) -> None:
     """Cap DuckDB's memory (PERKFLOW_DUCKDB_MEMORY, else `default`; None: DuckDB's own): past
     it, joins, aggregates and sorts spill to the database's temp folder (`<file>.tmp`, also for

@@ -357,6 +357,8 @@ def test_checks_in_parts_find_what_the_whole_finds(w2_db, tmp_path, monkeypatch)
                             "ORDER BY md5(id::VARCHAR) LIMIT 6)").fetchall()
     edited_balances = q.execute("SELECT DISTINCT b.entity_id::VARCHAR FROM account_balances b JOIN assets a ON a.id = "
                                 "b.asset_id WHERE a.symbol = 'PTS' ORDER BY 1 DESC LIMIT 5").fetchall()
+    failed_events = q.execute("SELECT DISTINCT event_id FROM (SELECT event_id FROM journal_entries WHERE event_id IS NOT NULL "
+                              "ORDER BY md5(id::VARCHAR) DESC LIMIT 5)").fetchall()
     q.close()
     db = _tampered(w2_db, tmp_path, f"""
         UPDATE postings SET amount = amount + 1 WHERE id IN (SELECT id FROM postings ORDER BY id LIMIT 7);
@@ -366,7 +368,8 @@ def test_checks_in_parts_find_what_the_whole_finds(w2_db, tmp_path, monkeypatch)
         UPDATE lots SET remaining = remaining + 1 WHERE id IN
             (SELECT id FROM lots WHERE status = 'AVAILABLE' ORDER BY md5(id::VARCHAR) LIMIT 6);
         UPDATE account_balances SET amount = amount + 5 WHERE asset_id = (SELECT id FROM assets WHERE symbol = 'PTS')
-            AND entity_id::VARCHAR IN ({', '.join(f"'{e}'" for e, in edited_balances)});""")
+            AND entity_id::VARCHAR IN ({', '.join(f"'{e}'" for e, in edited_balances)});
+        UPDATE events SET status = 'FAILED' WHERE id IN ({', '.join(f"'{e}'" for e, in failed_events)});""")
     con = ledger_db.connect(db, read_only=True)
     try:
         found, every = {}, {}
@@ -393,6 +396,8 @@ def test_checks_in_parts_find_what_the_whole_finds(w2_db, tmp_path, monkeypatch)
     assert {r[1].split("/")[0] for r in rows if r[0] == "event_rule_action"} == {str(e) for _, e in copied}
     _, cols, rows = every[10**6]["lot_remainders"]
     assert {r[1] for r in rows} == {e for e, in edited_lots}
+    _, cols, rows = every[10**6]["entries_have_their_source"]
+    assert {r[3] for r in rows} == {e for e, in failed_events}
 
 
 # ---------------------------------------------------------------------------------------------
