@@ -75,8 +75,8 @@ def python_value_text(value: object, noun: str = "amount") -> tuple[str | None, 
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None, f"{noun} must be a number, got {type(value).__name__}"
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return None, f"{noun} must be a finite number, got {value}"
+        if not math.isfinite(value):  # named as series_text's Polars text names it: NaN, inf, -inf
+            return None, f"{noun} must be a finite number, got {'NaN' if math.isnan(value) else value}"
         return _plain(repr(value)), None
     return str(int(value)), None
 

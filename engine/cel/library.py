@@ -694,6 +694,10 @@ def abs_vec(x):
 
 def _pick(name, take_second):
     def impl(a, b):
+        if {kind(a), kind(b)} == {"int", "uint"}:
+            # no arithmetic, only ordering, which CEL defines across int and uint (exactly, as
+            # `1 < 2u`): the operand picked keeps its kind, as cel-go's math.least/greatest do
+            return b if take_second(int(a), int(b)) else a
         k, x, y = _num_pair(name, a, b)
         return y if take_second(x, y) else x
     return impl

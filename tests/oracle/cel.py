@@ -261,6 +261,8 @@ def _abs(x: Any) -> Any:
 def _min(a: Any, b: Any) -> Any:
     if not (is_number(a) and is_number(b)):
         raise TypeError("no such overload: min")
+    if {type(a), type(b)} == {ct.IntType, ct.UintType}:  # exact ordering; the pick keeps its kind
+        return b if int(b) < int(a) else a
     a, b = _promote(a, b)
     return b if b < a else a
 
@@ -268,6 +270,8 @@ def _min(a: Any, b: Any) -> Any:
 def _max(a: Any, b: Any) -> Any:
     if not (is_number(a) and is_number(b)):
         raise TypeError("no such overload: max")
+    if {type(a), type(b)} == {ct.IntType, ct.UintType}:
+        return b if int(b) > int(a) else a
     a, b = _promote(a, b)
     return b if b > a else a
 
