@@ -763,11 +763,7 @@ def _payload(where: str, value, assets: dict[str, Asset]):
     if isinstance(value, list):
         return [_payload(f"{where}[{i}]", v, assets) for i, v in enumerate(value)]
     if isinstance(value, str):
-        try:
-            prog = compile_cel(value)
-        except CelError:
-            return value
-        return _cel(where, value, assets) if prog.variables & KNOWN_VARIABLES or prog.functions else value
+        return _expression_or_text(where, value, assets)
     if value is None or isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)):
         return value
     raise CatalogError(f"{where}: {value!r} is not a JSON value (write dates and instants as quoted text)")
@@ -850,6 +846,15 @@ def _value(where: str, text: str, assets: dict[str, Asset]):
         return "true" if text else "false"
     if _PLAIN_NUMBER.match(text.strip()):
         return Decimal(text.strip())
+    return _expression_or_text(where, text, assets)
+
+
+def _expression_or_text(where: str, text: str, assets: dict[str, Asset]):
+    """The rest of the value-field rule, for text that is no number (and for every string of a
+    payload, which stays a string: "10" is JSON text there): a CEL expression, else literal text.
+    Text over a limit of semantics.md 6, or meant as CEL and not parsing, is a load error; a
+    payload took it as literal text (a 4 KiB expression or an unbounded comprehension was stored
+    as its own text in the SYSTEM event, silently)."""
     try:
         prog = compile_cel(text)
     except CelLimitError as e:

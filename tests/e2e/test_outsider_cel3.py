@@ -103,3 +103,39 @@ def test_s1_4_a_nan_amount_fails_with_the_same_message_on_every_path(tmp_path, n
                "rule 'earn' action 0: amount expression failed: amount must be a finite number, got -inf"),
     }
     assert led.sql("SELECT COUNT(*) FROM postings") == [(0,)]
+
+
+@pytest.mark.parametrize(("payload", "field", "why"), [
+    ({"pairs": "size(event.items.map(i, event.items.map(j, j)))"}, "payload.pairs", "cost cannot be bounded"),
+    ({"note": 'event.sku + "' + "x" * 4100 + '"'}, "payload.note", "longer than 4096 bytes"),
+    ({"deep": {"n": ["(" * 40 + "event.n" + ")" * 40]}}, "payload.deep.n[0]", "nested deeper than 32"),
+    ({"ref": "event.referrer +"}, "payload.ref", "syntax error"),
+], ids=["cost", "length", "depth", "syntax"])
+def test_s6_a_payload_expression_over_a_limit_is_refused_at_load(tmp_path, payload, field, why):
+    """semantics.md 6: an expression longer than 4 KiB, nested deeper than 32 or of unbounded cost
+    "is rejected when programs are loaded, with a message that says why"; a SCHEDULE_EVENT /
+    BROADCAST payload string that reads `event` is such an expression (docs/writing-rules.md),
+    and CEL that does not parse is a load error (2.1; docs/decisions.md: text meant as CEL). The
+    payload took each of these as literal text: the run exited 0 and the SYSTEM event carried the
+    expression's own characters, where every other value field stops the load (exit 2, nothing
+    written, naming the file, rule and field)."""
+    for action in ({"type": "SCHEDULE_EVENT", "event_name": "later", "delay": "1h", "payload": payload},
+                   {"type": "BROADCAST", "event_name": "later", "payload": payload}):
+        led = Ledger(tmp_path / action["type"], program([
+            {"name": "go", "key": "go", "condition": 'event.type == "go"', "actions": [action]}]))
+        out = led.run([ev("e1", "u", at(1), "go", items=[1, 2], sku="a", n=1)], expect=2)
+        assert f"shop.yaml: rules[0] (go): actions[0].{field}: " in out["stderr"] and why in out["stderr"], out
+        assert not led.db.exists() or led.sql("SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_s7_payload_text_that_is_no_expression_stays_text(tmp_path):
+    """The value-field rule for payloads is unchanged by the limits: text that reads no variable
+    and calls no function is JSON text as written ("10" stays a string, a word or a sentence
+    stays itself), and an expression is evaluated when the action runs."""
+    payload = {"n": "10", "word": "gold", "sentence": "thanks, see you soon", "twice": "event.n * 2", "list": ["event.sku"]}
+    led = Ledger(tmp_path, program([{"name": "go", "key": "go", "condition": 'event.type == "go"', "actions": [
+        {"type": "SCHEDULE_EVENT", "event_name": "later", "delay": "1h", "payload": payload}]}]))
+    led.run([ev("e1", "u", at(1), "go", sku="a", n=1)])
+    (data,) = led.sql("SELECT event_data FROM scheduled_events")[0]
+    assert json.loads(data) == {"type": "later", "n": "10", "word": "gold", "sentence": "thanks, see you soon",
+                                "twice": 2.0, "list": ["a"]}
