@@ -566,8 +566,8 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
             # value fields: an expression, or the literal id ("u5" names participant u5)
             target = CompiledTarget(
                 type="PARTICIPANT",
-                external_id=t.external_id and _value(f"{at}.target.external_id", t.external_id, assets),
-                participant_id=pid and _value(f"{at}.target.{pid_field}", pid, assets))
+                external_id=t.external_id and _name(f"{at}.target.external_id", t.external_id, assets),
+                participant_id=pid and _name(f"{at}.target.{pid_field}", pid, assets))
         else:
             if t.external_id is not None or t.participant_id is not None:
                 raise CatalogError(f"{at}.target: external_id and participant_id name participants; a {t.type} "
@@ -615,18 +615,14 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         return CompiledAction(**common, asset=asset, asset_id=ids.asset_id(symbol),
                               amount=None if amount is None else _amount(f"{at}.amount", amount, asset, assets),
                               reference_id=(None if action.reference_id is None
-                                            else _value(f"{at}.reference_id", action.reference_id, assets)),
+                                            else _name(f"{at}.reference_id", action.reference_id, assets)),
                               allow_negative=action.allow_negative, bucket=action.bucket,
                               expires_at=_when(f"{at}.expires_at", action.expires_at, assets),
                               matures_at=_when(f"{at}.matures_at", action.matures_at, assets))
     if action.type in ("SCHEDULE_EVENT", "BROADCAST"):
         return _compile_emission(at, action, common, need, assets)
     if action.type in ("TAG", "UNTAG"):
-        tag = _value(f"{at}.tag", need("tag"), assets)
-        if isinstance(tag, Decimal):
-            # a tag is a name, like a counter's key: `"5"` is the tag "5" as written (the number
-            # the value-field rule made of it failed every event that reached it)
-            tag = action.tag
+        tag = _name(f"{at}.tag", need("tag"), assets)
         if isinstance(tag, str) and not tag.strip():  # every event reaching it would fail
             raise CatalogError(f"{at}.tag: a tag must be non-empty text, got {tag!r}")
         return CompiledAction(**common, tag=tag)
@@ -847,6 +843,15 @@ def _value(where: str, text: str, assets: dict[str, Asset]):
     if _PLAIN_NUMBER.match(text.strip()):
         return Decimal(text.strip())
     return _expression_or_text(where, text, assets)
+
+
+def _name(where: str, text: str, assets: dict[str, Asset]):
+    """A value field that names something (a tag, a target participant, a hold reference): an
+    expression, else the text as written, a number included. `"5"` is the tag "5" (the number the
+    value-field rule made of it failed every event that reached it), and customer id `"00123"` is
+    participant 00123: read as the number 123 it credited participant "123" (and created it)."""
+    value = _value(where, text, assets)
+    return text if isinstance(value, Decimal) else value
 
 
 def _expression_or_text(where: str, text: str, assets: dict[str, Asset]):

@@ -139,3 +139,33 @@ def test_s7_payload_text_that_is_no_expression_stays_text(tmp_path):
     (data,) = led.sql("SELECT event_data FROM scheduled_events")[0]
     assert json.loads(data) == {"type": "later", "n": "10", "word": "gold", "sentence": "thanks, see you soon",
                                 "twice": 2.0, "list": ["a"]}
+
+
+LOT = {"symbol": "PTS", "name": "Points", "inventory_mode": "LOT", "issuance_policy": "UNLIMITED", "scale": 0}
+
+
+@pytest.mark.parametrize(("name", "flags", "env"), PATHS, ids=_IDS)
+def test_s7_a_target_id_or_reference_written_as_digits_is_that_text(tmp_path, name, flags, env):
+    """semantics.md 7: a value field holds a static value or CEL; a target names a participant by
+    `external_id` (ids are text: semantics.md 2.2), and a `reference_id` correlates a hold with its
+    outcome. Written as digits they were read as numbers: `external_id: "00123"` credited (and
+    created) participant "123", and a CREDIT into HELD with `reference_id: "007"` stamped its lot
+    "7", so the release operation naming reference "007" found nothing held. Names are kept as
+    written, as a tag already was (docs/decisions.md). By hand: 00123 gets 5; the provisional 40
+    is stamped 007 and released by the operation: u has 40 available, nothing held."""
+    rules = [
+        {"name": "gift", "key": "gift", "order": 10, "condition": 'event.type == "gift"', "actions": [
+            {"type": "CREDIT", "asset": "PTS", "amount": "5", "target": {"type": "PARTICIPANT", "external_id": "00123"}}]},
+        {"name": "pend", "key": "pend", "order": 20, "condition": 'event.type == "pend"', "actions": [
+            {"type": "CREDIT", "asset": "PTS", "amount": "40", "bucket": "HELD", "reference_id": "007"}]},
+    ]
+    led = Ledger(tmp_path, program(rules, [LOT], program={"on_unknown_participant": "CREATE"}))
+    led.run([ev("e1", "u", at(1), "gift"), ev("e2", "u", at(2), "pend")], flags=flags, env=env)
+    assert sorted(led.sql("SELECT external_id FROM participants")) == [("00123",), ("u",)]
+    assert led.balance("00123") == (D(5), D(0), D(0))
+    assert led.sql("SELECT reference_id FROM lots WHERE reference_id IS NOT NULL") == [("007",)]
+    led.run(operations=[{"op": "release", "key": "o1", "who": "u", "when": at(3),
+                         "params": {"asset": "PTS", "reference_id": "007"}}])
+    assert led.status()["o1"] == ("COMPLETED", None)
+    assert led.balance("u") == (D(40), D(0), D(0))
+    led.verify()
