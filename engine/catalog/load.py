@@ -644,11 +644,11 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         if tier is None:
             raise CatalogError(f"{at}.tier: {action.tier!r} is not a tier of this program; define it under `tiers`"
                                + (f" (tiers: {', '.join(tiers)})" if tiers else ""))
-        level = _value(f"{at}.level", need("level"), assets)
-        if not isinstance(level, CelProgram) and str(level) not in tier.by_key:
-            raise CatalogError(f"{at}.level: {str(level)!r} is not a level of tier {tier.key} "
+        level = _name(f"{at}.level", need("level"), assets)
+        if not isinstance(level, CelProgram) and level not in tier.by_key:
+            raise CatalogError(f"{at}.level: {level!r} is not a level of tier {tier.key} "
                                f"(levels: {', '.join(tier.by_key)})")
-        return CompiledAction(**common, tier=tier.key, level=level if isinstance(level, CelProgram) else str(level))
+        return CompiledAction(**common, tier=tier.key, level=level)
     # SET_ATTRIBUTE
     return CompiledAction(**common, key=need("key"), value=_value(f"{at}.value", need("value"), assets))
 
@@ -846,10 +846,11 @@ def _value(where: str, text: str, assets: dict[str, Asset]):
 
 
 def _name(where: str, text: str, assets: dict[str, Asset]):
-    """A value field that names something (a tag, a target participant, a hold reference): an
-    expression, else the text as written, a number included. `"5"` is the tag "5" (the number the
-    value-field rule made of it failed every event that reached it), and customer id `"00123"` is
-    participant 00123: read as the number 123 it credited participant "123" (and created it)."""
+    """A value field that names something (a tag, a target participant, a hold reference, a tier
+    level): an expression, else the text as written, a number included. `"5"` is the tag "5"
+    (the number the value-field rule made of it failed every event that reached it), customer id
+    `"00123"` is participant 00123 (read as the number 123 it credited and created participant
+    "123"), and level `"01"` is the level 01 (a load error, "'1' is not a level")."""
     value = _value(where, text, assets)
     return text if isinstance(value, Decimal) else value
 

@@ -169,3 +169,15 @@ def test_s7_a_target_id_or_reference_written_as_digits_is_that_text(tmp_path, na
     assert led.status()["o1"] == ("COMPLETED", None)
     assert led.balance("u") == (D(40), D(0), D(0))
     led.verify()
+
+
+def test_s7_set_tier_names_a_level_written_as_digits(tmp_path):
+    """semantics.md 10 / 7: SET_TIER sets tier `tier` to level `level`; a level key of digits is a
+    valid key ("01"). The value-field rule read `level: "01"` as the number 1, and the file failed
+    to load: "'1' is not a level of tier t (levels: 01, 02)". By hand: the event sets 01."""
+    tiers = [{"key": "t", "display_name": "T", "levels": [{"key": "01", "rank": 1}, {"key": "02", "rank": 2}]}]
+    led = Ledger(tmp_path, program([{"name": "up", "key": "up", "condition": 'event.type == "up"',
+                                     "actions": [{"type": "SET_TIER", "tier": "t", "level": "01"}]}], tiers=tiers))
+    led.run([ev("e1", "u", at(1), "up")])
+    assert led.sql("SELECT p.external_id, t.level FROM participant_tiers t JOIN participants p "
+                   "ON p.id = t.participant_id") == [("u", "01")]
