@@ -181,3 +181,51 @@ def test_s7_set_tier_names_a_level_written_as_digits(tmp_path):
     led.run([ev("e1", "u", at(1), "up")])
     assert led.sql("SELECT p.external_id, t.level FROM participant_tiers t JOIN participants p "
                    "ON p.id = t.participant_id") == [("u", "01")]
+
+
+@pytest.mark.parametrize(("name", "flags", "env"), PATHS, ids=_IDS)
+def test_s6_timestamp_accessors_in_a_zone_at_the_ends_of_the_range(tmp_path, name, flags, env):
+    """semantics.md 6: timestamp accessors take an optional time zone, and CEL's timestamps run
+    from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z. In New York the first instant is 19:00 on
+    31 December of year 0 (UTC-4:56:02, its local mean time then); in +05:30 the last is in
+    year 10000 (cel-go computes both). Reading either stopped the run with an internal error
+    (exit 1, OverflowError: Python's datetime holds years 1..9999 only). By hand: both
+    conditions match, and the amount is 10000 - 9999 = 1."""
+    rules = [
+        {"name": "first", "key": "first", "order": 10, "condition":
+            'event.type == "edge" && timestamp(event.first).getHours("America/New_York") == 19 && '
+            'timestamp(event.first).getFullYear("America/New_York") == 0',
+         "actions": [{"type": "TAG", "tag": "first"}]},
+        {"name": "last", "key": "last", "order": 20, "condition":
+            'event.type == "edge" && timestamp(event.last).getDate("+05:30") == 1',
+         "actions": [{"type": "CREDIT", "asset": "PTS",
+                      "amount": 'timestamp(event.last).getFullYear("+05:30") - 9999'}]},
+    ] + [NEVER]
+    led = Ledger(tmp_path, program(rules))
+    led.run([ev("e1", "u", at(1), "edge", first="0001-01-01T00:00:00Z", last="9999-12-31T23:59:59Z")],
+            flags=flags, env=env)
+    assert _status(led) == {"e1": ("COMPLETED", None, None)}
+    assert led.state("u") == {("TAG", "first"): None}
+    assert led.balance("u") == (D(1), D(0), D(0))
+
+
+@pytest.mark.parametrize(("name", "flags", "env"), PATHS, ids=_IDS)
+def test_s1_4_a_zone_accessor_after_2099_keeps_daylight_saving_on_every_path(tmp_path, name, flags, env):
+    """semantics.md 6 / invariant 1.4: `getHours("America/New_York")` of 2100-07-01T12:30:00Z is 8
+    (EDT, UTC-4: the zone's rule, second Sunday of March to first Sunday of November, as
+    cel-go and Python's zoneinfo apply it for every later year). The vectorised path (Polars,
+    whose zone tables end in 2099) said 7, the row path 8: a rule on a struct timestamp field
+    matched or not by path. By hand: the 2100 and the 2099 event match `== 8`, the January
+    one is EST (UTC-5): 7."""
+    rules = [{"name": "morning", "key": "morning", "order": 10,
+              "condition": 'event.at.getHours("America/New_York") == 8',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]
+    led = Ledger(tmp_path, program(rules))
+    payload = pa.struct([("type", pa.string()), ("at", pa.timestamp("us", tz="UTC"))])
+    _struct_run(led, payload, [
+        ("k1", "a", NOON, {"type": "t", "at": datetime(2100, 7, 1, 12, 30, tzinfo=timezone.utc)}),
+        ("k2", "b", NOON, {"type": "t", "at": datetime(2099, 7, 1, 12, 30, tzinfo=timezone.utc)}),
+        ("k3", "c", NOON, {"type": "t", "at": datetime(2100, 1, 15, 12, 30, tzinfo=timezone.utc)}),
+    ], flags, env)
+    assert {k: s for k, (s, _, _) in _status(led).items()} == {"k1": "COMPLETED", "k2": "COMPLETED", "k3": "COMPLETED"}
+    assert [led.balance(w)[0] for w in "abc"] == [D(1), D(1), D(0)]
