@@ -591,7 +591,10 @@ def round_(x, n=0):
     if kind(n) != "int" or kind(x) not in v.NUMERIC:
         raise no_overload("round", x, n)
     if kind(x) != "double":
-        return x if n >= 0 else _integral_kind(x, Decimal(x).quantize(Decimal(1).scaleb(-n), ROUND_HALF_UP, _DECIMAL))
+        # past 40 digits every int64 / uint64 rounds to 0 (and -2**63 digits stopped the run: an
+        # internal error out of Decimal's exponent range)
+        return x if n >= 0 else _integral_kind(x, Decimal(x).quantize(Decimal(1).scaleb(-max(n, -40)), ROUND_HALF_UP,
+                                                                     _DECIMAL))
     x = float(x)
     if math.isnan(x) or math.isinf(x):
         return x

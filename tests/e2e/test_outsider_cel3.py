@@ -229,3 +229,23 @@ def test_s1_4_a_zone_accessor_after_2099_keeps_daylight_saving_on_every_path(tmp
     ], flags, env)
     assert {k: s for k, (s, _, _) in _status(led).items()} == {"k1": "COMPLETED", "k2": "COMPLETED", "k3": "COMPLETED"}
     assert [led.balance(w)[0] for w in "abc"] == [D(1), D(1), D(0)]
+
+
+@pytest.mark.parametrize(("name", "flags", "env"), PATHS, ids=_IDS)
+def test_s6_round_of_an_integer_to_very_few_digits_is_zero_not_a_crash(tmp_path, name, flags, env):
+    """semantics.md 6: `round(x, n)` rounds half away from zero; an int rounded to more tens than
+    any int64 has digits is 0 (docs/decisions.md: integers round exactly in integer arithmetic).
+    With `n` from an int64 field, -1000000 or -2^63 stopped the whole run with an internal error
+    (exit 1: out of Decimal's exponent range). By hand: round(1234, -2) = 1200 credits 1200, the
+    huge ones give 0 (a no-op amount, semantics.md 7) and match `== 0`."""
+    rules = [{"name": "r", "key": "r", "order": 10, "condition": 'round(event.q, event.d) == 0 || event.d > -3',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "round(event.q, event.d)"}]}, NEVER]
+    led = Ledger(tmp_path, program(rules))
+    payload = pa.struct([("type", pa.string()), ("q", pa.int64()), ("d", pa.int64())])
+    _struct_run(led, payload, [("k1", "a", NOON, {"type": "t", "q": 1234, "d": -2}),
+                               ("k2", "b", NOON, {"type": "t", "q": 1234, "d": -1000000}),
+                               ("k3", "c", NOON, {"type": "t", "q": 1234, "d": -2**63})], flags, env)
+    assert {k: s for k, (s, _, _) in _status(led).items()} == {"k1": "COMPLETED", "k2": "COMPLETED", "k3": "COMPLETED"}
+    assert sorted(led.sql("SELECT e.idempotency_key, x.outcome FROM rule_evaluations x JOIN events e "
+                          "ON e.id = x.event_id")) == [("k1", "MATCHED"), ("k2", "MATCHED"), ("k3", "MATCHED")]
+    assert [led.balance(w)[0] for w in "abc"] == [D(1200), D(0), D(0)]
