@@ -26,6 +26,7 @@ DECIMAL = pl.Decimal(38, 18)
 MAX_INTEGER_DIGITS = 20
 LIMIT = Decimal(10) ** MAX_INTEGER_DIGITS  # the first value DECIMAL(38, 18) cannot hold
 QUANTUM = Decimal(10) ** -18  # the step between two values DECIMAL(38, 18) holds
+COUNTER_SCALE = 18  # the decimals a counter (DECIMAL(38, 18)) holds
 COMPARE = {">=": operator.ge, ">": operator.gt, "==": operator.eq, "<=": operator.le, "<": operator.lt}
 
 #: failure codes of semantics.md 7, and the zero no-op

@@ -483,11 +483,20 @@ def tag_text(raw, where: str) -> str:
 
 def counter_value(raw, where: str) -> Decimal:
     if isinstance(raw, Decimal):
-        return raw
-    text, err = amounts.python_value_text(raw, "counter value")
-    if err:
-        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {err}")
-    return Decimal(text)
+        value = raw
+    else:
+        text, err = amounts.python_value_text(raw, "counter value")
+        if err:
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {err}")
+        value = Decimal(text)
+    # a counter is a DECIMAL(38, 18), exact (docs/decisions.md): more decimals are out of its
+    # range, as more than 20 integer digits are (the oracle's reading too). 3e-19 was added as 0
+    # and 0.1234567890123456789 rounded, silently, and only when the batch was written
+    if amounts.fraction_digits(value) > amounts.COUNTER_SCALE:
+        raise ActionFailed(amounts.OUT_OF_RANGE, f"{where}: counter value {amounts.shown(amounts.plain(value))} has more "
+                                                 f"than {amounts.COUNTER_SCALE} decimals; wrap it in round(x, "
+                                                 f"{amounts.COUNTER_SCALE})")
+    return value
 
 
 def _amount(raw, action: CompiledAction, where: str) -> Decimal | None:

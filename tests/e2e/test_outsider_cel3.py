@@ -249,3 +249,28 @@ def test_s6_round_of_an_integer_to_very_few_digits_is_zero_not_a_crash(tmp_path,
     assert sorted(led.sql("SELECT e.idempotency_key, x.outcome FROM rule_evaluations x JOIN events e "
                           "ON e.id = x.event_id")) == [("k1", "MATCHED"), ("k2", "MATCHED"), ("k3", "MATCHED")]
     assert [led.balance(w)[0] for w in "abc"] == [D(1200), D(0), D(0)]
+
+
+@pytest.mark.parametrize(("name", "flags", "env"), PATHS, ids=_IDS)
+def test_s1_1_a_counter_value_with_more_than_18_decimals_fails_instead_of_being_rounded(tmp_path, name, flags, env):
+    """Invariant 1.1 / docs/decisions.md: counters are exact decimals, DECIMAL(38, 18), and a
+    value from CEL is its shortest round-trip decimal, added exactly; `set_counter` refuses more
+    than 18 decimals. The COUNTER action added 3e-19 as 0 and 0.1234567890123456789 rounded to
+    18 decimals, silently (and only when the batch was written: events of the same batch read
+    the unrounded sum, so cutting the batch changed what they read). Now the event fails as a
+    counter past its 20 integer digits does (amount_out_of_range), and nothing of it is written.
+    By hand: e1 and e2 fail, e3 adds 0.5 (the counter of u is 0.5)."""
+    rules = [{"name": "count", "key": "count", "order": 10, "condition": 'event.type == "c"',
+              "actions": [{"type": "COUNTER", "key": "k", "value": "event.x"}]},
+             {"name": "fixed", "key": "fixed", "order": 20, "condition": 'event.type == "f"',
+              "actions": [{"type": "COUNTER", "key": "k", "value": "0.1234567890123456789"}]}]
+    led = Ledger(tmp_path, program(rules))
+    led.run([ev("e1", "u", at(1), "c", x=3e-19), ev("e2", "u", at(2), "f"), ev("e3", "u", at(3), "c", x=0.5)],
+            flags=flags, env=env)
+    assert _status(led) == {
+        "e1": ("FAILED", "amount_out_of_range",
+               "rule 'count' action 0: counter value 0.0000000000000000003 has more than 18 decimals; wrap it in round(x, 18)"),
+        "e2": ("FAILED", "amount_out_of_range",
+               "rule 'fixed' action 0: counter value 0.1234567890123456789 has more than 18 decimals; wrap it in round(x, 18)"),
+        "e3": ("COMPLETED", None, None)}
+    assert led.state("u") == {("COUNTER", "k"): D("0.5")}
