@@ -43,3 +43,18 @@ def test_min_max_of_an_int_and_a_uint_column_is_handed_to_the_row_path():
         got = [compile_cel(text).evaluate({"event": e}) for e in events]
         assert got == rows and [type(g) for g in got] == [type(r) for r in rows]
         assert [int(compile_expr(text).evaluate({"event": to_cel(e)}, NOW)) for e in events] == rows
+
+
+@pytest.mark.parametrize("text,expected", [
+    # CEL's doubles divide by IEEE 754 (a signed infinity, NaN for 0/0); cel-python gave +inf for
+    # every one of these, so the oracle disagreed with the engine on `event.x / 0.0 < 0.0`
+    ("-1.5 / 0.0", float("-inf")), ("1.5 / -0.0", float("-inf")), ("-1 / 0.0", float("-inf")),
+    ("1.0 / 0.0", float("inf")), ("0.0 / 0.0", float("nan")),
+    ("ceil(-0.5)", -0.0),  # the oracle's math.ceil dropped the sign of zero
+])
+def test_the_oracle_divides_doubles_and_rounds_zero_as_the_engine(text, expected):
+    import math
+
+    for got in (compile_cel(text).evaluate({"now": NOW}), float(compile_expr(text).evaluate({}, NOW))):
+        assert (math.isnan(got) and math.isnan(expected)) or (got == expected and
+                                                               math.copysign(1, got) == math.copysign(1, expected))
