@@ -274,3 +274,27 @@ def test_s1_1_a_counter_value_with_more_than_18_decimals_fails_instead_of_being_
                "rule 'fixed' action 0: counter value 0.1234567890123456789 has more than 18 decimals; wrap it in round(x, 18)"),
         "e3": ("COMPLETED", None, None)}
     assert led.state("u") == {("COUNTER", "k"): D("0.5")}
+
+
+@pytest.mark.parametrize("stateful", [False, True], ids=["stateless", "stateful"])
+@pytest.mark.parametrize(("name", "flags", "env"), PATHS, ids=_IDS)
+def test_s7_a_float32_field_is_the_number_its_file_and_payload_show(tmp_path, name, flags, env, stateful):
+    """semantics.md 7: numbers from CEL become decimals through their shortest round-trip text.
+    A Parquet float32 price of 19.99 (what Spark's FloatType writes; the stored payload shows
+    19.99) reached CEL widened to the double 19.989999771118164, so `amount: event.price` failed
+    invalid_scale on a 2-decimal asset ("amount 19.989999771118164 has more decimals") and a
+    counter took 19.989999771118164. A float32 is read as the double of its shortest text, as a
+    DECIMAL field is read as a double (docs/decisions.md). By hand: 19.99 + 0.1 (a float32 in a
+    list) is credited; a null nested struct stays absent (`has` is false)."""
+    assets = [{"symbol": "CASH", "name": "Cash", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 2}]
+    rules = [{"name": "earn", "key": "earn", "order": 10, "condition": '!has(event.extra)',
+              "actions": [{"type": "CREDIT", "asset": "CASH", "amount": "event.price"},
+                          {"type": "CREDIT", "asset": "CASH", "amount": "event.tips[0]"}]}] + ([NEVER] if stateful else [])
+    led = Ledger(tmp_path, program(rules, assets))
+    payload = pa.struct([("type", pa.string()), ("price", pa.float32()), ("tips", pa.list_(pa.float32())),
+                         ("extra", pa.struct([("rate", pa.float32())]))])
+    _struct_run(led, payload, [("k1", "u", NOON, {"type": "t", "price": 19.99, "tips": [0.1], "extra": None})], flags, env)
+    assert _status(led) == {"k1": ("COMPLETED", None, None)}
+    assert led.balance("u", "CASH") == (D("20.09"), D(0), D(0))
+    assert json.loads(led.sql("SELECT event_data FROM events")[0][0]) == {
+        "type": "t", "price": 19.99, "tips": [0.1], "extra": None}
