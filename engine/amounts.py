@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from engine.cel.values import type_name
+
 if TYPE_CHECKING:
     from engine.catalog.models import Asset
 
@@ -74,7 +76,7 @@ def python_value_text(value: object, noun: str = "amount") -> tuple[str | None, 
     """(plain decimal text, None) for a CEL number, else (None, error message naming the field
     as `noun`: a counter's or an attribute's value is no amount)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, f"{noun} must be a number, got {type(value).__name__}"
+        return None, f"{noun} must be a number, got {type_name(value)}"
     if isinstance(value, float):
         if not math.isfinite(value):  # named as series_text's Polars text names it: NaN, inf, -inf
             return None, f"{noun} must be a finite number, got {'NaN' if math.isnan(value) else value}"

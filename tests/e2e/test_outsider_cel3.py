@@ -298,3 +298,37 @@ def test_s7_a_float32_field_is_the_number_its_file_and_payload_show(tmp_path, na
     assert led.balance("u", "CASH") == (D("20.09"), D(0), D(0))
     assert json.loads(led.sql("SELECT event_data FROM events")[0][0]) == {
         "type": "t", "price": 19.99, "tips": [0.1], "extra": None}
+
+
+@pytest.mark.parametrize(("name", "flags", "env"), PATHS, ids=_IDS)
+def test_s6_a_value_of_the_wrong_type_is_named_by_its_cel_type(tmp_path, name, flags, env):
+    """semantics.md 6 / 7: a value of the wrong CEL type fails the event (expression_error) or
+    the condition (SKIPPED_ERROR) with a message; it named Python's types and printed Python's
+    reprs into the ledger: "got datetime.datetime(2025, 3, 1, 12, 0, tzinfo=zoneinfo.ZoneInfo(key=
+    'UTC'))", "got NoneType", "got str", and a target given `participant` printed the
+    participant's whole state (tags, counters, balances) into `events.error_message`. CEL's type
+    names are what a rule's author wrote against (timestamp, map, null, string, double)."""
+    rules = [
+        {"name": "t1", "key": "t1", "order": 10, "condition": 'event.type == "a"', "actions": [
+            {"type": "CREDIT", "asset": "PTS", "amount": "1", "target": {"type": "PARTICIPANT", "external_id": "now"}}]},
+        {"name": "t2", "key": "t2", "order": 20, "condition": 'event.type == "b"', "actions": [
+            {"type": "CREDIT", "asset": "PTS", "amount": "1", "target": {"type": "PARTICIPANT", "external_id": "participant"}}]},
+        {"name": "t3", "key": "t3", "order": 30, "condition": 'event.type == "c"', "actions": [
+            {"type": "CREDIT", "asset": "PTS", "amount": "event.s"}]},
+        {"name": "t4", "key": "t4", "order": 40, "condition": 'event.type == "d" ? null : false', "actions": [
+            {"type": "TAG", "tag": "x"}]},
+        {"name": "t5", "key": "t5", "order": 50, "condition": 'event.type == "e"', "actions": [
+            {"type": "TAG", "tag": "event.f"}]},
+    ]
+    led = Ledger(tmp_path, program(rules))
+    led.run([ev("a", "u", at(1), "a"), ev("b", "u", at(2), "b"), ev("c", "u", at(3), "c", s="10"),
+             ev("d", "u", at(4), "d"), ev("e", "u", at(5), "e", f=1.5)], flags=flags, env=env)
+    assert _status(led) == {
+        "a": ("FAILED", "expression_error", "rule 't1' action 0: target must be a non-empty string, got timestamp"),
+        "b": ("FAILED", "expression_error", "rule 't2' action 0: target must be a non-empty string, got map"),
+        "c": ("FAILED", "expression_error", "rule 't3' action 0: amount expression failed: amount must be a number, got string"),
+        "d": ("COMPLETED", None, None),
+        "e": ("FAILED", "expression_error", "rule 't5' action 0: tag must be a string, got double"),
+    }
+    assert led.sql("SELECT x.outcome, x.message FROM rule_evaluations x JOIN events e ON e.id = x.event_id "
+                   "WHERE e.idempotency_key = 'd'") == [("SKIPPED_ERROR", "condition must return a bool, got null")]
