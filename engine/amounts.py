@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from engine.cel.values import type_name
+
 if TYPE_CHECKING:
     from engine.catalog.models import Asset
 
@@ -26,6 +28,7 @@ DECIMAL = pl.Decimal(38, 18)
 MAX_INTEGER_DIGITS = 20
 LIMIT = Decimal(10) ** MAX_INTEGER_DIGITS  # the first value DECIMAL(38, 18) cannot hold
 QUANTUM = Decimal(10) ** -18  # the step between two values DECIMAL(38, 18) holds
+COUNTER_SCALE = 18  # the decimals a counter (DECIMAL(38, 18)) holds
 COMPARE = {">=": operator.ge, ">": operator.gt, "==": operator.eq, "<=": operator.le, "<": operator.lt}
 
 #: failure codes of semantics.md 7, and the zero no-op
@@ -73,10 +76,10 @@ def python_value_text(value: object, noun: str = "amount") -> tuple[str | None, 
     """(plain decimal text, None) for a CEL number, else (None, error message naming the field
     as `noun`: a counter's or an attribute's value is no amount)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, f"{noun} must be a number, got {type(value).__name__}"
+        return None, f"{noun} must be a number, got {type_name(value)}"
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return None, f"{noun} must be a finite number, got {value}"
+        if not math.isfinite(value):  # named as series_text's Polars text names it: NaN, inf, -inf
+            return None, f"{noun} must be a finite number, got {'NaN' if math.isnan(value) else value}"
         return _plain(repr(value)), None
     return str(int(value)), None
 

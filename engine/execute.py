@@ -24,7 +24,7 @@ import polars as pl
 
 from engine import amounts, balance_range, emit, running, setwise_lots
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
-from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext
+from engine.cel import CelEvalError, CelProgram, NotVectorisable, PolarsContext, type_name
 from engine.io.events import TS, event_dicts
 from engine.kernel import INACTIVE, Emitting, KernelEvent, KernelResult, Precomputed, run_kernel
 from engine.ledger import db
@@ -495,7 +495,7 @@ def _condition(frame: _Frame, rule: CompiledRule, stats: _Stats, row_path: bool)
 
 def condition_errors(vals: list, errs: list) -> list:
     """The row path's errors of a condition, a result that is not a bool being one."""
-    return [e if e is not None or isinstance(v, bool) else f"condition must return a bool, got {type(v).__name__}"
+    return [e if e is not None or isinstance(v, bool) else f"condition must return a bool, got {type_name(v)}"
             for v, e in zip(vals, errs)]
 
 

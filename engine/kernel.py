@@ -15,7 +15,7 @@ from engine import amounts, emit, holds, ids, tiers
 from engine.catalog import Catalog, CompiledAction, CompiledProgram, CompiledRule
 from engine.catalog.compiled import CompiledTarget
 from engine.ledger.sqlfiles import statement
-from engine.cel import CelEvalError, CelProgram
+from engine.cel import CelEvalError, CelProgram, type_name
 from engine.cel.values import format_duration
 from engine.plan import reads_state
 from engine.reads import keys, reads_field
@@ -314,7 +314,7 @@ def _condition(prog: CelProgram, activation: dict) -> tuple[bool, str | None]:
     except CelEvalError as e:
         return False, str(e)
     if not isinstance(value, bool):
-        return False, f"condition must return a bool, got {type(value).__name__}"
+        return False, f"condition must return a bool, got {type_name(value)}"
     return value, None
 
 
@@ -475,7 +475,7 @@ def _payload(ev: KernelEvent, tx: Tx, value, catalog, where: str):
 
 def tag_text(raw, where: str) -> str:
     if not isinstance(raw, str):
-        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: tag must be a string, got {type(raw).__name__}")
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: tag must be a string, got {type_name(raw)}")
     if not raw.strip():  # as the tag operation says (it stored a tag '' that no one can name)
         raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: a tag must be non-empty text, got {raw!r}")
     return raw.lower()
@@ -483,11 +483,20 @@ def tag_text(raw, where: str) -> str:
 
 def counter_value(raw, where: str) -> Decimal:
     if isinstance(raw, Decimal):
-        return raw
-    text, err = amounts.python_value_text(raw, "counter value")
-    if err:
-        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {err}")
-    return Decimal(text)
+        value = raw
+    else:
+        text, err = amounts.python_value_text(raw, "counter value")
+        if err:
+            raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {err}")
+        value = Decimal(text)
+    # a counter is a DECIMAL(38, 18), exact (docs/decisions.md): more decimals are out of its
+    # range, as more than 20 integer digits are (the oracle's reading too). 3e-19 was added as 0
+    # and 0.1234567890123456789 rounded, silently, and only when the batch was written
+    if amounts.fraction_digits(value) > amounts.COUNTER_SCALE:
+        raise ActionFailed(amounts.OUT_OF_RANGE, f"{where}: counter value {amounts.shown(amounts.plain(value))} has more "
+                                                 f"than {amounts.COUNTER_SCALE} decimals; wrap it in round(x, "
+                                                 f"{amounts.COUNTER_SCALE})")
+    return value
 
 
 def _amount(raw, action: CompiledAction, where: str) -> Decimal | None:
@@ -525,7 +534,7 @@ def attribute_text(raw, where: str) -> str:
             text = text.rstrip("0").rstrip(".")
         return text + "Z"
     raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: attribute value must be text, a number, a bool, a timestamp or a duration, "
-                                                 f"got {type(raw).__name__}")
+                                                 f"got {type_name(raw)}")
 
 
 def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction, catalog) -> tuple[str, str]:
@@ -577,7 +586,8 @@ def _target_ref(ev: KernelEvent, tx: Tx, catalog, spec, where: str) -> str:
         ref = spec if isinstance(spec, str) else format(spec, "f")
     # white space alone names nobody, as in an input row's external_id (docs/decisions.md "Input")
     if not isinstance(ref, str) or not ref.strip():
-        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a non-empty string, got {ref!r}")
+        got = repr(ref) if isinstance(ref, str) else type_name(ref)
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a non-empty string, got {got}")
     return ref
 
 
@@ -733,7 +743,7 @@ def _reference(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledActi
     elif isinstance(raw, str):
         text = raw
     else:
-        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be text or a number, got {type(raw).__name__}")
+        raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be text or a number, got {type_name(raw)}")
     if not text:
         raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must not be empty")
     return text
@@ -755,7 +765,7 @@ def _instant(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction
     except ValueError as exc:  # unreadable text, or past the last instant the ledger holds
         raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {exc}") from None
     raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where} must be a timestamp, a duration or their text, "
-                                                 f"got {type(value).__name__}")
+                                                 f"got {type_name(value)}")
 
 
 def _eval(ev: KernelEvent, rule: CompiledRule, outcome: str, message: str | None) -> dict:

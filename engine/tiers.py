@@ -26,6 +26,7 @@ from engine import amounts
 from engine.catalog.compiled import CompiledLevel, CompiledProgram, CompiledTier
 from engine.catalog.load import compile_tier
 from engine.catalog.models import Criterion, Tier
+from engine.cel import type_name
 from engine.ledger.sqlfiles import statement
 from engine.moves import ActionFailed
 from engine.state import EntityState, Store, TierState, Tx
@@ -107,7 +108,7 @@ def level_key(tier: CompiledTier, raw, where: str, *, unknown: str = UNKNOWN_LEV
     field), checked: exactly a level key of the tier (`unknown` if not), and text (`not_text`)."""
     if not isinstance(raw, str):
         raise ActionFailed(not_text, f"{where} must be text, a level key of tier {tier.key} "
-                                     f"(levels: {', '.join(tier.by_key)}), got {type(raw).__name__} {raw!r}")
+                                     f"(levels: {', '.join(tier.by_key)}), got {type_name(raw)}")
     if raw not in tier.by_key:
         raise ActionFailed(unknown, f"{where} {raw!r} is not a level of tier {tier.key} "
                                     f"(levels: {', '.join(tier.by_key)})")

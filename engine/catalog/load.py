@@ -566,8 +566,8 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
             # value fields: an expression, or the literal id ("u5" names participant u5)
             target = CompiledTarget(
                 type="PARTICIPANT",
-                external_id=t.external_id and _value(f"{at}.target.external_id", t.external_id, assets),
-                participant_id=pid and _value(f"{at}.target.{pid_field}", pid, assets))
+                external_id=t.external_id and _name(f"{at}.target.external_id", t.external_id, assets),
+                participant_id=pid and _name(f"{at}.target.{pid_field}", pid, assets))
         else:
             if t.external_id is not None or t.participant_id is not None:
                 raise CatalogError(f"{at}.target: external_id and participant_id name participants; a {t.type} "
@@ -615,18 +615,14 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         return CompiledAction(**common, asset=asset, asset_id=ids.asset_id(symbol),
                               amount=None if amount is None else _amount(f"{at}.amount", amount, asset, assets),
                               reference_id=(None if action.reference_id is None
-                                            else _value(f"{at}.reference_id", action.reference_id, assets)),
+                                            else _name(f"{at}.reference_id", action.reference_id, assets)),
                               allow_negative=action.allow_negative, bucket=action.bucket,
                               expires_at=_when(f"{at}.expires_at", action.expires_at, assets),
                               matures_at=_when(f"{at}.matures_at", action.matures_at, assets))
     if action.type in ("SCHEDULE_EVENT", "BROADCAST"):
         return _compile_emission(at, action, common, need, assets)
     if action.type in ("TAG", "UNTAG"):
-        tag = _value(f"{at}.tag", need("tag"), assets)
-        if isinstance(tag, Decimal):
-            # a tag is a name, like a counter's key: `"5"` is the tag "5" as written (the number
-            # the value-field rule made of it failed every event that reached it)
-            tag = action.tag
+        tag = _name(f"{at}.tag", need("tag"), assets)
         if isinstance(tag, str) and not tag.strip():  # every event reaching it would fail
             raise CatalogError(f"{at}.tag: a tag must be non-empty text, got {tag!r}")
         return CompiledAction(**common, tag=tag)
@@ -648,11 +644,11 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         if tier is None:
             raise CatalogError(f"{at}.tier: {action.tier!r} is not a tier of this program; define it under `tiers`"
                                + (f" (tiers: {', '.join(tiers)})" if tiers else ""))
-        level = _value(f"{at}.level", need("level"), assets)
-        if not isinstance(level, CelProgram) and str(level) not in tier.by_key:
-            raise CatalogError(f"{at}.level: {str(level)!r} is not a level of tier {tier.key} "
+        level = _name(f"{at}.level", need("level"), assets)
+        if not isinstance(level, CelProgram) and level not in tier.by_key:
+            raise CatalogError(f"{at}.level: {level!r} is not a level of tier {tier.key} "
                                f"(levels: {', '.join(tier.by_key)})")
-        return CompiledAction(**common, tier=tier.key, level=level if isinstance(level, CelProgram) else str(level))
+        return CompiledAction(**common, tier=tier.key, level=level)
     # SET_ATTRIBUTE
     return CompiledAction(**common, key=need("key"), value=_value(f"{at}.value", need("value"), assets))
 
@@ -763,11 +759,7 @@ def _payload(where: str, value, assets: dict[str, Asset]):
     if isinstance(value, list):
         return [_payload(f"{where}[{i}]", v, assets) for i, v in enumerate(value)]
     if isinstance(value, str):
-        try:
-            prog = compile_cel(value)
-        except CelError:
-            return value
-        return _cel(where, value, assets) if prog.variables & KNOWN_VARIABLES or prog.functions else value
+        return _expression_or_text(where, value, assets)
     if value is None or isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)):
         return value
     raise CatalogError(f"{where}: {value!r} is not a JSON value (write dates and instants as quoted text)")
@@ -850,6 +842,25 @@ def _value(where: str, text: str, assets: dict[str, Asset]):
         return "true" if text else "false"
     if _PLAIN_NUMBER.match(text.strip()):
         return Decimal(text.strip())
+    return _expression_or_text(where, text, assets)
+
+
+def _name(where: str, text: str, assets: dict[str, Asset]):
+    """A value field that names something (a tag, a target participant, a hold reference, a tier
+    level): an expression, else the text as written, a number included. `"5"` is the tag "5"
+    (the number the value-field rule made of it failed every event that reached it), customer id
+    `"00123"` is participant 00123 (read as the number 123 it credited and created participant
+    "123"), and level `"01"` is the level 01 (a load error, "'1' is not a level")."""
+    value = _value(where, text, assets)
+    return text if isinstance(value, Decimal) else value
+
+
+def _expression_or_text(where: str, text: str, assets: dict[str, Asset]):
+    """The rest of the value-field rule, for text that is no number (and for every string of a
+    payload, which stays a string: "10" is JSON text there): a CEL expression, else literal text.
+    Text over a limit of semantics.md 6, or meant as CEL and not parsing, is a load error; a
+    payload took it as literal text (a 4 KiB expression or an unbounded comprehension was stored
+    as its own text in the SYSTEM event, silently)."""
     try:
         prog = compile_cel(text)
     except CelLimitError as e:

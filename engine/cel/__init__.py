@@ -6,9 +6,9 @@ See docs/cel.md for what each backend supports and the deliberate deviations fro
 from .errors import CelError, CelEvalError, CelLimitError, CelSyntaxError, NotVectorisable
 from .polars_backend import PolarsContext
 from .program import CelProgram, compile_cel
-from .values import CelUint
+from .values import CelUint, type_name
 
 __all__ = [
     "compile_cel", "CelProgram", "CelError", "CelSyntaxError", "CelLimitError",
-    "CelEvalError", "NotVectorisable", "PolarsContext", "CelUint",
+    "CelEvalError", "NotVectorisable", "PolarsContext", "CelUint", "type_name",
 ]

@@ -591,7 +591,10 @@ def round_(x, n=0):
     if kind(n) != "int" or kind(x) not in v.NUMERIC:
         raise no_overload("round", x, n)
     if kind(x) != "double":
-        return x if n >= 0 else _integral_kind(x, Decimal(x).quantize(Decimal(1).scaleb(-n), ROUND_HALF_UP, _DECIMAL))
+        # past 40 digits every int64 / uint64 rounds to 0 (and -2**63 digits stopped the run: an
+        # internal error out of Decimal's exponent range)
+        return x if n >= 0 else _integral_kind(x, Decimal(x).quantize(Decimal(1).scaleb(-max(n, -40)), ROUND_HALF_UP,
+                                                                     _DECIMAL))
     x = float(x)
     if math.isnan(x) or math.isinf(x):
         return x
@@ -694,6 +697,10 @@ def abs_vec(x):
 
 def _pick(name, take_second):
     def impl(a, b):
+        if {kind(a), kind(b)} == {"int", "uint"}:
+            # no arithmetic, only ordering, which CEL defines across int and uint (exactly, as
+            # `1 < 2u`): the operand picked keeps its kind, as cel-go's math.least/greatest do
+            return b if take_second(int(a), int(b)) else a
         k, x, y = _num_pair(name, a, b)
         return y if take_second(x, y) else x
     return impl
@@ -930,8 +937,27 @@ def _accessor(name):
             return _DURATION_ACCESSORS[name](t)
         if k != "google.protobuf.Timestamp" or len(zone) > 1:
             raise no_overload(name, t, *zone)
-        return _TS_ACCESSORS[name](t.astimezone(_zone(zone[0]) if zone else timezone.utc))
+        local, years = _local(t, _zone(zone[0]) if zone else timezone.utc)
+        return _TS_ACCESSORS[name](local) + (years if name == "getFullYear" else 0)
     return impl
+
+
+#: one Gregorian cycle: 400 years are 146097 days, a whole number of weeks, with the same leap days
+_CYCLE = timedelta(days=146097)
+
+
+def _local(t: datetime, zone) -> tuple[datetime, int]:
+    """(t in `zone`, years to add to its year). CEL's first and last instants may fall in year 0
+    or 10000 in a zone (0001-01-01T00:00:00Z is 19:00 on 31 December of year 0 in New York, as
+    cel-go says), which Python's datetime cannot hold (OverflowError: the run stopped with an
+    internal error): such an instant is read 400 years inside the range, where the calendar and
+    the zone's rule (before its first or after its last transition) are the same."""
+    try:
+        return t.astimezone(zone), 0
+    except OverflowError:
+        if t.year < 5000:
+            return (t + _CYCLE).astimezone(zone), -400
+        return (t - _CYCLE).astimezone(zone), 400
 
 
 _VEC_TS_ACCESSORS = {
@@ -963,8 +989,19 @@ def _vec_accessor(name):
             except (ZoneInfoNotFoundError, ValueError):
                 raise NotVectorisable(f"time zone {zone[0].const!r} is not an IANA name")
             local = local.dt.convert_time_zone(zone[0].const)
+            # Polars' zone rules (chrono-tz) end in 2099, after which it applies no daylight
+            # saving: 2100-07-01T12:30Z was 07:xx in New York here and 08:xx on the row path
+            # (zoneinfo follows the zone's rule on, as cel-go does). Later instants: null, so per row.
+            out = _VEC_TS_ACCESSORS[name](local).cast(pl.Int64)
+            out = pl.when(t.expr.dt.epoch("us") < _ZONE_RULES_END_US).then(out).otherwise(None)
+            return Typed(out, "int", pl.Int64())
         return Typed(_VEC_TS_ACCESSORS[name](local).cast(pl.Int64), "int", pl.Int64())
     return impl
+
+
+#: 2100-01-01T00:00:00Z in microseconds since the epoch: where Polars' time zone rules end
+_ZONE_RULES_END_US = int((datetime(2100, 1, 1, tzinfo=timezone.utc)
+                          - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()) * 10**6
 
 
 

@@ -86,6 +86,18 @@ def kind(v: object) -> str:
 NUMERIC = frozenset(("int", "uint", "double"))
 
 
+def type_name(v: object) -> str:
+    """The CEL type of a value for a message ("got timestamp", "got map"): CEL's names, never
+    Python's (`NoneType`, `datetime.datetime(..., tzinfo=zoneinfo.ZoneInfo(key='UTC'))`, a
+    participant's whole state printed as a dict)."""
+    try:
+        name = kind(v)
+    except CelEvalError:
+        return type(v).__name__
+    return {"google.protobuf.Timestamp": "timestamp", "google.protobuf.Duration": "duration",
+            "null_type": "null"}.get(name, name)
+
+
 def check_int(v: int) -> int:
     if not INT_MIN <= v <= INT_MAX:
         raise CelEvalError("integer overflow")

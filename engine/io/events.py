@@ -609,6 +609,28 @@ def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
     return dt
 
 
+def _short_floats_as_doubles(expr: pl.Expr, dt: pl.DataType) -> pl.Expr | None:
+    """Float32 / Float16 fields (at any depth) as the doubles of their shortest text, or None
+    when the type has none. CEL's numbers are doubles, and a number reaches an amount through its
+    shortest round-trip text (semantics.md 7): a float32 price of 19.99, which the stored payload
+    writes 19.99, was widened to the double 19.989999771118164, so its amount failed
+    `invalid_scale` on a 2-decimal asset and a counter took 19.989999771118164."""
+    if dt in (pl.Float32, pl.Float16):
+        return expr.cast(pl.String).cast(pl.Float64)
+    if isinstance(dt, pl.Struct):
+        parts = {f.name: _short_floats_as_doubles(expr.struct.field(f.name), f.dtype) for f in dt.fields}
+        if all(p is None for p in parts.values()):
+            return None
+        # a null struct stays null (rebuilt from its fields it would be a struct of nulls)
+        fields = [(parts[f.name] if parts[f.name] is not None else expr.struct.field(f.name)).alias(f.name)
+                  for f in dt.fields]
+        return pl.when(expr.is_null()).then(None).otherwise(pl.struct(fields))
+    if isinstance(dt, (pl.List, pl.Array)):
+        inner = _short_floats_as_doubles(pl.element(), dt.inner)
+        return None if inner is None else expr.cast(pl.List(dt.inner)).list.eval(inner)
+    return None
+
+
 def _json_kind(value) -> str:
     """What a parsed JSON value is, in JSON's words (the message said 'NoneType' for null)."""
     if value is None:
@@ -744,6 +766,9 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
             # JSON (the stored payload) has no bytes: Polars' JSON writer panicked on it (exit 1)
             raise InputError(f"{file}: {why}")
         col = col.cast(_decimals_as_doubles(col.dtype))
+        widened = _short_floats_as_doubles(pl.col(col.name), col.dtype)
+        if widened is not None:
+            col = col.to_frame().select(widened.alias(col.name)).to_series()
         nonfinite = _nonfinite(pl.lit(col), col.dtype)
         bad = pl.select(pl.when(col.is_null()).then(pl.lit("missing"))
                         .when(nonfinite if nonfinite is not None else pl.lit(False))

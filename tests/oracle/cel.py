@@ -87,6 +87,11 @@ def _arith(op):
             # CEL has no int/uint arithmetic; cel-python would silently allow it.
             raise TypeError(f"no such overload: {op} on int and uint")
         a, b = _promote(a, b)
+        if op == "_/_" and isinstance(b, ct.DoubleType) and float(b) == 0.0:
+            # IEEE 754, as CEL's doubles divide: cel-python gave +inf for -1.0 / 0.0 and 0.0 / 0.0
+            if float(a) == 0.0 or math.isnan(a):
+                return ct.DoubleType(math.nan)
+            return ct.DoubleType(math.copysign(math.inf, a) * math.copysign(1.0, b))
         return _wrap(base(a, b))
 
     return apply
@@ -244,7 +249,8 @@ def _floor(x: Any) -> Any:
 
 def _ceil(x: Any) -> Any:
     if isinstance(x, ct.DoubleType):
-        return x if not math.isfinite(x) else ct.DoubleType(math.ceil(x))
+        # math.ceil gives an int, which loses the sign of a negative zero: ceil(-0.5) is -0.0
+        return x if not math.isfinite(x) else ct.DoubleType(math.copysign(math.ceil(x), x))
     if isinstance(x, (ct.IntType, ct.UintType)):
         return x
     raise TypeError("no such overload: ceil")
@@ -261,6 +267,8 @@ def _abs(x: Any) -> Any:
 def _min(a: Any, b: Any) -> Any:
     if not (is_number(a) and is_number(b)):
         raise TypeError("no such overload: min")
+    if {type(a), type(b)} == {ct.IntType, ct.UintType}:  # exact ordering; the pick keeps its kind
+        return b if int(b) < int(a) else a
     a, b = _promote(a, b)
     return b if b < a else a
 
@@ -268,6 +276,8 @@ def _min(a: Any, b: Any) -> Any:
 def _max(a: Any, b: Any) -> Any:
     if not (is_number(a) and is_number(b)):
         raise TypeError("no such overload: max")
+    if {type(a), type(b)} == {ct.IntType, ct.UintType}:
+        return b if int(b) > int(a) else a
     a, b = _promote(a, b)
     return b if b > a else a
 
