@@ -523,7 +523,9 @@ def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule:
     condition = _cel(f"{where}: condition", rule.condition, assets)
     actions = tuple(_compile_action(f"{where}: actions[{a_i}]", a_i, action, assets, tiers, groups)
                     for a_i, action in enumerate(rule.actions))
-    budgets = tuple(_compile_budget(f"{where}: budgets[{b_i}]", b, assets, b_i) for b_i, b in enumerate(rule.budgets))
+    credited = {a.asset for a in rule.actions if a.type == "CREDIT"}
+    budgets = tuple(_compile_budget(f"{where}: budgets[{b_i}]", b, assets, b_i, credited)
+                    for b_i, b in enumerate(rule.budgets))
     definition = rule.model_dump(mode="json", exclude_none=True) | {"key": rule_key, "order": order}
     return CompiledRule(
         id=ids.rule_id(program_key, rule_key),
@@ -773,9 +775,16 @@ def _payload(where: str, value, assets: dict[str, Asset]):
     raise CatalogError(f"{where}: {value!r} is not a JSON value (write dates and instants as quoted text)")
 
 
-def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset], index: int) -> CompiledBudget:
+def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset], index: int, credited: set[str]) -> CompiledBudget:
     if budget.asset not in assets:
         raise CatalogError(f"{at}: unknown asset symbol {budget.asset!r}; define it under this program's `assets`")
+    # A budget counts the rule's CREDITs of its asset (docs/decisions.md "Budgets"): on an asset
+    # the rule never credits it could never be reached, and a cap that silently caps nothing is
+    # a mistake in the file (a DEBIT cap, or the wrong symbol)
+    if budget.asset not in credited:
+        fix = f"budget one it credits: {', '.join(sorted(credited))}" if credited else "leave the budget out"
+        raise CatalogError(f"{at}.asset: this rule has no CREDIT of {budget.asset}, and a budget counts only the "
+                           f"rule's CREDITs of its asset, so it could never be reached; {fix}")
     try:
         limit = amounts.decimal_text(budget.limit)
     except InvalidOperation:

@@ -69,3 +69,26 @@ def test_a_failed_targets_participant_is_not_there_for_later_events_of_a_reject_
     assert led.sql("SELECT external_id FROM participants") == [("u",)]
     assert led.balance("u") == (D(1), D(0), D(0))
     led.verify()
+
+
+# ---- 2. a budget of an asset its rule never credits -------------------------------------------
+
+STAR = {"symbol": "STAR", "name": "Stars", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
+
+
+@pytest.mark.parametrize("actions, fix", [
+    ([{"type": "CREDIT", "asset": "PTS", "amount": "5"}, {"type": "DEBIT", "asset": "STAR", "amount": "1"}],
+     "budget one it credits: PTS"),
+    ([{"type": "TAG", "tag": "vip"}], "leave the budget out")], ids=["debits-it", "credits-nothing"])
+def test_a_budget_of_an_asset_the_rule_never_credits_is_a_load_error(tmp_path, actions, fix):
+    """scrip-reference.md 8 "Budgets": spending caps per asset, an evaluation that would exceed
+    one is skipped; docs/decisions.md "Budgets": a budget caps the total of the rule's CREDIT
+    amounts of its asset. A STAR budget on a rule that only debits STAR (or credits nothing)
+    could never be reached: semantics.md 2.1 validation names the file, the rule and the field,
+    exit 2, nothing written (a limit of 0, which could never allow anything, is refused alike)."""
+    rule = on("buy", *actions, budgets=[{"asset": "STAR", "limit": "10"}])
+    led = Ledger(tmp_path, program([rule], [program([])["assets"][0], STAR]))
+    err = led.run([ev("e1", "u", at(1), "buy")], expect=2)["stderr"]
+    assert "shop.yaml: rules[0] (buy): budgets[0].asset: this rule has no CREDIT of STAR" in err
+    assert fix in err
+    assert not led.db.exists() or led.sql("SELECT COUNT(*) FROM events") == [(0,)]
