@@ -92,3 +92,33 @@ def test_a_budget_of_an_asset_the_rule_never_credits_is_a_load_error(tmp_path, a
     assert "shop.yaml: rules[0] (buy): budgets[0].asset: this rule has no CREDIT of STAR" in err
     assert fix in err
     assert not led.db.exists() or led.sql("SELECT COUNT(*) FROM events") == [(0,)]
+
+
+# ---- 3. a condition that can never give a bool ------------------------------------------------
+
+@pytest.mark.parametrize("condition, gives", [
+    ("1 + 1", "the value of `+`"), ('"purchase"', "a string"), ("size(event.items)", "an int (size)"),
+    ("event.vip ? 2 : 1", "an int"), ("-event.amount", "a number"), ("event.items.map(i, i.sku)", "a list")])
+def test_a_condition_that_can_never_give_a_bool_is_a_load_error(tmp_path, condition, gives):
+    """scrip-reference.md 8: `condition` is a "CEL expression that returns a bool"; semantics.md
+    2.1: bad CEL is an error naming the file, the rule and the field, nothing written. An
+    outermost literal, arithmetic operator, conversion, size() or list macro cannot give a bool on
+    any event (the rule could never match); it loaded and was SKIPPED_ERROR on every event."""
+    led = Ledger(tmp_path, program([{"name": "buy", "key": "buy", "condition": condition,
+                                     "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
+    err = led.run([ev("e1", "u", at(1), "buy", amount=3, items=[])], expect=2)["stderr"]
+    assert f"shop.yaml: rules[0] (buy): condition: must give a bool, and {condition!r} can only give {gives}" in err
+
+
+@pytest.mark.parametrize("condition", ["event.vip", 'get(event, "vip", 0)', "dyn(event.n)", "event.vip ? true : 1"])
+def test_a_condition_whose_type_shows_only_per_event_still_loads_and_is_judged_per_event(tmp_path, condition):
+    """Only the certain cases are refused: a dyn value (a field of `event`, get(), dyn(), a ternary
+    with one bool branch) may be a bool, so it loads, and each event judges it (semantics.md 5
+    step 3: a missing field or a type error makes the condition false, recorded SKIPPED_ERROR).
+    e1 has vip and n true: matched; e2 has no vip and n 5 (get's default 0, 5 and the ternary's
+    1 are not bools, event.vip is missing): SKIPPED_ERROR."""
+    led = Ledger(tmp_path, program([{"name": "buy", "key": "buy", "condition": condition,
+                                     "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}]))
+    led.run([ev("e1", "u", at(1, 1), "buy", vip=True, n=True), ev("e2", "u", at(1, 2), "buy", n=5)])
+    assert led.sql("SELECT e.idempotency_key, r.outcome FROM rule_evaluations r JOIN events e "
+                   "ON e.id = r.event_id ORDER BY 1") == [("e1", "MATCHED"), ("e2", "SKIPPED_ERROR")]
