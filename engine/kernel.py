@@ -513,17 +513,19 @@ def _amount(raw, action: CompiledAction, where: str) -> Decimal | None:
 
 
 def attribute_text(raw, where: str) -> str:
+    """The text a number, bool, timestamp or duration is stored as (SET_ATTRIBUTE, set_attribute,
+    a reference_id): a number's plain decimal value, where a negative zero is 0 (docs/decisions.md)."""
     if isinstance(raw, str):
         return raw
     if isinstance(raw, bool):
         return "true" if raw else "false"
-    if isinstance(raw, Decimal):
-        return plain(raw)
     if isinstance(raw, (int, float)):
         text, err = amounts.python_value_text(raw, "attribute value")
         if err:
             raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {err}")
-        return plain(Decimal(text))
+        raw = Decimal(text)
+    if isinstance(raw, Decimal):
+        return "0" if raw == 0 else plain(raw)
     if isinstance(raw, timedelta):  # CEL's string(duration): "5400s"
         return format_duration(raw)
     if isinstance(raw, datetime):

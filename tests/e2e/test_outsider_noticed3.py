@@ -122,3 +122,25 @@ def test_a_condition_whose_type_shows_only_per_event_still_loads_and_is_judged_p
     led.run([ev("e1", "u", at(1, 1), "buy", vip=True, n=True), ev("e2", "u", at(1, 2), "buy", n=5)])
     assert led.sql("SELECT e.idempotency_key, r.outcome FROM rule_evaluations r JOIN events e "
                    "ON e.id = r.event_id ORDER BY 1") == [("e1", "MATCHED"), ("e2", "SKIPPED_ERROR")]
+
+
+# ---- 4. SET_ATTRIBUTE of a negative zero ------------------------------------------------------
+
+@pytest.mark.parametrize("env", [None, {"PERKFLOW_RUNNING_MIN_EVENTS": "0"}], ids=["kernel", "running"])
+def test_a_negative_zero_is_stored_as_the_attribute_0(tmp_path, env):
+    """semantics.md 7: SET_ATTRIBUTE sets the attribute to "the string of value";
+    docs/decisions.md: a number's string is its plain decimal text, and a decimal has no negative
+    zero: `event.x * -1.0` with x = 0 (-0.0 in binary floating point), a YAML `-0.0` and the
+    set_attribute operation's JSON -0.0 store "0", as JSON's -0 already did (numbers are compared
+    by value, semantics.md 4). An explicit CEL `string(...)` is text the rule chose: CEL's "-0"."""
+    rules = [on("a", {"type": "SET_ATTRIBUTE", "key": "cel", "value": "event.x * -1.0"},
+                {"type": "SET_ATTRIBUTE", "key": "yaml", "value": -0.0},
+                {"type": "SET_ATTRIBUTE", "key": "str", "value": "string(event.x * -1.0)"})]
+    led = Ledger(tmp_path, program(rules))
+    counts = led.run([ev("e1", "u", at(1, 10), "a", x=0)], env=env)
+    assert (counts["running_rounds"] > 0) == (env is not None)  # the path the case is about
+    led.run(operations=[{"op": "set_attribute", "key": "o1", "who": "u", "when": at(1, 11),
+                         "params": {"key": "op", "value": -0.0}}], env=env)
+    assert led.status() == {"e1": OK, "o1": OK}
+    assert led.state("u") == {("ATTRIBUTE", "cel"): "0", ("ATTRIBUTE", "yaml"): "0", ("ATTRIBUTE", "op"): "0",
+                              ("ATTRIBUTE", "str"): "-0"}

@@ -169,7 +169,8 @@ def cel_to_text(value: Any) -> str:
     if isinstance(value, ct.BoolType):
         return "true" if value else "false"
     if isinstance(value, (ct.IntType, ct.UintType, ct.DoubleType)):
-        return plain_text(cel_number_to_decimal(value))
+        number = cel_number_to_decimal(value)
+        return "0" if number == 0 else plain_text(number)  # decisions.md: a decimal has no -0
     if isinstance(value, ct.TimestampType):
         return rfc3339(value)
     # CHOICE: lists and maps fail per decisions.md; null, bytes and durations fail too.
