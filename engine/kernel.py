@@ -258,14 +258,19 @@ def _toucher(ev: KernelEvent, tx: Tx, effects: list, timed: list):
         if eid is None or (etype, eid) in touched:
             return
         touched.add((etype, eid))
-        for lots in store.holder_lots(etype, eid):
-            apply_due(store, lots, ev.now, effects, ev.pos)
-        if etype != "PARTICIPANT":  # groups hold no tiers; their counters reset when read (Tx.state)
-            return
-        if timed:
-            tiers.apply_due(store, timed, eid, ev.now)
-        tx.state("PARTICIPANT", eid)  # its due counter resets (Tx.state applies them)
+        apply_due_for(store, etype, eid, ev.now, effects, ev.pos, timed)
+        if etype == "PARTICIPANT":  # groups' counters reset when read (Tx.state)
+            tx.state("PARTICIPANT", eid)  # its due counter resets (Tx.state applies them)
     return touch
+
+
+def apply_due_for(store: Store, etype: str, eid: str, now: datetime, effects: list, pos: int, timed: list) -> None:
+    """The lot maturities and expiries, and (a participant's) tier lifecycle steps and expiries
+    of `timed` tiers, due by `now` for one holder, applied to the store's committed state."""
+    for lots in store.holder_lots(etype, eid):
+        apply_due(store, lots, now, effects, pos)
+    if etype == "PARTICIPANT" and timed:  # groups hold no tiers
+        tiers.apply_due(store, timed, eid, now)
 
 
 def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: list, catalog,

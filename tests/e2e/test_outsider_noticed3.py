@@ -9,7 +9,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from tests.e2e.test_contract_audit import OK, Ledger, at, ev, on, program
+from tests.e2e.test_contract_audit import OK, Ledger, at, ev, on, op, program
+from tests.helpers.io import cli
 
 
 # ---- 1. a participant an action target creates is rolled back with its failing event ----------
@@ -144,3 +145,41 @@ def test_a_negative_zero_is_stored_as_the_attribute_0(tmp_path, env):
     assert led.status() == {"e1": OK, "o1": OK}
     assert led.state("u") == {("ATTRIBUTE", "cel"): "0", ("ATTRIBUTE", "yaml"): "0", ("ATTRIBUTE", "op"): "0",
                               ("ATTRIBUTE", "str"): "-0"}
+
+
+# ---- 5. automation filters and guards see what is due by the firing instant ---------------------
+
+def test_automation_filter_and_guard_see_lots_and_tiers_as_of_the_firing_instant(tmp_path):
+    """semantics.md 9.1: "Expired lots are never spendable, even before the expiry entry is
+    written"; 3: before an event at t, everything due at or before t for the entities it
+    touches has happened; 11: filter and guard are judged at the firing (docs/decisions.md).
+    At 10:00 u earns 100 expiring at 11:00, w earns 50 maturing at 11:30 (DEFERRED until then),
+    x holds level gold until 11:45. One maintenance run to 13:00 fires, at 12:00, `nudge` for
+    whoever has AVAILABLE PTS (filter) and `vip` for whoever holds a club level (guard): by
+    12:00 u has 0 available (its lot expired), w has 50 (matured), x holds no level. So nudge
+    reaches w only and vip no one; maintenance wrote the expiry, maturity and tier removal."""
+    tier = {"key": "club", "levels": [{"key": "silver", "rank": 1}, {"key": "gold", "rank": 2}]}
+    lot = {**program([])["assets"][0], "inventory_mode": "LOT"}
+    one_time = {"type": "one_time", "trigger_at": "2025-03-01T12:00:00Z"}
+    spec = program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n", "expires_at": "event.ttl",
+                                "matures_at": "event.wait"}),
+                    on("nudge", {"type": "TAG", "tag": "nudged"}), on("vip", {"type": "TAG", "tag": "vip"})],
+                   [lot], tiers=[tier], automations=[
+        {"name": "Nudge", "key": "nudge", "event_name": "nudge", "scope": "participants", "trigger": one_time,
+         "participant_filter": "participant.balances.PTS.available > 0.0"},
+        {"name": "Vip", "key": "vip", "event_name": "vip", "scope": "participants", "trigger": one_time,
+         "guard_condition": '"club" in participant.tiers'}])
+    led = Ledger(tmp_path, spec)
+    led.run([ev("e1", "u", at(1, 10), "earn", n=100, ttl="1h", wait="0s"),
+             ev("e2", "w", at(1, 10), "earn", n=50, ttl="240h", wait="90m"),
+             ev("e3", "x", at(1, 10), "hello")],  # no rule: x exists, holds nothing
+            [op("set_tier", "s1", "x", at(1, 10), tier="club", level="gold", expires_at="2025-03-01T11:45:00Z")])
+    res = cli("maintain", "--as-of", "2025-03-01T13:00:00Z", "--db", str(led.db))
+    assert res.returncode == 0, res.stderr
+    assert led.sql("SELECT external_id, key FROM participant_state WHERE kind = 'TAG' ORDER BY 1, 2") == [
+        ("w", "nudged")]
+    assert [e["external_id"] for e in led.sql_dicts("SELECT external_id FROM events WHERE idempotency_key "
+                                                    "LIKE 'system:%' ORDER BY 1")] == ["w"]
+    assert (led.balance("u"), led.balance("w")) == ((D(0), D(0), D(0)), (D(50), D(0), D(0)))
+    assert led.sql("SELECT count(*) FROM participant_tiers") == [(0,)]
+    led.verify()
