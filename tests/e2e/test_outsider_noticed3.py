@@ -5,6 +5,7 @@ values are worked out by hand from the contract (docs/decisions.md where it is s
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal as D
 
 import pytest
@@ -183,3 +184,23 @@ def test_automation_filter_and_guard_see_lots_and_tiers_as_of_the_firing_instant
     assert (led.balance("u"), led.balance("w")) == ((D(0), D(0), D(0)), (D(50), D(0), D(0)))
     assert led.sql("SELECT count(*) FROM participant_tiers") == [(0,)]
     led.verify()
+
+
+# ---- 8. what maintain --json calls the entries of SYSTEM events -------------------------------
+
+def test_maintain_json_names_the_entries_of_scheduled_system_events_as_such(tmp_path):
+    """A run's SCHEDULE_EVENT waits for maintenance; its SYSTEM event credits 5 (one entry). No
+    automation exists, so that entry is not an automation's: maintain --json reports it as
+    `system_event_entries` (README: the entries written while processing automation and
+    SCHEDULE_EVENT / BROADCAST events), beside 0 automation events and 1 SYSTEM event; it was
+    `automation_entries`: 1. `entries` (lot changes of everyone else) is 0: a SIMPLE asset."""
+    rules = [on("buy", {"type": "SCHEDULE_EVENT", "event_name": "later", "delay": "24h"}),
+             on("later", {"type": "CREDIT", "asset": "PTS", "amount": "5"})]
+    led = Ledger(tmp_path, program(rules))
+    led.run([ev("e1", "u", at(1, 10), "buy")])
+    res = cli("maintain", "--as-of", at(3), "--db", str(led.db), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert "automation_entries" not in out
+    assert (out["automation_events"], out["system_events"], out["system_event_entries"], out["entries"]) == (0, 1, 1, 0)
+    assert led.balance("u") == (D(5), D(0), D(0))
