@@ -1,6 +1,6 @@
 """What can be known of an expression's result before it runs: only what is certain.
 
-A condition must give a bool (scrip-reference.md 8). CEL has no static checker here, and most
+A condition must give a bool (scrip-reference.md 7). CEL has no static checker here, and most
 values are `dyn` (read from `event`, `participant`, `get(...)`): those stay allowed and are
 judged per event (SKIPPED_ERROR). But an expression whose outermost operation can only give
 something else — a literal, an arithmetic operator, a conversion, `size` — is never a bool, on

@@ -83,7 +83,7 @@ STAR = {"symbol": "STAR", "name": "Stars", "inventory_mode": "SIMPLE", "issuance
      "budget one it credits: PTS"),
     ([{"type": "TAG", "tag": "vip"}], "leave the budget out")], ids=["debits-it", "credits-nothing"])
 def test_a_budget_of_an_asset_the_rule_never_credits_is_a_load_error(tmp_path, actions, fix):
-    """scrip-reference.md 8 "Budgets": spending caps per asset, an evaluation that would exceed
+    """scrip-reference.md 7 "Budgets": spending caps per asset, an evaluation that would exceed
     one is skipped; docs/decisions.md "Budgets": a budget caps the total of the rule's CREDIT
     amounts of its asset. A STAR budget on a rule that only debits STAR (or credits nothing)
     could never be reached: semantics.md 2.1 validation names the file, the rule and the field,
@@ -102,7 +102,7 @@ def test_a_budget_of_an_asset_the_rule_never_credits_is_a_load_error(tmp_path, a
     ("1 + 1", "the value of `+`"), ('"purchase"', "a string"), ("size(event.items)", "an int (size)"),
     ("event.vip ? 2 : 1", "an int"), ("-event.amount", "a number"), ("event.items.map(i, i.sku)", "a list")])
 def test_a_condition_that_can_never_give_a_bool_is_a_load_error(tmp_path, condition, gives):
-    """scrip-reference.md 8: `condition` is a "CEL expression that returns a bool"; semantics.md
+    """scrip-reference.md 7: `condition` is a "CEL expression that returns a bool"; semantics.md
     2.1: bad CEL is an error naming the file, the rule and the field, nothing written. An
     outermost literal, arithmetic operator, conversion, size() or list macro cannot give a bool on
     any event (the rule could never match); it loaded and was SKIPPED_ERROR on every event."""
