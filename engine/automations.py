@@ -47,10 +47,10 @@ from engine.catalog.models import Criterion
 from engine.catalog.load import compile_documents
 from engine.cel import CelEvalError, CelProgram
 from engine.io.events import COLUMNS, TS, dicts_to_column, json_doubles, strip_nulls
-from engine.kernel import participant_view, program_view
+from engine.kernel import apply_due_for, participant_view, program_view
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
-from engine.reads import merge, reads
+from engine.reads import keys, merge, reads, reads_field
 from engine.state import EntityState, Store, Tx, status_at, stored_status_changes
 from engine.tiers import meets
 
@@ -249,15 +249,25 @@ def _admitted(con, catalog: Catalog, program: CompiledProgram, auto: CompiledAut
     tests = [p for p in (auto.participant_filter, auto.guard_condition) if p is not None]
     if auto.threshold is not None and people and not meets(auto.threshold, EntityState()):
         # 0 fails the test: only holders of the counter can pass (spares loading everyone's state)
-        keys = pl.DataFrame({"key": [auto.threshold.counter]}, schema={"key": pl.String})
+        counter = pl.DataFrame({"key": [auto.threshold.counter]}, schema={"key": pl.String})
         holders = {pid for (pid,) in db.execute(con, statement("lookups.sql", "counter_holders"),
-                                                stage_counter_keys=keys).fetchall()}
+                                                stage_counter_keys=counter).fetchall()}
         people = [p for p in people if p[0] in holders]
     if (not tests and auto.threshold is None) or not people:
         return people
-    store = Store(con, {})  # read-only: discarded after the test
-    store.preload([pid for pid, _ in people if pid is not None] + [program.sid], [], lots=False)
     want = merge(*(reads(p, "participant") for p in tests))
+    # what is due by the instant has happened before the filter and guard judge (semantics.md 3):
+    # a lot expired by then is not spendable (9.1), one matured by then is, a level due to drop
+    # has dropped, though maintenance writes their entries and rows only later, as a participant's
+    # SYSTEM event comes to be processed (docs/decisions.md "Automations")
+    lots = bool(keys(want, "balances", list(program.lot_assets)))
+    timed = catalog.timed_tiers() if reads_field(want, "tiers") else []
+    store = Store(con, {})  # read-only: discarded after the test
+    pids = [pid for pid, _ in people if pid is not None]
+    store.preload(pids + [program.sid], [], lots=lots)
+    if lots or timed:
+        for pid in pids:
+            apply_due_for(store, "PARTICIPANT", pid, instant, [], 0, timed)
     tx = Tx(store, instant)
     fired = {} if auto.threshold is None else dict(con.execute(
         statement("lookups.sql", "automation_last_firings"),

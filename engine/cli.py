@@ -564,7 +564,7 @@ def _cmd_maintain(args) -> int:
         print(json.dumps({"batch_id": report.batch_id, "as_of": report.as_of.isoformat(), "lots_due": report.lots_due,
                           "entries": report.entries, "tier_changes": report.tier_changes,
                           "counter_resets": report.counter_resets, "automation_events": report.fired,
-                          "automation_entries": report.fired_entries, "system_events": report.system_events,
+                          "system_event_entries": report.system_event_entries, "system_events": report.system_events,
                           "read": report.fired, "completed": report.completed, "failed": report.failed,
                           "duplicates": report.duplicates, "rejected": report.rejected,
                           "seconds": round(report.seconds, 3)}))
@@ -572,7 +572,8 @@ def _cmd_maintain(args) -> int:
         console.print(f"nothing due up to {report.as_of.isoformat()}")
     else:
         console.print(f"batch {report.batch_id}: {report.fired} automation events and {report.system_events} "
-                      f"scheduled SYSTEM events ({report.fired_entries} entries), "
+                      f"scheduled SYSTEM events ({report.system_event_entries} entries, with the lot changes due for "
+                      "the participants they touched), "
                       f"{report.entries} entries for {report.lots_due} lots, "
                       f"{report.tier_changes} tier changes and {report.counter_resets} entities' counter resets due up "
                       f"to {report.as_of.isoformat()} ({report.seconds:.2f}s); automation events {report.fired} read: "

@@ -7,6 +7,7 @@ be computed beforehand (conditions and amounts that read only `event` and `now`)
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -139,9 +140,14 @@ class Emitting:
             if pid is not None:
                 self._batch.setdefault(ev.program.sid, {}).setdefault(pid, ev.now)
 
-    def enrol_created(self, program_id: str, participant_id: str, at: datetime) -> None:
-        """... and an action target that creates a participant enrols it."""
-        self._batch.setdefault(program_id, {}).setdefault(participant_id, at)
+    def enrol_created(self, program_id: str, participant_id: str, at: datetime) -> Callable[[], None]:
+        """... and an action target that creates a participant enrols it; returns the undo (the
+        event fails: the participant was never created)."""
+        enrolled = self._batch.setdefault(program_id, {})
+        if participant_id in enrolled:
+            return lambda: None
+        enrolled[participant_id] = at
+        return lambda: enrolled.pop(participant_id, None)
 
 
 def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: Precomputed,
@@ -182,6 +188,7 @@ def run_kernel(events: list[KernelEvent], catalog: Catalog, store: Store, pre: P
             else:
                 _run_event(ev, tx, pre, effects, evals, catalog, out)
         except ActionFailed as f:
+            tx.rollback()
             out.failures[ev.pos] = (f.code, f.message)
             out.evaluations += evals
             continue
@@ -251,14 +258,19 @@ def _toucher(ev: KernelEvent, tx: Tx, effects: list, timed: list):
         if eid is None or (etype, eid) in touched:
             return
         touched.add((etype, eid))
-        for lots in store.holder_lots(etype, eid):
-            apply_due(store, lots, ev.now, effects, ev.pos)
-        if etype != "PARTICIPANT":  # groups hold no tiers; their counters reset when read (Tx.state)
-            return
-        if timed:
-            tiers.apply_due(store, timed, eid, ev.now)
-        tx.state("PARTICIPANT", eid)  # its due counter resets (Tx.state applies them)
+        apply_due_for(store, etype, eid, ev.now, effects, ev.pos, timed)
+        if etype == "PARTICIPANT":  # groups' counters reset when read (Tx.state)
+            tx.state("PARTICIPANT", eid)  # its due counter resets (Tx.state applies them)
     return touch
+
+
+def apply_due_for(store: Store, etype: str, eid: str, now: datetime, effects: list, pos: int, timed: list) -> None:
+    """The lot maturities and expiries, and (a participant's) tier lifecycle steps and expiries
+    of `timed` tiers, due by `now` for one holder, applied to the store's committed state."""
+    for lots in store.holder_lots(etype, eid):
+        apply_due(store, lots, now, effects, pos)
+    if etype == "PARTICIPANT" and timed:  # groups hold no tiers
+        tiers.apply_due(store, timed, eid, now)
 
 
 def _run_event(ev: KernelEvent, tx: Tx, pre: Precomputed, effects: list, evals: list, catalog,
@@ -515,17 +527,19 @@ def _amount(raw, action: CompiledAction, where: str) -> Decimal | None:
 
 
 def attribute_text(raw, where: str) -> str:
+    """The text a number, bool, timestamp or duration is stored as (SET_ATTRIBUTE, set_attribute,
+    a reference_id): a number's plain decimal value, where a negative zero is 0 (docs/decisions.md)."""
     if isinstance(raw, str):
         return raw
     if isinstance(raw, bool):
         return "true" if raw else "false"
-    if isinstance(raw, Decimal):
-        return plain(raw)
     if isinstance(raw, (int, float)):
         text, err = amounts.python_value_text(raw, "attribute value")
         if err:
             raise ActionFailed(amounts.EXPRESSION_ERROR, f"{where}: {err}")
-        return plain(Decimal(text))
+        raw = Decimal(text)
+    if isinstance(raw, Decimal):
+        return "0" if raw == 0 else plain(raw)
     if isinstance(raw, timedelta):  # CEL's string(duration): "5400s"
         return format_duration(raw)
     if isinstance(raw, datetime):
@@ -570,7 +584,7 @@ def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction,
         model = ev.program.model
         if model.on_unknown_participant != "CREATE":
             raise ActionFailed(NOT_FOUND, f"{where}: participant {ref!r} not found (on_unknown_participant: REJECT)")
-        # created when the action applies; creation then stands even if the event fails
+        # created when the action applies; undone if the event then fails (docs/decisions.md)
         return "NEW_PARTICIPANT", ref
     return "PARTICIPANT", found
 
@@ -593,13 +607,14 @@ def _target_ref(ev: KernelEvent, tx: Tx, catalog, spec, where: str) -> str:
 
 def _create(tx: Tx, external_id: str, ev: KernelEvent) -> str:
     """Create (and enrol in the event's program: semantics.md 5.1) the participant a target
-    names; both stand even if the event fails, as creation at intake does."""
+    names. Unlike the creation of the event's own participant (step 1, which stands), this is
+    an action's doing in step 3: if the event fails, both are undone (semantics.md 5 step 5)."""
     existing = tx.store.by_external.get(external_id)
     if existing is not None and tx.store.arrived(existing, ev.where):  # an earlier action of this event created it
         return existing
     person = Person(ids.participant_id_text(external_id), external_id, "ACTIVE", ev.now)
-    tx.store.create_now(person, ev.program.sid)
-    tx.emitting.enrol_created(ev.program.sid, person.id, ev.now)
+    tx.undo.append(tx.store.create_now(person, ev.program.sid))
+    tx.undo.append(tx.emitting.enrol_created(ev.program.sid, person.id, ev.now))
     return person.id
 
 

@@ -49,7 +49,10 @@ class MaintainReport:
     tier_changes: int = 0
     counter_resets: int = 0  # entities whose counters reset
     fired: int = 0  # SYSTEM events of automations processed
-    fired_entries: int = 0  # the entries they wrote
+    # the entries written while the SYSTEM events (automations', SCHEDULE_EVENT's and BROADCAST's)
+    # were processed: their rules' entries and the lot maturities and expiries due for the
+    # participants they touched, applied before each (`entries`: those of everyone else)
+    system_event_entries: int = 0
     system_events: int = 0  # SYSTEM events of SCHEDULE_EVENT / BROADCAST processed
     # the batch's counts as `batches` stores them (read = `fired`; semantics.md 13)
     completed: int = 0
@@ -119,7 +122,7 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         stages = {"stage_effects": stage_effects, "stage_lots": store.state_frames(batch_id)["stage_lots"],
                   **{k: tier_frames[k] for k in ("stage_state", "stage_state_entities", "stage_participant_tiers",
                                                   "stage_tier_history")}, **marks}
-        fired_entries = writer.entries
+        system_event_entries = writer.entries
         writer.write(stages)
         params = {"fingerprint": f"maintain:{as_of.isoformat()}", "sources": [],
                   "catalog_version": "" if catalog is None else catalog_version(catalog)}
@@ -130,9 +133,9 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         raise
     finally:
         con.close()
-    return MaintainReport(batch_id, as_of, len(due), writer.entries - fired_entries,
+    return MaintainReport(batch_id, as_of, len(due), writer.entries - system_event_entries,
                           time.perf_counter() - t0, writer.tier_changes, resets,
-                          fired=totals["rows_read"], fired_entries=fired_entries,
+                          fired=totals["rows_read"], system_event_entries=system_event_entries,
                           system_events=totals["system_events"],
                           **{k: totals[k] for k in ("completed", "failed", "duplicates", "rejected")})
 

@@ -418,16 +418,34 @@ class Store:
             self._arriving = {} if frame is None else dict(zip(frame["id"].to_list(), frame["created_pos"].to_list()))
         return self._arriving
 
-    def create_now(self, person: Person, program_id: str) -> None:
+    def create_now(self, person: Person, program_id: str) -> Callable[[], None]:
         """A participant created by an action target of an event of `program_id`, from this
         point of the stream on; one that intake would create at a later row is created here
-        instead (that row then finds it)."""
-        self._arrival_positions().pop(person.id, None)
+        instead (that row then finds it). Returns the undo, for when that event fails: the
+        creation is its action's doing, rolled back with the rest (semantics.md 5 step 5)."""
+        arrival = self._arrival_positions().pop(person.id, None)
+        before = self.people.get(person.id)  # intake's, for a row of its own later in the stream
+        was_loaded, had_lots = person.id in self.loaded, person.id in self.lots_loaded
         self.add_person(person)
         self.created.append(person)
         self.created_in[person.id] = program_id
         self.loaded.add(person.id)  # nothing of it is in the ledger yet
         self.lots_loaded.add(person.id)
+
+        def undo() -> None:
+            self.created.remove(person)
+            del self.created_in[person.id]
+            if before is not None:
+                self.add_person(before)
+            else:
+                del self.people[person.id], self.by_external[person.external_id]
+            if arrival is not None:
+                self._arrival_positions()[person.id] = arrival
+            if not was_loaded:
+                self.loaded.discard(person.id)
+            if not had_lots:
+                self.lots_loaded.discard(person.id)
+        return undo
 
     def find_external(self, external_id: str, pos: int) -> str | None:
         """The participant with this external id as of stream position `pos`, or None."""
@@ -540,6 +558,9 @@ class Tx:
         # (action type, participant id, due instant, event_data JSON, idempotency key)
         self.emitted: list[tuple[str, str, datetime, str, str]] = []
         self.emitting = None  # the kernel's engine.kernel.Emitting: enrolments for BROADCAST
+        # what the event did outside the copies above (participants its targets created, and
+        # their enrolments), undone in reverse order if it fails (semantics.md 5 step 5)
+        self.undo: list[Callable[[], None]] = []
 
     def reward_count(self, reward_id: str, participant_id: str = "") -> int:
         key = (reward_id, participant_id)
@@ -605,6 +626,11 @@ class Tx:
 
     def consume(self, key: BudgetKey, amount: Decimal) -> None:
         self.budgets[key] = self.budget_consumed(key) + amount
+
+    def rollback(self) -> None:
+        """The event failed: undo what it did outside its copies (a commit never comes)."""
+        while self.undo:
+            self.undo.pop()()
 
     def commit(self) -> None:
         s = self.store

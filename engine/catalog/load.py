@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from engine import amounts, ids
 from engine.cel import CelError, CelLimitError, CelProgram, compile_cel
 from engine.cel.library import ROW as FUNCTIONS
+from engine.cel.static import never_bool
 from engine.cel.values import TYPE_NAMES
 from engine.cron import Cron, CronError, parse as parse_cron
 from engine.io.events import json_doubles
@@ -363,7 +364,7 @@ def _compile_automation(where: str, program_key: str, a: Automation, assets: dic
         raise CatalogError(f"{where}.participant_filter: applies to scope participants only")
     if "type" in a.payload:
         raise CatalogError(f"{where}.payload: `type` is set by event_name ({a.event_name!r}); leave it out of payload")
-    conditions = {f: getattr(a, f) and _cel(f"{where}.{f}", getattr(a, f), assets)
+    conditions = {f: getattr(a, f) and _condition(f"{where}.{f}", getattr(a, f), assets)
                   for f in ("participant_filter", "guard_condition")}
     for f, prog in conditions.items():
         other = prog and prog.variables - {"participant", "program", "now"}
@@ -520,10 +521,12 @@ def _lifecycle_checks(where: str, tier: Tier) -> tuple[timedelta | None, tuple[s
 
 def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule: Rule, assets: dict[str, Asset],
                   tiers: dict[str, CompiledTier], groups: dict[str, CompiledGroup]) -> CompiledRule:
-    condition = _cel(f"{where}: condition", rule.condition, assets)
+    condition = _condition(f"{where}: condition", rule.condition, assets)
     actions = tuple(_compile_action(f"{where}: actions[{a_i}]", a_i, action, assets, tiers, groups)
                     for a_i, action in enumerate(rule.actions))
-    budgets = tuple(_compile_budget(f"{where}: budgets[{b_i}]", b, assets, b_i) for b_i, b in enumerate(rule.budgets))
+    credited = {a.asset for a in rule.actions if a.type == "CREDIT"}
+    budgets = tuple(_compile_budget(f"{where}: budgets[{b_i}]", b, assets, b_i, credited)
+                    for b_i, b in enumerate(rule.budgets))
     definition = rule.model_dump(mode="json", exclude_none=True) | {"key": rule_key, "order": order}
     return CompiledRule(
         id=ids.rule_id(program_key, rule_key),
@@ -765,9 +768,16 @@ def _payload(where: str, value, assets: dict[str, Asset]):
     raise CatalogError(f"{where}: {value!r} is not a JSON value (write dates and instants as quoted text)")
 
 
-def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset], index: int) -> CompiledBudget:
+def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset], index: int, credited: set[str]) -> CompiledBudget:
     if budget.asset not in assets:
         raise CatalogError(f"{at}: unknown asset symbol {budget.asset!r}; define it under this program's `assets`")
+    # A budget counts the rule's CREDITs of its asset (docs/decisions.md "Budgets"): on an asset
+    # the rule never credits it could never be reached, and a cap that silently caps nothing is
+    # a mistake in the file (a DEBIT cap, or the wrong symbol)
+    if budget.asset not in credited:
+        fix = f"budget one it credits: {', '.join(sorted(credited))}" if credited else "leave the budget out"
+        raise CatalogError(f"{at}.asset: this rule has no CREDIT of {budget.asset}, and a budget counts only the "
+                           f"rule's CREDITs of its asset, so it could never be reached; {fix}")
     try:
         limit = amounts.decimal_text(budget.limit)
     except InvalidOperation:
@@ -894,6 +904,18 @@ def _cel(where: str, text: str, assets: dict[str, Asset]):
         if parts[:2] == ["participant", "balances"] and len(parts) > 2 and parts[2] not in assets:
             raise CatalogError(f"{where}: unknown asset symbol {parts[2]!r} in {path}; `participant.balances` "
                                "holds the assets under this program's `assets`")
+    return prog
+
+
+def _condition(where: str, text: str, assets: dict[str, Asset]):
+    """A condition (a rule's, an automation's filter or guard): CEL that gives a bool. One that
+    certainly never does is refused; one whose type shows only per event is judged then
+    (semantics.md 5: a type error is false, SKIPPED_ERROR)."""
+    prog = _cel(where, text, assets)
+    other = never_bool(prog.ir)
+    if other is not None:
+        raise CatalogError(f"{where}: must give a bool, and {text!r} can only give {other}; compare it "
+                           "(for example `... > 0`)")
     return prog
 
 

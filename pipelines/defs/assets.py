@@ -134,10 +134,11 @@ def lot_maintenance(context: dg.AssetExecutionContext, ledger_db: LedgerDatabase
     for day in _days(context):
         as_of = datetime.fromisoformat(day).replace(tzinfo=timezone.utc) + timedelta(days=1)
         r = maintain(as_of, ledger_db.resolved_path(), wait=ledger_db.wait_seconds)
-        context.log.info(f"{day}: {r.fired} automation events ({r.fired_entries} entries), {r.entries} entries "
-                         f"for {r.lots_due} lots due by {as_of.isoformat()}")
+        context.log.info(f"{day}: {r.fired} automation events and {r.system_events} scheduled SYSTEM events "
+                         f"({r.system_event_entries} entries), {r.entries} entries for {r.lots_due} lots due by "
+                         f"{as_of.isoformat()}")
         reports.append({"day": day, "batch_id": r.batch_id, "automation_events": r.fired, "lots_due": r.lots_due,
-                        "entries": r.entries + r.fired_entries})
+                        "entries": r.entries + r.system_event_entries})
     return dg.MaterializeResult(metadata={"days": len(reports), "entries": sum(r["entries"] for r in reports),
                                           "automation_events": sum(r["automation_events"] for r in reports),
                                           "maintenance": dg.MetadataValue.md(_table(reports))})

@@ -149,6 +149,10 @@ def ledger_rules(draw, max_size: int = 5, groups: bool = False) -> list[dict]:
         r["actions"] = actions
         for b in r.get("budgets", []):
             b["asset"] = draw(st.sampled_from(SYMBOLS))
+        # a budget of an asset the rule never credits is a load error (docs/decisions.md "Budgets")
+        credited = {a.get("asset") for a in actions if a["type"] == "CREDIT"}
+        if budgets := [b for b in r.pop("budgets", []) if b["asset"] in credited]:
+            r["budgets"] = budgets
     return base
 
 

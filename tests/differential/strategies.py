@@ -389,7 +389,11 @@ def rules(draw, flags: Flags, min_size: int = 1, max_size: int = 6) -> list[dict
                 budgets.append(b)
             if not flags.budgets_sharing_an_asset:
                 budgets = list({b["asset"]: b for b in reversed(budgets)}.values())  # the first per asset
-            r["budgets"] = budgets
+            # a budget of an asset the rule never credits could never be reached: a load error
+            # (docs/decisions.md "Budgets"), so only those of assets it credits are kept
+            credited = {a.get("asset") for a in r["actions"] if a["type"] == "CREDIT"}
+            if budgets := [b for b in budgets if b["asset"] in credited]:
+                r["budgets"] = budgets
         out.append(r)
     _make_orders_valid(out)
     return out

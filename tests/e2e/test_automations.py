@@ -460,7 +460,7 @@ def test_an_action_for_the_program_events_participant_fails_the_event_atomically
     assert s.wallet("WP") == D(0) and s.balance("u1", "PTS") == (D(0), D(0), D(0))
     assert query(s.db, "SELECT COUNT(*) FROM journal_entries WHERE event_id IN (SELECT id FROM events "
                        "WHERE idempotency_key LIKE 'system:%')") == [(0,)]
-    assert report.fired == 3 and report.fired_entries == 0
+    assert report.fired == 3 and report.system_event_entries == 0
     # the CLI reads the ledger with its participant-less events
     db = str(s.db)
     assert main(["verify", "--db", db]) == 0

@@ -259,7 +259,10 @@ def _activation(oracle: "Oracle", program: "ProgramDef", ext: str, instant: date
     record = oracle.participants[ext]
     state = copy.deepcopy(oracle.states.get(("participant", ext), EntityState()))
     state.apply_due_resets(instant)
-    books = oracle.books
+    # s3 / s9.1: the lots' maturities and expiries due by the instant have happened (on a copy:
+    # their entries are written when the participant is next touched, decisions.md "Automations")
+    books = copy.deepcopy(oracle.books)
+    books.due_lot_changes(ext, instant)
     from tests.oracle.books import participant_account
     participant = {
         "id": record.id, "external_id": ext, "status": record.status, "created_at": record.created_at,

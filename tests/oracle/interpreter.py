@@ -169,7 +169,8 @@ def cel_to_text(value: Any) -> str:
     if isinstance(value, ct.BoolType):
         return "true" if value else "false"
     if isinstance(value, (ct.IntType, ct.UintType, ct.DoubleType)):
-        return plain_text(cel_number_to_decimal(value))
+        number = cel_number_to_decimal(value)
+        return "0" if number == 0 else plain_text(number)  # decisions.md: a decimal has no -0
     if isinstance(value, ct.TimestampType):
         return rfc3339(value)
     # CHOICE: lists and maps fail per decisions.md; null, bytes and durations fail too.
@@ -625,6 +626,7 @@ class Working:
         self.members = copy.deepcopy(oracle.members)  # s11 group memberships, kept or dropped with the rest
         self.tier_rows: list[tuple] = []
         self.emitted: list[tuple] = []  # SYSTEM events, queued if the event commits
+        self.created: list[tuple[str, str]] = []  # (program, participant) its targets created: dropped if it fails
 
     def touch(self, external_id: str) -> None:
         """Before the event reads or writes a participant, everything due for it has happened."""
@@ -678,6 +680,13 @@ class Working:
             raise ActionFailed(e.code, str(e)) from None
         self.entries.append(Entry(program_key, origin, kind, source, dest, amount, self.now))
         return taken
+
+    def drop(self) -> None:
+        """The event failed: the participants its targets created never were."""
+        for program_key, name in self.created:
+            del self.oracle.participants[name]
+            self.oracle.states.pop(("participant", name), None)
+            self.oracle.enrolled.pop((program_key, name), None)
 
     def commit(self) -> None:
         self.oracle.states.update(self.states)
@@ -887,6 +896,7 @@ class Oracle:
         # 5. All or nothing.
         self.result.evaluations.extend(evaluations)
         if error is not None:
+            working.drop()
             return self.finish(ev, "FAILED", error)
         self.after_rules(ev, program, working)
         working.commit()
@@ -1123,10 +1133,12 @@ class Oracle:
         kind, name = p.entity or (None, None)  # None: a BROADCAST of a program event
         if kind == "participant":
             if name not in self.participants:
-                # Creation is resolution: the target stays created, and enrolled in the event's
-                # program (semantics.md 5.1 "create and enrol"), even if the event fails.
+                # Created and enrolled in the event's program (semantics.md 5.1 "create and
+                # enrol") by this action (step 3): undone if the event fails (s5.5), unlike the
+                # event's own participant, created by resolution (step 1).
                 self.create_participant(name, now)
                 self.enrol(program.key, now, name)
+                working.created.append((program.key, name))
             working.touch(name)
             if a.type in BLOCKED_FOR_INACTIVE and working.status(name) != "ACTIVE":
                 raise ActionFailed("participant_inactive", f"{name} is {working.status(name)}")
