@@ -47,7 +47,7 @@ from engine.catalog.models import Criterion
 from engine.catalog.load import compile_documents
 from engine.cel import CelEvalError, CelProgram
 from engine.io.events import COLUMNS, TS, dicts_to_column, json_doubles, strip_nulls
-from engine.kernel import participant_view, program_view
+from engine.kernel import apply_holder_due, participant_view, program_view
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.reads import merge, reads
@@ -242,7 +242,7 @@ def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.Da
 def _admitted(con, catalog: Catalog, program: CompiledProgram, auto: CompiledAutomation, instant: datetime,
               people: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The participants the THRESHOLD test, the filter and the guard admit at `instant`, each
-    judged on its state as the ledger holds it now (counter resets due by the instant applied).
+    judged on its state as the ledger holds it now with everything due by the instant applied.
     An expression that fails or does not give a bool admits no one, as a failing rule condition
     matches nothing. The program event of a scope program automation (participant None) is
     judged on the empty participant its rules see (engine/kernel.py EMPTY_PARTICIPANT)."""
@@ -256,7 +256,15 @@ def _admitted(con, catalog: Catalog, program: CompiledProgram, auto: CompiledAut
     if (not tests and auto.threshold is None) or not people:
         return people
     store = Store(con, {})  # read-only: discarded after the test
-    store.preload([pid for pid, _ in people if pid is not None] + [program.sid], [], lots=False)
+    pids = [pid for pid, _ in people if pid is not None]
+    store.preload(pids + [program.sid], [], lots=False)
+    # as of the firing instant: what is due by then for the participant (lot expiries and
+    # maturities, tier reviews, rollovers and expiries) has happened, as before an event
+    # (semantics.md 3); counter resets are applied by Tx.state
+    store.load_live_lots(pids)
+    timed = catalog.timed_tiers()
+    for pid in pids:
+        apply_holder_due(store, "PARTICIPANT", pid, instant, timed, [], 0)
     want = merge(*(reads(p, "participant") for p in tests))
     tx = Tx(store, instant)
     fired = {} if auto.threshold is None else dict(con.execute(

@@ -1,0 +1,76 @@
+"""An outsider's scenario tests, session 20: tiers, groups and automations (semantics.md 10, 11),
+black box. Expectations come from semantics.md (and docs/decisions.md where it is silent) alone;
+every test runs the real CLI on Parquet inputs into a real DuckDB file.
+
+- An automation's `guard_condition` / `participant_filter` was judged on the state the ledger
+  stored, without the time-driven changes due by the firing instant (semantics.md 3): a
+  guard on `participant.balances` passed on a lot that had expired hours before the firing, and
+  a guard on `participant.tiers` passed on a level a lifecycle review had taken away at the
+  period end before it, so both firings paid out.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+from tests.e2e.test_contract_audit import LOT, Ledger, ev, on, program
+from tests.helpers.io import cli
+
+
+def maintain(lg: Ledger, *as_of: str) -> None:
+    for t in as_of:
+        res = cli("maintain", "--db", str(lg.db), "--as-of", t)
+        assert res.returncode == 0, res.stdout + res.stderr
+
+
+def fired(lg: Ledger, automation: str) -> list[str]:
+    """The instants (UTC text) of an automation's SYSTEM events, in order."""
+    return [t for (t,) in lg.sql(
+        "SELECT strftime(event_timestamp, '%Y-%m-%dT%H:%M:%SZ') FROM events WHERE idempotency_key LIKE ? "
+        "ORDER BY event_timestamp", [f"system:automation:{automation}:%"])]
+
+
+def level(key: str, rank: int, counter: str, threshold: str) -> dict:
+    return {"key": key, "rank": rank,
+            "qualification": {"mode": "ALL", "criteria": [{"counter": counter, "operator": ">=", "threshold": threshold}]}}
+
+
+def test_a_guard_sees_the_lot_expiry_due_before_the_firing(tmp_path):
+    # semantics.md 3 / 9.1 / 11: a lot of 100 expires at 2 March 06:00 ("expired lots are never
+    # spendable, even before the expiry entry is written"); a daily 12:00 automation guarded by
+    # `available >= 100` fires on 1 March (100 available) and not on 2 March (0 since 06:00).
+    autos = [{"name": "Rich", "key": "rich", "event_name": "rich", "scope": "participants",
+              "trigger": {"type": "cron", "cron_expression": "0 12 * * *"},
+              "guard_condition": "participant.balances.PTS.available >= 100.0"}]
+    rules = [on("buy", {"type": "CREDIT", "asset": "PTS", "amount": "100", "expires_at": "2025-03-02T06:00:00Z"}),
+             on("rich", {"type": "COUNTER", "key": "rich", "value": "1"})]
+    lg = Ledger(tmp_path, program(rules, [LOT], automations=autos))
+    lg.run([ev("b1", "a", "2025-03-01T00:00:00Z", "buy")])
+    maintain(lg, "2025-03-03T00:00:00Z")
+    assert fired(lg, "rich") == ["2025-03-01T12:00:00Z"]
+    assert lg.state("a") == {("COUNTER", "rich"): D(1)}
+    assert lg.balance("a") == (D(0), D(0), D(0))
+
+
+def test_a_guard_sees_the_tier_review_due_before_the_firing(tmp_path):
+    # semantics.md 3 / 10 / 11: gold (v >= 5) reached in December 2025 is reviewed at each
+    # 1 January 00:00 (CALENDAR_YEAR, DROP_ONE, counters rolled to 0 after each close): kept on
+    # 1 January 2026 (v = 5), dropped to silver on 1 January 2027 (v = 0). A yearly 1 January
+    # 12:00 bonus for gold members fires in 2026 only, whether maintenance runs once or twice.
+    tier = {"key": "club", "levels": [level("silver", 1, "v", "1"), level("gold", 2, "v", "5")],
+            "lifecycle": {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+                          "downgrade_policy": {"mode": "DROP_ONE"}, "counters": {"rollover": "NONE"}}}
+    autos = [{"name": "Gold bonus", "key": "gb", "event_name": "gb", "scope": "participants",
+              "trigger": {"type": "cron", "cron_expression": "0 12 1 1 *"},
+              "guard_condition": 'has(participant.tiers.club) && participant.tiers.club.level == "gold"'}]
+    rules = [on("buy", {"type": "COUNTER", "key": "v", "value": "event.n"}), on("gb", {"type": "CREDIT", "asset": "PTS", "amount": "10"})]
+    for name, as_of in (("once", ["2027-01-02T00:00:00Z"]), ("twice", ["2026-06-01T00:00:00Z", "2027-01-02T00:00:00Z"])):
+        (tmp_path / name).mkdir()
+        lg = Ledger(tmp_path / name, program(rules, tiers=[tier], automations=autos))
+        lg.run([ev("b1", "a", "2025-12-15T00:00:00Z", "buy", n=5)])
+        maintain(lg, *as_of)
+        assert lg.sql("SELECT from_level, to_level, reason, strftime(effective_at, '%Y-%m-%d %H:%M') FROM tier_history "
+                      "ORDER BY seq") == [(None, "gold", "AUTO", "2025-12-15 00:00"),
+                                          ("gold", "silver", "LIFECYCLE", "2027-01-01 00:00")]
+        assert fired(lg, "gb") == ["2026-01-01T12:00:00Z"], name
+        assert lg.balance("a")[0] == D(10)
