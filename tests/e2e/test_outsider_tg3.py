@@ -74,3 +74,25 @@ def test_a_guard_sees_the_tier_review_due_before_the_firing(tmp_path):
                                           ("gold", "silver", "LIFECYCLE", "2027-01-01 00:00")]
         assert fired(lg, "gb") == ["2026-01-01T12:00:00Z"], name
         assert lg.balance("a")[0] == D(10)
+
+
+def test_a_threshold_sees_the_rollover_due_before_the_maintenance_that_plans_it(tmp_path):
+    # semantics.md 3 / 10 / 11, docs/decisions.md "participant_state THRESHOLD": spend 2500 makes
+    # the member gold (spend >= 1000) and passes the THRESHOLD spend >= 1000, which fires at the
+    # next maintenance (2 June 2025). At the close of 1 January 2026 spend rolls over (EXCESS:
+    # 2500 - 1000 = 1500), which begins a new counter period in which it still passes: the first
+    # maintenance after the close (as of 5 January) fires again, not only the one after it.
+    tier = {"key": "club", "levels": [level("gold", 1, "spend", "1000")],
+            "lifecycle": {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+                          "downgrade_policy": {"mode": "HOLD"}, "counters": {"rollover": "EXCESS"}}}
+    autos = [{"name": "Big", "key": "big", "event_name": "big", "scope": "participants",
+              "trigger": {"type": "participant_state", "schedule_type": "THRESHOLD",
+                          "schedule_config": {"counter": "spend", "operator": ">=", "threshold": 1000}}}]
+    rules = [on("buy", {"type": "COUNTER", "key": "spend", "value": "event.amount"}),
+             on("big", {"type": "CREDIT", "asset": "PTS", "amount": "7"})]
+    lg = Ledger(tmp_path, program(rules, tiers=[tier], automations=autos))
+    lg.run([ev("b1", "a", "2025-06-01T00:00:00Z", "buy", amount=2500)])
+    maintain(lg, "2025-06-02T00:00:00Z", "2026-01-05T00:00:00Z", "2026-01-06T00:00:00Z")
+    assert fired(lg, "big") == ["2025-06-02T00:00:00Z", "2026-01-05T00:00:00Z"]
+    assert lg.state("a") == {("COUNTER", "spend"): D(1500)}
+    assert lg.balance("a")[0] == D(14)
