@@ -6,7 +6,8 @@ every test runs the real CLI on Parquet inputs into a real DuckDB file.
   stored, without the time-driven changes due by the firing instant (semantics.md 3): a
   guard on `participant.balances` passed on a lot that had expired hours before the firing, and
   a guard on `participant.tiers` passed on a level a lifecycle review had taken away at the
-  period end before it, so both firings paid out.
+  period end before it, so both firings paid out; and a THRESHOLD firing in the counter
+  period a due rollover begins came one maintenance run late (applied after the planning).
 """
 
 from __future__ import annotations
