@@ -76,8 +76,8 @@ def stored_catalog(con) -> Catalog | None:
 def schedule(con, catalog: Catalog, as_of: datetime) -> tuple[list[Firing], dict[str, datetime]]:
     """(the firings due up to `as_of` not planned before, in stream order: instant, program key,
     automation key; the new `planned_through` of each automation planned)."""
-    marks = {i: (introduced, through) for i, introduced, through in
-             con.execute(statement("lookups.sql", "automation_marks")).fetchall()}
+    rows = con.execute(statement("lookups.sql", "automation_marks")).fetchall()
+    marks = {i: (introduced, through) for i, introduced, through, _ in rows}
     starts = dict(con.execute(statement("lookups.sql", "program_first_instants")).fetchall())
     firings: list[Firing] = []
     planned: dict[str, datetime] = {}
@@ -102,6 +102,11 @@ def schedule(con, catalog: Catalog, as_of: datetime) -> tuple[list[Firing], dict
                 firings += _per_participant(con, program, auto, start, as_of)
             else:
                 firings += [Firing(t, program, auto) for t in instants(auto, start, through, as_of)]
+    # removed from its program's file (archived by the run that stored the file without it): its
+    # instants pass without firing, as a paused one's, and are not made up if it comes back
+    for i, _, through, status in rows:
+        if status == "archived" and (through is None or through < as_of):
+            planned[i] = as_of
     firings.sort(key=lambda f: (f.instant, f.program.key, f.automation.key))
     return firings, planned
 

@@ -241,7 +241,7 @@ SELECT d.key, d.document::VARCHAR, p.source_file FROM program_documents d
 LEFT JOIN programs p ON p.id = d.program_id ORDER BY d.key;
 
 -- name: automation_marks
-SELECT id::VARCHAR AS id, introduced_at, planned_through FROM automations;
+SELECT id::VARCHAR AS id, introduced_at, planned_through, status FROM automations;
 
 -- name: program_first_instants
 -- The first instant of each program's stream (events and operations, SYSTEM events included).

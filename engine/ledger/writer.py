@@ -27,7 +27,7 @@ from .sqlfiles import statement
 
 ORDER = [
     "insert_catalog_programs", "insert_catalog_program_documents", "insert_catalog_automations",
-    "update_automations_planned", "insert_catalog_group_founders", "insert_catalog_groups", "insert_catalog_assets",
+    "archive_removed_automations", "update_automations_planned", "insert_catalog_group_founders", "insert_catalog_groups", "insert_catalog_assets",
     "insert_catalog_rewards", "insert_catalog_rules", "archive_removed_rules", "archive_removed_rewards",
     "insert_catalog_rule_versions", "insert_catalog_tiers", "delete_catalog_tier_levels", "insert_catalog_tier_levels",
     "delete_catalog_fingerprint", "insert_catalog_fingerprint",

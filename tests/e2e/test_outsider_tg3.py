@@ -97,3 +97,27 @@ def test_a_threshold_sees_the_rollover_due_before_the_maintenance_that_plans_it(
     assert fired(lg, "big") == ["2025-06-02T00:00:00Z", "2026-01-05T00:00:00Z"]
     assert lg.state("a") == {("COUNTER", "spend"): D(1500)}
     assert lg.balance("a")[0] == D(14)
+
+
+def test_an_automation_taken_out_of_the_file_and_put_back_does_not_make_up_the_firings_it_missed(tmp_path):
+    # semantics.md 11 and docs/decisions.md "Automations" (an automation added later starts where
+    # the ledger was; a paused one does not make up its instants): a monthly automation fires on
+    # 1 April; a run then loads the file without it, and the maintenance of 2 July has nothing to
+    # fire; put back by the run of 15 July, it fires on 1 August and not on 1 May, June and July.
+    from tests.helpers.io import write_program
+    autos = [{"name": "Monthly", "key": "monthly", "event_name": "monthly", "scope": "participants",
+              "trigger": {"type": "cron", "cron_expression": "0 0 1 * *"}}]
+    rules = [on("monthly", {"type": "CREDIT", "asset": "PTS", "amount": "10"}),
+             on("buy", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]
+    lg = Ledger(tmp_path, program(rules, automations=autos))
+    lg.run([ev("b1", "a", "2025-03-15T00:00:00Z", "buy")])
+    maintain(lg, "2025-04-02T00:00:00Z")
+    write_program(lg.programs / "shop.yaml", program(rules))
+    lg.run([ev("b2", "a", "2025-04-15T00:00:00Z", "buy")])
+    maintain(lg, "2025-07-02T00:00:00Z")
+    assert fired(lg, "monthly") == ["2025-04-01T00:00:00Z"]
+    write_program(lg.programs / "shop.yaml", program(rules, automations=autos))
+    lg.run([ev("b3", "a", "2025-07-15T00:00:00Z", "buy")])
+    maintain(lg, "2025-08-02T00:00:00Z")
+    assert fired(lg, "monthly") == ["2025-04-01T00:00:00Z", "2025-08-01T00:00:00Z"]
+    assert lg.balance("a")[0] == D(23)
