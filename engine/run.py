@@ -186,9 +186,10 @@ def run_batch(programs: str | Path | Catalog, events: str | Path | list[str | Pa
         groups.check_founders(con, catalog)
         check_assets(con, catalog)
         # the tiers of programs whose files this run lacks still review, roll over and expire
-        # for the participants it touches (semantics.md 3), from the definitions stored
-        catalog.stored_tiers[:] = tiers.stored(con, LAST_INSTANT, skip={t.sid for p in catalog.programs.values()
-                                                                        for t in p.tiers.values()})
+        # for the participants it touches (semantics.md 3), from the definitions stored; a
+        # program whose file it has has the tiers its file says (one taken out acts no more)
+        own = {p.id for p in catalog.programs.values()}
+        catalog.stored_tiers[:] = [t for t in tiers.stored(con, LAST_INSTANT) if t.program_id not in own]
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         writer = BatchWriter(con, batch_id)
         totals = new_totals()

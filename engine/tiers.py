@@ -349,11 +349,10 @@ def apply_due(store: Store, timed: list[CompiledTier], pid: str, now: datetime) 
         tx.commit()
 
 
-def stored(con, as_of: datetime, skip: set[str] = frozenset()) -> list[CompiledTier]:
+def stored(con, as_of: datetime) -> list[CompiledTier]:
     """The tier types whose levels change with time by `as_of` (a lifecycle, or a level expiring
     by then), compiled from the definitions the ledger stores (`tiers.definition`, as the last run
-    that had their program's file wrote them), but those whose id is in `skip`."""
+    that had their program's file wrote them; only tiers that file still has)."""
     return [compile_tier(f"stored tier {tier_id}", program_key, Tier.model_validate(json.loads(definition)))
             for tier_id, program_key, definition in con.execute(statement("lookups.sql", "timed_tiers"),
-                                                                {"as_of": as_of}).fetchall()
-            if tier_id not in skip]
+                                                                {"as_of": as_of}).fetchall()]

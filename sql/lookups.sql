@@ -173,11 +173,14 @@ FROM participant_tiers WHERE participant_id IN (SELECT TRY_CAST(id AS UUID) FROM
 
 -- name: timed_tiers
 -- Tier types whose levels change with time by $as_of, as stored by the last run (maintenance
--- runs without program files): those with a lifecycle, and those with a tier expiry due.
+-- runs without program files): those with a lifecycle, and those with a tier expiry due. Only
+-- tiers still in their program's file as last stored (program_documents): a tier taken out of
+-- the file no longer reviews levels nor rolls counters over.
 SELECT t.id::VARCHAR AS id, p.key AS program_key, t.definition::VARCHAR AS definition
-FROM tiers t JOIN programs p ON p.id = t.program_id
-WHERE json_exists(t.definition, '$.lifecycle')
-   OR t.id IN (SELECT tier_id FROM participant_tiers WHERE expires_at <= $as_of)
+FROM tiers t JOIN programs p ON p.id = t.program_id JOIN program_documents d ON d.program_id = t.program_id
+WHERE list_contains(json_extract_string(d.document, '$.tiers[*].key'), t.key)
+  AND (json_exists(t.definition, '$.lifecycle')
+       OR t.id IN (SELECT tier_id FROM participant_tiers WHERE expires_at <= $as_of))
 ORDER BY p.key, t.key;
 
 -- name: expiring_holders

@@ -121,3 +121,27 @@ def test_an_automation_taken_out_of_the_file_and_put_back_does_not_make_up_the_f
     maintain(lg, "2025-08-02T00:00:00Z")
     assert fired(lg, "monthly") == ["2025-04-01T00:00:00Z", "2025-08-01T00:00:00Z"]
     assert lg.balance("a")[0] == D(23)
+
+
+def test_a_tier_taken_out_of_the_file_no_longer_rolls_counters_nor_reviews_levels(tmp_path):
+    # semantics.md 2.1 / 10: tiers are what the program files define. `club` rolls `spend` to 0 at
+    # every 1 January (rollover NONE) and drops members who no longer qualify (DROP_ONE; gold
+    # needs spend >= 100, a second level below it). A run then loads the file without the tier
+    # (the rule still counts spend): neither that run's event after the close, nor a later run,
+    # nor maintenance, rolls spend over or reviews the level any more.
+    from tests.helpers.io import write_program
+    tier = {"key": "club", "levels": [level("silver", 1, "spend", "10"), level("gold", 2, "spend", "100")],
+            "lifecycle": {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+                          "downgrade_policy": {"mode": "DROP_ONE"}, "counters": {"rollover": "NONE"}}}
+    rules = [on("buy", {"type": "COUNTER", "key": "spend", "value": "event.amount"})]
+    lg = Ledger(tmp_path, program(rules, tiers=[tier]))
+    lg.run([ev("b1", "a", "2025-06-01T00:00:00Z", "buy", amount=150), ev("c1", "c", "2025-06-01T00:00:00Z", "buy", amount=150)])
+    write_program(lg.programs / "shop.yaml", program(rules))
+    lg.run([ev("b2", "a", "2026-02-01T00:00:00Z", "buy", amount=10)])
+    assert lg.state("a") == {("COUNTER", "spend"): D(160)}
+    lg.run([ev("b3", "a", "2027-02-01T00:00:00Z", "buy", amount=1)])
+    maintain(lg, "2028-02-01T00:00:00Z")
+    assert lg.state("a") == {("COUNTER", "spend"): D(161)}
+    assert lg.state("c") == {("COUNTER", "spend"): D(150)}
+    assert lg.sql("SELECT count(*) FROM tier_history WHERE reason = 'LIFECYCLE'") == [(0,)]
+    lg.verify()
