@@ -8,6 +8,12 @@ every test runs the real CLI on Parquet inputs into a real DuckDB file.
   a guard on `participant.tiers` passed on a level a lifecycle review had taken away at the
   period end before it, so both firings paid out; and a THRESHOLD firing in the counter
   period a due rollover begins came one maintenance run late (applied after the planning).
+- An automation taken out of its program's file and put back later fired, at the next
+  maintenance, every instant that passed while it was out (dated in the past); it now passes
+  them like a paused automation (archived while out of the file).
+- A tier taken out of its program's file kept acting from its stored definition: its lifecycle
+  reviewed levels and rolled counters over (a counter the files no longer roll was wiped at
+  every 1 January), in runs and in maintenance.
 """
 
 from __future__ import annotations
