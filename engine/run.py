@@ -342,6 +342,7 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
     it is not chunked; a firing instant's SYSTEM events in `perkflow maintain`, `system`); adds
     its counts to `totals`. The SYSTEM events due by `reach` (default: the chunk's last instant)
     are processed in it, merged with its rows at their instants (engine/emit.py)."""
+    tiers.attach_since(con, catalog)  # before anything reads a lifecycle (and before the catalog is written)
     step("checking idempotency and participants")
     taken = intake(rows, catalog, con, system=system)
     if source_names:  # (after intake, which reads a quarantined row's raw again from its file)

@@ -171,12 +171,23 @@ SELECT participant_id::VARCHAR AS participant_id, tier_id::VARCHAR AS tier_id, l
        expires_at
 FROM participant_tiers WHERE participant_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities);
 
+-- name: tier_lifecycles
+-- Each stored tier's lifecycle as last stored, and since when (engine/tiers.py attach_since).
+SELECT id::VARCHAR AS id, json_extract(definition, '$.lifecycle')::VARCHAR AS lifecycle, lifecycle_since FROM tiers;
+
+-- name: catalog_clock
+-- The ledger's clock before a batch: the latest instant processed so far (events, operations,
+-- maintenance planning); null for a ledger with none yet. A catalog entry that starts with a
+-- batch (an automation, a tier lifecycle) starts then, as insert_catalog_automations reckons.
+SELECT MAX(t) FROM (SELECT MAX(event_timestamp) AS t FROM events UNION ALL SELECT MAX(timestamp) FROM operations
+                    UNION ALL SELECT MAX(planned_through) FROM automations);
+
 -- name: timed_tiers
 -- Tier types whose levels change with time by $as_of, as stored by the last run (maintenance
 -- runs without program files): those with a lifecycle, and those with a tier expiry due. Only
 -- tiers still in their program's file as last stored (program_documents): a tier taken out of
 -- the file no longer reviews levels nor rolls counters over.
-SELECT t.id::VARCHAR AS id, p.key AS program_key, t.definition::VARCHAR AS definition
+SELECT t.id::VARCHAR AS id, p.key AS program_key, t.definition::VARCHAR AS definition, t.lifecycle_since
 FROM tiers t JOIN programs p ON p.id = t.program_id JOIN program_documents d ON d.program_id = t.program_id
 WHERE list_contains(json_extract_string(d.document, '$.tiers[*].key'), t.key)
   AND (json_exists(t.definition, '$.lifecycle')

@@ -323,7 +323,7 @@ INSERT INTO budget_consumption SELECT rule_id::UUID, budget_index, asset_id::UUI
 ON CONFLICT DO UPDATE SET consumed = EXCLUDED.consumed;
 
 -- name: insert_catalog_tiers
-INSERT OR REPLACE INTO tiers SELECT id::UUID, program_id::UUID, key, name, definition::JSON FROM stage_tiers;
+INSERT OR REPLACE INTO tiers SELECT id::UUID, program_id::UUID, key, name, definition::JSON, lifecycle_since FROM stage_tiers;
 
 -- name: delete_catalog_tier_levels
 DELETE FROM tier_levels WHERE tier_id IN (SELECT id::UUID FROM stage_tiers);

@@ -14,6 +14,10 @@ every test runs the real CLI on Parquet inputs into a real DuckDB file.
 - A tier taken out of its program's file kept acting from its stored definition: its lifecycle
   reviewed levels and rolled counters over (a counter the files no longer roll was wiped at
   every 1 January), in runs and in maintenance.
+- A lifecycle added to a tier members already held applied, at their next touch, every period
+  end since they reached their level (dated in the past, after later events had seen the old
+  level) and rolled their counters for closes that passed before it existed; it now starts at
+  the ledger's clock when it is first stored (`tiers.lifecycle_since`).
 """
 
 from __future__ import annotations
@@ -150,4 +154,33 @@ def test_a_tier_taken_out_of_the_file_no_longer_rolls_counters_nor_reviews_level
     assert lg.state("a") == {("COUNTER", "spend"): D(161)}
     assert lg.state("c") == {("COUNTER", "spend"): D(150)}
     assert lg.sql("SELECT count(*) FROM tier_history WHERE reason = 'LIFECYCLE'") == [(0,)]
+    lg.verify()
+
+
+def test_a_lifecycle_added_to_a_held_tier_starts_when_it_is_added(tmp_path):
+    # semantics.md 3 ("history is never rewritten") / 10: gold (spend >= 1000) was reached in 2023
+    # under a tier without lifecycle; an event of 1 June 2025 still sees gold. A run of July 2025
+    # adds a CALENDAR_YEAR lifecycle (DROP_ONE, counters rolled to 0). It reviews from the first
+    # period end after it was added, 1 January 2026, not at the period ends of 2024 and 2025 that
+    # passed before it existed (which dropped the member to silver "since 1 January 2025", after
+    # the June event had seen gold, and wiped the spend counted then): on 1 January 2026 spend
+    # 1220 keeps gold and rolls to 0; on 1 January 2027 spend 0 drops it to silver.
+    from tests.helpers.io import write_program
+    levels = [level("bronze", 1, "spend", "100"), level("silver", 2, "spend", "500"), level("gold", 3, "spend", "1000")]
+    life = {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+            "downgrade_policy": {"mode": "DROP_ONE"}, "counters": {"rollover": "NONE"}}
+    rules = [on("buy", {"type": "COUNTER", "key": "spend", "value": "event.amount"})]
+    lg = Ledger(tmp_path, program(rules, tiers=[{"key": "club", "levels": levels}]))
+    lg.run([ev("b1", "a", "2023-03-01T00:00:00Z", "buy", amount=1200)])
+    lg.run([ev("b2", "a", "2025-06-01T00:00:00Z", "buy", amount=10)])
+    write_program(lg.programs / "shop.yaml", program(rules, tiers=[{"key": "club", "levels": levels, "lifecycle": life}]))
+    lg.run([ev("b3", "a", "2025-07-01T00:00:00Z", "buy", amount=10)])
+
+    def changes():
+        return lg.sql("SELECT from_level, to_level, reason, strftime(effective_at, '%Y-%m-%d') FROM tier_history ORDER BY seq")
+    assert changes() == [(None, "gold", "AUTO", "2023-03-01")]
+    assert lg.state("a") == {("COUNTER", "spend"): D(1220)}
+    maintain(lg, "2027-02-01T00:00:00Z")
+    assert changes() == [(None, "gold", "AUTO", "2023-03-01"), ("gold", "silver", "LIFECYCLE", "2027-01-01")]
+    assert lg.sql("SELECT number_value, strftime(last_reset_at, '%Y-%m-%d') FROM participant_state") == [(D(0), "2027-01-01")]
     lg.verify()
