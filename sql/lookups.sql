@@ -172,8 +172,11 @@ SELECT participant_id::VARCHAR AS participant_id, tier_id::VARCHAR AS tier_id, l
 FROM participant_tiers WHERE participant_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities);
 
 -- name: tier_lifecycles
--- Each stored tier's lifecycle as last stored, and since when (engine/tiers.py attach_since).
-SELECT id::VARCHAR AS id, json_extract(definition, '$.lifecycle')::VARCHAR AS lifecycle, lifecycle_since FROM tiers;
+-- Each tier's lifecycle as last stored, and since when (engine/tiers.py attach_since), for the
+-- tiers still in their program's file as last stored: one taken out and put back starts anew.
+SELECT t.id::VARCHAR AS id, json_extract(t.definition, '$.lifecycle')::VARCHAR AS lifecycle, t.lifecycle_since
+FROM tiers t JOIN program_documents d ON d.program_id = t.program_id
+WHERE list_contains(json_extract_string(d.document, '$.tiers[*].key'), t.key);
 
 -- name: catalog_clock
 -- The ledger's clock before a batch: the latest instant processed so far (events, operations,

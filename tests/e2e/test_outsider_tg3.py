@@ -17,7 +17,8 @@ every test runs the real CLI on Parquet inputs into a real DuckDB file.
 - A lifecycle added to a tier members already held applied, at their next touch, every period
   end since they reached their level (dated in the past, after later events had seen the old
   level) and rolled their counters for closes that passed before it existed; it now starts at
-  the ledger's clock when it is first stored (`tiers.lifecycle_since`).
+  the ledger's clock when it is first stored (`tiers.lifecycle_since`); so does one of a tier
+  taken out of its file and put back.
 """
 
 from __future__ import annotations
@@ -184,3 +185,25 @@ def test_a_lifecycle_added_to_a_held_tier_starts_when_it_is_added(tmp_path):
     assert changes() == [(None, "gold", "AUTO", "2023-03-01"), ("gold", "silver", "LIFECYCLE", "2027-01-01")]
     assert lg.sql("SELECT number_value, strftime(last_reset_at, '%Y-%m-%d') FROM participant_state") == [(D(0), "2027-01-01")]
     lg.verify()
+
+
+def test_a_tier_put_back_in_the_file_starts_its_lifecycle_anew(tmp_path):
+    # semantics.md 3 / 10, as the two tests above: `club` (CALENDAR_YEAR, DROP_ONE, spend rolled to
+    # 0) is taken out of the file in July 2025 and put back by a run of July 2027. Its lifecycle
+    # starts then (the ledger's clock before that run: 1 June 2027): the period ends of 2026 and
+    # 2027 that passed while it was out neither roll spend over nor review the gold level.
+    from tests.helpers.io import write_program
+    levels = [level("silver", 1, "spend", "10"), level("gold", 2, "spend", "100")]
+    life = {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+            "downgrade_policy": {"mode": "DROP_ONE"}, "counters": {"rollover": "NONE"}}
+    rules = [on("buy", {"type": "COUNTER", "key": "spend", "value": "event.amount"})]
+    with_tier = program(rules, tiers=[{"key": "club", "levels": levels, "lifecycle": life}])
+    lg = Ledger(tmp_path, with_tier)
+    lg.run([ev("b1", "a", "2025-06-01T00:00:00Z", "buy", amount=150)])
+    write_program(lg.programs / "shop.yaml", program(rules))
+    lg.run([ev("b2", "a", "2025-07-01T00:00:00Z", "buy", amount=10)])
+    lg.run([ev("b3", "a", "2027-06-01T00:00:00Z", "buy", amount=10)])
+    write_program(lg.programs / "shop.yaml", with_tier)
+    lg.run([ev("b4", "a", "2027-07-01T00:00:00Z", "buy", amount=10)])
+    assert lg.sql("SELECT reason FROM tier_history ORDER BY seq") == [("AUTO",)]
+    assert lg.state("a") == {("COUNTER", "spend"): D(180)}
