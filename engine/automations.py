@@ -47,10 +47,10 @@ from engine.catalog.models import Criterion
 from engine.catalog.load import compile_documents
 from engine.cel import CelEvalError, CelProgram
 from engine.io.events import COLUMNS, TS, dicts_to_column, json_doubles, strip_nulls
-from engine.kernel import apply_due_for, participant_view, program_view
+from engine.kernel import apply_holder_due, participant_view, program_view
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
-from engine.reads import keys, merge, reads, reads_field
+from engine.reads import keys, merge, reads
 from engine.state import EntityState, Store, Tx, status_at, stored_status_changes
 from engine.tiers import meets
 
@@ -76,8 +76,8 @@ def stored_catalog(con) -> Catalog | None:
 def schedule(con, catalog: Catalog, as_of: datetime) -> tuple[list[Firing], dict[str, datetime]]:
     """(the firings due up to `as_of` not planned before, in stream order: instant, program key,
     automation key; the new `planned_through` of each automation planned)."""
-    marks = {i: (introduced, through) for i, introduced, through in
-             con.execute(statement("lookups.sql", "automation_marks")).fetchall()}
+    rows = con.execute(statement("lookups.sql", "automation_marks")).fetchall()
+    marks = {i: (introduced, through) for i, introduced, through, _ in rows}
     starts = dict(con.execute(statement("lookups.sql", "program_first_instants")).fetchall())
     firings: list[Firing] = []
     planned: dict[str, datetime] = {}
@@ -102,6 +102,11 @@ def schedule(con, catalog: Catalog, as_of: datetime) -> tuple[list[Firing], dict
                 firings += _per_participant(con, program, auto, start, as_of)
             else:
                 firings += [Firing(t, program, auto) for t in instants(auto, start, through, as_of)]
+    # removed from its program's file (archived by the run that stored the file without it): its
+    # instants pass without firing, as a paused one's, and are not made up if it comes back
+    for i, _, through, status in rows:
+        if status == "archived" and (through is None or through < as_of):
+            planned[i] = as_of
     firings.sort(key=lambda f: (f.instant, f.program.key, f.automation.key))
     return firings, planned
 
@@ -242,7 +247,7 @@ def rows_at(con, catalog: Catalog, firings: list[Firing], arrival: int) -> pl.Da
 def _admitted(con, catalog: Catalog, program: CompiledProgram, auto: CompiledAutomation, instant: datetime,
               people: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The participants the THRESHOLD test, the filter and the guard admit at `instant`, each
-    judged on its state as the ledger holds it now (counter resets due by the instant applied).
+    judged on its state as the ledger holds it now with everything due by the instant applied.
     An expression that fails or does not give a bool admits no one, as a failing rule condition
     matches nothing. The program event of a scope program automation (participant None) is
     judged on the empty participant its rules see (engine/kernel.py EMPTY_PARTICIPANT)."""
@@ -256,18 +261,20 @@ def _admitted(con, catalog: Catalog, program: CompiledProgram, auto: CompiledAut
     if (not tests and auto.threshold is None) or not people:
         return people
     want = merge(*(reads(p, "participant") for p in tests))
-    # what is due by the instant has happened before the filter and guard judge (semantics.md 3):
-    # a lot expired by then is not spendable (9.1), one matured by then is, a level due to drop
-    # has dropped, though maintenance writes their entries and rows only later, as a participant's
-    # SYSTEM event comes to be processed (docs/decisions.md "Automations")
+    # as of the firing instant: what is due by then for the participant has happened, as before
+    # an event (semantics.md 3), though maintenance writes its entries and rows only later, as the
+    # participant's SYSTEM event comes to be processed (docs/decisions.md "Automations"): a lot
+    # expired by then is not spendable (9.1), one matured by then is; tier reviews, rollovers
+    # (counters, which a THRESHOLD reads) and expiries have happened; counter resets are applied
+    # by Tx.state. Lots are loaded only when the tests read a LOT asset's balance.
     lots = bool(keys(want, "balances", list(program.lot_assets)))
-    timed = catalog.timed_tiers() if reads_field(want, "tiers") else []
+    timed = catalog.timed_tiers()
     store = Store(con, {})  # read-only: discarded after the test
     pids = [pid for pid, _ in people if pid is not None]
     store.preload(pids + [program.sid], [], lots=lots)
     if lots or timed:
         for pid in pids:
-            apply_due_for(store, "PARTICIPANT", pid, instant, [], 0, timed)
+            apply_holder_due(store, "PARTICIPANT", pid, instant, timed, [], 0)
     tx = Tx(store, instant)
     fired = {} if auto.threshold is None else dict(con.execute(
         statement("lookups.sql", "automation_last_firings"),

@@ -258,15 +258,18 @@ def _toucher(ev: KernelEvent, tx: Tx, effects: list, timed: list):
         if eid is None or (etype, eid) in touched:
             return
         touched.add((etype, eid))
-        apply_due_for(store, etype, eid, ev.now, effects, ev.pos, timed)
+        apply_holder_due(store, etype, eid, ev.now, timed, effects, ev.pos)
         if etype == "PARTICIPANT":  # groups' counters reset when read (Tx.state)
             tx.state("PARTICIPANT", eid)  # its due counter resets (Tx.state applies them)
     return touch
 
 
-def apply_due_for(store: Store, etype: str, eid: str, now: datetime, effects: list, pos: int, timed: list) -> None:
-    """The lot maturities and expiries, and (a participant's) tier lifecycle steps and expiries
-    of `timed` tiers, due by `now` for one holder, applied to the store's committed state."""
+def apply_holder_due(store: Store, etype: str, eid: str, now: datetime, timed: list, effects: list,
+                     pos: int) -> None:
+    """The lot maturities and expiries, and (participants) the tier lifecycle steps and tier
+    expiries, due by `now` for one holder, committed to `store` (counter resets are applied when
+    Tx.state reads the holder). Used before an event touches the holder, and by automations'
+    filters and guards, which judge a participant as of the firing instant."""
     for lots in store.holder_lots(etype, eid):
         apply_due(store, lots, now, effects, pos)
     if etype == "PARTICIPANT" and timed:  # groups hold no tiers

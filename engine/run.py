@@ -191,9 +191,10 @@ def run_batch(programs: str | Path | Catalog, events: str | Path | list[str | Pa
         groups.check_founders(con, catalog)
         check_assets(con, catalog)
         # the tiers of programs whose files this run lacks still review, roll over and expire
-        # for the participants it touches (semantics.md 3), from the definitions stored
-        catalog.stored_tiers[:] = tiers.stored(con, LAST_INSTANT, skip={t.sid for p in catalog.programs.values()
-                                                                        for t in p.tiers.values()})
+        # for the participants it touches (semantics.md 3), from the definitions stored; a
+        # program whose file it has has the tiers its file says (one taken out acts no more)
+        own = {p.id for p in catalog.programs.values()}
+        catalog.stored_tiers[:] = [t for t in tiers.stored(con, LAST_INSTANT) if t.program_id not in own]
         batch_id = con.execute(statement("lookups.sql", "next_batch_id")).fetchall()[0][0]
         writer = BatchWriter(con, batch_id)
         totals = new_totals()
@@ -346,6 +347,7 @@ def process_chunk(con, rows: pl.DataFrame, catalog: Catalog, writer: BatchWriter
     it is not chunked; a firing instant's SYSTEM events in `perkflow maintain`, `system`); adds
     its counts to `totals`. The SYSTEM events due by `reach` (default: the chunk's last instant)
     are processed in it, merged with its rows at their instants (engine/emit.py)."""
+    tiers.attach_since(con, catalog)  # before anything reads a lifecycle (and before the catalog is written)
     step("checking idempotency and participants")
     taken = intake(rows, catalog, con, system=system)
     if source_names:  # (after intake, which reads a quarantined row's raw again from its file)

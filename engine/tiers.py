@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import calendar
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -224,8 +225,10 @@ def _window_start(held: TierState) -> datetime:
 
 
 def _next_review(tier: CompiledTier, held: TierState) -> tuple[datetime, datetime] | None:
-    """(due instant, window end) of the next review of a held level; None if it is never reviewed."""
-    end = _window_end(tier, _window_start(held))
+    """(due instant, window end) of the next review of a held level; None if it is never reviewed.
+    A window never starts before the lifecycle does (`since`)."""
+    start = _window_start(held)
+    end = _window_end(tier, start if tier.since is None else max(start, tier.since))
     return None if end is None else (_due_after_window(tier, end), end)
 
 
@@ -311,6 +314,8 @@ def next_step(timed: list[CompiledTier], st: EntityState) -> tuple | None:
         if review:
             steps.append((review[0], 0, i, review[1]))
         marks = [c.last_reset_at for k in tier.rollover_keys if (c := st.counters.get(k)) is not None]
+        if marks and tier.since is not None:  # a counter's period starts no earlier than the lifecycle
+            marks = [max(m, tier.since) for m in marks]
         if marks and (close := _before_time_ends(close_after, tier, min(marks))):
             steps.append((close, 1, i, None))
     return min(steps) if steps else None
@@ -350,11 +355,35 @@ def apply_due(store: Store, timed: list[CompiledTier], pid: str, now: datetime) 
         tx.commit()
 
 
-def stored(con, as_of: datetime, skip: set[str] = frozenset()) -> list[CompiledTier]:
+def stored(con, as_of: datetime) -> list[CompiledTier]:
     """The tier types whose levels change with time by `as_of` (a lifecycle, or a level expiring
     by then), compiled from the definitions the ledger stores (`tiers.definition`, as the last run
-    that had their program's file wrote them), but those whose id is in `skip`."""
-    return [compile_tier(f"stored tier {tier_id}", program_key, Tier.model_validate(json.loads(definition)))
-            for tier_id, program_key, definition in con.execute(statement("lookups.sql", "timed_tiers"),
-                                                                {"as_of": as_of}).fetchall()
-            if tier_id not in skip]
+    that had their program's file wrote them; only tiers that file still has)."""
+    return [replace(compile_tier(f"stored tier {tier_id}", program_key, Tier.model_validate(json.loads(definition))),
+                    since=since)
+            for tier_id, program_key, definition, since in con.execute(statement("lookups.sql", "timed_tiers"),
+                                                                       {"as_of": as_of}).fetchall()]
+
+
+def attach_since(con, catalog) -> None:
+    """Give each tier of the catalog's programs the instant its lifecycle starts (`since`): the
+    one stored with it while the lifecycle stays as written, else the ledger's clock before this
+    batch (None for a ledger with nothing yet). A lifecycle added to (or changed in) a tier that
+    members already hold reviews them and rolls their counters from then on, not at the period
+    ends that passed before it existed (which would rewrite what later events already saw)."""
+    stored = {i: (json.loads(life) if life else None, since)
+              for i, life, since in con.execute(statement("lookups.sql", "tier_lifecycles")).fetchall()}
+    clock = None
+    for program in catalog.programs.values():
+        for key, tier in program.tiers.items():
+            life = tier.definition.get("lifecycle")
+            old = stored.get(tier.sid)
+            if life is None:
+                since = None
+            elif old is not None and old[0] == life:
+                since = old[1]
+            else:
+                clock = clock or con.execute(statement("lookups.sql", "catalog_clock")).fetchall()[0][0]
+                since = clock
+            if since != tier.since:
+                program.tiers[key] = replace(tier, since=since)

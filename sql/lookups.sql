@@ -171,13 +171,30 @@ SELECT participant_id::VARCHAR AS participant_id, tier_id::VARCHAR AS tier_id, l
        expires_at
 FROM participant_tiers WHERE participant_id IN (SELECT TRY_CAST(id AS UUID) FROM stage_entities);
 
+-- name: tier_lifecycles
+-- Each tier's lifecycle as last stored, and since when (engine/tiers.py attach_since), for the
+-- tiers still in their program's file as last stored: one taken out and put back starts anew.
+SELECT t.id::VARCHAR AS id, json_extract(t.definition, '$.lifecycle')::VARCHAR AS lifecycle, t.lifecycle_since
+FROM tiers t JOIN program_documents d ON d.program_id = t.program_id
+WHERE list_contains(json_extract_string(d.document, '$.tiers[*].key'), t.key);
+
+-- name: catalog_clock
+-- The ledger's clock before a batch: the latest instant processed so far (events, operations,
+-- maintenance planning); null for a ledger with none yet. A catalog entry that starts with a
+-- batch (an automation, a tier lifecycle) starts then, as insert_catalog_automations reckons.
+SELECT MAX(t) FROM (SELECT MAX(event_timestamp) AS t FROM events UNION ALL SELECT MAX(timestamp) FROM operations
+                    UNION ALL SELECT MAX(planned_through) FROM automations);
+
 -- name: timed_tiers
 -- Tier types whose levels change with time by $as_of, as stored by the last run (maintenance
--- runs without program files): those with a lifecycle, and those with a tier expiry due.
-SELECT t.id::VARCHAR AS id, p.key AS program_key, t.definition::VARCHAR AS definition
-FROM tiers t JOIN programs p ON p.id = t.program_id
-WHERE json_exists(t.definition, '$.lifecycle')
-   OR t.id IN (SELECT tier_id FROM participant_tiers WHERE expires_at <= $as_of)
+-- runs without program files): those with a lifecycle, and those with a tier expiry due. Only
+-- tiers still in their program's file as last stored (program_documents): a tier taken out of
+-- the file no longer reviews levels nor rolls counters over.
+SELECT t.id::VARCHAR AS id, p.key AS program_key, t.definition::VARCHAR AS definition, t.lifecycle_since
+FROM tiers t JOIN programs p ON p.id = t.program_id JOIN program_documents d ON d.program_id = t.program_id
+WHERE list_contains(json_extract_string(d.document, '$.tiers[*].key'), t.key)
+  AND (json_exists(t.definition, '$.lifecycle')
+       OR t.id IN (SELECT tier_id FROM participant_tiers WHERE expires_at <= $as_of))
 ORDER BY p.key, t.key;
 
 -- name: expiring_holders
@@ -241,7 +258,7 @@ SELECT d.key, d.document::VARCHAR, p.source_file FROM program_documents d
 LEFT JOIN programs p ON p.id = d.program_id ORDER BY d.key;
 
 -- name: automation_marks
-SELECT id::VARCHAR AS id, introduced_at, planned_through FROM automations;
+SELECT id::VARCHAR AS id, introduced_at, planned_through, status FROM automations;
 
 -- name: program_first_instants
 -- The first instant of each program's stream (events and operations, SYSTEM events included).

@@ -363,8 +363,11 @@ CREATE TABLE IF NOT EXISTS tiers (
     program_id          UUID NOT NULL,
     key                 VARCHAR NOT NULL,
     name                VARCHAR NOT NULL,
-    definition          JSON NOT NULL         -- the tier as written (levels, qualification, lifecycle)
+    definition          JSON NOT NULL,        -- the tier as written (levels, qualification, lifecycle)
+    lifecycle_since     TIMESTAMPTZ           -- the ledger's clock when its lifecycle (as written) was first stored
 );
+-- Ledgers made before session 20 have no lifecycle_since: their lifecycles run from the start.
+ALTER TABLE tiers ADD COLUMN IF NOT EXISTS lifecycle_since TIMESTAMPTZ;
 
 CREATE TABLE IF NOT EXISTS tier_levels (
     tier_id             UUID NOT NULL,

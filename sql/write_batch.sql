@@ -30,7 +30,8 @@ INSERT OR REPLACE INTO program_documents SELECT id::UUID, key, document::JSON, $
 -- A new automation is introduced at the ledger's clock before this batch: the latest instant
 -- processed so far (events, operations, maintenance planning); null for a ledger with none yet.
 -- Runs before insert_events, so this batch's own rows do not count. A changed definition keeps
--- when it was introduced and how far it was planned.
+-- when it was introduced and how far it was planned (also one back in its file after it was
+-- removed: maintenance planned past its instants meanwhile, archive_removed_automations).
 INSERT INTO automations
 SELECT s.id::UUID, s.program_id::UUID, s.key, s.name, s.event_name, s.scope, s.trigger_type, s.status,
        s.definition::JSON,
@@ -41,6 +42,16 @@ SELECT s.id::UUID, s.program_id::UUID, s.key, s.name, s.event_name, s.scope, s.t
 FROM stage_automations s
 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, event_name = EXCLUDED.event_name, scope = EXCLUDED.scope,
     trigger_type = EXCLUDED.trigger_type, status = EXCLUDED.status, definition = EXCLUDED.definition;
+
+-- name: archive_removed_automations
+-- An automation no longer in its program's file (the program was loaded, the automation was not)
+-- is archived (Scrip: deleting an automation archives it): maintenance, which plans from the
+-- stored program documents, no longer fires it, and plans past its instants as for a paused
+-- one (engine/automations.py), so back in the file it does not make them up; its row stays for
+-- the events it fired.
+UPDATE automations SET status = 'archived'
+WHERE status <> 'archived' AND program_id IN (SELECT id::UUID FROM stage_programs)
+  AND id NOT IN (SELECT id::UUID FROM stage_automations);
 
 -- name: update_automations_planned
 UPDATE automations SET planned_through = s.planned_through FROM stage_automations_planned s
@@ -312,7 +323,7 @@ INSERT INTO budget_consumption SELECT rule_id::UUID, budget_index, asset_id::UUI
 ON CONFLICT DO UPDATE SET consumed = EXCLUDED.consumed;
 
 -- name: insert_catalog_tiers
-INSERT OR REPLACE INTO tiers SELECT id::UUID, program_id::UUID, key, name, definition::JSON FROM stage_tiers;
+INSERT OR REPLACE INTO tiers SELECT id::UUID, program_id::UUID, key, name, definition::JSON, lifecycle_since FROM stage_tiers;
 
 -- name: delete_catalog_tier_levels
 DELETE FROM tier_levels WHERE tier_id IN (SELECT id::UUID FROM stage_tiers);

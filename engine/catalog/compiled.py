@@ -177,6 +177,9 @@ class CompiledTier:
     definition: dict  # as written (normalised), stored in the tiers table
     duration: timedelta | None = None  # lifecycle.retention.duration, parsed
     rollover_keys: tuple[str, ...] = ()  # lifecycle.counters: the counters rolled over at period closes
+    # the ledger's clock when its lifecycle, as written, was first stored (None: from the start):
+    # its windows and counter periods start no earlier (engine/tiers.py attach_since)
+    since: datetime | None = None
 
     @cached_property
     def sid(self) -> str:

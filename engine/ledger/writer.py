@@ -27,7 +27,7 @@ from .sqlfiles import statement
 
 ORDER = [
     "insert_catalog_programs", "insert_catalog_program_documents", "insert_catalog_automations",
-    "update_automations_planned", "insert_catalog_group_founders", "insert_catalog_groups", "insert_catalog_assets",
+    "archive_removed_automations", "update_automations_planned", "insert_catalog_group_founders", "insert_catalog_groups", "insert_catalog_assets",
     "insert_catalog_rewards", "insert_catalog_rules", "archive_removed_rules", "archive_removed_rewards",
     "insert_catalog_rule_versions", "insert_catalog_tiers", "delete_catalog_tier_levels", "insert_catalog_tier_levels",
     "delete_catalog_fingerprint", "insert_catalog_fingerprint",
@@ -82,9 +82,10 @@ def catalog_frames(catalog: Catalog) -> dict[str, pl.DataFrame]:
                 "available_from": pl.Datetime("us", "UTC"), "available_until": pl.Datetime("us", "UTC")})
     tiers = pl.DataFrame([
         {"id": t.sid, "program_id": str(p.id), "key": t.key, "name": t.name,
-         "definition": json.dumps(t.definition, sort_keys=True)}
+         "definition": json.dumps(t.definition, sort_keys=True), "lifecycle_since": t.since}
         for p in catalog.programs.values() for t in p.tiers.values()],
-        schema={"id": pl.String, "program_id": pl.String, "key": pl.String, "name": pl.String, "definition": pl.String})
+        schema={"id": pl.String, "program_id": pl.String, "key": pl.String, "name": pl.String, "definition": pl.String,
+                "lifecycle_since": pl.Datetime("us", "UTC")})
     levels = pl.DataFrame([
         {"tier_id": t.sid, "key": lv.key, "name": lv.name, "rank": lv.rank, "benefits": json.dumps(lv.benefits, sort_keys=True)}
         for p in catalog.programs.values() for t in p.tiers.values() for lv in t.levels],
