@@ -37,7 +37,10 @@ def later(at: datetime, delta: timedelta) -> datetime:
 
 def parse_instant(text: str) -> datetime:
     """An RFC 3339 timestamp with a time zone."""
-    value = datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
+    try:
+        value = datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:  # Python's own text ("Invalid isoformat string") names neither the form nor a fix
+        raise ValueError(f"{text!r} is not an RFC 3339 timestamp; write e.g. 2025-01-01T00:00:00Z") from None
     if value.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone; write e.g. 2025-01-01T00:00:00Z")
     return value

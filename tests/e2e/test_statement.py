@@ -86,6 +86,8 @@ def test_unknown_participant_asset_or_reversed_period_is_exit_2_naming_it(tmp_pa
     r = cli(*base, "--external-id", "a", "--asset", "PTS", "--from", t(12), "--to", t(10))
     assert r.returncode == 2 and "--to" in r.stderr
     r = cli(*base, "--external-id", "a", "--asset", "PTS", "--from", "yesterday")
-    assert r.returncode == 2 and "--from" in r.stderr
+    assert r.returncode == 2 and "--from" in r.stderr and "RFC 3339" in r.stderr and "2025-01-01T00:00:00Z" in r.stderr
+    r = cli("maintain", "--db", str(s.db), "--as-of", "10000-01-01T00:00:00Z")  # past Python's years
+    assert r.returncode == 2 and "--as-of" in r.stderr and "RFC 3339" in r.stderr and "isoformat" not in r.stderr
     table = cli(*base, "--external-id", "a", "--asset", "PTS")
     assert table.returncode == 0 and "opening balance 0" in table.stdout and "closing balance 25" in table.stdout
