@@ -69,8 +69,10 @@ def rewards(draw) -> list[dict]:
         cup["max_per_participant"] = draw(st.integers(1, 2))
     if draw(st.integers(0, 3)) == 0:
         cup["available_from"] = draw(st.sampled_from(REWARD_EDGES))
-    if draw(st.integers(0, 3)) == 0:
-        cup["available_until"] = draw(st.sampled_from(REWARD_EDGES[1:]))
+    if draw(st.integers(0, 3)) == 0:  # a window ends after it starts (the loader refuses others)
+        later = [edge for edge in REWARD_EDGES[1:] if edge > cup.get("available_from", "")]
+        if later:
+            cup["available_until"] = draw(st.sampled_from(later))
     gift = {"key": "gift", "name": "Gift", "redemption_type": "AMOUNT_BASED", "asset": "LP", "unit_cost": "3"}
     card = {"key": "card", "name": "Card", "redemption_type": "UNIT_BASED", "asset": "GC", "unit_cost": "2",
             "max_per_participant": 3}
