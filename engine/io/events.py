@@ -490,7 +490,7 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
                .when(pl.col("reason").str.starts_with("external_id_too_long"))
                .then(pl.concat_str(pl.col("reason").str.split(":").list.last(),
                                    pl.lit(f" is longer than {MAX_KEY_LENGTH} characters")))
-               .when(pl.col("reason") == "invalid_timestamp").then(pl.lit("event_timestamp is not an RFC 3339 timestamp with a time zone"))
+               .when(pl.col("reason") == "invalid_timestamp").then(pl.lit(NOT_RFC3339))
                .when(pl.col("reason") == "invalid_event_data").then(pl.col("ev_bad"))
                .otherwise(None))
     if kind == "operation":
@@ -739,6 +739,12 @@ def raw_of(rows: pl.DataFrame) -> pl.Expr:
                      pl.col("event_json").alias("event_data")).struct.json_encode()
 
 
+#: RFC 3339 5.6's date-time (upper-cased, a space for T made T): what Polars' parser is given.
+NOT_RFC3339 = ("event_timestamp is not an RFC 3339 timestamp with a time zone; "
+               "write e.g. 2025-01-01T00:00:00Z or 2025-01-01T01:00:00+01:00")
+RFC3339_SHAPE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
+
+
 def _timestamps(file: Path, col: pl.Series) -> tuple[pl.Series, list[str | None]]:
     dt = col.dtype
     if isinstance(dt, pl.Datetime):
@@ -747,9 +753,12 @@ def _timestamps(file: Path, col: pl.Series) -> tuple[pl.Series, list[str | None]
         bad = pl.select(pl.when(col.is_null()).then(pl.lit("missing")).otherwise(None)).to_series().to_list()
         return ts, bad
     if dt == pl.String:
-        # RFC 3339: 'T' or space, 'Z' or an offset, case-insensitive.
+        # RFC 3339: 'T' or space, 'Z' or an offset, case-insensitive. Polars' format also takes
+        # what RFC 3339 does not (`+0100`, `+01`, `2025-3-1`, `+2025`, a leading blank): the
+        # shape is checked first, and a row of another shape has no instant (invalid_timestamp).
         norm = col.str.to_uppercase().str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T")
         ts = norm.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%#z", strict=False, time_zone="UTC", time_unit="us")
+        ts = pl.select(pl.when(norm.str.contains(RFC3339_SHAPE)).then(ts)).to_series().alias(col.name)
         bad = pl.select(
             pl.when(col.is_null() | (col == "")).then(pl.lit("missing"))
             .when(ts.is_null()).then(pl.lit("invalid")).otherwise(None)
