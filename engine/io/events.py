@@ -475,6 +475,8 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         .when(pl.col("ts_bad") == "missing").then(pl.lit("missing_required_field:event_timestamp"))
         .when(pl.col("ts_bad") == "invalid").then(pl.lit("invalid_timestamp"))
         .when(pl.col("ev_bad") == "missing").then(pl.lit("missing_required_field:event_data"))
+        # an operation's payload is its params (semantics.md 2.2): its own reason, as its message says
+        .when(pl.col("ev_bad").is_not_null() & (pl.col("kind") == "operation")).then(pl.lit("invalid_params"))
         .when(pl.col("ev_bad").is_not_null()).then(pl.lit("invalid_event_data"))
         .otherwise(None)
     )
@@ -491,7 +493,7 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
                .then(pl.concat_str(pl.col("reason").str.split(":").list.last(),
                                    pl.lit(f" is longer than {MAX_KEY_LENGTH} characters")))
                .when(pl.col("reason") == "invalid_timestamp").then(pl.lit(NOT_RFC3339))
-               .when(pl.col("reason") == "invalid_event_data").then(pl.col("ev_bad"))
+               .when(pl.col("reason").is_in(["invalid_event_data", "invalid_params"])).then(pl.col("ev_bad"))
                .otherwise(None))
     if kind == "operation":
         message = message.str.replace_all("event_timestamp", "timestamp", literal=True) \

@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 from decimal import Decimal as D
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from tests.e2e.test_contract_audit import OK, Ledger, ev, on, op, program
+from tests.helpers.io import cli, write_events
 
 EARN = on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})
 
@@ -39,3 +43,32 @@ def test_s2_2_a_text_timestamp_must_be_rfc_3339(tmp_path):
         ("o1", "invalid_timestamp"), ("o2", "invalid_timestamp")], rows
     assert all("2025-01-01T00:00:00Z" in m for _, _, m in rows), rows
     assert rows[-1][2].startswith("timestamp "), rows
+
+
+def test_s13_an_operation_row_with_bad_params_is_invalid_params(tmp_path):
+    """semantics.md 13: a malformed row goes to rejected_rows with a reason code; an operation row
+    carries `params`, not `event_data` (2.2), and its message already said `params`, but its
+    reason was `invalid_event_data`. By hand: params that are not JSON, a JSON list, and an object
+    nested 70 levels deep are three invalid_params rows; an event whose event_data is a list is
+    still invalid_event_data; the one good operation credits u1 5."""
+    lg = Ledger(tmp_path, program([EARN]))
+    lg.run([ev("e0", "u1", "2025-03-01T10:00:00Z", "earn", n=0)])
+    adjust = {"type": "CREDIT", "asset": "PTS", "amount": "5", "description": "x"}
+    texts = {"o1": json.dumps(adjust), "o2": "not json", "o3": "[1, 2]", "o4": '{"a": ' * 70 + "1" + "}" * 70}
+    ops = tmp_path / "ops.parquet"
+    pq.write_table(pa.table({"operation": ["adjust"] * 4, "program_id": ["shop"] * 4,
+                             "idempotency_key": list(texts), "external_id": ["u1"] * 4,
+                             "timestamp": ["2025-03-01T12:00:00Z"] * 4, "params": list(texts.values())}), ops)
+    events = write_events(tmp_path / "ev.parquet", [
+        {"program_id": "shop", "idempotency_key": "e1", "external_id": "u1",
+         "event_timestamp": "2025-03-01T11:00:00Z", "event_data": "[1]"}])
+    res = cli("run", "--programs", str(lg.programs), "--db", str(lg.db), "--json",
+              "--events", str(events), "--operations", str(ops))
+    assert res.returncode == 0, res.stderr
+    rows = sorted((json.loads(raw)["idempotency_key"], r, m) for r, m, raw in
+                  lg.sql("SELECT reason, message, raw FROM rejected_rows"))
+    assert [(k, r) for k, r, _ in rows] == [("e1", "invalid_event_data"), ("o2", "invalid_params"),
+                                            ("o3", "invalid_params"), ("o4", "invalid_params")], rows
+    assert all("params" in m and "event_data" not in m for k, _, m in rows if k != "e1"), rows
+    assert lg.status()["o1"] == OK
+    assert lg.balance("u1")[0] == D(5)
