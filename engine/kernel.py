@@ -23,6 +23,7 @@ from engine.reads import keys, reads_field
 from engine.groups import GROUP_INACTIVE, GROUP_NOT_FOUND
 from engine.operations import apply_operation
 from engine.durations import later, parse_duration, parse_when
+from engine.io.events import MAX_KEY_LENGTH
 from engine.lots import apply_due, deferred, lot_spec, static_instant
 from engine.moves import ActionFailed, move, plain, source_of_issue, system
 from engine.state import Counter, Person, Store, Tx, status_at, stored_status_changes
@@ -36,6 +37,7 @@ NO_PARTICIPANT = "no_participant"
 #: balances, so that a rule reading them simply does not match instead of failing.
 EMPTY_PARTICIPANT = {"tags": [], "counters": {}, "attributes": {}, "tiers": {}, "balances": {}}
 INACTIVE = "participant_inactive"
+EXTERNAL_ID_TOO_LONG = "external_id_too_long"
 BLOCKED_FOR_INACTIVE = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "COUNTER"}
 VALUE_ACTIONS = {"CREDIT", "DEBIT", "HOLD", "RELEASE", "FORFEIT", "VOID_HOLD"}
 
@@ -582,6 +584,9 @@ def _entity(ev: KernelEvent, tx: Tx, rule: CompiledRule, action: CompiledAction,
         if found is None:
             raise ActionFailed(NOT_FOUND, f"{where}: no participant with id {ref}")
         return "PARTICIPANT", found
+    if len(ref) > MAX_KEY_LENGTH:  # no participant Scrip could hold (1-255), as an input row's id
+        raise ActionFailed(EXTERNAL_ID_TOO_LONG, f"{where}.external_id is longer than {MAX_KEY_LENGTH} characters "
+                                                 f"({len(ref)}): {ref[:40]!r}...")
     found = store.find_external(ref, ev.where)
     if found is None:
         model = ev.program.model

@@ -9,8 +9,10 @@ from decimal import Decimal as D
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from tests.e2e.test_contract_audit import OK, Ledger, ev, on, op, program
+from tests.e2e.test_contract_audit import OK, Ledger, at, ev, on, op, program
+from tests.e2e.test_outsider_rules2 import _IDS, PATHS
 from tests.helpers.io import cli, write_events
 
 EARN = on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})
@@ -72,3 +74,24 @@ def test_s13_an_operation_row_with_bad_params_is_invalid_params(tmp_path):
     assert all("params" in m and "event_data" not in m for k, _, m in rows if k != "e1"), rows
     assert lg.status()["o1"] == OK
     assert lg.balance("u1")[0] == D(5)
+
+
+@pytest.mark.parametrize(("name", "flags", "env"), PATHS, ids=_IDS)
+def test_s7_a_target_external_id_over_255_characters_fails_the_event(tmp_path, name, flags, env):
+    """scrip-reference: a participant's `external_id` is "Required, 1-255"; an input row's longer
+    one is quarantined (external_id_too_long, docs/decisions.md "Input"). A CEL target giving 256
+    characters created that participant, one Scrip could not hold. Now the event fails with
+    external_id_too_long and nobody is created (semantics.md 5: a failed event changes nothing).
+    By hand: e1 names 255 x's (created, credited 3); e2 names 256 (FAILED, no participant,
+    nothing credited); a's own participant exists from e1."""
+    rules = [{"name": "gift", "key": "gift", "condition": 'event.type == "gift"',
+              "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "3",
+                           "target": {"type": "PARTICIPANT", "external_id": "event.to"}}]}]
+    lg = Ledger(tmp_path, program(rules))
+    lg.run([ev("e1", "a", at(1), "gift", to="x" * 255), ev("e2", "a", at(2), "gift", to="y" * 256)],
+           flags=flags, env=env)
+    st = lg.sql("SELECT idempotency_key, status, error_code, error_message FROM events ORDER BY 1")
+    assert [r[:3] for r in st] == [("e1", "COMPLETED", None), ("e2", "FAILED", "external_id_too_long")], st
+    assert "255" in st[1][3], st
+    assert sorted(len(x) for x, in lg.sql("SELECT external_id FROM participants")) == [1, 255]
+    assert lg.balance("x" * 255)[0] == D(3)
