@@ -461,10 +461,13 @@ def _cmd_op(args) -> int:
 
         from engine.run import run_batch
 
+    from engine.io.events import DuplicateKey, unique_object
     try:
-        params = json.loads(args.params) if args.params else {}
+        params = json.loads(args.params, object_pairs_hook=unique_object) if args.params else {}
     except json.JSONDecodeError as e:
         raise InputError(f"--params is not valid JSON: {e}") from None
+    except DuplicateKey as e:  # as in a file's params (docs/decisions.md "Input")
+        raise InputError(f"--params: {e}") from None
     if not isinstance(params, dict):
         raise InputError("--params must be a JSON object")
     for item in args.param:

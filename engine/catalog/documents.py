@@ -16,6 +16,8 @@ from decimal import Decimal, InvalidOperation
 
 import yaml
 
+from engine.io.events import unique_object
+
 
 class WrittenNumber(float):
     """A non-integer number of a program file that a float cannot hold: the float YAML and JSON
@@ -93,18 +95,9 @@ def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 
 
-def _unique_object(pairs: list[tuple[str, object]]) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} is written twice in one object")
-        out[key] = value
-    return out
-
-
 def read_yaml(text: str) -> object:
     return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_json(text: str) -> object:
-    return json.loads(text, object_pairs_hook=_unique_object, parse_float=lambda t: _number(t, float(t)))
+    return json.loads(text, object_pairs_hook=unique_object, parse_float=lambda t: _number(t, float(t)))

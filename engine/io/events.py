@@ -214,9 +214,12 @@ def _ndjson_rows(file: Path) -> tuple[list[dict], list[int], list[tuple[int, str
             continue
         row += 1
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=unique_object)
         except json.JSONDecodeError as e:
             bad.append((row, f"line {n} is not valid JSON: {e.msg} (column {e.colno})", line))
+            continue
+        except DuplicateKey as e:
+            bad.append((row, f"line {n}: {e}", line))
             continue
         if not isinstance(obj, dict):
             bad.append((row, f"line {n} is not a JSON object", line))
@@ -796,7 +799,11 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
             bad.append("missing")
             continue
         try:
-            value = json.loads(text, parse_constant=_reject_constant)
+            value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=unique_object)
+        except DuplicateKey as e:
+            dicts.append(None)
+            bad.append(f"event_data: {e}")
+            continue
         except (ValueError, RecursionError) as e:
             dicts.append(None)
             bad.append(f"event_data is not valid JSON: {e}")
@@ -838,6 +845,21 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
 
 #: A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF): only then can a parsed string hold a lone one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names a key twice: which value is meant is not clear (RFC 8259 4 leaves it
+    to the reader, and Python's kept the last silently)."""
+
+
+def unique_object(pairs: list[tuple[str, object]]) -> dict:
+    """json.loads' object_pairs_hook refusing a key written twice (input rows, program files)."""
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise DuplicateKey(f"key {key!r} is written twice in one object")
+    return out
 
 
 def _unpaired_surrogate(value) -> bool:

@@ -95,3 +95,46 @@ def test_s7_a_target_external_id_over_255_characters_fails_the_event(tmp_path, n
     assert "255" in st[1][3], st
     assert sorted(len(x) for x, in lg.sql("SELECT external_id FROM participants")) == [1, 255]
     assert lg.balance("x" * 255)[0] == D(3)
+
+
+def test_s13_a_key_written_twice_in_a_row_or_its_payload_is_the_rows_problem(tmp_path):
+    """semantics.md 13: a malformed row is quarantined with a reason, the rest processed. JSON
+    (RFC 8259 4) leaves an object whose name repeats unpredictable, and Python's reader kept the
+    last silently: `{"type": "earn", "n": 1, "n": 50}` credited 50, and an NDJSON line naming
+    `external_id` twice credited the second. Program files already refuse a key twice
+    (engine/catalog/documents.py). By hand: NDJSON line 1 (good) credits u1 1; line 2 names
+    external_id twice: invalid_row naming it; line 3's event_data (JSON text) names n twice:
+    invalid_event_data naming n. A Parquet row's event_data with n twice: invalid_event_data."""
+    lg = Ledger(tmp_path, program([EARN]))
+    head = '{"program_id": "shop", "event_timestamp": "2025-03-01T10:00:00Z", '
+    lines = [head + '"idempotency_key": "a", "external_id": "u1", "event_data": "{\\"type\\": \\"earn\\", \\"n\\": 1}"}',
+             head + '"idempotency_key": "b", "external_id": "u1", "external_id": "u2", '
+                    '"event_data": "{\\"type\\": \\"earn\\", \\"n\\": 2}"}',
+             head + '"idempotency_key": "c", "external_id": "u1", '
+                    '"event_data": "{\\"type\\": \\"earn\\", \\"n\\": 4, \\"n\\": 50}"}']
+    (tmp_path / "e.ndjson").write_text("\n".join(lines) + "\n")
+    pq_path = write_events(tmp_path / "e.parquet", [
+        {"program_id": "shop", "idempotency_key": "d", "external_id": "u1",
+         "event_timestamp": "2025-03-01T11:00:00Z", "event_data": '{"type": "earn", "n": 8, "n": 70}'}])
+    res = cli("run", "--programs", str(lg.programs), "--db", str(lg.db), "--json",
+              "--events", str(tmp_path / "e.ndjson"), "--events", str(pq_path))
+    assert res.returncode == 0, res.stderr
+    rows = lg.sql("SELECT source, row_number, reason, message FROM rejected_rows ORDER BY source DESC, row_number")
+    assert [(s.rsplit("/", 1)[-1], n, r) for s, n, r, _ in rows] == [
+        ("e.parquet", 1, "invalid_event_data"), ("e.ndjson", 2, "invalid_row"), ("e.ndjson", 3, "invalid_event_data")], rows
+    assert "'n'" in rows[0][3] and "'external_id'" in rows[1][3] and "'n'" in rows[2][3], rows
+    assert lg.balance("u1")[0] == D(1)
+    assert lg.sql("SELECT COUNT(*) FROM participants") == [(1,)]
+
+
+def test_s13_op_params_naming_a_key_twice_is_refused(tmp_path):
+    """As above, for `perkflow op --params`: `{"amount": "1", "amount": "900"}` booked 900. By
+    hand: the command stops (exit 2) naming the key, and nothing is written (u has 0)."""
+    lg = Ledger(tmp_path, program([EARN]))
+    lg.run([ev("e1", "u", at(1), "earn", n=0)])
+    res = cli("op", "adjust", "--programs", str(lg.programs), "--db", str(lg.db), "--program", "shop", "--key", "o1",
+              "--external-id", "u", "--timestamp", at(2), "--json",
+              "--params", '{"type": "CREDIT", "asset": "PTS", "amount": "1", "amount": "900", "description": "x"}')
+    assert res.returncode == 2 and "'amount'" in res.stderr, res.stdout + res.stderr
+    assert lg.balance("u")[0] == D(0)
+    assert lg.sql("SELECT COUNT(*) FROM operations") == [(0,)]
