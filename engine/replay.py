@@ -43,7 +43,11 @@ def replay(source: str | Path, target: str | Path, programs: str | Path | None =
             raise InputError(f"{target}: exists; replay writes a fresh ledger: name a new file with --db")
     with tempfile.TemporaryDirectory(prefix="perkflow-replay-") as tmp:
         programs, inputs = _stored_inputs(source, Path(tmp), programs)
-        return run_batch(programs, inputs, target, progress=progress)
+        # the rows' source is the ledger they came from, not the temporary files they pass
+        # through (deleted when the replay ends), as `perkflow op` names itself (docs/decisions.md)
+        name = f"replay of {source.resolve()}"
+        names = {str(f): name for f in Path(tmp).rglob("*.parquet")}
+        return run_batch(programs, inputs, target, progress=progress, source_names=names)
 
 
 def _stored_inputs(source: Path, tmp: Path, programs: str | Path | None) -> tuple:

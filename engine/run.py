@@ -151,7 +151,7 @@ def run_batch(programs: str | Path | Catalog, events: str | Path | list[str | Pa
         raise InputError("nothing to run: give --events, --operations, or both")
     fp, sources = fingerprint([spec for spec, _ in inputs])
     names = source_names or {}
-    sources = [names.get(s, s) for s in sources]
+    sources = list(dict.fromkeys(names.get(s, s) for s in sources)) if names else sources  # (a name once)
     # An existing ledger is opened first, without touching its schema, so that a re-run of
     # committed input bytes reads none of them; a new one is created only once the first chunk
     # (or the whole batch) has been read: an unreadable file stops the run before it exists.

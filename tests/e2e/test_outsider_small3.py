@@ -138,3 +138,24 @@ def test_s13_op_params_naming_a_key_twice_is_refused(tmp_path):
     assert res.returncode == 2 and "'amount'" in res.stderr, res.stdout + res.stderr
     assert lg.balance("u")[0] == D(0)
     assert lg.sql("SELECT COUNT(*) FROM operations") == [(0,)]
+
+
+def test_s3_a_replay_records_its_source_ledger_not_a_deleted_temporary_file(tmp_path):
+    """docs/tables.md: `batches.sources` are the batch's input files (`perkflow op <operation>`
+    for a CLI operation, whose temporary file is gone: docs/decisions.md). A replay (semantics.md
+    3) recorded the temporary files it read the stored rows through, deleted when it ended, in
+    `batches.sources` and each row's `source`: paths nobody can follow. By hand: the replayed
+    ledger's one batch names "replay of <the source ledger>" once, and so do its events' and
+    operations' sources; verify passes."""
+    lg = Ledger(tmp_path, program([EARN]))
+    lg.run([ev("e1", "u1", at(1), "earn", n=2)],
+           [op("adjust", "o1", "u1", at(2), type="CREDIT", asset="PTS", amount="3", description="x")])
+    lg.run([ev("e2", "u1", at(3), "earn", n=4)])
+    fresh = tmp_path / "fresh.duckdb"
+    res = cli("replay", "--from", str(lg.db), "--db", str(fresh), "--json")
+    assert res.returncode == 0, res.stderr
+    name = f"replay of {lg.db.resolve()}"
+    from tests.helpers.io import query
+    assert query(fresh, "SELECT sources FROM batches") == [([name],)]
+    assert query(fresh, "SELECT DISTINCT source FROM events UNION SELECT DISTINCT source FROM operations") == [(name,)]
+    assert cli("verify", "--db", str(fresh)).returncode == 0
