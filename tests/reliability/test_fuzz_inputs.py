@@ -166,7 +166,8 @@ ROW_DEFECTS = {
     "weird_external_id": (weird_text.filter(bool).map(lambda s: {"external_id": s}), "process"),
     "unknown_participant_id": (st.uuids().map(lambda u: {"external_id": None, "participant_id": str(u)}), "process"),
     "empty_object": (st.just({"event_data": "{}"}), "process"),
-    "dup_key_json": (st.just({"event_data": '{"type": "purchase", "amount": 1, "amount": 2}'}), "process"),
+    # a key twice is ambiguous: invalid_event_data (docs/decisions.md "Input", session 20 round 2)
+    "dup_key_json": (st.just({"event_data": '{"type": "purchase", "amount": 1, "amount": 2}'}), "reject"),
 }
 
 
