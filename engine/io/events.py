@@ -409,8 +409,10 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
             params = pl.col("event_data")
             df = df.with_columns(pl.struct([params.struct.field(f.name) for f in df["event_data"].dtype.fields])
                                  .alias("event_data"))
-        if isinstance(df["event_data"].dtype, pl.Struct):
-            df = df.with_columns(_decimals_as_text(pl.col("event_data"), df["event_data"].dtype).alias("event_data"))
+        fields = df["event_data"].dtype
+        texts = _map_leaves(pl.col("event_data"), fields, _decimal_text) if isinstance(fields, pl.Struct) else None
+        if texts is not None:
+            df = df.with_columns(texts.alias("event_data"))
         if df["operation"].dtype != pl.String:
             raise InputError(f"{file}: column operation must be a string column, found {df['operation'].dtype}")
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -557,31 +559,17 @@ def _nonfinite(expr: pl.Expr, dt: pl.DataType) -> pl.Expr | None:
     return None
 
 
-def _decimals_as_text(expr: pl.Expr, dt: pl.DataType) -> pl.Expr:
-    """An operation's struct `params` with its DECIMAL fields (at any depth) as their exact plain
-    text (`10`, `0.123456789012345678`), which the operation reads as it reads amounts written as
-    text. An event's DECIMAL fields are doubles, as CEL reads numbers (`_decimals_as_doubles`),
-    but an operation's amount reaches the ledger without CEL: through a double, a DECIMAL(38, 18)
-    amount of 0.123456789012345678 was booked as 0.12345678901234568 (semantics.md 1.1)."""
-    if isinstance(dt, pl.Decimal):
-        text = expr.cast(pl.String)
-        return text.str.replace(r"(\.\d*?)0+$", "${1}").str.replace(r"\.$", "") if dt.scale else text
-    if isinstance(dt, pl.Struct):
-        fields = [_decimals_as_text(expr.struct.field(f.name), f.dtype).alias(f.name) for f in dt.fields]
-        return pl.when(expr.is_null()).then(None).otherwise(pl.struct(fields)) if _has_decimal(dt) else expr
-    if isinstance(dt, (pl.List, pl.Array)) and _has_decimal(dt.inner):
-        return expr.cast(pl.List(dt.inner)).list.eval(_decimals_as_text(pl.element(), dt.inner))
-    return expr
-
-
-def _has_decimal(dt: pl.DataType) -> bool:
-    if isinstance(dt, pl.Decimal):
-        return True
-    if isinstance(dt, pl.Struct):
-        return any(_has_decimal(f.dtype) for f in dt.fields)
-    if isinstance(dt, (pl.List, pl.Array)):
-        return _has_decimal(dt.inner)
-    return False
+def _decimal_text(expr: pl.Expr, dt: pl.DataType) -> pl.Expr | None:
+    """A DECIMAL field of an operation's struct `params` as its exact plain text (`10`,
+    `0.123456789012345678`), which the operation reads as it reads amounts written as text (None
+    for any other type; `_map_leaves` applies it at any depth). An event's DECIMAL fields are
+    doubles, as CEL reads numbers (`_decimals_as_doubles`), but an operation's amount reaches the
+    ledger without CEL: through a double, a DECIMAL(38, 18) amount of 0.123456789012345678 was
+    booked as 0.12345678901234568 (semantics.md 1.1)."""
+    if not isinstance(dt, pl.Decimal):
+        return None
+    text = expr.cast(pl.String)
+    return text.str.replace(r"(\.\d*?)0+$", "${1}").str.replace(r"\.$", "") if dt.scale else text
 
 
 def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
@@ -614,16 +602,22 @@ def _decimals_as_doubles(dt: pl.DataType) -> pl.DataType:
     return dt
 
 
-def _short_floats_as_doubles(expr: pl.Expr, dt: pl.DataType) -> pl.Expr | None:
-    """Float32 / Float16 fields (at any depth) as the doubles of their shortest text, or None
-    when the type has none. CEL's numbers are doubles, and a number reaches an amount through its
-    shortest round-trip text (semantics.md 7): a float32 price of 19.99, which the stored payload
-    writes 19.99, was widened to the double 19.989999771118164, so its amount failed
-    `invalid_scale` on a 2-decimal asset and a counter took 19.989999771118164."""
-    if dt in (pl.Float32, pl.Float16):
-        return expr.cast(pl.String).cast(pl.Float64)
+def _short_float_double(expr: pl.Expr, dt: pl.DataType) -> pl.Expr | None:
+    """A Float32 / Float16 field as the double of its shortest text (None for any other type;
+    `_map_leaves` applies it at any depth). CEL's numbers are doubles, and a number reaches an
+    amount through its shortest round-trip text (semantics.md 7): a float32 price of 19.99, which
+    the stored payload writes 19.99, was widened to the double 19.989999771118164, so its amount
+    failed `invalid_scale` on a 2-decimal asset and a counter took 19.989999771118164."""
+    return expr.cast(pl.String).cast(pl.Float64) if dt in (pl.Float32, pl.Float16) else None
+
+
+def _map_leaves(expr: pl.Expr, dt: pl.DataType, leaf) -> pl.Expr | None:
+    """`expr` (of type `dt`) with `leaf(expr, dt)` in place of every field or element, at any
+    depth of structs and lists, for which it gives an expression; None when it gives none."""
+    if (done := leaf(expr, dt)) is not None:
+        return done
     if isinstance(dt, pl.Struct):
-        parts = {f.name: _short_floats_as_doubles(expr.struct.field(f.name), f.dtype) for f in dt.fields}
+        parts = {f.name: _map_leaves(expr.struct.field(f.name), f.dtype, leaf) for f in dt.fields}
         if all(p is None for p in parts.values()):
             return None
         # a null struct stays null (rebuilt from its fields it would be a struct of nulls)
@@ -631,7 +625,7 @@ def _short_floats_as_doubles(expr: pl.Expr, dt: pl.DataType) -> pl.Expr | None:
                   for f in dt.fields]
         return pl.when(expr.is_null()).then(None).otherwise(pl.struct(fields))
     if isinstance(dt, (pl.List, pl.Array)):
-        inner = _short_floats_as_doubles(pl.element(), dt.inner)
+        inner = _map_leaves(pl.element(), dt.inner, leaf)
         return None if inner is None else expr.cast(pl.List(dt.inner)).list.eval(inner)
     return None
 
@@ -780,7 +774,7 @@ def _payloads(file: Path, col: pl.Series) -> tuple[pl.Series, pl.Series, list[st
             # JSON (the stored payload) has no bytes: Polars' JSON writer panicked on it (exit 1)
             raise InputError(f"{file}: {why}")
         col = col.cast(_decimals_as_doubles(col.dtype))
-        widened = _short_floats_as_doubles(pl.col(col.name), col.dtype)
+        widened = _map_leaves(pl.col(col.name), col.dtype, _short_float_double)
         if widened is not None:
             col = col.to_frame().select(widened.alias(col.name)).to_series()
         nonfinite = _nonfinite(pl.lit(col), col.dtype)
