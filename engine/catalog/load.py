@@ -19,7 +19,7 @@ from engine.cel.library import ROW as FUNCTIONS
 from engine.cel.static import never_bool
 from engine.cel.values import TYPE_NAMES
 from engine.cron import Cron, CronError, parse as parse_cron
-from engine.io.events import json_doubles
+from engine.io.events import MAX_KEY_LENGTH, json_doubles
 from engine.io.files import not_found
 from engine.durations import parse_duration, parse_when
 from engine.errors import CatalogError
@@ -567,10 +567,15 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
             pid_field = "participant_id" if t.id is None else "id"
             pid = t.participant_id if t.id is None else t.id
             # value fields: an expression, or the literal id ("u5" names participant u5)
-            target = CompiledTarget(
-                type="PARTICIPANT",
-                external_id=t.external_id and _name(f"{at}.target.external_id", t.external_id, assets),
-                participant_id=pid and _name(f"{at}.target.{pid_field}", pid, assets))
+            external_id = t.external_id and _name(f"{at}.target.external_id", t.external_id, assets)
+            if isinstance(external_id, str) and len(external_id) > MAX_KEY_LENGTH:
+                # no participant Scrip could hold (1-255): it failed every event that reached it
+                # (external_id_too_long, as an expression giving one still does when it runs)
+                raise CatalogError(f"{at}.target.external_id: an external_id is at most {MAX_KEY_LENGTH} characters "
+                                   f"(Scrip's limit for a participant's), this one has {len(external_id)}: "
+                                   f"{external_id[:40]!r}...")
+            target = CompiledTarget(type="PARTICIPANT", external_id=external_id,
+                                    participant_id=pid and _name(f"{at}.target.{pid_field}", pid, assets))
         else:
             if t.external_id is not None or t.participant_id is not None:
                 raise CatalogError(f"{at}.target: external_id and participant_id name participants; a {t.type} "
