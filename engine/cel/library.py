@@ -451,7 +451,12 @@ def to_double(a):
     if k in ("int", "uint", "double"):
         return float(a)
     if k == "string" and _FLOAT_TEXT.fullmatch(a):
-        return float(a)
+        value = float(a)
+        # a finite text beyond a double ("1e400") is a range error, as Go's ParseFloat says
+        # (cel-go); only "inf" / "Infinity" spell an infinity
+        if math.isinf(value) and not re.search("[iI]nf", a):
+            raise CelEvalError(f"cannot convert {a!r} to double: out of a double's range")
+        return value
     if k == "string":
         raise CelEvalError(f"cannot convert {a!r} to double")
     raise no_overload("double", a)
