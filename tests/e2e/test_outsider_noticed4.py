@@ -208,3 +208,47 @@ def test_an_amount_exponent_that_is_no_amount_is_still_a_load_error(tmp_path, am
     (led.programs / "shop.yaml").write_text(YAML_SHOP.format(amount=amount, value="1"))
     err = " ".join(led.run([ev("e1", "u", at(1), "buy")], expect=2)["stderr"].split())
     assert "shop.yaml" in err and "rules[0] (buy)" in err and "actions[0].amount" in err, err
+
+
+# ---- 7. maintain's counts -----------------------------------------------------------------------
+
+LOT_PTS = {"symbol": "PTS", "name": "Points", "inventory_mode": "LOT", "issuance_policy": "UNLIMITED", "scale": 0}
+
+
+def test_maintain_counts_every_lot_change_counter_reset_and_rollover_it_applied(tmp_path):
+    """semantics.md 3: a maintenance run --as-of T "applies everything due up to T for all
+    entities"; for an entity a SYSTEM event touches, before that event (at its instant), for
+    the others after. Its counts said less: `lots_due` / `entries` left out the lots of
+    participants a SYSTEM event touched (their entries were in `system_event_entries`), and
+    `counter_resets` left out their resets and every tier-period rollover. By hand: a and b buy
+    on 2025-12-30 12:00: a lot of 10 expiring 48h later (2026-01-01 12:00), visits (reset_after
+    24h: due 12-31 12:00), spend 60 (silver; CALENDAR_YEAR period end 2026-01-01 00:00 rolls it
+    over: NONE). a's hello schedules a ping for 2026-01-02 00:00 (60h), which credits 1. maintain
+    --as-of 2026-01-03: a's changes happen before the ping, b's after it: 2 lots expired (2
+    EXPIRATION entries), 2 entities reset, 2 participants rolled over, 1 entry of the ping's rule."""
+    rules = [on("buy", {"type": "CREDIT", "asset": "PTS", "amount": "10", "expires_at": "48h"},
+                {"type": "COUNTER", "key": "visits", "value": "1", "reset_after": "24h"},
+                {"type": "COUNTER", "key": "spend", "value": "event.amount"}),
+             on("hello", {"type": "SCHEDULE_EVENT", "event_name": "ping", "delay": "60h"}),
+             on("ping", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]
+    club = [{"key": "club", "name": "Club", "levels": [{"key": "silver", "rank": 1, "qualification": {
+        "mode": "ALL", "criteria": [{"counter": "spend", "operator": ">=", "threshold": 50}]}}],
+        "lifecycle": {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+                      "downgrade_policy": {"mode": "DROP_TO_QUALIFYING"}, "counters": {"rollover": "NONE"}}}]
+    led = Ledger(tmp_path, program(rules, [LOT_PTS], tiers=club))
+    when = "2025-12-30T12:00:00Z"
+    led.run([{"key": k, "who": who, "when": when, "data": {"type": t, "amount": 60}}
+             for k, who, t in (("a1", "a", "buy"), ("b1", "b", "buy"), ("a2", "a", "hello"))])
+    res = cli("maintain", "--as-of", "2026-01-03T00:00:00Z", "--programs", str(led.programs), "--db", str(led.db),
+              "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert {k: report[k] for k in ("lots_due", "entries", "system_event_entries", "system_events", "counter_resets",
+                                   "counter_rollovers", "tier_changes")} == {
+        "lots_due": 2, "entries": 2, "system_event_entries": 1, "system_events": 1, "counter_resets": 2,
+        "counter_rollovers": 2, "tier_changes": 0}
+    stored = led.sql(f"SELECT entries_written FROM batches WHERE id = {report['batch_id']}")[0][0]
+    assert report["entries"] + report["system_event_entries"] == stored
+    assert led.balance("a") == (D(1), D(0), D(0)) and led.balance("b") == (D(0), D(0), D(0))
+    assert led.state("a")[("COUNTER", "spend")] == led.state("b")[("COUNTER", "spend")] == D(0)
+    led.verify()
