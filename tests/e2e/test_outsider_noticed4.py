@@ -252,3 +252,25 @@ def test_maintain_counts_every_lot_change_counter_reset_and_rollover_it_applied(
     assert led.balance("a") == (D(1), D(0), D(0)) and led.balance("b") == (D(0), D(0), D(0))
     assert led.state("a")[("COUNTER", "spend")] == led.state("b")[("COUNTER", "spend")] == D(0)
     led.verify()
+
+
+# ---- noticed on the way: a double divided on the vectorised path --------------------------------
+
+@pytest.mark.parametrize("env", [None, {"PERKFLOW_RUNNING_MIN_EVENTS": "0"}], ids=["default", "running-min-0"])
+def test_a_double_quotient_is_the_same_whatever_the_batch_holds(tmp_path, env):
+    """semantics.md 1.4 / 1.5 / 6: the same events give the same ledger in 1 batch or N, and CEL's
+    `/` of doubles is IEEE division, correctly rounded (cel-go; Python's float division), turned
+    into a decimal through its shortest round-trip text (7). Polars divided a column by a
+    constant as a product with its reciprocal, one unit in the last place off: with three events
+    in a batch, `event.b / 3` credited 1.6666666666666665 for b = 5, with one event
+    1.6666666666666667. By hand (scale 18): repr(5 / 3), repr(10 / 3), repr(7 / 3)."""
+    scaled = {**program([])["assets"][0], "scale": 18}
+    rules = [on("buy", {"type": "CREDIT", "asset": "PTS", "amount": "event.b / 3"})]
+    events = [ev(who, who, at(1, 10), "buy", b=b) for who, b in (("a", 5), ("b", 10), ("c", 7))]
+    together, apart = Ledger(tmp_path / "one", program(rules, [scaled])), Ledger(tmp_path / "n", program(rules, [scaled]))
+    together.run(events, env=env)
+    for e in events:
+        apart.run([e], env=env)
+    for who, b in (("a", 5), ("b", 10), ("c", 7)):
+        want = D(repr(b / 3))
+        assert together.balance(who)[0] == apart.balance(who)[0] == want, who
