@@ -80,7 +80,8 @@ def python_value_text(value: object, noun: str = "amount") -> tuple[str | None, 
     if isinstance(value, float):
         if not math.isfinite(value):  # named as series_text's Polars text names it: NaN, inf, -inf
             return None, f"{noun} must be a finite number, got {'NaN' if math.isnan(value) else value}"
-        return _plain(repr(value)), None
+        # its shortest round-trip decimal (semantics.md 7): 300, not Python's "300.0"
+        return plain(Decimal(repr(value))), None
     return str(int(value)), None
 
 
@@ -99,6 +100,7 @@ def series_text(values: pl.Series) -> tuple[pl.Series, pl.Series]:
     exp_idx = text.str.contains("[eE]").fill_null(False).arg_true()
     if len(exp_idx):  # exponent notation is rare (very large or tiny values): fix those in Python
         text = text.scatter(exp_idx, [_plain(t) for t in text.gather(exp_idx).to_list()])
+    text = text.str.replace(r"\.0$", "")  # a whole double: 300, as python_value_text writes it
     error = (
         pl.select(
             pl.when(values.is_not_null() & ~finite)

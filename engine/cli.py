@@ -566,7 +566,8 @@ def _cmd_maintain(args) -> int:
     if args.json:
         print(json.dumps({"batch_id": report.batch_id, "as_of": report.as_of.isoformat(), "lots_due": report.lots_due,
                           "entries": report.entries, "tier_changes": report.tier_changes,
-                          "counter_resets": report.counter_resets, "automation_events": report.fired,
+                          "counter_resets": report.counter_resets, "counter_rollovers": report.counter_rollovers,
+                          "automation_events": report.fired,
                           "system_event_entries": report.system_event_entries, "system_events": report.system_events,
                           "read": report.fired, "completed": report.completed, "failed": report.failed,
                           "duplicates": report.duplicates, "rejected": report.rejected,
@@ -575,10 +576,10 @@ def _cmd_maintain(args) -> int:
         console.print(f"nothing due up to {report.as_of.isoformat()}")
     else:
         console.print(f"batch {report.batch_id}: {report.fired} automation events and {report.system_events} "
-                      f"scheduled SYSTEM events ({report.system_event_entries} entries, with the lot changes due for "
-                      "the participants they touched), "
-                      f"{report.entries} entries for {report.lots_due} lots, "
-                      f"{report.tier_changes} tier changes and {report.counter_resets} entities' counter resets due up "
+                      f"scheduled SYSTEM events ({report.system_event_entries} entries of their rules); "
+                      f"{report.lots_due} lots matured or expired ({report.entries} entries), "
+                      f"{report.tier_changes} tier changes, {report.counter_resets} entities' counter resets and "
+                      f"{report.counter_rollovers} participants' counter rollovers due up "
                       f"to {report.as_of.isoformat()} ({report.seconds:.2f}s); automation events {report.fired} read: "
                       f"{report.completed} completed, {report.failed} failed, {report.duplicates} duplicates, "
                       f"{report.rejected} rejected")

@@ -35,32 +35,55 @@ def later(at: datetime, delta: timedelta) -> datetime:
                          "the ledger holds") from None
 
 
+#: RFC 3339 5.6's date-time, once upper-cased and a space for 'T' made 'T' (`rfc3339_form`):
+#: the one shape every instant perkflow reads has, an event's `event_timestamp`
+#: (engine/io/events.py) as a program file's or a command line's. ASCII digits only. Python's
+#: and Polars' own parsers take more (`+0100`, `+01`, `20250101T000000Z`, `2025-W01-1`, no
+#: seconds), which RFC 3339 does not.
+RFC3339_SHAPE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+#: RFC 3339 5.6's NOTE allows a space for the 'T': a date so followed (replaced by `\1T`).
+DATE_SPACE = r"^([0-9]{4}-[0-9]{2}-[0-9]{2}) "
+#: What a text of another shape is told.
+NOT_RFC3339 = "not an RFC 3339 timestamp with a time zone; write e.g. 2025-01-01T00:00:00Z or 2025-01-01T01:00:00+01:00"
+_SHAPE = re.compile(RFC3339_SHAPE)
+
+
+def rfc3339_form(text: str) -> str:
+    """`text` as `RFC3339_SHAPE` is matched against: upper-cased ('t', 'z' are RFC 3339's too)
+    and a space after the date made 'T'."""
+    return re.sub(DATE_SPACE, r"\1T", text.upper())
+
+
 def parse_instant(text: str) -> datetime:
-    """An RFC 3339 timestamp with a time zone."""
+    """An RFC 3339 timestamp with a time zone, surrounding blanks ignored; ValueError otherwise."""
+    form = rfc3339_form(text.strip())
+    if not _SHAPE.match(form):
+        raise ValueError(f"{text!r} is {NOT_RFC3339}")
+    # a leap second (23:59:60, which RFC 3339 allows) is the next minute's first instant, as in
+    # event timestamps (docs/decisions.md "Time": the ledger's instants are POSIX time)
+    leap = form[17:19] == "60"
     try:
-        value = datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:  # Python's own text ("Invalid isoformat string") names neither the form nor a fix
-        raise ValueError(f"{text!r} is not an RFC 3339 timestamp; write e.g. 2025-01-01T00:00:00Z") from None
-    if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone; write e.g. 2025-01-01T00:00:00Z")
-    return value
+        value = datetime.fromisoformat((form[:17] + "59" + form[19:] if leap else form).replace("Z", "+00:00"))
+        return value + timedelta(seconds=1) if leap else value
+    except ValueError:  # the shape, but no date (2025-02-30, 25:00): Python's text names no fix
+        raise ValueError(f"{text!r} is {NOT_RFC3339}") from None
 
 
 def bound_text(text):
-    """A window bound written finer than a microsecond (`12:00:00.0000005Z`), moved up to the
-    next microsecond; other values as they are (the model parses them). The ledger's instants are
+    """A program file's instant (a window bound, a trigger), read by `parse_instant`; written
+    finer than a microsecond (`12:00:00.0000005Z`), moved up to the next microsecond. The ledger's instants are
     whole microseconds (docs/decisions.md "Time"), and for such an instant `t >= b` exactly when
     `t >= ceil(b)`, so [active_from, active_to) keeps its meaning at its very edges; the parser
     dropped the finer digits, which took an event at 12:00:00Z out of a window ending at
     12:00:00.0000005Z and into one starting then."""
-    m = _FINER.search(text) if isinstance(text, str) else None
-    if m is None:
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        # (a number was read as Unix seconds)
+        raise ValueError(f"{text!r} is {NOT_RFC3339}")
+    if not isinstance(text, str):
         return text
-    try:
-        value = parse_instant(text[:m.start()] + m.group(1) + text[m.end():])
-        return value + timedelta(microseconds=1) if int(m.group(2)) else value
-    except (ValueError, OverflowError):
-        return text  # the model says what is wrong with it
+    value = parse_instant(text)  # one shape for every instant (the model took `+0100` and more)
+    m = _FINER.search(text)
+    return value + timedelta(microseconds=1) if m is not None and int(m.group(2)) else value
 
 
 def parse_when(text: str) -> timedelta | datetime:

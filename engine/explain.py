@@ -112,7 +112,7 @@ def _not_run(rule, now, stopped_by: str | None) -> str | None:
 
 
 #: Failures of semantics.md 5 step 1: the event's rules never ran.
-STEP_ONE = ("participant_not_found", "program_inactive")
+STEP_ONE = ("participant_not_found", "participant_mismatch", "program_inactive")
 
 
 def _failed_before_rules(status: str, code: str | None) -> str | None:

@@ -30,6 +30,8 @@ from engine.ledger.sqlfiles import statement
 KEY = ["kind", "program_uuid", "idempotency_key"]
 #: What must match for a repeated idempotency key to be a duplicate rather than a conflict.
 PAYLOAD = ["operation", "external_id", "participant_id", "recipient_external_id", "recipient_id", "event_timestamp"]
+#: The step 1 failure of a row whose participant_id and external_id name different participants.
+MISMATCH = "participant_mismatch"
 #: The participant references of a row, (participant_id-like, external_id-like): the same
 #: participant named either way is the same payload (`_same_payload`).
 REFERENCES = [("participant_id", "external_id", "participant_uuid"),
@@ -297,8 +299,29 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
 
     missing = (pl.col("needs_participant") & ~exists("subject_id", "subj_from")) | (
         pl.col("recipient_uuid").is_not_null() & ~exists("recipient_uuid", "rec_from")) | pl.col("not_an_id")
-    df = df.with_columns(pre_code=_step_one(missing)).with_columns(
-        pre_message=_message("pre_code"), entity_id=pl.coalesce(pl.col("recipient_uuid"), pl.col("subject_id")))
+
+    # A row names its participant exactly once (scrip-reference 6: `external_id` or
+    # `participant_id`, "exactly one"); both of one participant are accepted, but an existing id
+    # beside an external id of someone else (or of nobody) fails the row: taking either would
+    # move value for a participant the sender did not mean (the id silently won until session 21).
+    def mismatch(ref: str, ext: str, resolved: str, since: str) -> pl.Expr:
+        return (pl.col(ref).is_not_null() & pl.col(ext).is_not_null() & exists(resolved, since)
+                & pl.col(resolved).ne(pl.col(ext).replace_strict(id_of, default=None))).fill_null(False)
+
+    df = df.with_columns(
+        mismatch=pl.when(mismatch("participant_id", "external_id", "subject_id", "subj_from"))
+        .then(pl.concat_str(pl.lit("participant_id "), pl.col("participant_id"), pl.lit(" and external_id "),
+                            pl.col("external_id")))
+        .when(mismatch("recipient_id", "recipient_external_id", "recipient_uuid", "rec_from"))
+        .then(pl.concat_str(pl.lit("recipient_id "), pl.col("recipient_id"), pl.lit(" and recipient_external_id "),
+                            pl.col("recipient_external_id"))))
+    df = df.with_columns(pre_code=pl.when(pl.col("mismatch").is_not_null()).then(pl.lit(MISMATCH))
+                         .otherwise(_step_one(missing))).with_columns(
+        pre_message=pl.when(pl.col("mismatch").is_not_null())
+        .then(pl.concat_str(pl.col("mismatch"), pl.lit(" name different participants; name it by one of them "
+                                                       "(or both of the same participant)")))
+        .otherwise(_message("pre_code")),
+        entity_id=pl.coalesce(pl.col("recipient_uuid"), pl.col("subject_id"))).drop("mismatch")
     # A participant missing here may still be created by an action target earlier in the stream
     # (docs/decisions.md), which only the sequential kernel sees: where a program's targets can
     # create, such a row's participant_not_found is deferred to its turn in the kernel, with the

@@ -41,17 +41,20 @@ from engine.state import Store
 
 @dataclass
 class MaintainReport:
+    """What the run did up to `as_of`, wherever it was applied: before a SYSTEM event touching
+    the holder (at its instant, as for any event) or for everyone else after them. Every count
+    is of this run only."""
     batch_id: int | None
     as_of: datetime
-    lots_due: int
-    entries: int
+    lots_due: int  # lots matured or expired (by a MATURITY / EXPIRATION entry)
+    entries: int  # those MATURITY and EXPIRATION entries
     seconds: float
-    tier_changes: int = 0
-    counter_resets: int = 0  # entities whose counters reset
+    tier_changes: int = 0  # tier history rows (reviews, expiries, and the SYSTEM events' rules)
+    counter_resets: int = 0  # entities with a `reset_after` counter reset
+    counter_rollovers: int = 0  # participants with a counter rolled over at a tier period end
     fired: int = 0  # SYSTEM events of automations processed
-    # the entries written while the SYSTEM events (automations', SCHEDULE_EVENT's and BROADCAST's)
-    # were processed: their rules' entries and the lot maturities and expiries due for the
-    # participants they touched, applied before each (`entries`: those of everyone else)
+    # the entries the SYSTEM events' rules wrote (automations', SCHEDULE_EVENT's, BROADCAST's);
+    # with `entries`, all the batch wrote
     system_event_entries: int = 0
     system_events: int = 0  # SYSTEM events of SCHEDULE_EVENT / BROADCAST processed
     # the batch's counts as `batches` stores them (read = `fired`; semantics.md 13)
@@ -75,6 +78,11 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         if catalog is not None:  # files other than the ones the runs stored: the ledger's assets stay as they are
             check_assets(con, catalog)
         catalog = catalog or _stored_catalog(con, as_of)
+        writer.lots = set()
+        # What is due now happens in this run, for the participants SYSTEM events touch before
+        # their events (in the kernel) and for everyone else after them (below): the resets and
+        # rollovers due before any SYSTEM event ran, with those due after, are all of them.
+        early_resets, early_rolled = _due_counters(con, as_of) if catalog is not None else (set(), set())
         # Automations first, firing by firing, through the path of `perkflow run`: the kernel
         # applies what is due for the participants their events touch, at their instants, before
         # each event (SCHEDULE_EVENT events due by each firing's instant included); what is due
@@ -98,7 +106,7 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         effects: list[dict] = []
         for lots in holders.values():
             apply_due(store, lots, as_of, effects, pos=0)
-        tier_store = _tier_reviews(con, as_of)
+        tier_store, rolled = _tier_reviews(con, as_of)
         resets = _counter_resets(con, as_of, tier_store)  # after the reviews: they read counters as of their instants
         marks = {"stage_automations_planned": automations.planned_frame(planned)} if planned else {}
         if not totals["rows_read"] and not totals["system_events"] and not effects and not tier_store.tier_history and not tier_store.dirty_states:
@@ -122,7 +130,6 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         stages = {"stage_effects": stage_effects, "stage_lots": store.state_frames(batch_id)["stage_lots"],
                   **{k: tier_frames[k] for k in ("stage_state", "stage_state_entities", "stage_participant_tiers",
                                                   "stage_tier_history")}, **marks}
-        system_event_entries = writer.entries
         writer.write(stages)
         params = {"fingerprint": f"maintain:{as_of.isoformat()}", "sources": [],
                   "catalog_version": "" if catalog is None else catalog_version(catalog)}
@@ -133,9 +140,9 @@ def maintain(as_of: datetime, db_file: str | Path | None = None, *, wait: float 
         raise
     finally:
         con.close()
-    return MaintainReport(batch_id, as_of, len(due), writer.entries - system_event_entries,
-                          time.perf_counter() - t0, writer.tier_changes, resets,
-                          fired=totals["rows_read"], system_event_entries=system_event_entries,
+    return MaintainReport(batch_id, as_of, len(writer.lots), writer.lot_entries, time.perf_counter() - t0,
+                          writer.tier_changes, len(early_resets | resets), len(early_rolled | rolled),
+                          fired=totals["rows_read"], system_event_entries=writer.entries - writer.lot_entries,
                           system_events=totals["system_events"],
                           **{k: totals[k] for k in ("completed", "failed", "duplicates", "rejected")})
 
@@ -177,21 +184,31 @@ def _system_events(con, catalog, as_of: datetime, writer: BatchWriter, totals: d
     drain(con, catalog, as_of, writer, totals)
 
 
-def _counter_resets(con, as_of: datetime, store: Store) -> int:
+def _counter_resets(con, as_of: datetime, store: Store) -> set[str]:
     """Apply the `reset_after` resets due by `as_of` of every entity's counters to `store` (marked
-    for rewriting, exactly as Tx.state marks them before an event); returns how many entities."""
-    due = con.execute(statement("lookups.sql", "due_counter_entities"), {"as_of": as_of}).fetchall()
-    return store.reset_counters({eid: as_of for (eid,) in due})
+    for rewriting, exactly as Tx.state marks them before an event); returns those entities."""
+    due = {eid for (eid,) in con.execute(statement("lookups.sql", "due_counter_entities"), {"as_of": as_of}).fetchall()}
+    store.reset_counters(dict.fromkeys(due, as_of))
+    return due
 
 
-def _tier_reviews(con, as_of: datetime) -> Store:
+def _due_counters(con, as_of: datetime) -> tuple[set[str], set[str]]:
+    """(entities with a `reset_after` reset due by `as_of`, participants with a tier counter
+    rollover due by then), before the SYSTEM events run: a due one always happens (nothing an
+    event does undoes a due reset or period end), in the kernel if an event touches its holder."""
+    due = {eid for (eid,) in con.execute(statement("lookups.sql", "due_counter_entities"), {"as_of": as_of}).fetchall()}
+    return due, _tier_reviews(con, as_of)[1]
+
+
+def _tier_reviews(con, as_of: datetime) -> tuple[Store, set[str]]:
     """A store (of its own: it loads participants' lots too) with every tier review, counter
     rollover and tier expiry due up to `as_of` applied, for every participant holding a level
-    in a tier with a lifecycle, a counter such a tier rolls over, or a level expiring by then."""
+    in a tier with a lifecycle, a counter such a tier rolls over, or a level expiring by then;
+    and the participants whose counters rolled over."""
     store = Store(con, {})
     timed = tiers.stored(con, as_of)
     if not timed:
-        return store
+        return store, set()
     lifecycle = [t for t in timed if t.lifecycle is not None]
     holders = {pid for (pid,) in con.execute(statement("lookups.sql", "expiring_holders"), {"as_of": as_of}).fetchall()}
     if lifecycle:
@@ -204,6 +221,4 @@ def _tier_reviews(con, as_of: datetime) -> Store:
         holders |= {pid for (pid,) in found}
     ordered = sorted(holders)
     store.preload(ordered, [])
-    for pid in ordered:
-        tiers.apply_due(store, timed, pid, as_of)
-    return store
+    return store, {pid for pid in ordered if tiers.apply_due(store, timed, pid, as_of)}

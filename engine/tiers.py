@@ -264,13 +264,15 @@ def downgrade_target(tier: CompiledTier, st: EntityState) -> str | None:
     return None if target is current else target.key
 
 
-def roll_over(tier: CompiledTier, st: EntityState, at: datetime) -> None:
+def roll_over(tier: CompiledTier, st: EntityState, at: datetime) -> bool:
     """Counter rollover at a period close, after that close's review: each rolled counter not
     rolled since `at` keeps, for EXCESS, what exceeds the threshold its level (held now) sets
-    on it, else 0; the counter's last_reset_at becomes `at` (its rollover mark)."""
+    on it, else 0; the counter's last_reset_at becomes `at` (its rollover mark). Whether any
+    counter rolled over (maintenance counts them)."""
     held = st.tiers.get(tier.sid)
     level = held and tier.by_key.get(held.level)
     excess = tier.lifecycle.counters.rollover == "EXCESS"
+    rolled = False
     for key in tier.rollover_keys:
         c = st.counters.get(key)
         if c is None or c.last_reset_at >= at:
@@ -279,6 +281,8 @@ def roll_over(tier: CompiledTier, st: EntityState, at: datetime) -> None:
                       if cr.counter == key and cr.operator in (">=", ">")]
         c.value = max(Decimal(0), c.value - max(thresholds)) if excess and thresholds else Decimal(0)
         c.last_reset_at = at
+        rolled = True
+    return rolled
 
 
 def _activity_refresh(tier: CompiledTier) -> bool:
@@ -330,15 +334,16 @@ def _before_time_ends(instant, *args):
         return None
 
 
-def apply_due(store: Store, timed: list[CompiledTier], pid: str, now: datetime) -> None:
+def apply_due(store: Store, timed: list[CompiledTier], pid: str, now: datetime) -> bool:
     """Every lifecycle review, counter rollover and tier expiry of the participant due at or
     before `now` in the tiers `timed`, in time order, each in its own transaction at its due
-    instant, committed to the store."""
+    instant, committed to the store. Whether a counter rolled over."""
+    rolled = False
     while timed:
         st = store.states.get(("PARTICIPANT", pid))
         step = st and next_step(timed, st)
         if not step or step[0] > now:
-            return
+            return rolled
         at, kind, i, end = step
         tier = timed[i]
         tx = Tx(store, at)
@@ -349,10 +354,11 @@ def apply_due(store: Store, timed: list[CompiledTier], pid: str, now: datetime) 
                 change(tx, tier, pid, target, LIFECYCLE, None)
             working.tiers[tier.sid].reviewed_at = end
         elif kind == 1:
-            roll_over(tier, working, at)
+            rolled = roll_over(tier, working, at) or rolled
         else:
             _expire(tx, tier, pid)
         tx.commit()
+    return rolled
 
 
 def stored(con, as_of: datetime) -> list[CompiledTier]:

@@ -19,7 +19,7 @@ from engine.cel.library import ROW as FUNCTIONS
 from engine.cel.static import never_bool
 from engine.cel.values import TYPE_NAMES
 from engine.cron import Cron, CronError, parse as parse_cron
-from engine.io.events import json_doubles
+from engine.io.events import MAX_KEY_LENGTH, json_doubles
 from engine.io.files import not_found
 from engine.durations import parse_duration, parse_when
 from engine.errors import CatalogError
@@ -567,10 +567,15 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
             pid_field = "participant_id" if t.id is None else "id"
             pid = t.participant_id if t.id is None else t.id
             # value fields: an expression, or the literal id ("u5" names participant u5)
-            target = CompiledTarget(
-                type="PARTICIPANT",
-                external_id=t.external_id and _name(f"{at}.target.external_id", t.external_id, assets),
-                participant_id=pid and _name(f"{at}.target.{pid_field}", pid, assets))
+            external_id = t.external_id and _name(f"{at}.target.external_id", t.external_id, assets)
+            if isinstance(external_id, str) and len(external_id) > MAX_KEY_LENGTH:
+                # no participant Scrip could hold (1-255): it failed every event that reached it
+                # (external_id_too_long, as an expression giving one still does when it runs)
+                raise CatalogError(f"{at}.target.external_id: an external_id is at most {MAX_KEY_LENGTH} characters "
+                                   f"(Scrip's limit for a participant's), this one has {len(external_id)}: "
+                                   f"{external_id[:40]!r}...")
+            target = CompiledTarget(type="PARTICIPANT", external_id=external_id,
+                                    participant_id=pid and _name(f"{at}.target.{pid_field}", pid, assets))
         else:
             if t.external_id is not None or t.participant_id is not None:
                 raise CatalogError(f"{at}.target: external_id and participant_id name participants; a {t.type} "
@@ -630,9 +635,7 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
             raise CatalogError(f"{at}.tag: a tag must be non-empty text, got {tag!r}")
         return CompiledAction(**common, tag=tag)
     if action.type == "COUNTER":
-        value = _value(f"{at}.value", need("value"), assets)
-        if isinstance(value, str):
-            raise CatalogError(f"{at}.value: {value!r} is neither a number nor a CEL expression")
+        value = _number(f"{at}.value", need("value"), assets)
         reset_after = None
         if action.reset_after:
             try:
@@ -819,11 +822,31 @@ def _amount(where: str, text: str, asset: Asset, assets: dict[str, Asset]):
     """A number (checked when the action runs, like any amount: semantics.md 7 makes an invalid
     amount a failure of the action, not of the program file) or a CEL expression; by the
     value-field rule, anything else is literal text, which an amount cannot be."""
+    return _number(where, text, assets, "(an expression must read event, now, participant or program, "
+                                        "or call a function)")
+
+
+#: Beyond this power of ten a written number can be no ledger amount or counter step (at most 20
+#: integer digits and 18 decimals): refused at load rather than spelled out in full ("1e999999999").
+_EXPONENT_BOUND = 60
+
+
+def _number(where: str, text: str, assets: dict[str, Asset], hint: str = ""):
+    """A field that must give a number (an amount, a COUNTER value): the value-field rule, where
+    text that is a decimal with an exponent (`"1e3"`, YAML's unquoted `1e3` or `1.0e3`) is that
+    number, as a JSON `1e3` is and as `max_transaction_amount` or a budget `limit` read it
+    (docs/decisions.md "Numbers written as text"); it was a load error in YAML and JSON text."""
     value = _value(where, text, assets)
-    if isinstance(value, str):
-        raise CatalogError(f"{where}: {text!r} is neither a number nor a CEL expression (an expression must "
-                           "read event, now, participant or program, or call a function)")
-    return value
+    if not isinstance(value, str):
+        return value
+    try:
+        number = amounts.decimal_text(value)
+    except InvalidOperation:
+        raise CatalogError(f"{where}: {text!r} is neither a number nor a CEL expression"
+                           + (f" {hint}" if hint else "")) from None
+    if number and abs(number.adjusted()) > _EXPONENT_BOUND:
+        raise CatalogError(f"{where}: {text!r} is beyond any amount (at most 20 integer digits and 18 decimals)")
+    return Decimal(format(number, "f"))
 
 
 def _when(where: str, text: str | None, assets: dict[str, Asset]):

@@ -462,6 +462,13 @@ class Automation(Strict):
     participant_id: str | None = None  # one_time + scope program: the one participant it names
     status: Literal["active", "paused"] = "active"
 
+    @field_validator("payload", mode="before")
+    @classmethod
+    def _no_payload(cls, v):
+        # `payload: null` is no payload, nothing merged (Scrip's payload is optional), as on
+        # SCHEDULE_EVENT and BROADCAST; it was a load error here alone
+        return {} if v is None else v
+
 
 class ProgramFile(Strict):
     program: Program

@@ -205,6 +205,16 @@ def _vec_trunc_div(x: pl.Expr, y: pl.Expr) -> pl.Expr:
     return x.sign() * y.sign() * (x.abs() // y.abs())
 
 
+def _divide(x: pl.Expr, y: pl.Expr) -> pl.Expr:
+    """x / y of doubles, correctly rounded, as the row path (and CEL) divide. Polars divides a
+    column by a scalar (a literal, or a value broadcast) as a product with its reciprocal: 5.0 / 3
+    gave 1.6666666666666665, not 1.6666666666666667, so an amount `event.b / 3` depended on
+    whether its batch held one event or more (semantics.md 1.4, 1.5). Two whole columns divide
+    exactly: the quotient is taken of a struct's fields, which are full columns."""
+    return pl.struct(x.alias("x"), y.alias("y")).map_batches(
+        lambda s: s.struct.field("x") / s.struct.field("y"), return_dtype=pl.Float64())
+
+
 @vec("/")
 def div_vec(a, b):
     pair = _vec_num_pair("/", a, b)
@@ -212,7 +222,7 @@ def div_vec(a, b):
         return ERROR
     k, x, y = pair
     if k == "double":
-        return Typed(x / y, "double", pl.Float64())
+        return Typed(_divide(x, y), "double", pl.Float64())
     safe_y = pl.when(y == 0).then(pl.lit(1, pl.Int128)).otherwise(y)
     q = pl.when(y == 0).then(None).otherwise(_vec_trunc_div(x, safe_y))
     return _vec_checked(k, q)
@@ -451,7 +461,12 @@ def to_double(a):
     if k in ("int", "uint", "double"):
         return float(a)
     if k == "string" and _FLOAT_TEXT.fullmatch(a):
-        return float(a)
+        value = float(a)
+        # a finite text beyond a double ("1e400") is a range error, as Go's ParseFloat says
+        # (cel-go); only "inf" / "Infinity" spell an infinity
+        if math.isinf(value) and not re.search("[iI]nf", a):
+            raise CelEvalError(f"cannot convert {a!r} to double: out of a double's range")
+        return value
     if k == "string":
         raise CelEvalError(f"cannot convert {a!r} to double")
     raise no_overload("double", a)

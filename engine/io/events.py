@@ -26,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine import durations
 from engine.cel.values import CelUint
 from engine.errors import InputError
 from engine.io import payload_types
@@ -738,10 +739,7 @@ def raw_of(rows: pl.DataFrame) -> pl.Expr:
                      pl.col("event_json").alias("event_data")).struct.json_encode()
 
 
-#: RFC 3339 5.6's date-time (upper-cased, a space for T made T): what Polars' parser is given.
-NOT_RFC3339 = ("event_timestamp is not an RFC 3339 timestamp with a time zone; "
-               "write e.g. 2025-01-01T00:00:00Z or 2025-01-01T01:00:00+01:00")
-RFC3339_SHAPE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
+NOT_RFC3339 = f"event_timestamp is {durations.NOT_RFC3339}"
 
 
 def _timestamps(file: Path, col: pl.Series) -> tuple[pl.Series, list[str | None]]:
@@ -755,9 +753,10 @@ def _timestamps(file: Path, col: pl.Series) -> tuple[pl.Series, list[str | None]
         # RFC 3339: 'T' or space, 'Z' or an offset, case-insensitive. Polars' format also takes
         # what RFC 3339 does not (`+0100`, `+01`, `2025-3-1`, `+2025`, a leading blank): the
         # shape is checked first, and a row of another shape has no instant (invalid_timestamp).
-        norm = col.str.to_uppercase().str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T")
+        # (the shape and its normal form are engine.durations', which every other instant is read by)
+        norm = col.str.to_uppercase().str.replace(durations.DATE_SPACE, "${1}T")
         ts = norm.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%#z", strict=False, time_zone="UTC", time_unit="us")
-        ts = pl.select(pl.when(norm.str.contains(RFC3339_SHAPE)).then(ts)).to_series().alias(col.name)
+        ts = pl.select(pl.when(norm.str.contains(durations.RFC3339_SHAPE)).then(ts)).to_series().alias(col.name)
         bad = pl.select(
             pl.when(col.is_null() | (col == "")).then(pl.lit("missing"))
             .when(ts.is_null()).then(pl.lit("invalid")).otherwise(None)

@@ -193,6 +193,10 @@ class BatchWriter:
         self.con, self.batch_id = con, batch_id
         # written so far: the next chunk's entry and tier-change seqs continue from these
         self.entries = self.postings = self.tier_changes = 0
+        # lot maturities and expiries written (their entries; the lots, when `lots` is a set:
+        # `perkflow maintain` counts them wherever they were applied, before an event or after)
+        self.lot_entries = 0
+        self.lots: set[str] | None = None
         self.prev_root = con.execute(statement("lookups.sql", "last_root")).fetchall()[0][0]
         self.first_seq = con.execute(statement("lookups.sql", "next_seq")).fetchall()[0][0]
         self._root = BatchRoot(self.prev_root)
@@ -201,6 +205,11 @@ class BatchWriter:
     def write(self, stages: dict[str, pl.DataFrame]) -> None:
         params = {"batch_id": self.batch_id}  # the only parameter of the per-chunk statements
         if "stage_effects" in stages:
+            # a time-driven lot change is named by its lot (engine/lots.py apply_due)
+            timed = stages["stage_effects"].filter(pl.col("source_name").str.starts_with("lot:"))["source_name"]
+            self.lot_entries += len(timed)
+            if self.lots is not None:
+                self.lots.update(timed.to_list())
             entries, legs = entry_legs(stages["stage_effects"])
             stages = stages | {"stage_effects": entries, "stage_legs": legs,
                                "stage_balances": balance_changes(stages["stage_effects"])}
