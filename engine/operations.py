@@ -8,6 +8,7 @@ fields of the matching Scrip endpoint. A failing operation is FAILED as a whole,
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
@@ -777,8 +778,30 @@ def _set_status(o: _Op) -> None:
     o.tx.set_status(o.op.subject, status)
 
 
+#: The participant profile of Scrip's create-a-participant body and its limits (scrip-reference.md
+#: 4, 21): accepted and not stored, but checked, as Scrip does (a 51-character phone was accepted).
+PROFILE_LIMITS = {"email": 255, "phone": 50, "first_name": 255, "last_name": 255, "display_name": 255}
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+def _profile(o: _Op) -> None:
+    """Each profile field is text within Scrip's limit, or null; `""` clears it (Scrip), so it is
+    fine too; a non-empty email has the form local@domain ("email: optional, validated")."""
+    for field, limit in PROFILE_LIMITS.items():
+        value = o.params.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > limit:
+            raise ActionFailed(INVALID, f"upsert_participant: params.{field} must be text of at most {limit} "
+                                        f"characters, got {value!r:.60}")
+        if field == "email" and value and not _EMAIL.fullmatch(value):
+            raise ActionFailed(INVALID, f"upsert_participant: params.email {value!r:.60} is not an email address "
+                                        "(local@domain)")
+
+
 def _upsert(o: _Op) -> None:
     """Creates (at intake) or updates: attributes are merged, tags replace, status is set."""
+    _profile(o)
     status = o.params.get("status")
     if status is not None:
         _set_status(o)

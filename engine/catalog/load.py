@@ -27,7 +27,7 @@ from engine.errors import CatalogError
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
 from .documents import read_json, read_yaml
-from .models import INT32_MAX, KEY, Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
+from .models import EVENT_NAME_MAX, INT32_MAX, KEY, Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
 from .support import VALUE_ACTIONS, WHOLE_BUCKET_ACTIONS, misplaced, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -641,7 +641,7 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
                 raise CatalogError(f"{at}.reset_after: {e}") from None
             if reset_after <= timedelta(0):
                 raise CatalogError(f"{at}.reset_after: must be a positive duration")
-        return CompiledAction(**common, key=need("key"), value=value, reset_after=reset_after)
+        return CompiledAction(**common, key=_state_key(at, need("key")), value=value, reset_after=reset_after)
     if action.type == "SET_TIER":
         tier = tiers.get(need("tier"))
         if tier is None:
@@ -653,7 +653,16 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
                                f"(levels: {', '.join(tier.by_key)})")
         return CompiledAction(**common, tier=tier.key, level=level)
     # SET_ATTRIBUTE
-    return CompiledAction(**common, key=need("key"), value=_value(f"{at}.value", need("value"), assets))
+    return CompiledAction(**common, key=_state_key(at, need("key")), value=_value(f"{at}.value", need("value"), assets))
+
+
+def _state_key(at: str, key: str) -> str:
+    """A COUNTER's or SET_ATTRIBUTE's `key`: non-empty, as the set_counter and set_attribute
+    operations require (Scrip names it in the path, /state/counters/{key}); `""` loaded and
+    wrote a counter or attribute named by nothing."""
+    if not key:
+        raise CatalogError(f"{at}.key: must be non-empty text (the counter's or attribute's name)")
+    return key
 
 
 def _check_redemption_entity(file: str, pf: ProgramFile, groups: dict[str, CompiledGroup]) -> None:
@@ -718,8 +727,11 @@ def _compile_emission(at: str, action: Action, common: dict, need, assets: dict[
     """SCHEDULE_EVENT (event_name, delay, payload, target) and BROADCAST (event_name, payload):
     docs/decisions.md, "SYSTEM events"."""
     name = need("event_name")
-    if not name.strip():
-        raise CatalogError(f"{at}.event_name: must not be empty")
+    if not name.strip() or len(name) > EVENT_NAME_MAX:
+        # Scrip's event_name is 1-255 characters (an automation's; SCHEDULE_EVENT creates one,
+        # scrip-reference.md 9, 18), as perkflow's automations already required
+        raise CatalogError(f"{at}.event_name: must be non-empty text of at most {EVENT_NAME_MAX} characters "
+                           f"(got {len(name)})")
     if action.type == "BROADCAST":
         if action.delay is not None:
             raise CatalogError(f"{at}.delay: BROADCAST emits at the event's `now`; use SCHEDULE_EVENT for a delay "

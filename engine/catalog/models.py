@@ -85,6 +85,9 @@ WholeNumber = Annotated[int, BeforeValidator(_whole_text)]
 #: `rank`; BIGINT: a reward's `max_total`, `max_per_participant`): past them the catalog write
 #: failed with an internal error (exit 1) after validate had passed the file.
 INT32_MAX, INT64_MAX = 2 ** 31 - 1, 2 ** 63 - 1
+#: Scrip's limit on an automation's `event_name` (scrip-reference.md 18), also a SCHEDULE_EVENT's
+#: and a BROADCAST's (the SYSTEM events they emit are an automation's, `source: rule_action`).
+EVENT_NAME_MAX = 255
 
 
 #: A key written in a program file (program, rule, reward, group, automation): a slug, as the ones
@@ -451,7 +454,7 @@ class Automation(Strict):
     events `event_name` (with `payload`) into the stream."""
     name: str = Field(min_length=1, max_length=255)
     key: str | None = Field(default=None, pattern=KEY)  # default: slug of name
-    event_name: str = Field(min_length=1, max_length=255)
+    event_name: str = Field(min_length=1, max_length=EVENT_NAME_MAX)
     scope: Literal["program", "participants"]
     trigger: Trigger
     description: str | None = None

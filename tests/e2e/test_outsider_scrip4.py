@@ -1,0 +1,135 @@
+"""Outsider round on payload fidelity (session 21): program files and operations written as Scrip's
+API payloads document them (scrip-reference.md 2-22, semantics.md 2.1, 2.3, 13), through the real
+CLI. Each test names its section; expectations are worked out by hand from those sections.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_contract_audit import Ledger, at, ev, on, op, program
+from tests.helpers.io import cli, write_program
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def _validate_text(tmp: Path, name: str, text: str) -> tuple[int, str]:
+    """`perkflow validate` of one program file written as `text`; exit code and output."""
+    path = tmp / "programs" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    res = cli("validate", "--programs", str(path))
+    return res.returncode, res.stdout + res.stderr
+
+
+SHOP_YAML = """\
+program: {key: shop, name: Shop}
+assets: [{symbol: PTS, name: Points, scale: 0, inventory_mode: SIMPLE, issuance_policy: UNLIMITED}]
+rules:
+  - name: purchase
+    key: purchase
+    condition: event.type == "purchase"
+    actions:
+"""
+
+
+# --- semantics.md 2.1: fields as Scrip's JSON payloads; YAML and JSON of one payload agree ------
+
+def test_s2_1_an_unquoted_clock_time_in_yaml_is_the_text_json_gives(tmp_path):
+    """semantics.md 2.1 / 7: `{"type": "SET_ATTRIBUTE", "key": "pref_time", "value": "12:30"}` in
+    a JSON file stores the attribute "12:30" (static text is a literal string). The same payload in
+    YAML, `value: 12:30`, must store the same "12:30": YAML 1.1 read it as the base-60 number 750
+    and stored "750"."""
+    led = Ledger(tmp_path)
+    led.programs.mkdir(parents=True)
+    (led.programs / "shop.yaml").write_text(
+        SHOP_YAML + "      - {type: SET_ATTRIBUTE, key: pref_time, value: 12:30}\n"
+                    "      - {type: SET_ATTRIBUTE, key: window, value: 1:30.5}\n", encoding="utf-8")
+    led.run([ev("k1", "u1", at(1), "purchase")])
+    state = led.state("u1")
+    assert state[("ATTRIBUTE", "pref_time")] == "12:30", state
+    assert state[("ATTRIBUTE", "window")] == "1:30.5", state
+
+
+def test_s2_1_an_unquoted_number_with_a_leading_zero_is_a_load_error_not_an_octal_amount(tmp_path):
+    """semantics.md 2.1 / 13, decisions "Value fields" (an unquoted YAML number is the decimal the
+    file shows): `amount: 010` shows ten, and YAML 1.1 reads it as octal 8 (the participant was
+    credited 8, silently); JSON has no such number. It is ambiguous, so the file does not load:
+    exit 2 naming the file and the line, nothing written. `0x1F`-style numbers and plain ones
+    still load."""
+    code, out = _validate_text(tmp_path, "shop.yaml",
+                               SHOP_YAML + "      - {type: CREDIT, asset: PTS, amount: 010}\n")
+    assert code == 2, out
+    for word in ("shop.yaml", "010", "leading zero", "line 8"):
+        assert word in out, (word, out)
+    code, out = _validate_text(tmp_path, "shop.yaml", SHOP_YAML.replace("key: purchase", "key: purchase\n    order: 010")
+                               + "      - {type: CREDIT, asset: PTS, amount: 10}\n")
+    assert code == 2 and "leading zero" in out, out
+    code, out = _validate_text(tmp_path, "shop.yaml", SHOP_YAML + "      - {type: CREDIT, asset: PTS, amount: 0x10}\n")
+    assert code == 0, out
+
+
+# --- scrip-reference.md 9, 10: a counter's and an attribute's key --------------------------------
+
+@pytest.mark.parametrize("action", [
+    {"type": "COUNTER", "key": "", "value": "1"},
+    {"type": "SET_ATTRIBUTE", "key": "", "value": "gold"}])
+def test_s7_a_counter_or_attribute_action_with_an_empty_key_is_a_load_error(tmp_path, action):
+    """scrip-reference.md 10: counters and attributes are named by a key (`/state/counters/{key}`);
+    the set_counter and set_attribute operations already refuse `params.key: ""`. The same key in
+    a rule action loaded and wrote a counter (or attribute) named by nothing on every event; it is
+    a load error naming the file, rule and `actions[0].key`, exit 2."""
+    path = write_program(tmp_path / "programs" / "shop.yaml", program([on("purchase", action)]))
+    res = cli("validate", "--programs", str(path))
+    assert res.returncode == 2, res.stdout + res.stderr
+    for word in ("shop.yaml", "rules[0] (purchase)", "actions[0].key", "non-empty"):
+        assert _squash(word) in _squash(res.stderr), (word, res.stderr)
+
+
+# --- scrip-reference.md 18, 21: event_name is 1-255 characters ----------------------------------
+
+@pytest.mark.parametrize("action", [
+    {"type": "SCHEDULE_EVENT", "delay": "24h"}, {"type": "BROADCAST"}])
+def test_s7_a_system_event_name_keeps_scrips_limit_of_255(tmp_path, action):
+    """scrip-reference.md 18: an automation's `event_name` is 1-255 characters, and SCHEDULE_EVENT
+    creates one (`source: rule_action`); perkflow's automations already kept the limit. A
+    SCHEDULE_EVENT or BROADCAST `event_name` of 255 loads; 256 is a load error naming the field."""
+    for length, expect in ((255, 0), (256, 2)):
+        spec = program([on("purchase", {**action, "event_name": "e" * length})])
+        path = write_program(tmp_path / "programs" / "shop.yaml", spec)
+        res = cli("validate", "--programs", str(path))
+        assert res.returncode == expect, (length, res.stdout + res.stderr)
+    assert "actions[0].event_name" in res.stderr and "255" in res.stderr, res.stderr
+
+
+# --- scrip-reference.md 4, 21: the participant profile of upsert_participant --------------------
+
+def test_s2_3_upsert_participant_profile_fields_keep_scrips_limits(tmp_path):
+    """scrip-reference.md 4 / 21: `email` optional, validated, up to 255; `phone` up to 50;
+    `first_name`, `last_name`, `display_name` up to 255; an empty string clears a field. perkflow
+    accepts the profile without storing it, and accepted anything: a 51-character phone, an email
+    without an @, a number as display name. Each now fails the operation `invalid_operation`
+    naming the field; values at the limits (and "") complete."""
+    led = Ledger(tmp_path, program([on("purchase", {"type": "CREDIT", "asset": "PTS", "amount": "10"})]))
+    led.run(operations=[
+        op("upsert_participant", "ok", "u1", at(1), phone="1" * 50, email="jane@example.com",
+           first_name="J" * 255, last_name="", display_name="Jane Doe"),
+        op("upsert_participant", "phone", "u2", at(1), phone="1" * 51),
+        op("upsert_participant", "email", "u3", at(1), email="jane.example.com"),
+        op("upsert_participant", "long_email", "u4", at(1), email="j@" + "e" * 254),
+        op("upsert_participant", "name", "u5", at(1), last_name="x" * 256),
+        op("upsert_participant", "display", "u6", at(1), display_name=5),
+    ])
+    status = led.status()
+    assert status.pop("ok") == ("COMPLETED", None)
+    assert status == {k: ("FAILED", "invalid_operation") for k in ("phone", "email", "long_email", "name", "display")}
+    messages = dict(led.sql("SELECT idempotency_key, error_message FROM operations"))
+    for key, field in (("phone", "params.phone"), ("email", "params.email"), ("long_email", "params.email"),
+                       ("name", "params.last_name"), ("display", "params.display_name")):
+        assert field in messages[key], (key, messages[key])
