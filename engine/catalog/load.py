@@ -139,6 +139,7 @@ def _validate(file: str, data: object) -> ProgramFile:
     if not isinstance(data, dict):
         raise CatalogError(f"{file}: a program file must be a mapping with `program`, `assets` and `rules`")
     data = _own_program_ids(file, data)
+    data = _asset_ids_as_symbols(data)
     try:
         pf = ProgramFile.model_validate(data)
     except ValidationError as e:
@@ -178,6 +179,34 @@ def _own_program_ids(file: str, data: dict) -> dict:
             out[section].append(item)
     if problems:
         raise CatalogError(f"{file}: invalid program file:\n" + "\n".join(problems))
+    return out
+
+
+def _asset_ids_as_symbols(data: dict) -> dict:
+    """Scrip names an asset by its id (`"asset_id": "YOUR_ASSET_ID"`, the quickstart's rule): in a
+    rule action, a budget or a reward, `asset_id` (or `asset`) may give the id of an asset of this
+    file (the `assets` table's UUIDv5 of its symbol, any case), as operations already take it. It
+    is read as that symbol, so ids and rule versions are as when the symbol is written."""
+    assets = data.get("assets")
+    symbols = [a["symbol"] for a in assets if isinstance(a, dict) and isinstance(a.get("symbol"), str)] \
+        if isinstance(assets, list) else []
+    by_id = {str(ids.asset_id(s)): s for s in symbols}
+
+    def named(item):
+        if not isinstance(item, dict):
+            return item
+        return {k: by_id.get(v.strip().lower(), v) if k in ("asset", "asset_id") and isinstance(v, str) else v
+                for k, v in item.items()}
+
+    if not by_id:
+        return data
+    out = dict(data)
+    if isinstance(data.get("rewards"), list):
+        out["rewards"] = [named(w) for w in data["rewards"]]
+    if isinstance(data.get("rules"), list):
+        out["rules"] = [
+            {**r, **{f: [named(x) for x in r[f]] for f in ("actions", "budgets") if isinstance(r.get(f), list)}}
+            if isinstance(r, dict) else r for r in data["rules"]]
     return out
 
 
@@ -586,7 +615,8 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         symbol = need("asset")
         if symbol not in assets:
             raise CatalogError(f"{at}: unknown asset symbol {symbol!r}; define it under this program's `assets` "
-                               "(an asset other programs use too: defined identically in each)")
+                               "(an asset other programs use too: defined identically in each), and name it by "
+                               "its symbol or its id")
         asset = assets[symbol]
         # HOLD / RELEASE / FORFEIT without an amount take everything in their bucket (of their
         # reference), as the hold, release and forfeit operations do (scrip-reference.md 12:

@@ -133,3 +133,46 @@ def test_s2_3_upsert_participant_profile_fields_keep_scrips_limits(tmp_path):
     for key, field in (("phone", "params.phone"), ("email", "params.email"), ("long_email", "params.email"),
                        ("name", "params.last_name"), ("display", "params.display_name")):
         assert field in messages[key], (key, messages[key])
+
+
+# --- scrip-reference.md 3, 7, 9, 15; seeds/quickstart.txt: an asset named by its id -------------
+
+def test_s2_1_a_rule_budget_and_reward_may_name_the_asset_by_its_id_as_the_quickstart_does(tmp_path):
+    """seeds/quickstart.txt: "Copy the asset_id from this response", then the rule's action says
+    `"asset_id": "YOUR_ASSET_ID"`; Scrip's budgets and rewards name the asset by id too. perkflow's
+    asset id is the `assets` table's id (UUIDv5 of the symbol), which operations already accept
+    and `program_id` may restate. In a program file it was "unknown asset symbol". Written as the
+    quickstart's JSON bodies with the ids (one in capitals, UUIDs are case-insensitive), the file
+    loads and means what the symbol means: the purchase credits 10 PTS, with the same rule
+    version as the file that writes `PTS` (ids and versions derive from the symbol)."""
+    led_sym = Ledger(tmp_path / "sym")
+    spec = {"program": {"name": "Customer Loyalty"},
+            "assets": [{"name": "Points", "symbol": "PTS", "inventory_mode": "SIMPLE",
+                        "issuance_policy": "UNLIMITED", "scale": 0}],
+            "rules": [{"name": "10 Points per Purchase", "condition": 'event.type == "purchase"',
+                       "budgets": [{"asset_id": "PTS", "limit": "1000"}],
+                       "actions": [{"type": "CREDIT", "asset_id": "PTS", "amount": "10"}]}],
+            "rewards": [{"name": "Mug", "redemption_type": "UNIT_BASED", "asset_id": "PTS", "unit_cost": "10",
+                         "status": "ACTIVE"}]}
+    led_sym.programs.mkdir(parents=True)
+    (led_sym.programs / "loyalty.json").write_text(json.dumps(spec), encoding="utf-8")
+    events = [{**ev("first-purchase-001", "user_123", at(1), "purchase", amount=49.99), "program": "customer_loyalty"}]
+    led_sym.run(events)
+    asset_id = led_sym.sql("SELECT id FROM assets WHERE symbol = 'PTS'")[0][0]
+    by_id = json.loads(json.dumps(spec))
+    by_id["rules"][0]["actions"][0]["asset_id"] = str(asset_id).upper()
+    by_id["rules"][0]["budgets"][0]["asset_id"] = str(asset_id)
+    by_id["rewards"][0]["asset_id"] = str(asset_id)
+    led_id = Ledger(tmp_path / "id")
+    led_id.programs.mkdir(parents=True)
+    (led_id.programs / "loyalty.json").write_text(json.dumps(by_id), encoding="utf-8")
+    led_id.run(events)
+    assert led_id.balance("user_123") == (D(10), D(0), D(0))
+    version = "SELECT rule_version FROM rule_evaluations"
+    assert led_id.sql(version) == led_sym.sql(version) and len(led_id.sql(version)) == 1
+    assert led_id.sql("SELECT asset_id FROM rewards") == led_sym.sql("SELECT asset_id FROM rewards")
+    # an id that is no asset of this file is still an error naming the rule and the id
+    by_id["rules"][0]["actions"][0]["asset_id"] = "5f0523d7-0000-5000-8000-000000000000"
+    (led_id.programs / "loyalty.json").write_text(json.dumps(by_id), encoding="utf-8")
+    res = cli("validate", "--programs", str(led_id.programs))
+    assert res.returncode == 2 and "5f0523d7-0000" in res.stderr and "rules[0]" in res.stderr, res.stderr
