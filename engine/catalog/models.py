@@ -105,6 +105,15 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:128]
 
 
+def _key_from_name(data: Any) -> Any:
+    """A program or group written without `key` (Scrip's create bodies have none) gets a slug of
+    its name; a name that gives no slug leaves the key required."""
+    if isinstance(data, dict) and data.get("key") is None and isinstance(data.get("name"), str):
+        if key := slug(data["name"]):
+            data = {**data, "key": key}
+    return data
+
+
 class Program(Strict):
     key: str = Field(pattern=KEY)  # default: slug of name (_key_from_name)
     name: str = Field(min_length=1, max_length=255)
@@ -120,10 +129,7 @@ class Program(Strict):
     def _key_from_name(cls, data: Any) -> Any:
         # Scrip creates a program from its name alone (seeds/quickstart.txt), so a file without a
         # key gets a slug of the name, as rules, rewards and automations do (semantics.md 2.1)
-        if isinstance(data, dict) and data.get("key") is None and isinstance(data.get("name"), str):
-            if key := slug(data["name"]):
-                data = {**data, "key": key}
-        return data
+        return _key_from_name(data)
 
     @model_validator(mode="after")
     def _target_entity(self) -> "Program":
@@ -386,6 +392,15 @@ class Tier(Strict):
         return _name_alias(data)
 
 
+def _participant_uuid(v: str | None) -> str | None:
+    if v is not None:
+        try:
+            uuid.UUID(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a participant id (a UUID); name the participant by external_id") from None
+    return v
+
+
 class GroupMember(Strict):
     """A member of a group as declared (Scrip's `members` of POST /v1/groups: participant_id and
     role; here also by external_id, as events name participants)."""
@@ -398,12 +413,7 @@ class GroupMember(Strict):
     def _a_uuid(cls, v: str | None) -> str | None:
         # participant ids are UUIDs: anything else used to pass `validate` and crash the run
         # (exit 1) when the group was written
-        if v is not None:
-            try:
-                uuid.UUID(v)
-            except ValueError:
-                raise ValueError(f"{v!r} is not a participant id (a UUID); name the participant by external_id") from None
-        return v
+        return _participant_uuid(v)
 
     @model_validator(mode="after")
     def _one_id(self) -> "GroupMember":
@@ -415,11 +425,24 @@ class GroupMember(Strict):
 class Group(Strict):
     """A shared wallet with members (semantics.md 11; Scrip's groups). Project-wide like assets:
     the same key in two program files must be defined identically."""
-    key: str = Field(pattern=KEY)
+    key: str = Field(pattern=KEY)  # default: slug of name (Scrip's create-a-group body has no key)
     name: str = Field(min_length=1, max_length=255)
     description: str | None = None
     status: Literal["ACTIVE", "ARCHIVED"] = "ACTIVE"
     members: list[GroupMember] = Field(min_length=1)
+    # Scrip's create body: "optional, for audit"; accepted (a participant id), not stored, as the
+    # operations' on_behalf_of_participant_id
+    on_behalf_of_participant_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_name(cls, data: Any) -> Any:
+        return _key_from_name(data)
+
+    @field_validator("on_behalf_of_participant_id")
+    @classmethod
+    def _a_uuid(cls, v: str | None) -> str | None:
+        return _participant_uuid(v)
 
     @model_validator(mode="after")
     def _an_admin(self) -> "Group":

@@ -176,3 +176,27 @@ def test_s2_1_a_rule_budget_and_reward_may_name_the_asset_by_its_id_as_the_quick
     (led_id.programs / "loyalty.json").write_text(json.dumps(by_id), encoding="utf-8")
     res = cli("validate", "--programs", str(led_id.programs))
     assert res.returncode == 2 and "5f0523d7-0000" in res.stderr and "rules[0]" in res.stderr, res.stderr
+
+
+# --- scrip-reference.md 5: a group as Scrip's create-a-group body --------------------------------
+
+def test_s11_a_group_written_as_scrips_create_body_loads_keyed_by_its_name(tmp_path):
+    """scrip-reference.md 5: `POST /v1/groups` takes `name`, `members` and an optional
+    `on_behalf_of_participant_id` (for audit); there is no key. Programs, rules, rewards and
+    automations written without `key` get a slug of their name (semantics.md 2.1: ids derive from
+    keys); a group said "groups[0].key: Field required", and `on_behalf_of_participant_id`
+    "unknown field". Written so, the group is keyed `family_pool`, a rule reaches it by that key
+    and credits its wallet 10; an on_behalf id that is no UUID is a load error naming the field."""
+    spec = program([on("purchase", {"type": "CREDIT", "asset": "PTS", "amount": "10",
+                                    "target": {"type": "GROUP", "id": "family_pool"}})])
+    spec["groups"] = [{"name": "Family Pool", "on_behalf_of_participant_id": "5f0523d7-15e8-58f0-8005-90a61152916c",
+                       "members": [{"external_id": "u1", "role": "ADMIN"}]}]
+    led = Ledger(tmp_path, spec)
+    led.run([ev("k1", "u1", at(1), "purchase")])
+    assert led.status() == {"k1": ("COMPLETED", None)}
+    assert led.sql("SELECT g.key, b.available FROM balances b JOIN groups g ON g.id = b.entity_id "
+                   "WHERE b.entity_type = 'GROUP'") == [("family_pool", D(10))]
+    spec["groups"][0]["on_behalf_of_participant_id"] = "jane"
+    path = write_program(tmp_path / "bad" / "shop.yaml", spec)
+    res = cli("validate", "--programs", str(path))
+    assert res.returncode == 2 and "groups[0].on_behalf_of_participant_id" in res.stderr, res.stderr
