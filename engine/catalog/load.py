@@ -27,7 +27,8 @@ from engine.errors import CatalogError
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
 from .documents import read_json, read_yaml
-from .models import EVENT_NAME_MAX, INT32_MAX, KEY, Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
+from .models import (EVENT_NAME_MAX, INT32_MAX, KEY, Action, Asset, Automation, Budget, Criterion, Group, ProgramFile,
+                     Rule, Tier, fields_at, slug)
 from .support import VALUE_ACTIONS, WHOLE_BUCKET_ACTIONS, misplaced, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -245,6 +246,8 @@ def _describe(e: ValidationError, data: dict) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check its spelling against semantics.md 2.1)"
+            if known := fields_at(loc):
+                msg += f"; the fields here are {', '.join(known)}"
         elif err["type"] == "string_pattern_mismatch":
             pattern = err.get("ctx", {}).get("pattern", "")
             msg = f"{err['input']!r} is not {_FORMS.get(pattern, 'of the form ' + pattern)}"

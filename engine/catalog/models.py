@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+import types
+import typing
 import uuid
 from datetime import datetime
 from decimal import Context, Decimal, InvalidOperation
@@ -497,6 +499,36 @@ class ProgramFile(Strict):
     rewards: list[Reward] = []
     groups: list[Group] = []
     automations: list[Automation] = []
+
+
+def fields_at(loc: tuple) -> list[str] | None:
+    """The fields of the object that holds the field at `loc` (a pydantic error location into a
+    ProgramFile), for an "unknown field" message that says what the object takes; None when the
+    location is not inside a model."""
+    ann: Any = ProgramFile
+    for part in loc[:-1]:
+        ann = _bare(ann)
+        if isinstance(part, int):
+            ann = typing.get_args(ann)[0] if typing.get_origin(ann) is list else None
+        elif isinstance(ann, type) and issubclass(ann, BaseModel) and part in ann.model_fields:
+            ann = ann.model_fields[part].annotation
+        else:
+            return None
+    ann = _bare(ann)
+    return sorted(ann.model_fields) if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _bare(ann: Any) -> Any:
+    """`X` of `Annotated[X, ...]` and `X | None`."""
+    while True:
+        origin = typing.get_origin(ann)
+        if origin is Annotated:
+            ann = typing.get_args(ann)[0]
+        elif origin in (typing.Union, types.UnionType) and len(args := [a for a in typing.get_args(ann)
+                                                                          if a is not type(None)]) == 1:
+            ann = args[0]
+        else:
+            return ann
 
 
 def _alias(data: Any, scrip: str, ours: str) -> Any:

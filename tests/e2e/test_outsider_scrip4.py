@@ -200,3 +200,28 @@ def test_s11_a_group_written_as_scrips_create_body_loads_keyed_by_its_name(tmp_p
     path = write_program(tmp_path / "bad" / "shop.yaml", spec)
     res = cli("validate", "--programs", str(path))
     assert res.returncode == 2 and "groups[0].on_behalf_of_participant_id" in res.stderr, res.stderr
+
+
+# --- semantics.md 2.1, 13: an unknown field's error says what the object takes -------------------
+
+def test_s2_1_an_unknown_field_error_lists_the_fields_its_object_takes(tmp_path):
+    """scrip-reference.md 14: the counter-rollover mode's field name "was not found"; perkflow's is
+    `rollover` (docs/decisions.md). A Scrip user who writes `counters: {mode: EXCESS}` got
+    "unknown field (check its spelling against semantics.md 2.1)", and semantics.md 10 names no
+    field. The error (exit 2) still names the file and path, and now lists the fields that object
+    takes, so the user finds `rollover`; likewise for a pasted response field such as `program.id`."""
+    spec = program([on("purchase", {"type": "COUNTER", "key": "spend", "value": "1"})])
+    spec["program"]["id"] = "5f0523d7-15e8-58f0-8005-90a61152916c"
+    spec["tiers"] = [{"key": "status", "levels": [
+        {"key": "gold", "rank": 1, "qualification": {"criteria": [{"counter": "spend", "operator": ">=",
+                                                                   "threshold": 5}]}}],
+        "lifecycle": {"retention": {"mode": "PERIOD_BASED"}, "qualification_period": {"type": "CALENDAR_YEAR"},
+                      "downgrade_policy": {"mode": "DROP_TO_QUALIFYING"},
+                      "counters": {"mode": "EXCESS", "qualifying": ["spend"]}}}]
+    path = write_program(tmp_path / "programs" / "shop.yaml", spec)
+    res = cli("validate", "--programs", str(path))
+    assert res.returncode == 2, res.stdout
+    lines = {line.split(":")[0].strip(): line for line in res.stderr.splitlines()}
+    counters = lines["tiers[0] (status).lifecycle.counters.mode"]
+    assert "unknown field" in counters and "qualifying, rollover" in counters, res.stderr
+    assert "redemption_target_type" in lines["program.id"], res.stderr
