@@ -243,6 +243,8 @@ def _describe(e: ValidationError, data: dict) -> str:
                         parts[-1] += f" ({name})"
             else:
                 parts.append(str(part))
+        if parts and isinstance(loc[-1], str):
+            parts[-1] = _as_written(data, loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check its spelling against semantics.md 2.1)"
@@ -253,6 +255,23 @@ def _describe(e: ValidationError, data: dict) -> str:
             msg = f"{err['input']!r} is not {_FORMS.get(pattern, 'of the form ' + pattern)}"
         lines.append(f"  {'.'.join(parts)}: {msg}")
     return "\n".join(lines)
+
+
+#: Scrip's names that the models read as ours (models.py `_alias`): an error names what was written.
+_ALIASES = {"name": "display_name", "asset": "asset_id"}
+
+
+def _as_written(data: object, loc: tuple) -> str:
+    """The last field of `loc` as the file spells it: `display_name` where the model says `name`."""
+    holder = data
+    for part in loc[:-1]:
+        try:
+            holder = holder[part]
+        except (KeyError, IndexError, TypeError):
+            return str(loc[-1])
+    alias = _ALIASES.get(loc[-1])
+    written = isinstance(holder, dict) and alias in holder and loc[-1] not in holder
+    return alias if written else str(loc[-1])
 
 
 #: What is unique in a program file (Scrip: reward and automation names "unique per program";

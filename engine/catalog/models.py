@@ -329,7 +329,7 @@ class Qualification(Strict):
 
 class TierLevel(Strict):
     key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,99}$")
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=255)  # Scrip: names are up to 255 characters
     description: str | None = None
     rank: WholeNumber = Field(ge=-INT32_MAX, le=INT32_MAX)
     qualification: Qualification | None = None  # none: reached only by SET_TIER / set_tier
@@ -383,7 +383,7 @@ class Lifecycle(Strict):
 class Tier(Strict):
     """A tier type (Scrip: a ranked track of levels inside a program; semantics.md 10)."""
     key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,99}$")
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=255)  # Scrip: names are up to 255 characters
     description: str | None = None
     levels: list[TierLevel] = Field(min_length=1)
     lifecycle: Lifecycle | None = None  # none: a "rules-only" tier

@@ -225,3 +225,23 @@ def test_s2_1_an_unknown_field_error_lists_the_fields_its_object_takes(tmp_path)
     counters = lines["tiers[0] (status).lifecycle.counters.mode"]
     assert "unknown field" in counters and "qualifying, rollover" in counters, res.stderr
     assert "redemption_target_type" in lines["program.id"], res.stderr
+
+
+# --- scrip-reference.md 14, 21: a tier's and a level's display_name are names (1-255) -------------
+
+@pytest.mark.parametrize("where", ["tier", "level"])
+def test_s10_tier_and_level_display_names_keep_the_255_limit_and_errors_name_display_name(tmp_path, where):
+    """scrip-reference.md 21: "Names 1-255 characters"; a tier's and a level's `display_name`
+    (perkflow's `name`) had no limit. 255 characters load; 256 is a load error that names the field
+    as the file writes it, `display_name` (an error said `name`, a field the file does not have)."""
+    def spec(length: int) -> dict:
+        level = {"key": "gold", "rank": 1}
+        tier = {"key": "status", "levels": [level]}
+        (tier if where == "tier" else level)["display_name"] = "G" * length
+        return program([on("purchase", {"type": "CREDIT", "asset": "PTS", "amount": "1"})], tiers=[tier])
+    for length, expect in ((255, 0), (256, 2)):
+        path = write_program(tmp_path / "programs" / "shop.yaml", spec(length))
+        res = cli("validate", "--programs", str(path))
+        assert res.returncode == expect, (length, res.stdout + res.stderr)
+    field = "tiers[0] (status).display_name" if where == "tier" else "tiers[0] (status).levels[0].display_name"
+    assert field in res.stderr and "255" in res.stderr, res.stderr
