@@ -75,7 +75,8 @@ FIELDS: dict[str, frozenset[str]] = {
     # (the participant profile: accepted, not stored)
     "upsert_participant": ROW | {"status", "attributes", "tags", "email", "phone", "first_name", "last_name",
                                  "display_name"},
-    "add_group_member": ROW | GROUP | {"role"}, "remove_group_member": ROW | GROUP,
+    # (`members` is Scrip's batch form, refused with its own message: engine/groups.py)
+    "add_group_member": ROW | GROUP | {"role", "members"}, "remove_group_member": ROW | GROUP,
     "set_group_member_role": ROW | GROUP | {"role"},
 }
 

@@ -245,3 +245,27 @@ def test_s10_tier_and_level_display_names_keep_the_255_limit_and_errors_name_dis
         assert res.returncode == expect, (length, res.stdout + res.stderr)
     field = "tiers[0] (status).display_name" if where == "tier" else "tiers[0] (status).levels[0].display_name"
     assert field in res.stderr and "255" in res.stderr, res.stderr
+
+
+# --- scrip-reference.md 5: add-members' batch form is said to be unsupported ---------------------
+
+def test_s2_3_add_group_member_with_scrips_batch_members_says_it_is_not_supported(tmp_path):
+    """scrip-reference.md 5: `POST /v1/groups/{id}/members` takes `{"members": [{participant_id,
+    role}]}` for a batch or `{participant_id, role}` for one. An operation row names one
+    participant, so perkflow takes one row per member (docs/decisions.md); the batch body failed
+    as if `members` were a typo ("is not a field of add_group_member"). It fails
+    `operation_not_supported` saying what to send instead, and nobody joins; the one-member form
+    completes."""
+    spec = program([on("purchase", {"type": "CREDIT", "asset": "PTS", "amount": "1"})])
+    spec["groups"] = [{"key": "fam", "name": "Fam", "members": [{"external_id": "u1", "role": "ADMIN"}]}]
+    led = Ledger(tmp_path, spec)
+    led.run([ev("k1", "u1", at(1), "purchase"), ev("k2", "u2", at(1), "purchase"), ev("k3", "u3", at(1), "purchase")])
+    led.run(operations=[
+        op("add_group_member", "batch", "u2", at(2), group_id="fam",
+           members=[{"external_id": "u3", "role": "MEMBER"}]),
+        op("add_group_member", "one", "u2", at(3), group_id="fam", role="MEMBER")])
+    status = led.status()
+    assert status["batch"] == ("FAILED", "operation_not_supported") and status["one"] == ("COMPLETED", None)
+    message = led.sql("SELECT error_message FROM operations WHERE idempotency_key = 'batch'")[0][0]
+    assert "params.members" in message and "one add_group_member row per member" in message, message
+    assert sorted(led.sql("SELECT external_id FROM group_members WHERE status = 'ACTIVE'")) == [("u1",), ("u2",)]
