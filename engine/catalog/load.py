@@ -140,6 +140,7 @@ def _validate(file: str, data: object) -> ProgramFile:
     if not isinstance(data, dict):
         raise CatalogError(f"{file}: a program file must be a mapping with `program`, `assets` and `rules`")
     data = _own_program_ids(file, data)
+    _no_asset_links(file, data)
     data = _asset_ids_as_symbols(data)
     try:
         pf = ProgramFile.model_validate(data)
@@ -181,6 +182,20 @@ def _own_program_ids(file: str, data: dict) -> dict:
     if problems:
         raise CatalogError(f"{file}: invalid program file:\n" + "\n".join(problems))
     return out
+
+
+def _no_asset_links(file: str, data: dict) -> None:
+    """Scrip links an existing asset to another program with `{"asset_id": ...}` (POST
+    /v1/programs/{id}/assets). A program file defines each asset it uses instead (semantics.md
+    2.1: the same definition in two files is one shared asset), so a link alone is refused with
+    that said, rather than as an unknown field and missing ones."""
+    assets = data.get("assets")
+    for i, item in enumerate(assets if isinstance(assets, list) else []):
+        if isinstance(item, dict) and "asset_id" in item and "symbol" not in item:
+            raise CatalogError(f"{file}: assets[{i}]: {{asset_id: {item['asset_id']!r}}} links an asset as Scrip's "
+                               "POST /v1/programs/{id}/assets does; that is not supported: define the asset here "
+                               "(symbol, name, scale, ...) exactly as the program file that defines it does, and "
+                               "the two programs share it (semantics.md 2.1)")
 
 
 def _asset_ids_as_symbols(data: dict) -> dict:

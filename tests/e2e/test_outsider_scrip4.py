@@ -269,3 +269,22 @@ def test_s2_3_add_group_member_with_scrips_batch_members_says_it_is_not_supporte
     message = led.sql("SELECT error_message FROM operations WHERE idempotency_key = 'batch'")[0][0]
     assert "params.members" in message and "one add_group_member row per member" in message, message
     assert sorted(led.sql("SELECT external_id FROM group_members WHERE status = 'ACTIVE'")) == [("u1",), ("u2",)]
+
+
+# --- scrip-reference.md 2: a link to an asset alone says what to write instead -------------------
+
+def test_s2_1_an_asset_link_alone_says_to_define_the_asset_in_this_file_too(tmp_path):
+    """scrip-reference.md 2: Scrip shares an asset by linking it, `POST /v1/programs/{id}/assets`
+    with `{"asset_id"}`. semantics.md 2.1: the same asset defined identically in two program files
+    is one shared asset. A second program file that writes the link, `assets: [{asset_id: PTS}]`,
+    said "unknown field" and "Field required" three times; the load error (exit 2) now names the
+    file and `assets[0]`, says the link is not supported and what to write instead."""
+    first = program([on("purchase", {"type": "CREDIT", "asset": "PTS", "amount": "1"})])
+    second = program([on("visit", {"type": "CREDIT", "asset": "PTS", "amount": "2"})], key="cafe")
+    second["assets"] = [{"asset_id": "PTS"}]
+    write_program(tmp_path / "programs" / "shop.yaml", first)
+    path = write_program(tmp_path / "programs" / "cafe.yaml", second)
+    res = cli("validate", "--programs", str(tmp_path / "programs"))
+    assert res.returncode == 2, res.stdout
+    for word in (str(path), "assets[0]", "not supported", "define the asset here", "semantics.md 2.1"):
+        assert _squash(word) in _squash(res.stderr), (word, res.stderr)
