@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from engine import amounts, ids
 from engine.cel import CelError, CelLimitError, CelProgram, compile_cel
 from engine.cel.library import ROW as FUNCTIONS
-from engine.cel.static import never_bool
+from engine.cel.static import constant_failures, never_bool
 from engine.cel.values import TYPE_NAMES
 from engine.cron import Cron, CronError, parse as parse_cron
 from engine.io.events import json_doubles
@@ -978,6 +978,10 @@ def _cel(where: str, text: str, assets: dict[str, Asset]):
     unknown = sorted(prog.functions - set(FUNCTIONS))
     if unknown:
         raise CatalogError(f"{where}: unknown function {unknown[0]!r}; docs/cel.md lists the functions")
+    failures = constant_failures(prog.ir)
+    if failures:
+        raise CatalogError(f"{where}: {failures[0]} (a timestamp is RFC 3339 with a time zone, e.g. "
+                           "\"2026-09-01T00:00:00Z\"; a duration Go's form, e.g. \"24h\")")
     for path in prog.paths:
         parts = path.split(".")
         if parts[:2] == ["participant", "balances"] and len(parts) > 2 and parts[2] not in assets:
