@@ -288,3 +288,55 @@ def test_s2_1_an_asset_link_alone_says_to_define_the_asset_in_this_file_too(tmp_
     assert res.returncode == 2, res.stdout
     for word in (str(path), "assets[0]", "not supported", "define the asset here", "semantics.md 2.1"):
         assert _squash(word) in _squash(res.stderr), (word, res.stderr)
+
+
+# --- scrip-reference.md 0, 8; semantics.md 2.1, 6: a literal that can never convert ---------------
+
+@pytest.mark.parametrize("where, text, call", [
+    ("condition", "event.type == 'settlement' && now() < timestamp('2026-09-01')", "timestamp('2026-09-01')"),
+    ("amount", "now - duration('1d') < now ? 5 : 1", "duration('1d')"),
+])
+def test_s6_a_literal_timestamp_or_duration_that_can_never_convert_is_a_load_error(tmp_path, where, text, call):
+    """scrip-reference.md 0: Scrip's own example rule says `now() < timestamp('2026-09-01')`. CEL's
+    timestamp() takes RFC 3339 with a time zone, so that call fails on every event: the rule loaded
+    and was SKIPPED_ERROR forever ("invalid timestamp '2026-09-01'"), and an amount with
+    `duration('1d')` failed every event. A conversion of a literal that can never succeed is known
+    at load: exit 2 naming the file, rule, field and the call, with the form to write. (The same
+    with a valid literal loads and runs.)"""
+    action = {"type": "CREDIT", "asset": "PTS", "amount": text if where == "amount" else "5"}
+    rule = {"name": "Summer Travel Promo", "condition": text if where == "condition" else "true", "actions": [action]}
+    path = write_program(tmp_path / "programs" / "shop.yaml", program([rule]))
+    res = cli("validate", "--programs", str(path))
+    assert res.returncode == 2, res.stdout
+    for word in ("shop.yaml", "rules[0] (Summer Travel Promo)", where, call, "can never", "RFC 3339"):
+        assert _squash(word) in _squash(res.stderr), (word, res.stderr)
+    fixed = text.replace("'2026-09-01'", "'2026-09-01T00:00:00Z'").replace("'1d'", "'24h'")
+    led = Ledger(tmp_path / "ok", program([{**rule, "condition": fixed if where == "condition" else "true",
+                                            "actions": [{**action, "amount": fixed if where == "amount" else "5"}]}]))
+    led.run([{**ev("k1", "u1", at(1), "settlement"), "when": "2026-07-01T00:00:00Z"}])
+    assert led.balance("u1") == (D(5), D(0), D(0))
+
+
+# --- scrip-reference.md 6.2; semantics.md 2.2, 13: Scrip's batch body saved as a .json file -----
+
+def test_s13_scrips_batch_body_in_a_json_file_is_refused_saying_to_write_ndjson(tmp_path):
+    """scrip-reference.md 6.2: `POST /v1/events/batch` takes `{"events": [...]}`. A user who saves
+    that body as `batch.json` and passes it as `--events` got "cannot be read as Parquet: Parquet
+    magic bytes not found in footer", which says nothing of what to do. semantics.md 13: a file
+    that cannot be read stops the run, nothing written, with one clear message naming the file
+    and problem: it now says a .json file is not read and to write the items as NDJSON; the same
+    items as NDJSON lines run and credit the quickstart's 10 points."""
+    led = Ledger(tmp_path, program([on("purchase", {"type": "CREDIT", "asset": "PTS", "amount": "10"})]))
+    item = {"program_id": "shop", "external_id": "user_123", "idempotency_key": "first-purchase-001",
+            "event_timestamp": at(1), "event_data": {"type": "purchase", "amount": 49.99}}
+    body = tmp_path / "batch.json"
+    body.write_text(json.dumps({"events": [item]}), encoding="utf-8")
+    res = cli("run", "--programs", str(led.programs), "--events", str(body), "--db", str(led.db))
+    assert res.returncode == 2 and not led.db.exists(), res.stdout + res.stderr
+    for word in ("batch.json", ".ndjson", "one JSON object per line"):
+        assert word in res.stderr, (word, res.stderr)
+    lines = tmp_path / "batch.ndjson"
+    lines.write_text(json.dumps(item) + "\n", encoding="utf-8")
+    res = cli("run", "--programs", str(led.programs), "--events", str(lines), "--db", str(led.db))
+    assert res.returncode == 0, res.stderr
+    assert led.balance("user_123") == (D(10), D(0), D(0))
