@@ -234,11 +234,21 @@ class Action(Strict):
         return _number_text(v)
 
 
+def _bool_text(v: Any) -> Any:
+    """A condition written as a YAML or JSON boolean (`condition: true`, unquoted as YAML strings
+    may be) is the CEL literal `true` / `false`, the text the same payload has in JSON."""
+    return ("true" if v else "false") if isinstance(v, bool) else v
+
+
+#: CEL text of a condition (a rule's, an automation's filter or guard).
+Condition = Annotated[str, BeforeValidator(_bool_text)]
+
+
 class Rule(Strict):
     name: str = Field(min_length=1, max_length=255)
     key: str | None = Field(default=None, pattern=KEY)  # default: slug of name
     description: str | None = Field(default=None, max_length=1000)  # scrip-reference.md 7, 21
-    condition: str = Field(min_length=1)
+    condition: Condition = Field(min_length=1)
     order: WholeNumber | None = Field(default=None, ge=1, le=INT32_MAX)
     stop_after_match: StrictBool = False
     active_from: datetime | None = None
@@ -484,8 +494,8 @@ class Automation(Strict):
     trigger: Trigger
     description: str | None = None
     payload: dict[str, Any] = {}
-    participant_filter: str | None = None
-    guard_condition: str | None = None
+    participant_filter: Condition | None = None
+    guard_condition: Condition | None = None
     filter_hints: dict[str, Any] | None = None  # Scrip's optimisation hints: accepted, not needed here
     participant_id: str | None = None  # one_time + scope program: the one participant it names
     status: Literal["active", "paused"] = "active"

@@ -340,3 +340,57 @@ def test_s13_scrips_batch_body_in_a_json_file_is_refused_saying_to_write_ndjson(
     res = cli("run", "--programs", str(led.programs), "--events", str(lines), "--db", str(led.db))
     assert res.returncode == 0, res.stderr
     assert led.balance("user_123") == (D(10), D(0), D(0))
+
+
+def test_s2_3_an_upsert_that_fails_on_its_params_creates_nobody(tmp_path):
+    """scrip-reference.md 4: `POST /v1/participants` is an upsert; a body Scrip refuses (a status
+    outside ACTIVE / SUSPENDED / CLOSED, a 51-character phone) answers 400 and creates nobody.
+    semantics.md 2.3 / 5.5: a failing operation is FAILED as a whole, no state change. perkflow
+    created (and enrolled) the ACTIVE participant at intake and then failed the operation. Now
+    neither u2 nor u3 exists after their failing upserts; u4, whose first upsert fails and second
+    completes in the same batch, exists from the second with its status and tags."""
+    led = Ledger(tmp_path, program([on("purchase", {"type": "CREDIT", "asset": "PTS", "amount": "1"})]))
+    led.run(operations=[
+        op("upsert_participant", "bad_status", "u2", at(1), status="FROZEN"),
+        op("upsert_participant", "bad_phone", "u3", at(1), phone="5" * 51),
+        op("upsert_participant", "u4_bad", "u4", at(1), tags="vip"),
+        op("upsert_participant", "u4_ok", "u4", at(2), status="SUSPENDED", tags=["VIP"]),
+    ])
+    status = led.status()
+    assert status == {"bad_status": ("FAILED", "invalid_operation"), "bad_phone": ("FAILED", "invalid_operation"),
+                      "u4_bad": ("FAILED", "invalid_operation"), "u4_ok": ("COMPLETED", None)}, status
+    messages = dict(led.sql("SELECT idempotency_key, error_message FROM operations"))
+    assert "params.status" in messages["bad_status"] and "params.phone" in messages["bad_phone"], messages
+    assert "params.tags" in messages["u4_bad"], messages
+    assert led.sql("SELECT external_id, status FROM participants") == [("u4", "SUSPENDED")]
+    assert ("TAG", "vip") in led.state("u4"), led.state("u4")
+
+
+# --- semantics.md 2.1: an unquoted YAML boolean condition is the CEL literal ---------------------
+
+def test_s2_1_an_unquoted_boolean_condition_in_yaml_is_the_cel_literal_json_writes_as_text(tmp_path):
+    """semantics.md 2.1 / 5: a rule's `condition` is CEL text; `"condition": "true"` in JSON is a
+    rule that always matches. In YAML a string needs no quotes, and `condition: true` is that
+    same payload as a YAML user writes it, but YAML hands it over as a boolean and the file did not
+    load ("Input should be a valid string"); an automation's `guard_condition: true` likewise. It
+    loads as the CEL literal, with the rule version the JSON file gives (one `rule_evaluations`
+    version across the two files), and the rule matches every event."""
+    yaml_text = ("program: {key: shop, name: Shop}\n"
+                 "assets: [{symbol: PTS, name: Points, scale: 0}]\n"
+                 "rules:\n  - {name: always, key: always, condition: true, actions: [{type: CREDIT, asset: PTS, amount: '1'}]}\n"
+                 "automations:\n  - {name: a, event_name: e, scope: participants, trigger: {type: immediate},"
+                 " guard_condition: true}\n")
+    json_doc = {"program": {"key": "shop", "name": "Shop"}, "assets": [{"symbol": "PTS", "name": "Points", "scale": 0}],
+                "rules": [{"name": "always", "key": "always", "condition": "true",
+                           "actions": [{"type": "CREDIT", "asset": "PTS", "amount": "1"}]}],
+                "automations": [{"name": "a", "event_name": "e", "scope": "participants",
+                                 "trigger": {"type": "immediate"}, "guard_condition": "true"}]}
+    versions = []
+    for name, text in (("shop.yaml", yaml_text), ("shop.json", json.dumps(json_doc))):
+        led = Ledger(tmp_path / name)
+        led.programs.mkdir(parents=True)
+        (led.programs / name).write_text(text, encoding="utf-8")
+        led.run([ev("k1", "u1", at(1), "anything")])
+        assert led.balance("u1") == (D(1), D(0), D(0)), name
+        versions.append(led.sql("SELECT rule_version FROM rule_evaluations WHERE outcome = 'MATCHED'"))
+    assert versions[0] == versions[1] and len(versions[0]) == 1, versions
