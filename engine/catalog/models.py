@@ -525,7 +525,10 @@ def fields_at(loc: tuple) -> list[str] | None:
         else:
             return None
     ann = _bare(ann)
-    return sorted(ann.model_fields) if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        return None
+    scrip = _SCRIP_NAMES.get(ann, {})
+    return [f"{f} (or {scrip[f]})" if f in scrip else f for f in sorted(ann.model_fields)]
 
 
 def _bare(ann: Any) -> Any:
@@ -559,3 +562,8 @@ def _asset_alias(data: Any) -> Any:
 def _name_alias(data: Any) -> Any:
     """Scrip's `display_name` of a tier or level is our `name`."""
     return _alias(data, "display_name", "name")
+
+
+#: Scrip's names that models accept for their fields (`_asset_alias`, `_name_alias`), for messages.
+_SCRIP_NAMES = {Action: {"asset": "asset_id"}, Budget: {"asset": "asset_id"}, Reward: {"asset": "asset_id"},
+                Tier: {"name": "display_name"}, TierLevel: {"name": "display_name"}}
