@@ -110,6 +110,10 @@ def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = Fals
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _float)
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _int)
+# `1e3`, `1.5e3` are numbers in JSON and YAML 1.2, text in YAML 1.1 (which wants `1.5e+3`): the same payload
+# was 1000 in a JSON file and a load error ("neither a number nor a CEL expression") in YAML
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+                                       list("-+.0123456789"))
 
 
 def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:

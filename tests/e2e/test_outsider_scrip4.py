@@ -394,3 +394,22 @@ def test_s2_1_an_unquoted_boolean_condition_in_yaml_is_the_cel_literal_json_writ
         assert led.balance("u1") == (D(1), D(0), D(0)), name
         versions.append(led.sql("SELECT rule_version FROM rule_evaluations WHERE outcome = 'MATCHED'"))
     assert versions[0] == versions[1] and len(versions[0]) == 1, versions
+
+
+def test_s2_1_an_exponent_number_reads_the_same_in_yaml_as_in_json(tmp_path):
+    """semantics.md 2.1 / 7: `"amount": 1e1` and `"amount": 0.5e1` in a JSON file are the numbers
+    10 and 5 and credit 15. YAML 1.1 reads unquoted `1e1` and `0.5e1` as text (it wants `1.0e+1`),
+    so the same payload in YAML was a load error ("neither a number nor a CEL expression"); YAML
+    1.2 and JSON read numbers. Both files now credit 15."""
+    for name, text in (("shop.json", json.dumps(program([on("purchase", {"type": "CREDIT", "asset": "PTS", "amount": 1e1},
+                                                            {"type": "CREDIT", "asset": "PTS", "amount": 0.5e1})]))),
+                       ("shop.yaml", SHOP_YAML + "      - {type: CREDIT, asset: PTS, amount: 1e1}\n"
+                                     "      - {type: CREDIT, asset: PTS, amount: 0.5e1}\n")):
+        led = Ledger(tmp_path / name)
+        led.programs.mkdir(parents=True)
+        # (JSON as written by hand: `1e1`, not the `10.0` json.dumps makes of it)
+        if name.endswith("json"):
+            text = text.replace('"amount": 10.0', '"amount": 1e1').replace('"amount": 5.0', '"amount": 0.5e1')
+        (led.programs / name).write_text(text, encoding="utf-8")
+        led.run([ev("k1", "u1", at(1), "purchase")])
+        assert led.balance("u1") == (D(15), D(0), D(0)), name
