@@ -28,7 +28,7 @@ from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudg
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
 from .documents import read_json, read_yaml
 from .models import (EVENT_NAME_MAX, INT32_MAX, KEY, Action, Asset, Automation, Budget, Criterion, Group, ProgramFile,
-                     Rule, Tier, fields_at, slug)
+                     Rule, Tier, fields_at, scrip_name_at, slug)
 from .support import VALUE_ACTIONS, WHOLE_BUCKET_ACTIONS, misplaced, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -272,20 +272,17 @@ def _describe(e: ValidationError, data: dict) -> str:
     return "\n".join(lines)
 
 
-#: Scrip's names that the models read as ours (models.py `_alias`): an error names what was written.
-_ALIASES = {"name": "display_name", "asset": "asset_id"}
-
-
 def _as_written(data: object, loc: tuple) -> str:
-    """The last field of `loc` as the file spells it: `display_name` where the model says `name`."""
+    """The last field of `loc` as the file spells it: `display_name` where a tier's model says
+    `name` (models.py `_alias`: Scrip's names accepted for ours)."""
     holder = data
     for part in loc[:-1]:
         try:
             holder = holder[part]
         except (KeyError, IndexError, TypeError):
             return str(loc[-1])
-    alias = _ALIASES.get(loc[-1])
-    written = isinstance(holder, dict) and alias in holder and loc[-1] not in holder
+    alias = scrip_name_at(loc)
+    written = alias is not None and isinstance(holder, dict) and alias in holder and loc[-1] not in holder
     return alias if written else str(loc[-1])
 
 

@@ -511,10 +511,8 @@ class ProgramFile(Strict):
     automations: list[Automation] = []
 
 
-def fields_at(loc: tuple) -> list[str] | None:
-    """The fields of the object that holds the field at `loc` (a pydantic error location into a
-    ProgramFile), for an "unknown field" message that says what the object takes; None when the
-    location is not inside a model."""
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model that holds the field at `loc` (a pydantic error location into a ProgramFile)."""
     ann: Any = ProgramFile
     for part in loc[:-1]:
         ann = _bare(ann)
@@ -525,10 +523,24 @@ def fields_at(loc: tuple) -> list[str] | None:
         else:
             return None
     ann = _bare(ann)
-    if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def fields_at(loc: tuple) -> list[str] | None:
+    """The fields of the object that holds the field at `loc`, for an "unknown field" message
+    that says what the object takes (with Scrip's names it accepts for them); None when the
+    location is not inside a model."""
+    model = _model_at(loc)
+    if model is None:
         return None
-    scrip = _SCRIP_NAMES.get(ann, {})
-    return [f"{f} (or {scrip[f]})" if f in scrip else f for f in sorted(ann.model_fields)]
+    scrip = _SCRIP_NAMES.get(model, {})
+    return [f"{f} (or {scrip[f]})" if f in scrip else f for f in sorted(model.model_fields)]
+
+
+def scrip_name_at(loc: tuple) -> str | None:
+    """Scrip's name that the model holding the field at `loc` accepts for it (`display_name` for
+    a tier's `name`), if any."""
+    return _SCRIP_NAMES.get(_model_at(loc), {}).get(loc[-1]) if loc else None
 
 
 def _bare(ann: Any) -> Any:
