@@ -261,7 +261,9 @@ def _describe(e: ValidationError, data: dict) -> str:
         if parts and isinstance(loc[-1], str):
             parts[-1] = _as_written(data, loc)
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and loc[-1] in _NOT_SCRIPS_API:
+            msg = _NOT_SCRIPS_API[loc[-1]]
+        elif err["type"] == "extra_forbidden":
             msg = "unknown field (check its spelling against semantics.md 2.1)"
             if known := fields_at(loc):
                 msg += f"; the fields here are {', '.join(known)}"
@@ -270,6 +272,15 @@ def _describe(e: ValidationError, data: dict) -> str:
             msg = f"{err['input']!r} is not {_FORMS.get(pattern, 'of the form ' + pattern)}"
         lines.append(f"  {'.'.join(parts)}: {msg}")
     return "\n".join(lines)
+
+
+#: Fields seen in Scrip's pages that its API does not have, and what perkflow has instead.
+_NOT_SCRIPS_API = {
+    "hold_until": "not supported: `hold_until` appears only in Scrip's marketing example, not in its API's action "
+                  "schema (scrip-reference.md 0, 9); to keep credited value unspendable until an instant, credit a "
+                  "LOT asset with `matures_at` (DEFERRED until then), or into `bucket: HELD` with a `reference_id` "
+                  "and settle or release it later",
+}
 
 
 def _as_written(data: object, loc: tuple) -> str:

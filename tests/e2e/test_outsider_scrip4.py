@@ -413,3 +413,20 @@ def test_s2_1_an_exponent_number_reads_the_same_in_yaml_as_in_json(tmp_path):
         (led.programs / name).write_text(text, encoding="utf-8")
         led.run([ev("k1", "u1", at(1), "purchase")])
         assert led.balance("u1") == (D(15), D(0), D(0)), name
+
+
+def test_s7_scrips_marketing_hold_until_says_it_is_not_in_scrips_api_and_what_to_use(tmp_path):
+    """scrip-reference.md 0, 9: the marketing example's CREDIT has `hold_until`, which Scrip's API
+    action schema does not. Pasted into a program file it was "unknown field (check its spelling
+    ...)", as if misspelt. The load error (exit 2, file and path named) says it is not supported
+    and what perkflow has for it: `matures_at` on a LOT asset, or a HELD credit settled later."""
+    spec = program([on("settlement", {"type": "CREDIT", "asset_id": "PTS", "amount": "event.amount * 0.05",
+                                      "hold_until": "event.settled_at"})])
+    path = tmp_path / "programs" / "travel.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    res = cli("validate", "--programs", str(path))
+    assert res.returncode == 2, res.stdout
+    for word in ("travel.json", "rules[0] (settlement).actions[0].hold_until", "not supported", "matures_at",
+                 "bucket: HELD"):
+        assert _squash(word) in _squash(res.stderr), (word, res.stderr)
