@@ -101,6 +101,18 @@ KEY = r"^[a-z0-9][a-z0-9_\-]{0,127}$"
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """A null field is an absent one, as in events (semantics.md 2.2) and as `key: null` and
+        `order: null` already were: it takes its default. An empty YAML section (`tiers:` with
+        nothing under it, or every rule commented out) is null, and `"budgets": null` Scrip's
+        JSON; both were "Input should be a valid list". A required field stays required."""
+        if not isinstance(data, dict):
+            return data
+        defaulted = {k for k, f in cls.model_fields.items() if not f.is_required() and f.default is not None}
+        return {k: v for k, v in data.items() if v is not None or k not in defaulted}
+
 
 def slug(name: str) -> str:
     """The key a name gives when a file leaves `key` out: lowercase ASCII words joined by `_`."""

@@ -430,3 +430,24 @@ def test_s7_scrips_marketing_hold_until_says_it_is_not_in_scrips_api_and_what_to
     for word in ("travel.json", "rules[0] (settlement).actions[0].hold_until", "not supported", "matures_at",
                  "bucket: HELD"):
         assert _squash(word) in _squash(res.stderr), (word, res.stderr)
+
+
+def test_s2_1_an_empty_yaml_section_or_a_json_null_list_is_an_empty_list(tmp_path):
+    """semantics.md 2.1 shows `tiers: []`, `rewards: []`, `budgets: []`. A YAML file whose sections
+    are left empty (`tiers:` with nothing under it: YAML's null), and Scrip-style JSON with
+    `"budgets": null`, did not load ("Input should be a valid list"), though a null `key`, `order`
+    or `description` was already read as absent. Null is absent (as in events, semantics.md 2.2):
+    both load, the rule credits, and its version is the one of the file that writes `[]`."""
+    empty = SHOP_YAML.replace("    key: purchase\n", "    key: purchase\n    budgets:\n") \
+        + "      - {type: CREDIT, asset: PTS, amount: 10, description: null}\ntiers:\nrewards:\nautomations:\ngroups:\n"
+    listed = SHOP_YAML.replace("    key: purchase\n", "    key: purchase\n    budgets: []\n") \
+        + "      - {type: CREDIT, asset: PTS, amount: 10}\ntiers: []\nrewards: []\nautomations: []\ngroups: []\n"
+    versions = []
+    for name, text in (("empty", empty), ("listed", listed)):
+        led = Ledger(tmp_path / name)
+        led.programs.mkdir(parents=True)
+        (led.programs / "shop.yaml").write_text(text, encoding="utf-8")
+        led.run([ev("k1", "u1", at(1), "purchase")])
+        assert led.balance("u1") == (D(10), D(0), D(0)), name
+        versions.append(led.sql("SELECT rule_version FROM rule_evaluations"))
+    assert versions[0] == versions[1], versions
