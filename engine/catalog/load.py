@@ -203,10 +203,9 @@ def _asset_ids_as_symbols(data: dict) -> dict:
     rule action, a budget or a reward, `asset_id` (or `asset`) may give the id of an asset of this
     file (the `assets` table's UUIDv5 of its symbol, any case), as operations already take it. It
     is read as that symbol, so ids and rule versions are as when the symbol is written."""
-    assets = data.get("assets")
-    symbols = [a["symbol"] for a in assets if isinstance(a, dict) and isinstance(a.get("symbol"), str)] \
-        if isinstance(assets, list) else []
-    by_id = {str(ids.asset_id(s)): s for s in symbols}
+    assets = data.get("assets") if isinstance(data.get("assets"), list) else []
+    by_id = {str(ids.asset_id(a["symbol"])): a["symbol"] for a in assets
+             if isinstance(a, dict) and isinstance(a.get("symbol"), str)}
 
     def named(item):
         if not isinstance(item, dict):
