@@ -95,6 +95,12 @@ def _keeps_an_admin(o, members: dict[str, Membership], group) -> None:
 
 
 def add_member(o) -> None:
+    if "members" in o.params:
+        # Scrip's POST /v1/groups/{id}/members also takes a batch; an operation row names one
+        # participant, so one row per member (each its own idempotent operation): said, not ignored
+        raise ActionFailed("operation_not_supported", "add_group_member: params.members (Scrip's batch form) is not "
+                           "supported; send one add_group_member row per member, the row naming the participant "
+                           "and params.role its role")
     group, members = _group(o)
     role = _role(o, "MEMBER")
     m = members.get(o.op.subject)

@@ -21,8 +21,8 @@ import polars as pl
 
 from engine import amounts, emit, ids
 from engine.catalog import Catalog
-from engine.operations import NO_PARTICIPANT, OPERATIONS, OPTIONAL_PARTICIPANT, truth
-from engine.io.events import UUID_PATTERN, raw_as_read, raw_of
+from engine.operations import NO_PARTICIPANT, OPERATIONS, OPTIONAL_PARTICIPANT, truth, upsert_problem
+from engine.io.events import UUID_PATTERN, json_doubles, raw_as_read, raw_of, strip_nulls
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 
@@ -243,8 +243,12 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     upsert = is_op & (pl.col("operation") == "upsert_participant")
     named_none = pl.col("external_id").is_null() & pl.col("participant_id").is_null()
     active_program = pl.col("program_key").replace_strict(active, return_dtype=pl.Boolean)
+    # An upsert that fails on its params creates nobody (Scrip: a 400, nothing created); it
+    # created the participant (enrolled and ACTIVE) and then failed
+    new = new.with_columns(upsert_problem=pl.when(upsert).then(
+        pl.col("event_json").map_elements(_upsert_problem, return_dtype=pl.String, skip_nulls=False)))
     df = new.with_columns(
-        creates=pl.when(is_op).then(upsert & active_program)
+        creates=pl.when(is_op).then(upsert & active_program & pl.col("upsert_problem").is_null())
         .otherwise(pl.col("program_key").replace_strict(creates, return_dtype=pl.Boolean)),
         program_active=active_program,
         rejects=pl.when(is_op).then(~upsert)
@@ -322,6 +326,10 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
                                                        "(or both of the same participant)")))
         .otherwise(_message("pre_code")),
         entity_id=pl.coalesce(pl.col("recipient_uuid"), pl.col("subject_id"))).drop("mismatch")
+    # the upsert that would have created its participant fails for what is wrong with it
+    invalid = (pl.col("pre_code") == "participant_not_found") & pl.col("upsert_problem").is_not_null()
+    df = df.with_columns(pre_code=pl.when(invalid).then(pl.lit("invalid_operation")).otherwise(pl.col("pre_code")),
+                         pre_message=pl.when(invalid).then(pl.col("upsert_problem")).otherwise(pl.col("pre_message")))
     # A participant missing here may still be created by an action target earlier in the stream
     # (docs/decisions.md), which only the sequential kernel sees: where a program's targets can
     # create, such a row's participant_not_found is deferred to its turn in the kernel, with the
@@ -335,6 +343,16 @@ def _resolve_participants(new: pl.DataFrame, catalog: Catalog, con: duckdb.DuckD
     df = df.sort("pos")
     participants = created.select("id", "external_id", "created_at", "created_pos")
     return df, participants, enrollments(df.filter(pl.col("pre_code").is_null()))
+
+
+def _upsert_problem(params: str | None) -> str | None:
+    """An upsert_participant row's failure on its params alone (engine.operations.upsert_problem)."""
+    try:
+        # read as the kernel reads params (null fields absent, JSON numbers as doubles), so the
+        # outcome and the message are the same
+        return upsert_problem(json_doubles(strip_nulls(json.loads(params)))) if params is not None else None
+    except (ValueError, OverflowError):  # not usable JSON: quarantined before this (invalid_params)
+        return None
 
 
 def _step_one(missing: pl.Expr) -> pl.Expr:

@@ -8,8 +8,10 @@ fields of the matching Scrip endpoint. A failing operation is FAILED as a whole,
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from types import SimpleNamespace
 
 from engine import amounts, groups, holds, ids, tiers
 from engine.catalog import Catalog
@@ -74,7 +76,8 @@ FIELDS: dict[str, frozenset[str]] = {
     # (the participant profile: accepted, not stored)
     "upsert_participant": ROW | {"status", "attributes", "tags", "email", "phone", "first_name", "last_name",
                                  "display_name"},
-    "add_group_member": ROW | GROUP | {"role"}, "remove_group_member": ROW | GROUP,
+    # (`members` is Scrip's batch form, refused with its own message: engine/groups.py)
+    "add_group_member": ROW | GROUP | {"role", "members"}, "remove_group_member": ROW | GROUP,
     "set_group_member_role": ROW | GROUP | {"role"},
 }
 
@@ -89,11 +92,7 @@ def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
         raise ActionFailed(INVALID, f"{name} acts on the " + ("program's wallet" if name in PROGRAM_OPERATIONS
                                                               else "group in params.group")
                            + "; its row names no participant (leave external_id and participant_id empty)")
-    fields = FIELDS[name]
-    unknown = sorted(k for k in (op.event or {}) if k not in fields)
-    if unknown:
-        raise ActionFailed(INVALID, f"{name}: params.{unknown[0]} is not a field of {name}; its fields are "
-                                    f"{', '.join(sorted(fields - ROW))} (docs/decisions.md, \"Operations and rewards\")")
+    _known_fields(name, op.event or {})
     for field in ("description", "reason"):  # the entry's text (Scrip: 1-500 characters)
         text = (op.event or {}).get(field)
         if text is not None and (not isinstance(text, str) or not 1 <= len(text) <= DESCRIPTION_MAX):
@@ -109,6 +108,14 @@ def apply_operation(op, tx: Tx, catalog: Catalog, effects: list) -> None:
         # check above caught: the row's problem, so it fails this operation (its working state is
         # dropped), never the whole batch (semantics.md 13: exit 1 is for internal errors)
         raise ActionFailed(INVALID, f"{name}: invalid params ({type(e).__name__}: {e})") from None
+
+
+def _known_fields(name: str, params: dict) -> None:
+    fields = FIELDS[name]
+    unknown = sorted(k for k in params if k not in fields)
+    if unknown:
+        raise ActionFailed(INVALID, f"{name}: params.{unknown[0]} is not a field of {name}; its fields are "
+                                    f"{', '.join(sorted(fields - ROW))} (docs/decisions.md, \"Operations and rewards\")")
 
 
 class _Op:
@@ -777,11 +784,61 @@ def _set_status(o: _Op) -> None:
     o.tx.set_status(o.op.subject, status)
 
 
+#: The participant profile of Scrip's create-a-participant body and its limits (scrip-reference.md
+#: 4, 21): accepted and not stored, but checked, as Scrip does (a 51-character phone was accepted).
+PROFILE_LIMITS = {"email": 255, "phone": 50, "first_name": 255, "last_name": 255, "display_name": 255}
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+def _profile(o: _Op) -> None:
+    """Each profile field is text within Scrip's limit, or null; `""` clears it (Scrip), so it is
+    fine too; a non-empty email has the form local@domain ("email: optional, validated")."""
+    for field, limit in PROFILE_LIMITS.items():
+        value = o.params.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > limit:
+            raise ActionFailed(INVALID, f"upsert_participant: params.{field} must be text of at most {limit} "
+                                        f"characters, got {value!r:.60}")
+        if field == "email" and value and not _EMAIL.fullmatch(value):
+            raise ActionFailed(INVALID, f"upsert_participant: params.email {value!r:.60} is not an email address "
+                                        "(local@domain)")
+
+
+def upsert_problem(params: object) -> str | None:
+    """Why an upsert_participant fails on its params alone (None: it does not), known before the
+    stream runs: intake creates no participant for such a row (Scrip answers 400 and creates
+    nobody), and fails it `invalid_operation` with this message. The kernel checks the same."""
+    if not isinstance(params, dict):
+        return None  # (the operation says what is wrong with it when it runs)
+    o = SimpleNamespace(op=SimpleNamespace(operation="upsert_participant"), params=params)
+    try:
+        _known_fields("upsert_participant", params)
+        _upsert_params(o)
+    except ActionFailed as f:
+        return f.message
+    return None
+
+
 def _upsert(o: _Op) -> None:
     """Creates (at intake) or updates: attributes are merged, tags replace, status is set."""
-    status = o.params.get("status")
+    status, attributes, tags = _upsert_params(o)
     if status is not None:
-        _set_status(o)
+        o.tx.set_status(o.op.subject, status)
+
+    def apply(st):
+        st.attributes.update(attributes)
+        if tags is not None:
+            st.tags = set(tags)
+    _state_op(o, apply)
+
+
+def _upsert_params(o) -> tuple[str | None, dict[str, str], set[str] | None]:
+    """An upsert's status, attributes and tags, each checked (`invalid_operation`), and its profile."""
+    _profile(o)
+    status = o.params.get("status")
+    if status is not None and status not in STATUSES:
+        raise ActionFailed(INVALID, f"upsert_participant: params.status must be one of {', '.join(STATUSES)}")
     attributes = o.params.get("attributes")
     attributes = {} if attributes is None else attributes  # ("" and 0 read as no attributes)
     tags = o.params.get("tags")
@@ -790,13 +847,7 @@ def _upsert(o: _Op) -> None:
     attributes = {k: _attribute_text(o, v, f"params.attributes.{k}") for k, v in attributes.items()}
     if tags is not None and not isinstance(tags, list):
         raise ActionFailed(INVALID, "upsert_participant: params.tags must be a list of tags")
-    tags = None if tags is None else {_tag_text(o, t) for t in tags}
-
-    def apply(st):
-        st.attributes.update(attributes)
-        if tags is not None:
-            st.tags = set(tags)
-    _state_op(o, apply)
+    return status, attributes, None if tags is None else {_tag_text(o, t) for t in tags}
 
 
 HANDLERS = {

@@ -12,6 +12,7 @@ Both readers also keep a non-integer number as written (`WrittenNumber`): amount
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal, InvalidOperation
 
 import yaml
@@ -48,13 +49,40 @@ def _number(text: str, value: float) -> float:
     benefits reach CEL) is what it always was."""
     try:
         exact = Decimal(text)
-    except InvalidOperation:  # YAML 1.1's base-60 floats (1:30.5) have no decimal text
+    except InvalidOperation:  # `.inf`, `.nan`: no decimal text
         return value
     return value if not exact.is_finite() or Decimal(repr(value)) == exact else WrittenNumber(text)
 
 
-def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+def _sexagesimal(node: yaml.ScalarNode) -> bool:
+    """`12:30`, `1:30.5`: YAML 1.1's base-60 numbers (750, 90.5). YAML 1.2 and JSON have none."""
+    return ":" in node.value
+
+
+def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float | str:
+    if _sexagesimal(node):
+        return node.value  # the text as written, as YAML 1.2 reads it (below, `_int`)
     return _number(node.value.replace("_", ""), loader.construct_yaml_float(node))
+
+
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")
+
+
+def _int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | str:
+    """YAML 1.1 (PyYAML's) reads two unquoted forms as numbers the file does not show: `12:30` as
+    the base-60 750 and `010` as the octal 8. A program file is read as JSON and YAML 1.2 read the
+    same payload (semantics.md 2.1: fields as Scrip's JSON payloads): `value: 12:30` is the text
+    "12:30" (YAML 1.2's reading; it stored the attribute "750"), and a number with a leading zero
+    is refused, naming its line, because YAML 1.1 and 1.2 disagree on it (8 or 10) and JSON has no
+    such number (`amount: 010` credited 8, silently). Hex and binary (`0x1F`, `0b11`) stay numbers."""
+    if _sexagesimal(node):
+        return node.value
+    if _OCTAL.fullmatch(node.value):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value} is a number with a leading zero, which YAML 1.1 reads as octal "
+            f"({loader.construct_yaml_int(node)}) and YAML 1.2 as decimal; write it without the leading zero, or "
+            f"quote it (\"{node.value}\") for text", node.start_mark)
+    return loader.construct_yaml_int(node)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -81,6 +109,11 @@ def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = Fals
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _float)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _int)
+# `1e3`, `1.5e3` are numbers in JSON and YAML 1.2, text in YAML 1.1 (which wants `1.5e+3`): the same payload
+# was 1000 in a JSON file and a load error ("neither a number nor a CEL expression") in YAML
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+                                       list("-+.0123456789"))
 
 
 def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from engine import amounts, ids
 from engine.cel import CelError, CelLimitError, CelProgram, compile_cel
 from engine.cel.library import ROW as FUNCTIONS
-from engine.cel.static import never_bool
+from engine.cel.static import constant_failures, never_bool
 from engine.cel.values import TYPE_NAMES
 from engine.cron import Cron, CronError, parse as parse_cron
 from engine.io.events import MAX_KEY_LENGTH, json_doubles
@@ -27,7 +27,8 @@ from engine.errors import CatalogError
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
                        CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
 from .documents import read_json, read_yaml
-from .models import INT32_MAX, KEY, Action, Asset, Automation, Budget, Criterion, Group, ProgramFile, Rule, Tier, slug
+from .models import (EVENT_NAME_MAX, INT32_MAX, KEY, Action, Asset, Automation, Budget, Criterion, Group, ProgramFile,
+                     Rule, Tier, fields_at, scrip_name_at, slug)
 from .support import VALUE_ACTIONS, WHOLE_BUCKET_ACTIONS, misplaced, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -139,6 +140,8 @@ def _validate(file: str, data: object) -> ProgramFile:
     if not isinstance(data, dict):
         raise CatalogError(f"{file}: a program file must be a mapping with `program`, `assets` and `rules`")
     data = _own_program_ids(file, data)
+    _no_asset_links(file, data)
+    data = _asset_ids_as_symbols(data)
     try:
         pf = ProgramFile.model_validate(data)
     except ValidationError as e:
@@ -181,6 +184,47 @@ def _own_program_ids(file: str, data: dict) -> dict:
     return out
 
 
+def _no_asset_links(file: str, data: dict) -> None:
+    """Scrip links an existing asset to another program with `{"asset_id": ...}` (POST
+    /v1/programs/{id}/assets). A program file defines each asset it uses instead (semantics.md
+    2.1: the same definition in two files is one shared asset), so a link alone is refused with
+    that said, rather than as an unknown field and missing ones."""
+    assets = data.get("assets")
+    for i, item in enumerate(assets if isinstance(assets, list) else []):
+        if isinstance(item, dict) and "asset_id" in item and "symbol" not in item:
+            raise CatalogError(f"{file}: assets[{i}]: {{asset_id: {item['asset_id']!r}}} links an asset as Scrip's "
+                               "POST /v1/programs/{id}/assets does; that is not supported: define the asset here "
+                               "(symbol, name, scale, ...) exactly as the program file that defines it does, and "
+                               "the two programs share it (semantics.md 2.1)")
+
+
+def _asset_ids_as_symbols(data: dict) -> dict:
+    """Scrip names an asset by its id (`"asset_id": "YOUR_ASSET_ID"`, the quickstart's rule): in a
+    rule action, a budget or a reward, `asset_id` (or `asset`) may give the id of an asset of this
+    file (the `assets` table's UUIDv5 of its symbol, any case), as operations already take it. It
+    is read as that symbol, so ids and rule versions are as when the symbol is written."""
+    assets = data.get("assets") if isinstance(data.get("assets"), list) else []
+    by_id = {str(ids.asset_id(a["symbol"])): a["symbol"] for a in assets
+             if isinstance(a, dict) and isinstance(a.get("symbol"), str)}
+
+    def named(item):
+        if not isinstance(item, dict):
+            return item
+        return {k: by_id.get(v.strip().lower(), v) if k in ("asset", "asset_id") and isinstance(v, str) else v
+                for k, v in item.items()}
+
+    if not by_id:
+        return data
+    out = dict(data)
+    if isinstance(data.get("rewards"), list):
+        out["rewards"] = [named(w) for w in data["rewards"]]
+    if isinstance(data.get("rules"), list):
+        out["rules"] = [
+            {**r, **{f: [named(x) for x in r[f]] for f in ("actions", "budgets") if isinstance(r.get(f), list)}}
+            if isinstance(r, dict) else r for r in data["rules"]]
+    return out
+
+
 #: What names an item of a top-level list in error messages.
 _LABELS = {"rules": "name", "tiers": "key", "groups": "key", "automations": "name", "assets": "symbol",
            "rewards": "name"}
@@ -213,14 +257,43 @@ def _describe(e: ValidationError, data: dict) -> str:
                         parts[-1] += f" ({name})"
             else:
                 parts.append(str(part))
+        if parts and isinstance(loc[-1], str):
+            parts[-1] = _as_written(data, loc)
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and loc[-1] in _NOT_SCRIPS_API:
+            msg = _NOT_SCRIPS_API[loc[-1]]
+        elif err["type"] == "extra_forbidden":
             msg = "unknown field (check its spelling against semantics.md 2.1)"
+            if known := fields_at(loc):
+                msg += f"; the fields here are {', '.join(known)}"
         elif err["type"] == "string_pattern_mismatch":
             pattern = err.get("ctx", {}).get("pattern", "")
             msg = f"{err['input']!r} is not {_FORMS.get(pattern, 'of the form ' + pattern)}"
         lines.append(f"  {'.'.join(parts)}: {msg}")
     return "\n".join(lines)
+
+
+#: Fields seen in Scrip's pages that its API does not have, and what perkflow has instead.
+_NOT_SCRIPS_API = {
+    "hold_until": "not supported: `hold_until` appears only in Scrip's marketing example, not in its API's action "
+                  "schema (scrip-reference.md 0, 9); to keep credited value unspendable until an instant, credit a "
+                  "LOT asset with `matures_at` (DEFERRED until then), or into `bucket: HELD` with a `reference_id` "
+                  "and settle or release it later",
+}
+
+
+def _as_written(data: object, loc: tuple) -> str:
+    """The last field of `loc` as the file spells it: `display_name` where a tier's model says
+    `name` (models.py `_alias`: Scrip's names accepted for ours)."""
+    holder = data
+    for part in loc[:-1]:
+        try:
+            holder = holder[part]
+        except (KeyError, IndexError, TypeError):
+            return str(loc[-1])
+    alias = scrip_name_at(loc)
+    written = alias is not None and isinstance(holder, dict) and alias in holder and loc[-1] not in holder
+    return alias if written else str(loc[-1])
 
 
 #: What is unique in a program file (Scrip: reward and automation names "unique per program";
@@ -591,7 +664,8 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
         symbol = need("asset")
         if symbol not in assets:
             raise CatalogError(f"{at}: unknown asset symbol {symbol!r}; define it under this program's `assets` "
-                               "(an asset other programs use too: defined identically in each)")
+                               "(an asset other programs use too: defined identically in each), and name it by "
+                               "its symbol or its id")
         asset = assets[symbol]
         # HOLD / RELEASE / FORFEIT without an amount take everything in their bucket (of their
         # reference), as the hold, release and forfeit operations do (scrip-reference.md 12:
@@ -644,7 +718,7 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
                 raise CatalogError(f"{at}.reset_after: {e}") from None
             if reset_after <= timedelta(0):
                 raise CatalogError(f"{at}.reset_after: must be a positive duration")
-        return CompiledAction(**common, key=need("key"), value=value, reset_after=reset_after)
+        return CompiledAction(**common, key=_state_key(at, need("key")), value=value, reset_after=reset_after)
     if action.type == "SET_TIER":
         tier = tiers.get(need("tier"))
         if tier is None:
@@ -656,7 +730,16 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
                                f"(levels: {', '.join(tier.by_key)})")
         return CompiledAction(**common, tier=tier.key, level=level)
     # SET_ATTRIBUTE
-    return CompiledAction(**common, key=need("key"), value=_value(f"{at}.value", need("value"), assets))
+    return CompiledAction(**common, key=_state_key(at, need("key")), value=_value(f"{at}.value", need("value"), assets))
+
+
+def _state_key(at: str, key: str) -> str:
+    """A COUNTER's or SET_ATTRIBUTE's `key`: non-empty, as the set_counter and set_attribute
+    operations require (Scrip names it in the path, /state/counters/{key}); `""` loaded and
+    wrote a counter or attribute named by nothing."""
+    if not key:
+        raise CatalogError(f"{at}.key: must be non-empty text (the counter's or attribute's name)")
+    return key
 
 
 def _check_redemption_entity(file: str, pf: ProgramFile, groups: dict[str, CompiledGroup]) -> None:
@@ -721,8 +804,11 @@ def _compile_emission(at: str, action: Action, common: dict, need, assets: dict[
     """SCHEDULE_EVENT (event_name, delay, payload, target) and BROADCAST (event_name, payload):
     docs/decisions.md, "SYSTEM events"."""
     name = need("event_name")
-    if not name.strip():
-        raise CatalogError(f"{at}.event_name: must not be empty")
+    if not name.strip() or len(name) > EVENT_NAME_MAX:
+        # Scrip's event_name is 1-255 characters (an automation's; SCHEDULE_EVENT creates one,
+        # scrip-reference.md 9, 18), as perkflow's automations already required
+        raise CatalogError(f"{at}.event_name: must be non-empty text of at most {EVENT_NAME_MAX} characters "
+                           f"(got {len(name)})")
     if action.type == "BROADCAST":
         if action.delay is not None:
             raise CatalogError(f"{at}.delay: BROADCAST emits at the event's `now`; use SCHEDULE_EVENT for a delay "
@@ -922,6 +1008,10 @@ def _cel(where: str, text: str, assets: dict[str, Asset]):
     unknown = sorted(prog.functions - set(FUNCTIONS))
     if unknown:
         raise CatalogError(f"{where}: unknown function {unknown[0]!r}; docs/cel.md lists the functions")
+    failures = constant_failures(prog.ir)
+    if failures:
+        raise CatalogError(f"{where}: {failures[0]} (a timestamp is RFC 3339 with a time zone, e.g. "
+                           "\"2026-09-01T00:00:00Z\"; a duration Go's form, e.g. \"24h\")")
     for path in prog.paths:
         parts = path.split(".")
         if parts[:2] == ["participant", "balances"] and len(parts) > 2 and parts[2] not in assets:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+import types
+import typing
 import uuid
 from datetime import datetime
 from decimal import Context, Decimal, InvalidOperation
@@ -85,6 +87,9 @@ WholeNumber = Annotated[int, BeforeValidator(_whole_text)]
 #: `rank`; BIGINT: a reward's `max_total`, `max_per_participant`): past them the catalog write
 #: failed with an internal error (exit 1) after validate had passed the file.
 INT32_MAX, INT64_MAX = 2 ** 31 - 1, 2 ** 63 - 1
+#: Scrip's limit on an automation's `event_name` (scrip-reference.md 18), also a SCHEDULE_EVENT's
+#: and a BROADCAST's (the SYSTEM events they emit are an automation's, `source: rule_action`).
+EVENT_NAME_MAX = 255
 
 
 #: A key written in a program file (program, rule, reward, group, automation): a slug, as the ones
@@ -96,10 +101,31 @@ KEY = r"^[a-z0-9][a-z0-9_\-]{0,127}$"
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """A null field is an absent one, as in events (semantics.md 2.2) and as `key: null` and
+        `order: null` already were: it takes its default. An empty YAML section (`tiers:` with
+        nothing under it, or every rule commented out) is null, and `"budgets": null` Scrip's
+        JSON; both were "Input should be a valid list". A required field stays required."""
+        if not isinstance(data, dict):
+            return data
+        defaulted = {k for k, f in cls.model_fields.items() if not f.is_required() and f.default is not None}
+        return {k: v for k, v in data.items() if v is not None or k not in defaulted}
+
 
 def slug(name: str) -> str:
     """The key a name gives when a file leaves `key` out: lowercase ASCII words joined by `_`."""
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:128]
+
+
+def _key_from_name(data: Any) -> Any:
+    """A program or group written without `key` (Scrip's create bodies have none) gets a slug of
+    its name; a name that gives no slug leaves the key required."""
+    if isinstance(data, dict) and data.get("key") is None and isinstance(data.get("name"), str):
+        if key := slug(data["name"]):
+            data = {**data, "key": key}
+    return data
 
 
 class Program(Strict):
@@ -117,10 +143,7 @@ class Program(Strict):
     def _key_from_name(cls, data: Any) -> Any:
         # Scrip creates a program from its name alone (seeds/quickstart.txt), so a file without a
         # key gets a slug of the name, as rules, rewards and automations do (semantics.md 2.1)
-        if isinstance(data, dict) and data.get("key") is None and isinstance(data.get("name"), str):
-            if key := slug(data["name"]):
-                data = {**data, "key": key}
-        return data
+        return _key_from_name(data)
 
     @model_validator(mode="after")
     def _target_entity(self) -> "Program":
@@ -223,11 +246,21 @@ class Action(Strict):
         return _number_text(v)
 
 
+def _bool_text(v: Any) -> Any:
+    """A condition written as a YAML or JSON boolean (`condition: true`, unquoted as YAML strings
+    may be) is the CEL literal `true` / `false`, the text the same payload has in JSON."""
+    return ("true" if v else "false") if isinstance(v, bool) else v
+
+
+#: CEL text of a condition (a rule's, an automation's filter or guard).
+Condition = Annotated[str, BeforeValidator(_bool_text)]
+
+
 class Rule(Strict):
     name: str = Field(min_length=1, max_length=255)
     key: str | None = Field(default=None, pattern=KEY)  # default: slug of name
     description: str | None = Field(default=None, max_length=1000)  # scrip-reference.md 7, 21
-    condition: str = Field(min_length=1)
+    condition: Condition = Field(min_length=1)
     order: WholeNumber | None = Field(default=None, ge=1, le=INT32_MAX)
     stop_after_match: StrictBool = False
     active_from: datetime | None = None
@@ -318,7 +351,7 @@ class Qualification(Strict):
 
 class TierLevel(Strict):
     key: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,99}$")
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=255)  # Scrip: names are up to 255 characters
     description: str | None = None
     rank: WholeNumber = Field(ge=-INT32_MAX, le=INT32_MAX)
     qualification: Qualification | None = None  # none: reached only by SET_TIER / set_tier
@@ -372,7 +405,7 @@ class Lifecycle(Strict):
 class Tier(Strict):
     """A tier type (Scrip: a ranked track of levels inside a program; semantics.md 10)."""
     key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,99}$")
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=255)  # Scrip: names are up to 255 characters
     description: str | None = None
     levels: list[TierLevel] = Field(min_length=1)
     lifecycle: Lifecycle | None = None  # none: a "rules-only" tier
@@ -381,6 +414,15 @@ class Tier(Strict):
     @classmethod
     def _alias(cls, data: Any) -> Any:
         return _name_alias(data)
+
+
+def _participant_uuid(v: str | None) -> str | None:
+    if v is not None:
+        try:
+            uuid.UUID(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a participant id (a UUID); name the participant by external_id") from None
+    return v
 
 
 class GroupMember(Strict):
@@ -395,12 +437,7 @@ class GroupMember(Strict):
     def _a_uuid(cls, v: str | None) -> str | None:
         # participant ids are UUIDs: anything else used to pass `validate` and crash the run
         # (exit 1) when the group was written
-        if v is not None:
-            try:
-                uuid.UUID(v)
-            except ValueError:
-                raise ValueError(f"{v!r} is not a participant id (a UUID); name the participant by external_id") from None
-        return v
+        return _participant_uuid(v)
 
     @model_validator(mode="after")
     def _one_id(self) -> "GroupMember":
@@ -412,11 +449,24 @@ class GroupMember(Strict):
 class Group(Strict):
     """A shared wallet with members (semantics.md 11; Scrip's groups). Project-wide like assets:
     the same key in two program files must be defined identically."""
-    key: str = Field(pattern=KEY)
+    key: str = Field(pattern=KEY)  # default: slug of name (Scrip's create-a-group body has no key)
     name: str = Field(min_length=1, max_length=255)
     description: str | None = None
     status: Literal["ACTIVE", "ARCHIVED"] = "ACTIVE"
     members: list[GroupMember] = Field(min_length=1)
+    # Scrip's create body: "optional, for audit"; accepted (a participant id), not stored, as the
+    # operations' on_behalf_of_participant_id
+    on_behalf_of_participant_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_name(cls, data: Any) -> Any:
+        return _key_from_name(data)
+
+    @field_validator("on_behalf_of_participant_id")
+    @classmethod
+    def _a_uuid(cls, v: str | None) -> str | None:
+        return _participant_uuid(v)
 
     @model_validator(mode="after")
     def _an_admin(self) -> "Group":
@@ -451,13 +501,13 @@ class Automation(Strict):
     events `event_name` (with `payload`) into the stream."""
     name: str = Field(min_length=1, max_length=255)
     key: str | None = Field(default=None, pattern=KEY)  # default: slug of name
-    event_name: str = Field(min_length=1, max_length=255)
+    event_name: str = Field(min_length=1, max_length=EVENT_NAME_MAX)
     scope: Literal["program", "participants"]
     trigger: Trigger
     description: str | None = None
     payload: dict[str, Any] = {}
-    participant_filter: str | None = None
-    guard_condition: str | None = None
+    participant_filter: Condition | None = None
+    guard_condition: Condition | None = None
     filter_hints: dict[str, Any] | None = None  # Scrip's optimisation hints: accepted, not needed here
     participant_id: str | None = None  # one_time + scope program: the one participant it names
     status: Literal["active", "paused"] = "active"
@@ -480,6 +530,51 @@ class ProgramFile(Strict):
     automations: list[Automation] = []
 
 
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model that holds the field at `loc` (a pydantic error location into a ProgramFile)."""
+    ann: Any = ProgramFile
+    for part in loc[:-1]:
+        ann = _bare(ann)
+        if isinstance(part, int):
+            ann = typing.get_args(ann)[0] if typing.get_origin(ann) is list else None
+        elif isinstance(ann, type) and issubclass(ann, BaseModel) and part in ann.model_fields:
+            ann = ann.model_fields[part].annotation
+        else:
+            return None
+    ann = _bare(ann)
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def fields_at(loc: tuple) -> list[str] | None:
+    """The fields of the object that holds the field at `loc`, for an "unknown field" message
+    that says what the object takes (with Scrip's names it accepts for them); None when the
+    location is not inside a model."""
+    model = _model_at(loc)
+    if model is None:
+        return None
+    scrip = _SCRIP_NAMES.get(model, {})
+    return [f"{f} (or {scrip[f]})" if f in scrip else f for f in sorted(model.model_fields)]
+
+
+def scrip_name_at(loc: tuple) -> str | None:
+    """Scrip's name that the model holding the field at `loc` accepts for it (`display_name` for
+    a tier's `name`), if any."""
+    return _SCRIP_NAMES.get(_model_at(loc), {}).get(loc[-1]) if loc else None
+
+
+def _bare(ann: Any) -> Any:
+    """`X` of `Annotated[X, ...]` and `X | None`."""
+    while True:
+        origin = typing.get_origin(ann)
+        if origin is Annotated:
+            ann = typing.get_args(ann)[0]
+        elif origin in (typing.Union, types.UnionType) and len(args := [a for a in typing.get_args(ann)
+                                                                          if a is not type(None)]) == 1:
+            ann = args[0]
+        else:
+            return ann
+
+
 def _alias(data: Any, scrip: str, ours: str) -> Any:
     """Accept Scrip's field name `scrip` for our field `ours` (one of the two, not both)."""
     if isinstance(data, dict) and scrip in data:
@@ -498,3 +593,8 @@ def _asset_alias(data: Any) -> Any:
 def _name_alias(data: Any) -> Any:
     """Scrip's `display_name` of a tier or level is our `name`."""
     return _alias(data, "display_name", "name")
+
+
+#: Scrip's names that models accept for their fields (`_asset_alias`, `_name_alias`), for messages.
+_SCRIP_NAMES = {Action: {"asset": "asset_id"}, Budget: {"asset": "asset_id"}, Reward: {"asset": "asset_id"},
+                Tier: {"name": "display_name"}, TierLevel: {"name": "display_name"}}

@@ -46,3 +46,28 @@ def never_bool(node: ir.Node) -> str | None:
         then, other = never_bool(node.then), never_bool(node.other)
         return None if then is None or other is None else (then if then == other else f"{then} or {other}")
     return None
+
+
+#: Conversions of a literal string that either always or never succeed: checked at load.
+_CONVERSIONS = ("timestamp", "duration")
+
+
+def constant_failures(root: ir.Node) -> list[str]:
+    """`timestamp("2026-09-01")` (Scrip's own marketing rule) or `duration("1d")`: a conversion of
+    a literal string that can never succeed, so every event reaching it errors (a condition is
+    then SKIPPED_ERROR forever, an amount fails the event). One line per such call, with why."""
+    from .errors import CelEvalError
+    from .library import ROW
+
+    failures: list[str] = []
+
+    def visit(node, bound) -> None:
+        if (isinstance(node, ir.Call) and node.fn in _CONVERSIONS and node.target is None and len(node.args) == 1
+                and isinstance(node.args[0], ir.Literal) and isinstance(node.args[0].value, str)):
+            try:
+                ROW[node.fn](node.args[0].value)
+            except CelEvalError as e:
+                failures.append(f"{node.fn}({node.args[0].value!r}) can never be evaluated: {e}")
+
+    ir.walk_scoped(root, visit)
+    return failures

@@ -199,6 +199,12 @@ def _load(file: Path) -> tuple[pl.DataFrame, pl.Series | None, list[tuple[int, s
         return arrow_frame(table), None, []
     except Exception as e:  # noqa: BLE001 - any reader failure is "cannot be read"
         kind = {".csv": "CSV", ".ndjson": "NDJSON", ".jsonl": "NDJSON"}.get(suffix, "Parquet")
+        if suffix == ".json":
+            # Scrip's ingest bodies saved as they are (`{"events": [...]}` of POST /v1/events/batch,
+            # or one event): read as Parquet, they said only "magic bytes not found"
+            raise InputError(f"{file}: a .json file is not an event or operation file (Parquet, NDJSON or CSV; "
+                             "a file of another suffix is read as Parquet); write one JSON object per line into a "
+                             ".ndjson file, e.g. each item of Scrip's batch body {\"events\": [...]}") from None
         raise InputError(f"{file}: cannot be read as {kind}: {e}") from None
 
 

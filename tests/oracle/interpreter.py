@@ -939,6 +939,8 @@ class Oracle:
             if op.external_id not in self.participants:
                 if op.operation != "upsert_participant":
                     return done("FAILED", "participant_not_found")
+                if program.status == "ACTIVE" and upsert_fails_on_params(op.params):
+                    return done("FAILED", "invalid_operation")  # and nobody is created
                 if program.status == "ACTIVE":
                     self.create_participant(op.external_id, op.timestamp)
         if program.status != "ACTIVE":
@@ -1418,7 +1420,7 @@ def run_oracle(program_files: list[Path], batches: list[list[dict]],
     return oracle.snapshot()
 
 
-from tests.oracle.operations import NO_PARTICIPANT, apply_operation  # noqa: E402 (uses the names above)
+from tests.oracle.operations import NO_PARTICIPANT, apply_operation, upsert_fails_on_params  # noqa: E402 (uses the names above)
 from tests.oracle import system_events  # noqa: E402
 
 

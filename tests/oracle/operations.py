@@ -460,6 +460,31 @@ def _upsert(o: _Op) -> None:
         state.tags = tags
 
 
+def upsert_fails_on_params(params: dict) -> bool:
+    """decisions.md (session 21): an upsert_participant whose params are wrong creates nobody (Scrip
+    answers 400). Wrong: a status outside STATUSES, attributes that are no map of texts, tags that
+    are no list of tags, a profile field over Scrip's limit (email 255 with an @, phone 50, names
+    255)."""
+    try:
+        status = params.get("status")
+        if status is not None and status not in STATUSES:
+            return True
+        attributes, tags = params.get("attributes") or {}, params.get("tags")
+        if not isinstance(attributes, dict) or not all(isinstance(k, str) and k for k in attributes):
+            return True
+        [_text(v) for v in attributes.values()]
+        if tags is not None and (not isinstance(tags, list) or [_tag_text(t) for t in tags] is None):
+            return True
+    except ActionFailed:
+        return True
+    for field, limit in (("email", 255), ("phone", 50), ("first_name", 255), ("last_name", 255),
+                         ("display_name", 255)):
+        v = params.get(field)
+        if v is not None and (not isinstance(v, str) or len(v) > limit or (field == "email" and v and "@" not in v)):
+            return True
+    return False
+
+
 HANDLERS = {
     "adjust": _adjust, "hold": _hold, "release": _release, "forfeit": _forfeit,
     "redeem": lambda o: _redeem(o, None), "redeem_item": lambda o: _redeem(o, o.required("reward")),
