@@ -14,6 +14,7 @@ import gc
 import json
 import math
 import os
+import re
 import sys
 import traceback
 from decimal import Decimal
@@ -311,6 +312,9 @@ def _parser() -> argparse.ArgumentParser:
                         description="Exit 0 when everything holds, 4 at the first violation (reported with its location).")
     db_arg(vf)
     vf.add_argument("--json", action="store_true")
+    vf.add_argument("--expect-root", metavar="HASH",
+                    help="a batch root_hash kept outside the ledger (verify prints the head's): exit 4 unless the "
+                         "verified chain still reaches it (the last batches removed or rewritten)")
     vf.set_defaults(func=_cmd_verify)
 
     q = sub.add_parser("sql", help="run an ad-hoc read-only SQL query on the ledger")
@@ -607,14 +611,17 @@ def _cmd_verify(args) -> int:
         from engine.ledger import db
         from engine.verify import verify
 
+    if args.expect_root is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.expect_root.strip()):
+        raise InputError(f"--expect-root {args.expect_root!r}: not a root hash (64 hex digits, a batches.root_hash "
+                         "as `perkflow verify` prints it)")
     con = db.connect(args.db, read_only=True)
     try:
         db.limit_memory(con)
-        report = verify(con)
+        report = verify(con, expect_root=args.expect_root)
     finally:
         con.close()
     if args.json:
-        print(json.dumps({"ok": report.ok, "checked": report.checked,
+        print(json.dumps({"ok": report.ok, "checked": report.checked, "head": report.head,
                           "violations": [{"check": v.check, "meaning": v.meaning,
                                           "rows": [dict(zip(v.columns, r)) for r in v.rows]}
                                          for v in report.violations]}, default=_json_default))
@@ -626,6 +633,9 @@ def _cmd_verify(args) -> int:
         _show(args, first.columns, [_trim(r) for r in first.rows], title=f"first violations of {first.check}")
         for v in report.violations[1:]:
             err_console.print(f"also failing: {v.check}")
+    if not args.json and report.head:
+        console.print(f"head: batch {report.head['batch_id']}, root_hash {report.head['root_hash']} (kept elsewhere, "
+                      "`perkflow verify --expect-root` checks that the chain still reaches it)")
     return 0 if report.ok else 4
 
 

@@ -14,26 +14,31 @@
 -- The postings are summed per entry and asset before they meet the entries (a join of the
 -- whole tables first held more than DuckDB's memory cap at 10M events); an entry id stored twice
 -- counts its postings twice, as a join would. In parts by the entry id.
+-- Each row names the entry's batch and seq (its first copy's), so that the first break reported is
+-- the earliest in the ledger and says where it is; postings without an entry name neither.
 WITH sums AS (
     SELECT journal_entry_id, asset_id, SUM(amount) AS imbalance, COUNT(*) AS postings, bool_or(amount <> 0) AS moved
     FROM postings WHERE hash(journal_entry_id) % $parts::UBIGINT = $part::UBIGINT GROUP BY journal_entry_id, asset_id
 ),
-entries AS (SELECT id, COUNT(*) AS copies FROM journal_entries WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT GROUP BY id),
+entries AS (
+    SELECT id, COUNT(*) AS copies, min(batch_id) AS batch_id, min(seq) AS seq
+    FROM journal_entries WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT GROUP BY id
+),
 per_entry AS (
-    SELECT e.id, e.copies, s.asset_id, s.imbalance, s.postings AS asset_postings,
+    SELECT e.id, e.copies, e.batch_id, e.seq, s.asset_id, s.imbalance, s.postings AS asset_postings,
            SUM(s.postings) OVER (PARTITION BY e.id) AS postings, bool_or(s.moved) OVER (PARTITION BY e.id) AS moved
     FROM entries e LEFT JOIN sums s ON s.journal_entry_id = e.id
 )
 SELECT id AS journal_entry_id, asset_id, COALESCE(imbalance * copies, 0) AS imbalance,
-       COALESCE(asset_postings * copies, 0) AS postings
+       COALESCE(asset_postings * copies, 0) AS postings, batch_id, seq
 FROM per_entry
 WHERE asset_id IS NULL OR imbalance <> 0 OR postings < 2 OR NOT moved
 UNION ALL
 -- Postings whose entry does not exist (an entry with their id would be in this part).
-SELECT journal_entry_id, asset_id, imbalance, postings
+SELECT journal_entry_id, asset_id, imbalance, postings, NULL, NULL
 FROM sums s
 WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.id = s.journal_entry_id)
-ORDER BY journal_entry_id, asset_id;
+ORDER BY batch_id NULLS LAST, seq NULLS LAST, journal_entry_id, asset_id;
 
 -- name: balances_match_postings
 -- The materialised account_balances equal the sum of postings, account by account

@@ -1,0 +1,255 @@
+"""Outsider round (session 21): ledger integrity, round 4: tamper evidence (semantics.md 8) and
+crash safety (4, 13). Each test drives the `perkflow` CLI in a subprocess over a real DuckDB
+file; the tamper tests edit the file with SQL as an attacker with write access and the docs
+would, and expect `perkflow verify` to exit 4 naming the first break.
+
+What it found: verify passed a ledger whose catalog rows behind the entries were edited (a rule
+version's definition, a key an id is derived from, a version deleted); the entries' seq numbers
+were never checked (an entry removed and its batch's root recomputed passed); the
+`postings_sum_to_zero` rows named no batch; and nothing let a user anchor the chain outside the
+file, so the last batches removed whole passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.e2e.test_contract_audit import Ledger, at, ev, on, program
+from tests.e2e.test_outsider_ledger3 import batch_root, every_action, tampered, verify_json
+from tests.helpers.io import cli
+
+SIMPLE = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
+
+
+def first(report: dict) -> dict:
+    return report["violations"][0]
+
+
+def checks(report: dict) -> list[str]:
+    return [v["check"] for v in report["violations"]]
+
+
+# -- 1. the catalog rows behind the entries --------------------------------------------------
+
+def rule_version_by_hand(program_key: str, definition: dict) -> str:
+    """docs/tables.md `rule_versions`: the first 16 hex digits of the SHA-256 of the canonical JSON
+    (keys sorted, no spaces) of {"program": <program key>, "rule": <definition>}."""
+    text = json.dumps({"program": program_key, "rule": definition}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_s2_1_s8_each_rule_version_is_the_content_hash_of_its_stored_definition(tmp_path):
+    """2.1: "A changed rule gets a new rule version (content hash)"; docs/tables.md says over what.
+    Recomputed by hand from what the ledger stores, for every version."""
+    lg = every_action(tmp_path, cut=6)
+    rows = lg.sql("SELECT p.key, v.version, v.definition FROM rule_versions v JOIN rules r ON r.id = v.rule_id "
+                  "JOIN programs p ON p.id = r.program_id")
+    assert len(rows) == 12
+    assert all(rule_version_by_hand(key, json.loads(d)) == version for key, version, d in rows)
+
+
+def test_s8_an_edited_rule_definition_breaks_the_chain(tmp_path):
+    """8: the entries name the rule version that produced them, and their hashes cover it; the
+    definition behind it was not covered: `earn` credited `event.n`, edited afterwards to say
+    `event.n * 100`, passed verify (exit 0), though what the ledger claims its rule did is now
+    false. Now the version recomputed from the stored definition differs: a `catalog_hashes` break
+    naming the rule version and the batch that first used it."""
+    lg = every_action(tmp_path, cut=6)
+    (rule_id, version, definition), = lg.sql(
+        "SELECT v.rule_id, v.version, v.definition FROM rule_versions v JOIN rules r ON r.id = v.rule_id "
+        "WHERE r.key = 'earn'")
+    assert '"amount": "event.n"' in definition
+    forged = definition.replace('"amount": "event.n"', '"amount": "event.n * 100"')
+    db = tampered(lg.db, tmp_path / "t.duckdb", f"UPDATE rule_versions SET definition = '{forged}' "
+                                                f"WHERE version = '{version}'")
+    code, report = verify_json(db)
+    assert code == 4, report
+    assert checks(report) == ["catalog_hashes"]
+    row = first(report)["rows"][0]
+    assert (row["batch_id"], row["table"], row["key"], row["stored"]) == (1, "rule_versions", f"{rule_id}/{version}",
+                                                                          version)
+    assert row["recomputed"] == rule_version_by_hand("shop", json.loads(forged))
+
+
+@pytest.mark.parametrize("sql, table", [
+    # a program's key: its id (which entries and postings name) is UUIDv5 of `program:<key>`, and
+    # each of its rules' versions hashes it (those, naming batch 1, are reported first)
+    ("UPDATE programs SET key = 'other'", "rule_versions"),
+    # an asset's symbol: id UUIDv5 of `asset:<symbol>` (postings name the id)
+    ("UPDATE assets SET symbol = 'GOLD' WHERE symbol = 'CASH'", "assets"),
+    # the current version's summary in `rules`
+    ("UPDATE rules SET name = 'bonus' WHERE key = 'earn'", "rules"),
+    ("UPDATE rules SET \"order\" = 1 WHERE key = 'earn'", "rules"),
+    # a version the entries name, deleted
+    ("DELETE FROM rule_versions WHERE rule_id = (SELECT id FROM rules WHERE key = 'spend')", "journal_entries"),
+])
+def test_s8_catalog_rows_the_entries_name_edited_or_removed_break_the_chain(tmp_path, sql, table):
+    """8: each passed verify with exit 0. Ids are derived from keys (docs/tables.md), so a key
+    edited no longer gives the id the chained entries name; `rules` restates its current
+    version; a version named by entries must stay queryable (2.1: "old versions stay queryable")."""
+    lg = every_action(tmp_path, cut=6)
+    code, report = verify_json(tampered(lg.db, tmp_path / "t.duckdb", sql))
+    assert code == 4, report
+    assert "catalog_hashes" in checks(report)
+    catalog = next(v for v in report["violations"] if v["check"] == "catalog_hashes")
+    assert table in {r["table"] for r in catalog["rows"]}
+
+
+def test_s8_a_ledger_of_several_rule_versions_and_catalog_kinds_verifies(tmp_path):
+    """The new check holds on a sound ledger whose rule changed between batches (two versions,
+    the old one no longer current), with tiers, rewards and groups in the catalog."""
+    rules = [on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "10"})]
+    spec = program(rules, [SIMPLE], rewards=[{"key": "mug", "name": "Mug", "redemption_type": "UNIT_BASED",
+                                              "asset": "PTS", "unit_cost": "5", "status": "ACTIVE"}],
+                   groups=[{"key": "fam", "name": "Family", "members": [{"external_id": "a", "role": "ADMIN"}]}])
+    lg = Ledger(tmp_path, spec)
+    lg.run([ev("e1", "a", at(1), "earn")])
+    spec["rules"][0]["actions"][0]["amount"] = "20"
+    Ledger(tmp_path, spec)  # rewrites the program file
+    lg.run([ev("e2", "a", at(2), "earn")])
+    assert lg.sql("SELECT count(*) FROM rule_versions") == [(2,)]
+    code, report = verify_json(lg.db)
+    assert code == 0 and "catalog_hashes" in report["checked"], report
+
+
+# -- 2. the entries' seq numbers ---------------------------------------------------------------
+
+def test_s8_an_entry_removed_with_its_batch_root_recomputed_leaves_a_gap_in_the_seqs(tmp_path):
+    """8: seq is "a running count over the ledger's entries (0, 1, 2, ...)" (docs/tables.md). The
+    CASH credit of e12 removed whole (entry, postings, the balances moved back, batch 2's counts
+    and root recomputed as the docs define them) passed verify with exit 0: every hash, root, sum
+    and balance holds. Its seq is missing from the count: now an `entry_seqs` break at batch 2."""
+    lg = every_action(tmp_path, cut=6)
+    db = tmp_path / "t.duckdb"
+    shutil.copy(lg.db, db)
+    con = duckdb.connect(str(db))
+    try:
+        (entry, seq), = con.execute("SELECT j.id, j.seq FROM journal_entries j JOIN events e ON e.id = j.event_id "
+                                    "WHERE e.idempotency_key = 'e12'").fetchall()
+        con.execute("UPDATE account_balances b SET amount = b.amount - p.amount FROM postings p "
+                    "WHERE p.journal_entry_id = ? AND b.entity_type = p.entity_type AND b.entity_id = p.entity_id "
+                    "AND b.asset_id = p.asset_id AND b.bucket = p.bucket", [entry])
+        con.execute("DELETE FROM postings WHERE journal_entry_id = ?", [entry])
+        con.execute("DELETE FROM journal_entries WHERE id = ?", [entry])
+        (prev,) = con.execute("SELECT root_hash FROM batches WHERE id = 1").fetchone()
+        tail = [{"seq": s, "entry_hash": h} for s, h in
+                con.execute("SELECT seq, entry_hash FROM journal_entries WHERE batch_id = 2 ORDER BY seq").fetchall()]
+        con.execute("UPDATE batches SET root_hash = ?, entries_written = entries_written - 1, "
+                    "postings_written = postings_written - 2 WHERE id = 2", [batch_root(prev, tail)])
+    finally:
+        con.close()
+    code, report = verify_json(db)
+    assert code == 4, report
+    assert checks(report) == ["entry_seqs"]
+    row = first(report)["rows"][0]
+    assert (row["batch_id"], row["seq"], row["expected"]) == (2, seq + 1, seq)
+
+
+def test_s8_a_repeated_seq_is_a_break(tmp_path):
+    """8: two entries with one seq (a place in the ledger claimed twice) is reported as such."""
+    lg = every_action(tmp_path)
+    (n,), = lg.sql("SELECT count(*) FROM journal_entries")
+    code, report = verify_json(tampered(lg.db, tmp_path / "t.duckdb", f"UPDATE journal_entries SET seq = {n - 2} "
+                                                                       f"WHERE seq = {n - 1}"))
+    assert code == 4
+    seqs = next(v for v in report["violations"] if v["check"] == "entry_seqs")
+    assert seqs["rows"] == [{"batch_id": 1, "seq": n - 2, "expected": n - 1, "problem": "repeats the previous entry's seq"}]
+
+
+# -- 3. the first break names its batch and entry ------------------------------------------------
+
+def test_s8_an_unbalanced_entry_is_reported_with_its_batch_and_seq(tmp_path):
+    """8: "reports the first break": an entry whose postings no longer sum to zero was reported by
+    entry id only, no batch, so it sorted after every break that names one, wherever it was."""
+    lg = every_action(tmp_path, cut=6)
+    (entry, seq), = lg.sql("SELECT j.id, j.seq FROM journal_entries j JOIN events e ON e.id = j.event_id "
+                           "WHERE e.idempotency_key = 'e12'")
+    code, report = verify_json(tampered(lg.db, tmp_path / "t.duckdb", "UPDATE postings SET amount = amount + 1 "
+                                        f"WHERE journal_entry_id = '{entry}' AND amount > 0"))
+    assert code == 4
+    sums = next(v for v in report["violations"] if v["check"] == "postings_sum_to_zero")
+    assert (sums["rows"][0]["batch_id"], sums["rows"][0]["seq"], sums["rows"][0]["journal_entry_id"]) == (2, seq, str(entry))
+
+
+# -- 4. an anchor outside the file ---------------------------------------------------------------
+
+def simple_ledger(tmp: Path) -> Ledger:
+    lg = Ledger(tmp, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})]))
+    lg.run([ev("e1", "a", at(1), "earn", n=10)])
+    lg.run([ev("e2", "a", at(2), "earn", n=5)])
+    return lg
+
+
+def remove_last_batch(src: Path, dst: Path) -> Path:
+    """Batch 2 removed whole: its entries, postings, events and evaluations, the balances rewound and
+    its manifest row gone. What is left is exactly the ledger after batch 1."""
+    return tampered(src, dst,
+                    "UPDATE account_balances b SET amount = b.amount - s.total FROM (SELECT entity_type, entity_id, "
+                    "asset_id, bucket, SUM(p.amount) AS total FROM postings p JOIN journal_entries j ON "
+                    "j.id = p.journal_entry_id WHERE j.batch_id = 2 GROUP BY ALL) s WHERE b.entity_type = s.entity_type "
+                    "AND b.entity_id = s.entity_id AND b.asset_id = s.asset_id AND b.bucket = s.bucket",
+                    "DELETE FROM postings WHERE journal_entry_id IN (SELECT id FROM journal_entries WHERE batch_id = 2)",
+                    "DELETE FROM journal_entries WHERE batch_id = 2",
+                    "DELETE FROM rule_evaluations WHERE batch_id = 2",
+                    "DELETE FROM events WHERE batch_id = 2",
+                    "DELETE FROM batches WHERE id = 2")
+
+
+def test_s8_verify_prints_the_head_to_keep_and_expect_root_finds_the_last_batch_removed(tmp_path):
+    """8 ("tamper evidence"): a chain holds in itself when its last batches are removed whole;
+    only a root kept elsewhere shows it (docs/security.md). `perkflow verify --json` printed no
+    root to keep and had no way to check one. Now it prints the head (last batch and its
+    root_hash), and `--expect-root HASH` exits 4 when the verified chain no longer reaches it."""
+    lg = simple_ledger(tmp_path)
+    roots = dict(lg.sql("SELECT id, root_hash FROM batches"))
+    code, report = verify_json(lg.db)
+    assert code == 0 and report["head"] == {"batch_id": 2, "root_hash": roots[2]}
+    for anchor in (roots[2], roots[1], roots[2].upper()):  # the head, or any earlier root kept
+        res = cli("verify", "--db", str(lg.db), "--expect-root", anchor, "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+    cut = remove_last_batch(lg.db, tmp_path / "cut.duckdb")
+    code, report = verify_json(cut)
+    assert code == 0 and report["head"] == {"batch_id": 1, "root_hash": roots[1]}  # sound in itself
+    res = cli("verify", "--db", str(cut), "--expect-root", roots[2], "--json")
+    assert res.returncode == 4, res.stdout + res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert checks(report) == ["expected_root"]
+    assert first(report)["rows"][0]["expected_root"] == roots[2]
+    assert first(report)["rows"][0]["head_batch_id"] == 1
+    # the text output names the head too, and the failing check
+    res = cli("verify", "--db", str(cut), "--expect-root", roots[2])
+    assert res.returncode == 4 and "expected_root" in res.stderr and roots[1] in res.stdout
+
+
+def test_s8_expect_root_of_a_rewritten_batch_is_not_reached(tmp_path):
+    """The last batch's entry edited and its hash and root recomputed: sound in itself, but the
+    root kept before no longer appears in the chain."""
+    lg = simple_ledger(tmp_path)
+    (root2,), = lg.sql("SELECT root_hash FROM batches WHERE id = 2")
+    db = tmp_path / "t.duckdb"
+    shutil.copy(lg.db, db)
+    con = duckdb.connect(str(db))
+    try:  # a new root over batch 2's entries with a changed seq-independent text: a fake hash
+        con.execute("UPDATE journal_entries SET entry_hash = sha256('x') WHERE batch_id = 2")
+        (prev,) = con.execute("SELECT root_hash FROM batches WHERE id = 1").fetchone()
+        tail = [{"seq": s, "entry_hash": h} for s, h in
+                con.execute("SELECT seq, entry_hash FROM journal_entries WHERE batch_id = 2 ORDER BY seq").fetchall()]
+        con.execute("UPDATE batches SET root_hash = ? WHERE id = 2", [batch_root(prev, tail)])
+    finally:
+        con.close()
+    res = cli("verify", "--db", str(db), "--expect-root", root2, "--json")
+    assert res.returncode == 4
+    assert "expected_root" in checks(json.loads(res.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("anchor", ["abc", "z" * 64, ""])
+def test_s13_an_expect_root_that_is_no_hash_is_an_input_error(tmp_path, anchor):
+    lg = simple_ledger(tmp_path)
+    res = cli("verify", "--db", str(lg.db), "--expect-root", anchor)
+    assert res.returncode == 2 and "--expect-root" in res.stderr, res.stdout + res.stderr
