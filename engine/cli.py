@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if _out_of_memory(e, args.command):
             return 1
+        if (code := _storage_error(e, args.command)) is not None:
+            return code
         err_console.print(_styled("internal error", "bold red", "(nothing was committed); please report this trace:"))
         err_console.print(traceback.format_exc(), highlight=False)
         return 1
@@ -170,6 +172,48 @@ def _out_of_memory(e: BaseException, command: str) -> bool:
                                   f"(PERKFLOW_DUCKDB_MEMORY, default {MEMORY_LIMIT}; e.g. PERKFLOW_DUCKDB_MEMORY=4GB)"
                                   f"{SMALLER.get(command, '')}. DuckDB said: {said}"), highlight=False)
     return True
+
+
+#: What the OS says (through DuckDB) when the database's disk or the file's size limit is full, and
+#: when the file cannot be opened for writing.
+STORAGE_FULL = ("No space left on device", "Disk quota exceeded", "File too large")
+STORAGE_DENIED = ("Permission denied", "Operation not permitted", "Read-only file system")
+
+
+def _storage_error(e: BaseException, command: str) -> int | None:
+    """The database file could not be written: a disk (or quota, or file size limit) full while a
+    batch was written, or a file this process may not write. Not a bug to report (it was reported
+    as an internal error with a trace): says what happened and what to do. DuckDB gives up the
+    transaction, so the ledger is as before the command (tests/e2e/test_outsider_integrity4.py);
+    running it again once there is room is safe either way, a committed batch being a no-op.
+    Returns the exit code (1: the run stopped, as for running out of memory; 2: a --db that
+    cannot be opened for writing, a configuration error), or None if it was not that."""
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is None or not isinstance(e, duckdb.Error):
+        return None
+    # the error and those it was raised in handling of: a commit that failed to write its WAL
+    # leaves no transaction, and the rollback after it fails with "no transaction is active"
+    chain: list[BaseException] = []
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    text = "\n".join(str(x) for x in chain)
+    said = text.strip().splitlines()
+    if full := next((s for s in STORAGE_FULL if s in text), None):
+        written = "nothing was changed" if command in READ_ONLY else "nothing was committed"
+        line = next(s for s in said if full in s).strip()
+        err_console.print(_styled("error:", "bold red",
+                                  f"no room to write ({full}: the disk, a quota or a file size limit is full): DuckDB "
+                                  f"could not write the database or its temp folder; {written}. Free space (or raise "
+                                  f"the limit) and run it again. DuckDB said: {line}"), highlight=False)
+        return 1
+    if "Cannot open file" in text and (denied := next((s for s in STORAGE_DENIED if s in text), None)):
+        err_console.print(_styled("error:", "bold red",
+                                  f"the database cannot be opened for writing ({denied}); nothing was written. "
+                                  f"Check the file's and its folder's permissions, or pass --db another file. "
+                                  f"DuckDB said: {said[0]}"), highlight=False)
+        return 2
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -22,7 +26,7 @@ import pytest
 
 from tests.e2e.test_contract_audit import Ledger, at, ev, on, program
 from tests.e2e.test_outsider_ledger3 import batch_root, every_action, tampered, verify_json
-from tests.helpers.io import cli
+from tests.helpers.io import ROOT, cli, write_events
 
 SIMPLE = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
 
@@ -253,3 +257,72 @@ def test_s13_an_expect_root_that_is_no_hash_is_an_input_error(tmp_path, anchor):
     lg = simple_ledger(tmp_path)
     res = cli("verify", "--db", str(lg.db), "--expect-root", anchor)
     assert res.returncode == 2 and "--expect-root" in res.stderr, res.stdout + res.stderr
+
+
+# -- crash safety: no room to write -------------------------------------------------------------
+
+def _limited(args: list[str], max_bytes: int) -> subprocess.CompletedProcess:
+    """`perkflow ...` with files limited to `max_bytes` (RLIMIT_FSIZE): what a full disk does to
+    the writes past it (Python ignores SIGXFSZ, so they fail with EFBIG), without a small disk."""
+    env = dict(os.environ, COLUMNS="200")
+    env.pop("PERKFLOW_DB", None)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, preexec_fn=limit)
+
+
+def _purchases(first: int, n: int) -> list[dict]:
+    return [ev(f"e{i}", f"u{i % 300}", f"2025-03-{1 + i // 2000:02d}T{(i // 60) % 24:02d}:{i % 60:02d}:00Z", "earn",
+               n=1 + i % 7) for i in range(first, first + n)]
+
+
+def test_s13_s4_a_run_that_runs_out_of_room_leaves_the_ledger_as_it_was_and_says_so(tmp_path):
+    """13: exit 1 is "unexpected internal error (nothing committed)"; 4: "a run that crashed before
+    committing left nothing behind; running it again gives the same result as if it had never
+    crashed". A batch whose writes hit a full disk left the ledger as before, but the CLI called
+    it an internal error and printed a trace to report. Now: exit 1, no trace, a message that says
+    what happened and what to do; the ledger is the one before the run, and the re-run once there is
+    room gives the ledger of a run that never failed."""
+    from tests.reliability.harness import dump
+
+    lg = simple_ledger(tmp_path)
+    big = _purchases(100, 20000)
+    # the same run without a limit: what the ledger must be after the re-run
+    clean = tmp_path / "clean.duckdb"
+    shutil.copy(lg.db, clean)
+    events = write_events(tmp_path / "big.parquet", [
+        {"program_id": "shop", "idempotency_key": e["key"], "external_id": e["who"], "event_timestamp": e["when"],
+         "event_data": json.dumps(e["data"])} for e in big])
+    args = ["run", "--programs", str(lg.programs), "--events", str(events), "--json"]
+    assert cli(*args, "--db", str(clean)).returncode == 0
+    before = dump(lg.db)
+    res = _limited([*args, "--db", str(lg.db)], lg.db.stat().st_size)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
+    assert "no room to write" in res.stderr and "nothing was committed" in res.stderr, res.stderr
+    assert dump(lg.db, snapshot=True) == before
+    res = cli(*args, "--db", str(lg.db))
+    assert res.returncode == 0 and not json.loads(res.stdout.strip().splitlines()[-1])["already_committed"]
+    assert dump(lg.db) == dump(clean)
+    assert verify_json(lg.db)[0] == 0
+
+
+def test_s13_a_database_file_that_cannot_be_written_is_a_configuration_error(tmp_path):
+    """13: an unwritable --db (here: immutable, `chattr +i`, which binds root too; a read-only
+    file does the same for other users) stopped `perkflow run` as an internal error with a trace.
+    Now exit 2 naming the problem, nothing written."""
+    lg = simple_ledger(tmp_path)
+    if subprocess.run(["chattr", "+i", str(lg.db)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        res = cli("run", "--programs", str(lg.programs), "--db", str(lg.db), "--events",
+                  str(write_events(tmp_path / "e.parquet", [{"program_id": "shop", "idempotency_key": "x",
+                                                             "external_id": "a", "event_timestamp": at(3),
+                                                             "event_data": '{"type": "earn", "n": 1}'}])))
+    finally:
+        subprocess.run(["chattr", "-i", str(lg.db)], capture_output=True)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "cannot be opened for writing" in res.stderr and "Traceback" not in res.stderr
