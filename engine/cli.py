@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
-from engine.errors import DatabaseBusyError, InputError
+from engine.errors import DatabaseBusyError, InputError, LedgerBrokenError
 
 
 class _Console:
@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseBusyError as e:
         err_console.print(_styled("error:", "bold red", str(e)), highlight=False)
         return 3
+    except LedgerBrokenError as e:
+        err_console.print(_styled("error:", "bold red", str(e)), highlight=False)
+        return 4
     except FileNotFoundError as e:
         err_console.print(_styled("error:", "bold red", str(e)), highlight=False)
         return 2
@@ -310,6 +313,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--programs", help="program files to replay under (default: the latest the source stored)")
     db_arg(rp)
     rp.add_argument("--json", action="store_true", help="print the counts as JSON")
+    rp.add_argument("--unverified", action="store_true",
+                    help="rebuild even from a source that fails `perkflow verify` (by default: exit 4, nothing written)")
     rp.set_defaults(func=_cmd_replay)
 
     v = sub.add_parser("validate", help="check program files without running anything")
@@ -495,7 +500,8 @@ def _cmd_replay(args) -> int:
         from engine.replay import replay
 
     with _status("starting ...") as status:
-        report = replay(args.source, args.db, args.programs, progress=lambda msg: status.update(msg + " ..."))
+        report = replay(args.source, args.db, args.programs, progress=lambda msg: status.update(msg + " ..."),
+                        unverified=args.unverified)
     return _show_report(report, args.json)
 
 

@@ -326,3 +326,29 @@ def test_s13_a_database_file_that_cannot_be_written_is_a_configuration_error(tmp
         subprocess.run(["chattr", "-i", str(lg.db)], capture_output=True)
     assert res.returncode == 2, res.stdout + res.stderr
     assert "cannot be opened for writing" in res.stderr and "Traceback" not in res.stderr
+
+
+# -- replay of a tampered ledger --------------------------------------------------------------------
+
+def test_s3_s8_replay_of_a_ledger_that_fails_verify_stops_and_writes_nothing(tmp_path):
+    """3 / 8: `replay` rebuilds from "all stored inputs". From a ledger whose event row was deleted
+    and a posting edited (verify: exit 4), it wrote a fresh ledger with a sound chain of its own
+    and exit 0: the tampering vanished from the record and the rebuilt ledger lacked the event.
+    Now it verifies the source first: exit 4 naming the break, nothing written; `--unverified`
+    rebuilds from what is stored anyway."""
+    lg = simple_ledger(tmp_path)
+    bad = tampered(lg.db, tmp_path / "bad.duckdb",
+                   "UPDATE postings SET amount = amount * 10 WHERE journal_entry_id = (SELECT id FROM journal_entries "
+                   "WHERE seq = 1)", "DELETE FROM events WHERE idempotency_key = 'e1'")
+    assert verify_json(bad)[0] == 4
+    out = tmp_path / "rebuilt.duckdb"
+    res = cli("replay", "--from", str(bad), "--db", str(out), "--json")
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert "fails `perkflow verify`" in res.stderr and "(batch 1)" in res.stderr and "--unverified" in res.stderr
+    assert not out.exists()
+    res = cli("replay", "--from", str(bad), "--db", str(out), "--json", "--unverified")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["read"] == 1  # e2 only: e1's row is gone
+    # a sound source replays as before
+    res = cli("replay", "--from", str(lg.db), "--db", str(tmp_path / "sound.duckdb"), "--json")
+    assert res.returncode == 0 and json.loads(res.stdout.strip().splitlines()[-1])["read"] == 2
