@@ -21,7 +21,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from engine.catalog.integrity import COLUMNS as CATALOG_COLUMNS, catalog_breaks
+from engine.catalog.integrity import (COLUMNS as CATALOG_COLUMNS, PARTICIPANT_COLUMNS, catalog_breaks,
+                                      participant_breaks)
 from engine.ledger.db import define_hash_macros, define_report_macros, execute
 from engine.ledger.root import BatchRoot
 from engine.ledger.sqlfiles import sections, statement
@@ -36,6 +37,8 @@ CHECKS = [
                                  "added or moved"),
     ("verify.sql", "catalog_hashes", "a catalog row that entries depend on (a rule version's definition, a key an id "
                                      "is derived from) was changed or removed after commit"),
+    ("verify.sql", "participant_ids", "a participant's external id was changed after commit (its id, which postings "
+                                      "name, is no longer derived from it)"),
     ("checks.sql", "batch_counts", "a batch's stored counts do not reconcile, or differ from the entries and postings "
                                    "the ledger holds"),
     ("checks.sql", "postings_sum_to_zero", "an entry's postings do not sum to zero, are fewer than two or all zero "
@@ -149,6 +152,9 @@ def violations(con: duckdb.DuckDBPyConnection, name: str, limit: int = 5, chunk_
     if name == "catalog_hashes":
         found = catalog_breaks(con)
         return len(found), CATALOG_COLUMNS, found[:limit]
+    if name == "participant_ids":
+        found = sorted(participant_breaks(con, chunk_rows), key=lambda r: (r[0], r[1]))
+        return len(found), PARTICIPANT_COLUMNS, found[:limit]
     file = next(f for f, n, _ in CHECKS if n == name)
     if name == "entry_hashes":
         _hash_definitions(con)

@@ -259,3 +259,8 @@ ORDER BY j.batch_id, j.seq;
 -- name: chain_head
 -- The last batch and its stored root (`perkflow verify` prints it: the anchor to keep elsewhere).
 SELECT id, root_hash FROM batches ORDER BY id DESC LIMIT 1;
+
+-- name: participant_ids
+-- Every participant's id, external id and creating batch, streamed in chunks (engine/catalog/
+-- integrity.py participant_breaks recomputes the id from the external id).
+SELECT id::VARCHAR AS id, external_id, created_batch_id FROM participants;

@@ -23,7 +23,8 @@ CHECKS = {name: (file, meaning) for file, name, meaning in VERIFY_CHECKS}
 #: the checks computed in Python over the rows their SQL reads, and where they are
 STREAMED = {"batch_chain": "engine/verify.py batch_chain, over sql/verify.sql -- name: chain_*",
             "entry_seqs": "engine/verify.py entry_seqs, over sql/verify.sql -- name: entry_seqs",
-            "catalog_hashes": "engine/catalog/integrity.py, over sql/verify.sql -- name: catalog_*"}
+            "catalog_hashes": "engine/catalog/integrity.py, over sql/verify.sql -- name: catalog_*",
+            "participant_ids": "engine/catalog/integrity.py, over sql/verify.sql -- name: participant_ids"}
 
 
 def violations(con, name: str) -> tuple[int, list[str], list[tuple]]:

@@ -19,6 +19,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -28,6 +29,8 @@ from tests.e2e.test_contract_audit import Ledger, at, ev, on, program
 from tests.e2e.test_outsider_ledger3 import batch_root, every_action, tampered, verify_json
 from tests.helpers.io import ROOT, cli, write_events
 
+#: docs/tables.md: uuid5(NAMESPACE_URL, "https://perkflow.dev/ids")
+NAMESPACE = uuid.UUID("04c43fc3-c212-5260-b620-35058c734f0a")
 SIMPLE = {"symbol": "PTS", "name": "Points", "inventory_mode": "SIMPLE", "issuance_policy": "UNLIMITED", "scale": 0}
 
 
@@ -103,6 +106,20 @@ def test_s8_catalog_rows_the_entries_name_edited_or_removed_break_the_chain(tmp_
     assert "catalog_hashes" in checks(report)
     catalog = next(v for v in report["violations"] if v["check"] == "catalog_hashes")
     assert table in {r["table"] for r in catalog["rows"]}
+
+
+def test_s8_a_participants_external_id_edited_gives_its_balance_to_someone_else_and_breaks_the_chain(tmp_path):
+    """8 / 12: postings name participants by id (UUIDv5 of `participant:<external_id>`,
+    docs/tables.md) and every report shows whose it is by the external id. `b` renamed `mallory`
+    in `participants` moved b's balance to mallory in `balances` and passed verify (exit 0)."""
+    lg = every_action(tmp_path, cut=6)
+    (b_id,), = lg.sql("SELECT id FROM participants WHERE external_id = 'b'")
+    db = tampered(lg.db, tmp_path / "t.duckdb", "UPDATE participants SET external_id = 'mallory' WHERE external_id = 'b'")
+    code, report = verify_json(db)
+    assert code == 4, report
+    assert checks(report) == ["participant_ids"]
+    assert first(report)["rows"] == [{"batch_id": 2, "external_id": "mallory", "stored": str(b_id),
+                                      "recomputed": str(uuid.uuid5(NAMESPACE, "participant:mallory"))}]
 
 
 def test_s8_a_ledger_of_several_rule_versions_and_catalog_kinds_verifies(tmp_path):
