@@ -139,6 +139,27 @@ def test_s8_a_ledger_of_several_rule_versions_and_catalog_kinds_verifies(tmp_pat
     assert code == 0 and "catalog_hashes" in report["checked"], report
 
 
+@pytest.mark.parametrize("sql, count", [
+    ("DELETE FROM events WHERE idempotency_key = 'x2'", "stored_events_and_operations"),
+    ("DELETE FROM rejected_rows", "stored_rejected_rows"),
+])
+def test_s1_7_an_input_rows_outcome_deleted_is_a_break(tmp_path, sql, count):
+    """1.7: "Every input row ends in exactly one place: processed (COMPLETED or FAILED), recognised
+    as a duplicate, or quarantined with a reason. Counts reconcile." A FAILED event's row (no
+    entry names it) or a quarantined row deleted after commit passed verify: the batch's counts
+    still added up among themselves. Now the rows stored are checked against them."""
+    lg = Ledger(tmp_path, program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"}),
+                                   on("spend", {"type": "DEBIT", "asset": "PTS", "amount": "event.n"})]))
+    report = lg.run([ev("x1", "a", at(1), "earn", n=5), ev("x2", "a", at(2), "spend", n=50),
+                     {**ev("x3", "a", at(3), "earn", n=1), "program": "nope"}])
+    assert (report["completed"], report["failed"], report["rejected"]) == (1, 1, 1)
+    assert verify_json(lg.db)[0] == 0
+    code, report = verify_json(tampered(lg.db, tmp_path / "t.duckdb", sql))
+    assert code == 4, report
+    assert checks(report) == ["batch_counts"]
+    assert {(r["batch_id"], r["count"]) for r in first(report)["rows"]} == {(1, count)}
+
+
 # -- 2. the entries' seq numbers ---------------------------------------------------------------
 
 def test_s8_an_entry_removed_with_its_batch_root_recomputed_leaves_a_gap_in_the_seqs(tmp_path):
