@@ -204,6 +204,22 @@ def test_s8_a_repeated_seq_is_a_break(tmp_path):
     assert seqs["rows"] == [{"batch_id": 1, "seq": n - 2, "expected": n - 1, "problem": "repeats the previous entry's seq"}]
 
 
+def test_s8_seqs_numbered_per_batch_before_session_10_are_accepted_in_version_1_batches_only(tmp_path):
+    """docs/tables.md: "ledgers written before session 10 hold batch << 32 | n for their older
+    entries, and new ones continue after them". Such numbering (batches 1 and 2 of version 1, a
+    third continuing after the largest old seq) is no gap; in a version-3 batch it is one."""
+    lg = every_action(tmp_path, cut=6)
+    old = ["UPDATE journal_entries SET seq = (batch_id << 32) + (seq - (SELECT min(seq) FROM journal_entries j "
+           "WHERE j.batch_id = journal_entries.batch_id))"]
+    for version, gap in ((1, False), (3, True)):
+        db = tampered(lg.db, tmp_path / f"v{version}.duckdb", *old, f"UPDATE batches SET hash_version = {version}")
+        code, report = verify_json(db)
+        seqs = [v["rows"] for v in report["violations"] if v["check"] == "entry_seqs"]
+        assert bool(seqs) == gap, seqs
+        if gap:  # batch 1 starts at 1 << 32 where 0 is due, batch 2 at 2 << 32 after its last
+            assert [(r["batch_id"], r["seq"]) for r in seqs[0]] == [(1, 1 << 32), (2, 2 << 32)]
+
+
 # -- 3. the first break names its batch and entry ------------------------------------------------
 
 def test_s8_an_unbalanced_entry_is_reported_with_its_batch_and_seq(tmp_path):
