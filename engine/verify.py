@@ -37,6 +37,8 @@ CHECKS = [
                                  "added or moved"),
     ("verify.sql", "catalog_hashes", "a catalog row that entries depend on (a rule version's definition, a key an id "
                                      "is derived from) was changed or removed after commit"),
+    ("verify.sql", "stored_definitions", "a view or macro stored in the ledger (what `balances`, the reports and "
+                                         "`perkflow sql` read) differs from perkflow's definition of it"),
     ("verify.sql", "participant_ids", "a participant's external id was changed after commit (its id, which postings "
                                       "name, is no longer derived from it)"),
     ("checks.sql", "batch_counts", "a batch's stored counts do not reconcile, or differ from the entries and postings "
@@ -70,6 +72,7 @@ IN_PARTS = {"entry_hashes": ["seq"], "postings_sum_to_zero": ["batch_id", "seq",
 
 BATCH_CHAIN_COLUMNS = ["batch_id", "stored", "recomputed", "prev_root_hash", "problem"]
 ENTRY_SEQS_COLUMNS = ["batch_id", "seq", "expected", "problem"]
+STORED_DEFINITIONS_COLUMNS = ["kind", "name", "problem"]
 EXPECTED_ROOT = ("expected_root", "the chain no longer reaches the root hash kept outside the ledger "
                                   "(--expect-root): batches were removed or rewritten since")
 
@@ -152,6 +155,9 @@ def violations(con: duckdb.DuckDBPyConnection, name: str, limit: int = 5, chunk_
     if name == "catalog_hashes":
         found = catalog_breaks(con)
         return len(found), CATALOG_COLUMNS, found[:limit]
+    if name == "stored_definitions":
+        found = stored_definitions(con)
+        return len(found), STORED_DEFINITIONS_COLUMNS, found[:limit]
     if name == "participant_ids":
         found = sorted(participant_breaks(con, chunk_rows), key=lambda r: (r[0], r[1]))
         return len(found), PARTICIPANT_COLUMNS, found[:limit]
@@ -237,6 +243,39 @@ def batch_chain(con: duckdb.DuckDBPyConnection, chunk_rows: int = CHUNK_ROWS,
         elif roots is not None:
             roots[batch_id] = recomputed
         prev_root, prev_id = recomputed, batch_id
+
+
+def stored_definitions(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """The views and macros the ledger file stores that differ from what this perkflow's
+    sql/schema.sql and sql/views.sql create, as (kind, name, problem). They are the ledger's
+    reading surface (`balances`, `ledger_summary`, statements; `perkflow balances` and `report`
+    read them), and a file can carry any definition: a `balances` view edited to show other
+    amounts passed, every stored row intact. Compared with the definitions DuckDB stores for a
+    fresh in-memory ledger, only when the file says it was set up with these very files
+    (`schema_version`); a ledger last written by another perkflow keeps that version's until its
+    next writing run, and is not judged by this one's."""
+    from engine.ledger.db import ensure_schema
+
+    fresh = duckdb.connect()
+    try:
+        ensure_schema(fresh)
+        if con.execute(statement("schema_version.sql", "current")).fetchall() != \
+                fresh.execute(statement("schema_version.sql", "current")).fetchall():
+            return []
+        found = []
+        for kind in ("views", "macros"):
+            query = statement("verify.sql", f"stored_{kind}")
+            ours, theirs = dict(fresh.execute(query).fetchall()), dict(con.execute(query).fetchall())
+            for name in sorted(ours.keys() | theirs.keys()):
+                if name not in theirs:
+                    found.append((kind[:-1], name, "missing"))
+                elif name not in ours:
+                    found.append((kind[:-1], name, "not perkflow's"))
+                elif ours[name] != theirs[name]:
+                    found.append((kind[:-1], name, "definition differs"))
+        return found
+    finally:
+        fresh.close()
 
 
 def entry_seqs(con: duckdb.DuckDBPyConnection, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple]:

@@ -264,3 +264,15 @@ SELECT id, root_hash FROM batches ORDER BY id DESC LIMIT 1;
 -- Every participant's id, external id and creating batch, streamed in chunks (engine/catalog/
 -- integrity.py participant_breaks recomputes the id from the external id).
 SELECT id::VARCHAR AS id, external_id, created_batch_id FROM participants;
+
+-- name: stored_views
+-- The views the ledger file stores, by name, with the SQL DuckDB keeps for them (check
+-- `stored_definitions`, engine/verify.py: compared with a fresh ledger's).
+SELECT view_name, sql FROM duckdb_views()
+WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal;
+
+-- name: stored_macros
+-- The macros the ledger file stores (its TEMP ones, such as verify's hash macros, are not in it).
+SELECT function_name || '(' || parameters::VARCHAR || ') ' || function_type AS name, macro_definition
+FROM duckdb_functions()
+WHERE database_name = current_database() AND schema_name = 'main' AND function_type IN ('macro', 'table_macro');

@@ -160,6 +160,34 @@ def test_s1_7_an_input_rows_outcome_deleted_is_a_break(tmp_path, sql, count):
     assert {(r["batch_id"], r["count"]) for r in first(report)["rows"]} == {(1, count)}
 
 
+def _redefined_balances(con: duckdb.DuckDBPyConnection) -> None:
+    (sql,), = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'balances'").fetchall()
+    con.execute(sql.replace("CREATE VIEW", "CREATE OR REPLACE VIEW").replace(" AS available", " * 2 AS available", 1))
+
+
+def test_s12_s8_a_stored_view_redefined_to_show_other_balances_is_a_break(tmp_path):
+    """12: `balances` is a documented view of the ledger (available = the sum of AVAILABLE
+    postings). The view is stored in the file: redefined to double every available balance, it made
+    `perkflow balances` show 30 for a's 15 while verify passed (every stored row intact). Now
+    verify compares the file's views and macros with perkflow's own (`stored_definitions`)."""
+    lg = simple_ledger(tmp_path)
+    db = tmp_path / "t.duckdb"
+    shutil.copy(lg.db, db)
+    con = duckdb.connect(str(db))
+    try:
+        _redefined_balances(con)
+        con.execute("CREATE OR REPLACE MACRO name_uuid(name) AS '00000000-0000-0000-0000-000000000000'")
+    finally:
+        con.close()
+    res = cli("balances", "--db", str(db), "--json")
+    assert [r["available"] for r in json.loads(res.stdout)] == ["30"]  # a holds 10 + 5
+    code, report = verify_json(db)
+    assert code == 4, report
+    assert checks(report) == ["stored_definitions"]
+    assert {(r["kind"], r["name"].split("(")[0], r["problem"]) for r in first(report)["rows"]} == {
+        ("view", "balances", "definition differs"), ("macro", "name_uuid", "definition differs")}
+
+
 # -- 2. the entries' seq numbers ---------------------------------------------------------------
 
 def test_s8_an_entry_removed_with_its_batch_root_recomputed_leaves_a_gap_in_the_seqs(tmp_path):
