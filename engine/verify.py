@@ -41,12 +41,12 @@ CHECKS = [
                                          "`perkflow sql` read) differs from perkflow's definition of it"),
     ("verify.sql", "participant_ids", "a participant's external id was changed after commit (its id, which postings "
                                       "name, is no longer derived from it)"),
-    ("checks.sql", "batch_counts", "a batch's stored counts do not reconcile, or differ from the entries and postings "
-                                   "the ledger holds"),
     ("checks.sql", "postings_sum_to_zero", "an entry's postings do not sum to zero, are fewer than two or all zero "
                                            "(or postings lost their entry)"),
     ("checks.sql", "entries_have_their_source", "an entry's event or operation is missing, not COMPLETED, "
                                                 "or of another program"),
+    ("checks.sql", "batch_counts", "a batch's stored counts do not reconcile, or differ from the entries, postings, "
+                                   "events, operations or rejected rows the ledger holds"),
     ("checks.sql", "balances_match_postings", "materialised balances differ from the sum of postings"),
     ("checks.sql", "no_duplicate_entries", "a journal entry is duplicated"),
     ("checks.sql", "no_duplicate_keys", "a participant, enrolment or account is stored twice"),
