@@ -14,13 +14,14 @@ import gc
 import json
 import math
 import os
+import re
 import sys
 import traceback
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
-from engine.errors import DatabaseBusyError, InputError
+from engine.errors import DatabaseBusyError, InputError, LedgerBrokenError
 
 
 class _Console:
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseBusyError as e:
         err_console.print(_styled("error:", "bold red", str(e)), highlight=False)
         return 3
+    except LedgerBrokenError as e:
+        err_console.print(_styled("error:", "bold red", str(e)), highlight=False)
+        return 4
     except FileNotFoundError as e:
         err_console.print(_styled("error:", "bold red", str(e)), highlight=False)
         return 2
@@ -136,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if _out_of_memory(e, args.command):
             return 1
+        if (code := _storage_error(e, args.command)) is not None:
+            return code
         err_console.print(_styled("internal error", "bold red", "(nothing was committed); please report this trace:"))
         err_console.print(traceback.format_exc(), highlight=False)
         return 1
@@ -169,6 +175,48 @@ def _out_of_memory(e: BaseException, command: str) -> bool:
                                   f"(PERKFLOW_DUCKDB_MEMORY, default {MEMORY_LIMIT}; e.g. PERKFLOW_DUCKDB_MEMORY=4GB)"
                                   f"{SMALLER.get(command, '')}. DuckDB said: {said}"), highlight=False)
     return True
+
+
+#: What the OS says (through DuckDB) when the database's disk or the file's size limit is full, and
+#: when the file cannot be opened for writing.
+STORAGE_FULL = ("No space left on device", "Disk quota exceeded", "File too large")
+STORAGE_DENIED = ("Permission denied", "Operation not permitted", "Read-only file system")
+
+
+def _storage_error(e: BaseException, command: str) -> int | None:
+    """The database file could not be written: a disk (or quota, or file size limit) full while a
+    batch was written, or a file this process may not write. Not a bug to report (it was reported
+    as an internal error with a trace): says what happened and what to do. DuckDB gives up the
+    transaction, so the ledger is as before the command (tests/e2e/test_outsider_integrity4.py);
+    running it again once there is room is safe either way, a committed batch being a no-op.
+    Returns the exit code (1: the run stopped, as for running out of memory; 2: a --db that
+    cannot be opened for writing, a configuration error), or None if it was not that."""
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is None or not isinstance(e, duckdb.Error):
+        return None
+    # the error and those it was raised in handling of: a commit that failed to write its WAL
+    # leaves no transaction, and the rollback after it fails with "no transaction is active"
+    chain: list[BaseException] = []
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    text = "\n".join(str(x) for x in chain)
+    said = text.strip().splitlines()
+    if full := next((s for s in STORAGE_FULL if s in text), None):
+        written = "nothing was changed" if command in READ_ONLY else "nothing was committed"
+        line = next(s for s in said if full in s).strip()
+        err_console.print(_styled("error:", "bold red",
+                                  f"no room to write ({full}: the disk, a quota or a file size limit is full): DuckDB "
+                                  f"could not write the database or its temp folder; {written}. Free space (or raise "
+                                  f"the limit) and run it again. DuckDB said: {line}"), highlight=False)
+        return 1
+    if "Cannot open file" in text and (denied := next((s for s in STORAGE_DENIED if s in text), None)):
+        err_console.print(_styled("error:", "bold red",
+                                  f"the database cannot be opened for writing ({denied}); nothing was written. "
+                                  f"Check the file's and its folder's permissions, or pass --db another file. "
+                                  f"DuckDB said: {said[0]}"), highlight=False)
+        return 2
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -265,6 +313,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--programs", help="program files to replay under (default: the latest the source stored)")
     db_arg(rp)
     rp.add_argument("--json", action="store_true", help="print the counts as JSON")
+    rp.add_argument("--unverified", action="store_true",
+                    help="rebuild even from a source that fails `perkflow verify` (by default: exit 4, nothing written)")
     rp.set_defaults(func=_cmd_replay)
 
     v = sub.add_parser("validate", help="check program files without running anything")
@@ -311,6 +361,9 @@ def _parser() -> argparse.ArgumentParser:
                         description="Exit 0 when everything holds, 4 at the first violation (reported with its location).")
     db_arg(vf)
     vf.add_argument("--json", action="store_true")
+    vf.add_argument("--expect-root", metavar="HASH",
+                    help="a batch root_hash kept outside the ledger (verify prints the head's): exit 4 unless the "
+                         "verified chain still reaches it (the last batches removed or rewritten)")
     vf.set_defaults(func=_cmd_verify)
 
     q = sub.add_parser("sql", help="run an ad-hoc read-only SQL query on the ledger")
@@ -447,7 +500,8 @@ def _cmd_replay(args) -> int:
         from engine.replay import replay
 
     with _status("starting ...") as status:
-        report = replay(args.source, args.db, args.programs, progress=lambda msg: status.update(msg + " ..."))
+        report = replay(args.source, args.db, args.programs, progress=lambda msg: status.update(msg + " ..."),
+                        unverified=args.unverified)
     return _show_report(report, args.json)
 
 
@@ -608,14 +662,17 @@ def _cmd_verify(args) -> int:
         from engine.ledger import db
         from engine.verify import verify
 
+    if args.expect_root is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.expect_root.strip()):
+        raise InputError(f"--expect-root {args.expect_root!r}: not a root hash (64 hex digits, a batches.root_hash "
+                         "as `perkflow verify` prints it)")
     con = db.connect(args.db, read_only=True)
     try:
         db.limit_memory(con)
-        report = verify(con)
+        report = verify(con, expect_root=args.expect_root)
     finally:
         con.close()
     if args.json:
-        print(json.dumps({"ok": report.ok, "checked": report.checked,
+        print(json.dumps({"ok": report.ok, "checked": report.checked, "head": report.head,
                           "violations": [{"check": v.check, "meaning": v.meaning,
                                           "rows": [dict(zip(v.columns, r)) for r in v.rows]}
                                          for v in report.violations]}, default=_json_default))
@@ -627,6 +684,9 @@ def _cmd_verify(args) -> int:
         _show(args, first.columns, [_trim(r) for r in first.rows], title=f"first violations of {first.check}")
         for v in report.violations[1:]:
             err_console.print(f"also failing: {v.check}")
+    if not args.json and report.head:
+        console.print(f"head: batch {report.head['batch_id']}, root_hash {report.head['root_hash']} (kept elsewhere, "
+                      "`perkflow verify --expect-root` checks that the chain still reaches it)")
     return 0 if report.ok else 4
 
 

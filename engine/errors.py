@@ -29,6 +29,12 @@ class BalanceRangeError(InputError):
                          "(DECIMAL(38, 18)); nothing was written. Check the amounts of its rows.")
 
 
+class LedgerBrokenError(Exception):
+    """A ledger that a command must trust fails `perkflow verify` (exit 4, as verify's own)."""
+
+    exit_code = 4
+
+
 class DatabaseBusyError(Exception):
     """Another process holds the DuckDB write lock."""
 

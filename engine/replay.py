@@ -20,7 +20,7 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
-from engine.errors import InputError, NoLedgerError
+from engine.errors import InputError, LedgerBrokenError, NoLedgerError
 from engine.io import payload_types
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -28,7 +28,12 @@ from engine.run import RunReport, run_batch
 
 
 def replay(source: str | Path, target: str | Path, programs: str | Path | None = None, *,
-           progress: Callable[[str], None] | None = None) -> RunReport:
+           progress: Callable[[str], None] | None = None, unverified: bool = False) -> RunReport:
+    """The rebuild; first the source is verified (`perkflow verify`'s checks) unless `unverified`:
+    a replay of a ledger whose rows were altered would rebuild a sound-looking ledger, with a chain
+    of its own, from whatever the file holds now (an event deleted, its outcome edited), and the
+    break would be gone from the record. A source that fails stops it (LedgerBrokenError, exit 4)
+    before anything is written; `--unverified` rebuilds anyway (recovering from a damaged table)."""
     source, target = Path(source), db.db_path(target)
     if not source.is_file():
         raise InputError(f"{source}: no such ledger to replay (--from)")
@@ -42,7 +47,7 @@ def replay(source: str | Path, target: str | Path, programs: str | Path | None =
         else:
             raise InputError(f"{target}: exists; replay writes a fresh ledger: name a new file with --db")
     with tempfile.TemporaryDirectory(prefix="perkflow-replay-") as tmp:
-        programs, inputs = _stored_inputs(source, Path(tmp), programs)
+        programs, inputs = _stored_inputs(source, Path(tmp), programs, verified=not unverified, progress=progress)
         # the rows' source is the ledger they came from, not the temporary files they pass
         # through (deleted when the replay ends), as `perkflow op` names itself (docs/decisions.md)
         name = f"replay of {source.resolve()}"
@@ -50,14 +55,18 @@ def replay(source: str | Path, target: str | Path, programs: str | Path | None =
         return run_batch(programs, inputs, target, progress=progress, source_names=names)
 
 
-def _stored_inputs(source: Path, tmp: Path, programs: str | Path | None) -> tuple:
+def _stored_inputs(source: Path, tmp: Path, programs: str | Path | None, *, verified: bool = True,
+                   progress: Callable[[str], None] | None = None) -> tuple:
     """(programs, inputs): the source's program files (unless given), and its events and
-    operations as files under `tmp`, a list of (path, kind) in stream order (`_in_arrival_order`)."""
+    operations as files under `tmp`, a list of (path, kind) in stream order (`_in_arrival_order`);
+    with `verified`, after the source passed `perkflow verify`'s checks."""
     try:
         con = duckdb.connect(str(source), read_only=True)
     except duckdb.Error as e:
         raise InputError(f"{source}: cannot be opened as a perkflow ledger: {str(e).splitlines()[0]}") from None
     try:
+        if verified:
+            _verify_source(con, source, progress)
         if programs is None:
             documents = con.execute(statement("lookups.sql", "program_documents")).fetchall()
             if not documents:
@@ -75,6 +84,26 @@ def _stored_inputs(source: Path, tmp: Path, programs: str | Path | None) -> tupl
     if not len(events) and not operations.num_rows:
         raise InputError(f"{source}: stores no events or operations to replay")
     return programs, _in_arrival_order(events, operations, tmp)
+
+
+def _verify_source(con: duckdb.DuckDBPyConnection, source: Path, progress: Callable[[str], None] | None) -> None:
+    from engine.verify import verify
+
+    if progress:
+        progress("verifying the source")
+    db.limit_memory(con)  # verify's checks stay within the cap; reading the inputs after it keeps DuckDB's own
+    try:
+        report = verify(con, limit=1)
+    finally:
+        con.execute("RESET memory_limit")
+    if not report.ok:
+        v = report.violations[0]
+        row = dict(zip(v.columns, v.rows[0])) if v.rows else {}
+        where = f" (batch {row['batch_id']})" if row.get("batch_id") is not None else ""
+        raise LedgerBrokenError(
+            f"{source} fails `perkflow verify`: {v.check}{where}: {v.meaning}. A replay would rebuild a sound-"
+            f"looking ledger from what the file holds now; nothing was written. `perkflow verify --db {source}` "
+            "shows the breaks; pass --unverified to rebuild from the stored inputs anyway")
 
 
 def _in_arrival_order(events: pl.DataFrame, operations, tmp: Path) -> list[tuple[Path, str]]:

@@ -14,26 +14,31 @@
 -- The postings are summed per entry and asset before they meet the entries (a join of the
 -- whole tables first held more than DuckDB's memory cap at 10M events); an entry id stored twice
 -- counts its postings twice, as a join would. In parts by the entry id.
+-- Each row names the entry's batch and seq (its first copy's), so that the first break reported is
+-- the earliest in the ledger and says where it is; postings without an entry name neither.
 WITH sums AS (
     SELECT journal_entry_id, asset_id, SUM(amount) AS imbalance, COUNT(*) AS postings, bool_or(amount <> 0) AS moved
     FROM postings WHERE hash(journal_entry_id) % $parts::UBIGINT = $part::UBIGINT GROUP BY journal_entry_id, asset_id
 ),
-entries AS (SELECT id, COUNT(*) AS copies FROM journal_entries WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT GROUP BY id),
+entries AS (
+    SELECT id, COUNT(*) AS copies, min(batch_id) AS batch_id, min(seq) AS seq
+    FROM journal_entries WHERE hash(id) % $parts::UBIGINT = $part::UBIGINT GROUP BY id
+),
 per_entry AS (
-    SELECT e.id, e.copies, s.asset_id, s.imbalance, s.postings AS asset_postings,
+    SELECT e.id, e.copies, e.batch_id, e.seq, s.asset_id, s.imbalance, s.postings AS asset_postings,
            SUM(s.postings) OVER (PARTITION BY e.id) AS postings, bool_or(s.moved) OVER (PARTITION BY e.id) AS moved
     FROM entries e LEFT JOIN sums s ON s.journal_entry_id = e.id
 )
 SELECT id AS journal_entry_id, asset_id, COALESCE(imbalance * copies, 0) AS imbalance,
-       COALESCE(asset_postings * copies, 0) AS postings
+       COALESCE(asset_postings * copies, 0) AS postings, batch_id, seq
 FROM per_entry
 WHERE asset_id IS NULL OR imbalance <> 0 OR postings < 2 OR NOT moved
 UNION ALL
 -- Postings whose entry does not exist (an entry with their id would be in this part).
-SELECT journal_entry_id, asset_id, imbalance, postings
+SELECT journal_entry_id, asset_id, imbalance, postings, NULL, NULL
 FROM sums s
 WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.id = s.journal_entry_id)
-ORDER BY journal_entry_id, asset_id;
+ORDER BY batch_id NULLS LAST, seq NULLS LAST, journal_entry_id, asset_id;
 
 -- name: balances_match_postings
 -- The materialised account_balances equal the sum of postings, account by account
@@ -83,7 +88,22 @@ ORDER BY ALL;
 -- a reader audits a run by: counts edited after commit are as much a break as an edited entry.
 -- (Postings are counted over the whole ledger: per batch they would need a join of postings and
 -- entries, which the checks above read in parts for memory.)
-WITH entries AS (SELECT batch_id, COUNT(*) AS n FROM journal_entries GROUP BY batch_id)
+-- The rows a batch processed are stored (semantics.md 1.7: every input row ends in exactly one
+-- place, counts reconcile): its events and operations rows are its completed + failed (the input
+-- rows, a maintain batch's automation firings) + system_events (SCHEDULE_EVENT / BROADCAST events
+-- it processed), and its rejected_rows its rejected (rows `stored_events_and_operations` and
+-- `stored_rejected_rows`: the manifest's count, and the rows that name the batch). An event row deleted (a FAILED one has no
+-- entry to miss it) or a quarantined row deleted passed before. Batches written before
+-- system_events was kept (NULL) are left out of the first.
+WITH entries AS (SELECT batch_id, COUNT(*) AS n FROM journal_entries GROUP BY batch_id),
+processed AS (
+    SELECT batch_id, SUM(n) AS n FROM (
+        SELECT batch_id, COUNT(*) AS n FROM events GROUP BY batch_id
+        UNION ALL
+        SELECT batch_id, COUNT(*) FROM operations GROUP BY batch_id
+    ) GROUP BY batch_id
+),
+quarantined AS (SELECT batch_id, COUNT(*) AS n FROM rejected_rows GROUP BY batch_id)
 SELECT b.id AS batch_id, 'rows_read' AS count, b.rows_read AS stored,
        b.completed + b.failed + b.duplicates + b.rejected AS recomputed
 FROM batches b
@@ -92,6 +112,14 @@ UNION ALL
 SELECT b.id, 'entries_written', b.entries_written, COALESCE(e.n, 0)
 FROM batches b LEFT JOIN entries e ON e.batch_id = b.id
 WHERE b.entries_written IS DISTINCT FROM COALESCE(e.n, 0)
+UNION ALL
+SELECT b.id, 'stored_events_and_operations', b.completed + b.failed + b.system_events, COALESCE(p.n, 0)
+FROM batches b LEFT JOIN processed p ON p.batch_id = b.id
+WHERE b.system_events IS NOT NULL AND b.completed + b.failed + b.system_events IS DISTINCT FROM COALESCE(p.n, 0)
+UNION ALL
+SELECT b.id, 'stored_rejected_rows', b.rejected, COALESCE(q.n, 0)
+FROM batches b LEFT JOIN quarantined q ON q.batch_id = b.id
+WHERE b.rejected IS DISTINCT FROM COALESCE(q.n, 0)
 UNION ALL
 SELECT NULL, 'postings_written', stored, recomputed
 FROM (SELECT (SELECT SUM(postings_written) FROM batches) AS stored, (SELECT COUNT(*) FROM postings) AS recomputed)

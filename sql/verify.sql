@@ -194,3 +194,85 @@ WHERE t.level IS DISTINCT FROM h.to_level
 UNION ALL
 SELECT 'chain', participant_id, tier_id, from_level, previous FROM h WHERE from_level IS DISTINCT FROM previous
 ORDER BY ALL;
+
+-- name: catalog_ids
+-- Catalog rows whose id is UUIDv5 of their keys (docs/tables.md; engine/catalog/integrity.py
+-- recomputes it from `name`, the id's name parts: a part NULL when the row's program is gone).
+-- Entries and postings name programs, assets, rules and groups by these ids, which their hashes
+-- cover: a key edited after commit no longer derives the id the chain vouches for.
+-- $tables: the tables this ledger has (one written before tiers, groups or automations lacks them).
+SELECT 'programs' AS "table", id::VARCHAR AS id, ['program', key] AS name FROM programs
+UNION ALL
+SELECT 'assets', id::VARCHAR, ['asset', symbol] FROM assets
+UNION ALL
+SELECT 'rules', r.id::VARCHAR, ['rule', p.key, r.key] FROM rules r LEFT JOIN programs p ON p.id = r.program_id
+UNION ALL
+SELECT 'rewards', w.id::VARCHAR, ['reward', p.key, w.key] FROM rewards w LEFT JOIN programs p ON p.id = w.program_id;
+
+-- name: catalog_ids_tiers
+SELECT 'tiers' AS "table", t.id::VARCHAR AS id, ['tier', p.key, t.key] AS name
+FROM tiers t LEFT JOIN programs p ON p.id = t.program_id;
+
+-- name: catalog_ids_groups
+SELECT 'groups' AS "table", id::VARCHAR AS id, ['group', key] AS name FROM groups;
+
+-- name: catalog_ids_automations
+SELECT 'automations' AS "table", a.id::VARCHAR AS id, ['automation', p.key, a.key] AS name
+FROM automations a LEFT JOIN programs p ON p.id = a.program_id;
+
+-- name: catalog_rule_versions
+-- Every rule version with its program's key (NULL: the rule or its program row is gone), and the
+-- `rules` row of the rule when this is its current version (NULLs otherwise): the version is the
+-- content hash of the program key and the stored definition (engine/catalog/integrity.py).
+SELECT v.rule_id::VARCHAR AS rule_id, v.version, v.definition::VARCHAR AS definition, v.first_batch_id,
+       p.key AS program_key, r.id IS NOT NULL AS has_rule,
+       CASE WHEN r.current_version = v.version THEN r.key END AS current_key,
+       CASE WHEN r.current_version = v.version THEN r.name END AS current_name,
+       CASE WHEN r.current_version = v.version THEN r."order" END AS current_order,
+       CASE WHEN r.current_version = v.version THEN r.stop_after_match END AS current_stop_after_match
+FROM rule_versions v LEFT JOIN rules r ON r.id = v.rule_id LEFT JOIN programs p ON p.id = r.program_id
+ORDER BY v.first_batch_id, v.rule_id, v.version;
+
+-- name: catalog_versions_named
+-- Rule versions that a rule's current_version, a journal entry or a rule evaluation names and
+-- rule_versions lacks (the definition behind an entry deleted): (batch, where, rule, version).
+-- Time-driven entries name their kind in rule_version and no rule; they are left out.
+WITH named AS (
+    SELECT min(batch_id) AS batch_id, 'journal_entries' AS "where", rule_id, rule_version AS version
+    FROM journal_entries WHERE rule_id IS NOT NULL GROUP BY rule_id, rule_version
+    UNION ALL
+    SELECT min(batch_id), 'rule_evaluations', rule_id, rule_version FROM rule_evaluations GROUP BY rule_id, rule_version
+    UNION ALL
+    SELECT NULL, 'rules', id, current_version FROM rules
+)
+SELECT n.batch_id, n."where", n.rule_id::VARCHAR AS rule_id, n.version
+FROM named n ANTI JOIN rule_versions v ON v.rule_id = n.rule_id AND v.version = n.version
+ORDER BY n.batch_id NULLS LAST, n."where", n.rule_id, n.version;
+
+-- name: entry_seqs
+-- Every entry's batch, seq and its batch's hash version, in (batch, seq) order, streamed in chunks
+-- (engine/verify.py entry_seqs checks that the seqs count up by one).
+SELECT j.batch_id, j.seq, COALESCE(b.hash_version, hash_version()) AS version
+FROM journal_entries j LEFT JOIN batch_hash_versions b ON b.id = j.batch_id
+ORDER BY j.batch_id, j.seq;
+
+-- name: chain_head
+-- The last batch and its stored root (`perkflow verify` prints it: the anchor to keep elsewhere).
+SELECT id, root_hash FROM batches ORDER BY id DESC LIMIT 1;
+
+-- name: participant_ids
+-- Every participant's id, external id and creating batch, streamed in chunks (engine/catalog/
+-- integrity.py participant_breaks recomputes the id from the external id).
+SELECT id::VARCHAR AS id, external_id, created_batch_id FROM participants;
+
+-- name: stored_views
+-- The views the ledger file stores, by name, with the SQL DuckDB keeps for them (check
+-- `stored_definitions`, engine/verify.py: compared with a fresh ledger's).
+SELECT view_name, sql FROM duckdb_views()
+WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal;
+
+-- name: stored_macros
+-- The macros the ledger file stores (its TEMP ones, such as verify's hash macros, are not in it).
+SELECT function_name || '(' || parameters::VARCHAR || ') ' || function_type AS name, macro_definition
+FROM duckdb_functions()
+WHERE database_name = current_database() AND schema_name = 'main' AND function_type IN ('macro', 'table_macro');

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from engine import ids
 from engine.cel import CelProgram
 from engine.cron import Cron
 from engine.reads import Reads, merge, reads
@@ -124,6 +125,14 @@ class CompiledBudget:
         return 0 if self.interval is None else (now - EPOCH) // self.interval
 
 
+
+
+def rule_version(program_key: str, definition: dict) -> str:
+    """A rule's version: the content hash of its program's key and its definition as written
+    (normalised), the text `rule_versions.definition` stores. Entries name it, and their hashes
+    cover it, so `perkflow verify` recomputes it from the stored definition (engine/catalog/
+    integrity.py): an edited definition no longer gives the version the chain vouches for."""
+    return ids.content_hash({"program": program_key, "rule": definition})
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from engine.durations import parse_duration, parse_when
 from engine.errors import CatalogError
 
 from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudget, CompiledGroup, CompiledLevel,
-                       CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember)
+                       CompiledProgram, CompiledReward, CompiledRule, CompiledTarget, CompiledTier, GroupMember,
+                       rule_version)
 from .documents import read_json, read_yaml
 from .models import (EVENT_NAME_MAX, INT32_MAX, KEY, Action, Asset, Automation, Budget, Criterion, Group, ProgramFile,
                      Rule, Tier, fields_at, scrip_name_at, slug)
@@ -604,7 +605,7 @@ def _compile_rule(where: str, program_key: str, rule_key: str, order: int, rule:
     return CompiledRule(
         id=ids.rule_id(program_key, rule_key),
         key=rule_key,
-        version=ids.content_hash({"program": program_key, "rule": definition}),
+        version=rule_version(program_key, definition),
         name=rule.name,
         order=order,
         status=rule.status,

@@ -20,6 +20,12 @@ SAMPLE = 20  # violating rows shown in the check's metadata
 
 #: check name -> (SQL file, what a violation means), exactly those of `perkflow verify`
 CHECKS = {name: (file, meaning) for file, name, meaning in VERIFY_CHECKS}
+#: the checks computed in Python over the rows their SQL reads, and where they are
+STREAMED = {"batch_chain": "engine/verify.py batch_chain, over sql/verify.sql -- name: chain_*",
+            "entry_seqs": "engine/verify.py entry_seqs, over sql/verify.sql -- name: entry_seqs",
+            "catalog_hashes": "engine/catalog/integrity.py, over sql/verify.sql -- name: catalog_*",
+            "stored_definitions": "engine/verify.py stored_definitions, over sql/verify.sql -- name: stored_*",
+            "participant_ids": "engine/catalog/integrity.py, over sql/verify.sql -- name: participant_ids"}
 
 
 def violations(con, name: str) -> tuple[int, list[str], list[tuple]]:
@@ -33,8 +39,7 @@ def _ledger_check(name: str, description: str) -> dg.AssetChecksDefinition:
         with ledger_db.connect(read_only=True) as con:
             db.limit_memory(con)
             count, columns, sample = violations(con, name)
-        where = "engine/verify.py batch_chain, over sql/verify.sql -- name: chain_*" if name == "batch_chain" \
-            else f"sql/{CHECKS[name][0]} -- name: {name}"
+        where = STREAMED.get(name, f"sql/{CHECKS[name][0]} -- name: {name}")
         metadata: dict = {"violations": count, "sql": dg.MetadataValue.text(where)}
         if count:
             lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -290,9 +290,10 @@ def test_s8_verify_finds_an_entry_forged_under_a_batch_no_batch_row_has(tmp_path
     _forge_transfer(db, batch_id)
     code, report = verify_json(db)
     assert code == 4, report
-    # its hash, sums and balances all hold; batch_counts also finds it (no batch says it wrote it)
+    # its hash, sums and balances all hold; batch_counts also finds it (no batch says it wrote it),
+    # and entry_seqs under batch 0 (its seq, after the ledger's last, stands before batch 1's)
     assert [v["check"] for v in report["violations"]][0] == "batch_chain"
-    assert {v["check"] for v in report["violations"]} <= {"batch_chain", "batch_counts"}
+    assert {v["check"] for v in report["violations"]} <= {"batch_chain", "batch_counts", "entry_seqs"}
     assert report["violations"][0]["rows"][0]["batch_id"] == batch_id
 
 
