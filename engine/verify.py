@@ -21,9 +21,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from engine.catalog.integrity import (COLUMNS as CATALOG_COLUMNS, PARTICIPANT_COLUMNS, catalog_breaks,
-                                      participant_breaks)
-from engine.ledger.db import define_hash_macros, define_report_macros, execute
+from engine.catalog.integrity import COLUMNS as CATALOG_COLUMNS, catalog_breaks
+from engine.ledger.db import define_hash_macros, define_id_macros, define_report_macros, execute
 from engine.ledger.root import BatchRoot
 from engine.ledger.sqlfiles import sections, statement
 
@@ -73,6 +72,7 @@ IN_PARTS = {"entry_hashes": ["seq"], "postings_sum_to_zero": ["batch_id", "seq",
 BATCH_CHAIN_COLUMNS = ["batch_id", "stored", "recomputed", "prev_root_hash", "problem"]
 ENTRY_SEQS_COLUMNS = ["batch_id", "seq", "expected", "problem"]
 STORED_DEFINITIONS_COLUMNS = ["kind", "name", "problem"]
+PARTICIPANT_COLUMNS = ["batch_id", "external_id", "stored", "recomputed"]
 EXPECTED_ROOT = ("expected_root", "the chain no longer reaches the root hash kept outside the ledger "
                                   "(--expect-root): batches were removed or rewritten since")
 
@@ -159,7 +159,8 @@ def violations(con: duckdb.DuckDBPyConnection, name: str, limit: int = 5, chunk_
         found = stored_definitions(con)
         return len(found), STORED_DEFINITIONS_COLUMNS, found[:limit]
     if name == "participant_ids":
-        found = sorted(participant_breaks(con, chunk_rows), key=lambda r: (r[0], r[1]))
+        define_id_macros(con)
+        found = con.execute(statement("verify.sql", "participant_ids")).fetchall()
         return len(found), PARTICIPANT_COLUMNS, found[:limit]
     file = next(f for f, n, _ in CHECKS if n == name)
     if name == "entry_hashes":

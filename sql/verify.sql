@@ -261,9 +261,15 @@ ORDER BY j.batch_id, j.seq;
 SELECT id, root_hash FROM batches ORDER BY id DESC LIMIT 1;
 
 -- name: participant_ids
--- Every participant's id, external id and creating batch, streamed in chunks (engine/catalog/
--- integrity.py participant_breaks recomputes the id from the external id).
-SELECT id::VARCHAR AS id, external_id, created_batch_id FROM participants;
+-- Participants whose id is not UUIDv5 of `participant:<external_id>` (docs/tables.md), with the
+-- batch that created them: postings name participants by id, and entry hashes cover it; the
+-- external id is who that is to every report, so an edited one gives a balance to another
+-- customer. `name_uuid` here is verify's TEMP copy of schema.sql's (db.define_id_macros).
+SELECT created_batch_id AS batch_id, external_id, id::VARCHAR AS stored,
+       name_uuid('participant:' || external_id)::VARCHAR AS recomputed
+FROM participants
+WHERE id IS DISTINCT FROM name_uuid('participant:' || external_id)
+ORDER BY batch_id, external_id;
 
 -- name: stored_views
 -- The views the ledger file stores, by name, with the SQL DuckDB keeps for them (check

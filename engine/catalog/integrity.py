@@ -27,7 +27,6 @@ from engine.ledger.sqlfiles import statement
 from .compiled import rule_version
 
 COLUMNS = ["batch_id", "table", "key", "problem", "stored", "recomputed"]
-PARTICIPANT_COLUMNS = ["batch_id", "external_id", "stored", "recomputed"]
 
 #: Catalog tables a ledger written before them may lack, each with its id query.
 OPTIONAL_TABLES = {"tiers": "catalog_ids_tiers", "groups": "catalog_ids_groups",
@@ -84,19 +83,6 @@ def _versions(con) -> Iterator[tuple]:
                 if stored is not None and stored != definition.get(field):
                     yield (row["first_batch_id"], "rules", where, f"{field} differs from its current version's",
                            stored, definition.get(field))
-
-
-def participant_breaks(con: duckdb.DuckDBPyConnection, chunk_rows: int) -> Iterator[tuple]:
-    """Participants whose id is not UUIDv5 of `participant:<external_id>` (docs/tables.md), as
-    (batch_id: the batch that created it, external_id, stored, recomputed), streamed in chunks.
-    Postings name participants by id, and entry hashes cover it; the external id is who that is
-    to every report (`balances`, statements): edited, a balance belongs to another customer."""
-    reader = con.sql(statement("verify.sql", "participant_ids")).to_arrow_reader(chunk_rows)
-    for chunk in reader:
-        stored, external, batch = (chunk.column(i).to_pylist() for i in range(3))
-        for s, e, b in zip(stored, external, batch):
-            if (recomputed := ids.participant_id_text(e)) != s:
-                yield b, e, s, recomputed
 
 
 def _named(con) -> Iterator[tuple]:

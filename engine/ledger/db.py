@@ -182,7 +182,19 @@ def define_report_macros(con: duckdb.DuckDBPyConnection) -> None:
     ledger with when the ledger's own views predate these macros (written by an older perkflow),
     so that it needs no writing run first. The views stay the file's (a read-only connection
     cannot replace them)."""
-    temp = re.sub(r"\bCREATE OR REPLACE MACRO\b", "CREATE OR REPLACE TEMP MACRO", script("views.sql"))
+    _define_temp_macros(con, "views.sql")
+
+
+def define_id_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """Define, on this connection, schema.sql's id macros (`name_uuid` and what it is built from)
+    as TEMP macros: `perkflow verify` recomputes ids with this perkflow's definition, never with
+    one stored in (and so replaceable within) the file it checks, nor fails on a ledger from
+    before the macros existed."""
+    _define_temp_macros(con, "schema.sql")
+
+
+def _define_temp_macros(con: duckdb.DuckDBPyConnection, file: str) -> None:
+    temp = re.sub(r"\bCREATE OR REPLACE MACRO\b", "CREATE OR REPLACE TEMP MACRO", script(file))
     for s in con.extract_statements(temp):
         if "CREATE OR REPLACE TEMP MACRO" in s.query:
             con.execute(s.query)
