@@ -1,0 +1,98 @@
+"""Outsider round (session 21, round 4): small contract items, each reproduced through the
+`perkflow` CLI into a real DuckDB file (or `perkflow validate`) and compared with semantics.md
+and scrip-reference.md 21, worked out by hand (docs/decisions.md where both are silent)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal as D
+
+from tests.e2e.test_contract_audit import OK, SIMPLE, Ledger, ev, on, op, program
+from tests.helpers.io import cli, query, write_program
+
+EARN = on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"})
+PTS2 = {**SIMPLE, "scale": 2}
+
+
+def _validate(tmp_path, spec: dict, name: str = "shop.yaml"):
+    path = write_program(tmp_path / name.split(".")[0] / name, spec)
+    return path, cli("validate", "--programs", str(path.parent))
+
+
+def test_s21_an_action_description_over_1000_characters_is_a_load_error(tmp_path):
+    """scrip-reference.md 21: descriptions are at most 1000 characters on a rule (its actions'
+    descriptions are part of it) and 500 on balance operations. A 1001-character action
+    description loaded and went into every journal entry: now a load error naming the file, the
+    rule and `actions[0].description`; 1000 characters load. An operation row's 501-character
+    description fails it as invalid_operation naming params.description."""
+    long = on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1", "description": "d" * 1001})
+    path, res = _validate(tmp_path, program([long]))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert str(path) in res.stderr and "rules[0] (earn)" in res.stderr, res.stderr
+    assert "actions[0].description" in res.stderr and "1000" in res.stderr, res.stderr
+    fine = on("earn", {"type": "TAG", "tag": "vip", "description": "d" * 1000})
+    assert _validate(tmp_path, program([fine]), "ok.yaml")[1].returncode == 0
+
+    lg = Ledger(tmp_path / "run", program([EARN]))
+    lg.run([ev("e0", "u1", "2025-03-01T09:00:00Z", "earn")])
+    adjust = {"type": "CREDIT", "asset": "PTS", "amount": "5"}
+    lg.run(operations=[op("adjust", "o1", "u1", "2025-03-01T10:00:00Z", **adjust, description="x" * 501),
+                       op("adjust", "o2", "u1", "2025-03-01T11:00:00Z", **adjust, description="x" * 500)])
+    assert lg.status()["o1"][1] == "invalid_operation" and lg.status()["o2"] == OK
+    (msg,), = lg.sql("SELECT error_message FROM operations WHERE idempotency_key = 'o1'")
+    assert "params.description" in msg and "500" in msg, msg
+    assert lg.balance("u1")[0] == D(1 + 5)
+
+
+def test_s7_a_bound_with_more_decimals_than_the_scale_is_a_load_error(tmp_path):
+    """semantics.md 7: every amount of an asset has at most `scale` decimals, so a
+    max_transaction_amount or budget limit of 10.005 on a scale-2 asset can only mean 10.00 or
+    10.01: a load error naming the file, the asset / rule and the field (it loaded, and capped at
+    10.00 silently). 10.000 (trailing zeros) and 10.5 load. By hand, with max 10.5 and a budget
+    of 10.50: an event of 10.50 completes, a second one is BUDGET_EXCEEDED."""
+    asset = {**PTS2, "max_transaction_amount": "10.005"}
+    path, res = _validate(tmp_path, program([EARN], [asset]))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert str(path) in res.stderr and "assets[0] (PTS).max_transaction_amount" in res.stderr, res.stderr
+    assert "scale 2" in res.stderr and "10.00" in res.stderr and "10.01" in res.stderr, res.stderr
+
+    budgeted = on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"},
+                  budgets=[{"asset": "PTS", "limit": "10.005"}])
+    path, res = _validate(tmp_path, program([budgeted], [PTS2]), "budget.yaml")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert str(path) in res.stderr and "rules[0] (earn)" in res.stderr and "budgets[0].limit" in res.stderr
+    assert "scale 2" in res.stderr, res.stderr
+
+    capped = on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"},
+                budgets=[{"asset": "PTS", "limit": "10.50"}])
+    lg = Ledger(tmp_path / "run", program([capped], [{**PTS2, "max_transaction_amount": "10.5000"}]))
+    lg.run([ev("e1", "u1", "2025-03-01T10:00:00Z", "earn", n=10.5),
+            ev("e2", "u1", "2025-03-01T11:00:00Z", "earn", n=0.01)])
+    assert lg.balance("u1")[0] == D("10.5")
+    assert lg.sql("SELECT e.idempotency_key, r.outcome FROM rule_evaluations r JOIN events e ON e.id = r.event_id "
+                  "ORDER BY 1") == [("e1", "MATCHED"), ("e2", "BUDGET_EXCEEDED")]
+
+
+def test_s2_1_a_literal_target_id_of_only_white_space_is_a_load_error(tmp_path):
+    """semantics.md 2.1 (errors name the file, the rule and the field) and 7: a literal target
+    `external_id` or `participant_id` of white space names nobody, so every event reaching it
+    failed (expression_error) at run time; now a load error. A literal TAG of white space was
+    already one. An expression stays run time: `event.recipient` giving "  " fails that event only."""
+    for name, target in (("ext", {"type": "PARTICIPANT", "external_id": "   "}),
+                         ("pid", {"type": "PARTICIPANT", "participant_id": " "})):
+        rule = on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1", "target": target})
+        path, res = _validate(tmp_path, program([rule]), f"{name}.yaml")
+        field = next(k for k in target if k != "type")
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert str(path) in res.stderr and "rules[0] (earn)" in res.stderr, res.stderr
+        assert f"actions[0].target.{field}" in res.stderr, res.stderr
+    tag = on("earn", {"type": "TAG", "tag": "  "})
+    assert _validate(tmp_path, program([tag]), "tag.yaml")[1].returncode == 2
+
+    by_cel = on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1",
+                         "target": {"type": "PARTICIPANT", "external_id": "event.recipient"}})
+    lg = Ledger(tmp_path / "run", program([by_cel]))
+    lg.run([ev("e1", "u1", "2025-03-01T10:00:00Z", "earn", recipient="  "),
+            ev("e2", "u1", "2025-03-01T11:00:00Z", "earn", recipient="u2")])
+    assert lg.status() == {"e1": ("FAILED", "expression_error"), "e2": OK}
+    assert lg.balance("u2")[0] == D(1)
