@@ -73,6 +73,37 @@ def test_s7_a_bound_with_more_decimals_than_the_scale_is_a_load_error(tmp_path):
                   "ORDER BY 1") == [("e1", "MATCHED"), ("e2", "BUDGET_EXCEEDED")]
 
 
+def test_s2_2_a_row_without_event_timestamp_says_it_is_required_and_how_to_write_it(tmp_path):
+    """semantics.md 2.2: event_timestamp is required, a tz-aware timestamp or an RFC 3339 string.
+    Scrip's quickstart event has none (its API stamps the arrival); copied into an NDJSON file
+    beside a timed row it is quarantined (missing_required_field) and its message now says the
+    field is required and shows how to write it; the timed row credits 1. A file of such rows
+    only lacks the column: exit 2, with the same guidance."""
+    programs = write_program(tmp_path / "programs" / "shop.yaml", program([EARN]))
+    timed = {"program_id": "shop", "external_id": "user_123", "idempotency_key": "timed",
+             "event_timestamp": "2025-03-01T10:00:00Z", "event_data": {"type": "earn"}}
+    quickstart = {"program_id": "shop", "external_id": "user_123", "idempotency_key": "first-purchase-001",
+                  "event_data": {"type": "earn", "amount": 49.99}}
+    mixed, alone = tmp_path / "mixed.ndjson", tmp_path / "alone.ndjson"
+    mixed.write_text(json.dumps(timed) + "\n" + json.dumps(quickstart) + "\n", encoding="utf-8")
+    alone.write_text(json.dumps(quickstart) + "\n", encoding="utf-8")
+    db = tmp_path / "l.duckdb"
+    res = cli("run", "--programs", str(programs.parent), "--events", str(mixed), "--db", str(db), "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (report["completed"], report["rejected"]) == (1, 1), report
+    ((reason, message),) = query(db, "SELECT reason, message FROM rejected_rows")
+    assert reason == "missing_required_field", reason
+    for needed in ("required", "event_timestamp", "RFC 3339", "time zone", "2025-01-01T00:00:00Z"):
+        assert needed in message, (needed, message)
+    assert query(db, "SELECT available FROM balances WHERE external_id = 'user_123'") == [(D(1),)]
+
+    res = cli("run", "--programs", str(programs.parent), "--events", str(alone), "--db", str(tmp_path / "m.duckdb"))
+    assert res.returncode == 2, res.stdout + res.stderr
+    err = " ".join(res.stderr.split())
+    assert "event_timestamp" in err and "RFC 3339" in err and "2025-01-01T00:00:00Z" in err, err
+
+
 def test_s2_1_a_literal_target_id_of_only_white_space_is_a_load_error(tmp_path):
     """semantics.md 2.1 (errors name the file, the rule and the field) and 7: a literal target
     `external_id` or `participant_id` of white space names nobody, so every event reaching it
