@@ -104,6 +104,49 @@ def test_s2_2_a_row_without_event_timestamp_says_it_is_required_and_how_to_write
     assert "event_timestamp" in err and "RFC 3339" in err and "2025-01-01T00:00:00Z" in err, err
 
 
+def test_s9_3_a_recipient_or_params_naming_two_things_says_which(tmp_path):
+    """semantics.md 9.3, 2.3 (Scrip: a recipient is {amount, one of external_id | participant_id |
+    group_id}). A recipient with two ids failed "needs one of ...", as if it had none: now
+    "exactly one of ..., got external_id and participant_id" (and "got none"). The same pattern
+    in operation params: `asset` beside Scrip's `asset_id`, `group` beside `group_id`, `reward`
+    beside `reward_id` naming another one used the first silently; now invalid_operation naming
+    both. Naming the same one is fine. By hand: u1 earns 100 (e0); x2 (asset PTS and asset_id
+    PTS) credits 5 more: 105; every other operation fails and moves nothing; the group stays 0."""
+    assets = [SIMPLE, {**SIMPLE, "symbol": "GEM", "name": "Gems"}]
+    spec = program([on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})], assets,
+                   groups=[{"key": "fam", "name": "Fam", "members": [{"external_id": "u1", "role": "ADMIN"}]},
+                           {"key": "team", "name": "Team", "members": [{"external_id": "u1", "role": "ADMIN"}]}],
+                   rewards=[{"key": "mug", "name": "Mug", "redemption_type": "UNIT_BASED", "asset": "PTS",
+                             "unit_cost": "1"},
+                            {"key": "cap", "name": "Cap", "redemption_type": "UNIT_BASED", "asset": "PTS",
+                             "unit_cost": "2"}])
+    lg = Ledger(tmp_path, spec)
+    lg.run([ev("e0", "u1", "2025-03-01T09:00:00Z", "earn", n=100), ev("e1", "u2", "2025-03-01T09:00:00Z", "earn", n=0)])
+    t = "2025-03-01T10:00:{:02d}Z"
+    value = {"asset": "PTS", "description": "x"}
+    lg.run(operations=[
+        op("transfer", "t1", "u1", t.format(1), **value, recipients=[{"amount": "1", "external_id": "u2",
+                                                                       "participant_id": "u2"}]),
+        op("transfer", "t2", "u1", t.format(2), **value, recipients=[{"amount": "1"}]),
+        op("adjust", "x1", "u1", t.format(3), type="CREDIT", amount="5", asset="PTS", asset_id="GEM", description="x"),
+        op("adjust", "x2", "u1", t.format(4), type="CREDIT", amount="5", asset="PTS", asset_id="PTS", description="x"),
+        op("group_adjust", "g1", None, t.format(5), **value, type="CREDIT", amount="5", group="fam", group_id="team"),
+        op("redeem_item", "r1", "u1", t.format(6), reward="mug", reward_id="cap", quantity=1),
+    ])
+    messages = dict(lg.sql("SELECT idempotency_key, error_message FROM operations WHERE status = 'FAILED'"))
+    assert sorted(messages) == ["g1", "r1", "t1", "t2", "x1"], messages
+    assert "exactly one of" in messages["t1"] and "external_id and participant_id" in messages["t1"], messages
+    assert "exactly one of" in messages["t2"] and "none" in messages["t2"], messages
+    for key, a, b in (("x1", "asset", "asset_id"), ("g1", "group", "group_id"), ("r1", "reward", "reward_id")):
+        assert f"params.{a} " in messages[key] and f"params.{b} " in messages[key], messages[key]
+    assert {c for c, in lg.sql("SELECT DISTINCT error_code FROM operations WHERE status = 'FAILED'")} == {
+        "invalid_operation"}
+    assert lg.balance("u1") == (D(105), D(0), D(0)) and lg.balance("u1", "GEM")[0] == D(0)
+    assert lg.sql("SELECT count(*) FROM balances WHERE entity_type = 'GROUP' AND available <> 0") == [(0,)]
+    assert lg.sql("SELECT count(*) FROM redemptions") == [(0,)]
+    lg.verify()
+
+
 def test_s2_1_a_literal_target_id_of_only_white_space_is_a_load_error(tmp_path):
     """semantics.md 2.1 (errors name the file, the rule and the field) and 7: a literal target
     `external_id` or `participant_id` of white space names nobody, so every event reaching it
