@@ -68,7 +68,7 @@ def active_group(catalog: Catalog, ref, operation: str, tx):
 
 def _group(o):
     """The group an operation names (params.group, or Scrip's group_id: a key or an id)."""
-    group = active_group(o.catalog, o.field("group", o.params.get("group_id")), o.op.operation, o.tx)
+    group = active_group(o.catalog, o.group_ref(), o.op.operation, o.tx)
     return group, o.tx.group_members(group.sid)
 
 

@@ -132,12 +132,30 @@ class _Op:
             raise ActionFailed(INVALID, f"{self.op.operation}: params.{name} is required")
         return value
 
-    def asset(self):
-        symbol = self.field("asset", self.params.get("asset_id"))
+    def named(self, ours: str, scrips: str, resolve, noun: str):
+        """params.<ours>, or Scrip's name for it, params.<scrips>, which must then name the same
+        `noun` (`resolve`: a value -> what it names, or None): the second was silently ignored,
+        so an asset_id, group_id or reward_id beside another asset, group or reward went unused."""
+        mine, theirs = self.params.get(ours), self.params.get(scrips)
+        if mine is not None and theirs is not None and resolve(mine) != resolve(theirs):
+            raise ActionFailed(INVALID, f"{self.op.operation}: params.{ours} {mine!r} and params.{scrips} {theirs!r} "
+                                        f"name different {noun}s; give one of them")
+        return self.field(ours, theirs)
+
+    def group_ref(self):
+        """The group params.group (or Scrip's group_id) names: a key or an id."""
+        return self.named("group", "group_id", lambda ref: getattr(
+            self.catalog.resolve_group(ref) if isinstance(ref, str) else None, "sid", None), "group")
+
+    def _symbol(self, symbol):
         if isinstance(symbol, str) and symbol not in self.catalog.assets:
             # Scrip's endpoints name the asset by its id: perkflow's (the `assets` table's, any
             # case, RFC 9562) names it as well as its symbol, as program_id takes key or id
             symbol = {str(i): k for k, i in self.catalog.asset_ids.items()}.get(symbol.strip().lower(), symbol)
+        return symbol
+
+    def asset(self):
+        symbol = self._symbol(self.named("asset", "asset_id", self._symbol, "asset"))
         if not isinstance(symbol, str) or symbol not in self.catalog.assets or symbol not in self.op.program.assets:
             raise ActionFailed(INVALID, f"{self.op.operation}: unknown asset {symbol!r} for program {self.op.program.key}")
         return self.catalog.assets[symbol], str(self.catalog.asset_ids[symbol])
@@ -164,8 +182,7 @@ class _Op:
         """(entity type, id) whose balance the operation moves: the ACTIVE group a group balance
         operation names, else the operation's participant (active unless `any_status`)."""
         if self.op.operation in GROUP_BALANCE_OPERATIONS:
-            group = groups.active_group(self.catalog, self.field("group", self.params.get("group_id")),
-                                        self.op.operation, self.tx)
+            group = groups.active_group(self.catalog, self.group_ref(), self.op.operation, self.tx)
             return "GROUP", group.sid
         return "PARTICIPANT", self.participant(any_status=any_status)
 
@@ -328,11 +345,16 @@ def _void_hold(o: _Op) -> None:
 def _reward(o: _Op):
     """The reward `reward` (its key) or Scrip's `reward_id` names: a key, or the reward's id (the
     `rewards` table's UUID, read in any case, as assets, programs and groups are named by id)."""
-    key = o.field("reward", o.params.get("reward_id"))
     rewards = o.op.program.rewards
-    reward = rewards.get(key) if isinstance(key, str) else None
-    if reward is None and isinstance(key, str):
-        reward = next((r for r in rewards.values() if str(r.id) == key.strip().lower()), None)
+
+    def find(key):
+        reward = rewards.get(key) if isinstance(key, str) else None
+        if reward is None and isinstance(key, str):
+            reward = next((r for r in rewards.values() if str(r.id) == key.strip().lower()), None)
+        return reward
+
+    key = o.named("reward", "reward_id", lambda k: getattr(find(k), "key", None), "reward")
+    reward = find(key)
     if reward is None:
         raise ActionFailed(INVALID, f"redeem_item: unknown reward {key!r} in program {o.op.program.key}")
     return reward
@@ -649,9 +671,13 @@ def _recipient(o: _Op, r, i: int) -> tuple[str, str]:
                                     f"fields are {', '.join(RECIPIENT_FIELDS)}")
     ext, ref, gref = ((r.get("external_id"), r.get("participant_id"), r.get("group_id")) if isinstance(r, dict)
                       else (None, None, None))
-    named = [x for x in (ext, ref, gref) if x is not None]
-    if len(named) != 1 or not isinstance(named[0], str) or not named[0]:
-        raise ActionFailed(INVALID, "transfer: every recipient needs one of external_id, participant_id or group_id")
+    given = {k: v for k, v in zip(RECIPIENT_FIELDS[1:], (ext, ref, gref)) if v is not None}
+    (field, value), = given.items() if len(given) == 1 else ((None, None),)
+    if field is None or not isinstance(value, str) or not value:
+        # say which it got: "needs one of" read as if none had been given when two were
+        got = " and ".join(given) if field is None else f"{field} {value!r} (an id is non-empty text)"
+        raise ActionFailed(INVALID, f"transfer: params.recipients[{i}] needs exactly one of external_id, "
+                                    f"participant_id or group_id; got {got or 'none'}")
     if gref is not None:  # a group's wallet (docs/decisions.md "Groups")
         return "GROUP", groups.active_group(o.catalog, gref, "transfer", o.tx).sid
     # as of this point of the stream (semantics.md 3)

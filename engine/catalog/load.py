@@ -29,7 +29,7 @@ from .compiled import (Catalog, CompiledAction, CompiledAutomation, CompiledBudg
                        rule_version)
 from .documents import read_json, read_yaml
 from .models import (EVENT_NAME_MAX, INT32_MAX, KEY, Action, Asset, Automation, Budget, Criterion, Group, ProgramFile,
-                     Rule, Tier, fields_at, scrip_name_at, slug)
+                     Rule, Tier, beyond_scale, fields_at, scrip_name_at, slug)
 from .support import VALUE_ACTIONS, WHOLE_BUCKET_ACTIONS, misplaced, unsupported
 
 PROGRAM_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -648,8 +648,13 @@ def _compile_action(at: str, index: int, action: Action, assets: dict[str, Asset
                 raise CatalogError(f"{at}.target.external_id: an external_id is at most {MAX_KEY_LENGTH} characters "
                                    f"(Scrip's limit for a participant's), this one has {len(external_id)}: "
                                    f"{external_id[:40]!r}...")
-            target = CompiledTarget(type="PARTICIPANT", external_id=external_id,
-                                    participant_id=pid and _name(f"{at}.target.{pid_field}", pid, assets))
+            participant = pid and _name(f"{at}.target.{pid_field}", pid, assets)
+            for field, ref in (("external_id", external_id), (pid_field, participant)):
+                if isinstance(ref, str) and not ref.strip():
+                    # white space alone names nobody: every event reaching it failed (kernel._target_ref)
+                    raise CatalogError(f"{at}.target.{field}: must name a participant (non-empty text, or a CEL "
+                                       f"expression giving one), got {ref!r}")
+            target = CompiledTarget(type="PARTICIPANT", external_id=external_id, participant_id=participant)
         else:
             if t.external_id is not None or t.participant_id is not None:
                 raise CatalogError(f"{at}.target: external_id and participant_id name participants; a {t.type} "
@@ -875,6 +880,9 @@ def _compile_budget(at: str, budget: Budget, assets: dict[str, Asset], index: in
                            "sign, point and exponent)") from None
     if not limit.is_finite() or limit <= 0:
         raise CatalogError(f"{at}.limit: must be a positive number")
+    # the budget counts CREDIT amounts, each within the asset's scale: 10.005 caps at 10.00
+    if why := beyond_scale(limit, assets[budget.asset].scale):
+        raise CatalogError(f"{at}.limit: {why}")
     # Each schedule_type resets by one field (none: a lifetime budget). The other would be
     # ignored: a `cron_expression` on a lifetime budget meant a monthly cap and got a lifetime one.
     uses = {None: None, "INTERVAL": "interval", "CRON": "cron_expression"}[budget.schedule_type]

@@ -13,12 +13,13 @@ import types
 import typing
 import uuid
 from datetime import datetime
-from decimal import Context, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationInfo,
+                      field_validator, model_validator)
 
-from engine.amounts import LIMIT, QUANTUM, decimal_text
+from engine.amounts import LIMIT, QUANTUM, decimal_text, fraction_digits
 from engine.durations import bound_text
 
 Status = Literal["ACTIVE", "SUSPENDED", "ARCHIVED"]
@@ -52,6 +53,17 @@ def _number_text(v: Any) -> Any:
     if isinstance(v, int):
         return str(v)
     return v
+
+
+def beyond_scale(v: Decimal, scale: int) -> str | None:
+    """Why a bound written in a program file (an asset's max_transaction_amount, a budget's
+    limit) cannot be one of its asset's amounts, or None: more decimals than `scale`."""
+    if fraction_digits(v) <= scale:
+        return None
+    step = Decimal(1).scaleb(-scale)
+    down, up = (v.quantize(step, rounding=r) for r in (ROUND_FLOOR, ROUND_CEILING))
+    return (f"{v} has more decimals than the asset's scale {scale}, which every amount of it has at most; "
+            f"write {down} or {up}")
 
 
 def _positive(v: Decimal) -> Decimal:
@@ -166,6 +178,16 @@ class Asset(Strict):
     # ARCHIVED (no new ledger entries, permanently) is not built.
     status: str = "ACTIVE"
 
+    @field_validator("max_transaction_amount")
+    @classmethod
+    def _within_scale(cls, v: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        # every amount of the asset has at most `scale` decimals (semantics.md 7), so 10.005 on a
+        # scale-2 asset is a max of 10.00 or a typo for 10.01: which one is not ours to guess
+        scale = info.data.get("scale")
+        if v is not None and scale is not None and (why := beyond_scale(v, scale)):
+            raise ValueError(why)
+        return v
+
     @field_validator("symbol")
     @classmethod
     def _symbol(cls, v: str) -> str:
@@ -215,7 +237,9 @@ class Action(Strict):
     amount: str | None = None
     bucket: Literal["AVAILABLE", "HELD"] | None = None
     allow_negative: StrictBool = False
-    description: str | None = None
+    # the entry's text: part of the rule, so the rule's limit (scrip-reference.md 21; an
+    # operation's, 500, is engine/operations.py DESCRIPTION_MAX)
+    description: str | None = Field(default=None, max_length=1000)
     reference_id: str | None = None
     expires_at: str | None = None
     matures_at: str | None = None

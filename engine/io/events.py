@@ -429,7 +429,8 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
         if kind == "operation":
             missing = [{v: k for k, v in OPERATION_RENAMES.items()}.get(c, c) for c in missing]
         raise InputError(f"{file}: missing required column(s): {', '.join(missing)}; "
-                         f"event files need {', '.join(REQUIRED)} and external_id or participant_id")
+                         f"event files need {', '.join(REQUIRED)} and external_id or participant_id"
+                         + (f" ({NO_TIMESTAMP.split(': ', 1)[1]})" if "event_timestamp" in missing else ""))
     for c in STRING_COLUMNS:
         if c not in df.columns:
             df = df.with_columns(pl.lit(None, dtype=pl.String).alias(c))
@@ -498,6 +499,9 @@ def _normalise(df: pl.DataFrame, file: Path, root: Path, kind: str, first_row: i
     out = out.with_columns(raw=_raw_rows(as_read.select(given), out["reason"].is_not_null()))
     blank_key = (pl.col("reason") == "missing_required_field:idempotency_key") & (pl.col("idempotency_key") != "")
     message = (pl.when(blank_key).then(pl.lit("required field idempotency_key is only whitespace"))
+               # Scrip's ingest body has no timestamp (it stamps the arrival): a row copied from
+               # its quickstart lacks one, so say what to write (semantics.md 2.2), not only "empty"
+               .when(pl.col("reason") == "missing_required_field:event_timestamp").then(pl.lit(NO_TIMESTAMP))
                .when(pl.col("reason").str.starts_with("missing_required_field"))
                .then(pl.concat_str(pl.lit("required field "), pl.col("reason").str.split(":").list.last(), pl.lit(" is empty")))
                .when(pl.col("reason") == "idempotency_key_too_long").then(pl.lit(f"idempotency_key is longer than {MAX_KEY_LENGTH} characters"))
@@ -746,6 +750,11 @@ def raw_of(rows: pl.DataFrame) -> pl.Expr:
 
 
 NOT_RFC3339 = f"event_timestamp is {durations.NOT_RFC3339}"
+#: A row without event_timestamp: required (semantics.md 2.2), and how it is written.
+NO_TIMESTAMP = ("required field event_timestamp is empty: every row needs the instant it happened, "
+                "as an RFC 3339 string with a time zone, e.g. \"event_timestamp\": "
+                "\"2025-01-01T00:00:00Z\", or a time-zone-aware timestamp column; perkflow does not stamp "
+                "the arrival time as Scrip's API does")
 
 
 def _timestamps(file: Path, col: pl.Series) -> tuple[pl.Series, list[str | None]]:
