@@ -24,8 +24,7 @@ CHECKS = {name: (file, meaning) for file, name, meaning in VERIFY_CHECKS}
 STREAMED = {"batch_chain": "engine/verify.py batch_chain, over sql/verify.sql -- name: chain_*",
             "entry_seqs": "engine/verify.py entry_seqs, over sql/verify.sql -- name: entry_seqs",
             "catalog_hashes": "engine/catalog/integrity.py, over sql/verify.sql -- name: catalog_*",
-            "stored_definitions": "engine/verify.py stored_definitions, over sql/verify.sql -- name: stored_*",
-            "participant_ids": "engine/catalog/integrity.py, over sql/verify.sql -- name: participant_ids"}
+            "stored_definitions": "engine/verify.py stored_definitions, over sql/verify.sql -- name: stored_*"}
 
 
 def violations(con, name: str) -> tuple[int, list[str], list[tuple]]:
