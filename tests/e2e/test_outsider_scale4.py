@@ -8,10 +8,12 @@ behaviour each fix touched, with no timing assertions.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 
 from tests.e2e.test_contract_audit import LOT, OK, Ledger, at, ev, op, on, program
+from tests.helpers.io import cli, write_events
 
 EARN = on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "event.n"})
 SPEND = on("spend", {"type": "DEBIT", "asset": "PTS", "amount": "event.n"})
@@ -84,3 +86,34 @@ def test_s9_1_a_hot_participant_spends_fifo_across_hundreds_of_lots_with_expiry(
         assert lots_by_age(lg) == [(lot[0], lot[2]) for lot in model], cut
         assert lg.balance("hot") == (expected_balance, D(0), D(0))
         lg.verify()
+
+
+def test_s12_wide_event_rows_are_processed_in_chunks_sized_by_their_bytes(tmp_path):
+    """performance.md (peak RSS <= 2 GB, memory follows the chunk) with wide rows: 50 event_data
+    fields of ~200 characters are ~10 KB a row, and a default chunk of 62,500 such rows peaked
+    at 5.4 GB at 100k events (session 21). The default chunk is now also capped by the rows'
+    uncompressed Parquet bytes (64 MB). Here 1,500 rows of ~50 KB (75 MB) are two chunks
+    (PERKFLOW_TRACE prints each chunk's stages), and the ledger is what the rules say: each
+    event credits `n` (1..7), and a rule reading the last long field credits 1 more when it
+    starts with "a" (every other row)."""
+    rows = [ev(f"k{i}", f"u{i % 10}", at(1 + i // 500, 10 + (i % 500) // 60, i % 500 % 60), "earn", n=1 + i % 7,
+               **{f"s{k}": f"{i}-{k}-" + "z" * 1000 for k in range(48)}, tail=("a" if i % 2 else "b") + "q" * 500)
+            for i in range(1500)]  # (text that differs row by row, as real payloads do: see CHUNK_BYTES)
+    tail = on("earn", {"type": "CREDIT", "asset": "PTS", "amount": "1"}, key="tail", name="tail",
+              condition='event.type == "earn" && event.tail.startsWith("a")')
+    lg = Ledger(tmp_path, program([EARN, tail]))
+    events = write_events(tmp_path / "wide.parquet", [
+        {"program_id": "shop", "idempotency_key": e["key"], "external_id": e["who"], "event_timestamp": e["when"],
+         "event_data": json.dumps(e["data"])} for e in rows])
+    res = cli("run", "--programs", str(lg.programs), "--events", str(events), "--db", str(lg.db), "--json",
+              env={"PERKFLOW_TRACE": "1"})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["completed"] == 1500
+    chunks = [line for line in res.stderr.splitlines() if line.startswith("[stage] evaluating rules (")]
+    assert len(chunks) == 2, res.stderr[-3000:]
+    expected = {}
+    for i in range(1500):
+        expected[f"u{i % 10}"] = expected.get(f"u{i % 10}", 0) + 1 + i % 7 + (i % 2)
+    for who, total in expected.items():
+        assert lg.balance(who) == (D(total), D(0), D(0))
+    lg.verify()
