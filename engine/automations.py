@@ -268,22 +268,6 @@ def _admitted(con, catalog: Catalog, program: CompiledProgram, auto: CompiledAut
     # (counters, which a THRESHOLD reads) and expiries have happened; counter resets are applied
     # by Tx.state. Lots are loaded only when the tests read a LOT asset's balance.
     lots = bool(keys(want, "balances", list(program.lot_assets)))
-    fired = {} if auto.threshold is None else dict(con.execute(
-        statement("lookups.sql", "automation_last_firings"),
-        {"program_id": program.sid, "prefix": f"{KEY_PREFIX}{auto.key}:"}).fetchall())
-    # judged ADMIT_SLICE participants at a time, each slice on a store of its own: the tests only
-    # read, and a store of a million members' state (and the test's copies of it) peaked at 3.4 GB
-    return [p for start in range(0, len(people), ADMIT_SLICE)
-            for p in _admitted_slice(con, catalog, program, auto, instant, people[start:start + ADMIT_SLICE],
-                                     tests, want, lots, fired)]
-
-
-#: participants judged on one store by an automation's filter and guard (`_admitted`)
-ADMIT_SLICE = 50_000
-
-
-def _admitted_slice(con, catalog: Catalog, program: CompiledProgram, auto: CompiledAutomation, instant: datetime,
-                    people: list[tuple[str, str]], tests: list, want, lots: bool, fired: dict) -> list[tuple[str, str]]:
     timed = catalog.timed_tiers()
     store = Store(con, {})  # read-only: discarded after the test
     pids = [pid for pid, _ in people if pid is not None]
@@ -292,6 +276,9 @@ def _admitted_slice(con, catalog: Catalog, program: CompiledProgram, auto: Compi
         for pid in pids:
             apply_holder_due(store, "PARTICIPANT", pid, instant, timed, [], 0)
     tx = Tx(store, instant)
+    fired = {} if auto.threshold is None else dict(con.execute(
+        statement("lookups.sql", "automation_last_firings"),
+        {"program_id": program.sid, "prefix": f"{KEY_PREFIX}{auto.key}:"}).fetchall())
     out = []
     for pid, external_id in people:
         if auto.threshold is not None and not _crossed(auto.threshold, tx.state("PARTICIPANT", pid), fired.get(pid)):

@@ -35,7 +35,7 @@ from engine.ledger import db
 from engine.ledger.sqlfiles import statement
 from engine.ledger.writer import BatchWriter
 from engine.lots import TIMED_ACTION_INDEX, Lot, apply_due
-from engine.run import STATEFUL_CHUNK_ROWS, catalog_version, drain, new_totals, process_chunk
+from engine.run import catalog_version, drain, new_totals, process_chunk
 from engine.state import Store
 
 
@@ -150,11 +150,8 @@ def _fire_automations(con, catalog, as_of: datetime, writer: BatchWriter, totals
     firings, planned = automations.schedule(con, catalog, as_of)
     for _instant, group in automations.one_by_one(firings):
         rows = automations.rows_at(con, catalog, group, totals["rows_read"])
-        # a firing over many participants in chunks, as `run` takes a large batch: one chunk of
-        # a million members' events peaked at 3.4 GB (session 21, benchmarks/README.md)
-        for start in range(0, len(rows), STATEFUL_CHUNK_ROWS):
-            process_chunk(con, rows.slice(start, STATEFUL_CHUNK_ROWS), catalog, writer, totals, first=False,
-                          system=True)
+        if len(rows):
+            process_chunk(con, rows, catalog, writer, totals, first=False, system=True)
     return planned
 
 

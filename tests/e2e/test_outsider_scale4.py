@@ -2,14 +2,13 @@
 program files and real Parquet rows, runs the `perkflow` CLI in a subprocess into a real DuckDB
 file, and compares the ledger with numbers worked out by hand (or by an independent model in
 this file) from semantics.md 7 and 9. The round ran the same shapes at 100k-1M events for time
-and memory (docs/reliability.md, "Session 21: unusual workloads at scale"); these tests keep the
+and memory (benchmarks/README.md, "Session 21: unusual workloads at scale"); these tests keep the
 behaviour each fix touched, with no timing assertions.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 
@@ -119,39 +118,3 @@ def test_s12_wide_event_rows_are_processed_in_chunks_sized_by_their_bytes(tmp_pa
         assert lg.balance(who) == (D(total), D(0), D(0))
     lg.verify()
 
-
-def test_s11_an_automation_over_many_members_is_judged_and_booked_in_slices(tmp_path, monkeypatch):
-    """11 at scale: a monthly cron automation over a program's members (filter on a tag, guard on
-    a counter its own events raise) judged participants all on one store and booked a firing's
-    events as one chunk: 1M members peaked at 3.4 GB (session 21). Both now go in slices
-    (automations.ADMIT_SLICE participants, STATEFUL_CHUNK_ROWS events); here slices of 2 over 7
-    participants, and the ledger is the same as in one slice: members (even numbers: 4, joined March 1-7) get 50
-    on Apr 1, May 1 and Jun 1 and nothing on Jul 1 (the guard stops at 3 bonuses), the others
-    nothing."""
-    import engine.automations as automations
-    import engine.maintain as maintain_module
-    from tests.reliability.harness import dump
-
-    auto = {"name": "Monthly bonus", "key": "monthly", "event_name": "bonus", "scope": "participants",
-            "trigger": {"type": "cron", "cron_expression": "0 9 1 * *"}, "payload": {"points": 50},
-            "participant_filter": '"member" in participant.tags',
-            "guard_condition": 'get(participant.counters, "bonuses", 0.0) < 3.0'}
-    join = on("join", {"type": "TAG", "tag": "member"}, condition='event.type == "join" && event.member')
-    bonus = on("bonus", {"type": "CREDIT", "asset": "PTS", "amount": "event.points"},
-               {"type": "COUNTER", "key": "bonuses", "value": "1"})
-    rows = [ev(f"j{i}", f"u{i}", at(1 + i), "join", member=i % 2 == 0) for i in range(7)]
-    dumps = {}
-    for sliced in (False, True):
-        shutil.rmtree(tmp_path / "ledger", ignore_errors=True)  # (the same paths: the ledger stores them)
-        lg = Ledger(tmp_path / "ledger", program([join, bonus], automations=[auto]))
-        lg.run(rows)
-        if sliced:
-            monkeypatch.setattr(automations, "ADMIT_SLICE", 2)
-            monkeypatch.setattr(maintain_module, "STATEFUL_CHUNK_ROWS", 2)
-        report = maintain_module.maintain(datetime(2025, 7, 2, tzinfo=timezone.utc), lg.db)
-        assert report is not None
-        for i in range(7):
-            assert lg.balance(f"u{i}") == ((D(150) if i % 2 == 0 else D(0)), D(0), D(0)), (sliced, i)
-        lg.verify()
-        dumps[sliced] = {t: rows for t, rows in dump(lg.db).items() if t not in ("batches",)}
-    assert dumps[True] == dumps[False]
