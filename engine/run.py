@@ -29,7 +29,7 @@ from engine.intake import enrollments, intake, screen
 from engine.balance_range import OutOfRange
 from engine.errors import BalanceRangeError, InputError
 from engine.io import payload_types, reorder
-from engine.io.events import in_stream_order, no_rows, read_chunks, read_inputs, streamable, time_span
+from engine.io.events import in_stream_order, no_rows, read_chunks, read_inputs, row_bytes, streamable, time_span
 from engine.io.files import expand, hive_values
 from engine.ledger import db
 from engine.ledger.sqlfiles import statement
@@ -105,6 +105,19 @@ CHUNK_ROWS = 160_000
 #: and CPU: 250k chunks 2.46 GiB; 125k 1.83 GiB, 108 s; 62.5k 1.43 GiB, 106 s (11% more wall:
 #: smaller frames keep fewer threads busy); 31.25k 1.21 GiB, 126 s.
 STATEFUL_CHUNK_ROWS = 62_500
+#: ... and at most this many uncompressed Parquet bytes of rows per chunk, when neither
+#: --chunk-rows nor PERKFLOW_CHUNK_ROWS sets the rows: a chunk of wide rows (50 event_data fields
+#: of ~200 characters, ~10 KB a row) is decoded into JSON, Python values and frames several
+#: times its size, and 62,500 of them peaked at 5.4 GB (session 21: 100k such events, 4.4 GB
+#: while reading the first chunk). W1 and W2 rows are ~65 bytes: their chunks stay as above.
+CHUNK_BYTES = 64 << 20
+
+
+def _default_chunk_rows(stateful: bool, inputs: list[tuple[str | Path, str]]) -> int:
+    """CHUNK_ROWS or STATEFUL_CHUNK_ROWS, fewer when the rows are wide (CHUNK_BYTES)."""
+    rows = STATEFUL_CHUNK_ROWS if stateful else CHUNK_ROWS
+    width = row_bytes(inputs)
+    return rows if not width else min(rows, max(1_000, int(CHUNK_BYTES // width)))
 
 
 def run_batch(programs: str | Path | Catalog, events: str | Path | list[str | Path] | None, db_file: str | Path | None = None, *,
@@ -139,7 +152,7 @@ def run_batch(programs: str | Path | Catalog, events: str | Path | list[str | Pa
         raise InputError(f"--chunk-rows must be 1 or more, got {chunk_rows}")
     env_rows = os.environ.get("PERKFLOW_CHUNK_ROWS")
     chunk_rows = (chunk_rows or (db.positive_int("PERKFLOW_CHUNK_ROWS", env_rows, "rows") if env_rows else 0)
-                  or (STATEFUL_CHUNK_ROWS if stateful else CHUNK_ROWS))
+                  or None)  # (None: the default, chosen once the inputs are known: _default_chunk_rows)
     step("reading events")
     # arrival order: the event files, then the operation files (an item `(path, "operation")` of
     # an `events` list is an operation input in its place: replay's interleaved stream)
@@ -163,6 +176,7 @@ def run_batch(programs: str | Path | Catalog, events: str | Path | list[str | Pa
     try:
         done = con is not None and _committed(con, fp)
         if not done:
+            chunk_rows = chunk_rows or _default_chunk_rows(stateful, inputs)
             chunked = streamable(inputs, chunk_rows)
             ordered = chunked and in_stream_order(inputs)
             if not chunked:

@@ -191,6 +191,12 @@ class Store:
         # ... and each change (its instant, the status), in processing order: `status_at`
         self.status_log: dict[str, list[tuple[datetime, str]]] = {}
         self.lots: dict[tuple[str, str, str], list[Lot]] = {}  # (entity type, id, asset) -> its lots
+        # ... and those it has spent (Lot.spent), moved out of `lots` when an event commits: an
+        # event copies its holders' `lots` (Tx.lots), and a holder with a long history (one
+        # participant with most of a batch's events) made that copy, and every pass over its lots,
+        # grow with each event, quadratic over the batch. Kept for the writer (`frames`), revived
+        # by `load_lots` for a reversal.
+        self.spent_lots: dict[tuple[str, str, str], list[Lot]] = {}
         self.lot_assets: set[str] = set()  # the assets in `lots`: finds a holder's lots without a scan
         self.lots_loaded: set[str] = set()  # entities whose live lots are all in `lots`
         self.lot_ids: set[str] = set()  # the ids of the lots loaded from the ledger
@@ -322,8 +328,13 @@ class Store:
         status: a reversal gives value back to the lots its redemption took it from, and
         `preload` loads only the lots that still hold value (one the redemption consumed whole is
         CONSUMED)."""
+        wanted = set(lot_ids)
+        spent = self.spent_lots.get(holder, [])
+        if any(lot.id in wanted for lot in spent):  # live again: the reversal gives them value
+            self.lots.setdefault(holder, []).extend(lot for lot in spent if lot.id in wanted)
+            self.spent_lots[holder] = [lot for lot in spent if lot.id not in wanted]
         have = {lot.id for lot in self.lots.get(holder, [])}
-        need = sorted({i for i in lot_ids if i not in have})
+        need = sorted(wanted - have)
         if need:
             for row in self._rows("lots_by_id", need, named=True):
                 self._add_lot(row)
@@ -488,7 +499,8 @@ class Store:
         lots = pl.DataFrame(
             [(lot.id, lot.entity_type, lot.entity_id, lot.asset_id, lot.amount, lot.remaining, lot.status,
               lot.created_at, lot.expires_at, lot.matures_at, lot.reference_id, lot.program_id, lot.provisional)
-             for holder_lots in self.lots.values() for lot in holder_lots if lot.id in self.dirty_lots],
+             for held in (self.lots, self.spent_lots) for holder_lots in held.values() for lot in holder_lots
+             if lot.id in self.dirty_lots],
             schema=LOT_SCHEMA, orient="row")
         redemptions = pl.DataFrame(
             [(prog, r.key, r.participant_id, r.reward_id, r.asset_id, r.quantity, r.unit_cost, r.amount,
@@ -656,5 +668,7 @@ class Tx:
         for holder, lots in self.lot_lists.items():
             before = {lot.id: lot for lot in s.lots.get(holder, [])}
             s.dirty_lots.update(lot.id for lot in lots if before.get(lot.id) != lot)
-            s.lots[holder] = lots
+            s.lots[holder] = [lot for lot in lots if not lot.spent()]
+            if len(s.lots[holder]) < len(lots):
+                s.spent_lots.setdefault(holder, []).extend(lot for lot in lots if lot.spent())
             s.lot_assets.add(holder[2])

@@ -101,6 +101,19 @@ def streamable(inputs: list[tuple[str | Path, str]], rows: int) -> bool:
     return True
 
 
+def row_bytes(inputs: list[tuple[str | Path, str]]) -> float | None:
+    """The average uncompressed size of a row of these Parquet inputs, from their footers (None:
+    not all Parquet, or unreadable: `streamable` decides those)."""
+    try:
+        metas = [pq.ParquetFile(f).metadata for spec, _ in inputs for f, _root in expand(spec)]
+    except (pa.ArrowException, OSError, ValueError, InputError):
+        return None
+    rows = sum(m.num_rows for m in metas)
+    if not rows:
+        return None
+    return sum(m.row_group(i).total_byte_size for m in metas for i in range(m.num_row_groups)) / rows
+
+
 def in_stream_order(inputs: list[tuple[str | Path, str]]) -> bool:
     """Is the arrival order of these (`streamable`) files already the stream order of
     semantics.md 3: timestamps never decrease, file after file (what a generator, an export or
