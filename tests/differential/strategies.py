@@ -40,7 +40,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from hypothesis import strategies as st
 
@@ -463,6 +463,8 @@ def programs(draw, flags: Flags) -> list[dict]:
                                 "on_unknown_participant": "CREATE" if creator else draw(st.sampled_from(policies)),
                                 "status": status},
                     "assets": shared, "rules": draw(rules(flags, max_size=3))})
+    for spec in out:
+        _limits_within_scale(spec)
     if not flags.invalid_static_amounts:
         for spec in out:
             _valid_static_amounts(spec)
@@ -495,6 +497,24 @@ def static_amount_is_valid(text: str, asset: dict) -> bool:
     scale_ok = -d.normalize().as_tuple().exponent <= asset["scale"]
     limit = asset.get("max_transaction_amount")
     return d > 0 and scale_ok and (limit is None or d <= Decimal(limit))
+
+
+def _limits_within_scale(spec: dict) -> None:
+    """A max_transaction_amount or budget limit drawn with more decimals than its asset's scale
+    (12.5 on a scale-0 asset) cut to the scale (12): the loader refuses such a limit
+    (docs/decisions.md), so it would make the whole example a load error."""
+    scales = {a["symbol"]: a["scale"] for a in spec["assets"]}
+
+    def fit(text: str, scale: int) -> str:
+        return str(Decimal(text).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_DOWN)) \
+            if -Decimal(text).as_tuple().exponent > scale else text
+
+    for a in spec["assets"]:
+        if "max_transaction_amount" in a:
+            a["max_transaction_amount"] = fit(a["max_transaction_amount"], a["scale"])
+    for r in spec["rules"]:
+        for b in r.get("budgets") or []:
+            b["limit"] = fit(b["limit"], scales[b["asset"]])
 
 
 def _valid_static_amounts(spec: dict) -> None:
