@@ -411,7 +411,7 @@ def test_s9_a_unit_based_cost_is_an_amount_within_the_assets_scale_and_max(tmp_p
 
 
 @pytest.mark.parametrize("window, words", [
-    ({"available_from": "2025-03-01T10:00:00"}, "available_from: Value error, must be an RFC 3339 timestamp with a time zone"),
+    ({"available_from": "2025-03-01T10:00:00"}, "available_from: Value error, '2025-03-01T10:00:00' is not an RFC 3339 timestamp with a time zone"),
     ({"available_from": "2025-03-02T00:00:00Z", "available_until": "2025-03-01T00:00:00Z"},
      "available_until must be after available_from")])
 def test_s9_a_reward_window_without_a_zone_or_backwards_is_a_load_error(tmp_path, window, words):

@@ -380,7 +380,7 @@ def _mutations():
     enum_fields = [
         (("program", "status"), ["Active", "DELETED", "", 1]),
         (("program", "on_unknown_participant"), ["create", "IGNORE", True]),
-        (("assets", 0, "inventory_mode"), ["lot", "FIFO", None, 3]),
+        (("assets", 0, "inventory_mode"), ["lot", "FIFO", "", 3]),
         (("assets", 0, "issuance_policy"), ["LIMITED", "unlimited"]),
         (("rules", 0, "actions", 0, "type"), ["GIVE", "credit", "", 0]),
         (("rules", 0, "status"), ["ON", "active"]),
