@@ -195,6 +195,10 @@ UNION ALL
 SELECT 'chain', participant_id, tier_id, from_level, previous FROM h WHERE from_level IS DISTINCT FROM previous
 ORDER BY ALL;
 
+-- name: ledger_tables
+-- The ledger's own tables (a ledger written before a catalog table has none of it).
+SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main';
+
 -- name: catalog_ids
 -- Catalog rows whose id is UUIDv5 of their keys (docs/tables.md; engine/catalog/integrity.py
 -- recomputes it from `name`, the id's name parts: a part NULL when the row's program is gone).

@@ -41,8 +41,7 @@ def catalog_breaks(con: duckdb.DuckDBPyConnection) -> list[tuple]:
 
 
 def _ids(con) -> Iterator[tuple]:
-    present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = "
-                                         "current_database() AND schema_name = 'main'").fetchall()}
+    present = {r[0] for r in con.execute(statement("verify.sql", "ledger_tables")).fetchall()}
     queries = ["catalog_ids", *(q for t, q in OPTIONAL_TABLES.items() if t in present)]
     for query in queries:
         for table, stored, name in con.execute(statement("verify.sql", query)).fetchall():
